@@ -1,0 +1,131 @@
+package stages
+
+import (
+	"bytes"
+	"io"
+	"time"
+)
+
+// Header is one request header field. Name and Value alias the connection's
+// read buffer: they are valid only until the request is recycled, which the
+// writer does after the response's last byte is sent (Pane's request_rec
+// lifetime). Value has leading and trailing whitespace removed.
+type Header struct {
+	Name  []byte
+	Value []byte
+}
+
+// Request is the record the reader builds for one HTTP/1.1 request and hands
+// to the processor; the writer recycles it once the response is on the wire.
+//
+// Byte-slice fields alias the connection's read buffer and die with the
+// request. Handlers that keep any of them longer must copy.
+type Request struct {
+	Conn *Conn
+
+	Method []byte // token, as sent (methods are case-sensitive)
+	Target []byte // request-target, as sent
+	Path   []byte // Target up to '?', still percent-encoded
+	Query  []byte // after '?', without it; nil when absent
+	Major  int    // HTTP major version (always 1 once parsed)
+	Minor  int    // HTTP minor version: 0 or 1
+
+	Headers []Header // in arrival order, duplicates kept
+
+	Host []byte // value of the Host header; nil when absent
+
+	// Body framing, decided by the parser from the headers (RFC 9112 §6).
+	ContentLength int64 // -1 when the body is chunked or absent
+	Chunked       bool  // Transfer-Encoding ends in chunked
+	Close         bool  // the client asked for the connection to close
+	Expect100     bool  // Expect: 100-continue was sent
+
+	// Body streams the request body; it is never nil (an empty body reads EOF).
+	Body io.Reader
+
+	// Received is when the first byte of the request arrived.
+	Received time.Time
+	// Seq numbers the requests on one connection, from 1.
+	Seq uint64
+}
+
+// HasBody reports whether a body follows the header block.
+func (r *Request) HasBody() bool { return r.Chunked || r.ContentLength > 0 }
+
+// Header returns the first value of the named header (case-insensitive), or
+// nil. It allocates nothing.
+func (r *Request) Header(name string) []byte {
+	for i := range r.Headers {
+		if equalFold(r.Headers[i].Name, name) {
+			return r.Headers[i].Value
+		}
+	}
+	return nil
+}
+
+// Reset clears r for reuse, keeping the Headers backing array.
+func (r *Request) Reset() {
+	h := r.Headers[:0]
+	*r = Request{Headers: h, ContentLength: -1}
+}
+
+// IsMethod reports whether the request method is m.
+func (r *Request) IsMethod(m string) bool { return string(r.Method) == m }
+
+// KeepAlive reports whether the connection may carry another request after
+// this one, by the rules of RFC 9112 §9.3.
+func (r *Request) KeepAlive() bool {
+	if r.Close {
+		return false
+	}
+	if r.Minor >= 1 {
+		return true
+	}
+	return hasToken(r.Header("Connection"), "keep-alive")
+}
+
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if c == d {
+			continue
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// hasToken reports whether the comma-separated list v contains token t
+// (case-insensitive), as in "Connection: keep-alive, Upgrade".
+func hasToken(v []byte, t string) bool {
+	for len(v) > 0 {
+		var item []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			item, v = v[:i], v[i+1:]
+		} else {
+			item, v = v, nil
+		}
+		if equalFold(bytes.TrimSpace(item), t) {
+			return true
+		}
+	}
+	return false
+}
+
+// HasToken is hasToken for other stages (the parser uses it for Connection
+// and Transfer-Encoding lists).
+func HasToken(v []byte, t string) bool { return hasToken(v, t) }
+
+// EqualFold reports whether b equals s ignoring ASCII case, without allocating.
+func EqualFold(b []byte, s string) bool { return equalFold(b, s) }
