@@ -1,0 +1,270 @@
+package stages
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// BucketKind says what a Bucket carries, after APR's bucket types: data
+// buckets (heap bytes, file regions) are written; metadata buckets steer the
+// writer and carry no bytes.
+type BucketKind uint8
+
+const (
+	// BucketHeap carries Data, bytes in memory.
+	BucketHeap BucketKind = iota
+	// BucketFile carries File[Off:Off+Len], sent with sendfile(2) and never
+	// read into memory.
+	BucketFile
+	// BucketFlush asks the writer to send what it has without waiting for
+	// more (it always does; the bucket exists so filters can see it).
+	BucketFlush
+	// BucketHold stops the writer at this point of the response until Hold
+	// is released (an RDMA completion, say); bytes before it are written,
+	// bytes after it wait.
+	BucketHold
+	// BucketEOS ends the response. Nothing may follow it.
+	BucketEOS
+)
+
+var bucketKindNames = [...]string{"heap", "file", "flush", "hold", "eos"}
+
+func (k BucketKind) String() string {
+	if int(k) < len(bucketKindNames) {
+		return bucketKindNames[k]
+	}
+	return "bucket?"
+}
+
+// Bucket is one piece of a response on its way to the socket.
+type Bucket struct {
+	Kind BucketKind
+	Data []byte   // BucketHeap: valid until the writer has written it
+	File *os.File // BucketFile: kept open by whoever queued it until the response is recycled
+	Off  int64
+	Len  int64
+	Hold *Hold // BucketHold
+}
+
+// Size is the number of bytes the bucket puts on the wire.
+func (b *Bucket) Size() int64 {
+	switch b.Kind {
+	case BucketHeap:
+		return int64(len(b.Data))
+	case BucketFile:
+		return b.Len
+	}
+	return 0
+}
+
+// Hold is a point in a response that the writer may not pass until Release
+// is called. It is how a module defers the rest of a response (typically the
+// HTTP header that reports an RDMA transfer) until an asynchronous
+// completion, and still lets the writer finish the response in its own loop.
+type Hold struct {
+	released atomic.Bool
+	resp     *Response
+}
+
+// NewHold returns a hold for r; queue it with r.Append(Bucket{Kind: BucketHold, Hold: h}).
+func NewHold(r *Response) *Hold { return &Hold{resp: r} }
+
+// Release lets the writer continue past the hold. It may be called from any
+// goroutine, once; later calls do nothing.
+func (h *Hold) Release() {
+	if h.released.CompareAndSwap(false, true) && h.resp != nil && h.resp.kick != nil {
+		h.resp.kick(h.resp)
+	}
+}
+
+// Released reports whether Release has been called.
+func (h *Hold) Released() bool { return h.released.Load() }
+
+// ErrAborted is returned by Response.Append and friends once the writer has
+// given up on the connection (the peer reset it, or a write timed out): the
+// handler should stop producing.
+var ErrAborted = errors.New("quartet: response aborted: connection lost")
+
+// Response carries one response from the processor that produces it to the
+// writer that sends it. The producer appends buckets; each append of data
+// kicks the writer, which takes everything appended so far. Memory stays
+// bounded by a high-water mark: a producer that gets ahead of a slow client
+// by more than it waits in WaitDrained (back-pressure from socket to handler).
+//
+// Lifetime: the response has two owners, its producer and its writer; it is
+// recycled when both have let go (Done by the producer after EOS, Finish by
+// the writer after the last byte or an abort).
+type Response struct {
+	Conn *Conn
+	Req  *Request
+
+	// Set by the producer before the EOS bucket; read by the writer after it.
+	Status    int
+	KeepAlive bool // hand the connection back to its reader after the last byte
+	Started   time.Time
+
+	mu      sync.Mutex
+	out     []Bucket // appended by the producer, taken by the writer
+	eos     bool
+	aborted atomic.Bool
+
+	queued  atomic.Bool  // sitting in its writer's queue: kicks coalesce
+	unsent  atomic.Int64 // bytes appended and not yet written
+	drained chan struct{}
+	refs    atomic.Int32
+
+	kick    func(*Response) // set by the writer: queue r and wake the loop
+	recycle func(*Response) // set by the runtime: return r and its memory to pools
+
+	// Chunks lists memory the producer lent to heap buckets; the recycle
+	// function returns it to its pool once the writer is done with it.
+	Chunks [][]byte
+
+	// Writer-owned.
+	BytesSent int64 // exactly what reached the socket, for the logger
+	WriteErr  error // why the writer stopped early, nil if it did not
+}
+
+// NewResponse returns an empty response. Pools call it; kick and recycle
+// connect it to its writer and its pool.
+func NewResponse(kick, recycle func(*Response)) *Response {
+	return &Response{drained: make(chan struct{}, 1), kick: kick, recycle: recycle}
+}
+
+// Begin readies a recycled response for a new request.
+func (r *Response) Begin(c *Conn, req *Request, now time.Time) {
+	r.Conn, r.Req, r.Started = c, req, now
+	r.Status, r.KeepAlive = 0, false
+	r.eos = false
+	r.out = r.out[:0]
+	r.aborted.Store(false)
+	r.queued.Store(false)
+	r.unsent.Store(0)
+	select {
+	case <-r.drained:
+	default:
+	}
+	r.refs.Store(2)
+	r.BytesSent, r.WriteErr = 0, nil
+}
+
+// Append queues buckets and kicks the writer. Heap bucket data must stay
+// untouched until written: the producer hands it over.
+func (r *Response) Append(bs ...Bucket) error {
+	if r.aborted.Load() {
+		return ErrAborted
+	}
+	var n int64
+	eos := false
+	r.mu.Lock()
+	for i := range bs {
+		n += bs[i].Size()
+		if bs[i].Kind == BucketEOS {
+			eos = true
+		}
+	}
+	r.out = append(r.out, bs...)
+	if eos {
+		r.eos = true
+	}
+	r.mu.Unlock()
+	r.unsent.Add(n)
+	if r.kick != nil {
+		r.kick(r)
+	}
+	return nil
+}
+
+// Unsent is the number of bytes appended and not yet on the wire.
+func (r *Response) Unsent() int64 { return r.unsent.Load() }
+
+// WaitDrained blocks the producer until the writer has brought Unsent to
+// at most low, the response is aborted, or timeout passes (then it reports
+// ErrAborted's sibling, a timeout error, so a stuck client cannot hold a
+// processor forever).
+func (r *Response) WaitDrained(low int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for r.unsent.Load() > low {
+		if r.aborted.Load() {
+			return ErrAborted
+		}
+		d := time.Until(deadline)
+		if d <= 0 {
+			return ErrWriteTimeout
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-r.drained:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if r.aborted.Load() {
+		return ErrAborted
+	}
+	return nil
+}
+
+// ErrWriteTimeout is returned by WaitDrained when the client did not take
+// the response's bytes within the write timeout.
+var ErrWriteTimeout = errors.New("quartet: write timeout: client is not reading")
+
+// Aborted reports whether the writer gave up on this response.
+func (r *Response) Aborted() bool { return r.aborted.Load() }
+
+// Done is the producer letting go after it appended EOS (or gave up).
+func (r *Response) Done() { r.release() }
+
+// The writer's side.
+
+// TakeOut moves everything appended since the last call to dst and reports
+// whether EOS has been appended. Writer goroutine only.
+func (r *Response) TakeOut(dst []Bucket) ([]Bucket, bool) {
+	r.queued.Store(false)
+	r.mu.Lock()
+	dst = append(dst, r.out...)
+	clear(r.out)
+	r.out = r.out[:0]
+	eos := r.eos
+	r.mu.Unlock()
+	return dst, eos
+}
+
+// MarkQueued reports whether the caller is the one that must queue r for its
+// writer: kicks that arrive while r is already queued coalesce into one.
+func (r *Response) MarkQueued() bool { return r.queued.CompareAndSwap(false, true) }
+
+// Sent records n bytes written to the socket and wakes a producer waiting in
+// WaitDrained. Writer goroutine only.
+func (r *Response) Sent(n int64, low int64) {
+	r.BytesSent += n
+	if r.unsent.Add(-n) <= low {
+		select {
+		case r.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Abort records why the writer gave up and fails the producer's next
+// Append or WaitDrained. Writer goroutine only.
+func (r *Response) Abort(err error) {
+	r.WriteErr = err
+	r.aborted.Store(true)
+	select {
+	case r.drained <- struct{}{}:
+	default:
+	}
+}
+
+// Finish is the writer letting go, after the last byte or an abort.
+func (r *Response) Finish() { r.release() }
+
+func (r *Response) release() {
+	if r.refs.Add(-1) == 0 && r.recycle != nil {
+		r.recycle(r)
+	}
+}
