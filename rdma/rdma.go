@@ -161,6 +161,15 @@ type QPConfig struct {
 	// MPA v2 exchange (RFC 6581).
 	ResponderResources int
 	InitiatorDepth     int
+
+	// Prepare, if set, runs on the new QP (state INIT) before the
+	// connection is requested (Dial) or accepted (ConnRequest.Accept).
+	// Post the first receives here: on iWARP a Send that finds no posted
+	// receive is fatal (a Terminate, no RNR retry), and the peer may send
+	// the moment the connection is established. Only PostRecv is allowed
+	// on an INIT QP. An error aborts the setup (Dial fails, Accept
+	// rejects) and is returned.
+	Prepare func(QP) error
 }
 
 // ConnParam are the connection parameters the peer asked for.
