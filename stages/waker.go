@@ -1,0 +1,263 @@
+package stages
+
+import (
+	"encoding/binary"
+	"os"
+	"sync/atomic"
+
+	"golang.org/x/sys/cpu"
+	"golang.org/x/sys/unix"
+)
+
+// Why the hand-off wakes loops this way
+//
+// Pane's open question: a reader or writer loop blocked in poll must be
+// interrupted when another stage hands it work, and a pipe byte costs two
+// syscalls per hand-off (the producer's write, the loop's read). He proposed
+// a hybrid: an atomic flag that says "I am blocked in poll", so a producer
+// only interrupts a loop that is actually asleep and otherwise just queues.
+//
+// LoopWaker is that hybrid, with an eventfd in place of the pipe (one fd, an
+// 8-byte counter, so any number of writes drain with one read) and without
+// signals. The loop announces sleep, re-checks its rings, and only then
+// blocks; a producer pushes, then writes the eventfd only if it is the first
+// to see the loop asleep. While the loop is running a hand-off costs one
+// atomic load and no syscall; a sleeping loop costs one write and one read
+// per wake-up however many producers raced to wake it.
+//
+// MEASUREMENT: filled in by the hand-off benchmarks (handoff_bench_test.go).
+
+// Waker states. The loop owns the move to sleeping and back to running;
+// producers only move sleeping to woken, and only one of them wins.
+const (
+	wakerRunning  uint32 = iota // the loop will check its rings before blocking
+	wakerSleeping               // the loop is in (or about to enter) epoll_wait
+	wakerWoken                  // one producer has written, or is writing, the eventfd
+	wakerClosed                 // Close was called; Wake is a no-op
+)
+
+// LoopWaker wakes one event loop (a reader or writer loop) that sleeps in
+// epoll_wait, writing its eventfd only when the loop is, or is about to be,
+// asleep: zero syscalls per hand-off while the loop is running.
+//
+// The loop (the consumer, one goroutine) follows this protocol every turn:
+//
+//	for {
+//		drain rings; handle ready fds          // running: Wake costs no syscall
+//		if !w.Sleep() { return }               // announce sleeping
+//		if any ring non-empty || other work {  // the re-check: mandatory
+//			w.Awake()
+//			continue
+//		}
+//		n, _ := unix.EpollWait(epfd, events, timeout)
+//		w.Awake()                              // running again; drains the eventfd if it was written
+//		...                                    // the eventfd's event needs no handling
+//	}
+//
+// Producers push to the loop's ring(s) first and call Wake after.
+//
+// Why no wake-up is lost (Dekker's pattern, the "store buffering" litmus
+// test): the producer stores (the ring slot's seq, in Push) then loads (the
+// waker state, in Wake); the loop stores (the state, in Sleep) then loads
+// (the ring, in the re-check). Go's sync/atomic operations are sequentially
+// consistent, so in the single total order of these four operations one of
+// the stores comes first, and the other side's load sees it: either the
+// producer sees "sleeping" and writes the eventfd, or the loop's re-check
+// finds the item and does not block. Both missing each other would need
+// each load to precede the other side's store, which is a cycle.
+//
+// A producer that wins sleeping->woken may be descheduled before its write;
+// the loop, woken by something else, may read the eventfd before the write
+// lands. The loop therefore keeps count of writes it is owed (one per woken
+// state it observes) and keeps reading on later Awake calls until they have
+// all arrived, so a late write never leaves the fd readable forever (which
+// would spin a level-triggered loop) nor is it confused with a new wake-up.
+type LoopWaker struct {
+	_ cpu.CacheLinePad
+	// state is read by every producer's Wake and written by the loop twice
+	// per sleep; it gets its own line so that the counters don't bounce it.
+	state    atomic.Uint32
+	_        cpu.CacheLinePad
+	calls    atomic.Uint64 // Wake calls
+	syscalls atomic.Uint64 // eventfd writes
+	_        cpu.CacheLinePad
+
+	fd int
+	// owed is the number of eventfd writes producers have committed to
+	// (by winning sleeping->woken) that the loop has not yet read. Loop only.
+	owed uint64
+	buf  [8]byte // read buffer, kept here so Awake does not allocate
+}
+
+// NewLoopWaker returns a waker with a fresh eventfd(EFD_NONBLOCK|EFD_CLOEXEC).
+// Non-blocking, so that the loop's drain never blocks and a producer's write
+// never blocks (the counter cannot realistically reach 2^64-1).
+func NewLoopWaker() (*LoopWaker, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	return &LoopWaker{fd: fd}, nil
+}
+
+// Fd returns the eventfd. The loop adds it to its poller for reading
+// (level- or edge-triggered); readable means woken. The event needs no
+// handling of its own: Awake drains the fd.
+func (w *LoopWaker) Fd() int { return w.fd }
+
+// Wake makes sure the loop will look at its rings: it writes the eventfd if
+// the loop is asleep and no other producer has done so yet, and does nothing
+// else. Call it after pushing, from any goroutine.
+func (w *LoopWaker) Wake() {
+	w.calls.Add(1)
+	// The plain load keeps the common case (loop running, or already woken)
+	// to one read of a shared line; only a sleeping loop pays for the CAS.
+	if w.state.Load() != wakerSleeping || !w.state.CompareAndSwap(wakerSleeping, wakerWoken) {
+		return
+	}
+	w.syscalls.Add(1)
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1) // eventfd counters are host-endian
+	for {
+		_, err := unix.Write(w.fd, one[:])
+		if err != unix.EINTR {
+			// EAGAIN would mean the counter is saturated, which is awake
+			// enough. Any other error means the fd was closed under us,
+			// which Close's precondition rules out.
+			return
+		}
+	}
+}
+
+// Sleep announces that the loop is about to block in epoll_wait. The caller
+// must then re-check everything that could give it work (its rings, its
+// shutdown flag) and, if there is any, call Awake instead of blocking. Sleep
+// returns false when the waker has been closed: the loop must not block on
+// a closed fd. Loop goroutine only.
+func (w *LoopWaker) Sleep() bool {
+	// The CAS is the store half of the Dekker pair (sequentially consistent
+	// like every sync/atomic operation). It must not overwrite "closed":
+	// a producer could then win sleeping->woken and write a closed fd.
+	for {
+		switch w.state.Load() {
+		case wakerClosed:
+			return false
+		case wakerSleeping, wakerWoken:
+			return true // already announced (Sleep called twice)
+		}
+		if w.state.CompareAndSwap(wakerRunning, wakerSleeping) {
+			return true
+		}
+	}
+}
+
+// Awake marks the loop running again: after epoll_wait returns, or instead
+// of it when the re-check found work. If a producer wrote the eventfd (or
+// committed to), Awake reads it, one syscall; otherwise it costs one atomic
+// swap. Loop goroutine only.
+func (w *LoopWaker) Awake() {
+	if !w.state.CompareAndSwap(wakerSleeping, wakerRunning) {
+		// Either a producer moved us to woken (it owes us a write) or the
+		// waker was closed (leave that state alone).
+		if w.state.CompareAndSwap(wakerWoken, wakerRunning) {
+			w.owed++
+		}
+	}
+	for w.owed > 0 {
+		n, err := unix.Read(w.fd, w.buf[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n != 8 {
+			// EAGAIN: the write is still on its way; the next Awake will
+			// pick it up (and if the loop blocks first, the write wakes it).
+			return
+		}
+		got := binary.NativeEndian.Uint64(w.buf[:])
+		if got >= w.owed {
+			w.owed = 0
+		} else {
+			w.owed -= got
+		}
+	}
+}
+
+// Close closes the eventfd. The caller must make sure no producer is inside
+// Wake or will call it again (stop the producing stages first): a Wake that
+// raced with Close could write to a recycled fd number. Wake calls that
+// start after Close returns are harmless no-ops.
+func (w *LoopWaker) Close() error {
+	w.state.Store(wakerClosed)
+	if err := unix.Close(w.fd); err != nil {
+		return os.NewSyscallError("close", err)
+	}
+	w.fd = -1
+	return nil
+}
+
+// Wakes returns how many times Wake was called and how many of those calls
+// wrote the eventfd. Their ratio is the syscall cost of the hand-offs.
+func (w *LoopWaker) Wakes() (calls, syscalls uint64) {
+	return w.calls.Load(), w.syscalls.Load()
+}
+
+// WorkerWaker parks and wakes the goroutines of a bounded worker pool (the
+// processors) that consume one Ring. Wake costs one atomic load when no
+// worker is parked (every processor busy: the common case under load), and
+// one non-blocking channel send otherwise.
+//
+// The protocol is the same Dekker pair as LoopWaker's: a worker counts
+// itself idle (an atomic add: store), then re-checks the ring (load); a
+// producer pushes (store), then reads the idle count (load). Sequential
+// consistency means that either the worker's re-check sees the item, or the
+// producer sees the idle worker and sends a token that some parked worker
+// will receive. Tokens can outlive the worker they were meant for (it found
+// the item itself); a later Park then returns early, which costs a spurious
+// re-check but never a lost item. The token channel holds one token per
+// worker, so a send that finds it full has nothing left to wake.
+type WorkerWaker struct {
+	_      cpu.CacheLinePad
+	idle   atomic.Int64 // workers inside Park
+	_      cpu.CacheLinePad
+	tokens chan struct{}
+}
+
+// NewWorkerWaker returns a waker for a pool of the given number of workers
+// (at least 1).
+func NewWorkerWaker(workers int) *WorkerWaker {
+	if workers < 1 {
+		workers = 1
+	}
+	return &WorkerWaker{tokens: make(chan struct{}, workers)}
+}
+
+// Wake wakes one parked worker, if any. Call it after pushing to the ring.
+func (w *WorkerWaker) Wake() {
+	if w.idle.Load() == 0 {
+		return
+	}
+	select {
+	case w.tokens <- struct{}{}:
+	default:
+	}
+}
+
+// Park blocks the calling worker until there may be work. ready reports
+// whether there is work (typically: the ring is non-empty); Park calls it
+// after announcing the worker idle and returns at once if it is true, so a
+// worker must not go to Park without having found the ring empty first and
+// must pop again after Park returns true (and may find nothing: wake-ups can
+// be spurious). Park returns false once done is closed.
+func (w *WorkerWaker) Park(ready func() bool, done <-chan struct{}) bool {
+	w.idle.Add(1)
+	defer w.idle.Add(-1)
+	if ready() {
+		return true
+	}
+	select {
+	case <-w.tokens:
+		return true
+	case <-done:
+		return false
+	}
+}

@@ -1,0 +1,395 @@
+package stages
+
+import (
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// lostWakeupTimeout is how long a hand-off may take before the tests call it
+// lost. Generous: -race and a 2-core machine make single hand-offs slow.
+const lostWakeupTimeout = 5 * time.Second
+
+// epollLoop is a minimal event loop in the shape the reader and writer
+// loops take: an epoll instance watching only the waker's eventfd,
+// draining one ring, following LoopWaker's Sleep/re-check/Awake protocol.
+type epollLoop struct {
+	t        testing.TB
+	epfd     int
+	w        *LoopWaker
+	ring     *Ring[int]
+	stop     atomic.Bool
+	timeout  int // epoll_wait timeout, ms; -1 blocks
+	handle   func(int)
+	stranded atomic.Int64 // epoll_wait timeouts that left items in the ring: lost wake-ups
+	sleeps   atomic.Int64 // epoll_wait calls
+}
+
+func newEpollLoop(t testing.TB, capacity int, handle func(int)) *epollLoop {
+	t.Helper()
+	w, err := NewLoopWaker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(w.Fd())}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, w.Fd(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	return &epollLoop{t: t, epfd: epfd, w: w, ring: NewRing[int](capacity), timeout: -1, handle: handle}
+}
+
+func (l *epollLoop) close() {
+	unix.Close(l.epfd)
+	l.w.Close()
+}
+
+// run is the consumer loop. It returns when stop is set (and Wake called).
+func (l *epollLoop) run() {
+	var events [8]unix.EpollEvent
+	for {
+		for {
+			v, ok := l.ring.Pop()
+			if !ok {
+				break
+			}
+			l.handle(v)
+		}
+		if !l.w.Sleep() {
+			return
+		}
+		// The re-check: Sleep's store is visible to producers before these loads.
+		if l.ring.Len() > 0 || l.stop.Load() {
+			l.w.Awake()
+			if l.stop.Load() {
+				return
+			}
+			continue
+		}
+		l.sleeps.Add(1)
+		n, err := unix.EpollWait(l.epfd, events[:], l.timeout)
+		if err != nil && err != unix.EINTR {
+			l.t.Errorf("epoll_wait: %v", err)
+			return
+		}
+		if n == 0 && l.ring.Len() > 0 {
+			l.stranded.Add(1)
+		}
+		l.w.Awake()
+	}
+}
+
+// waitFor spins (yielding) until cond holds or the lost-wake-up timeout passes.
+func waitFor(cond func() bool) bool {
+	deadline := time.Now().Add(lostWakeupTimeout)
+	for i := 0; !cond(); i++ {
+		if i%64 == 0 && time.Now().After(deadline) {
+			return false
+		}
+		runtime.Gosched()
+	}
+	return true
+}
+
+func TestLoopWakerNoLostWakeup(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		producers int
+		rounds    int
+		burst     int // items pushed per round before waiting for them all
+	}{
+		// One item at a time: the loop is asleep at nearly every hand-off.
+		{"ping-pong/1-producer", 1, 20000, 1},
+		{"ping-pong/4-producers", 4, 5000, 1},
+		// Bursts: the loop is mostly running; wake-ups race with Sleep.
+		{"bursts/4-producers", 4, 300, 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			total := tc.producers * tc.rounds * tc.burst
+			processed := make([]atomic.Bool, total)
+			l := newEpollLoop(t, 256, func(v int) {
+				if processed[v].Swap(true) {
+					t.Errorf("item %d delivered twice", v)
+				}
+			})
+			// The watchdog timeout turns a lost wake-up into a counted
+			// failure rather than a hung test.
+			l.timeout = int(lostWakeupTimeout / time.Millisecond)
+			loopDone := make(chan struct{})
+			go func() { defer close(loopDone); l.run() }()
+
+			var wg sync.WaitGroup
+			for p := 0; p < tc.producers; p++ {
+				wg.Add(1)
+				go func(p int) {
+					defer wg.Done()
+					next := p * tc.rounds * tc.burst
+					for r := 0; r < tc.rounds; r++ {
+						first := next
+						for i := 0; i < tc.burst; i++ {
+							for !l.ring.Push(next) {
+								l.w.Wake() // full: make sure the loop drains
+								runtime.Gosched()
+							}
+							l.w.Wake()
+							next++
+						}
+						last := next - 1
+						if !waitFor(func() bool { return processed[last].Load() }) {
+							t.Errorf("producer %d: items %d..%d not consumed after %v: lost wake-up", p, first, last, lostWakeupTimeout)
+							return
+						}
+					}
+				}(p)
+			}
+			wg.Wait()
+			l.stop.Store(true)
+			l.w.Wake()
+			<-loopDone
+			for v := range processed {
+				if !processed[v].Load() {
+					t.Fatalf("item %d never delivered", v)
+				}
+			}
+			if n := l.stranded.Load(); n > 0 {
+				t.Fatalf("%d epoll_wait timeouts with items queued: lost wake-ups", n)
+			}
+			calls, syscalls := l.w.Wakes()
+			if syscalls > calls || calls < uint64(total) {
+				t.Fatalf("Wakes() = %d calls, %d syscalls for %d items", calls, syscalls, total)
+			}
+			// Every write the loop was owed must have been read: a stale
+			// readable eventfd would spin a level-triggered loop.
+			if !waitFor(func() bool { l.w.Awake(); return l.w.owed == 0 }) {
+				t.Fatalf("loop still owed %d eventfd writes", l.w.owed)
+			}
+			var ev [1]unix.EpollEvent
+			if n, _ := unix.EpollWait(l.epfd, ev[:], 0); n != 0 {
+				t.Fatal("eventfd still readable after the loop drained it")
+			}
+			t.Logf("%d items, %d epoll_waits, Wake: %d calls, %d eventfd writes", total, l.sleeps.Load(), calls, syscalls)
+			l.close()
+		})
+	}
+}
+
+func TestLoopWakerNoSyscallWhileRunning(t *testing.T) {
+	w, err := NewLoopWaker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := 0; i < 100; i++ {
+		w.Wake()
+	}
+	if calls, sys := w.Wakes(); calls != 100 || sys != 0 {
+		t.Fatalf("running loop: %d calls, %d syscalls; want 100, 0", calls, sys)
+	}
+	// Asleep: only the first of many producers writes.
+	if !w.Sleep() {
+		t.Fatal("Sleep on an open waker returned false")
+	}
+	for i := 0; i < 100; i++ {
+		w.Wake()
+	}
+	if _, sys := w.Wakes(); sys != 1 {
+		t.Fatalf("sleeping loop: %d syscalls for 100 wakes, want 1", sys)
+	}
+	w.Awake()
+	if w.owed != 0 {
+		t.Fatalf("Awake left %d writes owed", w.owed)
+	}
+	var buf [8]byte
+	if _, err := unix.Read(w.Fd(), buf[:]); err != unix.EAGAIN {
+		t.Fatalf("eventfd not drained by Awake: read err %v", err)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count fds: %v", err)
+	}
+	return len(ents)
+}
+
+func TestLoopWakerCloseReleasesFD(t *testing.T) {
+	// Warm up whatever the runtime opens lazily, so the counts compare only
+	// the waker's fd.
+	if w, err := NewLoopWaker(); err == nil {
+		w.Close()
+	}
+	before := countFDs(t)
+	w, err := NewLoopWaker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countFDs(t); got != before+1 {
+		t.Fatalf("open fds after NewLoopWaker: %d, want %d", got, before+1)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := countFDs(t); got != before {
+		t.Fatalf("open fds after Close: %d, want %d", got, before)
+	}
+	// After Close, Wake must not write (the fd number may be reused) and
+	// Sleep must tell the loop not to block.
+	w.Wake()
+	if _, sys := w.Wakes(); sys != 0 {
+		t.Fatal("Wake after Close wrote the eventfd")
+	}
+	if w.Sleep() {
+		t.Fatal("Sleep after Close returned true")
+	}
+	w.Wake()
+	if _, sys := w.Wakes(); sys != 0 {
+		t.Fatal("Wake after Close and Sleep wrote the eventfd")
+	}
+	w.Awake()
+}
+
+// workerPool is the processor pool's shape: workers pop one ring and Park
+// when it is empty.
+func runWorkerPool(workers int, r *Ring[int], ww *WorkerWaker, done <-chan struct{}, handle func(int)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				for {
+					v, ok := r.Pop()
+					if !ok {
+						break
+					}
+					handle(v)
+				}
+				if !ww.Park(func() bool { return r.Len() > 0 }, done) {
+					return
+				}
+			}
+		}()
+	}
+	return &wg
+}
+
+func TestWorkerWakerNoLostWakeup(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		workers, producers int
+		rounds, burst      int
+	}{
+		{"1-worker/ping-pong", 1, 1, 20000, 1},
+		{"4-workers/ping-pong", 4, 1, 20000, 1},
+		{"4-workers/2-producers", 4, 2, 1500, 1},
+		{"2-workers/bursts", 2, 3, 200, 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			total := tc.producers * tc.rounds * tc.burst
+			processed := make([]atomic.Bool, total)
+			r := NewRing[int](64)
+			ww := NewWorkerWaker(tc.workers)
+			done := make(chan struct{})
+			wg := runWorkerPool(tc.workers, r, ww, done, func(v int) {
+				if processed[v].Swap(true) {
+					t.Errorf("item %d delivered twice", v)
+				}
+			})
+			var pwg sync.WaitGroup
+			for p := 0; p < tc.producers; p++ {
+				pwg.Add(1)
+				go func(p int) {
+					defer pwg.Done()
+					next := p * tc.rounds * tc.burst
+					for round := 0; round < tc.rounds; round++ {
+						for i := 0; i < tc.burst; i++ {
+							for !r.Push(next) {
+								ww.Wake()
+								runtime.Gosched()
+							}
+							ww.Wake()
+							next++
+						}
+						last := next - 1
+						// Only Wake can get the last item picked up once
+						// every worker is parked.
+						if !waitFor(func() bool { return processed[last].Load() }) {
+							t.Errorf("producer %d: item %d not consumed after %v: lost wake-up", p, last, lostWakeupTimeout)
+							return
+						}
+					}
+				}(p)
+			}
+			pwg.Wait()
+			close(done)
+			wg.Wait()
+			for v := range processed {
+				if !processed[v].Load() {
+					t.Fatalf("item %d never delivered", v)
+				}
+			}
+		})
+	}
+}
+
+func TestWorkerWakerPark(t *testing.T) {
+	t.Run("returns false when done closes", func(t *testing.T) {
+		ww := NewWorkerWaker(2)
+		done := make(chan struct{})
+		res := make(chan bool)
+		go func() { res <- ww.Park(func() bool { return false }, done) }()
+		waitFor(func() bool { return ww.idle.Load() == 1 })
+		close(done)
+		select {
+		case ok := <-res:
+			if ok {
+				t.Fatal("Park returned true after done closed")
+			}
+		case <-time.After(lostWakeupTimeout):
+			t.Fatal("Park did not return after done closed")
+		}
+		if n := ww.idle.Load(); n != 0 {
+			t.Fatalf("idle count %d after Park returned", n)
+		}
+	})
+	t.Run("returns at once when ready", func(t *testing.T) {
+		ww := NewWorkerWaker(1)
+		if !ww.Park(func() bool { return true }, nil) {
+			t.Fatal("Park with ready work returned false")
+		}
+	})
+	t.Run("Wake wakes a parked worker", func(t *testing.T) {
+		ww := NewWorkerWaker(1)
+		res := make(chan bool)
+		go func() { res <- ww.Park(func() bool { return false }, nil) }()
+		waitFor(func() bool { return ww.idle.Load() == 1 })
+		ww.Wake()
+		select {
+		case ok := <-res:
+			if !ok {
+				t.Fatal("woken Park returned false")
+			}
+		case <-time.After(lostWakeupTimeout):
+			t.Fatal("Wake did not wake the parked worker")
+		}
+	})
+	t.Run("Wake with every worker busy is free", func(t *testing.T) {
+		ww := NewWorkerWaker(4)
+		for i := 0; i < 10; i++ {
+			ww.Wake()
+		}
+		if n := len(ww.tokens); n != 0 {
+			t.Fatalf("%d tokens queued with no parked worker", n)
+		}
+	})
+}
