@@ -85,8 +85,9 @@ type LoopWaker struct {
 	fd int
 	// owed is the number of eventfd writes producers have committed to
 	// (by winning sleeping->woken) that the loop has not yet read. Loop only.
-	owed uint64
-	buf  [8]byte // read buffer, kept here so Awake does not allocate
+	owed  uint64
+	reads uint64  // eventfd reads, for the hand-off benchmarks. Loop only.
+	buf   [8]byte // read buffer, kept here so Awake does not allocate
 }
 
 // NewLoopWaker returns a waker with a fresh eventfd(EFD_NONBLOCK|EFD_CLOEXEC).
@@ -164,6 +165,7 @@ func (w *LoopWaker) Awake() {
 		}
 	}
 	for w.owed > 0 {
+		w.reads++
 		n, err := unix.Read(w.fd, w.buf[:])
 		if err == unix.EINTR {
 			continue

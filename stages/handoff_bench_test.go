@@ -1,0 +1,388 @@
+package stages
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The hand-off benchmarks answer Pane's question (see waker.go): what does
+// it cost to hand an item to an event loop that may be blocked in
+// epoll_wait? The results and the command that produced them are in
+// waker.go's doc comment.
+
+// BenchmarkRing measures the queue alone, against a buffered channel of the
+// same capacity.
+func BenchmarkRing(b *testing.B) {
+	b.Run("push-pop", func(b *testing.B) {
+		b.ReportAllocs()
+		r := NewRing[*int](1024)
+		x := new(int)
+		for b.Loop() {
+			r.Push(x)
+			r.Pop()
+		}
+	})
+	b.Run("chan-push-pop", func(b *testing.B) {
+		b.ReportAllocs()
+		ch := make(chan *int, 1024)
+		x := new(int)
+		for b.Loop() {
+			ch <- x
+			<-ch
+		}
+	})
+	// Producers and consumers on separate goroutines; with GOMAXPROCS=2
+	// they contend for the cores as well as for the ring.
+	for _, pc := range [][2]int{{1, 1}, {2, 2}, {4, 4}} {
+		p, c := pc[0], pc[1]
+		b.Run(fmt.Sprintf("mpmc/%dp%dc", p, c), func(b *testing.B) {
+			b.ReportAllocs()
+			r := NewRing[*int](1024)
+			benchMPMC(b, p, c,
+				func(x *int) {
+					for !r.Push(x) {
+						runtime.Gosched()
+					}
+				},
+				func() bool { _, ok := r.Pop(); return ok })
+		})
+		b.Run(fmt.Sprintf("chan-mpmc/%dp%dc", p, c), func(b *testing.B) {
+			b.ReportAllocs()
+			ch := make(chan *int, 1024)
+			benchMPMC(b, p, c,
+				func(x *int) { ch <- x },
+				func() bool {
+					select {
+					case <-ch:
+						return true
+					default:
+						return false
+					}
+				})
+		})
+	}
+}
+
+// benchMPMC moves b.N items from p producers to c consumers.
+func benchMPMC(b *testing.B, p, c int, push func(*int), pop func() bool) {
+	x := new(int)
+	var consumed atomic.Int64
+	n := int64(b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for i := 0; i < p; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for j := i; j < b.N; j += p {
+				push(x)
+			}
+		}(i)
+	}
+	for i := 0; i < c; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for consumed.Load() < n {
+				if pop() {
+					consumed.Add(1)
+				} else {
+					runtime.Gosched()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// handoffRegime is how the producer feeds the consumer loop.
+type handoffRegime struct {
+	name string
+	// burst items are handed off back to back, then the producer waits
+	// until the consumer has processed them all, so that the consumer
+	// runs out of work and goes to sleep. 0: no waiting, a continuous
+	// stream that keeps the consumer busy.
+	burst int
+}
+
+var handoffRegimes = []handoffRegime{
+	{"stream", 0},   // consumer busy: it finds work nearly every time it looks
+	{"burst64", 64}, // consumer asleep at the start of each burst, busy during it
+	{"pingpong", 1}, // consumer asleep at every hand-off
+}
+
+// handoffCounts are the syscalls one run made, by side.
+type handoffCounts struct {
+	writes uint64 // producer: pipe or eventfd writes
+	reads  uint64 // consumer: pipe or eventfd reads
+	waits  uint64 // consumer: epoll_wait calls
+}
+
+func (c handoffCounts) report(b *testing.B) {
+	b.ReportMetric(float64(c.writes+c.reads+c.waits)/float64(b.N), "syscalls/op")
+	b.ReportMetric(float64(c.waits)/float64(b.N), "sleeps/op")
+}
+
+// BenchmarkHandoff hands b.N items from one producer goroutine to one
+// consumer event loop through a Ring, with four ways of waking the loop:
+//
+//	pipe:      write a byte to a pipe per hand-off; the loop reads it
+//	           (Pane's baseline, two syscalls per hand-off)
+//	eventfd:   the same with an eventfd (one read drains many writes)
+//	loopwaker: LoopWaker: write the eventfd only when the loop sleeps
+//	loopwaker-spin: the same, but the loop polls its ring for a while
+//	           (handoffSpin yields) before it goes to sleep
+//	chan:      a Go channel instead of ring + epoll; the consumer
+//	           blocks in the runtime scheduler, not in epoll_wait, so
+//	           it could not watch sockets too (and the runtime's
+//	           futex calls are not counted)
+//
+// syscalls/op counts write, read and epoll_wait calls made by both sides
+// for the hand-off; sleeps/op is epoll_wait calls per item; cpu-ns/op is
+// the process's user+system CPU time per item (both goroutines, and the
+// producer's yield loop while it waits at the end of a burst), which shows
+// what spinning costs.
+func BenchmarkHandoff(b *testing.B) {
+	for _, mech := range []struct {
+		name string
+		run  func(b *testing.B, burst int) handoffCounts
+	}{
+		{"pipe", benchEveryTime(true)},
+		{"eventfd", benchEveryTime(false)},
+		{"loopwaker", benchLoopWaker(0)},
+		{"loopwaker-spin", benchLoopWaker(handoffSpin)},
+		{"chan", benchChan},
+	} {
+		for _, reg := range handoffRegimes {
+			b.Run(mech.name+"/"+reg.name, func(b *testing.B) {
+				b.ReportAllocs()
+				cpu0 := cpuTime(b)
+				c := mech.run(b, reg.burst)
+				cpu := cpuTime(b) - cpu0
+				c.report(b)
+				b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
+
+const handoffRingCap = 1024
+
+// produce hands b.N items to send in the regime's pattern, waiting for
+// processed to catch up after each burst. It runs on the benchmark's
+// goroutine.
+func produce(b *testing.B, burst int, processed *atomic.Int64, send func(v int)) {
+	for i := 0; i < b.N; {
+		k := b.N - i
+		if burst > 0 && burst < k {
+			k = burst
+		}
+		for j := 0; j < k; j++ {
+			send(i + j)
+		}
+		i += k
+		if burst > 0 {
+			for processed.Load() < int64(i) {
+				runtime.Gosched()
+			}
+		}
+	}
+}
+
+// handoffEpoll creates an epoll instance watching fd for reading.
+func handoffEpoll(b *testing.B, fd int) int {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		b.Fatal(err)
+	}
+	return epfd
+}
+
+// benchEveryTime is Pane's scheme: signal the fd on every hand-off; the
+// loop blocks in epoll_wait, and when the fd is readable it drains it and
+// then the queue.
+func benchEveryTime(pipe bool) func(b *testing.B, burst int) handoffCounts {
+	return func(b *testing.B, burst int) handoffCounts {
+		var rfd, wfd int
+		if pipe {
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+				b.Fatal(err)
+			}
+			rfd, wfd = p[0], p[1]
+			defer unix.Close(p[0])
+			defer unix.Close(p[1])
+		} else {
+			fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rfd, wfd = fd, fd
+			defer unix.Close(fd)
+		}
+		epfd := handoffEpoll(b, rfd)
+		defer unix.Close(epfd)
+		r := NewRing[int](handoffRingCap)
+		var processed atomic.Int64
+		var c handoffCounts
+		done := make(chan struct{})
+		sig := []byte{1, 0, 0, 0, 0, 0, 0, 0} // a pipe byte, or eventfd's 1 (little-endian)
+		if pipe {
+			sig = sig[:1]
+		}
+		b.ResetTimer()
+		go func() {
+			defer close(done)
+			var events [8]unix.EpollEvent
+			var buf [4096]byte
+			n := int64(b.N)
+			var sum int
+			for {
+				for {
+					v, ok := r.Pop()
+					if !ok {
+						break
+					}
+					sum += v
+					if processed.Add(1) == n {
+						return
+					}
+				}
+				c.waits++
+				if _, err := unix.EpollWait(epfd, events[:], -1); err != nil && err != unix.EINTR {
+					b.Error(err)
+					return
+				}
+				c.reads++
+				unix.Read(rfd, buf[:])
+			}
+		}()
+		produce(b, burst, &processed, func(v int) {
+			for !r.Push(v) {
+				runtime.Gosched()
+			}
+			c.writes++
+			unix.Write(wfd, sig)
+		})
+		<-done
+		return c
+	}
+}
+
+// handoffSpin is how many times the loopwaker-spin consumer yields and
+// re-checks its ring before it sleeps: about 10-20µs on the reference
+// machine, the order of one thread wake-up there.
+const handoffSpin = 100
+
+// benchLoopWaker is the loop protocol of LoopWaker's doc comment, with an
+// optional spin before sleeping.
+func benchLoopWaker(spin int) func(b *testing.B, burst int) handoffCounts {
+	return func(b *testing.B, burst int) handoffCounts {
+		w, err := NewLoopWaker()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer w.Close()
+		epfd := handoffEpoll(b, w.Fd())
+		defer unix.Close(epfd)
+		r := NewRing[int](handoffRingCap)
+		var processed atomic.Int64
+		var c handoffCounts
+		done := make(chan struct{})
+		b.ResetTimer()
+		go func() {
+			defer close(done)
+			var events [8]unix.EpollEvent
+			n := int64(b.N)
+			var sum int
+			for {
+				for {
+					v, ok := r.Pop()
+					if !ok {
+						break
+					}
+					sum += v
+					if processed.Add(1) == n {
+						return
+					}
+				}
+				if spin > 0 && spinFor(spin, r) {
+					continue
+				}
+				w.Sleep()
+				if r.Len() > 0 {
+					w.Awake()
+					continue
+				}
+				c.waits++
+				if _, err := unix.EpollWait(epfd, events[:], -1); err != nil && err != unix.EINTR {
+					b.Error(err)
+					return
+				}
+				w.Awake()
+			}
+		}()
+		produce(b, burst, &processed, func(v int) {
+			for !r.Push(v) {
+				runtime.Gosched()
+			}
+			w.Wake()
+		})
+		<-done
+		_, c.writes = w.Wakes()
+		c.reads = w.reads
+		return c
+	}
+}
+
+// spinFor yields up to n times, reporting true as soon as r has an item.
+func spinFor(n int, r *Ring[int]) bool {
+	for i := 0; i < n; i++ {
+		if r.Len() > 0 {
+			return true
+		}
+		runtime.Gosched()
+	}
+	return false
+}
+
+// benchChan replaces ring and fd with a buffered channel of the same
+// capacity.
+func benchChan(b *testing.B, burst int) handoffCounts {
+	ch := make(chan int, handoffRingCap)
+	var processed atomic.Int64
+	done := make(chan struct{})
+	b.ResetTimer()
+	go func() {
+		defer close(done)
+		n := int64(b.N)
+		var sum int
+		for v := range ch {
+			sum += v
+			if processed.Add(1) == n {
+				return
+			}
+		}
+	}()
+	produce(b, burst, &processed, func(v int) { ch <- v })
+	<-done
+	return handoffCounts{}
+}
+
+// cpuTime returns the process's user+system CPU time in nanoseconds.
+func cpuTime(b *testing.B) int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
