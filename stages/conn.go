@@ -24,4 +24,8 @@ type Conn struct {
 
 	Reader int // index of the reader loop that owns reading and closing
 	Writer int // index of the writer loop that owns writing
+
+	// RSlot is the connection's place in its reader loop's table. Only
+	// that loop writes it; others pass it back unchanged.
+	RSlot int32
 }

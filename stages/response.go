@@ -126,12 +126,19 @@ type Response struct {
 	// Writer-owned.
 	BytesSent int64 // exactly what reached the socket, for the logger
 	WriteErr  error // why the writer stopped early, nil if it did not
+	WSlot     int32 // index of the writer's record for this response, -1 when it has none
+	// Disposition tells the recycle function what to do with the
+	// connection: 0 keep-alive, 1 lingering close, 2 close now. The
+	// connection goes back to its reader only when both owners have let
+	// go: a handler still running after an abort may be reading its
+	// request, which lives in the reader's memory.
+	Disposition uint8
 }
 
 // NewResponse returns an empty response. Pools call it; kick and recycle
 // connect it to its writer and its pool.
 func NewResponse(kick, recycle func(*Response)) *Response {
-	return &Response{drained: make(chan struct{}, 1), kick: kick, recycle: recycle}
+	return &Response{drained: make(chan struct{}, 1), kick: kick, recycle: recycle, WSlot: -1}
 }
 
 // Begin readies a recycled response for a new request.
@@ -149,6 +156,8 @@ func (r *Response) Begin(c *Conn, req *Request, now time.Time) {
 	}
 	r.refs.Store(2)
 	r.BytesSent, r.WriteErr = 0, nil
+	r.WSlot = -1
+	r.Disposition = 0
 }
 
 // Append queues buckets and kicks the writer. Heap bucket data must stay

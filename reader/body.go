@@ -1,0 +1,313 @@
+package reader
+
+import (
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var ioEOF = io.EOF
+
+// ErrBodyTooLarge is returned by a request body's Read once the body has
+// passed Config.MaxBodyBytes (a chunked body; a declared Content-Length over
+// the limit is answered 413 before dispatch). Status 413.
+var ErrBodyTooLarge = newError(413, "quartet: request body too large")
+
+// ErrBodyTimeout is returned by a request body's Read when the client sent
+// nothing for Config.BodyTimeout. Status 408.
+var ErrBodyTimeout = newError(408, "quartet: timed out waiting for the request body")
+
+// ErrBodyClosed is returned by a request body's Read after the response has
+// been sent: the handler has no business reading its body any more.
+var ErrBodyClosed = newError(400, "quartet: request body read after the response finished")
+
+// pipe carries a streaming request body from the loop that reads the socket
+// to the handler that reads the body. The loop fills buf[w:raw] with raw
+// (still chunk-coded) bytes and decodes them in place to buf[r:w]; the
+// handler reads buf[r:w]. Only the loop moves bytes; the handler only
+// advances r. All of it under mu: the loop's non-blocking read into buf
+// is short, and the handler's copy-out shorter.
+type pipe struct {
+	mu      sync.Mutex
+	buf     []byte
+	r, w    int
+	raw     int
+	err     error // io.EOF at the end of the body, or why it failed
+	done    bool  // the response is finished: bytes are discarded
+	full    bool  // the loop stopped for lack of room; a Read that makes room resumes it
+	ready   chan struct{}
+	timeout time.Duration
+	resume  func()
+}
+
+func (p *pipe) reset(size int, timeout time.Duration, resume func()) {
+	if cap(p.buf) < size {
+		p.buf = make([]byte, size)
+	}
+	p.buf = p.buf[:size]
+	if p.ready == nil {
+		p.ready = make(chan struct{}, 1)
+	}
+	select {
+	case <-p.ready:
+	default:
+	}
+	p.r, p.w, p.raw = 0, 0, 0
+	p.err, p.done, p.full = nil, false, false
+	p.timeout, p.resume = timeout, resume
+}
+
+// Read is the handler's side.
+func (p *pipe) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		p.mu.Lock()
+		if p.done {
+			p.mu.Unlock()
+			return 0, ErrBodyClosed
+		}
+		if p.r < p.w {
+			n := copy(b, p.buf[p.r:p.w])
+			p.r += n
+			wake := p.full && p.r >= len(p.buf)/2
+			if wake {
+				p.full = false
+			}
+			p.mu.Unlock()
+			if wake {
+				p.resume()
+			}
+			return n, nil
+		}
+		if p.err != nil {
+			err := p.err
+			p.mu.Unlock()
+			return 0, err
+		}
+		wake := p.full
+		p.full = false
+		p.mu.Unlock()
+		if wake {
+			p.resume()
+		}
+		if timer == nil {
+			timer = time.NewTimer(p.timeout)
+		}
+		select {
+		case <-p.ready:
+		case <-timer.C:
+			return 0, ErrBodyTimeout
+		}
+	}
+}
+
+// signal wakes a Read waiting for bytes.
+func (p *pipe) signal() {
+	select {
+	case p.ready <- struct{}{}:
+	default:
+	}
+}
+
+// fail ends the body with err for the handler.
+func (p *pipe) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+	p.signal()
+}
+
+// finish marks the response done; later Reads fail. Safe on an unused pipe.
+func (p *pipe) finish() {
+	if p.ready == nil {
+		return
+	}
+	p.mu.Lock()
+	p.done = true
+	p.mu.Unlock()
+	p.signal()
+}
+
+// room makes space at the end of buf for raw bytes; it returns the free
+// region. Caller holds mu.
+func (p *pipe) room() []byte {
+	if p.done {
+		// Discarding: decoded bytes are dropped as soon as they exist.
+		n := copy(p.buf, p.buf[p.w:p.raw])
+		p.r, p.w, p.raw = 0, 0, n
+	} else if p.raw == len(p.buf) && p.r > 0 {
+		n := copy(p.buf, p.buf[p.r:p.raw])
+		p.w -= p.r
+		p.raw = n
+		p.r = 0
+	} else if p.r == p.w && p.r > 0 {
+		n := copy(p.buf, p.buf[p.w:p.raw])
+		p.r, p.w, p.raw = 0, 0, n
+	}
+	return p.buf[p.raw:]
+}
+
+// startStream sets up the pipe for a body that is read while the handler
+// runs, and feeds it what is already buffered.
+func (l *Loop) startStream(slot int32) {
+	rc := &l.conns[slot]
+	c := rc.c
+	rc.pipe.reset(l.cfg.PipeBytes, l.cfg.BodyTimeout, func() { l.send(msg{c: c, op: opResume}) })
+	rc.req.Body = &rc.pipe
+	rc.feeding = true
+	rc.remaining = rc.req.ContentLength
+	rc.chunked = ChunkedDecoder{}
+	rc.fpos = rc.start + rc.hdrLen
+	rc.consumed = rc.hdrLen
+	l.feedLocked(slot)
+}
+
+// feed continues a streaming body (after a readiness event or a resume).
+func (l *Loop) feed(slot int32) { l.feedLocked(slot) }
+
+// drainBody discards the unread rest of a finished request's body, then
+// moves on to the next request.
+func (l *Loop) drainBody(slot int32) {
+	l.feedLocked(slot)
+	rc := &l.conns[slot]
+	if rc.c == nil || rc.state != stateDrain {
+		return
+	}
+	if !rc.feeding {
+		l.nextRequest(slot)
+	} else if rc.discarded > maxDiscardBytes {
+		l.close(slot)
+	}
+}
+
+// feedLocked moves body bytes from the read buffer and the socket into the
+// pipe until the body ends, the pipe is full, the socket is drained, or the
+// turn's budget is spent.
+func (l *Loop) feedLocked(slot int32) {
+	rc := &l.conns[slot]
+	p := &rc.pipe
+	budget := maxReadBytesPerTurn
+	for rc.feeding && budget > 0 {
+		p.mu.Lock()
+		free := p.room()
+		if len(free) == 0 {
+			p.full = true
+			p.mu.Unlock()
+			return
+		}
+		if !rc.req.Chunked && int64(len(free)) > rc.remaining {
+			free = free[:rc.remaining]
+		}
+		var n int
+		var rerr error
+		if rc.fpos < rc.end {
+			n = copy(free, rc.buf[rc.fpos:rc.end])
+			rc.fpos += n
+			rc.consumed = rc.fpos - rc.start
+		} else {
+			n, rerr = readFD(rc.c.FD, free)
+		}
+		if n > 0 {
+			budget -= n
+			p.raw += n
+			l.decodeLocked(rc)
+		}
+		p.mu.Unlock()
+		if n > 0 {
+			p.signal()
+		}
+		switch {
+		case rerr == unix.EAGAIN:
+			return
+		case rerr != nil:
+			rc.feeding = false
+			rc.peerClosed = true
+			p.fail(io.ErrUnexpectedEOF)
+			return
+		}
+	}
+	if rc.feeding && budget <= 0 {
+		l.ready = append(l.ready, slot)
+	}
+}
+
+// decodeLocked turns the pipe's raw bytes into body bytes. Caller holds
+// p.mu.
+func (l *Loop) decodeLocked(rc *rconn) {
+	p := &rc.pipe
+	var produced int
+	done := false
+	if rc.req.Chunked {
+		consumed, prod, fin, err := rc.chunked.Decode(p.buf[p.w:], p.buf[p.w:p.raw])
+		if err != nil {
+			rc.feeding = false
+			rc.peerClosed = true
+			if p.err == nil {
+				p.err = err
+			}
+			return
+		}
+		// Keep undecoded bytes right after the decoded ones.
+		rest := p.raw - (p.w + consumed)
+		copy(p.buf[p.w+prod:], p.buf[p.w+consumed:p.raw])
+		p.raw = p.w + prod + rest
+		produced, done = prod, fin
+		if fin && rest > 0 {
+			// Bytes past the body belong to the next request: hand them back
+			// to the read buffer once the current request has let go of it.
+			rc.carry = append(rc.carry[:0], p.buf[p.w+prod:p.raw]...)
+			p.raw = p.w + prod
+		}
+	} else {
+		produced = p.raw - p.w
+		rc.remaining -= int64(produced)
+		done = rc.remaining == 0
+	}
+	p.w += produced
+	rc.bodyTotal += int64(produced)
+	if p.done {
+		rc.discarded += int64(produced)
+	}
+	if rc.bodyTotal > l.cfg.MaxBodyBytes {
+		rc.feeding = false
+		rc.peerClosed = true
+		if p.err == nil {
+			p.err = ErrBodyTooLarge
+		}
+		return
+	}
+	if done {
+		rc.feeding = false
+		if p.err == nil {
+			p.err = io.EOF
+		}
+	}
+}
+
+func readFD(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, io.ErrUnexpectedEOF
+		}
+		return n, nil
+	}
+}

@@ -1,0 +1,34 @@
+// Package reader is Quartet's second stage: R event loops that watch every
+// connection that is waiting for a request, read and parse request headers
+// without copying them, and hand complete requests to the processors.
+//
+// A connection lives in exactly one reader loop for its whole life, and
+// that loop is the only code that closes its fd. When a request is
+// dispatched the connection leaves the loop's care (the loop keeps only
+// the registration, edge-triggered, so no epoll_ctl is spent per request)
+// until the writer hands it back: for the next request on a keep-alive
+// connection, for a lingering close, or to be closed at once. Pipelined
+// requests therefore keep their order without any sequencing: the next
+// request is parsed from the bytes already buffered only when the previous
+// response is on the wire.
+//
+// Request bodies: a small body (at most Config.PrereadBody bytes, and no
+// Expect: 100-continue) is read completely before dispatch, so a slow
+// client never holds a processor; anything larger, or chunked, is streamed:
+// the loop keeps reading the connection while the handler runs and feeds a
+// bounded pipe, stopping when the pipe is full, so the body reaches the
+// handler as a stream with back-pressure and a size limit.
+//
+// Timeouts use one FIFO per class (idle keep-alive, header, linger), as
+// Apache's event MPM does: every entry of a class has the same duration,
+// so appending keeps each list sorted and expiry is a look at its head.
+//
+// Why not gnet's engine for these loops: gnet closes a connection's fd as
+// soon as a read sees EOF, while a response for that connection may still
+// be queued in another stage, and it cannot stop reading a connection whose
+// handler is slow to consume a large body. Quartet's ownership rule (only
+// the owning reader closes, and only when no other stage holds the
+// connection) needs a loop that can leave a connection alone; the loops
+// here are built on the same primitives (epoll, eventfd wake-ups) and are
+// measured against a bare gnet server in the bench package.
+package reader

@@ -1,0 +1,29 @@
+// Package writer is Quartet's fourth stage: W event loops that own every
+// write to a client socket.
+//
+// A processor appends a response's buckets and kicks the response's writer;
+// the loop takes what was appended and puts it on the wire: runs of heap
+// buckets go out in one writev, file regions with sendfile, and when the
+// socket is full the loop arms a one-shot EPOLLOUT and moves on to other
+// connections. The processor meanwhile keeps producing until the response's
+// unsent bytes pass the high-water mark, and then waits: a slow client
+// pushes back on its handler instead of growing the server's memory.
+//
+// Why the writer finishes requests (Pane, 2002): when the last byte of a
+// response is written the loop runs the logger with the exact number of
+// bytes that reached the socket, lets the response's memory be recycled,
+// and gives the connection back to its reader, for the next request on a
+// keep-alive connection or for a lingering close. A response aborted
+// half-way is logged with what was really sent.
+//
+// The same poller also watches completion sources: any fd with a callback
+// that runs in the loop when the fd is readable. RDMA completion queues
+// plug in here, so an RDMA transfer and the HTTP response that reports it
+// complete in one place: the callback releases a Hold bucket and the loop
+// writes the rest of the response in the same turn.
+//
+// Ownership: the writer never closes a connection's fd. Only the reader
+// that owns the connection does, after the writer has handed it back, so a
+// response can never be written into a new connection that reuses the fd
+// number of one that has gone.
+package writer

@@ -1,0 +1,614 @@
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/internal/poll"
+	"github.com/quartet-server/quartet/stages"
+)
+
+// Disposition is what happens to a connection once its response is done.
+type Disposition uint8
+
+const (
+	// KeepAlive gives the connection back to its reader for the next request.
+	KeepAlive Disposition = iota
+	// Linger: the writer has shut down the sending side; the reader reads
+	// and discards until the client closes or the linger timeout, then
+	// closes, so the client sees the whole response rather than a reset.
+	Linger
+	// Close: the connection is broken; the reader closes it at once.
+	Close
+)
+
+var dispositionNames = [...]string{"keep-alive", "linger", "close"}
+
+func (d Disposition) String() string { return dispositionNames[d] }
+
+// Config sets a writer loop's limits and hooks.
+type Config struct {
+	// QueueCapacity bounds the hand-off queue from the processors. A full
+	// queue does not block producers (see Kick): it is a tuning knob.
+	QueueCapacity int
+	// LowWater wakes a producer blocked on the high-water mark once its
+	// response's unsent bytes fall to it.
+	LowWater int64
+	// WriteTimeout aborts a response whose socket accepts nothing for this
+	// long.
+	WriteTimeout time.Duration
+	// Log runs in the loop after the last byte of each response (or its
+	// abort), with BytesSent exactly what reached the socket.
+	Log func(*stages.Response)
+}
+
+// Per-turn budgets, so one connection cannot starve the loop.
+const (
+	// iovMax bounds one writev; the kernel's UIO_MAXIOV is 1024, but a
+	// response rarely has more than a handful of heap buckets in flight.
+	iovMax = 64
+	// maxWriteBytesPerTurn bounds what one connection may write before the
+	// loop serves the others (gnet's per-connection write budget plays the
+	// same role in edge-triggered mode).
+	maxWriteBytesPerTurn = 1 << 20
+	// maxSendfileChunk bounds one sendfile call for the same reason.
+	maxSendfileChunk = 1 << 20
+	// timeoutScanInterval is how often stalled responses are checked
+	// against the write timeout; finer would cost wake-ups for nothing.
+	timeoutScanInterval = 250 * time.Millisecond
+)
+
+// Token layout in the poller: the top bits say what the fd is.
+const (
+	tokenWaker  uint64 = 1 << 63
+	tokenSource uint64 = 1 << 62
+	tokenKind          = tokenWaker | tokenSource
+)
+
+// record is the loop's state for one response it has started but not
+// finished: buckets taken from the response and not yet written.
+type record struct {
+	resp     *stages.Response
+	gen      uint32
+	buckets  []stages.Bucket
+	off      int64 // bytes of buckets[0] already written
+	eos      bool  // EOS taken from the response
+	waiting  bool  // EPOLLOUT armed
+	held     bool  // stopped at an unreleased Hold
+	since    time.Time
+	progress time.Time
+}
+
+// source is a completion source: an fd and the callback run when it is
+// readable.
+type source struct {
+	fd  int
+	gen uint32
+	fn  func()
+}
+
+// Loop is one writer event loop.
+type Loop struct {
+	id     int
+	cfg    Config
+	poller *poll.Poller
+	waker  *stages.LoopWaker
+	in     *stages.Ring[*stages.Response]
+
+	overflowMu sync.Mutex
+	overflow   []*stages.Response
+	overflowN  atomic.Int32
+
+	records []record
+	free    []int32
+	active  int
+
+	srcMu   sync.Mutex
+	sources atomic.Pointer[[]source]
+	srcGen  uint32
+
+	iov    [iovMax]unix.Iovec
+	events []poll.Event
+	ready  []int32 // records with budget left over, served next turn
+
+	counters  *stages.StageCounters
+	stopping  atomic.Bool
+	lastCheck time.Time
+}
+
+// New makes a writer loop. counters may be shared with a Stats reader.
+func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
+	if cfg.QueueCapacity <= 0 {
+		cfg.QueueCapacity = 1024
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	p, err := poll.New()
+	if err != nil {
+		return nil, err
+	}
+	w, err := stages.NewLoopWaker()
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	if err := p.Add(w.Fd(), unix.EPOLLIN, tokenWaker); err != nil {
+		w.Close()
+		p.Close()
+		return nil, err
+	}
+	l := &Loop{id: id, cfg: cfg, poller: p, waker: w,
+		in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters,
+		events: make([]poll.Event, 0, 128)}
+	empty := []source{}
+	l.sources.Store(&empty)
+	return l, nil
+}
+
+// Kick queues r for this loop and wakes it. Any goroutine may call it, the
+// loop itself included; kicks of a response already queued coalesce. A full
+// queue spills into a locked overflow list rather than blocking, so a
+// completion callback running in the loop can never deadlock on its own
+// queue; the list is bounded by the number of live responses, because each
+// is queued at most once.
+func (l *Loop) Kick(r *stages.Response) {
+	if !r.MarkQueued() {
+		return
+	}
+	if l.counters != nil {
+		l.counters.Enqueued.Add(1)
+	}
+	if !l.in.Push(r) {
+		l.overflowMu.Lock()
+		l.overflow = append(l.overflow, r)
+		l.overflowN.Add(1)
+		l.overflowMu.Unlock()
+	}
+	l.waker.Wake()
+}
+
+// QueueDepth is the number of responses waiting for the loop.
+func (l *Loop) QueueDepth() int { return l.in.Len() + int(l.overflowN.Load()) }
+
+// QueueCap is the hand-off queue's capacity.
+func (l *Loop) QueueCap() int { return l.in.Cap() }
+
+// SourceID names a registered completion source.
+type SourceID struct {
+	idx int
+	gen uint32
+}
+
+// AddSource registers fd as a completion source: fn runs in the loop each
+// time fd is readable (level-triggered: fn must consume what made it
+// readable, as an RDMA completion channel's get-event does). fd must be
+// non-blocking and stays owned by the caller, who must RemoveSource before
+// closing it. Any goroutine may call it.
+func (l *Loop) AddSource(fd int, fn func()) (SourceID, error) {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	old := *l.sources.Load()
+	idx := -1
+	for i := range old {
+		if old[i].fn == nil {
+			idx = i
+			break
+		}
+	}
+	next := append([]source(nil), old...)
+	if idx < 0 {
+		idx = len(next)
+		next = append(next, source{})
+	}
+	l.srcGen++
+	next[idx] = source{fd: fd, gen: l.srcGen, fn: fn}
+	tok := tokenSource | uint64(l.srcGen)<<32 | uint64(idx)
+	if err := l.poller.Add(fd, unix.EPOLLIN, tok); err != nil {
+		return SourceID{}, fmt.Errorf("writer %d: add completion source fd %d: %w", l.id, fd, err)
+	}
+	l.sources.Store(&next)
+	return SourceID{idx: idx, gen: l.srcGen}, nil
+}
+
+// RemoveSource unregisters a completion source. After it returns the
+// callback is not started again (one already running in the loop may
+// finish).
+func (l *Loop) RemoveSource(id SourceID) error {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	old := *l.sources.Load()
+	if id.idx >= len(old) || old[id.idx].gen != id.gen || old[id.idx].fn == nil {
+		return errors.New("quartet: writer: unknown completion source")
+	}
+	fd := old[id.idx].fd
+	next := append([]source(nil), old...)
+	next[id.idx] = source{}
+	l.sources.Store(&next)
+	return l.poller.Delete(fd)
+}
+
+// Stop asks Run to return once every started response has finished.
+func (l *Loop) Stop() {
+	l.stopping.Store(true)
+	l.waker.Wake()
+}
+
+// Run is the loop. It returns after Stop (or ctx's end) once no response is
+// in flight, and releases the poller and waker.
+func (l *Loop) Run(ctx context.Context) error {
+	defer l.poller.Close()
+	defer l.waker.Close()
+	go func() {
+		<-ctx.Done()
+		l.Stop()
+	}()
+	for {
+		l.drainQueue()
+		l.serveReady()
+		now := time.Now()
+		if l.active > 0 && now.Sub(l.lastCheck) >= timeoutScanInterval {
+			l.expire(now)
+			l.lastCheck = now
+		}
+		if l.stopping.Load() && l.active == 0 && l.QueueDepth() == 0 {
+			return nil
+		}
+		timeout := time.Duration(-1)
+		if l.active > 0 {
+			timeout = timeoutScanInterval
+		}
+		if l.stopping.Load() {
+			timeout = 10 * time.Millisecond
+		}
+		sleeping := false
+		if len(l.ready) > 0 {
+			timeout = 0
+		} else {
+			l.waker.Sleep()
+			if l.QueueDepth() > 0 {
+				timeout = 0
+			}
+			sleeping = true
+		}
+		evs, err := l.poller.Wait(l.events, timeout)
+		if sleeping {
+			l.waker.Awake()
+		}
+		if err != nil {
+			return fmt.Errorf("writer %d: %w", l.id, err)
+		}
+		l.events = evs
+		for _, ev := range evs {
+			switch ev.Token & tokenKind {
+			case tokenWaker:
+				// Awake drained it; the queue is read at the top of the loop.
+			case tokenSource:
+				l.runSource(ev.Token)
+			default:
+				l.writable(ev.Token)
+			}
+		}
+	}
+}
+
+func (l *Loop) drainQueue() {
+	for {
+		r, ok := l.in.Pop()
+		if !ok {
+			break
+		}
+		l.service(r)
+	}
+	if l.overflowN.Load() > 0 {
+		l.overflowMu.Lock()
+		spill := l.overflow
+		l.overflow = nil
+		l.overflowN.Store(0)
+		l.overflowMu.Unlock()
+		for _, r := range spill {
+			l.service(r)
+		}
+	}
+}
+
+func (l *Loop) runSource(tok uint64) {
+	idx, gen := int(tok&0xffffffff), uint32(tok>>32)&0x3fffffff
+	srcs := *l.sources.Load()
+	if idx >= len(srcs) || srcs[idx].fn == nil || srcs[idx].gen&0x3fffffff != gen {
+		return // removed since the event was collected
+	}
+	srcs[idx].fn()
+}
+
+// service takes what the producer appended to r and writes it.
+func (l *Loop) service(r *stages.Response) {
+	if l.counters != nil {
+		l.counters.Dequeued.Add(1)
+	}
+	if r.WSlot < 0 {
+		var bs []stages.Bucket
+		bs, eos := r.TakeOut(bs[:0])
+		if len(bs) == 0 && !eos {
+			return // a kick that raced with an abort or a finish: nothing to do
+		}
+		if r.Aborted() {
+			return // already logged and handed back; the producer's leftovers are dropped
+		}
+		slot := l.alloc()
+		rec := &l.records[slot]
+		rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
+		rec.since, rec.progress = time.Now(), time.Now()
+		r.WSlot = slot
+		l.flush(slot)
+		return
+	}
+	rec := &l.records[r.WSlot]
+	if rec.resp != r {
+		return
+	}
+	var eos bool
+	rec.buckets, eos = r.TakeOut(rec.buckets)
+	rec.eos = rec.eos || eos
+	if rec.waiting {
+		return // EPOLLOUT will resume it
+	}
+	l.flush(r.WSlot)
+}
+
+func (l *Loop) alloc() int32 {
+	l.active++
+	if n := len(l.free); n > 0 {
+		s := l.free[n-1]
+		l.free = l.free[:n-1]
+		l.records[s].gen++
+		return s
+	}
+	l.records = append(l.records, record{gen: 1})
+	return int32(len(l.records) - 1)
+}
+
+func (l *Loop) release(slot int32) {
+	rec := &l.records[slot]
+	clear(rec.buckets)
+	*rec = record{gen: rec.gen + 1, buckets: rec.buckets[:0]}
+	l.free = append(l.free, slot)
+	l.active--
+}
+
+func (l *Loop) writable(tok uint64) {
+	slot, gen := int32(tok&0xffffffff), uint32(tok>>32)
+	if int(slot) >= len(l.records) {
+		return
+	}
+	rec := &l.records[slot]
+	if rec.gen != gen || rec.resp == nil || !rec.waiting {
+		return // stale: that response finished since the event was collected
+	}
+	rec.waiting = false
+	l.flush(slot)
+}
+
+func (l *Loop) serveReady() {
+	if len(l.ready) == 0 {
+		return
+	}
+	ready := l.ready
+	l.ready = l.ready[len(ready):]
+	for _, slot := range ready {
+		if l.records[slot].resp != nil && !l.records[slot].waiting {
+			l.flush(slot)
+		}
+	}
+	if len(l.ready) == 0 {
+		l.ready = ready[:0]
+	}
+}
+
+// flush writes as much of the record's buckets as the socket takes, up to
+// the per-turn budget.
+func (l *Loop) flush(slot int32) {
+	rec := &l.records[slot]
+	r := rec.resp
+	fd := r.Conn.FD
+	var budget int64 = maxWriteBytesPerTurn
+	for len(rec.buckets) > 0 {
+		if budget <= 0 {
+			l.ready = append(l.ready, slot)
+			return
+		}
+		b := &rec.buckets[0]
+		var n int64
+		var err error
+		switch b.Kind {
+		case stages.BucketHeap:
+			n, err = l.writeHeap(fd, rec)
+		case stages.BucketFile:
+			n, err = l.sendFile(fd, rec)
+		case stages.BucketFlush:
+			l.pop(rec)
+			continue
+		case stages.BucketHold:
+			if !b.Hold.Released() {
+				rec.held = true
+				return // Release kicks the response back to this loop
+			}
+			rec.held = false
+			l.pop(rec)
+			continue
+		case stages.BucketEOS:
+			l.pop(rec)
+			l.finish(slot, nil)
+			return
+		}
+		if n > 0 {
+			budget -= n
+			rec.progress = time.Now()
+			r.Sent(n, l.cfg.LowWater)
+		}
+		if err == unix.EAGAIN {
+			rec.waiting = true
+			tok := uint64(rec.gen)<<32 | uint64(uint32(slot))
+			if aerr := l.poller.Arm(fd, poll.Writable|poll.OneShot, tok); aerr != nil {
+				l.finish(slot, aerr)
+			}
+			return
+		}
+		if err != nil {
+			l.finish(slot, err)
+			return
+		}
+	}
+}
+
+// pop drops the first bucket.
+func (l *Loop) pop(rec *record) {
+	rec.buckets[0] = stages.Bucket{}
+	rec.buckets = rec.buckets[1:]
+	rec.off = 0
+}
+
+// writeHeap writes the run of heap buckets at the head with one writev and
+// advances past what was written.
+func (l *Loop) writeHeap(fd int, rec *record) (int64, error) {
+	iov := l.iov[:0]
+	for i := range rec.buckets {
+		b := &rec.buckets[i]
+		if b.Kind != stages.BucketHeap || len(iov) == iovMax {
+			break
+		}
+		data := b.Data
+		if i == 0 {
+			data = data[rec.off:]
+		}
+		if len(data) == 0 {
+			continue
+		}
+		v := unix.Iovec{Base: &data[0]}
+		v.SetLen(len(data))
+		iov = append(iov, v)
+	}
+	if len(iov) == 0 {
+		// Only empty heap buckets: drop them.
+		for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == int(rec.off) {
+			l.pop(rec)
+		}
+		return 0, nil
+	}
+	n, err := writev(fd, iov)
+	if n > 0 {
+		left := int64(n)
+		for left > 0 {
+			b := &rec.buckets[0]
+			rest := int64(len(b.Data)) - rec.off
+			if left < rest {
+				rec.off += left
+				break
+			}
+			left -= rest
+			l.pop(rec)
+		}
+		// Empty buckets right after what was written go too.
+		for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == 0 {
+			l.pop(rec)
+		}
+	}
+	return int64(max(n, 0)), err
+}
+
+func (l *Loop) sendFile(fd int, rec *record) (int64, error) {
+	b := &rec.buckets[0]
+	left := b.Len - rec.off
+	if left <= 0 {
+		l.pop(rec)
+		return 0, nil
+	}
+	off := b.Off + rec.off
+	n, err := unix.Sendfile(fd, int(b.File.Fd()), &off, int(min(left, maxSendfileChunk)))
+	if err == unix.EINTR {
+		err = nil
+	}
+	if n > 0 {
+		rec.off += int64(n)
+		if rec.off == b.Len {
+			l.pop(rec)
+		}
+	} else if n == 0 && err == nil {
+		// The file is shorter than the region: the response cannot be
+		// completed as framed.
+		return 0, fmt.Errorf("quartet: sendfile: %s ended %d bytes early", b.File.Name(), left)
+	}
+	return int64(max(n, 0)), err
+}
+
+// writev is unix.Writev without its per-call allocation.
+func writev(fd int, iov []unix.Iovec) (int, error) {
+	for {
+		n, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, e
+		}
+		return int(n), nil
+	}
+}
+
+// finish ends the record: logs and lets the response go, recording what
+// should happen to the connection; the response's recycle function hands it
+// back to its reader once the producer has let go too. err is why the
+// response ended early, nil after EOS.
+func (l *Loop) finish(slot int32, err error) {
+	rec := &l.records[slot]
+	r := rec.resp
+	c := r.Conn
+	disp := KeepAlive
+	switch {
+	case err != nil:
+		if !errors.Is(err, stages.ErrWriteTimeout) {
+			err = os.NewSyscallError("writev", err)
+		}
+		r.Abort(err)
+		disp = Close
+	case !r.KeepAlive:
+		disp = Linger
+		// FIN after the last byte; the reader drains whatever the client
+		// still sends so that our close does not turn into a reset that
+		// could destroy the response in the client's receive buffer.
+		if e := unix.Shutdown(c.FD, unix.SHUT_WR); e != nil {
+			disp = Close
+		}
+	}
+	if l.counters != nil {
+		l.counters.Service.Record(time.Since(rec.since))
+	}
+	if l.cfg.Log != nil {
+		l.cfg.Log(r)
+	}
+	r.WSlot = -1
+	r.Disposition = uint8(disp)
+	l.release(slot)
+	r.Finish() // r may be recycled, and c handed back, from here on
+}
+
+// expire aborts responses whose client has taken nothing for WriteTimeout.
+func (l *Loop) expire(now time.Time) {
+	for i := range l.records {
+		rec := &l.records[i]
+		if rec.resp == nil || rec.held {
+			continue
+		}
+		if rec.waiting && now.Sub(rec.progress) > l.cfg.WriteTimeout {
+			l.finish(int32(i), stages.ErrWriteTimeout)
+		}
+	}
+}
