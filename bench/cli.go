@@ -1,0 +1,294 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
+)
+
+// ServerParams is the configuration of a Quartet server started by the
+// tool for one measurement (a sweep point, or the Quartet column of a
+// comparison). Zero fields take the server's defaults.
+type ServerParams struct {
+	Readers       int `json:"readers" yaml:"readers"`
+	Processors    int `json:"processors" yaml:"processors"`
+	Writers       int `json:"writers" yaml:"writers"`
+	QueueCapacity int `json:"queue_capacity" yaml:"queue_capacity"`
+	MaxConns      int `json:"max_conns" yaml:"max_conns"`
+}
+
+// Server is a server under test that the tool started.
+type Server interface {
+	// URL is the base URL, e.g. http://127.0.0.1:40123.
+	URL() string
+	// CPU is the server's cumulative CPU time, for server CPU per request.
+	CPU() time.Duration
+	// PID is the server's process id (os.Getpid() when in-process), for
+	// RSS readings.
+	PID() int
+	// Close stops the server and releases everything it holds.
+	Close() error
+}
+
+// StartServer starts a Quartet server for p. The command wires it to the
+// in-process runtime server (package bench/inproc) so that this package
+// does not depend on the server it measures.
+type StartServer func(ctx context.Context, p ServerParams) (Server, error)
+
+// Env is what the commands need from their caller.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Quartet starts an in-process Quartet server; nil when the server
+	// package is not linked in, and then a URL must be given.
+	Quartet StartServer
+}
+
+// errUsage is returned after a usage message was printed.
+var errUsage = errors.New("bench: usage")
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ", ") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments (Go's flag package stops at the first positional).
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// loadFlags are the flags shared by bench, bench idle and compare.
+type loadFlags struct {
+	cfg     Config
+	mix     listFlag
+	headers listFlag
+	method  string
+	body    int
+	mixFile string
+	src     string
+	jsonOut bool
+	csvOut  bool
+}
+
+func (f *loadFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.cfg.Conns, "c", DefaultConns, "keep-alive connections")
+	fs.IntVar(&f.cfg.Loops, "t", 0, "event loops (threads); default min(2, connections)")
+	fs.DurationVar(&f.cfg.Duration, "d", DefaultDuration, "measurement duration (after warm-up)")
+	fs.Int64Var(&f.cfg.Requests, "n", 0, "stop after this many responses instead of after -d")
+	fs.DurationVar(&f.cfg.Warmup, "w", 0, "warm-up before measuring")
+	fs.Float64Var(&f.cfg.Rate, "R", 0, "open loop at this many requests/s in total, latency corrected for coordinated omission (0: closed loop)")
+	fs.IntVar(&f.cfg.Pipeline, "p", 1, "requests in flight per connection (pipelining depth)")
+	fs.DurationVar(&f.cfg.Timeout, "timeout", DefaultTimeout, "per-request timeout")
+	fs.Var(&f.mix, "m", `request mix entry "[METHOD] PATH [body=N] [weight=N] [Name:Value]" (repeatable)`)
+	fs.StringVar(&f.mixFile, "mix", "", "YAML file with a list of mix entries (method, path, body_size, headers, weight)")
+	fs.StringVar(&f.method, "X", "", "method for the URL's request (default GET, POST with -b)")
+	fs.IntVar(&f.body, "b", 0, "request body size in bytes for the URL's request")
+	fs.Var(&f.headers, "H", `header "Name: value" for the URL's request (repeatable)`)
+	fs.StringVar(&f.src, "src", "", "source addresses, comma list or range 127.0.0.1-127.0.0.8 (more than ~28k connections)")
+	fs.IntVar(&f.cfg.ServerPID, "server-pid", 0, "server process id, for server CPU per request")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the result as JSON")
+	fs.BoolVar(&f.csvOut, "csv", false, "print the result as CSV")
+}
+
+// finish turns the parsed flags into f.cfg for target url.
+func (f *loadFlags) finish(url string) error {
+	f.cfg.URL = url
+	if f.cfg.Requests > 0 {
+		f.cfg.Duration = 0
+	}
+	for _, m := range f.mix {
+		r, err := ParseMixEntry(m)
+		if err != nil {
+			return err
+		}
+		f.cfg.Mix = append(f.cfg.Mix, r)
+	}
+	if f.mixFile != "" {
+		b, err := os.ReadFile(f.mixFile)
+		if err != nil {
+			return err
+		}
+		var list []RequestSpec
+		if err := yaml.Unmarshal(b, &list); err != nil {
+			return fmt.Errorf("bench: %s: %w", f.mixFile, err)
+		}
+		f.cfg.Mix = append(f.cfg.Mix, list...)
+	}
+	if len(f.cfg.Mix) == 0 && (f.method != "" || f.body > 0 || len(f.headers) > 0) {
+		t, err := parseTarget(url)
+		if err != nil {
+			return err
+		}
+		r := RequestSpec{Method: f.method, Path: t.path, BodySize: f.body}
+		for _, h := range f.headers {
+			k, v, ok := strings.Cut(h, ":")
+			if !ok {
+				return fmt.Errorf("bench: header %q: want Name: value", h)
+			}
+			if r.Headers == nil {
+				r.Headers = map[string]string{}
+			}
+			r.Headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+		f.cfg.Mix = []RequestSpec{r}
+	}
+	if f.src != "" {
+		addrs, err := ParseSourceAddrs(f.src)
+		if err != nil {
+			return err
+		}
+		f.cfg.SourceAddrs = addrs
+	}
+	return nil
+}
+
+// ParseSourceAddrs parses "a,b,c" or a range "127.0.0.1-127.0.0.8".
+func ParseSourceAddrs(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := netip.ParseAddr(lo)
+		if err != nil {
+			return nil, fmt.Errorf("bench: source address: %w", err)
+		}
+		if !isRange {
+			out = append(out, a)
+			continue
+		}
+		b, err := netip.ParseAddr(hi)
+		if err != nil {
+			return nil, fmt.Errorf("bench: source address: %w", err)
+		}
+		for ; a.Compare(b) <= 0; a = a.Next() {
+			out = append(out, a)
+			if len(out) > 1<<16 {
+				return nil, fmt.Errorf("bench: source range %q too large", part)
+			}
+		}
+	}
+	return out, nil
+}
+
+// isTerminal reports whether w is a terminal, for the live progress line.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func progressPrinter(w io.Writer) func(Progress) {
+	return func(p Progress) {
+		phase := ""
+		if p.Warmup {
+			phase = " (warm-up)"
+		}
+		fmt.Fprintf(w, "\r\033[K%6.1fs  %10.0f req/s  %d responses  %d errors%s",
+			p.Elapsed.Seconds(), p.Rate, p.Requests, p.Errors, phase)
+	}
+}
+
+// Main is `quartet bench`: one load run, or the subcommands `idle` and
+// `compare` (also spelled --compare).
+func Main(ctx context.Context, args []string, env Env) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "idle":
+			return idleMain(ctx, args[1:], env)
+		case "compare":
+			return compareMain(ctx, args[1:], env)
+		}
+	}
+	for i, a := range args {
+		if a == "--compare" || a == "-compare" {
+			return compareMain(ctx, append(args[:i:i], args[i+1:]...), env)
+		}
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var f loadFlags
+	f.register(fs)
+	vsWrk := fs.Bool("vs-wrk", false, "then run wrk with the same -c, -t, -d and compare client CPU per request")
+	fs.Usage = func() {
+		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	if err := f.finish(pos[0]); err != nil {
+		return err
+	}
+	if !f.jsonOut && !f.csvOut && isTerminal(env.Stdout) {
+		f.cfg.Progress = progressPrinter(env.Stdout)
+	}
+	res, err := Run(ctx, f.cfg)
+	if f.cfg.Progress != nil {
+		fmt.Fprint(env.Stdout, "\r\033[K")
+	}
+	if res != nil {
+		if werr := writeResult(env.Stdout, res, f.jsonOut, f.csvOut); werr != nil {
+			return werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if *vsWrk {
+		return vsWrkMain(ctx, f.cfg, res, env.Stdout)
+	}
+	return nil
+}
+
+func writeResult(w io.Writer, res *Result, jsonOut, csvOut bool) error {
+	switch {
+	case jsonOut:
+		return res.WriteJSON(w)
+	case csvOut:
+		return res.WriteCSV(w)
+	}
+	return res.WriteText(w)
+}
+
+func vsWrkMain(ctx context.Context, cfg Config, ours *Result, w io.Writer) error {
+	cfg = cfg.withDefaults()
+	wr, err := RunWrk(ctx, cfg.URL, cfg.Conns, cfg.Loops, cfg.Duration)
+	if err != nil {
+		return err
+	}
+	ourCPU := ours.ClientCPUPerRequest()
+	fmt.Fprintf(w, "wrk: %d requests, %.1f req/s, client CPU %v/request (%v total)\n",
+		wr.Requests, wr.RequestsPerSec, wr.CPUPerRequest(), wr.CPU.Round(time.Millisecond))
+	if wr.CPUPerRequest() > 0 {
+		fmt.Fprintf(w, "quartet bench client CPU per request / wrk's: %.2f\n", float64(ourCPU)/float64(wr.CPUPerRequest()))
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults for Config fields left at their zero value.
+const (
+	// DefaultConns is wrk's default connection count.
+	DefaultConns = 10
+	// DefaultDuration applies when neither Duration nor Requests is set.
+	DefaultDuration = 10 * time.Second
+	// DefaultTimeout is how long a request may stay unanswered before its
+	// connection is counted as timed out and reopened; wrk uses 2 s too.
+	DefaultTimeout = 2 * time.Second
+	// maxPipeline bounds Config.Pipeline: deeper pipelines only measure the
+	// server's socket buffers.
+	maxPipeline = 256
+	// drainGrace bounds how long in-flight requests are awaited once the
+	// measurement window is over.
+	drainGrace = time.Second
+)
+
+// Errors returned by Config.validate (through Run).
+var (
+	// ErrNoTarget is returned when Config.URL is empty.
+	ErrNoTarget = errors.New("bench: no target URL")
+	// ErrBadScheme is returned for a URL that is not plain http://.
+	ErrBadScheme = errors.New("bench: only http:// targets are supported")
+)
+
+// RequestSpec is one entry of a request mix. Requests are serialised once,
+// before the run, into the exact bytes written on the wire.
+type RequestSpec struct {
+	Method   string            `yaml:"method" json:"method,omitempty"`
+	Path     string            `yaml:"path" json:"path"`
+	BodySize int               `yaml:"body_size" json:"body_size,omitempty"`
+	Headers  map[string]string `yaml:"headers" json:"headers,omitempty"`
+	// Weight is the relative frequency of this entry in the mix (default 1).
+	Weight int `yaml:"weight" json:"weight,omitempty"`
+}
+
+// Config describes one load run.
+type Config struct {
+	// URL is the target, http://host:port/path; its path is the request path
+	// when Mix is empty.
+	URL string
+	// Conns is the number of keep-alive connections (DefaultConns if 0).
+	Conns int
+	// Loops is the number of event loops (threads); 0 means min(2, Conns).
+	Loops int
+	// Duration of the measurement window, after Warmup. Ignored when
+	// Requests is set.
+	Duration time.Duration
+	// Requests, when positive, ends the run after exactly this many
+	// responses (warm-up responses excluded).
+	Requests int64
+	// Warmup is run before measuring; its responses are not recorded.
+	Warmup time.Duration
+	// Rate, when positive, selects open-loop mode at this many requests per
+	// second in total, with coordinated-omission correction.
+	Rate float64
+	// Pipeline is the number of requests kept in flight per connection
+	// (1 if 0).
+	Pipeline int
+	// Timeout per request (DefaultTimeout if 0, negative disables).
+	Timeout time.Duration
+	// Mix of requests; each connection cycles through it in weighted
+	// round-robin order. Empty means GET of the URL's path.
+	Mix []RequestSpec
+	// SourceAddrs, if set, are bound round-robin as connection source
+	// addresses so that more than ~28k connections (one ephemeral port range)
+	// can reach one server port, e.g. 127.0.0.1..127.0.0.8.
+	SourceAddrs []netip.Addr
+	// ServerPID, if positive, is sampled from /proc for server CPU time.
+	ServerPID int
+	// ServerCPU, if set, reports the cumulative CPU time of an in-process
+	// server; it takes precedence over ServerPID.
+	ServerCPU func() time.Duration
+	// Progress, if set, is called about every ProgressEvery from a
+	// goroutine of Run's own.
+	Progress      func(Progress)
+	ProgressEvery time.Duration
+}
+
+// target is the parsed URL.
+type target struct {
+	addr netip.AddrPort
+	host string // Host header value
+	path string
+}
+
+func parseTarget(raw string) (target, error) {
+	if raw == "" {
+		return target{}, ErrNoTarget
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return target{}, fmt.Errorf("bench: target: %w", err)
+	}
+	if u.Scheme != "http" {
+		return target{}, fmt.Errorf("%w: %q", ErrBadScheme, raw)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return target{}, fmt.Errorf("bench: target port %q: %w", port, err)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		// Name resolution would hide a DNS dependency inside a benchmark;
+		// ask for an address instead.
+		return target{}, fmt.Errorf("bench: target host %q must be an IP address: %w", host, err)
+	}
+	path := u.RequestURI()
+	if path == "" {
+		path = "/"
+	}
+	return target{addr: netip.AddrPortFrom(a.Unmap(), uint16(p)), host: u.Host, path: path}, nil
+}
+
+// withDefaults returns a copy of c with zero fields defaulted.
+func (c Config) withDefaults() Config {
+	if c.Conns <= 0 {
+		c.Conns = DefaultConns
+	}
+	if c.Loops <= 0 {
+		c.Loops = min(2, c.Conns)
+	}
+	c.Loops = min(c.Loops, c.Conns)
+	if c.Pipeline <= 0 {
+		c.Pipeline = 1
+	}
+	if c.Duration <= 0 && c.Requests <= 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.ProgressEvery <= 0 {
+		c.ProgressEvery = time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Pipeline > maxPipeline {
+		return fmt.Errorf("bench: pipeline depth %d above %d", c.Pipeline, maxPipeline)
+	}
+	if c.Rate < 0 {
+		return fmt.Errorf("bench: negative rate %v", c.Rate)
+	}
+	for _, m := range c.Mix {
+		if m.Weight < 0 || m.BodySize < 0 {
+			return fmt.Errorf("bench: mix entry %s %s: negative weight or body size", m.Method, m.Path)
+		}
+		if m.Path != "" && !strings.HasPrefix(m.Path, "/") {
+			return fmt.Errorf("bench: mix path %q must start with /", m.Path)
+		}
+	}
+	return nil
+}
+
+// Progress is a snapshot handed to Config.Progress.
+type Progress struct {
+	Elapsed  time.Duration // since the start, warm-up included
+	Requests uint64        // measured responses so far
+	Errors   uint64
+	Rate     float64 // responses/s over the last interval
+	Warmup   bool    // still warming up
+}

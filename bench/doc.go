@@ -1,0 +1,43 @@
+// Package bench is Quartet's load generator and experiment runner: the code
+// behind `quartet bench` and `quartet sweep`.
+//
+// # Why another load generator
+//
+// On a small machine the generator competes with the server for the same
+// cores, so every microsecond it spends per request is a microsecond taken
+// from the thing being measured. The generator is therefore built like the
+// server: a few event loops (one epoll instance each, locked to an OS thread),
+// each owning a slice of the connections, with no goroutine per connection,
+// no allocation per request in steady state, requests serialised once up
+// front, and responses parsed in place from one read buffer per loop. Its
+// client CPU per request is measured against wrk's in the same run (see
+// RunWrk) so that claim stays checked.
+//
+// # Closed and open loop
+//
+// In closed loop (Config.Rate == 0) each connection keeps Config.Pipeline
+// requests in flight and sends the next as soon as a response arrives: it
+// measures capacity. In open loop (Config.Rate > 0) requests are scheduled at
+// a constant aggregate rate, each connection taking every Conns-th slot, and
+// latency is measured from the intended send time, not the actual one, as in
+// wrk2. A server that stalls therefore cannot hide the requests the generator
+// would have sent during the stall ("coordinated omission", Gil Tene): a 1 s
+// stall at 1000 req/s shows up as 1000 requests with latencies spread over
+// 0–1 s, not as one slow request per connection. The uncorrected latencies
+// (from the actual send) are kept in a second histogram for comparison.
+//
+// # Phases
+//
+// A run is warm-up (responses are not recorded), measurement (until
+// Config.Duration passes or Config.Requests responses arrive), then drain:
+// no new requests, in-flight ones are awaited for at most drainGrace. Loops
+// derive the phase from the clock, so they never coordinate with each other.
+//
+// # Experiments
+//
+// Beyond single runs the package holds the idle-connection memory experiment
+// (Idle), the peer comparison (Compare, with the peers in the separate module
+// bench/peers so their dependencies stay out of Quartet's go.mod) and sweeps
+// over a matrix of server configurations and workloads (Sweep), which write
+// CSV, JSON, SVG plots and a self-contained HTML report.
+package bench

@@ -1,0 +1,267 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// run is the state shared, read-only, by the loops of one Run (plus the stop
+// flag they poll every tick).
+type run struct {
+	base       time.Time
+	warmEnd    int64 // ns since base
+	measureEnd int64 // ns since base; 0 in request-count mode
+	timeout    int64 // ns; 0 disables
+	family     int
+	dst        netip.AddrPort
+	reqs       []wireRequest
+	sched      []uint16
+	stop       atomic.Bool
+}
+
+// Run executes one load run and returns its result. It returns early, with
+// the partial result, when ctx is cancelled.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	t, err := parseTarget(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	reqs, sched, err := buildMix(t, cfg.Mix)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := RaiseFDLimit(uint64(cfg.Conns) + 64); err != nil {
+		return nil, err
+	}
+	r := &run{
+		reqs: reqs, sched: sched,
+		family: unix.AF_INET, dst: t.addr,
+		warmEnd: int64(cfg.Warmup),
+	}
+	if t.addr.Addr().Is6() {
+		r.family = unix.AF_INET6
+	}
+	for _, a := range cfg.SourceAddrs {
+		if a.Is6() != t.addr.Addr().Is6() {
+			return nil, fmt.Errorf("bench: source address %v and target %v differ in family", a, t.addr.Addr())
+		}
+	}
+	if cfg.Requests <= 0 {
+		r.measureEnd = int64(cfg.Warmup + cfg.Duration)
+	}
+	if cfg.Timeout > 0 {
+		r.timeout = int64(cfg.Timeout)
+	}
+
+	pubs := make([]loopCounters, cfg.Loops)
+	loops := make([]*loop, 0, cfg.Loops)
+	defer func() {
+		// Only reached with loops unstarted on error paths; started loops
+		// close their own epoll fd.
+		for _, l := range loops {
+			if l.conns == nil {
+				unix.Close(l.epfd)
+			}
+		}
+	}()
+	for i := range cfg.Loops {
+		l, err := newLoop(r, &pubs[i])
+		if err != nil {
+			return nil, err
+		}
+		loops = append(loops, l)
+	}
+	var interval int64
+	if cfg.Rate > 0 {
+		interval = int64(float64(cfg.Conns) * 1e9 / cfg.Rate)
+		if interval <= 0 {
+			interval = 1
+		}
+	}
+	for i := range cfg.Conns {
+		l := loops[i%len(loops)]
+		c := &conn{idx: uint32(len(l.conns)), fd: -1, l: l, heapIdx: -1,
+			ring: make([]inflight, cfg.Pipeline)}
+		if len(cfg.SourceAddrs) > 0 {
+			c.src = cfg.SourceAddrs[i%len(cfg.SourceAddrs)]
+		}
+		if interval > 0 {
+			// Stagger the connections over one interval so the aggregate
+			// schedule is evenly spaced at 1/Rate.
+			c.due = int64(float64(i) * 1e9 / cfg.Rate)
+		}
+		// Start each connection at a different point of the mix so that
+		// the mix holds in aggregate from the first requests.
+		c.next = i % len(sched)
+		l.conns = append(l.conns, c)
+	}
+	for i, l := range loops {
+		l.interval = interval
+		if cfg.Requests > 0 {
+			l.budget = cfg.Requests / int64(len(loops))
+			if int64(i) < cfg.Requests%int64(len(loops)) {
+				l.budget++
+			}
+		}
+	}
+
+	// Server and process CPU are sampled at the end of warm-up and at the
+	// end of the run.
+	serverCPU := cfg.ServerCPU
+	if serverCPU == nil && cfg.ServerPID > 0 {
+		pid := cfg.ServerPID
+		serverCPU = func() time.Duration { d, _ := ProcCPU(pid); return d }
+	}
+	var srv0, proc0 time.Duration
+	sample := func() {
+		proc0 = processCPU()
+		if serverCPU != nil {
+			srv0 = serverCPU()
+		}
+	}
+
+	r.base = time.Now()
+	if cfg.Warmup <= 0 {
+		sample()
+	}
+	var wg sync.WaitGroup
+	for _, l := range loops {
+		wg.Go(l.run)
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+
+	var warm <-chan time.Time
+	if cfg.Warmup > 0 {
+		tm := time.NewTimer(cfg.Warmup)
+		defer tm.Stop()
+		warm = tm.C
+	}
+	progress := time.NewTicker(cfg.ProgressEvery)
+	defer progress.Stop()
+	var lastN uint64
+	lastT := time.Now()
+	done := ctx.Done()
+wait:
+	for {
+		select {
+		case <-finished:
+			break wait
+		case <-done:
+			r.stop.Store(true)
+			done = nil
+		case <-warm:
+			sample()
+		case now := <-progress.C:
+			if cfg.Progress == nil {
+				continue
+			}
+			p := Progress{Elapsed: now.Sub(r.base), Warmup: now.Sub(r.base) < cfg.Warmup}
+			for i := range pubs {
+				p.Requests += pubs[i].completed.Load()
+				p.Errors += pubs[i].errors.Load()
+			}
+			p.Rate = float64(p.Requests-lastN) / now.Sub(lastT).Seconds()
+			lastN, lastT = p.Requests, now
+			cfg.Progress(p)
+		}
+	}
+	res := newResult(cfg, loops)
+	res.ProcessCPU = processCPU() - proc0
+	if serverCPU != nil {
+		res.ServerCPU = serverCPU() - srv0
+		res.ServerCPUKnown = true
+	}
+	res.finish()
+	var errs []error
+	for _, l := range loops {
+		if l.err != nil {
+			errs = append(errs, l.err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return res, err
+	}
+	return res, ctx.Err()
+}
+
+func newResult(cfg Config, loops []*loop) *Result {
+	res := &Result{URL: cfg.URL, Mode: "closed", Conns: cfg.Conns, Loops: len(loops),
+		Pipeline: cfg.Pipeline, hist: newHist()}
+	if cfg.Rate > 0 {
+		res.Mode, res.Rate = "open", cfg.Rate
+	}
+	raw := newHist()
+	first, last := int64(-1), int64(0)
+	for _, l := range loops {
+		res.Counts.add(l.stats)
+		res.hist.Merge(l.hist)
+		raw.Merge(l.raw)
+		res.ClientCPU += l.cpu
+		if l.firstRec >= 0 && (first < 0 || l.firstRec < first) {
+			first = l.firstRec
+		}
+		last = max(last, l.lastRec)
+	}
+	if first >= 0 && last > first {
+		res.Elapsed = time.Duration(last - first)
+	}
+	res.Latency = percentiles(res.hist)
+	if cfg.Rate > 0 {
+		u := percentiles(raw)
+		res.Uncorrected = &u
+	}
+	return res
+}
+
+func sockaddr(a netip.Addr, port uint16) unix.Sockaddr {
+	if a.Is4() {
+		return &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(port), Addr: a.As16()}
+}
+
+// RaiseFDLimit raises RLIMIT_NOFILE's soft limit to at least want, up to the
+// hard limit, and returns the resulting soft limit. It fails with a message
+// naming the hard limit when want is above it.
+func RaiseFDLimit(want uint64) (uint64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, os.NewSyscallError("getrlimit", err)
+	}
+	if lim.Cur >= want {
+		return lim.Cur, nil
+	}
+	if want > lim.Max {
+		// Root may raise the hard limit too, up to fs.nr_open.
+		up := lim
+		up.Cur, up.Max = want, want
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &up); err == nil {
+			return want, nil
+		}
+		return lim.Cur, fmt.Errorf("%w: need %d open files, hard limit is %d (raise it with ulimit -Hn, or run in a VM such as vm/)", ErrFDLimit, want, lim.Max)
+	}
+	lim.Cur = want
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, os.NewSyscallError("setrlimit", err)
+	}
+	return want, nil
+}
+
+// ErrFDLimit is returned (wrapped) when a run needs more file descriptors
+// than RLIMIT_NOFILE's hard limit allows and it cannot be raised.
+var ErrFDLimit = errors.New("bench: too few file descriptors")

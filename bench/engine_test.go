@@ -1,0 +1,208 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingServer answers /hello, /echo and /bytes and counts requests by
+// method.
+func countingServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		switch r.URL.Path {
+		case "/echo":
+			_, _ = io.Copy(w, r.Body)
+		case "/bytes":
+			k, _ := strconv.Atoi(r.URL.Query().Get("n"))
+			// Flush first so large bodies go out chunked.
+			w.(http.Flusher).Flush()
+			_, _ = w.Write(make([]byte, k))
+		case "/missing":
+			http.NotFound(w, r)
+		default:
+			_, _ = w.Write([]byte("Hello, World!"))
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s, &n
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// checkReleased fails t if goroutines or fds leak past the test body. The
+// server's own connections close asynchronously, so it retries briefly.
+func checkReleased(t *testing.T, f func()) {
+	t.Helper()
+	fds, gs := openFDs(t), runtime.NumGoroutine()
+	f()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		nf, ng := openFDs(t), runtime.NumGoroutine()
+		if nf <= fds && ng <= gs {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d", fds, nf, gs, ng)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRunCountsExactly(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{name: "1-conn", cfg: Config{Conns: 1, Requests: 500}},
+		{name: "16-conns-2-loops", cfg: Config{Conns: 16, Loops: 2, Requests: 3001}},
+		{name: "pipeline-8", cfg: Config{Conns: 4, Pipeline: 8, Requests: 2000}},
+		{name: "mix", cfg: Config{Conns: 8, Requests: 1500, Mix: []RequestSpec{
+			{Path: "/hello", Weight: 3}, {Method: "POST", Path: "/echo", BodySize: 10000},
+			{Path: "/bytes?n=70000"}, {Method: "HEAD", Path: "/hello"}, {Path: "/missing"}}}},
+		{name: "source-addrs", cfg: Config{Conns: 6, Requests: 600, SourceAddrs: []netip.Addr{
+			netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}}},
+		{name: "open-loop", cfg: Config{Conns: 4, Requests: 400, Rate: 2000}},
+		{name: "warm-up excluded", cfg: Config{Conns: 2, Requests: 300, Warmup: 100 * time.Millisecond}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, served := countingServer(t)
+			cfg := tt.cfg
+			cfg.URL = srv.URL + "/hello"
+			var res *Result
+			checkReleased(t, func() {
+				var err error
+				res, err = Run(t.Context(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv.CloseClientConnections()
+			})
+			if res.Requests != uint64(cfg.Requests) {
+				t.Errorf("measured %d responses, want %d", res.Requests, cfg.Requests)
+			}
+			sent := res.Status[1] + res.Status[2] + res.Status[3] + res.Status[4] + res.Status[5]
+			if got := served.Load(); got != int64(sent) {
+				t.Errorf("server received %d requests, generator got %d responses", got, sent)
+			}
+			if cfg.Warmup == 0 && sent != uint64(cfg.Requests) {
+				t.Errorf("%d responses in all, want %d", sent, cfg.Requests)
+			}
+			if e := res.ErrorTotal(); e != 0 || res.Lost != 0 {
+				t.Errorf("errors %+v, lost %d", res.Errors, res.Lost)
+			}
+			if res.RequestsPerSec <= 0 || res.Latency.P50 <= 0 || res.Latency.Max < res.Latency.P99 {
+				t.Errorf("implausible result %+v", res)
+			}
+		})
+	}
+}
+
+// TestOpenLoopShowsStall is the coordinated-omission test: the server
+// stalls every request for 1 s in the middle of a 3 s open-loop run. The
+// generator would have sent ~1/3 of its requests during the stall, so the
+// corrected p90 must sit deep in the stall while the uncorrected one (from
+// the actual send, one stalled request per connection) stays small.
+func TestOpenLoopShowsStall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3 s run")
+	}
+	var mu sync.Mutex
+	var stallUntil time.Time
+	var once sync.Once
+	start := time.Now()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if time.Since(start) > time.Second {
+			once.Do(func() {
+				mu.Lock()
+				stallUntil = time.Now().Add(time.Second)
+				mu.Unlock()
+			})
+		}
+		mu.Lock()
+		until := stallUntil
+		mu.Unlock()
+		time.Sleep(time.Until(until))
+		_, _ = w.Write([]byte("Hello, World!"))
+	}))
+	defer srv.Close()
+	res, err := Run(t.Context(), Config{URL: srv.URL + "/hello", Conns: 10, Rate: 500, Duration: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("corrected p50 %v p90 %v p99 %v max %v; uncorrected p90 %v max %v",
+		res.Latency.P50, res.Latency.P90, res.Latency.P99, res.Latency.Max, res.Uncorrected.P90, res.Uncorrected.Max)
+	if res.Latency.P90 < 400*time.Millisecond {
+		t.Errorf("corrected p90 %v does not show the 1 s stall", res.Latency.P90)
+	}
+	if res.Latency.Max < 900*time.Millisecond {
+		t.Errorf("corrected max %v, want about 1 s", res.Latency.Max)
+	}
+	if res.Uncorrected.P90 > 100*time.Millisecond {
+		t.Errorf("uncorrected p90 %v; expected it to hide the stall", res.Uncorrected.P90)
+	}
+	if res.Requests < 1300 {
+		t.Errorf("%d requests; the schedule asked for ~1500", res.Requests)
+	}
+}
+
+func TestRunDurationAndCancel(t *testing.T) {
+	srv, _ := countingServer(t)
+	t.Run("duration", func(t *testing.T) {
+		begin := time.Now()
+		res, err := Run(t.Context(), Config{URL: srv.URL + "/hello", Conns: 4, Duration: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(begin); took > 2*time.Second || res.Requests == 0 {
+			t.Fatalf("took %v for %d requests", took, res.Requests)
+		}
+	})
+	t.Run("cancel", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		res, err := Run(ctx, Config{URL: srv.URL + "/hello", Conns: 4, Duration: time.Hour})
+		if err == nil || res == nil {
+			t.Fatalf("want a context error and a partial result, got %v", err)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		l := httptest.NewServer(http.NotFoundHandler())
+		url := l.URL
+		l.Close()
+		_, err := Run(t.Context(), Config{URL: url, Conns: 2, Requests: 10})
+		if err == nil {
+			t.Fatal("want a connect error")
+		}
+	})
+	t.Run("bad url", func(t *testing.T) {
+		for _, u := range []string{"", "https://127.0.0.1/", "http://example.invalid/"} {
+			if _, err := Run(t.Context(), Config{URL: u}); err == nil {
+				t.Errorf("%q: want an error", u)
+			}
+		}
+	})
+}

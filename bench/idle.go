@@ -1,0 +1,14 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+)
+
+func idleMain(ctx context.Context, args []string, env Env) error {
+	return fmt.Errorf("bench idle: not yet")
+}
+
+func compareMain(ctx context.Context, args []string, env Env) error {
+	return fmt.Errorf("bench compare: not yet")
+}

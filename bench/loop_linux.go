@@ -1,0 +1,627 @@
+//go:build linux
+
+package bench
+
+import (
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
+)
+
+// Per-turn budgets and timer granularity of a loop.
+const (
+	// maxEvents per epoll_wait: a stack-sized batch like the Go netpoller's.
+	maxEvents = 256
+	// readBufSize is the one read buffer per loop, shared by its
+	// connections because a read is parsed before the next one starts.
+	readBufSize = 64 << 10
+	// maxReadsPerEvent bounds the reads for one readable connection per
+	// turn so that one connection streaming a large body cannot starve the
+	// others (level-triggered epoll reports it again next turn).
+	maxReadsPerEvent = 4
+	// tick is the period of the housekeeping pass (timeouts, reconnects,
+	// phase changes, progress counters).
+	tick = 10 * time.Millisecond
+	// retryDelay separates reconnect attempts after a failed connect so a
+	// refusing server is not hammered in a tight loop.
+	retryDelay = 100 * time.Millisecond
+	// histMax is the largest latency recorded; longer ones are clamped.
+	histMax = time.Minute
+)
+
+// loopCounters are the totals a loop publishes every tick for the progress
+// line; the hot path updates plain fields and copies them here.
+type loopCounters struct {
+	completed atomic.Uint64
+	errors    atomic.Uint64
+	_         [48]byte // keep loops' counters on separate cache lines
+}
+
+// loop is one event loop: an epoll instance, locked to one OS thread, that
+// owns a fixed set of connections for the whole run.
+type loop struct {
+	r      *run
+	epfd   int
+	conns  []*conn
+	reqs   []wireRequest
+	sched  []uint16
+	buf    []byte
+	events [maxEvents]unix.EpollEvent
+	iov    [maxPipeline]unix.Iovec
+	timers connHeap
+	pwait2 bool // epoll_pwait2 (ns timeout) works; else ms epoll_wait
+	// sa is this loop's own copy of the target address: x/sys serialises
+	// a Sockaddr into a buffer inside it, so loops must not share one.
+	sa unix.Sockaddr
+
+	budget   int64 // measured requests this loop may still send; <0: unlimited
+	inflight int   // requests in flight over all connections
+	opened   int   // successful connects
+	failed   int   // failed connects
+	connErr  error // last connect error, reported if nothing ever connects
+
+	// Open loop: per-connection interval between intended send times.
+	interval int64
+
+	stats    Counts
+	hist     *hdrhistogram.Histogram // corrected (from intended send time)
+	raw      *hdrhistogram.Histogram // from actual send time
+	firstRec int64                   // first measured send, ns
+	lastRec  int64                   // last measured response, ns
+	cpuWarm  time.Duration           // thread CPU when measurement began
+	cpu      time.Duration           // thread CPU during measurement
+	measured bool                    // crossed into the measurement phase
+	err      error
+	pub      *loopCounters
+}
+
+func newHist() *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, int64(histMax/time.Microsecond), 3)
+}
+
+func newLoop(r *run, pub *loopCounters) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	return &loop{
+		r: r, epfd: epfd, reqs: r.reqs, sched: r.sched,
+		buf:  make([]byte, readBufSize),
+		hist: newHist(), raw: newHist(),
+		budget: -1, pwait2: true, pub: pub, firstRec: -1,
+		sa: sockaddr(r.dst.Addr(), r.dst.Port()),
+	}, nil
+}
+
+func (l *loop) now() int64 { return int64(time.Since(l.r.base)) }
+
+// run is the loop body; it returns when the run is over for all of its
+// connections, having closed every socket and the epoll fd.
+func (l *loop) run() {
+	// Locked so that RUSAGE_THREAD measures exactly this loop's CPU.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer unix.Close(l.epfd)
+	defer l.closeAll()
+	cpu0 := threadCPU()
+	l.cpuWarm = cpu0
+
+	now := l.now()
+	for _, c := range l.conns {
+		l.connect(c, now)
+	}
+	nextTick := now
+	for {
+		now = l.now()
+		if now >= nextTick {
+			if l.housekeep(now) {
+				break
+			}
+			nextTick = now + int64(tick)
+		}
+		if l.interval > 0 {
+			l.fireDue(now)
+		}
+		wait := nextTick - now
+		if l.interval > 0 && len(l.timers) > 0 {
+			wait = min(wait, l.timers[0].due-now)
+		}
+		n, err := l.wait(max(wait, 0))
+		if err != nil {
+			l.err = err
+			break
+		}
+		for i := range n {
+			ev := &l.events[i]
+			idx, gen := uint32(ev.Fd), uint32(ev.Pad)
+			if int(idx) >= len(l.conns) {
+				continue
+			}
+			c := l.conns[idx]
+			if c.gen != gen || c.state == csIdle || c.state == csDone {
+				continue // stale event from a closed socket
+			}
+			l.event(c, ev.Events)
+		}
+	}
+	l.publish()
+	if l.measured {
+		l.cpu = threadCPU() - l.cpuWarm
+	}
+}
+
+// wait blocks in epoll for at most ns nanoseconds.
+func (l *loop) wait(ns int64) (int, error) {
+	for {
+		var n int
+		var err error
+		if l.pwait2 {
+			ts := unix.NsecToTimespec(ns)
+			r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(l.epfd),
+				uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)),
+				uintptr(unsafe.Pointer(&ts)), 0, 0)
+			n = int(r)
+			if e != 0 {
+				err = e
+			}
+			if err == unix.ENOSYS {
+				l.pwait2 = false
+				continue
+			}
+		} else {
+			// Round up: waking early only costs an extra turn.
+			n, err = unix.EpollWait(l.epfd, l.events[:], int((ns+999_999)/1_000_000))
+		}
+		if err == unix.EINTR {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("epoll_wait", err)
+		}
+		return n, nil
+	}
+}
+
+// housekeep runs every tick: phase changes, timeouts, reconnects, progress.
+// It reports whether the loop is finished.
+func (l *loop) housekeep(now int64) bool {
+	r := l.r
+	if !l.measured && now >= r.warmEnd {
+		l.measured = true
+		l.cpuWarm = threadCPU()
+	}
+	l.publish()
+	if r.stop.Load() {
+		return true
+	}
+	if l.opened == 0 && l.failed >= len(l.conns) && l.connErr != nil {
+		l.err = l.connErr
+		return true
+	}
+	sending := l.sending(now)
+	if !sending {
+		if l.inflight == 0 {
+			return true
+		}
+		if r.measureEnd > 0 && now > r.measureEnd+int64(drainGrace) {
+			return true
+		}
+	}
+	for _, c := range l.conns {
+		switch c.state {
+		case csIdle:
+			if sending && now >= c.retryAt {
+				l.connect(c, now)
+			}
+		case csConnecting:
+			if r.timeout > 0 && now-c.retryAt > r.timeout {
+				l.stats.Errors.Connect++
+				l.failed++
+				l.connErr = unix.ETIMEDOUT
+				l.drop(c, now)
+			}
+		case csOpen:
+			if r.timeout > 0 && c.n > 0 && c.n > c.unsent && now-c.oldest().sent > r.timeout {
+				l.stats.Errors.Timeout++
+				l.drop(c, now)
+			}
+		}
+	}
+	return false
+}
+
+// sending reports whether new requests may be started at time now.
+func (l *loop) sending(now int64) bool {
+	if l.r.measureEnd > 0 {
+		return now < l.r.measureEnd
+	}
+	return now < l.r.warmEnd || l.budget != 0
+}
+
+func (l *loop) publish() {
+	l.pub.completed.Store(l.stats.Requests)
+	l.pub.errors.Store(l.stats.Errors.total())
+}
+
+// connect starts a non-blocking connect for c.
+func (l *loop) connect(c *conn, now int64) {
+	r := l.r
+	fd, err := unix.Socket(r.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		l.connectFailed(c, now, os.NewSyscallError("socket", err))
+		return
+	}
+	// Requests are small and must leave at once, not wait for Nagle.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if c.src.IsValid() {
+		// Let connect pick the port per 4-tuple, so each source address
+		// adds a whole ephemeral range towards the same server port.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := unix.Bind(fd, sockaddr(c.src, 0)); err != nil {
+			unix.Close(fd)
+			l.connectFailed(c, now, os.NewSyscallError("bind", err))
+			return
+		}
+	}
+	err = unix.Connect(fd, l.sa)
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		l.connectFailed(c, now, os.NewSyscallError("connect", err))
+		return
+	}
+	c.fd, c.state, c.retryAt = fd, csConnecting, now
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP, Fd: int32(c.idx), Pad: int32(c.gen)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		unix.Close(fd)
+		c.state = csIdle
+		l.connectFailed(c, now, os.NewSyscallError("epoll_ctl add", err))
+	}
+}
+
+func (l *loop) connectFailed(c *conn, now int64, err error) {
+	l.stats.Errors.Connect++
+	l.failed++
+	l.connErr = err
+	c.state, c.retryAt = csIdle, now+int64(retryDelay)
+}
+
+// event handles epoll events for an open or connecting connection.
+func (l *loop) event(c *conn, ev uint32) {
+	now := l.now()
+	if c.state == csConnecting {
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soerr != 0 {
+			err = unix.Errno(soerr)
+		}
+		if err != nil {
+			unix.Close(c.fd)
+			c.gen++
+			l.connectFailed(c, now, os.NewSyscallError("connect", err))
+			return
+		}
+		c.state = csOpen
+		l.opened++
+		// Connected: stop watching EPOLLOUT, armed for the connect.
+		c.wantOut = true
+		l.rearm(c, false)
+		if l.interval > 0 {
+			if c.due < now-int64(l.r.timeout) && l.r.timeout > 0 {
+				// After a reconnect, do not replay a backlog older than
+				// the timeout: those requests are already counted lost.
+				c.due = now
+			}
+			l.schedule(c, now)
+		} else {
+			l.fill(c, now)
+		}
+		return
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if !l.readable(c, now) {
+			return
+		}
+	}
+	if ev&unix.EPOLLOUT != 0 && c.state == csOpen {
+		l.flush(c, now)
+	}
+}
+
+// readable reads and parses what the server sent; it reports whether the
+// connection is still open.
+func (l *loop) readable(c *conn, now int64) bool {
+	for range maxReadsPerEvent {
+		n, err := rawRead(c.fd, l.buf)
+		if err == unix.EAGAIN {
+			return true
+		}
+		if err != nil {
+			if c.n > 0 {
+				l.stats.Errors.Read++
+			}
+			l.drop(c, now)
+			return false
+		}
+		if n == 0 {
+			complete, status := c.p.eof()
+			if complete {
+				c.answered = 0
+				c.done(status, true)
+				l.afterResponses(c, now)
+			}
+			if c.n > 0 {
+				l.stats.Errors.Read++
+			}
+			l.drop(c, now)
+			return false
+		}
+		l.stats.BytesRead += uint64(n)
+		c.answered = 0
+		if err := c.p.feed(l.buf[:n], c); err != nil || c.unsolicted {
+			l.stats.Errors.Parse++
+			l.drop(c, now)
+			return false
+		}
+		if c.answered > 0 {
+			now = l.now()
+			if c.closing {
+				l.afterResponses(c, now)
+				l.drop(c, now)
+				return false
+			}
+			l.afterResponses(c, now)
+		}
+		if n < len(l.buf) {
+			return true
+		}
+	}
+	return true
+}
+
+// afterResponses sends what the freed pipeline slots allow.
+func (l *loop) afterResponses(c *conn, now int64) {
+	l.inflight -= c.answered
+	c.answered = 0
+	if c.closing || c.state != csOpen {
+		return
+	}
+	if l.interval > 0 {
+		if c.late {
+			c.late = false
+			l.schedule(c, now)
+		}
+		return
+	}
+	l.fill(c, now)
+}
+
+// record is called by conn.done for each retired request.
+func (l *loop) record(f *inflight, status int) {
+	if status >= 100 && status < 600 {
+		l.stats.Status[status/100]++
+	}
+	if !f.measured {
+		return
+	}
+	now := l.now()
+	l.stats.Requests++
+	l.lastRec = now
+	us := (now - f.intended) / 1000
+	_ = l.hist.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
+	if l.interval > 0 {
+		us = (now - f.sent) / 1000
+		_ = l.raw.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
+	}
+}
+
+// queue adds the next request of the mix to c's pipeline.
+func (l *loop) queue(c *conn, now, intended int64) {
+	measured := now >= l.r.warmEnd
+	if measured {
+		if l.firstRec < 0 {
+			l.firstRec = now
+		}
+		if l.budget > 0 {
+			l.budget--
+		}
+	}
+	ri := l.sched[c.next]
+	if c.next++; c.next == len(l.sched) {
+		c.next = 0
+	}
+	c.push(inflight{intended: intended, sent: now, req: ri, measured: measured})
+	l.inflight++
+}
+
+// fill tops up a closed-loop connection's pipeline and writes.
+func (l *loop) fill(c *conn, now int64) {
+	for c.n < len(c.ring) && l.sending(now) {
+		l.queue(c, now, now)
+	}
+	l.flush(c, now)
+}
+
+// schedule sends every open-loop request of c that is due and fits in the
+// pipeline, then either parks c in the timer heap or marks it late.
+func (l *loop) schedule(c *conn, now int64) {
+	sent := false
+	for c.due <= now && c.n < len(c.ring) && l.sending(now) {
+		l.queue(c, now, c.due)
+		c.due += l.interval
+		sent = true
+	}
+	if sent {
+		l.flush(c, now)
+		if c.state != csOpen {
+			return
+		}
+	}
+	if !l.sending(now) {
+		return
+	}
+	if c.due <= now {
+		c.late = true // pipeline full; the next response resumes it
+		return
+	}
+	if c.heapIdx < 0 {
+		l.timers.push(c)
+	}
+}
+
+// fireDue sends the open-loop requests whose time has come.
+func (l *loop) fireDue(now int64) {
+	for len(l.timers) > 0 && l.timers[0].due <= now {
+		c := l.timers.pop()
+		if c.state == csOpen {
+			l.schedule(c, now)
+		}
+	}
+}
+
+// flush writes c's unsent requests with one write or writev, straight from
+// the serialised requests.
+func (l *loop) flush(c *conn, now int64) {
+	for c.unsent > 0 {
+		first := (c.head + c.n - c.unsent) % len(c.ring)
+		var n int
+		var err error
+		if c.unsent == 1 {
+			n, err = rawWrite(c.fd, l.reqs[c.ring[first].req].raw[c.wOff:])
+		} else {
+			iov := l.iov[:0]
+			for i := range c.unsent {
+				raw := l.reqs[c.ring[(first+i)%len(c.ring)].req].raw
+				if i == 0 {
+					raw = raw[c.wOff:]
+				}
+				if len(raw) == 0 {
+					continue
+				}
+				v := unix.Iovec{Base: &raw[0]}
+				v.SetLen(len(raw))
+				iov = append(iov, v)
+			}
+			n, err = rawWritev(c.fd, iov)
+		}
+		if err == unix.EAGAIN {
+			l.rearm(c, true)
+			return
+		}
+		if err != nil {
+			l.stats.Errors.Write++
+			l.drop(c, now)
+			return
+		}
+		l.stats.BytesWritten += uint64(n)
+		// Advance over fully written requests.
+		for n > 0 {
+			raw := l.reqs[c.ring[(c.head+c.n-c.unsent)%len(c.ring)].req].raw
+			left := len(raw) - c.wOff
+			if n < left {
+				c.wOff += n
+				break
+			}
+			n -= left
+			c.wOff = 0
+			c.unsent--
+		}
+	}
+	if c.wantOut {
+		l.rearm(c, false)
+	}
+}
+
+// rearm switches EPOLLOUT on or off for c.
+func (l *loop) rearm(c *conn, out bool) {
+	if c.wantOut == out {
+		return
+	}
+	c.wantOut = out
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.idx), Pad: int32(c.gen)}
+	if out {
+		ev.Events |= unix.EPOLLOUT
+	}
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+}
+
+// drop closes c after an error or a server close; its in-flight requests
+// are lost. It reconnects at the next tick if the run is still sending.
+func (l *loop) drop(c *conn, now int64) {
+	if c.state == csOpen || c.state == csConnecting {
+		unix.Close(c.fd)
+		l.stats.Reconnects++
+	}
+	l.inflight -= c.n
+	l.stats.Lost += uint64(c.n)
+	c.gen++
+	c.head, c.n, c.unsent, c.wOff = 0, 0, 0, 0
+	c.wantOut, c.closing, c.unsolicted, c.late = false, false, false, false
+	c.p.reset()
+	c.state, c.retryAt = csIdle, now
+	if c.heapIdx >= 0 {
+		l.timers.remove(c)
+	}
+}
+
+func (l *loop) closeAll() {
+	for _, c := range l.conns {
+		if c.state == csOpen || c.state == csConnecting {
+			unix.Close(c.fd)
+		}
+		c.state = csDone
+	}
+}
+
+func rawRead(fd int, b []byte) (int, error) {
+	// Raw: the socket is non-blocking, so the scheduler hand-off that
+	// unix.Read pays for a possibly blocking call is wasted work.
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWritev(fd int, iov []unix.Iovec) (int, error) {
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// threadCPU is the calling thread's user+system CPU time.
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processCPU is this process's user+system CPU time.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,279 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+)
+
+// maxHeaderBytes bounds a response header block; beyond it the response is
+// counted as a parse error and the connection reopened.
+const maxHeaderBytes = 64 << 10
+
+// errParse is returned by respParser.feed for a malformed response.
+var errParse = errors.New("bench: malformed response")
+
+// parseState is where respParser stands in the current response.
+type parseState uint8
+
+const (
+	// stHeader: collecting the status line and headers up to CRLFCRLF.
+	// Next: stBody, stChunkSize, stUntilClose, or stHeader (no body).
+	stHeader parseState = iota
+	// stBody: skipping remain bytes of a Content-Length body. Next: stHeader.
+	stBody
+	// stChunkSize: reading a chunk-size line (hex, extensions ignored).
+	// Next: stChunkData, or stTrailer for the last chunk.
+	stChunkSize
+	// stChunkData: skipping remain chunk bytes plus the CRLF after them.
+	// Next: stChunkSize.
+	stChunkData
+	// stTrailer: skipping trailer lines up to an empty line. Next: stHeader.
+	stTrailer
+	// stUntilClose: body delimited by connection close. Next: none.
+	stUntilClose
+)
+
+// respParser is a resumable HTTP/1.1 response parser: it keeps its state
+// across reads so no byte is scanned twice except the few of a header
+// terminator split between reads. Bodies are counted and skipped, never
+// copied. Only a header block split across reads is copied, into carry.
+type respParser struct {
+	state  parseState
+	remain int64 // body or chunk bytes still to skip (incl. chunk CRLF)
+	// sawDigit/lineLen track progress inside a chunk-size or trailer line.
+	sawDigit bool
+	lineLen  int
+	carry    []byte // partial header block
+	// Per response, valid when done is reported.
+	status int
+	close  bool // server asked to close the connection after this response
+}
+
+// respSink receives parsed responses. It is an interface rather than two
+// func values so that passing a connection costs no allocation.
+type respSink interface {
+	// noBody reports whether the response to the oldest in-flight request
+	// has no body whatever its headers say (a HEAD request).
+	noBody() bool
+	// done is called for each complete response.
+	done(status int, close bool)
+}
+
+// feed consumes b, calling s.done for each complete response, until b is
+// exhausted. It returns errParse for a malformed response.
+func (p *respParser) feed(b []byte, s respSink) error {
+	for len(b) > 0 {
+		switch p.state {
+		case stHeader:
+			var hdr []byte
+			if len(p.carry) == 0 {
+				i := bytes.Index(b, crlfcrlf)
+				if i < 0 {
+					if len(b) > maxHeaderBytes {
+						return errParse
+					}
+					p.carry = append(p.carry, b...)
+					return nil
+				}
+				hdr, b = b[:i+4], b[i+4:]
+			} else {
+				// Only the last 3 carried bytes can start a terminator.
+				from := max(0, len(p.carry)-3)
+				old := len(p.carry)
+				p.carry = append(p.carry, b...)
+				i := bytes.Index(p.carry[from:], crlfcrlf)
+				if i < 0 {
+					if len(p.carry) > maxHeaderBytes {
+						return errParse
+					}
+					return nil
+				}
+				end := from + i + 4
+				hdr, b = p.carry[:end], b[end-old:]
+			}
+			chunked, length, err := p.header(hdr)
+			p.carry = p.carry[:0]
+			if err != nil {
+				return err
+			}
+			switch {
+			case p.status < 200 && p.status >= 100:
+				// Interim response: the final one follows.
+				continue
+			case s.noBody() || p.status == 204 || p.status == 304:
+				s.done(p.status, p.close)
+			case chunked:
+				p.state, p.sawDigit, p.remain, p.lineLen = stChunkSize, false, 0, 0
+			case length > 0:
+				p.state, p.remain = stBody, length
+			case length == 0:
+				s.done(p.status, p.close)
+			default:
+				p.state = stUntilClose
+			}
+		case stBody:
+			n := min(int64(len(b)), p.remain)
+			b = b[n:]
+			if p.remain -= n; p.remain == 0 {
+				p.state = stHeader
+				s.done(p.status, p.close)
+			}
+		case stChunkSize:
+			c := b[0]
+			b = b[1:]
+			switch {
+			case c == '\n':
+				if !p.sawDigit {
+					return errParse
+				}
+				if p.remain == 0 {
+					p.state, p.lineLen = stTrailer, 0
+				} else {
+					p.state, p.remain = stChunkData, p.remain+2
+				}
+			case p.lineLen < 0: // inside an extension or after '\r'
+			case c == ';' || c == '\r' || c == ' ':
+				p.lineLen = -1
+			default:
+				v := unhex(c)
+				if v < 0 || p.remain > 1<<40 {
+					return errParse
+				}
+				p.remain, p.sawDigit = p.remain<<4|int64(v), true
+			}
+		case stChunkData:
+			n := min(int64(len(b)), p.remain)
+			b = b[n:]
+			if p.remain -= n; p.remain == 0 {
+				p.state, p.sawDigit, p.lineLen = stChunkSize, false, 0
+			}
+		case stTrailer:
+			c := b[0]
+			b = b[1:]
+			switch c {
+			case '\n':
+				if p.lineLen == 0 {
+					p.state = stHeader
+					s.done(p.status, p.close)
+				}
+				p.lineLen = 0
+			case '\r':
+			default:
+				p.lineLen++
+			}
+		case stUntilClose:
+			return nil
+		}
+	}
+	return nil
+}
+
+// eof reports whether a connection close completes the current response
+// (a body delimited by close), and resets the parser for a new connection.
+func (p *respParser) eof() (complete bool, status int) {
+	complete, status = p.state == stUntilClose, p.status
+	p.reset()
+	return complete, status
+}
+
+func (p *respParser) reset() {
+	p.state, p.remain, p.sawDigit, p.lineLen = stHeader, 0, false, 0
+	p.carry = p.carry[:0]
+}
+
+// header parses a complete header block ending in CRLFCRLF. length is -1
+// when there is neither Content-Length nor chunked encoding.
+func (p *respParser) header(h []byte) (chunked bool, length int64, err error) {
+	// "HTTP/1.1 200 OK\r\n": the status code sits at bytes 9..11.
+	if len(h) < 12 || !bytes.HasPrefix(h, httpSlash) || h[8] != ' ' {
+		return false, 0, errParse
+	}
+	p.status = 0
+	for _, c := range h[9:12] {
+		if c < '0' || c > '9' {
+			return false, 0, errParse
+		}
+		p.status = p.status*10 + int(c-'0')
+	}
+	// HTTP/1.0 closes by default.
+	p.close = h[7] == '0'
+	length = -1
+	i := bytes.IndexByte(h, '\n') + 1
+	for i < len(h) {
+		j := bytes.IndexByte(h[i:], '\n')
+		if j < 0 {
+			break
+		}
+		line := h[i : i+j]
+		i += j + 1
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			continue
+		}
+		name, val := line[:colon], trimOWS(line[colon+1:])
+		switch {
+		case asciiEqualFold(name, "content-length"):
+			length = 0
+			for _, c := range val {
+				if c < '0' || c > '9' || length > 1<<50 {
+					return false, 0, errParse
+				}
+				length = length*10 + int64(c-'0')
+			}
+		case asciiEqualFold(name, "transfer-encoding"):
+			chunked = asciiEqualFold(val, "chunked")
+		case asciiEqualFold(name, "connection"):
+			if asciiEqualFold(val, "close") {
+				p.close = true
+			} else if asciiEqualFold(val, "keep-alive") {
+				p.close = false
+			}
+		}
+	}
+	return chunked, length, nil
+}
+
+var (
+	crlfcrlf  = []byte("\r\n\r\n")
+	httpSlash = []byte("HTTP/1.")
+)
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// asciiEqualFold compares b with the lower-case ASCII string s without
+// allocating.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}

@@ -1,0 +1,64 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times. It is 100 on
+// every Linux architecture Go supports (sysconf(_SC_CLK_TCK) without cgo).
+const clockTicks = 100
+
+// ProcCPU returns the user+system CPU time of process pid from
+// /proc/PID/stat (10 ms resolution).
+func ProcCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses: fields
+	// are counted after its last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("bench: /proc/%d/stat: no ')'", pid)
+	}
+	f := bytes.Fields(b[i+1:])
+	// After ')', field 3 (state) is f[0]; utime is field 14, stime 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("bench: /proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, err1 := strconv.ParseUint(string(f[11]), 10, 64)
+	st, err2 := strconv.ParseUint(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("bench: /proc/%d/stat: bad utime/stime", pid)
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// ProcRSS returns the resident set size of process pid in bytes, from
+// VmRSS in /proc/PID/status.
+func ProcRSS(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range bytes.Lines(b) {
+		if v, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			f := bytes.Fields(v) // "1234", "kB"
+			if len(f) < 1 {
+				break
+			}
+			kb, err := strconv.ParseUint(string(f[0]), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("bench: /proc/%d/status VmRSS: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("bench: /proc/%d/status: no VmRSS", pid)
+}

@@ -1,0 +1,241 @@
+package bench
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// ErrorCounts are failures by kind. Each connect, read, write, timeout or
+// parse failure closes the connection, which is then reopened.
+type ErrorCounts struct {
+	Connect uint64 `json:"connect"` // socket, bind or connect failed, or connect timed out
+	Read    uint64 `json:"read"`    // reset or closed with requests in flight
+	Write   uint64 `json:"write"`   // write failed (reset, broken pipe)
+	Timeout uint64 `json:"timeout"` // oldest request unanswered past Config.Timeout
+	Parse   uint64 `json:"parse"`   // malformed or unsolicited response
+}
+
+func (e ErrorCounts) total() uint64 {
+	return e.Connect + e.Read + e.Write + e.Timeout + e.Parse
+}
+
+func (e *ErrorCounts) add(o ErrorCounts) {
+	e.Connect += o.Connect
+	e.Read += o.Read
+	e.Write += o.Write
+	e.Timeout += o.Timeout
+	e.Parse += o.Parse
+}
+
+// Counts are a loop's (or a run's) totals.
+type Counts struct {
+	Requests     uint64      `json:"requests"` // measured responses
+	BytesRead    uint64      `json:"bytes_read"`
+	BytesWritten uint64      `json:"bytes_written"`
+	Status       [6]uint64   `json:"status"` // by class: [2] counts 2xx; warm-up included
+	Errors       ErrorCounts `json:"errors"`
+	Reconnects   uint64      `json:"reconnects"`
+	Lost         uint64      `json:"lost"` // requests in flight when their connection failed
+}
+
+func (c *Counts) add(o Counts) {
+	c.Requests += o.Requests
+	c.BytesRead += o.BytesRead
+	c.BytesWritten += o.BytesWritten
+	for i := range c.Status {
+		c.Status[i] += o.Status[i]
+	}
+	c.Errors.add(o.Errors)
+	c.Reconnects += o.Reconnects
+	c.Lost += o.Lost
+}
+
+// Percentiles of a latency distribution.
+type Percentiles struct {
+	P50   time.Duration `json:"p50_ns"`
+	P90   time.Duration `json:"p90_ns"`
+	P99   time.Duration `json:"p99_ns"`
+	P999  time.Duration `json:"p99_9_ns"`
+	P9999 time.Duration `json:"p99_99_ns"`
+	Max   time.Duration `json:"max_ns"`
+	Mean  time.Duration `json:"mean_ns"`
+}
+
+func percentiles(h *hdrhistogram.Histogram) Percentiles {
+	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+	return Percentiles{
+		P50: us(h.ValueAtQuantile(50)), P90: us(h.ValueAtQuantile(90)),
+		P99: us(h.ValueAtQuantile(99)), P999: us(h.ValueAtQuantile(99.9)),
+		P9999: us(h.ValueAtQuantile(99.99)), Max: us(h.Max()),
+		Mean: time.Duration(h.Mean() * float64(time.Microsecond)),
+	}
+}
+
+// Result is the outcome of one Run.
+type Result struct {
+	URL      string  `json:"url"`
+	Mode     string  `json:"mode"` // "closed" or "open"
+	Conns    int     `json:"conns"`
+	Loops    int     `json:"loops"`
+	Pipeline int     `json:"pipeline"`
+	Rate     float64 `json:"target_rate,omitempty"`
+	// Elapsed is the measurement window: from the first measured send to
+	// the last measured response.
+	Elapsed time.Duration `json:"elapsed_ns"`
+	Counts
+	RequestsPerSec float64 `json:"requests_per_sec"`
+	BytesPerSec    float64 `json:"bytes_per_sec"` // read from the server
+	// Latency is measured from the intended send time in open loop
+	// (coordinated-omission corrected) and from the send in closed loop.
+	Latency Percentiles `json:"latency"`
+	// Uncorrected is the open-loop latency from the actual send, for
+	// comparison with Latency; nil in closed loop.
+	Uncorrected *Percentiles `json:"uncorrected_latency,omitempty"`
+	// ClientCPU is the CPU time of the generator's loop threads during
+	// the measurement; ProcessCPU is the whole process's (it includes an
+	// in-process server, if any, and the Go runtime).
+	ClientCPU  time.Duration `json:"client_cpu_ns"`
+	ProcessCPU time.Duration `json:"process_cpu_ns"`
+	// ServerCPU is the server's CPU time during the measurement, when
+	// known (Config.ServerPID or Config.ServerCPU).
+	ServerCPU      time.Duration `json:"server_cpu_ns"`
+	ServerCPUKnown bool          `json:"server_cpu_known"`
+
+	hist *hdrhistogram.Histogram
+}
+
+func (r *Result) finish() {
+	if s := r.Elapsed.Seconds(); s > 0 {
+		r.RequestsPerSec = float64(r.Requests) / s
+		r.BytesPerSec = float64(r.BytesRead) / s
+	}
+}
+
+// Errors is the total of all error kinds.
+func (r *Result) ErrorTotal() uint64 { return r.Errors.total() }
+
+// ClientCPUPerRequest is the generator's process CPU per measured request.
+func (r *Result) ClientCPUPerRequest() time.Duration {
+	return perReq(r.ProcessCPU, r.Requests)
+}
+
+// ServerCPUPerRequest is the server's CPU per measured request, or 0 when
+// unknown.
+func (r *Result) ServerCPUPerRequest() time.Duration {
+	if !r.ServerCPUKnown {
+		return 0
+	}
+	return perReq(r.ServerCPU, r.Requests)
+}
+
+func perReq(d time.Duration, n uint64) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return d / time.Duration(n)
+}
+
+// WriteText writes the human summary.
+func (r *Result) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
+	mode := "closed loop"
+	if r.Mode == "open" {
+		mode = fmt.Sprintf("open loop at %.0f req/s (latency corrected for coordinated omission)", r.Rate)
+	}
+	ew.printf("%s: %d connections, %d loops, pipeline %d, %s\n", r.URL, r.Conns, r.Loops, r.Pipeline, mode)
+	ew.printf("  %d requests in %v, %s read\n", r.Requests, r.Elapsed.Round(time.Millisecond), byteSize(float64(r.BytesRead)))
+	ew.printf("  requests/s: %.1f   transfer/s: %s\n", r.RequestsPerSec, byteSize(r.BytesPerSec))
+	lat := func(name string, p Percentiles) {
+		ew.printf("  %s p50 %v  p90 %v  p99 %v  p99.9 %v  p99.99 %v  max %v  mean %v\n", name,
+			p.P50, p.P90, p.P99, p.P999, p.P9999, p.Max, p.Mean.Round(time.Microsecond))
+	}
+	lat("latency    ", r.Latency)
+	if r.Uncorrected != nil {
+		lat("uncorrected", *r.Uncorrected)
+	}
+	ew.printf("  status: 1xx %d  2xx %d  3xx %d  4xx %d  5xx %d\n",
+		r.Status[1], r.Status[2], r.Status[3], r.Status[4], r.Status[5])
+	e := r.Errors
+	ew.printf("  errors: connect %d  read %d  write %d  timeout %d  parse %d  (lost requests %d, reconnects %d)\n",
+		e.Connect, e.Read, e.Write, e.Timeout, e.Parse, r.Lost, r.Reconnects)
+	ew.printf("  client CPU: %v/request (process %v, loop threads %v)\n",
+		r.ClientCPUPerRequest(), r.ProcessCPU.Round(time.Millisecond), r.ClientCPU.Round(time.Millisecond))
+	if r.ServerCPUKnown {
+		ew.printf("  server CPU: %v/request (%v total)\n", r.ServerCPUPerRequest(), r.ServerCPU.Round(time.Millisecond))
+	}
+	return ew.err
+}
+
+// WriteJSON writes r as one indented JSON object.
+func (r *Result) WriteJSON(w io.Writer) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(r)
+}
+
+// CSVHeader names the columns of CSVRecord.
+func CSVHeader() []string {
+	return []string{"url", "mode", "conns", "loops", "pipeline", "target_rate",
+		"elapsed_s", "requests", "requests_per_sec", "bytes_per_sec",
+		"p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us", "mean_us",
+		"status_2xx", "status_3xx", "status_4xx", "status_5xx",
+		"err_connect", "err_read", "err_write", "err_timeout", "err_parse", "lost",
+		"client_cpu_us_per_req", "server_cpu_us_per_req"}
+}
+
+// CSVRecord is r as one row under CSVHeader.
+func (r *Result) CSVRecord() []string {
+	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 1, 64) }
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	srv := ""
+	if r.ServerCPUKnown {
+		srv = us(r.ServerCPUPerRequest())
+	}
+	return []string{r.URL, r.Mode, strconv.Itoa(r.Conns), strconv.Itoa(r.Loops), strconv.Itoa(r.Pipeline),
+		strconv.FormatFloat(r.Rate, 'f', 0, 64),
+		strconv.FormatFloat(r.Elapsed.Seconds(), 'f', 3, 64), u(r.Requests),
+		strconv.FormatFloat(r.RequestsPerSec, 'f', 1, 64), strconv.FormatFloat(r.BytesPerSec, 'f', 0, 64),
+		us(r.Latency.P50), us(r.Latency.P90), us(r.Latency.P99), us(r.Latency.P999),
+		us(r.Latency.P9999), us(r.Latency.Max), us(r.Latency.Mean),
+		u(r.Status[2]), u(r.Status[3]), u(r.Status[4]), u(r.Status[5]),
+		u(r.Errors.Connect), u(r.Errors.Read), u(r.Errors.Write), u(r.Errors.Timeout), u(r.Errors.Parse), u(r.Lost),
+		us(r.ClientCPUPerRequest()), srv}
+}
+
+// WriteCSV writes a header and r's row.
+func (r *Result) WriteCSV(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write(CSVHeader())
+	_ = cw.Write(r.CSVRecord())
+	cw.Flush()
+	return cw.Error()
+}
+
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
+
+func byteSize(b float64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", b/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", b/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.2f KiB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", b)
+}

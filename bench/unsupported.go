@@ -1,0 +1,28 @@
+//go:build !linux
+
+package bench
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// errUnsupported is returned on systems without epoll and /proc: the
+// generator is Linux-only, like the server's measurements it targets.
+var errUnsupported = errors.New("bench: load generation needs Linux (epoll, /proc)")
+
+// Run is only implemented on Linux.
+func Run(ctx context.Context, cfg Config) (*Result, error) { return nil, errUnsupported }
+
+// RaiseFDLimit is only implemented on Linux.
+func RaiseFDLimit(want uint64) (uint64, error) { return 0, errUnsupported }
+
+// ProcCPU is only implemented on Linux.
+func ProcCPU(pid int) (time.Duration, error) { return 0, errUnsupported }
+
+// ProcRSS is only implemented on Linux.
+func ProcRSS(pid int) (uint64, error) { return 0, errUnsupported }
+
+// ErrFDLimit matches the Linux declaration.
+var ErrFDLimit = errors.New("bench: too few file descriptors")
