@@ -122,6 +122,10 @@ type Response struct {
 	// Chunks lists memory the producer lent to heap buckets; the recycle
 	// function returns it to its pool once the writer is done with it.
 	Chunks [][]byte
+	// Cleanups run when the response is recycled, after its last byte is
+	// written: APR's pool cleanups. A file sent with sendfile, say, is
+	// released here rather than when its handler returns.
+	Cleanups []Cleanup
 
 	// Writer-owned.
 	BytesSent int64 // exactly what reached the socket, for the logger
@@ -133,6 +137,19 @@ type Response struct {
 	// go: a handler still running after an abort may be reading its
 	// request, which lives in the reader's memory.
 	Disposition uint8
+}
+
+// Cleanup is something a response holds until it is recycled.
+type Cleanup interface{ Cleanup() }
+
+// RunCleanups runs and forgets r's cleanups, last registered first. The
+// recycle function calls it.
+func (r *Response) RunCleanups() {
+	for i := len(r.Cleanups) - 1; i >= 0; i-- {
+		r.Cleanups[i].Cleanup()
+		r.Cleanups[i] = nil
+	}
+	r.Cleanups = r.Cleanups[:0]
 }
 
 // NewResponse returns an empty response. Pools call it; kick and recycle

@@ -1,0 +1,163 @@
+package runtime
+
+import (
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/reader"
+	"github.com/quartet-server/quartet/stages"
+)
+
+// Limits of the built-in endpoints, so a load experiment cannot be turned
+// into a denial of service by a typo.
+const (
+	maxSleep = 60 * time.Second
+	maxBytes = 1 << 30
+)
+
+// builtin serves the endpoints load experiments use, natively (no
+// allocation for /hello), and passes every other request to next.
+type builtin struct {
+	next  processor.Handler
+	bufs  sync.Pool // *[]byte, 32 KiB, for /echo
+	block []byte    // /bytes pattern
+}
+
+// Builtin returns the handler for Quartet's built-in endpoints:
+//
+//	GET  /hello       13-byte "Hello, World!"
+//	GET  /sleep?ms=N  blocks the handler N ms (at most 60000), then 200
+//	GET  /bytes?n=N   N bytes (at most 1 GiB)
+//	POST /echo        the request body
+//
+// Other paths go to next (404 when next is nil).
+func Builtin(next processor.Handler) processor.Handler {
+	b := &builtin{next: next, block: make([]byte, 64<<10)}
+	for i := range b.block {
+		b.block[i] = 'a' + byte(i%26)
+	}
+	b.bufs.New = func() any { s := make([]byte, 32<<10); return &s }
+	return b
+}
+
+func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
+	switch string(r.Path) {
+	case "/hello":
+		if !getOrHead(w, r) {
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteString("Hello, World!")
+	case "/sleep":
+		if !getOrHead(w, r) {
+			return
+		}
+		ms, ok := queryInt(r.Query, "ms")
+		if !ok || ms < 0 || time.Duration(ms)*time.Millisecond > maxSleep {
+			badRequest(w, "ms must be 0..60000\n")
+			return
+		}
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteString("OK\n")
+	case "/bytes":
+		if !getOrHead(w, r) {
+			return
+		}
+		n, ok := queryInt(r.Query, "n")
+		if !ok || n < 0 || n > maxBytes {
+			badRequest(w, "n must be 0..1073741824\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		for n > 0 {
+			k := min(n, int64(len(b.block)))
+			if _, err := w.Write(b.block[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	case "/echo":
+		if !r.IsMethod("POST") && !r.IsMethod("PUT") {
+			w.Header().Set("Allow", "POST, PUT")
+			w.WriteHeader(405)
+			return
+		}
+		if ct := r.Header("Content-Type"); ct != nil {
+			w.Header().SetBytes([]byte("Content-Type"), ct)
+		}
+		if r.ContentLength >= 0 {
+			w.Header().Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
+		}
+		bp := b.bufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(onlyWriter{w}, onlyReader{r.Body}, *bp)
+		b.bufs.Put(bp)
+		if err != nil && w.Written() == 0 {
+			w.WriteHeader(reader.StatusOf(err))
+		}
+	default:
+		if b.next != nil {
+			b.next.ServeQuartet(w, r)
+			return
+		}
+		w.WriteHeader(404)
+		w.WriteString("404 page not found\n")
+	}
+}
+
+func getOrHead(w *processor.ResponseWriter, r *stages.Request) bool {
+	if r.IsMethod("GET") || r.IsMethod("HEAD") {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	w.WriteHeader(405)
+	return false
+}
+
+func badRequest(w *processor.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(400)
+	w.WriteString(msg)
+}
+
+// queryInt finds key=N in a raw query without allocating.
+func queryInt(q []byte, key string) (int64, bool) {
+	for len(q) > 0 {
+		var kv []byte
+		kv, q = cut(q, '&')
+		k, v := cut(kv, '=')
+		if string(k) != key {
+			continue
+		}
+		if len(v) == 0 || len(v) > 18 {
+			return 0, false
+		}
+		var n int64
+		for _, c := range v {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int64(c-'0')
+		}
+		return n, true
+	}
+	return 0, false
+}
+
+func cut(b []byte, sep byte) (before, after []byte) {
+	for i, c := range b {
+		if c == sep {
+			return b[:i], b[i+1:]
+		}
+	}
+	return b, nil
+}
+
+// onlyWriter and onlyReader hide ReadFrom/WriteTo so CopyBuffer uses the
+// pooled buffer.
+type onlyWriter struct{ io.Writer }
+type onlyReader struct{ io.Reader }
