@@ -23,6 +23,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"serve": {"run the HTTP/1.1 server", runServe},
+		"bench": {"HTTP load generator", runBench},
 	}
 }
 

@@ -1,0 +1,50 @@
+// Package peers holds the servers Quartet is compared against by
+// `quartet bench compare`: net/http, a bare gnet v2 server and fasthttp.
+// It is a separate module so their dependencies stay out of Quartet's
+// go.mod. Each command serves the same endpoints as Quartet's built-in
+// handler:
+//
+//	GET  /hello       13-byte "Hello, World!"
+//	GET  /sleep?ms=N  answers after N milliseconds
+//	GET  /bytes?n=N   N bytes of 'x'
+//	POST /echo        the request body
+//
+// Each listens on -addr (default 127.0.0.1:0) and prints its base URL,
+// http://IP:PORT, as the first line on stdout, which is how the tool finds
+// it; it stops on SIGINT or SIGTERM.
+package peers
+
+import "strconv"
+
+// MaxBytes bounds /bytes?n= so a typo cannot exhaust memory.
+const MaxBytes = 64 << 20
+
+// Query returns the integer value of key in a raw query string such as
+// "ms=5&x=1", or 0.
+func Query(raw, key string) int {
+	for raw != "" {
+		var kv string
+		kv, raw, _ = cut(raw, '&')
+		k, v, _ := cut(kv, '=')
+		if k == key {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return 0
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+func cut(s string, sep byte) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// Hello is the /hello body.
+var Hello = []byte("Hello, World!")
