@@ -177,7 +177,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- gnet.Run(s, "tcp://"+*addr, gnet.WithMulticore(true), gnet.WithLogLevel(logging.ErrorLevel)) }()
+	go func() {
+		errc <- gnet.Run(s, "tcp://"+*addr, gnet.WithMulticore(true), gnet.WithLogLevel(logging.ErrorLevel))
+	}()
 	select {
 	case a := <-s.addr:
 		fmt.Printf("http://%s\n", a)
