@@ -4,9 +4,11 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/soft"
@@ -64,6 +66,12 @@ func setup(t testing.TB, p *soft.Provider, o *pairOpts) *endpoint {
 	if e.mem, err = rdma.Alloc(o.memSize); err != nil {
 		t.Fatal(err)
 	}
+	addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(e.mem.Bytes()))))
+	t.Cleanup(func() {
+		if mapped(addr) {
+			t.Errorf("memory at %#x still mapped after the test", addr)
+		}
+	})
 	if e.mr, err = e.pd.Register(e.mem.Bytes(), o.access); err != nil {
 		t.Fatal(err)
 	}
@@ -176,20 +184,36 @@ func wait(t testing.TB, cq rdma.CQ, n int) []rdma.Completion {
 	return out
 }
 
-// resources is a snapshot of what a test could leak.
+// mapped reports whether addr lies in a mapping of this process.
+func mapped(addr uint64) bool {
+	maps, _ := os.ReadFile("/proc/self/maps")
+	for _, line := range strings.Split(string(maps), "\n") {
+		rng, _, _ := strings.Cut(line, " ")
+		lo, hi, ok := strings.Cut(rng, "-")
+		if !ok {
+			continue
+		}
+		l, err1 := strconv.ParseUint(lo, 16, 64)
+		h, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 == nil && err2 == nil && addr >= l && addr < h {
+			return true
+		}
+	}
+	return false
+}
+
+// resources is a snapshot of what a test could leak; the memory a test
+// maps is checked by address in setup.
 type resources struct {
-	goroutines, fds, maps int
+	goroutines, fds int
 }
 
 func snapshot() resources {
 	fds, _ := os.ReadDir("/proc/self/fd")
-	maps, _ := os.ReadFile("/proc/self/maps")
-	return resources{runtime.NumGoroutine(), len(fds), strings.Count(string(maps), "\n")}
+	return resources{runtime.NumGoroutine(), len(fds)}
 }
 
-// checkLeaks fails the test if goroutines, fds or mappings outlive it.
-// Mappings are compared loosely: the runtime maps heap arenas as it
-// grows; a leaked test buffer (rdma.Alloc) would add one per test.
+// checkLeaks fails the test if goroutines or fds outlive it.
 func checkLeaks(t *testing.T) {
 	before := snapshot()
 	t.Cleanup(func() {
@@ -207,9 +231,6 @@ func checkLeaks(t *testing.T) {
 		}
 		if now.fds > before.fds {
 			t.Errorf("fds: %d before, %d after", before.fds, now.fds)
-		}
-		if now.maps > before.maps+8 {
-			t.Errorf("mappings: %d before, %d after", before.maps, now.maps)
 		}
 	})
 }
