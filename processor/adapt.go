@@ -1,0 +1,361 @@
+package processor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/quartet-server/quartet/stages"
+)
+
+// Adapt runs an unchanged net/http handler on the processor pool.
+//
+// The handler gets an *http.Request built from the stages.Request (method,
+// URL, Proto, Header, Host, ContentLength, TransferEncoding, Close,
+// RemoteAddr, RequestURI, and Body streaming the request body) with a context
+// cancelled when it returns, and an http.ResponseWriter that also implements
+// http.Flusher, io.StringWriter, io.ReaderFrom (regular files go out with
+// sendfile) and http.Hijacker, whose Hijack returns ErrHijackNotSupported.
+// As in net/http, a Content-Type is sniffed from the first Write when the
+// handler sets none.
+//
+// The adapter allocates what net/http's own server does per request (the
+// Request, its URL, header map and strings, a context); the response side is
+// pooled.
+func Adapt(h http.Handler) Handler {
+	a := &adapter{h: h}
+	a.states.New = func() any { return new(adapterState) }
+	return a
+}
+
+type adapter struct {
+	h      http.Handler
+	states sync.Pool // *adapterState
+}
+
+// adapterState is the per-request memory the adapter can reuse: nothing in
+// it is reachable from the *http.Request once the handler has returned,
+// except Body, which net/http forbids reading after return.
+type adapterState struct {
+	rw   httpResponseWriter
+	body requestBody
+	te   [1]string
+}
+
+func (a *adapter) ServeQuartet(w *ResponseWriter, r *stages.Request) {
+	s := a.states.Get().(*adapterState)
+	defer a.put(s) // also on panic, which the pool recovers
+	hr, err := s.request(r)
+	if err != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusBadRequest)
+		w.WriteString("400 Bad Request: " + err.Error() + "\n")
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hr = hr.WithContext(ctx)
+	s.rw.w = w
+	if s.rw.h == nil {
+		s.rw.h = make(http.Header)
+	}
+	a.h.ServeHTTP(&s.rw, hr)
+	if !s.rw.wroteHeader {
+		// A handler that set headers and wrote nothing still answers 200
+		// with those headers.
+		s.rw.WriteHeader(http.StatusOK)
+	}
+}
+
+func (a *adapter) put(s *adapterState) {
+	clear(s.rw.h)
+	s.rw.w, s.rw.wroteHeader = nil, false
+	s.body = requestBody{}
+	a.states.Put(s)
+}
+
+// request builds the *http.Request net/http's server would have built.
+func (s *adapterState) request(r *stages.Request) (*http.Request, error) {
+	target := string(r.Target)
+	method := methodString(r.Method)
+	var u *url.URL
+	var err error
+	if method == http.MethodConnect && !strings.HasPrefix(target, "/") {
+		// authority-form (RFC 9112 §3.2.3): host:port, not a URL
+		u = &url.URL{Host: target}
+	} else if u, err = url.ParseRequestURI(target); err != nil {
+		return nil, err
+	}
+
+	// One string for all header names and values, sliced per field: one
+	// allocation instead of two per field.
+	n := 0
+	for i := range r.Headers {
+		n += len(r.Headers[i].Name) + len(r.Headers[i].Value)
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	for i := range r.Headers {
+		sb.Write(r.Headers[i].Name)
+		sb.Write(r.Headers[i].Value)
+	}
+	all := sb.String()
+	hdr := make(http.Header, len(r.Headers))
+	vals := make([]string, len(r.Headers))
+	off := 0
+	for i := range r.Headers {
+		name := http.CanonicalHeaderKey(all[off : off+len(r.Headers[i].Name)])
+		off += len(r.Headers[i].Name)
+		value := all[off : off+len(r.Headers[i].Value)]
+		off += len(r.Headers[i].Value)
+		if name == "Host" {
+			continue // net/http moves it to Request.Host
+		}
+		vals[i] = value
+		if old, ok := hdr[name]; ok {
+			hdr[name] = append(old, value)
+		} else {
+			hdr[name] = vals[i : i+1 : i+1]
+		}
+	}
+
+	hr := &http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: r.Minor,
+		Header:     hdr,
+		Host:       string(r.Host),
+		RequestURI: target,
+		Close:      !r.KeepAlive(),
+	}
+	if r.Minor == 0 {
+		hr.Proto = "HTTP/1.0"
+	}
+	if u.Host != "" {
+		hr.Host = u.Host // absolute-form wins over Host (RFC 9112 §3.2.2)
+	}
+	if r.Conn != nil {
+		hr.RemoteAddr = r.Conn.Remote.String()
+	}
+	switch {
+	case r.Chunked:
+		s.te[0] = "chunked"
+		hr.TransferEncoding = s.te[:]
+		hr.ContentLength = -1
+		s.body.r = r.Body
+		hr.Body = &s.body
+	case r.ContentLength > 0:
+		hr.ContentLength = r.ContentLength
+		s.body.r = r.Body
+		hr.Body = &s.body
+	default:
+		hr.Body = http.NoBody
+	}
+	return hr, nil
+}
+
+// methodString returns the common methods without allocating.
+func methodString(m []byte) string {
+	switch string(m) { // the compiler does not allocate for this conversion
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodOptions:
+		return http.MethodOptions
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodConnect:
+		return http.MethodConnect
+	}
+	return string(m)
+}
+
+// requestBody is Request.Body: the request's body stream, with a Close that
+// only stops further reads (the reader stage owns the connection and
+// discards what the handler leaves unread).
+type requestBody struct {
+	r      io.Reader
+	closed bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.closed || b.r == nil {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.r.Read(p)
+}
+
+func (b *requestBody) Close() error {
+	b.closed = true
+	return nil
+}
+
+// httpResponseWriter is the http.ResponseWriter handed to net/http
+// handlers: an http.Header map copied into the native Header when the
+// status is written.
+type httpResponseWriter struct {
+	w           *ResponseWriter
+	h           http.Header
+	wroteHeader bool
+}
+
+var (
+	_ http.ResponseWriter = (*httpResponseWriter)(nil)
+	_ http.Flusher        = (*httpResponseWriter)(nil)
+	_ http.Hijacker       = (*httpResponseWriter)(nil)
+	_ io.ReaderFrom       = (*httpResponseWriter)(nil)
+	_ io.StringWriter     = (*httpResponseWriter)(nil)
+)
+
+func (hw *httpResponseWriter) Header() http.Header { return hw.h }
+
+func (hw *httpResponseWriter) WriteHeader(code int) {
+	if hw.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("quartet: invalid WriteHeader code")
+	}
+	nh := hw.w.Header()
+	nh.reset() // an earlier 1xx copied the map; copy it afresh
+	for name, values := range hw.h {
+		for _, v := range values {
+			nh.Add(name, v)
+		}
+	}
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		hw.wroteHeader = true
+	}
+	hw.w.WriteHeader(code)
+}
+
+// sniff sets Content-Type from the first body bytes when the handler set
+// none, as net/http does.
+func (hw *httpResponseWriter) sniff(p []byte) {
+	if hw.wroteHeader {
+		return
+	}
+	if _, ok := hw.h["Content-Type"]; !ok && len(p) > 0 && hw.h.Get("Transfer-Encoding") == "" {
+		hw.h.Set("Content-Type", http.DetectContentType(p))
+	}
+	hw.WriteHeader(http.StatusOK)
+}
+
+func (hw *httpResponseWriter) Write(p []byte) (int, error) {
+	hw.sniff(p)
+	n, err := hw.w.Write(p)
+	return n, httpError(err)
+}
+
+func (hw *httpResponseWriter) WriteString(s string) (int, error) {
+	if !hw.wroteHeader {
+		hw.sniff([]byte(s[:min(len(s), 512)]))
+	}
+	n, err := hw.w.WriteString(s)
+	return n, httpError(err)
+}
+
+func (hw *httpResponseWriter) Flush() {
+	if !hw.wroteHeader {
+		hw.WriteHeader(http.StatusOK)
+	}
+	_ = hw.w.Flush()
+}
+
+// FlushError is what http.ResponseController calls, so it sees the error.
+func (hw *httpResponseWriter) FlushError() error {
+	if !hw.wroteHeader {
+		hw.WriteHeader(http.StatusOK)
+	}
+	return httpError(hw.w.Flush())
+}
+
+func (hw *httpResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return nil, nil, ErrHijackNotSupported
+}
+
+// ReadFrom sends regular files (what http.ServeContent and io.Copy from an
+// *os.File produce) with sendfile, and copies anything else. It waits until
+// the file region is on the wire, because net/http handlers close their
+// files when they return.
+func (hw *httpResponseWriter) ReadFrom(src io.Reader) (int64, error) {
+	f, limit := fileSource(src)
+	if f == nil || (!hw.wroteHeader && hw.h.Get("Content-Type") == "") {
+		// Not a file, or a body whose type must be sniffed: plain copy.
+		return io.Copy(writerOnly{hw}, src)
+	}
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return io.Copy(writerOnly{hw}, src)
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return io.Copy(writerOnly{hw}, src)
+	}
+	n := fi.Size() - off
+	if limit >= 0 && limit < n {
+		n = limit
+	}
+	if n <= 0 {
+		return 0, nil
+	}
+	if !hw.wroteHeader {
+		hw.WriteHeader(http.StatusOK)
+	}
+	if err := hw.w.SendFile(f, off, n); err != nil {
+		return 0, httpError(err)
+	}
+	if lr, ok := src.(*io.LimitedReader); ok {
+		lr.N -= n
+	}
+	if _, err := f.Seek(off+n, io.SeekStart); err != nil {
+		return n, err
+	}
+	if hw.w.head {
+		return n, nil
+	}
+	return n, httpError(hw.w.WaitSent())
+}
+
+// fileSource unwraps an *os.File, possibly inside an *io.LimitedReader
+// (io.CopyN's wrapping), and the limit (-1 for none).
+func fileSource(src io.Reader) (*os.File, int64) {
+	limit := int64(-1)
+	if lr, ok := src.(*io.LimitedReader); ok {
+		src, limit = lr.R, lr.N
+	}
+	f, _ := src.(*os.File)
+	return f, limit
+}
+
+// writerOnly hides ReadFrom from io.Copy, which would call it again.
+type writerOnly struct{ io.Writer }
+
+// httpError maps the native sentinels to net/http's, which net/http
+// handlers compare against.
+func httpError(err error) error {
+	switch {
+	case errors.Is(err, ErrBodyNotAllowed):
+		return http.ErrBodyNotAllowed
+	case errors.Is(err, ErrContentLength):
+		return http.ErrContentLength
+	}
+	return err
+}

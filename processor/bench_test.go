@@ -1,0 +1,115 @@
+package processor
+
+import (
+	"context"
+	"io"
+	"testing"
+
+	"github.com/quartet-server/quartet/stages"
+)
+
+// eofBody is an empty request body that costs no allocation to assign.
+type eofBody struct{}
+
+func (eofBody) Read([]byte) (int, error) { return 0, io.EOF }
+
+// benchWriter is the fake writer without the bookkeeping: it takes the
+// buckets, reports them sent, and finishes at EOS, allocating nothing.
+type benchWriter struct {
+	kicks chan *stages.Response
+	done  chan struct{}
+	low   int64
+}
+
+func (bw *benchWriter) kick(r *stages.Response) {
+	if r.MarkQueued() {
+		bw.kicks <- r
+	}
+}
+
+func (bw *benchWriter) run(stop <-chan struct{}) {
+	var bufs []stages.Bucket
+	for {
+		var r *stages.Response
+		select {
+		case r = <-bw.kicks:
+		case <-stop:
+			return
+		}
+		var eos bool
+		bufs, eos = r.TakeOut(bufs[:0])
+		for i := range bufs {
+			if n := bufs[i].Size(); n > 0 {
+				r.Sent(n, bw.low)
+			}
+		}
+		clear(bufs)
+		if eos {
+			r.Finish()
+			bw.done <- struct{}{}
+		}
+	}
+}
+
+// BenchmarkHello is one native "Hello, World!" request through the worker
+// path: ring pop, handler, header block, the hand-off to a writer, and the
+// response's recycling. Steady state allocates nothing.
+func BenchmarkHello(b *testing.B) {
+	in := stages.NewRing[*stages.Request](16)
+	wake := stages.NewWorkerWaker(1)
+	bw := &benchWriter{kicks: make(chan *stages.Response, 16), done: make(chan struct{}, 1)}
+	free := make(chan *stages.Response, 4)
+	var pool *Pool
+	recycle := func(r *stages.Response) {
+		pool.Release(r)
+		free <- r
+	}
+	for range cap(free) {
+		free <- stages.NewResponse(bw.kick, recycle)
+	}
+	pool = New(Config{Workers: 1}, in, wake, HandlerFunc(hello), func() *stages.Response { return <-free }, &stages.StageCounters{})
+	bw.low = pool.LowWater()
+	stop := make(chan struct{})
+	go bw.run(stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { pool.Run(ctx); close(ran) }()
+	defer func() { cancel(); <-ran; close(stop) }()
+
+	req := newRequest("GET", "/hello", 1, "", "Host", "localhost", "User-Agent", "bench")
+	req.Body = eofBody{}
+	b.ReportAllocs()
+	for b.Loop() {
+		in.Push(req)
+		wake.Wake()
+		<-bw.done
+	}
+}
+
+// BenchmarkAdaptHello is the same request through Adapt and a net/http
+// handler, for comparison.
+func BenchmarkAdaptHello(b *testing.B) {
+	in := stages.NewRing[*stages.Request](16)
+	wake := stages.NewWorkerWaker(1)
+	bw := &benchWriter{kicks: make(chan *stages.Response, 16), done: make(chan struct{}, 1)}
+	var pool *Pool
+	recycle := func(r *stages.Response) { pool.Release(r) }
+	h := Adapt(httpHello{})
+	pool = New(Config{Workers: 1}, in, wake, h, func() *stages.Response { return stages.NewResponse(bw.kick, recycle) }, nil)
+	bw.low = pool.LowWater()
+	stop := make(chan struct{})
+	go bw.run(stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { pool.Run(ctx); close(ran) }()
+	defer func() { cancel(); <-ran; close(stop) }()
+
+	req := newRequest("GET", "/hello", 1, "", "Host", "localhost", "User-Agent", "bench")
+	req.Body = eofBody{}
+	b.ReportAllocs()
+	for b.Loop() {
+		in.Push(req)
+		wake.Wake()
+		<-bw.done
+	}
+}

@@ -1,0 +1,95 @@
+package processor
+
+import (
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+)
+
+// Defaults for Config's zero fields.
+const (
+	// DefaultWorkersPerCPU sizes the pool when Config.Workers is 0. Handlers
+	// may block, so one worker per CPU would leave CPUs idle while handlers
+	// wait; four per CPU keeps them busy for handlers that wait up to about
+	// three quarters of their time, and the ring absorbs bursts beyond that.
+	DefaultWorkersPerCPU = 4
+
+	// DefaultHighWater is how far a handler may get ahead of its client
+	// before Write blocks: 256 KiB, enough for several round trips of a
+	// fast loopback or LAN socket so that a well-behaved client never makes
+	// a handler wait, small enough that 10,000 slow clients cost 2.5 GiB at
+	// most rather than whatever their handlers produce.
+	DefaultHighWater = 256 << 10
+
+	// DefaultWriteTimeout bounds how long a handler blocked on back-pressure
+	// waits for a client that stopped reading, so that it cannot hold a
+	// worker forever (a slowloris on the response side).
+	DefaultWriteTimeout = 30 * time.Second
+
+	// DefaultServerName is the Server header added unless a handler sets one.
+	DefaultServerName = "quartet"
+)
+
+// chunkSize is the size of the pooled body buffers. 16 KiB matches the
+// largest TLS record and the default socket send-buffer increment, so one
+// chunk is one writev iovec that the kernel takes in one go; a small response
+// (headers and body) fits in one chunk and goes out in one write(2).
+const chunkSize = 16 << 10
+
+// maxBuffered is how much body a handler may write before the header block
+// is committed (and the response switches to chunked coding if it declared
+// no length). Responses up to this size that do not flush get a
+// Content-Length, which is what clients and caches prefer; net/http buffers
+// 4 KiB, we afford more because the buffer is pooled chunks that are handed
+// to the writer as they are, not copied again.
+const maxBuffered = 4 * chunkSize
+
+// Config configures a Pool. The zero value is usable: every zero field gets
+// its default.
+type Config struct {
+	// Workers is P, the number of handlers that run at once. The
+	// WorkerWaker given to New must have been made for the same number.
+	// 0 means DefaultWorkersPerCPU × GOMAXPROCS.
+	Workers int
+
+	// HighWater is the number of unsent response bytes above which Write
+	// blocks until the writer has brought them down to LowWater.
+	// 0 means DefaultHighWater; LowWater 0 means HighWater/4. The writer
+	// should pass the same LowWater to Response.Sent (Pool.LowWater).
+	HighWater, LowWater int64
+
+	// WriteTimeout bounds each wait for the client to drain the response.
+	// 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+
+	// ServerName is the value of the Server header added to responses that
+	// do not set one. "" means DefaultServerName.
+	ServerName string
+
+	// Logger receives handler panics. nil means a text logger on stderr,
+	// made for this pool (never slog's global default).
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Workers <= 0 {
+		c.Workers = DefaultWorkersPerCPU * runtime.GOMAXPROCS(0)
+	}
+	if c.HighWater <= 0 {
+		c.HighWater = DefaultHighWater
+	}
+	if c.LowWater <= 0 || c.LowWater > c.HighWater {
+		c.LowWater = c.HighWater / 4
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.ServerName == "" {
+		c.ServerName = DefaultServerName
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return c
+}

@@ -1,0 +1,37 @@
+package processor
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// dateCache holds the Date header value for the current second. Formatting
+// a date costs a few hundred nanoseconds, the value changes once a second,
+// and every response needs it, so the pool's workers share one formatted
+// copy; the worker that first sees a new second formats it (one small
+// allocation per second, none per request).
+type dateCache struct {
+	cur atomic.Pointer[dateValue]
+}
+
+type dateValue struct {
+	sec int64
+	b   [len(http.TimeFormat)]byte
+}
+
+// get returns the IMF-fixdate (RFC 9110 §5.6.7) for now. The slice must not
+// be modified.
+func (d *dateCache) get(now time.Time) []byte {
+	sec := now.Unix()
+	old := d.cur.Load()
+	if old != nil && old.sec == sec {
+		return old.b[:]
+	}
+	v := &dateValue{sec: sec}
+	now.UTC().AppendFormat(v.b[:0], http.TimeFormat)
+	// Losing the race to another worker that formatted the same second is
+	// harmless: both values are equal.
+	d.cur.CompareAndSwap(old, v)
+	return v.b[:]
+}

@@ -1,0 +1,66 @@
+// Package processor is Quartet's third stage: a bounded pool of P worker
+// goroutines that run handlers, which may block (a database call, a sleep, a
+// slow disk), without ever touching a socket.
+//
+// # Why a pool of blocking workers between two event loops
+//
+// Brian Pane's design (httpd-dev, November 2002) does "the slow part of
+// request processing — network reads and writes — in an event loop for
+// scalability", and "the fast part … in a one-request-per-thread mode so
+// that module developers don't have to rewrite all their code as reentrant
+// state machines". A worker therefore pops a parsed *stages.Request from the
+// reader->processor ring, runs the handler to completion, and hands the
+// response to the writer stage as it is produced; it never waits for the
+// client to read, except when the client falls behind by more than the high-
+// water mark (below). P bounds how many handlers run at once, so a flood of
+// slow requests queues in the ring instead of multiplying goroutines.
+//
+// # How a response leaves the worker
+//
+// Pane: "As the Request Processor produces output brigades, it sends them to
+// the Writer". The ResponseWriter is that output filter chain, minus the
+// core output filter (which is writer/): it turns handler calls into
+// stages.Buckets on a *stages.Response.
+//
+//   - Body bytes are copied into 16 KiB chunks from a per-Pool sync.Pool and
+//     lent to heap buckets; the chunks go back to the pool through
+//     Pool.Release when the writer has sent them (resp.Chunks records them).
+//   - Until the handler flushes, returns or exceeds a buffer limit, the body
+//     is held back, because the header block that must precede it depends on
+//     it: a handler that returns without flushing gets a Content-Length, and a
+//     small response becomes one heap bucket (status line, headers and body
+//     in one chunk), so the writer issues one write(2) for it.
+//   - A handler that flushes (or writes more than the buffer limit) without
+//     a declared length gets chunked transfer coding on HTTP/1.1 and a
+//     close-delimited body on HTTP/1.0.
+//   - Files are queued as BucketFile and sent with sendfile(2) by the writer;
+//     Hold queues a BucketHold, a point the writer will not pass until the
+//     hold is released (RDMA delivery completes asynchronously).
+//
+// # Back-pressure
+//
+// A response's Unsent count is what the handler produced and the socket has
+// not taken. Once it exceeds Config.HighWater, Write blocks in
+// resp.WaitDrained until the writer brings it down to Config.LowWater, so a
+// slow client slows its own handler instead of growing the server's memory;
+// the worker is released by WriteTimeout if the client stops reading. The
+// check happens every time a chunk is handed over, so Unsent never exceeds
+// HighWater by more than one chunk (plus the buffered body when it is first
+// handed over, which is capped at HighWater as well).
+//
+// # Failure
+//
+// A handler panic is recovered in the worker, logged through Config.Logger,
+// and answered with a 500 if the final header block was not yet handed to
+// the writer; otherwise the response is cut short (no chunked terminator, a
+// short Content-Length body) and the connection closed, which is the only
+// honest thing left to tell the client. The worker goes on to the next
+// request either way.
+//
+// # Allocation
+//
+// The native API (Handler, ResponseWriter, Header) allocates nothing per
+// request once the pools and the worker's reusable arrays have warmed up.
+// Adapt runs unchanged net/http handlers; it allocates what net/http's own
+// server would (the *http.Request, its URL, its header map, a context).
+package processor

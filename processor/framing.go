@@ -1,0 +1,355 @@
+package processor
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/quartet-server/quartet/stages"
+)
+
+// This file turns the handler's calls into bytes and buckets: the header
+// block, body framing (Content-Length, chunked, close-delimited), and the
+// hand-off to the writer with the high-water wait.
+
+// emit copies p into the stream. A full chunk is sealed and handed to the
+// writer at once, so that the bytes the worker holds back never exceed one
+// chunk and a long Write feels back-pressure chunk by chunk.
+func emit[S string | []byte](w *ResponseWriter, p S) error {
+	for len(p) > 0 {
+		if w.err != nil {
+			return w.err
+		}
+		if len(w.cur) == cap(w.cur) {
+			if err := w.nextChunk(); err != nil {
+				return err
+			}
+		}
+		n := copy(w.cur[len(w.cur):cap(w.cur)], p)
+		w.cur = w.cur[:len(w.cur)+n]
+		p = p[n:]
+	}
+	return w.err
+}
+
+func (w *ResponseWriter) emitString(s string) error { return emit(w, s) }
+
+// nextChunk replaces a full (or missing) cur with a fresh chunk.
+func (w *ResponseWriter) nextChunk() error {
+	if w.cur != nil {
+		if err := w.sendOut(false, false, true); err != nil {
+			return err
+		}
+		if !w.lent {
+			w.p.putChunk(w.cur) // full and never lent: cannot happen, but be tidy
+		}
+	}
+	w.cur, w.start, w.lent = w.p.getChunk(), 0, false
+	return nil
+}
+
+// seal moves the unsealed bytes of cur into a heap bucket on out.
+func (w *ResponseWriter) seal() {
+	if len(w.cur) == w.start {
+		return
+	}
+	if !w.lent {
+		w.resp.Chunks = append(w.resp.Chunks, w.cur[:0:cap(w.cur)])
+		w.lent = true
+	}
+	end := len(w.cur)
+	w.out = append(w.out, stages.Bucket{Kind: stages.BucketHeap, Data: w.cur[w.start:end:end]})
+	w.start = end
+}
+
+// sendOut hands everything sealed (and cur's unsealed bytes) to the writer,
+// with a BucketFlush and/or the BucketEOS when asked. With wait, it then
+// applies the high-water mark: if the client is more than HighWater behind,
+// block until it is at most LowWater behind. The EOS append never waits: the
+// worker is done and should move on to the next request.
+func (w *ResponseWriter) sendOut(flush, eos, wait bool) error {
+	w.seal()
+	if flush {
+		w.out = append(w.out, stages.Bucket{Kind: stages.BucketFlush})
+	}
+	if eos {
+		w.out = append(w.out, stages.Bucket{Kind: stages.BucketEOS})
+	}
+	if len(w.out) == 0 {
+		return w.err
+	}
+	heap := false
+	for i := range w.out {
+		if w.out[i].Kind == stages.BucketHeap {
+			heap = true
+			break
+		}
+	}
+	err := w.resp.Append(w.out...)
+	clear(w.out)
+	w.out = w.out[:0]
+	if err != nil {
+		w.fail(err)
+		return err
+	}
+	if wait && heap && w.resp.Unsent() > w.p.cfg.HighWater {
+		if err := w.resp.WaitDrained(w.p.cfg.LowWater, w.p.cfg.WriteTimeout); err != nil {
+			w.fail(err)
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *ResponseWriter) statusLine(code int) {
+	if w.req.Minor >= 1 {
+		w.emitString("HTTP/1.1 ")
+	} else {
+		// Answer HTTP/1.0 in its own version, as net/http does: some 1.0
+		// clients take a 1.1 status line as licence for 1.1 framing.
+		w.emitString("HTTP/1.0 ")
+	}
+	emit(w, strconv.AppendInt(w.num[:0], int64(code), 10))
+	w.emitString(" ")
+	if text := http.StatusText(code); text != "" {
+		w.emitString(text)
+	} else {
+		w.emitString("status code ")
+		emit(w, strconv.AppendInt(w.num[:0], int64(code), 10))
+	}
+	w.emitString("\r\n")
+}
+
+// field writes one header line, dropping invalid names and blanking CR, LF
+// and NUL in values, so that a handler cannot split the response.
+func (w *ResponseWriter) field(name, value string) {
+	if !validFieldName(name) {
+		return
+	}
+	w.emitString(name)
+	w.emitString(": ")
+	if !needsCleaning(value) {
+		w.emitString(value)
+	} else {
+		for i := 0; i < len(value); i++ {
+			c := value[i]
+			if c == '\r' || c == '\n' || c == 0 {
+				c = ' '
+			}
+			w.num[0] = c
+			emit(w, w.num[:1])
+		}
+	}
+	w.emitString("\r\n")
+}
+
+func (w *ResponseWriter) chunkHeader(n int64) {
+	emit(w, strconv.AppendInt(w.num[:0], n, 16))
+	w.emitString("\r\n")
+}
+
+// keepAlive decides whether the connection may carry another request.
+func (w *ResponseWriter) keepAlive() bool {
+	switch {
+	case w.close, w.broken, w.err != nil:
+		return false
+	case w.p.draining.Load():
+		return false // graceful shutdown: let clients go to another server
+	case !w.req.KeepAlive():
+		return false
+	case w.expect && !w.asked:
+		// The client may be waiting for 100 Continue before it sends the
+		// body, or may send it anyway: the bytes after this response are
+		// unknowable, so the connection cannot carry another request.
+		return false
+	}
+	if v, ok := w.hdr.lookup("Connection"); ok && stages.HasToken([]byte(v), "close") {
+		return false
+	}
+	return true
+}
+
+// commit writes the final status line and header block into the stream.
+// final means the handler has returned, so the buffered body is all of it
+// and its length is known.
+func (w *ResponseWriter) commit(final bool) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.committed = true
+	w.hdr.frozen = true
+	st := w.status
+	ka := w.keepAlive()
+	length := int64(-1)
+	switch {
+	case !bodyAllowed(st):
+		if st == http.StatusNotModified {
+			length = w.declared // the length of the representation, if told
+		}
+		if st == http.StatusSwitchingProtocols {
+			ka = false // there is nobody to switch to: the writer owns the socket
+		}
+	case w.declared >= 0:
+		length = w.declared
+	case final && (!w.head || w.written > 0):
+		// A HEAD handler that wrote nothing probably skipped the body on
+		// purpose: "Content-Length: 0" would be a lie, so send none.
+		length = w.written
+	case w.head:
+	case w.req.Minor >= 1:
+		w.chunked = true
+	default:
+		ka = false // HTTP/1.0 without a length: the close delimits the body
+	}
+	w.close = !ka
+
+	w.statusLine(st)
+	hasDate, hasServer := false, false
+	for i := range w.hdr.fields {
+		f := &w.hdr.fields[i]
+		if f.dead {
+			continue
+		}
+		switch {
+		case equalFoldASCII(f.name, "Content-Length"),
+			equalFoldASCII(f.name, "Transfer-Encoding"),
+			equalFoldASCII(f.name, "Connection"):
+			continue // framing is ours to decide, below
+		case equalFoldASCII(f.name, "Date"):
+			hasDate = true
+		case equalFoldASCII(f.name, "Server"):
+			hasServer = true
+		}
+		w.field(f.name, f.value)
+	}
+	if !hasDate {
+		w.emitString("Date: ")
+		emit(w, w.p.date.get(w.now))
+		w.emitString("\r\n")
+	}
+	if !hasServer {
+		w.emitString("Server: ")
+		w.emitString(w.p.cfg.ServerName)
+		w.emitString("\r\n")
+	}
+	if length >= 0 {
+		w.emitString("Content-Length: ")
+		emit(w, strconv.AppendInt(w.num[:0], length, 10))
+		w.emitString("\r\n")
+	} else if w.chunked {
+		w.emitString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case !ka:
+		w.emitString("Connection: close\r\n")
+	case w.req.Minor == 0:
+		w.emitString("Connection: keep-alive\r\n")
+	}
+	w.emitString("\r\n")
+
+	// Read by the writer after it has seen EOS, which comes later through
+	// the same mutex-protected queue.
+	w.resp.Status = st
+	w.resp.KeepAlive = ka
+}
+
+// commitEarly commits before the handler has returned (a Flush, or more
+// body than the buffer holds) and moves the buffered body into the stream.
+func (w *ResponseWriter) commitEarly() error {
+	w.commit(false)
+	w.moveBody(false)
+	return w.err
+}
+
+// moveBody puts the body buffered before commit into the stream, right
+// after the header block. A final body that fits in the header's chunk is
+// copied there, so that a small response is one heap bucket and one write;
+// otherwise the buffered chunks are handed over as they are.
+func (w *ResponseWriter) moveBody(final bool) {
+	if w.bodyLen == 0 || w.err != nil {
+		w.dropBody()
+		return
+	}
+	if final && !w.chunked && w.bodyHeap == w.bodyLen && w.bodyHeap <= int64(cap(w.cur)-len(w.cur)) {
+		for i := range w.body {
+			emit(w, w.body[i].Data)
+		}
+		w.dropBody()
+		return
+	}
+	if w.chunked {
+		w.chunkHeader(w.bodyLen)
+	}
+	w.seal()
+	for i := range w.body {
+		b := w.body[i]
+		if b.Kind == stages.BucketHeap {
+			w.resp.Chunks = append(w.resp.Chunks, b.Data[:0:cap(b.Data)])
+			b.Data = b.Data[:len(b.Data):len(b.Data)]
+		}
+		w.out = append(w.out, b)
+	}
+	clear(w.body)
+	w.body = w.body[:0]
+	w.bodyHeap, w.bodyLen = 0, 0
+	if w.chunked {
+		w.emitString("\r\n")
+	}
+	// Hand the body over now: it may be up to maxBuffered bytes, and the
+	// high-water wait belongs here rather than after the next Write.
+	_ = w.sendOut(false, false, true)
+}
+
+// finish completes the response after the handler has returned (or
+// panicked): it commits what was not committed, terminates the framing and
+// appends EOS. It never waits for the client.
+func (w *ResponseWriter) finish() {
+	if w.err != nil || w.broken {
+		// Aborted, timed out, or cut short after the header block: drop
+		// what is left, and end the response so the writer closes the
+		// connection. (If the writer aborted, Append fails; that is fine.)
+		clear(w.out)
+		w.out = w.out[:0]
+		w.start = len(w.cur)
+		w.dropBody()
+		if w.resp.KeepAlive {
+			w.resp.KeepAlive = false
+		}
+		if w.err != stages.ErrAborted {
+			_ = w.resp.Append(stages.Bucket{Kind: stages.BucketEOS})
+		}
+		return
+	}
+	if !w.committed {
+		w.commit(true)
+		w.moveBody(true)
+	} else if w.chunked {
+		w.emitString("0\r\n\r\n")
+	}
+	if w.declared >= 0 && w.written < w.declared && bodyAllowed(w.status) && !w.head {
+		// The handler promised more than it wrote: the client will wait
+		// for the missing bytes, so only a close can end the response.
+		w.resp.KeepAlive = false
+	}
+	// Without wait, sendOut fails only when the writer has aborted, and
+	// then it needs no EOS.
+	_ = w.sendOut(false, true, false)
+}
+
+// recoverPanic turns a handler panic into what the client can still be
+// told: a 500 when the final header block has not been handed over, a cut-
+// short response otherwise. abort is net/http's ErrAbortHandler: cut short
+// without a 500.
+func (w *ResponseWriter) recoverPanic(abort bool) {
+	if w.committed || w.err != nil || abort {
+		w.broken = true
+		w.fail(errHandlerPanicked)
+		return
+	}
+	w.dropBody()
+	w.hdr.reset()
+	w.status, w.declared, w.written = 0, -1, 0
+	w.close = true // the handler may have left the request body half read
+	w.hdr.Add("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	w.WriteString("Internal Server Error\n")
+}

@@ -1,0 +1,314 @@
+package processor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quartet-server/quartet/stages"
+)
+
+// This file is the test bench: a pool wired to a fake writer stage that
+// plays the writer's side of the stages.Response protocol without sockets.
+
+// writerOpts shape the fake writer's behaviour.
+type writerOpts struct {
+	delay   time.Duration // sleep before "writing" each heap bucket: a slow client
+	stall   bool          // never report bytes sent: a client that stopped reading
+	abortAt int64         // abort once this many bytes were sent (0: never)
+}
+
+// result is one response as the fake writer saw it.
+type result struct {
+	raw         []byte
+	status      int
+	keepAlive   bool
+	heapBuckets int // heap buckets carrying the response (1 means one write)
+	fileBuckets int
+	flushes     int
+	aborted     bool
+}
+
+type fakeWriter struct {
+	opts      writerOpts
+	low       int64
+	kicks     chan *stages.Response
+	results   chan result
+	stop      chan struct{}
+	stopped   chan struct{}
+	maxUnsent atomic.Int64
+}
+
+func (fw *fakeWriter) kick(r *stages.Response) {
+	// Called right after every Append: the moment Unsent peaks.
+	for u := r.Unsent(); ; {
+		m := fw.maxUnsent.Load()
+		if u <= m || fw.maxUnsent.CompareAndSwap(m, u) {
+			break
+		}
+	}
+	if r.MarkQueued() {
+		fw.kicks <- r
+	}
+}
+
+type respState struct {
+	res     result
+	pending []stages.Bucket
+	sent    int64
+	done    bool
+}
+
+func (fw *fakeWriter) run() {
+	defer close(fw.stopped)
+	states := map[*stages.Response]*respState{}
+	for {
+		var r *stages.Response
+		select {
+		case r = <-fw.kicks:
+		case <-fw.stop:
+			return
+		}
+		st := states[r]
+		if st == nil {
+			st = &respState{}
+			states[r] = st
+		}
+		if st.done {
+			continue // a late kick for a response we already finished
+		}
+		st.pending, _ = r.TakeOut(st.pending)
+		i := 0
+	buckets:
+		for ; i < len(st.pending); i++ {
+			b := &st.pending[i]
+			switch b.Kind {
+			case stages.BucketHeap, stages.BucketFile:
+				if fw.opts.abortAt > 0 && st.sent >= fw.opts.abortAt {
+					r.Abort(errors.New("fake writer: peer reset"))
+					st.res.aborted = true
+					fw.results <- st.res
+					st.done = true
+					r.Finish()
+					break buckets
+				}
+				if fw.opts.delay > 0 {
+					time.Sleep(fw.opts.delay)
+				}
+				var n int64
+				if b.Kind == stages.BucketHeap {
+					st.res.raw = append(st.res.raw, b.Data...)
+					st.res.heapBuckets++
+					n = int64(len(b.Data))
+				} else {
+					buf := make([]byte, b.Len)
+					if _, err := b.File.ReadAt(buf, b.Off); err != nil {
+						panic(err)
+					}
+					st.res.raw = append(st.res.raw, buf...)
+					st.res.fileBuckets++
+					n = b.Len
+				}
+				st.sent += n
+				if !fw.opts.stall {
+					r.Sent(n, fw.low)
+				}
+			case stages.BucketFlush:
+				st.res.flushes++
+			case stages.BucketHold:
+				if !b.Hold.Released() {
+					break buckets // Release kicks us again
+				}
+			case stages.BucketEOS:
+				st.res.status, st.res.keepAlive = r.Status, r.KeepAlive
+				fw.results <- st.res
+				st.done = true
+				r.Finish()
+				break buckets
+			}
+		}
+		if st.done {
+			delete(states, r)
+			// A recycled response would come back as a new key; fresh
+			// responses per request keep late kicks harmless.
+			continue
+		}
+		st.pending = append(st.pending[:0], st.pending[i:]...)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type harness struct {
+	t        testing.TB
+	pool     *Pool
+	in       *stages.Ring[*stages.Request]
+	wake     *stages.WorkerWaker
+	fw       *fakeWriter
+	log      *syncBuffer
+	counters stages.StageCounters
+	recycled atomic.Int64
+}
+
+func newHarness(t testing.TB, cfg Config, h Handler, opts writerOpts) *harness {
+	t.Helper()
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	hs := &harness{
+		t:    t,
+		in:   stages.NewRing[*stages.Request](64),
+		wake: stages.NewWorkerWaker(cfg.Workers),
+		log:  &syncBuffer{},
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(hs.log, nil))
+	}
+	hs.fw = &fakeWriter{
+		opts:    opts,
+		kicks:   make(chan *stages.Response, 1024),
+		results: make(chan result, 16),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	responses := func() *stages.Response {
+		return stages.NewResponse(hs.fw.kick, func(r *stages.Response) {
+			hs.pool.Release(r)
+			hs.recycled.Add(1)
+		})
+	}
+	hs.pool = New(cfg, hs.in, hs.wake, h, responses, &hs.counters)
+	hs.fw.low = hs.pool.LowWater()
+	go hs.fw.run()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- hs.pool.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-ran:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+		close(hs.fw.stop)
+		<-hs.fw.stopped
+	})
+	return hs
+}
+
+// push hands req to the pool as a reader loop would.
+func (hs *harness) push(req *stages.Request) {
+	hs.t.Helper()
+	if !hs.in.Push(req) {
+		hs.t.Fatal("ring full")
+	}
+	hs.counters.Enqueued.Add(1)
+	hs.wake.Wake()
+}
+
+func (hs *harness) result() result {
+	hs.t.Helper()
+	select {
+	case res := <-hs.fw.results:
+		return res
+	case <-time.After(10 * time.Second):
+		hs.t.Fatal("no response from the processor")
+	}
+	return result{}
+}
+
+func (hs *harness) do(req *stages.Request) result {
+	hs.t.Helper()
+	hs.push(req)
+	return hs.result()
+}
+
+// newRequest builds what the reader would: method, target, HTTP/1.minor,
+// header pairs, and a body (Content-Length framed).
+func newRequest(method, target string, minor int, body string, headers ...string) *stages.Request {
+	r := &stages.Request{
+		Conn: &stages.Conn{
+			ID:     1,
+			Remote: netip.MustParseAddrPort("192.0.2.7:40000"),
+			Local:  netip.MustParseAddrPort("127.0.0.1:8080"),
+		},
+		Method:        []byte(method),
+		Target:        []byte(target),
+		Major:         1,
+		Minor:         minor,
+		ContentLength: -1,
+		Body:          strings.NewReader(body),
+		Received:      time.Now(),
+		Seq:           1,
+	}
+	r.Path, r.Query, _ = bytes.Cut(r.Target, []byte("?"))
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Headers = append(r.Headers, stages.Header{Name: []byte(headers[i]), Value: []byte(headers[i+1])})
+	}
+	r.Host = r.Header("Host")
+	if body != "" {
+		r.ContentLength = int64(len(body))
+	}
+	r.Close = stages.HasToken(r.Header("Connection"), "close")
+	r.Expect100 = stages.EqualFold(r.Header("Expect"), "100-continue")
+	return r
+}
+
+// parsed is a result read back with net/http's client-side parser.
+type parsed struct {
+	interim []*http.Response // 1xx responses, in order
+	resp    *http.Response
+	body    []byte
+	bodyErr error
+	rest    []byte // bytes after the response: must be none
+}
+
+func parse(t testing.TB, res result, method string) parsed {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(res.raw))
+	var p parsed
+	for {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("ReadResponse: %v\nraw:\n%q", err, res.raw)
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != 101 {
+			p.interim = append(p.interim, resp)
+			continue
+		}
+		p.resp = resp
+		break
+	}
+	p.body, p.bodyErr = io.ReadAll(p.resp.Body)
+	p.rest, _ = io.ReadAll(br)
+	return p
+}

@@ -1,0 +1,342 @@
+package processor
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/quartet-server/quartet/stages"
+)
+
+// ResponseWriter builds one response as stages.Buckets for the writer stage.
+// Each worker owns one and reuses it for every request it serves; a handler
+// must not use it, nor anything it returned, after returning.
+//
+// Byte layout: the header block and body bytes are copied into pooled
+// chunks. cur is the chunk being filled; the bytes cur[start:] are not yet in
+// a bucket. seal turns them into a heap bucket on out, and sendOut appends
+// out to the Response (which kicks the writer). A sealed part of a chunk is
+// never written again, so the rest of the same chunk can keep filling while
+// the writer sends the first part.
+type ResponseWriter struct {
+	p    *Pool
+	resp *stages.Response
+	req  *stages.Request
+	now  time.Time
+	hdr  Header
+
+	status    int   // 0 until WriteHeader (or the first Write)
+	head      bool  // HEAD: count body bytes, send none
+	committed bool  // the final header block is in the stream
+	chunked   bool  // body framed with chunked coding
+	declared  int64 // Content-Length the handler set, -1 if none
+	written   int64 // body bytes the handler produced (counted for HEAD too)
+	err       error // sticky: ErrAborted, ErrWriteTimeout, errHandlerPanicked
+	close     bool  // close the connection after this response whatever else
+	broken    bool  // the response is cut short: no terminator, close
+
+	// The body written before commit: pooled heap chunks (each filled from
+	// its start) and file regions, in order.
+	body     []stages.Bucket
+	bodyHeap int64
+	bodyLen  int64
+
+	cur   []byte // the chunk being filled; nil when there is none
+	start int    // cur[start:] is not yet sealed
+	lent  bool   // cur is recorded in resp.Chunks
+	out   []stages.Bucket
+
+	expect bool // Expect: 100-continue, and a body follows
+	asked  bool // the handler has read (or tried to read) the body
+	rbody  bodyReader
+	num    [24]byte // number formatting scratch, here so it never escapes
+}
+
+// bodyReader stands in for Request.Body while the handler runs, so that the
+// handler's first Read can send the interim 100 Continue the client is
+// waiting for (RFC 9110 §10.1.1): the writer owns the socket, so the worker
+// queues it as a heap bucket and a flush.
+type bodyReader struct {
+	w *ResponseWriter
+	r io.Reader
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	w := b.w
+	if !w.asked {
+		w.asked = true
+		if w.expect && !w.committed && w.err == nil && !w.broken {
+			if w.emitString("HTTP/1.1 100 Continue\r\n\r\n") == nil {
+				_ = w.sendOut(true, false, false)
+			}
+		}
+	}
+	return b.r.Read(p)
+}
+
+// begin readies w for req, answered through resp.
+func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now time.Time) {
+	w.resp, w.req, w.now = resp, req, now
+	w.status, w.committed, w.chunked, w.close, w.broken = 0, false, false, false, false
+	w.declared, w.written, w.err = -1, 0, nil
+	w.head = req.IsMethod("HEAD")
+	w.expect = req.Expect100 && req.Minor >= 1 && req.HasBody()
+	w.asked = false
+	w.rbody = bodyReader{w: w, r: req.Body}
+}
+
+// end drops everything that belongs to the finished request. Chunks lent to
+// the response stay in resp.Chunks until Pool.Release; a chunk that was never
+// lent goes straight back to the pool.
+func (w *ResponseWriter) end() {
+	if w.cur != nil && !w.lent {
+		w.p.putChunk(w.cur)
+	}
+	w.cur, w.start, w.lent = nil, 0, false
+	w.dropBody()
+	clear(w.out)
+	w.out = w.out[:0]
+	w.hdr.reset()
+	w.resp, w.req, w.rbody = nil, nil, bodyReader{}
+}
+
+// Header returns the response header set. See Header for its lifetime.
+func (w *ResponseWriter) Header() *Header { return &w.hdr }
+
+// Status returns the status code set so far (0 before WriteHeader or Write).
+func (w *ResponseWriter) Status() int { return w.status }
+
+// Written returns the number of body bytes written so far (for HEAD: the
+// bytes the body would have had).
+func (w *ResponseWriter) Written() int64 { return w.written }
+
+// WriteHeader sets the response status. Codes 100-199 other than 101 are
+// interim responses: they are sent at once with the current header set
+// (103 Early Hints, say), and a final status follows. Calls after the final
+// status has been set do nothing. An invalid code (outside 100-999) panics,
+// as in net/http, which makes the worker answer 500.
+func (w *ResponseWriter) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic("quartet: invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	if w.status != 0 || w.broken {
+		return
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.interim(code)
+		return
+	}
+	w.status = code
+	if v, ok := w.hdr.lookup("Content-Length"); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err == nil && n >= 0 {
+			w.declared = n
+		} else {
+			w.hdr.Del("Content-Length") // not a length: do not send it
+		}
+	}
+	w.hdr.frozen = true
+}
+
+// interim sends a 1xx response. HTTP/1.0 clients do not know 1xx (RFC 9110
+// §15.2), so they get none.
+func (w *ResponseWriter) interim(code int) {
+	if w.req.Minor < 1 || w.err != nil {
+		return
+	}
+	if code == http.StatusContinue {
+		if !w.expect || w.asked {
+			return // nobody is waiting for it
+		}
+		w.asked = true
+	}
+	w.statusLine(code)
+	w.hdr.Visit(func(name, value string) bool {
+		w.field(name, value)
+		return true
+	})
+	if w.emitString("\r\n") == nil {
+		_ = w.sendOut(true, false, false)
+	}
+}
+
+// Write queues p as body bytes; p is copied, so the caller may reuse it at
+// once. It blocks while the client is more than Config.HighWater behind, and
+// returns stages.ErrAborted once the writer has given up on the connection
+// (stop producing), stages.ErrWriteTimeout if the client stopped reading.
+func (w *ResponseWriter) Write(p []byte) (int, error) { return write(w, p) }
+
+// WriteString is Write for a string, without converting it.
+func (w *ResponseWriter) WriteString(s string) (int, error) { return write(w, s) }
+
+func write[S string | []byte](w *ResponseWriter, p S) (int, error) {
+	if err := w.startBody(int64(len(p))); err != nil {
+		return 0, err
+	}
+	if w.head || len(p) == 0 {
+		return len(p), nil
+	}
+	if !w.committed {
+		if w.bodyHeap+int64(len(p)) <= w.p.bufferLimit {
+			buffer(w, p)
+			return len(p), nil
+		}
+		if err := w.commitEarly(); err != nil {
+			return 0, err
+		}
+	}
+	if w.chunked {
+		w.chunkHeader(int64(len(p)))
+	}
+	emit(w, p)
+	if w.chunked {
+		w.emitString("\r\n")
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+// startBody does the checks every body write shares and counts n bytes.
+func (w *ResponseWriter) startBody(n int64) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.resp.Aborted() {
+		w.fail(stages.ErrAborted)
+		return w.err
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) {
+		return ErrBodyNotAllowed
+	}
+	if w.declared >= 0 && w.written+n > w.declared {
+		return ErrContentLength
+	}
+	w.written += n
+	return nil
+}
+
+// SendFile queues n bytes of f from offset off; the writer sends them with
+// sendfile(2), never through user-space memory. f must stay open until the
+// writer has sent the region: keep it open past the handler's return (a
+// cache of open files) or call WaitSent before closing it.
+func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	if err := w.startBody(n); err != nil {
+		return err
+	}
+	if w.head {
+		return nil
+	}
+	b := stages.Bucket{Kind: stages.BucketFile, File: f, Off: off, Len: n}
+	if !w.committed {
+		w.body = append(w.body, b)
+		w.bodyLen += n
+		return nil
+	}
+	if w.chunked {
+		w.chunkHeader(n)
+	}
+	w.seal()
+	w.out = append(w.out, b)
+	if w.chunked {
+		w.emitString("\r\n")
+	}
+	// No high-water wait: the file bytes take no memory, and a handler
+	// serving a large file should not wait for it to reach the client.
+	return w.sendOut(false, false, false)
+}
+
+// Flush sends the header block (committing to chunked coding, or a close-
+// delimited body for HTTP/1.0, unless a Content-Length was set) and every
+// body byte written so far to the writer, with a BucketFlush.
+func (w *ResponseWriter) Flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if !w.committed {
+		if err := w.commitEarly(); err != nil {
+			return err
+		}
+	}
+	return w.sendOut(true, false, true)
+}
+
+// WaitSent flushes and then blocks until the writer has put every byte
+// queued so far on the wire (or the write timeout passes). Call it before
+// closing a file given to SendFile.
+func (w *ResponseWriter) WaitSent() error {
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := w.resp.WaitDrained(0, w.p.cfg.WriteTimeout); err != nil {
+		w.fail(err)
+		return err
+	}
+	return nil
+}
+
+// Hold queues a point in the response that the writer will not pass until
+// the returned Hold is released (from any goroutine): bytes queued before it
+// are written, bytes queued after it wait. Body written before the header
+// block is committed stays behind the hold with the header block, so a
+// handler can hold the whole header until an RDMA transfer completes.
+func (w *ResponseWriter) Hold() *stages.Hold {
+	h := stages.NewHold(w.resp)
+	if w.err != nil {
+		return h
+	}
+	w.seal()
+	w.out = append(w.out, stages.Bucket{Kind: stages.BucketHold, Hold: h})
+	_ = w.sendOut(false, false, false)
+	return h
+}
+
+// bodyAllowed reports whether a response with this status may carry content
+// (RFC 9110 §6.4.1).
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// buffer appends p to the body held back before commit.
+func buffer[S string | []byte](w *ResponseWriter, p S) {
+	w.bodyHeap += int64(len(p))
+	w.bodyLen += int64(len(p))
+	for len(p) > 0 {
+		n := len(w.body)
+		if n == 0 || w.body[n-1].Kind != stages.BucketHeap || len(w.body[n-1].Data) == cap(w.body[n-1].Data) {
+			w.body = append(w.body, stages.Bucket{Kind: stages.BucketHeap, Data: w.p.getChunk()})
+			n++
+		}
+		b := &w.body[n-1]
+		k := copy(b.Data[len(b.Data):cap(b.Data)], p)
+		b.Data = b.Data[:len(b.Data)+k]
+		p = p[k:]
+	}
+}
+
+func (w *ResponseWriter) dropBody() {
+	for i := range w.body {
+		if w.body[i].Kind == stages.BucketHeap {
+			w.p.putChunk(w.body[i].Data)
+		}
+	}
+	clear(w.body)
+	w.body = w.body[:0]
+	w.bodyHeap, w.bodyLen = 0, 0
+}
+
+// fail records the first error that ends the response's production.
+func (w *ResponseWriter) fail(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+}
