@@ -50,6 +50,10 @@ type Env struct {
 	// Quartet starts an in-process Quartet server; nil when the server
 	// package is not linked in, and then a URL must be given.
 	Quartet StartServer
+	// QuartetBinary, if set, is a quartet executable: comparisons and the
+	// idle experiment run `QuartetBinary serve` as a separate process, so
+	// Quartet gets its own process like the peers.
+	QuartetBinary string
 }
 
 // errUsage is returned after a usage message was printed.

@@ -80,9 +80,13 @@ type Config struct {
 	SourceAddrs []netip.Addr
 	// ServerPID, if positive, is sampled from /proc for server CPU time.
 	ServerPID int
-	// ServerCPU, if set, reports the cumulative CPU time of an in-process
-	// server; it takes precedence over ServerPID.
+	// ServerCPU, if set, reports the server's cumulative CPU time; it
+	// takes precedence over ServerPID.
 	ServerCPU func() time.Duration
+	// ServerInProcess: the server runs in this process, so its CPU time is
+	// the process's minus the generator's loop threads (an estimate: the
+	// Go runtime's own work, GC included, is charged to the server).
+	ServerInProcess bool
 	// Progress, if set, is called about every ProgressEvery from a
 	// goroutine of Run's own.
 	Progress      func(Progress)

@@ -128,7 +128,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	var srv0, proc0 time.Duration
 	sample := func() {
-		proc0 = processCPU()
+		proc0 = ProcessCPU()
 		if serverCPU != nil {
 			srv0 = serverCPU()
 		}
@@ -181,9 +181,14 @@ wait:
 		}
 	}
 	res := newResult(cfg, loops)
-	res.ProcessCPU = processCPU() - proc0
-	if serverCPU != nil {
+	res.ProcessCPU = ProcessCPU() - proc0
+	switch {
+	case serverCPU != nil:
 		res.ServerCPU = serverCPU() - srv0
+		res.ServerCPUKnown = true
+	case cfg.ServerInProcess:
+		res.ServerInProcess = true
+		res.ServerCPU = max(0, res.ProcessCPU-res.ClientCPU)
 		res.ServerCPUKnown = true
 	}
 	res.finish()

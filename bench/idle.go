@@ -8,7 +8,3 @@ import (
 func idleMain(ctx context.Context, args []string, env Env) error {
 	return fmt.Errorf("bench idle: not yet")
 }
-
-func compareMain(ctx context.Context, args []string, env Env) error {
-	return fmt.Errorf("bench compare: not yet")
-}

@@ -617,8 +617,8 @@ func threadCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// processCPU is this process's user+system CPU time.
-func processCPU() time.Duration {
+// ProcessCPU is this process's user+system CPU time.
+func ProcessCPU() time.Duration {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
 		return 0

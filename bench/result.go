@@ -106,6 +106,8 @@ type Result struct {
 	// known (Config.ServerPID or Config.ServerCPU).
 	ServerCPU      time.Duration `json:"server_cpu_ns"`
 	ServerCPUKnown bool          `json:"server_cpu_known"`
+	// ServerInProcess: ProcessCPU includes the server's work.
+	ServerInProcess bool `json:"server_in_process,omitempty"`
 
 	hist *hdrhistogram.Histogram
 }
@@ -120,8 +122,13 @@ func (r *Result) finish() {
 // Errors is the total of all error kinds.
 func (r *Result) ErrorTotal() uint64 { return r.Errors.total() }
 
-// ClientCPUPerRequest is the generator's process CPU per measured request.
+// ClientCPUPerRequest is the generator's CPU per measured request: the
+// whole process's, the honest figure to hold against wrk's, unless the
+// server shares the process; then only the loop threads'.
 func (r *Result) ClientCPUPerRequest() time.Duration {
+	if r.ServerInProcess {
+		return perReq(r.ClientCPU, r.Requests)
+	}
 	return perReq(r.ProcessCPU, r.Requests)
 }
 

@@ -26,3 +26,6 @@ func ProcRSS(pid int) (uint64, error) { return 0, errUnsupported }
 
 // ErrFDLimit matches the Linux declaration.
 var ErrFDLimit = errors.New("bench: too few file descriptors")
+
+// ProcessCPU is only implemented on Linux.
+func ProcessCPU() time.Duration { return 0 }

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 
 	"github.com/quartet-server/quartet/bench"
+	"github.com/quartet-server/quartet/bench/inproc"
 )
 
 // runBench is `quartet bench`: the load generator, the idle-connection
@@ -13,8 +15,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return bench.Main(ctx, args, benchEnv(stdout, stderr))
 }
 
-// benchEnv is the environment bench and sweep run in: the in-process
-// Quartet server is wired here so package bench stays independent of it.
+// benchEnv is what bench and sweep run with: the in-process Quartet server
+// and this executable (for `quartet serve` as a separate process) are
+// wired here so that package bench does not depend on the server.
 func benchEnv(stdout, stderr io.Writer) bench.Env {
-	return bench.Env{Stdout: stdout, Stderr: stderr}
+	exe, _ := os.Executable()
+	return bench.Env{Stdout: stdout, Stderr: stderr, Quartet: inproc.Start, QuartetBinary: exe}
 }
