@@ -15,6 +15,7 @@ package poll
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,11 +55,14 @@ const maxEventsPerWait = 128
 // Poller is one epoll instance. It is used by a single loop goroutine,
 // except Add, Modify and Delete, which the kernel serialises.
 type Poller struct {
-	epfd   int
+	// epfd is -1 once closed, so that nothing reaches an fd number the
+	// kernel may have given to someone else since. Atomic because Add,
+	// Modify and Delete may run on other goroutines than Close.
+	epfd   atomic.Int32
 	events [maxEventsPerWait]unix.EpollEvent
 }
 
-// ErrClosed is returned by Wait after Close.
+// ErrClosed is returned by Wait, and by a second Close, after Close.
 var ErrClosed = errors.New("quartet: poller closed")
 
 // New opens an epoll instance.
@@ -67,21 +71,23 @@ func New() (*Poller, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	return &Poller{epfd: fd}, nil
+	p := &Poller{}
+	p.epfd.Store(int32(fd))
+	return p, nil
 }
 
 // Add registers fd with the given interest and token.
 func (p *Poller) Add(fd int, interest uint32, token uint64) error {
 	ev := unix.EpollEvent{Events: interest}
 	putToken(&ev, token)
-	return os.NewSyscallError("epoll_ctl add", unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev))
+	return os.NewSyscallError("epoll_ctl add", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_ADD, fd, &ev))
 }
 
 // Modify changes fd's interest and token (and re-arms a OneShot registration).
 func (p *Poller) Modify(fd int, interest uint32, token uint64) error {
 	ev := unix.EpollEvent{Events: interest}
 	putToken(&ev, token)
-	return os.NewSyscallError("epoll_ctl mod", unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev))
+	return os.NewSyscallError("epoll_ctl mod", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_MOD, fd, &ev))
 }
 
 // Arm re-arms a OneShot registration, adding it if fd is not registered
@@ -89,9 +95,9 @@ func (p *Poller) Modify(fd int, interest uint32, token uint64) error {
 func (p *Poller) Arm(fd int, interest uint32, token uint64) error {
 	ev := unix.EpollEvent{Events: interest}
 	putToken(&ev, token)
-	err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	err := unix.EpollCtl(p.fd(), unix.EPOLL_CTL_MOD, fd, &ev)
 	if err == unix.ENOENT {
-		return os.NewSyscallError("epoll_ctl add", unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev))
+		return os.NewSyscallError("epoll_ctl add", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_ADD, fd, &ev))
 	}
 	return os.NewSyscallError("epoll_ctl mod", err)
 }
@@ -99,7 +105,7 @@ func (p *Poller) Arm(fd int, interest uint32, token uint64) error {
 // Delete removes fd. Closing an fd removes it too; Delete is for fds that
 // stay open but leave this loop.
 func (p *Poller) Delete(fd int) error {
-	return os.NewSyscallError("epoll_ctl del", unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil))
+	return os.NewSyscallError("epoll_ctl del", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_DEL, fd, nil))
 }
 
 // Wait blocks until at least one event or the timeout (negative: forever,
@@ -109,7 +115,7 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
 	}
-	n, err := unix.EpollWait(p.epfd, p.events[:], ms)
+	n, err := unix.EpollWait(p.fd(), p.events[:], ms)
 	dst = dst[:0]
 	if err != nil {
 		if err == unix.EINTR {
@@ -126,7 +132,15 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	return dst, nil
 }
 
-// Close releases the epoll instance.
+// fd is the epoll fd, or -1 after Close (every syscall then fails with
+// EBADF).
+func (p *Poller) fd() int { return int(p.epfd.Load()) }
+
+// Close releases the epoll instance. Call it once no Wait is in progress.
 func (p *Poller) Close() error {
-	return os.NewSyscallError("close", unix.Close(p.epfd))
+	fd := p.epfd.Swap(-1)
+	if fd < 0 {
+		return ErrClosed
+	}
+	return os.NewSyscallError("close", unix.Close(int(fd)))
 }
