@@ -1,0 +1,231 @@
+package poll
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// eventfd returns a non-blocking eventfd closed when the test ends.
+func eventfd(t *testing.T) int {
+	t.Helper()
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatalf("eventfd: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func signal(t *testing.T, fd int) {
+	t.Helper()
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], 1)
+	if _, err := unix.Write(fd, b[:]); err != nil {
+		t.Fatalf("write eventfd: %v", err)
+	}
+}
+
+func consume(t *testing.T, fd int) {
+	t.Helper()
+	var b [8]byte
+	if _, err := unix.Read(fd, b[:]); err != nil {
+		t.Fatalf("read eventfd: %v", err)
+	}
+}
+
+func newPoller(t *testing.T) *Poller {
+	t.Helper()
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// waitOne waits up to a second for events and fails unless exactly the
+// given tokens are reported.
+func waitFor(t *testing.T, p *Poller, want ...uint64) []Event {
+	t.Helper()
+	evs, err := p.Wait(nil, time.Second)
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if len(evs) != len(want) {
+		t.Fatalf("Wait returned %d events %+v, want tokens %#x", len(evs), evs, want)
+	}
+	for i := range want {
+		if evs[i].Token != want[i] {
+			t.Fatalf("event %d: token %#x, want %#x", i, evs[i].Token, want[i])
+		}
+	}
+	return evs
+}
+
+// The token is the whole 64-bit epoll_data word: the loops keep their
+// registration kind in the top bits and generations above bit 32.
+func TestTokenRoundTrip(t *testing.T) {
+	for _, tok := range []uint64{
+		0,
+		1,
+		0xffffffff,
+		1 << 32,
+		1 << 62,
+		1 << 63,
+		0xc000000000000000,
+		0xdeadbeefcafef00d,
+		^uint64(0),
+	} {
+		p := newPoller(t)
+		fd := eventfd(t)
+		if err := p.Add(fd, Readable, tok); err != nil {
+			t.Fatal(err)
+		}
+		signal(t, fd)
+		ev := waitFor(t, p, tok)[0]
+		if !ev.Readable() || ev.Writable() || ev.Hangup() || ev.Error() {
+			t.Errorf("token %#x: flags %#x, want readable only", tok, ev.Flags)
+		}
+		// Modify replaces the token.
+		if err := p.Modify(fd, Readable, ^tok); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, p, ^tok)
+	}
+}
+
+func TestOneShotArm(t *testing.T) {
+	p := newPoller(t)
+	a, b, err := socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(a)
+	defer unix.Close(b)
+
+	// Arm adds a registration it has not seen before.
+	if err := p.Arm(a, Writable|OneShot, 7); err != nil {
+		t.Fatalf("Arm (add): %v", err)
+	}
+	if ev := waitFor(t, p, 7)[0]; !ev.Writable() {
+		t.Fatalf("flags %#x, want writable", ev.Flags)
+	}
+	// One shot: the socket is still writable, but no second event comes
+	// until the registration is re-armed.
+	if evs, err := p.Wait(nil, 0); err != nil || len(evs) != 0 {
+		t.Fatalf("after one shot: events %+v, err %v; want none", evs, err)
+	}
+	if err := p.Arm(a, Writable|OneShot, 8); err != nil {
+		t.Fatalf("Arm (re-arm): %v", err)
+	}
+	waitFor(t, p, 8)
+
+	// Delete removes it for good; Modify and Delete of an unregistered fd fail.
+	if err := p.Arm(a, Writable|OneShot, 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Delete(a); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if evs, err := p.Wait(nil, 0); err != nil || len(evs) != 0 {
+		t.Fatalf("after Delete: events %+v, err %v; want none", evs, err)
+	}
+	if err := p.Delete(a); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("second Delete: %v, want ENOENT", err)
+	}
+	if err := p.Modify(a, Writable, 1); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("Modify after Delete: %v, want ENOENT", err)
+	}
+	var se *os.SyscallError
+	if err := p.Add(-1, Readable, 1); !errors.As(err, &se) || se.Syscall != "epoll_ctl add" {
+		t.Errorf("Add(-1): %v, want an epoll_ctl add syscall error", err)
+	}
+}
+
+func TestHangupAndError(t *testing.T) {
+	p := newPoller(t)
+	a, b, err := socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(a)
+	if err := p.Add(a, Readable|EdgeTriggered, 3); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(b)
+	ev := waitFor(t, p, 3)[0]
+	if !ev.Hangup() {
+		t.Errorf("peer closed: flags %#x, want hangup", ev.Flags)
+	}
+}
+
+func TestWaitTimeout(t *testing.T) {
+	p := newPoller(t)
+	fd := eventfd(t)
+	if err := p.Add(fd, Readable, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{0, time.Microsecond, 30 * time.Millisecond} {
+		start := time.Now()
+		evs, err := p.Wait(make([]Event, 3, 8), d)
+		took := time.Since(start)
+		if err != nil || len(evs) != 0 {
+			t.Fatalf("Wait(%v): events %+v, err %v; want none", d, evs, err)
+		}
+		// A sub-millisecond timeout rounds up, never down to a busy poll.
+		if d > 0 && took < d {
+			t.Errorf("Wait(%v) returned after %v", d, took)
+		}
+		if took > d+time.Second {
+			t.Errorf("Wait(%v) took %v", d, took)
+		}
+	}
+	// A negative timeout blocks until an event.
+	go func() {
+		var b [8]byte
+		binary.NativeEndian.PutUint64(b[:], 1)
+		unix.Write(fd, b[:])
+	}()
+	evs, err := p.Wait(nil, -1)
+	if err != nil || len(evs) != 1 || evs[0].Token != 1 {
+		t.Fatalf("Wait(-1): events %+v, err %v", evs, err)
+	}
+	consume(t, fd)
+}
+
+// After Close, Wait reports ErrClosed, even when the kernel has since given
+// the poller's old fd number to something else.
+func TestCloseThenWait(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	// Lowest free number first: this eventfd very likely reuses the epoll
+	// fd's number. Wait must not poll it, and a second Close must not close it.
+	other := eventfd(t)
+	if _, err := p.Wait(nil, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Wait after Close: %v, want ErrClosed", err)
+	}
+	if err := p.Close(); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Close: %v, want ErrClosed", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(other), unix.F_GETFD, 0); err != nil {
+		t.Errorf("second Close closed an unrelated fd: %v", err)
+	}
+	if err := p.Add(other, Readable, 1); err == nil {
+		t.Errorf("Add after Close succeeded")
+	}
+}
+
+func socketpair() (int, int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	return fds[0], fds[1], err
+}
