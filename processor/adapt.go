@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -292,9 +294,11 @@ func (hw *httpResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // ReadFrom sends regular files (what http.ServeContent and io.Copy from an
-// *os.File produce) with sendfile, and copies anything else. It waits until
-// the file region is on the wire, because net/http handlers close their
-// files when they return.
+// *os.File produce) with sendfile, and copies anything else. net/http
+// handlers close their files when they return, usually before the writer
+// has sent them, so the response keeps a duplicate of the descriptor (same
+// open file, so the same data) and closes it when it is recycled; the worker
+// does not wait for the client.
 func (hw *httpResponseWriter) ReadFrom(src io.Reader) (int64, error) {
 	f, limit := fileSource(src)
 	if f == nil || (!hw.wroteHeader && hw.h.Get("Content-Type") == "") {
@@ -319,19 +323,51 @@ func (hw *httpResponseWriter) ReadFrom(src io.Reader) (int64, error) {
 	if !hw.wroteHeader {
 		hw.WriteHeader(http.StatusOK)
 	}
+	if !hw.w.head {
+		dup, err := dupFile(f)
+		if err != nil {
+			return io.Copy(writerOnly{hw}, src)
+		}
+		hw.w.AddCleanup(CloseFile(dup))
+		f = dup
+	}
 	if err := hw.w.SendFile(f, off, n); err != nil {
 		return 0, httpError(err)
 	}
+	// Move the handler's file and reader on as a copy would have.
 	if lr, ok := src.(*io.LimitedReader); ok {
 		lr.N -= n
 	}
-	if _, err := f.Seek(off+n, io.SeekStart); err != nil {
+	if _, err := fileSeek(src, off+n); err != nil {
 		return n, err
 	}
-	if hw.w.head {
-		return n, nil
+	return n, nil
+}
+
+// fileSeek sets the position of the file inside src.
+func fileSeek(src io.Reader, pos int64) (int64, error) {
+	f, _ := fileSource(src)
+	return f.Seek(pos, io.SeekStart)
+}
+
+// dupFile duplicates f's descriptor (close-on-exec), so that the response
+// can outlive the handler's Close.
+func dupFile(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
 	}
-	return n, httpError(hw.w.WaitSent())
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
 }
 
 // fileSource unwraps an *os.File, possibly inside an *io.LimitedReader

@@ -3,6 +3,7 @@ package processor
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/quartet-server/quartet/stages"
 )
@@ -162,7 +163,7 @@ func (w *ResponseWriter) keepAlive() bool {
 		// unknowable, so the connection cannot carry another request.
 		return false
 	}
-	if v, ok := w.hdr.lookup("Connection"); ok && stages.HasToken([]byte(v), "close") {
+	if v, ok := w.hdr.lookup("Connection"); ok && hasToken(v, "close") {
 		return false
 	}
 	return true
@@ -352,4 +353,17 @@ func (w *ResponseWriter) recoverPanic(abort bool) {
 	w.hdr.Add("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusInternalServerError)
 	w.WriteString("Internal Server Error\n")
+}
+
+// hasToken reports whether the comma-separated list v holds token t
+// (case-insensitive); stages.HasToken for strings, without a conversion.
+func hasToken(v, t string) bool {
+	for v != "" {
+		item, rest, _ := strings.Cut(v, ",")
+		if equalFoldASCII(strings.TrimSpace(item), t) {
+			return true
+		}
+		v = rest
+	}
+	return false
 }

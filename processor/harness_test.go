@@ -199,6 +199,7 @@ func newHarness(t testing.TB, cfg Config, h Handler, opts writerOpts) *harness {
 	}
 	responses := func() *stages.Response {
 		return stages.NewResponse(hs.fw.kick, func(r *stages.Response) {
+			r.RunCleanups()
 			hs.pool.Release(r)
 			hs.recycled.Add(1)
 		})

@@ -741,3 +741,75 @@ func TestRunDrainsQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerPathAllocs is BenchmarkHello's zero-allocation claim as a test,
+// so that plain `go test` guards it.
+func TestWorkerPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
+	res := testing.Benchmark(BenchmarkHello)
+	if a := res.AllocsPerOp(); a != 0 {
+		t.Errorf("native hello: %d allocs/op, want 0", a)
+	}
+}
+
+func TestCleanupAfterSend(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("sent after the handler returned"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var file *os.File
+	h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			panic(err)
+		}
+		file = f
+		w.AddCleanup(CloseFile(f))
+		w.SendFile(f, 0, 31)
+	})
+	hs := newHarness(t, Config{Workers: 1}, h, writerOpts{})
+	p := parse(t, hs.do(newRequest("GET", "/", 1, "")), "GET")
+	if string(p.body) != "sent after the handler returned" {
+		t.Errorf("body %q", p.body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for hs.recycled.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := file.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("file not closed at recycle: %v", err)
+	}
+}
+
+func TestBusy(t *testing.T) {
+	release := make(chan struct{})
+	h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) { <-release })
+	hs := newHarness(t, Config{Workers: 3}, h, writerOpts{})
+	for range 2 {
+		hs.push(newRequest("GET", "/", 1, ""))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for hs.pool.Busy() != 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if b := hs.pool.Busy(); b != 2 {
+		t.Errorf("Busy %d, want 2", b)
+	}
+	close(release)
+	hs.result()
+	hs.result()
+}
+
+func TestInterimNotForHTTP10(t *testing.T) {
+	h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) {
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteString("x")
+	})
+	hs := newHarness(t, Config{}, h, writerOpts{})
+	res := hs.do(newRequest("GET", "/", 0, ""))
+	if !strings.HasPrefix(string(res.raw), "HTTP/1.0 200 OK\r\n") {
+		t.Errorf("raw %q", res.raw)
+	}
+}

@@ -223,9 +223,11 @@ func (w *ResponseWriter) startBody(n int64) error {
 }
 
 // SendFile queues n bytes of f from offset off; the writer sends them with
-// sendfile(2), never through user-space memory. f must stay open until the
-// writer has sent the region: keep it open past the handler's return (a
-// cache of open files) or call WaitSent before closing it.
+// sendfile(2), never through user-space memory, and never moves f's file
+// position. f must stay open until the writer has sent the region, which is
+// usually after the handler returns: hand the closing to the response with
+// AddCleanup(CloseFile(f)), keep f open in a cache of open files, or call
+// WaitSent before closing it.
 func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 	if n <= 0 {
 		return nil
@@ -254,6 +256,21 @@ func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 	// serving a large file should not wait for it to reach the client.
 	return w.sendOut(false, false, false)
 }
+
+// AddCleanup registers c to run when the response is recycled, after the
+// writer has put its last byte on the wire or given up (APR's pool
+// cleanups): the place to close a file given to SendFile or to release
+// memory lent to the response.
+func (w *ResponseWriter) AddCleanup(c stages.Cleanup) {
+	w.resp.Cleanups = append(w.resp.Cleanups, c)
+}
+
+// CloseFile is a stages.Cleanup that closes f.
+func CloseFile(f *os.File) stages.Cleanup { return fileCloser{f} }
+
+type fileCloser struct{ f *os.File }
+
+func (c fileCloser) Cleanup() { c.f.Close() }
 
 // Flush sends the header block (committing to chunked coding, or a close-
 // delimited body for HTTP/1.0, unless a Content-Length was set) and every

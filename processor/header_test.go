@@ -1,0 +1,118 @@
+package processor
+
+import (
+	"testing"
+	"time"
+)
+
+func TestHeader(t *testing.T) {
+	var h Header
+	name, value := []byte("X-Reused"), []byte("first")
+	h.AddBytes(name, value)
+	copy(value, "XXXXX") // the caller reuses its buffer at once
+	h.Add("Content-Type", "text/plain")
+	h.Add("x-multi", "1")
+	h.Add("X-Multi", "2")
+	tests := []struct {
+		name string
+		get  string
+		want string
+		has  bool
+	}{
+		{"AddBytes copies", "x-reused", "first", true},
+		{"case-insensitive", "CONTENT-TYPE", "text/plain", true},
+		{"first of several", "X-Multi", "1", true},
+		{"absent", "X-None", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := h.Get(tt.get); got != tt.want || h.Has(tt.get) != tt.has {
+				t.Errorf("Get(%q) = %q, Has %v; want %q, %v", tt.get, got, h.Has(tt.get), tt.want, tt.has)
+			}
+		})
+	}
+	h.Set("X-Multi", "3")
+	h.SetBytes([]byte("x-reused"), []byte("second"))
+	var seen []string
+	h.Visit(func(name, value string) bool {
+		seen = append(seen, name+"="+value)
+		return true
+	})
+	want := []string{"Content-Type=text/plain", "X-Multi=3", "x-reused=second"}
+	if len(seen) != len(want) {
+		t.Fatalf("Visit saw %q, want %q", seen, want)
+	}
+	for i := range want {
+		if seen[i] != want[i] {
+			t.Errorf("Visit saw %q, want %q", seen, want)
+		}
+	}
+	h.frozen = true
+	h.Add("X-Late", "1")
+	h.Del("Content-Type")
+	if h.Has("X-Late") || !h.Has("Content-Type") {
+		t.Error("a frozen header changed")
+	}
+	h.reset()
+	if h.Has("Content-Type") || len(h.fields) != 0 || h.frozen {
+		t.Error("reset left fields")
+	}
+}
+
+func TestHeaderAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
+	var h Header
+	name, value := []byte("X-Bytes"), []byte("value")
+	fill := func() {
+		h.reset()
+		h.Add("Content-Type", "text/plain")
+		h.AddBytes(name, value)
+		h.Set("Cache-Control", "no-store")
+		h.SetBytes(name, value)
+		h.Del("Content-Type")
+		_ = h.Get("cache-control")
+	}
+	fill() // grow the arrays once
+	if n := testing.AllocsPerRun(100, fill); n != 0 {
+		t.Errorf("%v allocations per request", n)
+	}
+}
+
+func TestDateCache(t *testing.T) {
+	var d dateCache
+	t0 := time.Date(2026, 11, 21, 6, 30, 0, 0, time.UTC)
+	a := d.get(t0)
+	if string(a) != "Sat, 21 Nov 2026 06:30:00 GMT" {
+		t.Errorf("date %q", a)
+	}
+	if b := d.get(t0.Add(999 * time.Millisecond)); &b[0] != &a[0] {
+		t.Error("reformatted within the same second")
+	}
+	if c := d.get(t0.Add(time.Second)); string(c) != "Sat, 21 Nov 2026 06:30:01 GMT" {
+		t.Errorf("next second %q", c)
+	}
+	local := time.FixedZone("X", 3600)
+	if e := d.get(t0.Add(2 * time.Second).In(local)); string(e) != "Sat, 21 Nov 2026 06:30:02 GMT" {
+		t.Errorf("from a local time %q", e)
+	}
+}
+
+func TestHasToken(t *testing.T) {
+	tests := []struct {
+		v, tok string
+		want   bool
+	}{
+		{"close", "close", true},
+		{"Keep-Alive, Close", "close", true},
+		{" upgrade ,close ", "close", true},
+		{"closed", "close", false},
+		{"", "close", false},
+	}
+	for _, tt := range tests {
+		if got := hasToken(tt.v, tt.tok); got != tt.want {
+			t.Errorf("hasToken(%q, %q) = %v", tt.v, tt.tok, got)
+		}
+	}
+}
