@@ -106,14 +106,36 @@ type handoffRegime struct {
 	// burst items are handed off back to back, then the producer waits
 	// until the consumer has processed them all, so that the consumer
 	// runs out of work and goes to sleep. 0: no waiting, a continuous
-	// stream that keeps the consumer busy.
+	// stream.
 	burst int
+	// work is how many rounds of handoffWork the consumer does per item.
+	work int
 }
 
 var handoffRegimes = []handoffRegime{
-	{"stream", 0},   // consumer busy: it finds work nearly every time it looks
-	{"burst64", 64}, // consumer asleep at the start of each burst, busy during it
-	{"pingpong", 1}, // consumer asleep at every hand-off
+	// Consumer busy: it spends about half a microsecond on each item (the
+	// order of the epoll_ctl or writev a real loop does per connection),
+	// so it is the bottleneck and always has a backlog.
+	{"busy", 0, 1000},
+	// A continuous stream to a consumer with nothing to do per item: it
+	// keeps catching up with the producer, the worst case for the flag.
+	{"stream", 0, 0},
+	// Consumer asleep at the start of each burst, busy during it.
+	{"burst64", 64, 0},
+	// Consumer asleep at every hand-off.
+	{"pingpong", 1, 0},
+}
+
+// handoffWork stands for the consumer's per-item work: n rounds of a
+// xorshift step the compiler cannot drop (the result feeds the item sum).
+func handoffWork(v, n int) int {
+	x := uint64(v) | 1
+	for i := 0; i < n; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	return int(x & 1)
 }
 
 // handoffCounts are the syscalls one run made, by side.
@@ -150,7 +172,7 @@ func (c handoffCounts) report(b *testing.B) {
 func BenchmarkHandoff(b *testing.B) {
 	for _, mech := range []struct {
 		name string
-		run  func(b *testing.B, burst int) handoffCounts
+		run  func(b *testing.B, reg handoffRegime) handoffCounts
 	}{
 		{"pipe", benchEveryTime(true)},
 		{"eventfd", benchEveryTime(false)},
@@ -162,7 +184,7 @@ func BenchmarkHandoff(b *testing.B) {
 			b.Run(mech.name+"/"+reg.name, func(b *testing.B) {
 				b.ReportAllocs()
 				cpu0 := cpuTime(b)
-				c := mech.run(b, reg.burst)
+				c := mech.run(b, reg)
 				cpu := cpuTime(b) - cpu0
 				c.report(b)
 				b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
@@ -210,8 +232,8 @@ func handoffEpoll(b *testing.B, fd int) int {
 // benchEveryTime is Pane's scheme: signal the fd on every hand-off; the
 // loop blocks in epoll_wait, and when the fd is readable it drains it and
 // then the queue.
-func benchEveryTime(pipe bool) func(b *testing.B, burst int) handoffCounts {
-	return func(b *testing.B, burst int) handoffCounts {
+func benchEveryTime(pipe bool) func(b *testing.B, reg handoffRegime) handoffCounts {
+	return func(b *testing.B, reg handoffRegime) handoffCounts {
 		var rfd, wfd int
 		if pipe {
 			var p [2]int
@@ -252,7 +274,7 @@ func benchEveryTime(pipe bool) func(b *testing.B, burst int) handoffCounts {
 					if !ok {
 						break
 					}
-					sum += v
+					sum += handoffWork(v, reg.work)
 					if processed.Add(1) == n {
 						return
 					}
@@ -266,7 +288,7 @@ func benchEveryTime(pipe bool) func(b *testing.B, burst int) handoffCounts {
 				unix.Read(rfd, buf[:])
 			}
 		}()
-		produce(b, burst, &processed, func(v int) {
+		produce(b, reg.burst, &processed, func(v int) {
 			for !r.Push(v) {
 				runtime.Gosched()
 			}
@@ -285,8 +307,8 @@ const handoffSpin = 100
 
 // benchLoopWaker is the loop protocol of LoopWaker's doc comment, with an
 // optional spin before sleeping.
-func benchLoopWaker(spin int) func(b *testing.B, burst int) handoffCounts {
-	return func(b *testing.B, burst int) handoffCounts {
+func benchLoopWaker(spin int) func(b *testing.B, reg handoffRegime) handoffCounts {
+	return func(b *testing.B, reg handoffRegime) handoffCounts {
 		w, err := NewLoopWaker()
 		if err != nil {
 			b.Fatal(err)
@@ -310,7 +332,7 @@ func benchLoopWaker(spin int) func(b *testing.B, burst int) handoffCounts {
 					if !ok {
 						break
 					}
-					sum += v
+					sum += handoffWork(v, reg.work)
 					if processed.Add(1) == n {
 						return
 					}
@@ -331,7 +353,7 @@ func benchLoopWaker(spin int) func(b *testing.B, burst int) handoffCounts {
 				w.Awake()
 			}
 		}()
-		produce(b, burst, &processed, func(v int) {
+		produce(b, reg.burst, &processed, func(v int) {
 			for !r.Push(v) {
 				runtime.Gosched()
 			}
@@ -357,7 +379,7 @@ func spinFor(n int, r *Ring[int]) bool {
 
 // benchChan replaces ring and fd with a buffered channel of the same
 // capacity.
-func benchChan(b *testing.B, burst int) handoffCounts {
+func benchChan(b *testing.B, reg handoffRegime) handoffCounts {
 	ch := make(chan int, handoffRingCap)
 	var processed atomic.Int64
 	done := make(chan struct{})
@@ -367,13 +389,13 @@ func benchChan(b *testing.B, burst int) handoffCounts {
 		n := int64(b.N)
 		var sum int
 		for v := range ch {
-			sum += v
+			sum += handoffWork(v, reg.work)
 			if processed.Add(1) == n {
 				return
 			}
 		}
 	}()
-	produce(b, burst, &processed, func(v int) { ch <- v })
+	produce(b, reg.burst, &processed, func(v int) { ch <- v })
 	<-done
 	return handoffCounts{}
 }
