@@ -162,7 +162,7 @@ func (p *pipe) room() []byte {
 // startStream sets up the pipe for a body that is read while the handler
 // runs, and feeds it what is already buffered.
 func (l *Loop) startStream(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	c := rc.c
 	rc.pipe.reset(l.cfg.PipeBytes, l.cfg.BodyTimeout, func() { l.send(msg{c: c, op: opResume}) })
 	rc.req.Body = &rc.pipe
@@ -181,7 +181,7 @@ func (l *Loop) feed(slot int32) { l.feedLocked(slot) }
 // moves on to the next request.
 func (l *Loop) drainBody(slot int32) {
 	l.feedLocked(slot)
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	if rc.c == nil || rc.state != stateDrain {
 		return
 	}
@@ -196,7 +196,7 @@ func (l *Loop) drainBody(slot int32) {
 // pipe until the body ends, the pipe is full, the socket is drained, or the
 // turn's budget is spent.
 func (l *Loop) feedLocked(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	p := &rc.pipe
 	budget := maxReadBytesPerTurn
 	for rc.feeding && budget > 0 {
@@ -253,7 +253,7 @@ func (l *Loop) decodeLocked(rc *rconn) {
 		consumed, prod, fin, err := rc.chunked.Decode(p.buf[p.w:], p.buf[p.w:p.raw])
 		if err != nil {
 			rc.feeding = false
-			rc.peerClosed = true
+			rc.mustClose = true
 			if p.err == nil {
 				p.err = err
 			}
@@ -282,7 +282,7 @@ func (l *Loop) decodeLocked(rc *rconn) {
 	}
 	if rc.bodyTotal > l.cfg.MaxBodyBytes {
 		rc.feeding = false
-		rc.peerClosed = true
+		rc.mustClose = true
 		if p.err == nil {
 			p.err = ErrBodyTooLarge
 		}

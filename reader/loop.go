@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"time"
 
@@ -158,6 +159,7 @@ type rconn struct {
 	bodyTotal  int64
 	discarded  int64
 	peerClosed bool // EOF seen: no more requests after the current one
+	mustClose  bool // the request's framing was lost (a body error): linger, then close
 
 	class      int
 	deadline   time.Time
@@ -172,7 +174,7 @@ type Loop struct {
 	waker  *stages.LoopWaker
 	in     *stages.Ring[msg]
 
-	conns []rconn
+	conns []*rconn // pointers: requests and pipes inside are shared with other stages and must not move
 	free  []int32
 	open  atomic.Int64
 
@@ -183,6 +185,7 @@ type Loop struct {
 	bufs      [][]byte
 	events    []poll.Event
 	draining  bool
+	forced    bool
 	stopping  atomic.Bool
 	counters  *stages.StageCounters
 	readLimit int
@@ -274,9 +277,13 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.retryBlocked()
 		now := time.Now()
 		l.expire(now)
-		if l.stopping.Load() && (ctx.Err() != nil || l.open.Load() == 0) {
-			l.closeAll()
-			return nil
+		if l.stopping.Load() {
+			if ctx.Err() != nil && !l.forced {
+				l.force()
+			}
+			if l.open.Load() == 0 {
+				return nil
+			}
 		}
 		timeout := l.nextTimeout(now)
 		if len(l.ready) > 0 {
@@ -297,7 +304,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.waker.Awake()
 		}
 		if err != nil {
-			l.closeAll()
+			// The poller is gone: nothing can be served. Close what the
+			// loop owns; the rest cannot be waited for.
+			l.force()
 			return fmt.Errorf("reader %d: %w", l.id, err)
 		}
 		l.events = evs
@@ -329,7 +338,7 @@ func (l *Loop) drainQueue() {
 		case opReturn:
 			l.returned(m.c.RSlot, m.disp)
 		case opResume:
-			rc := &l.conns[m.c.RSlot]
+			rc := l.conns[m.c.RSlot]
 			if rc.c == m.c && rc.state == stateOut && rc.feeding {
 				l.feed(m.c.RSlot)
 			}
@@ -341,7 +350,7 @@ func (l *Loop) drainQueue() {
 
 func (l *Loop) adopt(c *stages.Conn) {
 	slot := l.alloc()
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	rc.c = c
 	c.RSlot = slot
 	tok := uint64(rc.gen)<<32 | uint64(uint32(slot))
@@ -363,7 +372,7 @@ func (l *Loop) alloc() int32 {
 		l.free = l.free[:n-1]
 		return s
 	}
-	l.conns = append(l.conns, rconn{prev: -1, next: -1})
+	l.conns = append(l.conns, &rconn{prev: -1, next: -1})
 	return int32(len(l.conns) - 1)
 }
 
@@ -371,7 +380,7 @@ func (l *Loop) alloc() int32 {
 // a new connection (the header timeout runs from accept, as nginx's
 // client_header_timeout does) and for bytes already buffered.
 func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	rc.parser.Reset()
 	rc.req.Reset()
 	rc.feeding, rc.remaining, rc.bodyTotal, rc.discarded = false, 0, 0, 0
@@ -387,7 +396,7 @@ func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 
 // readable handles a readiness event or a retry for slot.
 func (l *Loop) readable(slot int32, hup bool) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	switch rc.state {
 	case stateHeader, stateIdle, stateBody:
 		l.readRequest(slot)
@@ -474,7 +483,7 @@ var (
 // readRequest reads and parses until a request is dispatched, the socket
 // is drained, or the connection fails.
 func (l *Loop) readRequest(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	budget := maxReadBytesPerTurn
 	for {
 		if rc.end > rc.start {
@@ -527,7 +536,7 @@ func (l *Loop) readRequest(slot int32) {
 // parse tries to complete the request in rc.buf. It reports true when the
 // connection left the header/body states (dispatched, failed or closed).
 func (l *Loop) parse(slot int32) bool {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	if rc.state == stateBody {
 		if rc.end-rc.start-rc.hdrLen < int(rc.remaining) {
 			return false
@@ -591,7 +600,7 @@ func (l *Loop) parse(slot int32) bool {
 }
 
 func (l *Loop) dispatch(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	rc.state = stateOut
 	l.clearTimer(slot)
 	if !l.cfg.Dispatch(&rc.req) {
@@ -605,7 +614,7 @@ func (l *Loop) retryBlocked() {
 	}
 	kept := l.blocked[:0]
 	for _, slot := range l.blocked {
-		rc := &l.conns[slot]
+		rc := l.conns[slot]
 		if rc.state != stateOut || rc.c == nil {
 			continue
 		}
@@ -619,7 +628,7 @@ func (l *Loop) retryBlocked() {
 // fail answers the current request with an error status through the
 // writer; the connection comes back for a lingering close.
 func (l *Loop) fail(slot int32, status int) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	rc.state = stateOut
 	rc.feeding = false
 	rc.peerClosed = true // no further request will be read
@@ -629,7 +638,7 @@ func (l *Loop) fail(slot int32, status int) {
 
 // returned takes a connection back from the writer.
 func (l *Loop) returned(slot int32, disp uint8) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	if rc.state != stateOut {
 		return
 	}
@@ -662,8 +671,15 @@ func (l *Loop) returned(slot int32, disp uint8) {
 // nextRequest recycles the finished request and starts on the next one,
 // from bytes already buffered (pipelining) or from the socket.
 func (l *Loop) nextRequest(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	rc.pipe.finish()
+	if rc.mustClose {
+		// The client may still be sending a body we refused: a plain close
+		// with unread data would reset the connection and could destroy the
+		// response in the client's receive buffer.
+		l.lingerClose(slot)
+		return
+	}
 	if rc.peerClosed || l.draining {
 		l.close(slot)
 		return
@@ -688,8 +704,23 @@ func (l *Loop) nextRequest(slot int32) {
 	l.readRequest(slot)
 }
 
+// lingerClose sends FIN and discards what the client still sends until it
+// closes too or the linger timeout passes.
+func (l *Loop) lingerClose(slot int32) {
+	rc := l.conns[slot]
+	rc.feeding = false
+	if err := unix.Shutdown(rc.c.FD, unix.SHUT_WR); err != nil {
+		l.close(slot)
+		return
+	}
+	rc.state = stateLinger
+	rc.discarded = 0
+	l.setTimer(slot, classLinger, time.Now().Add(l.cfg.LingerTimeout))
+	l.linger(slot)
+}
+
 func (l *Loop) linger(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	var scratch [4096]byte
 	for {
 		n, err := unix.Read(rc.c.FD, scratch[:])
@@ -716,7 +747,7 @@ func (l *Loop) linger(slot int32) {
 func (l *Loop) drain() {
 	l.draining = true
 	for i := range l.conns {
-		rc := &l.conns[i]
+		rc := l.conns[i]
 		if rc.c == nil {
 			continue
 		}
@@ -727,7 +758,7 @@ func (l *Loop) drain() {
 }
 
 func (l *Loop) close(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	c := rc.c
 	l.clearTimer(slot)
 	if err := unix.Close(c.FD); err != nil && l.counters != nil {
@@ -751,9 +782,30 @@ func (l *Loop) putBufAny(rc *rconn) {
 	l.putBuf(rc)
 }
 
-func (l *Loop) closeAll() {
+// force ends every connection as fast as ownership allows: those the loop
+// owns (and those whose dispatch is still pending) are closed; those
+// another stage holds have their socket shut down, so the writer fails
+// fast and hands them back to be closed. Their fds stay open until then,
+// so no write can land in a reused fd.
+func (l *Loop) force() {
+	l.forced = true
+	for _, slot := range l.blocked {
+		if l.conns[slot].c != nil {
+			l.close(slot)
+		}
+	}
+	l.blocked = l.blocked[:0]
 	for i := range l.conns {
-		if l.conns[i].c != nil {
+		rc := l.conns[i]
+		switch {
+		case rc.c == nil:
+		case rc.state == stateOut:
+			_ = unix.Shutdown(rc.c.FD, unix.SHUT_RDWR)
+			if rc.feeding {
+				rc.feeding = false
+				rc.pipe.fail(io.ErrUnexpectedEOF)
+			}
+		default:
 			l.close(int32(i))
 		}
 	}
@@ -779,7 +831,7 @@ func (l *Loop) serveReady() {
 
 func (l *Loop) setTimer(slot int32, class int, deadline time.Time) {
 	l.clearTimer(slot)
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	rc.class, rc.deadline = class, deadline
 	q := &l.fifo[class]
 	rc.prev, rc.next = q.tail, -1
@@ -792,7 +844,7 @@ func (l *Loop) setTimer(slot int32, class int, deadline time.Time) {
 }
 
 func (l *Loop) clearTimer(slot int32) {
-	rc := &l.conns[slot]
+	rc := l.conns[slot]
 	if rc.class == classNone {
 		return
 	}
@@ -836,7 +888,7 @@ func (l *Loop) expire(now time.Time) {
 			if h < 0 || l.conns[h].deadline.After(now) {
 				break
 			}
-			rc := &l.conns[h]
+			rc := l.conns[h]
 			switch {
 			case c == classHeader && rc.state == stateHeader && rc.end > rc.start,
 				c == classHeader && rc.state == stateBody:

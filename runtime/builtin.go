@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"io"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -96,8 +97,14 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		bp := b.bufs.Get().(*[]byte)
 		_, err := io.CopyBuffer(onlyWriter{w}, onlyReader{r.Body}, *bp)
 		b.bufs.Put(bp)
-		if err != nil && w.Written() == 0 {
-			w.WriteHeader(reader.StatusOf(err))
+		if err != nil {
+			if w.Written() == 0 {
+				w.WriteHeader(reader.StatusOf(err))
+				return
+			}
+			// Part of the body is already on its way: the client must see
+			// a response cut short, not a complete one with data missing.
+			panic(http.ErrAbortHandler)
 		}
 	default:
 		if b.next != nil {

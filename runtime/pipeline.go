@@ -177,8 +177,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	ctx, s.stop = context.WithCancel(ctx)
 	defer s.stop()
 	var g errgroup.Group
+	// Writers outlive ctx: a handler still running when ctx ends will hand
+	// its response to them, and only after the last one may they stop.
 	for _, w := range s.writers {
-		g.Go(func() error { return w.Run(ctx) })
+		g.Go(func() error { return w.Run(context.Background()) })
 	}
 	g.Go(func() error {
 		err := s.pool.Run(ctx)
@@ -188,10 +190,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		for {
 			r, ok := s.requests.Pop()
 			if !ok {
-				return err
+				break
 			}
 			s.readers[r.Conn.Reader].Return(r.Conn, uint8(writer.Close))
 		}
+		for _, w := range s.writers {
+			w.Stop() // returns once its responses in flight are finished
+		}
+		return err
 	})
 	for _, r := range s.readers {
 		g.Go(func() error { return r.Run(ctx) })

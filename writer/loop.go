@@ -247,10 +247,8 @@ func (l *Loop) Stop() {
 func (l *Loop) Run(ctx context.Context) error {
 	defer l.poller.Close()
 	defer l.waker.Close()
-	go func() {
-		<-ctx.Done()
-		l.Stop()
-	}()
+	stop := context.AfterFunc(ctx, l.Stop)
+	defer stop()
 	for {
 		l.drainQueue()
 		l.serveReady()
