@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 )
 
@@ -192,16 +191,6 @@ func ParseSourceAddrs(s string) ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
-}
-
-// isTerminal reports whether w is a terminal, for the live progress line.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 func progressPrinter(w io.Writer) func(Progress) {

@@ -1,10 +1,345 @@
+//go:build linux
+
 package bench
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
+// Idle experiment bounds.
+const (
+	// idleIOTimeout bounds each connect, request and response while
+	// opening the idle connections.
+	idleIOTimeout = 5 * time.Second
+	// DefaultSettle is the pause before reading the server's RSS, so that
+	// connections it is still setting up are counted.
+	DefaultSettle = 500 * time.Millisecond
+	// portsPerSource is about one ephemeral port range (32768-60999):
+	// beyond it another source address is needed towards one server port.
+	portsPerSource = 25000
+)
+
+// IdleConfig describes the idle-connection memory experiment.
+type IdleConfig struct {
+	// URL of the server; each connection sends one GET of its path, reads
+	// the response and then stays open and silent.
+	URL string
+	// Counts of connections to measure at, ascending: connections are
+	// added from one count to the next.
+	Counts []int
+	// PID of the server, whose VmRSS is read.
+	PID int
+	// SourceAddrs spread the connections over several source addresses;
+	// empty means as many 127.0.0.x as the largest count needs.
+	SourceAddrs []netip.Addr
+	Settle      time.Duration
+}
+
+// IdlePoint is the server's memory with Conns idle connections open.
+type IdlePoint struct {
+	Conns   int     `json:"conns"`
+	RSS     uint64  `json:"rss_bytes"`
+	BaseRSS uint64  `json:"base_rss_bytes"`
+	PerConn float64 `json:"rss_per_conn_bytes"` // (RSS - BaseRSS) / Conns
+}
+
+// Idle opens idle keep-alive connections to cfg.URL, in steps up to each
+// count, and reads the server's RSS at each step. When the open-file limit
+// cannot cover a count it returns the points measured so far and an error
+// wrapping ErrFDLimit.
+func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
+	t, err := parseTarget(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PID <= 0 {
+		return nil, errors.New("bench: idle experiment needs the server's PID")
+	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = DefaultSettle
+	}
+	src := cfg.SourceAddrs
+	most := 0
+	for _, n := range cfg.Counts {
+		most = max(most, n)
+	}
+	if len(src) == 0 && t.addr.Addr().IsLoopback() && t.addr.Addr().Is4() && most > portsPerSource {
+		a := netip.MustParseAddr("127.0.0.1")
+		for range most/portsPerSource + 1 {
+			src = append(src, a)
+			a = a.Next()
+		}
+	}
+	req := serialize(t, RequestSpec{Path: t.path}).raw
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	base, err := ProcRSS(cfg.PID)
+	if err != nil {
+		return nil, err
+	}
+	var points []IdlePoint
+	buf := make([]byte, 4096)
+	for _, n := range cfg.Counts {
+		if _, err := RaiseFDLimit(uint64(n) + 64); err != nil {
+			return points, fmt.Errorf("%d idle connections: %w", n, err)
+		}
+		for len(fds) < n {
+			if err := ctx.Err(); err != nil {
+				return points, err
+			}
+			var from netip.Addr
+			if len(src) > 0 {
+				from = src[len(fds)%len(src)]
+			}
+			fd, err := idleConn(t.addr, from, req, buf)
+			if err != nil {
+				return points, fmt.Errorf("bench: idle connection %d: %w", len(fds)+1, err)
+			}
+			fds = append(fds, fd)
+		}
+		select {
+		case <-time.After(cfg.Settle):
+		case <-ctx.Done():
+			return points, ctx.Err()
+		}
+		rss, err := ProcRSS(cfg.PID)
+		if err != nil {
+			return points, err
+		}
+		p := IdlePoint{Conns: n, RSS: rss, BaseRSS: base}
+		if rss > base {
+			p.PerConn = float64(rss-base) / float64(n)
+		}
+		points = append(points, p)
+	}
+	return points, nil
+}
+
+// idleConn opens one connection, makes one request, reads its response and
+// returns the still open socket. Blocking I/O with timeouts: connections are
+// opened one after another and then only held, so there is nothing for an
+// event loop to multiplex.
+func idleConn(dst netip.AddrPort, from netip.Addr, req, buf []byte) (int, error) {
+	family := unix.AF_INET
+	if dst.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	tv := unix.NsecToTimeval(int64(idleIOTimeout))
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	fail := func(call string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, os.NewSyscallError(call, err)
+	}
+	if from.IsValid() {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := unix.Bind(fd, sockaddr(from, 0)); err != nil {
+			return fail("bind", err)
+		}
+	}
+	if err := unix.Connect(fd, sockaddr(dst.Addr(), dst.Port())); err == unix.EINTR {
+		// The Go runtime's preemption signal interrupted the connect,
+		// which goes on in the background: wait for it to finish.
+		if err := awaitConnect(fd); err != nil {
+			return fail("connect", err)
+		}
+	} else if err != nil {
+		return fail("connect", err)
+	}
+	if _, err := retryEINTR(func() (int, error) { return unix.Write(fd, req) }); err != nil {
+		return fail("write", err)
+	}
+	var p respParser
+	var s oneResponse
+	for !s.got {
+		n, err := retryEINTR(func() (int, error) { return unix.Read(fd, buf) })
+		if err != nil {
+			return fail("read", err)
+		}
+		if n == 0 {
+			return fail("read", unix.ECONNRESET)
+		}
+		if err := p.feed(buf[:n], &s); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	if s.close {
+		unix.Close(fd)
+		return -1, errors.New("bench: server closed the connection after its response")
+	}
+	return fd, nil
+}
+
+// retryEINTR repeats a blocking call the runtime's signals interrupted.
+func retryEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
+// awaitConnect waits for an interrupted connect to complete.
+func awaitConnect(fd int) error {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	n, err := retryEINTR(func() (int, error) { return unix.Poll(pfd, int(idleIOTimeout/time.Millisecond)) })
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return unix.ETIMEDOUT
+	}
+	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if soerr != 0 {
+		return unix.Errno(soerr)
+	}
+	return nil
+}
+
+// oneResponse is the respSink of idleConn.
+type oneResponse struct {
+	got   bool
+	close bool
+}
+
+func (o *oneResponse) noBody() bool { return false }
+func (o *oneResponse) done(status int, close bool) {
+	o.got, o.close = true, close
+}
+
+// idleMain is `quartet bench idle`.
 func idleMain(ctx context.Context, args []string, env Env) error {
-	return fmt.Errorf("bench idle: not yet")
+	fs := flag.NewFlagSet("bench idle", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	counts := fs.String("n", "10000,100000", "idle connection counts, ascending")
+	pid := fs.Int("server-pid", 0, "PID of the server at URL")
+	servers := fs.String("servers", "quartet,nethttp", "without URL: servers to start and measure, one after another (quartet, nethttp, gnet, fasthttp)")
+	peersDir := fs.String("peers", "", "directory of the bench/peers module")
+	srcFlag := fs.String("src", "", "source addresses (default: 127.0.0.x as needed)")
+	settle := fs.Duration("settle", DefaultSettle, "pause before reading RSS")
+	path := fs.String("path", "/hello", "request path for each connection's one request")
+	fs.Usage = func() {
+		fmt.Fprintln(env.Stderr, "usage: quartet bench idle [flags] [URL]\n\nOpens idle keep-alive connections (one request each) and reports the server's RSS per connection.")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	ns, err := parseInts(*counts)
+	if err != nil {
+		return err
+	}
+	var src []netip.Addr
+	if *srcFlag != "" {
+		if src, err = ParseSourceAddrs(*srcFlag); err != nil {
+			return err
+		}
+	}
+	type target struct {
+		name string
+		srv  Server
+	}
+	var targets []target
+	switch len(pos) {
+	case 1:
+		if *pid <= 0 {
+			return errors.New("bench idle: --server-pid is required with a URL")
+		}
+		targets = append(targets, target{"server", urlServer{url: pos[0], pid: *pid}})
+	case 0:
+	default:
+		fs.Usage()
+		return errUsage
+	}
+	// Children inherit the raised limit, so servers started below can hold
+	// as many connections as the generator opens.
+	most := 0
+	for _, n := range ns {
+		most = max(most, n)
+	}
+	if _, err := RaiseFDLimit(uint64(most) + 64); err != nil {
+		fmt.Fprintf(env.Stderr, "warning: %v; larger counts will be skipped\n", err)
+	}
+	var bin string
+	start := func(name string) (Server, error) {
+		if name == "quartet" {
+			if env.QuartetBinary == "" {
+				return nil, errors.New("bench idle: no quartet binary; give a URL and --server-pid")
+			}
+			return StartProcess(ctx, name, quartetArgs(env.QuartetBinary, ServerParams{}))
+		}
+		if bin == "" {
+			dir := *peersDir
+			if dir == "" {
+				wd, _ := os.Getwd()
+				if dir, err = FindPeersDir(wd); err != nil {
+					return nil, err
+				}
+			}
+			if bin, err = BuildPeers(ctx, dir); err != nil {
+				return nil, err
+			}
+		}
+		return StartProcess(ctx, name, []string{filepath.Join(bin, name), "-addr", "127.0.0.1:0"})
+	}
+	defer func() {
+		if bin != "" {
+			os.RemoveAll(bin)
+		}
+	}()
+	names := []string{}
+	if len(targets) == 0 {
+		names = strings.Split(*servers, ",")
+	}
+	ew := &errWriter{w: env.Stdout}
+	ew.printf("%-10s %8s %12s %12s %14s\n", "server", "conns", "RSS", "base RSS", "RSS/conn")
+	report := func(name string, pts []IdlePoint, err error) {
+		for _, p := range pts {
+			ew.printf("%-10s %8d %12s %12s %14s\n", name, p.Conns, byteSize(float64(p.RSS)), byteSize(float64(p.BaseRSS)), byteSize(p.PerConn))
+		}
+		if err != nil {
+			ew.printf("%-10s stopped: %v\n", name, err)
+		}
+	}
+	for _, tg := range targets {
+		pts, err := Idle(ctx, IdleConfig{URL: strings.TrimRight(tg.srv.URL(), "/"), Counts: ns, PID: tg.srv.PID(), SourceAddrs: src, Settle: *settle})
+		report(tg.name, pts, err)
+	}
+	for _, name := range names {
+		s, err := start(strings.TrimSpace(name))
+		if err != nil {
+			return err
+		}
+		pts, err := Idle(ctx, IdleConfig{URL: s.URL() + *path, Counts: ns, PID: s.PID(), SourceAddrs: src, Settle: *settle})
+		_ = s.Close()
+		report(name, pts, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return ew.err
 }

@@ -5,9 +5,12 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times. It is 100 on
@@ -61,4 +64,14 @@ func ProcRSS(pid int) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("bench: /proc/%d/status: no VmRSS", pid)
+}
+
+// isTerminal reports whether w is a terminal, for the live progress line.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

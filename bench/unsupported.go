@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -29,3 +30,7 @@ var ErrFDLimit = errors.New("bench: too few file descriptors")
 
 // ProcessCPU is only implemented on Linux.
 func ProcessCPU() time.Duration { return 0 }
+
+func idleMain(ctx context.Context, args []string, env Env) error { return errUnsupported }
+
+func isTerminal(w io.Writer) bool { return false }
