@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# scripts/test.sh - everything Quartet's tests need, then the tests.
+#
+# On a fresh Debian machine with Go: installs the peers the tests talk to
+# (curl, wrk, chromium for the report test), fetches Go modules, runs
+# gofmt/vet/staticcheck and `go test -race ./...`, then the RDMA tier in a
+# QEMU guest with soft-iWARP and Soft-RoCE (vm/ci.sh; QUARTET_SKIP_VM=1
+# skips it). Needs root for apt-get (CI runs as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+
+step() { printf '\n=== %s [%s]\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+step "apt packages"
+if command -v apt-get >/dev/null 2>&1; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q >/dev/null
+  $SUDO apt-get install -y -q --no-install-recommends curl wrk chromium ca-certificates >/dev/null
+fi
+
+step "go modules"
+go mod download
+go install honnef.co/go/tools/cmd/staticcheck@2025.1.1 >/dev/null 2>&1 || go install honnef.co/go/tools/cmd/staticcheck@latest
+
+step "gofmt, go vet, staticcheck"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
+go vet ./...
+staticcheck ./...
+
+step "go test -race ./..."
+go test -race -count=1 -timeout 20m ./...
+
+if [ -d bench/peers ]; then
+  step "bench/peers module"
+  (cd bench/peers && go vet ./... && go test -race -count=1 ./...)
+fi
+
+if [ "${QUARTET_SKIP_VM:-}" != 1 ] && [ -f vm/ci.sh ]; then
+  step "RDMA tier in a QEMU guest (siw0, rxe0)"
+  bash vm/ci.sh
+fi
+step "all passed"
