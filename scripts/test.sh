@@ -22,7 +22,7 @@ fi
 
 step "go modules"
 go mod download
-go install honnef.co/go/tools/cmd/staticcheck@2025.1.1 >/dev/null 2>&1 || go install honnef.co/go/tools/cmd/staticcheck@latest
+go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 step "gofmt, go vet, staticcheck"
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
