@@ -17,7 +17,8 @@ import (
 //     trickles in one byte per read is looked at once (O(n) in total, never a
 //     rescan from the start). Limits are enforced during the scan, so a
 //     client cannot make the reader buffer more than MaxHeaderBytes. Bare LF
-//     is rejected here, where line ends are found.
+//     is rejected here, where line ends are found, and the request line is
+//     judged as soon as it is whole.
 //  2. Parse: once the block is complete, one pass over it fills the
 //     stages.Request with slices aliasing the buffer. No allocation unless
 //     req.Headers must grow.
@@ -110,6 +111,13 @@ func (p *Parser) Parse(buf []byte, lim Limits, req *stages.Request) (n int, err 
 				p.Reset()
 				return 0, ErrURITooLong
 			}
+			// Judge the request line as soon as it is whole, as nginx
+			// does: garbage or HTTP/0.9 gets its 400/505 now instead of
+			// holding the connection until the header timeout.
+			if err := parseRequestLine(buf[p.lineStart:cr], req); err != nil {
+				p.Reset()
+				return 0, err
+			}
 			p.haveLine, p.lineEnd = true, cr
 		} else if p.fields++; p.fields > maxFields {
 			p.Reset()
@@ -119,6 +127,8 @@ func (p *Parser) Parse(buf []byte, lim Limits, req *stages.Request) (n int, err 
 	}
 	start, lineEnd := p.start, p.lineEnd
 	p.Reset()
+	// Parse it again rather than trust req to be the record passed when
+	// the line arrived: it costs little and keeps the contract simple.
 	if err := parseRequestLine(buf[start:lineEnd], req); err != nil {
 		return 0, err
 	}
