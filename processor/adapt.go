@@ -268,7 +268,11 @@ func (hw *httpResponseWriter) Write(p []byte) (int, error) {
 
 func (hw *httpResponseWriter) WriteString(s string) (int, error) {
 	if !hw.wroteHeader {
-		hw.sniff([]byte(s[:min(len(s), 512)]))
+		if _, ok := hw.h["Content-Type"]; ok {
+			hw.WriteHeader(http.StatusOK) // nothing to sniff: skip the conversion
+		} else {
+			hw.sniff([]byte(s[:min(len(s), 512)])) // DetectContentType reads 512 at most
+		}
 	}
 	n, err := hw.w.WriteString(s)
 	return n, httpError(err)

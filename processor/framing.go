@@ -246,11 +246,6 @@ func (w *ResponseWriter) commit(final bool) {
 		w.emitString("Connection: keep-alive\r\n")
 	}
 	w.emitString("\r\n")
-
-	// Read by the writer after it has seen EOS, which comes later through
-	// the same mutex-protected queue.
-	w.resp.Status = st
-	w.resp.KeepAlive = ka
 }
 
 // commitEarly commits before the handler has returned (a Flush, or more
@@ -312,10 +307,9 @@ func (w *ResponseWriter) finish() {
 		w.out = w.out[:0]
 		w.start = len(w.cur)
 		w.dropBody()
-		if w.resp.KeepAlive {
-			w.resp.KeepAlive = false
-		}
-		if w.err != stages.ErrAborted {
+		if !w.resp.Aborted() {
+			w.releaseHolds() // a hold nobody will release would stall the writer
+			w.publish(w.status, false)
 			_ = w.resp.Append(stages.Bucket{Kind: stages.BucketEOS})
 		}
 		return
@@ -326,14 +320,29 @@ func (w *ResponseWriter) finish() {
 	} else if w.chunked {
 		w.emitString("0\r\n\r\n")
 	}
-	if w.declared >= 0 && w.written < w.declared && bodyAllowed(w.status) && !w.head {
-		// The handler promised more than it wrote: the client will wait
-		// for the missing bytes, so only a close can end the response.
-		w.resp.KeepAlive = false
-	}
+	// The handler promised more than it wrote: the client would wait for
+	// the missing bytes, so only a close can end the response.
+	short := w.declared >= 0 && w.written < w.declared && bodyAllowed(w.status) && !w.head
+	w.publish(w.status, !w.close && !short)
 	// Without wait, sendOut fails only when the writer has aborted, and
 	// then it needs no EOS.
 	_ = w.sendOut(false, true, false)
+}
+
+// publish sets what the writer reads once it has taken the EOS bucket. It
+// is done just before that bucket is appended, not when the header block is
+// built: the fields are the writer's to read only after EOS (the Append's
+// mutex orders our writes before its reads), and an aborted response never
+// gets them, so a writer that logs an abort must not rely on them.
+func (w *ResponseWriter) publish(status int, keepAlive bool) {
+	w.resp.Status = status
+	w.resp.KeepAlive = keepAlive
+}
+
+func (w *ResponseWriter) releaseHolds() {
+	for _, h := range w.holds {
+		h.Release()
+	}
 }
 
 // recoverPanic turns a handler panic into what the client can still be
@@ -341,6 +350,9 @@ func (w *ResponseWriter) finish() {
 // short response otherwise. abort is net/http's ErrAbortHandler: cut short
 // without a 500.
 func (w *ResponseWriter) recoverPanic(abort bool) {
+	if !w.resp.Aborted() {
+		w.releaseHolds() // the handler will not release them now
+	}
 	if w.committed || w.err != nil || abort {
 		w.broken = true
 		w.fail(errHandlerPanicked)

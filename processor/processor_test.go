@@ -408,6 +408,16 @@ func TestPanic(t *testing.T) {
 			w.Flush()
 			panic("boom")
 		}, false, true, true},
+		{"after a hold", func(w *ResponseWriter, r *stages.Request) {
+			w.Hold() // never released by the handler: the pool must
+			w.WriteString("body")
+			w.Flush()
+			panic("boom")
+		}, false, true, true},
+		{"after a hold, before the header block", func(w *ResponseWriter, r *stages.Request) {
+			w.Hold()
+			panic("boom")
+		}, true, true, false},
 		{"ErrAbortHandler is quiet", func(w *ResponseWriter, r *stages.Request) {
 			panic(http.ErrAbortHandler)
 		}, false, false, false},

@@ -51,6 +51,7 @@ type ResponseWriter struct {
 	expect bool // Expect: 100-continue, and a body follows
 	asked  bool // the handler has read (or tried to read) the body
 	rbody  bodyReader
+	holds  []*stages.Hold // released if the handler fails, so the writer is not stalled
 	num    [24]byte // number formatting scratch, here so it never escapes
 }
 
@@ -99,6 +100,8 @@ func (w *ResponseWriter) end() {
 	clear(w.out)
 	w.out = w.out[:0]
 	w.hdr.reset()
+	clear(w.holds)
+	w.holds = w.holds[:0]
 	w.resp, w.req, w.rbody = nil, nil, bodyReader{}
 }
 
@@ -311,6 +314,7 @@ func (w *ResponseWriter) Hold() *stages.Hold {
 	if w.err != nil {
 		return h
 	}
+	w.holds = append(w.holds, h)
 	w.seal()
 	w.out = append(w.out, stages.Bucket{Kind: stages.BucketHold, Hold: h})
 	_ = w.sendOut(false, false, false)
