@@ -52,7 +52,7 @@ type ResponseWriter struct {
 	asked  bool // the handler has read (or tried to read) the body
 	rbody  bodyReader
 	holds  []*stages.Hold // released if the handler fails, so the writer is not stalled
-	num    [24]byte // number formatting scratch, here so it never escapes
+	num    [24]byte       // number formatting scratch, here so it never escapes
 }
 
 // bodyReader stands in for Request.Body while the handler runs, so that the
