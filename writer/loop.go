@@ -71,7 +71,21 @@ const (
 	tokenWaker  uint64 = 1 << 63
 	tokenSource uint64 = 1 << 62
 	tokenKind          = tokenWaker | tokenSource
+	// genMask keeps a generation in the 30 bits between the slot (low 32
+	// bits) and the kind bits. Generations wrap; only equality matters.
+	genMask = 1<<30 - 1
 )
+
+// token packs a record's or source's (generation, slot) into the data
+// word the poller returns with its events.
+func token(kind uint64, gen uint32, slot int) uint64 {
+	return kind | uint64(gen&genMask)<<32 | uint64(uint32(slot))
+}
+
+// untoken is token's inverse, without the kind.
+func untoken(tok uint64) (gen uint32, slot int) {
+	return uint32(tok>>32) & genMask, int(uint32(tok))
+}
 
 // record is the loop's state for one response it has started but not
 // finished: buckets taken from the response and not yet written.
@@ -211,7 +225,7 @@ func (l *Loop) AddSource(fd int, fn func()) (SourceID, error) {
 	}
 	l.srcGen++
 	next[idx] = source{fd: fd, gen: l.srcGen, fn: fn}
-	tok := tokenSource | uint64(l.srcGen)<<32 | uint64(idx)
+	tok := token(tokenSource, l.srcGen, idx)
 	if err := l.poller.Add(fd, unix.EPOLLIN, tok); err != nil {
 		return SourceID{}, fmt.Errorf("writer %d: add completion source fd %d: %w", l.id, fd, err)
 	}
@@ -319,9 +333,9 @@ func (l *Loop) drainQueue() {
 }
 
 func (l *Loop) runSource(tok uint64) {
-	idx, gen := int(tok&0xffffffff), uint32(tok>>32)&0x3fffffff
+	gen, idx := untoken(tok)
 	srcs := *l.sources.Load()
-	if idx >= len(srcs) || srcs[idx].fn == nil || srcs[idx].gen&0x3fffffff != gen {
+	if idx >= len(srcs) || srcs[idx].fn == nil || srcs[idx].gen&genMask != gen {
 		return // removed since the event was collected
 	}
 	srcs[idx].fn()
@@ -383,16 +397,16 @@ func (l *Loop) release(slot int32) {
 }
 
 func (l *Loop) writable(tok uint64) {
-	slot, gen := int32(tok&0xffffffff), uint32(tok>>32)
-	if int(slot) >= len(l.records) {
+	gen, slot := untoken(tok)
+	if slot >= len(l.records) {
 		return
 	}
 	rec := &l.records[slot]
-	if rec.gen != gen || rec.resp == nil || !rec.waiting {
+	if rec.gen&genMask != gen || rec.resp == nil || !rec.waiting {
 		return // stale: that response finished since the event was collected
 	}
 	rec.waiting = false
-	l.flush(slot)
+	l.flush(int32(slot))
 }
 
 func (l *Loop) serveReady() {
@@ -454,7 +468,7 @@ func (l *Loop) flush(slot int32) {
 		}
 		if err == unix.EAGAIN {
 			rec.waiting = true
-			tok := uint64(rec.gen)<<32 | uint64(uint32(slot))
+			tok := token(0, rec.gen, int(slot))
 			if aerr := l.poller.Arm(fd, poll.Writable|poll.OneShot, tok); aerr != nil {
 				l.finish(slot, aerr)
 			}
