@@ -129,9 +129,10 @@ type Loop struct {
 	sources atomic.Pointer[[]source]
 	srcGen  uint32
 
-	iov    [iovMax]unix.Iovec
-	events []poll.Event
-	ready  []int32 // records with budget left over, served next turn
+	iov     [iovMax]unix.Iovec
+	scratch []stages.Bucket // TakeOut target for a response not yet started
+	events  []poll.Event
+	ready   []int32 // records with budget left over, served next turn
 
 	counters  *stages.StageCounters
 	stopping  atomic.Bool
@@ -347,16 +348,20 @@ func (l *Loop) service(r *stages.Response) {
 		l.counters.Dequeued.Add(1)
 	}
 	if r.WSlot < 0 {
-		var bs []stages.Bucket
-		bs, eos := r.TakeOut(bs[:0])
+		bs, eos := r.TakeOut(l.scratch[:0])
 		if len(bs) == 0 && !eos {
+			l.scratch = bs
 			return // a kick that raced with an abort or a finish: nothing to do
 		}
 		if r.Aborted() {
+			clear(bs)
+			l.scratch = bs[:0]
 			return // already logged and handed back; the producer's leftovers are dropped
 		}
 		slot := l.alloc()
 		rec := &l.records[slot]
+		// Swap bucket slices with the record so neither is reallocated.
+		l.scratch = rec.buckets[:0]
 		rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
 		rec.since, rec.progress = time.Now(), time.Now()
 		r.WSlot = slot
@@ -481,10 +486,13 @@ func (l *Loop) flush(slot int32) {
 	}
 }
 
-// pop drops the first bucket.
+// pop drops the first bucket. It shifts rather than reslices so the slice
+// keeps its capacity for the next response (a response has a handful of
+// buckets in flight, so the copy is short).
 func (l *Loop) pop(rec *record) {
-	rec.buckets[0] = stages.Bucket{}
-	rec.buckets = rec.buckets[1:]
+	n := copy(rec.buckets, rec.buckets[1:])
+	rec.buckets[n] = stages.Bucket{}
+	rec.buckets = rec.buckets[:n]
 	rec.off = 0
 }
 
@@ -533,7 +541,7 @@ func (l *Loop) writeHeap(fd int, rec *record) (int64, error) {
 			l.pop(rec)
 		}
 	}
-	return int64(max(n, 0)), err
+	return int64(max(n, 0)), syscallError("writev", err)
 }
 
 func (l *Loop) sendFile(fd int, rec *record) (int64, error) {
@@ -558,7 +566,19 @@ func (l *Loop) sendFile(fd int, rec *record) (int64, error) {
 		// completed as framed.
 		return 0, fmt.Errorf("quartet: sendfile: %s ended %d bytes early", b.File.Name(), left)
 	}
-	return int64(max(n, 0)), err
+	return int64(max(n, 0)), syscallError("sendfile", err)
+}
+
+// syscallError names the call that failed, leaving EAGAIN bare for the
+// flush loop to compare.
+func syscallError(call string, err error) error {
+	if err == nil || err == unix.EAGAIN {
+		return err
+	}
+	if _, ok := err.(unix.Errno); !ok {
+		return err // already says what failed
+	}
+	return os.NewSyscallError(call, err)
 }
 
 // writev is unix.Writev without its per-call allocation.
@@ -586,9 +606,6 @@ func (l *Loop) finish(slot int32, err error) {
 	disp := KeepAlive
 	switch {
 	case err != nil:
-		if !errors.Is(err, stages.ErrWriteTimeout) {
-			err = os.NewSyscallError("writev", err)
-		}
 		r.Abort(err)
 		disp = Close
 	case !r.KeepAlive:
