@@ -37,6 +37,20 @@
 //     Hold queues a BucketHold, a point the writer will not pass until the
 //     hold is released (RDMA delivery completes asynchronously).
 //
+// # Lifetimes
+//
+// A response outlives its handler: the writer may still be sending it when
+// the worker has moved on. Heap bytes are safe (they were copied into
+// chunks); a file given to SendFile must stay open until the response is
+// recycled, which AddCleanup(CloseFile(f)) arranges (the recycle function
+// runs resp.RunCleanups). The net/http adapter does this for handlers that
+// io.Copy from an *os.File, with a duplicate descriptor, since they close
+// theirs on return.
+//
+// A ResponseWriter and its Header are one worker's, reused for its next
+// request: a handler must not use them from another goroutine, nor after it
+// returns.
+//
 // # Back-pressure
 //
 // A response's Unsent count is what the handler produced and the socket has
@@ -62,5 +76,8 @@
 // The native API (Handler, ResponseWriter, Header) allocates nothing per
 // request once the pools and the worker's reusable arrays have warmed up.
 // Adapt runs unchanged net/http handlers; it allocates what net/http's own
-// server would (the *http.Request, its URL, its header map, a context).
+// server would (the *http.Request, its URL, its header map, a context). What
+// it cannot offer: Hijack (the writer stage owns the socket; it returns
+// ErrHijackNotSupported), response trailers, and per-request write
+// deadlines through http.ResponseController (WriteTimeout applies instead).
 package processor
