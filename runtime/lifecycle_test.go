@@ -102,7 +102,7 @@ func TestStaleResponseNeverReachesAReusedFD(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0) // reset: the server sees the peer gone at once
 		c.Close()
 	}
-	if !eventually(2*time.Second, func() bool { return s.Stats().Busy == departed }) {
+	if !eventually(15*time.Second, func() bool { return s.Stats().Busy == departed }) {
 		t.Fatalf("%d handlers running, want %d", s.Stats().Busy, departed)
 	}
 	// New connections arrive while the departed clients' responses are
@@ -158,7 +158,7 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 			results <- fmt.Sprintf("%d %s", resp.StatusCode, b)
 		}()
 	}
-	if !eventually(3*time.Second, func() bool { return s.Stats().Busy == n }) {
+	if !eventually(15*time.Second, func() bool { return s.Stats().Busy == n }) {
 		t.Fatalf("only %d of %d requests in flight", s.Stats().Busy, n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
