@@ -24,6 +24,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve": {"run the HTTP/1.1 server", runServe},
 		"bench": {"HTTP load generator", runBench},
+		"sweep": {"run an experiment matrix", runSweep},
 	}
 }
 

@@ -1,0 +1,58 @@
+package inproc
+
+import (
+	"testing"
+	"time"
+
+	"github.com/quartet-server/quartet/bench"
+)
+
+// TestSweepInProcess runs a two-point sweep over reader counts against
+// in-process Quartet servers built from each point.
+func TestSweepInProcess(t *testing.T) {
+	spec, err := bench.ParseSpec([]byte(`
+name: inproc
+duration: 300ms
+matrix:
+  readers: [1, 2]
+  connections: [4]
+  workloads: [hello]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := bench.Sweep(t.Context(), spec, bench.SweepEnv{Quartet: Start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Points) != 2 {
+		t.Fatalf("%d points, want 2", len(res.Points))
+	}
+	for _, p := range res.Points {
+		if p.Runs != 1 || p.RequestsPerSec <= 0 || p.Errors != 0 {
+			t.Errorf("point %v: %+v", p.Point, p)
+		}
+	}
+	for _, run := range res.Runs {
+		if r := run.Result; r == nil || !r.ServerCPUKnown || !r.ServerInProcess {
+			t.Errorf("%v: in-process server CPU not accounted: %+v", run.Point, r)
+		}
+	}
+}
+
+func TestStartServesBuiltins(t *testing.T) {
+	srv, err := Start(t.Context(), bench.ServerParams{Readers: 1, Processors: 1, Writers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, path := range []string{"/hello", "/bytes?n=100", "/sleep?ms=1"} {
+		res, err := bench.Run(t.Context(), bench.Config{URL: srv.URL() + path, Conns: 2, Requests: 50, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if res.Status[2] != 50 {
+			t.Errorf("%s: %d 2xx of 50", path, res.Status[2])
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Spec is an experiment: a matrix of server configurations, connection
+// counts and workloads, each point measured Repeats times. Example:
+//
+//	name: stage sizes
+//	duration: 2s
+//	warmup: 500ms
+//	repeats: 2
+//	matrix:
+//	  readers: [1, 2]
+//	  processors: [1, 2, 4]
+//	  connections: [100, 1000]
+//	  workloads: [hello, sleep1]
+//	objective:
+//	  p99_max: 20ms
+//
+// Workloads named in the matrix are looked up in Workloads, then among the
+// built-in ones (BuiltinWorkloads).
+type Spec struct {
+	Name string `yaml:"name" json:"name"`
+	// URL of an external server; empty runs an in-process Quartet built
+	// from each point's stage sizes (Server: process runs `quartet serve`
+	// instead). With a URL, stage-size dimensions cannot apply.
+	URL    string `yaml:"url" json:"url,omitempty"`
+	Server string `yaml:"server" json:"server,omitempty"`
+
+	Duration time.Duration `yaml:"duration" json:"duration_ns"`
+	Warmup   time.Duration `yaml:"warmup" json:"warmup_ns"`
+	Repeats  int           `yaml:"repeats" json:"repeats"`
+	// Load shape shared by every point.
+	Rate     float64       `yaml:"rate" json:"rate,omitempty"`
+	Pipeline int           `yaml:"pipeline" json:"pipeline,omitempty"`
+	Loops    int           `yaml:"loops" json:"loops,omitempty"`
+	Timeout  time.Duration `yaml:"timeout" json:"timeout_ns,omitempty"`
+
+	Matrix    Matrix                   `yaml:"matrix" json:"matrix"`
+	Workloads map[string][]RequestSpec `yaml:"workloads" json:"workloads,omitempty"`
+	Objective Objective                `yaml:"objective" json:"objective"`
+}
+
+// Matrix lists the values of each swept dimension; an empty list means the
+// server's default (or, for connections, DefaultConns).
+type Matrix struct {
+	Readers       []int    `yaml:"readers" json:"readers,omitempty"`
+	Processors    []int    `yaml:"processors" json:"processors,omitempty"`
+	Writers       []int    `yaml:"writers" json:"writers,omitempty"`
+	QueueCapacity []int    `yaml:"queue_capacity" json:"queue_capacity,omitempty"`
+	Connections   []int    `yaml:"connections" json:"connections,omitempty"`
+	Workloads     []string `yaml:"workloads" json:"workloads,omitempty"`
+}
+
+// Objective picks the best point: the highest throughput among points
+// whose p99 latency is at most P99Max (no bound when 0) and which saw no
+// errors.
+type Objective struct {
+	P99Max time.Duration `yaml:"p99_max" json:"p99_max_ns,omitempty"`
+}
+
+// BuiltinWorkloads are the workloads a spec may name without defining
+// them; they use Quartet's built-in endpoints (and the peers').
+func BuiltinWorkloads() map[string][]RequestSpec {
+	return map[string][]RequestSpec{
+		"hello":   {{Path: "/hello"}},
+		"sleep1":  {{Path: "/sleep?ms=1"}},
+		"bytes4k": {{Path: "/bytes?n=4096"}},
+		"bytes1m": {{Path: "/bytes?n=1048576"}}, // a 1 MiB file's worth of response
+		"echo1k":  {{Method: "POST", Path: "/echo", BodySize: 1024}},
+	}
+}
+
+// Errors of LoadSpec and Spec.validate.
+var (
+	// ErrSpec is returned (wrapped) for an invalid experiment spec.
+	ErrSpec = errors.New("bench: bad sweep spec")
+)
+
+// LoadSpec reads a YAML spec.
+func LoadSpec(path string) (*Spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSpec(b)
+}
+
+// ParseSpec parses a YAML spec and applies defaults.
+func ParseSpec(b []byte) (*Spec, error) {
+	var s Spec
+	if err := yaml.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSpec, err)
+	}
+	if s.Name == "" {
+		s.Name = "sweep"
+	}
+	if s.Duration <= 0 {
+		s.Duration = 3 * time.Second
+	}
+	if s.Repeats <= 0 {
+		s.Repeats = 1
+	}
+	if len(s.Matrix.Workloads) == 0 {
+		s.Matrix.Workloads = []string{"hello"}
+	}
+	if len(s.Matrix.Connections) == 0 {
+		s.Matrix.Connections = []int{DefaultConns}
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (s *Spec) validate() error {
+	for _, w := range s.Matrix.Workloads {
+		if _, ok := s.workload(w); !ok {
+			return fmt.Errorf("%w: workload %q is neither defined nor built in", ErrSpec, w)
+		}
+	}
+	if s.URL != "" && (len(s.Matrix.Readers) > 0 || len(s.Matrix.Processors) > 0 ||
+		len(s.Matrix.Writers) > 0 || len(s.Matrix.QueueCapacity) > 0) {
+		return fmt.Errorf("%w: stage sizes cannot be swept against an external url", ErrSpec)
+	}
+	switch s.Server {
+	case "", "inprocess", "process":
+	default:
+		return fmt.Errorf("%w: server %q: want inprocess or process", ErrSpec, s.Server)
+	}
+	for _, d := range s.dims() {
+		for _, v := range d.values {
+			if v < 0 {
+				return fmt.Errorf("%w: %s: negative value %d", ErrSpec, d.name, v)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Spec) workload(name string) ([]RequestSpec, bool) {
+	if w, ok := s.Workloads[name]; ok && len(w) > 0 {
+		return w, true
+	}
+	w, ok := BuiltinWorkloads()[name]
+	return w, ok
+}
+
+// Point is one cell of the matrix.
+type Point struct {
+	Workload string `json:"workload"`
+	Conns    int    `json:"conns"`
+	ServerParams
+}
+
+// dim is one numeric dimension of the matrix, for enumeration and plots.
+type dim struct {
+	name   string
+	values []int
+	get    func(*Point) *int
+}
+
+// dims lists the numeric dimensions in enumeration order (outermost
+// first); workload is the outermost of all.
+func (s *Spec) dims() []dim {
+	return []dim{
+		{"connections", s.Matrix.Connections, func(p *Point) *int { return &p.Conns }},
+		{"readers", s.Matrix.Readers, func(p *Point) *int { return &p.Readers }},
+		{"processors", s.Matrix.Processors, func(p *Point) *int { return &p.Processors }},
+		{"writers", s.Matrix.Writers, func(p *Point) *int { return &p.Writers }},
+		{"queue_capacity", s.Matrix.QueueCapacity, func(p *Point) *int { return &p.QueueCapacity }},
+	}
+}
+
+// Points enumerates the matrix.
+func (s *Spec) Points() []Point {
+	pts := []Point{}
+	for _, w := range s.Matrix.Workloads {
+		pts = append(pts, Point{Workload: w})
+	}
+	for _, d := range s.dims() {
+		if len(d.values) == 0 {
+			continue
+		}
+		var next []Point
+		for _, p := range pts {
+			for _, v := range d.values {
+				q := p
+				*d.get(&q) = v
+				next = append(next, q)
+			}
+		}
+		pts = next
+	}
+	return pts
+}
+
+// sweptDims are the numeric dimensions with more than one value.
+func (s *Spec) sweptDims() []dim {
+	var out []dim
+	for _, d := range s.dims() {
+		if len(d.values) > 1 {
+			vs := append([]int(nil), d.values...)
+			sort.Ints(vs)
+			d.values = vs
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// String names the point for logs and tables.
+func (p Point) String() string {
+	s := p.Workload + " c=" + strconv.Itoa(p.Conns)
+	add := func(name string, v int) {
+		if v > 0 {
+			s += " " + name + "=" + strconv.Itoa(v)
+		}
+	}
+	add("R", p.Readers)
+	add("P", p.Processors)
+	add("W", p.Writers)
+	add("Q", p.QueueCapacity)
+	return s
+}

@@ -1,0 +1,376 @@
+package bench
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SweepRun is one measurement: a point and a repeat.
+type SweepRun struct {
+	Point  Point   `json:"point"`
+	Repeat int     `json:"repeat"`
+	Result *Result `json:"result,omitempty"`
+	Err    string  `json:"error,omitempty"`
+}
+
+// PointSummary aggregates a point's repeats.
+type PointSummary struct {
+	Point          Point         `json:"point"`
+	Runs           int           `json:"runs"`
+	RequestsPerSec float64       `json:"requests_per_sec"` // mean
+	RPSStddev      float64       `json:"requests_per_sec_stddev"`
+	P50            time.Duration `json:"p50_ns"` // mean over repeats
+	P99            time.Duration `json:"p99_ns"` // mean over repeats
+	Errors         uint64        `json:"errors"` // total, failed runs included
+	ServerCPUPerRq time.Duration `json:"server_cpu_per_request_ns,omitempty"`
+}
+
+// SweepResult is the whole experiment.
+type SweepResult struct {
+	Spec    *Spec          `json:"spec"`
+	Started time.Time      `json:"started"`
+	Runs    []SweepRun     `json:"runs"`
+	Points  []PointSummary `json:"points"`
+	// Best is, per workload, the best point for Spec.Objective, if any
+	// point qualifies.
+	Best map[string]PointSummary `json:"best"`
+}
+
+// SweepEnv is what Sweep needs to start servers.
+type SweepEnv struct {
+	// Quartet starts an in-process server (Spec.Server "" or "inprocess").
+	Quartet StartServer
+	// QuartetBinary runs `quartet serve` (Spec.Server "process").
+	QuartetBinary string
+	// Log receives one line per run.
+	Log io.Writer
+}
+
+// Sweep runs every point of spec Repeats times, one server per point.
+func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) {
+	log := env.Log
+	if log == nil {
+		log = io.Discard
+	}
+	start := func(p ServerParams) (Server, error) {
+		switch {
+		case spec.URL != "":
+			return urlServer{url: strings.TrimRight(spec.URL, "/")}, nil
+		case spec.Server == "process":
+			if env.QuartetBinary == "" {
+				return nil, errors.New("bench: sweep: server: process needs the quartet binary")
+			}
+			return StartProcess(ctx, "quartet", quartetArgs(env.QuartetBinary, p))
+		case env.Quartet != nil:
+			return env.Quartet(ctx, p)
+		}
+		return nil, errors.New("bench: sweep: no in-process Quartet linked in; set url in the spec")
+	}
+	out := &SweepResult{Spec: spec, Started: time.Now().UTC()}
+	pts := spec.Points()
+	for i, p := range pts {
+		most := p.Conns
+		if _, err := RaiseFDLimit(uint64(2*most) + 64); err != nil {
+			// In-process, both ends of every connection are ours.
+			return out, err
+		}
+		srv, err := start(p.ServerParams)
+		if err != nil {
+			return out, fmt.Errorf("bench: sweep point %v: %w", p, err)
+		}
+		mix, _ := spec.workload(p.Workload)
+		for rep := range spec.Repeats {
+			cfg := Config{URL: srv.URL() + mix[0].Path, Conns: p.Conns, Duration: spec.Duration,
+				Warmup: spec.Warmup, Rate: spec.Rate, Pipeline: spec.Pipeline, Loops: spec.Loops,
+				Timeout: spec.Timeout, Mix: mix}
+			if isInProcess(srv) {
+				cfg.ServerInProcess = true
+			} else if srv.PID() > 0 {
+				cfg.ServerCPU = srv.CPU
+			}
+			res, err := Run(ctx, cfg)
+			run := SweepRun{Point: p, Repeat: rep, Result: res}
+			if err != nil {
+				run.Err = err.Error()
+			}
+			out.Runs = append(out.Runs, run)
+			if res != nil {
+				fmt.Fprintf(log, "[%d/%d] %v #%d: %.0f req/s, p99 %v, errors %d\n", i+1, len(pts), p, rep+1,
+					res.RequestsPerSec, res.Latency.P99, res.ErrorTotal())
+			} else {
+				fmt.Fprintf(log, "[%d/%d] %v #%d: %v\n", i+1, len(pts), p, rep+1, err)
+			}
+			if ctx.Err() != nil {
+				_ = srv.Close()
+				return out, ctx.Err()
+			}
+		}
+		if err := srv.Close(); err != nil {
+			fmt.Fprintf(log, "closing server for %v: %v\n", p, err)
+		}
+	}
+	out.summarise()
+	return out, nil
+}
+
+func (r *SweepResult) summarise() {
+	byPoint := map[Point]*PointSummary{}
+	var order []Point
+	rps := map[Point][]float64{}
+	for _, run := range r.Runs {
+		s := byPoint[run.Point]
+		if s == nil {
+			s = &PointSummary{Point: run.Point}
+			byPoint[run.Point] = s
+			order = append(order, run.Point)
+		}
+		if run.Result == nil || run.Err != "" {
+			s.Errors++
+		}
+		if run.Result == nil {
+			continue
+		}
+		s.Runs++
+		s.Errors += run.Result.ErrorTotal()
+		rps[run.Point] = append(rps[run.Point], run.Result.RequestsPerSec)
+		s.P50 += run.Result.Latency.P50
+		s.P99 += run.Result.Latency.P99
+		s.ServerCPUPerRq += run.Result.ServerCPUPerRequest()
+	}
+	r.Points = r.Points[:0]
+	for _, p := range order {
+		s := byPoint[p]
+		if s.Runs > 0 {
+			s.P50 /= time.Duration(s.Runs)
+			s.P99 /= time.Duration(s.Runs)
+			s.ServerCPUPerRq /= time.Duration(s.Runs)
+			s.RequestsPerSec, s.RPSStddev = meanStddev(rps[p])
+		}
+		r.Points = append(r.Points, *s)
+	}
+	r.Best = map[string]PointSummary{}
+	for _, s := range r.Points {
+		if s.Runs == 0 || s.Errors > 0 {
+			continue
+		}
+		if bound := r.Spec.Objective.P99Max; bound > 0 && s.P99 > bound {
+			continue
+		}
+		if b, ok := r.Best[s.Point.Workload]; !ok || s.RequestsPerSec > b.RequestsPerSec {
+			r.Best[s.Point.Workload] = s
+		}
+	}
+}
+
+func meanStddev(xs []float64) (mean, sd float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= float64(len(xs))
+	if len(xs) < 2 {
+		return mean, 0
+	}
+	for _, x := range xs {
+		sd += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(sd / float64(len(xs)-1))
+}
+
+// WriteBest prints the best configuration per workload.
+func (r *SweepResult) WriteBest(w io.Writer) error {
+	ew := &errWriter{w: w}
+	bound := "no p99 bound"
+	if b := r.Spec.Objective.P99Max; b > 0 {
+		bound = "p99 ≤ " + b.String()
+	}
+	for _, wl := range r.Spec.Matrix.Workloads {
+		b, ok := r.Best[wl]
+		if !ok {
+			ew.printf("best for %s (max throughput, %s, no errors): none qualifies\n", wl, bound)
+			continue
+		}
+		ew.printf("best for %s (max throughput, %s, no errors): %v: %.0f req/s, p99 %v\n",
+			wl, bound, b.Point, b.RequestsPerSec, b.P99)
+	}
+	return ew.err
+}
+
+// WriteCSV writes one row per run.
+func (r *SweepResult) WriteCSV(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write(append([]string{"workload", "connections", "readers", "processors", "writers", "queue_capacity", "repeat", "error"}, CSVHeader()...))
+	for _, run := range r.Runs {
+		p := run.Point
+		row := []string{p.Workload, strconv.Itoa(p.Conns), strconv.Itoa(p.Readers), strconv.Itoa(p.Processors),
+			strconv.Itoa(p.Writers), strconv.Itoa(p.QueueCapacity), strconv.Itoa(run.Repeat), run.Err}
+		if run.Result != nil {
+			row = append(row, run.Result.CSVRecord()...)
+		}
+		_ = cw.Write(row)
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// Plots returns the SVG charts: throughput and p99 against each swept
+// dimension, keyed by file name. Each line is one workload (and connection
+// count, when connections is not the x axis); at each x it shows the point
+// with the highest throughput among the other dimensions' values, and the
+// p99 chart shows the p99 of that same point.
+func (r *SweepResult) Plots() []Plot {
+	var out []Plot
+	for _, d := range r.Spec.sweptDims() {
+		type key struct {
+			series string
+			x      int
+		}
+		best := map[key]PointSummary{}
+		var names []string
+		seen := map[string]bool{}
+		for _, s := range r.Points {
+			if s.Runs == 0 {
+				continue
+			}
+			p := s.Point
+			name := p.Workload
+			if d.name != "connections" && len(r.Spec.Matrix.Connections) > 1 {
+				name += " c=" + strconv.Itoa(p.Conns)
+			}
+			if !seen[name] {
+				seen[name] = true
+				names = append(names, name)
+			}
+			k := key{name, *d.get(&p)}
+			if b, ok := best[k]; !ok || s.RequestsPerSec > b.RequestsPerSec {
+				best[k] = s
+			}
+		}
+		xs := make([]string, len(d.values))
+		for i, v := range d.values {
+			xs[i] = strconv.Itoa(v)
+		}
+		thr := Chart{Title: "Throughput vs " + d.name, XLabel: d.name, YLabel: "requests/s", Categories: xs}
+		lat := Chart{Title: "p99 latency vs " + d.name, XLabel: d.name, YLabel: "p99 (ms)", Categories: xs}
+		for _, n := range names {
+			ts, ls := Series{Name: n}, Series{Name: n}
+			for i, v := range d.values {
+				b, ok := best[key{n, v}]
+				if !ok {
+					continue
+				}
+				ts.X, ts.Y = append(ts.X, i), append(ts.Y, b.RequestsPerSec)
+				ls.X, ls.Y = append(ls.X, i), append(ls.Y, float64(b.P99)/1e6)
+			}
+			thr.Series = append(thr.Series, ts)
+			lat.Series = append(lat.Series, ls)
+		}
+		out = append(out, Plot{"throughput_vs_" + d.name + ".svg", thr.SVG()},
+			Plot{"p99_vs_" + d.name + ".svg", lat.SVG()})
+	}
+	return out
+}
+
+// WriteFiles writes results.csv, results.json, the SVG plots and
+// report.html into dir, and returns the report's path.
+func (r *SweepResult) WriteFiles(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	write := func(name string, f func(io.Writer) error) error {
+		fh, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		if err := f(fh); err != nil {
+			fh.Close()
+			return fmt.Errorf("bench: writing %s: %w", name, err)
+		}
+		return fh.Close()
+	}
+	if err := write("results.csv", r.WriteCSV); err != nil {
+		return "", err
+	}
+	if err := write("results.json", func(w io.Writer) error {
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		return e.Encode(r)
+	}); err != nil {
+		return "", err
+	}
+	plots := r.Plots()
+	for _, p := range plots {
+		if err := os.WriteFile(filepath.Join(dir, p.File), p.SVG, 0o644); err != nil {
+			return "", err
+		}
+	}
+	report := filepath.Join(dir, "report.html")
+	return report, write("report.html", func(w io.Writer) error { return r.WriteHTML(w, plots) })
+}
+
+// Plot is one chart of a sweep and the file it is written to.
+type Plot struct {
+	File string
+	SVG  []byte
+}
+
+// SweepMain is `quartet sweep SPEC.yaml`.
+func SweepMain(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	outDir := fs.String("o", "", "output directory (default: sweep-<name>-<time>)")
+	url := fs.String("url", "", "run against this server instead of the spec's (or an in-process Quartet)")
+	fs.Usage = func() {
+		fmt.Fprintln(env.Stderr, "usage: quartet sweep [flags] SPEC.yaml\n\nRuns an experiment matrix and writes results.csv, results.json, SVG plots and report.html.")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	spec, err := LoadSpec(pos[0])
+	if err != nil {
+		return err
+	}
+	if *url != "" {
+		spec.URL = *url
+		if err := spec.validate(); err != nil {
+			return err
+		}
+	}
+	dir := *outDir
+	if dir == "" {
+		dir = "sweep-" + strings.ReplaceAll(strings.ToLower(spec.Name), " ", "-") + "-" + time.Now().UTC().Format("20060102-150405")
+	}
+	res, err := Sweep(ctx, spec, SweepEnv{Quartet: env.Quartet, QuartetBinary: env.QuartetBinary, Log: env.Stderr})
+	if res == nil {
+		return err
+	}
+	res.summarise()
+	report, werr := res.WriteFiles(dir)
+	if werr != nil {
+		return errors.Join(err, werr)
+	}
+	if berr := res.WriteBest(env.Stdout); berr != nil {
+		return berr
+	}
+	fmt.Fprintf(env.Stdout, "report: %s\n", report)
+	return err
+}

@@ -1,0 +1,152 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSpec(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		points  int
+		wantErr bool
+	}{
+		{name: "defaults", yaml: "name: x", points: 1},
+		{name: "matrix", yaml: "matrix: {readers: [1, 2], processors: [1, 2, 4], connections: [10, 100], workloads: [hello, sleep1]}", points: 24},
+		{name: "custom workload", yaml: "workloads: {mine: [{method: POST, path: /echo, body_size: 10}]}\nmatrix: {workloads: [mine]}", points: 1},
+		{name: "unknown workload", yaml: "matrix: {workloads: [nope]}", wantErr: true},
+		{name: "stages with url", yaml: "url: http://127.0.0.1:1/\nmatrix: {readers: [1, 2]}", wantErr: true},
+		{name: "bad server", yaml: "server: vm", wantErr: true},
+		{name: "negative", yaml: "matrix: {writers: [-1]}", wantErr: true},
+		{name: "not yaml", yaml: "matrix: [", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := ParseSpec([]byte(tt.yaml))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v", err)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrSpec) {
+					t.Fatalf("err %v does not wrap ErrSpec", err)
+				}
+				return
+			}
+			if got := len(s.Points()); got != tt.points {
+				t.Fatalf("%d points, want %d", got, tt.points)
+			}
+		})
+	}
+}
+
+// sweepTwoPoints runs a two-point sweep against a net/http test server and
+// writes its files into a temporary directory.
+func sweepTwoPoints(t *testing.T) (dir, report string) {
+	t.Helper()
+	srv, _ := countingServer(t)
+	spec, err := ParseSpec([]byte(`
+name: two points
+url: ` + srv.URL + `
+duration: 300ms
+warmup: 50ms
+repeats: 2
+matrix:
+  connections: [2, 4]
+  workloads: [hello]
+objective:
+  p99_max: 1s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	res, err := Sweep(t.Context(), spec, SweepEnv{Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 4 || len(res.Points) != 2 {
+		t.Fatalf("%d runs over %d points, want 4 over 2:\n%s", len(res.Runs), len(res.Points), log.String())
+	}
+	if _, ok := res.Best["hello"]; !ok {
+		t.Fatalf("no best point: %+v", res.Points)
+	}
+	dir = t.TempDir()
+	report, err = res.WriteFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, report
+}
+
+func TestSweepWritesFiles(t *testing.T) {
+	dir, report := sweepTwoPoints(t)
+	for _, f := range []string{"results.csv", "results.json", "throughput_vs_connections.svg", "p99_vs_connections.svg", "report.html"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil || len(b) == 0 {
+			t.Fatalf("%s: %v (%d bytes)", f, err, len(b))
+		}
+	}
+	csvb, _ := os.ReadFile(filepath.Join(dir, "results.csv"))
+	if lines := strings.Count(string(csvb), "\n"); lines != 5 {
+		t.Errorf("results.csv has %d lines, want header + 4 runs", lines)
+	}
+	svg, _ := os.ReadFile(filepath.Join(dir, "throughput_vs_connections.svg"))
+	if !bytes.Contains(svg, []byte("<polyline")) || bytes.Count(svg, []byte("<circle")) != 2 {
+		t.Errorf("throughput plot lacks its line or its two points:\n%s", svg)
+	}
+	html, _ := os.ReadFile(report)
+	if n := bytes.Count(html, []byte("<svg")); n != 2 {
+		t.Errorf("report inlines %d SVGs, want 2", n)
+	}
+}
+
+// TestSweepReportInChromium opens the report in headless Chromium and
+// checks that the plots are in the rendered DOM.
+func TestSweepReportInChromium(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed (Debian package chromium); skipping the browser check of the sweep report")
+	}
+	_, report := sweepTwoPoints(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+t.TempDir(), "--dump-dom", "file://"+report)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	dom, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium: %v\n%s", err, stderr.String())
+	}
+	if n := bytes.Count(dom, []byte("<svg")); n != 2 {
+		t.Fatalf("rendered DOM has %d <svg> elements, want 2:\n%s", n, dom)
+	}
+	for _, want := range []string{"<polyline", "<circle", "Throughput vs connections", "p99 latency vs connections", "best for hello"} {
+		if !bytes.Contains(dom, []byte(want)) {
+			t.Errorf("rendered DOM lacks %q", want)
+		}
+	}
+}
+
+func TestNiceScale(t *testing.T) {
+	tests := []struct{ max, step, top float64 }{
+		{0, 1, 1}, {7, 2, 8}, {100, 20, 100}, {123456, 50000, 150000}, {0.3, 0.1, 0.30000000000000004},
+	}
+	for _, tt := range tests {
+		step, top := niceScale(tt.max)
+		if step != tt.step || top != tt.top {
+			t.Errorf("niceScale(%v) = %v, %v; want %v, %v", tt.max, step, top, tt.step, tt.top)
+		}
+	}
+}
