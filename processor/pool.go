@@ -44,6 +44,8 @@ type Pool struct {
 	chunks sync.Pool // *chunk; per Pool, so servers do not share memory or contention
 	date   dateCache
 
+	respawn func() // starts one more worker; set by Run
+
 	draining atomic.Bool
 	running  atomic.Bool
 	busy     atomic.Int64
@@ -89,8 +91,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	defer p.running.Store(false)
 	var wg sync.WaitGroup
+	// respawn is also how a worker lost to runtime.Goexit is replaced; the
+	// WaitGroup cannot reach zero meanwhile, as the lost worker has not yet
+	// returned when it calls it.
+	p.respawn = func() { wg.Go(func() { p.work(ctx.Done()) }) }
 	for range p.cfg.Workers {
-		wg.Go(func() { p.work(ctx.Done()) })
+		p.respawn()
 	}
 	wg.Wait()
 	return nil
@@ -165,16 +171,31 @@ func (p *Pool) serve(w *ResponseWriter, req *stages.Request) {
 	if w.expect {
 		req.Body = &w.rbody
 	}
+	// The hand-over runs deferred so that it also runs when the handler
+	// calls runtime.Goexit (t.FailNow in a test handler, say), which
+	// recover cannot stop: the response still ends, and a fresh worker
+	// replaces this goroutine.
+	goexit := true
+	defer func() {
+		req.Body = body
+		if goexit {
+			p.cfg.Logger.Error("quartet: handler called runtime.Goexit; replacing its worker",
+				"method", string(req.Method), "target", string(req.Target))
+			p.recover(w, false)
+		}
+		w.finish()
+		w.end()
+		resp.Done() // resp may be recycled from here on: no touching it
+		p.busy.Add(-1)
+		if p.counters != nil {
+			p.counters.Service.Record(time.Since(now))
+		}
+		if goexit {
+			p.respawn()
+		}
+	}()
 	p.call(w, req)
-	req.Body = body
-
-	w.finish()
-	w.end()
-	resp.Done() // resp may be recycled from here on: no touching it
-	p.busy.Add(-1)
-	if p.counters != nil {
-		p.counters.Service.Record(time.Since(now))
-	}
+	goexit = false
 }
 
 // call runs the handler, turning a panic into a 500 (or a cut-short
@@ -204,15 +225,18 @@ func (p *Pool) panicked(w *ResponseWriter, req *stages.Request, v any) {
 			"headers_sent", w.committed,
 			"stack", string(debug.Stack()))
 	}
-	func() {
-		// A second panic here (a broken writer state) must not kill the
-		// worker either: fall back to cutting the response short.
-		defer func() {
-			if recover() != nil {
-				w.broken = true
-				w.fail(errHandlerPanicked)
-			}
-		}()
-		w.recoverPanic(abort)
+	p.recover(w, abort)
+}
+
+// recover answers for a failed handler: a 500, or a cut-short response.
+func (p *Pool) recover(w *ResponseWriter, abort bool) {
+	// A second panic here (a broken writer state) must not kill the
+	// worker either: fall back to cutting the response short.
+	defer func() {
+		if recover() != nil {
+			w.broken = true
+			w.fail(errHandlerPanicked)
+		}
 	}()
+	w.recoverPanic(abort)
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -821,5 +822,29 @@ func TestInterimNotForHTTP10(t *testing.T) {
 	res := hs.do(newRequest("GET", "/", 0, ""))
 	if !strings.HasPrefix(string(res.raw), "HTTP/1.0 200 OK\r\n") {
 		t.Errorf("raw %q", res.raw)
+	}
+}
+
+// TestGoexit: a handler that calls runtime.Goexit (t.FailNow does) still
+// gets its response ended, and the pool keeps its size.
+func TestGoexit(t *testing.T) {
+	var calls atomic.Int64
+	h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) {
+		if calls.Add(1) == 1 {
+			runtime.Goexit()
+		}
+		hello(w, r)
+	})
+	hs := newHarness(t, Config{Workers: 1}, h, writerOpts{})
+	p := parse(t, hs.do(newRequest("GET", "/", 1, "")), "GET")
+	if p.resp.StatusCode != 500 {
+		t.Errorf("status %d, want 500", p.resp.StatusCode)
+	}
+	if !strings.Contains(hs.log.String(), "Goexit") {
+		t.Errorf("not logged: %s", hs.log.String())
+	}
+	p = parse(t, hs.do(newRequest("GET", "/", 1, "")), "GET")
+	if string(p.body) != "Hello, World!" {
+		t.Errorf("after Goexit: %q", p.body)
 	}
 }
