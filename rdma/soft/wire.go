@@ -335,9 +335,6 @@ func putUntagged(b []byte, op int, last bool, ulpdu int, inval, qn, msn, mo uint
 // padLen is the MPA pad after 2+ulpdu bytes (RFC 5044 section 4.3).
 func padLen(ulpdu int) int { return -(mpaHdr + ulpdu) & 3 }
 
-// fpduLen is the whole FPDU on the wire for a ULPDU of ulpdu bytes.
-func fpduLen(ulpdu int) int { return mpaHdr + ulpdu + padLen(ulpdu) + mpaCRCLen }
-
 // termWord packs a Terminate's layer/type/code/flags word.
 func termWord(layer, etype, ecode uint8, flags uint32) uint32 {
 	return uint32(layer&0xf)<<28 | uint32(etype&0xf)<<24 | uint32(ecode)<<16 | flags
@@ -397,13 +394,4 @@ func termString(layer, etype, ecode uint8) string {
 		return fmt.Sprintf("MPA error: %s (code %#x)", code, ecode)
 	}
 	return fmt.Sprintf("layer %d type %d code %#x", layer, etype, ecode)
-}
-
-// crcOf computes the MPA CRC of the given pieces, in order.
-func crcOf(pieces ...[]byte) uint32 {
-	var c uint32
-	for _, p := range pieces {
-		c = crc32.Update(c, castagnoli, p)
-	}
-	return c
 }
