@@ -107,7 +107,7 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 		fd, bound, err := listen(ap, cfg.ReusePort, cfg.Backlog)
 		if err != nil {
 			l.closeSockets()
-			return nil, err
+			return nil, fmt.Errorf("quartet: listener: address %q: %w", cfg.Addr, err)
 		}
 		ap = bound // later sockets join the port the first one got
 		al := &acceptLoop{l: l, fd: fd}
@@ -140,7 +140,10 @@ func resolve(addr string) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("quartet: listener: address %q: %w", addr, err)
 	}
-	return ta.AddrPort(), nil
+	// ResolveTCPAddr gives IPv4 addresses in their 16-byte form; unmapped,
+	// they print as the user wrote them.
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 func listen(ap netip.AddrPort, reusePort bool, backlog int) (int, netip.AddrPort, error) {
@@ -154,7 +157,7 @@ func listen(ap netip.AddrPort, reusePort bool, backlog int) (int, netip.AddrPort
 	}
 	fail := func(call string, err error) (int, netip.AddrPort, error) {
 		unix.Close(fd)
-		return -1, ap, fmt.Errorf("quartet: listen on %s: %w", ap, os.NewSyscallError(call, err))
+		return -1, ap, fmt.Errorf("listen on %s: %w", ap, os.NewSyscallError(call, err))
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return fail("setsockopt SO_REUSEADDR", err)
