@@ -263,8 +263,11 @@ func (al *acceptLoop) run() error {
 		}
 		al.acceptAll()
 		al.waker.Sleep()
+		// The waker's mandatory re-check: a Close or Released that ran
+		// while the loop was still running found it awake and wrote no
+		// eventfd, so it must be seen here or never.
 		timeout := time.Duration(-1)
-		if l.closed.Load() {
+		if l.closed.Load() || (al.paused.Load() && !l.atLimit()) {
 			timeout = 0
 		}
 		var err error
@@ -276,18 +279,23 @@ func (al *acceptLoop) run() error {
 	}
 }
 
+// atLimit reports whether the open connections have reached MaxConns.
+func (l *Listener) atLimit() bool {
+	return l.cfg.MaxConns > 0 && l.open.Load() >= int64(l.cfg.MaxConns)
+}
+
 // acceptAll accepts until the backlog is empty (edge-triggered) or the
 // connection limit is reached.
 func (al *acceptLoop) acceptAll() {
 	l := al.l
 	for !l.closed.Load() {
-		if l.cfg.MaxConns > 0 && l.open.Load() >= int64(l.cfg.MaxConns) {
+		if l.atLimit() {
 			if !al.paused.Swap(true) {
 				l.Paused.Add(1)
 			}
 			// Re-check after announcing the pause: a Released that ran
 			// before it saw no paused loop to wake.
-			if l.open.Load() >= int64(l.cfg.MaxConns) {
+			if l.atLimit() {
 				return
 			}
 		}
