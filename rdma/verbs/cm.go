@@ -279,10 +279,10 @@ type ConnRequest struct {
 
 var _ rdma.ConnRequest = (*ConnRequest)(nil)
 
-func (r *ConnRequest) PrivateData() []byte  { return r.priv }
+func (r *ConnRequest) PrivateData() []byte   { return r.priv }
 func (r *ConnRequest) Param() rdma.ConnParam { return r.param }
-func (r *ConnRequest) LocalAddr() net.Addr      { return goAddr(C.q_src_addr(r.id)) }
-func (r *ConnRequest) RemoteAddr() net.Addr     { return goAddr(C.q_dst_addr(r.id)) }
+func (r *ConnRequest) LocalAddr() net.Addr   { return goAddr(C.q_src_addr(r.id)) }
+func (r *ConnRequest) RemoteAddr() net.Addr  { return goAddr(C.q_dst_addr(r.id)) }
 
 // Reject refuses the request (rdma_reject) and destroys its id.
 func (r *ConnRequest) Reject(privateData []byte) error {

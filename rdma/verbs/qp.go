@@ -84,15 +84,17 @@ func newQP(d *Device, ch *channel, id *C.struct_rdma_cm_id, cfg rdma.QPConfig) (
 		pd.unref()
 		return nil, err
 	}
-	if rc, cerr := C.rdma_create_qp(id, pd.pd, &attr); rc != 0 {
+	rc, cerr := C.rdma_create_qp(id, pd.pd, &attr)
+	if rc != 0 && attr.cap.max_inline_data > 0 {
 		// Some devices cap max_inline_data lower than asked; it is only
 		// a hint, so retry without it rather than fail.
 		attr.cap.max_inline_data = 0
-		if rc, cerr = C.rdma_create_qp(id, pd.pd, &attr); rc != 0 {
-			pd.unref()
-			d.unref()
-			return nil, verbErr("rdma_create_qp", cerr)
-		}
+		rc, cerr = C.rdma_create_qp(id, pd.pd, &attr)
+	}
+	if rc != 0 {
+		pd.unref()
+		d.unref()
+		return nil, verbErr("rdma_create_qp", cerr)
 	}
 	qp := &QP{
 		dev: d, pd: pd, scq: scq, rcq: rcq, ch: ch, id: id,
