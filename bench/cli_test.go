@@ -1,0 +1,132 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMainOutputs(t *testing.T) {
+	srv, served := countingServer(t)
+	tests := []struct {
+		name  string
+		args  []string
+		check func(t *testing.T, out string)
+	}{
+		{name: "text", args: []string{srv.URL + "/hello", "-c", "2", "-n", "100"}, check: func(t *testing.T, out string) {
+			for _, want := range []string{"100 requests", "p99.99", "2xx 100", "errors: connect 0", "client CPU"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+		}},
+		{name: "json", args: []string{"-n", "50", "--json", "-c", "1", srv.URL + "/hello"}, check: func(t *testing.T, out string) {
+			var r Result
+			if err := json.Unmarshal([]byte(out), &r); err != nil || r.Requests != 50 || r.Latency.P50 <= 0 {
+				t.Errorf("json %v: %s", err, out)
+			}
+		}},
+		{name: "csv with mix and server pid", args: []string{"--csv", "-n", "40", "-c", "2", "-m", "POST /echo body=100", "-m", "/hello weight=3",
+			"--server-pid", pidString(), srv.URL}, check: func(t *testing.T, out string) {
+			recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+			if err != nil || len(recs) != 2 || len(recs[0]) != len(CSVHeader()) {
+				t.Fatalf("csv %v: %q", err, out)
+			}
+			if recs[1][7] != "40" || recs[1][len(recs[1])-1] == "" {
+				t.Errorf("requests %q, server CPU/req %q", recs[1][7], recs[1][len(recs[1])-1])
+			}
+		}},
+		{name: "method body header", args: []string{"-X", "POST", "-b", "10", "-H", "X-A: b", "-n", "10", "-c", "1", srv.URL + "/echo"}, check: func(t *testing.T, out string) {
+			if !strings.Contains(out, "2xx 10") {
+				t.Errorf("output:\n%s", out)
+			}
+		}},
+		{name: "open loop", args: []string{"-R", "500", "-d", "300ms", "-c", "2", srv.URL + "/hello"}, check: func(t *testing.T, out string) {
+			if !strings.Contains(out, "open loop at 500 req/s") || !strings.Contains(out, "uncorrected") {
+				t.Errorf("output:\n%s", out)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if err := Main(t.Context(), tt.args, Env{Stdout: &out, Stderr: &errb}); err != nil {
+				t.Fatalf("%v\n%s", err, errb.String())
+			}
+			tt.check(t, out.String())
+		})
+	}
+	if served.Load() == 0 {
+		t.Fatal("server saw nothing")
+	}
+	t.Run("usage", func(t *testing.T) {
+		var out, errb bytes.Buffer
+		if err := Main(t.Context(), nil, Env{Stdout: &out, Stderr: &errb}); !errors.Is(err, errUsage) || !strings.Contains(errb.String(), "usage") {
+			t.Fatalf("err %v, stderr %q", err, errb.String())
+		}
+	})
+}
+
+func pidString() string { return strconv.Itoa(os.Getpid()) }
+
+func TestProgressCallback(t *testing.T) {
+	srv, _ := countingServer(t)
+	var got []Progress
+	_, err := Run(t.Context(), Config{URL: srv.URL + "/hello", Conns: 2, Duration: 350 * time.Millisecond,
+		ProgressEvery: 100 * time.Millisecond, Progress: func(p Progress) { got = append(got, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 2 || got[len(got)-1].Requests == 0 || got[len(got)-1].Rate <= 0 {
+		t.Fatalf("progress %+v", got)
+	}
+	var b bytes.Buffer
+	progressPrinter(&b)(got[0])
+	if !strings.Contains(b.String(), "req/s") || isTerminal(&b) {
+		t.Fatalf("progress line %q", b.String())
+	}
+}
+
+// TestCompareWithPeer builds the peers module and compares a net/http test
+// server (standing in for Quartet) with the net/http peer.
+func TestCompareWithPeer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the peers module")
+	}
+	wd, _ := os.Getwd()
+	dir, err := FindPeersDir(filepath.Dir(wd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := countingServer(t)
+	var out, errb bytes.Buffer
+	checkReleased(t, func() {
+		err = Main(t.Context(), []string{"--compare", "--peers", dir, "--only", "nethttp,gnet", "--conns", "2,4",
+			"-d", "200ms", "-w", "0s", srv.URL + "/hello"}, Env{Stdout: &out, Stderr: &errb})
+		srv.CloseClientConnections()
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 7 { // header + 3 servers x 2 counts
+		t.Fatalf("want 7 lines:\n%s\n%s", out.String(), errb.String())
+	}
+	for _, name := range []string{"quartet", "nethttp", "gnet"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("no %s row:\n%s", name, out.String())
+		}
+	}
+	if !strings.Contains(lines[1], " 1.00 ") {
+		t.Errorf("the reference row's ratio should be 1.00: %q", lines[1])
+	}
+}
