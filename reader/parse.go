@@ -74,6 +74,13 @@ func (p *Parser) Parse(buf []byte, lim Limits, req *stages.Request) (n int, err 
 	if len(window) > maxBytes {
 		window = window[:maxBytes]
 	}
+	if p.scanned > len(window) {
+		// Only if MaxHeaderBytes shrank mid-request: what was scanned
+		// is already over the new limit.
+		p.Reset()
+		return 0, ErrHeadersTooLarge
+	}
+	lineParsed := false // parseRequestLine ran on req in this call
 	for {
 		i := bytes.IndexByte(window[p.scanned:], '\n')
 		if i < 0 {
@@ -118,6 +125,7 @@ func (p *Parser) Parse(buf []byte, lim Limits, req *stages.Request) (n int, err 
 				p.Reset()
 				return 0, err
 			}
+			lineParsed = true
 			p.haveLine, p.lineEnd = true, cr
 		} else if p.fields++; p.fields > maxFields {
 			p.Reset()
@@ -127,10 +135,13 @@ func (p *Parser) Parse(buf []byte, lim Limits, req *stages.Request) (n int, err 
 	}
 	start, lineEnd := p.start, p.lineEnd
 	p.Reset()
-	// Parse it again rather than trust req to be the record passed when
-	// the line arrived: it costs little and keeps the contract simple.
-	if err := parseRequestLine(buf[start:lineEnd], req); err != nil {
-		return 0, err
+	if !lineParsed {
+		// The line arrived in an earlier call: parse it again rather
+		// than trust req to be the record passed then. It costs little
+		// and keeps the contract simple.
+		if err := parseRequestLine(buf[start:lineEnd], req); err != nil {
+			return 0, err
+		}
 	}
 	// The field lines lie between the request line's CRLF and the final
 	// empty line's CRLF.
