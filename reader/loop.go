@@ -62,8 +62,15 @@ type Config struct {
 	// 413, 414, 431, 501, 505) through the writer, which hands the
 	// connection back for a lingering close. req may be partly parsed.
 	Fail func(c *stages.Conn, req *stages.Request, status int)
-	// Closed runs after the loop closes a connection's fd.
+	// Closed runs after the loop closes a connection's fd (and after the
+	// connection's own clean-ups).
 	Closed func(c *stages.Conn)
+	// PreConnection runs when the loop adopts a connection, before its
+	// first request is read; an error closes the connection.
+	PreConnection func(c *stages.Conn) error
+	// Init runs once on the loop's goroutine when Run starts (Apache's
+	// child_init); an error stops the loop.
+	Init func() error
 }
 
 func (c *Config) fill() {
@@ -271,6 +278,13 @@ func (l *Loop) Run(ctx context.Context) error {
 	defer l.waker.Close()
 	stop := context.AfterFunc(ctx, l.Stop)
 	defer stop()
+	if l.cfg.Init != nil {
+		if err := l.cfg.Init(); err != nil {
+			l.stopping.Store(true)
+			l.force()
+			return fmt.Errorf("reader %d: init: %w", l.id, err)
+		}
+	}
 	for {
 		l.drainQueue()
 		l.serveReady()
@@ -361,6 +375,12 @@ func (l *Loop) adopt(c *stages.Conn) {
 	if l.draining {
 		l.close(slot)
 		return
+	}
+	if l.cfg.PreConnection != nil {
+		if err := l.cfg.PreConnection(c); err != nil {
+			l.close(slot)
+			return
+		}
 	}
 	l.startRequest(slot, time.Now(), false)
 	l.readable(slot, false)
@@ -772,6 +792,7 @@ func (l *Loop) close(slot int32) {
 	*rc = rconn{gen: gen, prev: -1, next: -1, req: rc.req, pipe: pipe{buf: rc.pipe.buf, ready: rc.pipe.ready}}
 	l.free = append(l.free, slot)
 	l.open.Add(-1)
+	c.RunCleanups()
 	if l.cfg.Closed != nil {
 		l.cfg.Closed(c)
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	Log func(*stages.Response)
 	// Logger receives server events (handler panics, loop failures).
 	Logger *slog.Logger
+
+	// Modules plug features in through hooks, in this order.
+	Modules []Module
 }
 
 // DefaultConfig sizes the stages for this machine: a reader and a writer

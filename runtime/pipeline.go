@@ -56,6 +56,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	mods := &modules{list: cfg.Modules}
+	if err := mods.postConfig(&cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Handler = mods.handler(cfg.Handler)
 	s := &Server{cfg: cfg, served: make(chan struct{})}
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
@@ -65,7 +73,10 @@ func New(cfg Config) (*Server, error) {
 			QueueCapacity: cfg.QueueCapacity,
 			WriteTimeout:  cfg.WriteTimeout,
 			LowWater:      lowWater(cfg.HighWater),
-			Log:           cfg.Log,
+			Log:           mods.logger(cfg.Log),
+			Init: func(src writer.Sources) error {
+				return mods.stageInit(StageInfo{Stage: StageWriter, Index: i, Sources: src})
+			},
 		}, &s.counters.writer)
 		if err != nil {
 			return nil, s.abandon(err)
@@ -102,6 +113,10 @@ func New(cfg Config) (*Server, error) {
 			Dispatch:      s.dispatch,
 			Fail:          s.fail,
 			Closed:        s.closed,
+			PreConnection: mods.preConnection(),
+			Init: func() error {
+				return mods.stageInit(StageInfo{Stage: StageReader, Index: i})
+			},
 		}, &s.counters.reader)
 		if err != nil {
 			return nil, s.abandon(err)

@@ -48,7 +48,20 @@ type Config struct {
 	// Log runs in the loop after the last byte of each response (or its
 	// abort), with BytesSent exactly what reached the socket.
 	Log func(*stages.Response)
+	// Init runs once on the loop's goroutine when Run starts, with the
+	// loop as its completion sources; an error stops the loop.
+	Init func(Sources) error
 }
+
+// Sources is what a module sees of a writer loop: where it registers the
+// fds whose readiness completes its responses (RDMA completion channels,
+// rdma_cm event channels). Callbacks run in the loop, between writes.
+type Sources interface {
+	AddSource(fd int, fn func()) (SourceID, error)
+	RemoveSource(SourceID) error
+}
+
+var _ Sources = (*Loop)(nil)
 
 // Per-turn budgets, so one connection cannot starve the loop.
 const (
@@ -264,6 +277,11 @@ func (l *Loop) Run(ctx context.Context) error {
 	defer l.waker.Close()
 	stop := context.AfterFunc(ctx, l.Stop)
 	defer stop()
+	if l.cfg.Init != nil {
+		if err := l.cfg.Init(l); err != nil {
+			return fmt.Errorf("writer %d: init: %w", l.id, err)
+		}
+	}
 	for {
 		l.drainQueue()
 		l.serveReady()

@@ -1,0 +1,144 @@
+package runtime
+
+import (
+	"fmt"
+
+	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/stages"
+	"github.com/quartet-server/quartet/writer"
+)
+
+// Module plugs a feature into the server through hooks, never by editing
+// the core: the shape of Apache's modules, and of mod_rdma in particular
+// (post-config, child-init, pre-connection with a connection clean-up,
+// insert-filter, output filter). Every hook is optional. Modules run in the
+// order of Config.Modules, which is the only ordering there is: explicit,
+// in one place.
+type Module struct {
+	// Name identifies the module in errors and logs.
+	Name string
+
+	// PostConfig runs once in New, after defaults are filled in; it may
+	// adjust the configuration or refuse it.
+	PostConfig func(cfg *Config) error
+
+	// StageInit runs once per event loop when it starts, on the loop's own
+	// goroutine (Apache's child_init): for each reader loop, and for each
+	// writer loop with the loop's completion sources, where a module
+	// registers the fds (RDMA completion channels, say) whose readiness
+	// finishes its responses.
+	StageInit func(StageInfo) error
+
+	// PreConnection runs in the reader loop when a connection arrives,
+	// before its first request. It may attach per-connection state with
+	// c.SetValue(ModuleKey, v) and register a clean-up with c.OnClose. An
+	// error closes the connection.
+	PreConnection func(c *stages.Conn) error
+
+	// Handler wraps the handler chain: the first module's wrapper is the
+	// outermost.
+	Handler func(next processor.Handler) processor.Handler
+
+	// Logger runs in the writer after each response's last byte (or its
+	// abort), with the exact bytes sent; after Config.Log.
+	Logger func(*stages.Response)
+}
+
+// Stage names a pipeline stage.
+type Stage string
+
+// The stages that have loops a module can initialise.
+const (
+	StageReader Stage = "reader"
+	StageWriter Stage = "writer"
+)
+
+// StageInfo tells StageInit which loop is starting.
+type StageInfo struct {
+	Stage Stage
+	Index int
+	// Sources is the writer loop's completion-source registry; nil for
+	// other stages.
+	Sources writer.Sources
+}
+
+// modules is the assembled hook lists, built once in New.
+type modules struct {
+	list []Module
+}
+
+func (m *modules) postConfig(cfg *Config) error {
+	for _, mod := range m.list {
+		if mod.PostConfig != nil {
+			if err := mod.PostConfig(cfg); err != nil {
+				return fmt.Errorf("quartet: module %s: post-config: %w", mod.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (m *modules) stageInit(info StageInfo) error {
+	for _, mod := range m.list {
+		if mod.StageInit != nil {
+			if err := mod.StageInit(info); err != nil {
+				return fmt.Errorf("quartet: module %s: %s %d init: %w", mod.Name, info.Stage, info.Index, err)
+			}
+		}
+	}
+	return nil
+}
+
+// preConnection is nil when no module has the hook, so the reader skips it.
+func (m *modules) preConnection() func(*stages.Conn) error {
+	var hooks []func(*stages.Conn) error
+	for _, mod := range m.list {
+		if mod.PreConnection != nil {
+			hooks = append(hooks, mod.PreConnection)
+		}
+	}
+	if len(hooks) == 0 {
+		return nil
+	}
+	return func(c *stages.Conn) error {
+		for _, h := range hooks {
+			if err := h(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func (m *modules) handler(h processor.Handler) processor.Handler {
+	for i := len(m.list) - 1; i >= 0; i-- {
+		if m.list[i].Handler != nil {
+			h = m.list[i].Handler(h)
+		}
+	}
+	return h
+}
+
+// logger chains Config.Log and the modules' loggers; nil when there are none.
+func (m *modules) logger(first func(*stages.Response)) func(*stages.Response) {
+	var hooks []func(*stages.Response)
+	if first != nil {
+		hooks = append(hooks, first)
+	}
+	for _, mod := range m.list {
+		if mod.Logger != nil {
+			hooks = append(hooks, mod.Logger)
+		}
+	}
+	switch len(hooks) {
+	case 0:
+		return nil
+	case 1:
+		return hooks[0]
+	}
+	return func(r *stages.Response) {
+		for _, h := range hooks {
+			h(r)
+		}
+	}
+}
