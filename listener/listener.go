@@ -261,12 +261,17 @@ func (al *acceptLoop) run() error {
 		if l.closed.Load() {
 			return nil
 		}
-		al.acceptAll()
+		starved := al.acceptAll()
 		al.waker.Sleep()
 		// The waker's mandatory re-check: a Close or Released that ran
 		// while the loop was still running found it awake and wrote no
 		// eventfd, so it must be seen here or never.
 		timeout := time.Duration(-1)
+		if starved {
+			// The listening socket is edge-triggered and the connections
+			// that failed are still queued: no new edge may come for them.
+			timeout = acceptBackoff
+		}
 		if l.closed.Load() || (al.paused.Load() && !l.atLimit()) {
 			timeout = 0
 		}
@@ -284,9 +289,16 @@ func (l *Listener) atLimit() bool {
 	return l.cfg.MaxConns > 0 && l.open.Load() >= int64(l.cfg.MaxConns)
 }
 
+// acceptBackoff is how long an accept loop waits before trying again
+// when the process or system is out of fds or buffers: long enough not to
+// spin while nothing is released, short enough that waiting clients hardly
+// notice once something is.
+const acceptBackoff = 10 * time.Millisecond
+
 // acceptAll accepts until the backlog is empty (edge-triggered) or the
-// connection limit is reached.
-func (al *acceptLoop) acceptAll() {
+// connection limit is reached. It reports starved when it stopped on a
+// lack of resources with connections still queued.
+func (al *acceptLoop) acceptAll() (starved bool) {
 	l := al.l
 	for !l.closed.Load() {
 		if l.atLimit() {
@@ -296,7 +308,7 @@ func (al *acceptLoop) acceptAll() {
 			// Re-check after announcing the pause: a Released that ran
 			// before it saw no paused loop to wake.
 			if l.atLimit() {
-				return
+				return false
 			}
 		}
 		al.paused.Store(false)
@@ -304,15 +316,15 @@ func (al *acceptLoop) acceptAll() {
 		if err != nil {
 			switch err {
 			case unix.EAGAIN:
-				return
+				return false
 			case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
 				continue
 			}
 			// EMFILE, ENFILE, ENOBUFS: out of resources. Count it and back
-			// off briefly instead of spinning on a readable socket.
+			// off (in epoll_wait, so Close still wakes the loop) instead
+			// of spinning on a readable socket.
 			l.Errors.Add(1)
-			time.Sleep(10 * time.Millisecond)
-			return
+			return true
 		}
 		// Responses go out in whole writevs; Nagle would only delay the
 		// last segment of each.
@@ -328,4 +340,5 @@ func (al *acceptLoop) acceptAll() {
 		}
 		l.cfg.Assign(c)
 	}
+	return false
 }
