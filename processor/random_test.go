@@ -46,7 +46,7 @@ func TestRandomFraming(t *testing.T) {
 		}
 	})
 	hs := newHarness(t, Config{Workers: 1, HighWater: 128 << 10}, h, writerOpts{})
-	for i := range 300 {
+	for i := range 200 {
 		var sc scenario
 		for range rng.IntN(6) {
 			n := rng.IntN(3000)
@@ -63,8 +63,9 @@ func TestRandomFraming(t *testing.T) {
 			sc.minor = 0
 		}
 		sc.expected = make([]byte, sc.total)
+		seed := rng.IntN(26)
 		for j := range sc.expected {
-			sc.expected[j] = byte('a' + rng.IntN(26))
+			sc.expected[j] = byte('a' + (j*7+j/26+seed)%26) // misplaced bytes show
 		}
 		method := "GET"
 		if sc.head {

@@ -74,7 +74,14 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		// The body's framing is lost (too large, malformed, cut short): the
+		// connection cannot carry another request, and the response should
+		// say so rather than leave the client to find out.
+		w.close = true
+	}
+	return n, err
 }
 
 // begin readies w for req, answered through resp.
