@@ -17,6 +17,10 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/quartet-server/quartet/rdma"
 )
@@ -70,6 +74,15 @@ type rxStream struct {
 
 	rrespOff uint64 // bytes of the oldest Read placed so far
 	termN    int
+
+	// readv state: one system call places the rest of a payload and
+	// pulls the next trailer and header into buf.
+	rc      syscall.RawConn
+	iov     [2][]byte
+	niov    int
+	rvN     int
+	rvErr   error
+	readvFn func(fd uintptr) bool // s.doReadv, bound once so reads allocate nothing
 }
 
 func (s *rxStream) init(r io.Reader) {
@@ -78,6 +91,46 @@ func (s *rxStream) init(r io.Reader) {
 		s.buf = make([]byte, rxBufSize)
 	}
 	s.msn = [numQN]uint32{1, 1, 1}
+	if sc, ok := r.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			s.rc = rc
+			s.readvFn = s.doReadv
+		}
+	}
+}
+
+func (s *rxStream) doReadv(fd uintptr) bool {
+	n, err := unix.Readv(int(fd), s.iov[:s.niov])
+	if err == unix.EAGAIN {
+		return false // let the runtime poller wait for data
+	}
+	s.rvN, s.rvErr = n, err
+	return true
+}
+
+// readv reads into a, then b. Without a raw connection (tests) it is a
+// plain Read into a.
+func (s *rxStream) readv(a, b []byte) (int, error) {
+	if s.rc == nil {
+		return s.r.Read(a)
+	}
+	s.iov[0], s.iov[1], s.niov = a, b, 2
+	if len(b) == 0 {
+		s.niov = 1
+	}
+	s.rvN, s.rvErr = 0, nil
+	err := s.rc.Read(s.readvFn)
+	s.iov[0], s.iov[1] = nil, nil
+	if err != nil {
+		return 0, err
+	}
+	if s.rvErr != nil {
+		return s.rvN, os.NewSyscallError("readv", s.rvErr)
+	}
+	if s.rvN == 0 {
+		return 0, io.EOF
+	}
+	return s.rvN, nil
 }
 
 // rxHandler is one row of the opcode table: hdr validates a header and
@@ -109,7 +162,7 @@ func (s *rxStream) fill(n int) error {
 		if s.bigRun {
 			limit = min(limit, max(s.hi+rxSmallRead, s.lo+n))
 		}
-		k, err := s.r.Read(s.buf[s.hi:limit])
+		k, err := s.readv(s.buf[s.hi:limit], nil)
 		s.hi += k
 		if err != nil && s.hi-s.lo < n {
 			return err
@@ -259,11 +312,15 @@ func (q *qp) rxPlace() error {
 			n = copy(d, s.buf[s.lo:s.hi])
 			s.lo += n
 		case len(d) >= rxDirectMin:
-			var err error
-			n, err = s.r.Read(d)
-			if n == 0 && err != nil {
+			// Straight into place; what follows the payload (trailer,
+			// next header) lands in the empty buffer.
+			s.lo, s.hi = 0, 0
+			k, err := s.readv(d, s.buf[:rxSmallRead])
+			if k == 0 && err != nil {
 				return err
 			}
+			n = min(k, len(d))
+			s.hi = k - n
 		default:
 			if err := s.fill(1); err != nil {
 				return err
