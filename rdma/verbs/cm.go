@@ -297,16 +297,10 @@ func (r *ConnRequest) Reject(privateData []byte) error {
 	return rcErr("rdma_reject", rc, cerr)
 }
 
-// Accept creates the QP and accepts the connection.
-func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (rdma.QP, error) {
-	return r.AcceptPrepared(cfg, privateData, nil)
-}
-
-// AcceptPrepared is Accept with a hook that runs on the new QP before
-// rdma_accept, so receives are posted before the peer can send: iWARP has
-// no RNR retry, and a Send that finds no receive kills the connection.
-// (Requested for the rdma API as QPConfig.Prepare, rdma/API-REQUESTS.md.)
-func (r *ConnRequest) AcceptPrepared(cfg rdma.QPConfig, privateData []byte, prepare func(rdma.QP) error) (_ rdma.QP, err error) {
+// Accept creates the QP, runs cfg.Prepare on it (so receives are posted
+// before the peer can send: iWARP has no RNR retry, and a Send that finds
+// no receive kills the connection), and accepts the connection.
+func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {
 	if r.id == nil {
 		return nil, rdma.ErrClosed
 	}
@@ -352,9 +346,9 @@ func (r *ConnRequest) AcceptPrepared(cfg rdma.QPConfig, privateData []byte, prep
 			qp.destroy()
 		}
 	}()
-	if prepare != nil {
-		if err := prepare(qp); err != nil {
-			return nil, err
+	if cfg.Prepare != nil {
+		if err := cfg.Prepare(qp); err != nil {
+			return nil, fmt.Errorf("rdma/verbs: QPConfig.Prepare: %w", err)
 		}
 	}
 	param := connParam(d, cfg, r.param.InitiatorDepth, r.param.ResponderResources)
@@ -375,14 +369,8 @@ func (r *ConnRequest) AcceptPrepared(cfg rdma.QPConfig, privateData []byte, prep
 }
 
 // Dial connects (rdma_resolve_addr, rdma_resolve_route, rdma_create_qp,
-// rdma_connect).
-func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, privateData []byte) (rdma.QP, error) {
-	return d.DialPrepared(ctx, addr, cfg, privateData, nil)
-}
-
-// DialPrepared is Dial with a hook that runs on the new QP before
-// rdma_connect (see AcceptPrepared).
-func (d *Device) DialPrepared(ctx context.Context, addr string, cfg rdma.QPConfig, privateData []byte, prepare func(rdma.QP) error) (_ rdma.QP, err error) {
+// cfg.Prepare, rdma_connect).
+func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {
 	ip, port, err := resolve(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -433,9 +421,9 @@ func (d *Device) DialPrepared(ctx context.Context, addr string, cfg rdma.QPConfi
 			qp.destroy()
 		}
 	}()
-	if prepare != nil {
-		if err := prepare(qp); err != nil {
-			return nil, err
+	if cfg.Prepare != nil {
+		if err := cfg.Prepare(qp); err != nil {
+			return nil, fmt.Errorf("rdma/verbs: QPConfig.Prepare: %w", err)
 		}
 	}
 	param := connParam(d, cfg, 0, 0)

@@ -151,14 +151,14 @@ func connect(t *testing.T, td testDevice, recvs int) *pair {
 			return
 		}
 		priv := append([]byte(nil), req.PrivateData()...)
-		qp, err := req.(*ConnRequest).AcceptPrepared(qpConfig(p.srv), []byte("hello from server"), func(qp rdma.QP) error {
-			return postRecvs(qp, p.srv, recvs)
-		})
+		cfg := qpConfig(p.srv)
+		cfg.Prepare = func(qp rdma.QP) error { return postRecvs(qp, p.srv, recvs) }
+		qp, err := req.Accept(cfg, []byte("hello from server"))
 		done <- accepted{qp, priv, err}
 	}()
-	cli, err := dev.(*Device).DialPrepared(ctx, l.Addr().String(), qpConfig(p.cli), []byte("hello from client"), func(qp rdma.QP) error {
-		return postRecvs(qp, p.cli, recvs)
-	})
+	cfg := qpConfig(p.cli)
+	cfg.Prepare = func(qp rdma.QP) error { return postRecvs(qp, p.cli, recvs) }
+	cli, err := dev.Dial(ctx, l.Addr().String(), cfg, []byte("hello from client"))
 	a := <-done
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
