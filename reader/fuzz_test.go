@@ -59,7 +59,7 @@ func quartetOutcome(t *testing.T, in []byte) outcome {
 		k := textproto.CanonicalMIMEHeaderKey(string(h.Name))
 		o.headers[k] = append(o.headers[k], string(h.Value))
 	}
-	if req.Minor == 0 && !stages.HasToken(bytes.Join(bytesValues(o.headers["Connection"]), []byte(",")), "keep-alive") {
+	if req.Minor == 0 && !listHasToken(bytes.Join(bytesValues(o.headers["Connection"]), []byte(",")), "keep-alive") {
 		o.close = true // net/http folds HTTP/1.0's default into Close
 	}
 	switch {
@@ -139,7 +139,7 @@ func netHTTPOutcome(in []byte) outcome {
 		}
 	}
 	// conn.serve: any Expect other than 100-continue gets a 417.
-	if e := req.Header.Get("Expect"); e != "" && !stages.HasToken([]byte(e), "100-continue") {
+	if e := req.Header.Get("Expect"); e != "" && !netHasToken(e, "100-continue") {
 		return reject("417 expectation failed")
 	}
 	o := outcome{
@@ -157,6 +157,31 @@ func netHTTPOutcome(in []byte) outcome {
 	o.bodyOK = err == nil
 	o.consumed = len(in) - r.Len() - br.Buffered()
 	return o
+}
+
+// netHasToken is net/http's hasToken (header.go), which conn.serve uses for
+// Expect: token may sit anywhere between SP, HTAB or comma boundaries, not
+// only as a whole list member.
+func netHasToken(v, token string) bool {
+	if len(token) > len(v) || token == "" {
+		return false
+	}
+	if v == token {
+		return true
+	}
+	boundary := func(c byte) bool { return c == ' ' || c == ',' || c == '\t' }
+	for sp := 0; sp <= len(v)-len(token); sp++ {
+		if sp > 0 && !boundary(v[sp-1]) {
+			continue
+		}
+		if end := sp + len(token); end != len(v) && !boundary(v[end]) {
+			continue
+		}
+		if strings.EqualFold(v[sp:sp+len(token)], token) {
+			return true
+		}
+	}
+	return false
 }
 
 // validHostHeader is httpguts.ValidHostHeader, which net/http vendors
@@ -267,6 +292,12 @@ func knownDifferenceRule(in []byte) string {
 			return "absolute-form authority not plain host[:port]"
 		}
 	}
+	// Expect is a comma-separated list (RFC 9110 §10.1.1) for Quartet;
+	// net/http finds "100-continue" between any SP, HTAB or comma, so
+	// "Expect: foo 100-continue" gets a 417 only from Quartet.
+	if e := firstField(lines[1:], "Expect"); netHasToken(e, "100-continue") && !listHasToken([]byte(e), "100-continue") {
+		return "Expect member not comma-separated"
+	}
 	// A chunked request's Trailer field may name any field for Quartet,
 	// which discards trailers; net/http refuses Transfer-Encoding,
 	// Trailer and Content-Length there.
@@ -282,6 +313,18 @@ func knownDifferenceRule(in []byte) string {
 	}
 	if hasTE {
 		return chunkedKnownDifference(rest)
+	}
+	return ""
+}
+
+// firstField returns the OWS-trimmed value of the first field line named
+// name, as net/textproto would read it.
+func firstField(lines [][]byte, name string) string {
+	for _, l := range lines {
+		k, v, ok := bytes.Cut(l, []byte(":"))
+		if ok && textproto.CanonicalMIMEHeaderKey(string(k)) == name {
+			return string(trimOWS(bytes.TrimSuffix(v, []byte("\r"))))
+		}
 	}
 	return ""
 }

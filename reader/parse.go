@@ -2,6 +2,7 @@ package reader
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 
 	"github.com/quartet-server/quartet/stages"
@@ -338,10 +339,8 @@ func parseFields(block []byte, req *stages.Request) error {
 			return ErrBadFieldName
 		}
 		name, value := line[:colon], trimOWS(line[colon+1:])
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return ErrBadFieldValue
-			}
+		if !validFieldValue(value) {
+			return ErrBadFieldValue
 		}
 		req.Headers = append(req.Headers, stages.Header{Name: name, Value: value})
 
@@ -358,7 +357,7 @@ func parseFields(block []byte, req *stages.Request) error {
 				expect, haveExpect = value, true
 			}
 		case 10:
-			if stages.EqualFold(name, "Connection") && stages.HasToken(value, "close") {
+			if stages.EqualFold(name, "Connection") && listHasToken(value, "close") {
 				req.Close = true
 			}
 		case 14:
@@ -413,7 +412,7 @@ func parseFields(block []byte, req *stages.Request) error {
 	}
 
 	if len(expect) > 0 {
-		if !stages.HasToken(expect, "100-continue") {
+		if !listHasToken(expect, "100-continue") {
 			return ErrExpectationFailed
 		}
 		// RFC 9110 §10.1.1: a server MUST ignore 100-continue in an
@@ -444,6 +443,56 @@ func parseContentLength(v []byte) (int64, bool) {
 		n = n*10 + int64(c-'0')
 	}
 	return n, true
+}
+
+// validFieldValue reports whether v is free of control bytes other than
+// HTAB (RFC 9110 §5.5: CTLs are not field-vchar; obs-text is allowed).
+// Values are most of a header block's bytes, so it tests eight at a time
+// with the "has a byte less than n" and "has a zero byte" word tricks
+// (Anderson's Bit Twiddling Hacks) and looks at single bytes only for a
+// word that may hold an HTAB or a bad byte.
+func validFieldValue(v []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(v) >= 8 {
+		w := binary.LittleEndian.Uint64(v)
+		below := (w - ones*' ') &^ w & highs // some byte < 0x20
+		del := w ^ (ones * 0x7f)
+		del = (del - ones) &^ del & highs // some byte == 0x7f
+		if below|del != 0 && !validFieldValueBytes(v[:8]) {
+			return false
+		}
+		v = v[8:]
+	}
+	return validFieldValueBytes(v)
+}
+
+func validFieldValueBytes(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// listHasToken reports whether the comma-separated list v (RFC 9110 §5.6.1)
+// has a member equal to token, ignoring ASCII case. Members are trimmed of
+// OWS only: stages.HasToken's bytes.TrimSpace also strips Unicode spaces
+// such as NBSP, so "close\u00a0" would close the connection for Quartet but
+// not for net/http or a proxy in front, a disagreement about framing.
+func listHasToken(v []byte, token string) bool {
+	for len(v) > 0 {
+		member := v
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			member, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
+		if stages.EqualFold(trimOWS(member), token) {
+			return true
+		}
+	}
+	return false
 }
 
 func trimOWS(b []byte) []byte {

@@ -395,3 +395,20 @@ func BenchmarkParseBytewise(b *testing.B) {
 		})
 	}
 }
+
+// TestValidFieldValue checks the word-at-a-time test against the byte loop
+// for every byte value at every position of a 17-byte value (two words and
+// a tail), on a background of each kind of neighbour.
+func TestValidFieldValue(t *testing.T) {
+	for _, bg := range []byte{'a', '\t', 0x80, 0xff, ' '} {
+		for pos := 0; pos < 17; pos++ {
+			for c := 0; c < 256; c++ {
+				v := bytes.Repeat([]byte{bg}, 17)
+				v[pos] = byte(c)
+				if got, want := validFieldValue(v), validFieldValueBytes(v); got != want {
+					t.Fatalf("background %#x, byte %#x at %d: got %v, want %v", bg, c, pos, got, want)
+				}
+			}
+		}
+	}
+}
