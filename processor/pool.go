@@ -168,7 +168,9 @@ func (p *Pool) serve(w *ResponseWriter, req *stages.Request) {
 	w.begin(resp, req, now)
 
 	body := req.Body
-	if w.expect {
+	if req.HasBody() {
+		// The wrapper sends 100 Continue when the client waits for it, and
+		// notices a body that fails (the connection must then close).
 		req.Body = &w.rbody
 	}
 	// The hand-over runs deferred so that it also runs when the handler

@@ -55,10 +55,12 @@ type ResponseWriter struct {
 	num    [24]byte       // number formatting scratch, here so it never escapes
 }
 
-// bodyReader stands in for Request.Body while the handler runs, so that the
-// handler's first Read can send the interim 100 Continue the client is
-// waiting for (RFC 9110 §10.1.1): the writer owns the socket, so the worker
-// queues it as a heap bucket and a flush.
+// bodyReader stands in for a request body while the handler runs, for two
+// reasons. The handler's first Read sends the interim 100 Continue the
+// client may be waiting for (RFC 9110 §10.1.1); the writer owns the socket,
+// so the worker queues it as a heap bucket and a flush. And a Read error
+// other than EOF (body too large, malformed chunking, a timeout) means the
+// body's framing is lost, so the response must close the connection.
 type bodyReader struct {
 	w *ResponseWriter
 	r io.Reader
@@ -236,7 +238,7 @@ func (w *ResponseWriter) startBody(n int64) error {
 // sendfile(2), never through user-space memory, and never moves f's file
 // position. f must stay open until the writer has sent the region, which is
 // usually after the handler returns: hand the closing to the response with
-// AddCleanup(CloseFile(f)), keep f open in a cache of open files, or call
+// OnRecycle(CloseFile(f)), keep f open in a cache of open files, or call
 // WaitSent before closing it.
 func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 	if n <= 0 {
@@ -266,21 +268,6 @@ func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 	// serving a large file should not wait for it to reach the client.
 	return w.sendOut(false, false, false)
 }
-
-// AddCleanup registers c to run when the response is recycled, after the
-// writer has put its last byte on the wire or given up (APR's pool
-// cleanups): the place to close a file given to SendFile or to release
-// memory lent to the response.
-func (w *ResponseWriter) AddCleanup(c stages.Cleanup) {
-	w.resp.Cleanups = append(w.resp.Cleanups, c)
-}
-
-// CloseFile is a stages.Cleanup that closes f.
-func CloseFile(f *os.File) stages.Cleanup { return fileCloser{f} }
-
-type fileCloser struct{ f *os.File }
-
-func (c fileCloser) Cleanup() { c.f.Close() }
 
 // Flush sends the header block (committing to chunked coding, or a close-
 // delimited body for HTTP/1.0, unless a Content-Length was set) and every
