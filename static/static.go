@@ -175,8 +175,15 @@ func notFound(w *processor.ResponseWriter) {
 	w.WriteString("404 page not found\n")
 }
 
+// redirectSlash sends a directory named without its trailing slash to the
+// name with one. Leading slashes collapse to one: "//host" as a Location
+// is a scheme-relative URL, a redirect to another site.
 func redirectSlash(w *processor.ResponseWriter, r *stages.Request) {
-	w.Header().Set("Location", string(r.Path)+"/")
+	loc := "/" + strings.TrimLeft(string(r.Path), "/") + "/"
+	if r.Query != nil {
+		loc += "?" + string(r.Query)
+	}
+	w.Header().Set("Location", loc)
 	w.WriteHeader(301)
 }
 
