@@ -332,7 +332,7 @@ func (hw *httpResponseWriter) ReadFrom(src io.Reader) (int64, error) {
 		if err != nil {
 			return io.Copy(writerOnly{hw}, src)
 		}
-		hw.w.AddCleanup(CloseFile(dup))
+		hw.w.OnRecycle(CloseFile(dup))
 		f = dup
 	}
 	if err := hw.w.SendFile(f, off, n); err != nil {

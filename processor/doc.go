@@ -42,7 +42,7 @@
 // A response outlives its handler: the writer may still be sending it when
 // the worker has moved on. Heap bytes are safe (they were copied into
 // chunks); a file given to SendFile must stay open until the response is
-// recycled, which AddCleanup(CloseFile(f)) arranges (the recycle function
+// recycled, which OnRecycle(CloseFile(f)) arranges (the recycle function
 // runs resp.RunCleanups). The net/http adapter does this for handlers that
 // io.Copy from an *os.File, with a duplicate descriptor, since they close
 // theirs on return.

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/quartet-server/quartet/stages"
@@ -249,6 +251,20 @@ func TestResponses(t *testing.T) {
 				w.Write(b[:n])
 			},
 			want: want{status: 200, body: "ping", length: 4, keepAlive: true},
+		},
+		{
+			name: "a body read error closes the connection",
+			req: func() *stages.Request {
+				r := newRequest("POST", "/echo", 1, "ignored")
+				r.Body = iotest.ErrReader(errors.New("body too large"))
+				return r
+			}(),
+			handler: func(w *ResponseWriter, r *stages.Request) {
+				if _, err := io.ReadAll(r.Body); err != nil {
+					w.WriteHeader(http.StatusRequestEntityTooLarge)
+				}
+			},
+			want: want{status: 413, keepAlive: false, header: map[string]string{"Connection": "close"}},
 		},
 	}
 	for _, tt := range tests {
@@ -777,7 +793,7 @@ func TestCleanupAfterSend(t *testing.T) {
 			panic(err)
 		}
 		file = f
-		w.AddCleanup(CloseFile(f))
+		w.OnRecycle(CloseFile(f))
 		w.SendFile(f, 0, 31)
 	})
 	hs := newHarness(t, Config{Workers: 1}, h, writerOpts{})
