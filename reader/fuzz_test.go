@@ -508,6 +508,52 @@ func checkIncremental(t *testing.T, in []byte, step int) {
 	}
 }
 
+// checkLimits parses in under limits scaled to its size and checks that a
+// limit error is only returned when that limit is really exceeded, and that
+// otherwise the result is the one without limits.
+func checkLimits(t *testing.T, in []byte) {
+	lim := Limits{
+		MaxRequestLine: 1 + len(in)/3,
+		MaxHeaderBytes: 1 + len(in)/2,
+		MaxHeaders:     1 + bytes.Count(in, []byte("\n"))/3,
+	}
+	var p Parser
+	req := &stages.Request{}
+	n, err := p.Parse(in, lim, req)
+
+	trimmed := in
+	for bytes.HasPrefix(trimmed, []byte("\r\n")) {
+		trimmed = trimmed[2:]
+	}
+	line := trimmed
+	if i := bytes.IndexByte(line, '\r'); i >= 0 {
+		line = line[:i]
+	}
+	switch err {
+	case ErrURITooLong:
+		if len(line) <= lim.MaxRequestLine {
+			t.Fatalf("414 for a %d-byte request line under MaxRequestLine %d", len(line), lim.MaxRequestLine)
+		}
+		return
+	case ErrHeadersTooLarge:
+		if len(in) < lim.MaxHeaderBytes && bytes.Count(in, []byte("\n")) <= lim.MaxHeaders {
+			t.Fatalf("431 for %d bytes and at most %d lines under %+v", len(in), bytes.Count(in, []byte("\n")), lim)
+		}
+		return
+	}
+	var big Parser
+	wantN, wantErr := big.Parse(in, fuzzLimits, &stages.Request{})
+	if wantErr == ErrURITooLong || wantErr == ErrHeadersTooLarge {
+		t.Fatalf("limit error %v under fuzzLimits", wantErr)
+	}
+	if n != wantN || err != wantErr {
+		t.Fatalf("under %+v: n=%d err=%v; without limits: n=%d err=%v", lim, n, err, wantN, wantErr)
+	}
+	if err == nil && (n > lim.MaxHeaderBytes || len(line) > lim.MaxRequestLine || len(req.Headers) > lim.MaxHeaders) {
+		t.Fatalf("accepted a request over %+v: n=%d line=%d fields=%d", lim, n, len(line), len(req.Headers))
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		browserGET,
@@ -524,6 +570,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		checkIncremental(t, in, 1)
 		checkIncremental(t, in, 7)
+		checkLimits(t, in)
 
 		ours := quartetOutcome(t, in)
 		// Quartet skips leading empty lines (RFC 9112 §2.2); net/http's
