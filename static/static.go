@@ -157,7 +157,9 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 			return
 		}
 		name = path.Join(name, "index.html")
-	} else if !st.Mode().IsRegular() {
+	} else if dir || !st.Mode().IsRegular() {
+		// A file named with a trailing slash is not found, as open(2)
+		// says (ENOTDIR): relative links in it would resolve wrongly.
 		f.Close()
 		notFound(w)
 		return
@@ -238,6 +240,9 @@ func (s *FS) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 			return
 		}
 		name = path.Join(name, "index.html")
+	} else if dir {
+		notFound(w) // a file named as a directory, as in Dir
+		return
 	}
 	b, ok := s.files[name]
 	if !ok {
