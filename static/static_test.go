@@ -1,0 +1,420 @@
+package static_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/runtime"
+	"github.com/quartet-server/quartet/static"
+)
+
+const waitLimit = 10 * time.Second
+
+// serve runs a Quartet server with h on 127.0.0.1 until the test ends and
+// returns its address.
+func serve(t *testing.T, h processor.Handler, tweak ...func(*runtime.Config)) string {
+	t.Helper()
+	cfg := runtime.Config{
+		Addr:    "127.0.0.1:0",
+		Handler: h,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	srv, err := runtime.New(cfg)
+	if err != nil {
+		t.Fatalf("runtime.New: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(waitLimit):
+			t.Error("Serve did not return after Shutdown")
+		}
+	})
+	return srv.Addr().String()
+}
+
+// response is one parsed response and the raw bytes it came in.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+	raw    []byte
+}
+
+// do sends one raw request (the target exactly as given: net/http's client
+// would clean it) on a new connection and reads the whole response.
+func do(t *testing.T, addr, method, target string) response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitLimit))
+	if _, err := io.WriteString(c, method+" "+target+" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("%s %s: reading the response: %v", method, target, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s %s: malformed response %q: %v", method, target, raw, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: body: %v", method, target, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: body, raw: raw}
+}
+
+// tree builds a temp dir:
+//
+//	secret                 outside the root
+//	root/hello.txt
+//	root/index.html
+//	root/sub/index.html
+//	root/nodir/            no index
+//	root/sp ace.txt
+//	root/data.qqq          unknown extension
+//	root/big.dat           several MiB, sent in many sendfile calls
+//	root/link   -> ../secret      (out of the root)
+//	root/linkdir -> ..            (out of the root)
+//	root/inlink -> hello.txt      (inside: allowed)
+func tree(t *testing.T) (root string, secret []byte, big []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	secret = []byte("TOP-SECRET-" + strconv.FormatInt(time.Now().UnixNano(), 36))
+	root = filepath.Join(dir, "root")
+	big = make([]byte, 5<<20+3)
+	for i := range big {
+		big[i] = byte(i*7 + i>>11)
+	}
+	files := map[string][]byte{
+		"secret":              secret,
+		"root/hello.txt":      []byte("hello, world\n"),
+		"root/index.html":     []byte("<h1>root</h1>"),
+		"root/sub/index.html": []byte("<h1>sub</h1>"),
+		"root/sp ace.txt":     []byte("space"),
+		"root/data.qqq":       []byte{0, 1, 2},
+		"root/big.dat":        big,
+	}
+	for name, b := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(root, "nodir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"link": "../secret", "linkdir": "..", "inlink": "hello.txt"} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root, secret, big
+}
+
+func newDir(t *testing.T, root string) *static.Dir {
+	t.Helper()
+	d, err := static.NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// openUnder lists this process's fds that point at files under dir.
+func openUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	var out []string
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && strings.HasPrefix(target, dir+"/") {
+			out = append(out, target)
+		}
+	}
+	return out
+}
+
+// waitClosed waits until no fd points at a file under dir: the response's
+// cleanup has closed what the handler opened.
+func waitClosed(t *testing.T, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		open := openUnder(t, dir)
+		if len(open) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("files still open %v after the responses: the cleanup did not run", open)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestDir(t *testing.T) {
+	root, _, big := tree(t)
+	addr := serve(t, newDir(t, root))
+	tests := []struct {
+		method, target string
+		status         int
+		ctype          string
+		body           []byte
+		header         map[string]string
+	}{
+		{"GET", "/hello.txt", 200, "text/plain; charset=utf-8", []byte("hello, world\n"), nil},
+		{"GET", "/hello%2etxt", 200, "text/plain; charset=utf-8", []byte("hello, world\n"), nil},
+		{"GET", "/hello.txt?x=1", 200, "text/plain; charset=utf-8", []byte("hello, world\n"), nil},
+		{"GET", "/sp%20ace.txt", 200, "text/plain; charset=utf-8", []byte("space"), nil},
+		{"GET", "/data.qqq", 200, "application/octet-stream", []byte{0, 1, 2}, nil},
+		{"GET", "/big.dat", 200, "", big, nil},
+		{"GET", "/", 200, "text/html; charset=utf-8", []byte("<h1>root</h1>"), nil},
+		{"GET", "/sub/", 200, "text/html; charset=utf-8", []byte("<h1>sub</h1>"), nil},
+		{"GET", "/sub/index.html", 200, "text/html; charset=utf-8", []byte("<h1>sub</h1>"), nil},
+		{"GET", "/inlink", 200, "", []byte("hello, world\n"), nil},
+		{"GET", "/sub", 301, "", nil, map[string]string{"Location": "/sub/"}},
+		// A doubled slash must not turn the redirect into a
+		// scheme-relative URL pointing at another host ("//sub/").
+		{"GET", "//sub", 301, "", nil, map[string]string{"Location": "/sub/"}},
+		{"GET", "///sub?a=b", 301, "", nil, map[string]string{"Location": "/sub/?a=b"}},
+		{"GET", "/nodir/", 404, "", nil, nil},
+		{"GET", "/hello.txt/", 404, "", nil, nil}, // open("hello.txt/") is ENOTDIR
+		{"GET", "/missing", 404, "", nil, nil},
+		{"GET", "/sub/missing.html", 404, "", nil, nil},
+		{"HEAD", "/hello.txt", 200, "text/plain; charset=utf-8", nil, map[string]string{"Content-Length": "13"}},
+		{"HEAD", "/big.dat", 200, "", nil, map[string]string{"Content-Length": strconv.Itoa(len(big))}},
+		{"POST", "/hello.txt", 405, "", nil, map[string]string{"Allow": "GET, HEAD"}},
+		{"DELETE", "/hello.txt", 405, "", nil, map[string]string{"Allow": "GET, HEAD"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
+			r := do(t, addr, tt.method, tt.target)
+			if r.status != tt.status {
+				t.Fatalf("status %d, want %d\n%q", r.status, tt.status, r.raw[:min(len(r.raw), 300)])
+			}
+			if tt.ctype != "" && r.header.Get("Content-Type") != tt.ctype {
+				t.Errorf("Content-Type %q, want %q", r.header.Get("Content-Type"), tt.ctype)
+			}
+			if tt.body != nil && !bytes.Equal(r.body, tt.body) {
+				t.Errorf("body differs (%d bytes, want %d)", len(r.body), len(tt.body))
+			}
+			if tt.method == "HEAD" && len(r.raw) > 0 && !bytes.HasSuffix(r.raw, []byte("\r\n\r\n")) {
+				t.Errorf("HEAD response carries a body: %q", r.raw)
+			}
+			for k, v := range tt.header {
+				if got := r.header.Get(k); got != v {
+					t.Errorf("%s: %q, want %q", k, got, v)
+				}
+			}
+			if tt.status == 200 && r.header.Get("Last-Modified") == "" {
+				t.Error("no Last-Modified")
+			}
+		})
+	}
+	waitClosed(t, root)
+}
+
+// No request may read a file outside the root, whatever the encoding; the
+// requests go out raw, as an attacker would send them.
+func TestDirTraversal(t *testing.T) {
+	root, secret, _ := tree(t)
+	addr := serve(t, newDir(t, root))
+	passwd, _ := os.ReadFile("/etc/passwd")
+	for _, target := range []string{
+		"/../secret",
+		"/%2e%2e/secret",
+		"/%2E%2E/secret",
+		"/.%2e/secret",
+		"/a/%2e%2e/%2e%2e/secret",
+		"/sub/../../secret",
+		"/./../secret",
+		"//../secret",
+		"/..%2fsecret",
+		"/%2e%2e%2fsecret",
+		"/sub/..%2f..%2fsecret",
+		"/..%5csecret",
+		"/..\\secret",
+		"/%252e%252e/secret",
+		"/%2fetc%2fpasswd",
+		"/%2Fetc/passwd",
+		"/etc/passwd",
+		"/../../../../../../etc/passwd",
+		"/a%00b",
+		"/hello.txt%00.html",
+		"/%",
+		"/%zz",
+		"/link",
+		"/linkdir/secret",
+		"/linkdir/root/hello.txt",
+		"/linkdir",
+		"/linkdir/",
+		"../secret",
+		"secret",
+	} {
+		t.Run(target, func(t *testing.T) {
+			r := do(t, addr, "GET", target)
+			if bytes.Contains(r.raw, secret) {
+				t.Fatalf("the secret leaked: %q", r.raw)
+			}
+			if len(passwd) > 0 && bytes.Contains(r.raw, passwd[:min(len(passwd), 32)]) {
+				t.Fatalf("/etc/passwd leaked: %q", r.raw)
+			}
+			switch r.status {
+			case 400, 403, 404:
+			default:
+				t.Errorf("status %d, want 400, 403 or 404", r.status)
+			}
+		})
+	}
+	waitClosed(t, root)
+}
+
+// The file sent with sendfile is closed by the response's cleanup after
+// the last byte, and also when the client goes away half-way.
+func TestDirClosesFileAfterResponse(t *testing.T) {
+	root, _, big := tree(t)
+	addr := serve(t, newDir(t, root))
+
+	// Keep-alive: the connection stays open, the file must not.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitLimit))
+	br := bufio.NewReader(c)
+	for i := 0; i < 3; i++ {
+		io.WriteString(c, "GET /big.dat HTTP/1.1\r\nHost: test\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || !bytes.Equal(body, big) {
+			t.Fatalf("request %d: body differs (%d bytes), %v", i, len(body), err)
+		}
+		waitClosed(t, root)
+	}
+
+	// A client that reads a little and resets: the writer aborts, and the
+	// cleanup still closes the file.
+	d, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetDeadline(time.Now().Add(waitLimit))
+	io.WriteString(d, "GET /big.dat HTTP/1.1\r\nHost: test\r\n\r\n")
+	if _, err := io.ReadFull(d, make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	d.(*net.TCPConn).SetLinger(0)
+	d.Close()
+	waitClosed(t, root)
+}
+
+// FS serves an fs.FS from memory with the same rules.
+func TestFS(t *testing.T) {
+	fsys := fstest.MapFS{
+		"index.html":      {Data: []byte("<p>home</p>")},
+		"css/site.css":    {Data: []byte("body{}")},
+		"docs/index.html": {Data: []byte("<p>docs</p>")},
+		"docs/a.txt":      {Data: []byte("alpha")},
+		"empty/.keep":     {Data: nil},
+	}
+	s, err := static.NewFS(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, s)
+	tests := []struct {
+		method, target string
+		status         int
+		ctype          string
+		body           string
+		header         map[string]string
+	}{
+		{"GET", "/", 200, "text/html; charset=utf-8", "<p>home</p>", nil},
+		{"GET", "/index.html", 200, "text/html; charset=utf-8", "<p>home</p>", nil},
+		{"GET", "/css/site.css", 200, "text/css; charset=utf-8", "body{}", nil},
+		{"GET", "/docs/", 200, "text/html; charset=utf-8", "<p>docs</p>", nil},
+		{"GET", "/docs/a.txt", 200, "text/plain; charset=utf-8", "alpha", nil},
+		{"GET", "/docs/%61.txt", 200, "text/plain; charset=utf-8", "alpha", nil},
+		{"GET", "/docs", 301, "", "", map[string]string{"Location": "/docs/"}},
+		{"GET", "//docs", 301, "", "", map[string]string{"Location": "/docs/"}},
+		{"GET", "/empty/", 404, "", "", nil},
+		{"GET", "/docs/a.txt/", 404, "", "", nil},
+		{"GET", "/missing", 404, "", "", nil},
+		{"GET", "/../index.html", 404, "", "", nil},
+		{"GET", "/docs/%2e%2e/index.html", 404, "", "", nil},
+		{"GET", "/docs%2fa.txt", 404, "", "", nil},
+		{"HEAD", "/docs/a.txt", 200, "text/plain; charset=utf-8", "", map[string]string{"Content-Length": "5"}},
+		{"PUT", "/docs/a.txt", 405, "", "", map[string]string{"Allow": "GET, HEAD"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
+			r := do(t, addr, tt.method, tt.target)
+			if r.status != tt.status {
+				t.Fatalf("status %d, want %d\n%q", r.status, tt.status, r.raw)
+			}
+			if tt.ctype != "" && r.header.Get("Content-Type") != tt.ctype {
+				t.Errorf("Content-Type %q, want %q", r.header.Get("Content-Type"), tt.ctype)
+			}
+			if tt.status == 200 && string(r.body) != tt.body {
+				t.Errorf("body %q, want %q", r.body, tt.body)
+			}
+			if tt.method == "HEAD" && !bytes.HasSuffix(r.raw, []byte("\r\n\r\n")) {
+				t.Errorf("HEAD response carries a body: %q", r.raw)
+			}
+			for k, v := range tt.header {
+				if got := r.header.Get(k); got != v {
+					t.Errorf("%s: %q, want %q", k, got, v)
+				}
+			}
+		})
+	}
+}
+
+// NewDir fails on a root that is not a directory.
+func TestNewDirErrors(t *testing.T) {
+	if _, err := static.NewDir(filepath.Join(t.TempDir(), "nope")); err == nil {
+		t.Error("NewDir of a missing directory succeeded")
+	}
+}
