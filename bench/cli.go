@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	goruntime "runtime"
 	"strings"
 	"time"
 
@@ -242,6 +243,13 @@ func Main(ctx context.Context, args []string, env Env) error {
 	}
 	if !f.jsonOut && !f.csvOut && isTerminal(env.Stdout) {
 		f.cfg.Progress = progressPrinter(env.Stdout)
+	}
+	// Each loop holds a P while its thread runs and gives it up while it
+	// blocks in epoll; with no spare P, the scheduler's hand-offs on every
+	// wake-up cost the client ~20% more CPU per request (measured on 2
+	// cores). This process only generates load, so give it spare Ps.
+	if want := f.cfg.withDefaults().Loops + 2; goruntime.GOMAXPROCS(0) < want {
+		goruntime.GOMAXPROCS(want)
 	}
 	res, err := Run(ctx, f.cfg)
 	if f.cfg.Progress != nil {
