@@ -18,6 +18,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/stages"
@@ -105,6 +106,14 @@ func NewDir(root string) (*Dir, error) {
 	return &Dir{root: r}, nil
 }
 
+// open opens name under the root without blocking: open(2) of a FIFO for
+// reading waits for a writer, which would hold a processor (and a graceful
+// shutdown) forever. O_NONBLOCK changes nothing for regular files, the only
+// ones served; anything else is refused after Stat.
+func (d *Dir) open(name string) (*os.File, error) {
+	return d.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
+
 // Close releases the root directory.
 func (d *Dir) Close() error { return d.root.Close() }
 
@@ -126,7 +135,7 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		notFound(w)
 		return
 	}
-	f, err := d.root.Open(name)
+	f, err := d.open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			w.WriteHeader(403)
@@ -147,7 +156,7 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 			redirectSlash(w, r)
 			return
 		}
-		if f, err = d.root.Open(path.Join(name, "index.html")); err != nil {
+		if f, err = d.open(path.Join(name, "index.html")); err != nil {
 			notFound(w)
 			return
 		}
