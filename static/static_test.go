@@ -16,6 +16,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/runtime"
 	"github.com/quartet-server/quartet/static"
@@ -348,6 +350,21 @@ func TestDirClosesFileAfterResponse(t *testing.T) {
 	d.(*net.TCPConn).SetLinger(0)
 	d.Close()
 	waitClosed(t, root)
+}
+
+// A FIFO (or any special file) under the root is not served, and opening
+// it must not block the worker until some writer appears.
+func TestDirSpecialFiles(t *testing.T) {
+	root, _, _ := tree(t)
+	if err := unix.Mkfifo(filepath.Join(root, "fifo"), 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	addr := serve(t, newDir(t, root))
+	for _, target := range []string{"/fifo", "/fifo/"} {
+		if r := do(t, addr, "GET", target); r.status != 404 {
+			t.Errorf("GET %s: status %d, want 404", target, r.status)
+		}
+	}
 }
 
 // FS serves an fs.FS from memory with the same rules.
