@@ -24,12 +24,33 @@ import (
 //     stages.Request with slices aliasing the buffer. No allocation unless
 //     req.Headers must grow.
 //
-// Policy, stricter than net/http where RFC 9112 allows or asks (each has a
-// sentinel in errors.go and an exception in fuzz_test.go's knownDifference):
-// bare LF, obs-fold, bare CR, whitespace before the colon, Transfer-Encoding
-// with Content-Length, Transfer-Encoding in HTTP/1.0, HTTP/1.x with x > 1,
-// asterisk-form without OPTIONS, CONNECT without strict host:port, and
-// absolute-form whose authority is not a plain host[:port].
+// Policy. Where RFC 9112 lets a server choose, Quartet takes the strict side,
+// because a request two parsers read differently is a smuggled request. Each
+// rule has a sentinel in errors.go; where net/http decides otherwise,
+// fuzz_test.go's knownDifference names the rule:
+//
+//   - line ends must be CRLF: bare LF (§2.2 "MAY recognize") and a CR not
+//     followed by LF are 400s, in the header block and in chunked framing;
+//   - obs-fold (§5.2) and whitespace before a field's colon (§5.1) are 400s;
+//   - Transfer-Encoding with Content-Length is a 400 (§6.1 allows rejecting;
+//     net/http drops Content-Length), so is Transfer-Encoding in HTTP/1.0
+//     (§6.1: "faulty framing"; net/http ignores it);
+//   - only a single "Transfer-Encoding: chunked" is accepted, anything else is
+//     a 501 (as net/http and nginx do); Content-Length must be 1*DIGIT, and
+//     repeats must be byte-identical (as net/http);
+//   - the version must be HTTP/1.0 or HTTP/1.1: any other "HTTP/d.d" is a 505
+//     (net/http serves HTTP/1.2-1.9 as 1.1), anything else a 400;
+//   - asterisk-form only with OPTIONS; authority-form (host:port) only, and
+//     always, with CONNECT; absolute-form must be scheme "://" host[:port]
+//     then path and query, with no userinfo or percent-encoding in the
+//     authority (net/url also takes "a:b", "http:///x" and "http://u@h/");
+//   - Host is required in every HTTP/1.1 request, CONNECT included (net/http
+//     exempts CONNECT); more than one Host, or bytes no uri-host can hold,
+//     are 400s;
+//   - Expect is a comma-separated list: without a 100-continue member it is a
+//     417 (net/http also finds "100-continue" after a space);
+//   - leniency the other way: empty lines before the request line are
+//     skipped (§2.2 "SHOULD ignore"), which net/http does only after a POST.
 
 // Parser finds and parses one request header block. The zero value is ready;
 // one Parser belongs to one connection (reader loop only).
