@@ -158,6 +158,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	path := fs.String("path", "/hello", "request path (without -m)")
 	peersDir := fs.String("peers", "", "directory of the bench/peers module (default: found from the working directory)")
 	only := fs.String("only", strings.Join(peerNames, ","), "peers to run")
+	peerBin := fs.String("peer-bin", "", "directory of already built peer binaries (skips building)")
 	fs.Usage = func() {
 		fmt.Fprintln(env.Stderr, "usage: quartet bench compare [flags] [QUARTET-URL]\n\nRuns the same load against Quartet and the peers in bench/peers, one at a time, all on loopback.\nWithout QUARTET-URL, Quartet is started as `quartet serve` (or in-process).")
 		fs.PrintDefaults()
@@ -219,19 +220,21 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 
-	dir := *peersDir
-	if dir == "" {
-		wd, _ := os.Getwd()
-		if dir, err = FindPeersDir(wd); err != nil {
+	bin := *peerBin
+	if bin == "" {
+		dir := *peersDir
+		if dir == "" {
+			wd, _ := os.Getwd()
+			if dir, err = FindPeersDir(wd); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(env.Stderr, "building peers in %s\n", dir)
+		if bin, err = BuildPeers(ctx, dir); err != nil {
 			return err
 		}
+		defer os.RemoveAll(bin)
 	}
-	fmt.Fprintf(env.Stderr, "building peers in %s\n", dir)
-	bin, err := BuildPeers(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(bin)
 	for _, name := range strings.Split(*only, ",") {
 		name = strings.TrimSpace(name)
 		if name == "" {

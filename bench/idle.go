@@ -238,6 +238,7 @@ func idleMain(ctx context.Context, args []string, env Env) error {
 	pid := fs.Int("server-pid", 0, "PID of the server at URL")
 	servers := fs.String("servers", "quartet,nethttp", "without URL: servers to start and measure, one after another (quartet, nethttp, gnet, fasthttp)")
 	peersDir := fs.String("peers", "", "directory of the bench/peers module")
+	peerBin := fs.String("peer-bin", "", "directory of already built peer binaries (skips building; e.g. inside a VM)")
 	srcFlag := fs.String("src", "", "source addresses (default: 127.0.0.x as needed)")
 	settle := fs.Duration("settle", DefaultSettle, "pause before reading RSS")
 	path := fs.String("path", "/hello", "request path for each connection's one request")
@@ -284,7 +285,7 @@ func idleMain(ctx context.Context, args []string, env Env) error {
 	if _, err := RaiseFDLimit(uint64(most) + 64); err != nil {
 		fmt.Fprintf(env.Stderr, "warning: %v; larger counts will be skipped\n", err)
 	}
-	var bin string
+	bin := *peerBin
 	start := func(name string) (Server, error) {
 		if name == "quartet" {
 			if env.QuartetBinary == "" {
@@ -307,7 +308,7 @@ func idleMain(ctx context.Context, args []string, env Env) error {
 		return StartProcess(ctx, name, []string{filepath.Join(bin, name), "-addr", "127.0.0.1:0"})
 	}
 	defer func() {
-		if bin != "" {
+		if bin != "" && bin != *peerBin {
 			os.RemoveAll(bin)
 		}
 	}()

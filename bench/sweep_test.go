@@ -150,3 +150,19 @@ func TestNiceScale(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleFiles keeps the shipped example spec and mix valid.
+func TestExampleFiles(t *testing.T) {
+	s, err := LoadSpec("examples/stages.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.Points()); n != 24 {
+		t.Errorf("stages.yaml: %d points, want 24", n)
+	}
+	var f loadFlags
+	f.mixFile = "examples/mix.yaml"
+	if err := f.finish("http://127.0.0.1:1/"); err != nil || len(f.cfg.Mix) != 3 || f.cfg.Mix[2].BodySize != 1024 {
+		t.Fatalf("mix.yaml: %v %+v", err, f.cfg.Mix)
+	}
+}
