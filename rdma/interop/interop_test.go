@@ -184,6 +184,60 @@ func exchange(t *testing.T, a, b *end) {
 	}
 }
 
+// connect makes a soft and a verbs end on the siw device and connects
+// them, soft active or passive.
+func connect(t *testing.T, name string, ip netip.Addr, crc, softActive bool) (active, passive *end) {
+	t.Helper()
+	vdev, err := verbs.New().Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdev, err := soft.New(soft.Config{CRC: crc}).Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, s := newEnd(t, "verbs/"+name, vdev), newEnd(t, "soft", sdev)
+	t.Cleanup(func() { v.close(t); s.close(t) })
+	active, passive = s, v
+	if !softActive {
+		active, passive = v, s
+	}
+	ln, err := passive.dev.Listen(net.JoinHostPort(ip.String(), "0"), 4)
+	if err != nil {
+		t.Fatalf("%s Listen: %v", passive.name, err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		req, err := ln.Accept(ctx)
+		if err != nil {
+			done <- err
+			return
+		}
+		if string(req.PrivateData()) != "hello from "+active.name {
+			done <- fmt.Errorf("request private data %q", req.PrivateData())
+			req.Reject(nil)
+			return
+		}
+		passive.qp, err = req.Accept(passive.cfg(), []byte("hello from "+passive.name))
+		done <- err
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	active.qp, err = active.dev.Dial(ctx, net.JoinHostPort(ip.String(), port), active.cfg(), []byte("hello from "+active.name))
+	if err != nil {
+		t.Fatalf("%s Dial: %v", active.name, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("%s Accept: %v", passive.name, err)
+	}
+	if got := string(active.qp.PrivateData()); got != "hello from "+passive.name {
+		t.Errorf("reply private data %q", got)
+	}
+	return active, passive
+}
+
 func TestInterop(t *testing.T) {
 	name, ip := siw(t)
 	for _, crc := range []bool{false, true} {
@@ -193,56 +247,62 @@ func TestInterop(t *testing.T) {
 				role = "verbs-active"
 			}
 			t.Run(fmt.Sprintf("%s/crc-%v", role, crc), func(t *testing.T) {
-				vdev, err := verbs.New().Open(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				sdev, err := soft.New(soft.Config{CRC: crc}).Open("")
-				if err != nil {
-					t.Fatal(err)
-				}
-				v, s := newEnd(t, "verbs/"+name, vdev), newEnd(t, "soft", sdev)
-				defer v.close(t)
-				defer s.close(t)
-				active, passive := s, v
-				if !softActive {
-					active, passive = v, s
-				}
-				ln, err := passive.dev.Listen(net.JoinHostPort(ip.String(), "0"), 4)
-				if err != nil {
-					t.Fatalf("%s Listen: %v", passive.name, err)
-				}
-				defer ln.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				done := make(chan error, 1)
-				go func() {
-					req, err := ln.Accept(ctx)
-					if err != nil {
-						done <- err
-						return
-					}
-					if string(req.PrivateData()) != "hello from "+active.name {
-						done <- fmt.Errorf("request private data %q", req.PrivateData())
-						req.Reject(nil)
-						return
-					}
-					passive.qp, err = req.Accept(passive.cfg(), []byte("hello from "+passive.name))
-					done <- err
-				}()
-				_, port, _ := net.SplitHostPort(ln.Addr().String())
-				active.qp, err = active.dev.Dial(ctx, net.JoinHostPort(ip.String(), port), active.cfg(), []byte("hello from "+active.name))
-				if err != nil {
-					t.Fatalf("%s Dial: %v", active.name, err)
-				}
-				if err := <-done; err != nil {
-					t.Fatalf("%s Accept: %v", passive.name, err)
-				}
-				if got := string(active.qp.PrivateData()); got != "hello from "+passive.name {
-					t.Errorf("reply private data %q", got)
-				}
+				active, passive := connect(t, name, ip, crc, softActive)
 				exchange(t, active, passive)
 			})
 		}
+	}
+}
+
+// TestTerminateInterop: a Read with a wrong rkey is refused by the other
+// implementation with a Terminate that this one understands, in both
+// directions: the soft reader's Read completes with a remote access
+// error, siw's with a flush (siw does not blame the Read), and the soft
+// QP leaves RTS.
+func TestTerminateInterop(t *testing.T) {
+	name, ip := siw(t)
+	for _, softReads := range []bool{true, false} {
+		label := "soft-reads-from-siw"
+		if !softReads {
+			label = "siw-reads-from-soft"
+		}
+		t.Run(label, func(t *testing.T) {
+			a, b := connect(t, name, ip, false, true) // a is soft
+			reader, target := a, b
+			if !softReads {
+				reader, target = b, a
+			}
+			if err := reader.qp.PostRead(5, []rdma.SGE{rdma.SGEOf(reader.mr, 0, 100)}, target.mr.Addr(), target.mr.RKey()^0x5a00, 0); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			buf := make([]rdma.Completion, 8)
+			n, err := rdma.Wait(ctx, reader.cq, buf)
+			if err != nil {
+				t.Fatalf("no completion for the bad Read: %v", err)
+			}
+			wc := buf[0]
+			// soft reads siw's Terminate (whose control word siw lays out
+			// with little-endian bitfields) and blames the Read; siw moves
+			// its QP to ERROR on any Terminate and flushes the Read.
+			want := rdma.StatusRemAccessErr
+			if !softReads {
+				want = rdma.StatusWRFlushErr
+			}
+			if wc.WRID != 5 || wc.Status != want {
+				t.Fatalf("bad Read completed with %+v, want %q", buf[:n], want)
+			}
+			t.Logf("%s: Read completed with %q", reader.name, wc.Status)
+			soft := a.qp
+			deadline := time.Now().Add(10 * time.Second)
+			for soft.State() == rdma.QPStateRTS && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if soft.State() == rdma.QPStateRTS {
+				t.Fatal("soft QP still in RTS after the Terminate")
+			}
+			t.Logf("soft QP: %v", soft.Err())
+		})
 	}
 }

@@ -584,9 +584,9 @@ func (q *qp) rxTermHdr() *termInfo {
 // is flushed.
 func (q *qp) rxTermDone() *termInfo {
 	s := &q.rx
-	w := s.h.term
-	e := &TermError{Layer: uint8(w >> 28 & 0xf), Type: uint8(w >> 24 & 0xf), Code: uint8(w >> 16)}
-	if w&termFlagR != 0 && s.termN >= 4 {
+	layer, etype, ecode, flags, _ := decodeTermWord(s.h.term)
+	e := &TermError{Layer: layer, Type: etype, Code: ecode}
+	if flags&termFlagR != 0 && s.termN >= 4 {
 		att := s.scratch[:s.termN]
 		if int(binary.BigEndian.Uint16(att[2:])&rdmapOpMsk) == opReadReq {
 			st := rdma.StatusRemOpErr

@@ -335,6 +335,32 @@ func putUntagged(b []byte, op int, last bool, ulpdu int, inval, qn, msn, mo uint
 // padLen is the MPA pad after 2+ulpdu bytes (RFC 5044 section 4.3).
 func padLen(ulpdu int) int { return -(mpaHdr + ulpdu) & 3 }
 
+// decodeTermWord unpacks a received Terminate control word. Linux siw
+// (through at least 6.x) fills it through little-endian bitfields, which
+// swaps the layer and type nibbles and puts M/D/R in the low bits of the
+// third byte, against RFC 5040's layout; we send the RFC layout and read
+// both. The RFC reserves the low 13 bits, so set low bits there, with
+// nothing in the RFC's M/D/R positions, mean the siw layout; a word with
+// no flags at all is read the RFC way (RFC layer values above 2 do not
+// exist, so those fall back to siw too).
+func decodeTermWord(w uint32) (layer, etype, ecode uint8, flags uint32, siw bool) {
+	b0, b1, b2, b3 := uint8(w>>24), uint8(w>>16), uint8(w>>8), uint8(w)
+	siw = (b2&0x1f != 0 && b2&0xe0 == 0 && b3 == 0) || (b0>>4 > layerLLP && b0&0xf <= layerLLP)
+	if !siw {
+		return b0 >> 4, b0 & 0xf, b1, w & (termFlagM | termFlagD | termFlagR), false
+	}
+	if b2&1 != 0 {
+		flags |= termFlagM
+	}
+	if b2&2 != 0 {
+		flags |= termFlagD
+	}
+	if b2&4 != 0 {
+		flags |= termFlagR
+	}
+	return b0 & 0xf, b0 >> 4, b1, flags, true
+}
+
 // termWord packs a Terminate's layer/type/code/flags word.
 func termWord(layer, etype, ecode uint8, flags uint32) uint32 {
 	return uint32(layer&0xf)<<28 | uint32(etype&0xf)<<24 | uint32(ecode)<<16 | flags
