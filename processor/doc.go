@@ -23,8 +23,10 @@
 // stages.Buckets on a *stages.Response.
 //
 //   - Body bytes are copied into 16 KiB chunks from a per-Pool sync.Pool and
-//     lent to heap buckets; the chunks go back to the pool through
-//     Pool.Release when the writer has sent them (resp.Chunks records them).
+//     lent to heap buckets. The worker takes a chunk back as soon as the
+//     writer reports it sent, so a long response holds about HighWater of
+//     chunks, not its whole length; the few still unsent when the handler
+//     returns go back through Pool.Release (resp.Chunks records them).
 //   - Until the handler flushes, returns or exceeds a buffer limit, the body
 //     is held back, because the header block that must precede it depends on
 //     it: a handler that returns without flushing gets a Content-Length, and a

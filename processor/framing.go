@@ -34,16 +34,21 @@ func emit[S string | []byte](w *ResponseWriter, p S) error {
 
 func (w *ResponseWriter) emitString(s string) error { return emit(w, s) }
 
-// nextChunk replaces a full (or missing) cur with a fresh chunk.
+// nextChunk replaces a full (or missing) cur with a chunk from the pool,
+// after handing the full one to the writer and returning the chunks the
+// writer has finished with.
 func (w *ResponseWriter) nextChunk() error {
 	if w.cur != nil {
 		if err := w.sendOut(false, false, true); err != nil {
 			return err
 		}
-		if !w.lent {
+		if w.lent {
+			w.retire(w.cur)
+		} else {
 			w.p.putChunk(w.cur) // full and never lent: cannot happen, but be tidy
 		}
 	}
+	w.reclaim()
 	w.cur, w.start, w.lent = w.p.getChunk(), 0, false
 	return nil
 }
@@ -53,13 +58,77 @@ func (w *ResponseWriter) seal() {
 	if len(w.cur) == w.start {
 		return
 	}
-	if !w.lent {
-		w.resp.Chunks = append(w.resp.Chunks, w.cur[:0:cap(w.cur)])
-		w.lent = true
-	}
+	w.lent = true
 	end := len(w.cur)
-	w.out = append(w.out, stages.Bucket{Kind: stages.BucketHeap, Data: w.cur[w.start:end:end]})
+	w.queue(stages.Bucket{Kind: stages.BucketHeap, Data: w.cur[w.start:end:end]})
 	w.start = end
+}
+
+// queue puts b on out and advances the stream position past it.
+func (w *ResponseWriter) queue(b stages.Bucket) {
+	w.out = append(w.out, b)
+	w.queued += b.Size()
+}
+
+// Chunk reuse within a response.
+//
+// A chunk lent to the writer could simply wait in resp.Chunks until the
+// response is recycled, but then a long response (a 1 GiB download) would
+// hold all of its chunks, every byte it ever sent, until its last byte:
+// memory proportional to the response instead of to the high-water mark.
+// So the worker takes chunks back while it produces. The writer reports
+// bytes with Response.Sent only after writev has returned them, and sends
+// the stream in order, so every byte before stream position
+// appended-Unsent() is finished with: a retired chunk (one the worker
+// stopped filling) whose last byte lies before that position goes back to
+// the pool at once. Only the chunks still unsent, at most HighWater plus a
+// chunk's worth, are left to Pool.Release.
+
+type retiredChunk struct {
+	buf []byte // the whole chunk, from its first byte
+	end int64  // stream position just past its last byte
+}
+
+// retire records that the worker will write no more into buf, which is
+// lent to the writer up to the current stream position.
+func (w *ResponseWriter) retire(buf []byte) {
+	w.retired = append(w.retired, retiredChunk{buf: buf[:0:cap(buf)], end: w.queued})
+}
+
+// reclaim returns the retired chunks the writer has sent to the pool.
+func (w *ResponseWriter) reclaim() {
+	if w.rhead == len(w.retired) {
+		return
+	}
+	sent := w.appended - w.resp.Unsent()
+	for w.rhead < len(w.retired) && w.retired[w.rhead].end <= sent {
+		w.p.putChunk(w.retired[w.rhead].buf)
+		w.retired[w.rhead] = retiredChunk{}
+		w.rhead++
+	}
+	if w.rhead == len(w.retired) {
+		w.retired, w.rhead = w.retired[:0], 0
+	}
+}
+
+// lendRest gives the response every chunk it may still be reading, for
+// Pool.Release to return when the response is recycled. The worker calls it
+// last, before Done.
+func (w *ResponseWriter) lendRest() {
+	for i := w.rhead; i < len(w.retired); i++ {
+		w.resp.Chunks = append(w.resp.Chunks, w.retired[i].buf)
+	}
+	clear(w.retired)
+	w.retired, w.rhead = w.retired[:0], 0
+	if w.cur != nil {
+		if w.lent {
+			w.resp.Chunks = append(w.resp.Chunks, w.cur[:0:cap(w.cur)])
+		} else {
+			w.p.putChunk(w.cur)
+		}
+	}
+	w.cur, w.start, w.lent = nil, 0, false
+	w.queued, w.appended = 0, 0
 }
 
 // sendOut hands everything sealed (and cur's unsealed bytes) to the writer,
@@ -70,10 +139,10 @@ func (w *ResponseWriter) seal() {
 func (w *ResponseWriter) sendOut(flush, eos, wait bool) error {
 	w.seal()
 	if flush {
-		w.out = append(w.out, stages.Bucket{Kind: stages.BucketFlush})
+		w.queue(stages.Bucket{Kind: stages.BucketFlush})
 	}
 	if eos {
-		w.out = append(w.out, stages.Bucket{Kind: stages.BucketEOS})
+		w.queue(stages.Bucket{Kind: stages.BucketEOS})
 	}
 	if len(w.out) == 0 {
 		return w.err
@@ -92,6 +161,7 @@ func (w *ResponseWriter) sendOut(flush, eos, wait bool) error {
 		w.fail(err)
 		return err
 	}
+	w.appended = w.queued
 	if wait && heap && w.resp.Unsent() > w.p.cfg.HighWater {
 		if err := w.resp.WaitDrained(w.p.cfg.LowWater, w.p.cfg.WriteTimeout); err != nil {
 			w.fail(err)
@@ -279,10 +349,12 @@ func (w *ResponseWriter) moveBody(final bool) {
 	for i := range w.body {
 		b := w.body[i]
 		if b.Kind == stages.BucketHeap {
-			w.resp.Chunks = append(w.resp.Chunks, b.Data[:0:cap(b.Data)])
 			b.Data = b.Data[:len(b.Data):len(b.Data)]
+			w.queue(b)
+			w.retire(b.Data)
+		} else {
+			w.queue(b)
 		}
-		w.out = append(w.out, b)
 	}
 	clear(w.body)
 	w.body = w.body[:0]

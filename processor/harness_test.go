@@ -174,6 +174,9 @@ type harness struct {
 	log      *syncBuffer
 	counters stages.StageCounters
 	recycled atomic.Int64
+	// maxChunks is the most chunks a response still held when recycled:
+	// the rest went back to the pool while it was being produced.
+	maxChunks atomic.Int64
 }
 
 func newHarness(t testing.TB, cfg Config, h Handler, opts writerOpts) *harness {
@@ -200,6 +203,9 @@ func newHarness(t testing.TB, cfg Config, h Handler, opts writerOpts) *harness {
 	responses := func() *stages.Response {
 		return stages.NewResponse(hs.fw.kick, func(r *stages.Response) {
 			r.RunCleanups()
+			if n := int64(len(r.Chunks)); n > hs.maxChunks.Load() {
+				hs.maxChunks.Store(n) // recycles are serialized by the fake writer
+			}
 			hs.pool.Release(r)
 			hs.recycled.Add(1)
 		})

@@ -602,6 +602,17 @@ func TestBackPressure(t *testing.T) {
 			} else {
 				t.Logf("unsent peaked at %d (limit %d)", m, limit)
 			}
+			// 10 MiB is 640 chunks; a response may keep only what can be
+			// unsent, plus the chunk being filled and one retired late.
+			deadline := time.Now().Add(5 * time.Second)
+			for hs.recycled.Load() != 1 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if n, most := hs.maxChunks.Load(), limit/chunkSize+3; n > most {
+				t.Errorf("response held %d chunks at recycle, want at most %d", n, most)
+			} else {
+				t.Logf("response held %d chunks at recycle", n)
+			}
 		})
 	}
 }

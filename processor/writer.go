@@ -45,8 +45,15 @@ type ResponseWriter struct {
 
 	cur   []byte // the chunk being filled; nil when there is none
 	start int    // cur[start:] is not yet sealed
-	lent  bool   // cur is recorded in resp.Chunks
+	lent  bool   // part of cur is in a bucket
 	out   []stages.Bucket
+
+	// Stream positions (bytes, heap and file) and the chunks that may be
+	// taken back once the writer has sent past them (see reclaim).
+	queued   int64 // put on out
+	appended int64 // appended to the response
+	retired  []retiredChunk
+	rhead    int // retired[:rhead] are back in the pool
 
 	expect bool // Expect: 100-continue, and a body follows
 	asked  bool // the handler has read (or tried to read) the body
@@ -97,14 +104,11 @@ func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now t
 	w.rbody = bodyReader{w: w, r: req.Body}
 }
 
-// end drops everything that belongs to the finished request. Chunks lent to
-// the response stay in resp.Chunks until Pool.Release; a chunk that was never
-// lent goes straight back to the pool.
+// end drops everything that belongs to the finished request. Chunks the
+// writer may still read go to resp.Chunks until Pool.Release; the others go
+// straight back to the pool.
 func (w *ResponseWriter) end() {
-	if w.cur != nil && !w.lent {
-		w.p.putChunk(w.cur)
-	}
-	w.cur, w.start, w.lent = nil, 0, false
+	w.lendRest()
 	w.dropBody()
 	clear(w.out)
 	w.out = w.out[:0]
@@ -260,7 +264,7 @@ func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 		w.chunkHeader(n)
 	}
 	w.seal()
-	w.out = append(w.out, b)
+	w.queue(b)
 	if w.chunked {
 		w.emitString("\r\n")
 	}
@@ -310,7 +314,7 @@ func (w *ResponseWriter) Hold() *stages.Hold {
 	}
 	w.holds = append(w.holds, h)
 	w.seal()
-	w.out = append(w.out, stages.Bucket{Kind: stages.BucketHold, Hold: h})
+	w.queue(stages.Bucket{Kind: stages.BucketHold, Hold: h})
 	_ = w.sendOut(false, false, false)
 	return h
 }
