@@ -120,8 +120,12 @@ func TestChunkedErrorIsSticky(t *testing.T) {
 		t.Fatalf("after an error: %d %d %v %v", c, p, done, err)
 	}
 	d.Reset()
-	if _, _, done, err := d.Decode(make([]byte, 8), []byte("0\r\n\r\n")); !done || err != nil {
-		t.Fatalf("after Reset: done=%v err=%v", done, err)
+	if _, _, done, err := d.Decode(make([]byte, 8), []byte("0\r\n\r\n")); !done || err != nil || !d.Done() {
+		t.Fatalf("after Reset: done=%v err=%v Done()=%v", done, err, d.Done())
+	}
+	// Once done, further input is not the body's: nothing is consumed.
+	if c, p, done, err := d.Decode(make([]byte, 8), []byte("GET")); c != 0 || p != 0 || !done || err != nil {
+		t.Fatalf("after done: %d %d %v %v", c, p, done, err)
 	}
 }
 
