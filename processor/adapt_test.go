@@ -187,6 +187,17 @@ func TestAdapt(t *testing.T) {
 			},
 		},
 		{
+			name:   "a Range is a sendfile of the region",
+			method: "GET", target: "/page.html", minor: 1,
+			headers: []string{"Range", "bytes=100-199"},
+			handler: http.FileServer(http.Dir(dir)).ServeHTTP,
+			check: func(t *testing.T, p parsed, res result) {
+				if p.resp.StatusCode != 206 || string(p.body) != page[100:200] || res.fileBuckets != 1 {
+					t.Errorf("%d, body %q, %d file buckets", p.resp.StatusCode, p.body, res.fileBuckets)
+				}
+			},
+		},
+		{
 			name:   "bad target is a 400",
 			method: "GET", target: "no-slash", minor: 1,
 			handler: func(w http.ResponseWriter, r *http.Request) { panic("handler called") },
