@@ -344,7 +344,7 @@ func (l *loop) readable(c *conn, now int64) bool {
 		}
 		if err != nil {
 			if c.n > 0 {
-				l.stats.Errors.Read++
+				l.stats.Errors.Reset++
 			}
 			l.drop(c, now)
 			return false
@@ -356,10 +356,14 @@ func (l *loop) readable(c *conn, now int64) bool {
 				c.done(status, true)
 				l.afterResponses(c, now)
 			}
-			if c.n > 0 {
-				l.stats.Errors.Read++
+			orderly := c.n == 0
+			if !orderly {
+				l.stats.Errors.Reset++
 			}
 			l.drop(c, now)
+			if orderly {
+				l.reconnect(c, now)
+			}
 			return false
 		}
 		l.stats.BytesRead += uint64(n)
@@ -374,6 +378,7 @@ func (l *loop) readable(c *conn, now int64) bool {
 			if c.closing {
 				l.afterResponses(c, now)
 				l.drop(c, now)
+				l.reconnect(c, now)
 				return false
 			}
 			l.afterResponses(c, now)
@@ -567,6 +572,16 @@ func (l *loop) drop(c *conn, now int64) {
 	c.state, c.retryAt = csIdle, now
 	if c.heapIdx >= 0 {
 		l.timers.remove(c)
+	}
+}
+
+// reconnect reopens c at once after the server closed it in order
+// (Connection: close, or an idle keep-alive timeout): waiting for the next
+// tick would cap such a server at one request per tick per connection.
+// Errors wait for the tick instead, so a failing server is not hammered.
+func (l *loop) reconnect(c *conn, now int64) {
+	if l.sending(now) {
+		l.connect(c, now)
 	}
 }
 

@@ -15,19 +15,19 @@ import (
 // parse failure closes the connection, which is then reopened.
 type ErrorCounts struct {
 	Connect uint64 `json:"connect"` // socket, bind or connect failed, or connect timed out
-	Read    uint64 `json:"read"`    // reset or closed with requests in flight
+	Reset   uint64 `json:"reset"`   // read failed (reset), or the server closed with requests in flight
 	Write   uint64 `json:"write"`   // write failed (reset, broken pipe)
 	Timeout uint64 `json:"timeout"` // oldest request unanswered past Config.Timeout
 	Parse   uint64 `json:"parse"`   // malformed or unsolicited response
 }
 
 func (e ErrorCounts) total() uint64 {
-	return e.Connect + e.Read + e.Write + e.Timeout + e.Parse
+	return e.Connect + e.Reset + e.Write + e.Timeout + e.Parse
 }
 
 func (e *ErrorCounts) add(o ErrorCounts) {
 	e.Connect += o.Connect
-	e.Read += o.Read
+	e.Reset += o.Reset
 	e.Write += o.Write
 	e.Timeout += o.Timeout
 	e.Parse += o.Parse
@@ -169,8 +169,8 @@ func (r *Result) WriteText(w io.Writer) error {
 	ew.printf("  status: 1xx %d  2xx %d  3xx %d  4xx %d  5xx %d\n",
 		r.Status[1], r.Status[2], r.Status[3], r.Status[4], r.Status[5])
 	e := r.Errors
-	ew.printf("  errors: connect %d  read %d  write %d  timeout %d  parse %d  (lost requests %d, reconnects %d)\n",
-		e.Connect, e.Read, e.Write, e.Timeout, e.Parse, r.Lost, r.Reconnects)
+	ew.printf("  errors: connect %d  reset %d  write %d  timeout %d  parse %d  (lost requests %d, reconnects %d)\n",
+		e.Connect, e.Reset, e.Write, e.Timeout, e.Parse, r.Lost, r.Reconnects)
 	ew.printf("  client CPU: %v/request (process %v, loop threads %v)\n",
 		r.ClientCPUPerRequest(), r.ProcessCPU.Round(time.Millisecond), r.ClientCPU.Round(time.Millisecond))
 	if r.ServerCPUKnown {
@@ -192,7 +192,7 @@ func CSVHeader() []string {
 		"elapsed_s", "requests", "requests_per_sec", "bytes_per_sec",
 		"p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us", "mean_us",
 		"status_2xx", "status_3xx", "status_4xx", "status_5xx",
-		"err_connect", "err_read", "err_write", "err_timeout", "err_parse", "lost",
+		"err_connect", "err_reset", "err_write", "err_timeout", "err_parse", "lost",
 		"client_cpu_us_per_req", "server_cpu_us_per_req"}
 }
 
@@ -211,7 +211,7 @@ func (r *Result) CSVRecord() []string {
 		us(r.Latency.P50), us(r.Latency.P90), us(r.Latency.P99), us(r.Latency.P999),
 		us(r.Latency.P9999), us(r.Latency.Max), us(r.Latency.Mean),
 		u(r.Status[2]), u(r.Status[3]), u(r.Status[4]), u(r.Status[5]),
-		u(r.Errors.Connect), u(r.Errors.Read), u(r.Errors.Write), u(r.Errors.Timeout), u(r.Errors.Parse), u(r.Lost),
+		u(r.Errors.Connect), u(r.Errors.Reset), u(r.Errors.Write), u(r.Errors.Timeout), u(r.Errors.Parse), u(r.Lost),
 		us(r.ClientCPUPerRequest()), srv}
 }
 
