@@ -110,7 +110,7 @@ func TestCompareWithPeer(t *testing.T) {
 	srv, _ := countingServer(t)
 	var out, errb bytes.Buffer
 	checkReleased(t, func() {
-		err = Main(t.Context(), []string{"--compare", "--peers", dir, "--only", "nethttp,gnet", "--conns", "2,4",
+		err = Main(t.Context(), []string{"--compare", "--peers", dir, "--only", "nethttp,gnet", "--conns", "2,4", "--repeats", "2",
 			"-d", "200ms", "-w", "0s", srv.URL + "/hello"}, Env{Stdout: &out, Stderr: &errb})
 		srv.CloseClientConnections()
 	})

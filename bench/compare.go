@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +24,12 @@ type NamedServer struct {
 
 // CompareRow is one server at one connection count.
 type CompareRow struct {
-	Server string  `json:"server"`
-	Conns  int     `json:"conns"`
+	Server string `json:"server"`
+	Conns  int    `json:"conns"`
+	// Result is the median run by requests/s over the repeats.
 	Result *Result `json:"result"`
+	// Runs holds requests/s of every repeat, in run order.
+	Runs []float64 `json:"runs_requests_per_sec"`
 	// Ratio is this row's requests/s over the first server's (Quartet's)
 	// at the same connection count.
 	Ratio float64 `json:"ratio_to_first"`
@@ -34,41 +38,60 @@ type CompareRow struct {
 
 // Compare runs load against each server in turn (never two at once, so
 // they do not compete for the cores) at each connection count; path is the
-// request path when load.Mix is empty. The first server is the reference
-// for the ratios.
-func Compare(ctx context.Context, load Config, path string, conns []int, servers []NamedServer) ([]CompareRow, error) {
-	var rows []CompareRow
+// request path when load.Mix is empty. With several repeats the servers
+// take turns within each repeat, so that a burst of noise from elsewhere
+// on the machine hits them alike, and each row keeps the median run. The
+// first server is the reference for the ratios.
+func Compare(ctx context.Context, load Config, path string, conns []int, servers []NamedServer, repeats int) ([]CompareRow, error) {
+	repeats = max(1, repeats)
+	type key struct {
+		server string
+		conns  int
+	}
+	runs := map[key][]*Result{}
+	rows := []CompareRow{}
+	idx := map[key]int{}
 	for _, s := range servers {
 		for _, c := range conns {
-			cfg := load
-			cfg.URL = strings.TrimRight(s.URL(), "/") + path
-			cfg.Conns = c
-			cfg.ServerPID = 0
-			cfg.ServerCPU, cfg.ServerInProcess = s.CPU, false
-			if isInProcess(s.Server) {
-				cfg.ServerCPU, cfg.ServerInProcess = nil, true
-			}
-			res, err := Run(ctx, cfg)
-			row := CompareRow{Server: s.Name, Conns: c, Result: res}
-			if err != nil {
-				if ctx.Err() != nil {
-					return rows, ctx.Err()
-				}
-				row.Err = err.Error()
-			}
-			rows = append(rows, row)
+			idx[key{s.Name, c}] = len(rows)
+			rows = append(rows, CompareRow{Server: s.Name, Conns: c})
 		}
 	}
-	ref := map[int]float64{}
+	for range repeats {
+		for _, c := range conns {
+			for _, s := range servers {
+				cfg := load
+				cfg.URL = strings.TrimRight(s.URL(), "/") + path
+				cfg.Conns = c
+				cfg.ServerPID = 0
+				cfg.ServerCPU, cfg.ServerInProcess = s.CPU, false
+				if isInProcess(s.Server) {
+					cfg.ServerCPU, cfg.ServerInProcess = nil, true
+				}
+				res, err := Run(ctx, cfg)
+				k := key{s.Name, c}
+				if err != nil {
+					if ctx.Err() != nil {
+						return rows, ctx.Err()
+					}
+					rows[idx[k]].Err = err.Error()
+				}
+				if res != nil {
+					runs[k] = append(runs[k], res)
+					rows[idx[k]].Runs = append(rows[idx[k]].Runs, res.RequestsPerSec)
+				}
+			}
+		}
+	}
+	for k, rs := range runs {
+		sorted := append([]*Result(nil), rs...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i].RequestsPerSec < sorted[j].RequestsPerSec })
+		rows[idx[k]].Result = sorted[len(sorted)/2]
+	}
 	for i, r := range rows {
-		if r.Result == nil {
-			continue
-		}
-		if r.Server == servers[0].Name {
-			ref[r.Conns] = r.Result.RequestsPerSec
-		}
-		if base := ref[r.Conns]; base > 0 {
-			rows[i].Ratio = r.Result.RequestsPerSec / base
+		ref := rows[idx[key{servers[0].Name, r.Conns}]].Result
+		if r.Result != nil && ref != nil && ref.RequestsPerSec > 0 {
+			rows[i].Ratio = r.Result.RequestsPerSec / ref.RequestsPerSec
 		}
 	}
 	return rows, nil
@@ -77,17 +100,21 @@ func Compare(ctx context.Context, load Config, path string, conns []int, servers
 // WriteCompareText prints rows as a table.
 func WriteCompareText(w io.Writer, rows []CompareRow) error {
 	ew := &errWriter{w: w}
-	ew.printf("%-10s %6s %12s %8s %10s %10s %10s %12s %12s %7s\n",
-		"server", "conns", "req/s", "ratio", "p50", "p99", "p99.9", "srv CPU/req", "cli CPU/req", "errors")
+	ew.printf("%-10s %6s %12s %8s %10s %10s %10s %12s %12s %7s  %s\n",
+		"server", "conns", "req/s", "ratio", "p50", "p99", "p99.9", "srv CPU/req", "cli CPU/req", "errors", "runs (req/s)")
 	for _, r := range rows {
 		if r.Result == nil {
 			ew.printf("%-10s %6d  failed: %s\n", r.Server, r.Conns, r.Err)
 			continue
 		}
 		res := r.Result
-		ew.printf("%-10s %6d %12.0f %8.2f %10v %10v %10v %12v %12v %7d\n", r.Server, r.Conns,
+		runs := make([]string, len(r.Runs))
+		for i, v := range r.Runs {
+			runs[i] = strconv.FormatFloat(v, 'f', 0, 64)
+		}
+		ew.printf("%-10s %6d %12.0f %8.2f %10v %10v %10v %12v %12v %7d  %s\n", r.Server, r.Conns,
 			res.RequestsPerSec, r.Ratio, res.Latency.P50, res.Latency.P99, res.Latency.P999,
-			res.ServerCPUPerRequest(), res.ClientCPUPerRequest(), res.ErrorTotal())
+			res.ServerCPUPerRequest(), res.ClientCPUPerRequest(), res.ErrorTotal(), strings.Join(runs, " "))
 		if r.Err != "" {
 			ew.printf("%-10s %6d  error: %s\n", "", r.Conns, r.Err)
 		}
@@ -157,6 +184,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	connList := fs.String("conns", "", "connection counts to run each server at, e.g. 100,1000 (default: -c)")
 	path := fs.String("path", "/hello", "request path (without -m)")
 	peersDir := fs.String("peers", "", "directory of the bench/peers module (default: found from the working directory)")
+	repeats := fs.Int("repeats", 1, "runs per server and count, taking turns; the median is reported")
 	only := fs.String("only", strings.Join(peerNames, ","), "peers to run")
 	peerBin := fs.String("peer-bin", "", "directory of already built peer binaries (skips building)")
 	fs.Usage = func() {
@@ -249,7 +277,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	for _, s := range servers {
 		fmt.Fprintf(env.Stderr, "%-9s %s\n", s.Name, s.URL())
 	}
-	rows, err := Compare(ctx, f.cfg, reqPath, conns, servers)
+	rows, err := Compare(ctx, f.cfg, reqPath, conns, servers, *repeats)
 	if err != nil {
 		return err
 	}
