@@ -365,6 +365,7 @@ func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, 
 		return nil, err
 	}
 	qp.priv = r.priv
+	qp.watch()
 	return qp, nil
 }
 
@@ -438,6 +439,7 @@ func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, priva
 		return nil, err
 	}
 	qp.priv = ev.priv
+	qp.watch()
 	return qp, nil
 }
 

@@ -8,6 +8,7 @@ package verbs
 import "C"
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -49,6 +50,9 @@ type QP struct {
 	err          error // why the QP left RTS
 	disconnected bool
 	closed       bool
+
+	stopWatch context.CancelFunc // ends the cm event goroutine (nil before watch)
+	watchDone chan struct{}
 }
 
 var _ rdma.QP = (*QP)(nil)
@@ -116,8 +120,13 @@ func newQP(d *Device, ch *channel, id *C.struct_rdma_cm_id, cfg rdma.QPConfig) (
 	return qp, nil
 }
 
-// destroy releases in reverse: CQ links, QP, cm_id, channel, scratch.
+// destroy releases in reverse: event goroutine, CQ links, QP, cm_id,
+// channel, scratch.
 func (q *QP) destroy() error {
+	if q.stopWatch != nil {
+		q.stopWatch()
+		<-q.watchDone
+	}
 	q.scq.detach(q)
 	q.rcq.detach(q)
 	C.rdma_destroy_qp(q.id)
@@ -138,7 +147,6 @@ func (q *QP) RemoteAddr() net.Addr { return goAddr(C.q_dst_addr(q.id)) }
 // State queries the QP (ibv_query_qp), after taking any connection events
 // so a peer's disconnect shows as the reason in Err.
 func (q *QP) State() rdma.QPState {
-	q.events()
 	var attr C.struct_ibv_qp_attr
 	var init C.struct_ibv_qp_init_attr
 	if rc := C.ibv_query_qp(q.qp, &attr, C.IBV_QP_STATE, &init); rc != 0 {
@@ -162,7 +170,6 @@ func (q *QP) State() rdma.QPState {
 
 // Err is why the QP left RTS, or nil.
 func (q *QP) Err() error {
-	q.events()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.err
@@ -174,25 +181,44 @@ func (q *QP) setErr(err error) {
 	q.mu.Unlock()
 }
 
-// events takes the connection's pending cm events without blocking.
-func (q *QP) events() {
-	for {
-		ev, ok, err := q.ch.next()
-		if err != nil || !ok {
-			return
-		}
-		switch ev.kind {
-		case C.RDMA_CM_EVENT_DISCONNECTED:
-			q.mu.Lock()
-			if !q.disconnected {
-				q.setErrLocked(fmt.Errorf("%w: peer disconnected", rdma.ErrConnLost))
+// watch starts the goroutine that takes the connection's cm events once
+// it is established. It waits in Go's runtime poller (no OS thread) and
+// answers a peer's DISCONNECTED with rdma_disconnect, which moves the QP
+// to ERROR: on InfiniBand and RoCE nothing else would, and the posted
+// requests would wait forever instead of completing with
+// StatusWRFlushErr, the signal the CQ's owner sees.
+func (q *QP) watch() {
+	ctx, cancel := context.WithCancel(context.Background())
+	q.stopWatch = cancel
+	q.watchDone = make(chan struct{})
+	go func() {
+		defer close(q.watchDone)
+		for {
+			ev, err := q.ch.wait(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					q.setErr(fmt.Errorf("%w: rdma_get_cm_event: %w", rdma.ErrConnLost, err))
+				}
+				return
 			}
-			q.disconnected = true
-			q.mu.Unlock()
-		case C.RDMA_CM_EVENT_DEVICE_REMOVAL:
-			q.setErr(fmt.Errorf("%w: device removed", rdma.ErrConnLost))
+			switch ev.kind {
+			case C.RDMA_CM_EVENT_DISCONNECTED:
+				q.mu.Lock()
+				local := q.disconnected
+				if !local {
+					q.setErrLocked(fmt.Errorf("%w: peer disconnected", rdma.ErrConnLost))
+				}
+				q.disconnected = true
+				q.mu.Unlock()
+				if !local {
+					C.rdma_disconnect(q.id)
+				}
+			case C.RDMA_CM_EVENT_DEVICE_REMOVAL:
+				q.setErr(fmt.Errorf("%w: device removed", rdma.ErrConnLost))
+				C.rdma_disconnect(q.id)
+			}
 		}
-	}
+	}()
 }
 
 func (q *QP) setErrLocked(err error) {

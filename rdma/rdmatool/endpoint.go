@@ -1,0 +1,158 @@
+package rdmatool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/quartet-server/quartet/rdma"
+)
+
+// endpoint is one side of a tool connection: device, PD, one CQ for both
+// queues, one registered area, and the QP once connected. Built in one
+// straight line by newEndpoint and released in reverse by close.
+type endpoint struct {
+	dev  rdma.Device
+	pd   rdma.PD
+	cq   rdma.CQ
+	mem  *rdma.Memory
+	mr   rdma.MR
+	qp   rdma.QP
+	buf  []rdma.Completion
+	pend []rdma.Completion
+}
+
+// openDevice opens the device that owns host (or the provider's default
+// device when host is empty or unspecified).
+func openDevice(p rdma.Provider, host string) (rdma.Device, error) {
+	if host == "" {
+		return p.Open("")
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		ips, lerr := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+		if lerr != nil || len(ips) == 0 {
+			return nil, fmt.Errorf("resolving %q: %w", host, lerr)
+		}
+		ip = ips[0]
+	}
+	if ip.IsUnspecified() {
+		return p.Open("")
+	}
+	return p.OpenByAddr(ip)
+}
+
+// newEndpoint opens the device for host and sets it up (setup).
+func newEndpoint(p rdma.Provider, host string, cqDepth, size int) (*endpoint, error) {
+	dev, err := openDevice(p, host)
+	if err != nil {
+		return nil, fmt.Errorf("opening device: %w", err)
+	}
+	e := &endpoint{dev: dev}
+	if err := e.setup(cqDepth, size); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// setup creates the PD, a CQ of cqDepth entries and one registered area
+// of size bytes on the endpoint's device; the caller closes e on error.
+func (e *endpoint) setup(cqDepth, size int) (err error) {
+	e.buf = make([]rdma.Completion, 32)
+	if e.pd, err = e.dev.AllocPD(); err != nil {
+		return err
+	}
+	if e.cq, err = e.dev.CreateCQ(cqDepth); err != nil {
+		return err
+	}
+	if e.mem, err = rdma.Alloc(size); err != nil {
+		return err
+	}
+	e.mr, err = e.pd.Register(e.mem.Bytes(), rdma.AccessLocalWrite|rdma.AccessRemoteRead|rdma.AccessRemoteWrite)
+	return err
+}
+
+// close releases in reverse of creation; every step tolerates a nil.
+func (e *endpoint) close() error {
+	var errs []error
+	if e.qp != nil {
+		errs = append(errs, e.qp.Close())
+	}
+	if e.mr != nil {
+		errs = append(errs, e.mr.Close())
+	}
+	if e.mem != nil {
+		errs = append(errs, e.mem.Free())
+	}
+	if e.cq != nil {
+		errs = append(errs, e.cq.Close())
+	}
+	if e.pd != nil {
+		errs = append(errs, e.pd.Close())
+	}
+	if e.dev != nil {
+		errs = append(errs, e.dev.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// errDisconnected: the peer went away (the QP left RTS and its requests
+// were flushed), which ends a server normally.
+var errDisconnected = errors.New("quartet rdma: peer disconnected")
+
+// stateCheck is how often a waiting tool looks at the QP state: a peer's
+// disconnect does not always produce a completion, only a QP state
+// change, and contexts have no fd.
+const stateCheck = 200 * time.Millisecond
+
+// next returns the next completion, waiting on the CQ's fd. A flushed
+// request or a QP that left RTS returns errDisconnected; any other
+// failed completion is an error naming its status.
+func (e *endpoint) next(ctx context.Context) (rdma.Completion, error) {
+	for len(e.pend) == 0 {
+		wctx, cancel := context.WithTimeout(ctx, stateCheck)
+		n, err := rdma.Wait(wctx, e.cq, e.buf)
+		cancel()
+		if n > 0 {
+			e.pend = append(e.pend, e.buf[:n]...)
+			break
+		}
+		if ctx.Err() != nil {
+			return rdma.Completion{}, ctx.Err()
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return rdma.Completion{}, err
+		}
+		if e.qp != nil && e.qp.State() == rdma.QPStateError {
+			if n, _ := e.cq.Poll(e.buf); n > 0 {
+				e.pend = append(e.pend, e.buf[:n]...)
+				break
+			}
+			return rdma.Completion{}, fmt.Errorf("%w: %v", errDisconnected, e.qp.Err())
+		}
+	}
+	c := e.pend[0]
+	e.pend = e.pend[1:]
+	switch c.Status {
+	case rdma.StatusSuccess:
+		return c, nil
+	case rdma.StatusWRFlushErr:
+		return c, errDisconnected
+	}
+	return c, fmt.Errorf("quartet rdma: work request %d failed: %s (vendor error %#x)", c.WRID, c.Status, c.VendorErr)
+}
+
+// await returns the next completion of opcode op, skipping the
+// completions of other requests (e.g. the Send before a Recv).
+func (e *endpoint) await(ctx context.Context, op rdma.Opcode) (rdma.Completion, error) {
+	for {
+		c, err := e.next(ctx)
+		if err != nil || c.Op == op {
+			return c, err
+		}
+	}
+}

@@ -1,0 +1,42 @@
+#!/bin/bash
+# interop.sh QUARTET - run inside the guest (vm/run.sh -- vm/interop.sh BIN):
+# quartet rdma ping against rdma-core's rping in both directions, on every
+# device the guest has (siw0 and rxe0), data verified on both sides
+# (rping -V checks the bytes quartet's server wrote back; quartet's client
+# always compares).  Exit status: the number of failed pairs.
+Q=${1:?usage: interop.sh QUARTET_BINARY}
+fail=0 port=17174 count=${QVM_PING_COUNT:-10}
+t() { echo "=== [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
+pair() {  # name, server cmd, client cmd: server first, in the background
+  t "$1"
+  timeout 60 $2 > /tmp/srv.out 2>&1 & local spid=$!
+  # The client must not connect before the server listens (an early
+  # connect is rejected): wait for the listening cm_id, up to 20 s.
+  for _ in $(seq 100); do
+    rdma resource show cm_id 2>/dev/null | grep LISTEN | grep -q ":$port " && break
+    sleep 0.2
+  done
+  timeout 60 $3 > /tmp/cli.out 2>&1; local crc=$?
+  wait $spid; local src=$?
+  local got; got=$(grep -c "ping data: rdma-ping-" /tmp/cli.out)
+  sed 's/^/    client: /' /tmp/cli.out | tail -3; sed 's/^/    server: /' /tmp/srv.out | tail -3
+  if [ $src = 0 ] && [ $crc = 0 ] && [ "$got" = "$count" ]; then
+    echo "--- PASS $1 ($got pings verified)"
+  else
+    echo "--- FAIL $1: server rc=$src client rc=$crc pings=$got/$count"; fail=$((fail+1))
+  fi
+  port=$((port+1))
+}
+t "quartet rdma devices"; $Q rdma --provider verbs devices || fail=$((fail+1))
+for dev in siw rxe; do
+  case $dev in siw) A=$QVM_SIW_ADDR ;; rxe) A=$QVM_RXE_ADDR ;; esac
+  [ -n "$A" ] || continue
+  pair "${dev}0: quartet rdma ping -c against rping -s" \
+    "rping -s -a $A -p $port -S 100 -v -V" \
+    "$Q rdma ping --provider verbs -c -a $A -p $port -C $count -S 100 -v"
+  pair "${dev}0: rping -c against quartet rdma ping -s" \
+    "$Q rdma ping --provider verbs -s -a $A -p $port -S 100 -v" \
+    "rping -c -a $A -p $port -C $count -S 100 -v -V"
+done
+t "interop done, failures=$fail"
+exit $fail
