@@ -25,6 +25,7 @@ func commands() map[string]command {
 		"serve": {"run the HTTP/1.1 server", runServe},
 		"bench": {"HTTP load generator", runBench},
 		"sweep": {"run an experiment matrix", runSweep},
+		"rdma":  {"RDMA devices, rping-compatible ping, perf", runRDMA},
 	}
 }
 
