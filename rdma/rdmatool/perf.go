@@ -172,7 +172,11 @@ func perfServer(ctx context.Context, p rdma.Provider, f perfFlags, stderr io.Wri
 			return err
 		}
 		if c.Op == rdma.OpRecv {
-			if err := e.qp.PostRecv(wrRecv, []rdma.SGE{rdma.SGEOf(e.mr, 0, size)}); err != nil {
+			err := e.qp.PostRecv(wrRecv, []rdma.SGE{rdma.SGEOf(e.mr, 0, size)})
+			if errors.Is(err, rdma.ErrQPState) {
+				return nil // the client finished and left between two receives
+			}
+			if err != nil {
 				return err
 			}
 		}

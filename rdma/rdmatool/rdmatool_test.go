@@ -1,0 +1,101 @@
+package rdmatool
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These run the tools between two goroutines on loopback with the soft
+// provider, which needs no device; vm/interop.sh runs ping against
+// rdma-core's rping on real devices.
+
+// freePort finds a TCP port that is free right now (the soft provider's
+// listener is TCP).
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+}
+
+// pair runs the server command, then the client once the server listens,
+// and returns both outputs.
+func pair(t *testing.T, run func(context.Context, string, []string, *bytes.Buffer, *bytes.Buffer) error, srvArgs, cliArgs []string) (string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var sout, serr, cout, cerr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, "soft", srvArgs, &sout, &serr) }()
+	port := srvArgs[len(srvArgs)-1]
+	for i := 0; i < 100; i++ { // wait until the server listens
+		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := run(ctx, "soft", cliArgs, &cout, &cerr); err != nil {
+		t.Fatalf("client: %v\n%s", err, cerr.String())
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("server: %v\n%s", err, serr.String())
+	}
+	return sout.String(), cout.String()
+}
+
+func TestPingSoftLoopback(t *testing.T) {
+	port := freePort(t)
+	ping := func(ctx context.Context, p string, a []string, o, e *bytes.Buffer) error { return Ping(ctx, p, a, o, e) }
+	srv, cli := pair(t, ping,
+		[]string{"-s", "-v", "-S", "100", "-a", "127.0.0.1", "-p", port},
+		[]string{"-c", "-v", "-S", "100", "-C", "5", "-a", "127.0.0.1", "-p", port})
+	if n := strings.Count(cli, "ping data: rdma-ping-"); n != 5 {
+		t.Errorf("client printed %d pings, want 5:\n%s", n, cli)
+	}
+	if !strings.Contains(cli, "ping data: rdma-ping-4: EFGHIJ") {
+		t.Errorf("ping 4 text differs from rping's:\n%s", cli)
+	}
+	if n := strings.Count(srv, "server ping data: rdma-ping-"); n != 5 {
+		t.Errorf("server printed %d pings, want 5:\n%s", n, srv)
+	}
+}
+
+func TestPerfSoftLoopback(t *testing.T) {
+	perf := func(ctx context.Context, p string, a []string, o, e *bytes.Buffer) error { return Perf(ctx, p, a, o, e) }
+	for _, tc := range [][]string{
+		{"-t", "write", "-m", "bw", "-n", "200"},
+		{"-t", "read", "-m", "bw", "-n", "200"},
+		{"-t", "send", "-m", "bw", "-n", "200"},
+		{"-t", "read", "-m", "lat", "-n", "100"},
+		{"-t", "write", "-m", "lat", "-n", "100", "-e"},
+	} {
+		t.Run(strings.Join(tc, ""), func(t *testing.T) {
+			port := freePort(t)
+			_, cli := pair(t, perf,
+				[]string{"-s", "-a", "127.0.0.1", "-p", port},
+				append([]string{"-c", "-a", "127.0.0.1", "-p", port}, tc...))
+			t.Log(strings.TrimSpace(cli))
+			if !strings.Contains(cli, "MiB/s") && !strings.Contains(cli, "t_avg") {
+				t.Errorf("no result line: %q", cli)
+			}
+		})
+	}
+}
+
+func TestPingFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, args := range [][]string{{}, {"-s", "-c"}, {"-c"}, {"-s", "-S", "10"}, {"-s", "-C", "-1"}} {
+		if err := Ping(context.Background(), "soft", args, &out, &errb); err == nil {
+			t.Errorf("Ping %v: no error", args)
+		}
+	}
+}
