@@ -54,7 +54,9 @@ func pair(t *testing.T, run func(context.Context, string, []string, *bytes.Buffe
 
 func TestPingSoftLoopback(t *testing.T) {
 	port := freePort(t)
-	ping := func(ctx context.Context, p string, a []string, o, e *bytes.Buffer) error { return Ping(ctx, p, a, o, e) }
+	ping := func(ctx context.Context, p string, a []string, o, e *bytes.Buffer) error {
+		return Ping(ctx, p, a, o, e)
+	}
 	srv, cli := pair(t, ping,
 		[]string{"-s", "-v", "-S", "100", "-a", "127.0.0.1", "-p", port},
 		[]string{"-c", "-v", "-S", "100", "-C", "5", "-a", "127.0.0.1", "-p", port})
@@ -70,7 +72,9 @@ func TestPingSoftLoopback(t *testing.T) {
 }
 
 func TestPerfSoftLoopback(t *testing.T) {
-	perf := func(ctx context.Context, p string, a []string, o, e *bytes.Buffer) error { return Perf(ctx, p, a, o, e) }
+	perf := func(ctx context.Context, p string, a []string, o, e *bytes.Buffer) error {
+		return Perf(ctx, p, a, o, e)
+	}
 	for _, tc := range [][]string{
 		{"-t", "write", "-m", "bw", "-n", "200"},
 		{"-t", "read", "-m", "bw", "-n", "200"},
