@@ -196,6 +196,44 @@ type Loop struct {
 	stopping  atomic.Bool
 	counters  *stages.StageCounters
 	readLimit int
+
+	// census is the loop's connections by state, counted at most once per
+	// censusInterval by the loop itself (it alone may read its table).
+	census     [stateLinger + 1]atomic.Int64
+	lastCensus time.Time
+}
+
+// censusInterval: state counts are for dashboards, a second old is fine,
+// and a scan of the table per second costs little even at 100k connections.
+const censusInterval = time.Second
+
+// Census is the loop's connections by state as of its last count.
+type Census struct{ Idle, Reading, Out, Lingering int }
+
+// Census returns the last count. Any goroutine.
+func (l *Loop) Census() Census {
+	return Census{
+		Idle:      int(l.census[stateIdle].Load()),
+		Reading:   int(l.census[stateHeader].Load() + l.census[stateBody].Load() + l.census[stateDrain].Load()),
+		Out:       int(l.census[stateOut].Load()),
+		Lingering: int(l.census[stateLinger].Load()),
+	}
+}
+
+func (l *Loop) takeCensus(now time.Time) {
+	if now.Sub(l.lastCensus) < censusInterval {
+		return
+	}
+	l.lastCensus = now
+	var n [stateLinger + 1]int64
+	for _, rc := range l.conns {
+		if rc.c != nil {
+			n[rc.state]++
+		}
+	}
+	for i := range n {
+		l.census[i].Store(n[i])
+	}
 }
 
 const tokenWaker = ^uint64(0)
@@ -291,6 +329,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.retryBlocked()
 		now := time.Now()
 		l.expire(now)
+		l.takeCensus(now)
 		if l.stopping.Load() {
 			if ctx.Err() != nil && !l.forced {
 				l.force()
@@ -300,6 +339,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 		}
 		timeout := l.nextTimeout(now)
+		if len(l.conns) > 0 && (timeout < 0 || timeout > censusInterval) {
+			timeout = censusInterval
+		}
 		if len(l.ready) > 0 {
 			timeout = 0
 		} else if len(l.blocked) > 0 && (timeout < 0 || timeout > time.Millisecond) {

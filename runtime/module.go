@@ -47,10 +47,11 @@ type Module struct {
 // Stage names a pipeline stage.
 type Stage string
 
-// The stages that have loops a module can initialise.
+// The stages, by the names Stats and the metrics use.
 const (
-	StageReader Stage = "reader"
-	StageWriter Stage = "writer"
+	StageReader    Stage = "reader"
+	StageProcessor Stage = "processor"
+	StageWriter    Stage = "writer"
 )
 
 // StageInfo tells StageInit which loop is starting.

@@ -34,6 +34,7 @@ type Stats struct {
 	Reader      StageStats
 	Processor   StageStats
 	Writer      StageStats
+	Conns       ConnStates
 	ReaderLoops []LoopStats // per reader loop: connections held and queue depth
 	WriterLoops []LoopStats
 }
@@ -57,6 +58,23 @@ func (st Stats) Stages() []StageStats { return []StageStats{st.Reader, st.Proces
 // Stats returns a snapshot of every stage. Throughput is measured from the
 // previous call, so a monitor calling it periodically gets rates per period.
 func (s *Server) Stats() Stats {
+	st := s.Snapshot()
+	s.statsMu.Lock()
+	prev := s.last
+	s.last = st
+	s.statsMu.Unlock()
+	if !prev.Time.IsZero() {
+		dt := st.Time.Sub(prev.Time)
+		st.Reader.Throughput = stages.Rate(prev.Reader.StageSnapshot, st.Reader.StageSnapshot, dt)
+		st.Processor.Throughput = stages.Rate(prev.Processor.StageSnapshot, st.Processor.StageSnapshot, dt)
+		st.Writer.Throughput = stages.Rate(prev.Writer.StageSnapshot, st.Writer.StageSnapshot, dt)
+	}
+	return st
+}
+
+// Snapshot is Stats without throughput and without moving Stats' window:
+// for exporters (Prometheus computes its own rates).
+func (s *Server) Snapshot() Stats {
 	now := time.Now()
 	st := Stats{Time: now, Accepted: s.counters.accepted.Load(), Open: s.openConns(), Busy: s.pool.Busy()}
 	st.Listener = ListenerStats{
@@ -78,16 +96,63 @@ func (s *Server) Stats() Stats {
 	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: len(s.readers)}
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: s.cfg.Processors}
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: len(s.writers)}
-
-	s.statsMu.Lock()
-	prev := s.last
-	s.last = st
-	s.statsMu.Unlock()
-	if !prev.Time.IsZero() {
-		dt := now.Sub(prev.Time)
-		st.Reader.Throughput = stages.Rate(prev.Reader.StageSnapshot, st.Reader.StageSnapshot, dt)
-		st.Processor.Throughput = stages.Rate(prev.Processor.StageSnapshot, st.Processor.StageSnapshot, dt)
-		st.Writer.Throughput = stages.Rate(prev.Writer.StageSnapshot, st.Writer.StageSnapshot, dt)
+	for _, r := range s.readers {
+		cs := r.Census()
+		st.Conns.Idle += cs.Idle
+		st.Conns.Reading += cs.Reading
+		st.Conns.Out += cs.Out
+		st.Conns.Lingering += cs.Lingering
 	}
+	st.Conns.Processing = st.Busy
 	return st
+}
+
+// ConnStates counts connections by what they are waiting for.
+type ConnStates struct {
+	Idle       int // keep-alive, waiting for the next request
+	Reading    int // a request is arriving (header or small body)
+	Out        int // a request is in the processor or writer stage
+	Processing int // of Out: a handler is running
+	Lingering  int // response sent, waiting for the client to close
+}
+
+// promBounds are the service-time histogram's export buckets, in seconds:
+// 1-2.5-5 steps from 1 µs to 10 s, fixed so dashboards get stable series.
+var promBounds = func() []float64 {
+	var b []float64
+	for d := 1e-6; d < 20; d *= 10 {
+		b = append(b, d, 2.5*d, 5*d)
+	}
+	return b[:len(b)-2] // ends at 10 s
+}()
+
+// ServiceHistogram returns a stage's service-time histogram folded into
+// fixed cumulative buckets (upper bound in seconds → observations at or
+// below it), with the count and the sum in seconds, as Prometheus wants.
+func (s *Server) ServiceHistogram(stage Stage) (count uint64, sum float64, buckets map[float64]uint64) {
+	var c *stages.StageCounters
+	switch stage {
+	case StageReader:
+		c = &s.counters.reader
+	case StageProcessor:
+		c = &s.counters.processor
+	case StageWriter:
+		c = &s.counters.writer
+	default:
+		return 0, 0, nil
+	}
+	h := c.Service.Snapshot()
+	buckets = make(map[float64]uint64, len(promBounds))
+	for _, b := range h.Buckets() {
+		up := b.Upper.Seconds()
+		for _, bound := range promBounds {
+			if up <= bound {
+				buckets[bound] += b.Count
+			}
+		}
+	}
+	for _, bound := range promBounds {
+		buckets[bound] += 0 // every bound present, even when empty
+	}
+	return h.Count, h.Sum.Seconds(), buckets
 }

@@ -9,9 +9,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
+	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/runtime"
 	"github.com/quartet-server/quartet/static"
@@ -41,6 +45,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fl.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "keep-alive idle timeout")
 	fl.DurationVar(&cfg.WriteTimeout, "write-timeout", cfg.WriteTimeout, "drop a client that reads nothing this long")
 	accessLog := fl.String("access-log", "", "access log in combined format: a file, or - for stdout (default: none)")
+	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus /metrics on this address (default: off)")
+	pprofOn := fl.Bool("pprof", false, "also serve /debug/pprof on --metrics-addr")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -84,9 +90,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Log = runtime.CombinedLog(f)
 	}
 
+	var mx *metrics.Metrics
+	if *metricsAddr != "" {
+		mx = metrics.New()
+		cfg.Modules = append(cfg.Modules, mx.Module())
+	} else if *pprofOn {
+		return errors.New("--pprof needs --metrics-addr")
+	}
+
 	srv, err := runtime.New(cfg)
 	if err != nil {
 		return err
+	}
+	if mx != nil {
+		mx.Attach(srv)
+		admin, err := serveAdmin(*metricsAddr, mx, *pprofOn, logger)
+		if err != nil {
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer admin.Close()
 	}
 	c := srv.Config()
 	logger.Info("quartet serving", "addr", srv.Addr().String(), "readers", c.Readers,
@@ -105,4 +128,31 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return <-done
+}
+
+// serveAdmin serves /metrics (and /debug/pprof when asked) on its own
+// listener with net/http: operator traffic stays out of the pipeline it
+// measures.
+func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, logger *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", mx.Handler())
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("admin endpoint stopped", "err", err)
+		}
+	}()
+	logger.Info("admin endpoint", "addr", ln.Addr().String(), "pprof", withPprof)
+	return hs, nil
 }

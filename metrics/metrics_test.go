@@ -1,0 +1,145 @@
+package metrics
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/quartet-server/quartet/runtime"
+)
+
+// countingConn counts the bytes a client really received.
+type countingConn struct {
+	net.Conn
+	n *int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
+	m := New()
+	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Modules: []runtime.Module{m.Module()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Attach(srv)
+	go srv.Serve(context.Background())
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+	scrape := httptest.NewServer(m.Handler())
+	defer scrape.Close()
+
+	// Requests over one raw connection, counting every byte received.
+	raw, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var received int64
+	c := countingConn{raw, &received}
+	br := bufio.NewReader(c)
+	paths := []string{"/hello", "/bytes?n=1000", "/nope", "/hello", "/bytes?n=5"}
+	for _, p := range paths {
+		fmt.Fprintf(raw, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", p)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	raw.Close()
+
+	var fams map[string]*dto.MetricFamily
+	ok := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !ok; time.Sleep(10 * time.Millisecond) {
+		resp, err := http.Get(scrape.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p expfmt.TextParser
+		fams, err = p.TextToMetricFamilies(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("the scrape does not parse as Prometheus text: %v", err)
+		}
+		ok = counter(fams, "quartet_sent_bytes_total", nil) == float64(received)
+	}
+	if got := counter(fams, "quartet_sent_bytes_total", nil); got != float64(received) {
+		t.Fatalf("bytes sent %v, client received %d", got, received)
+	}
+	if got := counter(fams, "quartet_responses_total", map[string]string{"code": "200"}); got != 4 {
+		t.Errorf("200 responses: %v, want 4", got)
+	}
+	if got := counter(fams, "quartet_responses_total", map[string]string{"code": "404"}); got != 1 {
+		t.Errorf("404 responses: %v, want 1", got)
+	}
+	for _, stage := range []string{"reader", "processor", "writer"} {
+		lbl := map[string]string{"stage": stage}
+		if counter(fams, "quartet_stage_dequeued_total", lbl) < 5 {
+			t.Errorf("%s dequeued %v, want >= 5", stage, counter(fams, "quartet_stage_dequeued_total", lbl))
+		}
+		h := find(fams, "quartet_stage_service_seconds", lbl)
+		if h == nil || h.GetHistogram().GetSampleCount() < 5 || len(h.GetHistogram().GetBucket()) == 0 {
+			t.Errorf("%s service-time histogram missing or empty: %v", stage, h)
+		}
+		if find(fams, "quartet_stage_queue_depth", lbl) == nil {
+			t.Errorf("%s queue depth missing", stage)
+		}
+	}
+	if find(fams, "quartet_connections", map[string]string{"state": "idle"}) == nil {
+		t.Errorf("connections by state missing")
+	}
+	if counter(fams, "quartet_connections_accepted_total", nil) != 1 {
+		t.Errorf("accepted %v, want 1", counter(fams, "quartet_connections_accepted_total", nil))
+	}
+}
+
+func find(fams map[string]*dto.MetricFamily, name string, labels map[string]string) *dto.Metric {
+	f := fams[name]
+	if f == nil {
+		return nil
+	}
+next:
+	for _, m := range f.GetMetric() {
+		for k, v := range labels {
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == k && lp.GetValue() == v {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		return m
+	}
+	return nil
+}
+
+func counter(fams map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+	m := find(fams, name, labels)
+	if m == nil {
+		return -1
+	}
+	if m.GetCounter() != nil {
+		return m.GetCounter().GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
