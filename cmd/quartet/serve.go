@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"reflect"
+	"sort"
 	"time"
 
 	"github.com/quartet-server/quartet/metrics"
@@ -28,25 +30,18 @@ var sampleSite embed.FS
 const shutdownGrace = 30 * time.Second
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := runtime.DefaultConfig()
+	d := runtime.DefaultConfig()
+	defaults := serveOptions{
+		Addr: d.Addr, Listeners: d.Listeners, ReusePort: d.ReusePort,
+		Readers: d.Readers, Processors: d.Processors, Writers: d.Writers, Queue: d.QueueCapacity,
+		MaxConns: d.MaxConns, MaxBody: d.MaxBodyBytes,
+		HeaderTimeout: d.HeaderTimeout, IdleTimeout: d.IdleTimeout, WriteTimeout: d.WriteTimeout,
+	}
+	o := defaults
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	fl.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address host:port")
-	root := fl.String("root", "", "serve static files from this directory (default: the embedded sample site)")
-	fl.IntVar(&cfg.Listeners, "listeners", cfg.Listeners, "accept loops (more than one uses SO_REUSEPORT)")
-	fl.BoolVar(&cfg.ReusePort, "reuseport", cfg.ReusePort, "set SO_REUSEPORT on the listening socket")
-	fl.IntVar(&cfg.Readers, "readers", cfg.Readers, "reader event loops (R)")
-	fl.IntVar(&cfg.Processors, "processors", cfg.Processors, "handler workers (P)")
-	fl.IntVar(&cfg.Writers, "writers", cfg.Writers, "writer event loops (W)")
-	fl.IntVar(&cfg.QueueCapacity, "queue", cfg.QueueCapacity, "capacity of each hand-off queue")
-	fl.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "open connections at most (0: no limit)")
-	fl.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "request body limit in bytes (413 beyond)")
-	fl.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "time to receive a request's headers (408 beyond)")
-	fl.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "keep-alive idle timeout")
-	fl.DurationVar(&cfg.WriteTimeout, "write-timeout", cfg.WriteTimeout, "drop a client that reads nothing this long")
-	accessLog := fl.String("access-log", "", "access log in combined format: a file, or - for stdout (default: none)")
-	metricsAddr := fl.String("metrics-addr", "", "serve Prometheus /metrics on this address (default: off)")
-	pprofOn := fl.Bool("pprof", false, "also serve /debug/pprof on --metrics-addr")
+	configPath := fl.String("config", "", "read settings from this YAML file (keys are the flag names); flags given too win")
+	bindFlags(fl, &o)
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -56,12 +51,34 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fl.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fl.Arg(0))
 	}
+	if *configPath != "" {
+		// File first, then the flags again, so a flag on the command line
+		// overrides the file and an absent one leaves the file's value.
+		o = defaults
+		if err := loadConfigFile(*configPath, &o); err != nil {
+			return err
+		}
+		if err := fl.Parse(args); err != nil {
+			return err
+		}
+	}
+	if err := o.validate(); err != nil {
+		if *configPath != "" {
+			return fmt.Errorf("config %s: %w", *configPath, err)
+		}
+		return err
+	}
+	cfg := d
+	cfg.Addr, cfg.Listeners, cfg.ReusePort = o.Addr, o.Listeners, o.ReusePort
+	cfg.Readers, cfg.Processors, cfg.Writers, cfg.QueueCapacity = o.Readers, o.Processors, o.Writers, o.Queue
+	cfg.MaxConns, cfg.MaxBodyBytes = o.MaxConns, o.MaxBody
+	cfg.HeaderTimeout, cfg.IdleTimeout, cfg.WriteTimeout = o.HeaderTimeout, o.IdleTimeout, o.WriteTimeout
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg.Logger = logger
 
 	var files processor.Handler
-	if *root != "" {
-		d, err := static.NewDir(*root)
+	if o.Root != "" {
+		d, err := static.NewDir(o.Root)
 		if err != nil {
 			return fmt.Errorf("--root: %w", err)
 		}
@@ -77,12 +94,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.Handler = runtime.Builtin(files)
 
-	switch *accessLog {
+	switch o.AccessLog {
 	case "":
 	case "-":
 		cfg.Log = runtime.CombinedLog(stdout)
 	default:
-		f, err := os.OpenFile(*accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err := os.OpenFile(o.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
 			return fmt.Errorf("--access-log: %w", err)
 		}
@@ -91,11 +108,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	var mx *metrics.Metrics
-	if *metricsAddr != "" {
+	if o.MetricsAddr != "" {
 		mx = metrics.New()
 		cfg.Modules = append(cfg.Modules, mx.Module())
-	} else if *pprofOn {
-		return errors.New("--pprof needs --metrics-addr")
 	}
 
 	srv, err := runtime.New(cfg)
@@ -104,7 +119,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if mx != nil {
 		mx.Attach(srv)
-		admin, err := serveAdmin(*metricsAddr, mx, *pprofOn, logger)
+		admin, err := serveAdmin(o.MetricsAddr, mx, o.Pprof, logger)
 		if err != nil {
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("--metrics-addr: %w", err)
@@ -156,3 +171,26 @@ func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, logger *slog.L
 	logger.Info("admin endpoint", "addr", ln.Addr().String(), "pprof", withPprof)
 	return hs, nil
 }
+
+// bindFlags makes a flag of every serveOptions field, named by its yaml key.
+func bindFlags(fl *flag.FlagSet, o *serveOptions) {
+	v := reflect.ValueOf(o).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		name, help := f.Tag.Get("yaml"), f.Tag.Get("help")
+		switch p := v.Field(i).Addr().Interface().(type) {
+		case *string:
+			fl.StringVar(p, name, *p, help)
+		case *bool:
+			fl.BoolVar(p, name, *p, help)
+		case *int:
+			fl.IntVar(p, name, *p, help)
+		case *int64:
+			fl.Int64Var(p, name, *p, help)
+		case *time.Duration:
+			fl.DurationVar(p, name, *p, help)
+		}
+	}
+}
+
+func sortStrings(s []string) { sort.Strings(s) }
