@@ -36,7 +36,7 @@ type outcome struct {
 
 // quartetOutcome parses in with Parser and the body with ChunkedDecoder or
 // Content-Length, all in one shot.
-func quartetOutcome(t *testing.T, in []byte) outcome {
+func quartetOutcome(in []byte) outcome {
 	var p Parser
 	req := &stages.Request{}
 	req.Reset()
@@ -554,6 +554,14 @@ func checkLimits(t *testing.T, in []byte) {
 	}
 }
 
+// FuzzParse is the differential test against net/http: for every input the
+// two must agree on accepting the header block (unless knownDifference names
+// the policy that makes them differ), and when both accept, on method,
+// target, Host, path, query, header fields, Content-Length, Close, the body
+// and how many bytes the request used, which is where the next pipelined
+// request starts: a disagreement there is request smuggling. Each input is
+// also parsed in 1- and 7-byte pieces and under small limits, which must not
+// change the outcome except by a justified limit error.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		browserGET,
@@ -572,7 +580,7 @@ func FuzzParse(f *testing.F) {
 		checkIncremental(t, in, 7)
 		checkLimits(t, in)
 
-		ours := quartetOutcome(t, in)
+		ours := quartetOutcome(in)
 		// Quartet skips leading empty lines (RFC 9112 §2.2); net/http's
 		// server does so only after a POST. Give net/http the same bytes
 		// without them, and account for them in the consumed count.
@@ -668,7 +676,7 @@ func pathUnescape(s string) (string, error) {
 	return b.String(), nil
 }
 
-// chunkedOutcome decodes in with net/http: httputil's chunked reader for
+// netChunked decodes in with net/http: httputil's chunked reader for
 // the chunks, then the trailer section as net/http's body.readTrailer reads
 // it (transfer.go). It returns the body, whether it was complete, and the
 // bytes consumed.
@@ -701,6 +709,9 @@ func quartetChunked(in []byte) (body []byte, done bool, consumed int, err error)
 	return out[:produced], done, consumed, err
 }
 
+// FuzzChunked compares ChunkedDecoder with net/http's chunked reader and
+// trailer handling: same decision, same body, same bytes consumed. It also
+// checks that decoding in place and in small pieces gives the same result.
 func FuzzChunked(f *testing.F) {
 	for _, s := range []string{
 		"0\r\n\r\n",
