@@ -213,15 +213,23 @@ func (w *LoopWaker) Wakes() (calls, syscalls uint64) {
 // producer pushes (store), then reads the idle count (load). Sequential
 // consistency means that either the worker's re-check sees the item, or the
 // producer sees the idle worker and sends a token that some parked worker
-// will receive. Tokens can outlive the worker they were meant for (it found
-// the item itself); a later Park then returns early, which costs a spurious
-// re-check but never a lost item. The token channel holds one token per
-// worker, so a send that finds it full has nothing left to wake.
+// will receive.
+//
+// Wake sends a token only while there are more idle workers than tokens in
+// flight (sent, not yet taken): with a stream of pushes to a pool of idle
+// workers, one token per push would pile up and wake every worker for
+// nothing. Skipping is safe: a token in flight is taken by a worker that
+// then pops until the ring is empty, and it decrements pending after the
+// producer's load saw it, so in the total order of atomics the pop comes
+// after the push. A token can still outlive its purpose (its worker found
+// the item in its re-check); a later Park then returns early, which costs a
+// spurious pop but never a lost item.
 type WorkerWaker struct {
-	_      cpu.CacheLinePad
-	idle   atomic.Int64 // workers inside Park
-	_      cpu.CacheLinePad
-	tokens chan struct{}
+	_       cpu.CacheLinePad
+	idle    atomic.Int64 // workers inside Park
+	pending atomic.Int64 // tokens sent and not yet taken
+	_       cpu.CacheLinePad
+	tokens  chan struct{}
 }
 
 // NewWorkerWaker returns a waker for a pool of the given number of workers
@@ -235,12 +243,15 @@ func NewWorkerWaker(workers int) *WorkerWaker {
 
 // Wake wakes one parked worker, if any. Call it after pushing to the ring.
 func (w *WorkerWaker) Wake() {
-	if w.idle.Load() == 0 {
-		return
+	if w.idle.Load() <= w.pending.Load() {
+		return // every idle worker already has a token coming, or none is idle
 	}
+	w.pending.Add(1)
 	select {
 	case w.tokens <- struct{}{}:
 	default:
+		// Full: a token per worker is already queued.
+		w.pending.Add(-1)
 	}
 }
 
@@ -258,6 +269,7 @@ func (w *WorkerWaker) Park(ready func() bool, done <-chan struct{}) bool {
 	}
 	select {
 	case <-w.tokens:
+		w.pending.Add(-1)
 		return true
 	case <-done:
 		return false

@@ -107,8 +107,8 @@ func TestLoopWakerNoLostWakeup(t *testing.T) {
 		burst     int // items pushed per round before waiting for them all
 	}{
 		// One item at a time: the loop is asleep at nearly every hand-off.
-		{"ping-pong/1-producer", 1, 20000, 1},
-		{"ping-pong/4-producers", 4, 5000, 1},
+		{"ping-pong/1-producer", 1, 5000, 1},
+		{"ping-pong/4-producers", 4, 1500, 1},
 		// Bursts: the loop is mostly running; wake-ups race with Sleep.
 		{"bursts/4-producers", 4, 300, 64},
 	} {
@@ -135,9 +135,11 @@ func TestLoopWakerNoLostWakeup(t *testing.T) {
 					for r := 0; r < tc.rounds; r++ {
 						first := next
 						for i := 0; i < tc.burst; i++ {
-							for !l.ring.Push(next) {
-								l.w.Wake() // full: make sure the loop drains
-								runtime.Gosched()
+							// Full: the loop must drain it; Wake again in case
+							// it is asleep with a full ring (a lost wake-up).
+							if !waitFor(func() bool { l.w.Wake(); return l.ring.Push(next) }) {
+								t.Errorf("producer %d: ring full for %v: lost wake-up", p, lostWakeupTimeout)
+								return
 							}
 							l.w.Wake()
 							next++
@@ -313,9 +315,9 @@ func TestWorkerWakerNoLostWakeup(t *testing.T) {
 					next := p * tc.rounds * tc.burst
 					for round := 0; round < tc.rounds; round++ {
 						for i := 0; i < tc.burst; i++ {
-							for !r.Push(next) {
-								ww.Wake()
-								runtime.Gosched()
+							if !waitFor(func() bool { ww.Wake(); return r.Push(next) }) {
+								t.Errorf("producer %d: ring full for %v: lost wake-up", p, lostWakeupTimeout)
+								return
 							}
 							ww.Wake()
 							next++
