@@ -118,8 +118,8 @@ func (s *adapterState) request(r *stages.Request) (*http.Request, error) {
 		off += len(r.Headers[i].Name)
 		value := all[off : off+len(r.Headers[i].Value)]
 		off += len(r.Headers[i].Value)
-		if name == "Host" {
-			continue // net/http moves it to Request.Host
+		if name == "Host" || name == "Transfer-Encoding" {
+			continue // net/http moves them to Request.Host and TransferEncoding
 		}
 		vals[i] = value
 		if old, ok := hdr[name]; ok {

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quartet-server/quartet/stages"
 )
 
 func TestAdapt(t *testing.T) {
@@ -187,6 +190,22 @@ func TestAdapt(t *testing.T) {
 			},
 		},
 		{
+			name:    "chunked request body",
+			method:  "POST",
+			target:  "/up",
+			minor:   1,
+			headers: []string{"Host", "x", "Transfer-Encoding", "chunked"},
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				fmt.Fprintf(w, "%d|%q|%q|%s", r.ContentLength, r.TransferEncoding, r.Header.Get("Transfer-Encoding"), b)
+			},
+			check: func(t *testing.T, p parsed, res result) {
+				if want := `-1|["chunked"]|""|decoded`; string(p.body) != want {
+					t.Errorf("handler saw %s, want %s", p.body, want)
+				}
+			},
+		},
+		{
 			name:   "a Range is a sendfile of the region",
 			method: "GET", target: "/page.html", minor: 1,
 			headers: []string{"Range", "bytes=100-199"},
@@ -226,7 +245,12 @@ func TestAdapt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hs := newHarness(t, Config{}, Adapt(tt.handler), writerOpts{})
-			res := hs.do(newRequest(tt.method, tt.target, tt.minor, tt.body, tt.headers...))
+			req := newRequest(tt.method, tt.target, tt.minor, tt.body, tt.headers...)
+			if stages.HasToken(req.Header("Transfer-Encoding"), "chunked") {
+				// What the reader hands over: the decoded stream.
+				req.Chunked, req.ContentLength, req.Body = true, -1, strings.NewReader("decoded")
+			}
+			res := hs.do(req)
 			if strings.Contains(hs.log.String(), "panic") {
 				t.Fatalf("handler panicked:\n%s", hs.log.String())
 			}
