@@ -589,7 +589,7 @@ func TestBackPressure(t *testing.T) {
 			h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) { errc <- tt.write(w) })
 			hs := newHarness(t, cfg, h, writerOpts{delay: 20 * time.Microsecond})
 			res := hs.do(newRequest("GET", "/big", 1, ""))
-			if err := <-errc; err != nil {
+			if err := recv(t, errc); err != nil {
 				t.Fatalf("handler: %v", err)
 			}
 			p := parse(t, res, "GET")
@@ -646,7 +646,7 @@ func TestAbortAndTimeout(t *testing.T) {
 			})
 			hs := newHarness(t, tt.cfg, h, tt.opts)
 			res := hs.do(newRequest("GET", "/big", 1, ""))
-			if err := <-errc; !errors.Is(err, tt.wantErr) {
+			if err := recv(t, errc); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Write returned %v, want %v", err, tt.wantErr)
 			}
 			if res.keepAlive {
@@ -672,7 +672,7 @@ func TestHold(t *testing.T) {
 	})
 	hs := newHarness(t, Config{}, h, writerOpts{})
 	hs.push(newRequest("GET", "/rdma", 1, ""))
-	hold := <-holds
+	hold := recv(t, holds)
 	select {
 	case res := <-hs.fw.results:
 		t.Fatalf("response finished before the hold was released: %q", res.raw)
@@ -755,7 +755,11 @@ func TestRunDrainsQueue(t *testing.T) {
 		in.Push(newRequest("GET", "/"+strconv.Itoa(i), 1, ""))
 		wake.Wake()
 	}
+	deadline := time.Now().Add(5 * time.Second)
 	for pool.Busy() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no worker picked up the queued requests (lost wake-up?)")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
@@ -768,7 +772,7 @@ func TestRunDrainsQueue(t *testing.T) {
 		t.Errorf("second Run: %v", err)
 	}
 	close(release)
-	if err := <-ran; err != nil {
+	if err := recv(t, ran); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -874,4 +878,18 @@ func TestGoexit(t *testing.T) {
 	if string(p.body) != "Hello, World!" {
 		t.Errorf("after Goexit: %q", p.body)
 	}
+}
+
+// recv receives from c, failing the test instead of hanging when nothing
+// comes: a lost wake-up must show as a failure, not a ten-minute timeout.
+func recv[T any](t testing.TB, c <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing received in 10s")
+	}
+	var zero T
+	return zero
 }
