@@ -685,50 +685,70 @@ func TestHold(t *testing.T) {
 	}
 }
 
-// TestManyRequests runs concurrent requests through several workers and
-// checks counters, Busy and recycling.
+// TestManyRequests runs many requests through several workers, in a steady
+// stream and in bursts separated by pauses (so that workers park and must be
+// woken), and checks that each is answered once, and counters, Busy and
+// recycling.
 func TestManyRequests(t *testing.T) {
-	const n = 200
-	h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) {
-		w.Header().Set("X-Target", string(r.Target))
-		w.Write(r.Target)
-	})
-	hs := newHarness(t, Config{Workers: 4}, h, writerOpts{})
-	go func() {
-		for i := range n {
-			req := newRequest("GET", "/r/"+strconv.Itoa(i), 1, "")
-			for !hs.in.Push(req) {
-				time.Sleep(time.Microsecond)
+	tests := []struct {
+		name    string
+		workers int
+		n       int
+		burst   int // requests pushed back to back before a pause
+		pause   time.Duration
+	}{
+		{"stream, 4 workers", 4, 300, 300, 0},
+		{"bursts, 8 workers", 8, 1000, 7, 200 * time.Microsecond},
+		{"single requests, 3 workers", 3, 300, 1, 100 * time.Microsecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) {
+				w.Header().Set("X-Target", string(r.Target))
+				w.Write(r.Target)
+			})
+			hs := newHarness(t, Config{Workers: tt.workers}, h, writerOpts{})
+			go func() {
+				for i := range tt.n {
+					req := newRequest("GET", "/r/"+strconv.Itoa(i), 1, "")
+					for !hs.in.Push(req) {
+						time.Sleep(time.Microsecond)
+					}
+					hs.wake.Wake()
+					if (i+1)%tt.burst == 0 && tt.pause > 0 {
+						time.Sleep(tt.pause)
+					}
+				}
+			}()
+			seen := map[string]bool{}
+			for range tt.n {
+				p := parse(t, hs.result(), "GET")
+				if p.resp.Header.Get("X-Target") != string(p.body) {
+					t.Errorf("header %q, body %q", p.resp.Header.Get("X-Target"), p.body)
+				}
+				seen[string(p.body)] = true
 			}
-			hs.wake.Wake()
-		}
-	}()
-	seen := map[string]bool{}
-	for range n {
-		p := parse(t, hs.result(), "GET")
-		if p.resp.Header.Get("X-Target") != string(p.body) {
-			t.Errorf("header %q, body %q", p.resp.Header.Get("X-Target"), p.body)
-		}
-		seen[string(p.body)] = true
-	}
-	if len(seen) != n {
-		t.Errorf("%d distinct responses, want %d", len(seen), n)
-	}
-	if got := hs.counters.Dequeued.Load(); got != n {
-		t.Errorf("Dequeued %d, want %d", got, n)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for (hs.recycled.Load() != n || hs.counters.Service.Snapshot().Count != n) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if got := hs.recycled.Load(); got != n {
-		t.Errorf("recycled %d, want %d", got, n)
-	}
-	if got := hs.counters.Service.Snapshot().Count; got != n {
-		t.Errorf("service times recorded %d, want %d", got, n)
-	}
-	if b := hs.pool.Busy(); b != 0 {
-		t.Errorf("Busy %d after all responses", b)
+			n := int64(tt.n)
+			if len(seen) != tt.n {
+				t.Errorf("%d distinct responses, want %d", len(seen), tt.n)
+			}
+			if got := hs.counters.Dequeued.Load(); got != uint64(n) {
+				t.Errorf("Dequeued %d, want %d", got, n)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for (hs.recycled.Load() != n || hs.counters.Service.Snapshot().Count != uint64(n)) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if got := hs.recycled.Load(); got != n {
+				t.Errorf("recycled %d, want %d", got, n)
+			}
+			if got := hs.counters.Service.Snapshot().Count; got != uint64(n) {
+				t.Errorf("service times recorded %d, want %d", got, n)
+			}
+			if b := hs.pool.Busy(); b != 0 {
+				t.Errorf("Busy %d after all responses", b)
+			}
+		})
 	}
 }
 
