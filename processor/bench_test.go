@@ -93,3 +93,38 @@ func benchWorkerPath(b *testing.B, h Handler) {
 		<-bw.done
 	}
 }
+
+// BenchmarkServeInline is the processor's own cost per request, without
+// the goroutine hand-offs: the worker's serve is called directly and the
+// "writer" runs inside the kick, so what is measured is Begin, the handler,
+// the header block, the bucket hand-over and the recycling.
+func BenchmarkServeInline(b *testing.B) {
+	var bufs []stages.Bucket
+	var pool *Pool
+	kick := func(r *stages.Response) {
+		if !r.MarkQueued() {
+			return
+		}
+		var eos bool
+		bufs, eos = r.TakeOut(bufs[:0])
+		for i := range bufs {
+			if n := bufs[i].Size(); n > 0 {
+				r.Sent(n, pool.LowWater())
+			}
+		}
+		clear(bufs)
+		if eos {
+			r.Finish()
+		}
+	}
+	resp := stages.NewResponse(kick, func(r *stages.Response) { pool.Release(r) })
+	pool = New(Config{Workers: 1}, stages.NewRing[*stages.Request](2), stages.NewWorkerWaker(1),
+		HandlerFunc(hello), func() *stages.Response { return resp }, &stages.StageCounters{})
+	w := &ResponseWriter{p: pool}
+	req := newRequest("GET", "/hello", 1, "", "Host", "localhost", "User-Agent", "bench", "Accept", "*/*")
+	req.Body = eofBody{}
+	b.ReportAllocs()
+	for b.Loop() {
+		pool.serve(w, req)
+	}
+}
