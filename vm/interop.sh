@@ -7,23 +7,19 @@
 Q=${1:?usage: interop.sh QUARTET_BINARY}
 fail=0 port=17174 count=${QVM_PING_COUNT:-10}
 t() { echo "=== [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
-pair() {  # name, server cmd, client cmd: server first, in the background
+. "$(dirname "$0")/lib.sh"
+PAIR_DIR=$(mktemp -d)
+pair() {  # name, server cmd, client cmd
   t "$1"
-  timeout 60 $2 > /tmp/srv.out 2>&1 & local spid=$!
-  # The client must not connect before the server listens (an early
-  # connect is rejected): wait for the listening cm_id, up to 20 s.
-  for _ in $(seq 100); do
-    rdma resource show cm_id 2>/dev/null | grep LISTEN | grep -q ":$port " && break
-    sleep 0.2
-  done
-  timeout 60 $3 > /tmp/cli.out 2>&1; local crc=$?
-  wait $spid; local src=$?
-  local got; got=$(grep -c "ping data: rdma-ping-" /tmp/cli.out)
-  sed 's/^/    client: /' /tmp/cli.out | tail -3; sed 's/^/    server: /' /tmp/srv.out | tail -3
-  if [ $src = 0 ] && [ $crc = 0 ] && [ "$got" = "$count" ]; then
-    echo "--- PASS $1 ($got pings verified)"
+  if run_pair "$1" "$port" "$2" "$3"; then
+    local got; got=$(grep -c "ping data: rdma-ping-" "$PAIR_DIR/cli.out")
+    if [ "$got" = "$count" ]; then
+      echo "--- PASS $1 ($got pings, data verified)"
+    else
+      echo "--- FAIL $1: $got of $count pings"; fail=$((fail+1))
+    fi
   else
-    echo "--- FAIL $1: server rc=$src client rc=$crc pings=$got/$count"; fail=$((fail+1))
+    echo "--- FAIL $1"; fail=$((fail+1))
   fi
   port=$((port+1))
 }

@@ -1,0 +1,27 @@
+#!/bin/bash
+# ci-guest.sh DIR - the guest half of vm/ci.sh: runs, in one boot, the
+# verbs provider's tests (on siw0 and rxe0; they check the kernel's
+# resource counts themselves) and the rping interop, from binaries
+# ci.sh built into DIR; QVM_CI_PERF=1 adds perf.sh.  Prints one summary
+# line per step and exits with the number of failed steps.
+D=${1:?usage: ci-guest.sh BUILD_DIR}
+HERE=$(cd "$(dirname "$0")" && pwd)
+summary=() fail=0
+step() {  # name, command...
+  local name=$1; shift
+  local t0; t0=$(cut -d' ' -f1 /proc/uptime)
+  echo "=== step: $name"
+  "$@"; local rc=$?
+  local dt; dt=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.0f", b - a }')
+  if [ $rc = 0 ]; then summary+=("PASS  $name (${dt}s)"); else summary+=("FAIL  $name (exit $rc, ${dt}s)"); fail=$((fail+1)); fi
+}
+step "rdma/verbs tests on siw0 and rxe0 (go test -tags verbs, resource counts checked)" \
+  "$D/verbs.test" -test.v -test.timeout 600s
+step "rping interop: quartet rdma ping <-> rping, both directions, siw0 and rxe0" \
+  "$HERE/interop.sh" "$D/quartet"
+if [ "${QVM_CI_PERF:-0}" = 1 ]; then
+  step "perf: quartet rdma perf vs perftest" "$HERE/perf.sh" "$D/quartet"
+fi
+echo "=== guest summary"
+printf '%s\n' "${summary[@]}"
+exit $fail
