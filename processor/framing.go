@@ -363,8 +363,12 @@ func (w *ResponseWriter) moveBody(final bool) {
 		w.emitString("\r\n")
 	}
 	// Hand the body over now: it may be up to maxBuffered bytes, and the
-	// high-water wait belongs here rather than after the next Write.
-	_ = w.sendOut(false, false, true)
+	// high-water wait belongs here rather than after the next Write. When
+	// the handler has returned (final) there is no next Write to hold back,
+	// and the EOS follows at once without waiting.
+	if !final {
+		_ = w.sendOut(false, false, true)
+	}
 }
 
 // finish completes the response after the handler has returned (or
