@@ -53,6 +53,19 @@
 // request: a handler must not use them from another goroutine, nor after it
 // returns.
 //
+// # Wiring
+//
+// New takes the reader->processor ring and the WorkerWaker the readers call
+// after each push (made for Config.Workers), and a responses function that
+// returns an idle *stages.Response made by stages.NewResponse with the
+// writer's kick and a recycle function. The recycle function runs when both
+// the worker (Done) and the writer (Finish) have let go; it must call
+// resp.RunCleanups and then Pool.Release, which returns the chunks the
+// response still holds, before the response is reused. The writer must pass
+// Pool.LowWater to Response.Sent, call Sent only for bytes the kernel has
+// taken (the worker reuses memory behind that point at once), and read
+// Status and KeepAlive only after it has taken the EOS bucket.
+//
 // # Back-pressure
 //
 // A response's Unsent count is what the handler produced and the socket has
