@@ -243,6 +243,14 @@ func TestResponses(t *testing.T) {
 			want: want{status: 200, body: "ok", length: 2, keepAlive: true, header: map[string]string{"Link": "</style.css>; rel=preload"}},
 		},
 		{
+			name: "unknown status code gets a generic reason",
+			req:  newRequest("GET", "/", 1, ""),
+			handler: func(w *ResponseWriter, r *stages.Request) {
+				w.WriteHeader(599)
+			},
+			want: want{status: 599, keepAlive: true},
+		},
+		{
 			name: "request body is read",
 			req:  newRequest("POST", "/echo", 1, "ping"),
 			handler: func(w *ResponseWriter, r *stages.Request) {
@@ -435,6 +443,9 @@ func TestPanic(t *testing.T) {
 			w.Hold()
 			panic("boom")
 		}, true, true, false},
+		{"invalid status code", func(w *ResponseWriter, r *stages.Request) {
+			w.WriteHeader(42)
+		}, true, true, false},
 		{"ErrAbortHandler is quiet", func(w *ResponseWriter, r *stages.Request) {
 			panic(http.ErrAbortHandler)
 		}, false, false, false},
@@ -480,7 +491,7 @@ func TestPanic(t *testing.T) {
 			if got := strings.Contains(hs.log.String(), "handler panic"); got != tt.logged {
 				t.Errorf("logged %v, want %v; log:\n%s", got, tt.logged, hs.log.String())
 			}
-			if tt.logged && !strings.Contains(hs.log.String(), "boom") {
+			if log := hs.log.String(); tt.logged && !strings.Contains(log, "boom") && !strings.Contains(log, "invalid WriteHeader code 42") {
 				t.Error("panic value not logged")
 			}
 			after := parse(t, hs.do(newRequest("GET", "/hello", 1, "")), "GET")
