@@ -812,3 +812,127 @@ func BenchmarkWriterSmallResponse(b *testing.B) {
 		}
 	}
 }
+
+// A completion callback may start responses from inside the loop, more
+// than its queue holds: Kick spills to the overflow list instead of
+// blocking the loop on its own queue.
+func TestKickFromCompletionCallback(t *testing.T) {
+	h := startLoop(t, Config{QueueCapacity: 2})
+	const n = 10
+	type pair struct {
+		r      *stages.Response
+		client interface {
+			Read([]byte) (int, error)
+			SetReadDeadline(time.Time) error
+		}
+		want []byte
+	}
+	ps := make([]pair, n)
+	for i := range ps {
+		fd, client := tcpPair(t, 0, 0)
+		ps[i] = pair{h.response(fd), client, pattern(uint64(200+i), 5000)}
+	}
+	h.inLoop(func() {
+		for _, p := range ps {
+			p.r.Append(heap(p.want), eos)
+			p.r.Done()
+		}
+		if d := h.l.QueueDepth(); d < n {
+			t.Errorf("queue depth %d inside the loop, want the %d kicked responses", d, n)
+		}
+	})
+	for i, p := range ps {
+		got := make([]byte, len(p.want))
+		p.client.SetReadDeadline(time.Now().Add(waitLimit))
+		if _, err := io.ReadFull(p.client, got); err != nil || !bytes.Equal(got, p.want) {
+			t.Fatalf("response %d: %v", i, err)
+		}
+	}
+	for range ps {
+		h.log()
+		<-h.recycled
+	}
+}
+
+// A hold released while the bytes before it wait for EPOLLOUT: the
+// response resumes when the socket drains, and passes the hold.
+func TestHoldReleasedWhileWaiting(t *testing.T) {
+	h := startLoop(t, Config{})
+	fd, client := tcpPair(t, 4096, 4096)
+	pre, post := pattern(14, 2<<20), pattern(15, 1000)
+	r := h.response(fd)
+	hold := stages.NewHold(r)
+	r.Append(heap(pre), stages.Bucket{Kind: stages.BucketHold, Hold: hold}, heap(post), eos)
+	r.Done()
+	h.waitStalled(r)
+	hold.Release()
+	got := readN(t, client, len(pre)+len(post))
+	if !bytes.Equal(got[:len(pre)], pre) || !bytes.Equal(got[len(pre):], post) {
+		t.Fatal("bytes differ")
+	}
+	if e := h.log(); e.err != nil || e.sent != int64(len(got)) {
+		t.Errorf("logged %d bytes, err %v", e.sent, e.err)
+	}
+	h.waitRecycled(r)
+}
+
+// The write timeout applies to a response whose client does not read, not
+// to one stopped at an unreleased hold: that wait is the module's, and its
+// own completion (or error) ends it.
+func TestExpireSparesHeldResponses(t *testing.T) {
+	h := startLoop(t, Config{WriteTimeout: time.Minute})
+	heldFD, heldClient := tcpPair(t, 0, 0)
+	stuckFD, _ := tcpPair(t, 4096, 4096)
+	held := h.response(heldFD)
+	hold := stages.NewHold(held)
+	held.Append(heap([]byte("head")), stages.Bucket{Kind: stages.BucketHold, Hold: hold}, heap([]byte("tail")), eos)
+	held.Done()
+	readN(t, heldClient, 4)
+	stuck := h.response(stuckFD)
+	stuck.Append(heap(pattern(16, 2<<20)), eos)
+	stuck.Done()
+	h.waitStalled(stuck)
+	// An hour later, as far as expire can tell.
+	h.inLoop(func() { h.l.expire(time.Now().Add(time.Hour)) })
+	e := h.log()
+	if e.resp != stuck || !errors.Is(e.err, stages.ErrWriteTimeout) {
+		t.Fatalf("expired %p (%v), want the stuck response %p with a write timeout", e.resp, e.err, stuck)
+	}
+	h.waitRecycled(stuck)
+	if held.Aborted() {
+		t.Fatal("the held response was aborted by the write timeout")
+	}
+	hold.Release()
+	if got := readN(t, heldClient, 4); string(got) != "tail" {
+		t.Fatalf("after the hold: %q", got)
+	}
+	if e := h.log(); e.resp != held || e.err != nil || e.sent != 8 {
+		t.Errorf("held response logged %d bytes, err %v", e.sent, e.err)
+	}
+	h.waitRecycled(held)
+}
+
+// The stage counters see every kick, every dequeue and each response's
+// service time; kicks of a queued response coalesce.
+func TestCounters(t *testing.T) {
+	h := startLoop(t, Config{})
+	wfd, rfd := seqpacketPair(t)
+	const n = 5
+	for i := 0; i < n; i++ {
+		r := h.response(wfd)
+		r.Append(heap([]byte("x")), eos)
+		r.Done()
+		h.log()
+		h.waitRecycled(r)
+	}
+	records(t, rfd)
+	var snap stages.StageSnapshot
+	h.inLoop(func() { snap = h.l.counters.Snapshot("writer", h.l.QueueDepth(), h.l.QueueCap()) })
+	// The probe's own completion source does not count.
+	if snap.Enqueued != n || snap.Dequeued != n || snap.Count != n {
+		t.Errorf("enqueued %d, dequeued %d, service times %d; want %d each", snap.Enqueued, snap.Dequeued, snap.Count, n)
+	}
+	if snap.QueueCap != 1024 || snap.QueueDepth != 0 {
+		t.Errorf("queue %d/%d, want 0/1024", snap.QueueDepth, snap.QueueCap)
+	}
+}
