@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -57,5 +58,26 @@ func TestErrorKinds(t *testing.T) {
 				t.Fatalf("counts %+v", res.Counts)
 			}
 		})
+	}
+}
+
+// TestRunStalls checks a server that stops accepting ends a request-count
+// run with ErrStalled instead of retrying forever.
+func TestRunStalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the stall limit")
+	}
+	srv, _ := countingServer(t)
+	url := srv.URL
+	var served int
+	res, err := Run(t.Context(), Config{URL: url + "/hello", Conns: 2, Requests: 1 << 40, Timeout: 100 * time.Millisecond,
+		ProgressEvery: 50 * time.Millisecond, Progress: func(p Progress) {
+			if p.Requests > 0 && served == 0 {
+				served = int(p.Requests)
+				srv.Close() // stops accepting and closes the connections
+			}
+		}})
+	if !errors.Is(err, ErrStalled) || res == nil || res.Requests == 0 {
+		t.Fatalf("err %v, result %+v", err, res)
 	}
 }

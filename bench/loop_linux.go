@@ -3,6 +3,8 @@
 package bench
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -32,7 +34,15 @@ const (
 	retryDelay = 100 * time.Millisecond
 	// histMax is the largest latency recorded; longer ones are clamped.
 	histMax = time.Minute
+	// minStall is the least time without any response or connect after
+	// which a run is declared stalled (see loop.housekeep).
+	minStall = 10 * time.Second
 )
+
+// ErrStalled is returned (wrapped) by Run when a loop saw no response and
+// no successful connect for max(10 s, 3 × Config.Timeout) while it still had
+// requests to send: the server stopped accepting or answering.
+var ErrStalled = errors.New("bench: run stalled")
 
 // loopCounters are the totals a loop publishes every tick for the progress
 // line; the hot path updates plain fields and copies them here.
@@ -64,6 +74,10 @@ type loop struct {
 	opened   int   // successful connects
 	failed   int   // failed connects
 	connErr  error // last connect error, reported if nothing ever connects
+	// progressAt is when a response or a connect last succeeded; a run
+	// whose server stops accepting would otherwise retry forever.
+	progressAt int64
+	failedAt   int64 // last failed connect
 
 	// Open loop: per-connection interval between intended send times.
 	interval int64
@@ -203,6 +217,12 @@ func (l *loop) housekeep(now int64) bool {
 		l.err = l.connErr
 		return true
 	}
+	stuck := l.inflight > 0 || l.failedAt > l.progressAt
+	if stuck && r.timeout > 0 && now-l.progressAt > max(int64(minStall), 3*r.timeout) {
+		l.err = fmt.Errorf("%w: no response or connect for %v (last connect error: %v)",
+			ErrStalled, time.Duration(now-l.progressAt).Round(time.Second), l.connErr)
+		return true
+	}
 	sending := l.sending(now)
 	if !sending {
 		if l.inflight == 0 {
@@ -222,7 +242,7 @@ func (l *loop) housekeep(now int64) bool {
 			if r.timeout > 0 && now-c.retryAt > r.timeout {
 				l.stats.Errors.Connect++
 				l.failed++
-				l.connErr = unix.ETIMEDOUT
+				l.connErr, l.failedAt = unix.ETIMEDOUT, now
 				l.drop(c, now)
 			}
 		case csOpen:
@@ -286,7 +306,7 @@ func (l *loop) connect(c *conn, now int64) {
 func (l *loop) connectFailed(c *conn, now int64, err error) {
 	l.stats.Errors.Connect++
 	l.failed++
-	l.connErr = err
+	l.connErr, l.failedAt = err, now
 	c.state, c.retryAt = csIdle, now+int64(retryDelay)
 }
 
@@ -309,6 +329,7 @@ func (l *loop) event(c *conn, ev uint32) {
 		}
 		c.state = csOpen
 		l.opened++
+		l.progressAt = now
 		// Connected: stop watching EPOLLOUT, armed for the connect.
 		c.wantOut = true
 		l.rearm(c, false)
@@ -413,9 +434,11 @@ func (l *loop) record(f *inflight, status int) {
 		l.stats.Status[status/100]++
 	}
 	if !f.measured {
+		l.progressAt = l.now()
 		return
 	}
 	now := l.now()
+	l.progressAt = now
 	l.stats.Requests++
 	l.lastRec = now
 	us := (now - f.intended) / 1000

@@ -1,6 +1,8 @@
 package inproc
 
 import (
+	"os"
+	goruntime "runtime"
 	"testing"
 	"time"
 
@@ -41,11 +43,24 @@ matrix:
 }
 
 func TestStartServesBuiltins(t *testing.T) {
+	fds, gs := openFDs(t), goruntime.NumGoroutine()
 	srv, err := Start(t.Context(), bench.ServerParams{Readers: 1, Processors: 1, Writers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	defer func() {
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for openFDs(t) > fds || goruntime.NumGoroutine() > gs {
+			if time.Now().After(deadline) {
+				t.Errorf("leak after Close: fds %d -> %d, goroutines %d -> %d", fds, openFDs(t), gs, goruntime.NumGoroutine())
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	for _, path := range []string{"/hello", "/bytes?n=100", "/sleep?ms=1"} {
 		res, err := bench.Run(t.Context(), bench.Config{URL: srv.URL() + path, Conns: 2, Requests: 50, Timeout: 5 * time.Second})
 		if err != nil {
@@ -55,4 +70,13 @@ func TestStartServesBuiltins(t *testing.T) {
 			t.Errorf("%s: %d 2xx of 50", path, res.Status[2])
 		}
 	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
