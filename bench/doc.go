@@ -33,6 +33,17 @@
 // no new requests, in-flight ones are awaited for at most drainGrace. Loops
 // derive the phase from the clock, so they never coordinate with each other.
 //
+// # Commands
+//
+//	quartet bench -c 100 -d 10s http://127.0.0.1:8080/hello     closed loop
+//	quartet bench -c 100 -R 20000 -d 10s URL                    open loop, CO-corrected
+//	quartet bench -n 100000 -p 16 -m "/hello weight=9" -m "POST /echo body=1024" URL
+//	quartet bench --server-pid PID --json URL                   server CPU/request, JSON
+//	quartet bench --vs-wrk -c 100 -d 5s URL                     client CPU/request against wrk's
+//	quartet bench compare --conns 100,1000 --repeats 3          Quartet vs net/http, gnet, fasthttp
+//	quartet bench idle -n 10000,100000                          server RSS per idle connection
+//	quartet sweep bench/examples/stages.yaml                    matrix, CSV/JSON, SVG, HTML report
+//
 // # Experiments
 //
 // Beyond single runs the package holds the idle-connection memory experiment
