@@ -238,6 +238,12 @@ func (hw *httpResponseWriter) WriteHeader(code int) {
 	nh := hw.w.Header()
 	nh.reset() // an earlier 1xx copied the map; copy it afresh
 	for name, values := range hw.h {
+		if values == nil && (name == "Date" || name == "Server") {
+			// net/http's way to suppress an automatic header: the
+			// native API's is an empty value.
+			nh.Add(name, "")
+			continue
+		}
 		for _, v := range values {
 			nh.Add(name, v)
 		}

@@ -95,6 +95,19 @@ func TestAdapt(t *testing.T) {
 			},
 		},
 		{
+			name:   "a nil Date suppresses it",
+			method: "GET", target: "/", minor: 1,
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header()["Date"] = nil
+				io.WriteString(w, "no date")
+			},
+			check: func(t *testing.T, p parsed, res result) {
+				if _, ok := p.resp.Header["Date"]; ok || p.resp.Header.Get("Server") != "quartet" {
+					t.Errorf("header %v", p.resp.Header)
+				}
+			},
+		},
+		{
 			name:   "Flush makes it chunked",
 			method: "GET", target: "/", minor: 1,
 			handler: func(w http.ResponseWriter, r *http.Request) {

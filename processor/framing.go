@@ -287,8 +287,14 @@ func (w *ResponseWriter) commit(final bool) {
 			continue // framing is ours to decide, below
 		case equalFoldASCII(f.name, "Date"):
 			hasDate = true
+			if f.value == "" {
+				continue // an empty Date suppresses the automatic one
+			}
 		case equalFoldASCII(f.name, "Server"):
 			hasServer = true
+			if f.value == "" {
+				continue
+			}
 		}
 		w.field(f.name, f.value)
 	}

@@ -119,6 +119,7 @@ func (w *ResponseWriter) end() {
 }
 
 // Header returns the response header set. See Header for its lifetime.
+// Date and Server are added unless set; setting either to "" suppresses it.
 func (w *ResponseWriter) Header() *Header { return &w.hdr }
 
 // Status returns the status code set so far (0 before WriteHeader or Write).
