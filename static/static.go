@@ -13,12 +13,14 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"mime"
+	"net/http"
 	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/stages"
@@ -85,25 +87,57 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-func contentType(name string) string {
-	if t := mime.TypeByExtension(path.Ext(name)); t != "" {
-		return t
-	}
-	return "application/octet-stream"
+// Options tune a Dir.
+type Options struct {
+	// CacheEntries bounds the open-file cache; 0 means DefaultCacheEntries,
+	// negative means no cache (open and close the file for every request).
+	CacheEntries int
+	// Revalidate is how long a cached file is served without checking the
+	// disk (one stat) for a newer version; 0 means DefaultRevalidate.
+	Revalidate time.Duration
+	// FollowSymlinks serves symbolic links that lead out of the root. Off,
+	// the root is a hard boundary (os.Root), symbolic links included.
+	FollowSymlinks bool
 }
 
-// Dir serves the directory root with sendfile.
+// Defaults for Options.
+const (
+	DefaultCacheEntries = 1024
+	DefaultRevalidate   = time.Second
+)
+
+// Dir serves the directory root with sendfile, from an open-file cache,
+// with ETag and Last-Modified validators, conditional requests (304, 412)
+// and single byte ranges (206, 416).
 type Dir struct {
-	root *os.Root
+	root  *os.Root
+	path  string
+	opts  Options
+	cache *cache
 }
 
-// NewDir opens root. Close releases it.
-func NewDir(root string) (*Dir, error) {
+// NewDir opens root with default options. Close releases it.
+func NewDir(root string) (*Dir, error) { return NewDirOptions(root, Options{}) }
+
+// NewDirOptions opens root. Close releases it and every cached file (files
+// still being sent close after their responses).
+func NewDirOptions(root string, opts Options) (*Dir, error) {
 	r, err := os.OpenRoot(root)
 	if err != nil {
 		return nil, err
 	}
-	return &Dir{root: r}, nil
+	if opts.Revalidate <= 0 {
+		opts.Revalidate = DefaultRevalidate
+	}
+	if opts.CacheEntries == 0 {
+		opts.CacheEntries = DefaultCacheEntries
+	}
+	d := &Dir{root: r, path: root, opts: opts}
+	if opts.CacheEntries > 0 {
+		d.cache = &cache{m: map[string]*entry{}, max: opts.CacheEntries, revalidate: opts.Revalidate,
+			open: d.openEntry, stat: d.stat}
+	}
+	return d, nil
 }
 
 // open opens name under the root without blocking: open(2) of a FIFO for
@@ -111,17 +145,66 @@ func NewDir(root string) (*Dir, error) {
 // shutdown) forever. O_NONBLOCK changes nothing for regular files, the only
 // ones served; anything else is refused after Stat.
 func (d *Dir) open(name string) (*os.File, error) {
+	if d.opts.FollowSymlinks {
+		// cleanPath has already refused dot-dot segments and encoded
+		// slashes; only symbolic links may lead out, and that is allowed.
+		return os.OpenFile(filepath.Join(d.path, filepath.FromSlash(name)), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	}
 	return d.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 }
 
-// Close releases the root directory.
-func (d *Dir) Close() error { return d.root.Close() }
+func (d *Dir) stat(name string) (os.FileInfo, error) {
+	if d.opts.FollowSymlinks {
+		return os.Stat(filepath.Join(d.path, filepath.FromSlash(name)))
+	}
+	return d.root.Stat(name)
+}
 
-// closeOnRecycle closes a file when its response is recycled; the pointer
-// conversion costs no allocation.
-type closeOnRecycle os.File
+// openEntry resolves a request name to a regular file: a directory named
+// with its slash serves its index.html, without it redirects.
+func (d *Dir) openEntry(name string, dir bool) (*entry, error) {
+	f, err := d.open(name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.IsDir() {
+		f.Close()
+		if !dir {
+			return nil, errRedirect
+		}
+		name = path.Join(name, "index.html")
+		if f, err = d.open(name); err != nil {
+			return nil, err
+		}
+		if st, err = f.Stat(); err != nil {
+			f.Close()
+			return nil, err
+		}
+	} else if dir {
+		// A file named with a trailing slash is not found, as open(2)
+		// says (ENOTDIR): relative links in it would resolve wrongly.
+		f.Close()
+		return nil, fs.ErrNotExist
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fs.ErrNotExist
+	}
+	return newEntry(f, name, st), nil
+}
 
-func (c *closeOnRecycle) Cleanup() { (*os.File)(c).Close() }
+// Close releases the root directory and the cached files.
+func (d *Dir) Close() error {
+	if d.cache != nil {
+		d.cache.close()
+	}
+	return d.root.Close()
+}
 
 // ServeQuartet serves one file.
 func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
@@ -135,49 +218,59 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		notFound(w)
 		return
 	}
-	f, err := d.open(name)
-	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			w.WriteHeader(403)
-			return
-		}
+	var e *entry
+	if d.cache != nil {
+		e, err = d.cache.get(name, dir)
+	} else {
+		e, err = d.openEntry(name, dir)
+	}
+	switch {
+	case errors.Is(err, errRedirect):
+		redirectSlash(w, r)
+		return
+	case errors.Is(err, fs.ErrPermission):
+		w.WriteHeader(403)
+		return
+	case err != nil:
 		notFound(w) // missing, or outside the root (os.Root says so)
 		return
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		w.WriteHeader(500)
+	// The response holds its reference until its last byte is sent.
+	w.OnRecycle(e)
+	serveEntry(w, r, e)
+}
+
+// serveEntry answers with the file, a range of it, or a validator status.
+func serveEntry(w *processor.ResponseWriter, r *stages.Request, e *entry) {
+	h := w.Header()
+	h.Set("ETag", e.etag)
+	h.Set("Last-Modified", e.lastMod)
+	h.Set("Accept-Ranges", "bytes")
+	if status := precondition(r, e); status != 0 {
+		w.WriteHeader(status)
 		return
 	}
-	if st.IsDir() {
-		f.Close()
-		if !dir {
-			redirectSlash(w, r)
+	h.Set("Content-Type", e.ctype)
+	off, n := int64(0), e.size
+	if rh := r.Header("Range"); rh != nil && r.IsMethod("GET") && ifRangeAllows(r, e) {
+		br, ok, unsatisfiable := parseRange(rh, e.size)
+		switch {
+		case unsatisfiable:
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(e.size, 10))
+			h.Del("Content-Type")
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		case ok:
+			off, n = br.off, br.n
+			h.Set("Content-Range", "bytes "+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10)+"/"+strconv.FormatInt(e.size, 10))
+			h.Set("Content-Length", strconv.FormatInt(n, 10))
+			w.WriteHeader(http.StatusPartialContent)
+			w.SendFile(e.f, off, n)
 			return
 		}
-		if f, err = d.open(path.Join(name, "index.html")); err != nil {
-			notFound(w)
-			return
-		}
-		if st, err = f.Stat(); err != nil || !st.Mode().IsRegular() {
-			f.Close()
-			notFound(w)
-			return
-		}
-		name = path.Join(name, "index.html")
-	} else if dir || !st.Mode().IsRegular() {
-		// A file named with a trailing slash is not found, as open(2)
-		// says (ENOTDIR): relative links in it would resolve wrongly.
-		f.Close()
-		notFound(w)
-		return
 	}
-	w.OnRecycle((*closeOnRecycle)(f))
-	w.Header().Set("Content-Type", contentType(name))
-	w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
-	w.Header().Set("Last-Modified", st.ModTime().UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT"))
-	w.SendFile(f, 0, st.Size())
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	w.SendFile(e.f, off, n)
 }
 
 func notFound(w *processor.ResponseWriter) {

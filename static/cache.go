@@ -1,0 +1,202 @@
+package static
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"os"
+	"path"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// entry is an open file with what its responses need: nginx's
+// open_file_cache entry. It is shared by every response serving the file;
+// refs counts the cache's own reference and one per response in flight,
+// and the file closes when the last of them lets go, so a file replaced on
+// disk keeps serving the responses already sending it.
+type entry struct {
+	f        *os.File
+	name     string // the name served (index.html for a directory)
+	size     int64
+	mod      time.Time
+	etag     string
+	ctype    string
+	lastMod  string
+	dev, ino uint64
+	refs     atomic.Int32
+	checked  atomic.Int64 // unix nanoseconds of the last check against the disk
+}
+
+// Cleanup releases a response's reference (stages.Cleanup: it runs when the
+// response is recycled, after its last byte).
+func (e *entry) Cleanup() { e.release() }
+
+func (e *entry) release() {
+	if e.refs.Add(-1) == 0 {
+		e.f.Close()
+	}
+}
+
+// acquire takes a reference unless the entry is already closed.
+func (e *entry) acquire() bool {
+	for {
+		n := e.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if e.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func newEntry(f *os.File, name string, st os.FileInfo) *entry {
+	e := &entry{f: f, name: name, size: st.Size(), mod: st.ModTime()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		e.dev, e.ino = uint64(sys.Dev), sys.Ino
+	}
+	// nginx's shape: modification time and size in hex, a strong validator
+	// for a file that changes only by being rewritten.
+	e.etag = fmt.Sprintf(`"%x-%x"`, e.mod.UnixNano(), e.size)
+	e.ctype = contentType(name)
+	e.lastMod = e.mod.UTC().Format(http.TimeFormat)
+	e.refs.Store(1)
+	e.checked.Store(time.Now().UnixNano())
+	return e
+}
+
+// same reports whether st still describes the entry's file.
+func (e *entry) same(st os.FileInfo) bool {
+	if st.Size() != e.size || !st.ModTime().Equal(e.mod) {
+		return false
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return uint64(sys.Dev) == e.dev && sys.Ino == e.ino
+	}
+	return true
+}
+
+// errRedirect: the name is a directory asked for without its slash.
+var errRedirect = errors.New("quartet: static: directory without trailing slash")
+
+// cache maps request names to open files. Concurrent misses for one name
+// open the file once (singleflight); an entry older than revalidate is
+// checked against the disk (one stat) before use, and replaced if the file
+// changed.
+type cache struct {
+	mu         sync.Mutex
+	m          map[string]*entry
+	max        int
+	revalidate time.Duration
+	sf         singleflight.Group
+	open       func(name string, dir bool) (*entry, error)
+	stat       func(name string) (os.FileInfo, error)
+	opens      atomic.Int64 // files opened, for tests and stats
+}
+
+func (c *cache) get(name string, dir bool) (*entry, error) {
+	key := name
+	if dir {
+		key += "/"
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		c.mu.Lock()
+		e := c.m[key]
+		c.mu.Unlock()
+		if e != nil {
+			fresh := time.Now().UnixNano()-e.checked.Load() < int64(c.revalidate)
+			if !fresh {
+				if st, err := c.stat(e.name); err == nil && st.Mode().IsRegular() && e.same(st) {
+					e.checked.Store(time.Now().UnixNano())
+					fresh = true
+				}
+			}
+			if fresh && e.acquire() {
+				return e, nil
+			}
+		}
+		v, err, _ := c.sf.Do(key, func() (any, error) {
+			ne, err := c.open(name, dir)
+			if err != nil {
+				c.forget(key, e)
+				return nil, err
+			}
+			c.opens.Add(1)
+			c.put(key, ne, e)
+			return ne, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if ne := v.(*entry); ne.acquire() {
+			return ne, nil
+		}
+		// Evicted and closed between its opening and our reference: again.
+	}
+	return nil, errors.New("quartet: static: file cache churning")
+}
+
+// put installs e under key in place of old (if old is still there), and
+// evicts an entry when the cache is full.
+func (c *cache) put(key string, e, old *entry) {
+	c.mu.Lock()
+	var drop []*entry
+	if cur := c.m[key]; cur != nil {
+		drop = append(drop, cur)
+	}
+	if c.max > 0 && len(c.m) >= c.max && c.m[key] == nil {
+		for k, v := range c.m { // any victim: map order is random enough
+			drop = append(drop, v)
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[key] = e
+	c.mu.Unlock()
+	for _, d := range drop {
+		d.release()
+	}
+}
+
+// forget drops old from key if it is still there (the file went away).
+func (c *cache) forget(key string, old *entry) {
+	if old == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.m[key] == old {
+		delete(c.m, key)
+	} else {
+		old = nil
+	}
+	c.mu.Unlock()
+	if old != nil {
+		old.release()
+	}
+}
+
+// close releases every entry; files still being sent close after their
+// responses.
+func (c *cache) close() {
+	c.mu.Lock()
+	m := c.m
+	c.m = map[string]*entry{}
+	c.mu.Unlock()
+	for _, e := range m {
+		e.release()
+	}
+}
+
+func contentType(name string) string {
+	if t := mime.TypeByExtension(path.Ext(name)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
+
