@@ -199,4 +199,3 @@ func contentType(name string) string {
 	}
 	return "application/octet-stream"
 }
-
