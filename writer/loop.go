@@ -305,7 +305,11 @@ func (l *Loop) Run(ctx context.Context) error {
 			timeout = 0
 		} else {
 			l.waker.Sleep()
-			if l.QueueDepth() > 0 {
+			// The waker's mandatory re-check: a Kick or Stop that ran
+			// since the checks above found the loop running and wrote no
+			// eventfd. (With responses in flight the timeout is finite
+			// and a late Stop is seen next turn.)
+			if l.QueueDepth() > 0 || (l.stopping.Load() && l.active == 0) {
 				timeout = 0
 			}
 			sleeping = true
