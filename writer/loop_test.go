@@ -936,3 +936,35 @@ func TestCounters(t *testing.T) {
 		t.Errorf("queue %d/%d, want 0/1024", snap.QueueDepth, snap.QueueCap)
 	}
 }
+
+// Stop racing with the loop's way into epoll_wait is never lost: Run
+// returns every time.
+func TestStopRace(t *testing.T) {
+	rounds := 1000
+	if testing.Short() {
+		rounds = 100
+	}
+	for i := 0; i < rounds; i++ {
+		l, err := New(0, Config{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runErr := make(chan error, 1)
+		go func() { runErr <- l.Run(context.Background()) }()
+		// Sweep the moment of Stop across the loop's first turn.
+		for spin := 0; spin < i%512; spin++ {
+			spinSink.Add(1)
+		}
+		l.Stop()
+		select {
+		case err := <-runErr:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("round %d: Run did not return after Stop", i)
+		}
+	}
+}
+
+var spinSink atomic.Int64
