@@ -355,3 +355,12 @@ func (s *FS) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
 }
+
+// Opens is the number of files the open-file cache has opened: a measure
+// of how well it works, and what tests check concurrent misses against.
+func (d *Dir) Opens() int64 {
+	if d.cache == nil {
+		return 0
+	}
+	return d.cache.opens.Load()
+}

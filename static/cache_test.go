@@ -1,0 +1,196 @@
+package static_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quartet-server/quartet/static"
+)
+
+// get sends one raw request on a new connection and returns the response
+// with its body.
+func get(t *testing.T, addr, target string, headers ...string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	method := "GET"
+	if strings.HasPrefix(target, "HEAD ") {
+		method, target = "HEAD", strings.TrimPrefix(target, "HEAD ")
+	}
+	fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s\r\n", method, target, strings.Join(headers, ""))
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func writeFile(t *testing.T, path, content string, mod time.Time) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, mod, mod); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConditionalRequestsAndRanges(t *testing.T) {
+	root := t.TempDir()
+	mod := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	writeFile(t, filepath.Join(root, "f.txt"), "0123456789", mod)
+	d, err := static.NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	addr := serve(t, d)
+
+	first, _ := get(t, addr, "/f.txt")
+	etag := first.Header.Get("ETag")
+	if etag == "" || first.Header.Get("Last-Modified") != "Wed, 01 May 2024 12:00:00 GMT" || first.Header.Get("Accept-Ranges") != "bytes" {
+		t.Fatalf("validators: %v", first.Header)
+	}
+	tests := []struct {
+		name, target string
+		headers      []string
+		status       int
+		body         string
+		contentRange string
+	}{
+		{"if-none-match hit", "/f.txt", []string{"If-None-Match: " + etag + "\r\n"}, 304, "", ""},
+		{"if-none-match weak hit", "/f.txt", []string{"If-None-Match: \"x\", W/" + etag + "\r\n"}, 304, "", ""},
+		{"if-none-match star", "/f.txt", []string{"If-None-Match: *\r\n"}, 304, "", ""},
+		{"if-none-match miss", "/f.txt", []string{"If-None-Match: \"other\"\r\n"}, 200, "0123456789", ""},
+		{"if-modified-since same", "/f.txt", []string{"If-Modified-Since: Wed, 01 May 2024 12:00:00 GMT\r\n"}, 304, "", ""},
+		{"if-modified-since older", "/f.txt", []string{"If-Modified-Since: Tue, 30 Apr 2024 12:00:00 GMT\r\n"}, 200, "0123456789", ""},
+		{"inm wins over ims", "/f.txt", []string{"If-None-Match: \"other\"\r\n", "If-Modified-Since: Wed, 01 May 2024 12:00:00 GMT\r\n"}, 200, "0123456789", ""},
+		{"if-match fails", "/f.txt", []string{"If-Match: \"other\"\r\n"}, 412, "", ""},
+		{"if-match weak fails", "/f.txt", []string{"If-Match: W/" + etag + "\r\n"}, 412, "", ""},
+		{"if-match ok", "/f.txt", []string{"If-Match: " + etag + "\r\n"}, 200, "0123456789", ""},
+		{"if-unmodified-since fails", "/f.txt", []string{"If-Unmodified-Since: Tue, 30 Apr 2024 12:00:00 GMT\r\n"}, 412, "", ""},
+		{"range", "/f.txt", []string{"Range: bytes=2-5\r\n"}, 206, "2345", "bytes 2-5/10"},
+		{"range open end", "/f.txt", []string{"Range: bytes=7-\r\n"}, 206, "789", "bytes 7-9/10"},
+		{"range suffix", "/f.txt", []string{"Range: bytes=-3\r\n"}, 206, "789", "bytes 7-9/10"},
+		{"range past end clipped", "/f.txt", []string{"Range: bytes=8-100\r\n"}, 206, "89", "bytes 8-9/10"},
+		{"range unsatisfiable", "/f.txt", []string{"Range: bytes=10-\r\n"}, 416, "", "bytes */10"},
+		{"several ranges: whole file", "/f.txt", []string{"Range: bytes=0-1,4-5\r\n"}, 200, "0123456789", ""},
+		{"garbage range: whole file", "/f.txt", []string{"Range: lines=1-2\r\n"}, 200, "0123456789", ""},
+		{"if-range matches", "/f.txt", []string{"Range: bytes=0-0\r\n", "If-Range: " + etag + "\r\n"}, 206, "0", "bytes 0-0/10"},
+		{"if-range stale", "/f.txt", []string{"Range: bytes=0-0\r\n", "If-Range: \"old\"\r\n"}, 200, "0123456789", ""},
+		{"if-range date", "/f.txt", []string{"Range: bytes=1-1\r\n", "If-Range: Wed, 01 May 2024 12:00:00 GMT\r\n"}, 206, "1", "bytes 1-1/10"},
+		{"head with range", "HEAD /f.txt", []string{"Range: bytes=0-1\r\n"}, 200, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := get(t, addr, tt.target, tt.headers...)
+			if resp.StatusCode != tt.status || body != tt.body {
+				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, body, tt.status, tt.body)
+			}
+			if got := resp.Header.Get("Content-Range"); got != tt.contentRange {
+				t.Errorf("Content-Range %q, want %q", got, tt.contentRange)
+			}
+			if resp.StatusCode == 304 && resp.Header.Get("ETag") != etag {
+				t.Errorf("304 without the ETag")
+			}
+		})
+	}
+}
+
+func TestOpenFileCacheSharesAndRevalidates(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "v.txt")
+	writeFile(t, path, "version one", time.Now().Add(-time.Hour))
+	d, err := static.NewDirOptions(root, static.Options{Revalidate: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, d)
+
+	// Concurrent first requests open the file once, and all get it.
+	var wg sync.WaitGroup
+	bodies := make(chan string, 32)
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, b := get(t, addr, "/v.txt")
+			bodies <- b
+		}()
+	}
+	wg.Wait()
+	close(bodies)
+	for b := range bodies {
+		if b != "version one" {
+			t.Fatalf("got %q", b)
+		}
+	}
+	if n := d.Opens(); n != 1 {
+		t.Errorf("32 concurrent requests opened the file %d times, want 1", n)
+	}
+	if open := openUnder(t, root); len(open) != 1 {
+		t.Errorf("cached: %d fds open under the root, want 1", len(open))
+	}
+
+	// The file is replaced: after the revalidation interval the new content
+	// is served, and the old file is closed.
+	writeFile(t, path+".new", "version two!", time.Now())
+	os.Rename(path+".new", path)
+	time.Sleep(80 * time.Millisecond)
+	if _, b := get(t, addr, "/v.txt"); b != "version two!" {
+		t.Fatalf("after the change: %q", b)
+	}
+	if n := d.Opens(); n != 2 {
+		t.Errorf("opens %d after one change, want 2", n)
+	}
+	if open := openUnder(t, root); len(open) != 1 {
+		t.Errorf("after the change: fds %v, want only the new file", open)
+	}
+	// A deleted file is not served from the cache after revalidation.
+	os.Remove(path)
+	time.Sleep(80 * time.Millisecond)
+	if resp, _ := get(t, addr, "/v.txt"); resp.StatusCode != 404 {
+		t.Errorf("deleted file: %d, want 404", resp.StatusCode)
+	}
+	// Close releases every cached file.
+	d.Close()
+	waitOpen(t, root, 0)
+}
+
+func TestSymlinksOutOfRootOnlyWhenAllowed(t *testing.T) {
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "secret"), "outside the root", time.Now())
+	root := t.TempDir()
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(root, "link")); err != nil {
+		t.Skip(err)
+	}
+	strict, _ := static.NewDir(root)
+	t.Cleanup(func() { strict.Close() })
+	if resp, body := get(t, serve(t, strict), "/link"); resp.StatusCode == 200 || strings.Contains(body, "outside") {
+		t.Fatalf("strict root served a symlink out of it: %d %q", resp.StatusCode, body)
+	}
+	loose, _ := static.NewDirOptions(root, static.Options{FollowSymlinks: true})
+	t.Cleanup(func() { loose.Close() })
+	if resp, body := get(t, serve(t, loose), "/link"); resp.StatusCode != 200 || body != "outside the root" {
+		t.Fatalf("FollowSymlinks: %d %q", resp.StatusCode, body)
+	}
+	// Dot-dot stays refused even when symlinks may lead out.
+	if resp, _ := get(t, serve(t, loose), "/../"+filepath.Base(outside)+"/secret"); resp.StatusCode != 404 {
+		t.Fatalf("dot-dot with FollowSymlinks: %d", resp.StatusCode)
+	}
+}
