@@ -65,6 +65,14 @@ type Listener struct {
 	open   atomic.Int64
 	nextID *atomic.Uint64
 	closed atomic.Bool
+
+	// wakeMu keeps Wake calls from other goroutines (Released from the
+	// readers, Close) out of the wakers while closeSockets closes them:
+	// LoopWaker.Close requires that no Wake be in progress, or a delayed
+	// eventfd write could land in an fd number the kernel has reused.
+	// Released takes it only when a loop is paused at the limit.
+	wakeMu     sync.RWMutex
+	wakersGone bool
 	Counters
 }
 
@@ -210,10 +218,19 @@ func (l *Listener) Released() {
 	if l.cfg.MaxConns > 0 && n < int64(l.cfg.MaxConns) {
 		for _, al := range l.socks {
 			if al.paused.Load() {
-				al.waker.Wake()
+				l.wake(al)
 			}
 		}
 	}
+}
+
+// wake wakes al's loop unless its waker is closed or closing.
+func (l *Listener) wake(al *acceptLoop) {
+	l.wakeMu.RLock()
+	if !l.wakersGone {
+		al.waker.Wake()
+	}
+	l.wakeMu.RUnlock()
 }
 
 // Close stops accepting: Run returns and the listening sockets close.
@@ -221,7 +238,7 @@ func (l *Listener) Released() {
 func (l *Listener) Close() {
 	if l.closed.CompareAndSwap(false, true) {
 		for _, al := range l.socks {
-			al.waker.Wake()
+			l.wake(al)
 		}
 	}
 }
@@ -241,6 +258,9 @@ func (l *Listener) Run(ctx context.Context) error {
 }
 
 func (l *Listener) closeSockets() {
+	l.wakeMu.Lock()
+	l.wakersGone = true
+	l.wakeMu.Unlock()
 	for _, al := range l.socks {
 		al.once.Do(func() {
 			if al.poller != nil {
