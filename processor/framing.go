@@ -272,6 +272,9 @@ func (w *ResponseWriter) commit(final bool) {
 		ka = false // HTTP/1.0 without a length: the close delimits the body
 	}
 	w.close = !ka
+	// Published before the first header byte is appended, so the writer
+	// may log it even for a response it aborts before EOS.
+	w.resp.Status = st
 
 	w.statusLine(st)
 	hasDate, hasServer := false, false
@@ -417,7 +420,12 @@ func (w *ResponseWriter) finish() {
 // mutex orders our writes before its reads), and an aborted response never
 // gets them, so a writer that logs an abort must not rely on them.
 func (w *ResponseWriter) publish(status int, keepAlive bool) {
-	w.resp.Status = status
+	if w.resp.Status == 0 {
+		// Not committed (cannot happen before EOS today); once committed,
+		// Status is never written again, since an aborting writer may be
+		// reading it for the log.
+		w.resp.Status = status
+	}
 	w.resp.KeepAlive = keepAlive
 }
 

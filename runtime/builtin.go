@@ -99,6 +99,7 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		b.bufs.Put(bp)
 		if err != nil {
 			if w.Written() == 0 {
+				w.Header().Del("Content-Length") // the echo's length no longer holds
 				w.WriteHeader(reader.StatusOf(err))
 				return
 			}
