@@ -163,10 +163,14 @@ func tree(t *testing.T) (root string, secret []byte, big []byte) {
 
 // newDir opens a Dir over root; when the test ends, after the server has
 // shut down and the Dir is closed, no file under root may still be open.
-func newDir(t *testing.T, root string) *static.Dir {
+func newDir(t *testing.T, root string, opts ...static.Options) *static.Dir {
 	t.Helper()
 	t.Cleanup(func() { waitOpen(t, root, 0) })
-	d, err := static.NewDir(root)
+	var o static.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	d, err := static.NewDirOptions(root, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,8 +291,14 @@ func TestDir(t *testing.T) {
 // No request may read a file outside the root, whatever the encoding; the
 // requests go out raw, as an attacker would send them.
 func TestDirTraversal(t *testing.T) {
+	for _, opts := range []static.Options{{}, {CacheEntries: -1}} {
+		t.Run("cache="+strconv.Itoa(opts.CacheEntries), func(t *testing.T) { testTraversal(t, opts) })
+	}
+}
+
+func testTraversal(t *testing.T, opts static.Options) {
 	root, secret, _ := tree(t)
-	addr := serve(t, newDir(t, root))
+	addr := serve(t, newDir(t, root, opts))
 	passwd, _ := os.ReadFile("/etc/passwd")
 	for _, target := range []string{
 		"/../secret",
@@ -339,58 +349,74 @@ func TestDirTraversal(t *testing.T) {
 }
 
 // The file sent with sendfile is let go by the response's cleanup after
-// the last byte, and also when the client goes away half-way: however many
-// responses sent it, it is open at most once between them, and not at all
-// once the server is down and the Dir closed.
+// the last byte, HEAD included, and also when the client goes away
+// half-way. Without the open-file cache it is closed after every response;
+// with it, it is open at most once between responses. Either way nothing
+// is open once the server is down and the Dir closed.
 func TestDirReleasesFileAfterResponse(t *testing.T) {
-	root, _, big := tree(t)
-	d, err := static.NewDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	addr, stop := serveStop(t, d)
+	for _, tt := range []struct {
+		name    string
+		opts    static.Options
+		between int // fds per file allowed between responses
+	}{
+		{"no cache", static.Options{CacheEntries: -1}, 0},
+		{"cache", static.Options{}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root, _, big := tree(t)
+			d, err := static.NewDirOptions(root, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			addr, stop := serveStop(t, d)
 
-	// Keep-alive: the connection stays open, the file must not.
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(waitLimit))
-	br := bufio.NewReader(c)
-	for i := 0; i < 3; i++ {
-		io.WriteString(c, "GET /big.dat HTTP/1.1\r\nHost: test\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || !bytes.Equal(body, big) {
-			t.Fatalf("request %d: body differs (%d bytes), %v", i, len(body), err)
-		}
-		waitOpen(t, root, 1)
-	}
+			// Keep-alive: the connection stays open, the file must not.
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(waitLimit))
+			br := bufio.NewReader(c)
+			for i, method := range []string{"GET", "HEAD", "GET"} {
+				io.WriteString(c, method+" /big.dat HTTP/1.1\r\nHost: test\r\n\r\n")
+				resp, err := http.ReadResponse(br, &http.Request{Method: method})
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				want := big
+				if method == "HEAD" {
+					want = nil
+				}
+				if err != nil || !bytes.Equal(body, want) {
+					t.Fatalf("request %d: body differs (%d bytes), %v", i, len(body), err)
+				}
+				waitOpen(t, root, tt.between)
+			}
 
-	// A client that reads a little and resets: the writer aborts, and the
-	// cleanup still closes the file.
-	dc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc.SetDeadline(time.Now().Add(waitLimit))
-	io.WriteString(dc, "GET /big.dat HTTP/1.1\r\nHost: test\r\n\r\n")
-	if _, err := io.ReadFull(dc, make([]byte, 4096)); err != nil {
-		t.Fatal(err)
-	}
-	rc := dc.(*net.TCPConn)
-	rc.SetLinger(0)
-	rc.Close()
-	waitOpen(t, root, 1)
+			// A client that reads a little and resets: the writer aborts,
+			// and the cleanup still runs.
+			dc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dc.SetDeadline(time.Now().Add(waitLimit))
+			io.WriteString(dc, "GET /big.dat HTTP/1.1\r\nHost: test\r\n\r\n")
+			if _, err := io.ReadFull(dc, make([]byte, 4096)); err != nil {
+				t.Fatal(err)
+			}
+			rc := dc.(*net.TCPConn)
+			rc.SetLinger(0)
+			rc.Close()
+			waitOpen(t, root, tt.between)
 
-	stop()
-	d.Close()
-	waitOpen(t, root, 0)
+			stop()
+			d.Close()
+			waitOpen(t, root, 0)
+		})
+	}
 }
 
 // A FIFO (or any special file) under the root is not served, and opening
