@@ -968,3 +968,28 @@ func TestStopRace(t *testing.T) {
 }
 
 var spinSink atomic.Int64
+
+// Successive responses on one keep-alive connection each park on EPOLLOUT:
+// the first arms a new registration, the later ones re-arm the one-shot
+// registration the first left behind.
+func TestEpolloutRearmOnKeepAlive(t *testing.T) {
+	h := startLoop(t, Config{})
+	fd, client := tcpPair(t, 4096, 4096)
+	for i := 0; i < 3; i++ {
+		body := pattern(uint64(300+i), 1<<20)
+		r := h.response(fd)
+		r.Append(heap(body), eos)
+		r.Done()
+		h.waitStalled(r)
+		if got := readN(t, client, len(body)); !bytes.Equal(got, body) {
+			t.Fatalf("response %d: bytes differ", i)
+		}
+		if e := h.log(); e.err != nil || e.sent != int64(len(body)) {
+			t.Fatalf("response %d: logged %d bytes, err %v", i, e.sent, e.err)
+		}
+		h.waitRecycled(r)
+		if r.Disposition != uint8(KeepAlive) {
+			t.Fatalf("response %d: disposition %v", i, Disposition(r.Disposition))
+		}
+	}
+}
