@@ -451,3 +451,22 @@ func TestAcceptRetriesAfterEMFILE(t *testing.T) {
 	a := s.next()
 	s.release(a)
 }
+
+// An IPv6 address gets an AF_INET6 socket and IPv6 connection records.
+func TestIPv6(t *testing.T) {
+	probe, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	probe.Close()
+	s := start(t, Config{Addr: "[::1]:0"}, nil)
+	if a := s.l.Addr().(*net.TCPAddr); !a.IP.Equal(net.IPv6loopback) || a.Port == 0 {
+		t.Fatalf("Addr %v, want [::1]:port", a)
+	}
+	c := s.dial()
+	a := s.next()
+	if !a.c.Remote.Addr().Is6() || a.c.Remote.String() != c.LocalAddr().String() {
+		t.Errorf("Remote %v, want the client's %v", a.c.Remote, c.LocalAddr())
+	}
+	s.release(a)
+}
