@@ -358,6 +358,13 @@ func (al *acceptLoop) acceptAll() (starved bool) {
 			Local:    l.addr,
 			Accepted: time.Now(),
 		}
+		if l.addr.Addr().IsUnspecified() {
+			// Bound to every address: which one the client reached is
+			// known only per connection (one getsockname).
+			if la, err := unix.Getsockname(nfd); err == nil {
+				c.Local = fromSockaddr(la)
+			}
+		}
 		l.cfg.Assign(c)
 	}
 	return false
