@@ -470,3 +470,24 @@ func TestIPv6(t *testing.T) {
 	}
 	s.release(a)
 }
+
+// Listening on the wildcard address, a connection's Local is the address
+// the client reached, not 0.0.0.0.
+func TestWildcardLocalAddr(t *testing.T) {
+	for _, addr := range []string{":0", "0.0.0.0:0"} {
+		t.Run(addr, func(t *testing.T) {
+			s := start(t, Config{Addr: addr}, nil)
+			port := s.l.Addr().(*net.TCPAddr).Port
+			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			a := s.next()
+			if a.c.Local.String() != c.RemoteAddr().String() {
+				t.Errorf("Local %v, want %v (what the client dialled)", a.c.Local, c.RemoteAddr())
+			}
+			s.release(a)
+		})
+	}
+}
