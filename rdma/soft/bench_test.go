@@ -13,7 +13,7 @@ import (
 const (
 	benchMsg    = 1 << 20 // bytes per operation
 	benchWindow = 8       // RDMA Writes in flight
-	benchRound  = 16      // operations per timed round, per transport
+	benchRound  = 64      // operations per timed round, per transport
 )
 
 // BenchmarkWrite1MiB compares software iWARP RDMA Writes of 1 MiB on

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -425,5 +426,59 @@ func TestRejectAndErrors(t *testing.T) {
 	}
 	if _, err := p.Open("mlx5_0"); !errors.Is(err, rdma.ErrUnknownDevice) {
 		t.Fatalf("open unknown: %v", err)
+	}
+}
+
+// TestHostileHandshake: garbage instead of an MPA request or reply ends
+// the connection setup with an error, on both sides, and leaks nothing.
+func TestHostileHandshake(t *testing.T) {
+	checkLeaks(t)
+	p := soft.New(soft.Config{MPATimeout: time.Second})
+	o := pairOpts{}
+	o.defaults()
+	e := setup(t, p, &o)
+	defer e.close(t)
+
+	// A peer that sends garbage to our listener gets closed on.
+	ln, err := e.dev.Listen("127.0.0.1:0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, garbage := range []string{"GET / HTTP/1.1\r\n\r\n", "MPA ID Req Frame\x00\x02\xff\xff", ""} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(garbage))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 64)); err == nil {
+			t.Errorf("listener answered %d bytes to garbage %q", n, garbage)
+		}
+		c.Close()
+	}
+	ln.Close()
+
+	// A "server" that answers our MPA request with garbage fails Dial.
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	go func() {
+		for {
+			c, err := raw.Accept()
+			if err != nil {
+				return
+			}
+			c.Read(make([]byte, 512))
+			c.Write([]byte("MPA ID Rep Frame\x00\x01\x00\x00")) // revision 1: no IRD/ORD
+			c.Close()
+		}
+	}()
+	cfg := rdma.QPConfig{PD: e.pd, SendCQ: e.cq, RecvCQ: e.cq, MaxSendWR: 4, MaxRecvWR: 4}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.dev.Dial(ctx, raw.Addr().String(), cfg, nil); !errors.Is(err, rdma.ErrProtocol) {
+		t.Fatalf("dial to a bad responder: %v", err)
 	}
 }

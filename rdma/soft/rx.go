@@ -25,6 +25,8 @@ import (
 	"github.com/quartet-server/quartet/rdma"
 )
 
+var errPlacement = errors.New("soft: internal error: payload longer than its placement")
+
 type rxState uint8
 
 const (
@@ -300,8 +302,13 @@ func (q *qp) rxPlace() error {
 		if s.discard {
 			d = s.scratch[:min(len(s.scratch), s.rem)]
 		} else {
-			for s.do == len(s.dst[s.di]) {
+			for s.di < s.ndst && s.do == len(s.dst[s.di]) {
 				s.di, s.do = s.di+1, 0
+			}
+			if s.di == s.ndst {
+				// A handler named fewer bytes than the payload: a bug
+				// here, never a reason to place anywhere else.
+				return errPlacement
 			}
 			d = s.dst[s.di][s.do:]
 			d = d[:min(len(d), s.rem)]
