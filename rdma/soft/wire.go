@@ -1,9 +1,10 @@
 package soft
 
 // Wire formats of MPA (RFC 5044, with the enhanced connection setup of
-// RFC 6581), DDP (RFC 5041) and RDMAP (RFC 5040), laid out as the Linux
-// kernel's siw lays them out (drivers/infiniband/sw/siw/iwarp.h). All
-// fields are big endian except the MPA CRC, which is CRC32c stored
+// RFC 6581), DDP (RFC 5041) and RDMAP (RFC 5040), as the RFCs and the
+// Linux kernel's siw (drivers/infiniband/sw/siw/iwarp.h) lay them out;
+// decodeTermWord handles the one field where siw departs from the RFC.
+// All fields are big endian except the MPA CRC, which is CRC32c stored
 // little endian (the crc32c shash output the kernel puts on the wire).
 
 import (
