@@ -384,6 +384,22 @@ func (w *ResponseWriter) moveBody(final bool) {
 // panicked): it commits what was not committed, terminates the framing and
 // appends EOS. It never waits for the client.
 func (w *ResponseWriter) finish() {
+	if w.nfilters > 0 && !w.framing {
+		// The handler is done: EOS goes down the chain, and whatever the
+		// filters passed has been framed. From here on the framing code
+		// finishes the response directly.
+		if w.err == nil && !w.broken && !w.eosFramed {
+			_ = w.enter(stages.Bucket{Kind: stages.BucketEOS})
+		}
+		w.framing = true
+		if w.status == 0 && w.err == nil && !w.broken {
+			code := w.fstatus
+			if code == 0 {
+				code = http.StatusOK
+			}
+			w.WriteHeader(code)
+		}
+	}
 	if w.err != nil || w.broken {
 		// Aborted, timed out, or cut short after the header block: drop
 		// what is left, and end the response so the writer closes the
@@ -440,6 +456,7 @@ func (w *ResponseWriter) releaseHolds() {
 // short response otherwise. abort is net/http's ErrAbortHandler: cut short
 // without a 500.
 func (w *ResponseWriter) recoverPanic(abort bool) {
+	w.framing = true // the error response bypasses the filters
 	if !w.resp.Aborted() {
 		w.releaseHolds() // the handler will not release them now
 	}

@@ -60,6 +60,18 @@ type ResponseWriter struct {
 	rbody  bodyReader
 	holds  []*stages.Hold // released if the handler fails, so the writer is not stalled
 	num    [24]byte       // number formatting scratch, here so it never escapes
+
+	// Output filters (filter.go). chain[i] is the position that calls
+	// filters[i]; chain[nfilters] calls the framing code.
+	filters       [maxFilters]OutputFilter
+	chain         [maxFilters + 1]FilterChain
+	nfilters      int
+	framing       bool // inside frame: public calls go to the framing code
+	filterStarted bool // a bucket has entered the chain
+	eosFramed     bool // EOS reached the end of the chain
+	fstatus       int  // the status the handler or a filter chose, before framing
+	stage         []byte
+	one           [1]stages.Bucket
 }
 
 // bodyReader stands in for a request body while the handler runs, for two
@@ -102,6 +114,10 @@ func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now t
 	w.expect = req.Expect100 && req.Minor >= 1 && req.HasBody()
 	w.asked = false
 	w.rbody = bodyReader{w: w, r: req.Body}
+	w.nfilters, w.framing, w.filterStarted, w.eosFramed, w.fstatus = 0, false, false, false, 0
+	for i := range w.chain {
+		w.chain[i] = FilterChain{w: w, pos: i}
+	}
 }
 
 // end drops everything that belongs to the finished request. Chunks the
@@ -115,6 +131,8 @@ func (w *ResponseWriter) end() {
 	w.hdr.reset()
 	clear(w.holds)
 	w.holds = w.holds[:0]
+	clear(w.filters[:w.nfilters])
+	w.nfilters = 0
 	w.resp, w.req, w.rbody = nil, nil, bodyReader{}
 }
 
@@ -143,6 +161,14 @@ func (w *ResponseWriter) WriteHeader(code int) {
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.interim(code)
+		return
+	}
+	if w.filtering() {
+		// Filters may still change status and header: the framing code
+		// applies them when the first bucket reaches it.
+		if w.fstatus == 0 {
+			w.fstatus = code
+		}
 		return
 	}
 	w.status = code
@@ -189,6 +215,9 @@ func (w *ResponseWriter) Write(p []byte) (int, error) { return write(w, p) }
 func (w *ResponseWriter) WriteString(s string) (int, error) { return write(w, s) }
 
 func write[S string | []byte](w *ResponseWriter, p S) (int, error) {
+	if w.filtering() {
+		return filterWrite(w, p)
+	}
 	if err := w.startBody(int64(len(p))); err != nil {
 		return 0, err
 	}
@@ -249,6 +278,9 @@ func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 	if n <= 0 {
 		return nil
 	}
+	if w.filtering() {
+		return w.filterSendFile(f, off, n)
+	}
 	if err := w.startBody(n); err != nil {
 		return err
 	}
@@ -280,6 +312,9 @@ func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 func (w *ResponseWriter) Flush() error {
 	if w.err != nil {
 		return w.err
+	}
+	if w.filtering() {
+		return w.enter(stages.Bucket{Kind: stages.BucketFlush})
 	}
 	if !w.committed {
 		if err := w.commitEarly(); err != nil {
@@ -314,10 +349,19 @@ func (w *ResponseWriter) Hold() *stages.Hold {
 		return h
 	}
 	w.holds = append(w.holds, h)
+	if w.filtering() {
+		_ = w.enter(stages.Bucket{Kind: stages.BucketHold, Hold: h})
+		return h
+	}
+	w.holdBucket(h)
+	return h
+}
+
+// holdBucket puts h in the stream: the writer stops there until released.
+func (w *ResponseWriter) holdBucket(h *stages.Hold) {
 	w.seal()
 	w.queue(stages.Bucket{Kind: stages.BucketHold, Hold: h})
 	_ = w.sendOut(false, false, false)
-	return h
 }
 
 // bodyAllowed reports whether a response with this status may carry content

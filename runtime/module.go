@@ -35,6 +35,11 @@ type Module struct {
 	// error closes the connection.
 	PreConnection func(c *stages.Conn) error
 
+	// InsertFilter runs in the processor before any handler, with the
+	// request's headers; it may add output filters with
+	// w.AddOutputFilter (mod_rdma's insert_filter).
+	InsertFilter func(r *stages.Request, w *processor.ResponseWriter)
+
 	// Handler wraps the handler chain: the first module's wrapper is the
 	// outermost.
 	Handler func(next processor.Handler) processor.Handler
@@ -117,7 +122,30 @@ func (m *modules) handler(h processor.Handler) processor.Handler {
 			h = m.list[i].Handler(h)
 		}
 	}
-	return h
+	var inserts []func(*stages.Request, *processor.ResponseWriter)
+	for _, mod := range m.list {
+		if mod.InsertFilter != nil {
+			inserts = append(inserts, mod.InsertFilter)
+		}
+	}
+	if len(inserts) == 0 {
+		return h
+	}
+	return insertFilters{inserts, h}
+}
+
+// insertFilters runs the insert-filter hooks, in module order, before the
+// handler chain.
+type insertFilters struct {
+	hooks []func(*stages.Request, *processor.ResponseWriter)
+	next  processor.Handler
+}
+
+func (f insertFilters) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
+	for _, h := range f.hooks {
+		h(r, w)
+	}
+	f.next.ServeQuartet(w, r)
 }
 
 // logger chains Config.Log and the modules' loggers; nil when there are none.
