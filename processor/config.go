@@ -67,6 +67,11 @@ type Config struct {
 	// do not set one. "" means DefaultServerName.
 	ServerName string
 
+	// WorkerInit, if set, runs once for each worker before it starts
+	// (index 0..Workers-1); an error stops Run from starting more workers
+	// and is returned once the started ones finish.
+	WorkerInit func(worker int) error
+
 	// Logger receives handler panics. nil means a text logger on stderr,
 	// made for this pool (never slog's global default).
 	Logger *slog.Logger

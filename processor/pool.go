@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -95,11 +96,21 @@ func (p *Pool) Run(ctx context.Context) error {
 	// WaitGroup cannot reach zero meanwhile, as the lost worker has not yet
 	// returned when it calls it.
 	p.respawn = func() { wg.Go(func() { p.work(ctx.Done()) }) }
-	for range p.cfg.Workers {
+	var initErr error
+	var initOnce sync.Once
+	for i := range p.cfg.Workers {
+		if p.cfg.WorkerInit != nil {
+			// Apache's child_init, per worker: a module's per-worker state
+			// is ready before the worker takes its first request.
+			if err := p.cfg.WorkerInit(i); err != nil {
+				initOnce.Do(func() { initErr = fmt.Errorf("quartet: processor worker %d init: %w", i, err) })
+				break
+			}
+		}
 		p.respawn()
 	}
 	wg.Wait()
-	return nil
+	return initErr
 }
 
 // Drain starts a graceful shutdown: every response from now on closes its

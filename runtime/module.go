@@ -22,11 +22,12 @@ type Module struct {
 	// adjust the configuration or refuse it.
 	PostConfig func(cfg *Config) error
 
-	// StageInit runs once per event loop when it starts, on the loop's own
-	// goroutine (Apache's child_init): for each reader loop, and for each
-	// writer loop with the loop's completion sources, where a module
-	// registers the fds (RDMA completion channels, say) whose readiness
-	// finishes its responses.
+	// StageInit runs once per event loop or worker when it starts
+	// (Apache's child_init): for each reader loop and each writer loop on
+	// the loop's own goroutine, and for each processor worker before it
+	// takes requests. A writer loop comes with its completion sources,
+	// where a module registers the fds (RDMA completion channels, say)
+	// whose readiness finishes its responses.
 	StageInit func(StageInfo) error
 
 	// PreConnection runs in the reader loop when a connection arrives,

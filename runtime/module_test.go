@@ -153,6 +153,12 @@ func TestModuleHooksRunInOrder(t *testing.T) {
 		return Module{
 			Name:       name,
 			PostConfig: func(*Config) error { note(name + ".post-config"); return nil },
+			StageInit: func(info StageInfo) error {
+				if info.Stage == StageProcessor && info.Index == 0 {
+					note(name + ".processor-init")
+				}
+				return nil
+			},
 			Handler: func(next processor.Handler) processor.Handler {
 				return processor.HandlerFunc(func(w *processor.ResponseWriter, r *stages.Request) {
 					note(name + ".handler")
@@ -165,7 +171,7 @@ func TestModuleHooksRunInOrder(t *testing.T) {
 	s := startServer(t, Config{Modules: []Module{mk("a"), mk("b")}})
 	c := dial(t, s)
 	exchange(t, c, bufio.NewReader(c), "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "GET")
-	want := "a.post-config b.post-config a.handler b.handler a.logger b.logger"
+	want := "a.post-config b.post-config a.processor-init b.processor-init a.handler b.handler a.logger b.logger"
 	if !eventually(2*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return strings.Join(order, " ") == want }) {
 		t.Fatalf("hooks ran as %q, want %q", strings.Join(order, " "), want)
 	}

@@ -94,6 +94,9 @@ func New(cfg Config) (*Server, error) {
 		WriteTimeout: cfg.WriteTimeout,
 		ServerName:   cfg.ServerName,
 		Logger:       cfg.Logger,
+		WorkerInit: func(i int) error {
+			return mods.stageInit(StageInfo{Stage: StageProcessor, Index: i})
+		},
 	}, s.requests, s.wake, cfg.Handler, s.response, &s.counters.processor)
 
 	// Stage 2: readers. They parse and dispatch, and close what they own.
