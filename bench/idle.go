@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,7 +44,13 @@ type IdleConfig struct {
 	// empty means as many 127.0.0.x as the largest count needs.
 	SourceAddrs []netip.Addr
 	Settle      time.Duration
+	// Log, if set, gets a line every logEvery connections opened.
+	Log io.Writer
 }
+
+// logEvery is how often Idle reports the connections opened so far:
+// opening 100k connections takes a while, in a VM minutes.
+const logEvery = 5000
 
 // IdlePoint is the server's memory with Conns idle connections open.
 type IdlePoint struct {
@@ -110,6 +117,9 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 				return points, fmt.Errorf("bench: idle connection %d: %w", len(fds)+1, err)
 			}
 			fds = append(fds, fd)
+			if cfg.Log != nil && len(fds)%logEvery == 0 {
+				fmt.Fprintf(cfg.Log, "%d connections open, server RSS %s\n", len(fds), rssString(cfg.PID))
+			}
 		}
 		select {
 		case <-time.After(cfg.Settle):
@@ -127,6 +137,14 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		points = append(points, p)
 	}
 	return points, nil
+}
+
+func rssString(pid int) string {
+	rss, err := ProcRSS(pid)
+	if err != nil {
+		return err.Error()
+	}
+	return byteSize(float64(rss))
 }
 
 // idleConn opens one connection, makes one request, reads its response and
@@ -327,7 +345,7 @@ func idleMain(ctx context.Context, args []string, env Env) error {
 		}
 	}
 	for _, tg := range targets {
-		pts, err := Idle(ctx, IdleConfig{URL: strings.TrimRight(tg.srv.URL(), "/"), Counts: ns, PID: tg.srv.PID(), SourceAddrs: src, Settle: *settle})
+		pts, err := Idle(ctx, IdleConfig{URL: strings.TrimRight(tg.srv.URL(), "/"), Counts: ns, PID: tg.srv.PID(), SourceAddrs: src, Settle: *settle, Log: env.Stderr})
 		report(tg.name, pts, err)
 	}
 	for _, name := range names {
@@ -335,7 +353,7 @@ func idleMain(ctx context.Context, args []string, env Env) error {
 		if err != nil {
 			return err
 		}
-		pts, err := Idle(ctx, IdleConfig{URL: s.URL() + *path, Counts: ns, PID: s.PID(), SourceAddrs: src, Settle: *settle})
+		pts, err := Idle(ctx, IdleConfig{URL: s.URL() + *path, Counts: ns, PID: s.PID(), SourceAddrs: src, Settle: *settle, Log: env.Stderr})
 		_ = s.Close()
 		report(name, pts, err)
 		if ctx.Err() != nil {
