@@ -218,3 +218,64 @@ func TestCQInEpoll(t *testing.T) {
 	}
 	wait(t, cli.cq, msgs)
 }
+
+// TestSteadyStateAllocs: posting, transmitting, receiving, placing and
+// completing allocate nothing per operation once a connection runs.
+func TestSteadyStateAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("counts allocations process-wide")
+	}
+	cli, srv := pair(t, pairOpts{recvs: 1, cfg: soft.Config{CRC: true}})
+	defer cli.close(t)
+	defer srv.close(t)
+	cw, err := rdma.NewWaiter(cli.cq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cw.Close()
+	sw, err := rdma.NewWaiter(srv.cq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	send := []rdma.SGE{rdma.SGEOf(cli.mr, 0, 100)}
+	write := []rdma.SGE{rdma.SGEOf(cli.mr, 0, 256<<10)}
+	recv := []rdma.SGE{rdma.SGEOf(srv.mr, len(srv.mem.Bytes())-4096, 4096)}
+	read := []rdma.SGE{rdma.SGEOf(cli.mr, 512<<10, 64<<10)}
+	buf := make([]rdma.Completion, 4)
+	ctx := context.Background()
+	need := func(w *rdma.Waiter, n int) {
+		for n > 0 {
+			k, err := w.Wait(ctx, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, wc := range buf[:k] {
+				if wc.Status != rdma.StatusSuccess {
+					t.Fatalf("completion %+v", wc)
+				}
+			}
+			n -= k
+		}
+	}
+	round := func() {
+		if err := cli.qp.PostWrite(1, write, srv.mr.Addr(), srv.mr.RKey(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.qp.PostRead(2, read, srv.mr.Addr(), srv.mr.RKey(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.qp.PostSend(3, send, 0); err != nil {
+			t.Fatal(err)
+		}
+		need(cw, 3)
+		need(sw, 1)
+		if err := srv.qp.PostRecv(4, recv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round()
+	if allocs := testing.AllocsPerRun(200, round); allocs > 0.5 {
+		t.Errorf("%.2f allocations per write+read+send round", allocs)
+	}
+}
