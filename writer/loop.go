@@ -160,18 +160,8 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
-	p, err := poll.New()
+	p, w, err := stages.OpenLoop(tokenWaker)
 	if err != nil {
-		return nil, err
-	}
-	w, err := stages.NewLoopWaker()
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	if err := p.Add(w.Fd(), unix.EPOLLIN, tokenWaker); err != nil {
-		w.Close()
-		p.Close()
 		return nil, err
 	}
 	l := &Loop{id: id, cfg: cfg, poller: p, waker: w,
@@ -371,9 +361,14 @@ func (l *Loop) service(r *stages.Response) {
 	}
 	if r.WSlot < 0 {
 		bs, eos := r.TakeOut(l.scratch[:0])
-		if len(bs) == 0 && !eos {
+		if len(bs) == 0 {
+			// A kick that trailed an abort or a finish: Append kicks after
+			// it has unlocked, so the writer may already have taken (and
+			// sent) the EOS it appended. eos is still reported then, but
+			// there is nothing to start: a record without buckets would
+			// never finish.
 			l.scratch = bs
-			return // a kick that raced with an abort or a finish: nothing to do
+			return
 		}
 		if r.Aborted() {
 			clear(bs)
