@@ -73,7 +73,9 @@ func startLoopWith(t testing.TB, cfg Config, prepare func(*Loop)) *harness {
 				t.Errorf("Run: %v", err)
 			}
 		case <-time.After(waitLimit):
-			t.Errorf("Run did not return within %v of Stop", waitLimit)
+			buf := make([]byte, 1<<20)
+			t.Errorf("Run did not return within %v of Stop (queue depth %d):\n%s",
+				waitLimit, l.QueueDepth(), buf[:runtime.Stack(buf, true)])
 		}
 	})
 	return h

@@ -993,3 +993,26 @@ func TestEpolloutRearmOnKeepAlive(t *testing.T) {
 		}
 	}
 }
+
+// A kick that arrives after its response has finished (Append's kick can
+// trail the writer, which may already have taken the EOS that Append put
+// in) finds nothing to write and must not start a record: an empty record
+// would never finish, and Run would never return after Stop.
+func TestLateKickAfterFinish(t *testing.T) {
+	h := startLoop(t, Config{})
+	wfd, rfd := seqpacketPair(t)
+	r := h.response(wfd)
+	r.Append(heap([]byte("done")), eos)
+	h.log()
+	r.Done()
+	h.waitRecycled(r)
+	records(t, rfd)
+	h.l.Kick(r) // the trailing kick
+	// Two turns: the first probe may run before the queue is drained.
+	h.inLoop(func() {})
+	h.inLoop(func() {
+		if h.l.active != 0 {
+			t.Errorf("%d records active after a late kick of a finished response", h.l.active)
+		}
+	})
+}
