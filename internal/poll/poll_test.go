@@ -229,3 +229,30 @@ func socketpair() (int, int, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	return fds[0], fds[1], err
 }
+
+// Close from another goroutine ends a Wait that is parked with no timeout.
+func TestCloseWakesParkedWait(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Wait(nil, -1)
+		done <- err
+	}()
+	// Let the waiter park (it polls once without blocking first); if Close
+	// comes before that, Wait reports ErrClosed all the same.
+	time.Sleep(10 * time.Millisecond)
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("parked Wait after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end a parked Wait")
+	}
+}
