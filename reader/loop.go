@@ -244,18 +244,8 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	if cfg.Dispatch == nil || cfg.Fail == nil {
 		return nil, errors.New("quartet: reader: Config.Dispatch and Config.Fail are required")
 	}
-	p, err := poll.New()
+	p, w, err := stages.OpenLoop(tokenWaker)
 	if err != nil {
-		return nil, err
-	}
-	w, err := stages.NewLoopWaker()
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	if err := p.Add(w.Fd(), unix.EPOLLIN, tokenWaker); err != nil {
-		w.Close()
-		p.Close()
 		return nil, err
 	}
 	l := &Loop{id: id, cfg: cfg, poller: p, waker: w, counters: counters,

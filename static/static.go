@@ -208,9 +208,7 @@ func (d *Dir) Close() error {
 
 // ServeQuartet serves one file.
 func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
-	if !r.IsMethod("GET") && !r.IsMethod("HEAD") {
-		w.Header().Set("Allow", "GET, HEAD")
-		w.WriteHeader(405)
+	if !getOrHead(w, r) {
 		return
 	}
 	name, dir, err := cleanPath(r.Path)
@@ -273,6 +271,16 @@ func serveEntry(w *processor.ResponseWriter, r *stages.Request, e *entry) {
 	w.SendFile(e.f, off, n)
 }
 
+// getOrHead answers 405 to any other method.
+func getOrHead(w *processor.ResponseWriter, r *stages.Request) bool {
+	if r.IsMethod("GET") || r.IsMethod("HEAD") {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	w.WriteHeader(405)
+	return false
+}
+
 func notFound(w *processor.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(404)
@@ -326,9 +334,7 @@ func NewFS(fsys fs.FS) (*FS, error) {
 
 // ServeQuartet serves one file from memory.
 func (s *FS) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
-	if !r.IsMethod("GET") && !r.IsMethod("HEAD") {
-		w.Header().Set("Allow", "GET, HEAD")
-		w.WriteHeader(405)
+	if !getOrHead(w, r) {
 		return
 	}
 	name, dir, err := cleanPath(r.Path)
