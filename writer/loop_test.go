@@ -557,9 +557,10 @@ func TestRemoveSource(t *testing.T) {
 // An EPOLLOUT collected for a response that has finished since, or for a
 // slot that now holds another response, changes nothing.
 func TestStaleEpolloutIgnored(t *testing.T) {
-	h := startLoop(t, Config{WriteTimeout: 50 * time.Millisecond})
-	// Response 1 parks on EPOLLOUT and times out: its one-shot registration
-	// stays armed with its token.
+	h := startLoop(t, Config{WriteTimeout: waitLimit})
+	// Response 1 parks on EPOLLOUT and times out (the test shortens the
+	// timeout once it has seen the stall): its one-shot registration stays
+	// armed with its token.
 	fd1, client1 := tcpPair(t, 4096, 4096)
 	r1 := h.response(fd1)
 	r1.Append(append(split(pattern(11, 2<<20), 256<<10), eos)...)
@@ -567,7 +568,10 @@ func TestStaleEpolloutIgnored(t *testing.T) {
 	h.waitStalled(r1)
 	var slot1 int32
 	var gen1 uint32
-	h.inLoop(func() { slot1, gen1 = r1.WSlot, h.l.records[r1.WSlot].gen })
+	h.inLoop(func() {
+		slot1, gen1 = r1.WSlot, h.l.records[r1.WSlot].gen
+		h.l.cfg.WriteTimeout = time.Nanosecond
+	})
 	e1 := h.log()
 	h.waitRecycled(r1)
 	if !errors.Is(e1.err, stages.ErrWriteTimeout) {
@@ -575,7 +579,7 @@ func TestStaleEpolloutIgnored(t *testing.T) {
 	}
 
 	// Response 2 takes the same slot and parks too (with the write timeout
-	// lengthened, so that only the test ends it); now the stale token
+	// long again, so that only the test ends it); now the stale token
 	// becomes deliverable because client 1 reads.
 	h.inLoop(func() { h.l.cfg.WriteTimeout = waitLimit })
 	fd2, client2 := tcpPair(t, 4096, 4096)
