@@ -52,6 +52,9 @@ type IdleConfig struct {
 // opening 100k connections takes a while, in a VM minutes.
 const logEvery = 5000
 
+// idleOpeners is how many connections Idle opens at once.
+const idleOpeners = 32
+
 // IdlePoint is the server's memory with Conns idle connections open.
 type IdlePoint struct {
 	Conns   int     `json:"conns"`
@@ -99,27 +102,14 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		return nil, err
 	}
 	var points []IdlePoint
-	buf := make([]byte, 4096)
 	for _, n := range cfg.Counts {
 		if _, err := RaiseFDLimit(uint64(n) + 64); err != nil {
 			return points, fmt.Errorf("%d idle connections: %w", n, err)
 		}
-		for len(fds) < n {
-			if err := ctx.Err(); err != nil {
-				return points, err
-			}
-			var from netip.Addr
-			if len(src) > 0 {
-				from = src[len(fds)%len(src)]
-			}
-			fd, err := idleConn(t.addr, from, req, buf)
-			if err != nil {
-				return points, fmt.Errorf("bench: idle connection %d: %w", len(fds)+1, err)
-			}
-			fds = append(fds, fd)
-			if cfg.Log != nil && len(fds)%logEvery == 0 {
-				fmt.Fprintf(cfg.Log, "%d connections open, server RSS %s\n", len(fds), rssString(cfg.PID))
-			}
+		opened, err := openIdle(ctx, t.addr, src, req, len(fds), n, cfg)
+		fds = append(fds, opened...)
+		if err != nil {
+			return points, err
 		}
 		select {
 		case <-time.After(cfg.Settle):
@@ -137,6 +127,68 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		points = append(points, p)
 	}
 	return points, nil
+}
+
+// openIdle opens connections have..want-1 with idleOpeners workers. Each
+// connection is opened, used once and then only held, so blocking calls on
+// a few goroutines are simplest; several at once let the server accept in
+// batches, which matters most in a slow VM.
+func openIdle(ctx context.Context, dst netip.AddrPort, src []netip.Addr, req []byte, have, want int, cfg IdleConfig) ([]int, error) {
+	type result struct {
+		fds []int
+		err error
+	}
+	next := make(chan int)
+	results := make(chan result, idleOpeners)
+	for range idleOpeners {
+		go func() {
+			var r result
+			buf := make([]byte, 4096)
+			for i := range next {
+				var from netip.Addr
+				if len(src) > 0 {
+					from = src[i%len(src)]
+				}
+				fd, err := idleConn(dst, from, req, buf)
+				if err != nil {
+					r.err = fmt.Errorf("bench: idle connection %d: %w", i+1, err)
+					break
+				}
+				r.fds = append(r.fds, fd)
+			}
+			for range next { // drain after a failure so the feeder ends
+			}
+			results <- r
+		}()
+	}
+	go func() {
+		defer close(next)
+		for i := have; i < want; i++ {
+			if ctx.Err() != nil {
+				return
+			}
+			next <- i
+			if cfg.Log != nil && (i+1)%logEvery == 0 {
+				fmt.Fprintf(cfg.Log, "%d connections opening, server RSS %s\n", i+1, rssString(cfg.PID))
+			}
+		}
+	}()
+	var fds []int
+	var errs []error
+	for range idleOpeners {
+		r := <-results
+		fds = append(fds, r.fds...)
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fds, errs[0]
+	}
+	return fds, nil
 }
 
 func rssString(pid int) string {
