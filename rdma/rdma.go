@@ -534,7 +534,7 @@ type Completion struct {
 	QPNum     uint32 // QP.Num of the queue pair it belongs to
 	Bytes     uint32 // bytes received (receives) or transferred (reads)
 	Imm       uint32 // immediate data, host order, when HasImm
-	VendorErr uint32 // provider detail for a failed status (soft: RFC 5040 layer/type/code)
+	VendorErr uint32 // provider detail for a failed status (verbs: vendor_err; soft: the Terminate word, layer<<28 | type<<24 | code<<16)
 	Status    Status
 	Op        Opcode // valid only when Status is StatusSuccess (as in verbs)
 	HasImm    bool

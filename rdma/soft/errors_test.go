@@ -108,6 +108,10 @@ func TestRemoteAccessErrors(t *testing.T) {
 				if wc.WRID != 1 || wc.Status != rdma.StatusRemAccessErr {
 					t.Errorf("read completion %+v, want remote access error", wc)
 				}
+				// VendorErr carries the Terminate's layer/type/code word.
+				if got != nil && wc.VendorErr>>28 != uint32(got.Layer) || wc.VendorErr>>24&0xf != uint32(got.Type) || wc.VendorErr>>16&0xff != uint32(got.Code) {
+					t.Errorf("VendorErr %#x does not match %v", wc.VendorErr, got)
+				}
 			} else {
 				wcs := wait(t, cli.cq, 2)
 				// iWARP has no acknowledgement: the Write completed when

@@ -63,6 +63,7 @@ type wqe struct {
 
 	done   bool // transmitted (send/write/bind) or fully answered (read)
 	status rdma.Status
+	vendor uint32 // Completion.VendorErr: the Terminate word that failed it
 }
 
 // rqe is one receive-queue entry.
@@ -366,7 +367,7 @@ func (q *qp) completeSQ() {
 			return
 		}
 		if q.signaled(w) || w.status != rdma.StatusSuccess {
-			wc := rdma.Completion{WRID: w.id, QPNum: q.num, Status: w.status, Op: sqOpcode[w.kind]}
+			wc := rdma.Completion{WRID: w.id, QPNum: q.num, Status: w.status, Op: sqOpcode[w.kind], VendorErr: w.vendor}
 			if w.kind == wrRead && w.status == rdma.StatusSuccess {
 				wc.Bytes = uint32(w.bytes)
 			}
@@ -427,7 +428,7 @@ func (q *qp) flush() {
 	// Flushed requests always complete, signaled or not, as in verbs.
 	for q.sqHead < q.sqTail {
 		w := &q.sq[q.sqHead%uint64(len(q.sq))]
-		q.sendCQ.push(rdma.Completion{WRID: w.id, QPNum: q.num, Status: w.status, Op: sqOpcode[w.kind]}, false)
+		q.sendCQ.push(rdma.Completion{WRID: w.id, QPNum: q.num, Status: w.status, Op: sqOpcode[w.kind], VendorErr: w.vendor}, false)
 		w.mw, w.mr = nil, nil
 		q.sqHead++
 	}

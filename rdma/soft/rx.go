@@ -604,6 +604,7 @@ func (q *qp) rxTermDone() *termInfo {
 			if len(q.orq) > 0 {
 				rw := &q.sq[q.orq[0]%uint64(len(q.sq))]
 				rw.done, rw.status = true, st
+				rw.vendor = termWord(layer, etype, ecode, 0)
 				q.orq = q.orq[:copy(q.orq, q.orq[1:])]
 			}
 			q.mu.Unlock()
