@@ -277,6 +277,9 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	for _, s := range servers {
 		fmt.Fprintf(env.Stderr, "%-9s %s\n", s.Name, s.URL())
 	}
+	if !isInProcess(servers[0].Server) {
+		spareProcs(f.cfg.withDefaults().Loops)
+	}
 	rows, err := Compare(ctx, f.cfg, reqPath, conns, servers, *repeats)
 	if err != nil {
 		return err
