@@ -235,8 +235,8 @@ func (f *feeder) waitFor(n int64) {
 }
 
 // produce hands b.N items to send in the regime's pattern and returns
-// once the consumer has processed them all. send must not return before
-// the item is queued; when the queue is full it should call full.
+// once the consumer has processed them all. send returns once the item is
+// queued (see push).
 func (f *feeder) produce(send func(v int)) {
 	b := f.b
 	for i := 0; i < b.N; {
@@ -255,12 +255,21 @@ func (f *feeder) produce(send func(v int)) {
 	f.waitFor(int64(b.N))
 }
 
-// full parks the producer until the consumer has made progress: the ring
-// had no room. wake wakes the consumer first (it must be running to make
-// room).
-func (f *feeder) full(wake func()) {
-	wake()
-	f.waitFor(f.processed.Load() + 1)
+// push pushes v to r, parking the producer while r is full. wake wakes
+// the consumer (it must be running to make room).
+//
+// The wait is for progress past the count read before the failed Push:
+// a count read after it could already include every item that was in the
+// ring, and then the producer would wait for an item it has not pushed.
+func (f *feeder) push(r *Ring[int], v int, wake func()) {
+	for {
+		before := f.processed.Load()
+		if r.Push(v) {
+			return
+		}
+		wake()
+		f.waitFor(before + 1)
+	}
 }
 
 // handoffEpoll creates an epoll instance watching fd for reading.
@@ -334,9 +343,7 @@ func benchEveryTime(pipe bool) func(b *testing.B, f *feeder) handoffCounts {
 			}
 		}()
 		f.produce(func(v int) {
-			for !r.Push(v) {
-				f.full(func() {})
-			}
+			f.push(r, v, func() {})
 			signal()
 		})
 		return c
@@ -391,9 +398,7 @@ func benchLoopWaker(spin int) func(b *testing.B, f *feeder) handoffCounts {
 			}
 		}()
 		f.produce(func(v int) {
-			for !r.Push(v) {
-				f.full(w.Wake)
-			}
+			f.push(r, v, w.Wake)
 			w.Wake()
 		})
 		_, c.writes = w.Wakes()
@@ -452,9 +457,7 @@ func BenchmarkWorkerHandoff(b *testing.B) {
 				mu.Unlock()
 			})
 			f.produce(func(v int) {
-				for !r.Push(v) {
-					f.full(ww.Wake)
-				}
+				f.push(r, v, ww.Wake)
 				ww.Wake()
 			})
 			close(done)
