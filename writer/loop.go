@@ -150,6 +150,15 @@ type Loop struct {
 	counters  *stages.StageCounters
 	stopping  atomic.Bool
 	lastCheck time.Time
+
+	// stopMu keeps Stop's Wake apart from Run closing the waker, which
+	// LoopWaker.Close requires: Run re-checks the stopping flag after
+	// Sleep, so it can return while a Stop that set the flag is still
+	// between its Wake's CAS and its eventfd write, and that write would
+	// land in whatever fd next gets the number. Stop is rare; Kick does
+	// not take it (no Kick may follow Stop).
+	stopMu sync.Mutex
+	exited bool
 }
 
 // New makes a writer loop. counters may be shared with a Stats reader.
@@ -254,17 +263,27 @@ func (l *Loop) RemoveSource(id SourceID) error {
 	return l.poller.Delete(fd)
 }
 
-// Stop asks Run to return once every started response has finished.
+// Stop asks Run to return once every started response has finished. Any
+// goroutine, any number of times, also after Run has returned.
 func (l *Loop) Stop() {
+	l.stopMu.Lock()
+	defer l.stopMu.Unlock()
 	l.stopping.Store(true)
-	l.waker.Wake()
+	if !l.exited {
+		l.waker.Wake()
+	}
 }
 
 // Run is the loop. It returns after Stop (or ctx's end) once no response is
 // in flight, and releases the poller and waker.
 func (l *Loop) Run(ctx context.Context) error {
-	defer l.poller.Close()
-	defer l.waker.Close()
+	defer func() {
+		l.stopMu.Lock()
+		l.exited = true
+		l.stopMu.Unlock()
+		l.waker.Close()
+		l.poller.Close()
+	}()
 	stop := context.AfterFunc(ctx, l.Stop)
 	defer stop()
 	if l.cfg.Init != nil {
