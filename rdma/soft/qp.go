@@ -98,6 +98,9 @@ type qp struct {
 	sendCQ *cq
 	recvCQ *cq
 	sigAll bool
+	// maxSendSGE/maxRecvSGE are what the QP was created with: posting
+	// more fails here as it would on a NIC.
+	maxSendSGE, maxRecvSGE int
 
 	state atomic.Uint32 // rdma.QPState
 
@@ -152,17 +155,19 @@ func newQP(d *device, cfg rdma.QPConfig) (*qp, error) {
 		return nil, &rdma.VerbError{Verb: "ibv_create_qp", Errno: einval}
 	}
 	q := &qp{
-		dev:    d,
-		pd:     p,
-		num:    d.qpnum.Add(1),
-		sendCQ: scq,
-		recvCQ: rcq,
-		sigAll: cfg.SignalAll,
-		sq:     make([]wqe, cfg.MaxSendWR),
-		rq:     make([]rqe, max(cfg.MaxRecvWR, 1)),
-		wake:   make(chan struct{}, 1),
-		rxDone: make(chan struct{}),
-		txDone: make(chan struct{}),
+		dev:        d,
+		pd:         p,
+		num:        d.qpnum.Add(1),
+		sendCQ:     scq,
+		recvCQ:     rcq,
+		sigAll:     cfg.SignalAll,
+		maxSendSGE: max(cfg.MaxSendSGE, 1),
+		maxRecvSGE: max(cfg.MaxRecvSGE, 1),
+		sq:         make([]wqe, cfg.MaxSendWR),
+		rq:         make([]rqe, max(cfg.MaxRecvWR, 1)),
+		wake:       make(chan struct{}, 1),
+		rxDone:     make(chan struct{}),
+		txDone:     make(chan struct{}),
 	}
 	q.ird = clampRD(cfg.ResponderResources)
 	q.ord = clampRD(cfg.InitiatorDepth)
@@ -223,8 +228,8 @@ func (q *qp) Err() error {
 // postSQ validates and queues one send-queue entry. fill runs under the
 // lock on the free slot.
 func (q *qp) postSQ(id uint64, kind uint8, sgl []rdma.SGE, flags rdma.SendFlags, raddr uint64, rkey uint32) (*wqe, error) {
-	if len(sgl) > maxSGE || (kind == wrRead && len(sgl) != 1) {
-		return nil, fmt.Errorf("%w: %d SGEs", rdma.ErrInvalid, len(sgl))
+	if len(sgl) > q.maxSendSGE || (kind == wrRead && len(sgl) != 1) {
+		return nil, fmt.Errorf("%w: %d SGEs (QP has %d; Reads take exactly 1)", rdma.ErrInvalid, len(sgl), q.maxSendSGE)
 	}
 	q.mu.Lock()
 	if !q.rts() || q.closing {
@@ -326,8 +331,8 @@ func (q *qp) BindMW(id uint64, m rdma.MW, r rdma.MR, sge rdma.SGE, access rdma.A
 }
 
 func (q *qp) PostRecv(id uint64, sgl []rdma.SGE) error {
-	if len(sgl) > maxSGE {
-		return fmt.Errorf("%w: %d SGEs", rdma.ErrInvalid, len(sgl))
+	if len(sgl) > q.maxRecvSGE {
+		return fmt.Errorf("%w: %d SGEs (QP has %d)", rdma.ErrInvalid, len(sgl), q.maxRecvSGE)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
