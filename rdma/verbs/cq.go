@@ -4,6 +4,17 @@ package verbs
 
 /*
 #include "shim.h"
+// The hot-path helpers never call back into Go and keep no pointer, so
+// cgo may skip the callback bookkeeping and let arguments stay on the
+// stack (Go 1.22 directives).
+#cgo nocallback q_poll
+#cgo noescape q_poll
+#cgo nocallback q_post_send
+#cgo noescape q_post_send
+#cgo nocallback q_post_recv
+#cgo noescape q_post_recv
+#cgo nocallback q_req_notify_cq
+#cgo noescape q_req_notify_cq
 */
 import "C"
 
