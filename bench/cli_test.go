@@ -134,3 +134,43 @@ func TestCompareWithPeer(t *testing.T) {
 		t.Errorf("the reference row's ratio should be 1.00: %q", lines[1])
 	}
 }
+
+// TestPeersServeEndpoints starts each peer and checks it answers the whole
+// endpoint set, pipelined, the way Quartet's built-in handler does.
+func TestPeersServeEndpoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the peers module")
+	}
+	wd, _ := os.Getwd()
+	dir, err := FindPeersDir(filepath.Dir(wd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := BuildPeers(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(bin)
+	mix := []RequestSpec{{Path: "/hello"}, {Path: "/sleep?ms=2"}, {Path: "/bytes?n=100000"},
+		{Method: "POST", Path: "/echo", BodySize: 5000}}
+	for _, name := range peerNames {
+		t.Run(name, func(t *testing.T) {
+			srv, err := StartProcess(t.Context(), name, []string{filepath.Join(bin, name), "-addr", "127.0.0.1:0"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			res, err := Run(t.Context(), Config{URL: srv.URL() + "/", Conns: 3, Pipeline: 4, Requests: 400, Mix: mix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status[2] != 400 || res.ErrorTotal() != 0 {
+				t.Fatalf("status %v, errors %+v", res.Status, res.Errors)
+			}
+			// 100 of each: /hello 13 bytes, /sleep 13, /bytes 100000, /echo 5000.
+			if min := uint64(100 * (13 + 13 + 100000 + 5000)); res.BytesRead < min {
+				t.Errorf("read %d bytes, want at least %d of bodies", res.BytesRead, min)
+			}
+		})
+	}
+}

@@ -42,10 +42,16 @@ func main() {
 		_, _ = w.Write(bytes.Repeat([]byte{'x'}, n))
 	})
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength >= 0 {
-			w.Header().Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
+		// Read first, then write: io.Copy(w, r.Body) goes through
+		// ResponseWriter.ReadFrom, which cut the echo short at 512 bytes
+		// (the sniffing buffer) and closed the connection here.
+		body, err := io.ReadAll(io.LimitReader(r.Body, peers.MaxBytes))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
 		}
-		_, _ = io.Copy(w, r.Body)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
 	})
 	srv := &http.Server{Handler: mux}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
