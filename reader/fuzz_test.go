@@ -288,7 +288,7 @@ func knownDifferenceRule(in []byte) string {
 		if i := strings.IndexAny(after, "/?"); i >= 0 {
 			authority = after[:i]
 		}
-		if !ok || strings.ContainsAny(scheme, "/?") || !validAuthority([]byte(authority), false) {
+		if !ok || !isScheme(scheme) || !validAuthority([]byte(authority), false) {
 			return "absolute-form authority not plain host[:port]"
 		}
 	}
@@ -315,6 +315,20 @@ func knownDifferenceRule(in []byte) string {
 		return chunkedKnownDifference(rest)
 	}
 	return ""
+}
+
+// isScheme reports whether s is an RFC 3986 scheme:
+// ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+func isScheme(s string) bool {
+	if s == "" || !isAlpha(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlpha(c) && !isDigit(c) && c != '+' && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // firstField returns the OWS-trimmed value of the first field line named
