@@ -1020,3 +1020,43 @@ func TestLateKickAfterFinish(t *testing.T) {
 		}
 	})
 }
+
+// Init runs on the loop goroutine before anything else and may register
+// completion sources; its error ends Run and still releases the loop's fds.
+func TestInit(t *testing.T) {
+	t.Run("registers a source", func(t *testing.T) {
+		efd := newEventfd(t)
+		ran := make(chan uint64, 2)
+		var initGID atomic.Uint64
+		startLoop(t, Config{Init: func(s Sources) error {
+			initGID.Store(goid())
+			_, err := s.AddSource(efd, func() { drainEventfd(efd); ran <- goid() })
+			return err
+		}})
+		fireEventfd(t, efd)
+		select {
+		case gid := <-ran:
+			if gid != initGID.Load() {
+				t.Errorf("callback on goroutine %d, Init on %d", gid, initGID.Load())
+			}
+		case <-time.After(waitLimit):
+			t.Fatal("source registered by Init never ran")
+		}
+	})
+	t.Run("error", func(t *testing.T) {
+		fds := fdCount(t)
+		boom := errors.New("boom")
+		l, err := New(3, Config{Init: func(Sources) error { return boom }}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = l.Run(context.Background())
+		if !errors.Is(err, boom) || !strings.Contains(err.Error(), "writer 3") {
+			t.Errorf("Run: %v, want the Init error naming writer 3", err)
+		}
+		if got := fdCount(t); got != fds {
+			t.Errorf("%d fds after Run, %d before New", got, fds)
+		}
+		l.Stop() // after Run: a no-op
+	})
+}
