@@ -32,6 +32,8 @@ type pairOpts struct {
 	recvs     int // receives posted on each side before connecting
 	recvSize  int // bytes per receive, carved from the end of mem
 	sendDepth int
+	// unsignaled: only requests posted with SendSignaled complete.
+	unsignaled bool
 }
 
 func (o *pairOpts) defaults() {
@@ -82,7 +84,7 @@ func (e *endpoint) qpConfig(o *pairOpts) rdma.QPConfig {
 	return rdma.QPConfig{
 		PD: e.pd, SendCQ: e.cq, RecvCQ: e.cq,
 		MaxSendWR: o.sendDepth, MaxRecvWR: max(o.recvs, 16), MaxSendSGE: 4, MaxRecvSGE: 4,
-		SignalAll: true,
+		SignalAll: !o.unsignaled,
 		Prepare: func(qp rdma.QP) error {
 			for i := 0; i < o.recvs; i++ {
 				off := o.memSize - (i+1)*o.recvSize
