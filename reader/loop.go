@@ -497,6 +497,11 @@ func (l *Loop) putBuf(rc *rconn) {
 // errEOF on the client's FIN.
 func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 	if rc.end == len(rc.buf) {
+		if rc.state == stateBody {
+			// parse sized the buffer for the whole body; a full buffer here
+			// would mean more bytes than declared, which parse consumes.
+			return 0, errBufferFull
+		}
 		if rc.start > 0 {
 			// Only between requests: nothing aliases the bytes yet.
 			n := copy(rc.buf, rc.buf[rc.start:rc.end])
@@ -636,6 +641,23 @@ func (l *Loop) parse(slot int32) bool {
 	case !rc.req.Chunked && rc.req.ContentLength <= int64(l.cfg.PrereadBody) && !rc.req.Expect100:
 		rc.remaining = rc.req.ContentLength
 		if int64(buffered) < rc.remaining {
+			// The request's fields alias the buffer, so the rest of the
+			// body must fit behind them without moving them: give the
+			// request a buffer of its own size if this one is short, and
+			// parse again so the fields point into it.
+			if need := n + int(rc.remaining); len(rc.buf)-rc.start < need {
+				received := rc.req.Received
+				nb := make([]byte, need)
+				rc.end = copy(nb, rc.buf[rc.start:rc.end])
+				rc.buf, rc.start = nb, 0
+				rc.parser.Reset()
+				rc.req.Reset()
+				if _, err := rc.parser.Parse(rc.buf[:rc.end], l.cfg.Limits, &rc.req); err != nil {
+					l.fail(slot, StatusOf(err)) // cannot happen: the same bytes parsed a moment ago
+					return true
+				}
+				rc.req.Conn, rc.req.Seq, rc.req.Received = rc.c, rc.seq, received
+			}
 			rc.state = stateBody
 			return false
 		}
