@@ -378,6 +378,12 @@ func (l *Loop) service(r *stages.Response) {
 	if l.counters != nil {
 		l.counters.Dequeued.Add(1)
 	}
+	if r.WSlot == finishPending {
+		// The kick that trailed r's end: nothing to write, r can go.
+		r.WSlot = -1
+		r.Finish()
+		return
+	}
 	if r.WSlot < 0 {
 		bs, eos := r.TakeOut(l.scratch[:0])
 		if len(bs) == 0 {
@@ -662,8 +668,22 @@ func (l *Loop) finish(slot int32, err error) {
 	r.WSlot = -1
 	r.Disposition = uint8(disp)
 	l.release(slot)
+	// Late kicks: Append kicks after unlocking, so a kick can trail the
+	// EOS this loop has just sent. Marking r queued makes any later kick
+	// coalesce into nothing (Begin clears the mark for r's next use). If
+	// a kick has claimed the mark already, its queue entry is on its way,
+	// and r must not be recycled (and begun again by its next producer)
+	// before the loop has popped it: Finish waits for that entry.
+	if !r.MarkQueued() {
+		r.WSlot = finishPending
+		return
+	}
 	r.Finish() // r may be recycled, and c handed back, from here on
 }
+
+// finishPending marks a response that has ended but still has a kick in
+// the loop's queue; the loop lets go of it when it pops that kick.
+const finishPending = -2
 
 // expire aborts responses whose client has taken nothing for WriteTimeout.
 func (l *Loop) expire(now time.Time) {
