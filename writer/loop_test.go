@@ -1060,3 +1060,50 @@ func TestInit(t *testing.T) {
 		l.Stop() // after Run: a no-op
 	})
 }
+
+// A kick that trails the EOS (Append kicks after unlocking, so the loop may
+// already have sent what it appended) must not let the response be
+// recycled while its queue entry is still to be served: the producer's
+// pool may Begin the response again at once, and the loop would then read
+// and take from a response in someone else's hands.
+func TestTrailingKickDelaysRecycle(t *testing.T) {
+	var target atomic.Pointer[stages.Response]
+	h := startLoopWith(t, Config{}, func(l *Loop) {
+		log := l.cfg.Log
+		l.cfg.Log = func(r *stages.Response) {
+			if target.Load() == r {
+				l.Kick(r) // after the EOS was taken, before the loop lets go
+			}
+			log(r)
+		}
+	})
+	wfd, rfd := seqpacketPair(t)
+	for i := 0; i < 50; i++ {
+		r := h.response(wfd)
+		target.Store(r)
+		r.Append(heap([]byte("done")), eos)
+		r.Done()
+		h.log()
+		h.waitRecycled(r)
+		// Recycled: reuse it at once, as a pool may.
+		target.Store(nil)
+		r.Begin(&stages.Conn{ID: 1000 + uint64(i), FD: wfd}, nil, time.Now())
+		r.KeepAlive = true
+		r.Append(heap([]byte("next")), eos)
+		r.Done()
+		if e := h.log(); e.resp != r || e.sent != 4 || e.err != nil {
+			t.Fatalf("round %d: second use logged %d bytes, %v", i, e.sent, e.err)
+		}
+		h.waitRecycled(r)
+		recs := records(t, rfd)
+		if len(recs) != 2 || string(recs[0]) != "done" || string(recs[1]) != "next" {
+			t.Fatalf("round %d: records %q", i, recs)
+		}
+	}
+	h.inLoop(func() {})
+	h.inLoop(func() {
+		if h.l.active != 0 {
+			t.Errorf("%d records active at the end", h.l.active)
+		}
+	})
+}
