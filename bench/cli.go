@@ -226,8 +226,13 @@ func Main(ctx context.Context, args []string, env Env) error {
 	var f loadFlags
 	f.register(fs)
 	vsWrk := fs.Bool("vs-wrk", false, "then run wrk with the same -c, -t, -d and compare client CPU per request")
+	var sp ServerParams
+	fs.IntVar(&sp.Readers, "readers", 0, "in-process server (URL inproc:/PATH): reader loops")
+	fs.IntVar(&sp.Processors, "processors", 0, "in-process server: processors")
+	fs.IntVar(&sp.Writers, "writers", 0, "in-process server: writer loops")
+	fs.IntVar(&sp.QueueCapacity, "queue", 0, "in-process server: queue capacity")
 	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]")
+		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL          (URL inproc:/hello runs an in-process Quartet)\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -238,13 +243,32 @@ func Main(ctx context.Context, args []string, env Env) error {
 		fs.Usage()
 		return errUsage
 	}
-	if err := f.finish(pos[0]); err != nil {
+	target := pos[0]
+	inproc := strings.HasPrefix(target, "inproc:")
+	if inproc {
+		if env.Quartet == nil {
+			return errors.New("bench: no in-process Quartet linked in")
+		}
+		if _, err := RaiseFDLimit(2*uint64(f.cfg.Conns) + 64); err != nil {
+			return err
+		}
+		srv, err := env.Quartet(ctx, sp)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		target = srv.URL() + strings.TrimPrefix(target, "inproc:")
+		f.cfg.ServerInProcess = true
+	}
+	if err := f.finish(target); err != nil {
 		return err
 	}
 	if !f.jsonOut && !f.csvOut && isTerminal(env.Stdout) {
 		f.cfg.Progress = progressPrinter(env.Stdout)
 	}
-	spareProcs(f.cfg.withDefaults().Loops)
+	if !inproc {
+		spareProcs(f.cfg.withDefaults().Loops)
+	}
 	res, err := Run(ctx, f.cfg)
 	if f.cfg.Progress != nil {
 		fmt.Fprint(env.Stdout, "\r\033[K")

@@ -3,6 +3,7 @@ package inproc
 import (
 	"os"
 	goruntime "runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +80,20 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// TestBenchInProcessURL runs `quartet bench inproc:/hello` through
+// bench.Main, as the command does.
+func TestBenchInProcessURL(t *testing.T) {
+	var out, errb strings.Builder
+	err := bench.Main(t.Context(), []string{"-n", "200", "-c", "2", "--readers", "1", "inproc:/hello"},
+		bench.Env{Stdout: &out, Stderr: &errb, Quartet: Start})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	for _, want := range []string{"200 requests", "2xx 200", "server CPU"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
 }
