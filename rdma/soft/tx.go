@@ -161,7 +161,7 @@ func (q *qp) txWQE(w *wqe) error {
 		be.PutUint32(b[32:], w.sge[0].Len)
 		be.PutUint32(b[36:], w.rkey)
 		be.PutUint64(b[40:], w.raddr)
-		q.tx.appendFPDU(q, 0, b, nil)
+		q.tx.appendFPDU(q, b, nil)
 		if err := q.tx.flush(q); err != nil {
 			return err
 		}
@@ -304,7 +304,7 @@ func (t *txState) sendMsg(q *qp, op int, total uint64, pieces [][]byte, stag uin
 
 // appendFPDU adds one FPDU whose header is h (already filled) and whose
 // payload is pay (may be nil).
-func (t *txState) appendFPDU(q *qp, _ int, h []byte, pay []byte) {
+func (t *txState) appendFPDU(q *qp, h, pay []byte) {
 	start := len(t.bufs)
 	t.bufs = append(t.bufs, h)
 	if len(pay) > 0 {
@@ -365,7 +365,7 @@ func (q *qp) txTerminate(ti *termInfo) {
 			binary.BigEndian.PutUint16(att, l-uint16(pktinfos[op].hdrLen-mpaHdr))
 		}
 	}
-	q.tx.appendFPDU(q, 0, h, att)
+	q.tx.appendFPDU(q, h, att)
 	_ = q.conn.SetWriteDeadline(time.Now().Add(termTimeout))
 	_ = q.tx.flush(q)
 }
