@@ -19,9 +19,12 @@ import (
 
 // Idle experiment bounds.
 const (
-	// idleIOTimeout bounds each connect, request and response while
-	// opening the idle connections.
+	// idleIOTimeout bounds each request and response while opening the
+	// idle connections.
 	idleIOTimeout = 5 * time.Second
+	// idleConnectTimeout bounds a connect: longer, because SYNs dropped
+	// by a full accept queue are retried after 1, 3, 7, 15 s.
+	idleConnectTimeout = 30 * time.Second
 	// DefaultSettle is the pause before reading the server's RSS, so that
 	// connections it is still setting up are counted.
 	DefaultSettle = 500 * time.Millisecond
@@ -225,9 +228,11 @@ func idleConn(dst netip.AddrPort, from netip.Addr, req, buf []byte) (int, error)
 			return fail("bind", err)
 		}
 	}
-	if err := unix.Connect(fd, sockaddr(dst.Addr(), dst.Port())); err == unix.EINTR {
-		// The Go runtime's preemption signal interrupted the connect,
-		// which goes on in the background: wait for it to finish.
+	if err := unix.Connect(fd, sockaddr(dst.Addr(), dst.Port())); err == unix.EINTR || err == unix.EINPROGRESS {
+		// EINTR: the Go runtime's preemption signal interrupted the
+		// connect; EINPROGRESS: SO_SNDTIMEO expired, typically because a
+		// slow server's accept queue is full and SYNs are being retried.
+		// Either way the connect goes on in the background: wait for it.
 		if err := awaitConnect(fd); err != nil {
 			return fail("connect", err)
 		}
@@ -272,7 +277,7 @@ func retryEINTR(f func() (int, error)) (int, error) {
 // awaitConnect waits for an interrupted connect to complete.
 func awaitConnect(fd int) error {
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	n, err := retryEINTR(func() (int, error) { return unix.Poll(pfd, int(idleIOTimeout/time.Millisecond)) })
+	n, err := retryEINTR(func() (int, error) { return unix.Poll(pfd, int(idleConnectTimeout/time.Millisecond)) })
 	if err != nil {
 		return err
 	}
