@@ -1,0 +1,418 @@
+package rdmahttp
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/quartet-server/quartet/rdma"
+	"github.com/quartet-server/quartet/stages"
+	"github.com/quartet-server/quartet/writer"
+)
+
+// loop is the module's state for one writer loop: its CQ (a completion
+// source of that loop) and the channels whose completions land there.
+//
+// Processors post work and register it in ops; the writer loop (onCQ)
+// completes it. mu guards chans, byID, ops and every channel's exposures.
+type loop struct {
+	s    *Server
+	idx  int
+	cq   rdma.CQ
+	srcs writer.Sources
+	src  writer.SourceID
+	wcs  []rdma.Completion // writer loop only
+
+	mu     sync.Mutex
+	chans  map[netip.AddrPort]*channel
+	byID   map[uint32]*channel
+	ops    map[uint64]*op
+	nextWR uint64
+	dials  singleflight.Group
+}
+
+// channel is one RDMA connection from this loop to a client endpoint.
+type channel struct {
+	id   uint32
+	ep   netip.AddrPort
+	qp   rdma.QP
+	mem  *rdma.Memory // message area: receive slots, then send slots
+	mr   rdma.MR
+	next int  // next send slot; guarded by loop.mu
+	dead bool // guarded by loop.mu
+	exps map[uint64]*exposure
+}
+
+// opKind is what a signaled work request finishes.
+type opKind uint8
+
+const (
+	opWritten opKind = iota + 1 // the written message after server-writes' Writes
+	opBind                      // a window bind for client-reads
+)
+
+// op is one signaled work request a response waits for.
+type op struct {
+	kind    opKind
+	ch      *channel
+	hold    *stages.Hold
+	bytes   int64
+	release func() // drops staging memory and cache references
+	exp     *exposure
+}
+
+// exposure is one client-reads grant: a window (or a per-operation MR)
+// over exactly the body's bytes, alive until the client confirms, the
+// timer fires or the channel dies.
+type exposure struct {
+	op      uint64
+	ch      *channel
+	mw      rdma.MW
+	mr      rdma.MR // per-operation registration when there are no windows
+	timer   *time.Timer
+	release func()
+}
+
+// post registers o under a fresh work-request id and runs postFn with it;
+// o is forgotten again if posting fails.
+func (lp *loop) post(o *op, postFn func(id uint64) error) error {
+	lp.mu.Lock()
+	lp.nextWR++
+	id := lp.nextWR
+	lp.ops[id] = o
+	lp.mu.Unlock()
+	if err := postFn(id); err != nil {
+		lp.mu.Lock()
+		delete(lp.ops, id)
+		lp.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// sendSlot returns the next send slot's SGE of ch with the message in it.
+func (lp *loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
+	lp.mu.Lock()
+	slot := recvSlots + ch.next
+	ch.next = (ch.next + 1) % sendSlots
+	lp.mu.Unlock()
+	putMsg(ch.mem.Bytes()[slot*msgLen:], kind, opID)
+	return rdma.SGEOf(ch.mr, slot*msgLen, msgLen)
+}
+
+// channel returns the cached connection to ep, dialing it if there is
+// none (concurrent first requests share one dial).
+func (lp *loop) channel(ep netip.AddrPort) (*channel, error) {
+	lp.mu.Lock()
+	ch := lp.chans[ep]
+	lp.mu.Unlock()
+	if ch != nil {
+		return ch, nil
+	}
+	v, err, _ := lp.dials.Do(ep.String(), func() (any, error) {
+		lp.mu.Lock()
+		ch := lp.chans[ep]
+		lp.mu.Unlock()
+		if ch != nil {
+			return ch, nil
+		}
+		ch, err := lp.dial(ep)
+		if err != nil {
+			return nil, err
+		}
+		lp.mu.Lock()
+		lp.chans[ep] = ch
+		lp.byID[ch.id] = ch
+		lp.mu.Unlock()
+		return ch, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*channel), nil
+}
+
+// dial connects to a client's endpoint: message area, QP on this loop's
+// CQ with its receives posted before the connection exists (iWARP has no
+// RNR retry), the channel id in the private data.
+func (lp *loop) dial(ep netip.AddrPort) (_ *channel, err error) {
+	s := lp.s
+	s.st.dials.Add(1)
+	ch := &channel{id: s.nextCh.Add(1), ep: ep, exps: map[uint64]*exposure{}}
+	if ch.mem, err = rdma.Alloc(msgArea); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ch.mem.Free()
+		}
+	}()
+	if ch.mr, err = s.pd.Register(ch.mem.Bytes(), rdma.AccessLocalWrite); err != nil {
+		return nil, fmt.Errorf("ibv_reg_mr: %w", err)
+	}
+	s.st.liveMRs.Add(1)
+	defer func() {
+		if err != nil {
+			ch.mr.Close()
+			s.st.liveMRs.Add(-1)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
+	defer cancel()
+	var sgl [1]rdma.SGE
+	ch.qp, err = s.dev.Dial(ctx, ep.String(), rdma.QPConfig{
+		PD: s.pd, SendCQ: lp.cq, RecvCQ: lp.cq,
+		MaxSendWR: sqDepth, MaxRecvWR: recvSlots, MaxInline: msgLen,
+		InitiatorDepth: 1, ResponderResources: s.info.MaxQPRdAtom,
+		Prepare: func(qp rdma.QP) error {
+			for i := 0; i < recvSlots; i++ {
+				sgl[0] = rdma.SGEOf(ch.mr, i*msgLen, msgLen)
+				if err := qp.PostRecv(recvID(ch.id, i), sgl[:]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}, putPriv(ch.id))
+	if err != nil {
+		return nil, err
+	}
+	s.st.liveQPs.Add(1)
+	return ch, nil
+}
+
+// onCQ is the writer loop's completion source: take the event, re-arm,
+// then drain (the order of the CQ contract, so nothing is missed).
+func (lp *loop) onCQ() {
+	if _, err := lp.cq.Consume(); err != nil {
+		return
+	}
+	_ = lp.cq.Arm(false)
+	for {
+		n, err := lp.cq.Poll(lp.wcs)
+		if n == 0 || err != nil {
+			return
+		}
+		for i := range lp.wcs[:n] {
+			lp.complete(&lp.wcs[i])
+		}
+	}
+}
+
+// complete handles one completion in the writer loop.
+func (lp *loop) complete(wc *rdma.Completion) {
+	if wc.WRID&tagRecv != 0 {
+		lp.received(wc)
+		return
+	}
+	lp.mu.Lock()
+	o := lp.ops[wc.WRID]
+	delete(lp.ops, wc.WRID)
+	lp.mu.Unlock()
+	if o == nil {
+		// An unsignaled Write reports only failure: its channel is done.
+		if wc.Status != rdma.StatusSuccess && wc.WRID&tagChan != 0 {
+			if wc.Status != rdma.StatusWRFlushErr {
+				lp.s.st.lost.Add(1)
+			}
+			lp.mu.Lock()
+			ch := lp.byID[uint32(wc.WRID)]
+			lp.mu.Unlock()
+			if ch != nil {
+				lp.kill(ch)
+			}
+		}
+		return
+	}
+	ok := wc.Status == rdma.StatusSuccess
+	switch o.kind {
+	case opWritten:
+		if ok {
+			lp.s.st.written.Add(1)
+			lp.s.st.writtenBytes.Add(o.bytes)
+		} else {
+			// The header already says Written; the client, missing the
+			// message, detects the loss and retries (docs/rdma-http.md).
+			lp.s.st.lost.Add(1)
+			lp.kill(o.ch)
+		}
+		o.release()
+	case opBind:
+		if !ok {
+			lp.s.st.lost.Add(1)
+			lp.revoke(o.ch, o.exp.op, false)
+			lp.kill(o.ch)
+		}
+	}
+	if o.hold != nil {
+		o.hold.Release() // the header goes out from this loop, now
+	}
+}
+
+// received handles a receive completion: a read-done message revokes its
+// exposure; the slot is posted again.
+func (lp *loop) received(wc *rdma.Completion) {
+	chID, slot := splitRecvID(wc.WRID)
+	lp.mu.Lock()
+	ch := lp.byID[chID]
+	lp.mu.Unlock()
+	if ch == nil {
+		return // a flushed receive of a channel already torn down
+	}
+	if wc.Status != rdma.StatusSuccess {
+		lp.kill(ch) // flushed: the client went away or broke the protocol
+		return
+	}
+	if kind, opID, ok := parseMsg(ch.mem.Bytes()[slot*msgLen:]); ok && kind == msgReadDone {
+		if lp.revoke(ch, opID, false) {
+			lp.s.st.confirmed.Add(1)
+		}
+	}
+	sgl := [1]rdma.SGE{rdma.SGEOf(ch.mr, slot*msgLen, msgLen)}
+	if err := ch.qp.PostRecv(wc.WRID, sgl[:]); err != nil {
+		lp.kill(ch)
+	}
+}
+
+// addExposure records e on its channel, with its timer. False if the
+// channel is dead or the op id is already exposed there.
+func (lp *loop) addExposure(e *exposure) bool {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if e.ch.dead || e.ch.exps[e.op] != nil {
+		return false
+	}
+	e.ch.exps[e.op] = e
+	lp.s.st.liveExposures.Add(1)
+	lp.s.st.exposed.Add(1)
+	ch, opID := e.ch, e.op
+	e.timer = time.AfterFunc(lp.s.cfg.ExposureTimeout, func() {
+		if lp.revoke(ch, opID, true) {
+			lp.s.st.timedOut.Add(1)
+		}
+	})
+	return true
+}
+
+// revoke ends an exposure: the window is destroyed (or the per-operation
+// MR deregistered), so its key dies, and its memory is let go. True if
+// the exposure existed.
+func (lp *loop) revoke(ch *channel, opID uint64, fromTimer bool) bool {
+	lp.mu.Lock()
+	e := ch.exps[opID]
+	delete(ch.exps, opID)
+	lp.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	if !fromTimer && e.timer != nil {
+		e.timer.Stop()
+	}
+	lp.dropExposure(e)
+	return true
+}
+
+func (lp *loop) dropExposure(e *exposure) {
+	lp.discard(e)
+	lp.s.st.liveExposures.Add(-1)
+}
+
+// discard releases an exposure's key and memory.
+func (lp *loop) discard(e *exposure) {
+	st := &lp.s.st
+	if e.mw != nil {
+		if e.mw.Close() == nil {
+			st.liveMWs.Add(-1)
+		}
+	}
+	if e.mr != nil {
+		if e.mr.Close() == nil {
+			st.liveMRs.Add(-1)
+		}
+	}
+	e.release()
+}
+
+// kill retires a failed channel: out of the cache (the next request
+// dials again), its exposures revoked, its QP closed. Completions still
+// owed for its work requests arrive as flushes and release their ops.
+func (lp *loop) kill(ch *channel) {
+	lp.mu.Lock()
+	if ch.dead {
+		lp.mu.Unlock()
+		return
+	}
+	ch.dead = true
+	if lp.chans[ch.ep] == ch {
+		delete(lp.chans, ch.ep)
+	}
+	delete(lp.byID, ch.id)
+	exps := make([]*exposure, 0, len(ch.exps))
+	for k, e := range ch.exps {
+		exps = append(exps, e)
+		delete(ch.exps, k)
+	}
+	lp.mu.Unlock()
+	for _, e := range exps {
+		e.timer.Stop()
+		lp.dropExposure(e)
+	}
+	lp.closeChannel(ch)
+}
+
+func (lp *loop) closeChannel(ch *channel) {
+	st := &lp.s.st
+	if ch.qp.Close() == nil {
+		st.liveQPs.Add(-1)
+	}
+	if ch.mr.Close() == nil {
+		st.liveMRs.Add(-1)
+	}
+	ch.mem.Free()
+}
+
+// close tears the loop down after its writer loop has stopped: every
+// channel and exposure, the work still registered (flushed by the QP
+// closes), and the CQ.
+func (lp *loop) close() error {
+	_ = lp.srcs.RemoveSource(lp.src) // the loop's poller may be gone already
+	lp.mu.Lock()
+	chans := make([]*channel, 0, len(lp.byID))
+	for _, ch := range lp.byID {
+		chans = append(chans, ch)
+	}
+	lp.mu.Unlock()
+	for _, ch := range chans {
+		lp.kill(ch)
+	}
+	// Drain what the closes flushed, then release ops nobody completed.
+	for {
+		n, _ := lp.cq.Poll(lp.wcs)
+		if n == 0 {
+			break
+		}
+		for i := range lp.wcs[:n] {
+			lp.complete(&lp.wcs[i])
+		}
+	}
+	lp.mu.Lock()
+	ops := lp.ops
+	lp.ops = map[uint64]*op{}
+	lp.mu.Unlock()
+	for _, o := range ops {
+		if o.release != nil {
+			o.release()
+		}
+		if o.hold != nil {
+			o.hold.Release()
+		}
+	}
+	if err := lp.cq.Close(); err != nil {
+		return fmt.Errorf("rdmahttp: writer %d: ibv_destroy_cq: %w", lp.idx, err)
+	}
+	return nil
+}
