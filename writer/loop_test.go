@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -658,7 +659,7 @@ func TestManyConnectionsTinyQueue(t *testing.T) {
 	const conns, parts = 16, 20
 	type conn struct {
 		r    *stages.Response
-		c    interface{ Read([]byte) (int, error) }
+		c    *net.TCPConn
 		want []byte
 	}
 	cs := make([]conn, conns)
@@ -676,13 +677,9 @@ func TestManyConnectionsTinyQueue(t *testing.T) {
 		}(cs[i])
 	}
 	for i := range cs {
-		client := cs[i].c.(interface {
-			Read([]byte) (int, error)
-			SetReadDeadline(time.Time) error
-		})
-		client.SetReadDeadline(time.Now().Add(waitLimit))
+		cs[i].c.SetReadDeadline(time.Now().Add(waitLimit))
 		got := make([]byte, len(cs[i].want))
-		if _, err := io.ReadFull(client, got); err != nil {
+		if _, err := io.ReadFull(cs[i].c, got); err != nil {
 			t.Fatalf("conn %d: %v", i, err)
 		}
 		if !bytes.Equal(got, cs[i].want) {
@@ -825,11 +822,8 @@ func TestKickFromCompletionCallback(t *testing.T) {
 	const n = 10
 	type pair struct {
 		r      *stages.Response
-		client interface {
-			Read([]byte) (int, error)
-			SetReadDeadline(time.Time) error
-		}
-		want []byte
+		client *net.TCPConn
+		want   []byte
 	}
 	ps := make([]pair, n)
 	for i := range ps {
