@@ -34,7 +34,7 @@ import (
 )
 
 const (
-	memSize = 4 << 20
+	memSize = 52 << 20
 	recvs   = 4
 	msgSize = 1000
 )
@@ -162,27 +162,27 @@ func exchange(t *testing.T, a, b *end) {
 			t.Fatalf("%s -> %s: sent bytes differ", from.name, to.name)
 		}
 	}
-	// Writes and Reads both ways: from writes its [0,n) into to's [1 MiB, 1 MiB+n),
-	// then reads it back into its own [2 MiB, 2 MiB+n).
+	// Writes and Reads both ways: from writes its [0,n) into to's
+	// [16 MiB, 16 MiB+n), then reads it back into its own [32 MiB, 32 MiB+n).
 	for i, pr := range [][2]*end{{a, b}, {b, a}} {
 		from, to := pr[0], pr[1]
-		for _, n := range []int{1, 3, 4096, 65537, 1 << 20} {
+		for _, n := range []int{1, 3, 4096, 65537, 1 << 20, 16 << 20} {
 			src := from.mem.Bytes()[:n]
 			pattern(src, n+i)
-			if err := from.qp.PostWrite(2, []rdma.SGE{rdma.SGEOf(from.mr, 0, n)}, to.mr.Addr()+1<<20, to.mr.RKey(), 0); err != nil {
+			if err := from.qp.PostWrite(2, []rdma.SGE{rdma.SGEOf(from.mr, 0, n)}, to.mr.Addr()+16<<20, to.mr.RKey(), 0); err != nil {
 				t.Fatalf("%s PostWrite: %v", from.name, err)
 			}
-			if err := from.qp.PostRead(3, []rdma.SGE{rdma.SGEOf(from.mr, 2<<20, n)}, to.mr.Addr()+1<<20, to.mr.RKey(), 0); err != nil {
+			if err := from.qp.PostRead(3, []rdma.SGE{rdma.SGEOf(from.mr, 32<<20, n)}, to.mr.Addr()+16<<20, to.mr.RKey(), 0); err != nil {
 				t.Fatalf("%s PostRead: %v", from.name, err)
 			}
 			wcs := from.wait(t, 2)
 			if wcs[0].Op != rdma.OpWrite || wcs[1].Op != rdma.OpRead {
 				t.Fatalf("%s completions %+v", from.name, wcs)
 			}
-			if !bytes.Equal(to.mem.Bytes()[1<<20:1<<20+n], src) {
+			if !bytes.Equal(to.mem.Bytes()[16<<20:16<<20+n], src) {
 				t.Fatalf("%s -> %s: %d written bytes differ", from.name, to.name, n)
 			}
-			if !bytes.Equal(from.mem.Bytes()[2<<20:2<<20+n], src) {
+			if !bytes.Equal(from.mem.Bytes()[32<<20:32<<20+n], src) {
 				t.Fatalf("%s <- %s: %d read bytes differ", from.name, to.name, n)
 			}
 		}
