@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -135,12 +136,16 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 // openIdle opens connections have..want-1 with idleOpeners workers. Each
 // connection is opened, used once and then only held, so blocking calls on
 // a few goroutines are simplest; several at once let the server accept in
-// batches, which matters most in a slow VM.
+// batches, which matters most in a slow VM. The first failure stops it.
 func openIdle(ctx context.Context, dst netip.AddrPort, src []netip.Addr, req []byte, have, want int, cfg IdleConfig) ([]int, error) {
 	type result struct {
 		fds []int
 		err error
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var opened atomic.Int64
+	opened.Store(int64(have))
 	next := make(chan int)
 	results := make(chan result, idleOpeners)
 	for range idleOpeners {
@@ -155,27 +160,27 @@ func openIdle(ctx context.Context, dst netip.AddrPort, src []netip.Addr, req []b
 				fd, err := idleConn(dst, from, req, buf)
 				if err != nil {
 					r.err = fmt.Errorf("bench: idle connection %d: %w", i+1, err)
+					cancel() // stops the feeder
 					break
 				}
 				r.fds = append(r.fds, fd)
-			}
-			for range next { // drain after a failure so the feeder ends
+				if n := opened.Add(1); cfg.Log != nil && n%logEvery == 0 {
+					fmt.Fprintf(cfg.Log, "%d connections open, server RSS %s\n", n, rssString(cfg.PID))
+				}
 			}
 			results <- r
 		}()
 	}
-	go func() {
-		defer close(next)
-		for i := have; i < want; i++ {
-			if ctx.Err() != nil {
-				return
-			}
-			next <- i
-			if cfg.Log != nil && (i+1)%logEvery == 0 {
-				fmt.Fprintf(cfg.Log, "%d connections opening, server RSS %s\n", i+1, rssString(cfg.PID))
-			}
+	// The feeder runs here, so every worker has ended before we return.
+feed:
+	for i := have; i < want; i++ {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
 		}
-	}()
+	}
+	close(next)
 	var fds []int
 	var errs []error
 	for range idleOpeners {
@@ -185,13 +190,10 @@ func openIdle(ctx context.Context, dst netip.AddrPort, src []netip.Addr, req []b
 			errs = append(errs, r.err)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		errs = append(errs, err)
-	}
 	if len(errs) > 0 {
 		return fds, errs[0]
 	}
-	return fds, nil
+	return fds, ctx.Err()
 }
 
 func rssString(pid int) string {
