@@ -91,6 +91,7 @@ func TestConditionalRequestsAndRanges(t *testing.T) {
 		{"range unsatisfiable", "/f.txt", []string{"Range: bytes=10-\r\n"}, 416, "", "bytes */10"},
 		{"several ranges: whole file", "/f.txt", []string{"Range: bytes=0-1,4-5\r\n"}, 200, "0123456789", ""},
 		{"garbage range: whole file", "/f.txt", []string{"Range: lines=1-2\r\n"}, 200, "0123456789", ""},
+		{"signed range: whole file", "/f.txt", []string{"Range: bytes=+2-5\r\n"}, 200, "0123456789", ""},
 		{"if-range matches", "/f.txt", []string{"Range: bytes=0-0\r\n", "If-Range: " + etag + "\r\n"}, 206, "0", "bytes 0-0/10"},
 		{"if-range stale", "/f.txt", []string{"Range: bytes=0-0\r\n", "If-Range: \"old\"\r\n"}, 200, "0123456789", ""},
 		{"if-range date", "/f.txt", []string{"Range: bytes=1-1\r\n", "If-Range: Wed, 01 May 2024 12:00:00 GMT\r\n"}, 206, "1", "bytes 1-1/10"},

@@ -94,6 +94,9 @@ func parseRange(h []byte, size int64) (br byteRange, ok, unsatisfiable bool) {
 		return br, false, false
 	}
 	first, last := bytes.TrimSpace(spec[:dash]), bytes.TrimSpace(spec[dash+1:])
+	if !digits(first) || !digits(last) {
+		return br, false, false // RFC 9110 §14.1.1: 1*DIGIT only (ParseInt would take "+5")
+	}
 	switch {
 	case len(first) == 0: // suffix: the last N bytes
 		n, err := strconv.ParseInt(string(last), 10, 64)
@@ -137,4 +140,14 @@ func ifRangeAllows(r *stages.Request, e *entry) bool {
 	}
 	t, ok := parseHTTPDate(ir)
 	return ok && e.mod.Truncate(time.Second).Equal(t)
+}
+
+// digits reports whether b is empty or all ASCII digits.
+func digits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
