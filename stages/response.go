@@ -130,7 +130,7 @@ type Response struct {
 	// Writer-owned.
 	BytesSent int64 // exactly what reached the socket, for the logger
 	WriteErr  error // why the writer stopped early, nil if it did not
-	WSlot     int32 // index of the writer's record for this response, -1 when it has none
+	WSlot     int32 // index of the writer's record for this response; -1 when it has none, -2 while it has ended but a trailing kick is still queued
 	// Disposition tells the recycle function what to do with the
 	// connection: 0 keep-alive, 1 lingering close, 2 close now. The
 	// connection goes back to its reader only when both owners have let
