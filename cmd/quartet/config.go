@@ -30,6 +30,8 @@ type serveOptions struct {
 	AccessLog     string        `yaml:"access-log" help:"access log in combined format: a file, or - for stdout (default: none)"`
 	MetricsAddr   string        `yaml:"metrics-addr" help:"serve Prometheus /metrics on this address (default: off)"`
 	Pprof         bool          `yaml:"pprof" help:"also serve /debug/pprof on --metrics-addr"`
+	RDMA          string        `yaml:"rdma" help:"deliver bodies by RDMA to clients that ask (docs/rdma-http.md): off, soft, verbs, or auto (verbs where a device exists, else soft)"`
+	RDMAAddr      string        `yaml:"rdma-addr" help:"local IP whose RDMA device serves RDMA clients (default: the provider's first device)"`
 }
 
 // loadConfigFile overlays the YAML file at path on o. Every error names the
@@ -125,6 +127,8 @@ func (o *serveOptions) validate() error {
 		return bad("write-timeout", o.WriteTimeout, "must be positive")
 	case o.Pprof && o.MetricsAddr == "":
 		return errors.New("pprof = true needs metrics-addr")
+	case o.RDMA != "off" && o.RDMA != "soft" && o.RDMA != "verbs" && o.RDMA != "auto":
+		return bad("rdma", o.RDMA, "must be off, soft, verbs or auto")
 	}
 	return nil
 }

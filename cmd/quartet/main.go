@@ -26,6 +26,8 @@ func commands() map[string]command {
 		"bench": {"HTTP load generator", runBench},
 		"sweep": {"run an experiment matrix", runSweep},
 		"rdma":  {"RDMA devices, rping-compatible ping, perf", runRDMA},
+		"get":   {"fetch a URL, the body by RDMA (server-writes, client-reads) or TCP", runGet},
+		"proxy": {"plain HTTP in front of an RDMA-capable Quartet upstream", runProxy},
 	}
 }
 

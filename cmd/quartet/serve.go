@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"reflect"
 	"sort"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/rdma/rdmatool"
+	"github.com/quartet-server/quartet/rdmahttp"
 	"github.com/quartet-server/quartet/runtime"
 	"github.com/quartet-server/quartet/static"
 )
@@ -36,6 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Readers: d.Readers, Processors: d.Processors, Writers: d.Writers, Queue: d.QueueCapacity,
 		MaxConns: d.MaxConns, MaxBody: d.MaxBodyBytes,
 		HeaderTimeout: d.HeaderTimeout, IdleTimeout: d.IdleTimeout, WriteTimeout: d.WriteTimeout,
+		RDMA: "auto",
 	}
 	o := defaults
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -111,6 +115,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.MetricsAddr != "" {
 		mx = metrics.New()
 		cfg.Modules = append(cfg.Modules, mx.Module())
+	}
+
+	rmod, err := rdmaModule(o, logger)
+	if err != nil {
+		return err
+	}
+	if rmod != nil {
+		cfg.Modules = append(cfg.Modules, rmod.Module())
+		// Runs after Serve has returned on every path below: the writer
+		// loops whose CQs the module owns have stopped.
+		defer func() {
+			if err := rmod.Close(); err != nil {
+				logger.Error("rdma: releasing", "err", err)
+			}
+		}()
 	}
 
 	srv, err := runtime.New(cfg)
@@ -194,3 +213,36 @@ func bindFlags(fl *flag.FlagSet, o *serveOptions) {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// rdmaModule opens the RDMA provider --rdma names; nil with --rdma off.
+// auto that finds no usable device logs and serves without RDMA; an
+// explicit provider that fails is an error.
+func rdmaModule(o serveOptions, logger *slog.Logger) (*rdmahttp.Server, error) {
+	if o.RDMA == "off" {
+		return nil, nil
+	}
+	cfg := rdmahttp.Config{}
+	if o.RDMAAddr != "" {
+		ip, err := netip.ParseAddr(o.RDMAAddr)
+		if err != nil {
+			return nil, fmt.Errorf("--rdma-addr: %w", err)
+		}
+		cfg.Addr = ip
+	}
+	p, err := rdmatool.NewRegistry().Get(o.RDMA)
+	if err == nil {
+		cfg.Provider = p
+		var m *rdmahttp.Server
+		if m, err = rdmahttp.NewServer(cfg); err == nil {
+			info := m.DeviceInfo()
+			logger.Info("rdma delivery", "provider", p.Name(), "device", info.Name,
+				"transport", info.Transport.String(), "memory-windows", m.MemoryWindows())
+			return m, nil
+		}
+	}
+	if o.RDMA == "auto" {
+		logger.Warn("rdma delivery off", "err", err)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("--rdma %s: %w", o.RDMA, err)
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/quartet-server/quartet/rdmahttp"
+)
+
+// proxyHeaders are the upstream response headers a proxied response keeps.
+var proxyHeaders = []string{"Content-Type", "ETag", "Last-Modified", "Cache-Control", "Accept-Ranges", rdmahttp.HeaderDigest}
+
+// runProxy accepts plain HTTP from ordinary clients and fetches each GET
+// from an RDMA-capable Quartet upstream (the seed's proxy: TCP in front,
+// RDMA behind). Each upstream fetch needs a Client's buffer to itself, so
+// the proxy keeps a pool of them; a request waits for a free one.
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var g getOptions
+	fl := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	listen := fl.String("listen", "127.0.0.1:8081", "accept plain HTTP on this address")
+	upstream := fl.String("upstream", "", "RDMA-capable Quartet server, http://host:port (required)")
+	clients := fl.Int("clients", 4, "RDMA clients (buffers) in the pool: upstream fetches at once")
+	g.bind(fl)
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if g.mode == "server-writes" && !flagGiven(fl, "rdma") {
+		g.mode = "client-reads" // the proxy's default: the upstream's NIC does the work
+	}
+	up, err := url.Parse(*upstream)
+	if err != nil || up.Scheme != "http" || up.Host == "" {
+		return fmt.Errorf("--upstream %q: want http://host:port", *upstream)
+	}
+	mode, err := rdmahttp.ParseMode(g.mode)
+	if err != nil {
+		return err
+	}
+	if *clients < 1 {
+		return errors.New("--clients must be at least 1")
+	}
+	pool := make(chan *rdmahttp.Client, *clients)
+	defer func() {
+		close(pool)
+		for c := range pool {
+			c.Close()
+		}
+	}()
+	for i := 0; i < *clients; i++ {
+		var c *rdmahttp.Client
+		if mode == rdmahttp.ModeOff {
+			c, err = plainClient()
+		} else {
+			c, err = g.client(up.Hostname())
+		}
+		if err != nil {
+			return err
+		}
+		pool <- c
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: &proxy{up: strings.TrimSuffix(up.String(), "/"), mode: mode, pool: pool, log: logger},
+		ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("quartet proxy", "addr", ln.Addr().String(), "upstream", up.String(), "rdma", mode.String(), "clients", *clients)
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = hs.Shutdown(sctx)
+	<-done
+	return err
+}
+
+func flagGiven(fl *flag.FlagSet, name string) bool {
+	given := false
+	fl.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+type proxy struct {
+	up   string
+	mode rdmahttp.Mode
+	pool chan *rdmahttp.Client
+	log  *slog.Logger
+}
+
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		http.Error(w, "quartet proxy: only GET", http.StatusMethodNotAllowed)
+		return
+	}
+	var c *rdmahttp.Client
+	select {
+	case c = <-p.pool:
+	case <-r.Context().Done():
+		return
+	}
+	defer func() { p.pool <- c }()
+	opened := false
+	res, err := c.Get(r.Context(), p.up+r.URL.RequestURI(), p.mode, func(res *rdmahttp.Response) (io.Writer, error) {
+		opened = true
+		for _, h := range proxyHeaders {
+			if v := res.Header.Get(h); v != "" {
+				w.Header().Set(h, v)
+			}
+		}
+		if res.Length >= 0 {
+			w.Header().Set("Content-Length", strconv.FormatInt(res.Length, 10))
+		}
+		via := res.Mode.String()
+		if res.Mode == rdmahttp.ModeOff {
+			via = "tcp"
+		}
+		w.Header().Set("X-Quartet-Proxy-Via", via)
+		w.WriteHeader(res.Status)
+		return w, nil
+	})
+	if err != nil {
+		p.log.Warn("upstream fetch", "uri", r.URL.RequestURI(), "err", err)
+		if !opened {
+			http.Error(w, "quartet proxy: upstream: "+err.Error(), http.StatusBadGateway)
+		}
+		return
+	}
+	_ = res
+}
