@@ -320,7 +320,13 @@ func idleMain(ctx context.Context, args []string, env Env) error {
 	settle := fs.Duration("settle", DefaultSettle, "pause before reading RSS")
 	path := fs.String("path", "/hello", "request path for each connection's one request")
 	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: quartet bench idle [flags] [URL]\n\nOpens idle keep-alive connections (one request each) and reports the server's RSS per connection.")
+		fmt.Fprintln(env.Stderr, `usage: quartet bench idle [flags] [URL]
+
+Opens idle keep-alive connections (one request each) and reports the
+server's RSS per connection. Both ends need an open file per connection:
+beyond the host's per-process cap, run it in the project's VM, e.g.
+  vm/run.sh -t 2700 -m 8192 -- /path/to/quartet bench idle -n 10000,100000 --peer-bin DIR
+with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
