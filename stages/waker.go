@@ -25,7 +25,74 @@ import (
 // atomic load and no syscall; a sleeping loop costs one write and one read
 // per wake-up however many producers raced to wake it.
 //
-// MEASUREMENT: filled in by the hand-off benchmarks (handoff_bench_test.go).
+// What it buys was measured by BenchmarkHandoff (handoff_bench_test.go): one
+// producer goroutine hands items through a Ring to one loop that blocks in
+// epoll_wait, in four regimes, from a loop that always has a backlog (busy:
+// ~1µs of work per item) to one that is asleep at every hand-off (pingpong:
+// a round trip per item). cpu is user+system time of the whole process per
+// item; syscalls counts write, read and epoll_wait on both sides. Medians of
+// six runs of
+//
+//	go test -run='^$' -bench='Ring|Handoff' -benchtime=1s -count=6 ./stages/
+//
+// on a 2-core AMD EPYC VM that other jobs kept at a load average of 16-18
+// (2026-11-21), so wall times scatter 2-3x between runs; cpu and syscalls
+// are steady, and ratios are what to read:
+//
+//	regime    mechanism          ns/op   cpu/op  syscalls/op
+//	busy      pipe every time    6.8µs    2.8µs  1.01
+//	          eventfd every time 4.2µs    2.7µs  1.01
+//	          LoopWaker          3.8µs    2.4µs  0.0007
+//	          chan               4.3µs    2.3µs  0
+//	stream    pipe every time    2.2µs    1.5µs  1.25
+//	          eventfd every time 3.9µs    1.2µs  1.23
+//	          LoopWaker          146ns     36ns  0.0045
+//	          LoopWaker + spin    65ns     28ns  0.0022
+//	          chan                48ns     44ns  0
+//	burst64   eventfd every time 1.9µs    1.4µs  1.29
+//	          LoopWaker          3.3µs    486ns  0.10
+//	          LoopWaker + spin   130ns     50ns  0.005
+//	          chan                48ns     48ns  0
+//	pingpong  pipe every time     85µs   15.4µs  3.00
+//	          eventfd every time  83µs   13.6µs  3.00
+//	          LoopWaker          102µs   15.0µs  3.00
+//	          LoopWaker + spin   1.5µs    461ns  0.04
+//	          chan               329ns    324ns  0
+//
+// What that says:
+//
+//   - While the loop has work, the flag does what Pane hoped: hand-offs
+//     stop costing syscalls (1-1.3 per item down to 0.0007-0.005), and
+//     with a loop that keeps up with its producer the hand-off itself goes
+//     from ~1.2µs to ~36ns of CPU (33x). When the loop has real work per
+//     item (busy), the saved write is ~10% of the CPU.
+//   - A loop that is asleep at every hand-off pays write + read +
+//     epoll_wait whatever the scheme (3.00 syscalls/op for all three), and
+//     those are not the cost: waking a thread blocked in the kernel is
+//     (4-17µs in quieter runs of the same benchmark, tens of µs under this
+//     load). The flag neither helps nor hurts there. A pipe costs 15-25%
+//     more CPU than an eventfd and a second fd; one eventfd read drains
+//     any number of writes.
+//   - Bursts sit in between: one wake-up per burst instead of one write per
+//     item (13x fewer syscalls, 3x less CPU); the wall time is the thread
+//     wake-up latency spread over the burst, which the load made noisy.
+//   - What helps a mostly idle loop is not to sleep at once. Re-checking its
+//     rings for ~10-20µs (100 yields) before Sleep cut ping-pong latency
+//     50-70x and CPU per hand-off 30x, because sleeping and waking cost CPU
+//     too; the price is up to that spin of CPU each time a loop runs dry,
+//     which is how the Go scheduler's spinning threads trade. It needs no
+//     change here: a loop may spin (polling its sockets with a zero
+//     timeout) before it calls Sleep.
+//   - A channel is fastest when both sides are goroutines, because the
+//     runtime passes the processor to the receiver without waking a thread,
+//     but a loop cannot block on a channel and in epoll_wait at once. So
+//     event loops get Ring + LoopWaker, and the processor pool, which is
+//     all goroutines, gets Ring + WorkerWaker, which is on a par with a
+//     channel (BenchmarkWorkerHandoff: 65 vs 124ns streaming, 528 vs 406ns
+//     ping-pong, same run) and reports its queue depth.
+//
+// Signals, Pane's other idea, would interrupt a loop in the middle of a
+// read or writev with EINTR; nothing here needs them.
 
 // Waker states. The loop owns the move to sleeping and back to running;
 // producers only move sleeping to woken, and only one of them wins.
@@ -57,14 +124,23 @@ const (
 // Producers push to the loop's ring(s) first and call Wake after.
 //
 // Why no wake-up is lost (Dekker's pattern, the "store buffering" litmus
-// test): the producer stores (the ring slot's seq, in Push) then loads (the
-// waker state, in Wake); the loop stores (the state, in Sleep) then loads
-// (the ring, in the re-check). Go's sync/atomic operations are sequentially
-// consistent, so in the single total order of these four operations one of
-// the stores comes first, and the other side's load sees it: either the
-// producer sees "sleeping" and writes the eventfd, or the loop's re-check
-// finds the item and does not block. Both missing each other would need
-// each load to precede the other side's store, which is a cycle.
+// test): the producer stores (the ring's enqueue position and the slot's
+// seq, in Push) then loads (the waker state, in Wake); the loop stores (the
+// state, in Sleep) then loads (the ring: Len or Pop, in the re-check). Go's
+// sync/atomic operations are sequentially consistent, so in the single
+// total order of these operations one side's store comes first and the
+// other side's load sees it: either the producer sees "sleeping" and writes
+// the eventfd, or the loop's re-check finds the item and does not block.
+// Both missing each other would need each load to precede the other side's
+// store, which is a cycle. (If the re-check uses Len, it can see a slot a
+// producer has claimed but not yet filled; Pop then finds nothing and the
+// loop goes round again, without a syscall, until the item is there.)
+//
+// Polling with a zero timeout instead of skipping epoll_wait after a
+// re-check that found work is equally correct; what is not is any check
+// made before Sleep standing in for the re-check (a shutdown flag, a
+// "below the connection limit" condition): whatever a producer signals by
+// calling Wake must be looked at again after Sleep.
 //
 // A producer that wins sleeping->woken may be descheduled before its write;
 // the loop, woken by something else, may read the eventfd before the write
