@@ -15,15 +15,18 @@ import (
 //
 // Quartet's rings and who uses them:
 //
-//	Listener  -> Reader     accepted *Conn, one ring per reader loop
-//	Reader    -> Processor  *Request, one ring shared by the processor pool
-//	Processor -> Writer     responses, one ring per writer loop
-//	Writer    -> Reader     keep-alive *Conn, one ring per reader loop
+//	Listener, Writers -> Reader     accepted and kept-alive connections,
+//	                                one ring per reader loop (LoopWaker)
+//	Readers -> Processor pool       *Request, one ring shared by the P
+//	                                processors (WorkerWaker)
+//	Processors -> Writer            *Response, one ring per writer loop
+//	                                (LoopWaker)
 //
-// The reader->processor ring has one producer per reader loop and P
-// consumers, and the others have several producers, hence MPMC rather than
-// the SPSC ring STYLE.md sketches; a ring with one producer and one consumer
-// pays only uncontended CASes for the generality.
+// Every ring has several producers and the processors' ring several
+// consumers, hence MPMC rather than the SPSC ring STYLE.md sketches; the
+// per-slot sequence number is the ownership flag it asks for, and a ring
+// with one producer and one consumer pays only uncontended CASes for the
+// generality.
 //
 // The algorithm, for a slot array of size n (a power of two, mask = n-1);
 // slot i starts with seq = i:
