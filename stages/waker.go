@@ -3,6 +3,7 @@ package stages
 import (
 	"encoding/binary"
 	"os"
+	"runtime"
 	"sync/atomic"
 
 	"golang.org/x/sys/cpu"
@@ -240,6 +241,14 @@ func (w *LoopWaker) Awake() {
 			w.owed++
 		}
 	}
+	w.drain()
+}
+
+// drain reads the eventfd until every write the loop is owed has arrived or
+// the read finds the counter empty (EAGAIN: a write is still on its way; a
+// later Awake picks it up, and if the loop blocks first, the write wakes
+// it). Loop goroutine only.
+func (w *LoopWaker) drain() {
 	for w.owed > 0 {
 		w.reads++
 		n, err := unix.Read(w.fd, w.buf[:])
@@ -247,8 +256,6 @@ func (w *LoopWaker) Awake() {
 			continue
 		}
 		if err != nil || n != 8 {
-			// EAGAIN: the write is still on its way; the next Awake will
-			// pick it up (and if the loop blocks first, the write wakes it).
 			return
 		}
 		got := binary.NativeEndian.Uint64(w.buf[:])
@@ -260,16 +267,32 @@ func (w *LoopWaker) Awake() {
 	}
 }
 
-// Close closes the eventfd. The caller must make sure no producer is inside
-// Wake or will call it again (stop the producing stages first): a Wake that
-// raced with Close could write to a recycled fd number. Wake calls that
-// start after Close returns are harmless no-ops.
+// Close closes the eventfd; it is idempotent. Call it from the loop
+// goroutine (typically as Run returns), or once the loop has stopped.
+//
+// Wake calls that start after Close are no-ops. A producer that won the
+// move to woken before Close may not have written yet, though, and if the
+// fd were closed under it, its write could land in whatever file next got
+// the same number. So Close first waits, yielding, for every write the loop
+// is owed (such a producer is between a CAS and a write and does not block)
+// and only then closes.
 func (w *LoopWaker) Close() error {
-	w.state.Store(wakerClosed)
+	switch w.state.Swap(wakerClosed) {
+	case wakerClosed:
+		return nil
+	case wakerWoken:
+		w.owed++
+	}
+	for {
+		w.drain()
+		if w.owed == 0 {
+			break
+		}
+		runtime.Gosched()
+	}
 	if err := unix.Close(w.fd); err != nil {
 		return os.NewSyscallError("close", err)
 	}
-	w.fd = -1
 	return nil
 }
 

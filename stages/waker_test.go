@@ -260,6 +260,83 @@ func TestLoopWakerCloseReleasesFD(t *testing.T) {
 	w.Awake()
 }
 
+func TestLoopWakerCloseWaitsForCommittedWrite(t *testing.T) {
+	// A producer that has won sleeping->woken but not yet written must not
+	// find the fd closed under it: its write could land in a recycled fd.
+	w, err := NewLoopWaker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Sleep() {
+		t.Fatal("Sleep returned false")
+	}
+	if !w.state.CompareAndSwap(wakerSleeping, wakerWoken) {
+		t.Fatal("could not play the producer's CAS")
+	}
+	var written atomic.Bool
+	go func() {
+		time.Sleep(20 * time.Millisecond) // the producer is descheduled
+		var one [8]byte
+		one[0] = 1 // little-endian 1 is enough for the test's hosts
+		written.Store(true)
+		if _, err := unix.Write(w.Fd(), one[:]); err != nil {
+			t.Errorf("late write: %v", err)
+		}
+	}()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !written.Load() {
+		t.Fatal("Close returned before the committed write")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestLoopWakerCloseRacingWakes(t *testing.T) {
+	// Producers keep waking while the loop sleeps and closes; every fd
+	// must be released and no write may fail.
+	before := countFDs(t)
+	for i := 0; i < 200; i++ {
+		w, err := NewLoopWaker()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for p := 0; p < 2; p++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+						w.Wake()
+						runtime.Gosched()
+					}
+				}
+			}()
+		}
+		for j := 0; j < 5; j++ {
+			w.Sleep()
+			runtime.Gosched()
+			w.Awake()
+		}
+		w.Sleep()
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		wg.Wait()
+	}
+	if got := countFDs(t); got != before {
+		t.Fatalf("open fds: %d, want %d", got, before)
+	}
+}
+
 // workerPool is the processor pool's shape: workers pop one ring and Park
 // when it is empty.
 func runWorkerPool(workers int, r *Ring[int], ww *WorkerWaker, done <-chan struct{}, handle func(int)) *sync.WaitGroup {
