@@ -36,13 +36,19 @@ const (
 )
 
 const (
+	// rxBufSize is rx.buf for a QP that carries small messages only.
 	rxBufSize = 64 << 10
+	// rxBigBufSize: rx.buf grows to this once a large payload arrives.
+	// Each read then places the rest of the current payload directly
+	// and pulls up to this much of what follows (the next FPDUs) into
+	// rx.buf in the same system call. Copying those few FPDUs out of
+	// the buffer costs less than a system call and a poller wakeup per
+	// FPDU: measured on loopback, twice the throughput of reading the
+	// next header alone, at the same CPU per byte.
+	rxBigBufSize = 256 << 10
 	// rxDirectMin: a payload piece at least this long is read from the
 	// socket straight into its destination instead of via rx.buf.
 	rxDirectMin = 4 << 10
-	// rxSmallRead bounds reads into rx.buf after a large FPDU, so the
-	// next FPDU's payload is not pulled into the buffer and copied.
-	rxSmallRead = 512
 )
 
 type rxStream struct {
@@ -56,7 +62,6 @@ type rxStream struct {
 	rem    int // payload bytes of this FPDU still to place
 	pay    int // payload bytes of this FPDU
 	crc    uint32
-	bigRun bool // last FPDU had a large payload
 
 	dst     [maxSGE][]byte
 	ndst    int
@@ -160,11 +165,7 @@ func (s *rxStream) fill(n int) error {
 			s.hi = copy(s.buf, s.buf[s.lo:s.hi])
 			s.lo = 0
 		}
-		limit := len(s.buf)
-		if s.bigRun {
-			limit = min(limit, max(s.hi+rxSmallRead, s.lo+n))
-		}
-		k, err := s.readv(s.buf[s.hi:limit], nil)
+		k, err := s.readv(s.buf[s.hi:], nil)
 		s.hi += k
 		if err != nil && s.hi-s.lo < n {
 			return err
@@ -289,7 +290,6 @@ func (q *qp) rxHeader() (*termInfo, error) {
 	if t := rxHandlers[op].hdr(q); t != nil {
 		return t, nil
 	}
-	s.bigRun = s.pay >= rxDirectMin
 	s.state = rxData
 	return nil, nil
 }
@@ -320,9 +320,12 @@ func (q *qp) rxPlace() error {
 			s.lo += n
 		case len(d) >= rxDirectMin:
 			// Straight into place; what follows the payload (trailer,
-			// next header) lands in the empty buffer.
+			// next headers and payloads) lands in the empty buffer.
 			s.lo, s.hi = 0, 0
-			k, err := s.readv(d, s.buf[:rxSmallRead])
+			if len(s.buf) < rxBigBufSize {
+				s.buf = make([]byte, rxBigBufSize) // once per QP
+			}
+			k, err := s.readv(d, s.buf)
 			if k == 0 && err != nil {
 				return err
 			}
