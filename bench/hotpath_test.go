@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,14 +15,20 @@ import (
 // plays itself, so it measures the generator alone. It must report
 // 0 allocs/op.
 func BenchmarkHotPath(b *testing.B) {
-	for _, depth := range []int{1, 16} {
-		b.Run("pipeline-"+string(rune('0'+depth/10))+string(rune('0'+depth%10)), func(b *testing.B) {
-			benchHotPath(b, depth)
-		})
+	for _, open := range []bool{false, true} {
+		for _, depth := range []int{1, 16} {
+			name := fmt.Sprintf("closed/pipeline-%d", depth)
+			if open {
+				name = fmt.Sprintf("open/pipeline-%d", depth)
+			}
+			b.Run(name, func(b *testing.B) { benchHotPath(b, depth, open) })
+		}
 	}
 }
 
-func benchHotPath(b *testing.B, depth int) {
+// benchHotPath measures one connection's request cycle; open selects the
+// open-loop path (intended send times, the late-connection resume).
+func benchHotPath(b *testing.B, depth int, open bool) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -47,7 +54,14 @@ func benchHotPath(b *testing.B, depth int) {
 	sink := make([]byte, 64<<10)
 	b.ReportAllocs()
 	b.ResetTimer()
-	l.fill(c, l.now()) // queues depth requests, one write(v)
+	if open {
+		// Always behind schedule: every response resumes the connection
+		// through schedule(), as under an overloaded server.
+		l.interval = 1
+		l.schedule(c, l.now())
+	} else {
+		l.fill(c, l.now()) // queues depth requests, one write(v)
+	}
 	for i := 0; i < b.N; i += depth {
 		now := l.now()
 		if _, err := unix.Read(fds[1], sink); err != nil {
@@ -69,8 +83,10 @@ func benchHotPath(b *testing.B, depth int) {
 
 // TestHotPathAllocs pins the 0 allocs/op claim in the ordinary test run.
 func TestHotPathAllocs(t *testing.T) {
-	res := testing.Benchmark(func(b *testing.B) { benchHotPath(b, 4) })
-	if a := res.AllocsPerOp(); a != 0 {
-		t.Fatalf("%d allocs/op on the per-request path, want 0", a)
+	for _, open := range []bool{false, true} {
+		res := testing.Benchmark(func(b *testing.B) { benchHotPath(b, 4, open) })
+		if a := res.AllocsPerOp(); a != 0 {
+			t.Fatalf("open loop %v: %d allocs/op on the per-request path, want 0", open, a)
+		}
 	}
 }
