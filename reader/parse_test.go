@@ -368,7 +368,7 @@ func BenchmarkParse(b *testing.B) {
 func BenchmarkParseIncremental(b *testing.B) {
 	buf := []byte(browserGET)
 	var p Parser
-	req := &stages.Request{}
+	req := &stages.Request{Headers: make([]stages.Header, 0, 16)}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(buf)))
 	for b.Loop() {
@@ -396,7 +396,7 @@ func BenchmarkParseBytewise(b *testing.B) {
 		lim := Limits{MaxHeaders: 1 << 20}
 		b.Run(fmt.Sprintf("size=%d", len(buf)), func(b *testing.B) {
 			var p Parser
-			req := &stages.Request{}
+			req := &stages.Request{Headers: make([]stages.Header, 0, size/64+2)}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(buf)))
 			for b.Loop() {
