@@ -430,3 +430,45 @@ func TestValidFieldValue(t *testing.T) {
 		}
 	}
 }
+
+// TestParsePipelinedBodies walks a connection's byte stream the way the
+// reader loop does: header block, then the body by Content-Length or by the
+// chunked decoder, then the next request from where the body ended.
+func TestParsePipelinedBodies(t *testing.T) {
+	stream := []byte("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello" +
+		"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n" +
+		"\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n")
+	want := []struct{ path, body string }{{"/a", "hello"}, {"/b", "abcde"}, {"/c", ""}}
+	var p Parser
+	req := &stages.Request{}
+	for _, w := range want {
+		n, err := p.Parse(stream, Limits{}, req)
+		if err != nil {
+			t.Fatalf("%s: %v", w.path, err)
+		}
+		if string(req.Path) != w.path {
+			t.Fatalf("Path = %q, want %q", req.Path, w.path)
+		}
+		stream = stream[n:]
+		var body []byte
+		switch {
+		case req.Chunked:
+			var d ChunkedDecoder
+			consumed, produced, done, err := d.Decode(stream, stream) // in place
+			if !done || err != nil {
+				t.Fatalf("%s: done=%v err=%v", w.path, done, err)
+			}
+			body = append(body, stream[:produced]...)
+			stream = stream[consumed:]
+		case req.ContentLength > 0:
+			body = stream[:req.ContentLength]
+			stream = stream[req.ContentLength:]
+		}
+		if string(body) != w.body {
+			t.Fatalf("%s: body %q, want %q", w.path, body, w.body)
+		}
+	}
+	if len(stream) != 0 {
+		t.Fatalf("%q left over", stream)
+	}
+}
