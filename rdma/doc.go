@@ -20,8 +20,9 @@
 //
 // Each CQ is one fd (a completion channel for verbs, an eventfd for
 // soft) that goes into whatever poller the caller already runs; see CQ
-// for the arm/consume/poll order. Wait is a blocking helper for tools
-// and tests. Work-request ids are opaque 64-bit values: the HTTP writer
+// for the arm/consume/poll order. Waiter (and Wait) block a goroutine on
+// that fd through Go's runtime poller, for tools, tests and simple
+// clients. Work-request ids are opaque 64-bit values: the HTTP writer
 // packs (slot, generation) into them and drops completions whose
 // generation is stale.
 //
