@@ -40,7 +40,8 @@ type ClientConfig struct {
 	// OpTimeout bounds the wait for one RDMA operation (the written
 	// message, a Read); then the operation counts as lost.
 	OpTimeout time.Duration
-	// Retries is how many times a lost operation is asked for again.
+	// Retries is how many times a lost operation is asked for again: 0
+	// means DefaultRetries, a negative value none.
 	Retries int
 	// HTTP is the HTTP client; nil means one of the client's own.
 	HTTP *http.Client
@@ -79,6 +80,11 @@ type Client struct {
 	byIdx   []*clientChan
 	waits   map[uint64]chan rdma.Status
 	changed chan struct{} // closed and replaced when a channel arrives
+
+	// badKey, set by tests before a Get, makes the next attempt announce a
+	// wrong rkey for its buffer: the server's Write is then refused and
+	// lost, which the client must detect and retry.
+	badKey atomic.Bool
 }
 
 // clientChan is one QP a server dialed to this client.
@@ -119,7 +125,10 @@ func NewClient(cfg ClientConfig) (_ *Client, err error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
-	if cfg.Retries < 0 {
+	switch {
+	case cfg.Retries == 0:
+		cfg.Retries = DefaultRetries
+	case cfg.Retries < 0:
 		cfg.Retries = 0
 	}
 	ap, err := netip.ParseAddrPort(cfg.Addr)
@@ -433,7 +442,11 @@ func (c *Client) try(ctx context.Context, url string, mode Mode, open func(*Resp
 		req.Header.Set(HeaderEndpoint, c.ep.String())
 		req.Header.Set(HeaderOp, strconv.FormatUint(op, 10))
 		if mode == ModeServerWrites {
-			req.Header.Set(HeaderBuffer, region{Addr: c.mr.Addr(), RKey: c.mr.RKey(), Len: int64(c.cfg.BufferSize)}.String())
+			rkey := c.mr.RKey()
+			if c.badKey.Swap(false) {
+				rkey ^= 0x5a5a00
+			}
+			req.Header.Set(HeaderBuffer, region{Addr: c.mr.Addr(), RKey: rkey, Len: int64(c.cfg.BufferSize)}.String())
 			written = c.expect(op)
 			defer c.forget(op)
 		}

@@ -255,6 +255,7 @@ func (f *bodyFilter) finish(c *processor.FilterChain, eos []stages.Bucket) error
 		release()
 		return f.fallback(c, reasonConnect+": "+err.Error(), eos)
 	}
+	defer lp.releaseChannel(ch)
 	if f.q.mode == ModeServerWrites {
 		return f.shipWrites(c, lp, ch, release, eos)
 	}

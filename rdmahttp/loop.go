@@ -43,8 +43,13 @@ type channel struct {
 	mem  *rdma.Memory // message area: receive slots, then send slots
 	mr   rdma.MR
 	next int  // next send slot; guarded by loop.mu
-	dead bool // guarded by loop.mu
-	exps map[uint64]*exposure
+	dead bool // guarded by loop.mu: failed, out of the cache, disconnected
+	// users counts processors posting on the channel (guarded by
+	// loop.mu); the QP and message area are destroyed only when a dead
+	// channel has none, so no post ever touches a destroyed QP.
+	users  int
+	closed bool
+	exps   map[uint64]*exposure
 }
 
 // opKind is what a signaled work request finishes.
@@ -105,8 +110,38 @@ func (lp *loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
 }
 
 // channel returns the cached connection to ep, dialing it if there is
-// none (concurrent first requests share one dial).
+// none (concurrent first requests share one dial), with a use the caller
+// ends with releaseChannel.
 func (lp *loop) channel(ep netip.AddrPort) (*channel, error) {
+	ch, err := lp.lookupOrDial(ep)
+	if err != nil {
+		return nil, err
+	}
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if ch.dead {
+		return nil, fmt.Errorf("rdmahttp: channel %d to %s failed", ch.id, ep)
+	}
+	ch.users++
+	return ch, nil
+}
+
+// releaseChannel ends a use from channel; the last user of a dead
+// channel destroys it.
+func (lp *loop) releaseChannel(ch *channel) {
+	lp.mu.Lock()
+	ch.users--
+	now := ch.dead && ch.users == 0 && !ch.closed
+	if now {
+		ch.closed = true
+	}
+	lp.mu.Unlock()
+	if now {
+		lp.closeChannel(ch)
+	}
+}
+
+func (lp *loop) lookupOrDial(ep netip.AddrPort) (*channel, error) {
 	lp.mu.Lock()
 	ch := lp.chans[ep]
 	lp.mu.Unlock()
@@ -347,6 +382,10 @@ func (lp *loop) kill(ch *channel) {
 		return
 	}
 	ch.dead = true
+	now := ch.users == 0 && !ch.closed
+	if now {
+		ch.closed = true
+	}
 	if lp.chans[ch.ep] == ch {
 		delete(lp.chans, ch.ep)
 	}
@@ -361,7 +400,10 @@ func (lp *loop) kill(ch *channel) {
 		e.timer.Stop()
 		lp.dropExposure(e)
 	}
-	lp.closeChannel(ch)
+	_ = ch.qp.Disconnect() // flushes what is outstanding; posts now fail
+	if now {
+		lp.closeChannel(ch)
+	}
 }
 
 func (lp *loop) closeChannel(ch *channel) {

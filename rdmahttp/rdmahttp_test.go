@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -41,12 +42,10 @@ func start(t *testing.T, cfg Config) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	fx := &fixture{files: map[string][]byte{}}
-	rng := rand.New(rand.NewPCG(1, 2))
+	rng := rand.NewChaCha8([32]byte{1, 2})
 	for _, n := range testSizes {
 		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
+		rng.Read(b)
 		name := fmt.Sprintf("f%d.bin", n)
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
@@ -484,5 +483,37 @@ func TestFileChangeInvalidatesCache(t *testing.T) {
 	}
 	if err := dev.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLostWriteIsRetried: a Write the client's device refuses (the
+// request named a wrong key) is lost; the server still answers 200, the
+// client misses the written message, and asks again with a new op id.
+// If the client's Terminate reaches the server before it posts the
+// written message, the post fails and the server falls back to TCP in
+// the same response instead: also correct, and also accepted here.
+func TestLostWriteIsRetried(t *testing.T) {
+	fx := start(t, Config{})
+	name := fmt.Sprintf("f%d.bin", 1<<20+3)
+	c := newClient(t, ClientConfig{OpTimeout: 500 * time.Millisecond})
+	c.badKey.Store(true)
+	r, body, err := get(context.Background(), c, fx.url+"/"+name, ModeServerWrites)
+	if err != nil || !bytes.Equal(body, fx.files[name]) {
+		t.Fatalf("after a lost write: %v, %d bytes", err, len(body))
+	}
+	retried := r.Attempts == 2 && r.Mode == ModeServerWrites && r.Op == 2
+	fellBack := r.Attempts == 1 && r.Mode == ModeOff && strings.HasPrefix(r.Fallback, reasonPost)
+	if !retried && !fellBack {
+		t.Fatalf("want a retry (op 2) by RDMA or a post-failed fallback: %+v", r)
+	}
+	// With no retries left the loss is an error, never wrong data.
+	c2 := newClient(t, ClientConfig{OpTimeout: 300 * time.Millisecond, Retries: -1})
+	c2.badKey.Store(true)
+	r, body, err = get(context.Background(), c2, fx.url+"/"+name, ModeServerWrites)
+	switch {
+	case errors.Is(err, ErrLost):
+	case err == nil && strings.HasPrefix(r.Fallback, reasonPost) && bytes.Equal(body, fx.files[name]):
+	default:
+		t.Fatalf("lost write without retries: %v %+v", err, r)
 	}
 }

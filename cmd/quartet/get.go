@@ -37,7 +37,7 @@ func (g *getOptions) bind(fl *flag.FlagSet) {
 	fl.StringVar(&g.addr, "addr", "", "local IP of this client's RDMA endpoint (default: the address that routes to the server)")
 	fl.IntVar(&g.buffer, "buffer", rdmahttp.DefaultBufferSize, "registered buffer in bytes: the largest body taken by RDMA")
 	fl.DurationVar(&g.timeout, "op-timeout", rdmahttp.DefaultOpTimeout, "wait this long for an RDMA operation before counting it lost")
-	fl.IntVar(&g.retries, "retries", rdmahttp.DefaultRetries, "ask again this many times for a lost operation")
+	fl.IntVar(&g.retries, "retries", rdmahttp.DefaultRetries, "ask again this many times for a lost operation (-1: never)")
 	fl.BoolVar(&g.quiet, "q", false, "no progress bar and no summary")
 }
 
