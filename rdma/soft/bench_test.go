@@ -3,6 +3,7 @@ package soft_test
 import (
 	"context"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,11 +40,14 @@ func BenchmarkWrite1MiB(b *testing.B) {
 			defer sw.close(b)
 			b.ReportAllocs()
 			b.ResetTimer()
-			var tTCP, tSoft time.Duration
+			var tTCP, tSoft, cTCP, cSoft time.Duration
 			for done := 0; done < b.N; {
 				k := min(benchRound, b.N-done)
+				c0 := cpuTime()
 				tTCP += tcp.move(b, k)
+				c1 := cpuTime()
 				tSoft += sw.move(b, k)
+				cTCP, cSoft = cTCP+c1-c0, cSoft+cpuTime()-c1
 				done += k
 			}
 			b.StopTimer()
@@ -51,6 +55,10 @@ func BenchmarkWrite1MiB(b *testing.B) {
 			b.ReportMetric(mb/tSoft.Seconds(), "soft-MB/s")
 			b.ReportMetric(mb/tTCP.Seconds(), "tcp-MB/s")
 			b.ReportMetric(tTCP.Seconds()/tSoft.Seconds(), "x-tcp")
+			// CPU per MiB (both ends, the whole process) is steadier than
+			// wall time on a shared machine.
+			b.ReportMetric(float64(cSoft.Microseconds())/float64(b.N), "soft-cpu-us/MiB")
+			b.ReportMetric(float64(cTCP.Microseconds())/float64(b.N), "tcp-cpu-us/MiB")
 		})
 	}
 }
@@ -212,4 +220,11 @@ func (s *softMover) close(b *testing.B) {
 	s.w.Close()
 	s.cli.close(b)
 	s.srv.close(b)
+}
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
