@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -51,6 +53,12 @@ func (e *cmEvent) String() string {
 type channel struct {
 	ch *C.struct_rdma_event_channel
 	f  *os.File // owns the dup, never the original fd
+
+	// mu orders next against close: a goroutine parked in wait (Accept,
+	// the QP's event watcher) is woken by close through f and must not
+	// touch the C channel after it is destroyed.
+	mu     sync.Mutex
+	closed bool
 }
 
 func newChannel() (_ *channel, err error) {
@@ -75,8 +83,20 @@ func newChannel() (_ *channel, err error) {
 
 func (c *channel) fd() int { return int(c.ch.fd) }
 
-// close destroys the channel; every id on it must be destroyed first.
-func (c *channel) close() {
+// close destroys the channel; every id on it must be destroyed first,
+// by before, which runs under the channel's lock with the channel still
+// usable through nextLocked. A goroutine parked in wait wakes up with
+// rdma.ErrClosed.
+func (c *channel) close(before func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if before != nil {
+		before()
+	}
+	c.closed = true
 	c.f.Close()
 	C.rdma_destroy_event_channel(c.ch)
 }
@@ -84,6 +104,15 @@ func (c *channel) close() {
 // next returns the next event without blocking; ok is false when there
 // is none. The event is acked before next returns.
 func (c *channel) next() (ev cmEvent, ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ev, false, rdma.ErrClosed
+	}
+	return c.nextLocked()
+}
+
+func (c *channel) nextLocked() (ev cmEvent, ok bool, err error) {
 	var e *C.struct_rdma_cm_event
 	if rc, cerr := C.rdma_get_cm_event(c.ch, &e); rc != 0 {
 		if errors.Is(cerr, syscall.EAGAIN) {
@@ -107,6 +136,12 @@ func (c *channel) next() (ev cmEvent, ok bool, err error) {
 	return ev, true, nil
 }
 
+func (c *channel) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
 // wait blocks until the channel has an event or ctx is done.
 func (c *channel) wait(ctx context.Context) (cmEvent, error) {
 	for {
@@ -118,6 +153,9 @@ func (c *channel) wait(ctx context.Context) (cmEvent, error) {
 		}
 		rc, err := c.f.SyscallConn()
 		if err != nil {
+			if c.isClosed() {
+				return cmEvent{}, rdma.ErrClosed
+			}
 			return cmEvent{}, err
 		}
 		c.f.SetReadDeadline(time.Time{})
@@ -127,15 +165,20 @@ func (c *channel) wait(ctx context.Context) (cmEvent, error) {
 		stop := context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Unix(1, 0)) })
 		// Read parks the goroutine in the runtime poller until the fd is
 		// readable; returning true from the callback ends the wait.
-		err = rc.Read(func(uintptr) bool {
+		err = rc.Read(func(fd uintptr) bool {
+			// fd is the dup: same open file, so the same readiness, and
+			// valid for as long as Read runs even if close is under way.
 			var p [1]unix.PollFd
-			p[0] = unix.PollFd{Fd: int32(c.fd()), Events: unix.POLLIN}
+			p[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 			n, _ := unix.Poll(p[:], 0)
 			return n > 0
 		})
 		stop()
 		if err != nil && ctx.Err() != nil {
 			return cmEvent{}, ctx.Err()
+		}
+		if err != nil && c.isClosed() {
+			return cmEvent{}, rdma.ErrClosed // woken by close
 		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return cmEvent{}, err
@@ -172,9 +215,11 @@ func (c *channel) expect(ctx context.Context, verb string, want C.int) (cmEvent,
 
 // Listener is a listening cm_id on its own event channel.
 type Listener struct {
-	dev *Device
-	ch  *channel
-	id  *C.struct_rdma_cm_id
+	dev    *Device
+	ch     *channel
+	id     *C.struct_rdma_cm_id // valid until Close
+	addr   net.Addr
+	closed atomic.Bool
 }
 
 var _ rdma.Listener = (*Listener)(nil)
@@ -199,7 +244,7 @@ func (d *Device) Listen(addr string, backlog int) (_ rdma.Listener, err error) {
 	}
 	defer func() {
 		if err != nil {
-			ch.close()
+			ch.close(nil)
 		}
 	}()
 	var id *C.struct_rdma_cm_id
@@ -223,14 +268,14 @@ func (d *Device) Listen(addr string, backlog int) (_ rdma.Listener, err error) {
 	if rc, cerr := C.rdma_listen(id, C.int(backlog)); rc != 0 {
 		return nil, verbErr("rdma_listen", cerr)
 	}
-	return &Listener{dev: d, ch: ch, id: id}, nil
+	return &Listener{dev: d, ch: ch, id: id, addr: goAddr(C.q_src_addr(id))}, nil
 }
 
 // Fd is the listener's event channel fd.
 func (l *Listener) Fd() int { return l.ch.fd() }
 
 // Addr is the bound address.
-func (l *Listener) Addr() net.Addr { return goAddr(C.q_src_addr(l.id)) }
+func (l *Listener) Addr() net.Addr { return l.addr }
 
 // Accept waits for the next connect request.
 func (l *Listener) Accept(ctx context.Context) (rdma.ConnRequest, error) {
@@ -248,22 +293,24 @@ func (l *Listener) Accept(ctx context.Context) (rdma.ConnRequest, error) {
 
 // Close rejects requests still queued, then destroys the listening id.
 func (l *Listener) Close() error {
-	if l.id == nil {
+	if l.closed.Swap(true) {
 		return nil
 	}
-	for {
-		ev, ok, err := l.ch.next()
-		if err != nil || !ok {
-			break
+	var rc C.int
+	var cerr error
+	l.ch.close(func() {
+		for {
+			ev, ok, err := l.ch.nextLocked()
+			if err != nil || !ok {
+				break
+			}
+			if ev.kind == C.RDMA_CM_EVENT_CONNECT_REQUEST {
+				C.rdma_reject(ev.id, nil, 0)
+				C.rdma_destroy_id(ev.id)
+			}
 		}
-		if ev.kind == C.RDMA_CM_EVENT_CONNECT_REQUEST {
-			C.rdma_reject(ev.id, nil, 0)
-			C.rdma_destroy_id(ev.id)
-		}
-	}
-	rc, cerr := C.rdma_destroy_id(l.id)
-	l.id = nil
-	l.ch.close()
+		rc, cerr = C.rdma_destroy_id(l.id)
+	})
 	l.dev.unref()
 	return rcErr("rdma_destroy_id", rc, cerr)
 }
@@ -326,7 +373,7 @@ func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, 
 	defer func() {
 		if err != nil && idOwned {
 			C.rdma_migrate_id(id, r.l.ch.ch) // back, so destroying ch is safe
-			ch.close()
+			ch.close(nil)
 		}
 	}()
 	if rc, cerr := C.rdma_migrate_id(id, ch.ch); rc != 0 {
@@ -383,7 +430,7 @@ func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, priva
 	idOwned := true // until newQP takes id and ch over
 	defer func() {
 		if err != nil && idOwned {
-			ch.close()
+			ch.close(nil)
 		}
 	}()
 	var id *C.struct_rdma_cm_id

@@ -131,7 +131,7 @@ func (q *QP) destroy() error {
 	q.rcq.detach(q)
 	C.rdma_destroy_qp(q.id)
 	rc, cerr := C.rdma_destroy_id(q.id)
-	q.ch.close()
+	q.ch.close(nil)
 	C.free(unsafe.Pointer(q.sendSGE))
 	C.free(unsafe.Pointer(q.recvSGE))
 	q.pd.unref()

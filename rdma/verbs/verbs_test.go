@@ -664,6 +664,29 @@ func TestReject(t *testing.T) {
 			t.Fatal("Dial to a closed port succeeded")
 		}
 		t.Logf("dial to a closed port: %v", err)
+
+		// Closing a listener wakes an Accept parked on it.
+		l2, err := dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 1)
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := l2.Accept(context.Background())
+			errc <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		if err := l2.Close(); err != nil {
+			t.Errorf("listener Close: %v", err)
+		}
+		select {
+		case err := <-errc:
+			if !errors.Is(err, rdma.ErrClosed) {
+				t.Errorf("Accept after Close: %v, want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Accept still blocked 10 s after the listener was closed")
+		}
 	})
 }
 
