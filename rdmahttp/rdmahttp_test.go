@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -515,5 +516,71 @@ func TestLostWriteIsRetried(t *testing.T) {
 	case err == nil && strings.HasPrefix(r.Fallback, reasonPost) && bytes.Equal(body, fx.files[name]):
 	default:
 		t.Fatalf("lost write without retries: %v %+v", err, r)
+	}
+}
+
+// noWindows hides CapMemoryWindows, as siw and many NICs lack it, so the
+// server exposes bodies by per-operation registration instead.
+type noWindows struct{ rdma.Provider }
+
+func (p noWindows) Open(name string) (rdma.Device, error) {
+	d, err := p.Provider.Open(name)
+	return noWindowsDev{d}, err
+}
+
+func (p noWindows) OpenByAddr(ip netip.Addr) (rdma.Device, error) {
+	d, err := p.Provider.OpenByAddr(ip)
+	return noWindowsDev{d}, err
+}
+
+type noWindowsDev struct{ rdma.Device }
+
+func (d noWindowsDev) Info() rdma.DeviceInfo {
+	i := d.Device.Info()
+	i.Caps &^= rdma.CapMemoryWindows
+	return i
+}
+
+// TestClientReadsWithoutWindows: per-operation MRs deliver, die with the
+// confirmation (a replayed key reads nothing) and with the timeout.
+func TestClientReadsWithoutWindows(t *testing.T) {
+	fx := start(t, Config{Provider: noWindows{soft.New(soft.Config{})}, ExposureTimeout: 300 * time.Millisecond})
+	if fx.mod.MemoryWindows() {
+		t.Fatal("windows still reported")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := newClient(t, ClientConfig{OpTimeout: 3 * time.Second, Retries: -1})
+	for _, path := range []string{fmt.Sprintf("/f%d.bin", 1<<20+3), "/bytes?n=70000"} {
+		r, body, err := get(ctx, c, fx.url+path, ModeClientReads)
+		if err != nil || r.Mode != ModeClientReads || !r.Verified || (path[1] == 'f' && !bytes.Equal(body, fx.files[path[1:]])) {
+			t.Fatalf("%s: %v %d %+v", path, err, len(body), r)
+		}
+	}
+	if !eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
+		t.Fatalf("exposures left: %+v", fx.mod.Stats())
+	}
+	st := fx.mod.Stats()
+	if st.LiveMWs != 0 || st.Exposed != 2 || st.Confirmed != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Unconfirmed: the per-operation MR goes at the timeout.
+	resp, _ := rawGet(t, fx.url+"/"+fmt.Sprintf("f%d.bin", 65536+7), map[string]string{HeaderMode: "client-reads",
+		HeaderEndpoint: c.Endpoint().String(), HeaderOp: "1000"})
+	rg, err := parseRegion(resp.Header.Get(HeaderRead))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(3*time.Second, func() bool {
+		st := fx.mod.Stats()
+		// Left: one message MR per channel, one MR per cached file.
+		return st.LiveExposures == 0 && st.TimedOut == 1 && st.LiveMRs == st.LiveQPs+st.CacheMisses
+	}) {
+		t.Fatalf("after the timeout: %+v", fx.mod.Stats())
+	}
+	// Its key now reads nothing.
+	chID, _ := strconv.ParseUint(resp.Header.Get(HeaderChannel), 10, 32)
+	if _, err := c.ReadRaw(ctx, uint32(chID), rg.Addr, rg.RKey, int(rg.Len)); err == nil {
+		t.Fatal("a revoked per-operation key still reads")
 	}
 }
