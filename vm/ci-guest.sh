@@ -1,7 +1,8 @@
 #!/bin/bash
 # ci-guest.sh DIR - the guest half of vm/ci.sh: runs, in one boot, the
 # verbs provider's tests (on siw0 and rxe0; they check the kernel's
-# resource counts themselves) and the rping interop, from binaries
+# resource counts themselves), the rping interop and, when built, the
+# soft provider's interop with siw (rdma/interop), from binaries
 # ci.sh built into DIR; QVM_CI_PERF=1 adds perf.sh.  Prints one summary
 # line per step and exits with the number of failed steps.
 D=${1:?usage: ci-guest.sh BUILD_DIR}
@@ -19,6 +20,10 @@ step "rdma/verbs tests on siw0 and rxe0 (go test -tags verbs, resource counts ch
   "$D/verbs.test" -test.v -test.timeout 600s
 step "rping interop: quartet rdma ping <-> rping, both directions, siw0 and rxe0" \
   "$HERE/interop.sh" "$D/quartet"
+if [ -x "$D/interop.test" ]; then
+  step "rdma/interop: soft provider against the kernel's siw0 through rdma-core" \
+    "$D/interop.test" -test.v -test.timeout 600s
+fi
 if [ "${QVM_CI_PERF:-0}" = 1 ]; then
   step "perf: quartet rdma perf vs perftest" "$HERE/perf.sh" "$D/quartet"
 fi

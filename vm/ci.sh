@@ -9,8 +9,9 @@
 #    the host kernel has no RDMA), so the cgo build is checked.
 # 3. Builds the cgo test binary and quartet with -tags verbs.
 # 4. Boots the guest once and runs vm/ci-guest.sh in it: the verbs tests
-#    on siw0 and rxe0, then quartet rdma ping against rdma-core's rping
-#    in both directions on both devices.
+#    on siw0 and rxe0, quartet rdma ping against rdma-core's rping in both
+#    directions on both devices, and the soft provider's interop tests
+#    against siw0 (rdma/interop).
 # Prints a summary and exits non-zero if anything failed.  QVM_CI_PERF=1
 # also runs vm/perf.sh (a few minutes more).
 set -uo pipefail
@@ -45,6 +46,11 @@ step "host: go test -tags verbs (device tests skip without RDMA)" \
   go test -count=1 -tags verbs ./rdma/verbs ./rdma/rdmatool
 step "build: verbs test binary and quartet with -tags verbs" \
   bash -c "go test -c -tags verbs -o '$BUILD/verbs.test' ./rdma/verbs && go build -tags verbs -o '$BUILD/quartet' ./cmd/quartet" || finish
+# The soft provider's wire interop with the kernel's siw (rdma/interop,
+# owned by the rdma engineer) runs in the same boot when it exists.
+if [ -d rdma/interop ]; then
+  step "build: soft<->siw interop test binary" go test -c -tags verbs -o "$BUILD/interop.test" ./rdma/interop || finish
+fi
 # TCG: on these machines KVM cannot boot a stock kernel.  The guest's
 # summary lines are repeated after its output, prefixed, for the log.
 QVM_PASSENV="QVM_CI_PERF" QVM_CI_PERF=${QVM_CI_PERF:-0} \
