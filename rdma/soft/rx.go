@@ -218,7 +218,7 @@ func (s *rxStream) releaseRegions() {
 	s.ndst, s.di, s.do, s.discard = 0, 0, 0, false
 }
 
-// term builds a Terminate; attach says how many bytes of the current
+// newTerm builds a Terminate; attach says how many bytes of the current
 // header to attach (0: none) and with which flags.
 func (q *qp) newTerm(layer, etype, ecode uint8, attach int, flags uint32) *termInfo {
 	t := &termInfo{layer: layer, etype: etype, ecode: ecode}
