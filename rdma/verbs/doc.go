@@ -27,9 +27,22 @@
 // forbids C keeping Go pointers). Work requests and scatter lists are
 // built in C memory owned by the QP, so posting allocates nothing.
 //
+// Failure: verbs reports a QP's failure only through its completions and
+// its connection's events, so CQ.Poll records the first failed completion
+// on its QP (QP.Err; a flush only if nothing better is known), and each
+// connected QP has one goroutine, parked in the runtime poller on its cm
+// channel, that answers a peer's DISCONNECTED with rdma_disconnect: on
+// InfiniBand and RoCE nothing else moves the QP to ERROR, and posted
+// requests would never complete. Once a QP is known to have failed, posts
+// are refused with rdma.ErrQPState (siw would accept them into its
+// user-space ring and never complete them).
+//
 // Teardown: rdma_destroy_id waits until every event of the id is acked
 // and ibv_destroy_cq until every completion event is acked; this package
 // acks each event as soon as it has copied what it needs, so Close never
-// hangs. An error completion other than a flush records the failure on
-// its QP (QP.Err), since verbs reports it only through the CQ.
+// hangs.
+//
+// Kernel quirks handled here (Linux 6.1, see vm/README.md): siw answers
+// ibv_query_qp without the state, so QP.State derives it; librdmacm keeps
+// a context and a PD per device for the process's life once used.
 package verbs
