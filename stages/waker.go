@@ -29,16 +29,18 @@ import (
 // What it buys was measured by BenchmarkHandoff (handoff_bench_test.go): one
 // producer goroutine hands items through a Ring to one loop that blocks in
 // epoll_wait, in four regimes, from a loop that always has a backlog (busy:
-// ~1µs of work per item) to one that is asleep at every hand-off (pingpong:
-// a round trip per item). cpu is user+system time of the whole process per
+// ~2µs of work per item here) to one that is asleep at every hand-off
+// (pingpong: a round trip per item; the producer parks until the item is
+// done, and the loop wakes it through a WorkerWaker). cpu is user+system time of the whole process per
 // item; syscalls counts write, read and epoll_wait on both sides. Medians of
 // six runs of
 //
 //	go test -run='^$' -bench='Ring|Handoff' -benchtime=1s -count=6 ./stages/
 //
-// on a 2-core AMD EPYC VM that other jobs kept at a load average of 16-18
+// on a 2-core AMD EPYC VM that other jobs kept at a load average of 14-18
 // (2026-11-21), so wall times scatter 2-3x between runs; cpu and syscalls
-// are steady, and ratios are what to read:
+// are steady (a second run of six matched them within a third, its wall
+// times up to 2x apart), and ratios are what to read:
 //
 //	regime    mechanism          ns/op   cpu/op  syscalls/op
 //	busy      pipe every time    6.8µs    2.8µs  1.01
@@ -70,10 +72,13 @@ import (
 //   - A loop that is asleep at every hand-off pays write + read +
 //     epoll_wait whatever the scheme (3.00 syscalls/op for all three), and
 //     those are not the cost: waking a thread blocked in the kernel is
-//     (4-17µs in quieter runs of the same benchmark, tens of µs under this
-//     load). The flag neither helps nor hurts there. A pipe costs 15-25%
-//     more CPU than an eventfd and a second fd; one eventfd read drains
-//     any number of writes.
+//     (4-17µs per item in quieter runs of an earlier version that had the
+//     producer spin instead of park, tens of µs here, where every round
+//     trip wakes two threads). The flag neither helps nor hurts there: six
+//     interleaved A/B runs (-benchtime=20000x) of eventfd against
+//     LoopWaker gave medians of 111 vs 95µs and 15.0 vs 15.7µs of CPU,
+//     inside the scatter. A pipe costs 15-25% more CPU than an eventfd and
+//     a second fd; one eventfd read drains any number of writes.
 //   - Bursts sit in between: one wake-up per burst instead of one write per
 //     item (13x fewer syscalls, 3x less CPU); the wall time is the thread
 //     wake-up latency spread over the burst, which the load made noisy.
@@ -87,10 +92,13 @@ import (
 //   - A channel is fastest when both sides are goroutines, because the
 //     runtime passes the processor to the receiver without waking a thread,
 //     but a loop cannot block on a channel and in epoll_wait at once. So
-//     event loops get Ring + LoopWaker, and the processor pool, which is
-//     all goroutines, gets Ring + WorkerWaker, which is on a par with a
-//     channel (BenchmarkWorkerHandoff: 65 vs 124ns streaming, 528 vs 406ns
-//     ping-pong, same run) and reports its queue depth.
+//     event loops get Ring + LoopWaker. The processor pool, which is all
+//     goroutines, gets Ring + WorkerWaker so that every hand-off shares one
+//     queue, one back-pressure signal and one depth gauge. Against a
+//     channel (BenchmarkWorkerHandoff, 4 workers, both runs) it is 2x
+//     faster streaming (58-65 vs 112-124ns) and 1.3-2.5x slower in
+//     ping-pong (528-889 vs 355-406ns), where its token costs a second
+//     channel operation.
 //
 // Signals, Pane's other idea, would interrupt a loop in the middle of a
 // read or writev with EINTR; nothing here needs them.
