@@ -348,6 +348,13 @@ func (s QPState) String() string {
 //
 // Completions of a QP's send queue appear on QPConfig.SendCQ in posting
 // order, those of its receive queue on RecvCQ in arrival order.
+//
+// Ordering across the wire (RC and iWARP alike): the data of an RDMA
+// Write is placed at the peer before a Send posted after it completes
+// there, so mod_rdma's server-writes step (Write the body, then Send the
+// response header) needs no extra round trip. A local Write completion
+// does not mean the data is placed (on iWARP it means TCP took it); a
+// later Read, even of zero bytes, completes only after it is.
 type QP interface {
 	// Num is the QP number, as Completion.QPNum reports it.
 	Num() uint32
