@@ -83,7 +83,7 @@ import (
 //     item (13x fewer syscalls, 3x less CPU); the wall time is the thread
 //     wake-up latency spread over the burst, which the load made noisy.
 //   - What helps a mostly idle loop is not to sleep at once. Re-checking its
-//     rings for ~10-20µs (100 yields) before Sleep cut ping-pong latency
+//     rings for ~6-8µs (100 yields) before Sleep cut ping-pong latency
 //     50-70x and CPU per hand-off 30x, because sleeping and waking cost CPU
 //     too; the price is up to that spin of CPU each time a loop runs dry,
 //     which is how the Go scheduler's spinning threads trade. It needs no
