@@ -382,7 +382,9 @@ func (l *Loop) drainQueue() {
 		case opAdopt:
 			l.adopt(m.c)
 		case opReturn:
-			l.returned(m.c.RSlot, m.disp)
+			if rc := l.conns[m.c.RSlot]; rc.c == m.c {
+				l.returned(m.c.RSlot, m.disp)
+			}
 		case opResume:
 			rc := l.conns[m.c.RSlot]
 			if rc.c == m.c && rc.state == stateOut && rc.feeding {
