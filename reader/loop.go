@@ -430,9 +430,10 @@ func (l *Loop) alloc() int32 {
 	return int32(len(l.conns) - 1)
 }
 
-// startRequest puts the connection in the header state. fresh is false for
-// a new connection (the header timeout runs from accept, as nginx's
-// client_header_timeout does) and for bytes already buffered.
+// startRequest readies the connection for its next request: idle waits
+// for the first byte under the keep-alive timeout; otherwise the header
+// timeout runs from now (for a new connection, from accept, as nginx's
+// client_header_timeout does).
 func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 	rc := l.conns[slot]
 	rc.parser.Reset()
