@@ -99,13 +99,8 @@ func (c *fileCache) get(f *os.File) (*fileEntry, error) {
 // in the map.
 func (c *fileCache) fill(f *os.File, key fileKey, size, mtime int64) (*fileEntry, error) {
 	c.stats.cacheMisses.Add(1)
-	mem, err := rdma.MapFile(f, 0, int(size))
+	mem, mr, err := c.register(f, size)
 	if err != nil {
-		return nil, err
-	}
-	mr, err := c.pd.Register(mem.Bytes(), c.access)
-	if err != nil {
-		mem.Free()
 		return nil, err
 	}
 	c.stats.liveMRs.Add(1)
@@ -136,6 +131,35 @@ func (c *fileCache) fill(f *os.File, key fileKey, size, mtime int64) (*fileEntry
 		c.release(o)
 	}
 	return e, nil
+}
+
+// register maps the file and registers the mapping; where the device
+// refuses a read-only shared file mapping (Linux 6.1's siw pins for
+// write and fails with EFAULT), it registers a private anonymous copy
+// instead, still made once per file version.
+func (c *fileCache) register(f *os.File, size int64) (*rdma.Memory, rdma.MR, error) {
+	mem, err := rdma.MapFile(f, 0, int(size))
+	if err != nil {
+		return nil, nil, err
+	}
+	mr, err := c.pd.Register(mem.Bytes(), c.access)
+	if err == nil {
+		return mem, mr, nil
+	}
+	mem.Free()
+	if mem, err = rdma.Alloc(int(size)); err != nil {
+		return nil, nil, err
+	}
+	if _, err := f.ReadAt(mem.Bytes(), 0); err != nil {
+		mem.Free()
+		return nil, nil, err
+	}
+	if mr, err = c.pd.Register(mem.Bytes(), c.access); err != nil {
+		mem.Free()
+		return nil, nil, err
+	}
+	c.stats.cacheCopies.Add(1)
+	return mem, mr, nil
 }
 
 // retireLocked takes e out of the map; it is released now if unused.

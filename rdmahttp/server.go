@@ -87,7 +87,7 @@ type Server struct {
 // stats are live counts and totals; Stats copies them.
 type stats struct {
 	liveMRs, liveMWs, liveQPs, liveExposures atomic.Int64
-	cacheHits, cacheMisses                   atomic.Int64
+	cacheHits, cacheMisses, cacheCopies      atomic.Int64
 	written, writtenBytes, exposed           atomic.Int64
 	confirmed, timedOut, lost, fallbacks     atomic.Int64
 	dials                                    atomic.Int64
@@ -98,6 +98,7 @@ type stats struct {
 type Stats struct {
 	LiveMRs, LiveMWs, LiveQPs, LiveExposures int64
 	CacheHits, CacheMisses                   int64
+	CacheCopies                              int64 // files cached as a registered copy (the mapping was refused)
 	Written, WrittenBytes                    int64 // server-writes delivered (posted and completed)
 	Exposed, Confirmed, TimedOut             int64 // client-reads exposures and how they ended
 	Lost                                     int64 // RDMA operations that failed at the server

@@ -28,6 +28,7 @@ type getOptions struct {
 	timeout  time.Duration
 	retries  int
 	quiet    bool
+	repeat   int
 }
 
 func (g *getOptions) bind(fl *flag.FlagSet) {
@@ -39,6 +40,7 @@ func (g *getOptions) bind(fl *flag.FlagSet) {
 	fl.DurationVar(&g.timeout, "op-timeout", rdmahttp.DefaultOpTimeout, "wait this long for an RDMA operation before counting it lost")
 	fl.IntVar(&g.retries, "retries", rdmahttp.DefaultRetries, "ask again this many times for a lost operation (-1: never)")
 	fl.BoolVar(&g.quiet, "q", false, "no progress bar and no summary")
+	fl.IntVar(&g.repeat, "n", 1, "fetch the URL this many times with one client (a measurement: the file is rewritten each time)")
 }
 
 // parseInterleaved parses flags that may come before or after the
@@ -105,23 +107,34 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var f *os.File
 	var pw *progress
 	start := time.Now()
-	r, err := c.Get(ctx, u.String(), mode, func(r *rdmahttp.Response) (io.Writer, error) {
-		if r.Status != 200 {
-			return nil, fmt.Errorf("%s: HTTP %d", u, r.Status)
+	var r *rdmahttp.Response
+	var total int64
+	for i := 0; i < max(g.repeat, 1) && err == nil; i++ {
+		if f != nil {
+			f.Close()
+			f = nil
 		}
-		w := io.Writer(stdout)
-		if out != "-" {
-			if f, err = os.Create(out); err != nil {
-				return nil, err
+		r, err = c.Get(ctx, u.String(), mode, func(r *rdmahttp.Response) (io.Writer, error) {
+			if r.Status != 200 {
+				return nil, fmt.Errorf("%s: HTTP %d", u, r.Status)
 			}
-			w = f
+			w := io.Writer(stdout)
+			if out != "-" {
+				if f, err = os.Create(out); err != nil {
+					return nil, err
+				}
+				w = f
+			}
+			if !g.quiet && r.Mode == rdmahttp.ModeOff && r.Length > 1<<20 && isTerminal(stderr) {
+				pw = &progress{w: w, total: r.Length, out: stderr, start: time.Now()}
+				return pw, nil
+			}
+			return w, nil
+		})
+		if err == nil {
+			total += r.Length
 		}
-		if !g.quiet && r.Mode == rdmahttp.ModeOff && r.Length > 1<<20 && isTerminal(stderr) {
-			pw = &progress{w: w, total: r.Length, out: stderr, start: time.Now()}
-			return pw, nil
-		}
-		return w, nil
-	})
+	}
 	if f != nil {
 		if cerr := f.Close(); err == nil {
 			err = cerr
@@ -147,7 +160,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			check = "sha256 verified"
 		}
 		fmt.Fprintf(stderr, "%s: %d bytes by %s in %v (%.1f MiB/s), %s, %d attempt(s)\n",
-			out, r.Length, how, el.Round(time.Microsecond), float64(r.Length)/(1<<20)/el.Seconds(), check, r.Attempts)
+			out, total, how, el.Round(time.Microsecond), float64(total)/(1<<20)/el.Seconds(), check, r.Attempts)
 	}
 	return nil
 }
