@@ -31,12 +31,18 @@ func Alloc(n int) (*Memory, error) {
 	return &Memory{b: b[:n], full: b}, nil
 }
 
-// MapFile maps n bytes of f starting at off read-only and shared, for
-// zero-copy response bodies: register it with AccessRemoteRead only (a
-// peer RDMA-reads the file pages) or use it as the source of RDMA
-// Writes. off need not be page aligned. Changes to the file show through
-// the mapping; truncating the file under it makes access fault (SIGBUS),
-// as with any mmap, so serve only files that are not truncated in place.
+// MapFile maps n bytes of f starting at off read-only, for zero-copy
+// response bodies: register it with AccessRemoteRead only (a peer
+// RDMA-reads the file pages) or use it as the source of RDMA Writes. off
+// need not be page aligned.
+//
+// The mapping is MAP_PRIVATE: Linux (6.1, measured on siw and rxe)
+// refuses to pin read-only MAP_SHARED file pages for ibv_reg_mr (EFAULT),
+// while a read-only private mapping registers and, never written, still
+// maps the page cache itself, so no copy is made and changes to the file
+// show through. Truncating the file under it makes access fault
+// (SIGBUS), as with any mmap: serve files that are not truncated in
+// place.
 func MapFile(f *os.File, off int64, n int) (*Memory, error) {
 	if n <= 0 || off < 0 {
 		return nil, fmt.Errorf("%w: MapFile(off=%d, n=%d)", ErrInvalid, off, n)
@@ -44,7 +50,7 @@ func MapFile(f *os.File, off int64, n int) (*Memory, error) {
 	pg := int64(os.Getpagesize())
 	base := off &^ (pg - 1)
 	skip := int(off - base)
-	b, err := unix.Mmap(int(f.Fd()), base, roundPage(skip+n), unix.PROT_READ, unix.MAP_SHARED)
+	b, err := unix.Mmap(int(f.Fd()), base, roundPage(skip+n), unix.PROT_READ, unix.MAP_PRIVATE)
 	if err != nil {
 		return nil, os.NewSyscallError("mmap", err)
 	}
