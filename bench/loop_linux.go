@@ -34,6 +34,8 @@ const (
 	retryDelay = 100 * time.Millisecond
 	// histMax is the largest latency recorded; longer ones are clamped.
 	histMax = time.Minute
+	// maxScanPerTick bounds the connections housekeep examines per tick.
+	maxScanPerTick = 4096
 	// minStall is the least time without any response or connect after
 	// which a run is declared stalled (see loop.housekeep).
 	minStall = 10 * time.Second
@@ -78,6 +80,7 @@ type loop struct {
 	// whose server stops accepting would otherwise retry forever.
 	progressAt int64
 	failedAt   int64 // last failed connect
+	scanPos    int   // next connection housekeep examines
 
 	// Open loop: per-connection interval between intended send times.
 	interval int64
@@ -232,7 +235,16 @@ func (l *loop) housekeep(now int64) bool {
 			return true
 		}
 	}
-	for _, c := range l.conns {
+	// Scan a bounded slice of the connections per tick, resuming where
+	// the last tick stopped: with 100k connections a full scan every tick
+	// would cost more than the requests. Timeouts and reconnects are then
+	// noticed up to len(conns)/maxScanPerTick ticks late.
+	n := min(len(l.conns), maxScanPerTick)
+	for range n {
+		c := l.conns[l.scanPos]
+		if l.scanPos++; l.scanPos == len(l.conns) {
+			l.scanPos = 0
+		}
 		switch c.state {
 		case csIdle:
 			if sending && now >= c.retryAt {
