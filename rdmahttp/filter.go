@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/rdma"
@@ -198,6 +199,8 @@ func (f *bodyFilter) finish(c *processor.FilterChain, eos []stages.Bucket) error
 	if lp == nil {
 		return f.fallback(c, reasonNoRDMA, eos)
 	}
+	t0 := time.Now()
+	defer func() { f.s.st.collectNanos.Add(int64(time.Since(t0))) }()
 	// Map and register the file regions (the cache makes this once per
 	// file), then digest the body as it will be delivered.
 	var refs []*fileEntry

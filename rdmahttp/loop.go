@@ -65,6 +65,7 @@ type op struct {
 	kind    opKind
 	ch      *channel
 	hold    *stages.Hold
+	posted  time.Time
 	bytes   int64
 	release func() // drops staging memory and cache references
 	exp     *exposure
@@ -79,6 +80,7 @@ type exposure struct {
 	mw      rdma.MW
 	mr      rdma.MR // per-operation registration when there are no windows
 	timer   *time.Timer
+	granted time.Time
 	release func()
 }
 
@@ -88,6 +90,7 @@ func (lp *loop) post(o *op, postFn func(id uint64) error) error {
 	lp.mu.Lock()
 	lp.nextWR++
 	id := lp.nextWR
+	o.posted = time.Now()
 	lp.ops[id] = o
 	lp.mu.Unlock()
 	if err := postFn(id); err != nil {
@@ -264,6 +267,7 @@ func (lp *loop) complete(wc *rdma.Completion) {
 		return
 	}
 	ok := wc.Status == rdma.StatusSuccess
+	lp.s.st.rdmaNanos.Add(int64(time.Since(o.posted)))
 	switch o.kind {
 	case opWritten:
 		if ok {
@@ -322,6 +326,7 @@ func (lp *loop) addExposure(e *exposure) bool {
 		return false
 	}
 	e.ch.exps[e.op] = e
+	e.granted = time.Now()
 	lp.s.st.liveExposures.Add(1)
 	lp.s.st.exposed.Add(1)
 	ch, opID := e.ch, e.op
@@ -347,6 +352,7 @@ func (lp *loop) revoke(ch *channel, opID uint64, fromTimer bool) bool {
 	if !fromTimer && e.timer != nil {
 		e.timer.Stop()
 	}
+	lp.s.st.exposureNanos.Add(int64(time.Since(e.granted)))
 	lp.dropExposure(e)
 	return true
 }

@@ -188,7 +188,8 @@ func TestDeliverBothModes(t *testing.T) {
 		t.Errorf("exposures left: %+v", fx.mod.Stats())
 	}
 	st := fx.mod.Stats()
-	if st.Written != clients*int64(len(testSizes)) || st.Exposed != st.Confirmed || st.Fallbacks != 0 || st.CacheHits == 0 || st.TimedOut != 0 {
+	if st.Written != clients*int64(len(testSizes)) || st.Exposed != st.Confirmed || st.Fallbacks != 0 || st.CacheHits == 0 || st.TimedOut != 0 ||
+		st.CollectTime <= 0 || st.RDMATime <= 0 || st.ExposureTime <= 0 {
 		t.Errorf("stats %+v", st)
 	}
 }

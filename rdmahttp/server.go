@@ -91,6 +91,7 @@ type stats struct {
 	written, writtenBytes, exposed           atomic.Int64
 	confirmed, timedOut, lost, fallbacks     atomic.Int64
 	dials                                    atomic.Int64
+	collectNanos, rdmaNanos, exposureNanos   atomic.Int64
 }
 
 // Stats is a snapshot of the module's counters: Live* are resources held
@@ -104,6 +105,14 @@ type Stats struct {
 	Lost                                     int64 // RDMA operations that failed at the server
 	Fallbacks                                int64 // RDMA asked for, body sent over TCP
 	Dials                                    int64
+
+	// Where the time goes, summed over responses: in the processor from
+	// EOS to the hold being passed (mapping, digest, registration,
+	// posting: CollectTime), from posting to the completion in the writer
+	// loop (RDMATime: the Writes and message, or the window bind), and
+	// from grant to revocation of client-reads exposures (ExposureTime:
+	// the client's Read and its confirmation).
+	CollectTime, RDMATime, ExposureTime time.Duration
 }
 
 // Stats returns the counters.
@@ -115,6 +124,9 @@ func (s *Server) Stats() Stats {
 		Written: s.st.written.Load(), WrittenBytes: s.st.writtenBytes.Load(),
 		Exposed: s.st.exposed.Load(), Confirmed: s.st.confirmed.Load(), TimedOut: s.st.timedOut.Load(),
 		Lost: s.st.lost.Load(), Fallbacks: s.st.fallbacks.Load(), Dials: s.st.dials.Load(),
+		CollectTime:  time.Duration(s.st.collectNanos.Load()),
+		RDMATime:     time.Duration(s.st.rdmaNanos.Load()),
+		ExposureTime: time.Duration(s.st.exposureNanos.Load()),
 	}
 }
 

@@ -126,6 +126,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// Runs after Serve has returned on every path below: the writer
 		// loops whose CQs the module owns have stopped.
 		defer func() {
+			st := rmod.Stats()
+			logger.Info("rdma totals", "written", st.Written, "written-bytes", st.WrittenBytes,
+				"exposed", st.Exposed, "confirmed", st.Confirmed, "timed-out", st.TimedOut,
+				"lost", st.Lost, "fallbacks", st.Fallbacks, "dials", st.Dials,
+				"collect-time", st.CollectTime, "rdma-time", st.RDMATime, "exposure-time", st.ExposureTime)
 			if err := rmod.Close(); err != nil {
 				logger.Error("rdma: releasing", "err", err)
 			}
