@@ -57,7 +57,16 @@ type Env struct {
 }
 
 // errUsage is returned after a usage message was printed.
-var errUsage = errors.New("bench: usage")
+var errUsage = errors.New("bench: wrong arguments (usage above)")
+
+// helpIsNotAnError turns -h's flag.ErrHelp (usage already printed) into
+// success, as `quartet serve -h` does.
+func helpIsNotAnError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
 
 // listFlag collects a repeatable flag.
 type listFlag []string
@@ -237,7 +246,7 @@ func Main(ctx context.Context, args []string, env Env) error {
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return err
+		return helpIsNotAnError(err)
 	}
 	if len(pos) != 1 {
 		fs.Usage()

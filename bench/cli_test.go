@@ -73,6 +73,15 @@ func TestMainOutputs(t *testing.T) {
 		if err := Main(t.Context(), nil, Env{Stdout: &out, Stderr: &errb}); !errors.Is(err, errUsage) || !strings.Contains(errb.String(), "usage") {
 			t.Fatalf("err %v, stderr %q", err, errb.String())
 		}
+		for _, args := range [][]string{{"-h"}, {"idle", "-h"}, {"compare", "-h"}} {
+			errb.Reset()
+			if err := Main(t.Context(), args, Env{Stdout: &out, Stderr: &errb}); err != nil || !strings.Contains(errb.String(), "usage") {
+				t.Errorf("%v: err %v, stderr %q", args, err, errb.String())
+			}
+		}
+		if err := SweepMain(t.Context(), []string{"-h"}, Env{Stdout: &out, Stderr: &errb}); err != nil {
+			t.Errorf("sweep -h: %v", err)
+		}
 	})
 }
 

@@ -196,7 +196,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	_ = fs.Set("w", "500ms")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return err
+		return helpIsNotAnError(err)
 	}
 	if len(pos) > 1 {
 		fs.Usage()

@@ -332,7 +332,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return err
+		return helpIsNotAnError(err)
 	}
 	ns, err := parseInts(*counts)
 	if err != nil {

@@ -339,7 +339,7 @@ func SweepMain(ctx context.Context, args []string, env Env) error {
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return err
+		return helpIsNotAnError(err)
 	}
 	if len(pos) != 1 {
 		fs.Usage()
