@@ -182,20 +182,37 @@ func (t *memTable) acquire(stag uint32, q *qp, to uint64, n uint64, need rdma.Ac
 
 func (r *region) release() { r.users.Add(-1) }
 
-// quiesce stops new users and waits for current ones to leave. Users
-// hold a region for at most one FPDU on receive and one message on
-// transmit, so this is short unless the peer stalls mid-FPDU, and then
-// closing the QP ends it.
+// quiesce stops new users and waits for current ones to leave. A user
+// holds a region for one FPDU on receive and one message on transmit,
+// which is short unless the peer stalls: a client that asks for a body by
+// RDMA Read and then stops reading its socket blocks our transmit in the
+// middle of the region. So after quiesceGrace the QPs still holding the
+// region are failed (as a NIC fails a QP whose memory is deregistered
+// under it), which unblocks their I/O; Close never waits on a peer.
 func (r *region) quiesce() {
 	r.closed.Store(true)
+	start := time.Now()
+	evicted := false
 	for i := 0; r.users.Load() != 0; i++ {
-		if i < 100 {
+		switch {
+		case i < 100:
 			runtime.Gosched()
-		} else {
+		case !evicted && time.Since(start) > quiesceGrace:
+			r.pd.dev.evict(r)
+			evicted = true
+		default:
 			time.Sleep(time.Millisecond)
 		}
 	}
 }
+
+// quiesceGrace is how long closing a region waits for transfers using
+// it before failing their QPs: long enough for any transfer that is
+// moving, short enough that a stalled peer cannot hold a Close.
+const quiesceGrace = 100 * time.Millisecond
+
+// errRegionClosed fails a QP whose transfer held a region being closed.
+var errRegionClosed = fmt.Errorf("%w: memory region or window closed during a transfer", rdma.ErrClosed)
 
 // mr is the rdma.MR of the soft provider.
 type mr struct{ region }

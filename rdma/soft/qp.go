@@ -172,6 +172,12 @@ func newQP(d *device, cfg rdma.QPConfig) (*qp, error) {
 	q.ird = clampRD(cfg.ResponderResources)
 	q.ord = clampRD(cfg.InitiatorDepth)
 	q.state.Store(uint32(rdma.QPStateInit))
+	d.qpsMu.Lock()
+	if d.qps == nil {
+		d.qps = map[*qp]struct{}{}
+	}
+	d.qps[q] = struct{}{}
+	d.qpsMu.Unlock()
 	p.objs.Add(1)
 	scq.qps.Add(1)
 	rcq.qps.Add(1)
@@ -480,9 +486,27 @@ func (q *qp) Close() error {
 	q.closing = true
 	q.mu.Unlock()
 	q.state.Store(uint32(rdma.QPStateReset))
+	q.dev.qpsMu.Lock()
+	delete(q.dev.qps, q)
+	q.dev.qpsMu.Unlock()
 	q.pd.objs.Add(-1)
 	q.sendCQ.qps.Add(-1)
 	q.recvCQ.qps.Add(-1)
 	q.dev.objs.Add(-1)
 	return nil
+}
+
+// holds reports whether tx or rx currently holds r across I/O.
+func (q *qp) holds(r *region) bool {
+	for i := range q.tx.held {
+		if q.tx.held[i].Load() == r {
+			return true
+		}
+	}
+	for i := range q.rx.held {
+		if q.rx.held[i].Load() == r {
+			return true
+		}
+	}
+	return false
 }

@@ -18,6 +18,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -67,6 +68,7 @@ type rxStream struct {
 	ndst    int
 	di, do  int
 	regs    [maxSGE]*region
+	held    [maxSGE]atomic.Pointer[region] // regs, for region.quiesce
 	nregs   int
 	discard bool
 	scratch [256]byte
@@ -208,6 +210,7 @@ func (q *qp) rxLoop() {
 
 func (s *rxStream) releaseRegions() {
 	for i := 0; i < s.nregs; i++ {
+		s.held[i].Store(nil)
 		s.regs[i].release()
 		s.regs[i] = nil
 	}
@@ -375,6 +378,7 @@ func (q *qp) rxTrail() (*termInfo, error) {
 // addDst adds a placement target held through r.
 func (s *rxStream) addDst(r *region, b []byte) {
 	s.regs[s.nregs] = r
+	s.held[s.nregs].Store(r)
 	s.nregs++
 	s.dst[s.ndst] = b
 	s.ndst++

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/quartet-server/quartet/rdma"
@@ -46,8 +47,11 @@ type txState struct {
 	nfp     int
 	pieces  [maxSGE][]byte
 	regions [maxSGE]*region
-	burst   int
-	broken  bool // a write failed mid-FPDU: the stream is unusable
+	// held mirrors regions (and, in the last slot, a Read Response's
+	// source) for region.quiesce, which looks from another goroutine.
+	held   [maxSGE + 1]atomic.Pointer[region]
+	burst  int
+	broken bool // a write failed mid-FPDU: the stream is unusable
 }
 
 func (t *txState) init(q *qp) {
@@ -181,6 +185,7 @@ func (q *qp) txWQE(w *wqe) error {
 					break
 				}
 				q.tx.regions[i], q.tx.pieces[i] = r, b
+				q.tx.held[i].Store(r)
 			}
 		}
 		if err == nil {
@@ -219,6 +224,7 @@ var errLocalProt = errors.New("soft: local protection error: bad lkey, rights or
 func (t *txState) releaseRegions(n int) {
 	for i := 0; i < n; i++ {
 		if t.regions[i] != nil {
+			t.held[i].Store(nil)
 			t.regions[i].release()
 			t.regions[i] = nil
 		}
@@ -251,9 +257,13 @@ func (q *qp) txReadResp(ir *irqe) error {
 		}
 	}
 	q.tx.pieces[0] = src
+	if r != nil {
+		q.tx.held[maxSGE].Store(r)
+	}
 	err := q.tx.sendMsg(q, opReadResp, uint64(ir.size), q.tx.pieces[:1], ir.sinkSTag, ir.sinkTO, 0)
 	q.tx.pieces[0] = nil
 	if r != nil {
+		q.tx.held[maxSGE].Store(nil)
 		r.release()
 	}
 	return err

@@ -6,6 +6,7 @@ package soft
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -93,7 +94,7 @@ func (p *Provider) Open(name string) (rdma.Device, error) {
 	if name != "" && name != DeviceName {
 		return nil, fmt.Errorf("%w %q (soft has %s)", rdma.ErrUnknownDevice, name, DeviceName)
 	}
-	return &device{prov: p, mem: newMemTable(maxMR)}, nil
+	return &device{prov: p, mem: newMemTable(maxMR), qps: map[*qp]struct{}{}}, nil
 }
 
 // OpenByAddr: software iWARP runs over any local address, so every
@@ -111,6 +112,25 @@ type device struct {
 	qpnum  atomic.Uint32
 	objs   atomic.Int32 // PDs, CQs, QPs, listeners
 	closed atomic.Bool
+
+	qpsMu sync.Mutex
+	qps   map[*qp]struct{} // live QPs, for evict
+}
+
+// evict fails every QP whose transmit or receive currently holds r, so
+// that its blocked I/O returns and releases r (see region.quiesce).
+func (d *device) evict(r *region) {
+	d.qpsMu.Lock()
+	var victims []*qp
+	for q := range d.qps {
+		if q.holds(r) {
+			victims = append(victims, q)
+		}
+	}
+	d.qpsMu.Unlock()
+	for _, q := range victims {
+		q.fail(errRegionClosed, nil)
+	}
 }
 
 var _ rdma.Device = (*device)(nil)

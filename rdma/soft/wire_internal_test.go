@@ -161,3 +161,68 @@ func TestMPAResponder(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseUnderStalledPeer: a peer asks for a large region by RDMA Read
+// and stops reading its socket, so our transmit blocks in the middle of
+// the region. Closing the MR must still return promptly (failing the
+// QP that held it), not wait for the peer.
+func TestCloseUnderStalledPeer(t *testing.T) {
+	const size = 32 << 20
+	d := &device{prov: New(Config{MPATimeout: 5 * time.Second}), mem: newMemTable(16), qps: map[*qp]struct{}{}}
+	p := &pd{dev: d}
+	cq, _ := newCQ(d, 16)
+	defer cq.Close()
+	mem, err := rdma.Alloc(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Free()
+	m, err := p.Register(mem.Bytes(), rdma.AccessRemoteRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := d.Listen("127.0.0.1:0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	raw, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.(*net.TCPConn).SetReadBuffer(4096)
+	raw.Write(appendMPA(nil, mpaRR{rev: 2, enhanced: true, ird: 1, ord: 1}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := l.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qp, err := req.Accept(rdma.QPConfig{PD: p, SendCQ: cq, RecvCQ: cq, MaxSendWR: 4, MaxRecvWR: 4}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qp.Close()
+	if _, err := readMPA(raw, true); err != nil {
+		t.Fatal(err)
+	}
+	raw.Write(fpdu(false, seedHdr(opReadReq, true, func(b []byte) {
+		binary.BigEndian.PutUint32(b[20:], 0x77)
+		binary.BigEndian.PutUint32(b[32:], size)
+		binary.BigEndian.PutUint32(b[36:], m.RKey())
+		binary.BigEndian.PutUint64(b[40:], m.Addr())
+	}), nil))
+	// Let the response fill the socket buffers; we read none of it.
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("MR.Close took %v under a stalled peer", el)
+	}
+	if !errors.Is(qp.Err(), rdma.ErrClosed) {
+		t.Fatalf("QP error %v, want the region-closed failure", qp.Err())
+	}
+}
