@@ -36,8 +36,9 @@
 // memory. When the QP fails or is closed, tx reaps: it sends a pending
 // Terminate, closes the connection, waits for rx, and only then flushes
 // the queues, so a buffer is never touched after its flushed completion
-// is visible. MR.Close waits for an in-flight FPDU that uses the region,
-// so after it returns the memory may be unmapped.
+// is visible. MR.Close waits for transfers using the region, so after it
+// returns the memory may be unmapped; a transfer stalled by its peer for
+// longer than 100 ms fails its QP instead of holding the Close.
 //
 // # Semantics a verbs programmer should know
 //
