@@ -66,6 +66,7 @@ type op struct {
 	ch      *channel
 	hold    *stages.Hold
 	posted  time.Time
+	timer   *time.Timer // releases the hold if the completion never comes
 	bytes   int64
 	release func() // drops staging memory and cache references
 	exp     *exposure
@@ -92,14 +93,40 @@ func (lp *loop) post(o *op, postFn func(id uint64) error) error {
 	id := lp.nextWR
 	o.posted = time.Now()
 	lp.ops[id] = o
+	o.timer = time.AfterFunc(lp.s.cfg.CompletionTimeout, func() { lp.expire(id) })
 	lp.mu.Unlock()
 	if err := postFn(id); err != nil {
 		lp.mu.Lock()
 		delete(lp.ops, id)
 		lp.mu.Unlock()
+		o.timer.Stop()
 		return err
 	}
 	return nil
+}
+
+// expire runs when a posted request has had no completion for
+// CompletionTimeout. Devices can lose completions (siw, after a
+// Terminate, sometimes never completes the Write in flight), and a hold
+// never released would hang the HTTP connection: release it, so the
+// response goes out (the client, missing the message or failing its
+// Read, retries), and stop handing the channel to new requests. The op
+// and its memory stay registered until a completion or Close, since the
+// device may still use them.
+func (lp *loop) expire(id uint64) {
+	lp.mu.Lock()
+	o := lp.ops[id]
+	if o != nil && lp.chans[o.ch.ep] == o.ch {
+		delete(lp.chans, o.ch.ep)
+	}
+	lp.mu.Unlock()
+	if o == nil {
+		return
+	}
+	lp.s.st.stuck.Add(1)
+	if o.hold != nil {
+		o.hold.Release()
+	}
 }
 
 // sendSlot returns the next send slot's SGE of ch with the message in it.
@@ -266,6 +293,7 @@ func (lp *loop) complete(wc *rdma.Completion) {
 		}
 		return
 	}
+	o.timer.Stop()
 	ok := wc.Status == rdma.StatusSuccess
 	lp.s.st.rdmaNanos.Add(int64(time.Since(o.posted)))
 	switch o.kind {
@@ -452,6 +480,7 @@ func (lp *loop) close() error {
 	lp.ops = map[uint64]*op{}
 	lp.mu.Unlock()
 	for _, o := range ops {
+		o.timer.Stop()
 		if o.release != nil {
 			o.release()
 		}

@@ -23,7 +23,9 @@ import (
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/soft"
 	"github.com/quartet-server/quartet/runtime"
+	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/static"
+	"github.com/quartet-server/quartet/writer"
 )
 
 // testSizes are the file bodies every mode must deliver byte-exact.
@@ -583,5 +585,49 @@ func TestClientReadsWithoutWindows(t *testing.T) {
 	chID, _ := strconv.ParseUint(resp.Header.Get(HeaderChannel), 10, 32)
 	if _, err := c.ReadRaw(ctx, uint32(chID), rg.Addr, rg.RKey, int(rg.Len)); err == nil {
 		t.Fatal("a revoked per-operation key still reads")
+	}
+}
+
+// fakeSources stands in for a writer loop: the test drives nothing
+// through it, it only accepts the registration.
+type fakeSources struct{}
+
+func (fakeSources) AddSource(int, func()) (writer.SourceID, error) { return writer.SourceID{}, nil }
+func (fakeSources) RemoveSource(writer.SourceID) error             { return nil }
+
+// TestLostCompletionReleasesTheHold: a posted request whose completion
+// never comes (siw sometimes drops the one of a Write in flight at a
+// Terminate) must not hang its response: the hold is released at the
+// completion timeout, the channel leaves the cache, and the op's memory
+// is still released at Close.
+func TestLostCompletionReleasesTheHold(t *testing.T) {
+	s, err := NewServer(Config{Provider: soft.New(soft.Config{}), CompletionTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.stageInit(runtime.StageInfo{Stage: runtime.StageWriter, Index: 0, Sources: fakeSources{}}); err != nil {
+		t.Fatal(err)
+	}
+	lp := s.loopFor(0)
+	ep := netip.MustParseAddrPort("127.0.0.1:1")
+	ch := &channel{id: 1, ep: ep, exps: map[uint64]*exposure{}}
+	lp.chans[ep] = ch
+	hold := stages.NewHold(nil)
+	released := 0
+	o := &op{kind: opWritten, ch: ch, hold: hold, release: func() { released++ }}
+	if err := lp.post(o, func(uint64) error { return nil }); err != nil { // posted, never completes
+		t.Fatal(err)
+	}
+	if !eventually(2*time.Second, hold.Released) {
+		t.Fatal("hold not released after the completion timeout")
+	}
+	if lp.chans[ep] != nil || s.Stats().Stuck != 1 || released != 0 {
+		t.Fatalf("channel cached %v, stats %+v, released %d", lp.chans[ep] != nil, s.Stats(), released)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if released != 1 {
+		t.Fatalf("op memory released %d times at Close", released)
 	}
 }

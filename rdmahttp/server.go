@@ -24,6 +24,9 @@ const (
 	// large Read over software iWARP, short enough that a vanished client
 	// does not pin memory for long.
 	DefaultExposureTimeout = 10 * time.Second
+	// DefaultCompletionTimeout bounds the wait for a posted request's
+	// completion before its response is let go anyway.
+	DefaultCompletionTimeout = 30 * time.Second
 	// DefaultMaxCachedFiles bounds the registration cache.
 	DefaultMaxCachedFiles = 1024
 	// DefaultMaxStaging bounds the registered copy of a generated body;
@@ -53,10 +56,11 @@ type Config struct {
 	Device string
 	Addr   netip.Addr
 
-	DialTimeout     time.Duration
-	ExposureTimeout time.Duration
-	MaxCachedFiles  int
-	MaxStaging      int64
+	DialTimeout       time.Duration
+	ExposureTimeout   time.Duration
+	CompletionTimeout time.Duration
+	MaxCachedFiles    int
+	MaxStaging        int64
 
 	// AllowForeignEndpoints lets a client name an RDMA endpoint on
 	// another host than the one its HTTP request came from. Off by
@@ -92,6 +96,7 @@ type stats struct {
 	confirmed, timedOut, lost, fallbacks     atomic.Int64
 	dials                                    atomic.Int64
 	collectNanos, rdmaNanos, exposureNanos   atomic.Int64
+	stuck                                    atomic.Int64
 }
 
 // Stats is a snapshot of the module's counters: Live* are resources held
@@ -105,6 +110,7 @@ type Stats struct {
 	Lost                                     int64 // RDMA operations that failed at the server
 	Fallbacks                                int64 // RDMA asked for, body sent over TCP
 	Dials                                    int64
+	Stuck                                    int64 // posted requests whose completion did not come in CompletionTimeout
 
 	// Where the time goes, summed over responses: in the processor from
 	// EOS to the hold being passed (mapping, digest, registration,
@@ -123,7 +129,7 @@ func (s *Server) Stats() Stats {
 		CacheHits:     s.st.cacheHits.Load(), CacheMisses: s.st.cacheMisses.Load(),
 		Written: s.st.written.Load(), WrittenBytes: s.st.writtenBytes.Load(),
 		Exposed: s.st.exposed.Load(), Confirmed: s.st.confirmed.Load(), TimedOut: s.st.timedOut.Load(),
-		Lost: s.st.lost.Load(), Fallbacks: s.st.fallbacks.Load(), Dials: s.st.dials.Load(),
+		Lost: s.st.lost.Load(), Fallbacks: s.st.fallbacks.Load(), Dials: s.st.dials.Load(), Stuck: s.st.stuck.Load(),
 		CollectTime:  time.Duration(s.st.collectNanos.Load()),
 		RDMATime:     time.Duration(s.st.rdmaNanos.Load()),
 		ExposureTime: time.Duration(s.st.exposureNanos.Load()),
@@ -141,6 +147,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.ExposureTimeout <= 0 {
 		cfg.ExposureTimeout = DefaultExposureTimeout
+	}
+	if cfg.CompletionTimeout <= 0 {
+		cfg.CompletionTimeout = DefaultCompletionTimeout
 	}
 	if cfg.MaxCachedFiles <= 0 {
 		cfg.MaxCachedFiles = DefaultMaxCachedFiles
