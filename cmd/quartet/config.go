@@ -32,6 +32,7 @@ type serveOptions struct {
 	Pprof         bool          `yaml:"pprof" help:"also serve /debug/pprof on --metrics-addr"`
 	RDMA          string        `yaml:"rdma" help:"deliver bodies by RDMA to clients that ask (docs/rdma-http.md): off, soft, verbs, or auto (verbs where a device exists, else soft)"`
 	RDMAAddr      string        `yaml:"rdma-addr" help:"local IP whose RDMA device serves RDMA clients (default: the provider's first device)"`
+	RDMADial      time.Duration `yaml:"rdma-dial-timeout" help:"connecting to a client's RDMA endpoint may take this long before the body goes over TCP"`
 }
 
 // loadConfigFile overlays the YAML file at path on o. Every error names the
@@ -127,6 +128,8 @@ func (o *serveOptions) validate() error {
 		return bad("write-timeout", o.WriteTimeout, "must be positive")
 	case o.Pprof && o.MetricsAddr == "":
 		return errors.New("pprof = true needs metrics-addr")
+	case o.RDMADial <= 0:
+		return bad("rdma-dial-timeout", o.RDMADial, "must be positive")
 	case o.RDMA != "off" && o.RDMA != "soft" && o.RDMA != "verbs" && o.RDMA != "auto":
 		return bad("rdma", o.RDMA, "must be off, soft, verbs or auto")
 	}

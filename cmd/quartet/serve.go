@@ -39,7 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Readers: d.Readers, Processors: d.Processors, Writers: d.Writers, Queue: d.QueueCapacity,
 		MaxConns: d.MaxConns, MaxBody: d.MaxBodyBytes,
 		HeaderTimeout: d.HeaderTimeout, IdleTimeout: d.IdleTimeout, WriteTimeout: d.WriteTimeout,
-		RDMA: "auto",
+		RDMA: "auto", RDMADial: rdmahttp.DefaultDialTimeout,
 	}
 	o := defaults
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -226,7 +226,7 @@ func rdmaModule(o serveOptions, logger *slog.Logger) (*rdmahttp.Server, error) {
 	if o.RDMA == "off" {
 		return nil, nil
 	}
-	cfg := rdmahttp.Config{}
+	cfg := rdmahttp.Config{DialTimeout: o.RDMADial}
 	if o.RDMAAddr != "" {
 		ip, err := netip.ParseAddr(o.RDMAAddr)
 		if err != nil {
