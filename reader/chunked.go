@@ -41,8 +41,9 @@ const maxChunkLine = 4096
 // ChunkedDecoder decodes a chunked request body, resumable across reads.
 // The zero value is ready; Reset readies it for the next body.
 type ChunkedDecoder struct {
-	// MaxTrailerBytes bounds the trailer section; zero means
-	// DefaultMaxTrailerBytes. Over it → ErrTrailerTooLarge (431).
+	// MaxTrailerBytes bounds the trailer section, its final CRLF
+	// included; zero means DefaultMaxTrailerBytes. Over it →
+	// ErrTrailerTooLarge (431).
 	MaxTrailerBytes int
 
 	state   chunkState

@@ -79,8 +79,10 @@ func (p *Parser) Reset() { *p = Parser{} }
 // Parse sets Method, Target, Path, Query, Major, Minor, Headers (reusing its
 // backing array), Host, ContentLength, Chunked, Close and Expect100; it leaves
 // Conn, Body, Received and Seq to the caller. The byte slices alias buf.
-// Any other error is a protocol error: answer StatusOf(err) and close; req is
-// then partly filled and must not be used.
+// Any other error is a protocol error, returned with n == 0 and the Parser
+// reset: answer StatusOf(err) and close the connection; req is then partly
+// filled and must not be used. The request line is judged as soon as it is
+// whole, so such an error can come before the header block is complete.
 func (p *Parser) Parse(buf []byte, lim Limits, req *stages.Request) (n int, err error) {
 	if len(buf) < p.scanned {
 		// The caller broke the "buf only grows" contract (a new request
