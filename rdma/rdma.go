@@ -67,6 +67,12 @@ const (
 	// CapSolicitedEvent: Send with SendSolicited sets the Solicited Event
 	// bit and CQ.Arm(true) honours it.
 	CapSolicitedEvent
+	// CapMWRangeChecked: a memory window's rkey reaches only the window's
+	// range. Without it (Linux 6.1's rxe checks a window's key and QP but
+	// the range against the whole MR) a window is no narrower than its
+	// MR: expose through windows only MRs whose every byte the peer may
+	// read, or register per operation instead.
+	CapMWRangeChecked
 )
 
 // DeviceInfo describes a device and its limits (a subset of

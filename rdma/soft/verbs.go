@@ -66,7 +66,7 @@ func (p *Provider) info() rdma.DeviceInfo {
 		Provider:        p.Name(),
 		Transport:       rdma.TransportIWARP,
 		FWVersion:       "quartet-soft",
-		Caps:            rdma.CapMemoryWindows | rdma.CapSolicitedEvent,
+		Caps:            rdma.CapMemoryWindows | rdma.CapMWRangeChecked | rdma.CapSolicitedEvent,
 		Ports:           []rdma.PortInfo{{Num: 1, State: "ACTIVE", MTU: 4096, LinkLayer: "Ethernet"}},
 		MaxQP:           maxQP,
 		MaxQPWR:         maxQPWR,
