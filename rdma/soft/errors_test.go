@@ -317,6 +317,9 @@ func TestMemoryWindow(t *testing.T) {
 	cli, srv := pair(t, o)
 	defer cli.close(t)
 	defer srv.close(t)
+	if c := srv.dev.Info().Caps; c&rdma.CapMemoryWindows == 0 || c&rdma.CapMWRangeChecked == 0 {
+		t.Fatalf("caps %#x: soft windows exist and check their range (this test proves it)", c)
+	}
 	w, err := srv.pd.AllocMW()
 	if err != nil {
 		t.Fatal(err)
