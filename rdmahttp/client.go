@@ -267,6 +267,11 @@ func (c *Client) accept(req rdma.ConnRequest, ch *clientChan) (err error) {
 		MaxSendWR: 256, MaxRecvWR: recvSlots, MaxInline: msgLen,
 		InitiatorDepth: 16,
 		Prepare: func(qp rdma.QP) error {
+			// The server may send the moment the connection is up, before
+			// Accept returns: route must find the QP already.
+			c.mu.Lock()
+			ch.qp = qp
+			c.mu.Unlock()
 			for i := 0; i < recvSlots; i++ {
 				sgl[0] = rdma.SGEOf(ch.mr, i*msgLen, msgLen)
 				if err := qp.PostRecv(recvID(uint32(ch.idx), i), sgl[:]); err != nil {
@@ -284,7 +289,9 @@ func (c *Client) accept(req rdma.ConnRequest, ch *clientChan) (err error) {
 		ch.mem.Free()
 		return err
 	}
+	c.mu.Lock()
 	ch.qp = qp
+	c.mu.Unlock()
 	return nil
 }
 
@@ -319,11 +326,13 @@ func (c *Client) route(wc *rdma.Completion) {
 		idx, slot := splitRecvID(wc.WRID)
 		c.mu.Lock()
 		var ch *clientChan
+		var qp rdma.QP
 		if int(idx) < len(c.byIdx) {
 			ch = c.byIdx[idx]
+			qp = ch.qp
 		}
 		c.mu.Unlock()
-		if ch == nil {
+		if ch == nil || qp == nil {
 			return
 		}
 		if wc.Status != rdma.StatusSuccess {
@@ -334,7 +343,7 @@ func (c *Client) route(wc *rdma.Completion) {
 			c.deliver(op, rdma.StatusSuccess)
 		}
 		sgl := [1]rdma.SGE{rdma.SGEOf(ch.mr, slot*msgLen, msgLen)}
-		if ch.qp.PostRecv(wc.WRID, sgl[:]) != nil {
+		if qp.PostRecv(wc.WRID, sgl[:]) != nil {
 			ch.dead.Store(true)
 		}
 	case wc.WRID&tagRead != 0:
