@@ -407,9 +407,9 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 		s.st.liveMWs.Add(1)
 		e.mw = mw
 		sge := rdma.SGEOf(base, off, len(bytes))
-		if !lp.addExposure(e) {
+		if why := lp.addExposure(e); why != "" {
 			lp.discard(e)
-			return f.fallback(c, reasonPost+": op already exposed or channel failed", eos)
+			return f.fallback(c, why, eos)
 		}
 		hold = c.NewHold()
 		var rkey uint32
@@ -432,10 +432,9 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 		}
 		s.st.liveMRs.Add(1)
 		e.mr = mr
-		if !lp.addExposure(e) {
-			lp.dropExposure(e)
-			s.st.liveExposures.Add(1)
-			return f.fallback(c, reasonPost+": op already exposed or channel failed", eos)
+		if why := lp.addExposure(e); why != "" {
+			lp.discard(e)
+			return f.fallback(c, why, eos)
 		}
 		rg = region{Addr: mr.Addr(), RKey: mr.RKey(), Len: int64(len(bytes))}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -345,13 +346,21 @@ func (lp *loop) received(wc *rdma.Completion) {
 	}
 }
 
-// addExposure records e on its channel, with its timer. False if the
-// channel is dead or the op id is already exposed there.
-func (lp *loop) addExposure(e *exposure) bool {
+// addExposure records e on its channel, with its timer. It refuses (with
+// the fallback reason) when the channel is dead, the op id is already
+// exposed there, or the client already holds maxExposuresPerChannel
+// unconfirmed exposures (a client that never confirms would otherwise pin
+// registered memory without bound until the timeouts).
+func (lp *loop) addExposure(e *exposure) string {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
-	if e.ch.dead || e.ch.exps[e.op] != nil {
-		return false
+	switch {
+	case e.ch.dead:
+		return reasonPost + ": channel failed"
+	case e.ch.exps[e.op] != nil:
+		return reasonPost + ": op " + strconv.FormatUint(e.op, 10) + " already exposed"
+	case len(e.ch.exps) >= maxExposuresPerChannel:
+		return reasonTooManyExposures
 	}
 	e.ch.exps[e.op] = e
 	e.granted = time.Now()
@@ -363,7 +372,7 @@ func (lp *loop) addExposure(e *exposure) bool {
 			lp.s.st.timedOut.Add(1)
 		}
 	})
-	return true
+	return ""
 }
 
 // revoke ends an exposure: the window is destroyed (or the per-operation

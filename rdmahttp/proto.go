@@ -67,7 +67,15 @@ const (
 	reasonNoRDMA          = "no-rdma"
 	reasonTooLarge        = "too-large"
 	reasonUnsupported     = "unsupported"
+	// reasonTooManyExposures: the client holds maxExposuresPerChannel
+	// unconfirmed client-reads exposures already.
+	reasonTooManyExposures = "too-many-exposures"
 )
+
+// maxExposuresPerChannel bounds a client's unconfirmed exposures: an
+// honest client confirms each before its next request on the channel,
+// so this only stops one that never does from pinning memory.
+const maxExposuresPerChannel = 64
 
 // region is an (address, key, length) triple as X-RDMA-Buffer and
 // X-RDMA-Read carry it.

@@ -631,3 +631,38 @@ func TestLostCompletionReleasesTheHold(t *testing.T) {
 		t.Fatalf("op memory released %d times at Close", released)
 	}
 }
+
+// TestExposureLimits: an op id exposed twice on one channel, and a client
+// holding too many unconfirmed exposures, get the body over TCP.
+func TestExposureLimits(t *testing.T) {
+	fx := start(t, Config{})
+	name := fmt.Sprintf("f%d.bin", 4096)
+	c := newClient(t, ClientConfig{})
+	ask := func(op int) *http.Response {
+		resp, body := rawGet(t, fx.url+"/"+name, map[string]string{HeaderMode: "client-reads",
+			HeaderEndpoint: c.Endpoint().String(), HeaderOp: strconv.Itoa(op)})
+		if resp.Header.Get(HeaderFallback) != "" && !bytes.Equal(body, fx.files[name]) {
+			t.Fatalf("fallback without the body")
+		}
+		return resp
+	}
+	seen := map[string]int{}
+	for op := 1; op <= 2*maxExposuresPerChannel+10; op++ {
+		resp := ask(op)
+		if resp.Header.Get(HeaderRead) != "" {
+			seen["exposed"]++
+		} else {
+			seen[strings.SplitN(resp.Header.Get(HeaderFallback), ":", 2)[0]]++
+		}
+		if op == 1 {
+			if got := ask(1).Header.Get(HeaderFallback); !strings.HasPrefix(got, reasonPost) {
+				t.Fatalf("a repeated op id: %q", got)
+			}
+		}
+	}
+	// Two writer loops: each has its own channel to the client, each
+	// capped on its own.
+	if seen["exposed"] > 2*maxExposuresPerChannel || seen[reasonTooManyExposures] == 0 {
+		t.Fatalf("outcomes %v", seen)
+	}
+}
