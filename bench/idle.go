@@ -66,6 +66,17 @@ type IdlePoint struct {
 	RSS     uint64  `json:"rss_bytes"`
 	BaseRSS uint64  `json:"base_rss_bytes"`
 	PerConn float64 `json:"rss_per_conn_bytes"` // (RSS - BaseRSS) / Conns
+	// Partial: opening stopped short of the step's count; Conns is the
+	// number actually open when RSS was read.
+	Partial bool `json:"partial,omitempty"`
+}
+
+func newIdlePoint(conns int, rss, base uint64) IdlePoint {
+	p := IdlePoint{Conns: conns, RSS: rss, BaseRSS: base}
+	if rss > base && conns > 0 {
+		p.PerConn = float64(rss-base) / float64(conns)
+	}
+	return p
 }
 
 // Idle opens idle keep-alive connections to cfg.URL, in steps up to each
@@ -114,6 +125,12 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		opened, err := openIdle(ctx, t.addr, src, req, len(fds), n, cfg)
 		fds = append(fds, opened...)
 		if err != nil {
+			// What was reached is still a measurement: keep it, marked.
+			if rss, rerr := ProcRSS(cfg.PID); rerr == nil && len(fds) > 0 && ctx.Err() == nil {
+				p := newIdlePoint(len(fds), rss, base)
+				p.Partial = true
+				points = append(points, p)
+			}
 			return points, err
 		}
 		select {
@@ -125,11 +142,7 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		if err != nil {
 			return points, err
 		}
-		p := IdlePoint{Conns: n, RSS: rss, BaseRSS: base}
-		if rss > base {
-			p.PerConn = float64(rss-base) / float64(n)
-		}
-		points = append(points, p)
+		points = append(points, newIdlePoint(n, rss, base))
 	}
 	return points, nil
 }
@@ -404,7 +417,11 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 	ew.printf("%-10s %8s %12s %12s %14s\n", "server", "conns", "RSS", "base RSS", "RSS/conn")
 	report := func(name string, pts []IdlePoint, err error) {
 		for _, p := range pts {
-			ew.printf("%-10s %8d %12s %12s %14s\n", name, p.Conns, byteSize(float64(p.RSS)), byteSize(float64(p.BaseRSS)), byteSize(p.PerConn))
+			note := ""
+			if p.Partial {
+				note = "  (partial: opening stopped here)"
+			}
+			ew.printf("%-10s %8d %12s %12s %14s%s\n", name, p.Conns, byteSize(float64(p.RSS)), byteSize(float64(p.BaseRSS)), byteSize(p.PerConn), note)
 		}
 		if err != nil {
 			ew.printf("%-10s stopped: %v\n", name, err)
