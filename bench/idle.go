@@ -57,6 +57,10 @@ type IdleConfig struct {
 // opening 100k connections takes a while, in a VM minutes.
 const logEvery = 5000
 
+// idleServerTimeout is the keep-alive idle timeout given to the servers
+// the experiment starts, longer than any run.
+const idleServerTimeout = 24 * time.Hour
+
 // idleOpeners is how many connections Idle opens at once.
 const idleOpeners = 32
 
@@ -69,6 +73,9 @@ type IdlePoint struct {
 	// Partial: opening stopped short of the step's count; Conns is the
 	// number actually open when RSS was read.
 	Partial bool `json:"partial,omitempty"`
+	// Closed counts connections the server had closed when RSS was read
+	// (an idle timeout, a connection limit); PerConn divides by the rest.
+	Closed int `json:"closed_by_server"`
 }
 
 func newIdlePoint(conns int, rss, base uint64) IdlePoint {
@@ -142,7 +149,13 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		if err != nil {
 			return points, err
 		}
-		points = append(points, newIdlePoint(n, rss, base))
+		closed, err := countClosed(fds)
+		if err != nil {
+			return points, err
+		}
+		p := newIdlePoint(n-closed, rss, base)
+		p.Conns, p.Closed = n, closed
+		points = append(points, p)
 	}
 	return points, nil
 }
@@ -216,6 +229,31 @@ func rssString(pid int) string {
 		return err.Error()
 	}
 	return byteSize(float64(rss))
+}
+
+// countClosed reports how many of fds the peer has closed (readable: EOF
+// or RST, since an idle server sends nothing else).
+func countClosed(fds []int) (int, error) {
+	const chunk = 1024
+	pfds := make([]unix.PollFd, 0, chunk)
+	closed := 0
+	for len(fds) > 0 {
+		n := min(chunk, len(fds))
+		pfds = pfds[:0]
+		for _, fd := range fds[:n] {
+			pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP})
+		}
+		if _, err := retryEINTR(func() (int, error) { return unix.Poll(pfds, 0) }); err != nil {
+			return 0, os.NewSyscallError("poll", err)
+		}
+		for _, p := range pfds {
+			if p.Revents != 0 {
+				closed++
+			}
+		}
+		fds = fds[n:]
+	}
+	return closed, nil
 }
 
 // idleConn opens one connection, makes one request, reads its response and
@@ -388,7 +426,10 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 			if env.QuartetBinary == "" {
 				return nil, errors.New("bench idle: no quartet binary; give a URL and --server-pid")
 			}
-			return StartProcess(ctx, name, quartetArgs(env.QuartetBinary, ServerParams{}))
+			// Quartet closes keep-alive connections idle for 60 s by
+			// default; opening 100k takes longer than that in a VM.
+			argv := append(quartetArgs(env.QuartetBinary, ServerParams{}), "--idle-timeout", idleServerTimeout.String())
+			return StartProcess(ctx, name, argv)
 		}
 		if bin == "" {
 			dir := *peersDir
@@ -420,6 +461,9 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 			note := ""
 			if p.Partial {
 				note = "  (partial: opening stopped here)"
+			}
+			if p.Closed > 0 {
+				note += fmt.Sprintf("  (%d closed by the server; RSS/conn over the rest)", p.Closed)
 			}
 			ew.printf("%-10s %8d %12s %12s %14s%s\n", name, p.Conns, byteSize(float64(p.RSS)), byteSize(float64(p.BaseRSS)), byteSize(p.PerConn), note)
 		}

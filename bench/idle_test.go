@@ -4,8 +4,11 @@ package bench
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
+	"time"
 )
 
 func TestIdle(t *testing.T) {
@@ -45,5 +48,23 @@ func TestIdle(t *testing.T) {
 				t.Errorf("server saw %d requests, want one per connection (%d)", got, pts[len(pts)-1].Conns)
 			}
 		})
+	}
+}
+
+// TestIdleCountsServerCloses checks connections the server closes while
+// held idle are counted, not mistaken for memory per connection.
+func TestIdleCountsServerCloses(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("Hello, World!"))
+	}))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	pts, err := Idle(t.Context(), IdleConfig{URL: srv.URL + "/hello", Counts: []int{20}, PID: os.Getpid(), Settle: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 1 || pts[0].Closed != 20 || pts[0].Conns != 20 {
+		t.Fatalf("points %+v, want 20 connections all closed by the server", pts)
 	}
 }
