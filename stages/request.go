@@ -79,9 +79,20 @@ func (r *Request) KeepAlive() bool {
 		return false
 	}
 	if r.Minor >= 1 {
-		return true
+		return !r.connectionHas("close")
 	}
-	return hasToken(r.Header("Connection"), "keep-alive")
+	return r.connectionHas("keep-alive")
+}
+
+// connectionHas looks for a token in every Connection field, as a client
+// may split the list over several lines.
+func (r *Request) connectionHas(t string) bool {
+	for i := range r.Headers {
+		if equalFold(r.Headers[i].Name, "Connection") && hasToken(r.Headers[i].Value, t) {
+			return true
+		}
+	}
+	return false
 }
 
 func equalFold(b []byte, s string) bool {
@@ -116,11 +127,24 @@ func hasToken(v []byte, t string) bool {
 		} else {
 			item, v = v, nil
 		}
-		if equalFold(bytes.TrimSpace(item), t) {
+		if equalFold(trimOWS(item), t) {
 			return true
 		}
 	}
 	return false
+}
+
+// trimOWS strips optional whitespace, which RFC 9110 §5.6.3 defines as SP
+// and HTAB only (bytes.TrimSpace would also strip Unicode spaces, and so
+// read "close\u00a0" as close where other implementations do not).
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // HasToken is hasToken for other stages (the parser uses it for Connection
