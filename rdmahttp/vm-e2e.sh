@@ -39,6 +39,30 @@ for dev in siw rxe; do
     wait $(jobs -p | grep -v "^$spid$") 2>/dev/null
     for i in 1 2 3 4 5 6 7 8; do check "${dev}0 $prov concurrent $i" "by $(cat /tmp/cm$i)" big.bin /tmp/c$i /tmp/ce$i; done
   done
+  if [ -n "$QVM_BIG" ]; then
+    # issue 7's sizes and concurrency: a 64 MiB body in both modes, and 64
+    # clients at once (half of each mode) on a 1 MiB body.
+    [ -f $D/huge.bin ] || head -c 67108864 /dev/urandom > $D/huge.bin
+    [ -f $D/mid.bin ] || head -c 1048576 /dev/urandom > $D/mid.bin
+    for mode in server-writes client-reads; do
+      t "$dev server, verbs client, $mode, 64 MiB"
+      timeout 600 $Q get http://$A:$port/huge.bin -O /tmp/o --rdma $mode --provider verbs --addr $A --op-timeout 300s --buffer 67108864 2>/tmp/e
+      check "${dev}0 verbs $mode 64MiB" "by $mode" huge.bin /tmp/o /tmp/e
+      rm -f /tmp/o
+    done
+    t "$dev server, 64 concurrent verbs clients, 1 MiB"
+    pids=
+    for i in $(seq 64); do
+      mode=server-writes; [ $((i%2)) = 0 ] && mode=client-reads
+      (timeout 600 $Q get http://$A:$port/mid.bin -O /tmp/m$i --rdma $mode --provider verbs --addr $A --op-timeout 300s --buffer 1048576 2>/tmp/me$i; echo $mode > /tmp/mm$i) & pids="$pids $!"
+    done
+    wait $pids
+    ok=0
+    for i in $(seq 64); do
+      if cmp -s /tmp/m$i $D/mid.bin && grep -q "by $(cat /tmp/mm$i)" /tmp/me$i; then ok=$((ok+1)); else echo "    client $i: $(cat /tmp/me$i)"; fi
+    done
+    if [ $ok = 64 ]; then echo "--- PASS ${dev}0 64 concurrent clients, both modes, 1 MiB each"; else echo "--- FAIL ${dev}0 64 concurrent: $ok of 64"; fail=$((fail+1)); fi
+  fi
   t "$dev curl"
   curl -s -o /tmp/o http://$A:$port/big.bin; echo ok > /tmp/e; check "${dev}0 curl plain" ok big.bin /tmp/o /tmp/e
   kill $spid; wait $spid
