@@ -360,12 +360,20 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 		off     int
 		stage   *rdma.Memory
 		cleanup = release
+		// A window is used where the device has them and it reaches only
+		// the body: either the device enforces a window's range, or the
+		// window covers its whole MR (staging memory registered for
+		// exactly the body, a whole cached file). Otherwise (a part of a
+		// file on a device such as Linux 6.1's rxe) register per operation.
+		useMW = s.mw
 	)
 	if len(f.segs) == 1 && f.segs[0].file != nil {
 		sg := f.segs[0]
 		base, off = sg.fe.mr, int(sg.off)
 		bytes = sg.fe.mem.Bytes()[sg.off : sg.off+sg.n]
 		f.freeStage()
+		whole := sg.off == 0 && sg.n == sg.fe.size
+		useMW = s.mw && (whole || s.info.Caps&rdma.CapMWRangeChecked != 0)
 	} else {
 		if len(refs) > 0 {
 			// Mixed heap and file: one contiguous copy.
@@ -379,7 +387,7 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 		stage, f.stage = f.stage, nil
 		bytes = stage.Bytes()[:f.used]
 		cleanup = func() { stage.Free() }
-		if s.mw {
+		if useMW {
 			mr, err := s.pd.Register(bytes, rdma.AccessMWBind)
 			if err != nil {
 				f.stage = stage
@@ -398,7 +406,7 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 	e := &exposure{op: f.q.op, ch: ch, release: cleanup}
 	var rg region
 	var hold *stages.Hold
-	if s.mw {
+	if useMW {
 		mw, err := s.pd.AllocMW()
 		if err != nil {
 			cleanup()
@@ -424,6 +432,7 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 			return f.fallback(c, reasonPost+": ibv_bind_mw: "+err.Error(), eos)
 		}
 		rg = region{Addr: sge.Addr, RKey: rkey, Len: int64(len(bytes))}
+		s.st.byWindow.Add(1)
 	} else {
 		mr, err := s.pd.Register(bytes, rdma.AccessRemoteRead)
 		if err != nil {

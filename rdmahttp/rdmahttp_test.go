@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/soft"
 	"github.com/quartet-server/quartet/runtime"
@@ -664,5 +665,98 @@ func TestExposureLimits(t *testing.T) {
 	// capped on its own.
 	if seen["exposed"] > 2*maxExposuresPerChannel || seen[reasonTooManyExposures] == 0 {
 		t.Fatalf("outcomes %v", seen)
+	}
+}
+
+// unchecked hides CapMWRangeChecked, as on Linux 6.1's rxe, whose
+// windows reach their whole MR.
+type unchecked struct{ rdma.Provider }
+
+func (p unchecked) Open(name string) (rdma.Device, error) {
+	d, err := p.Provider.Open(name)
+	return uncheckedDev{d}, err
+}
+
+func (p unchecked) OpenByAddr(ip netip.Addr) (rdma.Device, error) {
+	d, err := p.Provider.OpenByAddr(ip)
+	return uncheckedDev{d}, err
+}
+
+type uncheckedDev struct{ rdma.Device }
+
+func (d uncheckedDev) Info() rdma.DeviceInfo {
+	i := d.Device.Info()
+	i.Caps &^= rdma.CapMWRangeChecked
+	return i
+}
+
+// TestPartOfAFileWithoutRangeCheckedWindows: a 200 carrying part of a
+// file is exposed by a per-operation MR when windows do not enforce
+// their range (a window over the cached file's MR would reach all of
+// it), and by a window over a whole file.
+func TestPartOfAFileWithoutRangeCheckedWindows(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 100000)
+	rand.NewChaCha8([32]byte{3}).Read(data)
+	p := filepath.Join(dir, "d.bin")
+	os.WriteFile(p, data, 0o644)
+	mod, err := NewServer(Config{Provider: unchecked{soft.New(soft.Config{})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := runtime.DefaultConfig()
+	rc.Addr = "127.0.0.1:0"
+	rc.Handler = processor.HandlerFunc(func(w *processor.ResponseWriter, r *stages.Request) {
+		f, err := os.Open(p)
+		if err != nil {
+			w.WriteHeader(500)
+			return
+		}
+		w.OnRecycle(processor.CloseFile(f))
+		off, n := int64(0), int64(len(data))
+		if string(r.Path) == "/part" {
+			off, n = 1000, 5000
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		w.WriteHeader(200)
+		w.SendFile(f, off, n)
+	})
+	rc.Modules = []runtime.Module{mod.Module()}
+	srv, err := runtime.New(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background()) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+		if err := mod.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	c := newClient(t, ClientConfig{})
+	base := "http://" + srv.Addr().String()
+	for _, tc := range []struct {
+		path    string
+		want    []byte
+		windows int64 // exposures by window after this fetch
+	}{
+		{"/part", data[1000:6000], 0},
+		{"/whole", data, 1},
+	} {
+		var got bytes.Buffer
+		r, err := c.Get(context.Background(), base+tc.path, ModeClientReads, func(*Response) (io.Writer, error) { return &got, nil })
+		if err != nil || r.Mode != ModeClientReads || !r.Verified || !bytes.Equal(got.Bytes(), tc.want) {
+			t.Fatalf("%s: %v %+v", tc.path, err, r)
+		}
+		if st := mod.Stats(); st.ExposedByWindow != tc.windows {
+			t.Fatalf("%s: %d exposures by window, want %d", tc.path, st.ExposedByWindow, tc.windows)
+		}
+	}
+	if !eventually(2*time.Second, func() bool { s := mod.Stats(); return s.LiveExposures == 0 && s.LiveMWs == 0 }) {
+		t.Fatalf("left: %+v", mod.Stats())
 	}
 }

@@ -97,6 +97,7 @@ type stats struct {
 	dials                                    atomic.Int64
 	collectNanos, rdmaNanos, exposureNanos   atomic.Int64
 	stuck                                    atomic.Int64
+	byWindow                                 atomic.Int64
 }
 
 // Stats is a snapshot of the module's counters: Live* are resources held
@@ -107,6 +108,7 @@ type Stats struct {
 	CacheCopies                              int64 // files cached as a registered copy (the mapping was refused)
 	Written, WrittenBytes                    int64 // server-writes delivered (posted and completed)
 	Exposed, Confirmed, TimedOut             int64 // client-reads exposures and how they ended
+	ExposedByWindow                          int64 // of Exposed, through a memory window (else a per-operation MR)
 	Lost                                     int64 // RDMA operations that failed at the server
 	Fallbacks                                int64 // RDMA asked for, body sent over TCP
 	Dials                                    int64
@@ -129,7 +131,7 @@ func (s *Server) Stats() Stats {
 		CacheHits:     s.st.cacheHits.Load(), CacheMisses: s.st.cacheMisses.Load(),
 		Written: s.st.written.Load(), WrittenBytes: s.st.writtenBytes.Load(),
 		Exposed: s.st.exposed.Load(), Confirmed: s.st.confirmed.Load(), TimedOut: s.st.timedOut.Load(),
-		Lost: s.st.lost.Load(), Fallbacks: s.st.fallbacks.Load(), Dials: s.st.dials.Load(), Stuck: s.st.stuck.Load(),
+		Lost: s.st.lost.Load(), Fallbacks: s.st.fallbacks.Load(), Dials: s.st.dials.Load(), Stuck: s.st.stuck.Load(), ExposedByWindow: s.st.byWindow.Load(),
 		CollectTime:  time.Duration(s.st.collectNanos.Load()),
 		RDMATime:     time.Duration(s.st.rdmaNanos.Load()),
 		ExposureTime: time.Duration(s.st.exposureNanos.Load()),
