@@ -71,6 +71,9 @@ type Config struct {
 	// Init runs once on the loop's goroutine when Run starts (Apache's
 	// child_init); an error stops the loop.
 	Init func() error
+	// Exit runs once on the loop's goroutine when Run returns after a
+	// successful Init, once the loop holds no connections.
+	Exit func()
 }
 
 func (c *Config) fill() {
@@ -312,6 +315,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.force()
 			return fmt.Errorf("reader %d: init: %w", l.id, err)
 		}
+	}
+	if l.cfg.Exit != nil {
+		defer l.cfg.Exit() // before the poller and waker close (deferred earlier)
 	}
 	for {
 		l.drainQueue()

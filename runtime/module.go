@@ -36,6 +36,11 @@ type Module struct {
 	// error closes the connection.
 	PreConnection func(c *stages.Conn) error
 
+	// StageExit mirrors StageInit: it runs once per reader and writer loop
+	// as the loop stops, on the loop's goroutine, while a writer loop's
+	// completion sources can still be removed.
+	StageExit func(StageInfo)
+
 	// InsertFilter runs in the processor before any handler, with the
 	// request's headers; it may add output filters with
 	// w.AddOutputFilter (mod_rdma's insert_filter).
@@ -94,6 +99,14 @@ func (m *modules) stageInit(info StageInfo) error {
 		}
 	}
 	return nil
+}
+
+func (m *modules) stageExit(info StageInfo) {
+	for i := len(m.list) - 1; i >= 0; i-- { // reverse order, as clean-ups unwind
+		if m.list[i].StageExit != nil {
+			m.list[i].StageExit(info)
+		}
+	}
 }
 
 // preConnection is nil when no module has the hook, so the reader skips it.

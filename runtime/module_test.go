@@ -15,6 +15,7 @@ import (
 
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/stages"
+	"github.com/quartet-server/quartet/writer"
 )
 
 // deferModule holds each response at a point until an eventfd completion
@@ -27,10 +28,13 @@ type deferModule struct {
 	fired   atomic.Int64 // callbacks run
 	inLoop  atomic.Int64 // callbacks that found their hold queued by that same loop's index
 	cleaned atomic.Int64 // connection clean-ups run
+	exited  atomic.Int64 // writer loops that ran the module's StageExit
+	exitErr atomic.Value // RemoveSource's error in StageExit, if any
 }
 
 type deferLoop struct {
 	efd     int
+	id      writer.SourceID
 	pending chan *stages.Hold
 }
 
@@ -49,7 +53,7 @@ func (m *deferModule) module() Module {
 			m.mu.Lock()
 			m.loops[info.Index] = dl
 			m.mu.Unlock()
-			_, err = info.Sources.AddSource(efd, func() {
+			dl.id, err = info.Sources.AddSource(efd, func() {
 				var buf [8]byte
 				unix.Read(efd, buf[:]) // consume the completion
 				m.fired.Add(1)
@@ -64,6 +68,18 @@ func (m *deferModule) module() Module {
 				}
 			})
 			return err
+		},
+		StageExit: func(info StageInfo) {
+			if info.Stage != StageWriter {
+				return
+			}
+			m.mu.Lock()
+			dl := m.loops[info.Index]
+			m.mu.Unlock()
+			if err := info.Sources.RemoveSource(dl.id); err != nil {
+				m.exitErr.Store(err.Error())
+			}
+			m.exited.Add(1)
 		},
 		PreConnection: func(c *stages.Conn) error {
 			c.SetValue(0, "seen by pre-connection")
@@ -102,12 +118,16 @@ func (m *deferModule) module() Module {
 
 func TestModuleDefersResponseUntilCompletionSourceFires(t *testing.T) {
 	m := &deferModule{loops: map[int]*deferLoop{}}
-	s := startServer(t, Config{Writers: 2, Modules: []Module{m.module()}})
 	t.Cleanup(func() {
+		// Runs after the server's shutdown (registered before it).
+		if m.exited.Load() != 2 || m.exitErr.Load() != nil {
+			t.Errorf("StageExit ran in %d of 2 writer loops (error %v)", m.exited.Load(), m.exitErr.Load())
+		}
 		for _, dl := range m.loops {
 			unix.Close(dl.efd)
 		}
 	})
+	s := startServer(t, Config{Writers: 2, Modules: []Module{m.module()}})
 	c := dial(t, s)
 	br := bufio.NewReader(c)
 	start := time.Now()

@@ -77,6 +77,9 @@ func New(cfg Config) (*Server, error) {
 			Init: func(src writer.Sources) error {
 				return mods.stageInit(StageInfo{Stage: StageWriter, Index: i, Sources: src})
 			},
+			Exit: func(src writer.Sources) {
+				mods.stageExit(StageInfo{Stage: StageWriter, Index: i, Sources: src})
+			},
 		}, &s.counters.writer)
 		if err != nil {
 			return nil, s.abandon(err)
@@ -120,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 			Init: func() error {
 				return mods.stageInit(StageInfo{Stage: StageReader, Index: i})
 			},
+			Exit: func() { mods.stageExit(StageInfo{Stage: StageReader, Index: i}) },
 		}, &s.counters.reader)
 		if err != nil {
 			return nil, s.abandon(err)

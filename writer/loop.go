@@ -51,6 +51,10 @@ type Config struct {
 	// Init runs once on the loop's goroutine when Run starts, with the
 	// loop as its completion sources; an error stops the loop.
 	Init func(Sources) error
+	// Exit runs once on the loop's goroutine when Run returns after a
+	// successful Init, before the poller is closed: the place to remove
+	// completion sources and release what Init set up.
+	Exit func(Sources)
 }
 
 // Sources is what a module sees of a writer loop: where it registers the
@@ -290,6 +294,11 @@ func (l *Loop) Run(ctx context.Context) error {
 		if err := l.cfg.Init(l); err != nil {
 			return fmt.Errorf("writer %d: init: %w", l.id, err)
 		}
+	}
+	if l.cfg.Exit != nil {
+		// Deferred after the poller's own release, so it runs first: a
+		// module can still remove its completion sources.
+		defer l.cfg.Exit(l)
 	}
 	for {
 		l.drainQueue()
