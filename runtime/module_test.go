@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -204,5 +206,64 @@ func TestModuleErrorsNameTheModule(t *testing.T) {
 	}}})
 	if err == nil || !strings.Contains(err.Error(), "module picky") {
 		t.Fatalf("error %v does not name the module", err)
+	}
+}
+
+func TestNoRequestBeforeEveryStageInitHasRun(t *testing.T) {
+	var ready atomic.Int64
+	slow := Module{
+		Name: "slow-init",
+		StageInit: func(info StageInfo) error {
+			if info.Stage == StageWriter {
+				time.Sleep(200 * time.Millisecond) // a device being opened, say
+			}
+			ready.Add(1)
+			return nil
+		},
+		Handler: func(next processor.Handler) processor.Handler {
+			return processor.HandlerFunc(func(w *processor.ResponseWriter, r *stages.Request) {
+				fmt.Fprintf(w, "inits=%d", ready.Load())
+			})
+		},
+	}
+	s, err := New(Config{Addr: "127.0.0.1:0", Readers: 2, Writers: 2, Processors: 3, Modules: []Module{slow}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	defer func() {
+		s.Shutdown(context.Background())
+		<-done
+	}()
+	c := dial(t, s) // connects at once (backlog), answered only after the inits
+	_, body := exchange(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET")
+	if body != "inits=7" {
+		t.Fatalf("served with %s, want all 7 stage-inits done (2 readers, 2 writers, 3 workers)", body)
+	}
+}
+
+func TestFailingStageInitStopsServe(t *testing.T) {
+	s, err := New(Config{Addr: "127.0.0.1:0", Modules: []Module{{
+		Name: "broken",
+		StageInit: func(info StageInfo) error {
+			if info.Stage == StageWriter {
+				return errors.New("no device")
+			}
+			return nil
+		},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "module broken") {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after a stage-init failed")
 	}
 }

@@ -41,12 +41,14 @@ type Server struct {
 	ids       atomic.Uint64
 	nextRdr   atomic.Uint32
 
-	counters counters
-	served   chan struct{} // closed when Serve returns
-	stop     context.CancelFunc
-	state    atomic.Int32
-	statsMu  sync.Mutex
-	last     Stats
+	counters   counters
+	inits      sync.WaitGroup // stage-inits still to run before accepting
+	initFailed atomic.Bool
+	served     chan struct{} // closed when Serve returns
+	stop       context.CancelFunc
+	state      atomic.Int32
+	statsMu    sync.Mutex
+	last       Stats
 }
 
 // New builds every stage and binds the listening socket (so Addr is valid
@@ -65,6 +67,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.Handler = mods.handler(cfg.Handler)
 	s := &Server{cfg: cfg, served: make(chan struct{})}
+	s.inits.Add(cfg.Writers + cfg.Readers + 1) // every loop, and the processor pool as one
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
 	// Stage 4: writers. They write, log, and let go of responses.
@@ -75,7 +78,7 @@ func New(cfg Config) (*Server, error) {
 			LowWater:      lowWater(cfg.HighWater),
 			Log:           mods.logger(cfg.Log),
 			Init: func(src writer.Sources) error {
-				return mods.stageInit(StageInfo{Stage: StageWriter, Index: i, Sources: src})
+				return s.initDone(mods.stageInit(StageInfo{Stage: StageWriter, Index: i, Sources: src}))
 			},
 			Exit: func(src writer.Sources) {
 				mods.stageExit(StageInfo{Stage: StageWriter, Index: i, Sources: src})
@@ -98,7 +101,11 @@ func New(cfg Config) (*Server, error) {
 		ServerName:   cfg.ServerName,
 		Logger:       cfg.Logger,
 		WorkerInit: func(i int) error {
-			return mods.stageInit(StageInfo{Stage: StageProcessor, Index: i})
+			err := mods.stageInit(StageInfo{Stage: StageProcessor, Index: i})
+			if err != nil || i == cfg.Processors-1 {
+				s.initDone(err) // the pool counts once, when its last worker is ready or one failed
+			}
+			return err
 		},
 	}, s.requests, s.wake, cfg.Handler, s.response, &s.counters.processor)
 
@@ -121,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 			Closed:        s.closed,
 			PreConnection: mods.preConnection(),
 			Init: func() error {
-				return mods.stageInit(StageInfo{Stage: StageReader, Index: i})
+				return s.initDone(mods.stageInit(StageInfo{Stage: StageReader, Index: i}))
 			},
 			Exit: func() { mods.stageExit(StageInfo{Stage: StageReader, Index: i}) },
 		}, &s.counters.reader)
@@ -185,6 +192,15 @@ func (s *Server) recycle(r *stages.Response) {
 	s.readers[c.Reader].Return(c, disp)
 }
 
+// initDone records one stage-init's outcome and passes its error on.
+func (s *Server) initDone(err error) error {
+	if err != nil {
+		s.initFailed.Store(true)
+	}
+	s.inits.Done()
+	return err
+}
+
 // closed: a reader closed a connection's fd.
 func (s *Server) closed(*stages.Conn) { s.ln.Released() }
 
@@ -224,7 +240,21 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, r := range s.readers {
 		g.Go(func() error { return r.Run(ctx) })
 	}
-	g.Go(func() error { return s.ln.Run(ctx) })
+	// Accept only once every loop and worker has run its modules'
+	// stage-init: a request served earlier could find a module not yet
+	// ready in its loop (an RDMA completion queue, say).
+	g.Go(func() error {
+		ready := make(chan struct{})
+		go func() { s.inits.Wait(); close(ready) }()
+		select {
+		case <-ready:
+		case <-ctx.Done():
+		}
+		if s.initFailed.Load() {
+			s.stop() // the failing stage reports the error; stop the others
+		}
+		return s.ln.Run(ctx) // returns at once, sockets closed, if ctx is done
+	})
 	err := g.Wait()
 	if s.state.Load() == stateShutdown && errors.Is(err, context.Canceled) {
 		return nil
