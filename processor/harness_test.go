@@ -85,7 +85,9 @@ func (fw *fakeWriter) run() {
 			states[r] = st
 		}
 		if st.done {
-			continue // a late kick for a response we already finished
+			st.pending, _ = r.TakeOut(st.pending[:0]) // a late kick for a finished response: drop
+			clear(st.pending)
+			continue
 		}
 		st.pending, _ = r.TakeOut(st.pending)
 		i := 0
@@ -138,9 +140,11 @@ func (fw *fakeWriter) run() {
 			}
 		}
 		if st.done {
-			delete(states, r)
-			// A recycled response would come back as a new key; fresh
-			// responses per request keep late kicks harmless.
+			// Keep the state: a late kick can still bring buckets the
+			// worker appended before it saw the abort, and a fresh state
+			// would send them and could finish the response twice, as the
+			// real writer never does. (responses() makes a new response
+			// per request, so pointers are never reused.)
 			continue
 		}
 		st.pending = append(st.pending[:0], st.pending[i:]...)
