@@ -1,6 +1,10 @@
 package processor
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/quartet-server/quartet/stages"
+)
 
 // Header is a response's header set. It is append-only storage, so that it
 // allocates nothing once a worker has served a few requests: Add appends a
@@ -125,29 +129,8 @@ func (h *Header) reset() {
 	h.frozen = false
 }
 
-// equalFoldASCII is strings.EqualFold for header names, which are ASCII
-// tokens; it skips the Unicode case folding that EqualFold must do.
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		c, d := a[i], b[i]
-		if c == d {
-			continue
-		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
-}
+// equalFoldASCII compares header names, which are ASCII tokens.
+func equalFoldASCII(a, b string) bool { return stages.EqualFoldASCII(a, b) }
 
 // validFieldName reports whether s is a token (RFC 9110 §5.1), the only
 // shape a field name may have; fields with other names are not sent, so a

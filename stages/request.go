@@ -95,12 +95,17 @@ func (r *Request) connectionHas(t string) bool {
 	return false
 }
 
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
+func equalFold(b []byte, s string) bool { return EqualFoldASCII(b, s) }
+
+// EqualFoldASCII compares two ASCII tokens (header names, connection
+// options) ignoring case, without the Unicode folding of strings.EqualFold
+// and without allocating, for any mix of strings and byte slices.
+func EqualFoldASCII[A, B ~string | ~[]byte](a A, b B) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	for i := 0; i < len(b); i++ {
-		c, d := b[i], s[i]
+	for i := 0; i < len(a); i++ {
+		c, d := a[i], b[i]
 		if c == d {
 			continue
 		}
