@@ -61,27 +61,84 @@ func (b *Bucket) Size() int64 {
 }
 
 // Hold is a point in a response that the writer may not pass until Release
-// is called. It is how a module defers the rest of a response (typically the
-// HTTP header that reports an RDMA transfer) until an asynchronous
-// completion, and still lets the writer finish the response in its own loop.
+// (or Divert) is called. It is how a module defers the rest of a response
+// (typically the HTTP header that reports an RDMA transfer) until an
+// asynchronous completion, and still lets the writer finish the response in
+// its own loop.
 type Hold struct {
-	released atomic.Bool
-	resp     *Response
+	state atomic.Int32
+	alt   []Bucket // Divert's replacement; written before state becomes holdDiverted
+	resp  *Response
 }
+
+// Hold states. holdClaimed is the short moment in which the Divert that won
+// stores its alternative: the writer treats it as pending, and the Divert's
+// kick, after holdDiverted is stored, brings the writer back.
+const (
+	holdPending int32 = iota
+	holdClaimed
+	holdReleased
+	holdDiverted
+)
 
 // NewHold returns a hold for r; queue it with r.Append(Bucket{Kind: BucketHold, Hold: h}).
 func NewHold(r *Response) *Hold { return &Hold{resp: r} }
 
 // Release lets the writer continue past the hold. It may be called from any
-// goroutine, once; later calls do nothing.
+// goroutine; only the first Release or Divert counts, later calls do nothing.
 func (h *Hold) Release() {
-	if h.released.CompareAndSwap(false, true) && h.resp != nil && h.resp.kick != nil {
+	if h.state.CompareAndSwap(holdPending, holdReleased) {
+		h.kick()
+	}
+}
+
+// Divert releases the hold onto another continuation: the writer drops
+// every bucket queued after the hold up to (not including) EOS, those it
+// has taken already and those the producer appends later, and writes alt
+// in their place. The producer's EOS still ends the response, with the
+// status and keep-alive it published. It exists for the case where what
+// was queued after the hold became wrong while the hold kept it back: an
+// RDMA transfer failed after the header that announces it was built, and
+// the body must go over TCP instead (processor's FilterChain.Alternative
+// renders such a replacement, header block included).
+//
+// alt holds data buckets only (heap, file, flush); their bytes and files
+// must stay valid until the response is recycled. Any goroutine may call
+// Divert; only the first Release or Divert counts, and Divert reports
+// whether it was that one.
+func (h *Hold) Divert(alt []Bucket) bool {
+	for i := range alt {
+		if k := alt[i].Kind; k == BucketHold || k == BucketEOS {
+			panic("quartet: Hold.Divert: the alternative may hold only heap, file and flush buckets, not " + k.String())
+		}
+	}
+	if !h.state.CompareAndSwap(holdPending, holdClaimed) {
+		return false
+	}
+	h.alt = alt
+	h.state.Store(holdDiverted)
+	h.kick()
+	return true
+}
+
+func (h *Hold) kick() {
+	if h.resp != nil && h.resp.kick != nil {
 		h.resp.kick(h.resp)
 	}
 }
 
-// Released reports whether Release has been called.
-func (h *Hold) Released() bool { return h.released.Load() }
+// Released reports whether the writer may pass the hold: Release or
+// Divert has been called.
+func (h *Hold) Released() bool { return h.state.Load() >= holdReleased }
+
+// Diverted returns the alternative of a diverted hold; ok is false unless
+// Divert won.
+func (h *Hold) Diverted() (alt []Bucket, ok bool) {
+	if h.state.Load() != holdDiverted {
+		return nil, false
+	}
+	return h.alt, true
+}
 
 // ErrAborted is returned by Response.Append and friends once the writer has
 // given up on the connection (the peer reset it, or a write timed out): the
@@ -268,6 +325,20 @@ func (r *Response) MarkQueued() bool { return r.queued.CompareAndSwap(false, tru
 func (r *Response) Sent(n int64, low int64) {
 	r.BytesSent += n
 	if r.unsent.Add(-n) <= low {
+		select {
+		case r.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Replaced records that the writer dropped dropped appended bytes unsent
+// and took added bytes that were never appended (a diverted hold's
+// alternative) in their place, so that Unsent stays what the writer still
+// has to write. BytesSent is not touched: it counts only what Sent reports,
+// the bytes that reached the socket. Writer goroutine only.
+func (r *Response) Replaced(dropped, added, low int64) {
+	if r.unsent.Add(added-dropped) <= low && dropped > 0 {
 		select {
 		case r.drained <- struct{}{}:
 		default:

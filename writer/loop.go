@@ -114,6 +114,7 @@ type record struct {
 	eos      bool  // EOS taken from the response
 	waiting  bool  // EPOLLOUT armed
 	held     bool  // stopped at an unreleased Hold
+	diverted bool  // passed a diverted Hold: buckets taken before EOS are dropped
 	since    time.Time
 	progress time.Time
 }
@@ -424,8 +425,12 @@ func (l *Loop) service(r *stages.Response) {
 		return
 	}
 	var eos bool
+	from := len(rec.buckets)
 	rec.buckets, eos = r.TakeOut(rec.buckets)
 	rec.eos = rec.eos || eos
+	if rec.diverted {
+		l.dropDiverted(rec, from)
+	}
 	if rec.waiting {
 		return // EPOLLOUT will resume it
 	}
@@ -510,6 +515,10 @@ func (l *Loop) flush(slot int32) {
 				return // Release kicks the response back to this loop
 			}
 			rec.held = false
+			if alt, ok := b.Hold.Diverted(); ok {
+				l.divert(rec, alt)
+				continue
+			}
 			l.pop(rec)
 			continue
 		case stages.BucketEOS:
@@ -534,6 +543,56 @@ func (l *Loop) flush(slot int32) {
 			l.finish(slot, err)
 			return
 		}
+	}
+}
+
+// divert replaces the diverted hold at the head of rec, and everything
+// queued after it up to EOS, with the hold's alternative. What the
+// producer has not appended yet (the processor appends EOS after its
+// filters return, and a completion can come first) is dropped as it is
+// taken, by dropDiverted, until EOS arrives.
+func (l *Loop) divert(rec *record, alt []stages.Bucket) {
+	l.pop(rec) // the hold itself
+	var dropped, added int64
+	eos := false
+	for i := range rec.buckets {
+		if rec.buckets[i].Kind == stages.BucketEOS {
+			eos = true // nothing follows EOS
+			break
+		}
+		dropped += rec.buckets[i].Size()
+	}
+	for i := range alt {
+		added += alt[i].Size()
+	}
+	clear(rec.buckets)
+	rec.buckets = append(rec.buckets[:0], alt...)
+	if eos {
+		rec.buckets = append(rec.buckets, stages.Bucket{Kind: stages.BucketEOS})
+	} else {
+		rec.diverted = true
+	}
+	rec.resp.Replaced(dropped, added, l.cfg.LowWater)
+}
+
+// dropDiverted drops the buckets rec took from index from on, up to EOS,
+// after a diverted hold.
+func (l *Loop) dropDiverted(rec *record, from int) {
+	var dropped int64
+	keep := from
+	for i := from; i < len(rec.buckets); i++ {
+		if rec.buckets[i].Kind == stages.BucketEOS {
+			rec.buckets[keep] = rec.buckets[i]
+			keep++
+			rec.diverted = false
+			break
+		}
+		dropped += rec.buckets[i].Size()
+	}
+	clear(rec.buckets[keep:])
+	rec.buckets = rec.buckets[:keep]
+	if dropped > 0 {
+		rec.resp.Replaced(dropped, 0, l.cfg.LowWater)
 	}
 }
 

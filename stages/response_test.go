@@ -1,0 +1,95 @@
+package stages
+
+import (
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Only the first of Release and Divert counts, from any goroutine; the
+// writer sees a diverted hold as released, with its alternative.
+func TestHoldReleaseAndDivert(t *testing.T) {
+	alt := []Bucket{{Kind: BucketHeap, Data: []byte("instead")}}
+	for _, tc := range []struct {
+		name       string
+		first      func(h *Hold) bool
+		wantDivert bool
+	}{
+		{"release first", func(h *Hold) bool { h.Release(); return true }, false},
+		{"divert first", func(h *Hold) bool { return h.Divert(alt) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kicks := 0
+			r := NewResponse(func(*Response) { kicks++ }, nil)
+			h := NewHold(r)
+			if h.Released() {
+				t.Fatal("a new hold is released")
+			}
+			if _, ok := h.Diverted(); ok {
+				t.Fatal("a new hold is diverted")
+			}
+			if !tc.first(h) || !h.Released() || kicks != 1 {
+				t.Fatalf("after the first call: released %v, %d kicks", h.Released(), kicks)
+			}
+			// Later calls change nothing and kick nobody.
+			h.Release()
+			if h.Divert([]Bucket{{Kind: BucketHeap, Data: []byte("late")}}) || kicks != 1 {
+				t.Fatalf("a later call counted (%d kicks)", kicks)
+			}
+			got, ok := h.Diverted()
+			if ok != tc.wantDivert || (ok && string(got[0].Data) != "instead") {
+				t.Fatalf("Diverted() = %v, %v", got, ok)
+			}
+		})
+	}
+}
+
+// Racing Release and Divert: exactly one wins, and a diverted hold
+// always shows its own alternative.
+func TestHoldReleaseDivertRace(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		h := NewHold(nil)
+		alt := []Bucket{{Kind: BucketHeap, Data: []byte("alt")}}
+		var wg sync.WaitGroup
+		var diverted bool
+		wg.Add(2)
+		go func() { defer wg.Done(); h.Release() }()
+		go func() { defer wg.Done(); diverted = h.Divert(alt) }()
+		wg.Wait()
+		got, ok := h.Diverted()
+		if ok != diverted || (ok && len(got) != 1) || !h.Released() {
+			t.Fatalf("Divert reported %v, Diverted() %v %v", diverted, got, ok)
+		}
+	}
+}
+
+// An alternative cannot end the response or hold it again: the
+// producer's EOS does the ending.
+func TestHoldDivertRefusesMetadata(t *testing.T) {
+	for _, k := range []BucketKind{BucketEOS, BucketHold} {
+		func() {
+			defer func() {
+				if p := recover(); p == nil || !strings.Contains(p.(string), k.String()) {
+					t.Errorf("Divert with %s: panic %v", k, p)
+				}
+			}()
+			NewHold(nil).Divert([]Bucket{{Kind: k}})
+		}()
+	}
+}
+
+// Replaced moves Unsent by the difference, leaving BytesSent alone.
+func TestResponseReplaced(t *testing.T) {
+	r := NewResponse(nil, nil)
+	r.Begin(nil, nil, r.Started)
+	r.Append(Bucket{Kind: BucketHeap, Data: make([]byte, 100)})
+	r.Sent(10, 0)
+	r.Replaced(90, 30, 0)
+	if r.Unsent() != 30 || r.BytesSent != 10 {
+		t.Fatalf("unsent %d, sent %d; want 30, 10", r.Unsent(), r.BytesSent)
+	}
+	r.Sent(30, 0)
+	if r.Unsent() != 0 || r.BytesSent != 40 {
+		t.Fatalf("unsent %d, sent %d; want 0, 40", r.Unsent(), r.BytesSent)
+	}
+}
