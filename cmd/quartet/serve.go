@@ -123,6 +123,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if rmod != nil {
 		cfg.Modules = append(cfg.Modules, rmod.Module())
+		if mx != nil {
+			mx.Registry().MustRegister(metrics.RDMA(rmod.Stats))
+		}
 		// Runs after Serve has returned on every path below: the writer
 		// loops whose CQs the module owns have stopped.
 		defer func() {
