@@ -128,7 +128,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		LiveMRs: s.st.liveMRs.Load(), LiveMWs: s.st.liveMWs.Load(), LiveQPs: s.st.liveQPs.Load(),
 		LiveExposures: s.st.liveExposures.Load(),
-		CacheHits:     s.st.cacheHits.Load(), CacheMisses: s.st.cacheMisses.Load(),
+		CacheHits:     s.st.cacheHits.Load(), CacheMisses: s.st.cacheMisses.Load(), CacheCopies: s.st.cacheCopies.Load(),
 		Written: s.st.written.Load(), WrittenBytes: s.st.writtenBytes.Load(),
 		Exposed: s.st.exposed.Load(), Confirmed: s.st.confirmed.Load(), TimedOut: s.st.timedOut.Load(),
 		Lost: s.st.lost.Load(), Fallbacks: s.st.fallbacks.Load(), Dials: s.st.dials.Load(), Stuck: s.st.stuck.Load(), ExposedByWindow: s.st.byWindow.Load(),
