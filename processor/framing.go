@@ -16,6 +16,11 @@ import (
 // writer at once, so that the bytes the worker holds back never exceed one
 // chunk and a long Write feels back-pressure chunk by chunk.
 func emit[S string | []byte](w *ResponseWriter, p S) error {
+	if w.sink != nil {
+		// Rendering an Alternative: the bytes are not part of the stream.
+		*w.sink = append(*w.sink, p...)
+		return nil
+	}
 	for len(p) > 0 {
 		if w.err != nil {
 			return w.err
@@ -223,6 +228,8 @@ func (w *ResponseWriter) keepAlive() bool {
 	switch {
 	case w.close, w.broken, w.err != nil:
 		return false
+	case w.kaPinned:
+		return true // an Alternative promised keep-alive: both framings agree
 	case w.p.draining.Load():
 		return false // graceful shutdown: let clients go to another server
 	case !w.req.KeepAlive():
@@ -275,11 +282,19 @@ func (w *ResponseWriter) commit(final bool) {
 	// Published before the first header byte is appended, so the writer
 	// may log it even for a response it aborts before EOS.
 	w.resp.Status = st
+	w.headerBlock(st, &w.hdr, length, ka)
+}
 
+// headerBlock writes a final status line and header block: hdr's fields
+// except the framing ones, Date and Server unless hdr sets them (to ""
+// to suppress), then Content-Length (length >= 0) or chunked coding, and
+// Connection as ka says. commit and Alternative.Render share it, so an
+// alternative response is framed exactly as the real one would be.
+func (w *ResponseWriter) headerBlock(st int, hdr *Header, length int64, ka bool) {
 	w.statusLine(st)
 	hasDate, hasServer := false, false
-	for i := range w.hdr.fields {
-		f := &w.hdr.fields[i]
+	for i := range hdr.fields {
+		f := &hdr.fields[i]
 		if f.dead {
 			continue
 		}

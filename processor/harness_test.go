@@ -67,6 +67,9 @@ type respState struct {
 	pending []stages.Bucket
 	sent    int64
 	done    bool
+	// diverted: a diverted hold replaced the rest; what arrives before
+	// EOS is dropped, as the real writer does.
+	diverted bool
 }
 
 func (fw *fakeWriter) run() {
@@ -89,7 +92,22 @@ func (fw *fakeWriter) run() {
 			clear(st.pending)
 			continue
 		}
+		from := len(st.pending)
 		st.pending, _ = r.TakeOut(st.pending)
+		if st.diverted {
+			var dropped int64
+			kept := st.pending[:from]
+			for _, b := range st.pending[from:] {
+				if b.Kind == stages.BucketEOS {
+					kept = append(kept, b)
+					st.diverted = false
+					break
+				}
+				dropped += b.Size()
+			}
+			st.pending = kept
+			r.Replaced(dropped, 0, fw.low)
+		}
 		i := 0
 	buckets:
 		for ; i < len(st.pending); i++ {
@@ -130,6 +148,29 @@ func (fw *fakeWriter) run() {
 			case stages.BucketHold:
 				if !b.Hold.Released() {
 					break buckets // Release kicks us again
+				}
+				if alt, ok := b.Hold.Diverted(); ok {
+					// The alternative replaces the rest, up to EOS.
+					next := append(append([]stages.Bucket(nil), st.pending[:i+1]...), alt...)
+					var dropped, added int64
+					eos := false
+					for _, x := range st.pending[i+1:] {
+						if x.Kind == stages.BucketEOS {
+							eos = true
+							break
+						}
+						dropped += x.Size()
+					}
+					for _, x := range alt {
+						added += x.Size()
+					}
+					if eos {
+						next = append(next, stages.Bucket{Kind: stages.BucketEOS})
+					} else {
+						st.diverted = true
+					}
+					st.pending = next
+					r.Replaced(dropped, added, fw.low)
 				}
 			case stages.BucketEOS:
 				st.res.status, st.res.keepAlive = r.Status, r.KeepAlive

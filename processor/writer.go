@@ -72,6 +72,13 @@ type ResponseWriter struct {
 	fstatus       int  // the status the handler or a filter chose, before framing
 	stage         []byte
 	one           [1]stages.Bucket
+
+	// kaPinned: an Alternative was prepared with keep-alive, so commit
+	// must not decide otherwise (say, because a drain began meanwhile).
+	kaPinned bool
+	// sink, when set, receives what emit writes instead of the stream:
+	// only Alternative.Render's detached writer sets it.
+	sink *[]byte
 }
 
 // bodyReader stands in for a request body while the handler runs, for two
@@ -115,6 +122,7 @@ func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now t
 	w.asked = false
 	w.rbody = bodyReader{w: w, r: req.Body}
 	w.nfilters, w.framing, w.filterStarted, w.eosFramed, w.fstatus = 0, false, false, false, 0
+	w.kaPinned = false
 	for i := range w.chain {
 		w.chain[i] = FilterChain{w: w, pos: i}
 	}
