@@ -61,14 +61,17 @@ func start(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	if cfg.Provider == nil {
-		cfg.Provider = soft.New(soft.Config{})
+		cfg.Provider = testProvider(t)
+	}
+	if !cfg.Addr.IsValid() {
+		cfg.Addr = netip.MustParseAddr(testHost())
 	}
 	mod, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := runtime.DefaultConfig()
-	rc.Addr = "127.0.0.1:0"
+	rc.Addr = net.JoinHostPort(testHost(), "0")
 	rc.Readers, rc.Processors, rc.Writers = 2, 8, 2
 	rc.Handler = runtime.Builtin(files)
 	rc.Modules = []runtime.Module{mod.Module()}
@@ -110,7 +113,10 @@ func start(t *testing.T, cfg Config) *fixture {
 func newClient(t *testing.T, cfg ClientConfig) *Client {
 	t.Helper()
 	if cfg.Provider == nil {
-		cfg.Provider = soft.New(soft.Config{})
+		cfg.Provider = testProvider(t)
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = net.JoinHostPort(testHost(), "0")
 	}
 	if cfg.BufferSize == 0 {
 		cfg.BufferSize = 17 << 20
@@ -253,9 +259,9 @@ func rawGet(t *testing.T, url string, hdr map[string]string) (*http.Response, []
 	return resp, b
 }
 
-// closedPort returns a loopback port nothing listens on.
+// closedPort returns a port on the test host that nothing listens on.
 func closedPort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(testHost(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
