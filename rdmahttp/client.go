@@ -100,11 +100,15 @@ type clientChan struct {
 
 // Response describes a fetched body.
 type Response struct {
-	Status   int
-	Header   http.Header
-	Length   int64
-	Mode     Mode   // how the body came: ModeOff means over TCP
-	Fallback string // the server's X-RDMA-Fallback, if any
+	Status int
+	Header http.Header
+	Length int64
+	Mode   Mode // how the body came: ModeOff means over TCP
+	// Fallback is the server's X-RDMA-Fallback, if any: the body came
+	// over TCP, and the first word says why (rdma-failed: the transfer
+	// failed after it was posted, and the server sent the body in the
+	// same response instead; no retry was needed).
+	Fallback string
 	Op       uint64 // the operation id of the attempt that succeeded
 	Attempts int
 	Verified bool // Repr-Digest was present and matched

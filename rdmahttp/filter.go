@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/quartet-server/quartet/processor"
@@ -331,8 +332,13 @@ func (f *bodyFilter) shipWrites(c *processor.FilterChain, lp *loop, ch *channel,
 			raddr += uint64(n)
 		}
 	}
+	// Should the transfer fail while the hold still keeps the header
+	// back, the completion diverts the hold onto the body over TCP: the
+	// writer then reads the same staging memory and files the device
+	// reads, so both own them (sharedBody).
+	body := newSharedBody(done)
 	hold := c.NewHold()
-	o := &op{kind: opWritten, ch: ch, hold: hold, bytes: f.total, release: done}
+	o := &op{kind: opWritten, ch: ch, hold: hold, bytes: f.total, release: body.put, alt: f.alternative(c, stage)}
 	err := lp.post(o, func(id uint64) error {
 		sgl[0] = lp.sendSlot(ch, msgWritten, f.q.op)
 		return ch.qp.PostSend(id, sgl[:], rdma.SendSignaled|rdma.SendInline)
@@ -344,11 +350,62 @@ func (f *bodyFilter) shipWrites(c *processor.FilterChain, lp *loop, ch *channel,
 		done()
 		return f.fallback(c, reasonPost+": "+err.Error(), eos)
 	}
+	c.OnRecycle(body) // the response's reference; the op holds the device's
 	f.setDelivered(c, ch)
 	c.Header().Set(HeaderWritten, strconv.FormatInt(f.total, 10))
 	f.passing = true
 	return c.Pass(append([]stages.Bucket{{Kind: stages.BucketHold, Hold: hold}}, eos...)...)
 }
+
+// alternative prepares the TCP copy of a server-writes body, for a
+// transfer that fails while the header is still held: the collected
+// segments in order, file regions from their files (open until the
+// response is recycled) and heap bytes from the staging memory, under the
+// response's header. nil if it cannot be made: a failure then goes out as
+// before, with the delivery header, and the client retries.
+func (f *bodyFilter) alternative(c *processor.FilterChain, stage *rdma.Memory) *processor.Alternative {
+	body := make([]stages.Bucket, 0, len(f.segs))
+	for _, sg := range f.segs {
+		if sg.file != nil {
+			body = append(body, stages.Bucket{Kind: stages.BucketFile, File: sg.file, Off: sg.off, Len: sg.n})
+			continue
+		}
+		body = append(body, stages.Bucket{Kind: stages.BucketHeap, Data: stage.Bytes()[sg.stageOff : sg.stageOff+sg.n]})
+	}
+	alt, err := c.Alternative(body)
+	if err != nil {
+		return nil
+	}
+	return alt
+}
+
+// sharedBody is the one owner of what a server-writes op reads from: its
+// staging memory and the MR over it, and its file cache references. Two
+// readers may still use them: the device, until the op's completion (or
+// its flush, or Close), and the writer, which sends them over TCP if the
+// response is diverted, until the response is recycled. Each holds one
+// reference; the last to let go runs free.
+type sharedBody struct {
+	refs atomic.Int32
+	free func()
+}
+
+func newSharedBody(free func()) *sharedBody {
+	b := &sharedBody{free: free}
+	b.refs.Store(2) // the op's and the response's
+	return b
+}
+
+func (b *sharedBody) put() {
+	if n := b.refs.Add(-1); n == 0 {
+		b.free()
+	} else if n < 0 {
+		panic("rdmahttp: sharedBody released more than twice")
+	}
+}
+
+// Cleanup is the response's put, when it is recycled (stages.Cleanup).
+func (b *sharedBody) Cleanup() { b.put() }
 
 // expose is client-reads: one contiguous registered region holding
 // exactly the body, exposed read-only to this client's QP only.

@@ -6,10 +6,12 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
@@ -51,6 +53,10 @@ type channel struct {
 	users  int
 	closed bool
 	exps   map[uint64]*exposure
+	// fault is the first error completion seen on the channel (guarded
+	// by loop.mu): a refused Write fails first, and the written message
+	// behind it is only flushed, so this says what went wrong.
+	fault rdma.Status
 }
 
 // opKind is what a signaled work request finishes.
@@ -71,7 +77,16 @@ type op struct {
 	bytes   int64
 	release func() // drops staging memory and cache references
 	exp     *exposure
+	// alt is the response with the body over TCP, for a transfer that
+	// fails while the hold keeps the header back (server-writes); nil
+	// when there is none.
+	alt *processor.Alternative
 }
+
+// loseWrittenCompletions, set by tests, makes the writer loops ignore the
+// completions of written messages, as a device that loses them would: the
+// op stays registered, and only its expiry (or Close) ends it.
+var loseWrittenCompletions atomic.Bool
 
 // exposure is one client-reads grant: a window (or a per-operation MR)
 // over exactly the body's bytes, alive until the client confirms, the
@@ -109,11 +124,11 @@ func (lp *loop) post(o *op, postFn func(id uint64) error) error {
 // expire runs when a posted request has had no completion for
 // CompletionTimeout. Devices can lose completions (siw, after a
 // Terminate, sometimes never completes the Write in flight), and a hold
-// never released would hang the HTTP connection: release it, so the
-// response goes out (the client, missing the message or failing its
-// Read, retries), and stop handing the channel to new requests. The op
-// and its memory stay registered until a completion or Close, since the
-// device may still use them.
+// never released would hang the HTTP connection: end it (server-writes
+// sends the body over TCP instead; a bind's response goes out and the
+// client, failing its Read, retries), and stop handing the channel to
+// new requests. The op and its memory stay registered until a completion
+// or Close, since the device may still use them.
 func (lp *loop) expire(id uint64) {
 	lp.mu.Lock()
 	o := lp.ops[id]
@@ -125,10 +140,37 @@ func (lp *loop) expire(id uint64) {
 		return
 	}
 	lp.s.st.stuck.Add(1)
-	if o.hold != nil {
-		o.hold.Release()
-	}
+	lp.fail(o, "no completion in "+lp.s.cfg.CompletionTimeout.String())
 }
+
+// fail ends the hold of an op whose transfer failed (or never finished).
+// Where an alternative was prepared, the header that announces the
+// transfer is still held (the hold is ahead of it), so the response is
+// diverted onto the body over TCP with X-RDMA-Fallback saying why, and
+// the client needs no retry. Otherwise the hold is released: the
+// response goes out as it is, and the client detects the loss.
+func (lp *loop) fail(o *op, why string) {
+	if o.hold == nil {
+		return
+	}
+	if o.alt != nil {
+		bs := o.alt.Render(func(h *processor.Header) {
+			for _, name := range deliveryHeaders {
+				h.Del(name)
+			}
+			h.Set(HeaderFallback, reasonRDMAFailed+": "+why)
+		})
+		if o.hold.Divert(bs) {
+			lp.s.st.fallbacks.Add(1)
+			return
+		}
+	}
+	o.hold.Release()
+}
+
+// deliveryHeaders are the response fields that describe an RDMA delivery;
+// a diverted response drops them.
+var deliveryHeaders = [...]string{HeaderMode, HeaderOp, HeaderChannel, HeaderWritten, HeaderRead}
 
 // sendSlot returns the next send slot's SGE of ch with the message in it.
 func (lp *loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
@@ -277,6 +319,10 @@ func (lp *loop) complete(wc *rdma.Completion) {
 	}
 	lp.mu.Lock()
 	o := lp.ops[wc.WRID]
+	if o != nil && o.kind == opWritten && loseWrittenCompletions.Load() {
+		lp.mu.Unlock()
+		return
+	}
 	delete(lp.ops, wc.WRID)
 	lp.mu.Unlock()
 	if o == nil {
@@ -287,6 +333,9 @@ func (lp *loop) complete(wc *rdma.Completion) {
 			}
 			lp.mu.Lock()
 			ch := lp.byID[uint32(wc.WRID)]
+			if ch != nil && ch.fault == rdma.StatusSuccess {
+				ch.fault = wc.Status
+			}
 			lp.mu.Unlock()
 			if ch != nil {
 				lp.kill(ch)
@@ -299,16 +348,29 @@ func (lp *loop) complete(wc *rdma.Completion) {
 	lp.s.st.rdmaNanos.Add(int64(time.Since(o.posted)))
 	switch o.kind {
 	case opWritten:
+		o.release() // the device is done; a diverted response keeps its own reference
 		if ok {
 			lp.s.st.written.Add(1)
 			lp.s.st.writtenBytes.Add(o.bytes)
-		} else {
-			// The header already says Written; the client, missing the
-			// message, detects the loss and retries (docs/rdma-http.md).
-			lp.s.st.lost.Add(1)
-			lp.kill(o.ch)
+			break
 		}
-		o.release()
+		lp.s.st.lost.Add(1)
+		lp.mu.Lock()
+		why := o.ch.fault
+		lp.mu.Unlock()
+		if why == rdma.StatusSuccess || why == rdma.StatusWRFlushErr {
+			why = wc.Status
+		}
+		detail := why.String()
+		if why == rdma.StatusWRFlushErr {
+			if err := o.ch.qp.Err(); err != nil {
+				detail += " (" + err.Error() + ")" // why the QP failed: a Terminate, a reset
+			}
+		}
+		lp.kill(o.ch)
+		// The header is still held: the body goes over TCP in its place.
+		lp.fail(o, detail)
+		return
 	case opBind:
 		if !ok {
 			lp.s.st.lost.Add(1)

@@ -70,6 +70,10 @@ const (
 	// reasonTooManyExposures: the client holds maxExposuresPerChannel
 	// unconfirmed client-reads exposures already.
 	reasonTooManyExposures = "too-many-exposures"
+	// reasonRDMAFailed: server-writes was posted, but its completion was
+	// an error (the detail is the status) or never came; the header was
+	// still held, so the body follows over TCP in the same response.
+	reasonRDMAFailed = "rdma-failed"
 )
 
 // maxExposuresPerChannel bounds a client's unconfirmed exposures: an
