@@ -160,10 +160,13 @@ func (lp *loop) fail(o *op, why string) {
 			}
 			h.Set(HeaderFallback, reasonRDMAFailed+": "+why)
 		})
+		// Counted before the divert, which may send the response at once:
+		// a client that has it then sees it in the stats too.
+		lp.s.st.fallbacks.Add(1)
 		if o.hold.Divert(bs) {
-			lp.s.st.fallbacks.Add(1)
 			return
 		}
+		lp.s.st.fallbacks.Add(-1) // released (or diverted) by someone else first
 	}
 	o.hold.Release()
 }
