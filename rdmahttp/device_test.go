@@ -45,9 +45,6 @@ func testHost() string {
 	return "127.0.0.1"
 }
 
-// onDevice reports whether the tests run on a kernel RDMA device.
-func onDevice() bool { return os.Getenv(envProvider) != "" && os.Getenv(envProvider) != "soft" }
-
 const envKilledChild = "QUARTET_RDMAHTTP_KILLED_CHILD"
 
 // TestKilledClientProcess: a client process asks for client-reads, gets

@@ -16,7 +16,10 @@
 //	                           "written" message (or bind a window), and
 //	                           pass a Hold ahead of EOS
 //	writer loop (CQ source)    the completion releases the Hold, so the
-//	                           200 leaves from the loop that saw it
+//	                           200 leaves from the loop that saw it; a
+//	                           failed (or never completed) server-writes
+//	                           transfer diverts it instead, onto the same
+//	                           200 with the body over TCP
 //
 // Each writer loop has its own CQ, registered with the loop through
 // runtime.StageInfo.Sources; RDMA connections are cached per (writer
