@@ -18,7 +18,7 @@ func RDMA(stats func() rdmahttp.Stats) prometheus.Collector { return rdmaCollect
 type rdmaCollector func() rdmahttp.Stats
 
 var (
-	descRDMALive = prometheus.NewDesc("quartet_rdma_live", "RDMA resources held now, by kind (mr, mw, qp, exposure).", []string{"kind"}, nil)
+	descRDMALive = prometheus.NewDesc("quartet_rdma_live", "RDMA resources held now, by kind (mr, mw, qp, pd: isolated channels' own, exposure).", []string{"kind"}, nil)
 	descRDMAOps  = prometheus.NewDesc("quartet_rdma_deliveries_total",
 		"RDMA deliveries by outcome: written (server-writes completed), exposed, confirmed and timed_out (client-reads), exposed_by_window, lost, fallback (body sent over TCP), stuck (no completion in time).",
 		[]string{"outcome"}, nil)
@@ -47,6 +47,7 @@ func (c rdmaCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descRDMALive, st.LiveMRs, "mr")
 	gauge(descRDMALive, st.LiveMWs, "mw")
 	gauge(descRDMALive, st.LiveQPs, "qp")
+	gauge(descRDMALive, st.LivePDs, "pd")
 	gauge(descRDMALive, st.LiveExposures, "exposure")
 	for _, o := range []struct {
 		name string

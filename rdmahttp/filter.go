@@ -254,7 +254,8 @@ func (f *bodyFilter) finish(c *processor.FilterChain, eos []stages.Bucket) error
 		}
 		return c.Pass(eos...)
 	}
-	ch, err := lp.channel(f.q.endpoint)
+	// A per-operation MR exposure needs a channel in a PD of its own.
+	ch, err := lp.channel(f.q.endpoint, f.q.mode == ModeClientReads && !f.byWindow())
 	if err != nil {
 		release()
 		return f.fallback(c, reasonConnect+": "+err.Error(), eos)
@@ -417,20 +418,13 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 		off     int
 		stage   *rdma.Memory
 		cleanup = release
-		// A window is used where the device has them and it reaches only
-		// the body: either the device enforces a window's range, or the
-		// window covers its whole MR (staging memory registered for
-		// exactly the body, a whole cached file). Otherwise (a part of a
-		// file on a device such as Linux 6.1's rxe) register per operation.
-		useMW = s.mw
+		useMW   = f.byWindow()
 	)
 	if len(f.segs) == 1 && f.segs[0].file != nil {
 		sg := f.segs[0]
 		base, off = sg.fe.mr, int(sg.off)
 		bytes = sg.fe.mem.Bytes()[sg.off : sg.off+sg.n]
 		f.freeStage()
-		whole := sg.off == 0 && sg.n == sg.fe.size
-		useMW = s.mw && (whole || s.info.Caps&rdma.CapMWRangeChecked != 0)
 	} else {
 		if len(refs) > 0 {
 			// Mixed heap and file: one contiguous copy.
@@ -491,7 +485,7 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 		rg = region{Addr: sge.Addr, RKey: rkey, Len: int64(len(bytes))}
 		s.st.byWindow.Add(1)
 	} else {
-		mr, err := s.pd.Register(bytes, rdma.AccessRemoteRead)
+		mr, err := ch.pd.Register(bytes, rdma.AccessRemoteRead) // the isolated channel's PD
 		if err != nil {
 			cleanup()
 			return f.fallback(c, reasonRegister+": "+err.Error(), eos)
@@ -511,6 +505,26 @@ func (f *bodyFilter) expose(c *processor.FilterChain, lp *loop, ch *channel, ref
 		return c.Pass(append([]stages.Bucket{{Kind: stages.BucketHold, Hold: hold}}, eos...)...)
 	}
 	return c.Pass(eos...)
+}
+
+// byWindow reports whether a client-reads exposure of the collected body
+// is a memory window: where the device has them and the window reaches
+// only the body, either because the device enforces a window's range or
+// because the window covers its whole MR (staging memory registered for
+// exactly the body, a whole cached file). Otherwise (no windows, as on
+// siw; a part of a file on a device such as Linux 6.1's rxe) it is a
+// per-operation MR, on an isolated channel.
+func (f *bodyFilter) byWindow() bool {
+	s := f.s
+	if !s.mw {
+		return false
+	}
+	if len(f.segs) == 1 && f.segs[0].file != nil {
+		sg := f.segs[0]
+		whole := sg.off == 0 && sg.n == sg.fe.size
+		return whole || s.info.Caps&rdma.CapMWRangeChecked != 0
+	}
+	return true
 }
 
 // flatten copies every segment, in order, into one new staging memory.

@@ -31,17 +31,34 @@ type loop struct {
 	wcs  []rdma.Completion // writer loop only
 
 	mu     sync.Mutex
-	chans  map[netip.AddrPort]*channel
+	chans  map[chanKey]*channel
 	byID   map[uint32]*channel
 	ops    map[uint64]*op
 	nextWR uint64
 	dials  singleflight.Group
 }
 
+// chanKey names a cached channel: a client endpoint, and whether the
+// channel has a protection domain of its own.
+type chanKey struct {
+	ep       netip.AddrPort
+	isolated bool
+}
+
 // channel is one RDMA connection from this loop to a client endpoint.
+//
+// An exposure without a memory window is a per-operation MR, and an MR's
+// rkey works from every QP of its PD: in the server's PD, any client that
+// learned or guessed a key could read another client's body. Such
+// exposures therefore live on an isolated channel, whose QP, message area
+// and exposures are in a PD of its own, holding nothing else. Windows
+// (bound to one QP) and server-writes (the server exposes nothing) use the
+// shared PD, where the file cache's registrations are.
 type channel struct {
 	id   uint32
 	ep   netip.AddrPort
+	key  chanKey
+	pd   rdma.PD // the QP's: the server's, or its own when isolated
 	qp   rdma.QP
 	mem  *rdma.Memory // message area: receive slots, then send slots
 	mr   rdma.MR
@@ -132,8 +149,8 @@ func (lp *loop) post(o *op, postFn func(id uint64) error) error {
 func (lp *loop) expire(id uint64) {
 	lp.mu.Lock()
 	o := lp.ops[id]
-	if o != nil && lp.chans[o.ch.ep] == o.ch {
-		delete(lp.chans, o.ch.ep)
+	if o != nil && lp.chans[o.ch.key] == o.ch {
+		delete(lp.chans, o.ch.key)
 	}
 	lp.mu.Unlock()
 	if o == nil {
@@ -188,8 +205,8 @@ func (lp *loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
 // channel returns the cached connection to ep, dialing it if there is
 // none (concurrent first requests share one dial), with a use the caller
 // ends with releaseChannel.
-func (lp *loop) channel(ep netip.AddrPort) (*channel, error) {
-	ch, err := lp.lookupOrDial(ep)
+func (lp *loop) channel(ep netip.AddrPort, isolated bool) (*channel, error) {
+	ch, err := lp.lookupOrDial(chanKey{ep, isolated})
 	if err != nil {
 		return nil, err
 	}
@@ -217,26 +234,26 @@ func (lp *loop) releaseChannel(ch *channel) {
 	}
 }
 
-func (lp *loop) lookupOrDial(ep netip.AddrPort) (*channel, error) {
+func (lp *loop) lookupOrDial(key chanKey) (*channel, error) {
 	lp.mu.Lock()
-	ch := lp.chans[ep]
+	ch := lp.chans[key]
 	lp.mu.Unlock()
 	if ch != nil {
 		return ch, nil
 	}
-	v, err, _ := lp.dials.Do(ep.String(), func() (any, error) {
+	v, err, _ := lp.dials.Do(fmt.Sprint(key.ep, key.isolated), func() (any, error) {
 		lp.mu.Lock()
-		ch := lp.chans[ep]
+		ch := lp.chans[key]
 		lp.mu.Unlock()
 		if ch != nil {
 			return ch, nil
 		}
-		ch, err := lp.dial(ep)
+		ch, err := lp.dial(key)
 		if err != nil {
 			return nil, err
 		}
 		lp.mu.Lock()
-		lp.chans[ep] = ch
+		lp.chans[key] = ch
 		lp.byID[ch.id] = ch
 		lp.mu.Unlock()
 		return ch, nil
@@ -250,10 +267,23 @@ func (lp *loop) lookupOrDial(ep netip.AddrPort) (*channel, error) {
 // dial connects to a client's endpoint: message area, QP on this loop's
 // CQ with its receives posted before the connection exists (iWARP has no
 // RNR retry), the channel id in the private data.
-func (lp *loop) dial(ep netip.AddrPort) (_ *channel, err error) {
+func (lp *loop) dial(key chanKey) (_ *channel, err error) {
 	s := lp.s
 	s.st.dials.Add(1)
-	ch := &channel{id: s.nextCh.Add(1), ep: ep, exps: map[uint64]*exposure{}}
+	ep := key.ep
+	ch := &channel{id: s.nextCh.Add(1), ep: ep, key: key, pd: s.pd, exps: map[uint64]*exposure{}}
+	if key.isolated {
+		if ch.pd, err = s.dev.AllocPD(); err != nil {
+			return nil, fmt.Errorf("ibv_alloc_pd: %w", err)
+		}
+		s.st.livePDs.Add(1)
+		defer func() {
+			if err != nil {
+				ch.pd.Close()
+				s.st.livePDs.Add(-1)
+			}
+		}()
+	}
 	if ch.mem, err = rdma.Alloc(msgArea); err != nil {
 		return nil, err
 	}
@@ -262,7 +292,7 @@ func (lp *loop) dial(ep netip.AddrPort) (_ *channel, err error) {
 			ch.mem.Free()
 		}
 	}()
-	if ch.mr, err = s.pd.Register(ch.mem.Bytes(), rdma.AccessLocalWrite); err != nil {
+	if ch.mr, err = ch.pd.Register(ch.mem.Bytes(), rdma.AccessLocalWrite); err != nil {
 		return nil, fmt.Errorf("ibv_reg_mr: %w", err)
 	}
 	s.st.liveMRs.Add(1)
@@ -276,7 +306,7 @@ func (lp *loop) dial(ep netip.AddrPort) (_ *channel, err error) {
 	defer cancel()
 	var sgl [1]rdma.SGE
 	ch.qp, err = s.dev.Dial(ctx, ep.String(), rdma.QPConfig{
-		PD: s.pd, SendCQ: lp.cq, RecvCQ: lp.cq,
+		PD: ch.pd, SendCQ: lp.cq, RecvCQ: lp.cq,
 		MaxSendWR: sqDepth, MaxRecvWR: recvSlots, MaxInline: msgLen,
 		InitiatorDepth: 1, ResponderResources: s.info.MaxQPRdAtom,
 		Prepare: func(qp rdma.QP) error {
@@ -494,8 +524,8 @@ func (lp *loop) kill(ch *channel) {
 	if now {
 		ch.closed = true
 	}
-	if lp.chans[ch.ep] == ch {
-		delete(lp.chans, ch.ep)
+	if lp.chans[ch.key] == ch {
+		delete(lp.chans, ch.key)
 	}
 	delete(lp.byID, ch.id)
 	exps := make([]*exposure, 0, len(ch.exps))
@@ -523,6 +553,11 @@ func (lp *loop) closeChannel(ch *channel) {
 		st.liveMRs.Add(-1)
 	}
 	ch.mem.Free()
+	// Its exposures were dropped when it died; a per-operation MR the
+	// device still held would keep the PD busy, and Close reports that.
+	if ch.key.isolated && ch.pd.Close() == nil {
+		st.livePDs.Add(-1)
+	}
 }
 
 // close tears the loop down after its writer loop has stopped: every

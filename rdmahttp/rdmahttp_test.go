@@ -360,29 +360,44 @@ func TestForgedAndReplayedKeys(t *testing.T) {
 		})
 	}
 
-	// A live key, used from another client's connection: windows are
-	// bound to one QP.
-	t.Run("other client's key", func(t *testing.T) {
-		victim := newClient(t, ClientConfig{})
-		thief := newClient(t, ClientConfig{OpTimeout: 3 * time.Second})
-		// The victim asks but does not read (a raw request): its exposure
-		// stays until the timeout.
-		resp, _ := rawGet(t, fx.url+"/"+name, map[string]string{HeaderMode: "client-reads",
-			HeaderEndpoint: victim.Endpoint().String(), HeaderOp: "7"})
-		rg, err := parseRegion(resp.Header.Get(HeaderRead))
-		if err != nil {
-			t.Fatalf("%v %v", err, resp.Header)
-		}
-		// The thief gets its own channel from the server by a fetch of its own.
-		r, _, err := get(ctx, thief, fx.url+"/"+fmt.Sprintf("f%d.bin", 1), ModeClientReads)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chID, _ := strconv.ParseUint(r.Header.Get(HeaderChannel), 10, 32)
-		if _, err := thief.ReadRaw(ctx, uint32(chID), rg.Addr, rg.RKey, int(rg.Len)); err == nil {
-			t.Fatal("a key bound to another client's QP worked")
-		}
+	// A live key, used from another client's connection, on either of its
+	// channels: windows are bound to one QP; without windows the exposure
+	// is an MR in the victim's own channel's PD.
+	otherClientsKey(t, fx, name)
+	t.Run("per-operation MRs", func(t *testing.T) {
+		otherClientsKey(t, start(t, Config{Provider: noWindows{testProvider(t)}}), name)
 	})
+}
+
+func otherClientsKey(t *testing.T, fx *fixture, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, thiefMode := range []Mode{ModeClientReads, ModeServerWrites} {
+		t.Run("other client's key, from a "+thiefMode.String()+" channel", func(t *testing.T) {
+			victim := newClient(t, ClientConfig{})
+			thief := newClient(t, ClientConfig{OpTimeout: 3 * time.Second})
+			// The victim asks but does not read (a raw request): its
+			// exposure stays until the timeout.
+			resp, _ := rawGet(t, fx.url+"/"+name, map[string]string{HeaderMode: "client-reads",
+				HeaderEndpoint: victim.Endpoint().String(), HeaderOp: "7"})
+			rg, err := parseRegion(resp.Header.Get(HeaderRead))
+			if err != nil {
+				t.Fatalf("%v %v", err, resp.Header)
+			}
+			// The thief gets a channel from the server by a fetch of its own.
+			r, _, err := get(ctx, thief, fx.url+"/"+fmt.Sprintf("f%d.bin", 1), thiefMode)
+			if err != nil || r.Mode != thiefMode {
+				t.Fatalf("thief's own fetch: %v %+v", err, r)
+			}
+			chID, _ := strconv.ParseUint(r.Header.Get(HeaderChannel), 10, 32)
+			if got, err := thief.ReadRaw(ctx, uint32(chID), rg.Addr, rg.RKey, int(rg.Len)); err == nil {
+				t.Fatalf("another client's live key read %d bytes", len(got))
+			}
+			if bytes.Contains(thief.buf.Bytes(), fx.files[name][:64]) {
+				t.Fatal("another client's key placed data")
+			}
+		})
+	}
 }
 
 // TestUnconfirmedExposureTimesOut: a client that never sends its
@@ -761,8 +776,8 @@ func TestLostCompletionReleasesTheHold(t *testing.T) {
 	}
 	lp := s.loopFor(0)
 	ep := netip.MustParseAddrPort("127.0.0.1:1")
-	ch := &channel{id: 1, ep: ep, exps: map[uint64]*exposure{}}
-	lp.chans[ep] = ch
+	ch := &channel{id: 1, ep: ep, key: chanKey{ep: ep}, exps: map[uint64]*exposure{}}
+	lp.chans[ch.key] = ch
 	hold := stages.NewHold(nil)
 	released := 0
 	o := &op{kind: opWritten, ch: ch, hold: hold, release: func() { released++ }}
@@ -772,8 +787,8 @@ func TestLostCompletionReleasesTheHold(t *testing.T) {
 	if !eventually(2*time.Second, hold.Released) {
 		t.Fatal("hold not released after the completion timeout")
 	}
-	if lp.chans[ep] != nil || s.Stats().Stuck != 1 || released != 0 {
-		t.Fatalf("channel cached %v, stats %+v, released %d", lp.chans[ep] != nil, s.Stats(), released)
+	if lp.chans[ch.key] != nil || s.Stats().Stuck != 1 || released != 0 {
+		t.Fatalf("channel cached %v, stats %+v, released %d", lp.chans[ch.key] != nil, s.Stats(), released)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

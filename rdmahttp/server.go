@@ -91,6 +91,7 @@ type Server struct {
 // stats are live counts and totals; Stats copies them.
 type stats struct {
 	liveMRs, liveMWs, liveQPs, liveExposures atomic.Int64
+	livePDs                                  atomic.Int64 // isolated channels' own
 	cacheHits, cacheMisses, cacheCopies      atomic.Int64
 	written, writtenBytes, exposed           atomic.Int64
 	confirmed, timedOut, lost, fallbacks     atomic.Int64
@@ -104,6 +105,7 @@ type stats struct {
 // now (zero when idle after every exposure ended), the rest are totals.
 type Stats struct {
 	LiveMRs, LiveMWs, LiveQPs, LiveExposures int64
+	LivePDs                                  int64 // of isolated channels (per-operation MR exposures), besides the server's own
 	CacheHits, CacheMisses                   int64
 	CacheCopies                              int64 // files cached as a registered copy (the mapping was refused)
 	Written, WrittenBytes                    int64 // server-writes delivered (posted and completed)
@@ -127,8 +129,8 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	return Stats{
 		LiveMRs: s.st.liveMRs.Load(), LiveMWs: s.st.liveMWs.Load(), LiveQPs: s.st.liveQPs.Load(),
-		LiveExposures: s.st.liveExposures.Load(),
-		CacheHits:     s.st.cacheHits.Load(), CacheMisses: s.st.cacheMisses.Load(), CacheCopies: s.st.cacheCopies.Load(),
+		LiveExposures: s.st.liveExposures.Load(), LivePDs: s.st.livePDs.Load(),
+		CacheHits: s.st.cacheHits.Load(), CacheMisses: s.st.cacheMisses.Load(), CacheCopies: s.st.cacheCopies.Load(),
 		Written: s.st.written.Load(), WrittenBytes: s.st.writtenBytes.Load(),
 		Exposed: s.st.exposed.Load(), Confirmed: s.st.confirmed.Load(), TimedOut: s.st.timedOut.Load(),
 		Lost: s.st.lost.Load(), Fallbacks: s.st.fallbacks.Load(), Dials: s.st.dials.Load(), Stuck: s.st.stuck.Load(), ExposedByWindow: s.st.byWindow.Load(),
@@ -212,7 +214,7 @@ func (s *Server) stageInit(info runtime.StageInfo) error {
 		return fmt.Errorf("rdmahttp: ibv_create_cq: %w", err)
 	}
 	lp := &loop{s: s, idx: info.Index, cq: cq, srcs: info.Sources,
-		chans: map[netip.AddrPort]*channel{}, byID: map[uint32]*channel{},
+		chans: map[chanKey]*channel{}, byID: map[uint32]*channel{},
 		ops: map[uint64]*op{}, wcs: make([]rdma.Completion, completionsPerPoll)}
 	if err := cq.Arm(false); err != nil {
 		cq.Close()
