@@ -45,6 +45,13 @@ func testHost() string {
 	return "127.0.0.1"
 }
 
+// onKernelIWARP reports whether fx's server runs on a kernel iWARP device
+// (siw, an iWARP NIC), whose timing the software provider's does not share.
+func onKernelIWARP(fx *fixture) bool {
+	p := os.Getenv(envProvider)
+	return p != "" && p != "soft" && fx.mod.DeviceInfo().Transport == rdma.TransportIWARP
+}
+
 const envKilledChild = "QUARTET_RDMAHTTP_KILLED_CHILD"
 
 // TestKilledClientProcess: a client process asks for client-reads, gets

@@ -2,11 +2,13 @@ package rdmahttp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -305,7 +307,7 @@ func (lp *loop) dial(key chanKey) (_ *channel, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	defer cancel()
 	var sgl [1]rdma.SGE
-	ch.qp, err = s.dev.Dial(ctx, ep.String(), rdma.QPConfig{
+	cfg := rdma.QPConfig{
 		PD: ch.pd, SendCQ: lp.cq, RecvCQ: lp.cq,
 		MaxSendWR: sqDepth, MaxRecvWR: recvSlots, MaxInline: msgLen,
 		InitiatorDepth: 1, ResponderResources: s.info.MaxQPRdAtom,
@@ -318,13 +320,28 @@ func (lp *loop) dial(key chanKey) (_ *channel, err error) {
 			}
 			return nil
 		},
-	}, putPriv(ch.id))
+	}
+	// On iWARP the connection is a kernel TCP socket bound to the port
+	// rdma_cm picked from its own port space, which knows nothing of
+	// ordinary sockets: under many connections (64 clients in the VM) the
+	// bind collides with an HTTP connection's port and rdma_connect fails
+	// with EADDRINUSE. A new attempt picks another port.
+	for attempt := 1; ; attempt++ {
+		ch.qp, err = s.dev.Dial(ctx, ep.String(), cfg, putPriv(ch.id))
+		if err == nil || attempt == dialAttempts || !errors.Is(err, syscall.EADDRINUSE) || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	s.st.liveQPs.Add(1)
 	return ch, nil
 }
+
+// dialAttempts bounds the connects of one dial that fail because the
+// port rdma_cm chose was taken.
+const dialAttempts = 4
 
 // onCQ is the writer loop's completion source: take the event, re-arm,
 // then drain (the order of the CQ contract, so nothing is missed).

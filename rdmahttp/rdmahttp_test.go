@@ -566,7 +566,14 @@ func TestLostWriteIsRetried(t *testing.T) {
 // byte-exact; what the op held is released once both the device and the
 // writer are done with it.
 func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
-	fx := start(t, Config{})
+	// Devices can lose the completion of the Write in flight after a
+	// Terminate (siw): then the response goes out at the completion timeout.
+	fx := start(t, Config{CompletionTimeout: 5 * time.Second})
+	// On the kernel's siw the server's written message is often handed to
+	// TCP, and so completes successfully, before the client's Terminate
+	// arrives: the server cannot know, and the client's loss detection is
+	// the only remedy (iWARP has no end-to-end acknowledgement).
+	racy := onKernelIWARP(fx)
 	const n = 16 << 20
 	big := fmt.Sprintf("f%d.bin", n)
 	genPath := fmt.Sprintf("/bytes?n=%d", n)
@@ -587,6 +594,11 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 			c := newClient(t, ClientConfig{OpTimeout: 5 * time.Second, Retries: -1})
 			c.badKey.Store(true)
 			r, body, err := get(context.Background(), c, fx.url+tc.path, ModeServerWrites)
+			if racy && errors.Is(err, ErrLost) {
+				t.Logf("the server saw its transfer complete; the client detected the loss: %v", err)
+				seen["lost"]++
+				return
+			}
 			if err != nil || !bytes.Equal(body, tc.want) {
 				t.Fatalf("after a failed write: %v, %d bytes (want %d)", err, len(body), len(tc.want))
 			}
@@ -604,7 +616,7 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 			t.Logf("X-RDMA-Fallback: %s", r.Fallback)
 		})
 	}
-	if seen[reasonRDMAFailed] == 0 {
+	if seen[reasonRDMAFailed] == 0 && !racy {
 		t.Errorf("no response was diverted by its error completion: %v", seen)
 	}
 	// Left registered: one MR per cached file and per live channel (the
@@ -615,7 +627,7 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 	}) {
 		t.Errorf("after the fallbacks: %+v", fx.mod.Stats())
 	}
-	if st := fx.mod.Stats(); st.Fallbacks != 2 || st.Lost < int64(seen[reasonRDMAFailed]) || st.Written != 0 {
+	if st := fx.mod.Stats(); st.Fallbacks != int64(2-seen["lost"]) || st.Lost < int64(seen[reasonRDMAFailed]) || st.Written != int64(seen["lost"]) {
 		t.Errorf("stats %+v", st)
 	}
 	// A good request from a new client after all that: delivered by RDMA.
