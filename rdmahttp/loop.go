@@ -145,9 +145,9 @@ func (lp *loop) post(o *op, postFn func(id uint64) error) error {
 // Terminate, sometimes never completes the Write in flight), and a hold
 // never released would hang the HTTP connection: end it (server-writes
 // sends the body over TCP instead; a bind's response goes out and the
-// client, failing its Read, retries), and stop handing the channel to
-// new requests. The op and its memory stay registered until a completion
-// or Close, since the device may still use them.
+// client, failing its Read, retries), and kill the channel. The op and
+// its memory stay registered until a completion or the QP's destruction
+// (forgetOps), since the device may still use them until then.
 func (lp *loop) expire(id uint64) {
 	lp.mu.Lock()
 	o := lp.ops[id]
@@ -160,6 +160,10 @@ func (lp *loop) expire(id uint64) {
 	}
 	lp.s.st.stuck.Add(1)
 	lp.fail(o, "no completion in "+lp.s.cfg.CompletionTimeout.String())
+	// A channel that lost a completion is not trusted again: killing it
+	// flushes what it still has, and destroying its QP (forgetOps) frees
+	// the memory of ops whose completions never come.
+	lp.kill(o.ch)
 }
 
 // fail ends the hold of an op whose transfer failed (or never finished).
@@ -565,6 +569,7 @@ func (lp *loop) closeChannel(ch *channel) {
 	st := &lp.s.st
 	if ch.qp.Close() == nil {
 		st.liveQPs.Add(-1)
+		lp.forgetOps(ch)
 	}
 	if ch.mr.Close() == nil {
 		st.liveMRs.Add(-1)
@@ -574,6 +579,38 @@ func (lp *loop) closeChannel(ch *channel) {
 	// device still held would keep the PD busy, and Close reports that.
 	if ch.key.isolated && ch.pd.Close() == nil {
 		st.livePDs.Add(-1)
+	}
+}
+
+// forgetOps ends the ops still registered on ch once its QP is destroyed:
+// the device no longer uses their memory, and no completion will come
+// for them (siw, after a Terminate, may never complete the Write in
+// flight; one already in the CQ finds no op and is ignored). Without
+// this their staging memory and cache references stayed until Close.
+func (lp *loop) forgetOps(ch *channel) {
+	lp.mu.Lock()
+	var gone []*op
+	for id, o := range lp.ops {
+		if o.ch == ch {
+			gone = append(gone, o)
+			delete(lp.ops, id)
+		}
+	}
+	why := "connection closed"
+	if ch.fault != rdma.StatusSuccess {
+		why += " after " + ch.fault.String()
+	}
+	lp.mu.Unlock()
+	for _, o := range gone {
+		o.timer.Stop()
+		lp.s.st.lost.Add(1)
+		if o.kind == opBind && o.exp != nil {
+			lp.revoke(ch, o.exp.op, false)
+		}
+		lp.fail(o, why)
+		if o.release != nil {
+			o.release()
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -660,11 +661,11 @@ func TestLostCompletionFallsBack(t *testing.T) {
 	if st.Stuck != 1 || st.Fallbacks != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	// The staging MR is still the op's (the device never said it was
-	// done), beside the channel's message MR: the response's reference
-	// went at its recycle, the op's goes at Close.
-	if !eventually(2*time.Second, func() bool { st := fx.mod.Stats(); return st.LiveMRs == st.LiveQPs+1 }) {
-		t.Fatalf("the op's staging MR should be live until Close: %+v", fx.mod.Stats())
+	// The expiry killed the channel; once its QP is destroyed the device
+	// cannot use the op's staging memory any more, so that goes too (the
+	// response's reference went at its recycle): nothing is left.
+	if !eventually(5*time.Second, func() bool { st := fx.mod.Stats(); return st.LiveMRs == 0 && st.LiveQPs == 0 }) {
+		t.Fatalf("the stuck op's memory or channel is still held: %+v", fx.mod.Stats())
 	}
 }
 
@@ -776,8 +777,9 @@ func (fakeSources) RemoveSource(writer.SourceID) error             { return nil 
 // TestLostCompletionReleasesTheHold: a posted request whose completion
 // never comes (siw sometimes drops the one of a Write in flight at a
 // Terminate) must not hang its response: the hold is released at the
-// completion timeout, the channel leaves the cache, and the op's memory
-// is still released at Close.
+// completion timeout and the channel is killed; once its QP is destroyed
+// the device cannot touch the op's memory, which is released then, not
+// only at Close.
 func TestLostCompletionReleasesTheHold(t *testing.T) {
 	s, err := NewServer(Config{Provider: soft.New(soft.Config{}), CompletionTimeout: 100 * time.Millisecond})
 	if err != nil {
@@ -788,27 +790,54 @@ func TestLostCompletionReleasesTheHold(t *testing.T) {
 	}
 	lp := s.loopFor(0)
 	ep := netip.MustParseAddrPort("127.0.0.1:1")
-	ch := &channel{id: 1, ep: ep, key: chanKey{ep: ep}, exps: map[uint64]*exposure{}}
-	lp.chans[ch.key] = ch
+	mem, err := rdma.Alloc(msgArea)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qp := &stubQP{}
+	ch := &channel{id: 1, ep: ep, key: chanKey{ep: ep}, qp: qp, mr: stubMR{}, mem: mem, exps: map[uint64]*exposure{}}
+	s.st.liveQPs.Add(1) // as dial counts them
+	s.st.liveMRs.Add(1)
+	lp.chans[ch.key], lp.byID[ch.id] = ch, ch
 	hold := stages.NewHold(nil)
-	released := 0
-	o := &op{kind: opWritten, ch: ch, hold: hold, release: func() { released++ }}
+	var released atomic.Int32
+	o := &op{kind: opWritten, ch: ch, hold: hold, release: func() { released.Add(1) }}
 	if err := lp.post(o, func(uint64) error { return nil }); err != nil { // posted, never completes
 		t.Fatal(err)
 	}
-	if !eventually(2*time.Second, hold.Released) {
-		t.Fatal("hold not released after the completion timeout")
+	if !eventually(2*time.Second, func() bool { return hold.Released() && released.Load() == 1 }) {
+		t.Fatalf("after the completion timeout: hold released %v, op memory released %d times", hold.Released(), released.Load())
 	}
-	if lp.chans[ch.key] != nil || s.Stats().Stuck != 1 || released != 0 {
-		t.Fatalf("channel cached %v, stats %+v, released %d", lp.chans[ch.key] != nil, s.Stats(), released)
+	lp.mu.Lock()
+	cached := lp.chans[ch.key] != nil
+	lp.mu.Unlock()
+	if cached || !qp.disconnected.Load() || !qp.closed.Load() {
+		t.Fatalf("channel cached %v, disconnected %v, QP destroyed %v", cached, qp.disconnected.Load(), qp.closed.Load())
+	}
+	if st := s.Stats(); st.Stuck != 1 || st.LiveQPs != 0 || st.LiveMRs != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if released != 1 {
-		t.Fatalf("op memory released %d times at Close", released)
+	if released.Load() != 1 {
+		t.Fatalf("op memory released %d times", released.Load())
 	}
 }
+
+// stubQP stands for a channel's QP in tests that drive the loop without
+// a connection: it records the disconnect and the destruction.
+type stubQP struct {
+	rdma.QP
+	disconnected, closed atomic.Bool
+}
+
+func (q *stubQP) Disconnect() error { q.disconnected.Store(true); return nil }
+func (q *stubQP) Close() error      { q.closed.Store(true); return nil }
+
+type stubMR struct{ rdma.MR }
+
+func (stubMR) Close() error { return nil }
 
 // TestExposureLimits: an op id exposed twice on one channel, and a client
 // holding too many unconfirmed exposures, get the body over TCP.
