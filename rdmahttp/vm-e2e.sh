@@ -1,11 +1,42 @@
 #!/bin/bash
-# vm-e2e.sh QUARTET - in the guest (vm/run.sh -- ... QUARTET): quartet
-# serve --rdma verbs on siw0 and rxe0, quartet get in both modes with the
-# verbs provider and (siw0) with the soft provider, curl, and concurrent
-# clients. Exit status: failures.
-Q=${1:?usage: vm-e2e.sh QUARTET}
+# vm-e2e.sh QUARTET [RDMAHTTP_TEST] - in the guest (vm/run.sh -- ...):
+#
+# 1. With RDMAHTTP_TEST (go test -c -tags verbs ./rdmahttp): rdmahttp's
+#    own tests on siw0 and rxe0 through the verbs provider, both roles on
+#    the device: both modes with sha256, plain HTTP, fallback for an
+#    unreachable / foreign endpoint, forged, replayed and other clients'
+#    keys, unconfirmed exposures timing out, a client process SIGKILLed
+#    while exposed, failed Writes falling back in the same response.
+# 2. quartet serve --rdma verbs on siw0 and rxe0, quartet get in both
+#    modes with the verbs provider and (siw0) with the soft provider,
+#    curl, concurrent clients; QVM_BIG=1 adds 64 MiB bodies and 64
+#    concurrent clients; QVM_BENCH=1 runs bench.sh.
+# 3. The kernel's RDMA resource counts (rdma resource show) back to
+#    where they started.
+# Exit status: the number of failures.
+Q=${1:?usage: vm-e2e.sh QUARTET [RDMAHTTP_TEST]}
+T=$2
 fail=0
 t() { echo "=== [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
+# resources: the kernel's counts of PDs, CQs, QPs, cm_ids and MRs over
+# both devices (ctx excluded: rdma resource keeps none after exit).
+resources() { rdma resource show 2>/dev/null | grep -oE '(pd|cq|qp|cm_id|mr) [0-9]+' | tr '\n' ' '; }
+res_before=$(resources)
+if [ -n "$T" ]; then
+  for dev in siw rxe; do
+    case $dev in siw) A=$QVM_SIW_ADDR ;; rxe) A=$QVM_RXE_ADDR ;; esac
+    [ -n "$A" ] || continue
+    t "rdmahttp tests on ${dev}0 ($A)"
+    # The tests' testdata and relative paths are the package's.
+    if (cd "$(dirname "$0")" && QUARTET_RDMA_TEST_PROVIDER=verbs QUARTET_RDMA_TEST_ADDR=$A "$T" -test.timeout 600s -test.v > /tmp/rdmahttp-$dev.log 2>&1); then
+      echo "--- PASS ${dev}0 rdmahttp tests: $(grep -c '^--- PASS' /tmp/rdmahttp-$dev.log) passed, $(grep -c '^--- SKIP' /tmp/rdmahttp-$dev.log) skipped"
+    else
+      echo "--- FAIL ${dev}0 rdmahttp tests:"; grep -E '^(---|    |panic|FAIL)' /tmp/rdmahttp-$dev.log | grep -v -- '--- PASS' | head -40
+      fail=$((fail+1))
+    fi
+    grep -E 'device_test.go.*released' /tmp/rdmahttp-$dev.log | sed 's/^ */    /'
+  done
+fi
 D=$(mktemp -d)
 head -c 16777217 /dev/urandom > $D/big.bin
 head -c 4097 /dev/urandom > $D/small.bin
@@ -75,5 +106,8 @@ if [ -n "$QVM_BENCH" ]; then
     N=${N:-4} bash "$(dirname "$0")/bench.sh" "$Q" "$A" verbs
   done
 fi
+res_after=$(resources)
+if [ "$res_before" = "$res_after" ]; then echo "--- PASS kernel RDMA resources back to where they started: $res_after"
+else echo "--- FAIL kernel RDMA resources: before: $res_before after: $res_after"; fail=$((fail+1)); fi
 t "done, failures=$fail"
 exit $fail
