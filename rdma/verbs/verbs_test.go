@@ -70,7 +70,7 @@ type testDevice struct {
 	addr netip.Addr
 }
 
-func testDevices(t *testing.T) []testDevice {
+func testDevices(t testing.TB) []testDevice {
 	t.Helper()
 	infos, err := New().Devices()
 	if err != nil {
@@ -116,7 +116,7 @@ const (
 
 // connect opens td and connects two QPs on it through rdma_cm, each with
 // its own PD and CQ, exchanging private data both ways.
-func connect(t *testing.T, td testDevice, recvs int) *pair {
+func connect(t testing.TB, td testDevice, recvs int) *pair {
 	t.Helper()
 	dev, err := New().Open(td.name)
 	if err != nil {
@@ -208,7 +208,7 @@ func postRecvs(qp rdma.QP, s side, n int) error {
 	return nil
 }
 
-func newSide(t *testing.T, dev rdma.Device) side {
+func newSide(t testing.TB, dev rdma.Device) side {
 	t.Helper()
 	pd, err := dev.AllocPD()
 	if err != nil {
@@ -231,7 +231,7 @@ func qpConfig(s side) rdma.QPConfig {
 }
 
 // closeSide releases in reverse of creation: QP, receive MR, CQ, PD.
-func closeSide(t *testing.T, name string, s side) {
+func closeSide(t testing.TB, name string, s side) {
 	t.Helper()
 	if s.qp != nil {
 		if err := s.qp.Close(); err != nil {
@@ -267,7 +267,7 @@ type waiter struct {
 	recvMem *rdma.Memory
 }
 
-func newWaiter(t *testing.T, cq rdma.CQ) *waiter {
+func newWaiter(t testing.TB, cq rdma.CQ) *waiter {
 	t.Helper()
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -352,7 +352,7 @@ type region struct {
 	mr  rdma.MR
 }
 
-func newRegion(t *testing.T, pd rdma.PD, n int, acc rdma.Access) region {
+func newRegion(t testing.TB, pd rdma.PD, n int, acc rdma.Access) region {
 	t.Helper()
 	mem, err := rdma.Alloc(n)
 	if err != nil {
