@@ -2,13 +2,11 @@ package rdmahttp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -325,27 +323,13 @@ func (lp *loop) dial(key chanKey) (_ *channel, err error) {
 			return nil
 		},
 	}
-	// On iWARP the connection is a kernel TCP socket bound to the port
-	// rdma_cm picked from its own port space, which knows nothing of
-	// ordinary sockets: under many connections (64 clients in the VM) the
-	// bind collides with an HTTP connection's port and rdma_connect fails
-	// with EADDRINUSE. A new attempt picks another port.
-	for attempt := 1; ; attempt++ {
-		ch.qp, err = s.dev.Dial(ctx, ep.String(), cfg, putPriv(ch.id))
-		if err == nil || attempt == dialAttempts || !errors.Is(err, syscall.EADDRINUSE) || ctx.Err() != nil {
-			break
-		}
-	}
+	ch.qp, err = s.dev.Dial(ctx, ep.String(), cfg, putPriv(ch.id))
 	if err != nil {
 		return nil, err
 	}
 	s.st.liveQPs.Add(1)
 	return ch, nil
 }
-
-// dialAttempts bounds the connects of one dial that fail because the
-// port rdma_cm chose was taken.
-const dialAttempts = 4
 
 // onCQ is the writer loop's completion source: take the event, re-arm,
 // then drain (the order of the CQ contract, so nothing is missed).

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -224,12 +225,32 @@ type Listener struct {
 
 var _ rdma.Listener = (*Listener)(nil)
 
+// portAttempts bounds the tries of a Listen on port 0 or a Dial whose
+// port rdma_cm chose and the kernel then found taken (see Listen).
+const portAttempts = 4
+
 // Listen binds and listens (rdma_create_id, rdma_bind_addr, rdma_listen).
-func (d *Device) Listen(addr string, backlog int) (_ rdma.Listener, err error) {
+//
+// On iWARP a listener or connection is also a kernel TCP socket, bound
+// to the port rdma_cm picked from its own port space, which knows nothing
+// of ordinary sockets: with many TCP connections about (64 HTTP clients in
+// the VM) the bind can collide and fail with EADDRINUSE. When the port was
+// rdma_cm's choice (Listen on port 0, every Dial) another try picks
+// another port.
+func (d *Device) Listen(addr string, backlog int) (rdma.Listener, error) {
 	ip, port, err := resolve(context.Background(), addr)
 	if err != nil {
 		return nil, err
 	}
+	for attempt := 1; ; attempt++ {
+		l, err := d.listen(addr, ip, port, backlog)
+		if err == nil || port != 0 || attempt == portAttempts || !errors.Is(err, syscall.EADDRINUSE) {
+			return l, err
+		}
+	}
+}
+
+func (d *Device) listen(addr string, ip netip.Addr, port int, backlog int) (_ rdma.Listener, err error) {
 	if err := d.ref(); err != nil {
 		return nil, err
 	}
@@ -418,11 +439,20 @@ func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, 
 
 // Dial connects (rdma_resolve_addr, rdma_resolve_route, rdma_create_qp,
 // cfg.Prepare, rdma_connect).
-func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {
+func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, privateData []byte) (rdma.QP, error) {
 	ip, port, err := resolve(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
+	for attempt := 1; ; attempt++ { // a port collision: see Listen
+		qp, err := d.dial(ctx, ip, port, cfg, privateData)
+		if err == nil || attempt == portAttempts || !errors.Is(err, syscall.EADDRINUSE) || ctx.Err() != nil {
+			return qp, err
+		}
+	}
+}
+
+func (d *Device) dial(ctx context.Context, ip netip.Addr, port int, cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {
 	ch, err := newChannel()
 	if err != nil {
 		return nil, err
@@ -457,7 +487,7 @@ func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, priva
 		return nil, err
 	}
 	if v := C.q_id_verbs(id); v != d.ctx {
-		return nil, fmt.Errorf("%w: %s is reached through another device than %s", rdma.ErrInvalid, addr, d.info.Name)
+		return nil, fmt.Errorf("%w: %s is reached through another device than %s", rdma.ErrInvalid, netip.AddrPortFrom(ip, uint16(port)), d.info.Name)
 	}
 	qp, err := newQP(d, ch, id, cfg)
 	if err != nil {
