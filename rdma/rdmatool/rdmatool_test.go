@@ -77,6 +77,7 @@ func TestPerfSoftLoopback(t *testing.T) {
 	}
 	for _, tc := range [][]string{
 		{"-t", "write", "-m", "bw", "-n", "200"},
+		{"-t", "write", "-m", "bw", "-n", "200", "-S", "4096"}, // moderated: one signalled in 16
 		{"-t", "read", "-m", "bw", "-n", "200"},
 		{"-t", "send", "-m", "bw", "-n", "200"},
 		{"-t", "read", "-m", "lat", "-n", "100"},
@@ -100,6 +101,16 @@ func TestPingFlags(t *testing.T) {
 	for _, args := range [][]string{{}, {"-s", "-c"}, {"-c"}, {"-s", "-S", "10"}, {"-s", "-C", "-1"}} {
 		if err := Ping(context.Background(), "soft", args, &out, &errb); err == nil {
 			t.Errorf("Ping %v: no error", args)
+		}
+	}
+}
+
+// Like perftest, perf moderates completions only up to 8 KiB: siw sends
+// larger unsignalled requests on another (slower, page by page) path.
+func TestPerfSignalEvery(t *testing.T) {
+	for size, want := range map[int]int{2: perfSignalEvery, 8192: perfSignalEvery, 8193: 1, 65536: 1} {
+		if got := signalEvery(size); got != want {
+			t.Errorf("signalEvery(%d) = %d, want %d", size, got, want)
 		}
 	}
 }
