@@ -366,7 +366,7 @@ func TestForgedAndReplayedKeys(t *testing.T) {
 	// is an MR in the victim's own channel's PD.
 	otherClientsKey(t, fx, name)
 	t.Run("per-operation MRs", func(t *testing.T) {
-		otherClientsKey(t, start(t, Config{Provider: noWindows{testProvider(t)}}), name)
+		otherClientsKey(t, start(t, Config{Provider: noWindows(testProvider(t))}), name)
 	})
 }
 
@@ -701,32 +701,43 @@ func TestSharedBodyOwnership(t *testing.T) {
 	}
 }
 
-// noWindows hides CapMemoryWindows, as siw and many NICs lack it, so the
-// server exposes bodies by per-operation registration instead.
-type noWindows struct{ rdma.Provider }
+// hideCaps hides capabilities of a provider's devices, to drive the
+// server down the paths of devices that lack them: no memory windows
+// (siw, many NICs: exposures are per-operation MRs), or windows whose
+// range is not enforced (Linux 6.1's rxe: a window reaches its whole MR).
+type hideCaps struct {
+	rdma.Provider
+	caps rdma.Caps
+}
 
-func (p noWindows) Open(name string) (rdma.Device, error) {
+func noWindows(p rdma.Provider) rdma.Provider { return hideCaps{p, rdma.CapMemoryWindows} }
+func unchecked(p rdma.Provider) rdma.Provider { return hideCaps{p, rdma.CapMWRangeChecked} }
+
+func (p hideCaps) Open(name string) (rdma.Device, error) {
 	d, err := p.Provider.Open(name)
-	return noWindowsDev{d}, err
+	return hiddenCapsDev{d, p.caps}, err
 }
 
-func (p noWindows) OpenByAddr(ip netip.Addr) (rdma.Device, error) {
+func (p hideCaps) OpenByAddr(ip netip.Addr) (rdma.Device, error) {
 	d, err := p.Provider.OpenByAddr(ip)
-	return noWindowsDev{d}, err
+	return hiddenCapsDev{d, p.caps}, err
 }
 
-type noWindowsDev struct{ rdma.Device }
+type hiddenCapsDev struct {
+	rdma.Device
+	caps rdma.Caps
+}
 
-func (d noWindowsDev) Info() rdma.DeviceInfo {
+func (d hiddenCapsDev) Info() rdma.DeviceInfo {
 	i := d.Device.Info()
-	i.Caps &^= rdma.CapMemoryWindows
+	i.Caps &^= d.caps
 	return i
 }
 
 // TestClientReadsWithoutWindows: per-operation MRs deliver, die with the
 // confirmation (a replayed key reads nothing) and with the timeout.
 func TestClientReadsWithoutWindows(t *testing.T) {
-	fx := start(t, Config{Provider: noWindows{testProvider(t)}, ExposureTimeout: 300 * time.Millisecond})
+	fx := start(t, Config{Provider: noWindows(testProvider(t)), ExposureTimeout: 300 * time.Millisecond})
 	if fx.mod.MemoryWindows() {
 		t.Fatal("windows still reported")
 	}
@@ -874,28 +885,6 @@ func TestExposureLimits(t *testing.T) {
 	}
 }
 
-// unchecked hides CapMWRangeChecked, as on Linux 6.1's rxe, whose
-// windows reach their whole MR.
-type unchecked struct{ rdma.Provider }
-
-func (p unchecked) Open(name string) (rdma.Device, error) {
-	d, err := p.Provider.Open(name)
-	return uncheckedDev{d}, err
-}
-
-func (p unchecked) OpenByAddr(ip netip.Addr) (rdma.Device, error) {
-	d, err := p.Provider.OpenByAddr(ip)
-	return uncheckedDev{d}, err
-}
-
-type uncheckedDev struct{ rdma.Device }
-
-func (d uncheckedDev) Info() rdma.DeviceInfo {
-	i := d.Device.Info()
-	i.Caps &^= rdma.CapMWRangeChecked
-	return i
-}
-
 // TestPartOfAFileWithoutRangeCheckedWindows: a 200 carrying part of a
 // file is exposed by a per-operation MR when windows do not enforce
 // their range (a window over the cached file's MR would reach all of
@@ -906,7 +895,7 @@ func TestPartOfAFileWithoutRangeCheckedWindows(t *testing.T) {
 	rand.NewChaCha8([32]byte{3}).Read(data)
 	p := filepath.Join(dir, "d.bin")
 	os.WriteFile(p, data, 0o644)
-	mod, err := NewServer(Config{Provider: unchecked{testProvider(t)}, Addr: netip.MustParseAddr(testHost())})
+	mod, err := NewServer(Config{Provider: unchecked(testProvider(t)), Addr: netip.MustParseAddr(testHost())})
 	if err != nil {
 		t.Fatal(err)
 	}
