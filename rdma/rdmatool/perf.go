@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/quartet-server/quartet/rdma"
 )
@@ -25,7 +28,8 @@ const (
 	perfBWIters   = 5000
 	perfLatIters  = 1000
 	perfDepth     = 128
-	perfMaxRecvWR = 8192 // the server pre-posts one receive per send
+	perfMaxRecvWR = 8192    // the server pre-posts one receive per send
+	perfMaxSize   = 1 << 30 // the server registers a buffer of the client's size
 )
 
 // A bandwidth run signals one work request in perfSignalEvery, as
@@ -56,12 +60,26 @@ type perfFlags struct {
 	server, client, events bool
 	addr, test, mode       string
 	port, size, iters      int
-	depth                  int
+	depth, cpu             int
 }
 
 // perfParams travel in the connect request: {be32 test, be32 size, be32
-// iters}; the server answers with {be64 addr, be32 rkey, be32 len} of its
-// buffer in the accept reply.
+// iters, be32 flags}; the server answers with {be64 addr, be32 rkey, be32
+// len} of its buffer in the accept reply. A request without flags (12
+// bytes, from an older client) means flags 0.
+const (
+	perfParamsLen = 16
+	// perfBusyPoll: the client busy-polls, and the server busy-polls its
+	// CQ too until the client leaves. That is what perftest -R does: its
+	// server spins in ibv_poll_cq for the whole run, waiting for the
+	// client's end-of-test message (rdma_read_keys). On a software device
+	// the server's CPU does the device's work (siw answers a Read from a
+	// kernel thread on the server QP's CPU), and a spinning CPU takes that
+	// work at once where a sleeping one must first be woken, so a
+	// comparison with perftest is only like for like with the same
+	// waiting on both ends; with -e both ends wait on their CQ's fd.
+	perfBusyPoll uint32 = 1 << 0
+)
 const (
 	testWrite uint32 = iota
 	testRead
@@ -87,6 +105,7 @@ func Perf(ctx context.Context, provider string, args []string, stdout, stderr io
 	fs.IntVar(&f.iters, "n", 0, "iterations (default 5000 for bw, 1000 for lat)")
 	fs.IntVar(&f.depth, "D", perfDepth, "work requests in flight (bw)")
 	fs.BoolVar(&f.events, "e", false, "wait for completions on the CQ fd instead of busy polling")
+	fs.IntVar(&f.cpu, "cpu", -1, "run the thread that waits for completions on this CPU (-1: where the scheduler puts it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -106,6 +125,9 @@ func Perf(ctx context.Context, provider string, args []string, stdout, stderr io
 	}
 	if f.iters == 0 {
 		f.iters = map[bool]int{true: perfBWIters, false: perfLatIters}[f.mode == "bw"]
+	}
+	if f.size < 0 || f.size > perfMaxSize || f.iters < 0 {
+		return fmt.Errorf("-S %d / -n %d: want 1 B to 1 GiB and at least one iteration", f.size, f.iters)
 	}
 	every := signalEvery(f.size)
 	f.depth = max(every, f.depth/every*every)
@@ -145,12 +167,18 @@ func perfServer(ctx context.Context, p rdma.Provider, f perfFlags, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	pd := req.PrivateData()
-	if len(pd) < 12 {
+	test, size, iters, flags, err := parsePerfParams(req.PrivateData())
+	if err != nil {
 		req.Reject(nil)
-		return fmt.Errorf("connect request without perf parameters (%d bytes of private data)", len(pd))
+		return err
 	}
-	test, size, iters := binary.BigEndian.Uint32(pd), int(binary.BigEndian.Uint32(pd[4:])), int(binary.BigEndian.Uint32(pd[8:]))
+	e.spin = flags&perfBusyPoll != 0
+	unpin, err := pinPoller(e.spin, f.cpu)
+	if err != nil {
+		req.Reject(nil)
+		return err
+	}
+	defer unpin()
 	recvs := 0
 	if test == testSend {
 		recvs = min(iters, perfMaxRecvWR)
@@ -203,6 +231,56 @@ func perfServer(ctx context.Context, p rdma.Provider, f perfFlags, stderr io.Wri
 	}
 }
 
+// parsePerfParams reads the client's connect request: test, message size,
+// iterations and flags (absent, from an older client: 0).
+func parsePerfParams(pd []byte) (test uint32, size, iters int, flags uint32, err error) {
+	if len(pd) < 12 {
+		return 0, 0, 0, 0, fmt.Errorf("connect request without perf parameters (%d bytes of private data)", len(pd))
+	}
+	test, size, iters = binary.BigEndian.Uint32(pd), int(binary.BigEndian.Uint32(pd[4:])), int(binary.BigEndian.Uint32(pd[8:]))
+	if len(pd) >= perfParamsLen {
+		flags = binary.BigEndian.Uint32(pd[12:])
+	}
+	if test > testSend || size <= 0 || size > perfMaxSize || iters <= 0 {
+		return 0, 0, 0, 0, fmt.Errorf("bad perf parameters: test %d, size %d, iterations %d", test, size, iters)
+	}
+	return test, size, iters, flags, nil
+}
+
+// pinPoller locks the calling goroutine to its OS thread when it will
+// busy-poll (see endpoint.spin) or is to run on one CPU, and with cpu >= 0
+// binds that thread, and only it, to cpu: the runtime's other threads
+// stay free, where taskset on a Go process would put them all, sysmon
+// included, on the poller's CPU. unpin restores the thread's CPU set and
+// releases the lock.
+func pinPoller(spin bool, cpu int) (unpin func(), err error) {
+	if !spin && cpu < 0 {
+		return func() {}, nil
+	}
+	runtime.LockOSThread()
+	if cpu < 0 {
+		return runtime.UnlockOSThread, nil
+	}
+	var was, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("sched_getaffinity: %w", err)
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("-cpu %d: sched_setaffinity: %w", cpu, err)
+	}
+	return func() {
+		// A thread that cannot get its CPU set back must not return to
+		// the runtime's pool: exit it (a locked goroutine that returns
+		// without unlocking takes its thread with it) by staying locked.
+		if unix.SchedSetaffinity(0, &was) == nil {
+			runtime.UnlockOSThread()
+		}
+	}, nil
+}
+
 func perfClient(ctx context.Context, p rdma.Provider, f perfFlags, test uint32, stdout io.Writer) (err error) {
 	e, err := newEndpoint(p, f.addr, 2*f.depth+16, f.size)
 	if err != nil {
@@ -213,10 +291,13 @@ func perfClient(ctx context.Context, p rdma.Provider, f perfFlags, test uint32, 
 			err = cerr
 		}
 	}()
-	params := make([]byte, 12)
+	params := make([]byte, perfParamsLen)
 	binary.BigEndian.PutUint32(params, test)
 	binary.BigEndian.PutUint32(params[4:], uint32(f.size))
 	binary.BigEndian.PutUint32(params[8:], uint32(f.iters))
+	if !f.events {
+		binary.BigEndian.PutUint32(params[12:], perfBusyPoll)
+	}
 	cfg := rdma.QPConfig{PD: e.pd, SendCQ: e.cq, RecvCQ: e.cq, MaxSendWR: f.depth + signalEvery(f.size), MaxRecvWR: 1}
 	if e.qp, err = e.dev.Dial(ctx, net.JoinHostPort(f.addr, strconv.Itoa(f.port)), cfg, params); err != nil {
 		return err
@@ -236,47 +317,23 @@ func perfClient(ctx context.Context, p rdma.Provider, f perfFlags, test uint32, 
 		}
 		return e.qp.PostSend(id, sgl, flags)
 	}
-	w := perfWaiter{e: e, events: f.events}
+	e.spin = !f.events
+	unpin, err := pinPoller(e.spin, f.cpu)
+	if err != nil {
+		return err
+	}
+	defer unpin()
 	var line string
 	if f.mode == "bw" {
-		line, err = perfBW(ctx, &w, post, f)
+		line, err = perfBW(ctx, e, post, f)
 	} else {
-		line, err = perfLat(ctx, &w, post, f)
+		line, err = perfLat(ctx, e, post, f)
 	}
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s %s %s: %s\n", e.dev.Info().Name, f.test, f.mode, line)
 	return e.qp.Disconnect()
-}
-
-// perfWaiter returns completions by busy polling the CQ (as perftest
-// does by default) or, with -e, by waiting on its fd.
-type perfWaiter struct {
-	e      *endpoint
-	events bool
-	spins  int
-}
-
-func (w *perfWaiter) poll(ctx context.Context, dst []rdma.Completion) (int, error) {
-	if w.events {
-		return rdma.Wait(ctx, w.e.cq, dst)
-	}
-	for {
-		n, err := w.e.cq.Poll(dst)
-		if n > 0 || err != nil {
-			return n, err
-		}
-		// Look at ctx now and then: a spin must not outlive Ctrl-C.
-		if w.spins++; w.spins%(1<<16) == 0 {
-			if err := ctx.Err(); err != nil {
-				return 0, err
-			}
-			if w.e.qp.State() == rdma.QPStateError {
-				return 0, fmt.Errorf("%w: %v", errDisconnected, w.e.qp.Err())
-			}
-		}
-	}
 }
 
 func checkAll(cs []rdma.Completion) error {
@@ -290,7 +347,7 @@ func checkAll(cs []rdma.Completion) error {
 
 // perfBW keeps depth requests in flight, signalling one in
 // signalEvery(size); each completion retires its batch.
-func perfBW(ctx context.Context, w *perfWaiter, post func(uint64, rdma.SendFlags) error, f perfFlags) (string, error) {
+func perfBW(ctx context.Context, e *endpoint, post func(uint64, rdma.SendFlags) error, f perfFlags) (string, error) {
 	buf := make([]rdma.Completion, 64)
 	every := signalEvery(f.size)
 	posted, done := 0, 0
@@ -306,7 +363,7 @@ func perfBW(ctx context.Context, w *perfWaiter, post func(uint64, rdma.SendFlags
 			}
 			posted++
 		}
-		n, err := w.poll(ctx, buf)
+		n, err := e.wait(ctx, buf)
 		if err != nil {
 			return "", err
 		}
@@ -332,7 +389,7 @@ func perfBW(ctx context.Context, w *perfWaiter, post func(uint64, rdma.SendFlags
 // a read), a second read would be counted in every sample. That read is
 // time.Since, the monotonic clock alone: time.Now reads the wall clock
 // as well, two clock reads on Linux.
-func perfLat(ctx context.Context, w *perfWaiter, post func(uint64, rdma.SendFlags) error, f perfFlags) (string, error) {
+func perfLat(ctx context.Context, e *endpoint, post func(uint64, rdma.SendFlags) error, f perfFlags) (string, error) {
 	buf := make([]rdma.Completion, 1)
 	posted := make([]time.Duration, f.iters+1)
 	begin := time.Now()
@@ -341,7 +398,7 @@ func perfLat(ctx context.Context, w *perfWaiter, post func(uint64, rdma.SendFlag
 		if err := post(uint64(i+1), rdma.SendSignaled); err != nil {
 			return "", err
 		}
-		n, err := w.poll(ctx, buf)
+		n, err := e.wait(ctx, buf)
 		if err != nil {
 			return "", err
 		}

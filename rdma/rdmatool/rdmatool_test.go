@@ -3,11 +3,14 @@ package rdmatool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // These run the tools between two goroutines on loopback with the soft
@@ -82,6 +85,7 @@ func TestPerfSoftLoopback(t *testing.T) {
 		{"-t", "send", "-m", "bw", "-n", "200"},
 		{"-t", "read", "-m", "lat", "-n", "100"},
 		{"-t", "write", "-m", "lat", "-n", "100", "-e"},
+		{"-t", "read", "-m", "lat", "-n", "100", "-cpu", "0"},
 	} {
 		t.Run(strings.Join(tc, ""), func(t *testing.T) {
 			port := freePort(t)
@@ -111,6 +115,93 @@ func TestPerfSignalEvery(t *testing.T) {
 	for size, want := range map[int]int{2: perfSignalEvery, 8192: perfSignalEvery, 8193: 1, 65536: 1} {
 		if got := signalEvery(size); got != want {
 			t.Errorf("signalEvery(%d) = %d, want %d", size, got, want)
+		}
+	}
+}
+
+func TestParsePerfParams(t *testing.T) {
+	be := func(v ...uint32) []byte {
+		b := make([]byte, 0, 4*len(v))
+		for _, x := range v {
+			b = binary.BigEndian.AppendUint32(b, x)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name      string
+		pd        []byte
+		wantErr   bool
+		wantFlags uint32
+	}{
+		{"with flags", be(testRead, 2, 1000, perfBusyPoll), false, perfBusyPoll},
+		{"events", be(testWrite, 65536, 5000, 0), false, 0},
+		{"older client without flags", be(testSend, 64, 10), false, 0},
+		{"short", be(testRead, 2), true, 0},
+		{"empty", nil, true, 0},
+		{"unknown test", be(7, 2, 10, 0), true, 0},
+		{"zero size", be(testRead, 0, 10, 0), true, 0},
+		{"zero iterations", be(testRead, 2, 0, 0), true, 0},
+		{"size over 1 GiB", be(testRead, 1<<30+1, 10, 0), true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, _, flags, err := parsePerfParams(tc.pd)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if flags != tc.wantFlags {
+				t.Errorf("flags = %#x, want %#x", flags, tc.wantFlags)
+			}
+		})
+	}
+}
+
+func TestPinPoller(t *testing.T) {
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	cpu := -1
+	for i := 0; i < 1024 && cpu < 0; i++ {
+		if before.IsSet(i) {
+			cpu = i
+		}
+	}
+	done := make(chan error)
+	go func() {
+		unpin, err := pinPoller(false, cpu)
+		if err != nil {
+			done <- err
+			return
+		}
+		var on unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &on); err != nil || on.Count() != 1 || !on.IsSet(cpu) {
+			done <- fmt.Errorf("pinned thread's CPU set has %d CPUs (err %v), want only %d", on.Count(), err, cpu)
+			return
+		}
+		unpin()
+		var after unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &after); err != nil || after != before {
+			done <- fmt.Errorf("CPU set not restored: %d CPUs, had %d (err %v)", after.Count(), before.Count(), err)
+			return
+		}
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	if _, err := pinPoller(true, 1<<20); err == nil || !strings.Contains(err.Error(), "-cpu") {
+		t.Errorf("pinning to CPU %d: err = %v, want one naming -cpu", 1<<20, err)
+	}
+}
+
+func TestPerfFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, args := range [][]string{
+		{}, {"-s", "-c"}, {"-c"}, {"-s", "-t", "atomic"}, {"-s", "-m", "both"},
+		{"-c", "-a", "127.0.0.1", "-S", "1073741825"}, {"-c", "-a", "127.0.0.1", "-n", "-1"},
+	} {
+		if err := Perf(context.Background(), "soft", args, &out, &errb); err == nil {
+			t.Errorf("Perf %v: no error", args)
 		}
 	}
 }
