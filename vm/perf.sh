@@ -8,11 +8,27 @@
 # The guest is emulated (TCG) on a shared host, so single runs vary by
 # several times: each measurement runs QVM_PERF_ROUNDS times (default 3),
 # the tools taking turns, and the best of each is compared.  Quartet runs
-# twice per round: busy-polling its CQ as perftest does, and (-e) waiting
-# on the CQ's completion channel fd as Quartet's writer stage does.
+# twice per round: busy-polling its CQ at both ends as perftest does (its
+# -R server spins in ibv_poll_cq until the client's end-of-test message),
+# and (-e) waiting on the CQ's completion channel fd at both ends as
+# Quartet's writer stage does.
 # Sizes are perftest's defaults: 64 KiB for bandwidth, 2 B for latency.
+#
+# In the busy-polling runs the polling threads sit on the same CPUs for
+# both tools: every server's on CPU 0, every client's on CPU 1 (perftest is
+# one thread: taskset; Quartet: -cpu, which binds only its polling thread,
+# where taskset would put the Go runtime's other threads on that CPU too).
+# Left to the scheduler, siw's Read latency depended on whether the client
+# shared a CPU with the kernel thread that sends the server's responses:
+# perftest's client mostly did not, Quartet's often did (8,040 context
+# switches in 5,000 Reads against perftest's 215); a client on that CPU
+# was about a third slower, for perftest as for Quartet.
+# The -e runs, which sleep rather than poll, are left to the scheduler;
+# QVM_PERF_PIN=0 leaves all placement to it.
 Q=${1:?usage: perf.sh QUARTET_BINARY}
 . "$(dirname "$0")/lib.sh"
+SRV= CLI= QS= QC=
+if [ "${QVM_PERF_PIN:-1}" = 1 ]; then SRV="taskset -c 0" CLI="taskset -c 1" QS="-cpu 0" QC="-cpu 1"; fi
 N=${QVM_PERF_ITERS:-1000} NL=${QVM_PERF_LAT_ITERS:-1000} R=${QVM_PERF_ROUNDS:-3}
 port=18600 fail=0
 PAIR_DIR=$(mktemp -d)
@@ -33,14 +49,14 @@ for dev in siw rxe; do
     echo "--- $D round $round" >&2
     # perftest's result line starts with the message size: BW average
     # (MB/s of 2^20 bytes) is column 4, t_typical column 5.
-    port=$((port+1)); P=$port; v=$(one "ib_write_bw" "ib_write_bw -R -d $D -F -n $N -s 65536 -p $P" "ib_write_bw -R -d $D -F -n $N -s 65536 -p $P $A" | awk '$1 == 65536 {print $4}'); pw=$(best "$pw" "$v" 1)
-    port=$((port+1)); P=$port; v=$(one "quartet write bw" "$Q rdma perf --provider verbs -s -a $A -p $P" "$Q rdma perf --provider verbs -c -a $A -p $P -t write -m bw -S 65536 -n $N" | sed -n 's/.*: \([0-9.]*\) MiB\/s.*/\1/p'); qw=$(best "$qw" "$v" 1)
+    port=$((port+1)); P=$port; v=$(one "ib_write_bw" "$SRV ib_write_bw -R -d $D -F -n $N -s 65536 -p $P" "$CLI ib_write_bw -R -d $D -F -n $N -s 65536 -p $P $A" | awk '$1 == 65536 {print $4}'); pw=$(best "$pw" "$v" 1)
+    port=$((port+1)); P=$port; v=$(one "quartet write bw" "$Q rdma perf --provider verbs -s -a $A -p $P $QS" "$Q rdma perf --provider verbs -c -a $A -p $P -t write -m bw -S 65536 -n $N $QC" | sed -n 's/.*: \([0-9.]*\) MiB\/s.*/\1/p'); qw=$(best "$qw" "$v" 1)
     port=$((port+1)); P=$port; v=$(one "quartet write bw -e" "$Q rdma perf --provider verbs -s -a $A -p $P" "$Q rdma perf --provider verbs -c -a $A -p $P -t write -m bw -S 65536 -n $N -e" | sed -n 's/.*: \([0-9.]*\) MiB\/s.*/\1/p'); qwe=$(best "$qwe" "$v" 1)
-    port=$((port+1)); P=$port; v=$(one "ib_read_bw" "ib_read_bw -R -d $D -F -n $N -s 65536 -p $P" "ib_read_bw -R -d $D -F -n $N -s 65536 -p $P $A" | awk '$1 == 65536 {print $4}'); pr=$(best "$pr" "$v" 1)
-    port=$((port+1)); P=$port; v=$(one "quartet read bw" "$Q rdma perf --provider verbs -s -a $A -p $P" "$Q rdma perf --provider verbs -c -a $A -p $P -t read -m bw -S 65536 -n $N" | sed -n 's/.*: \([0-9.]*\) MiB\/s.*/\1/p'); qr=$(best "$qr" "$v" 1)
+    port=$((port+1)); P=$port; v=$(one "ib_read_bw" "$SRV ib_read_bw -R -d $D -F -n $N -s 65536 -p $P" "$CLI ib_read_bw -R -d $D -F -n $N -s 65536 -p $P $A" | awk '$1 == 65536 {print $4}'); pr=$(best "$pr" "$v" 1)
+    port=$((port+1)); P=$port; v=$(one "quartet read bw" "$Q rdma perf --provider verbs -s -a $A -p $P $QS" "$Q rdma perf --provider verbs -c -a $A -p $P -t read -m bw -S 65536 -n $N $QC" | sed -n 's/.*: \([0-9.]*\) MiB\/s.*/\1/p'); qr=$(best "$qr" "$v" 1)
     port=$((port+1)); P=$port; v=$(one "quartet read bw -e" "$Q rdma perf --provider verbs -s -a $A -p $P" "$Q rdma perf --provider verbs -c -a $A -p $P -t read -m bw -S 65536 -n $N -e" | sed -n 's/.*: \([0-9.]*\) MiB\/s.*/\1/p'); qre=$(best "$qre" "$v" 1)
-    port=$((port+1)); P=$port; v=$(one "ib_read_lat" "ib_read_lat -R -d $D -F -n $NL -s 2 -p $P" "ib_read_lat -R -d $D -F -n $NL -s 2 -p $P $A" | awk '$1 == 2 {print $5}'); pl=$(best "$pl" "$v" 0)
-    port=$((port+1)); P=$port; v=$(one "quartet read lat" "$Q rdma perf --provider verbs -s -a $A -p $P" "$Q rdma perf --provider verbs -c -a $A -p $P -t read -m lat -S 2 -n $NL" | sed -n 's/.*t_typical \([0-9.]*\) us.*/\1/p'); ql=$(best "$ql" "$v" 0)
+    port=$((port+1)); P=$port; v=$(one "ib_read_lat" "$SRV ib_read_lat -R -d $D -F -n $NL -s 2 -p $P" "$CLI ib_read_lat -R -d $D -F -n $NL -s 2 -p $P $A" | awk '$1 == 2 {print $5}'); pl=$(best "$pl" "$v" 0)
+    port=$((port+1)); P=$port; v=$(one "quartet read lat" "$Q rdma perf --provider verbs -s -a $A -p $P $QS" "$Q rdma perf --provider verbs -c -a $A -p $P -t read -m lat -S 2 -n $NL $QC" | sed -n 's/.*t_typical \([0-9.]*\) us.*/\1/p'); ql=$(best "$ql" "$v" 0)
     port=$((port+1)); P=$port; v=$(one "quartet read lat -e" "$Q rdma perf --provider verbs -s -a $A -p $P" "$Q rdma perf --provider verbs -c -a $A -p $P -t read -m lat -S 2 -n $NL -e" | sed -n 's/.*t_typical \([0-9.]*\) us.*/\1/p'); qle=$(best "$qle" "$v" 0)
   done
   row() { printf '%-5s %-22s perftest %9s  quartet %9s (ratio %s)  quartet -e %9s (ratio %s)\n' "$@"; }
