@@ -153,6 +153,12 @@ func (e *endpoint) wait(ctx context.Context, dst []rdma.Completion) (int, error)
 			}
 		}
 	}
+	// Poll before arming a timeout: a completion often is already there
+	// (on rxe a Read completes inside ibv_post_send), and a context with
+	// a timer per request cost rxe0's -e Read latency 16 of 49 us.
+	if n, err := e.cq.Poll(dst); n > 0 || err != nil {
+		return n, err
+	}
 	for {
 		wctx, cancel := context.WithTimeout(ctx, stateCheck)
 		n, err := e.waiter.Wait(wctx, dst)
