@@ -68,16 +68,7 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 	var fams map[string]*dto.MetricFamily
 	ok := false
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !ok; time.Sleep(10 * time.Millisecond) {
-		resp, err := http.Get(scrape.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p expfmt.TextParser
-		fams, err = p.TextToMetricFamilies(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("the scrape does not parse as Prometheus text: %v", err)
-		}
+		fams = scrapeFamilies(t, scrape.URL)
 		ok = counter(fams, "quartet_sent_bytes_total", nil) == float64(received)
 	}
 	if got := counter(fams, "quartet_sent_bytes_total", nil); got != float64(received) {
@@ -142,4 +133,20 @@ func counter(fams map[string]*dto.MetricFamily, name string, labels map[string]s
 		return m.GetCounter().GetValue()
 	}
 	return m.GetGauge().GetValue()
+}
+
+// scrapeFamilies GETs url and parses the body as Prometheus text.
+func scrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p expfmt.TextParser
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("the scrape does not parse as Prometheus text: %v", err)
+	}
+	return fams
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/quartet-server/quartet/rdma/soft"
 	"github.com/quartet-server/quartet/rdmahttp"
@@ -86,16 +84,7 @@ func TestRDMAScrape(t *testing.T) {
 	// The confirmation that ends the exposure arrives after the client's
 	// Get has returned: scrape until the live counts are back to zero.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get(scrape.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p expfmt.TextParser
-		fams, err = p.TextToMetricFamilies(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("the scrape does not parse: %v", err)
-		}
+		fams = scrapeFamilies(t, scrape.URL)
 		live := 0.0
 		for _, k := range []string{"mw", "exposure"} {
 			live += gaugeValue(fams, "quartet_rdma_live", map[string]string{"kind": k})
