@@ -34,9 +34,11 @@ type endpoint struct {
 	// where a C poller like perftest is one thread the kernel places once.
 	// In the guest, both ends spinning, locking took siw's 64 KiB Read
 	// bandwidth from 114-141 to 154-212 MiB/s (perftest 180-230) and
-	// Write from 215-233 to 231-350.
+	// Write from 215-233 to 231-350. It also yields once every few
+	// milliseconds (slice.go), which keeps the runtime's sysmon asleep.
 	spin  bool
 	spins int
+	slice *sliceKeeper // set with spin
 }
 
 // openDevice opens the device that owns host (or the provider's default
@@ -120,6 +122,20 @@ func (e *endpoint) close() error {
 	return errors.Join(errs...)
 }
 
+// startSpinning switches e to busy polling (perftest's way): the calling
+// goroutine owns its thread (pinPoller) and keeps its time slices short.
+func (e *endpoint) startSpinning() {
+	e.spin = true
+	e.slice = newSliceKeeper()
+}
+
+// posted records a post on a busy-polling endpoint.
+func (e *endpoint) posted() {
+	if e.spin {
+		e.slice.did(slicePost)
+	}
+}
+
 // errDisconnected: the peer went away (the QP left RTS and its requests
 // were flushed), which ends a server normally.
 var errDisconnected = errors.New("quartet rdma: peer disconnected")
@@ -143,6 +159,7 @@ func (e *endpoint) wait(ctx context.Context, dst []rdma.Completion) (int, error)
 			if n > 0 || err != nil {
 				return n, err
 			}
+			e.slice.did(1)
 			if e.spins++; e.spins%spinCheck == 0 {
 				if err := ctx.Err(); err != nil {
 					return 0, err

@@ -172,7 +172,9 @@ func perfServer(ctx context.Context, p rdma.Provider, f perfFlags, stderr io.Wri
 		req.Reject(nil)
 		return err
 	}
-	e.spin = flags&perfBusyPoll != 0
+	if flags&perfBusyPoll != 0 {
+		e.startSpinning()
+	}
 	unpin, err := pinPoller(e.spin, f.cpu)
 	if err != nil {
 		req.Reject(nil)
@@ -317,7 +319,9 @@ func perfClient(ctx context.Context, p rdma.Provider, f perfFlags, test uint32, 
 		}
 		return e.qp.PostSend(id, sgl, flags)
 	}
-	e.spin = !f.events
+	if !f.events {
+		e.startSpinning()
+	}
 	unpin, err := pinPoller(e.spin, f.cpu)
 	if err != nil {
 		return err
@@ -361,6 +365,7 @@ func perfBW(ctx context.Context, e *endpoint, post func(uint64, rdma.SendFlags) 
 			if err := post(uint64(posted+1), flags); err != nil {
 				return "", err
 			}
+			e.posted()
 			posted++
 		}
 		n, err := e.wait(ctx, buf)
@@ -398,6 +403,7 @@ func perfLat(ctx context.Context, e *endpoint, post func(uint64, rdma.SendFlags)
 		if err := post(uint64(i+1), rdma.SendSignaled); err != nil {
 			return "", err
 		}
+		e.posted()
 		n, err := e.wait(ctx, buf)
 		if err != nil {
 			return "", err
