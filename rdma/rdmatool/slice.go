@@ -17,8 +17,8 @@ import (
 // whole loop ran inside one C call, and the polling thread was preempted
 // 780-1,010 times against 110-240; giving up the slice every few
 // milliseconds kept both under 400, and the median Write bandwidth of
-// the rounds of one boot went from 225 to 277 MiB/s (and 220 to 297 in
-// another; perftest 365 and 255). So the poller yields before sysmon's
+// the rounds of one boot went from 225 to 277 MiB/s (and 219 to 297 in
+// another; perftest 365 and 256). So the poller yields before sysmon's
 // 10 ms are up.
 //
 // A yield of a goroutine locked to its thread costs a hand-off of the P
