@@ -92,7 +92,7 @@ func (c *CQ) Arm(solicitedOnly bool) error {
 	if solicitedOnly {
 		s = 1
 	}
-	rc, err := C.q_req_notify_cq(c.cq, s)
+	rc, err := C.q_req_notify_cq(handle(c.cq), s)
 	return rcErr("ibv_req_notify_cq", rc, err)
 }
 
@@ -125,7 +125,7 @@ func (c *CQ) Poll(dst []rdma.Completion) (int, error) {
 	got := 0
 	for got < len(dst) {
 		want := min(len(dst)-got, maxCompletionsPerPoll)
-		n := int(C.q_poll(c.cq, C.int(want), c.wc, c.out))
+		n := int(C.q_poll(handle(c.cq), C.int(want), handle(c.wc), handle(c.out)))
 		if n < 0 {
 			return got, &rdma.VerbError{Verb: "ibv_poll_cq", Errno: syscall.EIO}
 		}

@@ -273,7 +273,7 @@ func (q *QP) postSend(verb string, id uint64, op C.int, sgl []rdma.SGE, raddr ui
 		q.sendMu.Unlock()
 		return err
 	}
-	rc := C.q_post_send(q.qp, C.uint64_t(id), op, C.uint(flags), q.sendSGE, C.int(len(sgl)),
+	rc := C.q_post_send(handle(q.qp), C.uint64_t(id), op, C.uint(flags), handle(q.sendSGE), C.int(len(sgl)),
 		C.uint64_t(raddr), C.uint32_t(rkey), C.uint32_t(imm))
 	q.sendMu.Unlock()
 	if rc != 0 {
@@ -315,7 +315,7 @@ func (q *QP) PostRecv(id uint64, sgl []rdma.SGE) error {
 		q.recvMu.Unlock()
 		return err
 	}
-	rc := C.q_post_recv(q.qp, C.uint64_t(id), q.recvSGE, C.int(len(sgl)))
+	rc := C.q_post_recv(handle(q.qp), C.uint64_t(id), handle(q.recvSGE), C.int(len(sgl)))
 	q.recvMu.Unlock()
 	if rc != 0 {
 		return q.postErr("ibv_post_recv", rc)

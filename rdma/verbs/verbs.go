@@ -42,6 +42,11 @@ func verbErr(verb string, err error) error {
 	return &rdma.VerbError{Verb: verb, Errno: syscall.EIO}
 }
 
+// handle passes a C object to a hot-path shim helper as an integer: cgo
+// checks pointer arguments for Go memory on every call (see shim.h), and
+// these objects are C memory, allocated by libibverbs or by C.calloc.
+func handle[T any](p *T) C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(p))) }
+
 // rcErr names a verb that returns an errno value (ibv_post_send,
 // ibv_req_notify_cq, ibv_destroy_*); 0 is success. Some providers return
 // -errno, others -1 with errno set.
