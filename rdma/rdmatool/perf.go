@@ -390,8 +390,8 @@ func perfBW(ctx context.Context, e *endpoint, post func(uint64, rdma.SendFlags) 
 // to the next (post, completion, loop): average, typical (median) and
 // 99th percentile, in µs. Like perftest's ib_*_lat, it reads the clock
 // once per request, before each post, not around it: where the clock is
-// slow to read (an HPET clocksource, as in a TCG guest, costs about 1 µs
-// a read), a second read would be counted in every sample. That read is
+// slow to read (an HPET clocksource, a TCG guest's default, costs about
+// 1 µs a read), a second read would be counted in every sample. That read is
 // time.Since, the monotonic clock alone: time.Now reads the wall clock
 // as well, two clock reads on Linux.
 func perfLat(ctx context.Context, e *endpoint, post func(uint64, rdma.SendFlags) error, f perfFlags) (string, error) {

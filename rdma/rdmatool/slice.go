@@ -26,9 +26,10 @@ import (
 const (
 	sliceLen = 5 * time.Millisecond
 	// sliceCheck is how much work (an empty poll counts 1, a post
-	// slicePost) passes between looks at the clock, which in a TCG guest
-	// costs about 1 µs a read. 256 is a few hundred µs of polling, or
-	// eight posts: on siw a 64 KiB Write's post takes about 200 µs.
+	// slicePost) passes between looks at the clock, which on an HPET
+	// clocksource costs about 1 µs a read. 256 is a few hundred µs of
+	// polling, or eight posts: on siw a 64 KiB Write's post takes about
+	// 200 µs.
 	sliceCheck = 256
 	slicePost  = sliceCheck / 8
 )
