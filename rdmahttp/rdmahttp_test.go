@@ -583,42 +583,57 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 		t.Fatalf("plain GET %s: %d bytes", genPath, len(gen))
 	}
 	seen := map[string]int{}
-	for _, tc := range []struct {
+	requests := 0
+	// try makes one request with a bad key and checks that it got its body
+	// over TCP in one attempt, counting the fallback reason in seen.
+	try := func(t *testing.T, path string, want []byte) {
+		requests++
+		// No retries: a lost operation would be an error here.
+		c := newClient(t, ClientConfig{OpTimeout: 5 * time.Second, Retries: -1})
+		c.badKey.Store(true)
+		r, body, err := get(context.Background(), c, fx.url+path, ModeServerWrites)
+		if racy && errors.Is(err, ErrLost) {
+			t.Logf("the server saw its transfer complete; the client detected the loss: %v", err)
+			seen["lost"]++
+			return
+		}
+		if err != nil || !bytes.Equal(body, want) {
+			t.Fatalf("after a failed write: %v, %d bytes (want %d)", err, len(body), len(want))
+		}
+		reason, _, _ := strings.Cut(r.Fallback, ":")
+		if r.Attempts != 1 || r.Mode != ModeOff || r.Status != 200 || !r.Verified ||
+			(reason != reasonRDMAFailed && reason != reasonPost) || r.Length != int64(len(want)) {
+			t.Fatalf("want one attempt, body over TCP with rdma-failed: %+v", r)
+		}
+		for _, h := range []string{HeaderMode, HeaderOp, HeaderChannel, HeaderWritten} {
+			if r.Header.Get(h) != "" {
+				t.Errorf("the fallback response still has %s: %q", h, r.Header.Get(h))
+			}
+		}
+		seen[reason]++
+		t.Logf("X-RDMA-Fallback: %s", r.Fallback)
+	}
+	cases := []struct {
 		name, path string
 		want       []byte
 	}{
 		{"file", "/" + big, fx.files[big]},
 		{"generated", genPath, gen},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			// No retries: a lost operation would be an error here.
-			c := newClient(t, ClientConfig{OpTimeout: 5 * time.Second, Retries: -1})
-			c.badKey.Store(true)
-			r, body, err := get(context.Background(), c, fx.url+tc.path, ModeServerWrites)
-			if racy && errors.Is(err, ErrLost) {
-				t.Logf("the server saw its transfer complete; the client detected the loss: %v", err)
-				seen["lost"]++
-				return
-			}
-			if err != nil || !bytes.Equal(body, tc.want) {
-				t.Fatalf("after a failed write: %v, %d bytes (want %d)", err, len(body), len(tc.want))
-			}
-			reason, _, _ := strings.Cut(r.Fallback, ":")
-			if r.Attempts != 1 || r.Mode != ModeOff || r.Status != 200 || !r.Verified ||
-				(reason != reasonRDMAFailed && reason != reasonPost) || r.Length != int64(len(tc.want)) {
-				t.Fatalf("want one attempt, body over TCP with rdma-failed: %+v", r)
-			}
-			for _, h := range []string{HeaderMode, HeaderOp, HeaderChannel, HeaderWritten} {
-				if r.Header.Get(h) != "" {
-					t.Errorf("the fallback response still has %s: %q", h, r.Header.Get(h))
-				}
-			}
-			seen[reason]++
-			t.Logf("X-RDMA-Fallback: %s", r.Fallback)
-		})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { try(t, tc.path, tc.want) })
+	}
+	// Which of the two a request sees is a race between the server's
+	// post of its message and the client's Terminate (the soft provider
+	// under -race on two busy cores lost it for both requests once), so
+	// the diversion by the error completion is asked for a few more times
+	// before its absence counts as a failure.
+	for i := 0; seen[reasonRDMAFailed] == 0 && !racy && i < 16; i++ {
+		tc := cases[i%len(cases)]
+		t.Run("again-"+tc.name, func(t *testing.T) { try(t, tc.path, tc.want) })
 	}
 	if seen[reasonRDMAFailed] == 0 && !racy {
-		t.Errorf("no response was diverted by its error completion: %v", seen)
+		t.Errorf("no response was diverted by its error completion in %d requests: %v", requests, seen)
 	}
 	// Left registered: one MR per cached file and per live channel (the
 	// failed ones are gone); no staging memory, no op.
@@ -628,7 +643,7 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 	}) {
 		t.Errorf("after the fallbacks: %+v", fx.mod.Stats())
 	}
-	if st := fx.mod.Stats(); st.Fallbacks != int64(2-seen["lost"]) || st.Lost < int64(seen[reasonRDMAFailed]) || st.Written != int64(seen["lost"]) {
+	if st := fx.mod.Stats(); st.Fallbacks != int64(requests-seen["lost"]) || st.Lost < int64(seen[reasonRDMAFailed]) || st.Written != int64(seen["lost"]) {
 		t.Errorf("stats %+v", st)
 	}
 	// A good request from a new client after all that: delivered by RDMA.
