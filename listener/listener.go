@@ -85,9 +85,9 @@ type acceptLoop struct {
 	once   sync.Once
 }
 
-const (
-	tokenListen uint64 = 1
-	tokenWake   uint64 = 2
+var (
+	tokenListen = poll.MakeToken(poll.KindListener, 0, 0)
+	tokenWake   = poll.MakeToken(poll.KindWaker, 0, 0)
 )
 
 // New opens and binds the listening sockets, so Addr is known before Run.
@@ -122,8 +122,8 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 		l.socks = append(l.socks, al)
 		if al.poller, err = poll.New(); err == nil {
 			if al.waker, err = stages.NewLoopWaker(); err == nil {
-				if err = al.poller.Add(fd, unix.EPOLLIN|unix.EPOLLET, tokenListen); err == nil {
-					err = al.poller.Add(al.waker.Fd(), unix.EPOLLIN, tokenWake)
+				if err = al.poller.Add(fd, poll.Readable|poll.EdgeTriggered, tokenListen); err == nil {
+					err = al.poller.Add(al.waker.Fd(), poll.Readable, tokenWake)
 				}
 			}
 		}

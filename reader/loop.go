@@ -239,7 +239,9 @@ func (l *Loop) takeCensus(now time.Time) {
 	}
 }
 
-const tokenWaker = ^uint64(0)
+// tokenWaker is the waker's registration; connections are registered as
+// poll.KindConn with their slot and generation.
+var tokenWaker = poll.MakeToken(poll.KindWaker, 0, 0)
 
 // New makes reader loop id. counters may be shared with a Stats reader.
 func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
@@ -363,14 +365,14 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		l.events = evs
 		for _, ev := range evs {
-			if ev.Token == tokenWaker {
-				continue
+			if ev.Token.Kind() != poll.KindConn {
+				continue // the waker's: Awake drained it
 			}
-			slot, gen := int32(ev.Token), uint32(ev.Token>>32)
-			if int(slot) >= len(l.conns) || l.conns[slot].gen != gen {
+			slot := ev.Token.Slot()
+			if slot >= len(l.conns) || !ev.Token.Matches(l.conns[slot].gen) {
 				continue // stale: the connection in that slot has gone
 			}
-			l.readable(slot, ev.Hangup())
+			l.readable(int32(slot), ev.Hangup())
 		}
 	}
 }
@@ -407,7 +409,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 	rc := l.conns[slot]
 	rc.c = c
 	c.RSlot = slot
-	tok := uint64(rc.gen)<<32 | uint64(uint32(slot))
+	tok := poll.MakeToken(poll.KindConn, rc.gen, int(slot))
 	if err := l.poller.Add(c.FD, poll.Readable|poll.EdgeTriggered, tok); err != nil {
 		l.close(slot)
 		return

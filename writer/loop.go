@@ -83,26 +83,10 @@ const (
 	timeoutScanInterval = 250 * time.Millisecond
 )
 
-// Token layout in the poller: the top bits say what the fd is.
-const (
-	tokenWaker  uint64 = 1 << 63
-	tokenSource uint64 = 1 << 62
-	tokenKind          = tokenWaker | tokenSource
-	// genMask keeps a generation in the 30 bits between the slot (low 32
-	// bits) and the kind bits. Generations wrap; only equality matters.
-	genMask = 1<<30 - 1
-)
-
-// token packs a record's or source's (generation, slot) into the data
-// word the poller returns with its events.
-func token(kind uint64, gen uint32, slot int) uint64 {
-	return kind | uint64(gen&genMask)<<32 | uint64(uint32(slot))
-}
-
-// untoken is token's inverse, without the kind.
-func untoken(tok uint64) (gen uint32, slot int) {
-	return uint32(tok>>32) & genMask, int(uint32(tok))
-}
+// tokenWaker is the waker's registration. Response records (while their
+// socket's EPOLLOUT is armed) are registered as poll.KindConn, completion
+// sources as poll.KindSource, each with its slot and generation.
+var tokenWaker = poll.MakeToken(poll.KindWaker, 0, 0)
 
 // record is the loop's state for one response it has started but not
 // finished: buckets taken from the response and not yet written.
@@ -243,8 +227,8 @@ func (l *Loop) AddSource(fd int, fn func()) (SourceID, error) {
 	}
 	l.srcGen++
 	next[idx] = source{fd: fd, gen: l.srcGen, fn: fn}
-	tok := token(tokenSource, l.srcGen, idx)
-	if err := l.poller.Add(fd, unix.EPOLLIN, tok); err != nil {
+	tok := poll.MakeToken(poll.KindSource, l.srcGen, idx)
+	if err := l.poller.Add(fd, poll.Readable, tok); err != nil {
 		return SourceID{}, fmt.Errorf("writer %d: add completion source fd %d: %w", l.id, fd, err)
 	}
 	l.sources.Store(&next)
@@ -342,12 +326,12 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		l.events = evs
 		for _, ev := range evs {
-			switch ev.Token & tokenKind {
-			case tokenWaker:
+			switch ev.Token.Kind() {
+			case poll.KindWaker:
 				// Awake drained it; the queue is read at the top of the loop.
-			case tokenSource:
+			case poll.KindSource:
 				l.runSource(ev.Token)
-			default:
+			case poll.KindConn:
 				l.writable(ev.Token)
 			}
 		}
@@ -374,10 +358,10 @@ func (l *Loop) drainQueue() {
 	}
 }
 
-func (l *Loop) runSource(tok uint64) {
-	gen, idx := untoken(tok)
+func (l *Loop) runSource(tok poll.Token) {
+	idx := tok.Slot()
 	srcs := *l.sources.Load()
-	if idx >= len(srcs) || srcs[idx].fn == nil || srcs[idx].gen&genMask != gen {
+	if idx >= len(srcs) || srcs[idx].fn == nil || !tok.Matches(srcs[idx].gen) {
 		return // removed since the event was collected
 	}
 	srcs[idx].fn()
@@ -457,13 +441,13 @@ func (l *Loop) release(slot int32) {
 	l.active--
 }
 
-func (l *Loop) writable(tok uint64) {
-	gen, slot := untoken(tok)
+func (l *Loop) writable(tok poll.Token) {
+	slot := tok.Slot()
 	if slot >= len(l.records) {
 		return
 	}
 	rec := &l.records[slot]
-	if rec.gen&genMask != gen || rec.resp == nil || !rec.waiting {
+	if !tok.Matches(rec.gen) || rec.resp == nil || !rec.waiting {
 		return // stale: that response finished since the event was collected
 	}
 	rec.waiting = false
@@ -533,7 +517,7 @@ func (l *Loop) flush(slot int32) {
 		}
 		if err == unix.EAGAIN {
 			rec.waiting = true
-			tok := token(0, rec.gen, int(slot))
+			tok := poll.MakeToken(poll.KindConn, rec.gen, int(slot))
 			if aerr := l.poller.Arm(fd, poll.Writable|poll.OneShot, tok); aerr != nil {
 				l.finish(slot, aerr)
 			}
