@@ -340,3 +340,29 @@ func TestLoopPollerClosed(t *testing.T) {
 		t.Fatalf("Run: %v, want poll.ErrClosed", err)
 	}
 }
+
+// A loop that is stopping but not yet done (a reader waiting for its last
+// connections to come back from the writers) sleeps between turns like any
+// other: the re-check asks whether Stop is new, not whether it was called.
+func TestLoopStoppingSleeps(t *testing.T) {
+	q := newQueueLoop(t, 4, true, LoopOptions{})
+	var turns atomic.Int64
+	var release atomic.Bool
+	q.turn = func(_ time.Time, stopping bool) (time.Duration, bool) {
+		turns.Add(1)
+		return -1, stopping && release.Load()
+	}
+	done := q.run(context.Background())
+	q.Stop()
+	// However slow the machine, a loop spinning with a zero timeout would
+	// take far more than a handful of turns in this time.
+	time.Sleep(50 * time.Millisecond)
+	if n := turns.Load(); n > 4 {
+		t.Errorf("%d turns while stopping with nothing to do, want a few", n)
+	}
+	release.Store(true)
+	q.Notify()
+	if err := wait(t, done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
