@@ -279,24 +279,3 @@ func (l *Loop) Close() error {
 	}
 	return errors.Join(err, l.poller.Close())
 }
-
-// OpenLoop returns a poller and a LoopWaker registered in it under
-// wakeToken, for loops not yet built on Loop. The caller owns both and
-// closes the waker, then the poller.
-func OpenLoop(wakeToken poll.Token) (*poll.Poller, *LoopWaker, error) {
-	p, err := poll.New()
-	if err != nil {
-		return nil, nil, err
-	}
-	w, err := NewLoopWaker()
-	if err != nil {
-		p.Close()
-		return nil, nil, err
-	}
-	if err := p.Add(w.Fd(), poll.Readable, wakeToken); err != nil {
-		w.Close()
-		p.Close()
-		return nil, nil, err
-	}
-	return p, w, nil
-}

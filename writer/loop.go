@@ -83,10 +83,9 @@ const (
 	timeoutScanInterval = 250 * time.Millisecond
 )
 
-// tokenWaker is the waker's registration. Response records (while their
-// socket's EPOLLOUT is armed) are registered as poll.KindConn, completion
-// sources as poll.KindSource, each with its slot and generation.
-var tokenWaker = poll.MakeToken(poll.KindWaker, 0, 0)
+// Registrations: a response record's socket, while its one-shot
+// EPOLLOUT is armed, as poll.KindConn; a completion source as
+// poll.KindSource; each with its slot and generation.
 
 // record is the loop's state for one response it has started but not
 // finished: buckets taken from the response and not yet written.
@@ -111,12 +110,13 @@ type source struct {
 	fn  func()
 }
 
-// Loop is one writer event loop.
+// Loop is one writer event loop: the response records, completion sources
+// and queue of a writer, turned by a stages.Loop (see turn).
 type Loop struct {
 	id     int
 	cfg    Config
+	core   *stages.Loop
 	poller *poll.Poller
-	waker  *stages.LoopWaker
 	in     *stages.Ring[*stages.Response]
 
 	overflowMu sync.Mutex
@@ -133,21 +133,10 @@ type Loop struct {
 
 	iov     [iovMax]unix.Iovec
 	scratch []stages.Bucket // TakeOut target for a response not yet started
-	events  []poll.Event
-	ready   []int32 // records with budget left over, served next turn
+	ready   []int32         // records with budget left over, served next turn
 
 	counters  *stages.StageCounters
-	stopping  atomic.Bool
 	lastCheck time.Time
-
-	// stopMu keeps Stop's Wake apart from Run closing the waker, which
-	// LoopWaker.Close requires: Run re-checks the stopping flag after
-	// Sleep, so it can return while a Stop that set the flag is still
-	// between its Wake's CAS and its eventfd write, and that write would
-	// land in whatever fd next gets the number. Stop is rare; Kick does
-	// not take it (no Kick may follow Stop).
-	stopMu sync.Mutex
-	exited bool
 }
 
 // New makes a writer loop. counters may be shared with a Stats reader.
@@ -158,13 +147,14 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
-	p, w, err := stages.OpenLoop(tokenWaker)
+	l := &Loop{id: id, cfg: cfg, in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters}
+	core, err := stages.NewLoop(stages.LoopHooks{
+		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
+	}, stages.LoopOptions{})
 	if err != nil {
 		return nil, err
 	}
-	l := &Loop{id: id, cfg: cfg, poller: p, waker: w,
-		in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters,
-		events: make([]poll.Event, 0, 128)}
+	l.core, l.poller = core, core.Poller()
 	empty := []source{}
 	l.sources.Store(&empty)
 	return l, nil
@@ -189,7 +179,7 @@ func (l *Loop) Kick(r *stages.Response) {
 		l.overflowN.Add(1)
 		l.overflowMu.Unlock()
 	}
-	l.waker.Wake()
+	l.core.Wake()
 }
 
 // QueueDepth is the number of responses waiting for the loop.
@@ -254,27 +244,12 @@ func (l *Loop) RemoveSource(id SourceID) error {
 
 // Stop asks Run to return once every started response has finished. Any
 // goroutine, any number of times, also after Run has returned.
-func (l *Loop) Stop() {
-	l.stopMu.Lock()
-	defer l.stopMu.Unlock()
-	l.stopping.Store(true)
-	if !l.exited {
-		l.waker.Wake()
-	}
-}
+func (l *Loop) Stop() { l.core.Stop() }
 
 // Run is the loop. It returns after Stop (or ctx's end) once no response is
 // in flight, and releases the poller and waker.
 func (l *Loop) Run(ctx context.Context) error {
-	defer func() {
-		l.stopMu.Lock()
-		l.exited = true
-		l.stopMu.Unlock()
-		l.waker.Close()
-		l.poller.Close()
-	}()
-	stop := context.AfterFunc(ctx, l.Stop)
-	defer stop()
+	defer l.core.Close()
 	if l.cfg.Init != nil {
 		if err := l.cfg.Init(l); err != nil {
 			return fmt.Errorf("writer %d: init: %w", l.id, err)
@@ -285,68 +260,64 @@ func (l *Loop) Run(ctx context.Context) error {
 		// module can still remove its completion sources.
 		defer l.cfg.Exit(l)
 	}
-	for {
-		l.drainQueue()
-		l.serveReady()
-		now := time.Now()
-		if l.active > 0 && now.Sub(l.lastCheck) >= timeoutScanInterval {
-			l.expire(now)
-			l.lastCheck = now
-		}
-		if l.stopping.Load() && l.active == 0 && l.QueueDepth() == 0 {
-			return nil
-		}
-		timeout := time.Duration(-1)
-		if l.active > 0 {
-			timeout = timeoutScanInterval
-		}
-		if l.stopping.Load() {
-			timeout = 10 * time.Millisecond
-		}
-		sleeping := false
-		if len(l.ready) > 0 {
-			timeout = 0
-		} else {
-			l.waker.Sleep()
-			// The waker's mandatory re-check: a Kick or Stop that ran
-			// since the checks above found the loop running and wrote no
-			// eventfd. (With responses in flight the timeout is finite
-			// and a late Stop is seen next turn.)
-			if l.QueueDepth() > 0 || (l.stopping.Load() && l.active == 0) {
-				timeout = 0
-			}
-			sleeping = true
-		}
-		evs, err := l.poller.Wait(l.events, timeout)
-		if sleeping {
-			l.waker.Awake()
-		}
-		if err != nil {
-			return fmt.Errorf("writer %d: %w", l.id, err)
-		}
-		l.events = evs
-		for _, ev := range evs {
-			switch ev.Token.Kind() {
-			case poll.KindWaker:
-				// Awake drained it; the queue is read at the top of the loop.
-			case poll.KindSource:
-				l.runSource(ev.Token)
-			case poll.KindConn:
-				l.writable(ev.Token)
-			}
-		}
+	if err := l.core.Run(ctx); err != nil {
+		return fmt.Errorf("writer %d: %w", l.id, err)
+	}
+	return nil
+}
+
+// turn is the writer's work between waits, after the queue is drained:
+// records with budget left from the last turn, the write timeouts, the
+// stop decision; and how long to wait.
+func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
+	l.serveReady()
+	if l.active > 0 && now.Sub(l.lastCheck) >= timeoutScanInterval {
+		l.expire(now)
+		l.lastCheck = now
+	}
+	if stopping && l.active == 0 && l.QueueDepth() == 0 {
+		return 0, true
+	}
+	timeout := time.Duration(-1)
+	if l.active > 0 {
+		timeout = timeoutScanInterval
+	}
+	if stopping {
+		timeout = 10 * time.Millisecond
+	}
+	if len(l.ready) > 0 {
+		timeout = 0
+	}
+	return timeout, false
+}
+
+// pending is the re-check after the loop announced sleep: a Kick since
+// drainQueue looked found the loop running and wrote no eventfd.
+func (l *Loop) pending() bool { return l.QueueDepth() > 0 }
+
+// event dispatches a readiness event by its token's kind.
+func (l *Loop) event(ev poll.Event) {
+	switch ev.Token.Kind() {
+	case poll.KindSource:
+		l.runSource(ev.Token)
+	case poll.KindConn:
+		l.writable(ev.Token)
 	}
 }
 
-func (l *Loop) drainQueue() {
-	for {
+// drainQueue services up to budget kicked responses and returns how many
+// it took. The overflow list (a full ring spilled into it, which is rare)
+// is taken whole once the ring is empty.
+func (l *Loop) drainQueue(budget int) int {
+	n := 0
+	for ; n < budget; n++ {
 		r, ok := l.in.Pop()
 		if !ok {
 			break
 		}
 		l.service(r)
 	}
-	if l.overflowN.Load() > 0 {
+	if n < budget && l.overflowN.Load() > 0 {
 		l.overflowMu.Lock()
 		spill := l.overflow
 		l.overflow = nil
@@ -355,7 +326,9 @@ func (l *Loop) drainQueue() {
 		for _, r := range spill {
 			l.service(r)
 		}
+		n += len(spill)
 	}
+	return n
 }
 
 func (l *Loop) runSource(tok poll.Token) {
