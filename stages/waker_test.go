@@ -31,7 +31,7 @@ type epollLoop struct {
 	stop     atomic.Bool
 	timeout  time.Duration // epoll_wait timeout; negative blocks
 	handle   func(int)
-	stranded atomic.Int64 // epoll_wait timeouts that left items in the ring: lost wake-ups
+	stranded atomic.Int64 // Wait timeouts that left items in the ring: lost wake-ups
 	sleeps   atomic.Int64 // epoll_wait calls
 }
 
@@ -80,12 +80,16 @@ func (l *epollLoop) run() {
 		}
 		l.sleeps.Add(1)
 		var err error
+		start := time.Now()
 		events, err = l.poller.Wait(events, l.timeout)
 		if err != nil {
 			l.t.Errorf("Wait: %v", err)
 			return
 		}
-		if len(events) == 0 && l.ring.Len() > 0 {
+		// A Wait cut short by a signal (EINTR) also returns no events,
+		// possibly with a producer's item pushed and its eventfd write on
+		// the way: only a Wait that ran to its timeout is a lost wake-up.
+		if len(events) == 0 && l.timeout > 0 && time.Since(start) >= l.timeout && l.ring.Len() > 0 {
 			l.stranded.Add(1)
 		}
 		l.w.Awake()
