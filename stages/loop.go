@@ -46,18 +46,21 @@ import (
 // consistent, so either the producer sees the loop asleep and writes the
 // waker's eventfd (which makes Wait return), or the loop's re-check sees
 // the item and Wait only polls. LoopWaker's comment has the argument in
-// full and the measurements of what it saves. Three rules follow, and the
-// Loop keeps the first two so the stages need not:
+// full and the measurements of what it saves. Three rules follow; the
+// Loop keeps what it can, and the hooks the rest:
 //
 //   - Whatever a producer signals with Wake must be looked at again after
 //     Sleep: a check made before it, in Turn, does not count. The Loop
-//     re-checks its own stop flag; the stage's Pending re-checks the rest
-//     (its queue, a connection limit it paused at).
+//     re-checks its own stop flag (whether Stop came since Turn looked,
+//     not whether it was called: a stopping loop that is not yet done
+//     must still sleep); Pending re-checks the rest (the queue, a
+//     connection limit the stage paused at).
 //   - Pending runs between Sleep and Wait, concurrently with producers:
 //     it may only read what producers publish atomically.
-//   - A Turn that leaves work ready (a connection with budget left, a
-//     drained queue that may hold more than its budget) returns wait 0 so
-//     the loop polls instead of sleeping.
+//   - Work left ready must not wait for an event that may never come: a
+//     Drain that took its whole budget makes the Loop poll, and a Turn
+//     that leaves work ready (a connection with read budget left) returns
+//     wait 0.
 //
 // Busy time: the time between two turns' clock reads, less what Wait spent
 // parked, is the time the loop worked. Busy adds it up every turn (one

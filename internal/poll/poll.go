@@ -40,7 +40,7 @@
 // Untested code presented as working is worse than an honest error, so
 // the other platforms build (GOOS=darwin go build ./... and go vet are part
 // of the checks) and fail at the first constructor with an error that
-// names the platform. A kqueue backend would implement the five functions
+// names the platform. A kqueue backend would implement the functions
 // above (EVFILT_READ with EV_CLEAR for EdgeTriggered, EV_DISPATCH for
 // OneShot, udata for the token) together with the other files that end in
 // _other.go, and be tested on the platform it is for.
