@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -646,20 +645,6 @@ func syscallError(call string, err error) error {
 		return err // already says what failed
 	}
 	return os.NewSyscallError(call, err)
-}
-
-// writev is unix.Writev without its per-call allocation.
-func writev(fd int, iov []unix.Iovec) (int, error) {
-	for {
-		n, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -1, e
-		}
-		return int(n), nil
-	}
 }
 
 // finish ends the record: logs and lets the response go, recording what

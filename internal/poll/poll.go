@@ -16,8 +16,8 @@
 //		syscall (os.NewSyscallError) and wraps errNotRegistered when
 //		fd is not registered.
 //	(*backend).poll(pfd int) (n int, err error)
-//		collect up to maxEventsPerWait ready events into the backend's
-//		own buffer without blocking, retrying EINTR.
+//		collect ready events into the backend's own fixed buffer (its
+//		maxEventsPerWait at most) without blocking, retrying EINTR.
 //	(*backend).block(pfd int, timeout time.Duration) (n int, err error)
 //		the same, blocking the calling thread up to timeout (negative:
 //		without limit) with nanosecond resolution where the kernel has
@@ -141,11 +141,6 @@ func (e Event) String() string {
 	}
 	return fmt.Sprintf("token %#x %s", uint64(e.Token), s)
 }
-
-// maxEventsPerWait bounds one Wait: large enough that a busy loop rarely
-// needs a second call, small enough to keep the backend's buffer a fixed
-// array (Go's netpoll uses 128 as well).
-const maxEventsPerWait = 128
 
 // ErrClosed is returned by Wait, and by a second Close, after Close.
 var ErrClosed = errors.New("quartet: poller closed")

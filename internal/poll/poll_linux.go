@@ -12,6 +12,11 @@ import (
 
 // The epoll backend: only the syscalls behind the contract in poll.go.
 
+// maxEventsPerWait bounds one Wait: large enough that a busy loop rarely
+// needs a second call, small enough to keep the buffer a fixed array (Go's
+// netpoll uses 128 as well).
+const maxEventsPerWait = 128
+
 type backend struct {
 	events [maxEventsPerWait]unix.EpollEvent
 	// noPwait2: the kernel lacks epoll_pwait2 (before 5.11); block falls
