@@ -118,6 +118,13 @@ var (
 	// maxChunkLine bytes, or a malformed trailer field (RFC 9112 §7.1). Status 400.
 	ErrMalformedChunk = newError(400, "quartet: malformed chunked encoding")
 
+	// ErrChunkOverhead is returned by ChunkedDecoder when chunk-size lines
+	// (mostly chunk extensions, which Quartet skips) outweigh the data they
+	// frame: more than 16 KiB beyond an allowance of 16 bytes per chunk
+	// plus twice its size, net/http's rule. RFC 9112 §7.1.1: a server ought
+	// to limit the total length of chunk extensions. Status 400.
+	ErrChunkOverhead = newError(400, "quartet: chunked encoding carries too much non-data")
+
 	// ErrChunkSizeOverflow is returned by ChunkedDecoder when a chunk-size
 	// has more than 16 hex digits or exceeds the int64 range: no body that
 	// large can be accepted. Status 413.

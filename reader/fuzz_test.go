@@ -588,6 +588,8 @@ func FuzzParse(f *testing.F) {
 		"GET http://h:80/p?q HTTP/1.1\r\nHost: x\r\n\r\n",
 		"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
 		"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + overheadAt(maxChunkOverhead),
+		"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + overheadAt(maxChunkOverhead+1),
 	} {
 		f.Add([]byte(s))
 	}
@@ -736,6 +738,12 @@ func FuzzChunked(f *testing.F) {
 		"5 \r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n",
 		"ffffffffffffffff\r\n",
 		"5\nhello\n0\n\n",
+		// The overhead rule (ErrChunkOverhead) is net/http's: both must
+		// draw the line at the same byte.
+		extensionFlood(64, 4000),
+		overheadAt(maxChunkOverhead),
+		overheadAt(maxChunkOverhead + 1),
+		"186a0\r\n" + strings.Repeat("d", 100000) + "\r\n" + extensionFlood(5, 4000),
 	} {
 		f.Add([]byte(s))
 	}
