@@ -44,7 +44,9 @@ var (
 	ErrBadVersion = newError(400, "quartet: malformed HTTP version")
 
 	// ErrVersionNotSupported is returned for a well-formed HTTP-version
-	// other than HTTP/1.0 and HTTP/1.1. Status 505.
+	// whose major version is not 1. A higher minor version (HTTP/1.2 to
+	// HTTP/1.9) is not an error: RFC 9110 §2.5 says to process it as the
+	// highest minor version supported, 1.1. Status 505.
 	ErrVersionNotSupported = newError(505, "quartet: HTTP version not supported")
 )
 

@@ -255,11 +255,11 @@ func knownDifferenceRule(in []byte) string {
 	if hasTE && version == "HTTP/1.0" {
 		return "Transfer-Encoding in HTTP/1.0"
 	}
-	// Quartet answers 505 to HTTP/1.2-1.9 and to the HTTP/2 preface;
-	// net/http serves any HTTP/1.x as 1.1 and passes PRI * HTTP/2.0 on.
-	if len(version) == 8 && strings.HasPrefix(version, "HTTP/1.") && version[7] >= '2' && version[7] <= '9' ||
-		version == "HTTP/2.0" && method == "PRI" {
-		return "HTTP version other than 1.0 and 1.1"
+	// Quartet answers 505 to the HTTP/2 preface; net/http passes
+	// PRI * HTTP/2.0 on to its HTTP/2 server. (HTTP/1.2-1.9 both serve
+	// as 1.1: no rule.)
+	if version == "HTTP/2.0" && method == "PRI" {
+		return "HTTP/2 preface"
 	}
 	// Asterisk-form is only for OPTIONS (RFC 9112 §3.2.4); net/http
 	// accepts it with any method.
@@ -588,6 +588,8 @@ func FuzzParse(f *testing.F) {
 		"GET http://h:80/p?q HTTP/1.1\r\nHost: x\r\n\r\n",
 		"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
 		"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /x HTTP/1.2\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n1\r\na\r\n0\r\n\r\n",
+		"GET / HTTP/1.9\r\n\r\n",
 		"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + overheadAt(maxChunkOverhead),
 		"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + overheadAt(maxChunkOverhead+1),
 	} {

@@ -38,8 +38,10 @@ import (
 //   - only a single "Transfer-Encoding: chunked" is accepted, anything else is
 //     a 501 (as net/http and nginx do); Content-Length must be 1*DIGIT, and
 //     repeats must be byte-identical (as net/http);
-//   - the version must be HTTP/1.0 or HTTP/1.1: any other "HTTP/d.d" is a 505
-//     (net/http serves HTTP/1.2-1.9 as 1.1), anything else a 400;
+//   - the version must be "HTTP/" DIGIT "." DIGIT (anything else is a 400)
+//     with major version 1 (any other is a 505); HTTP/1.2 to HTTP/1.9 are
+//     served as HTTP/1.1 (RFC 9110 §2.5 "SHOULD process the message as if
+//     it were in the highest minor version", as net/http does);
 //   - asterisk-form only with OPTIONS; authority-form (host:port) only, and
 //     always, with CONNECT; absolute-form must be scheme "://" host[:port]
 //     then path and query, with no userinfo or percent-encoding in the
@@ -199,9 +201,13 @@ func parseRequestLine(line []byte, req *stages.Request) error {
 		return ErrBadVersion
 	}
 	req.Major, req.Minor = int(version[5]-'0'), int(version[7]-'0')
-	if req.Major != 1 || req.Minor > 1 {
+	if req.Major != 1 {
 		return ErrVersionNotSupported
 	}
+	// A higher minor version is served as 1.1 (RFC 9110 §2.5): Minor keeps
+	// what was sent, for the log and for net/http handlers, and every rule
+	// that depends on it asks "at least 1.1" (Minor >= 1) or "1.0"
+	// (Minor == 0), never "exactly 1.1".
 	req.Method, req.Target, req.Path, req.Query, req.Host = method, target, nil, nil, nil
 	return parseTarget(req)
 }

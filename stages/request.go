@@ -28,7 +28,10 @@ type Request struct {
 	Path   []byte // Target up to '?', still percent-encoded
 	Query  []byte // after '?', without it; nil when absent
 	Major  int    // HTTP major version (always 1 once parsed)
-	Minor  int    // HTTP minor version: 0 or 1
+	// Minor is the HTTP minor version as sent, 0 to 9. Above 1 the request
+	// is served as HTTP/1.1 (RFC 9110 §2.5), so test Minor >= 1 or
+	// Minor == 0, never Minor == 1.
+	Minor int
 
 	Headers []Header // in arrival order, duplicates kept
 
