@@ -590,8 +590,6 @@ func FuzzParse(f *testing.F) {
 		"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
 		"POST /x HTTP/1.2\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n1\r\na\r\n0\r\n\r\n",
 		"GET / HTTP/1.9\r\n\r\n",
-		"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + overheadAt(maxChunkOverhead),
-		"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + overheadAt(maxChunkOverhead+1),
 	} {
 		f.Add([]byte(s))
 	}
@@ -741,11 +739,12 @@ func FuzzChunked(f *testing.F) {
 		"ffffffffffffffff\r\n",
 		"5\nhello\n0\n\n",
 		// The overhead rule (ErrChunkOverhead) is net/http's: both must
-		// draw the line at the same byte.
-		extensionFlood(64, 4000),
+		// draw the line at the same byte. (FuzzParse reads bodies with the
+		// same decoder; inputs this large would slow its search.)
+		extensionFlood(6, 4000),
 		overheadAt(maxChunkOverhead),
 		overheadAt(maxChunkOverhead + 1),
-		"186a0\r\n" + strings.Repeat("d", 100000) + "\r\n" + extensionFlood(5, 4000),
+		"2000\r\n" + strings.Repeat("d", 8192) + "\r\n" + extensionFlood(5, 4000),
 	} {
 		f.Add([]byte(s))
 	}
