@@ -59,7 +59,7 @@ func quartetOutcome(in []byte) outcome {
 		k := textproto.CanonicalMIMEHeaderKey(string(h.Name))
 		o.headers[k] = append(o.headers[k], string(h.Value))
 	}
-	if req.Minor == 0 && !listHasToken(bytes.Join(bytesValues(o.headers["Connection"]), []byte(",")), "keep-alive") {
+	if req.Minor == 0 && !stages.ListHasToken(strings.Join(o.headers["Connection"], ","), "keep-alive") {
 		o.close = true // net/http folds HTTP/1.0's default into Close
 	}
 	switch {
@@ -83,14 +83,6 @@ func quartetOutcome(in []byte) outcome {
 		o.body, o.bodyOK, o.consumed = []byte{}, true, n
 	}
 	return o
-}
-
-func bytesValues(vv []string) [][]byte {
-	out := make([][]byte, len(vv))
-	for i, v := range vv {
-		out[i] = []byte(v)
-	}
-	return out
 }
 
 // netHTTPOutcome runs net/http's ReadRequest and then the checks that
@@ -295,7 +287,7 @@ func knownDifferenceRule(in []byte) string {
 	// Expect is a comma-separated list (RFC 9110 §10.1.1) for Quartet;
 	// net/http finds "100-continue" between any SP, HTAB or comma, so
 	// "Expect: foo 100-continue" gets a 417 only from Quartet.
-	if e := firstField(lines[1:], "Expect"); netHasToken(e, "100-continue") && !listHasToken([]byte(e), "100-continue") {
+	if e := firstField(lines[1:], "Expect"); netHasToken(e, "100-continue") && !stages.ListHasToken(e, "100-continue") {
 		return "Expect member not comma-separated"
 	}
 	// A chunked request's Trailer field may name any field for Quartet,
@@ -337,7 +329,7 @@ func firstField(lines [][]byte, name string) string {
 	for _, l := range lines {
 		k, v, ok := bytes.Cut(l, []byte(":"))
 		if ok && textproto.CanonicalMIMEHeaderKey(string(k)) == name {
-			return string(trimOWS(bytes.TrimSuffix(v, []byte("\r"))))
+			return string(stages.TrimOWS(bytes.TrimSuffix(v, []byte("\r"))))
 		}
 	}
 	return ""
@@ -442,7 +434,7 @@ func parseHexForTest(b []byte) (uint64, bool) {
 	}
 	var n uint64
 	for _, c := range b {
-		v, ok := unhex(c)
+		v, ok := stages.Unhex(c)
 		if !ok {
 			return 0, false
 		}
@@ -683,8 +675,8 @@ func pathUnescape(s string) (string, error) {
 			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
 				return "", errors.New("bad escape")
 			}
-			hi, _ := unhex(s[i+1])
-			lo, _ := unhex(s[i+2])
+			hi, _ := stages.Unhex(s[i+1])
+			lo, _ := stages.Unhex(s[i+2])
 			b.WriteByte(hi<<4 | lo)
 			i += 2
 			continue
