@@ -99,8 +99,9 @@ func (d *ChunkedDecoder) maxTrailerBytes() int {
 // dst; done once the last-chunk and trailer section are consumed (bytes
 // after that, such as a pipelined request, are left unconsumed); or an
 // error: ErrMalformedChunk (400), ErrChunkOverhead (400),
-// ErrChunkSizeOverflow (413), ErrTrailerTooLarge (431). It stops early when dst is full, so call it again
-// with more room; with an empty dst it still consumes framing bytes.
+// ErrChunkSizeOverflow (413), ErrTrailerTooLarge (431). It stops early
+// when dst is full, so call it again with more room; with an empty dst it
+// still consumes framing bytes.
 func (d *ChunkedDecoder) Decode(dst, src []byte) (consumed, produced int, done bool, err error) {
 	if d.err != nil {
 		return 0, 0, false, d.err
