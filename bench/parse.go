@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"errors"
+
+	"github.com/quartet-server/quartet/stages"
 )
 
 // maxHeaderBytes bounds a response header block; beyond it the response is
@@ -135,8 +137,8 @@ func (p *respParser) feed(b []byte, s respSink) error {
 			case c == ';' || c == '\r' || c == ' ':
 				p.lineLen = -1
 			default:
-				v := unhex(c)
-				if v < 0 || p.remain > 1<<40 {
+				v, ok := stages.Unhex(c)
+				if !ok || p.remain > 1<<40 {
 					return errParse
 				}
 				p.remain, p.sawDigit = p.remain<<4|int64(v), true
@@ -206,13 +208,16 @@ func (p *respParser) header(h []byte) (chunked bool, length int64, err error) {
 		}
 		line := h[i : i+j]
 		i += j + 1
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
 			continue
 		}
-		name, val := line[:colon], trimOWS(line[colon+1:])
+		name, val := line[:colon], stages.TrimOWS(line[colon+1:])
 		switch {
-		case asciiEqualFold(name, "content-length"):
+		case stages.EqualFoldASCII(name, "content-length"):
 			length = 0
 			for _, c := range val {
 				if c < '0' || c > '9' || length > 1<<50 {
@@ -220,12 +225,12 @@ func (p *respParser) header(h []byte) (chunked bool, length int64, err error) {
 				}
 				length = length*10 + int64(c-'0')
 			}
-		case asciiEqualFold(name, "transfer-encoding"):
-			chunked = asciiEqualFold(val, "chunked")
-		case asciiEqualFold(name, "connection"):
-			if asciiEqualFold(val, "close") {
+		case stages.EqualFoldASCII(name, "transfer-encoding"):
+			chunked = stages.EqualFoldASCII(val, "chunked")
+		case stages.EqualFoldASCII(name, "connection"):
+			if stages.EqualFoldASCII(val, "close") {
 				p.close = true
-			} else if asciiEqualFold(val, "keep-alive") {
+			} else if stages.EqualFoldASCII(val, "keep-alive") {
 				p.close = false
 			}
 		}
@@ -237,43 +242,3 @@ var (
 	crlfcrlf  = []byte("\r\n\r\n")
 	httpSlash = []byte("HTTP/1.")
 )
-
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// asciiEqualFold compares b with the lower-case ASCII string s without
-// allocating.
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func unhex(c byte) int {
-	switch {
-	case '0' <= c && c <= '9':
-		return int(c - '0')
-	case 'a' <= c && c <= 'f':
-		return int(c-'a') + 10
-	case 'A' <= c && c <= 'F':
-		return int(c-'A') + 10
-	}
-	return -1
-}
