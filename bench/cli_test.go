@@ -31,8 +31,15 @@ func TestMainOutputs(t *testing.T) {
 		}},
 		{name: "json", args: []string{"-n", "50", "--json", "-c", "1", srv.URL + "/hello"}, check: func(t *testing.T, out string) {
 			var r Result
-			if err := json.Unmarshal([]byte(out), &r); err != nil || r.Requests != 50 || r.Latency.P50 <= 0 {
+			if err := json.Unmarshal([]byte(out), &r); err != nil || r.Requests != 50 || r.Latency.P50 <= 0 || r.Status[2] != 50 {
 				t.Errorf("json %v: %s", err, out)
+			}
+			// Status classes are labelled, not an array to count along.
+			var raw struct {
+				Status map[string]uint64 `json:"status"`
+			}
+			if err := json.Unmarshal([]byte(out), &raw); err != nil || raw.Status["2xx"] != 50 || len(raw.Status) != 5 {
+				t.Errorf("status counts %v (%v): %s", raw.Status, err, out)
 			}
 		}},
 		{name: "csv with mix and server pid", args: []string{"--csv", "-n", "40", "-c", "2", "-m", "POST /echo body=100", "-m", "/hello weight=3",

@@ -32,6 +32,11 @@
 // Config.Duration passes or Config.Requests responses arrive), then drain:
 // no new requests, in-flight ones are awaited for at most drainGrace. Loops
 // derive the phase from the clock, so they never coordinate with each other.
+// Every figure covers the same requests: responses, their bytes and status
+// classes, and the bytes of requests, count only requests sent after the
+// warm-up (the parser sizes each response, so a read that straddles the
+// boundary is split exactly); failures count from the end of the warm-up,
+// those before it apart (Result.WarmupErrors).
 //
 // # Commands
 //

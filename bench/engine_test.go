@@ -105,17 +105,71 @@ func TestRunCountsExactly(t *testing.T) {
 				t.Errorf("measured %d responses, want %d", res.Requests, cfg.Requests)
 			}
 			sent := res.Status[1] + res.Status[2] + res.Status[3] + res.Status[4] + res.Status[5]
-			if got := served.Load(); got != int64(sent) {
-				t.Errorf("server received %d requests, generator got %d responses", got, sent)
+			if sent != uint64(cfg.Requests) {
+				t.Errorf("%d responses by status, want %d", sent, cfg.Requests)
 			}
-			if cfg.Warmup == 0 && sent != uint64(cfg.Requests) {
-				t.Errorf("%d responses in all, want %d", sent, cfg.Requests)
+			if got := served.Load(); cfg.Warmup == 0 && got != int64(sent) || got < int64(sent) {
+				t.Errorf("server received %d requests, generator got %d responses", got, sent)
 			}
 			if e := res.ErrorTotal(); e != 0 || res.Lost != 0 {
 				t.Errorf("errors %+v, lost %d", res.Errors, res.Lost)
 			}
 			if res.RequestsPerSec <= 0 || res.Latency.P50 <= 0 || res.Latency.Max < res.Latency.P99 {
 				t.Errorf("implausible result %+v", res)
+			}
+		})
+	}
+}
+
+// TestWarmupExcludedFromEveryFigure checks that every figure of a run with
+// a warm-up covers the same requests (issue: bytes, transfer/s and status
+// counts once included the warm-up while requests did not).
+func TestWarmupExcludedFromEveryFigure(t *testing.T) {
+	srv, served := countingServer(t)
+	url := srv.URL + "/bytes?n=100"
+	// One response's and one request's size on the wire: every response of
+	// this server to this request has the same length.
+	one, err := Run(t.Context(), Config{URL: url, Conns: 1, Requests: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.BytesRead == 0 || one.BytesWritten == 0 {
+		t.Fatalf("one request: read %d, wrote %d bytes", one.BytesRead, one.BytesWritten)
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{name: "closed", cfg: Config{Conns: 4, Warmup: 150 * time.Millisecond, Duration: 150 * time.Millisecond}},
+		{name: "pipelined", cfg: Config{Conns: 2, Pipeline: 8, Warmup: 150 * time.Millisecond, Duration: 150 * time.Millisecond}},
+		{name: "open loop", cfg: Config{Conns: 4, Rate: 2000, Warmup: 150 * time.Millisecond, Duration: 150 * time.Millisecond}},
+		{name: "request count", cfg: Config{Conns: 3, Warmup: 150 * time.Millisecond, Requests: 200}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := served.Load()
+			cfg := tt.cfg
+			cfg.URL = url
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.CloseClientConnections()
+			n := res.Requests
+			if got := uint64(served.Load() - before); got <= n {
+				t.Fatalf("server answered %d requests, %d measured: no warm-up happened", got, n)
+			}
+			if res.Status[2] != n {
+				t.Errorf("2xx %d, requests %d", res.Status[2], n)
+			}
+			if res.BytesRead != n*one.BytesRead {
+				t.Errorf("read %d bytes for %d responses of %d bytes", res.BytesRead, n, one.BytesRead)
+			}
+			if res.BytesWritten != n*one.BytesWritten {
+				t.Errorf("wrote %d bytes for %d requests of %d bytes", res.BytesWritten, n, one.BytesWritten)
+			}
+			if want := float64(res.BytesRead) / res.Elapsed.Seconds(); res.BytesPerSec != want {
+				t.Errorf("transfer %v/s, want bytes read over the measured window, %v/s", res.BytesPerSec, want)
 			}
 		})
 	}

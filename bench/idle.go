@@ -355,7 +355,7 @@ type oneResponse struct {
 }
 
 func (o *oneResponse) noBody() bool { return false }
-func (o *oneResponse) done(status int, close bool) {
+func (o *oneResponse) done(status int, close bool, _ int64) {
 	o.got, o.close = true, close
 }
 

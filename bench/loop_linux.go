@@ -91,6 +91,7 @@ type loop struct {
 	firstRec int64                   // first measured send, ns
 	lastRec  int64                   // last measured response, ns
 	cpuWarm  time.Duration           // thread CPU when measurement began
+	warm     failures                // failures counted during warm-up
 	cpu      time.Duration           // thread CPU during measurement
 	measured bool                    // crossed into the measurement phase
 	err      error
@@ -125,8 +126,8 @@ func (l *loop) run() {
 	defer runtime.UnlockOSThread()
 	defer unix.Close(l.epfd)
 	defer l.closeAll()
-	cpu0 := threadCPU()
-	l.cpuWarm = cpu0
+	l.cpuWarm = threadCPU()
+	l.measured = l.r.warmEnd <= 0
 
 	now := l.now()
 	for _, c := range l.conns {
@@ -211,6 +212,10 @@ func (l *loop) housekeep(now int64) bool {
 	if !l.measured && now >= r.warmEnd {
 		l.measured = true
 		l.cpuWarm = threadCPU()
+		// Failures are counted by when they happen: those of the warm-up
+		// are set apart here (to within a tick) rather than reported as
+		// the measurement's.
+		l.warm = failures{l.stats.Errors, l.stats.Reconnects, l.stats.Lost}
 	}
 	l.publish()
 	if r.stop.Load() {
@@ -383,10 +388,10 @@ func (l *loop) readable(c *conn, now int64) bool {
 			return false
 		}
 		if n == 0 {
-			complete, status := c.p.eof()
+			complete, status, size := c.p.eof()
 			if complete {
 				c.answered = 0
-				c.done(status, true)
+				c.done(status, true, size)
 				l.afterResponses(c, now)
 			}
 			orderly := c.n == 0
@@ -399,7 +404,6 @@ func (l *loop) readable(c *conn, now int64) bool {
 			}
 			return false
 		}
-		l.stats.BytesRead += uint64(n)
 		c.answered = 0
 		if err := c.p.feed(l.buf[:n], c); err != nil || c.unsolicted {
 			l.stats.Errors.Parse++
@@ -440,11 +444,10 @@ func (l *loop) afterResponses(c *conn, now int64) {
 	l.fill(c, now)
 }
 
-// record is called by conn.done for each retired request.
-func (l *loop) record(f *inflight, status int) {
-	if status >= 100 && status < 600 {
-		l.stats.Status[status/100]++
-	}
+// record is called by conn.done for each retired request, with the size
+// of its response. Only responses to requests sent after warm-up count, in
+// every figure: requests, bytes, status classes.
+func (l *loop) record(f *inflight, status int, size int64) {
 	if !f.measured {
 		l.progressAt = l.now()
 		return
@@ -452,6 +455,13 @@ func (l *loop) record(f *inflight, status int) {
 	now := l.now()
 	l.progressAt = now
 	l.stats.Requests++
+	l.stats.BytesRead += uint64(size)
+	if status >= 100 && status < 600 {
+		l.stats.Status[status/100]++
+		if status == 503 {
+			l.stats.Status503++
+		}
+	}
 	l.lastRec = now
 	us := (now - f.intended) / 1000
 	_ = l.hist.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
@@ -559,10 +569,11 @@ func (l *loop) flush(c *conn, now int64) {
 			l.drop(c, now)
 			return
 		}
-		l.stats.BytesWritten += uint64(n)
-		// Advance over fully written requests.
+		// Advance over fully written requests; a measured request's bytes
+		// count once it is all on the wire.
 		for n > 0 {
-			raw := l.reqs[c.ring[(c.head+c.n-c.unsent)%len(c.ring)].req].raw
+			f := &c.ring[(c.head+c.n-c.unsent)%len(c.ring)]
+			raw := l.reqs[f.req].raw
 			left := len(raw) - c.wOff
 			if n < left {
 				c.wOff += n
@@ -571,6 +582,9 @@ func (l *loop) flush(c *conn, now int64) {
 			n -= left
 			c.wOff = 0
 			c.unsent--
+			if f.measured {
+				l.stats.BytesWritten += uint64(len(raw))
+			}
 		}
 	}
 	if c.wantOut {
