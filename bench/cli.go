@@ -24,6 +24,9 @@ type ServerParams struct {
 	Writers       int `json:"writers" yaml:"writers"`
 	QueueCapacity int `json:"queue_capacity" yaml:"queue_capacity"`
 	MaxConns      int `json:"max_conns" yaml:"max_conns"`
+	// Metrics asks for the Prometheus exporter (Server.MetricsURL): off
+	// unless an experiment scrapes it, since it counts every response.
+	Metrics bool `json:"-" yaml:"-"`
 }
 
 // Server is a server under test that the tool started.

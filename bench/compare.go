@@ -305,10 +305,3 @@ func RequireFDs(conns []int) error {
 	_, err := RaiseFDLimit(uint64(most) + 64)
 	return err
 }
-
-// isInProcess reports whether s runs inside this process (see package
-// bench/inproc), whose CPU cannot be read apart from the generator's.
-func isInProcess(s Server) bool {
-	ip, ok := s.(interface{ InProcess() bool })
-	return ok && ip.InProcess()
-}

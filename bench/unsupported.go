@@ -34,3 +34,7 @@ func ProcessCPU() time.Duration { return 0 }
 func idleMain(ctx context.Context, args []string, env Env) error { return errUnsupported }
 
 func isTerminal(w io.Writer) bool { return false }
+
+func cpuModel() string      { return "unknown" }
+func kernelRelease() string { return "unknown" }
+func cpuSet(pid int) []int  { return nil }

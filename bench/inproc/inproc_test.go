@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/bench"
+	"github.com/quartet-server/quartet/runtime"
 )
 
 // TestSweepInProcess runs a two-point sweep over reader counts against
@@ -40,6 +41,16 @@ matrix:
 		if r := run.Result; r == nil || !r.ServerCPUKnown || !r.ServerInProcess {
 			t.Errorf("%v: in-process server CPU not accounted: %+v", run.Point, r)
 		}
+	}
+	// The report gives the sizes the server used, not "default".
+	def := runtime.DefaultConfig()
+	for _, p := range res.Points {
+		if u := p.Used; u == nil || u.Readers != p.Point.Readers || u.Processors != def.Processors || u.Writers != def.Writers {
+			t.Errorf("point %v: used %+v, want readers %d, processors %d, writers %d", p.Point, p.Used, p.Point.Readers, def.Processors, def.Writers)
+		}
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "share") {
+		t.Errorf("an in-process server shares the generator's CPUs; warnings %q", res.Warnings)
 	}
 }
 
