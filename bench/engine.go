@@ -213,7 +213,15 @@ func newResult(cfg Config, loops []*loop) *Result {
 	raw := newHist()
 	first, last := int64(-1), int64(0)
 	for _, l := range loops {
-		res.Counts.add(l.stats)
+		st, warm := l.stats, l.warm
+		if !l.measured {
+			warm = failures{st.Errors, st.Reconnects, st.Lost}
+		}
+		st.Errors.sub(warm.errors)
+		st.Reconnects -= warm.reconnects
+		st.Lost -= warm.lost
+		res.Counts.add(st)
+		res.WarmupErrors += warm.errors.total()
 		res.hist.Merge(l.hist)
 		raw.Merge(l.raw)
 		res.ClientCPU += l.cpu

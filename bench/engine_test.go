@@ -175,6 +175,33 @@ func TestWarmupExcludedFromEveryFigure(t *testing.T) {
 	}
 }
 
+// TestWarmupErrorsSetApart: failures during the warm-up are reported as
+// such, not as the measurement's.
+func TestWarmupErrorsSetApart(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 5 {
+			// The first requests, early in the warm-up, lose their
+			// connection without an answer.
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
+		_, _ = w.Write([]byte("Hello, World!"))
+	}))
+	defer srv.Close()
+	res, err := Run(t.Context(), Config{URL: srv.URL + "/hello", Conns: 1, Warmup: 500 * time.Millisecond, Requests: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.WarmupErrors != 5 || res.ErrorTotal() != 0 || res.Lost != 0 || res.Reconnects != 0 || res.Requests != 50 {
+		t.Fatalf("warm-up errors %d, errors %+v, lost %d, reconnects %d, requests %d; want 5 warm-up errors and a clean measurement",
+			res.WarmupErrors, res.Errors, res.Lost, res.Reconnects, res.Requests)
+	}
+}
+
 // TestOpenLoopShowsStall is the coordinated-omission test: the server
 // stalls every request for 1 s in the middle of a 3 s open-loop run. The
 // generator would have sent ~1/3 of its requests during the stall, so the
