@@ -322,7 +322,7 @@ func writeResult(w io.Writer, res *Result, jsonOut, csvOut bool) error {
 
 func vsWrkMain(ctx context.Context, cfg Config, ours *Result, w io.Writer) error {
 	cfg = cfg.withDefaults()
-	wr, err := RunWrk(ctx, cfg.URL, cfg.Conns, cfg.Loops, cfg.Duration)
+	wr, err := RunWrk(ctx, WrkConfig{URL: cfg.URL, Conns: cfg.Conns, Threads: cfg.Loops, Duration: cfg.Duration})
 	if err != nil {
 		return err
 	}

@@ -116,41 +116,6 @@ func TestProgressCallback(t *testing.T) {
 	}
 }
 
-// TestCompareWithPeer builds the peers module and compares a net/http test
-// server (standing in for Quartet) with the net/http peer.
-func TestCompareWithPeer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the peers module")
-	}
-	wd, _ := os.Getwd()
-	dir, err := FindPeersDir(filepath.Dir(wd))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _ := countingServer(t)
-	var out, errb bytes.Buffer
-	checkReleased(t, func() {
-		err = Main(t.Context(), []string{"--compare", "--peers", dir, "--only", "nethttp,gnet", "--conns", "2,4", "--repeats", "2",
-			"-d", "200ms", "-w", "0s", srv.URL + "/hello"}, Env{Stdout: &out, Stderr: &errb})
-		srv.CloseClientConnections()
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, errb.String())
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 7 { // header + 3 servers x 2 counts
-		t.Fatalf("want 7 lines:\n%s\n%s", out.String(), errb.String())
-	}
-	for _, name := range []string{"quartet", "nethttp", "gnet"} {
-		if !strings.Contains(out.String(), name) {
-			t.Errorf("no %s row:\n%s", name, out.String())
-		}
-	}
-	if !strings.Contains(lines[1], " 1.00 ") {
-		t.Errorf("the reference row's ratio should be 1.00: %q", lines[1])
-	}
-}
-
 // TestPeersServeEndpoints starts each peer and checks it answers the whole
 // endpoint set, pipelined, the way Quartet's built-in handler does.
 func TestPeersServeEndpoints(t *testing.T) {

@@ -45,7 +45,9 @@
 //	quartet bench -n 100000 -p 16 -m "/hello weight=9" -m "POST /echo body=1024" URL
 //	quartet bench --server-pid PID --json URL                   server CPU/request, JSON
 //	quartet bench --vs-wrk -c 100 -d 5s URL                     client CPU/request against wrk's
-//	quartet bench compare --conns 100,1000 --repeats 3          Quartet vs net/http, gnet, fasthttp
+//	quartet bench compare                                       issue 15's table: Quartet vs gnet, fasthttp, net/http
+//	quartet bench compare --quartet OLD --quartet-b NEW         before/after in one run
+//	quartet bench compare --static --idle 1000,10000            static files vs nginx; idle memory
 //	quartet bench idle -n 10000,100000                          server RSS per idle connection
 //	quartet sweep bench/examples/stages.yaml                    matrix, CSV/JSON, SVG, HTML report
 //
@@ -56,4 +58,23 @@
 // bench/peers so their dependencies stay out of Quartet's go.mod) and sweeps
 // over a matrix of server configurations and workloads (Sweep), which write
 // CSV, JSON, SVG plots and a self-contained HTML report.
+//
+// # Comparing servers
+//
+// Compare is the project's measuring instrument for CPU per request: each
+// contender (Quartet, a second Quartet binary, bare gnet, fasthttp,
+// net/http, nginx for static files) runs as a process of its own, started
+// once per mode: "pinned" puts the server on one CPU with GOMAXPROCS=1 and
+// the load on another (taskset), "both-cores" pins nothing. Servers take
+// turns under load within each cell (mode, connections, path), one at a
+// time, and each round starts the turn one server later. The load is wrk
+// with one thread by default, the method of issue 15's table. Server CPU
+// is utime+stime from /proc/PID/stat around each run; ratios between
+// servers are medians of per-round ratios, so that a noisy round on a
+// shared machine counts once, in both. Syscalls per request are counted
+// apart, after the rounds, over a window of load by this package's
+// generator on connections opened beforehand: with perf stat on the
+// raw_syscalls:sys_enter tracepoint (in-kernel, little overhead) or with
+// strace -c -f (each syscall named, the server several times slower); the
+// server's throughput while counted and just before is reported beside.
 package bench

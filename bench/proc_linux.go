@@ -115,3 +115,101 @@ func cpuSet(pid int) []int {
 	}
 	return out
 }
+
+// ProcTreeCPU is the CPU time of process pid and of its descendants
+// alive now: a server made of processes (nginx's master and workers).
+func ProcTreeCPU(pid int) (time.Duration, error) {
+	total, err := ProcCPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, child := range procChildren(pid) {
+		if d, err := ProcTreeCPU(child); err == nil {
+			total += d
+		}
+	}
+	return total, nil
+}
+
+// ProcTreeRSS is the resident memory of pid and its descendants alive
+// now. Pages they share (a forked worker's copy-on-write heap) count once
+// per process, which overstates the total but not its growth.
+func ProcTreeRSS(pid int) (uint64, error) {
+	total, err := ProcRSS(pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, child := range procChildren(pid) {
+		if r, err := ProcTreeRSS(child); err == nil {
+			total += r
+		}
+	}
+	return total, nil
+}
+
+// procChildren lists pid's child processes from each of its threads'
+// /proc/PID/task/TID/children.
+func procChildren(pid int) []int {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range bytes.Fields(b) {
+			if c, err := strconv.Atoi(string(f)); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// pinSelf moves every thread of this process onto cpus (threads the Go
+// runtime creates later inherit the mask of the thread that creates them)
+// and returns a function that puts each back on the process's former CPUs.
+// The load generator pins itself so in a pinned comparison; children it
+// starts get their own CPUs through taskset.
+func pinSelf(cpus []int) (restore func(), err error) {
+	var want, was unix.CPUSet
+	for _, c := range cpus {
+		want.Set(c)
+	}
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		return nil, os.NewSyscallError("sched_getaffinity", err)
+	}
+	setAll := func(set *unix.CPUSet) error {
+		// Threads started while we iterate are caught by the next pass.
+		done := map[int]bool{}
+		for {
+			tasks, err := os.ReadDir("/proc/self/task")
+			if err != nil {
+				return err
+			}
+			fresh := 0
+			for _, t := range tasks {
+				tid, _ := strconv.Atoi(t.Name())
+				if tid == 0 || done[tid] {
+					continue
+				}
+				fresh++
+				done[tid] = true
+				if err := unix.SchedSetaffinity(tid, set); err != nil && err != unix.ESRCH {
+					return os.NewSyscallError("sched_setaffinity", err)
+				}
+			}
+			if fresh == 0 {
+				return nil
+			}
+		}
+	}
+	if err := setAll(&want); err != nil {
+		_ = setAll(&was)
+		return nil, err
+	}
+	return func() { _ = setAll(&was) }, nil
+}

@@ -216,9 +216,6 @@ func (t *tailBuffer) String() string {
 	return strings.Join(t.lines, " | ")
 }
 
-// Peer names, in report order.
-var peerNames = []string{"nethttp", "gnet", "fasthttp"}
-
 // ErrNoPeers is returned when the peers module cannot be found.
 var ErrNoPeers = errors.New("bench: bench/peers module not found (run from the Quartet checkout or pass --peers DIR)")
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -23,6 +24,15 @@ func serverParams(s Server) (ServerParams, bool) {
 		return p.Params()
 	}
 	return ServerParams{}, false
+}
+
+// serverRSS reads s's resident memory: its own way (several processes)
+// when it has one, else its process's VmRSS.
+func serverRSS(s Server) func() (uint64, error) {
+	if r, ok := s.(interface{ RSS() (uint64, error) }); ok {
+		return r.RSS
+	}
+	return func() (uint64, error) { return ProcRSS(s.PID()) }
 }
 
 // serverMetricsURL is s's Prometheus endpoint, "" if unknown.
@@ -88,4 +98,24 @@ func cpuList(cpus []int) string {
 		return "unknown"
 	}
 	return b.String()
+}
+
+// parseCPUList reads taskset's list syntax: "1", "0-3,6".
+func parseCPUList(s string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= 1024 {
+			return nil, fmt.Errorf("bench: CPU list %q: want e.g. 1 or 0-3,6", s)
+		}
+		for c := a; c <= b; c++ {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
