@@ -287,3 +287,54 @@ func TestRunDurationAndCancel(t *testing.T) {
 		}
 	})
 }
+
+// TestRunIntervals checks that per-interval figures add up to the run's
+// and that runs sharing a base continue one time line.
+func TestRunIntervals(t *testing.T) {
+	srv, _ := countingServer(t)
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{name: "closed", cfg: Config{Conns: 3, Duration: 450 * time.Millisecond}},
+		{name: "open", cfg: Config{Conns: 2, Rate: 1000, Duration: 450 * time.Millisecond}},
+		{name: "requests", cfg: Config{Conns: 2, Requests: 2000, Pipeline: 4}},
+	}
+	base := time.Now()
+	last := int64(-1)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []IntervalSample
+			cfg := tt.cfg
+			cfg.URL = srv.URL + "/hello"
+			cfg.Interval, cfg.IntervalBase = 100*time.Millisecond, base
+			cfg.OnInterval = func(s IntervalSample) { got = append(got, s) }
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum Counts
+			for i, s := range got {
+				sum.add(s.Counts)
+				if i > 0 && s.Index <= got[i-1].Index {
+					t.Errorf("interval %d after %d", s.Index, got[i-1].Index)
+				}
+				if (s.Requests > 0) != (s.Latency != nil) || s.Latency != nil && s.Latency.P99 < s.Latency.P50 {
+					t.Errorf("interval %d: %d requests, latency %+v", s.Index, s.Requests, s.Latency)
+				}
+				if want := base.Add(time.Duration(s.Index) * 100 * time.Millisecond); !s.Start.Equal(want) {
+					t.Errorf("interval %d starts at %v, want %v", s.Index, s.Start, want)
+				}
+			}
+			// A run may share its first interval with the end of the one
+			// before it, never go back.
+			if len(got) < 2 || got[0].Index < last {
+				t.Fatalf("%d intervals from %d; the previous run ended at %d", len(got), got[0].Index, last)
+			}
+			last = got[len(got)-1].Index
+			if sum.Requests != res.Requests || sum.Status != res.Status || sum.BytesRead != res.BytesRead || sum.Errors != res.Errors {
+				t.Errorf("intervals sum to %+v, the run to %+v", sum, res.Counts)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -91,11 +92,19 @@ type loop struct {
 	firstRec int64                   // first measured send, ns
 	lastRec  int64                   // last measured response, ns
 	cpuWarm  time.Duration           // thread CPU when measurement began
-	warm     failures                // failures counted during warm-up
 	cpu      time.Duration           // thread CPU during measurement
 	measured bool                    // crossed into the measurement phase
+	warm     failures                // failures counted during warm-up
 	err      error
 	pub      *loopCounters
+	id       int // index among the run's loops
+
+	// Interval sampling (Config.Interval): the interval's counts are
+	// stats minus ivBase; its latencies go to ivHist.
+	ivIdx  int64
+	ivEnd  int64 // ns since base
+	ivBase Counts
+	ivHist *hdrhistogram.Histogram
 }
 
 func newHist() *hdrhistogram.Histogram {
@@ -128,6 +137,11 @@ func (l *loop) run() {
 	defer l.closeAll()
 	l.cpuWarm = threadCPU()
 	l.measured = l.r.warmEnd <= 0
+	if iv := l.r.iv; iv != nil {
+		l.ivIdx = iv.index(l.now())
+		l.ivEnd, l.ivHist = iv.end(l.ivIdx), iv.hist()
+		defer l.rotate(-1)
+	}
 
 	now := l.now()
 	for _, c := range l.conns {
@@ -209,6 +223,9 @@ func (l *loop) wait(ns int64) (int, error) {
 // It reports whether the loop is finished.
 func (l *loop) housekeep(now int64) bool {
 	r := l.r
+	if l.ivHist != nil && now >= l.ivEnd {
+		l.rotate(now)
+	}
 	if !l.measured && now >= r.warmEnd {
 		l.measured = true
 		l.cpuWarm = threadCPU()
@@ -453,6 +470,9 @@ func (l *loop) record(f *inflight, status int, size int64) {
 		return
 	}
 	now := l.now()
+	if l.ivHist != nil && now >= l.ivEnd {
+		l.rotate(now)
+	}
 	l.progressAt = now
 	l.stats.Requests++
 	l.stats.BytesRead += uint64(size)
@@ -463,12 +483,33 @@ func (l *loop) record(f *inflight, status int, size int64) {
 		}
 	}
 	l.lastRec = now
-	us := (now - f.intended) / 1000
-	_ = l.hist.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
+	us := min(max((now-f.intended)/1000, 1), int64(histMax/time.Microsecond))
+	_ = l.hist.RecordValue(us)
+	if l.ivHist != nil {
+		_ = l.ivHist.RecordValue(us)
+	}
 	if l.interval > 0 {
 		us = (now - f.sent) / 1000
 		_ = l.raw.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
 	}
+}
+
+// rotate hands the current interval to the collector and starts the one
+// holding now; now < 0 hands the last one when the loop ends. Failures are
+// counted where they happen, so they land in the interval current at the
+// next rotation: within a tick of when they happened.
+func (l *loop) rotate(now int64) {
+	iv := l.r.iv
+	p := intervalPart{loop: l.id, idx: l.ivIdx, counts: l.stats.sub(l.ivBase), hist: l.ivHist, next: math.MaxInt64}
+	l.ivBase = l.stats
+	if now >= 0 {
+		l.ivIdx = iv.index(now)
+		l.ivEnd, l.ivHist = iv.end(l.ivIdx), iv.hist()
+		p.next = l.ivIdx
+	} else {
+		l.ivHist = nil
+	}
+	iv.out <- p
 }
 
 // queue adds the next request of the mix to c's pipeline.
