@@ -50,6 +50,7 @@
 //	quartet bench compare --static --idle 1000,10000            static files vs nginx; idle memory
 //	quartet bench idle -n 10000,100000                          server RSS per idle connection
 //	quartet sweep bench/examples/stages.yaml                    matrix, CSV/JSON, SVG, HTML report
+//	quartet sweep bench/examples/phases.yaml                    phases over time, server /metrics, HTML report
 //
 // # Experiments
 //
@@ -58,6 +59,19 @@
 // bench/peers so their dependencies stay out of Quartet's go.mod) and sweeps
 // over a matrix of server configurations and workloads (Sweep), which write
 // CSV, JSON, SVG plots and a self-contained HTML report.
+//
+// # Phases over time
+//
+// A spec with phases (PhaseRun) runs one server through a workload that
+// changes, phase after phase (connections, open-loop rate, requests), on
+// one time line: the generator reports each interval's responses, p50/p99
+// and failures (Config.Interval), and the server's Prometheus endpoint is
+// read at every interval's end. Every series whose family matches
+// DefaultMetricsMatch (quartet_stage_*, anything about shedding or
+// admission, connections, responses) is kept, whatever the server exports
+// at the time: gauges as read, counters as rates, histograms as means. The
+// report plots each over time with the phase boundaries marked, so that a
+// controller resizing a stage can be seen reacting to a change of load.
 //
 // # Comparing servers
 //

@@ -22,6 +22,26 @@ type IntervalSample struct {
 	RequestsPerSec float64 `json:"requests_per_sec"`
 	// Latency is nil when no response arrived in the interval.
 	Latency *Percentiles `json:"latency,omitempty"`
+
+	hist *hdrhistogram.Histogram // the sample's own, for merge
+}
+
+// merge adds o, the same interval seen by another run (two phases share
+// the second at their boundary), to s.
+func (s *IntervalSample) merge(o IntervalSample) {
+	s.Counts.add(o.Counts)
+	s.RequestsPerSec = float64(s.Requests) / s.Length.Seconds()
+	switch {
+	case o.hist == nil:
+	case s.hist == nil:
+		s.hist = o.hist
+	default:
+		s.hist.Merge(o.hist)
+	}
+	if s.hist != nil && s.hist.TotalCount() > 0 {
+		p := percentiles(s.hist)
+		s.Latency = &p
+	}
 }
 
 // intervalPart is one loop's share of an interval, handed to the run's
@@ -132,8 +152,10 @@ func (iv *intervals) flush(below int64) {
 			p := percentiles(a.hist)
 			s.Latency = &p
 		}
-		a.hist.Reset()
-		iv.hists.Put(a.hist)
+		// The sample keeps its histogram (one allocation per interval,
+		// not per request), so that samples of one interval from two
+		// runs can be merged.
+		s.hist = a.hist
 		if iv.emit != nil {
 			iv.emit(s)
 		}

@@ -263,5 +263,8 @@ func quartetArgs(bin string, p ServerParams) []string {
 	add("--writers", p.Writers)
 	add("--queue", p.QueueCapacity)
 	add("--max-conns", p.MaxConns)
+	if p.Metrics {
+		argv = append(argv, "--metrics-addr", "127.0.0.1:0")
+	}
 	return argv
 }

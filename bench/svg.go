@@ -194,11 +194,10 @@ func (c Chart) SVG() []byte {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%s</text>`+"\n", px, padT+plotH+18, html.EscapeString(label))
 	}
 	if numeric {
-		step, top := niceScale(xhi - xlo)
-		for x := 0.0; x <= top*1.0000001; x += step {
-			if xlo+x <= xhi*1.0000001 {
-				xtick(xnum(xlo+x), tickLabel(xlo+x))
-			}
+		// Ticks at multiples of a nice step, whatever the range's start.
+		step, _ := niceScale(xhi - xlo)
+		for x := math.Ceil(xlo/step-1e-9) * step; x <= xhi+step*1e-9; x += step {
+			xtick(xnum(x), tickLabel(x))
 		}
 	} else {
 		for i, cat := range c.Categories {

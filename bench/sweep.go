@@ -78,18 +78,8 @@ func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) 
 		log = io.Discard
 	}
 	start := func(p ServerParams) (Server, error) {
-		switch {
-		case spec.URL != "":
-			return urlServer{url: strings.TrimRight(spec.URL, "/")}, nil
-		case spec.Server == "process":
-			if env.QuartetBinary == "" {
-				return nil, errors.New("bench: sweep: server: process needs the quartet binary")
-			}
-			return StartProcess(ctx, "quartet", quartetArgs(env.QuartetBinary, p))
-		case env.Quartet != nil:
-			return env.Quartet(ctx, p)
-		}
-		return nil, errors.New("bench: sweep: no in-process Quartet linked in; set url in the spec")
+		srv, _, err := startTarget(ctx, spec, env, p)
+		return srv, err
 	}
 	out := &SweepResult{Spec: spec, Started: time.Now().UTC(), Host: HostInfo(ctx)}
 	fmt.Fprintf(log, "host: %s\n", out.Host)
@@ -365,23 +355,30 @@ func seriesMaxima(ss []Series) []float64 {
 	return out
 }
 
+// phaseMain runs a phase spec and writes its files.
+func phaseMain(ctx context.Context, spec *Spec, env SweepEnv, dir string, stdout io.Writer) error {
+	res, err := PhaseRun(ctx, spec, env)
+	if res == nil {
+		return err
+	}
+	report, werr := res.WriteFiles(dir)
+	if werr != nil {
+		return errors.Join(err, werr)
+	}
+	if serr := res.WriteSummary(stdout); serr != nil {
+		return errors.Join(err, serr)
+	}
+	fmt.Fprintf(stdout, "report: %s\n", report)
+	return err
+}
+
 // WriteFiles writes results.csv, results.json, the SVG plots and
 // report.html into dir, and returns the report's path.
 func (r *SweepResult) WriteFiles(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	write := func(name string, f func(io.Writer) error) error {
-		fh, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			return err
-		}
-		if err := f(fh); err != nil {
-			fh.Close()
-			return fmt.Errorf("bench: writing %s: %w", name, err)
-		}
-		return fh.Close()
-	}
+	write := func(name string, f func(io.Writer) error) error { return writeFile(filepath.Join(dir, name), f) }
 	if err := write("results.csv", r.WriteCSV); err != nil {
 		return "", err
 	}
@@ -414,8 +411,14 @@ func SweepMain(ctx context.Context, args []string, env Env) error {
 	fs.SetOutput(env.Stderr)
 	outDir := fs.String("o", "", "output directory (default: sweep-<name>-<time>)")
 	url := fs.String("url", "", "run against this server instead of the spec's (or an in-process Quartet)")
+	metricsURL := fs.String("metrics", "", "phase runs: the server's Prometheus endpoint (with --url)")
 	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: quartet sweep [flags] SPEC.yaml\n\nRuns an experiment matrix and writes results.csv, results.json, SVG plots and report.html.")
+		fmt.Fprintln(env.Stderr, `usage: quartet sweep [flags] SPEC.yaml
+
+Runs an experiment: a matrix of stage sizes and workloads (results.csv),
+or a workload in phases sampled every second on the client and from the
+server's /metrics (timeseries.csv). Writes results.json, SVG plots and a
+self-contained report.html. Examples: bench/examples/stages.yaml, phases.yaml.`)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -436,11 +439,18 @@ func SweepMain(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 	}
+	if *metricsURL != "" {
+		spec.MetricsURL = *metricsURL
+	}
 	dir := *outDir
 	if dir == "" {
 		dir = "sweep-" + strings.ReplaceAll(strings.ToLower(spec.Name), " ", "-") + "-" + time.Now().UTC().Format("20060102-150405")
 	}
-	res, err := Sweep(ctx, spec, SweepEnv{Quartet: env.Quartet, QuartetBinary: env.QuartetBinary, Log: env.Stderr})
+	senv := SweepEnv{Quartet: env.Quartet, QuartetBinary: env.QuartetBinary, Log: env.Stderr}
+	if len(spec.Phases) > 0 {
+		return phaseMain(ctx, spec, senv, dir, env.Stdout)
+	}
+	res, err := Sweep(ctx, spec, senv)
 	if res == nil {
 		return err
 	}
