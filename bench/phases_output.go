@@ -234,17 +234,7 @@ var phaseTemplate = template.Must(template.New("phases").Parse(`<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <title>Quartet phase run: {{.Name}}</title>
-<style>
-body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1400px; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th { background: #f3f3f3; }
-td.l, th.l { text-align: left; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; }
-.plot { border: 1px solid #eee; }
-pre { background: #f7f7f7; padding: 1em; }
-.warning { background: #fff3cd; border-left: 4px solid #C00000; padding: 0.5em 1em; }
-</style>
+<style>{{.CSS}}</style>
 </head>
 <body>
 <h1>Quartet phase run: {{.Name}}</h1>
@@ -281,7 +271,8 @@ func (r *PhaseResult) WriteHTML(w io.Writer, plots []Plot) error {
 		R                                      *PhaseResult
 		Rows                                   []phaseRow
 		Plots                                  []reportPlot
-	}{Name: r.Spec.Name, Started: r.Started.Format(time.RFC3339), Sample: r.Spec.Sample.String(), R: r}
+		CSS                                    template.CSS
+	}{CSS: reportCSS, Name: r.Spec.Name, Started: r.Started.Format(time.RFC3339), Sample: r.Spec.Sample.String(), R: r}
 	if u := r.Used; u != nil {
 		data.Sizes = fmt.Sprintf("readers %d, processors %d, writers %d, queue %d", u.Readers, u.Processors, u.Writers, u.QueueCapacity)
 	}

@@ -118,30 +118,23 @@ func cpuSet(pid int) []int {
 
 // ProcTreeCPU is the CPU time of process pid and of its descendants
 // alive now: a server made of processes (nginx's master and workers).
-func ProcTreeCPU(pid int) (time.Duration, error) {
-	total, err := ProcCPU(pid)
-	if err != nil {
-		return 0, err
-	}
-	for _, child := range procChildren(pid) {
-		if d, err := ProcTreeCPU(child); err == nil {
-			total += d
-		}
-	}
-	return total, nil
-}
+func ProcTreeCPU(pid int) (time.Duration, error) { return procTreeSum(pid, ProcCPU) }
 
 // ProcTreeRSS is the resident memory of pid and its descendants alive
 // now. Pages they share (a forked worker's copy-on-write heap) count once
 // per process, which overstates the total but not its growth.
-func ProcTreeRSS(pid int) (uint64, error) {
-	total, err := ProcRSS(pid)
+func ProcTreeRSS(pid int) (uint64, error) { return procTreeSum(pid, ProcRSS) }
+
+// procTreeSum adds up read over pid and its descendants; a descendant
+// that exits meanwhile counts nothing.
+func procTreeSum[T time.Duration | uint64](pid int, read func(int) (T, error)) (T, error) {
+	total, err := read(pid)
 	if err != nil {
 		return 0, err
 	}
 	for _, child := range procChildren(pid) {
-		if r, err := ProcTreeRSS(child); err == nil {
-			total += r
+		if v, err := procTreeSum(child, read); err == nil {
+			total += v
 		}
 	}
 	return total, nil

@@ -10,15 +10,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// reportTemplate is the sweep report: one HTML file with the plots inlined,
-// so it can be mailed or attached to an issue as is.
-var reportTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Quartet sweep: {{.Name}}</title>
-<style>
-body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+// reportCSS styles the sweep and phase reports alike.
+const reportCSS = `body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; }
@@ -29,7 +22,16 @@ tr.nearest td { background: #fff8e1; }
 .plot { border: 1px solid #eee; }
 pre { background: #f7f7f7; padding: 1em; }
 .warning { background: #fff3cd; border-left: 4px solid #C00000; padding: 0.5em 1em; }
-</style>
+`
+
+// reportTemplate is the sweep report: one HTML file with the plots inlined,
+// so it can be mailed or attached to an issue as is.
+var reportTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Quartet sweep: {{.Name}}</title>
+<style>{{.CSS}}</style>
 </head>
 <body>
 <h1>Quartet sweep: {{.Name}}</h1>
@@ -90,7 +92,9 @@ func (r *SweepResult) WriteHTML(w io.Writer, plots []Plot) error {
 		Rows                                                         []reportRow
 		Host                                                         Host
 		UnknownSizes                                                 bool
+		CSS                                                          template.CSS
 	}{
+		CSS:  reportCSS,
 		Name: s.Name, Started: r.Started.Format(time.RFC3339), Duration: s.Duration.String(),
 		Warmup: s.Warmup.String(), NRuns: len(r.Runs), NPoints: len(r.Points), Repeats: s.Repeats,
 		Target: "in-process Quartet per point", Host: r.Host, Warnings: r.Warnings,

@@ -169,7 +169,7 @@ func TestSweepReportShowsHostSizesAndWarnings(t *testing.T) {
 	}
 	html := b.String()
 	for _, want := range []string{goruntime.Version(), r.Host.Kernel, fmt.Sprintf("%d cores", r.Host.Cores), "commit " + strings.TrimSuffix(r.Host.Commit, "+dirty"),
-		"Warning: client and server share CPUs 0-1", "<td>1024</td>", "sleep50 (nearest)"} {
+		"Warning: client and server share CPUs 0-1", "<td>1024</td>", "sleep50 (nearest)", "<style>body { font-family: sans-serif;"} {
 		if !strings.Contains(html, want) {
 			t.Errorf("report lacks %q", want)
 		}
