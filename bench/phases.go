@@ -305,7 +305,7 @@ func liveLine(w io.Writer, every time.Duration, base time.Time, scrapes *scrapeL
 			if !ok {
 				continue
 			}
-			line := fmt.Sprintf("%6.0fs %-10s %8.0f req/s", (time.Duration(i+1) * every).Seconds(), phase, s.RequestsPerSec)
+			line := fmt.Sprintf("%7.1fs %-10s %8.0f req/s", (time.Duration(i+1) * every).Seconds(), phase, s.RequestsPerSec)
 			if s.Latency != nil {
 				line += fmt.Sprintf("  p50 %-9v p99 %-9v", s.Latency.P50, s.Latency.P99)
 			}
