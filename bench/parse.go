@@ -46,6 +46,11 @@ type respParser struct {
 	sawDigit bool
 	lineLen  int
 	carry    []byte // partial header block
+	// taken counts the current response's bytes consumed by earlier feeds,
+	// so that each response's size is known whatever the read boundaries:
+	// bytes read are attributed to responses, and a response to the phase
+	// (warm-up or measurement) of its request.
+	taken int64
 	// Per response, valid when done is reported.
 	status int
 	close  bool // server asked to close the connection after this response
@@ -57,13 +62,21 @@ type respSink interface {
 	// noBody reports whether the response to the oldest in-flight request
 	// has no body whatever its headers say (a HEAD request).
 	noBody() bool
-	// done is called for each complete response.
-	done(status int, close bool)
+	// done is called for each complete response of size bytes (status
+	// line, headers and body, interim 1xx responses before it included).
+	done(status int, close bool, size int64)
 }
 
 // feed consumes b, calling s.done for each complete response, until b is
 // exhausted. It returns errParse for a malformed response.
 func (p *respParser) feed(b []byte, s respSink) error {
+	// mark is len(b) where the current response's part of b began: the
+	// response has consumed mark-len(b) bytes of this feed.
+	mark := len(b)
+	done := func() {
+		s.done(p.status, p.close, p.taken+int64(mark-len(b)))
+		p.taken, mark = 0, len(b)
+	}
 	for len(b) > 0 {
 		switch p.state {
 		case stHeader:
@@ -75,6 +88,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 						return errParse
 					}
 					p.carry = append(p.carry, b...)
+					p.taken += int64(mark)
 					return nil
 				}
 				hdr, b = b[:i+4], b[i+4:]
@@ -88,6 +102,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 					if len(p.carry) > maxHeaderBytes {
 						return errParse
 					}
+					p.taken += int64(mark)
 					return nil
 				}
 				end := from + i + 4
@@ -103,13 +118,13 @@ func (p *respParser) feed(b []byte, s respSink) error {
 				// Interim response: the final one follows.
 				continue
 			case s.noBody() || p.status == 204 || p.status == 304:
-				s.done(p.status, p.close)
+				done()
 			case chunked:
 				p.state, p.sawDigit, p.remain, p.lineLen = stChunkSize, false, 0, 0
 			case length > 0:
 				p.state, p.remain = stBody, length
 			case length == 0:
-				s.done(p.status, p.close)
+				done()
 			default:
 				p.state = stUntilClose
 			}
@@ -118,7 +133,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 			b = b[n:]
 			if p.remain -= n; p.remain == 0 {
 				p.state = stHeader
-				s.done(p.status, p.close)
+				done()
 			}
 		case stChunkSize:
 			c := b[0]
@@ -156,7 +171,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 			case '\n':
 				if p.lineLen == 0 {
 					p.state = stHeader
-					s.done(p.status, p.close)
+					done()
 				}
 				p.lineLen = 0
 			case '\r':
@@ -164,22 +179,25 @@ func (p *respParser) feed(b []byte, s respSink) error {
 				p.lineLen++
 			}
 		case stUntilClose:
+			p.taken += int64(mark)
 			return nil
 		}
 	}
+	p.taken += int64(mark)
 	return nil
 }
 
 // eof reports whether a connection close completes the current response
-// (a body delimited by close), and resets the parser for a new connection.
-func (p *respParser) eof() (complete bool, status int) {
-	complete, status = p.state == stUntilClose, p.status
+// (a body delimited by close), of size bytes, and resets the parser for a
+// new connection.
+func (p *respParser) eof() (complete bool, status int, size int64) {
+	complete, status, size = p.state == stUntilClose, p.status, p.taken
 	p.reset()
-	return complete, status
+	return complete, status, size
 }
 
 func (p *respParser) reset() {
-	p.state, p.remain, p.sawDigit, p.lineLen = stHeader, 0, false, 0
+	p.state, p.remain, p.sawDigit, p.lineLen, p.taken = stHeader, 0, false, 0, 0
 	p.carry = p.carry[:0]
 }
 

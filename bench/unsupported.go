@@ -34,3 +34,25 @@ func ProcessCPU() time.Duration { return 0 }
 func idleMain(ctx context.Context, args []string, env Env) error { return errUnsupported }
 
 func isTerminal(w io.Writer) bool { return false }
+
+func cpuModel() string      { return "unknown" }
+func kernelRelease() string { return "unknown" }
+func cpuSet(pid int) []int  { return nil }
+
+// ProcTreeCPU is only implemented on Linux.
+func ProcTreeCPU(pid int) (time.Duration, error) { return 0, errUnsupported }
+
+func pinSelf(cpus []int) (func(), error) { return nil, errUnsupported }
+
+// SyscallMethodAvailable is only implemented on Linux.
+func SyscallMethodAvailable(ctx context.Context, method string) error { return errUnsupported }
+
+func countSyscalls(ctx context.Context, method string, srv Server, load Config, window time.Duration, loadCPUs []int, work string) (*SyscallCount, error) {
+	return nil, errUnsupported
+}
+
+// Idle is only implemented on Linux.
+func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) { return nil, errUnsupported }
+
+// ProcTreeRSS is only implemented on Linux.
+func ProcTreeRSS(pid int) (uint64, error) { return 0, errUnsupported }
