@@ -24,6 +24,9 @@ type ServerParams struct {
 	Writers       int `json:"writers" yaml:"writers"`
 	QueueCapacity int `json:"queue_capacity" yaml:"queue_capacity"`
 	MaxConns      int `json:"max_conns" yaml:"max_conns"`
+	// Metrics asks for the Prometheus exporter (Server.MetricsURL): off
+	// unless an experiment scrapes it, since it counts every response.
+	Metrics bool `json:"-" yaml:"-"`
 }
 
 // Server is a server under test that the tool started.
@@ -319,7 +322,7 @@ func writeResult(w io.Writer, res *Result, jsonOut, csvOut bool) error {
 
 func vsWrkMain(ctx context.Context, cfg Config, ours *Result, w io.Writer) error {
 	cfg = cfg.withDefaults()
-	wr, err := RunWrk(ctx, cfg.URL, cfg.Conns, cfg.Loops, cfg.Duration)
+	wr, err := RunWrk(ctx, WrkConfig{URL: cfg.URL, Conns: cfg.Conns, Threads: cfg.Loops, Duration: cfg.Duration})
 	if err != nil {
 		return err
 	}

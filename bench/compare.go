@@ -2,138 +2,467 @@ package bench
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// NamedServer is one column of a comparison.
-type NamedServer struct {
-	Name string
-	Server
+// Load generators of a comparison.
+const (
+	// GenWrk is wrk 4.1 with one thread, pinned like the generator: the
+	// method of issue 15's table, and a client whose cost is known.
+	GenWrk = "wrk"
+	// GenQuartet is the project's own generator (one loop unless -t says
+	// otherwise), which also takes request mixes.
+	GenQuartet = "quartet"
+)
+
+// CompareSpec is a comparison: each contender under the same load, at
+// each connection count, path and mode, in alternating rounds.
+type CompareSpec struct {
+	Paths  []string
+	Conns  []int
+	Modes  []CompareMode
+	Rounds int
+	// Duration and Warmup of each run; wrk rounds both to whole seconds.
+	Duration, Warmup time.Duration
+	Generator        string
+	// Load shapes the project's generator's runs (mix, pipeline,
+	// timeout, loops); its URL, connections and durations are set per run.
+	Load Config
+	// Syscalls is how to count the servers' syscalls per request
+	// (SyscallsPerf, SyscallsStrace), "" for not at all; each row is
+	// counted once after the rounds, over SyscallWindow.
+	Syscalls      string
+	SyscallWindow time.Duration
+	// Idle lists idle-connection counts at which to read each server's
+	// memory per connection (fresh processes, after the rounds).
+	Idle []int
+	// Subjects are the servers under study (quartet, quartet-b); the
+	// others are the references their ratios are given against.
+	Subjects []string
+	// Work is a directory for temporary files (default os.TempDir()).
+	Work string
+	// Log gets one line per run.
+	Log io.Writer
 }
 
-// CompareRow is one server at one connection count.
+// CompareSample is one run of one server.
+type CompareSample struct {
+	Round          int           `json:"round"`
+	Requests       uint64        `json:"requests"`
+	RequestsPerSec float64       `json:"requests_per_sec"`
+	ServerCPU      time.Duration `json:"server_cpu_ns"`
+	CPUKnown       bool          `json:"server_cpu_known"`
+	P50            time.Duration `json:"p50_ns"`
+	P99            time.Duration `json:"p99_ns"`
+	// Errors are socket errors and timeouts; Non2xx answers outside 2xx
+	// and 3xx.
+	Errors uint64 `json:"errors"`
+	Non2xx uint64 `json:"non_2xx"`
+}
+
+// CPUPerRequest is the server's CPU per request in this run.
+func (s CompareSample) CPUPerRequest() time.Duration {
+	if !s.CPUKnown {
+		return 0
+	}
+	return perReq(s.ServerCPU, s.Requests)
+}
+
+// CompareRow is one server in one cell (mode, connections, path).
 type CompareRow struct {
-	Server string `json:"server"`
-	Conns  int    `json:"conns"`
-	// Result is the median run by requests/s over the repeats.
-	Result *Result `json:"result"`
-	// Runs holds requests/s of every repeat, in run order.
-	Runs []float64 `json:"runs_requests_per_sec"`
-	// Ratio is this row's requests/s over the first server's (Quartet's)
-	// at the same connection count.
-	Ratio float64 `json:"ratio_to_first"`
-	Err   string  `json:"error,omitempty"`
+	Server  string          `json:"server"`
+	Mode    string          `json:"mode"`
+	Conns   int             `json:"conns"`
+	Path    string          `json:"path"`
+	Samples []CompareSample `json:"samples"`
+	// Medians over the rounds.
+	RequestsPerSec float64       `json:"requests_per_sec"`
+	CPUPerRequest  time.Duration `json:"server_cpu_per_request_ns"`
+	P50            time.Duration `json:"p50_ns"`
+	P99            time.Duration `json:"p99_ns"`
+	Errors         uint64        `json:"errors"` // total, all rounds
+	Non2xx         uint64        `json:"non_2xx"`
+	// CPURatio and RPSRatio are this row's server CPU per request and
+	// requests/s over each other server's in the same cell: the median
+	// of the per-round ratios (the servers of a round ran back to back,
+	// so noise from elsewhere on the machine cancels in pairs).
+	CPURatio map[string]float64 `json:"cpu_ratio,omitempty"`
+	RPSRatio map[string]float64 `json:"rps_ratio,omitempty"`
+	Syscalls *SyscallCount      `json:"syscalls,omitempty"`
+	Err      string             `json:"error,omitempty"`
 }
 
-// Compare runs load against each server in turn (never two at once, so
-// they do not compete for the cores) at each connection count; path is the
-// request path when load.Mix is empty. With several repeats the servers
-// take turns within each repeat, so that a burst of noise from elsewhere
-// on the machine hits them alike, and each row keeps the median run. The
-// first server is the reference for the ratios.
-func Compare(ctx context.Context, load Config, path string, conns []int, servers []NamedServer, repeats int) ([]CompareRow, error) {
-	repeats = max(1, repeats)
+// cell is a column of the comparison tables.
+type cell struct {
+	mode  string
+	conns int
+	path  string
+}
+
+func (r *CompareRow) cell() cell { return cell{r.Mode, r.Conns, r.Path} }
+
+// IdleRow is one server's idle memory per connection.
+type IdleRow struct {
+	Server string      `json:"server"`
+	Points []IdlePoint `json:"points"`
+	Err    string      `json:"error,omitempty"`
+}
+
+// CompareResult is a whole comparison.
+type CompareResult struct {
+	Started   time.Time     `json:"started"`
+	Host      Host          `json:"host"`
+	Generator string        `json:"generator"`
+	Rounds    int           `json:"rounds"`
+	Duration  time.Duration `json:"duration_ns"`
+	Warmup    time.Duration `json:"warmup_ns"`
+	Modes     []CompareMode `json:"modes"`
+	Servers   []string      `json:"servers"`
+	Subjects  []string      `json:"subjects"`
+	Rows      []CompareRow  `json:"rows"`
+	Idle      []IdleRow     `json:"idle,omitempty"`
+	// SyscallNote says why syscalls were not counted, when they were not.
+	SyscallNote string   `json:"syscall_note,omitempty"`
+	Warnings    []string `json:"warnings,omitempty"`
+}
+
+// Compare runs spec against the contenders. Each contender's server is
+// started once per mode and kept for all its runs; servers run one at a
+// time (never two under load at once), taking turns within each cell, and
+// each round starts the turn one contender later, so that neither noise
+// from elsewhere on the machine nor going first favours anyone.
+func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareResult, error) {
+	spec.Rounds = max(1, spec.Rounds)
+	log := spec.Log
+	if log == nil {
+		log = io.Discard
+	}
+	if spec.Work == "" {
+		spec.Work = os.TempDir()
+	}
+	switch spec.Generator {
+	case GenWrk, GenQuartet:
+	default:
+		return nil, fmt.Errorf("bench: compare: generator %q: want %s or %s", spec.Generator, GenWrk, GenQuartet)
+	}
+	res := &CompareResult{Started: time.Now().UTC(), Host: HostInfo(ctx), Generator: spec.Generator,
+		Rounds: spec.Rounds, Duration: spec.Duration, Warmup: spec.Warmup, Modes: spec.Modes, Subjects: spec.Subjects}
+	for _, c := range cs {
+		res.Servers = append(res.Servers, c.Name)
+	}
+	fmt.Fprintf(log, "host: %s\n", res.Host)
+
 	type key struct {
-		server string
-		conns  int
+		server, mode string
 	}
-	runs := map[key][]*Result{}
-	rows := []CompareRow{}
-	idx := map[key]int{}
-	for _, s := range servers {
-		for _, c := range conns {
-			idx[key{s.Name, c}] = len(rows)
-			rows = append(rows, CompareRow{Server: s.Name, Conns: c})
+	servers := map[key]Server{}
+	startErr := map[key]error{}
+	defer func() {
+		for _, s := range servers {
+			_ = s.Close()
 		}
+	}()
+	server := func(c Contender, m CompareMode) (Server, error) {
+		k := key{c.Name, m.Name}
+		if s, ok := servers[k]; ok {
+			return s, nil
+		}
+		if err, ok := startErr[k]; ok {
+			return nil, err
+		}
+		s, err := c.Start(ctx, m)
+		if err != nil {
+			startErr[k] = err
+			return nil, err
+		}
+		servers[k] = s
+		fmt.Fprintf(log, "%s (%s) at %s, pid %d\n", c.Name, m.Name, s.URL(), s.PID())
+		if !m.pinned() {
+			if w := sharedCPUWarning(s); w != "" && !slices.Contains(res.Warnings, m.Name+": "+w) {
+				res.Warnings = append(res.Warnings, m.Name+": "+w)
+			}
+		}
+		return s, nil
 	}
-	for range repeats {
-		for _, c := range conns {
-			for _, s := range servers {
-				cfg := load
-				cfg.URL = strings.TrimRight(s.URL(), "/") + path
-				cfg.Conns = c
-				cfg.ServerPID = 0
-				cfg.ServerCPU, cfg.ServerInProcess = s.CPU, false
-				if isInProcess(s.Server) {
-					cfg.ServerCPU, cfg.ServerInProcess = nil, true
-				}
-				res, err := Run(ctx, cfg)
-				k := key{s.Name, c}
-				if err != nil {
-					if ctx.Err() != nil {
-						return rows, ctx.Err()
-					}
-					rows[idx[k]].Err = err.Error()
-				}
-				if res != nil {
-					runs[k] = append(runs[k], res)
-					rows[idx[k]].Runs = append(rows[idx[k]].Runs, res.RequestsPerSec)
+
+	idx := map[string]int{}
+	rowKey := func(server string, c cell) string { return fmt.Sprint(server, "|", c.mode, "|", c.conns, "|", c.path) }
+	for _, c := range cs {
+		for _, m := range spec.Modes {
+			for _, n := range spec.Conns {
+				for _, p := range spec.Paths {
+					idx[rowKey(c.Name, cell{m.Name, n, p})] = len(res.Rows)
+					res.Rows = append(res.Rows, CompareRow{Server: c.Name, Mode: m.Name, Conns: n, Path: p})
 				}
 			}
 		}
 	}
-	for k, rs := range runs {
-		sorted := append([]*Result(nil), rs...)
-		sort.Slice(sorted, func(i, j int) bool { return sorted[i].RequestsPerSec < sorted[j].RequestsPerSec })
-		rows[idx[k]].Result = sorted[len(sorted)/2]
-	}
-	for i, r := range rows {
-		ref := rows[idx[key{servers[0].Name, r.Conns}]].Result
-		if r.Result != nil && ref != nil && ref.RequestsPerSec > 0 {
-			rows[i].Ratio = r.Result.RequestsPerSec / ref.RequestsPerSec
+	total := spec.Rounds * len(spec.Modes) * len(spec.Conns) * len(spec.Paths) * len(cs)
+	done := 0
+	for round := range spec.Rounds {
+		for _, m := range spec.Modes {
+			for _, n := range spec.Conns {
+				for _, p := range spec.Paths {
+					for i := range cs {
+						c := cs[(i+round)%len(cs)]
+						row := &res.Rows[idx[rowKey(c.Name, cell{m.Name, n, p})]]
+						done++
+						srv, err := server(c, m)
+						if err != nil {
+							row.Err = err.Error()
+							fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %v\n", done, total, c.Name, m.Name, n, p, err)
+							continue
+						}
+						s, err := measure(ctx, spec, srv, m, n, p)
+						if err != nil {
+							if ctx.Err() != nil {
+								return res, ctx.Err()
+							}
+							row.Err = err.Error()
+							fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %v\n", done, total, c.Name, m.Name, n, p, err)
+							continue
+						}
+						s.Round = round
+						row.Samples = append(row.Samples, s)
+						fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %.0f req/s, server CPU %v/request, p99 %v\n",
+							done, total, c.Name, m.Name, n, p, s.RequestsPerSec, s.CPUPerRequest(), s.P99)
+					}
+				}
+			}
 		}
 	}
-	return rows, nil
+	res.summarise()
+	for _, row := range res.Rows {
+		if row.Errors > 0 || row.Non2xx > 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("%s %s c=%d %s: %d errors and %d responses outside 2xx/3xx: its figures are not those of serving the request",
+				row.Server, row.Mode, row.Conns, row.Path, row.Errors, row.Non2xx))
+		}
+	}
+
+	if spec.Syscalls != "" {
+		for i := range res.Rows {
+			row := &res.Rows[i]
+			m := modeNamed(spec.Modes, row.Mode)
+			srv, ok := servers[key{row.Server, row.Mode}]
+			if !ok {
+				continue
+			}
+			sc, err := measureSyscalls(ctx, spec, srv, m, row.Conns, row.Path)
+			if err != nil {
+				if ctx.Err() != nil {
+					return res, ctx.Err()
+				}
+				fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %v\n", row.Server, row.Mode, row.Conns, row.Path, err)
+				continue
+			}
+			row.Syscalls = sc
+			fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %.2f per request (%s, traced %.0f req/s, untraced %.0f)\n",
+				row.Server, row.Mode, row.Conns, row.Path, sc.PerRequest, sc.Method, sc.TracedRPS, sc.UntracedRPS)
+		}
+	}
+	// The idle experiment wants fresh processes with nothing else running.
+	for _, s := range servers {
+		_ = s.Close()
+	}
+	clear(servers)
+	if len(spec.Idle) > 0 {
+		for _, c := range cs {
+			res.Idle = append(res.Idle, idleRow(ctx, c, spec.Idle, spec.Paths[0], log))
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+		}
+	}
+	return res, nil
 }
 
-// WriteCompareText prints rows as a table.
-func WriteCompareText(w io.Writer, rows []CompareRow) error {
-	ew := &errWriter{w: w}
-	ew.printf("%-10s %6s %12s %8s %10s %10s %10s %12s %12s %7s  %s\n",
-		"server", "conns", "req/s", "ratio", "p50", "p99", "p99.9", "srv CPU/req", "cli CPU/req", "errors", "runs (req/s)")
-	for _, r := range rows {
-		if r.Result == nil {
-			ew.printf("%-10s %6d  failed: %s\n", r.Server, r.Conns, r.Err)
-			continue
-		}
-		res := r.Result
-		runs := make([]string, len(r.Runs))
-		for i, v := range r.Runs {
-			runs[i] = strconv.FormatFloat(v, 'f', 0, 64)
-		}
-		ew.printf("%-10s %6d %12.0f %8.2f %10v %10v %10v %12v %12v %7d  %s\n", r.Server, r.Conns,
-			res.RequestsPerSec, r.Ratio, res.Latency.P50, res.Latency.P99, res.Latency.P999,
-			res.ServerCPUPerRequest(), res.ClientCPUPerRequest(), res.ErrorTotal(), strings.Join(runs, " "))
-		if r.Err != "" {
-			ew.printf("%-10s %6d  error: %s\n", "", r.Conns, r.Err)
+func modeNamed(ms []CompareMode, name string) CompareMode {
+	for _, m := range ms {
+		if m.Name == name {
+			return m
 		}
 	}
-	return ew.err
+	return CompareMode{Name: name}
 }
 
-// WriteCompareCSV prints rows as CSV: server, conns, ratio, then CSVHeader.
-func WriteCompareCSV(w io.Writer, rows []CompareRow) error {
-	cw := csv.NewWriter(w)
-	_ = cw.Write(append([]string{"server", "conns_point", "ratio"}, CSVHeader()...))
-	for _, r := range rows {
-		if r.Result == nil {
-			continue
+// measure is one run of the spec's generator against srv.
+func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, conns int, path string) (CompareSample, error) {
+	url := strings.TrimRight(srv.URL(), "/") + path
+	cpuKnown := srv.PID() > 0 && !isInProcess(srv)
+	if spec.Generator == GenWrk {
+		w := WrkConfig{URL: url, Conns: conns, Threads: 1, CPUs: m.LoadCPUs}
+		if spec.Warmup > 0 {
+			w.Duration = spec.Warmup
+			if _, err := RunWrk(ctx, w); err != nil {
+				return CompareSample{}, fmt.Errorf("warm-up: %w", err)
+			}
 		}
-		_ = cw.Write(append([]string{r.Server, strconv.Itoa(r.Conns), strconv.FormatFloat(r.Ratio, 'f', 3, 64)}, r.Result.CSVRecord()...))
+		w.Duration = spec.Duration
+		// The CPU read brackets wrk's whole run, its connects included: at
+		// 1000 connections those are well under 1% of the requests.
+		c0 := srv.CPU()
+		r, err := RunWrk(ctx, w)
+		c1 := srv.CPU()
+		if err != nil {
+			return CompareSample{}, err
+		}
+		return CompareSample{Requests: r.Requests, RequestsPerSec: r.RequestsPerSec, ServerCPU: c1 - c0, CPUKnown: cpuKnown,
+			P50: r.P50, P99: r.P99, Errors: r.SocketErrors, Non2xx: r.Non2xx}, nil
 	}
-	cw.Flush()
-	return cw.Error()
+	cfg := spec.Load
+	cfg.URL, cfg.Conns, cfg.Duration, cfg.Warmup = url, conns, spec.Duration, spec.Warmup
+	if cfg.Loops == 0 {
+		cfg.Loops = 1 // as wrk -t1
+	}
+	cfg.ServerPID, cfg.ServerCPU, cfg.ServerInProcess = 0, nil, isInProcess(srv)
+	if cpuKnown {
+		cfg.ServerCPU = srv.CPU
+	}
+	if m.LoadCPUs != "" {
+		cpus, err := parseCPUList(m.LoadCPUs)
+		if err != nil {
+			return CompareSample{}, err
+		}
+		restore, err := pinSelf(cpus)
+		if err != nil {
+			return CompareSample{}, err
+		}
+		defer restore()
+	}
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		return CompareSample{}, err
+	}
+	return CompareSample{Requests: r.Requests, RequestsPerSec: r.RequestsPerSec, ServerCPU: r.ServerCPU,
+		CPUKnown: r.ServerCPUKnown, P50: r.Latency.P50, P99: r.Latency.P99, Errors: r.ErrorTotal(),
+		Non2xx: r.Requests - r.Status[2] - r.Status[3]}, nil
+}
+
+// measureSyscalls counts srv's syscalls per request in the row's cell.
+func measureSyscalls(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, conns int, path string) (*SyscallCount, error) {
+	load := spec.Load
+	load.URL, load.Conns = strings.TrimRight(srv.URL(), "/")+path, conns
+	if load.Loops == 0 {
+		load.Loops = 1
+	}
+	var cpus []int
+	if m.LoadCPUs != "" {
+		var err error
+		if cpus, err = parseCPUList(m.LoadCPUs); err != nil {
+			return nil, err
+		}
+	}
+	return countSyscalls(ctx, spec.Syscalls, srv, load, spec.SyscallWindow, cpus, spec.Work)
+}
+
+// idleRow measures c's memory per idle connection in a fresh process.
+func idleRow(ctx context.Context, c Contender, counts []int, path string, log io.Writer) IdleRow {
+	row := IdleRow{Server: c.Name}
+	if c.StartIdle == nil {
+		row.Err = "no idle start"
+		return row
+	}
+	s, err := c.StartIdle(ctx)
+	if err != nil {
+		row.Err = err.Error()
+		return row
+	}
+	defer s.Close()
+	pts, err := Idle(ctx, IdleConfig{URL: strings.TrimRight(s.URL(), "/") + path, Counts: counts, PID: s.PID(), RSS: serverRSS(s), Log: log})
+	row.Points = pts
+	if err != nil {
+		row.Err = err.Error()
+	}
+	return row
+}
+
+// summarise fills the medians and the paired ratios.
+func (r *CompareResult) summarise() {
+	byCell := map[cell][]int{}
+	for i := range r.Rows {
+		row := &r.Rows[i]
+		byCell[row.cell()] = append(byCell[row.cell()], i)
+		var rps, cpu, p50, p99 []float64
+		row.Errors, row.Non2xx = 0, 0
+		for _, s := range row.Samples {
+			rps = append(rps, s.RequestsPerSec)
+			if s.CPUKnown {
+				cpu = append(cpu, float64(s.CPUPerRequest()))
+			}
+			p50 = append(p50, float64(s.P50))
+			p99 = append(p99, float64(s.P99))
+			row.Errors += s.Errors
+			row.Non2xx += s.Non2xx
+		}
+		row.RequestsPerSec = median(rps)
+		row.CPUPerRequest = time.Duration(median(cpu))
+		row.P50, row.P99 = time.Duration(median(p50)), time.Duration(median(p99))
+	}
+	for _, members := range byCell {
+		for _, i := range members {
+			a := &r.Rows[i]
+			a.CPURatio, a.RPSRatio = map[string]float64{}, map[string]float64{}
+			for _, j := range members {
+				if i == j {
+					continue
+				}
+				b := &r.Rows[j]
+				if v, ok := pairedRatio(a.Samples, b.Samples, func(s CompareSample) (float64, bool) {
+					return float64(s.CPUPerRequest()), s.CPUKnown
+				}); ok {
+					a.CPURatio[b.Server] = v
+				}
+				if v, ok := pairedRatio(a.Samples, b.Samples, func(s CompareSample) (float64, bool) {
+					return s.RequestsPerSec, true
+				}); ok {
+					a.RPSRatio[b.Server] = v
+				}
+			}
+		}
+	}
+}
+
+// pairedRatio is the median over rounds of a's value over b's in the same
+// round; ok is false when no round has both.
+func pairedRatio(a, b []CompareSample, val func(CompareSample) (float64, bool)) (float64, bool) {
+	var rs []float64
+	for _, sa := range a {
+		for _, sb := range b {
+			if sa.Round != sb.Round {
+				continue
+			}
+			va, oka := val(sa)
+			vb, okb := val(sb)
+			if oka && okb && vb > 0 {
+				rs = append(rs, va/vb)
+			}
+		}
+	}
+	if len(rs) == 0 {
+		return 0, false
+	}
+	return median(rs), true
+}
+
+// median of xs (the mean of the middle two for an even count), 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 // urlServer is a server the tool did not start.
@@ -175,126 +504,6 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
-// compareMain is `quartet bench compare [flags] [QUARTET-URL]`.
-func compareMain(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("bench compare", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var f loadFlags
-	f.register(fs)
-	connList := fs.String("conns", "", "connection counts to run each server at, e.g. 100,1000 (default: -c)")
-	path := fs.String("path", "/hello", "request path (without -m)")
-	peersDir := fs.String("peers", "", "directory of the bench/peers module (default: found from the working directory)")
-	repeats := fs.Int("repeats", 1, "runs per server and count, taking turns; the median is reported")
-	only := fs.String("only", strings.Join(peerNames, ","), "peers to run")
-	peerBin := fs.String("peer-bin", "", "directory of already built peer binaries (skips building)")
-	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: quartet bench compare [flags] [QUARTET-URL]\n\nRuns the same load against Quartet and the peers in bench/peers, one at a time, all on loopback.\nWithout QUARTET-URL, Quartet is started as `quartet serve` (or in-process).")
-		fs.PrintDefaults()
-	}
-	// Comparisons run several servers: default to short runs.
-	_ = fs.Set("d", "3s")
-	_ = fs.Set("w", "500ms")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return helpIsNotAnError(err)
-	}
-	if len(pos) > 1 {
-		fs.Usage()
-		return errUsage
-	}
-	conns := []int{f.cfg.Conns}
-	if *connList != "" {
-		if conns, err = parseInts(*connList); err != nil {
-			return err
-		}
-	}
-	if err := RequireFDs(conns); err != nil {
-		return err
-	}
-
-	var servers []NamedServer
-	defer func() {
-		for _, s := range servers {
-			_ = s.Close()
-		}
-	}()
-	reqPath := *path
-	switch {
-	case len(pos) == 1:
-		base, p, err := baseURL(pos[0])
-		if err != nil {
-			return err
-		}
-		if p != "/" {
-			reqPath = p
-		}
-		servers = append(servers, NamedServer{"quartet", urlServer{url: base, pid: f.cfg.ServerPID}})
-	case env.QuartetBinary != "":
-		s, err := StartProcess(ctx, "quartet", quartetArgs(env.QuartetBinary, ServerParams{}))
-		if err != nil {
-			return err
-		}
-		servers = append(servers, NamedServer{"quartet", s})
-	case env.Quartet != nil:
-		s, err := env.Quartet(ctx, ServerParams{})
-		if err != nil {
-			return err
-		}
-		servers = append(servers, NamedServer{"quartet", s})
-	default:
-		return errors.New("bench compare: give Quartet's URL (no Quartet server is linked in)")
-	}
-	if err := f.finish(servers[0].URL() + reqPath); err != nil {
-		return err
-	}
-
-	bin := *peerBin
-	if bin == "" {
-		dir := *peersDir
-		if dir == "" {
-			wd, _ := os.Getwd()
-			if dir, err = FindPeersDir(wd); err != nil {
-				return err
-			}
-		}
-		fmt.Fprintf(env.Stderr, "building peers in %s\n", dir)
-		if bin, err = BuildPeers(ctx, dir); err != nil {
-			return err
-		}
-		defer os.RemoveAll(bin)
-	}
-	for _, name := range strings.Split(*only, ",") {
-		name = strings.TrimSpace(name)
-		if name == "" {
-			continue
-		}
-		s, err := StartProcess(ctx, name, []string{filepath.Join(bin, name), "-addr", "127.0.0.1:0"})
-		if err != nil {
-			return err
-		}
-		servers = append(servers, NamedServer{name, s})
-	}
-	for _, s := range servers {
-		fmt.Fprintf(env.Stderr, "%-9s %s\n", s.Name, s.URL())
-	}
-	if !isInProcess(servers[0].Server) {
-		spareProcs(f.cfg.withDefaults().Loops)
-	}
-	rows, err := Compare(ctx, f.cfg, reqPath, conns, servers, *repeats)
-	if err != nil {
-		return err
-	}
-	switch {
-	case f.jsonOut:
-		e := json.NewEncoder(env.Stdout)
-		e.SetIndent("", "  ")
-		return e.Encode(rows)
-	case f.csvOut:
-		return WriteCompareCSV(env.Stdout, rows)
-	}
-	return WriteCompareText(env.Stdout, rows)
-}
-
 // RequireFDs checks that the largest connection count fits the open-file
 // limit (raising it where allowed) and says so clearly where it does not.
 func RequireFDs(conns []int) error {
@@ -306,9 +515,5 @@ func RequireFDs(conns []int) error {
 	return err
 }
 
-// isInProcess reports whether s runs inside this process (see package
-// bench/inproc), whose CPU cannot be read apart from the generator's.
-func isInProcess(s Server) bool {
-	ip, ok := s.(interface{ InProcess() bool })
-	return ok && ip.InProcess()
-}
+// errNoSubject is returned when a comparison has nothing to compare.
+var errNoSubject = errors.New("bench compare: no servers to compare")

@@ -91,6 +91,15 @@ type Config struct {
 	// goroutine of Run's own.
 	Progress      func(Progress)
 	ProgressEvery time.Duration
+	// Interval, if positive, splits the run into intervals of this length
+	// counted from IntervalBase (the run's start if zero), and OnInterval
+	// gets each one's figures in order, from a goroutine of Run's own, as
+	// soon as every loop has passed it (within a tick). Runs that share an
+	// IntervalBase, one after another, sample on one time line: the phases
+	// of an experiment.
+	Interval     time.Duration
+	IntervalBase time.Time
+	OnInterval   func(IntervalSample)
 }
 
 // target is the parsed URL.
@@ -166,6 +175,9 @@ func (c Config) validate() error {
 	}
 	if c.Rate < 0 {
 		return fmt.Errorf("bench: negative rate %v", c.Rate)
+	}
+	if c.Interval < 0 || c.Interval > 0 && c.Interval < tick {
+		return fmt.Errorf("bench: interval %v: want at least %v", c.Interval, tick)
 	}
 	for _, m := range c.Mix {
 		if m.Weight < 0 || m.BodySize < 0 {

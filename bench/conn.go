@@ -90,7 +90,7 @@ func (c *conn) noBody() bool {
 }
 
 // done implements respSink: it retires the oldest request.
-func (c *conn) done(status int, close bool) {
+func (c *conn) done(status int, close bool, size int64) {
 	if c.n == 0 || c.n == c.unsent {
 		c.unsolicted = true
 		return
@@ -100,5 +100,5 @@ func (c *conn) done(status int, close bool) {
 	c.n--
 	c.answered++
 	c.closing = c.closing || close
-	c.l.record(&f, status)
+	c.l.record(&f, status, size)
 }

@@ -32,6 +32,11 @@
 // Config.Duration passes or Config.Requests responses arrive), then drain:
 // no new requests, in-flight ones are awaited for at most drainGrace. Loops
 // derive the phase from the clock, so they never coordinate with each other.
+// Every figure covers the same requests: responses, their bytes and status
+// classes, and the bytes of requests, count only requests sent after the
+// warm-up (the parser sizes each response, so a read that straddles the
+// boundary is split exactly); failures count from the end of the warm-up,
+// those before it apart (Result.WarmupErrors).
 //
 // # Commands
 //
@@ -40,9 +45,12 @@
 //	quartet bench -n 100000 -p 16 -m "/hello weight=9" -m "POST /echo body=1024" URL
 //	quartet bench --server-pid PID --json URL                   server CPU/request, JSON
 //	quartet bench --vs-wrk -c 100 -d 5s URL                     client CPU/request against wrk's
-//	quartet bench compare --conns 100,1000 --repeats 3          Quartet vs net/http, gnet, fasthttp
+//	quartet bench compare                                       issue 15's table: Quartet vs gnet, fasthttp, net/http
+//	quartet bench compare --quartet OLD --quartet-b NEW         before/after in one run
+//	quartet bench compare --static --idle 1000,10000            static files vs nginx; idle memory
 //	quartet bench idle -n 10000,100000                          server RSS per idle connection
 //	quartet sweep bench/examples/stages.yaml                    matrix, CSV/JSON, SVG, HTML report
+//	quartet sweep bench/examples/phases.yaml                    phases over time, server /metrics, HTML report
 //
 // # Experiments
 //
@@ -51,4 +59,36 @@
 // bench/peers so their dependencies stay out of Quartet's go.mod) and sweeps
 // over a matrix of server configurations and workloads (Sweep), which write
 // CSV, JSON, SVG plots and a self-contained HTML report.
+//
+// # Phases over time
+//
+// A spec with phases (PhaseRun) runs one server through a workload that
+// changes, phase after phase (connections, open-loop rate, requests), on
+// one time line: the generator reports each interval's responses, p50/p99
+// and failures (Config.Interval), and the server's Prometheus endpoint is
+// read at every interval's end. Every series whose family matches
+// DefaultMetricsMatch (quartet_stage_*, anything about shedding or
+// admission, connections, responses) is kept, whatever the server exports
+// at the time: gauges as read, counters as rates, histograms as means. The
+// report plots each over time with the phase boundaries marked, so that a
+// controller resizing a stage can be seen reacting to a change of load.
+//
+// # Comparing servers
+//
+// Compare is the project's measuring instrument for CPU per request: each
+// contender (Quartet, a second Quartet binary, bare gnet, fasthttp,
+// net/http, nginx for static files) runs as a process of its own, started
+// once per mode: "pinned" puts the server on one CPU with GOMAXPROCS=1 and
+// the load on another (taskset), "both-cores" pins nothing. Servers take
+// turns under load within each cell (mode, connections, path), one at a
+// time, and each round starts the turn one server later. The load is wrk
+// with one thread by default, the method of issue 15's table. Server CPU
+// is utime+stime from /proc/PID/stat around each run; ratios between
+// servers are medians of per-round ratios, so that a noisy round on a
+// shared machine counts once, in both. Syscalls per request are counted
+// apart, after the rounds, over a window of load by this package's
+// generator on connections opened beforehand: with perf stat on the
+// raw_syscalls:sys_enter tracepoint (in-kernel, little overhead) or with
+// strace -c -f (each syscall named, the server several times slower); the
+// server's throughput while counted and just before is reported beside.
 package bench

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"sync"
@@ -25,6 +26,7 @@ type run struct {
 	reqs       []wireRequest
 	sched      []uint16
 	stop       atomic.Bool
+	iv         *intervals // nil unless Config.Interval is set
 }
 
 // Run executes one load run and returns its result. It returns early, with
@@ -131,6 +133,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	r.base = time.Now()
+	var ivOut chan intervalPart
+	if cfg.Interval > 0 {
+		r.iv = newIntervals(cfg, r.base, len(loops))
+		ivOut = r.iv.out
+	}
+	for i, l := range loops {
+		l.id = i
+	}
 	if cfg.Warmup <= 0 {
 		sample()
 	}
@@ -162,6 +172,8 @@ wait:
 			done = nil
 		case <-warm:
 			sample()
+		case p := <-ivOut:
+			r.iv.collect(p)
 		case now := <-progress.C:
 			if cfg.Progress == nil {
 				continue
@@ -175,6 +187,19 @@ wait:
 			lastN, lastT = p.Requests, now
 			cfg.Progress(p)
 		}
+	}
+	if r.iv != nil {
+		// The loops have ended: what they sent last is buffered.
+		for {
+			select {
+			case p := <-ivOut:
+				r.iv.collect(p)
+				continue
+			default:
+			}
+			break
+		}
+		r.iv.flush(math.MaxInt64)
 	}
 	res := newResult(cfg, loops)
 	res.ProcessCPU = ProcessCPU() - proc0
@@ -209,7 +234,15 @@ func newResult(cfg Config, loops []*loop) *Result {
 	raw := newHist()
 	first, last := int64(-1), int64(0)
 	for _, l := range loops {
-		res.Counts.add(l.stats)
+		st, warm := l.stats, l.warm
+		if !l.measured {
+			warm = failures{st.Errors, st.Reconnects, st.Lost}
+		}
+		st.Errors.sub(warm.errors)
+		st.Reconnects -= warm.reconnects
+		st.Lost -= warm.lost
+		res.Counts.add(st)
+		res.WarmupErrors += warm.errors.total()
 		res.hist.Merge(l.hist)
 		raw.Merge(l.raw)
 		res.ClientCPU += l.cpu

@@ -105,11 +105,11 @@ func TestRunCountsExactly(t *testing.T) {
 				t.Errorf("measured %d responses, want %d", res.Requests, cfg.Requests)
 			}
 			sent := res.Status[1] + res.Status[2] + res.Status[3] + res.Status[4] + res.Status[5]
-			if got := served.Load(); got != int64(sent) {
-				t.Errorf("server received %d requests, generator got %d responses", got, sent)
+			if sent != uint64(cfg.Requests) {
+				t.Errorf("%d responses by status, want %d", sent, cfg.Requests)
 			}
-			if cfg.Warmup == 0 && sent != uint64(cfg.Requests) {
-				t.Errorf("%d responses in all, want %d", sent, cfg.Requests)
+			if got := served.Load(); cfg.Warmup == 0 && got != int64(sent) || got < int64(sent) {
+				t.Errorf("server received %d requests, generator got %d responses", got, sent)
 			}
 			if e := res.ErrorTotal(); e != 0 || res.Lost != 0 {
 				t.Errorf("errors %+v, lost %d", res.Errors, res.Lost)
@@ -118,6 +118,87 @@ func TestRunCountsExactly(t *testing.T) {
 				t.Errorf("implausible result %+v", res)
 			}
 		})
+	}
+}
+
+// TestWarmupExcludedFromEveryFigure checks that every figure of a run with
+// a warm-up covers the same requests (issue: bytes, transfer/s and status
+// counts once included the warm-up while requests did not).
+func TestWarmupExcludedFromEveryFigure(t *testing.T) {
+	srv, served := countingServer(t)
+	url := srv.URL + "/bytes?n=100"
+	// One response's and one request's size on the wire: every response of
+	// this server to this request has the same length.
+	one, err := Run(t.Context(), Config{URL: url, Conns: 1, Requests: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.BytesRead == 0 || one.BytesWritten == 0 {
+		t.Fatalf("one request: read %d, wrote %d bytes", one.BytesRead, one.BytesWritten)
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{name: "closed", cfg: Config{Conns: 4, Warmup: 150 * time.Millisecond, Duration: 150 * time.Millisecond}},
+		{name: "pipelined", cfg: Config{Conns: 2, Pipeline: 8, Warmup: 150 * time.Millisecond, Duration: 150 * time.Millisecond}},
+		{name: "open loop", cfg: Config{Conns: 4, Rate: 2000, Warmup: 150 * time.Millisecond, Duration: 150 * time.Millisecond}},
+		{name: "request count", cfg: Config{Conns: 3, Warmup: 150 * time.Millisecond, Requests: 200}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := served.Load()
+			cfg := tt.cfg
+			cfg.URL = url
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.CloseClientConnections()
+			n := res.Requests
+			if got := uint64(served.Load() - before); got <= n {
+				t.Fatalf("server answered %d requests, %d measured: no warm-up happened", got, n)
+			}
+			if res.Status[2] != n {
+				t.Errorf("2xx %d, requests %d", res.Status[2], n)
+			}
+			if res.BytesRead != n*one.BytesRead {
+				t.Errorf("read %d bytes for %d responses of %d bytes", res.BytesRead, n, one.BytesRead)
+			}
+			if res.BytesWritten != n*one.BytesWritten {
+				t.Errorf("wrote %d bytes for %d requests of %d bytes", res.BytesWritten, n, one.BytesWritten)
+			}
+			if want := float64(res.BytesRead) / res.Elapsed.Seconds(); res.BytesPerSec != want {
+				t.Errorf("transfer %v/s, want bytes read over the measured window, %v/s", res.BytesPerSec, want)
+			}
+		})
+	}
+}
+
+// TestWarmupErrorsSetApart: failures during the warm-up are reported as
+// such, not as the measurement's.
+func TestWarmupErrorsSetApart(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 5 {
+			// The first requests, early in the warm-up, lose their
+			// connection without an answer.
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
+		_, _ = w.Write([]byte("Hello, World!"))
+	}))
+	defer srv.Close()
+	res, err := Run(t.Context(), Config{URL: srv.URL + "/hello", Conns: 1, Warmup: 500 * time.Millisecond, Requests: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.WarmupErrors != 5 || res.ErrorTotal() != 0 || res.Lost != 0 || res.Reconnects != 0 || res.Requests != 50 {
+		t.Fatalf("warm-up errors %d, errors %+v, lost %d, reconnects %d, requests %d; want 5 warm-up errors and a clean measurement",
+			res.WarmupErrors, res.Errors, res.Lost, res.Reconnects, res.Requests)
 	}
 }
 
@@ -205,4 +286,55 @@ func TestRunDurationAndCancel(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRunIntervals checks that per-interval figures add up to the run's
+// and that runs sharing a base continue one time line.
+func TestRunIntervals(t *testing.T) {
+	srv, _ := countingServer(t)
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{name: "closed", cfg: Config{Conns: 3, Duration: 450 * time.Millisecond}},
+		{name: "open", cfg: Config{Conns: 2, Rate: 1000, Duration: 450 * time.Millisecond}},
+		{name: "requests", cfg: Config{Conns: 2, Requests: 2000, Pipeline: 4}},
+	}
+	base := time.Now()
+	last := int64(-1)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []IntervalSample
+			cfg := tt.cfg
+			cfg.URL = srv.URL + "/hello"
+			cfg.Interval, cfg.IntervalBase = 100*time.Millisecond, base
+			cfg.OnInterval = func(s IntervalSample) { got = append(got, s) }
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum Counts
+			for i, s := range got {
+				sum.add(s.Counts)
+				if i > 0 && s.Index <= got[i-1].Index {
+					t.Errorf("interval %d after %d", s.Index, got[i-1].Index)
+				}
+				if (s.Requests > 0) != (s.Latency != nil) || s.Latency != nil && s.Latency.P99 < s.Latency.P50 {
+					t.Errorf("interval %d: %d requests, latency %+v", s.Index, s.Requests, s.Latency)
+				}
+				if want := base.Add(time.Duration(s.Index) * 100 * time.Millisecond); !s.Start.Equal(want) {
+					t.Errorf("interval %d starts at %v, want %v", s.Index, s.Start, want)
+				}
+			}
+			// A run may share its first interval with the end of the one
+			// before it, never go back.
+			if len(got) < 2 || got[0].Index < last {
+				t.Fatalf("%d intervals from %d; the previous run ended at %d", len(got), got[0].Index, last)
+			}
+			last = got[len(got)-1].Index
+			if sum.Requests != res.Requests || sum.Status != res.Status || sum.BytesRead != res.BytesRead || sum.Errors != res.Errors {
+				t.Errorf("intervals sum to %+v, the run to %+v", sum, res.Counts)
+			}
+		})
+	}
 }

@@ -5,84 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// Idle experiment bounds.
-const (
-	// idleIOTimeout bounds each request and response while opening the
-	// idle connections. Generous: in a TCG guest with 70k connections
-	// open, a server took more than 5 s to answer one.
-	idleIOTimeout = 30 * time.Second
-	// idleConnectTimeout bounds a connect: longer, because SYNs dropped
-	// by a full accept queue are retried after 1, 3, 7, 15 s.
-	idleConnectTimeout = 30 * time.Second
-	// DefaultSettle is the pause before reading the server's RSS, so that
-	// connections it is still setting up are counted.
-	DefaultSettle = 500 * time.Millisecond
-	// portsPerSource is about one ephemeral port range (32768-60999):
-	// beyond it another source address is needed towards one server port.
-	portsPerSource = 25000
-)
-
-// IdleConfig describes the idle-connection memory experiment.
-type IdleConfig struct {
-	// URL of the server; each connection sends one GET of its path, reads
-	// the response and then stays open and silent.
-	URL string
-	// Counts of connections to measure at, ascending: connections are
-	// added from one count to the next.
-	Counts []int
-	// PID of the server, whose VmRSS is read.
-	PID int
-	// SourceAddrs spread the connections over several source addresses;
-	// empty means as many 127.0.0.x as the largest count needs.
-	SourceAddrs []netip.Addr
-	Settle      time.Duration
-	// Log, if set, gets a line every logEvery connections opened.
-	Log io.Writer
-}
-
-// logEvery is how often Idle reports the connections opened so far:
-// opening 100k connections takes a while, in a VM minutes.
-const logEvery = 5000
-
-// idleServerTimeout is the keep-alive idle timeout given to the servers
-// the experiment starts, longer than any run.
-const idleServerTimeout = 24 * time.Hour
-
-// idleOpeners is how many connections Idle opens at once.
-const idleOpeners = 32
-
-// IdlePoint is the server's memory with Conns idle connections open.
-type IdlePoint struct {
-	Conns   int     `json:"conns"`
-	RSS     uint64  `json:"rss_bytes"`
-	BaseRSS uint64  `json:"base_rss_bytes"`
-	PerConn float64 `json:"rss_per_conn_bytes"` // (RSS - BaseRSS) / Conns
-	// Partial: opening stopped short of the step's count; Conns is the
-	// number actually open when RSS was read.
-	Partial bool `json:"partial,omitempty"`
-	// Closed counts connections the server had closed when RSS was read
-	// (an idle timeout, a connection limit); PerConn divides by the rest.
-	Closed int `json:"closed_by_server"`
-}
-
-func newIdlePoint(conns int, rss, base uint64) IdlePoint {
-	p := IdlePoint{Conns: conns, RSS: rss, BaseRSS: base}
-	if rss > base && conns > 0 {
-		p.PerConn = float64(rss-base) / float64(conns)
-	}
-	return p
-}
 
 // Idle opens idle keep-alive connections to cfg.URL, in steps up to each
 // count, and reads the server's RSS at each step. When the open-file limit
@@ -95,6 +25,10 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 	}
 	if cfg.PID <= 0 {
 		return nil, errors.New("bench: idle experiment needs the server's PID")
+	}
+	rss := cfg.RSS
+	if rss == nil {
+		rss = func() (uint64, error) { return ProcRSS(cfg.PID) }
 	}
 	if cfg.Settle <= 0 {
 		cfg.Settle = DefaultSettle
@@ -118,7 +52,7 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 			unix.Close(fd)
 		}
 	}()
-	base, err := ProcRSS(cfg.PID)
+	base, err := rss()
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +65,7 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		fds = append(fds, opened...)
 		if err != nil {
 			// What was reached is still a measurement: keep it, marked.
-			if rss, rerr := ProcRSS(cfg.PID); rerr == nil && len(fds) > 0 && ctx.Err() == nil {
+			if rss, rerr := rss(); rerr == nil && len(fds) > 0 && ctx.Err() == nil {
 				p := newIdlePoint(len(fds), rss, base)
 				p.Partial = true
 				points = append(points, p)
@@ -143,7 +77,7 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		case <-ctx.Done():
 			return points, ctx.Err()
 		}
-		rss, err := ProcRSS(cfg.PID)
+		now, err := rss()
 		if err != nil {
 			return points, err
 		}
@@ -151,7 +85,7 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 		if err != nil {
 			return points, err
 		}
-		p := newIdlePoint(n-closed, rss, base)
+		p := newIdlePoint(n-closed, now, base)
 		p.Conns, p.Closed = n, closed
 		points = append(points, p)
 	}
@@ -353,7 +287,7 @@ type oneResponse struct {
 }
 
 func (o *oneResponse) noBody() bool { return false }
-func (o *oneResponse) done(status int, close bool) {
+func (o *oneResponse) done(status int, close bool, _ int64) {
 	o.got, o.close = true, close
 }
 
@@ -424,10 +358,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 			if env.QuartetBinary == "" {
 				return nil, errors.New("bench idle: no quartet binary; give a URL and --server-pid")
 			}
-			// Quartet closes keep-alive connections idle for 60 s by
-			// default; opening 100k takes longer than that in a VM.
-			argv := append(quartetArgs(env.QuartetBinary, ServerParams{}), "--idle-timeout", idleServerTimeout.String())
-			return StartProcess(ctx, name, argv)
+			return QuartetProcess(name, env.QuartetBinary, nil).StartIdle(ctx)
 		}
 		if bin == "" {
 			dir := *peersDir
@@ -441,7 +372,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 				return nil, err
 			}
 		}
-		return StartProcess(ctx, name, []string{filepath.Join(bin, name), "-addr", "127.0.0.1:0"})
+		return PeerProcess(name, bin).StartIdle(ctx)
 	}
 	defer func() {
 		if bin != "" && bin != *peerBin {
@@ -478,7 +409,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 		if err != nil {
 			return err
 		}
-		pts, err := Idle(ctx, IdleConfig{URL: s.URL() + *path, Counts: ns, PID: s.PID(), SourceAddrs: src, Settle: *settle, Log: env.Stderr})
+		pts, err := Idle(ctx, IdleConfig{URL: s.URL() + *path, Counts: ns, PID: s.PID(), RSS: serverRSS(s), SourceAddrs: src, Settle: *settle, Log: env.Stderr})
 		_ = s.Close()
 		report(name, pts, err)
 		if ctx.Err() != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -94,8 +95,17 @@ type loop struct {
 	cpuWarm  time.Duration           // thread CPU when measurement began
 	cpu      time.Duration           // thread CPU during measurement
 	measured bool                    // crossed into the measurement phase
+	warm     failures                // failures counted during warm-up
 	err      error
 	pub      *loopCounters
+	id       int // index among the run's loops
+
+	// Interval sampling (Config.Interval): the interval's counts are
+	// stats minus ivBase; its latencies go to ivHist.
+	ivIdx  int64
+	ivEnd  int64 // ns since base
+	ivBase Counts
+	ivHist *hdrhistogram.Histogram
 }
 
 func newHist() *hdrhistogram.Histogram {
@@ -133,6 +143,12 @@ func (l *loop) run() {
 	defer l.core.Close()
 	defer l.closeAll()
 	l.cpuWarm = threadCPU()
+	l.measured = l.r.warmEnd <= 0
+	if iv := l.r.iv; iv != nil {
+		l.ivIdx = iv.index(l.now())
+		l.ivEnd, l.ivHist = iv.end(l.ivIdx), iv.hist()
+		defer l.rotate(-1)
+	}
 
 	now := l.now()
 	for _, c := range l.conns {
@@ -189,9 +205,16 @@ func (c *conn) token() poll.Token { return poll.MakeToken(poll.KindConn, c.gen, 
 // It reports whether the loop is finished.
 func (l *loop) housekeep(now int64) bool {
 	r := l.r
+	if l.ivHist != nil && now >= l.ivEnd {
+		l.rotate(now)
+	}
 	if !l.measured && now >= r.warmEnd {
 		l.measured = true
 		l.cpuWarm = threadCPU()
+		// Failures are counted by when they happen: those of the warm-up
+		// are set apart here (to within a tick) rather than reported as
+		// the measurement's.
+		l.warm = failures{l.stats.Errors, l.stats.Reconnects, l.stats.Lost}
 	}
 	l.publish()
 	if r.stop.Load() {
@@ -363,10 +386,10 @@ func (l *loop) readable(c *conn, now int64) bool {
 			return false
 		}
 		if n == 0 {
-			complete, status := c.p.eof()
+			complete, status, size := c.p.eof()
 			if complete {
 				c.answered = 0
-				c.done(status, true)
+				c.done(status, true, size)
 				l.afterResponses(c, now)
 			}
 			orderly := c.n == 0
@@ -379,7 +402,6 @@ func (l *loop) readable(c *conn, now int64) bool {
 			}
 			return false
 		}
-		l.stats.BytesRead += uint64(n)
 		c.answered = 0
 		if err := c.p.feed(l.buf[:n], c); err != nil || c.unsolicted {
 			l.stats.Errors.Parse++
@@ -420,25 +442,55 @@ func (l *loop) afterResponses(c *conn, now int64) {
 	l.fill(c, now)
 }
 
-// record is called by conn.done for each retired request.
-func (l *loop) record(f *inflight, status int) {
-	if status >= 100 && status < 600 {
-		l.stats.Status[status/100]++
-	}
+// record is called by conn.done for each retired request, with the size
+// of its response. Only responses to requests sent after warm-up count, in
+// every figure: requests, bytes, status classes.
+func (l *loop) record(f *inflight, status int, size int64) {
 	if !f.measured {
 		l.progressAt = l.now()
 		return
 	}
 	now := l.now()
+	if l.ivHist != nil && now >= l.ivEnd {
+		l.rotate(now)
+	}
 	l.progressAt = now
 	l.stats.Requests++
+	l.stats.BytesRead += uint64(size)
+	if status >= 100 && status < 600 {
+		l.stats.Status[status/100]++
+		if status == 503 {
+			l.stats.Status503++
+		}
+	}
 	l.lastRec = now
-	us := (now - f.intended) / 1000
-	_ = l.hist.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
+	us := min(max((now-f.intended)/1000, 1), int64(histMax/time.Microsecond))
+	_ = l.hist.RecordValue(us)
+	if l.ivHist != nil {
+		_ = l.ivHist.RecordValue(us)
+	}
 	if l.interval > 0 {
 		us = (now - f.sent) / 1000
 		_ = l.raw.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
 	}
+}
+
+// rotate hands the current interval to the collector and starts the one
+// holding now; now < 0 hands the last one when the loop ends. Failures are
+// counted where they happen, so they land in the interval current at the
+// next rotation: within a tick of when they happened.
+func (l *loop) rotate(now int64) {
+	iv := l.r.iv
+	p := intervalPart{loop: l.id, idx: l.ivIdx, counts: l.stats.sub(l.ivBase), hist: l.ivHist, next: math.MaxInt64}
+	l.ivBase = l.stats
+	if now >= 0 {
+		l.ivIdx = iv.index(now)
+		l.ivEnd, l.ivHist = iv.end(l.ivIdx), iv.hist()
+		p.next = l.ivIdx
+	} else {
+		l.ivHist = nil
+	}
+	iv.out <- p
 }
 
 // queue adds the next request of the mix to c's pipeline.
@@ -539,10 +591,11 @@ func (l *loop) flush(c *conn, now int64) {
 			l.drop(c, now)
 			return
 		}
-		l.stats.BytesWritten += uint64(n)
-		// Advance over fully written requests.
+		// Advance over fully written requests; a measured request's bytes
+		// count once it is all on the wire.
 		for n > 0 {
-			raw := l.reqs[c.ring[(c.head+c.n-c.unsent)%len(c.ring)].req].raw
+			f := &c.ring[(c.head+c.n-c.unsent)%len(c.ring)]
+			raw := l.reqs[f.req].raw
 			left := len(raw) - c.wOff
 			if n < left {
 				c.wOff += n
@@ -551,6 +604,9 @@ func (l *loop) flush(c *conn, now int64) {
 			n -= left
 			c.wOff = 0
 			c.unsent--
+			if f.measured {
+				l.stats.BytesWritten += uint64(len(raw))
+			}
 		}
 	}
 	if c.wantOut {

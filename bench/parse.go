@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"errors"
+
+	"github.com/quartet-server/quartet/stages"
 )
 
 // maxHeaderBytes bounds a response header block; beyond it the response is
@@ -44,6 +46,11 @@ type respParser struct {
 	sawDigit bool
 	lineLen  int
 	carry    []byte // partial header block
+	// taken counts the current response's bytes consumed by earlier feeds,
+	// so that each response's size is known whatever the read boundaries:
+	// bytes read are attributed to responses, and a response to the phase
+	// (warm-up or measurement) of its request.
+	taken int64
 	// Per response, valid when done is reported.
 	status int
 	close  bool // server asked to close the connection after this response
@@ -55,13 +62,21 @@ type respSink interface {
 	// noBody reports whether the response to the oldest in-flight request
 	// has no body whatever its headers say (a HEAD request).
 	noBody() bool
-	// done is called for each complete response.
-	done(status int, close bool)
+	// done is called for each complete response of size bytes (status
+	// line, headers and body, interim 1xx responses before it included).
+	done(status int, close bool, size int64)
 }
 
 // feed consumes b, calling s.done for each complete response, until b is
 // exhausted. It returns errParse for a malformed response.
 func (p *respParser) feed(b []byte, s respSink) error {
+	// mark is len(b) where the current response's part of b began: the
+	// response has consumed mark-len(b) bytes of this feed.
+	mark := len(b)
+	done := func() {
+		s.done(p.status, p.close, p.taken+int64(mark-len(b)))
+		p.taken, mark = 0, len(b)
+	}
 	for len(b) > 0 {
 		switch p.state {
 		case stHeader:
@@ -73,6 +88,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 						return errParse
 					}
 					p.carry = append(p.carry, b...)
+					p.taken += int64(mark)
 					return nil
 				}
 				hdr, b = b[:i+4], b[i+4:]
@@ -86,6 +102,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 					if len(p.carry) > maxHeaderBytes {
 						return errParse
 					}
+					p.taken += int64(mark)
 					return nil
 				}
 				end := from + i + 4
@@ -101,13 +118,13 @@ func (p *respParser) feed(b []byte, s respSink) error {
 				// Interim response: the final one follows.
 				continue
 			case s.noBody() || p.status == 204 || p.status == 304:
-				s.done(p.status, p.close)
+				done()
 			case chunked:
 				p.state, p.sawDigit, p.remain, p.lineLen = stChunkSize, false, 0, 0
 			case length > 0:
 				p.state, p.remain = stBody, length
 			case length == 0:
-				s.done(p.status, p.close)
+				done()
 			default:
 				p.state = stUntilClose
 			}
@@ -116,7 +133,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 			b = b[n:]
 			if p.remain -= n; p.remain == 0 {
 				p.state = stHeader
-				s.done(p.status, p.close)
+				done()
 			}
 		case stChunkSize:
 			c := b[0]
@@ -135,8 +152,8 @@ func (p *respParser) feed(b []byte, s respSink) error {
 			case c == ';' || c == '\r' || c == ' ':
 				p.lineLen = -1
 			default:
-				v := unhex(c)
-				if v < 0 || p.remain > 1<<40 {
+				v, ok := stages.Unhex(c)
+				if !ok || p.remain > 1<<40 {
 					return errParse
 				}
 				p.remain, p.sawDigit = p.remain<<4|int64(v), true
@@ -154,7 +171,7 @@ func (p *respParser) feed(b []byte, s respSink) error {
 			case '\n':
 				if p.lineLen == 0 {
 					p.state = stHeader
-					s.done(p.status, p.close)
+					done()
 				}
 				p.lineLen = 0
 			case '\r':
@@ -162,22 +179,25 @@ func (p *respParser) feed(b []byte, s respSink) error {
 				p.lineLen++
 			}
 		case stUntilClose:
+			p.taken += int64(mark)
 			return nil
 		}
 	}
+	p.taken += int64(mark)
 	return nil
 }
 
 // eof reports whether a connection close completes the current response
-// (a body delimited by close), and resets the parser for a new connection.
-func (p *respParser) eof() (complete bool, status int) {
-	complete, status = p.state == stUntilClose, p.status
+// (a body delimited by close), of size bytes, and resets the parser for a
+// new connection.
+func (p *respParser) eof() (complete bool, status int, size int64) {
+	complete, status, size = p.state == stUntilClose, p.status, p.taken
 	p.reset()
-	return complete, status
+	return complete, status, size
 }
 
 func (p *respParser) reset() {
-	p.state, p.remain, p.sawDigit, p.lineLen = stHeader, 0, false, 0
+	p.state, p.remain, p.sawDigit, p.lineLen, p.taken = stHeader, 0, false, 0, 0
 	p.carry = p.carry[:0]
 }
 
@@ -206,13 +226,16 @@ func (p *respParser) header(h []byte) (chunked bool, length int64, err error) {
 		}
 		line := h[i : i+j]
 		i += j + 1
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
 			continue
 		}
-		name, val := line[:colon], trimOWS(line[colon+1:])
+		name, val := line[:colon], stages.TrimOWS(line[colon+1:])
 		switch {
-		case asciiEqualFold(name, "content-length"):
+		case stages.EqualFoldASCII(name, "content-length"):
 			length = 0
 			for _, c := range val {
 				if c < '0' || c > '9' || length > 1<<50 {
@@ -220,12 +243,12 @@ func (p *respParser) header(h []byte) (chunked bool, length int64, err error) {
 				}
 				length = length*10 + int64(c-'0')
 			}
-		case asciiEqualFold(name, "transfer-encoding"):
-			chunked = asciiEqualFold(val, "chunked")
-		case asciiEqualFold(name, "connection"):
-			if asciiEqualFold(val, "close") {
+		case stages.EqualFoldASCII(name, "transfer-encoding"):
+			chunked = stages.EqualFoldASCII(val, "chunked")
+		case stages.EqualFoldASCII(name, "connection"):
+			if stages.EqualFoldASCII(val, "close") {
 				p.close = true
-			} else if asciiEqualFold(val, "keep-alive") {
+			} else if stages.EqualFoldASCII(val, "keep-alive") {
 				p.close = false
 			}
 		}
@@ -237,43 +260,3 @@ var (
 	crlfcrlf  = []byte("\r\n\r\n")
 	httpSlash = []byte("HTTP/1.")
 )
-
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// asciiEqualFold compares b with the lower-case ASCII string s without
-// allocating.
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func unhex(c byte) int {
-	switch {
-	case '0' <= c && c <= '9':
-		return int(c - '0')
-	case 'a' <= c && c <= 'f':
-		return int(c-'a') + 10
-	case 'A' <= c && c <= 'F':
-		return int(c-'A') + 10
-	}
-	return -1
-}

@@ -1,18 +1,23 @@
 package bench
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // sink records what the parser reports.
 type sink struct {
 	head     bool
 	statuses []int
 	closes   []bool
+	sizes    []int64
 }
 
 func (s *sink) noBody() bool { return s.head }
-func (s *sink) done(status int, close bool) {
+func (s *sink) done(status int, close bool, size int64) {
 	s.statuses = append(s.statuses, status)
 	s.closes = append(s.closes, close)
+	s.sizes = append(s.sizes, size)
 }
 
 func TestRespParser(t *testing.T) {
@@ -22,13 +27,14 @@ func TestRespParser(t *testing.T) {
 		head     bool
 		statuses []int
 		closes   []bool
-		eof      bool // a close completes one more response
+		sizes    []int64 // each response's size; by default the whole input is one response
+		eof      bool    // a close completes one more response
 		wantErr  bool
 	}{
 		{name: "content-length", in: "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!",
 			statuses: []int{200}, closes: []bool{false}},
 		{name: "two pipelined", in: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
-			statuses: []int{200, 404}, closes: []bool{false, false}},
+			statuses: []int{200, 404}, closes: []bool{false, false}, sizes: []int64{40, 45}},
 		{name: "chunked with trailer", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
 			statuses: []int{200}, closes: []bool{false}},
 		{name: "connection close", in: "HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
@@ -36,7 +42,7 @@ func TestRespParser(t *testing.T) {
 		{name: "http/1.0 closes", in: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
 			statuses: []int{200}, closes: []bool{true}},
 		{name: "interim 100", in: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
-			statuses: []int{201}, closes: []bool{false}},
+			statuses: []int{201}, closes: []bool{false}, sizes: []int64{68}},
 		{name: "head ignores length", head: true, in: "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
 			statuses: []int{200}, closes: []bool{false}},
 		{name: "204 no body", in: "HTTP/1.1 204 No Content\r\n\r\n", statuses: []int{204}, closes: []bool{false}},
@@ -62,10 +68,17 @@ func TestRespParser(t *testing.T) {
 				continue
 			}
 			if tt.eof {
-				if complete, status := p.eof(); !complete || status != 200 {
-					t.Fatalf("%s split %d: eof = %v %d", tt.name, split, complete, status)
+				if complete, status, size := p.eof(); !complete || status != 200 || size != int64(len(tt.in)) {
+					t.Fatalf("%s split %d: eof = %v %d size %d, want size %d", tt.name, split, complete, status, size, len(tt.in))
 				}
 				continue
+			}
+			sizes := tt.sizes
+			if sizes == nil {
+				sizes = []int64{int64(len(tt.in))}
+			}
+			if !slices.Equal(s.sizes, sizes) {
+				t.Fatalf("%s split %d: sizes %v, want %v", tt.name, split, s.sizes, sizes)
 			}
 			if len(s.statuses) != len(tt.statuses) {
 				t.Fatalf("%s split %d: statuses %v, want %v", tt.name, split, s.statuses, tt.statuses)

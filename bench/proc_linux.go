@@ -75,3 +75,134 @@ func isTerminal(w io.Writer) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
+
+// cpuModel is the first "model name" of /proc/cpuinfo.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for line := range bytes.Lines(b) {
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && string(bytes.TrimSpace(k)) == "model name" {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return "unknown"
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// cpuSet lists the CPUs process (or thread) pid may run on; 0 means the
+// calling thread. It is nil when the affinity cannot be read (the process
+// has gone).
+func cpuSet(pid int) []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &set); err != nil {
+		return nil
+	}
+	var out []int
+	for i := range 1024 {
+		if set.IsSet(i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// ProcTreeCPU is the CPU time of process pid and of its descendants
+// alive now: a server made of processes (nginx's master and workers).
+func ProcTreeCPU(pid int) (time.Duration, error) { return procTreeSum(pid, ProcCPU) }
+
+// ProcTreeRSS is the resident memory of pid and its descendants alive
+// now. Pages they share (a forked worker's copy-on-write heap) count once
+// per process, which overstates the total but not its growth.
+func ProcTreeRSS(pid int) (uint64, error) { return procTreeSum(pid, ProcRSS) }
+
+// procTreeSum adds up read over pid and its descendants; a descendant
+// that exits meanwhile counts nothing.
+func procTreeSum[T time.Duration | uint64](pid int, read func(int) (T, error)) (T, error) {
+	total, err := read(pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, child := range procChildren(pid) {
+		if v, err := procTreeSum(child, read); err == nil {
+			total += v
+		}
+	}
+	return total, nil
+}
+
+// procChildren lists pid's child processes from each of its threads'
+// /proc/PID/task/TID/children.
+func procChildren(pid int) []int {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range bytes.Fields(b) {
+			if c, err := strconv.Atoi(string(f)); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// pinSelf moves every thread of this process onto cpus (threads the Go
+// runtime creates later inherit the mask of the thread that creates them)
+// and returns a function that puts each back on the process's former CPUs.
+// The load generator pins itself so in a pinned comparison; children it
+// starts get their own CPUs through taskset.
+func pinSelf(cpus []int) (restore func(), err error) {
+	var want, was unix.CPUSet
+	for _, c := range cpus {
+		want.Set(c)
+	}
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		return nil, os.NewSyscallError("sched_getaffinity", err)
+	}
+	setAll := func(set *unix.CPUSet) error {
+		// Threads started while we iterate are caught by the next pass.
+		done := map[int]bool{}
+		for {
+			tasks, err := os.ReadDir("/proc/self/task")
+			if err != nil {
+				return err
+			}
+			fresh := 0
+			for _, t := range tasks {
+				tid, _ := strconv.Atoi(t.Name())
+				if tid == 0 || done[tid] {
+					continue
+				}
+				fresh++
+				done[tid] = true
+				if err := unix.SchedSetaffinity(tid, set); err != nil && err != unix.ESRCH {
+					return os.NewSyscallError("sched_setaffinity", err)
+				}
+			}
+			if fresh == 0 {
+				return nil
+			}
+		}
+	}
+	if err := setAll(&want); err != nil {
+		_ = setAll(&was)
+		return nil, err
+	}
+	return func() { _ = setAll(&was) }, nil
+}

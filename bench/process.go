@@ -25,17 +25,39 @@ const (
 	stopGrace = 3 * time.Second
 )
 
-// addrPattern finds a server's address in its start-up output: a peer's
-// "http://IP:PORT" line, or quartet serve's slog "addr=IP:PORT".
-var addrPattern = regexp.MustCompile(`(?:^http://|addr=)(\d+\.\d+\.\d+\.\d+:\d+)`)
+// addrPattern finds an address in a server's start-up output: a peer's
+// "http://IP:PORT" line, or quartet serve's log ("addr=IP:PORT" in text,
+// "addr":"IP:PORT" in JSON). A line that mentions the admin or metrics
+// endpoint gives the metrics address instead (see adminLine).
+var addrPattern = regexp.MustCompile(`(?:^http://|\baddr"?[=:]"?|\burl"?[=:]"?http://)(\d+\.\d+\.\d+\.\d+:\d+)`)
+
+// adminLine tells the admin endpoint's start-up line from the server's.
+var adminLine = regexp.MustCompile(`(?i)admin|metrics`)
+
+// paramPattern finds the stage sizes quartet serve logs when it starts
+// ("readers=2 processors=8 ..."), so reports show the values used.
+var paramPattern = regexp.MustCompile(`\b(readers|processors|writers|queue|max-conns)"?[=:]"?(\d+)`)
+
+// ProcSpec is a server to run as a child process.
+type ProcSpec struct {
+	Name string
+	Argv []string
+	// Env is added to the inherited environment (e.g. GOMAXPROCS=1).
+	Env []string
+	// CPUs, if set, pins the server to these CPUs (taskset's list
+	// syntax, e.g. "0" or "0-1").
+	CPUs string
+}
 
 // procServer is a server running as a child process.
 type procServer struct {
-	name string
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{} // closed when the process has been waited for
-	err  error         // Wait's result, valid after done
+	name    string
+	cmd     *exec.Cmd
+	url     string
+	metrics string        // metrics endpoint's base URL, if it printed one
+	params  ServerParams  // stage sizes it logged, if any
+	done    chan struct{} // closed when the process has been waited for
+	err     error         // Wait's result, valid after done
 }
 
 var _ Server = (*procServer)(nil)
@@ -44,7 +66,23 @@ var _ Server = (*procServer)(nil)
 // its address on stdout or stderr (see addrPattern). The process is killed
 // if ctx ends.
 func StartProcess(ctx context.Context, name string, argv []string) (Server, error) {
+	return StartProc(ctx, ProcSpec{Name: name, Argv: argv})
+}
+
+// StartProc is StartProcess with an environment and CPU pinning.
+func StartProc(ctx context.Context, spec ProcSpec) (Server, error) {
+	name, argv := spec.Name, spec.Argv
+	if spec.CPUs != "" {
+		ts, err := exec.LookPath("taskset")
+		if err != nil {
+			return nil, fmt.Errorf("bench: pinning %s: taskset not found (Debian package util-linux)", name)
+		}
+		argv = append([]string{ts, "-c", spec.CPUs}, argv...)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if len(spec.Env) > 0 {
+		cmd.Env = append(os.Environ(), spec.Env...)
+	}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -56,27 +94,40 @@ func StartProcess(ctx context.Context, name string, argv []string) (Server, erro
 		pw.Close()
 		close(p.done)
 	}()
-	found := make(chan string, 1)
+	type found struct {
+		url, metrics string
+		params       ServerParams
+	}
+	got := make(chan found, 1)
 	var tail tailBuffer
 	go func() {
 		// Drain the output for the life of the process so a chatty server
 		// never blocks on a full pipe; remember the last lines for errors.
 		sc := bufio.NewScanner(pr)
 		sent := false
+		var f found
 		for sc.Scan() {
 			line := sc.Text()
 			tail.add(line)
-			if m := addrPattern.FindStringSubmatch(line); !sent && m != nil {
-				found <- "http://" + m[1]
-				sent = true
+			m := addrPattern.FindStringSubmatch(line)
+			if sent || m == nil {
+				continue
 			}
+			if adminLine.MatchString(line) {
+				f.metrics = "http://" + m[1] + "/metrics"
+				continue
+			}
+			f.url, f.params = "http://"+m[1], parseParams(line)
+			got <- f
+			sent = true
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	timer := time.NewTimer(startTimeout)
 	defer timer.Stop()
 	select {
-	case p.url = <-found:
+	case f := <-got:
+		p.url, p.metrics, p.params = f.url, f.metrics, f.params
 		return p, nil
 	case <-p.done:
 		return nil, fmt.Errorf("bench: %s exited before listening (%v): %s", name, p.err, tail.String())
@@ -90,8 +141,36 @@ func StartProcess(ctx context.Context, name string, argv []string) (Server, erro
 	}
 }
 
+// parseParams reads the stage sizes from a start-up line.
+func parseParams(line string) ServerParams {
+	var p ServerParams
+	for _, m := range paramPattern.FindAllStringSubmatch(line, -1) {
+		v, _ := strconv.Atoi(m[2])
+		switch m[1] {
+		case "readers":
+			p.Readers = v
+		case "processors":
+			p.Processors = v
+		case "writers":
+			p.Writers = v
+		case "queue":
+			p.QueueCapacity = v
+		case "max-conns":
+			p.MaxConns = v
+		}
+	}
+	return p
+}
+
 func (p *procServer) URL() string { return p.url }
-func (p *procServer) PID() int    { return p.cmd.Process.Pid }
+
+// MetricsURL is the server's Prometheus endpoint, "" if it printed none.
+func (p *procServer) MetricsURL() string { return p.metrics }
+
+// Params are the stage sizes the server logged, ok false if none.
+func (p *procServer) Params() (ServerParams, bool) { return p.params, p.params != ServerParams{} }
+
+func (p *procServer) PID() int { return p.cmd.Process.Pid }
 func (p *procServer) CPU() time.Duration {
 	d, _ := ProcCPU(p.PID())
 	return d
@@ -136,9 +215,6 @@ func (t *tailBuffer) String() string {
 	defer t.mu.Unlock()
 	return strings.Join(t.lines, " | ")
 }
-
-// Peer names, in report order.
-var peerNames = []string{"nethttp", "gnet", "fasthttp"}
 
 // ErrNoPeers is returned when the peers module cannot be found.
 var ErrNoPeers = errors.New("bench: bench/peers module not found (run from the Quartet checkout or pass --peers DIR)")
@@ -187,5 +263,8 @@ func quartetArgs(bin string, p ServerParams) []string {
 	add("--writers", p.Writers)
 	add("--queue", p.QueueCapacity)
 	add("--max-conns", p.MaxConns)
+	if p.Metrics {
+		argv = append(argv, "--metrics-addr", "127.0.0.1:0")
+	}
 	return argv
 }

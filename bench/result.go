@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -33,15 +34,70 @@ func (e *ErrorCounts) add(o ErrorCounts) {
 	e.Parse += o.Parse
 }
 
-// Counts are a loop's (or a run's) totals.
+func (e *ErrorCounts) sub(o ErrorCounts) {
+	e.Connect -= o.Connect
+	e.Reset -= o.Reset
+	e.Write -= o.Write
+	e.Timeout -= o.Timeout
+	e.Parse -= o.Parse
+}
+
+// failures are the counts kept by when they happen rather than by request:
+// a loop sets apart those of the warm-up.
+type failures struct {
+	errors     ErrorCounts
+	reconnects uint64
+	lost       uint64
+}
+
+// StatusCounts are responses by status class: [2] counts 2xx. [0] is
+// unused (a status below 100 is a parse error).
+type StatusCounts [6]uint64
+
+// statusLabels name StatusCounts' classes in JSON.
+var statusLabels = [6]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// MarshalJSON labels the classes: {"1xx": 0, "2xx": 1200, ...}.
+func (s StatusCounts) MarshalJSON() ([]byte, error) {
+	m := make(map[string]uint64, 5)
+	for i := 1; i < len(s); i++ {
+		m[statusLabels[i]] = s[i]
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *StatusCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*s = StatusCounts{}
+	for k, v := range m {
+		i := slices.Index(statusLabels[1:], k)
+		if i < 0 {
+			return fmt.Errorf("bench: unknown status class %q", k)
+		}
+		s[i+1] = v
+	}
+	return nil
+}
+
+// Counts are a loop's (or a run's) totals. Responses, bytes and status
+// classes belong to requests sent after warm-up (their responses may
+// arrive during the drain); errors, reconnects and lost requests to the
+// time after warm-up.
 type Counts struct {
-	Requests     uint64      `json:"requests"` // measured responses
-	BytesRead    uint64      `json:"bytes_read"`
-	BytesWritten uint64      `json:"bytes_written"`
-	Status       [6]uint64   `json:"status"` // by class: [2] counts 2xx; warm-up included
-	Errors       ErrorCounts `json:"errors"`
-	Reconnects   uint64      `json:"reconnects"`
-	Lost         uint64      `json:"lost"` // requests in flight when their connection failed
+	Requests     uint64       `json:"requests"` // measured responses
+	BytesRead    uint64       `json:"bytes_read"`
+	BytesWritten uint64       `json:"bytes_written"`
+	Status       StatusCounts `json:"status"`
+	// Status503 counts 503 responses (also in Status[5]): the answer of a
+	// server that sheds load.
+	Status503  uint64      `json:"status_503"`
+	Errors     ErrorCounts `json:"errors"`
+	Reconnects uint64      `json:"reconnects"`
+	Lost       uint64      `json:"lost"` // requests in flight when their connection failed
 }
 
 func (c *Counts) add(o Counts) {
@@ -51,9 +107,25 @@ func (c *Counts) add(o Counts) {
 	for i := range c.Status {
 		c.Status[i] += o.Status[i]
 	}
+	c.Status503 += o.Status503
 	c.Errors.add(o.Errors)
 	c.Reconnects += o.Reconnects
 	c.Lost += o.Lost
+}
+
+// sub returns c - o, for the counts of an interval between two snapshots.
+func (c Counts) sub(o Counts) Counts {
+	c.Requests -= o.Requests
+	c.BytesRead -= o.BytesRead
+	c.BytesWritten -= o.BytesWritten
+	for i := range c.Status {
+		c.Status[i] -= o.Status[i]
+	}
+	c.Status503 -= o.Status503
+	c.Errors.sub(o.Errors)
+	c.Reconnects -= o.Reconnects
+	c.Lost -= o.Lost
+	return c
 }
 
 // Percentiles of a latency distribution.
@@ -108,6 +180,9 @@ type Result struct {
 	ServerCPUKnown bool          `json:"server_cpu_known"`
 	// ServerInProcess: ProcessCPU includes the server's work.
 	ServerInProcess bool `json:"server_in_process,omitempty"`
+	// WarmupErrors counts the failures of the warm-up, which are in no
+	// other figure.
+	WarmupErrors uint64 `json:"warmup_errors"`
 
 	hist *hdrhistogram.Histogram
 }
@@ -166,11 +241,14 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.Uncorrected != nil {
 		lat("uncorrected", *r.Uncorrected)
 	}
-	ew.printf("  status: 1xx %d  2xx %d  3xx %d  4xx %d  5xx %d\n",
-		r.Status[1], r.Status[2], r.Status[3], r.Status[4], r.Status[5])
+	ew.printf("  status: 1xx %d  2xx %d  3xx %d  4xx %d  5xx %d (503 %d)\n",
+		r.Status[1], r.Status[2], r.Status[3], r.Status[4], r.Status[5], r.Status503)
 	e := r.Errors
 	ew.printf("  errors: connect %d  reset %d  write %d  timeout %d  parse %d  (lost requests %d, reconnects %d)\n",
 		e.Connect, e.Reset, e.Write, e.Timeout, e.Parse, r.Lost, r.Reconnects)
+	if r.WarmupErrors > 0 {
+		ew.printf("  warm-up errors (not above): %d\n", r.WarmupErrors)
+	}
 	ew.printf("  client CPU: %v/request (process %v, loop threads %v)\n",
 		r.ClientCPUPerRequest(), r.ProcessCPU.Round(time.Millisecond), r.ClientCPU.Round(time.Millisecond))
 	if r.ServerCPUKnown {
@@ -191,7 +269,7 @@ func CSVHeader() []string {
 	return []string{"url", "mode", "conns", "loops", "pipeline", "target_rate",
 		"elapsed_s", "requests", "requests_per_sec", "bytes_per_sec",
 		"p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us", "mean_us",
-		"status_2xx", "status_3xx", "status_4xx", "status_5xx",
+		"status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_503",
 		"err_connect", "err_reset", "err_write", "err_timeout", "err_parse", "lost",
 		"client_cpu_us_per_req", "server_cpu_us_per_req"}
 }
@@ -210,7 +288,7 @@ func (r *Result) CSVRecord() []string {
 		strconv.FormatFloat(r.RequestsPerSec, 'f', 1, 64), strconv.FormatFloat(r.BytesPerSec, 'f', 0, 64),
 		us(r.Latency.P50), us(r.Latency.P90), us(r.Latency.P99), us(r.Latency.P999),
 		us(r.Latency.P9999), us(r.Latency.Max), us(r.Latency.Mean),
-		u(r.Status[2]), u(r.Status[3]), u(r.Status[4]), u(r.Status[5]),
+		u(r.Status[2]), u(r.Status[3]), u(r.Status[4]), u(r.Status[5]), u(r.Status503),
 		u(r.Errors.Connect), u(r.Errors.Reset), u(r.Errors.Write), u(r.Errors.Timeout), u(r.Errors.Parse), u(r.Lost),
 		us(r.ClientCPUPerRequest()), srv}
 }

@@ -28,6 +28,21 @@ import (
 //
 // Workloads named in the matrix are looked up in Workloads, then among the
 // built-in ones (BuiltinWorkloads).
+//
+// A spec with phases instead of a matrix is a phase run (see PhaseRun):
+// one server, a workload that changes over time, sampled every second on
+// the client and, from the server's Prometheus endpoint, on the server:
+//
+//	name: controller
+//	sample: 1s
+//	phases:
+//	  - {name: hello, duration: 30s, connections: 100, workload: hello}
+//	  - {name: sleep1, duration: 30s, connections: 1000, workload: sleep1}
+//	  - {name: sleep50, duration: 30s, connections: 1000, workload: sleep50, rate: 8000}
+//	  - name: mix
+//	    duration: 30s
+//	    connections: 500
+//	    requests: [{path: /hello, weight: 3}, {path: "/sleep?ms=50"}]
 type Spec struct {
 	Name string `yaml:"name" json:"name"`
 	// URL of an external server; empty runs an in-process Quartet built
@@ -48,6 +63,35 @@ type Spec struct {
 	Matrix    Matrix                   `yaml:"matrix" json:"matrix"`
 	Workloads map[string][]RequestSpec `yaml:"workloads" json:"workloads,omitempty"`
 	Objective Objective                `yaml:"objective" json:"objective"`
+
+	// Phases, in order, make this a phase run instead of a sweep.
+	Phases []Phase `yaml:"phases" json:"phases,omitempty"`
+	// Stages sizes the server a phase run starts (zero: its defaults,
+	// which lets its own controllers size it).
+	Stages ServerParams `yaml:"stages" json:"stages"`
+	// MetricsURL is the server's Prometheus endpoint, for a url server;
+	// the tool finds it for a server it starts.
+	MetricsURL string `yaml:"metrics_url" json:"metrics_url,omitempty"`
+	// MetricsMatch selects the server metrics sampled (a regular
+	// expression on family names; DefaultMetricsMatch if empty).
+	MetricsMatch string `yaml:"metrics_match" json:"metrics_match,omitempty"`
+	// Sample is a phase run's sampling interval (1 s if zero).
+	Sample time.Duration `yaml:"sample" json:"sample_ns,omitempty"`
+}
+
+// Phase is one stretch of a phase run's workload.
+type Phase struct {
+	Name     string        `yaml:"name" json:"name"`
+	Duration time.Duration `yaml:"duration" json:"duration_ns"`
+	// Connections (DefaultConns if 0), Rate (open loop when positive) and
+	// Pipeline shape the phase's load.
+	Connections int     `yaml:"connections" json:"connections"`
+	Rate        float64 `yaml:"rate" json:"rate,omitempty"`
+	Pipeline    int     `yaml:"pipeline" json:"pipeline,omitempty"`
+	// Workload names a workload of the spec or a built-in one; Requests
+	// gives the mix inline instead.
+	Workload string        `yaml:"workload" json:"workload,omitempty"`
+	Requests []RequestSpec `yaml:"requests" json:"requests,omitempty"`
 }
 
 // Matrix lists the values of each swept dimension; an empty list means the
@@ -74,6 +118,7 @@ func BuiltinWorkloads() map[string][]RequestSpec {
 	return map[string][]RequestSpec{
 		"hello":   {{Path: "/hello"}},
 		"sleep1":  {{Path: "/sleep?ms=1"}},
+		"sleep50": {{Path: "/sleep?ms=50"}},
 		"bytes4k": {{Path: "/bytes?n=4096"}},
 		"bytes1m": {{Path: "/bytes?n=1048576"}}, // a 1 MiB file's worth of response
 		"echo1k":  {{Method: "POST", Path: "/echo", BodySize: 1024}},
@@ -110,11 +155,17 @@ func ParseSpec(b []byte) (*Spec, error) {
 	if s.Repeats <= 0 {
 		s.Repeats = 1
 	}
-	if len(s.Matrix.Workloads) == 0 {
-		s.Matrix.Workloads = []string{"hello"}
-	}
-	if len(s.Matrix.Connections) == 0 {
-		s.Matrix.Connections = []int{DefaultConns}
+	if len(s.Phases) > 0 {
+		if err := s.phaseDefaults(); err != nil {
+			return nil, err
+		}
+	} else {
+		if len(s.Matrix.Workloads) == 0 {
+			s.Matrix.Workloads = []string{"hello"}
+		}
+		if len(s.Matrix.Connections) == 0 {
+			s.Matrix.Connections = []int{DefaultConns}
+		}
 	}
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -145,6 +196,58 @@ func (s *Spec) validate() error {
 		}
 	}
 	return nil
+}
+
+// phaseDefaults fills and checks a phase run's spec.
+func (s *Spec) phaseDefaults() error {
+	m := s.Matrix
+	if len(m.Readers)+len(m.Processors)+len(m.Writers)+len(m.QueueCapacity)+len(m.Connections)+len(m.Workloads) > 0 {
+		return fmt.Errorf("%w: a spec has either a matrix (a sweep) or phases (a phase run), not both", ErrSpec)
+	}
+	if s.Sample <= 0 {
+		s.Sample = time.Second
+	}
+	if s.Sample < 100*time.Millisecond {
+		return fmt.Errorf("%w: sample %v: want at least 100ms", ErrSpec, s.Sample)
+	}
+	if s.URL != "" && s.Stages != (ServerParams{}) {
+		return fmt.Errorf("%w: stages cannot be set for an external url", ErrSpec)
+	}
+	for i := range s.Phases {
+		p := &s.Phases[i]
+		if p.Name == "" {
+			p.Name = fmt.Sprintf("phase %d", i+1)
+		}
+		if p.Duration <= 0 {
+			p.Duration = s.Duration
+		}
+		if p.Connections == 0 {
+			p.Connections = DefaultConns
+		}
+		switch {
+		case p.Connections < 0 || p.Rate < 0 || p.Pipeline < 0:
+			return fmt.Errorf("%w: phase %q: negative connections, rate or pipeline", ErrSpec, p.Name)
+		case p.Workload != "" && len(p.Requests) > 0:
+			return fmt.Errorf("%w: phase %q: give a workload or requests, not both", ErrSpec, p.Name)
+		case p.Workload == "" && len(p.Requests) == 0:
+			p.Workload = "hello"
+		}
+		if p.Workload != "" {
+			if _, ok := s.workload(p.Workload); !ok {
+				return fmt.Errorf("%w: phase %q: workload %q is neither defined nor built in", ErrSpec, p.Name, p.Workload)
+			}
+		}
+	}
+	return nil
+}
+
+// mix is the phase's requests.
+func (s *Spec) mix(p Phase) []RequestSpec {
+	if len(p.Requests) > 0 {
+		return p.Requests
+	}
+	w, _ := s.workload(p.Workload)
+	return w
 }
 
 func (s *Spec) workload(name string) ([]RequestSpec, bool) {

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,15 +19,20 @@ import (
 
 // SweepRun is one measurement: a point and a repeat.
 type SweepRun struct {
-	Point  Point   `json:"point"`
-	Repeat int     `json:"repeat"`
-	Result *Result `json:"result,omitempty"`
-	Err    string  `json:"error,omitempty"`
+	Point Point `json:"point"`
+	// Used are the stage sizes the server actually ran with (a point's
+	// zero means the server's default); nil when the server does not say
+	// (an external URL).
+	Used   *ServerParams `json:"used,omitempty"`
+	Repeat int           `json:"repeat"`
+	Result *Result       `json:"result,omitempty"`
+	Err    string        `json:"error,omitempty"`
 }
 
 // PointSummary aggregates a point's repeats.
 type PointSummary struct {
 	Point          Point         `json:"point"`
+	Used           *ServerParams `json:"used,omitempty"`
 	Runs           int           `json:"runs"`
 	RequestsPerSec float64       `json:"requests_per_sec"` // mean
 	RPSStddev      float64       `json:"requests_per_sec_stddev"`
@@ -45,6 +51,14 @@ type SweepResult struct {
 	// Best is, per workload, the best point for Spec.Objective, if any
 	// point qualifies.
 	Best map[string]PointSummary `json:"best"`
+	// Nearest is, per workload where no point qualifies, the point that
+	// came closest (see nearestCandidate).
+	Nearest map[string]PointSummary `json:"nearest,omitempty"`
+	// Host is the machine and build measured.
+	Host Host `json:"host"`
+	// Warnings are caveats on every figure, e.g. client and server sharing
+	// CPUs.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // SweepEnv is what Sweep needs to start servers.
@@ -64,20 +78,11 @@ func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) 
 		log = io.Discard
 	}
 	start := func(p ServerParams) (Server, error) {
-		switch {
-		case spec.URL != "":
-			return urlServer{url: strings.TrimRight(spec.URL, "/")}, nil
-		case spec.Server == "process":
-			if env.QuartetBinary == "" {
-				return nil, errors.New("bench: sweep: server: process needs the quartet binary")
-			}
-			return StartProcess(ctx, "quartet", quartetArgs(env.QuartetBinary, p))
-		case env.Quartet != nil:
-			return env.Quartet(ctx, p)
-		}
-		return nil, errors.New("bench: sweep: no in-process Quartet linked in; set url in the spec")
+		srv, _, err := startTarget(ctx, spec, env, p)
+		return srv, err
 	}
-	out := &SweepResult{Spec: spec, Started: time.Now().UTC()}
+	out := &SweepResult{Spec: spec, Started: time.Now().UTC(), Host: HostInfo(ctx)}
+	fmt.Fprintf(log, "host: %s\n", out.Host)
 	pts := spec.Points()
 	for i, p := range pts {
 		most := p.Conns
@@ -88,6 +93,14 @@ func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) 
 		srv, err := start(p.ServerParams)
 		if err != nil {
 			return out, fmt.Errorf("bench: sweep point %v: %w", p, err)
+		}
+		if w := sharedCPUWarning(srv); w != "" && !slices.Contains(out.Warnings, w) {
+			out.Warnings = append(out.Warnings, w)
+			fmt.Fprintf(log, "warning: %s\n", w)
+		}
+		var used *ServerParams
+		if sp, ok := serverParams(srv); ok {
+			used = &sp
 		}
 		mix, _ := spec.workload(p.Workload)
 		for rep := range spec.Repeats {
@@ -100,7 +113,7 @@ func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) 
 				cfg.ServerCPU = srv.CPU
 			}
 			res, err := Run(ctx, cfg)
-			run := SweepRun{Point: p, Repeat: rep, Result: res}
+			run := SweepRun{Point: p, Used: used, Repeat: rep, Result: res}
 			if err != nil {
 				run.Err = err.Error()
 			}
@@ -131,7 +144,7 @@ func (r *SweepResult) summarise() {
 	for _, run := range r.Runs {
 		s := byPoint[run.Point]
 		if s == nil {
-			s = &PointSummary{Point: run.Point}
+			s = &PointSummary{Point: run.Point, Used: run.Used}
 			byPoint[run.Point] = s
 			order = append(order, run.Point)
 		}
@@ -171,6 +184,29 @@ func (r *SweepResult) summarise() {
 			r.Best[s.Point.Workload] = s
 		}
 	}
+	r.Nearest = map[string]PointSummary{}
+	for _, s := range r.Points {
+		wl := s.Point.Workload
+		if _, ok := r.Best[wl]; ok || s.Runs == 0 {
+			continue
+		}
+		if n, ok := r.Nearest[wl]; !ok || nearer(s, n) {
+			r.Nearest[wl] = s
+		}
+	}
+}
+
+// nearer orders the candidates when no point meets the objective: fewer
+// errors first (a point that fails is further from usable than a slow
+// one), then the lower p99, then the higher throughput.
+func nearer(a, b PointSummary) bool {
+	if a.Errors != b.Errors {
+		return a.Errors < b.Errors
+	}
+	if a.P99 != b.P99 {
+		return a.P99 < b.P99
+	}
+	return a.RequestsPerSec > b.RequestsPerSec
 }
 
 func meanStddev(xs []float64) (mean, sd float64) {
@@ -200,13 +236,27 @@ func (r *SweepResult) WriteBest(w io.Writer) error {
 	for _, wl := range r.Spec.Matrix.Workloads {
 		b, ok := r.Best[wl]
 		if !ok {
-			ew.printf("best for %s (max throughput, %s, no errors): none qualifies\n", wl, bound)
+			ew.printf("best for %s (max throughput, %s, no errors): none qualifies", wl, bound)
+			if n, ok := r.Nearest[wl]; ok {
+				ew.printf("; nearest: %s: %.0f req/s, p99 %v, %d errors", n.Describe(), n.RequestsPerSec, n.P99, n.Errors)
+			}
+			ew.printf("\n")
 			continue
 		}
-		ew.printf("best for %s (max throughput, %s, no errors): %v: %.0f req/s, p99 %v\n",
-			wl, bound, b.Point, b.RequestsPerSec, b.P99)
+		ew.printf("best for %s (max throughput, %s, no errors): %s: %.0f req/s, p99 %v\n",
+			wl, bound, b.Describe(), b.RequestsPerSec, b.P99)
 	}
 	return ew.err
+}
+
+// Describe names the point with the stage sizes the server used, where
+// known, rather than zeros for "default".
+func (s PointSummary) Describe() string {
+	p := s.Point
+	if s.Used != nil {
+		p.ServerParams = *s.Used
+	}
+	return p.String()
 }
 
 // WriteCSV writes one row per run.
@@ -215,6 +265,9 @@ func (r *SweepResult) WriteCSV(w io.Writer) error {
 	_ = cw.Write(append([]string{"workload", "connections", "readers", "processors", "writers", "queue_capacity", "repeat", "error"}, CSVHeader()...))
 	for _, run := range r.Runs {
 		p := run.Point
+		if run.Used != nil {
+			p.ServerParams = *run.Used
+		}
 		row := []string{p.Workload, strconv.Itoa(p.Conns), strconv.Itoa(p.Readers), strconv.Itoa(p.Processors),
 			strconv.Itoa(p.Writers), strconv.Itoa(p.QueueCapacity), strconv.Itoa(run.Repeat), run.Err}
 		if run.Result != nil {
@@ -265,6 +318,9 @@ func (r *SweepResult) Plots() []Plot {
 		}
 		thr := Chart{Title: "Throughput vs " + d.name, XLabel: d.name, YLabel: "requests/s", Categories: xs}
 		lat := Chart{Title: "p99 latency vs " + d.name, XLabel: d.name, YLabel: "p99 (ms)", Categories: xs}
+		if b := r.Spec.Objective.P99Max; b > 0 {
+			lat.HLines = []Mark{{At: float64(b) / 1e6, Label: "p99 bound " + b.String()}}
+		}
 		for _, n := range names {
 			ts, ls := Series{Name: n}, Series{Name: n}
 			for i, v := range d.values {
@@ -278,10 +334,42 @@ func (r *SweepResult) Plots() []Plot {
 			thr.Series = append(thr.Series, ts)
 			lat.Series = append(lat.Series, ls)
 		}
+		// Workloads 10× apart (/hello and /sleep) would leave the slower
+		// ones flat along the bottom of a linear axis.
+		thr.LogY = logScaleWanted(seriesMaxima(thr.Series))
+		lat.LogY = logScaleWanted(seriesMaxima(lat.Series))
 		out = append(out, Plot{"throughput_vs_" + d.name + ".svg", thr.SVG()},
 			Plot{"p99_vs_" + d.name + ".svg", lat.SVG()})
 	}
 	return out
+}
+
+// seriesMaxima are each series' largest value.
+func seriesMaxima(ss []Series) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		for _, y := range s.Y {
+			out[i] = math.Max(out[i], y)
+		}
+	}
+	return out
+}
+
+// phaseMain runs a phase spec and writes its files.
+func phaseMain(ctx context.Context, spec *Spec, env SweepEnv, dir string, stdout io.Writer) error {
+	res, err := PhaseRun(ctx, spec, env)
+	if res == nil {
+		return err
+	}
+	report, werr := res.WriteFiles(dir)
+	if werr != nil {
+		return errors.Join(err, werr)
+	}
+	if serr := res.WriteSummary(stdout); serr != nil {
+		return errors.Join(err, serr)
+	}
+	fmt.Fprintf(stdout, "report: %s\n", report)
+	return err
 }
 
 // WriteFiles writes results.csv, results.json, the SVG plots and
@@ -290,17 +378,7 @@ func (r *SweepResult) WriteFiles(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	write := func(name string, f func(io.Writer) error) error {
-		fh, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			return err
-		}
-		if err := f(fh); err != nil {
-			fh.Close()
-			return fmt.Errorf("bench: writing %s: %w", name, err)
-		}
-		return fh.Close()
-	}
+	write := func(name string, f func(io.Writer) error) error { return writeFile(filepath.Join(dir, name), f) }
 	if err := write("results.csv", r.WriteCSV); err != nil {
 		return "", err
 	}
@@ -333,8 +411,14 @@ func SweepMain(ctx context.Context, args []string, env Env) error {
 	fs.SetOutput(env.Stderr)
 	outDir := fs.String("o", "", "output directory (default: sweep-<name>-<time>)")
 	url := fs.String("url", "", "run against this server instead of the spec's (or an in-process Quartet)")
+	metricsURL := fs.String("metrics", "", "phase runs: the server's Prometheus endpoint (with --url)")
 	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: quartet sweep [flags] SPEC.yaml\n\nRuns an experiment matrix and writes results.csv, results.json, SVG plots and report.html.")
+		fmt.Fprintln(env.Stderr, `usage: quartet sweep [flags] SPEC.yaml
+
+Runs an experiment: a matrix of stage sizes and workloads (results.csv),
+or a workload in phases sampled every second on the client and from the
+server's /metrics (timeseries.csv). Writes results.json, SVG plots and a
+self-contained report.html. Examples: bench/examples/stages.yaml, phases.yaml.`)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -355,11 +439,18 @@ func SweepMain(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 	}
+	if *metricsURL != "" {
+		spec.MetricsURL = *metricsURL
+	}
 	dir := *outDir
 	if dir == "" {
 		dir = "sweep-" + strings.ReplaceAll(strings.ToLower(spec.Name), " ", "-") + "-" + time.Now().UTC().Format("20060102-150405")
 	}
-	res, err := Sweep(ctx, spec, SweepEnv{Quartet: env.Quartet, QuartetBinary: env.QuartetBinary, Log: env.Stderr})
+	senv := SweepEnv{Quartet: env.Quartet, QuartetBinary: env.QuartetBinary, Log: env.Stderr}
+	if len(spec.Phases) > 0 {
+		return phaseMain(ctx, spec, senv, dir, env.Stdout)
+	}
+	res, err := Sweep(ctx, spec, senv)
 	if res == nil {
 		return err
 	}

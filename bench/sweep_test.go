@@ -5,11 +5,12 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"slices"
 	"testing"
 	"time"
 )
@@ -96,9 +97,18 @@ func TestSweepWritesFiles(t *testing.T) {
 			t.Fatalf("%s: %v (%d bytes)", f, err, len(b))
 		}
 	}
-	csvb, _ := os.ReadFile(filepath.Join(dir, "results.csv"))
-	if lines := strings.Count(string(csvb), "\n"); lines != 5 {
-		t.Errorf("results.csv has %d lines, want header + 4 runs", lines)
+	csvf, _ := os.Open(filepath.Join(dir, "results.csv"))
+	defer csvf.Close()
+	recs, err := csv.NewReader(csvf).ReadAll()
+	if err != nil || len(recs) != 5 {
+		t.Fatalf("results.csv: %v, %d records, want header + 4 runs", err, len(recs))
+	}
+	// The runs had a warm-up: requests and 2xx must still agree.
+	col := func(name string) int { return slices.Index(recs[0], name) }
+	for _, r := range recs[1:] {
+		if r[col("requests")] != r[col("status_2xx")] {
+			t.Errorf("results.csv: %s requests but %s 2xx", r[col("requests")], r[col("status_2xx")])
+		}
 	}
 	svg, _ := os.ReadFile(filepath.Join(dir, "throughput_vs_connections.svg"))
 	if !bytes.Contains(svg, []byte("<polyline")) || bytes.Count(svg, []byte("<circle")) != 2 {

@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"context"
 	"io"
 	"time"
 
@@ -36,3 +37,25 @@ func ProcRSS(int) (uint64, error) { return 0, poll.Unsupported("bench: /proc/PID
 
 // isTerminal: no live progress line here.
 func isTerminal(io.Writer) bool { return false }
+
+// ProcTreeCPU reads /proc, which this platform does not have.
+func ProcTreeCPU(int) (time.Duration, error) { return 0, poll.Unsupported("bench: /proc/PID/stat") }
+
+// ProcTreeRSS reads /proc, which this platform does not have.
+func ProcTreeRSS(int) (uint64, error) { return 0, poll.Unsupported("bench: /proc/PID/status") }
+
+// The host's description, for reports: unknown here.
+func cpuModel() string      { return "unknown" }
+func kernelRelease() string { return "unknown" }
+func cpuSet(int) []int      { return nil }
+
+func pinSelf([]int) (func(), error) { return nil, poll.Unsupported("bench: sched_setaffinity") }
+
+// SyscallMethodAvailable: syscall counting uses Linux's strace or perf.
+func SyscallMethodAvailable(context.Context, string) error {
+	return poll.Unsupported("bench: syscall counting")
+}
+
+func countSyscalls(context.Context, string, Server, Config, time.Duration, []int, string) (*SyscallCount, error) {
+	return nil, poll.Unsupported("bench: syscall counting")
+}

@@ -47,7 +47,7 @@ func TestCPUVersusWrk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		theirs, err := RunWrk(t.Context(), srv.URL()+"/hello", conns, loops, d)
+		theirs, err := RunWrk(t.Context(), WrkConfig{URL: srv.URL() + "/hello", Conns: conns, Threads: loops, Duration: d})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -84,6 +84,11 @@ func (a *adapter) put(s *adapterState) {
 	a.states.Put(s)
 }
 
+// protoNames holds "HTTP/1.0" to "HTTP/1.9", eight bytes each: a handler
+// sees the version the client sent, as under net/http, though HTTP/1.2
+// and above are served as 1.1 (RFC 9110 §2.5).
+const protoNames = "HTTP/1.0HTTP/1.1HTTP/1.2HTTP/1.3HTTP/1.4HTTP/1.5HTTP/1.6HTTP/1.7HTTP/1.8HTTP/1.9"
+
 // request builds the *http.Request net/http's server would have built.
 func (s *adapterState) request(r *stages.Request) (*http.Request, error) {
 	target := string(r.Target)
@@ -132,16 +137,13 @@ func (s *adapterState) request(r *stages.Request) (*http.Request, error) {
 	hr := &http.Request{
 		Method:     method,
 		URL:        u,
-		Proto:      "HTTP/1.1",
+		Proto:      protoNames[8*r.Minor : 8*r.Minor+8],
 		ProtoMajor: 1,
 		ProtoMinor: r.Minor,
 		Header:     hdr,
 		Host:       string(r.Host),
 		RequestURI: target,
 		Close:      !r.KeepAlive(),
-	}
-	if r.Minor == 0 {
-		hr.Proto = "HTTP/1.0"
 	}
 	if u.Host != "" {
 		hr.Host = u.Host // absolute-form wins over Host (RFC 9112 §3.2.2)

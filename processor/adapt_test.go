@@ -259,7 +259,7 @@ func TestAdapt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			hs := newHarness(t, Config{}, Adapt(tt.handler), writerOpts{})
 			req := newRequest(tt.method, tt.target, tt.minor, tt.body, tt.headers...)
-			if stages.HasToken(req.Header("Transfer-Encoding"), "chunked") {
+			if stages.ListHasToken(req.Header("Transfer-Encoding"), "chunked") {
 				// What the reader hands over: the decoded stream.
 				req.Chunked, req.ContentLength, req.Body = true, -1, strings.NewReader("decoded")
 			}

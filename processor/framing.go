@@ -3,7 +3,6 @@ package processor
 import (
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/quartet-server/quartet/stages"
 )
@@ -240,7 +239,7 @@ func (w *ResponseWriter) keepAlive() bool {
 		// unknowable, so the connection cannot carry another request.
 		return false
 	}
-	if v, ok := w.hdr.lookup("Connection"); ok && hasToken(v, "close") {
+	if v, ok := w.hdr.lookup("Connection"); ok && stages.ListHasToken(v, "close") {
 		return false
 	}
 	return true
@@ -299,16 +298,16 @@ func (w *ResponseWriter) headerBlock(st int, hdr *Header, length int64, ka bool)
 			continue
 		}
 		switch {
-		case equalFoldASCII(f.name, "Content-Length"),
-			equalFoldASCII(f.name, "Transfer-Encoding"),
-			equalFoldASCII(f.name, "Connection"):
+		case stages.EqualFoldASCII(f.name, "Content-Length"),
+			stages.EqualFoldASCII(f.name, "Transfer-Encoding"),
+			stages.EqualFoldASCII(f.name, "Connection"):
 			continue // framing is ours to decide, below
-		case equalFoldASCII(f.name, "Date"):
+		case stages.EqualFoldASCII(f.name, "Date"):
 			hasDate = true
 			if f.value == "" {
 				continue // an empty Date suppresses the automatic one
 			}
-		case equalFoldASCII(f.name, "Server"):
+		case stages.EqualFoldASCII(f.name, "Server"):
 			hasServer = true
 			if f.value == "" {
 				continue
@@ -487,17 +486,4 @@ func (w *ResponseWriter) recoverPanic(abort bool) {
 	w.hdr.Add("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusInternalServerError)
 	w.WriteString("Internal Server Error\n")
-}
-
-// hasToken reports whether the comma-separated list v holds token t
-// (case-insensitive); stages.HasToken for strings, without a conversion.
-func hasToken(v, t string) bool {
-	for v != "" {
-		item, rest, _ := strings.Cut(v, ",")
-		if equalFoldASCII(strings.TrimSpace(item), t) {
-			return true
-		}
-		v = rest
-	}
-	return false
 }

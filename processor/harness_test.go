@@ -330,8 +330,8 @@ func newRequest(method, target string, minor int, body string, headers ...string
 	if body != "" {
 		r.ContentLength = int64(len(body))
 	}
-	r.Close = stages.HasToken(r.Header("Connection"), "close")
-	r.Expect100 = stages.EqualFold(r.Header("Expect"), "100-continue")
+	r.Close = stages.ListHasToken(r.Header("Connection"), "close")
+	r.Expect100 = stages.EqualFoldASCII(r.Header("Expect"), "100-continue")
 	return r
 }
 

@@ -71,7 +71,7 @@ func (h *Header) Del(name string) {
 		return
 	}
 	for i := range h.fields {
-		if !h.fields[i].dead && equalFoldASCII(h.fields[i].name, name) {
+		if !h.fields[i].dead && stages.EqualFoldASCII(h.fields[i].name, name) {
 			h.fields[i].dead = true
 		}
 	}
@@ -100,7 +100,7 @@ func (h *Header) Visit(fn func(name, value string) bool) {
 
 func (h *Header) lookup(name string) (string, bool) {
 	for i := range h.fields {
-		if !h.fields[i].dead && equalFoldASCII(h.fields[i].name, name) {
+		if !h.fields[i].dead && stages.EqualFoldASCII(h.fields[i].name, name) {
 			return h.fields[i].value, true
 		}
 	}
@@ -128,9 +128,6 @@ func (h *Header) reset() {
 	h.arena = h.arena[:0]
 	h.frozen = false
 }
-
-// equalFoldASCII compares header names, which are ASCII tokens.
-func equalFoldASCII(a, b string) bool { return stages.EqualFoldASCII(a, b) }
 
 // validFieldName reports whether s is a token (RFC 9110 §5.1), the only
 // shape a field name may have; fields with other names are not sent, so a

@@ -98,21 +98,3 @@ func TestDateCache(t *testing.T) {
 		t.Errorf("from a local time %q", e)
 	}
 }
-
-func TestHasToken(t *testing.T) {
-	tests := []struct {
-		v, tok string
-		want   bool
-	}{
-		{"close", "close", true},
-		{"Keep-Alive, Close", "close", true},
-		{" upgrade ,close ", "close", true},
-		{"closed", "close", false},
-		{"", "close", false},
-	}
-	for _, tt := range tests {
-		if got := hasToken(tt.v, tt.tok); got != tt.want {
-			t.Errorf("hasToken(%q, %q) = %v", tt.v, tt.tok, got)
-		}
-	}
-}

@@ -190,6 +190,24 @@ func TestResponses(t *testing.T) {
 			want: want{status: 200, body: "bye", keepAlive: false, header: map[string]string{"Connection": "close"}},
 		},
 		{
+			name: "handler's close in a list, with OWS",
+			req:  newRequest("GET", "/", 1, ""),
+			handler: func(w *ResponseWriter, r *stages.Request) {
+				w.Header().Set("Connection", "upgrade,\tClose ")
+			},
+			want: want{status: 200, keepAlive: false, header: map[string]string{"Connection": "close"}},
+		},
+		{
+			// OWS is SP and HTAB (RFC 9110 §5.6.3): "close" followed by
+			// NBSP is another token, for the framer as for the reader.
+			name: "handler's close<NBSP> is not close",
+			req:  newRequest("GET", "/", 1, ""),
+			handler: func(w *ResponseWriter, r *stages.Request) {
+				w.Header().Set("Connection", "close\u00a0")
+			},
+			want: want{status: 200, keepAlive: true},
+		},
+		{
 			name: "handler's Date and Server win",
 			req:  newRequest("GET", "/", 1, ""),
 			handler: func(w *ResponseWriter, r *stages.Request) {

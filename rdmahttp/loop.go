@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -99,11 +98,6 @@ type op struct {
 	// when there is none.
 	alt *processor.Alternative
 }
-
-// loseWrittenCompletions, set by tests, makes the writer loops ignore the
-// completions of written messages, as a device that loses them would: the
-// op stays registered, and only its expiry (or Close) ends it.
-var loseWrittenCompletions atomic.Bool
 
 // exposure is one client-reads grant: a window (or a per-operation MR)
 // over exactly the body's bytes, alive until the client confirms, the
@@ -357,7 +351,7 @@ func (lp *loop) complete(wc *rdma.Completion) {
 	}
 	lp.mu.Lock()
 	o := lp.ops[wc.WRID]
-	if o != nil && o.kind == opWritten && loseWrittenCompletions.Load() {
+	if o != nil && o.kind == opWritten && lp.s.cfg.loseWrittenCompletions {
 		lp.mu.Unlock()
 		return
 	}

@@ -661,9 +661,7 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 // registered, since the device may still read it, until Close, which
 // must then release it without a busy error (start's cleanup).
 func TestLostCompletionFallsBack(t *testing.T) {
-	loseWrittenCompletions.Store(true)
-	t.Cleanup(func() { loseWrittenCompletions.Store(false) })
-	fx := start(t, Config{CompletionTimeout: 300 * time.Millisecond})
+	fx := start(t, Config{CompletionTimeout: 300 * time.Millisecond, loseWrittenCompletions: true})
 	c := newClient(t, ClientConfig{OpTimeout: 5 * time.Second, Retries: -1})
 	r, body, err := get(context.Background(), c, fx.url+"/bytes?n=100000", ModeServerWrites)
 	if err != nil || len(body) != 100000 || !bytes.HasPrefix(body, []byte("abcdef")) {

@@ -67,6 +67,11 @@ type Config struct {
 	// default: otherwise any client could make the server connect to
 	// any address.
 	AllowForeignEndpoints bool
+
+	// loseWrittenCompletions makes the writer loops ignore the completions
+	// of written messages, as a device that loses them would: the op stays
+	// registered, and only its expiry (or Close) ends it. Tests only.
+	loseWrittenCompletions bool
 }
 
 // Server is the server side of RDMA delivery, as a runtime.Module

@@ -247,7 +247,7 @@ func (l *Loop) feedLocked(slot int32) {
 // p.mu.
 func (l *Loop) decodeLocked(rc *rconn) {
 	p := &rc.pipe
-	var produced int
+	var produced, read int
 	done := false
 	if rc.req.Chunked {
 		consumed, prod, fin, err := rc.chunked.Decode(p.buf[p.w:], p.buf[p.w:p.raw])
@@ -263,7 +263,7 @@ func (l *Loop) decodeLocked(rc *rconn) {
 		rest := p.raw - (p.w + consumed)
 		copy(p.buf[p.w+prod:], p.buf[p.w+consumed:p.raw])
 		p.raw = p.w + prod + rest
-		produced, done = prod, fin
+		produced, read, done = prod, consumed, fin
 		if fin && rest > 0 {
 			// Bytes past the body belong to the next request: hand them back
 			// to the read buffer once the current request has let go of it.
@@ -272,13 +272,17 @@ func (l *Loop) decodeLocked(rc *rconn) {
 		}
 	} else {
 		produced = p.raw - p.w
+		read = produced
 		rc.remaining -= int64(produced)
 		done = rc.remaining == 0
 	}
 	p.w += produced
 	rc.bodyTotal += int64(produced)
 	if p.done {
-		rc.discarded += int64(produced)
+		// Draining counts what the body costs to read, chunk framing
+		// included, so maxDiscardBytes bounds the bytes read, not the
+		// data they carry.
+		rc.discarded += int64(read)
 	}
 	if rc.bodyTotal > l.cfg.MaxBodyBytes {
 		rc.feeding = false

@@ -1,5 +1,7 @@
 package reader
 
+import "github.com/quartet-server/quartet/stages"
+
 // The chunked decoder is a byte state machine in the style of nginx's
 // ngx_http_parse_chunked: all state lives in the ChunkedDecoder, so a body
 // split anywhere across reads decodes the same, and it never allocates or
@@ -13,6 +15,20 @@ package reader
 // for the header block); chunk extensions are skipped but may not hold
 // control bytes; trailer fields are checked like header fields (token name,
 // no whitespace before the colon, no obs-fold, no CTLs) and discarded.
+//
+// Overhead. Every limit on a body (MaxBodyBytes, the unread-body drain)
+// counts data, so framing that carries no data must be bounded by itself,
+// or a client can make the server read megabytes of chunk extensions to
+// deliver a few bytes (RFC 9112 §7.1.1: "a server ought to limit the total
+// length of chunk extensions received"). The rule is net/http's (its fix
+// for CVE-2023-39326), so a Go front end and Quartet draw the line at the
+// same byte: each chunk-size line costs its length plus the CRLF that ends
+// its data, and earns 16 bytes plus twice the chunk's size; what is not
+// paid for accumulates, never below zero, so credit from one large chunk
+// cannot pay for a flood later; once it passes maxChunkOverhead the body
+// is refused with ErrChunkOverhead (400). Streaming one byte per chunk
+// ("1\r\nX\r\n") costs 3 and earns 18, so honest senders never come near
+// it. The trailer section has its own bound (MaxTrailerBytes, 431).
 
 // chunkState is where the decoder is within the chunked body.
 type chunkState uint8
@@ -38,6 +54,15 @@ const (
 // so a client cannot make the decoder skip an unbounded run of junk.
 const maxChunkLine = 4096
 
+// The overhead allowance (see the policy above): per chunk, a fixed
+// allowance plus a multiple of its data; beyond the allowance, at most
+// maxChunkOverhead unpaid bytes.
+const (
+	chunkLineAllowance = 16
+	chunkDataAllowance = 2
+	maxChunkOverhead   = 16 << 10
+)
+
 // ChunkedDecoder decodes a chunked request body, resumable across reads.
 // The zero value is ready; Reset readies it for the next body.
 type ChunkedDecoder struct {
@@ -51,6 +76,7 @@ type ChunkedDecoder struct {
 	size    uint64 // chunk-size being parsed, then bytes of chunk-data left
 	line    int    // bytes of the current chunk-size line
 	trailer int    // bytes of the trailer section so far
+	excess  uint64 // framing bytes not paid for by data; see maxChunkOverhead
 	err     error  // sticky: once malformed, always malformed
 }
 
@@ -72,9 +98,10 @@ func (d *ChunkedDecoder) maxTrailerBytes() int {
 // ahead of input. It returns the bytes consumed from src and produced in
 // dst; done once the last-chunk and trailer section are consumed (bytes
 // after that, such as a pipelined request, are left unconsumed); or an
-// error: ErrMalformedChunk (400), ErrChunkSizeOverflow (413),
-// ErrTrailerTooLarge (431). It stops early when dst is full, so call it again
-// with more room; with an empty dst it still consumes framing bytes.
+// error: ErrMalformedChunk (400), ErrChunkOverhead (400),
+// ErrChunkSizeOverflow (413), ErrTrailerTooLarge (431). It stops early
+// when dst is full, so call it again with more room; with an empty dst it
+// still consumes framing bytes.
 func (d *ChunkedDecoder) Decode(dst, src []byte) (consumed, produced int, done bool, err error) {
 	if d.err != nil {
 		return 0, 0, false, d.err
@@ -124,7 +151,7 @@ func (d *ChunkedDecoder) step(c byte) error {
 
 	switch d.state {
 	case csSize:
-		if v, ok := unhex(c); ok {
+		if v, ok := stages.Unhex(c); ok {
 			// net/http refuses a 17th digit even when the value is
 			// small; so do we, which also keeps size in range.
 			if d.digits++; d.digits > 16 {
@@ -153,6 +180,9 @@ func (d *ChunkedDecoder) step(c byte) error {
 	case csSizeLF:
 		if c != '\n' {
 			return ErrMalformedChunk
+		}
+		if !d.payOverhead() {
+			return ErrChunkOverhead
 		}
 		if d.size == 0 {
 			d.state = csTrailer
@@ -215,6 +245,26 @@ func (d *ChunkedDecoder) step(c byte) error {
 	return ErrMalformedChunk
 }
 
+// payOverhead charges the chunk-size line just ended (d.line bytes, its CR
+// included) and the CRLF that will end the chunk's data against the
+// chunk's allowance, and reports whether the unpaid total is still within
+// maxChunkOverhead.
+func (d *ChunkedDecoder) payOverhead() bool {
+	cost := uint64(d.line-1) + 2 // the line without its CRLF; the CRLF after the data
+	earned := uint64(chunkLineAllowance)
+	if d.size > (1<<63)/chunkDataAllowance {
+		earned = 1 << 63 // saturate: no line can cost that much
+	} else {
+		earned += chunkDataAllowance * d.size
+	}
+	if d.excess += cost; d.excess > earned {
+		d.excess -= earned
+	} else {
+		d.excess = 0
+	}
+	return d.excess <= maxChunkOverhead
+}
+
 // afterSize handles the bytes between chunk-size and CRLF:
 // BWS, then ";" chunk-ext or CR (RFC 9112 §7.1.1 allows BWS before ";").
 func (d *ChunkedDecoder) afterSize(c byte) error {
@@ -229,16 +279,4 @@ func (d *ChunkedDecoder) afterSize(c byte) error {
 		return ErrMalformedChunk
 	}
 	return nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }

@@ -52,6 +52,18 @@ func TestChunkedDecode(t *testing.T) {
 		{"17 hex digits", "00000000000000001\r\na\r\n", "", "", 413, ErrChunkSizeOverflow},
 		{"over int64", "8000000000000000\r\n", "", "", 413, ErrChunkSizeOverflow},
 
+		// Overhead (RFC 9112 §7.1.1, net/http's CVE-2023-39326 rule): the
+		// issue's reproducer is refused at its fifth chunk line, where
+		// 5 × (4,002 + 2 - 18) unpaid bytes pass 16 KiB.
+		{"extension flood", extensionFlood(64, 4000), "AAAA", "", 400, ErrChunkOverhead},
+		{"overhead exactly at the limit", overheadAt(maxChunkOverhead), "AAAAA", "", 0, nil},
+		{"overhead one byte over", overheadAt(maxChunkOverhead + 1), "AAAA", "", 400, ErrChunkOverhead},
+		{"a large chunk banks no credit", "186a0\r\n" + strings.Repeat("d", 100000) + "\r\n" + extensionFlood(5, 4000),
+			strings.Repeat("d", 100000) + "AAAA", "", 400, ErrChunkOverhead},
+		{"one byte per chunk is fine", strings.Repeat("1\r\nX\r\n", 20000) + "0\r\n\r\n", strings.Repeat("X", 20000), "", 0, nil},
+		{"long extensions on large chunks are fine", strings.Repeat("1000;"+strings.Repeat("e", 4000)+"\r\n"+strings.Repeat("d", 4096)+"\r\n", 20) + "0\r\n\r\n",
+			strings.Repeat("d", 4096*20), "", 0, nil},
+
 		{"trailer too large", "0\r\nX: " + strings.Repeat("v", DefaultMaxTrailerBytes) + "\r\n\r\n", "", "", 431, ErrTrailerTooLarge},
 	}
 	for _, tc := range tests {
@@ -109,6 +121,28 @@ func TestChunkedDecode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// extensionFlood is the reproducer: n chunks of one data byte "A",
+// each size line carrying an extension of ext bytes, then the last chunk.
+func extensionFlood(n, ext int) string {
+	return strings.Repeat("1;"+strings.Repeat("x", ext)+"\r\nA\r\n", n) + "0\r\n\r\n"
+}
+
+// overheadAt builds a body of one-byte chunks whose unpaid overhead peaks
+// at exactly excess bytes (excess > 4 × 4,079), then ends.
+func overheadAt(excess int) string {
+	// A one-byte chunk whose size line is L bytes long (CRLF excluded)
+	// leaves L + 2 - 18 bytes unpaid.
+	var b strings.Builder
+	for range 4 {
+		line := maxChunkLine - 1 // the longest line allowed
+		b.WriteString("1;" + strings.Repeat("x", line-2) + "\r\nA\r\n")
+		excess -= line - 16
+	}
+	b.WriteString("1;" + strings.Repeat("x", excess+16-2) + "\r\nA\r\n")
+	b.WriteString("0\r\n\r\n")
+	return b.String()
 }
 
 func TestChunkedErrorIsSticky(t *testing.T) {

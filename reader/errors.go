@@ -44,7 +44,9 @@ var (
 	ErrBadVersion = newError(400, "quartet: malformed HTTP version")
 
 	// ErrVersionNotSupported is returned for a well-formed HTTP-version
-	// other than HTTP/1.0 and HTTP/1.1. Status 505.
+	// whose major version is not 1. A higher minor version (HTTP/1.2 to
+	// HTTP/1.9) is not an error: RFC 9110 §2.5 says to process it as the
+	// highest minor version supported, 1.1. Status 505.
 	ErrVersionNotSupported = newError(505, "quartet: HTTP version not supported")
 )
 
@@ -117,6 +119,13 @@ var (
 	// line, a chunk whose data is not followed by CRLF, a chunk line over
 	// maxChunkLine bytes, or a malformed trailer field (RFC 9112 §7.1). Status 400.
 	ErrMalformedChunk = newError(400, "quartet: malformed chunked encoding")
+
+	// ErrChunkOverhead is returned by ChunkedDecoder when chunk-size lines
+	// (mostly chunk extensions, which Quartet skips) outweigh the data they
+	// frame: more than 16 KiB beyond an allowance of 16 bytes per chunk
+	// plus twice its size, net/http's rule. RFC 9112 §7.1.1: a server ought
+	// to limit the total length of chunk extensions. Status 400.
+	ErrChunkOverhead = newError(400, "quartet: chunked encoding carries too much non-data")
 
 	// ErrChunkSizeOverflow is returned by ChunkedDecoder when a chunk-size
 	// has more than 16 hex digits or exceeds the int64 range: no body that

@@ -32,6 +32,7 @@ func TestSentinels(t *testing.T) {
 		{ErrTransferEncodingHTTP10, 400},
 		{ErrUnknownTransferCoding, 501},
 		{ErrMalformedChunk, 400},
+		{ErrChunkOverhead, 400},
 		{ErrChunkSizeOverflow, 413},
 		{ErrTrailerTooLarge, 431},
 	} {

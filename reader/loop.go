@@ -27,9 +27,10 @@ const (
 	// DefaultPipeBytes bounds how far a streaming body may run ahead of its
 	// handler: the loop stops reading the socket when the pipe holds this much.
 	DefaultPipeBytes = 64 << 10
-	// maxDiscardBytes is how much unread request body the loop will read
-	// and throw away to keep a connection alive after its response (net/http
-	// uses 256 KiB for the same decision); beyond it closing is cheaper.
+	// maxDiscardBytes is how many bytes of unread request body (chunk
+	// framing included) the loop will read and throw away to keep a
+	// connection alive after its response (net/http reads 256 KiB of data
+	// for the same decision); beyond it closing is cheaper.
 	maxDiscardBytes = 256 << 10
 )
 

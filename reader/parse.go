@@ -38,8 +38,10 @@ import (
 //   - only a single "Transfer-Encoding: chunked" is accepted, anything else is
 //     a 501 (as net/http and nginx do); Content-Length must be 1*DIGIT, and
 //     repeats must be byte-identical (as net/http);
-//   - the version must be HTTP/1.0 or HTTP/1.1: any other "HTTP/d.d" is a 505
-//     (net/http serves HTTP/1.2-1.9 as 1.1), anything else a 400;
+//   - the version must be "HTTP/" DIGIT "." DIGIT (anything else is a 400)
+//     with major version 1 (any other is a 505); HTTP/1.2 to HTTP/1.9 are
+//     served as HTTP/1.1 (RFC 9110 §2.5 "SHOULD process the message as if
+//     it were in the highest minor version", as net/http does);
 //   - asterisk-form only with OPTIONS; authority-form (host:port) only, and
 //     always, with CONNECT; absolute-form must be scheme "://" host[:port]
 //     then path and query, with no userinfo or percent-encoding in the
@@ -199,9 +201,13 @@ func parseRequestLine(line []byte, req *stages.Request) error {
 		return ErrBadVersion
 	}
 	req.Major, req.Minor = int(version[5]-'0'), int(version[7]-'0')
-	if req.Major != 1 || req.Minor > 1 {
+	if req.Major != 1 {
 		return ErrVersionNotSupported
 	}
+	// A higher minor version is served as 1.1 (RFC 9110 §2.5): Minor keeps
+	// what was sent, for the log and for net/http handlers, and every rule
+	// that depends on it asks "at least 1.1" (Minor >= 1) or "1.0"
+	// (Minor == 0), never "exactly 1.1".
 	req.Method, req.Target, req.Path, req.Query, req.Host = method, target, nil, nil, nil
 	return parseTarget(req)
 }
@@ -361,7 +367,7 @@ func parseFields(block []byte, req *stages.Request) error {
 			// before the colon (§5.1: MUST reject with 400).
 			return ErrBadFieldName
 		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
+		name, value := line[:colon], stages.TrimOWS(line[colon+1:])
 		if !validFieldValue(value) {
 			return ErrBadFieldValue
 		}
@@ -370,28 +376,28 @@ func parseFields(block []byte, req *stages.Request) error {
 		// Dispatch on length first so most fields cost one compare.
 		switch len(name) {
 		case 4:
-			if stages.EqualFold(name, "Host") {
+			if stages.EqualFoldASCII(name, "Host") {
 				hosts++
 				host = value
 			}
 		case 6:
-			if stages.EqualFold(name, "Expect") && !haveExpect {
+			if stages.EqualFoldASCII(name, "Expect") && !haveExpect {
 				// net/http looks at the first Expect field only; so do we.
 				expect, haveExpect = value, true
 			}
 		case 10:
-			if stages.EqualFold(name, "Connection") && listHasToken(value, "close") {
+			if stages.EqualFoldASCII(name, "Connection") && stages.ListHasToken(value, "close") {
 				req.Close = true
 			}
 		case 14:
-			if stages.EqualFold(name, "Content-Length") {
+			if stages.EqualFoldASCII(name, "Content-Length") {
 				if contentLength != nil && !bytes.Equal(contentLength, value) {
 					return ErrBadContentLength
 				}
 				contentLength = value
 			}
 		case 17:
-			if stages.EqualFold(name, "Transfer-Encoding") {
+			if stages.EqualFoldASCII(name, "Transfer-Encoding") {
 				teFields++
 				transferEncoding = value
 			}
@@ -419,7 +425,7 @@ func parseFields(block []byte, req *stages.Request) error {
 			return ErrTransferEncodingHTTP10
 		case contentLength != nil:
 			return ErrConflictingFraming
-		case teFields > 1 || !stages.EqualFold(transferEncoding, "chunked"):
+		case teFields > 1 || !stages.EqualFoldASCII(transferEncoding, "chunked"):
 			// Like net/http and nginx, only a lone "chunked" is
 			// accepted: codings we do not implement are a 501, and a
 			// list is the most smuggling-prone shape of all.
@@ -435,7 +441,7 @@ func parseFields(block []byte, req *stages.Request) error {
 	}
 
 	if len(expect) > 0 {
-		if !listHasToken(expect, "100-continue") {
+		if !stages.ListHasToken(expect, "100-continue") {
 			return ErrExpectationFailed
 		}
 		// RFC 9110 §10.1.1: a server MUST ignore 100-continue in an
@@ -496,36 +502,6 @@ func validFieldValueBytes(v []byte) bool {
 		}
 	}
 	return true
-}
-
-// listHasToken reports whether the comma-separated list v (RFC 9110 §5.6.1)
-// has a member equal to token, ignoring ASCII case. Members are trimmed of
-// OWS only: stages.HasToken's bytes.TrimSpace also strips Unicode spaces
-// such as NBSP, so "close\u00a0" would close the connection for Quartet but
-// not for net/http or a proxy in front, a disagreement about framing.
-func listHasToken(v []byte, token string) bool {
-	for len(v) > 0 {
-		member := v
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			member, v = v[:i], v[i+1:]
-		} else {
-			v = nil
-		}
-		if stages.EqualFold(trimOWS(member), token) {
-			return true
-		}
-	}
-	return false
-}
-
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // Character classes as 128-bit masks (as in net/textproto): constant, so no

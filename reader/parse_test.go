@@ -42,6 +42,8 @@ func TestParseRules(t *testing.T) {
 		{"obs-text in value", "GET / HTTP/1.1\r\n" + host + "X: caf\xc3\xa9\r\n\r\n", 0, nil},
 		{"Expect 100-continue", "POST / HTTP/1.1\r\n" + host + "Expect: 100-continue\r\nContent-Length: 1\r\n\r\n", 0, nil},
 		{"percent-escape in path", "GET /a%20b HTTP/1.1\r\n" + host + "\r\n", 0, nil},
+		{"HTTP/1.2 served as 1.1", "GET / HTTP/1.2\r\n" + host + "\r\n", 0, nil},
+		{"HTTP/1.9 chunked, as in 1.1", "POST / HTTP/1.9\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n", 0, nil},
 
 		// Request line.
 		{"no spaces", "GET\r\n" + host + "\r\n", 400, ErrMalformedRequestLine},
@@ -54,7 +56,8 @@ func TestParseRules(t *testing.T) {
 		{"garbage version", "GET / HTTP/1.1x\r\n" + host + "\r\n", 400, ErrBadVersion},
 		{"two-digit version", "GET / HTTP/10.1\r\n" + host + "\r\n", 400, ErrBadVersion},
 		{"HTTP/2.0", "GET / HTTP/2.0\r\n" + host + "\r\n", 505, ErrVersionNotSupported},
-		{"HTTP/1.2", "GET / HTTP/1.2\r\n" + host + "\r\n", 505, ErrVersionNotSupported},
+		{"HTTP/3.0", "GET / HTTP/3.0\r\n" + host + "\r\n", 505, ErrVersionNotSupported},
+		{"HTTP/1.2 needs Host, as 1.1", "GET / HTTP/1.2\r\n\r\n", 400, ErrMissingHost},
 		{"HTTP/0.9", "GET / HTTP/0.9\r\n\r\n", 505, ErrVersionNotSupported},
 		{"PRI preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, ErrVersionNotSupported},
 
@@ -184,6 +187,11 @@ func TestParseFields(t *testing.T) {
 	req, _, _ = parseAll(t, "GET /a? HTTP/1.0\r\n\r\n", Limits{})
 	if req.Query == nil || len(req.Query) != 0 {
 		t.Errorf("Query = %#v, want empty non-nil", req.Query)
+	}
+	// HTTP/1.2-1.9 follow 1.1's rules, and keep the version they sent.
+	req, _, err = parseAll(t, "POST / HTTP/1.7\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", Limits{})
+	if err != nil || req.Major != 1 || req.Minor != 7 || !req.Expect100 || !req.KeepAlive() {
+		t.Errorf("HTTP/1.7: version %d.%d Expect100 %v KeepAlive %v, err %v", req.Major, req.Minor, req.Expect100, req.KeepAlive(), err)
 	}
 	// HTTP/1.0 ignores 100-continue.
 	req, _, err = parseAll(t, "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", Limits{})

@@ -2,10 +2,12 @@
 # scripts/test.sh - everything Quartet's tests need, then the tests.
 #
 # On a fresh Debian machine with Go: installs the peers the tests talk to
-# (curl, wrk, chromium for the report test), fetches Go modules, runs
+# (curl, wrk, nginx for the static comparison, strace for syscall counts,
+# chromium for the report test), fetches Go modules, runs
 # gofmt/vet/staticcheck, a darwin build and vet, and `go test -race
 # ./...`, then the RDMA tier in a QEMU guest with soft-iWARP and Soft-RoCE
-# (vm/ci.sh; QUARTET_SKIP_VM=1 skips it). Needs root for apt-get (CI runs as root).
+# (vm/ci.sh; QUARTET_SKIP_VM=1 skips it). Needs root for apt-get (CI runs
+# as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
@@ -17,7 +19,7 @@ if command -v apt-get >/dev/null 2>&1; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q >/dev/null
-  $SUDO apt-get install -y -q --no-install-recommends curl wrk chromium ca-certificates >/dev/null
+  $SUDO apt-get install -y -q --no-install-recommends curl wrk strace nginx-light chromium ca-certificates >/dev/null
 fi
 
 step "go modules"

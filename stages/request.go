@@ -1,7 +1,6 @@
 package stages
 
 import (
-	"bytes"
 	"io"
 	"time"
 )
@@ -28,7 +27,10 @@ type Request struct {
 	Path   []byte // Target up to '?', still percent-encoded
 	Query  []byte // after '?', without it; nil when absent
 	Major  int    // HTTP major version (always 1 once parsed)
-	Minor  int    // HTTP minor version: 0 or 1
+	// Minor is the HTTP minor version as sent, 0 to 9. Above 1 the request
+	// is served as HTTP/1.1 (RFC 9110 §2.5), so test Minor >= 1 or
+	// Minor == 0, never Minor == 1.
+	Minor int
 
 	Headers []Header // in arrival order, duplicates kept
 
@@ -56,7 +58,7 @@ func (r *Request) HasBody() bool { return r.Chunked || r.ContentLength > 0 }
 // nil. It allocates nothing.
 func (r *Request) Header(name string) []byte {
 	for i := range r.Headers {
-		if equalFold(r.Headers[i].Name, name) {
+		if EqualFoldASCII(r.Headers[i].Name, name) {
 			return r.Headers[i].Value
 		}
 	}
@@ -88,73 +90,9 @@ func (r *Request) KeepAlive() bool {
 // may split the list over several lines.
 func (r *Request) connectionHas(t string) bool {
 	for i := range r.Headers {
-		if equalFold(r.Headers[i].Name, "Connection") && hasToken(r.Headers[i].Value, t) {
+		if EqualFoldASCII(r.Headers[i].Name, "Connection") && ListHasToken(r.Headers[i].Value, t) {
 			return true
 		}
 	}
 	return false
 }
-
-func equalFold(b []byte, s string) bool { return EqualFoldASCII(b, s) }
-
-// EqualFoldASCII compares two ASCII tokens (header names, connection
-// options) ignoring case, without the Unicode folding of strings.EqualFold
-// and without allocating, for any mix of strings and byte slices.
-func EqualFoldASCII[A, B ~string | ~[]byte](a A, b B) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		c, d := a[i], b[i]
-		if c == d {
-			continue
-		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
-}
-
-// hasToken reports whether the comma-separated list v contains token t
-// (case-insensitive), as in "Connection: keep-alive, Upgrade".
-func hasToken(v []byte, t string) bool {
-	for len(v) > 0 {
-		var item []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			item, v = v[:i], v[i+1:]
-		} else {
-			item, v = v, nil
-		}
-		if equalFold(trimOWS(item), t) {
-			return true
-		}
-	}
-	return false
-}
-
-// trimOWS strips optional whitespace, which RFC 9110 §5.6.3 defines as SP
-// and HTAB only (bytes.TrimSpace would also strip Unicode spaces, and so
-// read "close\u00a0" as close where other implementations do not).
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// HasToken is hasToken for other stages (the parser uses it for Connection
-// and Transfer-Encoding lists).
-func HasToken(v []byte, t string) bool { return hasToken(v, t) }
-
-// EqualFold reports whether b equals s ignoring ASCII case, without allocating.
-func EqualFold(b []byte, s string) bool { return equalFold(b, s) }

@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Peer names, in report order.
+var peerNames = []string{"gnet", "fasthttp", "nethttp"}
+
+// compareMain is `quartet bench compare [flags] [QUARTET-URL]`.
+func compareMain(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("bench compare", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var f loadFlags
+	f.register(fs)
+	connList := fs.String("conns", "100,1000", "connection counts (default 100 with --static)")
+	path := fs.String("path", "/hello", "request path")
+	modes := fs.String("modes", "pinned,both-cores", "modes to run: pinned (server on --server-cpu with GOMAXPROCS=1, load on --load-cpu), both-cores (nothing pinned)")
+	serverCPU := fs.Int("server-cpu", 0, "pinned mode: the server's CPU")
+	loadCPU := fs.Int("load-cpu", 1, "pinned mode: the load generator's CPU")
+	rounds := fs.Int("rounds", 3, "alternating rounds; medians are reported")
+	fs.IntVar(rounds, "repeats", 3, "same as --rounds")
+	gen := fs.String("gen", GenWrk, "load generator: wrk (wrk -t1, as issue 15 measured) or quartet (the project's, one loop unless -t; takes -m mixes)")
+	syscalls := fs.String("syscalls", "auto", "count syscalls per request: perf, strace, auto (perf if it works, else strace), off")
+	window := fs.Duration("syscall-window", 2*time.Second, "length of each syscall count")
+	idle := fs.String("idle", "", "also measure idle memory per connection at these counts, e.g. 1000,10000 (fresh processes)")
+	only := fs.String("only", strings.Join(peerNames, ","), "peers to run (gnet, fasthttp, nethttp, nginx)")
+	peersDir := fs.String("peers", "", "directory of the bench/peers module (default: found from the working directory)")
+	peerBin := fs.String("peer-bin", "", "directory of already built peer binaries (skips building)")
+	quartetBin := fs.String("quartet", "", "quartet binary to compare (default: this executable)")
+	quartetB := fs.String("quartet-b", "", "a second quartet binary, shown as quartet-b and held against quartet too (before/after in one run)")
+	quartetExtra := fs.String("quartet-args", "", `extra flags for "quartet serve", e.g. "--readers 2 --writers 2"`)
+	static := fs.Bool("static", false, "static files instead of /hello: 4 KiB and 1 MiB files from quartet serve --root and nginx (2 workers; 1 when pinned)")
+	fs.Usage = func() {
+		fmt.Fprintln(env.Stderr, `usage: quartet bench compare [flags] [QUARTET-URL]
+
+Runs the same load against Quartet and its peers, one server at a time, on
+loopback, in alternating rounds, and prints server CPU per request (with
+Quartet's ratios to each peer), requests/s, p99 and syscalls per request.
+Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
+  quartet bench compare                                issue 15's table
+  quartet bench compare --quartet OLD --quartet-b NEW  before/after in one run
+  quartet bench compare --static --idle 1000,10000     static files against nginx; idle memory`)
+		fs.PrintDefaults()
+	}
+	_ = fs.Set("d", "5s")
+	_ = fs.Set("w", "1s")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return helpIsNotAnError(err)
+	}
+	if len(pos) > 1 {
+		fs.Usage()
+		return errUsage
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if *static && !set["conns"] {
+		*connList = "100"
+	}
+	conns, err := parseInts(*connList)
+	if err != nil {
+		return err
+	}
+	if err := RequireFDs(conns); err != nil {
+		return err
+	}
+	var ms []CompareMode
+	for _, name := range strings.Split(*modes, ",") {
+		switch strings.TrimSpace(name) {
+		case "pinned":
+			ms = append(ms, Pinned(*serverCPU, *loadCPU))
+		case "both-cores":
+			ms = append(ms, BothCores)
+		default:
+			return fmt.Errorf("bench compare: mode %q: want pinned or both-cores", name)
+		}
+	}
+	if *gen == GenWrk {
+		if _, err := exec.LookPath("wrk"); err != nil {
+			return fmt.Errorf("%w; or use --gen quartet", ErrNoWrk)
+		}
+		if len(f.mix) > 0 || f.mixFile != "" {
+			return errors.New("bench compare: wrk runs one path; use --gen quartet for a mix")
+		}
+	}
+	work, err := os.MkdirTemp("", "quartet-compare-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	spec := CompareSpec{Paths: []string{*path}, Conns: conns, Modes: ms, Rounds: *rounds,
+		Duration: f.cfg.Duration, Warmup: f.cfg.Warmup, Generator: *gen, SyscallWindow: *window,
+		Subjects: []string{"quartet", "quartet-b"}, Work: work, Log: env.Stderr}
+	if *idle != "" {
+		if spec.Idle, err = parseInts(*idle); err != nil {
+			return err
+		}
+	}
+	var extra []string
+	if *quartetExtra != "" {
+		extra = strings.Fields(*quartetExtra)
+	}
+	var cs []Contender
+	if *static {
+		root := work + "/root"
+		if err := os.Mkdir(root, 0o755); err != nil {
+			return err
+		}
+		if err := writeStaticFiles(root); err != nil {
+			return err
+		}
+		spec.Paths = nil
+		for _, sf := range staticFiles {
+			spec.Paths = append(spec.Paths, "/"+sf.Name)
+		}
+		extra = append(extra, "--root", root)
+	}
+	bin := *quartetBin
+	if bin == "" {
+		bin = env.QuartetBinary
+	}
+	switch {
+	case len(pos) == 1:
+		base, p, err := baseURL(pos[0])
+		if err != nil {
+			return err
+		}
+		if p != "/" && !*static {
+			spec.Paths = []string{p}
+		}
+		cs = append(cs, URLContender("quartet", base, f.cfg.ServerPID))
+	case bin != "":
+		cs = append(cs, QuartetProcess("quartet", bin, extra))
+	case env.Quartet != nil:
+		cs = append(cs, InProcessContender("quartet", env.Quartet))
+	default:
+		return errors.New("bench compare: give Quartet's URL (no Quartet server is linked in)")
+	}
+	if *quartetB != "" {
+		cs = append(cs, QuartetProcess("quartet-b", *quartetB, extra))
+	}
+	var peers []string
+	if *static {
+		if !set["only"] {
+			*only = "nginx"
+		}
+	}
+	for _, name := range strings.Split(*only, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			peers = append(peers, name)
+		}
+	}
+	var goPeers []string
+	for _, name := range peers {
+		if name == "nginx" {
+			cs = append(cs, NginxContender(workRoot(work, *static), work, 2))
+			continue
+		}
+		goPeers = append(goPeers, name)
+	}
+	if len(goPeers) > 0 {
+		dir := *peerBin
+		if dir == "" {
+			src := *peersDir
+			if src == "" {
+				wd, _ := os.Getwd()
+				if src, err = FindPeersDir(wd); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(env.Stderr, "building peers in %s\n", src)
+			if dir, err = BuildPeers(ctx, src); err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+		}
+		for _, name := range goPeers {
+			cs = append(cs, PeerProcess(name, dir))
+		}
+	}
+	if len(cs) < 2 {
+		return errNoSubject
+	}
+
+	var syscallNote string
+	switch *syscalls {
+	case "off":
+		syscallNote = "--syscalls off"
+	case "auto":
+		var why []string
+		for _, m := range []string{SyscallsPerf, SyscallsStrace} {
+			err := SyscallMethodAvailable(ctx, m)
+			if err == nil {
+				spec.Syscalls = m
+				break
+			}
+			why = append(why, m+": "+err.Error())
+		}
+		if spec.Syscalls == "" {
+			syscallNote = strings.Join(why, "; ")
+		}
+	default:
+		if err := SyscallMethodAvailable(ctx, *syscalls); err != nil {
+			return err
+		}
+		spec.Syscalls = *syscalls
+	}
+	spec.Load = f.cfg
+	spec.Load.Progress = nil
+
+	res, err := Compare(ctx, spec, cs)
+	if res == nil {
+		return err
+	}
+	res.SyscallNote = syscallNote
+	var werr error
+	switch {
+	case f.jsonOut:
+		werr = res.WriteJSON(env.Stdout)
+	case f.csvOut:
+		werr = res.WriteCSV(env.Stdout)
+	default:
+		werr = res.WriteText(env.Stdout)
+	}
+	return errors.Join(err, werr)
+}
+
+// workRoot is the static files' directory, or work itself (nginx needs a
+// root even when it only answers /hello).
+func workRoot(work string, static bool) string {
+	if static {
+		return work + "/root"
+	}
+	return work
+}

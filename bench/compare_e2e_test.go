@@ -1,0 +1,208 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// repoRoot is the Quartet checkout holding this package.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	wd, _ := os.Getwd()
+	dir, err := FindPeersDir(filepath.Dir(wd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(filepath.Dir(dir))
+}
+
+// buildQuartet builds cmd/quartet into a temporary directory.
+func buildQuartet(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "quartet")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/quartet")
+	cmd.Dir = repoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building quartet: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// buildPeers builds bench/peers into a temporary directory.
+func buildPeers(t *testing.T) string {
+	t.Helper()
+	dir, err := BuildPeers(t.Context(), filepath.Join(repoRoot(t), "bench", "peers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// runCompare runs `quartet bench compare` with args and returns stdout.
+func runCompare(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if err := Main(t.Context(), append([]string{"compare"}, args...), Env{Stdout: &out, Stderr: &errb}); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	t.Logf("stderr:\n%s", errb.String())
+	return out.String()
+}
+
+// fields is a line with its runs of spaces folded.
+func hasLine(out, prefix string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.Join(strings.Fields(l), " "), prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRuns fails t if a run failed outright or a server answered
+// anything but 2xx/3xx. Socket errors and timeouts are allowed: a pinned
+// server starved of its one CPU by other work on a shared machine times
+// requests out without anything being wrong with the tool.
+func checkRuns(t *testing.T, out string) {
+	t.Helper()
+	if strings.Contains(out, "failed") || strings.Contains(out, "error:") {
+		t.Errorf("a run failed:\n%s", out)
+	}
+	runs := false
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "| errors ") {
+			runs = true
+			if !strings.Contains(l, "non-2xx 0") {
+				t.Errorf("answered outside 2xx/3xx: %s", l)
+			}
+		}
+	}
+	if !runs {
+		t.Errorf("no runs listed:\n%s", out)
+	}
+}
+
+// TestCompareEndToEnd is issue 15's table from one command, shrunk: the
+// quartet binary twice (before/after) against bare gnet, pinned and on
+// both cores, with wrk -t1, alternating rounds and syscall counts.
+func TestCompareEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds quartet and the peers, runs load")
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("wrk not installed (Debian package wrk; scripts/test.sh installs it)")
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("taskset not installed (Debian package util-linux): the pinned mode needs it")
+	}
+	bin, peers := buildQuartet(t), buildPeers(t)
+	out := runCompare(t, "--quartet", bin, "--quartet-b", bin, "--only", "gnet", "--peer-bin", peers,
+		"--conns", "8", "--rounds", "2", "-d", "1s", "-w", "0s", "--syscall-window", "500ms")
+	t.Logf("stdout:\n%s", out)
+	for _, want := range []string{"server c=8 pinned c=8 both-cores", "quartet / gnet", "quartet-b / quartet", "quartet-b / gnet",
+		"Mode pinned: server on CPU 0 with GOMAXPROCS=1"} {
+		if !hasLine(out, want) {
+			t.Errorf("no line %q", want)
+		}
+	}
+	checkRuns(t, out)
+	// Every server's CPU per request is known in both modes.
+	for _, srv := range []string{"quartet", "quartet-b", "gnet"} {
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if len(f) == 3 && f[0] == srv && strings.HasSuffix(f[1], "µs") && strings.HasSuffix(f[2], "µs") {
+				goto found
+			}
+		}
+		t.Errorf("no CPU per request for %s", srv)
+	found:
+	}
+	switch {
+	case SyscallMethodAvailable(t.Context(), SyscallsPerf) == nil:
+		if !strings.Contains(out, "Syscalls per request: perf stat") {
+			t.Error("perf works here but syscalls were not counted with it")
+		}
+	case SyscallMethodAvailable(t.Context(), SyscallsStrace) == nil:
+		if !strings.Contains(out, "Syscalls per request: strace") {
+			t.Error("strace works here but syscalls were not counted with it")
+		}
+	default:
+		t.Log("neither perf nor strace can count syscalls here")
+	}
+}
+
+// TestCompareOwnGeneratorJSON compares an in-process net/http server, as
+// the URL of a server the tool did not start, with the gnet peer, using
+// the project's generator: a URL cannot be pinned, and says so per row.
+func TestCompareOwnGeneratorJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the peers, runs load")
+	}
+	srv, served := countingServer(t)
+	peers := buildPeers(t)
+	var res CompareResult
+	checkReleased(t, func() {
+		out := runCompare(t, "--gen", "quartet", "--json", "--only", "gnet", "--peer-bin", peers, "--conns", "2,4",
+			"--rounds", "2", "-d", "200ms", "-w", "0s", "--syscalls", "off", srv.URL+"/hello")
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("%v:\n%s", err, out)
+		}
+		srv.CloseClientConnections()
+	})
+	if served.Load() == 0 {
+		t.Fatal("the URL server saw nothing")
+	}
+	if len(res.Rows) != 2*2*2 || res.Generator != GenQuartet || res.SyscallNote != "--syscalls off" {
+		t.Fatalf("%d rows, generator %q, note %q", len(res.Rows), res.Generator, res.SyscallNote)
+	}
+	for _, row := range res.Rows {
+		pinnedURL := row.Server == "quartet" && row.Mode == "pinned"
+		switch {
+		case pinnedURL:
+			if len(row.Samples) != 0 || !strings.Contains(row.Err, "cannot be pinned") {
+				t.Errorf("%s %s: samples %d, error %q", row.Server, row.Mode, len(row.Samples), row.Err)
+			}
+		case len(row.Samples) != 2 || row.Err != "" || row.RequestsPerSec <= 0:
+			t.Errorf("%s %s c=%d: %d samples, error %q", row.Server, row.Mode, row.Conns, len(row.Samples), row.Err)
+		case row.Server == "gnet" && (row.CPUPerRequest <= 0 || row.Mode == "both-cores" && row.RPSRatio["quartet"] <= 0):
+			t.Errorf("gnet %s c=%d: CPU %v, ratios %v", row.Mode, row.Conns, row.CPUPerRequest, row.RPSRatio)
+		case row.Server == "quartet" && row.CPUPerRequest != 0:
+			t.Errorf("a URL without --server-pid has no known CPU, got %v", row.CPUPerRequest)
+		}
+	}
+}
+
+// TestCompareStatic is the static-file comparison against nginx, with the
+// idle-memory summary.
+func TestCompareStatic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds quartet, runs load")
+	}
+	for _, tool := range []string{"wrk", "nginx", "taskset"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: the static comparison needs wrk, nginx and taskset", tool)
+		}
+	}
+	bin := buildQuartet(t)
+	out := runCompare(t, "--static", "--quartet", bin, "--rounds", "1", "-d", "1s", "-w", "0s", "--conns", "4",
+		"--syscalls", "off", "--idle", "50")
+	t.Logf("stdout:\n%s", out)
+	for _, want := range []string{"GET /4k.bin, /1m.bin keep-alive", "server c=4 pinned /4k.bin c=4 pinned /1m.bin c=4 both-cores /4k.bin c=4 both-cores /1m.bin",
+		"quartet / nginx", "Idle memory per keep-alive connection", "server 50 conns"} {
+		if !hasLine(out, want) && !strings.Contains(out, want) {
+			t.Errorf("no %q", want)
+		}
+	}
+	checkRuns(t, out)
+	if strings.Contains(out, "stopped:") {
+		t.Error("the idle experiment stopped")
+	}
+}

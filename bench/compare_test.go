@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+const wrkOutput = `Running 5s test @ http://127.0.0.1:40001/hello
+  1 threads and 100 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.21ms  300.12us  12.00ms   90.00%
+    Req/Sec    82.11k     3.20k   88.00k    70.00%
+  Latency Distribution
+     50%    1.18ms
+     75%    1.30ms
+     90%    1.45ms
+     99%    2.50ms
+  408123 requests in 5.00s, 57.20MB read
+  Socket errors: connect 0, read 3, write 1, timeout 12
+  Non-2xx or 3xx responses: 7
+Requests/sec:  81624.60
+Transfer/sec:     11.44MB
+`
+
+func TestParseWrk(t *testing.T) {
+	tests := []struct {
+		name    string
+		out     string
+		want    WrkResult
+		wantErr bool
+	}{
+		{name: "full", out: wrkOutput, want: WrkResult{Requests: 408123, RequestsPerSec: 81624.60,
+			P50: 1180 * time.Microsecond, P99: 2500 * time.Microsecond, SocketErrors: 16, Non2xx: 7}},
+		{name: "clean, microseconds", out: "  Latency Distribution\n     50%  412.00us\n     99%  901.50us\n  1000 requests in 1.00s, 1KB read\nRequests/sec:   1000.00\n",
+			want: WrkResult{Requests: 1000, RequestsPerSec: 1000, P50: 412 * time.Microsecond, P99: 901500 * time.Nanosecond}},
+		{name: "seconds", out: "     50%    1.50s\n     99%    2.00m\n  10 requests in 9.00s, 1KB read\nRequests/sec: 1.11\n",
+			want: WrkResult{Requests: 10, RequestsPerSec: 1.11, P50: 1500 * time.Millisecond, P99: 2 * time.Minute}},
+		{name: "not wrk", out: "unable to connect to 127.0.0.1:1 Connection refused\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseWrk([]byte(tt.out))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v", err)
+			}
+			if err == nil && got != tt.want {
+				t.Fatalf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+	if _, err := parseWrkDuration("3.0parsecs"); err == nil {
+		t.Error("unknown unit accepted")
+	}
+	for d, want := range map[time.Duration]string{0: "1s", 400 * time.Millisecond: "1s", 2600 * time.Millisecond: "3s", 5 * time.Second: "5s"} {
+		if got := wrkSeconds(d); got != want {
+			t.Errorf("wrkSeconds(%v) = %s, want %s", d, got, want)
+		}
+	}
+}
+
+func TestParseStraceSummary(t *testing.T) {
+	tests := []struct {
+		name    string
+		out     string
+		total   uint64
+		top     []string
+		wantErr bool
+	}{
+		{name: "with errors column", out: `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 45.12    0.123456          12     10000       500 read
+ 30.00    0.080000           4     20000           write
+ 20.00    0.060000          60      1000           epoll_pwait
+  4.88    0.010000          10      1000       100 futex
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.273456           9     32000       600 total
+`, total: 32000, top: []string{"write", "read", "epoll_pwait", "futex"}},
+		{name: "no total", out: "strace: Process 12 attached\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			total, stats, err := parseStraceSummary([]byte(tt.out))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v", err)
+			}
+			if err != nil {
+				return
+			}
+			var names []string
+			for _, s := range stats {
+				names = append(names, s.Name)
+			}
+			if total != tt.total || strings.Join(names, ",") != strings.Join(tt.top, ",") {
+				t.Fatalf("total %d, order %v; want %d, %v", total, names, tt.total, tt.top)
+			}
+		})
+	}
+}
+
+func TestParsePerfCount(t *testing.T) {
+	tests := []struct {
+		out     string
+		want    uint64
+		wantErr bool
+	}{
+		{out: "# started on Thu Dec  3 17:19:14 2026\n\n171925,,raw_syscalls:sys_enter,718139602,100.00,,\n", want: 171925},
+		{out: "<not counted>,,raw_syscalls:sys_enter,0,0.00,,\n", wantErr: true},
+		{out: "event syntax error\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parsePerfCount([]byte(tt.out))
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("%q: %d, %v; want %d", tt.out, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr bool
+	}{
+		{in: "1", want: "1"}, {in: "0-3,6", want: "0-3,6"}, {in: "2,0", want: "2,0"},
+		{in: "", wantErr: true}, {in: "3-1", wantErr: true}, {in: "x", wantErr: true}, {in: "-1", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseCPUList(tt.in)
+		if (err != nil) != tt.wantErr || (err == nil && cpuList(got) != tt.want) {
+			t.Errorf("parseCPUList(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+}
+
+func TestMedianAndPairedRatio(t *testing.T) {
+	for _, tt := range []struct {
+		xs   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(tt.xs); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", tt.xs, got, tt.want)
+		}
+	}
+	cpu := func(s CompareSample) (float64, bool) { return float64(s.CPUPerRequest()), s.CPUKnown }
+	s := func(round int, reqs uint64, cpuMs int) CompareSample {
+		return CompareSample{Round: round, Requests: reqs, ServerCPU: time.Duration(cpuMs) * time.Millisecond, CPUKnown: true}
+	}
+	tests := []struct {
+		name string
+		a, b []CompareSample
+		want float64
+		ok   bool
+	}{
+		// Round 1 is slow for both (noise elsewhere): pairs cancel it.
+		{name: "paired", a: []CompareSample{s(0, 1000, 12), s(1, 1000, 30), s(2, 1000, 11)},
+			b: []CompareSample{s(0, 1000, 10), s(1, 1000, 25), s(2, 1000, 10)}, want: 1.2, ok: true},
+		{name: "missing round", a: []CompareSample{s(0, 1000, 20), s(2, 1000, 20)}, b: []CompareSample{s(1, 1000, 10), s(2, 1000, 10)}, want: 2, ok: true},
+		{name: "no common round", a: []CompareSample{s(0, 1000, 20)}, b: []CompareSample{s(1, 1000, 10)}},
+		{name: "cpu unknown", a: []CompareSample{{Round: 0, Requests: 10}}, b: []CompareSample{s(0, 10, 1)}},
+	}
+	for _, tt := range tests {
+		got, ok := pairedRatio(tt.a, tt.b, cpu)
+		if ok != tt.ok || (ok && (got < tt.want-1e-9 || got > tt.want+1e-9)) {
+			t.Errorf("%s: %v, %v; want %v, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// syntheticCompare is a summarised two-mode comparison of four servers.
+func syntheticCompare() *CompareResult {
+	cpus := map[string][2]int{"quartet": {115, 167}, "quartet-b": {100, 150}, "gnet": {100, 114}, "fasthttp": {119, 147}}
+	r := &CompareResult{Generator: GenWrk, Rounds: 2, Duration: 5 * time.Second, Warmup: time.Second,
+		Modes:    []CompareMode{Pinned(0, 1), BothCores},
+		Servers:  []string{"quartet", "quartet-b", "gnet", "fasthttp"},
+		Subjects: []string{"quartet", "quartet-b"}}
+	for _, srv := range r.Servers {
+		for mi, m := range r.Modes {
+			row := CompareRow{Server: srv, Mode: m.Name, Conns: 100, Path: "/hello"}
+			for round := range 2 {
+				// 100000 requests; CPU in tenths of µs per request.
+				row.Samples = append(row.Samples, CompareSample{Round: round, Requests: 100000, RequestsPerSec: 20000,
+					ServerCPU: time.Duration(cpus[srv][mi]) * 10 * time.Millisecond, CPUKnown: true, P99: time.Millisecond})
+			}
+			if srv == "quartet" {
+				row.Syscalls = &SyscallCount{Method: SyscallsPerf, Window: 2 * time.Second, PerRequest: 2.5, TracedRPS: 90, UntracedRPS: 100}
+			}
+			r.Rows = append(r.Rows, row)
+		}
+	}
+	r.summarise()
+	return r
+}
+
+func TestCompareTextTable(t *testing.T) {
+	r := syntheticCompare()
+	var b bytes.Buffer
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"server c=100 pinned c=100 both-cores",
+		"quartet 11.5µs 16.7µs",
+		"gnet 10.0µs 11.4µs",
+		"quartet / gnet 1.15× 1.46×",
+		"quartet / fasthttp 0.97× 1.14×",
+		"quartet-b / quartet 0.87× 0.90×",
+		"quartet-b / gnet 1.00× 1.32×",
+		"quartet 2.50 (0.90×)",
+	} {
+		found := false
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Join(strings.Fields(l), " ") == want || strings.HasPrefix(strings.Join(strings.Fields(l), " "), want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no line %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "gnet / quartet") || strings.Contains(out, "quartet / quartet-b") {
+		t.Errorf("ratios only for subjects against references and earlier subjects:\n%s", out)
+	}
+	var c bytes.Buffer
+	if err := r.WriteCSV(&c); err != nil || strings.Count(c.String(), "\n") != 1+4*2*2 {
+		t.Errorf("CSV: %v\n%s", err, c.String())
+	}
+}

@@ -1,0 +1,111 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// How a server's system calls are counted (CompareSpec.Syscalls).
+const (
+	// SyscallsPerf counts the raw_syscalls:sys_enter tracepoint with perf
+	// stat, in the kernel, for every thread of the server: the server runs
+	// at nearly its untraced speed, but per-syscall names are not kept.
+	SyscallsPerf = "perf"
+	// SyscallsStrace is strace -c -f: ptrace stops each thread at every
+	// syscall, so the server runs several times slower (and may batch
+	// differently), but each syscall is named.
+	SyscallsStrace = "strace"
+)
+
+// SyscallCount is a server's system calls over a window of load.
+type SyscallCount struct {
+	Method string        `json:"method"`
+	Window time.Duration `json:"window_ns"`
+	// Requests are the responses the generator received in the window.
+	Requests   uint64  `json:"requests"`
+	Syscalls   uint64  `json:"syscalls"`
+	PerRequest float64 `json:"per_request"`
+	// Top are the most frequent syscalls (strace only).
+	Top []SyscallStat `json:"top,omitempty"`
+	// TracedRPS and UntracedRPS are the throughput in the window and just
+	// before it, with the same connections: their ratio is the method's
+	// cost to the server.
+	TracedRPS   float64 `json:"traced_requests_per_sec"`
+	UntracedRPS float64 `json:"untraced_requests_per_sec"`
+}
+
+// Slowdown is the untraced throughput over the traced one.
+func (s *SyscallCount) Slowdown() float64 {
+	if s.TracedRPS <= 0 {
+		return 0
+	}
+	return s.UntracedRPS / s.TracedRPS
+}
+
+// SyscallStat is one syscall's count.
+type SyscallStat struct {
+	Name       string  `json:"name"`
+	Calls      uint64  `json:"calls"`
+	PerRequest float64 `json:"per_request"`
+}
+
+// topSyscalls is how many syscalls a count names.
+const topSyscalls = 6
+
+// parseStraceSummary reads strace -c's table: the total and each
+// syscall's calls, most frequent first.
+//
+//	% time     seconds  usecs/call     calls    errors syscall
+//	------ ----------- ----------- --------- --------- ----------------
+//	 45.12    0.123456          12     10000       500 read
+//	100.00    0.273456           9     30000       600 total
+func parseStraceSummary(out []byte) (total uint64, stats []SyscallStat, err error) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	found := false
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 5 || f[0] == "%" || strings.HasPrefix(f[0], "---") {
+			continue
+		}
+		if _, err := strconv.ParseFloat(f[0], 64); err != nil {
+			continue
+		}
+		calls, err := strconv.ParseUint(f[3], 10, 64)
+		if err != nil {
+			return 0, nil, fmt.Errorf("bench: strace summary line %q: %w", sc.Text(), err)
+		}
+		name := f[len(f)-1]
+		if name == "total" {
+			total, found = calls, true
+			continue
+		}
+		stats = append(stats, SyscallStat{Name: name, Calls: calls})
+	}
+	if !found {
+		return 0, nil, fmt.Errorf("bench: no total in strace's summary: %q", out)
+	}
+	sort.SliceStable(stats, func(i, j int) bool { return stats[i].Calls > stats[j].Calls })
+	return total, stats, nil
+}
+
+// parsePerfCount reads perf stat -x, output: the first field of the
+// raw_syscalls:sys_enter line is its count.
+func parsePerfCount(out []byte) (uint64, error) {
+	for line := range bytes.Lines(out) {
+		f := strings.Split(strings.TrimSpace(string(line)), ",")
+		if len(f) < 3 || f[2] != "raw_syscalls:sys_enter" {
+			continue
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("bench: perf counted nothing (%q): is perf_event_paranoid too strict?", f[0])
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("bench: no raw_syscalls:sys_enter count in perf's output: %q", out)
+}
