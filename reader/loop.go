@@ -143,7 +143,7 @@ const (
 type msg struct {
 	c    *stages.Conn
 	op   msgOp
-	disp uint8 // for opReturn: 0 keep-alive, 1 linger, 2 close (writer.Disposition)
+	fate stages.Fate // for opReturn
 }
 
 // rconn is the loop's state for one connection.
@@ -287,9 +287,11 @@ func (l *Loop) Adopt(c *stages.Conn) {
 	l.send(msg{c: c, op: opAdopt})
 }
 
-// Return gives a connection back after its response: disp is 0 keep-alive,
-// 1 lingering close, 2 close now (writer.Disposition). Writer only.
-func (l *Loop) Return(c *stages.Conn, disp uint8) { l.send(msg{c: c, op: opReturn, disp: disp}) }
+// Return gives a connection back after its request, with the fate its
+// response decided (stages.Fate says what each one does here). The stage
+// that held the connection last calls it: the writer's recycling, or the
+// runtime for requests a stopping pool left unserved.
+func (l *Loop) Return(c *stages.Conn, f stages.Fate) { l.send(msg{c: c, op: opReturn, fate: f}) }
 
 // Drain starts a graceful shutdown: idle connections are closed, the others
 // when their current response is done.
@@ -389,7 +391,7 @@ func (l *Loop) drainQueue() {
 			l.adopt(m.c)
 		case opReturn:
 			if rc := l.conns[m.c.RSlot]; rc.c == m.c {
-				l.returned(m.c.RSlot, m.disp)
+				l.returned(m.c.RSlot, m.fate)
 			}
 		case opResume:
 			rc := l.conns[m.c.RSlot]
@@ -719,14 +721,15 @@ func (l *Loop) fail(slot int32, status int) {
 	l.cfg.Fail(rc.c, &rc.req, status)
 }
 
-// returned takes a connection back from the writer.
-func (l *Loop) returned(slot int32, disp uint8) {
+// returned takes a connection back after its request, and carries out the
+// fate its response decided.
+func (l *Loop) returned(slot int32, f stages.Fate) {
 	rc := l.conns[slot]
 	if rc.state != stateOut {
 		return
 	}
-	switch disp {
-	case 1:
+	switch f {
+	case stages.FateLinger:
 		rc.pipe.finish()
 		rc.feeding = false
 		rc.state = stateLinger
@@ -734,7 +737,7 @@ func (l *Loop) returned(slot int32, disp uint8) {
 		rc.discarded = 0
 		l.linger(slot)
 		return
-	case 2:
+	case stages.FateClose:
 		rc.pipe.finish()
 		l.close(slot)
 		return

@@ -184,12 +184,12 @@ func (s *Server) kick(r *stages.Response) { s.writers[r.Conn.Writer].Kick(r) }
 // recycle: writer and processor have both let go of r; the connection goes
 // back to its reader, which reuses the request and closes if it must.
 func (s *Server) recycle(r *stages.Response) {
-	c, disp := r.Conn, r.Disposition
+	c, fate := r.Conn, r.Fate()
 	r.RunCleanups()
 	s.pool.Release(r)
 	r.Conn, r.Req = nil, nil
 	s.responses.Put(r)
-	s.readers[c.Reader].Return(c, disp)
+	s.readers[c.Reader].Return(c, fate)
 }
 
 // initDone records one stage-init's outcome and passes its error on.
@@ -230,7 +230,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			if !ok {
 				break
 			}
-			s.readers[r.Conn.Reader].Return(r.Conn, uint8(writer.Close))
+			s.readers[r.Conn.Reader].Return(r.Conn, stages.FateClose)
 		}
 		for _, w := range s.writers {
 			w.Stop() // returns once its responses in flight are finished

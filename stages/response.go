@@ -184,17 +184,50 @@ type Response struct {
 	// released here rather than when its handler returns.
 	Cleanups []Cleanup
 
-	// Writer-owned.
+	// Writer-owned: the logger reads them.
 	BytesSent int64 // exactly what reached the socket, for the logger
 	WriteErr  error // why the writer stopped early, nil if it did not
-	WSlot     int32 // index of the writer's record for this response; -1 when it has none, -2 while it has ended but a trailing kick is still queued
-	// Disposition tells the recycle function what to do with the
-	// connection: 0 keep-alive, 1 lingering close, 2 close now. The
-	// connection goes back to its reader only when both owners have let
-	// go: a handler still running after an abort may be reading its
+
+	record WriterRecord // the writer loop's record for this response; see Record
+	// fate tells the recycle function what to do with the connection.
+	// The connection goes back to its reader only when both owners have
+	// let go: a handler still running after an abort may be reading its
 	// request, which lives in the reader's memory.
-	Disposition uint8
+	fate Fate
 }
+
+// WriterRecord is where a response stands in its writer loop: the index of
+// the loop's record for it, or one of the two states below. Only the
+// response's writer loop reads or sets it (Record, SetRecord); Begin
+// resets it to NoRecord.
+type WriterRecord int32
+
+const (
+	// NoRecord: the writer has not started the response, or has ended it
+	// and let go.
+	NoRecord WriterRecord = -1
+	// EndedKickQueued: the writer has ended the response, but a kick that
+	// trailed its end is still in the loop's queue. The loop lets go of
+	// the response when it pops that kick, so that the response is not
+	// recycled (and begun again by its next producer) while the queue
+	// still holds it.
+	EndedKickQueued WriterRecord = -2
+)
+
+// Record is the writer loop's record for r. Writer goroutine only.
+func (r *Response) Record() WriterRecord { return r.record }
+
+// SetRecord sets the writer loop's record for r. Writer goroutine only.
+func (r *Response) SetRecord(w WriterRecord) { r.record = w }
+
+// SetFate records what becomes of the connection once r is recycled. The
+// writer sets it when it ends the response; nobody touches it after the
+// writer's Finish.
+func (r *Response) SetFate(f Fate) { r.fate = f }
+
+// Fate is what SetFate recorded: the recycle function reads it, after both
+// owners have let go, to hand the connection back to its reader.
+func (r *Response) Fate() Fate { return r.fate }
 
 // Cleanup is something a response holds until it is recycled.
 type Cleanup interface{ Cleanup() }
@@ -212,7 +245,7 @@ func (r *Response) RunCleanups() {
 // NewResponse returns an empty response. Pools call it; kick and recycle
 // connect it to its writer and its pool.
 func NewResponse(kick, recycle func(*Response)) *Response {
-	return &Response{drained: make(chan struct{}, 1), kick: kick, recycle: recycle, WSlot: -1}
+	return &Response{drained: make(chan struct{}, 1), kick: kick, recycle: recycle, record: NoRecord}
 }
 
 // Begin readies a recycled response for a new request.
@@ -230,8 +263,8 @@ func (r *Response) Begin(c *Conn, req *Request, now time.Time) {
 	}
 	r.refs.Store(2)
 	r.BytesSent, r.WriteErr = 0, nil
-	r.WSlot = -1
-	r.Disposition = 0
+	r.record = NoRecord
+	r.fate = FateKeepAlive
 }
 
 // Append queues buckets and kicks the writer. Heap bucket data must stay

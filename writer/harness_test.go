@@ -92,6 +92,16 @@ func (h *harness) response(fd int) *stages.Response {
 	return r
 }
 
+// record is the loop's record for r, if it has one. Loop goroutine only
+// (inside inLoop).
+func (h *harness) record(r *stages.Response) (*record, bool) {
+	i := int(r.Record())
+	if i < 0 || i >= len(h.l.records) || h.l.records[i].resp != r {
+		return nil, false
+	}
+	return &h.l.records[i], true
+}
+
 // log waits for the next Log call.
 func (h *harness) log() logEntry {
 	h.t.Helper()
@@ -162,7 +172,8 @@ func (h *harness) waitStalled(r *stages.Response) {
 	for {
 		stalled := false
 		h.inLoop(func() {
-			stalled = r.WSlot >= 0 && h.l.records[r.WSlot].resp == r && h.l.records[r.WSlot].waiting
+			rec, ok := h.record(r)
+			stalled = ok && rec.waiting
 		})
 		if stalled {
 			return

@@ -16,24 +16,6 @@ import (
 	"github.com/quartet-server/quartet/stages"
 )
 
-// Disposition is what happens to a connection once its response is done.
-type Disposition uint8
-
-const (
-	// KeepAlive gives the connection back to its reader for the next request.
-	KeepAlive Disposition = iota
-	// Linger: the writer has shut down the sending side; the reader reads
-	// and discards until the client closes or the linger timeout, then
-	// closes, so the client sees the whole response rather than a reset.
-	Linger
-	// Close: the connection is broken; the reader closes it at once.
-	Close
-)
-
-var dispositionNames = [...]string{"keep-alive", "linger", "close"}
-
-func (d Disposition) String() string { return dispositionNames[d] }
-
 // Config sets a writer loop's limits and hooks.
 type Config struct {
 	// QueueCapacity bounds the hand-off queue from the processors. A full
@@ -388,13 +370,13 @@ func (l *Loop) service(r *stages.Response) {
 	if l.counters != nil {
 		l.counters.Dequeued.Add(1)
 	}
-	if r.WSlot == finishPending {
+	if r.Record() == stages.EndedKickQueued {
 		// The kick that trailed r's end: nothing to write, r can go.
-		r.WSlot = -1
+		r.SetRecord(stages.NoRecord)
 		r.Finish()
 		return
 	}
-	if r.WSlot < 0 {
+	if r.Record() == stages.NoRecord {
 		bs, eos := r.TakeOut(l.scratch[:0])
 		if len(bs) == 0 {
 			// A kick that trailed an abort or a finish: Append kicks after
@@ -416,11 +398,12 @@ func (l *Loop) service(r *stages.Response) {
 		l.scratch = rec.buckets[:0]
 		rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
 		rec.since, rec.progress = time.Now(), time.Now()
-		r.WSlot = slot
+		r.SetRecord(stages.WriterRecord(slot))
 		l.flush(slot)
 		return
 	}
-	rec := &l.records[r.WSlot]
+	slot := int32(r.Record())
+	rec := &l.records[slot]
 	if rec.resp != r {
 		return
 	}
@@ -434,7 +417,7 @@ func (l *Loop) service(r *stages.Response) {
 	if rec.waiting {
 		return // EPOLLOUT will resume it
 	}
-	l.flush(r.WSlot)
+	l.flush(slot)
 }
 
 func (l *Loop) alloc() int32 {
@@ -713,18 +696,18 @@ func (l *Loop) finish(slot int32, err error) {
 	rec := &l.records[slot]
 	r := rec.resp
 	c := r.Conn
-	disp := KeepAlive
+	fate := stages.FateKeepAlive
 	switch {
 	case err != nil:
 		r.Abort(err)
-		disp = Close
+		fate = stages.FateClose
 	case !r.KeepAlive:
-		disp = Linger
+		fate = stages.FateLinger
 		// FIN after the last byte; the reader drains whatever the client
 		// still sends so that our close does not turn into a reset that
 		// could destroy the response in the client's receive buffer.
 		if e := unix.Shutdown(c.FD, unix.SHUT_WR); e != nil {
-			disp = Close
+			fate = stages.FateClose
 		}
 	}
 	if l.counters != nil {
@@ -733,8 +716,8 @@ func (l *Loop) finish(slot int32, err error) {
 	if l.cfg.Log != nil {
 		l.cfg.Log(r)
 	}
-	r.WSlot = -1
-	r.Disposition = uint8(disp)
+	r.SetRecord(stages.NoRecord)
+	r.SetFate(fate)
 	l.release(slot)
 	// Late kicks: Append kicks after unlocking, so a kick can trail the
 	// EOS this loop has just sent. Marking r queued makes any later kick
@@ -743,15 +726,11 @@ func (l *Loop) finish(slot int32, err error) {
 	// and r must not be recycled (and begun again by its next producer)
 	// before the loop has popped it: Finish waits for that entry.
 	if !r.MarkQueued() {
-		r.WSlot = finishPending
+		r.SetRecord(stages.EndedKickQueued)
 		return
 	}
 	r.Finish() // r may be recycled, and c handed back, from here on
 }
-
-// finishPending marks a response that has ended but still has a kick in
-// the loop's queue; the loop lets go of it when it pops that kick.
-const finishPending = -2
 
 // expire aborts responses whose client has taken nothing for WriteTimeout.
 func (l *Loop) expire(now time.Time) {

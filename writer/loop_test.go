@@ -109,8 +109,8 @@ func TestHeapBucketsCoalesce(t *testing.T) {
 			if e.err != nil || e.sent != int64(len(all)) {
 				t.Fatalf("logged %d bytes, err %v; want %d, nil", e.sent, e.err, len(all))
 			}
-			if r.Disposition != uint8(KeepAlive) {
-				t.Errorf("disposition %v, want keep-alive", Disposition(r.Disposition))
+			if r.Fate() != stages.FateKeepAlive {
+				t.Errorf("fate %v, want keep-alive", r.Fate())
 			}
 			recs := records(t, rfd)
 			var sizes []int
@@ -179,8 +179,8 @@ func TestHeapAndFileBuckets(t *testing.T) {
 	if e.err != nil || e.sent != int64(len(want)) {
 		t.Errorf("logged %d bytes, err %v; want %d, nil", e.sent, e.err, len(want))
 	}
-	if r.Disposition != uint8(Linger) {
-		t.Errorf("disposition %v, want linger", Disposition(r.Disposition))
+	if r.Fate() != stages.FateLinger {
+		t.Errorf("fate %v, want linger", r.Fate())
 	}
 }
 
@@ -231,8 +231,8 @@ func TestFileBucketErrors(t *testing.T) {
 			if tt.syscall != "" && (!errors.As(e.err, &se) || se.Syscall != tt.syscall || !errors.Is(e.err, tt.errno)) {
 				t.Errorf("error %#v, want a %s syscall error wrapping %v", e.err, tt.syscall, tt.errno)
 			}
-			if r.Disposition != uint8(Close) || !r.Aborted() {
-				t.Errorf("disposition %v, aborted %v; want close, aborted", Disposition(r.Disposition), r.Aborted())
+			if r.Fate() != stages.FateClose || !r.Aborted() {
+				t.Errorf("fate %v, aborted %v; want close, aborted", r.Fate(), r.Aborted())
 			}
 			readN(t, client, int(tt.sent))
 		})
@@ -377,8 +377,8 @@ func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 	}
 	r.Done()
 	h.waitRecycled(r)
-	if r.Disposition != uint8(Close) {
-		t.Errorf("disposition %v, want close", Disposition(r.Disposition))
+	if r.Fate() != stages.FateClose {
+		t.Errorf("fate %v, want close", r.Fate())
 	}
 	// The test owns the fd, as a reader loop would: end the stream and
 	// count what really reached the client.
@@ -399,7 +399,7 @@ func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 }
 
 // A peer that resets the connection mid-response: the response is aborted
-// with Disposition close and a syscall error, having logged no more than
+// with fate close and a syscall error, having logged no more than
 // was written and no less than the client read.
 func TestPeerResetAborts(t *testing.T) {
 	h := startLoop(t, Config{})
@@ -427,8 +427,8 @@ func TestPeerResetAborts(t *testing.T) {
 	if e.sent < read || e.sent >= int64(len(body)) {
 		t.Errorf("logged %d bytes; the client read %d of %d", e.sent, read, len(body))
 	}
-	if r.Disposition != uint8(Close) || !r.Aborted() {
-		t.Errorf("disposition %v, aborted %v; want close, aborted", Disposition(r.Disposition), r.Aborted())
+	if r.Fate() != stages.FateClose || !r.Aborted() {
+		t.Errorf("fate %v, aborted %v; want close, aborted", r.Fate(), r.Aborted())
 	}
 }
 
@@ -570,7 +570,7 @@ func TestStaleEpolloutIgnored(t *testing.T) {
 	var slot1 int32
 	var gen1 uint32
 	h.inLoop(func() {
-		slot1, gen1 = r1.WSlot, h.l.records[r1.WSlot].gen
+		slot1, gen1 = int32(r1.Record()), h.l.records[r1.Record()].gen
 		h.l.cfg.WriteTimeout = time.Nanosecond
 	})
 	e1 := h.log()
@@ -590,7 +590,7 @@ func TestStaleEpolloutIgnored(t *testing.T) {
 	h.waitStalled(r2)
 	var slot2 int32
 	var gen2 uint32
-	h.inLoop(func() { slot2, gen2 = r2.WSlot, h.l.records[r2.WSlot].gen })
+	h.inLoop(func() { slot2, gen2 = int32(r2.Record()), h.l.records[r2.Record()].gen })
 	if slot2 != slot1 || gen2 == gen1 {
 		t.Fatalf("response 2 in slot %d gen %d, response 1 was in slot %d gen %d: want the slot reused", slot2, gen2, slot1, gen1)
 	}
@@ -986,8 +986,8 @@ func TestEpolloutRearmOnKeepAlive(t *testing.T) {
 			t.Fatalf("response %d: logged %d bytes, err %v", i, e.sent, e.err)
 		}
 		h.waitRecycled(r)
-		if r.Disposition != uint8(KeepAlive) {
-			t.Fatalf("response %d: disposition %v", i, Disposition(r.Disposition))
+		if r.Fate() != stages.FateKeepAlive {
+			t.Fatalf("response %d: fate %v", i, r.Fate())
 		}
 	}
 }
