@@ -75,6 +75,8 @@ func New(cfg Config) (*Server, error) {
 		w, err := writer.New(i, writer.Config{
 			QueueCapacity: cfg.QueueCapacity,
 			WriteTimeout:  cfg.WriteTimeout,
+			MinRate:       cfg.MinResponseRate,
+			MinRateGrace:  cfg.MinResponseRateGrace,
 			LowWater:      lowWater(cfg.HighWater),
 			Log:           mods.logger(cfg.Log),
 			Init: func(src writer.Sources) error {
@@ -98,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 		HighWater:    cfg.HighWater,
 		LowWater:     lowWater(cfg.HighWater),
 		WriteTimeout: cfg.WriteTimeout,
+		MaxParked:    cfg.MaxParked,
 		ServerName:   cfg.ServerName,
 		Logger:       cfg.Logger,
 		WorkerInit: func(i int) error {
@@ -122,7 +125,12 @@ func New(cfg Config) (*Server, error) {
 			LingerTimeout: cfg.LingerTimeout,
 			BodyTimeout:   cfg.BodyTimeout,
 			MaxBodyBytes:  cfg.MaxBodyBytes,
+			PrereadBody:   cfg.PrereadBody,
 			QueueCapacity: cfg.QueueCapacity,
+
+			MinBodyRate:      cfg.MinBodyRate,
+			MinBodyRateGrace: cfg.MinBodyRateGrace,
+
 			Dispatch:      s.dispatch,
 			Fail:          s.fail,
 			Closed:        s.closed,
@@ -171,7 +179,7 @@ func (s *Server) dispatch(r *stages.Request) bool {
 		return false
 	}
 	s.counters.processor.Enqueued.Add(1)
-	s.wake.Wake()
+	s.pool.Wake()
 	return true
 }
 

@@ -226,6 +226,15 @@ func goid() uint64 {
 // before connect, so the advertised window is small from the start).
 func tcpPair(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
 	t.Helper()
+	fd, client := tcpPairOwned(t, sndbuf, rcvbuf)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd, client
+}
+
+// tcpPairOwned is tcpPair for a test that closes the server fd itself, as
+// a reader loop would.
+func tcpPairOwned(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +263,7 @@ func tcpPair(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd := dupRaw(t, sc.(*net.TCPConn))
+	fd := dupRawOwned(t, sc.(*net.TCPConn))
 	sc.Close()
 	if sndbuf > 0 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf); err != nil {
@@ -264,9 +273,9 @@ func tcpPair(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
 	return fd, client
 }
 
-// dupRaw takes a raw, non-blocking copy of c's fd, closed when the test
-// ends (tests that need the client to see EOF shut it down instead).
-func dupRaw(t testing.TB, c syscall.Conn) int {
+// dupRawOwned takes a raw, non-blocking copy of c's fd, which the caller
+// closes.
+func dupRawOwned(t testing.TB, c syscall.Conn) int {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -283,7 +292,6 @@ func dupRaw(t testing.TB, c syscall.Conn) int {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Close(fd) })
 	return fd
 }
 

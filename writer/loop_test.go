@@ -298,7 +298,7 @@ func TestHighWaterBlocksProducer(t *testing.T) {
 			}
 			if u > high {
 				waiting.Store(true)
-				err := r.WaitDrained(low, waitLimit)
+				err := r.WaitDrained(low, waitLimit, nil)
 				waiting.Store(false)
 				if err != nil {
 					done <- err
@@ -354,7 +354,7 @@ func TestHighWaterBlocksProducer(t *testing.T) {
 func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 	const timeout = 100 * time.Millisecond
 	h := startLoop(t, Config{WriteTimeout: timeout})
-	fd, client := tcpPair(t, 4096, 4096)
+	fd, client := tcpPairOwned(t, 4096, 4096)
 	body := pattern(7, 4<<20)
 	r := h.response(fd)
 	start := time.Now()
@@ -369,7 +369,7 @@ func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 	if e.sent <= 0 || e.sent >= int64(len(body)) {
 		t.Fatalf("logged %d bytes of %d", e.sent, len(body))
 	}
-	if err := r.WaitDrained(0, waitLimit); !errors.Is(err, stages.ErrAborted) {
+	if err := r.WaitDrained(0, waitLimit, nil); !errors.Is(err, stages.ErrAborted) {
 		t.Errorf("WaitDrained after abort: %v, want ErrAborted", err)
 	}
 	if err := r.Append(heap([]byte("more"))); !errors.Is(err, stages.ErrAborted) {
@@ -377,18 +377,20 @@ func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 	}
 	r.Done()
 	h.waitRecycled(r)
-	if r.Fate() != stages.FateClose {
-		t.Errorf("fate %v, want close", r.Fate())
+	if r.Fate() != stages.FateReset {
+		t.Errorf("fate %v, want reset: the kernel must drop what is still queued", r.Fate())
 	}
-	// The test owns the fd, as a reader loop would: end the stream and
-	// count what really reached the client.
-	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+	// The test owns the fd, as a reader loop would: reset the connection
+	// as the fate says and count what really reached the client: the
+	// bytes it had taken, then the reset.
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
 		t.Fatal(err)
 	}
+	unix.Close(fd)
 	client.SetReadDeadline(time.Now().Add(waitLimit))
 	got, err := io.ReadAll(client)
-	if err != nil {
-		t.Fatalf("client read: %v", err)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read: %v, want the bytes and then a reset", err)
 	}
 	if int64(len(got)) != e.sent {
 		t.Errorf("client received %d bytes, log says %d", len(got), e.sent)
