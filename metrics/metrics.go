@@ -82,13 +82,22 @@ var (
 	descResponses  = prometheus.NewDesc("quartet_responses_total", "Responses by status code, counted when the writer finished them.", []string{"code"}, nil)
 	descBytes      = prometheus.NewDesc("quartet_sent_bytes_total", "Bytes that reached client sockets (headers and bodies).", nil, nil)
 	descAborted    = prometheus.NewDesc("quartet_responses_aborted_total", "Responses cut short by a write error or timeout.", nil, nil)
+	descDropped    = prometheus.NewDesc("quartet_stage_dropped_total", "Items the stage took and dropped unserved because their client had hung up.", []string{"stage"}, nil)
+
+	descParked      = prometheus.NewDesc("quartet_handlers_parked", "Handlers waiting on their client (request body bytes, or the client reading) without holding a processor place.", nil, nil)
+	descParkedMax   = prometheus.NewDesc("quartet_handlers_parked_max", "The bound on parked handlers (Config.MaxParked).", nil, nil)
+	descParkRefused = prometheus.NewDesc("quartet_handlers_park_refused_total", "Waits on a client that held a processor place because the parked handlers were at their bound.", nil, nil)
+	descCutOff      = prometheus.NewDesc("quartet_clients_cut_off_total", "Clients cut off for being too slow: slow_body (request body below the minimum rate), slow_reader (response below the minimum rate), write_timeout (took nothing for the write timeout).", []string{"reason"}, nil)
+	descResets      = prometheus.NewDesc("quartet_connections_reset_total", "Connections closed with RST so that the kernel drops the data still queued for them.", nil, nil)
+	descHangUps     = prometheus.NewDesc("quartet_connections_hung_up_total", "Clients that hung up while their request was queued or its handler was running.", nil, nil)
 )
 
 type collector Metrics
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueCap, descEnqueued, descDequeued, descRejected,
-		descService, descLoops, descConns, descAccepted, descPaused, descResponses, descBytes, descAborted} {
+		descService, descLoops, descConns, descAccepted, descPaused, descResponses, descBytes, descAborted, descDropped,
+		descParked, descParkedMax, descParkRefused, descCutOff, descResets, descHangUps} {
 		ch <- d
 	}
 }
@@ -114,16 +123,30 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descEnqueued, prometheus.CounterValue, float64(stage.Enqueued), name)
 		ch <- prometheus.MustNewConstMetric(descDequeued, prometheus.CounterValue, float64(stage.Dequeued), name)
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(stage.Rejected), name)
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(stage.Dropped), name)
 		ch <- prometheus.MustNewConstMetric(descLoops, prometheus.GaugeValue, float64(stage.Loops), name)
 		count, sum, buckets := s.ServiceHistogram(runtime.Stage(name))
 		ch <- prometheus.MustNewConstHistogram(descService, count, sum, buckets, name)
 	}
-	for state, n := range map[string]int{
-		"idle": st.Conns.Idle, "reading": st.Conns.Reading, "processing": st.Conns.Processing,
-		"writing": st.Conns.Out - st.Conns.Processing, "lingering": st.Conns.Lingering,
+	for _, c := range []struct {
+		state string
+		n     int
+	}{
+		{"idle", st.Conns.Idle}, {"reading", st.Conns.Reading}, {"queued", st.Conns.Queued},
+		{"processing", st.Conns.Processing}, {"parked", st.Conns.Parked}, {"writing", st.Conns.Writing},
+		{"lingering", st.Conns.Lingering},
 	} {
-		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(max(n, 0)), state)
+		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(c.n), c.state)
 	}
+	sl := st.Slow
+	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(sl.Parked))
+	ch <- prometheus.MustNewConstMetric(descParkedMax, prometheus.GaugeValue, float64(sl.MaxParked))
+	ch <- prometheus.MustNewConstMetric(descParkRefused, prometheus.CounterValue, float64(sl.ParkRefused))
+	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.SlowBodies), "slow_body")
+	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.SlowReaders), "slow_reader")
+	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.TimedOut), "write_timeout")
+	ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(sl.Resets))
+	ch <- prometheus.MustNewConstMetric(descHangUps, prometheus.CounterValue, float64(sl.HangUps))
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Listener.Accepted))
 	ch <- prometheus.MustNewConstMetric(descPaused, prometheus.CounterValue, float64(st.Listener.Paused))
 }

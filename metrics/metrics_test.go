@@ -93,8 +93,27 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 			t.Errorf("%s queue depth missing", stage)
 		}
 	}
-	if find(fams, "quartet_connections", map[string]string{"state": "idle"}) == nil {
-		t.Errorf("connections by state missing")
+	for _, state := range []string{"idle", "reading", "queued", "processing", "parked", "writing", "lingering"} {
+		if find(fams, "quartet_connections", map[string]string{"state": state}) == nil {
+			t.Errorf("connections in state %q missing", state)
+		}
+	}
+	if m := find(fams, "quartet_handlers_parked_max", nil); m == nil || m.GetGauge().GetValue() <= 0 {
+		t.Errorf("parked handlers' bound missing: %v", m)
+	}
+	for _, name := range []string{"quartet_handlers_parked", "quartet_handlers_park_refused_total",
+		"quartet_connections_reset_total", "quartet_connections_hung_up_total"} {
+		if find(fams, name, nil) == nil {
+			t.Errorf("%s missing", name)
+		}
+	}
+	for _, reason := range []string{"slow_body", "slow_reader", "write_timeout"} {
+		if find(fams, "quartet_clients_cut_off_total", map[string]string{"reason": reason}) == nil {
+			t.Errorf("cut-offs for %s missing", reason)
+		}
+	}
+	if find(fams, "quartet_stage_dropped_total", map[string]string{"stage": "processor"}) == nil {
+		t.Errorf("dropped requests missing")
 	}
 	if counter(fams, "quartet_connections_accepted_total", nil) != 1 {
 		t.Errorf("accepted %v, want 1", counter(fams, "quartet_connections_accepted_total", nil))

@@ -22,7 +22,8 @@ import (
 // The handler gets an *http.Request built from the stages.Request (method,
 // URL, Proto, Header, Host, ContentLength, TransferEncoding, Close,
 // RemoteAddr, RequestURI, and Body streaming the request body) with a context
-// cancelled when it returns, and an http.ResponseWriter that also implements
+// cancelled when it returns or when the client hangs up (stages.Conn.Gone
+// says which hang-ups count), and an http.ResponseWriter that also implements
 // http.Flusher, io.StringWriter, io.ReaderFrom (regular files go out with
 // sendfile) and http.Hijacker, whose Hijack returns ErrHijackNotSupported.
 // As in net/http, a Content-Type is sniffed from the first Write when the
@@ -62,7 +63,13 @@ func (a *adapter) ServeQuartet(w *ResponseWriter, r *stages.Request) {
 		w.WriteString("400 Bad Request: " + err.Error() + "\n")
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	// Cancelled when the handler returns, or when the client hangs up
+	// (the connection's context), as net/http's is.
+	parent := context.Background()
+	if r.Conn != nil {
+		parent = r.Conn.Context()
+	}
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	hr = hr.WithContext(ctx)
 	s.rw.w = w

@@ -89,7 +89,7 @@ func benchWorkerPath(b *testing.B, h Handler) {
 	b.ReportAllocs()
 	for b.Loop() {
 		in.Push(req)
-		wake.Wake()
+		pool.Wake()
 		<-bw.done
 	}
 }
@@ -120,11 +120,11 @@ func BenchmarkServeInline(b *testing.B) {
 	resp := stages.NewResponse(kick, func(r *stages.Response) { pool.Release(r) })
 	pool = New(Config{Workers: 1}, stages.NewRing[*stages.Request](2), stages.NewWorkerWaker(1),
 		HandlerFunc(hello), func() *stages.Response { return resp }, &stages.StageCounters{})
-	w := &ResponseWriter{p: pool}
+	wk := pool.newWorker()
 	req := newRequest("GET", "/hello", 1, "", "Host", "localhost", "User-Agent", "bench", "Accept", "*/*")
 	req.Body = eofBody{}
 	b.ReportAllocs()
 	for b.Loop() {
-		pool.serve(w, req)
+		pool.serve(wk, req)
 	}
 }

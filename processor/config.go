@@ -23,12 +23,23 @@ const (
 	DefaultHighWater = 256 << 10
 
 	// DefaultWriteTimeout bounds how long a handler blocked on back-pressure
-	// waits for a client that stopped reading, so that it cannot hold a
-	// worker forever (a slowloris on the response side).
+	// waits for a client that stopped reading (took nothing at all), so
+	// that it cannot hold a handler forever (a slowloris on the response
+	// side); a client that reads, however slowly, keeps it waiting, and the
+	// writer's minimum rate is what cuts off one that reads too slowly.
 	DefaultWriteTimeout = 30 * time.Second
 
 	// DefaultServerName is the Server header added unless a handler sets one.
 	DefaultServerName = "quartet"
+
+	// DefaultMaxParked bounds the handlers waiting on their client without
+	// a place (see Places). Each holds at most HighWater of response plus a
+	// chunk, and a goroutine: 4,096 of them hold about 1.1 GiB at the
+	// default high-water mark in the worst case, which the minimum rates
+	// (reader.DefaultMinBodyRate, writer.DefaultMinRate) keep from lasting;
+	// net/http serves the slow-client trial's 500 slow readers with no
+	// bound at all. Beyond it a handler waits holding its place.
+	DefaultMaxParked = 4096
 )
 
 // chunkSize is the size of the pooled body buffers. 16 KiB matches the
@@ -48,9 +59,10 @@ const maxBuffered = 4 * chunkSize
 // Config configures a Pool. The zero value is usable: every zero field gets
 // its default.
 type Config struct {
-	// Workers is P, the number of handlers that run at once. The
-	// WorkerWaker given to New must have been made for the same number.
-	// 0 means DefaultWorkersPerCPU × GOMAXPROCS.
+	// Workers is P, the number of handlers that run at once. A handler
+	// waiting on its client does not count (it is parked; see MaxParked).
+	// The WorkerWaker given to New must have been made for the same
+	// number. 0 means DefaultWorkersPerCPU × GOMAXPROCS.
 	Workers int
 
 	// HighWater is the number of unsent response bytes above which Write
@@ -59,9 +71,15 @@ type Config struct {
 	// should pass the same LowWater to Response.Sent (Pool.LowWater).
 	HighWater, LowWater int64
 
-	// WriteTimeout bounds each wait for the client to drain the response.
-	// 0 means DefaultWriteTimeout.
+	// WriteTimeout fails a handler waiting for its client to drain the
+	// response once the client has taken nothing for this long. 0 means
+	// DefaultWriteTimeout.
 	WriteTimeout time.Duration
+
+	// MaxParked bounds the handlers that wait on their client (request
+	// body bytes, or back-pressure) without holding one of the Workers
+	// places. 0 means DefaultMaxParked; negative means none park.
+	MaxParked int
 
 	// ServerName is the value of the Server header added to responses that
 	// do not set one. "" means DefaultServerName.
@@ -69,7 +87,9 @@ type Config struct {
 
 	// WorkerInit, if set, runs once for each worker before it starts
 	// (index 0..Workers-1); an error stops Run from starting more workers
-	// and is returned once the started ones finish.
+	// and is returned once the started ones finish. It runs per place,
+	// not per goroutine: the goroutines Run starts later to take the
+	// place of a parked handler do not run it again.
 	WorkerInit func(worker int) error
 
 	// Logger receives handler panics. nil means a text logger on stderr,
@@ -90,6 +110,10 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	if c.MaxParked == 0 {
+		c.MaxParked = DefaultMaxParked
+	}
+	c.MaxParked = max(c.MaxParked, 0)
 	if c.ServerName == "" {
 		c.ServerName = DefaultServerName
 	}

@@ -10,10 +10,11 @@
 // that module developers don't have to rewrite all their code as reentrant
 // state machines". A worker therefore pops a parsed *stages.Request from the
 // reader->processor ring, runs the handler to completion, and hands the
-// response to the writer stage as it is produced; it never waits for the
-// client to read, except when the client falls behind by more than the high-
-// water mark (below). P bounds how many handlers run at once, so a flood of
-// slow requests queues in the ring instead of multiplying goroutines.
+// response to the writer stage as it is produced. P bounds how many
+// handlers run at once, so a flood of slow requests queues in the ring
+// instead of multiplying goroutines; a handler that has to wait on its
+// client (below) gives its place back while it waits, so that slow clients
+// cannot take the pool (places.go: "Places").
 //
 // # How a response leaves the worker
 //
@@ -55,8 +56,10 @@
 //
 // # Wiring
 //
-// New takes the reader->processor ring and the WorkerWaker the readers call
-// after each push (made for Config.Workers), and a responses function that
+// New takes the reader->processor ring and a WorkerWaker made for
+// Config.Workers (the readers call Pool.Wake after each push, which wakes
+// an idle worker through it, or hands a place a parked handler left free
+// to a goroutine), and a responses function that
 // returns an idle *stages.Response made by stages.NewResponse with the
 // writer's kick and a recycle function. The recycle function runs when both
 // the worker (Done) and the writer (Finish) have let go; it must call
@@ -66,16 +69,31 @@
 // taken (the worker reuses memory behind that point at once), and read
 // Status and KeepAlive only after it has taken the EOS bucket.
 //
-// # Back-pressure
+// # Back-pressure, and waiting on the client without a place
 //
 // A response's Unsent count is what the handler produced and the socket has
 // not taken. Once it exceeds Config.HighWater, Write blocks in
 // resp.WaitDrained until the writer brings it down to Config.LowWater, so a
-// slow client slows its own handler instead of growing the server's memory;
-// the worker is released by WriteTimeout if the client stops reading. The
-// check happens every time a chunk is handed over, so Unsent never exceeds
-// HighWater by more than one chunk (plus the buffered body when it is first
-// handed over, which is capped at HighWater as well).
+// slow client slows its own handler instead of growing the server's memory.
+// The check happens every time a chunk is handed over, so Unsent never
+// exceeds HighWater by more than one chunk (plus the buffered body when it
+// is first handed over, which is capped at HighWater as well).
+//
+// That wait, and a Read of a streamed request body whose bytes have not
+// arrived, are waits on the client: the handler parks, giving its place to
+// another request, and takes a place again when the wait is over (up to
+// Config.MaxParked parked handlers; beyond that one waits holding its
+// place). A client that never catches up is cut off by the writer (write
+// timeout, minimum rate) or the reader (body timeout, minimum body rate),
+// which ends the wait with an error.
+//
+// A handler that returns after its request body failed, without having
+// committed a response (ResponseWriter.Committed), is answered with the
+// body error's status (408, 413, 400) and a close.
+//
+// A request whose client hung up while it waited for a place is dropped
+// unanswered (the stage's Dropped counter); Adapt cancels the request's
+// context when the client hangs up during the handler.
 //
 // # Failure
 //

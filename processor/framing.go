@@ -167,7 +167,7 @@ func (w *ResponseWriter) sendOut(flush, eos, wait bool) error {
 	}
 	w.appended = w.queued
 	if wait && heap && w.resp.Unsent() > w.p.cfg.HighWater {
-		if err := w.resp.WaitDrained(w.p.cfg.LowWater, w.p.cfg.WriteTimeout); err != nil {
+		if err := w.resp.WaitDrained(w.p.cfg.LowWater, w.p.cfg.WriteTimeout, w.parker()); err != nil {
 			w.fail(err)
 			return err
 		}
@@ -465,11 +465,55 @@ func (w *ResponseWriter) releaseHolds() {
 	}
 }
 
+// parker is who to tell when the handler waits on its client: its
+// goroutine (a nil interface for a detached writer, never a nil pointer in
+// one).
+func (w *ResponseWriter) parker() stages.Parker {
+	if w.wk == nil {
+		return nil
+	}
+	return w.wk
+}
+
+// answerBodyError answers for a handler that returned (or aborted) after
+// its request body failed, without having committed a response: the
+// client gets the body error's status (408 for a body that stalled or
+// crawled, 413 too large, 400 malformed or cut short) instead of whatever
+// the handler had started, which was built on a body it never got, or
+// instead of nothing at all. A handler that chose an error status itself
+// keeps it. It reports whether it answered.
+func (w *ResponseWriter) answerBodyError() bool {
+	if w.bodyErr == nil || w.committed || w.err != nil || w.broken || w.status >= 400 {
+		return false
+	}
+	if w.resp.Aborted() {
+		return false
+	}
+	code := http.StatusBadRequest
+	if se, ok := w.bodyErr.(interface{ HTTPStatus() int }); ok {
+		code = se.HTTPStatus()
+	}
+	w.framing = true // the error response bypasses the filters
+	w.releaseHolds()
+	w.dropBody()
+	w.hdr.reset()
+	w.status, w.declared, w.written = 0, -1, 0
+	w.close = true
+	w.hdr.Add("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	w.WriteString(http.StatusText(code))
+	w.WriteString("\n")
+	return true
+}
+
 // recoverPanic turns a handler panic into what the client can still be
 // told: a 500 when the final header block has not been handed over, a cut-
 // short response otherwise. abort is net/http's ErrAbortHandler: cut short
 // without a 500.
 func (w *ResponseWriter) recoverPanic(abort bool) {
+	if abort && w.answerBodyError() {
+		return // aborted over a failed body: say why rather than cut short
+	}
 	w.framing = true // the error response bypasses the filters
 	if !w.resp.Aborted() {
 		w.releaseHolds() // the handler will not release them now

@@ -26,6 +26,10 @@ type writerOpts struct {
 	delay   time.Duration // sleep before "writing" each heap bucket: a slow client
 	stall   bool          // never report bytes sent: a client that stopped reading
 	abortAt int64         // abort once this many bytes were sent (0: never)
+	// Responses to requests for stallTarget are not reported sent until
+	// unstall is closed: clients that stop reading and come back.
+	stallTarget string
+	unstall     chan struct{}
 }
 
 // result is one response as the fake writer saw it.
@@ -66,6 +70,7 @@ type respState struct {
 	res     result
 	pending []stages.Bucket
 	sent    int64
+	owed    int64 // sent but not yet reported (stallTarget)
 	done    bool
 	// diverted: a diverted hold replaced the rest; what arrives before
 	// EOS is dropped, as the real writer does.
@@ -75,10 +80,20 @@ type respState struct {
 func (fw *fakeWriter) run() {
 	defer close(fw.stopped)
 	states := map[*stages.Response]*respState{}
+	unstall := fw.opts.unstall
 	for {
 		var r *stages.Response
 		select {
 		case r = <-fw.kicks:
+		case <-unstall:
+			unstall = nil
+			for r, st := range states {
+				if st.owed > 0 {
+					r.Sent(st.owed, fw.low)
+					st.owed = 0
+				}
+			}
+			continue
 		case <-fw.stop:
 			return
 		}
@@ -140,7 +155,11 @@ func (fw *fakeWriter) run() {
 					n = b.Len
 				}
 				st.sent += n
-				if !fw.opts.stall {
+				switch {
+				case fw.opts.stall:
+				case unstall != nil && r.Req != nil && string(r.Req.Target) == fw.opts.stallTarget:
+					st.owed += n
+				default:
 					r.Sent(n, fw.low)
 				}
 			case stages.BucketFlush:
@@ -284,7 +303,7 @@ func (hs *harness) push(req *stages.Request) {
 		hs.t.Fatal("ring full")
 	}
 	hs.counters.Enqueued.Add(1)
-	hs.wake.Wake()
+	hs.pool.Wake()
 }
 
 func (hs *harness) result() result {

@@ -29,9 +29,10 @@ func (f HandlerFunc) ServeQuartet(w *ResponseWriter, r *stages.Request) { f(w, r
 // putting a slice in a sync.Pool allocates its header on every Put.
 type chunk [chunkSize]byte
 
-// Pool is the processor stage: Workers goroutines that pop requests from
-// the reader->processor ring, run the handler, and stream each response to
-// its writer through a *stages.Response.
+// Pool is the processor stage: goroutines that pop requests from the
+// reader->processor ring, run the handler, and stream each response to its
+// writer through a *stages.Response. At most Workers of them run a handler
+// at once; handlers waiting on their client hold no place (see Places).
 type Pool struct {
 	cfg       Config
 	in        *stages.Ring[*stages.Request]
@@ -45,18 +46,22 @@ type Pool struct {
 	chunks sync.Pool // *chunk; per Pool, so servers do not share memory or contention
 	date   dateCache
 
-	respawn func() // starts one more worker; set by Run
+	spawn func() // starts one more goroutine, holding a place; set by Run
+
+	mu   sync.Mutex // guards book's lists
+	book placeBook
 
 	draining atomic.Bool
-	running  atomic.Bool
-	busy     atomic.Int64
+	started  atomic.Bool
+	running  atomic.Int64 // handlers running with a place
 }
 
-// New returns a pool that serves requests from in with h. wake must be the
-// WorkerWaker the readers call after pushing to in, made for cfg.Workers
-// workers. responses returns an idle *stages.Response already wired to its
-// writer (kick) and to its recycling (whose function must call
-// Pool.Release). counters may be nil.
+// New returns a pool that serves requests from in with h. wake must be a
+// WorkerWaker made for cfg.Workers workers, and the pool's alone: the
+// readers call Pool.Wake (not wake.Wake) after pushing to in. responses
+// returns an idle *stages.Response already wired to its writer (kick) and
+// to its recycling (whose function must call Pool.Release). counters may
+// be nil.
 func New(cfg Config, in *stages.Ring[*stages.Request], wake *stages.WorkerWaker, h Handler, responses func() *stages.Response, counters *stages.StageCounters) *Pool {
 	if in == nil || wake == nil || h == nil || responses == nil {
 		panic("quartet: processor.New needs a ring, a waker, a handler and a response source")
@@ -71,6 +76,7 @@ func New(cfg Config, in *stages.Ring[*stages.Request], wake *stages.WorkerWaker,
 	}
 	p.bufferLimit = min(maxBuffered, p.cfg.HighWater)
 	p.chunks.New = func() any { return new(chunk) }
+	p.book = placeBook{places: p.cfg.Workers, maxParked: p.cfg.MaxParked, maxSpares: p.cfg.Workers}
 	return p
 }
 
@@ -87,15 +93,20 @@ func (p *Pool) LowWater() int64 { return p.cfg.LowWater }
 // readers first (nothing new is pushed), call Drain, then cancel ctx. Run
 // returns nil, or ErrPoolRunning if the pool is already running.
 func (p *Pool) Run(ctx context.Context) error {
-	if !p.running.CompareAndSwap(false, true) {
+	if !p.started.CompareAndSwap(false, true) {
 		return ErrPoolRunning
 	}
-	defer p.running.Store(false)
+	defer p.started.Store(false)
+	// Every place is held by one of the goroutines started below (a
+	// previous Run left them all free as its goroutines exited).
+	p.book.free.Store(0)
 	var wg sync.WaitGroup
-	// respawn is also how a worker lost to runtime.Goexit is replaced; the
-	// WaitGroup cannot reach zero meanwhile, as the lost worker has not yet
-	// returned when it calls it.
-	p.respawn = func() { wg.Go(func() { p.work(ctx.Done()) }) }
+	// spawn starts the goroutines that hold the places, those that stand
+	// in for parked handlers, and the replacement of one lost to
+	// runtime.Goexit; the WaitGroup cannot reach zero meanwhile, as the
+	// goroutine that asks for one has not returned.
+	done := ctx.Done()
+	p.spawn = func() { wg.Go(func() { p.work(p.newWorker(), done) }) }
 	var initErr error
 	var initOnce sync.Once
 	for i := range p.cfg.Workers {
@@ -107,7 +118,7 @@ func (p *Pool) Run(ctx context.Context) error {
 				break
 			}
 		}
-		p.respawn()
+		p.spawn()
 	}
 	wg.Wait()
 	return initErr
@@ -129,8 +140,34 @@ func (p *Pool) Release(r *stages.Response) {
 	r.Chunks = r.Chunks[:0]
 }
 
-// Busy returns the number of workers running a handler now.
-func (p *Pool) Busy() int { return int(p.busy.Load()) }
+// Wake tells the pool that a request was pushed to its ring: an idle
+// goroutine takes it, or one is given a place that a parked handler left
+// free. The readers' dispatch calls it after every push.
+func (p *Pool) Wake() {
+	p.wake.Wake()
+	// Dekker with Park, which frees the place and then looks at the ring:
+	// the push is before this load.
+	if p.book.free.Load() > 0 {
+		var h handoff
+		p.mu.Lock()
+		if p.in.Len() > 0 {
+			h = p.book.attach()
+		}
+		p.mu.Unlock()
+		p.hand(h)
+	}
+}
+
+// Busy returns the number of handlers running with a place now.
+func (p *Pool) Busy() int { return int(p.running.Load()) }
+
+// Parked returns the number of handlers waiting on their client without a
+// place (including those whose wait is over and that wait for a place).
+func (p *Pool) Parked() int { return int(p.book.parked.Load()) }
+
+// ParkRefused returns how many times a handler had to wait on its client
+// holding its place, because MaxParked handlers were parked already.
+func (p *Pool) ParkRefused() uint64 { return p.book.refused.Load() }
 
 func (p *Pool) getChunk() []byte { return p.chunks.Get().(*chunk)[:0] }
 
@@ -141,18 +178,21 @@ func (p *Pool) putChunk(b []byte) {
 	p.chunks.Put((*chunk)(b[:chunkSize]))
 }
 
-// work is one worker: pop, serve, and park when the ring is empty.
-func (p *Pool) work(done <-chan struct{}) {
-	w := &ResponseWriter{p: p}
-	// Made once per worker: a closure built per Park would allocate.
-	ready := func() bool { return p.in.Len() > 0 }
+// work is one goroutine holding a place: give it to a waiting resumer, or
+// pop and serve, or sleep while the ring is empty.
+func (p *Pool) work(wk *worker, done <-chan struct{}) {
 	for {
-		req, ok := p.in.Pop()
-		if ok {
-			p.serve(w, req)
+		if p.book.waiting.Load() > 0 {
+			if !p.yield(wk, done) {
+				return
+			}
 			continue
 		}
-		if p.wake.Park(ready, done) {
+		if req, ok := p.in.Pop(); ok {
+			p.serve(wk, req)
+			continue
+		}
+		if p.wake.Park(wk.ready, done) {
 			continue
 		}
 		// Shutting down: serve what the readers queued before they
@@ -160,22 +200,32 @@ func (p *Pool) work(done <-chan struct{}) {
 		for {
 			req, ok := p.in.Pop()
 			if !ok {
+				p.leave()
 				return
 			}
-			p.serve(w, req)
+			p.serve(wk, req)
 		}
 	}
 }
 
 // serve runs one request through the handler and hands the response over.
-func (p *Pool) serve(w *ResponseWriter, req *stages.Request) {
+func (p *Pool) serve(wk *worker, req *stages.Request) {
 	if p.counters != nil {
 		p.counters.Dequeued.Add(1)
 	}
-	p.busy.Add(1)
+	c := req.Conn
+	if c != nil && c.Gone() {
+		p.drop(req)
+		return
+	}
+	if c != nil {
+		c.SetPhase(stages.PhaseRunning)
+	}
+	p.running.Add(1)
+	w := &wk.w
 	now := time.Now()
 	resp := p.responses()
-	resp.Begin(req.Conn, req, now)
+	resp.Begin(c, req, now)
 	w.begin(resp, req, now)
 
 	body := req.Body
@@ -186,8 +236,8 @@ func (p *Pool) serve(w *ResponseWriter, req *stages.Request) {
 	}
 	// The hand-over runs deferred so that it also runs when the handler
 	// calls runtime.Goexit (t.FailNow in a test handler, say), which
-	// recover cannot stop: the response still ends, and a fresh worker
-	// replaces this goroutine.
+	// recover cannot stop: the response still ends, and a fresh goroutine
+	// takes this one's place.
 	goexit := true
 	defer func() {
 		req.Body = body
@@ -195,20 +245,39 @@ func (p *Pool) serve(w *ResponseWriter, req *stages.Request) {
 			p.cfg.Logger.Error("quartet: handler called runtime.Goexit; replacing its worker",
 				"method", string(req.Method), "target", string(req.Target))
 			p.recover(w, false)
+		} else {
+			w.answerBodyError()
+		}
+		if p.counters != nil {
+			// Before the response can reach its end: whoever sees the
+			// response's last byte sees its service time counted too.
+			p.counters.Service.Record(time.Since(now))
 		}
 		w.finish()
 		w.end()
-		resp.Done() // resp may be recycled from here on: no touching it
-		p.busy.Add(-1)
-		if p.counters != nil {
-			p.counters.Service.Record(time.Since(now))
+		p.running.Add(-1)
+		if c != nil {
+			c.SetPhase(stages.PhaseWriting) // before Done: c may go back to its reader from there
 		}
+		resp.Done() // resp may be recycled from here on: no touching it
 		if goexit {
-			p.respawn()
+			p.spawn()
 		}
 	}()
 	p.call(w, req)
 	goexit = false
+}
+
+// drop lets go of a request whose client hung up before it started: no
+// handler runs, nothing is answered, and the connection goes back to its
+// reader to be closed.
+func (p *Pool) drop(req *stages.Request) {
+	resp := p.responses()
+	resp.Begin(req.Conn, req, time.Now())
+	resp.Drop(stages.FateClose)
+	if p.counters != nil {
+		p.counters.Dropped.Add(1)
+	}
 }
 
 // call runs the handler, turning a panic into a 500 (or a cut-short

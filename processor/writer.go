@@ -22,6 +22,7 @@ import (
 // the writer sends the first part.
 type ResponseWriter struct {
 	p    *Pool
+	wk   *worker // the goroutine it belongs to; nil for a detached writer
 	resp *stages.Response
 	req  *stages.Request
 	now  time.Time
@@ -55,11 +56,12 @@ type ResponseWriter struct {
 	retired  []retiredChunk
 	rhead    int // retired[:rhead] are back in the pool
 
-	expect bool // Expect: 100-continue, and a body follows
-	asked  bool // the handler has read (or tried to read) the body
-	rbody  bodyReader
-	holds  []*stages.Hold // released if the handler fails, so the writer is not stalled
-	num    [24]byte       // number formatting scratch, here so it never escapes
+	expect  bool  // Expect: 100-continue, and a body follows
+	asked   bool  // the handler has read (or tried to read) the body
+	bodyErr error // the first request-body Read error other than EOF
+	rbody   bodyReader
+	holds   []*stages.Hold // released if the handler fails, so the writer is not stalled
+	num     [24]byte       // number formatting scratch, here so it never escapes
 
 	// Output filters (filter.go). chain[i] is the position that calls
 	// filters[i]; chain[nfilters] calls the framing code.
@@ -88,8 +90,9 @@ type ResponseWriter struct {
 // other than EOF (body too large, malformed chunking, a timeout) means the
 // body's framing is lost, so the response must close the connection.
 type bodyReader struct {
-	w *ResponseWriter
-	r io.Reader
+	w  *ResponseWriter
+	r  io.Reader
+	pr stages.ParkingReader // r, when its Read may wait on the client
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -102,12 +105,21 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	n, err := b.r.Read(p)
+	var n int
+	var err error
+	if b.pr != nil && w.wk != nil {
+		n, err = b.pr.ReadParking(p, w.wk) // waiting for body bytes gives the place back
+	} else {
+		n, err = b.r.Read(p)
+	}
 	if err != nil && err != io.EOF {
 		// The body's framing is lost (too large, malformed, cut short): the
 		// connection cannot carry another request, and the response should
 		// say so rather than leave the client to find out.
 		w.close = true
+		if w.bodyErr == nil {
+			w.bodyErr = err
+		}
 	}
 	return n, err
 }
@@ -119,8 +131,9 @@ func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now t
 	w.declared, w.written, w.err = -1, 0, nil
 	w.head = req.IsMethod("HEAD")
 	w.expect = req.Expect100 && req.Minor >= 1 && req.HasBody()
-	w.asked = false
+	w.asked, w.bodyErr = false, nil
 	w.rbody = bodyReader{w: w, r: req.Body}
+	w.rbody.pr, _ = req.Body.(stages.ParkingReader)
 	w.nfilters, w.framing, w.filterStarted, w.eosFramed, w.fstatus = 0, false, false, false, 0
 	w.kaPinned = false
 	for i := range w.chain {
@@ -152,8 +165,19 @@ func (w *ResponseWriter) Header() *Header { return &w.hdr }
 func (w *ResponseWriter) Status() int { return w.status }
 
 // Written returns the number of body bytes written so far (for HEAD: the
-// bytes the body would have had).
+// bytes the body would have had), whether or not any has left the worker.
 func (w *ResponseWriter) Written() int64 { return w.written }
+
+// Committed reports whether the final status line and header block are in
+// the response stream: from then on the status and header cannot change,
+// and a failure can only cut the response short. Until then everything the
+// handler wrote is held back by the worker (a body of up to 64 KiB, unless
+// it flushes) and can still be replaced by another answer, as the pool
+// does with a 500 for a panic, or with the body's error status (408, 413,
+// 400) when the request body failed. Committed says nothing about what has
+// reached the client: the writer may still be sending bytes committed
+// long ago.
+func (w *ResponseWriter) Committed() bool { return w.committed }
 
 // WriteHeader sets the response status. Codes 100-199 other than 101 are
 // interim responses: they are sent at once with the current header set
@@ -339,7 +363,7 @@ func (w *ResponseWriter) WaitSent() error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if err := w.resp.WaitDrained(0, w.p.cfg.WriteTimeout); err != nil {
+	if err := w.resp.WaitDrained(0, w.p.cfg.WriteTimeout, w.parker()); err != nil {
 		w.fail(err)
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/stages"
 )
 
 var ioEOF = io.EOF
@@ -18,6 +20,11 @@ var ErrBodyTooLarge = newError(413, "quartet: request body too large")
 // ErrBodyTimeout is returned by a request body's Read when the client sent
 // nothing for Config.BodyTimeout. Status 408.
 var ErrBodyTimeout = newError(408, "quartet: timed out waiting for the request body")
+
+// ErrBodyTooSlow is returned by a request body's Read once the client has
+// sent it slower than Config.MinBodyRate after Config.MinBodyRateGrace
+// (Apache mod_reqtimeout's MinRate). Status 408.
+var ErrBodyTooSlow = newError(408, "quartet: request body arrived slower than the minimum rate")
 
 // ErrBodyClosed is returned by a request body's Read after the response has
 // been sent: the handler has no business reading its body any more.
@@ -38,15 +45,14 @@ type pipe struct {
 	done    bool  // the response is finished: bytes are discarded
 	full    bool  // the loop stopped for lack of room; a Read that makes room resumes it
 	ready   chan struct{}
+	timer   *time.Timer // the handler's, for the body timeout; kept with ready across requests
 	timeout time.Duration
 	resume  func()
 }
 
-func (p *pipe) reset(size int, timeout time.Duration, resume func()) {
-	if cap(p.buf) < size {
-		p.buf = make([]byte, size)
-	}
-	p.buf = p.buf[:size]
+// reset readies the pipe for a new body in buf (len(buf) bytes of room).
+func (p *pipe) reset(buf []byte, timeout time.Duration, resume func()) {
+	p.buf = buf
 	if p.ready == nil {
 		p.ready = make(chan struct{}, 1)
 	}
@@ -59,15 +65,32 @@ func (p *pipe) reset(size int, timeout time.Duration, resume func()) {
 	p.timeout, p.resume = timeout, resume
 }
 
+// release takes the pipe's buffer back, for a pipe whose body is over
+// (finish has run and its handler has returned); nil if it has none.
+func (p *pipe) release() []byte {
+	p.mu.Lock()
+	b := p.buf
+	p.buf = nil
+	p.r, p.w, p.raw = 0, 0, 0
+	p.mu.Unlock()
+	return b
+}
+
+var _ stages.ParkingReader = (*pipe)(nil)
+
 // Read is the handler's side.
-func (p *pipe) Read(b []byte) (int, error) {
+func (p *pipe) Read(b []byte) (int, error) { return p.ReadParking(b, nil) }
+
+// ReadParking is Read; when it has to wait for the client, pk is told
+// before and after, so the processor can run another handler meanwhile.
+func (p *pipe) ReadParking(b []byte, pk stages.Parker) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var timer *time.Timer
+	armed := false
 	defer func() {
-		if timer != nil {
-			timer.Stop()
+		if armed {
+			p.timer.Stop()
 		}
 	}()
 	for {
@@ -100,12 +123,29 @@ func (p *pipe) Read(b []byte) (int, error) {
 		if wake {
 			p.resume()
 		}
-		if timer == nil {
-			timer = time.NewTimer(p.timeout)
+		if !armed {
+			// The body timeout runs from the first wait of this Read. The
+			// timer is the pipe's, reused: a blocking Read allocates nothing.
+			if p.timer == nil {
+				p.timer = time.NewTimer(p.timeout)
+			} else {
+				p.timer.Reset(p.timeout)
+			}
+			armed = true
 		}
+		if pk != nil {
+			pk.Park()
+		}
+		timedOut := false
 		select {
 		case <-p.ready:
-		case <-timer.C:
+		case <-p.timer.C:
+			timedOut = true
+		}
+		if pk != nil {
+			pk.Unpark()
+		}
+		if timedOut {
 			return 0, ErrBodyTimeout
 		}
 	}
@@ -164,9 +204,15 @@ func (p *pipe) room() []byte {
 func (l *Loop) startStream(slot int32) {
 	rc := l.conns[slot]
 	c := rc.c
-	rc.pipe.reset(l.cfg.PipeBytes, l.cfg.BodyTimeout, func() { l.send(msg{c: c, op: opResume}) })
+	buf, ok := l.pipes.get()
+	if !ok {
+		buf = make([]byte, l.cfg.PipeBytes)
+	}
+	rc.pipe.reset(buf, l.cfg.BodyTimeout, func() { l.send(msg{c: c, op: opResume}) })
 	rc.req.Body = &rc.pipe
 	rc.feeding = true
+	rc.rateFrom, rc.rateBytes, rc.rateStopped = time.Now(), 0, time.Time{} // dispatch starts its timer
+	rc.rateAwaits = rc.req.Expect100
 	rc.remaining = rc.req.ContentLength
 	rc.chunked = ChunkedDecoder{}
 	rc.fpos = rc.start + rc.hdrLen
@@ -181,8 +227,8 @@ func (l *Loop) feed(slot int32) { l.feedLocked(slot) }
 // moves on to the next request.
 func (l *Loop) drainBody(slot int32) {
 	l.feedLocked(slot)
-	rc := l.conns[slot]
-	if rc.c == nil || rc.state != stateDrain {
+	rc := l.conn(slot)
+	if rc == nil || rc.state != stateDrain {
 		return
 	}
 	if !rc.feeding {
@@ -198,6 +244,11 @@ func (l *Loop) drainBody(slot int32) {
 func (l *Loop) feedLocked(slot int32) {
 	rc := l.conns[slot]
 	p := &rc.pipe
+	if !rc.rateStopped.IsZero() {
+		// The handler made room: the client is on the clock again.
+		rc.rateFrom = rc.rateFrom.Add(time.Since(rc.rateStopped))
+		rc.rateStopped = time.Time{}
+	}
 	budget := maxReadBytesPerTurn
 	for rc.feeding && budget > 0 {
 		p.mu.Lock()
@@ -205,6 +256,9 @@ func (l *Loop) feedLocked(slot int32) {
 		if len(free) == 0 {
 			p.full = true
 			p.mu.Unlock()
+			if rc.state == stateOut {
+				rc.rateStopped = time.Now() // the handler is behind, not the client
+			}
 			return
 		}
 		if !rc.req.Chunked && int64(len(free)) > rc.remaining {
@@ -222,6 +276,10 @@ func (l *Loop) feedLocked(slot int32) {
 		if n > 0 {
 			budget -= n
 			p.raw += n
+			if rc.rateAwaits {
+				rc.rateAwaits, rc.rateFrom = false, time.Now()
+			}
+			rc.rateBytes += int64(n)
 			l.decodeLocked(rc)
 		}
 		p.mu.Unlock()
@@ -235,6 +293,9 @@ func (l *Loop) feedLocked(slot int32) {
 			rc.feeding = false
 			rc.peerClosed = true
 			p.fail(io.ErrUnexpectedEOF)
+			if rc.state == stateOut {
+				l.hangUp(slot) // mid-body: nobody is left to answer
+			}
 			return
 		}
 	}
@@ -314,4 +375,37 @@ func readFD(fd int, b []byte) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+// checkBodyRate holds a streamed body to the minimum rate, at its timer:
+// the client must have sent MinBodyRate bytes for every second the loop
+// waited on it beyond MinBodyRateGrace. One that did not is cut off: the
+// handler's Read fails with ErrBodyTooSlow (408 if nothing was sent yet)
+// and the connection closes after the response.
+func (l *Loop) checkBodyRate(slot int32, now time.Time) {
+	rc := l.conns[slot]
+	if rc.state != stateOut || !rc.feeding {
+		l.clearTimer(slot) // the body is over
+		return
+	}
+	if rc.rateAwaits {
+		// The client waits for 100 Continue, which the handler sends when
+		// it first reads: it cannot be slow before then.
+		l.setTimer(slot, classBody, now.Add(bodyRateCheck))
+		return
+	}
+	waited := now.Sub(rc.rateFrom)
+	if !rc.rateStopped.IsZero() {
+		waited = rc.rateStopped.Sub(rc.rateFrom)
+	}
+	allowed := l.cfg.MinBodyRateGrace + time.Duration(float64(rc.rateBytes)/float64(l.cfg.MinBodyRate)*float64(time.Second))
+	if waited <= allowed {
+		l.setTimer(slot, classBody, now.Add(bodyRateCheck))
+		return
+	}
+	l.clearTimer(slot)
+	rc.feeding = false
+	rc.mustClose = true
+	rc.pipe.fail(ErrBodyTooSlow)
+	l.slowBodies.Add(1)
 }

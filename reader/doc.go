@@ -17,7 +17,27 @@
 // client never holds a processor; anything larger, or chunked, is streamed:
 // the loop keeps reading the connection while the handler runs and feeds a
 // bounded pipe, stopping when the pipe is full, so the body reaches the
-// handler as a stream with back-pressure and a size limit.
+// handler as a stream with back-pressure and a size limit. A handler
+// waiting on the pipe gives its processor place back (stages.Parker), and
+// a client that sends the body slower than Config.MinBodyRate after a
+// grace is cut off (Apache mod_reqtimeout's MinRate): the handler's Read
+// fails with ErrBodyTooSlow and the client gets a 408.
+//
+// While a request is out, the loop still sees its connection's events
+// (edge-triggered): a FIN or reset with no further request bytes unread
+// marks the client gone (stages.Conn.HangUp), which cancels a net/http
+// handler's context and keeps a queued request from starting.
+//
+// The loop carries out the fate the writer decided (stages.Fate): the next
+// request, a lingering close, a close, or a reset (SO_LINGER 0) that drops
+// what the kernel still queues for a client we gave up on. A connection
+// whose timer runs out with our data unacknowledged is reset too.
+//
+// Memory follows the connections: a free slot of the connection table
+// holds no record, the table's free tail is cut, and the read buffers,
+// body pipes and records kept for reuse are bounded and given back when a
+// whole interval passes without use, so a burst of slow clients leaves
+// nothing behind.
 //
 // Timeouts use one FIFO per class (idle keep-alive, header, linger), as
 // Apache's event MPM does: every entry of a class has the same duration,

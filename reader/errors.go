@@ -12,6 +12,11 @@ type statusError struct {
 
 func (e *statusError) Error() string { return e.msg }
 
+// HTTPStatus is the status the server answers the error with; other stages
+// read it through this method (processor answers a failed request body
+// with it) without importing the reader.
+func (e *statusError) HTTPStatus() int { return e.status }
+
 func newError(status int, msg string) error { return &statusError{msg: msg, status: status} }
 
 // ErrNeedMore is returned by Parser.Parse while the header block is not yet

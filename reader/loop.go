@@ -32,6 +32,17 @@ const (
 	// connection alive after its response (net/http reads 256 KiB of data
 	// for the same decision); beyond it closing is cheaper.
 	maxDiscardBytes = 256 << 10
+
+	// DefaultMinBodyRate is the slowest a client may send a streamed
+	// request body once DefaultMinBodyRateGrace has passed, in bytes per
+	// second: Apache's mod_reqtimeout "body=20,MinRate=500". A client
+	// must deliver grace + received/rate seconds' worth, so a fast start
+	// earns credit and a 1 MiB upload at one byte every 10 s is cut off
+	// after 20 s instead of holding its handler for days; the clock stops
+	// while the body's pipe is full (the handler, not the client, is slow).
+	DefaultMinBodyRate = 500
+	// DefaultMinBodyRateGrace: see DefaultMinBodyRate.
+	DefaultMinBodyRateGrace = 20 * time.Second
 )
 
 // Per-turn budgets.
@@ -55,6 +66,17 @@ type Config struct {
 	PrereadBody   int           // bodies up to this size are read before dispatch
 	PipeBytes     int           // streaming body buffer per request
 	QueueCapacity int           // hand-off queue from the listener and writers
+
+	// MinBodyRate cuts off a client that sends a streamed body slower
+	// than this many bytes per second once MinBodyRateGrace has passed:
+	// the handler's Read fails with ErrBodyTooSlow (a 408, unless the
+	// handler had committed its response), and the connection closes after
+	// the response. The client must have delivered
+	// MinBodyRate × (waited − MinBodyRateGrace) bytes, where waited counts
+	// only time the loop was ready to take more. 0 means
+	// DefaultMinBodyRate; negative disables the check.
+	MinBodyRate      int64
+	MinBodyRateGrace time.Duration // 0 means DefaultMinBodyRateGrace
 
 	// Dispatch hands a parsed request to the processors; false means their
 	// queue is full and the loop will try again on its next turn.
@@ -102,6 +124,12 @@ func (c *Config) fill() {
 	if c.QueueCapacity <= 0 {
 		c.QueueCapacity = 4096
 	}
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = DefaultMinBodyRate
+	}
+	if c.MinBodyRateGrace <= 0 {
+		c.MinBodyRateGrace = DefaultMinBodyRateGrace
+	}
 }
 
 // connState is where a connection is in the reader's care. Each state lists
@@ -122,14 +150,21 @@ var stateNames = [...]string{"free", "header", "body", "out", "drain", "idle", "
 
 func (s connState) String() string { return stateNames[s] }
 
-// timeout classes, one FIFO each.
+// timeout classes, one FIFO each; every entry of a class is appended with
+// the same duration, so each list stays sorted.
 const (
 	classNone = iota
 	classHeader
 	classIdle
 	classLinger
+	classBody // a streamed body's minimum-rate check, every bodyRateCheck
 	numClasses
 )
+
+// bodyRateCheck is how often a streamed body is held to its minimum rate.
+// A fixed period keeps the class a FIFO (a deadline that moves with every
+// byte would not); a late check costs a slow client one more second.
+const bodyRateCheck = time.Second
 
 // msgOp is what another stage asks of the loop about a connection.
 type msgOp uint8
@@ -144,7 +179,7 @@ const (
 type msg struct {
 	c    *stages.Conn
 	op   msgOp
-	disp uint8 // for opReturn: 0 keep-alive, 1 linger, 2 close (writer.Disposition)
+	fate stages.Fate // for opReturn
 }
 
 // rconn is the loop's state for one connection.
@@ -172,6 +207,14 @@ type rconn struct {
 	peerClosed bool // EOF seen: no more requests after the current one
 	mustClose  bool // the request's framing was lost (a body error): linger, then close
 
+	// A streamed body's minimum rate: since rateFrom the loop has waited
+	// on the client, which has sent rateBytes; the clock stops while the
+	// pipe is full (from rateStopped, zero while reading).
+	rateFrom    time.Time
+	rateBytes   int64
+	rateStopped time.Time
+	rateAwaits  bool // Expect: 100-continue: the clock starts with the first body byte, once the client has been told to send
+
 	class      int
 	deadline   time.Time
 	prev, next int32
@@ -187,52 +230,120 @@ type Loop struct {
 	in     *stages.Ring[msg]
 	ctx    context.Context // Run's: its end means close everything now
 
-	conns []*rconn // pointers: requests and pipes inside are shared with other stages and must not move
+	// conns is the connection table: a slot's entry is nil while the
+	// slot is free, so a burst of connections leaves behind 8 bytes per
+	// slot rather than a whole rconn (and trim cuts the free tail).
+	// Pointers, because requests and pipes inside are shared with other
+	// stages and must not move.
+	conns []*rconn
 	free  []int32
+	gen   uint32 // last generation given to a connection: loop-wide, so a reused slot never repeats one
 	open  atomic.Int64
 
 	fifo [numClasses]struct{ head, tail int32 }
 
 	ready     []int32 // connections with more to read than one turn allowed
 	blocked   []int32 // parsed requests the processors had no room for
-	bufs      [][]byte
 	draining  bool
 	forced    bool
 	counters  *stages.StageCounters
 	readLimit int
 
+	// Memory kept for reuse, each bounded, and each giving back what a
+	// whole decayInterval did not use (stash).
+	bufs      stash[[]byte] // read buffers of DefaultReadBuffer bytes
+	pipes     stash[[]byte] // streamed-body pipe buffers of PipeBytes
+	spares    stash[*rconn] // connection records, with their header arrays
+	lastDecay time.Time
+
 	// census is the loop's connections by state, counted at most once per
 	// censusInterval by the loop itself (it alone may read its table).
-	census     [stateLinger + 1]atomic.Int64
+	census     [numCensus]atomic.Int64
 	lastCensus time.Time
+
+	resets     atomic.Uint64 // connections closed with RST
+	slowBodies atomic.Uint64 // streamed bodies cut off below the minimum rate
+	hangups    atomic.Uint64 // clients that hung up while their request was out
 }
 
 // censusInterval: state counts are for dashboards, a second old is fine,
 // and a scan of the table per second costs little even at 100k connections.
 const censusInterval = time.Second
 
-// Census is the loop's connections by state as of its last count.
-type Census struct{ Idle, Reading, Out, Lingering int }
+// Census counters, by what a connection waits for.
+const (
+	censusIdle = iota
+	censusReading
+	censusQueued
+	censusRunning
+	censusParked
+	censusWriting
+	censusLingering
+	numCensus
+)
+
+// Census is the loop's connections by state as of its last count. A
+// connection whose request is out of the reader's care is counted by the
+// request's stages.Phase.
+type Census struct {
+	Idle      int // keep-alive, waiting for the next request
+	Reading   int // a request is arriving (header, or a body read before dispatch), or an unread body is being discarded
+	Queued    int // dispatched, waiting for a processor place
+	Running   int // a handler runs with a processor place
+	Parked    int // a handler waits on its client without a place
+	Writing   int // the handler has returned; the response is still being written
+	Lingering int // response sent, waiting for the client to close
+}
 
 // Census returns the last count. Any goroutine.
 func (l *Loop) Census() Census {
 	return Census{
-		Idle:      int(l.census[stateIdle].Load()),
-		Reading:   int(l.census[stateHeader].Load() + l.census[stateBody].Load() + l.census[stateDrain].Load()),
-		Out:       int(l.census[stateOut].Load()),
-		Lingering: int(l.census[stateLinger].Load()),
+		Idle:      int(l.census[censusIdle].Load()),
+		Reading:   int(l.census[censusReading].Load()),
+		Queued:    int(l.census[censusQueued].Load()),
+		Running:   int(l.census[censusRunning].Load()),
+		Parked:    int(l.census[censusParked].Load()),
+		Writing:   int(l.census[censusWriting].Load()),
+		Lingering: int(l.census[censusLingering].Load()),
 	}
 }
+
+// Resets is the number of connections the loop closed with RST (timed
+// out with data still queued, or given up by the writer), SlowBodies the
+// number of streamed bodies cut off below the minimum rate, and HangUps the
+// number of clients that hung up while their request was out. Any goroutine.
+func (l *Loop) Resets() uint64     { return l.resets.Load() }
+func (l *Loop) SlowBodies() uint64 { return l.slowBodies.Load() }
+func (l *Loop) HangUps() uint64    { return l.hangups.Load() }
 
 func (l *Loop) takeCensus(now time.Time) {
 	if now.Sub(l.lastCensus) < censusInterval {
 		return
 	}
 	l.lastCensus = now
-	var n [stateLinger + 1]int64
+	var n [numCensus]int64
 	for _, rc := range l.conns {
-		if rc.c != nil {
-			n[rc.state]++
+		if rc == nil {
+			continue
+		}
+		switch rc.state {
+		case stateIdle:
+			n[censusIdle]++
+		case stateHeader, stateBody, stateDrain:
+			n[censusReading]++
+		case stateLinger:
+			n[censusLingering]++
+		case stateOut:
+			switch rc.c.Phase() {
+			case stages.PhaseQueued:
+				n[censusQueued]++
+			case stages.PhaseRunning:
+				n[censusRunning]++
+			case stages.PhaseParked:
+				n[censusParked]++
+			default:
+				n[censusWriting]++
+			}
 		}
 	}
 	for i := range n {
@@ -254,6 +365,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 		return nil, err
 	}
 	l.core, l.poller = core, core.Poller()
+	l.bufs.max, l.pipes.max, l.spares.max = maxStashedBufs, maxStashedPipes, maxStashedConns
 	for i := range l.fifo {
 		l.fifo[i].head, l.fifo[i].tail = -1, -1
 	}
@@ -288,9 +400,11 @@ func (l *Loop) Adopt(c *stages.Conn) {
 	l.send(msg{c: c, op: opAdopt})
 }
 
-// Return gives a connection back after its response: disp is 0 keep-alive,
-// 1 lingering close, 2 close now (writer.Disposition). Writer only.
-func (l *Loop) Return(c *stages.Conn, disp uint8) { l.send(msg{c: c, op: opReturn, disp: disp}) }
+// Return gives a connection back after its request, with the fate its
+// response decided (stages.Fate says what each one does here). The stage
+// that held the connection last calls it: the writer's recycling, or the
+// runtime for requests a stopping pool left unserved.
+func (l *Loop) Return(c *stages.Conn, f stages.Fate) { l.send(msg{c: c, op: opReturn, fate: f}) }
 
 // Drain starts a graceful shutdown: idle connections are closed, the others
 // when their current response is done.
@@ -331,6 +445,7 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	l.retryBlocked()
 	l.expire(now)
 	l.takeCensus(now)
+	l.giveBack(now)
 	if stopping {
 		if l.ctx.Err() != nil && !l.forced {
 			l.force()
@@ -340,8 +455,8 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 		}
 	}
 	timeout := l.nextTimeout(now)
-	if len(l.conns) > 0 && (timeout < 0 || timeout > censusInterval) {
-		timeout = censusInterval
+	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
+		timeout = censusInterval // the census, and giving memory back
 	}
 	if len(l.ready) > 0 {
 		timeout = 0
@@ -359,11 +474,11 @@ func (l *Loop) pending() bool { return l.in.Len() > 0 }
 // event handles a readiness event for a connection, unless the connection
 // it was collected for has gone from its slot since.
 func (l *Loop) event(ev poll.Event) {
-	slot := ev.Token.Slot()
-	if ev.Token.Kind() != poll.KindConn || slot >= len(l.conns) || !ev.Token.Matches(l.conns[slot].gen) {
+	slot := int32(ev.Token.Slot())
+	if rc := l.conn(slot); ev.Token.Kind() != poll.KindConn || rc == nil || !ev.Token.Matches(rc.gen) {
 		return
 	}
-	l.readable(int32(slot), ev.Hangup())
+	l.readable(slot, ev.Hangup() || ev.Error())
 }
 
 // drainQueue acts on up to budget messages from the other stages and
@@ -382,12 +497,12 @@ func (l *Loop) drainQueue(budget int) int {
 		case opAdopt:
 			l.adopt(m.c)
 		case opReturn:
-			if rc := l.conns[m.c.RSlot]; rc.c == m.c {
-				l.returned(m.c.RSlot, m.disp)
+			if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c {
+				l.returned(m.c.RSlot, m.fate)
 			}
 		case opResume:
-			rc := l.conns[m.c.RSlot]
-			if rc.c == m.c && rc.state == stateOut && rc.feeding {
+			rc := l.conn(m.c.RSlot)
+			if rc != nil && rc.c == m.c && rc.state == stateOut && rc.feeding {
 				l.feed(m.c.RSlot)
 			}
 		case opDrain:
@@ -421,14 +536,35 @@ func (l *Loop) adopt(c *stages.Conn) {
 	l.readable(slot, false)
 }
 
+// alloc gives a new connection a slot and a record: a stashed one if
+// there is one (it keeps its header array, so connection churn does not
+// allocate), else a new one.
 func (l *Loop) alloc() int32 {
+	var slot int32
 	if n := len(l.free); n > 0 {
-		s := l.free[n-1]
+		slot = l.free[n-1]
 		l.free = l.free[:n-1]
-		return s
+	} else {
+		l.conns = append(l.conns, nil)
+		slot = int32(len(l.conns) - 1)
 	}
-	l.conns = append(l.conns, &rconn{prev: -1, next: -1})
-	return int32(len(l.conns) - 1)
+	rc, ok := l.spares.get()
+	if !ok {
+		rc = &rconn{prev: -1, next: -1}
+		rc.req.Reset()
+	}
+	l.gen++
+	rc.gen = l.gen
+	l.conns[slot] = rc
+	return slot
+}
+
+// conn is the record in slot, or nil if the slot is free or gone.
+func (l *Loop) conn(slot int32) *rconn {
+	if slot < 0 || int(slot) >= len(l.conns) {
+		return nil
+	}
+	return l.conns[slot]
 }
 
 // startRequest readies the connection for its next request: idle waits
@@ -459,6 +595,8 @@ func (l *Loop) readable(slot int32, hup bool) {
 	case stateOut:
 		if rc.feeding {
 			l.feed(slot)
+		} else if hup {
+			l.hangUp(slot)
 		}
 		// Otherwise another stage owns the connection: edge-triggered, the
 		// event is simply not ours; the writer's hand-back triggers a read.
@@ -469,15 +607,25 @@ func (l *Loop) readable(slot int32, hup bool) {
 	}
 }
 
+// How much memory the loop keeps for reuse at most (each stash also gives
+// back what it does not use). Read buffers: enough for a thousand
+// connections arriving at once without allocating, 4 MiB at most. Pipes
+// are 64 KiB each, and only streamed bodies need one. Connection records
+// are ~800 bytes.
+const (
+	maxStashedBufs  = 1024
+	maxStashedPipes = 16
+	maxStashedConns = 1024
+)
+
 // getBuf gives rc a read buffer if it has none (idle connections give
 // theirs back, so an idle connection costs no buffer).
 func (l *Loop) getBuf(rc *rconn) {
 	if rc.buf != nil {
 		return
 	}
-	if n := len(l.bufs); n > 0 {
-		rc.buf = l.bufs[n-1]
-		l.bufs = l.bufs[:n-1]
+	if b, ok := l.bufs.get(); ok {
+		rc.buf = b
 	} else {
 		rc.buf = make([]byte, DefaultReadBuffer)
 	}
@@ -489,10 +637,63 @@ func (l *Loop) putBuf(rc *rconn) {
 	if rc.buf == nil || rc.end > rc.start {
 		return
 	}
-	if cap(rc.buf) == DefaultReadBuffer && len(l.bufs) < 1024 {
-		l.bufs = append(l.bufs, rc.buf[:DefaultReadBuffer])
+	if cap(rc.buf) == DefaultReadBuffer {
+		l.bufs.put(rc.buf[:DefaultReadBuffer])
 	}
 	rc.buf, rc.start, rc.end = nil, 0, 0
+}
+
+// holdsSpares reports whether the loop keeps memory it may have to give
+// back (so it must wake up to do it).
+func (l *Loop) holdsSpares() bool {
+	return l.bufs.len() > 0 || l.pipes.len() > 0 || l.spares.len() > 0
+}
+
+// giveBack returns memory a burst of connections left behind, once per
+// decayInterval: what the stashes did not use, and the free tail of the
+// connection table.
+func (l *Loop) giveBack(now time.Time) {
+	if now.Sub(l.lastDecay) < decayInterval {
+		return
+	}
+	l.lastDecay = now
+	l.bufs.decay()
+	l.pipes.decay()
+	l.spares.decay()
+	l.trim()
+}
+
+// minTrimConns is the table size below which trimming is not worth it.
+const minTrimConns = 64
+
+// trim shrinks the connection table to just past its highest slot in use,
+// once at most a quarter of it is in use, and rebuilds the free list so
+// that the lowest slots are handed out first and the table stays dense.
+// Connections in use never move: their slots are in epoll tokens, in
+// their Conns and in the timer lists.
+func (l *Loop) trim() {
+	if len(l.conns) <= minTrimConns || int(l.open.Load()) > len(l.conns)/4 {
+		return
+	}
+	top := len(l.conns)
+	for top > 0 && l.conns[top-1] == nil {
+		top--
+	}
+	keep := max(top, minTrimConns)
+	l.conns = append([]*rconn(nil), l.conns[:keep]...)
+	free := make([]int32, 0, keep-int(l.open.Load()))
+	for i := keep - 1; i >= 0; i-- {
+		if l.conns[i] == nil {
+			free = append(free, int32(i))
+		}
+	}
+	l.free = free
+	if cap(l.ready) > 4*minTrimConns {
+		l.ready = append([]int32(nil), l.ready...)
+	}
+	if cap(l.blocked) > 4*minTrimConns {
+		l.blocked = append([]int32(nil), l.blocked...)
+	}
 }
 
 // readSome reads from the socket into rc.buf[rc.end:], growing the buffer
@@ -680,7 +881,11 @@ func (l *Loop) parse(slot int32) bool {
 func (l *Loop) dispatch(slot int32) {
 	rc := l.conns[slot]
 	rc.state = stateOut
+	rc.c.SetPhase(stages.PhaseQueued)
 	l.clearTimer(slot)
+	if rc.feeding && l.cfg.MinBodyRate > 0 {
+		l.setTimer(slot, classBody, time.Now().Add(bodyRateCheck))
+	}
 	if !l.cfg.Dispatch(&rc.req) {
 		l.blocked = append(l.blocked, slot)
 	}
@@ -692,8 +897,8 @@ func (l *Loop) retryBlocked() {
 	}
 	kept := l.blocked[:0]
 	for _, slot := range l.blocked {
-		rc := l.conns[slot]
-		if rc.state != stateOut || rc.c == nil {
+		rc := l.conn(slot)
+		if rc == nil || rc.state != stateOut {
 			continue
 		}
 		if !l.cfg.Dispatch(&rc.req) {
@@ -710,28 +915,32 @@ func (l *Loop) fail(slot int32, status int) {
 	rc.state = stateOut
 	rc.feeding = false
 	rc.peerClosed = true // no further request will be read
+	rc.c.SetPhase(stages.PhaseWriting)
 	l.clearTimer(slot)
 	l.cfg.Fail(rc.c, &rc.req, status)
 }
 
-// returned takes a connection back from the writer.
-func (l *Loop) returned(slot int32, disp uint8) {
+// returned takes a connection back after its request, and carries out the
+// fate its response decided.
+func (l *Loop) returned(slot int32, f stages.Fate) {
 	rc := l.conns[slot]
 	if rc.state != stateOut {
 		return
 	}
-	switch disp {
-	case 1:
-		rc.pipe.finish()
+	switch f {
+	case stages.FateLinger:
+		l.endBody(rc)
 		rc.feeding = false
 		rc.state = stateLinger
 		l.setTimer(slot, classLinger, time.Now().Add(l.cfg.LingerTimeout))
 		rc.discarded = 0
 		l.linger(slot)
 		return
-	case 2:
-		rc.pipe.finish()
+	case stages.FateClose:
 		l.close(slot)
+		return
+	case stages.FateReset:
+		l.reset(slot)
 		return
 	}
 	if rc.feeding {
@@ -750,7 +959,7 @@ func (l *Loop) returned(slot int32, disp uint8) {
 // from bytes already buffered (pipelining) or from the socket.
 func (l *Loop) nextRequest(slot int32) {
 	rc := l.conns[slot]
-	rc.pipe.finish()
+	l.endBody(rc)
 	if rc.mustClose {
 		// The client may still be sending a body we refused: a plain close
 		// with unread data would reset the connection and could destroy the
@@ -780,6 +989,62 @@ func (l *Loop) nextRequest(slot int32) {
 	// Edge-triggered: bytes that arrived while the request was out raised
 	// no new event for us, so look now.
 	l.readRequest(slot)
+}
+
+// endBody ends the request's body for good (later Reads fail) and takes
+// back its pipe buffer, so that a connection that once streamed a body
+// does not keep 64 KiB for the rest of its life. Only once the handler
+// has returned: the connection is back, or the loop closes it.
+func (l *Loop) endBody(rc *rconn) {
+	rc.pipe.finish()
+	if b := rc.pipe.release(); b != nil {
+		l.pipes.put(b)
+	}
+}
+
+// hangUp records that the client hung up while its request was out (a
+// FIN or a reset seen while another stage holds the connection), unless
+// it left further requests unread: a client that pipelines and then
+// half-closes wants its answers. Other stages see it through Conn.Gone.
+func (l *Loop) hangUp(slot int32) {
+	rc := l.conns[slot]
+	if rc.c.Gone() {
+		return
+	}
+	if rc.end > rc.start+rc.consumed || len(rc.carry) > 0 {
+		return // pipelined request bytes already read
+	}
+	if n, err := rc.c.RecvQueue(); err == nil && n > 0 {
+		return // pipelined request bytes still in the socket
+	}
+	rc.peerClosed = true
+	if rc.c.Phase() == stages.PhaseWriting {
+		return // the handler is done: the writer finds out for itself
+	}
+	l.hangups.Add(1)
+	rc.c.HangUp()
+}
+
+// reset closes the connection with RST instead of FIN: with SO_LINGER set
+// to {on, 0}, close(2) drops whatever the socket still queues, so a client
+// we gave up on is not fed megabytes by an orphaned socket for minutes
+// (nginx's reset_timedout_connection).
+func (l *Loop) reset(slot int32) {
+	rc := l.conns[slot]
+	_ = unix.SetsockoptLinger(rc.c.FD, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	l.resets.Add(1)
+	l.close(slot)
+}
+
+// closeTimedOut closes a connection whose timer ran out: with a reset if
+// the client left data of ours unacknowledged in the socket (it is not
+// reading), with a FIN otherwise.
+func (l *Loop) closeTimedOut(slot int32) {
+	if q, err := l.conns[slot].c.SendQueue(); err == nil && q > 0 {
+		l.reset(slot)
+		return
+	}
+	l.close(slot)
 }
 
 // lingerClose sends FIN and discards what the client still sends until it
@@ -826,7 +1091,7 @@ func (l *Loop) drain() {
 	l.draining = true
 	for i := range l.conns {
 		rc := l.conns[i]
-		if rc.c == nil {
+		if rc == nil {
 			continue
 		}
 		if rc.state == stateIdle || (rc.state == stateHeader && rc.end == rc.start) {
@@ -843,17 +1108,27 @@ func (l *Loop) close(slot int32) {
 		// EBADF would mean an ownership bug; count it as rejected so it shows.
 		l.counters.Rejected.Add(1)
 	}
-	rc.pipe.finish()
+	l.endBody(rc)
 	l.putBufAny(rc)
-	gen := rc.gen + 1
-	rc.req.Reset()
-	*rc = rconn{gen: gen, prev: -1, next: -1, req: rc.req, pipe: pipe{buf: rc.pipe.buf, ready: rc.pipe.ready}}
+	l.conns[slot] = nil
 	l.free = append(l.free, slot)
 	l.open.Add(-1)
+	l.recycleConn(rc)
 	c.RunCleanups()
 	if l.cfg.Closed != nil {
 		l.cfg.Closed(c)
 	}
+}
+
+// recycleConn clears a closed connection's record and stashes it for the
+// next connection, keeping its header array and its pipe's channel.
+func (l *Loop) recycleConn(rc *rconn) {
+	rc.req.Reset()
+	if cap(rc.req.Headers) > 4*DefaultMaxHeaders {
+		rc.req.Headers = nil // grown by an unusual request: not worth keeping
+	}
+	*rc = rconn{prev: -1, next: -1, req: rc.req, pipe: pipe{ready: rc.pipe.ready, timer: rc.pipe.timer}}
+	l.spares.put(rc)
 }
 
 func (l *Loop) putBufAny(rc *rconn) {
@@ -869,7 +1144,7 @@ func (l *Loop) putBufAny(rc *rconn) {
 func (l *Loop) force() {
 	l.forced = true
 	for _, slot := range l.blocked {
-		if l.conns[slot].c != nil {
+		if l.conn(slot) != nil {
 			l.close(slot)
 		}
 	}
@@ -877,7 +1152,7 @@ func (l *Loop) force() {
 	for i := range l.conns {
 		rc := l.conns[i]
 		switch {
-		case rc.c == nil:
+		case rc == nil:
 		case rc.state == stateOut:
 			_ = unix.Shutdown(rc.c.FD, unix.SHUT_RDWR)
 			if rc.feeding {
@@ -897,7 +1172,7 @@ func (l *Loop) serveReady() {
 	ready := l.ready
 	l.ready = nil
 	for _, slot := range ready {
-		if l.conns[slot].c != nil {
+		if l.conn(slot) != nil {
 			l.readable(slot, false)
 		}
 	}
@@ -969,11 +1244,13 @@ func (l *Loop) expire(now time.Time) {
 			}
 			rc := l.conns[h]
 			switch {
+			case c == classBody:
+				l.checkBodyRate(h, now)
 			case c == classHeader && rc.state == stateHeader && rc.end > rc.start,
 				c == classHeader && rc.state == stateBody:
 				l.fail(h, 408) // a partial request: say why we hang up
 			default:
-				l.close(h)
+				l.closeTimedOut(h)
 			}
 		}
 	}

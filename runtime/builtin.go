@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/processor"
-	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -97,16 +96,13 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		bp := b.bufs.Get().(*[]byte)
 		_, err := io.CopyBuffer(onlyWriter{w}, onlyReader{r.Body}, *bp)
 		b.bufs.Put(bp)
-		if err != nil {
-			if w.Written() == 0 {
-				w.Header().Del("Content-Length") // the echo's length no longer holds
-				w.WriteHeader(reader.StatusOf(err))
-				return
-			}
+		if err != nil && w.Committed() {
 			// Part of the body is already on its way: the client must see
 			// a response cut short, not a complete one with data missing.
 			panic(http.ErrAbortHandler)
 		}
+		// Otherwise nothing went out, and the pool answers a failed body
+		// with its status (408, 413, 400) in place of the echo.
 	default:
 		if b.next != nil {
 			b.next.ServeQuartet(w, r)

@@ -11,6 +11,7 @@ import (
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
+	"github.com/quartet-server/quartet/writer"
 )
 
 // Config is everything a Server is built from. Every stage size is here so
@@ -41,6 +42,38 @@ type Config struct {
 	LingerTimeout time.Duration // lingering close: wait for the client's FIN
 
 	HighWater int64 // unsent bytes per response before its handler waits
+
+	// PrereadBody: request bodies of up to this many bytes (with a
+	// Content-Length, and no Expect: 100-continue) are read whole before
+	// the request is dispatched, so a slow small upload never reaches a
+	// processor (nginx's client_body_buffer_size); larger ones stream
+	// while the handler runs. Default reader.DefaultPrereadBody (64 KiB).
+	PrereadBody int
+
+	// MaxParked bounds the handlers waiting on their client (request body
+	// bytes, or a client reading slower than they write) without holding
+	// one of the Processors places: Processors bounds handlers that run,
+	// MaxParked those that wait. Default processor.DefaultMaxParked;
+	// negative: handlers never give their place back.
+	MaxParked int
+
+	// MinBodyRate (bytes/s) cuts off a client that sends a streamed
+	// request body slower than this once MinBodyRateGrace has passed
+	// (Apache mod_reqtimeout "body=20,MinRate=500"): the handler's body
+	// Read fails, the client gets a 408 unless the handler had committed
+	// its response, and the connection closes. Defaults
+	// reader.DefaultMinBodyRate and reader.DefaultMinBodyRateGrace;
+	// a negative rate disables the check.
+	MinBodyRate      int64
+	MinBodyRateGrace time.Duration
+
+	// MinResponseRate (bytes/s) cuts off, with a reset, a client that
+	// takes a response slower than this, measured over windows of
+	// MinResponseRateGrace while the writer is blocked on it (Kestrel's
+	// MinResponseDataRate). Defaults writer.DefaultMinRate (240 B/s) and
+	// writer.DefaultMinRateGrace (10 s); a negative rate disables it.
+	MinResponseRate      int64
+	MinResponseRateGrace time.Duration
 
 	ServerName string
 
@@ -79,6 +112,13 @@ func DefaultConfig() Config {
 		LingerTimeout: reader.DefaultLingerTimeout,
 		HighWater:     processor.DefaultHighWater,
 		ServerName:    processor.DefaultServerName,
+
+		PrereadBody:          reader.DefaultPrereadBody,
+		MaxParked:            processor.DefaultMaxParked,
+		MinBodyRate:          reader.DefaultMinBodyRate,
+		MinBodyRateGrace:     reader.DefaultMinBodyRateGrace,
+		MinResponseRate:      writer.DefaultMinRate,
+		MinResponseRateGrace: writer.DefaultMinRateGrace,
 	}
 }
 
@@ -109,6 +149,14 @@ func (c *Config) Validate() error {
 		return bad("MaxBodyBytes", c.MaxBodyBytes, "must be >= 0")
 	case c.HighWater < 0:
 		return bad("HighWater", c.HighWater, "must be >= 0")
+	case c.PrereadBody < 0 || c.PrereadBody > maxPrereadBody:
+		return bad("PrereadBody", c.PrereadBody, "must be 0..67108864 (a buffer of this size is taken per upload)")
+	case c.MaxParked > 1<<20:
+		return bad("MaxParked", c.MaxParked, "must be at most 1048576 (negative: never park)")
+	case c.MinBodyRateGrace < 0:
+		return bad("MinBodyRateGrace", c.MinBodyRateGrace, "must be >= 0")
+	case c.MinResponseRateGrace < 0:
+		return bad("MinResponseRateGrace", c.MinResponseRateGrace, "must be >= 0")
 	}
 	for name, d := range map[string]time.Duration{
 		"HeaderTimeout": c.HeaderTimeout, "IdleTimeout": c.IdleTimeout, "BodyTimeout": c.BodyTimeout,
@@ -120,6 +168,10 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// maxPrereadBody bounds PrereadBody: the reader gives a preread body a
+// buffer of its own size.
+const maxPrereadBody = 64 << 20
 
 // withDefaults fills zero fields from DefaultConfig.
 func (c Config) withDefaults() Config {
@@ -147,6 +199,24 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Handler == nil {
 		c.Handler = Builtin(nil)
+	}
+	if c.PrereadBody == 0 {
+		c.PrereadBody = d.PrereadBody
+	}
+	if c.MaxParked == 0 {
+		c.MaxParked = d.MaxParked
+	}
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = d.MinBodyRate
+	}
+	if c.MinBodyRateGrace == 0 {
+		c.MinBodyRateGrace = d.MinBodyRateGrace
+	}
+	if c.MinResponseRate == 0 {
+		c.MinResponseRate = d.MinResponseRate
+	}
+	if c.MinResponseRateGrace == 0 {
+		c.MinResponseRateGrace = d.MinResponseRateGrace
 	}
 	return c
 }

@@ -93,17 +93,24 @@ func TestStaleResponseNeverReachesAReusedFD(t *testing.T) {
 	})
 	s := startServer(t, Config{Handler: h, Processors: 64, Readers: 1, Writers: 1})
 	const departed = 20
+	var gone []net.Conn
 	for i := 0; i < departed; i++ {
 		c, err := net.Dial("tcp", s.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-		c.(*net.TCPConn).SetLinger(0) // reset: the server sees the peer gone at once
-		c.Close()
+		gone = append(gone, c)
 	}
+	// Every handler runs before its client leaves (a request still queued
+	// when its client goes is dropped, and would have no response to go
+	// astray).
 	if !eventually(15*time.Second, func() bool { return s.Stats().Busy == departed }) {
 		t.Fatalf("%d handlers running, want %d", s.Stats().Busy, departed)
+	}
+	for _, c := range gone {
+		c.(*net.TCPConn).SetLinger(0) // reset: the server sees the peer gone at once
+		c.Close()
 	}
 	// New connections arrive while the departed clients' responses are
 	// pending; with fd numbers recycled they would collide.

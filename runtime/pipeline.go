@@ -75,6 +75,8 @@ func New(cfg Config) (*Server, error) {
 		w, err := writer.New(i, writer.Config{
 			QueueCapacity: cfg.QueueCapacity,
 			WriteTimeout:  cfg.WriteTimeout,
+			MinRate:       cfg.MinResponseRate,
+			MinRateGrace:  cfg.MinResponseRateGrace,
 			LowWater:      lowWater(cfg.HighWater),
 			Log:           mods.logger(cfg.Log),
 			Init: func(src writer.Sources) error {
@@ -98,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 		HighWater:    cfg.HighWater,
 		LowWater:     lowWater(cfg.HighWater),
 		WriteTimeout: cfg.WriteTimeout,
+		MaxParked:    cfg.MaxParked,
 		ServerName:   cfg.ServerName,
 		Logger:       cfg.Logger,
 		WorkerInit: func(i int) error {
@@ -122,7 +125,12 @@ func New(cfg Config) (*Server, error) {
 			LingerTimeout: cfg.LingerTimeout,
 			BodyTimeout:   cfg.BodyTimeout,
 			MaxBodyBytes:  cfg.MaxBodyBytes,
+			PrereadBody:   cfg.PrereadBody,
 			QueueCapacity: cfg.QueueCapacity,
+
+			MinBodyRate:      cfg.MinBodyRate,
+			MinBodyRateGrace: cfg.MinBodyRateGrace,
+
 			Dispatch:      s.dispatch,
 			Fail:          s.fail,
 			Closed:        s.closed,
@@ -171,7 +179,7 @@ func (s *Server) dispatch(r *stages.Request) bool {
 		return false
 	}
 	s.counters.processor.Enqueued.Add(1)
-	s.wake.Wake()
+	s.pool.Wake()
 	return true
 }
 
@@ -184,12 +192,12 @@ func (s *Server) kick(r *stages.Response) { s.writers[r.Conn.Writer].Kick(r) }
 // recycle: writer and processor have both let go of r; the connection goes
 // back to its reader, which reuses the request and closes if it must.
 func (s *Server) recycle(r *stages.Response) {
-	c, disp := r.Conn, r.Disposition
+	c, fate := r.Conn, r.Fate()
 	r.RunCleanups()
 	s.pool.Release(r)
 	r.Conn, r.Req = nil, nil
 	s.responses.Put(r)
-	s.readers[c.Reader].Return(c, disp)
+	s.readers[c.Reader].Return(c, fate)
 }
 
 // initDone records one stage-init's outcome and passes its error on.
@@ -230,7 +238,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			if !ok {
 				break
 			}
-			s.readers[r.Conn.Reader].Return(r.Conn, uint8(writer.Close))
+			s.readers[r.Conn.Reader].Return(r.Conn, stages.FateClose)
 		}
 		for _, w := range s.writers {
 			w.Stop() // returns once its responses in flight are finished

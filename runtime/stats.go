@@ -29,8 +29,9 @@ type Stats struct {
 	Time        time.Time
 	Accepted    uint64 // connections accepted since start
 	Open        int    // connections open now
-	Busy        int    // processors running a handler now
+	Busy        int    // handlers running with a processor place now
 	Listener    ListenerStats
+	Slow        SlowClientStats
 	Reader      StageStats
 	Processor   StageStats
 	Writer      StageStats
@@ -44,6 +45,19 @@ type ListenerStats struct {
 	Accepted uint64
 	Paused   uint64 // times accepting stopped at MaxConns
 	Errors   uint64
+}
+
+// SlowClientStats is what the server did about clients slower than the
+// server: handlers parked while they waited on them, and clients cut off.
+type SlowClientStats struct {
+	Parked      int    // handlers waiting on their client without a processor place, now
+	MaxParked   int    // the bound on Parked (Config.MaxParked)
+	ParkRefused uint64 // waits that held a place because MaxParked were parked
+	SlowBodies  uint64 // request bodies cut off below Config.MinBodyRate
+	SlowReaders uint64 // responses cut off below Config.MinResponseRate
+	TimedOut    uint64 // responses cut off by Config.WriteTimeout
+	Resets      uint64 // connections closed with RST (timed out with data queued, or cut off)
+	HangUps     uint64 // clients that hung up while their request was out
 }
 
 // LoopStats describes one event loop.
@@ -96,23 +110,41 @@ func (s *Server) Snapshot() Stats {
 	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: len(s.readers)}
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: s.cfg.Processors}
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: len(s.writers)}
+	st.Slow = SlowClientStats{
+		Parked:      s.pool.Parked(),
+		MaxParked:   max(s.cfg.MaxParked, 0),
+		ParkRefused: s.pool.ParkRefused(),
+	}
 	for _, r := range s.readers {
 		cs := r.Census()
 		st.Conns.Idle += cs.Idle
 		st.Conns.Reading += cs.Reading
-		st.Conns.Out += cs.Out
+		st.Conns.Queued += cs.Queued
+		st.Conns.Processing += cs.Running
+		st.Conns.Parked += cs.Parked
+		st.Conns.Writing += cs.Writing
 		st.Conns.Lingering += cs.Lingering
+		st.Slow.SlowBodies += r.SlowBodies()
+		st.Slow.Resets += r.Resets()
+		st.Slow.HangUps += r.HangUps()
 	}
-	st.Conns.Processing = st.Busy
+	for _, w := range s.writers {
+		st.Slow.SlowReaders += w.TooSlow()
+		st.Slow.TimedOut += w.TimedOut()
+	}
 	return st
 }
 
-// ConnStates counts connections by what they are waiting for.
+// ConnStates counts connections by what they wait for, as of each reader
+// loop's last census (at most a second old). A connection whose request
+// is out of its reader's care is counted where the request stands.
 type ConnStates struct {
 	Idle       int // keep-alive, waiting for the next request
-	Reading    int // a request is arriving (header or small body)
-	Out        int // a request is in the processor or writer stage
-	Processing int // of Out: a handler is running
+	Reading    int // a request is arriving (header, or a small body read before dispatch)
+	Queued     int // a request waits for a processor place
+	Processing int // its handler runs with a processor place
+	Parked     int // its handler waits on the client (body bytes, or the client reading) without a place
+	Writing    int // its handler has returned; the writer is still sending the response
 	Lingering  int // response sent, waiting for the client to close
 }
 

@@ -1,7 +1,10 @@
 package stages
 
 import (
+	"context"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,11 +32,73 @@ type Conn struct {
 	// that loop writes it; others pass it back unchanged.
 	RSlot int32
 
+	// Shared between stages: atomics, written by the stage that holds
+	// the request, read by any.
+	phase atomic.Uint32 // where the dispatched request stands (Phase)
+	gone  atomic.Bool   // the client hung up while a request was out
+
+	// ctx is cancelled when the client hangs up; made on first use, since
+	// only handlers that ask for it (net/http's, through Adapt) pay for it.
+	ctxMu  sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	// Per-connection module state and clean-ups, set by pre-connection
 	// hooks (in the reader loop, before the first request) and read by
 	// whichever stage owns the connection afterwards.
 	values   []any
 	cleanups []func()
+}
+
+// SetPhase records where the connection's dispatched request stands. The
+// stage that holds the request calls it.
+func (c *Conn) SetPhase(p Phase) { c.phase.Store(uint32(p)) }
+
+// Phase is where the connection's dispatched request stands; meaningful
+// only while a request is out of the reader's care. Any goroutine.
+func (c *Conn) Phase() Phase { return Phase(c.phase.Load()) }
+
+// Gone reports whether the client hung up while a request was out: it
+// will read no response, so a request not yet started is not worth
+// starting, and a handler may stop early. Any goroutine; one atomic load.
+//
+// A client that half-closes (shutdown(SHUT_WR)) right after its last
+// request cannot be told from one that closed: the reader counts a FIN
+// that arrives while a request is out, with no further request bytes
+// unread, as gone, as net/http's background read treats EOF (it cancels
+// the request's context) and as HAProxy's abortonclose drops queued
+// requests. A FIN that arrived together with the request, or after
+// pipelined requests, is a half-close: those are served.
+func (c *Conn) Gone() bool { return c.gone.Load() }
+
+// HangUp records that the client has gone and cancels Context. The
+// connection's reader calls it, at most once per connection.
+func (c *Conn) HangUp() {
+	if c.gone.Swap(true) {
+		return
+	}
+	c.ctxMu.Lock()
+	cancel := c.cancel
+	c.ctxMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// Context returns a context cancelled when the client hangs up (Gone). It
+// is made on the first call; handlers derive their request contexts from
+// it (processor.Adapt does), so that a handler waiting on its context
+// stops when the client goes, as under net/http. Any goroutine.
+func (c *Conn) Context() context.Context {
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		if c.gone.Load() {
+			c.cancel()
+		}
+	}
+	return c.ctx
 }
 
 // SetValue attaches v to the connection under key (a module's index).
@@ -66,4 +131,9 @@ func (c *Conn) RunCleanups() {
 		c.cleanups[i]()
 	}
 	c.cleanups, c.values = nil, nil
+	c.ctxMu.Lock()
+	if c.cancel != nil {
+		c.cancel() // release the context: nothing can be waiting for this connection now
+	}
+	c.ctxMu.Unlock()
 }

@@ -168,9 +168,11 @@ type Response struct {
 	eos     bool
 	aborted atomic.Bool
 
-	queued  atomic.Bool  // sitting in its writer's queue: kicks coalesce
-	unsent  atomic.Int64 // bytes appended and not yet written
+	queued  atomic.Bool   // sitting in its writer's queue: kicks coalesce
+	unsent  atomic.Int64  // bytes appended and not yet written
+	taking  atomic.Uint64 // bumped when the client took bytes the writer could not see it take (Progressed)
 	drained chan struct{}
+	timer   *time.Timer // WaitDrained's, producer only
 	refs    atomic.Int32
 
 	kick    func(*Response) // set by the writer: queue r and wake the loop
@@ -184,17 +186,50 @@ type Response struct {
 	// released here rather than when its handler returns.
 	Cleanups []Cleanup
 
-	// Writer-owned.
-	BytesSent int64 // exactly what reached the socket, for the logger
+	// Writer-owned: the logger reads them.
+	BytesSent int64 // exactly what reached the socket, for the logger; less what was still queued when the writer gave up on the client (the reset drops it)
 	WriteErr  error // why the writer stopped early, nil if it did not
-	WSlot     int32 // index of the writer's record for this response; -1 when it has none, -2 while it has ended but a trailing kick is still queued
-	// Disposition tells the recycle function what to do with the
-	// connection: 0 keep-alive, 1 lingering close, 2 close now. The
-	// connection goes back to its reader only when both owners have let
-	// go: a handler still running after an abort may be reading its
+
+	record WriterRecord // the writer loop's record for this response; see Record
+	// fate tells the recycle function what to do with the connection.
+	// The connection goes back to its reader only when both owners have
+	// let go: a handler still running after an abort may be reading its
 	// request, which lives in the reader's memory.
-	Disposition uint8
+	fate Fate
 }
+
+// WriterRecord is where a response stands in its writer loop: the index of
+// the loop's record for it, or one of the two states below. Only the
+// response's writer loop reads or sets it (Record, SetRecord); Begin
+// resets it to NoRecord.
+type WriterRecord int32
+
+const (
+	// NoRecord: the writer has not started the response, or has ended it
+	// and let go.
+	NoRecord WriterRecord = -1
+	// EndedKickQueued: the writer has ended the response, but a kick that
+	// trailed its end is still in the loop's queue. The loop lets go of
+	// the response when it pops that kick, so that the response is not
+	// recycled (and begun again by its next producer) while the queue
+	// still holds it.
+	EndedKickQueued WriterRecord = -2
+)
+
+// Record is the writer loop's record for r. Writer goroutine only.
+func (r *Response) Record() WriterRecord { return r.record }
+
+// SetRecord sets the writer loop's record for r. Writer goroutine only.
+func (r *Response) SetRecord(w WriterRecord) { r.record = w }
+
+// SetFate records what becomes of the connection once r is recycled. The
+// writer sets it when it ends the response; nobody touches it after the
+// writer's Finish.
+func (r *Response) SetFate(f Fate) { r.fate = f }
+
+// Fate is what SetFate recorded: the recycle function reads it, after both
+// owners have let go, to hand the connection back to its reader.
+func (r *Response) Fate() Fate { return r.fate }
 
 // Cleanup is something a response holds until it is recycled.
 type Cleanup interface{ Cleanup() }
@@ -212,7 +247,7 @@ func (r *Response) RunCleanups() {
 // NewResponse returns an empty response. Pools call it; kick and recycle
 // connect it to its writer and its pool.
 func NewResponse(kick, recycle func(*Response)) *Response {
-	return &Response{drained: make(chan struct{}, 1), kick: kick, recycle: recycle, WSlot: -1}
+	return &Response{drained: make(chan struct{}, 1), kick: kick, recycle: recycle, record: NoRecord}
 }
 
 // Begin readies a recycled response for a new request.
@@ -230,8 +265,8 @@ func (r *Response) Begin(c *Conn, req *Request, now time.Time) {
 	}
 	r.refs.Store(2)
 	r.BytesSent, r.WriteErr = 0, nil
-	r.WSlot = -1
-	r.Disposition = 0
+	r.record = NoRecord
+	r.fate = FateKeepAlive
 }
 
 // Append queues buckets and kicks the writer. Heap bucket data must stay
@@ -265,25 +300,49 @@ func (r *Response) Append(bs ...Bucket) error {
 func (r *Response) Unsent() int64 { return r.unsent.Load() }
 
 // WaitDrained blocks the producer until the writer has brought Unsent to
-// at most low, the response is aborted, or timeout passes (then it reports
-// ErrAborted's sibling, a timeout error, so a stuck client cannot hold a
-// processor forever).
-func (r *Response) WaitDrained(low int64, timeout time.Duration) error {
+// at most low, or the response is aborted, or timeout passes without the
+// client taking any byte (then it reports ErrAborted's sibling, a timeout
+// error, so a stuck client cannot hold its handler forever). A client that
+// takes bytes slowly keeps it waiting: progress is the writer writing, or
+// reporting Progressed. If it has to wait, pk (which may be nil) is told
+// before and after: the handler is waiting on its client.
+func (r *Response) WaitDrained(low int64, timeout time.Duration, pk Parker) error {
+	if r.aborted.Load() {
+		return ErrAborted
+	}
+	if r.unsent.Load() <= low {
+		return nil
+	}
+	if pk != nil {
+		pk.Park()
+		defer pk.Unpark()
+	}
 	deadline := time.Now().Add(timeout)
+	unsent, taking := r.unsent.Load(), r.taking.Load()
 	for r.unsent.Load() > low {
 		if r.aborted.Load() {
 			return ErrAborted
 		}
 		d := time.Until(deadline)
 		if d <= 0 {
-			return ErrWriteTimeout
+			u, k := r.unsent.Load(), r.taking.Load()
+			if u >= unsent && k == taking {
+				return ErrWriteTimeout
+			}
+			unsent, taking = u, k
+			deadline = time.Now().Add(timeout)
+			continue
 		}
-		t := time.NewTimer(d)
+		if r.timer == nil {
+			r.timer = time.NewTimer(d) // once per pooled response, not per wait
+		} else {
+			r.timer.Reset(d)
+		}
 		select {
 		case <-r.drained:
-		case <-t.C:
+		case <-r.timer.C:
 		}
-		t.Stop()
+		r.timer.Stop()
 	}
 	if r.aborted.Load() {
 		return ErrAborted
@@ -300,6 +359,17 @@ func (r *Response) Aborted() bool { return r.aborted.Load() }
 
 // Done is the producer letting go after it appended EOS (or gave up).
 func (r *Response) Done() { r.release() }
+
+// Drop lets go of a response for both owners at once, with fate f: the
+// producer never appended anything to it, so no writer ever held it (the
+// processor drops a request whose client had gone before it started). It
+// may be recycled from here on.
+func (r *Response) Drop(f Fate) {
+	r.fate = f
+	if r.refs.Add(-2) == 0 && r.recycle != nil {
+		r.recycle(r)
+	}
+}
 
 // The writer's side.
 
@@ -331,6 +401,11 @@ func (r *Response) Sent(n int64, low int64) {
 		}
 	}
 }
+
+// Progressed records that the client took bytes although the writer wrote
+// none (it saw the socket's send queue shrink): a producer waiting in
+// WaitDrained is not timed out meanwhile. Writer goroutine only.
+func (r *Response) Progressed() { r.taking.Add(1) }
 
 // Replaced records that the writer dropped dropped appended bytes unsent
 // and took added bytes that were never appended (a diverted hold's

@@ -21,6 +21,7 @@ type StageCounters struct {
 	Rejected atomic.Uint64 // pushes refused because the queue was full (back-pressure)
 	_        cpu.CacheLinePad
 	Dequeued atomic.Uint64 // items the stage took from its queue
+	Dropped  atomic.Uint64 // of those, items dropped unserved (their client had gone)
 	_        cpu.CacheLinePad
 	Service  Histogram // time the stage spent on each item
 }
@@ -32,6 +33,7 @@ type StageSnapshot struct {
 	QueueCap   int
 
 	Enqueued, Dequeued, Rejected uint64
+	Dropped                      uint64 // dequeued and not served: the client had gone
 
 	// Service-time percentiles and maximum, and how many items they cover.
 	P50, P90, P99, P999, Max time.Duration
@@ -53,6 +55,7 @@ func (c *StageCounters) Snapshot(name string, depth, capacity int) StageSnapshot
 		Dequeued:   deq,
 		Enqueued:   c.Enqueued.Load(),
 		Rejected:   c.Rejected.Load(),
+		Dropped:    c.Dropped.Load(),
 		P50:        h.Quantile(0.50),
 		P90:        h.Quantile(0.90),
 		P99:        h.Quantile(0.99),

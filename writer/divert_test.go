@@ -20,7 +20,8 @@ func (h *harness) waitHeld(r *stages.Response) {
 	for {
 		held := false
 		h.inLoop(func() {
-			held = r.WSlot >= 0 && h.l.records[r.WSlot].resp == r && h.l.records[r.WSlot].held
+			rec, ok := h.record(r)
+			held = ok && rec.held
 		})
 		if held {
 			return

@@ -22,6 +22,14 @@
 // complete in one place: the callback releases a Hold bucket and the loop
 // writes the rest of the response in the same turn.
 //
+// Slow clients: a response whose client takes nothing for the write
+// timeout, or less than a minimum rate over a grace window while the loop
+// is blocked on it, is cut off with a reset (stages.FateReset). What the
+// client took is measured in the socket's send queue (SIOCOUTQ) once a
+// second, because a full send buffer signals writable only after a third
+// of it has drained: a client reading 1 KiB/s behind a megabyte of buffer
+// makes steady progress that no write would show for minutes.
+//
 // Ownership: the writer never closes a connection's fd. Only the reader
 // that owns the connection does, after the writer has handed it back, so a
 // response can never be written into a new connection that reuses the fd

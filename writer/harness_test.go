@@ -94,6 +94,16 @@ func (h *harness) response(fd int) *stages.Response {
 	return r
 }
 
+// record is the loop's record for r, if it has one. Loop goroutine only
+// (inside inLoop).
+func (h *harness) record(r *stages.Response) (*record, bool) {
+	i := int(r.Record())
+	if i < 0 || i >= len(h.l.records) || h.l.records[i].resp != r {
+		return nil, false
+	}
+	return &h.l.records[i], true
+}
+
 // log waits for the next Log call.
 func (h *harness) log() logEntry {
 	h.t.Helper()
@@ -164,7 +174,8 @@ func (h *harness) waitStalled(r *stages.Response) {
 	for {
 		stalled := false
 		h.inLoop(func() {
-			stalled = r.WSlot >= 0 && h.l.records[r.WSlot].resp == r && h.l.records[r.WSlot].waiting
+			rec, ok := h.record(r)
+			stalled = ok && rec.waiting
 		})
 		if stalled {
 			return
@@ -217,6 +228,15 @@ func goid() uint64 {
 // before connect, so the advertised window is small from the start).
 func tcpPair(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
 	t.Helper()
+	fd, client := tcpPairOwned(t, sndbuf, rcvbuf)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd, client
+}
+
+// tcpPairOwned is tcpPair for a test that closes the server fd itself, as
+// a reader loop would.
+func tcpPairOwned(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +265,7 @@ func tcpPair(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd := dupRaw(t, sc.(*net.TCPConn))
+	fd := dupRawOwned(t, sc.(*net.TCPConn))
 	sc.Close()
 	if sndbuf > 0 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf); err != nil {
@@ -255,9 +275,9 @@ func tcpPair(t testing.TB, sndbuf, rcvbuf int) (int, *net.TCPConn) {
 	return fd, client
 }
 
-// dupRaw takes a raw, non-blocking copy of c's fd, closed when the test
-// ends (tests that need the client to see EOF shut it down instead).
-func dupRaw(t testing.TB, c syscall.Conn) int {
+// dupRawOwned takes a raw, non-blocking copy of c's fd, which the caller
+// closes.
+func dupRawOwned(t testing.TB, c syscall.Conn) int {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -274,7 +294,6 @@ func dupRaw(t testing.TB, c syscall.Conn) int {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Close(fd) })
 	return fd
 }
 

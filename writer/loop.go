@@ -15,23 +15,32 @@ import (
 	"github.com/quartet-server/quartet/stages"
 )
 
-// Disposition is what happens to a connection once its response is done.
-type Disposition uint8
-
+// Defaults for Config's zero values.
 const (
-	// KeepAlive gives the connection back to its reader for the next request.
-	KeepAlive Disposition = iota
-	// Linger: the writer has shut down the sending side; the reader reads
-	// and discards until the client closes or the linger timeout, then
-	// closes, so the client sees the whole response rather than a reset.
-	Linger
-	// Close: the connection is broken; the reader closes it at once.
-	Close
+	// DefaultWriteTimeout: a client that takes nothing for this long is
+	// cut off.
+	DefaultWriteTimeout = 30 * time.Second
+
+	// DefaultMinRate is the slowest a client may take a response, in
+	// bytes per second, averaged over each DefaultMinRateGrace during which
+	// the writer is blocked on it: 240 B/s, the floor Kestrel
+	// (MinResponseDataRate) and http.sys (minBytesPerSecond) apply. It
+	// cuts off a client that stalls a response by reading a few bytes now
+	// and then, which the write timeout (no progress at all) never does,
+	// and is far below any real reader: the 500 clients reading 1 KiB/s
+	// of the slow-client trial that net/http serves are served here too.
+	DefaultMinRate = 240
+	// DefaultMinRateGrace is the window over which the minimum rate is
+	// measured, and so the grace a blocked client gets before the first
+	// measurement: 10 s, twice Kestrel's 5 s, so that a connection whose
+	// retransmission timer backed off after a loss burst recovers before
+	// it is judged.
+	DefaultMinRateGrace = 10 * time.Second
 )
 
-var dispositionNames = [...]string{"keep-alive", "linger", "close"}
-
-func (d Disposition) String() string { return dispositionNames[d] }
+// ErrTooSlow is the abort reason (Response.WriteErr) of a response whose
+// client took less than Config.MinRate over a grace window.
+var ErrTooSlow = errors.New("quartet: client reads slower than the minimum response rate")
 
 // Config sets a writer loop's limits and hooks.
 type Config struct {
@@ -41,11 +50,19 @@ type Config struct {
 	// LowWater wakes a producer blocked on the high-water mark once its
 	// response's unsent bytes fall to it.
 	LowWater int64
-	// WriteTimeout aborts a response whose socket accepts nothing for this
-	// long.
+	// WriteTimeout aborts a response whose client takes nothing for this
+	// long. 0 means DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// MinRate aborts a response whose client, while the writer is blocked
+	// on it, takes fewer than MinRate bytes per second over a window of
+	// MinRateGrace. 0 means DefaultMinRate; negative disables the check.
+	MinRate int64
+	// MinRateGrace is the window of the MinRate check. 0 means
+	// DefaultMinRateGrace.
+	MinRateGrace time.Duration
 	// Log runs in the loop after the last byte of each response (or its
-	// abort), with BytesSent exactly what reached the socket.
+	// abort), with BytesSent exactly what reached the socket (less what a
+	// reset dropped from its queue).
 	Log func(*stages.Response)
 	// Init runs once on the loop's goroutine when Run starts, with the
 	// loop as its completion sources; an error stops the loop.
@@ -80,6 +97,13 @@ const (
 	// timeoutScanInterval is how often stalled responses are checked
 	// against the write timeout; finer would cost wake-ups for nothing.
 	timeoutScanInterval = 250 * time.Millisecond
+	// probeInterval is how often a response blocked on its client has
+	// its socket's send queue measured (SIOCOUTQ), to see what the
+	// client took without a write: a full send buffer signals writable
+	// only once a third of it has drained, which at 1 KiB/s can take
+	// longer than the write timeout although the client reads steadily.
+	// One ioctl per second per blocked client.
+	probeInterval = time.Second
 )
 
 // Registrations: a response record's socket, while its one-shot
@@ -98,7 +122,16 @@ type record struct {
 	held     bool  // stopped at an unreleased Hold
 	diverted bool  // passed a diverted Hold: buckets taken before EOS are dropped
 	since    time.Time
-	progress time.Time
+	progress time.Time // when the client last took bytes: a write, or a probe that saw the send queue shrink
+
+	// While blocked on the client (waiting), what it has taken: bytes
+	// written minus the socket's send queue, as of the last probe.
+	probed time.Time
+	taken  int64
+	// The open minimum-rate window (zero when none): its start and what
+	// the client had taken then.
+	window      time.Time
+	windowTaken int64
 }
 
 // source is a completion source: an fd and the callback run when it is
@@ -125,6 +158,7 @@ type Loop struct {
 	records []record
 	free    []int32
 	active  int
+	gen     uint32 // last generation given to a record: loop-wide, so a trimmed and regrown slot never repeats one
 
 	srcMu   sync.Mutex
 	sources atomic.Pointer[[]source]
@@ -136,6 +170,12 @@ type Loop struct {
 
 	counters  *stages.StageCounters
 	lastCheck time.Time
+	lastTrim  time.Time
+
+	probeEvery time.Duration // see probeInterval
+
+	timedOut atomic.Uint64 // responses aborted by the write timeout
+	tooSlow  atomic.Uint64 // responses aborted below the minimum rate
 }
 
 // New makes a writer loop. counters may be shared with a Stats reader.
@@ -144,9 +184,19 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 		cfg.QueueCapacity = 1024
 	}
 	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 30 * time.Second
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
-	l := &Loop{id: id, cfg: cfg, in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters}
+	if cfg.MinRate == 0 {
+		cfg.MinRate = DefaultMinRate
+	}
+	if cfg.MinRateGrace <= 0 {
+		cfg.MinRateGrace = DefaultMinRateGrace
+	}
+	// Probe often enough that a reading client shows progress (two
+	// probes) well within either limit.
+	probeEvery := min(probeInterval, cfg.WriteTimeout/4, cfg.MinRateGrace/4)
+	l := &Loop{id: id, cfg: cfg, probeEvery: probeEvery,
+		in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters}
 	core, err := stages.NewLoop(stages.LoopHooks{
 		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
 	}, stages.LoopOptions{})
@@ -186,6 +236,11 @@ func (l *Loop) QueueDepth() int { return l.in.Len() + int(l.overflowN.Load()) }
 
 // QueueCap is the hand-off queue's capacity.
 func (l *Loop) QueueCap() int { return l.in.Cap() }
+
+// TimedOut is the number of responses the write timeout has aborted, and
+// TooSlow the number aborted below the minimum rate. Any goroutine.
+func (l *Loop) TimedOut() uint64 { return l.timedOut.Load() }
+func (l *Loop) TooSlow() uint64  { return l.tooSlow.Load() }
 
 // SourceID names a registered completion source.
 type SourceID struct {
@@ -274,12 +329,15 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 		l.expire(now)
 		l.lastCheck = now
 	}
+	l.trim(now)
 	if stopping && l.active == 0 && l.QueueDepth() == 0 {
 		return 0, true
 	}
 	timeout := time.Duration(-1)
 	if l.active > 0 {
 		timeout = timeoutScanInterval
+	} else if len(l.records) > minTrimRecords {
+		timeout = trimInterval // come back to give the burst's records back
 	}
 	if stopping {
 		timeout = 10 * time.Millisecond
@@ -344,13 +402,13 @@ func (l *Loop) service(r *stages.Response) {
 	if l.counters != nil {
 		l.counters.Dequeued.Add(1)
 	}
-	if r.WSlot == finishPending {
+	if r.Record() == stages.EndedKickQueued {
 		// The kick that trailed r's end: nothing to write, r can go.
-		r.WSlot = -1
+		r.SetRecord(stages.NoRecord)
 		r.Finish()
 		return
 	}
-	if r.WSlot < 0 {
+	if r.Record() == stages.NoRecord {
 		bs, eos := r.TakeOut(l.scratch[:0])
 		if len(bs) == 0 {
 			// A kick that trailed an abort or a finish: Append kicks after
@@ -372,11 +430,12 @@ func (l *Loop) service(r *stages.Response) {
 		l.scratch = rec.buckets[:0]
 		rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
 		rec.since, rec.progress = time.Now(), time.Now()
-		r.WSlot = slot
+		r.SetRecord(stages.WriterRecord(slot))
 		l.flush(slot)
 		return
 	}
-	rec := &l.records[r.WSlot]
+	slot := int32(r.Record())
+	rec := &l.records[slot]
 	if rec.resp != r {
 		return
 	}
@@ -390,28 +449,69 @@ func (l *Loop) service(r *stages.Response) {
 	if rec.waiting {
 		return // EPOLLOUT will resume it
 	}
-	l.flush(r.WSlot)
+	l.flush(slot)
 }
 
 func (l *Loop) alloc() int32 {
 	l.active++
+	l.gen++
 	if n := len(l.free); n > 0 {
 		s := l.free[n-1]
 		l.free = l.free[:n-1]
-		l.records[s].gen++
+		l.records[s].gen = l.gen
 		return s
 	}
-	l.records = append(l.records, record{gen: 1})
+	l.records = append(l.records, record{gen: l.gen})
 	return int32(len(l.records) - 1)
 }
 
 func (l *Loop) release(slot int32) {
 	rec := &l.records[slot]
 	clear(rec.buckets)
-	*rec = record{gen: rec.gen + 1, buckets: rec.buckets[:0]}
+	*rec = record{buckets: rec.buckets[:0]}
 	l.free = append(l.free, slot)
 	l.active--
 }
+
+// trimInterval is how often the loop considers giving back the memory of
+// a record table that a burst of slow clients grew.
+const trimInterval = 5 * time.Second
+
+// trim shrinks the record table to just past its highest record in use,
+// once at most a quarter of it is in use, so that a burst of slow clients
+// does not keep its peak of records (and their bucket arrays) for the
+// loop's lifetime. The free list is rebuilt so the lowest slots are
+// handed out first and the table stays dense. Records in use never move:
+// their slots are in epoll tokens and in their responses.
+func (l *Loop) trim(now time.Time) {
+	if now.Sub(l.lastTrim) < trimInterval {
+		return
+	}
+	l.lastTrim = now
+	if len(l.records) <= minTrimRecords || l.active > len(l.records)/4 {
+		return
+	}
+	top := len(l.records)
+	for top > 0 && l.records[top-1].resp == nil {
+		top--
+	}
+	keep := max(top, minTrimRecords)
+	clear(l.records[keep:])
+	l.records = append([]record(nil), l.records[:keep]...)
+	l.free = l.free[:0]
+	for i := keep - 1; i >= 0; i-- {
+		if l.records[i].resp == nil {
+			l.free = append(l.free, int32(i))
+		}
+	}
+	l.free = append([]int32(nil), l.free...)
+	if cap(l.ready) > 4*minTrimRecords {
+		l.ready = append([]int32(nil), l.ready...)
+	}
+}
+
+// minTrimRecords is the table size below which trimming is not worth it.
+const minTrimRecords = 64
 
 func (l *Loop) writable(tok poll.Token) {
 	slot := tok.Slot()
@@ -433,7 +533,7 @@ func (l *Loop) serveReady() {
 	ready := l.ready
 	l.ready = l.ready[len(ready):]
 	for _, slot := range ready {
-		if l.records[slot].resp != nil && !l.records[slot].waiting {
+		if int(slot) < len(l.records) && l.records[slot].resp != nil && !l.records[slot].waiting {
 			l.flush(slot)
 		}
 	}
@@ -489,6 +589,7 @@ func (l *Loop) flush(slot int32) {
 		}
 		if err == unix.EAGAIN {
 			rec.waiting = true
+			l.baseline(rec)
 			tok := poll.MakeToken(poll.KindConn, rec.gen, int(slot))
 			if aerr := l.poller.Arm(fd, poll.Writable|poll.OneShot, tok); aerr != nil {
 				l.finish(slot, aerr)
@@ -655,18 +756,29 @@ func (l *Loop) finish(slot int32, err error) {
 	rec := &l.records[slot]
 	r := rec.resp
 	c := r.Conn
-	disp := KeepAlive
+	fate := stages.FateKeepAlive
 	switch {
+	case err == stages.ErrWriteTimeout || err == ErrTooSlow:
+		// We gave up on a client that stopped taking data: whatever is
+		// still queued in the kernel would only go on feeding it, so the
+		// reader resets the connection, which drops that queue. The log
+		// counts what the client got: the bytes written, less the queue
+		// (its window is closed, so nothing of it is in flight).
+		r.Abort(err)
+		fate = stages.FateReset
+		if q, e := c.SendQueue(); e == nil {
+			r.BytesSent -= int64(min(int64(q), r.BytesSent))
+		}
 	case err != nil:
 		r.Abort(err)
-		disp = Close
+		fate = stages.FateClose
 	case !r.KeepAlive:
-		disp = Linger
+		fate = stages.FateLinger
 		// FIN after the last byte; the reader drains whatever the client
 		// still sends so that our close does not turn into a reset that
 		// could destroy the response in the client's receive buffer.
 		if e := unix.Shutdown(c.FD, unix.SHUT_WR); e != nil {
-			disp = Close
+			fate = stages.FateClose
 		}
 	}
 	if l.counters != nil {
@@ -675,8 +787,8 @@ func (l *Loop) finish(slot int32, err error) {
 	if l.cfg.Log != nil {
 		l.cfg.Log(r)
 	}
-	r.WSlot = -1
-	r.Disposition = uint8(disp)
+	r.SetRecord(stages.NoRecord)
+	r.SetFate(fate)
 	l.release(slot)
 	// Late kicks: Append kicks after unlocking, so a kick can trail the
 	// EOS this loop has just sent. Marking r queued makes any later kick
@@ -685,25 +797,93 @@ func (l *Loop) finish(slot int32, err error) {
 	// and r must not be recycled (and begun again by its next producer)
 	// before the loop has popped it: Finish waits for that entry.
 	if !r.MarkQueued() {
-		r.WSlot = finishPending
+		r.SetRecord(stages.EndedKickQueued)
 		return
 	}
 	r.Finish() // r may be recycled, and c handed back, from here on
 }
 
-// finishPending marks a response that has ended but still has a kick in
-// the loop's queue; the loop lets go of it when it pops that kick.
-const finishPending = -2
-
-// expire aborts responses whose client has taken nothing for WriteTimeout.
+// expire cuts off the clients that block their responses: those that took
+// nothing for WriteTimeout, and those that took less than MinRate over a
+// MinRateGrace window. Only time the writer spends blocked on the client
+// (EPOLLOUT armed) counts: a response held back by a Hold, or waiting for
+// its producer, is not the client's fault.
 func (l *Loop) expire(now time.Time) {
 	for i := range l.records {
 		rec := &l.records[i]
 		if rec.resp == nil || rec.held {
 			continue
 		}
-		if rec.waiting && now.Sub(rec.progress) > l.cfg.WriteTimeout {
+		if !rec.waiting {
+			if len(rec.buckets) == 0 {
+				rec.window = time.Time{} // caught up with its producer: the client keeps pace
+			}
+			continue
+		}
+		if now.Sub(rec.progress) >= l.probeEvery && now.Sub(rec.probed) >= l.probeEvery {
+			l.probe(rec, now)
+		}
+		if now.Sub(rec.progress) > l.cfg.WriteTimeout {
+			l.timedOut.Add(1)
 			l.finish(int32(i), stages.ErrWriteTimeout)
+			continue
+		}
+		if l.cfg.MinRate > 0 && l.belowMinRate(rec) {
+			l.tooSlow.Add(1)
+			l.finish(int32(i), ErrTooSlow)
 		}
 	}
+}
+
+// baseline records, as a response blocks on its client, what the client
+// has taken so far, so that the first probe can already see progress (a
+// write timeout of a second must not wait two probes for it). One ioctl
+// per full socket buffer.
+func (l *Loop) baseline(rec *record) {
+	if q, err := rec.resp.Conn.SendQueue(); err == nil {
+		rec.probed, rec.taken = time.Now(), rec.resp.BytesSent-int64(q)
+	}
+}
+
+// probe measures what the client of a blocked response has taken: bytes
+// written minus what the socket still queues (SIOCOUTQ: unsent plus not
+// yet acknowledged). It counts as progress when that grew.
+func (l *Loop) probe(rec *record, now time.Time) {
+	q, err := rec.resp.Conn.SendQueue()
+	if err != nil {
+		return // the next write will say what is wrong with the socket
+	}
+	taken := rec.resp.BytesSent - int64(q)
+	if !rec.probed.IsZero() && taken > rec.taken {
+		rec.progress = now
+		rec.resp.Progressed() // its producer, waiting for the client to drain, waits on
+	}
+	// Without a baseline (the ioctl failed as the response blocked) the
+	// first probe only sets one.
+	rec.probed, rec.taken = now, taken
+}
+
+// belowMinRate applies the minimum rate to a blocked response, on its probes: a
+// window opens at the first probe and closes MinRateGrace later, when the
+// client must have taken MinRate bytes per second of it; then the next
+// window opens. Windows rather than an average since the first byte,
+// because the first burst into the kernel's buffers would otherwise give
+// a client that then stops reading hours of credit.
+func (l *Loop) belowMinRate(rec *record) bool {
+	if rec.probed.IsZero() {
+		return false
+	}
+	if rec.window.IsZero() {
+		rec.window, rec.windowTaken = rec.probed, rec.taken
+		return false
+	}
+	d := rec.probed.Sub(rec.window)
+	if d < l.cfg.MinRateGrace {
+		return false
+	}
+	if float64(rec.taken-rec.windowTaken) < float64(l.cfg.MinRate)*d.Seconds() {
+		return true
+	}
+	rec.window, rec.windowTaken = rec.probed, rec.taken
+	return false
 }

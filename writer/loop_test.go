@@ -112,8 +112,8 @@ func TestHeapBucketsCoalesce(t *testing.T) {
 			if e.err != nil || e.sent != int64(len(all)) {
 				t.Fatalf("logged %d bytes, err %v; want %d, nil", e.sent, e.err, len(all))
 			}
-			if r.Disposition != uint8(KeepAlive) {
-				t.Errorf("disposition %v, want keep-alive", Disposition(r.Disposition))
+			if r.Fate() != stages.FateKeepAlive {
+				t.Errorf("fate %v, want keep-alive", r.Fate())
 			}
 			recs := records(t, rfd)
 			var sizes []int
@@ -182,8 +182,8 @@ func TestHeapAndFileBuckets(t *testing.T) {
 	if e.err != nil || e.sent != int64(len(want)) {
 		t.Errorf("logged %d bytes, err %v; want %d, nil", e.sent, e.err, len(want))
 	}
-	if r.Disposition != uint8(Linger) {
-		t.Errorf("disposition %v, want linger", Disposition(r.Disposition))
+	if r.Fate() != stages.FateLinger {
+		t.Errorf("fate %v, want linger", r.Fate())
 	}
 }
 
@@ -234,8 +234,8 @@ func TestFileBucketErrors(t *testing.T) {
 			if tt.syscall != "" && (!errors.As(e.err, &se) || se.Syscall != tt.syscall || !errors.Is(e.err, tt.errno)) {
 				t.Errorf("error %#v, want a %s syscall error wrapping %v", e.err, tt.syscall, tt.errno)
 			}
-			if r.Disposition != uint8(Close) || !r.Aborted() {
-				t.Errorf("disposition %v, aborted %v; want close, aborted", Disposition(r.Disposition), r.Aborted())
+			if r.Fate() != stages.FateClose || !r.Aborted() {
+				t.Errorf("fate %v, aborted %v; want close, aborted", r.Fate(), r.Aborted())
 			}
 			readN(t, client, int(tt.sent))
 		})
@@ -301,7 +301,7 @@ func TestHighWaterBlocksProducer(t *testing.T) {
 			}
 			if u > high {
 				waiting.Store(true)
-				err := r.WaitDrained(low, waitLimit)
+				err := r.WaitDrained(low, waitLimit, nil)
 				waiting.Store(false)
 				if err != nil {
 					done <- err
@@ -357,7 +357,7 @@ func TestHighWaterBlocksProducer(t *testing.T) {
 func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 	const timeout = 100 * time.Millisecond
 	h := startLoop(t, Config{WriteTimeout: timeout})
-	fd, client := tcpPair(t, 4096, 4096)
+	fd, client := tcpPairOwned(t, 4096, 4096)
 	body := pattern(7, 4<<20)
 	r := h.response(fd)
 	start := time.Now()
@@ -372,7 +372,7 @@ func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 	if e.sent <= 0 || e.sent >= int64(len(body)) {
 		t.Fatalf("logged %d bytes of %d", e.sent, len(body))
 	}
-	if err := r.WaitDrained(0, waitLimit); !errors.Is(err, stages.ErrAborted) {
+	if err := r.WaitDrained(0, waitLimit, nil); !errors.Is(err, stages.ErrAborted) {
 		t.Errorf("WaitDrained after abort: %v, want ErrAborted", err)
 	}
 	if err := r.Append(heap([]byte("more"))); !errors.Is(err, stages.ErrAborted) {
@@ -380,18 +380,20 @@ func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 	}
 	r.Done()
 	h.waitRecycled(r)
-	if r.Disposition != uint8(Close) {
-		t.Errorf("disposition %v, want close", Disposition(r.Disposition))
+	if r.Fate() != stages.FateReset {
+		t.Errorf("fate %v, want reset: the kernel must drop what is still queued", r.Fate())
 	}
-	// The test owns the fd, as a reader loop would: end the stream and
-	// count what really reached the client.
-	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+	// The test owns the fd, as a reader loop would: reset the connection
+	// as the fate says and count what really reached the client: the
+	// bytes it had taken, then the reset.
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
 		t.Fatal(err)
 	}
+	unix.Close(fd)
 	client.SetReadDeadline(time.Now().Add(waitLimit))
 	got, err := io.ReadAll(client)
-	if err != nil {
-		t.Fatalf("client read: %v", err)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read: %v, want the bytes and then a reset", err)
 	}
 	if int64(len(got)) != e.sent {
 		t.Errorf("client received %d bytes, log says %d", len(got), e.sent)
@@ -402,7 +404,7 @@ func TestWriteTimeoutLogsExactBytes(t *testing.T) {
 }
 
 // A peer that resets the connection mid-response: the response is aborted
-// with Disposition close and a syscall error, having logged no more than
+// with fate close and a syscall error, having logged no more than
 // was written and no less than the client read.
 func TestPeerResetAborts(t *testing.T) {
 	h := startLoop(t, Config{})
@@ -430,8 +432,8 @@ func TestPeerResetAborts(t *testing.T) {
 	if e.sent < read || e.sent >= int64(len(body)) {
 		t.Errorf("logged %d bytes; the client read %d of %d", e.sent, read, len(body))
 	}
-	if r.Disposition != uint8(Close) || !r.Aborted() {
-		t.Errorf("disposition %v, aborted %v; want close, aborted", Disposition(r.Disposition), r.Aborted())
+	if r.Fate() != stages.FateClose || !r.Aborted() {
+		t.Errorf("fate %v, aborted %v; want close, aborted", r.Fate(), r.Aborted())
 	}
 }
 
@@ -573,7 +575,7 @@ func TestStaleEpolloutIgnored(t *testing.T) {
 	var slot1 int32
 	var gen1 uint32
 	h.inLoop(func() {
-		slot1, gen1 = r1.WSlot, h.l.records[r1.WSlot].gen
+		slot1, gen1 = int32(r1.Record()), h.l.records[r1.Record()].gen
 		h.l.cfg.WriteTimeout = time.Nanosecond
 	})
 	e1 := h.log()
@@ -593,7 +595,7 @@ func TestStaleEpolloutIgnored(t *testing.T) {
 	h.waitStalled(r2)
 	var slot2 int32
 	var gen2 uint32
-	h.inLoop(func() { slot2, gen2 = r2.WSlot, h.l.records[r2.WSlot].gen })
+	h.inLoop(func() { slot2, gen2 = int32(r2.Record()), h.l.records[r2.Record()].gen })
 	if slot2 != slot1 || gen2 == gen1 {
 		t.Fatalf("response 2 in slot %d gen %d, response 1 was in slot %d gen %d: want the slot reused", slot2, gen2, slot1, gen1)
 	}
@@ -989,8 +991,8 @@ func TestEpolloutRearmOnKeepAlive(t *testing.T) {
 			t.Fatalf("response %d: logged %d bytes, err %v", i, e.sent, e.err)
 		}
 		h.waitRecycled(r)
-		if r.Disposition != uint8(KeepAlive) {
-			t.Fatalf("response %d: disposition %v", i, Disposition(r.Disposition))
+		if r.Fate() != stages.FateKeepAlive {
+			t.Fatalf("response %d: fate %v", i, r.Fate())
 		}
 	}
 }

@@ -200,9 +200,9 @@ const slowHold = 6 * time.Second
 // wait on a slow client (Pane's design, seed 002), so /hello on a fresh
 // connection stays answered within the probe bound while they hold on.
 //
-// FAILS until issue 16 item 4 is fixed (branch hardening-slow): today each
-// slow reader holds a processor until the write timeout (30 s), so as many
-// slow readers as processors stop the server, and /hello waits ~30 s.
+// Before issue 16 item 4 was fixed each slow reader held a processor until
+// the write timeout (30 s), so as many slow readers as processors stopped
+// the server, and /hello waited ~30 s.
 func TestSlowReaders(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -257,11 +257,10 @@ func TestSlowReaders(t *testing.T) {
 // a second must not stop the server either: /hello stays answered while
 // they hold on.
 //
-// FAILS until issue 16 item 4 is fixed (branch hardening-slow): today a
-// handler reading the body holds its processor for as long as bytes keep
-// trickling in (the body timeout measures the gap between reads; there is
-// no minimum rate), so as many slow uploaders as processors stop the
-// server.
+// Before issue 16 item 4 was fixed a handler reading the body held its
+// processor for as long as bytes kept trickling in (the body timeout
+// measured the gap between reads; there was no minimum rate), so as many
+// slow uploaders as processors stopped the server.
 func TestSlowUploaders(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
