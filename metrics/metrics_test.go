@@ -31,7 +31,7 @@ func (c countingConn) Read(p []byte) (int, error) {
 
 func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 	m := New()
-	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Modules: []runtime.Module{m.Module()}})
+	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Handler: runtime.Builtin(nil), Modules: []runtime.Module{m.Module()}})
 	if err != nil {
 		t.Fatal(err)
 	}
