@@ -610,6 +610,7 @@ func (l *Loop) parse(slot int32) bool {
 		body := rc.buf[rc.start+rc.hdrLen : rc.start+rc.hdrLen+int(rc.remaining)]
 		rc.small.Reset(body)
 		rc.req.Body = &rc.small
+		rc.req.WireBytes.Add(int64(len(body)))
 		rc.consumed = rc.hdrLen + len(body)
 		rc.remaining = 0
 		l.dispatch(slot)
@@ -634,6 +635,7 @@ func (l *Loop) parse(slot int32) bool {
 		return true
 	}
 	rc.hdrLen = n
+	rc.req.WireBytes.Store(int64(n))
 	rc.seq++
 	rc.req.Conn, rc.req.Seq = rc.c, rc.seq
 	if rc.req.Received.IsZero() {
@@ -666,6 +668,7 @@ func (l *Loop) parse(slot int32) bool {
 					return true
 				}
 				rc.req.Conn, rc.req.Seq, rc.req.Received = rc.c, rc.seq, received
+				rc.req.WireBytes.Store(int64(n))
 			}
 			rc.state = stateBody
 			return false
@@ -673,6 +676,7 @@ func (l *Loop) parse(slot int32) bool {
 		body := rc.buf[rc.start+n : rc.start+n+int(rc.remaining)]
 		rc.small.Reset(body)
 		rc.req.Body = &rc.small
+		rc.req.WireBytes.Add(int64(len(body)))
 		rc.consumed = n + len(body)
 		rc.remaining = 0
 	default:
@@ -851,8 +855,10 @@ func (l *Loop) close(slot int32) {
 	rc.pipe.finish()
 	l.putBufAny(rc)
 	gen := rc.gen + 1
+	hdrs := rc.req.Headers // kept for reuse, as Reset keeps them
+	*rc = rconn{gen: gen, prev: -1, next: -1, pipe: pipe{buf: rc.pipe.buf, ready: rc.pipe.ready}}
+	rc.req.Headers = hdrs
 	rc.req.Reset()
-	*rc = rconn{gen: gen, prev: -1, next: -1, req: rc.req, pipe: pipe{buf: rc.pipe.buf, ready: rc.pipe.ready}}
 	l.free = append(l.free, slot)
 	l.open.Add(-1)
 	c.RunCleanups()

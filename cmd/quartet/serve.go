@@ -101,14 +101,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch o.AccessLog {
 	case "":
 	case "-":
-		cfg.Log = runtime.CombinedLog(stdout)
+		cfg.Log, _ = runtime.AccessLog(stdout, runtime.Combined)
 	default:
 		f, err := os.OpenFile(o.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
 			return fmt.Errorf("--access-log: %w", err)
 		}
 		defer f.Close()
-		cfg.Log = runtime.CombinedLog(f)
+		cfg.Log, _ = runtime.AccessLog(f, runtime.Combined)
 	}
 
 	var mx *metrics.Metrics
