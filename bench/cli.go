@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/quartet-server/quartet/internal/strictyaml"
 )
 
 // ServerParams is the configuration of a Quartet server started by the
@@ -143,7 +143,7 @@ func (f *loadFlags) finish(url string) error {
 			return err
 		}
 		var list []RequestSpec
-		if err := yaml.Unmarshal(b, &list); err != nil {
+		if err := strictyaml.Decode(b, &list); err != nil {
 			return fmt.Errorf("bench: %s: %w", f.mixFile, err)
 		}
 		f.cfg.Mix = append(f.cfg.Mix, list...)
