@@ -59,6 +59,9 @@ type Env struct {
 // errUsage is returned after a usage message was printed.
 var errUsage = errors.New("bench: wrong arguments (usage above)")
 
+// ErrUsage is errUsage for the command, which exits 2 on it.
+var ErrUsage = errUsage
+
 // helpIsNotAnError turns -h's flag.ErrHelp (usage already printed) into
 // success, as `quartet serve -h` does.
 func helpIsNotAnError(err error) error {
@@ -276,6 +279,9 @@ func Main(ctx context.Context, args []string, env Env) error {
 		f.cfg.Progress = progressPrinter(env.Stdout)
 	}
 	if !inproc {
+		if err := checkReachable(ctx, f.cfg.URL, f.cfg.withDefaults().Timeout); err != nil {
+			return err
+		}
 		spareProcs(f.cfg.withDefaults().Loops)
 	}
 	res, err := Run(ctx, f.cfg)
