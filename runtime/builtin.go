@@ -56,7 +56,7 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		if !getOrHead(w, r) {
 			return
 		}
-		ms, ok := queryInt(r.Query, "ms")
+		ms, ok := r.QueryInt("ms")
 		if !ok || ms < 0 || time.Duration(ms)*time.Millisecond > maxSleep {
 			badRequest(w, "ms must be 0..60000\n")
 			return
@@ -68,7 +68,7 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		if !getOrHead(w, r) {
 			return
 		}
-		n, ok := queryInt(r.Query, "n")
+		n, ok := r.QueryInt("n")
 		if !ok || n < 0 || n > maxBytes {
 			badRequest(w, "n must be 0..1073741824\n")
 			return
@@ -130,39 +130,6 @@ func badRequest(w *processor.ResponseWriter, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(400)
 	w.WriteString(msg)
-}
-
-// queryInt finds key=N in a raw query without allocating.
-func queryInt(q []byte, key string) (int64, bool) {
-	for len(q) > 0 {
-		var kv []byte
-		kv, q = cut(q, '&')
-		k, v := cut(kv, '=')
-		if string(k) != key {
-			continue
-		}
-		if len(v) == 0 || len(v) > 18 {
-			return 0, false
-		}
-		var n int64
-		for _, c := range v {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			n = n*10 + int64(c-'0')
-		}
-		return n, true
-	}
-	return 0, false
-}
-
-func cut(b []byte, sep byte) (before, after []byte) {
-	for i, c := range b {
-		if c == sep {
-			return b[:i], b[i+1:]
-		}
-	}
-	return b, nil
 }
 
 // onlyWriter and onlyReader hide ReadFrom/WriteTo so CopyBuffer uses the

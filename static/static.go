@@ -43,8 +43,8 @@ func cleanPath(raw []byte) (name string, dir bool, err error) {
 			if i+2 >= len(raw) {
 				return "", false, errBadPath
 			}
-			h, ok1 := unhex(raw[i+1])
-			l, ok2 := unhex(raw[i+2])
+			h, ok1 := stages.Unhex(raw[i+1])
+			l, ok2 := stages.Unhex(raw[i+2])
 			if !ok1 || !ok2 {
 				return "", false, errBadPath
 			}
@@ -73,18 +73,6 @@ func cleanPath(raw []byte) (name string, dir bool, err error) {
 		name = "."
 	}
 	return name, dir, nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // Options tune a Dir.

@@ -1,0 +1,116 @@
+package stages
+
+// Query parameters without net/url: a handler on the hot path reads one
+// parameter with no allocation, where url.ParseQuery builds a map of
+// string slices for every request.
+
+// QueryValue returns the value of the first key=value pair in the query
+// whose key is key, as sent (still percent-encoded, aliasing the request
+// like Query), and whether the key is there at all. A key sent
+// percent-encoded matches its decoded form; "a" and "a=" both give an
+// empty value. It allocates nothing.
+func (r *Request) QueryValue(key string) ([]byte, bool) {
+	q := r.Query
+	for len(q) > 0 {
+		var pair []byte
+		pair, q = cut(q, '&')
+		k, v := cut(pair, '=')
+		if queryKeyIs(k, key) {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// AppendQueryValue appends the decoded value of key to dst, as
+// QueryValue finds it: "+" becomes a space and %XX its byte (a malformed
+// escape is kept as sent). It allocates only if dst is too short.
+func (r *Request) AppendQueryValue(dst []byte, key string) ([]byte, bool) {
+	v, ok := r.QueryValue(key)
+	if !ok {
+		return dst, false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(v):
+			if b, ok := percent(v[i+1], v[i+2]); ok {
+				c = b
+				i += 2
+			}
+		}
+		dst = append(dst, c)
+	}
+	return dst, true
+}
+
+// QueryInt returns key's value as a non-negative decimal number (at most
+// 18 digits, so it cannot overflow); ok is false when the key is absent or
+// its value is not such a number.
+func (r *Request) QueryInt(key string) (n int64, ok bool) {
+	v, found := r.QueryValue(key)
+	if !found || len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// queryKeyIs compares a raw query key with key, decoding the raw one as it
+// goes.
+func queryKeyIs(raw []byte, key string) bool {
+	j := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(raw):
+			if b, ok := percent(raw[i+1], raw[i+2]); ok {
+				c = b
+				i += 2
+			}
+		}
+		if j >= len(key) || key[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(key)
+}
+
+func percent(hi, lo byte) (byte, bool) {
+	h, ok1 := Unhex(hi)
+	l, ok2 := Unhex(lo)
+	return h<<4 | l, ok1 && ok2
+}
+
+// Unhex is the value of one hexadecimal digit (RFC 3986 HEXDIG, either
+// case).
+func Unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func cut(b []byte, sep byte) (before, after []byte) {
+	for i, c := range b {
+		if c == sep {
+			return b[:i], b[i+1:]
+		}
+	}
+	return b, nil
+}
