@@ -34,7 +34,10 @@ type builtin struct {
 //	GET  /bytes?n=N   N bytes (at most 1 GiB)
 //	POST /echo        the request body
 //
-// Other paths go to next (404 when next is nil).
+// Other paths go to next (404 when next is nil). They exist for load
+// experiments: any client that reaches them can hold a worker for a minute
+// or ask for a gigabyte, so mount them only where you control the clients
+// (quartet serve does only in its demo mode or with --bench-endpoints).
 func Builtin(next processor.Handler) processor.Handler {
 	b := &builtin{next: next, block: make([]byte, 64<<10)}
 	for i := range b.block {
