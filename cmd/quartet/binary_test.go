@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quartet-server/quartet/bench"
 )
 
 // These tests run the real binary, as an operator or systemd would: the
@@ -476,5 +478,18 @@ func TestCommandLine(t *testing.T) {
 	out, err := exec.Command(quartetBinary(t), "--version").Output()
 	if want := "quartet " + testVersion + " (commit " + testCommit + ", go"; err != nil || !strings.HasPrefix(string(out), want) {
 		t.Errorf("stamped binary --version: %q %v, want %q", out, err, want)
+	}
+}
+
+// The load tools start `quartet serve --addr 127.0.0.1:0` and learn its
+// port from the startup line.
+func TestLoadToolsFindTheBoundAddress(t *testing.T) {
+	srv, err := bench.StartProcess(context.Background(), "quartet", []string{quartetBinary(t), "serve", "--addr", "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if got := fetch(t, "GET", srv.URL()+"/hello"); got != "200 Hello, World!" {
+		t.Fatalf("%s/hello: %q", srv.URL(), got)
 	}
 }

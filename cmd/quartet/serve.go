@@ -307,7 +307,7 @@ func (r *serveRun) logStart(adminURL string) {
 		accessLog = "off"
 	}
 	v := buildInfo()
-	r.logger.Info("quartet serving", "url", r.url(), "root", r.desc.root,
+	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
 		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "writers", c.Writers,
 		"version", v.Version)

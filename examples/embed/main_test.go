@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/http"
 	"os"
@@ -57,5 +58,26 @@ func TestEmbedRuns(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("did not exit after Ctrl-C")
+	}
+}
+
+// The README shows this program and the native handler of runtime's
+// Example_native verbatim, so that its code is the code that is tested.
+func TestREADMEShowsTheTestedCode(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllSubmatch(readme, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("%d Go blocks in the README, want the program and the native handler", len(blocks))
+	}
+	prog, _ := os.ReadFile("main.go")
+	if i := bytes.Index(prog, []byte("package main")); i < 0 || !bytes.Equal(blocks[0][1], prog[i:]) {
+		t.Errorf("the README's first Go block is not examples/embed/main.go (from its package line)")
+	}
+	examples, _ := os.ReadFile("../../runtime/example_test.go")
+	if !bytes.Contains(examples, blocks[1][1]) {
+		t.Errorf("the README's native handler is not in runtime/example_test.go:\n%s", blocks[1][1])
 	}
 }
