@@ -1,5 +1,7 @@
 package reader
 
+import "github.com/quartet-server/quartet/stages"
+
 // The chunked decoder is a byte state machine in the style of nginx's
 // ngx_http_parse_chunked: all state lives in the ChunkedDecoder, so a body
 // split anywhere across reads decodes the same, and it never allocates or
@@ -124,7 +126,7 @@ func (d *ChunkedDecoder) step(c byte) error {
 
 	switch d.state {
 	case csSize:
-		if v, ok := unhex(c); ok {
+		if v, ok := stages.Unhex(c); ok {
 			// net/http refuses a 17th digit even when the value is
 			// small; so do we, which also keeps size in range.
 			if d.digits++; d.digits > 16 {
@@ -229,16 +231,4 @@ func (d *ChunkedDecoder) afterSize(c byte) error {
 		return ErrMalformedChunk
 	}
 	return nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }

@@ -442,7 +442,7 @@ func parseHexForTest(b []byte) (uint64, bool) {
 	}
 	var n uint64
 	for _, c := range b {
-		v, ok := unhex(c)
+		v, ok := stages.Unhex(c)
 		if !ok {
 			return 0, false
 		}
@@ -681,8 +681,8 @@ func pathUnescape(s string) (string, error) {
 			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
 				return "", errors.New("bad escape")
 			}
-			hi, _ := unhex(s[i+1])
-			lo, _ := unhex(s[i+2])
+			hi, _ := stages.Unhex(s[i+1])
+			lo, _ := stages.Unhex(s[i+2])
 			b.WriteByte(hi<<4 | lo)
 			i += 2
 			continue

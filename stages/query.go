@@ -30,17 +30,9 @@ func (r *Request) AppendQueryValue(dst []byte, key string) ([]byte, bool) {
 	if !ok {
 		return dst, false
 	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case c == '+':
-			c = ' '
-		case c == '%' && i+2 < len(v):
-			if b, ok := percent(v[i+1], v[i+2]); ok {
-				c = b
-				i += 2
-			}
-		}
+	for i := 0; i < len(v); {
+		var c byte
+		c, i = decodeAt(v, i)
 		dst = append(dst, c)
 	}
 	return dst, true
@@ -67,23 +59,29 @@ func (r *Request) QueryInt(key string) (n int64, ok bool) {
 // goes.
 func queryKeyIs(raw []byte, key string) bool {
 	j := 0
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		switch {
-		case c == '+':
-			c = ' '
-		case c == '%' && i+2 < len(raw):
-			if b, ok := percent(raw[i+1], raw[i+2]); ok {
-				c = b
-				i += 2
-			}
-		}
+	for i := 0; i < len(raw); {
+		var c byte
+		c, i = decodeAt(raw, i)
 		if j >= len(key) || key[j] != c {
 			return false
 		}
 		j++
 	}
 	return j == len(key)
+}
+
+// decodeAt decodes the query byte at b[i] ("+" is a space, %XX a byte, a
+// malformed escape itself) and returns it with the index after it.
+func decodeAt(b []byte, i int) (byte, int) {
+	switch c := b[i]; {
+	case c == '+':
+		return ' ', i + 1
+	case c == '%' && i+2 < len(b):
+		if d, ok := percent(b[i+1], b[i+2]); ok {
+			return d, i + 3
+		}
+	}
+	return b[i], i + 1
 }
 
 func percent(hi, lo byte) (byte, bool) {
