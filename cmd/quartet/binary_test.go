@@ -104,7 +104,7 @@ func startQuartet(t *testing.T, cmd *exec.Cmd) *proc {
 }
 
 func serveCmd(t *testing.T, args ...string) *exec.Cmd {
-	return exec.Command(quartetBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	return exec.Command(quartetBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"}, args...)...)
 }
 
 // waitLog waits for a log line matching re and returns its submatches.
@@ -156,16 +156,23 @@ func (p *proc) inFlight(path string) <-chan string {
 	return out
 }
 
-// waitBusy waits until the process has a request in a handler: its
-// /metrics would say so, but a plain wait for the log is not possible, so
-// give the request time to reach a worker.
-func waitBusy() { time.Sleep(300 * time.Millisecond) }
+// waitBusy waits until a request is in a handler, as the process's
+// /metrics tells (the process must run with --metrics-addr).
+func (p *proc) waitBusy() {
+	p.t.Helper()
+	busy := regexp.MustCompile(`(?m)^quartet_connections\{state="processing"\} [1-9]`)
+	for deadline := time.Now().Add(20 * time.Second); !busy.MatchString(fetch(p.t, "GET", p.admin+"/metrics")); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no request reached a handler:\n%s", p.log)
+		}
+	}
+}
 
 func TestSignals(t *testing.T) {
 	t.Run("SIGTERM finishes the request in flight", func(t *testing.T) {
 		p := startQuartet(t, serveCmd(t))
 		resp := p.inFlight("/sleep?ms=1500")
-		waitBusy()
+		p.waitBusy()
 		p.signal(syscall.SIGTERM)
 		if got := <-resp; got != "200 OK\n" {
 			t.Errorf("in-flight request: %q", got)
@@ -177,7 +184,7 @@ func TestSignals(t *testing.T) {
 	t.Run("a second SIGINT stops at once", func(t *testing.T) {
 		p := startQuartet(t, serveCmd(t))
 		resp := p.inFlight("/sleep?ms=60000")
-		waitBusy()
+		p.waitBusy()
 		p.signal(syscall.SIGINT)
 		p.waitLog(regexp.MustCompile("shutting down"))
 		p.signal(syscall.SIGINT)
@@ -191,7 +198,7 @@ func TestSignals(t *testing.T) {
 	t.Run("--shutdown-timeout bounds the grace", func(t *testing.T) {
 		p := startQuartet(t, serveCmd(t, "--shutdown-timeout", "300ms"))
 		resp := p.inFlight("/sleep?ms=2500")
-		waitBusy()
+		p.waitBusy()
 		p.signal(syscall.SIGTERM)
 		if got := <-resp; !strings.HasPrefix(got, "error") {
 			t.Errorf("request past the grace: %q", got)
@@ -203,7 +210,7 @@ func TestSignals(t *testing.T) {
 	t.Run("SIGHUP without --config is not fatal", func(t *testing.T) {
 		p := startQuartet(t, serveCmd(t))
 		resp := p.inFlight("/sleep?ms=500")
-		waitBusy()
+		p.waitBusy()
 		p.signal(syscall.SIGHUP)
 		p.waitLog(regexp.MustCompile("SIGHUP: no --config file to reload"))
 		if got := <-resp; got != "200 OK\n" {
@@ -369,7 +376,7 @@ func TestSocketActivationAndNotify(t *testing.T) {
 // URL actually bound, RDMA off unless asked for; the build on /metrics and
 // health on the admin listener.
 func TestStartupLogHealthAndBuildInfo(t *testing.T) {
-	cmd := serveCmd(t, "--log-format", "json", "--metrics-addr", "127.0.0.1:0")
+	cmd := serveCmd(t, "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
