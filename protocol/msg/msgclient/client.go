@@ -118,6 +118,12 @@ var (
 	// without a connection error frame.
 	ErrServerClosed = errors.New("quartet: msg: server closed the connection")
 
+	// ErrReplyMismatch is the cause when a reply's RDMA descriptor does
+	// not fit its request: a descriptor on a reply to a request that did
+	// not ask for RDMA, none on one that did, another operation id or
+	// mode, or more bytes written than the client's buffer holds.
+	ErrReplyMismatch = errors.New("quartet: msg: reply does not match its request")
+
 	// ErrCanceledMidFrame is the cause when a call's context ended while
 	// its frame was being written: a frame cannot be taken back once
 	// started, so the connection is closed instead.
@@ -285,7 +291,8 @@ type call struct {
 	ctx     context.Context
 	h       msg.Header
 	payload []byte
-	oneway  bool // a completion: no txid, no reply
+	oneway  bool          // a completion: no txid, no reply
+	op      atomic.Uint64 // the RDMA op id the writer gave it, for the reader to check
 
 	// wmu is held by the writer while it writes this call's frame, so
 	// Do, by taking it once before it returns, knows the writer is done
@@ -477,6 +484,7 @@ func (c *Client) writeCall(cl *call) error {
 	}
 	if cl.h.Type == msg.TypeRequest && cl.h.Flags.Has(msg.FlagRDMA) {
 		cl.h.RDMA.Op = c.lastOp.Add(1)
+		cl.op.Store(cl.h.RDMA.Op)
 	}
 	n, err := msg.PutHead(c.head[:], &cl.h)
 	if err != nil { // checked by Do; only a bug gets here
@@ -549,6 +557,9 @@ func (c *Client) readLoop() {
 			continue
 		}
 		payload, err := c.parser.ReadPayload(c.br, nil)
+		if err == nil {
+			err = cl.matches(&h)
+		}
 		if err != nil {
 			err = connErr(err)
 			c.finish(cl, Reply{}, err) // taken from pending: fail would miss it
@@ -557,6 +568,24 @@ func (c *Client) readLoop() {
 		}
 		c.finish(cl, Reply{TxID: h.TxID, Flags: h.Flags, RDMA: h.RDMA, Payload: payload}, nil)
 	}
+}
+
+// matches checks a reply's RDMA descriptor against its request.
+func (cl *call) matches(h *msg.Header) error {
+	asked, got := cl.h.Flags.Has(msg.FlagRDMA), h.Flags.Has(msg.FlagRDMA)
+	switch {
+	case !asked && !got:
+		return nil
+	case !asked:
+		return fmt.Errorf("%w: txid %d: an RDMA descriptor on a reply to a plain request", ErrReplyMismatch, h.TxID)
+	case !got:
+		return fmt.Errorf("%w: txid %d: no RDMA descriptor on the reply to an RDMA request", ErrReplyMismatch, h.TxID)
+	case h.RDMA.Op != cl.op.Load() || h.RDMA.Mode != cl.h.RDMA.Mode:
+		return fmt.Errorf("%w: txid %d: reply for %s op %d, request was %s op %d", ErrReplyMismatch, h.TxID, h.RDMA.Mode, h.RDMA.Op, cl.h.RDMA.Mode, cl.op.Load())
+	case h.Flags.Has(msg.FlagByRDMA) && h.RDMA.Mode == msg.ModeServerWrites && h.RDMA.Len > cl.h.RDMA.Len:
+		return fmt.Errorf("%w: txid %d: %d bytes written into a %d-byte buffer", ErrReplyMismatch, h.TxID, h.RDMA.Len, cl.h.RDMA.Len)
+	}
+	return nil
 }
 
 // readError handles an error frame: the request's error, and for a

@@ -659,6 +659,40 @@ func TestRDMAHooks(t *testing.T) {
 	}
 }
 
+// TestReplyMismatch: a reply whose RDMA descriptor does not fit its
+// request breaks the connection, naming why.
+func TestReplyMismatch(t *testing.T) {
+	ep := netip.MustParseAddrPort("127.0.0.1:7471")
+	written := func(op, n uint64) msg.Descriptor {
+		return msg.Descriptor{Mode: msg.ModeServerWrites, Op: op, Channel: 1, Len: n}
+	}
+	tests := []struct {
+		name  string
+		req   *msg.Descriptor
+		reply msg.Header // TxID filled in
+	}{
+		{"descriptor on a plain reply", nil, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 1)}},
+		{"no descriptor on an RDMA reply", &msg.Descriptor{Mode: msg.ModeClientReads, Endpoint: ep}, msg.Header{Type: msg.TypeReply}},
+		{"another op", &msg.Descriptor{Mode: msg.ModeServerWrites, Endpoint: ep, Len: 10}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(2, 10)}},
+		{"another mode", &msg.Descriptor{Mode: msg.ModeClientReads, Endpoint: ep}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 10)}},
+		{"written past the buffer", &msg.Descriptor{Mode: msg.ModeServerWrites, Endpoint: ep, Len: 10}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 11)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := rawServer(t, 1, func(t *testing.T, nc net.Conn, h *msg.Header) {
+				r := tt.reply
+				r.TxID = h.TxID
+				write(t, nc, frame(t, r))
+			})
+			c := dial(t, addr, Config{})
+			_, err := c.Do(ctxLong(t), &Request{RDMA: tt.req})
+			if !errors.Is(err, ErrReplyMismatch) || !errors.Is(err, ErrConnection) {
+				t.Fatalf("Do = %v", err)
+			}
+		})
+	}
+}
+
 // TestDeliveredByRDMA: a reply that says its payload went by RDMA
 // reaches the caller with the descriptor and no payload.
 func TestDeliveredByRDMA(t *testing.T) {
