@@ -2,6 +2,23 @@
 // goroutines that run handlers, which may block (a database call, a sleep, a
 // slow disk), without ever touching a socket.
 //
+// # Writing a handler
+//
+// A net/http handler runs unchanged: runtime.Config{Handler: Adapt(mux)}.
+// A native handler is a Handler or HandlerFunc that reads the request in
+// place (package stages) and writes through the worker's ResponseWriter:
+//
+//	hello := processor.HandlerFunc(func(w *processor.ResponseWriter, r *stages.Request) {
+//		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+//		w.WriteString("Hello, World!\n")
+//	})
+//
+// Write copies its bytes, so the handler may reuse them at once; a response
+// that fits the buffer gets a Content-Length, a longer or flushed one is
+// chunked. The request and the ResponseWriter belong to the one request:
+// copy what you keep after returning. Runnable examples are in package
+// runtime.
+//
 // # Why a pool of blocking workers between two event loops
 //
 // Brian Pane's design (httpd-dev, November 2002) does "the slow part of
