@@ -1,5 +1,3 @@
-//go:build linux
-
 package bench
 
 import (
@@ -72,12 +70,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	pubs := make([]loopCounters, cfg.Loops)
 	loops := make([]*loop, 0, cfg.Loops)
 	defer func() {
-		// Only reached with loops unstarted on error paths; started loops
-		// close their own epoll fd.
+		// For loops that never ran (an error path); those that ran have
+		// closed theirs, and Close is idempotent.
 		for _, l := range loops {
-			if l.conns == nil {
-				unix.Close(l.epfd)
-			}
+			l.core.Close()
 		}
 	}()
 	for i := range cfg.Loops {
@@ -303,3 +299,12 @@ func RaiseFDLimit(want uint64) (uint64, error) {
 // ErrFDLimit is returned (wrapped) when a run needs more file descriptors
 // than RLIMIT_NOFILE's hard limit allows and it cannot be raised.
 var ErrFDLimit = errors.New("bench: too few file descriptors")
+
+// ProcessCPU is this process's user+system CPU time.
+func ProcessCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

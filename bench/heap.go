@@ -1,5 +1,3 @@
-//go:build linux
-
 package bench
 
 // connHeap is a binary min-heap of open-loop connections ordered by their

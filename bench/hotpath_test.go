@@ -41,7 +41,7 @@ func benchHotPath(b *testing.B, depth int, open bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer unix.Close(l.epfd)
+	defer l.core.Close()
 	c := &conn{fd: fds[0], state: csOpen, l: l, heapIdx: -1, ring: make([]inflight, depth)}
 	l.conns = []*conn{c}
 	defer unix.Close(c.fd)

@@ -1,5 +1,3 @@
-//go:build linux
-
 package bench
 
 import (
@@ -175,7 +173,7 @@ func countClosed(fds []int) (int, error) {
 		n := min(chunk, len(fds))
 		pfds = pfds[:0]
 		for _, fd := range fds[:n] {
-			pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP})
+			pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | pollRDHUP})
 		}
 		if _, err := retryEINTR(func() (int, error) { return unix.Poll(pfds, 0) }); err != nil {
 			return 0, os.NewSyscallError("poll", err)
@@ -199,9 +197,9 @@ func idleConn(dst netip.AddrPort, from netip.Addr, req, buf []byte) (int, error)
 	if dst.Addr().Is6() {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := socket(family, false)
 	if err != nil {
-		return -1, os.NewSyscallError("socket", err)
+		return -1, err
 	}
 	tv := unix.NsecToTimeval(int64(idleIOTimeout))
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
@@ -211,7 +209,7 @@ func idleConn(dst netip.AddrPort, from netip.Addr, req, buf []byte) (int, error)
 		return -1, os.NewSyscallError(call, err)
 	}
 	if from.IsValid() {
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		bindAddressNoPort(fd)
 		if err := unix.Bind(fd, sockaddr(from, 0)); err != nil {
 			return fail("bind", err)
 		}

@@ -2,7 +2,8 @@
 // connections off listening sockets, enforce the server's connection limit,
 // and hand each connection to a reader loop.
 //
-// Each accept loop owns one listening socket and sleeps in its own epoll.
+// Each accept loop owns one listening socket and sleeps in its own poller
+// (a stages.Loop: its turn accepts until EAGAIN or the limit).
 // With Config.Listeners > 1 the sockets share the address through
 // SO_REUSEPORT, so the kernel spreads incoming connections over the loops
 // without an accept mutex (the answer to Pane's "can we eliminate the
@@ -71,30 +72,20 @@ type Listener struct {
 	open   atomic.Int64
 	nextID *atomic.Uint64
 	closed atomic.Bool
-
-	// wakeMu keeps Wake calls from other goroutines (Released from the
-	// readers, Close) out of the wakers while closeSockets closes them:
-	// LoopWaker.Close requires that no Wake be in progress, or a delayed
-	// eventfd write could land in an fd number the kernel has reused.
-	// Released takes it only when a loop is paused at the limit.
-	wakeMu     sync.RWMutex
-	wakersGone bool
 	Counters
 }
 
 type acceptLoop struct {
 	l      *Listener
 	fd     int
-	poller *poll.Poller
-	waker  *stages.LoopWaker
+	loop   *stages.Loop
 	paused atomic.Bool
 	once   sync.Once
 }
 
-const (
-	tokenListen uint64 = 1
-	tokenWake   uint64 = 2
-)
+// tokenListen is the listening socket's registration; its events only end
+// the loop's wait, and the next turn accepts.
+var tokenListen = poll.MakeToken(poll.KindListener, 0, 0)
 
 // New opens and binds the listening sockets, so Addr is known before Run.
 // ids numbers the connections (shared so IDs stay unique across restarts
@@ -137,12 +128,9 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 		ap = bound // later sockets join the port the first one got
 		al := &acceptLoop{l: l, fd: fd}
 		l.socks = append(l.socks, al)
-		if al.poller, err = poll.New(); err == nil {
-			if al.waker, err = stages.NewLoopWaker(); err == nil {
-				if err = al.poller.Add(fd, unix.EPOLLIN|unix.EPOLLET, tokenListen); err == nil {
-					err = al.poller.Add(al.waker.Fd(), unix.EPOLLIN, tokenWake)
-				}
-			}
+		al.loop, err = stages.NewLoop(stages.LoopHooks{Turn: al.turn, Pending: al.pending}, stages.LoopOptions{})
+		if err == nil {
+			err = al.loop.Poller().Add(fd, poll.Readable|poll.EdgeTriggered, tokenListen)
 		}
 		if err != nil {
 			l.closeSockets()
@@ -176,9 +164,9 @@ func listen(ap netip.AddrPort, reusePort bool, backlog int) (int, netip.AddrPort
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := socket(family)
 	if err != nil {
-		return -1, ap, os.NewSyscallError("socket", err)
+		return -1, ap, err
 	}
 	fail := func(call string, err error) (int, netip.AddrPort, error) {
 		unix.Close(fd)
@@ -285,19 +273,10 @@ func (l *Listener) Released() {
 	if l.cfg.MaxConns > 0 && n < int64(l.cfg.MaxConns) {
 		for _, al := range l.socks {
 			if al.paused.Load() {
-				l.wake(al)
+				al.loop.Notify()
 			}
 		}
 	}
-}
-
-// wake wakes al's loop unless its waker is closed or closing.
-func (l *Listener) wake(al *acceptLoop) {
-	l.wakeMu.RLock()
-	if !l.wakersGone {
-		al.waker.Wake()
-	}
-	l.wakeMu.RUnlock()
 }
 
 // Close stops accepting: Run returns and the listening sockets close.
@@ -305,7 +284,7 @@ func (l *Listener) wake(al *acceptLoop) {
 func (l *Listener) Close() {
 	if l.closed.CompareAndSwap(false, true) {
 		for _, al := range l.socks {
-			l.wake(al)
+			al.loop.Stop()
 		}
 	}
 }
@@ -317,7 +296,12 @@ func (l *Listener) Run(ctx context.Context) error {
 	defer stop()
 	var g errgroup.Group
 	for _, al := range l.socks {
-		g.Go(al.run)
+		g.Go(func() error {
+			if err := al.loop.Run(ctx); err != nil {
+				return fmt.Errorf("quartet: accept loop: %w", err)
+			}
+			return nil
+		})
 	}
 	err := g.Wait()
 	l.closeSockets()
@@ -325,50 +309,36 @@ func (l *Listener) Run(ctx context.Context) error {
 }
 
 func (l *Listener) closeSockets() {
-	l.wakeMu.Lock()
-	l.wakersGone = true
-	l.wakeMu.Unlock()
 	for _, al := range l.socks {
 		al.once.Do(func() {
-			if al.poller != nil {
-				al.poller.Close()
-			}
-			if al.waker != nil {
-				al.waker.Close()
+			if al.loop != nil {
+				al.loop.Close()
 			}
 			unix.Close(al.fd)
 		})
 	}
 }
 
-func (al *acceptLoop) run() error {
-	l := al.l
-	events := make([]poll.Event, 0, 4)
-	for {
-		if l.closed.Load() {
-			return nil
-		}
-		starved := al.acceptAll()
-		al.waker.Sleep()
-		// The waker's mandatory re-check: a Close or Released that ran
-		// while the loop was still running found it awake and wrote no
-		// eventfd, so it must be seen here or never.
-		timeout := time.Duration(-1)
-		if starved {
-			// The listening socket is edge-triggered and the connections
-			// that failed are still queued: no new edge may come for them.
-			timeout = acceptBackoff
-		}
-		if l.closed.Load() || (al.paused.Load() && !l.atLimit()) {
-			timeout = 0
-		}
-		var err error
-		events, err = al.poller.Wait(events, timeout)
-		al.waker.Awake()
-		if err != nil {
-			return fmt.Errorf("quartet: accept loop: %w", err)
-		}
+// turn accepts what the backlog holds; the loop then sleeps until the
+// listening socket's next edge, a Notify (below the limit again) or Stop.
+func (al *acceptLoop) turn(_ time.Time, stopping bool) (time.Duration, bool) {
+	if stopping || al.l.closed.Load() {
+		return 0, true
 	}
+	if al.acceptAll() {
+		// The listening socket is edge-triggered and the connections
+		// that failed are still queued: no new edge may come for them.
+		return acceptBackoff, false
+	}
+	return -1, false
+}
+
+// pending is the loop's re-check after it announced sleep: a Released
+// that ran while the loop was still running found it awake and wrote no
+// eventfd, so "below the limit again" must be seen here or never. (Close
+// stops the loop, which re-checks that itself.)
+func (al *acceptLoop) pending() bool {
+	return al.paused.Load() && !al.l.atLimit()
 }
 
 // atLimit reports whether the open connections have reached MaxConns.
@@ -399,7 +369,7 @@ func (al *acceptLoop) acceptAll() (starved bool) {
 			}
 		}
 		al.paused.Store(false)
-		nfd, sa, err := unix.Accept4(al.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		nfd, sa, err := accept(al.fd)
 		if err != nil {
 			switch err {
 			case unix.EAGAIN:

@@ -408,6 +408,8 @@ func (l *Loop) checkBodyRate(slot int32, now time.Time) {
 	l.clearTimer(slot)
 	rc.feeding = false
 	rc.mustClose = true
-	rc.pipe.fail(ErrBodyTooSlow)
+	// Counted before the pipe fails: the handler's answer (a 408) can
+	// reach the client before this goroutine runs again.
 	l.slowBodies.Add(1)
+	rc.pipe.fail(ErrBodyTooSlow)
 }

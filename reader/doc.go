@@ -48,7 +48,13 @@
 // be queued in another stage, and it cannot stop reading a connection whose
 // handler is slow to consume a large body. Quartet's ownership rule (only
 // the owning reader closes, and only when no other stage holds the
-// connection) needs a loop that can leave a connection alone; the loops
-// here are built on the same primitives (epoll, eventfd wake-ups) and are
-// measured against a bare gnet server in the bench package.
+// connection) needs a loop that can leave a connection alone. So the
+// reader keeps its own connection table, timers and queue, and hands the
+// rest to stages.Loop, the skeleton every Quartet loop shares (drain the
+// queue, serve what is ready, sleep with a re-check, wait, dispatch by
+// token), built on the same primitives as gnet's (epoll, an eventfd
+// wake-up) and measured against a bare gnet server in the bench package.
+// A connection is registered once, edge-triggered, under a poll.Token of
+// its slot and generation, so an event for a connection that has since
+// left its slot is dropped.
 package reader

@@ -220,13 +220,15 @@ type rconn struct {
 	prev, next int32
 }
 
-// Loop is one reader event loop.
+// Loop is one reader event loop: the connection table, timers and queue
+// of a reader, turned by a stages.Loop (see turn).
 type Loop struct {
 	id     int
 	cfg    Config
+	core   *stages.Loop
 	poller *poll.Poller
-	waker  *stages.LoopWaker
 	in     *stages.Ring[msg]
+	ctx    context.Context // Run's: its end means close everything now
 
 	// conns is the connection table: a slot's entry is nil while the
 	// slot is free, so a burst of connections leaves behind 8 bytes per
@@ -242,10 +244,8 @@ type Loop struct {
 
 	ready     []int32 // connections with more to read than one turn allowed
 	blocked   []int32 // parsed requests the processors had no room for
-	events    []poll.Event
 	draining  bool
 	forced    bool
-	stopping  atomic.Bool
 	counters  *stages.StageCounters
 	readLimit int
 
@@ -351,20 +351,20 @@ func (l *Loop) takeCensus(now time.Time) {
 	}
 }
 
-const tokenWaker = ^uint64(0)
-
 // New makes reader loop id. counters may be shared with a Stats reader.
 func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	cfg.fill()
 	if cfg.Dispatch == nil || cfg.Fail == nil {
 		return nil, errors.New("quartet: reader: Config.Dispatch and Config.Fail are required")
 	}
-	p, w, err := stages.OpenLoop(tokenWaker)
+	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity)}
+	core, err := stages.NewLoop(stages.LoopHooks{
+		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
+	}, stages.LoopOptions{})
 	if err != nil {
 		return nil, err
 	}
-	l := &Loop{id: id, cfg: cfg, poller: p, waker: w, counters: counters,
-		in: stages.NewRing[msg](cfg.QueueCapacity), events: make([]poll.Event, 0, 128)}
+	l.core, l.poller = core, core.Poller()
 	l.bufs.max, l.pipes.max, l.spares.max = maxStashedBufs, maxStashedPipes, maxStashedConns
 	for i := range l.fifo {
 		l.fifo[i].head, l.fifo[i].tail = -1, -1
@@ -385,13 +385,13 @@ func (l *Loop) send(m msg) {
 		// The queue is sized for the connections a loop holds; a full one
 		// means the loop is behind, and the sender waits for it rather
 		// than drop a connection it owns.
-		l.waker.Wake()
+		l.core.Wake()
 		time.Sleep(50 * time.Microsecond)
 	}
 	if l.counters != nil {
 		l.counters.Enqueued.Add(1)
 	}
-	l.waker.Wake()
+	l.core.Wake()
 }
 
 // Adopt gives the loop a newly accepted connection. Listener only.
@@ -412,21 +412,15 @@ func (l *Loop) Drain() { l.send(msg{op: opDrain}) }
 
 // Stop makes Run return once the loop holds no connections (after Drain),
 // or at once when ctx given to Run is cancelled.
-func (l *Loop) Stop() {
-	l.stopping.Store(true)
-	l.waker.Wake()
-}
+func (l *Loop) Stop() { l.core.Stop() }
 
 // Run is the loop. When ctx is cancelled every connection still held is
 // closed; the poller and waker are released on return.
 func (l *Loop) Run(ctx context.Context) error {
-	defer l.poller.Close()
-	defer l.waker.Close()
-	stop := context.AfterFunc(ctx, l.Stop)
-	defer stop()
+	defer l.core.Close()
+	l.ctx = ctx
 	if l.cfg.Init != nil {
 		if err := l.cfg.Init(); err != nil {
-			l.stopping.Store(true)
 			l.force()
 			return fmt.Errorf("reader %d: init: %w", l.id, err)
 		}
@@ -434,68 +428,67 @@ func (l *Loop) Run(ctx context.Context) error {
 	if l.cfg.Exit != nil {
 		defer l.cfg.Exit() // before the poller and waker close (deferred earlier)
 	}
-	for {
-		l.drainQueue()
-		l.serveReady()
-		l.retryBlocked()
-		now := time.Now()
-		l.expire(now)
-		l.takeCensus(now)
-		l.giveBack(now)
-		if l.stopping.Load() {
-			if ctx.Err() != nil && !l.forced {
-				l.force()
-			}
-			if l.open.Load() == 0 {
-				return nil
-			}
-		}
-		timeout := l.nextTimeout(now)
-		if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
-			timeout = censusInterval // the census, and giving memory back
-		}
-		if len(l.ready) > 0 {
-			timeout = 0
-		} else if len(l.blocked) > 0 && (timeout < 0 || timeout > time.Millisecond) {
-			timeout = time.Millisecond
-		}
-		sleeping := false
-		if timeout != 0 {
-			l.waker.Sleep()
-			sleeping = true
-			if l.in.Len() > 0 || l.stopping.Load() {
-				timeout = 0
-			}
-		}
-		evs, err := l.poller.Wait(l.events, timeout)
-		if sleeping {
-			l.waker.Awake()
-		}
-		if err != nil {
-			// The poller is gone: nothing can be served. Close what the
-			// loop owns; the rest cannot be waited for.
-			l.force()
-			return fmt.Errorf("reader %d: %w", l.id, err)
-		}
-		l.events = evs
-		for _, ev := range evs {
-			if ev.Token == tokenWaker {
-				continue
-			}
-			slot, gen := int32(ev.Token), uint32(ev.Token>>32)
-			if rc := l.conn(slot); rc == nil || rc.gen != gen {
-				continue // stale: the connection in that slot has gone
-			}
-			l.readable(slot, ev.Hangup() || ev.Error())
-		}
+	if err := l.core.Run(ctx); err != nil {
+		// The poller is gone: nothing can be served. Close what the
+		// loop owns; the rest cannot be waited for.
+		l.force()
+		return fmt.Errorf("reader %d: %w", l.id, err)
 	}
+	return nil
 }
 
-func (l *Loop) drainQueue() {
-	for {
+// turn is the reader's work between waits, after the queue is drained:
+// connections with bytes left from the last turn, dispatches the
+// processors had no room for, timeouts; and how long to wait.
+func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
+	l.serveReady()
+	l.retryBlocked()
+	l.expire(now)
+	l.takeCensus(now)
+	l.giveBack(now)
+	if stopping {
+		if l.ctx.Err() != nil && !l.forced {
+			l.force()
+		}
+		if l.open.Load() == 0 {
+			return 0, true
+		}
+	}
+	timeout := l.nextTimeout(now)
+	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
+		timeout = censusInterval // the census, and giving memory back
+	}
+	if len(l.ready) > 0 {
+		timeout = 0
+	} else if len(l.blocked) > 0 && (timeout < 0 || timeout > time.Millisecond) {
+		timeout = time.Millisecond
+	}
+	return timeout, false
+}
+
+// pending is the re-check after the loop announced sleep: a hand-off
+// pushed since drainQueue looked found the loop running and wrote no
+// eventfd.
+func (l *Loop) pending() bool { return l.in.Len() > 0 }
+
+// event handles a readiness event for a connection, unless the connection
+// it was collected for has gone from its slot since.
+func (l *Loop) event(ev poll.Event) {
+	slot := int32(ev.Token.Slot())
+	if rc := l.conn(slot); ev.Token.Kind() != poll.KindConn || rc == nil || !ev.Token.Matches(rc.gen) {
+		return
+	}
+	l.readable(slot, ev.Hangup() || ev.Error())
+}
+
+// drainQueue acts on up to budget messages from the other stages and
+// returns how many it took.
+func (l *Loop) drainQueue(budget int) int {
+	n := 0
+	for ; n < budget; n++ {
 		m, ok := l.in.Pop()
 		if !ok {
-			return
+			break
 		}
 		if l.counters != nil {
 			l.counters.Dequeued.Add(1)
@@ -516,6 +509,7 @@ func (l *Loop) drainQueue() {
 			l.drain()
 		}
 	}
+	return n
 }
 
 func (l *Loop) adopt(c *stages.Conn) {
@@ -523,7 +517,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 	rc := l.conns[slot]
 	rc.c = c
 	c.RSlot = slot
-	tok := uint64(rc.gen)<<32 | uint64(uint32(slot))
+	tok := poll.MakeToken(poll.KindConn, rc.gen, int(slot))
 	if err := l.poller.Add(c.FD, poll.Readable|poll.EdgeTriggered, tok); err != nil {
 		l.close(slot)
 		return
@@ -1024,7 +1018,7 @@ func (l *Loop) hangUp(slot int32) {
 	if rc.end > rc.start+rc.consumed || len(rc.carry) > 0 {
 		return // pipelined request bytes already read
 	}
-	if n, err := unix.IoctlGetInt(rc.c.FD, unix.SIOCINQ); err == nil && n > 0 {
+	if n, err := rc.c.RecvQueue(); err == nil && n > 0 {
 		return // pipelined request bytes still in the socket
 	}
 	rc.peerClosed = true
@@ -1050,7 +1044,7 @@ func (l *Loop) reset(slot int32) {
 // the client left data of ours unacknowledged in the socket (it is not
 // reading), with a FIN otherwise.
 func (l *Loop) closeTimedOut(slot int32) {
-	if q, err := unix.IoctlGetInt(l.conns[slot].c.FD, unix.SIOCOUTQ); err == nil && q > 0 {
+	if q, err := l.conns[slot].c.SendQueue(); err == nil && q > 0 {
 		l.reset(slot)
 		return
 	}
@@ -1242,7 +1236,7 @@ func (l *Loop) nextTimeout(now time.Time) time.Duration {
 			}
 		}
 	}
-	if l.stopping.Load() && (best < 0 || best > 10*time.Millisecond) {
+	if l.core.Stopping() && (best < 0 || best > 10*time.Millisecond) {
 		best = 10 * time.Millisecond
 	}
 	return best

@@ -116,7 +116,8 @@ const (
 // epoll_wait, writing its eventfd only when the loop is, or is about to be,
 // asleep: zero syscalls per hand-off while the loop is running.
 //
-// The loop (the consumer, one goroutine) follows this protocol every turn:
+// The loop (the consumer, one goroutine) follows this protocol every turn;
+// Loop.Run is its implementation for every event loop in Quartet:
 //
 //	for {
 //		drain rings; handle ready fds          // running: Wake costs no syscall
@@ -125,7 +126,7 @@ const (
 //			w.Awake()
 //			continue
 //		}
-//		n, _ := unix.EpollWait(epfd, events, timeout)
+//		events, _ := poller.Wait(events, timeout)
 //		w.Awake()                              // running again; drains the eventfd if it was written
 //		...                                    // the eventfd's event needs no handling
 //	}
@@ -179,9 +180,9 @@ type LoopWaker struct {
 // Non-blocking, so that the loop's drain never blocks and a producer's write
 // never blocks (the counter cannot realistically reach 2^64-1).
 func NewLoopWaker() (*LoopWaker, error) {
-	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	fd, err := newEventfd()
 	if err != nil {
-		return nil, os.NewSyscallError("eventfd", err)
+		return nil, err
 	}
 	return &LoopWaker{fd: fd}, nil
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -107,26 +106,9 @@ const (
 	probeInterval = time.Second
 )
 
-// Token layout in the poller: the top bits say what the fd is.
-const (
-	tokenWaker  uint64 = 1 << 63
-	tokenSource uint64 = 1 << 62
-	tokenKind          = tokenWaker | tokenSource
-	// genMask keeps a generation in the 30 bits between the slot (low 32
-	// bits) and the kind bits. Generations wrap; only equality matters.
-	genMask = 1<<30 - 1
-)
-
-// token packs a record's or source's (generation, slot) into the data
-// word the poller returns with its events.
-func token(kind uint64, gen uint32, slot int) uint64 {
-	return kind | uint64(gen&genMask)<<32 | uint64(uint32(slot))
-}
-
-// untoken is token's inverse, without the kind.
-func untoken(tok uint64) (gen uint32, slot int) {
-	return uint32(tok>>32) & genMask, int(uint32(tok))
-}
+// Registrations: a response record's socket, while its one-shot
+// EPOLLOUT is armed, as poll.KindConn; a completion source as
+// poll.KindSource; each with its slot and generation.
 
 // record is the loop's state for one response it has started but not
 // finished: buckets taken from the response and not yet written.
@@ -160,12 +142,13 @@ type source struct {
 	fn  func()
 }
 
-// Loop is one writer event loop.
+// Loop is one writer event loop: the response records, completion sources
+// and queue of a writer, turned by a stages.Loop (see turn).
 type Loop struct {
 	id     int
 	cfg    Config
+	core   *stages.Loop
 	poller *poll.Poller
-	waker  *stages.LoopWaker
 	in     *stages.Ring[*stages.Response]
 
 	overflowMu sync.Mutex
@@ -183,11 +166,9 @@ type Loop struct {
 
 	iov     [iovMax]unix.Iovec
 	scratch []stages.Bucket // TakeOut target for a response not yet started
-	events  []poll.Event
-	ready   []int32 // records with budget left over, served next turn
+	ready   []int32         // records with budget left over, served next turn
 
 	counters  *stages.StageCounters
-	stopping  atomic.Bool
 	lastCheck time.Time
 	lastTrim  time.Time
 
@@ -195,15 +176,6 @@ type Loop struct {
 
 	timedOut atomic.Uint64 // responses aborted by the write timeout
 	tooSlow  atomic.Uint64 // responses aborted below the minimum rate
-
-	// stopMu keeps Stop's Wake apart from Run closing the waker, which
-	// LoopWaker.Close requires: Run re-checks the stopping flag after
-	// Sleep, so it can return while a Stop that set the flag is still
-	// between its Wake's CAS and its eventfd write, and that write would
-	// land in whatever fd next gets the number. Stop is rare; Kick does
-	// not take it (no Kick may follow Stop).
-	stopMu sync.Mutex
-	exited bool
 }
 
 // New makes a writer loop. counters may be shared with a Stats reader.
@@ -223,13 +195,15 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	// Probe often enough that a reading client shows progress (two
 	// probes) well within either limit.
 	probeEvery := min(probeInterval, cfg.WriteTimeout/4, cfg.MinRateGrace/4)
-	p, w, err := stages.OpenLoop(tokenWaker)
+	l := &Loop{id: id, cfg: cfg, probeEvery: probeEvery,
+		in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters}
+	core, err := stages.NewLoop(stages.LoopHooks{
+		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
+	}, stages.LoopOptions{})
 	if err != nil {
 		return nil, err
 	}
-	l := &Loop{id: id, cfg: cfg, poller: p, waker: w, probeEvery: probeEvery,
-		in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters,
-		events: make([]poll.Event, 0, 128)}
+	l.core, l.poller = core, core.Poller()
 	empty := []source{}
 	l.sources.Store(&empty)
 	return l, nil
@@ -254,7 +228,7 @@ func (l *Loop) Kick(r *stages.Response) {
 		l.overflowN.Add(1)
 		l.overflowMu.Unlock()
 	}
-	l.waker.Wake()
+	l.core.Wake()
 }
 
 // QueueDepth is the number of responses waiting for the loop.
@@ -297,8 +271,8 @@ func (l *Loop) AddSource(fd int, fn func()) (SourceID, error) {
 	}
 	l.srcGen++
 	next[idx] = source{fd: fd, gen: l.srcGen, fn: fn}
-	tok := token(tokenSource, l.srcGen, idx)
-	if err := l.poller.Add(fd, unix.EPOLLIN, tok); err != nil {
+	tok := poll.MakeToken(poll.KindSource, l.srcGen, idx)
+	if err := l.poller.Add(fd, poll.Readable, tok); err != nil {
 		return SourceID{}, fmt.Errorf("writer %d: add completion source fd %d: %w", l.id, fd, err)
 	}
 	l.sources.Store(&next)
@@ -324,27 +298,12 @@ func (l *Loop) RemoveSource(id SourceID) error {
 
 // Stop asks Run to return once every started response has finished. Any
 // goroutine, any number of times, also after Run has returned.
-func (l *Loop) Stop() {
-	l.stopMu.Lock()
-	defer l.stopMu.Unlock()
-	l.stopping.Store(true)
-	if !l.exited {
-		l.waker.Wake()
-	}
-}
+func (l *Loop) Stop() { l.core.Stop() }
 
 // Run is the loop. It returns after Stop (or ctx's end) once no response is
 // in flight, and releases the poller and waker.
 func (l *Loop) Run(ctx context.Context) error {
-	defer func() {
-		l.stopMu.Lock()
-		l.exited = true
-		l.stopMu.Unlock()
-		l.waker.Close()
-		l.poller.Close()
-	}()
-	stop := context.AfterFunc(ctx, l.Stop)
-	defer stop()
+	defer l.core.Close()
 	if l.cfg.Init != nil {
 		if err := l.cfg.Init(l); err != nil {
 			return fmt.Errorf("writer %d: init: %w", l.id, err)
@@ -355,71 +314,67 @@ func (l *Loop) Run(ctx context.Context) error {
 		// module can still remove its completion sources.
 		defer l.cfg.Exit(l)
 	}
-	for {
-		l.drainQueue()
-		l.serveReady()
-		now := time.Now()
-		if l.active > 0 && now.Sub(l.lastCheck) >= timeoutScanInterval {
-			l.expire(now)
-			l.lastCheck = now
-		}
-		l.trim(now)
-		if l.stopping.Load() && l.active == 0 && l.QueueDepth() == 0 {
-			return nil
-		}
-		timeout := time.Duration(-1)
-		if l.active > 0 {
-			timeout = timeoutScanInterval
-		} else if len(l.records) > minTrimRecords {
-			timeout = trimInterval // come back to give the burst's records back
-		}
-		if l.stopping.Load() {
-			timeout = 10 * time.Millisecond
-		}
-		sleeping := false
-		if len(l.ready) > 0 {
-			timeout = 0
-		} else {
-			l.waker.Sleep()
-			// The waker's mandatory re-check: a Kick or Stop that ran
-			// since the checks above found the loop running and wrote no
-			// eventfd. (With responses in flight the timeout is finite
-			// and a late Stop is seen next turn.)
-			if l.QueueDepth() > 0 || (l.stopping.Load() && l.active == 0) {
-				timeout = 0
-			}
-			sleeping = true
-		}
-		evs, err := l.poller.Wait(l.events, timeout)
-		if sleeping {
-			l.waker.Awake()
-		}
-		if err != nil {
-			return fmt.Errorf("writer %d: %w", l.id, err)
-		}
-		l.events = evs
-		for _, ev := range evs {
-			switch ev.Token & tokenKind {
-			case tokenWaker:
-				// Awake drained it; the queue is read at the top of the loop.
-			case tokenSource:
-				l.runSource(ev.Token)
-			default:
-				l.writable(ev.Token)
-			}
-		}
+	if err := l.core.Run(ctx); err != nil {
+		return fmt.Errorf("writer %d: %w", l.id, err)
+	}
+	return nil
+}
+
+// turn is the writer's work between waits, after the queue is drained:
+// records with budget left from the last turn, the write timeouts, the
+// stop decision; and how long to wait.
+func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
+	l.serveReady()
+	if l.active > 0 && now.Sub(l.lastCheck) >= timeoutScanInterval {
+		l.expire(now)
+		l.lastCheck = now
+	}
+	l.trim(now)
+	if stopping && l.active == 0 && l.QueueDepth() == 0 {
+		return 0, true
+	}
+	timeout := time.Duration(-1)
+	if l.active > 0 {
+		timeout = timeoutScanInterval
+	} else if len(l.records) > minTrimRecords {
+		timeout = trimInterval // come back to give the burst's records back
+	}
+	if stopping {
+		timeout = 10 * time.Millisecond
+	}
+	if len(l.ready) > 0 {
+		timeout = 0
+	}
+	return timeout, false
+}
+
+// pending is the re-check after the loop announced sleep: a Kick since
+// drainQueue looked found the loop running and wrote no eventfd.
+func (l *Loop) pending() bool { return l.QueueDepth() > 0 }
+
+// event dispatches a readiness event by its token's kind.
+func (l *Loop) event(ev poll.Event) {
+	switch ev.Token.Kind() {
+	case poll.KindSource:
+		l.runSource(ev.Token)
+	case poll.KindConn:
+		l.writable(ev.Token)
 	}
 }
 
-func (l *Loop) drainQueue() {
-	for {
+// drainQueue services up to budget kicked responses and returns how many
+// it took. The overflow list (a full ring spilled into it, which is rare)
+// is taken whole once the ring is empty.
+func (l *Loop) drainQueue(budget int) int {
+	n := 0
+	for ; n < budget; n++ {
 		r, ok := l.in.Pop()
 		if !ok {
 			break
 		}
 		l.service(r)
 	}
-	if l.overflowN.Load() > 0 {
+	if n < budget && l.overflowN.Load() > 0 {
 		l.overflowMu.Lock()
 		spill := l.overflow
 		l.overflow = nil
@@ -428,13 +383,15 @@ func (l *Loop) drainQueue() {
 		for _, r := range spill {
 			l.service(r)
 		}
+		n += len(spill)
 	}
+	return n
 }
 
-func (l *Loop) runSource(tok uint64) {
-	gen, idx := untoken(tok)
+func (l *Loop) runSource(tok poll.Token) {
+	idx := tok.Slot()
 	srcs := *l.sources.Load()
-	if idx >= len(srcs) || srcs[idx].fn == nil || srcs[idx].gen&genMask != gen {
+	if idx >= len(srcs) || srcs[idx].fn == nil || !tok.Matches(srcs[idx].gen) {
 		return // removed since the event was collected
 	}
 	srcs[idx].fn()
@@ -556,13 +513,13 @@ func (l *Loop) trim(now time.Time) {
 // minTrimRecords is the table size below which trimming is not worth it.
 const minTrimRecords = 64
 
-func (l *Loop) writable(tok uint64) {
-	gen, slot := untoken(tok)
+func (l *Loop) writable(tok poll.Token) {
+	slot := tok.Slot()
 	if slot >= len(l.records) {
 		return
 	}
 	rec := &l.records[slot]
-	if rec.gen&genMask != gen || rec.resp == nil || !rec.waiting {
+	if !tok.Matches(rec.gen) || rec.resp == nil || !rec.waiting {
 		return // stale: that response finished since the event was collected
 	}
 	rec.waiting = false
@@ -633,7 +590,7 @@ func (l *Loop) flush(slot int32) {
 		if err == unix.EAGAIN {
 			rec.waiting = true
 			l.baseline(rec)
-			tok := token(0, rec.gen, int(slot))
+			tok := poll.MakeToken(poll.KindConn, rec.gen, int(slot))
 			if aerr := l.poller.Arm(fd, poll.Writable|poll.OneShot, tok); aerr != nil {
 				l.finish(slot, aerr)
 			}
@@ -791,20 +748,6 @@ func syscallError(call string, err error) error {
 	return os.NewSyscallError(call, err)
 }
 
-// writev is unix.Writev without its per-call allocation.
-func writev(fd int, iov []unix.Iovec) (int, error) {
-	for {
-		n, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -1, e
-		}
-		return int(n), nil
-	}
-}
-
 // finish ends the record: logs and lets the response go, recording what
 // should happen to the connection; the response's recycle function hands it
 // back to its reader once the producer has let go too. err is why the
@@ -823,7 +766,7 @@ func (l *Loop) finish(slot int32, err error) {
 		// (its window is closed, so nothing of it is in flight).
 		r.Abort(err)
 		fate = stages.FateReset
-		if q, e := unix.IoctlGetInt(c.FD, unix.SIOCOUTQ); e == nil {
+		if q, e := c.SendQueue(); e == nil {
 			r.BytesSent -= int64(min(int64(q), r.BytesSent))
 		}
 	case err != nil:
@@ -897,7 +840,7 @@ func (l *Loop) expire(now time.Time) {
 // write timeout of a second must not wait two probes for it). One ioctl
 // per full socket buffer.
 func (l *Loop) baseline(rec *record) {
-	if q, err := unix.IoctlGetInt(rec.resp.Conn.FD, unix.SIOCOUTQ); err == nil {
+	if q, err := rec.resp.Conn.SendQueue(); err == nil {
 		rec.probed, rec.taken = time.Now(), rec.resp.BytesSent-int64(q)
 	}
 }
@@ -906,7 +849,7 @@ func (l *Loop) baseline(rec *record) {
 // written minus what the socket still queues (SIOCOUTQ: unsent plus not
 // yet acknowledged). It counts as progress when that grew.
 func (l *Loop) probe(rec *record, now time.Time) {
-	q, err := unix.IoctlGetInt(rec.resp.Conn.FD, unix.SIOCOUTQ)
+	q, err := rec.resp.Conn.SendQueue()
 	if err != nil {
 		return // the next write will say what is wrong with the socket
 	}

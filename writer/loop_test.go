@@ -1,3 +1,5 @@
+//go:build linux
+
 package writer
 
 import (
@@ -16,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -602,8 +605,8 @@ func TestStaleEpolloutIgnored(t *testing.T) {
 	}
 	// Deliver the stale token by hand too, and a few impossible ones.
 	h.inLoop(func() {
-		h.l.writable(uint64(gen1)<<32 | uint64(uint32(slot1)))
-		h.l.writable(uint64(gen2)<<32 | uint64(uint32(len(h.l.records)+5)))
+		h.l.writable(poll.MakeToken(poll.KindConn, gen1, int(slot1)))
+		h.l.writable(poll.MakeToken(poll.KindConn, gen2, len(h.l.records)+5))
 		if !h.l.records[slot2].waiting || h.l.records[slot2].resp != r2 {
 			t.Error("a stale EPOLLOUT token resumed the slot's new response")
 		}

@@ -12,8 +12,6 @@ import (
 	"path"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 	"github.com/quartet-server/quartet/rdmahttp"
 )
@@ -234,14 +232,4 @@ func (p *progress) draw() {
 func (p *progress) finish() {
 	p.draw()
 	fmt.Fprintln(p.out)
-}
-
-// isTerminal reports whether w is a terminal (TCGETS succeeds on it).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

@@ -1,200 +1,343 @@
-// Package poll is the readiness poller under Quartet's reader and writer
-// loops: one epoll instance per loop, each registration tagged with a
-// caller-chosen 64-bit token instead of the fd.
+// Package poll is the readiness poller under Quartet's event loops (the
+// listener's accept loops, the reader and writer loops, the load
+// generator's): one kernel poller per loop, each registration tagged with a
+// Token instead of the fd.
 //
-// The token is the point. Loops pack (slot, generation) into it, so an event
-// that was already collected for a connection the loop has since retired is
-// recognised as stale and dropped, even if the kernel has given the same fd
-// number to a new connection (Go's runtime netpoll does the same with
-// fdseq; nginx with the instance bit in its event pointer).
+// This file is the contract, after Go's runtime/netpoll.go: it holds what
+// every platform shares (the interest and readiness flags, Event, Token,
+// and Poller's methods with their semantics), and each backend file
+// provides only the syscalls behind them:
 //
-// The loop itself is written once, in the packages that own connections;
-// this package only makes the syscalls.
+//	openPoller() (fd int, err error)
+//		a new, non-blocking, close-on-exec kernel poller.
+//	closeFD(fd int) error
+//	(*backend).ctl(pfd int, op ctlOp, fd int, in Interest, t Token) error
+//		add, modify or delete one registration; the error names the
+//		syscall (os.NewSyscallError) and wraps errNotRegistered when
+//		fd is not registered.
+//	(*backend).poll(pfd int) (n int, err error)
+//		collect ready events into the backend's own fixed buffer (its
+//		maxEventsPerWait at most) without blocking, retrying EINTR.
+//	(*backend).block(pfd int, timeout time.Duration) (n int, err error)
+//		the same, blocking the calling thread up to timeout (negative:
+//		without limit) with nanosecond resolution where the kernel has
+//		it; EINTR returns no events.
+//	(*backend).collect(dst []Event, n int) []Event
+//		append the n events the last poll or block collected, decoded
+//		into Token and readiness.
+//	errBadFD, errNotRegistered
+//		the errnos for a closed poller fd and an unregistered fd.
+//
+// poll_linux.go is the epoll backend. Every other platform gets
+// poll_other.go, whose openPoller returns Unsupported("poll"): Quartet does
+// not run there, and says so at New instead of failing later.
+//
+// Why no kqueue backend: a kqueue poller alone would not make Quartet run on
+// macOS or the BSDs. The loop's waker is an eventfd, the listener uses
+// accept4, the writer Linux's sendfile, the load generator epoll_pwait2 and
+// /proc; each would need a second implementation, and nothing on the
+// machines this project is built and measured on can run one of them.
+// Untested code presented as working is worse than an honest error, so
+// the other platforms build (GOOS=darwin go build ./... and go vet are part
+// of the checks) and fail at the first constructor with an error that
+// names the platform. A kqueue backend would implement the functions
+// above (EVFILT_READ with EV_CLEAR for EdgeTriggered, EV_DISPATCH for
+// OneShot, udata for the token) together with the other files that end in
+// _other.go, and be tested on the platform it is for.
+//
+// Registrations and what they report:
+//
+//   - Readable reports data, the peer's FIN and hangups. With
+//     EdgeTriggered it reports each change once, and the owner must read
+//     until EAGAIN before it can expect another event; Quartet's loops use
+//     it so that a connection handed to another stage needs no syscall to
+//     be silenced. Without it (level-triggered) the fd is reported on every
+//     Wait while it is readable; completion sources and wakers use that.
+//   - Writable with OneShot reports writability once and then disables the
+//     registration until Arm or Modify re-arms it: the writer wants it only
+//     while a response is stuck on a full socket.
+//   - Every event carries the Token registered with it, a 64-bit word the
+//     loop packs with (kind, generation, slot); see Token.
+//
+// Wait parks the calling goroutine in Go's network poller, not its thread
+// in the kernel (see New); a Poller made with NewBlocking blocks its thread
+// instead, for loops locked to one (LockOSThread) that measure their own
+// CPU time.
+//
+// A Poller is used by one loop goroutine, except Add, Modify, Arm and
+// Delete, which the kernel serialises and any goroutine may call, and
+// Close (see there).
 package poll
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// Interest flags for Add and Modify.
+// Interest says what a registration reports. Combine with |.
+type Interest uint8
+
 const (
-	Readable = unix.EPOLLIN | unix.EPOLLRDHUP
-	Writable = unix.EPOLLOUT
+	// Readable: data to read, the peer's FIN (half-close), hangup, error.
+	Readable Interest = 1 << iota
+	// Writable: room in the send buffer, hangup, error.
+	Writable
 	// EdgeTriggered reports a readiness change once; the owner must then
-	// read or write until EAGAIN. Quartet's loops use it so a connection
-	// handed to another stage needs no epoll_ctl to be silenced.
-	EdgeTriggered = unix.EPOLLET
-	// OneShot disables the registration after one event until Modify re-arms
-	// it: the writer uses it for EPOLLOUT, which it wants only while a
-	// response is stuck on a full socket.
-	OneShot = unix.EPOLLONESHOT
+	// read or write until EAGAIN. Without it registrations are
+	// level-triggered.
+	EdgeTriggered
+	// OneShot disables the registration after one event until Modify or
+	// Arm re-arms it.
+	OneShot
 )
 
 // Event is one readiness report.
 type Event struct {
-	Token uint64
-	Flags uint32
+	Token Token
+	ready ready
 }
 
-// Readable, Writable, Hangup and Error decode Flags.
-func (e Event) Readable() bool { return e.Flags&(unix.EPOLLIN|unix.EPOLLPRI) != 0 }
-func (e Event) Writable() bool { return e.Flags&unix.EPOLLOUT != 0 }
-func (e Event) Hangup() bool   { return e.Flags&(unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 }
-func (e Event) Error() bool    { return e.Flags&unix.EPOLLERR != 0 }
+// ready is an Event's readiness, decoded by the backend from the kernel's
+// flags.
+type ready uint8
 
-// maxEventsPerWait bounds one epoll_wait: large enough that a busy loop
-// rarely needs a second call, small enough to stay on the stack of Wait's
-// caller-provided buffer (Go's netpoll uses 128 as well).
-const maxEventsPerWait = 128
+const (
+	readyRead ready = 1 << iota
+	readyWrite
+	readyHangup
+	readyError
+)
 
-// Poller is one epoll instance. It is used by a single loop goroutine,
-// except Add, Modify and Delete, which the kernel serialises.
-type Poller struct {
-	// epfd is -1 once closed, so that nothing reaches an fd number the
-	// kernel may have given to someone else since. Atomic because Add,
-	// Modify and Delete may run on other goroutines than Close.
-	epfd   atomic.Int32
-	events [maxEventsPerWait]unix.EpollEvent
+// Readable reports data, or the end of it, to read.
+func (e Event) Readable() bool { return e.ready&readyRead != 0 }
 
-	file *os.File        // the epoll fd in Go's network poller
-	rc   syscall.RawConn // to park on it
-	wait func(uintptr) bool
-	n    int   // result of the last waitOnce
-	err  error // ditto
+// Writable reports room to write.
+func (e Event) Writable() bool { return e.ready&readyWrite != 0 }
+
+// Hangup reports that the peer has closed its sending side (or both).
+func (e Event) Hangup() bool { return e.ready&readyHangup != 0 }
+
+// Error reports a pending socket error; the next read or write returns it.
+func (e Event) Error() bool { return e.ready&readyError != 0 }
+
+// String is for test failures and logs: "token 0x... read|hangup".
+func (e Event) String() string {
+	s := ""
+	for i, name := range [...]string{"read", "write", "hangup", "error"} {
+		if e.ready&(1<<i) != 0 {
+			if s != "" {
+				s += "|"
+			}
+			s += name
+		}
+	}
+	if s == "" {
+		s = "none"
+	}
+	return fmt.Sprintf("token %#x %s", uint64(e.Token), s)
 }
 
 // ErrClosed is returned by Wait, and by a second Close, after Close.
 var ErrClosed = errors.New("quartet: poller closed")
 
-// New opens an epoll instance.
+// Unsupported is the error every Linux-only constructor in Quartet returns
+// on the platforms it does not run on (see the package comment): what
+// names the missing piece, and errors.Is(err, errors.ErrUnsupported) holds.
+func Unsupported(what string) error {
+	return fmt.Errorf("quartet: %s: %s/%s is not supported; Quartet's event loops run on Linux: %w",
+		what, runtime.GOOS, runtime.GOARCH, errors.ErrUnsupported)
+}
+
+// ctlOp is a registration change.
+type ctlOp uint8
+
+const (
+	ctlAdd ctlOp = iota
+	ctlModify
+	ctlDelete
+)
+
+// Poller is one kernel poller.
+type Poller struct {
+	// fd is -1 once closed, so that nothing reaches an fd number the
+	// kernel may have given to someone else since. Atomic because Add,
+	// Modify and Delete may run on other goroutines than Close.
+	fd atomic.Int32
+
+	// blocking: Wait blocks the thread (NewBlocking) instead of parking.
+	blocking bool
+	file     *os.File        // the poller fd in Go's network poller
+	rc       syscall.RawConn // to park on it
+	wait     func(uintptr) bool
+	n        int   // events collected by the last poll
+	err      error // ditto: its error
+
+	// parked is the time Wait has spent parked (or blocked) since New:
+	// what a loop subtracts from wall time to know how busy it is.
+	parked time.Duration
+
+	backend // per platform: the event buffer and what the last poll got
+}
+
+// New opens a poller whose Wait parks the calling goroutine.
 //
-// The epoll fd is itself handed to Go's network poller (an epoll fd is
+// The poller fd is itself handed to Go's network poller (an epoll fd is
 // readable while it has events), and Wait parks the loop goroutine there
 // instead of blocking its thread in epoll_wait. A goroutine blocked in a
 // raw epoll_wait keeps its P until sysmon notices, which on an idle
 // two-CPU machine can take milliseconds: measured here, a sequential
-// keep-alive round trip took 237 µs with blocking epoll_wait and far less
+// keep-alive round trip took 237 µs with blocking epoll_wait and 35 µs
 // parked this way (runtime's BenchmarkKeepAliveHello). Busy loops never
 // park: Wait first polls without blocking.
 func New() (*Poller, error) {
-	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	fd, err := openPoller()
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
+		return nil, err
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
-	}
-	f := os.NewFile(uintptr(fd), "epoll")
+	f := os.NewFile(uintptr(fd), "poller")
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	p := &Poller{file: f, rc: rc}
-	p.epfd.Store(int32(fd))
+	p.fd.Store(int32(fd))
 	p.wait = p.waitOnce
 	return p, nil
 }
 
-// waitOnce is the callback for RawConn.Read: one non-blocking epoll_wait;
-// false (nothing ready) asks Go's poller to park us until the epoll fd is
+// NewBlocking opens a poller whose Wait blocks the calling thread in the
+// kernel, with nanosecond timeouts where the kernel has them (epoll_pwait2).
+// It is for a loop that has locked its goroutine to its thread and reads
+// its thread's CPU time (the load generator): parked in Go's network
+// poller, its waits would be done, and accounted, on another thread, and
+// the runtime's timers would round its sub-millisecond timeouts. Close does
+// not interrupt a blocked Wait.
+func NewBlocking() (*Poller, error) {
+	fd, err := openPoller()
+	if err != nil {
+		return nil, err
+	}
+	p := &Poller{blocking: true}
+	p.fd.Store(int32(fd))
+	return p, nil
+}
+
+// waitOnce is the callback for RawConn.Read: one non-blocking poll; false
+// (nothing ready) asks Go's poller to park us until the poller fd is
 // readable or the deadline passes.
 func (p *Poller) waitOnce(fd uintptr) bool {
-	for {
-		n, err := unix.EpollWait(int(fd), p.events[:], 0)
-		if err == unix.EINTR {
-			continue
-		}
-		p.n, p.err = n, err
-		return err != nil || n > 0
-	}
+	p.n, p.err = p.poll(int(fd))
+	return p.err != nil || p.n > 0
 }
 
 // Add registers fd with the given interest and token.
-func (p *Poller) Add(fd int, interest uint32, token uint64) error {
-	ev := unix.EpollEvent{Events: interest}
-	putToken(&ev, token)
-	return os.NewSyscallError("epoll_ctl add", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_ADD, fd, &ev))
+func (p *Poller) Add(fd int, in Interest, t Token) error {
+	return p.ctl(p.pollerFD(), ctlAdd, fd, in, t)
 }
 
 // Modify changes fd's interest and token (and re-arms a OneShot registration).
-func (p *Poller) Modify(fd int, interest uint32, token uint64) error {
-	ev := unix.EpollEvent{Events: interest}
-	putToken(&ev, token)
-	return os.NewSyscallError("epoll_ctl mod", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_MOD, fd, &ev))
+func (p *Poller) Modify(fd int, in Interest, t Token) error {
+	return p.ctl(p.pollerFD(), ctlModify, fd, in, t)
 }
 
 // Arm re-arms a OneShot registration, adding it if fd is not registered
 // (the writer does not remember which sockets it has seen before).
-func (p *Poller) Arm(fd int, interest uint32, token uint64) error {
-	ev := unix.EpollEvent{Events: interest}
-	putToken(&ev, token)
-	err := unix.EpollCtl(p.fd(), unix.EPOLL_CTL_MOD, fd, &ev)
-	if err == unix.ENOENT {
-		return os.NewSyscallError("epoll_ctl add", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_ADD, fd, &ev))
+func (p *Poller) Arm(fd int, in Interest, t Token) error {
+	err := p.ctl(p.pollerFD(), ctlModify, fd, in, t)
+	if errors.Is(err, errNotRegistered) {
+		return p.ctl(p.pollerFD(), ctlAdd, fd, in, t)
 	}
-	return os.NewSyscallError("epoll_ctl mod", err)
+	return err
 }
 
 // Delete removes fd. Closing an fd removes it too; Delete is for fds that
 // stay open but leave this loop.
 func (p *Poller) Delete(fd int) error {
-	return os.NewSyscallError("epoll_ctl del", unix.EpollCtl(p.fd(), unix.EPOLL_CTL_DEL, fd, nil))
+	return p.ctl(p.pollerFD(), ctlDelete, fd, 0, 0)
 }
 
-// Wait blocks until at least one event or the timeout (negative: forever,
-// zero: poll) and appends the events to dst[:0]. EINTR is not an error.
+// Wait waits until at least one event or the timeout (negative: forever,
+// zero: poll) and appends the events to dst[:0]. Signals (EINTR) are not
+// errors.
 func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	dst = dst[:0]
-	fd := p.fd()
+	fd := p.pollerFD()
 	if fd < 0 {
 		return dst, ErrClosed
 	}
+	if p.blocking {
+		return p.waitBlocking(dst, fd, timeout)
+	}
 	p.waitOnce(uintptr(fd))
 	if p.err == nil && p.n == 0 && timeout != 0 {
+		// Nothing ready: park. The clock is read only here, where the
+		// park itself costs far more.
+		start := time.Now()
 		var deadline time.Time
 		if timeout > 0 {
-			deadline = time.Now().Add(timeout)
+			deadline = start.Add(timeout)
 		}
 		if err := p.file.SetReadDeadline(deadline); err != nil {
 			return dst, ErrClosed
 		}
 		p.n, p.err = 0, nil
-		if err := p.rc.Read(p.wait); err != nil {
+		err := p.rc.Read(p.wait)
+		p.parked += time.Since(start)
+		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return dst, nil
 			}
 			return dst, ErrClosed
 		}
 	}
-	if p.err != nil {
-		if p.err == unix.EBADF {
-			return dst, ErrClosed
-		}
-		return dst, os.NewSyscallError("epoll_wait", p.err)
-	}
-	for i := 0; i < p.n; i++ {
-		dst = append(dst, Event{Token: getToken(&p.events[i]), Flags: p.events[i].Events})
-	}
-	return dst, nil
+	return p.result(dst)
 }
 
-// fd is the epoll fd, or -1 after Close (every syscall then fails with
-// EBADF).
-func (p *Poller) fd() int { return int(p.epfd.Load()) }
+func (p *Poller) waitBlocking(dst []Event, fd int, timeout time.Duration) ([]Event, error) {
+	if timeout == 0 {
+		p.n, p.err = p.poll(fd)
+	} else {
+		start := time.Now()
+		p.n, p.err = p.block(fd, timeout)
+		p.parked += time.Since(start)
+	}
+	return p.result(dst)
+}
 
-// Close releases the epoll instance. Call it once no Wait is in progress.
+func (p *Poller) result(dst []Event) ([]Event, error) {
+	if p.err != nil {
+		if errors.Is(p.err, errBadFD) {
+			return dst, ErrClosed
+		}
+		return dst, p.err
+	}
+	return p.collect(dst, p.n), nil
+}
+
+// Parked is the time Wait has spent parked or blocked since New: wall time
+// less this is the time the loop was busy. Loop goroutine only.
+func (p *Poller) Parked() time.Duration { return p.parked }
+
+// pollerFD is the poller's fd, or -1 after Close (every syscall then fails
+// with EBADF).
+func (p *Poller) pollerFD() int { return int(p.fd.Load()) }
+
+// Close releases the poller. A Wait parked in Go's poller returns
+// ErrClosed; one blocked in the kernel (NewBlocking) is not interrupted,
+// so close such a poller from its loop.
 func (p *Poller) Close() error {
-	fd := p.epfd.Swap(-1)
+	fd := p.fd.Swap(-1)
 	if fd < 0 {
 		return ErrClosed
 	}
-	return p.file.Close()
+	if p.file != nil {
+		return p.file.Close()
+	}
+	return closeFD(int(fd))
 }

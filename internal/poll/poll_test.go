@@ -1,3 +1,5 @@
+//go:build linux
+
 package poll
 
 import (
@@ -50,7 +52,7 @@ func newPoller(t *testing.T) *Poller {
 
 // waitOne waits up to a second for events and fails unless exactly the
 // given tokens are reported.
-func waitFor(t *testing.T, p *Poller, want ...uint64) []Event {
+func waitFor(t *testing.T, p *Poller, want ...Token) []Event {
 	t.Helper()
 	evs, err := p.Wait(nil, time.Second)
 	if err != nil {
@@ -70,7 +72,7 @@ func waitFor(t *testing.T, p *Poller, want ...uint64) []Event {
 // The token is the whole 64-bit epoll_data word: the loops keep their
 // registration kind in the top bits and generations above bit 32.
 func TestTokenRoundTrip(t *testing.T) {
-	for _, tok := range []uint64{
+	for _, tok := range []Token{
 		0,
 		1,
 		0xffffffff,
@@ -79,7 +81,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		1 << 63,
 		0xc000000000000000,
 		0xdeadbeefcafef00d,
-		^uint64(0),
+		^Token(0),
 	} {
 		p := newPoller(t)
 		fd := eventfd(t)
@@ -89,7 +91,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		signal(t, fd)
 		ev := waitFor(t, p, tok)[0]
 		if !ev.Readable() || ev.Writable() || ev.Hangup() || ev.Error() {
-			t.Errorf("token %#x: flags %#x, want readable only", tok, ev.Flags)
+			t.Errorf("token %#x: %v, want readable only", tok, ev)
 		}
 		// Modify replaces the token.
 		if err := p.Modify(fd, Readable, ^tok); err != nil {
@@ -113,7 +115,7 @@ func TestOneShotArm(t *testing.T) {
 		t.Fatalf("Arm (add): %v", err)
 	}
 	if ev := waitFor(t, p, 7)[0]; !ev.Writable() {
-		t.Fatalf("flags %#x, want writable", ev.Flags)
+		t.Fatalf("%v, want writable", ev)
 	}
 	// One shot: the socket is still writable, but no second event comes
 	// until the registration is re-armed.
@@ -160,7 +162,7 @@ func TestHangupAndError(t *testing.T) {
 	unix.Close(b)
 	ev := waitFor(t, p, 3)[0]
 	if !ev.Hangup() {
-		t.Errorf("peer closed: flags %#x, want hangup", ev.Flags)
+		t.Errorf("peer closed: %v, want hangup", ev)
 	}
 }
 
@@ -254,5 +256,68 @@ func TestCloseWakesParkedWait(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not end a parked Wait")
+	}
+}
+
+// A blocking poller reports events like a parking one, honours timeouts
+// shorter than a millisecond without returning early, and counts its time
+// blocked as parked.
+func TestBlockingWait(t *testing.T) {
+	p, err := NewBlocking()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	fd := eventfd(t)
+	if err := p.Add(fd, Readable, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{0, 50 * time.Microsecond, 20 * time.Millisecond} {
+		before := p.Parked()
+		start := time.Now()
+		evs, err := p.Wait(nil, d)
+		took := time.Since(start)
+		if err != nil || len(evs) != 0 {
+			t.Fatalf("Wait(%v): events %v, err %v; want none", d, evs, err)
+		}
+		if took < d {
+			t.Errorf("Wait(%v) returned after %v", d, took)
+		}
+		if parked := p.Parked() - before; d > 0 && parked < d {
+			t.Errorf("Wait(%v): %v counted as parked", d, parked)
+		}
+	}
+	signal(t, fd)
+	waitFor(t, p, 4)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(nil, 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("Wait after Close: %v, want ErrClosed", err)
+	}
+}
+
+// Parked counts only the time a Wait was parked: a Wait that finds events
+// at once adds nothing, one that parks adds at least its timeout.
+func TestParkedTime(t *testing.T) {
+	p := newPoller(t)
+	fd := eventfd(t)
+	if err := p.Add(fd, Readable, 1); err != nil {
+		t.Fatal(err)
+	}
+	signal(t, fd)
+	if _, err := p.Wait(nil, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Parked(); got != 0 {
+		t.Errorf("a Wait that found an event counted %v as parked", got)
+	}
+	consume(t, fd)
+	const d = 20 * time.Millisecond
+	if _, err := p.Wait(nil, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Parked(); got < d {
+		t.Errorf("a Wait that timed out after %v counted %v as parked", d, got)
 	}
 }

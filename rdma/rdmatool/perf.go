@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/quartet-server/quartet/rdma"
 )
 
@@ -263,21 +261,16 @@ func pinPoller(spin bool, cpu int) (unpin func(), err error) {
 	if cpu < 0 {
 		return runtime.UnlockOSThread, nil
 	}
-	var was, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &was); err != nil {
+	restore, err := bindThread(cpu)
+	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("sched_getaffinity: %w", err)
-	}
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("-cpu %d: sched_setaffinity: %w", cpu, err)
+		return nil, err
 	}
 	return func() {
 		// A thread that cannot get its CPU set back must not return to
 		// the runtime's pool: exit it (a locked goroutine that returns
 		// without unlocking takes its thread with it) by staying locked.
-		if unix.SchedSetaffinity(0, &was) == nil {
+		if restore() {
 			runtime.UnlockOSThread()
 		}
 	}, nil

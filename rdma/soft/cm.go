@@ -23,7 +23,6 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -205,10 +204,10 @@ func (d *device) Listen(addr string, backlog int) (rdma.Listener, error) {
 	if err != nil {
 		return nil, &rdma.VerbError{Verb: "rdma_listen", Errno: errnoOf(err, unix.EADDRNOTAVAIL)}
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC|unix.EFD_SEMAPHORE)
+	efd, err := newEventfd(true)
 	if err != nil {
 		ln.Close()
-		return nil, os.NewSyscallError("eventfd", err)
+		return nil, err
 	}
 	l := &listener{dev: d, ln: ln, efd: efd, reqs: make(chan *connReq, backlog), done: make(chan struct{}), shaking: map[net.Conn]struct{}{}}
 	binary.NativeEndian.PutUint64(l.one[:], 1)

@@ -50,9 +50,9 @@ func newCQ(d *device, depth int) (*cq, error) {
 	if depth <= 0 || depth > maxCQE {
 		return nil, &rdma.VerbError{Verb: "ibv_create_cq", Errno: einval}
 	}
-	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	fd, err := newEventfd(false)
 	if err != nil {
-		return nil, os.NewSyscallError("eventfd", err)
+		return nil, err
 	}
 	c := &cq{dev: d, fd: fd, ring: make([]rdma.Completion, depth)}
 	binary.NativeEndian.PutUint64(c.one[:], 1)

@@ -1,8 +1,7 @@
-//go:build linux
-
 package bench
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -10,16 +9,16 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/internal/poll"
+	"github.com/quartet-server/quartet/stages"
 )
 
 // Per-turn budgets and timer granularity of a loop.
 const (
-	// maxEvents per epoll_wait: a stack-sized batch like the Go netpoller's.
-	maxEvents = 256
 	// readBufSize is the one read buffer per loop, shared by its
 	// connections because a read is parsed before the next one starts.
 	readBufSize = 64 << 10
@@ -55,19 +54,21 @@ type loopCounters struct {
 	_         [48]byte // keep loops' counters on separate cache lines
 }
 
-// loop is one event loop: an epoll instance, locked to one OS thread, that
-// owns a fixed set of connections for the whole run.
+// loop is one event loop (a stages.Loop, locked to one OS thread and
+// blocking it in the kernel) that owns a fixed set of connections for the
+// whole run. Nobody hands it work: it has no queue and no waker, and its
+// turn is the housekeeping tick and the open-loop send schedule.
 type loop struct {
-	r      *run
-	epfd   int
-	conns  []*conn
-	reqs   []wireRequest
-	sched  []uint16
-	buf    []byte
-	events [maxEvents]unix.EpollEvent
-	iov    [maxPipeline]unix.Iovec
-	timers connHeap
-	pwait2 bool // epoll_pwait2 (ns timeout) works; else ms epoll_wait
+	r        *run
+	core     *stages.Loop
+	poller   *poll.Poller
+	conns    []*conn
+	reqs     []wireRequest
+	sched    []uint16
+	buf      []byte
+	iov      [maxPipeline]unix.Iovec
+	timers   connHeap
+	nextTick int64 // ns since base: the next housekeeping pass
 	// sa is this loop's own copy of the target address: x/sys serialises
 	// a Sockaddr into a buffer inside it, so loops must not share one.
 	sa unix.Sockaddr
@@ -112,28 +113,34 @@ func newHist() *hdrhistogram.Histogram {
 }
 
 func newLoop(r *run, pub *loopCounters) (*loop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	return &loop{
-		r: r, epfd: epfd, reqs: r.reqs, sched: r.sched,
+	l := &loop{
+		r: r, reqs: r.reqs, sched: r.sched,
 		buf:  make([]byte, readBufSize),
 		hist: newHist(), raw: newHist(),
-		budget: -1, pwait2: true, pub: pub, firstRec: -1,
+		budget: -1, pub: pub, firstRec: -1,
 		sa: sockaddr(r.dst.Addr(), r.dst.Port()),
-	}, nil
+	}
+	// Blocking: the loop's thread does its own waiting, so its CPU time
+	// (RUSAGE_THREAD) is the generator's whole cost, and open-loop send
+	// times get nanosecond timeouts (epoll_pwait2).
+	core, err := stages.NewLoop(stages.LoopHooks{Turn: l.turn, Event: l.dispatch},
+		stages.LoopOptions{Solo: true, Blocking: true})
+	if err != nil {
+		return nil, err
+	}
+	l.core, l.poller = core, core.Poller()
+	return l, nil
 }
 
 func (l *loop) now() int64 { return int64(time.Since(l.r.base)) }
 
 // run is the loop body; it returns when the run is over for all of its
-// connections, having closed every socket and the epoll fd.
+// connections, having closed every socket and the poller.
 func (l *loop) run() {
 	// Locked so that RUSAGE_THREAD measures exactly this loop's CPU.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	defer unix.Close(l.epfd)
+	defer l.core.Close()
 	defer l.closeAll()
 	l.cpuWarm = threadCPU()
 	l.measured = l.r.warmEnd <= 0
@@ -147,39 +154,9 @@ func (l *loop) run() {
 	for _, c := range l.conns {
 		l.connect(c, now)
 	}
-	nextTick := now
-	for {
-		now = l.now()
-		if now >= nextTick {
-			if l.housekeep(now) {
-				break
-			}
-			nextTick = now + int64(tick)
-		}
-		if l.interval > 0 {
-			l.fireDue(now)
-		}
-		wait := nextTick - now
-		if l.interval > 0 && len(l.timers) > 0 {
-			wait = min(wait, l.timers[0].due-now)
-		}
-		n, err := l.wait(max(wait, 0))
-		if err != nil {
-			l.err = err
-			break
-		}
-		for i := range n {
-			ev := &l.events[i]
-			idx, gen := uint32(ev.Fd), uint32(ev.Pad)
-			if int(idx) >= len(l.conns) {
-				continue
-			}
-			c := l.conns[idx]
-			if c.gen != gen || c.state == csIdle || c.state == csDone {
-				continue // stale event from a closed socket
-			}
-			l.event(c, ev.Events)
-		}
+	l.nextTick = now
+	if err := l.core.Run(context.Background()); err != nil {
+		l.err = err
 	}
 	l.publish()
 	if l.measured {
@@ -187,37 +164,42 @@ func (l *loop) run() {
 	}
 }
 
-// wait blocks in epoll for at most ns nanoseconds.
-func (l *loop) wait(ns int64) (int, error) {
-	for {
-		var n int
-		var err error
-		if l.pwait2 {
-			ts := unix.NsecToTimespec(ns)
-			r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(l.epfd),
-				uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)),
-				uintptr(unsafe.Pointer(&ts)), 0, 0)
-			n = int(r)
-			if e != 0 {
-				err = e
-			}
-			if err == unix.ENOSYS {
-				l.pwait2 = false
-				continue
-			}
-		} else {
-			// Round up: waking early only costs an extra turn.
-			n, err = unix.EpollWait(l.epfd, l.events[:], int((ns+999_999)/1_000_000))
+// turn is the loop's work between waits: housekeeping once per tick, the
+// open-loop requests that are due, and the wait until the next of either.
+func (l *loop) turn(t time.Time, _ bool) (time.Duration, bool) {
+	now := int64(t.Sub(l.r.base))
+	if now >= l.nextTick {
+		if l.housekeep(now) {
+			return 0, true
 		}
-		if err == unix.EINTR {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, os.NewSyscallError("epoll_wait", err)
-		}
-		return n, nil
+		l.nextTick = now + int64(tick)
 	}
+	if l.interval > 0 {
+		l.fireDue(now)
+	}
+	wait := l.nextTick - now
+	if l.interval > 0 && len(l.timers) > 0 {
+		wait = min(wait, l.timers[0].due-now)
+	}
+	return time.Duration(max(wait, 0)), false
 }
+
+// dispatch hands an event to its connection, unless the connection it was
+// registered for has been closed since.
+func (l *loop) dispatch(ev poll.Event) {
+	idx := ev.Token.Slot()
+	if idx >= len(l.conns) {
+		return
+	}
+	c := l.conns[idx]
+	if !ev.Token.Matches(c.gen) || c.state == csIdle || c.state == csDone {
+		return // stale event from a closed socket
+	}
+	l.event(c, ev)
+}
+
+// token is c's registration: its index and its current generation.
+func (c *conn) token() poll.Token { return poll.MakeToken(poll.KindConn, c.gen, int(c.idx)) }
 
 // housekeep runs every tick: phase changes, timeouts, reconnects, progress.
 // It reports whether the loop is finished.
@@ -305,9 +287,9 @@ func (l *loop) publish() {
 // connect starts a non-blocking connect for c.
 func (l *loop) connect(c *conn, now int64) {
 	r := l.r
-	fd, err := unix.Socket(r.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := socket(r.family, true)
 	if err != nil {
-		l.connectFailed(c, now, os.NewSyscallError("socket", err))
+		l.connectFailed(c, now, err)
 		return
 	}
 	// Requests are small and must leave at once, not wait for Nagle.
@@ -315,7 +297,7 @@ func (l *loop) connect(c *conn, now int64) {
 	if c.src.IsValid() {
 		// Let connect pick the port per 4-tuple, so each source address
 		// adds a whole ephemeral range towards the same server port.
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		bindAddressNoPort(fd)
 		if err := unix.Bind(fd, sockaddr(c.src, 0)); err != nil {
 			unix.Close(fd)
 			l.connectFailed(c, now, os.NewSyscallError("bind", err))
@@ -329,11 +311,10 @@ func (l *loop) connect(c *conn, now int64) {
 		return
 	}
 	c.fd, c.state, c.retryAt = fd, csConnecting, now
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP, Fd: int32(c.idx), Pad: int32(c.gen)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := l.poller.Add(fd, poll.Readable|poll.Writable, c.token()); err != nil {
 		unix.Close(fd)
 		c.state = csIdle
-		l.connectFailed(c, now, os.NewSyscallError("epoll_ctl add", err))
+		l.connectFailed(c, now, err)
 	}
 }
 
@@ -344,11 +325,11 @@ func (l *loop) connectFailed(c *conn, now int64, err error) {
 	c.state, c.retryAt = csIdle, now+int64(retryDelay)
 }
 
-// event handles epoll events for an open or connecting connection.
-func (l *loop) event(c *conn, ev uint32) {
+// event handles an event for an open or connecting connection.
+func (l *loop) event(c *conn, ev poll.Event) {
 	now := l.now()
 	if c.state == csConnecting {
-		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		if !ev.Writable() && !ev.Error() && !ev.Hangup() {
 			return
 		}
 		soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
@@ -379,12 +360,12 @@ func (l *loop) event(c *conn, ev uint32) {
 		}
 		return
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+	if ev.Readable() || ev.Hangup() || ev.Error() {
 		if !l.readable(c, now) {
 			return
 		}
 	}
-	if ev&unix.EPOLLOUT != 0 && c.state == csOpen {
+	if ev.Writable() && c.state == csOpen {
 		l.flush(c, now)
 	}
 }
@@ -633,17 +614,17 @@ func (l *loop) flush(c *conn, now int64) {
 	}
 }
 
-// rearm switches EPOLLOUT on or off for c.
+// rearm switches writability events on or off for c (level-triggered).
 func (l *loop) rearm(c *conn, out bool) {
 	if c.wantOut == out {
 		return
 	}
 	c.wantOut = out
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.idx), Pad: int32(c.gen)}
+	in := poll.Readable
 	if out {
-		ev.Events |= unix.EPOLLOUT
+		in |= poll.Writable
 	}
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+	_ = l.poller.Modify(c.fd, in, c.token())
 }
 
 // drop closes c after an error or a server close; its in-flight requests
@@ -682,51 +663,4 @@ func (l *loop) closeAll() {
 		}
 		c.state = csDone
 	}
-}
-
-func rawRead(fd int, b []byte) (int, error) {
-	// Raw: the socket is non-blocking, so the scheduler hand-off that
-	// unix.Read pays for a possibly blocking call is wasted work.
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-func rawWrite(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-func rawWritev(fd int, iov []unix.Iovec) (int, error) {
-	if len(iov) == 0 {
-		return 0, nil
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-// threadCPU is the calling thread's user+system CPU time.
-func threadCPU() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// ProcessCPU is this process's user+system CPU time.
-func ProcessCPU() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

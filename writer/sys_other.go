@@ -1,0 +1,13 @@
+//go:build !linux
+
+package writer
+
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/internal/poll"
+)
+
+// writev: the raw syscall is Linux's way; the writer does not run
+// elsewhere (see internal/poll), and never gets here.
+func writev(int, []unix.Iovec) (int, error) { return -1, poll.Unsupported("writev") }
