@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"time"
 
+	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
@@ -21,9 +22,31 @@ type Config struct {
 	Listeners int    // accept loops; more than one uses SO_REUSEPORT
 	ReusePort bool   // SO_REUSEPORT even with one accept loop
 
-	Readers    int // R reader event loops
-	Processors int // P handler workers
-	Writers    int // W writer event loops
+	Readers int // R reader event loops
+	Writers int // W writer event loops
+
+	// Processors, ProcessorsMin and ProcessorsMax size the processor
+	// pool: the handlers that may run at once (places; see processor's
+	// Places). With neither bound set, a Processors above zero pins the
+	// pool at that size, and zero lets the controller size it between the
+	// default bounds: GOMAXPROCS (enough to keep every CPU busy with
+	// handlers that compute) and DefaultMaxProcessorsPerCPU × GOMAXPROCS.
+	// With a bound set, the controller sizes the pool within
+	// [ProcessorsMin, ProcessorsMax] (the one not set takes its default),
+	// starting at Processors, or at the minimum if Processors is 0. Sizes
+	// change while serving through Server.ChangeStage too.
+	Processors    int
+	ProcessorsMin int
+	ProcessorsMax int
+
+	// QueueWaitTarget is admission control's target: a request that would
+	// wait longer than this for a processor place is refused at once with
+	// 503 and a Retry-After, in the reader, before it takes a place (its
+	// class's queue is judged by its own service rate; see package
+	// control). 0 means control.DefaultQueueWaitTarget (500 ms); negative
+	// turns admission control off (requests then wait for as long as the
+	// queue holds them).
+	QueueWaitTarget time.Duration
 
 	// QueueCapacity sizes each hand-off queue: reader→processor, and the
 	// inbound queue of every reader and writer loop.
@@ -89,10 +112,18 @@ type Config struct {
 	Modules []Module
 }
 
+// DefaultMaxProcessorsPerCPU bounds the processor pool the controller may
+// grow to by default, per CPU: handlers that block 10 ms each need a
+// thousand places per CPU to keep one CPU's worth of requests (about 100k
+// a second of simple ones) moving; beyond that the I/O stages, not the
+// places, are the limit. A place costs a goroutine (8 KiB of stack) only
+// while it has work.
+const DefaultMaxProcessorsPerCPU = 1024
+
 // DefaultConfig sizes the stages for this machine: a reader and a writer
 // loop per two CPUs (each loop serves thousands of connections; more loops
-// than CPUs only adds wake-ups), and four handler workers per CPU, since
-// handlers may block.
+// than CPUs only adds wake-ups), and a processor pool that its controller
+// sizes (Processors 0, default bounds).
 func DefaultConfig() Config {
 	cpus := goruntime.GOMAXPROCS(0)
 	loops := max(1, cpus/2)
@@ -100,7 +131,6 @@ func DefaultConfig() Config {
 		Addr:          "127.0.0.1:8080",
 		Listeners:     1,
 		Readers:       loops,
-		Processors:    processor.DefaultWorkersPerCPU * cpus,
 		Writers:       loops,
 		QueueCapacity: 4096,
 		MaxConns:      0,
@@ -119,6 +149,7 @@ func DefaultConfig() Config {
 		MinBodyRateGrace:     reader.DefaultMinBodyRateGrace,
 		MinResponseRate:      writer.DefaultMinRate,
 		MinResponseRateGrace: writer.DefaultMinRateGrace,
+		QueueWaitTarget:      control.DefaultQueueWaitTarget,
 	}
 }
 
@@ -137,8 +168,18 @@ func (c *Config) Validate() error {
 		return bad("Listeners", c.Listeners, "must be >= 0")
 	case c.Readers < 0 || c.Readers > 1024:
 		return bad("Readers", c.Readers, "must be 0..1024")
-	case c.Processors < 0 || c.Processors > 1<<16:
+	case c.Processors < 0 || c.Processors > maxProcessors:
 		return bad("Processors", c.Processors, "must be 0..65536")
+	case c.ProcessorsMin < 0 || c.ProcessorsMin > maxProcessors:
+		return bad("ProcessorsMin", c.ProcessorsMin, "must be 0..65536")
+	case c.ProcessorsMax < 0 || c.ProcessorsMax > maxProcessors:
+		return bad("ProcessorsMax", c.ProcessorsMax, "must be 0..65536")
+	case c.ProcessorsMin > 0 && c.ProcessorsMax > 0 && c.ProcessorsMin > c.ProcessorsMax:
+		return bad("ProcessorsMin", c.ProcessorsMin, fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax))
+	case c.Processors > 0 && c.ProcessorsMin > 0 && c.Processors < c.ProcessorsMin:
+		return bad("Processors", c.Processors, fmt.Sprintf("must be at least ProcessorsMin (%d)", c.ProcessorsMin))
+	case c.Processors > 0 && c.ProcessorsMax > 0 && c.Processors > c.ProcessorsMax:
+		return bad("Processors", c.Processors, fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax))
 	case c.Writers < 0 || c.Writers > 1024:
 		return bad("Writers", c.Writers, "must be 0..1024")
 	case c.QueueCapacity < 0 || c.QueueCapacity > 1<<24:
@@ -169,6 +210,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// maxProcessors bounds the processor pool's size and bounds.
+const maxProcessors = 1 << 16
+
 // maxPrereadBody bounds PrereadBody: the reader gives a preread body a
 // buffer of its own size.
 const maxPrereadBody = 64 << 20
@@ -182,9 +226,7 @@ func (c Config) withDefaults() Config {
 	if c.Readers == 0 {
 		c.Readers = d.Readers
 	}
-	if c.Processors == 0 {
-		c.Processors = d.Processors
-	}
+	c.Processors, c.ProcessorsMin, c.ProcessorsMax = processorSizes(c.Processors, c.ProcessorsMin, c.ProcessorsMax)
 	if c.Writers == 0 {
 		c.Writers = d.Writers
 	}
@@ -218,5 +260,30 @@ func (c Config) withDefaults() Config {
 	if c.MinResponseRateGrace == 0 {
 		c.MinResponseRateGrace = d.MinResponseRateGrace
 	}
+	if c.QueueWaitTarget == 0 {
+		c.QueueWaitTarget = d.QueueWaitTarget
+	}
 	return c
+}
+
+// processorSizes fills in the processor pool's size and bounds (see
+// Config.Processors): a pinned size becomes equal bounds.
+func processorSizes(size, lo, hi int) (int, int, int) {
+	if lo == 0 && hi == 0 && size > 0 {
+		return size, size, size
+	}
+	cpus := goruntime.GOMAXPROCS(0)
+	if lo == 0 {
+		lo = cpus
+		if hi > 0 {
+			lo = min(lo, hi)
+		}
+	}
+	if hi == 0 {
+		hi = min(max(lo, DefaultMaxProcessorsPerCPU*cpus), maxProcessors)
+	}
+	if size == 0 {
+		size = lo
+	}
+	return min(max(size, lo), hi), lo, hi
 }

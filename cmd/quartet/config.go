@@ -19,7 +19,10 @@ type serveOptions struct {
 	Listeners     int           `yaml:"listeners" help:"accept loops (more than one uses SO_REUSEPORT)"`
 	ReusePort     bool          `yaml:"reuseport" help:"set SO_REUSEPORT on the listening socket"`
 	Readers       int           `yaml:"readers" help:"reader event loops (R)"`
-	Processors    int           `yaml:"processors" help:"handler workers (P)"`
+	Processors    int           `yaml:"processors" help:"handler places (P): alone, pins the pool at this size; with processors-min/max, where the controller starts (default: sized by the controller)"`
+	ProcessorsMin int           `yaml:"processors-min" help:"the processor controller's lower bound (default: GOMAXPROCS)"`
+	ProcessorsMax int           `yaml:"processors-max" help:"the processor controller's upper bound (default: 1024 × GOMAXPROCS)"`
+	QueueWait     time.Duration `yaml:"queue-wait-target" help:"refuse with 503 and Retry-After a request that would wait longer than this for a processor (negative: never refuse)"`
 	Writers       int           `yaml:"writers" help:"writer event loops (W)"`
 	Queue         int           `yaml:"queue" help:"capacity of each hand-off queue"`
 	MaxConns      int           `yaml:"max-conns" help:"open connections at most (0: no limit)"`
@@ -110,8 +113,8 @@ func (o *serveOptions) validate() error {
 		return bad("listeners", o.Listeners, "must be at least 1")
 	case o.Readers < 1 || o.Readers > 1024:
 		return bad("readers", o.Readers, "must be 1..1024")
-	case o.Processors < 1 || o.Processors > 1<<16:
-		return bad("processors", o.Processors, "must be 1..65536")
+	case o.Processors < 0 || o.Processors > 1<<16:
+		return bad("processors", o.Processors, "must be 0 (sized by the controller) to 65536")
 	case o.Writers < 1 || o.Writers > 1024:
 		return bad("writers", o.Writers, "must be 1..1024")
 	case o.Queue < 2 || o.Queue > 1<<24:

@@ -37,7 +37,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defaults := serveOptions{
 		Addr: d.Addr, Listeners: d.Listeners, ReusePort: d.ReusePort,
 		Readers: d.Readers, Processors: d.Processors, Writers: d.Writers, Queue: d.QueueCapacity,
-		MaxConns: d.MaxConns, MaxBody: d.MaxBodyBytes,
+		QueueWait: d.QueueWaitTarget,
+		MaxConns:  d.MaxConns, MaxBody: d.MaxBodyBytes,
 		HeaderTimeout: d.HeaderTimeout, IdleTimeout: d.IdleTimeout, WriteTimeout: d.WriteTimeout,
 		RDMA: "auto", RDMADial: rdmahttp.DefaultDialTimeout,
 	}
@@ -75,6 +76,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := d
 	cfg.Addr, cfg.Listeners, cfg.ReusePort = o.Addr, o.Listeners, o.ReusePort
 	cfg.Readers, cfg.Processors, cfg.Writers, cfg.QueueCapacity = o.Readers, o.Processors, o.Writers, o.Queue
+	cfg.ProcessorsMin, cfg.ProcessorsMax, cfg.QueueWaitTarget = o.ProcessorsMin, o.ProcessorsMax, o.QueueWait
 	cfg.MaxConns, cfg.MaxBodyBytes = o.MaxConns, o.MaxBody
 	cfg.HeaderTimeout, cfg.IdleTimeout, cfg.WriteTimeout = o.HeaderTimeout, o.IdleTimeout, o.WriteTimeout
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
@@ -146,16 +148,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if mx != nil {
 		mx.Attach(srv)
-		admin, err := serveAdmin(o.MetricsAddr, mx, o.Pprof, logger)
+		adminSrv, err := serveAdmin(o.MetricsAddr, mx, o.Pprof, logger)
 		if err != nil {
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
-		defer admin.Close()
+		defer adminSrv.Close()
 	}
 	c := srv.Config()
 	logger.Info("quartet serving", "addr", srv.Addr().String(), "readers", c.Readers,
-		"processors", c.Processors, "writers", c.Writers, "queue", c.QueueCapacity)
+		"processors", c.Processors, "processors-min", c.ProcessorsMin, "processors-max", c.ProcessorsMax,
+		"writers", c.Writers, "queue", c.QueueCapacity)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(context.Background()) }()
 	select {
