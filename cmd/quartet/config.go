@@ -33,6 +33,7 @@ type serveOptions struct {
 	AccessLog     string        `yaml:"access-log" help:"access log in combined format: a file, or - for stdout (default: none)"`
 	MetricsAddr   string        `yaml:"metrics-addr" help:"serve Prometheus /metrics on this address (default: off)"`
 	Pprof         bool          `yaml:"pprof" help:"also serve /debug/pprof on --metrics-addr"`
+	Admin         bool          `yaml:"admin" help:"also serve /admin/stages on --metrics-addr, to read and change stage sizes while serving (answers loopback clients only)"`
 	RDMA          string        `yaml:"rdma" help:"deliver bodies by RDMA to clients that ask (docs/rdma-http.md): off, soft, verbs, or auto (verbs where a device exists, else soft)"`
 	RDMAAddr      string        `yaml:"rdma-addr" help:"local IP whose RDMA device serves RDMA clients (default: the provider's first device)"`
 	RDMADial      time.Duration `yaml:"rdma-dial-timeout" help:"connecting to a client's RDMA endpoint may take this long before the body goes over TCP"`
@@ -131,6 +132,8 @@ func (o *serveOptions) validate() error {
 		return bad("write-timeout", o.WriteTimeout, "must be positive")
 	case o.Pprof && o.MetricsAddr == "":
 		return errors.New("pprof = true needs metrics-addr")
+	case o.Admin && o.MetricsAddr == "":
+		return errors.New("admin = true needs metrics-addr")
 	case o.RDMADial <= 0:
 		return bad("rdma-dial-timeout", o.RDMADial, "must be positive")
 	case o.RDMA != "off" && o.RDMA != "soft" && o.RDMA != "verbs" && o.RDMA != "auto":

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,8 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"twice", "readers: 1\nreaders: 2\n", []string{`"readers" given twice`}},
 		{"not a mapping", "- readers\n", []string{"want a mapping"}},
 		{"pprof alone", "pprof: true\n", []string{"pprof = true needs metrics-addr"}},
+		{"admin alone", "admin: true\n", []string{"admin = true needs metrics-addr"}},
+		{"processor bounds crossed", "processors-min: 8\nprocessors-max: 4\n", []string{"ProcessorsMin = 8", "at most ProcessorsMax (4)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,5 +84,54 @@ func TestServeRunsFromConfigFileAndFlagsWin(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not stop on cancel")
+	}
+}
+
+// --admin puts /admin/ on the metrics listener, with the processor
+// bounds given by the flags.
+func TestServeAdmin(t *testing.T) {
+	addr, admin := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, []string{"--addr", addr, "--metrics-addr", admin, "--admin", "--rdma", "off",
+			"--processors-min", "2", "--processors-max", "8", "--queue-wait-target", "250ms"}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	var body []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + admin + "/admin/stages")
+		if err != nil {
+			continue
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		break
+	}
+	if !strings.Contains(string(body), "processor  2     2    8    on") {
+		t.Fatalf("/admin/stages:\n%s", body)
+	}
+	resp, err := http.PostForm("http://"+admin+"/admin/stages/processor", url.Values{"size": {"6"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "processor  6     2    8    off") {
+		t.Errorf("setting the size: %d\n%s", resp.StatusCode, body)
+	}
+	resp, err = http.Get("http://" + admin + "/admin/control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "queue-wait target 250ms") {
+		t.Errorf("/admin/control:\n%s", body)
 	}
 }

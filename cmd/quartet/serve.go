@@ -18,6 +18,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/quartet-server/quartet/admin"
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
@@ -148,7 +149,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if mx != nil {
 		mx.Attach(srv)
-		adminSrv, err := serveAdmin(o.MetricsAddr, mx, o.Pprof, logger)
+		var sizes http.Handler
+		if o.Admin {
+			sizes = admin.Handler(srv, logger)
+		}
+		adminSrv, err := serveAdmin(o.MetricsAddr, mx, o.Pprof, sizes, logger)
 		if err != nil {
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("--metrics-addr: %w", err)
@@ -175,12 +180,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return <-done
 }
 
-// serveAdmin serves /metrics (and /debug/pprof when asked) on its own
-// listener with net/http: operator traffic stays out of the pipeline it
-// measures.
-func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, logger *slog.Logger) (*http.Server, error) {
+// serveAdmin serves /metrics (and /debug/pprof and /admin/ when asked) on
+// its own listener with net/http: operator traffic stays out of the
+// pipeline it measures.
+func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, sizes http.Handler, logger *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", mx.Handler())
+	if sizes != nil {
+		mux.Handle("/admin/", sizes)
+	}
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -198,7 +206,7 @@ func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, logger *slog.L
 			logger.Error("admin endpoint stopped", "err", err)
 		}
 	}()
-	logger.Info("admin endpoint", "addr", ln.Addr().String(), "pprof", withPprof)
+	logger.Info("admin endpoint", "addr", ln.Addr().String(), "pprof", withPprof, "admin", sizes != nil)
 	return hs, nil
 }
 
