@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/quartet-server/quartet/internal/strictyaml"
 )
 
 // ServerParams is the configuration of a Quartet server started by the
@@ -61,6 +61,9 @@ type Env struct {
 
 // errUsage is returned after a usage message was printed.
 var errUsage = errors.New("bench: wrong arguments (usage above)")
+
+// ErrUsage is errUsage for the command, which exits 2 on it.
+var ErrUsage = errUsage
 
 // helpIsNotAnError turns -h's flag.ErrHelp (usage already printed) into
 // success, as `quartet serve -h` does.
@@ -146,7 +149,7 @@ func (f *loadFlags) finish(url string) error {
 			return err
 		}
 		var list []RequestSpec
-		if err := yaml.Unmarshal(b, &list); err != nil {
+		if err := strictyaml.Decode(b, &list); err != nil {
 			return fmt.Errorf("bench: %s: %w", f.mixFile, err)
 		}
 		f.cfg.Mix = append(f.cfg.Mix, list...)
@@ -279,6 +282,9 @@ func Main(ctx context.Context, args []string, env Env) error {
 		f.cfg.Progress = progressPrinter(env.Stdout)
 	}
 	if !inproc {
+		if err := checkReachable(ctx, f.cfg.URL, f.cfg.withDefaults().Timeout); err != nil {
+			return err
+		}
 		spareProcs(f.cfg.withDefaults().Loops)
 	}
 	res, err := Run(ctx, f.cfg)

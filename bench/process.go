@@ -27,12 +27,14 @@ const (
 
 // addrPattern finds an address in a server's start-up output: a peer's
 // "http://IP:PORT" line, or quartet serve's log ("addr=IP:PORT" in text,
-// "addr":"IP:PORT" in JSON). A line that mentions the admin or metrics
-// endpoint gives the metrics address instead (see adminLine).
+// "addr":"IP:PORT" in JSON). The same line names the admin endpoint, where
+// the metrics are (see adminPattern).
 var addrPattern = regexp.MustCompile(`(?:^http://|\baddr"?[=:]"?|\burl"?[=:]"?http://)(\d+\.\d+\.\d+\.\d+:\d+)`)
 
-// adminLine tells the admin endpoint's start-up line from the server's.
-var adminLine = regexp.MustCompile(`(?i)admin|metrics`)
+// adminPattern finds the admin (metrics) endpoint in quartet serve's
+// start-up line ("admin=http://IP:PORT", or "admin":"http://IP:PORT" in
+// JSON); "admin=off" has none.
+var adminPattern = regexp.MustCompile(`\badmin"?[=:]"?http://(\d+\.\d+\.\d+\.\d+:\d+)`)
 
 // paramPattern finds the stage sizes quartet serve logs when it starts
 // ("readers=2 processors=8 ..."), so reports show the values used.
@@ -113,9 +115,8 @@ func StartProc(ctx context.Context, spec ProcSpec) (Server, error) {
 			if sent || m == nil {
 				continue
 			}
-			if adminLine.MatchString(line) {
-				f.metrics = "http://" + m[1] + "/metrics"
-				continue
+			if a := adminPattern.FindStringSubmatch(line); a != nil {
+				f.metrics = "http://" + a[1] + "/metrics"
 			}
 			f.url, f.params = "http://"+m[1], parseParams(line)
 			got <- f

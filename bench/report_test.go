@@ -233,18 +233,21 @@ func TestParseParams(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct {
-		line, addr string
-		admin      bool
+		line, addr, admin string
 	}{
-		{`msg="admin endpoint" addr=127.0.0.1:9100 pprof=false`, "127.0.0.1:9100", true},
-		{`msg="quartet serving" addr=127.0.0.1:4000`, "127.0.0.1:4000", false},
-		{`{"msg":"quartet serving","addr":"127.0.0.1:4001"}`, "127.0.0.1:4001", false},
-		{`msg=listening url=http://127.0.0.1:4002/`, "127.0.0.1:4002", false},
-		{`http://127.0.0.1:4003`, "127.0.0.1:4003", false},
+		{`msg="quartet serving" url=http://127.0.0.1:4000 addr=127.0.0.1:4000 admin=http://127.0.0.1:9100 rdma=off`, "127.0.0.1:4000", "127.0.0.1:9100"},
+		{`msg="quartet serving" addr=127.0.0.1:4000 admin=off`, "127.0.0.1:4000", ""},
+		{`{"msg":"quartet serving","addr":"127.0.0.1:4001","admin":"http://127.0.0.1:9101"}`, "127.0.0.1:4001", "127.0.0.1:9101"},
+		{`msg=listening url=http://127.0.0.1:4002/`, "127.0.0.1:4002", ""},
+		{`http://127.0.0.1:4003`, "127.0.0.1:4003", ""},
 	} {
 		m := addrPattern.FindStringSubmatch(tt.line)
-		if m == nil || m[1] != tt.addr || adminLine.MatchString(tt.line) != tt.admin {
-			t.Errorf("%q: match %v, admin %v", tt.line, m, adminLine.MatchString(tt.line))
+		var admin string
+		if a := adminPattern.FindStringSubmatch(tt.line); a != nil {
+			admin = a[1]
+		}
+		if m == nil || m[1] != tt.addr || admin != tt.admin {
+			t.Errorf("%q: match %v, admin %q", tt.line, m, admin)
 		}
 	}
 }

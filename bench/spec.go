@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/quartet-server/quartet/internal/strictyaml"
 )
 
 // Spec is an experiment: a matrix of server configurations, connection
@@ -143,7 +143,7 @@ func LoadSpec(path string) (*Spec, error) {
 // ParseSpec parses a YAML spec and applies defaults.
 func ParseSpec(b []byte) (*Spec, error) {
 	var s Spec
-	if err := yaml.Unmarshal(b, &s); err != nil {
+	if err := strictyaml.Decode(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSpec, err)
 	}
 	if s.Name == "" {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -39,9 +40,14 @@ const DefaultBacklog = 4096
 
 // Config describes the listening sockets.
 type Config struct {
-	Addr      string // host:port; port 0 picks one
-	Listeners int    // accept loops, each with its own socket; > 1 implies ReusePort
-	ReusePort bool   // set SO_REUSEPORT (lets other processes share the port too)
+	Addr string // host:port; port 0 picks one
+	// Listener, when set, is used instead of binding Addr: a socket the
+	// caller opened (a test's ":0", a systemd socket). It must be a TCP
+	// listener; New takes it over (the listener keeps a duplicate of its
+	// descriptor and closes it), and it has one accept loop.
+	Listener  net.Listener
+	Listeners int  // accept loops, each with its own socket; > 1 implies ReusePort
+	ReusePort bool // set SO_REUSEPORT (lets other processes share the port too)
 	Backlog   int
 	MaxConns  int // open connections at most; 0 means no limit
 
@@ -106,16 +112,27 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 	if cfg.Assign == nil {
 		return nil, errors.New("quartet: listener: Config.Assign is required")
 	}
-	ap, err := resolve(cfg.Addr)
-	if err != nil {
+	var err error
+	l := &Listener{cfg: cfg, nextID: ids}
+	var ap netip.AddrPort
+	if cfg.Listener != nil {
+		if cfg.Listeners > 1 {
+			return nil, errors.New("quartet: listener: a given Listener has one accept loop; Listeners > 1 needs Addr")
+		}
+	} else if ap, err = resolve(cfg.Addr); err != nil {
 		return nil, err
 	}
-	l := &Listener{cfg: cfg, nextID: ids}
 	for i := 0; i < cfg.Listeners; i++ {
-		fd, bound, err := listen(ap, cfg.ReusePort, cfg.Backlog)
+		var fd int
+		var bound netip.AddrPort
+		if cfg.Listener != nil {
+			fd, bound, err = adopt(cfg.Listener)
+		} else if fd, bound, err = listen(ap, cfg.ReusePort, cfg.Backlog); err != nil {
+			err = fmt.Errorf("quartet: listener: %s: %w", cfg.Addr, err)
+		}
 		if err != nil {
 			l.closeSockets()
-			return nil, fmt.Errorf("quartet: listener: address %q: %w", cfg.Addr, err)
+			return nil, err
 		}
 		ap = bound // later sockets join the port the first one got
 		al := &acceptLoop{l: l, fd: fd}
@@ -165,7 +182,7 @@ func listen(ap netip.AddrPort, reusePort bool, backlog int) (int, netip.AddrPort
 	}
 	fail := func(call string, err error) (int, netip.AddrPort, error) {
 		unix.Close(fd)
-		return -1, ap, fmt.Errorf("listen on %s: %w", ap, os.NewSyscallError(call, err))
+		return -1, ap, os.NewSyscallError(call, err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return fail("setsockopt SO_REUSEADDR", err)
@@ -186,6 +203,56 @@ func listen(ap netip.AddrPort, reusePort bool, backlog int) (int, netip.AddrPort
 		return fail("getsockname", err)
 	}
 	return fd, fromSockaddr(sa), nil
+}
+
+// adopt takes over a listening socket opened by someone else: it keeps a
+// duplicate of the descriptor, made non-blocking, and closes ln, so that
+// the socket has one owner from here on. It checks that the socket is a
+// listening TCP socket, which the accept loop relies on.
+func adopt(ln net.Listener) (int, netip.AddrPort, error) {
+	fail := func(err error) (int, netip.AddrPort, error) {
+		return -1, netip.AddrPort{}, fmt.Errorf("quartet: listener: Config.Listener (%s %s): %w", ln.Addr().Network(), ln.Addr(), err)
+	}
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return fail(fmt.Errorf("a %T has no file descriptor; need a TCP listener", ln))
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return fail(err)
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return fail(err)
+	}
+	if dupErr != nil {
+		return fail(os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
+	}
+	check := func() error {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return os.NewSyscallError("fcntl O_NONBLOCK", err)
+		}
+		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_STREAM {
+			return errors.New("not a stream socket")
+		}
+		if on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on != 1 {
+			return errors.New("not listening")
+		}
+		return nil
+	}
+	if err := check(); err != nil {
+		unix.Close(fd)
+		return fail(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	bound := fromSockaddr(sa)
+	if err != nil || !bound.IsValid() {
+		unix.Close(fd)
+		return fail(errors.New("not an IPv4 or IPv6 socket"))
+	}
+	ln.Close() // the duplicate keeps the socket open
+	return fd, bound, nil
 }
 
 func toSockaddr(ap netip.AddrPort) unix.Sockaddr {

@@ -2,6 +2,11 @@
 // client: per-stage queue depth, hand-off counts and service-time
 // histograms, connections by state, bytes sent and responses by status.
 //
+// Use: add m.Module() to runtime.Config.Modules, m.Attach(srv) after
+// runtime.New, and serve m.Handler() as /metrics, with Live() as /healthz
+// and Ready(srv) as /readyz, on a listener of their own (the runtime
+// package's Example_metrics).
+//
 // Counts that the server already keeps (stage counters, histograms) are read
 // at scrape time by a collector, so the request path pays nothing for them;
 // only bytes sent and responses by status are counted per response, by a

@@ -32,7 +32,7 @@ func (c countingConn) Read(p []byte) (int, error) {
 
 func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 	m := New()
-	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Modules: []runtime.Module{m.Module()}})
+	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Handler: runtime.Builtin(nil), Modules: []runtime.Module{m.Module()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,12 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 	ok := false
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !ok; time.Sleep(10 * time.Millisecond) {
 		fams = scrapeFamilies(t, scrape.URL)
-		ok = counter(fams, "quartet_sent_bytes_total", nil) == float64(received)
+		// The writer counts bytes when a response's last byte is out; the
+		// processor records its service time after handing the response
+		// over, which may be later: wait for both.
+		h := find(fams, "quartet_stage_service_seconds", map[string]string{"stage": "processor"})
+		ok = counter(fams, "quartet_sent_bytes_total", nil) == float64(received) &&
+			h != nil && h.GetHistogram().GetSampleCount() >= uint64(len(paths))
 	}
 	if got := counter(fams, "quartet_sent_bytes_total", nil); got != float64(received) {
 		t.Fatalf("bytes sent %v, client received %d", got, received)
@@ -176,7 +181,7 @@ func scrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
 func TestMetricsSizesControlAndShedding(t *testing.T) {
 	m := New()
 	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Processors: 1, QueueWaitTarget: 20 * time.Millisecond,
-		Modules: []runtime.Module{m.Module()}})
+		Handler: runtime.Builtin(nil), Modules: []runtime.Module{m.Module()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -217,9 +217,23 @@ func (w *ResponseWriter) field(name, value string) {
 	w.emitString("\r\n")
 }
 
+// chunkHeader, chunkEnd and lastChunk write chunked coding's framing and
+// count it, so that the log can tell body bytes from wire bytes.
 func (w *ResponseWriter) chunkHeader(n int64) {
-	emit(w, strconv.AppendInt(w.num[:0], n, 16))
+	size := strconv.AppendInt(w.num[:0], n, 16)
+	w.framed += int64(len(size)) + 2
+	emit(w, size)
 	w.emitString("\r\n")
+}
+
+func (w *ResponseWriter) chunkEnd() {
+	w.framed += 2
+	w.emitString("\r\n")
+}
+
+func (w *ResponseWriter) lastChunk() {
+	w.framed += 5
+	w.emitString("0\r\n\r\n")
 }
 
 // keepAlive decides whether the connection may carry another request.
@@ -282,6 +296,9 @@ func (w *ResponseWriter) commit(final bool) {
 	// may log it even for a response it aborts before EOS.
 	w.resp.Status = st
 	w.headerBlock(st, &w.hdr, length, ka)
+	// Everything in the stream so far, interim responses included, is
+	// header: the log takes it from the bytes sent to find the body's.
+	w.resp.HeaderBytes = w.queued + int64(len(w.cur)-w.start)
 }
 
 // headerBlock writes a final status line and header block: hdr's fields
@@ -383,7 +400,7 @@ func (w *ResponseWriter) moveBody(final bool) {
 	w.body = w.body[:0]
 	w.bodyHeap, w.bodyLen = 0, 0
 	if w.chunked {
-		w.emitString("\r\n")
+		w.chunkEnd()
 	}
 	// Hand the body over now: it may be up to maxBuffered bytes, and the
 	// high-water wait belongs here rather than after the next Write. When
@@ -433,7 +450,7 @@ func (w *ResponseWriter) finish() {
 		w.commit(true)
 		w.moveBody(true)
 	} else if w.chunked {
-		w.emitString("0\r\n\r\n")
+		w.lastChunk()
 	}
 	// The handler promised more than it wrote: the client would wait for
 	// the missing bytes, so only a close can end the response.
@@ -457,6 +474,7 @@ func (w *ResponseWriter) publish(status int, keepAlive bool) {
 		w.resp.Status = status
 	}
 	w.resp.KeepAlive = keepAlive
+	w.resp.FramingBytes = w.framed
 }
 
 func (w *ResponseWriter) releaseHolds() {

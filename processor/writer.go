@@ -35,6 +35,7 @@ type ResponseWriter struct {
 	declared  int64 // Content-Length the handler set, -1 if none
 	written   int64 // body bytes the handler produced (counted for HEAD too)
 	err       error // sticky: ErrAborted, ErrWriteTimeout, errHandlerPanicked
+	framed    int64 // chunked coding's own bytes in the stream (size lines, CRLFs)
 	close     bool  // close the connection after this response whatever else
 	broken    bool  // the response is cut short: no terminator, close
 
@@ -128,7 +129,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now time.Time) {
 	w.resp, w.req, w.now = resp, req, now
 	w.status, w.committed, w.chunked, w.close, w.broken = 0, false, false, false, false
-	w.declared, w.written, w.err = -1, 0, nil
+	w.declared, w.written, w.framed, w.err = -1, 0, 0, nil
 	w.head = req.IsMethod("HEAD")
 	w.expect = req.Expect100 && req.Minor >= 1 && req.HasBody()
 	w.asked, w.bodyErr = false, nil
@@ -270,7 +271,7 @@ func write[S string | []byte](w *ResponseWriter, p S) (int, error) {
 	}
 	emit(w, p)
 	if w.chunked {
-		w.emitString("\r\n")
+		w.chunkEnd()
 	}
 	if w.err != nil {
 		return 0, w.err
@@ -331,7 +332,7 @@ func (w *ResponseWriter) SendFile(f *os.File, off, n int64) error {
 	w.seal()
 	w.queue(b)
 	if w.chunked {
-		w.emitString("\r\n")
+		w.chunkEnd()
 	}
 	// No high-water wait: the file bytes take no memory, and a handler
 	// serving a large file should not wait for it to reach the client.

@@ -275,6 +275,7 @@ func (l *Loop) feedLocked(slot int32) {
 		}
 		if n > 0 {
 			budget -= n
+			rc.req.WireBytes.Add(int64(n))
 			p.raw += n
 			if rc.rateAwaits {
 				rc.rateAwaits, rc.rateFrom = false, time.Now()
@@ -329,6 +330,7 @@ func (l *Loop) decodeLocked(rc *rconn) {
 			// Bytes past the body belong to the next request: hand them back
 			// to the read buffer once the current request has let go of it.
 			rc.carry = append(rc.carry[:0], p.buf[p.w+prod:p.raw]...)
+			rc.req.WireBytes.Add(-int64(rest))
 			p.raw = p.w + prod
 		}
 	} else {

@@ -824,6 +824,7 @@ func (l *Loop) parse(slot int32) bool {
 		body := rc.buf[rc.start+rc.hdrLen : rc.start+rc.hdrLen+int(rc.remaining)]
 		rc.small.Reset(body)
 		rc.req.Body = &rc.small
+		rc.req.WireBytes.Add(int64(len(body)))
 		rc.consumed = rc.hdrLen + len(body)
 		rc.remaining = 0
 		l.dispatch(slot)
@@ -848,6 +849,7 @@ func (l *Loop) parse(slot int32) bool {
 		return true
 	}
 	rc.hdrLen = n
+	rc.req.WireBytes.Store(int64(n))
 	rc.seq++
 	rc.req.Conn, rc.req.Seq = rc.c, rc.seq
 	if rc.req.Received.IsZero() {
@@ -880,6 +882,7 @@ func (l *Loop) parse(slot int32) bool {
 					return true
 				}
 				rc.req.Conn, rc.req.Seq, rc.req.Received = rc.c, rc.seq, received
+				rc.req.WireBytes.Store(int64(n))
 			}
 			rc.state = stateBody
 			return false
@@ -887,6 +890,7 @@ func (l *Loop) parse(slot int32) bool {
 		body := rc.buf[rc.start+n : rc.start+n+int(rc.remaining)]
 		rc.small.Reset(body)
 		rc.req.Body = &rc.small
+		rc.req.WireBytes.Add(int64(len(body)))
 		rc.consumed = n + len(body)
 		rc.remaining = 0
 	default:
@@ -1149,7 +1153,10 @@ func (l *Loop) recycleConn(rc *rconn) {
 	if cap(rc.req.Headers) > 4*DefaultMaxHeaders {
 		rc.req.Headers = nil // grown by an unusual request: not worth keeping
 	}
-	*rc = rconn{prev: -1, next: -1, req: rc.req, pipe: pipe{ready: rc.pipe.ready, timer: rc.pipe.timer}}
+	hdrs, ready, timer := rc.req.Headers, rc.pipe.ready, rc.pipe.timer
+	*rc = rconn{prev: -1, next: -1, pipe: pipe{ready: ready, timer: timer}}
+	rc.req.Headers = hdrs
+	rc.req.Reset()
 	l.spares.put(rc)
 }
 

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"encoding/base64"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -9,31 +11,62 @@ import (
 	"github.com/quartet-server/quartet/stages"
 )
 
-// CombinedLog returns a Config.Log that writes Apache's combined log
-// format to w, one line per response, with the bytes sent as the writer
-// counted them (mod_logio's %O: headers and body, what reached the
-// socket; an aborted response shows what was really sent). Lines from
-// several writer loops are serialised by a mutex; each line is one Write.
-func CombinedLog(w io.Writer) func(*stages.Response) {
+// AccessLogFormat names the layout of an access log line.
+type AccessLogFormat string
+
+// The access log formats. Both write one line per response, when the
+// writer has sent its last byte or given up, so the byte counts are what
+// happened, not what was meant to happen.
+const (
+	// Combined is Apache's combined format,
+	//
+	//	%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"
+	//
+	// with %u the user of Basic authentication (- without), %t when the
+	// request arrived, and %b the body bytes that reached the client (- for
+	// none; a chunked response cut short counts the chunk-size lines it
+	// sent as well).
+	Combined AccessLogFormat = "combined"
+	// CombinedIO is Combined followed by mod_logio's %I and %O: the bytes
+	// received for the request (request line, header block, body with its
+	// framing) and the bytes sent for the response (interim responses,
+	// header block, body), as they crossed the socket. It is the
+	// "accurate bytes_sent" Pane's design asks the writer for.
+	CombinedIO AccessLogFormat = "combinedio"
+)
+
+// AccessLog returns a Config.Log that writes one line per response to w in
+// format f. Lines from several writer loops are serialised by a mutex; each
+// line is one Write. An unknown format is an error naming the known ones.
+func AccessLog(w io.Writer, f AccessLogFormat) (func(*stages.Response), error) {
+	if f != Combined && f != CombinedIO {
+		return nil, fmt.Errorf("quartet: access log format %q: want %q or %q", f, Combined, CombinedIO)
+	}
 	var mu sync.Mutex
 	var buf []byte
 	return func(r *stages.Response) {
 		mu.Lock()
 		defer mu.Unlock()
-		buf = AppendCombined(buf[:0], r, time.Now())
+		buf = AppendAccessLog(buf[:0], f, r, time.Now())
 		w.Write(buf)
-	}
+	}, nil
 }
 
-// AppendCombined appends r's combined-format log line to b.
-func AppendCombined(b []byte, r *stages.Response, now time.Time) []byte {
+// AppendAccessLog appends r's log line in format f to b. now stands in for
+// the arrival time of a request the reader could not parse.
+func AppendAccessLog(b []byte, f AccessLogFormat, r *stages.Response, now time.Time) []byte {
 	req := r.Req
 	if r.Conn != nil && r.Conn.Remote.IsValid() {
 		b = r.Conn.Remote.Addr().AppendTo(b)
 	} else {
 		b = append(b, '-')
 	}
-	b = append(b, " - - ["...)
+	b = append(b, " - "...)
+	b = appendUser(b, req)
+	b = append(b, " ["...)
+	if req != nil && !req.Received.IsZero() {
+		now = req.Received
+	}
 	b = now.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, "] \""...)
 	if req != nil && len(req.Method) > 0 {
@@ -48,13 +81,74 @@ func AppendCombined(b []byte, r *stages.Response, now time.Time) []byte {
 	b = append(b, "\" "...)
 	b = strconv.AppendInt(b, int64(r.Status), 10)
 	b = append(b, ' ')
-	b = strconv.AppendInt(b, r.BytesSent, 10)
+	if n := bodyBytesSent(r); n > 0 {
+		b = strconv.AppendInt(b, n, 10)
+	} else {
+		b = append(b, '-')
+	}
 	b = append(b, " \""...)
 	b = appendHeader(b, req, "Referer")
 	b = append(b, "\" \""...)
 	b = appendHeader(b, req, "User-Agent")
-	b = append(b, "\"\n"...)
-	return b
+	b = append(b, '"')
+	if f == CombinedIO {
+		b = append(b, ' ')
+		if req != nil {
+			b = strconv.AppendInt(b, req.WireBytes.Load(), 10)
+		} else {
+			b = append(b, '0')
+		}
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, r.BytesSent, 10)
+	}
+	return append(b, '\n')
+}
+
+// bodyBytesSent is %b: the bytes sent past the header, less the chunked
+// coding's framing, which is known exactly once the response is finished.
+func bodyBytesSent(r *stages.Response) int64 {
+	n := r.BytesSent - r.HeaderBytes
+	if r.WriteErr == nil {
+		n -= r.FramingBytes
+	}
+	return max(n, 0)
+}
+
+// appendUser appends the user name of Basic authentication (RFC 7617), or
+// - when there is none or it cannot be decoded. It decodes into a stack
+// buffer: names longer than fit are not logged.
+func appendUser(b []byte, req *stages.Request) []byte {
+	if req == nil {
+		return append(b, '-')
+	}
+	v := req.Header("Authorization")
+	const scheme = "basic "
+	if len(v) <= len(scheme) || !stages.EqualFoldASCII(v[:len(scheme)], scheme) {
+		return append(b, '-')
+	}
+	enc := v[len(scheme):]
+	for len(enc) > 0 && enc[0] == ' ' {
+		enc = enc[1:]
+	}
+	var buf [192]byte
+	if base64.StdEncoding.DecodedLen(len(enc)) > len(buf) {
+		return append(b, '-')
+	}
+	n, err := base64.StdEncoding.Decode(buf[:], enc)
+	if err != nil {
+		return append(b, '-')
+	}
+	user := buf[:n]
+	for i, c := range user {
+		if c == ':' {
+			user = user[:i]
+			break
+		}
+	}
+	if len(user) == 0 {
+		return append(b, '-')
+	}
+	return appendEscaped(b, user)
 }
 
 func appendHeader(b []byte, req *stages.Request, name string) []byte {

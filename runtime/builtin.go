@@ -33,7 +33,10 @@ type builtin struct {
 //	GET  /bytes?n=N   N bytes (at most 1 GiB)
 //	POST /echo        the request body
 //
-// Other paths go to next (404 when next is nil).
+// Other paths go to next (404 when next is nil). They exist for load
+// experiments: any client that reaches them can hold a worker for a minute
+// or ask for a gigabyte, so mount them only where you control the clients
+// (quartet serve does only in its demo mode or with --bench-endpoints).
 func Builtin(next processor.Handler) processor.Handler {
 	b := &builtin{next: next, block: make([]byte, 64<<10)}
 	for i := range b.block {
@@ -55,7 +58,7 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		if !getOrHead(w, r) {
 			return
 		}
-		ms, ok := queryInt(r.Query, "ms")
+		ms, ok := r.QueryInt("ms")
 		if !ok || ms < 0 || time.Duration(ms)*time.Millisecond > maxSleep {
 			badRequest(w, "ms must be 0..60000\n")
 			return
@@ -67,7 +70,7 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		if !getOrHead(w, r) {
 			return
 		}
-		n, ok := queryInt(r.Query, "n")
+		n, ok := r.QueryInt("n")
 		if !ok || n < 0 || n > maxBytes {
 			badRequest(w, "n must be 0..1073741824\n")
 			return
@@ -126,39 +129,6 @@ func badRequest(w *processor.ResponseWriter, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(400)
 	w.WriteString(msg)
-}
-
-// queryInt finds key=N in a raw query without allocating.
-func queryInt(q []byte, key string) (int64, bool) {
-	for len(q) > 0 {
-		var kv []byte
-		kv, q = cut(q, '&')
-		k, v := cut(kv, '=')
-		if string(k) != key {
-			continue
-		}
-		if len(v) == 0 || len(v) > 18 {
-			return 0, false
-		}
-		var n int64
-		for _, c := range v {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			n = n*10 + int64(c-'0')
-		}
-		return n, true
-	}
-	return 0, false
-}
-
-func cut(b []byte, sep byte) (before, after []byte) {
-	for i, c := range b {
-		if c == sep {
-			return b[:i], b[i+1:]
-		}
-	}
-	return b, nil
 }
 
 // onlyWriter and onlyReader hide ReadFrom/WriteTo so CopyBuffer uses the

@@ -4,7 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"net"
+	"reflect"
 	goruntime "runtime"
 	"time"
 
@@ -15,15 +16,24 @@ import (
 	"github.com/quartet-server/quartet/writer"
 )
 
-// Config is everything a Server is built from. Every stage size is here so
-// load experiments can sweep it; zero values take the defaults below.
+// Config is everything a Server is built from. The zero value works: every
+// zero field takes the default in parentheses (DefaultConfig has them all),
+// so a Config names only what it changes. Every stage size is here, so that
+// load experiments can sweep it.
 type Config struct {
-	Addr      string // listen address, host:port (port 0 picks one)
-	Listeners int    // accept loops; more than one uses SO_REUSEPORT
-	ReusePort bool   // SO_REUSEPORT even with one accept loop
+	// Addr is the listen address, host:port; port 0 picks a free port
+	// (Server.Addr tells which). Default "127.0.0.1:8080".
+	Addr string
+	// Listener, when set, is served instead of binding Addr: a listening
+	// TCP socket the caller opened (net.Listen on ":0" in a test, or
+	// net.FileListener on a systemd socket). New takes it over and closes
+	// it when the server stops.
+	Listener  net.Listener
+	Listeners int  // accept loops; more than one uses SO_REUSEPORT (1)
+	ReusePort bool // SO_REUSEPORT even with one accept loop (false)
 
-	Readers int // R reader event loops
-	Writers int // W writer event loops
+	Readers int // R reader event loops (one per two CPUs)
+	Writers int // W writer event loops (one per two CPUs)
 
 	// Processors, ProcessorsMin and ProcessorsMax size the processor
 	// pool: the handlers that may run at once (places; see processor's
@@ -34,7 +44,8 @@ type Config struct {
 	// With a bound set, the controller sizes the pool within
 	// [ProcessorsMin, ProcessorsMax] (the one not set takes its default),
 	// starting at Processors, or at the minimum if Processors is 0. Sizes
-	// change while serving through Server.ChangeStage too.
+	// change while serving through Server.ChangeStage too. (0, 0, 0:
+	// sized by the controller.)
 	Processors    int
 	ProcessorsMin int
 	ProcessorsMax int
@@ -43,28 +54,29 @@ type Config struct {
 	// wait longer than this for a processor place is refused at once with
 	// 503 and a Retry-After, in the reader, before it takes a place (its
 	// class's queue is judged by its own service rate; see package
-	// control). 0 means control.DefaultQueueWaitTarget (500 ms); negative
-	// turns admission control off (requests then wait for as long as the
-	// queue holds them).
+	// control). Negative turns admission control off: requests then wait
+	// for as long as the queue holds them. (500ms)
 	QueueWaitTarget time.Duration
 
 	// QueueCapacity sizes each hand-off queue: reader→processor, and the
-	// inbound queue of every reader and writer loop.
+	// inbound queue of every reader and writer loop (4096).
 	QueueCapacity int
 
-	MaxConns       int   // open connections at most; 0: no limit
-	MaxHeaderBytes int   // header block limit (431)
-	MaxRequestLine int   // request line limit (414)
-	MaxHeaders     int   // header field count limit (431)
-	MaxBodyBytes   int64 // request body limit (413)
+	MaxConns       int   // open connections at most; 0: no limit (0)
+	MaxHeaderBytes int   // header block limit, 431 beyond (64 KiB)
+	MaxRequestLine int   // request line limit, 414 beyond (8 KiB)
+	MaxHeaders     int   // header field count limit, 431 beyond (100)
+	MaxBodyBytes   int64 // request body limit, 413 beyond (64 MiB)
 
-	HeaderTimeout time.Duration // first byte to end of header block (408)
-	IdleTimeout   time.Duration // keep-alive wait for the next request
-	BodyTimeout   time.Duration // a handler waiting this long for body bytes fails
-	WriteTimeout  time.Duration // a client that reads nothing this long is dropped
-	LingerTimeout time.Duration // lingering close: wait for the client's FIN
+	HeaderTimeout time.Duration // first byte to end of header block, 408 beyond (20s)
+	IdleTimeout   time.Duration // keep-alive wait for the next request (60s)
+	BodyTimeout   time.Duration // a handler waiting this long for body bytes fails (30s)
+	WriteTimeout  time.Duration // a client that reads nothing this long is dropped (30s)
+	LingerTimeout time.Duration // lingering close: wait for the client's FIN (2s)
 
-	HighWater int64 // unsent bytes per response before its handler waits
+	// ShutdownTimeout is how long a graceful shutdown lets requests in
+	// flight finish before closing their connections (30s).
+	ShutdownTimeout time.Duration
 
 	// PrereadBody: request bodies of up to this many bytes (with a
 	// Content-Length, and no Expect: 100-continue) are read whole before
@@ -98,50 +110,69 @@ type Config struct {
 	MinResponseRate      int64
 	MinResponseRateGrace time.Duration
 
-	ServerName string
+	// HighWater is how many unsent bytes a response may have before its
+	// handler's Write waits for the client (256 KiB).
+	HighWater int64
 
-	// Handler runs every request. nil serves the built-in endpoints only.
+	ServerName string // the Server header's value ("quartet")
+
+	// Handler runs every request. nil answers 404 to everything, as an
+	// empty net/http ServeMux does; Builtin(nil) is the load-test
+	// endpoints.
 	Handler processor.Handler
 	// Log runs in the writer after each response's last byte (or abort),
-	// with the exact bytes sent. nil logs nothing.
+	// with the exact bytes sent; AccessLog makes one. nil logs nothing.
 	Log func(*stages.Response)
-	// Logger receives server events (handler panics, loop failures).
+	// Logger receives server events: handler panics, loop failures, a
+	// shutdown that had to cut requests off (slog.Default()).
 	Logger *slog.Logger
 
 	// Modules plug features in through hooks, in this order.
 	Modules []Module
 }
 
-// DefaultMaxProcessorsPerCPU bounds the processor pool the controller may
-// grow to by default, per CPU: handlers that block 10 ms each need a
-// thousand places per CPU to keep one CPU's worth of requests (about 100k
-// a second of simple ones) moving; beyond that the I/O stages, not the
-// places, are the limit. A place costs a goroutine (8 KiB of stack) only
-// while it has work.
-const DefaultMaxProcessorsPerCPU = 1024
+// Defaults not owned by a stage.
+const (
+	DefaultAddr            = "127.0.0.1:8080"
+	DefaultQueueCapacity   = 4096
+	DefaultShutdownTimeout = 30 * time.Second
 
-// DefaultConfig sizes the stages for this machine: a reader and a writer
-// loop per two CPUs (each loop serves thousands of connections; more loops
-// than CPUs only adds wake-ups), and a processor pool that its controller
-// sizes (Processors 0, default bounds).
+	// DefaultMaxProcessorsPerCPU bounds the processor pool the controller
+	// may grow to by default, per CPU: handlers that block 10 ms each need
+	// a thousand places per CPU to keep one CPU's worth of requests (about
+	// 100k a second of simple ones) moving; beyond that the I/O stages,
+	// not the places, are the limit. A place costs a goroutine (8 KiB of
+	// stack) only while it has work.
+	DefaultMaxProcessorsPerCPU = 1024
+)
+
+// DefaultConfig is the configuration a zero Config stands for, sized for
+// this machine: a reader and a writer loop per two CPUs (each loop serves
+// thousands of connections; more loops than CPUs only adds wake-ups), and
+// a processor pool that its controller sizes (Processors and its bounds
+// 0). Each value comes from the Default constant of the package that owns
+// the setting.
 func DefaultConfig() Config {
 	cpus := goruntime.GOMAXPROCS(0)
 	loops := max(1, cpus/2)
 	return Config{
-		Addr:          "127.0.0.1:8080",
-		Listeners:     1,
-		Readers:       loops,
-		Writers:       loops,
-		QueueCapacity: 4096,
-		MaxConns:      0,
-		MaxBodyBytes:  reader.DefaultMaxBodyBytes,
-		HeaderTimeout: reader.DefaultHeaderTimeout,
-		IdleTimeout:   reader.DefaultIdleTimeout,
-		BodyTimeout:   reader.DefaultBodyTimeout,
-		WriteTimeout:  processor.DefaultWriteTimeout,
-		LingerTimeout: reader.DefaultLingerTimeout,
-		HighWater:     processor.DefaultHighWater,
-		ServerName:    processor.DefaultServerName,
+		Addr:            DefaultAddr,
+		Listeners:       1,
+		Readers:         loops,
+		Writers:         loops,
+		QueueCapacity:   DefaultQueueCapacity,
+		MaxHeaderBytes:  reader.DefaultMaxHeaderBytes,
+		MaxRequestLine:  reader.DefaultMaxRequestLine,
+		MaxHeaders:      reader.DefaultMaxHeaders,
+		MaxBodyBytes:    reader.DefaultMaxBodyBytes,
+		HeaderTimeout:   reader.DefaultHeaderTimeout,
+		IdleTimeout:     reader.DefaultIdleTimeout,
+		BodyTimeout:     reader.DefaultBodyTimeout,
+		WriteTimeout:    processor.DefaultWriteTimeout,
+		LingerTimeout:   reader.DefaultLingerTimeout,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		HighWater:       processor.DefaultHighWater,
+		ServerName:      processor.DefaultServerName,
 
 		PrereadBody:          reader.DefaultPrereadBody,
 		MaxParked:            processor.DefaultMaxParked,
@@ -156,114 +187,103 @@ func DefaultConfig() Config {
 // ErrBadConfig is wrapped by every error Validate returns.
 var ErrBadConfig = errors.New("quartet: bad config")
 
-// Validate reports the first setting that cannot work, naming it.
+// ConfigError is the error Validate returns: which field, its value, and
+// why it cannot work. Field is the Config field's name, so that a command
+// line can name its own flag instead.
+type ConfigError struct {
+	Field  string
+	Value  any
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%v: %s = %v: %s", ErrBadConfig, e.Field, e.Value, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrBadConfig) hold.
+func (e *ConfigError) Unwrap() error { return ErrBadConfig }
+
+// Validate reports the first setting that cannot work, in the order of the
+// fields, as a *ConfigError. Zero values are valid: they take defaults.
 func (c *Config) Validate() error {
-	bad := func(name string, v any, why string) error {
-		return fmt.Errorf("%w: %s = %v: %s", ErrBadConfig, name, v, why)
+	checks := []struct {
+		field string
+		value any
+		bad   bool
+		why   string
+	}{
+		{"Listeners", c.Listeners, c.Listeners < 0 || (c.Listener != nil && c.Listeners > 1),
+			"must be >= 0, and at most 1 with a Listener"},
+		{"Readers", c.Readers, c.Readers < 0 || c.Readers > 1024, "must be 0..1024"},
+		{"Processors", c.Processors, c.Processors < 0 || c.Processors > maxProcessors, "must be 0..65536"},
+		{"ProcessorsMin", c.ProcessorsMin, c.ProcessorsMin < 0 || c.ProcessorsMin > maxProcessors, "must be 0..65536"},
+		{"ProcessorsMax", c.ProcessorsMax, c.ProcessorsMax < 0 || c.ProcessorsMax > maxProcessors, "must be 0..65536"},
+		{"ProcessorsMin", c.ProcessorsMin, c.ProcessorsMin > 0 && c.ProcessorsMax > 0 && c.ProcessorsMin > c.ProcessorsMax,
+			fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax)},
+		{"Processors", c.Processors, c.Processors > 0 && c.ProcessorsMin > 0 && c.Processors < c.ProcessorsMin,
+			fmt.Sprintf("must be at least ProcessorsMin (%d)", c.ProcessorsMin)},
+		{"Processors", c.Processors, c.Processors > 0 && c.ProcessorsMax > 0 && c.Processors > c.ProcessorsMax,
+			fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax)},
+		{"Writers", c.Writers, c.Writers < 0 || c.Writers > 1024, "must be 0..1024"},
+		{"QueueCapacity", c.QueueCapacity, c.QueueCapacity < 0 || c.QueueCapacity > 1<<24, "must be 0..16777216"},
+		{"MaxConns", c.MaxConns, c.MaxConns < 0, "must be >= 0"},
+		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0, "must be >= 0"},
+		{"MaxRequestLine", c.MaxRequestLine, c.MaxRequestLine < 0, "must be >= 0"},
+		{"MaxHeaders", c.MaxHeaders, c.MaxHeaders < 0, "must be >= 0"},
+		{"MaxBodyBytes", c.MaxBodyBytes, c.MaxBodyBytes < 0, "must be >= 0"},
+		{"HeaderTimeout", c.HeaderTimeout, c.HeaderTimeout < 0, "must be >= 0"},
+		{"IdleTimeout", c.IdleTimeout, c.IdleTimeout < 0, "must be >= 0"},
+		{"BodyTimeout", c.BodyTimeout, c.BodyTimeout < 0, "must be >= 0"},
+		{"WriteTimeout", c.WriteTimeout, c.WriteTimeout < 0, "must be >= 0"},
+		{"LingerTimeout", c.LingerTimeout, c.LingerTimeout < 0, "must be >= 0"},
+		{"ShutdownTimeout", c.ShutdownTimeout, c.ShutdownTimeout < 0, "must be >= 0"},
+		{"HighWater", c.HighWater, c.HighWater < 0, "must be >= 0"},
+		{"PrereadBody", c.PrereadBody, c.PrereadBody < 0 || c.PrereadBody > maxPrereadBody,
+			"must be 0..67108864 (a buffer of this size is taken per upload)"},
+		{"MaxParked", c.MaxParked, c.MaxParked > 1<<20, "must be at most 1048576 (negative: never park)"},
+		{"MinBodyRateGrace", c.MinBodyRateGrace, c.MinBodyRateGrace < 0, "must be >= 0"},
+		{"MinResponseRateGrace", c.MinResponseRateGrace, c.MinResponseRateGrace < 0, "must be >= 0"},
 	}
-	switch {
-	case c.Addr == "":
-		return bad("Addr", `""`, "need host:port")
-	case c.Listeners < 0:
-		return bad("Listeners", c.Listeners, "must be >= 0")
-	case c.Readers < 0 || c.Readers > 1024:
-		return bad("Readers", c.Readers, "must be 0..1024")
-	case c.Processors < 0 || c.Processors > maxProcessors:
-		return bad("Processors", c.Processors, "must be 0..65536")
-	case c.ProcessorsMin < 0 || c.ProcessorsMin > maxProcessors:
-		return bad("ProcessorsMin", c.ProcessorsMin, "must be 0..65536")
-	case c.ProcessorsMax < 0 || c.ProcessorsMax > maxProcessors:
-		return bad("ProcessorsMax", c.ProcessorsMax, "must be 0..65536")
-	case c.ProcessorsMin > 0 && c.ProcessorsMax > 0 && c.ProcessorsMin > c.ProcessorsMax:
-		return bad("ProcessorsMin", c.ProcessorsMin, fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax))
-	case c.Processors > 0 && c.ProcessorsMin > 0 && c.Processors < c.ProcessorsMin:
-		return bad("Processors", c.Processors, fmt.Sprintf("must be at least ProcessorsMin (%d)", c.ProcessorsMin))
-	case c.Processors > 0 && c.ProcessorsMax > 0 && c.Processors > c.ProcessorsMax:
-		return bad("Processors", c.Processors, fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax))
-	case c.Writers < 0 || c.Writers > 1024:
-		return bad("Writers", c.Writers, "must be 0..1024")
-	case c.QueueCapacity < 0 || c.QueueCapacity > 1<<24:
-		return bad("QueueCapacity", c.QueueCapacity, "must be 0..16777216")
-	case c.MaxConns < 0:
-		return bad("MaxConns", c.MaxConns, "must be >= 0")
-	case c.MaxBodyBytes < 0:
-		return bad("MaxBodyBytes", c.MaxBodyBytes, "must be >= 0")
-	case c.HighWater < 0:
-		return bad("HighWater", c.HighWater, "must be >= 0")
-	case c.PrereadBody < 0 || c.PrereadBody > maxPrereadBody:
-		return bad("PrereadBody", c.PrereadBody, "must be 0..67108864 (a buffer of this size is taken per upload)")
-	case c.MaxParked > 1<<20:
-		return bad("MaxParked", c.MaxParked, "must be at most 1048576 (negative: never park)")
-	case c.MinBodyRateGrace < 0:
-		return bad("MinBodyRateGrace", c.MinBodyRateGrace, "must be >= 0")
-	case c.MinResponseRateGrace < 0:
-		return bad("MinResponseRateGrace", c.MinResponseRateGrace, "must be >= 0")
-	}
-	for name, d := range map[string]time.Duration{
-		"HeaderTimeout": c.HeaderTimeout, "IdleTimeout": c.IdleTimeout, "BodyTimeout": c.BodyTimeout,
-		"WriteTimeout": c.WriteTimeout, "LingerTimeout": c.LingerTimeout,
-	} {
-		if d < 0 {
-			return bad(name, d, "must be >= 0")
+	for _, ch := range checks {
+		if ch.bad {
+			return &ConfigError{Field: ch.field, Value: ch.value, Reason: ch.why}
 		}
 	}
 	return nil
 }
 
-// maxProcessors bounds the processor pool's size and bounds.
-const maxProcessors = 1 << 16
-
 // maxPrereadBody bounds PrereadBody: the reader gives a preread body a
 // buffer of its own size.
 const maxPrereadBody = 64 << 20
 
-// withDefaults fills zero fields from DefaultConfig.
+// maxProcessors bounds the processor pool's size and bounds.
+const maxProcessors = 1 << 16
+
+// withDefaults fills every zero field from DefaultConfig: the one place
+// where defaults are applied.
 func (c Config) withDefaults() Config {
-	d := DefaultConfig()
-	if c.Listeners == 0 {
-		c.Listeners = d.Listeners
-	}
-	if c.Readers == 0 {
-		c.Readers = d.Readers
-	}
-	c.Processors, c.ProcessorsMin, c.ProcessorsMax = processorSizes(c.Processors, c.ProcessorsMin, c.ProcessorsMax)
-	if c.Writers == 0 {
-		c.Writers = d.Writers
-	}
-	if c.QueueCapacity == 0 {
-		c.QueueCapacity = d.QueueCapacity
+	d := reflect.ValueOf(DefaultConfig())
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.IsZero() {
+			f.Set(d.Field(i))
+		}
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	if c.ServerName == "" {
-		c.ServerName = d.ServerName
+		c.Logger = slog.Default()
 	}
 	if c.Handler == nil {
-		c.Handler = Builtin(nil)
+		c.Handler = notFound{}
 	}
-	if c.PrereadBody == 0 {
-		c.PrereadBody = d.PrereadBody
-	}
-	if c.MaxParked == 0 {
-		c.MaxParked = d.MaxParked
-	}
-	if c.MinBodyRate == 0 {
-		c.MinBodyRate = d.MinBodyRate
-	}
-	if c.MinBodyRateGrace == 0 {
-		c.MinBodyRateGrace = d.MinBodyRateGrace
-	}
-	if c.MinResponseRate == 0 {
-		c.MinResponseRate = d.MinResponseRate
-	}
-	if c.MinResponseRateGrace == 0 {
-		c.MinResponseRateGrace = d.MinResponseRateGrace
-	}
-	if c.QueueWaitTarget == 0 {
-		c.QueueWaitTarget = d.QueueWaitTarget
-	}
+	c.Processors, c.ProcessorsMin, c.ProcessorsMax = processorSizes(c.Processors, c.ProcessorsMin, c.ProcessorsMax)
 	return c
+}
+
+// ProcessorSizing is what c says of the processor pool: where it starts,
+// its bounds, and whether its controller sizes it (see Config.Processors).
+func (c Config) ProcessorSizing() StageSize {
+	size, lo, hi := processorSizes(c.Processors, c.ProcessorsMin, c.ProcessorsMax)
+	return StageSize{Stage: StageProcessor, Size: size, Min: lo, Max: hi, Auto: lo < hi, Resizable: true}
 }
 
 // processorSizes fills in the processor pool's size and bounds (see
@@ -286,4 +306,13 @@ func processorSizes(size, lo, hi int) (int, int, int) {
 		size = lo
 	}
 	return min(max(size, lo), hi), lo, hi
+}
+
+// notFound is the handler of a Config without one.
+type notFound struct{}
+
+func (notFound) ServeQuartet(w *processor.ResponseWriter, _ *stages.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(404)
+	w.WriteString("404 page not found\n")
 }

@@ -26,6 +26,7 @@ func (s *Server) fail(c *stages.Conn, req *stages.Request, status int) {
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
 		"Connection: close\r\n\r\n"
+	r.HeaderBytes = int64(len(head))
 	_ = r.Append(stages.Bucket{Kind: stages.BucketHeap, Data: []byte(head + body)}, stages.Bucket{Kind: stages.BucketEOS})
 	r.Done()
 }

@@ -14,11 +14,15 @@ import (
 )
 
 // startServer runs a server on 127.0.0.1:0 for the test and shuts it down
-// gracefully at cleanup, failing the test if Serve returns an error.
+// gracefully at cleanup, failing the test if Serve returns an error. A
+// config without a handler serves the built-in endpoints.
 func startServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Handler == nil {
+		cfg.Handler = Builtin(nil)
 	}
 	s, err := New(cfg)
 	if err != nil {

@@ -137,7 +137,7 @@ func TestStaleResponseNeverReachesAReusedFD(t *testing.T) {
 }
 
 func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
-	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 32})
+	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 32, Handler: Builtin(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,29 +193,6 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	if !eventually(2*time.Second, func() bool { return runtime.NumGoroutine() <= goroutinesBefore }) {
 		t.Errorf("goroutines: %d before, %d after shutdown", goroutinesBefore, runtime.NumGoroutine())
 	}
-}
-
-func TestCancellingServeClosesConnectionsSafely(t *testing.T) {
-	s, err := New(Config{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx) }()
-	c := dial(t, s)
-	br := bufio.NewReader(c)
-	exchange(t, c, br, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "GET")
-	io.WriteString(c, "GET /sleep?ms=200 HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
-	cancel()
-	select {
-	case <-served:
-	case <-time.After(5 * time.Second):
-		buf := make([]byte, 1<<20)
-		t.Fatalf("Serve did not return after its context was cancelled\n%s", buf[:runtime.Stack(buf, true)])
-	}
-	expectClosed(t, c, br)
 }
 
 func TestMaxConnsHoldsConnectionsInTheBacklog(t *testing.T) {

@@ -55,11 +55,21 @@ type Server struct {
 	counters   counters
 	inits      sync.WaitGroup // stage-inits still to run before accepting
 	initFailed atomic.Bool
-	served     chan struct{} // closed when Serve returns
-	stop       context.CancelFunc
+	served     chan struct{} // closed when Serve returns (or at once, if it never ran)
 	state      atomic.Int32
-	statsMu    sync.Mutex
-	last       Stats
+	ready      atomic.Bool
+
+	// Shutdown. run is the stages' context; stop cancels it, which closes
+	// every connection: only when the grace is over.
+	run         context.Context
+	stop        context.CancelFunc
+	shutOnce    sync.Once
+	force       chan struct{} // closed to end the grace early
+	forceOnce   sync.Once
+	drained     chan struct{} // closed when drain has stopped the stages
+	shutdownErr error         // written by drain before drained is closed
+	statsMu     sync.Mutex
+	last        Stats
 }
 
 // New builds every stage and binds the listening socket (so Addr is valid
@@ -77,7 +87,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.Handler = mods.handler(cfg.Handler)
-	s := &Server{cfg: cfg, served: make(chan struct{})}
+	s := &Server{cfg: cfg, served: make(chan struct{}), force: make(chan struct{}), drained: make(chan struct{})}
+	s.run, s.stop = context.WithCancel(context.Background())
 	s.inits.Add(cfg.Writers + cfg.Readers + 1) // every loop, and the processor pool as one
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
@@ -112,7 +123,8 @@ func New(cfg Config) (*Server, error) {
 		}
 	})
 	s.classes = newRouteClasses(s.requests, cfg.Logger)
-	s.sizing = sizing{size: cfg.Processors, min: cfg.ProcessorsMin, max: cfg.ProcessorsMax, auto: cfg.ProcessorsMin < cfg.ProcessorsMax}
+	z := cfg.ProcessorSizing()
+	s.sizing = sizing{size: z.Size, min: z.Min, max: z.Max, auto: z.Auto}
 	s.tuner = tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(cfg.QueueWaitTarget), period: control.DefaultPeriod}
 	s.wake = stages.NewWorkerWaker(cfg.ProcessorsMax)
 	initial := cfg.Processors
@@ -132,8 +144,6 @@ func New(cfg Config) (*Server, error) {
 			return err
 		},
 	}, s.requests, s.wake, s.classes.wrap(cfg.Handler), s.response, &s.counters.processor)
-	s.cfg.Logger.Info("quartet: stage sized", "stage", StageProcessor, "size", cfg.Processors,
-		"min", cfg.ProcessorsMin, "max", cfg.ProcessorsMax, "auto", s.sizing.auto, "cause", "config")
 
 	// Stage 2: readers. They parse and dispatch, and close what they own.
 	for i := 0; i < cfg.Readers; i++ {
@@ -172,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 	// Stage 1: the listener, which hands each connection to a reader.
 	ln, err := listener.New(listener.Config{
 		Addr:      cfg.Addr,
+		Listener:  cfg.Listener,
 		Listeners: cfg.Listeners,
 		ReusePort: cfg.ReusePort,
 		MaxConns:  cfg.MaxConns,
@@ -181,6 +192,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, s.abandon(err)
 	}
 	s.ln = ln
+	s.cfg.Addr = ln.Addr().String() // the port a ":0" or a given Listener got
 	return s, nil
 }
 
@@ -245,24 +257,35 @@ func (s *Server) initDone(err error) error {
 // closed: a reader closed a connection's fd.
 func (s *Server) closed(*stages.Conn) { s.ln.Released() }
 
-// Serve runs all stages until Shutdown, or until ctx is cancelled (then
-// connections are closed without waiting for their requests). It returns
-// nil after a Shutdown.
+// Serve runs the server until ctx ends or Shutdown or Close is called,
+// and returns only once every stage has stopped and every connection is
+// closed. When ctx ends, Serve shuts the server down gracefully, as
+// Shutdown does: in-flight requests get up to Config.ShutdownTimeout to
+// finish. So a main that returns Serve's result with a signal context
+// drops no request on Ctrl-C:
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+//	defer stop()
+//	return srv.Serve(ctx)
+//
+// Serve returns nil after a shutdown (graceful or not), the error of a
+// stage or module that failed, or ErrServerClosed when the server was
+// shut down before Serve was called (or Serve is called twice).
 func (s *Server) Serve(ctx context.Context) error {
 	if !s.state.CompareAndSwap(stateNew, stateServing) {
-		return errors.New("quartet: Serve called twice")
+		return ErrServerClosed
 	}
 	defer close(s.served)
-	ctx, s.stop = context.WithCancel(ctx)
-	defer s.stop()
+	defer context.AfterFunc(ctx, func() { s.beginShutdown() })()
+	run := s.run // cancelled only when the shutdown's grace is over
 	var g errgroup.Group
-	// Writers outlive ctx: a handler still running when ctx ends will hand
+	// Writers outlive run: a handler still running when it ends will hand
 	// its response to them, and only after the last one may they stop.
 	for _, w := range s.writers {
 		g.Go(func() error { return w.Run(context.Background()) })
 	}
 	g.Go(func() error {
-		err := s.pool.Run(ctx)
+		err := s.pool.Run(run)
 		// Requests still queued when the pool stopped will not run: give
 		// their connections back to be closed, or their readers would wait
 		// for them forever.
@@ -279,15 +302,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	})
 	for _, r := range s.readers {
-		g.Go(func() error { return r.Run(ctx) })
+		g.Go(func() error { return r.Run(run) })
 	}
 	ready := make(chan struct{})
 	go func() { s.inits.Wait(); close(ready) }()
 	g.Go(func() error {
 		select {
 		case <-ready:
-			s.tune(ctx) // until ctx is done
-		case <-ctx.Done():
+			s.tune(run) // until the stages stop
+		case <-run.Done():
 		}
 		return nil
 	})
@@ -297,63 +320,144 @@ func (s *Server) Serve(ctx context.Context) error {
 	g.Go(func() error {
 		select {
 		case <-ready:
-		case <-ctx.Done():
+		case <-run.Done():
 		}
 		if s.initFailed.Load() {
 			s.stop() // the failing stage reports the error; stop the others
+		} else if s.state.Load() == stateServing {
+			s.ready.Store(true)
 		}
-		return s.ln.Run(ctx) // returns at once, sockets closed, if ctx is done
+		return s.ln.Run(run) // returns at once, sockets closed, if closed already
 	})
 	err := g.Wait()
+	s.ready.Store(false)
 	if s.state.Load() == stateShutdown && errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
-// Shutdown stops accepting, lets every request already read finish and its
+// ErrServerClosed is returned by Serve when the server was shut down
+// before it was called, or when it is called a second time.
+var ErrServerClosed = errors.New("quartet: server closed")
+
+// Shutdown stops the server gracefully, as Serve does when its context
+// ends: it stops accepting, lets every request already read finish and its
 // response reach the client, closes idle connections, and then stops the
-// stages. If ctx ends first, the remaining connections are closed and
-// ctx's error returned.
+// stages. It returns once all of that is done (and Serve, if running, has
+// returned or is about to).
+//
+// The grace is Config.ShutdownTimeout, shortened by ctx's deadline if ctx
+// has an earlier one; when it is over, the connections still open are
+// shut down (the client sees them close; a handler still running is not
+// interrupted, but its writes fail, and Shutdown waits for it to return),
+// and Shutdown returns an error wrapping context.DeadlineExceeded.
+// Only a deadline shortens the grace: a ctx that is merely cancelled (the
+// signal context that also stopped Serve, say) does not cut requests off,
+// so passing one context to both Serve and Shutdown is safe. To cut
+// requests off at once, call Close.
+//
+// Shutdown may be called more than once, and from several goroutines; each
+// call waits for the same shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.state.Swap(stateShutdown) != stateServing {
-		s.ln.Close()
-		s.closeUnstarted()
+	if s.state.CompareAndSwap(stateNew, stateShutdown) {
+		s.closeNeverServed()
 		return nil
 	}
-	s.ln.Close()
-	s.pool.Drain()
-	for _, r := range s.readers {
-		r.Drain()
+	s.beginShutdown()
+	if d, ok := ctx.Deadline(); ok {
+		t := time.AfterFunc(time.Until(d), s.forceStop)
+		defer t.Stop()
 	}
+	<-s.drained
+	<-s.served
+	return s.shutdownErr
+}
+
+// Close stops the server at once: connections are shut down whatever they
+// are doing, requests in flight are lost. After a Shutdown has begun, it
+// cuts its grace short. It returns once the server has stopped, which
+// includes the return of handlers still running.
+func (s *Server) Close() error {
+	if s.state.CompareAndSwap(stateNew, stateShutdown) {
+		s.closeNeverServed()
+		return nil
+	}
+	s.beginShutdown()
+	s.forceStop()
+	<-s.drained
+	<-s.served
+	return nil
+}
+
+// Ready reports whether the server is taking requests: every stage has
+// initialised and no shutdown has begun. It is what a readiness probe
+// asks.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// beginShutdown starts the graceful shutdown once; later calls do nothing.
+// The drain runs on its own goroutine, so that Serve's context ending can
+// start it without anyone waiting.
+func (s *Server) beginShutdown() {
+	s.shutOnce.Do(func() {
+		s.state.Store(stateShutdown)
+		s.ready.Store(false)
+		s.ln.Close()
+		s.pool.Drain()
+		for _, r := range s.readers {
+			r.Drain()
+		}
+		go s.drain()
+	})
+}
+
+// drain waits for the connections to finish or for the grace to end, then
+// stops the stages. It owns the shutdown's outcome.
+func (s *Server) drain() {
+	grace := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer grace.Stop()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	var err error
+	why := ""
 wait:
 	for s.openConns() > 0 {
 		select {
-		case <-ctx.Done():
-			err = ctx.Err()
+		case <-grace.C:
+			why = "grace over"
+			break wait
+		case <-s.force:
+			why = "forced"
 			break wait
 		case <-tick.C:
 		}
 	}
+	if n := s.openConns(); n > 0 {
+		s.shutdownErr = fmt.Errorf("quartet: shutdown %s, closing %d connections: %w", why, n, context.DeadlineExceeded)
+		s.cfg.Logger.Warn("shutdown "+why+": closing connections", "open", n, "grace", s.cfg.ShutdownTimeout)
+	}
 	for _, r := range s.readers {
 		r.Stop()
 	}
-	for _, w := range s.writers {
-		w.Stop()
-	}
+	// The writers are stopped by Serve once the pool has stopped: a
+	// handler still running will hand its response to them.
 	s.stop()
-	select {
-	case <-s.served:
-	case <-ctx.Done():
-		if err == nil {
-			err = ctx.Err()
-		}
-	}
-	return err
+	close(s.drained)
 }
+
+// closeNeverServed releases a server whose Serve never ran, and marks it
+// stopped for every later Shutdown and Close.
+func (s *Server) closeNeverServed() {
+	s.shutOnce.Do(func() {
+		s.ln.Close()
+		s.closeUnstarted()
+		s.stop()
+		close(s.drained)
+		close(s.served)
+	})
+}
+
+// forceStop ends the shutdown's grace now.
+func (s *Server) forceStop() { s.forceOnce.Do(func() { close(s.force) }) }
 
 func (s *Server) openConns() int {
 	n := 0
@@ -383,9 +487,12 @@ func lowWater(high int64) int64 {
 }
 
 // abandon releases what New built before failing.
+// The stages' errors name themselves ("quartet: listener: ..."), so err is
+// passed on as it is.
 func (s *Server) abandon(err error) error {
 	s.closeUnstarted()
-	return fmt.Errorf("quartet: building the server: %w", err)
+	s.stop()
+	return err
 }
 
 // closeUnstarted releases loops that never ran: their Run would have.

@@ -249,6 +249,9 @@ type tuner struct {
 
 // tune runs the control loop until ctx is done.
 func (s *Server) tune(ctx context.Context) {
+	size, lo, hi, auto := s.sizing.get()
+	s.cfg.Logger.Info("quartet: stage sized", "stage", StageProcessor, "size", size, "min", lo, "max", hi, "auto", auto,
+		"queue_wait_target", max(s.cfg.QueueWaitTarget, 0), "cause", "config")
 	t := time.NewTicker(s.tuner.period)
 	defer t.Stop()
 	s.sample(time.Now(), false)

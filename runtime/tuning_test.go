@@ -97,7 +97,7 @@ func TestResizingUnderLoad(t *testing.T) {
 	baseFDs, baseG := openFDs(t), goruntime.NumGoroutine()
 	logger, log := bufferLogger()
 	s, err := New(Config{Addr: "127.0.0.1:0", Readers: 2, Writers: 2, Processors: 8, ProcessorsMin: 1, ProcessorsMax: 64,
-		QueueWaitTarget: -1, Logger: logger})
+		QueueWaitTarget: -1, Logger: logger, Handler: Builtin(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 // connection carries the next request; one that asked for 100-continue
 // closes, since the bytes after it are unknowable.
 func TestShedKeepsTheConnectionWhenFramingAllows(t *testing.T) {
-	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 1})
+	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,6 +457,9 @@ func TestControllerSizesThePool(t *testing.T) {
 func TestChangeStage(t *testing.T) {
 	logger, log := bufferLogger()
 	s := startServer(t, Config{ProcessorsMin: 2, ProcessorsMax: 32, Logger: logger})
+	if !eventually(10*time.Second, s.Ready) {
+		t.Fatal("the server did not become ready")
+	}
 	on, off := true, false
 	for _, tc := range []struct {
 		name    string

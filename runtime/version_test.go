@@ -45,7 +45,7 @@ func TestHigherMinorVersionIsServedAsHTTP11(t *testing.T) {
 	var logMu sync.Mutex
 	s := startServer(t, Config{Handler: h, Log: func(r *stages.Response) {
 		logMu.Lock()
-		log.Write(AppendCombined(nil, r, time.Now()))
+		log.Write(AppendAccessLog(nil, Combined, r, time.Now()))
 		logMu.Unlock()
 	}})
 

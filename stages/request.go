@@ -2,6 +2,7 @@ package stages
 
 import (
 	"io"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,6 +48,11 @@ type Request struct {
 
 	// Received is when the first byte of the request arrived.
 	Received time.Time
+	// WireBytes counts the bytes of this request read from the connection
+	// so far: request line, header block, and body with its framing
+	// (mod_logio's %I). The reader adds body bytes as it reads them, while
+	// the handler runs, hence the atomic.
+	WireBytes atomic.Int64
 	// Seq numbers the requests on one connection, from 1.
 	Seq uint64
 

@@ -162,6 +162,16 @@ type Response struct {
 	Status    int
 	KeepAlive bool // hand the connection back to its reader after the last byte
 	Started   time.Time
+	// HeaderBytes is how many bytes of the response precede its body: the
+	// final header block and any interim (1xx) responses. Like Status, it
+	// is set before the header's bytes are appended, so a logger may read
+	// it even for a response aborted before EOS.
+	HeaderBytes int64
+	// FramingBytes is how many bytes of the body's transfer coding (chunk
+	// sizes and CRLFs) the response holds; set with the EOS bucket. The
+	// body bytes that reached the client are BytesSent - HeaderBytes -
+	// FramingBytes for a finished response.
+	FramingBytes int64
 
 	mu      sync.Mutex
 	out     []Bucket // appended by the producer, taken by the writer
@@ -254,6 +264,7 @@ func NewResponse(kick, recycle func(*Response)) *Response {
 func (r *Response) Begin(c *Conn, req *Request, now time.Time) {
 	r.Conn, r.Req, r.Started = c, req, now
 	r.Status, r.KeepAlive = 0, false
+	r.HeaderBytes, r.FramingBytes = 0, 0
 	r.eos = false
 	r.out = r.out[:0]
 	r.aborted.Store(false)

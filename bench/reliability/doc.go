@@ -10,8 +10,8 @@
 // TestMain builds ./cmd/quartet once per run (go build, into a temporary
 // directory it removes). Every trial starts its own server on 127.0.0.1:0,
 // with short timeouts where the trial is about them, and learns the
-// addresses from the two lines the server logs when it starts ("admin
-// endpoint" and "quartet serving", each with addr=).
+// addresses from the line the server logs when it starts ("quartet
+// serving", with addr= and admin=).
 //
 // What every trial asserts, besides its own outcome:
 //

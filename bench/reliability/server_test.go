@@ -40,7 +40,9 @@ const serverStartTimeout = 20 * time.Second
 // stopTimeout bounds graceful shutdown: the server's own grace is 30 s.
 const stopTimeout = 40 * time.Second
 
-var addrRE = regexp.MustCompile(`msg="(admin endpoint|quartet serving)" addr=(\S+)`)
+// servingRE finds the server's and the admin endpoint's addresses in quartet
+// serve's start-up line.
+var servingRE = regexp.MustCompile(`msg="quartet serving" .*\baddr=(\S+) .*\badmin=http://(\S+)`)
 
 // startServer runs quartet serve on 127.0.0.1:0 with one reader, one
 // writer and eight processors (the default on two CPUs, named so the
@@ -77,7 +79,7 @@ func startServer(t *testing.T, flags ...string) *server {
 			s.mu.Lock()
 			s.log = append(s.log, line)
 			s.mu.Unlock()
-			if m := addrRE.FindStringSubmatch(line); m != nil {
+			if m := servingRE.FindStringSubmatch(line); m != nil {
 				addrs <- [2]string{m[1], m[2]}
 			}
 		}
@@ -90,11 +92,7 @@ func startServer(t *testing.T, flags ...string) *server {
 	for s.addr == "" || s.metrics == "" {
 		select {
 		case a := <-addrs:
-			if a[0] == "admin endpoint" {
-				s.metrics = a[1]
-			} else {
-				s.addr = a[1]
-			}
+			s.addr, s.metrics = a[0], a[1]
 		case <-s.exited:
 			t.Fatalf("quartet serve exited at start: %v\n%s", s.err, s.logText())
 		case <-deadline:

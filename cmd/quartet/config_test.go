@@ -9,9 +9,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quartet-server/quartet/runtime"
 )
 
 func TestConfigFileErrorsNameTheKey(t *testing.T) {
@@ -19,23 +22,27 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		name, yaml string
 		want       []string // all must appear in the error
 	}{
-		{"unknown key", "readers: 2\nreaderz: 3\n", []string{`unknown key "readerz"`, "line 2"}},
-		{"wrong type", "processors: many\n", []string{`key "processors"`, `value "many"`, "whole number"}},
+		{"unknown key", "readers: 2\nreaderz: 3\n", []string{`unknown key "readerz"`, "line 2", "known: "}},
+		{"wrong type", "processors: many\n", []string{`key "processors"`, `"many" is not a whole number`}},
 		{"bad duration", "idle-timeout: forever\n", []string{`key "idle-timeout"`, `"forever"`, "duration"}},
-		{"out of range", "writers: 0\n", []string{"writers = 0", "1..1024"}},
+		{"size without a clear unit", "max-body: 64M\n", []string{`key "max-body"`, "64MiB", "64MB"}},
+		{"out of range", "writers: -1\n", []string{"config ", ": writers = -1: must be 0..1024"}},
 		{"negative", "max-conns: -5\n", []string{"max-conns = -5"}},
 		{"twice", "readers: 1\nreaders: 2\n", []string{`"readers" given twice`}},
 		{"not a mapping", "- readers\n", []string{"want a mapping"}},
-		{"pprof alone", "pprof: true\n", []string{"pprof = true needs metrics-addr"}},
-		{"admin alone", "admin: true\n", []string{"admin = true needs metrics-addr"}},
-		{"processor bounds crossed", "processors-min: 8\nprocessors-max: 4\n", []string{"ProcessorsMin = 8", "at most ProcessorsMax (4)"}},
+		{"a list value", "readers: [1, 2]\n", []string{`key "readers": want a single value`}},
+		{"pprof alone", "pprof: true\n", []string{"pprof needs --metrics-addr"}},
+		{"admin alone", "admin: true\n", []string{"admin needs --metrics-addr"}},
+		{"processor bounds crossed", "processors-min: 8\nprocessors-max: 4\n", []string{"processors-min = 8", "at most ProcessorsMax (4)"}},
+		{"a queue-wait target that is not a duration", "queue-wait-target: soon\n", []string{`key "queue-wait-target"`, `"soon" is not a duration`}},
+		{"unknown choice", "log-format: xml\n", []string{`key "log-format"`, `"xml" is not one of text, json`}},
+		{"two documents", "readers: 1\n---\nreaders: 2\n", []string{"more than one YAML document"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "q.yaml")
 			os.WriteFile(path, []byte(tt.yaml), 0o644)
-			var stderr bytes.Buffer
-			err := runServe(context.Background(), []string{"--config", path, "--addr", "127.0.0.1:0"}, io.Discard, &stderr)
+			err := runServe(context.Background(), []string{"--config", path, "--addr", "127.0.0.1:0"}, io.Discard, io.Discard)
 			if err == nil {
 				t.Fatal("bad config accepted")
 			}
@@ -48,90 +55,219 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 	}
 }
 
-func TestServeRunsFromConfigFileAndFlagsWin(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// Every server setting a user may need is a key, checked when a field is
+// added to runtime.Config: only the fields that hold code or a socket are
+// not.
+func TestEverySettingIsAKey(t *testing.T) {
+	notSettings := map[string]bool{"Listener": true, "Handler": true, "Log": true, "Logger": true, "Modules": true}
+	o := defaultOptions()
+	typ := reflect.TypeOf(o.cfg)
+	for i := range typ.NumField() {
+		name := typ.Field(i).Name
+		if notSettings[name] {
+			continue
+		}
+		if o.keyOf(name) == "" {
+			t.Errorf("runtime.Config.%s has no key in quartet serve's settings table", name)
+		}
+	}
+}
+
+// Defaults live in runtime.DefaultConfig; the command adds none of its own
+// for the server's settings.
+func TestDefaultsAreTheRuntimes(t *testing.T) {
+	o, _, err := loadOptions(nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	if !reflect.DeepEqual(o.cfg, runtime.DefaultConfig()) {
+		t.Fatalf("serve's defaults %+v differ from runtime's %+v", o.cfg, runtime.DefaultConfig())
+	}
+}
+
+func TestSizes(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		err  string
+	}{
+		{"65536", 65536, ""}, {"64KiB", 64 << 10, ""}, {"64MiB", 64 << 20, ""}, {"1GiB", 1 << 30, ""},
+		{"2 MiB", 2 << 20, ""}, {"10MB", 10e6, ""}, {"10kB", 10e3, ""}, {"512B", 512, ""},
+		{"64M", 0, "say 64MiB"}, {"1g", 0, "say 1GiB"}, {"lots", 0, "not a size"}, {"9999999TiB", 0, "too large"},
+	}
+	for _, tt := range tests {
+		var v sizeInt64
+		err := v.Set(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || int64(v) != tt.want {
+			t.Errorf("%q: %d, %v; want %d", tt.in, v, err, tt.want)
+		}
+	}
+	for n, want := range map[int64]string{64 << 20: "64MiB", 1 << 30: "1GiB", 1000: "1000", 0: "0", 3 << 10: "3KiB"} {
+		if got := formatSize(n); got != want {
+			t.Errorf("formatSize(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+// startServe runs `quartet serve args` in this process on a free port,
+// and stops it at cleanup.
+func startServe(t *testing.T, args ...string) (base string, log *lockedWriter) {
+	t.Helper()
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log = &lockedWriter{w: &bytes.Buffer{}}
+	go func() { done <- runServe(ctx, append(args, "--addr", addr), io.Discard, log) }()
+	base = "http://" + addr
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve did not start")
+		}
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	return base, log
+}
+
+func TestServeRunsFromConfigFileAndFlagsWin(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "f.txt"), []byte("from root"), 0o644)
 	path := filepath.Join(dir, "q.yaml")
-	os.WriteFile(path, []byte("addr: 127.0.0.1:1\nreaders: 1\nwriters: 1\nprocessors: 2\nroot: "+dir+"\nidle-timeout: 5s\n"), 0o644)
+	os.WriteFile(path, []byte("addr: 127.0.0.1:1\nreaders: 1\nwriters: 1\nprocessors: 2\nroot: "+dir+"\nidle-timeout: 5s\nmax-body: 1MiB\n"), 0o644)
+	base, _ := startServe(t, "--config", path) // --addr given too: the flag wins
+	if got := fetch(t, "GET", base+"/f.txt"); got != "200 from root" {
+		t.Fatalf("got %q from the configured root", got)
+	}
+}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runServe(ctx, []string{"--config", path, "--addr", addr}, io.Discard, io.Discard) }()
-	var body []byte
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get("http://" + addr + "/f.txt") // the flag's address, not the file's
-		if err != nil {
-			continue
-		}
-		body, _ = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		break
+// fetch returns "STATUS BODY".
+func fetch(t *testing.T, method, url string) string {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "error: " + err.Error()
 	}
-	if string(body) != "from root" {
-		t.Fatalf("got %q from the configured root", body)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.Status[:3] + " " + string(b)
+}
+
+// The load-test endpoints are on only in the demo (no --root, no
+// --config) or when asked for. In production mode nothing a client can
+// reach pins a worker or amplifies traffic: with two workers, eight
+// /sleep?ms=4000 requests are answered at once (404), /bytes?n=1GB is a
+// short 404, and the site's own /hello is not shadowed.
+func TestBenchEndpointsOnlyInDemoModeOrWhenAsked(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "hello"), []byte("my own hello"), 0o644)
+	cfg := filepath.Join(t.TempDir(), "q.yaml")
+	os.WriteFile(cfg, []byte("processors: 2\n"), 0o644)
+	tests := []struct {
+		name  string
+		args  []string
+		bench bool
+		hello string
+	}{
+		{"demo", []string{"--processors", "2"}, true, "200 Hello, World!"},
+		{"root", []string{"--processors", "2", "--root", root}, false, "200 my own hello"},
+		{"config file", []string{"--config", cfg}, false, "404 404 page not found\n"},
+		{"root and asked for", []string{"--processors", "2", "--root", root, "--bench-endpoints"}, true, "200 Hello, World!"},
+		{"demo, turned off", []string{"--processors", "2", "--bench-endpoints=false"}, false, "404 404 page not found\n"},
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop on cancel")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base, log := startServe(t, tt.args...)
+			if got := fetch(t, "GET", base+"/hello"); got != tt.hello {
+				t.Errorf("/hello: %q, want %q", got, tt.hello)
+			}
+			if !tt.bench {
+				results := make(chan string, 8)
+				for range 8 {
+					go func() { results <- fetch(t, "GET", base+"/sleep?ms=4000") }()
+				}
+				for range 8 {
+					if got := <-results; !strings.HasPrefix(got, "404 ") {
+						t.Errorf("/sleep in production mode: %q", got)
+					}
+				}
+				for _, probe := range []struct{ method, path string }{{"GET", "/bytes?n=1000000000"}, {"POST", "/echo"}} {
+					got := fetch(t, probe.method, base+probe.path)
+					if !strings.HasPrefix(got, "404 ") && !strings.HasPrefix(got, "405 ") || len(got) > 100 {
+						t.Errorf("%s %s in production mode: %.100q", probe.method, probe.path, got)
+					}
+				}
+			} else if got := fetch(t, "GET", base+"/bytes?n=5"); got != "200 abcde" {
+				t.Errorf("/bytes: %q", got)
+			}
+			warned := strings.Contains(log.String(), "load-test endpoints /hello /sleep /bytes /echo are on")
+			if warned != tt.bench {
+				t.Errorf("startup warning %v with the endpoints %v:\n%s", warned, tt.bench, log)
+			}
+		})
 	}
 }
 
 // --admin puts /admin/ on the metrics listener, with the processor
-// bounds given by the flags.
+// bounds and the queue-wait target given by the flags.
 func TestServeAdmin(t *testing.T) {
-	addr, admin := freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, []string{"--addr", addr, "--metrics-addr", admin, "--admin", "--rdma", "off",
-			"--processors-min", "2", "--processors-max", "8", "--queue-wait-target", "250ms"}, io.Discard, io.Discard)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	var body []byte
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get("http://" + admin + "/admin/stages")
+	admin := freeAddr(t)
+	startServe(t, "--metrics-addr", admin, "--admin", "--processors-min", "2", "--processors-max", "8",
+		"--queue-wait-target", "250ms")
+	get := func(path string) string {
+		resp, err := http.Get("http://" + admin + path)
 		if err != nil {
-			continue
+			t.Fatal(err)
 		}
-		body, _ = io.ReadAll(resp.Body)
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		break
+		return string(b)
 	}
-	if !strings.Contains(string(body), "processor  2     2    8    on") {
+	if body := get("/admin/stages"); !strings.Contains(body, "processor  2     2    8    on") {
 		t.Fatalf("/admin/stages:\n%s", body)
 	}
 	resp, err := http.PostForm("http://"+admin+"/admin/stages/processor", url.Values{"size": {"6"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ = io.ReadAll(resp.Body)
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "processor  6     2    8    off") {
-		t.Errorf("setting the size: %d\n%s", resp.StatusCode, body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "processor  6     2    8    off") {
+		t.Errorf("setting the size: %d\n%s", resp.StatusCode, b)
 	}
-	resp, err = http.Get("http://" + admin + "/admin/control")
+	if body := get("/admin/control"); !strings.Contains(body, "queue-wait target 250ms") {
+		t.Errorf("/admin/control:\n%s", body)
+	}
+}
+
+// 0 turns admission control off on the command line, as it does the
+// other checks.
+func TestQueueWaitTargetZeroIsOff(t *testing.T) {
+	o, _, err := loadOptions([]string{"--queue-wait-target", "0"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "queue-wait target 250ms") {
-		t.Errorf("/admin/control:\n%s", body)
+	if o.cfg.QueueWaitTarget >= 0 {
+		t.Errorf("--queue-wait-target 0 gives %v, want negative (off)", o.cfg.QueueWaitTarget)
 	}
 }

@@ -6,12 +6,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
+
+	"github.com/quartet-server/quartet/bench"
 )
 
 // command is one subcommand: run gets the arguments after its name.
@@ -22,12 +26,13 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve": {"run the HTTP/1.1 server", runServe},
-		"bench": {"HTTP load generator", runBench},
-		"sweep": {"run an experiment matrix", runSweep},
-		"rdma":  {"RDMA devices, rping-compatible ping, perf", runRDMA},
-		"get":   {"fetch a URL, the body by RDMA (server-writes, client-reads) or TCP", runGet},
-		"proxy": {"plain HTTP in front of an RDMA-capable Quartet upstream", runProxy},
+		"serve":   {"run the HTTP/1.1 server", runServe},
+		"bench":   {"HTTP load generator", runBench},
+		"sweep":   {"run an experiment matrix", runSweep},
+		"rdma":    {"RDMA devices, rping-compatible ping, perf", runRDMA},
+		"get":     {"fetch a URL, the body by RDMA (server-writes, client-reads) or TCP", runGet},
+		"proxy":   {"plain HTTP in front of an RDMA-capable Quartet upstream", runProxy},
+		"version": {"print the version, commit and Go version", runVersion},
 	}
 }
 
@@ -37,30 +42,93 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// usageError is a command line that cannot be run as given: the command
+// exits 2, as Unix commands do for usage errors.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmds := commands()
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr, cmds)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
+		return exitUsage
 	}
-	c, ok := cmds[args[0]]
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout, cmds)
+		return exitOK
+	case "-version", "--version":
+		args[0] = "version"
+	}
+	name := args[0]
+	c, ok := cmds[name]
 	if !ok {
-		fmt.Fprintf(stderr, "quartet: unknown command %q\n", args[0])
+		fmt.Fprintf(stderr, "quartet: unknown command %q\n", name)
 		usage(stderr, cmds)
-		return 2
+		return exitUsage
 	}
-	if err := c.run(ctx, args[1:], stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "quartet %s: %v\n", args[0], err)
-		return 1
+	if askedForHelp(args[1:]) {
+		stderr = stdout // help asked for is output, not a diagnostic
 	}
-	return 0
+	err := c.run(ctx, args[1:], stdout, stderr)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "quartet %s: %s\n", name, unprefixed(err, name))
+	if isUsage(err) {
+		fmt.Fprintf(stderr, "run 'quartet %s -h' for usage\n", name)
+		return exitUsage
+	}
+	return exitError
+}
+
+// unprefixed is err's text without the "quartet: " or "NAME: " its package
+// put in front, which the command line already says.
+func unprefixed(err error, name string) string {
+	s := err.Error()
+	for _, p := range []string{"quartet: ", name + ": "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	return s
+}
+
+// isUsage reports whether err is about the command line itself. The flag
+// package's errors carry no type, only stable wording.
+func isUsage(err error) bool {
+	var ue usageError
+	if errors.As(err, &ue) || errors.Is(err, bench.ErrUsage) {
+		return true
+	}
+	for _, p := range []string{"flag provided but not defined", "invalid value ", "invalid boolean ", "flag needs an argument", "bad flag syntax"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
+}
+
+func askedForHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
 }
 
 func usage(w io.Writer, cmds map[string]command) {
-	fmt.Fprintln(w, "usage: quartet COMMAND [flags]")
+	fmt.Fprintln(w, "usage: quartet COMMAND [flags]      (quartet COMMAND -h for a command's flags)")
 	names := make([]string, 0, len(cmds))
 	for n := range cmds {
 		names = append(names, n)

@@ -14,113 +14,161 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"os"
-	"reflect"
-	"sort"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quartet-server/quartet/admin"
+	"github.com/quartet-server/quartet/internal/systemd"
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 	"github.com/quartet-server/quartet/rdmahttp"
 	"github.com/quartet-server/quartet/runtime"
+	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/static"
 )
 
 //go:embed site
 var sampleSite embed.FS
 
-// shutdownGrace is how long in-flight requests get after SIGINT/SIGTERM.
-const shutdownGrace = 30 * time.Second
+const serveAbout = `usage: quartet serve [flags]
+
+Serves HTTP/1.1 on --addr (default 127.0.0.1:8080; in a systemd socket unit,
+on the socket it passes). Without --root and --config it is the demo: the
+embedded sample site and the load-test endpoints /hello, /sleep?ms=N,
+/bytes?n=N and /echo. With --root or --config it serves only your content,
+unless --bench-endpoints asks for the load-test endpoints too.
+
+Signals: SIGINT or SIGTERM shuts down gracefully (requests in flight get
+--shutdown-timeout; a second signal stops at once), SIGHUP reloads --config
+(settings that cannot change live are named in the log), SIGUSR1 reopens
+--access-log (logrotate).
+
+Flags (each is also a key of the --config file, with the same syntax; sizes
+take units: 64KiB, 64MiB, 1GiB):
+`
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	d := runtime.DefaultConfig()
-	defaults := serveOptions{
-		Addr: d.Addr, Listeners: d.Listeners, ReusePort: d.ReusePort,
-		Readers: d.Readers, Processors: d.Processors, Writers: d.Writers, Queue: d.QueueCapacity,
-		QueueWait: d.QueueWaitTarget,
-		MaxConns:  d.MaxConns, MaxBody: d.MaxBodyBytes,
-		HeaderTimeout: d.HeaderTimeout, IdleTimeout: d.IdleTimeout, WriteTimeout: d.WriteTimeout,
-		RDMA: "auto", RDMADial: rdmahttp.DefaultDialTimeout,
-	}
-	o := defaults
-	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	configPath := fl.String("config", "", "read settings from this YAML file (keys are the flag names); flags given too win")
-	bindFlags(fl, &o)
+	fl, configPath := defaultOptions().flagSet()
+	fl.SetOutput(io.Discard)
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printServeUsage(stdout)
 			return nil
 		}
-		return err
+		return usageError{err}
 	}
 	if fl.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fl.Arg(0))
+		return usageError{fmt.Errorf("unexpected argument %q", fl.Arg(0))}
 	}
-	if *configPath != "" {
-		// File first, then the flags again, so a flag on the command line
-		// overrides the file and an absent one leaves the file's value.
-		o = defaults
-		if err := loadConfigFile(*configPath, &o); err != nil {
-			return err
-		}
-		if err := fl.Parse(args); err != nil {
-			return err
-		}
+	o, given, err := loadOptions(args, *configPath)
+	if err != nil {
+		return err
 	}
-	if err := o.validate(); err != nil {
-		if *configPath != "" {
-			return fmt.Errorf("config %s: %w", *configPath, err)
+	if err := o.validate(given, *configPath); err != nil {
+		if *configPath == "" {
+			return usageError{err}
 		}
 		return err
 	}
-	cfg := d
-	cfg.Addr, cfg.Listeners, cfg.ReusePort = o.Addr, o.Listeners, o.ReusePort
-	cfg.Readers, cfg.Processors, cfg.Writers, cfg.QueueCapacity = o.Readers, o.Processors, o.Writers, o.Queue
-	cfg.ProcessorsMin, cfg.ProcessorsMax, cfg.QueueWaitTarget = o.ProcessorsMin, o.ProcessorsMax, o.QueueWait
-	cfg.MaxConns, cfg.MaxBodyBytes = o.MaxConns, o.MaxBody
-	cfg.HeaderTimeout, cfg.IdleTimeout, cfg.WriteTimeout = o.HeaderTimeout, o.IdleTimeout, o.WriteTimeout
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	cfg.Logger = logger
+	r := &serveRun{args: args, configPath: *configPath, o: o, stdout: stdout, stderr: stderr}
+	defer r.close()
+	return r.run(ctx)
+}
 
-	var files processor.Handler
-	if o.Root != "" {
-		d, err := static.NewDir(o.Root)
-		if err != nil {
-			return fmt.Errorf("--root: %w", err)
+func printServeUsage(w io.Writer) {
+	fmt.Fprint(w, serveAbout)
+	o := defaultOptions()
+	for _, s := range append([]setting{{key: "config", value: (*text)(new(string)), help: "read settings from this YAML file; flags given too win"}}, o.settings()...) {
+		def := s.value.String()
+		if def == "" || def == "0" && s.key == "max-conns" {
+			def = ""
 		}
-		defer d.Close()
-		files = d
+		if def != "" {
+			def = " (default " + def + ")"
+		}
+		fmt.Fprintf(w, "  --%-18s %s%s\n", s.key, s.help, def)
+	}
+}
+
+// serveRun is one run of `quartet serve`: the server and everything the
+// command wraps around it (logs, handler, admin listener, signals).
+type serveRun struct {
+	args       []string
+	configPath string
+	o          *serveOptions
+	stdout     io.Writer
+	stderr     io.Writer
+
+	logger  *slog.Logger
+	level   slog.LevelVar
+	handler swapHandler
+	alog    accessLog
+	notify  *systemd.Notifier
+	srv     *runtime.Server
+	closers []io.Closer // every static root opened, closed after the server stops
+	desc    contentDesc
+}
+
+// contentDesc says what the handler serves, for the logs.
+type contentDesc struct {
+	root  string
+	bench bool
+	demo  bool
+}
+
+func (r *serveRun) run(ctx context.Context) error {
+	o := r.o
+	r.level.Set(parseLevel(o.logLevel))
+	hopts := &slog.HandlerOptions{Level: &r.level}
+	if o.logFormat == "json" {
+		r.logger = slog.New(slog.NewJSONHandler(r.stderr, hopts))
 	} else {
-		site, _ := fs.Sub(sampleSite, "site")
-		fsys, err := static.NewFS(site)
-		if err != nil {
-			return err
-		}
-		files = fsys
+		r.logger = slog.New(slog.NewTextHandler(r.stderr, hopts))
 	}
-	cfg.Handler = runtime.Builtin(files)
+	r.notify = systemd.NewNotifier(systemd.ProcessEnv{})
+	cfg := o.cfg
+	cfg.Logger = r.logger
 
-	switch o.AccessLog {
-	case "":
-	case "-":
-		cfg.Log = runtime.CombinedLog(stdout)
-	default:
-		f, err := os.OpenFile(o.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		if err != nil {
-			return fmt.Errorf("--access-log: %w", err)
-		}
-		defer f.Close()
-		cfg.Log = runtime.CombinedLog(f)
+	lns, names, err := systemd.Listeners(systemd.ProcessEnv{})
+	if err != nil {
+		return err
 	}
+	switch len(lns) {
+	case 0:
+	case 1:
+		cfg.Listener = lns[0]
+		r.logger.Debug("socket activation", "socket", names[0], "addr", lns[0].Addr().String())
+	default:
+		for _, l := range lns {
+			l.Close()
+		}
+		return fmt.Errorf("socket activation: %d sockets passed (%s); want one", len(lns), strings.Join(names, ", "))
+	}
+
+	if err := r.setHandler(o); err != nil {
+		return err
+	}
+	cfg.Handler = &r.handler
+	if err := r.alog.open(o.accessLog, runtime.AccessLogFormat(o.accessLogFormat), r.stdout); err != nil {
+		return fmt.Errorf("--access-log: %w", err)
+	}
+	cfg.Log = r.alog.log
 
 	var mx *metrics.Metrics
-	if o.MetricsAddr != "" {
+	if o.metricsAddr != "" {
 		mx = metrics.New()
+		mx.RegisterBuildInfo(buildInfo())
 		cfg.Modules = append(cfg.Modules, mx.Module())
 	}
-
-	rmod, err := rdmaModule(o, logger)
+	rmod, err := rdmaModule(o, r.logger)
 	if err != nil {
 		return err
 	}
@@ -133,12 +181,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// loops whose CQs the module owns have stopped.
 		defer func() {
 			st := rmod.Stats()
-			logger.Info("rdma totals", "written", st.Written, "written-bytes", st.WrittenBytes,
+			r.logger.Info("rdma totals", "written", st.Written, "written-bytes", st.WrittenBytes,
 				"exposed", st.Exposed, "confirmed", st.Confirmed, "timed-out", st.TimedOut,
 				"lost", st.Lost, "fallbacks", st.Fallbacks, "dials", st.Dials,
 				"collect-time", st.CollectTime, "rdma-time", st.RDMATime, "exposure-time", st.ExposureTime)
 			if err := rmod.Close(); err != nil {
-				logger.Error("rdma: releasing", "err", err)
+				r.logger.Error("rdma: releasing", "err", err)
 			}
 		}()
 	}
@@ -147,47 +195,358 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	r.srv = srv
+	adminURL := "off"
 	if mx != nil {
 		mx.Attach(srv)
-		var sizes http.Handler
-		if o.Admin {
-			sizes = admin.Handler(srv, logger)
-		}
-		adminSrv, err := serveAdmin(o.MetricsAddr, mx, o.Pprof, sizes, logger)
+		admin, ln, err := serveAdmin(o.metricsAddr, mx, srv, o.pprof, o.admin, r.logger)
 		if err != nil {
-			srv.Shutdown(context.Background())
+			srv.Close()
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
-		defer adminSrv.Close()
+		defer admin.Close()
+		adminURL = "http://" + ln.Addr().String()
 	}
-	c := srv.Config()
-	logger.Info("quartet serving", "addr", srv.Addr().String(), "readers", c.Readers,
-		"processors", c.Processors, "processors-min", c.ProcessorsMin, "processors-max", c.ProcessorsMax,
-		"writers", c.Writers, "queue", c.QueueCapacity)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background()) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down: finishing in-flight requests", "grace", shutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return <-done
+	return r.serve(ctx, adminURL)
 }
 
-// serveAdmin serves /metrics (and /debug/pprof and /admin/ when asked) on
-// its own listener with net/http: operator traffic stays out of the
-// pipeline it measures.
-func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, sizes http.Handler, logger *slog.Logger) (*http.Server, error) {
+// serve runs the server and answers signals until it has stopped.
+func (r *serveRun) serve(ctx context.Context, adminURL string) error {
+	srv := r.srv
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(serveCtx) }()
+	ready := make(chan struct{})
+	go func() {
+		for !srv.Ready() {
+			select {
+			case <-serveCtx.Done():
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+		close(ready)
+	}()
+
+	var shutdown chan error // the graceful shutdown's outcome, once begun
+	var forced <-chan time.Time
+	beginShutdown := func(why string) {
+		if shutdown != nil {
+			return
+		}
+		r.logger.Info("shutting down: finishing requests in flight", "why", why, "grace", srv.Config().ShutdownTimeout)
+		r.notifyState("STOPPING=1")
+		stopServing()
+		shutdown = make(chan error, 1)
+		go func() { shutdown <- srv.Shutdown(context.Background()) }()
+	}
+	ctxDone := ctx.Done()
+	stopSignals := 0
+	for {
+		select {
+		case err := <-done:
+			if forced != nil {
+				return errors.New("stopped by a second signal: requests in flight were cut off")
+			}
+			if err == nil && shutdown != nil {
+				err = <-shutdown // how the shutdown went: cut short by its grace, say
+			}
+			return err
+		case <-ready:
+			ready = nil
+			r.logStart(adminURL)
+			r.notifyState("READY=1", "STATUS=serving "+r.url())
+		case <-ctxDone:
+			ctxDone = nil
+			beginShutdown("cancelled")
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				r.reload()
+			case syscall.SIGUSR1:
+				if err := r.alog.reopen(); err != nil {
+					r.logger.Error("SIGUSR1: reopening the access log", "err", err)
+				} else {
+					r.logger.Info("SIGUSR1: access log reopened", "path", r.alog.path)
+				}
+			default:
+				// Counted here, not by ctx: main's signal context sees the
+				// first signal too.
+				stopSignals++
+				if stopSignals == 1 {
+					beginShutdown(sig.String())
+					continue
+				}
+				if forced == nil {
+					r.logger.Warn("second " + sig.String() + ": stopping now, requests in flight are cut off")
+					go srv.Close()
+					// A handler that does not return would hold Close: exit
+					// anyway soon after.
+					forced = time.After(2 * time.Second)
+				}
+			}
+		case <-forced:
+			return errors.New("stopped by a second signal: handlers still running were abandoned")
+		}
+	}
+}
+
+func (r *serveRun) url() string { return "http://" + r.srv.Addr().String() }
+
+// logStart is the startup line: where the server listens, what it
+// serves, what is enabled.
+func (r *serveRun) logStart(adminURL string) {
+	c := r.srv.Config()
+	o := r.o
+	accessLog := o.accessLog
+	if accessLog == "" {
+		accessLog = "off"
+	}
+	v := buildInfo()
+	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "root", r.desc.root,
+		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
+		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
+		"processors-max", c.ProcessorsMax, "writers", c.Writers,
+		"version", v.Version)
+	r.warnBench()
+}
+
+func (r *serveRun) warnBench() {
+	switch {
+	case r.desc.bench && r.desc.demo:
+		r.logger.Warn("demo mode: load-test endpoints /hello /sleep /bytes /echo are on; --root or --config turns them off")
+	case r.desc.bench:
+		r.logger.Warn("load-test endpoints /hello /sleep /bytes /echo are on (--bench-endpoints): any client can hold workers with /sleep and ask for up to 1 GiB")
+	}
+}
+
+func (r *serveRun) notifyState(state ...string) {
+	if err := r.notify.Notify(state...); err != nil {
+		r.logger.Warn("sd_notify", "err", err)
+	}
+}
+
+// setHandler builds the handler o asks for and puts it in place.
+func (r *serveRun) setHandler(o *serveOptions) error {
+	var files processor.Handler
+	desc := contentDesc{root: o.root, demo: o.root == "" && r.configPath == ""}
+	if o.root != "" {
+		d, err := static.NewDir(o.root)
+		if err != nil {
+			return fmt.Errorf("--root: %w", err)
+		}
+		r.closers = append(r.closers, d)
+		files = d
+	} else {
+		site, _ := fs.Sub(sampleSite, "site")
+		fsys, err := static.NewFS(site)
+		if err != nil {
+			return err
+		}
+		files = fsys
+		desc.root = "(embedded sample site)"
+	}
+	desc.bench = desc.demo
+	if o.bench.set {
+		desc.bench = o.bench.on
+	}
+	h := files
+	if desc.bench {
+		h = runtime.Builtin(files)
+	}
+	r.handler.set(h)
+	r.desc = desc
+	return nil
+}
+
+// reload is SIGHUP: read the configuration again and apply what can
+// change while serving. It is never fatal: a file that does not load is
+// reported and the running configuration stays.
+func (r *serveRun) reload() {
+	r.notifyState("RELOADING=1", "MONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
+	defer r.notifyState("READY=1")
+	if r.configPath == "" {
+		r.logger.Info("SIGHUP: no --config file to reload")
+		return
+	}
+	next, given, err := loadOptions(r.args, r.configPath)
+	if err == nil {
+		err = next.validate(given, r.configPath)
+	}
+	if err != nil {
+		r.logger.Error("SIGHUP: reload failed; the running configuration stays", "err", err)
+		return
+	}
+	cur, nxt := r.o.settings(), next.settings()
+	var changed, restart []string
+	for i := range cur {
+		was, now := cur[i].value.String(), nxt[i].value.String()
+		if was == now {
+			continue
+		}
+		change := cur[i].key + ": " + was + " -> " + now
+		if cur[i].live {
+			changed = append(changed, change)
+		} else {
+			restart = append(restart, change)
+		}
+	}
+	if len(restart) > 0 {
+		r.logger.Warn("SIGHUP: these settings change only on a restart; still running with the old values", "settings", strings.Join(restart, "; "))
+	}
+	if len(changed) == 0 {
+		r.logger.Info("SIGHUP: configuration reloaded; nothing that can change live changed")
+		return
+	}
+	live := *r.o // the running values, with the live ones from next
+	live.root, live.bench = next.root, next.bench
+	live.accessLog, live.accessLogFormat, live.logLevel = next.accessLog, next.accessLogFormat, next.logLevel
+	if err := r.setHandler(&live); err != nil {
+		r.logger.Error("SIGHUP: new content root; keeping the old one", "err", err)
+		live.root, live.bench = r.o.root, r.o.bench
+	}
+	if err := r.alog.open(live.accessLog, runtime.AccessLogFormat(live.accessLogFormat), r.stdout); err != nil {
+		r.logger.Error("SIGHUP: new access log; keeping the old one", "err", err)
+		live.accessLog, live.accessLogFormat = r.o.accessLog, r.o.accessLogFormat
+	}
+	r.level.Set(parseLevel(live.logLevel))
+	if sizing := next.cfg.ProcessorSizing(); sizing != r.o.cfg.ProcessorSizing() {
+		// The processor pool's size and bounds, through the same door as
+		// the admin's, logged with this cause.
+		if _, err := r.srv.ChangeStage(runtime.StageProcessor, runtime.StageChange{Size: sizing.Size,
+			Min: sizing.Min, Max: sizing.Max, Auto: &sizing.Auto, Cause: "config (SIGHUP)"}); err != nil {
+			r.logger.Error("SIGHUP: new processor sizes; keeping the old ones", "err", err)
+		} else {
+			live.cfg.Processors, live.cfg.ProcessorsMin, live.cfg.ProcessorsMax = next.cfg.Processors, next.cfg.ProcessorsMin, next.cfg.ProcessorsMax
+		}
+	}
+	*r.o = live
+	r.logger.Info("SIGHUP: configuration reloaded", "changed", strings.Join(changed, "; "),
+		"root", r.desc.root, "bench-endpoints", r.desc.bench)
+	r.warnBench()
+}
+
+func (r *serveRun) close() {
+	for _, c := range r.closers {
+		c.Close()
+	}
+	r.alog.close()
+}
+
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) != nil {
+		return 0
+	}
+	return ts.Nano() / 1e3
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s)) // the option's choices are all valid levels
+	return l
+}
+
+// swapHandler is the server's handler, replaced on a reload. Requests
+// already running keep the handler they started with.
+type swapHandler struct {
+	h atomic.Pointer[processor.Handler]
+}
+
+func (s *swapHandler) set(h processor.Handler) { s.h.Store(&h) }
+
+func (s *swapHandler) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
+	(*s.h.Load()).ServeQuartet(w, r)
+}
+
+// accessLog is the server's Config.Log: a file that SIGUSR1 reopens and
+// SIGHUP may replace, in a format SIGHUP may change.
+type accessLog struct {
+	on     atomic.Bool // checked before the lock: no log, no lock per response
+	mu     sync.Mutex
+	path   string
+	format runtime.AccessLogFormat
+	w      io.Writer
+	f      *os.File // nil for stdout
+	buf    []byte
+}
+
+func (a *accessLog) log(r *stages.Response) {
+	if !a.on.Load() {
+		return
+	}
+	a.mu.Lock()
+	if a.w != nil {
+		a.buf = runtime.AppendAccessLog(a.buf[:0], a.format, r, time.Now())
+		a.w.Write(a.buf)
+	}
+	a.mu.Unlock()
+}
+
+// open points the log at path ("" for none, "-" for stdout): the new file
+// is opened before the old one is closed, so a failure changes nothing.
+func (a *accessLog) open(path string, format runtime.AccessLogFormat, stdout io.Writer) error {
+	var w io.Writer
+	var f *os.File
+	switch path {
+	case "":
+	case "-":
+		w = stdout
+	default:
+		var err error
+		if f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err != nil {
+			return err
+		}
+		w = f
+	}
+	a.mu.Lock()
+	old := a.f
+	a.path, a.format, a.w, a.f = path, format, w, f
+	a.on.Store(w != nil)
+	a.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// reopen opens the same path again: after logrotate has moved the file.
+func (a *accessLog) reopen() error {
+	a.mu.Lock()
+	path, format, w := a.path, a.format, a.w
+	a.mu.Unlock()
+	if a.f == nil {
+		return nil // stdout or none: nothing to reopen
+	}
+	return a.open(path, format, w)
+}
+
+func (a *accessLog) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f != nil {
+		a.f.Close()
+	}
+	a.w, a.f = nil, nil
+	a.on.Store(false)
+}
+
+// serveAdmin serves /metrics, /healthz, /readyz (and /debug/pprof and
+// /admin/ when asked) on their own listener with net/http: operator
+// traffic stays out of the pipeline it measures, and a probe still gets an
+// answer when the pipeline is saturated.
+func serveAdmin(addr string, mx *metrics.Metrics, srv *runtime.Server, withPprof, withAdmin bool, logger *slog.Logger) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", mx.Handler())
-	if sizes != nil {
-		mux.Handle("/admin/", sizes)
+	mux.Handle("/healthz", metrics.Live())
+	mux.Handle("/readyz", metrics.Ready(srv))
+	if withAdmin {
+		mux.Handle("/admin/", admin.Handler(srv, logger))
 	}
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -198,7 +557,7 @@ func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, sizes http.Han
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -206,49 +565,25 @@ func serveAdmin(addr string, mx *metrics.Metrics, withPprof bool, sizes http.Han
 			logger.Error("admin endpoint stopped", "err", err)
 		}
 	}()
-	logger.Info("admin endpoint", "addr", ln.Addr().String(), "pprof", withPprof, "admin", sizes != nil)
-	return hs, nil
+	return hs, ln, nil
 }
-
-// bindFlags makes a flag of every serveOptions field, named by its yaml key.
-func bindFlags(fl *flag.FlagSet, o *serveOptions) {
-	v := reflect.ValueOf(o).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		f := v.Type().Field(i)
-		name, help := f.Tag.Get("yaml"), f.Tag.Get("help")
-		switch p := v.Field(i).Addr().Interface().(type) {
-		case *string:
-			fl.StringVar(p, name, *p, help)
-		case *bool:
-			fl.BoolVar(p, name, *p, help)
-		case *int:
-			fl.IntVar(p, name, *p, help)
-		case *int64:
-			fl.Int64Var(p, name, *p, help)
-		case *time.Duration:
-			fl.DurationVar(p, name, *p, help)
-		}
-	}
-}
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // rdmaModule opens the RDMA provider --rdma names; nil with --rdma off.
 // auto that finds no usable device logs and serves without RDMA; an
 // explicit provider that fails is an error.
-func rdmaModule(o serveOptions, logger *slog.Logger) (*rdmahttp.Server, error) {
-	if o.RDMA == "off" {
+func rdmaModule(o *serveOptions, logger *slog.Logger) (*rdmahttp.Server, error) {
+	if o.rdma == "off" {
 		return nil, nil
 	}
-	cfg := rdmahttp.Config{DialTimeout: o.RDMADial}
-	if o.RDMAAddr != "" {
-		ip, err := netip.ParseAddr(o.RDMAAddr)
+	cfg := rdmahttp.Config{DialTimeout: o.rdmaDial}
+	if o.rdmaAddr != "" {
+		ip, err := netip.ParseAddr(o.rdmaAddr)
 		if err != nil {
 			return nil, fmt.Errorf("--rdma-addr: %w", err)
 		}
 		cfg.Addr = ip
 	}
-	p, err := rdmatool.NewRegistry().Get(o.RDMA)
+	p, err := rdmatool.NewRegistry().Get(o.rdma)
 	if err == nil {
 		cfg.Provider = p
 		var m *rdmahttp.Server
@@ -259,9 +594,9 @@ func rdmaModule(o serveOptions, logger *slog.Logger) (*rdmahttp.Server, error) {
 			return m, nil
 		}
 	}
-	if o.RDMA == "auto" {
+	if o.rdma == "auto" {
 		logger.Warn("rdma delivery off", "err", err)
 		return nil, nil
 	}
-	return nil, fmt.Errorf("--rdma %s: %w", o.RDMA, err)
+	return nil, fmt.Errorf("--rdma %s: %w", o.rdma, err)
 }

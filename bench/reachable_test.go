@@ -1,0 +1,28 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+)
+
+// An unreachable target fails at once with one line, not a report of
+// connect errors.
+func TestUnreachableTargetIsOneClearError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	var stdout, stderr bytes.Buffer
+	err = Main(context.Background(), []string{"-d", "1s", "http://" + addr + "/hello"}, Env{Stdout: &stdout, Stderr: &stderr})
+	if err == nil || !strings.Contains(err.Error(), "cannot connect to "+addr+": connect: connection refused") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("error %q", err)
+	}
+	if stdout.Len() > 0 || stderr.Len() > 0 {
+		t.Fatalf("printed besides the error: %q %q", stdout.String(), stderr.String())
+	}
+}

@@ -1,0 +1,506 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quartet-server/quartet/bench"
+)
+
+// These tests run the real binary, as an operator or systemd would: the
+// signals, exit codes and logs are the process's, not a function's.
+
+var built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// Stamped into the test binary, as a release build would be.
+const testVersion, testCommit = "v0.0.0-test", "c0ffee123456"
+
+func quartetBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "quartet-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.path = filepath.Join(dir, "quartet")
+		out, err := exec.Command("go", "build", "-o", built.path,
+			"-ldflags", "-X main.version="+testVersion+" -X main.commit="+testCommit, ".").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.path != "" {
+		os.RemoveAll(filepath.Dir(built.path))
+	}
+	os.Exit(code)
+}
+
+// proc is a running `quartet serve`.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	log    *lockedWriter // stderr
+	url    string        // from the startup line
+	admin  string
+	exited chan struct{}
+	code   int
+}
+
+var startLine = regexp.MustCompile(`msg="quartet serving" url=(\S+) .*admin=(\S+)`)
+
+// startQuartet runs the binary and waits for its startup line.
+func startQuartet(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, cmd: cmd, log: &lockedWriter{w: &strings.Builder{}}, exited: make(chan struct{})}
+	cmd.Stderr = p.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		cmd.Wait()
+		p.code = cmd.ProcessState.ExitCode()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	m := p.waitLog(startLine)
+	p.url, p.admin = m[1], m[2]
+	return p
+}
+
+func serveCmd(t *testing.T, args ...string) *exec.Cmd {
+	return exec.Command(quartetBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"}, args...)...)
+}
+
+// waitLog waits for a log line matching re and returns its submatches.
+func (p *proc) waitLog(re *regexp.Regexp) []string {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(p.log.String()); m != nil {
+			return m
+		}
+		select {
+		case <-p.exited:
+			if m := re.FindStringSubmatch(p.log.String()); m != nil {
+				return m
+			}
+			p.t.Fatalf("exited %d before logging %q:\n%s", p.code, re, p.log)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no log line %q:\n%s", re, p.log)
+		}
+	}
+}
+
+func (p *proc) signal(s os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(s); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+		return p.code
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("did not exit:\n%s", p.log)
+		return -1
+	}
+}
+
+// inFlight starts GET path and returns where its "STATUS BODY" (or the
+// error) arrives.
+func (p *proc) inFlight(path string) <-chan string {
+	out := make(chan string, 1)
+	go func() { out <- fetch(p.t, "GET", p.url+path) }()
+	return out
+}
+
+// waitBusy waits until a request is in a handler, as the process's
+// /metrics tells (the process must run with --metrics-addr). The count is
+// the reader's census, up to a second old: the request must run longer.
+func (p *proc) waitBusy() {
+	p.t.Helper()
+	busy := regexp.MustCompile(`(?m)^quartet_connections\{state="processing"\} [1-9]`)
+	for deadline := time.Now().Add(20 * time.Second); !busy.MatchString(fetch(p.t, "GET", p.admin+"/metrics")); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no request reached a handler:\n%s", p.log)
+		}
+	}
+}
+
+func TestSignals(t *testing.T) {
+	t.Run("SIGTERM finishes the request in flight", func(t *testing.T) {
+		p := startQuartet(t, serveCmd(t))
+		resp := p.inFlight("/sleep?ms=1500")
+		p.waitBusy()
+		p.signal(syscall.SIGTERM)
+		if got := <-resp; got != "200 OK\n" {
+			t.Errorf("in-flight request: %q", got)
+		}
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+	})
+	t.Run("a second SIGINT stops at once", func(t *testing.T) {
+		p := startQuartet(t, serveCmd(t))
+		resp := p.inFlight("/sleep?ms=60000")
+		p.waitBusy()
+		p.signal(syscall.SIGINT)
+		p.waitLog(regexp.MustCompile("shutting down"))
+		p.signal(syscall.SIGINT)
+		if code := p.wait(); code != 1 {
+			t.Errorf("exit %d, want 1:\n%s", code, p.log)
+		}
+		if got := <-resp; !strings.HasPrefix(got, "error") {
+			t.Errorf("cut-off request: %q", got)
+		}
+	})
+	t.Run("--shutdown-timeout bounds the grace", func(t *testing.T) {
+		p := startQuartet(t, serveCmd(t, "--shutdown-timeout", "300ms"))
+		resp := p.inFlight("/sleep?ms=2500")
+		p.waitBusy()
+		p.signal(syscall.SIGTERM)
+		if got := <-resp; !strings.HasPrefix(got, "error") {
+			t.Errorf("request past the grace: %q", got)
+		}
+		if code := p.wait(); code != 1 || !strings.Contains(p.log.String(), "grace over") {
+			t.Errorf("exit %d, want 1 and the grace's end logged:\n%s", code, p.log)
+		}
+	})
+	t.Run("SIGHUP without --config is not fatal", func(t *testing.T) {
+		p := startQuartet(t, serveCmd(t))
+		// Longer than the reader's census interval (1 s), so waitBusy sees it.
+		resp := p.inFlight("/sleep?ms=2500")
+		p.waitBusy()
+		p.signal(syscall.SIGHUP)
+		p.waitLog(regexp.MustCompile("SIGHUP: no --config file to reload"))
+		if got := <-resp; got != "200 OK\n" {
+			t.Errorf("request across SIGHUP: %q", got)
+		}
+		if got := fetch(t, "GET", p.url+"/hello"); got != "200 Hello, World!" {
+			t.Errorf("after SIGHUP: %q", got)
+		}
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d", code)
+		}
+	})
+	t.Run("SIGHUP reloads what can change live", func(t *testing.T) {
+		dir := t.TempDir()
+		a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+		os.Mkdir(a, 0o755)
+		os.Mkdir(b, 0o755)
+		os.WriteFile(filepath.Join(a, "page"), []byte("from a"), 0o644)
+		os.WriteFile(filepath.Join(b, "page"), []byte("from b"), 0o644)
+		cfg := filepath.Join(dir, "q.yaml")
+		os.WriteFile(cfg, []byte("root: "+a+"\nreaders: 1\nprocessors: 4\n"), 0o644)
+		p := startQuartet(t, serveCmd(t, "--config", cfg))
+		if got := fetch(t, "GET", p.url+"/page"); got != "200 from a" {
+			t.Fatalf("before: %q", got)
+		}
+		os.WriteFile(cfg, []byte("root: "+b+"\nreaders: 2\nbench-endpoints: true\nprocessors-min: 2\nprocessors-max: 16\n"), 0o644)
+		p.signal(syscall.SIGHUP)
+		p.waitLog(regexp.MustCompile(`SIGHUP: configuration reloaded`))
+		// The pool pinned at 4 gets a controller between 2 and 16.
+		p.waitLog(regexp.MustCompile(`stage bounds changed.*min=2 max=16 auto=true.*cause="config \(SIGHUP\)"`))
+		if !strings.Contains(p.log.String(), "readers: 1 -> 2") {
+			t.Errorf("the setting that needs a restart is not named:\n%s", p.log)
+		}
+		if got := fetch(t, "GET", p.url+"/page"); got != "200 from b" {
+			t.Errorf("after reload: %q", got)
+		}
+		if got := fetch(t, "GET", p.url+"/hello"); got != "200 Hello, World!" {
+			t.Errorf("bench endpoints after reload: %q", got)
+		}
+		os.WriteFile(cfg, []byte("root: "+a+"\nreaderz: 2\n"), 0o644)
+		p.signal(syscall.SIGHUP)
+		p.waitLog(regexp.MustCompile(`reload failed; the running configuration stays.*unknown key \\"readerz\\"`))
+		if got := fetch(t, "GET", p.url+"/page"); got != "200 from b" {
+			t.Errorf("after a failed reload: %q", got)
+		}
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+	})
+	t.Run("SIGUSR1 reopens the access log", func(t *testing.T) {
+		dir := t.TempDir()
+		logPath := filepath.Join(dir, "access.log")
+		p := startQuartet(t, serveCmd(t, "--access-log", logPath))
+		fetch(t, "GET", p.url+"/hello")
+		waitLines(t, logPath, 1)
+		os.Rename(logPath, logPath+".1") // logrotate
+		p.signal(syscall.SIGUSR1)
+		p.waitLog(regexp.MustCompile("SIGUSR1: access log reopened"))
+		fetch(t, "GET", p.url+"/bytes?n=7")
+		waitLines(t, logPath, 1)
+		if lines := readLines(t, logPath+".1"); len(lines) != 1 || !strings.Contains(lines[0], "GET /hello") {
+			t.Errorf("rotated file: %q", lines)
+		}
+		if lines := readLines(t, logPath); !strings.Contains(lines[0], `"GET /bytes?n=7 HTTP/1.1" 200 7 `) {
+			t.Errorf("new file: %q", lines)
+		}
+		p.signal(syscall.SIGTERM)
+		p.wait()
+	})
+}
+
+func readLines(t *testing.T, path string) []string {
+	b, _ := os.ReadFile(path)
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+func waitLines(t *testing.T, path string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(readLines(t, path)) < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d lines, want %d", path, len(readLines(t, path)), n)
+		}
+	}
+}
+
+// A systemd unit with Type=notify and socket activation, played by the
+// test: the listening socket is passed as descriptor 3 with LISTEN_FDS,
+// and the notifications are read from NOTIFY_SOCKET.
+func TestSocketActivationAndNotify(t *testing.T) {
+	bin := quartetBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	sock, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	notifyPath := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	states := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				close(states)
+				return
+			}
+			states <- string(buf[:n])
+		}
+	}()
+	expect := func(want string) string {
+		t.Helper()
+		select {
+		case s := <-states:
+			if !strings.Contains(s, want) {
+				t.Fatalf("notification %q, want %q", s, want)
+			}
+			return s
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no notification %q", want)
+			return ""
+		}
+	}
+	// systemd sets LISTEN_PID to the service's pid; the shell's $$ is the
+	// pid that exec keeps.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" serve --addr 127.0.0.1:1`, bin)
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=quartet.socket", "NOTIFY_SOCKET="+notifyPath)
+	cmd.ExtraFiles = []*os.File{sock}
+	p := startQuartet(t, cmd)
+	if p.url != "http://"+addr {
+		t.Errorf("serving %s, want the passed socket's %s (--addr is ignored)", p.url, addr)
+	}
+	if s := expect("READY=1"); !strings.Contains(s, "STATUS=serving http://"+addr) {
+		t.Errorf("ready notification %q", s)
+	}
+	if got := fetch(t, "GET", "http://"+addr+"/hello"); got != "200 Hello, World!" {
+		t.Errorf("on the passed socket: %q", got)
+	}
+	p.signal(syscall.SIGHUP)
+	expect("RELOADING=1")
+	expect("READY=1")
+	p.signal(syscall.SIGTERM)
+	expect("STOPPING=1")
+	if code := p.wait(); code != 0 {
+		t.Errorf("exit %d:\n%s", code, p.log)
+	}
+}
+
+// The startup line and the logs an operator reads: JSON when asked, the
+// URL actually bound, RDMA off unless asked for; the build on /metrics and
+// health on the admin listener.
+func TestStartupLogHealthAndBuildInfo(t *testing.T) {
+	cmd := serveCmd(t, "--log-format", "json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	sc := bufio.NewScanner(stderr)
+	var start map[string]any
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("not JSON: %q", sc.Text())
+		}
+		if m["msg"] == "quartet serving" {
+			start = m
+			break
+		}
+	}
+	if start == nil {
+		t.Fatalf("no startup line in %q", lines)
+	}
+	go io.Copy(io.Discard, stderr)
+	url, _ := start["url"].(string)
+	if !regexp.MustCompile(`^http://127\.0\.0\.1:[1-9]\d*$`).MatchString(url) {
+		t.Errorf("url %q: want the bound address", url)
+	}
+	if start["rdma"] != "off" || start["root"] != "(embedded sample site)" || start["version"] != testVersion {
+		t.Errorf("startup line %v", start)
+	}
+	for _, l := range lines {
+		if strings.Contains(l, "rdma") && !strings.Contains(l, "quartet serving") {
+			t.Errorf("RDMA logged on a plain start: %s", l)
+		}
+	}
+	admin, _ := start["admin"].(string)
+	if got := fetch(t, "GET", admin+"/healthz"); got != "200 ok\n" {
+		t.Errorf("/healthz: %q", got)
+	}
+	if got := fetch(t, "GET", admin+"/readyz"); got != "200 ready\n" {
+		t.Errorf("/readyz: %q", got)
+	}
+	m := fetch(t, "GET", admin+"/metrics")
+	want := fmt.Sprintf(`quartet_build_info{commit=%q,goversion=`, testCommit)
+	if !strings.Contains(m, want) || !strings.Contains(m, fmt.Sprintf(`version=%q} 1`, testVersion)) {
+		t.Errorf("no build info in /metrics")
+	}
+}
+
+// The command line's manners: help on stdout when asked for, usage errors
+// on stderr with exit 2 and one line without stutter, the version.
+func TestCommandLine(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tests := []struct {
+		args        []string
+		code        int
+		stdout      string // substring; "" for empty
+		stderr      string // the whole first line, or a prefix ending in "*"
+		stderrLines int
+	}{
+		{[]string{}, 2, "", "usage: quartet COMMAND*", 0},
+		{[]string{"help"}, 0, "usage: quartet COMMAND", "", 0},
+		{[]string{"--help"}, 0, "  serve    run the HTTP/1.1 server", "", 0},
+		{[]string{"nope"}, 2, "", `quartet: unknown command "nope"`, 0},
+		{[]string{"version"}, 0, "quartet devel (commit unknown, go", "", 0},
+		{[]string{"serve", "-h"}, 0, "usage: quartet serve [flags]", "", 0},
+		{[]string{"serve", "--help"}, 0, "--max-header-bytes", "", 0},
+		{[]string{"bench", "-h"}, 0, "usage: quartet bench", "", 0},
+		{[]string{"serve", "--bogus"}, 2, "", "quartet serve: flag provided but not defined: -bogus", 2},
+		{[]string{"serve", "--readers", "-1"}, 2, "", "quartet serve: --readers = -1: must be 0..1024", 2},
+		{[]string{"serve", "extra"}, 2, "", `quartet serve: unexpected argument "extra"`, 2},
+		{[]string{"serve", "--addr", busy.Addr().String()}, 1, "", "quartet serve: listener: " + busy.Addr().String() + ": bind: address already in use", 1},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			code := run(ctx, tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, stderr.String())
+			}
+			if tt.stdout == "" && stdout.Len() > 0 || !strings.Contains(stdout.String(), tt.stdout) {
+				t.Errorf("stdout %q, want %q", stdout.String(), tt.stdout)
+			}
+			first, _, _ := strings.Cut(stderr.String(), "\n")
+			switch {
+			case tt.stderr == "" && stderr.Len() > 0:
+				t.Errorf("stderr %q, want none", stderr.String())
+			case strings.HasSuffix(tt.stderr, "*") && !strings.HasPrefix(first, strings.TrimSuffix(tt.stderr, "*")),
+				!strings.HasSuffix(tt.stderr, "*") && first != tt.stderr:
+				t.Errorf("stderr %q, want %q", first, tt.stderr)
+			}
+			if tt.stderrLines > 0 && strings.Count(stderr.String(), "\n") != tt.stderrLines {
+				t.Errorf("stderr %q: want %d lines", stderr.String(), tt.stderrLines)
+			}
+		})
+	}
+	out, err := exec.Command(quartetBinary(t), "--version").Output()
+	if want := "quartet " + testVersion + " (commit " + testCommit + ", go"; err != nil || !strings.HasPrefix(string(out), want) {
+		t.Errorf("stamped binary --version: %q %v, want %q", out, err, want)
+	}
+}
+
+// The load tools start `quartet serve --addr 127.0.0.1:0` and learn its
+// port from the startup line.
+func TestLoadToolsFindTheBoundAddress(t *testing.T) {
+	srv, err := bench.StartProcess(context.Background(), "quartet", []string{quartetBinary(t), "serve", "--addr", "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if got := fetch(t, "GET", srv.URL()+"/hello"); got != "200 Hello, World!" {
+		t.Fatalf("%s/hello: %q", srv.URL(), got)
+	}
+}

@@ -1,0 +1,459 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/quartet-server/quartet/internal/strictyaml"
+	"github.com/quartet-server/quartet/rdmahttp"
+	"github.com/quartet-server/quartet/runtime"
+)
+
+// serveOptions is every setting of `quartet serve`. The server's own
+// settings live in cfg, which starts as runtime.DefaultConfig(): the
+// defaults are runtime's, and Config.Validate is what checks them.
+type serveOptions struct {
+	cfg runtime.Config
+
+	root            string
+	bench           optionalBool // the load-test endpoints; unset: on only in demo mode
+	accessLog       string
+	accessLogFormat string
+	logFormat       string
+	logLevel        string
+	metricsAddr     string
+	pprof           bool
+	admin           bool
+	rdma            string
+	rdmaAddr        string
+	rdmaDial        time.Duration
+}
+
+func defaultOptions() *serveOptions {
+	return &serveOptions{
+		cfg:             runtime.DefaultConfig(),
+		accessLogFormat: string(runtime.Combined),
+		logFormat:       "text",
+		logLevel:        "info",
+		rdma:            "off",
+		rdmaDial:        rdmahttp.DefaultDialTimeout,
+	}
+}
+
+// setting is one key of `quartet serve`: a flag and a key of the --config
+// file, with the same name and the same syntax in both (Set parses either).
+type setting struct {
+	key   string
+	value flag.Value
+	live  bool // SIGHUP applies a changed value without a restart
+	help  string
+}
+
+// settings is the table of every key. Adding a setting is one line here;
+// one bound into cfg is checked by runtime.Config.Validate, and its errors
+// are reported under the key.
+func (o *serveOptions) settings() []setting {
+	c := &o.cfg
+	return []setting{
+		{"addr", (*text)(&c.Addr), false, "listen address host:port (port 0 picks one; the startup log says which)"},
+		{"root", (*text)(&o.root), true, "serve static files from this directory (default: the embedded sample site, with the load-test endpoints)"},
+		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /bytes, /echo (default: only without --root and --config)"},
+		{"listeners", (*integer)(&c.Listeners), false, "accept loops (more than one uses SO_REUSEPORT)"},
+		{"reuseport", (*boolean)(&c.ReusePort), false, "set SO_REUSEPORT on the listening socket"},
+		{"readers", (*integer)(&c.Readers), false, "reader event loops (R)"},
+		{"processors", (*integer)(&c.Processors), true, "handler places (P): alone, pins the pool at this size; with --processors-min/max, where its controller starts (0: the controller sizes it)"},
+		{"processors-min", (*integer)(&c.ProcessorsMin), true, "the processor controller's lower bound (0: GOMAXPROCS)"},
+		{"processors-max", (*integer)(&c.ProcessorsMax), true, "the processor controller's upper bound (0: 1024 x GOMAXPROCS)"},
+		{"queue-wait-target", (*durationOrOff)(&c.QueueWaitTarget), false, "refuse at once, with 503 and Retry-After, a request that would wait longer than this for a processor (0: never refuse)"},
+		{"writers", (*integer)(&c.Writers), false, "writer event loops (W)"},
+		{"queue", (*integer)(&c.QueueCapacity), false, "capacity of each hand-off queue"},
+		{"max-conns", (*integer)(&c.MaxConns), false, "open connections at most (0: no limit)"},
+		{"max-request-line", (*sizeInt)(&c.MaxRequestLine), false, "request line limit (414 beyond)"},
+		{"max-header-bytes", (*sizeInt)(&c.MaxHeaderBytes), false, "header block limit (431 beyond)"},
+		{"max-headers", (*integer)(&c.MaxHeaders), false, "header field count limit (431 beyond)"},
+		{"max-body", (*sizeInt64)(&c.MaxBodyBytes), false, "request body limit (413 beyond)"},
+		{"header-timeout", (*duration)(&c.HeaderTimeout), false, "time to receive a request's headers (408 beyond)"},
+		{"idle-timeout", (*duration)(&c.IdleTimeout), false, "keep-alive idle timeout"},
+		{"body-timeout", (*duration)(&c.BodyTimeout), false, "a handler waiting this long for request body bytes fails (408)"},
+		{"write-timeout", (*duration)(&c.WriteTimeout), false, "drop a client that reads nothing this long"},
+		{"linger-timeout", (*duration)(&c.LingerTimeout), false, "after the last response, wait this long for the client's FIN"},
+		{"shutdown-timeout", (*duration)(&c.ShutdownTimeout), false, "on SIGINT/SIGTERM, requests in flight get this long to finish"},
+		{"high-water", (*sizeInt64)(&c.HighWater), false, "unsent bytes per response before its handler waits for the client"},
+		{"preread-body", (*sizeInt)(&c.PrereadBody), false, "request bodies up to this size are read whole before a handler runs, so a slow upload holds no processor"},
+		{"max-parked", (*countOrOff)(&c.MaxParked), false, "handlers waiting on their client without holding a processor (0: none; they wait holding it)"},
+		{"min-body-rate", (*rateOrOff)(&c.MinBodyRate), false, "bytes/s a client must send a request body at, after --min-body-rate-grace (0: no minimum)"},
+		{"min-body-rate-grace", (*duration)(&c.MinBodyRateGrace), false, "time a request body may take before --min-body-rate applies"},
+		{"min-response-rate", (*rateOrOff)(&c.MinResponseRate), false, "bytes/s a client must take a response at, over windows of --min-response-rate-grace, or be reset (0: no minimum)"},
+		{"min-response-rate-grace", (*duration)(&c.MinResponseRateGrace), false, "window over which --min-response-rate is measured"},
+		{"server-name", (*text)(&c.ServerName), false, "the Server header"},
+		{"access-log", (*text)(&o.accessLog), true, "access log: a file (reopened on SIGUSR1), or - for stdout (default: none)"},
+		{"access-log-format", choice(&o.accessLogFormat, string(runtime.Combined), string(runtime.CombinedIO)), true, "combined (Apache's), or combinedio (with mod_logio's %I %O wire bytes)"},
+		{"log-format", choice(&o.logFormat, "text", "json"), false, "server log format"},
+		{"log-level", choice(&o.logLevel, "debug", "info", "warn", "error"), true, "server log level"},
+		{"metrics-addr", (*text)(&o.metricsAddr), false, "admin listener: Prometheus /metrics, /healthz, /readyz (default: off)"},
+		{"pprof", (*boolean)(&o.pprof), false, "also serve /debug/pprof on --metrics-addr"},
+		{"admin", (*boolean)(&o.admin), false, "also serve /admin/ on --metrics-addr: read and change stage sizes while serving (loopback clients only)"},
+		{"rdma", choice(&o.rdma, "off", "soft", "verbs", "auto"), false, "deliver bodies by RDMA to clients that ask (docs/rdma-http.md): off, soft, verbs, or auto (verbs where a device exists, else soft)"},
+		{"rdma-addr", (*text)(&o.rdmaAddr), false, "local IP whose RDMA device serves RDMA clients (default: the provider's first device)"},
+		{"rdma-dial-timeout", (*duration)(&o.rdmaDial), false, "connecting to a client's RDMA endpoint may take this long before the body goes over TCP"},
+	}
+}
+
+// loadOptions builds the options from the defaults, then the --config file
+// if one is named, then the flags again, so that a flag given on the
+// command line overrides the file. It is run again on SIGHUP.
+func loadOptions(args []string, configPath string) (*serveOptions, flagsGiven, error) {
+	o := defaultOptions()
+	if configPath != "" {
+		data, err := os.ReadFile(configPath)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--config: %w", err)
+		}
+		if err := strictyaml.Decode(data, &keyTable{o.settings()}); err != nil {
+			return nil, nil, fmt.Errorf("config %s: %w", configPath, err)
+		}
+	}
+	fl, _ := o.flagSet()
+	if err := fl.Parse(args); err != nil {
+		return nil, nil, err // checked by the first parse; cannot happen on a reload
+	}
+	given := flagsGiven{}
+	fl.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	return o, given, nil
+}
+
+// flagsGiven is the set of keys given on the command line.
+type flagsGiven map[string]bool
+
+// flagSet makes a flag of every setting, plus --config and --version.
+func (o *serveOptions) flagSet() (*flag.FlagSet, *string) {
+	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath := fl.String("config", "", "read settings from this YAML file (every flag is a key, with the same syntax); flags given too win; SIGHUP reloads it")
+	for _, s := range o.settings() {
+		fl.Var(s.value, s.key, s.help)
+	}
+	return fl, configPath
+}
+
+// validate checks the whole configuration. The server's settings are
+// checked by runtime.Config.Validate, whose error is given back under the
+// key; only the command's own settings are checked here.
+func (o *serveOptions) validate(given flagsGiven, configPath string) error {
+	where := func(key string) string {
+		if given[key] || configPath == "" {
+			return "--" + key
+		}
+		return "config " + configPath + ": " + key
+	}
+	if err := o.cfg.Validate(); err != nil {
+		var ce *runtime.ConfigError
+		if errors.As(err, &ce) {
+			if key := o.keyOf(ce.Field); key != "" {
+				return fmt.Errorf("%s = %v: %s", where(key), ce.Value, ce.Reason)
+			}
+		}
+		return err
+	}
+	if o.pprof && o.metricsAddr == "" {
+		return fmt.Errorf("%s needs --metrics-addr", where("pprof"))
+	}
+	if o.admin && o.metricsAddr == "" {
+		return fmt.Errorf("%s needs --metrics-addr", where("admin"))
+	}
+	if o.rdmaDial <= 0 {
+		return fmt.Errorf("%s = %v: must be positive", where("rdma-dial-timeout"), o.rdmaDial)
+	}
+	return nil
+}
+
+// keyOf finds the key bound to the runtime.Config field named field.
+func (o *serveOptions) keyOf(field string) string {
+	f := reflect.ValueOf(&o.cfg).Elem().FieldByName(field)
+	if !f.IsValid() {
+		return ""
+	}
+	addr := f.Addr().Pointer()
+	for _, s := range o.settings() {
+		if v := reflect.ValueOf(s.value); v.Kind() == reflect.Pointer && v.Pointer() == addr {
+			return s.key
+		}
+	}
+	return ""
+}
+
+// keyTable decodes a --config file: each key is looked up in the table and
+// its scalar value parsed by the setting's Set, as the flag would be.
+type keyTable struct{ settings []setting }
+
+func (t *keyTable) UnmarshalYAML(root *strictyaml.Node) error {
+	if root.Kind != strictyaml.MappingNode {
+		return fmt.Errorf("line %d: want a mapping of key: value", root.Line)
+	}
+	byKey := map[string]setting{}
+	for _, s := range t.settings {
+		byKey[s.key] = s
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		s, ok := byKey[k.Value]
+		if !ok {
+			return fmt.Errorf("line %d: unknown key %q (known: %s)", k.Line, k.Value, t.known())
+		}
+		if seen[k.Value] {
+			return fmt.Errorf("line %d: key %q given twice", k.Line, k.Value)
+		}
+		seen[k.Value] = true
+		if v.Kind != strictyaml.ScalarNode {
+			return fmt.Errorf("line %d: key %q: want a single value", v.Line, k.Value)
+		}
+		if err := s.value.Set(v.Value); err != nil {
+			return fmt.Errorf("line %d: key %q: %v", v.Line, k.Value, err)
+		}
+	}
+	return nil
+}
+
+func (t *keyTable) known() string {
+	var ks []string
+	for _, s := range t.settings {
+		ks = append(ks, s.key)
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ", ")
+}
+
+// The value types of the table. Each is a flag.Value; its errors say what
+// was expected, and the caller adds which key.
+
+type text string
+
+func (v *text) String() string     { return string(*v) }
+func (v *text) Set(s string) error { *v = text(s); return nil }
+
+type integer int
+
+func (v *integer) String() string { return strconv.Itoa(int(*v)) }
+func (v *integer) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", s)
+	}
+	*v = integer(n)
+	return nil
+}
+
+type boolean bool
+
+func (v *boolean) String() string   { return strconv.FormatBool(bool(*v)) }
+func (v *boolean) IsBoolFlag() bool { return true }
+func (v *boolean) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	*v = boolean(b)
+	return nil
+}
+
+// optionalBool is a boolean that knows whether it was given.
+type optionalBool struct{ on, set bool }
+
+func (v *optionalBool) String() string {
+	if v == nil || !v.set {
+		return "auto"
+	}
+	return strconv.FormatBool(v.on)
+}
+func (v *optionalBool) IsBoolFlag() bool { return true }
+func (v *optionalBool) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	v.on, v.set = b, true
+	return nil
+}
+
+type duration time.Duration
+
+func (v *duration) String() string { return time.Duration(*v).String() }
+func (v *duration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (like 30s, 1m30s, 500ms)", s)
+	}
+	*v = duration(d)
+	return nil
+}
+
+type oneOf struct {
+	v       *string
+	options []string
+}
+
+func choice(v *string, options ...string) *oneOf { return &oneOf{v, options} }
+
+func (c *oneOf) String() string {
+	if c == nil || c.v == nil {
+		return ""
+	}
+	return *c.v
+}
+func (c *oneOf) Set(s string) error {
+	for _, o := range c.options {
+		if s == o {
+			*c.v = s
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", s, strings.Join(c.options, ", "))
+}
+
+// sizeInt and sizeInt64 are byte counts, written with a unit or without:
+// 65536, 64KiB, 64MiB, 1GiB (powers of 1024), or 64kB, 64MB (powers of
+// 1000).
+type (
+	sizeInt   int
+	sizeInt64 int64
+)
+
+var sizeUnits = []struct {
+	name string
+	mult int64
+}{
+	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"kB", 1e3}, {"KB", 1e3}, {"B", 1},
+}
+
+func (v *sizeInt) String() string   { return formatSize(int64(*v)) }
+func (v *sizeInt64) String() string { return formatSize(int64(*v)) }
+
+func (v *sizeInt) Set(s string) error {
+	n, err := parseSize(s)
+	if err == nil && int64(int(n)) != n {
+		err = fmt.Errorf("%q is too large", s)
+	}
+	if err == nil {
+		*v = sizeInt(n)
+	}
+	return err
+}
+
+func (v *sizeInt64) Set(s string) error {
+	n, err := parseSize(s)
+	if err == nil {
+		*v = sizeInt64(n)
+	}
+	return err
+}
+
+// durationOrOff fills a runtime.Config duration in which 0 takes the
+// default and a negative value turns the feature off; here 0 means off.
+type durationOrOff time.Duration
+
+func (v *durationOrOff) String() string {
+	if *v < 0 {
+		return "0"
+	}
+	return time.Duration(*v).String()
+}
+
+func (v *durationOrOff) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (like 500ms, 2s; 0 for off)", s)
+	}
+	if d <= 0 {
+		d = -1
+	}
+	*v = durationOrOff(d)
+	return nil
+}
+
+// rateOrOff (bytes per second) and countOrOff fill runtime.Config fields in
+// which 0 takes the default and a negative value turns the check off: on the
+// command line and in the config file 0 means off, which is what a person
+// writing 0 means.
+type (
+	rateOrOff  int64
+	countOrOff int
+)
+
+func (v *rateOrOff) String() string {
+	if *v < 0 {
+		return "0"
+	}
+	return formatSize(int64(*v))
+}
+
+func (v *rateOrOff) Set(s string) error {
+	n, err := parseSize(s)
+	if err == nil {
+		if n <= 0 {
+			n = -1
+		}
+		*v = rateOrOff(n)
+	}
+	return err
+}
+
+func (v *countOrOff) String() string {
+	if *v < 0 {
+		return "0"
+	}
+	return strconv.Itoa(int(*v))
+}
+
+func (v *countOrOff) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", s)
+	}
+	*v = countOrOff(n)
+	if n <= 0 {
+		*v = -1
+	}
+	return nil
+}
+
+func parseSize(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(num, u.name) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.name)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil {
+		if k := len(num); k > 0 && strings.ContainsRune("kKmMgGtT", rune(num[k-1])) {
+			n, u := num[:k-1], strings.ToUpper(num[k-1:])
+			return 0, fmt.Errorf("%q: say %s%siB (powers of 1024) or %s%sB (powers of 1000)", s, n, u, n, strings.Replace(u, "K", "k", 1))
+		}
+		return 0, fmt.Errorf("%q is not a size (like 65536, 64KiB, 64MiB, 1GiB)", s)
+	}
+	if n > (1<<63-1)/mult || n < -(1<<63-1)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// formatSize writes n in the largest power-of-1024 unit that divides it.
+func formatSize(n int64) string {
+	if n != 0 {
+		for _, u := range sizeUnits[:4] {
+			if n%u.mult == 0 {
+				return strconv.FormatInt(n/u.mult, 10) + u.name
+			}
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

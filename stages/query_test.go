@@ -1,0 +1,85 @@
+package stages
+
+import (
+	"net/url"
+	"testing"
+)
+
+func TestQueryValue(t *testing.T) {
+	tests := []struct {
+		query, key string
+		raw        string
+		decoded    string
+		ok         bool
+	}{
+		{"ms=250", "ms", "250", "250", true},
+		{"a=1&ms=250&ms=9", "ms", "250", "250", true},
+		{"msx=1&ms=2", "ms", "2", "2", true},
+		{"a&b=", "a", "", "", true},
+		{"a&b=", "b", "", "", true},
+		{"a=1", "b", "", "", false},
+		{"", "a", "", "", false},
+		{"q=hello+w%C3%B6rld%21", "q", "hello+w%C3%B6rld%21", "hello wörld!", true},
+		{"na%6De=x", "name", "x", "x", true},
+		{"my+key=v", "my key", "v", "v", true},
+		{"bad=%zz%4", "bad", "%zz%4", "%zz%4", true},
+	}
+	for _, tt := range tests {
+		r := &Request{Query: []byte(tt.query)}
+		raw, ok := r.QueryValue(tt.key)
+		if ok != tt.ok || string(raw) != tt.raw {
+			t.Errorf("%q: QueryValue(%q) = %q, %v; want %q, %v", tt.query, tt.key, raw, ok, tt.raw, tt.ok)
+		}
+		dec, ok := r.AppendQueryValue(nil, tt.key)
+		if ok != tt.ok || string(dec) != tt.decoded {
+			t.Errorf("%q: AppendQueryValue(%q) = %q, %v; want %q", tt.query, tt.key, dec, ok, tt.decoded)
+		}
+		// Where net/url can parse the query, it agrees.
+		if vs, err := url.ParseQuery(tt.query); err == nil && tt.ok {
+			if got := vs.Get(tt.key); got != tt.decoded {
+				t.Errorf("%q: net/url says %q, we say %q", tt.query, got, tt.decoded)
+			}
+		}
+	}
+}
+
+func TestQueryInt(t *testing.T) {
+	for q, want := range map[string]int64{"n=0": 0, "n=123456": 123456, "n=999999999999999999": 999999999999999999} {
+		if n, ok := (&Request{Query: []byte(q)}).QueryInt("n"); !ok || n != want {
+			t.Errorf("%q: %d %v", q, n, ok)
+		}
+	}
+	for _, q := range []string{"n=", "n=-1", "n=1e3", "n=1234567890123456789", "m=1"} {
+		if n, ok := (&Request{Query: []byte(q)}).QueryInt("n"); ok {
+			t.Errorf("%q: %d accepted", q, n)
+		}
+	}
+}
+
+func BenchmarkQueryValue(b *testing.B) {
+	r := &Request{Query: []byte("utm_source=x&utm_medium=y&page=2&q=hello+w%C3%B6rld&ms=250")}
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := r.QueryValue("ms"); !ok {
+			b.Fatal("ms")
+		}
+		if buf, _ = r.AppendQueryValue(buf[:0], "q"); len(buf) == 0 {
+			b.Fatal("q")
+		}
+		if n, _ := r.QueryInt("page"); n != 2 {
+			b.Fatal("page")
+		}
+	}
+}
+
+func BenchmarkNetURLParseQuery(b *testing.B) {
+	q := "utm_source=x&utm_medium=y&page=2&q=hello+w%C3%B6rld&ms=250"
+	b.ReportAllocs()
+	for b.Loop() {
+		vs, _ := url.ParseQuery(q)
+		if vs.Get("ms") == "" {
+			b.Fatal("ms")
+		}
+	}
+}
