@@ -30,21 +30,30 @@ func (c countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
+// startExported runs a server with the built-in endpoints and an exporter
+// until the test ends, and serves the exporter's metrics.
+func startExported(t *testing.T, cfg runtime.Config) (*runtime.Server, *httptest.Server) {
+	t.Helper()
 	m := New()
-	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Handler: runtime.Builtin(nil), Modules: []runtime.Module{m.Module()}})
+	cfg.Addr, cfg.Handler, cfg.Modules = "127.0.0.1:0", runtime.Builtin(nil), []runtime.Module{m.Module()}
+	srv, err := runtime.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Attach(srv)
 	go srv.Serve(context.Background())
-	defer func() {
+	scrape := httptest.NewServer(m.Handler())
+	t.Cleanup(func() {
+		scrape.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-	}()
-	scrape := httptest.NewServer(m.Handler())
-	defer scrape.Close()
+	})
+	return srv, scrape
+}
+
+func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
+	srv, scrape := startExported(t, runtime.Config{})
 
 	// Requests over one raw connection, counting every byte received.
 	raw, err := net.Dial("tcp", srv.Addr().String())
@@ -179,21 +188,7 @@ func scrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
 // Stage sizes and bounds, the controller's inputs and the request classes
 // are exported, and the shed counter agrees with the 503s sent.
 func TestMetricsSizesControlAndShedding(t *testing.T) {
-	m := New()
-	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Processors: 1, QueueWaitTarget: 20 * time.Millisecond,
-		Handler: runtime.Builtin(nil), Modules: []runtime.Module{m.Module()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Attach(srv)
-	go srv.Serve(context.Background())
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
-	scrape := httptest.NewServer(m.Handler())
-	defer scrape.Close()
+	srv, scrape := startExported(t, runtime.Config{Processors: 1, QueueWaitTarget: 20 * time.Millisecond})
 	if err := srv.SetStageBounds(runtime.StageProcessor, 1, 16); err != nil {
 		t.Fatal(err)
 	}

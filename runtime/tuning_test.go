@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -27,26 +26,8 @@ import (
 var resizeDuration = flag.Duration("resize-duration", 3*time.Second,
 	"how long TestResizingUnderLoad changes the pool's size under load (issue 14 asks for 30s)")
 
-// lockedBuffer collects a server's log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func bufferLogger() (*slog.Logger, *lockedBuffer) {
-	buf := &lockedBuffer{}
+func bufferLogger() (*slog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
 	return slog.New(slog.NewTextHandler(buf, nil)), buf
 }
 
