@@ -52,13 +52,18 @@ type Limit struct {
 type Admission struct {
 	target  time.Duration
 	service []ewma // per class
-	pooled  ewma   // every class, for a class with no history yet
 }
 
 // NewAdmission returns admission control with the given wait target; a
 // target of 0 or less turns it off (every Limit is -1).
+//
+// Before the first period, and for a class no service time is known for,
+// the limit is the unknown given to Limits: the runtime gives the most
+// places the pool may have. Without it, a server's first burst (2000
+// connections at once on a pool of 4 places serving 50 ms handlers) would
+// be admitted whole and wait 25 s.
 func NewAdmission(target time.Duration) *Admission {
-	return &Admission{target: target, pooled: ewma{decay: 0.5}}
+	return &Admission{target: target}
 }
 
 // Target is the queue-wait target.
@@ -66,31 +71,27 @@ func (a *Admission) Target() time.Duration { return a.target }
 
 // Limits computes every class's limit for the coming period from this
 // period's samples, for a pool of places places, into out (grown as
-// needed) and returns it.
-func (a *Admission) Limits(classes []ClassSample, places int, out []Limit) []Limit {
+// needed) and returns it. A class whose service time is not known yet may
+// queue unknown requests: the runtime gives the most places the pool may
+// have, so that with the pool grown to its maximum each of them starts
+// within one service time. (Another class's service time is no guide: the
+// classes are kept apart because theirs differ.)
+func (a *Admission) Limits(classes []ClassSample, places int, unknown int64, out []Limit) []Limit {
 	out = out[:0]
 	for len(a.service) < len(classes) {
 		a.service = append(a.service, ewma{decay: 0.5})
 	}
 	var held, active int
-	var runSum time.Duration
-	var completed uint64
 	for i, c := range classes {
 		a.service[i].add(c.RunSum, c.Completed)
-		runSum += c.RunSum
-		completed += c.Completed
 		held += c.Held
 		if c.Queued > 0 || c.Held > 0 {
 			active++
 		}
 	}
-	a.pooled.add(runSum, completed)
 	p := float64(max(places, 1))
 	for i, c := range classes {
 		l := Limit{Queue: -1, Service: a.service[i].mean()}
-		if l.Service == 0 {
-			l.Service = a.pooled.mean()
-		}
 		n := active
 		if c.Queued == 0 && c.Held == 0 {
 			n++ // a request of this class would make it active
@@ -98,6 +99,9 @@ func (a *Admission) Limits(classes []ClassSample, places int, out []Limit) []Lim
 		l.Places = max(p/float64(max(n, 1)), p-float64(held-c.Held), 1)
 		if l.Service > 0 {
 			l.Capacity = l.Places / l.Service.Seconds()
+		}
+		if a.target > 0 && l.Capacity == 0 {
+			l.Queue, l.RetryAfter = unknown, 1
 		}
 		if a.target > 0 && l.Capacity > 0 {
 			l.Queue = max(1, int64(a.target.Seconds()*l.Capacity))

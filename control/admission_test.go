@@ -50,18 +50,20 @@ func TestAdmissionLimits(t *testing.T) {
 			want: []want{{queue: 200, retry: 1}, {queue: 200, retry: 1}},
 		},
 		{
-			name: "a class with no history borrows the pool's service time", target: 500 * ms, places: 2,
+			// Not another class's: classes differ, that is why they exist.
+			name: "a class with no history of its own gets the unknown limit", target: 500 * ms, places: 2,
 			now: []ClassSample{
 				{Queued: 0, Held: 0, Completed: 10, RunSum: 10 * 10 * ms},
 				{Queued: 3, Held: 0},
 			},
-			// class 1: both places (class 0 holds none) / 10 ms = 200/s.
-			want: []want{{queue: 100, retry: 1}, {queue: 100, retry: 1}},
+			want: []want{{queue: 100, retry: 1}, {queue: 64, retry: 1}},
 		},
 		{
-			name: "no history at all: no limit", target: 500 * ms, places: 2,
+			// No service time to judge by: as many may wait as the pool
+			// may have places (the unknown limit given, 64 here).
+			name: "no history at all: the pool's most places", target: 500 * ms, places: 2,
 			now:  []ClassSample{{Queued: 3, Held: 2}},
-			want: []want{{queue: -1}},
+			want: []want{{queue: 64, retry: 1}},
 		},
 		{
 			name: "off", target: 0, places: 2,
@@ -89,9 +91,9 @@ func TestAdmissionLimits(t *testing.T) {
 			a := NewAdmission(tc.target)
 			var out []Limit
 			for _, h := range tc.history {
-				out = a.Limits(h, tc.places, out)
+				out = a.Limits(h, tc.places, 64, out)
 			}
-			out = a.Limits(tc.now, tc.places, out)
+			out = a.Limits(tc.now, tc.places, 64, out)
 			if len(out) != len(tc.want) {
 				t.Fatalf("%d limits, want %d", len(out), len(tc.want))
 			}

@@ -125,6 +125,12 @@ func New(cfg Config) (*Server, error) {
 	s.classes = newRouteClasses(s.requests, cfg.Logger)
 	z := cfg.ProcessorSizing()
 	s.sizing = sizing{size: z.Size, min: z.Min, max: z.Max, auto: z.Auto}
+	if cfg.QueueWaitTarget > 0 {
+		// Until the controller knows a class's service time, it may queue
+		// as many requests as the pool may have places (control.Admission).
+		s.requests.StartLimit(int64(z.Max), 1)
+		s.requests.SetLimit(0, int64(z.Max), 1)
+	}
 	s.tuner = tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(cfg.QueueWaitTarget), period: control.DefaultPeriod}
 	s.wake = stages.NewWorkerWaker(cfg.ProcessorsMax)
 	initial := cfg.Processors

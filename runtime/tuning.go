@@ -308,6 +308,7 @@ func (s *Server) sample(now time.Time, decide bool) {
 	// Admission judges queues by the places the pool will have within the
 	// wait target: those it is growing to when the controller is on and
 	// found no ceiling, else those it has.
+	hiAll := z.max
 	plan := z.size
 	if z.auto && d.Target > plan {
 		plan = min(d.Target, z.max)
@@ -317,9 +318,12 @@ func (s *Server) sample(now time.Time, decide bool) {
 	}
 	z.mu.Unlock()
 
-	t.limits = t.adm.Limits(t.samples, plan, t.limits)
+	t.limits = t.adm.Limits(t.samples, plan, int64(hiAll), t.limits)
 	for c, l := range t.limits {
 		s.requests.SetLimit(c, l.Queue, l.RetryAfter)
+	}
+	if s.cfg.QueueWaitTarget > 0 {
+		s.requests.StartLimit(int64(hiAll), 1) // for classes opened before the next period
 	}
 	// Spare goroutines (they gave their place to a handler back from its
 	// client) idle this long are not worth keeping.

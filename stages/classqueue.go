@@ -39,7 +39,8 @@ type ClassQueue struct {
 	capacity int
 	room     func() // a Push found a full ring and a Pop has since made room
 	n        atomic.Int32
-	mu       sync.Mutex // serialises AddClass
+	mu       sync.Mutex // serialises AddClass and StartLimit
+	start    [2]int64   // limit and Retry-After a class opens with (StartLimit)
 	lanes    [MaxClasses]lane
 }
 
@@ -71,7 +72,7 @@ type lane struct {
 // nil, is called by the consumer whose Pop made room in a class that a
 // producer had found full; see Push.
 func NewClassQueue(capacity int, room func()) *ClassQueue {
-	q := &ClassQueue{capacity: capacity, room: room}
+	q := &ClassQueue{capacity: capacity, room: room, start: [2]int64{-1, 0}}
 	for i := range q.lanes {
 		q.lanes[i].limit.Store(-1)
 	}
@@ -90,8 +91,18 @@ func (q *ClassQueue) AddClass() (int, bool) {
 		return 0, false
 	}
 	q.lanes[n].ring.Store(NewRing[*Request](q.capacity))
+	q.lanes[n].limit.Store(q.start[0])
+	q.lanes[n].retryAfter.Store(q.start[1])
 	q.n.Store(int32(n + 1)) // after the ring: whoever sees n+1 sees the ring
 	return n, true
+}
+
+// StartLimit sets the admission limit and Retry-After that a class opened
+// from now on starts with, until the controller sets one for it.
+func (q *ClassQueue) StartLimit(limit, retryAfter int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.start = [2]int64{limit, retryAfter}
 }
 
 // Classes is the number of open classes (0..Classes()-1).

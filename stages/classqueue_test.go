@@ -219,3 +219,16 @@ func TestClassQueueConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A class opens with the start limit, until the controller sets its own.
+func TestClassQueueStartLimit(t *testing.T) {
+	q := NewClassQueue(16, nil)
+	q.StartLimit(4, 2)
+	if l, _ := q.Limit(0); l != -1 {
+		t.Errorf("class 0's limit changed to %d by StartLimit", l)
+	}
+	c, _ := q.AddClass()
+	if l, ra := q.Limit(c); l != 4 || ra != 2 {
+		t.Errorf("a new class opens with limit %d, Retry-After %d; want 4, 2", l, ra)
+	}
+}
