@@ -29,14 +29,20 @@
 // request that has not finished and others queue, the law has no service
 // time to go by and the pool doubles (CauseStalled).
 //
+// Changes smaller than an eighth of the size are not made: the targets of
+// consecutive periods wander by about that much, and following them would
+// start and stop goroutines (and log) for nothing.
+//
 // More places only help handlers that block. For handlers that compute,
 // more places add no throughput, only longer service times: the CPUs are
 // the queue then, and it is invisible from the pool. So each growth step
-// is judged once it has DefaultMinSamples finished requests: if the places
-// in use grew and the throughput grew by less than half as much on a log
-// scale, the step is undone down to throughput × old service time places
-// (Little again), which becomes a ceiling until DefaultProbeAfter (10 s),
-// when growth is tried again in case the workload changed.
+// is judged once 20 requests have finished after it, against the period
+// before it: if the places in use (time held / time, Little) grew and the
+// throughput grew by less than half as much on a log scale, the step is
+// undone down to throughput × old service time places (Little again),
+// which becomes a ceiling until DefaultProbeAfter (10 s), or until the
+// service time at the ceiling halves or doubles (the workload changed),
+// when growth is tried again.
 //
 // # Admission (Admission)
 //

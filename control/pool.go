@@ -19,6 +19,10 @@ const (
 	// maxCheckPeriods bounds how long a saturation check may gather
 	// samples after a growth step before it gives up, inconclusive.
 	maxCheckPeriods = 5
+	// ceilingSettle is how many periods the smoothed service time needs
+	// (it halves the weight of the past each period) before it says what
+	// the service time at a new ceiling is.
+	ceilingSettle = 4
 )
 
 // PoolConfig tunes a Pool controller. The zero value takes the defaults.
@@ -120,8 +124,9 @@ type Pool struct {
 		runSum     time.Duration
 		elapsed    time.Duration
 	}
-	ceiling    int // growth limit from a failed check; 0: none
-	ceilingAge int // periods since the ceiling was set
+	ceiling        int           // growth limit from a failed check; 0: none
+	ceilingAge     int           // periods since the ceiling was set
+	ceilingService time.Duration // the service time settled at the ceiling
 }
 
 // NewPool returns a pool controller.
@@ -151,8 +156,18 @@ func (c *Pool) Decide(s PoolSample, lo, hi int) Decision {
 	c.remember(e.Target)
 	if c.ceiling > 0 {
 		c.ceilingAge++
-		if time.Duration(c.ceilingAge)*c.cfg.Period >= c.cfg.ProbeAfter {
-			c.ceiling = 0 // try again: the workload may have changed
+		// Try again after ProbeAfter, or sooner when the service time at
+		// the ceiling has halved or doubled: the workload has changed, and
+		// the ceiling was the old one's. The reference is the service time
+		// once settled at the ceiling: in the first periods the smoothed
+		// one still carries the step that was undone.
+		if c.ceilingAge == ceilingSettle {
+			c.ceilingService = d.Service
+		}
+		cs, s := c.ceilingService, d.Service
+		changed := c.ceilingAge > ceilingSettle && (s > 2*cs || 2*s < cs)
+		if time.Duration(c.ceilingAge)*c.cfg.Period >= c.cfg.ProbeAfter || changed {
+			c.ceiling = 0
 		}
 	}
 	d.Ceiling = c.ceiling
@@ -201,19 +216,22 @@ func (c *Pool) grow(s PoolSample, d *Decision, hi int) bool {
 		want, cause = 2*s.Size, CauseStalled
 	}
 	want = min(want, limit)
-	if want <= s.Size {
-		return false
+	if want <= s.Size || (want < s.Size+step(s.Size) && want < limit) {
+		return false // within the headroom's noise: not worth a change (and a log line)
 	}
 	d.Size, d.Cause = want, cause
-	c.check.pending = true
-	c.check.from = s.Size
-	c.check.busy = d.Busy
-	c.check.throughput = d.Throughput
-	c.check.service = d.Service
-	c.check.periods, c.check.completed, c.check.runSum, c.check.elapsed = 0, 0, 0, 0
-	if s.Completed < minSamples || s.Busy < s.Size {
-		// No trustworthy "before": nothing to judge the step against.
-		c.check.pending = false
+	// The step's "before", from this period alone (not the smoothed
+	// estimates, which may still carry an earlier workload): the places
+	// in use on average are the time they were held over the period
+	// (Little), the throughput what finished.
+	ck := &c.check
+	ck.pending = s.Completed >= minSamples && s.Busy >= s.Size && s.Elapsed > 0
+	if ck.pending {
+		ck.from = s.Size
+		ck.busy = s.RunSum.Seconds() / s.Elapsed.Seconds()
+		ck.throughput = float64(s.Completed) / s.Elapsed.Seconds()
+		ck.service = s.RunSum / time.Duration(s.Completed)
+		ck.periods, ck.completed, ck.runSum, ck.elapsed = 0, 0, 0, 0
 	}
 	return true
 }
@@ -247,8 +265,7 @@ func (c *Pool) checkGrowth(s PoolSample, d *Decision) bool {
 		return false
 	}
 	throughput := float64(ck.completed) / ck.elapsed.Seconds()
-	service := ck.runSum / time.Duration(ck.completed)
-	busy := throughput * service.Seconds()
+	busy := ck.runSum.Seconds() / ck.elapsed.Seconds()
 	if ck.busy <= 0 || ck.throughput <= 0 || busy < 1.25*ck.busy {
 		return false // the new places were hardly used: nothing learnt
 	}
@@ -277,12 +294,18 @@ func (c *Pool) retire(s PoolSample, d *Decision, lo int) bool {
 		most = max(most, t)
 	}
 	want := max(lo, most)
-	if want >= s.Size {
+	if want >= s.Size || (want > s.Size-step(s.Size) && want > lo) {
 		return false
 	}
 	d.Size, d.Cause = want, CauseIdle
 	return true
 }
+
+// step is the smallest change worth making to a pool of size places, an
+// eighth: the targets of consecutive periods wander by about that much
+// (the √R headroom is of that order for pools of tens to thousands), and
+// following them would start and stop goroutines, and log, for nothing.
+func step(size int) int { return max(1, size/8) }
 
 func (c *Pool) window() int {
 	return max(1, int(c.cfg.RetireAfter/c.cfg.Period))

@@ -88,6 +88,20 @@ func (w *openLoop) period(size int, dt time.Duration) PoolSample {
 		Queued: int(w.queued), Busy: int(math.Round(busy)), Size: size}
 }
 
+// jitter is a workload whose rate wanders period by period around a
+// mean, as measured rates do.
+type jitter struct {
+	w     openLoop
+	rates []float64
+	n     int
+}
+
+func (j *jitter) period(size int, dt time.Duration) PoolSample {
+	j.w.rate = j.rates[j.n%len(j.rates)]
+	j.n++
+	return j.w.period(size, dt)
+}
+
 // idle is no traffic at all.
 type idle struct{}
 
@@ -134,6 +148,7 @@ func TestPoolDecisions(t *testing.T) {
 		min, max int
 		// and, if endMax is set, in [endMin, endMax] at the end
 		endMin, endMax int
+		steady         bool    // and, from settle on, never change
 		causes         []Cause // each must appear in the log
 		noCauses       []Cause // none of these may
 	}{
@@ -184,6 +199,31 @@ func TestPoolDecisions(t *testing.T) {
 			endMin: 100, endMax: 100 + 2*10 + 1,
 		},
 		{
+			// The hello phase of a phase run, then /sleep?ms=50 offered at
+			// 8000/s: the ceiling the CPU-bound phase found does not hold
+			// the blocking one back, and a growth step's "before" is its
+			// own period's, not a service time smoothed over both.
+			name:  "from computing to blocking: the ceiling goes with the workload",
+			start: 2, lo: 2, hi: 4096,
+			phases: []phase{
+				{&closedLoop{n: 100, service: cpuBound(20*time.Microsecond, 2)}, 30},
+				{&openLoop{rate: 8000, service: blocking(50 * ms)}, 40},
+			},
+			settle: 30 + 8, min: 400, max: 4096, // draining the backlog of the first periods takes more, for a while
+			endMin: 400, endMax: 400 + 2*20 + 1,
+			causes: []Cause{CauseSaturated, CauseDemand},
+		},
+		{
+			// λ wanders ±8% around 10,000/s of 5 ms: the target wanders
+			// by a few places; the size follows none of it once settled.
+			name:  "a wandering rate does not make the size wander",
+			start: 2, lo: 2, hi: 4096,
+			phases: []phase{{&jitter{w: openLoop{service: blocking(5 * ms)},
+				rates: []float64{10000, 9200, 10800, 9600, 10400, 9900}}, 80}},
+			settle: 30, min: 55, max: 75, steady: true,
+			causes: []Cause{CauseDemand},
+		},
+		{
 			name:  "idle after load: places retire to the minimum after RetireAfter",
 			start: 2, lo: 2, hi: 4096,
 			phases: []phase{
@@ -226,6 +266,14 @@ func TestPoolDecisions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sizes, log := run(NewPool(PoolConfig{}), tc.start, tc.lo, tc.hi, tc.phases...)
+			if tc.steady {
+				for i := tc.settle + 1; i < len(sizes); i++ {
+					if sizes[i] != sizes[i-1] {
+						t.Errorf("period %d: size %d after %d\nsizes %v", i, sizes[i], sizes[i-1], sizes)
+						break
+					}
+				}
+			}
 			for i := tc.settle; i < len(sizes); i++ {
 				if sizes[i] < tc.min || sizes[i] > tc.max {
 					t.Fatalf("period %d: size %d, want %d..%d from period %d on\nsizes %v\nlog %s",
