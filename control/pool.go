@@ -108,6 +108,7 @@ type Pool struct {
 	cfg PoolConfig
 
 	service ewma // time holding a place, per request
+	present int  // requests queued or running at the previous sample
 
 	targets []int // the last RetireAfter/Period targets, newest last
 	// check is the saturation check of the last growth step: the pool
@@ -190,9 +191,14 @@ func (c *Pool) estimate(s PoolSample) Estimates {
 	}
 	e.Busy = e.Throughput * e.Service.Seconds()
 	// Little's law: the arrivals keep λ(W+S) requests in the pool on
-	// average, waiting or running. Requests queued now count too: in an
-	// overload the ones that finished waited less than those behind them.
-	e.Demand = max(e.ArrivalRate*(e.QueueWait+e.Service).Seconds(), float64(s.Queued+s.Busy))
+	// average, waiting or running. Requests queued and running now count
+	// too, if they were as many at the previous sample: in an overload the
+	// ones that finished waited less than those behind them; a backlog of
+	// one instant (handlers that compute, descheduled for a moment) is
+	// not demand.
+	present := s.Queued + s.Busy
+	e.Demand = max(e.ArrivalRate*(e.QueueWait+e.Service).Seconds(), float64(min(present, c.present)))
+	c.present = present
 	if e.Demand > 0 {
 		e.Target = int(math.Ceil(e.Demand + c.cfg.Headroom*math.Sqrt(e.Demand)))
 	}

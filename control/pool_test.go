@@ -102,6 +102,24 @@ func (j *jitter) period(size int, dt time.Duration) PoolSample {
 	return j.w.period(size, dt)
 }
 
+// flicker is handlers that compute for a microsecond, 50,000 a second, on
+// CPUs shared with the I/O stages: now and then every client's request is
+// queued at the sample instant (the processors were descheduled), the
+// next sample finds none.
+type flicker struct{ n int }
+
+func (f *flicker) period(size int, dt time.Duration) PoolSample {
+	f.n++
+	queued := 0
+	if f.n%3 == 0 {
+		queued = 98
+	}
+	done := uint64(50000 * dt.Seconds())
+	return PoolSample{Elapsed: dt, Admitted: done, Completed: done,
+		WaitSum: 200 * time.Microsecond * time.Duration(done), RunSum: time.Microsecond * time.Duration(done),
+		Queued: queued, Busy: min(size, 2), Size: size}
+}
+
 // idle is no traffic at all.
 type idle struct{}
 
@@ -222,6 +240,14 @@ func TestPoolDecisions(t *testing.T) {
 				rates: []float64{10000, 9200, 10800, 9600, 10400, 9900}}, 80}},
 			settle: 30, min: 55, max: 75, steady: true,
 			causes: []Cause{CauseDemand},
+		},
+		{
+			// λ(W+S) = 50,000 × 201 µs = 10 places; a backlog seen at one
+			// sample only is not demand.
+			name:  "a backlog of one instant is not demand",
+			start: 2, lo: 2, hi: 4096,
+			phases: []phase{{&flicker{}, 40}},
+			settle: 3, min: 2, max: 20,
 		},
 		{
 			name:  "idle after load: places retire to the minimum after RetireAfter",
