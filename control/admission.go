@@ -58,10 +58,9 @@ type Admission struct {
 // target of 0 or less turns it off (every Limit is -1).
 //
 // Before the first period, and for a class no service time is known for,
-// the limit is the unknown given to Limits: the runtime gives the most
-// places the pool may have. Without it, a server's first burst (2000
-// connections at once on a pool of 4 places serving 50 ms handlers) would
-// be admitted whole and wait 25 s.
+// the limit is the unknown given to Limits. Without one, a server's first
+// burst (2000 connections at once on a pool of 4 places serving 50 ms
+// handlers) would be admitted whole and wait 25 s.
 func NewAdmission(target time.Duration) *Admission {
 	return &Admission{target: target}
 }
@@ -72,10 +71,10 @@ func (a *Admission) Target() time.Duration { return a.target }
 // Limits computes every class's limit for the coming period from this
 // period's samples, for a pool of places places, into out (grown as
 // needed) and returns it. A class whose service time is not known yet may
-// queue unknown requests: the runtime gives the most places the pool may
-// have, so that with the pool grown to its maximum each of them starts
-// within one service time. (Another class's service time is no guide: the
-// classes are kept apart because theirs differ.)
+// queue unknown requests (the runtime's guess: as many as the pool's most
+// places could start within the target if each took one period, the time
+// after which this knows better). Another class's service time is no
+// guide: the classes are kept apart because theirs differ.
 func (a *Admission) Limits(classes []ClassSample, places int, unknown int64, out []Limit) []Limit {
 	out = out[:0]
 	for len(a.service) < len(classes) {

@@ -359,7 +359,7 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 	}
 	c := req.Conn
 	if c != nil && c.Gone() {
-		p.in.Finished(req, waited, 0) // before the drop hands req back
+		p.in.Finished(req, waited, 0, now) // before the drop hands req back
 		p.drop(req, now)
 		return
 	}
@@ -401,7 +401,7 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 		}
 		// And before the request can be reused (resp.Done below), while
 		// its Class is still this one.
-		p.in.Finished(req, waited, took-wk.parkedFor)
+		p.in.Finished(req, waited, took-wk.parkedFor, now.Add(took))
 		w.finish()
 		w.end()
 		p.running.Add(-1)

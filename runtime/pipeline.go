@@ -125,13 +125,15 @@ func New(cfg Config) (*Server, error) {
 	s.classes = newRouteClasses(s.requests, cfg.Logger)
 	z := cfg.ProcessorSizing()
 	s.sizing = sizing{size: z.Size, min: z.Min, max: z.Max, auto: z.Auto}
-	if cfg.QueueWaitTarget > 0 {
-		// Until the controller knows a class's service time, it may queue
-		// as many requests as the pool may have places (control.Admission).
-		s.requests.StartLimit(int64(z.Max), 1)
-		s.requests.SetLimit(0, int64(z.Max), 1)
-	}
 	s.tuner = tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(cfg.QueueWaitTarget), period: control.DefaultPeriod}
+	if cfg.QueueWaitTarget > 0 {
+		// Until the controller knows a class's service time, its queue is
+		// limited by unknownLimit.
+		start := unknownLimit(z.Max, cfg.QueueWaitTarget, s.tuner.period)
+		s.requests.StartLimit(start, 1)
+		s.requests.SetLimit(0, start, 1)
+		s.requests.SetWaitTarget(cfg.QueueWaitTarget)
+	}
 	s.wake = stages.NewWorkerWaker(cfg.ProcessorsMax)
 	initial := cfg.Processors
 	s.pool = processor.New(processor.Config{
@@ -220,11 +222,12 @@ func (s *Server) assign(c *stages.Conn) {
 func (s *Server) dispatch(r *stages.Request) bool {
 	c := s.classes.classify(r)
 	r.Class = uint8(c)
-	if ok, retryAfter := s.requests.Admit(c); !ok {
-		s.shed(r, retryAfter)
+	now := time.Now()
+	if ok, retryAfter := s.requests.Admit(c, now); !ok {
+		s.shed(r, retryAfter, now)
 		return true
 	}
-	r.Dispatched = time.Now()
+	r.Dispatched = now
 	if !s.requests.Push(r) {
 		s.counters.processor.Rejected.Add(1)
 		return false

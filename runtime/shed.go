@@ -23,9 +23,8 @@ import (
 // Under overload half the requests may end here, so this allocates
 // nothing: the response's bytes are built once per second and Retry-After
 // value, and shared.
-func (s *Server) shed(req *stages.Request, retryAfter int64) {
+func (s *Server) shed(req *stages.Request, retryAfter int64, now time.Time) {
 	r := s.response()
-	now := time.Now()
 	r.Begin(req.Conn, req, now)
 	keep := req.Minor >= 1 && req.KeepAlive() && !req.Expect100 && s.state.Load() != stateShutdown
 	r.Status, r.KeepAlive = http.StatusServiceUnavailable, keep

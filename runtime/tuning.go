@@ -305,25 +305,28 @@ func (s *Server) sample(now time.Time, decide bool) {
 	if z.auto && d.Size != z.size {
 		s.resizeLocked(d.Size, "controller: "+string(d.Cause), estimateAttrs(d, ps)...)
 	}
-	// Admission judges queues by the places the pool will have within the
-	// wait target: those it is growing to when the controller is on and
-	// found no ceiling, else those it has.
+	// Admission judges queues by the places the pool can have within the
+	// wait target: as many as it can grow to (at most ×GrowthFactor a
+	// period) when the controller is on, up to a saturation ceiling if it
+	// found one; the places it has when it is pinned. A burst that the
+	// pool grows to serve is not refused.
 	hiAll := z.max
 	plan := z.size
-	if z.auto && d.Target > plan {
-		plan = min(d.Target, z.max)
+	if z.auto {
+		plan = t.reach(z.size, z.max)
 		if d.Ceiling > 0 {
 			plan = max(z.size, min(plan, d.Ceiling))
 		}
 	}
 	z.mu.Unlock()
 
-	t.limits = t.adm.Limits(t.samples, plan, int64(hiAll), t.limits)
+	unknown := unknownLimit(hiAll, s.cfg.QueueWaitTarget, t.period)
+	t.limits = t.adm.Limits(t.samples, plan, unknown, t.limits)
 	for c, l := range t.limits {
 		s.requests.SetLimit(c, l.Queue, l.RetryAfter)
 	}
 	if s.cfg.QueueWaitTarget > 0 {
-		s.requests.StartLimit(int64(hiAll), 1) // for classes opened before the next period
+		s.requests.StartLimit(unknown, 1) // for classes opened before the next period
 	}
 	// Spare goroutines (they gave their place to a handler back from its
 	// client) idle this long are not worth keeping.
@@ -331,6 +334,35 @@ func (s *Server) sample(now time.Time, decide bool) {
 
 	t.last = ControlStats{Time: now, Estimates: d.Estimates, Queued: ps.Queued, Running: ps.Busy,
 		Ceiling: d.Ceiling, Cause: d.Cause}
+}
+
+// unknownLimit is the queue limit of a class whose service time is not
+// known yet: as many requests as the pool's most places start within the
+// wait target if each takes unknownService. A guess, made only until the
+// class's first requests have finished (within a period of them, the
+// controller knows better); Admit lets more in while the class's queue is
+// seen emptying. Pinned at 4 places with a 500 ms target, a first burst
+// of 2000 requests of 50 ms queues 200 of them (2.5 s), where without a
+// limit it queued all 2000 (25 s); a burst of 32 fast ones is not refused.
+func unknownLimit(places int, target, _ time.Duration) int64 {
+	return int64(places) * max(1, int64(target/unknownService))
+}
+
+// unknownService is the service time unknownLimit guesses: a database
+// round trip, or a few milliseconds of work; handlers that only compute
+// take microseconds, those that call other services tens of
+// milliseconds.
+const unknownService = 10 * time.Millisecond
+
+// reach is how many places a pool of size can grow to within the queue
+// wait target, at most hi.
+func (t *tuner) reach(size, hi int) int {
+	cfg := t.pool.Config()
+	n := size
+	for d := cfg.Period; d <= t.adm.Target() && n < hi; d += cfg.Period {
+		n *= cfg.GrowthFactor
+	}
+	return min(n, hi)
 }
 
 // estimateAttrs are a controller decision's inputs, for the log.

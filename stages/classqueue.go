@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,9 @@ import (
 // or finds the ring full, consumer-side fields once per request finished.
 type ClassQueue struct {
 	capacity int
-	room     func() // a Push found a full ring and a Pop has since made room
+	room     func()       // a Push found a full ring and a Pop has since made room
+	base     time.Time    // monotonic origin of the lanes' times
+	target   atomic.Int64 // queue-wait target, ns, for Admit's look at the queue's progress; 0: none
 	n        atomic.Int32
 	mu       sync.Mutex // serialises AddClass and StartLimit
 	start    [2]int64   // limit and Retry-After a class opens with (StartLimit)
@@ -61,10 +64,11 @@ type lane struct {
 	full atomic.Bool   // a producer found the ring full and waits for room
 	_    cpu.CacheLinePad
 	// Written by consumers, once per request.
-	done   atomic.Uint64 // popped requests whose handler has returned (or that were dropped)
-	waitNs atomic.Int64  // of those, total time queued
-	runNs  atomic.Int64  // of those, total time running with a place
-	_      cpu.CacheLinePad
+	done    atomic.Uint64 // popped requests whose handler has returned (or that were dropped)
+	waitNs  atomic.Int64  // of those, total time queued
+	runNs   atomic.Int64  // of those, total time running with a place
+	emptied atomic.Int64  // when one finished with the class's queue empty, ns since base
+	_       cpu.CacheLinePad
 }
 
 // NewClassQueue returns a queue with class 0 open, each class's ring
@@ -72,9 +76,10 @@ type lane struct {
 // nil, is called by the consumer whose Pop made room in a class that a
 // producer had found full; see Push.
 func NewClassQueue(capacity int, room func()) *ClassQueue {
-	q := &ClassQueue{capacity: capacity, room: room, start: [2]int64{-1, 0}}
+	q := &ClassQueue{capacity: capacity, room: room, start: [2]int64{-1, 0}, base: time.Now()}
 	for i := range q.lanes {
 		q.lanes[i].limit.Store(-1)
+		q.lanes[i].emptied.Store(math.MinInt64 / 2) // never yet
 	}
 	q.lanes[0].ring.Store(NewRing[*Request](capacity))
 	q.n.Store(1)
@@ -167,14 +172,17 @@ func (q *ClassQueue) popFrom(c int) (*Request, bool) {
 }
 
 // Finished records that a popped request is done with its place (its
-// handler returned, or it was dropped unserved): waited is how long it was
-// queued, ran how long it ran holding a place (time parked on its client
-// excluded). Every popped request must be finished exactly once, or its
-// class counts a place held forever.
-func (q *ClassQueue) Finished(r *Request, waited, ran time.Duration) {
+// handler returned, or it was dropped unserved) at end: waited is how long
+// it was queued, ran how long it ran holding a place (time parked on its
+// client excluded). Every popped request must be finished exactly once, or
+// its class counts a place held forever.
+func (q *ClassQueue) Finished(r *Request, waited, ran time.Duration, end time.Time) {
 	l := &q.lanes[r.Class]
 	l.waitNs.Add(int64(waited))
 	l.runNs.Add(int64(ran))
+	if l.ring.Load().Len() == 0 {
+		l.emptied.Store(int64(end.Sub(q.base)))
+	}
 	l.done.Add(1)
 }
 
@@ -214,14 +222,25 @@ func (q *ClassQueue) SetLimit(c int, limit, retryAfter int64) {
 	l.retryAfter.Store(retryAfter)
 }
 
-// Admit reports whether a request of class c may join the queue under the
-// class's admission limit; if not, it counts the request as shed and
-// returns the Retry-After to answer it with. One or two atomic loads when
-// admitted.
-func (q *ClassQueue) Admit(c int) (ok bool, retryAfter int64) {
+// SetWaitTarget sets the queue-wait target Admit holds the class's recent
+// progress to (0: none).
+func (q *ClassQueue) SetWaitTarget(d time.Duration) { q.target.Store(int64(d)) }
+
+// Admit reports whether a request of class c, arriving at now, may join
+// the queue: while fewer than the class's limit wait, or, beyond it, if
+// the class's queue was seen empty less than half the wait target ago
+// (the limit is an estimate a period old, or a guess for a class not yet
+// measured; a queue that keeps emptying is one its requests leave fast,
+// and their burst is not refused). If not, it counts the request as shed
+// and returns the Retry-After to answer it with. One or two atomic loads
+// when admitted under the limit.
+func (q *ClassQueue) Admit(c int, now time.Time) (ok bool, retryAfter int64) {
 	l := &q.lanes[c]
 	limit := l.limit.Load()
 	if limit < 0 || int64(l.ring.Load().Len()) < limit {
+		return true, 0
+	}
+	if half := q.target.Load() / 2; half > 0 && int64(now.Sub(q.base))-l.emptied.Load() < half {
 		return true, 0
 	}
 	l.shed.Add(1)

@@ -109,17 +109,17 @@ func TestClassQueueRoom(t *testing.T) {
 // and hands out the class's Retry-After; a negative limit admits all.
 func TestClassQueueAdmit(t *testing.T) {
 	q := NewClassQueue(16, nil)
-	if ok, _ := q.Admit(0); !ok {
+	if ok, _ := q.Admit(0, time.Now()); !ok {
 		t.Fatal("no limit set, and refused")
 	}
 	q.SetLimit(0, 2, 7)
 	for i := range 2 {
-		if ok, _ := q.Admit(0); !ok {
+		if ok, _ := q.Admit(0, time.Now()); !ok {
 			t.Fatalf("refused with %d waiting, limit 2", i)
 		}
 		q.Push(classReq(0, uint64(i)))
 	}
-	ok, ra := q.Admit(0)
+	ok, ra := q.Admit(0, time.Now())
 	if ok || ra != 7 {
 		t.Fatalf("Admit with 2 waiting, limit 2: %v, retry %d; want refused, 7", ok, ra)
 	}
@@ -128,7 +128,7 @@ func TestClassQueueAdmit(t *testing.T) {
 		t.Errorf("counts %+v", c)
 	}
 	q.SetLimit(0, -1, 0)
-	if ok, _ := q.Admit(0); !ok {
+	if ok, _ := q.Admit(0, time.Now()); !ok {
 		t.Error("refused with the limit lifted")
 	}
 }
@@ -143,13 +143,13 @@ func TestClassQueueCounts(t *testing.T) {
 	}
 	a, _ := q.Pop()
 	b, _ := q.Pop()
-	q.Finished(a, time.Millisecond, 10*time.Millisecond)
+	q.Finished(a, time.Millisecond, 10*time.Millisecond, time.Now())
 	got := q.Counts(c1)
 	want := ClassCounts{Queued: 1, Held: 1, Pushed: 3, Taken: 2, Done: 1, WaitSum: time.Millisecond, RunSum: 10 * time.Millisecond, Limit: -1}
 	if got != want {
 		t.Errorf("counts %+v, want %+v", got, want)
 	}
-	q.Finished(b, 0, 0)
+	q.Finished(b, 0, 0, time.Now())
 	if got := q.Counts(c1); got.Held != 0 || got.Done != 2 {
 		t.Errorf("after the second finish: %+v", got)
 	}
@@ -202,7 +202,7 @@ func TestClassQueueConcurrent(t *testing.T) {
 					continue
 				}
 				seen[r.Seq].Add(1)
-				q.Finished(r, 0, 0)
+				q.Finished(r, 0, 0, time.Now())
 				popped.Add(1)
 			}
 		})
@@ -230,5 +230,32 @@ func TestClassQueueStartLimit(t *testing.T) {
 	c, _ := q.AddClass()
 	if l, ra := q.Limit(c); l != 4 || ra != 2 {
 		t.Errorf("a new class opens with limit %d, Retry-After %d; want 4, 2", l, ra)
+	}
+}
+
+// Beyond its limit a class is admitted while its queue is seen emptying
+// (its requests leave fast: a burst of them is not refused), not while it
+// stands.
+func TestClassQueueAdmitWhileEmptying(t *testing.T) {
+	q := NewClassQueue(16, nil)
+	q.SetWaitTarget(time.Second)
+	q.SetLimit(0, 1, 1)
+	now := time.Now()
+	q.Push(classReq(0, 1))
+	if ok, _ := q.Admit(0, now); ok {
+		t.Fatal("admitted beyond the limit by a queue never seen empty")
+	}
+	r, _ := q.Pop()
+	q.Finished(r, 0, time.Millisecond, now) // the queue is empty as it finishes
+	q.Push(classReq(0, 2))
+	if ok, _ := q.Admit(0, now.Add(100*time.Millisecond)); !ok {
+		t.Error("refused though the queue emptied 100 ms ago (target 1 s)")
+	}
+	if ok, _ := q.Admit(0, now.Add(600*time.Millisecond)); ok {
+		t.Error("admitted beyond the limit though the queue last emptied 600 ms ago")
+	}
+	q.SetWaitTarget(0)
+	if ok, _ := q.Admit(0, now.Add(100*time.Millisecond)); ok {
+		t.Error("admitted beyond the limit with no wait target")
 	}
 }
