@@ -52,10 +52,17 @@
 // than the target. μ is the class's places over its service time, its
 // places being its fair share among the classes with work, or what the
 // others leave it (processors take from the class that holds the fewest
-// places). The check in the request path compares two integers; the
-// estimating is done here once per period. Refused requests get 503 with a
-// Retry-After of the time the class's queue needs to drain (at least the
-// target, at most MaxRetryAfter), and connections stay open.
+// places), and the pool's places those it can grow to within the target
+// when its controller is on (a burst the pool grows to serve is not
+// refused). The check in the request path compares two integers; the
+// estimating is done here once per period. Two corrections are made at
+// the door (stages.ClassQueue.Admit): a class whose queue was seen empty
+// within half the target is admitted beyond its limit (its requests leave
+// fast; the limit is a period old), and a class whose requests have not
+// finished yet is limited by a guess (the runtime's: 10 ms each). Refused
+// requests get 503 with a Retry-After of the time the class's queue needs
+// to drain (at least the target, at most MaxRetryAfter), and connections
+// stay open.
 //
 // DefaultQueueWaitTarget is 500 ms: long enough that an ordinary burst is
 // queued, not refused (100 to 1000 times a typical service time), and
