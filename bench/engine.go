@@ -231,7 +231,7 @@ func newResult(cfg Config, loops []*loop) *Result {
 	if cfg.Rate > 0 {
 		res.Mode, res.Rate = "open", cfg.Rate
 	}
-	raw := newHist()
+	raw, shed, answered := newHist(), newHist(), newHist()
 	first, last := int64(-1), int64(0)
 	for _, l := range loops {
 		st, warm := l.stats, l.warm
@@ -245,6 +245,8 @@ func newResult(cfg Config, loops []*loop) *Result {
 		res.WarmupErrors += warm.errors.total()
 		res.hist.Merge(l.hist)
 		raw.Merge(l.raw)
+		shed.Merge(l.shed)
+		answered.Merge(l.answered)
 		res.ClientCPU += l.cpu
 		if l.firstRec >= 0 && (first < 0 || l.firstRec < first) {
 			first = l.firstRec
@@ -255,6 +257,12 @@ func newResult(cfg Config, loops []*loop) *Result {
 		res.Elapsed = time.Duration(last - first)
 	}
 	res.Latency = percentiles(res.hist)
+	if shed.TotalCount() > 0 {
+		// Refusals apart from the answered requests: how fast a shedding
+		// server says no, and how long those it took in waited.
+		s, a := percentiles(shed), percentiles(answered)
+		res.Shed, res.Answered = &s, &a
+	}
 	if cfg.Rate > 0 {
 		u := percentiles(raw)
 		res.Uncorrected = &u

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -337,5 +338,43 @@ func TestRunIntervals(t *testing.T) {
 				t.Errorf("intervals sum to %+v, the run to %+v", sum, res.Counts)
 			}
 		})
+	}
+}
+
+// A server that sheds: the 503s' latency is reported apart from the
+// other responses', and each counts its own responses.
+func TestShedLatencyApart(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 0 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(503)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // the admitted are slow, the refused fast
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	res, err := Run(t.Context(), Config{URL: srv.URL + "/x", Conns: 4, Requests: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Shed == nil || res.Answered == nil {
+		t.Fatalf("no separate latencies with %d 503s", res.Status503)
+	}
+	if res.Status503 == 0 || res.Status503 == res.Requests {
+		t.Fatalf("%d 503s of %d", res.Status503, res.Requests)
+	}
+	if res.Shed.P50 >= 20*time.Millisecond || res.Answered.P50 < 20*time.Millisecond {
+		t.Errorf("503s p50 %v, the others' %v", res.Shed.P50, res.Answered.P50)
+	}
+	var out strings.Builder
+	res.WriteText(&out)
+	if !strings.Contains(out.String(), "503s ") || !strings.Contains(out.String(), "not 503s") {
+		t.Errorf("the summary does not show them:\n%s", out.String())
+	}
+	clean, _ := Run(t.Context(), Config{URL: srv.URL + "/x", Conns: 1, Requests: 1})
+	if clean != nil && clean.Status503 == 0 && (clean.Shed != nil || clean.Answered != nil) {
+		t.Errorf("separate latencies without a 503")
 	}
 }

@@ -90,6 +90,8 @@ type loop struct {
 	stats    Counts
 	hist     *hdrhistogram.Histogram // corrected (from intended send time)
 	raw      *hdrhistogram.Histogram // from actual send time
+	shed     *hdrhistogram.Histogram // corrected, 503 responses only: a shedding server's refusals
+	answered *hdrhistogram.Histogram // corrected, every other response
 	firstRec int64                   // first measured send, ns
 	lastRec  int64                   // last measured response, ns
 	cpuWarm  time.Duration           // thread CPU when measurement began
@@ -116,7 +118,7 @@ func newLoop(r *run, pub *loopCounters) (*loop, error) {
 	l := &loop{
 		r: r, reqs: r.reqs, sched: r.sched,
 		buf:  make([]byte, readBufSize),
-		hist: newHist(), raw: newHist(),
+		hist: newHist(), raw: newHist(), shed: newHist(), answered: newHist(),
 		budget: -1, pub: pub, firstRec: -1,
 		sa: sockaddr(r.dst.Addr(), r.dst.Port()),
 	}
@@ -466,6 +468,11 @@ func (l *loop) record(f *inflight, status int, size int64) {
 	l.lastRec = now
 	us := min(max((now-f.intended)/1000, 1), int64(histMax/time.Microsecond))
 	_ = l.hist.RecordValue(us)
+	if status == 503 {
+		_ = l.shed.RecordValue(us)
+	} else {
+		_ = l.answered.RecordValue(us)
+	}
 	if l.ivHist != nil {
 		_ = l.ivHist.RecordValue(us)
 	}

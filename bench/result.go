@@ -169,6 +169,11 @@ type Result struct {
 	// Uncorrected is the open-loop latency from the actual send, for
 	// comparison with Latency; nil in closed loop.
 	Uncorrected *Percentiles `json:"uncorrected_latency,omitempty"`
+	// Shed is the latency of the 503 responses alone (how fast a shedding
+	// server refuses), Answered that of the others (how long those it
+	// admitted took); both nil when there was no 503.
+	Shed     *Percentiles `json:"shed_latency,omitempty"`
+	Answered *Percentiles `json:"answered_latency,omitempty"`
 	// ClientCPU is the CPU time of the generator's loop threads during
 	// the measurement; ProcessCPU is the whole process's (it includes an
 	// in-process server, if any, and the Go runtime).
@@ -240,6 +245,10 @@ func (r *Result) WriteText(w io.Writer) error {
 	lat("latency    ", r.Latency)
 	if r.Uncorrected != nil {
 		lat("uncorrected", *r.Uncorrected)
+	}
+	if r.Shed != nil && r.Answered != nil {
+		lat("503s       ", *r.Shed)
+		lat("not 503s   ", *r.Answered)
 	}
 	ew.printf("  status: 1xx %d  2xx %d  3xx %d  4xx %d  5xx %d (503 %d)\n",
 		r.Status[1], r.Status[2], r.Status[3], r.Status[4], r.Status[5], r.Status503)

@@ -89,6 +89,32 @@ var (
 	descAborted    = prometheus.NewDesc("quartet_responses_aborted_total", "Responses cut short by a write error or timeout.", nil, nil)
 	descDropped    = prometheus.NewDesc("quartet_stage_dropped_total", "Items the stage took and dropped unserved because their client had hung up.", []string{"stage"}, nil)
 
+	descSize    = prometheus.NewDesc("quartet_stage_size", "Loops or processor places the stage has now (what it aims at).", []string{"stage"}, nil)
+	descSizeMin = prometheus.NewDesc("quartet_stage_size_min", "The lower bound the stage's controller keeps its size in.", []string{"stage"}, nil)
+	descSizeMax = prometheus.NewDesc("quartet_stage_size_max", "The upper bound the stage's controller keeps its size in.", []string{"stage"}, nil)
+	descAuto    = prometheus.NewDesc("quartet_stage_auto", "1 if a controller sizes the stage, 0 if its size is pinned.", []string{"stage"}, nil)
+	descGoros   = prometheus.NewDesc("quartet_stage_goroutines", "The processor pool's goroutines: holding a place, parked on their client, or spare.", []string{"stage"}, nil)
+
+	// The processor controller's inputs, over its last period.
+	descArrival  = prometheus.NewDesc("quartet_stage_arrival_rate", "Requests per second admitted to the stage's queue, over the controller's last period.", []string{"stage"}, nil)
+	descOffered  = prometheus.NewDesc("quartet_stage_offered_rate", "Requests per second offered to the stage, refused ones included, over the controller's last period.", []string{"stage"}, nil)
+	descXput     = prometheus.NewDesc("quartet_stage_throughput_rate", "Requests per second the stage finished, over the controller's last period.", []string{"stage"}, nil)
+	descWait     = prometheus.NewDesc("quartet_stage_queue_wait_seconds", "Mean time a request finished in the controller's last period waited in the stage's queue.", []string{"stage"}, nil)
+	descRun      = prometheus.NewDesc("quartet_stage_service_time_seconds", "Mean time a request holds a processor place (parked time excluded), smoothed: the controller's service time.", []string{"stage"}, nil)
+	descBusy     = prometheus.NewDesc("quartet_stage_busy_places", "Mean places in use over the controller's last period (throughput x service time).", []string{"stage"}, nil)
+	descDemand   = prometheus.NewDesc("quartet_stage_demand_places", "Places the arrivals keep busy or waiting: arrival rate x (queue wait + service time), Little's law.", []string{"stage"}, nil)
+	descTarget   = prometheus.NewDesc("quartet_stage_target_places", "The controller's target: demand + 2 sqrt(demand).", []string{"stage"}, nil)
+	descCeiling  = prometheus.NewDesc("quartet_stage_ceiling_places", "A growth ceiling the controller found (more places added no throughput); 0: none.", []string{"stage"}, nil)
+	descWaitGoal = prometheus.NewDesc("quartet_admission_queue_wait_target_seconds", "Admission control's queue-wait target (0: admission control off).", nil, nil)
+
+	// Request classes.
+	descShed      = prometheus.NewDesc("quartet_shed_total", "Requests refused with 503 and Retry-After by admission control, by request class.", []string{"class"}, nil)
+	descAdmitted  = prometheus.NewDesc("quartet_admitted_total", "Requests admitted to the processors' queue, by request class.", []string{"class"}, nil)
+	descClassQ    = prometheus.NewDesc("quartet_admission_queued", "Requests of the class waiting for a processor place.", []string{"class"}, nil)
+	descClassHeld = prometheus.NewDesc("quartet_admission_held", "Requests of the class holding a processor place (or parked on their client).", []string{"class"}, nil)
+	descLimit     = prometheus.NewDesc("quartet_admission_queue_limit", "Requests of the class admitted while fewer than this wait (-1: no limit).", []string{"class"}, nil)
+	descClassRun  = prometheus.NewDesc("quartet_admission_service_time_seconds", "The class's mean time holding a place, which its queue limit is computed from.", []string{"class"}, nil)
+
 	descParked      = prometheus.NewDesc("quartet_handlers_parked", "Handlers waiting on their client (request body bytes, or the client reading) without holding a processor place.", nil, nil)
 	descParkedMax   = prometheus.NewDesc("quartet_handlers_parked_max", "The bound on parked handlers (Config.MaxParked).", nil, nil)
 	descParkRefused = prometheus.NewDesc("quartet_handlers_park_refused_total", "Waits on a client that held a processor place because the parked handlers were at their bound.", nil, nil)
@@ -102,7 +128,10 @@ type collector Metrics
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueCap, descEnqueued, descDequeued, descRejected,
 		descService, descLoops, descConns, descAccepted, descPaused, descResponses, descBytes, descAborted, descDropped,
-		descParked, descParkedMax, descParkRefused, descCutOff, descResets, descHangUps} {
+		descParked, descParkedMax, descParkRefused, descCutOff, descResets, descHangUps,
+		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
+		descArrival, descOffered, descXput, descWait, descRun, descBusy, descDemand, descTarget, descCeiling, descWaitGoal,
+		descShed, descAdmitted, descClassQ, descClassHeld, descLimit, descClassRun} {
 		ch <- d
 	}
 }
@@ -143,6 +172,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(c.n), c.state)
 	}
+	collectControl(ch, st)
 	sl := st.Slow
 	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(sl.Parked))
 	ch <- prometheus.MustNewConstMetric(descParkedMax, prometheus.GaugeValue, float64(sl.MaxParked))
@@ -154,4 +184,44 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHangUps, prometheus.CounterValue, float64(sl.HangUps))
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Listener.Accepted))
 	ch <- prometheus.MustNewConstMetric(descPaused, prometheus.CounterValue, float64(st.Listener.Paused))
+}
+
+// collectControl exports the stage sizes, the controller's inputs and the
+// request classes.
+func collectControl(ch chan<- prometheus.Metric, st runtime.Stats) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, z := range st.Sizes {
+		name := string(z.Stage)
+		gauge(descSize, float64(z.Size), name)
+		gauge(descSizeMin, float64(z.Min), name)
+		gauge(descSizeMax, float64(z.Max), name)
+		auto := 0.0
+		if z.Auto {
+			auto = 1
+		}
+		gauge(descAuto, auto, name)
+	}
+	p := string(runtime.StageProcessor)
+	c := st.Control
+	gauge(descGoros, float64(st.ProcessorGoroutines), p)
+	gauge(descArrival, c.ArrivalRate, p)
+	gauge(descOffered, c.Offered, p)
+	gauge(descXput, c.Throughput, p)
+	gauge(descWait, c.QueueWait.Seconds(), p)
+	gauge(descRun, c.Service.Seconds(), p)
+	gauge(descBusy, c.Busy, p)
+	gauge(descDemand, c.Demand, p)
+	gauge(descTarget, float64(c.Target), p)
+	gauge(descCeiling, float64(c.Ceiling), p)
+	gauge(descWaitGoal, c.WaitTarget.Seconds())
+	for _, k := range c.Classes {
+		ch <- prometheus.MustNewConstMetric(descShed, prometheus.CounterValue, float64(k.Shed), k.Name)
+		ch <- prometheus.MustNewConstMetric(descAdmitted, prometheus.CounterValue, float64(k.Admitted), k.Name)
+		gauge(descClassQ, float64(k.Queued), k.Name)
+		gauge(descClassHeld, float64(k.Held), k.Name)
+		gauge(descLimit, float64(k.Limit), k.Name)
+		gauge(descClassRun, k.Service.Seconds(), k.Name)
+	}
 }

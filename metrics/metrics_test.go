@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,21 +30,30 @@ func (c countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
+// startExported runs a server with the built-in endpoints and an exporter
+// until the test ends, and serves the exporter's metrics.
+func startExported(t *testing.T, cfg runtime.Config) (*runtime.Server, *httptest.Server) {
+	t.Helper()
 	m := New()
-	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Handler: runtime.Builtin(nil), Modules: []runtime.Module{m.Module()}})
+	cfg.Addr, cfg.Handler, cfg.Modules = "127.0.0.1:0", runtime.Builtin(nil), []runtime.Module{m.Module()}
+	srv, err := runtime.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Attach(srv)
 	go srv.Serve(context.Background())
-	defer func() {
+	scrape := httptest.NewServer(m.Handler())
+	t.Cleanup(func() {
+		scrape.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-	}()
-	scrape := httptest.NewServer(m.Handler())
-	defer scrape.Close()
+	})
+	return srv, scrape
+}
+
+func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
+	srv, scrape := startExported(t, runtime.Config{})
 
 	// Requests over one raw connection, counting every byte received.
 	raw, err := net.Dial("tcp", srv.Addr().String())
@@ -173,4 +183,101 @@ func scrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
 		t.Fatalf("the scrape does not parse as Prometheus text: %v", err)
 	}
 	return fams
+}
+
+// Stage sizes and bounds, the controller's inputs and the request classes
+// are exported, and the shed counter agrees with the 503s sent.
+func TestMetricsSizesControlAndShedding(t *testing.T) {
+	srv, scrape := startExported(t, runtime.Config{Processors: 1, QueueWaitTarget: 20 * time.Millisecond})
+	if err := srv.SetStageBounds(runtime.StageProcessor, 1, 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetStageSize(runtime.StageProcessor, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	// Ten clients on 10 ms handlers with one place and a 20 ms target:
+	// most are refused once the class has a service time.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			raw, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				return
+			}
+			defer raw.Close()
+			br := bufio.NewReader(raw)
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				fmt.Fprintf(raw, "GET /sleep?ms=10 HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		fams = scrapeFamilies(t, scrape.URL)
+		if counter(fams, "quartet_shed_total", map[string]string{"class": "sleep"}) > 0 {
+			break
+		}
+	}
+	close(done)
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond) // the writer counts the last 503s
+	fams = scrapeFamilies(t, scrape.URL)
+	if s := counter(fams, "quartet_shed_total", map[string]string{"class": "sleep"}); s <= 0 {
+		t.Fatalf("no request of class sleep shed: %v", s)
+	}
+	var shed float64 // every class's: the first requests are class "other" until /sleep earns its own
+	for _, m := range fams["quartet_shed_total"].GetMetric() {
+		shed += m.GetCounter().GetValue()
+	}
+	if sent := counter(fams, "quartet_responses_total", map[string]string{"code": "503"}); sent != shed {
+		t.Errorf("%v shed, %v 503s sent", shed, sent)
+	}
+	for _, c := range []struct {
+		name  string
+		stage string
+		want  float64
+	}{
+		{"quartet_stage_size", "processor", 1},
+		{"quartet_stage_size_min", "processor", 1},
+		{"quartet_stage_size_max", "processor", 16},
+		{"quartet_stage_auto", "processor", 0},
+		{"quartet_stage_size", "reader", float64(srv.Config().Readers)},
+		{"quartet_stage_size_max", "writer", float64(srv.Config().Writers)},
+	} {
+		if got := counter(fams, c.name, map[string]string{"stage": c.stage}); got != c.want {
+			t.Errorf("%s{stage=%q} = %v, want %v", c.name, c.stage, got, c.want)
+		}
+	}
+	for _, name := range []string{"quartet_stage_arrival_rate", "quartet_stage_offered_rate", "quartet_stage_throughput_rate",
+		"quartet_stage_queue_wait_seconds", "quartet_stage_service_time_seconds", "quartet_stage_busy_places",
+		"quartet_stage_demand_places", "quartet_stage_target_places", "quartet_stage_goroutines"} {
+		if find(fams, name, map[string]string{"stage": "processor"}) == nil {
+			t.Errorf("%s missing", name)
+		}
+	}
+	if got := counter(fams, "quartet_admission_queue_wait_target_seconds", nil); got != 0.02 {
+		t.Errorf("queue-wait target %v, want 0.02", got)
+	}
+	if got := counter(fams, "quartet_stage_service_time_seconds", map[string]string{"stage": "processor"}); got < 0.005 {
+		t.Errorf("service time %v for 10 ms handlers", got)
+	}
+	for _, name := range []string{"quartet_admitted_total", "quartet_admission_queued", "quartet_admission_held",
+		"quartet_admission_queue_limit", "quartet_admission_service_time_seconds"} {
+		if find(fams, name, map[string]string{"class": "sleep"}) == nil {
+			t.Errorf("%s{class=\"sleep\"} missing", name)
+		}
+	}
 }

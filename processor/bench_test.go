@@ -62,7 +62,7 @@ func BenchmarkHello(b *testing.B) { benchWorkerPath(b, HandlerFunc(hello)) }
 func BenchmarkAdaptHello(b *testing.B) { benchWorkerPath(b, Adapt(httpHello{})) }
 
 func benchWorkerPath(b *testing.B, h Handler) {
-	in := stages.NewRing[*stages.Request](16)
+	in := stages.NewClassQueue(16, nil)
 	wake := stages.NewWorkerWaker(1)
 	bw := &benchWriter{kicks: make(chan *stages.Response, 16), done: make(chan struct{}, 1)}
 	free := make(chan *stages.Response, 4)
@@ -118,7 +118,7 @@ func BenchmarkServeInline(b *testing.B) {
 		}
 	}
 	resp := stages.NewResponse(kick, func(r *stages.Response) { pool.Release(r) })
-	pool = New(Config{Workers: 1}, stages.NewRing[*stages.Request](2), stages.NewWorkerWaker(1),
+	pool = New(Config{Workers: 1}, stages.NewClassQueue(2, nil), stages.NewWorkerWaker(1),
 		HandlerFunc(hello), func() *stages.Response { return resp }, &stages.StageCounters{})
 	wk := pool.newWorker()
 	req := newRequest("GET", "/hello", 1, "", "Host", "localhost", "User-Agent", "bench", "Accept", "*/*")

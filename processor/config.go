@@ -59,10 +59,12 @@ const maxBuffered = 4 * chunkSize
 // Config configures a Pool. The zero value is usable: every zero field gets
 // its default.
 type Config struct {
-	// Workers is P, the number of handlers that run at once. A handler
-	// waiting on its client does not count (it is parked; see MaxParked).
-	// The WorkerWaker given to New must have been made for the same
-	// number. 0 means DefaultWorkersPerCPU × GOMAXPROCS.
+	// Workers is P, the number of handlers that run at once (places),
+	// when the pool starts; Pool.SetPlaces changes it while the pool runs.
+	// A handler waiting on its client does not count (it is parked; see
+	// MaxParked). The WorkerWaker given to New should have been made for
+	// the most places the pool will have (fewer only means fewer idle
+	// goroutines woken at once). 0 means DefaultWorkersPerCPU × GOMAXPROCS.
 	Workers int
 
 	// HighWater is the number of unsent response bytes above which Write
@@ -85,11 +87,13 @@ type Config struct {
 	// do not set one. "" means DefaultServerName.
 	ServerName string
 
-	// WorkerInit, if set, runs once for each worker before it starts
-	// (index 0..Workers-1); an error stops Run from starting more workers
-	// and is returned once the started ones finish. It runs per place,
-	// not per goroutine: the goroutines Run starts later to take the
-	// place of a parked handler do not run it again.
+	// WorkerInit, if set, runs once for each place before it is first
+	// used (index 0..Workers-1 as Run starts, then each index beyond the
+	// most places the pool has had, as SetPlaces grows it); an error stops
+	// Run from starting more workers and is returned once the started ones
+	// finish, or stops SetPlaces short. It runs per place, not per
+	// goroutine: the goroutines started later to take the place of a
+	// parked handler, or a retired place's again, do not run it again.
 	WorkerInit func(worker int) error
 
 	// Logger receives handler panics. nil means a text logger on stderr,

@@ -73,10 +73,11 @@
 //
 // # Wiring
 //
-// New takes the reader->processor ring and a WorkerWaker made for
-// Config.Workers (the readers call Pool.Wake after each push, which wakes
-// an idle worker through it, or hands a place a parked handler left free
-// to a goroutine), and a responses function that
+// New takes the reader->processor queue (a stages.ClassQueue: a ring per
+// request class, popped fairly between classes) and a WorkerWaker made for
+// the most places the pool will have (the readers call Pool.Wake after
+// each push, which wakes an idle worker through it, or hands a place a
+// parked handler left free to a goroutine), and a responses function that
 // returns an idle *stages.Response made by stages.NewResponse with the
 // writer's kick and a recycle function. The recycle function runs when both
 // the worker (Done) and the writer (Finish) have let go; it must call
@@ -111,6 +112,17 @@
 // A request whose client hung up while it waited for a place is dropped
 // unanswered (the stage's Dropped counter); Adapt cancels the request's
 // context when the client hangs up during the handler.
+//
+// # Size
+//
+// The number of places changes while the pool serves (SetPlaces; the
+// runtime's controller calls it): new places go to parked handlers waiting
+// for one, then to queued requests; a retired place's holder finishes its
+// request first. Every request taken from the queue is reported back to
+// it when its place is let go (ClassQueue.Finished), with its queue wait
+// and its time holding a place, which is what the controller sizes the
+// pool by. Goroutines left without a place (spares) exit once idle for the
+// period given to RetireSpares.
 //
 // # Failure
 //

@@ -232,7 +232,7 @@ func (s *syncBuffer) String() string {
 type harness struct {
 	t        testing.TB
 	pool     *Pool
-	in       *stages.Ring[*stages.Request]
+	in       *stages.ClassQueue
 	wake     *stages.WorkerWaker
 	fw       *fakeWriter
 	log      *syncBuffer
@@ -250,7 +250,7 @@ func newHarness(t testing.TB, cfg Config, h Handler, opts writerOpts) *harness {
 	}
 	hs := &harness{
 		t:    t,
-		in:   stages.NewRing[*stages.Request](64),
+		in:   stages.NewClassQueue(64, nil),
 		wake: stages.NewWorkerWaker(cfg.Workers),
 		log:  &syncBuffer{},
 	}

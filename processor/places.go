@@ -2,6 +2,7 @@ package processor
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/quartet-server/quartet/stages"
 )
@@ -41,6 +42,22 @@ import (
 // handler that hits the high-water mark against a fast client parks and
 // unparks without waking any other goroutine.
 //
+// Resizing. The number of places changes while the pool serves (SetPlaces:
+// the runtime's controller, an operator). New places go, like any place
+// given back, to resumers first, and are otherwise free (so that the next
+// pushes attach them: a goroutine is started only when there is work for
+// it). Fewer places retire free places at once and leave the rest as
+// excess: a goroutine holding a place gives it up for good, and exits, the
+// next time it is between requests (so a retired place's holder finishes
+// its request first), and a place given back while there is excess
+// vanishes instead of going to a resumer. Idle holders are woken to
+// notice.
+//
+// Spares are goroutines that wait to be handed a place. One that has
+// waited longer than the idle period given to RetireSpares exits (Apache's
+// MaxSpareThreads, measured in time rather than in count): a burst of
+// parked handlers leaves no goroutines behind once it is over.
+//
 // Invariants (placeBook.check, asserted by the table-driven tests after
 // every step):
 //
@@ -48,32 +65,40 @@ import (
 //	I2  parked <= maxParked; parked counts handlers waiting on their
 //	    client and resumers (their wait is over; they wait for a place).
 //	I3  resumers wait only while no place is free.
-//	I4  spares <= maxSpares; a goroutine that would be a spare beyond it
-//	    exits, so a burst of parked handlers leaves no goroutines behind.
+//	I4  spares <= want: a goroutine that would be a spare beyond it
+//	    exits, so a burst of parked handlers leaves no more goroutines
+//	    behind than the pool may have places.
 //	I5  goroutines == held + parked + spares.
+//	I6  excess == max(0, places - want), and there is no free place while
+//	    there is excess.
 //
 // I3 holds under the lock. Between a free place and a queued request the
 // rule is Dekker's, as for WorkerWaker: Park frees the place, then looks at
 // the queue; Wake (after the push) looks at the free places.
 
 // placeBook is the accounting, without goroutines: the pool calls it under
-// its mutex and carries out the handoffs it returns. free and waiting are
-// atomics so that Wake and the work loop can look without the lock.
+// its mutex and carries out the handoffs it returns. free, waiting and
+// excess are atomics so that Wake and the work loop can look without the
+// lock.
 type placeBook struct {
-	places, maxParked, maxSpares int
+	places    int // places in existence: held or free
+	want      int // places the pool should have (SetPlaces)
+	maxParked int
 
 	free     atomic.Int32 // places no goroutine holds
 	waiting  atomic.Int32 // len(resumers)
+	excess   atomic.Int32 // places - want, while positive: holders retire between requests
 	parked   atomic.Int32 // handlers without a place: waiting on their client, or resumers
 	refused  atomic.Uint64
 	resumers []*worker // FIFO
-	spares   []*worker // LIFO
+	spares   []*worker // LIFO: the oldest spare is spares[0]
 	started  int       // goroutines started for places (tests count them)
+	retired  uint64    // places retired, and spares that exited idle (Stats)
 }
 
 // handoff is what becomes of a place given back: to is the goroutine that
 // now holds it (a resumer or a spare, to be signalled), or spawn asks for
-// a new goroutine to hold it; neither means the place is free.
+// a new goroutine to hold it; neither means the place is free (or gone).
 type handoff struct {
 	to    *worker
 	spawn bool
@@ -93,19 +118,30 @@ func (b *placeBook) park() (bool, handoff) {
 	return true, b.giveBack()
 }
 
-// giveBack releases a place: to the first resumer, else it is free.
+// giveBack releases a place: it vanishes if the pool has too many, else it
+// goes to the first resumer, else it is free.
 func (b *placeBook) giveBack() handoff {
+	if b.excess.Load() > 0 {
+		b.excess.Add(-1)
+		b.places--
+		b.retired++
+		return handoff{}
+	}
 	if len(b.resumers) > 0 {
-		r := b.resumers[0]
-		copy(b.resumers, b.resumers[1:])
-		b.resumers[len(b.resumers)-1] = nil
-		b.resumers = b.resumers[:len(b.resumers)-1]
-		b.waiting.Add(-1)
-		b.parked.Add(-1)
-		return handoff{to: r}
+		return handoff{to: b.takeResumer()}
 	}
 	b.free.Add(1)
 	return handoff{}
+}
+
+func (b *placeBook) takeResumer() *worker {
+	r := b.resumers[0]
+	copy(b.resumers, b.resumers[1:])
+	b.resumers[len(b.resumers)-1] = nil
+	b.resumers = b.resumers[:len(b.resumers)-1]
+	b.waiting.Add(-1)
+	b.parked.Add(-1)
+	return r
 }
 
 // attach gives a free place, if there is one, to a goroutine that will
@@ -140,17 +176,32 @@ func (b *placeBook) unpark(wk *worker) bool {
 
 // yield is a goroutine between requests giving its place to the first
 // resumer, if any (to is nil otherwise). wk then becomes a spare (spare
-// true), or exits if there are maxSpares already.
-func (b *placeBook) yield(wk *worker) (to *worker, spare bool) {
+// true) from now, or exits if there are as many spares as the pool wants
+// places.
+func (b *placeBook) yield(wk *worker, now time.Time) (to *worker, spare bool) {
 	if len(b.resumers) == 0 {
 		return nil, false
 	}
-	h := b.giveBack()
-	if len(b.spares) < b.maxSpares {
+	to = b.takeResumer()
+	if len(b.spares) < b.want {
+		wk.spareSince = now
 		b.spares = append(b.spares, wk)
-		return h.to, true
+		return to, true
 	}
-	return h.to, false
+	return to, false
+}
+
+// retire is a goroutine between requests giving its place up for good
+// because the pool has too many; it then exits. False: no excess (any
+// more).
+func (b *placeBook) retire() bool {
+	if b.excess.Load() == 0 {
+		return false
+	}
+	b.excess.Add(-1)
+	b.places--
+	b.retired++
+	return true
 }
 
 // leave is a goroutine that holds a place exiting (the pool is stopping).
@@ -169,10 +220,62 @@ func (b *placeBook) unspare(wk *worker) bool {
 	return false
 }
 
+// resize sets the number of places the pool should have. New places go to
+// resumers (returned, to be signalled) or become free; fewer places retire
+// free ones at once and leave the rest as excess, and spares beyond the
+// new number are returned in dismissed, oldest first, to be told to exit.
+func (b *placeBook) resize(want int) (resumed, dismissed []*worker) {
+	b.want = want
+	for b.places < want {
+		b.places++
+		if b.excess.Load() > 0 {
+			// A place retiring anyway: keep it instead.
+			b.excess.Add(-1)
+			b.places--
+			continue
+		}
+		if len(b.resumers) > 0 {
+			resumed = append(resumed, b.takeResumer())
+		} else {
+			b.free.Add(1)
+		}
+	}
+	for b.places > want && b.free.Load() > 0 {
+		b.free.Add(-1)
+		b.places--
+		b.retired++
+	}
+	b.excess.Store(int32(b.places - want))
+	if b.excess.Load() < 0 {
+		b.excess.Store(0)
+	}
+	for len(b.spares) > want {
+		dismissed = append(dismissed, b.spares[0])
+		b.spares = b.spares[1:]
+	}
+	return resumed, dismissed
+}
+
+// idleSpares takes out the spares that have waited since before cutoff,
+// to be told to exit.
+func (b *placeBook) idleSpares(cutoff time.Time) []*worker {
+	n := 0
+	for n < len(b.spares) && b.spares[n].spareSince.Before(cutoff) {
+		n++ // oldest first: spares is in the order they became spares
+	}
+	if n == 0 {
+		return nil
+	}
+	idle := append([]*worker(nil), b.spares[:n]...)
+	b.spares = append(b.spares[:0], b.spares[n:]...)
+	b.retired += uint64(n)
+	return idle
+}
+
 // check returns the first broken invariant for held places and goroutines
 // counted by the caller, or "".
 func (b *placeBook) check(held, goroutines int) string {
-	free, parked := int(b.free.Load()), int(b.parked.Load())
+	free, parked, excess := int(b.free.Load()), int(b.parked.Load()), int(b.excess.Load())
 	switch {
 	case held+free != b.places:
 		return "I1: held + free != places"
@@ -180,10 +283,12 @@ func (b *placeBook) check(held, goroutines int) string {
 		return "I2: parked out of bounds"
 	case len(b.resumers) > 0 && free > 0:
 		return "I3: a resumer waits while a place is free"
-	case len(b.spares) > b.maxSpares:
-		return "I4: too many spares"
+	case len(b.spares) > b.want:
+		return "I4: more spares than the pool wants places"
 	case goroutines != held+parked+len(b.spares):
 		return "I5: goroutines != held + parked + spares"
+	case excess != max(0, b.places-b.want) || (excess > 0 && free > 0):
+		return "I6: excess out of step with places and want"
 	case int(b.waiting.Load()) != len(b.resumers):
 		return "waiting != len(resumers)"
 	}
@@ -196,18 +301,26 @@ func (b *placeBook) check(held, goroutines int) string {
 type worker struct {
 	p      *Pool
 	w      ResponseWriter
-	place  chan struct{} // a place handed over while waiting as a resumer or a spare
-	parked bool          // the handler gave its place back (Unpark must get one)
-	ready  func() bool   // for WorkerWaker.Park; made once, a closure per Park would allocate
+	place  chan bool   // true: a place handed over while waiting as a resumer or a spare; false: a spare must exit
+	parked bool        // the handler gave its place back (Unpark must get one)
+	ready  func() bool // for WorkerWaker.Park; made once, a closure per Park would allocate
+
+	// Time the current request spent parked, so that the service time
+	// reported for it is time holding a place (the controller sizes the
+	// pool by it; waiting on a client needs no place).
+	parkedAt  time.Time
+	parkedFor time.Duration
+
+	spareSince time.Time // when it became a spare (under the pool's lock)
 }
 
 var _ stages.Parker = (*worker)(nil)
 
 func (p *Pool) newWorker() *worker {
-	wk := &worker{p: p, place: make(chan struct{}, 1)}
+	wk := &worker{p: p, place: make(chan bool, 1)}
 	wk.w.p = p
 	wk.w.wk = wk
-	wk.ready = func() bool { return p.in.Len() > 0 || p.book.waiting.Load() > 0 }
+	wk.ready = func() bool { return p.in.Len() > 0 || p.book.waiting.Load() > 0 || p.book.excess.Load() > 0 }
 	return wk
 }
 
@@ -225,6 +338,7 @@ func (wk *worker) Park() {
 		return
 	}
 	wk.parked = true
+	wk.parkedAt = time.Now()
 	p.running.Add(-1)
 	wk.setPhase(stages.PhaseParked)
 	p.hand(h)
@@ -245,6 +359,7 @@ func (wk *worker) Unpark() {
 		p.wake.Wake() // an idle goroutine hands its place over (its ready sees waiting)
 		<-wk.place
 	}
+	wk.parkedFor += time.Since(wk.parkedAt)
 	p.running.Add(1)
 	wk.setPhase(stages.PhaseRunning)
 }
@@ -259,7 +374,7 @@ func (wk *worker) setPhase(ph stages.Phase) {
 func (p *Pool) hand(h handoff) {
 	switch {
 	case h.to != nil:
-		h.to.place <- struct{}{}
+		h.to.place <- true
 	case h.spawn:
 		p.spawn()
 	}
@@ -269,18 +384,18 @@ func (p *Pool) hand(h handoff) {
 // until it is handed a place again (true) or must exit (false).
 func (p *Pool) yield(wk *worker, done <-chan struct{}) bool {
 	p.mu.Lock()
-	to, spare := p.book.yield(wk)
+	to, spare := p.book.yield(wk, time.Now())
 	p.mu.Unlock()
 	if to == nil {
 		return true // another goroutine served the resumers first
 	}
-	to.place <- struct{}{}
+	to.place <- true
 	if !spare {
 		return false
 	}
 	select {
-	case <-wk.place:
-		return true
+	case got := <-wk.place:
+		return got // false: retired as idle
 	case <-done:
 	}
 	p.mu.Lock()
@@ -289,8 +404,16 @@ func (p *Pool) yield(wk *worker, done <-chan struct{}) bool {
 	if exit {
 		return false
 	}
-	<-wk.place
-	return true
+	return <-wk.place
+}
+
+// retire gives wk's place up for good if the pool has too many places;
+// wk then exits (true).
+func (p *Pool) retire() bool {
+	p.mu.Lock()
+	gone := p.book.retire()
+	p.mu.Unlock()
+	return gone
 }
 
 // leave gives back the place of a goroutine that exits.

@@ -2,7 +2,10 @@ package processor
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // bookSim drives a placeBook the way the pool does, with goroutines as
@@ -18,10 +21,11 @@ type bookSim struct {
 	gone    int              // goroutines that exited
 	spawned int              // goroutines started: n1, n2, ...
 	queued  bool             // requests waiting in the ring
+	now     time.Time        // one second per step
 }
 
-func newBookSim(t *testing.T, places, maxParked, maxSpares int) *bookSim {
-	s := &bookSim{t: t, b: &placeBook{places: places, maxParked: maxParked, maxSpares: maxSpares},
+func newBookSim(t *testing.T, places, maxParked int) *bookSim {
+	s := &bookSim{t: t, b: &placeBook{places: places, want: places, maxParked: maxParked},
 		workers: map[string]*worker{}, holds: map[*worker]bool{}, parked: map[*worker]bool{}}
 	for i := 0; i < places; i++ {
 		s.holds[s.w(fmt.Sprint("w", i))] = true // Run starts one goroutine per place
@@ -68,10 +72,11 @@ func (s *bookSim) step(op, who, want string) {
 	s.t.Helper()
 	b := s.b
 	var wk *worker
-	if who != "" {
+	if who != "" && op != "resize" && op != "idle" { // their who is a number
 		wk = s.w(who)
 	}
 	got := ""
+	s.now = s.now.Add(time.Second)
 	switch op {
 	case "park": // who's handler is about to wait on its client
 		if !s.holds[wk] {
@@ -97,7 +102,7 @@ func (s *bookSim) step(op, who, want string) {
 			got = "waits"
 		}
 	case "yield": // who is between requests and sees resumers waiting
-		to, spare := b.yield(wk)
+		to, spare := b.yield(wk, s.now)
 		if to == nil {
 			got = "nothing"
 			break
@@ -120,6 +125,46 @@ func (s *bookSim) step(op, who, want string) {
 		delete(s.holds, wk)
 		s.gone++
 		got = s.apply(b.leave())
+	case "resize": // who is the new number of places
+		n, _ := strconv.Atoi(who)
+		resumed, dismissed := b.resize(n)
+		var out []string
+		for _, r := range resumed {
+			out = append(out, s.apply(handoff{to: r}))
+		}
+		for _, d := range dismissed {
+			out = append(out, "exit "+s.name(d))
+			s.gone++
+		}
+		for s.queued && b.free.Load() > 0 { // the pool attaches free places to queued work
+			out = append(out, s.apply(b.attach()))
+		}
+		got = strings.Join(out, ", ")
+		if got == "" {
+			got = "ok"
+		}
+	case "retire": // who is between requests and sees excess
+		if !s.holds[wk] {
+			s.t.Fatalf("%s retires without a place", who)
+		}
+		if b.retire() {
+			delete(s.holds, wk)
+			s.gone++
+			got = "exit"
+		} else {
+			got = "stays"
+		}
+	case "idle": // spares idle for more than who seconds exit
+		n, _ := strconv.Atoi(who)
+		var out []string
+		for _, d := range b.idleSpares(s.now.Add(-time.Duration(n) * time.Second)) {
+			out = append(out, "exit "+s.name(d))
+			s.gone++
+		}
+		got = strings.Join(out, ", ")
+		if got == "" {
+			got = "none"
+		}
 	default:
 		s.t.Fatalf("unknown op %q", op)
 	}
@@ -140,11 +185,11 @@ func (s *bookSim) step(op, who, want string) {
 func TestPlaceBook(t *testing.T) {
 	type step struct{ op, who, want string }
 	for _, tc := range []struct {
-		name                         string
-		places, maxParked, maxSpares int
-		steps                        []step
+		name              string
+		places, maxParked int
+		steps             []step
 	}{
-		{"a lone handler parks and unparks without waking anyone", 2, 8, 2, []step{
+		{"a lone handler parks and unparks without waking anyone", 2, 8, []step{
 			{"park", "w0", "free"},
 			{"unpark", "w0", "running"},
 			{"park", "w0", "free"},
@@ -152,14 +197,14 @@ func TestPlaceBook(t *testing.T) {
 			{"unpark", "w1", "running"},
 			{"unpark", "w0", "running"},
 		}},
-		{"queued work gets a parked handler's place", 2, 8, 2, []step{
+		{"queued work gets a parked handler's place", 2, 8, []step{
 			{"push", "", "free"}, // no free place: an idle goroutine takes it
 			{"park", "w0", "spawn n1"},
 			{"park", "w1", "spawn n2"},
 			{"pop", "", "ok"},
 			{"park", "n1", "free"},
 		}},
-		{"a request pushed while a place is free gets it", 1, 8, 1, []step{
+		{"a request pushed while a place is free gets it", 1, 8, []step{
 			{"park", "w0", "free"},
 			{"push", "", "spawn n1"},
 			{"pop", "", "ok"},
@@ -170,7 +215,7 @@ func TestPlaceBook(t *testing.T) {
 			{"push", "", "free"},
 			{"park", "w0", "to n1"},
 		}},
-		{"resumers go first, in order", 1, 8, 4, []step{
+		{"resumers go first, in order", 1, 8, []step{
 			{"park", "w0", "free"},
 			{"push", "", "spawn n1"},
 			{"pop", "", "ok"}, // n1 took the request
@@ -181,13 +226,13 @@ func TestPlaceBook(t *testing.T) {
 			{"unpark", "w0", "waits"},
 			{"yield", "n1", "w0, spare"},
 		}},
-		{"parked handlers are bounded", 2, 1, 2, []step{
+		{"parked handlers are bounded", 2, 1, []step{
 			{"park", "w0", "free"},
 			{"park", "w1", "refused"}, // waits on its client holding its place
 			{"unpark", "w0", "running"},
 			{"park", "w1", "free"},
 		}},
-		{"spares are bounded; the rest exit", 1, 8, 1, []step{
+		{"spares are bounded; the rest exit", 1, 8, []step{
 			{"park", "w0", "free"},
 			{"push", "", "spawn n1"},
 			{"pop", "", "ok"},
@@ -201,7 +246,66 @@ func TestPlaceBook(t *testing.T) {
 			{"unpark", "w0", "waits"},
 			{"yield", "n1", "w0, exit"}, // n2 is the one spare already
 		}},
-		{"leaving at shutdown hands the place to a resumer", 2, 8, 2, []step{
+		{"growing: a new place goes to a resumer first, then to queued work", 1, 8, []step{
+			{"park", "w0", "free"},
+			{"push", "", "spawn n1"},
+			{"unpark", "w0", "waits"}, // n1 holds the only place
+			{"resize", "3", "to w0, spawn n2"},
+			{"pop", "", "ok"},
+			{"resize", "4", "ok"}, // nothing queued: the new place stays free
+			{"push", "", "spawn n3"},
+		}},
+		{"shrinking retires free places first, then holders between requests", 3, 8, []step{
+			{"park", "w0", "free"},
+			{"resize", "1", "ok"}, // w0's free place goes at once; one holder must retire
+			{"retire", "w1", "exit"},
+			{"retire", "w2", "stays"}, // the pool is down to one place
+			{"unpark", "w0", "waits"},
+			{"yield", "w2", "w0, spare"},
+		}},
+		{"a place given back while there is excess vanishes", 2, 8, []step{
+			{"park", "w0", "free"},
+			{"push", "", "spawn n1"},
+			{"pop", "", "ok"},
+			{"unpark", "w0", "waits"},
+			{"resize", "1", "ok"},  // no free place: one of w1, n1 must go
+			{"park", "w1", "free"}, // its place vanishes instead of going to w0
+			{"retire", "n1", "stays"},
+			{"yield", "n1", "w0, spare"},
+		}},
+		{"growing back cancels a retirement still pending", 2, 8, []step{
+			{"resize", "1", "ok"},
+			{"resize", "2", "ok"},
+			{"retire", "w0", "stays"},
+		}},
+		{"shrinking below the spares dismisses the oldest", 2, 8, []step{
+			{"park", "w0", "free"},
+			{"park", "w1", "free"},
+			{"push", "", "spawn n1"},
+			{"push", "", "spawn n2"},
+			{"pop", "", "ok"},
+			{"unpark", "w0", "waits"},
+			{"unpark", "w1", "waits"},
+			{"yield", "n1", "w0, spare"},
+			{"yield", "n2", "w1, spare"},
+			{"resize", "1", "exit n1"}, // one spare at most now; w0 or w1 retires between requests
+			{"retire", "w0", "exit"},
+		}},
+		{"spares idle too long exit, oldest first", 2, 8, []step{
+			{"park", "w0", "free"},
+			{"park", "w1", "free"},
+			{"push", "", "spawn n1"},
+			{"push", "", "spawn n2"},
+			{"pop", "", "ok"},
+			{"unpark", "w0", "waits"},
+			{"unpark", "w1", "waits"},
+			{"yield", "n1", "w0, spare"}, // a spare from now
+			{"idle", "5", "none"},
+			{"yield", "n2", "w1, spare"},
+			{"idle", "2", "exit n1"},
+			{"idle", "0", "exit n2"},
+		}},
+		{"leaving at shutdown hands the place to a resumer", 2, 8, []step{
 			{"park", "w0", "free"},
 			{"push", "", "spawn n1"},
 			{"pop", "", "ok"},
@@ -212,7 +316,7 @@ func TestPlaceBook(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newBookSim(t, tc.places, tc.maxParked, tc.maxSpares)
+			s := newBookSim(t, tc.places, tc.maxParked)
 			for _, st := range tc.steps {
 				s.step(st.op, st.who, st.want)
 			}

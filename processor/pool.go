@@ -35,7 +35,7 @@ type chunk [chunkSize]byte
 // at once; handlers waiting on their client hold no place (see Places).
 type Pool struct {
 	cfg       Config
-	in        *stages.Ring[*stages.Request]
+	in        *stages.ClassQueue
 	wake      *stages.WorkerWaker
 	h         Handler
 	responses func() *stages.Response
@@ -48,8 +48,10 @@ type Pool struct {
 
 	spawn func() // starts one more goroutine, holding a place; set by Run
 
-	mu   sync.Mutex // guards book's lists
-	book placeBook
+	mu     sync.Mutex // guards book's lists, and the fields below
+	book   placeBook
+	serves bool // Run has started the goroutines for its places and is not stopping: resizing takes effect now
+	inited int  // places whose WorkerInit has run: 0..inited-1
 
 	draining atomic.Bool
 	started  atomic.Bool
@@ -57,12 +59,13 @@ type Pool struct {
 }
 
 // New returns a pool that serves requests from in with h. wake must be a
-// WorkerWaker made for cfg.Workers workers, and the pool's alone: the
-// readers call Pool.Wake (not wake.Wake) after pushing to in. responses
+// WorkerWaker made for as many workers as the pool may have places, and
+// the pool's alone: the readers call Pool.Wake (not wake.Wake) after
+// pushing to in. responses
 // returns an idle *stages.Response already wired to its writer (kick) and
 // to its recycling (whose function must call Pool.Release). counters may
 // be nil.
-func New(cfg Config, in *stages.Ring[*stages.Request], wake *stages.WorkerWaker, h Handler, responses func() *stages.Response, counters *stages.StageCounters) *Pool {
+func New(cfg Config, in *stages.ClassQueue, wake *stages.WorkerWaker, h Handler, responses func() *stages.Response, counters *stages.StageCounters) *Pool {
 	if in == nil || wake == nil || h == nil || responses == nil {
 		panic("quartet: processor.New needs a ring, a waker, a handler and a response source")
 	}
@@ -76,7 +79,7 @@ func New(cfg Config, in *stages.Ring[*stages.Request], wake *stages.WorkerWaker,
 	}
 	p.bufferLimit = min(maxBuffered, p.cfg.HighWater)
 	p.chunks.New = func() any { return new(chunk) }
-	p.book = placeBook{places: p.cfg.Workers, maxParked: p.cfg.MaxParked, maxSpares: p.cfg.Workers}
+	p.book = placeBook{places: p.cfg.Workers, want: p.cfg.Workers, maxParked: p.cfg.MaxParked}
 	return p
 }
 
@@ -97,31 +100,164 @@ func (p *Pool) Run(ctx context.Context) error {
 		return ErrPoolRunning
 	}
 	defer p.started.Store(false)
-	// Every place is held by one of the goroutines started below (a
-	// previous Run left them all free as its goroutines exited).
-	p.book.free.Store(0)
 	var wg sync.WaitGroup
 	// spawn starts the goroutines that hold the places, those that stand
 	// in for parked handlers, and the replacement of one lost to
 	// runtime.Goexit; the WaitGroup cannot reach zero meanwhile, as the
-	// goroutine that asks for one has not returned.
+	// goroutine that asks for one has not returned. Resizing spawns only
+	// while serves is set, which Run clears (under the lock) as ctx ends.
 	done := ctx.Done()
 	p.spawn = func() { wg.Go(func() { p.work(p.newWorker(), done) }) }
+	p.mu.Lock()
+	// Every place is held by one of the goroutines started below (a
+	// previous Run left them all free as its goroutines exited).
+	places := p.book.places
+	p.book.free.Store(0)
+	p.mu.Unlock()
 	var initErr error
-	var initOnce sync.Once
-	for i := range p.cfg.Workers {
-		if p.cfg.WorkerInit != nil {
-			// Apache's child_init, per worker: a module's per-worker state
-			// is ready before the worker takes its first request.
-			if err := p.cfg.WorkerInit(i); err != nil {
-				initOnce.Do(func() { initErr = fmt.Errorf("quartet: processor worker %d init: %w", i, err) })
-				break
-			}
+	spawned := 0
+	for i := range places {
+		if initErr = p.initPlace(i); initErr != nil {
+			break
 		}
 		p.spawn()
+		spawned++
 	}
+	p.mu.Lock()
+	if initErr != nil {
+		// The places left without a goroutine are free, and nothing new
+		// is started: the caller stops the pool.
+		p.book.free.Store(int32(places - spawned))
+	} else if ctx.Err() == nil {
+		p.serves = true
+		p.resizeLocked(p.book.want) // a SetPlaces while the places were starting
+	}
+	p.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.serves = false
+		p.mu.Unlock()
+	})
 	wg.Wait()
+	stop()
+	p.mu.Lock()
+	p.serves = false
+	p.mu.Unlock()
 	return initErr
+}
+
+// initPlace runs WorkerInit for place i the first time the pool has that
+// many places.
+func (p *Pool) initPlace(i int) error {
+	p.mu.Lock()
+	fresh := i >= p.inited
+	p.mu.Unlock()
+	if !fresh || p.cfg.WorkerInit == nil {
+		p.mu.Lock()
+		p.inited = max(p.inited, i+1)
+		p.mu.Unlock()
+		return nil
+	}
+	// Apache's child_init, per worker: a module's per-worker state is
+	// ready before the place takes its first request.
+	if err := p.cfg.WorkerInit(i); err != nil {
+		return fmt.Errorf("quartet: processor worker %d init: %w", i, err)
+	}
+	p.mu.Lock()
+	p.inited = max(p.inited, i+1)
+	p.mu.Unlock()
+	return nil
+}
+
+// SetPlaces sets the number of places: handlers that may run at once. It
+// takes effect at once while the pool runs (before Run, Run starts this
+// many): new places go to parked handlers waiting for one, then to queued
+// requests; retired places are free ones first, then places whose holder
+// finishes its current request and exits. It returns the number of places
+// the pool now aims at, which is fewer than n if a new place's WorkerInit
+// failed (the error says why). n below 1 counts as 1.
+func (p *Pool) SetPlaces(n int) (int, error) {
+	n = max(n, 1)
+	var err error
+	for i := p.initedCount(); i < n; i++ {
+		if err = p.initPlace(i); err != nil {
+			n = i
+			break
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.serves {
+		p.book.want = n
+		if !p.started.Load() {
+			p.book.places = n // Run starts them
+		}
+		return n, err
+	}
+	p.resizeLocked(n)
+	return n, err
+}
+
+func (p *Pool) initedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inited
+}
+
+// resizeLocked carries out a resize while the pool serves. p.mu held.
+func (p *Pool) resizeLocked(n int) {
+	if n < 1 {
+		return
+	}
+	resumed, dismissed := p.book.resize(n)
+	for _, wk := range resumed {
+		wk.place <- true
+	}
+	for _, wk := range dismissed {
+		wk.place <- false
+	}
+	// Free places go to queued work now; the holders of excess places
+	// that are idle must wake up to retire.
+	for p.in.Len() > 0 {
+		h := p.book.attach()
+		if h.none() {
+			break
+		}
+		p.hand(h)
+	}
+	for range p.book.excess.Load() {
+		p.wake.Wake()
+	}
+}
+
+// Places returns the number of places the pool aims at (SetPlaces), and
+// the number it has now: more while holders of retired places finish
+// their requests.
+func (p *Pool) Places() (want, have int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.book.want, p.book.places
+}
+
+// RetireSpares makes the spare goroutines (waiting to be handed a place;
+// see Places) that have waited longer than idle exit, and returns how many
+// it retired. The runtime calls it periodically.
+func (p *Pool) RetireSpares(idle time.Duration) int {
+	p.mu.Lock()
+	gone := p.book.idleSpares(time.Now().Add(-idle))
+	p.mu.Unlock()
+	for _, wk := range gone {
+		wk.place <- false
+	}
+	return len(gone)
+}
+
+// Goroutines returns the number of the pool's goroutines now: holding a
+// place, parked on their client, or spare.
+func (p *Pool) Goroutines() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.book.places - int(p.book.free.Load()) + int(p.book.parked.Load()) + len(p.book.spares)
 }
 
 // Drain starts a graceful shutdown: every response from now on closes its
@@ -182,6 +318,9 @@ func (p *Pool) putChunk(b []byte) {
 // pop and serve, or sleep while the ring is empty.
 func (p *Pool) work(wk *worker, done <-chan struct{}) {
 	for {
+		if p.book.excess.Load() > 0 && p.retire() {
+			return
+		}
 		if p.book.waiting.Load() > 0 {
 			if !p.yield(wk, done) {
 				return
@@ -213,9 +352,15 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 	if p.counters != nil {
 		p.counters.Dequeued.Add(1)
 	}
+	now := time.Now()
+	var waited time.Duration
+	if !req.Dispatched.IsZero() {
+		waited = now.Sub(req.Dispatched)
+	}
 	c := req.Conn
 	if c != nil && c.Gone() {
-		p.drop(req)
+		p.in.Finished(req, waited, 0, now) // before the drop hands req back
+		p.drop(req, now)
 		return
 	}
 	if c != nil {
@@ -223,7 +368,7 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 	}
 	p.running.Add(1)
 	w := &wk.w
-	now := time.Now()
+	wk.parkedFor = 0
 	resp := p.responses()
 	resp.Begin(c, req, now)
 	w.begin(resp, req, now)
@@ -248,11 +393,15 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 		} else {
 			w.answerBodyError()
 		}
+		took := time.Since(now)
 		if p.counters != nil {
 			// Before the response can reach its end: whoever sees the
 			// response's last byte sees its service time counted too.
-			p.counters.Service.Record(time.Since(now))
+			p.counters.Service.Record(took)
 		}
+		// And before the request can be reused (resp.Done below), while
+		// its Class is still this one.
+		p.in.Finished(req, waited, took-wk.parkedFor, now.Add(took))
 		w.finish()
 		w.end()
 		p.running.Add(-1)
@@ -271,9 +420,9 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 // drop lets go of a request whose client hung up before it started: no
 // handler runs, nothing is answered, and the connection goes back to its
 // reader to be closed.
-func (p *Pool) drop(req *stages.Request) {
+func (p *Pool) drop(req *stages.Request, now time.Time) {
 	resp := p.responses()
-	resp.Begin(req.Conn, req, time.Now())
+	resp.Begin(req.Conn, req, now)
 	resp.Drop(stages.FateClose)
 	if p.counters != nil {
 		p.counters.Dropped.Add(1)

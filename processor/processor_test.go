@@ -788,7 +788,7 @@ func TestRunDrainsQueue(t *testing.T) {
 		<-release
 		w.Write(r.Target)
 	})
-	in := stages.NewRing[*stages.Request](16)
+	in := stages.NewClassQueue(16, nil)
 	wake := stages.NewWorkerWaker(1)
 	fw := &fakeWriter{kicks: make(chan *stages.Response, 64), results: make(chan result, 16), stop: make(chan struct{}), stopped: make(chan struct{})}
 	go fw.run()

@@ -78,8 +78,12 @@ type Config struct {
 	MinBodyRate      int64
 	MinBodyRateGrace time.Duration // 0 means DefaultMinBodyRateGrace
 
-	// Dispatch hands a parsed request to the processors; false means their
-	// queue is full and the loop will try again on its next turn.
+	// Dispatch hands a parsed request to the processors (or answers it
+	// otherwise: the runtime may refuse it with a 503 through the
+	// writer), after which the connection is out of the loop's care until
+	// it is returned. False means the processors' queue is full: the loop
+	// keeps the request, reads nothing more from its connection, and
+	// dispatches it again after Unblock.
 	Dispatch func(*stages.Request) bool
 	// Fail answers a request the loop cannot dispatch (status 400, 408,
 	// 413, 414, 431, 501, 505) through the writer, which hands the
@@ -242,8 +246,9 @@ type Loop struct {
 
 	fifo [numClasses]struct{ head, tail int32 }
 
-	ready     []int32 // connections with more to read than one turn allowed
-	blocked   []int32 // parsed requests the processors had no room for
+	ready     []int32     // connections with more to read than one turn allowed
+	blocked   []int32     // parsed requests the processors had no room for
+	unblocked atomic.Bool // Unblock was called: the processors have room again
 	draining  bool
 	forced    bool
 	counters  *stages.StageCounters
@@ -406,6 +411,15 @@ func (l *Loop) Adopt(c *stages.Conn) {
 // runtime for requests a stopping pool left unserved.
 func (l *Loop) Return(c *stages.Conn, f stages.Fate) { l.send(msg{c: c, op: opReturn, fate: f}) }
 
+// Unblock tells the loop that the processors' queue has room again, so
+// that it dispatches the requests it holds because the queue was full. Any
+// goroutine; the processors' queue calls it (through the runtime) when a
+// pop makes room after a dispatch found it full.
+func (l *Loop) Unblock() {
+	l.unblocked.Store(true)
+	l.core.Notify() // may come at any time, also as the loop closes
+}
+
 // Drain starts a graceful shutdown: idle connections are closed, the others
 // when their current response is done.
 func (l *Loop) Drain() { l.send(msg{op: opDrain}) }
@@ -460,16 +474,14 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	}
 	if len(l.ready) > 0 {
 		timeout = 0
-	} else if len(l.blocked) > 0 && (timeout < 0 || timeout > time.Millisecond) {
-		timeout = time.Millisecond
 	}
 	return timeout, false
 }
 
 // pending is the re-check after the loop announced sleep: a hand-off
-// pushed since drainQueue looked found the loop running and wrote no
-// eventfd.
-func (l *Loop) pending() bool { return l.in.Len() > 0 }
+// pushed, or an Unblock, since the turn looked found the loop running and
+// wrote no eventfd.
+func (l *Loop) pending() bool { return l.in.Len() > 0 || l.unblocked.Load() }
 
 // event handles a readiness event for a connection, unless the connection
 // it was collected for has gone from its slot since.
@@ -895,8 +907,12 @@ func (l *Loop) dispatch(slot int32) {
 	}
 }
 
+// retryBlocked dispatches again the requests the processors had no room
+// for, once Unblock says there is room: a full queue costs no retries
+// while it stays full (a request that finds it full again waits for the
+// next Unblock).
 func (l *Loop) retryBlocked() {
-	if len(l.blocked) == 0 {
+	if !l.unblocked.Swap(false) || len(l.blocked) == 0 {
 		return
 	}
 	kept := l.blocked[:0]

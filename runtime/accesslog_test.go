@@ -30,9 +30,13 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 
 func (s *syncBuffer) lines() []string {
+	return strings.Split(strings.TrimSpace(s.String()), "\n")
+}
+
+func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
+	return s.b.String()
 }
 
 // combinedIO matches a combinedio line: host, user, request, status, %b,

@@ -9,6 +9,7 @@ import (
 	goruntime "runtime"
 	"time"
 
+	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
@@ -31,9 +32,31 @@ type Config struct {
 	Listeners int  // accept loops; more than one uses SO_REUSEPORT (1)
 	ReusePort bool // SO_REUSEPORT even with one accept loop (false)
 
-	Readers    int // R reader event loops (one per two CPUs)
-	Processors int // P handler workers: handlers may block (4 per CPU)
-	Writers    int // W writer event loops (one per two CPUs)
+	Readers int // R reader event loops (one per two CPUs)
+	Writers int // W writer event loops (one per two CPUs)
+
+	// Processors, ProcessorsMin and ProcessorsMax size the processor
+	// pool: the handlers that may run at once (places; see processor's
+	// Places). With neither bound set, a Processors above zero pins the
+	// pool at that size, and zero lets the controller size it between the
+	// default bounds: GOMAXPROCS (enough to keep every CPU busy with
+	// handlers that compute) and DefaultMaxProcessorsPerCPU × GOMAXPROCS.
+	// With a bound set, the controller sizes the pool within
+	// [ProcessorsMin, ProcessorsMax] (the one not set takes its default),
+	// starting at Processors, or at the minimum if Processors is 0. Sizes
+	// change while serving through Server.ChangeStage too. (0, 0, 0:
+	// sized by the controller.)
+	Processors    int
+	ProcessorsMin int
+	ProcessorsMax int
+
+	// QueueWaitTarget is admission control's target: a request that would
+	// wait longer than this for a processor place is refused at once with
+	// 503 and a Retry-After, in the reader, before it takes a place (its
+	// class's queue is judged by its own service rate; see package
+	// control). Negative turns admission control off: requests then wait
+	// for as long as the queue holds them. (500ms)
+	QueueWaitTarget time.Duration
 
 	// QueueCapacity sizes each hand-off queue: reader→processor, and the
 	// inbound queue of every reader and writer loop (4096).
@@ -113,13 +136,22 @@ const (
 	DefaultAddr            = "127.0.0.1:8080"
 	DefaultQueueCapacity   = 4096
 	DefaultShutdownTimeout = 30 * time.Second
+
+	// DefaultMaxProcessorsPerCPU bounds the processor pool the controller
+	// may grow to by default, per CPU: handlers that block 10 ms each need
+	// a thousand places per CPU to keep one CPU's worth of requests (about
+	// 100k a second of simple ones) moving; beyond that the I/O stages,
+	// not the places, are the limit. A place costs a goroutine (8 KiB of
+	// stack) only while it has work.
+	DefaultMaxProcessorsPerCPU = 1024
 )
 
 // DefaultConfig is the configuration a zero Config stands for, sized for
 // this machine: a reader and a writer loop per two CPUs (each loop serves
 // thousands of connections; more loops than CPUs only adds wake-ups), and
-// four handler workers per CPU, since handlers may block. Each value comes
-// from the Default constant of the package that owns the setting.
+// a processor pool that its controller sizes (Processors and its bounds
+// 0). Each value comes from the Default constant of the package that owns
+// the setting.
 func DefaultConfig() Config {
 	cpus := goruntime.GOMAXPROCS(0)
 	loops := max(1, cpus/2)
@@ -127,7 +159,6 @@ func DefaultConfig() Config {
 		Addr:            DefaultAddr,
 		Listeners:       1,
 		Readers:         loops,
-		Processors:      processor.DefaultWorkersPerCPU * cpus,
 		Writers:         loops,
 		QueueCapacity:   DefaultQueueCapacity,
 		MaxHeaderBytes:  reader.DefaultMaxHeaderBytes,
@@ -149,6 +180,7 @@ func DefaultConfig() Config {
 		MinBodyRateGrace:     reader.DefaultMinBodyRateGrace,
 		MinResponseRate:      writer.DefaultMinRate,
 		MinResponseRateGrace: writer.DefaultMinRateGrace,
+		QueueWaitTarget:      control.DefaultQueueWaitTarget,
 	}
 }
 
@@ -183,7 +215,15 @@ func (c *Config) Validate() error {
 		{"Listeners", c.Listeners, c.Listeners < 0 || (c.Listener != nil && c.Listeners > 1),
 			"must be >= 0, and at most 1 with a Listener"},
 		{"Readers", c.Readers, c.Readers < 0 || c.Readers > 1024, "must be 0..1024"},
-		{"Processors", c.Processors, c.Processors < 0 || c.Processors > 1<<16, "must be 0..65536"},
+		{"Processors", c.Processors, c.Processors < 0 || c.Processors > maxProcessors, "must be 0..65536"},
+		{"ProcessorsMin", c.ProcessorsMin, c.ProcessorsMin < 0 || c.ProcessorsMin > maxProcessors, "must be 0..65536"},
+		{"ProcessorsMax", c.ProcessorsMax, c.ProcessorsMax < 0 || c.ProcessorsMax > maxProcessors, "must be 0..65536"},
+		{"ProcessorsMin", c.ProcessorsMin, c.ProcessorsMin > 0 && c.ProcessorsMax > 0 && c.ProcessorsMin > c.ProcessorsMax,
+			fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax)},
+		{"Processors", c.Processors, c.Processors > 0 && c.ProcessorsMin > 0 && c.Processors < c.ProcessorsMin,
+			fmt.Sprintf("must be at least ProcessorsMin (%d)", c.ProcessorsMin)},
+		{"Processors", c.Processors, c.Processors > 0 && c.ProcessorsMax > 0 && c.Processors > c.ProcessorsMax,
+			fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax)},
 		{"Writers", c.Writers, c.Writers < 0 || c.Writers > 1024, "must be 0..1024"},
 		{"QueueCapacity", c.QueueCapacity, c.QueueCapacity < 0 || c.QueueCapacity > 1<<24, "must be 0..16777216"},
 		{"MaxConns", c.MaxConns, c.MaxConns < 0, "must be >= 0"},
@@ -216,6 +256,9 @@ func (c *Config) Validate() error {
 // buffer of its own size.
 const maxPrereadBody = 64 << 20
 
+// maxProcessors bounds the processor pool's size and bounds.
+const maxProcessors = 1 << 16
+
 // withDefaults fills every zero field from DefaultConfig: the one place
 // where defaults are applied.
 func (c Config) withDefaults() Config {
@@ -232,7 +275,37 @@ func (c Config) withDefaults() Config {
 	if c.Handler == nil {
 		c.Handler = notFound{}
 	}
+	c.Processors, c.ProcessorsMin, c.ProcessorsMax = processorSizes(c.Processors, c.ProcessorsMin, c.ProcessorsMax)
 	return c
+}
+
+// ProcessorSizing is what c says of the processor pool: where it starts,
+// its bounds, and whether its controller sizes it (see Config.Processors).
+func (c Config) ProcessorSizing() StageSize {
+	size, lo, hi := processorSizes(c.Processors, c.ProcessorsMin, c.ProcessorsMax)
+	return StageSize{Stage: StageProcessor, Size: size, Min: lo, Max: hi, Auto: lo < hi, Resizable: true}
+}
+
+// processorSizes fills in the processor pool's size and bounds (see
+// Config.Processors): a pinned size becomes equal bounds.
+func processorSizes(size, lo, hi int) (int, int, int) {
+	if lo == 0 && hi == 0 && size > 0 {
+		return size, size, size
+	}
+	cpus := goruntime.GOMAXPROCS(0)
+	if lo == 0 {
+		lo = cpus
+		if hi > 0 {
+			lo = min(lo, hi)
+		}
+	}
+	if hi == 0 {
+		hi = min(max(lo, DefaultMaxProcessorsPerCPU*cpus), maxProcessors)
+	}
+	if size == 0 {
+		size = lo
+	}
+	return min(max(size, lo), hi), lo, hi
 }
 
 // notFound is the handler of a Config without one.

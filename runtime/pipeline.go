@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/listener"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/reader"
@@ -21,21 +22,31 @@ import (
 // Server is one Quartet server: a listener, R reader loops, a pool of P
 // processors and W writer loops.
 //
-//	listener ──Adopt──▶ reader[i] ──Dispatch──▶ requests ring ──▶ processor pool
-//	    ▲                  ▲                                          │ Kick
-//	    └── Released ◀─ close ◀── Return (keep-alive/linger/close) ◀─ writer[j]
+//	listener ──Adopt──▶ reader[i] ──Dispatch──▶ admission ──▶ class queues ──▶ processor pool
+//	    ▲                  ▲    ▲                   │ 503                        │ Kick
+//	    │                  │    └──── Unblock ──────┼─── (room again) ◀──────────┤
+//	    └── Released ◀─ close ◀── Return (keep-alive/linger/close) ◀─ writer[j] ◀┘
 //
 // A connection is owned by one stage at a time; the arrows are the only
-// ways it moves, each through a bounded queue.
+// ways it moves, each through a bounded queue. Admission control refuses,
+// in the reader's dispatch, a request that would wait longer than
+// Config.QueueWaitTarget: it goes straight to the writer as a 503. The
+// control loop (tuning.go) sizes the processor pool and sets admission's
+// limits every period.
 type Server struct {
 	cfg Config
 
 	ln       *listener.Listener
 	readers  []*reader.Loop
-	requests *stages.Ring[*stages.Request] // reader → processor
+	requests *stages.ClassQueue // reader → processor, a ring per request class
+	classes  *routeClasses
 	wake     *stages.WorkerWaker
 	pool     *processor.Pool
 	writers  []*writer.Loop
+
+	sizing    sizing // the processor pool's size, bounds and mode
+	tuner     tuner  // the control loop
+	shedCache shedCache
 
 	responses sync.Pool // *stages.Response, wired to kick and recycle
 	ids       atomic.Uint64
@@ -103,9 +114,28 @@ func New(cfg Config) (*Server, error) {
 		s.writers = append(s.writers, w)
 	}
 
-	// Stage 3: the processor pool, fed by one ring that all readers share.
-	s.requests = stages.NewRing[*stages.Request](cfg.QueueCapacity)
-	s.wake = stages.NewWorkerWaker(cfg.Processors)
+	// Stage 3: the processor pool, fed by the class queues that all
+	// readers share; a pop that makes room in a class a reader found full
+	// tells the readers.
+	s.requests = stages.NewClassQueue(cfg.QueueCapacity, func() {
+		for _, r := range s.readers {
+			r.Unblock()
+		}
+	})
+	s.classes = newRouteClasses(s.requests, cfg.Logger)
+	z := cfg.ProcessorSizing()
+	s.sizing = sizing{size: z.Size, min: z.Min, max: z.Max, auto: z.Auto}
+	s.tuner = tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(cfg.QueueWaitTarget), period: control.DefaultPeriod}
+	if cfg.QueueWaitTarget > 0 {
+		// Until the controller knows a class's service time, its queue is
+		// limited by unknownLimit.
+		start := unknownLimit(z.Max, cfg.QueueWaitTarget, s.tuner.period)
+		s.requests.StartLimit(start, 1)
+		s.requests.SetLimit(0, start, 1)
+		s.requests.SetWaitTarget(cfg.QueueWaitTarget)
+	}
+	s.wake = stages.NewWorkerWaker(cfg.ProcessorsMax)
+	initial := cfg.Processors
 	s.pool = processor.New(processor.Config{
 		Workers:      cfg.Processors,
 		HighWater:    cfg.HighWater,
@@ -116,12 +146,12 @@ func New(cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 		WorkerInit: func(i int) error {
 			err := mods.stageInit(StageInfo{Stage: StageProcessor, Index: i})
-			if err != nil || i == cfg.Processors-1 {
-				s.initDone(err) // the pool counts once, when its last worker is ready or one failed
+			if i < initial && (err != nil || i == initial-1) {
+				s.initDone(err) // the pool counts once, when its last first worker is ready or one failed
 			}
 			return err
 		},
-	}, s.requests, s.wake, cfg.Handler, s.response, &s.counters.processor)
+	}, s.requests, s.wake, s.classes.wrap(cfg.Handler), s.response, &s.counters.processor)
 
 	// Stage 2: readers. They parse and dispatch, and close what they own.
 	for i := 0; i < cfg.Readers; i++ {
@@ -184,9 +214,20 @@ func (s *Server) assign(c *stages.Conn) {
 	s.readers[i].Adopt(c)
 }
 
-// dispatch: reader → processors. False when the ring is full; the reader
-// retries on its next turn (back-pressure, not loss).
+// dispatch: reader → processors, through admission control. A request
+// that would wait longer than the target is answered with a 503 (shed.go)
+// and counts as dispatched: its connection comes back from the writer.
+// False when its class's ring is full; the reader holds the request and
+// dispatches it again after Unblock (back-pressure, not loss).
 func (s *Server) dispatch(r *stages.Request) bool {
+	c := s.classes.classify(r)
+	r.Class = uint8(c)
+	now := time.Now()
+	if ok, retryAfter := s.requests.Admit(c, now); !ok {
+		s.shed(r, retryAfter, now)
+		return true
+	}
+	r.Dispatched = now
 	if !s.requests.Push(r) {
 		s.counters.processor.Rejected.Add(1)
 		return false
@@ -272,12 +313,20 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, r := range s.readers {
 		g.Go(func() error { return r.Run(run) })
 	}
+	ready := make(chan struct{})
+	go func() { s.inits.Wait(); close(ready) }()
+	g.Go(func() error {
+		select {
+		case <-ready:
+			s.tune(run) // until the stages stop
+		case <-run.Done():
+		}
+		return nil
+	})
 	// Accept only once every loop and worker has run its modules'
 	// stage-init: a request served earlier could find a module not yet
 	// ready in its loop (an RDMA completion queue, say).
 	g.Go(func() error {
-		ready := make(chan struct{})
-		go func() { s.inits.Wait(); close(ready) }()
 		select {
 		case <-ready:
 		case <-run.Done():

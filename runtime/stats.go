@@ -38,6 +38,12 @@ type Stats struct {
 	Conns       ConnStates
 	ReaderLoops []LoopStats // per reader loop: connections held and queue depth
 	WriterLoops []LoopStats
+
+	Sizes   []StageSize  // each stage's size and bounds, in pipeline order
+	Control ControlStats // the control loop's last period, and the request classes now
+	// ProcessorGoroutines is the pool's goroutines now: holding a place,
+	// parked on their client, or spare (waiting to be handed a place).
+	ProcessorGoroutines int
 }
 
 // ListenerStats is the first stage.
@@ -108,7 +114,10 @@ func (s *Server) Snapshot() Stats {
 		st.WriterLoops = append(st.WriterLoops, LoopStats{QueueDepth: w.QueueDepth()})
 	}
 	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: len(s.readers)}
-	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: s.cfg.Processors}
+	st.Sizes = s.StageSizes()
+	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
+	st.Control = s.controlStats()
+	st.ProcessorGoroutines = s.pool.Goroutines()
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: len(s.writers)}
 	st.Slow = SlowClientStats{
 		Parked:      s.pool.Parked(),

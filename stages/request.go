@@ -55,6 +55,14 @@ type Request struct {
 	WireBytes atomic.Int64
 	// Seq numbers the requests on one connection, from 1.
 	Seq uint64
+
+	// Class is the request's class for admission control and for fair
+	// scheduling between classes (ClassQueue); the runtime sets it as it
+	// dispatches the request.
+	Class uint8
+	// Dispatched is when the request was handed to the processors: its
+	// queue wait runs from here.
+	Dispatched time.Time
 }
 
 // HasBody reports whether a body follows the header block.

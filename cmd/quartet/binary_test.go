@@ -234,14 +234,16 @@ func TestSignals(t *testing.T) {
 		os.WriteFile(filepath.Join(a, "page"), []byte("from a"), 0o644)
 		os.WriteFile(filepath.Join(b, "page"), []byte("from b"), 0o644)
 		cfg := filepath.Join(dir, "q.yaml")
-		os.WriteFile(cfg, []byte("root: "+a+"\nreaders: 1\n"), 0o644)
+		os.WriteFile(cfg, []byte("root: "+a+"\nreaders: 1\nprocessors: 4\n"), 0o644)
 		p := startQuartet(t, serveCmd(t, "--config", cfg))
 		if got := fetch(t, "GET", p.url+"/page"); got != "200 from a" {
 			t.Fatalf("before: %q", got)
 		}
-		os.WriteFile(cfg, []byte("root: "+b+"\nreaders: 2\nbench-endpoints: true\n"), 0o644)
+		os.WriteFile(cfg, []byte("root: "+b+"\nreaders: 2\nbench-endpoints: true\nprocessors-min: 2\nprocessors-max: 16\n"), 0o644)
 		p.signal(syscall.SIGHUP)
 		p.waitLog(regexp.MustCompile(`SIGHUP: configuration reloaded`))
+		// The pool pinned at 4 gets a controller between 2 and 16.
+		p.waitLog(regexp.MustCompile(`stage bounds changed.*min=2 max=16 auto=true.*cause="config \(SIGHUP\)"`))
 		if !strings.Contains(p.log.String(), "readers: 1 -> 2") {
 			t.Errorf("the setting that needs a restart is not named:\n%s", p.log)
 		}

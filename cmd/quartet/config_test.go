@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -31,6 +32,9 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"not a mapping", "- readers\n", []string{"want a mapping"}},
 		{"a list value", "readers: [1, 2]\n", []string{`key "readers": want a single value`}},
 		{"pprof alone", "pprof: true\n", []string{"pprof needs --metrics-addr"}},
+		{"admin alone", "admin: true\n", []string{"admin needs --metrics-addr"}},
+		{"processor bounds crossed", "processors-min: 8\nprocessors-max: 4\n", []string{"processors-min = 8", "at most ProcessorsMax (4)"}},
+		{"a queue-wait target that is not a duration", "queue-wait-target: soon\n", []string{`key "queue-wait-target"`, `"soon" is not a duration`}},
 		{"unknown choice", "log-format: xml\n", []string{`key "log-format"`, `"xml" is not one of text, json`}},
 		{"two documents", "readers: 1\n---\nreaders: 2\n", []string{"more than one YAML document"}},
 	}
@@ -221,5 +225,49 @@ func TestBenchEndpointsOnlyInDemoModeOrWhenAsked(t *testing.T) {
 				t.Errorf("startup warning %v with the endpoints %v:\n%s", warned, tt.bench, log)
 			}
 		})
+	}
+}
+
+// --admin puts /admin/ on the metrics listener, with the processor
+// bounds and the queue-wait target given by the flags.
+func TestServeAdmin(t *testing.T) {
+	admin := freeAddr(t)
+	startServe(t, "--metrics-addr", admin, "--admin", "--processors-min", "2", "--processors-max", "8",
+		"--queue-wait-target", "250ms")
+	get := func(path string) string {
+		resp, err := http.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(b)
+	}
+	if body := get("/admin/stages"); !strings.Contains(body, "processor  2     2    8    on") {
+		t.Fatalf("/admin/stages:\n%s", body)
+	}
+	resp, err := http.PostForm("http://"+admin+"/admin/stages/processor", url.Values{"size": {"6"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "processor  6     2    8    off") {
+		t.Errorf("setting the size: %d\n%s", resp.StatusCode, b)
+	}
+	if body := get("/admin/control"); !strings.Contains(body, "queue-wait target 250ms") {
+		t.Errorf("/admin/control:\n%s", body)
+	}
+}
+
+// 0 turns admission control off on the command line, as it does the
+// other checks.
+func TestQueueWaitTargetZeroIsOff(t *testing.T) {
+	o, _, err := loadOptions([]string{"--queue-wait-target", "0"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.QueueWaitTarget >= 0 {
+		t.Errorf("--queue-wait-target 0 gives %v, want negative (off)", o.cfg.QueueWaitTarget)
 	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/admin"
 	"github.com/quartet-server/quartet/internal/systemd"
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
@@ -198,7 +199,7 @@ func (r *serveRun) run(ctx context.Context) error {
 	adminURL := "off"
 	if mx != nil {
 		mx.Attach(srv)
-		admin, ln, err := serveAdmin(o.metricsAddr, mx, srv, o.pprof, r.logger)
+		admin, ln, err := serveAdmin(o.metricsAddr, mx, srv, o.pprof, o.admin, r.logger)
 		if err != nil {
 			srv.Close()
 			return fmt.Errorf("--metrics-addr: %w", err)
@@ -309,7 +310,8 @@ func (r *serveRun) logStart(adminURL string) {
 	v := buildInfo()
 	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
-		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "writers", c.Writers,
+		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
+		"processors-max", c.ProcessorsMax, "writers", c.Writers,
 		"version", v.Version)
 	r.warnBench()
 }
@@ -413,6 +415,16 @@ func (r *serveRun) reload() {
 		live.accessLog, live.accessLogFormat = r.o.accessLog, r.o.accessLogFormat
 	}
 	r.level.Set(parseLevel(live.logLevel))
+	if sizing := next.cfg.ProcessorSizing(); sizing != r.o.cfg.ProcessorSizing() {
+		// The processor pool's size and bounds, through the same door as
+		// the admin's, logged with this cause.
+		if _, err := r.srv.ChangeStage(runtime.StageProcessor, runtime.StageChange{Size: sizing.Size,
+			Min: sizing.Min, Max: sizing.Max, Auto: &sizing.Auto, Cause: "config (SIGHUP)"}); err != nil {
+			r.logger.Error("SIGHUP: new processor sizes; keeping the old ones", "err", err)
+		} else {
+			live.cfg.Processors, live.cfg.ProcessorsMin, live.cfg.ProcessorsMax = next.cfg.Processors, next.cfg.ProcessorsMin, next.cfg.ProcessorsMax
+		}
+	}
 	*r.o = live
 	r.logger.Info("SIGHUP: configuration reloaded", "changed", strings.Join(changed, "; "),
 		"root", r.desc.root, "bench-endpoints", r.desc.bench)
@@ -524,15 +536,18 @@ func (a *accessLog) close() {
 	a.on.Store(false)
 }
 
-// serveAdmin serves /metrics, /healthz, /readyz (and /debug/pprof when
-// asked) on their own listener with net/http: operator traffic stays out
-// of the pipeline it measures, and a probe still gets an answer when the
-// pipeline is saturated.
-func serveAdmin(addr string, mx *metrics.Metrics, srv *runtime.Server, withPprof bool, logger *slog.Logger) (*http.Server, net.Listener, error) {
+// serveAdmin serves /metrics, /healthz, /readyz (and /debug/pprof and
+// /admin/ when asked) on their own listener with net/http: operator
+// traffic stays out of the pipeline it measures, and a probe still gets an
+// answer when the pipeline is saturated.
+func serveAdmin(addr string, mx *metrics.Metrics, srv *runtime.Server, withPprof, withAdmin bool, logger *slog.Logger) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", mx.Handler())
 	mux.Handle("/healthz", metrics.Live())
 	mux.Handle("/readyz", metrics.Ready(srv))
+	if withAdmin {
+		mux.Handle("/admin/", admin.Handler(srv, logger))
+	}
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

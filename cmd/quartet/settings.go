@@ -30,6 +30,7 @@ type serveOptions struct {
 	logLevel        string
 	metricsAddr     string
 	pprof           bool
+	admin           bool
 	rdma            string
 	rdmaAddr        string
 	rdmaDial        time.Duration
@@ -67,7 +68,10 @@ func (o *serveOptions) settings() []setting {
 		{"listeners", (*integer)(&c.Listeners), false, "accept loops (more than one uses SO_REUSEPORT)"},
 		{"reuseport", (*boolean)(&c.ReusePort), false, "set SO_REUSEPORT on the listening socket"},
 		{"readers", (*integer)(&c.Readers), false, "reader event loops (R)"},
-		{"processors", (*integer)(&c.Processors), false, "handler workers (P)"},
+		{"processors", (*integer)(&c.Processors), true, "handler places (P): alone, pins the pool at this size; with --processors-min/max, where its controller starts (0: the controller sizes it)"},
+		{"processors-min", (*integer)(&c.ProcessorsMin), true, "the processor controller's lower bound (0: GOMAXPROCS)"},
+		{"processors-max", (*integer)(&c.ProcessorsMax), true, "the processor controller's upper bound (0: 1024 x GOMAXPROCS)"},
+		{"queue-wait-target", (*durationOrOff)(&c.QueueWaitTarget), false, "refuse at once, with 503 and Retry-After, a request that would wait longer than this for a processor (0: never refuse)"},
 		{"writers", (*integer)(&c.Writers), false, "writer event loops (W)"},
 		{"queue", (*integer)(&c.QueueCapacity), false, "capacity of each hand-off queue"},
 		{"max-conns", (*integer)(&c.MaxConns), false, "open connections at most (0: no limit)"},
@@ -95,6 +99,7 @@ func (o *serveOptions) settings() []setting {
 		{"log-level", choice(&o.logLevel, "debug", "info", "warn", "error"), true, "server log level"},
 		{"metrics-addr", (*text)(&o.metricsAddr), false, "admin listener: Prometheus /metrics, /healthz, /readyz (default: off)"},
 		{"pprof", (*boolean)(&o.pprof), false, "also serve /debug/pprof on --metrics-addr"},
+		{"admin", (*boolean)(&o.admin), false, "also serve /admin/ on --metrics-addr: read and change stage sizes while serving (loopback clients only)"},
 		{"rdma", choice(&o.rdma, "off", "soft", "verbs", "auto"), false, "deliver bodies by RDMA to clients that ask (docs/rdma-http.md): off, soft, verbs, or auto (verbs where a device exists, else soft)"},
 		{"rdma-addr", (*text)(&o.rdmaAddr), false, "local IP whose RDMA device serves RDMA clients (default: the provider's first device)"},
 		{"rdma-dial-timeout", (*duration)(&o.rdmaDial), false, "connecting to a client's RDMA endpoint may take this long before the body goes over TCP"},
@@ -158,6 +163,9 @@ func (o *serveOptions) validate(given flagsGiven, configPath string) error {
 	}
 	if o.pprof && o.metricsAddr == "" {
 		return fmt.Errorf("%s needs --metrics-addr", where("pprof"))
+	}
+	if o.admin && o.metricsAddr == "" {
+		return fmt.Errorf("%s needs --metrics-addr", where("admin"))
 	}
 	if o.rdmaDial <= 0 {
 		return fmt.Errorf("%s = %v: must be positive", where("rdma-dial-timeout"), o.rdmaDial)
@@ -345,6 +353,29 @@ func (v *sizeInt64) Set(s string) error {
 		*v = sizeInt64(n)
 	}
 	return err
+}
+
+// durationOrOff fills a runtime.Config duration in which 0 takes the
+// default and a negative value turns the feature off; here 0 means off.
+type durationOrOff time.Duration
+
+func (v *durationOrOff) String() string {
+	if *v < 0 {
+		return "0"
+	}
+	return time.Duration(*v).String()
+}
+
+func (v *durationOrOff) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (like 500ms, 2s; 0 for off)", s)
+	}
+	if d <= 0 {
+		d = -1
+	}
+	*v = durationOrOff(d)
+	return nil
 }
 
 // rateOrOff (bytes per second) and countOrOff fill runtime.Config fields in

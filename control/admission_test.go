@@ -1,0 +1,107 @@
+package control
+
+import (
+	"testing"
+	"time"
+)
+
+// Admission limits from synthetic class measurements: how many requests
+// of each class may wait so that a new one waits no longer than the
+// target, by Little's law over the class's share of places.
+func TestAdmissionLimits(t *testing.T) {
+	const ms = time.Millisecond
+	type want struct {
+		queue, retry int64
+	}
+	for _, tc := range []struct {
+		name    string
+		target  time.Duration
+		places  int
+		history [][]ClassSample // earlier periods, oldest first
+		now     []ClassSample
+		want    []want
+	}{
+		{
+			// The overload: 4 places, 50 ms handlers drain 80/s,
+			// so 40 may wait for 500 ms.
+			name: "one class of 50 ms handlers on 4 places", target: 500 * ms, places: 4,
+			now:  []ClassSample{{Queued: 40, Held: 4, Completed: 8, RunSum: 8 * 50 * ms}},
+			want: []want{{queue: 40, retry: 1}},
+		},
+		{
+			// A slow class holding every place does not starve a fast one:
+			// the fast class counts on its fair half of the places.
+			name: "a fast class beside a slow one", target: 500 * ms, places: 4,
+			now: []ClassSample{
+				{Queued: 1000, Held: 4, Completed: 8, RunSum: 8 * 50 * ms},
+				{Queued: 0, Held: 0, Completed: 100, RunSum: 100 * 100 * time.Microsecond},
+			},
+			// slow: 4 places (the fast class holds none) / 50 ms = 80/s; its
+			// queue of 1000 drains in 12.5 s. fast: 2 places / 100 µs = 20,000/s.
+			want: []want{{queue: 40, retry: 13}, {queue: 10000, retry: 1}},
+		},
+		{
+			name: "classes sharing places evenly", target: 500 * ms, places: 8,
+			now: []ClassSample{
+				{Queued: 5, Held: 4, Completed: 10, RunSum: 10 * 10 * ms},
+				{Queued: 5, Held: 4, Completed: 10, RunSum: 10 * 10 * ms},
+			},
+			// each: 4 places / 10 ms = 400/s.
+			want: []want{{queue: 200, retry: 1}, {queue: 200, retry: 1}},
+		},
+		{
+			// Not another class's: classes differ, that is why they exist.
+			name: "a class with no history of its own gets the unknown limit", target: 500 * ms, places: 2,
+			now: []ClassSample{
+				{Queued: 0, Held: 0, Completed: 10, RunSum: 10 * 10 * ms},
+				{Queued: 3, Held: 0},
+			},
+			want: []want{{queue: 100, retry: 1}, {queue: 64, retry: 1}},
+		},
+		{
+			// No service time to judge by: as many may wait as the pool
+			// may have places (the unknown limit given, 64 here).
+			name: "no history at all: the pool's most places", target: 500 * ms, places: 2,
+			now:  []ClassSample{{Queued: 3, Held: 2}},
+			want: []want{{queue: 64, retry: 1}},
+		},
+		{
+			name: "off", target: 0, places: 2,
+			now:  []ClassSample{{Queued: 3, Held: 2, Completed: 10, RunSum: 10 * ms}},
+			want: []want{{queue: -1}},
+		},
+		{
+			name: "handlers slower than the target: one may still wait", target: 500 * ms, places: 1,
+			now:  []ClassSample{{Queued: 0, Held: 1, Completed: 1, RunSum: 2 * time.Second}},
+			want: []want{{queue: 1, retry: 1}},
+		},
+		{
+			// A period without finished requests keeps the service time
+			// learnt before; one with many moves it at once.
+			name: "service time is smoothed over periods", target: 500 * ms, places: 10,
+			history: [][]ClassSample{
+				{{Completed: 100, RunSum: 100 * 10 * ms}},
+				{{Queued: 0, Held: 10}},
+			},
+			now:  []ClassSample{{Queued: 0, Held: 10}},
+			want: []want{{queue: 500, retry: 1}}, // 10 places / 10 ms = 1000/s
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := NewAdmission(tc.target)
+			var out []Limit
+			for _, h := range tc.history {
+				out = a.Limits(h, tc.places, 64, out)
+			}
+			out = a.Limits(tc.now, tc.places, 64, out)
+			if len(out) != len(tc.want) {
+				t.Fatalf("%d limits, want %d", len(out), len(tc.want))
+			}
+			for i, w := range tc.want {
+				if out[i].Queue != w.queue || (w.queue >= 0 && out[i].RetryAfter != w.retry) {
+					t.Errorf("class %d: queue %d, retry %d s; want %d, %d s (%+v)", i, out[i].Queue, out[i].RetryAfter, w.queue, w.retry, out[i])
+				}
+			}
+		})
+	}
+}

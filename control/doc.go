@@ -1,0 +1,113 @@
+// Package control decides how big Quartet's stages should be and which
+// requests to admit, from what the stages measure. It is decision logic
+// only: fed one sample per period, it returns a decision, keeps a little
+// state between samples, and starts no goroutine. The runtime samples the
+// stages, calls it, and applies what it decides (runtime/tuning.go);
+// the tests feed it synthetic workloads.
+//
+// # The processor pool (Pool)
+//
+// Every period (DefaultPeriod, 100 ms) the pool controller gets the
+// requests admitted, finished and shed, their total queue wait and their
+// total time holding a place (time parked on a slow client excluded: it
+// needs no place), and the places busy and requests queued now. From them:
+//
+//	λ = admitted / period        S = time holding a place / finished (smoothed)
+//	W = queue wait / finished    R = max(λ(W + S), queued + busy now)
+//	target = R + β√R             β = 2
+//
+// R is Little's law: the arrivals keep λ(W+S) requests in the pool on
+// average, waiting or running, and that many places would serve them
+// without waiting. The β√R spare places are the square-root staffing rule
+// (Halfin and Whitt, 1981): with Poisson arrivals, R + β√R servers keep
+// the chance that a request waits at all near [1 + βΦ(β)/φ(β)]⁻¹, 3% for
+// β = 2, whatever the load, so the headroom grows with the load but more
+// slowly than it. The pool grows towards the target (at most ×4 a period,
+// so a pool of 4 reaches a thousand places in four periods), and retires
+// places once every target of the last DefaultRetireAfter (2 s) was below
+// its size, down to the largest of them. When every place is taken by a
+// request that has not finished and others queue, the law has no service
+// time to go by and the pool doubles (CauseStalled).
+//
+// Changes smaller than an eighth of the size are not made: the targets of
+// consecutive periods wander by about that much, and following them would
+// start and stop goroutines (and log) for nothing.
+//
+// More places only help handlers that block. For handlers that compute,
+// more places add no throughput, only longer service times: the CPUs are
+// the queue then, and it is invisible from the pool. So each growth step
+// is judged once 20 requests have finished after it, against the period
+// before it: if the places in use (time held / time, Little) grew and the
+// throughput grew by less than half as much on a log scale, the step is
+// undone down to throughput × old service time places (Little again),
+// which becomes a ceiling until DefaultProbeAfter (10 s), or until the
+// service time at the ceiling halves or doubles (the workload changed),
+// when growth is tried again.
+//
+// # Admission (Admission)
+//
+// A request is admitted while fewer requests of its class wait than
+// target × μ, μ being the rate at which the class's queue drains: by
+// Little's law, a queue longer than that makes a new request wait longer
+// than the target. μ is the class's places over its service time, its
+// places being its fair share among the classes with work, or what the
+// others leave it (processors take from the class that holds the fewest
+// places), and the pool's places those it can grow to within the target
+// when its controller is on (a burst the pool grows to serve is not
+// refused). The check in the request path compares two integers; the
+// estimating is done here once per period. Two corrections are made at
+// the door (stages.ClassQueue.Admit): a class whose queue was seen empty
+// within half the target is admitted beyond its limit (its requests leave
+// fast; the limit is a period old), and a class whose requests have not
+// finished yet is limited by a guess (the runtime's: 10 ms each). Refused
+// requests get 503 with a Retry-After of the time the class's queue needs
+// to drain (at least the target, at most MaxRetryAfter), and connections
+// stay open.
+//
+// DefaultQueueWaitTarget is 500 ms: long enough that an ordinary burst is
+// queued, not refused (100 to 1000 times a typical service time), and
+// well under the second after which people notice a page is slow; a
+// request that would wait longer is better told at once to come back.
+//
+// # What was taken from whom, and what was changed
+//
+// SEDA (Welsh, Culler and Brewer, SOSP 2001) gives every stage a thread
+// pool controller that adds a thread while the stage's queue is longer
+// than a threshold and removes threads idle for a while. Taken: a
+// controller per stage over its own queue, growth under queueing, idle
+// retirement. Changed: the threshold and the step are replaced by
+// Little's law, so the pool jumps to the size the load needs instead of
+// creeping one thread per period, and a growth step that does not add
+// throughput is undone (SEDA's controller would keep adding threads to a
+// CPU-bound stage up to its maximum).
+//
+// Adaptive overload control (Welsh and Culler, USITS 2003) admits
+// requests to a stage through a token bucket whose rate is cut
+// multiplicatively while the 90th-percentile response time of a window of
+// requests exceeds a target, raised additively otherwise, with a bucket
+// per class and a quick rejection instead of a growing queue. Taken: a
+// latency target, rejection at the door with an explicit answer, classes
+// controlled apart. Changed: the decision is made per request from the
+// queue it would join, not from the response times of requests that have
+// already suffered, so there is no feedback delay of a window and no
+// oscillation of an additive-increase/multiplicative-decrease rate; and the
+// target bounds what is controllable here, the wait for a place, to which
+// the service time is added, rather than the whole response time.
+//
+// Envoy's adaptive concurrency filter (gradient controller) and Netflix's
+// concurrency-limits (Gradient2, Vegas) adjust a concurrency limit by the
+// ratio of a baseline latency to the current one; Envoy measures its
+// baseline (minRTT) by periodically cutting concurrency to a minimum, which
+// costs throughput and latency while it lasts. Taken: service time that
+// inflates with concurrency means a queue where it cannot be seen. Changed:
+// the baseline is the service time just before our own growth step and
+// the test is on the throughput that step bought, so nothing is ever
+// throttled to measure, and the controller sizes the pool rather than
+// refusing requests with it (admission is separate, by wait).
+//
+// Apache's event MPM keeps idle threads between MinSpareThreads and
+// MaxSpareThreads, checked once a second. Taken: bounds and periodic
+// maintenance. Changed: idleness is measured in time (places unused for
+// RetireAfter, spare goroutines idle for as long) rather than as a count
+// of idle threads, which has to be tuned per workload.
+package control

@@ -1,0 +1,352 @@
+package control
+
+import (
+	"math"
+	"time"
+)
+
+// Defaults for PoolConfig's zero fields; doc.go says why each is what it is.
+const (
+	DefaultPeriod      = 100 * time.Millisecond
+	DefaultRetireAfter = 2 * time.Second
+	DefaultHeadroom    = 2.0
+	DefaultProbeAfter  = 10 * time.Second
+	// DefaultGrowthFactor bounds how much the pool may grow in one period.
+	DefaultGrowthFactor = 4
+	// minSamples is how many finished requests an estimate needs before
+	// a saturation check trusts it.
+	minSamples = 20
+	// maxCheckPeriods bounds how long a saturation check may gather
+	// samples after a growth step before it gives up, inconclusive.
+	maxCheckPeriods = 5
+	// ceilingSettle is how many periods the smoothed service time needs
+	// (it halves the weight of the past each period) before it says what
+	// the service time at a new ceiling is.
+	ceilingSettle = 4
+)
+
+// PoolConfig tunes a Pool controller. The zero value takes the defaults.
+type PoolConfig struct {
+	Period       time.Duration // how often Decide is called
+	RetireAfter  time.Duration // places unused this long retire
+	Headroom     float64       // β in R + β√R: spare places for bursts, in standard deviations
+	ProbeAfter   time.Duration // a saturation ceiling is tried again after this
+	GrowthFactor int           // the pool at most multiplies by this per period
+}
+
+func (c PoolConfig) withDefaults() PoolConfig {
+	if c.Period <= 0 {
+		c.Period = DefaultPeriod
+	}
+	if c.RetireAfter <= 0 {
+		c.RetireAfter = DefaultRetireAfter
+	}
+	if c.Headroom <= 0 {
+		c.Headroom = DefaultHeadroom
+	}
+	if c.ProbeAfter <= 0 {
+		c.ProbeAfter = DefaultProbeAfter
+	}
+	if c.GrowthFactor < 2 {
+		c.GrowthFactor = DefaultGrowthFactor
+	}
+	return c
+}
+
+// PoolSample is one period's measurements of the processor pool: counts
+// since the previous sample, and gauges now.
+type PoolSample struct {
+	Elapsed   time.Duration // since the previous sample
+	Admitted  uint64        // requests that joined the pool's queue
+	Shed      uint64        // requests refused by admission control
+	Completed uint64        // requests that let go of their place (handler returned, or dropped)
+	WaitSum   time.Duration // total time the Completed waited in the queue
+	RunSum    time.Duration // total time they held a place (time parked on their client excluded)
+	Queued    int           // requests waiting now
+	Busy      int           // handlers running with a place now
+	Size      int           // places now
+}
+
+// Estimates are what the controller derived from a sample.
+type Estimates struct {
+	ArrivalRate float64       // λ: requests per second joining the queue
+	Offered     float64       // requests per second offered, shed ones included
+	Throughput  float64       // requests per second that finished
+	QueueWait   time.Duration // mean time a finished request waited for a place
+	Service     time.Duration // mean time a request held a place (smoothed)
+	Busy        float64       // mean places in use over the period: Throughput × Service (Little)
+	Demand      float64       // R: places in use, plus waiting, that the arrivals keep busy: λ(W + S), at least what is queued and running now
+	Target      int           // R + β√R: the places that serve R with a small chance of waiting at all
+}
+
+// Cause says why a Decision changed the size.
+type Cause string
+
+// The causes a controller gives.
+const (
+	CauseNone      Cause = ""
+	CauseDemand    Cause = "demand"    // Little's law wants more places than the pool has
+	CauseStalled   Cause = "stalled"   // every place busy, requests queued, none finished: blocked handlers
+	CauseSaturated Cause = "saturated" // the last growth did not add throughput: the CPUs, not the places, are the limit
+	CauseIdle      Cause = "idle"      // places unused for RetireAfter
+	CauseBounds    Cause = "bounds"    // the size was outside new bounds
+)
+
+// Decision is what a Pool controller decided for one sample.
+type Decision struct {
+	Size    int   // places the pool should have
+	Cause   Cause // why Size differs from the sample's, CauseNone if it does not
+	Ceiling int   // a growth limit found by a saturation check (0: none)
+	Estimates
+}
+
+// Pool is the processor pool's controller: fed one PoolSample per period,
+// it decides how many places the pool should have (see doc.go). It keeps
+// a little state between samples and starts no goroutine; it is not safe
+// for concurrent use.
+type Pool struct {
+	cfg PoolConfig
+
+	service ewma // time holding a place, per request
+	present int  // requests queued or running at the previous sample
+
+	targets []int // the last RetireAfter/Period targets, newest last
+	// check is the saturation check of the last growth step: the pool
+	// grew from from places, when it ran busy places and finished
+	// throughput requests per second; since then it has gathered samples.
+	check struct {
+		pending    bool
+		from       int
+		busy       float64
+		throughput float64
+		service    time.Duration
+		periods    int
+		completed  uint64
+		runSum     time.Duration
+		elapsed    time.Duration
+	}
+	ceiling        int           // growth limit from a failed check; 0: none
+	ceilingAge     int           // periods since the ceiling was set
+	ceilingService time.Duration // the service time settled at the ceiling
+}
+
+// NewPool returns a pool controller.
+func NewPool(cfg PoolConfig) *Pool {
+	cfg = cfg.withDefaults()
+	return &Pool{cfg: cfg, service: ewma{decay: 0.5}}
+}
+
+// Config returns the controller's configuration, defaults applied.
+func (c *Pool) Config() PoolConfig { return c.cfg }
+
+// Decide takes one sample and returns the size the pool should have,
+// within [lo, hi].
+func (c *Pool) Decide(s PoolSample, lo, hi int) Decision {
+	lo = max(lo, 1)
+	hi = max(hi, lo)
+	e := c.estimate(s)
+	d := Decision{Size: s.Size, Estimates: e}
+	switch {
+	case s.Size < lo || s.Size > hi:
+		d.Size, d.Cause = min(max(s.Size, lo), hi), CauseBounds
+	case c.checkGrowth(s, &d):
+		// A growth step that did not pay was undone.
+	case c.grow(s, &d, hi):
+	case c.retire(s, &d, lo):
+	}
+	c.remember(e.Target)
+	if c.ceiling > 0 {
+		c.ceilingAge++
+		// Try again after ProbeAfter, or sooner when the service time at
+		// the ceiling has halved or doubled: the workload has changed, and
+		// the ceiling was the old one's. The reference is the service time
+		// once settled at the ceiling: in the first periods the smoothed
+		// one still carries the step that was undone.
+		if c.ceilingAge == ceilingSettle {
+			c.ceilingService = d.Service
+		}
+		cs, s := c.ceilingService, d.Service
+		changed := c.ceilingAge > ceilingSettle && (s > 2*cs || 2*s < cs)
+		if time.Duration(c.ceilingAge)*c.cfg.Period >= c.cfg.ProbeAfter || changed {
+			c.ceiling = 0
+		}
+	}
+	d.Ceiling = c.ceiling
+	return d
+}
+
+func (c *Pool) estimate(s PoolSample) Estimates {
+	var e Estimates
+	dt := s.Elapsed.Seconds()
+	if dt <= 0 {
+		dt = c.cfg.Period.Seconds()
+	}
+	e.ArrivalRate = float64(s.Admitted) / dt
+	e.Offered = float64(s.Admitted+s.Shed) / dt
+	e.Throughput = float64(s.Completed) / dt
+	c.service.add(s.RunSum, s.Completed)
+	e.Service = c.service.mean()
+	if s.Completed > 0 {
+		e.QueueWait = s.WaitSum / time.Duration(s.Completed)
+	}
+	e.Busy = e.Throughput * e.Service.Seconds()
+	// Little's law: the arrivals keep λ(W+S) requests in the pool on
+	// average, waiting or running. Requests queued and running now count
+	// too, if they were as many at the previous sample: in an overload the
+	// ones that finished waited less than those behind them; a backlog of
+	// one instant (handlers that compute, descheduled for a moment) is
+	// not demand.
+	present := s.Queued + s.Busy
+	e.Demand = max(e.ArrivalRate*(e.QueueWait+e.Service).Seconds(), float64(min(present, c.present)))
+	c.present = present
+	if e.Demand > 0 {
+		e.Target = int(math.Ceil(e.Demand + c.cfg.Headroom*math.Sqrt(e.Demand)))
+	}
+	return e
+}
+
+// grow raises the size towards the target when Little's law asks for more
+// places, or doubles it when every place is stuck on a request that has
+// not finished while others wait (the law has no service time to go by).
+func (c *Pool) grow(s PoolSample, d *Decision, hi int) bool {
+	if c.check.pending {
+		return false // one step at a time: the last one is being judged
+	}
+	limit := min(hi, s.Size*c.cfg.GrowthFactor)
+	if c.ceiling > 0 {
+		limit = min(limit, c.ceiling)
+	}
+	want := d.Target
+	cause := CauseDemand
+	if s.Completed == 0 && s.Queued > 0 && s.Busy >= s.Size {
+		want, cause = 2*s.Size, CauseStalled
+	}
+	want = min(want, limit)
+	if want <= s.Size || (want < s.Size+step(s.Size) && want < limit) {
+		return false // within the headroom's noise: not worth a change (and a log line)
+	}
+	d.Size, d.Cause = want, cause
+	// The step's "before", from this period alone (not the smoothed
+	// estimates, which may still carry an earlier workload): the places
+	// in use on average are the time they were held over the period
+	// (Little), the throughput what finished.
+	ck := &c.check
+	ck.pending = s.Completed >= minSamples && s.Busy >= s.Size && s.Elapsed > 0
+	if ck.pending {
+		ck.from = s.Size
+		ck.busy = s.RunSum.Seconds() / s.Elapsed.Seconds()
+		ck.throughput = float64(s.Completed) / s.Elapsed.Seconds()
+		ck.service = s.RunSum / time.Duration(s.Completed)
+		ck.periods, ck.completed, ck.runSum, ck.elapsed = 0, 0, 0, 0
+	}
+	return true
+}
+
+// checkGrowth judges the last growth step once it has enough samples: if
+// the places in use grew and the throughput did not grow with them (less
+// than half of it, on a log scale), the new places only queue for the
+// CPUs. The step is undone, down to the places that the new throughput
+// needs at the old service time (Little again), and that becomes the
+// ceiling until ProbeAfter. This is the Vegas idea (service time inflating
+// with concurrency means a queue has formed where we cannot see it)
+// measured on our own step rather than against a minimum RTT that must be
+// re-measured by cutting concurrency, as Envoy's gradient controller does.
+func (c *Pool) checkGrowth(s PoolSample, d *Decision) bool {
+	if !c.check.pending {
+		return false
+	}
+	ck := &c.check
+	ck.periods++
+	ck.completed += s.Completed
+	ck.runSum += s.RunSum
+	ck.elapsed += s.Elapsed
+	if ck.completed < minSamples {
+		if ck.periods >= maxCheckPeriods {
+			ck.pending = false
+		}
+		return false
+	}
+	ck.pending = false
+	if ck.elapsed <= 0 {
+		return false
+	}
+	throughput := float64(ck.completed) / ck.elapsed.Seconds()
+	busy := ck.runSum.Seconds() / ck.elapsed.Seconds()
+	if ck.busy <= 0 || ck.throughput <= 0 || busy < 1.25*ck.busy {
+		return false // the new places were hardly used: nothing learnt
+	}
+	if math.Log(throughput/ck.throughput) >= 0.5*math.Log(busy/ck.busy) {
+		return false // it paid
+	}
+	need := throughput * ck.service.Seconds()
+	size := int(math.Ceil(need + c.cfg.Headroom*math.Sqrt(need)))
+	size = min(max(size, ck.from), s.Size)
+	c.ceiling, c.ceilingAge = size, 0
+	if size < s.Size {
+		d.Size, d.Cause = size, CauseSaturated
+	}
+	return true
+}
+
+// retire lowers the size to the largest target of the last RetireAfter,
+// once every one of them was below the size.
+func (c *Pool) retire(s PoolSample, d *Decision, lo int) bool {
+	n := c.window()
+	if len(c.targets) < n-1 {
+		return false // not a whole window of evidence yet
+	}
+	most := d.Target
+	for _, t := range c.targets[len(c.targets)-(n-1):] {
+		most = max(most, t)
+	}
+	want := max(lo, most)
+	if want >= s.Size || (want > s.Size-step(s.Size) && want > lo) {
+		return false
+	}
+	d.Size, d.Cause = want, CauseIdle
+	return true
+}
+
+// step is the smallest change worth making to a pool of size places, an
+// eighth: the targets of consecutive periods wander by about that much
+// (the √R headroom is of that order for pools of tens to thousands), and
+// following them would start and stop goroutines, and log, for nothing.
+func step(size int) int { return max(1, size/8) }
+
+func (c *Pool) window() int {
+	return max(1, int(c.cfg.RetireAfter/c.cfg.Period))
+}
+
+func (c *Pool) remember(target int) {
+	n := c.window()
+	if len(c.targets) == n {
+		copy(c.targets, c.targets[1:])
+		c.targets = c.targets[:n-1]
+	}
+	c.targets = append(c.targets, target)
+}
+
+// ewma is a mean over samples that weighs each period's samples by their
+// number and multiplies the weight of older periods by decay each period
+// that has samples: a period with many samples moves it at once, one with
+// few barely, and periods without samples leave it as it was.
+type ewma struct {
+	decay  float64
+	sum    float64 // seconds
+	weight float64
+}
+
+func (a *ewma) add(total time.Duration, n uint64) {
+	if n == 0 {
+		return
+	}
+	a.sum = a.sum*a.decay + total.Seconds()
+	a.weight = a.weight*a.decay + float64(n)
+}
+
+func (a *ewma) mean() time.Duration {
+	if a.weight < 1e-9 {
+		return 0
+	}
+	return time.Duration(a.sum / a.weight * float64(time.Second))
+}

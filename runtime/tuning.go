@@ -1,0 +1,411 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/quartet-server/quartet/control"
+	"github.com/quartet-server/quartet/stages"
+)
+
+// Sizing the stages while serving: the API (StageSize, ChangeStage), and
+// the control loop that samples the stages every control period, feeds the
+// controllers of package control, and applies what they decide.
+//
+// The period is control.DefaultPeriod, 100 ms: short enough that the pool
+// reaches the size a new load needs within half a second (growth is at
+// most ×4 a period) and that admission limits follow a change of service
+// time before a queue of the old size has drained, long enough that a
+// period of a few hundred requests a second holds tens of them, which is
+// what a mean needs. Its cost is one pass over the open classes' counters
+// (a few atomic loads each) ten times a second.
+
+// ErrNotResizable is returned (wrapped, naming the stage) by ChangeStage
+// for a stage whose size cannot change while serving.
+var ErrNotResizable = errors.New("quartet: stage cannot be resized while serving")
+
+// StageSize is a stage's size and the bounds its controller keeps it in.
+type StageSize struct {
+	Stage     Stage
+	Size      int  // loops or places it aims at now
+	Min, Max  int  // the controller's bounds
+	Auto      bool // a controller sizes it within [Min, Max]
+	Resizable bool // ChangeStage can change it while serving
+}
+
+// StageChange is a change to a stage's size or bounds. Zero fields and a
+// nil Auto leave things as they are.
+type StageChange struct {
+	// Size sets the size now. It turns the controller off for the stage
+	// (the size stays where it is put) unless Auto is given as true, in
+	// which case the controller starts from it.
+	Size int
+	// Min and Max set the bounds; the size is brought inside them.
+	Min, Max int
+	// Auto turns the stage's controller on or off.
+	Auto *bool
+	// Cause says who asked, for the log ("admin 127.0.0.1:40112");
+	// "" logs "api".
+	Cause string
+}
+
+// sizing is the processor pool's size, bounds and mode; the pool carries
+// the size out (processor.Pool.SetPlaces).
+type sizing struct {
+	mu       sync.Mutex
+	size     int
+	min, max int
+	auto     bool
+}
+
+func (z *sizing) get() (size, lo, hi int, auto bool) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.size, z.min, z.max, z.auto
+}
+
+// StageSize returns a stage's size and bounds.
+func (s *Server) StageSize(st Stage) (StageSize, error) {
+	switch st {
+	case StageReader:
+		n := len(s.readers)
+		return StageSize{Stage: st, Size: n, Min: n, Max: n}, nil
+	case StageWriter:
+		n := len(s.writers)
+		return StageSize{Stage: st, Size: n, Min: n, Max: n}, nil
+	case StageProcessor:
+		size, lo, hi, auto := s.sizing.get()
+		return StageSize{Stage: st, Size: size, Min: lo, Max: hi, Auto: auto, Resizable: true}, nil
+	}
+	return StageSize{}, fmt.Errorf("quartet: no stage %q (stages: reader, processor, writer)", st)
+}
+
+// StageSizes returns every stage's size, in pipeline order.
+func (s *Server) StageSizes() []StageSize {
+	out := make([]StageSize, 0, 3)
+	for _, st := range []Stage{StageReader, StageProcessor, StageWriter} {
+		z, _ := s.StageSize(st)
+		out = append(out, z)
+	}
+	return out
+}
+
+// ChangeStage changes a stage's size, bounds or mode while serving (or
+// before), logs the change with its cause, and returns the stage's size
+// as it now is. The processor pool takes a new size at once: new places
+// go to queued requests, and retired places' handlers finish their
+// request first. Reader and writer loop counts cannot change yet: their
+// change returns an error wrapping ErrNotResizable.
+func (s *Server) ChangeStage(st Stage, ch StageChange) (StageSize, error) {
+	if st == StageReader || st == StageWriter {
+		z, _ := s.StageSize(st)
+		return z, fmt.Errorf("%w: the %s stage has %d loops, set by Config.%s at start; loop counts become resizable once the event loops can hand connections over",
+			ErrNotResizable, st, z.Size, map[Stage]string{StageReader: "Readers", StageWriter: "Writers"}[st])
+	}
+	if st != StageProcessor {
+		return StageSize{}, fmt.Errorf("quartet: no stage %q (stages: reader, processor, writer)", st)
+	}
+	if err := checkChange(ch); err != nil {
+		z, _ := s.StageSize(st)
+		return z, err
+	}
+	cause := ch.Cause
+	if cause == "" {
+		cause = "api"
+	}
+	z := &s.sizing
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	lo, hi := z.min, z.max
+	if ch.Min > 0 {
+		lo = ch.Min
+	}
+	if ch.Max > 0 {
+		hi = ch.Max
+	}
+	if lo > hi {
+		cur := StageSize{Stage: st, Size: z.size, Min: z.min, Max: z.max, Auto: z.auto, Resizable: true}
+		return cur, fmt.Errorf("quartet: processor bounds %d..%d: the minimum is above the maximum", lo, hi)
+	}
+	size := z.size
+	if ch.Size > 0 {
+		if ch.Size < lo || ch.Size > hi {
+			cur := StageSize{Stage: st, Size: z.size, Min: z.min, Max: z.max, Auto: z.auto, Resizable: true}
+			return cur, fmt.Errorf("quartet: processor size %d is outside the bounds %d..%d (set min and max with it to move them)", ch.Size, lo, hi)
+		}
+		size = ch.Size
+	}
+	size = min(max(size, lo), hi)
+	auto := z.auto
+	if ch.Auto != nil {
+		auto = *ch.Auto
+	} else if ch.Size > 0 {
+		auto = false // a size set by hand stays where it is put
+	}
+	if lo != z.min || hi != z.max || auto != z.auto {
+		s.cfg.Logger.Info("quartet: stage bounds changed", "stage", st, "min", lo, "max", hi, "auto", auto,
+			"was_min", z.min, "was_max", z.max, "was_auto", z.auto, "cause", cause)
+	}
+	z.min, z.max, z.auto = lo, hi, auto
+	s.resizeLocked(size, cause)
+	return StageSize{Stage: st, Size: z.size, Min: lo, Max: hi, Auto: auto, Resizable: true}, nil
+}
+
+func checkChange(ch StageChange) error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"size", ch.Size}, {"min", ch.Min}, {"max", ch.Max}} {
+		if f.v < 0 || f.v > maxProcessors {
+			return fmt.Errorf("quartet: processor %s %d: must be 1..%d", f.name, f.v, maxProcessors)
+		}
+	}
+	return nil
+}
+
+// SetStageSize pins a stage at size n (its controller off).
+func (s *Server) SetStageSize(st Stage, n int) error {
+	if n < 1 {
+		return fmt.Errorf("quartet: %s size %d: must be at least 1", st, n)
+	}
+	_, err := s.ChangeStage(st, StageChange{Size: n})
+	return err
+}
+
+// SetStageBounds sets the bounds a stage's controller keeps it in.
+func (s *Server) SetStageBounds(st Stage, lo, hi int) error {
+	if lo < 1 || hi < 1 {
+		return fmt.Errorf("quartet: %s bounds %d..%d: both must be at least 1", st, lo, hi)
+	}
+	_, err := s.ChangeStage(st, StageChange{Min: lo, Max: hi})
+	return err
+}
+
+// SetStageAuto turns a stage's controller on or off.
+func (s *Server) SetStageAuto(st Stage, on bool) error {
+	_, err := s.ChangeStage(st, StageChange{Auto: &on})
+	return err
+}
+
+// resizeLocked sets the pool's size and logs it. s.sizing.mu held.
+func (s *Server) resizeLocked(n int, cause string, attrs ...any) {
+	z := &s.sizing
+	if n == z.size {
+		return
+	}
+	got, err := s.pool.SetPlaces(n)
+	args := append([]any{"stage", StageProcessor, "from", z.size, "to", got, "cause", cause}, attrs...)
+	if err != nil {
+		args = append(args, "err", err)
+		s.cfg.Logger.Error("quartet: stage resized short", args...)
+	} else {
+		s.cfg.Logger.Info("quartet: stage resized", args...)
+	}
+	z.size = got
+}
+
+// ControlStats is what the control loop saw and did in its last period.
+type ControlStats struct {
+	Time time.Time
+	// The pool controller's inputs and estimates (rates per second).
+	control.Estimates
+	Queued     int           // requests waiting for a place at the sample
+	Running    int           // handlers running with a place at the sample
+	Ceiling    int           // growth ceiling a saturation check found (0: none)
+	Cause      control.Cause // why the last period changed the size ("" if it did not)
+	WaitTarget time.Duration // admission control's queue-wait target (0: off)
+	Classes    []ClassStats
+}
+
+// ClassStats is one request class (see Config.QueueWaitTarget).
+type ClassStats struct {
+	Name       string
+	Queued     int           // waiting for a place
+	Held       int           // holding a place (or parked on their client)
+	Admitted   uint64        // admitted to the queue, ever
+	Shed       uint64        // refused with 503, ever
+	Limit      int64         // admitted while fewer than this wait (-1: no limit)
+	RetryAfter int64         // seconds, for refused requests
+	Service    time.Duration // mean time holding a place
+}
+
+// tuner is the control loop's state.
+type tuner struct {
+	pool   *control.Pool
+	adm    *control.Admission
+	period time.Duration // control.DefaultPeriod; tests stretch it to keep the loop out of their way
+
+	mu      sync.Mutex // guards what follows: tick and Stats may overlap
+	prevAt  time.Time
+	prev    [stages.MaxClasses]stages.ClassCounts
+	samples []control.ClassSample
+	limits  []control.Limit
+	last    ControlStats
+}
+
+// tune runs the control loop until ctx is done.
+func (s *Server) tune(ctx context.Context) {
+	size, lo, hi, auto := s.sizing.get()
+	s.cfg.Logger.Info("quartet: stage sized", "stage", StageProcessor, "size", size, "min", lo, "max", hi, "auto", auto,
+		"queue_wait_target", max(s.cfg.QueueWaitTarget, 0), "cause", "config")
+	t := time.NewTicker(s.tuner.period)
+	defer t.Stop()
+	s.sample(time.Now(), false)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.sample(now, true)
+		}
+	}
+}
+
+// sample reads the stages' counters since the last sample; with decide,
+// it also runs the controllers and applies their decisions.
+func (s *Server) sample(now time.Time, decide bool) {
+	t := &s.tuner
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ps control.PoolSample
+	ps.Elapsed = now.Sub(t.prevAt)
+	t.prevAt = now
+	n := s.requests.Classes()
+	t.samples = t.samples[:0]
+	for c := range n {
+		cur, prev := s.requests.Counts(c), t.prev[c]
+		t.prev[c] = cur
+		cs := control.ClassSample{Queued: cur.Queued, Held: cur.Held,
+			Completed: cur.Done - prev.Done, RunSum: cur.RunSum - prev.RunSum}
+		t.samples = append(t.samples, cs)
+		ps.Admitted += cur.Pushed - prev.Pushed
+		ps.Shed += cur.Shed - prev.Shed
+		ps.Completed += cs.Completed
+		ps.WaitSum += cur.WaitSum - prev.WaitSum
+		ps.RunSum += cs.RunSum
+		ps.Queued += cur.Queued
+	}
+	if !decide {
+		return
+	}
+	ps.Busy = s.pool.Busy()
+
+	z := &s.sizing
+	z.mu.Lock()
+	ps.Size = z.size
+	lo, hi := z.size, z.size
+	if z.auto {
+		lo, hi = z.min, z.max
+	}
+	d := t.pool.Decide(ps, lo, hi)
+	if z.auto && d.Size != z.size {
+		s.resizeLocked(d.Size, "controller: "+string(d.Cause), estimateAttrs(d, ps)...)
+	}
+	// Admission judges queues by the places the pool can have within the
+	// wait target: as many as it can grow to (at most ×GrowthFactor a
+	// period) when the controller is on, up to a saturation ceiling if it
+	// found one; the places it has when it is pinned. A burst that the
+	// pool grows to serve is not refused.
+	hiAll := z.max
+	plan := z.size
+	if z.auto {
+		plan = t.reach(z.size, z.max)
+		if d.Ceiling > 0 {
+			plan = max(z.size, min(plan, d.Ceiling))
+		}
+	}
+	z.mu.Unlock()
+
+	unknown := unknownLimit(hiAll, s.cfg.QueueWaitTarget, t.period)
+	t.limits = t.adm.Limits(t.samples, plan, unknown, t.limits)
+	for c, l := range t.limits {
+		s.requests.SetLimit(c, l.Queue, l.RetryAfter)
+	}
+	if s.cfg.QueueWaitTarget > 0 {
+		s.requests.StartLimit(unknown, 1) // for classes opened before the next period
+	}
+	// Spare goroutines (they gave their place to a handler back from its
+	// client) idle this long are not worth keeping.
+	s.pool.RetireSpares(control.DefaultRetireAfter)
+
+	t.last = ControlStats{Time: now, Estimates: d.Estimates, Queued: ps.Queued, Running: ps.Busy,
+		Ceiling: d.Ceiling, Cause: d.Cause}
+}
+
+// unknownLimit is the queue limit of a class whose service time is not
+// known yet: as many requests as the pool's most places start within the
+// wait target if each takes unknownService. A guess, made only until the
+// class's first requests have finished (within a period of them, the
+// controller knows better); Admit lets more in while the class's queue is
+// seen emptying. Pinned at 4 places with a 500 ms target, a first burst
+// of 2000 requests of 50 ms queues 200 of them (2.5 s), where without a
+// limit it queued all 2000 (25 s); a burst of 32 fast ones is not refused.
+func unknownLimit(places int, target, _ time.Duration) int64 {
+	return int64(places) * max(1, int64(target/unknownService))
+}
+
+// unknownService is the service time unknownLimit guesses: a database
+// round trip, or a few milliseconds of work; handlers that only compute
+// take microseconds, those that call other services tens of
+// milliseconds.
+const unknownService = 10 * time.Millisecond
+
+// reach is how many places a pool of size can grow to within the queue
+// wait target, at most hi.
+func (t *tuner) reach(size, hi int) int {
+	cfg := t.pool.Config()
+	n := size
+	for d := cfg.Period; d <= t.adm.Target() && n < hi; d += cfg.Period {
+		n *= cfg.GrowthFactor
+	}
+	return min(n, hi)
+}
+
+// estimateAttrs are a controller decision's inputs, for the log.
+func estimateAttrs(d control.Decision, ps control.PoolSample) []any {
+	return []any{
+		slog.Float64("arrival_rate", round1(d.ArrivalRate)),
+		slog.Float64("offered_rate", round1(d.Offered)),
+		slog.Float64("throughput", round1(d.Throughput)),
+		slog.Duration("queue_wait", d.QueueWait.Round(time.Microsecond)),
+		slog.Duration("service_time", d.Service.Round(time.Microsecond)),
+		slog.Int("busy", ps.Busy),
+		slog.Int("queued", ps.Queued),
+		slog.Float64("demand", round1(d.Demand)),
+		slog.Int("target", d.Target),
+		slog.Int("ceiling", d.Ceiling),
+	}
+}
+
+func round1(v float64) float64 { return float64(int64(v*10+0.5)) / 10 }
+
+// controlStats returns the last period's ControlStats with the classes'
+// counts as of now.
+func (s *Server) controlStats() ControlStats {
+	t := &s.tuner
+	t.mu.Lock()
+	cs := t.last
+	limits := append([]control.Limit(nil), t.limits...)
+	t.mu.Unlock()
+	names := s.classes.names()
+	cs.WaitTarget = max(s.cfg.QueueWaitTarget, 0)
+	cs.Classes = nil
+	for c := range s.requests.Classes() {
+		k := s.requests.Counts(c)
+		st := ClassStats{Queued: k.Queued, Held: k.Held, Admitted: k.Pushed, Shed: k.Shed, Limit: k.Limit, RetryAfter: k.Retry}
+		if c < len(names) {
+			st.Name = names[c]
+		} else {
+			st.Name = fmt.Sprint("class", c) // opened a moment ago
+		}
+		if c < len(limits) {
+			st.Service = limits[c].Service
+		}
+		cs.Classes = append(cs.Classes, st)
+	}
+	return cs
+}
