@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/rdma"
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 )
 
@@ -69,7 +70,7 @@ func TestKilledClientProcess(t *testing.T) {
 	name := fmt.Sprintf("f%d.bin", 1<<20+3)
 	// Warm the file cache and a channel so only the exposure is counted.
 	c := newClient(t, ClientConfig{})
-	if _, _, err := get(t.Context(), c, fx.url+"/"+name, ModeClientReads); err != nil {
+	if _, _, err := get(t.Context(), c, fx.url+"/"+name, deliver.ModeClientReads); err != nil {
 		t.Fatal(err)
 	}
 	if !eventually(5*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
@@ -126,7 +127,7 @@ func TestKilledClientProcess(t *testing.T) {
 	st := fx.mod.Stats()
 	t.Logf("released %v after the kill (timed out: %d, confirmed: %d)", time.Since(killed).Round(time.Millisecond), st.TimedOut-before.TimedOut, st.Confirmed-before.Confirmed)
 	// The server still serves others.
-	if _, body, err := get(t.Context(), c, fx.url+"/"+name, ModeClientReads); err != nil || len(body) != 1<<20+3 {
+	if _, body, err := get(t.Context(), c, fx.url+"/"+name, deliver.ModeClientReads); err != nil || len(body) != 1<<20+3 {
 		t.Fatalf("after the kill: %v, %d bytes", err, len(body))
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 	"github.com/quartet-server/quartet/rdmahttp"
 )
@@ -84,12 +85,12 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil || u.Scheme != "http" || u.Host == "" {
 		return fmt.Errorf("URL %q: want http://host[:port]/path", pos[0])
 	}
-	mode, err := rdmahttp.ParseMode(g.mode)
+	mode, err := deliver.ParseMode(g.mode)
 	if err != nil {
 		return err
 	}
 	var c *rdmahttp.Client
-	if mode != rdmahttp.ModeOff {
+	if mode != deliver.ModeOff {
 		if c, err = g.client(u.Hostname()); err != nil {
 			return err
 		}
@@ -125,7 +126,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				}
 				w = f
 			}
-			if !g.quiet && r.Mode == rdmahttp.ModeOff && r.Length > 1<<20 && isTerminal(stderr) {
+			if !g.quiet && r.Mode == deliver.ModeOff && r.Length > 1<<20 && isTerminal(stderr) {
 				pw = &progress{w: w, total: r.Length, out: stderr, start: time.Now()}
 				return pw, nil
 			}
@@ -149,7 +150,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !g.quiet {
 		el := time.Since(start)
 		how := r.Mode.String()
-		if r.Mode == rdmahttp.ModeOff {
+		if r.Mode == deliver.ModeOff {
 			how = "TCP"
 			if r.Fallback != "" {
 				how += " (server fell back: " + r.Fallback + ")"
