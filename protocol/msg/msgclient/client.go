@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/protocol/msg"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // Defaults for Config's zero fields.
@@ -582,7 +583,7 @@ func (cl *call) matches(h *msg.Header) error {
 		return fmt.Errorf("%w: txid %d: no RDMA descriptor on the reply to an RDMA request", ErrReplyMismatch, h.TxID)
 	case h.RDMA.Op != cl.op.Load() || h.RDMA.Mode != cl.h.RDMA.Mode:
 		return fmt.Errorf("%w: txid %d: reply for %s op %d, request was %s op %d", ErrReplyMismatch, h.TxID, h.RDMA.Mode, h.RDMA.Op, cl.h.RDMA.Mode, cl.op.Load())
-	case h.Flags.Has(msg.FlagByRDMA) && h.RDMA.Mode == msg.ModeServerWrites && h.RDMA.Len > cl.h.RDMA.Len:
+	case h.Flags.Has(msg.FlagByRDMA) && h.RDMA.Mode == deliver.ModeServerWrites && h.RDMA.Len > cl.h.RDMA.Len:
 		return fmt.Errorf("%w: txid %d: %d bytes written into a %d-byte buffer", ErrReplyMismatch, h.TxID, h.RDMA.Len, cl.h.RDMA.Len)
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/protocol/msg"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // Config sets up a Server; the zero value echoes with no delay.
@@ -319,7 +320,7 @@ func (c *conn) writeFrame(r *request, rep msg.Reply) error {
 	h := msg.Header{Type: msg.TypeReply, TxID: txid, Length: uint32(len(rep.Payload))}
 	if r.Header.Flags.Has(msg.FlagRDMA) {
 		h.Flags = msg.FlagRDMA
-		h.RDMA = msg.Descriptor{Mode: r.Header.RDMA.Mode, Op: r.Header.RDMA.Op, Reason: msg.ReasonNoRDMA}
+		h.RDMA = msg.Descriptor{Mode: r.Header.RDMA.Mode, Op: r.Header.RDMA.Op, Reason: deliver.ReasonNoRDMA}
 	}
 	n, err := msg.PutHead(c.head[:], &h)
 	if err != nil {
