@@ -167,7 +167,9 @@ func (c *Client) try(ctx context.Context, url string, mode deliver.Mode, open fu
 			}
 			req.Header.Set(HeaderBuffer, formatRegion(rg))
 			// The written message may come before the response does.
-			written = c.ep.Expect(op)
+			if written, err = c.ep.Expect(ctx, op); err != nil {
+				return nil, err
+			}
 			defer written.Cancel()
 		}
 	}

@@ -81,13 +81,13 @@ func (e *Engine) Deliver(w int, t Target, body *Body, n Notify) (Receipt, error)
 	if t.Mode != ModeServerWrites && t.Mode != ModeClientReads {
 		return Receipt{}, fallback(ReasonUnsupported, "mode "+t.Mode.String())
 	}
+	if max, why := e.Limit(&t); body.total > max {
+		return Receipt{}, fallback(why, fmt.Sprintf("%d bytes, at most %d", body.total, max))
+	}
 	if err := body.Map(); err != nil {
 		return Receipt{}, err
 	}
 	defer func() { e.st.collectNanos.Add(int64(time.Since(body.t0))) }()
-	if max, why := e.Limit(&t); body.total > max {
-		return Receipt{}, fallback(why, fmt.Sprintf("%d bytes, at most %d", body.total, max))
-	}
 	if body.total == 0 {
 		// Nothing to move: answer at once, no RDMA operation exists.
 		body.Release()

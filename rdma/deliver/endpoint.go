@@ -66,6 +66,7 @@ type Endpoint struct {
 	waits   map[uint64]*Wait
 	bufs    map[*Buffer]struct{}
 	changed chan struct{} // closed and replaced when a channel arrives
+	written chan struct{} // a token per written message awaited
 }
 
 // clientChan is one QP a server dialed to this endpoint.
@@ -102,7 +103,7 @@ func NewEndpoint(cfg EndpointConfig) (_ *Endpoint, err error) {
 		return nil, fmt.Errorf("deliver: endpoint address: %w", err)
 	}
 	e := &Endpoint{cfg: cfg, chans: map[uint32]*clientChan{}, waits: map[uint64]*Wait{},
-		bufs: map[*Buffer]struct{}{}, changed: make(chan struct{})}
+		bufs: map[*Buffer]struct{}{}, changed: make(chan struct{}), written: make(chan struct{}, MaxWrittenInFlight)}
 	defer func() {
 		if err != nil {
 			e.release()
@@ -114,7 +115,7 @@ func NewEndpoint(cfg EndpointConfig) (_ *Endpoint, err error) {
 	if e.pd, err = e.dev.AllocPD(); err != nil {
 		return nil, fmt.Errorf("deliver: ibv_alloc_pd: %w", err)
 	}
-	if e.cq, err = e.dev.CreateCQ(4096); err != nil {
+	if e.cq, err = e.dev.CreateCQ(cqDepth); err != nil {
 		return nil, fmt.Errorf("deliver: ibv_create_cq: %w", err)
 	}
 	if e.ln, err = e.dev.Listen(cfg.Addr, 64); err != nil {
@@ -263,7 +264,7 @@ func (e *Endpoint) acceptLoop() {
 }
 
 func (e *Endpoint) accept(req rdma.ConnRequest, ch *clientChan) (err error) {
-	if ch.mem, err = rdma.Alloc(msgArea); err != nil {
+	if ch.mem, err = rdma.Alloc(msgArea(clientRecvSlots, clientSendSlots)); err != nil {
 		_ = req.Reject(nil)
 		return err
 	}
@@ -279,7 +280,7 @@ func (e *Endpoint) accept(req rdma.ConnRequest, ch *clientChan) (err error) {
 	var sgl [1]rdma.SGE
 	qp, err := req.Accept(rdma.QPConfig{
 		PD: e.pd, SendCQ: e.cq, RecvCQ: e.cq,
-		MaxSendWR: 256, MaxRecvWR: recvSlots, MaxInline: msgLen,
+		MaxSendWR: clientSendSlots, MaxRecvWR: clientRecvSlots, MaxInline: msgLen,
 		InitiatorDepth: 16,
 		Prepare: func(qp rdma.QP) error {
 			// The server may send the moment the connection is up, before
@@ -287,7 +288,7 @@ func (e *Endpoint) accept(req rdma.ConnRequest, ch *clientChan) (err error) {
 			e.mu.Lock()
 			ch.qp = qp
 			e.mu.Unlock()
-			for i := 0; i < recvSlots; i++ {
+			for i := 0; i < clientRecvSlots; i++ {
 				sgl[0] = rdma.SGEOf(ch.mr, i*msgLen, msgLen)
 				if err := qp.PostRecv(recvID(uint32(ch.idx), i), sgl[:]); err != nil {
 					return err
@@ -356,12 +357,16 @@ func (e *Endpoint) route(wc *rdma.Completion) {
 			ch.fail()
 			return
 		}
-		if kind, op, ok := parseMsg(ch.mem.Bytes()[slot*msgLen:]); ok && wc.Bytes == msgLen && kind == msgWritten {
-			e.deliver(op, rdma.StatusSuccess)
-		}
+		kind, op, ok := parseMsg(ch.mem.Bytes()[slot*msgLen:])
+		// The slot goes back before anyone hears of the message: a request
+		// that completes on it may be followed at once by another, whose
+		// message must find a receive (see MaxWrittenInFlight).
 		sgl := [1]rdma.SGE{rdma.SGEOf(ch.mr, slot*msgLen, msgLen)}
 		if qp.PostRecv(wc.WRID, sgl[:]) != nil {
 			ch.fail()
+		}
+		if ok && wc.Bytes == msgLen && kind == msgWritten {
+			e.deliver(op, rdma.StatusSuccess)
 		}
 	case wc.WRID&tagRead != 0:
 		e.deliver(wc.WRID&opMask, wc.Status)
@@ -385,13 +390,29 @@ func (e *Endpoint) deliver(op uint64, st rdma.Status) {
 // operation goes out (the message may arrive before the reply), and end
 // it with Cancel.
 type Wait struct {
-	e  *Endpoint
-	op uint64
-	c  chan rdma.Status
+	e      *Endpoint
+	op     uint64
+	c      chan rdma.Status
+	credit bool // holds one of the endpoint's MaxWrittenInFlight
 }
 
-// Expect starts waiting for op.
-func (e *Endpoint) Expect(op uint64) *Wait {
+// Expect starts waiting for op's written message. At most
+// MaxWrittenInFlight may be awaited at once (the servers may send no
+// more messages than the endpoint has receives posted); Expect blocks
+// until one is cancelled, or ctx ends.
+func (e *Endpoint) Expect(ctx context.Context, op uint64) (*Wait, error) {
+	select {
+	case e.written <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	w := e.expect(op)
+	w.credit = true
+	return w, nil
+}
+
+// expect starts waiting for op's Read.
+func (e *Endpoint) expect(op uint64) *Wait {
 	w := &Wait{e: e, op: op, c: make(chan rdma.Status, 1)}
 	e.mu.Lock()
 	e.waits[op] = w
@@ -399,13 +420,17 @@ func (e *Endpoint) Expect(op uint64) *Wait {
 	return w
 }
 
-// Cancel stops waiting.
+// Cancel stops waiting; it may be called more than once.
 func (w *Wait) Cancel() {
 	w.e.mu.Lock()
-	if w.e.waits[w.op] == w {
+	mine := w.e.waits[w.op] == w
+	if mine {
 		delete(w.e.waits, w.op)
 	}
 	w.e.mu.Unlock()
+	if mine && w.credit {
+		<-w.e.written
+	}
 }
 
 // Await waits at most the operation timeout for the operation: nil once
@@ -486,7 +511,7 @@ func (e *Endpoint) Read(ctx context.Context, chanID uint32, op uint64, rg Region
 	if err != nil {
 		return err
 	}
-	w := e.Expect(op)
+	w := e.expect(op)
 	defer w.Cancel()
 	sgl := [1]rdma.SGE{rdma.SGEOf(into.mr, 0, int(rg.Len))}
 	if err := ch.qp.PostRead(tagRead|op, sgl[:], rg.Addr, rg.RKey, rdma.SendSignaled); err != nil {
@@ -499,8 +524,8 @@ func (e *Endpoint) Read(ctx context.Context, chanID uint32, op uint64, rg Region
 		return nil
 	}
 	e.mu.Lock()
-	slot := recvSlots + ch.next
-	ch.next = (ch.next + 1) % sendSlots
+	slot := clientRecvSlots + ch.next
+	ch.next = (ch.next + 1) % clientSendSlots
 	e.mu.Unlock()
 	putMsg(ch.mem.Bytes()[slot*msgLen:], msgReadDone, op)
 	sgl[0] = rdma.SGEOf(ch.mr, slot*msgLen, msgLen)

@@ -206,7 +206,7 @@ func (stubMR) Close() error { return nil }
 // dial counts one.
 func stubChannel(lp *Loop, id uint32) (*channel, *stubQP) {
 	ep := netip.MustParseAddrPort("127.0.0.1:1")
-	mem, err := rdma.Alloc(msgArea)
+	mem, err := rdma.Alloc(msgArea(serverRecvSlots, serverSendSlots))
 	if err != nil {
 		panic(err)
 	}

@@ -263,7 +263,7 @@ func (lp *Loop) dial(key chanKey) (_ *channel, err error) {
 			}
 		}()
 	}
-	if ch.mem, err = rdma.Alloc(msgArea); err != nil {
+	if ch.mem, err = rdma.Alloc(msgArea(serverRecvSlots, serverSendSlots)); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -286,10 +286,10 @@ func (lp *Loop) dial(key chanKey) (_ *channel, err error) {
 	var sgl [1]rdma.SGE
 	cfg := rdma.QPConfig{
 		PD: ch.pd, SendCQ: lp.cq, RecvCQ: lp.cq,
-		MaxSendWR: sqDepth, MaxRecvWR: recvSlots, MaxInline: msgLen,
+		MaxSendWR: sqDepth, MaxRecvWR: serverRecvSlots, MaxInline: msgLen,
 		InitiatorDepth: 1, ResponderResources: e.info.MaxQPRdAtom,
 		Prepare: func(qp rdma.QP) error {
-			for i := 0; i < recvSlots; i++ {
+			for i := 0; i < serverRecvSlots; i++ {
 				sgl[0] = rdma.SGEOf(ch.mr, i*msgLen, msgLen)
 				if err := qp.PostRecv(recvID(ch.id, i), sgl[:]); err != nil {
 					return err
@@ -313,8 +313,8 @@ func (lp *Loop) dial(key chanKey) (_ *channel, err error) {
 // sendSlot writes a message into ch's next send slot and returns its
 // SGE. Under ch.postMu.
 func (lp *Loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
-	slot := recvSlots + ch.next
-	ch.next = (ch.next + 1) % sendSlots
+	slot := serverRecvSlots + ch.next
+	ch.next = (ch.next + 1) % serverSendSlots
 	putMsg(ch.mem.Bytes()[slot*msgLen:], kind, opID)
 	return rdma.SGEOf(ch.mr, slot*msgLen, msgLen)
 }

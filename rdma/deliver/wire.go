@@ -54,19 +54,37 @@ func parsePriv(b []byte) (uint32, bool) {
 	return binary.BigEndian.Uint32(b[4:]), true
 }
 
-// Message area layout, shared by both sides: one page per QP, receive
-// slots first, then a ring of send slots. 32 receives outlast any burst
-// of confirmations a QP sees between two turns of its loop; the send
-// ring is larger than the send queue's share of messages in flight (a
-// slot is reused only after sendSlots later messages, and the server
-// signals at least every sqDepth/2 work requests), so a slot is never
-// rewritten while its Send may still read it. Sends are posted inline
-// where the device takes 16 bytes inline, which makes that moot there.
+// Message areas: one per QP on each side, receive slots first, then a
+// ring of send slots.
+//
+// iWARP has no RNR retry: a Send that finds no posted receive kills the
+// connection, so each side posts enough receives for what the other may
+// send before it reposts. The server receives read-done messages, at
+// most one per client-reads request in flight; serverRecvSlots covers
+// an HTTP client (one request at a time) many times over. The client
+// receives written messages and barriers. Written messages answer its
+// own server-writes requests, which Endpoint.Expect caps at
+// MaxWrittenInFlight, and the server posts at most one barrier between
+// two units (a barrier resets the count it waits on), so in any stretch
+// of what the client has not processed yet there are at most
+// MaxWrittenInFlight written messages and one more barrier than that:
+// 2*MaxWrittenInFlight+1 < clientRecvSlots.
+//
+// The server's send ring is as long as its send queue: a slot is
+// rewritten only after sqDepth later messages, never while its Send can
+// still be queued, inline or not.
 const (
-	recvSlots = 32
-	sendSlots = 128
-	msgArea   = (recvSlots + sendSlots) * msgLen
+	serverRecvSlots = 32
+	serverSendSlots = sqDepth
+	clientRecvSlots = 512
+	clientSendSlots = 128
+
+	// MaxWrittenInFlight bounds an Endpoint's server-writes operations
+	// whose written message is awaited (see above).
+	MaxWrittenInFlight = (clientRecvSlots - 2) / 2
 )
+
+func msgArea(recvSlots, sendSlots int) int { return (recvSlots + sendSlots) * msgLen }
 
 // Work-request ids of the server. A receive carries (channel, slot); a
 // send-queue request carries (channel, the low 32 bits of its unit's
