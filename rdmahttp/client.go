@@ -167,9 +167,10 @@ func (c *Client) try(ctx context.Context, url string, mode deliver.Mode, open fu
 			}
 			req.Header.Set(HeaderBuffer, formatRegion(rg))
 			// The written message may come before the response does.
-			if written, err = c.ep.Expect(ctx, op); err != nil {
+			if written, err = c.ep.Expect(ctx); err != nil {
 				return nil, err
 			}
+			written.For(op)
 			defer written.Cancel()
 		}
 	}

@@ -23,6 +23,12 @@ type Target struct {
 	// Buffer is the client's registered, remotely writable buffer
 	// (server-writes).
 	Buffer Region
+	// Owner names the protocol connection the request came on, for
+	// client-reads: a confirmation ends only its own connection's
+	// exposures (clients that share an endpoint share channels, and a
+	// cumulative confirmation means "every op of this connection up to
+	// N"). 0 is HTTP's: confirmed by the read-done message on the QP.
+	Owner uint64
 }
 
 // Receipt is what a successful Deliver tells the protocol to put in its
@@ -213,7 +219,7 @@ func (lp *Loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 			}
 		}
 	}
-	x := &exposure{op: t.Op, ch: ch, body: b, done: n.Done}
+	x := &exposure{op: t.Op, owner: t.Owner, ch: ch, body: b, done: n.Done}
 	if !useMW {
 		mr, err := ch.pd.Register(bytes, rdma.AccessRemoteRead) // the isolated channel's PD
 		if err != nil {
@@ -262,10 +268,11 @@ func (lp *Loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 // messenger's completion frame; HTTP clients send the read-done message
 // on the queue pair instead): op on channel chanID of writer loop w, or
 // with through every exposure of that channel up to op (a cumulative
-// completion). from is the address the confirmation came from: only the
-// channel's own client may confirm (unless Config.AllowForeignEndpoints).
-// It returns how many exposures ended.
-func (e *Engine) Confirm(w int, from netip.Addr, chanID uint32, op uint64, through bool) int {
+// completion: the client's high-water mark), of connection owner only
+// (Target.Owner). from is the address the confirmation came from: only
+// the channel's own client may confirm (unless
+// Config.AllowForeignEndpoints). It returns how many exposures ended.
+func (e *Engine) Confirm(w int, from netip.Addr, owner uint64, chanID uint32, op uint64, through bool) int {
 	lp := e.loop(w)
 	if lp == nil {
 		return 0
@@ -276,7 +283,7 @@ func (e *Engine) Confirm(w int, from netip.Addr, chanID uint32, op uint64, throu
 	if ch == nil || !e.Permit(ch.ep, from) {
 		return 0
 	}
-	return lp.confirm(ch, op, through)
+	return lp.confirm(ch, owner, op, through)
 }
 
 // Attached reports whether writer loop w has a Loop (its CQ attached),

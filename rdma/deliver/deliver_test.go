@@ -68,10 +68,11 @@ func newHarness(t *testing.T, cfg deliver.Config, opTimeout time.Duration) *harn
 
 func (h *harness) expect(t *testing.T, op uint64) *deliver.Wait {
 	t.Helper()
-	w, err := h.ep.Expect(context.Background(), op)
+	w, err := h.ep.Expect(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.For(op)
 	return w
 }
 
@@ -145,7 +146,7 @@ func (h *harness) fetch(t *testing.T, mode deliver.Mode, p []byte, o *outcome) (
 		if err := h.ep.Read(ctx, r.Channel, op, r.Exposure, h.buf, false); err != nil {
 			return r, nil, err
 		}
-		if n := h.e.Confirm(0, localhost, r.Channel, op, false); n != 1 {
+		if n := h.e.Confirm(0, localhost, 0, r.Channel, op, false); n != 1 {
 			return r, nil, fmt.Errorf("confirm ended %d exposures", n)
 		}
 		return r, h.buf.Bytes()[:r.Exposure.Len], nil
@@ -340,21 +341,23 @@ func TestSendQueueNeverFills(t *testing.T) {
 }
 
 // TestConfirmCumulative: a cumulative confirmation ends every exposure
-// of the channel up to its op id at once (the client's high-water
-// mark), and no others; a confirmation from another host ends nothing.
+// of the channel up to its op id at once (the client's high-water mark),
+// of its own connection only (two connections share the channel here),
+// and none from another host.
 func TestConfirmCumulative(t *testing.T) {
 	h := newHarness(t, deliver.Config{}, 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
-	const n = 6
+	const n = 8
 	var ops [n]uint64
 	var ch uint32
 	var dones [n]*outcome
+	owner := func(i int) uint64 { return uint64(1 + i%2) } // connections 1 and 2 interleaved
 	for i := range n {
 		ops[i] = h.ep.NextOp()
 		dones[i] = newOutcome()
 		b := body(h.e, randomBytes(uint64(i), 10000))
-		r, err := h.e.Deliver(0, deliver.Target{Mode: deliver.ModeClientReads, Endpoint: h.ep.Addr(), Op: ops[i]}, b, dones[i].notify())
+		r, err := h.e.Deliver(0, deliver.Target{Mode: deliver.ModeClientReads, Endpoint: h.ep.Addr(), Op: ops[i], Owner: owner(i)}, b, dones[i].notify())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,25 +369,29 @@ func TestConfirmCumulative(t *testing.T) {
 		}
 		ch = r.Channel
 	}
-	if got := h.e.Confirm(0, netip.MustParseAddr("192.0.2.7"), ch, ops[n-1], true); got != 0 {
+	if got := h.e.Confirm(0, netip.MustParseAddr("192.0.2.7"), 1, ch, ops[n-1], true); got != 0 {
 		t.Fatalf("a confirmation from another host ended %d exposures", got)
 	}
-	if got := h.e.Confirm(0, localhost, ch, ops[3], true); got != 4 {
-		t.Fatalf("cumulative through op %d ended %d exposures, want 4", ops[3], got)
+	// Connection 1 through ops[5]: its exposures 0, 2 and 4.
+	if got := h.e.Confirm(0, localhost, 1, ch, ops[5], true); got != 3 {
+		t.Fatalf("cumulative through op %d ended %d exposures, want 3", ops[5], got)
 	}
-	for i := range 4 {
+	for _, i := range []int{0, 2, 4} {
 		if err := wait(t, dones[i].done, "Done"); err != nil {
 			t.Errorf("exposure %d: %v", i, err)
 		}
 	}
-	if st := h.e.Stats(); st.LiveExposures != 2 || st.Confirmed != 4 {
+	if st := h.e.Stats(); st.LiveExposures != n-3 || st.Confirmed != 3 {
 		t.Fatalf("after the batch: %+v", st)
 	}
-	if got := h.e.Confirm(0, localhost, ch, ops[5], false); got != 1 {
+	if got := h.e.Confirm(0, localhost, 1, ch, ops[7], false); got != 0 {
+		t.Fatalf("connection 1 confirmed connection 2's op: %d", got)
+	}
+	if got := h.e.Confirm(0, localhost, 1, ch, ops[6], false); got != 1 {
 		t.Fatalf("single confirmation ended %d", got)
 	}
-	if got := h.e.Confirm(0, localhost, ch, ops[5], true); got != 1 {
-		t.Fatalf("the last one ended %d", got)
+	if got := h.e.Confirm(0, localhost, 2, ch, ops[7], true); got != 4 {
+		t.Fatalf("connection 2's cumulative ended %d, want 4", got)
 	}
 	if st := h.e.Stats(); st.LiveExposures != 0 || st.Confirmed != n {
 		t.Fatalf("at the end: %+v", st)
@@ -549,7 +556,7 @@ func TestExpectIsBounded(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if w, err := h.ep.Expect(ctx, h.ep.NextOp()); !errors.Is(err, context.DeadlineExceeded) {
+	if w, err := h.ep.Expect(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Expect past the bound: %v, %v", w, err)
 	}
 	ws[0].Cancel()
@@ -557,7 +564,7 @@ func TestExpectIsBounded(t *testing.T) {
 	w := h.expect(t, h.ep.NextOp())
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel2()
-	if _, err := h.ep.Expect(ctx2, h.ep.NextOp()); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := h.ep.Expect(ctx2); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a double Cancel gave back two credits: %v", err)
 	}
 	w.Cancel()

@@ -393,42 +393,51 @@ type Wait struct {
 	e      *Endpoint
 	op     uint64
 	c      chan rdma.Status
-	credit bool // holds one of the endpoint's MaxWrittenInFlight
+	credit bool // holds one of the endpoint's MaxWrittenInFlight (guarded by Endpoint.mu)
 }
 
-// Expect starts waiting for op's written message. At most
-// MaxWrittenInFlight may be awaited at once (the servers may send no
+// Expect reserves a wait for one written message. At most
+// MaxWrittenInFlight may be reserved at once (the servers may send no
 // more messages than the endpoint has receives posted); Expect blocks
-// until one is cancelled, or ctx ends.
-func (e *Endpoint) Expect(ctx context.Context, op uint64) (*Wait, error) {
+// until one is cancelled, or ctx ends. Name the operation with For
+// before the request that asks for it goes out (the message may arrive
+// before the reply), and end the wait with Cancel once the message came
+// or can no longer come.
+func (e *Endpoint) Expect(ctx context.Context) (*Wait, error) {
 	select {
 	case e.written <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	w := e.expect(op)
-	w.credit = true
-	return w, nil
+	return &Wait{e: e, c: make(chan rdma.Status, 1), credit: true}, nil
+}
+
+// For names the operation w waits for.
+func (w *Wait) For(op uint64) {
+	w.op = op
+	w.e.mu.Lock()
+	w.e.waits[op] = w
+	w.e.mu.Unlock()
 }
 
 // expect starts waiting for op's Read.
 func (e *Endpoint) expect(op uint64) *Wait {
-	w := &Wait{e: e, op: op, c: make(chan rdma.Status, 1)}
-	e.mu.Lock()
-	e.waits[op] = w
-	e.mu.Unlock()
+	w := &Wait{e: e, c: make(chan rdma.Status, 1)}
+	w.For(op)
 	return w
 }
 
-// Cancel stops waiting; it may be called more than once.
+// Cancel stops waiting and gives the reservation back; later calls do
+// nothing.
 func (w *Wait) Cancel() {
 	w.e.mu.Lock()
-	mine := w.e.waits[w.op] == w
-	if mine {
+	if w.e.waits[w.op] == w {
 		delete(w.e.waits, w.op)
 	}
+	credit := w.credit
+	w.credit = false
 	w.e.mu.Unlock()
-	if mine && w.credit {
+	if credit {
 		<-w.e.written
 	}
 }

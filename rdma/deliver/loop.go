@@ -164,6 +164,7 @@ func (q *unitQueue) popBack() *unit {
 // timer fires or the channel dies.
 type exposure struct {
 	op      uint64 // the client's op id
+	owner   uint64 // Target.Owner
 	ch      *channel
 	mw      rdma.MW
 	mr      rdma.MR // per-operation registration when there are no windows
@@ -605,7 +606,7 @@ func (lp *Loop) received(wc *rdma.Completion) {
 		return
 	}
 	if kind, opID, ok := parseMsg(ch.mem.Bytes()[slot*msgLen:]); ok && kind == msgReadDone {
-		lp.confirm(ch, opID, false)
+		lp.confirm(ch, 0, opID, false) // HTTP's exposures have owner 0
 	}
 	sgl := [1]rdma.SGE{rdma.SGEOf(ch.mr, slot*msgLen, msgLen)}
 	if err := ch.qp.PostRecv(wc.WRID, sgl[:]); err != nil {
@@ -642,17 +643,18 @@ func (lp *Loop) addExposure(x *exposure) error {
 
 // confirm ends the exposures a client says it has read: op alone, or
 // with through every exposure of the channel up to op (a cumulative
-// completion: the client's high-water mark). It returns how many ended.
-func (lp *Loop) confirm(ch *channel, op uint64, through bool) int {
+// completion: the client's high-water mark); owner's only. It returns
+// how many ended.
+func (lp *Loop) confirm(ch *channel, owner, op uint64, through bool) int {
 	var xs []*exposure
 	lp.mu.Lock()
 	if through {
 		for k, x := range ch.exps {
-			if k <= op {
+			if k <= op && x.owner == owner {
 				xs = append(xs, x)
 			}
 		}
-	} else if x := ch.exps[op]; x != nil {
+	} else if x := ch.exps[op]; x != nil && x.owner == owner {
 		xs = append(xs, x)
 	}
 	lp.mu.Unlock()

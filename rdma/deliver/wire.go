@@ -68,7 +68,8 @@ func parsePriv(b []byte) (uint32, bool) {
 // two units (a barrier resets the count it waits on), so in any stretch
 // of what the client has not processed yet there are at most
 // MaxWrittenInFlight written messages and one more barrier than that:
-// 2*MaxWrittenInFlight+1 < clientRecvSlots.
+// 2*MaxWrittenInFlight+1 receives. The 31 to spare are for messages
+// that come after their wait gave up (later than the operation timeout).
 //
 // The server's send ring is as long as its send queue: a slot is
 // rewritten only after sqDepth later messages, never while its Send can
@@ -81,7 +82,7 @@ const (
 
 	// MaxWrittenInFlight bounds an Endpoint's server-writes operations
 	// whose written message is awaited (see above).
-	MaxWrittenInFlight = (clientRecvSlots - 2) / 2
+	MaxWrittenInFlight = (clientRecvSlots - 32) / 2
 )
 
 func msgArea(recvSlots, sendSlots int) int { return (recvSlots + sendSlots) * msgLen }
