@@ -232,6 +232,7 @@ func (lp *Loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 			lp.discard(x)
 			return Receipt{}, err
 		}
+		lp.grant(x)
 		b.Release() // the caller's, taken
 		return Receipt{Channel: ch.id, Exposure: Region{Addr: mr.Addr(), RKey: mr.RKey(), Len: int64(len(bytes))}}, nil
 	}

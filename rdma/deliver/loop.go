@@ -585,6 +585,8 @@ func (lp *Loop) finish(u *unit, err error) {
 		if err != nil {
 			st.lost.Add(1)
 			lp.revoke(u.exp, err) // the key never worked; its Done says why
+		} else {
+			lp.grant(u.exp)
 		}
 		lp.tell(u, err) // the grant goes out; on failure the client's Read fails and it asks again
 	}
@@ -614,10 +616,10 @@ func (lp *Loop) received(wc *rdma.Completion) {
 	}
 }
 
-// addExposure records x on its channel, with its timer. It refuses (a
-// *Fallback) when the channel is dead, the op id is already exposed
-// there, or the client already holds MaxExposuresPerChannel unconfirmed
-// exposures on it.
+// addExposure records x on its channel. It refuses (a *Fallback) when
+// the channel is dead, the op id is already exposed there, or the client
+// already holds MaxExposuresPerChannel unconfirmed exposures on it. The
+// exposure's timer starts at grant.
 func (lp *Loop) addExposure(x *exposure) error {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
@@ -633,12 +635,24 @@ func (lp *Loop) addExposure(x *exposure) error {
 	x.granted = time.Now()
 	lp.e.st.liveExposures.Add(1)
 	lp.e.st.exposed.Add(1)
+	return nil
+}
+
+// grant starts x's timer once its key works (a window bound, a
+// per-operation MR registered): a client that never confirms loses it
+// ExposureTimeout later.
+func (lp *Loop) grant(x *exposure) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if x.ch.exps[x.op] != x {
+		return // revoked already: its channel died
+	}
+	x.granted = time.Now()
 	x.timer = time.AfterFunc(lp.e.cfg.ExposureTimeout, func() {
 		if lp.revoke(x, ErrExposureExpired) {
 			lp.e.st.timedOut.Add(1)
 		}
 	})
-	return nil
 }
 
 // confirm ends the exposures a client says it has read: op alone, or
@@ -677,12 +691,13 @@ func (lp *Loop) revoke(x *exposure, why error) bool {
 	if live {
 		delete(x.ch.exps, x.op)
 	}
+	timer := x.timer
 	lp.mu.Unlock()
 	if !live {
 		return false
 	}
-	if x.timer != nil {
-		x.timer.Stop()
+	if timer != nil {
+		timer.Stop()
 	}
 	lp.e.st.exposureNanos.Add(int64(time.Since(x.granted)))
 	lp.e.st.liveExposures.Add(-1)
