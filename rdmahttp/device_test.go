@@ -10,47 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/rdmatest"
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/deliver"
-	"github.com/quartet-server/quartet/rdma/rdmatool"
 )
-
-// The tests run on the software provider on loopback by default. The VM
-// tier (rdmahttp/vm-e2e.sh) runs the same binary, built with -tags verbs,
-// on the kernel's siw0 and rxe0 by naming a provider and the device's IP:
-//
-//	QUARTET_RDMA_TEST_PROVIDER=verbs QUARTET_RDMA_TEST_ADDR=10.77.1.1 ./rdmahttp.test
-const (
-	envProvider = "QUARTET_RDMA_TEST_PROVIDER"
-	envAddr     = "QUARTET_RDMA_TEST_ADDR"
-)
-
-// testProvider is the provider the fixtures use for server and clients.
-func testProvider(t *testing.T) rdma.Provider {
-	name := os.Getenv(envProvider)
-	if name == "" {
-		name = "soft"
-	}
-	p, err := rdmatool.NewRegistry().Get(name)
-	if err != nil {
-		t.Fatalf("%s=%s: %v", envProvider, name, err)
-	}
-	return p
-}
-
-// testHost is the IP that servers listen on and clients announce.
-func testHost() string {
-	if a := os.Getenv(envAddr); a != "" {
-		return a
-	}
-	return "127.0.0.1"
-}
 
 // onKernelIWARP reports whether fx's server runs on a kernel iWARP device
 // (siw, an iWARP NIC), whose timing the software provider's does not share.
 func onKernelIWARP(fx *fixture) bool {
-	p := os.Getenv(envProvider)
-	return p != "" && p != "soft" && fx.mod.DeviceInfo().Transport == rdma.TransportIWARP
+	return rdmatest.OnDevice() && fx.mod.DeviceInfo().Transport == rdma.TransportIWARP
 }
 
 const envKilledChild = "QUARTET_RDMAHTTP_KILLED_CHILD"

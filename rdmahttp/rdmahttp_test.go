@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/rdmatest"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/deliver"
@@ -71,17 +72,17 @@ func start(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	if cfg.Provider == nil {
-		cfg.Provider = testProvider(t)
+		cfg.Provider = rdmatest.Provider(t)
 	}
 	if !cfg.Addr.IsValid() {
-		cfg.Addr = netip.MustParseAddr(testHost())
+		cfg.Addr = netip.MustParseAddr(rdmatest.Host())
 	}
 	mod, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := runtime.DefaultConfig()
-	rc.Addr = net.JoinHostPort(testHost(), "0")
+	rc.Addr = net.JoinHostPort(rdmatest.Host(), "0")
 	rc.Readers, rc.Processors, rc.Writers = 2, 8, 2
 	rc.Handler = runtime.Builtin(files)
 	rc.Modules = []runtime.Module{mod.Module()}
@@ -123,10 +124,10 @@ func start(t *testing.T, cfg Config) *fixture {
 func newClient(t *testing.T, cfg ClientConfig) *Client {
 	t.Helper()
 	if cfg.Provider == nil {
-		cfg.Provider = testProvider(t)
+		cfg.Provider = rdmatest.Provider(t)
 	}
 	if cfg.Addr == "" {
-		cfg.Addr = net.JoinHostPort(testHost(), "0")
+		cfg.Addr = net.JoinHostPort(rdmatest.Host(), "0")
 	}
 	if cfg.BufferSize == 0 {
 		cfg.BufferSize = 17 << 20
@@ -286,7 +287,7 @@ func rawGet(t *testing.T, url string, hdr map[string]string) (*http.Response, []
 
 // closedPort returns a port on the test host that nothing listens on.
 func closedPort(t *testing.T) string {
-	ln, err := net.Listen("tcp", net.JoinHostPort(testHost(), "0"))
+	ln, err := net.Listen("tcp", net.JoinHostPort(rdmatest.Host(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +391,7 @@ func TestForgedAndReplayedKeys(t *testing.T) {
 	// is an MR in the victim's own channel's PD.
 	otherClientsKey(t, fx, name)
 	t.Run("per-operation MRs", func(t *testing.T) {
-		otherClientsKey(t, start(t, Config{Provider: noWindows(testProvider(t))}), name)
+		otherClientsKey(t, start(t, Config{Provider: noWindows(rdmatest.Provider(t))}), name)
 	})
 }
 
@@ -622,7 +623,7 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 // registered, since the device may still read it, until Close, which
 // must then release it without a busy error (start's cleanup).
 func TestLostCompletionFallsBack(t *testing.T) {
-	fx := start(t, Config{Provider: loseSendCompletions(testProvider(t)), CompletionTimeout: 300 * time.Millisecond})
+	fx := start(t, Config{Provider: loseSendCompletions(rdmatest.Provider(t)), CompletionTimeout: 300 * time.Millisecond})
 	c := newClient(t, ClientConfig{OpTimeout: 5 * time.Second, Retries: -1})
 	r, body, err := get(context.Background(), c, fx.url+"/bytes?n=100000", deliver.ModeServerWrites)
 	if err != nil || len(body) != 100000 || !bytes.HasPrefix(body, []byte("abcdef")) {
@@ -734,7 +735,7 @@ func (q losingCQ) Poll(dst []rdma.Completion) (int, error) {
 // TestClientReadsWithoutWindows: per-operation MRs deliver, die with the
 // confirmation (a replayed key reads nothing) and with the timeout.
 func TestClientReadsWithoutWindows(t *testing.T) {
-	fx := start(t, Config{Provider: noWindows(testProvider(t)), ExposureTimeout: 300 * time.Millisecond})
+	fx := start(t, Config{Provider: noWindows(rdmatest.Provider(t)), ExposureTimeout: 300 * time.Millisecond})
 	if fx.mod.MemoryWindows() {
 		t.Fatal("windows still reported")
 	}
@@ -820,7 +821,7 @@ func TestPartOfAFileWithoutRangeCheckedWindows(t *testing.T) {
 	rand.NewChaCha8([32]byte{3}).Read(data)
 	p := filepath.Join(dir, "d.bin")
 	os.WriteFile(p, data, 0o644)
-	mod, err := NewServer(Config{Provider: unchecked(testProvider(t)), Addr: netip.MustParseAddr(testHost())})
+	mod, err := NewServer(Config{Provider: unchecked(rdmatest.Provider(t)), Addr: netip.MustParseAddr(rdmatest.Host())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -828,7 +829,7 @@ func TestPartOfAFileWithoutRangeCheckedWindows(t *testing.T) {
 		t.Skip("the device has no memory windows: every exposure is a per-operation MR")
 	}
 	rc := runtime.DefaultConfig()
-	rc.Addr = net.JoinHostPort(testHost(), "0")
+	rc.Addr = net.JoinHostPort(rdmatest.Host(), "0")
 	rc.Handler = processor.HandlerFunc(func(w *processor.ResponseWriter, r *stages.Request) {
 		f, err := os.Open(p)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,17 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/rdmatest"
 	"github.com/quartet-server/quartet/rdma/deliver"
-	"github.com/quartet-server/quartet/rdma/soft"
 )
 
 // waitLong bounds every wait: generous, since the machine may be loaded.
 const waitLong = 60 * time.Second
 
-var localhost = netip.MustParseAddr("127.0.0.1")
-
 // harness is an engine with one loop (run by GoSource) and a client
-// endpoint with one buffer, both on the soft provider over loopback.
+// endpoint with one buffer, both on the soft provider over loopback (or
+// the device internal/rdmatest names).
 type harness struct {
 	e   *deliver.Engine
 	ep  *deliver.Endpoint
@@ -35,8 +35,8 @@ type harness struct {
 // count must be back at zero.
 func newHarness(t *testing.T, cfg deliver.Config, opTimeout time.Duration) *harness {
 	t.Helper()
-	cfg.Provider = soft.New(soft.Config{})
-	cfg.Addr = localhost
+	cfg.Provider = rdmatest.Provider(t)
+	cfg.Addr = rdmatest.Addr()
 	e, err := deliver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +44,7 @@ func newHarness(t *testing.T, cfg deliver.Config, opTimeout time.Duration) *harn
 	if err := e.AttachLoop(0, deliver.GoSource); err != nil {
 		t.Fatal(err)
 	}
-	ep, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: soft.New(soft.Config{}), OpTimeout: opTimeout})
+	ep, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: rdmatest.Provider(t), Addr: net.JoinHostPort(rdmatest.Host(), "0"), OpTimeout: opTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func (h *harness) fetch(t *testing.T, mode deliver.Mode, p []byte, o *outcome) (
 		if err := h.ep.Read(ctx, r.Channel, op, r.Exposure, h.buf, false); err != nil {
 			return r, nil, err
 		}
-		if n := h.e.Confirm(0, localhost, 0, r.Channel, op, false); n != 1 {
+		if n := h.e.Confirm(0, rdmatest.Addr(), 0, r.Channel, op, false); n != 1 {
 			return r, nil, fmt.Errorf("confirm ended %d exposures", n)
 		}
 		return r, h.buf.Bytes()[:r.Exposure.Len], nil
@@ -373,7 +373,7 @@ func TestConfirmCumulative(t *testing.T) {
 		t.Fatalf("a confirmation from another host ended %d exposures", got)
 	}
 	// Connection 1 through ops[5]: its exposures 0, 2 and 4.
-	if got := h.e.Confirm(0, localhost, 1, ch, ops[5], true); got != 3 {
+	if got := h.e.Confirm(0, rdmatest.Addr(), 1, ch, ops[5], true); got != 3 {
 		t.Fatalf("cumulative through op %d ended %d exposures, want 3", ops[5], got)
 	}
 	for _, i := range []int{0, 2, 4} {
@@ -384,13 +384,13 @@ func TestConfirmCumulative(t *testing.T) {
 	if st := h.e.Stats(); st.LiveExposures != n-3 || st.Confirmed != 3 {
 		t.Fatalf("after the batch: %+v", st)
 	}
-	if got := h.e.Confirm(0, localhost, 1, ch, ops[7], false); got != 0 {
+	if got := h.e.Confirm(0, rdmatest.Addr(), 1, ch, ops[7], false); got != 0 {
 		t.Fatalf("connection 1 confirmed connection 2's op: %d", got)
 	}
-	if got := h.e.Confirm(0, localhost, 1, ch, ops[6], false); got != 1 {
+	if got := h.e.Confirm(0, rdmatest.Addr(), 1, ch, ops[6], false); got != 1 {
 		t.Fatalf("single confirmation ended %d", got)
 	}
-	if got := h.e.Confirm(0, localhost, 2, ch, ops[7], true); got != 4 {
+	if got := h.e.Confirm(0, rdmatest.Addr(), 2, ch, ops[7], true); got != 4 {
 		t.Fatalf("connection 2's cumulative ended %d, want 4", got)
 	}
 	if st := h.e.Stats(); st.LiveExposures != 0 || st.Confirmed != n {
@@ -513,7 +513,7 @@ func TestFileBodies(t *testing.T) {
 // checks at Close).
 func TestFallbacks(t *testing.T) {
 	h := newHarness(t, deliver.Config{DialTimeout: time.Second, MaxStaging: 1 << 20}, 10*time.Second)
-	closed := netip.MustParseAddrPort("127.0.0.1:1")
+	closed := netip.AddrPortFrom(rdmatest.Addr(), 1)
 	for _, tc := range []struct {
 		name string
 		w    int

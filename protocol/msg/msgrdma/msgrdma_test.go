@@ -6,18 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/rdmatest"
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/protocol/msg/internal/msgtest"
 	"github.com/quartet-server/quartet/protocol/msg/msgclient"
 	"github.com/quartet-server/quartet/protocol/msg/msgrdma"
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/deliver"
-	"github.com/quartet-server/quartet/rdma/soft"
 )
 
 // waitLong bounds every wait: generous, since the machine may be loaded.
@@ -25,7 +26,7 @@ const waitLong = 2 * time.Minute
 
 // fixture is the messenger's reference server with the RDMA binding on
 // an engine of two loops (each run by deliver.GoSource), over the soft
-// provider on loopback.
+// provider on loopback (or the device internal/rdmatest names).
 type fixture struct {
 	e   *deliver.Engine
 	srv *msgtest.Server
@@ -38,10 +39,10 @@ type fixture struct {
 func startServer(t *testing.T, cfg deliver.Config, p rdma.Provider, attach ...int) *fixture {
 	t.Helper()
 	if p == nil {
-		p = soft.New(soft.Config{})
+		p = rdmatest.Provider(t)
 	}
 	cfg.Provider = p
-	cfg.Addr = netip.MustParseAddr("127.0.0.1")
+	cfg.Addr = rdmatest.Addr()
 	e, err := deliver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +55,7 @@ func startServer(t *testing.T, cfg deliver.Config, p rdma.Provider, attach ...in
 			t.Fatal(err)
 		}
 	}
-	srv := msgtest.Start(t, msgtest.Config{RDMA: msgrdma.New(e), Loops: 2})
+	srv := msgtest.Start(t, msgtest.Config{Addr: net.JoinHostPort(rdmatest.Host(), "0"), RDMA: msgrdma.New(e), Loops: 2})
 	t.Cleanup(func() {
 		srv.Close()
 		if err := e.Close(); err != nil {
@@ -72,9 +73,9 @@ func startServer(t *testing.T, cfg deliver.Config, p rdma.Provider, attach ...in
 func endpoint(t *testing.T, p rdma.Provider, opTimeout time.Duration) *deliver.Endpoint {
 	t.Helper()
 	if p == nil {
-		p = soft.New(soft.Config{})
+		p = rdmatest.Provider(t)
 	}
-	ep, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: p, OpTimeout: opTimeout})
+	ep, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: p, Addr: net.JoinHostPort(rdmatest.Host(), "0"), OpTimeout: opTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func TestPipelined(t *testing.T) {
 // second attempt arrives by RDMA.
 func TestLostWrittenMessageIsAskedAgain(t *testing.T) {
 	fx := startServer(t, deliver.Config{Signal: deliver.SignalSparse}, nil)
-	lossy := &dropFirstRecvs{Provider: soft.New(soft.Config{}), n: 1}
+	lossy := &dropFirstRecvs{Provider: rdmatest.Provider(t), n: 1}
 	ep := endpoint(t, lossy, 500*time.Millisecond)
 	c := dial(t, fx.srv.Addr(), msgclient.Config{Endpoint: ep})
 	into := buffer(t, ep, 1<<20)
@@ -262,7 +263,7 @@ func TestLostWrittenMessageIsAskedAgain(t *testing.T) {
 // each exposure when its channel dies.
 func TestLostReadsFallBackToTCP(t *testing.T) {
 	fx := startServer(t, deliver.Config{}, nil)
-	ep := endpoint(t, badReads(soft.New(soft.Config{})), 5*time.Second)
+	ep := endpoint(t, badReads(rdmatest.Provider(t)), 5*time.Second)
 	c := dial(t, fx.srv.Addr(), msgclient.Config{Endpoint: ep, RDMARetries: 1})
 	into := buffer(t, ep, 1<<20)
 	in := randomBytes(2, 70000)
@@ -283,7 +284,7 @@ func TestLostReadsFallBackToTCP(t *testing.T) {
 // held for it; at the completion timeout the payload goes inline in the
 // same reply (ReasonRDMAFailed), and the client needs no retry.
 func TestFailedTransferInTheSameReply(t *testing.T) {
-	fx := startServer(t, deliver.Config{CompletionTimeout: 300 * time.Millisecond}, loseSendCompletions(soft.New(soft.Config{})))
+	fx := startServer(t, deliver.Config{CompletionTimeout: 300 * time.Millisecond}, loseSendCompletions(rdmatest.Provider(t)))
 	ep := endpoint(t, nil, 5*time.Second)
 	c := dial(t, fx.srv.Addr(), msgclient.Config{Endpoint: ep})
 	into := buffer(t, ep, 1<<20)
@@ -309,7 +310,7 @@ func TestFallbacks(t *testing.T) {
 	// The server gives its connections to loops 0 and 1 in turn.
 	c := dial(t, fx.srv.Addr(), msgclient.Config{Endpoint: ep})      // loop 0
 	noLoop := dial(t, fx.srv.Addr(), msgclient.Config{Endpoint: ep}) // loop 1
-	gone, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: soft.New(soft.Config{})})
+	gone, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: rdmatest.Provider(t), Addr: net.JoinHostPort(rdmatest.Host(), "0")})
 	if err != nil {
 		t.Fatal(err)
 	}

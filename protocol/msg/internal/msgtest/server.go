@@ -35,6 +35,8 @@ import (
 
 // Config sets up a Server; the zero value echoes with no delay.
 type Config struct {
+	// Addr is the TCP address to listen on; default 127.0.0.1:0.
+	Addr string
 	// Dispatcher answers requests; nil means msg.Echo.
 	Dispatcher msg.Dispatcher
 	// Limits bound what the server parses.
@@ -86,10 +88,14 @@ type Server struct {
 	byRDMA, confirmed, cumulative                           atomic.Int64
 }
 
-// Start listens on 127.0.0.1:0 and serves until t's cleanup (or Close).
+// Start listens on cfg.Addr (default 127.0.0.1:0) and serves until t's
+// cleanup (or Close).
 func Start(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		t.Fatalf("msgtest: listen: %v", err)
 	}
