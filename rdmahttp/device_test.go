@@ -41,7 +41,7 @@ func TestKilledClientProcess(t *testing.T) {
 	if _, _, err := get(t.Context(), c, fx.url+"/"+name, deliver.ModeClientReads); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
+	if !rdmatest.Eventually(5*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
 		t.Fatal("warm-up exposure not revoked")
 	}
 	before := fx.mod.Stats()
@@ -86,7 +86,7 @@ func TestKilledClientProcess(t *testing.T) {
 	killed := time.Now()
 	// The child's channel may have been dialed by the other writer loop:
 	// count MRs net of channels (a QP and its message MR each).
-	if !eventually(15*time.Second, func() bool {
+	if !rdmatest.Eventually(15*time.Second, func() bool {
 		st := fx.mod.Stats()
 		return st.LiveExposures == 0 && st.LiveMWs == before.LiveMWs && st.LiveMRs-st.LiveQPs == before.LiveMRs-before.LiveQPs
 	}) {

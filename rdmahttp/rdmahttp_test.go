@@ -151,17 +151,6 @@ func get(ctx context.Context, c *Client, url string, mode deliver.Mode) (*Respon
 	return r, buf.Bytes(), err
 }
 
-func eventually(d time.Duration, f func() bool) bool {
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if f() {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return f()
-}
-
 // TestDeliverBothModes: eight clients at once fetch every file in both
 // modes, plus generated (heap) bodies; each arrives byte-exact by RDMA,
 // whether the engine signals every reply (and holds the 200 for its
@@ -216,7 +205,7 @@ func deliverBothModes(t *testing.T, sig deliver.Signalling) {
 	}
 	// The last read-done messages may still be on their way, and signalled
 	// sparsely the last units retire at the channel's barrier.
-	if !eventually(2*time.Second, func() bool {
+	if !rdmatest.Eventually(2*time.Second, func() bool {
 		s := fx.mod.Stats()
 		return s.LiveExposures == 0 && s.LiveMWs == 0 && s.Written == clients*int64(len(testSizes))
 	}) {
@@ -372,7 +361,7 @@ func TestForgedAndReplayedKeys(t *testing.T) {
 			chID, _ := strconv.ParseUint(r.Header.Get(HeaderChannel), 10, 32)
 			// The confirmation revoked the exposure; wait for the server to
 			// have handled it so the replay is a replay, not a race.
-			if !eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
+			if !rdmatest.Eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
 				t.Fatalf("exposure not revoked: %+v", fx.mod.Stats())
 			}
 			f := tc.forge(rg)
@@ -438,7 +427,7 @@ func TestUnconfirmedExposureTimesOut(t *testing.T) {
 	if _, _, err := get(context.Background(), c, fx.url+"/"+name, deliver.ModeClientReads); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
+	if !rdmatest.Eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
 		t.Fatal("warm-up exposure not revoked")
 	}
 	before := fx.mod.Stats()
@@ -455,7 +444,7 @@ func TestUnconfirmedExposureTimesOut(t *testing.T) {
 	}
 	// The raw request may reach another writer loop, which dials its own
 	// channel (a QP and its message MR): count MRs net of channels.
-	if !eventually(3*time.Second, func() bool {
+	if !rdmatest.Eventually(3*time.Second, func() bool {
 		st := fx.mod.Stats()
 		return st.LiveExposures == 0 && st.LiveMWs == before.LiveMWs && st.LiveMRs-st.LiveQPs == before.LiveMRs-before.LiveQPs && st.TimedOut == 1
 	}) {
@@ -470,7 +459,7 @@ func TestUnconfirmedExposureTimesOut(t *testing.T) {
 		t.Fatalf("no exposure: %v", resp.Header)
 	}
 	k.Close()
-	if !eventually(3*time.Second, func() bool {
+	if !rdmatest.Eventually(3*time.Second, func() bool {
 		st := fx.mod.Stats()
 		return st.LiveExposures == 0 && st.LiveMWs == 0
 	}) {
@@ -599,7 +588,7 @@ func TestFailedWriteFallsBackInTheSameResponse(t *testing.T) {
 	}
 	// Left registered: one MR per cached file and per live channel (the
 	// failed ones are gone); no staging memory, no op.
-	if !eventually(3*time.Second, func() bool {
+	if !rdmatest.Eventually(3*time.Second, func() bool {
 		st := fx.mod.Stats()
 		return st.LiveMRs == st.LiveQPs+st.CacheMisses
 	}) {
@@ -639,7 +628,7 @@ func TestLostCompletionFallsBack(t *testing.T) {
 	// The expiry killed the channel; once its QP is destroyed the device
 	// cannot use the op's staging memory any more, so that goes too (the
 	// response's reference went at its recycle): nothing is left.
-	if !eventually(5*time.Second, func() bool { st := fx.mod.Stats(); return st.LiveMRs == 0 && st.LiveQPs == 0 }) {
+	if !rdmatest.Eventually(5*time.Second, func() bool { st := fx.mod.Stats(); return st.LiveMRs == 0 && st.LiveQPs == 0 }) {
 		t.Fatalf("the stuck op's memory or channel is still held: %+v", fx.mod.Stats())
 	}
 }
@@ -748,7 +737,7 @@ func TestClientReadsWithoutWindows(t *testing.T) {
 			t.Fatalf("%s: %v %d %+v", path, err, len(body), r)
 		}
 	}
-	if !eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
+	if !rdmatest.Eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
 		t.Fatalf("exposures left: %+v", fx.mod.Stats())
 	}
 	st := fx.mod.Stats()
@@ -762,7 +751,7 @@ func TestClientReadsWithoutWindows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(3*time.Second, func() bool {
+	if !rdmatest.Eventually(3*time.Second, func() bool {
 		st := fx.mod.Stats()
 		// Left: one message MR per channel, one MR per cached file.
 		return st.LiveExposures == 0 && st.TimedOut == 1 && st.LiveMRs == st.LiveQPs+st.CacheMisses
@@ -880,7 +869,7 @@ func TestPartOfAFileWithoutRangeCheckedWindows(t *testing.T) {
 			t.Fatalf("%s: %d exposures by window, want %d", tc.path, st.ExposedByWindow, tc.windows)
 		}
 	}
-	if !eventually(2*time.Second, func() bool { s := mod.Stats(); return s.LiveExposures == 0 && s.LiveMWs == 0 }) {
+	if !rdmatest.Eventually(2*time.Second, func() bool { s := mod.Stats(); return s.LiveExposures == 0 && s.LiveMWs == 0 }) {
 		t.Fatalf("left: %+v", mod.Stats())
 	}
 }

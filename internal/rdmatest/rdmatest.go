@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
@@ -55,4 +56,19 @@ func Addr() netip.Addr { return netip.MustParseAddr(Host()) }
 func OnDevice() bool {
 	p := os.Getenv(EnvProvider)
 	return p != "" && p != "soft"
+}
+
+// Eventually polls f until it holds or d has passed, and reports whether
+// it held: for counters an RDMA peer or a completion updates a moment
+// after the call a test made returned. Bound d generously; a test that
+// needs all of it has failed anyway.
+func Eventually(d time.Duration, f func() bool) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if f() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return f()
 }

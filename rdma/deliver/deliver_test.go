@@ -109,6 +109,10 @@ func body(e *deliver.Engine, p []byte) *deliver.Body {
 	return b
 }
 
+// errInline is fetch's error when the transfer failed while the reply
+// was held: the protocol would send the body inline in that reply.
+var errInline = errors.New("the reply carries the body inline")
+
 // fetch delivers p to the harness's client in mode and takes it as the
 // client does: server-writes waits for the written message, client-reads
 // reads the exposure and confirms it. It returns the receipt and what
@@ -133,7 +137,8 @@ func (h *harness) fetch(t *testing.T, mode deliver.Mode, p []byte, o *outcome) (
 	}
 	if r.Wait {
 		if err := wait(t, o.ready, "Ready"); err != nil {
-			return r, nil, err
+			// A protocol sends the body inline in this same reply.
+			return r, nil, fmt.Errorf("%w: %w", errInline, err)
 		}
 	}
 	switch {
@@ -179,7 +184,9 @@ func TestDeliverModes(t *testing.T) {
 						if !bytes.Equal(got, p) {
 							t.Fatalf("%d bytes delivered, %d different ones arrived", n, len(got))
 						}
-						wantWait := n > 0 && (mode == deliver.ModeClientReads || sig == deliver.SignalEveryReply)
+						// A client-reads reply waits for its window's bind; without
+						// windows (siw) the exposure is an MR and there is none.
+						wantWait := n > 0 && (mode == deliver.ModeClientReads && h.e.MemoryWindows() || mode == deliver.ModeServerWrites && sig == deliver.SignalEveryReply)
 						if r.Wait != wantWait {
 							t.Errorf("Wait %v, want %v", r.Wait, wantWait)
 						}
@@ -212,7 +219,7 @@ func TestSparseRetiresFromTheHighWaterMark(t *testing.T) {
 	if _, _, err := h.fetch(t, deliver.ModeServerWrites, []byte("warm"), newOutcome()); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(func() bool { return h.e.Stats().Written == 1 }) {
+	if !rdmatest.Eventually(waitLong, func() bool { return h.e.Stats().Written == 1 }) {
 		t.Fatalf("warm-up unit not retired: %+v", h.e.Stats())
 	}
 	before := h.e.Stats()
@@ -247,7 +254,7 @@ func TestSparseRetiresFromTheHighWaterMark(t *testing.T) {
 			t.Fatalf("unit %d's written message: %v", i, err)
 		}
 	}
-	if !eventually(func() bool { return done.Load() == units }) {
+	if !rdmatest.Eventually(waitLong, func() bool { return done.Load() == units }) {
 		t.Fatalf("%d of %d units retired: %+v", done.Load(), units, h.e.Stats())
 	}
 	st := h.e.Stats()
@@ -262,17 +269,6 @@ func TestSparseRetiresFromTheHighWaterMark(t *testing.T) {
 	if st.LiveMRs != 1 || st.PooledMRs == 0 || st.Written != before.Written+units {
 		t.Errorf("after the batch: %+v", st)
 	}
-}
-
-func eventually(f func() bool) bool {
-	end := time.Now().Add(waitLong)
-	for time.Now().Before(end) {
-		if f() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return f()
 }
 
 // TestEveryReplySignalsEach: signalling every reply, each unit has its
@@ -332,7 +328,7 @@ func TestSendQueueNeverFills(t *testing.T) {
 	// Only the signalled units' completions retire anything here: the
 	// tail after the last one waits for the next unit, or Close.
 	const perSignal = 256 // half the queue, at two requests a unit
-	if !eventually(func() bool { return done.Load() >= units-perSignal }) {
+	if !rdmatest.Eventually(waitLong, func() bool { return done.Load() >= units-perSignal }) {
 		t.Fatalf("%d of %d retired", done.Load(), units)
 	}
 	if st := h.e.Stats(); st.Signaled < units/perSignal || st.Signaled > units/perSignal+1 || st.Barriers != 0 {
@@ -417,24 +413,54 @@ func TestLostWriteIsDetected(t *testing.T) {
 			bad := h.buf.Region()
 			bad.RKey ^= 0x5a5a00
 			o := newOutcome()
-			r, err := h.e.Deliver(0, deliver.Target{Mode: deliver.ModeServerWrites, Endpoint: h.ep.Addr(), Op: op, Buffer: bad}, body(h.e, p), o.notify())
+			b := body(h.e, p)
+			r, err := h.e.Deliver(0, deliver.Target{Mode: deliver.ModeServerWrites, Endpoint: h.ep.Addr(), Op: op, Buffer: bad}, b, o.notify())
+			var srv error
 			if err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Await(ctx, r.Channel); !errors.Is(err, deliver.ErrLost) {
-				t.Fatalf("the client did not detect the loss: %v", err)
-			}
-			srv := wait(t, o.done, "Done")
-			t.Logf("client: lost; server: %v", srv)
-			if r.Wait {
-				if err := wait(t, o.ready, "Ready"); (err == nil) != (srv == nil) {
-					t.Errorf("Ready %v, Done %v", err, srv)
+				// Where the Write leaves inside the post (siw), the client's
+				// Terminate can beat the written message's post: the server
+				// knows at once, and the body would go inline. Still the
+				// caller's.
+				var fb *deliver.Fallback
+				if !errors.As(err, &fb) || fb.Reason != deliver.ReasonPostFailed {
+					t.Fatal(err)
+				}
+				b.Release()
+				srv = err
+				t.Logf("server: %v", err)
+			} else {
+				if err := w.Await(ctx, r.Channel); !errors.Is(err, deliver.ErrLost) {
+					t.Fatalf("the client did not detect the loss: %v", err)
+				}
+				srv = wait(t, o.done, "Done")
+				t.Logf("client: lost; server: %v", srv)
+				if r.Wait {
+					if err := wait(t, o.ready, "Ready"); (err == nil) != (srv == nil) {
+						t.Errorf("Ready %v, Done %v", err, srv)
+					}
 				}
 			}
-			// Asked again, with a new op id: delivered on a new channel.
-			r2, got, err := h.fetch(t, deliver.ModeServerWrites, p, newOutcome())
-			if err != nil || !bytes.Equal(got, p) || r2.Channel == r.Channel && srv != nil {
-				t.Fatalf("retry: %v, %d bytes, channel %d (was %d)", err, len(got), r2.Channel, r.Channel)
+			// Asked again, with a new op id, as a requester does until it gets
+			// it: where the server saw success, its side of the channel lives
+			// until the client's Terminate reaches it, and a retry that comes
+			// first is lost too; the next goes on a new channel.
+			for attempt := 2; ; attempt++ {
+				r2, got, err := h.fetch(t, deliver.ModeServerWrites, p, newOutcome())
+				var fb *deliver.Fallback
+				if errors.Is(err, errInline) || errors.As(err, &fb) {
+					t.Logf("attempt %d: the body goes inline (%v)", attempt, err)
+					break
+				}
+				if err == nil && bytes.Equal(got, p) {
+					if srv != nil && r2.Channel == r.Channel {
+						t.Fatalf("the failed channel %d was used again", r.Channel)
+					}
+					break
+				}
+				if !errors.Is(err, deliver.ErrLost) || attempt == 4 {
+					t.Fatalf("attempt %d: %v, %d bytes", attempt, err, len(got))
+				}
+				t.Logf("attempt %d lost too: %v", attempt, err)
 			}
 		})
 	}

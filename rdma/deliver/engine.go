@@ -186,6 +186,22 @@ type Engine struct {
 	loops  []*Loop
 	nextCh atomic.Uint32
 	closed bool
+	// kept are releases that failed while serving (a channel's QP or MR,
+	// an exposure's window), reported by Close: the object stays counted
+	// live, and the device's busy check would otherwise be all Close says.
+	kept []error
+}
+
+// maxKept bounds kept: the first failures say what is wrong.
+const maxKept = 16
+
+func (e *Engine) keepErr(format string, args ...any) {
+	err := fmt.Errorf("deliver: "+format, args...)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.kept) < maxKept {
+		e.kept = append(e.kept, err)
+	}
 }
 
 // stats are live counts and totals; Stats copies them.
@@ -287,6 +303,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.cache = newFileCache(e.pd, access, cfg.MaxCachedFiles, &e.st)
 	e.pool = newStagePool(e.pd, access, cfg.StagingPool, &e.st)
+	e.pool.keepErr = e.keepErr
 	return e, nil
 }
 
@@ -398,6 +415,9 @@ func (e *Engine) Close() error {
 		}
 	}
 	errs = append(errs, e.pool.close(), e.cache.close())
+	e.mu.Lock()
+	errs = append(errs, e.kept...)
+	e.mu.Unlock()
 	if err := e.pd.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("deliver: ibv_dealloc_pd: %w", err))
 	}

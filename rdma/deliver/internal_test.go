@@ -9,20 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/rdmatest"
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/soft"
 )
-
-func eventually(d time.Duration, f func() bool) bool {
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if f() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return f()
-}
 
 // TestFileChangeInvalidatesCache: a rewritten file is mapped anew; the
 // old mapping stays for its user until put, then goes.
@@ -246,7 +236,7 @@ func TestLostCompletionReleasesTheHold(t *testing.T) {
 	if err := lp.post(ch, u, 1, func(uint64, bool) error { return nil }); err != nil { // posted, never completes
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { return ready.Load() != nil && done.Load() != nil }) {
+	if !rdmatest.Eventually(5*time.Second, func() bool { return ready.Load() != nil && done.Load() != nil }) {
 		t.Fatalf("after the completion timeout: ready %v, done %v", ready.Load(), done.Load())
 	}
 	if err := ready.Load().(error); err.Error() != "no completion in 100ms" {
@@ -266,5 +256,67 @@ func TestLostCompletionReleasesTheHold(t *testing.T) {
 	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCompletionDuringPost: a completion that retires a unit while the
+// unit is still being posted (on siw a Write leaves inside its post, and
+// the peer's Terminate can come back before the message behind it is
+// posted) must not end the unit a second time: if the rest of the post
+// fails, the caller hears only that (no Ready, no Done) and still owns
+// the body; if it succeeds, the unit is finished once, with the
+// completion's outcome.
+func TestCompletionDuringPost(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		status   rdma.Status
+		postErr  error
+		wantDone bool
+	}{
+		{"error completion, then the post fails", rdma.StatusRemAccessErr, rdma.ErrQPState, false},
+		{"error completion, the post completes", rdma.StatusRemAccessErr, nil, true},
+		{"success, the post completes", rdma.StatusSuccess, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEngine(t, Config{})
+			if err := e.AttachLoop(0, nopRegister); err != nil {
+				t.Fatal(err)
+			}
+			lp := e.loop(0)
+			ch, _ := stubChannel(lp, 1)
+			ch.users++ // the poster's use, as Deliver holds one
+			b := e.NewBody()
+			var ready, done atomic.Int32
+			u := &unit{kind: unitWrite, body: b, wait: true, notify: Notify{
+				Ready: func(error) { ready.Add(1) },
+				Done:  func(error) { done.Add(1) },
+			}}
+			b.Retain() // the unit's, as write takes it
+			err := lp.post(ch, u, 2, func(id uint64, _ bool) error {
+				lp.complete(&rdma.Completion{WRID: id, Status: tc.status})
+				return tc.postErr
+			})
+			if (err != nil) != (tc.postErr != nil) {
+				t.Fatalf("post: %v", err)
+			}
+			if err != nil {
+				b.Release() // the unit's: write drops it when the post fails
+			}
+			want := int32(0)
+			if tc.wantDone {
+				want = 1
+			}
+			if ready.Load() != want || done.Load() != want {
+				t.Fatalf("Ready %d times, Done %d times, want %d", ready.Load(), done.Load(), want)
+			}
+			if got := b.refs.Load(); got != 1 {
+				t.Fatalf("the body has %d references, want the caller's alone", got)
+			}
+			b.Release()
+			lp.release(ch)
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -120,11 +121,20 @@ type unit struct {
 	signaled bool
 	wait     bool // the caller holds its reply for Ready
 	told     bool // Ready has been called (guarded by Loop.mu)
-	posted   time.Time
-	bytes    int64
-	body     *Body     // unitWrite: the unit's reference
-	exp      *exposure // unitBind
-	notify   Notify
+	// posting is set while the poster's postFn runs (guarded by
+	// Loop.mu): a completion that retires the unit meanwhile (on siw a
+	// Write leaves inside its post, and the peer's Terminate can come back
+	// before the message behind it is posted) only marks it retired, with
+	// retireErr; the poster finishes it, or, if its post failed, drops it
+	// and reports the failure, so the unit ends exactly once.
+	posting   bool
+	retired   bool
+	retireErr error
+	posted    time.Time
+	bytes     int64
+	body      *Body     // unitWrite: the unit's reference
+	exp       *exposure // unitBind
+	notify    Notify
 }
 
 // unitQueue is a FIFO of units that reuses its array.
@@ -348,6 +358,7 @@ func (lp *Loop) postLocked(ch *channel, u *unit, wrs int, postFn func(id uint64,
 		ch.unsigUnits+1 >= cfg.SignalInterval || ch.unsigBytes+u.bytes >= cfg.SignalBytes ||
 		ch.unsigWRs+wrs >= sqDepth/2
 	u.posted = time.Now()
+	u.posting = true
 	ch.q.push(u)
 	if !ch.watching {
 		ch.watching = true
@@ -358,24 +369,39 @@ func (lp *Loop) postLocked(ch *channel, u *unit, wrs int, postFn func(id uint64,
 	err := postFn(sendID(ch.id, u.seq), u.signaled)
 
 	lp.mu.Lock()
-	defer lp.mu.Unlock()
+	u.posting = false
 	if err != nil {
+		// Never told: the caller falls back, whether or not a completion
+		// retired the unit meanwhile.
 		if ch.q.len() > 0 && ch.q.back() == u {
 			ch.q.popBack()
+		}
+		lp.mu.Unlock()
+		if errors.Is(err, rdma.ErrQPState) {
+			// The QP failed (a Terminate, a reset) before the loop heard of
+			// it: retire the channel now, so the next delivery dials again
+			// instead of falling back on it too. The caller's use keeps the
+			// QP until it lets go.
+			lp.kill(ch)
 		}
 		return err
 	}
 	ch.lastPost = u.posted
 	if u.signaled {
 		ch.unsigUnits, ch.unsigWRs, ch.unsigBytes = 0, 0, 0
-		return nil
+	} else {
+		ch.unsigUnits++
+		ch.unsigWRs += wrs
+		ch.unsigBytes += u.bytes
+		if !ch.reclaiming {
+			ch.reclaiming = true
+			ch.barrier.Reset(cfg.ReclaimDelay)
+		}
 	}
-	ch.unsigUnits++
-	ch.unsigWRs += wrs
-	ch.unsigBytes += u.bytes
-	if !ch.reclaiming {
-		ch.reclaiming = true
-		ch.barrier.Reset(cfg.ReclaimDelay)
+	retired, why := u.retired, u.retireErr
+	lp.mu.Unlock()
+	if retired {
+		lp.finish(u, why) // its completion came while it was being posted
 	}
 	return nil
 }
@@ -430,8 +456,8 @@ func (lp *Loop) watchdog(ch *channel) {
 		return
 	}
 	u := ch.q.front()
-	if age := time.Since(u.posted); age < timeout {
-		ch.watch.Reset(timeout - age)
+	if age := time.Since(u.posted); age < timeout || u.posting {
+		ch.watch.Reset(max(timeout-age, time.Millisecond))
 		lp.mu.Unlock()
 		return
 	}
@@ -499,7 +525,7 @@ func (lp *Loop) complete(wc *rdma.Completion) {
 	}
 	if wc.Status == rdma.StatusSuccess {
 		lp.e.st.signaled.Add(1)
-		lp.takeThrough(ch, low)
+		lp.takeThrough(ch, low, nil)
 		lp.mu.Unlock()
 		for _, u := range lp.batch {
 			lp.finish(u, nil)
@@ -516,23 +542,25 @@ func (lp *Loop) complete(wc *rdma.Completion) {
 	if ch.fault == rdma.StatusSuccess {
 		ch.fault = wc.Status
 	}
-	fault := ch.fault
-	lp.takeThrough(ch, low)
+	err := lp.unitError(ch, wc.Status, ch.fault)
+	lp.takeThrough(ch, low, err)
 	lp.mu.Unlock()
-	err := lp.unitError(ch, wc.Status, fault)
 	if len(lp.batch) == 0 && wc.Status != rdma.StatusWRFlushErr {
 		lp.e.st.lost.Add(1) // a request of a unit already given up (its post failed)
 	}
+	// The channel dies before anyone hears of the failure: a caller that
+	// asks again at once must get a new channel, not this one.
+	lp.kill(ch)
 	for _, u := range lp.batch {
 		lp.finish(u, err)
 	}
 	clear(lp.batch)
-	lp.kill(ch)
 }
 
 // takeThrough moves the units of ch up to the one whose sequence number
-// ends in low into lp.batch. Under lp.mu.
-func (lp *Loop) takeThrough(ch *channel, low uint32) {
+// ends in low into lp.batch, to be finished with err; one still being
+// posted is only marked (see unit.posting). Under lp.mu.
+func (lp *Loop) takeThrough(ch *channel, low uint32, err error) {
 	lp.batch = lp.batch[:0]
 	if ch.q.len() == 0 {
 		return
@@ -540,13 +568,19 @@ func (lp *Loop) takeThrough(ch *channel, low uint32) {
 	back := ch.q.back().seq
 	seq := back - uint64(uint32(back)-low)
 	for ch.q.len() > 0 && ch.q.front().seq <= seq {
-		lp.batch = append(lp.batch, ch.q.pop())
+		u := ch.q.pop()
+		if u.posting {
+			u.retired, u.retireErr = true, err
+			continue
+		}
+		lp.batch = append(lp.batch, u)
 	}
 }
 
 // unitError is why the units of a failed completion failed, in words a
 // peer can be told: the first error seen on the channel, and why the QP
-// failed if all we have is a flush.
+// failed if all we have is a flush. Under lp.mu (QP.Err takes only the
+// provider's own lock).
 func (lp *Loop) unitError(ch *channel, status, fault rdma.Status) error {
 	why := fault
 	if why == rdma.StatusSuccess || why == rdma.StatusWRFlushErr {
@@ -713,13 +747,17 @@ func (lp *Loop) revoke(x *exposure, why error) bool {
 func (lp *Loop) discard(x *exposure) {
 	st := &lp.e.st
 	if x.mw != nil {
-		if x.mw.Close() == nil {
+		if err := x.mw.Close(); err == nil {
 			st.liveMWs.Add(-1)
+		} else {
+			lp.e.keepErr("exposure %d: ibv_dealloc_mw: %w", x.op, err)
 		}
 	}
 	if x.mr != nil {
-		if x.mr.Close() == nil {
+		if err := x.mr.Close(); err == nil {
 			st.liveMRs.Add(-1)
+		} else {
+			lp.e.keepErr("exposure %d: ibv_dereg_mr: %w", x.op, err)
 		}
 	}
 	x.body.Release()
@@ -761,23 +799,31 @@ func (lp *Loop) closeChannel(ch *channel) {
 	st := &lp.e.st
 	ch.watch.Stop()
 	ch.barrier.Stop()
-	if ch.qp.Close() == nil {
+	if err := ch.qp.Close(); err == nil {
 		st.liveQPs.Add(-1)
 		lp.forgetUnits(ch)
+	} else {
+		lp.e.keepErr("channel %d: destroying its QP: %w", ch.id, err)
 	}
 	lp.mu.Lock()
 	if lp.byID[ch.id] == ch {
 		delete(lp.byID, ch.id)
 	}
 	lp.mu.Unlock()
-	if ch.mr.Close() == nil {
+	if err := ch.mr.Close(); err == nil {
 		st.liveMRs.Add(-1)
+	} else {
+		lp.e.keepErr("channel %d: message area ibv_dereg_mr: %w", ch.id, err)
 	}
 	ch.mem.Free()
 	// Its exposures were revoked when it died; a per-operation MR the
 	// device still held would keep the PD busy, and Close reports that.
-	if ch.key.isolated && ch.pd.Close() == nil {
-		st.livePDs.Add(-1)
+	if ch.key.isolated {
+		if err := ch.pd.Close(); err == nil {
+			st.livePDs.Add(-1)
+		} else {
+			lp.e.keepErr("channel %d: ibv_dealloc_pd: %w", ch.id, err)
+		}
 	}
 }
 

@@ -59,6 +59,7 @@ type stagePool struct {
 	access  rdma.Access
 	st      *stats
 	maxIdle int64
+	keepErr func(format string, args ...any) // the engine's, for failed releases
 
 	mu     sync.Mutex
 	free   [numClasses][]*stageBuf
@@ -141,8 +142,10 @@ func (p *stagePool) put(b *stageBuf) {
 
 func (p *stagePool) release(b *stageBuf) {
 	if b.mr != nil {
-		if b.mr.Close() == nil {
+		if err := b.mr.Close(); err == nil {
 			p.st.liveMRs.Add(-1)
+		} else if p.keepErr != nil {
+			p.keepErr("staging ibv_dereg_mr: %w", err)
 		}
 		b.mr = nil
 	}

@@ -120,18 +120,6 @@ func randomBytes(seed uint64, n int) []byte {
 	return b
 }
 
-// eventually polls f until it holds or waitLong passes.
-func eventually(f func() bool) bool {
-	end := time.Now().Add(waitLong)
-	for time.Now().Before(end) {
-		if f() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return f()
-}
-
 // TestEchoByRDMA: the echo dispatcher's reply arrives byte-exact by RDMA
 // from 0 B to 64 MiB, in both modes, whether the engine signals every
 // reply or sparsely; every exposure is confirmed by completion frames
@@ -164,7 +152,7 @@ func TestEchoByRDMA(t *testing.T) {
 					})
 				}
 			}
-			if !eventually(func() bool {
+			if !rdmatest.Eventually(waitLong, func() bool {
 				st := fx.e.Stats()
 				return st.LiveExposures == 0 && st.Written == int64(len(sizes)-1) && st.Confirmed == st.Exposed
 			}) {
@@ -216,7 +204,7 @@ func TestPipelined(t *testing.T) {
 			for err := range errs {
 				t.Error(err)
 			}
-			if !eventually(func() bool { st := fx.e.Stats(); return st.LiveExposures == 0 }) {
+			if !rdmatest.Eventually(waitLong, func() bool { st := fx.e.Stats(); return st.LiveExposures == 0 }) {
 				t.Fatalf("exposures left: %+v", fx.e.Stats())
 			}
 			st := fx.e.Stats()
@@ -274,7 +262,7 @@ func TestLostReadsFallBackToTCP(t *testing.T) {
 	if r.Attempts != 3 || r.ByRDMA() || r.Flags.Has(msg.FlagRDMA) {
 		t.Fatalf("want two lost attempts, then TCP: %d attempts, flags %v", r.Attempts, r.Flags)
 	}
-	if !eventually(func() bool { st := fx.e.Stats(); return st.LiveExposures == 0 && st.Exposed == 2 }) {
+	if !rdmatest.Eventually(waitLong, func() bool { st := fx.e.Stats(); return st.LiveExposures == 0 && st.Exposed == 2 }) {
 		t.Errorf("engine: %+v", fx.e.Stats())
 	}
 }
@@ -344,7 +332,7 @@ func TestFallbacks(t *testing.T) {
 			t.Fatalf("%v", err)
 		}
 		// Confirmed unread: the server frees it now, not at its timeout.
-		if !eventually(func() bool { return fx.e.Stats().LiveExposures == 0 }) || fx.e.Stats().TimedOut != 0 {
+		if !rdmatest.Eventually(waitLong, func() bool { return fx.e.Stats().LiveExposures == 0 }) || fx.e.Stats().TimedOut != 0 {
 			t.Fatalf("the unread exposure: %+v", fx.e.Stats())
 		}
 	})
