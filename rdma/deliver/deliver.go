@@ -80,7 +80,7 @@ type Notify struct {
 // Body). On failure it returns a *Fallback and body is still the
 // caller's: send it another way, saying why.
 func (e *Engine) Deliver(w int, t Target, body *Body, n Notify) (Receipt, error) {
-	lp := e.loop(w)
+	lp := e.loopAt(w)
 	if lp == nil {
 		return Receipt{}, fallback(ReasonNoRDMA, "")
 	}
@@ -116,7 +116,7 @@ func (e *Engine) Deliver(w int, t Target, body *Body, n Notify) (Receipt, error)
 
 // write is server-writes: Writes of every segment into the client's
 // buffer, then the written message, as one unit.
-func (lp *Loop) write(ch *channel, t *Target, b *Body, n Notify) (Receipt, error) {
+func (lp *loop) write(ch *channel, t *Target, b *Body, n Notify) (Receipt, error) {
 	e := lp.e
 	if b.used > 0 {
 		if err := e.pool.register(b.stage); err != nil {
@@ -188,7 +188,7 @@ func (e *Engine) byWindow(b *Body) bool {
 
 // expose is client-reads: one contiguous registered region holding
 // exactly the body, exposed read-only to this client's QP only.
-func (lp *Loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, error) {
+func (lp *loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, error) {
 	e := lp.e
 	useMW := e.byWindow(b)
 	var (
@@ -274,7 +274,7 @@ func (lp *Loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 // the channel's own client may confirm (unless
 // Config.AllowForeignEndpoints). It returns how many exposures ended.
 func (e *Engine) Confirm(w int, from netip.Addr, owner uint64, chanID uint32, op uint64, through bool) int {
-	lp := e.loop(w)
+	lp := e.loopAt(w)
 	if lp == nil {
 		return 0
 	}
@@ -287,9 +287,9 @@ func (e *Engine) Confirm(w int, from netip.Addr, owner uint64, chanID uint32, op
 	return lp.confirm(ch, owner, op, through)
 }
 
-// Attached reports whether writer loop w has a Loop (its CQ attached),
+// Attached reports whether writer loop w is attached (has its CQ),
 // so a binding can fall back (ReasonNoRDMA) before collecting a body.
-func (e *Engine) Attached(w int) bool { return e.loop(w) != nil }
+func (e *Engine) Attached(w int) bool { return e.loopAt(w) != nil }
 
 // WillWait reports whether a Deliver of body to t will return a Receipt
 // with Wait (after Map): a binding that must prepare for Ready, making a

@@ -91,7 +91,7 @@
 //
 // # Ownership
 //
-//	Engine      device, PD, file cache, staging pool, one Loop per writer
+//	Engine      device, PD, file cache, staging pool, one loop per writer
 //	            loop (CQ, channels, exposures); Close releases all of it,
 //	            and the provider's busy checks turn a leak into an error
 //	Body        the caller's until Deliver succeeds, then the engine's

@@ -168,7 +168,7 @@ func (c *Config) defaults() {
 }
 
 // Engine is the server side of RDMA delivery, protocol-neutral: one
-// device and PD, a Loop (CQ and channels) per writer loop, the file
+// device and PD, a CQ and channels per writer loop, the file
 // registration cache, the staging pool, and every exposure. Protocol
 // bindings (rdmahttp for HTTP, msgrdma for the messenger) share one.
 // Close it after the servers using it have stopped.
@@ -183,7 +183,7 @@ type Engine struct {
 	st    stats
 
 	mu     sync.Mutex
-	loops  []*Loop
+	loops  []*loop
 	nextCh atomic.Uint32
 	closed bool
 	// kept are releases that failed while serving (a channel's QP or MR,
@@ -366,7 +366,7 @@ func (e *Engine) AttachLoop(idx int, register Register) error {
 	return nil
 }
 
-func (e *Engine) loop(i int) *Loop {
+func (e *Engine) loopAt(i int) *loop {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed || i < 0 || i >= len(e.loops) {

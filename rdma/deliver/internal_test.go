@@ -194,7 +194,7 @@ func (stubMR) Close() error { return nil }
 
 // stubChannel puts a channel with a stub QP in lp's cache, counted as
 // dial counts one.
-func stubChannel(lp *Loop, id uint32) (*channel, *stubQP) {
+func stubChannel(lp *loop, id uint32) (*channel, *stubQP) {
 	ep := netip.MustParseAddrPort("127.0.0.1:1")
 	mem, err := rdma.Alloc(msgArea(serverRecvSlots, serverSendSlots))
 	if err != nil {
@@ -225,7 +225,7 @@ func TestLostCompletionReleasesTheHold(t *testing.T) {
 	if err := e.AttachLoop(0, nopRegister); err != nil {
 		t.Fatal(err)
 	}
-	lp := e.loop(0)
+	lp := e.loopAt(0)
 	ch, qp := stubChannel(lp, 1)
 	b := e.NewBody()
 	var ready, done atomic.Value
@@ -282,7 +282,7 @@ func TestCompletionDuringPost(t *testing.T) {
 			if err := e.AttachLoop(0, nopRegister); err != nil {
 				t.Fatal(err)
 			}
-			lp := e.loop(0)
+			lp := e.loopAt(0)
 			ch, _ := stubChannel(lp, 1)
 			ch.users++ // the poster's use, as Deliver holds one
 			b := e.NewBody()

@@ -13,13 +13,13 @@ import (
 	"github.com/quartet-server/quartet/rdma"
 )
 
-// Loop is the engine's state for one writer loop: its CQ (a completion
+// loop is the engine's state for one writer loop: its CQ (a completion
 // source of that loop) and the channels whose completions land there.
 //
 // Callers (processors) post units on channels; the loop (onCQ) retires
 // them. mu guards chans, byID and every channel's queue, counters and
 // exposures; a channel's postMu orders its posts and comes before mu.
-type Loop struct {
+type loop struct {
 	e      *Engine
 	idx    int
 	cq     rdma.CQ
@@ -33,8 +33,8 @@ type Loop struct {
 	dials singleflight.Group
 }
 
-func newLoop(e *Engine, idx int, cq rdma.CQ) *Loop {
-	return &Loop{e: e, idx: idx, cq: cq, chans: map[chanKey]*channel{}, byID: map[uint32]*channel{},
+func newLoop(e *Engine, idx int, cq rdma.CQ) *loop {
+	return &loop{e: e, idx: idx, cq: cq, chans: map[chanKey]*channel{}, byID: map[uint32]*channel{},
 		wcs: make([]rdma.Completion, completionsPerPoll)}
 }
 
@@ -78,7 +78,7 @@ type channel struct {
 	next   int // next send slot
 	sgl    [1]rdma.SGE
 
-	// Guarded by Loop.mu.
+	// Guarded by loop.mu.
 	dead bool // failed, out of the cache, disconnected
 	// users counts callers posting on the channel; the QP and message
 	// area are destroyed only when a dead channel has none, so no post
@@ -120,9 +120,9 @@ type unit struct {
 	ch       *channel
 	signaled bool
 	wait     bool // the caller holds its reply for Ready
-	told     bool // Ready has been called (guarded by Loop.mu)
+	told     bool // Ready has been called (guarded by loop.mu)
 	// posting is set while the poster's postFn runs (guarded by
-	// Loop.mu): a completion that retires the unit meanwhile (on siw a
+	// loop.mu): a completion that retires the unit meanwhile (on siw a
 	// Write leaves inside its post, and the peer's Terminate can come back
 	// before the message behind it is posted) only marks it retired, with
 	// retireErr; the poster finishes it, or, if its post failed, drops it
@@ -187,7 +187,7 @@ type exposure struct {
 // use returns the cached connection to ep, dialing it if there is none
 // (concurrent first requests share one dial), with a use the caller ends
 // with release.
-func (lp *Loop) use(ep netip.AddrPort, isolated bool) (*channel, error) {
+func (lp *loop) use(ep netip.AddrPort, isolated bool) (*channel, error) {
 	ch, err := lp.lookupOrDial(chanKey{ep, isolated})
 	if err != nil {
 		return nil, err
@@ -202,7 +202,7 @@ func (lp *Loop) use(ep netip.AddrPort, isolated bool) (*channel, error) {
 }
 
 // release ends a use; the last user of a dead channel destroys it.
-func (lp *Loop) release(ch *channel) {
+func (lp *loop) release(ch *channel) {
 	lp.mu.Lock()
 	ch.users--
 	now := ch.dead && ch.users == 0 && !ch.closed
@@ -215,7 +215,7 @@ func (lp *Loop) release(ch *channel) {
 	}
 }
 
-func (lp *Loop) lookupOrDial(key chanKey) (*channel, error) {
+func (lp *loop) lookupOrDial(key chanKey) (*channel, error) {
 	lp.mu.Lock()
 	ch := lp.chans[key]
 	lp.mu.Unlock()
@@ -258,7 +258,7 @@ func (e *Engine) nextChannelID() uint32 {
 // dial connects to a client's endpoint: message area, QP on this loop's
 // CQ with its receives posted before the connection exists (iWARP has no
 // RNR retry), the channel id in the private data.
-func (lp *Loop) dial(key chanKey) (_ *channel, err error) {
+func (lp *loop) dial(key chanKey) (_ *channel, err error) {
 	e := lp.e
 	e.st.dials.Add(1)
 	ch := &channel{id: e.nextChannelID(), ep: key.ep, key: key, pd: e.pd, exps: map[uint64]*exposure{}}
@@ -323,7 +323,7 @@ func (lp *Loop) dial(key chanKey) (_ *channel, err error) {
 
 // sendSlot writes a message into ch's next send slot and returns its
 // SGE. Under ch.postMu.
-func (lp *Loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
+func (lp *loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
 	slot := serverRecvSlots + ch.next
 	ch.next = (ch.next + 1) % serverSendSlots
 	putMsg(ch.mem.Bytes()[slot*msgLen:], kind, opID)
@@ -335,13 +335,13 @@ func (lp *Loop) sendSlot(ch *channel, kind uint32, opID uint64) rdma.SGE {
 // unit's last request is to be signalled. u is queued before postFn
 // runs (its completion may come at once) and forgotten again if posting
 // fails. wrs is how many work requests the unit posts.
-func (lp *Loop) post(ch *channel, u *unit, wrs int, postFn func(id uint64, signal bool) error) error {
+func (lp *loop) post(ch *channel, u *unit, wrs int, postFn func(id uint64, signal bool) error) error {
 	ch.postMu.Lock()
 	defer ch.postMu.Unlock()
 	return lp.postLocked(ch, u, wrs, postFn)
 }
 
-func (lp *Loop) postLocked(ch *channel, u *unit, wrs int, postFn func(id uint64, signal bool) error) error {
+func (lp *loop) postLocked(ch *channel, u *unit, wrs int, postFn func(id uint64, signal bool) error) error {
 	cfg := &lp.e.cfg
 	lp.mu.Lock()
 	if ch.dead {
@@ -411,7 +411,7 @@ func (lp *Loop) postLocked(ch *channel, u *unit, wrs int, postFn func(id uint64,
 // await a completion, it posts a signalled barrier message behind them,
 // whose completion retires them all. A busy channel signals by its own
 // posts and is left alone.
-func (lp *Loop) reclaimIdle(ch *channel) {
+func (lp *loop) reclaimIdle(ch *channel) {
 	ch.postMu.Lock()
 	defer ch.postMu.Unlock()
 	lp.mu.Lock()
@@ -447,7 +447,7 @@ func (lp *Loop) reclaimIdle(ch *channel) {
 // protocol's connection where the binding prepared that), and the
 // channel is killed. The unit's memory stays until a completion or the
 // QP's destruction (forgetUnits), since the device may still use it.
-func (lp *Loop) watchdog(ch *channel) {
+func (lp *loop) watchdog(ch *channel) {
 	timeout := lp.e.cfg.CompletionTimeout
 	lp.mu.Lock()
 	if ch.closed || ch.q.len() == 0 {
@@ -472,7 +472,7 @@ func (lp *Loop) watchdog(ch *channel) {
 }
 
 // tell calls u's Ready, once, if its caller waits for it.
-func (lp *Loop) tell(u *unit, err error) {
+func (lp *loop) tell(u *unit, err error) {
 	if !u.wait || u.notify.Ready == nil {
 		return
 	}
@@ -487,7 +487,7 @@ func (lp *Loop) tell(u *unit, err error) {
 
 // onCQ is the loop's completion source: take the event, re-arm, then
 // drain (the order of the CQ contract, so nothing is missed).
-func (lp *Loop) onCQ() {
+func (lp *loop) onCQ() {
 	if _, err := lp.cq.Consume(); err != nil {
 		return
 	}
@@ -495,7 +495,7 @@ func (lp *Loop) onCQ() {
 	lp.drain()
 }
 
-func (lp *Loop) drain() {
+func (lp *loop) drain() {
 	for {
 		n, err := lp.cq.Poll(lp.wcs)
 		if n == 0 || err != nil {
@@ -508,7 +508,7 @@ func (lp *Loop) drain() {
 }
 
 // complete handles one completion, in the loop.
-func (lp *Loop) complete(wc *rdma.Completion) {
+func (lp *loop) complete(wc *rdma.Completion) {
 	if wc.WRID&tagRecv != 0 {
 		lp.received(wc)
 		return
@@ -560,7 +560,7 @@ func (lp *Loop) complete(wc *rdma.Completion) {
 // takeThrough moves the units of ch up to the one whose sequence number
 // ends in low into lp.batch, to be finished with err; one still being
 // posted is only marked (see unit.posting). Under lp.mu.
-func (lp *Loop) takeThrough(ch *channel, low uint32, err error) {
+func (lp *loop) takeThrough(ch *channel, low uint32, err error) {
 	lp.batch = lp.batch[:0]
 	if ch.q.len() == 0 {
 		return
@@ -581,7 +581,7 @@ func (lp *Loop) takeThrough(ch *channel, low uint32, err error) {
 // peer can be told: the first error seen on the channel, and why the QP
 // failed if all we have is a flush. Under lp.mu (QP.Err takes only the
 // provider's own lock).
-func (lp *Loop) unitError(ch *channel, status, fault rdma.Status) error {
+func (lp *loop) unitError(ch *channel, status, fault rdma.Status) error {
 	why := fault
 	if why == rdma.StatusSuccess || why == rdma.StatusWRFlushErr {
 		why = status
@@ -597,7 +597,7 @@ func (lp *Loop) unitError(ch *channel, status, fault rdma.Status) error {
 
 // finish ends a unit the loop retired: its memory goes (the device is
 // done with it), its caller hears the outcome.
-func (lp *Loop) finish(u *unit, err error) {
+func (lp *loop) finish(u *unit, err error) {
 	st := &lp.e.st
 	switch u.kind {
 	case unitWrite:
@@ -628,7 +628,7 @@ func (lp *Loop) finish(u *unit, err error) {
 
 // received handles a receive completion: a read-done message revokes its
 // exposure; the slot is posted again.
-func (lp *Loop) received(wc *rdma.Completion) {
+func (lp *loop) received(wc *rdma.Completion) {
 	chID, slot := splitRecvID(wc.WRID)
 	lp.mu.Lock()
 	ch := lp.byID[chID]
@@ -654,7 +654,7 @@ func (lp *Loop) received(wc *rdma.Completion) {
 // the channel is dead, the op id is already exposed there, or the client
 // already holds MaxExposuresPerChannel unconfirmed exposures on it. The
 // exposure's timer starts at grant.
-func (lp *Loop) addExposure(x *exposure) error {
+func (lp *loop) addExposure(x *exposure) error {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	switch {
@@ -675,7 +675,7 @@ func (lp *Loop) addExposure(x *exposure) error {
 // grant starts x's timer once its key works (a window bound, a
 // per-operation MR registered): a client that never confirms loses it
 // ExposureTimeout later.
-func (lp *Loop) grant(x *exposure) {
+func (lp *loop) grant(x *exposure) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	if x.ch.exps[x.op] != x {
@@ -693,7 +693,7 @@ func (lp *Loop) grant(x *exposure) {
 // with through every exposure of the channel up to op (a cumulative
 // completion: the client's high-water mark); owner's only. It returns
 // how many ended.
-func (lp *Loop) confirm(ch *channel, owner, op uint64, through bool) int {
+func (lp *loop) confirm(ch *channel, owner, op uint64, through bool) int {
 	var xs []*exposure
 	lp.mu.Lock()
 	if through {
@@ -719,7 +719,7 @@ func (lp *Loop) confirm(ch *channel, owner, op uint64, through bool) int {
 // revoke ends x if it is still live: the window is destroyed (or the
 // per-operation MR deregistered), so its key dies, and its memory is let
 // go; x's Done hears why (nil: confirmed). True if x was live.
-func (lp *Loop) revoke(x *exposure, why error) bool {
+func (lp *loop) revoke(x *exposure, why error) bool {
 	lp.mu.Lock()
 	live := x.ch.exps[x.op] == x
 	if live {
@@ -744,7 +744,7 @@ func (lp *Loop) revoke(x *exposure, why error) bool {
 
 // discard releases an exposure's key, then its memory (a window must go
 // before the MR under it can).
-func (lp *Loop) discard(x *exposure) {
+func (lp *loop) discard(x *exposure) {
 	st := &lp.e.st
 	if x.mw != nil {
 		if err := x.mw.Close(); err == nil {
@@ -767,7 +767,7 @@ func (lp *Loop) discard(x *exposure) {
 // dials again), its exposures revoked, its QP disconnected. Completions
 // still owed for its units arrive as flushes and fail them; the QP is
 // destroyed when its last user lets go.
-func (lp *Loop) kill(ch *channel) {
+func (lp *loop) kill(ch *channel) {
 	lp.mu.Lock()
 	if ch.dead {
 		lp.mu.Unlock()
@@ -795,7 +795,7 @@ func (lp *Loop) kill(ch *channel) {
 	}
 }
 
-func (lp *Loop) closeChannel(ch *channel) {
+func (lp *loop) closeChannel(ch *channel) {
 	st := &lp.e.st
 	ch.watch.Stop()
 	ch.barrier.Stop()
@@ -833,7 +833,7 @@ func (lp *Loop) closeChannel(ch *channel) {
 // Write in flight; one already in the CQ finds no channel and is
 // ignored). Without this their staging memory and cache references
 // stayed until Close.
-func (lp *Loop) forgetUnits(ch *channel) {
+func (lp *loop) forgetUnits(ch *channel) {
 	lp.mu.Lock()
 	var gone []*unit
 	for ch.q.len() > 0 {
@@ -853,7 +853,7 @@ func (lp *Loop) forgetUnits(ch *channel) {
 // close tears the loop down after its writer loop has stopped: every
 // channel and exposure, the units still queued (flushed by the QP
 // closes), and the CQ.
-func (lp *Loop) close() error {
+func (lp *loop) close() error {
 	if lp.detach != nil {
 		_ = lp.detach() // the loop's poller may be gone already
 	}
