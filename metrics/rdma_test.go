@@ -12,6 +12,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"github.com/quartet-server/quartet/rdma/soft"
 	"github.com/quartet-server/quartet/rdmahttp"
 	"github.com/quartet-server/quartet/runtime"
@@ -70,7 +71,7 @@ func TestRDMAScrape(t *testing.T) {
 	}
 	defer c.Close()
 	url := "http://" + srv.Addr().String() + "/b.bin"
-	for _, mode := range []rdmahttp.Mode{rdmahttp.ModeServerWrites, rdmahttp.ModeClientReads} {
+	for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
 		var got bytes.Buffer
 		r, err := c.Get(context.Background(), url, mode, func(*rdmahttp.Response) (io.Writer, error) { return &got, nil })
 		if err != nil || r.Mode != mode || !bytes.Equal(got.Bytes(), body) {

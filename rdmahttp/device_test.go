@@ -10,46 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/rdmatest"
 	"github.com/quartet-server/quartet/rdma"
-	"github.com/quartet-server/quartet/rdma/rdmatool"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
-
-// The tests run on the software provider on loopback by default. The VM
-// tier (rdmahttp/vm-e2e.sh) runs the same binary, built with -tags verbs,
-// on the kernel's siw0 and rxe0 by naming a provider and the device's IP:
-//
-//	QUARTET_RDMA_TEST_PROVIDER=verbs QUARTET_RDMA_TEST_ADDR=10.77.1.1 ./rdmahttp.test
-const (
-	envProvider = "QUARTET_RDMA_TEST_PROVIDER"
-	envAddr     = "QUARTET_RDMA_TEST_ADDR"
-)
-
-// testProvider is the provider the fixtures use for server and clients.
-func testProvider(t *testing.T) rdma.Provider {
-	name := os.Getenv(envProvider)
-	if name == "" {
-		name = "soft"
-	}
-	p, err := rdmatool.NewRegistry().Get(name)
-	if err != nil {
-		t.Fatalf("%s=%s: %v", envProvider, name, err)
-	}
-	return p
-}
-
-// testHost is the IP that servers listen on and clients announce.
-func testHost() string {
-	if a := os.Getenv(envAddr); a != "" {
-		return a
-	}
-	return "127.0.0.1"
-}
 
 // onKernelIWARP reports whether fx's server runs on a kernel iWARP device
 // (siw, an iWARP NIC), whose timing the software provider's does not share.
 func onKernelIWARP(fx *fixture) bool {
-	p := os.Getenv(envProvider)
-	return p != "" && p != "soft" && fx.mod.DeviceInfo().Transport == rdma.TransportIWARP
+	return rdmatest.OnDevice() && fx.mod.DeviceInfo().Transport == rdma.TransportIWARP
 }
 
 const envKilledChild = "QUARTET_RDMAHTTP_KILLED_CHILD"
@@ -69,10 +38,10 @@ func TestKilledClientProcess(t *testing.T) {
 	name := fmt.Sprintf("f%d.bin", 1<<20+3)
 	// Warm the file cache and a channel so only the exposure is counted.
 	c := newClient(t, ClientConfig{})
-	if _, _, err := get(t.Context(), c, fx.url+"/"+name, ModeClientReads); err != nil {
+	if _, _, err := get(t.Context(), c, fx.url+"/"+name, deliver.ModeClientReads); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
+	if !rdmatest.Eventually(5*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
 		t.Fatal("warm-up exposure not revoked")
 	}
 	before := fx.mod.Stats()
@@ -117,7 +86,7 @@ func TestKilledClientProcess(t *testing.T) {
 	killed := time.Now()
 	// The child's channel may have been dialed by the other writer loop:
 	// count MRs net of channels (a QP and its message MR each).
-	if !eventually(15*time.Second, func() bool {
+	if !rdmatest.Eventually(15*time.Second, func() bool {
 		st := fx.mod.Stats()
 		return st.LiveExposures == 0 && st.LiveMWs == before.LiveMWs && st.LiveMRs-st.LiveQPs == before.LiveMRs-before.LiveQPs
 	}) {
@@ -126,7 +95,7 @@ func TestKilledClientProcess(t *testing.T) {
 	st := fx.mod.Stats()
 	t.Logf("released %v after the kill (timed out: %d, confirmed: %d)", time.Since(killed).Round(time.Millisecond), st.TimedOut-before.TimedOut, st.Confirmed-before.Confirmed)
 	// The server still serves others.
-	if _, body, err := get(t.Context(), c, fx.url+"/"+name, ModeClientReads); err != nil || len(body) != 1<<20+3 {
+	if _, body, err := get(t.Context(), c, fx.url+"/"+name, deliver.ModeClientReads); err != nil || len(body) != 1<<20+3 {
 		t.Fatalf("after the kill: %v, %d bytes", err, len(body))
 	}
 }

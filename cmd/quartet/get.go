@@ -12,6 +12,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 	"github.com/quartet-server/quartet/rdmahttp"
 )
@@ -82,12 +83,12 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil || u.Scheme != "http" || u.Host == "" {
 		return fmt.Errorf("URL %q: want http://host[:port]/path", pos[0])
 	}
-	mode, err := rdmahttp.ParseMode(g.mode)
+	mode, err := deliver.ParseMode(g.mode)
 	if err != nil {
 		return err
 	}
 	var c *rdmahttp.Client
-	if mode != rdmahttp.ModeOff {
+	if mode != deliver.ModeOff {
 		if c, err = g.client(u.Hostname()); err != nil {
 			return err
 		}
@@ -123,7 +124,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				}
 				w = f
 			}
-			if !g.quiet && r.Mode == rdmahttp.ModeOff && r.Length > 1<<20 && isTerminal(stderr) {
+			if !g.quiet && r.Mode == deliver.ModeOff && r.Length > 1<<20 && isTerminal(stderr) {
 				pw = &progress{w: w, total: r.Length, out: stderr, start: time.Now()}
 				return pw, nil
 			}
@@ -147,7 +148,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !g.quiet {
 		el := time.Since(start)
 		how := r.Mode.String()
-		if r.Mode == rdmahttp.ModeOff {
+		if r.Mode == deliver.ModeOff {
 			how = "TCP"
 			if r.Fallback != "" {
 				how += " (server fell back: " + r.Fallback + ")"

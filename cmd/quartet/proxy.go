@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"github.com/quartet-server/quartet/rdmahttp"
 )
 
@@ -45,7 +46,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil || up.Scheme != "http" || up.Host == "" {
 		return fmt.Errorf("--upstream %q: want http://host:port", *upstream)
 	}
-	mode, err := rdmahttp.ParseMode(g.mode)
+	mode, err := deliver.ParseMode(g.mode)
 	if err != nil {
 		return err
 	}
@@ -61,7 +62,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 	for i := 0; i < *clients; i++ {
 		var c *rdmahttp.Client
-		if mode == rdmahttp.ModeOff {
+		if mode == deliver.ModeOff {
 			c, err = plainClient()
 		} else {
 			c, err = g.client(up.Hostname())
@@ -101,7 +102,7 @@ func flagGiven(fl *flag.FlagSet, name string) bool {
 
 type proxy struct {
 	up   string
-	mode rdmahttp.Mode
+	mode deliver.Mode
 	pool chan *rdmahttp.Client
 	log  *slog.Logger
 }
@@ -131,7 +132,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.FormatInt(res.Length, 10))
 		}
 		via := res.Mode.String()
-		if res.Mode == rdmahttp.ModeOff {
+		if res.Mode == deliver.ModeOff {
 			via = "tcp"
 		}
 		w.Header().Set("X-Quartet-Proxy-Via", via)

@@ -2,6 +2,7 @@ package msg
 
 import (
 	"fmt"
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"net/netip"
 )
 
@@ -66,7 +67,7 @@ func (h *Header) checkHeader() error {
 // The header must have passed checkHeader.
 func (h *Header) checkDescriptor() error {
 	d := &h.RDMA
-	if d.Mode != ModeServerWrites && d.Mode != ModeClientReads {
+	if d.Mode != deliver.ModeServerWrites && d.Mode != deliver.ModeClientReads {
 		return fmt.Errorf("%w: unknown mode %d", ErrDescriptor, uint8(d.Mode))
 	}
 	if d.Op == 0 {
@@ -87,7 +88,7 @@ func (h *Header) checkDescriptor() error {
 		case a.IsValid() && a.IsUnspecified():
 			return fmt.Errorf("%w: endpoint address %s (leave it zero to mean the connection's peer)", ErrDescriptor, a)
 		}
-		if d.Mode == ModeServerWrites {
+		if d.Mode == deliver.ModeServerWrites {
 			if d.Len == 0 {
 				return fmt.Errorf("%w: a server-writes buffer of length 0", ErrDescriptor)
 			}
@@ -102,7 +103,7 @@ func (h *Header) checkDescriptor() error {
 			if d.Reason != 0 {
 				return mustBeZero("reason", h)
 			}
-			if d.Mode == ModeServerWrites && (d.Addr != 0 || d.RKey != 0) {
+			if d.Mode == deliver.ModeServerWrites && (d.Addr != 0 || d.RKey != 0) {
 				return mustBeZero("address and key", h)
 			}
 		case d.Reason == 0:
@@ -112,7 +113,7 @@ func (h *Header) checkDescriptor() error {
 		}
 	case TypeCompletion:
 		switch {
-		case d.Mode != ModeClientReads:
+		case d.Mode != deliver.ModeClientReads:
 			return fmt.Errorf("%w: a completion for mode %s (only client-reads is confirmed)", ErrDescriptor, d.Mode)
 		case d.Reason != 0 || d.Endpoint != netip.AddrPort{}:
 			return mustBeZero("reason and endpoint", h)

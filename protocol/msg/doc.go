@@ -97,6 +97,7 @@
 // processor calls a Dispatcher; the hook is the writer's, and the only
 // thing it needs from the writer is a way to queue a head and a payload
 // on a connection (and, for RDMA, the writer loop's completion queue, as
-// rdmahttp uses). Many requests of one connection may be in flight at
+// rdmahttp uses). Package msgrdma is the hook's RDMA path, on the engine
+// (rdma/deliver) that HTTP's binding shares. Many requests of one connection may be in flight at
 // once, so the reader keeps parsing while earlier replies are pending.
 package msg

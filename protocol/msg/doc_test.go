@@ -2,6 +2,7 @@ package msg
 
 import (
 	"encoding/hex"
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"net/netip"
 	"os"
 	"regexp"
@@ -42,7 +43,7 @@ func TestDocExamples(t *testing.T) {
 		"13-byte request": {Type: TypeRequest, Flags: FlagUnordered, TxID: 1, Length: 13},
 		"13-byte reply":   {Type: TypeReply, TxID: 1, Length: 13},
 		"server-writes request": {Type: TypeRequest, Flags: FlagRDMA | FlagUnordered, TxID: 2, RDMA: Descriptor{
-			Mode: ModeServerWrites, Op: 7, Addr: 0x7f3a00000000, RKey: 0x1234, Len: 1 << 20,
+			Mode: deliver.ModeServerWrites, Op: 7, Addr: 0x7f3a00000000, RKey: 0x1234, Len: 1 << 20,
 			Endpoint: netip.MustParseAddrPort("10.0.0.2:7471")}},
 	} {
 		n, err := PutHead(b[:], &h)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/netip"
 	"unicode/utf8"
+
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // PutHead writes h's head (the header and, with FlagRDMA, the
@@ -121,8 +123,8 @@ func getDescriptor(b []byte, d *Descriptor) {
 		addr = netip.AddrFrom16(ip).Unmap()
 	}
 	*d = Descriptor{
-		Mode:     Mode(b[descMode]),
-		Reason:   Reason(b[descReason]),
+		Mode:     deliver.Mode(b[descMode]),
+		Reason:   deliver.Reason(b[descReason]),
 		Channel:  binary.BigEndian.Uint32(b[descChannel:]),
 		Op:       binary.BigEndian.Uint64(b[descOp:]),
 		Addr:     binary.BigEndian.Uint64(b[descAddr:]),

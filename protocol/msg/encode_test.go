@@ -3,6 +3,7 @@ package msg
 import (
 	"bytes"
 	"errors"
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"io"
 	"math/rand/v2"
 	"net/netip"
@@ -23,8 +24,8 @@ func TestPutHead(t *testing.T) {
 		{"descriptor ignored without FlagRDMA", Header{Type: TypeReply, TxID: 3, RDMA: Descriptor{Mode: 9}}, nil, HeaderSize},
 		{"reply txid 0", Header{Type: TypeReply}, ErrTxID, 0},
 		{"unknown type", Header{Type: 7, TxID: 1}, ErrType, 0},
-		{"bad descriptor", Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads}}, ErrDescriptor, 0},
-		{"zoned endpoint", Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Endpoint: netip.MustParseAddrPort("[fe80::1%eth0]:5")}}, ErrDescriptor, 0},
+		{"bad descriptor", Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads}}, ErrDescriptor, 0},
+		{"zoned endpoint", Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Endpoint: netip.MustParseAddrPort("[fe80::1%eth0]:5")}}, ErrDescriptor, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,8 +188,8 @@ func randomHead(rng *rand.Rand) Header {
 		}
 		if rng.IntN(2) == 0 {
 			h.Flags |= FlagRDMA
-			h.RDMA = Descriptor{Mode: Mode(1 + rng.IntN(2)), Op: u64(), Endpoint: randomEndpoint(rng)}
-			if h.RDMA.Mode == ModeServerWrites {
+			h.RDMA = Descriptor{Mode: deliver.Mode(1 + rng.IntN(2)), Op: u64(), Endpoint: randomEndpoint(rng)}
+			if h.RDMA.Mode == deliver.ModeServerWrites {
 				h.RDMA.Addr, h.RDMA.RKey, h.RDMA.Len = u64(), uint32(u64()), max(1, u64())
 			}
 		}
@@ -205,13 +206,13 @@ func randomHead(rng *rand.Rand) Header {
 		case 1: // delivered by RDMA
 			h.Flags = FlagRDMA | FlagByRDMA
 			h.Length = 0
-			h.RDMA = Descriptor{Mode: Mode(1 + rng.IntN(2)), Op: u64(), Channel: uint32(u64()), Len: u64()}
-			if h.RDMA.Mode == ModeClientReads {
+			h.RDMA = Descriptor{Mode: deliver.Mode(1 + rng.IntN(2)), Op: u64(), Channel: uint32(u64()), Len: u64()}
+			if h.RDMA.Mode == deliver.ModeClientReads {
 				h.RDMA.Addr, h.RDMA.RKey = u64(), uint32(u64())
 			}
 		case 2: // fallback
 			h.Flags = FlagRDMA
-			h.RDMA = Descriptor{Mode: Mode(1 + rng.IntN(2)), Op: u64(), Reason: Reason(max(1, u64()&0xff))}
+			h.RDMA = Descriptor{Mode: deliver.Mode(1 + rng.IntN(2)), Op: u64(), Reason: deliver.Reason(max(1, u64()&0xff))}
 		}
 		// Fields the flags do not use are ignored by the encoder, so a
 		// stray descriptor must not change the bytes.
@@ -223,7 +224,7 @@ func randomHead(rng *rand.Rand) Header {
 		if rng.IntN(2) == 0 {
 			h.Flags |= FlagCumulative
 		}
-		h.RDMA = Descriptor{Mode: ModeClientReads, Op: u64(), Channel: uint32(u64())}
+		h.RDMA = Descriptor{Mode: deliver.ModeClientReads, Op: u64(), Channel: uint32(u64())}
 	}
 	return h
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"github.com/quartet-server/quartet/rdma/deliver"
 	"io"
 	"net/netip"
 	"strings"
@@ -26,12 +27,12 @@ func withVersion(b []byte, v byte) []byte { b[0] = v; return b }
 
 var (
 	clientEP = netip.MustParseAddrPort("192.0.2.7:7471")
-	swReq    = Descriptor{Mode: ModeServerWrites, Op: 5, Addr: 0x7f0000001000, RKey: 0xabcd, Len: 4096, Endpoint: clientEP}
-	crReq    = Descriptor{Mode: ModeClientReads, Op: 5, Endpoint: clientEP}
-	swDone   = Descriptor{Mode: ModeServerWrites, Op: 5, Channel: 3, Len: 4000}
-	crGrant  = Descriptor{Mode: ModeClientReads, Op: 5, Channel: 3, Addr: 0x10000, RKey: 0x99, Len: 4000}
-	fallback = Descriptor{Mode: ModeServerWrites, Op: 5, Reason: ReasonNoRDMA}
-	crDone   = Descriptor{Mode: ModeClientReads, Op: 5, Channel: 3}
+	swReq    = Descriptor{Mode: deliver.ModeServerWrites, Op: 5, Addr: 0x7f0000001000, RKey: 0xabcd, Len: 4096, Endpoint: clientEP}
+	crReq    = Descriptor{Mode: deliver.ModeClientReads, Op: 5, Endpoint: clientEP}
+	swDone   = Descriptor{Mode: deliver.ModeServerWrites, Op: 5, Channel: 3, Len: 4000}
+	crGrant  = Descriptor{Mode: deliver.ModeClientReads, Op: 5, Channel: 3, Addr: 0x10000, RKey: 0x99, Len: 4000}
+	fallback = Descriptor{Mode: deliver.ModeServerWrites, Op: 5, Reason: deliver.ReasonNoRDMA}
+	crDone   = Descriptor{Mode: deliver.ModeClientReads, Op: 5, Channel: 3}
 )
 
 func TestNext(t *testing.T) {
@@ -49,8 +50,8 @@ func TestNext(t *testing.T) {
 		{"unordered request", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagUnordered, TxID: 9}), Limits{}, nil},
 		{"server-writes request", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: swReq}), Limits{}, nil},
 		{"client-reads request", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA | FlagUnordered, TxID: 1, RDMA: crReq}), Limits{}, nil},
-		{"request, endpoint at the peer's address", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Endpoint: peerEP}}), Limits{}, nil},
-		{"request, IPv6 endpoint", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Endpoint: netip.MustParseAddrPort("[2001:db8::1]:9")}}), Limits{}, nil},
+		{"request, endpoint at the peer's address", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Endpoint: peerEP}}), Limits{}, nil},
+		{"request, IPv6 endpoint", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Endpoint: netip.MustParseAddrPort("[2001:db8::1]:9")}}), Limits{}, nil},
 		{"reply", RoleClient, raw(Header{Type: TypeReply, TxID: 1, Length: 1}, 'x'), Limits{}, nil},
 		{"error reply", RoleClient, raw(Header{Type: TypeReply, Flags: FlagError, TxID: 1, Length: 2}, 1, 0), Limits{}, nil},
 		{"connection error", RoleClient, raw(Header{Type: TypeReply, Flags: FlagError, Length: 2}, 0, 1), Limits{}, nil},
@@ -99,20 +100,20 @@ func TestNext(t *testing.T) {
 		// Descriptors.
 		{"mode 0", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Op: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
 		{"mode 3", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: 3, Op: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
-		{"op 0", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
-		{"request without port", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1}}), Limits{}, ErrDescriptor},
-		{"request with unspecified address", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Endpoint: netip.MustParseAddrPort("0.0.0.0:1")}}), Limits{}, ErrDescriptor},
-		{"request with channel", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Channel: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
-		{"request with reason", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Reason: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
-		{"server-writes without buffer", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeServerWrites, Op: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
-		{"client-reads with buffer", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Len: 5, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
-		{"reply with endpoint", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeServerWrites, Op: 1, Len: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
-		{"written reply with address", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeServerWrites, Op: 1, Len: 1, Addr: 1}}), Limits{}, ErrDescriptor},
-		{"delivered reply with reason", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, Reason: 1}}), Limits{}, ErrDescriptor},
-		{"fallback without reason", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeServerWrites, Op: 1}}), Limits{}, ErrDescriptor},
-		{"fallback with region", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: ModeServerWrites, Op: 1, Reason: 1, Len: 3}}), Limits{}, ErrDescriptor},
-		{"server-writes completion", RoleServer, raw(Header{Type: TypeCompletion, Flags: FlagRDMA, RDMA: Descriptor{Mode: ModeServerWrites, Op: 1}}), Limits{}, ErrDescriptor},
-		{"completion with region", RoleServer, raw(Header{Type: TypeCompletion, Flags: FlagRDMA, RDMA: Descriptor{Mode: ModeClientReads, Op: 1, RKey: 1}}), Limits{}, ErrDescriptor},
+		{"op 0", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
+		{"request without port", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1}}), Limits{}, ErrDescriptor},
+		{"request with unspecified address", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Endpoint: netip.MustParseAddrPort("0.0.0.0:1")}}), Limits{}, ErrDescriptor},
+		{"request with channel", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Channel: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
+		{"request with reason", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Reason: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
+		{"server-writes without buffer", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeServerWrites, Op: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
+		{"client-reads with buffer", RoleServer, raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Len: 5, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
+		{"reply with endpoint", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeServerWrites, Op: 1, Len: 1, Endpoint: clientEP}}), Limits{}, ErrDescriptor},
+		{"written reply with address", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeServerWrites, Op: 1, Len: 1, Addr: 1}}), Limits{}, ErrDescriptor},
+		{"delivered reply with reason", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA | FlagByRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, Reason: 1}}), Limits{}, ErrDescriptor},
+		{"fallback without reason", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeServerWrites, Op: 1}}), Limits{}, ErrDescriptor},
+		{"fallback with region", RoleClient, raw(Header{Type: TypeReply, Flags: FlagRDMA, TxID: 1, RDMA: Descriptor{Mode: deliver.ModeServerWrites, Op: 1, Reason: 1, Len: 3}}), Limits{}, ErrDescriptor},
+		{"server-writes completion", RoleServer, raw(Header{Type: TypeCompletion, Flags: FlagRDMA, RDMA: Descriptor{Mode: deliver.ModeServerWrites, Op: 1}}), Limits{}, ErrDescriptor},
+		{"completion with region", RoleServer, raw(Header{Type: TypeCompletion, Flags: FlagRDMA, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 1, RKey: 1}}), Limits{}, ErrDescriptor},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,7 +173,7 @@ func TestNextIncremental(t *testing.T) {
 		raw(Header{Type: TypeRequest, Flags: FlagRDMA, TxID: 2, RDMA: swReq}),
 		raw(Header{Type: TypeRequest, TxID: 3}),
 		raw(Header{Type: TypeCompletion, Flags: FlagRDMA | FlagCumulative, RDMA: crDone}),
-		raw(Header{Type: TypeRequest, Flags: FlagUnordered | FlagRDMA, TxID: 4, Length: 2, RDMA: Descriptor{Mode: ModeClientReads, Op: 6, Endpoint: clientEP}}, 'o', 'k'),
+		raw(Header{Type: TypeRequest, Flags: FlagUnordered | FlagRDMA, TxID: 4, Length: 2, RDMA: Descriptor{Mode: deliver.ModeClientReads, Op: 6, Endpoint: clientEP}}, 'o', 'k'),
 	}
 	stream := bytes.Join(frames, nil)
 	p := NewParser(RoleServer, Limits{})

@@ -3,6 +3,8 @@ package msg
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // Version is the only wire version this package speaks; it is the first
@@ -115,70 +117,6 @@ var allowedFlags = [...]Flags{
 // Has reports whether all of want are set in f.
 func (f Flags) Has(want Flags) bool { return f&want == want }
 
-// Mode is how a reply's payload travels by RDMA: the two modes of OSC's
-// mod_rdma, as in docs/rdma-http.md.
-type Mode uint8
-
-const (
-	// ModeServerWrites: the client names a registered, remotely writable
-	// buffer in its request; the server RDMA-Writes the payload into it.
-	ModeServerWrites Mode = 1
-	// ModeClientReads: the server exposes the payload read-only and names
-	// it in the reply; the client RDMA-Reads it and sends a completion.
-	ModeClientReads Mode = 2
-)
-
-func (m Mode) String() string {
-	switch m {
-	case ModeServerWrites:
-		return "server-writes"
-	case ModeClientReads:
-		return "client-reads"
-	}
-	return fmt.Sprintf("mode(%d)", uint8(m))
-}
-
-// Reason says why a request that asked for RDMA got its payload in the
-// reply frame instead. The words are rdmahttp's X-RDMA-Fallback reasons.
-// The wire allows any non-zero value, so an older client can still read
-// the payload of a reply whose reason it does not know.
-type Reason uint8
-
-const (
-	ReasonBadRequest       Reason = 1  // the descriptor is well-formed but unusable (e.g. a zero-length buffer)
-	ReasonForeignEndpoint  Reason = 2  // the endpoint is not on the host the connection comes from
-	ReasonConnectFailed    Reason = 3  // the server could not reach the client's RDMA endpoint
-	ReasonBufferTooSmall   Reason = 4  // server-writes: the payload is larger than the client's buffer
-	ReasonRegisterFailed   Reason = 5  // memory registration failed
-	ReasonPostFailed       Reason = 6  // posting the work requests failed
-	ReasonNoRDMA           Reason = 7  // the server has no RDMA device for this connection
-	ReasonTooLarge         Reason = 8  // the payload is over the server's RDMA size limit
-	ReasonTooManyExposures Reason = 9  // client-reads: too many unconfirmed exposures
-	ReasonUnsupported      Reason = 10 // the server does not offer this mode
-	ReasonRDMAFailed       Reason = 11 // the transfer was posted and failed; the payload follows inline
-)
-
-var reasonNames = [...]string{
-	ReasonBadRequest:       "bad-request",
-	ReasonForeignEndpoint:  "foreign-endpoint",
-	ReasonConnectFailed:    "connect-failed",
-	ReasonBufferTooSmall:   "buffer-too-small",
-	ReasonRegisterFailed:   "register-failed",
-	ReasonPostFailed:       "post-failed",
-	ReasonNoRDMA:           "no-rdma",
-	ReasonTooLarge:         "too-large",
-	ReasonTooManyExposures: "too-many-exposures",
-	ReasonUnsupported:      "unsupported",
-	ReasonRDMAFailed:       "rdma-failed",
-}
-
-func (r Reason) String() string {
-	if int(r) < len(reasonNames) && reasonNames[r] != "" {
-		return reasonNames[r]
-	}
-	return fmt.Sprintf("reason(%d)", uint8(r))
-}
-
 // Header is a frame's head as the parser reports it and the encoder takes
 // it: the fixed header and, when Flags has FlagRDMA, the descriptor.
 type Header struct {
@@ -208,10 +146,15 @@ func (h *Header) HeadSize() int {
 // descriptor"); every field a use does not name must be zero, so each
 // frame has exactly one encoding.
 type Descriptor struct {
-	Mode Mode
+	// Mode is deliver.ModeServerWrites or deliver.ModeClientReads (the
+	// engine's values are the wire's); ModeOff is malformed.
+	Mode deliver.Mode
 	// Reason is set on a reply that carries its payload inline although
-	// its request asked for RDMA; 0 everywhere else.
-	Reason Reason
+	// its request asked for RDMA (deliver's fallback reasons, whose values
+	// are the wire's); 0 everywhere else. The wire allows any non-zero
+	// value, so an older client can still read the payload of a reply
+	// whose reason it does not know.
+	Reason deliver.Reason
 	// Channel names the server's RDMA connection the operation used
 	// (replies, completions); 0 in a request.
 	Channel uint32

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/protocol/msg"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // Defaults for Config's zero fields.
@@ -44,6 +45,17 @@ type Config struct {
 	// BufferSize is the size of the read and write buffers, at least
 	// msg.MaxHeadSize. Default DefaultBufferSize.
 	BufferSize int
+	// Endpoint, when set, is where servers deliver the payloads of the
+	// replies a Request asks for by RDMA (Request.Deliver): the servers
+	// dial it. Several Clients may share one; its owner closes it after
+	// them. Operation ids then come from the endpoint, so they name one
+	// operation however many connections share it.
+	Endpoint *deliver.Endpoint
+	// RDMARetries is how many times a request whose RDMA operation was
+	// lost is sent again by RDMA, with a new operation id, before it is
+	// sent once more without RDMA (the reply inline). 0 means
+	// DefaultRDMARetries; negative, none.
+	RDMARetries int
 }
 
 // Order is a request's choice of reply order.
@@ -66,12 +78,25 @@ type Request struct {
 	// Do returns.
 	Payload []byte
 	Order   Order
+	// Deliver asks for the reply's payload by RDMA, in this mode, into
+	// Into, through Config.Endpoint: server-writes names Into in the
+	// request and the server writes into it; client-reads has the server
+	// expose the payload, and the client reads it into Into and confirms.
+	// Reply.Payload then aliases Into. A lost operation is asked for
+	// again (Config.RDMARetries), so such a request may reach the
+	// dispatcher more than once: use it for requests that may be
+	// repeated (the echo dispatcher, reads).
+	Deliver deliver.Mode
+	// Into receives the payload delivered by RDMA; it must hold the
+	// largest reply and is the request's until Do returns.
+	Into *deliver.Buffer
 	// RDMA, when set, asks for the reply's payload by RDMA and is sent as
 	// the request's descriptor, except Op: the client numbers RDMA
 	// requests itself, strictly increasing in the order they go on the
-	// wire, and Reply.RDMA.Op says which id this one got. The client does
-	// no RDMA itself: the caller registers the buffer (server-writes) or
-	// reads the exposure and calls Complete (client-reads).
+	// wire, and Reply.RDMA.Op says which id this one got. With RDMA the
+	// client moves no data: the caller registers the buffer
+	// (server-writes) or reads the exposure and calls Complete
+	// (client-reads). Deliver does all of that instead.
 	RDMA *msg.Descriptor
 }
 
@@ -85,9 +110,14 @@ type Reply struct {
 	// the payload went (written length, or the exposure to read) or, on a
 	// reply that carries the payload inline, the Reason.
 	RDMA msg.Descriptor
-	// Payload is the reply's payload, in memory of its own; empty when it
-	// went by RDMA.
+	// Payload is the reply's payload, in memory of its own; for a
+	// Request with Deliver whose payload came by RDMA, Request.Into's
+	// first bytes; empty when it went by RDMA on a raw Request.RDMA.
 	Payload []byte
+	// Attempts is how many times a Request with Deliver was sent: more
+	// than one when an RDMA operation was lost; the last one went without
+	// RDMA when ByRDMA is false and Flags has no msg.FlagRDMA.
+	Attempts int
 }
 
 // ByRDMA reports whether the payload was delivered by RDMA rather than
@@ -136,9 +166,11 @@ var (
 type Client struct {
 	conn   net.Conn
 	cfg    Config
-	slots  chan struct{} // one token per request in flight
-	queue  chan *call    // to the writer goroutine
-	failed chan struct{} // closed when the connection ends
+	slots  chan struct{}   // one token per request in flight
+	queue  chan *call      // to the writer goroutine
+	failed chan struct{}   // closed when the connection ends
+	life   context.Context // canceled when the connection ends
+	end    context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
@@ -147,6 +179,12 @@ type Client struct {
 	err     error // why the connection ended; set before failed closes
 
 	lastOp atomic.Uint64 // last RDMA op id written; the writer assigns them
+
+	// Client-reads operations whose exposure is not yet read (or given
+	// up): the client's high-water mark, for cumulative completions.
+	cmu    sync.Mutex
+	unread map[uint64]struct{}
+	queued map[uint32]bool // channels with a cumulative completion queued
 
 	// Writer goroutine only.
 	bw   *bufio.Writer
@@ -187,7 +225,10 @@ func New(conn net.Conn, cfg Config) *Client {
 		bw:      bufio.NewWriterSize(conn, cfg.BufferSize),
 		br:      bufio.NewReaderSize(conn, cfg.BufferSize),
 		parser:  msg.NewParser(msg.RoleClient, cfg.Limits),
+		unread:  map[uint64]struct{}{},
+		queued:  map[uint32]bool{},
 	}
+	c.life, c.end = context.WithCancel(context.Background())
 	c.wg.Add(2)
 	go c.writeLoop()
 	go c.readLoop()
@@ -209,6 +250,9 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 // other calls); a request already sent stays in flight (it holds its
 // MaxInFlight slot) until its reply comes and is dropped.
 func (c *Client) Do(ctx context.Context, req *Request) (Reply, error) {
+	if req.Deliver != deliver.ModeOff {
+		return c.doRDMA(ctx, req)
+	}
 	if uint64(len(req.Payload)) > math.MaxUint32 {
 		return Reply{}, fmt.Errorf("%w: %d bytes, the wire's limit is %d", msg.ErrPayloadTooLarge, len(req.Payload), uint32(math.MaxUint32))
 	}
@@ -293,6 +337,14 @@ type call struct {
 	payload []byte
 	oneway  bool          // a completion: no txid, no reply
 	op      atomic.Uint64 // the RDMA op id the writer gave it, for the reader to check
+	// A Request with Deliver: the written message's wait (server-writes),
+	// and whether its op counts as unread until confirmed (client-reads).
+	// After Do gave up on the call (abandoned), the reader cleans up.
+	delivery bool
+	wait     *deliver.Wait
+	// fill, for a cumulative completion, sets its op as the writer writes
+	// it, so one frame covers every read finished by then.
+	fill func(h *msg.Header)
 
 	// wmu is held by the writer while it writes this call's frame, so
 	// Do, by taking it once before it returns, knows the writer is done
@@ -378,17 +430,18 @@ func (c *Client) cancel(cl *call) {
 	}
 }
 
-// finish ends cl with a reply or an error unless it has ended already.
-func (c *Client) finish(cl *call, r Reply, err error) {
+// finish ends cl with a reply or an error unless it has ended already;
+// false if it had (Do gave up on it, or it failed before).
+func (c *Client) finish(cl *call, r Reply, err error) bool {
 	for {
 		s := cl.state.Load()
 		if s == stateDone || s == stateCanceled || s == stateAbandoned {
-			return
+			return false
 		}
 		if cl.state.CompareAndSwap(s, stateDone) {
 			cl.reply, cl.err = r, err
 			close(cl.done)
-			return
+			return true
 		}
 	}
 }
@@ -428,12 +481,15 @@ func (c *Client) fail(err error) {
 	}
 	c.err = err
 	close(c.failed)
+	c.end()
 	pending := c.pending
 	c.pending = nil
 	c.mu.Unlock()
 	c.conn.Close()
 	for _, cl := range pending {
-		c.finish(cl, Reply{}, err)
+		if !c.finish(cl, Reply{}, err) && cl.state.Load() == stateAbandoned {
+			c.abandoned(cl, nil)
+		}
 	}
 }
 
@@ -483,8 +539,10 @@ func (c *Client) writeCall(cl *call) error {
 		return nil
 	}
 	if cl.h.Type == msg.TypeRequest && cl.h.Flags.Has(msg.FlagRDMA) {
-		cl.h.RDMA.Op = c.lastOp.Add(1)
-		cl.op.Store(cl.h.RDMA.Op)
+		c.numberOp(cl)
+	}
+	if cl.fill != nil {
+		cl.fill(&cl.h)
 	}
 	n, err := msg.PutHead(c.head[:], &cl.h)
 	if err != nil { // checked by Do; only a bug gets here
@@ -554,6 +612,7 @@ func (c *Client) readLoop() {
 				c.fail(connErr(err))
 				return
 			}
+			c.abandoned(cl, &h)
 			continue
 		}
 		payload, err := c.parser.ReadPayload(c.br, nil)
@@ -566,7 +625,9 @@ func (c *Client) readLoop() {
 			c.fail(err)
 			return
 		}
-		c.finish(cl, Reply{TxID: h.TxID, Flags: h.Flags, RDMA: h.RDMA, Payload: payload}, nil)
+		if !c.finish(cl, Reply{TxID: h.TxID, Flags: h.Flags, RDMA: h.RDMA, Payload: payload}, nil) {
+			c.abandoned(cl, &h) // Do gave up while the payload was read
+		}
 	}
 }
 
@@ -582,7 +643,7 @@ func (cl *call) matches(h *msg.Header) error {
 		return fmt.Errorf("%w: txid %d: no RDMA descriptor on the reply to an RDMA request", ErrReplyMismatch, h.TxID)
 	case h.RDMA.Op != cl.op.Load() || h.RDMA.Mode != cl.h.RDMA.Mode:
 		return fmt.Errorf("%w: txid %d: reply for %s op %d, request was %s op %d", ErrReplyMismatch, h.TxID, h.RDMA.Mode, h.RDMA.Op, cl.h.RDMA.Mode, cl.op.Load())
-	case h.Flags.Has(msg.FlagByRDMA) && h.RDMA.Mode == msg.ModeServerWrites && h.RDMA.Len > cl.h.RDMA.Len:
+	case h.Flags.Has(msg.FlagByRDMA) && h.RDMA.Mode == deliver.ModeServerWrites && h.RDMA.Len > cl.h.RDMA.Len:
 		return fmt.Errorf("%w: txid %d: %d bytes written into a %d-byte buffer", ErrReplyMismatch, h.TxID, h.RDMA.Len, cl.h.RDMA.Len)
 	}
 	return nil
@@ -607,7 +668,9 @@ func (c *Client) readError(h *msg.Header) bool {
 			c.fail(connErr(fmt.Errorf("%w: %d (error %v)", ErrUnknownTxID, h.TxID, e)))
 			return false
 		}
-		c.finish(cl, Reply{TxID: h.TxID, Flags: h.Flags}, e)
+		if !c.finish(cl, Reply{TxID: h.TxID, Flags: h.Flags}, e) && cl.state.Load() == stateAbandoned {
+			c.abandoned(cl, h)
+		}
 	}
 	if h.TxID == 0 || e.Code.Fatal() {
 		c.fail(connErr(e))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/protocol/msg/internal/msgtest"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // waitLong bounds every wait in these tests: generous, because the
@@ -392,8 +393,8 @@ func TestServerRefusesBadFrames(t *testing.T) {
 		{"txid 0", append([]byte{msg.Version, byte(msg.TypeRequest)}, make([]byte, 14)...), msg.CodeMalformed, 0},
 		{"too large", append(good, frame(t, msg.Header{Type: msg.TypeRequest, TxID: 2, Length: 1 << 20})...), msg.CodeTooLarge, 2},
 		{"op id going back", append(
-			frame(t, msg.Header{Type: msg.TypeRequest, Flags: msg.FlagRDMA, TxID: 1, RDMA: msg.Descriptor{Mode: msg.ModeClientReads, Op: 5, Endpoint: netip.MustParseAddrPort("127.0.0.1:1")}}),
-			frame(t, msg.Header{Type: msg.TypeRequest, Flags: msg.FlagRDMA, TxID: 2, RDMA: msg.Descriptor{Mode: msg.ModeClientReads, Op: 4, Endpoint: netip.MustParseAddrPort("127.0.0.1:1")}})...), msg.CodeMalformed, 0},
+			frame(t, msg.Header{Type: msg.TypeRequest, Flags: msg.FlagRDMA, TxID: 1, RDMA: msg.Descriptor{Mode: deliver.ModeClientReads, Op: 5, Endpoint: netip.MustParseAddrPort("127.0.0.1:1")}}),
+			frame(t, msg.Header{Type: msg.TypeRequest, Flags: msg.FlagRDMA, TxID: 2, RDMA: msg.Descriptor{Mode: deliver.ModeClientReads, Op: 4, Endpoint: netip.MustParseAddrPort("127.0.0.1:1")}})...), msg.CodeMalformed, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -629,25 +630,25 @@ func TestRDMAHooks(t *testing.T) {
 	c := dial(t, srv.Addr(), Config{})
 	ep := netip.AddrPortFrom(netip.Addr{}, 7471) // the connection's own address
 	for i, d := range []msg.Descriptor{
-		{Mode: msg.ModeClientReads, Endpoint: ep},
-		{Mode: msg.ModeServerWrites, Endpoint: ep, Addr: 0x1000, RKey: 7, Len: 64},
-		{Mode: msg.ModeClientReads, Endpoint: ep},
+		{Mode: deliver.ModeClientReads, Endpoint: ep},
+		{Mode: deliver.ModeServerWrites, Endpoint: ep, Addr: 0x1000, RKey: 7, Len: 64},
+		{Mode: deliver.ModeClientReads, Endpoint: ep},
 	} {
 		r, err := c.Do(ctxLong(t), &Request{Payload: []byte("by rdma?"), RDMA: &d})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.ByRDMA() || !r.Flags.Has(msg.FlagRDMA) || r.RDMA.Reason != msg.ReasonNoRDMA || r.RDMA.Op != uint64(i+1) || r.RDMA.Mode != d.Mode || string(r.Payload) != "by rdma?" {
+		if r.ByRDMA() || !r.Flags.Has(msg.FlagRDMA) || r.RDMA.Reason != deliver.ReasonNoRDMA || r.RDMA.Op != uint64(i+1) || r.RDMA.Mode != d.Mode || string(r.Payload) != "by rdma?" {
 			t.Fatalf("reply %d: %+v", i, r)
 		}
 	}
-	if err := c.Complete(ctxLong(t), msg.Descriptor{Mode: msg.ModeClientReads, Op: 3}, true); err != nil {
+	if err := c.Complete(ctxLong(t), msg.Descriptor{Mode: deliver.ModeClientReads, Op: 3}, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Complete(ctxLong(t), msg.Descriptor{Mode: msg.ModeClientReads, Op: 4}, false); !errors.Is(err, msg.ErrOpID) {
+	if err := c.Complete(ctxLong(t), msg.Descriptor{Mode: deliver.ModeClientReads, Op: 4}, false); !errors.Is(err, msg.ErrOpID) {
 		t.Fatalf("completion of an op never requested: %v", err)
 	}
-	if _, err := c.Do(ctxLong(t), &Request{RDMA: &msg.Descriptor{Mode: msg.ModeServerWrites, Endpoint: ep}}); !errors.Is(err, msg.ErrDescriptor) {
+	if _, err := c.Do(ctxLong(t), &Request{RDMA: &msg.Descriptor{Mode: deliver.ModeServerWrites, Endpoint: ep}}); !errors.Is(err, msg.ErrDescriptor) {
 		t.Fatalf("server-writes without a buffer: %v", err)
 	}
 	// The connection is still good, and the server saw the completion.
@@ -664,7 +665,7 @@ func TestRDMAHooks(t *testing.T) {
 func TestReplyMismatch(t *testing.T) {
 	ep := netip.MustParseAddrPort("127.0.0.1:7471")
 	written := func(op, n uint64) msg.Descriptor {
-		return msg.Descriptor{Mode: msg.ModeServerWrites, Op: op, Channel: 1, Len: n}
+		return msg.Descriptor{Mode: deliver.ModeServerWrites, Op: op, Channel: 1, Len: n}
 	}
 	tests := []struct {
 		name  string
@@ -672,10 +673,10 @@ func TestReplyMismatch(t *testing.T) {
 		reply msg.Header // TxID filled in
 	}{
 		{"descriptor on a plain reply", nil, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 1)}},
-		{"no descriptor on an RDMA reply", &msg.Descriptor{Mode: msg.ModeClientReads, Endpoint: ep}, msg.Header{Type: msg.TypeReply}},
-		{"another op", &msg.Descriptor{Mode: msg.ModeServerWrites, Endpoint: ep, Len: 10}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(2, 10)}},
-		{"another mode", &msg.Descriptor{Mode: msg.ModeClientReads, Endpoint: ep}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 10)}},
-		{"written past the buffer", &msg.Descriptor{Mode: msg.ModeServerWrites, Endpoint: ep, Len: 10}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 11)}},
+		{"no descriptor on an RDMA reply", &msg.Descriptor{Mode: deliver.ModeClientReads, Endpoint: ep}, msg.Header{Type: msg.TypeReply}},
+		{"another op", &msg.Descriptor{Mode: deliver.ModeServerWrites, Endpoint: ep, Len: 10}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(2, 10)}},
+		{"another mode", &msg.Descriptor{Mode: deliver.ModeClientReads, Endpoint: ep}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 10)}},
+		{"written past the buffer", &msg.Descriptor{Mode: deliver.ModeServerWrites, Endpoint: ep, Len: 10}, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, RDMA: written(1, 11)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -696,12 +697,12 @@ func TestReplyMismatch(t *testing.T) {
 // TestDeliveredByRDMA: a reply that says its payload went by RDMA
 // reaches the caller with the descriptor and no payload.
 func TestDeliveredByRDMA(t *testing.T) {
-	grant := msg.Descriptor{Mode: msg.ModeClientReads, Op: 1, Channel: 4, Addr: 0xfeed000, RKey: 0x42, Len: 1 << 20}
+	grant := msg.Descriptor{Mode: deliver.ModeClientReads, Op: 1, Channel: 4, Addr: 0xfeed000, RKey: 0x42, Len: 1 << 20}
 	addr := rawServer(t, 1, func(t *testing.T, nc net.Conn, h *msg.Header) {
 		write(t, nc, frame(t, msg.Header{Type: msg.TypeReply, Flags: msg.FlagRDMA | msg.FlagByRDMA, TxID: h.TxID, RDMA: grant}))
 	})
 	c := dial(t, addr, Config{})
-	r, err := c.Do(ctxLong(t), &Request{RDMA: &msg.Descriptor{Mode: msg.ModeClientReads, Endpoint: netip.MustParseAddrPort("127.0.0.1:7471")}})
+	r, err := c.Do(ctxLong(t), &Request{RDMA: &msg.Descriptor{Mode: deliver.ModeClientReads, Endpoint: netip.MustParseAddrPort("127.0.0.1:7471")}})
 	if err != nil {
 		t.Fatal(err)
 	}

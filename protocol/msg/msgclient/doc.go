@@ -39,11 +39,26 @@
 //
 // # RDMA
 //
-// The client carries RDMA requests and replies but moves no RDMA data
-// itself: Request.RDMA is sent as the request's descriptor (the client
-// numbers operations, strictly increasing per connection), Reply.RDMA
-// and Reply.ByRDMA say how the payload went, and Complete sends the
-// client-reads completion, one operation or every operation up to an id
-// at once. An RDMA layer above it registers buffers and issues Reads,
-// as rdmahttp.Client does for HTTP.
+// With Config.Endpoint (a deliver.Endpoint, the client side of Quartet's
+// RDMA engine, which rdmahttp.Client uses too) a Request with Deliver
+// asks for its reply's payload by RDMA into Request.Into:
+//
+//	ep, _ := deliver.NewEndpoint(deliver.EndpointConfig{Provider: p, Addr: "10.0.0.2:0"})
+//	into, _ := ep.NewBuffer(64 << 20)
+//	c, _ := msgclient.Dial(ctx, addr, msgclient.Config{Endpoint: ep})
+//	r, err := c.Do(ctx, &msgclient.Request{Payload: q, Deliver: deliver.ModeServerWrites, Into: into})
+//	// r.Payload is into's first bytes when r.ByRDMA()
+//
+// server-writes names Into in the request; the reply counts only once
+// the written message that RC ordering places behind the bytes has
+// arrived (the reply frame alone proves nothing). client-reads reads the
+// exposure the reply names and confirms it with a completion frame,
+// cumulative ("every op of this connection up to N") when no earlier
+// operation is still unread, so one frame confirms every read finished
+// by the time the writer sends it. A lost operation (no written message
+// in time, a failed Read, its channel's failure) is asked for again with
+// a new operation id, RDMARetries times, then once without RDMA.
+//
+// Request.RDMA is the raw form: the client sends the descriptor and
+// moves no data; the caller registers, reads and calls Complete.
 package msgclient

@@ -3,8 +3,11 @@
 // of docs/messenger.md with package msg's parser, Dispatcher and a
 // ReplyHook of its own. It dispatches each request after a random delay,
 // so replies to unordered requests come back out of order, and it holds
-// replies to ordered requests back as the protocol says. It has no RDMA:
-// a request that asks for it gets its payload inline with ReasonNoRDMA.
+// replies to ordered requests back as the protocol says. Without
+// Config.RDMA a request that asks for RDMA gets its payload inline with
+// ReasonNoRDMA; with it, replies go through the messenger's RDMA binding
+// (package msgrdma) on the caller's engine, whose loops the caller runs
+// (deliver.GoSource), and completion frames reach the binding.
 //
 // It is not the production transport (that is the reader/processor/
 // writer pipeline, once the protocol seam lands); it exists so the
@@ -19,16 +22,21 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/quartet-server/quartet/protocol/msg"
+	"github.com/quartet-server/quartet/protocol/msg/msgrdma"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // Config sets up a Server; the zero value echoes with no delay.
 type Config struct {
+	// Addr is the TCP address to listen on; default 127.0.0.1:0.
+	Addr string
 	// Dispatcher answers requests; nil means msg.Echo.
 	Dispatcher msg.Dispatcher
 	// Limits bound what the server parses.
@@ -43,6 +51,11 @@ type Config struct {
 	// before the close (a close with unread input resets the connection
 	// and can destroy it). Default 2 s.
 	LingerTimeout time.Duration
+	// RDMA, when set, sends the replies of requests that ask for RDMA
+	// through the binding; connection k uses the engine's loop k % Loops
+	// (its loops 0..Loops-1 must be attached). Loops 0 means 1.
+	RDMA  *msgrdma.Binding
+	Loops int
 }
 
 // Stats are what the server saw, for tests to assert on.
@@ -52,6 +65,9 @@ type Stats struct {
 	Replies     int64 // replies written
 	ConnErrors  int64 // connection error frames sent
 	MaxInFlight int64 // most requests of one connection dispatched and not yet replied to at once
+	ByRDMA      int64 // replies whose payload went by RDMA
+	Confirmed   int64 // exposures the completion frames ended
+	Cumulative  int64 // completion frames with FlagCumulative
 	LastError   string
 }
 
@@ -66,14 +82,20 @@ type Server struct {
 	closed bool
 	rng    *rand.Rand
 	last   string
+	nconns uint64
 
 	requests, completions, replies, connErrors, maxInFlight atomic.Int64
+	byRDMA, confirmed, cumulative                           atomic.Int64
 }
 
-// Start listens on 127.0.0.1:0 and serves until t's cleanup (or Close).
+// Start listens on cfg.Addr (default 127.0.0.1:0) and serves until t's
+// cleanup (or Close).
 func Start(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		t.Fatalf("msgtest: listen: %v", err)
 	}
@@ -82,6 +104,9 @@ func Start(t testing.TB, cfg Config) *Server {
 	}
 	if cfg.LingerTimeout == 0 {
 		cfg.LingerTimeout = 2 * time.Second
+	}
+	if cfg.Loops <= 0 {
+		cfg.Loops = 1
 	}
 	s := &Server{cfg: cfg, ln: ln, conns: map[*conn]struct{}{}, rng: rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15))}
 	s.wg.Go(s.accept)
@@ -100,6 +125,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Requests: s.requests.Load(), Completions: s.completions.Load(), Replies: s.replies.Load(),
 		ConnErrors: s.connErrors.Load(), MaxInFlight: s.maxInFlight.Load(), LastError: last,
+		ByRDMA: s.byRDMA.Load(), Confirmed: s.confirmed.Load(), Cumulative: s.cumulative.Load(),
 	}
 }
 
@@ -131,12 +157,18 @@ func (s *Server) accept() {
 		c := &conn{s: s, nc: nc, br: bufio.NewReaderSize(nc, 64<<10), p: msg.NewParser(msg.RoleServer, s.cfg.Limits),
 			inFlight: map[uint64]bool{}, parked: map[uint64]parkedReply{}}
 		c.drained = sync.NewCond(&c.mu)
+		if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+			c.rdma.Remote = ap.Addr().Unmap()
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return
 		}
+		s.nconns++
+		c.rdma.ID = s.nconns
+		c.rdma.Writer = int((s.nconns - 1) % uint64(s.cfg.Loops))
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -157,10 +189,11 @@ func (s *Server) delay() time.Duration {
 // dispatches; replies are written by whichever goroutine sends them,
 // under mu, which also keeps the ordering state.
 type conn struct {
-	s  *Server
-	nc net.Conn
-	br *bufio.Reader
-	p  msg.Parser // reader goroutine only
+	s    *Server
+	nc   net.Conn
+	br   *bufio.Reader
+	p    msg.Parser // reader goroutine only
+	rdma msgrdma.Conn
 
 	mu       sync.Mutex
 	closed   bool
@@ -174,8 +207,9 @@ type conn struct {
 }
 
 type parkedReply struct {
-	r   *request
-	rep msg.Reply
+	r    *request
+	head *msg.Header // the RDMA binding's, or nil: framed here
+	rep  msg.Reply
 }
 
 // request is one dispatched message and its reply hook: per message, as
@@ -187,7 +221,19 @@ type request struct {
 	ordered bool
 }
 
-func (r *request) SendReply(_ *msg.Message, rep msg.Reply) error { return r.c.reply(r, rep) }
+func (r *request) SendReply(_ *msg.Message, rep msg.Reply) error {
+	if b := r.c.s.cfg.RDMA; b != nil && r.Header.Flags.Has(msg.FlagRDMA) && rep.Code == 0 {
+		// The binding sends the frame through reply, now or from the
+		// engine's completion; a closed connection reaches rep.Done.
+		b.SendReply(r.c.rdma, &r.Message, rep, func(h *msg.Header, out msg.Reply) {
+			if err := r.c.reply(r, h, out); err != nil && out.Done != nil {
+				out.Done(err)
+			}
+		})
+		return nil
+	}
+	return r.c.reply(r, nil, rep)
+}
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
@@ -196,7 +242,13 @@ func (c *conn) serve() {
 		var h msg.Header
 		err := c.p.ReadHead(c.br, &h)
 		if err == nil && h.Type == msg.TypeCompletion {
-			c.s.completions.Add(1) // nothing is exposed here: nothing to revoke
+			c.s.completions.Add(1)
+			if h.Flags.Has(msg.FlagCumulative) {
+				c.s.cumulative.Add(1)
+			}
+			if b := c.s.cfg.RDMA; b != nil {
+				c.s.confirmed.Add(int64(b.Complete(c.rdma, &h)))
+			}
 			continue
 		}
 		var payload []byte
@@ -258,31 +310,32 @@ func storeMax(v *atomic.Int64, n int64) {
 var errClosed = errors.New("msgtest: connection closed")
 
 // reply writes rep now, or parks it while it is an ordered reply with
-// earlier replies still to go.
-func (c *conn) reply(r *request, rep msg.Reply) error {
+// earlier replies still to go. head is the RDMA binding's head, or nil
+// to frame the reply here.
+func (c *conn) reply(r *request, head *msg.Header, rep msg.Reply) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return errClosed
 	}
 	if r.ordered && r.seq != c.low+1 {
-		c.parked[r.seq] = parkedReply{r, rep}
+		c.parked[r.seq] = parkedReply{r, head, rep}
 		return nil
 	}
-	c.write(r, rep)
+	c.write(r, head, rep)
 	for p, ok := c.parked[c.low+1]; ok; p, ok = c.parked[c.low+1] {
 		delete(c.parked, c.low+1)
-		c.write(p.r, p.rep)
+		c.write(p.r, p.head, p.rep)
 	}
 	return nil
 }
 
 // write frames one reply; c.mu held. A failed write closes the
 // connection, and the reply's Done hears why.
-func (c *conn) write(r *request, rep msg.Reply) {
+func (c *conn) write(r *request, head *msg.Header, rep msg.Reply) {
 	err := errClosed
 	if !c.closed {
-		err = c.writeFrame(r, rep)
+		err = c.writeFrame(r, head, rep)
 	}
 	delete(c.inFlight, r.Header.TxID)
 	if r.seq == c.low+1 {
@@ -307,7 +360,7 @@ func (c *conn) write(r *request, rep msg.Reply) {
 	}
 }
 
-func (c *conn) writeFrame(r *request, rep msg.Reply) error {
+func (c *conn) writeFrame(r *request, head *msg.Header, rep msg.Reply) error {
 	txid := r.Header.TxID
 	if rep.Code != 0 {
 		n, err := msg.PutErrorFrame(c.head[:], txid, rep.Code, string(rep.Payload))
@@ -317,9 +370,15 @@ func (c *conn) writeFrame(r *request, rep msg.Reply) error {
 		return err
 	}
 	h := msg.Header{Type: msg.TypeReply, TxID: txid, Length: uint32(len(rep.Payload))}
-	if r.Header.Flags.Has(msg.FlagRDMA) {
+	switch {
+	case head != nil:
+		h = *head
+		if h.Flags.Has(msg.FlagByRDMA) {
+			c.s.byRDMA.Add(1)
+		}
+	case r.Header.Flags.Has(msg.FlagRDMA):
 		h.Flags = msg.FlagRDMA
-		h.RDMA = msg.Descriptor{Mode: r.Header.RDMA.Mode, Op: r.Header.RDMA.Op, Reason: msg.ReasonNoRDMA}
+		h.RDMA = msg.Descriptor{Mode: r.Header.RDMA.Mode, Op: r.Header.RDMA.Op, Reason: deliver.ReasonNoRDMA}
 	}
 	n, err := msg.PutHead(c.head[:], &h)
 	if err != nil {

@@ -1,4 +1,4 @@
-package rdmahttp
+package deliver
 
 import (
 	"crypto/sha256"
@@ -61,7 +61,7 @@ func (c *fileCache) get(f *os.File) (*fileEntry, error) {
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok || !fi.Mode().IsRegular() || fi.Size() == 0 {
-		return nil, fmt.Errorf("rdmahttp: %s: not a non-empty regular file", f.Name())
+		return nil, fmt.Errorf("deliver: %s: not a non-empty regular file", f.Name())
 	}
 	key := fileKey{uint64(st.Dev), st.Ino}
 	size, mtime := fi.Size(), fi.ModTime().UnixNano()
@@ -206,7 +206,7 @@ func (c *fileCache) close() error {
 	for k, e := range c.m {
 		delete(c.m, k)
 		if e.refs != 0 {
-			errs = append(errs, fmt.Errorf("rdmahttp: file cache entry still has %d users", e.refs))
+			errs = append(errs, fmt.Errorf("deliver: file cache entry still has %d users", e.refs))
 		}
 		e.closed, e.stale = true, true
 		c.release(e)
