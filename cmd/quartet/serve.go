@@ -253,6 +253,9 @@ func (r *serveRun) serve(ctx context.Context, adminURL string) error {
 			if forced != nil {
 				return errors.New("stopped by a second signal: requests in flight were cut off")
 			}
+			if shutdown != nil && errors.Is(err, runtime.ErrServerClosed) {
+				err = nil // the shutdown came before Serve had started
+			}
 			if err == nil && shutdown != nil {
 				err = <-shutdown // how the shutdown went: cut short by its grace, say
 			}
