@@ -490,7 +490,12 @@ func TestLostWriteIsRetried(t *testing.T) {
 		t.Fatalf("after a lost write: %v, %d bytes", err, len(body))
 	}
 	retried := r.Attempts == 2 && r.Mode == deliver.ModeServerWrites && r.Op == 2
-	if !retried && !fellBack(r) {
+	// The retry itself may meet the channel the first loss tore down
+	// (the client's Terminate arrives between the two): then the second
+	// attempt falls back in its own response, which is correct as well.
+	retryFellBack := r.Attempts == 2 && r.Op == 2 && r.Mode == deliver.ModeOff &&
+		(strings.HasPrefix(r.Fallback, reasonPost) || strings.HasPrefix(r.Fallback, reasonRDMAFailed))
+	if !retried && !retryFellBack && !fellBack(r) {
 		t.Fatalf("want a retry (op 2) by RDMA or a fallback in the same response: %+v", r)
 	}
 	// With no retries left the loss is an error, never wrong data.
