@@ -97,6 +97,12 @@ func (l *Loop) Stay() bool {
 // Retiring reports whether Retire was called and not taken back.
 func (l *Loop) Retiring() bool { return l.life.Load() != lifeServing }
 
+// Giving reports whether the loop is giving connections away (Retire, or
+// a Rebalance not yet done). Any goroutine. A stage should give such a
+// loop none while another is free: two loops handing connections to each
+// other could each wait on the other's full queue.
+func (l *Loop) Giving() bool { return l.life.Load() != lifeServing || l.giveAway.Load() > 0 }
+
 // Rebalance asks the loop to give n of its connections to the other loops
 // (to one just added, say): those it owns now, then others as they come
 // back. Any goroutine.

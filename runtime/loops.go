@@ -155,13 +155,24 @@ func (s *Server) bindWriter(c *stages.Conn) {
 func (s *Server) releaseWriter(c *stages.Conn) { s.writers.at(c.Writer).release() }
 
 // handover picks the reader loop a retiring or rebalancing loop gives a
-// connection to: the serving loop, other than from, with the fewest.
+// connection to: the serving loop, other than from, with the fewest,
+// among those not giving connections away themselves if there are any
+// (reader.Loop.Giving).
 func (s *Server) handover(from *reader.Loop) *reader.Loop {
-	var best *reader.Loop
+	var best, giving *reader.Loop
 	for _, r := range s.readers.live() {
-		if r != from && (best == nil || r.Open() < best.Open()) {
+		switch {
+		case r == from:
+		case r.Giving():
+			if giving == nil || r.Open() < giving.Open() {
+				giving = r
+			}
+		case best == nil || r.Open() < best.Open():
 			best = r
 		}
+	}
+	if best == nil {
+		return giving
 	}
 	return best
 }
