@@ -138,9 +138,17 @@ func (s *Server) sampleLoops(it *ioTuner, elapsed, cpu time.Duration, scratch []
 	}
 	d := it.loops.Decide(control.LoopSample{Elapsed: elapsed, Size: z.size, Busy: it.busy, CPU: cpu, CPUs: goruntime.GOMAXPROCS(0)}, lo, hi)
 	if z.auto && d.Size != z.size {
-		_ = s.resizeLoopsLocked(it.stage, z, d.Size, "controller: "+string(d.Cause),
+		err := s.resizeLoopsLocked(it.stage, z, d.Size, "controller: "+string(d.Cause),
 			slog.Float64("load", round2(d.Load)), slog.Float64("work", round2(d.Work)),
 			slog.Float64("cpus_used", round2(cpu.Seconds()/elapsed.Seconds())))
+		if err != nil && s.state.Load() == stateServing {
+			// A loop that cannot be added (its stage-init failed: a
+			// module that cannot attach another loop) would fail again
+			// every period: the controller stops, and says so once; an
+			// operator may turn it on again.
+			z.auto = false
+			s.cfg.Logger.Error("quartet: stage controller turned off", "stage", it.stage, "size", z.size, "err", err)
+		}
 	}
 	z.mu.Unlock()
 	it.last = LoopControl{Stage: it.stage, Load: d.Load, Work: d.Work, Cause: d.Cause, Budget: it.batch.Budget(), BudgetCause: bd.Cause,

@@ -3,6 +3,7 @@ package runtime
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -624,5 +625,41 @@ func TestRouteClasses(t *testing.T) {
 	}
 	if rc.names()[0] != "other" || rc.names()[1] != "hello" {
 		t.Errorf("names %v", rc.names())
+	}
+}
+
+// A loop whose stage-init fails is not added, and the server serves on
+// with the loops it has: the error is the caller's, and Serve's is nil.
+func TestAddLoopInitFails(t *testing.T) {
+	refuse := errors.New("no room for another loop")
+	mod := Module{Name: "picky", StageInit: func(info StageInfo) error {
+		if info.Stage != StageProcessor && info.Index > 0 {
+			return refuse
+		}
+		return nil
+	}}
+	s := startServer(t, Config{Readers: 1, ReadersMax: 2, Writers: 1, WritersMax: 2, Modules: []Module{mod}})
+	if !eventually(10*time.Second, s.Ready) {
+		t.Fatal("the server did not become ready")
+	}
+	for _, st := range []Stage{StageReader, StageWriter} {
+		z, err := s.ChangeStage(st, StageChange{Size: 2})
+		if !errors.Is(err, refuse) || z.Size != 1 || s.loopCount(st) != 1 {
+			t.Errorf("%s: %+v, %v; want size 1 and the init's error", st, z, err)
+		}
+	}
+	cl, err := newClient(s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.c.Close()
+	if resp, body, err := cl.get("/hello"); err != nil || resp.StatusCode != 200 || body != "Hello, World!" {
+		t.Fatalf("after the failed adds: %v %v %q", resp, err, body)
+	}
+	// The failed loops have returned and left their ids free.
+	if !eventually(10*time.Second, func() bool {
+		return s.readers.at(1) == nil && s.writers.at(1) == nil
+	}) {
+		t.Error("a loop whose init failed still holds its id")
 	}
 }
