@@ -158,12 +158,11 @@ const (
 	DefaultMaxProcessorsPerCPU = 1024
 )
 
-// DefaultConfig is the configuration a zero Config stands for, sized for
-// this machine: a reader and a writer loop per two CPUs (each loop serves
-// thousands of connections; more loops than CPUs only adds wake-ups), and
-// a processor pool that its controller sizes (Processors and its bounds
-// 0). Each value comes from the Default constant of the package that owns
-// the setting.
+// DefaultConfig is the configuration a zero Config stands for: every
+// stage sized by its controller (Readers, Writers, Processors and their
+// bounds 0; see Config.Readers and Config.Processors for where each
+// starts and its bounds on this machine). Each value comes from the
+// Default constant of the package that owns the setting.
 func DefaultConfig() Config {
 	return Config{
 		Addr:            DefaultAddr,
