@@ -268,14 +268,7 @@ func (l *Loop) forward(m msg) bool {
 // its state asks (see the top of this file).
 func (l *Loop) arrive(m msg) {
 	rc := m.rc
-	var slot int32
-	if n := len(l.free); n > 0 {
-		slot = l.free[n-1]
-		l.free = l.free[:n-1]
-	} else {
-		l.conns = append(l.conns, nil)
-		slot = int32(len(l.conns) - 1)
-	}
+	slot := l.takeSlot()
 	l.gen++
 	rc.gen = l.gen
 	rc.class, rc.prev, rc.next = classNone, -1, -1

@@ -594,14 +594,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 // there is one (it keeps its header array, so connection churn does not
 // allocate), else a new one.
 func (l *Loop) alloc() int32 {
-	var slot int32
-	if n := len(l.free); n > 0 {
-		slot = l.free[n-1]
-		l.free = l.free[:n-1]
-	} else {
-		l.conns = append(l.conns, nil)
-		slot = int32(len(l.conns) - 1)
-	}
+	slot := l.takeSlot()
 	rc, ok := l.spares.get()
 	if !ok {
 		rc = &rconn{prev: -1, next: -1}
@@ -611,6 +604,17 @@ func (l *Loop) alloc() int32 {
 	rc.gen = l.gen
 	l.conns[slot] = rc
 	return slot
+}
+
+// takeSlot takes a free slot of the table, growing it if there is none.
+func (l *Loop) takeSlot() int32 {
+	if n := len(l.free); n > 0 {
+		slot := l.free[n-1]
+		l.free = l.free[:n-1]
+		return slot
+	}
+	l.conns = append(l.conns, nil)
+	return int32(len(l.conns) - 1)
 }
 
 // conn is the record in slot, or nil if the slot is free or gone.
