@@ -78,9 +78,8 @@
 // the stage's loops were busier than GrowAbove (75%) on average, the
 // stage gets ceil(work / Aim) loops (work being the sum of their busy
 // fractions, Aim 50%), at least one more and at most twice as many,
-// unless the process already used 90% of GOMAXPROCS in CPU time, when
-// another loop would only take CPU from the others (CauseCPUFull). A loop
-// goes when one fewer would have been less than 40% busy for 3 s, one at
+// even when the CPUs are full (a loop is a serial stage: see LoopConfig).
+// A loop goes when one fewer would have been less than 40% busy for 3 s, one at
 // a time; after each change, a second for the connections to move and the
 // fractions to settle. Bounded by GOMAXPROCS by default: more loops than
 // CPUs only add wake-ups.

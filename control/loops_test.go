@@ -24,24 +24,21 @@ func TestLoopsDecide(t *testing.T) {
 		start    int
 		lo, hi   int
 		work     []float64 // loops' worth of work, one period each
-		cpu      float64   // process CPU in CPUs (0: not measured)
-		cpus     int
-		want     int   // the size at the end
-		changes  int   // how many periods changed the size
-		wantLast Cause // the last change's cause
+		want     int       // the size at the end
+		changes  int       // how many periods changed the size
+		wantLast Cause     // the last change's cause
 	}{
-		{"idle one loop stays", 1, 1, 4, repeat(0.01, 50), 0, 0, 1, 0, CauseNone},
-		{"moderate load holds", 2, 1, 4, repeat(1.2, 50), 0, 0, 2, 0, CauseNone},
-		{"saturated grows until below GrowAbove", 1, 1, 8, repeat(3, 40), 0, 0, 4, 2, CauseBusy}, // 1 → 2 (both full) → 4 (75% each)
-		{"growth stops at the bound", 1, 1, 2, repeat(3, 40), 0, 0, 2, 1, CauseBusy},
-		{"growth waits for settling", 1, 1, 8, repeat(3, 5), 0, 0, 2, 1, CauseBusy},
-		{"the CPUs full: no growth", 2, 1, 8, repeat(4, 40), 2, 2, 2, 0, CauseNone},
-		{"quiet shrinks one at a time", 4, 1, 4, repeat(0.2, 80), 0, 0, 2, 2, CauseQuiet},
-		{"quiet waits ShrinkAfter", 4, 1, 4, repeat(0.2, 25), 0, 0, 4, 0, CauseNone},
-		{"a lull resets the wait", 4, 1, 4, append(append(repeat(0.2, 25), repeat(2, 1)...), repeat(0.2, 25)...), 0, 0, 4, 0, CauseNone},
-		{"not below the minimum", 3, 3, 4, repeat(0.01, 100), 0, 0, 3, 0, CauseNone},
-		{"outside new bounds: brought in", 6, 1, 4, repeat(0.01, 1), 0, 0, 4, 1, CauseBounds},
-		{"hysteresis: no flapping at the edge", 2, 1, 4, repeat(0.9, 200), 0, 0, 2, 0, CauseNone},
+		{"idle one loop stays", 1, 1, 4, repeat(0.01, 50), 1, 0, CauseNone},
+		{"moderate load holds", 2, 1, 4, repeat(1.2, 50), 2, 0, CauseNone},
+		{"saturated grows until below GrowAbove", 1, 1, 8, repeat(3, 40), 4, 2, CauseBusy}, // 1 → 2 (both full) → 4 (75% each)
+		{"growth stops at the bound", 1, 1, 2, repeat(3, 40), 2, 1, CauseBusy},
+		{"growth waits for settling", 1, 1, 8, repeat(3, 5), 2, 1, CauseBusy},
+		{"quiet shrinks one at a time", 4, 1, 4, repeat(0.2, 80), 2, 2, CauseQuiet},
+		{"quiet waits ShrinkAfter", 4, 1, 4, repeat(0.2, 25), 4, 0, CauseNone},
+		{"a lull resets the wait", 4, 1, 4, append(append(repeat(0.2, 25), repeat(2, 1)...), repeat(0.2, 25)...), 4, 0, CauseNone},
+		{"not below the minimum", 3, 3, 4, repeat(0.01, 100), 3, 0, CauseNone},
+		{"outside new bounds: brought in", 6, 1, 4, repeat(0.01, 1), 4, 1, CauseBounds},
+		{"hysteresis: no flapping at the edge", 2, 1, 4, repeat(0.9, 200), 2, 0, CauseNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,9 +46,6 @@ func TestLoopsDecide(t *testing.T) {
 			n, changes, last := tt.start, 0, CauseNone
 			for _, w := range tt.work {
 				s := loopStage(n, w, dt)
-				if tt.cpus > 0 {
-					s.CPU, s.CPUs = time.Duration(tt.cpu*float64(dt)), tt.cpus
-				}
 				d := c.Decide(s, tt.lo, tt.hi)
 				if d.Size < tt.lo || d.Size > tt.hi {
 					t.Fatalf("size %d outside %d..%d", d.Size, tt.lo, tt.hi)

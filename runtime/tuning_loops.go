@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"log/slog"
-	goruntime "runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -136,7 +135,7 @@ func (s *Server) sampleLoops(it *ioTuner, elapsed, cpu time.Duration, scratch []
 	if z.auto {
 		lo, hi = z.min, z.max
 	}
-	d := it.loops.Decide(control.LoopSample{Elapsed: elapsed, Size: z.size, Busy: it.busy, CPU: cpu, CPUs: goruntime.GOMAXPROCS(0)}, lo, hi)
+	d := it.loops.Decide(control.LoopSample{Elapsed: elapsed, Size: z.size, Busy: it.busy}, lo, hi)
 	if z.auto && d.Size != z.size {
 		err := s.resizeLoopsLocked(it.stage, z, d.Size, "controller: "+string(d.Cause),
 			slog.Float64("load", round2(d.Load)), slog.Float64("work", round2(d.Work)),
