@@ -105,12 +105,13 @@ func (l *Loop) Giving() bool { return l.life.Load() != lifeServing || l.giveAway
 
 // Rebalance asks the loop to give n of its connections to the other loops
 // (to one just added, say): those it owns now, then others as they come
-// back. Any goroutine.
+// back. It replaces an earlier request not yet met: the caller counts
+// afresh. Any goroutine.
 func (l *Loop) Rebalance(n int) {
 	if n <= 0 {
 		return
 	}
-	l.giveAway.Add(int64(n))
+	l.giveAway.Store(int64(n))
 	l.sweepReq.Store(true)
 	l.core.Notify()
 }

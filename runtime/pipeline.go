@@ -31,7 +31,9 @@ import (
 // in the reader's dispatch, a request that would wait longer than
 // Config.QueueWaitTarget: it goes straight to the writer as a 503. The
 // control loop (tuning.go) sizes the processor pool and sets admission's
-// limits every period.
+// limits every period, and sizes the reader and writer stages, whose loops
+// are added and removed while serving (loops.go): a reader loop that goes
+// hands its connections to the others.
 type Server struct {
 	cfg Config
 
