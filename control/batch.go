@@ -4,9 +4,8 @@ import "time"
 
 // Causes of a drain-budget change.
 const (
-	CauseLatency    Cause = "latency"    // turns grew longer: events behind the hand-offs waited
-	CauseThroughput Cause = "throughput" // hand-offs per second grew with a larger batch
-	CauseDegraded   Cause = "degraded"   // throughput fell after a cut: a little back
+	CauseLatency    Cause = "latency"    // turns worked longer than BatchConfig.TurnTarget: events behind the batch waited
+	CauseThroughput Cause = "throughput" // the budget ended turns that were short: a larger batch takes more per wake-up
 	CauseLoadDrop   Cause = "load-drop"  // the load fell by half: start again from the largest batch
 )
 
@@ -17,10 +16,11 @@ type BatchConfig struct {
 	// (SEDA's does too): a loop that takes all it has makes the fewest
 	// turns, and so the fewest polls and wake-ups, per hand-off.
 	Min, Max int
-	// TurnFloor: turns shorter than this are not worth cutting (200 µs):
-	// an event that waits for one waits less than a network round trip
-	// inside a data centre.
-	TurnFloor time.Duration
+	// TurnTarget is the longest a turn should work (500 µs): an event
+	// that becomes ready while the loop works through a batch waits that
+	// long, so it is the latency the batch adds. Well under a
+	// millisecond, a network round trip inside a data centre.
+	TurnTarget time.Duration
 	// Binding is the fraction of turns that must take the whole budget
 	// for the budget to matter (0.05): below it the queue empties every
 	// turn, and the budget changes nothing.
@@ -35,8 +35,8 @@ func (c BatchConfig) withDefaults() BatchConfig {
 		c.Max = 1024
 	}
 	c.Max = max(c.Max, c.Min)
-	if c.TurnFloor <= 0 {
-		c.TurnFloor = 200 * time.Microsecond
+	if c.TurnTarget <= 0 {
+		c.TurnTarget = 500 * time.Microsecond
 	}
 	if c.Binding <= 0 {
 		c.Binding = 0.05
@@ -65,20 +65,23 @@ type BatchDecision struct {
 }
 
 // Batch is SEDA's batching controller for an event loop's hand-off queue
-// (Welsh et al., SOSP 2001, §3.5.2), with the turn's length as the
+// (Welsh et al., SOSP 2001, §3.5.2), with the turn's working time as the
 // latency it watches: a loop that takes a long batch makes every event
-// behind it (a readable socket, a writable one) wait that long. It cuts
-// the batch by half while turns grow longer than TurnFloor, grows it by a
-// quarter while throughput grows, gives a little back when throughput
-// falls after a cut, and starts again from Max when the load drops
-// suddenly (SEDA's reset). At low load the queue empties within every
-// turn and the budget is not touched: it adds no latency there.
+// behind it (a readable socket, a writable one) wait that long. While the
+// budget binds (turns end with hand-offs left in the queue), it cuts the
+// budget in proportion when the turns (smoothed) work longer than
+// TurnTarget, and doubles it when they work less than half of it: a
+// larger batch then takes more per wake-up and poll, and throughput grows,
+// at a latency still within the target. The band between half the target
+// and the target keeps it from swinging. When the load halves at once it
+// starts again from Max (SEDA's reset). At low load the queue empties
+// within every turn and the budget is not touched: it adds no latency
+// there.
 type Batch struct {
 	cfg      BatchConfig
 	budget   int
 	rate     float64       // smoothed hand-offs per second
 	turn     time.Duration // smoothed turn time
-	cut      bool          // the last change was a cut
 	measured bool
 }
 
@@ -101,30 +104,26 @@ func (b *Batch) Decide(s BatchSample) BatchDecision {
 	d.PerTurn = float64(s.Taken) / float64(s.Turns)
 	d.TurnTime = s.Busy / time.Duration(s.Turns)
 	d.Binding = float64(s.Full) >= b.cfg.Binding*float64(s.Turns)
-	prevRate, prevTurn, first := b.rate, b.turn, !b.measured
-	// A third of the new period in the averages: a period of 100 ms at
-	// low rates holds few hand-offs, and one must not swing the budget.
-	if first {
+	prevRate := b.rate
+	// A third of the new period in the averages: one period's turns on a
+	// shared machine are noisy (a loop preempted mid-turn counts the wait
+	// as work), and one must not swing the budget.
+	if !b.measured {
 		b.rate, b.turn, b.measured = d.Rate, d.TurnTime, true
-	} else {
-		b.rate = (2*b.rate + d.Rate) / 3
-		b.turn = (2*b.turn + d.TurnTime) / 3
-	}
-	if first {
 		return d
 	}
+	b.rate = (2*b.rate + d.Rate) / 3
+	b.turn = (2*b.turn + d.TurnTime) / 3
 	switch {
 	case d.Rate < prevRate/2 && b.budget < b.cfg.Max:
 		b.set(&d, b.cfg.Max, CauseLoadDrop)
 		b.rate, b.turn = d.Rate, d.TurnTime
 	case !d.Binding:
 		// The queue empties every turn: the budget changes nothing.
-	case d.TurnTime > b.cfg.TurnFloor && d.TurnTime > prevTurn+prevTurn/10:
-		b.set(&d, b.budget/2, CauseLatency)
-	case b.cut && d.Rate < prevRate*0.95:
-		b.set(&d, b.budget+max(1, b.budget/4), CauseDegraded)
-	case d.Rate > prevRate*1.05 && d.TurnTime <= prevTurn+prevTurn/10:
-		b.set(&d, b.budget+max(1, b.budget/4), CauseThroughput)
+	case b.turn > b.cfg.TurnTarget:
+		b.set(&d, int(float64(b.budget)*float64(b.cfg.TurnTarget)/float64(b.turn)), CauseLatency)
+	case b.turn < b.cfg.TurnTarget/2:
+		b.set(&d, 2*b.budget, CauseThroughput)
 	}
 	return d
 }
@@ -135,6 +134,5 @@ func (b *Batch) set(d *BatchDecision, n int, why Cause) {
 	if n == b.budget {
 		return
 	}
-	b.cut = n < b.budget
 	b.budget, d.Budget, d.Cause = n, n, why
 }

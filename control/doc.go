@@ -90,10 +90,12 @@
 // (stages.Loop.SetDrainBudget). A large batch makes fewer turns, so fewer
 // polls and wake-ups per hand-off; but every event that becomes ready
 // meanwhile waits for the batch. The batching controller starts at the
-// largest budget (1024), cuts it by half while the turns' working time
-// grows (above 200 µs), grows it by a quarter while throughput grows at
-// the same turn time, gives a quarter back when throughput falls after a
-// cut, and starts from the largest again when the load halves at once.
+// largest budget (1024); while the budget binds (turns end with hand-offs
+// left), it cuts the budget in proportion when the turns' working time
+// (smoothed) is longer than a target (500 µs: the latency a batch may
+// add), and doubles it when they work less than half the target (a
+// larger batch then takes more per wake-up and poll, and throughput
+// grows); it starts from the largest again when the load halves at once.
 // When fewer than 5% of the turns used the whole budget the queue empties
 // every turn and the budget is not touched: at low load it adds nothing.
 //
@@ -136,11 +138,15 @@
 // SEDA's batching controller adjusts the events a stage's thread takes
 // per iteration from the stage's output rate: down until throughput
 // degrades, a little up when it does, back to the maximum on a sudden
-// drop of load. Taken: all of that. Changed: the signal that cuts the
-// batch is the loop's turn time, the latency the batch adds to every
-// other event of the loop, which an event loop (unlike a SEDA thread
-// that serves one queue) has to watch; and a budget that does not bind is
-// left alone, so the controller does not wander at low load.
+// drop of load. Taken: the batch as the knob, starting from the largest,
+// the reset on a drop of load. Changed: the signal is the loop's turn
+// time against a target, the latency the batch adds to every other event
+// of the loop, which an event loop (unlike a SEDA thread that serves one
+// queue) has to watch; SEDA's search by throughput gradient, tried first
+// here, drifted down on a shared machine (noise cut the batch by half and
+// only growth of throughput won a quarter back: budgets of 12 in a run
+// of bench/examples/phases.yaml); and a budget that does not bind is left
+// alone, so the controller does not wander at low load.
 //
 // SEDA sizes thread pools; its loops are not sized at all, and no Go
 // server sizes its event loops (gnet and nginx take a count at start).
