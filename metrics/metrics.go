@@ -124,6 +124,7 @@ var (
 	descParked      = prometheus.NewDesc("quartet_handlers_parked", "Handlers waiting on their client (request body bytes, or the client reading) without holding a processor place.", nil, nil)
 	descParkedMax   = prometheus.NewDesc("quartet_handlers_parked_max", "The bound on parked handlers (Config.MaxParked).", nil, nil)
 	descParkRefused = prometheus.NewDesc("quartet_handlers_park_refused_total", "Waits on a client that held a processor place because the parked handlers were at their bound.", nil, nil)
+	descClientLimit = prometheus.NewDesc("quartet_client_limit", "The slow-client limits in force, defaults applied (0: off): preread_body_bytes, min_body_rate_bytes_per_second, min_body_rate_grace_seconds, min_response_rate_bytes_per_second, min_response_rate_grace_seconds.", []string{"setting"}, nil)
 	descCutOff      = prometheus.NewDesc("quartet_clients_cut_off_total", "Clients cut off for being too slow: slow_body (request body below the minimum rate), slow_reader (response below the minimum rate), write_timeout (took nothing for the write timeout).", []string{"reason"}, nil)
 	descResets      = prometheus.NewDesc("quartet_connections_reset_total", "Connections closed with RST so that the kernel drops the data still queued for them.", nil, nil)
 	descHangUps     = prometheus.NewDesc("quartet_connections_hung_up_total", "Clients that hung up while their request was queued or its handler was running.", nil, nil)
@@ -134,7 +135,7 @@ type collector Metrics
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueCap, descEnqueued, descDequeued, descRejected,
 		descService, descLoops, descConns, descAccepted, descPaused, descResponses, descBytes, descAborted, descDropped,
-		descParked, descParkedMax, descParkRefused, descCutOff, descResets, descHangUps,
+		descParked, descParkedMax, descParkRefused, descClientLimit, descCutOff, descResets, descHangUps,
 		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
 		descArrival, descOffered, descXput, descWait, descRun, descBusy, descDemand, descTarget, descCeiling, descWaitGoal,
 		descLoopBusy, descBudget, descPerTurn, descTurnTime,
@@ -184,6 +185,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(sl.Parked))
 	ch <- prometheus.MustNewConstMetric(descParkedMax, prometheus.GaugeValue, float64(sl.MaxParked))
 	ch <- prometheus.MustNewConstMetric(descParkRefused, prometheus.CounterValue, float64(sl.ParkRefused))
+	for _, l := range []struct {
+		setting string
+		v       float64
+	}{
+		{"preread_body_bytes", float64(sl.PrereadBody)},
+		{"min_body_rate_bytes_per_second", float64(sl.MinBodyRate)},
+		{"min_body_rate_grace_seconds", sl.MinBodyRateGrace.Seconds()},
+		{"min_response_rate_bytes_per_second", float64(sl.MinResponseRate)},
+		{"min_response_rate_grace_seconds", sl.MinResponseRateGrace.Seconds()},
+	} {
+		ch <- prometheus.MustNewConstMetric(descClientLimit, prometheus.GaugeValue, l.v, l.setting)
+	}
 	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.SlowBodies), "slow_body")
 	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.SlowReaders), "slow_reader")
 	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.TimedOut), "write_timeout")

@@ -15,7 +15,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/runtime"
+	"github.com/quartet-server/quartet/writer"
 )
 
 // countingConn counts the bytes a client really received.
@@ -115,6 +117,20 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 	}
 	if m := find(fams, "quartet_handlers_parked_max", nil); m == nil || m.GetGauge().GetValue() <= 0 {
 		t.Errorf("parked handlers' bound missing: %v", m)
+	}
+	// Config{} leaves every slow-client limit at its default: /metrics
+	// shows the values in force, not the zeros of the struct.
+	for setting, want := range map[string]float64{
+		"preread_body_bytes":                 float64(reader.DefaultPrereadBody),
+		"min_body_rate_bytes_per_second":     reader.DefaultMinBodyRate,
+		"min_body_rate_grace_seconds":        reader.DefaultMinBodyRateGrace.Seconds(),
+		"min_response_rate_bytes_per_second": writer.DefaultMinRate,
+		"min_response_rate_grace_seconds":    writer.DefaultMinRateGrace.Seconds(),
+	} {
+		m := find(fams, "quartet_client_limit", map[string]string{"setting": setting})
+		if m == nil || m.GetGauge().GetValue() != want {
+			t.Errorf("client limit %s = %v, want %v", setting, m, want)
+		}
 	}
 	for _, name := range []string{"quartet_handlers_parked", "quartet_handlers_park_refused_total",
 		"quartet_connections_reset_total", "quartet_connections_hung_up_total"} {

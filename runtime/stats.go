@@ -6,6 +6,7 @@ import (
 
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
+	"github.com/quartet-server/quartet/writer"
 )
 
 // counters are the server's per-stage statistics, one set per stage shared
@@ -65,6 +66,14 @@ type SlowClientStats struct {
 	TimedOut    uint64 // responses cut off by Config.WriteTimeout
 	Resets      uint64 // connections closed with RST (timed out with data queued, or cut off)
 	HangUps     uint64 // clients that hung up while their request was out
+
+	// The limits in force, defaults applied (0: the check is off), so
+	// that /metrics shows what a cut-off was measured against.
+	PrereadBody          int           // bodies read whole before dispatch, bytes
+	MinBodyRate          int64         // bytes/s, after MinBodyRateGrace
+	MinBodyRateGrace     time.Duration //
+	MinResponseRate      int64         // bytes/s, over MinResponseRateGrace windows
+	MinResponseRateGrace time.Duration //
 }
 
 // LoopStats describes one event loop.
@@ -125,6 +134,11 @@ func (s *Server) Snapshot() Stats {
 		MaxParked:   max(s.cfg.MaxParked, 0),
 		ParkRefused: s.pool.ParkRefused(),
 	}
+	st.Slow.PrereadBody = orDefault(s.cfg.PrereadBody, reader.DefaultPrereadBody)
+	st.Slow.MinBodyRate, st.Slow.MinBodyRateGrace = rateInForce(s.cfg.MinBodyRate, s.cfg.MinBodyRateGrace,
+		reader.DefaultMinBodyRate, reader.DefaultMinBodyRateGrace)
+	st.Slow.MinResponseRate, st.Slow.MinResponseRateGrace = rateInForce(s.cfg.MinResponseRate, s.cfg.MinResponseRateGrace,
+		writer.DefaultMinRate, writer.DefaultMinRateGrace)
 	s.readers.each(func(r *reader.Loop) {
 		cs := r.Census()
 		st.Conns.Idle += cs.Idle
@@ -197,4 +211,29 @@ func (s *Server) ServiceHistogram(stage Stage) (count uint64, sum float64, bucke
 		buckets[bound] += 0 // every bound present, even when empty
 	}
 	return h.Count, h.Sum.Seconds(), buckets
+}
+
+// orDefault is how the reader reads a size setting: 0 or less means the
+// default.
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// rateInForce is how the reader and the writer read a minimum-rate pair:
+// a rate of 0 means the default, a negative one switches the check off
+// (reported as 0 with no grace), and a grace of 0 means the default.
+func rateInForce(rate int64, grace time.Duration, defRate int64, defGrace time.Duration) (int64, time.Duration) {
+	switch {
+	case rate < 0:
+		return 0, 0
+	case rate == 0:
+		rate = defRate
+	}
+	if grace <= 0 {
+		grace = defGrace
+	}
+	return rate, grace
 }

@@ -56,6 +56,23 @@ func TestQueryInt(t *testing.T) {
 	}
 }
 
+// The query helpers exist so that a handler need not allocate to read a
+// parameter (url.ParseQuery builds a map): they must not allocate.
+func TestQueryHelpersDoNotAllocate(t *testing.T) {
+	r := &Request{Query: []byte("utm_source=x&page=2&q=hello+w%C3%B6rld&ms=250")}
+	buf := make([]byte, 0, 64)
+	if n := testing.AllocsPerRun(100, func() {
+		v, ok := r.QueryValue("ms")
+		buf, _ = r.AppendQueryValue(buf[:0], "q")
+		page, _ := r.QueryInt("page")
+		if !ok || string(v) != "250" || string(buf) != "hello wörld" || page != 2 {
+			t.Fatal("wrong answer")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per run", n)
+	}
+}
+
 func BenchmarkQueryValue(b *testing.B) {
 	r := &Request{Query: []byte("utm_source=x&utm_medium=y&page=2&q=hello+w%C3%B6rld&ms=250")}
 	buf := make([]byte, 0, 64)

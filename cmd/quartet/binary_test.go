@@ -264,6 +264,37 @@ func TestSignals(t *testing.T) {
 			t.Errorf("exit %d:\n%s", code, p.log)
 		}
 	})
+	t.Run("--log-level filters, and SIGHUP changes it", func(t *testing.T) {
+		dir := t.TempDir()
+		cfg := filepath.Join(dir, "q.yaml")
+		os.WriteFile(cfg, []byte("log-level: info\nreaders: 1\n"), 0o644)
+		p := startQuartet(t, serveCmd(t, "--config", cfg))
+		p.waitLog(regexp.MustCompile(`level=INFO msg="quartet: stage sized"`))
+		os.WriteFile(cfg, []byte("log-level: warn\nreaders: 2\n"), 0o644)
+		restartOnly := regexp.MustCompile(`level=WARN msg="SIGHUP: these settings change only on a restart`)
+		p.signal(syscall.SIGHUP)
+		p.waitLog(restartOnly)
+		// Nothing changes now: at warn the info line saying so is dropped,
+		// the warning about readers still shows.
+		p.signal(syscall.SIGHUP)
+		deadline := time.Now().Add(20 * time.Second)
+		for len(restartOnly.FindAllString(p.log.String(), -1)) < 2 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		log := p.log.String()
+		if n := len(restartOnly.FindAllString(log, -1)); n != 2 {
+			t.Fatalf("%d restart warnings, want 2:\n%s", n, log)
+		}
+		for _, info := range []string{"SIGHUP: configuration reloaded", "nothing that can change live changed"} {
+			if strings.Contains(log, info) {
+				t.Errorf("info line %q logged at --log-level warn:\n%s", info, log)
+			}
+		}
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+	})
 	t.Run("SIGUSR1 reopens the access log", func(t *testing.T) {
 		dir := t.TempDir()
 		logPath := filepath.Join(dir, "access.log")
