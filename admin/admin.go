@@ -6,6 +6,7 @@
 //	curl -d size=64 localhost:9090/admin/stages/processor        pin the pool at 64 places
 //	curl -d min=4 -d max=256 localhost:9090/admin/stages/processor   bounds for the controller
 //	curl -d auto=on localhost:9090/admin/stages/processor        the controller sizes it again
+//	curl -d size=2 localhost:9090/admin/stages/reader            two reader loops (connections move)
 //	curl localhost:9090/admin/control                            the controller's inputs, request classes
 //
 // Add "Accept: application/json" (or ?format=json) for JSON. Every change
@@ -144,7 +145,7 @@ func change(s Server, logger *slog.Logger, w http.ResponseWriter, r *http.Reques
 	z, err := s.ChangeStage(st, ch)
 	if err != nil {
 		code := http.StatusBadRequest
-		if errors.Is(err, runtime.ErrNotResizable) {
+		if errors.Is(err, runtime.ErrNotServing) {
 			code = http.StatusConflict
 		}
 		logger.Warn("quartet admin: change refused", "stage", st, "client", r.RemoteAddr, "err", err)
@@ -202,6 +203,20 @@ type controlJSON struct {
 	Goroutines      int         `json:"processor_goroutines"`
 	QueueWaitTarget float64     `json:"queue_wait_target_seconds"`
 	Classes         []classJSON `json:"classes"`
+	Loops           []loopJSON  `json:"loops"`
+}
+
+// loopJSON is runtime.LoopControl as the JSON answer spells it.
+type loopJSON struct {
+	Stage        string  `json:"stage"`
+	Load         float64 `json:"busy_fraction"`
+	Work         float64 `json:"work_loops"`
+	Cause        string  `json:"cause"`
+	Budget       int     `json:"drain_budget"`
+	BudgetCause  string  `json:"drain_budget_cause"`
+	PerTurn      float64 `json:"handoffs_per_turn"`
+	TurnTime     float64 `json:"turn_seconds"`
+	HandoffsRate float64 `json:"handoffs_rate"`
 }
 
 type classJSON struct {
@@ -225,6 +240,11 @@ func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
 		for _, k := range c.Classes {
 			out.Classes = append(out.Classes, classJSON{k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service.Seconds()})
 		}
+		out.Loops = []loopJSON{}
+		for _, l := range c.Loops {
+			out.Loops = append(out.Loops, loopJSON{string(l.Stage), l.Load, l.Work, string(l.Cause), l.Budget, string(l.BudgetCause),
+				l.PerTurn, l.TurnTime.Seconds(), l.HandoffsRate})
+		}
 		writeJSON(w, out)
 		return
 	}
@@ -242,6 +262,14 @@ func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
 	fmt.Fprintln(tw, "class\tqueued\theld\tadmitted\tshed\tlimit\tretry-after\tservice")
 	for _, k := range c.Classes {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%ds\t%v\n", k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "loop controllers")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "stage	busy	work (loops)	last change	drain budget	per turn	turn time	hand-offs/s")
+	for _, l := range c.Loops {
+		fmt.Fprintf(tw, "%s\t%.0f%%\t%.2f\t%s\t%d %s\t%.1f\t%v\t%.0f\n", l.Stage, 100*l.Load, l.Work, string(l.Cause), l.Budget, string(l.BudgetCause),
+			l.PerTurn, l.TurnTime, l.HandoffsRate)
 	}
 	tw.Flush()
 }

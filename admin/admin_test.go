@@ -58,15 +58,16 @@ func TestAdmin(t *testing.T) {
 		{"bounds", "POST", "/admin/stages/processor", url.Values{"min": {"4"}, "max": {"16"}}, true, 200, []string{`"size": 16`, `"min": 4`, `"max": 16`, `"auto": false`}},
 		{"auto on", "POST", "/admin/stages/processor", url.Values{"auto": {"on"}}, false, 200, []string{"processor  16    4    16   on"}},
 		{"one stage as JSON", "GET", "/admin/stages/processor?format=json", nil, false, 200, []string{`"stage": "processor"`, `"resizable": true`}},
-		{"readers are not resizable yet", "POST", "/admin/stages/reader", url.Values{"size": {"4"}}, false, 409, []string{"cannot be resized while serving", "Config.Readers"}},
+		{"a reader loop more", "POST", "/admin/stages/reader", url.Values{"size": {"2"}, "max": {"2"}}, false, 200, []string{"reader  2     1    2    off"}},
+		{"back to one writer loop", "POST", "/admin/stages/writer", url.Values{"size": {"1"}, "min": {"1"}}, false, 200, []string{"writer  1     1"}},
 		{"a size outside the bounds", "POST", "/admin/stages/processor", url.Values{"size": {"100"}}, false, 400, []string{"outside the bounds 4..16"}},
 		{"not a number", "POST", "/admin/stages/processor", url.Values{"size": {"many"}}, false, 400, []string{`size="many"`}},
 		{"an unknown field", "POST", "/admin/stages/processor", url.Values{"threads": {"4"}}, false, 400, []string{`unknown field "threads"`}},
 		{"nothing to change", "POST", "/admin/stages/processor", url.Values{}, false, 400, []string{"nothing to change"}},
 		{"a bad auto", "POST", "/admin/stages/processor", url.Values{"auto": {"maybe"}}, false, 400, []string{"want on or off"}},
 		{"no such stage", "GET", "/admin/stages/listener", nil, false, 404, []string{`no stage "listener"`}},
-		{"the controller", "GET", "/admin/control", nil, false, 200, []string{"processor controller", "admission: queue-wait target 500ms", "class"}},
-		{"the controller as JSON", "GET", "/admin/control", nil, true, 200, []string{`"queue_wait_target_seconds": 0.5`, `"classes": [`}},
+		{"the controller", "GET", "/admin/control", nil, false, 200, []string{"processor controller", "admission: queue-wait target 500ms", "class", "loop controllers", "drain budget"}},
+		{"the controller as JSON", "GET", "/admin/control", nil, true, 200, []string{`"queue_wait_target_seconds": 0.5`, `"classes": [`, `"stage": "reader"`, `"drain_budget":`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var body io.Reader

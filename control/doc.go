@@ -69,6 +69,36 @@
 // well under the second after which people notice a page is slow; a
 // request that would wait longer is better told at once to come back.
 //
+// # Reader and writer loops (Loops)
+//
+// An event loop is a queue in front of one goroutine: while it works, the
+// events and hand-offs that arrive wait. Its busy fraction (wall time
+// less time parked in the poller, stages.Loop.Busy) is the utilisation
+// of that queue, and the loop-count controller keeps it moderate: when
+// the stage's loops were busier than GrowAbove (75%) on average, the
+// stage gets ceil(work / Aim) loops (work being the sum of their busy
+// fractions, Aim 50%), at least one more and at most twice as many,
+// even when the CPUs are full (a loop is a serial stage: see LoopConfig).
+// A loop goes when one fewer would have been less than 40% busy for 3 s, one at
+// a time; after each change, a second for the connections to move and the
+// fractions to settle. Bounded by GOMAXPROCS by default: more loops than
+// CPUs only add wake-ups.
+//
+// # Batching (Batch)
+//
+// A loop takes at most a budget of hand-offs from its queue per turn
+// (stages.Loop.SetDrainBudget). A large batch makes fewer turns, so fewer
+// polls and wake-ups per hand-off; but every event that becomes ready
+// meanwhile waits for the batch. The batching controller starts at the
+// largest budget (1024); while the budget binds (turns end with hand-offs
+// left), it cuts the budget in proportion when the turns' working time
+// (smoothed) is longer than a target (500 µs: the latency a batch may
+// add), and doubles it when they work less than half the target (a
+// larger batch then takes more per wake-up and poll, and throughput
+// grows); it starts from the largest again when the load halves at once.
+// When fewer than 5% of the turns used the whole budget the queue empties
+// every turn and the budget is not touched: at low load it adds nothing.
+//
 // # What was taken from whom, and what was changed
 //
 // SEDA (Welsh, Culler and Brewer, SOSP 2001) gives every stage a thread
@@ -104,6 +134,24 @@
 // the test is on the throughput that step bought, so nothing is ever
 // throttled to measure, and the controller sizes the pool rather than
 // refusing requests with it (admission is separate, by wait).
+//
+// SEDA's batching controller adjusts the events a stage's thread takes
+// per iteration from the stage's output rate: down until throughput
+// degrades, a little up when it does, back to the maximum on a sudden
+// drop of load. Taken: the batch as the knob, starting from the largest,
+// the reset on a drop of load. Changed: the signal is the loop's turn
+// time against a target, the latency the batch adds to every other event
+// of the loop, which an event loop (unlike a SEDA thread that serves one
+// queue) has to watch; SEDA's search by throughput gradient, tried first
+// here, drifted down on a shared machine (noise cut the batch by half and
+// only growth of throughput won a quarter back: budgets of 12 in a run
+// of bench/examples/phases.yaml); and a budget that does not bind is left
+// alone, so the controller does not wander at low load.
+//
+// SEDA sizes thread pools; its loops are not sized at all, and no Go
+// server sizes its event loops (gnet and nginx take a count at start).
+// Here the loop count follows the busy fraction, Apache's spare-thread
+// idea applied to loops: bounds, periodic checks, hysteresis.
 //
 // Apache's event MPM keeps idle threads between MinSpareThreads and
 // MaxSpareThreads, checked once a second. Taken: bounds and periodic

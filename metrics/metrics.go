@@ -107,6 +107,12 @@ var (
 	descCeiling  = prometheus.NewDesc("quartet_stage_ceiling_places", "A growth ceiling the controller found (more places added no throughput); 0: none.", []string{"stage"}, nil)
 	descWaitGoal = prometheus.NewDesc("quartet_admission_queue_wait_target_seconds", "Admission control's queue-wait target (0: admission control off).", nil, nil)
 
+	// The reader and writer stages' controllers, over their last period.
+	descLoopBusy = prometheus.NewDesc("quartet_stage_loop_busy_ratio", "Mean fraction of the controller's last period the stage's loops worked (not waiting for events): what their count is sized from.", []string{"stage"}, nil)
+	descBudget   = prometheus.NewDesc("quartet_stage_drain_budget", "Hand-offs a loop of the stage takes from its queue per turn, set by the batching controller.", []string{"stage"}, nil)
+	descPerTurn  = prometheus.NewDesc("quartet_stage_handoffs_per_turn", "Hand-offs the stage's loops took per turn over the controller's last period.", []string{"stage"}, nil)
+	descTurnTime = prometheus.NewDesc("quartet_stage_turn_seconds", "Mean time a turn of the stage's loops worked over the controller's last period.", []string{"stage"}, nil)
+
 	// Request classes.
 	descShed      = prometheus.NewDesc("quartet_shed_total", "Requests refused with 503 and Retry-After by admission control, by request class.", []string{"class"}, nil)
 	descAdmitted  = prometheus.NewDesc("quartet_admitted_total", "Requests admitted to the processors' queue, by request class.", []string{"class"}, nil)
@@ -132,6 +138,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descParked, descParkedMax, descParkRefused, descClientLimit, descCutOff, descResets, descHangUps,
 		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
 		descArrival, descOffered, descXput, descWait, descRun, descBusy, descDemand, descTarget, descCeiling, descWaitGoal,
+		descLoopBusy, descBudget, descPerTurn, descTurnTime,
 		descShed, descAdmitted, descClassQ, descClassHeld, descLimit, descClassRun} {
 		ch <- d
 	}
@@ -229,6 +236,13 @@ func collectControl(ch chan<- prometheus.Metric, st runtime.Stats) {
 	gauge(descTarget, float64(c.Target), p)
 	gauge(descCeiling, float64(c.Ceiling), p)
 	gauge(descWaitGoal, c.WaitTarget.Seconds())
+	for _, l := range c.Loops {
+		name := string(l.Stage)
+		gauge(descLoopBusy, l.Load, name)
+		gauge(descBudget, float64(l.Budget), name)
+		gauge(descPerTurn, l.PerTurn, name)
+		gauge(descTurnTime, l.TurnTime.Seconds(), name)
+	}
 	for _, k := range c.Classes {
 		ch <- prometheus.MustNewConstMetric(descShed, prometheus.CounterValue, float64(k.Shed), k.Name)
 		ch <- prometheus.MustNewConstMetric(descAdmitted, prometheus.CounterValue, float64(k.Admitted), k.Name)

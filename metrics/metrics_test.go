@@ -271,7 +271,9 @@ func TestMetricsSizesControlAndShedding(t *testing.T) {
 		{"quartet_stage_size_max", "processor", 16},
 		{"quartet_stage_auto", "processor", 0},
 		{"quartet_stage_size", "reader", float64(srv.Config().Readers)},
-		{"quartet_stage_size_max", "writer", float64(srv.Config().Writers)},
+		{"quartet_stage_size_max", "writer", float64(srv.Config().WritersMax)},
+		{"quartet_stage_drain_budget", "reader", 1024},
+		{"quartet_stage_drain_budget", "writer", 1024},
 	} {
 		if got := counter(fams, c.name, map[string]string{"stage": c.stage}); got != c.want {
 			t.Errorf("%s{stage=%q} = %v, want %v", c.name, c.stage, got, c.want)
@@ -282,6 +284,13 @@ func TestMetricsSizesControlAndShedding(t *testing.T) {
 		"quartet_stage_demand_places", "quartet_stage_target_places", "quartet_stage_goroutines"} {
 		if find(fams, name, map[string]string{"stage": "processor"}) == nil {
 			t.Errorf("%s missing", name)
+		}
+	}
+	for _, name := range []string{"quartet_stage_loop_busy_ratio", "quartet_stage_handoffs_per_turn", "quartet_stage_turn_seconds"} {
+		for _, st := range []string{"reader", "writer"} {
+			if find(fams, name, map[string]string{"stage": st}) == nil {
+				t.Errorf("%s{stage=%q} missing", name, st)
+			}
 		}
 	}
 	if got := counter(fams, "quartet_admission_queue_wait_target_seconds", nil); got != 0.02 {

@@ -101,6 +101,12 @@ type Config struct {
 	// Exit runs once on the loop's goroutine when Run returns after a
 	// successful Init, once the loop holds no connections.
 	Exit func()
+
+	// Handover picks the loop a connection moves to when this one gives
+	// it away (Retire, Rebalance): another loop of the stage that takes
+	// connections, or nil when there is none (the connection stays). It
+	// runs on this loop's goroutine.
+	Handover func(from *Loop) *Loop
 }
 
 func (c *Config) fill() {
@@ -177,13 +183,16 @@ const (
 	opAdopt  msgOp = iota // from the listener: a new connection
 	opReturn              // from the writer: response done
 	opResume              // from a handler: the body pipe has room again
-	opDrain               // from the runtime: shut down gracefully
+	opMove                // from another reader loop: a connection it gave away (handover.go)
 )
 
 type msg struct {
-	c    *stages.Conn
-	op   msgOp
-	fate stages.Fate // for opReturn
+	c     *stages.Conn
+	rc    *rconn // opMove: the connection's record, as its last loop left it
+	op    msgOp
+	fate  stages.Fate // opReturn; opMove with back
+	back  bool        // opMove: the connection has just come back from its request, with fate
+	class uint8       // opMove: the timeout class it was under (its deadline is in rc)
 }
 
 // rconn is the loop's state for one connection.
@@ -269,6 +278,14 @@ type Loop struct {
 	resets     atomic.Uint64 // connections closed with RST
 	slowBodies atomic.Uint64 // streamed bodies cut off below the minimum rate
 	hangups    atomic.Uint64 // clients that hung up while their request was out
+
+	drainReq atomic.Bool // Drain was called; the loop drains on its next turn
+
+	// Giving connections away to other loops (handover.go).
+	life     atomic.Int32 // lifeServing, lifeRetiring, lifeExited
+	giveAway atomic.Int64 // connections Rebalance asked for and not yet handed over
+	sweepReq atomic.Bool  // Retire or Rebalance was called: look through the table once
+	moved    atomic.Uint64
 }
 
 // censusInterval: state counts are for dashboards, a second old is fine,
@@ -399,10 +416,15 @@ func (l *Loop) send(m msg) {
 	l.core.Wake()
 }
 
-// Adopt gives the loop a newly accepted connection. Listener only.
-func (l *Loop) Adopt(c *stages.Conn) {
-	l.open.Add(1)
+// Adopt gives the loop a newly accepted connection and reports true, or
+// reports false when the loop has retired (Retire) and is gone: the
+// caller gives the connection to another loop. Listener only.
+func (l *Loop) Adopt(c *stages.Conn) bool {
+	if !l.reserve() {
+		return false
+	}
 	l.send(msg{c: c, op: opAdopt})
+	return true
 }
 
 // Return gives a connection back after its request, with the fate its
@@ -421,8 +443,12 @@ func (l *Loop) Unblock() {
 }
 
 // Drain starts a graceful shutdown: idle connections are closed, the others
-// when their current response is done.
-func (l *Loop) Drain() { l.send(msg{op: opDrain}) }
+// when their current response is done. Any goroutine, at any time, also
+// as or after the loop retires.
+func (l *Loop) Drain() {
+	l.drainReq.Store(true)
+	l.core.Notify()
+}
 
 // Stop makes Run return once the loop holds no connections (after Drain),
 // or at once when ctx given to Run is cancelled.
@@ -455,6 +481,10 @@ func (l *Loop) Run(ctx context.Context) error {
 // connections with bytes left from the last turn, dispatches the
 // processors had no room for, timeouts; and how long to wait.
 func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
+	if !l.draining && l.drainReq.Load() {
+		l.drain()
+	}
+	l.sweep()
 	l.serveReady()
 	l.retryBlocked()
 	l.expire(now)
@@ -467,6 +497,12 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 		if l.open.Load() == 0 {
 			return 0, true
 		}
+	}
+	if l.life.Load() == lifeRetiring && l.open.Load() == 0 {
+		if l.exit() {
+			return 0, true
+		}
+		return time.Millisecond, false // a connection arriving as it tried: try again soon
 	}
 	timeout := l.nextTimeout(now)
 	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
@@ -481,7 +517,9 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 // pending is the re-check after the loop announced sleep: a hand-off
 // pushed, or an Unblock, since the turn looked found the loop running and
 // wrote no eventfd.
-func (l *Loop) pending() bool { return l.in.Len() > 0 || l.unblocked.Load() }
+func (l *Loop) pending() bool {
+	return l.in.Len() > 0 || l.unblocked.Load() || l.sweepReq.Load() || (l.drainReq.Load() && !l.draining)
+}
 
 // event handles a readiness event for a connection, unless the connection
 // it was collected for has gone from its slot since.
@@ -507,9 +545,15 @@ func (l *Loop) drainQueue(budget int) int {
 		}
 		switch m.op {
 		case opAdopt:
-			l.adopt(m.c)
+			if !l.forward(m) {
+				l.adopt(m.c)
+			}
+		case opMove:
+			if !l.forward(m) {
+				l.arrive(m)
+			}
 		case opReturn:
-			if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c {
+			if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c && !l.giveBackOnReturn(m.c.RSlot, m.fate) {
 				l.returned(m.c.RSlot, m.fate)
 			}
 		case opResume:
@@ -517,8 +561,6 @@ func (l *Loop) drainQueue(budget int) int {
 			if rc != nil && rc.c == m.c && rc.state == stateOut && rc.feeding {
 				l.feed(m.c.RSlot)
 			}
-		case opDrain:
-			l.drain()
 		}
 	}
 	return n
@@ -528,7 +570,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 	slot := l.alloc()
 	rc := l.conns[slot]
 	rc.c = c
-	c.RSlot = slot
+	c.RSlot, c.Reader = slot, l.id // a retiring loop may have passed it on (forward)
 	tok := poll.MakeToken(poll.KindConn, rc.gen, int(slot))
 	if err := l.poller.Add(c.FD, poll.Readable|poll.EdgeTriggered, tok); err != nil {
 		l.close(slot)
@@ -552,14 +594,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 // there is one (it keeps its header array, so connection churn does not
 // allocate), else a new one.
 func (l *Loop) alloc() int32 {
-	var slot int32
-	if n := len(l.free); n > 0 {
-		slot = l.free[n-1]
-		l.free = l.free[:n-1]
-	} else {
-		l.conns = append(l.conns, nil)
-		slot = int32(len(l.conns) - 1)
-	}
+	slot := l.takeSlot()
 	rc, ok := l.spares.get()
 	if !ok {
 		rc = &rconn{prev: -1, next: -1}
@@ -569,6 +604,17 @@ func (l *Loop) alloc() int32 {
 	rc.gen = l.gen
 	l.conns[slot] = rc
 	return slot
+}
+
+// takeSlot takes a free slot of the table, growing it if there is none.
+func (l *Loop) takeSlot() int32 {
+	if n := len(l.free); n > 0 {
+		slot := l.free[n-1]
+		l.free = l.free[:n-1]
+		return slot
+	}
+	l.conns = append(l.conns, nil)
+	return int32(len(l.conns) - 1)
 }
 
 // conn is the record in slot, or nil if the slot is free or gone.

@@ -32,8 +32,20 @@ type Config struct {
 	Listeners int  // accept loops; more than one uses SO_REUSEPORT (1)
 	ReusePort bool // SO_REUSEPORT even with one accept loop (false)
 
-	Readers int // R reader event loops (one per two CPUs)
-	Writers int // W writer event loops (one per two CPUs)
+	// Readers and Writers are the reader and writer event loops, sized
+	// as the processors are: alone, a count above zero pins the stage at
+	// it; with a bound set (ReadersMin, ReadersMax, WritersMin,
+	// WritersMax), a controller sizes it within the bounds (the bound not
+	// set takes its default) from the loops' busy fraction, starting at
+	// the count. All zero: the controller sizes each within 1..GOMAXPROCS,
+	// starting at one loop per two CPUs. Counts change while serving
+	// through Server.ChangeStage too.
+	Readers    int
+	ReadersMin int
+	ReadersMax int
+	Writers    int
+	WritersMin int
+	WritersMax int
 
 	// Processors, ProcessorsMin and ProcessorsMax size the processor
 	// pool: the handlers that may run at once (places; see processor's
@@ -146,20 +158,15 @@ const (
 	DefaultMaxProcessorsPerCPU = 1024
 )
 
-// DefaultConfig is the configuration a zero Config stands for, sized for
-// this machine: a reader and a writer loop per two CPUs (each loop serves
-// thousands of connections; more loops than CPUs only adds wake-ups), and
-// a processor pool that its controller sizes (Processors and its bounds
-// 0). Each value comes from the Default constant of the package that owns
-// the setting.
+// DefaultConfig is the configuration a zero Config stands for: every
+// stage sized by its controller (Readers, Writers, Processors and their
+// bounds 0; see Config.Readers and Config.Processors for where each
+// starts and its bounds on this machine). Each value comes from the
+// Default constant of the package that owns the setting.
 func DefaultConfig() Config {
-	cpus := goruntime.GOMAXPROCS(0)
-	loops := max(1, cpus/2)
 	return Config{
 		Addr:            DefaultAddr,
 		Listeners:       1,
-		Readers:         loops,
-		Writers:         loops,
 		QueueCapacity:   DefaultQueueCapacity,
 		MaxHeaderBytes:  reader.DefaultMaxHeaderBytes,
 		MaxRequestLine:  reader.DefaultMaxRequestLine,
@@ -225,6 +232,14 @@ func (c *Config) Validate() error {
 		{"Processors", c.Processors, c.Processors > 0 && c.ProcessorsMax > 0 && c.Processors > c.ProcessorsMax,
 			fmt.Sprintf("must be at most ProcessorsMax (%d)", c.ProcessorsMax)},
 		{"Writers", c.Writers, c.Writers < 0 || c.Writers > 1024, "must be 0..1024"},
+		{"ReadersMin", c.ReadersMin, c.ReadersMin < 0 || c.ReadersMin > maxLoops, "must be 0..1024"},
+		{"ReadersMax", c.ReadersMax, c.ReadersMax < 0 || c.ReadersMax > maxLoops, "must be 0..1024"},
+		{"WritersMin", c.WritersMin, c.WritersMin < 0 || c.WritersMin > maxLoops, "must be 0..1024"},
+		{"WritersMax", c.WritersMax, c.WritersMax < 0 || c.WritersMax > maxLoops, "must be 0..1024"},
+		{"ReadersMin", c.ReadersMin, c.ReadersMin > 0 && c.ReadersMax > 0 && c.ReadersMin > c.ReadersMax,
+			fmt.Sprintf("must be at most ReadersMax (%d)", c.ReadersMax)},
+		{"WritersMin", c.WritersMin, c.WritersMin > 0 && c.WritersMax > 0 && c.WritersMin > c.WritersMax,
+			fmt.Sprintf("must be at most WritersMax (%d)", c.WritersMax)},
 		{"QueueCapacity", c.QueueCapacity, c.QueueCapacity < 0 || c.QueueCapacity > 1<<24, "must be 0..16777216"},
 		{"MaxConns", c.MaxConns, c.MaxConns < 0, "must be >= 0"},
 		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0, "must be >= 0"},
@@ -276,7 +291,42 @@ func (c Config) withDefaults() Config {
 		c.Handler = notFound{}
 	}
 	c.Processors, c.ProcessorsMin, c.ProcessorsMax = processorSizes(c.Processors, c.ProcessorsMin, c.ProcessorsMax)
+	c.Readers, c.ReadersMin, c.ReadersMax = loopSizes(c.Readers, c.ReadersMin, c.ReadersMax)
+	c.Writers, c.WritersMin, c.WritersMax = loopSizes(c.Writers, c.WritersMin, c.WritersMax)
 	return c
+}
+
+// LoopSizing is what c says of the reader or writer loops: where their
+// count starts, its bounds, and whether a controller sizes it (see
+// Config.Readers).
+func (c Config) LoopSizing(st Stage) StageSize {
+	size, lo, hi := c.Readers, c.ReadersMin, c.ReadersMax
+	if st == StageWriter {
+		size, lo, hi = c.Writers, c.WritersMin, c.WritersMax
+	}
+	size, lo, hi = loopSizes(size, lo, hi)
+	return StageSize{Stage: st, Size: size, Min: lo, Max: hi, Auto: lo < hi, Resizable: true}
+}
+
+// loopSizes fills in a loop count and its bounds (see Config.Readers): a
+// pinned count becomes equal bounds; the default bounds are 1 and
+// GOMAXPROCS (more loops than CPUs only add wake-ups), the default start
+// one loop per two CPUs (each loop serves thousands of connections).
+func loopSizes(size, lo, hi int) (int, int, int) {
+	if lo == 0 && hi == 0 && size > 0 {
+		return size, size, size
+	}
+	cpus := goruntime.GOMAXPROCS(0)
+	if lo == 0 {
+		lo = 1
+	}
+	if hi == 0 {
+		hi = max(lo, cpus)
+	}
+	if size == 0 {
+		size = max(1, cpus/2)
+	}
+	return min(max(size, lo), hi), lo, hi
 }
 
 // ProcessorSizing is what c says of the processor pool: where it starts,

@@ -14,6 +14,7 @@ import (
 // connection back for a lingering close, so the client reads the status
 // instead of a reset. This is the error path: it may allocate.
 func (s *Server) fail(c *stages.Conn, req *stages.Request, status int) {
+	s.bindWriter(c)
 	r := s.response()
 	now := time.Now()
 	r.Begin(c, req, now)

@@ -16,7 +16,6 @@ import (
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
-	"github.com/quartet-server/quartet/writer"
 )
 
 // Server is one Quartet server: a listener, R reader loops, a pool of P
@@ -32,19 +31,31 @@ import (
 // in the reader's dispatch, a request that would wait longer than
 // Config.QueueWaitTarget: it goes straight to the writer as a 503. The
 // control loop (tuning.go) sizes the processor pool and sets admission's
-// limits every period.
+// limits every period, and sizes the reader and writer stages, whose loops
+// are added and removed while serving (loops.go): a reader loop that goes
+// hands its connections to the others.
 type Server struct {
 	cfg Config
 
 	ln       *listener.Listener
-	readers  []*reader.Loop
-	requests *stages.ClassQueue // reader → processor, a ring per request class
+	readers  loopTable[reader.Loop] // by id; loops.go
+	requests *stages.ClassQueue     // reader → processor, a ring per request class
 	classes  *routeClasses
 	wake     *stages.WorkerWaker
 	pool     *processor.Pool
-	writers  []*writer.Loop
+	writers  loopTable[wloop]
+
+	mods     *modules
+	writeLog func(*stages.Response)
+
+	// Loop counts change under loopsMu, only while Serve's group runs
+	// (loops.go).
+	loopsMu sync.Mutex
+	group   *errgroup.Group
 
 	sizing    sizing // the processor pool's size, bounds and mode
+	rsizing   sizing // the reader loops' count, bounds and mode
+	wsizing   sizing // the writer loops'
 	tuner     tuner  // the control loop
 	shedCache shedCache
 
@@ -87,45 +98,38 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.Handler = mods.handler(cfg.Handler)
-	s := &Server{cfg: cfg, served: make(chan struct{}), force: make(chan struct{}), drained: make(chan struct{})}
+	s := &Server{cfg: cfg, served: make(chan struct{}), force: make(chan struct{}), drained: make(chan struct{}),
+		mods: mods, writeLog: mods.logger(cfg.Log)}
+	s.readers.init()
+	s.writers.init()
 	s.run, s.stop = context.WithCancel(context.Background())
 	s.inits.Add(cfg.Writers + cfg.Readers + 1) // every loop, and the processor pool as one
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
 	// Stage 4: writers. They write, log, and let go of responses.
+	ws := make([]*wloop, 0, cfg.Writers)
 	for i := 0; i < cfg.Writers; i++ {
-		w, err := writer.New(i, writer.Config{
-			QueueCapacity: cfg.QueueCapacity,
-			WriteTimeout:  cfg.WriteTimeout,
-			MinRate:       cfg.MinResponseRate,
-			MinRateGrace:  cfg.MinResponseRateGrace,
-			LowWater:      lowWater(cfg.HighWater),
-			Log:           mods.logger(cfg.Log),
-			Init: func(src writer.Sources) error {
-				return s.initDone(mods.stageInit(StageInfo{Stage: StageWriter, Index: i, Sources: src}))
-			},
-			Exit: func(src writer.Sources) {
-				mods.stageExit(StageInfo{Stage: StageWriter, Index: i, Sources: src})
-			},
-		}, &s.counters.writer)
+		w, err := s.newWriter(i, nil)
 		if err != nil {
 			return nil, s.abandon(err)
 		}
-		s.writers = append(s.writers, w)
+		s.writers.put(i, w)
+		ws = append(ws, w)
 	}
+	s.writers.publish(ws)
 
 	// Stage 3: the processor pool, fed by the class queues that all
 	// readers share; a pop that makes room in a class a reader found full
 	// tells the readers.
-	s.requests = stages.NewClassQueue(cfg.QueueCapacity, func() {
-		for _, r := range s.readers {
-			r.Unblock()
-		}
-	})
+	s.requests = stages.NewClassQueue(cfg.QueueCapacity, func() { s.readers.each((*reader.Loop).Unblock) })
 	s.classes = newRouteClasses(s.requests, cfg.Logger)
 	z := cfg.ProcessorSizing()
 	s.sizing = sizing{size: z.Size, min: z.Min, max: z.Max, auto: z.Auto}
-	s.tuner = tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(cfg.QueueWaitTarget), period: control.DefaultPeriod}
+	rz, wz := cfg.LoopSizing(StageReader), cfg.LoopSizing(StageWriter)
+	s.rsizing = sizing{size: rz.Size, min: rz.Min, max: rz.Max, auto: rz.Auto}
+	s.wsizing = sizing{size: wz.Size, min: wz.Min, max: wz.Max, auto: wz.Auto}
+	s.tuner = tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(cfg.QueueWaitTarget), period: control.DefaultPeriod,
+		io: [2]*ioTuner{newIOTuner(StageReader), newIOTuner(StageWriter)}}
 	if cfg.QueueWaitTarget > 0 {
 		// Until the controller knows a class's service time, its queue is
 		// limited by unknownLimit.
@@ -154,38 +158,16 @@ func New(cfg Config) (*Server, error) {
 	}, s.requests, s.wake, s.classes.wrap(cfg.Handler), s.response, &s.counters.processor)
 
 	// Stage 2: readers. They parse and dispatch, and close what they own.
+	rs := make([]*reader.Loop, 0, cfg.Readers)
 	for i := 0; i < cfg.Readers; i++ {
-		r, err := reader.New(i, reader.Config{
-			Limits: reader.Limits{
-				MaxRequestLine: cfg.MaxRequestLine,
-				MaxHeaderBytes: cfg.MaxHeaderBytes,
-				MaxHeaders:     cfg.MaxHeaders,
-			},
-			HeaderTimeout: cfg.HeaderTimeout,
-			IdleTimeout:   cfg.IdleTimeout,
-			LingerTimeout: cfg.LingerTimeout,
-			BodyTimeout:   cfg.BodyTimeout,
-			MaxBodyBytes:  cfg.MaxBodyBytes,
-			PrereadBody:   cfg.PrereadBody,
-			QueueCapacity: cfg.QueueCapacity,
-
-			MinBodyRate:      cfg.MinBodyRate,
-			MinBodyRateGrace: cfg.MinBodyRateGrace,
-
-			Dispatch:      s.dispatch,
-			Fail:          s.fail,
-			Closed:        s.closed,
-			PreConnection: mods.preConnection(),
-			Init: func() error {
-				return s.initDone(mods.stageInit(StageInfo{Stage: StageReader, Index: i}))
-			},
-			Exit: func() { mods.stageExit(StageInfo{Stage: StageReader, Index: i}) },
-		}, &s.counters.reader)
+		r, err := s.newReader(i, nil)
 		if err != nil {
 			return nil, s.abandon(err)
 		}
-		s.readers = append(s.readers, r)
+		s.readers.put(i, r)
+		rs = append(rs, r)
 	}
+	s.readers.publish(rs)
 
 	// Stage 1: the listener, which hands each connection to a reader.
 	ln, err := listener.New(listener.Config{
@@ -206,12 +188,21 @@ func New(cfg Config) (*Server, error) {
 
 // The hand-offs, in pipeline order.
 
-// assign: listener → reader. Round-robin; every loop is alike.
+// assign: listener → reader. Round-robin over the loops serving; every
+// loop is alike. A loop that retired after the snapshot was read refuses
+// the connection, and the next one takes it.
 func (s *Server) assign(c *stages.Conn) {
-	i := int(s.nextRdr.Add(1)) % len(s.readers)
-	c.Reader, c.Writer = i, int(c.ID%uint64(len(s.writers)))
 	s.counters.accepted.Add(1)
-	s.readers[i].Adopt(c)
+	ws := s.writers.live()
+	c.Writer = ws[c.ID%uint64(len(ws))].ID()
+	for {
+		rs := s.readers.live()
+		r := rs[int(s.nextRdr.Add(1))%len(rs)]
+		c.Reader = r.ID()
+		if r.Adopt(c) {
+			return
+		}
+	}
 }
 
 // dispatch: reader → processors, through admission control. A request
@@ -223,12 +214,14 @@ func (s *Server) dispatch(r *stages.Request) bool {
 	c := s.classes.classify(r)
 	r.Class = uint8(c)
 	now := time.Now()
+	s.bindWriter(r.Conn)
 	if ok, retryAfter := s.requests.Admit(c, now); !ok {
 		s.shed(r, retryAfter, now)
 		return true
 	}
 	r.Dispatched = now
 	if !s.requests.Push(r) {
+		s.releaseWriter(r.Conn)
 		s.counters.processor.Rejected.Add(1)
 		return false
 	}
@@ -241,7 +234,8 @@ func (s *Server) dispatch(r *stages.Request) bool {
 func (s *Server) response() *stages.Response { return s.responses.Get().(*stages.Response) }
 
 // kick: processor → writer. The connection picked its writer at accept.
-func (s *Server) kick(r *stages.Response) { s.writers[r.Conn.Writer].Kick(r) }
+// The connection's writer was bound when the reader handed it out.
+func (s *Server) kick(r *stages.Response) { s.writers.at(r.Conn.Writer).Kick(r) }
 
 // recycle: writer and processor have both let go of r; the connection goes
 // back to its reader, which reuses the request and closes if it must.
@@ -251,7 +245,8 @@ func (s *Server) recycle(r *stages.Response) {
 	s.pool.Release(r)
 	r.Conn, r.Req = nil, nil
 	s.responses.Put(r)
-	s.readers[c.Reader].Return(c, fate)
+	s.releaseWriter(c)
+	s.readers.at(c.Reader).Return(c, fate)
 }
 
 // initDone records one stage-init's outcome and passes its error on.
@@ -287,11 +282,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer close(s.served)
 	defer context.AfterFunc(ctx, func() { s.beginShutdown() })()
 	run := s.run // cancelled only when the shutdown's grace is over
-	var g errgroup.Group
+	g := new(errgroup.Group)
+	s.setGroup(g) // loops added while serving join it
 	// Writers outlive run: a handler still running when it ends will hand
 	// its response to them, and only after the last one may they stop.
-	for _, w := range s.writers {
-		g.Go(func() error { return w.Run(context.Background()) })
+	for _, w := range s.writers.live() {
+		g.Go(s.runWriter(w, nil))
 	}
 	g.Go(func() error {
 		err := s.pool.Run(run)
@@ -303,15 +299,14 @@ func (s *Server) Serve(ctx context.Context) error {
 			if !ok {
 				break
 			}
-			s.readers[r.Conn.Reader].Return(r.Conn, stages.FateClose)
+			s.releaseWriter(r.Conn)
+			s.readers.at(r.Conn.Reader).Return(r.Conn, stages.FateClose)
 		}
-		for _, w := range s.writers {
-			w.Stop() // returns once its responses in flight are finished
-		}
+		s.writers.each(func(w *wloop) { w.Stop() }) // each returns once its responses in flight are finished
 		return err
 	})
-	for _, r := range s.readers {
-		g.Go(func() error { return r.Run(run) })
+	for _, r := range s.readers.live() {
+		g.Go(s.runReader(r, nil))
 	}
 	ready := make(chan struct{})
 	go func() { s.inits.Wait(); close(ready) }()
@@ -339,6 +334,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return s.ln.Run(run) // returns at once, sockets closed, if closed already
 	})
 	err := g.Wait()
+	s.setGroup(nil)
 	s.ready.Store(false)
 	if s.state.Load() == stateShutdown && errors.Is(err, context.Canceled) {
 		return nil
@@ -413,9 +409,9 @@ func (s *Server) beginShutdown() {
 		s.ready.Store(false)
 		s.ln.Close()
 		s.pool.Drain()
-		for _, r := range s.readers {
-			r.Drain()
-		}
+		s.loopsMu.Lock() // no loop is added after it: every loop drains
+		s.readers.each((*reader.Loop).Drain)
+		s.loopsMu.Unlock()
 		go s.drain()
 	})
 }
@@ -444,9 +440,7 @@ wait:
 		s.shutdownErr = fmt.Errorf("quartet: shutdown %s, closing %d connections: %w", why, n, context.DeadlineExceeded)
 		s.cfg.Logger.Warn("shutdown "+why+": closing connections", "open", n, "grace", s.cfg.ShutdownTimeout)
 	}
-	for _, r := range s.readers {
-		r.Stop()
-	}
+	s.readers.each((*reader.Loop).Stop)
 	// The writers are stopped by Serve once the pool has stopped: a
 	// handler still running will hand its response to them.
 	s.stop()
@@ -470,9 +464,7 @@ func (s *Server) forceStop() { s.forceOnce.Do(func() { close(s.force) }) }
 
 func (s *Server) openConns() int {
 	n := 0
-	for _, r := range s.readers {
-		n += r.Open()
-	}
+	s.readers.each(func(r *reader.Loop) { n += r.Open() })
 	return n
 }
 
@@ -508,13 +500,11 @@ func (s *Server) abandon(err error) error {
 func (s *Server) closeUnstarted() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	for _, r := range s.readers {
-		_ = r.Run(ctx)
-	}
-	for _, w := range s.writers {
+	s.readers.each(func(r *reader.Loop) { _ = r.Run(ctx) })
+	s.writers.each(func(w *wloop) {
 		w.Stop()
 		_ = w.Run(ctx)
-	}
+	})
 	if s.ln != nil {
 		_ = s.ln.Run(ctx)
 	}

@@ -113,22 +113,22 @@ func (s *Server) Snapshot() Stats {
 		Errors:   s.ln.Errors.Load(),
 	}
 	var rdepth, rcap, wdepth, wcap int
-	for _, r := range s.readers {
+	s.readers.each(func(r *reader.Loop) {
 		rdepth += r.QueueDepth()
 		rcap += r.QueueCap()
 		st.ReaderLoops = append(st.ReaderLoops, LoopStats{Conns: r.Open(), QueueDepth: r.QueueDepth()})
-	}
-	for _, w := range s.writers {
+	})
+	s.writers.each(func(w *wloop) {
 		wdepth += w.QueueDepth()
 		wcap += w.QueueCap()
 		st.WriterLoops = append(st.WriterLoops, LoopStats{QueueDepth: w.QueueDepth()})
-	}
-	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: len(s.readers)}
+	})
+	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: s.loopCount(StageReader)}
 	st.Sizes = s.StageSizes()
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
 	st.Control = s.controlStats()
 	st.ProcessorGoroutines = s.pool.Goroutines()
-	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: len(s.writers)}
+	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: s.loopCount(StageWriter)}
 	st.Slow = SlowClientStats{
 		Parked:      s.pool.Parked(),
 		MaxParked:   max(s.cfg.MaxParked, 0),
@@ -139,7 +139,7 @@ func (s *Server) Snapshot() Stats {
 		reader.DefaultMinBodyRate, reader.DefaultMinBodyRateGrace)
 	st.Slow.MinResponseRate, st.Slow.MinResponseRateGrace = rateInForce(s.cfg.MinResponseRate, s.cfg.MinResponseRateGrace,
 		writer.DefaultMinRate, writer.DefaultMinRateGrace)
-	for _, r := range s.readers {
+	s.readers.each(func(r *reader.Loop) {
 		cs := r.Census()
 		st.Conns.Idle += cs.Idle
 		st.Conns.Reading += cs.Reading
@@ -151,11 +151,11 @@ func (s *Server) Snapshot() Stats {
 		st.Slow.SlowBodies += r.SlowBodies()
 		st.Slow.Resets += r.Resets()
 		st.Slow.HangUps += r.HangUps()
-	}
-	for _, w := range s.writers {
+	})
+	s.writers.each(func(w *wloop) {
 		st.Slow.SlowReaders += w.TooSlow()
 		st.Slow.TimedOut += w.TimedOut()
-	}
+	})
 	return st
 }
 

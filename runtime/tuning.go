@@ -24,9 +24,11 @@ import (
 // what a mean needs. Its cost is one pass over the open classes' counters
 // (a few atomic loads each) ten times a second.
 
-// ErrNotResizable is returned (wrapped, naming the stage) by ChangeStage
-// for a stage whose size cannot change while serving.
-var ErrNotResizable = errors.New("quartet: stage cannot be resized while serving")
+// ErrNotServing is returned (wrapped, naming the stage) by ChangeStage
+// for a change of a loop count while the server is not serving (before
+// Serve, or once a shutdown has begun): loops are added and removed only
+// with the stages running.
+var ErrNotServing = errors.New("quartet: loop counts change only while the server serves")
 
 // StageSize is a stage's size and the bounds its controller keeps it in.
 type StageSize struct {
@@ -68,20 +70,27 @@ func (z *sizing) get() (size, lo, hi int, auto bool) {
 	return z.size, z.min, z.max, z.auto
 }
 
-// StageSize returns a stage's size and bounds.
-func (s *Server) StageSize(st Stage) (StageSize, error) {
+// stageSizing is st's size, bounds and mode, or nil for no such stage.
+func (s *Server) stageSizing(st Stage) *sizing {
 	switch st {
 	case StageReader:
-		n := len(s.readers)
-		return StageSize{Stage: st, Size: n, Min: n, Max: n}, nil
+		return &s.rsizing
 	case StageWriter:
-		n := len(s.writers)
-		return StageSize{Stage: st, Size: n, Min: n, Max: n}, nil
+		return &s.wsizing
 	case StageProcessor:
-		size, lo, hi, auto := s.sizing.get()
-		return StageSize{Stage: st, Size: size, Min: lo, Max: hi, Auto: auto, Resizable: true}, nil
+		return &s.sizing
 	}
-	return StageSize{}, fmt.Errorf("quartet: no stage %q (stages: reader, processor, writer)", st)
+	return nil
+}
+
+// StageSize returns a stage's size and bounds.
+func (s *Server) StageSize(st Stage) (StageSize, error) {
+	z := s.stageSizing(st)
+	if z == nil {
+		return StageSize{}, fmt.Errorf("quartet: no stage %q (stages: reader, processor, writer)", st)
+	}
+	size, lo, hi, auto := z.get()
+	return StageSize{Stage: st, Size: size, Min: lo, Max: hi, Auto: auto, Resizable: true}, nil
 }
 
 // StageSizes returns every stage's size, in pipeline order.
@@ -98,26 +107,25 @@ func (s *Server) StageSizes() []StageSize {
 // before), logs the change with its cause, and returns the stage's size
 // as it now is. The processor pool takes a new size at once: new places
 // go to queued requests, and retired places' handlers finish their
-// request first. Reader and writer loop counts cannot change yet: their
-// change returns an error wrapping ErrNotResizable.
+// request first. Reader and writer loops are added at once, each serving
+// once its stage-init has run, and the others give a new reader loop its
+// share of their connections; a loop removed gives its connections to the
+// others (a reader: fds open, requests out finish first) or writes the
+// responses it has (a writer), and then returns. Loop counts change only
+// while the server serves (bounds and mode at any time).
 func (s *Server) ChangeStage(st Stage, ch StageChange) (StageSize, error) {
-	if st == StageReader || st == StageWriter {
-		z, _ := s.StageSize(st)
-		return z, fmt.Errorf("%w: the %s stage has %d loops, set by Config.%s at start; loop counts become resizable once the event loops can hand connections over",
-			ErrNotResizable, st, z.Size, map[Stage]string{StageReader: "Readers", StageWriter: "Writers"}[st])
-	}
-	if st != StageProcessor {
+	z := s.stageSizing(st)
+	if z == nil {
 		return StageSize{}, fmt.Errorf("quartet: no stage %q (stages: reader, processor, writer)", st)
 	}
-	if err := checkChange(ch); err != nil {
-		z, _ := s.StageSize(st)
-		return z, err
+	if err := checkChange(st, ch); err != nil {
+		cur, _ := s.StageSize(st)
+		return cur, err
 	}
 	cause := ch.Cause
 	if cause == "" {
 		cause = "api"
 	}
-	z := &s.sizing
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	lo, hi := z.min, z.max
@@ -129,13 +137,13 @@ func (s *Server) ChangeStage(st Stage, ch StageChange) (StageSize, error) {
 	}
 	if lo > hi {
 		cur := StageSize{Stage: st, Size: z.size, Min: z.min, Max: z.max, Auto: z.auto, Resizable: true}
-		return cur, fmt.Errorf("quartet: processor bounds %d..%d: the minimum is above the maximum", lo, hi)
+		return cur, fmt.Errorf("quartet: %s bounds %d..%d: the minimum is above the maximum", st, lo, hi)
 	}
 	size := z.size
 	if ch.Size > 0 {
 		if ch.Size < lo || ch.Size > hi {
 			cur := StageSize{Stage: st, Size: z.size, Min: z.min, Max: z.max, Auto: z.auto, Resizable: true}
-			return cur, fmt.Errorf("quartet: processor size %d is outside the bounds %d..%d (set min and max with it to move them)", ch.Size, lo, hi)
+			return cur, fmt.Errorf("quartet: %s size %d is outside the bounds %d..%d (set min and max with it to move them)", st, ch.Size, lo, hi)
 		}
 		size = ch.Size
 	}
@@ -151,20 +159,36 @@ func (s *Server) ChangeStage(st Stage, ch StageChange) (StageSize, error) {
 			"was_min", z.min, "was_max", z.max, "was_auto", z.auto, "cause", cause)
 	}
 	z.min, z.max, z.auto = lo, hi, auto
-	s.resizeLocked(size, cause)
-	return StageSize{Stage: st, Size: z.size, Min: lo, Max: hi, Auto: auto, Resizable: true}, nil
+	var err error
+	if st == StageProcessor {
+		s.resizeLocked(size, cause)
+	} else if size != z.size {
+		err = s.resizeLoopsLocked(st, z, size, cause)
+	}
+	return StageSize{Stage: st, Size: z.size, Min: lo, Max: hi, Auto: auto, Resizable: true}, err
 }
 
-func checkChange(ch StageChange) error {
+func checkChange(st Stage, ch StageChange) error {
+	most := maxProcessors
+	if st != StageProcessor {
+		most = maxLoops
+	}
 	for _, f := range []struct {
 		name string
 		v    int
 	}{{"size", ch.Size}, {"min", ch.Min}, {"max", ch.Max}} {
-		if f.v < 0 || f.v > maxProcessors {
-			return fmt.Errorf("quartet: processor %s %d: must be 1..%d", f.name, f.v, maxProcessors)
+		if f.v < 0 || f.v > most {
+			return fmt.Errorf("quartet: %s %s %d: must be 1..%d", st, f.name, f.v, most)
 		}
 	}
 	return nil
+}
+
+// resizeLoopsLocked sets an I/O stage's loop count (z.mu held).
+func (s *Server) resizeLoopsLocked(st Stage, z *sizing, n int, cause string, attrs ...any) error {
+	got, err := s.setLoops(st, n, cause, attrs...)
+	z.size = got
+	return err
 }
 
 // SetStageSize pins a stage at size n (its controller off).
@@ -219,6 +243,7 @@ type ControlStats struct {
 	Cause      control.Cause // why the last period changed the size ("" if it did not)
 	WaitTarget time.Duration // admission control's queue-wait target (0: off)
 	Classes    []ClassStats
+	Loops      []LoopControl // the reader and writer stages'
 }
 
 // ClassStats is one request class (see Config.QueueWaitTarget).
@@ -245,6 +270,10 @@ type tuner struct {
 	samples []control.ClassSample
 	limits  []control.Limit
 	last    ControlStats
+
+	io      [2]*ioTuner // the reader and writer stages' (tuning_loops.go)
+	prevCPU time.Duration
+	scratch []ioLoop
 }
 
 // tune runs the control loop until ctx is done.
@@ -252,6 +281,11 @@ func (s *Server) tune(ctx context.Context) {
 	size, lo, hi, auto := s.sizing.get()
 	s.cfg.Logger.Info("quartet: stage sized", "stage", StageProcessor, "size", size, "min", lo, "max", hi, "auto", auto,
 		"queue_wait_target", max(s.cfg.QueueWaitTarget, 0), "cause", "config")
+	for _, st := range []Stage{StageReader, StageWriter} {
+		size, lo, hi, auto := s.stageSizing(st).get()
+		s.cfg.Logger.Info("quartet: stage sized", "stage", st, "size", size, "min", lo, "max", hi, "auto", auto, "cause", "config")
+	}
+	s.startBudgets()
 	t := time.NewTicker(s.tuner.period)
 	defer t.Stop()
 	s.sample(time.Now(), false)
@@ -274,6 +308,9 @@ func (s *Server) sample(now time.Time, decide bool) {
 	var ps control.PoolSample
 	ps.Elapsed = now.Sub(t.prevAt)
 	t.prevAt = now
+	cpu := processCPU()
+	cpuUsed := cpu - t.prevCPU
+	t.prevCPU = cpu
 	n := s.requests.Classes()
 	t.samples = t.samples[:0]
 	for c := range n {
@@ -332,6 +369,11 @@ func (s *Server) sample(now time.Time, decide bool) {
 	// client) idle this long are not worth keeping.
 	s.pool.RetireSpares(control.DefaultRetireAfter)
 
+	for i := range t.io {
+		t.scratch = s.sampleLoops(t.io[i], ps.Elapsed, cpuUsed, t.scratch)
+	}
+	clear(t.scratch) // holds loops: let removed ones go
+
 	t.last = ControlStats{Time: now, Estimates: d.Estimates, Queued: ps.Queued, Running: ps.Busy,
 		Ceiling: d.Ceiling, Cause: d.Cause}
 }
@@ -389,6 +431,7 @@ func (s *Server) controlStats() ControlStats {
 	t := &s.tuner
 	t.mu.Lock()
 	cs := t.last
+	cs.Loops = []LoopControl{t.io[0].last, t.io[1].last}
 	limits := append([]control.Limit(nil), t.limits...)
 	t.mu.Unlock()
 	names := s.classes.names()

@@ -80,6 +80,9 @@ type Loop struct {
 	stop   atomic.Bool
 	budget atomic.Int64 // Drain's budget per turn; 0 means no limit
 	busy   atomic.Int64 // ns, see Busy
+	turns  atomic.Int64 // see Counts
+	taken  atomic.Int64
+	full   atomic.Int64
 
 	// mu keeps Notify's and Stop's wake-ups apart from Close closing the
 	// waker, which LoopWaker.Close requires: a Wake that is between its CAS
@@ -207,6 +210,21 @@ func (l *Loop) SetDrainBudget(n int) { l.budget.Store(int64(max(n, 0))) }
 // what it spent parked in Wait), as of its latest turn. Any goroutine.
 func (l *Loop) Busy() time.Duration { return time.Duration(l.busy.Load()) }
 
+// LoopCounts is what a loop has done since Run started, for the
+// controllers that size the stages: the busy fraction (loop counts) and
+// the hand-offs per turn (the drain budget).
+type LoopCounts struct {
+	Busy  time.Duration // time worked (see Busy)
+	Turns int64         // turns taken
+	Taken int64         // hand-offs Drain took
+	Full  int64         // turns whose Drain took its whole budget
+}
+
+// Counts returns the loop's counts as of its latest turn. Any goroutine.
+func (l *Loop) Counts() LoopCounts {
+	return LoopCounts{Busy: time.Duration(l.busy.Load()), Turns: l.turns.Load(), Taken: l.taken.Load(), Full: l.full.Load()}
+}
+
 // Run turns the loop until Turn reports done (Run returns nil) or the
 // poller fails. ctx's end calls Stop. Run does not release the loop: the
 // stage calls Close after whatever must still use the poller.
@@ -216,12 +234,15 @@ func (l *Loop) Run(ctx context.Context) error {
 	h := &l.hooks
 	last, lastParked := time.Now(), l.poller.Parked()
 	busy := time.Duration(l.busy.Load())
+	turns, taken, full := l.turns.Load(), l.taken.Load(), l.full.Load()
 	for {
 		now := time.Now()
 		parked := l.poller.Parked()
 		busy += now.Sub(last) - (parked - lastParked)
 		l.busy.Store(int64(busy))
 		last, lastParked = now, parked
+		turns++
+		l.turns.Store(turns)
 
 		more := false
 		if h.Drain != nil {
@@ -229,7 +250,16 @@ func (l *Loop) Run(ctx context.Context) error {
 			if budget == 0 {
 				budget = math.MaxInt
 			}
-			more = h.Drain(budget) >= budget
+			n := h.Drain(budget)
+			more = n >= budget
+			if n > 0 {
+				taken += int64(n)
+				l.taken.Store(taken)
+			}
+			if more {
+				full++
+				l.full.Store(full)
+			}
 		}
 		stopping := l.stop.Load()
 		wait, done := h.Turn(now, stopping)

@@ -366,3 +366,29 @@ func TestLoopStoppingSleeps(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// Counts has the turns, the hand-offs Drain took, and the turns it took
+// its whole budget in: what the batching controller is fed.
+func TestLoopCounts(t *testing.T) {
+	queue := []int{7, 7, 2, 0} // items waiting at each turn's drain
+	turn := 0
+	l, err := NewLoop(LoopHooks{
+		Drain: func(budget int) int { return min(budget, queue[turn]) },
+		Turn: func(time.Time, bool) (time.Duration, bool) {
+			turn++
+			return 0, turn == len(queue)
+		},
+	}, LoopOptions{Solo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.SetDrainBudget(4)
+	if err := l.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := LoopCounts{Turns: 4, Taken: 4 + 4 + 2, Full: 2}
+	if got := l.Counts(); got.Turns != want.Turns || got.Taken != want.Taken || got.Full != want.Full || got.Busy <= 0 {
+		t.Errorf("counts %+v, want %+v and some busy time", got, want)
+	}
+}

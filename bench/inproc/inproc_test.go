@@ -48,10 +48,10 @@ matrix:
 	// The report gives the sizes the server used, not "default" (for a
 	// pool its controller sizes, the size it started at).
 	def := runtime.DefaultConfig()
-	procs := def.ProcessorSizing().Size
+	procs, writers := def.ProcessorSizing().Size, def.LoopSizing(runtime.StageWriter).Size
 	for _, p := range res.Points {
-		if u := p.Used; u == nil || u.Readers != p.Point.Readers || u.Processors != procs || u.Writers != def.Writers {
-			t.Errorf("point %v: used %+v, want readers %d, processors %d, writers %d", p.Point, p.Used, p.Point.Readers, procs, def.Writers)
+		if u := p.Used; u == nil || u.Readers != p.Point.Readers || u.Processors != procs || u.Writers != writers {
+			t.Errorf("point %v: used %+v, want readers %d, processors %d, writers %d", p.Point, p.Used, p.Point.Readers, procs, writers)
 		}
 	}
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "share") {

@@ -234,17 +234,19 @@ func TestSignals(t *testing.T) {
 		os.WriteFile(filepath.Join(a, "page"), []byte("from a"), 0o644)
 		os.WriteFile(filepath.Join(b, "page"), []byte("from b"), 0o644)
 		cfg := filepath.Join(dir, "q.yaml")
-		os.WriteFile(cfg, []byte("root: "+a+"\nreaders: 1\nprocessors: 4\n"), 0o644)
+		os.WriteFile(cfg, []byte("root: "+a+"\nreaders: 1\nprocessors: 4\nqueue: 1024\n"), 0o644)
 		p := startQuartet(t, serveCmd(t, "--config", cfg))
 		if got := fetch(t, "GET", p.url+"/page"); got != "200 from a" {
 			t.Fatalf("before: %q", got)
 		}
-		os.WriteFile(cfg, []byte("root: "+b+"\nreaders: 2\nbench-endpoints: true\nprocessors-min: 2\nprocessors-max: 16\n"), 0o644)
+		os.WriteFile(cfg, []byte("root: "+b+"\nreaders: 2\nbench-endpoints: true\nprocessors-min: 2\nprocessors-max: 16\nqueue: 2048\n"), 0o644)
 		p.signal(syscall.SIGHUP)
 		p.waitLog(regexp.MustCompile(`SIGHUP: configuration reloaded`))
 		// The pool pinned at 4 gets a controller between 2 and 16.
 		p.waitLog(regexp.MustCompile(`stage bounds changed.*min=2 max=16 auto=true.*cause="config \(SIGHUP\)"`))
-		if !strings.Contains(p.log.String(), "readers: 1 -> 2") {
+		// The reader stage pinned at 1 gets a second loop, live.
+		p.waitLog(regexp.MustCompile(`stage resized" stage=reader from=1 to=2 cause="config \(SIGHUP\)"`))
+		if !strings.Contains(p.log.String(), "queue: 1024 -> 2048") {
 			t.Errorf("the setting that needs a restart is not named:\n%s", p.log)
 		}
 		if got := fetch(t, "GET", p.url+"/page"); got != "200 from b" {
@@ -267,15 +269,15 @@ func TestSignals(t *testing.T) {
 	t.Run("--log-level filters, and SIGHUP changes it", func(t *testing.T) {
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "q.yaml")
-		os.WriteFile(cfg, []byte("log-level: info\nreaders: 1\n"), 0o644)
+		os.WriteFile(cfg, []byte("log-level: info\nqueue: 1024\n"), 0o644)
 		p := startQuartet(t, serveCmd(t, "--config", cfg))
 		p.waitLog(regexp.MustCompile(`level=INFO msg="quartet: stage sized"`))
-		os.WriteFile(cfg, []byte("log-level: warn\nreaders: 2\n"), 0o644)
+		os.WriteFile(cfg, []byte("log-level: warn\nqueue: 2048\n"), 0o644)
 		restartOnly := regexp.MustCompile(`level=WARN msg="SIGHUP: these settings change only on a restart`)
 		p.signal(syscall.SIGHUP)
 		p.waitLog(restartOnly)
 		// Nothing changes now: at warn the info line saying so is dropped,
-		// the warning about readers still shows.
+		// the warning about the queue (a restart-only setting) still shows.
 		p.signal(syscall.SIGHUP)
 		deadline := time.Now().Add(20 * time.Second)
 		for len(restartOnly.FindAllString(p.log.String(), -1)) < 2 && time.Now().Before(deadline) {

@@ -428,6 +428,20 @@ func (r *serveRun) reload() {
 			live.cfg.Processors, live.cfg.ProcessorsMin, live.cfg.ProcessorsMax = next.cfg.Processors, next.cfg.ProcessorsMin, next.cfg.ProcessorsMax
 		}
 	}
+	for _, st := range []runtime.Stage{runtime.StageReader, runtime.StageWriter} {
+		sizing := next.cfg.LoopSizing(st)
+		if sizing == r.o.cfg.LoopSizing(st) {
+			continue
+		}
+		if _, err := r.srv.ChangeStage(st, runtime.StageChange{Size: sizing.Size,
+			Min: sizing.Min, Max: sizing.Max, Auto: &sizing.Auto, Cause: "config (SIGHUP)"}); err != nil {
+			r.logger.Error("SIGHUP: new "+string(st)+" loop counts; keeping the old ones", "err", err)
+		} else if st == runtime.StageReader {
+			live.cfg.Readers, live.cfg.ReadersMin, live.cfg.ReadersMax = next.cfg.Readers, next.cfg.ReadersMin, next.cfg.ReadersMax
+		} else {
+			live.cfg.Writers, live.cfg.WritersMin, live.cfg.WritersMax = next.cfg.Writers, next.cfg.WritersMin, next.cfg.WritersMax
+		}
+	}
 	*r.o = live
 	r.logger.Info("SIGHUP: configuration reloaded", "changed", strings.Join(changed, "; "),
 		"root", r.desc.root, "bench-endpoints", r.desc.bench)

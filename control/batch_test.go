@@ -1,0 +1,98 @@
+package control
+
+import (
+	"testing"
+	"time"
+)
+
+// batchLoad is a synthetic period of an I/O stage: rate hand-offs a
+// second arrive, each costs cost of loop time, and waiting are in the
+// queue when a turn starts. A turn takes min(budget, waiting) and works
+// overhead plus that many costs; noise scales the turn time (a loop
+// preempted mid-turn on a shared machine).
+type batchLoad struct {
+	rate    float64
+	cost    time.Duration
+	waiting int
+	noise   float64 // turn time × (1 ± noise), alternating
+}
+
+func (w batchLoad) period(budget int, dt time.Duration, i int) BatchSample {
+	const overhead = 2 * time.Microsecond
+	perTurn := max(1, min(budget, w.waiting))
+	taken := int64(w.rate * dt.Seconds())
+	turns := max(1, taken/int64(perTurn))
+	turn := overhead + time.Duration(perTurn)*w.cost
+	if w.noise > 0 {
+		f := 1 + w.noise
+		if i%2 == 1 {
+			f = 1 - w.noise
+		}
+		turn = time.Duration(float64(turn) * f)
+	}
+	s := BatchSample{Elapsed: dt, Turns: turns, Taken: taken, Busy: time.Duration(turns) * turn}
+	if w.waiting >= budget {
+		s.Full = turns
+	}
+	return s
+}
+
+func TestBatchDecide(t *testing.T) {
+	const dt = 100 * time.Millisecond
+	low := batchLoad{rate: 1000, cost: 5 * time.Microsecond, waiting: 1}
+	cheap := batchLoad{rate: 500000, cost: 100 * time.Nanosecond, waiting: 1 << 20}
+	costly := batchLoad{rate: 200000, cost: 4 * time.Microsecond, waiting: 1 << 20}
+	noisy := batchLoad{rate: 200000, cost: 4 * time.Microsecond, waiting: 1 << 20, noise: 0.3}
+	phases := func(ps ...any) []batchLoad { // load, periods, load, periods...
+		var out []batchLoad
+		for i := 0; i < len(ps); i += 2 {
+			for range ps[i+1].(int) {
+				out = append(out, ps[i].(batchLoad))
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		periods []batchLoad
+		lo, hi  int   // the budget at the end, within
+		last    Cause // the last change's cause (CauseNone: no change at all)
+		settled int   // the period by which the last change was made (the smoothing takes a few)
+	}{
+		{"low load: the queue empties, the budget stays at Max", phases(low, 50), 1024, 1024, CauseNone, 0},
+		{"cheap hand-offs: short turns at Max, it stays", phases(cheap, 50), 1024, 1024, CauseNone, 0},
+		// 4 µs each: the target's 500 µs hold 124, half of it 62.
+		{"costly hand-offs: cut into the band within 3 s, then still", phases(costly, 60), 62, 125, CauseLatency, 30},
+		{"noise of ±30% around the band does not swing it", phases(costly, 30, noisy, 60), 62, 125, CauseLatency, 35}, // one step as the noise starts
+		{"cheaper again: grows back within a second", phases(costly, 30, cheap, 30), 1024, 1024, CauseThroughput, 40},
+		{"load drops by half after cuts: back to Max at once", phases(costly, 30, low, 3), 1024, 1024, CauseLoadDrop, 31},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := NewBatch(BatchConfig{})
+			last, lastMove := CauseNone, 0
+			for i, w := range tt.periods {
+				d := b.Decide(w.period(b.Budget(), dt, i))
+				if d.Budget < 8 || d.Budget > 1024 {
+					t.Fatalf("budget %d outside 8..1024", d.Budget)
+				}
+				if d.Cause != CauseNone {
+					last, lastMove = d.Cause, i
+				}
+			}
+			if b.Budget() < tt.lo || b.Budget() > tt.hi || last != tt.last || lastMove > tt.settled {
+				t.Errorf("budget %d, last changed (%q) at period %d; want %d..%d, last %q by period %d",
+					b.Budget(), last, lastMove, tt.lo, tt.hi, tt.last, tt.settled)
+			}
+		})
+	}
+}
+
+// The decision reports what it was made from.
+func TestBatchDecideReports(t *testing.T) {
+	b := NewBatch(BatchConfig{})
+	d := b.Decide(BatchSample{Elapsed: time.Second, Turns: 1000, Taken: 50000, Full: 10, Busy: 200 * time.Millisecond})
+	if d.Rate != 50000 || d.PerTurn != 50 || d.TurnTime != 200*time.Microsecond || d.Binding {
+		t.Errorf("%+v", d)
+	}
+}
