@@ -209,7 +209,14 @@ type rconn struct {
 	bodyTotal  int64
 	discarded  int64
 	peerClosed bool // EOF seen: no more requests after the current one
-	mustClose  bool // the request's framing was lost (a body error): linger, then close
+	// drained: the request's last read left the socket empty (it found
+	// EAGAIN, or did not fill the buffer) and no readiness event has come
+	// since. Edge-triggered, any byte that arrives later raises a new
+	// event, and one that comes while another stage holds the connection
+	// clears this; so a Return that finds it set need not read, a read
+	// that would only find EAGAIN (one syscall per keep-alive request).
+	drained   bool
+	mustClose bool // the request's framing was lost (a body error): linger, then close
 
 	// A streamed body's minimum rate: since rateFrom the loop has waited
 	// on the client, which has sent rateBytes; the clock stops while the
@@ -601,6 +608,7 @@ func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 // readable handles a readiness event or a retry for slot.
 func (l *Loop) readable(slot int32, hup bool) {
 	rc := l.conns[slot]
+	rc.drained = false // an event, or work left over: bytes may wait
 	switch rc.state {
 	case stateHeader, stateIdle, stateBody:
 		l.readRequest(slot)
@@ -611,7 +619,8 @@ func (l *Loop) readable(slot int32, hup bool) {
 			l.hangUp(slot)
 		}
 		// Otherwise another stage owns the connection: edge-triggered, the
-		// event is simply not ours; the writer's hand-back triggers a read.
+		// event is simply not ours, and drained (now false) makes the
+		// writer's hand-back read.
 	case stateDrain:
 		l.drainBody(slot)
 	case stateLinger:
@@ -739,11 +748,15 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 			continue
 		}
 		if err != nil {
+			rc.drained = err == unix.EAGAIN
 			return 0, err
 		}
 		if n == 0 {
 			return 0, errEOF
 		}
+		// A stream socket's read copies all it has queued, up to the
+		// room given: a read that leaves room left the socket empty.
+		rc.drained = rc.end+n < len(rc.buf)
 		rc.end += n
 		return n, nil
 	}
@@ -1005,9 +1018,17 @@ func (l *Loop) nextRequest(slot int32) {
 		rc.start, rc.end = 0, copy(rc.buf, merged)
 		rc.carry = rc.carry[:0]
 	}
-	l.startRequest(slot, time.Now(), rc.end == rc.start)
+	idle := rc.end == rc.start
+	l.startRequest(slot, time.Now(), idle)
+	if idle && rc.drained {
+		// Nothing buffered, the socket was empty when last read, and no
+		// event came while the request was out: the next byte will raise
+		// one. The buffer goes back until then.
+		l.putBuf(rc)
+		return
+	}
 	// Edge-triggered: bytes that arrived while the request was out raised
-	// no new event for us, so look now.
+	// an event that was not ours to act on, so look now.
 	l.readRequest(slot)
 }
 
