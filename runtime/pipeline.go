@@ -44,6 +44,12 @@ type Server struct {
 	pool     *processor.Pool
 	writers  []*writer.Loop
 
+	// Stage fusion: a request whose handler chain declares it never
+	// blocks (inline reports it) is served on its reader loop, by that
+	// loop's InlineServer; nil inline: none is.
+	inline   func(*stages.Request) bool
+	inliners []*processor.InlineServer // by reader index
+
 	sizing    sizing // the processor pool's size, bounds and mode
 	tuner     tuner  // the control loop
 	shedCache shedCache
@@ -153,8 +159,15 @@ func New(cfg Config) (*Server, error) {
 		},
 	}, s.requests, s.wake, s.classes.wrap(cfg.Handler), s.response, &s.counters.processor)
 
+	if !cfg.NoInline {
+		s.inline = mods.inline(cfg.Handler)
+	}
+
 	// Stage 2: readers. They parse and dispatch, and close what they own.
 	for i := 0; i < cfg.Readers; i++ {
+		if s.inline != nil {
+			s.inliners = append(s.inliners, s.pool.NewInline())
+		}
 		r, err := reader.New(i, reader.Config{
 			Limits: reader.Limits{
 				MaxRequestLine: cfg.MaxRequestLine,
@@ -222,6 +235,13 @@ func (s *Server) assign(c *stages.Conn) {
 func (s *Server) dispatch(r *stages.Request) bool {
 	c := s.classes.classify(r)
 	r.Class = uint8(c)
+	if s.servesInline(r) {
+		// Apache's event MPM runs a request on the thread that read it;
+		// here only when nothing in it will wait, so the loop's other
+		// connections wait for no more than its handler's compute.
+		s.inliners[r.Conn.Reader].Serve(r)
+		return true
+	}
 	now := time.Now()
 	if ok, retryAfter := s.requests.Admit(c, now); !ok {
 		s.shed(r, retryAfter, now)
@@ -235,6 +255,21 @@ func (s *Server) dispatch(r *stages.Request) bool {
 	s.counters.processor.Enqueued.Add(1)
 	s.pool.Wake()
 	return true
+}
+
+// servesInline reports whether r is to be served on its reader loop: its
+// handler chain (and every module's InsertFilter) declares it never
+// blocks, and its body, if any, was read before dispatch (a streamed body
+// is read by the very loop, so a handler reading it inline would wait on
+// itself).
+func (s *Server) servesInline(r *stages.Request) bool {
+	if s.inline == nil || r.Conn == nil {
+		return false
+	}
+	if _, streamed := r.Body.(stages.ParkingReader); streamed {
+		return false
+	}
+	return s.inline(r)
 }
 
 // response: a processor takes a response record to fill.

@@ -26,10 +26,14 @@ type StageStats struct {
 
 // Stats is a snapshot of the whole server.
 type Stats struct {
-	Time        time.Time
-	Accepted    uint64 // connections accepted since start
-	Open        int    // connections open now
-	Busy        int    // handlers running with a processor place now
+	Time     time.Time
+	Accepted uint64 // connections accepted since start
+	Open     int    // connections open now
+	Busy     int    // handlers running with a processor place now
+	// Inline is the number of requests served on their reader loop
+	// (their handler declared it never blocks; see Config.Handler). The
+	// Processor stage's counts include them.
+	Inline      uint64
 	Listener    ListenerStats
 	Slow        SlowClientStats
 	Reader      StageStats
@@ -116,6 +120,11 @@ func (s *Server) Snapshot() Stats {
 	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: len(s.readers)}
 	st.Sizes = s.StageSizes()
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
+	for _, in := range s.inliners {
+		st.Inline += in.Served()
+	}
+	st.Processor.Enqueued += st.Inline
+	st.Processor.Dequeued += st.Inline
 	st.Control = s.controlStats()
 	st.ProcessorGoroutines = s.pool.Goroutines()
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: len(s.writers)}

@@ -73,6 +73,7 @@ func (o *serveOptions) settings() []setting {
 		{"processors-max", (*integer)(&c.ProcessorsMax), true, "the processor controller's upper bound (0: 1024 x GOMAXPROCS)"},
 		{"queue-wait-target", (*durationOrOff)(&c.QueueWaitTarget), false, "refuse at once, with 503 and Retry-After, a request that would wait longer than this for a processor (0: never refuse)"},
 		{"writers", (*integer)(&c.Writers), false, "writer event loops (W)"},
+		{"no-inline", (*boolean)(&c.NoInline), false, "serve every request through the processors, even those whose handler declares it never blocks (/hello, cached static files); to compare the two paths"},
 		{"queue", (*integer)(&c.QueueCapacity), false, "capacity of each hand-off queue"},
 		{"max-conns", (*integer)(&c.MaxConns), false, "open connections at most (0: no limit)"},
 		{"max-request-line", (*sizeInt)(&c.MaxRequestLine), false, "request line limit (414 beyond)"},
