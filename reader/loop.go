@@ -551,7 +551,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 			return
 		}
 	}
-	l.startRequest(slot, time.Now(), false)
+	l.startRequest(slot, l.core.Now(), false)
 	l.readable(slot, false)
 }
 
@@ -796,10 +796,10 @@ func (l *Loop) readRequest(slot int32) {
 		case err == nil:
 			if rc.state == stateIdle {
 				rc.state = stateHeader
-				rc.req.Received = time.Now()
+				rc.req.Received = l.core.Now()
 				l.setTimer(slot, classHeader, rc.req.Received.Add(l.cfg.HeaderTimeout))
 			} else if rc.req.Received.IsZero() {
-				rc.req.Received = time.Now()
+				rc.req.Received = l.core.Now()
 			}
 		case err == unix.EAGAIN:
 			if rc.state == stateIdle {
@@ -839,7 +839,7 @@ func (l *Loop) parse(slot int32) bool {
 	}
 	if rc.state == stateIdle {
 		rc.state = stateHeader
-		now := time.Now()
+		now := l.core.Now()
 		rc.req.Received = now
 		l.setTimer(slot, classHeader, now.Add(l.cfg.HeaderTimeout))
 	}
@@ -860,7 +860,7 @@ func (l *Loop) parse(slot int32) bool {
 	rc.seq++
 	rc.req.Conn, rc.req.Seq = rc.c, rc.seq
 	if rc.req.Received.IsZero() {
-		rc.req.Received = time.Now()
+		rc.req.Received = l.core.Now()
 	}
 	buffered := rc.end - rc.start - n
 	switch {
@@ -913,8 +913,9 @@ func (l *Loop) dispatch(slot int32) {
 	rc.c.SetPhase(stages.PhaseQueued)
 	l.clearTimer(slot)
 	if rc.feeding && l.cfg.MinBodyRate > 0 {
-		l.setTimer(slot, classBody, time.Now().Add(bodyRateCheck))
+		l.setTimer(slot, classBody, l.core.Now().Add(bodyRateCheck))
 	}
+	rc.req.Dispatched = l.core.Now()
 	if !l.cfg.Dispatch(&rc.req) {
 		l.blocked = append(l.blocked, slot)
 	}
@@ -934,6 +935,7 @@ func (l *Loop) retryBlocked() {
 		if rc == nil || rc.state != stateOut {
 			continue
 		}
+		rc.req.Dispatched = l.core.Now()
 		if !l.cfg.Dispatch(&rc.req) {
 			kept = append(kept, slot)
 		}
@@ -965,7 +967,7 @@ func (l *Loop) returned(slot int32, f stages.Fate) {
 		l.endBody(rc)
 		rc.feeding = false
 		rc.state = stateLinger
-		l.setTimer(slot, classLinger, time.Now().Add(l.cfg.LingerTimeout))
+		l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
 		rc.discarded = 0
 		l.linger(slot)
 		return
@@ -981,7 +983,7 @@ func (l *Loop) returned(slot int32, f stages.Fate) {
 		// that is cheap, so the connection can carry another request.
 		rc.pipe.finish()
 		rc.state = stateDrain
-		l.setTimer(slot, classHeader, time.Now().Add(l.cfg.HeaderTimeout))
+		l.setTimer(slot, classHeader, l.core.Now().Add(l.cfg.HeaderTimeout))
 		l.drainBody(slot)
 		return
 	}
@@ -1019,7 +1021,7 @@ func (l *Loop) nextRequest(slot int32) {
 		rc.carry = rc.carry[:0]
 	}
 	idle := rc.end == rc.start
-	l.startRequest(slot, time.Now(), idle)
+	l.startRequest(slot, l.core.Now(), idle)
 	if idle && rc.drained {
 		// Nothing buffered, the socket was empty when last read, and no
 		// event came while the request was out: the next byte will raise
@@ -1099,7 +1101,7 @@ func (l *Loop) lingerClose(slot int32) {
 	}
 	rc.state = stateLinger
 	rc.discarded = 0
-	l.setTimer(slot, classLinger, time.Now().Add(l.cfg.LingerTimeout))
+	l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
 	l.linger(slot)
 }
 

@@ -242,12 +242,15 @@ func (s *Server) dispatch(r *stages.Request) bool {
 		s.inliners[r.Conn.Reader].Serve(r)
 		return true
 	}
-	now := time.Now()
+	now := r.Dispatched // the reader's loop clock: no clock read per request here
+	if now.IsZero() {
+		now = time.Now()
+		r.Dispatched = now
+	}
 	if ok, retryAfter := s.requests.Admit(c, now); !ok {
 		s.shed(r, retryAfter, now)
 		return true
 	}
-	r.Dispatched = now
 	if !s.requests.Push(r) {
 		s.counters.processor.Rejected.Add(1)
 		return false
