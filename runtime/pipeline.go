@@ -251,11 +251,16 @@ func (s *Server) dispatch(r *stages.Request) bool {
 		s.shed(r, retryAfter, now)
 		return true
 	}
+	// Counted before the push: a worker may pop and start the request
+	// before this goroutine runs again, and Stats must not show a request
+	// running that was never enqueued (TestClientGone waited on exactly
+	// that count and could close its client before the request was read).
+	s.counters.processor.Enqueued.Add(1)
 	if !s.requests.Push(r) {
+		s.counters.processor.Enqueued.Add(^uint64(0))
 		s.counters.processor.Rejected.Add(1)
 		return false
 	}
-	s.counters.processor.Enqueued.Add(1)
 	s.pool.Wake()
 	return true
 }
