@@ -24,7 +24,7 @@ func TestInlineNeverWaitsOnTheClient(t *testing.T) {
 	in := hs.pool.NewInline()
 	served := make(chan struct{})
 	go func() {
-		in.Serve(newRequest("GET", "/", 1, ""))
+		in.Serve(newRequest("GET", "/", 1, "")).ResumeKicks()
 		close(served)
 	}()
 	select {

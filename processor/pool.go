@@ -369,14 +369,19 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 
 // handle runs req's handler with w and hands the response over: on a
 // worker, which holds a place (w.wk set), or inline on a reader loop.
-func (p *Pool) handle(w *ResponseWriter, req *stages.Request, now time.Time, waited time.Duration) {
+// It returns the response, which may be recycled already unless its kicks
+// were held (inline).
+func (p *Pool) handle(w *ResponseWriter, req *stages.Request, now time.Time, waited time.Duration) (resp *stages.Response) {
 	wk := w.wk
 	c := req.Conn
 	if c != nil {
 		c.SetPhase(stages.PhaseRunning)
 	}
-	resp := p.responses()
+	resp = p.responses()
 	resp.Begin(c, req, now)
+	if w.inline {
+		resp.HoldKicks() // the caller writes it whole, or hands it over, after
+	}
 	w.begin(resp, req, now)
 
 	body := req.Body
@@ -426,6 +431,7 @@ func (p *Pool) handle(w *ResponseWriter, req *stages.Request, now time.Time, wai
 	}()
 	p.call(w, req)
 	goexit = false
+	return resp
 }
 
 // drop lets go of a request whose client hung up before it started: no
@@ -502,23 +508,27 @@ func (p *Pool) NewInline() *InlineServer {
 	return s
 }
 
-// Serve runs req's handler now, on the calling goroutine, and hands the
-// response to its writer as a worker would. The caller has checked, with
+// Serve runs req's handler now, on the calling goroutine, and returns its
+// response, complete, with the writer's reference and its kicks held
+// (stages.Response.HoldKicks): nothing has reached the writer yet. The
+// caller writes it itself (writer.Direct) or hands it over with
+// ResumeKicks. nil: the client had gone, and the request was dropped. The
+// caller has checked, with
 // ServesInline, that the handler declared req never blocks, and that
 // req's body (if any) was read before dispatch. The request counts in the
 // processor stage's counters; it holds no place and never enters the class
 // queue (it never waits for one), so admission control does not see it.
 // It is counted in Served, not in the stage counters' Enqueued and
 // Dequeued (shared lines written by every loop); Stats adds the two.
-func (s *InlineServer) Serve(req *stages.Request) {
+func (s *InlineServer) Serve(req *stages.Request) *stages.Response {
 	p := s.p
 	s.served.Add(1)
 	now := time.Now()
 	if c := req.Conn; c != nil && c.Gone() {
 		p.drop(req, now)
-		return
+		return nil
 	}
-	p.handle(&s.w, req, now, 0)
+	return p.handle(&s.w, req, now, 0)
 }
 
 // Inliner is implemented by a Handler that can promise, per request, that

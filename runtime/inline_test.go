@@ -27,9 +27,16 @@ func newDeclared() *declared {
 
 func (d *declared) Inline(r *stages.Request) bool { return strings.HasPrefix(string(r.Path), "/fast") }
 
+// bigBody is what /fastbig answers: more than a socket takes at once.
+var bigBody = strings.Repeat("0123456789abcdef", 1<<18) // 4 MiB
+
 func (d *declared) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
-	if strings.HasPrefix(string(r.Path), "/fast") {
+	switch string(r.Path) {
+	case "/fast":
 		w.WriteString("fast")
+		return
+	case "/fastbig":
+		w.WriteString(bigBody)
 		return
 	}
 	d.entered <- struct{}{}
@@ -198,5 +205,59 @@ func TestClientGoneOnBothPaths(t *testing.T) {
 				t.Fatalf("%d connections still open after the client reset", s.Stats().Open)
 			}
 		})
+	}
+}
+
+// The reader loop writes an inline request's response itself when the
+// socket takes it whole (Stats.Direct), and hands the rest to the writer
+// loop when it does not: a client that reads nothing for a while still gets
+// every byte, in order, logged once with all of them.
+func TestDirectWriteAndHandOver(t *testing.T) {
+	var log syncBuffer
+	logf, err := AccessLog(&log, CombinedIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, Config{Readers: 1, Writers: 1, Handler: newDeclared(), Log: logf})
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	if resp, body := exchange(t, c, br, "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "fast" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	st := s.Stats()
+	if st.Direct != 1 || st.Writer.Dequeued != 1 {
+		t.Fatalf("after a small response: Direct %d, writer dequeued %d; want 1, 1", st.Direct, st.Writer.Dequeued)
+	}
+
+	slow := dialSmall(t, s, 4096)
+	if _, err := slow.Write([]byte("GET /fastbig HTTP/1.1\r\nHost: t\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // reads nothing: the socket fills, the writer takes over
+	slow.SetDeadline(time.Now().Add(20 * time.Second))
+	resp, body := exchange(t, slow, bufio.NewReader(slow), "", "GET")
+	if resp.StatusCode != 200 || body != bigBody {
+		t.Fatalf("big response: %d, %d bytes, want %d", resp.StatusCode, len(body), len(bigBody))
+	}
+	// Still good on the first connection: the hand-over kept nothing of
+	// the loop's.
+	if resp, body := exchange(t, c, br, "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "fast" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	st = s.Stats()
+	if st.Inline != 3 || st.Direct != 2 || st.Writer.Dequeued != 3 {
+		t.Errorf("Inline %d, Direct %d, writer dequeued %d; want 3, 2 (the big one handed over), 3", st.Inline, st.Direct, st.Writer.Dequeued)
+	}
+	if !eventually(5*time.Second, func() bool { return len(log.lines()) == 3 }) {
+		t.Fatalf("access log: %q", log.String())
+	}
+	var big bool
+	for _, e := range parseLog(t, log.lines()) {
+		if e.request == "GET /fastbig HTTP/1.1" {
+			big = e.out > int64(len(bigBody))
+		}
+	}
+	if !big {
+		t.Errorf("the handed-over response is not logged with all its bytes: %q", log.String())
 	}
 }

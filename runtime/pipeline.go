@@ -49,6 +49,7 @@ type Server struct {
 	// loop's InlineServer; nil inline: none is.
 	inline   func(*stages.Request) bool
 	inliners []*processor.InlineServer // by reader index
+	direct   []*writer.Direct          // by reader index: writes what its inliner answered
 
 	sizing    sizing // the processor pool's size, bounds and mode
 	tuner     tuner  // the control loop
@@ -167,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 	for i := 0; i < cfg.Readers; i++ {
 		if s.inline != nil {
 			s.inliners = append(s.inliners, s.pool.NewInline())
+			s.direct = append(s.direct, &writer.Direct{})
 		}
 		r, err := reader.New(i, reader.Config{
 			Limits: reader.Limits{
@@ -236,10 +238,15 @@ func (s *Server) dispatch(r *stages.Request) bool {
 	c := s.classes.classify(r)
 	r.Class = uint8(c)
 	if s.servesInline(r) {
-		// Apache's event MPM runs a request on the thread that read it;
-		// here only when nothing in it will wait, so the loop's other
-		// connections wait for no more than its handler's compute.
-		s.inliners[r.Conn.Reader].Serve(r)
+		// Apache's event MPM runs a request on the thread that read it,
+		// and writes its response there, leaving only what the socket
+		// does not take to write completion; here only when nothing in it
+		// will wait, so the loop's other connections wait for no more
+		// than its handler's compute and one writev.
+		i := r.Conn.Reader
+		if resp := s.inliners[i].Serve(r); resp != nil {
+			s.direct[i].Write(s.writers[r.Conn.Writer], resp)
+		}
 		return true
 	}
 	now := r.Dispatched // the reader's loop clock: no clock read per request here

@@ -33,7 +33,11 @@ type Stats struct {
 	// Inline is the number of requests served on their reader loop
 	// (their handler declared it never blocks; see Config.Handler). The
 	// Processor stage's counts include them.
-	Inline      uint64
+	Inline uint64
+	// Direct is the number of those whose response the reader loop wrote
+	// whole itself; the rest went to their writer loop to finish. The
+	// Writer stage's counts include them.
+	Direct      uint64
 	Listener    ListenerStats
 	Slow        SlowClientStats
 	Reader      StageStats
@@ -125,9 +129,14 @@ func (s *Server) Snapshot() Stats {
 	}
 	st.Processor.Enqueued += st.Inline
 	st.Processor.Dequeued += st.Inline
+	for _, d := range s.direct {
+		st.Direct += d.Ended()
+	}
 	st.Control = s.controlStats()
 	st.ProcessorGoroutines = s.pool.Goroutines()
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: len(s.writers)}
+	st.Writer.Enqueued += st.Direct // ended by their reader loop, never queued
+	st.Writer.Dequeued += st.Direct
 	st.Slow = SlowClientStats{
 		Parked:      s.pool.Parked(),
 		MaxParked:   max(s.cfg.MaxParked, 0),

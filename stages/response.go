@@ -403,6 +403,37 @@ func (r *Response) TakeOut(dst []Bucket) ([]Bucket, bool) {
 	return dst, eos
 }
 
+// HoldKicks stops Append (and a Hold's release) from kicking the writer
+// until TakeOut or ResumeKicks: for a producer that will write the
+// response itself once it is complete, and hand it to its writer only if
+// the socket does not take it all (processor.InlineServer, then
+// writer.Direct). It marks r queued, so kicks coalesce into nothing.
+// Producer only, right after Begin.
+func (r *Response) HoldKicks() { r.queued.Store(true) }
+
+// ResumeKicks ends HoldKicks and kicks the writer for everything appended
+// meanwhile.
+func (r *Response) ResumeKicks() {
+	r.queued.Store(false)
+	if r.kick != nil {
+		r.kick(r)
+	}
+}
+
+// Requeue puts back, ahead of anything appended since, buckets taken with
+// TakeOut that were not written (with eos if TakeOut reported it): a
+// writer that started a response hands the rest to another. The caller
+// then kicks. Only the goroutine that took them.
+func (r *Response) Requeue(bs []Bucket, eos bool) {
+	r.mu.Lock()
+	n := len(bs)
+	r.out = append(r.out, bs...) // grow by n, then shift the newer ones behind
+	copy(r.out[n:], r.out[:len(r.out)-n])
+	copy(r.out, bs)
+	r.eos = r.eos || eos
+	r.mu.Unlock()
+}
+
 // MarkQueued reports whether the caller is the one that must queue r for its
 // writer: kicks that arrive while r is already queued coalesce into one.
 func (r *Response) MarkQueued() bool { return r.queued.CompareAndSwap(false, true) }

@@ -126,3 +126,38 @@ func TestSentWakesOnlyAWaitingProducer(t *testing.T) {
 		}
 	}
 }
+
+// Requeue puts taken buckets back ahead of what was appended since, and
+// HoldKicks keeps Append from kicking until TakeOut (or ResumeKicks).
+func TestRequeueAndHeldKicks(t *testing.T) {
+	kicks := 0
+	r := NewResponse(func(r *Response) {
+		if r.MarkQueued() {
+			kicks++
+		}
+	}, nil)
+	r.Begin(nil, nil, r.Started)
+	r.HoldKicks()
+	r.Append(Bucket{Kind: BucketHeap, Data: []byte("a")}, Bucket{Kind: BucketHeap, Data: []byte("b")})
+	if kicks != 0 {
+		t.Fatalf("%d kicks while held", kicks)
+	}
+	taken, _ := r.TakeOut(nil)
+	r.Append(Bucket{Kind: BucketHeap, Data: []byte("c")}, Bucket{Kind: BucketEOS})
+	if kicks != 1 {
+		t.Fatalf("%d kicks after TakeOut and an Append, want 1", kicks)
+	}
+	r.Requeue(taken[1:], false)
+	r.ResumeKicks()
+	if kicks != 2 {
+		t.Fatalf("%d kicks after ResumeKicks, want 2", kicks)
+	}
+	got, eos := r.TakeOut(nil)
+	var s string
+	for _, b := range got {
+		s += string(b.Data)
+	}
+	if s != "bc" || !eos || got[len(got)-1].Kind != BucketEOS {
+		t.Fatalf("after Requeue: %q, eos %v", s, eos)
+	}
+}
