@@ -148,9 +148,20 @@ func TestModuleInsertFilterGatesInline(t *testing.T) {
 // served inline never waits for one, so it is served while the queue
 // refuses everything.
 func TestAdmissionOnlyForTheStagedPath(t *testing.T) {
-	s := startServer(t, Config{Processors: 1, Handler: newDeclared()})
-	s.tuner.period = time.Hour
-	s.requests.SetWaitTarget(0)
+	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 1, Handler: newDeclared()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tuner.period = time.Hour  // before Serve: the limits below stay as set
+	s.requests.SetWaitTarget(0) // and are not overridden by a fast queue
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(t.Context()) }()
+	t.Cleanup(func() {
+		ctx, cancel := contextWithTimeout(10 * time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-served
+	})
 	for c := range s.requests.Classes() {
 		s.requests.SetLimit(c, 0, 3)
 	}
@@ -175,6 +186,10 @@ func TestClientGoneOnBothPaths(t *testing.T) {
 			c := dial(t, s)
 			if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")); err != nil {
 				t.Fatal(err)
+			}
+			// Serving: the release below is seen by a running server.
+			if !eventually(10*time.Second, func() bool { return s.Stats().Accepted == 1 }) {
+				t.Fatal("the connection was never accepted")
 			}
 			if path == "/block" {
 				select {
@@ -224,8 +239,9 @@ func TestDirectWriteAndHandOver(t *testing.T) {
 	if resp, body := exchange(t, c, br, "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "fast" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	st := s.Stats()
-	if st.Direct != 1 || st.Writer.Dequeued != 1 {
+	// Counted after the write, so the client may read first.
+	if !eventually(5*time.Second, func() bool { st := s.Stats(); return st.Direct == 1 && st.Writer.Dequeued == 1 }) {
+		st := s.Stats()
 		t.Fatalf("after a small response: Direct %d, writer dequeued %d; want 1, 1", st.Direct, st.Writer.Dequeued)
 	}
 
@@ -244,7 +260,8 @@ func TestDirectWriteAndHandOver(t *testing.T) {
 	if resp, body := exchange(t, c, br, "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "fast" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	st = s.Stats()
+	eventually(5*time.Second, func() bool { st := s.Stats(); return st.Direct == 2 && st.Writer.Dequeued == 3 })
+	st := s.Stats()
 	if st.Inline != 3 || st.Direct != 2 || st.Writer.Dequeued != 3 {
 		t.Errorf("Inline %d, Direct %d, writer dequeued %d; want 3, 2 (the big one handed over), 3", st.Inline, st.Direct, st.Writer.Dequeued)
 	}
