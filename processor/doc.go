@@ -19,6 +19,23 @@
 // copy what you keep after returning. Runnable examples are in package
 // runtime.
 //
+// # Handlers that never block
+//
+// A handler that can promise, per request, that serving it waits on
+// nothing (a constant answer, a file already open, a computation of a few
+// microseconds) says so by implementing Inliner:
+//
+//	func (h *hello) Inline(r *stages.Request) bool { return true }
+//
+// Such a request is served on the reader loop that parsed it, and its
+// response written from there (writer.Direct), so it crosses no stage
+// boundary: no worker wake-up, no goroutine switch, no second core. Only
+// what the socket does not take goes on to the writer loop. The price of a
+// broken promise is a stalled loop, so declare only what cannot wait;
+// every other request runs on a worker as below. Wrappers (middleware, a
+// mux) answer for what they wrap; modules with an InsertFilter answer
+// through runtime.Module.Inline.
+//
 // # Why a pool of blocking workers between two event loops
 //
 // Brian Pane's design (httpd-dev, November 2002) does "the slow part of

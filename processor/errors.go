@@ -21,3 +21,8 @@ var ErrPoolRunning = errors.New("quartet: processor pool is already running")
 // errHandlerPanicked is the sticky error of a ResponseWriter whose handler
 // panicked after the final header block was handed to the writer.
 var errHandlerPanicked = errors.New("quartet: handler panicked")
+
+// ErrWouldBlock is returned by WaitSent to a handler served inline on a
+// reader loop (see Inliner), which must not wait on its client; the bytes
+// are queued and will be written.
+var ErrWouldBlock = errors.New("quartet: an inline handler cannot wait for its client")

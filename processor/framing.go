@@ -166,7 +166,7 @@ func (w *ResponseWriter) sendOut(flush, eos, wait bool) error {
 		return err
 	}
 	w.appended = w.queued
-	if wait && heap && w.resp.Unsent() > w.p.cfg.HighWater {
+	if wait && heap && !w.inline && w.resp.Unsent() > w.p.cfg.HighWater {
 		if err := w.resp.WaitDrained(w.p.cfg.LowWater, w.p.cfg.WriteTimeout, w.parker()); err != nil {
 			w.fail(err)
 			return err

@@ -357,20 +357,31 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 	if !req.Dispatched.IsZero() {
 		waited = now.Sub(req.Dispatched)
 	}
-	c := req.Conn
-	if c != nil && c.Gone() {
+	if c := req.Conn; c != nil && c.Gone() {
 		p.in.Finished(req, waited, 0, now) // before the drop hands req back
 		p.drop(req, now)
 		return
 	}
+	p.running.Add(1)
+	wk.parkedFor = 0
+	p.handle(&wk.w, req, now, waited)
+}
+
+// handle runs req's handler with w and hands the response over: on a
+// worker, which holds a place (w.wk set), or inline on a reader loop.
+// It returns the response, which may be recycled already unless its kicks
+// were held (inline).
+func (p *Pool) handle(w *ResponseWriter, req *stages.Request, now time.Time, waited time.Duration) (resp *stages.Response) {
+	wk := w.wk
+	c := req.Conn
 	if c != nil {
 		c.SetPhase(stages.PhaseRunning)
 	}
-	p.running.Add(1)
-	w := &wk.w
-	wk.parkedFor = 0
-	resp := p.responses()
+	resp = p.responses()
 	resp.Begin(c, req, now)
+	if w.inline {
+		resp.HoldKicks() // the caller writes it whole, or hands it over, after
+	}
 	w.begin(resp, req, now)
 
 	body := req.Body
@@ -388,7 +399,7 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 		req.Body = body
 		if goexit {
 			p.cfg.Logger.Error("quartet: handler called runtime.Goexit; replacing its worker",
-				"method", string(req.Method), "target", string(req.Target))
+				"method", string(req.Method), "target", string(req.Target), "inline", wk == nil)
 			p.recover(w, false)
 		} else {
 			w.answerBodyError()
@@ -399,22 +410,28 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 			// response's last byte sees its service time counted too.
 			p.counters.Service.Record(took)
 		}
-		// And before the request can be reused (resp.Done below), while
-		// its Class is still this one.
-		p.in.Finished(req, waited, took-wk.parkedFor, now.Add(took))
+		if wk != nil {
+			// And before the request can be reused (resp.Done below),
+			// while its Class is still this one. An inline request never
+			// entered the class queue, so it is not finished there.
+			p.in.Finished(req, waited, took-wk.parkedFor, now.Add(took))
+		}
 		w.finish()
 		w.end()
-		p.running.Add(-1)
+		if wk != nil {
+			p.running.Add(-1)
+		}
 		if c != nil {
 			c.SetPhase(stages.PhaseWriting) // before Done: c may go back to its reader from there
 		}
 		resp.Done() // resp may be recycled from here on: no touching it
-		if goexit {
-			p.spawn()
+		if goexit && wk != nil {
+			p.spawn() // an inline Goexit ends the reader loop's goroutine: see Inliner
 		}
 	}()
 	p.call(w, req)
 	goexit = false
+	return resp
 }
 
 // drop lets go of a request whose client hung up before it started: no
@@ -471,3 +488,80 @@ func (p *Pool) recover(w *ResponseWriter, abort bool) {
 	}()
 	w.recoverPanic(abort)
 }
+
+// InlineServer serves requests on the goroutine that calls Serve, a reader
+// loop's (Apache's event MPM runs a request on the thread that read it
+// when nothing in it will wait). One per loop: it holds the loop's
+// ResponseWriter, reused for every request, so it allocates nothing per
+// request.
+type InlineServer struct {
+	p      *Pool
+	w      ResponseWriter
+	served atomic.Uint64 // written by its loop alone: no line shared across cores
+}
+
+// NewInline returns an InlineServer for one loop.
+func (p *Pool) NewInline() *InlineServer {
+	s := &InlineServer{p: p}
+	s.w.p = p
+	s.w.inline = true
+	return s
+}
+
+// Serve runs req's handler now, on the calling goroutine, and returns its
+// response, complete, with the writer's reference and its kicks held
+// (stages.Response.HoldKicks): nothing has reached the writer yet. The
+// caller writes it itself (writer.Direct) or hands it over with
+// ResumeKicks. nil: the client had gone, and the request was dropped. The
+// caller has checked, with
+// ServesInline, that the handler declared req never blocks, and that
+// req's body (if any) was read before dispatch. The request counts in the
+// processor stage's counters; it holds no place and never enters the class
+// queue (it never waits for one), so admission control does not see it.
+// It is counted in Served, not in the stage counters' Enqueued and
+// Dequeued (shared lines written by every loop); Stats adds the two.
+func (s *InlineServer) Serve(req *stages.Request) *stages.Response {
+	p := s.p
+	s.served.Add(1)
+	now := time.Now()
+	if c := req.Conn; c != nil && c.Gone() {
+		p.drop(req, now)
+		return nil
+	}
+	return p.handle(&s.w, req, now, 0)
+}
+
+// Inliner is implemented by a Handler that can promise, per request, that
+// serving it will not block: Inline(r) true means ServeQuartet(w, r) does
+// no I/O that waits (disk, network, pipes), takes no lock that is held
+// long, does not sleep, and does not call runtime.Goexit. Such a request
+// is served on the reader's event loop, without the hand-off to a
+// processor and back (the runtime decides; see runtime.Config).
+//
+// What the promise buys and costs: the loop runs the handler between its
+// other connections' reads, so a handler that breaks the promise stalls
+// every connection of that loop, where a processor would stall only
+// itself. An inline handler's writes never wait for the client (the
+// high-water mark does not apply: its whole response is queued at once),
+// so answer inline only responses of bounded size, or files (SendFile
+// bytes are not held in memory); WaitSent returns ErrWouldBlock.
+//
+// Inline is called on the reader's loop for every request, before
+// ServeQuartet: it must itself be quick and must not block. A wrapper
+// handler (middleware, a mux) that implements it must answer for itself
+// and for the handler it passes the request to; a wrapper that does not
+// implement it makes every request go through the processors, which is
+// always safe.
+type Inliner interface {
+	Handler
+	Inline(r *stages.Request) bool
+}
+
+// ServesInline reports whether h declares that serving r never blocks.
+func ServesInline(h Handler, r *stages.Request) bool {
+	in, ok := h.(Inliner)
+	return ok && in.Inline(r)
+}
+
+// Served is the number of requests Serve has taken. Any goroutine.
+func (s *InlineServer) Served() uint64 { return s.served.Load() }

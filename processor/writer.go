@@ -21,12 +21,15 @@ import (
 // never written again, so the rest of the same chunk can keep filling while
 // the writer sends the first part.
 type ResponseWriter struct {
-	p    *Pool
-	wk   *worker // the goroutine it belongs to; nil for a detached writer
-	resp *stages.Response
-	req  *stages.Request
-	now  time.Time
-	hdr  Header
+	p  *Pool
+	wk *worker // the goroutine it belongs to; nil for a detached or inline writer
+	// inline: the handler runs on a reader loop (InlineServer), which
+	// must never wait on a client: writes skip the high-water wait.
+	inline bool
+	resp   *stages.Response
+	req    *stages.Request
+	now    time.Time
+	hdr    Header
 
 	status    int   // 0 until WriteHeader (or the first Write)
 	head      bool  // HEAD: count body bytes, send none
@@ -363,6 +366,9 @@ func (w *ResponseWriter) Flush() error {
 func (w *ResponseWriter) WaitSent() error {
 	if err := w.Flush(); err != nil {
 		return err
+	}
+	if w.inline {
+		return ErrWouldBlock
 	}
 	if err := w.resp.WaitDrained(0, w.p.cfg.WriteTimeout, w.parker()); err != nil {
 		w.fail(err)

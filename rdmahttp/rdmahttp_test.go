@@ -211,6 +211,12 @@ func deliverBothModes(t *testing.T, sig deliver.Signalling) {
 	}) {
 		t.Errorf("exposures left: %+v", fx.mod.Stats())
 	}
+	// The files are cached, so the handler declares them non-blocking;
+	// a request that asks for RDMA still goes through the processors
+	// (Module.Inline), since delivering may dial the client.
+	if n := fx.srv.Stats().Inline; n != 0 {
+		t.Errorf("%d RDMA requests were served on a reader loop", n)
+	}
 	st := fx.mod.Stats()
 	if st.Written != clients*int64(len(testSizes)) || st.Exposed != st.Confirmed || st.Fallbacks != 0 || st.CacheHits == 0 || st.TimedOut != 0 ||
 		st.CollectTime <= 0 || st.RDMATime <= 0 || st.ExposureTime <= 0 {
@@ -252,6 +258,11 @@ func TestPlainHTTP(t *testing.T) {
 	}
 	if st := fx.mod.Stats(); st.Dials != 0 || st.Fallbacks != 0 {
 		t.Errorf("plain requests touched RDMA: %+v", st)
+	}
+	// curl's request found the file cached: with the module's leave, it
+	// was served on the reader loop.
+	if fx.srv.Stats().Inline == 0 {
+		t.Error("no plain request was served inline")
 	}
 }
 

@@ -67,7 +67,7 @@ func (s *Server) MemoryWindows() bool { return s.e.MemoryWindows() }
 // (when the Server owns its engine), InsertFilter reads the request's
 // X-RDMA-* headers and adds the output filter that ships the body.
 func (s *Server) Module() runtime.Module {
-	m := runtime.Module{Name: "rdma", InsertFilter: s.insertFilter}
+	m := runtime.Module{Name: "rdma", InsertFilter: s.insertFilter, Inline: inline}
 	if s.owns {
 		m.StageInit = s.stageInit
 	}
@@ -88,6 +88,14 @@ func (s *Server) stageInit(info runtime.StageInfo) error {
 		}
 		return func() error { return info.Sources.RemoveSource(id) }, nil
 	})
+}
+
+// inline is the module's word on stage fusion (runtime.Module.Inline): a
+// request that does not ask for RDMA gets no filter, so nothing of the
+// module's can block it; one that asks may dial the client's endpoint
+// and goes through the processors.
+func inline(r *stages.Request) bool {
+	return r.Header(HeaderMode) == nil || !r.IsMethod("GET")
 }
 
 // insertFilter is mod_rdma's insert_filter: read the headers, and add the

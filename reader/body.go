@@ -211,7 +211,7 @@ func (l *Loop) startStream(slot int32) {
 	rc.pipe.reset(buf, l.cfg.BodyTimeout, func() { l.send(msg{c: c, op: opResume}) })
 	rc.req.Body = &rc.pipe
 	rc.feeding = true
-	rc.rateFrom, rc.rateBytes, rc.rateStopped = time.Now(), 0, time.Time{} // dispatch starts its timer
+	rc.rateFrom, rc.rateBytes, rc.rateStopped = l.core.Now(), 0, time.Time{} // dispatch starts its timer
 	rc.rateAwaits = rc.req.Expect100
 	rc.remaining = rc.req.ContentLength
 	rc.chunked = ChunkedDecoder{}
@@ -246,7 +246,7 @@ func (l *Loop) feedLocked(slot int32) {
 	p := &rc.pipe
 	if !rc.rateStopped.IsZero() {
 		// The handler made room: the client is on the clock again.
-		rc.rateFrom = rc.rateFrom.Add(time.Since(rc.rateStopped))
+		rc.rateFrom = rc.rateFrom.Add(l.core.Now().Sub(rc.rateStopped))
 		rc.rateStopped = time.Time{}
 	}
 	budget := maxReadBytesPerTurn
@@ -257,7 +257,7 @@ func (l *Loop) feedLocked(slot int32) {
 			p.full = true
 			p.mu.Unlock()
 			if rc.state == stateOut {
-				rc.rateStopped = time.Now() // the handler is behind, not the client
+				rc.rateStopped = l.core.Now() // the handler is behind, not the client
 			}
 			return
 		}
@@ -278,7 +278,7 @@ func (l *Loop) feedLocked(slot int32) {
 			rc.req.WireBytes.Add(int64(n))
 			p.raw += n
 			if rc.rateAwaits {
-				rc.rateAwaits, rc.rateFrom = false, time.Now()
+				rc.rateAwaits, rc.rateFrom = false, l.core.Now()
 			}
 			rc.rateBytes += int64(n)
 			l.decodeLocked(rc)

@@ -218,7 +218,14 @@ type rconn struct {
 	bodyTotal  int64
 	discarded  int64
 	peerClosed bool // EOF seen: no more requests after the current one
-	mustClose  bool // the request's framing was lost (a body error): linger, then close
+	// drained: the request's last read left the socket empty (it found
+	// EAGAIN, or did not fill the buffer) and no readiness event has come
+	// since. Edge-triggered, any byte that arrives later raises a new
+	// event, and one that comes while another stage holds the connection
+	// clears this; so a Return that finds it set need not read, a read
+	// that would only find EAGAIN (one syscall per keep-alive request).
+	drained   bool
+	mustClose bool // the request's framing was lost (a body error): linger, then close
 
 	// A streamed body's minimum rate: since rateFrom the loop has waited
 	// on the client, which has sent rateBytes; the clock stops while the
@@ -586,7 +593,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 			return
 		}
 	}
-	l.startRequest(slot, time.Now(), false)
+	l.startRequest(slot, l.core.Now(), false)
 	l.readable(slot, false)
 }
 
@@ -647,6 +654,7 @@ func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 // readable handles a readiness event or a retry for slot.
 func (l *Loop) readable(slot int32, hup bool) {
 	rc := l.conns[slot]
+	rc.drained = false // an event, or work left over: bytes may wait
 	switch rc.state {
 	case stateHeader, stateIdle, stateBody:
 		l.readRequest(slot)
@@ -657,7 +665,8 @@ func (l *Loop) readable(slot int32, hup bool) {
 			l.hangUp(slot)
 		}
 		// Otherwise another stage owns the connection: edge-triggered, the
-		// event is simply not ours; the writer's hand-back triggers a read.
+		// event is simply not ours, and drained (now false) makes the
+		// writer's hand-back read.
 	case stateDrain:
 		l.drainBody(slot)
 	case stateLinger:
@@ -785,11 +794,15 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 			continue
 		}
 		if err != nil {
+			rc.drained = err == unix.EAGAIN
 			return 0, err
 		}
 		if n == 0 {
 			return 0, errEOF
 		}
+		// A stream socket's read copies all it has queued, up to the
+		// room given: a read that leaves room left the socket empty.
+		rc.drained = rc.end+n < len(rc.buf)
 		rc.end += n
 		return n, nil
 	}
@@ -829,10 +842,10 @@ func (l *Loop) readRequest(slot int32) {
 		case err == nil:
 			if rc.state == stateIdle {
 				rc.state = stateHeader
-				rc.req.Received = time.Now()
+				rc.req.Received = l.core.Now()
 				l.setTimer(slot, classHeader, rc.req.Received.Add(l.cfg.HeaderTimeout))
 			} else if rc.req.Received.IsZero() {
-				rc.req.Received = time.Now()
+				rc.req.Received = l.core.Now()
 			}
 		case err == unix.EAGAIN:
 			if rc.state == stateIdle {
@@ -872,7 +885,7 @@ func (l *Loop) parse(slot int32) bool {
 	}
 	if rc.state == stateIdle {
 		rc.state = stateHeader
-		now := time.Now()
+		now := l.core.Now()
 		rc.req.Received = now
 		l.setTimer(slot, classHeader, now.Add(l.cfg.HeaderTimeout))
 	}
@@ -893,7 +906,7 @@ func (l *Loop) parse(slot int32) bool {
 	rc.seq++
 	rc.req.Conn, rc.req.Seq = rc.c, rc.seq
 	if rc.req.Received.IsZero() {
-		rc.req.Received = time.Now()
+		rc.req.Received = l.core.Now()
 	}
 	buffered := rc.end - rc.start - n
 	switch {
@@ -946,8 +959,9 @@ func (l *Loop) dispatch(slot int32) {
 	rc.c.SetPhase(stages.PhaseQueued)
 	l.clearTimer(slot)
 	if rc.feeding && l.cfg.MinBodyRate > 0 {
-		l.setTimer(slot, classBody, time.Now().Add(bodyRateCheck))
+		l.setTimer(slot, classBody, l.core.Now().Add(bodyRateCheck))
 	}
+	rc.req.Dispatched = l.core.Now()
 	if !l.cfg.Dispatch(&rc.req) {
 		l.blocked = append(l.blocked, slot)
 	}
@@ -967,6 +981,7 @@ func (l *Loop) retryBlocked() {
 		if rc == nil || rc.state != stateOut {
 			continue
 		}
+		rc.req.Dispatched = l.core.Now()
 		if !l.cfg.Dispatch(&rc.req) {
 			kept = append(kept, slot)
 		}
@@ -998,7 +1013,7 @@ func (l *Loop) returned(slot int32, f stages.Fate) {
 		l.endBody(rc)
 		rc.feeding = false
 		rc.state = stateLinger
-		l.setTimer(slot, classLinger, time.Now().Add(l.cfg.LingerTimeout))
+		l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
 		rc.discarded = 0
 		l.linger(slot)
 		return
@@ -1014,7 +1029,7 @@ func (l *Loop) returned(slot int32, f stages.Fate) {
 		// that is cheap, so the connection can carry another request.
 		rc.pipe.finish()
 		rc.state = stateDrain
-		l.setTimer(slot, classHeader, time.Now().Add(l.cfg.HeaderTimeout))
+		l.setTimer(slot, classHeader, l.core.Now().Add(l.cfg.HeaderTimeout))
 		l.drainBody(slot)
 		return
 	}
@@ -1051,9 +1066,17 @@ func (l *Loop) nextRequest(slot int32) {
 		rc.start, rc.end = 0, copy(rc.buf, merged)
 		rc.carry = rc.carry[:0]
 	}
-	l.startRequest(slot, time.Now(), rc.end == rc.start)
+	idle := rc.end == rc.start
+	l.startRequest(slot, l.core.Now(), idle)
+	if idle && rc.drained {
+		// Nothing buffered, the socket was empty when last read, and no
+		// event came while the request was out: the next byte will raise
+		// one. The buffer goes back until then.
+		l.putBuf(rc)
+		return
+	}
 	// Edge-triggered: bytes that arrived while the request was out raised
-	// no new event for us, so look now.
+	// an event that was not ours to act on, so look now.
 	l.readRequest(slot)
 }
 
@@ -1124,7 +1147,7 @@ func (l *Loop) lingerClose(slot int32) {
 	}
 	rc.state = stateLinger
 	rc.discarded = 0
-	l.setTimer(slot, classLinger, time.Now().Add(l.cfg.LingerTimeout))
+	l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
 	l.linger(slot)
 }
 

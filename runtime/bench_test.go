@@ -18,6 +18,9 @@ func BenchmarkKeepAliveHello(b *testing.B) {
 	}{
 		{"R1P1W1", Config{Readers: 1, Processors: 1, Writers: 1}},
 		{"R1P4W1", Config{Readers: 1, Processors: 4, Writers: 1}},
+		// /hello declares it never blocks, so the two above serve it on the
+		// reader loop; this one takes the staged path through a processor.
+		{"R1P4W1-staged", Config{Readers: 1, Processors: 4, Writers: 1, NoInline: true}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			s := startServer(b, tc.cfg)

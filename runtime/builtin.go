@@ -46,6 +46,20 @@ func Builtin(next processor.Handler) processor.Handler {
 	return b
 }
 
+// Inline declares /hello non-blocking (a constant answer, or 405), so it
+// is served on the reader loop (processor.Inliner); /sleep sleeps, /bytes
+// may be a gigabyte that must wait for its client, /echo reads a body.
+// Other paths are next's to answer.
+func (b *builtin) Inline(r *stages.Request) bool {
+	switch string(r.Path) {
+	case "/hello":
+		return true
+	case "/sleep", "/bytes", "/echo":
+		return false
+	}
+	return b.next == nil || processor.ServesInline(b.next, r) // nil: a 404
+}
+
 func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	switch string(r.Path) {
 	case "/hello":

@@ -131,7 +131,17 @@ type Config struct {
 	// Handler runs every request. nil answers 404 to everything, as an
 	// empty net/http ServeMux does; Builtin(nil) is the load-test
 	// endpoints.
+	//
+	// A request whose handler declares that serving it never blocks
+	// (processor.Inliner) is served on the reader loop that read it,
+	// without the hand-offs to a processor and back, unless NoInline is
+	// set, a module's InsertFilter may block for it (Module.Inline), or
+	// its body is streamed. Every other request goes through the
+	// processors, so a handler that blocks never stalls an event loop.
 	Handler processor.Handler
+	// NoInline sends every request through the processors, even those
+	// whose handler declares it never blocks (to compare the two paths).
+	NoInline bool
 	// Log runs in the writer after each response's last byte (or abort),
 	// with the exact bytes sent; AccessLog makes one. nil logs nothing.
 	Log func(*stages.Response)

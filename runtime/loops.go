@@ -249,6 +249,7 @@ func (w *initWait) report(err error) error {
 // reported on the channel rather than to the server's start.
 func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 	cfg := s.cfg
+	s.fusionFor(id)
 	return reader.New(id, reader.Config{
 		Limits: reader.Limits{
 			MaxRequestLine: cfg.MaxRequestLine,

@@ -46,6 +46,15 @@ type Module struct {
 	// w.AddOutputFilter (mod_rdma's insert_filter).
 	InsertFilter func(r *stages.Request, w *processor.ResponseWriter)
 
+	// Inline reports whether InsertFilter, and any filter it adds, never
+	// blocks for r, so that r may be served on its reader loop if its
+	// handler declares the same (processor.Inliner). It runs on the
+	// reader loop for every request and must be quick. A module with an
+	// InsertFilter and no Inline keeps every request on the processors
+	// (the safe default); a module without an InsertFilter needs none (a
+	// Handler wrapper answers for itself by implementing Inliner).
+	Inline func(r *stages.Request) bool
+
 	// Handler wraps the handler chain: the first module's wrapper is the
 	// outermost.
 	Handler func(next processor.Handler) processor.Handler
@@ -155,11 +164,42 @@ type insertFilters struct {
 	next  processor.Handler
 }
 
+// Inline answers for the handler chain; the hooks answer through
+// Module.Inline (modules.inline).
+func (f insertFilters) Inline(r *stages.Request) bool { return processor.ServesInline(f.next, r) }
+
 func (f insertFilters) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	for _, h := range f.hooks {
 		h(r, w)
 	}
 	f.next.ServeQuartet(w, r)
+}
+
+// inline returns the check that r may be served inline with h (the whole
+// chain, modules' wrappers included), or nil when no request may be: h
+// declares nothing, or a module's InsertFilter may block and says nothing.
+func (m *modules) inline(h processor.Handler) func(*stages.Request) bool {
+	in, ok := h.(processor.Inliner)
+	if !ok {
+		return nil
+	}
+	var gates []func(*stages.Request) bool
+	for _, mod := range m.list {
+		switch {
+		case mod.Inline != nil:
+			gates = append(gates, mod.Inline)
+		case mod.InsertFilter != nil:
+			return nil
+		}
+	}
+	return func(r *stages.Request) bool {
+		for _, g := range gates {
+			if !g(r) {
+				return false
+			}
+		}
+		return in.Inline(r)
+	}
 }
 
 // logger chains Config.Log and the modules' loggers; nil when there are none.

@@ -53,6 +53,12 @@ type Server struct {
 	loopsMu sync.Mutex
 	group   *errgroup.Group
 
+	// Stage fusion: a request whose handler chain declares it never
+	// blocks (inline reports it) is served on its reader loop, by that
+	// loop's InlineServer; nil inline: none is.
+	inline func(*stages.Request) bool
+	fused  []atomic.Pointer[fusion] // by reader loop id (fusion.go)
+
 	sizing    sizing // the processor pool's size, bounds and mode
 	rsizing   sizing // the reader loops' count, bounds and mode
 	wsizing   sizing // the writer loops'
@@ -101,6 +107,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, served: make(chan struct{}), force: make(chan struct{}), drained: make(chan struct{}),
 		mods: mods, writeLog: mods.logger(cfg.Log)}
 	s.readers.init()
+	s.fused = make([]atomic.Pointer[fusion], maxLoops)
 	s.writers.init()
 	s.run, s.stop = context.WithCancel(context.Background())
 	s.inits.Add(cfg.Writers + cfg.Readers + 1) // every loop, and the processor pool as one
@@ -156,6 +163,10 @@ func New(cfg Config) (*Server, error) {
 			return err
 		},
 	}, s.requests, s.wake, s.classes.wrap(cfg.Handler), s.response, &s.counters.processor)
+
+	if !cfg.NoInline {
+		s.inline = mods.inline(cfg.Handler)
+	}
 
 	// Stage 2: readers. They parse and dispatch, and close what they own.
 	rs := make([]*reader.Loop, 0, cfg.Readers)
@@ -213,21 +224,56 @@ func (s *Server) assign(c *stages.Conn) {
 func (s *Server) dispatch(r *stages.Request) bool {
 	c := s.classes.classify(r)
 	r.Class = uint8(c)
-	now := time.Now()
 	s.bindWriter(r.Conn)
+	if s.servesInline(r) {
+		// Apache's event MPM runs a request on the thread that read it,
+		// and writes its response there, leaving only what the socket
+		// does not take to write completion; here only when nothing in it
+		// will wait, so the loop's other connections wait for no more
+		// than its handler's compute and one writev.
+		f := s.fused[r.Conn.Reader].Load()
+		if resp := f.inline.Serve(r); resp != nil {
+			f.direct.Write(s.writers.at(r.Conn.Writer).Loop, resp)
+		}
+		return true
+	}
+	now := r.Dispatched // the reader's loop clock: no clock read per request here
+	if now.IsZero() {
+		now = time.Now()
+		r.Dispatched = now
+	}
 	if ok, retryAfter := s.requests.Admit(c, now); !ok {
 		s.shed(r, retryAfter, now)
 		return true
 	}
-	r.Dispatched = now
+	// Counted before the push: a worker may pop and start the request
+	// before this goroutine runs again, and Stats must not show a request
+	// running that was never enqueued (TestClientGone waited on exactly
+	// that count and could close its client before the request was read).
+	s.counters.processor.Enqueued.Add(1)
 	if !s.requests.Push(r) {
+		s.counters.processor.Enqueued.Add(^uint64(0))
 		s.releaseWriter(r.Conn)
 		s.counters.processor.Rejected.Add(1)
 		return false
 	}
-	s.counters.processor.Enqueued.Add(1)
 	s.pool.Wake()
 	return true
+}
+
+// servesInline reports whether r is to be served on its reader loop: its
+// handler chain (and every module's InsertFilter) declares it never
+// blocks, and its body, if any, was read before dispatch (a streamed body
+// is read by the very loop, so a handler reading it inline would wait on
+// itself).
+func (s *Server) servesInline(r *stages.Request) bool {
+	if s.inline == nil || r.Conn == nil {
+		return false
+	}
+	if _, streamed := r.Body.(stages.ParkingReader); streamed {
+		return false
+	}
+	return s.inline(r)
 }
 
 // response: a processor takes a response record to fill.

@@ -227,6 +227,12 @@ func TestClientGone(t *testing.T) {
 	})
 
 	t.Run("queued request dropped", func(t *testing.T) {
+		// The previous case's handler may still be finishing: Busy == 1
+		// below must be /block's, or before misses its enqueue and the
+		// wait for /count's is satisfied by /block's.
+		if !eventually(10*time.Second, func() bool { return s.Stats().Busy == 0 }) {
+			t.Fatal("the previous handler did not finish")
+		}
 		busy := dial(t, s)
 		io.WriteString(busy, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
 		if !eventually(10*time.Second, func() bool { return s.Stats().Busy == 1 }) {

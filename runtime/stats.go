@@ -28,10 +28,18 @@ type StageStats struct {
 
 // Stats is a snapshot of the whole server.
 type Stats struct {
-	Time        time.Time
-	Accepted    uint64 // connections accepted since start
-	Open        int    // connections open now
-	Busy        int    // handlers running with a processor place now
+	Time     time.Time
+	Accepted uint64 // connections accepted since start
+	Open     int    // connections open now
+	Busy     int    // handlers running with a processor place now
+	// Inline is the number of requests served on their reader loop
+	// (their handler declared it never blocks; see Config.Handler). The
+	// Processor stage's counts include them.
+	Inline uint64
+	// Direct is the number of those whose response the reader loop wrote
+	// whole itself; the rest went to their writer loop to finish. The
+	// Writer stage's counts include them.
+	Direct      uint64
 	Listener    ListenerStats
 	Slow        SlowClientStats
 	Reader      StageStats
@@ -126,9 +134,14 @@ func (s *Server) Snapshot() Stats {
 	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: s.loopCount(StageReader)}
 	st.Sizes = s.StageSizes()
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
+	st.Inline, st.Direct = s.fusedCounts()
+	st.Processor.Enqueued += st.Inline
+	st.Processor.Dequeued += st.Inline
 	st.Control = s.controlStats()
 	st.ProcessorGoroutines = s.pool.Goroutines()
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: s.loopCount(StageWriter)}
+	st.Writer.Enqueued += st.Direct // ended by their reader loop, never queued
+	st.Writer.Dequeued += st.Direct
 	st.Slow = SlowClientStats{
 		Parked:      s.pool.Parked(),
 		MaxParked:   max(s.cfg.MaxParked, 0),

@@ -233,6 +233,9 @@ func TestResizingUnderLoad(t *testing.T) {
 	if moved == 0 {
 		t.Error("no connection moved between reader loops")
 	}
+	if st := s.Snapshot(); st.Inline == 0 || st.Direct == 0 {
+		t.Errorf("%d requests served inline, %d responses written directly: /hello should have been both, on whichever reader loops there were", st.Inline, st.Direct)
+	}
 	if n := strings.Count(log.String(), `msg="quartet: stage resized" stage=reader`); n < loopChanges/4 {
 		t.Errorf("%d reader resizes logged for %d loop changes", n, loopChanges)
 	}
@@ -419,7 +422,9 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 // connection carries the next request; one that asked for 100-continue
 // closes, since the bytes after it are unknowable.
 func TestShedKeepsTheConnectionWhenFramingAllows(t *testing.T) {
-	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil)})
+	// NoInline: /hello declares it never blocks, and a request served on
+	// its reader loop never queues, so admission would not see it.
+	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil), NoInline: true})
 	if err != nil {
 		t.Fatal(err)
 	}

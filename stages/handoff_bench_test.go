@@ -408,7 +408,7 @@ func benchLoopWaker(spin int) func(b *testing.B, f *feeder) handoffCounts {
 			f.push(r, v, w.Wake)
 			w.Wake()
 		})
-		_, c.writes = w.Wakes()
+		c.writes = w.Syscalls()
 		c.reads = w.reads
 		return c
 	}

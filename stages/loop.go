@@ -77,6 +77,10 @@ type Loop struct {
 	hooks  LoopHooks
 	events []poll.Event
 
+	// now is the turn's clock read (nginx's cached time, ngx_time_update
+	// once per epoll_wait): see Now. Loop goroutine only.
+	now time.Time
+
 	stop   atomic.Bool
 	budget atomic.Int64 // Drain's budget per turn; 0 means no limit
 	busy   atomic.Int64 // ns, see Busy
@@ -206,6 +210,14 @@ func (l *Loop) Stopping() bool { return l.stop.Load() }
 // default) means all there are. Any goroutine, at any time.
 func (l *Loop) SetDrainBudget(n int) { l.budget.Store(int64(max(n, 0))) }
 
+// Now is the loop's clock: read once per turn, before Drain, and again
+// only when Wait parked, so the events after a sleep see the time they
+// came. Hooks use it for every timestamp and deadline of the turn instead
+// of reading the clock per connection and per request (a vDSO call, 76 ns
+// on a PVM guest, eleven times per request before); it is behind the
+// wall clock by at most one turn's work. Loop goroutine only.
+func (l *Loop) Now() time.Time { return l.now }
+
 // Busy is the time the loop has worked since Run started (wall time less
 // what it spent parked in Wait), as of its latest turn. Any goroutine.
 func (l *Loop) Busy() time.Duration { return time.Duration(l.busy.Load()) }
@@ -237,6 +249,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	turns, taken, full := l.turns.Load(), l.taken.Load(), l.full.Load()
 	for {
 		now := time.Now()
+		l.now = now
 		parked := l.poller.Parked()
 		busy += now.Sub(last) - (parked - lastParked)
 		l.busy.Store(int64(busy))
@@ -287,6 +300,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			return err
 		}
 		l.events = evs
+		if l.poller.Parked() != parked {
+			l.now = time.Now() // slept: the events are from now, not from before
+		}
 		for _, ev := range evs {
 			if ev.Token == wakerToken {
 				continue

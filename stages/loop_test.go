@@ -186,8 +186,8 @@ func TestLoopRecheck(t *testing.T) {
 			if err := wait(t, done); err != nil {
 				t.Fatalf("Run: %v", err)
 			}
-			if calls, sys := q.waker.Wakes(); sys != 0 {
-				t.Errorf("Wake: %d calls wrote the eventfd %d times; the loop never slept, so want 0", calls, sys)
+			if sys := q.waker.Syscalls(); sys != 0 {
+				t.Errorf("Wake wrote the eventfd %d times; the loop never slept, so want 0", sys)
 			}
 		})
 	}
@@ -390,5 +390,64 @@ func TestLoopCounts(t *testing.T) {
 	want := LoopCounts{Turns: 4, Taken: 4 + 4 + 2, Full: 2}
 	if got := l.Counts(); got.Turns != want.Turns || got.Taken != want.Taken || got.Full != want.Full || got.Busy <= 0 {
 		t.Errorf("counts %+v, want %+v and some busy time", got, want)
+	}
+}
+
+// Now is the turn's clock: Turn sees the time it was passed, and the
+// events of a Wait that slept see a clock read after the sleep, not the
+// one from before it (which would date every event after an idle spell
+// by the length of the spell).
+func TestLoopNowIsTheTurnsClock(t *testing.T) {
+	for _, o := range []LoopOptions{{}, {Blocking: true}} {
+		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(efd)
+		var l *Loop
+		var turnNow, eventNow time.Time
+		var turnMismatch bool
+		got := make(chan struct{})
+		l, err = NewLoop(LoopHooks{
+			Turn: func(now time.Time, stopping bool) (time.Duration, bool) {
+				turnMismatch = turnMismatch || !l.Now().Equal(now)
+				turnNow = now
+				if stopping || !eventNow.IsZero() {
+					return 0, true
+				}
+				return time.Second, false
+			},
+			Event: func(poll.Event) {
+				eventNow = l.Now()
+				var b [8]byte
+				unix.Read(efd, b[:])
+				close(got)
+			},
+		}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Poller().Add(efd, poll.Readable, poll.MakeToken(poll.KindConn, 0, 1)); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- l.Run(context.Background()) }()
+		time.Sleep(100 * time.Millisecond) // the loop is asleep in Wait
+		signalled := time.Now()
+		unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		<-got
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		if turnMismatch {
+			t.Errorf("%+v: Now differed from the time Turn was given", o)
+		}
+		if eventNow.Before(signalled) {
+			t.Errorf("%+v: the event after a sleep saw Now %v before it was signalled", o, signalled.Sub(eventNow))
+		}
+		if turnNow.Before(eventNow) {
+			t.Errorf("%+v: the next turn's clock went backwards", o)
+		}
 	}
 }

@@ -60,8 +60,8 @@ type Request struct {
 	// scheduling between classes (ClassQueue); the runtime sets it as it
 	// dispatches the request.
 	Class uint8
-	// Dispatched is when the request was handed to the processors: its
-	// queue wait runs from here.
+	// Dispatched is when the reader handed the request on, by its loop's
+	// clock (Loop.Now, one read per turn): its queue wait runs from here.
 	Dispatched time.Time
 }
 

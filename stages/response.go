@@ -182,6 +182,12 @@ type Response struct {
 	unsent  atomic.Int64  // bytes appended and not yet written
 	taking  atomic.Uint64 // bumped when the client took bytes the writer could not see it take (Progressed)
 	drained chan struct{}
+	// waiting: the producer is in WaitDrained. The writer sends on drained
+	// only then, so the common response, which nobody waits on, costs no
+	// channel operation (a lock) on either side. The producer stores it
+	// before loading unsent and the writer stores unsent before loading it:
+	// Dekker's pair, as in LoopWaker, so a wake-up cannot be missed.
+	waiting atomic.Bool
 	timer   *time.Timer // WaitDrained's, producer only
 	refs    atomic.Int32
 
@@ -270,10 +276,8 @@ func (r *Response) Begin(c *Conn, req *Request, now time.Time) {
 	r.aborted.Store(false)
 	r.queued.Store(false)
 	r.unsent.Store(0)
-	select {
-	case <-r.drained:
-	default:
-	}
+	// A token left in drained by an earlier use is harmless: WaitDrained
+	// re-checks unsent after every wake-up.
 	r.refs.Store(2)
 	r.BytesSent, r.WriteErr = 0, nil
 	r.record = NoRecord
@@ -328,6 +332,8 @@ func (r *Response) WaitDrained(low int64, timeout time.Duration, pk Parker) erro
 		pk.Park()
 		defer pk.Unpark()
 	}
+	r.waiting.Store(true) // before the loop's loads of unsent: see waiting
+	defer r.waiting.Store(false)
 	deadline := time.Now().Add(timeout)
 	unsent, taking := r.unsent.Load(), r.taking.Load()
 	for r.unsent.Load() > low {
@@ -397,6 +403,37 @@ func (r *Response) TakeOut(dst []Bucket) ([]Bucket, bool) {
 	return dst, eos
 }
 
+// HoldKicks stops Append (and a Hold's release) from kicking the writer
+// until TakeOut or ResumeKicks: for a producer that will write the
+// response itself once it is complete, and hand it to its writer only if
+// the socket does not take it all (processor.InlineServer, then
+// writer.Direct). It marks r queued, so kicks coalesce into nothing.
+// Producer only, right after Begin.
+func (r *Response) HoldKicks() { r.queued.Store(true) }
+
+// ResumeKicks ends HoldKicks and kicks the writer for everything appended
+// meanwhile.
+func (r *Response) ResumeKicks() {
+	r.queued.Store(false)
+	if r.kick != nil {
+		r.kick(r)
+	}
+}
+
+// Requeue puts back, ahead of anything appended since, buckets taken with
+// TakeOut that were not written (with eos if TakeOut reported it): a
+// writer that started a response hands the rest to another. The caller
+// then kicks. Only the goroutine that took them.
+func (r *Response) Requeue(bs []Bucket, eos bool) {
+	r.mu.Lock()
+	n := len(bs)
+	r.out = append(r.out, bs...) // grow by n, then shift the newer ones behind
+	copy(r.out[n:], r.out[:len(r.out)-n])
+	copy(r.out, bs)
+	r.eos = r.eos || eos
+	r.mu.Unlock()
+}
+
 // MarkQueued reports whether the caller is the one that must queue r for its
 // writer: kicks that arrive while r is already queued coalesce into one.
 func (r *Response) MarkQueued() bool { return r.queued.CompareAndSwap(false, true) }
@@ -405,7 +442,7 @@ func (r *Response) MarkQueued() bool { return r.queued.CompareAndSwap(false, tru
 // WaitDrained. Writer goroutine only.
 func (r *Response) Sent(n int64, low int64) {
 	r.BytesSent += n
-	if r.unsent.Add(-n) <= low {
+	if r.unsent.Add(-n) <= low && r.waiting.Load() {
 		select {
 		case r.drained <- struct{}{}:
 		default:
@@ -424,7 +461,7 @@ func (r *Response) Progressed() { r.taking.Add(1) }
 // has to write. BytesSent is not touched: it counts only what Sent reports,
 // the bytes that reached the socket. Writer goroutine only.
 func (r *Response) Replaced(dropped, added, low int64) {
-	if r.unsent.Add(added-dropped) <= low && dropped > 0 {
+	if r.unsent.Add(added-dropped) <= low && dropped > 0 && r.waiting.Load() {
 		select {
 		case r.drained <- struct{}{}:
 		default:

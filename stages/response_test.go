@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Only the first of Release and Divert counts, from any goroutine; the
@@ -91,5 +92,72 @@ func TestResponseReplaced(t *testing.T) {
 	r.Sent(30, 0)
 	if r.Unsent() != 0 || r.BytesSent != 40 {
 		t.Fatalf("unsent %d, sent %d; want 0, 40", r.Unsent(), r.BytesSent)
+	}
+}
+
+// The writer touches the drained channel only when the producer waits in
+// WaitDrained: a response nobody waits on costs no channel operation. A
+// waiting producer is still woken by every Sent that brings Unsent to the
+// low-water mark, however the two race (no wake-up is lost: a lost one
+// would hold WaitDrained for its whole timeout and fail the round).
+func TestSentWakesOnlyAWaitingProducer(t *testing.T) {
+	r := NewResponse(nil, nil)
+	r.Begin(nil, nil, r.Started)
+	r.Append(Bucket{Kind: BucketHeap, Data: make([]byte, 100)})
+	r.Sent(100, 0)
+	if n := len(r.drained); n != 0 {
+		t.Fatalf("Sent with nobody waiting left %d tokens in drained", n)
+	}
+	for round := range 2000 {
+		r.Begin(nil, nil, r.Started)
+		r.Append(Bucket{Kind: BucketHeap, Data: make([]byte, 100)})
+		done := make(chan error, 1)
+		go func() { done <- r.WaitDrained(0, time.Minute, nil) }()
+		for i := 0; i < 10; i++ {
+			r.Sent(10, 0)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: WaitDrained: %v", round, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: the producer was never woken", round)
+		}
+	}
+}
+
+// Requeue puts taken buckets back ahead of what was appended since, and
+// HoldKicks keeps Append from kicking until TakeOut (or ResumeKicks).
+func TestRequeueAndHeldKicks(t *testing.T) {
+	kicks := 0
+	r := NewResponse(func(r *Response) {
+		if r.MarkQueued() {
+			kicks++
+		}
+	}, nil)
+	r.Begin(nil, nil, r.Started)
+	r.HoldKicks()
+	r.Append(Bucket{Kind: BucketHeap, Data: []byte("a")}, Bucket{Kind: BucketHeap, Data: []byte("b")})
+	if kicks != 0 {
+		t.Fatalf("%d kicks while held", kicks)
+	}
+	taken, _ := r.TakeOut(nil)
+	r.Append(Bucket{Kind: BucketHeap, Data: []byte("c")}, Bucket{Kind: BucketEOS})
+	if kicks != 1 {
+		t.Fatalf("%d kicks after TakeOut and an Append, want 1", kicks)
+	}
+	r.Requeue(taken[1:], false)
+	r.ResumeKicks()
+	if kicks != 2 {
+		t.Fatalf("%d kicks after ResumeKicks, want 2", kicks)
+	}
+	got, eos := r.TakeOut(nil)
+	var s string
+	for _, b := range got {
+		s += string(b.Data)
+	}
+	if s != "bc" || !eos || got[len(got)-1].Kind != BucketEOS {
+		t.Fatalf("after Requeue: %q, eos %v", s, eos)
 	}
 }

@@ -161,11 +161,13 @@ const (
 type LoopWaker struct {
 	_ cpu.CacheLinePad
 	// state is read by every producer's Wake and written by the loop twice
-	// per sleep; it gets its own line so that the counters don't bounce it.
-	state    atomic.Uint32
-	_        cpu.CacheLinePad
-	calls    atomic.Uint64 // Wake calls
-	syscalls atomic.Uint64 // eventfd writes
+	// per sleep; it gets its own line so that the counter doesn't bounce it.
+	state atomic.Uint32
+	_     cpu.CacheLinePad
+	// syscalls counts eventfd writes. Wake calls are not counted: every
+	// producer would write one line on every hand-off, the cross-core
+	// traffic the plain load in Wake exists to avoid.
+	syscalls atomic.Uint64
 	_        cpu.CacheLinePad
 
 	fd int
@@ -196,7 +198,6 @@ func (w *LoopWaker) Fd() int { return w.fd }
 // the loop is asleep and no other producer has done so yet, and does nothing
 // else. Call it after pushing, from any goroutine.
 func (w *LoopWaker) Wake() {
-	w.calls.Add(1)
 	// The plain load keeps the common case (loop running, or already woken)
 	// to one read of a shared line; only a sleeping loop pays for the CAS.
 	if w.state.Load() != wakerSleeping || !w.state.CompareAndSwap(wakerSleeping, wakerWoken) {
@@ -305,11 +306,9 @@ func (w *LoopWaker) Close() error {
 	return nil
 }
 
-// Wakes returns how many times Wake was called and how many of those calls
-// wrote the eventfd. Their ratio is the syscall cost of the hand-offs.
-func (w *LoopWaker) Wakes() (calls, syscalls uint64) {
-	return w.calls.Load(), w.syscalls.Load()
-}
+// Syscalls returns how many Wake calls wrote the eventfd: per hand-off,
+// the syscall cost of waking the loop.
+func (w *LoopWaker) Syscalls() uint64 { return w.syscalls.Load() }
 
 // WorkerWaker parks and wakes the goroutines of a bounded worker pool (the
 // processors) that consume one Ring. Wake costs one atomic load when no

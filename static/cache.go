@@ -100,6 +100,19 @@ type cache struct {
 	opens      atomic.Int64 // files opened, for tests and stats
 }
 
+// fresh reports whether get would find name's entry without touching the
+// disk: cached, and checked against it within revalidate.
+func (c *cache) fresh(name string, dir bool) bool {
+	key := name
+	if dir {
+		key += "/"
+	}
+	c.mu.Lock()
+	e := c.m[key]
+	c.mu.Unlock()
+	return e != nil && time.Now().UnixNano()-e.checked.Load() < int64(c.revalidate)
+}
+
 func (c *cache) get(name string, dir bool) (*entry, error) {
 	key := name
 	if dir {

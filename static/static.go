@@ -194,6 +194,21 @@ func (d *Dir) Close() error {
 	return d.root.Close()
 }
 
+// Inline declares a request non-blocking (processor.Inliner) when its file
+// is open in the cache and fresh, so serving it needs no open or stat:
+// a header and a SendFile bucket. A miss goes through the processors,
+// which may wait on the disk.
+func (d *Dir) Inline(r *stages.Request) bool {
+	if !r.IsMethod("GET") && !r.IsMethod("HEAD") {
+		return true // 405
+	}
+	if d.cache == nil {
+		return false
+	}
+	name, dir, err := cleanPath(r.Path)
+	return err != nil || d.cache.fresh(name, dir) // a bad path is a 404
+}
+
 // ServeQuartet serves one file.
 func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	if !getOrHead(w, r) {
@@ -319,6 +334,10 @@ func NewFS(fsys fs.FS) (*FS, error) {
 	})
 	return s, err
 }
+
+// Inline declares every request non-blocking (processor.Inliner): the
+// files are in memory.
+func (s *FS) Inline(*stages.Request) bool { return true }
 
 // ServeQuartet serves one file from memory.
 func (s *FS) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {

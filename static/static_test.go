@@ -21,6 +21,7 @@ import (
 
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/runtime"
+	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/static"
 )
 
@@ -500,5 +501,43 @@ func TestFS(t *testing.T) {
 func TestNewDirErrors(t *testing.T) {
 	if _, err := static.NewDir(filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Error("NewDir of a missing directory succeeded")
+	}
+}
+
+// A Dir declares a request non-blocking (processor.Inliner) only when its
+// file is open in the cache and needs no stat, so that a reader loop that
+// serves it inline never waits on the disk.
+func TestDirInline(t *testing.T) {
+	root, _, _ := tree(t)
+	req := func(method, path string) *stages.Request {
+		return &stages.Request{Method: []byte(method), Path: []byte(path)}
+	}
+	nocache := newDir(t, root, static.Options{CacheEntries: -1}) // first: its cleanups run last
+	d := newDir(t, root, static.Options{Revalidate: 200 * time.Millisecond})
+	addr := serve(t, d)
+	if d.Inline(req("GET", "/hello.txt")) {
+		t.Fatal("a file never opened was declared non-blocking")
+	}
+	resp, err := http.Get("http://" + addr + "/hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if !d.Inline(req("GET", "/hello.txt")) || !d.Inline(req("HEAD", "/hello.txt")) {
+		t.Error("a cached, fresh file was not declared non-blocking")
+	}
+	if !d.Inline(req("POST", "/hello.txt")) {
+		t.Error("a 405 was not declared non-blocking")
+	}
+	if d.Inline(req("GET", "/other.txt")) {
+		t.Error("an uncached name was declared non-blocking")
+	}
+	time.Sleep(300 * time.Millisecond) // past Revalidate: the next use stats the file
+	if d.Inline(req("GET", "/hello.txt")) {
+		t.Error("a cached file due for a stat was declared non-blocking")
+	}
+	if nocache.Inline(req("GET", "/hello.txt")) {
+		t.Error("a Dir without a cache declared a file non-blocking")
 	}
 }

@@ -429,7 +429,8 @@ func (l *Loop) service(r *stages.Response) {
 		// Swap bucket slices with the record so neither is reallocated.
 		l.scratch = rec.buckets[:0]
 		rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
-		rec.since, rec.progress = time.Now(), time.Now()
+		now := l.core.Now() // the turn's clock: one read per turn, not three per response
+		rec.since, rec.progress = now, now
 		r.SetRecord(stages.WriterRecord(slot))
 		l.flush(slot)
 		return
@@ -559,11 +560,11 @@ func (l *Loop) flush(slot int32) {
 		var err error
 		switch b.Kind {
 		case stages.BucketHeap:
-			n, err = l.writeHeap(fd, rec)
+			n, err = writeHeap(fd, rec, &l.iov)
 		case stages.BucketFile:
-			n, err = l.sendFile(fd, rec)
+			n, err = sendFile(fd, rec)
 		case stages.BucketFlush:
-			l.pop(rec)
+			rec.pop()
 			continue
 		case stages.BucketHold:
 			if !b.Hold.Released() {
@@ -575,16 +576,16 @@ func (l *Loop) flush(slot int32) {
 				l.divert(rec, alt)
 				continue
 			}
-			l.pop(rec)
+			rec.pop()
 			continue
 		case stages.BucketEOS:
-			l.pop(rec)
+			rec.pop()
 			l.finish(slot, nil)
 			return
 		}
 		if n > 0 {
 			budget -= n
-			rec.progress = time.Now()
+			rec.progress = l.core.Now()
 			r.Sent(n, l.cfg.LowWater)
 		}
 		if err == unix.EAGAIN {
@@ -609,7 +610,7 @@ func (l *Loop) flush(slot int32) {
 // filters return, and a completion can come first) is dropped as it is
 // taken, by dropDiverted, until EOS arrives.
 func (l *Loop) divert(rec *record, alt []stages.Bucket) {
-	l.pop(rec) // the hold itself
+	rec.pop() // the hold itself
 	var dropped, added int64
 	eos := false
 	for i := range rec.buckets {
@@ -656,7 +657,7 @@ func (l *Loop) dropDiverted(rec *record, from int) {
 // pop drops the first bucket. It shifts rather than reslices so the slice
 // keeps its capacity for the next response (a response has a handful of
 // buckets in flight, so the copy is short).
-func (l *Loop) pop(rec *record) {
+func (rec *record) pop() {
 	n := copy(rec.buckets, rec.buckets[1:])
 	rec.buckets[n] = stages.Bucket{}
 	rec.buckets = rec.buckets[:n]
@@ -664,12 +665,12 @@ func (l *Loop) pop(rec *record) {
 }
 
 // writeHeap writes the run of heap buckets at the head with one writev and
-// advances past what was written.
-func (l *Loop) writeHeap(fd int, rec *record) (int64, error) {
-	iov := l.iov[:0]
+// advances past what was written. iov is the caller's scratch.
+func writeHeap(fd int, rec *record, iov *[iovMax]unix.Iovec) (int64, error) {
+	vs := iov[:0]
 	for i := range rec.buckets {
 		b := &rec.buckets[i]
-		if b.Kind != stages.BucketHeap || len(iov) == iovMax {
+		if b.Kind != stages.BucketHeap || len(vs) == iovMax {
 			break
 		}
 		data := b.Data
@@ -681,16 +682,16 @@ func (l *Loop) writeHeap(fd int, rec *record) (int64, error) {
 		}
 		v := unix.Iovec{Base: &data[0]}
 		v.SetLen(len(data))
-		iov = append(iov, v)
+		vs = append(vs, v)
 	}
-	if len(iov) == 0 {
+	if len(vs) == 0 {
 		// Only empty heap buckets: drop them.
 		for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == int(rec.off) {
-			l.pop(rec)
+			rec.pop()
 		}
 		return 0, nil
 	}
-	n, err := writev(fd, iov)
+	n, err := writev(fd, vs)
 	if n > 0 {
 		left := int64(n)
 		for left > 0 {
@@ -701,21 +702,21 @@ func (l *Loop) writeHeap(fd int, rec *record) (int64, error) {
 				break
 			}
 			left -= rest
-			l.pop(rec)
+			rec.pop()
 		}
 		// Empty buckets right after what was written go too.
 		for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == 0 {
-			l.pop(rec)
+			rec.pop()
 		}
 	}
 	return int64(max(n, 0)), syscallError("writev", err)
 }
 
-func (l *Loop) sendFile(fd int, rec *record) (int64, error) {
+func sendFile(fd int, rec *record) (int64, error) {
 	b := &rec.buckets[0]
 	left := b.Len - rec.off
 	if left <= 0 {
-		l.pop(rec)
+		rec.pop()
 		return 0, nil
 	}
 	off := b.Off + rec.off
@@ -726,7 +727,7 @@ func (l *Loop) sendFile(fd int, rec *record) (int64, error) {
 	if n > 0 {
 		rec.off += int64(n)
 		if rec.off == b.Len {
-			l.pop(rec)
+			rec.pop()
 		}
 	} else if n == 0 && err == nil {
 		// The file is shorter than the region: the response cannot be
@@ -755,6 +756,26 @@ func syscallError(call string, err error) error {
 func (l *Loop) finish(slot int32, err error) {
 	rec := &l.records[slot]
 	r := rec.resp
+	l.conclude(r, err, rec.since)
+	r.SetRecord(stages.NoRecord)
+	l.release(slot)
+	// Late kicks: Append kicks after unlocking, so a kick can trail the
+	// EOS this loop has just sent. Marking r queued makes any later kick
+	// coalesce into nothing (Begin clears the mark for r's next use). If
+	// a kick has claimed the mark already, its queue entry is on its way,
+	// and r must not be recycled (and begun again by its next producer)
+	// before the loop has popped it: Finish waits for that entry.
+	if !r.MarkQueued() {
+		r.SetRecord(stages.EndedKickQueued)
+		return
+	}
+	r.Finish() // r may be recycled, and c handed back, from here on
+}
+
+// conclude decides what becomes of r's connection now that its writing has
+// ended (err: why early, nil after EOS), counts and logs it. since is when
+// its writing began. The caller lets go of r after.
+func (l *Loop) conclude(r *stages.Response, err error, since time.Time) {
 	c := r.Conn
 	fate := stages.FateKeepAlive
 	switch {
@@ -782,25 +803,12 @@ func (l *Loop) finish(slot int32, err error) {
 		}
 	}
 	if l.counters != nil {
-		l.counters.Service.Record(time.Since(rec.since))
+		l.counters.Service.Record(time.Since(since))
 	}
 	if l.cfg.Log != nil {
 		l.cfg.Log(r)
 	}
-	r.SetRecord(stages.NoRecord)
 	r.SetFate(fate)
-	l.release(slot)
-	// Late kicks: Append kicks after unlocking, so a kick can trail the
-	// EOS this loop has just sent. Marking r queued makes any later kick
-	// coalesce into nothing (Begin clears the mark for r's next use). If
-	// a kick has claimed the mark already, its queue entry is on its way,
-	// and r must not be recycled (and begun again by its next producer)
-	// before the loop has popped it: Finish waits for that entry.
-	if !r.MarkQueued() {
-		r.SetRecord(stages.EndedKickQueued)
-		return
-	}
-	r.Finish() // r may be recycled, and c handed back, from here on
 }
 
 // expire cuts off the clients that block their responses: those that took

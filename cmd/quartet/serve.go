@@ -477,6 +477,14 @@ type swapHandler struct {
 
 func (s *swapHandler) set(h processor.Handler) { s.h.Store(&h) }
 
+// Inline asks the handler in place. A reload between the question and
+// ServeQuartet may answer with the next handler; both are built the same
+// way (setHandler), so at worst one request opens a file the old cache
+// had open.
+func (s *swapHandler) Inline(r *stages.Request) bool {
+	return processor.ServesInline(*s.h.Load(), r)
+}
+
 func (s *swapHandler) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	(*s.h.Load()).ServeQuartet(w, r)
 }

@@ -321,3 +321,27 @@ func TestParkedTime(t *testing.T) {
 		t.Errorf("a Wait that timed out after %v counted %v as parked", d, got)
 	}
 }
+
+// A Wait that may block polls the kernel once when events are ready, and
+// once more only after a park: it used to poll, find events, and still
+// poll a second time in Go's poller (two epoll_waits per sleep).
+func TestWaitPollsOnceWhenReady(t *testing.T) {
+	for _, timeout := range []time.Duration{-1, time.Second} {
+		p := newPoller(t)
+		fd := eventfd(t)
+		if err := p.Add(fd, Readable, MakeToken(KindConn, 0, 1)); err != nil {
+			t.Fatal(err)
+		}
+		signal(t, fd)
+		evs, err := p.Wait(nil, timeout)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("timeout %v: Wait = %v, %v; want one event", timeout, evs, err)
+		}
+		if p.polls != 1 {
+			t.Errorf("timeout %v: %d polls for a ready event, want 1", timeout, p.polls)
+		}
+		if p.Parked() != 0 {
+			t.Errorf("timeout %v: counted %v parked without parking", timeout, p.Parked())
+		}
+	}
+}

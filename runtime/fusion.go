@@ -1,0 +1,38 @@
+package runtime
+
+import (
+	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/writer"
+)
+
+// fusion is what a reader loop needs to serve a request on itself (stage
+// fusion: dispatch, servesInline): the handler's caller and the writer of
+// what it answered. Only the loop holding the id uses it; a loop added
+// later under the same id (loops.go) takes it over, so its counts, which
+// Stats sums, only grow.
+type fusion struct {
+	inline *processor.InlineServer
+	direct writer.Direct
+}
+
+// fusionFor makes reader loop id's fusion if it has none yet. Called
+// before the loop starts (New, or addReader under loopsMu), so the loop
+// sees it; Stats reads it through the atomic pointer.
+func (s *Server) fusionFor(id int) {
+	if s.inline == nil || s.fused[id].Load() != nil {
+		return
+	}
+	s.fused[id].Store(&fusion{inline: s.pool.NewInline()})
+}
+
+// fusedCounts sums the requests served inline and the responses written
+// directly by every reader loop that has had an id.
+func (s *Server) fusedCounts() (inline, direct uint64) {
+	for i := range s.fused {
+		if f := s.fused[i].Load(); f != nil {
+			inline += f.inline.Served()
+			direct += f.direct.Ended()
+		}
+	}
+	return inline, direct
+}

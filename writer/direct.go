@@ -1,0 +1,131 @@
+package writer
+
+import (
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/stages"
+)
+
+// Direct writes complete responses from the goroutine that produced them,
+// a reader loop that served a request inline (processor.InlineServer), so
+// that a response the socket takes at once never crosses to a writer loop
+// and back. What the socket does not take (EAGAIN, a partial write, more
+// than a turn's budget) and what must wait (a Hold) goes to the
+// connection's writer loop with the offset reached, which finishes it:
+// Apache's event MPM, whose worker writes and leaves only write completion
+// to the listener thread.
+//
+// A response ended here ends as the writer loop would end it, with the
+// same code (conclude): its connection's fate decided, counted in the
+// loop's service time, logged, and let go. One Direct per goroutine; it
+// allocates nothing per response.
+type Direct struct {
+	rec record
+	iov [iovMax]unix.Iovec
+	// ended counts responses ended here. Only its goroutine writes it, so
+	// it shares no line with other cores; Stats adds it to the writer's
+	// counts.
+	ended atomic.Uint64
+}
+
+// Ended is the number of responses Write ended without a writer loop. Any
+// goroutine.
+func (d *Direct) Ended() uint64 { return d.ended.Load() }
+
+// Write writes r, complete (its producer has appended EOS and let go) and
+// with its kicks held (stages.Response.HoldKicks), to its socket. l is the
+// loop of r's connection: its settings, counters and logger apply, and it
+// takes over what Write cannot finish. The caller must not touch r after.
+func (d *Direct) Write(l *Loop, r *stages.Response) {
+	rec := &d.rec
+	bs, eos := r.TakeOut(rec.buckets[:0])
+	rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
+	if !eos || holds(bs) {
+		d.handOver(l) // a Hold waits for its release on the writer loop
+		return
+	}
+	fd := r.Conn.FD
+	var budget int64 = maxWriteBytesPerTurn
+	for len(rec.buckets) > 0 {
+		var n int64
+		var err error
+		switch rec.buckets[0].Kind {
+		case stages.BucketHeap:
+			n, err = writeHeap(fd, rec, &d.iov)
+		case stages.BucketFile:
+			n, err = sendFile(fd, rec)
+		case stages.BucketFlush:
+			rec.pop()
+			continue
+		case stages.BucketEOS:
+			rec.pop()
+			d.end(l, nil)
+			return
+		}
+		if n > 0 {
+			budget -= n
+			r.Sent(n, l.cfg.LowWater)
+		}
+		if err == unix.EAGAIN || (err == nil && budget <= 0) {
+			d.handOver(l)
+			return
+		}
+		if err != nil {
+			d.end(l, err)
+			return
+		}
+	}
+	d.handOver(l) // not reached: eos means the last bucket is EOS
+}
+
+// holds reports whether bs has a Hold, which only a writer loop can wait on.
+func holds(bs []stages.Bucket) bool {
+	for i := range bs {
+		if bs[i].Kind == stages.BucketHold {
+			return true
+		}
+	}
+	return false
+}
+
+// end ends the response here, as the writer loop's finish does. No kick
+// can be in a writer's queue for it: its kicks were held until TakeOut,
+// its producer is done and it has no Hold, so marking it queued (which
+// makes any later kick coalesce) cannot fail.
+func (d *Direct) end(l *Loop, err error) {
+	r := d.rec.resp
+	l.conclude(r, err, r.Started)
+	d.reset()
+	d.ended.Add(1)
+	r.MarkQueued()
+	r.Finish() // r may be recycled, and its connection handed back, from here on
+}
+
+// handOver gives the rest of the response to its writer loop: the first
+// bucket trimmed to what was not written, then everything after it.
+func (d *Direct) handOver(l *Loop) {
+	rec := &d.rec
+	r := rec.resp
+	if len(rec.buckets) > 0 && rec.off > 0 {
+		b := &rec.buckets[0]
+		switch b.Kind {
+		case stages.BucketHeap:
+			b.Data = b.Data[rec.off:]
+		case stages.BucketFile:
+			b.Off += rec.off
+			b.Len -= rec.off
+		}
+	}
+	r.Requeue(rec.buckets, rec.eos)
+	d.reset()
+	l.Kick(r)
+}
+
+// reset forgets the response, keeping the bucket slice's capacity.
+func (d *Direct) reset() {
+	clear(d.rec.buckets)
+	d.rec.buckets = d.rec.buckets[:0]
+	d.rec.resp, d.rec.off, d.rec.eos = nil, 0, false
+}
