@@ -45,7 +45,7 @@ avail() { awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo; }
   done ) &
 sampler=$!
 trap 'kill $sampler 2>/dev/null' EXIT
-rc=0
+rc=0 k=0
 for s in ${servers//,/ }; do
   n=$counts
   v=QVM_COUNTS_$s
@@ -55,7 +55,10 @@ for s in ${servers//,/ }; do
   echo "== $s: $n idle connections, $active active for $active_for each step"
   # The table, and one progress line in 20 (one per 100k connections).
   "$QUARTET" bench idle -n "$n" -servers "$s" --peer-bin "$PEERS" --active "$active" --active-for "$active_for" 2>&1 |
-    awk '!/connections open/ || ++k % 20 == 0 { print; fflush() }'
+    while IFS= read -r line; do # not awk: mawk reads its input in blocks
+      case $line in *"connections open"*) k=$((k + 1)); [ $((k % 20)) = 0 ] || continue ;; esac
+      printf '%s\n' "$line"
+    done
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   echo "== $s: done in $(( $(date +%s) - start )) s; guest MemAvailable $(avail) MiB (was $before MiB before it)"
   dmesg | grep -iE 'out of memory|oom-kill|TCP: too many|socket:|nf_conntrack' | tail -5
