@@ -58,10 +58,12 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 	}
 	var points []IdlePoint
 	for _, n := range cfg.Counts {
-		if _, err := RaiseFDLimit(uint64(n) + 64); err != nil {
+		if _, err := RaiseFDLimit(uint64(n+cfg.Active) + 64); err != nil {
 			return points, fmt.Errorf("%d idle connections: %w", n, err)
 		}
+		began := time.Now()
 		opened, err := openIdle(ctx, t.addr, src, req, len(fds), n, cfg)
+		took := time.Since(began)
 		fds = append(fds, opened...)
 		if err != nil {
 			// What was reached is still a measurement: keep it, marked.
@@ -86,10 +88,38 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 			return points, err
 		}
 		p := newIdlePoint(n-closed, now, base)
-		p.Conns, p.Closed = n, closed
+		p.Conns, p.Closed, p.OpenTime = n, closed, took
+		if cfg.Active > 0 {
+			a, err := activeProbe(ctx, cfg, src)
+			if err != nil {
+				points = append(points, p)
+				return points, fmt.Errorf("%d active connections among %d idle: %w", cfg.Active, n, err)
+			}
+			p.ActiveP50, p.ActiveP99, p.ActiveRate, p.ActiveErrors = a.Latency.P50, a.Latency.P99, a.RequestsPerSec, a.ErrorTotal()
+		}
+		if cfg.Log != nil {
+			// As it comes: a run of a million connections may not live to
+			// print its table.
+			fmt.Fprintf(cfg.Log, "step: %d connections, RSS %s (%s per connection), opened in %v, active p50 %v p99 %v at %.0f req/s\n",
+				p.Conns, byteSize(float64(p.RSS)), byteSize(p.PerConn), took.Round(10*time.Millisecond), p.ActiveP50, p.ActiveP99, p.ActiveRate)
+		}
 		points = append(points, p)
 	}
 	return points, nil
+}
+
+// activeProbe runs cfg.Active keep-alive connections of GET requests
+// against the server while the idle ones are held: what a few busy
+// clients see from a server holding very many quiet ones.
+func activeProbe(ctx context.Context, cfg IdleConfig, src []netip.Addr) (*Result, error) {
+	d := cfg.ActiveFor
+	if d <= 0 {
+		d = DefaultActiveFor
+	}
+	return Run(ctx, Config{
+		URL: cfg.URL, Conns: cfg.Active, Loops: 1, Duration: d, Warmup: time.Second,
+		SourceAddrs: src, Timeout: idleIOTimeout,
+	})
 }
 
 // openIdle opens connections have..want-1 with idleOpeners workers. Each
@@ -303,6 +333,8 @@ func idleMain(ctx context.Context, args []string, env Env) error {
 	srcFlag := fs.String("src", "", "source addresses (default: 127.0.0.x as needed)")
 	settle := fs.Duration("settle", DefaultSettle, "pause before reading RSS")
 	path := fs.String("path", "/hello", "request path for each connection's one request")
+	active := fs.Int("active", 0, "at each step, also run this many busy keep-alive connections (GET of the path) and report their latency")
+	activeFor := fs.Duration("active-for", DefaultActiveFor, "how long the busy connections run at each step")
 	fs.Usage = func() {
 		fmt.Fprintln(env.Stderr, `usage: quartet bench idle [flags] [URL]
 
@@ -310,7 +342,8 @@ Opens idle keep-alive connections (one request each) and reports the
 server's RSS per connection. Both ends need an open file per connection:
 beyond the host's per-process cap, run it in the project's VM, e.g.
   vm/run.sh -t 2700 -m 8192 -- /path/to/quartet bench idle -n 10000,100000 --peer-bin DIR
-with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
+with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...
+(vm/million.sh does this up to a million connections, with --active.)`)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -349,7 +382,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 	for _, n := range ns {
 		most = max(most, n)
 	}
-	if _, err := RaiseFDLimit(uint64(most) + 64); err != nil {
+	if _, err := RaiseFDLimit(uint64(most+*active) + 64); err != nil {
 		fmt.Fprintf(env.Stderr, "warning: %v; larger counts will be skipped\n", err)
 	}
 	bin := *peerBin
@@ -384,7 +417,11 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 		names = strings.Split(*servers, ",")
 	}
 	ew := &errWriter{w: env.Stdout}
-	ew.printf("%-10s %8s %12s %12s %14s\n", "server", "conns", "RSS", "base RSS", "RSS/conn")
+	ew.printf("%-10s %8s %12s %12s %14s %10s", "server", "conns", "RSS", "base RSS", "RSS/conn", "open")
+	if *active > 0 {
+		ew.printf(" %10s %10s %10s", "active p50", "active p99", "active r/s")
+	}
+	ew.printf("\n")
 	report := func(name string, pts []IdlePoint, err error) {
 		for _, p := range pts {
 			note := ""
@@ -394,14 +431,21 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 			if p.Closed > 0 {
 				note += fmt.Sprintf("  (%d closed by the server; RSS/conn over the rest)", p.Closed)
 			}
-			ew.printf("%-10s %8d %12s %12s %14s%s\n", name, p.Conns, byteSize(float64(p.RSS)), byteSize(float64(p.BaseRSS)), byteSize(p.PerConn), note)
+			ew.printf("%-10s %8d %12s %12s %14s %10s", name, p.Conns, byteSize(float64(p.RSS)), byteSize(float64(p.BaseRSS)), byteSize(p.PerConn), p.OpenTime.Round(10*time.Millisecond))
+			if *active > 0 {
+				ew.printf(" %10s %10s %10.0f", p.ActiveP50, p.ActiveP99, p.ActiveRate)
+				if p.ActiveErrors > 0 {
+					note += fmt.Sprintf("  (%d active requests failed)", p.ActiveErrors)
+				}
+			}
+			ew.printf("%s\n", note)
 		}
 		if err != nil {
 			ew.printf("%-10s stopped: %v\n", name, err)
 		}
 	}
 	for _, tg := range targets {
-		pts, err := Idle(ctx, IdleConfig{URL: strings.TrimRight(tg.srv.URL(), "/"), Counts: ns, PID: tg.srv.PID(), SourceAddrs: src, Settle: *settle, Log: env.Stderr})
+		pts, err := Idle(ctx, IdleConfig{URL: strings.TrimRight(tg.srv.URL(), "/"), Counts: ns, PID: tg.srv.PID(), SourceAddrs: src, Settle: *settle, Log: env.Stderr, Active: *active, ActiveFor: *activeFor})
 		report(tg.name, pts, err)
 	}
 	for _, name := range names {
@@ -409,7 +453,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...`)
 		if err != nil {
 			return err
 		}
-		pts, err := Idle(ctx, IdleConfig{URL: s.URL() + *path, Counts: ns, PID: s.PID(), RSS: serverRSS(s), SourceAddrs: src, Settle: *settle, Log: env.Stderr})
+		pts, err := Idle(ctx, IdleConfig{URL: s.URL() + *path, Counts: ns, PID: s.PID(), RSS: serverRSS(s), SourceAddrs: src, Settle: *settle, Log: env.Stderr, Active: *active, ActiveFor: *activeFor})
 		_ = s.Close()
 		report(name, pts, err)
 		if ctx.Err() != nil {

@@ -40,6 +40,12 @@ type IdleConfig struct {
 	// empty means as many 127.0.0.x as the largest count needs.
 	SourceAddrs []netip.Addr
 	Settle      time.Duration
+	// Active, if positive, is how many further keep-alive connections send
+	// GET requests back to back for ActiveFor (DefaultActiveFor if 0) at
+	// each step, while the idle ones are held; their latency goes in the
+	// step's point.
+	Active    int
+	ActiveFor time.Duration
 	// Log, if set, gets a line every logEvery connections opened.
 	Log io.Writer
 }
@@ -67,7 +73,19 @@ type IdlePoint struct {
 	// Closed counts connections the server had closed when RSS was read
 	// (an idle timeout, a connection limit); PerConn divides by the rest.
 	Closed int `json:"closed_by_server"`
+	// OpenTime is how long opening this step's connections took (each
+	// one connected, served one request, and left idle).
+	OpenTime time.Duration `json:"open_ns"`
+	// The active probe (IdleConfig.Active): request latency and rate of
+	// the busy connections among the idle ones, and their failures.
+	ActiveP50    time.Duration `json:"active_p50_ns,omitempty"`
+	ActiveP99    time.Duration `json:"active_p99_ns,omitempty"`
+	ActiveRate   float64       `json:"active_requests_per_sec,omitempty"`
+	ActiveErrors uint64        `json:"active_errors,omitempty"`
 }
+
+// DefaultActiveFor is how long the active probe runs at each step.
+const DefaultActiveFor = 10 * time.Second
 
 func newIdlePoint(conns int, rss, base uint64) IdlePoint {
 	p := IdlePoint{Conns: conns, RSS: rss, BaseRSS: base}

@@ -15,9 +15,11 @@ func TestIdle(t *testing.T) {
 	tests := []struct {
 		name    string
 		counts  []int
+		active  int // busy connections at each step
 		wantErr error
 	}{
 		{name: "two steps", counts: []int{50, 200}},
+		{name: "busy connections among the idle", counts: []int{50, 100}, active: 4},
 		{name: "beyond any fd limit", counts: []int{20, 1 << 30}, wantErr: ErrFDLimit},
 	}
 	for _, tt := range tests {
@@ -26,7 +28,8 @@ func TestIdle(t *testing.T) {
 			var pts []IdlePoint
 			var err error
 			checkReleased(t, func() {
-				pts, err = Idle(t.Context(), IdleConfig{URL: srv.URL + "/hello", Counts: tt.counts, PID: os.Getpid(), Settle: 1})
+				pts, err = Idle(t.Context(), IdleConfig{URL: srv.URL + "/hello", Counts: tt.counts, PID: os.Getpid(), Settle: 1,
+					Active: tt.active, ActiveFor: 200 * time.Millisecond})
 				srv.CloseClientConnections()
 			})
 			if !errors.Is(err, tt.wantErr) {
@@ -40,11 +43,18 @@ func TestIdle(t *testing.T) {
 				t.Fatalf("%d points, want %d: %+v", len(pts), want, pts)
 			}
 			for i, p := range pts {
-				if p.Conns != tt.counts[i] || p.RSS == 0 {
+				if p.Conns != tt.counts[i] || p.RSS == 0 || p.OpenTime <= 0 {
 					t.Errorf("point %d: %+v", i, p)
 				}
+				if busy := p.ActiveRate > 0 && p.ActiveP99 > 0 && p.ActiveP99 >= p.ActiveP50; busy != (tt.active > 0) || p.ActiveErrors != 0 {
+					t.Errorf("point %d: active probe: %+v", i, p)
+				}
 			}
-			if got := served.Load(); got != int64(pts[len(pts)-1].Conns) {
+			if tt.active > 0 {
+				if got := served.Load(); got <= int64(pts[len(pts)-1].Conns) {
+					t.Errorf("server saw %d requests: the busy connections sent none", got)
+				}
+			} else if got := served.Load(); got != int64(pts[len(pts)-1].Conns) {
 				t.Errorf("server saw %d requests, want one per connection (%d)", got, pts[len(pts)-1].Conns)
 			}
 		})

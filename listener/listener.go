@@ -81,6 +81,7 @@ type acceptLoop struct {
 	loop   *stages.Loop
 	paused atomic.Bool
 	once   sync.Once
+	peer   peerAddr // accept's address buffer
 }
 
 // tokenListen is the listening socket's registration; its events only end
@@ -369,7 +370,7 @@ func (al *acceptLoop) acceptAll() (starved bool) {
 			}
 		}
 		al.paused.Store(false)
-		nfd, sa, err := accept(al.fd)
+		nfd, remote, err := accept(al.fd, &al.peer)
 		if err != nil {
 			switch err {
 			case unix.EAGAIN:
@@ -391,7 +392,7 @@ func (al *acceptLoop) acceptAll() (starved bool) {
 		c := &stages.Conn{
 			ID:       l.nextID.Add(1),
 			FD:       nfd,
-			Remote:   fromSockaddr(sa),
+			Remote:   remote,
 			Local:    l.addr,
 			Accepted: time.Now(),
 		}

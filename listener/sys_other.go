@@ -3,7 +3,7 @@
 package listener
 
 import (
-	"golang.org/x/sys/unix"
+	"net/netip"
 
 	"github.com/quartet-server/quartet/internal/poll"
 )
@@ -13,4 +13,8 @@ import (
 
 func socket(int) (int, error) { return -1, poll.Unsupported("listener") }
 
-func accept(int) (int, unix.Sockaddr, error) { return -1, nil, poll.Unsupported("accept4") }
+type peerAddr struct{}
+
+func accept(int, *peerAddr) (int, netip.AddrPort, error) {
+	return -1, netip.AddrPort{}, poll.Unsupported("accept4")
+}

@@ -1,6 +1,8 @@
 package reader
 
 import (
+	"time"
+
 	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -241,6 +243,7 @@ func (l *Loop) handOver(slot int32, back bool, f stages.Fate) bool {
 	}
 	class := uint8(rc.class)
 	l.clearTimer(slot) // rc.deadline stays: the target's timer takes it
+	l.rebase(rc, to)
 	l.conns[slot] = nil
 	l.free = append(l.free, slot)
 	l.open.Add(-1)
@@ -260,6 +263,9 @@ func (l *Loop) forward(m msg) bool {
 		return false
 	}
 	l.open.Add(-1) // reserved by whoever sent it here
+	if m.op == opMove {
+		l.rebase(m.rc, to)
+	}
 	to.send(m)
 	return true
 }
@@ -285,11 +291,21 @@ func (l *Loop) arrive(m msg) {
 		return
 	}
 	if m.class != classNone {
-		l.setTimer(slot, int(m.class), rc.deadline)
+		l.setTimer(slot, int(m.class), l.epoch.Add(time.Duration(rc.deadline)))
 	}
-	if l.draining && (rc.state == stateIdle || (rc.state == stateHeader && rc.end == rc.start)) {
+	if rc.work != nil {
+		rc.drained = false // a new registration: read rather than trust the old loop's view
+	}
+	if l.draining && (rc.state == stateIdle || (rc.state == stateHeader && (rc.work == nil || rc.end == rc.start))) {
 		l.close(slot)
 		return
 	}
 	l.readable(slot, false)
+}
+
+// rebase makes rc's timer deadline, counted from this loop's epoch,
+// count from to's: each loop counts from its own (Loop.epoch), and a
+// moved connection keeps its deadline.
+func (l *Loop) rebase(rc *rconn, to *Loop) {
+	rc.deadline += int64(l.epoch.Sub(to.epoch))
 }

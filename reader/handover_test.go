@@ -35,10 +35,10 @@ type served struct {
 	loop int
 }
 
-func newLoopPair(t *testing.T) *loopPair {
+func newLoopPair(t *testing.T, opts ...func(i int, c *Config)) *loopPair {
 	p := &loopPair{served: make(chan served, 64), hold: make(chan struct{})}
 	for i := range p.loops {
-		l, err := New(i, Config{
+		cfg := Config{
 			Dispatch: func(r *stages.Request) bool {
 				c, path := r.Conn, string(r.Path)
 				p.served <- served{path, c.Reader}
@@ -67,7 +67,11 @@ func newLoopPair(t *testing.T) *loopPair {
 				}
 				return nil
 			},
-		}, nil)
+		}
+		for _, o := range opts {
+			o(i, &cfg)
+		}
+		l, err := New(i, cfg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,6 +197,33 @@ func TestRetireHandsConnectionsOver(t *testing.T) {
 	}
 	get(t, out, "/after")
 	p.expect(t, outR, "/after", 1)
+}
+
+// A connection keeps its deadline when it moves, though each loop counts
+// its timers from its own epoch: an idle connection given to a loop made
+// seconds later still times out when it would have at home, not that
+// many seconds later.
+func TestMovedConnectionKeepsItsDeadline(t *testing.T) {
+	const idle, gap = 500 * time.Millisecond, 3 * time.Second
+	p := newLoopPair(t, func(i int, c *Config) {
+		c.IdleTimeout, c.HeaderTimeout = idle, idle
+		if i == 1 {
+			time.Sleep(gap) // loop 1's epoch is gap after loop 0's
+		}
+	})
+	client, _ := p.adopt(t, 0)
+	adopted := time.Now()
+	if !p.loops[0].Retire() {
+		t.Fatal("Retire refused")
+	}
+	p.waitExit(t, 0)
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read: %v, want EOF (closed by the idle timeout)", err)
+	}
+	if took := time.Since(adopted); took > idle+gap/2 {
+		t.Errorf("the moved connection was closed %v after it arrived; its idle timeout is %v", took, idle)
+	}
 }
 
 // Rebalance gives away as many connections as asked and no more; the

@@ -195,19 +195,41 @@ type msg struct {
 	class uint8       // opMove: the timeout class it was under (its deadline is in rc)
 }
 
-// rconn is the loop's state for one connection.
+// rconn is the loop's record of one connection: what it must remember
+// between requests. It is small (48 bytes) because a server holds many
+// more idle keep-alive connections than busy ones: the request being read
+// and its buffers live in a work record, taken from the loop's stash at a
+// request's first byte and given back when the connection goes idle again
+// (nginx frees a request's pool and buffers between keep-alive requests
+// for the same reason).
 type rconn struct {
-	c     *stages.Conn
-	gen   uint32
-	state connState
+	c *stages.Conn
+	// work is the request in hand; nil while the connection waits for a
+	// request's first byte (idle, or new and silent). Its fields are
+	// promoted: touch them only where the state says a request is in hand.
+	*work
+	seq        uint64 // requests so far; the next one's Seq is seq+1
+	gen        uint32
+	state      connState
+	class      uint8
+	peerClosed bool  // EOF seen: no more requests after the current one
+	mustClose  bool  // the request's framing was lost (a body error): linger, then close
+	deadline   int64 // of the timer in class, in ns since the loop's epoch
+	prev, next int32
+}
 
+// work is one request's state while the reader has it in hand, from its
+// first byte until the connection is idle again (or closed). The
+// Request's address is stable while other stages hold it, since work is a
+// pointer; a work is never held by two connections at once (takeWork,
+// dropWork).
+type work struct {
 	buf        []byte // read buffer; the current request starts at buf[start]
 	start, end int
 	hdrLen     int // header block length of the dispatched request
 	consumed   int // bytes of buf from start that belong to the dispatched request
 	parser     Parser
 	req        stages.Request
-	seq        uint64
 	small      bytes.Reader // body of a preread request
 	pipe       pipe         // body of a streaming request
 	feeding    bool         // the loop is still reading this request's body
@@ -217,15 +239,15 @@ type rconn struct {
 	carry      []byte // bytes past a chunked body: the next request's start
 	bodyTotal  int64
 	discarded  int64
-	peerClosed bool // EOF seen: no more requests after the current one
 	// drained: the request's last read left the socket empty (it found
 	// EAGAIN, or did not fill the buffer) and no readiness event has come
 	// since. Edge-triggered, any byte that arrives later raises a new
 	// event, and one that comes while another stage holds the connection
 	// clears this; so a Return that finds it set need not read, a read
 	// that would only find EAGAIN (one syscall per keep-alive request).
-	drained   bool
-	mustClose bool // the request's framing was lost (a body error): linger, then close
+	// It lives in work because it matters only from a request's last read
+	// to its Return, while the request is in hand.
+	drained bool
 
 	// A streamed body's minimum rate: since rateFrom the loop has waited
 	// on the client, which has sent rateBytes; the clock stops while the
@@ -234,10 +256,6 @@ type rconn struct {
 	rateBytes   int64
 	rateStopped time.Time
 	rateAwaits  bool // Expect: 100-continue: the clock starts with the first body byte, once the client has been told to send
-
-	class      int
-	deadline   time.Time
-	prev, next int32
 }
 
 // Loop is one reader event loop: the connection table, timers and queue
@@ -253,14 +271,13 @@ type Loop struct {
 	// conns is the connection table: a slot's entry is nil while the
 	// slot is free, so a burst of connections leaves behind 8 bytes per
 	// slot rather than a whole rconn (and trim cuts the free tail).
-	// Pointers, because requests and pipes inside are shared with other
-	// stages and must not move.
 	conns []*rconn
 	free  []int32
 	gen   uint32 // last generation given to a connection: loop-wide, so a reused slot never repeats one
 	open  atomic.Int64
 
-	fifo [numClasses]struct{ head, tail int32 }
+	fifo  [numClasses]struct{ head, tail int32 }
+	epoch time.Time // timer deadlines count from here
 
 	ready     []int32     // connections with more to read than one turn allowed
 	blocked   []int32     // parsed requests the processors had no room for
@@ -274,13 +291,17 @@ type Loop struct {
 	// whole decayInterval did not use (stash).
 	bufs      stash[[]byte] // read buffers of DefaultReadBuffer bytes
 	pipes     stash[[]byte] // streamed-body pipe buffers of PipeBytes
-	spares    stash[*rconn] // connection records, with their header arrays
+	spares    stash[*rconn] // connection records
+	works     stash[*work]  // request records, with their header arrays
 	lastDecay time.Time
 
 	// census is the loop's connections by state, counted at most once per
 	// censusInterval by the loop itself (it alone may read its table).
 	census     [numCensus]atomic.Int64
 	lastCensus time.Time
+	// withWork is how many connections held a request record at the last
+	// census: those with a request in hand, never the idle ones.
+	withWork atomic.Int64
 
 	resets     atomic.Uint64 // connections closed with RST
 	slowBodies atomic.Uint64 // streamed bodies cut off below the minimum rate
@@ -351,9 +372,13 @@ func (l *Loop) takeCensus(now time.Time) {
 	}
 	l.lastCensus = now
 	var n [numCensus]int64
+	var withWork int64
 	for _, rc := range l.conns {
 		if rc == nil {
 			continue
+		}
+		if rc.work != nil {
+			withWork++
 		}
 		switch rc.state {
 		case stateIdle:
@@ -378,6 +403,7 @@ func (l *Loop) takeCensus(now time.Time) {
 	for i := range n {
 		l.census[i].Store(n[i])
 	}
+	l.withWork.Store(withWork)
 }
 
 // New makes reader loop id. counters may be shared with a Stats reader.
@@ -394,7 +420,8 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 		return nil, err
 	}
 	l.core, l.poller = core, core.Poller()
-	l.bufs.max, l.pipes.max, l.spares.max = maxStashedBufs, maxStashedPipes, maxStashedConns
+	l.bufs.max, l.pipes.max, l.spares.max, l.works.max = maxStashedBufs, maxStashedPipes, maxStashedConns, maxStashedWorks
+	l.epoch = time.Now()
 	for i := range l.fifo {
 		l.fifo[i].head, l.fifo[i].tail = -1, -1
 	}
@@ -598,14 +625,12 @@ func (l *Loop) adopt(c *stages.Conn) {
 }
 
 // alloc gives a new connection a slot and a record: a stashed one if
-// there is one (it keeps its header array, so connection churn does not
-// allocate), else a new one.
+// there is one (so connection churn does not allocate), else a new one.
 func (l *Loop) alloc() int32 {
 	slot := l.takeSlot()
 	rc, ok := l.spares.get()
 	if !ok {
 		rc = &rconn{prev: -1, next: -1}
-		rc.req.Reset()
 	}
 	l.gen++
 	rc.gen = l.gen
@@ -638,10 +663,12 @@ func (l *Loop) conn(slot int32) *rconn {
 // client_header_timeout does).
 func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 	rc := l.conns[slot]
-	rc.parser.Reset()
-	rc.req.Reset()
-	rc.feeding, rc.remaining, rc.bodyTotal, rc.discarded = false, 0, 0, 0
-	rc.hdrLen, rc.consumed = 0, 0
+	if w := rc.work; w != nil {
+		w.parser.Reset()
+		w.req.Reset()
+		w.feeding, w.remaining, w.bodyTotal, w.discarded = false, 0, 0, 0
+		w.hdrLen, w.consumed = 0, 0
+	}
 	if idle {
 		rc.state = stateIdle
 		l.setTimer(slot, classIdle, now.Add(l.cfg.IdleTimeout))
@@ -654,7 +681,9 @@ func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 // readable handles a readiness event or a retry for slot.
 func (l *Loop) readable(slot int32, hup bool) {
 	rc := l.conns[slot]
-	rc.drained = false // an event, or work left over: bytes may wait
+	if rc.work != nil {
+		rc.drained = false // an event, or work left over: bytes may wait
+	}
 	switch rc.state {
 	case stateHeader, stateIdle, stateBody:
 		l.readRequest(slot)
@@ -675,15 +704,56 @@ func (l *Loop) readable(slot int32, hup bool) {
 }
 
 // How much memory the loop keeps for reuse at most (each stash also gives
-// back what it does not use). Read buffers: enough for a thousand
-// connections arriving at once without allocating, 4 MiB at most. Pipes
-// are 64 KiB each, and only streamed bodies need one. Connection records
-// are ~800 bytes.
+// back what it does not use). Read buffers and request records: enough
+// for a thousand connections arriving at once without allocating, 4 MiB
+// and about 0.7 MiB at most. Pipes are 64 KiB each, and only streamed
+// bodies need one. Connection records are 48 bytes.
 const (
 	maxStashedBufs  = 1024
 	maxStashedPipes = 16
 	maxStashedConns = 1024
+	maxStashedWorks = 1024
 )
+
+// takeWork gives rc a request record and a read buffer, if it has none:
+// a request's first byte is about to be read.
+func (l *Loop) takeWork(rc *rconn) {
+	if rc.work == nil {
+		w, ok := l.works.get()
+		if !ok {
+			w = new(work)
+			w.req.Reset()
+		}
+		rc.work = w
+	}
+	l.getBuf(rc)
+}
+
+// dropWork takes back rc's request record and its read buffer, cleared,
+// once no request is in hand: the connection is idle with nothing
+// buffered, or closed (after endBody). No other stage holds the request by
+// then (the writer and processor let go before they return a
+// connection), so the record is free for another connection. It keeps its
+// header array and its pipe's channel and timer, so that reuse allocates
+// nothing.
+func (l *Loop) dropWork(rc *rconn) {
+	w := rc.work
+	if w == nil {
+		return
+	}
+	w.start, w.end = 0, 0
+	l.putBuf(rc)
+	rc.work = nil
+	w.req.Reset()
+	if cap(w.req.Headers) > 4*DefaultMaxHeaders {
+		w.req.Headers = nil // grown by an unusual request: not worth keeping
+	}
+	hdrs, ready, timer := w.req.Headers, w.pipe.ready, w.pipe.timer
+	*w = work{pipe: pipe{ready: ready, timer: timer}}
+	w.req.Headers = hdrs
+	w.req.Reset()
+	l.works.put(w)
+}
 
 // getBuf gives rc a read buffer if it has none (idle connections give
 // theirs back, so an idle connection costs no buffer).
@@ -713,7 +783,7 @@ func (l *Loop) putBuf(rc *rconn) {
 // holdsSpares reports whether the loop keeps memory it may have to give
 // back (so it must wake up to do it).
 func (l *Loop) holdsSpares() bool {
-	return l.bufs.len() > 0 || l.pipes.len() > 0 || l.spares.len() > 0
+	return l.bufs.len() > 0 || l.pipes.len() > 0 || l.spares.len() > 0 || l.works.len() > 0
 }
 
 // giveBack returns memory a burst of connections left behind, once per
@@ -727,6 +797,7 @@ func (l *Loop) giveBack(now time.Time) {
 	l.bufs.decay()
 	l.pipes.decay()
 	l.spares.decay()
+	l.works.decay()
 	l.trim()
 }
 
@@ -819,7 +890,7 @@ func (l *Loop) readRequest(slot int32) {
 	rc := l.conns[slot]
 	budget := maxReadBytesPerTurn
 	for {
-		if rc.end > rc.start {
+		if rc.work != nil && rc.end > rc.start {
 			if l.parse(slot) {
 				return
 			}
@@ -831,7 +902,7 @@ func (l *Loop) readRequest(slot int32) {
 			l.ready = append(l.ready, slot)
 			return
 		}
-		l.getBuf(rc)
+		l.takeWork(rc)
 		limit := l.readLimit
 		if rc.state == stateBody {
 			limit = rc.hdrLen + int(rc.remaining) + (rc.end - rc.start - rc.hdrLen)
@@ -848,8 +919,8 @@ func (l *Loop) readRequest(slot int32) {
 				rc.req.Received = l.core.Now()
 			}
 		case err == unix.EAGAIN:
-			if rc.state == stateIdle {
-				l.putBuf(rc)
+			if rc.end == rc.start && (rc.state == stateIdle || rc.state == stateHeader) {
+				l.dropWork(rc) // waiting for a first byte costs no request record
 			}
 			return
 		case err == errBufferFull:
@@ -1071,8 +1142,8 @@ func (l *Loop) nextRequest(slot int32) {
 	if idle && rc.drained {
 		// Nothing buffered, the socket was empty when last read, and no
 		// event came while the request was out: the next byte will raise
-		// one. The buffer goes back until then.
-		l.putBuf(rc)
+		// one. The request record and buffer go back until then.
+		l.dropWork(rc)
 		return
 	}
 	// Edge-triggered: bytes that arrived while the request was out raised
@@ -1183,7 +1254,7 @@ func (l *Loop) drain() {
 		if rc == nil {
 			continue
 		}
-		if rc.state == stateIdle || (rc.state == stateHeader && rc.end == rc.start) {
+		if rc.state == stateIdle || (rc.state == stateHeader && (rc.work == nil || rc.end == rc.start)) {
 			l.close(int32(i))
 		}
 	}
@@ -1197,8 +1268,10 @@ func (l *Loop) close(slot int32) {
 		// EBADF would mean an ownership bug; count it as rejected so it shows.
 		l.counters.Rejected.Add(1)
 	}
-	l.endBody(rc)
-	l.putBufAny(rc)
+	if rc.work != nil {
+		l.endBody(rc)
+		l.dropWork(rc)
+	}
 	l.conns[slot] = nil
 	l.free = append(l.free, slot)
 	l.open.Add(-1)
@@ -1209,23 +1282,11 @@ func (l *Loop) close(slot int32) {
 	}
 }
 
-// recycleConn clears a closed connection's record and stashes it for the
-// next connection, keeping its header array and its pipe's channel.
+// recycleConn clears a closed connection's record (dropWork has taken its
+// request record) and stashes it for the next connection.
 func (l *Loop) recycleConn(rc *rconn) {
-	rc.req.Reset()
-	if cap(rc.req.Headers) > 4*DefaultMaxHeaders {
-		rc.req.Headers = nil // grown by an unusual request: not worth keeping
-	}
-	hdrs, ready, timer := rc.req.Headers, rc.pipe.ready, rc.pipe.timer
-	*rc = rconn{prev: -1, next: -1, pipe: pipe{ready: ready, timer: timer}}
-	rc.req.Headers = hdrs
-	rc.req.Reset()
+	*rc = rconn{prev: -1, next: -1}
 	l.spares.put(rc)
-}
-
-func (l *Loop) putBufAny(rc *rconn) {
-	rc.start, rc.end = 0, 0
-	l.putBuf(rc)
 }
 
 // force ends every connection as fast as ownership allows: those the loop
@@ -1278,7 +1339,7 @@ func (l *Loop) serveReady() {
 func (l *Loop) setTimer(slot int32, class int, deadline time.Time) {
 	l.clearTimer(slot)
 	rc := l.conns[slot]
-	rc.class, rc.deadline = class, deadline
+	rc.class, rc.deadline = uint8(class), int64(deadline.Sub(l.epoch))
 	q := &l.fifo[class]
 	rc.prev, rc.next = q.tail, -1
 	if q.tail >= 0 {
@@ -1312,7 +1373,7 @@ func (l *Loop) nextTimeout(now time.Time) time.Duration {
 	best := time.Duration(-1)
 	for c := classHeader; c < numClasses; c++ {
 		if h := l.fifo[c].head; h >= 0 {
-			d := l.conns[h].deadline.Sub(now)
+			d := time.Duration(l.conns[h].deadline) - now.Sub(l.epoch)
 			if d < 0 {
 				d = 0
 			}
@@ -1328,17 +1389,18 @@ func (l *Loop) nextTimeout(now time.Time) time.Duration {
 }
 
 func (l *Loop) expire(now time.Time) {
+	at := int64(now.Sub(l.epoch))
 	for c := classHeader; c < numClasses; c++ {
 		for {
 			h := l.fifo[c].head
-			if h < 0 || l.conns[h].deadline.After(now) {
+			if h < 0 || l.conns[h].deadline > at {
 				break
 			}
 			rc := l.conns[h]
 			switch {
 			case c == classBody:
 				l.checkBodyRate(h, now)
-			case c == classHeader && rc.state == stateHeader && rc.end > rc.start,
+			case c == classHeader && rc.state == stateHeader && rc.work != nil && rc.end > rc.start,
 				c == classHeader && rc.state == stateBody:
 				l.fail(h, 408) // a partial request: say why we hang up
 			default:

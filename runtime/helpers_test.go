@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,9 @@ func startServer(t testing.TB, cfg Config) *Server {
 	}
 	if cfg.Handler == nil {
 		cfg.Handler = Builtin(nil)
+	}
+	if _, bench := t.(*testing.B); bench && cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler) // a benchmark's output is its figures
 	}
 	s, err := New(cfg)
 	if err != nil {

@@ -37,8 +37,16 @@ type Conn struct {
 	phase atomic.Uint32 // where the dispatched request stands (Phase)
 	gone  atomic.Bool   // the client hung up while a request was out
 
-	// ctx is cancelled when the client hangs up; made on first use, since
-	// only handlers that ask for it (net/http's, through Adapt) pay for it.
+	// extras holds what few connections use, made on first use, so that
+	// the many idle connections of a busy server do not pay 80 bytes each
+	// for it.
+	extras atomic.Pointer[connExtras]
+}
+
+// connExtras is a connection's rarely used state.
+type connExtras struct {
+	// ctx is cancelled when the client hangs up; only handlers that ask
+	// for it (net/http's, through Adapt) pay for it.
 	ctxMu  sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -48,6 +56,19 @@ type Conn struct {
 	// whichever stage owns the connection afterwards.
 	values   []any
 	cleanups []func()
+}
+
+// more returns the connection's extras, making them on first use. Any
+// goroutine: Context may race the owner's SetValue.
+func (c *Conn) more() *connExtras {
+	if x := c.extras.Load(); x != nil {
+		return x
+	}
+	x := new(connExtras)
+	if c.extras.CompareAndSwap(nil, x) {
+		return x
+	}
+	return c.extras.Load()
 }
 
 // SetPhase records where the connection's dispatched request stands. The
@@ -77,9 +98,15 @@ func (c *Conn) HangUp() {
 	if c.gone.Swap(true) {
 		return
 	}
-	c.ctxMu.Lock()
-	cancel := c.cancel
-	c.ctxMu.Unlock()
+	// Context makes its extras before it reads gone, and HangUp sets gone
+	// before it reads extras: one of the two sees the other and cancels.
+	x := c.extras.Load()
+	if x == nil {
+		return
+	}
+	x.ctxMu.Lock()
+	cancel := x.cancel
+	x.ctxMu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
@@ -90,31 +117,33 @@ func (c *Conn) HangUp() {
 // it (processor.Adapt does), so that a handler waiting on its context
 // stops when the client goes, as under net/http. Any goroutine.
 func (c *Conn) Context() context.Context {
-	c.ctxMu.Lock()
-	defer c.ctxMu.Unlock()
-	if c.ctx == nil {
-		c.ctx, c.cancel = context.WithCancel(context.Background())
+	x := c.more()
+	x.ctxMu.Lock()
+	defer x.ctxMu.Unlock()
+	if x.ctx == nil {
+		x.ctx, x.cancel = context.WithCancel(context.Background())
 		if c.gone.Load() {
-			c.cancel()
+			x.cancel()
 		}
 	}
-	return c.ctx
+	return x.ctx
 }
 
 // SetValue attaches v to the connection under key (a module's index).
 // Call it from a pre-connection hook, or from the stage that owns the
 // connection.
 func (c *Conn) SetValue(key int, v any) {
-	for len(c.values) <= key {
-		c.values = append(c.values, nil)
+	x := c.more()
+	for len(x.values) <= key {
+		x.values = append(x.values, nil)
 	}
-	c.values[key] = v
+	x.values[key] = v
 }
 
 // Value returns what SetValue attached under key, or nil.
 func (c *Conn) Value(key int) any {
-	if key < len(c.values) {
-		return c.values[key]
+	if x := c.extras.Load(); x != nil && key < len(x.values) {
+		return x.values[key]
 	}
 	return nil
 }
@@ -122,18 +151,25 @@ func (c *Conn) Value(key int) any {
 // OnClose registers fn to run when the connection's fd is closed, in the
 // reader loop, last registered first (mod_rdma's connection clean-up: an
 // RDMA connection cached for this client is torn down here).
-func (c *Conn) OnClose(fn func()) { c.cleanups = append(c.cleanups, fn) }
+func (c *Conn) OnClose(fn func()) {
+	x := c.more()
+	x.cleanups = append(x.cleanups, fn)
+}
 
 // RunCleanups runs the clean-ups registered with OnClose. The reader calls
 // it after closing the fd.
 func (c *Conn) RunCleanups() {
-	for i := len(c.cleanups) - 1; i >= 0; i-- {
-		c.cleanups[i]()
+	x := c.extras.Load()
+	if x == nil {
+		return
 	}
-	c.cleanups, c.values = nil, nil
-	c.ctxMu.Lock()
-	if c.cancel != nil {
-		c.cancel() // release the context: nothing can be waiting for this connection now
+	for i := len(x.cleanups) - 1; i >= 0; i-- {
+		x.cleanups[i]()
 	}
-	c.ctxMu.Unlock()
+	x.cleanups, x.values = nil, nil
+	x.ctxMu.Lock()
+	if x.cancel != nil {
+		x.cancel() // release the context: nothing can be waiting for this connection now
+	}
+	x.ctxMu.Unlock()
 }
