@@ -1,9 +1,7 @@
 package reader
 
 import (
-	"context"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,27 +54,14 @@ func TestBlockedDispatchWaitsForUnblock(t *testing.T) {
 	var attempts atomic.Int64
 	var room atomic.Bool
 	dispatched := make(chan *stages.Request, 1)
-	var loop *Loop
-	loop, err := New(0, Config{
-		Dispatch: func(r *stages.Request) bool {
-			attempts.Add(1)
-			if !room.Load() {
-				return false
-			}
-			dispatched <- r
-			return true
-		},
-		Fail: func(c *stages.Conn, req *stages.Request, status int) {
-			t.Errorf("Fail(%d) for a request that only waited for room", status)
-		},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { loop.Run(ctx) })
-	defer func() { cancel(); wg.Wait() }()
+	loop := startLoop(t, func(r *stages.Request) bool {
+		attempts.Add(1)
+		if !room.Load() {
+			return false
+		}
+		dispatched <- r
+		return true
+	})
 
 	client, fd := acceptedConn(t)
 	loop.Adopt(&stages.Conn{ID: 1, FD: fd})

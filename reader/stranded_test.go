@@ -1,9 +1,7 @@
 package reader
 
 import (
-	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,19 +39,7 @@ func TestNextRequestIsNeverStranded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dispatched := make(chan *stages.Request, 4)
-			loop, err := New(0, Config{
-				Dispatch: func(r *stages.Request) bool { dispatched <- r; return true },
-				Fail: func(c *stages.Conn, req *stages.Request, status int) {
-					t.Errorf("Fail(%d)", status)
-				},
-			}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			wg.Go(func() { loop.Run(ctx) })
-			defer func() { cancel(); wg.Wait() }()
+			loop := startLoop(t, func(r *stages.Request) bool { dispatched <- r; return true })
 
 			client, fd := acceptedConn(t)
 			c := &stages.Conn{ID: 1, FD: fd}
