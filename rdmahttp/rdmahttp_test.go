@@ -129,7 +129,7 @@ func stop(t *testing.T, srv *runtime.Server, done <-chan error, mod *Server, fil
 		t.Errorf("module Close: %v", err)
 	}
 	st := mod.Stats()
-	if st.LiveMRs != 0 || st.LiveMWs != 0 || st.LiveQPs != 0 || st.LiveExposures != 0 {
+	if st.LiveMRs != 0 || st.LiveMWs != 0 || st.LiveQPs != 0 || st.LiveExposures != 0 || st.LiveCQs != 0 || st.LiveSources != 0 {
 		t.Errorf("after Close: %+v", st)
 	}
 	files.Close()
