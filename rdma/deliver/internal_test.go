@@ -386,7 +386,7 @@ func TestDetachWithAChannelInUse(t *testing.T) {
 	ch, qp := stubChannel(lp, 1)
 	ch.users++ // a caller posting
 	err := e.DetachLoop(0)
-	if err == nil || !strings.Contains(err.Error(), "1 channels still in use") {
+	if err == nil || !strings.Contains(err.Error(), "1 channels or dials still in use") {
 		t.Fatalf("DetachLoop: %v", err)
 	}
 	if qp.closed.Load() || !qp.disconnected.Load() {

@@ -957,11 +957,17 @@ func (lp *loop) closeCQ() error {
 	return nil
 }
 
-// releaseWait bounds close's wait for callers still on a channel it
-// killed: a post never blocks, so one lets go within microseconds; a
-// dial may take DialTimeout, and is not waited for (the loop is left for
-// Close).
-const releaseWait = 100 * time.Millisecond
+// close's waits for the channels it kills to be destroyed, so the CQ
+// under their QPs can go. releaseWait is for a caller still on one: a
+// post never blocks, so it lets go within microseconds, and a dial (up to
+// DialTimeout) is not waited for; the loop is left for Close.
+// closingWait is for a channel another goroutine is destroying (the
+// watchdog killed it): the provider ends a QP's goroutines promptly, so
+// this only bounds a provider that does not.
+const (
+	releaseWait = 100 * time.Millisecond
+	closingWait = 10 * time.Second
+)
 
 // close tears the loop down once its writer loop no longer runs its
 // completion source (DetachLoop, Close): every channel and exposure, the
@@ -973,24 +979,33 @@ func (lp *loop) close() error {
 	lp.mu.Lock()
 	lp.closing = true
 	lp.mu.Unlock()
-	deadline := time.Now().Add(releaseWait)
+	t0 := time.Now()
 	for {
 		lp.mu.Lock()
 		chans := make([]*channel, 0, len(lp.byID))
 		for _, ch := range lp.byID {
 			chans = append(chans, ch)
 		}
-		entering := lp.entering
 		lp.mu.Unlock()
 		for _, ch := range chans {
-			lp.kill(ch)
+			lp.kill(ch) // destroys it now unless someone is on it
 		}
 		lp.drain() // what the kills flushed: their channels are gone, so it is dropped
-		if len(chans) == 0 && entering == 0 {
+		lp.mu.Lock()
+		inUse, closing := lp.entering, 0
+		for _, ch := range lp.byID {
+			if ch.users > 0 || !ch.closed {
+				inUse++
+			} else {
+				closing++ // being destroyed by another goroutine
+			}
+		}
+		lp.mu.Unlock()
+		if inUse == 0 && closing == 0 {
 			break
 		}
-		if !time.Now().Before(deadline) {
-			return fmt.Errorf("deliver: loop %d: %d channels still in use, %d callers entering; its CQ stays until Close", lp.idx, len(chans), entering)
+		if waited := time.Since(t0); (inUse > 0 && waited >= releaseWait) || waited >= closingWait {
+			return fmt.Errorf("deliver: loop %d: %d channels or dials still in use, %d still being destroyed; its CQ stays until Close", lp.idx, inUse, closing)
 		}
 		time.Sleep(settleTick)
 	}
