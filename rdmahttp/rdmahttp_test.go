@@ -48,12 +48,16 @@ type fixture struct {
 	mod   *Server
 	url   string
 	files map[string][]byte
+	// stop shuts the server down and closes the module, once; the
+	// cleanup calls it, a test that checks what is left after shutdown
+	// calls it first.
+	stop func()
 }
 
 // start runs a Quartet server with the RDMA module (soft provider) over a
 // directory of random files, and tears both down at cleanup, failing the
 // test if any RDMA resource is left behind.
-func start(t *testing.T, cfg Config) *fixture {
+func start(t *testing.T, cfg Config, opts ...func(*runtime.Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	fx := &fixture{files: map[string][]byte{}}
@@ -90,6 +94,9 @@ func start(t *testing.T, cfg Config) *fixture {
 	rc.Readers, rc.Processors, rc.Writers = 2, 8, 2
 	rc.Handler = runtime.Builtin(files)
 	rc.Modules = []runtime.Module{mod.Module()}
+	for _, o := range opts {
+		o(&rc)
+	}
 	srv, err := runtime.New(rc)
 	if err != nil {
 		t.Fatal(err)
@@ -97,32 +104,39 @@ func start(t *testing.T, cfg Config) *fixture {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(context.Background()) }()
 	fx.srv, fx.mod, fx.url = srv, mod, "http://"+srv.Addr().String()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Serve did not return")
-		}
-		// Close proves release: the soft device refuses to close while any
-		// PD, CQ, QP, MR or MW of it is alive.
-		if err := mod.Close(); err != nil {
-			t.Errorf("module Close: %v", err)
-		}
-		st := mod.Stats()
-		if st.LiveMRs != 0 || st.LiveMWs != 0 || st.LiveQPs != 0 || st.LiveExposures != 0 {
-			t.Errorf("after Close: %+v", st)
-		}
-		files.Close()
-	})
+	var once sync.Once
+	fx.stop = func() { once.Do(func() { stop(t, srv, done, mod, files) }) }
+	t.Cleanup(fx.stop)
 	return fx
+}
+
+// stop shuts srv down, waits for Serve, and closes the module, failing
+// the test if any RDMA resource is left behind.
+func stop(t *testing.T, srv *runtime.Server, done <-chan error, mod *Server, files *static.Dir) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("Serve did not return")
+	}
+	// Close proves release: the soft device refuses to close while any
+	// PD, CQ, QP, MR or MW of it is alive.
+	if err := mod.Close(); err != nil {
+		t.Errorf("module Close: %v", err)
+	}
+	st := mod.Stats()
+	if st.LiveMRs != 0 || st.LiveMWs != 0 || st.LiveQPs != 0 || st.LiveExposures != 0 || st.LiveCQs != 0 || st.LiveSources != 0 {
+		t.Errorf("after Close: %+v", st)
+	}
+	files.Close()
 }
 
 func newClient(t *testing.T, cfg ClientConfig) *Client {

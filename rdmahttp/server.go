@@ -45,8 +45,8 @@ func NewServer(cfg Config) (*Server, error) {
 
 // NewBinding is the HTTP binding on an engine that other protocols share
 // (the messenger's, say). The caller attaches the engine's loops
-// (deliver.Engine.AttachLoop, from a writer stage's init) and closes the
-// engine; this Server's Module only adds the filter, and its Close does
+// (deliver.Engine.AttachLoop, from a writer stage's init), detaches them
+// (DetachLoop, from its exit) and closes the engine; this Server's Module only adds the filter, and its Close does
 // nothing.
 func NewBinding(e *deliver.Engine) *Server { return &Server{e: e} }
 
@@ -64,12 +64,15 @@ func (s *Server) DeviceInfo() rdma.DeviceInfo { return s.e.DeviceInfo() }
 func (s *Server) MemoryWindows() bool { return s.e.MemoryWindows() }
 
 // Module is the server module: StageInit gives each writer loop its CQ
-// (when the Server owns its engine), InsertFilter reads the request's
-// X-RDMA-* headers and adds the output filter that ships the body.
+// and StageExit takes it back (when the Server owns its engine), so
+// writer loops can be added and removed while serving; InsertFilter
+// reads the request's X-RDMA-* headers and adds the output filter that
+// ships the body.
 func (s *Server) Module() runtime.Module {
 	m := runtime.Module{Name: "rdma", InsertFilter: s.insertFilter, Inline: inline}
 	if s.owns {
 		m.StageInit = s.stageInit
+		m.StageExit = s.stageExit
 	}
 	return m
 }
@@ -88,6 +91,20 @@ func (s *Server) stageInit(info runtime.StageInfo) error {
 		}
 		return func() error { return info.Sources.RemoveSource(id) }, nil
 	})
+}
+
+// stageExit detaches the writer loop as it stops (removed while serving,
+// or at shutdown), on its goroutine while its completion sources can
+// still be removed: its CQ and channels are released, so the next loop
+// that takes its index attaches again. What the loop's RDMA work still
+// needs is settled there (deliver.Engine.DetachLoop). An error means a
+// channel was still in use: the engine keeps that loop for Close, which
+// reports what it cannot release, and the index is free regardless.
+func (s *Server) stageExit(info runtime.StageInfo) {
+	if info.Stage != runtime.StageWriter || info.Sources == nil {
+		return
+	}
+	_ = s.e.DetachLoop(info.Index)
 }
 
 // inline is the module's word on stage fusion (runtime.Module.Inline): a

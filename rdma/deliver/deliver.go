@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -104,6 +105,9 @@ func (e *Engine) Deliver(w int, t Target, body *Body, n Notify) (Receipt, error)
 	}
 	// A per-operation MR exposure needs a channel in a PD of its own.
 	ch, err := lp.use(t.Endpoint, t.Mode == ModeClientReads && !e.byWindow(body))
+	if errors.Is(err, errLoopClosing) {
+		return Receipt{}, fallback(ReasonNoRDMA, "") // detached meanwhile: as if never attached
+	}
 	if err != nil {
 		return Receipt{}, fallback(ReasonConnectFailed, err.Error())
 	}
@@ -273,18 +277,50 @@ func (lp *loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 // (Target.Owner). from is the address the confirmation came from: only
 // the channel's own client may confirm (unless
 // Config.AllowForeignEndpoints). It returns how many exposures ended.
+//
+// The channel is looked for in loop w first, then in every other loop,
+// those DetachLoop is releasing included: channel ids are the engine's,
+// and a connection's replies may have moved to another writer loop (its
+// own left) since the exposure was made.
 func (e *Engine) Confirm(w int, from netip.Addr, owner uint64, chanID uint32, op uint64, through bool) int {
-	lp := e.loopAt(w)
-	if lp == nil {
-		return 0
-	}
-	lp.mu.Lock()
-	ch := lp.byID[chanID]
-	lp.mu.Unlock()
+	lp, ch := e.channelByID(w, chanID)
 	if ch == nil || !e.Permit(ch.ep, from) {
 		return 0
 	}
 	return lp.confirm(ch, owner, op, through)
+}
+
+// channelByID finds channel id, in loop w first.
+func (e *Engine) channelByID(w int, id uint32) (*loop, *channel) {
+	find := func(lp *loop) *channel {
+		lp.mu.Lock()
+		defer lp.mu.Unlock()
+		return lp.byID[id]
+	}
+	if lp := e.loopAt(w); lp != nil {
+		if ch := find(lp); ch != nil {
+			return lp, ch
+		}
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, nil
+	}
+	loops := make([]*loop, 0, len(e.loops)+len(e.leaving))
+	for _, lp := range e.loops {
+		if lp != nil {
+			loops = append(loops, lp)
+		}
+	}
+	loops = append(loops, e.leaving...)
+	e.mu.Unlock()
+	for _, lp := range loops {
+		if ch := find(lp); ch != nil {
+			return lp, ch
+		}
+	}
+	return nil, nil
 }
 
 // Attached reports whether writer loop w is attached (has its CQ),

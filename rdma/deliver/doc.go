@@ -11,6 +11,9 @@
 //	e, _ := deliver.New(deliver.Config{Provider: p})
 //	// each writer loop, as it starts: its CQ becomes a completion source
 //	e.AttachLoop(i, func(fd int, fn func()) (func() error, error) { ... })
+//	// and as it stops (removed while serving, or at shutdown), on its
+//	// goroutine: its work settles, its CQ and channels go, i is free
+//	e.DetachLoop(i)
 //
 //	// per reply that asked for RDMA, in the processor:
 //	if !e.Permit(t.Endpoint, conn.RemoteAddr) { ... ReasonForeignEndpoint }
@@ -79,7 +82,11 @@
 // client (exposures time out) nor for its device (a unit with no
 // completion in CompletionTimeout is told it failed, and its channel is
 // killed; its memory stays until the QP is destroyed, since the device
-// may still read it).
+// may still read it). A writer loop that leaves while serving gives its
+// work at most Config.DetachTimeout to end by itself (a barrier reclaims
+// sparsely signalled units, clients confirm their Reads), then fails the
+// rest in the same ways: nothing of a loop's can move to another, since
+// its QPs complete on its CQ (Engine.DetachLoop).
 //
 // # Why the server dials
 //
@@ -92,8 +99,9 @@
 // # Ownership
 //
 //	Engine      device, PD, file cache, staging pool, one loop per writer
-//	            loop (CQ, channels, exposures); Close releases all of it,
-//	            and the provider's busy checks turn a leak into an error
+//	            loop (CQ, channels, exposures); DetachLoop releases a
+//	            loop's, Close all of it, and the provider's busy checks
+//	            turn a leak into an error
 //	Body        the caller's until Deliver succeeds, then the engine's
 //	            until its unit retires (server-writes) or its exposure
 //	            ends (client-reads); Retain/Release for a second holder

@@ -46,6 +46,14 @@ const (
 	// next burst.
 	DefaultReclaimDelay = time.Millisecond
 
+	// DefaultDetachTimeout is how long DetachLoop lets a leaving loop's
+	// RDMA work end by itself (sparsely signalled units reach their
+	// barrier's completion, clients confirm their Reads) before it fails
+	// what is left. Its replies have all been written, so an honest
+	// client confirms within a round trip; a second is far beyond that,
+	// and it delays only the leaving loop's goroutine.
+	DefaultDetachTimeout = time.Second
+
 	// MaxExposuresPerChannel bounds a client's unconfirmed client-reads
 	// exposures on one channel: an honest client confirms each soon, so
 	// this only stops one that never does from pinning memory.
@@ -131,6 +139,10 @@ type Config struct {
 	SignalBytes    int64
 	ReclaimDelay   time.Duration
 
+	// DetachTimeout bounds DetachLoop's wait for a leaving loop's work
+	// to end by itself; negative waits not at all.
+	DetachTimeout time.Duration
+
 	// AllowForeignEndpoints lets a client name an RDMA endpoint on
 	// another host than the one its request came from. Off by default:
 	// otherwise any client could make the server connect to any address.
@@ -165,6 +177,9 @@ func (c *Config) defaults() {
 	if c.ReclaimDelay <= 0 {
 		c.ReclaimDelay = DefaultReclaimDelay
 	}
+	if c.DetachTimeout == 0 {
+		c.DetachTimeout = DefaultDetachTimeout
+	}
 }
 
 // Engine is the server side of RDMA delivery, protocol-neutral: one
@@ -182,10 +197,14 @@ type Engine struct {
 	pool  *stagePool
 	st    stats
 
-	mu     sync.Mutex
-	loops  []*loop
-	nextCh atomic.Uint32
-	closed bool
+	mu    sync.Mutex
+	loops []*loop
+	// leaving are loops DetachLoop has taken out of loops: being
+	// released (Confirm still finds their channels), or kept because a
+	// caller still held one of their channels, for Close.
+	leaving []*loop
+	nextCh  atomic.Uint32
+	closed  bool
 	// kept are releases that failed while serving (a channel's QP or MR,
 	// an exposure's window), reported by Close: the object stays counted
 	// live, and the device's busy check would otherwise be all Close says.
@@ -207,6 +226,7 @@ func (e *Engine) keepErr(format string, args ...any) {
 // stats are live counts and totals; Stats copies them.
 type stats struct {
 	liveMRs, liveMWs, liveQPs, liveExposures atomic.Int64
+	liveCQs, liveSources                     atomic.Int64
 	livePDs, pooledMRs                       atomic.Int64
 	cacheHits, cacheMisses, cacheCopies      atomic.Int64
 	written, writtenBytes, exposed           atomic.Int64
@@ -225,6 +245,8 @@ type stats struct {
 type Stats struct {
 	LiveMRs, LiveMWs, LiveQPs, LiveExposures int64
 	LivePDs                                  int64 // of isolated channels (per-operation MR exposures), besides the engine's own
+	LiveCQs                                  int64 // one per attached loop (and per loop DetachLoop had to leave for Close)
+	LiveSources                              int64 // CQ fds registered with a loop's poller (AttachLoop's Register)
 	PooledMRs                                int64 // idle registered staging buffers kept for reuse (not in LiveMRs)
 	CacheHits, CacheMisses                   int64
 	CacheCopies                              int64 // files cached as a registered copy (the mapping was refused)
@@ -253,6 +275,7 @@ func (e *Engine) Stats() Stats {
 	return Stats{
 		LiveMRs: s.liveMRs.Load(), LiveMWs: s.liveMWs.Load(), LiveQPs: s.liveQPs.Load(),
 		LiveExposures: s.liveExposures.Load(), LivePDs: s.livePDs.Load(), PooledMRs: s.pooledMRs.Load(),
+		LiveCQs: s.liveCQs.Load(), LiveSources: s.liveSources.Load(),
 		CacheHits: s.cacheHits.Load(), CacheMisses: s.cacheMisses.Load(), CacheCopies: s.cacheCopies.Load(),
 		Written: s.written.Load(), WrittenBytes: s.writtenBytes.Load(),
 		Exposed: s.exposed.Load(), Confirmed: s.confirmed.Load(), TimedOut: s.timedOut.Load(),
@@ -326,25 +349,31 @@ type Register func(fd int, fn func()) (detach func() error, err error)
 // AttachLoop gives writer loop idx its CQ and registers the CQ's fd
 // through register, so the completions of every channel this loop uses
 // are handled in the loop (which is where its replies are written).
-// Call it once per loop, as the loop starts.
+// Call it once per loop, as the loop starts, and DetachLoop as it stops:
+// a loop that later takes the same index attaches again.
 func (e *Engine) AttachLoop(idx int, register Register) error {
 	if idx < 0 {
 		return fmt.Errorf("deliver: loop index %d", idx)
+	}
+	if register == nil {
+		return errors.New("deliver: AttachLoop: register is nil")
 	}
 	cq, err := e.dev.CreateCQ(cqDepth)
 	if err != nil {
 		return fmt.Errorf("deliver: ibv_create_cq: %w", err)
 	}
+	e.st.liveCQs.Add(1)
 	lp := newLoop(e, idx, cq)
 	if err := cq.Arm(false); err != nil {
-		cq.Close()
+		lp.closeCQ()
 		return fmt.Errorf("deliver: ibv_req_notify_cq: %w", err)
 	}
 	detach, err := register(cq.Fd(), lp.onCQ)
 	if err != nil {
-		cq.Close()
+		lp.closeCQ()
 		return err
 	}
+	e.st.liveSources.Add(1)
 	lp.detach = detach
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -352,11 +381,11 @@ func (e *Engine) AttachLoop(idx int, register Register) error {
 	case e.closed:
 		err = errors.New("deliver: engine closed")
 	case idx < len(e.loops) && e.loops[idx] != nil:
-		err = fmt.Errorf("deliver: loop %d attached twice", idx)
+		err = fmt.Errorf("deliver: loop %d attached twice (DetachLoop releases a loop that stops)", idx)
 	}
 	if err != nil {
-		_ = detach()
-		cq.Close()
+		_ = lp.unregister()
+		lp.closeCQ()
 		return err
 	}
 	for len(e.loops) <= idx {
@@ -364,6 +393,83 @@ func (e *Engine) AttachLoop(idx int, register Register) error {
 	}
 	e.loops[idx] = lp
 	return nil
+}
+
+// DetachLoop releases what AttachLoop gave writer loop idx, so that a
+// loop that later takes the same index can attach: the CQ's registration
+// with the loop's poller, the loop's channels (QPs, message areas,
+// isolated PDs) and their exposures, and the CQ. Call it as the loop
+// stops, on its goroutine (a writer stage's exit, where its completion
+// sources can still be removed), or once it has stopped: it takes the CQ
+// over from the loop. Deliveries to idx fall back (ReasonNoRDMA) from
+// the moment it is called.
+//
+// By the runtime's contract every reply the loop wrote has been written
+// and recycled, and no reply waits on it (a reply held for Ready keeps
+// its response, and so the loop, alive). But RDMA work can outlive its
+// reply:
+//
+//   - signalled sparsely, server-writes units are retired only by a
+//     later signalled completion, and hold their staging memory and
+//     cache references until then;
+//   - a client-reads exposure lasts until the client confirms its Read
+//     (HTTP's read-done message arrives on the channel's QP, so in this
+//     loop's CQ; the messenger's completion frame through Confirm);
+//   - a unit whose completion the device lost waits for the watchdog.
+//
+// None of it can move to another loop: a QP's completions go to the CQ
+// it was created with, and the client holds the channel id its reply
+// named. So the loop finishes what finishes soon and fails the rest the
+// way the protocol already recovers from. For up to
+// Config.DetachTimeout it handles its own completions (the poller no
+// longer does), posts a signalled barrier behind every channel's
+// unsignalled units, and lets clients confirm; then it kills the
+// channels left: their exposures are revoked (a client still reading
+// gets a failed Read and asks again, or falls back to TCP; a late
+// confirmation finds nothing, which is no error), their queued work is
+// flushed, and a unit's memory is released only once its QP is
+// destroyed, when the device can no longer read it. The CQ is destroyed
+// last, when no QP uses it.
+//
+// A caller still posting on one of the loop's channels (the contract
+// says none is: a delivery runs while its reply is bound to the loop)
+// keeps that channel's QP, and so the CQ, alive: DetachLoop then reports
+// it and leaves the loop for Close to release; the index is free anyway.
+func (e *Engine) DetachLoop(idx int) error {
+	e.mu.Lock()
+	var lp *loop
+	if !e.closed && idx >= 0 && idx < len(e.loops) {
+		lp = e.loops[idx]
+	}
+	if lp == nil {
+		closed := e.closed
+		e.mu.Unlock()
+		if closed {
+			return errors.New("deliver: DetachLoop: engine closed")
+		}
+		return fmt.Errorf("deliver: DetachLoop: loop %d is not attached", idx)
+	}
+	e.loops[idx] = nil
+	e.leaving = append(e.leaving, lp)
+	e.mu.Unlock()
+
+	var errs []error
+	if err := lp.unregister(); err != nil {
+		errs = append(errs, fmt.Errorf("deliver: loop %d: removing its completion source: %w", idx, err))
+	}
+	lp.settle(time.Now().Add(e.cfg.DetachTimeout))
+	if err := lp.close(); err != nil {
+		return errors.Join(append(errs, err)...) // stays in leaving, for Close
+	}
+	e.mu.Lock()
+	for i, l := range e.leaving {
+		if l == lp {
+			e.leaving = append(e.leaving[:i], e.leaving[i+1:]...)
+			break
+		}
+	}
+	e.mu.Unlock()
+	return errors.Join(errs...)
 }
 
 func (e *Engine) loopAt(i int) *loop {
@@ -405,8 +511,8 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
-	loops := e.loops
-	e.loops = nil
+	loops := append(e.loops, e.leaving...)
+	e.loops, e.leaving = nil, nil
 	e.mu.Unlock()
 	var errs []error
 	for _, lp := range loops {

@@ -2,9 +2,11 @@ package deliver
 
 import (
 	"crypto/sha256"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -318,5 +320,95 @@ func TestCompletionDuringPost(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestDetachFailsWhatCannotFinish: what is still in flight when a
+// leaving loop's DetachTimeout is up, a unit whose completion the device
+// lost and an exposure its client never confirms, is failed by the
+// detach, not left to the watchdog or the exposure's timer (an hour
+// here) of a loop that is gone: the channel is killed, the unit's memory
+// released only once its QP is destroyed, the exposure revoked, and each
+// Done hears ErrChannelClosed.
+func TestDetachFailsWhatCannotFinish(t *testing.T) {
+	e := newTestEngine(t, Config{CompletionTimeout: time.Hour, ExposureTimeout: time.Hour, DetachTimeout: 50 * time.Millisecond})
+	if err := e.AttachLoop(0, nopRegister); err != nil {
+		t.Fatal(err)
+	}
+	lp := e.loopAt(0)
+	ch, qp := stubChannel(lp, 1)
+	ub, xb := e.NewBody(), e.NewBody()
+	var unitDone, expDone atomic.Value
+	u := &unit{kind: unitWrite, body: ub, notify: Notify{Done: func(err error) { unitDone.Store(err) }}}
+	if err := lp.post(ch, u, 1, func(uint64, bool) error { return nil }); err != nil { // posted, never completes
+		t.Fatal(err)
+	}
+	x := &exposure{op: 9, ch: ch, body: xb, done: func(err error) { expDone.Store(err) }}
+	if err := lp.addExposure(x); err != nil {
+		t.Fatal(err)
+	}
+	lp.grant(x)
+
+	t0 := time.Now()
+	if err := e.DetachLoop(0); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took < 50*time.Millisecond {
+		t.Errorf("DetachLoop gave the work %v, not its DetachTimeout", took)
+	}
+	for what, v := range map[string]*atomic.Value{"unit": &unitDone, "exposure": &expDone} {
+		if err, _ := v.Load().(error); !errors.Is(err, ErrChannelClosed) {
+			t.Errorf("%s: Done(%v), want ErrChannelClosed", what, err)
+		}
+	}
+	if !qp.disconnected.Load() || !qp.closed.Load() || ub.refs.Load() != 0 || xb.refs.Load() != 0 {
+		t.Errorf("disconnected %v, QP destroyed %v, body references %d and %d", qp.disconnected.Load(), qp.closed.Load(), ub.refs.Load(), xb.refs.Load())
+	}
+	if st := e.Stats(); st.LiveQPs != 0 || st.LiveMRs != 0 || st.LiveExposures != 0 || st.LiveCQs != 0 || st.LiveSources != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDetachWithAChannelInUse: a caller still on one of the loop's
+// channels (against the runtime's contract) keeps its QP, so the CQ
+// under it cannot be destroyed: DetachLoop says so, the index is free
+// for a new loop anyway, and Close releases the loop that was left once
+// the caller has let go.
+func TestDetachWithAChannelInUse(t *testing.T) {
+	e := newTestEngine(t, Config{DetachTimeout: -1})
+	if err := e.AttachLoop(0, nopRegister); err != nil {
+		t.Fatal(err)
+	}
+	lp := e.loopAt(0)
+	ch, qp := stubChannel(lp, 1)
+	ch.users++ // a caller posting
+	err := e.DetachLoop(0)
+	if err == nil || !strings.Contains(err.Error(), "1 channels or dials still in use") {
+		t.Fatalf("DetachLoop: %v", err)
+	}
+	if qp.closed.Load() || !qp.disconnected.Load() {
+		t.Fatalf("the QP in use: destroyed %v, disconnected %v", qp.closed.Load(), qp.disconnected.Load())
+	}
+	if _, err := lp.use(ch.ep, false); !errors.Is(err, errLoopClosing) {
+		t.Fatalf("use of a leaving loop: %v", err)
+	}
+	if err := e.AttachLoop(0, nopRegister); err != nil {
+		t.Fatalf("AttachLoop after the detach: %v", err)
+	}
+	if st := e.Stats(); st.LiveCQs != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	lp.release(ch) // the caller lets go: the dead channel is destroyed
+	if !qp.closed.Load() {
+		t.Fatal("the QP outlived its last user")
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.LiveCQs != 0 || st.LiveQPs != 0 || st.LiveSources != 0 {
+		t.Fatalf("after Close: %+v", st)
 	}
 }

@@ -19,18 +19,27 @@ import (
 // Callers (processors) post units on channels; the loop (onCQ) retires
 // them. mu guards chans, byID and every channel's queue, counters and
 // exposures; a channel's postMu orders its posts and comes before mu.
+// Once the loop is being released (close, from DetachLoop or Close) the
+// goroutine releasing it takes the loop goroutine's part.
 type loop struct {
-	e      *Engine
-	idx    int
-	cq     rdma.CQ
-	detach func() error
-	wcs    []rdma.Completion // loop goroutine only
-	batch  []*unit           // loop goroutine only: units one completion retires
+	e     *Engine
+	idx   int
+	cq    rdma.CQ
+	wcs   []rdma.Completion // loop goroutine only
+	batch []*unit           // loop goroutine only: units one completion retires
 
-	mu    sync.Mutex
-	chans map[chanKey]*channel
-	byID  map[uint32]*channel // every channel not yet destroyed, dead ones included
-	dials singleflight.Group
+	mu     sync.Mutex
+	detach func() error // removes the CQ's fd from the loop's poller; nil once done
+	chans  map[chanKey]*channel
+	byID   map[uint32]*channel // every channel not yet destroyed, dead ones included
+	dials  singleflight.Group
+	// closing: the loop is being released; use gives no channel.
+	// entering counts callers of use between that check and holding a
+	// channel (a dial may take DialTimeout): the CQ cannot be destroyed
+	// under a QP one of them is about to make.
+	closing  bool
+	entering int
+	cqClosed bool
 }
 
 func newLoop(e *Engine, idx int, cq rdma.CQ) *loop {
@@ -188,18 +197,35 @@ type exposure struct {
 // (concurrent first requests share one dial), with a use the caller ends
 // with release.
 func (lp *loop) use(ep netip.AddrPort, isolated bool) (*channel, error) {
+	lp.mu.Lock()
+	if lp.closing {
+		lp.mu.Unlock()
+		return nil, errLoopClosing
+	}
+	lp.entering++
+	lp.mu.Unlock()
 	ch, err := lp.lookupOrDial(chanKey{ep, isolated})
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	lp.entering--
 	if err != nil {
 		return nil, err
 	}
-	lp.mu.Lock()
-	defer lp.mu.Unlock()
 	if ch.dead {
 		return nil, fmt.Errorf("deliver: channel %d to %s failed", ch.id, ep)
+	}
+	if lp.closing {
+		// Dialed while the loop was being released: close kills every
+		// channel it finds until none is left and nobody is entering.
+		return nil, errLoopClosing
 	}
 	ch.users++
 	return ch, nil
 }
+
+// errLoopClosing: the loop's writer loop is leaving (DetachLoop) or the
+// engine is closing.
+var errLoopClosing = errors.New("deliver: writer loop detached")
 
 // release ends a use; the last user of a dead channel destroys it.
 func (lp *loop) release(ch *channel) {
@@ -411,16 +437,23 @@ func (lp *loop) postLocked(ch *channel, u *unit, wrs int, postFn func(id uint64,
 // await a completion, it posts a signalled barrier message behind them,
 // whose completion retires them all. A busy channel signals by its own
 // posts and is left alone.
-func (lp *loop) reclaimIdle(ch *channel) {
+func (lp *loop) reclaimIdle(ch *channel) { lp.postBarrier(ch, true) }
+
+// postBarrier posts a signalled barrier behind ch's unsignalled units, if
+// it has any: only if the channel has been idle for ReclaimDelay
+// (reclaimIdle), or at once (a loop leaving, DetachLoop).
+func (lp *loop) postBarrier(ch *channel, onlyIdle bool) {
 	ch.postMu.Lock()
 	defer ch.postMu.Unlock()
 	lp.mu.Lock()
-	ch.reclaiming = false
+	if onlyIdle {
+		ch.reclaiming = false
+	}
 	if ch.dead || ch.unsigUnits == 0 {
 		lp.mu.Unlock()
 		return
 	}
-	if idle := time.Since(ch.lastPost); idle < lp.e.cfg.ReclaimDelay {
+	if idle := time.Since(ch.lastPost); onlyIdle && idle < lp.e.cfg.ReclaimDelay {
 		ch.reclaiming = true
 		ch.barrier.Reset(lp.e.cfg.ReclaimDelay - idle)
 		lp.mu.Unlock()
@@ -850,25 +883,131 @@ func (lp *loop) forgetUnits(ch *channel) {
 	}
 }
 
-// close tears the loop down after its writer loop has stopped: every
-// channel and exposure, the units still queued (flushed by the QP
-// closes), and the CQ.
-func (lp *loop) close() error {
-	if lp.detach != nil {
-		_ = lp.detach() // the loop's poller may be gone already
+// settleTick is how often settle looks at a leaving loop's CQ and
+// exposures: the poller no longer watches the CQ, and waiting on its fd
+// would depend on each provider's event semantics. A millisecond is
+// nothing beside the client's OpTimeout and costs only the leaving
+// loop's goroutine.
+const settleTick = time.Millisecond
+
+// settle lets a leaving loop's work end by itself until deadline: it
+// handles the loop's completions (retiring units, read-done messages),
+// posts a barrier behind every channel's unsignalled units, and returns
+// as soon as no live channel has a unit queued or an exposure open.
+// After unregister: the caller is the loop goroutine now.
+func (lp *loop) settle(deadline time.Time) {
+	for {
+		lp.drain()
+		chans, busy := lp.pending()
+		if !busy || !time.Now().Before(deadline) {
+			return
+		}
+		for _, ch := range chans {
+			lp.postBarrier(ch, false)
+		}
+		time.Sleep(settleTick)
 	}
+}
+
+// pending returns the live channels and whether any of them has work
+// that has not ended: a unit not retired, an exposure not confirmed.
+func (lp *loop) pending() ([]*channel, bool) {
 	lp.mu.Lock()
-	chans := make([]*channel, 0, len(lp.byID))
+	defer lp.mu.Unlock()
+	var chans []*channel
+	busy := false
 	for _, ch := range lp.byID {
+		if ch.dead {
+			continue // its units are failed by the flush or at its QP's destruction
+		}
 		chans = append(chans, ch)
+		busy = busy || ch.q.len() > 0 || len(ch.exps) > 0
 	}
+	return chans, busy
+}
+
+// unregister removes the CQ's fd from the loop's poller, once.
+func (lp *loop) unregister() error {
+	lp.mu.Lock()
+	detach := lp.detach
+	lp.detach = nil
 	lp.mu.Unlock()
-	for _, ch := range chans {
-		lp.kill(ch)
+	if detach == nil {
+		return nil
 	}
-	lp.drain() // what the closes flushed: their channels are gone, so it is dropped
+	lp.e.st.liveSources.Add(-1)
+	return detach()
+}
+
+// closeCQ destroys the CQ, once.
+func (lp *loop) closeCQ() error {
+	lp.mu.Lock()
+	done := lp.cqClosed
+	lp.mu.Unlock()
+	if done {
+		return nil
+	}
 	if err := lp.cq.Close(); err != nil {
 		return fmt.Errorf("deliver: loop %d: ibv_destroy_cq: %w", lp.idx, err)
 	}
+	lp.mu.Lock()
+	lp.cqClosed = true
+	lp.mu.Unlock()
+	lp.e.st.liveCQs.Add(-1)
 	return nil
+}
+
+// close's waits for the channels it kills to be destroyed, so the CQ
+// under their QPs can go. releaseWait is for a caller still on one: a
+// post never blocks, so it lets go within microseconds, and a dial (up to
+// DialTimeout) is not waited for; the loop is left for Close.
+// closingWait is for a channel another goroutine is destroying (the
+// watchdog killed it): the provider ends a QP's goroutines promptly, so
+// this only bounds a provider that does not.
+const (
+	releaseWait = 100 * time.Millisecond
+	closingWait = 10 * time.Second
+)
+
+// close tears the loop down once its writer loop no longer runs its
+// completion source (DetachLoop, Close): every channel and exposure, the
+// units still queued (flushed by the QP closes), and the CQ, which goes
+// only when no QP uses it. It may be called again (Close, for a loop
+// DetachLoop could not release).
+func (lp *loop) close() error {
+	_ = lp.unregister() // the loop's poller may be gone already
+	lp.mu.Lock()
+	lp.closing = true
+	lp.mu.Unlock()
+	t0 := time.Now()
+	for {
+		lp.mu.Lock()
+		chans := make([]*channel, 0, len(lp.byID))
+		for _, ch := range lp.byID {
+			chans = append(chans, ch)
+		}
+		lp.mu.Unlock()
+		for _, ch := range chans {
+			lp.kill(ch) // destroys it now unless someone is on it
+		}
+		lp.drain() // what the kills flushed: their channels are gone, so it is dropped
+		lp.mu.Lock()
+		inUse, closing := lp.entering, 0
+		for _, ch := range lp.byID {
+			if ch.users > 0 || !ch.closed {
+				inUse++
+			} else {
+				closing++ // being destroyed by another goroutine
+			}
+		}
+		lp.mu.Unlock()
+		if inUse == 0 && closing == 0 {
+			break
+		}
+		if waited := time.Since(t0); (inUse > 0 && waited >= releaseWait) || waited >= closingWait {
+			return fmt.Errorf("deliver: loop %d: %d channels or dials still in use, %d still being destroyed; its CQ stays until Close", lp.idx, inUse, closing)
+		}
+		time.Sleep(settleTick)
+	}
+	return lp.closeCQ()
 }

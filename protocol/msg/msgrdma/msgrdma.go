@@ -39,7 +39,10 @@ type Binding struct {
 }
 
 // New returns the binding on e. e's loops must be attached to the
-// writer loops that write the messenger's replies.
+// writer loops that write the messenger's replies (AttachLoop as each
+// starts) and detached as each stops (DetachLoop), so a loop added later
+// under a removed one's index can attach; the transport that runs the
+// loops does both.
 func New(e *deliver.Engine) *Binding { return &Binding{e: e} }
 
 // Engine is the engine under the binding.
