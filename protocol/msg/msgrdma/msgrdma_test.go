@@ -259,11 +259,27 @@ func TestLostReadsFallBackToTCP(t *testing.T) {
 	if err != nil || !bytes.Equal(r.Payload, in) {
 		t.Fatalf("%v, %d bytes", err, len(r.Payload))
 	}
-	if r.Attempts != 3 || r.ByRDMA() || r.Flags.Has(msg.FlagRDMA) {
-		t.Fatalf("want two lost attempts, then TCP: %d attempts, flags %v", r.Attempts, r.Flags)
+	// The retry may itself meet the channel the first loss tore down (the
+	// client's Terminate reaches the server between the two attempts):
+	// then the server sends the payload inline in the retry's own reply,
+	// with the reason, and there is no third attempt. Either way the
+	// payload is whole and never came by RDMA.
+	askedAgain := r.Attempts == 3 && !r.Flags.Has(msg.FlagRDMA)
+	retryFellBack := r.Attempts == 2 && r.Flags.Has(msg.FlagRDMA) && r.RDMA.Reason != 0
+	if r.ByRDMA() || (!askedAgain && !retryFellBack) {
+		t.Fatalf("want two lost attempts then TCP, or a retry the server answered inline: %d attempts, flags %v, reason %v", r.Attempts, r.Flags, r.RDMA.Reason)
 	}
-	if !rdmatest.Eventually(waitLong, func() bool { st := fx.e.Stats(); return st.LiveExposures == 0 && st.Exposed == 2 }) {
-		t.Errorf("engine: %+v", fx.e.Stats())
+	// Each lost attempt was exposed; a retry answered inline may have been
+	// exposed before its channel was found dead. All are revoked.
+	minExposed, maxExposed := int64(2), int64(2)
+	if retryFellBack {
+		minExposed = 1
+	}
+	if !rdmatest.Eventually(waitLong, func() bool {
+		st := fx.e.Stats()
+		return st.LiveExposures == 0 && st.Exposed >= minExposed && st.Exposed <= maxExposed
+	}) {
+		t.Errorf("engine (%d to %d exposures expected, none live): %+v", minExposed, maxExposed, fx.e.Stats())
 	}
 }
 
