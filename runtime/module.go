@@ -99,10 +99,18 @@ func (m *modules) postConfig(cfg *Config) error {
 	return nil
 }
 
+// stageInit runs the modules' StageInit in order. When one fails, a loop's
+// StageExit never runs (the loop does not start), so the modules before
+// it, whose init succeeded, are unwound here: otherwise what they set up
+// for the loop (an RDMA completion queue attached at this index, say)
+// would outlive it and refuse the next loop given the same index.
 func (m *modules) stageInit(info StageInfo) error {
-	for _, mod := range m.list {
+	for i, mod := range m.list {
 		if mod.StageInit != nil {
 			if err := mod.StageInit(info); err != nil {
+				if info.Stage != StageProcessor { // workers have no StageExit
+					m.unwind(info, i)
+				}
 				return fmt.Errorf("quartet: module %s: %s %d init: %w", mod.Name, info.Stage, info.Index, err)
 			}
 		}
@@ -110,8 +118,12 @@ func (m *modules) stageInit(info StageInfo) error {
 	return nil
 }
 
-func (m *modules) stageExit(info StageInfo) {
-	for i := len(m.list) - 1; i >= 0; i-- { // reverse order, as clean-ups unwind
+func (m *modules) stageExit(info StageInfo) { m.unwind(info, len(m.list)) }
+
+// unwind runs the StageExit of the first n modules, in reverse order, as
+// clean-ups unwind.
+func (m *modules) unwind(info StageInfo, n int) {
+	for i := n - 1; i >= 0; i-- {
 		if m.list[i].StageExit != nil {
 			m.list[i].StageExit(info)
 		}

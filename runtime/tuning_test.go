@@ -635,15 +635,24 @@ func TestRouteClasses(t *testing.T) {
 
 // A loop whose stage-init fails is not added, and the server serves on
 // with the loops it has: the error is the caller's, and Serve's is nil.
+// The modules whose init had succeeded for it are unwound (their
+// StageExit runs), so nothing they set up for the loop outlives it.
 func TestAddLoopInitFails(t *testing.T) {
 	refuse := errors.New("no room for another loop")
+	var mu sync.Mutex
+	held := map[StageInfo]int{} // inits less exits, by loop, of the module before the picky one
+	key := func(info StageInfo) StageInfo { return StageInfo{Stage: info.Stage, Index: info.Index} }
+	tally := Module{Name: "tally",
+		StageInit: func(info StageInfo) error { mu.Lock(); held[key(info)]++; mu.Unlock(); return nil },
+		StageExit: func(info StageInfo) { mu.Lock(); held[key(info)]--; mu.Unlock() },
+	}
 	mod := Module{Name: "picky", StageInit: func(info StageInfo) error {
 		if info.Stage != StageProcessor && info.Index > 0 {
 			return refuse
 		}
 		return nil
 	}}
-	s := startServer(t, Config{Readers: 1, ReadersMax: 2, Writers: 1, WritersMax: 2, Modules: []Module{mod}})
+	s := startServer(t, Config{Readers: 1, ReadersMax: 2, Writers: 1, WritersMax: 2, Modules: []Module{tally, mod}})
 	if !eventually(10*time.Second, s.Ready) {
 		t.Fatal("the server did not become ready")
 	}
@@ -666,5 +675,15 @@ func TestAddLoopInitFails(t *testing.T) {
 		return s.readers.at(1) == nil && s.writers.at(1) == nil
 	}) {
 		t.Error("a loop whose init failed still holds its id")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, st := range []Stage{StageReader, StageWriter} {
+		if n := held[StageInfo{Stage: st, Index: 1}]; n != 0 {
+			t.Errorf("%s 1: the tally module's init ran %d more times than its exit", st, n)
+		}
+		if n := held[StageInfo{Stage: st, Index: 0}]; n != 1 {
+			t.Errorf("%s 0: tally holds %d, want 1 (serving)", st, n)
+		}
 	}
 }
