@@ -311,7 +311,11 @@ func (r *serveRun) logStart(adminURL string) {
 		accessLog = "off"
 	}
 	v := buildInfo()
-	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "root", r.desc.root,
+	msgAddr := "off"
+	if a := r.srv.MsgAddr(); a != nil {
+		msgAddr = a.String()
+	}
+	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "msg-addr", msgAddr, "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
 		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
 		"processors-max", c.ProcessorsMax, "writers", c.Writers,
