@@ -32,6 +32,7 @@ func (p *toyProtocol) Serve(*stages.Response, *stages.Request) {
 func (p *toyProtocol) Reject(*stages.Request, error) ([]byte, bool) {
 	panic("the reader never frames")
 }
+func (p *toyProtocol) Wait() {}
 
 func (t *toyParser) Head(buf []byte, req *stages.Request) (int, int64, error) {
 	if len(buf) > 0 && buf[0] == 0xff {

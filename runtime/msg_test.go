@@ -433,3 +433,73 @@ func TestMsgConfig(t *testing.T) {
 		t.Error("a bad MsgAddr was accepted")
 	}
 }
+
+// A reply that comes after Dispatch returned, and after shutdown began,
+// still reaches its client, whether the grace outlasts it or not: the
+// writers stay until every reply the processors started is with them
+// (Protocol.Wait), and then everything is released.
+func TestMsgLateReplyAtShutdown(t *testing.T) {
+	tests := []struct {
+		name  string
+		grace time.Duration
+	}{
+		{"within the grace", 5 * time.Second},
+		{"after the grace", 50 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fds, gs := openFDs(t), goruntime.NumGoroutine()
+			dispatched := make(chan struct{}, 1)
+			var late sync.WaitGroup
+			d := msg.DispatcherFunc(func(m *msg.Message) {
+				dispatched <- struct{}{}
+				late.Go(func() {
+					time.Sleep(300 * time.Millisecond)
+					m.SendReply(msg.Reply{Payload: m.Payload})
+				})
+			})
+			s, err := New(Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", MsgDispatcher: d, ShutdownTimeout: tt.grace, Handler: Builtin(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(context.Background()) }()
+			c, err := msgclient.Dial(callCtx(t), s.MsgAddr().String(), msgclient.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply := make(chan error, 1)
+			go func() {
+				out, err := c.Call(callCtx(t), []byte("late"))
+				if err == nil && string(out) != "late" {
+					err = fmt.Errorf("reply %q", out)
+				}
+				reply <- err
+			}()
+			<-dispatched
+			shut := make(chan error, 1)
+			go func() { shut <- s.Shutdown(context.Background()) }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Serve: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Serve did not return")
+			}
+			<-shut
+			late.Wait()
+			err = <-reply
+			if tt.grace > time.Second && err != nil {
+				t.Errorf("reply within the grace: %v", err)
+			}
+			c.Close()
+			if !eventually(5*time.Second, func() bool { return openFDs(t) <= fds }) {
+				t.Errorf("fds: %d before, %d after", fds, openFDs(t))
+			}
+			if !goroutinesSettle(gs) {
+				t.Errorf("goroutines: %d before, %d after", gs, goruntime.NumGoroutine())
+			}
+		})
+	}
+}

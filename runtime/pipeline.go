@@ -386,6 +386,13 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.releaseWriter(r.Conn)
 			s.readers.at(r.Conn.Reader).Return(r.Conn, stages.FateClose)
 		}
+		// A framed protocol's reply may come after its Serve returned:
+		// the writers must still be there to send it.
+		for _, p := range s.protocols {
+			if p != nil {
+				p.Wait()
+			}
+		}
 		s.writers.each(func(w *wloop) { w.Stop() }) // each returns once its responses in flight are finished
 		return err
 	})

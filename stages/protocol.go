@@ -50,6 +50,15 @@ type Protocol interface {
 	// to) stay valid until resp is recycled.
 	Serve(resp *Response, req *Request)
 
+	// Wait returns once every reply that Serve started has been handed to
+	// the writer (appended with its EOS). The runtime calls it when the
+	// processors have stopped and before it stops the writer loops, as it
+	// waits for handlers still running: a reply that arrived after the
+	// writers had gone would never be written, and its connection never
+	// handed back. Like a handler that never returns, a reply that never
+	// comes holds the shutdown.
+	Wait()
+
 	// Reject frames the answer to a request the stages will not serve,
 	// on the goroutine that refuses it (a reader loop, or the one that
 	// sheds load): err is the parser's error, ErrHeadTimeout or

@@ -40,6 +40,9 @@ type Transport struct {
 	// and its head buffer), from Serve until the request's response is
 	// recycled, so steady serving allocates none.
 	calls sync.Pool
+	// unanswered counts the requests Serve took whose reply has not been
+	// handed to the writer yet (Wait).
+	unanswered sync.WaitGroup
 }
 
 var _ stages.Protocol = (*Transport)(nil)
@@ -121,11 +124,17 @@ func (t *Transport) Serve(resp *stages.Response, req *stages.Request) {
 	}
 	c := t.calls.Get().(*call)
 	c.t, c.resp = t, resp
+	t.unanswered.Add(1)
 	c.refs.Store(2) // this Serve, and the reply
 	c.m.Reset(h, req.BodyBytes, c)
 	t.dispatch(c)
 	c.release()
 }
+
+// Wait returns once every request Serve took has its reply with the
+// writer (stages.Protocol). Only once the processors have stopped: no
+// Serve may start meanwhile.
+func (t *Transport) Wait() { t.unanswered.Wait() }
 
 // dispatch runs the dispatcher; a panic fails the request (CodeInternal,
 // unless it had replied already) rather than the processor.
@@ -233,9 +242,10 @@ func (c *call) SendReply(m *Message, r Reply) error {
 // lets go of the response's producer side.
 func (c *call) release() {
 	if c.refs.Add(-1) == 0 {
-		resp := c.resp
+		resp, t := c.resp, c.t
 		resp.Conn.SetPhase(stages.PhaseWriting) // before Done: the connection may go back to its reader from there
 		resp.Done()                             // resp, and c with it, may be recycled from here on
+		t.unanswered.Done()                     // the reply is with the writer, which finishes it before it stops
 	}
 }
 
