@@ -503,3 +503,48 @@ func TestMsgLateReplyAtShutdown(t *testing.T) {
 		})
 	}
 }
+
+// A messenger request that admission control refuses gets busy under its
+// own txid, with its payload read and dropped, and the connection carries
+// the next request.
+func TestMsgShedIsBusyAndKeepsTheConnection(t *testing.T) {
+	s, err := New(Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tuner.period = time.Hour  // the limits below stay as set
+	s.requests.SetWaitTarget(0) // and are not overridden by a fast queue
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(t.Context()) }()
+	t.Cleanup(func() {
+		ctx, cancel := contextWithTimeout(10 * time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-served
+	})
+	limit := func(n, retry int64) {
+		for c := range s.requests.Classes() {
+			s.requests.SetLimit(c, n, retry)
+		}
+	}
+	c := dialMsg(t, s)
+	for _, n := range []int{0, 13, 100 << 10} {
+		limit(0, 3) // every class refuses everything
+		_, err := c.Call(callCtx(t), make([]byte, n))
+		var e *msg.Error
+		if !errors.As(err, &e) || e.Code != msg.CodeBusy || errors.Is(err, msgclient.ErrConnection) {
+			t.Fatalf("%d bytes refused: %v, want busy and the connection kept", n, err)
+		}
+		limit(-1, 0)
+		if out, err := c.Call(callCtx(t), []byte("next")); err != nil || string(out) != "next" {
+			t.Fatalf("next request after a refused one of %d bytes: %q, %v", n, out, err)
+		}
+	}
+	var shed uint64
+	for _, c := range s.Stats().Control.Classes {
+		shed += c.Shed
+	}
+	if shed != 3 {
+		t.Errorf("Stats count %d shed requests, want 3", shed)
+	}
+}
