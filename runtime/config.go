@@ -44,6 +44,12 @@ type Config struct {
 	MsgListener net.Listener
 	// MsgDispatcher answers the messenger's requests (msg.Echo when nil).
 	MsgDispatcher msg.Dispatcher
+	// MsgRDMA, when set, sends the replies of messenger requests that ask
+	// for RDMA: msgrdma.New(engine).Stages(), on an engine whose loops are
+	// attached to the writer loops (rdmahttp's module attaches the engine
+	// it owns; the two protocols may share it). nil: such replies go
+	// inline, saying no-rdma.
+	MsgRDMA msg.RDMA
 	// MsgMaxPayload bounds a messenger request's payload; a larger one is
 	// refused with an error frame (CodeTooLarge) and the connection
 	// closed. The reader reads each payload whole before dispatch, into a

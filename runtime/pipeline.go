@@ -119,7 +119,8 @@ func New(cfg Config) (*Server, error) {
 	s.inits.Add(cfg.Writers + cfg.Readers + 1) // every loop, and the processor pool as one
 	if cfg.MsgAddr != "" || cfg.MsgListener != nil {
 		s.protocols = make([]stages.Protocol, protocolMsg+1)
-		s.protocols[protocolMsg] = msg.NewTransport(cfg.MsgDispatcher, msg.Limits{MaxPayload: cfg.MsgMaxPayload})
+		s.protocols[protocolMsg] = msg.NewTransport(msg.TransportConfig{Dispatcher: cfg.MsgDispatcher,
+			Limits: msg.Limits{MaxPayload: cfg.MsgMaxPayload}, RDMA: cfg.MsgRDMA})
 	}
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 

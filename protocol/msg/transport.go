@@ -24,10 +24,13 @@ import (
 //     request order, whatever FlagUnordered says (the flag allows a
 //     reply to overtake; it does not require it), and a dispatcher that
 //     replies late holds its connection's next request back meanwhile.
-//   - RDMA: a request with FlagRDMA gets its payload inline, with
-//     FlagRDMA and deliver.ReasonNoRDMA in the reply's descriptor (the
-//     protocol's fallback): msgrdma's binding is not wired to the writer
-//     loops yet. A completion frame has nothing to revoke and no reply.
+//   - RDMA: with TransportConfig.RDMA (msgrdma's binding on the engine
+//     attached to the writer loops) a reply to a request with FlagRDMA
+//     goes through it: the payload by RDMA and the reply frame behind
+//     it, or inline with the reason it did not; completion frames go to
+//     it too. Without, such a request gets its payload inline with
+//     deliver.ReasonNoRDMA (the protocol's fallback), and a completion
+//     frame has nothing to revoke. Either way a completion has no reply.
 //   - Operation ids are checked to grow over the connection's life: the
 //     reader keeps no parse state for an idle connection, so the last id
 //     is kept in the connection's rarely used extras
@@ -36,6 +39,7 @@ import (
 type Transport struct {
 	d      Dispatcher
 	limits Limits
+	rdma   RDMA
 	// calls holds the per-request records (the Message, the reply hook
 	// and its head buffer), from Serve until the request's response is
 	// recycled, so steady serving allocates none.
@@ -47,13 +51,39 @@ type Transport struct {
 
 var _ stages.Protocol = (*Transport)(nil)
 
-// NewTransport returns the messenger for the stages, answering with d
-// (Echo if nil) within limits.
-func NewTransport(d Dispatcher, limits Limits) *Transport {
-	if d == nil {
-		d = Echo{}
+// TransportConfig sets up a Transport.
+type TransportConfig struct {
+	// Dispatcher answers requests; Echo when nil.
+	Dispatcher Dispatcher
+	// Limits bound what the reader parses.
+	Limits Limits
+	// RDMA, when set, sends the replies of requests that ask for RDMA;
+	// nil sends them inline with deliver.ReasonNoRDMA.
+	RDMA RDMA
+}
+
+// RDMA is a Transport's path for replies by RDMA: msgrdma.Binding.Stages,
+// on the engine whose loops are attached to the server's writer loops
+// (msgrdma imports this package, so this one names none of its types).
+type RDMA interface {
+	// SendReply delivers r's payload as m's descriptor asks and calls
+	// send exactly once with the reply's head and the reply to frame
+	// (its payload nil when it went by RDMA): before it returns, or
+	// later from the writer loop's completion. It runs on the goroutine
+	// that sent the reply, and may block on dialing and registering.
+	// m carries FlagRDMA; r has no Code.
+	SendReply(c *stages.Conn, m *Message, r Reply, send func(h *Header, r Reply))
+	// Complete ends the client-reads exposures a completion frame from c
+	// confirms. A processor calls it.
+	Complete(c *stages.Conn, h *Header)
+}
+
+// NewTransport returns the messenger for the stages.
+func NewTransport(cfg TransportConfig) *Transport {
+	if cfg.Dispatcher == nil {
+		cfg.Dispatcher = Echo{}
 	}
-	t := &Transport{d: d, limits: limits}
+	t := &Transport{d: cfg.Dispatcher, limits: cfg.Limits, rdma: cfg.RDMA}
 	t.calls.New = func() any { return new(call) }
 	return t
 }
@@ -112,10 +142,13 @@ func (f *frameParser) Reset() {
 func (t *Transport) Serve(resp *stages.Response, req *stages.Request) {
 	h, _ := req.Frame.(*Header)
 	if h == nil || h.Type != TypeRequest {
-		// A completion: this transport exposes no memory (no RDMA
-		// replies), so there is nothing to revoke and nothing to answer.
-		// An empty response hands the connection back. (A request
-		// without a head cannot reach here; it would be closed too.)
+		// A completion: the RDMA path revokes what it confirms (without
+		// one, nothing was exposed); it has no answer, and an empty
+		// response hands the connection back. (A request without a head
+		// cannot reach here; it would be closed too.)
+		if h != nil && t.rdma != nil {
+			t.rdma.Complete(resp.Conn, h)
+		}
 		resp.KeepAlive = h != nil
 		_ = resp.Append(stages.Bucket{Kind: stages.BucketEOS})
 		resp.Conn.SetPhase(stages.PhaseWriting)
@@ -191,18 +224,36 @@ type call struct {
 }
 
 // SendReply frames r after m's head and hands both to the writer
-// (ReplyHook). Any goroutine, once per message (Message.SendReply).
+// (ReplyHook), through the RDMA path first when the request asked for
+// it. Any goroutine, once per message (Message.SendReply).
 func (c *call) SendReply(m *Message, r Reply) error {
+	if r.Code == 0 && m.Header.Flags.Has(FlagRDMA) && c.t.rdma != nil {
+		c.t.rdma.SendReply(c.resp.Conn, m, r, c.sendRDMA)
+		return nil // a failure is the reply's Done's to report
+	}
+	h := Header{Type: TypeReply, TxID: m.Header.TxID, Length: uint32(len(r.Payload))}
+	if m.Header.Flags.Has(FlagRDMA) {
+		// The protocol's fallback: the payload inline, and why.
+		h.Flags = FlagRDMA
+		h.RDMA = Descriptor{Mode: m.Header.RDMA.Mode, Op: m.Header.RDMA.Op, Reason: deliver.ReasonNoRDMA}
+	}
+	return c.send(&h, r)
+}
+
+// sendRDMA is send for the RDMA path, which may call it from the writer
+// loop's completion, with nobody to hear an error: the reply's Done
+// does.
+func (c *call) sendRDMA(h *Header, r Reply) { _ = c.send(h, r) }
+
+// send frames head h, then r's payload (or, with r.Code, an error frame
+// in place of both) into the response, and lets go of the call for the
+// reply.
+func (c *call) send(h *Header, r Reply) error {
 	resp := c.resp
 	var head, payload []byte
 	if r.Code == 0 && uint64(len(r.Payload)) <= math.MaxUint32 {
-		h := Header{Type: TypeReply, TxID: m.Header.TxID, Length: uint32(len(r.Payload))}
-		if m.Header.Flags.Has(FlagRDMA) {
-			// The protocol's fallback: the payload inline, and why.
-			h.Flags = FlagRDMA
-			h.RDMA = Descriptor{Mode: m.Header.RDMA.Mode, Op: m.Header.RDMA.Op, Reason: deliver.ReasonNoRDMA}
-		}
-		n, err := PutHead(c.head[:], &h)
+		h.Length = uint32(len(r.Payload))
+		n, err := PutHead(c.head[:], h)
 		if err == nil {
 			head, payload = c.head[:n], r.Payload
 		}
@@ -215,7 +266,7 @@ func (c *call) SendReply(m *Message, r Reply) error {
 			code, text = CodeInternal, "reply payload over the wire's 4 GiB"
 		}
 		buf := make([]byte, MaxErrorFrame)
-		n, _ := PutErrorFrame(buf, m.Header.TxID, code, text)
+		n, _ := PutErrorFrame(buf, h.TxID, code, text)
 		head = buf[:n]
 	}
 	resp.KeepAlive = true

@@ -11,7 +11,7 @@ import (
 // count), and carries the last operation id over a Reset through the
 // connection's protocol state, as the reader's idle periods need.
 func TestTransportParser(t *testing.T) {
-	tr := NewTransport(nil, Limits{MaxPayload: 100})
+	tr := NewTransport(TransportConfig{Limits: Limits{MaxPayload: 100}})
 	fp := tr.NewParser()
 	c := &stages.Conn{}
 	req := &stages.Request{Conn: c}
@@ -50,7 +50,7 @@ func TestTransportParser(t *testing.T) {
 
 // Refusals: only overload keeps the connection, and names the request.
 func TestTransportReject(t *testing.T) {
-	tr := NewTransport(nil, Limits{})
+	tr := NewTransport(TransportConfig{})
 	req := &stages.Request{Frame: &Header{Type: TypeRequest, TxID: 9}}
 	tests := []struct {
 		name string
