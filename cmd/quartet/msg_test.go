@@ -14,32 +14,41 @@ import (
 
 // quartet serve --msg-addr serves the messenger's echo beside HTTP, and
 // quartet msg sends a file to it and writes back exactly its bytes, as
-// two processes talking over 127.0.0.1.
+// separate processes over 127.0.0.1: by TCP, and by RDMA in both modes
+// from a server with --rdma soft (the software provider, on loopback); a
+// server without RDMA answers a request for it inline, and says why.
 func TestServeMsgAddrAndQuartetMsg(t *testing.T) {
 	bin := quartetBinary(t)
-	p := startQuartet(t, serveCmd(t, "--msg-addr", "127.0.0.1:0", "--msg-max-payload", "8MiB"))
-	addr := p.waitLog(regexp.MustCompile(`msg-addr=(\S+)`))[1]
-	if got := fetch(t, "GET", p.url+"/hello"); !strings.HasPrefix(got, "200") {
+	msgAddr := regexp.MustCompile(`msg-addr=(\S+)`)
+	plain := startQuartet(t, serveCmd(t, "--msg-addr", "127.0.0.1:0", "--msg-max-payload", "8MiB"))
+	withRDMA := startQuartet(t, serveCmd(t, "--msg-addr", "127.0.0.1:0", "--rdma", "soft"))
+	addrs := map[*proc]string{plain: plain.waitLog(msgAddr)[1], withRDMA: withRDMA.waitLog(msgAddr)[1]}
+	if got := fetch(t, "GET", plain.url+"/hello"); !strings.HasPrefix(got, "200") {
 		t.Errorf("HTTP beside the messenger: %q", got)
 	}
 	dir := t.TempDir()
 	tests := []struct {
-		name  string
-		size  int
-		extra []string
-		fails string // a pattern its error matches, when the command must fail
+		name   string
+		server *proc
+		size   int
+		extra  []string
+		how    string // the summary's "by ..." when it succeeds
+		fails  string // a pattern its error matches, when the command must fail
 	}{
-		{"empty", 0, nil, ""},
-		{"13 bytes", 13, nil, ""},
-		{"3 MiB", 3 << 20, nil, ""},
-		{"the server's limit", 8 << 20, nil, ""},
+		{"empty", plain, 0, nil, "by TCP", ""},
+		{"13 bytes", plain, 13, nil, "by TCP", ""},
+		{"3 MiB", plain, 3 << 20, nil, "by TCP", ""},
+		{"the server's limit", plain, 8 << 20, nil, "by TCP", ""},
 		// Over the limit the command fails; whether it names the server's
 		// too-large frame or the reset that follows depends on whether the
 		// client was still writing when the reader's linger budget (64 KiB)
 		// ran out. runtime's TestMsgPayloadOverLimit checks the frame.
-		{"over the server's limit", 8<<20 + 1, nil, "too-large|connection failed"},
-		{"--rdma server-writes", 10, []string{"--rdma", "server-writes", "--provider", "soft"}, "msgrdma is not wired"},
-		{"--rdma client-reads", 10, []string{"--rdma", "client-reads", "--provider", "soft"}, "msgrdma is not wired"},
+		{"over the server's limit", plain, 8<<20 + 1, nil, "", "too-large|connection failed"},
+		{"--rdma to a server without", plain, 1000, []string{"--rdma", "server-writes", "--provider", "soft"}, `by TCP \(server fell back: no-rdma\)`, ""},
+		{"--rdma server-writes", withRDMA, 3 << 20, []string{"--rdma", "server-writes", "--provider", "soft"}, "by server-writes", ""},
+		{"--rdma client-reads", withRDMA, 3 << 20, []string{"--rdma", "client-reads", "--provider", "soft"}, "by client-reads", ""},
+		{"--rdma server-writes, 13 bytes", withRDMA, 13, []string{"--rdma", "server-writes", "--provider", "soft"}, "by server-writes", ""},
+		{"--rdma nonsense", withRDMA, 13, []string{"--rdma", "nonsense"}, "", "unknown mode"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,7 +61,7 @@ func TestServeMsgAddrAndQuartetMsg(t *testing.T) {
 			if err := os.WriteFile(src, in, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(bin, append([]string{"msg", addr, "--send", src, "-O", out}, tt.extra...)...)
+			cmd := exec.Command(bin, append([]string{"msg", addrs[tt.server], "--send", src, "-O", out}, tt.extra...)...)
 			stderr, err := cmd.CombinedOutput()
 			if tt.fails != "" {
 				if err == nil || !regexp.MustCompile(tt.fails).Match(stderr) {
@@ -66,6 +75,9 @@ func TestServeMsgAddrAndQuartetMsg(t *testing.T) {
 			if err != nil {
 				t.Fatalf("quartet msg: %v\n%s", err, stderr)
 			}
+			if !regexp.MustCompile(tt.how).Match(stderr) {
+				t.Errorf("summary %q does not say %q", stderr, tt.how)
+			}
 			got, err := os.ReadFile(out)
 			if err != nil {
 				t.Fatal(err)
@@ -75,8 +87,13 @@ func TestServeMsgAddrAndQuartetMsg(t *testing.T) {
 			}
 		})
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
-		t.Errorf("exit %d:\n%s", code, p.log)
+	for _, p := range []*proc{plain, withRDMA} {
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+	}
+	if !strings.Contains(withRDMA.log.String(), "rdma totals") {
+		t.Errorf("the RDMA server logged no totals:\n%s", withRDMA.log)
 	}
 }

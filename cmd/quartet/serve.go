@@ -28,6 +28,7 @@ import (
 	"github.com/quartet-server/quartet/internal/systemd"
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/protocol/msg/msgrdma"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 	"github.com/quartet-server/quartet/rdmahttp"
 	"github.com/quartet-server/quartet/runtime"
@@ -174,6 +175,9 @@ func (r *serveRun) run(ctx context.Context) error {
 	}
 	if rmod != nil {
 		cfg.Modules = append(cfg.Modules, rmod.Module())
+		// The messenger's RDMA replies share HTTP's engine, whose loops
+		// the module attaches to the writer loops.
+		cfg.MsgRDMA = msgrdma.New(rmod.Engine()).Stages()
 		if mx != nil {
 			mx.Registry().MustRegister(metrics.RDMA(rmod.Stats))
 		}
