@@ -99,12 +99,11 @@
 // calls the Dispatcher; the reply hook frames the reply into the
 // stages.Response's buckets, head then payload (aliased, never copied),
 // which a writer loop sends as it sends HTTP responses. Nothing else
-// here knows the stages. Today one request of a connection is in the
-// stages at a time, so replies go in request order, and requests for
-// RDMA get their payload inline (Transport says exactly what it does).
-// Package msgrdma is the hook's RDMA path, on the engine (rdma/deliver)
-// that HTTP's binding shares, not yet wired to the writer loops; the
-// protocol allows many requests of one connection in flight, replies
-// out of order, which the stages will allow once the seam lets a
-// connection hold several.
+// here knows the stages. Package msgrdma is the hook's RDMA path
+// (TransportConfig.RDMA), on the engine (rdma/deliver) that HTTP's
+// binding shares, attached to the writer loops. Today one request of a
+// connection is in the stages at a time, so replies go in request order
+// (Transport says exactly what it does); the protocol allows many in
+// flight with replies out of order, which the stages will allow once the
+// seam lets a connection hold several.
 package msg

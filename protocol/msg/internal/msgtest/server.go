@@ -11,10 +11,10 @@
 //
 // It is not the production transport (that is msg.Transport on the
 // reader/processor/writer pipeline, runtime.Config.MsgAddr, whose tests
-// are runtime's TestMsg*); it stays for the client's tests because they
-// need what the stages do not give yet: several requests of a connection
-// in flight with replies out of order, and RDMA replies. It is also a
-// second, independent reading of the format.
+// are runtime's TestMsg*); it stays for the client's and msgrdma's tests
+// because they need what the stages do not give yet: several requests of
+// a connection in flight, with replies out of order. It is also a second,
+// independent reading of the format.
 package msgtest
 
 import (
