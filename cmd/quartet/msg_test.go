@@ -19,7 +19,7 @@ import (
 // server without RDMA answers a request for it inline, and says why.
 func TestServeMsgAddrAndQuartetMsg(t *testing.T) {
 	bin := quartetBinary(t)
-	msgAddr := regexp.MustCompile(`msg-addr=(\S+)`)
+	msgAddr := regexp.MustCompile(`messenger=(\S+)`)
 	plain := startQuartet(t, serveCmd(t, "--msg-addr", "127.0.0.1:0", "--msg-max-payload", "8MiB"))
 	withRDMA := startQuartet(t, serveCmd(t, "--msg-addr", "127.0.0.1:0", "--rdma", "soft"))
 	addrs := map[*proc]string{plain: plain.waitLog(msgAddr)[1], withRDMA: withRDMA.waitLog(msgAddr)[1]}

@@ -315,11 +315,13 @@ func (r *serveRun) logStart(adminURL string) {
 		accessLog = "off"
 	}
 	v := buildInfo()
+	// The key must not end in "addr": tools find the HTTP address by
+	// the last "addr=" on this line (bench/reliability's servingRE).
 	msgAddr := "off"
 	if a := r.srv.MsgAddr(); a != nil {
 		msgAddr = a.String()
 	}
-	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "msg-addr", msgAddr, "root", r.desc.root,
+	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "messenger", msgAddr, "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
 		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
 		"processors-max", c.ProcessorsMax, "writers", c.Writers,
