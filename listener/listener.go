@@ -55,6 +55,9 @@ type Config struct {
 	// Assign hands a new connection to a reader loop. It must not block
 	// for long: the accept loop waits for it.
 	Assign func(*stages.Conn)
+	// Protocol is set on every connection accepted here: one listener
+	// per protocol address (HTTP/1.1 by default).
+	Protocol stages.ProtocolID
 }
 
 // Counters are the listener's statistics.
@@ -395,6 +398,7 @@ func (al *acceptLoop) acceptAll() (starved bool) {
 			Remote:   remote,
 			Local:    l.addr,
 			Accepted: time.Now(),
+			Protocol: l.cfg.Protocol,
 		}
 		if l.addr.Addr().IsUnspecified() {
 			// Bound to every address: which one the client reached is

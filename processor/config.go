@@ -5,6 +5,8 @@ import (
 	"os"
 	"runtime"
 	"time"
+
+	"github.com/quartet-server/quartet/stages"
 )
 
 // Defaults for Config's zero fields.
@@ -99,6 +101,11 @@ type Config struct {
 	// Logger receives handler panics. nil means a text logger on stderr,
 	// made for this pool (never slog's global default).
 	Logger *slog.Logger
+
+	// Protocols serve the requests of framed protocols, by their
+	// connection's stages.ProtocolID (framed.go); the Handler serves
+	// HTTP/1.1 (entry 0, not used).
+	Protocols []stages.Protocol
 }
 
 func (c Config) withDefaults() Config {

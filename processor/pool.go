@@ -362,6 +362,10 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 		p.drop(req, now)
 		return
 	}
+	if c := req.Conn; c != nil && c.Protocol != stages.ProtocolHTTP1 {
+		p.serveFramed(req, now, waited)
+		return
+	}
 	p.running.Add(1)
 	wk.parkedFor = 0
 	p.handle(&wk.w, req, now, waited)

@@ -89,6 +89,15 @@ type Config struct {
 	// 413, 414, 431, 501, 505) through the writer, which hands the
 	// connection back for a lingering close. req may be partly parsed.
 	Fail func(c *stages.Conn, req *stages.Request, status int)
+	// Protocols are the framed protocols, by stages.ProtocolID: a
+	// connection whose Protocol is not ProtocolHTTP1 is parsed with its
+	// entry's FrameParser (framed.go). Entry 0 is not used.
+	Protocols []stages.Protocol
+	// Reject answers a request of a framed protocol that the loop cannot
+	// dispatch (its parser's error, or stages.ErrHeadTimeout), as Fail
+	// does for HTTP/1.1: through the writer, the connection coming back
+	// for a lingering close. Required when Protocols is set.
+	Reject func(c *stages.Conn, req *stages.Request, err error)
 	// Closed runs after the loop closes a connection's fd (and after the
 	// connection's own clean-ups).
 	Closed func(c *stages.Conn)
@@ -229,16 +238,21 @@ type work struct {
 	hdrLen     int // header block length of the dispatched request
 	consumed   int // bytes of buf from start that belong to the dispatched request
 	parser     Parser
-	req        stages.Request
-	small      bytes.Reader // body of a preread request
-	pipe       pipe         // body of a streaming request
-	feeding    bool         // the loop is still reading this request's body
-	remaining  int64        // Content-Length body bytes not yet read
-	chunked    ChunkedDecoder
-	fpos       int    // next body byte in buf not yet moved to the pipe
-	carry      []byte // bytes past a chunked body: the next request's start
-	bodyTotal  int64
-	discarded  int64
+	// framer parses a framed protocol's requests (framed.go): made by
+	// protocol framerOf the first time this record serves one of its
+	// connections, and kept, reset, with the record in the loop's pool.
+	framer    stages.FrameParser
+	framerOf  stages.ProtocolID
+	req       stages.Request
+	small     bytes.Reader // body of a preread request
+	pipe      pipe         // body of a streaming request
+	feeding   bool         // the loop is still reading this request's body
+	remaining int64        // Content-Length body bytes not yet read
+	chunked   ChunkedDecoder
+	fpos      int    // next body byte in buf not yet moved to the pipe
+	carry     []byte // bytes past a chunked body: the next request's start
+	bodyTotal int64
+	discarded int64
 	// drained: the request's last read left the socket empty (it found
 	// EAGAIN, or did not fill the buffer) and no readiness event has come
 	// since. Edge-triggered, any byte that arrives later raises a new
@@ -411,6 +425,9 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	cfg.fill()
 	if cfg.Dispatch == nil || cfg.Fail == nil {
 		return nil, errors.New("quartet: reader: Config.Dispatch and Config.Fail are required")
+	}
+	if len(cfg.Protocols) > 0 && cfg.Reject == nil {
+		return nil, errors.New("quartet: reader: Config.Reject is required with Config.Protocols")
 	}
 	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity)}
 	core, err := stages.NewLoop(stages.LoopHooks{
@@ -749,7 +766,11 @@ func (l *Loop) dropWork(rc *rconn) {
 		w.req.Headers = nil // grown by an unusual request: not worth keeping
 	}
 	hdrs, ready, timer := w.req.Headers, w.pipe.ready, w.pipe.timer
-	*w = work{pipe: pipe{ready: ready, timer: timer}}
+	framer, framerOf := w.framer, w.framerOf
+	if framer != nil {
+		framer.Reset() // the record may serve another connection next
+	}
+	*w = work{pipe: pipe{ready: ready, timer: timer}, framer: framer, framerOf: framerOf}
 	w.req.Headers = hdrs
 	w.req.Reset()
 	l.works.put(w)
@@ -947,7 +968,7 @@ func (l *Loop) parse(slot int32) bool {
 		}
 		body := rc.buf[rc.start+rc.hdrLen : rc.start+rc.hdrLen+int(rc.remaining)]
 		rc.small.Reset(body)
-		rc.req.Body = &rc.small
+		rc.req.Body, rc.req.BodyBytes = &rc.small, body
 		rc.req.WireBytes.Add(int64(len(body)))
 		rc.consumed = rc.hdrLen + len(body)
 		rc.remaining = 0
@@ -959,6 +980,9 @@ func (l *Loop) parse(slot int32) bool {
 		now := l.core.Now()
 		rc.req.Received = now
 		l.setTimer(slot, classHeader, now.Add(l.cfg.HeaderTimeout))
+	}
+	if rc.c.Protocol != stages.ProtocolHTTP1 {
+		return l.parseFramed(slot)
 	}
 	start := time.Now()
 	n, err := rc.parser.Parse(rc.buf[rc.start:rc.end], l.cfg.Limits, &rc.req)
@@ -1013,7 +1037,7 @@ func (l *Loop) parse(slot int32) bool {
 		}
 		body := rc.buf[rc.start+n : rc.start+n+int(rc.remaining)]
 		rc.small.Reset(body)
-		rc.req.Body = &rc.small
+		rc.req.Body, rc.req.BodyBytes = &rc.small, body
 		rc.req.WireBytes.Add(int64(len(body)))
 		rc.consumed = n + len(body)
 		rc.remaining = 0
@@ -1064,6 +1088,10 @@ func (l *Loop) retryBlocked() {
 // writer; the connection comes back for a lingering close.
 func (l *Loop) fail(slot int32, status int) {
 	rc := l.conns[slot]
+	if rc.c.Protocol != stages.ProtocolHTTP1 {
+		l.reject(slot, framedReason(status))
+		return
+	}
 	rc.state = stateOut
 	rc.feeding = false
 	rc.peerClosed = true // no further request will be read

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"reflect"
 	goruntime "runtime"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
@@ -31,6 +33,30 @@ type Config struct {
 	Listener  net.Listener
 	Listeners int  // accept loops; more than one uses SO_REUSEPORT (1)
 	ReusePort bool // SO_REUSEPORT even with one accept loop (false)
+
+	// MsgAddr, when set, is a second listen address, whose connections
+	// speak the messenger (package protocol/msg, docs/messenger.md)
+	// instead of HTTP/1.1, served by the same reader loops, processors
+	// and writer loops; Server.MsgAddr tells the address. MsgListener,
+	// when set, is served instead of binding MsgAddr, as Listener is for
+	// Addr. MaxConns applies to each listener on its own. ("": off.)
+	MsgAddr     string
+	MsgListener net.Listener
+	// MsgDispatcher answers the messenger's requests (msg.Echo when nil).
+	MsgDispatcher msg.Dispatcher
+	// MsgRDMA, when set, sends the replies of messenger requests that ask
+	// for RDMA: msgrdma.New(engine).Stages(), on an engine whose loops are
+	// attached to the writer loops (rdmahttp's module attaches the engine
+	// it owns; the two protocols may share it). nil: such replies go
+	// inline, saying no-rdma.
+	MsgRDMA msg.RDMA
+	// MsgMaxPayload bounds a messenger request's payload; a larger one is
+	// refused with an error frame (CodeTooLarge) and the connection
+	// closed. The reader reads each payload whole before dispatch, into a
+	// buffer of the frame's size when it does not fit the connection's
+	// read buffer, so this is also the most one messenger connection
+	// makes the server hold. (msg.DefaultMaxPayload, 64 MiB.)
+	MsgMaxPayload int
 
 	// Readers and Writers are the reader and writer event loops, sized
 	// as the processors are: alone, a count above zero pins the stage at
@@ -190,6 +216,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		HighWater:       processor.DefaultHighWater,
 		ServerName:      processor.DefaultServerName,
+		MsgMaxPayload:   msg.DefaultMaxPayload,
 
 		PrereadBody:          reader.DefaultPrereadBody,
 		MaxParked:            processor.DefaultMaxParked,
@@ -252,6 +279,8 @@ func (c *Config) Validate() error {
 			fmt.Sprintf("must be at most WritersMax (%d)", c.WritersMax)},
 		{"QueueCapacity", c.QueueCapacity, c.QueueCapacity < 0 || c.QueueCapacity > 1<<24, "must be 0..16777216"},
 		{"MaxConns", c.MaxConns, c.MaxConns < 0, "must be >= 0"},
+		{"MsgMaxPayload", c.MsgMaxPayload, c.MsgMaxPayload < 0 || c.MsgMaxPayload > math.MaxUint32,
+			"must be 0..4294967295 (the wire's length field)"},
 		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0, "must be >= 0"},
 		{"MaxRequestLine", c.MaxRequestLine, c.MaxRequestLine < 0, "must be >= 0"},
 		{"MaxHeaders", c.MaxHeaders, c.MaxHeaders < 0, "must be >= 0"},

@@ -8,17 +8,32 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/protocol/msg"
 )
+
+// footprintExchange is one request a footprint client sends, and how it knows the
+// whole response has arrived.
+type footprintExchange struct {
+	req      []byte
+	complete func(got []byte) bool
+}
+
+// helloExchange is GET /hello over HTTP/1.1.
+var helloExchange = footprintExchange{
+	req:      []byte("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"),
+	complete: func(got []byte) bool { return bytes.Contains(got, []byte("\r\n\r\n")) },
+}
 
 // idleClients opens n keep-alive connections to addr, each sending one
 // request and reading its response, and leaves them open and silent. Raw
 // blocking sockets: the client side allocates next to nothing, so the
 // process's allocations are the server's.
-func idleClients(tb testing.TB, addr *net.TCPAddr, n int, fds []int) []int {
+func idleClients(tb testing.TB, addr *net.TCPAddr, n int, fds []int, ex footprintExchange) []int {
 	tb.Helper()
 	sa := &unix.SockaddrInet4{Port: addr.Port}
 	copy(sa.Addr[:], addr.IP.To4())
-	req := []byte("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+	req := ex.req
 	var buf [512]byte
 	for range n {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -35,7 +50,7 @@ func idleClients(tb testing.TB, addr *net.TCPAddr, n int, fds []int) []int {
 			tb.Fatalf("write: %v", err)
 		}
 		got := 0
-		for !bytes.Contains(buf[:got], []byte("\r\n\r\n")) {
+		for !ex.complete(buf[:got]) {
 			m, err := retryEINTR(func() (int, error) { return unix.Read(fd, buf[got:]) })
 			if err != nil || m == 0 {
 				tb.Fatalf("read response: %v (%d bytes: %q)", err, got, buf[:got])
@@ -83,9 +98,30 @@ func retryEINTR(f func() (int, error)) (int, error) {
 // connection opened, served and left idle; allocs/op counts what serving
 // it allocated that was not reused.
 func BenchmarkIdleConnFootprint(b *testing.B) {
-	const batch = 2000 // both ends in this process: 4000 fds of the 20k cap
 	s := startServer(b, Config{Readers: 1, Writers: 1, IdleTimeout: time.Hour})
-	addr := s.Addr().(*net.TCPAddr)
+	benchIdleFootprint(b, s, s.Addr().(*net.TCPAddr), helloExchange)
+}
+
+// BenchmarkIdleConnFootprintMsg is the same for a messenger connection
+// (Config.MsgAddr) that has echoed 13 bytes: it should cost what an HTTP
+// one does, since the reader keeps its parser only while a request is in
+// hand.
+func BenchmarkIdleConnFootprintMsg(b *testing.B) {
+	s := startServer(b, Config{Readers: 1, Writers: 1, IdleTimeout: time.Hour, MsgAddr: "127.0.0.1:0"})
+	h := msg.Header{Type: msg.TypeRequest, TxID: 1, Length: 13}
+	req := make([]byte, msg.HeaderSize, msg.HeaderSize+13)
+	if _, err := msg.PutHead(req, &h); err != nil {
+		b.Fatal(err)
+	}
+	req = append(req, "Hello, World!"...)
+	benchIdleFootprint(b, s, s.MsgAddr().(*net.TCPAddr), footprintExchange{
+		req:      req,
+		complete: func(got []byte) bool { return len(got) >= len(req) },
+	})
+}
+
+func benchIdleFootprint(b *testing.B, s *Server, addr *net.TCPAddr, ex footprintExchange) {
+	const batch = 2000 // both ends in this process: 4000 fds of the 20k cap
 	fds := make([]int, 0, batch)
 	closeAll := func() {
 		for _, fd := range fds {
@@ -96,7 +132,7 @@ func BenchmarkIdleConnFootprint(b *testing.B) {
 			b.Fatalf("%d connections still open", s.Stats().Open)
 		}
 	}
-	fds = idleClients(b, addr, 100, fds) // warm the pools and stashes
+	fds = idleClients(b, addr, 100, fds, ex) // warm the pools and stashes
 	closeAll()
 	var live, conns int64
 	b.ReportAllocs()
@@ -106,7 +142,7 @@ func BenchmarkIdleConnFootprint(b *testing.B) {
 		b.StopTimer()
 		before := liveHeap()
 		b.StartTimer()
-		fds = idleClients(b, addr, n, fds)
+		fds = idleClients(b, addr, n, fds, ex)
 		b.StopTimer()
 		if !eventually(10*time.Second, func() bool { return s.Stats().Open == n }) {
 			b.Fatalf("%d of %d connections open", s.Stats().Open, n)

@@ -269,6 +269,8 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 
 		Dispatch:      s.dispatch,
 		Fail:          s.fail,
+		Protocols:     s.protocols,
+		Reject:        s.reject,
 		Closed:        s.closed,
 		Handover:      s.handover,
 		PreConnection: s.mods.preConnection(),

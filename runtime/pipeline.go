@@ -14,6 +14,7 @@ import (
 	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/listener"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -37,13 +38,18 @@ import (
 type Server struct {
 	cfg Config
 
-	ln       *listener.Listener
-	readers  loopTable[reader.Loop] // by id; loops.go
-	requests *stages.ClassQueue     // reader → processor, a ring per request class
-	classes  *routeClasses
-	wake     *stages.WorkerWaker
-	pool     *processor.Pool
-	writers  loopTable[wloop]
+	ln    *listener.Listener
+	msgLn *listener.Listener // Config.MsgAddr's; nil without one
+	// protocols are the framed protocols, by stages.ProtocolID (entry 0
+	// is HTTP/1.1's, served by the stages' own code): nil, or the
+	// messenger at protocolMsg.
+	protocols []stages.Protocol
+	readers   loopTable[reader.Loop] // by id; loops.go
+	requests  *stages.ClassQueue     // reader → processor, a ring per request class
+	classes   *routeClasses
+	wake      *stages.WorkerWaker
+	pool      *processor.Pool
+	writers   loopTable[wloop]
 
 	mods     *modules
 	writeLog func(*stages.Response)
@@ -111,6 +117,11 @@ func New(cfg Config) (*Server, error) {
 	s.writers.init()
 	s.run, s.stop = context.WithCancel(context.Background())
 	s.inits.Add(cfg.Writers + cfg.Readers + 1) // every loop, and the processor pool as one
+	if cfg.MsgAddr != "" || cfg.MsgListener != nil {
+		s.protocols = make([]stages.Protocol, protocolMsg+1)
+		s.protocols[protocolMsg] = msg.NewTransport(msg.TransportConfig{Dispatcher: cfg.MsgDispatcher,
+			Limits: msg.Limits{MaxPayload: cfg.MsgMaxPayload}, RDMA: cfg.MsgRDMA})
+	}
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
 	// Stage 4: writers. They write, log, and let go of responses.
@@ -155,6 +166,7 @@ func New(cfg Config) (*Server, error) {
 		MaxParked:    cfg.MaxParked,
 		ServerName:   cfg.ServerName,
 		Logger:       cfg.Logger,
+		Protocols:    s.protocols,
 		WorkerInit: func(i int) error {
 			err := mods.stageInit(StageInfo{Stage: StageProcessor, Index: i})
 			if i < initial && (err != nil || i == initial-1) {
@@ -194,8 +206,28 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	s.cfg.Addr = ln.Addr().String() // the port a ":0" or a given Listener got
+	if s.protocols != nil {
+		// The messenger's listener: the same hand-off to the same readers;
+		// only the mark on its connections differs.
+		mln, err := listener.New(listener.Config{
+			Addr:     cfg.MsgAddr,
+			Listener: cfg.MsgListener,
+			MaxConns: cfg.MaxConns,
+			Assign:   s.assign,
+			Protocol: protocolMsg,
+		}, &s.ids)
+		if err != nil {
+			return nil, s.abandon(fmt.Errorf("msg-addr: %w", err))
+		}
+		s.msgLn = mln
+		s.cfg.MsgAddr = mln.Addr().String()
+	}
 	return s, nil
 }
+
+// protocolMsg is the messenger's stages.ProtocolID: its connections come
+// from the listener on Config.MsgAddr.
+const protocolMsg stages.ProtocolID = 1
 
 // The hand-offs, in pipeline order.
 
@@ -267,7 +299,7 @@ func (s *Server) dispatch(r *stages.Request) bool {
 // is read by the very loop, so a handler reading it inline would wait on
 // itself).
 func (s *Server) servesInline(r *stages.Request) bool {
-	if s.inline == nil || r.Conn == nil {
+	if s.inline == nil || r.Conn == nil || r.Conn.Protocol != stages.ProtocolHTTP1 {
 		return false
 	}
 	if _, streamed := r.Body.(stages.ParkingReader); streamed {
@@ -304,8 +336,15 @@ func (s *Server) initDone(err error) error {
 	return err
 }
 
-// closed: a reader closed a connection's fd.
-func (s *Server) closed(*stages.Conn) { s.ln.Released() }
+// closed: a reader closed a connection's fd; the listener that accepted
+// it may take one more.
+func (s *Server) closed(c *stages.Conn) {
+	if c.Protocol == protocolMsg && s.msgLn != nil {
+		s.msgLn.Released()
+		return
+	}
+	s.ln.Released()
+}
 
 // Serve runs the server until ctx ends or Shutdown or Close is called,
 // and returns only once every stage has stopped and every connection is
@@ -348,6 +387,13 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.releaseWriter(r.Conn)
 			s.readers.at(r.Conn.Reader).Return(r.Conn, stages.FateClose)
 		}
+		// A framed protocol's reply may come after its Serve returned:
+		// the writers must still be there to send it.
+		for _, p := range s.protocols {
+			if p != nil {
+				p.Wait()
+			}
+		}
 		s.writers.each(func(w *wloop) { w.Stop() }) // each returns once its responses in flight are finished
 		return err
 	})
@@ -376,6 +422,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.stop() // the failing stage reports the error; stop the others
 		} else if s.state.Load() == stateServing {
 			s.ready.Store(true)
+		}
+		if s.msgLn != nil {
+			g.Go(func() error { return s.msgLn.Run(run) })
 		}
 		return s.ln.Run(run) // returns at once, sockets closed, if closed already
 	})
@@ -453,7 +502,7 @@ func (s *Server) beginShutdown() {
 	s.shutOnce.Do(func() {
 		s.state.Store(stateShutdown)
 		s.ready.Store(false)
-		s.ln.Close()
+		s.closeListeners()
 		s.pool.Drain()
 		s.loopsMu.Lock() // no loop is added after it: every loop drains
 		s.readers.each((*reader.Loop).Drain)
@@ -497,7 +546,7 @@ wait:
 // stopped for every later Shutdown and Close.
 func (s *Server) closeNeverServed() {
 	s.shutOnce.Do(func() {
-		s.ln.Close()
+		s.closeListeners()
 		s.closeUnstarted()
 		s.stop()
 		close(s.drained)
@@ -516,6 +565,15 @@ func (s *Server) openConns() int {
 
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// MsgAddr is the messenger's listening address (Config.MsgAddr), or nil
+// when the server does not serve it.
+func (s *Server) MsgAddr() net.Addr {
+	if s.msgLn == nil {
+		return nil
+	}
+	return s.msgLn.Addr()
+}
 
 // Config returns the configuration in force, defaults filled in.
 func (s *Server) Config() Config { return s.cfg }
@@ -553,5 +611,16 @@ func (s *Server) closeUnstarted() {
 	})
 	if s.ln != nil {
 		_ = s.ln.Run(ctx)
+	}
+	if s.msgLn != nil {
+		_ = s.msgLn.Run(ctx)
+	}
+}
+
+// closeListeners stops accepting on every listening address.
+func (s *Server) closeListeners() {
+	s.ln.Close()
+	if s.msgLn != nil {
+		s.msgLn.Close()
 	}
 }

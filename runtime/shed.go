@@ -24,6 +24,10 @@ import (
 // nothing: the response's bytes are built once per second and Retry-After
 // value, and shared.
 func (s *Server) shed(req *stages.Request, retryAfter int64, now time.Time) {
+	if req.Conn.Protocol != stages.ProtocolHTTP1 {
+		s.answerFramed(req.Conn, req, stages.ErrOverloaded, now)
+		return
+	}
 	r := s.response()
 	r.Begin(req.Conn, req, now)
 	keep := req.Minor >= 1 && req.KeepAlive() && !req.Expect100 && s.state.Load() != stateShutdown

@@ -177,7 +177,13 @@ func (q *ClassQueue) popFrom(c int) (*Request, bool) {
 // client excluded). Every popped request must be finished exactly once, or
 // its class counts a place held forever.
 func (q *ClassQueue) Finished(r *Request, waited, ran time.Duration, end time.Time) {
-	l := &q.lanes[r.Class]
+	q.FinishedClass(r.Class, waited, ran, end)
+}
+
+// FinishedClass is Finished for a request of class c that the caller may
+// no longer touch (it was handed on before it finished: Protocol.Serve).
+func (q *ClassQueue) FinishedClass(c uint8, waited, ran time.Duration, end time.Time) {
+	l := &q.lanes[c]
 	l.waitNs.Add(int64(waited))
 	l.runNs.Add(int64(ran))
 	if l.ring.Load().Len() == 0 {

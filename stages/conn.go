@@ -37,6 +37,11 @@ type Conn struct {
 	phase atomic.Uint32 // where the dispatched request stands (Phase)
 	gone  atomic.Bool   // the client hung up while a request was out
 
+	// Protocol is what the connection speaks, set by the listener that
+	// accepted it and never changed after. It sits in the padding after
+	// gone: it costs an idle connection nothing.
+	Protocol ProtocolID
+
 	// extras holds what few connections use, made on first use, so that
 	// the many idle connections of a busy server do not pay 80 bytes each
 	// for it.
@@ -56,6 +61,12 @@ type connExtras struct {
 	// whichever stage owns the connection afterwards.
 	values   []any
 	cleanups []func()
+
+	// protoState is a framed protocol's word of per-connection state
+	// that must outlive the reader's parse state, which an idle
+	// connection gives back (the messenger's last RDMA operation id).
+	// Reader loop only.
+	protoState uint64
 }
 
 // more returns the connection's extras, making them on first use. Any
@@ -128,6 +139,21 @@ func (c *Conn) Context() context.Context {
 	}
 	return x.ctx
 }
+
+// ProtocolState returns what SetProtocolState stored, 0 if nothing. The
+// connection's reader loop only (its protocol's parser).
+func (c *Conn) ProtocolState() uint64 {
+	if x := c.extras.Load(); x != nil {
+		return x.protoState
+	}
+	return 0
+}
+
+// SetProtocolState keeps one word of a framed protocol's connection state
+// while the connection is idle and holds no parser. Only connections that
+// need it pay for it (the extras are made on first use). The connection's
+// reader loop only.
+func (c *Conn) SetProtocolState(v uint64) { c.more().protoState = v }
 
 // SetValue attaches v to the connection under key (a module's index).
 // Call it from a pre-connection hook, or from the stage that owns the

@@ -45,6 +45,14 @@ type Request struct {
 
 	// Body streams the request body; it is never nil (an empty body reads EOF).
 	Body io.Reader
+	// BodyBytes is the whole body when the reader read it before
+	// dispatch (a framed protocol's body always is), aliasing the read
+	// buffer like the other byte slices; nil otherwise. Body reads the
+	// same bytes.
+	BodyBytes []byte
+	// Frame is a framed protocol's decoded head (Protocol, FrameParser),
+	// set by its parser, which owns it; nil for HTTP/1.1.
+	Frame any
 
 	// Received is when the first byte of the request arrived.
 	Received time.Time

@@ -483,7 +483,7 @@ func TestCommandLine(t *testing.T) {
 	}{
 		{[]string{}, 2, "", "usage: quartet COMMAND*", 0},
 		{[]string{"help"}, 0, "usage: quartet COMMAND", "", 0},
-		{[]string{"--help"}, 0, "  serve    run the HTTP/1.1 server", "", 0},
+		{[]string{"--help"}, 0, "  serve    run the server: HTTP/1.1, and the messenger with --msg-addr", "", 0},
 		{[]string{"nope"}, 2, "", `quartet: unknown command "nope"`, 0},
 		{[]string{"version"}, 0, "quartet devel (commit unknown, go", "", 0},
 		{[]string{"serve", "-h"}, 0, "usage: quartet serve [flags]", "", 0},

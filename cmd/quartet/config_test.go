@@ -59,7 +59,7 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 // added to runtime.Config: only the fields that hold code or a socket are
 // not.
 func TestEverySettingIsAKey(t *testing.T) {
-	notSettings := map[string]bool{"Listener": true, "Handler": true, "Log": true, "Logger": true, "Modules": true}
+	notSettings := map[string]bool{"Listener": true, "MsgListener": true, "MsgDispatcher": true, "MsgRDMA": true, "Handler": true, "Log": true, "Logger": true, "Modules": true}
 	o := defaultOptions()
 	typ := reflect.TypeOf(o.cfg)
 	for i := range typ.NumField() {

@@ -26,12 +26,13 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":   {"run the HTTP/1.1 server", runServe},
+		"serve":   {"run the server: HTTP/1.1, and the messenger with --msg-addr", runServe},
 		"bench":   {"HTTP load generator", runBench},
 		"sweep":   {"run an experiment matrix", runSweep},
 		"rdma":    {"RDMA devices, rping-compatible ping, perf", runRDMA},
 		"get":     {"fetch a URL, the body by RDMA (server-writes, client-reads) or TCP", runGet},
 		"proxy":   {"plain HTTP in front of an RDMA-capable Quartet upstream", runProxy},
+		"msg":     {"send a file to a messenger server's echo and write the reply", runMsg},
 		"version": {"print the version, commit and Go version", runVersion},
 	}
 }

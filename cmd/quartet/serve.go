@@ -28,6 +28,7 @@ import (
 	"github.com/quartet-server/quartet/internal/systemd"
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/protocol/msg/msgrdma"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 	"github.com/quartet-server/quartet/rdmahttp"
 	"github.com/quartet-server/quartet/runtime"
@@ -174,6 +175,9 @@ func (r *serveRun) run(ctx context.Context) error {
 	}
 	if rmod != nil {
 		cfg.Modules = append(cfg.Modules, rmod.Module())
+		// The messenger's RDMA replies share HTTP's engine, whose loops
+		// the module attaches to the writer loops.
+		cfg.MsgRDMA = msgrdma.New(rmod.Engine()).Stages()
 		if mx != nil {
 			mx.Registry().MustRegister(metrics.RDMA(rmod.Stats))
 		}
@@ -311,7 +315,13 @@ func (r *serveRun) logStart(adminURL string) {
 		accessLog = "off"
 	}
 	v := buildInfo()
-	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "root", r.desc.root,
+	// The key must not end in "addr": tools find the HTTP address by
+	// the last "addr=" on this line (bench/reliability's servingRE).
+	msgAddr := "off"
+	if a := r.srv.MsgAddr(); a != nil {
+		msgAddr = a.String()
+	}
+	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "messenger", msgAddr, "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
 		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
 		"processors-max", c.ProcessorsMax, "writers", c.Writers,

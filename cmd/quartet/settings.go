@@ -65,6 +65,8 @@ func (o *serveOptions) settings() []setting {
 		{"addr", (*text)(&c.Addr), false, "listen address host:port (port 0 picks one; the startup log says which)"},
 		{"root", (*text)(&o.root), true, "serve static files from this directory (default: the embedded sample site, with the load-test endpoints)"},
 		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /bytes, /echo (default: only without --root and --config)"},
+		{"msg-addr", (*text)(&c.MsgAddr), false, "also serve the messenger (docs/messenger.md) on this address, with the built-in echo dispatcher, on the same stages as HTTP (default: off)"},
+		{"msg-max-payload", (*sizeInt)(&c.MsgMaxPayload), false, "messenger request payload limit (an error frame and a close beyond); each payload is read whole before dispatch"},
 		{"listeners", (*integer)(&c.Listeners), false, "accept loops (more than one uses SO_REUSEPORT)"},
 		{"reuseport", (*boolean)(&c.ReusePort), false, "set SO_REUSEPORT on the listening socket"},
 		{"readers", (*integer)(&c.Readers), true, "reader event loops (R): alone, pins their count; with --readers-min/max, where their controller starts (0: the controller sizes them)"},

@@ -92,12 +92,18 @@
 //
 // # Fitting the stages
 //
-// Nothing here knows the stages: the reader gives a Parser the
-// connection's read buffer and turns each frame into a Message; the
-// processor calls a Dispatcher; the hook is the writer's, and the only
-// thing it needs from the writer is a way to queue a head and a payload
-// on a connection (and, for RDMA, the writer loop's completion queue, as
-// rdmahttp uses). Package msgrdma is the hook's RDMA path, on the engine
-// (rdma/deliver) that HTTP's binding shares. Many requests of one connection may be in flight at
-// once, so the reader keeps parsing while earlier replies are pending.
+// Transport is the messenger on Quartet's stages (runtime.Config.MsgAddr,
+// quartet serve --msg-addr), as a stages.Protocol: the reader gives its
+// parser the connection's read buffer and reads each frame's payload
+// whole into that buffer; a processor turns the frame into a Message and
+// calls the Dispatcher; the reply hook frames the reply into the
+// stages.Response's buckets, head then payload (aliased, never copied),
+// which a writer loop sends as it sends HTTP responses. Nothing else
+// here knows the stages. Package msgrdma is the hook's RDMA path
+// (TransportConfig.RDMA), on the engine (rdma/deliver) that HTTP's
+// binding shares, attached to the writer loops. Today one request of a
+// connection is in the stages at a time, so replies go in request order
+// (Transport says exactly what it does); the protocol allows many in
+// flight with replies out of order, which the stages will allow once the
+// seam lets a connection hold several.
 package msg

@@ -139,6 +139,21 @@ func (p *Parser) Payload(buf []byte) []byte {
 	return buf[:n]
 }
 
+// Resume gives a fresh parser the state of the connection it carries on
+// from: the last RDMA request's operation id, so that ids keep growing
+// across a reader that keeps no parser while the connection is idle.
+func (p *Parser) Resume(lastOp uint64) { p.lastOp = lastOp }
+
+// Skip counts up to n payload bytes of the current frame as taken
+// without seeing them, and returns how many it counted: for a caller that
+// reads the payload by its own means (a reader stage that reads a frame's
+// whole body into its buffer by its generic machinery, knowing h.Length).
+func (p *Parser) Skip(n int) int {
+	k := min(uint64(max(n, 0)), uint64(p.left))
+	p.left -= uint32(k)
+	return int(k)
+}
+
 // ReadHead is Next for a blocking reader (a goroutine per connection, as
 // in a client or a test server): it reads from br until it holds a whole
 // head, decodes it into h and consumes it. It returns io.EOF at a frame

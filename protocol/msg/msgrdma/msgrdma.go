@@ -30,6 +30,7 @@ import (
 
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/rdma/deliver"
+	"github.com/quartet-server/quartet/stages"
 )
 
 // Binding is the messenger's RDMA reply path on an engine. It holds no
@@ -201,3 +202,23 @@ func (p *pending) inline(why deliver.Reason) {
 func (b *Binding) Complete(c Conn, h *msg.Header) int {
 	return b.e.Confirm(c.Writer, c.Remote, c.ID, h.RDMA.Channel, h.RDMA.Op, h.Flags.Has(msg.FlagCumulative))
 }
+
+// Stages returns the binding as msg.Transport's RDMA path, for the
+// messenger served on Quartet's stages (runtime.Config.MsgRDMA): a
+// connection's replies go through the engine's loop of the writer loop
+// that writes them, so the engine's loops must be attached to the writer
+// loops (rdmahttp's module attaches the engine it owns).
+func (b *Binding) Stages() msg.RDMA { return stagesPath{b} }
+
+// stagesPath adapts the binding to msg.RDMA.
+type stagesPath struct{ b *Binding }
+
+func stagesConn(c *stages.Conn) Conn {
+	return Conn{Writer: c.Writer, Remote: c.Remote.Addr().Unmap(), ID: c.ID}
+}
+
+func (p stagesPath) SendReply(c *stages.Conn, m *msg.Message, r msg.Reply, send func(h *msg.Header, r msg.Reply)) {
+	p.b.SendReply(stagesConn(c), m, r, send)
+}
+
+func (p stagesPath) Complete(c *stages.Conn, h *msg.Header) { p.b.Complete(stagesConn(c), h) }

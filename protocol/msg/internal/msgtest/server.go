@@ -9,9 +9,11 @@
 // (package msgrdma) on the caller's engine, whose loops the caller runs
 // (deliver.GoSource), and completion frames reach the binding.
 //
-// It is not the production transport (that is the reader/processor/
-// writer pipeline, once the protocol seam lands); it exists so the
-// client can be tested end to end over real sockets, and as a second,
+// It is not the production transport (that is msg.Transport on the
+// reader/processor/writer pipeline, runtime.Config.MsgAddr, whose tests
+// are runtime's TestMsg*); it stays for the client's and msgrdma's tests
+// because they need what the stages do not give yet: several requests of
+// a connection in flight, with replies out of order. It is also a second,
 // independent reading of the format.
 package msgtest
 

@@ -1,0 +1,189 @@
+package reader
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quartet-server/quartet/stages"
+)
+
+// toyProtocol is the smallest framed protocol: a 4-byte big-endian body
+// length, then the body; a first byte of 0xff is malformed. It shows the
+// reader's framed path is the seam's, not the messenger's.
+type toyProtocol struct{ resets atomic.Int32 }
+
+type toyParser struct {
+	p    *toyProtocol
+	head [4]byte
+}
+
+var errToy = errors.New("toy: malformed")
+
+func (p *toyProtocol) NewParser() stages.FrameParser { return &toyParser{p: p} }
+func (p *toyProtocol) Serve(*stages.Response, *stages.Request) {
+	panic("the reader never serves")
+}
+func (p *toyProtocol) Reject(*stages.Request, error) ([]byte, bool) {
+	panic("the reader never frames")
+}
+func (p *toyProtocol) Wait() {}
+
+func (t *toyParser) Head(buf []byte, req *stages.Request) (int, int64, error) {
+	if len(buf) > 0 && buf[0] == 0xff {
+		return 0, 0, errToy
+	}
+	if len(buf) < 4 {
+		return 0, 0, stages.ErrNeedMore
+	}
+	copy(t.head[:], buf)
+	req.Frame = &t.head
+	return 4, int64(binary.BigEndian.Uint32(buf)), nil
+}
+
+func (t *toyParser) Reset() { t.p.resets.Add(1) }
+
+func toyFrame(body []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// framedLoop runs a reader loop that serves toy connections: dispatched
+// requests and rejections arrive on the returned channels.
+func framedLoop(t *testing.T, proto *toyProtocol, headerTimeout time.Duration) (*Loop, chan *stages.Request, chan error) {
+	t.Helper()
+	dispatched, rejected := make(chan *stages.Request, 16), make(chan error, 16)
+	var loop *Loop
+	loop, err := New(0, Config{
+		HeaderTimeout: headerTimeout,
+		LingerTimeout: 100 * time.Millisecond,
+		Protocols:     []stages.Protocol{nil, proto},
+		Dispatch:      func(r *stages.Request) bool { dispatched <- r; return true },
+		Fail: func(c *stages.Conn, _ *stages.Request, status int) {
+			t.Errorf("HTTP Fail(%d) on a framed connection", status)
+		},
+		Reject: func(c *stages.Conn, _ *stages.Request, err error) {
+			// As the runtime's writer would, after the error frame: the
+			// connection comes back to linger and close. Off the loop's
+			// goroutine, which Return must not block.
+			rejected <- err
+			go loop.Return(c, stages.FateLinger)
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { loop.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return loop, dispatched, rejected
+}
+
+// Bodies of every size are read whole before dispatch, in one write or
+// dribbled, and aliased in BodyBytes; pipelined frames are dispatched one
+// at a time, the next only once the connection is back.
+func TestFramedBodies(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 10<<10) // 160 KiB: several reads and turns
+	tests := []struct {
+		name    string
+		bodies  [][]byte
+		dribble bool // one byte per write
+	}{
+		{"empty", [][]byte{{}}, false},
+		{"small", [][]byte{[]byte("hello")}, false},
+		{"dribbled", [][]byte{[]byte("hello, slowly")}, true},
+		{"over the read buffer", [][]byte{bytes.Repeat([]byte{7}, DefaultReadBuffer+1)}, false},
+		{"many reads", [][]byte{big}, false},
+		{"pipelined", [][]byte{[]byte("one"), {}, []byte("three"), big, []byte("five")}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			loop, dispatched, _ := framedLoop(t, &toyProtocol{}, 0)
+			client, fd := acceptedConn(t)
+			loop.Adopt(&stages.Conn{ID: 1, FD: fd, Protocol: 1})
+			var wire []byte
+			for _, b := range tt.bodies {
+				wire = append(wire, toyFrame(b)...)
+			}
+			go func() {
+				if !tt.dribble {
+					client.Write(wire)
+					return
+				}
+				for i := range wire {
+					client.Write(wire[i : i+1])
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			for i, want := range tt.bodies {
+				select {
+				case r := <-dispatched:
+					if !bytes.Equal(r.BodyBytes, want) || r.Seq != uint64(i+1) || r.Frame == nil {
+						t.Fatalf("frame %d: %d body bytes, seq %d; want %d bytes, seq %d", i, len(r.BodyBytes), r.Seq, len(want), i+1)
+					}
+					select {
+					case r2 := <-dispatched:
+						t.Fatalf("frame %d dispatched while frame %d was out", r2.Seq, r.Seq)
+					case <-time.After(5 * time.Millisecond):
+					}
+					loop.Return(r.Conn, stages.FateKeepAlive)
+				case <-time.After(10 * time.Second):
+					t.Fatalf("frame %d never dispatched", i)
+				}
+			}
+		})
+	}
+}
+
+// A malformed head and a frame not all in within the header timeout go to
+// Reject with the reason, never to HTTP's Fail, and the connection is
+// closed afterwards; an idle connection gives its parser back (Reset).
+func TestFramedRejectsAndIdles(t *testing.T) {
+	tests := []struct {
+		name string
+		send []byte
+		want error // nil: served, then idle
+	}{
+		{"malformed", []byte{0xff, 1, 2, 3}, errToy},
+		{"head cut short", []byte{0, 0}, stages.ErrHeadTimeout},
+		{"body cut short", toyFrame([]byte("hello"))[:6], stages.ErrHeadTimeout},
+		{"served, then idle", toyFrame([]byte("hi")), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			proto := &toyProtocol{}
+			loop, dispatched, rejected := framedLoop(t, proto, 200*time.Millisecond)
+			client, fd := acceptedConn(t)
+			loop.Adopt(&stages.Conn{ID: 1, FD: fd, Protocol: 1})
+			client.Write(tt.send)
+			if tt.want == nil {
+				r := <-dispatched
+				loop.Return(r.Conn, stages.FateKeepAlive)
+				if !waitFor(func() bool { return loop.withWork.Load() == 0 && proto.resets.Load() == 1 && loop.Census().Idle == 1 }) {
+					t.Fatalf("idle connection holds %d records, %d parser resets", loop.withWork.Load(), proto.resets.Load())
+				}
+				return
+			}
+			select {
+			case err := <-rejected:
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("Reject(%v), want %v", err, tt.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("never rejected")
+			}
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := client.Read(make([]byte, 1)); err == nil {
+				t.Fatal("bytes from a rejected connection")
+			}
+			if !waitFor(func() bool { return loop.Open() == 0 }) {
+				t.Fatal("rejected connection not closed")
+			}
+		})
+	}
+}
