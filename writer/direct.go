@@ -47,7 +47,7 @@ func (d *Direct) Write(l *Loop, r *stages.Response) {
 		return
 	}
 	fd := r.Conn.FD
-	var budget int64 = maxWriteBytesPerTurn
+	budget := l.writeBudget
 	for len(rec.buckets) > 0 {
 		var n int64
 		var err error
@@ -68,7 +68,10 @@ func (d *Direct) Write(l *Loop, r *stages.Response) {
 			budget -= n
 			r.Sent(n, l.cfg.LowWater)
 		}
-		if err == unix.EAGAIN || (err == nil && budget <= 0) {
+		// Out of budget with only the end left (a body of about the
+		// budget's size, written whole), the response ends here: handing
+		// it over would wake the writer loop only to conclude it.
+		if err == unix.EAGAIN || (err == nil && budget <= 0 && dataAhead(rec.buckets)) {
 			d.handOver(l)
 			return
 		}
@@ -78,6 +81,20 @@ func (d *Direct) Write(l *Loop, r *stages.Response) {
 		}
 	}
 	d.handOver(l) // not reached: eos means the last bucket is EOS
+}
+
+// dataAhead reports whether bs has bytes still to write before its end:
+// a heap or file bucket (the first may be partly written).
+func dataAhead(bs []stages.Bucket) bool {
+	for i := range bs {
+		switch bs[i].Kind {
+		case stages.BucketHeap, stages.BucketFile:
+			return true
+		case stages.BucketEOS:
+			return false
+		}
+	}
+	return false
 }
 
 // holds reports whether bs has a Hold, which only a writer loop can wait on.

@@ -168,9 +168,12 @@ type Loop struct {
 	scratch []stages.Bucket // TakeOut target for a response not yet started
 	ready   []int32         // records with budget left over, served next turn
 
-	counters  *stages.StageCounters
-	lastCheck time.Time
-	lastTrim  time.Time
+	counters *stages.StageCounters
+	// writeBudget is what one connection may write per turn
+	// (maxWriteBytesPerTurn; tests make it small).
+	writeBudget int64
+	lastCheck   time.Time
+	lastTrim    time.Time
 
 	probeEvery time.Duration // see probeInterval
 
@@ -196,7 +199,8 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	// probes) well within either limit.
 	probeEvery := min(probeInterval, cfg.WriteTimeout/4, cfg.MinRateGrace/4)
 	l := &Loop{id: id, cfg: cfg, probeEvery: probeEvery,
-		in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters}
+		in: stages.NewRing[*stages.Response](cfg.QueueCapacity), counters: counters,
+		writeBudget: maxWriteBytesPerTurn}
 	core, err := stages.NewLoop(stages.LoopHooks{
 		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
 	}, stages.LoopOptions{})
@@ -549,9 +553,11 @@ func (l *Loop) flush(slot int32) {
 	rec := &l.records[slot]
 	r := rec.resp
 	fd := r.Conn.FD
-	var budget int64 = maxWriteBytesPerTurn
+	budget := l.writeBudget
 	for len(rec.buckets) > 0 {
-		if budget <= 0 {
+		if budget <= 0 && dataAhead(rec.buckets) {
+			// Only bytes wait for the next turn: a Hold or the end is
+			// dealt with now.
 			l.ready = append(l.ready, slot)
 			return
 		}
