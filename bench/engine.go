@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for i := range cfg.Conns {
 		l := loops[i%len(loops)]
 		c := &conn{idx: uint32(len(l.conns)), fd: -1, l: l, heapIdx: -1,
-			ring: make([]inflight, cfg.Pipeline)}
+			ring: make([]inflight, cfg.Pipeline), sp: &httpSpeaker{}}
 		if len(cfg.SourceAddrs) > 0 {
 			c.src = cfg.SourceAddrs[i%len(cfg.SourceAddrs)]
 		}

@@ -42,7 +42,7 @@ func benchHotPath(b *testing.B, depth int, open bool) {
 		b.Fatal(err)
 	}
 	defer l.core.Close()
-	c := &conn{fd: fds[0], state: csOpen, l: l, heapIdx: -1, ring: make([]inflight, depth)}
+	c := &conn{fd: fds[0], state: csOpen, l: l, heapIdx: -1, ring: make([]inflight, depth), sp: &httpSpeaker{}}
 	l.conns = []*conn{c}
 	defer unix.Close(c.fd)
 
