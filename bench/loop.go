@@ -448,6 +448,14 @@ func (l *loop) afterResponses(c *conn, now int64) {
 // of its response. Only responses to requests sent after warm-up count, in
 // every figure: requests, bytes, status classes.
 func (l *loop) record(f *inflight, status int, size int64) {
+	// A messenger reply that failed its check is counted when it
+	// arrives, as the other failures are, so the warm-up's are set apart.
+	switch status {
+	case replyError:
+		l.stats.Errors.Reply++
+	case replyMismatch:
+		l.stats.Errors.Mismatch++
+	}
 	if !f.measured {
 		l.progressAt = l.now()
 		return

@@ -1,5 +1,11 @@
 package bench
 
+// Result.Protocol's values.
+const (
+	protoHTTP = "http"
+	protoMsg  = "msg"
+)
+
 // speaker is the protocol a connection speaks: how the requests in its
 // ring look on the wire and how what comes back is parsed. The loop, the
 // ring, the open-loop schedule and the figures are the protocol's
