@@ -122,7 +122,7 @@ func (f *loadFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.mix, "m", `request mix entry "[METHOD] PATH [body=N] [weight=N] [Name:Value]" (repeatable)`)
 	fs.StringVar(&f.mixFile, "mix", "", "YAML file with a list of mix entries (method, path, body_size, headers, weight)")
 	fs.StringVar(&f.method, "X", "", "method for the URL's request (default GET, POST with -b)")
-	fs.IntVar(&f.body, "b", 0, "request body size in bytes for the URL's request")
+	fs.IntVar(&f.body, "b", 0, "request body size in bytes for the URL's request; for msg:// the payload size (default 13)")
 	fs.Var(&f.headers, "H", `header "Name: value" for the URL's request (repeatable)`)
 	fs.StringVar(&f.src, "src", "", "source addresses, comma list or range 127.0.0.1-127.0.0.8 (more than ~28k connections)")
 	fs.IntVar(&f.cfg.ServerPID, "server-pid", 0, "server process id, for server CPU per request")
@@ -135,6 +135,13 @@ func (f *loadFlags) finish(url string) error {
 	f.cfg.URL = url
 	if f.cfg.Requests > 0 {
 		f.cfg.Duration = 0
+	}
+	if IsMsgTarget(url) {
+		if len(f.mix) > 0 || f.mixFile != "" || f.method != "" || len(f.headers) > 0 {
+			return fmt.Errorf("bench: %s: -m, -mix, -X and -H shape HTTP requests; a messenger run takes -b", url)
+		}
+		f.cfg.Payload = f.body
+		return f.finishSrc()
 	}
 	for _, m := range f.mix {
 		r, err := ParseMixEntry(m)
@@ -172,6 +179,11 @@ func (f *loadFlags) finish(url string) error {
 		}
 		f.cfg.Mix = []RequestSpec{r}
 	}
+	return f.finishSrc()
+}
+
+// finishSrc parses -src.
+func (f *loadFlags) finishSrc() error {
 	if f.src != "" {
 		addrs, err := ParseSourceAddrs(f.src)
 		if err != nil {
@@ -247,7 +259,7 @@ func Main(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&sp.Writers, "writers", 0, "in-process server: writer loops")
 	fs.IntVar(&sp.QueueCapacity, "queue", 0, "in-process server: queue capacity")
 	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL          (URL inproc:/hello runs an in-process Quartet)\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]")
+		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL          (URL inproc:/hello runs an in-process Quartet; msg://HOST:PORT a messenger echo)\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -259,6 +271,14 @@ func Main(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	target := pos[0]
+	if IsMsgTarget(target) {
+		if *vsWrk {
+			return errors.New("bench: --vs-wrk: wrk speaks HTTP, not the messenger")
+		}
+		if !flagGiven(fs, "b") {
+			f.body = DefaultMsgPayload
+		}
+	}
 	inproc := strings.HasPrefix(target, "inproc:")
 	if inproc {
 		if env.Quartet == nil {
@@ -303,6 +323,17 @@ func Main(ctx context.Context, args []string, env Env) error {
 		return vsWrkMain(ctx, f.cfg, res, env.Stdout)
 	}
 	return nil
+}
+
+// DefaultMsgPayload is a messenger run's payload size without -b: the
+// 13 bytes of /hello's "Hello, World!", so the two compare like for like.
+const DefaultMsgPayload = 13
+
+// flagGiven reports whether the command line set the flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // spareProcs raises GOMAXPROCS to loops+2 in a process that only

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/quartet-server/quartet/protocol/msg"
 )
 
 // Defaults for Config fields left at their zero value.
@@ -49,8 +51,13 @@ type RequestSpec struct {
 // Config describes one load run.
 type Config struct {
 	// URL is the target, http://host:port/path; its path is the request path
-	// when Mix is empty.
+	// when Mix is empty. msg://host:port is a messenger server
+	// (protocol/msg) with the echo dispatcher instead: each request is a
+	// frame of Payload bytes, and each reply must carry them back.
 	URL string
+	// Payload is the request payload size in bytes for a msg:// target
+	// (0 sends empty frames); HTTP targets use Mix.
+	Payload int
 	// Conns is the number of keep-alive connections (DefaultConns if 0).
 	Conns int
 	// Loops is the number of event loops (threads); 0 means min(2, Conns).
@@ -107,6 +114,37 @@ type target struct {
 	addr netip.AddrPort
 	host string // Host header value
 	path string
+	msg  bool // msg://: the messenger, not HTTP
+}
+
+// msgScheme starts a messenger target's URL.
+const msgScheme = "msg://"
+
+// IsMsgTarget reports whether raw names a messenger server (msg://).
+func IsMsgTarget(raw string) bool { return strings.HasPrefix(raw, msgScheme) }
+
+// parseRunTarget is parseTarget for a load run, which also speaks the
+// messenger: msg://host:port, no path. Other commands (idle, compare)
+// speak HTTP only and keep parseTarget.
+func parseRunTarget(raw string) (target, error) {
+	if !IsMsgTarget(raw) {
+		return parseTarget(raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return target{}, fmt.Errorf("bench: target: %w", err)
+	}
+	if u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return target{}, fmt.Errorf("bench: messenger target %q: want msg://HOST:PORT", raw)
+	}
+	// The HTTP parser's checks (port range, an IP address) apply as they
+	// are to the same host and port.
+	t, err := parseTarget("http://" + u.Host)
+	if err != nil {
+		return target{}, err
+	}
+	t.msg, t.path = true, ""
+	return t, nil
 }
 
 func parseTarget(raw string) (target, error) {
@@ -178,6 +216,14 @@ func (c Config) validate() error {
 	}
 	if c.Interval < 0 || c.Interval > 0 && c.Interval < tick {
 		return fmt.Errorf("bench: interval %v: want at least %v", c.Interval, tick)
+	}
+	if IsMsgTarget(c.URL) {
+		if len(c.Mix) > 0 {
+			return fmt.Errorf("bench: %s: a messenger target takes a payload size, not a request mix", c.URL)
+		}
+		if c.Payload < 0 || c.Payload > msg.DefaultMaxPayload {
+			return fmt.Errorf("bench: payload of %d bytes: want 0 to %d", c.Payload, msg.DefaultMaxPayload)
+		}
 	}
 	for _, m := range c.Mix {
 		if m.Weight < 0 || m.BodySize < 0 {

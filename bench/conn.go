@@ -48,7 +48,8 @@ type conn struct {
 	state connState
 	src   netip.Addr // source address to bind, if valid
 
-	p respParser
+	// sp is the protocol the connection speaks (speaker.go).
+	sp speaker
 	// ring holds the in-flight requests in send order: responses pop from
 	// head; the last unsent entries are not (fully) written yet, the first
 	// of them from byte wOff on.

@@ -13,6 +13,18 @@
 // client CPU per request is measured against wrk's in the same run (see
 // RunWrk) so that claim stays checked.
 //
+// # Two protocols
+//
+// A connection speaks HTTP/1.1 or, for a msg://HOST:PORT target, the
+// messenger (protocol/msg) to an echo dispatcher; the loops, the ring of
+// requests in flight, the schedule and every figure are shared, and only a
+// small per-connection speaker differs: the bytes of the request in each
+// ring slot, and the parser of what comes back. A messenger connection
+// builds its frame heads once (one per ring slot, differing in the
+// transaction id) and shares the run's payload; each reply is parsed in
+// place with msg.Parser and checked against its request, the id and the
+// payload byte for byte (errors reply and mismatch, per reply).
+//
 // # Closed and open loop
 //
 // In closed loop (Config.Rate == 0) each connection keeps Config.Pipeline

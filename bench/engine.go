@@ -36,12 +36,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	t, err := parseTarget(cfg.URL)
+	t, err := parseRunTarget(cfg.URL)
 	if err != nil {
 		return nil, err
 	}
-	reqs, sched, err := buildMix(t, cfg.Mix)
-	if err != nil {
+	var reqs []wireRequest
+	sched := []uint16{0} // the messenger's one request
+	var payload []byte
+	if t.msg {
+		payload = msgPayload(cfg.Payload)
+	} else if reqs, sched, err = buildMix(t, cfg.Mix); err != nil {
 		return nil, err
 	}
 	if _, err := RaiseFDLimit(uint64(cfg.Conns) + 64); err != nil {
@@ -94,6 +98,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		l := loops[i%len(loops)]
 		c := &conn{idx: uint32(len(l.conns)), fd: -1, l: l, heapIdx: -1,
 			ring: make([]inflight, cfg.Pipeline)}
+		if t.msg {
+			c.sp = newMsgSpeaker(payload, cfg.Pipeline)
+		} else {
+			c.sp = &httpSpeaker{}
+		}
 		if len(cfg.SourceAddrs) > 0 {
 			c.src = cfg.SourceAddrs[i%len(cfg.SourceAddrs)]
 		}
@@ -225,9 +234,23 @@ wait:
 	return res, ctx.Err()
 }
 
+// msgPayload is the messenger requests' payload: bytes that vary with
+// their position, so that an echo shifted, cut or mixed up with another
+// connection's shows as a mismatch where a run of one byte would not.
+func msgPayload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	return b
+}
+
 func newResult(cfg Config, loops []*loop) *Result {
 	res := &Result{URL: cfg.URL, Mode: "closed", Conns: cfg.Conns, Loops: len(loops),
-		Pipeline: cfg.Pipeline, hist: newHist()}
+		Pipeline: cfg.Pipeline, Protocol: protoHTTP, hist: newHist()}
+	if IsMsgTarget(cfg.URL) {
+		res.Protocol, res.Payload = protoMsg, cfg.Payload
+	}
 	if cfg.Rate > 0 {
 		res.Mode, res.Rate = "open", cfg.Rate
 	}

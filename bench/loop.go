@@ -66,7 +66,7 @@ type loop struct {
 	reqs     []wireRequest
 	sched    []uint16
 	buf      []byte
-	iov      [maxPipeline]unix.Iovec
+	iov      [2 * maxPipeline]unix.Iovec // a head and a body per request
 	timers   connHeap
 	nextTick int64 // ns since base: the next housekeeping pass
 	// sa is this loop's own copy of the target address: x/sys serialises
@@ -388,7 +388,7 @@ func (l *loop) readable(c *conn, now int64) bool {
 			return false
 		}
 		if n == 0 {
-			complete, status, size := c.p.eof()
+			complete, status, size := c.sp.eof()
 			if complete {
 				c.answered = 0
 				c.done(status, true, size)
@@ -405,7 +405,7 @@ func (l *loop) readable(c *conn, now int64) bool {
 			return false
 		}
 		c.answered = 0
-		if err := c.p.feed(l.buf[:n], c); err != nil || c.unsolicted {
+		if err := c.sp.feed(c, l.buf[:n]); err != nil || c.unsolicted {
 			l.stats.Errors.Parse++
 			l.drop(c, now)
 			return false
@@ -448,6 +448,14 @@ func (l *loop) afterResponses(c *conn, now int64) {
 // of its response. Only responses to requests sent after warm-up count, in
 // every figure: requests, bytes, status classes.
 func (l *loop) record(f *inflight, status int, size int64) {
+	// A messenger reply that failed its check is counted when it
+	// arrives, as the other failures are, so the warm-up's are set apart.
+	switch status {
+	case replyError:
+		l.stats.Errors.Reply++
+	case replyMismatch:
+		l.stats.Errors.Mismatch++
+	}
 	if !f.measured {
 		l.progressAt = l.now()
 		return
@@ -516,6 +524,7 @@ func (l *loop) queue(c *conn, now, intended int64) {
 		c.next = 0
 	}
 	c.push(inflight{intended: intended, sent: now, req: ri, measured: measured})
+	c.sp.queued(c, (c.head+c.n-1)%len(c.ring))
 	l.inflight++
 }
 
@@ -565,28 +574,35 @@ func (l *loop) fireDue(now int64) {
 }
 
 // flush writes c's unsent requests with one write or writev, straight from
-// the serialised requests.
+// the bytes the connection's speaker keeps (no copy).
 func (l *loop) flush(c *conn, now int64) {
 	for c.unsent > 0 {
 		first := (c.head + c.n - c.unsent) % len(c.ring)
-		var n int
-		var err error
-		if c.unsent == 1 {
-			n, err = rawWrite(c.fd, l.reqs[c.ring[first].req].raw[c.wOff:])
-		} else {
-			iov := l.iov[:0]
-			for i := range c.unsent {
-				raw := l.reqs[c.ring[(first+i)%len(c.ring)].req].raw
-				if i == 0 {
-					raw = raw[c.wOff:]
-				}
-				if len(raw) == 0 {
+		// Gather the unsent bytes, skipping the wOff already written of
+		// the first request; one slice goes out with write, more with
+		// writev.
+		iov := l.iov[:0]
+		var one []byte
+		skip := c.wOff
+		for i := range c.unsent {
+			head, body := c.sp.wire(c, (first+i)%len(c.ring))
+			for _, part := range [2][]byte{head, body} {
+				if skip >= len(part) {
+					skip -= len(part)
 					continue
 				}
-				v := unix.Iovec{Base: &raw[0]}
-				v.SetLen(len(raw))
+				part, skip = part[skip:], 0
+				one = part
+				v := unix.Iovec{Base: &part[0]}
+				v.SetLen(len(part))
 				iov = append(iov, v)
 			}
+		}
+		var n int
+		var err error
+		if len(iov) == 1 {
+			n, err = rawWrite(c.fd, one)
+		} else {
 			n, err = rawWritev(c.fd, iov)
 		}
 		if err == unix.EAGAIN {
@@ -601,9 +617,10 @@ func (l *loop) flush(c *conn, now int64) {
 		// Advance over fully written requests; a measured request's bytes
 		// count once it is all on the wire.
 		for n > 0 {
-			f := &c.ring[(c.head+c.n-c.unsent)%len(c.ring)]
-			raw := l.reqs[f.req].raw
-			left := len(raw) - c.wOff
+			i := (c.head + c.n - c.unsent) % len(c.ring)
+			head, body := c.sp.wire(c, i)
+			size := len(head) + len(body)
+			left := size - c.wOff
 			if n < left {
 				c.wOff += n
 				break
@@ -611,8 +628,8 @@ func (l *loop) flush(c *conn, now int64) {
 			n -= left
 			c.wOff = 0
 			c.unsent--
-			if f.measured {
-				l.stats.BytesWritten += uint64(len(raw))
+			if c.ring[i].measured {
+				l.stats.BytesWritten += uint64(size)
 			}
 		}
 	}
@@ -646,7 +663,7 @@ func (l *loop) drop(c *conn, now int64) {
 	c.gen++
 	c.head, c.n, c.unsent, c.wOff = 0, 0, 0, 0
 	c.wantOut, c.closing, c.unsolicted, c.late = false, false, false, false
-	c.p.reset()
+	c.sp.reset()
 	c.state, c.retryAt = csIdle, now
 	if c.heapIdx >= 0 {
 		l.timers.remove(c)

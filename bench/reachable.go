@@ -11,7 +11,7 @@ import (
 // server that is not there is one clear error instead of a report of
 // nothing but connect errors.
 func checkReachable(ctx context.Context, rawURL string, timeout time.Duration) error {
-	t, err := parseTarget(rawURL)
+	t, err := parseRunTarget(rawURL)
 	if err != nil {
 		return err
 	}

@@ -20,10 +20,14 @@ type ErrorCounts struct {
 	Write   uint64 `json:"write"`   // write failed (reset, broken pipe)
 	Timeout uint64 `json:"timeout"` // oldest request unanswered past Config.Timeout
 	Parse   uint64 `json:"parse"`   // malformed or unsolicited response
+	// Messenger replies that arrived but failed the check; unlike the
+	// kinds above they do not close the connection.
+	Reply    uint64 `json:"reply"`    // an error frame
+	Mismatch uint64 `json:"mismatch"` // wrong transaction id, payload or flags
 }
 
 func (e ErrorCounts) total() uint64 {
-	return e.Connect + e.Reset + e.Write + e.Timeout + e.Parse
+	return e.Connect + e.Reset + e.Write + e.Timeout + e.Parse + e.Reply + e.Mismatch
 }
 
 func (e *ErrorCounts) add(o ErrorCounts) {
@@ -32,6 +36,8 @@ func (e *ErrorCounts) add(o ErrorCounts) {
 	e.Write += o.Write
 	e.Timeout += o.Timeout
 	e.Parse += o.Parse
+	e.Reply += o.Reply
+	e.Mismatch += o.Mismatch
 }
 
 func (e *ErrorCounts) sub(o ErrorCounts) {
@@ -40,6 +46,8 @@ func (e *ErrorCounts) sub(o ErrorCounts) {
 	e.Write -= o.Write
 	e.Timeout -= o.Timeout
 	e.Parse -= o.Parse
+	e.Reply -= o.Reply
+	e.Mismatch -= o.Mismatch
 }
 
 // failures are the counts kept by when they happen rather than by request:
@@ -157,6 +165,11 @@ type Result struct {
 	Loops    int     `json:"loops"`
 	Pipeline int     `json:"pipeline"`
 	Rate     float64 `json:"target_rate,omitempty"`
+	// Protocol is "http", or "msg" for the messenger (a msg:// URL).
+	Protocol string `json:"protocol"`
+	// Payload is a messenger run's request payload size in bytes (each
+	// reply carries as many back); absent for HTTP runs and empty frames.
+	Payload int `json:"payload,omitempty"`
 	// Elapsed is the measurement window: from the first measured send to
 	// the last measured response.
 	Elapsed time.Duration `json:"elapsed_ns"`
@@ -250,11 +263,18 @@ func (r *Result) WriteText(w io.Writer) error {
 		lat("503s       ", *r.Shed)
 		lat("not 503s   ", *r.Answered)
 	}
-	ew.printf("  status: 1xx %d  2xx %d  3xx %d  4xx %d  5xx %d (503 %d)\n",
-		r.Status[1], r.Status[2], r.Status[3], r.Status[4], r.Status[5], r.Status503)
 	e := r.Errors
-	ew.printf("  errors: connect %d  reset %d  write %d  timeout %d  parse %d  (lost requests %d, reconnects %d)\n",
-		e.Connect, e.Reset, e.Write, e.Timeout, e.Parse, r.Lost, r.Reconnects)
+	if r.Protocol == protoMsg {
+		// Replies have no status: each is checked against its request.
+		ew.printf("  replies: %d checked, %d error frames, %d mismatched\n", r.Requests, e.Reply, e.Mismatch)
+		ew.printf("  errors: connect %d  reset %d  write %d  timeout %d  parse %d  reply %d  mismatch %d  (lost requests %d, reconnects %d)\n",
+			e.Connect, e.Reset, e.Write, e.Timeout, e.Parse, e.Reply, e.Mismatch, r.Lost, r.Reconnects)
+	} else {
+		ew.printf("  status: 1xx %d  2xx %d  3xx %d  4xx %d  5xx %d (503 %d)\n",
+			r.Status[1], r.Status[2], r.Status[3], r.Status[4], r.Status[5], r.Status503)
+		ew.printf("  errors: connect %d  reset %d  write %d  timeout %d  parse %d  (lost requests %d, reconnects %d)\n",
+			e.Connect, e.Reset, e.Write, e.Timeout, e.Parse, r.Lost, r.Reconnects)
+	}
 	if r.WarmupErrors > 0 {
 		ew.printf("  warm-up errors (not above): %d\n", r.WarmupErrors)
 	}
@@ -280,14 +300,17 @@ func CSVHeader() []string {
 		"p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us", "mean_us",
 		"status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_503",
 		"err_connect", "err_reset", "err_write", "err_timeout", "err_parse", "lost",
-		"client_cpu_us_per_req", "server_cpu_us_per_req"}
+		"err_reply", "err_mismatch", "payload", "client_cpu_us_per_req", "server_cpu_us_per_req"}
 }
 
 // CSVRecord is r as one row under CSVHeader.
 func (r *Result) CSVRecord() []string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 1, 64) }
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
-	srv := ""
+	srv, payload := "", ""
+	if r.Protocol == protoMsg {
+		payload = strconv.Itoa(r.Payload)
+	}
 	if r.ServerCPUKnown {
 		srv = us(r.ServerCPUPerRequest())
 	}
@@ -299,7 +322,7 @@ func (r *Result) CSVRecord() []string {
 		us(r.Latency.P9999), us(r.Latency.Max), us(r.Latency.Mean),
 		u(r.Status[2]), u(r.Status[3]), u(r.Status[4]), u(r.Status[5]), u(r.Status503),
 		u(r.Errors.Connect), u(r.Errors.Reset), u(r.Errors.Write), u(r.Errors.Timeout), u(r.Errors.Parse), u(r.Lost),
-		us(r.ClientCPUPerRequest()), srv}
+		u(r.Errors.Reply), u(r.Errors.Mismatch), payload, us(r.ClientCPUPerRequest()), srv}
 }
 
 // WriteCSV writes a header and r's row.
