@@ -234,6 +234,17 @@ func TestServeAdmin(t *testing.T) {
 	admin := freeAddr(t)
 	startServe(t, "--metrics-addr", admin, "--admin", "--processors-min", "2", "--processors-max", "8",
 		"--queue-wait-target", "250ms")
+	// startServe waits for the HTTP listener; the admin one may open a
+	// moment later.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("tcp", admin); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the admin listener did not open")
+		}
+	}
 	get := func(path string) string {
 		resp, err := http.Get("http://" + admin + path)
 		if err != nil {
