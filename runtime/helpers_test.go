@@ -124,3 +124,25 @@ func eventually(d time.Duration, cond func() bool) bool {
 	}
 	return cond()
 }
+
+// startUntuned serves cfg with the control loop idle (its period an hour)
+// and no queue-wait target, so the admission limits a test sets stay as
+// set, until the test ends.
+func startUntuned(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tuner.period = time.Hour  // before Serve: nothing retunes the limits
+	s.requests.SetWaitTarget(0) // and a fast queue does not override them
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(t.Context()) }()
+	t.Cleanup(func() {
+		ctx, cancel := contextWithTimeout(10 * time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-served
+	})
+	return s
+}

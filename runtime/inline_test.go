@@ -148,20 +148,7 @@ func TestModuleInsertFilterGatesInline(t *testing.T) {
 // served inline never waits for one, so it is served while the queue
 // refuses everything.
 func TestAdmissionOnlyForTheStagedPath(t *testing.T) {
-	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 1, Handler: newDeclared()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.tuner.period = time.Hour  // before Serve: the limits below stay as set
-	s.requests.SetWaitTarget(0) // and are not overridden by a fast queue
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(t.Context()) }()
-	t.Cleanup(func() {
-		ctx, cancel := contextWithTimeout(10 * time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-served
-	})
+	s := startUntuned(t, Config{Addr: "127.0.0.1:0", Processors: 1, Handler: newDeclared()})
 	for c := range s.requests.Classes() {
 		s.requests.SetLimit(c, 0, 3)
 	}

@@ -508,20 +508,7 @@ func TestMsgLateReplyAtShutdown(t *testing.T) {
 // own txid, with its payload read and dropped, and the connection carries
 // the next request.
 func TestMsgShedIsBusyAndKeepsTheConnection(t *testing.T) {
-	s, err := New(Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.tuner.period = time.Hour  // the limits below stay as set
-	s.requests.SetWaitTarget(0) // and are not overridden by a fast queue
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(t.Context()) }()
-	t.Cleanup(func() {
-		ctx, cancel := contextWithTimeout(10 * time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-served
-	})
+	s := startUntuned(t, Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil)})
 	limit := func(n, retry int64) {
 		for c := range s.requests.Classes() {
 			s.requests.SetLimit(c, n, retry)

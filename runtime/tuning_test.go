@@ -424,20 +424,7 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 func TestShedKeepsTheConnectionWhenFramingAllows(t *testing.T) {
 	// NoInline: /hello declares it never blocks, and a request served on
 	// its reader loop never queues, so admission would not see it.
-	s, err := New(Config{Addr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil), NoInline: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.tuner.period = time.Hour  // the limits below stay as set
-	s.requests.SetWaitTarget(0) // and are not overridden by a fast queue
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(t.Context()) }()
-	t.Cleanup(func() {
-		ctx, cancel := contextWithTimeout(10 * time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-served
-	})
+	s := startUntuned(t, Config{Addr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil), NoInline: true})
 	big := strings.Repeat("x", 100<<10) // streamed (over PrereadBody)
 	for _, tc := range []struct {
 		name, raw string
