@@ -16,6 +16,7 @@ import (
 var (
 	soakFlag    = flag.Duration("soak", 0, "length of TestSoak (default 20s, 5s with -short; QUARTET_SOAK=10m sets it too)")
 	quartetFlag = flag.String("quartet", "", "run the trials against this quartet binary instead of building ./cmd/quartet")
+	scaleFlag   = flag.Float64("scale", 1, "multiply the trials' client counts: -scale 2.5 runs issue 16's 500 slow readers and uploaders (mind the host's open-file limit)")
 )
 
 // tier is what TestMain prepares once for every trial.
@@ -77,8 +78,11 @@ func soakDuration(t *testing.T) time.Duration {
 
 // scaled is n for the full tier and n/10 under -short.
 func scaled(n int) int {
+	if *scaleFlag > 0 {
+		n = int(float64(n) * *scaleFlag)
+	}
 	if testing.Short() {
 		return max(1, n/10)
 	}
-	return n
+	return max(1, n)
 }

@@ -165,7 +165,7 @@ func (tr *trial) end(release func()) {
 			return
 		}
 		if r.fds <= tr.base.fds+fdSlack && r.goroutines <= tr.base.goroutines+goroutineSlack &&
-			r.conns <= tr.base.conns && r.rss <= tr.base.rss+rssSlack {
+			r.conns <= tr.base.conns && r.rss <= tr.base.rss+scaledRSSSlack() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -301,4 +301,10 @@ func roundTrip(c net.Conn, br *bufio.Reader, raw string) (*http.Response, []byte
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\r\n")
 	return l
+}
+
+// scaledRSSSlack is rssSlack for the trial's size: what is retained grows
+// with the peak, which grows with the client count (-scale).
+func scaledRSSSlack() int64 {
+	return int64(float64(rssSlack) * max(1, *scaleFlag))
 }
