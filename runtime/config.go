@@ -168,6 +168,11 @@ type Config struct {
 	// NoInline sends every request through the processors, even those
 	// whose handler declares it never blocks (to compare the two paths).
 	NoInline bool
+	// KeepFreedMemory leaves returning freed heap to the OS to Go's
+	// runtime (minutes on an idle server). By default, once a burst of
+	// connections has gone, the server collects and returns it
+	// (runtime/memreturn.go). Default false.
+	KeepFreedMemory bool
 	// Log runs in the writer after each response's last byte (or abort),
 	// with the exact bytes sent; AccessLog makes one. nil logs nothing.
 	Log func(*stages.Response)

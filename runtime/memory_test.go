@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"testing"
 	"time"
 )
@@ -69,4 +70,22 @@ func TestMemoryReturnsAfterABurstOfSlowClients(t *testing.T) {
 	}
 	t.Logf("live heap: %d KiB before the burst, %d KiB with %d slow clients, %d KiB %v after they left",
 		baseline>>10, peak>>10, len(conns), after>>10, time.Since(gone).Round(100*time.Millisecond))
+	// And the process gives it to the OS: without a return, the freed
+	// heap stays with the process until Go's next forced collection
+	// (minutes) and its scavenger.
+	if !eventually(30*time.Second, func() bool { return s.Stats().MemoryReturns > 0 }) {
+		t.Fatalf("no memory returned 30 s after the burst left (free heap kept: %d KiB)", heapFreeKept()>>10)
+	}
+	if kept := heapFreeKept(); kept > 16<<20 {
+		t.Errorf("%d KiB of free heap kept after the return", kept>>10)
+	} else {
+		t.Logf("returned %v after they left; free heap kept %d KiB", time.Since(gone).Round(100*time.Millisecond), kept>>10)
+	}
+}
+
+// heapFreeKept is the heap that is free but not returned to the OS.
+func heapFreeKept() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

@@ -65,6 +65,9 @@ type Server struct {
 	inline func(*stages.Request) bool
 	fused  []atomic.Pointer[fusion] // by reader loop id (fusion.go)
 
+	memReturn  memoryReturn  // the control loop's (memreturn.go)
+	memReturns atomic.Uint64 // memory returned after a burst, for Stats
+
 	sizing    sizing // the processor pool's size, bounds and mode
 	rsizing   sizing // the reader loops' count, bounds and mode
 	wsizing   sizing // the writer loops'

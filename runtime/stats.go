@@ -39,15 +39,18 @@ type Stats struct {
 	// Direct is the number of those whose response the reader loop wrote
 	// whole itself; the rest went to their writer loop to finish. The
 	// Writer stage's counts include them.
-	Direct      uint64
-	Listener    ListenerStats
-	Slow        SlowClientStats
-	Reader      StageStats
-	Processor   StageStats
-	Writer      StageStats
-	Conns       ConnStates
-	ReaderLoops []LoopStats // per reader loop: connections held and queue depth
-	WriterLoops []LoopStats
+	Direct uint64
+	// MemoryReturns is how many times the server returned the memory a
+	// burst of connections left behind (Config.KeepFreedMemory).
+	MemoryReturns uint64
+	Listener      ListenerStats
+	Slow          SlowClientStats
+	Reader        StageStats
+	Processor     StageStats
+	Writer        StageStats
+	Conns         ConnStates
+	ReaderLoops   []LoopStats // per reader loop: connections held and queue depth
+	WriterLoops   []LoopStats
 
 	Sizes   []StageSize  // each stage's size and bounds, in pipeline order
 	Control ControlStats // the control loop's last period, and the request classes now
@@ -135,6 +138,7 @@ func (s *Server) Snapshot() Stats {
 	st.Sizes = s.StageSizes()
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
 	st.Inline, st.Direct = s.fusedCounts()
+	st.MemoryReturns = s.memReturns.Load()
 	st.Processor.Enqueued += st.Inline
 	st.Processor.Dequeued += st.Inline
 	st.Control = s.controlStats()

@@ -295,6 +295,7 @@ func (s *Server) tune(ctx context.Context) {
 			return
 		case now := <-t.C:
 			s.sample(now, true)
+			s.returnMemory(now)
 		}
 	}
 }
