@@ -261,7 +261,7 @@ func (lp *loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 	})
 	if err != nil {
 		x.done = nil // the caller hears of it from this return, not from Done
-		lp.revoke(x, err)
+		lp.revoke(x, err, nil)
 		return Receipt{}, fallback(ReasonPostFailed, "ibv_bind_mw: "+err.Error())
 	}
 	e.st.byWindow.Add(1)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -651,7 +652,7 @@ func (lp *loop) finish(u *unit, err error) {
 		st.rdmaNanos.Add(int64(time.Since(u.posted)))
 		if err != nil {
 			st.lost.Add(1)
-			lp.revoke(u.exp, err) // the key never worked; its Done says why
+			lp.revoke(u.exp, err, nil) // the key never worked; its Done says why
 		} else {
 			lp.grant(u.exp)
 		}
@@ -716,8 +717,7 @@ func (lp *loop) grant(x *exposure) {
 	}
 	x.granted = time.Now()
 	x.timer = time.AfterFunc(lp.e.cfg.ExposureTimeout, func() {
-		if lp.revoke(x, ErrExposureExpired) {
-			lp.e.st.timedOut.Add(1)
+		if lp.revoke(x, ErrExposureExpired, &lp.e.st.timedOut) {
 		}
 	})
 }
@@ -741,8 +741,7 @@ func (lp *loop) confirm(ch *channel, owner, op uint64, through bool) int {
 	lp.mu.Unlock()
 	n := 0
 	for _, x := range xs {
-		if lp.revoke(x, nil) {
-			lp.e.st.confirmed.Add(1)
+		if lp.revoke(x, nil, &lp.e.st.confirmed) {
 			n++
 		}
 	}
@@ -751,8 +750,10 @@ func (lp *loop) confirm(ch *channel, owner, op uint64, through bool) int {
 
 // revoke ends x if it is still live: the window is destroyed (or the
 // per-operation MR deregistered), so its key dies, and its memory is let
-// go; x's Done hears why (nil: confirmed). True if x was live.
-func (lp *loop) revoke(x *exposure, why error) bool {
+// go; x's Done hears why (nil: confirmed). True if x was live. outcome,
+// if not nil, counts how it ended (confirmed, timed out), before the live
+// count drops: whoever sees no exposure live sees every ending counted.
+func (lp *loop) revoke(x *exposure, why error, outcome *atomic.Int64) bool {
 	lp.mu.Lock()
 	live := x.ch.exps[x.op] == x
 	if live {
@@ -767,6 +768,9 @@ func (lp *loop) revoke(x *exposure, why error) bool {
 		timer.Stop()
 	}
 	lp.e.st.exposureNanos.Add(int64(time.Since(x.granted)))
+	if outcome != nil {
+		outcome.Add(1)
+	}
 	lp.e.st.liveExposures.Add(-1)
 	lp.discard(x)
 	if x.done != nil {
@@ -820,7 +824,7 @@ func (lp *loop) kill(ch *channel) {
 	}
 	lp.mu.Unlock()
 	for _, x := range xs {
-		lp.revoke(x, ErrChannelClosed)
+		lp.revoke(x, ErrChannelClosed, nil)
 	}
 	_ = ch.qp.Disconnect() // flushes what is outstanding; posts now fail
 	if now {
