@@ -2,10 +2,8 @@ package reader
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,10 +75,7 @@ func framedLoop(t *testing.T, proto *toyProtocol, headerTimeout time.Duration) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { loop.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	runUntilCleanup(t, loop)
 	return loop, dispatched, rejected
 }
 

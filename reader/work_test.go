@@ -26,11 +26,16 @@ func startLoop(t *testing.T, dispatch func(*stages.Request) bool) *Loop {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runUntilCleanup(t, loop)
+	return loop
+}
+
+// runUntilCleanup runs loop until the test ends.
+func runUntilCleanup(t *testing.T, loop *Loop) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { loop.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return loop
 }
 
 // waitFor polls cond for up to 10 s (the census is taken once a second).
