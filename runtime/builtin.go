@@ -14,8 +14,9 @@ import (
 // Limits of the built-in endpoints, so a load experiment cannot be turned
 // into a denial of service by a typo.
 const (
-	maxSleep = 60 * time.Second
-	maxBytes = 1 << 30
+	maxSleep   = 60 * time.Second
+	maxBytes   = 1 << 30
+	maxCompute = 1_000_000
 )
 
 // builtin serves the endpoints load experiments use, natively (no
@@ -30,6 +31,9 @@ type builtin struct {
 //
 //	GET  /hello       13-byte "Hello, World!"
 //	GET  /sleep?ms=N  blocks the handler N ms (at most 60000), then 200
+//	GET  /compute?n=N computes for N rounds (one round hashes 512 bytes, about
+//	                  a microsecond), then 200 with the hash: a handler
+//	                  bound by CPU, for overload experiments
 //	GET  /bytes?n=N   N bytes (at most 1 GiB)
 //	POST /echo        the request body
 //
@@ -54,7 +58,7 @@ func (b *builtin) Inline(r *stages.Request) bool {
 	switch string(r.Path) {
 	case "/hello":
 		return true
-	case "/sleep", "/bytes", "/echo":
+	case "/sleep", "/compute", "/bytes", "/echo":
 		return false
 	}
 	return b.next == nil || processor.ServesInline(b.next, r) // nil: a 404
@@ -80,6 +84,19 @@ func (b *builtin) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteString("OK\n")
+	case "/compute":
+		if !getOrHead(w, r) {
+			return
+		}
+		n, ok := r.QueryInt("n")
+		if !ok || n < 0 || n > maxCompute {
+			badRequest(w, "n must be 0..1000000\n")
+			return
+		}
+		sum := compute(int(n))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		var line [24]byte
+		w.Write(append(strconv.AppendUint(line[:0], uint64(sum), 16), '\n'))
 	case "/bytes":
 		if !getOrHead(w, r) {
 			return
@@ -149,3 +166,18 @@ func badRequest(w *processor.ResponseWriter, msg string) {
 // pooled buffer.
 type onlyWriter struct{ io.Writer }
 type onlyReader struct{ io.Reader }
+
+// compute is /compute's work: n rounds of FNV-1a over a fixed 512 bytes
+// block, each round seeded by the last, so the compiler cannot skip any
+// and the result is the same everywhere (the peers in bench/peers do the
+// same rounds). A round takes about a microsecond.
+func compute(n int) uint32 {
+	const prime = 16777619
+	h := uint32(2166136261)
+	for range n {
+		for i := range 512 {
+			h = (h ^ uint32(byte(i)^byte(h))) * prime
+		}
+	}
+	return h
+}

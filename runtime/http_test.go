@@ -18,6 +18,11 @@ import (
 	"github.com/quartet-server/quartet/stages"
 )
 
+// computed3 is /compute?n=3's answer, which the peers in bench/peers
+// give too (bench/peers TestComputeMatchesQuartet): the same work
+// everywhere.
+const computed3 = "57227b6d"
+
 func TestBuiltinEndpointsWithNetHTTPClient(t *testing.T) {
 	s := startServer(t, Config{})
 	base := "http://" + s.Addr().String()
@@ -30,6 +35,10 @@ func TestBuiltinEndpointsWithNetHTTPClient(t *testing.T) {
 	}{
 		{"hello", "GET", "/hello", "", 200, "Hello, World!", 13},
 		{"sleep", "GET", "/sleep?ms=20", "", 200, "OK\n", 3},
+		{"compute none", "GET", "/compute?n=0", "", 200, "811c9dc5\n", 9},
+		{"compute", "GET", "/compute?n=3", "", 200, computed3 + "\n", -1},
+		{"compute bad", "GET", "/compute?n=x", "", 400, "", -1},
+		{"compute too long", "GET", "/compute?n=1000001", "", 400, "", -1},
 		{"bytes", "GET", "/bytes?n=100000", "", 200, "", 100000},
 		{"bytes zero", "GET", "/bytes?n=0", "", 200, "", 0},
 		{"bytes bad", "GET", "/bytes?n=x", "", 400, "", -1},

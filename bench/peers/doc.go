@@ -6,6 +6,7 @@
 //
 //	GET  /hello       13-byte "Hello, World!"
 //	GET  /sleep?ms=N  answers after N milliseconds
+//	GET  /compute?n=N computes N rounds (Compute), answers the hash in hex
 //	GET  /bytes?n=N   N bytes of 'x'
 //	POST /echo        the request body
 //
@@ -15,6 +16,29 @@
 package peers
 
 import "strconv"
+
+// Compute is /compute's work, the same rounds as Quartet's built-in
+// /compute (runtime/builtin.go): FNV-1a over a fixed 512-byte block, n
+// times, each round seeded by the last, so that a CPU-bound handler costs
+// the same everywhere.
+func Compute(n int) uint32 {
+	const prime = 16777619
+	h := uint32(2166136261)
+	for range min(n, MaxCompute) {
+		for i := range 512 {
+			h = (h ^ uint32(byte(i)^byte(h))) * prime
+		}
+	}
+	return h
+}
+
+// ComputeAnswer is /compute's response body.
+func ComputeAnswer(n int) []byte {
+	return append(strconv.AppendUint(nil, uint64(Compute(n)), 16), '\n')
+}
+
+// MaxCompute bounds /compute?n=, as Quartet does.
+const MaxCompute = 1_000_000
 
 // MaxBytes bounds /bytes?n= so a typo cannot exhaust memory.
 const MaxBytes = 64 << 20

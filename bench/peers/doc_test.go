@@ -2,6 +2,19 @@ package peers
 
 import "testing"
 
+// TestComputeMatchesQuartet: the peers' /compute does the same work as
+// Quartet's (runtime's TestBuiltinEndpointsWithNetHTTPClient, computed3).
+func TestComputeMatchesQuartet(t *testing.T) {
+	for _, tt := range []struct {
+		n    int
+		want string
+	}{{0, "811c9dc5\n"}, {3, "57227b6d\n"}} {
+		if got := string(ComputeAnswer(tt.n)); got != tt.want {
+			t.Errorf("ComputeAnswer(%d) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}
+
 func TestQuery(t *testing.T) {
 	tests := []struct {
 		raw, key string

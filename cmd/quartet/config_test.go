@@ -220,7 +220,7 @@ func TestBenchEndpointsOnlyInDemoModeOrWhenAsked(t *testing.T) {
 			} else if got := fetch(t, "GET", base+"/bytes?n=5"); got != "200 abcde" {
 				t.Errorf("/bytes: %q", got)
 			}
-			warned := strings.Contains(log.String(), "load-test endpoints /hello /sleep /bytes /echo are on")
+			warned := strings.Contains(log.String(), "load-test endpoints /hello /sleep /compute /bytes /echo are on")
 			if warned != tt.bench {
 				t.Errorf("startup warning %v with the endpoints %v:\n%s", warned, tt.bench, log)
 			}

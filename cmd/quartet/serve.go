@@ -44,7 +44,7 @@ const serveAbout = `usage: quartet serve [flags]
 Serves HTTP/1.1 on --addr (default 127.0.0.1:8080; in a systemd socket unit,
 on the socket it passes). Without --root and --config it is the demo: the
 embedded sample site and the load-test endpoints /hello, /sleep?ms=N,
-/bytes?n=N and /echo. With --root or --config it serves only your content,
+/compute?n=N, /bytes?n=N and /echo. With --root or --config it serves only your content,
 unless --bench-endpoints asks for the load-test endpoints too.
 
 Signals: SIGINT or SIGTERM shuts down gracefully (requests in flight get
@@ -332,9 +332,9 @@ func (r *serveRun) logStart(adminURL string) {
 func (r *serveRun) warnBench() {
 	switch {
 	case r.desc.bench && r.desc.demo:
-		r.logger.Warn("demo mode: load-test endpoints /hello /sleep /bytes /echo are on; --root or --config turns them off")
+		r.logger.Warn("demo mode: load-test endpoints /hello /sleep /compute /bytes /echo are on; --root or --config turns them off")
 	case r.desc.bench:
-		r.logger.Warn("load-test endpoints /hello /sleep /bytes /echo are on (--bench-endpoints): any client can hold workers with /sleep and ask for up to 1 GiB")
+		r.logger.Warn("load-test endpoints /hello /sleep /compute /bytes /echo are on (--bench-endpoints): any client can hold workers with /sleep and ask for up to 1 GiB")
 	}
 }
 

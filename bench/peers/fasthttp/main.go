@@ -33,6 +33,9 @@ func main() {
 		case "/sleep":
 			time.Sleep(time.Duration(peers.Query(q, "ms")) * time.Millisecond)
 			ctx.SetBody(peers.Hello)
+		case "/compute":
+			ctx.SetContentType("text/plain")
+			ctx.SetBody(peers.ComputeAnswer(peers.Query(q, "n")))
 		case "/bytes":
 			ctx.SetBody(bytes.Repeat([]byte{'x'}, min(peers.Query(q, "n"), peers.MaxBytes)))
 		case "/echo":

@@ -153,6 +153,10 @@ func (s *server) handle(st *connState, b []byte) (n int, sleep time.Duration, ok
 			return total, time.Duration(ms) * time.Millisecond, true
 		}
 		st.out = appendResponse(st.out, peers.Hello)
+	case string(path) == "/compute":
+		// On the event loop, as a gnet server computes: gnet runs
+		// handlers nowhere else.
+		st.out = appendResponse(st.out, peers.ComputeAnswer(peers.Query(string(query), "n")))
 	case string(path) == "/bytes":
 		st.out = appendResponse(st.out, bytes.Repeat([]byte{'x'}, min(peers.Query(string(query), "n"), peers.MaxBytes)))
 	case string(path) == "/echo" && string(method) == "POST":

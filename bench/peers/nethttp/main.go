@@ -36,6 +36,10 @@ func main() {
 		time.Sleep(time.Duration(peers.Query(r.URL.RawQuery, "ms")) * time.Millisecond)
 		_, _ = w.Write(peers.Hello)
 	})
+	mux.HandleFunc("GET /compute", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(peers.ComputeAnswer(peers.Query(r.URL.RawQuery, "n")))
+	})
 	mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
 		n := min(peers.Query(r.URL.RawQuery, "n"), peers.MaxBytes)
 		w.Header().Set("Content-Length", strconv.Itoa(n))
