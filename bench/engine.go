@@ -255,6 +255,7 @@ func newResult(cfg Config, loops []*loop) *Result {
 		res.Mode, res.Rate = "open", cfg.Rate
 	}
 	raw, shed, answered := newHist(), newHist(), newHist()
+	shedRaw, answeredRaw := newHist(), newHist()
 	first, last := int64(-1), int64(0)
 	for _, l := range loops {
 		st, warm := l.stats, l.warm
@@ -270,6 +271,8 @@ func newResult(cfg Config, loops []*loop) *Result {
 		raw.Merge(l.raw)
 		shed.Merge(l.shed)
 		answered.Merge(l.answered)
+		shedRaw.Merge(l.shedRaw)
+		answeredRaw.Merge(l.answeredRaw)
 		res.ClientCPU += l.cpu
 		if l.firstRec >= 0 && (first < 0 || l.firstRec < first) {
 			first = l.firstRec
@@ -289,6 +292,10 @@ func newResult(cfg Config, loops []*loop) *Result {
 	if cfg.Rate > 0 {
 		u := percentiles(raw)
 		res.Uncorrected = &u
+		if shed.TotalCount() > 0 {
+			s, a := percentiles(shedRaw), percentiles(answeredRaw)
+			res.ShedUncorrected, res.AnsweredUncorrected = &s, &a
+		}
 	}
 	return res
 }

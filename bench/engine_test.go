@@ -355,23 +355,42 @@ func TestShedLatencyApart(t *testing.T) {
 		w.Write([]byte("ok"))
 	}))
 	defer srv.Close()
-	res, err := Run(t.Context(), Config{URL: srv.URL + "/x", Conns: 4, Requests: 200})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Shed == nil || res.Answered == nil {
-		t.Fatalf("no separate latencies with %d 503s", res.Status503)
-	}
-	if res.Status503 == 0 || res.Status503 == res.Requests {
-		t.Fatalf("%d 503s of %d", res.Status503, res.Requests)
-	}
-	if res.Shed.P50 >= 20*time.Millisecond || res.Answered.P50 < 20*time.Millisecond {
-		t.Errorf("503s p50 %v, the others' %v", res.Shed.P50, res.Answered.P50)
-	}
-	var out strings.Builder
-	res.WriteText(&out)
-	if !strings.Contains(out.String(), "503s ") || !strings.Contains(out.String(), "not 503s") {
-		t.Errorf("the summary does not show them:\n%s", out.String())
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"closed loop", Config{URL: srv.URL + "/x", Conns: 4, Requests: 200}},
+		// Open loop also gives them from the actual send.
+		{"open loop", Config{URL: srv.URL + "/x", Conns: 8, Rate: 200, Duration: time.Second}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := Run(t.Context(), tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Shed == nil || res.Answered == nil {
+				t.Fatalf("no separate latencies with %d 503s", res.Status503)
+			}
+			if res.Status503 == 0 || res.Status503 == res.Requests {
+				t.Fatalf("%d 503s of %d", res.Status503, res.Requests)
+			}
+			if res.Shed.P50 >= 20*time.Millisecond || res.Answered.P50 < 20*time.Millisecond {
+				t.Errorf("503s p50 %v, the others' %v", res.Shed.P50, res.Answered.P50)
+			}
+			open := tt.cfg.Rate > 0
+			if (res.ShedUncorrected != nil) != open || (res.AnsweredUncorrected != nil) != open {
+				t.Fatalf("uncorrected 503 and other latencies: %v %v in %s", res.ShedUncorrected, res.AnsweredUncorrected, tt.name)
+			}
+			if open && (res.ShedUncorrected.P50 >= 20*time.Millisecond || res.AnsweredUncorrected.P50 < 20*time.Millisecond) {
+				t.Errorf("from the send: 503s p50 %v, the others' %v", res.ShedUncorrected.P50, res.AnsweredUncorrected.P50)
+			}
+			var out strings.Builder
+			res.WriteText(&out)
+			if !strings.Contains(out.String(), "503s ") || !strings.Contains(out.String(), "not 503s") ||
+				open != strings.Contains(out.String(), "503s, sent→") {
+				t.Errorf("the summary does not show them:\n%s", out.String())
+			}
+		})
 	}
 	clean, _ := Run(t.Context(), Config{URL: srv.URL + "/x", Conns: 1, Requests: 1})
 	if clean != nil && clean.Status503 == 0 && (clean.Shed != nil || clean.Answered != nil) {

@@ -92,15 +92,19 @@ type loop struct {
 	raw      *hdrhistogram.Histogram // from actual send time
 	shed     *hdrhistogram.Histogram // corrected, 503 responses only: a shedding server's refusals
 	answered *hdrhistogram.Histogram // corrected, every other response
-	firstRec int64                   // first measured send, ns
-	lastRec  int64                   // last measured response, ns
-	cpuWarm  time.Duration           // thread CPU when measurement began
-	cpu      time.Duration           // thread CPU during measurement
-	measured bool                    // crossed into the measurement phase
-	warm     failures                // failures counted during warm-up
-	err      error
-	pub      *loopCounters
-	id       int // index among the run's loops
+	// The same two from the actual send (open loop only): the server's
+	// own answer time, without the wait for a free connection that the
+	// corrected figures add when the client is behind its schedule.
+	shedRaw, answeredRaw *hdrhistogram.Histogram
+	firstRec             int64         // first measured send, ns
+	lastRec              int64         // last measured response, ns
+	cpuWarm              time.Duration // thread CPU when measurement began
+	cpu                  time.Duration // thread CPU during measurement
+	measured             bool          // crossed into the measurement phase
+	warm                 failures      // failures counted during warm-up
+	err                  error
+	pub                  *loopCounters
+	id                   int // index among the run's loops
 
 	// Interval sampling (Config.Interval): the interval's counts are
 	// stats minus ivBase; its latencies go to ivHist.
@@ -119,6 +123,7 @@ func newLoop(r *run, pub *loopCounters) (*loop, error) {
 		r: r, reqs: r.reqs, sched: r.sched,
 		buf:  make([]byte, readBufSize),
 		hist: newHist(), raw: newHist(), shed: newHist(), answered: newHist(),
+		shedRaw: newHist(), answeredRaw: newHist(),
 		budget: -1, pub: pub, firstRec: -1,
 		sa: sockaddr(r.dst.Addr(), r.dst.Port()),
 	}
@@ -485,8 +490,13 @@ func (l *loop) record(f *inflight, status int, size int64) {
 		_ = l.ivHist.RecordValue(us)
 	}
 	if l.interval > 0 {
-		us = (now - f.sent) / 1000
-		_ = l.raw.RecordValue(min(max(us, 1), int64(histMax/time.Microsecond)))
+		us = min(max((now-f.sent)/1000, 1), int64(histMax/time.Microsecond))
+		_ = l.raw.RecordValue(us)
+		if status == 503 {
+			_ = l.shedRaw.RecordValue(us)
+		} else {
+			_ = l.answeredRaw.RecordValue(us)
+		}
 	}
 }
 

@@ -187,6 +187,12 @@ type Result struct {
 	// admitted took); both nil when there was no 503.
 	Shed     *Percentiles `json:"shed_latency,omitempty"`
 	Answered *Percentiles `json:"answered_latency,omitempty"`
+	// ShedUncorrected and AnsweredUncorrected are the same from the
+	// actual send, in open loop: how long the server itself took to
+	// refuse, and to answer those it admitted, without the client's own
+	// backlog.
+	ShedUncorrected     *Percentiles `json:"shed_uncorrected_latency,omitempty"`
+	AnsweredUncorrected *Percentiles `json:"answered_uncorrected_latency,omitempty"`
 	// ClientCPU is the CPU time of the generator's loop threads during
 	// the measurement; ProcessCPU is the whole process's (it includes an
 	// in-process server, if any, and the Go runtime).
@@ -262,6 +268,10 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.Shed != nil && r.Answered != nil {
 		lat("503s       ", *r.Shed)
 		lat("not 503s   ", *r.Answered)
+	}
+	if r.ShedUncorrected != nil && r.AnsweredUncorrected != nil {
+		lat("503s, sent→", *r.ShedUncorrected)
+		lat("rest, sent→", *r.AnsweredUncorrected)
 	}
 	e := r.Errors
 	if r.Protocol == protoMsg {
