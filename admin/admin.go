@@ -259,9 +259,9 @@ func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
 		fmt.Fprintln(w, "admission: off")
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "class\tqueued\theld\tadmitted\tshed\tlimit\tretry-after\tservice")
+	fmt.Fprintln(tw, "class\tqueued\theld\tadmitted\tshed\tlimit\tretry-after\tservice\tuse")
 	for _, k := range c.Classes {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%ds\t%v\n", k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%ds\t%v\t%.2f\n", k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service, k.Use)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "loop controllers")

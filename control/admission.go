@@ -20,16 +20,21 @@ type ClassSample struct {
 	Held      int           // popped and not finished now: holding a place (or parked on their client)
 	Completed uint64        // finished this period
 	RunSum    time.Duration // their total time holding a place
+	// Backlogged: requests of the class waited at the start of the
+	// period and at its end, so it could have used every place it had.
+	Backlogged bool
+	Elapsed    time.Duration // the period's length
 }
 
 // Limit is what admission control enforces for one class until the next
 // period.
 type Limit struct {
-	Queue      int64         // admit while fewer than this many wait; -1: no limit
+	Queue      int64         // admit while fewer than this many wait; -1: no limit; 0: none (the writers are behind)
 	RetryAfter int64         // seconds, for the Retry-After of refused requests
 	Places     float64       // places the class can count on (its fair share, or what the others leave)
 	Service    time.Duration // its mean time holding a place (smoothed)
-	Capacity   float64       // requests per second it can be served at: Places / Service
+	Capacity   float64       // requests per second it can be served at: Places × Use / Service
+	Use        float64       // the part of its places it kept busy while backlogged (1 until seen otherwise)
 }
 
 // Admission turns per-class measurements into per-class queue limits: a
@@ -39,7 +44,14 @@ type Limit struct {
 // target. The check in the request path is then a comparison of two
 // integers, and the estimating is done here, once per period.
 //
-// μ for class c is its share of places over its service time. Workers take
+// μ for class c is its share of places over its service time, times the
+// part of its places it was seen to keep busy while it had a backlog
+// (Little's law again: a class that kept 3 of its 4 places busy on
+// average drained at 3 / service, whatever its places might do). With
+// handlers that compute, the places share the CPU with the loops and the
+// 503s, and the pool's places overstate the drain: 4 places of 100 µs
+// handlers on one core promised 9,300/s and drained 6,900/s, so requests
+// admitted for 500 ms waited 650. Workers take
 // from the class whose requests hold the fewest places (stages.ClassQueue),
 // so a class that wants places gets at least an equal share of them among
 // the classes with work, and more when the others leave them:
@@ -52,6 +64,10 @@ type Limit struct {
 type Admission struct {
 	target  time.Duration
 	service []ewma // per class
+	// use is per class the part of its places that a backlogged class
+	// kept busy (1 until measured): below 1 when the places wait for
+	// CPU or for the loops around them rather than for requests.
+	use []float64
 }
 
 // NewAdmission returns admission control with the given wait target; a
@@ -75,10 +91,23 @@ func (a *Admission) Target() time.Duration { return a.target }
 // places could start within the target if each took one period, the time
 // after which this knows better). Another class's service time is no
 // guide: the classes are kept apart because theirs differ.
-func (a *Admission) Limits(classes []ClassSample, places int, unknown int64, out []Limit) []Limit {
+//
+// size is the places the pool had during the period (what a backlogged
+// class's use is measured against), places those it may have in the
+// next (the limit's).
+//
+// downstream is how long a response now waits after its handler, in the
+// writers' queues: a request admitted now waits that long too, on top of
+// its queue wait, so the queue may hold only what the rest of the target
+// drains, and nothing once the writers alone are behind by the target.
+// The writers fall behind when handlers that compute take the CPU from
+// the loops: with 8,000 requests in flight, 11,000 responses once waited
+// seconds to be written behind a processor queue that looked short.
+func (a *Admission) Limits(classes []ClassSample, size, places int, unknown int64, downstream time.Duration, out []Limit) []Limit {
 	out = out[:0]
 	for len(a.service) < len(classes) {
 		a.service = append(a.service, ewma{decay: 0.5})
+		a.use = append(a.use, 1)
 	}
 	var held, active int
 	for i, c := range classes {
@@ -88,26 +117,59 @@ func (a *Admission) Limits(classes []ClassSample, places int, unknown int64, out
 			active++
 		}
 	}
-	p := float64(max(places, 1))
-	for i, c := range classes {
-		l := Limit{Queue: -1, Service: a.service[i].mean()}
+	share := func(p float64, c ClassSample) float64 {
 		n := active
 		if c.Queued == 0 && c.Held == 0 {
 			n++ // a request of this class would make it active
 		}
-		l.Places = max(p/float64(max(n, 1)), p-float64(held-c.Held), 1)
+		return max(p/float64(max(n, 1)), p-float64(held-c.Held), 1)
+	}
+	p := float64(max(places, 1))
+	for i, c := range classes {
+		a.measureUse(i, c, share(float64(max(size, 1)), c))
+		l := Limit{Queue: -1, Service: a.service[i].mean(), Use: a.use[i]}
+		l.Places = share(p, c)
 		if l.Service > 0 {
-			l.Capacity = l.Places / l.Service.Seconds()
+			l.Capacity = l.Places * a.use[i] / l.Service.Seconds()
 		}
 		if a.target > 0 && l.Capacity == 0 {
 			l.Queue, l.RetryAfter = unknown, 1
 		}
 		if a.target > 0 && l.Capacity > 0 {
-			l.Queue = max(1, int64(a.target.Seconds()*l.Capacity))
-			drain := time.Duration(float64(c.Queued) / l.Capacity * float64(time.Second))
+			left := a.target - downstream
+			l.Queue = max(1, int64(left.Seconds()*l.Capacity))
+			if left <= 0 {
+				l.Queue = 0
+			}
+			drain := time.Duration(float64(c.Queued)/l.Capacity*float64(time.Second)) + downstream
 			l.RetryAfter = int64(math.Ceil(min(max(drain, a.target), MaxRetryAfter).Seconds()))
 		}
 		out = append(out, l)
 	}
 	return out
 }
+
+// measureUse updates class i's use of its places: in a backlogged period
+// the places it held on average (its run time over the period, Little's
+// law) against the share it had, halfway toward the new reading; in a
+// period without a backlog there is nothing to learn (idle places were
+// not wanted), and the use drifts back toward 1 so that a class is not
+// held for long to a slowdown that has passed.
+func (a *Admission) measureUse(i int, c ClassSample, had float64) {
+	if !c.Backlogged || c.Elapsed <= 0 || c.Completed == 0 {
+		a.use[i] += (1 - a.use[i]) * useRecovery
+		return
+	}
+	busy := c.RunSum.Seconds() / c.Elapsed.Seconds()
+	u := min(max(busy/had, minUse), 1)
+	a.use[i] = (a.use[i] + u) / 2
+}
+
+const (
+	// minUse bounds how little of its places a class is taken to use:
+	// a reading below it is a period too short to tell.
+	minUse = 0.01
+	// useRecovery is how far a period without a backlog moves the use
+	// back toward 1.
+	useRecovery = 0.2
+)

@@ -14,12 +14,13 @@ func TestAdmissionLimits(t *testing.T) {
 		queue, retry int64
 	}
 	for _, tc := range []struct {
-		name    string
-		target  time.Duration
-		places  int
-		history [][]ClassSample // earlier periods, oldest first
-		now     []ClassSample
-		want    []want
+		name       string
+		target     time.Duration
+		places     int
+		history    [][]ClassSample // earlier periods, oldest first
+		downstream time.Duration
+		now        []ClassSample
+		want       []want
 	}{
 		{
 			// The overload: 4 places, 50 ms handlers drain 80/s,
@@ -66,6 +67,41 @@ func TestAdmissionLimits(t *testing.T) {
 			want: []want{{queue: 64, retry: 1}},
 		},
 		{
+			// Backlogged, yet 3 of its 4 places busy on average (they
+			// waited for CPU): it drains at 3 / 50 ms, not 4 / 50 ms.
+			// The use moves halfway per period: 1 → 0.875 → 0.8125.
+			name: "a backlogged class that keeps 3 of 4 places busy", target: 500 * ms, places: 4,
+			history: [][]ClassSample{
+				{{Queued: 50, Held: 4, Completed: 6, RunSum: 300 * ms, Backlogged: true, Elapsed: 100 * ms}},
+			},
+			now:  []ClassSample{{Queued: 50, Held: 4, Completed: 6, RunSum: 300 * ms, Backlogged: true, Elapsed: 100 * ms}},
+			want: []want{{queue: 32, retry: 1}}, // 0.5 s × 4 × 0.8125 / 50 ms
+		},
+		{
+			// Idle places say nothing when nothing waited: the use drifts
+			// back toward 1 (0.875 → 0.9).
+			name: "the use recovers without a backlog", target: 500 * ms, places: 4,
+			history: [][]ClassSample{
+				{{Queued: 50, Held: 4, Completed: 6, RunSum: 300 * ms, Backlogged: true, Elapsed: 100 * ms}},
+			},
+			now:  []ClassSample{{Queued: 0, Held: 1, Completed: 2, RunSum: 100 * ms, Elapsed: 100 * ms}},
+			want: []want{{queue: 36, retry: 1}}, // 0.5 s × 4 × 0.9 / 50 ms
+		},
+		{
+			// Responses wait 300 ms in the writers' queues: a request may
+			// wait only the other 200 ms for a place (80/s × 0.2 s).
+			name: "the writers behind by part of the target", target: 500 * ms, places: 4, downstream: 300 * ms,
+			now:  []ClassSample{{Queued: 40, Held: 4, Completed: 8, RunSum: 8 * 50 * ms}},
+			want: []want{{queue: 16, retry: 1}},
+		},
+		{
+			// Behind by more than the target: none may wait, and the
+			// Retry-After covers the writers' backlog too.
+			name: "the writers behind by the whole target", target: 500 * ms, places: 4, downstream: 1500 * ms,
+			now:  []ClassSample{{Queued: 40, Held: 4, Completed: 8, RunSum: 8 * 50 * ms}},
+			want: []want{{queue: 0, retry: 2}},
+		},
+		{
 			name: "off", target: 0, places: 2,
 			now:  []ClassSample{{Queued: 3, Held: 2, Completed: 10, RunSum: 10 * ms}},
 			want: []want{{queue: -1}},
@@ -91,9 +127,9 @@ func TestAdmissionLimits(t *testing.T) {
 			a := NewAdmission(tc.target)
 			var out []Limit
 			for _, h := range tc.history {
-				out = a.Limits(h, tc.places, 64, out)
+				out = a.Limits(h, tc.places, tc.places, 64, tc.downstream, out)
 			}
-			out = a.Limits(tc.now, tc.places, 64, out)
+			out = a.Limits(tc.now, tc.places, tc.places, 64, tc.downstream, out)
 			if len(out) != len(tc.want) {
 				t.Fatalf("%d limits, want %d", len(out), len(tc.want))
 			}

@@ -7,6 +7,7 @@ const (
 	CauseLatency    Cause = "latency"    // turns worked longer than BatchConfig.TurnTarget: events behind the batch waited
 	CauseThroughput Cause = "throughput" // the budget ended turns that were short: a larger batch takes more per wake-up
 	CauseLoadDrop   Cause = "load-drop"  // the load fell by half: start again from the largest batch
+	CauseBacklog    Cause = "backlog"    // hand-offs piled up behind the budget: a smaller batch would only leave more waiting
 )
 
 // BatchConfig tunes a batching controller. Zero fields take the defaults.
@@ -52,6 +53,7 @@ type BatchSample struct {
 	Taken   int64         // hand-offs taken
 	Full    int64         // turns that took their whole budget
 	Busy    time.Duration // time worked
+	Queued  int64         // hand-offs waiting in the loops' queues at the period's end
 }
 
 // BatchDecision is the budget Batch.Decide set, and from what.
@@ -77,11 +79,21 @@ type BatchDecision struct {
 // starts again from Max (SEDA's reset). At low load the queue empties
 // within every turn and the budget is not touched: it adds no latency
 // there.
+//
+// A queue that grows over a period while the budget binds is the one
+// case where a long turn does not mean the batch is too large: the
+// hand-offs left behind wait too, and longer than the turn (a loop's turn
+// on a CPU shared with handlers that compute is slow because it is
+// preempted, not because it takes much). Cutting then only piled up more:
+// 10,000 responses waited in the writers' queues for seconds, taken 8 per
+// turn. So a growing backlog doubles the budget instead; the loop
+// controller adds loops from the same busy time.
 type Batch struct {
 	cfg      BatchConfig
 	budget   int
 	rate     float64       // smoothed hand-offs per second
 	turn     time.Duration // smoothed turn time
+	queued   int64         // Queued at the last sample
 	measured bool
 }
 
@@ -105,6 +117,8 @@ func (b *Batch) Decide(s BatchSample) BatchDecision {
 	d.TurnTime = s.Busy / time.Duration(s.Turns)
 	d.Binding = float64(s.Full) >= b.cfg.Binding*float64(s.Turns)
 	prevRate := b.rate
+	grew := s.Queued > b.queued && s.Queued > int64(b.budget)
+	b.queued = s.Queued
 	// A third of the new period in the averages: one period's turns on a
 	// shared machine are noisy (a loop preempted mid-turn counts the wait
 	// as work), and one must not swing the budget.
@@ -120,6 +134,8 @@ func (b *Batch) Decide(s BatchSample) BatchDecision {
 		b.rate, b.turn = d.Rate, d.TurnTime
 	case !d.Binding:
 		// The queue empties every turn: the budget changes nothing.
+	case grew:
+		b.set(&d, 2*b.budget, CauseBacklog)
 	case b.turn > b.cfg.TurnTarget:
 		b.set(&d, int(float64(b.budget)*float64(b.cfg.TurnTarget)/float64(b.turn)), CauseLatency)
 	case b.turn < b.cfg.TurnTarget/2:

@@ -15,6 +15,7 @@ type batchLoad struct {
 	cost    time.Duration
 	waiting int
 	noise   float64 // turn time × (1 ± noise), alternating
+	growth  int64   // hand-offs the queue gains each period (it falls behind)
 }
 
 func (w batchLoad) period(budget int, dt time.Duration, i int) BatchSample {
@@ -30,7 +31,7 @@ func (w batchLoad) period(budget int, dt time.Duration, i int) BatchSample {
 		}
 		turn = time.Duration(float64(turn) * f)
 	}
-	s := BatchSample{Elapsed: dt, Turns: turns, Taken: taken, Busy: time.Duration(turns) * turn}
+	s := BatchSample{Elapsed: dt, Turns: turns, Taken: taken, Busy: time.Duration(turns) * turn, Queued: int64(i+1) * w.growth}
 	if w.waiting >= budget {
 		s.Full = turns
 	}
@@ -43,6 +44,9 @@ func TestBatchDecide(t *testing.T) {
 	cheap := batchLoad{rate: 500000, cost: 100 * time.Nanosecond, waiting: 1 << 20}
 	costly := batchLoad{rate: 200000, cost: 4 * time.Microsecond, waiting: 1 << 20}
 	noisy := batchLoad{rate: 200000, cost: 4 * time.Microsecond, waiting: 1 << 20, noise: 0.3}
+	// Turns as long as costly's, but because the loop is preempted, and
+	// the queue falls behind by 2,000 hand-offs a period.
+	behind := batchLoad{rate: 150000, cost: 10 * time.Microsecond, waiting: 1 << 20, growth: 2000}
 	phases := func(ps ...any) []batchLoad { // load, periods, load, periods...
 		var out []batchLoad
 		for i := 0; i < len(ps); i += 2 {
@@ -66,6 +70,8 @@ func TestBatchDecide(t *testing.T) {
 		{"noise of ±30% around the band does not swing it", phases(costly, 30, noisy, 60), 62, 125, CauseLatency, 35}, // one step as the noise starts
 		{"cheaper again: grows back within a second", phases(costly, 30, cheap, 30), 1024, 1024, CauseThroughput, 40},
 		{"load drops by half after cuts: back to Max at once", phases(costly, 30, low, 3), 1024, 1024, CauseLoadDrop, 31},
+		{"a growing backlog doubles a cut budget despite long turns", phases(costly, 30, behind, 10), 1024, 1024, CauseBacklog, 40},
+		{"long turns with a growing backlog never cut", phases(behind, 30), 1024, 1024, CauseNone, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -256,6 +256,7 @@ type ClassStats struct {
 	Limit      int64         // admitted while fewer than this wait (-1: no limit)
 	RetryAfter int64         // seconds, for refused requests
 	Service    time.Duration // mean time holding a place
+	Use        float64       // the part of its places it kept busy while backlogged (control.Limit.Use)
 }
 
 // tuner is the control loop's state.
@@ -318,7 +319,8 @@ func (s *Server) sample(now time.Time, decide bool) {
 		cur, prev := s.requests.Counts(c), t.prev[c]
 		t.prev[c] = cur
 		cs := control.ClassSample{Queued: cur.Queued, Held: cur.Held,
-			Completed: cur.Done - prev.Done, RunSum: cur.RunSum - prev.RunSum}
+			Completed: cur.Done - prev.Done, RunSum: cur.RunSum - prev.RunSum,
+			Backlogged: prev.Queued > 0 && cur.Queued > 0, Elapsed: ps.Elapsed}
 		t.samples = append(t.samples, cs)
 		ps.Admitted += cur.Pushed - prev.Pushed
 		ps.Shed += cur.Shed - prev.Shed
@@ -331,6 +333,12 @@ func (s *Server) sample(now time.Time, decide bool) {
 		return
 	}
 	ps.Busy = s.pool.Busy()
+	// The loops first: admission needs to know how far behind the
+	// writers are.
+	for i := range t.io {
+		t.scratch = s.sampleLoops(t.io[i], ps.Elapsed, cpuUsed, t.scratch)
+	}
+	clear(t.scratch) // holds loops: let removed ones go
 
 	z := &s.sizing
 	z.mu.Lock()
@@ -359,7 +367,8 @@ func (s *Server) sample(now time.Time, decide bool) {
 	z.mu.Unlock()
 
 	unknown := unknownLimit(hiAll, s.cfg.QueueWaitTarget, t.period)
-	t.limits = t.adm.Limits(t.samples, plan, unknown, t.limits)
+	w := t.io[1]
+	t.limits = t.adm.Limits(t.samples, ps.Size, plan, unknown, backlogWait(w.queued, w.last.HandoffsRate, t.period), t.limits)
 	for c, l := range t.limits {
 		s.requests.SetLimit(c, l.Queue, l.RetryAfter)
 	}
@@ -369,11 +378,6 @@ func (s *Server) sample(now time.Time, decide bool) {
 	// Spare goroutines (they gave their place to a handler back from its
 	// client) idle this long are not worth keeping.
 	s.pool.RetireSpares(control.DefaultRetireAfter)
-
-	for i := range t.io {
-		t.scratch = s.sampleLoops(t.io[i], ps.Elapsed, cpuUsed, t.scratch)
-	}
-	clear(t.scratch) // holds loops: let removed ones go
 
 	t.last = ControlStats{Time: now, Estimates: d.Estimates, Queued: ps.Queued, Running: ps.Busy,
 		Ceiling: d.Ceiling, Cause: d.Cause}
@@ -447,9 +451,22 @@ func (s *Server) controlStats() ControlStats {
 			st.Name = fmt.Sprint("class", c) // opened a moment ago
 		}
 		if c < len(limits) {
-			st.Service = limits[c].Service
+			st.Service, st.Use = limits[c].Service, limits[c].Use
 		}
 		cs.Classes = append(cs.Classes, st)
 	}
 	return cs
+}
+
+// backlogWait is how long queued hand-offs wait for a stage that takes
+// rate of them a second (Little's law); a backlog the stage took none of
+// in the last period waits at least that period.
+func backlogWait(queued int64, rate float64, period time.Duration) time.Duration {
+	switch {
+	case queued <= 0:
+		return 0
+	case rate <= 0:
+		return period
+	}
+	return time.Duration(float64(queued) / rate * float64(time.Second))
 }

@@ -28,6 +28,8 @@ type ioTuner struct {
 	seen map[any]bool
 	busy []time.Duration
 	last LoopControl
+	// queued is the hand-offs in the stage's queues at the last sample.
+	queued int64
 }
 
 // LoopControl is what an I/O stage's controllers saw and did in the last
@@ -64,6 +66,7 @@ func (t *tuner) budget(st Stage) int {
 type ioLoop struct {
 	key       any
 	counts    stages.LoopCounts
+	queued    int
 	setBudget func(int)
 }
 
@@ -72,12 +75,12 @@ func (s *Server) ioLoops(st Stage, out []ioLoop) []ioLoop {
 	out = out[:0]
 	if st == StageReader {
 		for _, r := range s.readers.live() {
-			out = append(out, ioLoop{key: r, counts: r.Counts(), setBudget: r.SetDrainBudget})
+			out = append(out, ioLoop{key: r, counts: r.Counts(), queued: r.QueueDepth(), setBudget: r.SetDrainBudget})
 		}
 		return out
 	}
 	for _, w := range s.writers.live() {
-		out = append(out, ioLoop{key: w, counts: w.Counts(), setBudget: w.SetDrainBudget})
+		out = append(out, ioLoop{key: w, counts: w.Counts(), queued: w.QueueDepth(), setBudget: w.SetDrainBudget})
 	}
 	return out
 }
@@ -101,6 +104,7 @@ func (s *Server) sampleLoops(it *ioTuner, elapsed, cpu time.Duration, scratch []
 	clear(it.seen)
 	for _, l := range scratch {
 		it.seen[l.key] = true
+		bs.Queued += int64(l.queued)
 		p, ok := it.prev[l.key]
 		it.prev[l.key] = l.counts
 		if !ok {
@@ -118,6 +122,7 @@ func (s *Server) sampleLoops(it *ioTuner, elapsed, cpu time.Duration, scratch []
 		}
 	}
 
+	it.queued = bs.Queued
 	bd := it.batch.Decide(bs)
 	if bd.Cause != control.CauseNone {
 		it.budget.Store(int64(bd.Budget))
