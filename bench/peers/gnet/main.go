@@ -81,7 +81,9 @@ func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 	if len(st.out) > 0 {
 		_, _ = c.Write(st.out)
 	}
-	_, _ = c.Discard(consumed)
+	if consumed > 0 { // gnet's Discard(0) discards everything, a partial request too
+		_, _ = c.Discard(consumed)
+	}
 	return gnet.None
 }
 
