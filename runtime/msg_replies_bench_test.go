@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,25 +27,29 @@ import (
 // BenchmarkMsgReplies measures issue 17's large replies through the four
 // stages: server CPU seconds per GiB replied and GiB/s for 1 MiB replies
 // by TCP, by RDMA server-writes and by RDMA client-reads, on one server
-// configuration (Config.MsgAddr with Config.MsgRDMA on the soft provider
-// unless rdmatest's variables name a device), so that only the reply's
-// way differs. The server runs in this process, which runs nothing else
+// (Config.MsgAddr with Config.MsgRDMA on the soft provider unless
+// rdmatest's variables name a device), so that only the reply's way
+// differs. The server runs in this process, which runs nothing else
 // during the measurement: its CPU is this process's user and system time,
 // the soft provider's server half included. The client is a child
-// process (this test binary, TestMsgRepliesClient) with
-// replyConns × replyInFlight requests in flight; the stages serve one
-// request per connection at a time, so each connection has the next one
-// waiting.
+// process (this test binary, TestMsgRepliesClient) with replyConns ×
+// replyInFlight requests in flight; the stages serve one request per
+// connection at a time, so each connection has the next one waiting.
+//
+// The three ways take turns on the same connections in replyRounds
+// rounds, each round starting one way later, and each way sends b.N
+// replies in all; a way's figures are its medians over the rounds, and
+// the ratios (server-writes and client-reads over tcp) the medians of
+// the per-round ratios, so that other work on the machine cancels in
+// pairs, as in `quartet bench compare`.
 //
 // Two kinds of request: echo, a 1 MiB request echoed by msg.Echo (so the
-// server also reads 1 MiB by TCP per reply, the same in every mode), and
+// server also reads 1 MiB by TCP per reply, the same for every way), and
 // reply, a 4-byte request that asks for 1 MiB from one static buffer (the
-// reply's way alone). Allocations are the server's, per reply.
+// reply's way alone). The figures are the metrics; ns/op, B/op and
+// allocs/op are per b.N, that is for one reply by each way, the server's.
 //
-//	go test -run '^$' -bench MsgReplies -benchtime 3s -count 3 ./runtime
-//
-// The sub-benchmarks of each kind run next to each other, so -count
-// alternates them (tcp, server-writes, client-reads, tcp, ...).
+//	go test -run '^$' -bench MsgReplies -benchtime 3000x ./runtime
 func BenchmarkMsgReplies(b *testing.B) {
 	const size = 1 << 20
 	kinds := []struct {
@@ -56,21 +61,22 @@ func BenchmarkMsgReplies(b *testing.B) {
 		{"reply", 4, sizedReply{make([]byte, size)}},
 	}
 	for _, k := range kinds {
-		for _, mode := range []deliver.Mode{deliver.ModeOff, deliver.ModeServerWrites, deliver.ModeClientReads} {
-			b.Run(fmt.Sprintf("%s/1MiB/%s", k.name, replyWay(mode)), func(b *testing.B) {
-				benchMsgReplies(b, mode, k.req, size, k.d)
-			})
-		}
+		b.Run(k.name+"/1MiB", func(b *testing.B) { benchMsgReplies(b, k.req, size, k.d) })
 	}
 }
 
-// The client's load: connections, and requests in flight on each.
+// The client's load: connections, and requests in flight on each; and
+// the rounds in which the ways take turns.
 const (
 	replyConns    = 4
 	replyInFlight = 2
+	replyRounds   = 3
 )
 
-// replyWay names a reply's way in the benchmark's names.
+// replyWays are the ways a reply's payload can go, in turn order.
+var replyWays = [...]deliver.Mode{deliver.ModeOff, deliver.ModeServerWrites, deliver.ModeClientReads}
+
+// replyWay names a reply's way in the benchmark's metrics.
 func replyWay(m deliver.Mode) string {
 	if m == deliver.ModeOff {
 		return "tcp"
@@ -91,7 +97,12 @@ func (d sizedReply) Dispatch(m *msg.Message) {
 	_ = m.SendReply(msg.Reply{Payload: d.data[:min(n, len(d.data))]})
 }
 
-func benchMsgReplies(b *testing.B, mode deliver.Mode, reqSize, size int, d msg.Dispatcher) {
+// replyRun is one way's run in one round.
+type replyRun struct {
+	cpuPerGiB, gibPerSec float64
+}
+
+func benchMsgReplies(b *testing.B, reqSize, size int, d msg.Dispatcher) {
 	e, err := deliver.New(deliver.Config{Provider: rdmatest.Provider(b), Addr: rdmatest.Addr()})
 	if err != nil {
 		b.Fatal(err)
@@ -106,7 +117,7 @@ func benchMsgReplies(b *testing.B, mode deliver.Mode, reqSize, size int, d msg.D
 		MsgRDMA: msgrdma.New(e).Stages(), Modules: []Module{attachEngine(e)}})
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMsgRepliesClient$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d,%d,%d", envMsgRepliesClient, s.MsgAddr(), replyWay(mode), reqSize, size, b.N))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%d,%d", envMsgRepliesClient, s.MsgAddr(), reqSize, size))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -145,61 +156,84 @@ func benchMsgReplies(b *testing.B, mode deliver.Mode, reqSize, size int, d msg.D
 		b.Fatalf("the client ended before %q: %v", word, lines.Err())
 		return ""
 	}
-	expect("ready") // connected, channels dialed, warmed up
-	cpu0 := processCPU()
+	expect("ready") // connected, channels dialed, every way warmed up
+
+	var runs [len(replyWays)][]replyRun
+	per := (b.N + replyRounds - 1) / replyRounds
 	b.ReportAllocs()
 	b.ResetTimer()
-	start := time.Now()
-	_, _ = io.WriteString(in, "go\n")
-	if errs := expect("done"); errs != "0" {
-		b.Fatalf("the client saw %s errors", errs)
+	for round := range replyRounds {
+		for i := range replyWays {
+			w := (i + round) % len(replyWays)
+			cpu0, start := processCPU(), time.Now() // processCPU: tuning_loops.go's
+			_, _ = fmt.Fprintf(in, "run %s %d\n", replyWay(replyWays[w]), per)
+			if errs := expect("done"); errs != "0" {
+				b.Fatalf("%s: the client saw %s errors", replyWay(replyWays[w]), errs)
+			}
+			elapsed, cpu := time.Since(start), processCPU()-cpu0
+			gib := float64(per) * float64(size) / (1 << 30)
+			runs[w] = append(runs[w], replyRun{cpuPerGiB: cpu.Seconds() / gib, gibPerSec: gib / elapsed.Seconds()})
+		}
 	}
-	elapsed := time.Since(start)
 	b.StopTimer()
-	cpu := processCPU() - cpu0 // tuning_loops.go's
-	gib := float64(b.N) * float64(size) / (1 << 30)
-	b.ReportMetric(cpu.Seconds()/gib, "cpu-s/GiB")
-	b.ReportMetric(gib/elapsed.Seconds(), "GiB/s")
+	for w, way := range replyWays {
+		b.ReportMetric(medianOf(runs[w], func(r replyRun) float64 { return r.cpuPerGiB }), replyWay(way)+"-cpu-s/GiB")
+		b.ReportMetric(medianOf(runs[w], func(r replyRun) float64 { return r.gibPerSec }), replyWay(way)+"-GiB/s")
+	}
+	for w := 1; w < len(replyWays); w++ {
+		var ratios []replyRun
+		for r := range runs[w] {
+			ratios = append(ratios, replyRun{cpuPerGiB: runs[w][r].cpuPerGiB / runs[0][r].cpuPerGiB})
+		}
+		b.ReportMetric(medianOf(ratios, func(r replyRun) float64 { return r.cpuPerGiB }), "cpu-"+replyWay(replyWays[w])+"/tcp")
+	}
 	_, _ = io.WriteString(in, "exit\n")
+}
+
+// medianOf is the median of f over rs (the mean of the middle two for an
+// even count).
+func medianOf(rs []replyRun, f func(replyRun) float64) float64 {
+	xs := make([]float64, 0, len(rs))
+	for _, r := range rs {
+		xs = append(xs, f(r))
+	}
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
 }
 
 const envMsgRepliesClient = "QUARTET_MSG_REPLIES_CLIENT"
 
 // TestMsgRepliesClient is BenchmarkMsgReplies's client process; it does
 // nothing unless the benchmark started it. Its arguments, in
-// envMsgRepliesClient: the server's messenger address, the reply's way,
-// the request's and the reply's sizes, and how many replies to measure.
+// envMsgRepliesClient: the server's messenger address, and the request's
+// and the reply's sizes. On stdin, "run WAY N" sends N requests whose
+// replies come by WAY (tcp, server-writes, client-reads) and answers
+// "done ERRORS"; "exit" or the end of stdin ends it.
 func TestMsgRepliesClient(t *testing.T) {
 	arg := os.Getenv(envMsgRepliesClient)
 	if arg == "" {
 		t.Skip("run by BenchmarkMsgReplies")
 	}
 	f := strings.Split(arg, ",")
-	if len(f) != 5 {
+	if len(f) != 3 {
 		t.Fatalf("%s=%q", envMsgRepliesClient, arg)
 	}
 	addr := f[0]
-	mode, err := deliver.ParseMode(f[1])
-	if err != nil && f[1] != "tcp" {
+	reqSize, _ := strconv.Atoi(f[1])
+	size, _ := strconv.Atoi(f[2])
+
+	ep, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: rdmatest.Provider(t), Addr: net.JoinHostPort(rdmatest.Host(), "0"), OpTimeout: 30 * time.Second})
+	if err != nil {
 		t.Fatal(err)
 	}
-	reqSize, _ := strconv.Atoi(f[2])
-	size, _ := strconv.Atoi(f[3])
-	n, _ := strconv.Atoi(f[4])
-
-	cfg := msgclient.Config{RDMARetries: -1}
-	if mode != deliver.ModeOff {
-		ep, err := deliver.NewEndpoint(deliver.EndpointConfig{Provider: rdmatest.Provider(t), Addr: net.JoinHostPort(rdmatest.Host(), "0"), OpTimeout: 30 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ep.Close()
-		cfg.Endpoint = ep
-	}
+	defer ep.Close()
 	ctx := context.Background()
 	clients := make([]*msgclient.Client, replyConns)
 	for i := range clients {
-		if clients[i], err = msgclient.Dial(ctx, addr, cfg); err != nil {
+		if clients[i], err = msgclient.Dial(ctx, addr, msgclient.Config{Endpoint: ep, RDMARetries: -1}); err != nil {
 			t.Fatal(err)
 		}
 		defer clients[i].Close()
@@ -209,15 +243,13 @@ func TestMsgRepliesClient(t *testing.T) {
 		binary.BigEndian.PutUint32(req, uint32(size))
 	}
 	bufs := make([]*deliver.Buffer, replyConns*replyInFlight)
-	if mode != deliver.ModeOff {
-		for i := range bufs {
-			if bufs[i], err = cfg.Endpoint.NewBuffer(size); err != nil {
-				t.Fatal(err)
-			}
-			defer bufs[i].Close()
+	for i := range bufs {
+		if bufs[i], err = ep.NewBuffer(size); err != nil {
+			t.Fatal(err)
 		}
+		defer bufs[i].Close()
 	}
-	run := func(total int) int64 {
+	run := func(mode deliver.Mode, total int) int64 {
 		var next, errs atomic.Int64
 		var wg sync.WaitGroup
 		for i := range bufs {
@@ -227,7 +259,7 @@ func TestMsgRepliesClient(t *testing.T) {
 					r, err := c.Do(ctx, &msgclient.Request{Payload: req, Deliver: mode, Into: bufs[i]})
 					if err != nil || r.ByRDMA() != (mode != deliver.ModeOff) || len(r.Payload) != size {
 						if errs.Add(1) == 1 {
-							fmt.Fprintf(os.Stderr, "msg replies client: %v, by RDMA %v, %d bytes\n", err, r.ByRDMA(), len(r.Payload))
+							fmt.Fprintf(os.Stderr, "msg replies client: %s: %v, by RDMA %v, %d bytes\n", replyWay(mode), err, r.ByRDMA(), len(r.Payload))
 						}
 					}
 				}
@@ -236,14 +268,27 @@ func TestMsgRepliesClient(t *testing.T) {
 		wg.Wait()
 		return errs.Load()
 	}
-	if errs := run(2 * len(bufs)); errs != 0 {
-		t.Fatalf("warm-up: %d errors", errs)
+	for _, mode := range replyWays {
+		if errs := run(mode, 2*len(bufs)); errs != 0 {
+			t.Fatalf("warm-up by %s: %d errors", replyWay(mode), errs)
+		}
 	}
 	fmt.Println("ready")
-	in := bufio.NewScanner(os.Stdin)
-	if !in.Scan() {
-		return
+	ways := map[string]deliver.Mode{}
+	for _, m := range replyWays {
+		ways[replyWay(m)] = m
 	}
-	fmt.Printf("done %d\n", run(n))
-	in.Scan() // "exit": the server has read its counters
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var way string
+		var n int
+		if _, err := fmt.Sscanf(in.Text(), "run %s %d", &way, &n); err != nil {
+			return // "exit"
+		}
+		mode, ok := ways[way]
+		if !ok {
+			t.Fatalf("unknown way %q", way)
+		}
+		fmt.Printf("done %d\n", run(mode, n))
+	}
 }
