@@ -129,6 +129,11 @@ type CompareResult struct {
 	Subjects  []string      `json:"subjects"`
 	Rows      []CompareRow  `json:"rows"`
 	Idle      []IdleRow     `json:"idle,omitempty"`
+	// MsgServers are the servers measured on the messenger (a msg://
+	// URL): their runs are echoes of MsgPayload bytes, one message per
+	// request, whatever the path; the others' are HTTP's.
+	MsgServers []string `json:"msg_servers,omitempty"`
+	MsgPayload int      `json:"msg_payload,omitempty"`
 	// SyscallNote says why syscalls were not counted, when they were not.
 	SyscallNote string   `json:"syscall_note,omitempty"`
 	Warnings    []string `json:"warnings,omitempty"`
@@ -185,6 +190,9 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 		}
 		servers[k] = s
 		fmt.Fprintf(log, "%s (%s) at %s, pid %d\n", c.Name, m.Name, s.URL(), s.PID())
+		if IsMsgTarget(s.URL()) && !slices.Contains(res.MsgServers, c.Name) {
+			res.MsgServers, res.MsgPayload = append(res.MsgServers, c.Name), spec.Load.Payload
+		}
 		if !m.pinned() {
 			if w := sharedCPUWarning(s); w != "" && !slices.Contains(res.Warnings, m.Name+": "+w) {
 				res.Warnings = append(res.Warnings, m.Name+": "+w)
@@ -295,9 +303,12 @@ func modeNamed(ms []CompareMode, name string) CompareMode {
 
 // measure is one run of the spec's generator against srv.
 func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, conns int, path string) (CompareSample, error) {
-	url := strings.TrimRight(srv.URL(), "/") + path
+	url := targetURL(srv, path)
 	cpuKnown := srv.PID() > 0 && !isInProcess(srv)
 	if spec.Generator == GenWrk {
+		if IsMsgTarget(url) {
+			return CompareSample{}, fmt.Errorf("%s: wrk speaks HTTP, not the messenger (--gen quartet)", url)
+		}
 		w := WrkConfig{URL: url, Conns: conns, Threads: 1, CPUs: m.LoadCPUs}
 		if spec.Warmup > 0 {
 			w.Duration = spec.Warmup
@@ -341,15 +352,28 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 	if err != nil {
 		return CompareSample{}, err
 	}
+	non2xx := r.Requests - r.Status[2] - r.Status[3]
+	if r.Protocol == protoMsg {
+		non2xx = 0 // no status: error frames and mismatched replies are among the errors
+	}
 	return CompareSample{Requests: r.Requests, RequestsPerSec: r.RequestsPerSec, ServerCPU: r.ServerCPU,
 		CPUKnown: r.ServerCPUKnown, P50: r.Latency.P50, P99: r.Latency.P99, Errors: r.ErrorTotal(),
-		Non2xx: r.Requests - r.Status[2] - r.Status[3]}, nil
+		Non2xx: non2xx}, nil
+}
+
+// targetURL is what a run against srv loads: path on an HTTP server; a
+// messenger server (msg://) has no paths, and its runs send the echo.
+func targetURL(srv Server, path string) string {
+	if IsMsgTarget(srv.URL()) {
+		return srv.URL()
+	}
+	return strings.TrimRight(srv.URL(), "/") + path
 }
 
 // measureSyscalls counts srv's syscalls per request in the row's cell.
 func measureSyscalls(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, conns int, path string) (*SyscallCount, error) {
 	load := spec.Load
-	load.URL, load.Conns = strings.TrimRight(srv.URL(), "/")+path, conns
+	load.URL, load.Conns = targetURL(srv, path), conns
 	if load.Loops == 0 {
 		load.Loops = 1
 	}

@@ -37,6 +37,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	quartetBin := fs.String("quartet", "", "quartet binary to compare (default: this executable)")
 	quartetB := fs.String("quartet-b", "", "a second quartet binary, shown as quartet-b and held against quartet too (before/after in one run)")
 	quartetExtra := fs.String("quartet-args", "", `extra flags for "quartet serve", e.g. "--readers 2 --writers 2"`)
+	msgCmp := fs.Bool("msg", false, "the messenger: its echo of -b bytes (default 13) on quartet serve --msg-addr (quartet-msg) and on the bare gnet messenger peer (gnetmsg), beside GET --path on a second quartet serve started the same way (quartet-http); the project's generator")
 	static := fs.Bool("static", false, "static files instead of /hello: 4 KiB and 1 MiB files from quartet serve --root and nginx (2 workers; 1 when pinned)")
 	fs.Usage = func() {
 		fmt.Fprintln(env.Stderr, `usage: quartet bench compare [flags] [QUARTET-URL]
@@ -47,7 +48,8 @@ Quartet's ratios to each peer), requests/s, p99 and syscalls per request.
 Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
   quartet bench compare                                issue 15's table
   quartet bench compare --quartet OLD --quartet-b NEW  before/after in one run
-  quartet bench compare --static --idle 1000,10000     static files against nginx; idle memory`)
+  quartet bench compare --static --idle 1000,10000     static files against nginx; idle memory
+  quartet bench compare --msg --modes both-cores       the messenger's echo against gnet's and HTTP's /hello`)
 		fs.PrintDefaults()
 	}
 	_ = fs.Set("d", "5s")
@@ -62,8 +64,23 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	if *static && !set["conns"] {
+	if (*static || *msgCmp) && !set["conns"] {
 		*connList = "100"
+	}
+	if *msgCmp {
+		switch {
+		case *static || *idle != "" || *quartetB != "" || len(pos) > 0:
+			return errors.New("bench compare: --msg starts its own servers and takes none of --static, --idle, --quartet-b or a URL")
+		case set["gen"] && *gen != GenQuartet:
+			return errors.New("bench compare: --msg: wrk speaks HTTP, not the messenger; the project's generator runs it")
+		}
+		*gen = GenQuartet
+		if !set["only"] {
+			*only = "gnetmsg"
+		}
+		if !set["b"] {
+			f.body = DefaultMsgPayload
+		}
 	}
 	conns, err := parseInts(*connList)
 	if err != nil {
@@ -129,6 +146,13 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 		bin = env.QuartetBinary
 	}
 	switch {
+	case *msgCmp && bin == "":
+		return errors.New("bench compare: --msg runs quartet serve: give --quartet BINARY")
+	case *msgCmp:
+		// Both with the messenger's listener, so they differ only in the
+		// protocol they are measured on.
+		cs = append(cs, QuartetMsgProcess("quartet-msg", bin, extra))
+		spec.Subjects = []string{"quartet-msg"}
 	case len(pos) == 1:
 		base, p, err := baseURL(pos[0])
 		if err != nil {
@@ -187,6 +211,11 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 			cs = append(cs, PeerProcess(name, dir))
 		}
 	}
+	if *msgCmp {
+		// With the messenger's listener too, so that it differs from
+		// quartet-msg only in the protocol it is measured on.
+		cs = append(cs, QuartetProcess("quartet-http", bin, append([]string{"--msg-addr", "127.0.0.1:0"}, extra...)))
+	}
 	if len(cs) < 2 {
 		return errNoSubject
 	}
@@ -216,6 +245,9 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	}
 	spec.Load = f.cfg
 	spec.Load.Progress = nil
+	if *msgCmp {
+		spec.Load.Payload = f.body
+	}
 
 	res, err := Compare(ctx, spec, cs)
 	if res == nil {

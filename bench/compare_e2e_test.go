@@ -206,3 +206,43 @@ func TestCompareStatic(t *testing.T) {
 		t.Error("the idle experiment stopped")
 	}
 }
+
+// TestCompareMsg is issue 17's messenger figures from one command,
+// shrunk: Quartet's echo against the bare gnet messenger peer's and
+// against Quartet's own GET /hello, with ratios from the same rounds.
+func TestCompareMsg(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds quartet and the peers, runs load")
+	}
+	bin, peers := buildQuartet(t), buildPeers(t)
+	var res CompareResult
+	checkReleased(t, func() {
+		out := runCompare(t, "--msg", "--quartet", bin, "--peer-bin", peers, "--modes", "both-cores", "--conns", "4",
+			"--rounds", "2", "-d", "300ms", "-w", "0s", "--syscalls", "off", "--json")
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("%v:\n%s", err, out)
+		}
+	})
+	if got := strings.Join(res.Servers, " "); got != "quartet-msg gnetmsg quartet-http" ||
+		strings.Join(res.MsgServers, " ") != "quartet-msg gnetmsg" || res.MsgPayload != DefaultMsgPayload || res.Generator != GenQuartet {
+		t.Fatalf("servers %q, messenger %q, payload %d, generator %q", got, res.MsgServers, res.MsgPayload, res.Generator)
+	}
+	for _, row := range res.Rows {
+		if len(row.Samples) != 2 || row.Err != "" || row.Errors != 0 || row.RequestsPerSec <= 0 || row.CPUPerRequest <= 0 {
+			t.Errorf("%s: %d samples, error %q, %d errors, %.0f/s, CPU %v", row.Server, len(row.Samples), row.Err, row.Errors, row.RequestsPerSec, row.CPUPerRequest)
+		}
+		if row.Server == "quartet-msg" && (row.CPURatio["gnetmsg"] <= 0 || row.CPURatio["quartet-http"] <= 0 || row.RPSRatio["gnetmsg"] <= 0) {
+			t.Errorf("quartet-msg ratios: CPU %v, rate %v", row.CPURatio, row.RPSRatio)
+		}
+	}
+	var text bytes.Buffer
+	if err := res.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Messenger echo of 13 bytes on quartet-msg, gnetmsg", "quartet-msg / gnetmsg", "quartet-msg / quartet-http",
+		"quartet-msg both-cores c=4 echo of 13 bytes:"} {
+		if !strings.Contains(strings.Join(strings.Fields(text.String()), " "), want) {
+			t.Errorf("no %q in:\n%s", want, text.String())
+		}
+	}
+}

@@ -125,8 +125,23 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			paths = append(paths, c.path)
 		}
 	}
-	ew.printf("GET %s keep-alive, %s, %d alternating round(s) of %v after %v warm-up; medians.\n",
-		strings.Join(paths, ", "), gen, r.Rounds, r.Duration, r.Warmup)
+	switch {
+	case len(r.MsgServers) == 0:
+		ew.printf("GET %s keep-alive, %s, %d alternating round(s) of %v after %v warm-up; medians.\n",
+			strings.Join(paths, ", "), gen, r.Rounds, r.Duration, r.Warmup)
+	case len(r.MsgServers) == len(r.Servers):
+		ew.printf("Messenger echo of %d bytes (a request is a message), %s, %d alternating round(s) of %v after %v warm-up; medians.\n",
+			r.MsgPayload, gen, r.Rounds, r.Duration, r.Warmup)
+	default:
+		var http []string
+		for _, s := range r.Servers {
+			if !slices.Contains(r.MsgServers, s) {
+				http = append(http, s)
+			}
+		}
+		ew.printf("Messenger echo of %d bytes on %s (a request is a message) and GET %s keep-alive on %s, %s, %d alternating round(s) of %v after %v warm-up; medians.\n",
+			r.MsgPayload, strings.Join(r.MsgServers, ", "), strings.Join(paths, ", "), strings.Join(http, ", "), gen, r.Rounds, r.Duration, r.Warmup)
+	}
 	ew.printf("Host: %s.\n", r.Host)
 	for _, m := range r.Modes {
 		switch {
@@ -262,7 +277,11 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 				cpu = append(cpu, usString(s.CPUPerRequest()))
 			}
 		}
-		ew.printf("  %s %s c=%d %s: %s | %s | errors %d, non-2xx %d", row.Server, row.Mode, row.Conns, row.Path,
+		what := row.Path
+		if slices.Contains(r.MsgServers, row.Server) {
+			what = fmt.Sprintf("echo of %d bytes", r.MsgPayload)
+		}
+		ew.printf("  %s %s c=%d %s: %s | %s | errors %d, non-2xx %d", row.Server, row.Mode, row.Conns, what,
 			strings.Join(rps, " "), strings.Join(cpu, " "), row.Errors, row.Non2xx)
 		if sc := row.Syscalls; sc != nil && len(sc.Top) > 0 {
 			var top []string

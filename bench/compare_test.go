@@ -228,3 +228,28 @@ func TestCompareTextTable(t *testing.T) {
 		t.Errorf("CSV: %v\n%s", err, c.String())
 	}
 }
+
+// --msg starts its own servers with the project's generator: what would
+// make it measure something else is refused before anything starts.
+func TestCompareMsgFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"wrk", []string{"--gen", "wrk"}, "wrk speaks HTTP"},
+		{"static", []string{"--static"}, "takes none of"},
+		{"idle", []string{"--idle", "10"}, "takes none of"},
+		{"url", []string{"http://127.0.0.1:1/hello"}, "takes none of"},
+		{"no-binary", nil, "give --quartet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := Main(t.Context(), append([]string{"compare", "--msg"}, tt.args...), Env{Stdout: &out, Stderr: &errb})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

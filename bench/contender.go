@@ -61,10 +61,16 @@ func procEnv(m CompareMode) []string {
 // GoProcess is a contender run from argv, a Go server that prints its
 // address (a peer, or quartet serve).
 func GoProcess(name string, argv, idleArgs []string) Contender {
+	return goProcess(name, argv, idleArgs, false)
+}
+
+// goProcess is GoProcess, measured on its messenger address when msg is
+// set.
+func goProcess(name string, argv, idleArgs []string, msg bool) Contender {
 	return Contender{
 		Name: name,
 		Start: func(ctx context.Context, m CompareMode) (Server, error) {
-			return StartProc(ctx, ProcSpec{Name: name, Argv: argv, Env: procEnv(m), CPUs: m.ServerCPUs})
+			return StartProc(ctx, ProcSpec{Name: name, Argv: argv, Env: procEnv(m), CPUs: m.ServerCPUs, Msg: msg})
 		},
 		StartIdle: func(ctx context.Context) (Server, error) {
 			return StartProc(ctx, ProcSpec{Name: name, Argv: append(append([]string(nil), argv...), idleArgs...)})
@@ -78,6 +84,14 @@ func QuartetProcess(name, bin string, extra []string) Contender {
 	// Quartet closes keep-alive connections idle for 60 s by default;
 	// opening 100k takes longer than that in a VM.
 	return GoProcess(name, argv, []string{"--idle-timeout", idleServerTimeout.String()})
+}
+
+// QuartetMsgProcess is `bin serve` with the messenger's echo on a
+// loopback port (--msg-addr, with extra flags), measured there: its URL
+// is msg://IP:PORT.
+func QuartetMsgProcess(name, bin string, extra []string) Contender {
+	argv := append(append(quartetArgs(bin, ServerParams{}), "--msg-addr", "127.0.0.1:0"), extra...)
+	return goProcess(name, argv, []string{"--idle-timeout", idleServerTimeout.String()}, true)
 }
 
 // PeerProcess is one of the peers built from bench/peers into dir.

@@ -26,10 +26,16 @@ const (
 )
 
 // addrPattern finds an address in a server's start-up output: a peer's
-// "http://IP:PORT" line, or quartet serve's log ("addr=IP:PORT" in text,
-// "addr":"IP:PORT" in JSON). The same line names the admin endpoint, where
-// the metrics are (see adminPattern).
-var addrPattern = regexp.MustCompile(`(?:^http://|\baddr"?[=:]"?|\burl"?[=:]"?http://)(\d+\.\d+\.\d+\.\d+:\d+)`)
+// "http://IP:PORT" line (gnetmsg's "msg://IP:PORT"), or quartet serve's
+// log ("addr=IP:PORT" in text, "addr":"IP:PORT" in JSON). The same line
+// names the admin endpoint, where the metrics are (see adminPattern), and
+// the messenger's address (msgAddrPattern).
+var addrPattern = regexp.MustCompile(`(?:^http://|^msg://|\baddr"?[=:]"?|\burl"?[=:]"?http://)(\d+\.\d+\.\d+\.\d+:\d+)`)
+
+// msgAddrPattern finds the messenger's address in quartet serve's
+// start-up line ("messenger=IP:PORT", or "messenger":"IP:PORT" in JSON)
+// when it serves one (--msg-addr).
+var msgAddrPattern = regexp.MustCompile(`\bmessenger"?[=:]"?(\d+\.\d+\.\d+\.\d+:\d+)`)
 
 // adminPattern finds the admin (metrics) endpoint in quartet serve's
 // start-up line ("admin=http://IP:PORT", or "admin":"http://IP:PORT" in
@@ -49,6 +55,11 @@ type ProcSpec struct {
 	// CPUs, if set, pins the server to these CPUs (taskset's list
 	// syntax, e.g. "0" or "0-1").
 	CPUs string
+	// Msg: the server is measured on its messenger address, so its URL
+	// is msg://IP:PORT (quartet serve's "messenger="); a server that
+	// prints none fails to start. A peer whose first line is msg://IP:PORT
+	// needs no Msg.
+	Msg bool
 }
 
 // procServer is a server running as a child process.
@@ -111,14 +122,14 @@ func StartProc(ctx context.Context, spec ProcSpec) (Server, error) {
 		for sc.Scan() {
 			line := sc.Text()
 			tail.add(line)
-			m := addrPattern.FindStringSubmatch(line)
-			if sent || m == nil {
+			url := lineURL(line, spec.Msg)
+			if sent || url == "" {
 				continue
 			}
 			if a := adminPattern.FindStringSubmatch(line); a != nil {
 				f.metrics = "http://" + a[1] + "/metrics"
 			}
-			f.url, f.params = "http://"+m[1], parseParams(line)
+			f.url, f.params = url, parseParams(line)
 			got <- f
 			sent = true
 		}
@@ -129,6 +140,10 @@ func StartProc(ctx context.Context, spec ProcSpec) (Server, error) {
 	select {
 	case f := <-got:
 		p.url, p.metrics, p.params = f.url, f.metrics, f.params
+		if spec.Msg && !IsMsgTarget(p.url) {
+			_ = p.Close()
+			return nil, fmt.Errorf("bench: %s: printed %s, not the messenger's address", name, p.url)
+		}
 		return p, nil
 	case <-p.done:
 		return nil, fmt.Errorf("bench: %s exited before listening (%v): %s", name, p.err, tail.String())
@@ -140,6 +155,23 @@ func StartProc(ctx context.Context, spec ProcSpec) (Server, error) {
 		_ = p.Close()
 		return nil, ctx.Err()
 	}
+}
+
+// lineURL is the server's URL a start-up line announces, "" if it names
+// none: http://IP:PORT, or msg://IP:PORT for a peer's msg:// line and,
+// with msg, for quartet serve's messenger address.
+func lineURL(line string, msg bool) string {
+	m := addrPattern.FindStringSubmatch(line)
+	switch {
+	case m == nil:
+		return ""
+	case strings.HasPrefix(line, msgScheme):
+		return msgScheme + m[1]
+	}
+	if a := msgAddrPattern.FindStringSubmatch(line); a != nil && msg {
+		return msgScheme + a[1]
+	}
+	return "http://" + m[1]
 }
 
 // parseParams reads the stage sizes from a start-up line.

@@ -252,6 +252,31 @@ func TestParseParams(t *testing.T) {
 	}
 }
 
+// The URL a server is measured on, from its start-up line: a messenger
+// server's when the comparison asks for it (quartet serve's messenger=)
+// or when the peer announces one (msg://).
+func TestLineURL(t *testing.T) {
+	serving := `msg="quartet serving" url=http://127.0.0.1:4000 addr=127.0.0.1:4000 messenger=127.0.0.1:9000 admin=off`
+	tests := []struct {
+		line string
+		msg  bool
+		want string
+	}{
+		{serving, false, "http://127.0.0.1:4000"},
+		{serving, true, "msg://127.0.0.1:9000"},
+		{`{"msg":"quartet serving","addr":"127.0.0.1:4001","messenger":"127.0.0.1:9001"}`, true, "msg://127.0.0.1:9001"},
+		{`msg="quartet serving" addr=127.0.0.1:4000 admin=off`, true, "http://127.0.0.1:4000"}, // no --msg-addr: StartProc refuses it
+		{`msg://127.0.0.1:4003`, false, "msg://127.0.0.1:4003"},
+		{`http://127.0.0.1:4004`, true, "http://127.0.0.1:4004"},
+		{`[gnet] INFO Launching gnet, listening on: tcp://127.0.0.1:0`, true, ""},
+	}
+	for _, tt := range tests {
+		if got := lineURL(tt.line, tt.msg); got != tt.want {
+			t.Errorf("lineURL(%q, %v) = %q, want %q", tt.line, tt.msg, got, tt.want)
+		}
+	}
+}
+
 func nan() float64 { return math.NaN() }
 
 func pidSelf() int { return os.Getpid() }

@@ -1,8 +1,10 @@
 // Package peers holds the servers Quartet is compared against by
-// `quartet bench compare`: net/http, a bare gnet v2 server and fasthttp.
-// It is a separate module so their dependencies stay out of Quartet's
-// go.mod. Each command serves the same endpoints as Quartet's built-in
-// handler:
+// `quartet bench compare`: net/http, a bare gnet v2 server and fasthttp,
+// and gnetmsg, a bare gnet v2 messenger echo (`quartet bench compare
+// --msg`). It is a separate module so their dependencies stay out of
+// Quartet's go.mod; it takes Quartet's own packages (gnetmsg's codec) from
+// this checkout (a replace directive), so it builds only inside one. Each
+// HTTP command serves the same endpoints as Quartet's built-in handler:
 //
 //	GET  /hello       13-byte "Hello, World!"
 //	GET  /sleep?ms=N  answers after N milliseconds
@@ -11,8 +13,8 @@
 //	POST /echo        the request body
 //
 // Each listens on -addr (default 127.0.0.1:0) and prints its base URL,
-// http://IP:PORT, as the first line on stdout, which is how the tool finds
-// it; it stops on SIGINT or SIGTERM.
+// http://IP:PORT (gnetmsg: msg://IP:PORT), as the first line on stdout,
+// which is how the tool finds it; it stops on SIGINT or SIGTERM.
 package peers
 
 import "strconv"

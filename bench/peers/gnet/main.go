@@ -20,7 +20,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
 	"github.com/quartet-server/quartet/bench/peers"
-	"golang.org/x/sys/unix"
+	"github.com/quartet-server/quartet/bench/peers/internal/gnetboot"
 )
 
 // maxHeader bounds a request head; a longer one closes the connection.
@@ -41,23 +41,12 @@ type server struct {
 }
 
 func (s *server) OnBoot(eng gnet.Engine) gnet.Action {
-	// The listener's port is only known once bound (-addr :0): read it
-	// from a dup of the listening socket.
 	s.eng <- eng
-	fd, err := eng.Dup()
+	a, err := gnetboot.Addr(eng)
 	if err != nil {
 		log.Fatal(err)
 	}
-	sa, err := unix.Getsockname(fd)
-	unix.Close(fd)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if in4, ok := sa.(*unix.SockaddrInet4); ok {
-		s.addr <- fmt.Sprintf("%d.%d.%d.%d:%d", in4.Addr[0], in4.Addr[1], in4.Addr[2], in4.Addr[3], in4.Port)
-	} else {
-		s.addr <- ""
-	}
+	s.addr <- a
 	return gnet.None
 }
 
@@ -92,7 +81,9 @@ func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 	if len(st.out) > 0 {
 		_, _ = c.Write(st.out)
 	}
-	_, _ = c.Discard(consumed)
+	if consumed > 0 { // gnet's Discard(0) discards everything, a partial request too
+		_, _ = c.Discard(consumed)
+	}
 	return gnet.None
 }
 

@@ -39,7 +39,10 @@ import (
 //	go test -run '^$' -bench Replies -benchtime 2000x -count 5 ./protocol/msg/msgrdma
 //
 // Sub-benchmarks run every and sparse next to each other for each size
-// and mode, so -count alternates them A B A B.
+// and mode; -count repeats each sub-benchmark back to back (A A B B), it
+// does not alternate them, so on a busy machine compare pairs from
+// several invocations. (runtime's BenchmarkMsgReplies takes turns within
+// one run instead.)
 func BenchmarkReplies(b *testing.B) {
 	for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
 		for _, size := range []int{4 << 10, 1 << 20} {
