@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -507,10 +508,7 @@ func (w *ResponseWriter) answerBodyError() bool {
 	if w.resp.Aborted() {
 		return false
 	}
-	code := http.StatusBadRequest
-	if se, ok := w.bodyErr.(interface{ HTTPStatus() int }); ok {
-		code = se.HTTPStatus()
-	}
+	code := http1.StatusOf(w.bodyErr)
 	w.framing = true // the error response bypasses the filters
 	w.releaseHolds()
 	w.dropBody()

@@ -7,28 +7,28 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
 var ioEOF = io.EOF
 
-// ErrBodyTooLarge is returned by a request body's Read once the body has
-// passed Config.MaxBodyBytes (a chunked body; a declared Content-Length over
-// the limit is answered 413 before dispatch). Status 413.
-var ErrBodyTooLarge = newError(413, "quartet: request body too large")
-
-// ErrBodyTimeout is returned by a request body's Read when the client sent
-// nothing for Config.BodyTimeout. Status 408.
-var ErrBodyTimeout = newError(408, "quartet: timed out waiting for the request body")
-
-// ErrBodyTooSlow is returned by a request body's Read once the client has
-// sent it slower than Config.MinBodyRate after Config.MinBodyRateGrace
-// (Apache mod_reqtimeout's MinRate). Status 408.
-var ErrBodyTooSlow = newError(408, "quartet: request body arrived slower than the minimum rate")
-
-// ErrBodyClosed is returned by a request body's Read after the response has
-// been sent: the handler has no business reading its body any more.
-var ErrBodyClosed = newError(400, "quartet: request body read after the response finished")
+// The errors a streamed body's Read returns when the loop ends it. They
+// are the stages' (stages.ErrBody*), named here too for the handlers that
+// test for them: the protocol, not the reader, decides what each one
+// answers (HTTP/1.1: 413, 408, 408, 400).
+var (
+	// ErrBodyTooLarge: the body passed Config.MaxBodyBytes (a streamed
+	// body; a declared length over the limit is refused before dispatch).
+	ErrBodyTooLarge = stages.ErrBodyTooLarge
+	// ErrBodyTimeout: the client sent nothing for Config.BodyTimeout.
+	ErrBodyTimeout = stages.ErrBodyTimeout
+	// ErrBodyTooSlow: the client sent the body slower than
+	// Config.MinBodyRate after Config.MinBodyRateGrace.
+	ErrBodyTooSlow = stages.ErrBodyTooSlow
+	// ErrBodyClosed: the body was read after the response had finished.
+	ErrBodyClosed = stages.ErrBodyClosed
+)
 
 // pipe carries a streaming request body from the loop that reads the socket
 // to the handler that reads the body. The loop fills buf[w:raw] with raw
@@ -214,7 +214,7 @@ func (l *Loop) startStream(slot int32) {
 	rc.rateFrom, rc.rateBytes, rc.rateStopped = l.core.Now(), 0, time.Time{} // dispatch starts its timer
 	rc.rateAwaits = rc.req.Expect100
 	rc.remaining = rc.req.ContentLength
-	rc.chunked = ChunkedDecoder{}
+	rc.chunked = http1.ChunkedDecoder{}
 	rc.fpos = rc.start + rc.hdrLen
 	rc.consumed = rc.hdrLen
 	l.feedLocked(slot)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quartet-server/quartet/internal/poll"
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -57,7 +58,7 @@ const (
 
 // Config sets a reader loop's limits and hooks.
 type Config struct {
-	Limits        Limits
+	Limits        http1.Limits
 	HeaderTimeout time.Duration // first byte of a request to its last header byte; then 408
 	IdleTimeout   time.Duration // keep-alive wait for the next request's first byte
 	LingerTimeout time.Duration // lingering close: wait for the client's FIN
@@ -237,7 +238,7 @@ type work struct {
 	start, end int
 	hdrLen     int // header block length of the dispatched request
 	consumed   int // bytes of buf from start that belong to the dispatched request
-	parser     Parser
+	parser     http1.Parser
 	// framer parses a framed protocol's requests (framed.go): made by
 	// protocol framerOf the first time this record serves one of its
 	// connections, and kept, reset, with the record in the loop's pool.
@@ -248,7 +249,7 @@ type work struct {
 	pipe      pipe         // body of a streaming request
 	feeding   bool         // the loop is still reading this request's body
 	remaining int64        // Content-Length body bytes not yet read
-	chunked   ChunkedDecoder
+	chunked   http1.ChunkedDecoder
 	fpos      int    // next body byte in buf not yet moved to the pipe
 	carry     []byte // bytes past a chunked body: the next request's start
 	bodyTotal int64
@@ -442,7 +443,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	for i := range l.fifo {
 		l.fifo[i].head, l.fifo[i].tail = -1, -1
 	}
-	l.readLimit = cfg.Limits.maxHeaderBytes()
+	l.readLimit = cfg.Limits.HeaderBytes()
 	return l, nil
 }
 
@@ -730,6 +731,9 @@ const (
 	maxStashedPipes = 16
 	maxStashedConns = 1024
 	maxStashedWorks = 1024
+	// maxKeptHeaders: a request record keeps its header array for the
+	// next request unless an unusual one grew it past this many fields.
+	maxKeptHeaders = 400
 )
 
 // takeWork gives rc a request record and a read buffer, if it has none:
@@ -762,7 +766,7 @@ func (l *Loop) dropWork(rc *rconn) {
 	l.putBuf(rc)
 	rc.work = nil
 	w.req.Reset()
-	if cap(w.req.Headers) > 4*DefaultMaxHeaders {
+	if cap(w.req.Headers) > maxKeptHeaders {
 		w.req.Headers = nil // grown by an unusual request: not worth keeping
 	}
 	hdrs, ready, timer := w.req.Headers, w.pipe.ready, w.pipe.timer
@@ -945,7 +949,7 @@ func (l *Loop) readRequest(slot int32) {
 			}
 			return
 		case err == errBufferFull:
-			l.fail(slot, StatusOf(ErrHeadersTooLarge))
+			l.fail(slot, http1.StatusOf(http1.ErrHeadersTooLarge))
 			return
 		case err == errEOF && rc.end == rc.start:
 			l.close(slot) // clean close between requests
@@ -986,14 +990,14 @@ func (l *Loop) parse(slot int32) bool {
 	}
 	start := time.Now()
 	n, err := rc.parser.Parse(rc.buf[rc.start:rc.end], l.cfg.Limits, &rc.req)
-	if err == ErrNeedMore {
+	if err == http1.ErrNeedMore {
 		return false
 	}
 	if l.counters != nil {
 		l.counters.Service.Record(time.Since(start))
 	}
 	if err != nil {
-		l.fail(slot, StatusOf(err))
+		l.fail(slot, http1.StatusOf(err))
 		return true
 	}
 	rc.hdrLen = n
@@ -1026,7 +1030,7 @@ func (l *Loop) parse(slot int32) bool {
 				rc.parser.Reset()
 				rc.req.Reset()
 				if _, err := rc.parser.Parse(rc.buf[:rc.end], l.cfg.Limits, &rc.req); err != nil {
-					l.fail(slot, StatusOf(err)) // cannot happen: the same bytes parsed a moment ago
+					l.fail(slot, http1.StatusOf(err)) // cannot happen: the same bytes parsed a moment ago
 					return true
 				}
 				rc.req.Conn, rc.req.Seq, rc.req.Received = rc.c, rc.seq, received

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
@@ -251,7 +252,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 	cfg := s.cfg
 	s.fusionFor(id)
 	return reader.New(id, reader.Config{
-		Limits: reader.Limits{
+		Limits: http1.Limits{
 			MaxRequestLine: cfg.MaxRequestLine,
 			MaxHeaderBytes: cfg.MaxHeaderBytes,
 			MaxHeaders:     cfg.MaxHeaders,

@@ -97,7 +97,34 @@ var (
 	// within the header timeout (HTTP's 408).
 	ErrHeadTimeout = errors.New("quartet: request not received in time")
 
+	// ErrHeadTooLarge: a request's head outgrew the most the reader
+	// buffers for one (HTTP's 431). A parser that bounds its heads
+	// itself says so first, with its own error.
+	ErrHeadTooLarge = errors.New("quartet: request head too large")
+
 	// ErrOverloaded: admission control refused the request, which was
 	// not run and may be sent again later (HTTP's 503).
 	ErrOverloaded = errors.New("quartet: server overloaded; request not run")
+)
+
+// Errors a request body's Read returns when the stages, not the client's
+// framing, end it. They say what happened and nothing about any
+// protocol's answer: a protocol maps them to its own (HTTP/1.1's
+// http1.StatusOf gives 413, 408, 408 and 400).
+var (
+	// ErrBodyTooLarge: the body passed the reader's MaxBodyBytes (a
+	// streamed body; a declared length over the limit is refused before
+	// dispatch).
+	ErrBodyTooLarge = errors.New("quartet: request body too large")
+
+	// ErrBodyTimeout: the client sent nothing for the body timeout.
+	ErrBodyTimeout = errors.New("quartet: timed out waiting for the request body")
+
+	// ErrBodyTooSlow: the client sent the body slower than the minimum
+	// rate once its grace had passed (Apache mod_reqtimeout's MinRate).
+	ErrBodyTooSlow = errors.New("quartet: request body arrived slower than the minimum rate")
+
+	// ErrBodyClosed: the body was read after the response had finished;
+	// the handler has no business reading it any more.
+	ErrBodyClosed = errors.New("quartet: request body read after the response finished")
 )
