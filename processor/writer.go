@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -64,8 +65,9 @@ type ResponseWriter struct {
 	asked   bool  // the handler has read (or tried to read) the body
 	bodyErr error // the first request-body Read error other than EOF
 	rbody   bodyReader
-	holds   []*stages.Hold // released if the handler fails, so the writer is not stalled
-	num     [24]byte       // number formatting scratch, here so it never escapes
+	holds   []*stages.Hold            // released if the handler fails, so the writer is not stalled
+	num     [24]byte                  // number formatting scratch, here so it never escapes
+	line    [http1.MaxStatusLine]byte // status line scratch, likewise
 
 	// Output filters (filter.go). chain[i] is the position that calls
 	// filters[i]; chain[nfilters] calls the framing code.
@@ -104,7 +106,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if !w.asked {
 		w.asked = true
 		if w.expect && !w.committed && w.err == nil && !w.broken {
-			if w.emitString("HTTP/1.1 100 Continue\r\n\r\n") == nil {
+			if w.emitString(http1.Continue) == nil {
 				_ = w.sendOut(true, false, false)
 			}
 		}

@@ -1,10 +1,9 @@
 package runtime
 
 import (
-	"net/http"
-	"strconv"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -19,16 +18,9 @@ func (s *Server) fail(c *stages.Conn, req *stages.Request, status int) {
 	now := time.Now()
 	r.Begin(c, req, now)
 	r.Status, r.KeepAlive = status, false
-	text := strconv.Itoa(status) + " " + http.StatusText(status)
-	body := text + "\n"
-	head := "HTTP/1.1 " + text + "\r\n" +
-		"Date: " + now.UTC().Format(http.TimeFormat) + "\r\n" +
-		"Server: " + s.cfg.ServerName + "\r\n" +
-		"Content-Type: text/plain; charset=utf-8\r\n" +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
-		"Connection: close\r\n\r\n"
-	r.HeaderBytes = int64(len(head))
-	_ = r.Append(stages.Bucket{Kind: stages.BucketHeap, Data: []byte(head + body)}, stages.Bucket{Kind: stages.BucketEOS})
+	resp, head := http1.ErrorResponse{Status: status, Date: now, Server: s.cfg.ServerName}.Append(nil)
+	r.HeaderBytes = int64(head)
+	_ = r.Append(stages.Bucket{Kind: stages.BucketHeap, Data: resp}, stages.Bucket{Kind: stages.BucketEOS})
 	r.Done()
 }
 

@@ -2,11 +2,11 @@ package runtime
 
 import (
 	"net/http"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/quartet-server/quartet/control"
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -63,17 +63,9 @@ func (s *Server) shedBytes(now time.Time, retryAfter int64, keep bool) []byte {
 	if b := slot.Load(); b != nil && b.sec == sec {
 		return b.data
 	}
-	const body = "503 Service Unavailable: the server is busy; retry later\n"
-	head := "HTTP/1.1 503 Service Unavailable\r\n" +
-		"Date: " + now.UTC().Format(http.TimeFormat) + "\r\n" +
-		"Server: " + s.cfg.ServerName + "\r\n" +
-		"Retry-After: " + strconv.FormatInt(retryAfter, 10) + "\r\n" +
-		"Content-Type: text/plain; charset=utf-8\r\n" +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
-	if !keep {
-		head += "Connection: close\r\n"
-	}
-	b := &shedBlock{sec: sec, data: []byte(head + "\r\n" + body)}
+	data, _ := http1.ErrorResponse{Status: http.StatusServiceUnavailable, Date: now, Server: s.cfg.ServerName,
+		RetryAfter: retryAfter, KeepAlive: keep}.Append(nil)
+	b := &shedBlock{sec: sec, data: data}
 	slot.Store(b)
 	return b.data
 }
