@@ -40,6 +40,7 @@ type Pool struct {
 	h         Handler
 	responses func() *stages.Response
 	counters  *stages.StageCounters
+	routes    []route // how each protocol's requests are served, by stages.ProtocolID
 
 	bufferLimit int64 // body held back before commit: min(maxBuffered, HighWater)
 
@@ -77,6 +78,7 @@ func New(cfg Config, in *stages.ClassQueue, wake *stages.WorkerWaker, h Handler,
 		responses: responses,
 		counters:  counters,
 	}
+	p.routes = routes(p.cfg.Protocols)
 	p.bufferLimit = min(maxBuffered, p.cfg.HighWater)
 	p.chunks.New = func() any { return new(chunk) }
 	p.book = placeBook{places: p.cfg.Workers, want: p.cfg.Workers, maxParked: p.cfg.MaxParked}
@@ -362,8 +364,13 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 		p.drop(req, now)
 		return
 	}
-	if c := req.Conn; c != nil && c.Protocol != stages.ProtocolHTTP1 {
+	switch p.routeOf(req) {
+	case routeServe:
 		p.serveFramed(req, now, waited)
+		return
+	case routeNone:
+		p.in.Finished(req, waited, 0, now)
+		p.drop(req, now)
 		return
 	}
 	p.running.Add(1)

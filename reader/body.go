@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -200,8 +199,9 @@ func (p *pipe) room() []byte {
 }
 
 // startStream sets up the pipe for a body that is read while the handler
-// runs, and feeds it what is already buffered.
-func (l *Loop) startStream(slot int32) {
+// runs, as plan says (counted, or through its decoder), and feeds it what
+// is already buffered.
+func (l *Loop) startStream(slot int32, plan stages.BodyPlan) {
 	rc := l.conns[slot]
 	c := rc.c
 	buf, ok := l.pipes.get()
@@ -212,9 +212,12 @@ func (l *Loop) startStream(slot int32) {
 	rc.req.Body = &rc.pipe
 	rc.feeding = true
 	rc.rateFrom, rc.rateBytes, rc.rateStopped = l.core.Now(), 0, time.Time{} // dispatch starts its timer
-	rc.rateAwaits = rc.req.Expect100
-	rc.remaining = rc.req.ContentLength
-	rc.chunked = http1.ChunkedDecoder{}
+	rc.rateAwaits = plan.Await
+	rc.remaining = plan.Length
+	rc.decoder = plan.Decoder
+	if plan.Kind == stages.BodyLength {
+		rc.req.ContentLength = plan.Length
+	}
 	rc.fpos = rc.start + rc.hdrLen
 	rc.consumed = rc.hdrLen
 	l.feedLocked(slot)
@@ -261,7 +264,7 @@ func (l *Loop) feedLocked(slot int32) {
 			}
 			return
 		}
-		if !rc.req.Chunked && int64(len(free)) > rc.remaining {
+		if rc.decoder == nil && int64(len(free)) > rc.remaining {
 			free = free[:rc.remaining]
 		}
 		var n int
@@ -311,8 +314,8 @@ func (l *Loop) decodeLocked(rc *rconn) {
 	p := &rc.pipe
 	var produced, read int
 	done := false
-	if rc.req.Chunked {
-		consumed, prod, fin, err := rc.chunked.Decode(p.buf[p.w:], p.buf[p.w:p.raw])
+	if rc.decoder != nil {
+		consumed, prod, fin, err := rc.decoder.Decode(p.buf[p.w:], p.buf[p.w:p.raw])
 		if err != nil {
 			rc.feeding = false
 			rc.mustClose = true

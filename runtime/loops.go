@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
@@ -252,11 +251,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 	cfg := s.cfg
 	s.fusionFor(id)
 	return reader.New(id, reader.Config{
-		Limits: http1.Limits{
-			MaxRequestLine: cfg.MaxRequestLine,
-			MaxHeaderBytes: cfg.MaxHeaderBytes,
-			MaxHeaders:     cfg.MaxHeaders,
-		},
+		MaxHeadBytes:  cfg.MaxHeaderBytes,
 		HeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:   cfg.IdleTimeout,
 		LingerTimeout: cfg.LingerTimeout,
@@ -269,7 +264,6 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		MinBodyRateGrace: cfg.MinBodyRateGrace,
 
 		Dispatch:      s.dispatch,
-		Fail:          s.fail,
 		Protocols:     s.protocols,
 		Reject:        s.reject,
 		Closed:        s.closed,

@@ -13,7 +13,8 @@ import (
 
 // toyProtocol is the smallest framed protocol: a 4-byte big-endian body
 // length, then the body; a first byte of 0xff is malformed. It shows the
-// reader's framed path is the seam's, not the messenger's.
+// reader serves any protocol through the seam, not just HTTP/1.1 and the
+// messenger.
 type toyProtocol struct{ resets atomic.Int32 }
 
 type toyParser struct {
@@ -27,21 +28,21 @@ func (p *toyProtocol) NewParser() stages.FrameParser { return &toyParser{p: p} }
 func (p *toyProtocol) Serve(*stages.Response, *stages.Request) {
 	panic("the reader never serves")
 }
-func (p *toyProtocol) Reject(*stages.Request, error) ([]byte, bool) {
+func (p *toyProtocol) Reject(*stages.Request, stages.Refusal) stages.Rejection {
 	panic("the reader never frames")
 }
 func (p *toyProtocol) Wait() {}
 
-func (t *toyParser) Head(buf []byte, req *stages.Request) (int, int64, error) {
+func (t *toyParser) Head(buf []byte, req *stages.Request) (stages.Head, error) {
 	if len(buf) > 0 && buf[0] == 0xff {
-		return 0, 0, errToy
+		return stages.Head{}, errToy
 	}
 	if len(buf) < 4 {
-		return 0, 0, stages.ErrNeedMore
+		return stages.Head{}, stages.ErrNeedMore
 	}
 	copy(t.head[:], buf)
 	req.Frame = &t.head
-	return 4, int64(binary.BigEndian.Uint32(buf)), nil
+	return stages.Head{Size: 4, Body: stages.BodyPlan{Kind: stages.BodyWhole, Length: int64(binary.BigEndian.Uint32(buf))}}, nil
 }
 
 func (t *toyParser) Reset() { t.p.resets.Add(1) }
@@ -61,9 +62,6 @@ func framedLoop(t *testing.T, proto *toyProtocol, headerTimeout time.Duration) (
 		LingerTimeout: 100 * time.Millisecond,
 		Protocols:     []stages.Protocol{nil, proto},
 		Dispatch:      func(r *stages.Request) bool { dispatched <- r; return true },
-		Fail: func(c *stages.Conn, _ *stages.Request, status int) {
-			t.Errorf("HTTP Fail(%d) on a framed connection", status)
-		},
 		Reject: func(c *stages.Conn, _ *stages.Request, err error) {
 			// As the runtime's writer would, after the error frame: the
 			// connection comes back to linger and close. Off the loop's
@@ -136,7 +134,7 @@ func TestFramedBodies(t *testing.T) {
 }
 
 // A malformed head and a frame not all in within the header timeout go to
-// Reject with the reason, never to HTTP's Fail, and the connection is
+// Reject with the reason, and the connection is
 // closed afterwards; an idle connection gives its parser back (Reset).
 func TestFramedRejectsAndIdles(t *testing.T) {
 	tests := []struct {
