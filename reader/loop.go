@@ -255,7 +255,7 @@ type work struct {
 	remaining int64              // Content-Length body bytes not yet read
 	decoder   stages.BodyDecoder // a stages.BodyDecoded body's, the parser's; nil for a counted body
 	fpos      int                // next body byte in buf not yet moved to the pipe
-	carry     []byte             // bytes past a chunked body: the next request's start
+	carry     []byte             // bytes past a decoded body: the next request's start
 	bodyTotal int64
 	discarded int64
 	// drained: the request's last read left the socket empty (it found
@@ -274,7 +274,7 @@ type work struct {
 	rateFrom    time.Time
 	rateBytes   int64
 	rateStopped time.Time
-	rateAwaits  bool // Expect: 100-continue: the clock starts with the first body byte, once the client has been told to send
+	rateAwaits  bool // stages.BodyPlan.Await: the clock starts with the first body byte, once the client has been told to send
 }
 
 // Loop is one reader event loop: the connection table, timers and queue
