@@ -22,11 +22,12 @@ func (s *Server) reject(c *stages.Conn, req *stages.Request, err error) {
 // connection carries on, unless the server is shutting down. c's writer
 // must be bound.
 func (s *Server) refuse(c *stages.Conn, req *stages.Request, why stages.Refusal) {
+	why.Closing = s.state.Load() == stateShutdown
 	rej := s.protocols[c.Protocol].Reject(req, why)
 	r := s.response()
 	r.Begin(c, req, why.Now)
 	r.Status = rej.Status
-	r.KeepAlive = rej.KeepAlive && s.state.Load() != stateShutdown
+	r.KeepAlive = rej.KeepAlive && !why.Closing
 	r.HeaderBytes = int64(rej.Head)
 	c.SetPhase(stages.PhaseWriting)
 	if len(rej.Frame) > 0 {

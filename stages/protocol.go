@@ -84,6 +84,10 @@ type Refusal struct {
 	// Retry-After); zero otherwise.
 	RetryAfter int64
 	Now        time.Time // the refusing goroutine's clock, for a Date
+	// Closing: the server is shutting down and closes the connection
+	// after the answer whatever Rejection.KeepAlive says, so an answer
+	// that can tell the client (HTTP's Connection: close) should.
+	Closing bool
 }
 
 // Rejection is a protocol's answer to a refused request (Protocol.Reject).

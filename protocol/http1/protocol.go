@@ -69,14 +69,15 @@ func (p *Protocol) Wait() {}
 // (StatusOf) and Connection: close for anything else, since the stream
 // is lost. A client that asked for 100-continue was not told to send its
 // body, so nobody knows what comes next on its connection: it is closed
-// too, as for a request that asked for a close.
+// too, as for a request that asked for a close, or when the server is
+// shutting down.
 func (p *Protocol) Reject(req *stages.Request, why stages.Refusal) stages.Rejection {
 	now := why.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	if errors.Is(why.Err, stages.ErrOverloaded) {
-		keep := req.Minor >= 1 && req.KeepAlive() && !req.Expect100
+		keep := req.Minor >= 1 && req.KeepAlive() && !req.Expect100 && !why.Closing
 		return stages.Rejection{Frame: p.shedResponse(now, why.RetryAfter, keep), Status: http.StatusServiceUnavailable, KeepAlive: keep}
 	}
 	status := StatusOf(why.Err)

@@ -118,6 +118,7 @@ func TestReject(t *testing.T) {
 		{"shed", keepAlive, stages.Refusal{Err: stages.ErrOverloaded, RetryAfter: 2, Now: now}, 503, true, "2"},
 		{"shed, Retry-After capped", keepAlive, stages.Refusal{Err: stages.ErrOverloaded, RetryAfter: 1 << 40, Now: now}, 503, true, "60"},
 		{"shed, HTTP/1.0", &stages.Request{}, stages.Refusal{Err: stages.ErrOverloaded, RetryAfter: 1, Now: now}, 503, false, "1"},
+		{"shed, shutting down", keepAlive, stages.Refusal{Err: stages.ErrOverloaded, RetryAfter: 1, Now: now, Closing: true}, 503, false, "1"},
 		{"shed, awaiting 100-continue", expect, stages.Refusal{Err: stages.ErrOverloaded, RetryAfter: 1, Now: now}, 503, false, "1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
