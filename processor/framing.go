@@ -183,12 +183,12 @@ func (w *ResponseWriter) statusLine(code int) {
 // field writes one header line, dropping invalid names and blanking CR, LF
 // and NUL in values, so that a handler cannot split the response.
 func (w *ResponseWriter) field(name, value string) {
-	if !validFieldName(name) {
+	if !http1.ValidFieldName(name) {
 		return
 	}
 	w.emitString(name)
 	w.emitString(": ")
-	if !needsCleaning(value) {
+	if !http1.UnsafeFieldValue(value) {
 		w.emitString(value)
 	} else {
 		for i := 0; i < len(value); i++ {
@@ -319,7 +319,7 @@ func (w *ResponseWriter) headerBlock(st int, hdr *Header, length int64, ka bool)
 	}
 	if !hasDate {
 		w.emitString("Date: ")
-		emit(w, w.p.date.get(w.now))
+		emit(w, w.p.date.Get(w.now))
 		w.emitString("\r\n")
 	}
 	if !hasServer {

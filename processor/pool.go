@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -45,7 +46,7 @@ type Pool struct {
 	bufferLimit int64 // body held back before commit: min(maxBuffered, HighWater)
 
 	chunks sync.Pool // *chunk; per Pool, so servers do not share memory or contention
-	date   dateCache
+	date   http1.DateCache
 
 	spawn func() // starts one more goroutine, holding a place; set by Run
 

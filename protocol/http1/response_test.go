@@ -97,3 +97,27 @@ func TestErrorResponse(t *testing.T) {
 		})
 	}
 }
+
+func TestFieldRules(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		valid bool
+	}{
+		{"Content-Type", true}, {"X-a!#$%&'*+-.^_`|~9", true},
+		{"", false}, {"Bad Name", false}, {"Bad:Name", false}, {"Bad\r\nName", false}, {"é", false},
+	} {
+		if got := ValidFieldName(tc.name); got != tc.valid {
+			t.Errorf("ValidFieldName(%q) = %v", tc.name, got)
+		}
+	}
+	for _, tc := range []struct {
+		value  string
+		unsafe bool
+	}{
+		{"text/plain; charset=utf-8", false}, {"tab\there", false}, {"a\r\nSet-Cookie: x", true}, {"a\nb", true}, {"nul\x00", true},
+	} {
+		if got := UnsafeFieldValue(tc.value); got != tc.unsafe {
+			t.Errorf("UnsafeFieldValue(%q) = %v", tc.value, got)
+		}
+	}
+}
