@@ -50,8 +50,9 @@ type Request struct {
 	// buffer like the other byte slices; nil otherwise. Body reads the
 	// same bytes.
 	BodyBytes []byte
-	// Frame is a framed protocol's decoded head (Protocol, FrameParser),
-	// set by its parser, which owns it; nil for HTTP/1.1.
+	// Frame is a protocol's decoded head (Protocol, FrameParser), set
+	// by its parser, which owns it; nil for HTTP/1.1, whose head is the
+	// fields above, pointing into the read buffer.
 	Frame any
 
 	// Received is when the first byte of the request arrived.
