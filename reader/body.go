@@ -213,6 +213,9 @@ func (l *Loop) startStream(slot int32, plan stages.BodyPlan) {
 	rc.feeding = true
 	rc.rateFrom, rc.rateBytes, rc.rateStopped = l.core.Now(), 0, time.Time{} // dispatch starts its timer
 	rc.rateAwaits = plan.Await
+	if plan.Await {
+		rc.req.Interim = plan.Interim // the processor sends it at the handler's first Read
+	}
 	rc.remaining = plan.Length
 	rc.decoder = plan.Decoder
 	if plan.Kind == stages.BodyLength {

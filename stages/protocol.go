@@ -185,11 +185,17 @@ type BodyPlan struct {
 	Length  int64       // BodyWhole, BodyLength
 	Decoder BodyDecoder // BodyDecoded: owned by the parser, valid until its next Head or Reset
 	// Await: the client sends the body only once told to (HTTP's
-	// Expect: 100-continue; the handler's first Read sends the interim
-	// reply). The reader never waits for such a body before dispatch,
-	// and holds the client to the minimum body rate only from its first
-	// byte.
+	// Expect: 100-continue). The reader never waits for such a body
+	// before dispatch, and holds the client to the minimum body rate
+	// only from its first byte.
 	Await bool
+	// Interim is what tells an awaiting client to send the body (HTTP's
+	// "100 Continue"): the reader hands it on in Request.Interim, and the
+	// processor sends it before the handler's first Read of the body,
+	// not before, so a handler that answers without reading (a 401, a
+	// 413) spares the client the upload. Owned by the protocol, never
+	// changed.
+	Interim []byte
 }
 
 // BodyDecoder decodes a coded body as its bytes arrive (BodyDecoded). The

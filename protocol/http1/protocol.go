@@ -42,7 +42,9 @@ func (p *Protocol) MaxHeadBytes() int { return p.limits.HeaderBytes() }
 
 // NewParser returns a request parser for one connection at a time
 // (stages.Protocol).
-func (p *Protocol) NewParser() stages.FrameParser { return &frameParser{limits: p.limits} }
+func (p *Protocol) NewParser() stages.FrameParser {
+	return &frameParser{limits: p.limits, interim: []byte(Continue)}
+}
 
 // RunsHandlers marks HTTP/1.1 as served by the server's Handler
 // (stages.HandlerProtocol).
@@ -119,12 +121,15 @@ type frameParser struct {
 	p       Parser
 	limits  Limits
 	chunked ChunkedDecoder
+	interim []byte // Continue, for the plans of requests that await it; never written
 }
 
 // Head parses a request head and plans its body (stages.FrameParser):
 // none; Content-Length bytes, for the reader to read before dispatch or
 // stream; or chunked, streamed through the decoder. Expect: 100-continue
-// makes the client wait for the handler's first Read.
+// makes the client wait for the handler's first Read, which sends it 100
+// Continue (the plan's Interim). The parser has set Expect100 only for
+// HTTP/1.1 and later, as 1.0 clients know no 1xx.
 func (f *frameParser) Head(buf []byte, req *stages.Request) (stages.Head, error) {
 	n, err := f.p.Parse(buf, f.limits, req)
 	if err != nil {
@@ -134,9 +139,14 @@ func (f *frameParser) Head(buf []byte, req *stages.Request) (stages.Head, error)
 	switch {
 	case req.Chunked:
 		f.chunked.Reset()
-		h.Body = stages.BodyPlan{Kind: stages.BodyDecoded, Decoder: &f.chunked, Await: req.Expect100}
+		h.Body = stages.BodyPlan{Kind: stages.BodyDecoded, Decoder: &f.chunked}
 	case req.ContentLength > 0:
-		h.Body = stages.BodyPlan{Kind: stages.BodyLength, Length: req.ContentLength, Await: req.Expect100}
+		h.Body = stages.BodyPlan{Kind: stages.BodyLength, Length: req.ContentLength}
+	default:
+		return h, nil
+	}
+	if req.Expect100 {
+		h.Body.Await, h.Body.Interim = true, f.interim
 	}
 	return h, nil
 }

@@ -44,7 +44,8 @@ func TestHeadPlansBody(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := h.Body
-			if !h.Aliases || h.Size == 0 || b.Kind != tc.kind || b.Length != tc.length || b.Await != tc.await || (b.Decoder != nil) != tc.decoder {
+			if !h.Aliases || h.Size == 0 || b.Kind != tc.kind || b.Length != tc.length || b.Await != tc.await || (b.Decoder != nil) != tc.decoder ||
+				tc.await != (string(b.Interim) == Continue) {
 				t.Fatalf("head %+v", h)
 			}
 		})
