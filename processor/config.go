@@ -102,9 +102,11 @@ type Config struct {
 	// made for this pool (never slog's global default).
 	Logger *slog.Logger
 
-	// Protocols serve the requests of framed protocols, by their
-	// connection's stages.ProtocolID (framed.go); the Handler serves
-	// HTTP/1.1 (entry 0, not used).
+	// Protocols are the server's protocol table, by the connection's
+	// stages.ProtocolID (protocols.go): a request is served by its
+	// protocol's Serve, or by the Handler for a stages.HandlerProtocol
+	// (HTTP/1.1); one whose protocol has no entry is dropped and its
+	// connection closed. Empty: the Handler serves every request.
 	Protocols []stages.Protocol
 }
 

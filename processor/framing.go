@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -176,33 +177,18 @@ func (w *ResponseWriter) sendOut(flush, eos, wait bool) error {
 }
 
 func (w *ResponseWriter) statusLine(code int) {
-	if w.req.Minor >= 1 {
-		w.emitString("HTTP/1.1 ")
-	} else {
-		// Answer HTTP/1.0 in its own version, as net/http does: some 1.0
-		// clients take a 1.1 status line as licence for 1.1 framing.
-		w.emitString("HTTP/1.0 ")
-	}
-	emit(w, strconv.AppendInt(w.num[:0], int64(code), 10))
-	w.emitString(" ")
-	if text := http.StatusText(code); text != "" {
-		w.emitString(text)
-	} else {
-		w.emitString("status code ")
-		emit(w, strconv.AppendInt(w.num[:0], int64(code), 10))
-	}
-	w.emitString("\r\n")
+	emit(w, http1.AppendStatusLine(w.line[:0], w.req.Minor, code))
 }
 
 // field writes one header line, dropping invalid names and blanking CR, LF
 // and NUL in values, so that a handler cannot split the response.
 func (w *ResponseWriter) field(name, value string) {
-	if !validFieldName(name) {
+	if !http1.ValidFieldName(name) {
 		return
 	}
 	w.emitString(name)
 	w.emitString(": ")
-	if !needsCleaning(value) {
+	if !http1.UnsafeFieldValue(value) {
 		w.emitString(value)
 	} else {
 		for i := 0; i < len(value); i++ {
@@ -220,20 +206,19 @@ func (w *ResponseWriter) field(name, value string) {
 // chunkHeader, chunkEnd and lastChunk write chunked coding's framing and
 // count it, so that the log can tell body bytes from wire bytes.
 func (w *ResponseWriter) chunkHeader(n int64) {
-	size := strconv.AppendInt(w.num[:0], n, 16)
-	w.framed += int64(len(size)) + 2
-	emit(w, size)
-	w.emitString("\r\n")
+	line := http1.AppendChunkHeader(w.num[:0], n)
+	w.framed += int64(len(line))
+	emit(w, line)
 }
 
 func (w *ResponseWriter) chunkEnd() {
-	w.framed += 2
-	w.emitString("\r\n")
+	w.framed += int64(len(http1.ChunkEnd))
+	w.emitString(http1.ChunkEnd)
 }
 
 func (w *ResponseWriter) lastChunk() {
-	w.framed += 5
-	w.emitString("0\r\n\r\n")
+	w.framed += int64(len(http1.LastChunk))
+	w.emitString(http1.LastChunk)
 }
 
 // keepAlive decides whether the connection may carry another request.
@@ -334,7 +319,7 @@ func (w *ResponseWriter) headerBlock(st int, hdr *Header, length int64, ka bool)
 	}
 	if !hasDate {
 		w.emitString("Date: ")
-		emit(w, w.p.date.get(w.now))
+		emit(w, w.p.date.Get(w.now))
 		w.emitString("\r\n")
 	}
 	if !hasServer {
@@ -507,10 +492,7 @@ func (w *ResponseWriter) answerBodyError() bool {
 	if w.resp.Aborted() {
 		return false
 	}
-	code := http.StatusBadRequest
-	if se, ok := w.bodyErr.(interface{ HTTPStatus() int }); ok {
-		code = se.HTTPStatus()
-	}
+	code := http1.StatusOf(w.bodyErr)
 	w.framing = true // the error response bypasses the filters
 	w.releaseHolds()
 	w.dropBody()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -351,6 +352,9 @@ func newRequest(method, target string, minor int, body string, headers ...string
 	}
 	r.Close = stages.ListHasToken(r.Header("Connection"), "close")
 	r.Expect100 = stages.EqualFoldASCII(r.Header("Expect"), "100-continue")
+	if r.Expect100 && minor >= 1 && r.HasBody() {
+		r.Interim = []byte(http1.Continue) // as the reader hands on HTTP/1.1's plan
+	}
 	return r
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -40,11 +41,12 @@ type Pool struct {
 	h         Handler
 	responses func() *stages.Response
 	counters  *stages.StageCounters
+	routes    []route // how each protocol's requests are served, by stages.ProtocolID
 
 	bufferLimit int64 // body held back before commit: min(maxBuffered, HighWater)
 
 	chunks sync.Pool // *chunk; per Pool, so servers do not share memory or contention
-	date   dateCache
+	date   http1.DateCache
 
 	spawn func() // starts one more goroutine, holding a place; set by Run
 
@@ -77,6 +79,7 @@ func New(cfg Config, in *stages.ClassQueue, wake *stages.WorkerWaker, h Handler,
 		responses: responses,
 		counters:  counters,
 	}
+	p.routes = routes(p.cfg.Protocols)
 	p.bufferLimit = min(maxBuffered, p.cfg.HighWater)
 	p.chunks.New = func() any { return new(chunk) }
 	p.book = placeBook{places: p.cfg.Workers, want: p.cfg.Workers, maxParked: p.cfg.MaxParked}
@@ -362,8 +365,13 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 		p.drop(req, now)
 		return
 	}
-	if c := req.Conn; c != nil && c.Protocol != stages.ProtocolHTTP1 {
+	switch p.routeOf(req) {
+	case routeServe:
 		p.serveFramed(req, now, waited)
+		return
+	case routeNone:
+		p.in.Finished(req, waited, 0, now)
+		p.drop(req, now)
 		return
 	}
 	p.running.Add(1)

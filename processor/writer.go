@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -60,12 +61,13 @@ type ResponseWriter struct {
 	retired  []retiredChunk
 	rhead    int // retired[:rhead] are back in the pool
 
-	expect  bool  // Expect: 100-continue, and a body follows
+	expect  bool  // the client waits for req.Interim before it sends the body that follows
 	asked   bool  // the handler has read (or tried to read) the body
 	bodyErr error // the first request-body Read error other than EOF
 	rbody   bodyReader
-	holds   []*stages.Hold // released if the handler fails, so the writer is not stalled
-	num     [24]byte       // number formatting scratch, here so it never escapes
+	holds   []*stages.Hold            // released if the handler fails, so the writer is not stalled
+	num     [24]byte                  // number formatting scratch, here so it never escapes
+	line    [http1.MaxStatusLine]byte // status line scratch, likewise
 
 	// Output filters (filter.go). chain[i] is the position that calls
 	// filters[i]; chain[nfilters] calls the framing code.
@@ -88,9 +90,10 @@ type ResponseWriter struct {
 }
 
 // bodyReader stands in for a request body while the handler runs, for two
-// reasons. The handler's first Read sends the interim 100 Continue the
-// client may be waiting for (RFC 9110 §10.1.1); the writer owns the socket,
-// so the worker queues it as a heap bucket and a flush. And a Read error
+// reasons. The handler's first Read sends the interim reply the client may
+// be waiting for (req.Interim, from the protocol: HTTP's 100 Continue, RFC
+// 9110 §10.1.1); the writer owns the socket, so the worker queues it as a
+// heap bucket and a flush. And a Read error
 // other than EOF (body too large, malformed chunking, a timeout) means the
 // body's framing is lost, so the response must close the connection.
 type bodyReader struct {
@@ -104,7 +107,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if !w.asked {
 		w.asked = true
 		if w.expect && !w.committed && w.err == nil && !w.broken {
-			if w.emitString("HTTP/1.1 100 Continue\r\n\r\n") == nil {
+			if emit(w, w.req.Interim) == nil {
 				_ = w.sendOut(true, false, false)
 			}
 		}
@@ -134,7 +137,7 @@ func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now t
 	w.status, w.committed, w.chunked, w.close, w.broken = 0, false, false, false, false
 	w.declared, w.written, w.framed, w.err = -1, 0, 0, nil
 	w.head = req.IsMethod("HEAD")
-	w.expect = req.Expect100 && req.Minor >= 1 && req.HasBody()
+	w.expect = len(req.Interim) > 0 && req.HasBody()
 	w.asked, w.bodyErr = false, nil
 	w.rbody = bodyReader{w: w, r: req.Body}
 	w.rbody.pr, _ = req.Body.(stages.ParkingReader)

@@ -12,23 +12,22 @@ import (
 
 var ioEOF = io.EOF
 
-// ErrBodyTooLarge is returned by a request body's Read once the body has
-// passed Config.MaxBodyBytes (a chunked body; a declared Content-Length over
-// the limit is answered 413 before dispatch). Status 413.
-var ErrBodyTooLarge = newError(413, "quartet: request body too large")
-
-// ErrBodyTimeout is returned by a request body's Read when the client sent
-// nothing for Config.BodyTimeout. Status 408.
-var ErrBodyTimeout = newError(408, "quartet: timed out waiting for the request body")
-
-// ErrBodyTooSlow is returned by a request body's Read once the client has
-// sent it slower than Config.MinBodyRate after Config.MinBodyRateGrace
-// (Apache mod_reqtimeout's MinRate). Status 408.
-var ErrBodyTooSlow = newError(408, "quartet: request body arrived slower than the minimum rate")
-
-// ErrBodyClosed is returned by a request body's Read after the response has
-// been sent: the handler has no business reading its body any more.
-var ErrBodyClosed = newError(400, "quartet: request body read after the response finished")
+// The errors a streamed body's Read returns when the loop ends it. They
+// are the stages' (stages.ErrBody*), named here too for the handlers that
+// test for them: the protocol, not the reader, decides what each one
+// answers (HTTP/1.1: 413, 408, 408, 400).
+var (
+	// ErrBodyTooLarge: the body passed Config.MaxBodyBytes (a streamed
+	// body; a declared length over the limit is refused before dispatch).
+	ErrBodyTooLarge = stages.ErrBodyTooLarge
+	// ErrBodyTimeout: the client sent nothing for Config.BodyTimeout.
+	ErrBodyTimeout = stages.ErrBodyTimeout
+	// ErrBodyTooSlow: the client sent the body slower than
+	// Config.MinBodyRate after Config.MinBodyRateGrace.
+	ErrBodyTooSlow = stages.ErrBodyTooSlow
+	// ErrBodyClosed: the body was read after the response had finished.
+	ErrBodyClosed = stages.ErrBodyClosed
+)
 
 // pipe carries a streaming request body from the loop that reads the socket
 // to the handler that reads the body. The loop fills buf[w:raw] with raw
@@ -200,8 +199,9 @@ func (p *pipe) room() []byte {
 }
 
 // startStream sets up the pipe for a body that is read while the handler
-// runs, and feeds it what is already buffered.
-func (l *Loop) startStream(slot int32) {
+// runs, as plan says (counted, or through its decoder), and feeds it what
+// is already buffered.
+func (l *Loop) startStream(slot int32, plan stages.BodyPlan) {
 	rc := l.conns[slot]
 	c := rc.c
 	buf, ok := l.pipes.get()
@@ -212,9 +212,15 @@ func (l *Loop) startStream(slot int32) {
 	rc.req.Body = &rc.pipe
 	rc.feeding = true
 	rc.rateFrom, rc.rateBytes, rc.rateStopped = l.core.Now(), 0, time.Time{} // dispatch starts its timer
-	rc.rateAwaits = rc.req.Expect100
-	rc.remaining = rc.req.ContentLength
-	rc.chunked = ChunkedDecoder{}
+	rc.rateAwaits = plan.Await
+	if plan.Await {
+		rc.req.Interim = plan.Interim // the processor sends it at the handler's first Read
+	}
+	rc.remaining = plan.Length
+	rc.decoder = plan.Decoder
+	if plan.Kind == stages.BodyLength {
+		rc.req.ContentLength = plan.Length
+	}
 	rc.fpos = rc.start + rc.hdrLen
 	rc.consumed = rc.hdrLen
 	l.feedLocked(slot)
@@ -261,7 +267,7 @@ func (l *Loop) feedLocked(slot int32) {
 			}
 			return
 		}
-		if !rc.req.Chunked && int64(len(free)) > rc.remaining {
+		if rc.decoder == nil && int64(len(free)) > rc.remaining {
 			free = free[:rc.remaining]
 		}
 		var n int
@@ -311,8 +317,8 @@ func (l *Loop) decodeLocked(rc *rconn) {
 	p := &rc.pipe
 	var produced, read int
 	done := false
-	if rc.req.Chunked {
-		consumed, prod, fin, err := rc.chunked.Decode(p.buf[p.w:], p.buf[p.w:p.raw])
+	if rc.decoder != nil {
+		consumed, prod, fin, err := rc.decoder.Decode(p.buf[p.w:], p.buf[p.w:p.raw])
 		if err != nil {
 			rc.feeding = false
 			rc.mustClose = true

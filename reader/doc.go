@@ -1,6 +1,11 @@
 // Package reader is Quartet's second stage: R event loops that watch every
-// connection that is waiting for a request, read and parse request headers
+// connection that is waiting for a request, read and parse request heads
 // without copying them, and hand complete requests to the processors.
+//
+// The loop knows no protocol's wire format: each connection's protocol
+// (stages.Protocol, by Conn.Protocol; HTTP/1.1 is protocol/http1) parses
+// its heads, plans its bodies (stages.BodyPlan) and frames its refusals;
+// the loop reads, buffers, times out and carries the plans out.
 //
 // A connection lives in exactly one reader loop for its whole life, and
 // that loop is the only code that closes its fd. When a request is
@@ -12,9 +17,10 @@
 // request is parsed from the bytes already buffered only when the previous
 // response is on the wire.
 //
-// Request bodies: a small body (at most Config.PrereadBody bytes, and no
-// Expect: 100-continue) is read completely before dispatch, so a slow
-// client never holds a processor; anything larger, or chunked, is streamed:
+// Request bodies: a small body (at most Config.PrereadBody bytes, and not
+// one the client sends only once told to, stages.BodyPlan.Await) is read
+// completely before dispatch, so a slow client never holds a processor;
+// anything larger, or coded (stages.BodyDecoded), is streamed:
 // the loop keeps reading the connection while the handler runs and feeds a
 // bounded pipe, stopping when the pipe is full, so the body reaches the
 // handler as a stream with back-pressure and a size limit. A handler

@@ -55,8 +55,9 @@ func newLoopPair(t *testing.T, opts ...func(i int, c *Config)) *loopPair {
 				}()
 				return true
 			},
-			Fail: func(c *stages.Conn, _ *stages.Request, status int) {
-				t.Errorf("Fail(%d)", status)
+			Protocols: httpOnly(),
+			Reject: func(c *stages.Conn, _ *stages.Request, err error) {
+				t.Errorf("Reject(%v)", err)
 				p.loops[c.Reader].Return(c, stages.FateClose)
 			},
 			Handover: func(from *Loop) *Loop {

@@ -24,6 +24,9 @@ const (
 	DefaultMaxBodyBytes  = 64 << 20
 	DefaultPrereadBody   = 64 << 10
 	DefaultReadBuffer    = 4 << 10
+	// DefaultMaxHeadBytes bounds the bytes buffered for one request's
+	// head (HTTP/1.1's default header block limit).
+	DefaultMaxHeadBytes = 64 << 10
 	// DefaultPipeBytes bounds how far a streaming body may run ahead of its
 	// handler: the loop stops reading the socket when the pipe holds this much.
 	DefaultPipeBytes = 64 << 10
@@ -57,13 +60,17 @@ const (
 
 // Config sets a reader loop's limits and hooks.
 type Config struct {
-	Limits        Limits
+	// MaxHeadBytes is the most the loop buffers for one request's head
+	// before it refuses it with stages.ErrHeadTooLarge; a protocol's
+	// parser bounds its heads itself, and says so first. 0 means
+	// DefaultMaxHeadBytes.
+	MaxHeadBytes  int
 	HeaderTimeout time.Duration // first byte of a request to its last header byte; then 408
 	IdleTimeout   time.Duration // keep-alive wait for the next request's first byte
 	LingerTimeout time.Duration // lingering close: wait for the client's FIN
 	BodyTimeout   time.Duration // a handler waiting this long for body bytes gets an error
-	MaxBodyBytes  int64         // larger bodies get 413 (declared) or a read error (chunked)
-	PrereadBody   int           // bodies up to this size are read before dispatch
+	MaxBodyBytes  int64         // larger bodies are refused (declared) or fail to read (decoded): stages.ErrBodyTooLarge
+	PrereadBody   int           // stages.BodyLength bodies up to this size are read before dispatch
 	PipeBytes     int           // streaming body buffer per request
 	QueueCapacity int           // hand-off queue from the listener and writers
 
@@ -85,18 +92,14 @@ type Config struct {
 	// keeps the request, reads nothing more from its connection, and
 	// dispatches it again after Unblock.
 	Dispatch func(*stages.Request) bool
-	// Fail answers a request the loop cannot dispatch (status 400, 408,
-	// 413, 414, 431, 501, 505) through the writer, which hands the
-	// connection back for a lingering close. req may be partly parsed.
-	Fail func(c *stages.Conn, req *stages.Request, status int)
-	// Protocols are the framed protocols, by stages.ProtocolID: a
-	// connection whose Protocol is not ProtocolHTTP1 is parsed with its
-	// entry's FrameParser (framed.go). Entry 0 is not used.
+	// Protocols are the protocols the loop serves, by stages.ProtocolID:
+	// a connection is parsed with its entry's FrameParser. A connection
+	// whose protocol has no entry is closed (a wiring bug).
 	Protocols []stages.Protocol
-	// Reject answers a request of a framed protocol that the loop cannot
-	// dispatch (its parser's error, or stages.ErrHeadTimeout), as Fail
-	// does for HTTP/1.1: through the writer, the connection coming back
-	// for a lingering close. Required when Protocols is set.
+	// Reject answers a request the loop cannot dispatch (its parser's
+	// error, stages.ErrHeadTimeout, ErrHeadTooLarge or ErrBodyTooLarge)
+	// with its protocol's Reject, through the writer, which hands the
+	// connection back for a lingering close. req may be partly parsed.
 	Reject func(c *stages.Conn, req *stages.Request, err error)
 	// Closed runs after the loop closes a connection's fd (and after the
 	// connection's own clean-ups).
@@ -119,6 +122,9 @@ type Config struct {
 }
 
 func (c *Config) fill() {
+	if c.MaxHeadBytes <= 0 {
+		c.MaxHeadBytes = DefaultMaxHeadBytes
+	}
 	if c.HeaderTimeout <= 0 {
 		c.HeaderTimeout = DefaultHeaderTimeout
 	}
@@ -237,20 +243,19 @@ type work struct {
 	start, end int
 	hdrLen     int // header block length of the dispatched request
 	consumed   int // bytes of buf from start that belong to the dispatched request
-	parser     Parser
-	// framer parses a framed protocol's requests (framed.go): made by
-	// protocol framerOf the first time this record serves one of its
-	// connections, and kept, reset, with the record in the loop's pool.
-	framer    stages.FrameParser
-	framerOf  stages.ProtocolID
+	// parsers hold the request parser of each protocol this record has
+	// served, by stages.ProtocolID: made the first time, kept (reset)
+	// with the record in the loop's pool, so a loop serving several
+	// protocols does not make a parser per request.
+	parsers   []stages.FrameParser
 	req       stages.Request
-	small     bytes.Reader // body of a preread request
-	pipe      pipe         // body of a streaming request
-	feeding   bool         // the loop is still reading this request's body
-	remaining int64        // Content-Length body bytes not yet read
-	chunked   ChunkedDecoder
-	fpos      int    // next body byte in buf not yet moved to the pipe
-	carry     []byte // bytes past a chunked body: the next request's start
+	small     bytes.Reader       // body of a preread request
+	pipe      pipe               // body of a streaming request
+	feeding   bool               // the loop is still reading this request's body
+	remaining int64              // Content-Length body bytes not yet read
+	decoder   stages.BodyDecoder // a stages.BodyDecoded body's, the parser's; nil for a counted body
+	fpos      int                // next body byte in buf not yet moved to the pipe
+	carry     []byte             // bytes past a decoded body: the next request's start
 	bodyTotal int64
 	discarded int64
 	// drained: the request's last read left the socket empty (it found
@@ -269,7 +274,7 @@ type work struct {
 	rateFrom    time.Time
 	rateBytes   int64
 	rateStopped time.Time
-	rateAwaits  bool // Expect: 100-continue: the clock starts with the first body byte, once the client has been told to send
+	rateAwaits  bool // stages.BodyPlan.Await: the clock starts with the first body byte, once the client has been told to send
 }
 
 // Loop is one reader event loop: the connection table, timers and queue
@@ -423,11 +428,8 @@ func (l *Loop) takeCensus(now time.Time) {
 // New makes reader loop id. counters may be shared with a Stats reader.
 func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	cfg.fill()
-	if cfg.Dispatch == nil || cfg.Fail == nil {
-		return nil, errors.New("quartet: reader: Config.Dispatch and Config.Fail are required")
-	}
-	if len(cfg.Protocols) > 0 && cfg.Reject == nil {
-		return nil, errors.New("quartet: reader: Config.Reject is required with Config.Protocols")
+	if cfg.Dispatch == nil || cfg.Reject == nil {
+		return nil, errors.New("quartet: reader: Config.Dispatch and Config.Reject are required")
 	}
 	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity)}
 	core, err := stages.NewLoop(stages.LoopHooks{
@@ -442,7 +444,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	for i := range l.fifo {
 		l.fifo[i].head, l.fifo[i].tail = -1, -1
 	}
-	l.readLimit = cfg.Limits.maxHeaderBytes()
+	l.readLimit = cfg.MaxHeadBytes
 	return l, nil
 }
 
@@ -681,7 +683,6 @@ func (l *Loop) conn(slot int32) *rconn {
 func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 	rc := l.conns[slot]
 	if w := rc.work; w != nil {
-		w.parser.Reset()
 		w.req.Reset()
 		w.feeding, w.remaining, w.bodyTotal, w.discarded = false, 0, 0, 0
 		w.hdrLen, w.consumed = 0, 0
@@ -730,6 +731,9 @@ const (
 	maxStashedPipes = 16
 	maxStashedConns = 1024
 	maxStashedWorks = 1024
+	// maxKeptHeaders: a request record keeps its header array for the
+	// next request unless an unusual one grew it past this many fields.
+	maxKeptHeaders = 400
 )
 
 // takeWork gives rc a request record and a read buffer, if it has none:
@@ -762,15 +766,16 @@ func (l *Loop) dropWork(rc *rconn) {
 	l.putBuf(rc)
 	rc.work = nil
 	w.req.Reset()
-	if cap(w.req.Headers) > 4*DefaultMaxHeaders {
+	if cap(w.req.Headers) > maxKeptHeaders {
 		w.req.Headers = nil // grown by an unusual request: not worth keeping
 	}
-	hdrs, ready, timer := w.req.Headers, w.pipe.ready, w.pipe.timer
-	framer, framerOf := w.framer, w.framerOf
-	if framer != nil {
-		framer.Reset() // the record may serve another connection next
+	hdrs, ready, timer, parsers := w.req.Headers, w.pipe.ready, w.pipe.timer, w.parsers
+	for _, p := range parsers {
+		if p != nil {
+			p.Reset() // the record may serve another connection next
+		}
 	}
-	*w = work{pipe: pipe{ready: ready, timer: timer}, framer: framer, framerOf: framerOf}
+	*w = work{pipe: pipe{ready: ready, timer: timer}, parsers: parsers}
 	w.req.Headers = hdrs
 	w.req.Reset()
 	l.works.put(w)
@@ -945,7 +950,7 @@ func (l *Loop) readRequest(slot int32) {
 			}
 			return
 		case err == errBufferFull:
-			l.fail(slot, StatusOf(ErrHeadersTooLarge))
+			l.reject(slot, stages.ErrHeadTooLarge)
 			return
 		case err == errEOF && rc.end == rc.start:
 			l.close(slot) // clean close between requests
@@ -957,6 +962,28 @@ func (l *Loop) readRequest(slot int32) {
 		}
 	}
 }
+
+// Every connection goes through the same states, whatever its protocol:
+// the protocol's parser (stages.FrameParser) reads the head in place from
+// the read buffer and plans the body, and the loop carries the plan out:
+//
+//	header  the head is parsed in place (zero-copy: the parser either
+//	        points the request's fields into the buffer, or decodes the
+//	        head into its own record, req.Frame);
+//	body    a body to be read before dispatch (stages.BodyWhole, or a
+//	        small stages.BodyLength one) is read whole into the same
+//	        buffer; one that does not fit behind the head gets a buffer
+//	        of its own size, which goes back to the garbage collector,
+//	        not to the loop's pool, when the connection goes idle;
+//	out     dispatched, a larger or coded body streaming to the handler
+//	        through the pipe (body.go); the next request is parsed when
+//	        the connection comes back (one request in the stages at a
+//	        time, so replies go in request order and never interleave).
+//
+// A parser error, a head too large, a declared body too large, or a
+// request not received within the header timeout is answered with the
+// protocol's refusal (Config.Reject) and a lingering close, never by
+// waiting.
 
 // parse tries to complete the request in rc.buf. It reports true when the
 // connection left the header/body states (dispatched, failed or closed).
@@ -981,21 +1008,25 @@ func (l *Loop) parse(slot int32) bool {
 		rc.req.Received = now
 		l.setTimer(slot, classHeader, now.Add(l.cfg.HeaderTimeout))
 	}
-	if rc.c.Protocol != stages.ProtocolHTTP1 {
-		return l.parseFramed(slot)
+	parser := l.parser(rc)
+	if parser == nil {
+		l.close(slot) // a listener marked it with a protocol nobody serves: a wiring bug
+		return true
 	}
 	start := time.Now()
-	n, err := rc.parser.Parse(rc.buf[rc.start:rc.end], l.cfg.Limits, &rc.req)
-	if err == ErrNeedMore {
+	rc.req.Conn = rc.c // the parser may keep connection state there
+	head, err := parser.Head(rc.buf[rc.start:rc.end], &rc.req)
+	if err == stages.ErrNeedMore {
 		return false
 	}
 	if l.counters != nil {
 		l.counters.Service.Record(time.Since(start))
 	}
 	if err != nil {
-		l.fail(slot, StatusOf(err))
+		l.reject(slot, err)
 		return true
 	}
+	n, plan := head.Size, head.Body
 	rc.hdrLen = n
 	rc.req.WireBytes.Store(int64(n))
 	rc.seq++
@@ -1003,36 +1034,22 @@ func (l *Loop) parse(slot int32) bool {
 	if rc.req.Received.IsZero() {
 		rc.req.Received = l.core.Now()
 	}
-	buffered := rc.end - rc.start - n
 	switch {
-	case rc.req.ContentLength > l.cfg.MaxBodyBytes:
-		l.fail(slot, 413)
-		return true
-	case !rc.req.HasBody():
+	case plan.Kind == stages.BodyNone:
 		rc.req.Body = noBody{}
 		rc.consumed = n
-	case !rc.req.Chunked && rc.req.ContentLength <= int64(l.cfg.PrereadBody) && !rc.req.Expect100:
-		rc.remaining = rc.req.ContentLength
-		if int64(buffered) < rc.remaining {
-			// The request's fields alias the buffer, so the rest of the
-			// body must fit behind them without moving them: give the
-			// request a buffer of its own size if this one is short, and
-			// parse again so the fields point into it.
-			if need := n + int(rc.remaining); len(rc.buf)-rc.start < need {
-				received := rc.req.Received
-				nb := make([]byte, need)
-				rc.end = copy(nb, rc.buf[rc.start:rc.end])
-				rc.buf, rc.start = nb, 0
-				rc.parser.Reset()
-				rc.req.Reset()
-				if _, err := rc.parser.Parse(rc.buf[:rc.end], l.cfg.Limits, &rc.req); err != nil {
-					l.fail(slot, StatusOf(err)) // cannot happen: the same bytes parsed a moment ago
-					return true
-				}
-				rc.req.Conn, rc.req.Seq, rc.req.Received = rc.c, rc.seq, received
-				rc.req.WireBytes.Store(int64(n))
+	case plan.Kind == stages.BodyLength && plan.Length > l.cfg.MaxBodyBytes:
+		l.reject(slot, stages.ErrBodyTooLarge)
+		return true
+	case plan.Kind == stages.BodyWhole,
+		plan.Kind == stages.BodyLength && plan.Length <= int64(l.cfg.PrereadBody) && !plan.Await:
+		rc.req.ContentLength = plan.Length
+		rc.remaining = plan.Length
+		if buffered := rc.end - rc.start - n; int64(buffered) < rc.remaining {
+			if need := n + int(rc.remaining); len(rc.buf)-rc.start < need && !l.regrow(slot, parser, head, need) {
+				return true
 			}
-			rc.state = stateBody
+			rc.state = stateBody // parse dispatches once the body is in
 			return false
 		}
 		body := rc.buf[rc.start+n : rc.start+n+int(rc.remaining)]
@@ -1042,9 +1059,55 @@ func (l *Loop) parse(slot int32) bool {
 		rc.consumed = n + len(body)
 		rc.remaining = 0
 	default:
-		l.startStream(slot)
+		l.startStream(slot, plan)
 	}
 	l.dispatch(slot)
+	return true
+}
+
+// parser is the parser of rc's protocol for rc's request record, made
+// the first time the record serves that protocol; nil if no protocol of
+// the loop's has that id.
+func (l *Loop) parser(rc *rconn) stages.FrameParser {
+	id := int(rc.c.Protocol)
+	if id >= len(l.cfg.Protocols) || l.cfg.Protocols[id] == nil {
+		return nil
+	}
+	if id >= len(rc.parsers) {
+		rc.parsers = append(rc.parsers, make([]stages.FrameParser, id+1-len(rc.parsers))...)
+	}
+	p := rc.parsers[id]
+	if p == nil {
+		p = l.cfg.Protocols[id].NewParser()
+		rc.parsers[id] = p
+	}
+	return p
+}
+
+// regrow gives the request a buffer of need bytes from its first byte,
+// for a body to be read before dispatch that does not fit behind its
+// head in this one. A head whose fields alias the buffer is parsed again
+// in the new one (stages.Head.Aliases), so they point into it; the same
+// bytes parsed a moment ago, so that cannot fail, but if it did the
+// request is refused. It reports false when it refused the request.
+func (l *Loop) regrow(slot int32, parser stages.FrameParser, head stages.Head, need int) bool {
+	rc := l.conns[slot]
+	nb := make([]byte, need)
+	rc.end = copy(nb, rc.buf[rc.start:rc.end])
+	rc.buf, rc.start = nb, 0
+	if !head.Aliases {
+		return true
+	}
+	received, length := rc.req.Received, rc.req.ContentLength
+	parser.Reset()
+	rc.req.Reset()
+	rc.req.Conn = rc.c
+	if _, err := parser.Head(rc.buf[:rc.end], &rc.req); err != nil {
+		l.reject(slot, err)
+		return false
+	}
+	rc.req.Conn, rc.req.Seq, rc.req.Received, rc.req.ContentLength = rc.c, rc.seq, received, length
+	rc.req.WireBytes.Store(int64(head.Size))
 	return true
 }
 
@@ -1084,20 +1147,17 @@ func (l *Loop) retryBlocked() {
 	l.blocked = kept
 }
 
-// fail answers the current request with an error status through the
-// writer; the connection comes back for a lingering close.
-func (l *Loop) fail(slot int32, status int) {
+// reject answers the current request with its protocol's refusal
+// (stages.Protocol.Reject) through the writer; the connection comes back
+// for a lingering close, as no further request of it will be read.
+func (l *Loop) reject(slot int32, err error) {
 	rc := l.conns[slot]
-	if rc.c.Protocol != stages.ProtocolHTTP1 {
-		l.reject(slot, framedReason(status))
-		return
-	}
 	rc.state = stateOut
 	rc.feeding = false
 	rc.peerClosed = true // no further request will be read
 	rc.c.SetPhase(stages.PhaseWriting)
 	l.clearTimer(slot)
-	l.cfg.Fail(rc.c, &rc.req, status)
+	l.cfg.Reject(rc.c, &rc.req, err)
 }
 
 // returned takes a connection back after its request, and carries out the
@@ -1430,7 +1490,7 @@ func (l *Loop) expire(now time.Time) {
 				l.checkBodyRate(h, now)
 			case c == classHeader && rc.state == stateHeader && rc.work != nil && rc.end > rc.start,
 				c == classHeader && rc.state == stateBody:
-				l.fail(h, 408) // a partial request: say why we hang up
+				l.reject(h, stages.ErrHeadTimeout) // a partial request: say why we hang up
 			default:
 				l.closeTimedOut(h)
 			}

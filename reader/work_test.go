@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -18,9 +19,10 @@ import (
 func startLoop(t *testing.T, dispatch func(*stages.Request) bool) *Loop {
 	t.Helper()
 	loop, err := New(0, Config{
-		Dispatch: dispatch,
-		Fail: func(c *stages.Conn, req *stages.Request, status int) {
-			t.Errorf("Fail(%d) on connection %d", status, c.ID)
+		Dispatch:  dispatch,
+		Protocols: httpOnly(),
+		Reject: func(c *stages.Conn, req *stages.Request, err error) {
+			t.Errorf("Reject(%v) on connection %d", err, c.ID)
 		},
 	}, nil)
 	if err != nil {
@@ -29,6 +31,9 @@ func startLoop(t *testing.T, dispatch func(*stages.Request) bool) *Loop {
 	runUntilCleanup(t, loop)
 	return loop
 }
+
+// httpOnly is the protocol table of a server that speaks HTTP/1.1 alone.
+func httpOnly() []stages.Protocol { return []stages.Protocol{http1.New(http1.Config{})} }
 
 // runUntilCleanup runs loop until the test ends.
 func runUntilCleanup(t *testing.T, loop *Loop) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
@@ -209,9 +210,9 @@ func DefaultConfig() Config {
 		Addr:            DefaultAddr,
 		Listeners:       1,
 		QueueCapacity:   DefaultQueueCapacity,
-		MaxHeaderBytes:  reader.DefaultMaxHeaderBytes,
-		MaxRequestLine:  reader.DefaultMaxRequestLine,
-		MaxHeaders:      reader.DefaultMaxHeaders,
+		MaxHeaderBytes:  http1.DefaultMaxHeaderBytes,
+		MaxRequestLine:  http1.DefaultMaxRequestLine,
+		MaxHeaders:      http1.DefaultMaxHeaders,
 		MaxBodyBytes:    reader.DefaultMaxBodyBytes,
 		HeaderTimeout:   reader.DefaultHeaderTimeout,
 		IdleTimeout:     reader.DefaultIdleTimeout,

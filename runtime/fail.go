@@ -1,60 +1,39 @@
 package runtime
 
 import (
-	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/quartet-server/quartet/stages"
 )
 
-// fail answers a request the reader could not dispatch (malformed, too
-// large, timed out) with a short text response and Connection: close. The
-// writer sends it like any other response, runs the logger, and hands the
-// connection back for a lingering close, so the client reads the status
-// instead of a reset. This is the error path: it may allocate.
-func (s *Server) fail(c *stages.Conn, req *stages.Request, status int) {
-	s.bindWriter(c)
-	r := s.response()
-	now := time.Now()
-	r.Begin(c, req, now)
-	r.Status, r.KeepAlive = status, false
-	text := strconv.Itoa(status) + " " + http.StatusText(status)
-	body := text + "\n"
-	head := "HTTP/1.1 " + text + "\r\n" +
-		"Date: " + now.UTC().Format(http.TimeFormat) + "\r\n" +
-		"Server: " + s.cfg.ServerName + "\r\n" +
-		"Content-Type: text/plain; charset=utf-8\r\n" +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
-		"Connection: close\r\n\r\n"
-	r.HeaderBytes = int64(len(head))
-	_ = r.Append(stages.Bucket{Kind: stages.BucketHeap, Data: []byte(head + body)}, stages.Bucket{Kind: stages.BucketEOS})
-	r.Done()
-}
-
-// reject answers a framed protocol's request the reader could not
-// dispatch (its parser's error, a timeout) with the protocol's own frame,
-// as fail does for HTTP/1.1: the writer sends it and hands the connection
-// back for a lingering close.
+// reject answers a request the reader could not dispatch (malformed, too
+// large, timed out) with its protocol's refusal (HTTP/1.1: a short text
+// response and Connection: close). The writer sends it like any other
+// response, runs the logger, and hands the connection back for a
+// lingering close, so the client reads why instead of a reset. This is
+// the error path: the protocol may allocate its answer.
 func (s *Server) reject(c *stages.Conn, req *stages.Request, err error) {
 	s.bindWriter(c)
-	s.answerFramed(c, req, err, time.Now())
+	s.refuse(c, req, stages.Refusal{Err: err, Now: time.Now()})
 }
 
-// answerFramed sends the frame c's protocol answers err with (a reject,
+// refuse sends the answer c's protocol gives a refused request (a reject,
 // or a request shed by admission control); the protocol says whether the
-// connection carries on. c's writer must be bound. This is the error
-// path: the protocol may allocate the frame.
-func (s *Server) answerFramed(c *stages.Conn, req *stages.Request, err error, now time.Time) {
-	frame, keep := s.protocols[c.Protocol].Reject(req, err)
+// connection carries on, unless the server is shutting down. c's writer
+// must be bound.
+func (s *Server) refuse(c *stages.Conn, req *stages.Request, why stages.Refusal) {
+	why.Closing = s.state.Load() == stateShutdown
+	rej := s.protocols[c.Protocol].Reject(req, why)
 	r := s.response()
-	r.Begin(c, req, now)
-	r.KeepAlive = keep && s.state.Load() != stateShutdown
-	r.HeaderBytes = int64(len(frame))
+	r.Begin(c, req, why.Now)
+	r.Status = rej.Status
+	r.KeepAlive = rej.KeepAlive && !why.Closing
+	r.HeaderBytes = int64(rej.Head)
 	c.SetPhase(stages.PhaseWriting)
-	if len(frame) > 0 {
-		_ = r.Append(stages.Bucket{Kind: stages.BucketHeap, Data: frame})
+	if len(rej.Frame) > 0 {
+		_ = r.Append(stages.Bucket{Kind: stages.BucketHeap, Data: rej.Frame}, stages.Bucket{Kind: stages.BucketEOS})
+	} else {
+		_ = r.Append(stages.Bucket{Kind: stages.BucketEOS})
 	}
-	_ = r.Append(stages.Bucket{Kind: stages.BucketEOS})
 	r.Done()
 }

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/processor"
-	"github.com/quartet-server/quartet/reader"
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -223,7 +223,7 @@ func TestBadRequestsGetTheirStatus(t *testing.T) {
 	}
 	readAll := processor.HandlerFunc(func(w *processor.ResponseWriter, r *stages.Request) {
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
-			w.WriteHeader(reader.StatusOf(err))
+			w.WriteHeader(http1.StatusOf(err))
 			return
 		}
 		w.WriteString("read it all")

@@ -251,11 +251,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 	cfg := s.cfg
 	s.fusionFor(id)
 	return reader.New(id, reader.Config{
-		Limits: reader.Limits{
-			MaxRequestLine: cfg.MaxRequestLine,
-			MaxHeaderBytes: cfg.MaxHeaderBytes,
-			MaxHeaders:     cfg.MaxHeaders,
-		},
+		MaxHeadBytes:  cfg.MaxHeaderBytes,
 		HeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:   cfg.IdleTimeout,
 		LingerTimeout: cfg.LingerTimeout,
@@ -268,7 +264,6 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		MinBodyRateGrace: cfg.MinBodyRateGrace,
 
 		Dispatch:      s.dispatch,
-		Fail:          s.fail,
 		Protocols:     s.protocols,
 		Reject:        s.reject,
 		Closed:        s.closed,

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/processor"
-	"github.com/quartet-server/quartet/reader"
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -31,7 +31,7 @@ func overheadHandler() processor.Handler {
 		switch string(r.Path) {
 		case "/readall":
 			if _, err := io.Copy(io.Discard, r.Body); err != nil {
-				w.WriteHeader(reader.StatusOf(err))
+				w.WriteHeader(http1.StatusOf(err))
 				return
 			}
 			w.WriteString("read it all")

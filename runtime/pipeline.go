@@ -14,6 +14,7 @@ import (
 	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/listener"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
@@ -40,16 +41,20 @@ type Server struct {
 
 	ln    *listener.Listener
 	msgLn *listener.Listener // Config.MsgAddr's; nil without one
-	// protocols are the framed protocols, by stages.ProtocolID (entry 0
-	// is HTTP/1.1's, served by the stages' own code): nil, or the
-	// messenger at protocolMsg.
+	// protocols are the protocols the stages serve, by
+	// stages.ProtocolID: HTTP/1.1 at stages.ProtocolHTTP1, and the
+	// messenger at protocolMsg when it has a listener.
 	protocols []stages.Protocol
-	readers   loopTable[reader.Loop] // by id; loops.go
-	requests  *stages.ClassQueue     // reader → processor, a ring per request class
-	classes   *routeClasses
-	wake      *stages.WorkerWaker
-	pool      *processor.Pool
-	writers   loopTable[wloop]
+	// runsHandler says, by stages.ProtocolID, which protocols' requests
+	// the Handler serves (stages.HandlerProtocol): only those may be
+	// served inline on their reader loop.
+	runsHandler [256]bool
+	readers     loopTable[reader.Loop] // by id; loops.go
+	requests    *stages.ClassQueue     // reader → processor, a ring per request class
+	classes     *routeClasses
+	wake        *stages.WorkerWaker
+	pool        *processor.Pool
+	writers     loopTable[wloop]
 
 	mods     *modules
 	writeLog func(*stages.Response)
@@ -68,11 +73,10 @@ type Server struct {
 	memReturn  memoryReturn  // the control loop's (memreturn.go)
 	memReturns atomic.Uint64 // memory returned after a burst, for Stats
 
-	sizing    sizing // the processor pool's size, bounds and mode
-	rsizing   sizing // the reader loops' count, bounds and mode
-	wsizing   sizing // the writer loops'
-	tuner     tuner  // the control loop
-	shedCache shedCache
+	sizing  sizing // the processor pool's size, bounds and mode
+	rsizing sizing // the reader loops' count, bounds and mode
+	wsizing sizing // the writer loops'
+	tuner   tuner  // the control loop
 
 	responses sync.Pool // *stages.Response, wired to kick and recycle
 	ids       atomic.Uint64
@@ -120,10 +124,17 @@ func New(cfg Config) (*Server, error) {
 	s.writers.init()
 	s.run, s.stop = context.WithCancel(context.Background())
 	s.inits.Add(cfg.Writers + cfg.Readers + 1) // every loop, and the processor pool as one
+	s.protocols = []stages.Protocol{stages.ProtocolHTTP1: http1.New(http1.Config{
+		Limits:     http1.Limits{MaxRequestLine: cfg.MaxRequestLine, MaxHeaderBytes: cfg.MaxHeaderBytes, MaxHeaders: cfg.MaxHeaders},
+		ServerName: cfg.ServerName,
+	})}
 	if cfg.MsgAddr != "" || cfg.MsgListener != nil {
-		s.protocols = make([]stages.Protocol, protocolMsg+1)
+		s.protocols = append(s.protocols, make([]stages.Protocol, int(protocolMsg)+1-len(s.protocols))...)
 		s.protocols[protocolMsg] = msg.NewTransport(msg.TransportConfig{Dispatcher: cfg.MsgDispatcher,
 			Limits: msg.Limits{MaxPayload: cfg.MsgMaxPayload}, RDMA: cfg.MsgRDMA})
+	}
+	for id, p := range s.protocols {
+		_, s.runsHandler[id] = p.(stages.HandlerProtocol)
 	}
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
@@ -209,7 +220,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	s.cfg.Addr = ln.Addr().String() // the port a ":0" or a given Listener got
-	if s.protocols != nil {
+	if len(s.protocols) > int(protocolMsg) {
 		// The messenger's listener: the same hand-off to the same readers;
 		// only the mark on its connections differs.
 		mln, err := listener.New(listener.Config{
@@ -302,7 +313,7 @@ func (s *Server) dispatch(r *stages.Request) bool {
 // is read by the very loop, so a handler reading it inline would wait on
 // itself).
 func (s *Server) servesInline(r *stages.Request) bool {
-	if s.inline == nil || r.Conn == nil || r.Conn.Protocol != stages.ProtocolHTTP1 {
+	if s.inline == nil || r.Conn == nil || !s.runsHandler[r.Conn.Protocol] {
 		return false
 	}
 	if _, streamed := r.Body.(stages.ParkingReader); streamed {
@@ -390,7 +401,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.releaseWriter(r.Conn)
 			s.readers.at(r.Conn.Reader).Return(r.Conn, stages.FateClose)
 		}
-		// A framed protocol's reply may come after its Serve returned:
+		// A protocol's reply may come after its Serve returned:
 		// the writers must still be there to send it.
 		for _, p := range s.protocols {
 			if p != nil {

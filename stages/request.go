@@ -50,8 +50,14 @@ type Request struct {
 	// buffer like the other byte slices; nil otherwise. Body reads the
 	// same bytes.
 	BodyBytes []byte
-	// Frame is a framed protocol's decoded head (Protocol, FrameParser),
-	// set by its parser, which owns it; nil for HTTP/1.1.
+	// Interim is the reply that tells a client waiting to send its body
+	// to go on (stages.BodyPlan.Interim: HTTP's 100 Continue), which the
+	// processor sends before the handler's first Read of Body; nil when
+	// the client does not wait. Owned by the protocol: never changed.
+	Interim []byte
+	// Frame is a protocol's decoded head (Protocol, FrameParser), set
+	// by its parser, which owns it; nil for HTTP/1.1, whose head is the
+	// fields above, pointing into the read buffer.
 	Frame any
 
 	// Received is when the first byte of the request arrived.

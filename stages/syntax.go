@@ -4,7 +4,7 @@ package stages
 // the processor framing responses, the static file server, the load
 // generator parsing responses. One copy each, so the stages cannot come to
 // disagree about what a field says; the parser's policy on leniency
-// (reader/parse.go) relies on it.
+// (protocol/http1/parse.go) relies on it.
 
 // EqualFoldASCII compares two ASCII tokens (header names, connection
 // options) ignoring case, without the Unicode folding of strings.EqualFold

@@ -109,8 +109,11 @@ type frameParser struct {
 	resumed bool
 }
 
-// Head parses the next frame's head (stages.FrameParser).
-func (f *frameParser) Head(buf []byte, req *stages.Request) (int, int64, error) {
+// Head parses the next frame's head (stages.FrameParser). The head is
+// decoded into the parser's own record, and the payload is read whole
+// before dispatch (stages.BodyWhole): Limits bound it, and a reply may
+// alias it.
+func (f *frameParser) Head(buf []byte, req *stages.Request) (stages.Head, error) {
 	if !f.resumed && req.Conn != nil {
 		f.p.Resume(req.Conn.ProtocolState())
 		f.resumed = true
@@ -118,16 +121,16 @@ func (f *frameParser) Head(buf []byte, req *stages.Request) (int, int64, error) 
 	n, err := f.p.Next(buf, &f.h)
 	req.Frame = &f.h // also on failure: Reject names the TxID of a request too large
 	if err == ErrNeedMore {
-		return 0, 0, stages.ErrNeedMore
+		return stages.Head{}, stages.ErrNeedMore
 	}
 	if err != nil {
-		return 0, 0, err
+		return stages.Head{}, err
 	}
 	f.p.Skip(int(f.h.Length))
 	if f.h.Type == TypeRequest && f.h.Flags.Has(FlagRDMA) && req.Conn != nil {
 		req.Conn.SetProtocolState(f.h.RDMA.Op) // only connections that use RDMA pay for it
 	}
-	return n, int64(f.h.Length), nil
+	return stages.Head{Size: n, Body: stages.BodyPlan{Kind: stages.BodyWhole, Length: int64(f.h.Length)}}, nil
 }
 
 // Reset readies the parser for another connection (stages.FrameParser).
@@ -185,7 +188,8 @@ func (t *Transport) dispatch(c *call) {
 // overload leaves the connection open; it answers the request with
 // CodeBusy. It runs on the refusing goroutine, on the error path, and
 // allocates its frame.
-func (t *Transport) Reject(req *stages.Request, err error) ([]byte, bool) {
+func (t *Transport) Reject(req *stages.Request, why stages.Refusal) stages.Rejection {
+	err := why.Err
 	h, _ := req.Frame.(*Header)
 	var txid uint64
 	keep := false
@@ -193,7 +197,7 @@ func (t *Transport) Reject(req *stages.Request, err error) ([]byte, bool) {
 	switch {
 	case errors.Is(err, stages.ErrOverloaded):
 		if h == nil || h.Type != TypeRequest {
-			return nil, true // a completion: nobody waits for an answer
+			return stages.Rejection{KeepAlive: true} // a completion: nobody waits for an answer
 		}
 		code, txid, keep = CodeBusy, h.TxID, true
 	case errors.Is(err, stages.ErrHeadTimeout):
@@ -206,7 +210,7 @@ func (t *Transport) Reject(req *stages.Request, err error) ([]byte, bool) {
 	if ferr != nil { // cannot happen: the code is not 0 and the buffer is MaxErrorFrame
 		n, _ = PutErrorFrame(frame, 0, CodeInternal, ferr.Error())
 	}
-	return frame[:n], keep
+	return stages.Rejection{Frame: frame[:n], Head: n, KeepAlive: keep}
 }
 
 // call is one request between Serve and its response's recycling: the

@@ -35,7 +35,11 @@ func TestTransportParser(t *testing.T) {
 			fp.Reset()
 		}
 		req.Frame = nil
-		n, body, err := fp.Head(st.frame, req)
+		h, err := fp.Head(st.frame, req)
+		n, body := h.Size, h.Body.Length
+		if err == nil && h.Body.Kind != stages.BodyWhole {
+			t.Fatalf("%s: body kind %d; a payload is read whole", st.name, h.Body.Kind)
+		}
 		if !errors.Is(err, st.wantErr) || n != st.head || body != st.body {
 			t.Fatalf("%s: %d, %d, %v; want %d, %d, %v", st.name, n, body, err, st.head, st.body, st.wantErr)
 		}
@@ -65,7 +69,8 @@ func TestTransportReject(t *testing.T) {
 		{"malformed", ErrFlags, CodeMalformed, 0, false},
 	}
 	for _, tt := range tests {
-		frame, keep := tr.Reject(req, tt.err)
+		rej := tr.Reject(req, stages.Refusal{Err: tt.err})
+		frame, keep := rej.Frame, rej.KeepAlive
 		p := NewParser(RoleClient, Limits{})
 		var h Header
 		n, err := p.Next(frame, &h)
@@ -77,7 +82,7 @@ func TestTransportReject(t *testing.T) {
 			t.Errorf("%s: code %v txid %d keep %v (%v); want %v %d %v", tt.name, e, h.TxID, keep, err, tt.code, tt.txid, tt.keep)
 		}
 	}
-	if frame, keep := tr.Reject(&stages.Request{Frame: &Header{Type: TypeCompletion}}, stages.ErrOverloaded); frame != nil || !keep {
-		t.Errorf("a shed completion: %q, keep %v; want nothing sent, kept", frame, keep)
+	if rej := tr.Reject(&stages.Request{Frame: &Header{Type: TypeCompletion}}, stages.Refusal{Err: stages.ErrOverloaded}); rej.Frame != nil || !rej.KeepAlive {
+		t.Errorf("a shed completion: %q, keep %v; want nothing sent, kept", rej.Frame, rej.KeepAlive)
 	}
 }

@@ -1,6 +1,10 @@
-package reader
+package http1
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/quartet-server/quartet/stages"
+)
 
 // statusError is a parse or framing failure that carries the HTTP status the
 // server must answer with. Every sentinel below is one; StatusOf reads the
@@ -21,8 +25,9 @@ func newError(status int, msg string) error { return &statusError{msg: msg, stat
 
 // ErrNeedMore is returned by Parser.Parse while the header block is not yet
 // complete: read more bytes, append them to the buffer and call Parse again.
-// It is not a failure and has no status.
-var ErrNeedMore = errors.New("quartet: request header block incomplete")
+// It is not a failure and has no status. It is the stages' own
+// (stages.ErrNeedMore), so the parser answers the reader in its terms.
+var ErrNeedMore = stages.ErrNeedMore
 
 // Request-line errors.
 var (
@@ -142,17 +147,30 @@ var (
 	ErrTrailerTooLarge = newError(431, "quartet: chunked trailer section too large")
 )
 
-// StatusOf maps a parse or framing error to the HTTP status the server must
-// answer with before closing the connection. It returns 400 for errors that
-// did not come from this package and 0 for nil and ErrNeedMore, which are not
+// StatusOf maps an error to the HTTP status the server answers it with:
+// this package's sentinels carry theirs; the stages' refusals and body
+// errors, which name no protocol's answer, map here (a timeout to 408,
+// overload to 503, a body too large to 413, a body too slow to 408); any
+// other error that says its status (an HTTPStatus method) gets it; the
+// rest get 400. It returns 0 for nil and ErrNeedMore, which are not
 // failures.
 func StatusOf(err error) int {
 	if err == nil || errors.Is(err, ErrNeedMore) {
 		return 0
 	}
-	var se *statusError
+	var se interface{ HTTPStatus() int }
 	if errors.As(err, &se) {
-		return se.status
+		return se.HTTPStatus()
+	}
+	switch {
+	case errors.Is(err, stages.ErrHeadTimeout), errors.Is(err, stages.ErrBodyTimeout), errors.Is(err, stages.ErrBodyTooSlow):
+		return 408
+	case errors.Is(err, stages.ErrHeadTooLarge):
+		return 431
+	case errors.Is(err, stages.ErrBodyTooLarge):
+		return 413
+	case errors.Is(err, stages.ErrOverloaded):
+		return 503
 	}
 	return 400
 }

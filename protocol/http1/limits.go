@@ -1,4 +1,4 @@
-package reader
+package http1
 
 // Default limits. They follow nginx's large_client_header_buffers (8 KiB per
 // line) and Apache's LimitRequestFields (100), with a header block budget well
@@ -22,6 +22,10 @@ type Limits struct {
 	MaxHeaderBytes int // whole header block incl. request line; over → ErrHeadersTooLarge (431)
 	MaxHeaders     int // number of header fields; over → ErrHeadersTooLarge (431)
 }
+
+// HeaderBytes is the most a header block may take, the default if
+// MaxHeaderBytes is not set: the most a reader buffers for one head.
+func (l *Limits) HeaderBytes() int { return l.maxHeaderBytes() }
 
 func (l *Limits) maxRequestLine() int {
 	if l.MaxRequestLine > 0 {

@@ -1,4 +1,4 @@
-package reader
+package http1
 
 import (
 	"bytes"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,8 +14,15 @@ import (
 
 // toyProtocol is the smallest framed protocol: a 4-byte big-endian body
 // length, then the body; a first byte of 0xff is malformed. It shows the
-// reader's framed path is the seam's, not the messenger's.
-type toyProtocol struct{ resets atomic.Int32 }
+// reader serves any protocol through the seam, not just HTTP/1.1 and the
+// messenger.
+type toyProtocol struct {
+	resets atomic.Int32
+	// kind is the plan of every body (BodyWhole when zero), and aliases
+	// makes the head point req.Path into the buffer, as HTTP/1.1's does.
+	kind    stages.BodyKind
+	aliases bool
+}
 
 type toyParser struct {
 	p    *toyProtocol
@@ -27,21 +35,28 @@ func (p *toyProtocol) NewParser() stages.FrameParser { return &toyParser{p: p} }
 func (p *toyProtocol) Serve(*stages.Response, *stages.Request) {
 	panic("the reader never serves")
 }
-func (p *toyProtocol) Reject(*stages.Request, error) ([]byte, bool) {
+func (p *toyProtocol) Reject(*stages.Request, stages.Refusal) stages.Rejection {
 	panic("the reader never frames")
 }
 func (p *toyProtocol) Wait() {}
 
-func (t *toyParser) Head(buf []byte, req *stages.Request) (int, int64, error) {
+func (t *toyParser) Head(buf []byte, req *stages.Request) (stages.Head, error) {
 	if len(buf) > 0 && buf[0] == 0xff {
-		return 0, 0, errToy
+		return stages.Head{}, errToy
 	}
 	if len(buf) < 4 {
-		return 0, 0, stages.ErrNeedMore
+		return stages.Head{}, stages.ErrNeedMore
 	}
 	copy(t.head[:], buf)
 	req.Frame = &t.head
-	return 4, int64(binary.BigEndian.Uint32(buf)), nil
+	kind := t.p.kind
+	if kind == stages.BodyNone {
+		kind = stages.BodyWhole
+	}
+	if t.p.aliases {
+		req.Path = buf[:4]
+	}
+	return stages.Head{Size: 4, Aliases: t.p.aliases, Body: stages.BodyPlan{Kind: kind, Length: int64(binary.BigEndian.Uint32(buf))}}, nil
 }
 
 func (t *toyParser) Reset() { t.p.resets.Add(1) }
@@ -53,17 +68,20 @@ func toyFrame(body []byte) []byte {
 // framedLoop runs a reader loop that serves toy connections: dispatched
 // requests and rejections arrive on the returned channels.
 func framedLoop(t *testing.T, proto *toyProtocol, headerTimeout time.Duration) (*Loop, chan *stages.Request, chan error) {
+	return framedLoopWith(t, proto, headerTimeout, nil)
+}
+
+// framedLoopWith is framedLoop with the loop's configuration adjusted by
+// adjust (nil: none).
+func framedLoopWith(t *testing.T, proto *toyProtocol, headerTimeout time.Duration, adjust func(*Config)) (*Loop, chan *stages.Request, chan error) {
 	t.Helper()
 	dispatched, rejected := make(chan *stages.Request, 16), make(chan error, 16)
 	var loop *Loop
-	loop, err := New(0, Config{
+	cfg := Config{
 		HeaderTimeout: headerTimeout,
 		LingerTimeout: 100 * time.Millisecond,
 		Protocols:     []stages.Protocol{nil, proto},
 		Dispatch:      func(r *stages.Request) bool { dispatched <- r; return true },
-		Fail: func(c *stages.Conn, _ *stages.Request, status int) {
-			t.Errorf("HTTP Fail(%d) on a framed connection", status)
-		},
 		Reject: func(c *stages.Conn, _ *stages.Request, err error) {
 			// As the runtime's writer would, after the error frame: the
 			// connection comes back to linger and close. Off the loop's
@@ -71,7 +89,11 @@ func framedLoop(t *testing.T, proto *toyProtocol, headerTimeout time.Duration) (
 			rejected <- err
 			go loop.Return(c, stages.FateLinger)
 		},
-	}, nil)
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	loop, err := New(0, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +158,7 @@ func TestFramedBodies(t *testing.T) {
 }
 
 // A malformed head and a frame not all in within the header timeout go to
-// Reject with the reason, never to HTTP's Fail, and the connection is
+// Reject with the reason, and the connection is
 // closed afterwards; an idle connection gives its parser back (Reset).
 func TestFramedRejectsAndIdles(t *testing.T) {
 	tests := []struct {
@@ -178,6 +200,72 @@ func TestFramedRejectsAndIdles(t *testing.T) {
 			}
 			if !waitFor(func() bool { return loop.Open() == 0 }) {
 				t.Fatal("rejected connection not closed")
+			}
+		})
+	}
+}
+
+// The reader carries out a head's body plan whatever the protocol: a
+// counted body over PrereadBody streams to the handler, one over
+// MaxBodyBytes is refused before dispatch, and a head that aliases the
+// buffer is parsed again when the body makes the reader move its bytes.
+func TestBodyPlans(t *testing.T) {
+	small := []byte("hello")
+	big := bytes.Repeat([]byte("x"), 3*DefaultReadBuffer)
+	tests := []struct {
+		name     string
+		proto    *toyProtocol
+		body     []byte
+		streamed bool
+		reject   error
+	}{
+		{"length, preread", &toyProtocol{kind: stages.BodyLength}, small, false, nil},
+		{"length, streamed", &toyProtocol{kind: stages.BodyLength}, big, true, nil},
+		{"length, too large", &toyProtocol{kind: stages.BodyLength}, bytes.Repeat([]byte("x"), 2<<10), false, stages.ErrBodyTooLarge},
+		{"whole, larger than MaxBodyBytes", &toyProtocol{kind: stages.BodyWhole}, bytes.Repeat([]byte("x"), 2<<10), false, nil},
+		{"aliased head, moved", &toyProtocol{kind: stages.BodyWhole, aliases: true}, big, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			loop, dispatched, rejected := framedLoopWith(t, tt.proto, 0, func(c *Config) {
+				c.PrereadBody = DefaultReadBuffer
+				if tt.proto.kind == stages.BodyLength {
+					c.MaxBodyBytes = 1 << 10
+					if tt.streamed {
+						c.MaxBodyBytes = 1 << 20
+					}
+				} else {
+					c.MaxBodyBytes = 1 << 10 // BodyWhole is the parser's to bound
+				}
+			})
+			client, fd := acceptedConn(t)
+			loop.Adopt(&stages.Conn{ID: 1, FD: fd, Protocol: 1})
+			frame := toyFrame(tt.body)
+			go client.Write(frame)
+			select {
+			case err := <-rejected:
+				if !errors.Is(err, tt.reject) {
+					t.Fatalf("Reject(%v), want %v", err, tt.reject)
+				}
+				return
+			case r := <-dispatched:
+				if tt.reject != nil {
+					t.Fatal("dispatched, want a refusal")
+				}
+				_, parking := r.Body.(stages.ParkingReader)
+				if parking != tt.streamed {
+					t.Fatalf("streamed %v, want %v", parking, tt.streamed)
+				}
+				got, err := io.ReadAll(r.Body)
+				if err != nil || !bytes.Equal(got, tt.body) || r.ContentLength != int64(len(tt.body)) {
+					t.Fatalf("body of %d bytes (%v), ContentLength %d; want %d", len(got), err, r.ContentLength, len(tt.body))
+				}
+				if tt.proto.aliases && (!bytes.Equal(r.Path, frame[:4]) || tt.proto.resets.Load() == 0) {
+					t.Fatalf("aliased head %q after %d resets, want %q parsed again", r.Path, tt.proto.resets.Load(), frame[:4])
+				}
+				loop.Return(r.Conn, stages.FateKeepAlive)
+			case <-time.After(10 * time.Second):
+				t.Fatal("neither dispatched nor refused")
 			}
 		})
 	}
