@@ -243,21 +243,10 @@ func (q *ClassQueue) SetWaitTarget(d time.Duration) { q.target.Store(int64(d)) }
 func (q *ClassQueue) Admit(c int, now time.Time) (ok bool, retryAfter int64) {
 	l := &q.lanes[c]
 	limit := l.limit.Load()
-	if limit < 0 {
+	if limit < 0 || int64(l.ring.Load().Len()) < limit {
 		return true, 0
 	}
-	// A full ring refuses too: its request would wait in the reader, and
-	// its connection's later ones unread in the socket, where no limit
-	// counts them (a limit above the ring's capacity once let 8,000
-	// requests wait 1.3 s behind a queue of 4,096).
-	ring := l.ring.Load()
-	n, room := int64(ring.Len()), int64(ring.Cap())
-	if n < min(limit, room) {
-		return true, 0
-	}
-	// A queue seen emptying lets a burst in, unless the limit is 0: the
-	// stages behind the processors are already over the target.
-	if half := q.target.Load() / 2; half > 0 && limit > 0 && n < room && int64(now.Sub(q.base))-l.emptied.Load() < half {
+	if half := q.target.Load() / 2; half > 0 && int64(now.Sub(q.base))-l.emptied.Load() < half {
 		return true, 0
 	}
 	l.shed.Add(1)

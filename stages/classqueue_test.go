@@ -133,35 +133,6 @@ func TestClassQueueAdmit(t *testing.T) {
 	}
 }
 
-// A limit above the ring's capacity refuses at a full ring, even one seen
-// emptying: the request would otherwise wait in its reader, uncounted.
-// Without a limit (admission off) a full ring is the reader's to wait on.
-func TestClassQueueAdmitFull(t *testing.T) {
-	q := NewClassQueue(4, nil)
-	q.SetWaitTarget(time.Second)
-	now := time.Now()
-	r := classReq(0, 0)
-	q.Push(r)
-	q.Pop()
-	q.Finished(r, 0, time.Millisecond, now) // emptied just now
-	q.SetLimit(0, 100, 3)
-	for i := range q.Cap() {
-		if ok, _ := q.Admit(0, now); !ok {
-			t.Fatalf("refused with %d of %d waiting, limit 100", i, q.Cap())
-		}
-		if !q.Push(classReq(0, uint64(i+1))) {
-			t.Fatalf("push %d of %d failed", i, q.Cap())
-		}
-	}
-	if ok, ra := q.Admit(0, now); ok || ra != 3 {
-		t.Fatalf("a full ring of %d, limit 100: admitted %v, retry %d; want refused, 3", q.Cap(), ok, ra)
-	}
-	q.SetLimit(0, -1, 0)
-	if ok, _ := q.Admit(0, now); !ok {
-		t.Error("refused a full ring with admission off")
-	}
-}
-
 // Finished counts each popped request once, with its wait and run time;
 // Held is what was popped and not finished.
 func TestClassQueueCounts(t *testing.T) {
@@ -283,11 +254,6 @@ func TestClassQueueAdmitWhileEmptying(t *testing.T) {
 	if ok, _ := q.Admit(0, now.Add(600*time.Millisecond)); ok {
 		t.Error("admitted beyond the limit though the queue last emptied 600 ms ago")
 	}
-	q.SetLimit(0, 0, 2)
-	if ok, _ := q.Admit(0, now.Add(100*time.Millisecond)); ok {
-		t.Error("admitted with a limit of 0 (the writers behind) because the queue emptied lately")
-	}
-	q.SetLimit(0, 1, 1)
 	q.SetWaitTarget(0)
 	if ok, _ := q.Admit(0, now.Add(100*time.Millisecond)); ok {
 		t.Error("admitted beyond the limit with no wait target")
