@@ -15,7 +15,11 @@
 // connection, for a lingering close, or to be closed at once. Pipelined
 // requests therefore keep their order without any sequencing: the next
 // request is parsed from the bytes already buffered only when the previous
-// response is on the wire.
+// response is on the wire. A connection of a stages.Pipelined protocol
+// (the messenger) is the exception (flight.go): it stays in the loop's
+// care while a window of its requests runs, each dispatched request
+// taking its own read buffer, and only its requests travel; the loop
+// still alone closes the fd, once none of them is in flight.
 //
 // Request bodies: a small body (at most Config.PrereadBody bytes, and not
 // one the client sends only once told to, stages.BodyPlan.Await) is read

@@ -229,11 +229,14 @@ func (l *Loop) target() *Loop {
 // this file); back with f: it has just come back from its request. It
 // reports false, keeping the connection, when there is no other loop.
 func (l *Loop) handOver(slot int32, back bool, f stages.Fate) bool {
+	rc := l.conns[slot]
+	if rc.inFlight() > 0 {
+		return false // its answers come back here, by its slot; flightDone moves it after
+	}
 	to := l.target()
 	if to == nil {
 		return false
 	}
-	rc := l.conns[slot]
 	if err := l.poller.Delete(rc.c.FD); err != nil {
 		// Not registered here (it cannot be otherwise): the connection
 		// is broken as far as this loop can tell. Keep it and let its

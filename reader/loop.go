@@ -169,9 +169,12 @@ const (
 	stateDrain                   // discarding the unread body of a finished request → idle, header, closed
 	stateIdle                    // keep-alive, waiting for the first byte → header, closed
 	stateLinger                  // response sent with FIN; discarding until the client's FIN → closed
+	// A pipelined protocol's connection (flight.go):
+	stateFull    // its window of requests in flight is full, or a parked request waits for earlier answers: not read → header, idle, closing
+	stateClosing // closed as far as reading goes; the fd waits for the answers in flight → closed
 )
 
-var stateNames = [...]string{"free", "header", "body", "out", "drain", "idle", "linger"}
+var stateNames = [...]string{"free", "header", "body", "out", "drain", "idle", "linger", "full", "closing"}
 
 func (s connState) String() string { return stateNames[s] }
 
@@ -195,10 +198,11 @@ const bodyRateCheck = time.Second
 type msgOp uint8
 
 const (
-	opAdopt  msgOp = iota // from the listener: a new connection
-	opReturn              // from the writer: response done
-	opResume              // from a handler: the body pipe has room again
-	opMove                // from another reader loop: a connection it gave away (handover.go)
+	opAdopt    msgOp = iota // from the listener: a new connection
+	opReturn                // from the writer: response done
+	opResume                // from a handler: the body pipe has room again
+	opMove                  // from another reader loop: a connection it gave away (handover.go)
+	opAnswered              // from the writer: one of a connection's requests in flight is answered (flight.go)
 )
 
 type msg struct {
@@ -208,6 +212,8 @@ type msg struct {
 	fate  stages.Fate // opReturn; opMove with back
 	back  bool        // opMove: the connection has just come back from its request, with fate
 	class uint8       // opMove: the timeout class it was under (its deadline is in rc)
+	// ticket: opAnswered's request (stages.Request.Ticket).
+	ticket int32
 }
 
 // rconn is the loop's record of one connection: what it must remember
@@ -275,6 +281,15 @@ type work struct {
 	rateBytes   int64
 	rateStopped time.Time
 	rateAwaits  bool // stages.BodyPlan.Await: the clock starts with the first body byte, once the client has been told to send
+
+	// A pipelined protocol's connection (flight.go). The connection's
+	// current record counts its requests in flight, out of outBytes of
+	// request; a launched request's record holds its size instead.
+	out      int32
+	outBytes int64
+	size     int64
+	parked   bool // the request parsed in this record waits to be launched
+	overtake bool // the parsed request's stages.Head.Overtake
 }
 
 // Loop is one reader event loop: the connection table, timers and queue
@@ -298,13 +313,20 @@ type Loop struct {
 	fifo  [numClasses]struct{ head, tail int32 }
 	epoch time.Time // timer deadlines count from here
 
-	ready     []int32     // connections with more to read than one turn allowed
-	blocked   []int32     // parsed requests the processors had no room for
-	unblocked atomic.Bool // Unblock was called: the processors have room again
-	draining  bool
-	forced    bool
-	counters  *stages.StageCounters
-	readLimit int
+	ready   []int32 // connections with more to read than one turn allowed
+	blocked []int32 // parsed requests the processors had no room for
+	// Requests launched beside others of their connection (flight.go):
+	// their records by ticket-1, the free entries, and the tickets of
+	// those the processors had no room for.
+	windows     []window // by stages.ProtocolID
+	held        []*work
+	heldFree    []int32
+	heldBlocked []int32
+	unblocked   atomic.Bool // Unblock was called: the processors have room again
+	draining    bool
+	forced      bool
+	counters    *stages.StageCounters
+	readLimit   int
 
 	// Memory kept for reuse, each bounded, and each giving back what a
 	// whole decayInterval did not use (stash).
@@ -406,7 +428,9 @@ func (l *Loop) takeCensus(now time.Time) {
 			n[censusReading]++
 		case stateLinger:
 			n[censusLingering]++
-		case stateOut:
+		case stateClosing:
+			n[censusWriting]++
+		case stateOut, stateFull:
 			switch rc.c.Phase() {
 			case stages.PhaseQueued:
 				n[censusQueued]++
@@ -445,6 +469,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 		l.fifo[i].head, l.fifo[i].tail = -1, -1
 	}
 	l.readLimit = cfg.MaxHeadBytes
+	l.windows = windows(cfg.Protocols)
 	return l, nil
 }
 
@@ -609,6 +634,8 @@ func (l *Loop) drainQueue(budget int) int {
 			if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c && !l.giveBackOnReturn(m.c.RSlot, m.fate) {
 				l.returned(m.c.RSlot, m.fate)
 			}
+		case opAnswered:
+			l.answered(m.c, m.ticket, m.fate)
 		case opResume:
 			rc := l.conn(m.c.RSlot)
 			if rc != nil && rc.c == m.c && rc.state == stateOut && rc.feeding {
@@ -689,7 +716,11 @@ func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 	}
 	if idle {
 		rc.state = stateIdle
-		l.setTimer(slot, classIdle, now.Add(l.cfg.IdleTimeout))
+		if rc.inFlight() == 0 {
+			l.setTimer(slot, classIdle, now.Add(l.cfg.IdleTimeout))
+		} else {
+			l.clearTimer(slot) // not idle while it waits for answers; flightDone starts the wait
+		}
 	} else {
 		rc.state = stateHeader
 		l.setTimer(slot, classHeader, now.Add(l.cfg.HeaderTimeout))
@@ -714,6 +745,11 @@ func (l *Loop) readable(slot int32, hup bool) {
 		// Otherwise another stage owns the connection: edge-triggered, the
 		// event is simply not ours, and drained (now false) makes the
 		// writer's hand-back read.
+	case stateFull:
+		if hup {
+			l.hangUp(slot)
+		}
+		// Not read until an answer comes back; resume reads then.
 	case stateDrain:
 		l.drainBody(slot)
 	case stateLinger:
@@ -757,14 +793,23 @@ func (l *Loop) takeWork(rc *rconn) {
 // connection), so the record is free for another connection. It keeps its
 // header array and its pipe's channel and timer, so that reuse allocates
 // nothing.
+//
+// A connection with requests in flight keeps its record, which counts
+// them (flight.go).
 func (l *Loop) dropWork(rc *rconn) {
 	w := rc.work
-	if w == nil {
+	if w == nil || w.out > 0 {
 		return
 	}
 	w.start, w.end = 0, 0
 	l.putBuf(rc)
 	rc.work = nil
+	l.stashWork(w)
+}
+
+// stashWork clears a request record without a buffer and keeps it for
+// the next request.
+func (l *Loop) stashWork(w *work) {
 	w.req.Reset()
 	if cap(w.req.Headers) > maxKeptHeaders {
 		w.req.Headers = nil // grown by an unusual request: not worth keeping
@@ -918,6 +963,9 @@ func (l *Loop) readRequest(slot int32) {
 	for {
 		if rc.work != nil && rc.end > rc.start {
 			if l.parse(slot) {
+				if l.conns[slot] == rc && (rc.state == stateHeader || rc.state == stateIdle) {
+					continue // launched beside others (flight.go): read on
+				}
 				return
 			}
 			if rc.state != stateHeader && rc.state != stateBody {
@@ -953,10 +1001,12 @@ func (l *Loop) readRequest(slot int32) {
 			l.reject(slot, stages.ErrHeadTooLarge)
 			return
 		case err == errEOF && rc.end == rc.start:
+			l.goneWithFlight(rc)
 			l.close(slot) // clean close between requests
 			return
 		default:
 			// EOF mid-request, or a socket error: nobody to answer.
+			l.goneWithFlight(rc)
 			l.close(slot)
 			return
 		}
@@ -1027,7 +1077,7 @@ func (l *Loop) parse(slot int32) bool {
 		return true
 	}
 	n, plan := head.Size, head.Body
-	rc.hdrLen = n
+	rc.hdrLen, rc.overtake = n, head.Overtake
 	rc.req.WireBytes.Store(int64(n))
 	rc.seq++
 	rc.req.Conn, rc.req.Seq = rc.c, rc.seq
@@ -1113,6 +1163,13 @@ func (l *Loop) regrow(slot int32, parser stages.FrameParser, head stages.Head, n
 
 func (l *Loop) dispatch(slot int32) {
 	rc := l.conns[slot]
+	if !rc.feeding && len(rc.carry) == 0 {
+		if win := l.windowOf(rc); win.requests > 0 {
+			l.launch(slot, win)
+			return
+		}
+	}
+	rc.req.Follows = rc.inFlight() > 0
 	rc.state = stateOut
 	rc.c.SetPhase(stages.PhaseQueued)
 	l.clearTimer(slot)
@@ -1130,9 +1187,10 @@ func (l *Loop) dispatch(slot int32) {
 // while it stays full (a request that finds it full again waits for the
 // next Unblock).
 func (l *Loop) retryBlocked() {
-	if !l.unblocked.Swap(false) || len(l.blocked) == 0 {
+	if !l.unblocked.Swap(false) || len(l.blocked)+len(l.heldBlocked) == 0 {
 		return
 	}
+	l.retryHeld()
 	kept := l.blocked[:0]
 	for _, slot := range l.blocked {
 		rc := l.conn(slot)
@@ -1157,6 +1215,7 @@ func (l *Loop) reject(slot int32, err error) {
 	rc.peerClosed = true // no further request will be read
 	rc.c.SetPhase(stages.PhaseWriting)
 	l.clearTimer(slot)
+	rc.req.Follows = rc.inFlight() > 0
 	l.cfg.Reject(rc.c, &rc.req, err)
 }
 
@@ -1350,6 +1409,10 @@ func (l *Loop) drain() {
 
 func (l *Loop) close(slot int32) {
 	rc := l.conns[slot]
+	if rc.inFlight() > 0 {
+		l.closeLater(slot)
+		return
+	}
 	c := rc.c
 	l.clearTimer(slot)
 	if err := unix.Close(c.FD); err != nil && l.counters != nil {
@@ -1394,6 +1457,8 @@ func (l *Loop) force() {
 		rc := l.conns[i]
 		switch {
 		case rc == nil:
+		case rc.inFlight() > 0 && rc.state != stateOut:
+			l.shutFlight(int32(i))
 		case rc.state == stateOut:
 			_ = unix.Shutdown(rc.c.FD, unix.SHUT_RDWR)
 			if rc.feeding {

@@ -22,6 +22,9 @@ type toyProtocol struct {
 	// makes the head point req.Path into the buffer, as HTTP/1.1's does.
 	kind    stages.BodyKind
 	aliases bool
+	// ordered: heads say their replies may not overtake (they may
+	// otherwise; only a pipelined protocol's reader asks).
+	ordered bool
 }
 
 type toyParser struct {
@@ -56,7 +59,7 @@ func (t *toyParser) Head(buf []byte, req *stages.Request) (stages.Head, error) {
 	if t.p.aliases {
 		req.Path = buf[:4]
 	}
-	return stages.Head{Size: 4, Aliases: t.p.aliases, Body: stages.BodyPlan{Kind: kind, Length: int64(binary.BigEndian.Uint32(buf))}}, nil
+	return stages.Head{Size: 4, Aliases: t.p.aliases, Overtake: !t.p.ordered, Body: stages.BodyPlan{Kind: kind, Length: int64(binary.BigEndian.Uint32(buf))}}, nil
 }
 
 func (t *toyParser) Reset() { t.p.resets.Add(1) }

@@ -56,8 +56,19 @@ type Config struct {
 	// closed. The reader reads each payload whole before dispatch, into a
 	// buffer of the frame's size when it does not fit the connection's
 	// read buffer, so this is also the most one messenger connection
-	// makes the server hold. (msg.DefaultMaxPayload, 64 MiB.)
+	// makes the server hold beside its window. (msg.DefaultMaxPayload,
+	// 64 MiB.)
 	MsgMaxPayload int
+	// MsgWindow and MsgWindowBytes bound a messenger connection's
+	// requests in flight: the reader reads a connection on while its
+	// earlier requests run, up to MsgWindow requests holding
+	// MsgWindowBytes of frames between them (one request always goes,
+	// whatever its size). Replies leave as they are ready, unless a
+	// request asks for order. 0 takes msg.DefaultWindow (32) and
+	// msg.DefaultWindowBytes (4 MiB); a MsgWindow of 1 serves a
+	// connection's requests one at a time.
+	MsgWindow      int
+	MsgWindowBytes int64
 
 	// Readers and Writers are the reader and writer event loops, sized
 	// as the processors are: alone, a count above zero pins the stage at
@@ -287,6 +298,8 @@ func (c *Config) Validate() error {
 		{"MaxConns", c.MaxConns, c.MaxConns < 0, "must be >= 0"},
 		{"MsgMaxPayload", c.MsgMaxPayload, c.MsgMaxPayload < 0 || c.MsgMaxPayload > math.MaxUint32,
 			"must be 0..4294967295 (the wire's length field)"},
+		{"MsgWindow", c.MsgWindow, c.MsgWindow < 0 || c.MsgWindow > 1<<15, "must be 0..32768"},
+		{"MsgWindowBytes", c.MsgWindowBytes, c.MsgWindowBytes < 0, "must be >= 0"},
 		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0, "must be >= 0"},
 		{"MaxRequestLine", c.MaxRequestLine, c.MaxRequestLine < 0, "must be >= 0"},
 		{"MaxHeaders", c.MaxHeaders, c.MaxHeaders < 0, "must be >= 0"},

@@ -13,7 +13,7 @@ import (
 // lingering close, so the client reads why instead of a reset. This is
 // the error path: the protocol may allocate its answer.
 func (s *Server) reject(c *stages.Conn, req *stages.Request, err error) {
-	s.bindWriter(c)
+	s.bindWriter(c, req.Follows)
 	s.refuse(c, req, stages.Refusal{Err: err, Now: time.Now()})
 }
 

@@ -134,8 +134,16 @@ func (w *wloop) stop() {
 // bindWriter binds the response the connection is about to get to a
 // serving writer loop: the one it has, unless that one is retiring or
 // gone. The reader calls it (through dispatch and fail) while it owns the
-// connection, so Conn.Writer changes only between responses.
-func (s *Server) bindWriter(c *stages.Conn) {
+// connection, so Conn.Writer changes only between responses. A response
+// that follows others of its connection still on their way (a pipelined
+// protocol's: stages.Request.Follows) stays with their writer, retiring
+// or not: one socket is written by one loop at a time. That loop cannot
+// have stopped, since their responses are still bound to it.
+func (s *Server) bindWriter(c *stages.Conn, follows bool) {
+	if follows {
+		s.writers.at(c.Writer).out.Add(1)
+		return
+	}
 	for {
 		if w := s.writers.at(c.Writer); w != nil {
 			w.out.Add(1)
@@ -300,6 +308,7 @@ func (s *Server) newWriter(id int, added *initWait) (*wloop, error) {
 		Exit: func(src writer.Sources) {
 			s.mods.stageExit(StageInfo{Stage: StageWriter, Index: id, Sources: src})
 		},
+		Serialize: s.serialize,
 	}, &s.counters.writer)
 	if err != nil {
 		return nil, err

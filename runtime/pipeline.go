@@ -49,12 +49,16 @@ type Server struct {
 	// the Handler serves (stages.HandlerProtocol): only those may be
 	// served inline on their reader loop.
 	runsHandler [256]bool
-	readers     loopTable[reader.Loop] // by id; loops.go
-	requests    *stages.ClassQueue     // reader → processor, a ring per request class
-	classes     *routeClasses
-	wake        *stages.WorkerWaker
-	pool        *processor.Pool
-	writers     loopTable[wloop]
+	// serialize says, by stages.ProtocolID, which protocols' connections
+	// may have several requests in flight (stages.Pipelined), whose
+	// responses the writer loops write one at a time.
+	serialize [256]bool
+	readers   loopTable[reader.Loop] // by id; loops.go
+	requests  *stages.ClassQueue     // reader → processor, a ring per request class
+	classes   *routeClasses
+	wake      *stages.WorkerWaker
+	pool      *processor.Pool
+	writers   loopTable[wloop]
 
 	mods     *modules
 	writeLog func(*stages.Response)
@@ -131,10 +135,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MsgAddr != "" || cfg.MsgListener != nil {
 		s.protocols = append(s.protocols, make([]stages.Protocol, int(protocolMsg)+1-len(s.protocols))...)
 		s.protocols[protocolMsg] = msg.NewTransport(msg.TransportConfig{Dispatcher: cfg.MsgDispatcher,
-			Limits: msg.Limits{MaxPayload: cfg.MsgMaxPayload}, RDMA: cfg.MsgRDMA})
+			Limits: msg.Limits{MaxPayload: cfg.MsgMaxPayload}, RDMA: cfg.MsgRDMA,
+			Window: cfg.MsgWindow, WindowBytes: cfg.MsgWindowBytes})
 	}
 	for id, p := range s.protocols {
 		_, s.runsHandler[id] = p.(stages.HandlerProtocol)
+		_, s.serialize[id] = p.(stages.Pipelined)
 	}
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
@@ -270,7 +276,7 @@ func (s *Server) assign(c *stages.Conn) {
 func (s *Server) dispatch(r *stages.Request) bool {
 	c := s.classes.classify(r)
 	r.Class = uint8(c)
-	s.bindWriter(r.Conn)
+	s.bindWriter(r.Conn, r.Follows)
 	if s.servesInline(r) {
 		// Apache's event MPM runs a request on the thread that read it,
 		// and writes its response there, leaving only what the socket
@@ -330,15 +336,26 @@ func (s *Server) response() *stages.Response { return s.responses.Get().(*stages
 func (s *Server) kick(r *stages.Response) { s.writers.at(r.Conn.Writer).Kick(r) }
 
 // recycle: writer and processor have both let go of r; the connection goes
-// back to its reader, which reuses the request and closes if it must.
+// back to its reader, which reuses the request and closes if it must (or,
+// for a request in flight beside others of its connection, the request's
+// record goes back, and the connection stays with its reader).
 func (s *Server) recycle(r *stages.Response) {
-	c, fate := r.Conn, r.Fate()
+	c, fate, ticket := r.Conn, r.Fate(), r.Req.Ticket
 	r.RunCleanups()
 	s.pool.Release(r)
 	r.Conn, r.Req = nil, nil
 	s.responses.Put(r)
 	s.releaseWriter(c)
-	s.readers.at(c.Reader).Return(c, fate)
+	s.handBack(c, ticket, fate)
+}
+
+// handBack gives a finished request back to its connection's reader.
+func (s *Server) handBack(c *stages.Conn, ticket int32, f stages.Fate) {
+	if ticket != 0 {
+		s.readers.at(c.Reader).Answered(c, ticket, f)
+		return
+	}
+	s.readers.at(c.Reader).Return(c, f)
 }
 
 // initDone records one stage-init's outcome and passes its error on.
@@ -399,7 +416,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				break
 			}
 			s.releaseWriter(r.Conn)
-			s.readers.at(r.Conn.Reader).Return(r.Conn, stages.FateClose)
+			s.handBack(r.Conn, r.Ticket, stages.FateClose)
 		}
 		// A protocol's reply may come after its Serve returned:
 		// the writers must still be there to send it.

@@ -20,11 +20,23 @@ import (
 // HTTP/1.1 (package protocol/http1) is one implementation, entry
 // ProtocolHTTP1 of the table; the messenger (protocol/msg) is another.
 //
-// Depth: one request of a connection is in the stages at a time. The
-// reader parses a connection's next request only once the writer has
-// handed the connection back, so replies leave in request order and never
-// interleave on the wire; requests the client pipelines wait in the
-// reader's buffer (and the socket) meanwhile.
+// Depth: by default one request of a connection is in the stages at a
+// time. The reader parses a connection's next request only once the
+// writer has handed the connection back, so replies leave in request
+// order and never interleave on the wire; requests the client pipelines
+// wait in the reader's buffer (and the socket) meanwhile. HTTP/1.1 works
+// so (in-order pipelining).
+//
+// A Pipelined protocol lets a connection have several requests in flight:
+// the reader goes on parsing while earlier requests run, up to the
+// protocol's window, each dispatched request taking its read buffer with
+// it (the rest of the bytes move to a fresh one). Replies leave as they
+// are ready, unless a request's head says it may not overtake
+// (Head.Overtake false): such a request is dispatched only once every
+// earlier one of its connection is answered, so its reply follows theirs.
+// The writer loop of the connection writes one reply at a time and queues
+// the others behind it, so replies never interleave. The connection's fd
+// is closed only once no request of it is in flight, as always.
 
 // ProtocolID names the protocol a connection speaks: its index in the
 // server's protocol table, chosen per listener and set on the Conn at
@@ -152,6 +164,23 @@ type Head struct {
 	// the head again there. A head decoded into the parser's own record
 	// (req.Frame) is moved freely.
 	Aliases bool
+	// Overtake says the reply may leave before the replies to earlier
+	// requests of the connection (and be overtaken by later ones): the
+	// messenger's unordered flag. Only a Pipelined protocol's heads are
+	// asked; a request that may not overtake waits to be dispatched
+	// until every earlier one is answered.
+	Overtake bool
+}
+
+// Pipelined is a Protocol whose connections may have several requests in
+// flight at once (see Depth, above).
+type Pipelined interface {
+	Protocol
+	// Window bounds a connection's requests in flight: at most requests
+	// of them, holding at most bytes of request (head and body) between
+	// them, except that one request is always let through, whatever its
+	// size. Asked once, when the stages start.
+	Window() (requests int, bytes int64)
 }
 
 // BodyKind is how a request's body is framed on the wire, which decides

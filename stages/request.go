@@ -77,6 +77,19 @@ type Request struct {
 	// Dispatched is when the reader handed the request on, by its loop's
 	// clock (Loop.Now, one read per turn): its queue wait runs from here.
 	Dispatched time.Time
+
+	// Ticket is nonzero for a request in flight beside others of its
+	// connection (a Pipelined protocol's): the reader went on reading
+	// the connection after dispatching it, and its answer is handed
+	// back on its own, by ticket (reader.Loop.Answered), not with the
+	// connection. Zero: the request had the connection to itself, which
+	// comes back with its answer (reader.Loop.Return).
+	Ticket int32
+	// Follows says other requests of the connection were in flight when
+	// this one was dispatched: its answer must go through the writer loop
+	// theirs go through (Conn.Writer stays), or two loops would write
+	// one socket at once.
+	Follows bool
 }
 
 // HasBody reports whether a body follows the header block.

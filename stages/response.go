@@ -230,6 +230,10 @@ const (
 	// recycled (and begun again by its next producer) while the queue
 	// still holds it.
 	EndedKickQueued WriterRecord = -2
+	// InLine: the response waits behind another of its connection's,
+	// which its writer loop is writing (a Pipelined protocol's replies
+	// go one at a time); the loop starts it when that one ends.
+	InLine WriterRecord = -3
 )
 
 // Record is the writer loop's record for r. Writer goroutine only.

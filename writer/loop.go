@@ -71,6 +71,12 @@ type Config struct {
 	// successful Init, before the poller is closed: the place to remove
 	// completion sources and release what Init set up.
 	Exit func(Sources)
+	// Serialize marks, by stages.ProtocolID, the protocols whose
+	// connections may have several responses on their way at once
+	// (stages.Pipelined): the loop writes one of a connection's at a
+	// time and queues the others behind it, so they never interleave
+	// on the wire and never share the socket's EPOLLOUT registration.
+	Serialize [256]bool
 }
 
 // Sources is what a module sees of a writer loop: where it registers the
@@ -167,6 +173,15 @@ type Loop struct {
 	iov     [iovMax]unix.Iovec
 	scratch []stages.Bucket // TakeOut target for a response not yet started
 	ready   []int32         // records with budget left over, served next turn
+
+	// lines holds, for each connection of a Serialize protocol with a
+	// response being written, the response whose turn it is and those
+	// waiting behind it; turns are responses whose turn has just come,
+	// started in the next turn (not from within finish, whose callers
+	// hold record pointers an alloc could move).
+	lines     map[*stages.Conn]*line
+	spareLine []*line
+	turns     []*stages.Response
 
 	counters *stages.StageCounters
 	// writeBudget is what one connection may write per turn
@@ -328,13 +343,14 @@ func (l *Loop) Run(ctx context.Context) error {
 // records with budget left from the last turn, the write timeouts, the
 // stop decision; and how long to wait.
 func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
+	l.serveTurns()
 	l.serveReady()
 	if l.active > 0 && now.Sub(l.lastCheck) >= timeoutScanInterval {
 		l.expire(now)
 		l.lastCheck = now
 	}
 	l.trim(now)
-	if stopping && l.active == 0 && l.QueueDepth() == 0 {
+	if stopping && l.active == 0 && l.QueueDepth() == 0 && len(l.turns) == 0 {
 		return 0, true
 	}
 	timeout := time.Duration(-1)
@@ -346,7 +362,7 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	if stopping {
 		timeout = 10 * time.Millisecond
 	}
-	if len(l.ready) > 0 {
+	if len(l.ready) > 0 || len(l.turns) > 0 {
 		timeout = 0
 	}
 	return timeout, false
@@ -401,18 +417,31 @@ func (l *Loop) runSource(tok poll.Token) {
 	srcs[idx].fn()
 }
 
-// service takes what the producer appended to r and writes it.
+// service takes what the producer appended to r, kicked through the
+// queue, and writes it.
 func (l *Loop) service(r *stages.Response) {
 	if l.counters != nil {
 		l.counters.Dequeued.Add(1)
 	}
-	if r.Record() == stages.EndedKickQueued {
+	l.take(r)
+}
+
+// take takes what the producer appended to r and writes it.
+func (l *Loop) take(r *stages.Response) {
+	switch r.Record() {
+	case stages.InLine:
+		return // its turn comes when the one ahead of it ends (passTurn)
+	case stages.EndedKickQueued:
 		// The kick that trailed r's end: nothing to write, r can go.
 		r.SetRecord(stages.NoRecord)
 		r.Finish()
 		return
 	}
 	if r.Record() == stages.NoRecord {
+		serial := l.cfg.Serialize[r.Conn.Protocol]
+		if serial && !l.myTurn(r) {
+			return
+		}
 		bs, eos := r.TakeOut(l.scratch[:0])
 		if len(bs) == 0 {
 			// A kick that trailed an abort or a finish: Append kicks after
@@ -421,11 +450,17 @@ func (l *Loop) service(r *stages.Response) {
 			// there is nothing to start: a record without buckets would
 			// never finish.
 			l.scratch = bs
+			if serial {
+				l.passTurn(r.Conn)
+			}
 			return
 		}
 		if r.Aborted() {
 			clear(bs)
 			l.scratch = bs[:0]
+			if serial {
+				l.passTurn(r.Conn)
+			}
 			return // already logged and handed back; the producer's leftovers are dropped
 		}
 		slot := l.alloc()
@@ -765,6 +800,9 @@ func (l *Loop) finish(slot int32, err error) {
 	l.conclude(r, err, rec.since)
 	r.SetRecord(stages.NoRecord)
 	l.release(slot)
+	if c := r.Conn; l.cfg.Serialize[c.Protocol] {
+		l.passTurn(c) // before r may be recycled, which clears r.Conn
+	}
 	// Late kicks: Append kicks after unlocking, so a kick can trail the
 	// EOS this loop has just sent. Marking r queued makes any later kick
 	// coalesce into nothing (Begin clears the mark for r's next use). If

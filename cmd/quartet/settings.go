@@ -67,6 +67,8 @@ func (o *serveOptions) settings() []setting {
 		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /bytes, /echo (default: only without --root and --config)"},
 		{"msg-addr", (*text)(&c.MsgAddr), false, "also serve the messenger (docs/messenger.md) on this address, with the built-in echo dispatcher, on the same stages as HTTP (default: off)"},
 		{"msg-max-payload", (*sizeInt)(&c.MsgMaxPayload), false, "messenger request payload limit (an error frame and a close beyond); each payload is read whole before dispatch"},
+		{"msg-window", (*integer)(&c.MsgWindow), false, "messenger requests in flight per connection: read on while earlier ones run, replies as ready unless a request asks for order (0: 32; 1: one at a time)"},
+		{"msg-window-bytes", (*sizeInt64)(&c.MsgWindowBytes), false, "bytes of messenger requests in flight per connection, beyond the one request always let through (0: 4MiB)"},
 		{"listeners", (*integer)(&c.Listeners), false, "accept loops (more than one uses SO_REUSEPORT)"},
 		{"reuseport", (*boolean)(&c.ReusePort), false, "set SO_REUSEPORT on the listening socket"},
 		{"readers", (*integer)(&c.Readers), true, "reader event loops (R): alone, pins their count; with --readers-min/max, where their controller starts (0: the controller sizes them)"},

@@ -101,9 +101,9 @@
 // which a writer loop sends as it sends HTTP responses. Nothing else
 // here knows the stages. Package msgrdma is the hook's RDMA path
 // (TransportConfig.RDMA), on the engine (rdma/deliver) that HTTP's
-// binding shares, attached to the writer loops. Today one request of a
-// connection is in the stages at a time, so replies go in request order
-// (Transport says exactly what it does); the protocol allows many in
-// flight with replies out of order, which the stages will allow once the
-// seam lets a connection hold several.
+// binding shares, attached to the writer loops. It is a
+// stages.Pipelined protocol: a connection may have a window of requests
+// in flight (TransportConfig.Window), whose replies leave as they are
+// ready, unless a request lacks FlagUnordered (Transport says exactly
+// what it does).
 package msg

@@ -19,11 +19,18 @@ import (
 //
 // What it does today, exactly:
 //
-//   - Depth and order: the stages keep one request of a connection in
-//     flight at a time (stages/protocol.go), so every reply leaves in
-//     request order, whatever FlagUnordered says (the flag allows a
-//     reply to overtake; it does not require it), and a dispatcher that
-//     replies late holds its connection's next request back meanwhile.
+//   - Depth and order: a connection may have up to Window requests in
+//     flight, holding WindowBytes of frames (stages.Pipelined): the
+//     reader reads on while earlier requests run, and a reply leaves as
+//     soon as it is ready if its request has FlagUnordered. A request
+//     without it is dispatched only once every earlier request of the
+//     connection is answered, so its reply follows theirs (and a
+//     dispatcher that replies late to it holds back the requests behind
+//     it, as HTTP/1.1 pipelining would). The connection's writer loop
+//     writes one reply at a time, whole. Completion frames have no reply
+//     and are never held back. The server does not check that txids in
+//     flight are distinct: a duplicate gets two replies under one txid,
+//     which the Go client takes as a broken connection.
 //   - RDMA: with TransportConfig.RDMA (msgrdma's binding on the engine
 //     attached to the writer loops) a reply to a request with FlagRDMA
 //     goes through it: the payload by RDMA and the reply frame behind
@@ -47,9 +54,16 @@ type Transport struct {
 	// unanswered counts the requests Serve took whose reply has not been
 	// handed to the writer yet (Wait).
 	unanswered sync.WaitGroup
+
+	window      int
+	windowBytes int64
 }
 
-var _ stages.Protocol = (*Transport)(nil)
+var _ stages.Pipelined = (*Transport)(nil)
+
+// Window is a connection's bound on requests in flight
+// (stages.Pipelined): TransportConfig's.
+func (t *Transport) Window() (requests int, bytes int64) { return t.window, t.windowBytes }
 
 // TransportConfig sets up a Transport.
 type TransportConfig struct {
@@ -60,7 +74,24 @@ type TransportConfig struct {
 	// RDMA, when set, sends the replies of requests that ask for RDMA;
 	// nil sends them inline with deliver.ReasonNoRDMA.
 	RDMA RDMA
+	// Window bounds each connection's requests in flight: the reader
+	// reads a connection on while its earlier requests run, up to
+	// Window requests holding WindowBytes of frames between them (one
+	// request always goes, whatever its size). 0 takes
+	// DefaultWindow and DefaultWindowBytes; a Window of 1 serves one
+	// request of a connection at a time.
+	Window      int
+	WindowBytes int64
 }
+
+// Defaults for TransportConfig's window: enough requests in flight to
+// keep a pipelining client's connection busy through a slow reply, and a
+// byte bound so that a client cannot make one connection hold more than
+// a few MiB beyond the one large request it may always send.
+const (
+	DefaultWindow      = 32
+	DefaultWindowBytes = 4 << 20
+)
 
 // RDMA is a Transport's path for replies by RDMA: msgrdma.Binding.Stages,
 // on the engine whose loops are attached to the server's writer loops
@@ -83,7 +114,13 @@ func NewTransport(cfg TransportConfig) *Transport {
 	if cfg.Dispatcher == nil {
 		cfg.Dispatcher = Echo{}
 	}
-	t := &Transport{d: cfg.Dispatcher, limits: cfg.Limits, rdma: cfg.RDMA}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.WindowBytes <= 0 {
+		cfg.WindowBytes = DefaultWindowBytes
+	}
+	t := &Transport{d: cfg.Dispatcher, limits: cfg.Limits, rdma: cfg.RDMA, window: cfg.Window, windowBytes: cfg.WindowBytes}
 	t.calls.New = func() any { return new(call) }
 	return t
 }
@@ -130,7 +167,10 @@ func (f *frameParser) Head(buf []byte, req *stages.Request) (stages.Head, error)
 	if f.h.Type == TypeRequest && f.h.Flags.Has(FlagRDMA) && req.Conn != nil {
 		req.Conn.SetProtocolState(f.h.RDMA.Op) // only connections that use RDMA pay for it
 	}
-	return stages.Head{Size: n, Body: stages.BodyPlan{Kind: stages.BodyWhole, Length: int64(f.h.Length)}}, nil
+	// A completion has no reply to order; a request's may overtake only
+	// if the client said so.
+	overtake := f.h.Type != TypeRequest || f.h.Flags.Has(FlagUnordered)
+	return stages.Head{Size: n, Overtake: overtake, Body: stages.BodyPlan{Kind: stages.BodyWhole, Length: int64(f.h.Length)}}, nil
 }
 
 // Reset readies the parser for another connection (stages.FrameParser).

@@ -11,10 +11,10 @@
 //
 // It is not the production transport (that is msg.Transport on the
 // reader/processor/writer pipeline, runtime.Config.MsgAddr, whose tests
-// are runtime's TestMsg*); it stays for the client's and msgrdma's tests
-// because they need what the stages do not give yet: several requests of
-// a connection in flight, with replies out of order. It is also a second,
-// independent reading of the format.
+// are runtime's TestMsg*); it stays for the client's and msgrdma's tests,
+// which need no server stages and want replies out of order on every
+// connection, not only when a dispatcher replies late. It is also a
+// second, independent reading of the format.
 package msgtest
 
 import (
