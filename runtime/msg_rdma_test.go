@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,9 +87,59 @@ func TestMsgEchoByRDMA(t *testing.T) {
 	if out, err := c.Call(callCtx(t), []byte("inline")); err != nil || string(out) != "inline" {
 		t.Fatalf("plain call: %q, %v", out, err)
 	}
+	// Many at once on the one connection, both modes and inline mixed:
+	// the connection's window holds them in flight together, their
+	// replies (each behind its own RDMA completion) leave as they are
+	// ready, one at a time on the wire.
+	written := int64(len(sizes) - 1) // 0 B is nothing to write
+	t.Run("in flight together", func(t *testing.T) {
+		const callers, calls = 8, 6
+		var wg sync.WaitGroup
+		var writes atomic.Int64
+		errs := make(chan error, callers)
+		for g := range callers {
+			buf, err := ep.NewBuffer(64 << 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { buf.Close() })
+			wg.Go(func() {
+				for k := range calls {
+					n := 1 + (g*4099+k*7919)%(64<<10)
+					in := pseudoRandom(uint64(g<<8|k), n)
+					req := &msgclient.Request{Payload: in}
+					switch (g + k) % 3 {
+					case 0:
+						req.Deliver, req.Into = deliver.ModeServerWrites, buf
+						writes.Add(1)
+					case 1:
+						req.Deliver, req.Into = deliver.ModeClientReads, buf
+					}
+					r, err := c.Do(callCtx(t), req)
+					switch {
+					case err != nil:
+						errs <- err
+						return
+					case req.Deliver != 0 && !r.ByRDMA():
+						errs <- fmt.Errorf("caller %d call %d: not by RDMA: %v", g, k, r.Flags)
+						return
+					case !bytes.Equal(r.Payload, in):
+						errs <- fmt.Errorf("caller %d call %d: %d bytes back for %d", g, k, len(r.Payload), n)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		written += writes.Load()
+	})
 	if !rdmatest.Eventually(time.Minute, func() bool {
 		st := e.Stats()
-		return st.LiveExposures == 0 && st.Written == int64(len(sizes)-1) && st.Confirmed == st.Exposed // 0 B is nothing to write
+		return st.LiveExposures == 0 && st.Written == written && st.Confirmed == st.Exposed
 	}) {
 		t.Errorf("engine after the echoes: %+v", e.Stats())
 	}
