@@ -83,6 +83,14 @@ func (l *Loop) Answered(c *stages.Conn, ticket int32, f stages.Fate) {
 func (l *Loop) launch(slot int32, win window) {
 	rc := l.conns[slot]
 	size := int64(rc.consumed)
+	if !rc.parked && rc.key != 0 {
+		for o := rc.flight; o != nil; o = o.nextOut {
+			if o.key == rc.key {
+				l.reject(slot, stages.ErrDuplicateKey)
+				return
+			}
+		}
+	}
 	if rc.out > 0 && (!rc.overtake || rc.out >= win.requests || rc.outBytes+size > win.bytes) {
 		rc.parked = true
 		rc.state = stateFull
@@ -98,6 +106,7 @@ func (l *Loop) launch(slot int32, win window) {
 	}
 	rc.start, rc.end = 0, copy(rc.buf, rest)
 	rc.out, rc.outBytes = w.out+1, w.outBytes+size
+	rc.flight, w.nextOut, w.flight = w, w.flight, nil
 	w.out, w.outBytes, w.parked = 0, 0, false
 	w.end, w.size = w.start+w.consumed, size
 	w.drained, rc.drained = false, w.drained
@@ -155,12 +164,14 @@ func (l *Loop) answered(c *stages.Conn, ticket int32, f stages.Fate) {
 		return
 	}
 	size := w.size
-	l.releaseHeld(w)
 	slot := c.RSlot
 	rc := l.conn(slot)
 	if rc == nil || rc.c != c || rc.work == nil {
+		l.releaseHeld(w)
 		return // cannot be: a connection with requests in flight is neither closed nor moved
 	}
+	rc.unlink(w)
+	l.releaseHeld(w)
 	rc.out--
 	rc.outBytes -= size
 	if f != stages.FateKeepAlive {
@@ -244,6 +255,7 @@ func (l *Loop) closeLater(slot int32) {
 			l.unhold(rc.c, t)
 			rc.out--
 			rc.outBytes -= w.size
+			rc.unlink(w)
 			l.releaseHeld(w)
 			continue
 		}
@@ -302,4 +314,14 @@ func (l *Loop) goneWithFlight(rc *rconn) {
 	}
 	l.hangups.Add(1)
 	rc.c.HangUp()
+}
+
+// unlink takes w off rc's list of requests in flight.
+func (rc *rconn) unlink(w *work) {
+	for p := &rc.flight; *p != nil; p = &(*p).nextOut {
+		if *p == w {
+			*p, w.nextOut = w.nextOut, nil
+			return
+		}
+	}
 }

@@ -290,6 +290,10 @@ type work struct {
 	size     int64
 	parked   bool // the request parsed in this record waits to be launched
 	overtake bool // the parsed request's stages.Head.Overtake
+	key      uint64
+	// flight lists the connection's requests in flight (the current
+	// record holds the head), linked through nextOut, for their keys.
+	flight, nextOut *work
 }
 
 // Loop is one reader event loop: the connection table, timers and queue
@@ -1077,7 +1081,7 @@ func (l *Loop) parse(slot int32) bool {
 		return true
 	}
 	n, plan := head.Size, head.Body
-	rc.hdrLen, rc.overtake = n, head.Overtake
+	rc.hdrLen, rc.overtake, rc.key = n, head.Overtake, head.Key
 	rc.req.WireBytes.Store(int64(n))
 	rc.seq++
 	rc.req.Conn, rc.req.Seq = rc.c, rc.seq

@@ -183,6 +183,10 @@ func TestMsgMalformedFrames(t *testing.T) {
 		{"undefined flag", raw(msg.Version, byte(msg.TypeRequest), 1<<9, 0, 5), msg.CodeMalformed, 0},
 		{"payload over the limit", head(msg.Header{Type: msg.TypeRequest, TxID: 77, Length: 4097}), msg.CodeTooLarge, 77},
 		{"after a good request", append(head(msg.Header{Type: msg.TypeRequest, TxID: 1, Length: 2}), 'h', 'i', 2), msg.CodeVersion, 0},
+		// Both arrive together, so the first is still in flight when the
+		// second is parsed: its txid cannot name two requests.
+		{"duplicate txid in flight", append(append(head(msg.Header{Type: msg.TypeRequest, Flags: msg.FlagUnordered, TxID: 9, Length: 1}), 'a'),
+			append(head(msg.Header{Type: msg.TypeRequest, Flags: msg.FlagUnordered, TxID: 9, Length: 1}), 'b')...), msg.CodeMalformed, 0},
 		{"incomplete head", raw(msg.Version, byte(msg.TypeRequest), 0, 0, 1)[:9], msg.CodeTimeout, 0},
 		{"incomplete payload", head(msg.Header{Type: msg.TypeRequest, TxID: 3, Length: 100}), msg.CodeTimeout, 0},
 	}

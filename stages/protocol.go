@@ -170,6 +170,12 @@ type Head struct {
 	// asked; a request that may not overtake waits to be dispatched
 	// until every earlier one is answered.
 	Overtake bool
+	// Key names the request among its connection's requests in flight
+	// (the messenger's transaction id), for a Pipelined protocol whose
+	// replies are matched to requests by it: a request whose key is
+	// already in flight is refused with ErrDuplicateKey, as a parse
+	// error is. 0: the request has no key.
+	Key uint64
 }
 
 // Pipelined is a Protocol whose connections may have several requests in
@@ -258,6 +264,11 @@ var (
 	// ErrOverloaded: admission control refused the request, which was
 	// not run and may be sent again later (HTTP's 503).
 	ErrOverloaded = errors.New("quartet: server overloaded; request not run")
+
+	// ErrDuplicateKey: a request of a Pipelined protocol came with the
+	// Key of a request of its connection still in flight, so their
+	// replies could not be told apart. Final, like a parse error.
+	ErrDuplicateKey = errors.New("quartet: request key already in flight on the connection")
 )
 
 // Errors a request body's Read returns when the stages, not the client's

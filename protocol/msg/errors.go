@@ -3,6 +3,8 @@ package msg
 import (
 	"errors"
 	"fmt"
+
+	"github.com/quartet-server/quartet/stages"
 )
 
 // ErrNeedMore is returned by Parser.Next while buf holds less than a
@@ -175,7 +177,7 @@ func CodeOf(err error) Code {
 		return CodeTooLarge
 	case errors.Is(err, ErrType), errors.Is(err, ErrDirection), errors.Is(err, ErrFlags),
 		errors.Is(err, ErrTxID), errors.Is(err, ErrUnexpectedPayload), errors.Is(err, ErrErrorBody),
-		errors.Is(err, ErrDescriptor), errors.Is(err, ErrOpID):
+		errors.Is(err, ErrDescriptor), errors.Is(err, ErrOpID), errors.Is(err, stages.ErrDuplicateKey):
 		return CodeMalformed
 	}
 	return CodeInternal

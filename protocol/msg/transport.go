@@ -28,9 +28,10 @@ import (
 //     dispatcher that replies late to it holds back the requests behind
 //     it, as HTTP/1.1 pipelining would). The connection's writer loop
 //     writes one reply at a time, whole. Completion frames have no reply
-//     and are never held back. The server does not check that txids in
-//     flight are distinct: a duplicate gets two replies under one txid,
-//     which the Go client takes as a broken connection.
+//     and are never held back. A request whose txid is already in flight
+//     on the connection is malformed (the reader refuses it with
+//     stages.ErrDuplicateKey): the connection gets CodeMalformed and
+//     closes once the requests in flight are answered.
 //   - RDMA: with TransportConfig.RDMA (msgrdma's binding on the engine
 //     attached to the writer loops) a reply to a request with FlagRDMA
 //     goes through it: the payload by RDMA and the reply frame behind
@@ -170,7 +171,11 @@ func (f *frameParser) Head(buf []byte, req *stages.Request) (stages.Head, error)
 	// A completion has no reply to order; a request's may overtake only
 	// if the client said so.
 	overtake := f.h.Type != TypeRequest || f.h.Flags.Has(FlagUnordered)
-	return stages.Head{Size: n, Overtake: overtake, Body: stages.BodyPlan{Kind: stages.BodyWhole, Length: int64(f.h.Length)}}, nil
+	var key uint64
+	if f.h.Type == TypeRequest {
+		key = f.h.TxID // replies are matched by it: two in flight is malformed
+	}
+	return stages.Head{Size: n, Overtake: overtake, Key: key, Body: stages.BodyPlan{Kind: stages.BodyWhole, Length: int64(f.h.Length)}}, nil
 }
 
 // Reset readies the parser for another connection (stages.FrameParser).
