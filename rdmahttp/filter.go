@@ -117,6 +117,9 @@ func (f *bodyFilter) finish(c *processor.FilterChain, eos []stages.Bucket) error
 		return c.Pass(eos...)
 	}
 	e := f.s.e
+	// The channel and the exposures the client confirms later live in the
+	// engine loop of the connection's writer loop: keep it there.
+	c.Conn().PinWriter()
 	if !e.Attached(c.Conn().Writer) {
 		return f.fallback(c, deliver.ReasonNoRDMA.String(), eos)
 	}

@@ -26,7 +26,10 @@ import (
 //     fds open, requests out finish first; see reader/handover.go) and
 //     returns when it holds none;
 //   - a writer owns no connection between responses, so it keeps those it
-//     was handed until they are written: every response is bound to its
+//     was handed until they are written, and connections move between
+//     writers freely between responses (one added takes its share of
+//     those open at their next response, unless a module pinned them to
+//     their loop: Conn.PinWriter): every response is bound to its
 //     writer when the reader hands its connection out (bindWriter) and
 //     unbound when it is recycled, and a retired writer is stopped when
 //     the last one bound to it is (wloop.release), by whichever side sees
@@ -145,6 +148,14 @@ func (s *Server) bindWriter(c *stages.Conn, follows bool) {
 		return
 	}
 	for {
+		// The connection's place among the loops serving now, so that
+		// loops added while serving take their share of the connections
+		// already open (a writer owns no connection between responses,
+		// so moving one costs nothing), unless a module pinned it.
+		ws := s.writers.live()
+		if !c.WriterPinned() {
+			c.Writer = ws[c.ID%uint64(len(ws))].ID()
+		}
 		if w := s.writers.at(c.Writer); w != nil {
 			w.out.Add(1)
 			if !w.retired.Load() {
@@ -152,8 +163,7 @@ func (s *Server) bindWriter(c *stages.Conn, follows bool) {
 			}
 			w.release()
 		}
-		ws := s.writers.live()
-		c.Writer = ws[c.ID%uint64(len(ws))].ID()
+		c.Writer = ws[c.ID%uint64(len(ws))].ID() // its loop is going: pinned or not, it moves
 	}
 }
 

@@ -67,6 +67,10 @@ type connExtras struct {
 	// connection gives back (the messenger's last RDMA operation id).
 	// Reader loop only.
 	protoState uint64
+
+	// writerPinned: a module keeps state of this connection's in its
+	// writer loop (PinWriter).
+	writerPinned atomic.Bool
 }
 
 // more returns the connection's extras, making them on first use. Any
@@ -154,6 +158,22 @@ func (c *Conn) ProtocolState() uint64 {
 // need it pay for it (the extras are made on first use). The connection's
 // reader loop only.
 func (c *Conn) SetProtocolState(v uint64) { c.more().protoState = v }
+
+// PinWriter keeps the connection's responses on the writer loop it has
+// now (Conn.Writer) for the rest of its life, unless that loop is removed:
+// for a module that keeps per-connection state in the loop, such as the
+// RDMA channel and the exposures whose completions the connection's later
+// requests confirm there. Otherwise the runtime may move a connection to
+// another writer loop between responses, to spread connections over
+// loops added while serving. The stage that holds the request calls it,
+// before the state is made.
+func (c *Conn) PinWriter() { c.more().writerPinned.Store(true) }
+
+// WriterPinned reports whether PinWriter was called. Any goroutine.
+func (c *Conn) WriterPinned() bool {
+	x := c.extras.Load()
+	return x != nil && x.writerPinned.Load()
+}
 
 // SetValue attaches v to the connection under key (a module's index).
 // Call it from a pre-connection hook, or from the stage that owns the

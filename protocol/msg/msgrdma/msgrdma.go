@@ -218,6 +218,9 @@ func stagesConn(c *stages.Conn) Conn {
 }
 
 func (p stagesPath) SendReply(c *stages.Conn, m *msg.Message, r msg.Reply, send func(h *msg.Header, r msg.Reply)) {
+	// The channel and the exposures the client confirms later live in
+	// the engine loop of the connection's writer loop: keep it there.
+	c.PinWriter()
 	p.b.SendReply(stagesConn(c), m, r, send)
 }
 
