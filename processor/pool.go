@@ -543,6 +543,31 @@ func (s *InlineServer) Serve(req *stages.Request) *stages.Response {
 	return p.handle(&s.w, req, now, 0)
 }
 
+// ServeFramed is Serve for a request of a protocol that frames its own
+// replies and declared this one never blocks (stages.InlineProtocol): the
+// protocol's Serve runs now, on the calling goroutine, and the response
+// comes back complete with its kicks held, as Serve's does. nil: the
+// client had gone, and the request was dropped.
+func (s *InlineServer) ServeFramed(req *stages.Request) *stages.Response {
+	p := s.p
+	s.served.Add(1)
+	now := time.Now()
+	c := req.Conn
+	if c.Gone() {
+		p.drop(req, now)
+		return nil
+	}
+	c.SetPhase(stages.PhaseRunning)
+	resp := p.responses()
+	resp.Begin(c, req, now)
+	resp.HoldKicks() // the caller writes it whole, or hands it over, after
+	p.cfg.Protocols[c.Protocol].Serve(resp, req)
+	if p.counters != nil {
+		p.counters.Service.Record(time.Since(now))
+	}
+	return resp
+}
+
 // Inliner is implemented by a Handler that can promise, per request, that
 // serving it will not block: Inline(r) true means ServeQuartet(w, r) does
 // no I/O that waits (disk, network, pipes), takes no lock that is held

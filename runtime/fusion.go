@@ -19,7 +19,7 @@ type fusion struct {
 // before the loop starts (New, or addReader under loopsMu), so the loop
 // sees it; Stats reads it through the atomic pointer.
 func (s *Server) fusionFor(id int) {
-	if s.inline == nil || s.fused[id].Load() != nil {
+	if !s.fusing || s.fused[id].Load() != nil {
 		return
 	}
 	s.fused[id].Store(&fusion{inline: s.pool.NewInline()})

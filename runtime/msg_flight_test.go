@@ -340,3 +340,42 @@ func TestMsgClientGoesWithRequestsInFlight(t *testing.T) {
 		t.Errorf("goroutines: %d before, %d after", gs, goruntime.NumGoroutine())
 	}
 }
+
+// An Immediate dispatcher's requests are served on the reader loop that
+// read them, reply written there (stage fusion, as HTTP handlers that
+// never block are): none reaches the processors' queue. A dispatcher
+// that does not promise it, or NoInline, keeps the hand-offs.
+func TestMsgImmediateServedInline(t *testing.T) {
+	tests := []struct {
+		name     string
+		d        msg.Dispatcher
+		noInline bool
+		inline   bool
+	}{
+		{"echo", nil, false, true},
+		{"echo with NoInline", nil, true, false},
+		{"dispatcher that may block", msg.DispatcherFunc(func(m *msg.Message) { m.SendReply(msg.Reply{Payload: m.Payload}) }), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startMsgServer(t, Config{MsgDispatcher: tt.d, NoInline: tt.noInline})
+			c := dialMsg(t, s)
+			const calls = 20
+			for k := range calls {
+				in := pseudoRandom(uint64(k), 100*k)
+				out, err := c.Call(callCtx(t), in)
+				if err != nil || !bytes.Equal(out, in) {
+					t.Fatalf("call %d: %d bytes back for %d, %v", k, len(out), len(in), err)
+				}
+			}
+			st := s.Stats()
+			queued := st.Processor.Enqueued - st.Inline
+			switch {
+			case tt.inline && (st.Inline < calls || queued != 0):
+				t.Errorf("%d served inline, %d through the processors; want all %d inline", st.Inline, queued, calls)
+			case !tt.inline && (st.Inline != 0 || queued < calls):
+				t.Errorf("%d served inline, %d through the processors; want all %d through the processors", st.Inline, queued, calls)
+			}
+		})
+	}
+}

@@ -53,6 +53,12 @@ type Server struct {
 	// may have several requests in flight (stages.Pipelined), whose
 	// responses the writer loops write one at a time.
 	serialize [256]bool
+	// inlineProtos are, by stages.ProtocolID, the protocols that frame
+	// their own replies and serve some requests inline
+	// (stages.InlineProtocol); fusing says some protocol may (the
+	// reader loops then get a fusion).
+	inlineProtos [256]stages.InlineProtocol
+	fusing       bool
 	readers   loopTable[reader.Loop] // by id; loops.go
 	requests  *stages.ClassQueue     // reader → processor, a ring per request class
 	classes   *routeClasses
@@ -141,6 +147,10 @@ func New(cfg Config) (*Server, error) {
 	for id, p := range s.protocols {
 		_, s.runsHandler[id] = p.(stages.HandlerProtocol)
 		_, s.serialize[id] = p.(stages.Pipelined)
+		if ip, ok := p.(stages.InlineProtocol); ok && !cfg.NoInline {
+			s.inlineProtos[id] = ip
+			s.fusing = true
+		}
 	}
 	s.responses.New = func() any { return stages.NewResponse(s.kick, s.recycle) }
 
@@ -198,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 
 	if !cfg.NoInline {
 		s.inline = mods.inline(cfg.Handler)
+		s.fusing = s.fusing || s.inline != nil
 	}
 
 	// Stage 2: readers. They parse and dispatch, and close what they own.
@@ -284,7 +295,11 @@ func (s *Server) dispatch(r *stages.Request) bool {
 		// will wait, so the loop's other connections wait for no more
 		// than its handler's compute and one writev.
 		f := s.fused[r.Conn.Reader].Load()
-		if resp := f.inline.Serve(r); resp != nil {
+		serve := f.inline.Serve
+		if !s.runsHandler[r.Conn.Protocol] {
+			serve = f.inline.ServeFramed
+		}
+		if resp := serve(r); resp != nil {
 			f.direct.Write(s.writers.at(r.Conn.Writer).Loop, resp)
 		}
 		return true
@@ -318,8 +333,20 @@ func (s *Server) dispatch(r *stages.Request) bool {
 // blocks, and its body, if any, was read before dispatch (a streamed body
 // is read by the very loop, so a handler reading it inline would wait on
 // itself).
+//
+// A request of a protocol that frames its own replies is served inline
+// when the protocol says it never blocks (stages.InlineProtocol) and no
+// other request of its connection is in flight (its reply is written by
+// the reader loop, so no writer loop may be writing another).
 func (s *Server) servesInline(r *stages.Request) bool {
-	if s.inline == nil || r.Conn == nil || !s.runsHandler[r.Conn.Protocol] {
+	if r.Conn == nil {
+		return false
+	}
+	if id := r.Conn.Protocol; !s.runsHandler[id] {
+		ip := s.inlineProtos[id]
+		return ip != nil && !r.Follows && ip.ServesInline(r)
+	}
+	if s.inline == nil {
 		return false
 	}
 	if _, streamed := r.Body.(stages.ParkingReader); streamed {

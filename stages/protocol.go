@@ -120,6 +120,19 @@ type Rejection struct {
 	KeepAlive bool
 }
 
+// InlineProtocol is a Protocol some of whose requests may be served on
+// the reader loop that read them, without the hand-offs to a processor
+// and back (stage fusion), as HTTP requests whose handler declares it
+// never blocks are. ServesInline runs on the reader loop for each request
+// dispatched with no other request of its connection in flight; true
+// promises that Serve(resp, req) never blocks and has appended the whole
+// reply (EOS) and called resp.Done by the time it returns, so the loop
+// can write the reply itself.
+type InlineProtocol interface {
+	Protocol
+	ServesInline(req *Request) bool
+}
+
 // HandlerProtocol is a Protocol whose requests the processors answer by
 // running the server's Handler instead of calling Serve: HTTP/1.1, whose
 // handler API (processor.ResponseWriter, and net/http's through its

@@ -136,6 +136,25 @@ type ReplyHook interface {
 // gets its echo by RDMA if the transport can.
 type Echo struct{}
 
+// Immediate is a Dispatcher that promises, for every request, that
+// Dispatch never blocks (no I/O that waits, no lock held long, no sleep)
+// and has called m.SendReply before it returns. The transport may then
+// dispatch on the reader loop that read the request, and write the reply
+// there, without the hand-offs to a processor and a writer loop and back
+// (as HTTP handlers that declare they never block are served), when the
+// request does not ask for RDMA (its path may dial and register) and no
+// other request of the connection is in flight. A dispatcher that breaks
+// the promise stalls every connection of that loop.
+type Immediate interface {
+	Dispatcher
+	RepliesImmediately()
+}
+
+// RepliesImmediately marks Echo Immediate: it replies before it returns.
+func (Echo) RepliesImmediately() {}
+
+var _ Immediate = Echo{}
+
 // Dispatch replies to m with m.Payload.
 func (Echo) Dispatch(m *Message) {
 	// An error here means the connection is gone; an echo has nothing to

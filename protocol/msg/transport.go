@@ -58,9 +58,24 @@ type Transport struct {
 
 	window      int
 	windowBytes int64
+	immediate   bool // the dispatcher is Immediate
 }
 
-var _ stages.Pipelined = (*Transport)(nil)
+var (
+	_ stages.Pipelined      = (*Transport)(nil)
+	_ stages.InlineProtocol = (*Transport)(nil)
+)
+
+// ServesInline reports whether req may be served on the reader loop
+// (stages.InlineProtocol): a request, not asking for RDMA, to an
+// Immediate dispatcher.
+func (t *Transport) ServesInline(req *stages.Request) bool {
+	if !t.immediate {
+		return false
+	}
+	h, _ := req.Frame.(*Header)
+	return h != nil && h.Type == TypeRequest && !h.Flags.Has(FlagRDMA)
+}
 
 // Window is a connection's bound on requests in flight
 // (stages.Pipelined): TransportConfig's.
@@ -122,6 +137,7 @@ func NewTransport(cfg TransportConfig) *Transport {
 		cfg.WindowBytes = DefaultWindowBytes
 	}
 	t := &Transport{d: cfg.Dispatcher, limits: cfg.Limits, rdma: cfg.RDMA, window: cfg.Window, windowBytes: cfg.WindowBytes}
+	_, t.immediate = cfg.Dispatcher.(Immediate)
 	t.calls.New = func() any { return new(call) }
 	return t
 }
