@@ -102,7 +102,8 @@ func (l *Loop) launch(slot int32, win window) {
 	rc.work = nil
 	l.takeWork(rc)
 	if len(rest) > len(rc.buf) {
-		rc.buf = make([]byte, len(rest))
+		l.recycleBuf(rc.buf)
+		rc.buf = l.big.get(len(rest))
 	}
 	rc.start, rc.end = 0, copy(rc.buf, rest)
 	rc.out, rc.outBytes = w.out+1, w.outBytes+size
@@ -288,9 +289,7 @@ func (l *Loop) retryHeld() {
 // releaseHeld returns a launched request's record and its buffer to the
 // loop's stashes. Its body was read whole: it has no pipe to end.
 func (l *Loop) releaseHeld(w *work) {
-	if cap(w.buf) == DefaultReadBuffer {
-		l.bufs.put(w.buf[:DefaultReadBuffer])
-	}
+	l.recycleBuf(w.buf)
 	w.buf, w.start, w.end = nil, 0, 0
 	l.stashWork(w)
 }

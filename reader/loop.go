@@ -92,6 +92,15 @@ type Config struct {
 	// keeps the request, reads nothing more from its connection, and
 	// dispatches it again after Unblock.
 	Dispatch func(*stages.Request) bool
+	// Inline reports whether Dispatch will serve the request on the
+	// loop itself, its reply written before Dispatch returns unless the
+	// socket is full (stage fusion). A pipelined protocol's request so
+	// served, with none of its connection in flight, goes out as one
+	// that has the connection to itself (no ticket), so that the loop
+	// reads the connection's next request only once it is answered: it
+	// can then be served inline too, where one read meanwhile would find
+	// the first still in flight and go to the processors. Nil: none is.
+	Inline func(*stages.Request) bool
 	// Protocols are the protocols the loop serves, by stages.ProtocolID:
 	// a connection is parsed with its entry's FrameParser. A connection
 	// whose protocol has no entry is closed (a wiring bug).
@@ -338,6 +347,7 @@ type Loop struct {
 	pipes     stash[[]byte] // streamed-body pipe buffers of PipeBytes
 	spares    stash[*rconn] // connection records
 	works     stash[*work]  // request records, with their header arrays
+	big       bigBufs       // read buffers for requests larger than DefaultReadBuffer (bigbuf.go)
 	lastDecay time.Time
 
 	// census is the loop's connections by state, counted at most once per
@@ -468,6 +478,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	}
 	l.core, l.poller = core, core.Poller()
 	l.bufs.max, l.pipes.max, l.spares.max, l.works.max = maxStashedBufs, maxStashedPipes, maxStashedConns, maxStashedWorks
+	l.big.init()
 	l.epoch = time.Now()
 	for i := range l.fifo {
 		l.fifo[i].head, l.fifo[i].tail = -1, -1
@@ -844,21 +855,19 @@ func (l *Loop) getBuf(rc *rconn) {
 	rc.start, rc.end = 0, 0
 }
 
-// putBuf takes back an empty buffer; only default-sized ones are kept.
+// putBuf takes back an empty buffer.
 func (l *Loop) putBuf(rc *rconn) {
 	if rc.buf == nil || rc.end > rc.start {
 		return
 	}
-	if cap(rc.buf) == DefaultReadBuffer {
-		l.bufs.put(rc.buf[:DefaultReadBuffer])
-	}
+	l.recycleBuf(rc.buf)
 	rc.buf, rc.start, rc.end = nil, 0, 0
 }
 
 // holdsSpares reports whether the loop keeps memory it may have to give
 // back (so it must wake up to do it).
 func (l *Loop) holdsSpares() bool {
-	return l.bufs.len() > 0 || l.pipes.len() > 0 || l.spares.len() > 0 || l.works.len() > 0
+	return l.bufs.len() > 0 || l.pipes.len() > 0 || l.spares.len() > 0 || l.works.len() > 0 || l.big.len() > 0
 }
 
 // giveBack returns memory a burst of connections left behind, once per
@@ -873,6 +882,7 @@ func (l *Loop) giveBack(now time.Time) {
 	l.pipes.decay()
 	l.spares.decay()
 	l.works.decay()
+	l.big.decay()
 	l.trim()
 }
 
@@ -1146,8 +1156,9 @@ func (l *Loop) parser(rc *rconn) stages.FrameParser {
 // request is refused. It reports false when it refused the request.
 func (l *Loop) regrow(slot int32, parser stages.FrameParser, head stages.Head, need int) bool {
 	rc := l.conns[slot]
-	nb := make([]byte, need)
+	nb := l.big.get(need)
 	rc.end = copy(nb, rc.buf[rc.start:rc.end])
+	l.recycleBuf(rc.buf) // nothing points into it: an aliasing head is parsed again below
 	rc.buf, rc.start = nb, 0
 	if !head.Aliases {
 		return true
@@ -1168,7 +1179,7 @@ func (l *Loop) regrow(slot int32, parser stages.FrameParser, head stages.Head, n
 func (l *Loop) dispatch(slot int32) {
 	rc := l.conns[slot]
 	if !rc.feeding && len(rc.carry) == 0 {
-		if win := l.windowOf(rc); win.requests > 0 {
+		if win := l.windowOf(rc); win.requests > 0 && (rc.out > 0 || l.cfg.Inline == nil || !l.cfg.Inline(&rc.req)) {
 			l.launch(slot, win)
 			return
 		}
