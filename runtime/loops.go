@@ -140,12 +140,21 @@ func (w *wloop) stop() {
 // connection, so Conn.Writer changes only between responses. A response
 // that follows others of its connection still on their way (a pipelined
 // protocol's: stages.Request.Follows) stays with their writer, retiring
-// or not: one socket is written by one loop at a time. That loop cannot
-// have stopped, since their responses are still bound to it.
+// or not: one socket is written by one loop at a time. (If that loop has
+// stopped, their responses have all been written.)
 func (s *Server) bindWriter(c *stages.Conn, follows bool) {
 	if follows {
-		s.writers.at(c.Writer).out.Add(1)
-		return
+		// Others were in flight as the reader last knew, but their
+		// answers may all be written since: if the loop has stopped (or
+		// gone), none of the connection's responses is left on it, and
+		// the connection may move like any other.
+		if w := s.writers.at(c.Writer); w != nil {
+			w.out.Add(1)
+			if !w.stopped.Load() {
+				return
+			}
+			w.release()
+		}
 	}
 	for {
 		// The connection's place among the loops serving now, so that
@@ -282,6 +291,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		MinBodyRateGrace: cfg.MinBodyRateGrace,
 
 		Dispatch:      s.dispatch,
+		Inline:        s.servesInline,
 		Protocols:     s.protocols,
 		Reject:        s.reject,
 		Closed:        s.closed,

@@ -190,7 +190,10 @@ func TestMsgMalformedFrames(t *testing.T) {
 		{"incomplete head", raw(msg.Version, byte(msg.TypeRequest), 0, 0, 1)[:9], msg.CodeTimeout, 0},
 		{"incomplete payload", head(msg.Header{Type: msg.TypeRequest, TxID: 3, Length: 100}), msg.CodeTimeout, 0},
 	}
-	s := startMsgServer(t, Config{MsgMaxPayload: 4096, HeaderTimeout: 300 * time.Millisecond})
+	// NoInline: the echo served inline answers a request before the
+	// reader reads the next, so the duplicate would never be in flight
+	// beside the first.
+	s := startMsgServer(t, Config{MsgMaxPayload: 4096, HeaderTimeout: 300 * time.Millisecond, NoInline: true})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			nc, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
@@ -510,9 +513,11 @@ func TestMsgLateReplyAtShutdown(t *testing.T) {
 
 // A messenger request that admission control refuses gets busy under its
 // own txid, with its payload read and dropped, and the connection carries
-// the next request.
+// the next request. (The echo is served inline, which admission control
+// never sees, as for HTTP's never-blocking handlers: NoInline sends it
+// through the processors' queue.)
 func TestMsgShedIsBusyAndKeepsTheConnection(t *testing.T) {
-	s := startUntuned(t, Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil)})
+	s := startUntuned(t, Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", Processors: 1, Handler: Builtin(nil), NoInline: true})
 	limit := func(n, retry int64) {
 		for c := range s.requests.Classes() {
 			s.requests.SetLimit(c, n, retry)
