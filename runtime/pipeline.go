@@ -59,12 +59,12 @@ type Server struct {
 	// reader loops then get a fusion).
 	inlineProtos [256]stages.InlineProtocol
 	fusing       bool
-	readers   loopTable[reader.Loop] // by id; loops.go
-	requests  *stages.ClassQueue     // reader → processor, a ring per request class
-	classes   *routeClasses
-	wake      *stages.WorkerWaker
-	pool      *processor.Pool
-	writers   loopTable[wloop]
+	readers      loopTable[reader.Loop] // by id; loops.go
+	requests     *stages.ClassQueue     // reader → processor, a ring per request class
+	classes      *routeClasses
+	wake         *stages.WorkerWaker
+	pool         *processor.Pool
+	writers      loopTable[wloop]
 
 	mods     *modules
 	writeLog func(*stages.Response)
