@@ -239,3 +239,24 @@ func TestMainMsgRDMA(t *testing.T) {
 		})
 	}
 }
+
+// A server too slow for -timeout: each request is counted as timed
+// out, not as a reply or a crash, and the run ends on its budget.
+func TestMsgRDMATimeouts(t *testing.T) {
+	slow := msg.DispatcherFunc(func(m *msg.Message) {
+		time.AfterFunc(time.Second, func() { _ = m.SendReply(msg.Reply{Payload: m.Payload}) })
+	})
+	target, _ := startMsgRDMAServer(t, slow)
+	start := time.Now()
+	res, err := Run(t.Context(), Config{URL: target, Conns: 1, Pipeline: 2, Requests: 4, Payload: 13,
+		MsgRDMA: deliver.ModeServerWrites, MsgProvider: "soft", Timeout: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 0 || res.Errors.Timeout != 4 || res.RDMA.ByRDMA != 0 {
+		t.Errorf("%d replies, errors %+v, rdma %+v; want 4 timeouts", res.Requests, res.Errors, res.RDMA)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the run took %v", el)
+	}
+}

@@ -136,22 +136,23 @@ func (rc *rdmaConn) client() (*msgclient.Client, int) {
 	return rc.c, rc.gen
 }
 
-// redial replaces the client of generation gen, if no other worker has.
-func (rc *rdmaConn) redial(ctx context.Context, gen int, timeout time.Duration) error {
+// redial replaces the client of generation gen unless another worker
+// has; first reports whether this call was the first to try.
+func (rc *rdmaConn) redial(ctx context.Context, gen int, timeout time.Duration) (first bool, err error) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if rc.gen != gen {
-		return nil
+		return false, nil
 	}
 	rc.c.Close()
 	dctx, cancel := contextTimeout(ctx, timeout)
 	defer cancel()
 	c, err := msgclient.Dial(dctx, rc.addr, rc.cfg)
 	if err != nil {
-		return err
+		return true, err
 	}
 	rc.c, rc.gen = c, rc.gen+1
-	return nil
+	return true, nil
 }
 
 func contextTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
@@ -340,14 +341,20 @@ func (w *rdmaWorker) once(ctx context.Context, cfg Config, payload []byte, base 
 		fail.Timeout++
 		return false
 	case errors.Is(err, msgclient.ErrConnection), errors.Is(err, msgclient.ErrClosed):
-		fail.Reset++
-		if measured {
-			w.counts.Reconnects++
-		} else {
-			w.warm.reconnects++
+		// As the loops count it: the connection's failure once, by the
+		// worker that dials it again, and every request it took along.
+		first, derr := w.c.redial(ctx, gen, cfg.Timeout)
+		lost, reconnects := &w.counts.Lost, &w.counts.Reconnects
+		if !measured {
+			lost, reconnects = &w.warm.lost, &w.warm.reconnects
 		}
-		if derr := w.c.redial(ctx, gen, cfg.Timeout); derr != nil && ctx.Err() == nil {
-			fail.Connect++
+		*lost++
+		if first {
+			fail.Reset++
+			*reconnects++
+			if derr != nil && ctx.Err() == nil {
+				fail.Connect++
+			}
 		}
 		return false
 	default:
