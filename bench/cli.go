@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/internal/strictyaml"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // ServerParams is the configuration of a Quartet server started by the
@@ -253,6 +254,8 @@ func Main(ctx context.Context, args []string, env Env) error {
 	var f loadFlags
 	f.register(fs)
 	vsWrk := fs.Bool("vs-wrk", false, "then run wrk with the same -c, -t, -d and compare client CPU per request")
+	msgRDMA := fs.String("msg-rdma", "off", "msg:// only: ask for every reply's payload by RDMA, server-writes or client-reads (closed loop, through the messenger's client); the summary counts the replies that fell back to TCP")
+	fs.StringVar(&f.cfg.MsgProvider, "msg-provider", "", "RDMA provider for --msg-rdma: soft, verbs or auto (default auto: verbs when this binary has it and a device exists, else soft)")
 	var sp ServerParams
 	fs.IntVar(&sp.Readers, "readers", 0, "in-process server (URL inproc:/PATH): reader loops")
 	fs.IntVar(&sp.Processors, "processors", 0, "in-process server: processors")
@@ -271,6 +274,17 @@ func Main(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	target := pos[0]
+	if f.cfg.MsgRDMA, err = deliver.ParseMode(*msgRDMA); err != nil {
+		return fmt.Errorf("bench: --msg-rdma: %w", err)
+	}
+	switch f.cfg.MsgProvider {
+	case "", "soft", "verbs", "auto":
+	default:
+		return fmt.Errorf("bench: --msg-provider %q: want soft, verbs or auto", f.cfg.MsgProvider)
+	}
+	if f.cfg.MsgRDMA != deliver.ModeOff && !IsMsgTarget(target) {
+		return fmt.Errorf("bench: --msg-rdma: replies by RDMA are the messenger's; %s is not a msg:// target", target)
+	}
 	if IsMsgTarget(target) {
 		if *vsWrk {
 			return errors.New("bench: --vs-wrk: wrk speaks HTTP, not the messenger")

@@ -201,6 +201,17 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 		return s, nil
 	}
 
+	// what names what a row's runs send, in the progress lines: a
+	// messenger server's runs are echoes whatever the path. A server that
+	// never started is not known to speak the messenger, so its failure
+	// names the path.
+	what := func(server, path string) string {
+		if slices.Contains(res.MsgServers, server) {
+			return msgEchoWhat(res.MsgPayload)
+		}
+		return path
+	}
+
 	idx := map[string]int{}
 	rowKey := func(server string, c cell) string { return fmt.Sprint(server, "|", c.mode, "|", c.conns, "|", c.path) }
 	for _, c := range cs {
@@ -226,7 +237,7 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 						srv, err := server(c, m)
 						if err != nil {
 							row.Err = err.Error()
-							fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %v\n", done, total, c.Name, m.Name, n, p, err)
+							fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %v\n", done, total, c.Name, m.Name, n, what(c.Name, p), err)
 							continue
 						}
 						s, err := measure(ctx, spec, srv, m, n, p)
@@ -235,13 +246,13 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 								return res, ctx.Err()
 							}
 							row.Err = err.Error()
-							fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %v\n", done, total, c.Name, m.Name, n, p, err)
+							fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %v\n", done, total, c.Name, m.Name, n, what(c.Name, p), err)
 							continue
 						}
 						s.Round = round
 						row.Samples = append(row.Samples, s)
 						fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %.0f req/s, server CPU %v/request, p99 %v\n",
-							done, total, c.Name, m.Name, n, p, s.RequestsPerSec, s.CPUPerRequest(), s.P99)
+							done, total, c.Name, m.Name, n, what(c.Name, p), s.RequestsPerSec, s.CPUPerRequest(), s.P99)
 					}
 				}
 			}
@@ -251,7 +262,7 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 	for _, row := range res.Rows {
 		if row.Errors > 0 || row.Non2xx > 0 {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("%s %s c=%d %s: %d errors and %d responses outside 2xx/3xx: its figures are not those of serving the request",
-				row.Server, row.Mode, row.Conns, row.Path, row.Errors, row.Non2xx))
+				row.Server, row.Mode, row.Conns, what(row.Server, row.Path), row.Errors, row.Non2xx))
 		}
 	}
 
@@ -268,12 +279,12 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 				if ctx.Err() != nil {
 					return res, ctx.Err()
 				}
-				fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %v\n", row.Server, row.Mode, row.Conns, row.Path, err)
+				fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %v\n", row.Server, row.Mode, row.Conns, what(row.Server, row.Path), err)
 				continue
 			}
 			row.Syscalls = sc
 			fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %.2f per request (%s, traced %.0f req/s, untraced %.0f)\n",
-				row.Server, row.Mode, row.Conns, row.Path, sc.PerRequest, sc.Method, sc.TracedRPS, sc.UntracedRPS)
+				row.Server, row.Mode, row.Conns, what(row.Server, row.Path), sc.PerRequest, sc.Method, sc.TracedRPS, sc.UntracedRPS)
 		}
 	}
 	// The idle experiment wants fresh processes with nothing else running.
@@ -360,6 +371,9 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 		CPUKnown: r.ServerCPUKnown, P50: r.Latency.P50, P99: r.Latency.P99, Errors: r.ErrorTotal(),
 		Non2xx: non2xx}, nil
 }
+
+// msgEchoWhat names a messenger run's load: the echo of payload bytes.
+func msgEchoWhat(payload int) string { return fmt.Sprintf("echo of %d bytes", payload) }
 
 // targetURL is what a run against srv loads: path on an HTTP server; a
 // messenger server (msg://) has no paths, and its runs send the echo.

@@ -279,7 +279,7 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		}
 		what := row.Path
 		if slices.Contains(r.MsgServers, row.Server) {
-			what = fmt.Sprintf("echo of %d bytes", r.MsgPayload)
+			what = msgEchoWhat(r.MsgPayload)
 		}
 		ew.printf("  %s %s c=%d %s: %s | %s | errors %d, non-2xx %d", row.Server, row.Mode, row.Conns, what,
 			strings.Join(rps, " "), strings.Join(cpu, " "), row.Errors, row.Non2xx)

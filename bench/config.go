@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/protocol/msg"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // Defaults for Config fields left at their zero value.
@@ -58,6 +59,15 @@ type Config struct {
 	// Payload is the request payload size in bytes for a msg:// target
 	// (0 sends empty frames); HTTP targets use Mix.
 	Payload int
+	// MsgRDMA, for a msg:// target, asks for every reply's payload by
+	// RDMA in this mode (server-writes, client-reads) into registered
+	// memory of an endpoint on the RDMA provider MsgProvider names
+	// (rdmatool's registry: soft, verbs; "" or auto picks), through
+	// msgclient; Result.RDMA counts the replies that came inline instead.
+	// Such a run is closed loop, with Pipeline requests in flight on each
+	// connection. ModeOff (the zero value) sends plain frames.
+	MsgRDMA     deliver.Mode
+	MsgProvider string
 	// Conns is the number of keep-alive connections (DefaultConns if 0).
 	Conns int
 	// Loops is the number of event loops (threads); 0 means min(2, Conns).
@@ -224,6 +234,9 @@ func (c Config) validate() error {
 		if c.Payload < 0 || c.Payload > msg.DefaultMaxPayload {
 			return fmt.Errorf("bench: payload of %d bytes: want 0 to %d", c.Payload, msg.DefaultMaxPayload)
 		}
+	}
+	if err := c.checkMsgRDMA(); err != nil {
+		return err
 	}
 	for _, m := range c.Mix {
 		if m.Weight < 0 || m.BodySize < 0 {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // run is the state shared, read-only, by the loops of one Run (plus the stop
@@ -39,6 +41,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	t, err := parseRunTarget(cfg.URL)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.MsgRDMA != deliver.ModeOff {
+		return runMsgRDMA(ctx, cfg, t)
 	}
 	var reqs []wireRequest
 	sched := []uint16{0} // the messenger's one request

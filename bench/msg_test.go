@@ -232,3 +232,43 @@ func TestMainMsg(t *testing.T) {
 		}
 	}
 }
+
+// Compare's progress lines name what a row's runs send: a messenger
+// server's are echoes of the payload, not the HTTP path the cells carry.
+func TestCompareMsgProgressLines(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload int
+		want    string
+	}{
+		{name: "default payload", payload: DefaultMsgPayload, want: "echo of 13 bytes"},
+		{name: "4KiB", payload: 4096, want: "echo of 4096 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log bytes.Buffer
+			spec := CompareSpec{Paths: []string{"/hello"}, Conns: []int{2}, Modes: []CompareMode{{Name: "shared"}},
+				Rounds: 2, Duration: 100 * time.Millisecond, Generator: GenQuartet, Load: Config{Payload: tt.payload}, Log: &log}
+			res, err := Compare(t.Context(), spec, []Contender{URLContender("msg", startMsgServer(t, msg.Echo{}), 0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Rows) != 1 || len(res.Rows[0].Samples) != 2 || res.Rows[0].Err != "" {
+				t.Fatalf("rows %+v", res.Rows)
+			}
+			var runs int
+			for _, l := range strings.Split(log.String(), "\n") {
+				if !strings.HasPrefix(l, "[") {
+					continue
+				}
+				runs++
+				if !strings.Contains(l, " msg shared c=2 "+tt.want+": ") || strings.Contains(l, "/hello") {
+					t.Errorf("progress line %q does not say %q", l, tt.want)
+				}
+			}
+			if runs != 2 {
+				t.Errorf("%d progress lines in:\n%s", runs, log.String())
+			}
+		})
+	}
+}

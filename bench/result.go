@@ -207,6 +207,9 @@ type Result struct {
 	// WarmupErrors counts the failures of the warm-up, which are in no
 	// other figure.
 	WarmupErrors uint64 `json:"warmup_errors"`
+	// RDMA is how the replies' payloads came in a messenger run that
+	// asked for them by RDMA (Config.MsgRDMA); nil in any other run.
+	RDMA *RDMACounts `json:"rdma,omitempty"`
 
 	hist *hdrhistogram.Histogram
 }
@@ -254,7 +257,11 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.Mode == "open" {
 		mode = fmt.Sprintf("open loop at %.0f req/s (latency corrected for coordinated omission)", r.Rate)
 	}
-	ew.printf("%s: %d connections, %d loops, pipeline %d, %s\n", r.URL, r.Conns, r.Loops, r.Pipeline, mode)
+	if r.RDMA != nil {
+		ew.printf("%s: %d connections, pipeline %d, %s, replies by RDMA (%s, %s provider)\n", r.URL, r.Conns, r.Pipeline, mode, r.RDMA.Mode, r.RDMA.Provider)
+	} else {
+		ew.printf("%s: %d connections, %d loops, pipeline %d, %s\n", r.URL, r.Conns, r.Loops, r.Pipeline, mode)
+	}
 	ew.printf("  %d requests in %v, %s read\n", r.Requests, r.Elapsed.Round(time.Millisecond), byteSize(float64(r.BytesRead)))
 	ew.printf("  requests/s: %.1f   transfer/s: %s\n", r.RequestsPerSec, byteSize(r.BytesPerSec))
 	lat := func(name string, p Percentiles) {
@@ -277,6 +284,16 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.Protocol == protoMsg {
 		// Replies have no status: each is checked against its request.
 		ew.printf("  replies: %d checked, %d error frames, %d mismatched\n", r.Requests, e.Reply, e.Mismatch)
+		if d := r.RDMA; d != nil {
+			ew.printf("  rdma: %d by RDMA, %d fell back to TCP", d.ByRDMA, d.Fallbacks)
+			if d.Fallbacks > 0 {
+				ew.printf(" (%s)", d.reasons())
+			}
+			ew.printf(", %d asked again after a lost operation\n", d.Retried)
+			if d.Fallbacks > 0 {
+				ew.printf("  warning: %d of %d replies came over TCP, not by RDMA: these figures are not RDMA's alone\n", d.Fallbacks, r.Requests)
+			}
+		}
 		ew.printf("  errors: connect %d  reset %d  write %d  timeout %d  parse %d  reply %d  mismatch %d  (lost requests %d, reconnects %d)\n",
 			e.Connect, e.Reset, e.Write, e.Timeout, e.Parse, e.Reply, e.Mismatch, r.Lost, r.Reconnects)
 	} else {
@@ -288,8 +305,13 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.WarmupErrors > 0 {
 		ew.printf("  warm-up errors (not above): %d\n", r.WarmupErrors)
 	}
-	ew.printf("  client CPU: %v/request (process %v, loop threads %v)\n",
-		r.ClientCPUPerRequest(), r.ProcessCPU.Round(time.Millisecond), r.ClientCPU.Round(time.Millisecond))
+	if r.RDMA != nil {
+		// The messenger's client, not the loops, sent these requests.
+		ew.printf("  client CPU: %v/request (process %v)\n", r.ClientCPUPerRequest(), r.ProcessCPU.Round(time.Millisecond))
+	} else {
+		ew.printf("  client CPU: %v/request (process %v, loop threads %v)\n",
+			r.ClientCPUPerRequest(), r.ProcessCPU.Round(time.Millisecond), r.ClientCPU.Round(time.Millisecond))
+	}
 	if r.ServerCPUKnown {
 		ew.printf("  server CPU: %v/request (%v total)\n", r.ServerCPUPerRequest(), r.ServerCPU.Round(time.Millisecond))
 	}
@@ -303,14 +325,16 @@ func (r *Result) WriteJSON(w io.Writer) error {
 	return e.Encode(r)
 }
 
-// CSVHeader names the columns of CSVRecord.
+// CSVHeader names the columns of CSVRecord. The CPU figures stay last;
+// columns are added before them.
 func CSVHeader() []string {
 	return []string{"url", "mode", "conns", "loops", "pipeline", "target_rate",
 		"elapsed_s", "requests", "requests_per_sec", "bytes_per_sec",
 		"p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us", "mean_us",
 		"status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_503",
 		"err_connect", "err_reset", "err_write", "err_timeout", "err_parse", "lost",
-		"err_reply", "err_mismatch", "payload", "client_cpu_us_per_req", "server_cpu_us_per_req"}
+		"err_reply", "err_mismatch", "payload", "rdma_mode", "by_rdma", "rdma_fallbacks",
+		"client_cpu_us_per_req", "server_cpu_us_per_req"}
 }
 
 // CSVRecord is r as one row under CSVHeader.
@@ -324,6 +348,10 @@ func (r *Result) CSVRecord() []string {
 	if r.ServerCPUKnown {
 		srv = us(r.ServerCPUPerRequest())
 	}
+	var rdmaMode, byRDMA, fallbacks string
+	if d := r.RDMA; d != nil {
+		rdmaMode, byRDMA, fallbacks = d.Mode, u(d.ByRDMA), u(d.Fallbacks)
+	}
 	return []string{r.URL, r.Mode, strconv.Itoa(r.Conns), strconv.Itoa(r.Loops), strconv.Itoa(r.Pipeline),
 		strconv.FormatFloat(r.Rate, 'f', 0, 64),
 		strconv.FormatFloat(r.Elapsed.Seconds(), 'f', 3, 64), u(r.Requests),
@@ -332,7 +360,8 @@ func (r *Result) CSVRecord() []string {
 		us(r.Latency.P9999), us(r.Latency.Max), us(r.Latency.Mean),
 		u(r.Status[2]), u(r.Status[3]), u(r.Status[4]), u(r.Status[5]), u(r.Status503),
 		u(r.Errors.Connect), u(r.Errors.Reset), u(r.Errors.Write), u(r.Errors.Timeout), u(r.Errors.Parse), u(r.Lost),
-		u(r.Errors.Reply), u(r.Errors.Mismatch), payload, us(r.ClientCPUPerRequest()), srv}
+		u(r.Errors.Reply), u(r.Errors.Mismatch), payload, rdmaMode, byRDMA, fallbacks,
+		us(r.ClientCPUPerRequest()), srv}
 }
 
 // WriteCSV writes a header and r's row.

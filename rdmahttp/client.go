@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -281,18 +280,7 @@ func checkDigest(r *Response, h hash.Hash, want []byte, has bool, status int) er
 	return nil
 }
 
-// LocalAddrFor returns the local IP this host uses to reach host (no
-// packet is sent: a UDP socket is only connected), for a client endpoint
-// the server can dial back.
-func LocalAddrFor(host string) (netip.Addr, error) {
-	conn, err := net.Dial("udp", net.JoinHostPort(host, "9"))
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	defer conn.Close()
-	ap, err := netip.ParseAddrPort(conn.LocalAddr().String())
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	return ap.Addr().Unmap(), nil
-}
+// LocalAddrFor returns the local IP this host uses to reach host, for a
+// client endpoint the server can dial back (deliver.LocalAddrFor, which
+// the messenger's clients share).
+func LocalAddrFor(host string) (netip.Addr, error) { return deliver.LocalAddrFor(host) }

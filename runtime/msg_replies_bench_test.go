@@ -5,15 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,47 +111,8 @@ func benchMsgReplies(b *testing.B, reqSize, size int, d msg.Dispatcher) {
 	s := startServer(b, Config{Addr: host, MsgAddr: host, MsgDispatcher: d,
 		MsgRDMA: msgrdma.New(e).Stages(), Modules: []Module{attachEngine(e)}})
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMsgRepliesClient$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%d,%d", envMsgRepliesClient, s.MsgAddr(), reqSize, size))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		// The client ends once its stdin closes; one that is stuck is
-		// killed rather than waited for.
-		in.Close()
-		exited := make(chan struct{})
-		go func() {
-			_ = cmd.Wait()
-			close(exited)
-		}()
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	lines := bufio.NewScanner(out)
-	expect := func(word string) string {
-		for lines.Scan() {
-			if l := lines.Text(); strings.HasPrefix(l, word) {
-				return strings.TrimSpace(strings.TrimPrefix(l, word))
-			}
-		}
-		b.Fatalf("the client ended before %q: %v", word, lines.Err())
-		return ""
-	}
-	expect("ready") // connected, channels dialed, every way warmed up
+	client := rdmatest.StartChild(b, "TestMsgRepliesClient", envMsgRepliesClient, fmt.Sprintf("%s,%d,%d", s.MsgAddr(), reqSize, size))
+	client.Expect("ready") // connected, channels dialed, every way warmed up
 
 	var runs [len(replyWays)][]replyRun
 	per := (b.N + replyRounds - 1) / replyRounds
@@ -166,8 +122,8 @@ func benchMsgReplies(b *testing.B, reqSize, size int, d msg.Dispatcher) {
 		for i := range replyWays {
 			w := (i + round) % len(replyWays)
 			cpu0, start := processCPU(), time.Now() // processCPU: tuning_loops.go's
-			_, _ = fmt.Fprintf(in, "run %s %d\n", replyWay(replyWays[w]), per)
-			if errs := expect("done"); errs != "0" {
+			client.Send("run %s %d", replyWay(replyWays[w]), per)
+			if errs := client.Expect("done"); errs != "0" {
 				b.Fatalf("%s: the client saw %s errors", replyWay(replyWays[w]), errs)
 			}
 			elapsed, cpu := time.Since(start), processCPU()-cpu0
@@ -187,7 +143,7 @@ func benchMsgReplies(b *testing.B, reqSize, size int, d msg.Dispatcher) {
 		}
 		b.ReportMetric(medianOf(ratios, func(r replyRun) float64 { return r.cpuPerGiB }), "cpu-"+replyWay(replyWays[w])+"/tcp")
 	}
-	_, _ = io.WriteString(in, "exit\n")
+	client.Send("exit")
 }
 
 // medianOf is the median of f over rs (the mean of the middle two for an
@@ -213,14 +169,7 @@ const envMsgRepliesClient = "QUARTET_MSG_REPLIES_CLIENT"
 // replies come by WAY (tcp, server-writes, client-reads) and answers
 // "done ERRORS"; "exit" or the end of stdin ends it.
 func TestMsgRepliesClient(t *testing.T) {
-	arg := os.Getenv(envMsgRepliesClient)
-	if arg == "" {
-		t.Skip("run by BenchmarkMsgReplies")
-	}
-	f := strings.Split(arg, ",")
-	if len(f) != 3 {
-		t.Fatalf("%s=%q", envMsgRepliesClient, arg)
-	}
+	f := rdmatest.ChildArgs(t, envMsgRepliesClient, 3)
 	addr := f[0]
 	reqSize, _ := strconv.Atoi(f[1])
 	size, _ := strconv.Atoi(f[2])
@@ -250,23 +199,13 @@ func TestMsgRepliesClient(t *testing.T) {
 		defer bufs[i].Close()
 	}
 	run := func(mode deliver.Mode, total int) int64 {
-		var next, errs atomic.Int64
-		var wg sync.WaitGroup
-		for i := range bufs {
-			c := clients[i%replyConns]
-			wg.Go(func() {
-				for next.Add(1) <= int64(total) {
-					r, err := c.Do(ctx, &msgclient.Request{Payload: req, Deliver: mode, Into: bufs[i]})
-					if err != nil || r.ByRDMA() != (mode != deliver.ModeOff) || len(r.Payload) != size {
-						if errs.Add(1) == 1 {
-							fmt.Fprintf(os.Stderr, "msg replies client: %s: %v, by RDMA %v, %d bytes\n", replyWay(mode), err, r.ByRDMA(), len(r.Payload))
-						}
-					}
-				}
-			})
-		}
-		wg.Wait()
-		return errs.Load()
+		return rdmatest.Drive(len(bufs), total, func(i int) error {
+			r, err := clients[i%replyConns].Do(ctx, &msgclient.Request{Payload: req, Deliver: mode, Into: bufs[i]})
+			if err != nil || r.ByRDMA() != (mode != deliver.ModeOff) || len(r.Payload) != size {
+				return fmt.Errorf("%s: %v, by RDMA %v, %d bytes", replyWay(mode), err, r.ByRDMA(), len(r.Payload))
+			}
+			return nil
+		})
 	}
 	for _, mode := range replyWays {
 		if errs := run(mode, 2*len(bufs)); errs != 0 {

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/quartet-server/quartet/protocol/msg/msgclient"
 	"github.com/quartet-server/quartet/rdma/deliver"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
-	"github.com/quartet-server/quartet/rdmahttp"
 )
 
 // msgOptions are quartet msg's flags.
@@ -148,16 +146,8 @@ func (m *msgOptions) endpoint(server string) (*deliver.Endpoint, error) {
 		if ip, err = netip.ParseAddr(m.addr); err != nil {
 			return nil, fmt.Errorf("--addr: %w", err)
 		}
-	} else {
-		host, _, err := net.SplitHostPort(server)
-		if err != nil {
-			return nil, err
-		}
-		if ip, err = rdmahttp.LocalAddrFor(host); err != nil {
-			return nil, fmt.Errorf("finding the local address towards %s (use --addr): %w", host, err)
-		}
 	}
-	return deliver.NewEndpoint(deliver.EndpointConfig{Provider: p, Addr: netip.AddrPortFrom(ip, 0).String(), OpTimeout: m.opTimeout})
+	return msgclient.NewEndpoint(p, server, ip, m.opTimeout)
 }
 
 func readPayload(name string) ([]byte, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -542,4 +543,20 @@ func (e *Endpoint) Read(ctx context.Context, chanID uint32, op uint64, rg Region
 	// are here either way.
 	_ = ch.qp.PostSend(tagDone|op, sgl[:], rdma.SendInline)
 	return nil
+}
+
+// LocalAddrFor returns the local IP this host uses to reach host (no
+// packet is sent: a UDP socket is only connected): the address a client
+// endpoint listens on so that the server there can dial it back.
+func LocalAddrFor(host string) (netip.Addr, error) {
+	conn, err := net.Dial("udp", net.JoinHostPort(host, "9"))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer conn.Close()
+	ap, err := netip.ParseAddrPort(conn.LocalAddr().String())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return ap.Addr().Unmap(), nil
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"github.com/panjf2000/gnet/v2/pkg/logging"
 	"github.com/quartet-server/quartet/bench/peers"
 	"github.com/quartet-server/quartet/bench/peers/internal/gnetboot"
 )
@@ -173,7 +172,7 @@ func main() {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- gnet.Run(s, "tcp://"+*addr, gnet.WithMulticore(true), gnet.WithLogLevel(logging.ErrorLevel))
+		errc <- gnet.Run(s, "tcp://"+*addr, gnet.WithMulticore(true), gnet.WithLogger(gnetboot.Logger(os.Stderr)))
 	}()
 	select {
 	case a := <-s.addr:

@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"github.com/panjf2000/gnet/v2/pkg/logging"
 	"github.com/quartet-server/quartet/bench/peers/internal/gnetboot"
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/rdma/deliver"
@@ -165,7 +164,7 @@ func serve(ctx context.Context, addr string, limits msg.Limits, ready func(addr 
 	s := &server{limits: limits, addr: make(chan string, 1), eng: make(chan gnet.Engine, 1), err: make(chan error, 1)}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- gnet.Run(s, "tcp://"+addr, gnet.WithMulticore(true), gnet.WithLogLevel(logging.ErrorLevel))
+		errc <- gnet.Run(s, "tcp://"+addr, gnet.WithMulticore(true), gnet.WithLogger(gnetboot.Logger(os.Stderr)))
 	}()
 	select {
 	case a := <-s.addr:

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
+	"time"
 
 	"github.com/quartet-server/quartet/protocol/msg"
+	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
@@ -254,4 +258,23 @@ func (c *Client) highWater(ch uint32) uint64 {
 		hw = min(hw, u-1)
 	}
 	return hw
+}
+
+// NewEndpoint opens an endpoint on p for replies by RDMA from the server
+// at server (HOST:PORT, as Dial takes it). The server dials the endpoint
+// at the address the client announces, so the endpoint listens on local
+// when it is valid, else on the local address this host reaches the
+// server from. opTimeout is deliver.EndpointConfig's (0: its default).
+// The caller closes it after the Clients that use it.
+func NewEndpoint(p rdma.Provider, server string, local netip.Addr, opTimeout time.Duration) (*deliver.Endpoint, error) {
+	if !local.IsValid() {
+		host, _, err := net.SplitHostPort(server)
+		if err != nil {
+			return nil, err
+		}
+		if local, err = deliver.LocalAddrFor(host); err != nil {
+			return nil, fmt.Errorf("finding the local address towards %s: %w", host, err)
+		}
+	}
+	return deliver.NewEndpoint(deliver.EndpointConfig{Provider: p, Addr: netip.AddrPortFrom(local, 0).String(), OpTimeout: opTimeout})
 }

@@ -5,14 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -82,40 +77,23 @@ func benchReplies(b *testing.B, mode deliver.Mode, size int, sig deliver.Signall
 		b.Fatal(err)
 	}
 	srv := msgtest.Start(b, msgtest.Config{Addr: net.JoinHostPort(rdmatest.Host(), "0"), RDMA: msgrdma.New(e), Dispatcher: sized{make([]byte, size)}})
-	defer func() {
+	// Registered before the client's, so it runs after the client has
+	// ended: the engine closes with no channel of the client's left.
+	b.Cleanup(func() {
 		srv.Close()
 		if err := e.Close(); err != nil {
 			b.Error(err)
 		}
-	}()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClient$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d,%d", envBenchClient, srv.Addr(), mode, size, b.N))
-	cmd.Stderr = os.Stderr
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer in.Close()
-	lines := bufio.NewScanner(out)
-	expect := func(word string) string {
-		for lines.Scan() {
-			if l := lines.Text(); strings.HasPrefix(l, word) {
-				return strings.TrimSpace(strings.TrimPrefix(l, word))
-			}
-		}
-		b.Fatalf("the client ended before %q: %v", word, lines.Err())
-		return ""
-	}
-	expect("ready") // connected, channel dialed, warmed up
+	})
+	client := rdmatest.StartChild(b, "TestBenchClient", envBenchClient, fmt.Sprintf("%s,%s,%d,%d", srv.Addr(), mode, size, b.N))
+	client.Expect("ready") // connected, channel dialed, warmed up
 	before := e.Stats()
 	cpu0 := cpuTime()
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
-	io.WriteString(in, "go\n")
-	if errs := expect("done"); errs != "0" {
+	client.Send("go")
+	if errs := client.Expect("done"); errs != "0" {
 		b.Fatalf("the client saw %s errors", errs)
 	}
 	elapsed := time.Since(start)
@@ -125,7 +103,7 @@ func benchReplies(b *testing.B, mode deliver.Mode, size int, sig deliver.Signall
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "server-ns/reply")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "replies/s")
 	b.ReportMetric(float64(st.Signaled-before.Signaled)/float64(b.N), "completions/reply")
-	io.WriteString(in, "exit\n")
+	client.Send("exit")
 }
 
 // cpuTime is this process's user and system time.
@@ -142,11 +120,7 @@ const envBenchClient = "QUARTET_MSGRDMA_BENCH_CLIENT"
 // TestBenchClient is BenchmarkReplies's client process; it does nothing
 // unless the benchmark started it.
 func TestBenchClient(t *testing.T) {
-	arg := os.Getenv(envBenchClient)
-	if arg == "" {
-		t.Skip("run by BenchmarkReplies")
-	}
-	f := strings.Split(arg, ",")
+	f := rdmatest.ChildArgs(t, envBenchClient, 4)
 	addr := f[0]
 	mode, _ := deliver.ParseMode(f[1])
 	size, _ := strconv.Atoi(f[2])
@@ -170,22 +144,13 @@ func TestBenchClient(t *testing.T) {
 		}
 	}
 	run := func(total int) int64 {
-		var next, errs atomic.Int64
-		var wg sync.WaitGroup
-		for i := range benchInFlight {
-			wg.Go(func() {
-				for next.Add(1) <= int64(total) {
-					r, err := c.Do(context.Background(), &msgclient.Request{Payload: req[:], Deliver: mode, Into: bufs[i]})
-					if err != nil || !r.ByRDMA() || len(r.Payload) != size {
-						if errs.Add(1) == 1 {
-							fmt.Fprintf(os.Stderr, "bench client: %v, by RDMA %v, %d bytes\n", err, r.ByRDMA(), len(r.Payload))
-						}
-					}
-				}
-			})
-		}
-		wg.Wait()
-		return errs.Load()
+		return rdmatest.Drive(benchInFlight, total, func(i int) error {
+			r, err := c.Do(context.Background(), &msgclient.Request{Payload: req[:], Deliver: mode, Into: bufs[i]})
+			if err != nil || !r.ByRDMA() || len(r.Payload) != size {
+				return fmt.Errorf("%v, by RDMA %v, %d bytes", err, r.ByRDMA(), len(r.Payload))
+			}
+			return nil
+		})
 	}
 	if errs := run(2 * benchInFlight); errs != 0 {
 		t.Fatalf("warm-up: %d errors", errs)
