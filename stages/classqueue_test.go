@@ -133,6 +133,54 @@ func TestClassQueueAdmit(t *testing.T) {
 	}
 }
 
+// With admission on, a full ring refuses whatever the limit says, even a
+// ring seen emptying: the request would otherwise wait in its reader, and
+// its connection's later ones in the socket, where no limit counts them.
+// With admission off (limit -1), a full ring is the reader's to wait on.
+func TestClassQueueAdmitFull(t *testing.T) {
+	const capacity = 4
+	for _, tc := range []struct {
+		name    string
+		limit   int64
+		queued  int
+		emptied bool // seen empty a moment ago
+		want    bool
+	}{
+		{"a limit above the ring, one place left", 100, capacity - 1, false, true},
+		{"a limit above the ring, full", 100, capacity, false, false},
+		{"a limit above the ring, full, seen emptying", 100, capacity, true, false},
+		{"under the limit's own bound, seen emptying", 2, 3, true, true},
+		{"admission off, full", -1, capacity, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := NewClassQueue(capacity, nil)
+			if q.Cap() != capacity {
+				t.Fatalf("a ring of %d for capacity %d: the table assumes it exact", q.Cap(), capacity)
+			}
+			q.SetWaitTarget(time.Second)
+			now := time.Now()
+			if tc.emptied {
+				q.Push(classReq(0, 0))
+				r, _ := q.Pop()
+				q.Finished(r, 0, time.Millisecond, now)
+			}
+			for i := range tc.queued {
+				if !q.Push(classReq(0, uint64(i+1))) {
+					t.Fatalf("push %d of %d failed", i, tc.queued)
+				}
+			}
+			q.SetLimit(0, tc.limit, 3)
+			ok, ra := q.Admit(0, now)
+			if ok != tc.want {
+				t.Errorf("admitted %v with %d of %d queued, limit %d; want %v", ok, tc.queued, capacity, tc.limit, tc.want)
+			}
+			if !ok && ra != 3 {
+				t.Errorf("Retry-After %d, want 3", ra)
+			}
+		})
+	}
+}
+
 // Finished counts each popped request once, with its wait and run time;
 // Held is what was popped and not finished.
 func TestClassQueueCounts(t *testing.T) {
