@@ -6,7 +6,7 @@ import "time"
 const (
 	CauseLatency    Cause = "latency"    // turns worked longer than BatchConfig.TurnTarget: events behind the batch waited
 	CauseThroughput Cause = "throughput" // the budget ended turns that were short: a larger batch takes more per wake-up
-	CauseLoadDrop   Cause = "load-drop"  // the load fell by half: start again from the largest batch
+	CauseLoadDrop   Cause = "load-drop"  // the load fell by half, or to nothing (a period without a turn): start again from the largest batch
 	CauseBacklog    Cause = "backlog"    // hand-offs piled up behind the budget: a smaller batch would only leave more waiting
 )
 
@@ -107,27 +107,48 @@ func NewBatch(cfg BatchConfig) *Batch {
 func (b *Batch) Budget() int { return b.budget }
 
 // Decide takes one period's sample and returns the budget.
+//
+// A period in which the loops took no turn is information too: they had
+// nothing to batch. If nothing waits at its end, the loops slept through
+// it, the load fell to nothing, and the budget goes back to Max as for
+// any load drop; the averages start again from the next busy period, so
+// a loop busy again is judged by its first turns, not by turns it worked
+// before it slept (skipping such periods left an idle-then-busy loop
+// with a budget cut for a load long gone, and averages that took periods
+// to forget it). If hand-offs wait at its end, the loops were kept off
+// the CPU for the whole period: nothing was measured about turns, so the
+// budget stays, but the queue is remembered, so that the next period
+// judges a backlog against it. A period of no length measures nothing.
 func (b *Batch) Decide(s BatchSample) BatchDecision {
 	d := BatchDecision{Budget: b.budget}
-	if s.Elapsed <= 0 || s.Turns <= 0 {
+	if s.Elapsed <= 0 {
 		return d
 	}
 	d.Rate = float64(s.Taken) / s.Elapsed.Seconds()
+	grew := s.Queued > b.queued && s.Queued > int64(b.budget)
+	b.queued = s.Queued
+	if s.Turns <= 0 {
+		if s.Queued == 0 {
+			b.rate, b.turn, b.measured = 0, 0, false
+			b.set(&d, b.cfg.Max, CauseLoadDrop)
+		}
+		return d
+	}
 	d.PerTurn = float64(s.Taken) / float64(s.Turns)
 	d.TurnTime = s.Busy / time.Duration(s.Turns)
 	d.Binding = float64(s.Full) >= b.cfg.Binding*float64(s.Turns)
 	prevRate := b.rate
-	grew := s.Queued > b.queued && s.Queued > int64(b.budget)
-	b.queued = s.Queued
 	// A third of the new period in the averages: one period's turns on a
 	// shared machine are noisy (a loop preempted mid-turn counts the wait
-	// as work), and one must not swing the budget.
-	if !b.measured {
+	// as work), and one must not swing the budget. The first period after
+	// none (the start, or an idle one) is all there is to go by.
+	if b.measured {
+		b.rate = (2*b.rate + d.Rate) / 3
+		b.turn = (2*b.turn + d.TurnTime) / 3
+	} else {
 		b.rate, b.turn, b.measured = d.Rate, d.TurnTime, true
-		return d
+		prevRate = 0 // no load to have dropped from
 	}
-	b.rate = (2*b.rate + d.Rate) / 3
-	b.turn = (2*b.turn + d.TurnTime) / 3
 	switch {
 	case d.Rate < prevRate/2 && b.budget < b.cfg.Max:
 		b.set(&d, b.cfg.Max, CauseLoadDrop)

@@ -18,7 +18,13 @@
 //
 // R is Little's law: the arrivals keep λ(W+S) requests in the pool on
 // average, waiting or running, and that many places would serve them
-// without waiting. The β√R spare places are the square-root staffing rule
+// without waiting. That holds when places are what the queue waited for:
+// every place busy at the sample, or the places held on average (time
+// held / period) within β√ of the size. When places stayed free while
+// requests waited, the wait was for the CPUs to run the workers
+// (handlers that compute, on CPUs shared with the loops), which more
+// places do not shorten, and R = λS, the places the arrivals keep
+// running. The β√R spare places are the square-root staffing rule
 // (Halfin and Whitt, 1981): with Poisson arrivals, R + β√R servers keep
 // the chance that a request waits at all near [1 + βΦ(β)/φ(β)]⁻¹, 3% for
 // β = 2, whatever the load, so the headroom grows with the load but more

@@ -8,6 +8,30 @@ import (
 	"time"
 )
 
+// cpuStarved is handlers that compute for cost each, offered at rate a
+// second to CPUs that run at most capacity of them a second (the rest of
+// the CPUs go to the loops and the load generator): the requests wait in
+// the queue for the CPUs to run a worker, with places free. Each holds
+// its place for hold (cost, and time preempted). The places do not limit
+// anything: the throughput is capacity whatever the size.
+type cpuStarved struct {
+	rate, capacity float64
+	hold           time.Duration
+	queued         float64
+}
+
+func (w *cpuStarved) period(size int, dt time.Duration) PoolSample {
+	arrived := w.rate * dt.Seconds()
+	done := min(w.queued+arrived, w.capacity*dt.Seconds())
+	w.queued += arrived - done
+	held := done / dt.Seconds() * w.hold.Seconds()
+	wait := time.Duration(w.queued / w.capacity * float64(time.Second))
+	n := uint64(done)
+	return PoolSample{Elapsed: dt, Admitted: uint64(arrived), Completed: n,
+		WaitSum: wait * time.Duration(n), RunSum: w.hold * time.Duration(n),
+		Queued: int(w.queued), Busy: min(size, int(math.Ceil(held))), Size: size}
+}
+
 // workload is a synthetic pool: given the places it has for a period, it
 // says what would have been measured. It keeps the state a real queue
 // keeps between periods (what is still waiting).
@@ -283,6 +307,29 @@ func TestPoolDecisions(t *testing.T) {
 			causes: []Cause{CauseStalled},
 		},
 		{
+			// The CPU-bound overload: /compute?n=100 offered at
+			// 18,000/s on 2 CPUs that ran 5,000/s of them, each holding
+			// its place about 1 ms. The queue waited seconds for the CPUs
+			// with 2,000 places free; counting that wait as demand grew
+			// the pool to its maximum. While the places are all busy
+			// (the first two periods) the wait counts; after, the
+			// arrivals ask for λS = 18,000/s × 1 ms = 18 places, 27 with
+			// the headroom.
+			name:  "CPU-bound overload: requests wait for the CPUs, not for places; the pool stays small",
+			start: 2, lo: 2, hi: 2048,
+			phases: []phase{{&cpuStarved{rate: 18000, capacity: 5000, hold: ms}, 60}},
+			settle: 0, min: 2, max: 32,
+			endMin: 27, endMax: 27,
+			noCauses: []Cause{CauseSaturated},
+		},
+		{
+			name:  "grown for the CPUs' wait: places retire once RetireAfter has shown them unused",
+			start: 2048, lo: 2, hi: 2048,
+			phases: []phase{{&cpuStarved{rate: 18000, capacity: 5000, hold: ms}, 60}},
+			settle: int(DefaultRetireAfter/DefaultPeriod) + 1, min: 27, max: 27,
+			causes: []Cause{CauseIdle},
+		},
+		{
 			name:  "a size outside the bounds is brought inside",
 			start: 500, lo: 2, hi: 64,
 			phases: []phase{{idle{}, 1}},
@@ -346,7 +393,7 @@ func TestEstimates(t *testing.T) {
 	d := c.Decide(PoolSample{
 		Elapsed: 100 * time.Millisecond, Admitted: 1000, Shed: 500, Completed: 1000,
 		WaitSum: 1000 * 2 * time.Millisecond, RunSum: 1000 * 8 * time.Millisecond,
-		Queued: 20, Busy: 80, Size: 100,
+		Queued: 20, Busy: 100, Size: 100, // every place busy: the 20 wait for places
 	}, 1, 1000)
 	e := d.Estimates
 	if e.ArrivalRate != 10000 || e.Offered != 15000 || e.Throughput != 10000 {
@@ -361,5 +408,47 @@ func TestEstimates(t *testing.T) {
 	}
 	if d.Size != 120 || d.Cause != CauseDemand {
 		t.Errorf("decision %d (%s), want 120 (demand)", d.Size, d.Cause)
+	}
+}
+
+// The queue's wait is demand for places only when places are what it
+// waited for: every place busy at the sample, or the places held on
+// average (time held / period, Little) within the headroom of the size.
+// Otherwise the arrivals ask for λS places, what they keep running.
+func TestDemandCountsTheWaitForPlaces(t *testing.T) {
+	const (
+		dt   = 100 * time.Millisecond
+		done = 1000 // finished in the period: 10,000/s
+		wait = 9 * time.Millisecond
+	)
+	for _, tc := range []struct {
+		name       string
+		size, busy int
+		held       float64 // places held on average over the period; S = held × dt / done
+		queued     int
+		bound      bool
+	}{
+		{"every place busy at the sample", 10, 10, 10, 90, true},
+		{"places held on average within the headroom (8 + 2√8 ≥ 12)", 12, 6, 8, 90, true},
+		{"most places free all period: the wait was for the CPUs", 200, 6, 10, 90, false},
+		{"a pool of thousands, a handful busy", 2048, 12, 10, 900, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewPool(PoolConfig{})
+			e := c.estimate(PoolSample{Elapsed: dt, Admitted: done, Completed: done,
+				WaitSum: wait * done, RunSum: time.Duration(tc.held * float64(dt)),
+				Queued: tc.queued, Busy: tc.busy, Size: tc.size})
+			if e.PlacesBound != tc.bound {
+				t.Errorf("PlacesBound %v, want %v", e.PlacesBound, tc.bound)
+			}
+			S := time.Duration(tc.held * float64(dt) / done)
+			want := 10000 * S.Seconds() // λS
+			if tc.bound {
+				want = 10000 * (wait + S).Seconds() // λ(W+S)
+			}
+			if math.Abs(e.Demand-want) > 1e-6 {
+				t.Errorf("demand %.3f, want %.3f", e.Demand, want)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -336,10 +337,14 @@ type Loop struct {
 	heldFree    []int32
 	heldBlocked []int32
 	unblocked   atomic.Bool // Unblock was called: the processors have room again
-	draining    bool
-	forced      bool
-	counters    *stages.StageCounters
-	readLimit   int
+	// spill holds what send found no room for in the queue (see send).
+	spillMu   sync.Mutex
+	spill     []msg
+	spilled   atomic.Int32 // len(spill)
+	draining  bool
+	forced    bool
+	counters  *stages.StageCounters
+	readLimit int
 
 	// Memory kept for reuse, each bounded, and each giving back what a
 	// whole decayInterval did not use (stash).
@@ -492,16 +497,26 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 func (l *Loop) Open() int { return int(l.open.Load()) }
 
 // QueueDepth and QueueCap describe the loop's hand-off queue.
-func (l *Loop) QueueDepth() int { return l.in.Len() }
+func (l *Loop) QueueDepth() int { return l.in.Len() + int(l.spilled.Load()) }
 func (l *Loop) QueueCap() int   { return l.in.Cap() }
 
+// send queues m for the loop, and never waits: what finds the queue full
+// goes to the spill list, which drainQueue takes after the queue. The
+// loop sends to itself (a response it wrote itself, or a 503 whose writer
+// finished first, is let go on the loop's goroutine, and its Return comes
+// here), and a loop waiting for room in its own queue waits forever: with
+// queues smaller than the connections, 200 connections wedged a loop of
+// --queue 32, and with it the writer and listener waiting on it. The
+// spill holds at most a message or two per connection the loop owns (a
+// Return, a Resume); new connections wait for room instead (Adopt). While
+// anything is spilled, everything spills, so a sender's messages keep
+// their order.
 func (l *Loop) send(m msg) {
-	for !l.in.Push(m) {
-		// The queue is sized for the connections a loop holds; a full one
-		// means the loop is behind, and the sender waits for it rather
-		// than drop a connection it owns.
-		l.core.Wake()
-		time.Sleep(50 * time.Microsecond)
+	if l.spilled.Load() > 0 || !l.in.Push(m) {
+		l.spillMu.Lock()
+		l.spill = append(l.spill, m)
+		l.spilled.Add(1)
+		l.spillMu.Unlock()
 	}
 	if l.counters != nil {
 		l.counters.Enqueued.Add(1)
@@ -515,6 +530,13 @@ func (l *Loop) send(m msg) {
 func (l *Loop) Adopt(c *stages.Conn) bool {
 	if !l.reserve() {
 		return false
+	}
+	// The listener waits for room, not on this loop's goroutine: a loop
+	// this far behind is given new connections no faster than it takes
+	// them.
+	for l.in.Len() >= l.in.Cap() {
+		l.core.Wake()
+		time.Sleep(50 * time.Microsecond)
 	}
 	l.send(msg{c: c, op: opAdopt})
 	return true
@@ -607,11 +629,37 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	return timeout, false
 }
 
+// next takes the next message: from the queue, then what send spilled
+// (which is younger than all the queue holds).
+func (l *Loop) next() (msg, bool) {
+	if m, ok := l.in.Pop(); ok || l.spilled.Load() == 0 {
+		return m, ok
+	}
+	return l.unspill()
+}
+
+// unspill takes the oldest message send spilled.
+func (l *Loop) unspill() (msg, bool) {
+	l.spillMu.Lock()
+	defer l.spillMu.Unlock()
+	if len(l.spill) == 0 {
+		return msg{}, false
+	}
+	m := l.spill[0]
+	l.spill[0] = msg{}
+	l.spill = l.spill[1:]
+	if len(l.spill) == 0 {
+		l.spill = nil // a burst's list is not kept
+	}
+	l.spilled.Add(-1)
+	return m, true
+}
+
 // pending is the re-check after the loop announced sleep: a hand-off
 // pushed, or an Unblock, since the turn looked found the loop running and
 // wrote no eventfd.
 func (l *Loop) pending() bool {
-	return l.in.Len() > 0 || l.unblocked.Load() || l.sweepReq.Load() || (l.drainReq.Load() && !l.draining)
+	return l.in.Len() > 0 || l.spilled.Load() > 0 || l.unblocked.Load() || l.sweepReq.Load() || (l.drainReq.Load() && !l.draining)
 }
 
 // event handles a readiness event for a connection, unless the connection
@@ -629,7 +677,7 @@ func (l *Loop) event(ev poll.Event) {
 func (l *Loop) drainQueue(budget int) int {
 	n := 0
 	for ; n < budget; n++ {
-		m, ok := l.in.Pop()
+		m, ok := l.next()
 		if !ok {
 			break
 		}

@@ -423,6 +423,7 @@ func estimateAttrs(d control.Decision, ps control.PoolSample) []any {
 		slog.Int("busy", ps.Busy),
 		slog.Int("queued", ps.Queued),
 		slog.Float64("demand", round1(d.Demand)),
+		slog.Bool("places_bound", d.PlacesBound),
 		slog.Int("target", d.Target),
 		slog.Int("ceiling", d.Ceiling),
 	}

@@ -133,6 +133,54 @@ func TestClassQueueAdmit(t *testing.T) {
 	}
 }
 
+// With admission on, a full ring refuses whatever the limit says, even a
+// ring seen emptying: the request would otherwise wait in its reader, and
+// its connection's later ones in the socket, where no limit counts them.
+// With admission off (limit -1), a full ring is the reader's to wait on.
+func TestClassQueueAdmitFull(t *testing.T) {
+	const capacity = 4
+	for _, tc := range []struct {
+		name    string
+		limit   int64
+		queued  int
+		emptied bool // seen empty a moment ago
+		want    bool
+	}{
+		{"a limit above the ring, one place left", 100, capacity - 1, false, true},
+		{"a limit above the ring, full", 100, capacity, false, false},
+		{"a limit above the ring, full, seen emptying", 100, capacity, true, false},
+		{"under the limit's own bound, seen emptying", 2, 3, true, true},
+		{"admission off, full", -1, capacity, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := NewClassQueue(capacity, nil)
+			if q.Cap() != capacity {
+				t.Fatalf("a ring of %d for capacity %d: the table assumes it exact", q.Cap(), capacity)
+			}
+			q.SetWaitTarget(time.Second)
+			now := time.Now()
+			if tc.emptied {
+				q.Push(classReq(0, 0))
+				r, _ := q.Pop()
+				q.Finished(r, 0, time.Millisecond, now)
+			}
+			for i := range tc.queued {
+				if !q.Push(classReq(0, uint64(i+1))) {
+					t.Fatalf("push %d of %d failed", i, tc.queued)
+				}
+			}
+			q.SetLimit(0, tc.limit, 3)
+			ok, ra := q.Admit(0, now)
+			if ok != tc.want {
+				t.Errorf("admitted %v with %d of %d queued, limit %d; want %v", ok, tc.queued, capacity, tc.limit, tc.want)
+			}
+			if !ok && ra != 3 {
+				t.Errorf("Retry-After %d, want 3", ra)
+			}
+		})
+	}
+}
+
 // Finished counts each popped request once, with its wait and run time;
 // Held is what was popped and not finished.
 func TestClassQueueCounts(t *testing.T) {
@@ -235,27 +283,46 @@ func TestClassQueueStartLimit(t *testing.T) {
 
 // Beyond its limit a class is admitted while its queue is seen emptying
 // (its requests leave fast: a burst of them is not refused), not while it
-// stands.
+// stands, not without a wait target, and never at a limit of 0: the
+// controller sets 0 when the writers alone are behind by the target, and
+// a processor queue that drains fast does not drain them.
 func TestClassQueueAdmitWhileEmptying(t *testing.T) {
-	q := NewClassQueue(16, nil)
-	q.SetWaitTarget(time.Second)
-	q.SetLimit(0, 1, 1)
-	now := time.Now()
-	q.Push(classReq(0, 1))
-	if ok, _ := q.Admit(0, now); ok {
-		t.Fatal("admitted beyond the limit by a queue never seen empty")
-	}
-	r, _ := q.Pop()
-	q.Finished(r, 0, time.Millisecond, now) // the queue is empty as it finishes
-	q.Push(classReq(0, 2))
-	if ok, _ := q.Admit(0, now.Add(100*time.Millisecond)); !ok {
-		t.Error("refused though the queue emptied 100 ms ago (target 1 s)")
-	}
-	if ok, _ := q.Admit(0, now.Add(600*time.Millisecond)); ok {
-		t.Error("admitted beyond the limit though the queue last emptied 600 ms ago")
-	}
-	q.SetWaitTarget(0)
-	if ok, _ := q.Admit(0, now.Add(100*time.Millisecond)); ok {
-		t.Error("admitted beyond the limit with no wait target")
+	for _, tc := range []struct {
+		name    string
+		target  time.Duration
+		limit   int64
+		emptied bool          // the queue was seen empty as a request finished, at base
+		at      time.Duration // Admit's time after base
+		want    bool
+	}{
+		{"never seen empty", time.Second, 1, false, 0, false},
+		{"emptied within half the target", time.Second, 1, true, 100 * time.Millisecond, true},
+		{"emptied longer ago than half the target", time.Second, 1, true, 600 * time.Millisecond, false},
+		{"no wait target", 0, 1, true, 100 * time.Millisecond, false},
+		{"limit 0: the writers are behind", time.Second, 0, true, 100 * time.Millisecond, false},
+		{"limit 0, emptied a moment ago", time.Second, 0, true, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := NewClassQueue(16, nil)
+			q.SetWaitTarget(tc.target)
+			base := time.Now()
+			if tc.emptied {
+				q.Push(classReq(0, 1))
+				r, _ := q.Pop()
+				q.Finished(r, 0, time.Millisecond, base) // the queue is empty as it finishes
+			}
+			q.Push(classReq(0, 2)) // one waits: at or beyond either limit
+			q.SetLimit(0, tc.limit, 1)
+			ok, ra := q.Admit(0, base.Add(tc.at))
+			if ok != tc.want {
+				t.Errorf("admitted %v, want %v", ok, tc.want)
+			}
+			if !ok && ra != 1 {
+				t.Errorf("refused with Retry-After %d, want 1", ra)
+			}
+			if got, want := q.Counts(0).Shed, uint64(map[bool]int{true: 0, false: 1}[tc.want]); got != want {
+				t.Errorf("%d counted as shed, want %d", got, want)
+			}
+		})
 	}
 }

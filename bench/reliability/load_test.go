@@ -137,58 +137,77 @@ func (v *validTraffic) finish(t *testing.T) {
 
 // TestOverload: many more blocking requests than processors, and more
 // connections than the hand-off queues hold. Nothing may be dropped: every
-// request is answered, in turn, and /hello (which queues behind the
-// sleepers) within a generous bound.
+// request is answered, and /hello (which queues behind the sleepers)
+// within a generous bound. With admission control off, the queues push
+// back: a full class queue stops the reader reading the connection, and
+// every request is served in turn. With it on (the default), a full class
+// queue refuses: what finds it full is answered with 503 and a
+// Retry-After, and those 503s come from the reader loop, which must not
+// wedge on the connections it gives back to itself (the hang that
+// reverted 0ce8393 until the reader's send stopped waiting on itself).
 func TestOverload(t *testing.T) {
 	const (
 		clients = 200
 		sleep   = 20 * time.Millisecond
 		hold    = 5 * time.Second
 	)
-	s := startServer(t, "--queue", "32")
-	tr := s.beginTrial(t, 10*time.Second)
-	var res outcomes
-	var served atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	conns := dialMany(t, s.addr, clients)
-	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			br := bufio.NewReader(c)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				resp, body, err := roundTrip(c, br, "GET /sleep?ms="+strconv.Itoa(int(sleep/time.Millisecond))+" HTTP/1.1\r\nHost: over\r\n\r\n")
-				switch {
-				case err != nil:
-					res.add("error: " + errKind(err))
-					return
-				case resp.StatusCode != 200 || string(body) != "OK\n":
-					res.add(fmt.Sprintf("status %d", resp.StatusCode))
-				default:
-					served.Add(1)
-				}
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		shed  bool // 503 with a Retry-After is an answer
+	}{
+		{"admission off: back-pressure", []string{"--queue", "32", "--queue-wait-target", "0"}, false},
+		{"admission on: a full queue refuses", []string{"--queue", "32"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, tc.flags...)
+			tr := s.beginTrial(t, 10*time.Second)
+			var res outcomes
+			var served, shed atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			conns := dialMany(t, s.addr, clients)
+			for _, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					br := bufio.NewReader(c)
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						c.SetDeadline(time.Now().Add(30 * time.Second))
+						resp, body, err := roundTrip(c, br, "GET /sleep?ms="+strconv.Itoa(int(sleep/time.Millisecond))+" HTTP/1.1\r\nHost: over\r\n\r\n")
+						switch {
+						case err != nil:
+							res.add("error: " + errKind(err))
+							return
+						case tc.shed && resp.StatusCode == 503 && resp.Header.Get("Retry-After") != "":
+							shed.Add(1)
+						case resp.StatusCode != 200 || string(body) != "OK\n":
+							res.add(fmt.Sprintf("status %d", resp.StatusCode))
+						default:
+							served.Add(1)
+						}
+					}
+				}()
 			}
-		}()
+			time.Sleep(hold)
+			close(stop)
+			wg.Wait() // every request in flight is answered
+			t.Logf("%d clients, /sleep?ms=%d, 8 processors, queues of 32: %d requests served in %v (%.0f/s), %d refused with 503%s",
+				clients, sleep/time.Millisecond, served.Load(), hold, float64(served.Load())/hold.Seconds(), shed.Load(), nonEmpty("; failures: ", res.String()))
+			if res.String() != "" {
+				t.Errorf("requests not answered: %s", res.String())
+			}
+			if served.Load() < clients {
+				t.Errorf("only %d requests served for %d clients", served.Load(), clients)
+			}
+			tr.end(func() { closeAll(conns) })
+		})
 	}
-	time.Sleep(hold)
-	close(stop)
-	wg.Wait() // every request in flight is answered
-	t.Logf("%d clients, /sleep?ms=%d, 8 processors, queues of 32: %d requests served in %v (%.0f/s)%s",
-		clients, sleep/time.Millisecond, served.Load(), hold, float64(served.Load())/hold.Seconds(), nonEmpty("; failures: ", res.String()))
-	if res.String() != "" {
-		t.Errorf("requests not answered: %s", res.String())
-	}
-	if served.Load() < clients {
-		t.Errorf("only %d requests served for %d clients", served.Load(), clients)
-	}
-	tr.end(func() { closeAll(conns) })
 }
 
 func nonEmpty(prefix, s string) string {
