@@ -4,11 +4,9 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -37,30 +35,10 @@ func startMsgRDMAServer(t *testing.T, d msg.Dispatcher) (string, func() deliver.
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", MsgDispatcher: d,
-		MsgRDMA: msgrdma.New(rmod.Engine()).Stages(), Modules: []runtime.Module{rmod.Module()},
-		Handler: runtime.Builtin(nil), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		rmod.Close()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		// After Serve: the writer loops whose CQs the module owns have
-		// stopped.
-		if err := rmod.Close(); err != nil {
-			t.Errorf("rdma Close: %v", err)
-		}
-	})
+	// rmod closes after Serve: the writer loops whose CQs it owns have
+	// stopped by then.
+	s := serveForTest(t, runtime.Config{MsgDispatcher: d,
+		MsgRDMA: msgrdma.New(rmod.Engine()).Stages(), Modules: []runtime.Module{rmod.Module()}}, rmod.Close)
 	return "msg://" + s.MsgAddr().String(), rmod.Stats
 }
 

@@ -22,9 +22,23 @@ import (
 // 127.0.0.1 port, answering with d, and returns the msg:// target.
 func startMsgServer(t *testing.T, d msg.Dispatcher) string {
 	t.Helper()
-	s, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0",
-		MsgDispatcher: d, Handler: runtime.Builtin(nil), Logger: slog.New(slog.DiscardHandler)})
+	s := serveForTest(t, runtime.Config{MsgDispatcher: d}, nil)
+	return "msg://" + s.MsgAddr().String()
+}
+
+// serveForTest runs a real runtime.Server on 127.0.0.1 ports (HTTP and the
+// messenger) with cfg, the built-in handler and no log, until the test
+// ends; then it shuts the server down and, once Serve has returned, runs
+// after (nil: nothing).
+func serveForTest(t *testing.T, cfg runtime.Config, after func() error) *runtime.Server {
+	t.Helper()
+	cfg.Addr, cfg.MsgAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Handler, cfg.Logger = runtime.Builtin(nil), slog.New(slog.DiscardHandler)
+	s, err := runtime.New(cfg)
 	if err != nil {
+		if after != nil {
+			after()
+		}
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -38,8 +52,13 @@ func startMsgServer(t *testing.T, d msg.Dispatcher) string {
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		if after != nil {
+			if err := after(); err != nil {
+				t.Errorf("after Serve: %v", err)
+			}
+		}
 	})
-	return "msg://" + s.MsgAddr().String()
+	return s
 }
 
 // countingEcho is msg.Echo that counts the requests it answers.
