@@ -35,7 +35,7 @@ func attachEngine(e *deliver.Engine) Module {
 }
 
 // The echo by RDMA over the real pipeline, in both modes, from 0 B to
-// 8 MiB: the reply's payload is written into (server-writes) or read from
+// 64 MiB (the payload limit): the reply's payload is written into (server-writes) or read from
 // (client-reads) registered memory through the writer loops' engine,
 // byte-exact, every exposure is confirmed by the client's completion
 // frames (which the reader parses and a processor hands to the engine),
@@ -57,7 +57,7 @@ func TestMsgEchoByRDMA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	into, err := ep.NewBuffer(8 << 20)
+	into, err := ep.NewBuffer(64 << 20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestMsgEchoByRDMA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sizes := []int{0, 1, 13, 4096, 65536 + 7, 1<<20 + 3, 8 << 20}
+	sizes := []int{0, 1, 13, 4096, 65536 + 7, 1<<20 + 3, 8 << 20, 64 << 20}
 	for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
 		for _, n := range sizes {
 			t.Run(fmt.Sprintf("%s/%d", mode, n), func(t *testing.T) {

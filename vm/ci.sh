@@ -47,8 +47,8 @@ step "host: go vet -tags verbs (rdma/verbs, rdma/rdmatool)" \
   go vet -tags verbs ./rdma/verbs ./rdma/rdmatool
 step "host: go test -tags verbs (device tests skip without RDMA)" \
   go test -count=1 -tags verbs ./rdma/verbs ./rdma/rdmatool
-step "build: verbs, deliver, msgrdma and rdmahttp test binaries and quartet with -tags verbs" \
-  bash -c "go test -c -tags verbs -o '$BUILD/verbs.test' ./rdma/verbs && go test -c -tags verbs -o '$BUILD/deliver.test' ./rdma/deliver && go test -c -tags verbs -o '$BUILD/msgrdma.test' ./protocol/msg/msgrdma && go test -c -tags verbs -o '$BUILD/rdmahttp.test' ./rdmahttp && go build -tags verbs -o '$BUILD/quartet' ./cmd/quartet" || finish
+step "build: verbs, deliver, msgrdma, runtime and rdmahttp test binaries and quartet with -tags verbs" \
+  bash -c "go test -c -tags verbs -o '$BUILD/verbs.test' ./rdma/verbs && go test -c -tags verbs -o '$BUILD/deliver.test' ./rdma/deliver && go test -c -tags verbs -o '$BUILD/msgrdma.test' ./protocol/msg/msgrdma && go test -c -tags verbs -o '$BUILD/runtime.test' ./runtime && go test -c -tags verbs -o '$BUILD/rdmahttp.test' ./rdmahttp && go build -tags verbs -o '$BUILD/quartet' ./cmd/quartet" || finish
 # The soft provider's wire interop with the kernel's siw (rdma/interop,
 # owned by the rdma engineer) runs in the same boot when it exists.
 if [ -d rdma/interop ]; then

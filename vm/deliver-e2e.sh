@@ -6,7 +6,8 @@
 # sharing an endpoint, lost operations asked again or falling back to
 # TCP, fallbacks) on siw0 and rxe0 through the verbs provider, from the
 # test binaries vm/ci.sh built into DIR (deliver.test, msgrdma.test, with
-# -tags verbs). Afterwards the kernel's RDMA resource counts (rdma
+# -tags verbs), and the messenger by RDMA through the stages (runtime.test,
+# TestMsgEchoByRDMA). Afterwards the kernel's RDMA resource counts (rdma
 # resource show) must be back where they started: every PD, CQ, QP,
 # cm_id and MR the engines and endpoints made was released.
 # QVM_BENCH=1 also runs BenchmarkReplies (sparse signalling against
@@ -32,6 +33,20 @@ for dev in siw rxe; do
     fi
     grep -E 'exposures confirmed by|completions \(' $log | sed 's/^ */    /' | head -4
   done
+  # The messenger's replies by RDMA through the real stages (a
+  # runtime.Server with the engine on its writer loops): echo byte-exact
+  # from 0 B to 64 MiB in both modes, and many in flight on one
+  # connection, each behind its own completion.
+  if [ -x "$D/runtime.test" ]; then
+    t "the messenger by RDMA through the stages on ${dev}0 ($A)"
+    log=/tmp/runtime-$dev.log
+    if QUARTET_RDMA_TEST_PROVIDER=verbs QUARTET_RDMA_TEST_ADDR=$A "$D/runtime.test" -test.run '^TestMsgEchoByRDMA$' -test.timeout 900s -test.v > $log 2>&1; then
+      echo "--- PASS ${dev}0 runtime TestMsgEchoByRDMA: $(grep -c -- '--- PASS' $log) passed"
+    else
+      echo "--- FAIL ${dev}0 runtime TestMsgEchoByRDMA:"; grep -E '^(---|    |panic|FAIL)' $log | grep -v -- '--- PASS' | head -40
+      fail=$((fail+1))
+    fi
+  fi
   if [ -n "$QVM_BENCH" ]; then
     t "BenchmarkReplies on ${dev}0"
     for i in 1 2 3; do
