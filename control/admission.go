@@ -99,7 +99,11 @@ func (a *Admission) Target() time.Duration { return a.target }
 // downstream is how long a response now waits after its handler, in the
 // writers' queues: a request admitted now waits that long too, on top of
 // its queue wait, so the queue may hold only what the rest of the target
-// drains, and nothing once the writers alone are behind by the target.
+// drains, and one request once the writers alone are behind by the
+// target: a request that finds its class's queue empty waits behind no
+// other, and a few large transfers that keep the writers busy with
+// nothing queued are not overload (a limit of 0 refused every request of
+// a lightly loaded server while one writer loop moved 16 MiB by RDMA).
 // The writers fall behind when handlers that compute take the CPU from
 // the loops: with 8,000 requests in flight, 11,000 responses once waited
 // seconds to be written behind a processor queue that looked short.
@@ -139,7 +143,7 @@ func (a *Admission) Limits(classes []ClassSample, size, places int, unknown int6
 			left := a.target - downstream
 			l.Queue = max(1, int64(left.Seconds()*l.Capacity))
 			if left <= 0 {
-				l.Queue = 0
+				l.Queue = 1
 			}
 			drain := time.Duration(float64(c.Queued)/l.Capacity*float64(time.Second)) + downstream
 			l.RetryAfter = int64(math.Ceil(min(max(drain, a.target), MaxRetryAfter).Seconds()))
