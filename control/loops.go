@@ -36,6 +36,15 @@ type LoopConfig struct {
 	// connections move to a new loop over a few periods and the busy
 	// fractions are measured anew.
 	Settle time.Duration
+	// MaxShrinkAfter bounds how far ShrinkAfter backs off (60 s). A loop
+	// removed only to be added again within twice the wait was a flap:
+	// the busy fractions of n loops do not add up to what one loop
+	// fewer would show (each turn of a busier loop batches more, and on
+	// full CPUs a turn's wall time includes waiting for one), so the
+	// same work can read as quiet at n and busy at n−1. Each flap
+	// doubles the wait before the next removal; a removal that holds
+	// for twice the wait halves it again.
+	MaxShrinkAfter time.Duration
 }
 
 // Why a stage is grown even when the CPUs are full: a loop is a serial
@@ -62,6 +71,10 @@ func (c LoopConfig) withDefaults() LoopConfig {
 	if c.Settle <= 0 {
 		c.Settle = time.Second
 	}
+	if c.MaxShrinkAfter <= 0 {
+		c.MaxShrinkAfter = time.Minute
+	}
+	c.MaxShrinkAfter = max(c.MaxShrinkAfter, c.ShrinkAfter)
 	return c
 }
 
@@ -91,13 +104,23 @@ type Loops struct {
 	cfg   LoopConfig
 	since time.Duration // since the last change
 	quiet time.Duration // how long the work has been low enough to lose a loop
+	// wait is how long the work must stay low before a removal: at
+	// least ShrinkAfter, doubled by each flap (MaxShrinkAfter).
+	wait time.Duration
+	// shrank: the last change was a removal, not yet judged a flap or
+	// not.
+	shrank bool
 }
 
 // NewLoops returns a loop-count controller.
 func NewLoops(cfg LoopConfig) *Loops {
 	cfg = cfg.withDefaults()
-	return &Loops{cfg: cfg, since: cfg.Settle}
+	return &Loops{cfg: cfg, since: cfg.Settle, wait: cfg.ShrinkAfter}
 }
+
+// ShrinkWait is how long the work must now stay low before a loop is
+// removed (LoopConfig.MaxShrinkAfter).
+func (c *Loops) ShrinkWait() time.Duration { return c.wait }
 
 // Config returns the controller's configuration, defaults filled in.
 func (c *Loops) Config() LoopConfig { return c.cfg }
@@ -120,6 +143,10 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 	}
 	d.Load = d.Work / float64(len(s.Busy))
 	settled := c.since >= c.cfg.Settle
+	if c.shrank && c.since >= 2*c.wait {
+		// The removal held: the work really had gone.
+		c.shrank, c.wait = false, max(c.wait/2, c.cfg.ShrinkAfter)
+	}
 	switch {
 	case d.Load > c.cfg.GrowAbove:
 		c.quiet = 0
@@ -132,14 +159,18 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 		want := int(math.Ceil(d.Work / c.cfg.Aim))
 		d.Size = min(max(want, s.Size+1), 2*s.Size, hi)
 		d.Cause = CauseBusy
+		if c.shrank { // a flap: wait longer before the next removal
+			c.shrank, c.wait = false, min(2*c.wait, c.cfg.MaxShrinkAfter)
+		}
 		c.changed()
 	case s.Size > lo && d.Work/float64(s.Size-1) < c.cfg.ShrinkBelow:
 		c.quiet += s.Elapsed
-		if c.quiet < c.cfg.ShrinkAfter || !settled {
+		if c.quiet < c.wait || !settled {
 			return d
 		}
 		d.Size, d.Cause = s.Size-1, CauseQuiet // one at a time: each one's connections move
 		c.changed()
+		c.shrank = true
 	default:
 		c.quiet = 0
 	}

@@ -66,6 +66,54 @@ func TestLoopsDecide(t *testing.T) {
 	}
 }
 
+// flapWork is a stage whose work reads as quiet at two loops and busy at
+// one: work spread over two loops reads 0.3 in all, one loop doing it
+// reads 0.9 (batching and CPU waits make busy fractions not add up).
+func flapWork(n int) float64 {
+	if n >= 2 {
+		return 0.3
+	}
+	return 0.9
+}
+
+// A loop removed only to be added again is a flap: each one doubles the
+// wait before the next removal, up to MaxShrinkAfter, and a removal that
+// holds halves it again.
+func TestLoopsBackOffFromFlapping(t *testing.T) {
+	const dt = 100 * time.Millisecond
+	tests := []struct {
+		name     string
+		periods  int
+		work     func(n int) float64
+		maxFlaps int           // removals at most over the run
+		wait     time.Duration // ShrinkWait at the end
+	}{
+		// 120 s: without the back-off a removal every ~4 s (30 of them).
+		{"flapping backs off", 1200, flapWork, 5, time.Minute},
+		// Quiet for good after the flaps: the wait comes back down.
+		{"a removal that holds", 1200, func(n int) float64 { return 0.1 }, 1, 3 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewLoops(LoopConfig{})
+			n, removals := 2, 0
+			for range tt.periods {
+				d := c.Decide(loopStage(n, tt.work(n), dt), 1, 2)
+				if d.Size < n {
+					removals++
+				}
+				n = d.Size
+			}
+			if removals > tt.maxFlaps {
+				t.Errorf("%d removals in %v, want at most %d", removals, time.Duration(tt.periods)*dt, tt.maxFlaps)
+			}
+			if got := c.ShrinkWait(); got != tt.wait {
+				t.Errorf("shrink wait %v at the end, want %v", got, tt.wait)
+			}
+		})
+	}
+}
+
 // The mean and the work are reported whatever the decision.
 func TestLoopsDecideReportsLoad(t *testing.T) {
 	c := NewLoops(LoopConfig{})
