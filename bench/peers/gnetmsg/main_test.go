@@ -89,12 +89,7 @@ func TestEcho(t *testing.T) {
 	addr := start(t, msg.Limits{MaxPayload: 2 << 20})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dial(t, addr)
 			from := 0
 			for _, to := range append(tt.cuts, len(tt.in)) {
 				if _, err := c.Write(tt.in[from:to]); err != nil {
@@ -138,12 +133,7 @@ func TestFrameErrors(t *testing.T) {
 	addr := start(t, msg.Limits{MaxPayload: 1024})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dial(t, addr)
 			if _, err := c.Write(tt.in); err != nil {
 				t.Fatal(err)
 			}
@@ -167,4 +157,17 @@ func TestFrameErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dial connects to the peer, closed at the test's end, with a deadline so
+// that a missing answer fails rather than hangs.
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
 }
