@@ -41,6 +41,11 @@ type loop struct {
 	closing  bool
 	entering int
 	cqClosed bool
+	// ending counts exposures revoke has taken out of their channel and
+	// not yet released and reported (Done): settle and close wait for
+	// them, so that a detach returns with every Done heard and every key
+	// and registration gone.
+	ending int
 }
 
 func newLoop(e *Engine, idx int, cq rdma.CQ) *loop {
@@ -758,12 +763,18 @@ func (lp *loop) revoke(x *exposure, why error, outcome *atomic.Int64) bool {
 	live := x.ch.exps[x.op] == x
 	if live {
 		delete(x.ch.exps, x.op)
+		lp.ending++
 	}
 	timer := x.timer
 	lp.mu.Unlock()
 	if !live {
 		return false
 	}
+	defer func() {
+		lp.mu.Lock()
+		lp.ending--
+		lp.mu.Unlock()
+	}()
 	if timer != nil {
 		timer.Stop()
 	}
@@ -914,12 +925,13 @@ func (lp *loop) settle(deadline time.Time) {
 }
 
 // pending returns the live channels and whether any of them has work
-// that has not ended: a unit not retired, an exposure not confirmed.
+// that has not ended: a unit not retired, an exposure not confirmed or
+// one still being released.
 func (lp *loop) pending() ([]*channel, bool) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	var chans []*channel
-	busy := false
+	busy := lp.ending > 0
 	for _, ch := range lp.byID {
 		if ch.dead {
 			continue // its units are failed by the flush or at its QP's destruction
@@ -996,7 +1008,7 @@ func (lp *loop) close() error {
 		}
 		lp.drain() // what the kills flushed: their channels are gone, so it is dropped
 		lp.mu.Lock()
-		inUse, closing := lp.entering, 0
+		inUse, closing := lp.entering+lp.ending, 0
 		for _, ch := range lp.byID {
 			if ch.users > 0 || !ch.closed {
 				inUse++
