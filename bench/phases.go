@@ -48,22 +48,44 @@ type PhaseSample struct {
 	Server map[string]float64 `json:"server,omitempty"`
 }
 
-// PhaseResult is a whole phase run.
-type PhaseResult struct {
-	Spec       *Spec          `json:"spec"`
-	Started    time.Time      `json:"started"`
-	Host       Host           `json:"host"`
-	Target     string         `json:"target"`
-	MetricsURL string         `json:"metrics_url,omitempty"`
-	Used       *ServerParams  `json:"used,omitempty"`
-	Phases     []PhaseOutcome `json:"phases"`
-	Samples    []PhaseSample  `json:"samples"`
-	Series     []SeriesInfo   `json:"series"`
+// PhaseTrace is one server's way through a phase run's phases, on a time
+// line of its own: the spec's own stages, or one of its against
+// configurations.
+type PhaseTrace struct {
+	// Label names the run's stage configuration ("self-sizing", "static
+	// R1 P8 W1"); Stages is what was asked for (zero: the server's
+	// default, its controllers sizing the stage).
+	Label  string       `json:"label"`
+	Stages ServerParams `json:"stages"`
+	// Started is when the run began; its phases' and samples' times count
+	// from it.
+	Started    time.Time     `json:"started"`
+	Target     string        `json:"target"`
+	MetricsURL string        `json:"metrics_url,omitempty"`
+	Used       *ServerParams `json:"used,omitempty"`
+	// Sizing is what the server's metrics said of each stage's size over
+	// the run (empty when they were not read).
+	Sizing  []StageSizing  `json:"sizing,omitempty"`
+	Phases  []PhaseOutcome `json:"phases"`
+	Samples []PhaseSample  `json:"samples"`
+	Series  []SeriesInfo   `json:"series"`
 	// ScrapeErrors counts failed reads of the metrics endpoint;
 	// ScrapeError is the last failure.
-	ScrapeErrors int      `json:"scrape_errors"`
-	ScrapeError  string   `json:"scrape_error,omitempty"`
-	Warnings     []string `json:"warnings,omitempty"`
+	ScrapeErrors int    `json:"scrape_errors"`
+	ScrapeError  string `json:"scrape_error,omitempty"`
+}
+
+// PhaseResult is a whole phase run: the run with the spec's own stages
+// (the embedded trace) and, with against configurations, one more run per
+// configuration and the per-phase comparison of the first with the best of
+// the others.
+type PhaseResult struct {
+	Spec *Spec `json:"spec"`
+	Host Host  `json:"host"`
+	PhaseTrace
+	Against    []PhaseTrace      `json:"against,omitempty"`
+	Comparison []PhaseComparison `json:"comparison,omitempty"`
+	Warnings   []string          `json:"warnings,omitempty"`
 }
 
 // PhaseRun runs spec's phases one after another against one server,
@@ -71,6 +93,11 @@ type PhaseResult struct {
 // interval, and the server's metrics read from its Prometheus endpoint at
 // each interval's end. A server started by the tool gets its exporter
 // switched on; a url server needs spec.MetricsURL for the server side.
+//
+// With spec.Against, the same phases then run once more per listed
+// configuration, each against a server started afresh with its stages
+// pinned, and the result compares the first run with the best of those
+// phase by phase (see PhaseComparison).
 func PhaseRun(ctx context.Context, spec *Spec, env SweepEnv) (*PhaseResult, error) {
 	log := env.Log
 	if log == nil {
@@ -86,18 +113,62 @@ func PhaseRun(ctx context.Context, spec *Spec, env SweepEnv) (*PhaseResult, erro
 	if _, err := RaiseFDLimit(uint64(2*most) + 64); err != nil {
 		return nil, err
 	}
-	params := spec.Stages
+	res := &PhaseResult{Spec: spec, Host: HostInfo(ctx)}
+	fmt.Fprintf(log, "host: %s\n", res.Host)
+	warn := func(w string) {
+		if !slices.Contains(res.Warnings, w) {
+			res.Warnings = append(res.Warnings, w)
+			fmt.Fprintf(log, "warning: %s\n", w)
+		}
+	}
+	runs := spec.phaseRuns()
+	for i, params := range runs {
+		label := stagesLabel(params)
+		if len(runs) > 1 {
+			fmt.Fprintf(log, "run %d/%d: %s, a server of its own\n", i+1, len(runs), label)
+		}
+		tr, err := runPhases(ctx, spec, env, params, log, warn)
+		if tr != nil {
+			tr.Label = label
+			if i == 0 {
+				res.PhaseTrace = *tr
+			} else {
+				res.Against = append(res.Against, *tr)
+				if st, known := tr.static(); known && !st {
+					warn(fmt.Sprintf("%s: the server's metrics show a stage resized or under a controller: not a static configuration", label))
+				} else if !known {
+					warn(fmt.Sprintf("%s: the server's metrics did not show every stage's size: not confirmed static", label))
+				}
+			}
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			if i == 0 && tr == nil {
+				return nil, err
+			}
+			res.compare()
+			return res, err
+		}
+	}
+	res.compare()
+	return res, nil
+}
+
+// runPhases runs spec's phases once against a server started with params
+// (or the spec's url).
+func runPhases(ctx context.Context, spec *Spec, env SweepEnv, params ServerParams, log io.Writer, warn func(string)) (*PhaseTrace, error) {
+	asked := params
 	params.Metrics = true
 	srv, target, err := startTarget(ctx, spec, env, params)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close()
-	res := &PhaseResult{Spec: spec, Host: HostInfo(ctx), Target: target}
-	fmt.Fprintf(log, "host: %s\n", res.Host)
+	res := &PhaseTrace{Stages: asked, Target: target}
 	if w := sharedCPUWarning(srv); w != "" {
-		res.Warnings = append(res.Warnings, w)
-		fmt.Fprintf(log, "warning: %s\n", w)
+		warn(w)
 	}
 	if p, ok := serverParams(srv); ok {
 		res.Used = &p
@@ -108,9 +179,7 @@ func PhaseRun(ctx context.Context, spec *Spec, env SweepEnv) (*PhaseResult, erro
 	}
 	var sc *scraper
 	if res.MetricsURL == "" {
-		w := "no metrics URL (set metrics_url for a url server): the server side is not sampled"
-		res.Warnings = append(res.Warnings, w)
-		fmt.Fprintf(log, "warning: %s\n", w)
+		warn("no metrics URL (set metrics_url for a url server): the server side is not sampled")
 	} else if sc, err = newScraper(res.MetricsURL, spec.MetricsMatch, max(spec.Sample, scrapeTimeout)); err != nil {
 		return nil, err
 	}
@@ -176,6 +245,7 @@ func PhaseRun(ctx context.Context, spec *Spec, env SweepEnv) (*PhaseResult, erro
 	stopScraping()
 	scraping.Wait()
 	res.assemble(client, scrapes, sc, base, spec.Sample)
+	res.Sizing = stageSizing(res.Samples)
 	return res, ctx.Err()
 }
 
@@ -335,7 +405,7 @@ func stageSizes(sc scrape) string {
 
 // assemble joins the client's intervals and the server's scrapes into
 // samples, one per interval from the first to the last.
-func (r *PhaseResult) assemble(client map[int64]*IntervalSample, scrapes *scrapeLog, sc *scraper, base time.Time, every time.Duration) {
+func (r *PhaseTrace) assemble(client map[int64]*IntervalSample, scrapes *scrapeLog, sc *scraper, base time.Time, every time.Duration) {
 	var idxs []int64
 	for idx := range client {
 		idxs = append(idxs, idx)
@@ -386,7 +456,7 @@ func (r *PhaseResult) assemble(client map[int64]*IntervalSample, scrapes *scrape
 }
 
 // phaseAt names the phase that overlaps [from, to) the most.
-func (r *PhaseResult) phaseAt(from, to float64) string {
+func (r *PhaseTrace) phaseAt(from, to float64) string {
 	best, most := "", 0.0
 	for _, p := range r.Phases {
 		if o := min(to, p.End) - max(from, p.Start); o > most {

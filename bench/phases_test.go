@@ -163,7 +163,7 @@ func TestParsePhaseSpec(t *testing.T) {
 }
 
 func TestPhaseAt(t *testing.T) {
-	r := &PhaseResult{Phases: []PhaseOutcome{{Phase: Phase{Name: "a"}, Start: 0, End: 3.02}, {Phase: Phase{Name: "b"}, Start: 3.05, End: 6}}}
+	r := &PhaseTrace{Phases: []PhaseOutcome{{Phase: Phase{Name: "a"}, Start: 0, End: 3.02}, {Phase: Phase{Name: "b"}, Start: 3.05, End: 6}}}
 	for _, tt := range []struct {
 		from, to float64
 		want     string

@@ -43,6 +43,23 @@ import (
 //	    duration: 30s
 //	    connections: 500
 //	    requests: [{path: /hello, weight: 3}, {path: "/sleep?ms=50"}]
+//
+// A phase run with against also runs the same phases once per listed
+// static configuration, each against a server of its own started afresh,
+// and compares the first run (the spec's own stages: self-sizing unless
+// stages pins them) with the best of them, phase by phase (see
+// PhaseComparison):
+//
+//	objective: {p99_max: 100ms}
+//	against:
+//	  - {readers: 1, writers: 1, processors: 8}
+//	  - {readers: 1, writers: 1, processors: 256}
+//
+// Each configuration must give readers, processors and writers: a size
+// without bounds pins its stage and turns its controller off, so the
+// configuration is static; the run checks this on the server's
+// quartet_stage_auto and quartet_stage_size and says so in its output.
+// Queue capacity and max_conns not given are taken from stages.
 type Spec struct {
 	Name string `yaml:"name" json:"name"`
 	// URL of an external server; empty runs an in-process Quartet built
@@ -69,6 +86,9 @@ type Spec struct {
 	// Stages sizes the server a phase run starts (zero: its defaults,
 	// which lets its own controllers size it).
 	Stages ServerParams `yaml:"stages" json:"stages"`
+	// Against lists static stage configurations to run the phases
+	// against too, one fresh server each, for the per-phase comparison.
+	Against []ServerParams `yaml:"against" json:"against,omitempty"`
 	// MetricsURL is the server's Prometheus endpoint, for a url server;
 	// the tool finds it for a server it starts.
 	MetricsURL string `yaml:"metrics_url" json:"metrics_url,omitempty"`
@@ -183,6 +203,12 @@ func (s *Spec) validate() error {
 		len(s.Matrix.Writers) > 0 || len(s.Matrix.QueueCapacity) > 0) {
 		return fmt.Errorf("%w: stage sizes cannot be swept against an external url", ErrSpec)
 	}
+	switch {
+	case len(s.Against) > 0 && len(s.Phases) == 0:
+		return fmt.Errorf("%w: against applies to a phase run (a spec with phases)", ErrSpec)
+	case len(s.Against) > 0 && s.URL != "":
+		return fmt.Errorf("%w: against needs servers the tool starts, not an external url", ErrSpec)
+	}
 	switch s.Server {
 	case "", "inprocess", "process":
 	default:
@@ -212,6 +238,11 @@ func (s *Spec) phaseDefaults() error {
 	}
 	if s.URL != "" && s.Stages != (ServerParams{}) {
 		return fmt.Errorf("%w: stages cannot be set for an external url", ErrSpec)
+	}
+	for i, a := range s.Against {
+		if !pinned(a) || a.QueueCapacity < 0 || a.MaxConns < 0 {
+			return fmt.Errorf("%w: against[%d] %+v: give readers, processors and writers, each positive (a static configuration pins every stage)", ErrSpec, i, a)
+		}
 	}
 	for i := range s.Phases {
 		p := &s.Phases[i]
