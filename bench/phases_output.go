@@ -18,9 +18,35 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// WriteSummary prints each phase's totals.
+// WriteSummary prints each phase's totals and, with against
+// configurations, each run's and the per-phase comparison.
 func (r *PhaseResult) WriteSummary(w io.Writer) error {
 	ew := &errWriter{w: w}
+	if len(r.Against) == 0 {
+		r.PhaseTrace.writeTable(ew)
+		return ew.err
+	}
+	for _, tr := range r.traces() {
+		ew.printf("%s — %s\n", tr.Label, tr.SizingString())
+		tr.writeTable(ew)
+		ew.printf("\n")
+	}
+	r.writeComparison(ew)
+	return ew.err
+}
+
+// traces are the runs in order: the spec's own stages, then each against
+// configuration.
+func (r *PhaseResult) traces() []*PhaseTrace {
+	out := []*PhaseTrace{&r.PhaseTrace}
+	for i := range r.Against {
+		out = append(out, &r.Against[i])
+	}
+	return out
+}
+
+// writeTable prints the run's phases, one line each.
+func (r *PhaseTrace) writeTable(ew *errWriter) {
 	t := &table{}
 	t.add("phase", "from", "to", "conns", "offered", "req/s", "p50", "p99", "5xx", "503", "errors", "srv CPU/req")
 	for _, p := range r.Phases {
@@ -49,12 +75,117 @@ func (r *PhaseResult) WriteSummary(w io.Writer) error {
 			ew.printf("last failed read: %s\n", r.ScrapeError)
 		}
 	}
-	return ew.err
+}
+
+// ComparisonDefinition says in words how the comparison is computed, for
+// the summary and the report.
+func (r *PhaseResult) ComparisonDefinition() string {
+	bound := "with no p99 bound (the spec sets no objective.p99_max)"
+	if b := r.Spec.Objective.P99Max; b > 0 {
+		bound = "at p99 ≤ " + b.String()
+	}
+	return fmt.Sprintf("Throughput %s: good (non-5xx) responses per second, averaged over the phase's %v sampling intervals "+
+		"that begin %v or more after the phase's start (half the phase, if shorter than %v) and end by its load's end, "+
+		"an interval whose p99 is above the bound counting as 0 (met: the intervals within the bound, of those averaged). "+
+		"Best static: the against configuration with the highest such throughput in the phase. "+
+		"Reached in: from the phase's start to the end of the first interval in which %s's good responses per second "+
+		"reached %.0f%% of the best static's throughput within the bound (resolution: one interval); "+
+		"held: the share of the phase's intervals from then on that stayed there. "+
+		"A phase passes with a ratio of at least %.2f, reached within %v.",
+		bound, r.Spec.Sample, settleTime, 2*settleTime, r.Label, 100*reachFraction, reachFraction, settleTime)
+}
+
+// comparisonRow is one phase of the comparison, formatted.
+type comparisonRow struct {
+	Phase, Own, Best, BestRPS, Ratio, ReachedIn, Held, Verdict string
+	OK                                                         bool
+	// Figures are every run's throughput, the own run first; BestIndex
+	// is the best static's index in Figures (-1: none).
+	Figures   []string
+	BestIndex int
+}
+
+func (r *PhaseResult) comparisonRows() []comparisonRow {
+	var out []comparisonRow
+	fig := func(f PhaseFigures) string {
+		if f.Intervals == 0 {
+			return "no data"
+		}
+		return fmt.Sprintf("%.0f (met %d/%d)", f.Throughput, f.Meeting, f.Intervals)
+	}
+	for _, c := range r.Comparison {
+		row := comparisonRow{Phase: c.Phase, Own: fig(c.Own), OK: c.OK, BestIndex: -1, Best: "none", Ratio: "–", ReachedIn: "–", Held: "–"}
+		row.Figures = append(row.Figures, fig(c.Own))
+		for _, f := range c.Static {
+			row.Figures = append(row.Figures, fig(f))
+		}
+		if c.Best >= 0 {
+			b := c.Static[c.Best]
+			row.Best, row.BestRPS, row.BestIndex = b.Label, fmt.Sprintf("%.0f", b.Throughput), c.Best+1
+			row.Ratio = fmt.Sprintf("%.2f", c.Ratio)
+			row.ReachedIn = "never"
+			if c.ReachedIn >= 0 {
+				row.ReachedIn = fmt.Sprintf("%.1fs", c.ReachedIn)
+				row.Held = fmt.Sprintf("%.0f%%", 100*c.Held)
+			}
+		}
+		switch {
+		case c.OK:
+			row.Verdict = "✓ within 10%, reached within " + settleTime.String()
+		case c.Best < 0:
+			row.Verdict = "– " + c.Note
+		default:
+			row.Verdict = "✗ " + c.Note
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// writeComparison prints the per-phase comparison: the verdicts, then
+// every run's throughput at the bound.
+func (r *PhaseResult) writeComparison(ew *errWriter) {
+	if len(r.Comparison) == 0 {
+		return
+	}
+	ew.printf("Comparison with the static configurations, per phase (%s against the best of %d)\n", r.Label, len(r.Against))
+	rows := r.comparisonRows()
+	t := &table{}
+	t.add("phase", r.Label, "best static", "its req/s", "ratio", "reached in", "held", "")
+	for _, row := range rows {
+		t.add(row.Phase, row.Own, row.Best, row.BestRPS, row.Ratio, row.ReachedIn, row.Held, row.Verdict)
+	}
+	t.write(ew)
+	ew.printf("\nThroughput at the bound, every run (* the best static):\n")
+	t = &table{}
+	head := []string{"phase"}
+	for _, tr := range r.traces() {
+		head = append(head, tr.Label)
+	}
+	t.add(head...)
+	for _, row := range rows {
+		line := []string{row.Phase}
+		for i, f := range row.Figures {
+			if i == row.BestIndex {
+				f += "*"
+			}
+			line = append(line, f)
+		}
+		t.add(line...)
+	}
+	t.write(ew)
+	passed := 0
+	for _, c := range r.Comparison {
+		if c.OK {
+			passed++
+		}
+	}
+	ew.printf("%d of %d phases pass.\n%s\n", passed, len(r.Comparison), r.ComparisonDefinition())
 }
 
 // WriteCSV writes one row per interval: the client's figures, then each
 // server series (its Kind in the column name).
-func (r *PhaseResult) WriteCSV(w io.Writer) error {
+func (r *PhaseTrace) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	head := []string{"t_s", "phase", "requests", "requests_per_sec", "p50_ms", "p99_ms", "errors", "status_5xx", "status_503"}
 	for _, s := range r.Series {
@@ -157,6 +288,9 @@ func (r *PhaseResult) Plots() []Plot {
 			series("5xx", func(s PhaseSample) float64 { return float64(s.Status5xx) / r.Spec.Sample.Seconds() }),
 			series("503", func(s PhaseSample) float64 { return float64(s.Status503) / r.Spec.Sample.Seconds() })}}
 	out := []Plot{{"throughput.svg", thr.SVG()}, {"latency.svg", lat.SVG()}, {"failures.svg", fail.SVG()}}
+	if len(r.Against) > 0 {
+		out = append(out, r.byConfigPlots(marks)...)
+	}
 
 	families := map[string][]SeriesInfo{}
 	var names []string
@@ -210,6 +344,33 @@ func (r *PhaseResult) Plots() []Plot {
 	return out
 }
 
+// byConfigPlots overlay every run's good responses per second and p99,
+// each on its own time line (the phases take the same time in every run,
+// within a drain), with the first run's phase starts marked.
+func (r *PhaseResult) byConfigPlots(marks []Mark) []Plot {
+	thr := Chart{Title: "Good responses/s (non-5xx), by configuration", XLabel: "seconds since the run's start", YLabel: "responses/s", VLines: marks}
+	lat := Chart{Title: "p99 latency, by configuration", XLabel: "seconds since the run's start", YLabel: "ms", VLines: marks}
+	if b := r.Spec.Objective.P99Max; b > 0 {
+		lat.HLines = []Mark{{At: float64(b) / 1e6, Label: "p99 bound " + b.String()}}
+	}
+	every := r.Spec.Sample.Seconds()
+	for _, tr := range r.traces() {
+		ts, ls := Series{Name: tr.Label}, Series{Name: tr.Label}
+		for _, smp := range tr.Samples {
+			good := smp.Requests - min(smp.Status5xx, smp.Requests)
+			ts.XV, ts.Y = append(ts.XV, smp.T), append(ts.Y, float64(good)/every)
+			p99 := math.NaN()
+			if smp.P99 > 0 {
+				p99 = float64(smp.P99) / 1e6
+			}
+			ls.XV, ls.Y = append(ls.XV, smp.T), append(ls.Y, p99)
+		}
+		thr.Series, lat.Series = append(thr.Series, ts), append(lat.Series, ls)
+	}
+	lat.LogY = logScaleWanted(seriesMaxima(lat.Series)) || logScaleWanted(minMax(lat.Series))
+	return []Plot{{"throughput_by_config.svg", thr.SVG()}, {"latency_by_config.svg", lat.SVG()}}
+}
+
 // minMax is each series' smallest positive and largest value, so that a
 // single line spanning 10× (a latency that explodes under overload) is
 // drawn in decades too.
@@ -247,12 +408,33 @@ var phaseTemplate = template.Must(template.New("phases").Parse(`<!DOCTYPE html>
 <tr><th class="l">phase</th><th>from (s)</th><th>to (s)</th><th class="l">requests</th><th>conns</th><th>offered</th><th>req/s</th><th>p50</th><th>p99</th><th>5xx</th><th>503</th><th>errors</th></tr>
 {{range .Rows}}<tr><td class="l">{{.Name}}</td><td>{{printf "%.1f" .Start}}</td><td>{{printf "%.1f" .End}}</td><td class="l">{{.Mix}}</td><td>{{.Conns}}</td><td>{{.Offered}}</td><td>{{.RPS}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.S5xx}}</td><td>{{.S503}}</td><td>{{.Errors}}</td></tr>
 {{end}}</table>
+{{if .Comparison}}<h2>Against static configurations</h2>
+<p>The same phases ran {{len .Runs}} times, each against a server started afresh: first with {{.OwnLabel}}, then once per static configuration of the spec's <code>against</code> list.</p>
+<ul>{{range .Runs}}<li>{{.Label}}: {{.Sizing}}</li>
+{{end}}</ul>
+<p>{{.Definition}}</p>
+<table>
+<tr><th class="l">phase</th><th>{{.OwnLabel}}</th><th class="l">best static</th><th>its req/s</th><th>ratio</th><th>reached in</th><th>held</th><th class="l">verdict</th></tr>
+{{range .Comparison}}<tr{{if .OK}} class="best"{{else}} class="nearest"{{end}}><td class="l">{{.Phase}}</td><td>{{.Own}}</td><td class="l">{{.Best}}</td><td>{{.BestRPS}}</td><td>{{.Ratio}}</td><td>{{.ReachedIn}}</td><td>{{.Held}}</td><td class="l">{{.Verdict}}</td></tr>
+{{end}}</table>
+<p>{{.Passed}}</p>
+<p>Throughput at the bound in every run (the best static in bold):</p>
+<table>
+<tr><th class="l">phase</th>{{range .Runs}}<th>{{.Label}}</th>{{end}}</tr>
+{{range .Comparison}}{{$best := .BestIndex}}<tr><td class="l">{{.Phase}}</td>{{range $i, $f := .Figures}}<td>{{if eq $i $best}}<b>{{$f}}</b>{{else}}{{$f}}{{end}}</td>{{end}}</tr>
+{{end}}</table>
+{{range .Runs}}{{if .Rows}}<h3>{{.Label}}</h3>
+<table>
+<tr><th class="l">phase</th><th>from (s)</th><th>to (s)</th><th class="l">requests</th><th>conns</th><th>offered</th><th>req/s</th><th>p50</th><th>p99</th><th>5xx</th><th>503</th><th>errors</th></tr>
+{{range .Rows}}<tr><td class="l">{{.Name}}</td><td>{{printf "%.1f" .Start}}</td><td>{{printf "%.1f" .End}}</td><td class="l">{{.Mix}}</td><td>{{.Conns}}</td><td>{{.Offered}}</td><td>{{.RPS}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.S5xx}}</td><td>{{.S503}}</td><td>{{.Errors}}</td></tr>
+{{end}}</table>
+{{end}}{{end}}{{end}}
 <h2>Over time</h2>
-<p>Dashed grey lines mark where each phase began. Client figures are the responses that arrived in each interval (latency from the intended send time in open loop); server figures are gauges at the interval's end, counters as their rate over it, histograms as their mean over it. A gap is an interval without a value (no response, or a failed read).</p>
+<p>{{if .Comparison}}The plots by configuration overlay every run, each on its own time line; the others show the first run ({{.OwnLabel}}) only, its server's metrics included. {{end}}Dashed grey lines mark where each phase began. Client figures are the responses that arrived in each interval (latency from the intended send time in open loop); server figures are gauges at the interval's end, counters as their rate over it, histograms as their mean over it. A gap is an interval without a value (no response, or a failed read).</p>
 <div class="plots">{{range .Plots}}<div class="plot" id="{{.Name}}">{{.SVG}}</div>{{end}}</div>
 <h2>Spec</h2>
 <pre>{{.SpecYAML}}</pre>
-<p>Raw data: timeseries.csv (one row per interval) and results.json, beside this file.</p>
+<p>Raw data: timeseries.csv (one row per interval{{if .Comparison}} of the first run; timeseries-againstN-LABEL.csv for each static run{{end}}) and results.json, beside this file.</p>
 </body>
 </html>
 `))
@@ -264,6 +446,13 @@ type phaseRow struct {
 	S5xx, S503, Errors                uint64
 }
 
+// phaseRunRows is one run of a phase run with against configurations,
+// for the report.
+type phaseRunRows struct {
+	Label, Sizing string
+	Rows          []phaseRow // nil for the first run, shown above
+}
+
 // WriteHTML writes the self-contained report with the plots inlined.
 func (r *PhaseResult) WriteHTML(w io.Writer, plots []Plot) error {
 	data := struct {
@@ -272,14 +461,46 @@ func (r *PhaseResult) WriteHTML(w io.Writer, plots []Plot) error {
 		Rows                                   []phaseRow
 		Plots                                  []reportPlot
 		CSS                                    template.CSS
+		// With against configurations.
+		OwnLabel, Definition, Passed string
+		Runs                         []phaseRunRows
+		Comparison                   []comparisonRow
 	}{CSS: reportCSS, Name: r.Spec.Name, Started: r.Started.Format(time.RFC3339), Sample: r.Spec.Sample.String(), R: r}
+	if len(r.Comparison) > 0 {
+		data.OwnLabel, data.Definition, data.Comparison = r.Label, r.ComparisonDefinition(), r.comparisonRows()
+		passed := 0
+		for _, c := range r.Comparison {
+			if c.OK {
+				passed++
+			}
+		}
+		data.Passed = fmt.Sprintf("%d of %d phases pass.", passed, len(r.Comparison))
+		for i, tr := range r.traces() {
+			run := phaseRunRows{Label: tr.Label, Sizing: tr.SizingString()}
+			if i > 0 {
+				run.Rows = r.phaseRows(tr)
+			}
+			data.Runs = append(data.Runs, run)
+		}
+	}
 	if u := r.Used; u != nil {
 		data.Sizes = fmt.Sprintf("readers %d, processors %d, writers %d, queue %d", u.Readers, u.Processors, u.Writers, u.QueueCapacity)
 	}
 	if y, err := yaml.Marshal(r.Spec); err == nil {
 		data.SpecYAML = string(y)
 	}
-	for _, p := range r.Phases {
+	data.Rows = r.phaseRows(&r.PhaseTrace)
+	for _, p := range plots {
+		// Chart.SVG escapes every text it draws: safe to inline.
+		data.Plots = append(data.Plots, reportPlot{Name: p.File, SVG: template.HTML(p.SVG)})
+	}
+	return phaseTemplate.Execute(w, data)
+}
+
+// phaseRows are tr's phases for the report's tables.
+func (r *PhaseResult) phaseRows(tr *PhaseTrace) []phaseRow {
+	var rows []phaseRow
+	for _, p := range tr.Phases {
 		row := phaseRow{Name: p.Name, Start: p.Start, End: p.End, Conns: p.Connections, Mix: mixString(r.Spec.mix(p.Phase)), Offered: "closed loop"}
 		if p.Rate > 0 {
 			row.Offered = fmt.Sprintf("%.0f req/s", p.Rate)
@@ -289,16 +510,13 @@ func (r *PhaseResult) WriteHTML(w io.Writer, plots []Plot) error {
 			row.P50, row.P99 = res.Latency.P50.String(), res.Latency.P99.String()
 			row.S5xx, row.S503, row.Errors = res.Status[5], res.Status503, res.ErrorTotal()
 		}
-		data.Rows = append(data.Rows, row)
+		rows = append(rows, row)
 	}
-	for _, p := range plots {
-		// Chart.SVG escapes every text it draws: safe to inline.
-		data.Plots = append(data.Plots, reportPlot{Name: p.File, SVG: template.HTML(p.SVG)})
-	}
-	return phaseTemplate.Execute(w, data)
+	return rows
 }
 
-// WriteFiles writes timeseries.csv, results.json, the SVG plots and
+// WriteFiles writes timeseries.csv (and, per against run,
+// timeseries-againstN-LABEL.csv), results.json, the SVG plots and
 // report.html into dir, and returns the report's path.
 func (r *PhaseResult) WriteFiles(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -312,6 +530,13 @@ func (r *PhaseResult) WriteFiles(dir string) (string, error) {
 		{"timeseries.csv", r.WriteCSV},
 		{"results.json", r.WriteJSON},
 		{"report.html", func(w io.Writer) error { return r.WriteHTML(w, plots) }},
+	}
+	for i := range r.Against {
+		tr := &r.Against[i]
+		files = append(files, struct {
+			name  string
+			write func(io.Writer) error
+		}{fileSafe(fmt.Sprintf("timeseries-against%d-%s.csv", i+1, strings.ReplaceAll(tr.Label, " ", "-"))), tr.WriteCSV})
 	}
 	for _, p := range plots {
 		svg := p.SVG
