@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"testing"
@@ -162,6 +163,82 @@ phases:
 	// /sleep?ms=50 on 2 processors cannot pass 40 req/s; /hello can.
 	if byPhase["sleep"] > 80 || byPhase["hello"] < 100 {
 		t.Errorf("processor throughput by phase %v", byPhase)
+	}
+}
+
+// TestPhaseRunAgainst runs two short phases with the default
+// (self-sizing) stages, then once more against one static configuration,
+// and checks that the static run was confirmed static, the comparison
+// covers both phases, and the summary and files show it.
+func TestPhaseRunAgainst(t *testing.T) {
+	spec, err := bench.ParseSpec([]byte(`
+name: against
+sample: 100ms
+objective: {p99_max: 500ms}
+against: [{readers: 1, processors: 2, writers: 1}]
+phases:
+  - {name: hello, duration: 600ms, connections: 4, workload: hello}
+  - {name: sleep, duration: 600ms, connections: 8, workload: sleep1}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	res, err := bench.PhaseRun(t.Context(), spec, bench.SweepEnv{Quartet: Start, Log: &log})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if len(res.Against) != 1 || res.Label != "self-sizing" || res.Against[0].Label != "static R1 P2 W1" {
+		t.Fatalf("runs %q and %d against:\n%s", res.Label, len(res.Against), log.String())
+	}
+	st := res.Against[0]
+	if u := st.Used; u == nil || u.Readers != 1 || u.Processors != 2 || u.Writers != 1 {
+		t.Errorf("static run used %+v", st.Used)
+	}
+	if s := st.SizingString(); !strings.HasPrefix(s, "static (controllers off") || !strings.Contains(s, "processor 2") {
+		t.Errorf("static run's sizing: %s", s)
+	}
+	// The default processor pool has a controller (GOMAXPROCS..1024×).
+	if s := res.SizingString(); !strings.Contains(s, "(controller)") {
+		t.Errorf("self-sizing run's sizing: %s", s)
+	}
+	if len(res.Comparison) != 2 {
+		t.Fatalf("comparison %+v", res.Comparison)
+	}
+	for _, c := range res.Comparison {
+		if len(c.Static) != 1 || c.Own.Intervals == 0 || c.Static[0].Intervals == 0 || c.P99Max != 500*time.Millisecond {
+			t.Errorf("phase %s: %+v", c.Phase, c)
+		}
+		if c.Best == 0 && (c.Ratio <= 0 || c.Own.Throughput <= 0) {
+			t.Errorf("phase %s: ratio %v of %v", c.Phase, c.Ratio, c.Own.Throughput)
+		}
+	}
+	var sum strings.Builder
+	if err := res.WriteSummary(&sum); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Comparison with the static configurations", "static R1 P2 W1", "reached in", "phases pass", "p99 ≤ 500ms"} {
+		if !strings.Contains(sum.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum.String())
+		}
+	}
+	dir := t.TempDir()
+	report, err := res.WriteFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, _ := os.ReadFile(report)
+	for _, want := range []string{"Against static configurations", `id="throughput_by_config.svg"`, `id="latency_by_config.svg"`, "static (controllers off"} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "timeseries-against1-static-R1-P2-W1.csv")); err != nil {
+		t.Error(err)
+	}
+	js, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+	if !strings.Contains(string(js), `"comparison"`) || !strings.Contains(string(js), `"reached_in_s"`) {
+		t.Error("results.json lacks the comparison")
 	}
 }
 
