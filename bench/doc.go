@@ -62,7 +62,8 @@
 //	quartet bench compare --static --idle 1000,10000            static files vs nginx; idle memory
 //	quartet bench idle -n 10000,100000                          server RSS per idle connection
 //	quartet sweep bench/examples/stages.yaml                    matrix, CSV/JSON, SVG, HTML report
-//	quartet sweep bench/examples/phases.yaml                    phases over time, server /metrics, HTML report
+//	quartet sweep bench/examples/phases.yaml                    phases over time, server /metrics, HTML report; with against:
+//	                                                            self-sizing vs static stage sizes
 //
 // # Experiments
 //
@@ -84,6 +85,20 @@
 // at the time: gauges as read, counters as rates, histograms as means. The
 // report plots each over time with the phase boundaries marked, so that a
 // controller resizing a stage can be seen reacting to a change of load.
+//
+// A spec's against list (static stage configurations, each giving
+// readers, processors and writers, which pins every stage and turns its
+// controller off) runs the same phases once more per configuration, each
+// against a server started afresh, and the run checks on each server's
+// quartet_stage_auto and quartet_stage_size that it stayed static. The
+// output compares, phase by phase, the first run (the spec's own stages,
+// self-sizing by default) with the best static configuration for that
+// phase (PhaseComparison): throughput at the objective's p99 bound (good,
+// non-5xx, responses per second averaged over the phase's intervals from
+// 5 s after its start, an interval above the bound counting 0), the ratio,
+// and how soon after the phase's start the self-sized run first reached
+// 90% of the best's figure. A phase passes at a ratio of 0.9 or more,
+// reached within 5 s: issue 14's criterion.
 //
 // # Comparing servers
 //

@@ -417,8 +417,10 @@ func SweepMain(ctx context.Context, args []string, env Env) error {
 
 Runs an experiment: a matrix of stage sizes and workloads (results.csv),
 or a workload in phases sampled every second on the client and from the
-server's /metrics (timeseries.csv). Writes results.json, SVG plots and a
-self-contained report.html. Examples: bench/examples/stages.yaml, phases.yaml.`)
+server's /metrics (timeseries.csv), optionally once more per static stage
+configuration (the spec's against list) with a per-phase comparison.
+Writes results.json, SVG plots and a self-contained report.html.
+Examples: bench/examples/stages.yaml, phases.yaml.`)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
