@@ -187,8 +187,9 @@ type PhaseFigures struct {
 	Label string `json:"label"`
 	// Throughput is the mean, over the steady window's intervals, of each
 	// interval's good responses (all but 5xx) per second, counted as 0
-	// for an interval whose p99 is above the bound or that had none:
-	// throughput at the p99 bound.
+	// for an interval whose p99 is above the bound, in which more than 1%
+	// of the requests failed (timeouts, lost connections), or that had
+	// none: throughput at the p99 bound.
 	Throughput float64 `json:"throughput"`
 	// Intervals is the steady window's length in intervals, Meeting how
 	// many of them met the bound; SteadyFrom is where the window began,
@@ -196,6 +197,10 @@ type PhaseFigures struct {
 	Intervals  int     `json:"intervals"`
 	Meeting    int     `json:"intervals_meeting"`
 	SteadyFrom float64 `json:"steady_from_s"`
+	// Share5xx is the share of the window's responses that were 5xx
+	// (mostly 503: refused by admission control), which Throughput
+	// leaves out but which lighten the load on the rest.
+	Share5xx float64 `json:"share_5xx"`
 }
 
 // PhaseComparison is one phase of the run with the spec's own stages
@@ -227,7 +232,10 @@ type PhaseComparison struct {
 type sampleInterval struct {
 	from, to float64 // seconds since the run's start
 	good     float64 // good responses per second
-	meets    bool    // some good responses, p99 within the bound
+	// meets: some good responses, p99 within the bound, at most
+	// maxFailedShare of the requests failed.
+	meets           bool
+	s5xx, responses uint64
 }
 
 // phaseIntervals are the samples of tr whose whole interval lies within
@@ -242,15 +250,26 @@ func phaseIntervals(tr *PhaseTrace, i int, every time.Duration, bound time.Durat
 	const eps = 1e-3 // the times are floats of the same clock
 	step := every.Seconds()
 	for _, s := range tr.Samples {
-		from, to := s.T-step, s.T
-		if from < o.Start-eps || to > end+eps {
+		if from, to := s.T-step, s.T; from < o.Start-eps || to > end+eps {
 			continue
 		}
-		good := s.Requests - min(s.Status5xx, s.Requests)
-		out = append(out, sampleInterval{from: from, to: to, good: float64(good) / step,
-			meets: good > 0 && (bound <= 0 || s.P99 <= bound)})
+		out = append(out, newSampleInterval(s, step, bound))
 	}
 	return o.Start, out, true
+}
+
+// maxFailedShare is the share of an interval's requests that may fail
+// (time out, lose their connection) for it to meet the p99 bound: a
+// failed request took longer than any bound, so more than 1% of them puts
+// the interval's true p99 above it whatever the responses' p99.
+const maxFailedShare = 0.01
+
+// newSampleInterval reads sample s, of an interval step seconds long.
+func newSampleInterval(s PhaseSample, step float64, bound time.Duration) sampleInterval {
+	good := s.Requests - min(s.Status5xx, s.Requests)
+	failed := float64(s.Errors) > maxFailedShare*float64(s.Requests+s.Errors)
+	return sampleInterval{from: s.T - step, to: s.T, good: float64(good) / step, s5xx: s.Status5xx, responses: s.Requests,
+		meets: good > 0 && !failed && (bound <= 0 || s.P99 <= bound)}
 }
 
 // steadyFigures computes a run's PhaseFigures for a phase from its
@@ -263,11 +282,13 @@ func steadyFigures(label string, start, length float64, ivs []sampleInterval) Ph
 	f := PhaseFigures{Label: label, SteadyFrom: settle}
 	const eps = 1e-3
 	sum := 0.0
+	var s5xx, responses uint64
 	for _, iv := range ivs {
 		if iv.from < start+settle-eps {
 			continue
 		}
 		f.Intervals++
+		s5xx, responses = s5xx+iv.s5xx, responses+iv.responses
 		if iv.meets {
 			f.Meeting++
 			sum += iv.good
@@ -275,6 +296,9 @@ func steadyFigures(label string, start, length float64, ivs []sampleInterval) Ph
 	}
 	if f.Intervals > 0 {
 		f.Throughput = sum / float64(f.Intervals)
+	}
+	if responses > 0 {
+		f.Share5xx = float64(s5xx) / float64(responses)
 	}
 	return f
 }

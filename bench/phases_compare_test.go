@@ -45,7 +45,8 @@ func TestComparePhases(t *testing.T) {
 		reachedIn float64 // -1: never
 		held      float64
 		ok        bool
-		note      string // a part of Note
+		note      string  // a part of Note
+		share5xx  float64 // the first static's
 	}{
 		{name: "matches the best, reached quickly", bound: 100 * ms,
 			own: func(from float64) (float64, float64, time.Duration) {
@@ -92,7 +93,7 @@ func TestComparePhases(t *testing.T) {
 			best: 0, ratio: 1, reachedIn: 1.7, held: 1, ok: true},
 		{name: "5xx are not throughput", bound: 100 * ms, own: steady(600, 10*ms),
 			static: []load{func(float64) (float64, float64, time.Duration) { return 1000, 500, ms }},
-			best:   0, ratio: 1.2, reachedIn: 1.7, held: 1, ok: true},
+			best:   0, ratio: 1.2, reachedIn: 1.7, held: 1, ok: true, share5xx: 0.5},
 		{name: "held counts the intervals that stay", bound: 100 * ms,
 			own: func(from float64) (float64, float64, time.Duration) {
 				if from >= 2 && int(from)%2 == 0 {
@@ -127,10 +128,48 @@ func TestComparePhases(t *testing.T) {
 				t.Errorf("best %d ratio %v reached in %v held %v ok %v; want %d %v %v %v %v (%+v)",
 					c.Best, c.Ratio, c.ReachedIn, c.Held, c.OK, tt.best, tt.ratio, tt.reachedIn, tt.held, tt.ok, c)
 			}
+			if len(c.Static) > 0 && c.Static[0].Share5xx != tt.share5xx {
+				t.Errorf("the first static's 5xx share %v, want %v", c.Static[0].Share5xx, tt.share5xx)
+			}
 			if !strings.Contains(c.Note, tt.note) || tt.ok != (c.Note == "") {
 				t.Errorf("note %q, want it to hold %q", c.Note, tt.note)
 			}
 		})
+	}
+}
+
+func TestSampleIntervalMeets(t *testing.T) {
+	const ms = time.Millisecond
+	tests := []struct {
+		name  string
+		s     PhaseSample
+		good  float64
+		meets bool
+	}{
+		{"within the bound", PhaseSample{Requests: 500, P99: 10 * ms}, 1000, true},
+		{"p99 above the bound", PhaseSample{Requests: 500, P99: 101 * ms}, 1000, false},
+		{"p99 at the bound", PhaseSample{Requests: 500, P99: 100 * ms}, 1000, true},
+		{"5xx are not good", PhaseSample{Requests: 500, Status5xx: 200, P99: 10 * ms}, 600, true},
+		{"only 5xx", PhaseSample{Requests: 500, Status5xx: 500, P99: 10 * ms}, 0, false},
+		{"no responses", PhaseSample{}, 0, false},
+		{"1% failed", PhaseSample{Requests: 990, Errors: 10, P99: 10 * ms}, 1980, true},
+		{"more than 1% failed", PhaseSample{Requests: 989, Errors: 11, P99: 10 * ms}, 1978, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.s.T = 3
+			iv := newSampleInterval(tt.s, 0.5, 100*ms)
+			if iv.good != tt.good || iv.meets != tt.meets || iv.from != 2.5 || iv.to != 3 {
+				t.Errorf("%+v, want good %v meets %v over [2.5, 3)", iv, tt.good, tt.meets)
+			}
+		})
+	}
+}
+
+func TestWrap(t *testing.T) {
+	got := wrap("a bb ccc dddd ≤≤≤≤ f", 7)
+	if want := "a bb\nccc\ndddd\n≤≤≤≤ f"; got != want {
+		t.Errorf("%q, want %q", got, want)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -86,7 +87,9 @@ func (r *PhaseResult) ComparisonDefinition() string {
 	}
 	return fmt.Sprintf("Throughput %s: good (non-5xx) responses per second, averaged over the phase's %v sampling intervals "+
 		"that begin %v or more after the phase's start (half the phase, if shorter than %v) and end by its load's end, "+
-		"an interval whose p99 is above the bound counting as 0 (met: the intervals within the bound, of those averaged). "+
+		"an interval whose p99 is above the bound, or in which more than 1%% of the requests failed (timeouts, lost connections), counting as 0 "+
+		"(met: the intervals within the bound, of those averaged; 5xx: the share of the window's responses that were 5xx, mostly 503 from admission control, "+
+		"which lightens the load on the rest). "+
 		"Best static: the against configuration with the highest such throughput in the phase. "+
 		"Reached in: from the phase's start to the end of the first interval in which %s's good responses per second "+
 		"reached %.0f%% of the best static's throughput within the bound (resolution: one interval); "+
@@ -98,7 +101,9 @@ func (r *PhaseResult) ComparisonDefinition() string {
 // comparisonRow is one phase of the comparison, formatted.
 type comparisonRow struct {
 	Phase, Own, Best, BestRPS, Ratio, ReachedIn, Held, Verdict string
-	OK                                                         bool
+	// Mark is ✓ (passes), ✗ (fails) or – (nothing to compare with).
+	Mark string
+	OK   bool
 	// Figures are every run's throughput, the own run first; BestIndex
 	// is the best static's index in Figures (-1: none).
 	Figures   []string
@@ -111,7 +116,11 @@ func (r *PhaseResult) comparisonRows() []comparisonRow {
 		if f.Intervals == 0 {
 			return "no data"
 		}
-		return fmt.Sprintf("%.0f (met %d/%d)", f.Throughput, f.Meeting, f.Intervals)
+		s := fmt.Sprintf("%.0f (met %d/%d", f.Throughput, f.Meeting, f.Intervals)
+		if f.Share5xx >= 0.005 {
+			s += fmt.Sprintf(", 5xx %.0f%%", 100*f.Share5xx)
+		}
+		return s + ")"
 	}
 	for _, c := range r.Comparison {
 		row := comparisonRow{Phase: c.Phase, Own: fig(c.Own), OK: c.OK, BestIndex: -1, Best: "none", Ratio: "–", ReachedIn: "–", Held: "–"}
@@ -131,11 +140,11 @@ func (r *PhaseResult) comparisonRows() []comparisonRow {
 		}
 		switch {
 		case c.OK:
-			row.Verdict = "✓ within 10%, reached within " + settleTime.String()
+			row.Mark, row.Verdict = "✓", "within 10%, reached within "+settleTime.String()
 		case c.Best < 0:
-			row.Verdict = "– " + c.Note
+			row.Mark, row.Verdict = "–", c.Note
 		default:
-			row.Verdict = "✗ " + c.Note
+			row.Mark, row.Verdict = "✗", c.Note
 		}
 		out = append(out, row)
 	}
@@ -148,14 +157,23 @@ func (r *PhaseResult) writeComparison(ew *errWriter) {
 	if len(r.Comparison) == 0 {
 		return
 	}
-	ew.printf("Comparison with the static configurations, per phase (%s against the best of %d)\n", r.Label, len(r.Against))
+	what := fmt.Sprintf("the best of %d static configurations", len(r.Against))
+	if len(r.Against) == 1 {
+		what = "the static configuration"
+	}
+	ew.printf("Comparison per phase: %s vs %s\n", r.Label, what)
 	rows := r.comparisonRows()
 	t := &table{}
-	t.add("phase", r.Label, "best static", "its req/s", "ratio", "reached in", "held", "")
+	t.add("phase", "pass", r.Label, "best static", "its req/s", "ratio", "reached in", "held")
 	for _, row := range rows {
-		t.add(row.Phase, row.Own, row.Best, row.BestRPS, row.Ratio, row.ReachedIn, row.Held, row.Verdict)
+		t.add(row.Phase, row.Mark, row.Own, row.Best, row.BestRPS, row.Ratio, row.ReachedIn, row.Held)
 	}
 	t.write(ew)
+	for _, row := range rows {
+		if !row.OK {
+			ew.printf("  %s %s: %s\n", row.Mark, row.Phase, row.Verdict)
+		}
+	}
 	ew.printf("\nThroughput at the bound, every run (* the best static):\n")
 	t = &table{}
 	head := []string{"phase"}
@@ -180,7 +198,28 @@ func (r *PhaseResult) writeComparison(ew *errWriter) {
 			passed++
 		}
 	}
-	ew.printf("%d of %d phases pass.\n%s\n", passed, len(r.Comparison), r.ComparisonDefinition())
+	ew.printf("%d of %d phases pass.\n\n%s\n", passed, len(r.Comparison), wrap(r.ComparisonDefinition(), 100))
+}
+
+// wrap breaks text into lines of at most width characters, between words.
+func wrap(text string, width int) string {
+	var b strings.Builder
+	n := 0
+	for _, w := range strings.Fields(text) {
+		l := utf8.RuneCountInString(w)
+		switch {
+		case n == 0:
+		case n+1+l > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += l
+	}
+	return b.String()
 }
 
 // WriteCSV writes one row per interval: the client's figures, then each
@@ -415,7 +454,7 @@ var phaseTemplate = template.Must(template.New("phases").Parse(`<!DOCTYPE html>
 <p>{{.Definition}}</p>
 <table>
 <tr><th class="l">phase</th><th>{{.OwnLabel}}</th><th class="l">best static</th><th>its req/s</th><th>ratio</th><th>reached in</th><th>held</th><th class="l">verdict</th></tr>
-{{range .Comparison}}<tr{{if .OK}} class="best"{{else}} class="nearest"{{end}}><td class="l">{{.Phase}}</td><td>{{.Own}}</td><td class="l">{{.Best}}</td><td>{{.BestRPS}}</td><td>{{.Ratio}}</td><td>{{.ReachedIn}}</td><td>{{.Held}}</td><td class="l">{{.Verdict}}</td></tr>
+{{range .Comparison}}<tr{{if .OK}} class="best"{{else}} class="nearest"{{end}}><td class="l">{{.Phase}}</td><td>{{.Own}}</td><td class="l">{{.Best}}</td><td>{{.BestRPS}}</td><td>{{.Ratio}}</td><td>{{.ReachedIn}}</td><td>{{.Held}}</td><td class="l">{{.Mark}} {{.Verdict}}</td></tr>
 {{end}}</table>
 <p>{{.Passed}}</p>
 <p>Throughput at the bound in every run (the best static in bold):</p>

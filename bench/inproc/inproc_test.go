@@ -217,7 +217,7 @@ phases:
 	if err := res.WriteSummary(&sum); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Comparison with the static configurations", "static R1 P2 W1", "reached in", "phases pass", "p99 ≤ 500ms"} {
+	for _, want := range []string{"Comparison per phase: self-sizing vs the static configuration", "static R1 P2 W1", "reached in", "phases pass", "p99 ≤ 500ms"} {
 		if !strings.Contains(sum.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, sum.String())
 		}
