@@ -184,6 +184,19 @@ func runPhases(ctx context.Context, spec *Spec, env SweepEnv, params ServerParam
 		return nil, err
 	}
 
+	if spec.Warmup > 0 {
+		// A fresh server's first seconds (heap growth, the first loops
+		// and places, caches) are not any phase's: each run of a
+		// comparison starts warm, with the first phase's load, unsampled.
+		first := spec.Phases[0]
+		mix := spec.mix(first)
+		fmt.Fprintf(log, "warm-up: %v of phase %q's load, not sampled\n", spec.Warmup, first.Name)
+		if _, err := Run(ctx, Config{URL: srv.URL() + mix[0].Path, Conns: first.Connections, Duration: spec.Warmup,
+			Rate: first.Rate, Pipeline: first.Pipeline, Loops: spec.Loops, Timeout: spec.Timeout, Mix: mix,
+			ServerInProcess: isInProcess(srv)}); err != nil && ctx.Err() == nil {
+			fmt.Fprintf(log, "warm-up: %v\n", err)
+		}
+	}
 	base := time.Now()
 	res.Started = base.UTC()
 	scrapes := newScrapeLog()

@@ -188,8 +188,8 @@ type PhaseFigures struct {
 	// Throughput is the mean, over the steady window's intervals, of each
 	// interval's good responses (all but 5xx) per second, counted as 0
 	// for an interval whose p99 is above the bound, in which more than 1%
-	// of the requests failed (timeouts, lost connections), or that had
-	// none: throughput at the p99 bound.
+	// of the requests failed (timeouts, lost connections, 5xx refusals),
+	// or that had none: throughput at the p99 bound.
 	Throughput float64 `json:"throughput"`
 	// Intervals is the steady window's length in intervals, Meeting how
 	// many of them met the bound; SteadyFrom is where the window began,
@@ -198,8 +198,8 @@ type PhaseFigures struct {
 	Meeting    int     `json:"intervals_meeting"`
 	SteadyFrom float64 `json:"steady_from_s"`
 	// Share5xx is the share of the window's responses that were 5xx
-	// (mostly 503: refused by admission control), which Throughput
-	// leaves out but which lighten the load on the rest.
+	// (mostly 503: refused by admission control); an interval with more
+	// than 1% of them counts 0 in Throughput.
 	Share5xx float64 `json:"share_5xx"`
 }
 
@@ -259,15 +259,18 @@ func phaseIntervals(tr *PhaseTrace, i int, every time.Duration, bound time.Durat
 }
 
 // maxFailedShare is the share of an interval's requests that may fail
-// (time out, lose their connection) for it to meet the p99 bound: a
-// failed request took longer than any bound, so more than 1% of them puts
-// the interval's true p99 above it whatever the responses' p99.
+// (time out, lose their connection, or be refused with a 5xx) for it to
+// meet the p99 bound. A failed request took longer than any bound, so more
+// than 1% of them puts the interval's true p99 above it whatever the
+// responses' p99. A refused one was not served at all: a configuration
+// that refuses a quarter of a closed-loop mix's slow requests answers the
+// fast ones sooner, and would otherwise win the phase by not serving it.
 const maxFailedShare = 0.01
 
 // newSampleInterval reads sample s, of an interval step seconds long.
 func newSampleInterval(s PhaseSample, step float64, bound time.Duration) sampleInterval {
 	good := s.Requests - min(s.Status5xx, s.Requests)
-	failed := float64(s.Errors) > maxFailedShare*float64(s.Requests+s.Errors)
+	failed := float64(s.Errors+min(s.Status5xx, s.Requests)) > maxFailedShare*float64(s.Requests+s.Errors)
 	return sampleInterval{from: s.T - step, to: s.T, good: float64(good) / step, s5xx: s.Status5xx, responses: s.Requests,
 		meets: good > 0 && !failed && (bound <= 0 || s.P99 <= bound)}
 }

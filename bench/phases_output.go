@@ -87,9 +87,9 @@ func (r *PhaseResult) ComparisonDefinition() string {
 	}
 	return fmt.Sprintf("Throughput %s: good (non-5xx) responses per second, averaged over the phase's %v sampling intervals "+
 		"that begin %v or more after the phase's start (half the phase, if shorter than %v) and end by its load's end, "+
-		"an interval whose p99 is above the bound, or in which more than 1%% of the requests failed (timeouts, lost connections), counting as 0 "+
-		"(met: the intervals within the bound, of those averaged; 5xx: the share of the window's responses that were 5xx, mostly 503 from admission control, "+
-		"which lightens the load on the rest). "+
+		"an interval whose p99 is above the bound, or in which more than 1%% of the requests failed (timeouts, lost connections, 5xx refusals), counting as 0 "+
+		"(met: the intervals within the bound, of those averaged; 5xx: the share of the window's responses that were 5xx, mostly 503 from admission control: "+
+		"a configuration that refuses requests answers the rest sooner, but does not serve the phase). "+
 		"Best static: the against configuration with the highest such throughput in the phase. "+
 		"Reached in: from the phase's start to the end of the first interval in which %s's good responses per second "+
 		"reached %.0f%% of the best static's throughput within the bound (resolution: one interval); "+

@@ -69,8 +69,10 @@ type Spec struct {
 	Server string `yaml:"server" json:"server,omitempty"`
 
 	Duration time.Duration `yaml:"duration" json:"duration_ns"`
-	Warmup   time.Duration `yaml:"warmup" json:"warmup_ns"`
-	Repeats  int           `yaml:"repeats" json:"repeats"`
+	// Warmup precedes each point's measurement; in a phase run, each
+	// run's first phase, with its load, unsampled.
+	Warmup  time.Duration `yaml:"warmup" json:"warmup_ns"`
+	Repeats int           `yaml:"repeats" json:"repeats"`
 	// Load shape shared by every point.
 	Rate     float64       `yaml:"rate" json:"rate,omitempty"`
 	Pipeline int           `yaml:"pipeline" json:"pipeline,omitempty"`
