@@ -9,6 +9,11 @@ import (
 const (
 	CauseBusy  Cause = "busy"  // the loops were busier than LoopConfig.GrowAbove
 	CauseQuiet Cause = "quiet" // one loop fewer would have been less busy than LoopConfig.ShrinkBelow, for LoopConfig.ShrinkAfter
+	// With the CPUs full, busy fractions include waiting for a CPU, and
+	// a change is judged by what it did to the requests served:
+	CauseProbe   Cause = "probe"    // a loop removed to see whether the stage serves as much with one fewer
+	CauseNoGain  Cause = "no-gain"  // the loop added last served no more: removed again, and a ceiling for ProbeAfter
+	CauseLostOne Cause = "lost-one" // the probe's removal served less: the loop is back
 )
 
 // LoopConfig tunes a loop-count controller. Zero fields take the
@@ -45,6 +50,18 @@ type LoopConfig struct {
 	// doubles the wait before the next removal; a removal that holds
 	// for twice the wait halves it again.
 	MaxShrinkAfter time.Duration
+	// Judge is how long a change made with the CPUs full is measured,
+	// after Settle, against as long a stretch before it (2 s): the
+	// requests served per second vary by a few percent from one second
+	// to the next, and the judgement must see past that.
+	Judge time.Duration
+	// Gain is the part by which a change must raise the requests served
+	// to be kept when it added a loop, or may lower them when it removed
+	// one (0.03): below it, the loop is not worth its wake-ups.
+	Gain float64
+	// ProbeAfter is how long a ceiling from a loop that did not pay
+	// holds (30 s): the workload may have changed since.
+	ProbeAfter time.Duration
 }
 
 // Why a stage is grown even when the CPUs are full: a loop is a serial
@@ -75,6 +92,15 @@ func (c LoopConfig) withDefaults() LoopConfig {
 		c.MaxShrinkAfter = time.Minute
 	}
 	c.MaxShrinkAfter = max(c.MaxShrinkAfter, c.ShrinkAfter)
+	if c.Judge <= 0 {
+		c.Judge = 2 * time.Second
+	}
+	if c.Gain <= 0 {
+		c.Gain = 0.03
+	}
+	if c.ProbeAfter <= 0 {
+		c.ProbeAfter = 30 * time.Second
+	}
 	return c
 }
 
@@ -86,6 +112,17 @@ type LoopSample struct {
 	// it (stages.Loop.Busy's growth); loops added or removed within the
 	// period are left out.
 	Busy []time.Duration
+	// Served is the requests the server served in the period, per
+	// second: what a change made with the CPUs full must not lower.
+	Served float64
+	// CPUFull: the process used (nearly) every CPU it may in the period,
+	// so a loop's busy time includes time waiting for a CPU, and more
+	// loops may only share the same CPUs more finely.
+	CPUFull bool
+	// Hold: another stage's change is being judged; a change here would
+	// confound both judgements, so none is tried (growth from busy loops
+	// still happens).
+	Hold bool
 }
 
 // LoopDecision is what Loops.Decide decided, and from what.
@@ -110,6 +147,23 @@ type Loops struct {
 	// shrank: the last change was a removal, not yet judged a flap or
 	// not.
 	shrank bool
+
+	// served holds the last Judge's worth of Served, newest last: the
+	// "before" of the next change.
+	served []float64
+	// trial is a change made with the CPUs full, being judged: from the
+	// size before it, served before it, and what it has served since
+	// (after Settle).
+	trial struct {
+		pending     bool
+		cause       Cause // CauseBusy (a growth) or CauseProbe (a removal)
+		from        int
+		before      float64
+		sum, passed time.Duration
+		served      float64 // the Elapsed-weighted sum of Served since Settle
+	}
+	ceiling     int           // no growth beyond this while ceilingLeft lasts; 0: none
+	ceilingLeft time.Duration // how long the ceiling still holds
 }
 
 // NewLoops returns a loop-count controller.
@@ -117,6 +171,10 @@ func NewLoops(cfg LoopConfig) *Loops {
 	cfg = cfg.withDefaults()
 	return &Loops{cfg: cfg, since: cfg.Settle, wait: cfg.ShrinkAfter}
 }
+
+// Trying reports whether a change is being judged (LoopSample.Hold for
+// the other I/O stage).
+func (c *Loops) Trying() bool { return c.trial.pending }
 
 // ShrinkWait is how long the work must now stay low before a loop is
 // removed (LoopConfig.MaxShrinkAfter).
@@ -142,6 +200,16 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 		d.Work += min(max(b.Seconds()/s.Elapsed.Seconds(), 0), 1)
 	}
 	d.Load = d.Work / float64(len(s.Busy))
+	if c.ceiling > 0 {
+		if c.ceilingLeft -= s.Elapsed; c.ceilingLeft <= 0 {
+			c.ceiling = 0
+		}
+	}
+	if c.trial.pending {
+		c.judge(s, &d, lo, hi)
+		return d
+	}
+	c.remember(s)
 	settled := c.since >= c.cfg.Settle
 	if c.shrank && c.since >= 2*c.wait {
 		// The removal held: the work really had gone.
@@ -150,7 +218,7 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 	switch {
 	case d.Load > c.cfg.GrowAbove:
 		c.quiet = 0
-		if !settled || s.Size >= hi {
+		if !settled || s.Size >= hi || (c.ceiling > 0 && s.Size >= c.ceiling) {
 			return d
 		}
 		// Busy loops hide how much work there is (none can be more than
@@ -158,11 +226,17 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 		// the stage.
 		want := int(math.Ceil(d.Work / c.cfg.Aim))
 		d.Size = min(max(want, s.Size+1), 2*s.Size, hi)
+		if c.ceiling > 0 {
+			d.Size = min(d.Size, c.ceiling)
+		}
 		d.Cause = CauseBusy
 		if c.shrank { // a flap: wait longer before the next removal
 			c.shrank, c.wait = false, min(2*c.wait, c.cfg.MaxShrinkAfter)
 		}
 		c.changed()
+		if s.CPUFull && !s.Hold {
+			c.try(CauseBusy, s.Size)
+		}
 	case s.Size > lo && d.Work/float64(s.Size-1) < c.cfg.ShrinkBelow:
 		c.quiet += s.Elapsed
 		if c.quiet < c.wait || !settled {
@@ -171,10 +245,85 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 		d.Size, d.Cause = s.Size-1, CauseQuiet // one at a time: each one's connections move
 		c.changed()
 		c.shrank = true
+	case s.CPUFull && !s.Hold && s.Size > lo && settled && c.since >= c.wait && len(c.served) > 0:
+		// The CPUs are full and the loops read as neither busy nor
+		// quiet: their busy fractions include waiting for a CPU, so
+		// only the requests served can say whether the stage needs all
+		// of them. On two cores, 1 ms sleeps at 1,000 connections
+		// served 58k/s with one reader and one writer, 51k/s with two
+		// of each.
+		c.quiet = 0
+		d.Size, d.Cause = s.Size-1, CauseProbe
+		c.changed()
+		c.try(CauseProbe, s.Size)
 	default:
 		c.quiet = 0
 	}
 	return d
+}
+
+// remember keeps the last Judge's worth of Served.
+func (c *Loops) remember(s LoopSample) {
+	keep := max(1, int(c.cfg.Judge/s.Elapsed))
+	c.served = append(c.served, s.Served)
+	if len(c.served) > keep {
+		c.served = append(c.served[:0], c.served[len(c.served)-keep:]...)
+	}
+}
+
+// try starts judging a change from size from, against what was served
+// before it.
+func (c *Loops) try(cause Cause, from int) {
+	t := &c.trial
+	t.pending, t.cause, t.from = true, cause, from
+	t.before = 0
+	for _, v := range c.served {
+		t.before += v
+	}
+	if len(c.served) > 0 {
+		t.before /= float64(len(c.served))
+	}
+	t.sum, t.passed, t.served = 0, 0, 0
+	c.served = c.served[:0]
+}
+
+// judge measures a pending change once the stage has settled after it,
+// and undoes it if it did not pay: a loop added that served no more
+// than Gain beyond before (a ceiling then holds for ProbeAfter), a loop
+// removed that served less than Gain below.
+func (c *Loops) judge(s LoopSample, d *LoopDecision, lo, hi int) {
+	t := &c.trial
+	t.passed += s.Elapsed
+	if t.passed <= c.cfg.Settle {
+		return
+	}
+	t.sum += s.Elapsed
+	t.served += s.Served * s.Elapsed.Seconds()
+	if t.sum < c.cfg.Judge {
+		return
+	}
+	t.pending = false
+	after := t.served / t.sum.Seconds()
+	if t.before <= 0 {
+		return // nothing served before: nothing to judge by
+	}
+	back := min(max(t.from, lo), hi)
+	switch t.cause {
+	case CauseBusy:
+		if after < t.before*(1+c.cfg.Gain) && back < s.Size {
+			d.Size, d.Cause = back, CauseNoGain
+			c.ceiling, c.ceilingLeft = back, c.cfg.ProbeAfter
+			c.changed()
+		}
+	case CauseProbe:
+		if after < t.before*(1-c.cfg.Gain) && back > s.Size {
+			d.Size, d.Cause = back, CauseLostOne
+			c.wait = min(2*c.wait, c.cfg.MaxShrinkAfter) // probe less often where it costs
+			c.changed()
+		} else {
+			c.shrank = true // judged like a quiet removal: held, the wait halves
+		}
+	}
 }
 
 func (c *Loops) changed() { c.since, c.quiet = 0, 0 }

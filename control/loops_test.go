@@ -130,3 +130,84 @@ func repeat(v float64, n int) []float64 {
 	}
 	return out
 }
+
+// With the CPUs full, a loop-count change is judged by the requests
+// served: a removal (probe) that serves as much is kept, one that serves
+// less is undone; a growth that serves no more is undone and caps
+// further growth for ProbeAfter.
+func TestLoopsJudgedByServed(t *testing.T) {
+	const dt = 100 * time.Millisecond
+	tests := []struct {
+		name    string
+		start   int
+		work    float64             // loops' worth of work (busy fractions, CPU waits included)
+		served  func(n int) float64 // requests per second at n loops
+		hold    bool
+		periods int
+		want    int
+		causes  []Cause // every change's, in order
+	}{
+		{name: "fewer loops serve more: the probe holds, growth back does not pay",
+			start: 2, work: 1, served: func(n int) float64 { return map[int]float64{1: 58000, 2: 51000}[n] }, periods: 100,
+			want: 1, causes: []Cause{CauseProbe, CauseBusy, CauseNoGain}},
+		{name: "the second loop pays: the probe is undone, and tried again later",
+			start: 2, work: 1.2, served: func(n int) float64 { return map[int]float64{1: 62000, 2: 67000}[n] }, periods: 100,
+			want: 2, causes: []Cause{CauseProbe, CauseLostOne}},
+		{name: "a growth that pays is kept",
+			start: 1, work: 4, served: func(n int) float64 { return 20000 * float64(n) }, periods: 30,
+			want: 2, causes: []Cause{CauseBusy}},
+		{name: "another stage's trial holds probes",
+			start: 2, work: 1, served: func(int) float64 { return 50000 }, hold: true, periods: 100,
+			want: 2},
+		{name: "at the minimum, no probe",
+			start: 1, work: 0.5, served: func(int) float64 { return 50000 }, periods: 100,
+			want: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewLoops(LoopConfig{})
+			n := tt.start
+			var causes []Cause
+			for range tt.periods {
+				s := loopStage(n, tt.work, dt)
+				s.CPUFull, s.Served, s.Hold = true, tt.served(n), tt.hold
+				d := c.Decide(s, 1, 4)
+				if d.Size != n {
+					causes = append(causes, d.Cause)
+				}
+				n = d.Size
+			}
+			if n != tt.want || len(causes) != len(tt.causes) {
+				t.Fatalf("ended at %d after changes %v, want %d after %v", n, causes, tt.want, tt.causes)
+			}
+			for i := range causes {
+				if causes[i] != tt.causes[i] {
+					t.Errorf("changes %v, want %v", causes, tt.causes)
+					break
+				}
+			}
+		})
+	}
+}
+
+// A probe that lost doubles the wait before the next one, as a flap
+// does, so a stage that needs its loops is probed less and less often.
+func TestLoopsProbeBacksOff(t *testing.T) {
+	const dt = 100 * time.Millisecond
+	c := NewLoops(LoopConfig{})
+	n, probes := 2, 0
+	for range 600 { // a minute
+		s := loopStage(n, 1.2, dt)
+		s.CPUFull, s.Served = true, map[int]float64{1: 60000, 2: 66000}[n]
+		d := c.Decide(s, 1, 2)
+		if d.Cause == CauseProbe {
+			probes++
+		}
+		n = d.Size
+	}
+	// Probes after waits of 3, 6, 12 and 24 s, each taking 3 s to judge:
+	// 4 in a minute, where a fixed 3 s wait would make 10.
+	if probes != 4 || c.ShrinkWait() != 48*time.Second {
+		t.Errorf("%d probes in a minute, wait now %v; want 4 and 48s", probes, c.ShrinkWait())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	goruntime "runtime"
 	"sync"
 	"time"
 
@@ -272,9 +273,11 @@ type tuner struct {
 	limits  []control.Limit
 	last    ControlStats
 
-	io      [2]*ioTuner // the reader and writer stages' (tuning_loops.go)
-	prevCPU time.Duration
-	scratch []ioLoop
+	io         [2]*ioTuner // the reader and writer stages' (tuning_loops.go)
+	prevCPU    time.Duration
+	prevServed uint64 // requests the processor stage had served (inline ones included)
+	machine    machineCPU
+	scratch    []ioLoop
 }
 
 // tune runs the control loop until ctx is done.
@@ -289,6 +292,11 @@ func (s *Server) tune(ctx context.Context) {
 	s.startBudgets()
 	t := time.NewTicker(s.tuner.period)
 	defer t.Stop()
+	defer func() {
+		s.tuner.mu.Lock()
+		s.tuner.machine.close()
+		s.tuner.mu.Unlock()
+	}()
 	s.sample(time.Now(), false)
 	for {
 		select {
@@ -335,8 +343,24 @@ func (s *Server) sample(now time.Time, decide bool) {
 	ps.Busy = s.pool.Busy()
 	// The loops first: admission needs to know how far behind the
 	// writers are.
+	served := s.counters.processor.Service.Count()
+	// The CPUs are full when the process used 90% of GOMAXPROCS (the
+	// scheduler's own work and the sampling moments keep a full process a
+	// little below all of it), or the machine's CPUs were 90% busy: a
+	// load generator or a neighbour on the same cores makes the loops
+	// wait for a CPU just as well.
+	ls := control.LoopSample{Elapsed: ps.Elapsed,
+		CPUFull: ps.Elapsed > 0 && cpuUsed.Seconds() >= 0.9*float64(goruntime.GOMAXPROCS(0))*ps.Elapsed.Seconds()}
+	if f, ok := t.machine.busyFraction(); ok && f >= 0.9 {
+		ls.CPUFull = true
+	}
+	if ps.Elapsed > 0 {
+		ls.Served = float64(served-t.prevServed) / ps.Elapsed.Seconds()
+	}
+	t.prevServed = served
 	for i := range t.io {
-		t.scratch = s.sampleLoops(t.io[i], ps.Elapsed, cpuUsed, t.scratch)
+		ls.Hold = t.io[1-i].loops.Trying()
+		t.scratch = s.sampleLoops(t.io[i], ls, cpuUsed, t.scratch)
 	}
 	clear(t.scratch) // holds loops: let removed ones go
 

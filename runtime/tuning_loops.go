@@ -94,9 +94,11 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// sampleLoops runs one I/O stage's controllers for a period of elapsed,
-// in which the process used cpu. t.mu held.
-func (s *Server) sampleLoops(it *ioTuner, elapsed, cpu time.Duration, scratch []ioLoop) []ioLoop {
+// sampleLoops runs one I/O stage's controllers for the period of ls (its
+// Served, CPUFull and Hold filled in), in which the process used cpu.
+// t.mu held.
+func (s *Server) sampleLoops(it *ioTuner, ls control.LoopSample, cpu time.Duration, scratch []ioLoop) []ioLoop {
+	elapsed := ls.Elapsed
 	scratch = s.ioLoops(it.stage, scratch)
 	it.busy = it.busy[:0]
 	var bs control.BatchSample
@@ -140,11 +142,12 @@ func (s *Server) sampleLoops(it *ioTuner, elapsed, cpu time.Duration, scratch []
 	if z.auto {
 		lo, hi = z.min, z.max
 	}
-	d := it.loops.Decide(control.LoopSample{Elapsed: elapsed, Size: z.size, Busy: it.busy}, lo, hi)
+	ls.Size, ls.Busy = z.size, it.busy
+	d := it.loops.Decide(ls, lo, hi)
 	if z.auto && d.Size != z.size {
 		err := s.resizeLoopsLocked(it.stage, z, d.Size, "controller: "+string(d.Cause),
 			slog.Float64("load", round2(d.Load)), slog.Float64("work", round2(d.Work)),
-			slog.Float64("cpus_used", round2(cpu.Seconds()/elapsed.Seconds())))
+			slog.Float64("cpus_used", round2(cpu.Seconds()/elapsed.Seconds())), slog.Float64("served_rate", round1(ls.Served)))
 		if err != nil && s.state.Load() == stateServing {
 			// A loop that cannot be added (its stage-init failed: a
 			// module that cannot attach another loop) would fail again

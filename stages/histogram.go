@@ -76,6 +76,16 @@ func (h *Histogram) Record(d time.Duration) {
 	}
 }
 
+// Count is the number of observations, read without copying the
+// buckets (a controller reads it every period).
+func (h *Histogram) Count() uint64 {
+	var n uint64
+	for i := range h.counts {
+		n += h.counts[i].Load()
+	}
+	return n
+}
+
 // Snapshot copies the histogram. Records that race with it may be seen by
 // some of the counters and not others; Count is the sum of the copied
 // buckets, so quantiles are always consistent with Count.
