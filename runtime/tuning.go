@@ -292,11 +292,6 @@ func (s *Server) tune(ctx context.Context) {
 	s.startBudgets()
 	t := time.NewTicker(s.tuner.period)
 	defer t.Stop()
-	defer func() {
-		s.tuner.mu.Lock()
-		s.tuner.machine.close()
-		s.tuner.mu.Unlock()
-	}()
 	s.sample(time.Now(), false)
 	for {
 		select {

@@ -157,7 +157,10 @@ phases:
 			}
 		}
 	}
-	if sized < 4 || working < 4 {
+	// /hello is served inline (no processor dequeues): only the sleep
+	// phase's four samples can show throughput, and on a loaded machine a
+	// scrape or two of them comes late.
+	if sized < 4 || working < 2 {
 		t.Fatalf("%d samples with the processor's size, %d with its throughput:\n%s", sized, working, log.String())
 	}
 	// /sleep?ms=50 on 2 processors cannot pass 40 req/s; /hello can.
