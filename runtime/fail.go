@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/stages"
+	"github.com/quartet-server/quartet/writer"
 )
 
 // reject answers a request the reader could not dispatch (malformed, too
@@ -22,10 +23,20 @@ func (s *Server) reject(c *stages.Conn, req *stages.Request, err error) {
 // connection carries on, unless the server is shutting down. c's writer
 // must be bound.
 func (s *Server) refuse(c *stages.Conn, req *stages.Request, why stages.Refusal) {
+	s.answerRefusal(c, req, why, nil)
+}
+
+// answerRefusal is refuse; with direct (a reader loop's, on that loop's
+// goroutine), the answer is written there, as a response served inline
+// is, and only what the socket does not take goes to the writer loop.
+func (s *Server) answerRefusal(c *stages.Conn, req *stages.Request, why stages.Refusal, direct *writer.Direct) {
 	why.Closing = s.state.Load() == stateShutdown
 	rej := s.protocols[c.Protocol].Reject(req, why)
 	r := s.response()
 	r.Begin(c, req, why.Now)
+	if direct != nil {
+		r.HoldKicks() // Write takes it whole, or hands it over
+	}
 	r.Status = rej.Status
 	r.KeepAlive = rej.KeepAlive && !why.Closing
 	r.HeaderBytes = int64(rej.Head)
@@ -36,4 +47,7 @@ func (s *Server) refuse(c *stages.Conn, req *stages.Request, why stages.Refusal)
 		_ = r.Append(stages.Bucket{Kind: stages.BucketEOS})
 	}
 	r.Done()
+	if direct != nil {
+		direct.Write(s.writers.at(c.Writer).Loop, r)
+	}
 }

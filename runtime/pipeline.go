@@ -31,7 +31,8 @@ import (
 // A connection is owned by one stage at a time; the arrows are the only
 // ways it moves, each through a bounded queue. Admission control refuses,
 // in the reader's dispatch, a request that would wait longer than
-// Config.QueueWaitTarget: it goes straight to the writer as a 503. The
+// Config.QueueWaitTarget: it is answered at once with a 503, which the
+// reader loop writes itself where the socket takes it (shed.go). The
 // control loop (tuning.go) sizes the processor pool and sets admission's
 // limits every period, and sizes the reader and writer stages, whose loops
 // are added and removed while serving (loops.go): a reader loop that goes
@@ -208,7 +209,8 @@ func New(cfg Config) (*Server, error) {
 
 	if !cfg.NoInline {
 		s.inline = mods.inline(cfg.Handler)
-		s.fusing = s.fusing || s.inline != nil
+		// A reader loop also writes the 503s it sheds (shed.go).
+		s.fusing = s.fusing || s.inline != nil || cfg.QueueWaitTarget > 0
 	}
 
 	// Stage 2: readers. They parse and dispatch, and close what they own.

@@ -416,6 +416,12 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 	if counted != uint64(shed) {
 		t.Errorf("Stats counts %d shed, the clients got %d 503s", counted, shed)
 	}
+	// The reader loops write the 503s they shed themselves, as they do
+	// the responses they serve inline (shed.go): written directly beyond
+	// the inline ones, unless a socket did not take one at once.
+	if byReaders := st.Direct - min(st.Direct, st.Inline); shed > 0 && byReaders < uint64(shed)/2 {
+		t.Errorf("%d responses written by the reader loops beyond the %d served inline, for %d 503s", byReaders, st.Inline, shed)
+	}
 }
 
 // A refused request's body is read (or thrown away) so that its
