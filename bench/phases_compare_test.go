@@ -21,6 +21,17 @@ func steady(rps float64, p99 time.Duration) load {
 // 0.3 s on, its drain until 11.2 s, sampled every second from 0 to 12 s.
 // The intervals [0,1) (before the phase) and [10,11) (the drain) get
 // figures far off, which the comparison must leave out.
+// stepUp is a load of rps0 at p99 p0 until at seconds, then rps1 at p1,
+// without 5xx.
+func stepUp(at, rps0 float64, p0 time.Duration, rps1 float64, p1 time.Duration) load {
+	return func(from float64) (float64, float64, time.Duration) {
+		if from < at {
+			return rps0, 0, p0
+		}
+		return rps1, 0, p1
+	}
+}
+
 func synthTrace(label string, f load) PhaseTrace {
 	tr := PhaseTrace{Label: label, Phases: []PhaseOutcome{{Phase: Phase{Name: "p", Duration: 10 * time.Second}, Start: 0.3, End: 11.2}}}
 	for from := 0.0; from < 12; from++ {
@@ -49,24 +60,14 @@ func TestComparePhases(t *testing.T) {
 		share5xx  float64 // the first static's
 	}{
 		{name: "matches the best, reached quickly", bound: 100 * ms,
-			own: func(from float64) (float64, float64, time.Duration) {
-				if from < 3 {
-					return 100, 0, 10 * ms
-				}
-				return 1000, 0, 10 * ms
-			},
+			own:    stepUp(3, 100, 10*ms, 1000, 10*ms),
 			static: []load{steady(1000, 10*ms), steady(800, 10*ms)},
 			best:   0, ratio: 1, reachedIn: 3.7, held: 1, ok: true},
 		{name: "below 90%, never reached", bound: 100 * ms, own: steady(850, 10*ms),
 			static: []load{steady(800, 10*ms), steady(1000, 10*ms)},
 			best:   1, ratio: 0.85, reachedIn: -1, note: "below 90% of the best (85%); never reached"},
 		{name: "reached late", bound: 100 * ms,
-			own: func(from float64) (float64, float64, time.Duration) {
-				if from < 6 {
-					return 100, 0, 10 * ms
-				}
-				return 1000, 0, 10 * ms
-			},
+			own:    stepUp(6, 100, 10*ms, 1000, 10*ms),
 			static: []load{steady(1000, 10*ms)},
 			best:   0, ratio: 1, reachedIn: 6.7, held: 1, note: "reached 90% of the best after 6.7s, later than 5s"},
 		{name: "an interval above the bound counts 0", bound: 100 * ms, own: steady(1100, 10*ms),
@@ -79,12 +80,7 @@ func TestComparePhases(t *testing.T) {
 			// The first: (0 + 2000 + 0 + 2000) / 4 = 1000 < 1200.
 			best: 1, ratio: 1100.0 / 1200, reachedIn: 1.7, held: 1, ok: true},
 		{name: "reaching needs the bound", bound: 100 * ms,
-			own: func(from float64) (float64, float64, time.Duration) {
-				if from < 4 {
-					return 1000, 0, 200 * ms
-				}
-				return 1000, 0, 10 * ms
-			},
+			own:    stepUp(4, 1000, 200*ms, 1000, 10*ms),
 			static: []load{steady(1000, 10*ms)},
 			best:   0, ratio: 1, reachedIn: 4.7, held: 1, ok: true},
 		{name: "no static within the bound", bound: 100 * ms, own: steady(1000, 10*ms),

@@ -115,22 +115,14 @@ func TestStartServesBuiltins(t *testing.T) {
 // whose /metrics the run reads every interval: the server side of the
 // time series must show the stages' sizes and the processor's work.
 func TestPhaseRunInProcess(t *testing.T) {
-	spec, err := bench.ParseSpec([]byte(`
+	spec, res, log := runPhases(t, `
 name: two phases
 sample: 250ms
 stages: {processors: 2}
 phases:
   - {name: hello, duration: 1s, connections: 4, workload: hello}
   - {name: sleep, duration: 1s, connections: 8, workload: sleep50}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log strings.Builder
-	res, err := bench.PhaseRun(t.Context(), spec, bench.SweepEnv{Quartet: Start, Log: &log})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
-	}
+`)
 	if res.MetricsURL == "" || res.ScrapeErrors > len(res.Samples)/2 || res.Used == nil || res.Used.Processors != 2 {
 		t.Fatalf("metrics %q, %d failed reads (%s), used %+v", res.MetricsURL, res.ScrapeErrors, res.ScrapeError, res.Used)
 	}
@@ -174,7 +166,7 @@ phases:
 // and checks that the static run was confirmed static, the comparison
 // covers both phases, and the summary and files show it.
 func TestPhaseRunAgainst(t *testing.T) {
-	spec, err := bench.ParseSpec([]byte(`
+	_, res, log := runPhases(t, `
 name: against
 sample: 100ms
 objective: {p99_max: 500ms}
@@ -182,15 +174,7 @@ against: [{readers: 1, processors: 2, writers: 1}]
 phases:
   - {name: hello, duration: 600ms, connections: 4, workload: hello}
   - {name: sleep, duration: 600ms, connections: 8, workload: sleep1}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log strings.Builder
-	res, err := bench.PhaseRun(t.Context(), spec, bench.SweepEnv{Quartet: Start, Log: &log})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
-	}
+`)
 	if len(res.Against) != 1 || res.Label != "self-sizing" || res.Against[0].Label != "static R1 P2 W1" {
 		t.Fatalf("runs %q and %d against:\n%s", res.Label, len(res.Against), log.String())
 	}
@@ -268,4 +252,20 @@ func TestBenchInProcessURL(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// runPhases runs the phase run spec (YAML) against in-process servers and
+// returns the parsed spec, the result and the run's log.
+func runPhases(t *testing.T, spec string) (*bench.Spec, *bench.PhaseResult, *strings.Builder) {
+	t.Helper()
+	sp, err := bench.ParseSpec([]byte(spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &strings.Builder{}
+	res, err := bench.PhaseRun(t.Context(), sp, bench.SweepEnv{Quartet: Start, Log: log})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	return sp, res, log
 }
