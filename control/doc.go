@@ -100,11 +100,14 @@
 // at that size for 30 s. And a stage whose loops read as neither busy
 // nor quiet is probed: one loop is removed, and put back if the stage
 // then serves 3% less, each lost probe doubling the wait before the next
-// (3 s up to a minute), as a flap does. On two cores, /sleep?ms=1 at
-// 1,000 connections served 58k/s with one reader and one writer and
-// 51k/s with two of each, which the busy fractions (0.2 and 0.4 per
-// loop) kept: hello at 100 connections wants the two. One stage's
-// change is judged at a time (LoopSample.Hold).
+// (3 s up to a minute), as a flap does. The case that asked for it: on
+// two cores, /sleep?ms=1 at 1,000 connections kept the two readers and
+// two writers /hello had needed, at busy fractions (0.2 and 0.4 per
+// loop) that can say neither way, and which count is better changed
+// between two runs of the same experiment (one of each served 58k/s
+// against 51k/s, then 44k/s against 61k/s): only the served rate can
+// tell, and only while it is measured. One stage's change is judged at
+// a time (LoopSample.Hold).
 //
 // # Batching (Batch)
 //
