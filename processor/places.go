@@ -312,6 +312,10 @@ type worker struct {
 	parkedFor time.Duration
 
 	spareSince time.Time // when it became a spare (under the pool's lock)
+
+	// runningSince is when the worker last yielded its CPU, by parking or
+	// by yieldCPU: see Pool.serve.
+	runningSince time.Time
 }
 
 var _ stages.Parker = (*worker)(nil)
