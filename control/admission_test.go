@@ -123,6 +123,42 @@ func TestAdmissionLimits(t *testing.T) {
 			now:  []ClassSample{{Queued: 0, Held: 10}},
 			want: []want{{queue: 500, retry: 1}}, // 10 places / 10 ms = 1000/s
 		},
+		{
+			// The estimate says 40 may wait (80/s for 500 ms), but 10 of
+			// a period's 40 requests waited past 3/4 of the target: the
+			// estimate is wrong somewhere (CPU it does not see), and the
+			// limit is cut to 3/4 of it.
+			name: "late requests cut the limit", target: 500 * ms, places: 4,
+			now:  []ClassSample{{Queued: 40, Held: 4, Completed: 40, Late: 10, RunSum: 40 * 50 * ms}},
+			want: []want{{queue: 30, retry: 1}},
+		},
+		{
+			// Two periods late: 1 × 0.75 × 0.75.
+			name: "cuts compound", target: 500 * ms, places: 4,
+			history: [][]ClassSample{{{Queued: 40, Held: 4, Completed: 40, Late: 10, RunSum: 40 * 50 * ms}}},
+			now:     []ClassSample{{Queued: 40, Held: 4, Completed: 40, Late: 10, RunSum: 40 * 50 * ms}},
+			want:    []want{{queue: 22, retry: 1}},
+		},
+		{
+			// A period with none late gives back 0.05: 0.75 → 0.8.
+			name: "the limit grows back without late requests", target: 500 * ms, places: 4,
+			history: [][]ClassSample{{{Queued: 40, Held: 4, Completed: 40, Late: 10, RunSum: 40 * 50 * ms}}},
+			now:     []ClassSample{{Queued: 40, Held: 4, Completed: 40, RunSum: 40 * 50 * ms}},
+			want:    []want{{queue: 32, retry: 1}},
+		},
+		{
+			// One late in 200 is within the 99th percentile: held, not cut.
+			name: "a few late requests hold the limit", target: 500 * ms, places: 4,
+			history: [][]ClassSample{{{Queued: 40, Held: 4, Completed: 40, Late: 10, RunSum: 40 * 50 * ms}}},
+			now:     []ClassSample{{Queued: 40, Held: 4, Completed: 200, Late: 1, RunSum: 200 * 50 * ms}},
+			want:    []want{{queue: 30, retry: 1}},
+		},
+		{
+			// Too few requests to tell a tail from one unlucky request.
+			name: "too few requests to judge", target: 500 * ms, places: 4,
+			now:  []ClassSample{{Queued: 40, Held: 4, Completed: 8, Late: 8, RunSum: 8 * 50 * ms}},
+			want: []want{{queue: 40, retry: 1}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := NewAdmission(tc.target)

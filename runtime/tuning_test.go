@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/control"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -678,5 +679,35 @@ func TestAddLoopInitFails(t *testing.T) {
 		if n := held[StageInfo{Stage: st, Index: 0}]; n != 1 {
 			t.Errorf("%s 0: tally holds %d, want 1 (serving)", st, n)
 		}
+	}
+}
+
+// The places admission judges a class's queue by: the pool's reach within
+// the wait target while more places would drain it faster, the places it
+// has when pinned or when the last backlog waited for CPU, and, for a
+// class not measured yet, what one period's growth gives.
+func TestAdmissionPlaces(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		size, most         int
+		auto, cpuBound     bool
+		ceiling            int
+		wantUnknown, wantP int
+	}{
+		// 4 places ×4 a period for the five periods of 500 ms: 4096, at most 1024.
+		{"auto, places bound", 4, 1024, true, false, 0, 16, 1024},
+		{"auto, a saturation ceiling", 4, 1024, true, false, 40, 16, 40},
+		{"auto, a ceiling below the size", 64, 1024, true, false, 40, 256, 64},
+		{"auto, near its most", 512, 1024, true, false, 0, 1024, 1024},
+		{"auto, the backlog waited for CPU", 12, 1024, true, true, 0, 12, 12},
+		{"pinned", 8, 8, false, false, 0, 8, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tu := &tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(500 * time.Millisecond), cpuBound: tc.cpuBound}
+			unknown, plan := tu.admissionPlaces(tc.size, tc.most, tc.auto, tc.ceiling)
+			if unknown != tc.wantUnknown || plan != tc.wantP {
+				t.Errorf("unknown %d, plan %d; want %d, %d", unknown, plan, tc.wantUnknown, tc.wantP)
+			}
+		})
 	}
 }

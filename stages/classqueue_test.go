@@ -293,14 +293,16 @@ func TestClassQueueAdmitWhileEmptying(t *testing.T) {
 		limit   int64
 		emptied bool          // the queue was seen empty as a request finished, at base
 		at      time.Duration // Admit's time after base
+		waiting int           // requests queued when it comes
 		want    bool
 	}{
-		{"never seen empty", time.Second, 1, false, 0, false},
-		{"emptied within half the target", time.Second, 1, true, 100 * time.Millisecond, true},
-		{"emptied longer ago than half the target", time.Second, 1, true, 600 * time.Millisecond, false},
-		{"no wait target", 0, 1, true, 100 * time.Millisecond, false},
-		{"limit 0: the writers are behind", time.Second, 0, true, 100 * time.Millisecond, false},
-		{"limit 0, emptied a moment ago", time.Second, 0, true, 0, false},
+		{"never seen empty", time.Second, 1, false, 0, 1, false},
+		{"emptied within half the target", time.Second, 1, true, 100 * time.Millisecond, 1, true},
+		{"emptied, but twice the limit waits", time.Second, 1, true, 0, 2, false},
+		{"emptied longer ago than half the target", time.Second, 1, true, 600 * time.Millisecond, 1, false},
+		{"no wait target", 0, 1, true, 100 * time.Millisecond, 1, false},
+		{"limit 0: the writers are behind", time.Second, 0, true, 100 * time.Millisecond, 1, false},
+		{"limit 0, emptied a moment ago", time.Second, 0, true, 0, 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q := NewClassQueue(16, nil)
@@ -311,7 +313,9 @@ func TestClassQueueAdmitWhileEmptying(t *testing.T) {
 				r, _ := q.Pop()
 				q.Finished(r, 0, time.Millisecond, base) // the queue is empty as it finishes
 			}
-			q.Push(classReq(0, 2)) // one waits: at or beyond either limit
+			for i := range tc.waiting { // at or beyond either limit
+				q.Push(classReq(0, uint64(2+i)))
+			}
 			q.SetLimit(0, tc.limit, 1)
 			ok, ra := q.Admit(0, base.Add(tc.at))
 			if ok != tc.want {
