@@ -228,6 +228,9 @@ type classJSON struct {
 	Limit      int64   `json:"limit"`
 	RetryAfter int64   `json:"retry_after_seconds"`
 	Service    float64 `json:"service_time_seconds"`
+	Use        float64 `json:"use"`
+	Late       uint64  `json:"late"`
+	Gain       float64 `json:"gain"`
 }
 
 func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
@@ -238,7 +241,7 @@ func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
 			Target: c.Target, Ceiling: c.Ceiling, Queued: c.Queued, Goroutines: st.ProcessorGoroutines,
 			QueueWaitTarget: c.WaitTarget.Seconds(), Classes: []classJSON{}}
 		for _, k := range c.Classes {
-			out.Classes = append(out.Classes, classJSON{k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service.Seconds()})
+			out.Classes = append(out.Classes, classJSON{k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service.Seconds(), k.Use, k.Late, k.Gain})
 		}
 		out.Loops = []loopJSON{}
 		for _, l := range c.Loops {
@@ -259,9 +262,9 @@ func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
 		fmt.Fprintln(w, "admission: off")
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "class\tqueued\theld\tadmitted\tshed\tlimit\tretry-after\tservice\tuse")
+	fmt.Fprintln(tw, "class\tqueued\theld\tadmitted\tshed\tlimit\tretry-after\tservice\tuse\tlate\tgain")
 	for _, k := range c.Classes {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%ds\t%v\t%.2f\n", k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service, k.Use)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%ds\t%v\t%.2f\t%d\t%.2f\n", k.Name, k.Queued, k.Held, k.Admitted, k.Shed, k.Limit, k.RetryAfter, k.Service, k.Use, k.Late, k.Gain)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "loop controllers")

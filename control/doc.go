@@ -59,13 +59,19 @@
 // places being its fair share among the classes with work, or what the
 // others leave it (processors take from the class that holds the fewest
 // places), and the pool's places those it can grow to within the target
-// when its controller is on (a burst the pool grows to serve is not
-// refused). The check in the request path compares two integers; the
-// estimating is done here once per period. Two corrections are made at
-// the door (stages.ClassQueue.Admit): a class whose queue was seen empty
-// within half the target is admitted beyond its limit (its requests leave
-// fast; the limit is a period old), and a class whose requests have not
-// finished yet is limited by a guess (the runtime's: 10 ms each). Refused
+// when its controller is on and the last backlog waited for places, not
+// CPU (a burst the pool grows to serve is not refused). The check in the
+// request path compares two integers; the estimating is done here once
+// per period. Two corrections are made at the door
+// (stages.ClassQueue.Admit): a class whose queue was seen empty within
+// half the target is admitted beyond its limit, up to twice it (its
+// requests leave fast; the limit is a period old), and a class whose
+// requests have not finished yet is limited by a guess (the runtime's:
+// 10 ms each, on the places one period's growth gives). The estimate is
+// then held to the target by feedback, as in SEDA's overload controller:
+// a period in which more than 1% of a class's requests waited past 3/4 of
+// the target cuts its limit to 3/4, a period with none gives 5% back, up
+// to the estimate (Limit.Gain). Refused
 // requests get 503 with a Retry-After of the time the class's queue needs
 // to drain (at least the target, at most MaxRetryAfter), and connections
 // stay open.

@@ -120,6 +120,8 @@ var (
 	descClassHeld = prometheus.NewDesc("quartet_admission_held", "Requests of the class holding a processor place (or parked on their client).", []string{"class"}, nil)
 	descLimit     = prometheus.NewDesc("quartet_admission_queue_limit", "Requests of the class admitted while fewer than this wait (-1: no limit).", []string{"class"}, nil)
 	descClassRun  = prometheus.NewDesc("quartet_admission_service_time_seconds", "The class's mean time holding a place, which its queue limit is computed from.", []string{"class"}, nil)
+	descLate      = prometheus.NewDesc("quartet_admission_late_total", "Requests of the class that waited for a place longer than 3/4 of the queue-wait target.", []string{"class"}, nil)
+	descGain      = prometheus.NewDesc("quartet_admission_gain", "The part of the class's estimated queue limit it is held to, cut while its requests are late (1: the estimate).", []string{"class"}, nil)
 
 	descParked      = prometheus.NewDesc("quartet_handlers_parked", "Handlers waiting on their client (request body bytes, or the client reading) without holding a processor place.", nil, nil)
 	descParkedMax   = prometheus.NewDesc("quartet_handlers_parked_max", "The bound on parked handlers (Config.MaxParked).", nil, nil)
@@ -139,7 +141,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
 		descArrival, descOffered, descXput, descWait, descRun, descBusy, descDemand, descTarget, descCeiling, descWaitGoal,
 		descLoopBusy, descBudget, descPerTurn, descTurnTime,
-		descShed, descAdmitted, descClassQ, descClassHeld, descLimit, descClassRun} {
+		descShed, descAdmitted, descClassQ, descClassHeld, descLimit, descClassRun, descLate, descGain} {
 		ch <- d
 	}
 }
@@ -250,5 +252,7 @@ func collectControl(ch chan<- prometheus.Metric, st runtime.Stats) {
 		gauge(descClassHeld, float64(k.Held), k.Name)
 		gauge(descLimit, float64(k.Limit), k.Name)
 		gauge(descClassRun, k.Service.Seconds(), k.Name)
+		ch <- prometheus.MustNewConstMetric(descLate, prometheus.CounterValue, float64(k.Late), k.Name)
+		gauge(descGain, k.Gain, k.Name)
 	}
 }

@@ -300,7 +300,7 @@ func TestMetricsSizesControlAndShedding(t *testing.T) {
 		t.Errorf("service time %v for 10 ms handlers", got)
 	}
 	for _, name := range []string{"quartet_admitted_total", "quartet_admission_queued", "quartet_admission_held",
-		"quartet_admission_queue_limit", "quartet_admission_service_time_seconds"} {
+		"quartet_admission_queue_limit", "quartet_admission_service_time_seconds", "quartet_admission_late_total", "quartet_admission_gain"} {
 		if find(fams, name, map[string]string{"class": "sleep"}) == nil {
 			t.Errorf("%s{class=\"sleep\"} missing", name)
 		}

@@ -258,6 +258,8 @@ type ClassStats struct {
 	RetryAfter int64         // seconds, for refused requests
 	Service    time.Duration // mean time holding a place
 	Use        float64       // the part of its places it kept busy while backlogged (control.Limit.Use)
+	Late       uint64        // waited longer than 3/4 of the wait target, ever (stages.LateShare)
+	Gain       float64       // the part of its estimated limit it is held to (control.Limit.Gain)
 }
 
 // tuner is the control loop's state.
@@ -489,14 +491,14 @@ func (s *Server) controlStats() ControlStats {
 	cs.Classes = nil
 	for c := range s.requests.Classes() {
 		k := s.requests.Counts(c)
-		st := ClassStats{Queued: k.Queued, Held: k.Held, Admitted: k.Pushed, Shed: k.Shed, Limit: k.Limit, RetryAfter: k.Retry}
+		st := ClassStats{Queued: k.Queued, Held: k.Held, Admitted: k.Pushed, Shed: k.Shed, Limit: k.Limit, RetryAfter: k.Retry, Late: k.Late, Gain: 1}
 		if c < len(names) {
 			st.Name = names[c]
 		} else {
 			st.Name = fmt.Sprint("class", c) // opened a moment ago
 		}
 		if c < len(limits) {
-			st.Service, st.Use = limits[c].Service, limits[c].Use
+			st.Service, st.Use, st.Gain = limits[c].Service, limits[c].Use, limits[c].Gain
 		}
 		cs.Classes = append(cs.Classes, st)
 	}
