@@ -182,11 +182,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.QueueWaitTarget > 0 {
 		// Until the controller knows a class's service time, its queue is
 		// limited by unknownLimit.
-		first := z.Size
-		if z.Auto {
-			first = unknownPlaces(z.Size, z.Max)
-		}
-		start := unknownLimit(first, cfg.QueueWaitTarget, s.tuner.period)
+		start := unknownLimit(z.Max, cfg.QueueWaitTarget, s.tuner.period)
 		s.requests.StartLimit(start, 1)
 		s.requests.SetLimit(0, start, 1)
 		s.requests.SetWaitTarget(cfg.QueueWaitTarget)

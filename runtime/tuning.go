@@ -399,8 +399,8 @@ func (s *Server) sample(now time.Time, decide bool) {
 		Ceiling: d.Ceiling, Cause: d.Cause}
 }
 
-// admissionPlaces is the places admission judges queues by: for a class
-// not measured yet (unknown), and for the others (plan). Those the pool
+// admissionPlaces is the places admission judges queues by: for the
+// classes measured (plan), and for a class not measured yet (unknown). Those the pool
 // can have within the wait target: as many as it can grow to (at most
 // ×GrowthFactor a period) when the controller is on, up to a saturation
 // ceiling if it found one, so that a burst the pool grows to serve is not
@@ -416,17 +416,11 @@ func (t *tuner) admissionPlaces(size, most int, auto bool, ceiling int) (unknown
 	if ceiling > 0 {
 		plan = max(size, min(plan, ceiling))
 	}
-	return unknownPlaces(size, most), plan
-}
-
-// unknownPlaces is the places a class whose service time is not known yet
-// is judged by: those the pool can have after one period, by when the
-// controller knows the class's service time. Not the pool's most: places
-// are not CPUs, and 12,000 connections of 100 µs handlers on one core,
-// admitted by the places 1,024 could start, filled the queue with four
-// seconds of work before the first period.
-func unknownPlaces(size, most int) int {
-	return min(most, size*control.DefaultGrowthFactor)
+	// A class not measured yet may bring a burst of handlers that block
+	// (a thousand uploads that wait on their clients): it is judged by
+	// the pool's most places, unless the last backlog showed that places
+	// are not what this server's requests wait for.
+	return most, plan
 }
 
 // unknownLimit is the queue limit of a class whose service time is not

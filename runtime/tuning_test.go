@@ -684,8 +684,9 @@ func TestAddLoopInitFails(t *testing.T) {
 
 // The places admission judges a class's queue by: the pool's reach within
 // the wait target while more places would drain it faster, the places it
-// has when pinned or when the last backlog waited for CPU, and, for a
-// class not measured yet, what one period's growth gives.
+// has when pinned or when the last backlog waited for CPU; a class not
+// measured yet, by the pool's most places unless that backlog waited for
+// CPU.
 func TestAdmissionPlaces(t *testing.T) {
 	for _, tc := range []struct {
 		name               string
@@ -695,9 +696,9 @@ func TestAdmissionPlaces(t *testing.T) {
 		wantUnknown, wantP int
 	}{
 		// 4 places ×4 a period for the five periods of 500 ms: 4096, at most 1024.
-		{"auto, places bound", 4, 1024, true, false, 0, 16, 1024},
-		{"auto, a saturation ceiling", 4, 1024, true, false, 40, 16, 40},
-		{"auto, a ceiling below the size", 64, 1024, true, false, 40, 256, 64},
+		{"auto, places bound", 4, 1024, true, false, 0, 1024, 1024},
+		{"auto, a saturation ceiling", 4, 1024, true, false, 40, 1024, 40},
+		{"auto, a ceiling below the size", 64, 1024, true, false, 40, 1024, 64},
 		{"auto, near its most", 512, 1024, true, false, 0, 1024, 1024},
 		{"auto, the backlog waited for CPU", 12, 1024, true, true, 0, 12, 12},
 		{"pinned", 8, 8, false, false, 0, 8, 8},
