@@ -125,7 +125,7 @@ func TestAdmissionLimits(t *testing.T) {
 		},
 		{
 			// The estimate says 40 may wait (80/s for 500 ms), but 10 of
-			// a period's 40 requests waited past 3/4 of the target: the
+			// a period's 40 requests waited past half the target: the
 			// estimate is wrong somewhere (CPU it does not see), and the
 			// limit is cut to 3/4 of it.
 			name: "late requests cut the limit", target: 500 * ms, places: 4,

@@ -67,9 +67,9 @@
 // half the target is admitted beyond its limit, up to twice it (its
 // requests leave fast; the limit is a period old), and a class whose
 // requests have not finished yet is limited by a guess (the runtime's:
-// 10 ms each, on the places one period's growth gives). The estimate is
+// 10 ms each). The estimate is
 // then held to the target by feedback, as in SEDA's overload controller:
-// a period in which more than 1% of a class's requests waited past 3/4 of
+// a period in which more than 1% of a class's requests waited past half
 // the target cuts its limit to 3/4, a period with none gives 5% back, up
 // to the estimate (Limit.Gain). Refused
 // requests get 503 with a Retry-After of the time the class's queue needs

@@ -120,7 +120,7 @@ var (
 	descClassHeld = prometheus.NewDesc("quartet_admission_held", "Requests of the class holding a processor place (or parked on their client).", []string{"class"}, nil)
 	descLimit     = prometheus.NewDesc("quartet_admission_queue_limit", "Requests of the class admitted while fewer than this wait (-1: no limit).", []string{"class"}, nil)
 	descClassRun  = prometheus.NewDesc("quartet_admission_service_time_seconds", "The class's mean time holding a place, which its queue limit is computed from.", []string{"class"}, nil)
-	descLate      = prometheus.NewDesc("quartet_admission_late_total", "Requests of the class that waited for a place longer than 3/4 of the queue-wait target.", []string{"class"}, nil)
+	descLate      = prometheus.NewDesc("quartet_admission_late_total", "Requests of the class that waited for a place longer than half the queue-wait target.", []string{"class"}, nil)
 	descGain      = prometheus.NewDesc("quartet_admission_gain", "The part of the class's estimated queue limit it is held to, cut while its requests are late (1: the estimate).", []string{"class"}, nil)
 
 	descParked      = prometheus.NewDesc("quartet_handlers_parked", "Handlers waiting on their client (request body bytes, or the client reading) without holding a processor place.", nil, nil)

@@ -258,7 +258,7 @@ type ClassStats struct {
 	RetryAfter int64         // seconds, for refused requests
 	Service    time.Duration // mean time holding a place
 	Use        float64       // the part of its places it kept busy while backlogged (control.Limit.Use)
-	Late       uint64        // waited longer than 3/4 of the wait target, ever (stages.LateShare)
+	Late       uint64        // waited longer than half the wait target, ever (stages.LateShare)
 	Gain       float64       // the part of its estimated limit it is held to (control.Limit.Gain)
 }
 
