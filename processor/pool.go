@@ -339,6 +339,19 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 			}
 			continue
 		}
+		if time.Since(wk.runningSince) >= yieldCPUAfter {
+			// Go preempts a goroutine only after 10 ms on a CPU; workers
+			// that always find another request would hold the Ps for that
+			// long while the reader and writer loops, back from
+			// epoll_wait, sit in the run queue behind them, and every
+			// client waits with them, the ones that admission control
+			// would refuse at once included. Giving the CPU up now and
+			// then bounds that wait; when nothing else is runnable it
+			// costs a trip through the scheduler. Before the pop, so that
+			// no request waits with the worker.
+			runtime.Gosched()
+			wk.runningSince = time.Now()
+		}
 		if req, ok := p.in.Pop(); ok {
 			p.serve(wk, req)
 			continue
@@ -366,18 +379,6 @@ func (p *Pool) serve(wk *worker, req *stages.Request) {
 		p.counters.Dequeued.Add(1)
 	}
 	now := time.Now()
-	if now.Sub(wk.runningSince) >= yieldCPUAfter {
-		// Go preempts a goroutine only after 10 ms on a CPU; workers that
-		// always find another request would hold the Ps for that long
-		// while the reader and writer loops, back from epoll_wait, sit in
-		// the run queue behind them, and every client waits with them,
-		// the ones that admission control would refuse at once included.
-		// Giving the CPU up now and then bounds that wait; when nothing
-		// else is runnable it costs a trip through the scheduler.
-		runtime.Gosched()
-		now = time.Now()
-		wk.runningSince = now
-	}
 	var waited time.Duration
 	if !req.Dispatched.IsZero() {
 		waited = now.Sub(req.Dispatched)
