@@ -46,9 +46,12 @@
 // before it: if the places in use (time held / time, Little) grew and the
 // throughput grew by less than half as much on a log scale, the step is
 // undone down to throughput × old service time places (Little again),
-// which becomes a ceiling until DefaultProbeAfter (10 s), or until the
+// which becomes a ceiling until DefaultProbeAfter (2 s), or until the
 // service time at the ceiling halves or doubles (the workload changed),
-// when growth is tried again.
+// when growth is tried again. A probe that finds the ceiling again goes
+// back to it, and the next waits twice as long (up to 32 s): a first
+// ceiling may have been found while something else had the CPUs for a
+// moment, and is soon tried again; a confirmed one is left alone.
 //
 // # Admission (Admission)
 //

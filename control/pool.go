@@ -10,7 +10,10 @@ const (
 	DefaultPeriod      = 100 * time.Millisecond
 	DefaultRetireAfter = 2 * time.Second
 	DefaultHeadroom    = 2.0
-	DefaultProbeAfter  = 10 * time.Second
+	DefaultProbeAfter  = 2 * time.Second
+	// maxProbeAfter bounds the back-off of probes that keep finding the
+	// same ceiling.
+	maxProbeAfter = 32 * time.Second
 	// DefaultGrowthFactor bounds how much the pool may grow in one period.
 	DefaultGrowthFactor = 4
 	// minSamples is how many finished requests an estimate needs before
@@ -30,7 +33,7 @@ type PoolConfig struct {
 	Period       time.Duration // how often Decide is called
 	RetireAfter  time.Duration // places unused this long retire
 	Headroom     float64       // β in R + β√R: spare places for bursts, in standard deviations
-	ProbeAfter   time.Duration // a saturation ceiling is tried again after this
+	ProbeAfter   time.Duration // a saturation ceiling is tried again after this, doubled each time a probe finds it again
 	GrowthFactor int           // the pool at most multiplies by this per period
 }
 
@@ -132,12 +135,18 @@ type Pool struct {
 	ceiling        int           // growth limit from a failed check; 0: none
 	ceilingAge     int           // periods since the ceiling was set
 	ceilingService time.Duration // the service time settled at the ceiling
+	// probeAfter is how long the next ceiling holds: ProbeAfter, doubled
+	// (up to maxProbeAfter) each time a probe, a growth past a ceiling
+	// that had aged out (probing), found one again.
+	probeAfter time.Duration
+	probing    bool
+	found      int // the ceiling the last probe started from
 }
 
 // NewPool returns a pool controller.
 func NewPool(cfg PoolConfig) *Pool {
 	cfg = cfg.withDefaults()
-	return &Pool{cfg: cfg, service: ewma{decay: 0.5}}
+	return &Pool{cfg: cfg, service: ewma{decay: 0.5}, probeAfter: cfg.ProbeAfter}
 }
 
 // Config returns the controller's configuration, defaults applied.
@@ -171,8 +180,11 @@ func (c *Pool) Decide(s PoolSample, lo, hi int) Decision {
 		}
 		cs, s := c.ceilingService, d.Service
 		changed := c.ceilingAge > ceilingSettle && (s > 2*cs || 2*s < cs)
-		if time.Duration(c.ceilingAge)*c.cfg.Period >= c.cfg.ProbeAfter || changed {
-			c.ceiling = 0
+		switch {
+		case changed:
+			c.ceiling, c.probing, c.probeAfter = 0, false, c.cfg.ProbeAfter
+		case time.Duration(c.ceilingAge)*c.cfg.Period >= c.probeAfter:
+			c.ceiling, c.probing, c.found = 0, true, c.ceiling
 		}
 	}
 	d.Ceiling = c.ceiling
@@ -301,11 +313,28 @@ func (c *Pool) checkGrowth(s PoolSample, d *Decision) bool {
 		return false // the new places were hardly used: nothing learnt
 	}
 	if math.Log(throughput/ck.throughput) >= 0.5*math.Log(busy/ck.busy) {
+		c.probing, c.probeAfter = false, c.cfg.ProbeAfter
 		return false // it paid
 	}
 	need := throughput * ck.service.Seconds()
 	size := int(math.Ceil(need + c.cfg.Headroom*math.Sqrt(need)))
 	size = min(max(size, ck.from), s.Size)
+	// A ceiling found by a probe is the one found before: the CPUs are
+	// still the limit, the pool goes back to it (an estimate from the
+	// probe's own step starts from a service time that the CPUs' queue at
+	// the old ceiling inflated, and would let each probe raise it), and
+	// the next probe waits twice as long. A first ceiling is tried again
+	// soon: it may have been judged while something else had the CPUs for
+	// a moment (the load of a phase that just ended); held at 41 places
+	// for the ten seconds of the old fixed wait, a pool served a
+	// /sleep?ms=1 phase at 0.85 of the best static size.
+	if c.probing {
+		size = min(size, max(c.found, 1))
+		c.probeAfter = min(2*c.probeAfter, maxProbeAfter)
+	} else {
+		c.probeAfter = c.cfg.ProbeAfter
+	}
+	c.probing = false
 	c.ceiling, c.ceilingAge = size, 0
 	if size < s.Size {
 		d.Size, d.Cause = size, CauseSaturated

@@ -166,7 +166,7 @@ func run(c *Pool, start, lo, hi int, phases ...phase) (sizes []int, log []string
 		for range ph.periods {
 			d := c.Decide(ph.w.period(size, dt), lo, hi)
 			if d.Size != size {
-				log = append(log, fmt.Sprintf("%d→%d %s", size, d.Size, d.Cause))
+				log = append(log, fmt.Sprintf("%d: %d→%d %s", len(sizes), size, d.Size, d.Cause))
 			}
 			size = d.Size
 			sizes = append(sizes, size)
@@ -191,6 +191,7 @@ func TestPoolDecisions(t *testing.T) {
 		// and, if endMax is set, in [endMin, endMax] at the end
 		endMin, endMax int
 		steady         bool    // and, from settle on, never change
+		probes         int     // periods it may be outside [min, max] from settle on: probes of a saturation ceiling
 		causes         []Cause // each must appear in the log
 		noCauses       []Cause // none of these may
 	}{
@@ -215,7 +216,7 @@ func TestPoolDecisions(t *testing.T) {
 			start: 2, lo: 2, hi: 4096,
 			// 2 CPUs, 1 ms of CPU per request, 1000 clients.
 			phases: []phase{{&closedLoop{n: 1000, service: cpuBound(ms, 2)}, 40}},
-			settle: 5, min: 2, max: 8,
+			settle: 5, min: 2, max: 8, probes: 6,
 			causes: []Cause{CauseSaturated},
 		},
 		{
@@ -224,7 +225,7 @@ func TestPoolDecisions(t *testing.T) {
 			// 1 ms asleep plus 20 µs of CPU on 2 CPUs: 100k/s at most,
 			// reached with 100 places; more only lengthen each request.
 			phases: []phase{{&closedLoop{n: 1000, service: mixed(ms, 20*time.Microsecond, 2)}, 40}},
-			settle: 10, min: 100, max: 160,
+			settle: 10, min: 100, max: 160, probes: 6,
 			causes: []Cause{CauseSaturated},
 		},
 		{
@@ -347,10 +348,13 @@ func TestPoolDecisions(t *testing.T) {
 					}
 				}
 			}
+			outside := 0
 			for i := tc.settle; i < len(sizes); i++ {
 				if sizes[i] < tc.min || sizes[i] > tc.max {
-					t.Fatalf("period %d: size %d, want %d..%d from period %d on\nsizes %v\nlog %s",
-						i, sizes[i], tc.min, tc.max, tc.settle, sizes, strings.Join(log, "; "))
+					if outside++; outside > tc.probes {
+						t.Fatalf("period %d: size %d, want %d..%d from period %d on (%d periods outside allowed)\nsizes %v\nlog %s",
+							i, sizes[i], tc.min, tc.max, tc.settle, tc.probes, sizes, strings.Join(log, "; "))
+					}
 				}
 			}
 			joined := strings.Join(log, "; ")
@@ -384,6 +388,40 @@ func TestCeilingIsProbedAgain(t *testing.T) {
 		phase{&closedLoop{n: 1000, service: blocking(ms)}, probe + 20})
 	if last := sizes[len(sizes)-1]; last < 1000 {
 		t.Errorf("after the workload turned blocking the pool has %d places, want 1000+\nlog %s", last, strings.Join(log, "; "))
+	}
+}
+
+// Probes that keep finding the same ceiling back off: the first comes
+// ProbeAfter after the ceiling was found, each next one twice as late, up
+// to maxProbeAfter; over a minute of CPU-bound load that is a handful of
+// probes, not one every ProbeAfter.
+func TestProbesBackOff(t *testing.T) {
+	c := NewPool(PoolConfig{})
+	periods := int(time.Minute / DefaultPeriod)
+	_, log := run(c, 2, 2, 4096, phase{&closedLoop{n: 1000, service: cpuBound(time.Millisecond, 2)}, periods})
+	var probes []int // periods at which the pool grew past a ceiling
+	found := false
+	for _, l := range log {
+		var at, from, to int
+		var cause string
+		if _, err := fmt.Sscanf(l, "%d: %d→%d %s", &at, &from, &to, &cause); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		switch {
+		case Cause(cause) == CauseSaturated:
+			found = true
+		case found && to > from:
+			probes = append(probes, at)
+		}
+	}
+	if len(probes) < 3 || len(probes) > 6 {
+		t.Fatalf("%d probes in a minute, want 3 to 6 (back-off from %v to %v): at periods %v\nlog %s",
+			len(probes), DefaultProbeAfter, maxProbeAfter, probes, strings.Join(log, "; "))
+	}
+	for i := 2; i < len(probes); i++ {
+		if gap, before := probes[i]-probes[i-1], probes[i-1]-probes[i-2]; gap < before*3/2 {
+			t.Errorf("probes at periods %v: gap %d after %d, want it to double", probes, gap, before)
+		}
 	}
 }
 
