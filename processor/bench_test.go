@@ -61,11 +61,10 @@ func BenchmarkHello(b *testing.B) { benchWorkerPath(b, HandlerFunc(hello)) }
 // build too.
 func BenchmarkAdaptHello(b *testing.B) { benchWorkerPath(b, Adapt(httpHello{})) }
 
-func benchWorkerPath(b *testing.B, h Handler) {
-	in := stages.NewClassQueue(16, nil)
-	wake := stages.NewWorkerWaker(1)
-	bw := &benchWriter{kicks: make(chan *stages.Response, 16), done: make(chan struct{}, 1)}
-	free := make(chan *stages.Response, 4)
+// newBenchPool is a pool of workers places serving h from in, handing
+// its responses to bw and recycling them, responses of them.
+func newBenchPool(in *stages.ClassQueue, bw *benchWriter, workers, responses int, h Handler) *Pool {
+	free := make(chan *stages.Response, responses)
 	var pool *Pool
 	recycle := func(r *stages.Response) {
 		r.RunCleanups()
@@ -75,8 +74,15 @@ func benchWorkerPath(b *testing.B, h Handler) {
 	for range cap(free) {
 		free <- stages.NewResponse(bw.kick, recycle)
 	}
-	pool = New(Config{Workers: 1}, in, wake, h, func() *stages.Response { return <-free }, &stages.StageCounters{})
+	pool = New(Config{Workers: workers}, in, stages.NewWorkerWaker(workers), h, func() *stages.Response { return <-free }, &stages.StageCounters{})
 	bw.low = pool.LowWater()
+	return pool
+}
+
+func benchWorkerPath(b *testing.B, h Handler) {
+	in := stages.NewClassQueue(16, nil)
+	bw := &benchWriter{kicks: make(chan *stages.Response, 16), done: make(chan struct{}, 1)}
+	pool := newBenchPool(in, bw, 1, 4, h)
 	stop := make(chan struct{})
 	go bw.run(stop)
 	ctx, cancel := context.WithCancel(context.Background())

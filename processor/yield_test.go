@@ -23,7 +23,6 @@ func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	const inFlight = 256
 	in := stages.NewClassQueue(2*inFlight, nil)
-	wake := stages.NewWorkerWaker(4)
 	reqs := make([]*stages.Request, 4*inFlight)
 	for i := range reqs {
 		reqs[i] = newRequest("GET", "/compute", 1, "", "Host", "localhost")
@@ -39,23 +38,12 @@ func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
 	// that a worker does not block on them (the real writer's kick does
 	// not block at all).
 	bw := &benchWriter{kicks: make(chan *stages.Response, inFlight), done: make(chan struct{}, inFlight)}
-	free := make(chan *stages.Response, inFlight+8)
-	var pool *Pool
-	recycle := func(r *stages.Response) {
-		r.RunCleanups()
-		pool.Release(r)
-		free <- r
-	}
-	for range cap(free) {
-		free <- stages.NewResponse(bw.kick, recycle)
-	}
 	compute := HandlerFunc(func(w *ResponseWriter, r *stages.Request) {
 		for start := time.Now(); time.Since(start) < 100*time.Microsecond; {
 		}
 		w.Write([]byte("done"))
 	})
-	pool = New(Config{Workers: 2}, in, wake, compute, func() *stages.Response { return <-free }, &stages.StageCounters{})
-	bw.low = pool.LowWater()
+	pool := newBenchPool(in, bw, 2, inFlight+8, compute)
 	stop := make(chan struct{})
 	go bw.run(stop)
 	refilling := make(chan struct{})
@@ -91,12 +79,11 @@ func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
 	pool.Wake()
 
 	const nap = time.Millisecond
-	ts := unix.NsecToTimespec(int64(nap))
 	var late []time.Duration
 	b.ReportAllocs()
 	for b.Loop() {
 		start := time.Now()
-		unix.Nanosleep(&ts, nil)
+		unix.Poll(nil, int(nap/time.Millisecond))
 		late = append(late, time.Since(start)-nap)
 	}
 	slices.Sort(late)
