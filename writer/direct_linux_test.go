@@ -3,6 +3,9 @@ package writer
 import (
 	"bytes"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/quartet-server/quartet/stages"
 )
@@ -56,4 +59,67 @@ func TestDirectEndsWhatItWroteWhole(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A response's head and the file region after it leave in one TCP
+// segment (writev's MSG_MORE), as nginx's tcp_nopush sends them, and a
+// head with nothing after it (a HEAD request) is not held back.
+func TestHeadAndFileInOneSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		file  int  // bytes of file after the head; 0: none
+		split bool // the head in two buffers (sendmsg, not send)
+	}{
+		{"head and a 4 KiB file", 4096, false},
+		{"head in two buffers and a file", 4096, true},
+		{"head alone", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startLoopWith(t, Config{}, nil)
+			fd, client := tcpPair(t, 0, 0)
+			head := pattern(1, 234)
+			want := append([]byte(nil), head...)
+			bs := []stages.Bucket{heap(head)}
+			if tc.split {
+				bs = []stages.Bucket{heap(head[:100]), heap(head[100:])}
+			}
+			if tc.file > 0 {
+				body := pattern(2, tc.file)
+				bs = append(bs, stages.Bucket{Kind: stages.BucketFile, File: tempFile(t, body), Len: int64(len(body))})
+				want = append(want, body...)
+			}
+			before := dataSegsOut(t, fd)
+			r := h.response(fd)
+			r.HoldKicks()
+			if err := r.Append(append(bs, stages.Bucket{Kind: stages.BucketEOS})...); err != nil {
+				t.Fatal(err)
+			}
+			r.Done()
+			var d Direct
+			d.Write(h.l, r)
+			start := time.Now()
+			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
+				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
+			}
+			// Held back, the head would come only after the 200 ms
+			// that Linux gives corked data.
+			if d := time.Since(start); d > 150*time.Millisecond {
+				t.Errorf("the response took %v to arrive", d)
+			}
+			if segs := dataSegsOut(t, fd) - before; segs != 1 {
+				t.Errorf("the response left in %d segments, want 1", segs)
+			}
+			h.waitRecycled(r)
+		})
+	}
+}
+
+// dataSegsOut is the number of data segments fd's socket has sent.
+func dataSegsOut(t *testing.T, fd int) uint32 {
+	t.Helper()
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ti.Data_segs_out
 }

@@ -709,9 +709,11 @@ func (rec *record) pop() {
 // advances past what was written. iov is the caller's scratch.
 func writeHeap(fd int, rec *record, iov *[iovMax]unix.Iovec) (int64, error) {
 	vs := iov[:0]
+	more := false // a file region follows the run: see writev
 	for i := range rec.buckets {
 		b := &rec.buckets[i]
 		if b.Kind != stages.BucketHeap || len(vs) == iovMax {
+			more = b.Kind == stages.BucketFile && b.Len > 0
 			break
 		}
 		data := b.Data
@@ -732,7 +734,7 @@ func writeHeap(fd int, rec *record, iov *[iovMax]unix.Iovec) (int64, error) {
 		}
 		return 0, nil
 	}
-	n, err := writev(fd, vs)
+	n, err := writev(fd, vs, more)
 	if n > 0 {
 		left := int64(n)
 		for left > 0 {

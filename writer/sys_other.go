@@ -10,4 +10,4 @@ import (
 
 // writev: the raw syscall is Linux's way; the writer does not run
 // elsewhere (see internal/poll), and never gets here.
-func writev(int, []unix.Iovec) (int, error) { return -1, poll.Unsupported("writev") }
+func writev(int, []unix.Iovec, bool) (int, error) { return -1, poll.Unsupported("writev") }
