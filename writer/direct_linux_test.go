@@ -123,3 +123,48 @@ func dataSegsOut(t *testing.T, fd int) uint32 {
 	}
 	return ti.Data_segs_out
 }
+
+// A large file region is sent corked (corkFileMin), and the cork is gone
+// when its response ends, whether Direct wrote it all or handed the rest
+// to the writer loop: a cork left on would hold the next response's last
+// segment back for 200 ms.
+func TestFileRegionUncorked(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		sndbuf int // the server's send buffer; small makes Direct hand over
+		size   int
+	}{
+		{"written by Direct", 0, 4 * corkFileMin},
+		{"handed to the loop", 4096, 4 * corkFileMin},
+		// Less than corkFileMin left for the loop: it does not cork, so
+		// it would not uncork either.
+		{"handed to the loop, a little left", 4096, corkFileMin + 4<<10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startLoopWith(t, Config{}, nil)
+			fd, client := tcpPair(t, tc.sndbuf, tc.sndbuf)
+			head, body := pattern(1, 200), pattern(2, tc.size)
+			want := append(append([]byte(nil), head...), body...)
+			r := h.response(fd)
+			r.HoldKicks()
+			err := r.Append(heap(head), stages.Bucket{Kind: stages.BucketFile, File: tempFile(t, body), Len: int64(len(body))},
+				stages.Bucket{Kind: stages.BucketEOS})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Done()
+			var d Direct
+			d.Write(h.l, r)
+			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
+				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
+			}
+			h.waitRecycled(r)
+			if ended, handed := d.Ended(), tc.sndbuf > 0; handed == (ended == 1) {
+				t.Fatalf("Direct ended %d responses: the case did not happen", ended)
+			}
+			if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK); err != nil || v != 0 {
+				t.Errorf("TCP_CORK is %d (%v) after the response, want 0", v, err)
+			}
+		})
+	}
+}

@@ -70,3 +70,14 @@ func sendMore(fd int, iov []unix.Iovec) (int, error) {
 		return -1, e
 	}
 }
+
+// cork sets or clears TCP_CORK on fd (see corkFileMin), and reports
+// whether it is set. Clearing it sends what it held. A socket that
+// refuses it (not TCP: only tests hand the writer one) is sent uncorked.
+func cork(fd int, on bool) bool {
+	v := 0
+	if on {
+		v = 1
+	}
+	return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, v) == nil && on
+}

@@ -11,3 +11,6 @@ import (
 // writev: the raw syscall is Linux's way; the writer does not run
 // elsewhere (see internal/poll), and never gets here.
 func writev(int, []unix.Iovec, bool) (int, error) { return -1, poll.Unsupported("writev") }
+
+// cork: TCP_CORK is Linux's; the writer does not run elsewhere.
+func cork(int, bool) bool { return false }
