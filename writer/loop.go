@@ -777,7 +777,7 @@ func sendFile(fd int, rec *record) (int64, error) {
 		rec.corked = cork(fd, true)
 	}
 	off := b.Off + rec.off
-	n, err := unix.Sendfile(fd, int(b.File.Fd()), &off, int(min(left, maxSendfileChunk)))
+	n, err := sendfile(fd, int(b.File.Fd()), &off, int(min(left, maxSendfileChunk)))
 	if err == unix.EINTR {
 		err = nil
 	}

@@ -8,6 +8,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Why raw syscalls: every write here is to a non-blocking socket, so it
+// never waits, but one that goes through loopback's receive path too, or
+// a sendfile of a megabyte, takes longer than sysmon's 20 µs tick. A
+// syscall entered the ordinary way (entersyscall) that spans a tick gets
+// its P retaken when no other P is idle (always, with GOMAXPROCS=1), and
+// every retake keeps sysmon waking every 20 µs instead of backing off to
+// 10 ms: runtime.sysmon was 7-11% of the server's samples for static
+// files pinned to one CPU, and under 1% with the loops' reads, polls and
+// writes raw (the reader's rawRead, internal/poll's poll). The price: the
+// P runs nothing else until the call returns (at most one
+// maxSendfileChunk), where a retake would have let a runnable processor
+// goroutine have it; with GOMAXPROCS=1 a processor now waits for the loop
+// to park, or for the scheduler's 10 ms preemption.
+
 // writev is unix.Writev without its per-call allocation. more says that
 // the bytes are a response's head and a file region follows at once
 // (sendfile): they go with MSG_MORE, which holds them in the socket until
@@ -28,7 +42,7 @@ func writev(fd int, iov []unix.Iovec, more bool) (int, error) {
 		nr, arg, arg2 = unix.SYS_WRITE, uintptr(unsafe.Pointer(iov[0].Base)), uintptr(iov[0].Len)
 	}
 	for {
-		n, _, e := unix.Syscall(nr, uintptr(fd), arg, arg2)
+		n, _, e := unix.RawSyscall(nr, uintptr(fd), arg, arg2)
 		if e == unix.EINTR {
 			continue
 		}
@@ -55,9 +69,9 @@ func sendMore(fd int, iov []unix.Iovec) (int, error) {
 		var n uintptr
 		var e unix.Errno
 		if len(iov) == 1 {
-			n, _, e = unix.Syscall6(nr, uintptr(fd), arg, arg2, unix.MSG_MORE, 0, 0)
+			n, _, e = unix.RawSyscall6(nr, uintptr(fd), arg, arg2, unix.MSG_MORE, 0, 0)
 		} else {
-			n, _, e = unix.Syscall(nr, uintptr(fd), arg, arg2)
+			n, _, e = unix.RawSyscall(nr, uintptr(fd), arg, arg2)
 		}
 		switch e {
 		case 0:
@@ -80,4 +94,13 @@ func cork(fd int, on bool) bool {
 		v = 1
 	}
 	return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, v) == nil && on
+}
+
+// sendfile is unix.Sendfile as a raw syscall (see above).
+func sendfile(out, in int, off *int64, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, uintptr(out), uintptr(in), uintptr(unsafe.Pointer(off)), uintptr(n), 0, 0)
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
 }

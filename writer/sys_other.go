@@ -14,3 +14,6 @@ func writev(int, []unix.Iovec, bool) (int, error) { return -1, poll.Unsupported(
 
 // cork: TCP_CORK is Linux's; the writer does not run elsewhere.
 func cork(int, bool) bool { return false }
+
+// sendfile: Linux's; the writer does not run elsewhere.
+func sendfile(int, int, *int64, int) (int, error) { return -1, poll.Unsupported("sendfile") }
