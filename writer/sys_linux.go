@@ -88,12 +88,16 @@ func sendMore(fd int, iov []unix.Iovec) (int, error) {
 // cork sets or clears TCP_CORK on fd (see corkFileMin), and reports
 // whether it is set. Clearing it sends what it held. A socket that
 // refuses it (not TCP: only tests hand the writer one) is sent uncorked.
+// Raw (see above): clearing it transmits what it held, through loopback's
+// receive path too, and so runs past sysmon's tick as a write does.
 func cork(fd int, on bool) bool {
-	v := 0
+	var v int32
 	if on {
 		v = 1
 	}
-	return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, v) == nil && on
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_CORK,
+		uintptr(unsafe.Pointer(&v)), 4, 0)
+	return e == 0 && on
 }
 
 // sendfile is unix.Sendfile as a raw syscall (see above).
