@@ -57,21 +57,16 @@ func writev(fd int, iov []unix.Iovec, more bool) (int, error) {
 // for more. A socket that refuses the flag (ENOTSOCK: not a socket, which
 // only tests hand the writer) gets a plain write.
 func sendMore(fd int, iov []unix.Iovec) (int, error) {
-	var msg unix.Msghdr
-	nr, arg, arg2 := uintptr(unix.SYS_SENDMSG), uintptr(unsafe.Pointer(&msg)), uintptr(unix.MSG_MORE)
-	if len(iov) == 1 {
-		nr, arg, arg2 = unix.SYS_SENDTO, uintptr(unsafe.Pointer(iov[0].Base)), uintptr(iov[0].Len)
-	} else {
-		msg.Iov = &iov[0]
-		msg.SetIovlen(len(iov))
-	}
 	for {
 		var n uintptr
 		var e unix.Errno
 		if len(iov) == 1 {
-			n, _, e = unix.RawSyscall6(nr, uintptr(fd), arg, arg2, unix.MSG_MORE, 0, 0)
+			n, _, e = unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(iov[0].Base)), uintptr(iov[0].Len),
+				unix.MSG_MORE, 0, 0)
 		} else {
-			n, _, e = unix.RawSyscall(nr, uintptr(fd), arg, arg2)
+			msg := unix.Msghdr{Iov: &iov[0]}
+			msg.SetIovlen(len(iov))
+			n, _, e = unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_MORE)
 		}
 		switch e {
 		case 0:
