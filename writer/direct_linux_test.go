@@ -36,14 +36,7 @@ func TestDirectEndsWhatItWroteWhole(t *testing.T) {
 				bs = append(bs, stages.Bucket{Kind: stages.BucketFile, File: f, Len: int64(len(tail))})
 				want = append(want, tail...)
 			}
-			r := h.response(fd)
-			r.HoldKicks() // as an inline server leaves it
-			if err := r.Append(append(bs, stages.Bucket{Kind: stages.BucketEOS})...); err != nil {
-				t.Fatal(err)
-			}
-			r.Done()
-			var d Direct
-			d.Write(h.l, r)
+			r, d := h.writeDirect(fd, bs...)
 			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
 				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
 			}
@@ -89,14 +82,7 @@ func TestHeadAndFileInOneSegment(t *testing.T) {
 				want = append(want, body...)
 			}
 			before := dataSegsOut(t, fd)
-			r := h.response(fd)
-			r.HoldKicks()
-			if err := r.Append(append(bs, stages.Bucket{Kind: stages.BucketEOS})...); err != nil {
-				t.Fatal(err)
-			}
-			r.Done()
-			var d Direct
-			d.Write(h.l, r)
+			r, _ := h.writeDirect(fd, bs...)
 			start := time.Now()
 			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
 				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
@@ -112,6 +98,21 @@ func TestHeadAndFileInOneSegment(t *testing.T) {
 			h.waitRecycled(r)
 		})
 	}
+}
+
+// writeDirect has a Direct write a response of bs and EOS on fd, complete
+// and with its kicks held, as an inline server leaves it.
+func (h *harness) writeDirect(fd int, bs ...stages.Bucket) (*stages.Response, *Direct) {
+	h.t.Helper()
+	r := h.response(fd)
+	r.HoldKicks()
+	if err := r.Append(append(bs, stages.Bucket{Kind: stages.BucketEOS})...); err != nil {
+		h.t.Fatal(err)
+	}
+	r.Done()
+	d := new(Direct)
+	d.Write(h.l, r)
+	return r, d
 }
 
 // dataSegsOut is the number of data segments fd's socket has sent.
@@ -145,16 +146,7 @@ func TestFileRegionUncorked(t *testing.T) {
 			fd, client := tcpPair(t, tc.sndbuf, tc.sndbuf)
 			head, body := pattern(1, 200), pattern(2, tc.size)
 			want := append(append([]byte(nil), head...), body...)
-			r := h.response(fd)
-			r.HoldKicks()
-			err := r.Append(heap(head), stages.Bucket{Kind: stages.BucketFile, File: tempFile(t, body), Len: int64(len(body))},
-				stages.Bucket{Kind: stages.BucketEOS})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Done()
-			var d Direct
-			d.Write(h.l, r)
+			r, d := h.writeDirect(fd, heap(head), stages.Bucket{Kind: stages.BucketFile, File: tempFile(t, body), Len: int64(len(body))})
 			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
 				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
 			}
