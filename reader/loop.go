@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -993,7 +994,7 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 		}
 	}
 	for {
-		n, err := unix.Read(rc.c.FD, rc.buf[rc.end:])
+		n, err := rawRead(rc.c.FD, rc.buf[rc.end:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -1631,3 +1632,20 @@ func (l *Loop) expire(now time.Time) {
 type noBody struct{}
 
 func (noBody) Read([]byte) (int, error) { return 0, ioEOF }
+
+// rawRead is unix.Read as a raw syscall: the socket is non-blocking, so
+// the read never waits, and entered the ordinary way a read that runs
+// past sysmon's 20 µs tick (one that processes the socket's backlog, say)
+// gets its P retaken when no P is idle, which keeps sysmon waking every
+// 20 µs: see the writer's sys_linux.go for what that cost.
+func rawRead(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,6 +29,7 @@ type entry struct {
 	etag     string
 	ctype    string
 	lastMod  string
+	length   string // size, the whole file's Content-Length
 	dev, ino uint64
 	refs     atomic.Int32
 	checked  atomic.Int64 // unix nanoseconds of the last check against the disk
@@ -66,6 +68,7 @@ func newEntry(f *os.File, name string, st os.FileInfo) *entry {
 	e.etag = fmt.Sprintf(`"%x-%x"`, e.mod.UnixNano(), e.size)
 	e.ctype = contentType(name)
 	e.lastMod = e.mod.UTC().Format(http.TimeFormat)
+	e.length = strconv.FormatInt(e.size, 10)
 	e.refs.Store(1)
 	e.checked.Store(time.Now().UnixNano())
 	return e
@@ -107,10 +110,38 @@ func (c *cache) fresh(name string, dir bool) bool {
 	if dir {
 		key += "/"
 	}
+	return c.isFresh(c.load(key))
+}
+
+// isFresh reports whether e (nil: not cached) was checked against the
+// disk within revalidate.
+func (c *cache) isFresh(e *entry) bool {
+	return e != nil && time.Now().UnixNano()-e.checked.Load() < int64(c.revalidate)
+}
+
+// load is the entry under key, or nil.
+func (c *cache) load(key string) *entry {
 	c.mu.Lock()
 	e := c.m[key]
 	c.mu.Unlock()
-	return e != nil && time.Now().UnixNano()-e.checked.Load() < int64(c.revalidate)
+	return e
+}
+
+// lookup is load for a key in bytes (see cleanKey), without allocating.
+func (c *cache) lookup(key []byte) *entry {
+	c.mu.Lock()
+	e := c.m[string(key)]
+	c.mu.Unlock()
+	return e
+}
+
+// hit is get's fast path: key's entry with a reference taken, if it is
+// cached and fresh; nil sends the caller to get.
+func (c *cache) hit(key []byte) *entry {
+	if e := c.lookup(key); c.isFresh(e) && e.acquire() {
+		return e
+	}
+	return nil
 }
 
 func (c *cache) get(name string, dir bool) (*entry, error) {
@@ -119,11 +150,9 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 		key += "/"
 	}
 	for attempt := 0; attempt < 3; attempt++ {
-		c.mu.Lock()
-		e := c.m[key]
-		c.mu.Unlock()
+		e := c.load(key)
 		if e != nil {
-			fresh := time.Now().UnixNano()-e.checked.Load() < int64(c.revalidate)
+			fresh := c.isFresh(e)
 			if !fresh {
 				if st, err := c.stat(e.name); err == nil && st.Mode().IsRegular() && e.same(st) {
 					e.checked.Store(time.Now().UnixNano())

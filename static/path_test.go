@@ -74,3 +74,41 @@ func FuzzCleanPath(f *testing.F) {
 		}
 	})
 }
+
+// cleanKey accepts only paths that cleanPath accepts, and gives the key
+// that cleanPath's name and dir make.
+func TestCleanKey(t *testing.T) {
+	for _, raw := range []string{
+		"/", "/a", "/a/", "/a/b", "/a/b/", "//a", "/a//", "/a//b", "/.", "/..", "/./a", "/a/.", "/a/..",
+		"/a/./b", "/.a", "/..a", "/a./", "/a../b", "/.../", "/%61", "/a\x00", "a", "", "/a\\b", "/sp ace/",
+	} {
+		checkCleanKey(t, raw)
+	}
+	for _, raw := range []string{"/a", "/a/", "/a/b", "/.a", "/..a", "/a./", "/a\\b", "/sp ace/"} {
+		if _, ok := cleanKey([]byte(raw)); !ok {
+			t.Errorf("cleanKey(%q) refused a clean path", raw)
+		}
+	}
+}
+
+func FuzzCleanKey(f *testing.F) {
+	for _, s := range []string{"/", "/a/b/", "/../x", "//x", "/a/./../b", "/.a/"} {
+		f.Add(s)
+	}
+	f.Fuzz(checkCleanKey)
+}
+
+func checkCleanKey(t *testing.T, raw string) {
+	key, ok := cleanKey([]byte(raw))
+	name, dir, err := cleanPath([]byte(raw))
+	if !ok {
+		return
+	}
+	want := name
+	if dir {
+		want += "/"
+	}
+	if err != nil || string(key) != want {
+		t.Errorf("cleanKey(%q) = %q; cleanPath gives %q, %v, %v", raw, key, name, dir, err)
+	}
+}

@@ -62,10 +62,15 @@ func cleanPath(raw []byte) (name string, dir bool, err error) {
 		b.WriteByte(c)
 	}
 	p := b.String()
-	for _, seg := range strings.Split(p, "/") {
+	for rest := p; ; {
+		seg, more, found := strings.Cut(rest, "/")
 		if seg == ".." {
 			return "", false, errBadPath
 		}
+		if !found {
+			break
+		}
+		rest = more
 	}
 	dir = strings.HasSuffix(p, "/")
 	name = strings.TrimPrefix(path.Clean(p), "/")
@@ -73,6 +78,42 @@ func cleanPath(raw []byte) (name string, dir bool, err error) {
 		name = "."
 	}
 	return name, dir, nil
+}
+
+// cleanKey is cleanPath's result as an open-file cache key (the name, and
+// a slash after it for a directory) for a request path that is already in
+// that form, as most are: a slash, then names that are neither empty, "."
+// nor "..", with no escapes and no NUL, and perhaps a slash at the end.
+// The key is raw's own bytes, so a hit costs no allocation. ok false:
+// cleanPath must decide.
+func cleanKey(raw []byte) (key []byte, ok bool) {
+	if len(raw) < 2 || raw[0] != '/' {
+		return nil, false
+	}
+	key = raw[1:]
+	seg := 0 // where the current name starts in key
+	for i := 0; i <= len(key); i++ {
+		if i < len(key) {
+			switch key[i] {
+			case '%', 0:
+				return nil, false
+			case '/':
+			default:
+				continue
+			}
+		}
+		switch name := key[seg:i]; {
+		case len(name) == 0:
+			if i < len(key) || i == 0 {
+				return nil, false // an empty name: "//"
+			}
+			// the slash at the end: a directory
+		case name[0] == '.' && (len(name) == 1 || len(name) == 2 && name[1] == '.'):
+			return nil, false
+		}
+		seg = i + 1
+	}
+	return key, true
 }
 
 // Options tune a Dir.
@@ -205,6 +246,9 @@ func (d *Dir) Inline(r *stages.Request) bool {
 	if d.cache == nil {
 		return false
 	}
+	if key, ok := cleanKey(r.Path); ok {
+		return d.cache.isFresh(d.cache.lookup(key))
+	}
 	name, dir, err := cleanPath(r.Path)
 	return err != nil || d.cache.fresh(name, dir) // a bad path is a 404
 }
@@ -213,6 +257,15 @@ func (d *Dir) Inline(r *stages.Request) bool {
 func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	if !getOrHead(w, r) {
 		return
+	}
+	if d.cache != nil {
+		if key, ok := cleanKey(r.Path); ok {
+			if e := d.cache.hit(key); e != nil {
+				w.OnRecycle(e)
+				serveEntry(w, r, e)
+				return
+			}
+		}
 	}
 	name, dir, err := cleanPath(r.Path)
 	if err != nil {
@@ -270,7 +323,7 @@ func serveEntry(w *processor.ResponseWriter, r *stages.Request, e *entry) {
 			return
 		}
 	}
-	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	h.Set("Content-Length", e.length)
 	w.SendFile(e.f, off, n)
 }
 

@@ -125,6 +125,7 @@ func (d *Direct) end(l *Loop, err error) {
 func (d *Direct) handOver(l *Loop) {
 	rec := &d.rec
 	r := rec.resp
+	rec.uncork(r.Conn.FD)
 	if len(rec.buckets) > 0 && rec.off > 0 {
 		b := &rec.buckets[0]
 		switch b.Kind {
@@ -144,5 +145,5 @@ func (d *Direct) handOver(l *Loop) {
 func (d *Direct) reset() {
 	clear(d.rec.buckets)
 	d.rec.buckets = d.rec.buckets[:0]
-	d.rec.resp, d.rec.off, d.rec.eos = nil, 0, false
+	d.rec.resp, d.rec.off, d.rec.eos, d.rec.corked = nil, 0, false, false
 }

@@ -3,6 +3,9 @@ package writer
 import (
 	"bytes"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/quartet-server/quartet/stages"
 )
@@ -33,14 +36,7 @@ func TestDirectEndsWhatItWroteWhole(t *testing.T) {
 				bs = append(bs, stages.Bucket{Kind: stages.BucketFile, File: f, Len: int64(len(tail))})
 				want = append(want, tail...)
 			}
-			r := h.response(fd)
-			r.HoldKicks() // as an inline server leaves it
-			if err := r.Append(append(bs, stages.Bucket{Kind: stages.BucketEOS})...); err != nil {
-				t.Fatal(err)
-			}
-			r.Done()
-			var d Direct
-			d.Write(h.l, r)
+			r, d := h.writeDirect(fd, bs...)
 			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
 				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
 			}
@@ -53,6 +49,113 @@ func TestDirectEndsWhatItWroteWhole(t *testing.T) {
 			}
 			if got := h.l.counters.Dequeued.Load(); got != 1-tc.wantDirect {
 				t.Errorf("the loop dequeued %d responses, want %d", got, 1-tc.wantDirect)
+			}
+		})
+	}
+}
+
+// A response's head and the file region after it leave in one TCP
+// segment (writev's MSG_MORE), as nginx's tcp_nopush sends them, and a
+// head with nothing after it (a HEAD request) is not held back.
+func TestHeadAndFileInOneSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		file  int  // bytes of file after the head; 0: none
+		split bool // the head in two buffers (sendmsg, not send)
+	}{
+		{"head and a 4 KiB file", 4096, false},
+		{"head in two buffers and a file", 4096, true},
+		{"head alone", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startLoopWith(t, Config{}, nil)
+			fd, client := tcpPair(t, 0, 0)
+			head := pattern(1, 234)
+			want := append([]byte(nil), head...)
+			bs := []stages.Bucket{heap(head)}
+			if tc.split {
+				bs = []stages.Bucket{heap(head[:100]), heap(head[100:])}
+			}
+			if tc.file > 0 {
+				body := pattern(2, tc.file)
+				bs = append(bs, stages.Bucket{Kind: stages.BucketFile, File: tempFile(t, body), Len: int64(len(body))})
+				want = append(want, body...)
+			}
+			before := dataSegsOut(t, fd)
+			r, _ := h.writeDirect(fd, bs...)
+			start := time.Now()
+			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
+				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
+			}
+			// Held back, the head would come only after the 200 ms
+			// that Linux gives corked data.
+			if d := time.Since(start); d > 150*time.Millisecond {
+				t.Errorf("the response took %v to arrive", d)
+			}
+			if segs := dataSegsOut(t, fd) - before; segs != 1 {
+				t.Errorf("the response left in %d segments, want 1", segs)
+			}
+			h.waitRecycled(r)
+		})
+	}
+}
+
+// writeDirect has a Direct write a response of bs and EOS on fd, complete
+// and with its kicks held, as an inline server leaves it.
+func (h *harness) writeDirect(fd int, bs ...stages.Bucket) (*stages.Response, *Direct) {
+	h.t.Helper()
+	r := h.response(fd)
+	r.HoldKicks()
+	if err := r.Append(append(bs, stages.Bucket{Kind: stages.BucketEOS})...); err != nil {
+		h.t.Fatal(err)
+	}
+	r.Done()
+	d := new(Direct)
+	d.Write(h.l, r)
+	return r, d
+}
+
+// dataSegsOut is the number of data segments fd's socket has sent.
+func dataSegsOut(t *testing.T, fd int) uint32 {
+	t.Helper()
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ti.Data_segs_out
+}
+
+// A large file region is sent corked (corkFileMin), and the cork is gone
+// when its response ends, whether Direct wrote it all or handed the rest
+// to the writer loop: a cork left on would hold the next response's last
+// segment back for 200 ms.
+func TestFileRegionUncorked(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		sndbuf int // the server's send buffer; small makes Direct hand over
+		size   int
+	}{
+		{"written by Direct", 0, 4 * corkFileMin},
+		{"handed to the loop", 4096, 4 * corkFileMin},
+		// Less than corkFileMin left for the loop: it does not cork, so
+		// it would not uncork either.
+		{"handed to the loop, a little left", 4096, corkFileMin + 4<<10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startLoopWith(t, Config{}, nil)
+			fd, client := tcpPair(t, tc.sndbuf, tc.sndbuf)
+			head, body := pattern(1, 200), pattern(2, tc.size)
+			want := append(append([]byte(nil), head...), body...)
+			r, d := h.writeDirect(fd, heap(head), stages.Bucket{Kind: stages.BucketFile, File: tempFile(t, body), Len: int64(len(body))})
+			if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
+				t.Fatalf("client got %d bytes, not the %d written", len(got), len(want))
+			}
+			h.waitRecycled(r)
+			if ended, handed := d.Ended(), tc.sndbuf > 0; handed == (ended == 1) {
+				t.Fatalf("Direct ended %d responses: the case did not happen", ended)
+			}
+			if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK); err != nil || v != 0 {
+				t.Errorf("TCP_CORK is %d (%v) after the response, want 0", v, err)
 			}
 		})
 	}

@@ -8,8 +8,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writev is unix.Writev without its per-call allocation.
-func writev(fd int, iov []unix.Iovec) (int, error) {
+// Why raw syscalls: every write here is to a non-blocking socket, so it
+// never waits, but one that goes through loopback's receive path too, or
+// a sendfile of a megabyte, takes longer than sysmon's 20 µs tick. A
+// syscall entered the ordinary way (entersyscall) that spans a tick gets
+// its P retaken when no other P is idle (always, with GOMAXPROCS=1), and
+// every retake keeps sysmon waking every 20 µs instead of backing off to
+// 10 ms: runtime.sysmon was 7-11% of the server's samples for static
+// files pinned to one CPU, and under 1% with the loops' reads, polls and
+// writes raw (the reader's rawRead, internal/poll's poll). The price: the
+// P runs nothing else until the call returns (at most one
+// maxSendfileChunk), where a retake would have let a runnable processor
+// goroutine have it; with GOMAXPROCS=1 a processor now waits for the loop
+// to park, or for the scheduler's 10 ms preemption.
+
+// writev is unix.Writev without its per-call allocation. more says that
+// the bytes are a response's head and a file region follows at once
+// (sendfile): they go with MSG_MORE, which holds them in the socket until
+// the file's last chunk pushes both out in one segment, as nginx's
+// tcp_nopush (TCP_CORK around writev and sendfile) does with two
+// setsockopt calls more. Without it a 4 KiB file left as two segments,
+// and the head's own trip through loopback's transmit and receive path
+// cost as much CPU as the file's (perf, bench-static-vs-nginx.sh).
+func writev(fd int, iov []unix.Iovec, more bool) (int, error) {
+	if more {
+		return sendMore(fd, iov)
+	}
 	// One buffer (most small responses: header and body in one block)
 	// goes by write: writev first copies and checks the iovec array, which
 	// costs the kernel more than the 150 bytes of a /hello response.
@@ -18,7 +42,7 @@ func writev(fd int, iov []unix.Iovec) (int, error) {
 		nr, arg, arg2 = unix.SYS_WRITE, uintptr(unsafe.Pointer(iov[0].Base)), uintptr(iov[0].Len)
 	}
 	for {
-		n, _, e := unix.Syscall(nr, uintptr(fd), arg, arg2)
+		n, _, e := unix.RawSyscall(nr, uintptr(fd), arg, arg2)
 		if e == unix.EINTR {
 			continue
 		}
@@ -27,4 +51,55 @@ func writev(fd int, iov []unix.Iovec) (int, error) {
 		}
 		return int(n), nil
 	}
+}
+
+// sendMore is writev with MSG_MORE: send(2) for one buffer, sendmsg(2)
+// for more. A socket that refuses the flag (ENOTSOCK: not a socket, which
+// only tests hand the writer) gets a plain write.
+func sendMore(fd int, iov []unix.Iovec) (int, error) {
+	for {
+		var n uintptr
+		var e unix.Errno
+		if len(iov) == 1 {
+			n, _, e = unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(iov[0].Base)), uintptr(iov[0].Len),
+				unix.MSG_MORE, 0, 0)
+		} else {
+			msg := unix.Msghdr{Iov: &iov[0]}
+			msg.SetIovlen(len(iov))
+			n, _, e = unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_MORE)
+		}
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.ENOTSOCK:
+			return writev(fd, iov, false)
+		}
+		return -1, e
+	}
+}
+
+// cork sets or clears TCP_CORK on fd (see corkFileMin), and reports
+// whether it is set. Clearing it sends what it held. A socket that
+// refuses it (not TCP: only tests hand the writer one) is sent uncorked.
+// Raw (see above): clearing it transmits what it held, through loopback's
+// receive path too, and so runs past sysmon's tick as a write does.
+func cork(fd int, on bool) bool {
+	var v int32
+	if on {
+		v = 1
+	}
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_CORK,
+		uintptr(unsafe.Pointer(&v)), 4, 0)
+	return e == 0 && on
+}
+
+// sendfile is unix.Sendfile as a raw syscall (see above).
+func sendfile(out, in int, off *int64, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, uintptr(out), uintptr(in), uintptr(unsafe.Pointer(off)), uintptr(n), 0, 0)
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
 }

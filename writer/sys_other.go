@@ -10,4 +10,10 @@ import (
 
 // writev: the raw syscall is Linux's way; the writer does not run
 // elsewhere (see internal/poll), and never gets here.
-func writev(int, []unix.Iovec) (int, error) { return -1, poll.Unsupported("writev") }
+func writev(int, []unix.Iovec, bool) (int, error) { return -1, poll.Unsupported("writev") }
+
+// cork: TCP_CORK is Linux's; the writer does not run elsewhere.
+func cork(int, bool) bool { return false }
+
+// sendfile: Linux's; the writer does not run elsewhere.
+func sendfile(int, int, *int64, int) (int, error) { return -1, poll.Unsupported("sendfile") }
