@@ -17,10 +17,10 @@ import (
 // 10 ms: runtime.sysmon was 7-11% of the server's samples for static
 // files pinned to one CPU, and under 1% with the loops' reads, polls and
 // writes raw (the reader's rawRead, internal/poll's poll). The price: the
-// P runs nothing else until the call returns (at most one
-// maxSendfileChunk), where a retake would have let a runnable processor
-// goroutine have it; with GOMAXPROCS=1 a processor now waits for the loop
-// to park, or for the scheduler's 10 ms preemption.
+// P runs nothing else until the call returns, where a retake would have
+// let a runnable processor goroutine have it; with GOMAXPROCS=1 a
+// processor now waits for the loop to park, or for the scheduler's 10 ms
+// preemption. Not sendfile, which may block on its file (below).
 
 // writev is unix.Writev without its per-call allocation. more says that
 // the bytes are a response's head and a file region follows at once
@@ -95,11 +95,12 @@ func cork(fd int, on bool) bool {
 	return e == 0 && on
 }
 
-// sendfile is unix.Sendfile as a raw syscall (see above).
+// sendfile is unix.Sendfile, entered the ordinary way, unlike the calls
+// above: its socket does not block, but its file may, on a page not in
+// the page cache (a disk read of milliseconds), and a raw call would hold
+// the P through it, every goroutine queued on that P stalled with the
+// loop. The cost is sysmon's retakes during long sends of cached files
+// (5-12% of the samples for 1 MiB files on one CPU, the static bench).
 func sendfile(out, in int, off *int64, n int) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, uintptr(out), uintptr(in), uintptr(unsafe.Pointer(off)), uintptr(n), 0, 0)
-	if e != 0 {
-		return int(r), e
-	}
-	return int(r), nil
+	return unix.Sendfile(out, in, off, n)
 }
