@@ -993,7 +993,7 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 		}
 	}
 	for {
-		n, err := unix.Read(rc.c.FD, rc.buf[rc.end:])
+		n, err := poll.Read(rc.c.FD, rc.buf[rc.end:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -1436,7 +1436,7 @@ func (l *Loop) linger(slot int32) {
 	rc := l.conns[slot]
 	var scratch [4096]byte
 	for {
-		n, err := unix.Read(rc.c.FD, scratch[:])
+		n, err := poll.Read(rc.c.FD, scratch[:])
 		if err == unix.EINTR {
 			continue
 		}
