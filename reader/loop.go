@@ -338,9 +338,12 @@ type Loop struct {
 	heldBlocked []int32
 	unblocked   atomic.Bool // Unblock was called: the processors have room again
 	// spill holds what send found no room for in the queue (see send).
-	spillMu   sync.Mutex
-	spill     []msg
-	spilled   atomic.Int32 // len(spill)
+	spillMu sync.Mutex
+	spill   []msg
+	spilled atomic.Int32 // len(spill)
+	// own holds the Returns the loop made to itself (ReturnOwn), in order;
+	// drainQueue takes them before the queue. Loop goroutine only.
+	own       []msg
 	draining  bool
 	forced    bool
 	counters  *stages.StageCounters
@@ -548,6 +551,16 @@ func (l *Loop) Adopt(c *stages.Conn) bool {
 // runtime for requests a stopping pool left unserved.
 func (l *Loop) Return(c *stages.Conn, f stages.Fate) { l.send(msg{c: c, op: opReturn, fate: f}) }
 
+// ReturnOwn is Return made by the loop's own goroutine, inside its
+// Dispatch: the response of a request it served inline and wrote itself
+// has been let go. It skips the queue, whose push and pop (and the
+// Enqueued and Dequeued counts, lines every sender writes) cost about as
+// much as the rest of the hand-back; the loop acts on it at its next
+// drain, as on a queued Return. Loop goroutine only.
+func (l *Loop) ReturnOwn(c *stages.Conn, f stages.Fate) {
+	l.own = append(l.own, msg{c: c, op: opReturn, fate: f})
+}
+
 // Unblock tells the loop that the processors' queue has room again, so
 // that it dispatches the requests it holds because the queue was full. Any
 // goroutine; the processors' queue calls it (through the runtime) when a
@@ -623,7 +636,7 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
 		timeout = censusInterval // the census, and giving memory back
 	}
-	if len(l.ready) > 0 {
+	if len(l.ready) > 0 || len(l.own) > 0 {
 		timeout = 0
 	}
 	return timeout, false
@@ -659,7 +672,7 @@ func (l *Loop) unspill() (msg, bool) {
 // pushed, or an Unblock, since the turn looked found the loop running and
 // wrote no eventfd.
 func (l *Loop) pending() bool {
-	return l.in.Len() > 0 || l.spilled.Load() > 0 || l.unblocked.Load() || l.sweepReq.Load() || (l.drainReq.Load() && !l.draining)
+	return len(l.own) > 0 || l.in.Len() > 0 || l.spilled.Load() > 0 || l.unblocked.Load() || l.sweepReq.Load() || (l.drainReq.Load() && !l.draining)
 }
 
 // event handles a readiness event for a connection, unless the connection
@@ -675,7 +688,7 @@ func (l *Loop) event(ev poll.Event) {
 // drainQueue acts on up to budget messages from the other stages and
 // returns how many it took.
 func (l *Loop) drainQueue(budget int) int {
-	n := 0
+	n := l.drainOwn(budget)
 	for ; n < budget; n++ {
 		m, ok := l.next()
 		if !ok {
@@ -684,29 +697,52 @@ func (l *Loop) drainQueue(budget int) int {
 		if l.counters != nil {
 			l.counters.Dequeued.Add(1)
 		}
-		switch m.op {
-		case opAdopt:
-			if !l.forward(m) {
-				l.adopt(m.c)
-			}
-		case opMove:
-			if !l.forward(m) {
-				l.arrive(m)
-			}
-		case opReturn:
-			if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c && !l.giveBackOnReturn(m.c.RSlot, m.fate) {
-				l.returned(m.c.RSlot, m.fate)
-			}
-		case opAnswered:
-			l.answered(m.c, m.ticket, m.fate)
-		case opResume:
-			rc := l.conn(m.c.RSlot)
-			if rc != nil && rc.c == m.c && rc.state == stateOut && rc.feeding {
-				l.feed(m.c.RSlot)
-			}
-		}
+		l.act(m)
 	}
 	return n
+}
+
+// drainOwn acts on up to budget of the Returns the loop made to itself
+// (ReturnOwn), oldest first, and returns how many. Acting on one may add
+// another (the connection's next request, already buffered, served
+// inline in turn).
+func (l *Loop) drainOwn(budget int) int {
+	n := 0
+	for ; n < len(l.own) && n < budget; n++ {
+		m := l.own[n]
+		l.own[n] = msg{}
+		l.act(m)
+	}
+	rest := copy(l.own, l.own[n:])
+	clear(l.own[rest:])
+	l.own = l.own[:rest]
+	return n
+}
+
+// act carries out one message from the other stages (or from the loop
+// itself: ReturnOwn).
+func (l *Loop) act(m msg) {
+	switch m.op {
+	case opAdopt:
+		if !l.forward(m) {
+			l.adopt(m.c)
+		}
+	case opMove:
+		if !l.forward(m) {
+			l.arrive(m)
+		}
+	case opReturn:
+		if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c && !l.giveBackOnReturn(m.c.RSlot, m.fate) {
+			l.returned(m.c.RSlot, m.fate)
+		}
+	case opAnswered:
+		l.answered(m.c, m.ticket, m.fate)
+	case opResume:
+		rc := l.conn(m.c.RSlot)
+		if rc != nil && rc.c == m.c && rc.state == stateOut && rc.feeding {
+			l.feed(m.c.RSlot)
+		}
+	}
 }
 
 func (l *Loop) adopt(c *stages.Conn) {

@@ -1,7 +1,10 @@
 package runtime
 
 import (
+	"sync/atomic"
+
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
 )
 
@@ -13,6 +16,13 @@ import (
 type fusion struct {
 	inline *processor.InlineServer
 	direct writer.Direct
+	// ending is the response direct is writing, while it writes it: if
+	// direct ends it, it is recycled right there, on the loop, and the
+	// connection goes back with the loop's ReturnOwn instead of through
+	// its queue. Written by the loop; read by whoever recycles a response
+	// of the loop's connections, which for any other response than this
+	// one is some other goroutine.
+	ending atomic.Pointer[stages.Response]
 }
 
 // fusionFor makes reader loop id's fusion if it has none yet. Called
@@ -23,6 +33,17 @@ func (s *Server) fusionFor(id int) {
 		return
 	}
 	s.fused[id].Store(&fusion{inline: s.pool.NewInline()})
+}
+
+// returnsToItself reports whether r, being recycled, is a response its
+// connection's reader loop wrote itself and is ending now: the caller is
+// that loop's goroutine.
+func (s *Server) returnsToItself(r *stages.Response) bool {
+	if !s.fusing {
+		return false
+	}
+	f := s.fused[r.Conn.Reader].Load()
+	return f != nil && f.ending.Load() == r
 }
 
 // fusedCounts sums the requests served inline and the responses written

@@ -2,7 +2,9 @@ package runtime
 
 import (
 	"bufio"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -263,5 +265,44 @@ func TestDirectWriteAndHandOver(t *testing.T) {
 	}
 	if !big {
 		t.Errorf("the handed-over response is not logged with all its bytes: %q", log.String())
+	}
+}
+
+// A connection whose response its reader loop wrote itself comes back to
+// the loop without crossing its queue (reader.Loop.ReturnOwn): the
+// reader stage's queue sees only the connection's adoption, however many
+// requests it sends, pipelined or not, and each is answered in order.
+func TestInlineReturnSkipsQueue(t *testing.T) {
+	s := startServer(t, Config{Readers: 1, Writers: 1, Processors: 1, Handler: newDeclared()})
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	const one, pipelined = 20, 10
+	for range one {
+		if resp, body := exchange(t, c, br, "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "fast" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+	// Pipelined: each next request is served from the buffer as the
+	// loop takes the previous one's Return, itself added by the loop.
+	if _, err := c.Write([]byte(strings.Repeat("GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", pipelined))); err != nil {
+		t.Fatal(err)
+	}
+	for i := range pipelined {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("pipelined response %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "fast" {
+			t.Fatalf("pipelined response %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	st := s.Stats()
+	if st.Direct != one+pipelined {
+		t.Fatalf("Direct = %d, want %d: the responses were not all written by the loop", st.Direct, one+pipelined)
+	}
+	if st.Reader.Enqueued != 1 {
+		t.Fatalf("reader queue took %d messages, want 1 (the adoption): Returns went through it", st.Reader.Enqueued)
 	}
 }

@@ -302,7 +302,9 @@ func (s *Server) dispatch(r *stages.Request) bool {
 			serve = f.inline.ServeFramed
 		}
 		if resp := serve(r); resp != nil {
+			f.ending.Store(resp)
 			f.direct.Write(s.writers.at(r.Conn.Writer).Loop, resp)
+			f.ending.Store(nil)
 		}
 		return true
 	}
@@ -370,11 +372,16 @@ func (s *Server) kick(r *stages.Response) { s.writers.at(r.Conn.Writer).Kick(r) 
 // record goes back, and the connection stays with its reader).
 func (s *Server) recycle(r *stages.Response) {
 	c, fate, ticket := r.Conn, r.Fate(), r.Req.Ticket
+	own := ticket == 0 && s.returnsToItself(r)
 	r.RunCleanups()
 	s.pool.Release(r)
 	r.Conn, r.Req = nil, nil
 	s.responses.Put(r)
 	s.releaseWriter(c)
+	if own {
+		s.readers.at(c.Reader).ReturnOwn(c, fate)
+		return
+	}
 	s.handBack(c, ticket, fate)
 }
 
