@@ -16,13 +16,15 @@ import (
 type fusion struct {
 	inline *processor.InlineServer
 	direct writer.Direct
-	// ending is the response direct is writing, while it writes it: if
-	// direct ends it, it is recycled right there, on the loop, and the
-	// connection goes back with the loop's ReturnOwn instead of through
-	// its queue. Written by the loop; read by whoever recycles a response
-	// of the loop's connections, which for any other response than this
-	// one is some other goroutine.
-	ending atomic.Pointer[stages.Response]
+	// serving is the connection whose request the loop is serving and
+	// writing (serveInline), while it does. Its response, if ended there
+	// (or dropped: the client had gone), is recycled on the loop, within
+	// that window: unbound from any writer loop, as it was never bound,
+	// and handed back with the loop's ReturnOwn instead of through its
+	// queue. Written by the loop; read by whoever recycles a response of
+	// the loop's connections, which for any other connection is some
+	// other goroutine, and for this one after the window.
+	serving atomic.Pointer[stages.Conn]
 }
 
 // fusionFor makes reader loop id's fusion if it has none yet. Called
@@ -35,15 +37,51 @@ func (s *Server) fusionFor(id int) {
 	s.fused[id].Store(&fusion{inline: s.pool.NewInline()})
 }
 
-// returnsToItself reports whether r, being recycled, is a response its
-// connection's reader loop wrote itself and is ending now: the caller is
-// that loop's goroutine.
-func (s *Server) returnsToItself(r *stages.Response) bool {
+// serveInline serves r on its reader loop, whose fusion f is, and writes
+// its response from there. The connection is bound to a writer loop
+// (bindWriter) only if the socket does not take the whole response: one
+// ended here never concerns a writer loop, so it pays for no binding, an
+// atomic add and subtract on a line every loop writes. Apache's event MPM
+// runs a request on the thread that read it, and writes its response
+// there, leaving only what the socket does not take to write completion;
+// here only when nothing in it will wait, so the loop's other connections
+// wait for no more than its handler's compute and one writev.
+func (s *Server) serveInline(f *fusion, r *stages.Request) {
+	c := r.Conn
+	serve := f.inline.Serve
+	if !s.runsHandler[c.Protocol] {
+		serve = f.inline.ServeFramed
+	}
+	f.serving.Store(c)
+	resp := serve(r)
+	rest := resp != nil && f.direct.Write(s.directLoop(c), resp)
+	f.serving.Store(nil)
+	if rest {
+		s.bindWriter(c, false) // inline, r follows none of its connection's
+		resp.ResumeKicks()
+	}
+}
+
+// directLoop is the writer loop whose settings, counters and logger a
+// response written by a reader loop uses: the one its connection was
+// last bound to, unless that has gone. Only read: nothing is bound.
+func (s *Server) directLoop(c *stages.Conn) *writer.Loop {
+	if w := s.writers.at(c.Writer); w != nil {
+		return w.Loop
+	}
+	ws := s.writers.live()
+	return ws[c.ID%uint64(len(ws))].Loop
+}
+
+// servedInline reports whether c's response, being recycled, is one its
+// reader loop is serving inline right now (fusion.serving): the caller is
+// that loop's goroutine, and the response was never bound to a writer.
+func (s *Server) servedInline(c *stages.Conn) bool {
 	if !s.fusing {
 		return false
 	}
-	f := s.fused[r.Conn.Reader].Load()
-	return f != nil && f.ending.Load() == r
+	f := s.fused[c.Reader].Load()
+	return f != nil && f.serving.Load() == c
 }
 
 // fusedCounts sums the requests served inline and the responses written
