@@ -28,36 +28,28 @@ import (
 //
 // Raw is safe only for a call that cannot block: sendfile, which may wait
 // on the disk, keeps unix.Sendfile.
-func Read(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
+func Read(fd int, b []byte) (int, error) { return rawIO(unix.SYS_READ, fd, b) }
 
 // Write is write(2) on a non-blocking fd, made as a raw syscall (see
 // Read).
-func Write(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
+func Write(fd int, b []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, b) }
 
 // Writev is writev(2) on a non-blocking fd, made as a raw syscall (see
 // Read); iov must not be empty.
 func Writev(fd int, iov []unix.Iovec) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	return rawResult(unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov))))
+}
+
+// rawIO is the raw read or write (nr) of b on fd.
+func rawIO(nr uintptr, fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	return rawResult(unix.RawSyscall(nr, uintptr(fd), uintptr(p), uintptr(len(b))))
+}
+
+func rawResult(n, _ uintptr, e unix.Errno) (int, error) {
 	if e != 0 {
 		return -1, e
 	}
