@@ -25,6 +25,9 @@ type fusion struct {
 	// the loop's connections, which for any other connection is some
 	// other goroutine, and for this one after the window.
 	serving atomic.Pointer[stages.Conn]
+	// returned counts the connections handed back with ReturnOwn: Stats
+	// adds them to the reader stage's queue counts, as if queued.
+	returned atomic.Uint64
 }
 
 // fusionFor makes reader loop id's fusion if it has none yet. Called
@@ -73,25 +76,30 @@ func (s *Server) directLoop(c *stages.Conn) *writer.Loop {
 	return ws[c.ID%uint64(len(ws))].Loop
 }
 
-// servedInline reports whether c's response, being recycled, is one its
-// reader loop is serving inline right now (fusion.serving): the caller is
-// that loop's goroutine, and the response was never bound to a writer.
-func (s *Server) servedInline(c *stages.Conn) bool {
+// servedInline returns the fusion of c's reader loop if c's response,
+// being recycled, is one the loop is serving inline right now
+// (fusion.serving): the caller is that loop's goroutine, and the response
+// was never bound to a writer. Otherwise nil.
+func (s *Server) servedInline(c *stages.Conn) *fusion {
 	if !s.fusing {
-		return false
+		return nil
 	}
-	f := s.fused[c.Reader].Load()
-	return f != nil && f.serving.Load() == c
+	if f := s.fused[c.Reader].Load(); f != nil && f.serving.Load() == c {
+		return f
+	}
+	return nil
 }
 
-// fusedCounts sums the requests served inline and the responses written
-// directly by every reader loop that has had an id.
-func (s *Server) fusedCounts() (inline, direct uint64) {
+// fusedCounts sums the requests served inline, the responses written
+// directly and the connections handed back without the queue by every
+// reader loop that has had an id.
+func (s *Server) fusedCounts() (inline, direct, returned uint64) {
 	for i := range s.fused {
 		if f := s.fused[i].Load(); f != nil {
 			inline += f.inline.Served()
 			direct += f.direct.Ended()
+			returned += f.returned.Load()
 		}
 	}
-	return inline, direct
+	return inline, direct, returned
 }

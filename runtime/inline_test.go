@@ -310,9 +310,10 @@ func TestInlineAfterItsWriterWent(t *testing.T) {
 }
 
 // A connection whose response its reader loop wrote itself comes back to
-// the loop without crossing its queue (reader.Loop.ReturnOwn): the
-// reader stage's queue sees only the connection's adoption, however many
-// requests it sends, pipelined or not, and each is answered in order.
+// the loop without crossing its queue (reader.Loop.ReturnOwn): the loop's
+// queue sees only the connection's adoption, however many requests it
+// sends, pipelined or not, and each is answered in order. Stats counts
+// the hand-backs in the reader stage as if queued.
 func TestInlineReturnSkipsQueue(t *testing.T) {
 	s := startServer(t, Config{Readers: 1, Writers: 1, Processors: 1, Handler: newDeclared()})
 	c := dial(t, s)
@@ -341,10 +342,18 @@ func TestInlineReturnSkipsQueue(t *testing.T) {
 	}
 	// The loop counts a response after the client can have read it.
 	var st Stats
-	if !eventually(5*time.Second, func() bool { st = s.Stats(); return st.Direct == one+pipelined }) {
-		t.Fatalf("Direct = %d, want %d: the responses were not all written by the loop", st.Direct, one+pipelined)
+	if !eventually(5*time.Second, func() bool {
+		st = s.Stats()
+		return st.Direct == one+pipelined && st.Reader.Enqueued == 1+one+pipelined
+	}) {
+		t.Fatalf("Direct = %d, reader enqueued %d; want %d, %d: not every response written by the loop, or not every hand-back counted",
+			st.Direct, st.Reader.Enqueued, one+pipelined, 1+one+pipelined)
 	}
-	if st.Reader.Enqueued != 1 {
-		t.Fatalf("reader queue took %d messages, want 1 (the adoption): Returns went through it", st.Reader.Enqueued)
+	if q := s.counters.reader.Enqueued.Load(); q != 1 {
+		t.Fatalf("reader queue took %d messages, want 1 (the adoption): Returns went through it", q)
+	}
+	if st.Reader.Enqueued != 1+one+pipelined || st.Reader.Dequeued != st.Reader.Enqueued {
+		t.Fatalf("reader stage: enqueued %d, dequeued %d; want %d each (the adoption and every hand-back)",
+			st.Reader.Enqueued, st.Reader.Dequeued, 1+one+pipelined)
 	}
 }

@@ -366,14 +366,15 @@ func (s *Server) kick(r *stages.Response) {
 // record goes back, and the connection stays with its reader).
 func (s *Server) recycle(r *stages.Response) {
 	c, fate, ticket := r.Conn, r.Fate(), r.Req.Ticket
-	inline := s.servedInline(c)
+	f := s.servedInline(c)
 	r.RunCleanups()
 	s.pool.Release(r)
 	r.Conn, r.Req = nil, nil
 	s.responses.Put(r)
-	if !inline {
+	if f == nil {
 		s.releaseWriter(c)
 	} else if ticket == 0 {
+		f.returned.Add(1) // only this loop writes it
 		s.readers.at(c.Reader).ReturnOwn(c, fate)
 		return
 	}
