@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -371,7 +372,7 @@ func (l *Loop) decodeLocked(rc *rconn) {
 
 func readFD(fd int, b []byte) (int, error) {
 	for {
-		n, err := unix.Read(fd, b)
+		n, err := poll.Read(fd, b)
 		if err == unix.EINTR {
 			continue
 		}

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -339,9 +338,12 @@ type Loop struct {
 	heldBlocked []int32
 	unblocked   atomic.Bool // Unblock was called: the processors have room again
 	// spill holds what send found no room for in the queue (see send).
-	spillMu   sync.Mutex
-	spill     []msg
-	spilled   atomic.Int32 // len(spill)
+	spillMu sync.Mutex
+	spill   []msg
+	spilled atomic.Int32 // len(spill)
+	// own holds the Returns the loop made to itself (ReturnOwn), in order;
+	// drainQueue takes them before the queue. Loop goroutine only.
+	own       []msg
 	draining  bool
 	forced    bool
 	counters  *stages.StageCounters
@@ -549,6 +551,16 @@ func (l *Loop) Adopt(c *stages.Conn) bool {
 // runtime for requests a stopping pool left unserved.
 func (l *Loop) Return(c *stages.Conn, f stages.Fate) { l.send(msg{c: c, op: opReturn, fate: f}) }
 
+// ReturnOwn is Return made by the loop's own goroutine, inside its
+// Dispatch: the response of a request it served inline and wrote itself
+// has been let go. It skips the queue, whose push and pop (and the
+// Enqueued and Dequeued counts, lines every sender writes) cost about as
+// much as the rest of the hand-back; the loop acts on it at its next
+// drain, as on a queued Return. Loop goroutine only.
+func (l *Loop) ReturnOwn(c *stages.Conn, f stages.Fate) {
+	l.own = append(l.own, msg{c: c, op: opReturn, fate: f})
+}
+
 // Unblock tells the loop that the processors' queue has room again, so
 // that it dispatches the requests it holds because the queue was full. Any
 // goroutine; the processors' queue calls it (through the runtime) when a
@@ -624,7 +636,7 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
 		timeout = censusInterval // the census, and giving memory back
 	}
-	if len(l.ready) > 0 {
+	if len(l.ready) > 0 || len(l.own) > 0 {
 		timeout = 0
 	}
 	return timeout, false
@@ -660,7 +672,7 @@ func (l *Loop) unspill() (msg, bool) {
 // pushed, or an Unblock, since the turn looked found the loop running and
 // wrote no eventfd.
 func (l *Loop) pending() bool {
-	return l.in.Len() > 0 || l.spilled.Load() > 0 || l.unblocked.Load() || l.sweepReq.Load() || (l.drainReq.Load() && !l.draining)
+	return len(l.own) > 0 || l.in.Len() > 0 || l.spilled.Load() > 0 || l.unblocked.Load() || l.sweepReq.Load() || (l.drainReq.Load() && !l.draining)
 }
 
 // event handles a readiness event for a connection, unless the connection
@@ -676,7 +688,7 @@ func (l *Loop) event(ev poll.Event) {
 // drainQueue acts on up to budget messages from the other stages and
 // returns how many it took.
 func (l *Loop) drainQueue(budget int) int {
-	n := 0
+	n := l.drainOwn(budget)
 	for ; n < budget; n++ {
 		m, ok := l.next()
 		if !ok {
@@ -685,29 +697,52 @@ func (l *Loop) drainQueue(budget int) int {
 		if l.counters != nil {
 			l.counters.Dequeued.Add(1)
 		}
-		switch m.op {
-		case opAdopt:
-			if !l.forward(m) {
-				l.adopt(m.c)
-			}
-		case opMove:
-			if !l.forward(m) {
-				l.arrive(m)
-			}
-		case opReturn:
-			if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c && !l.giveBackOnReturn(m.c.RSlot, m.fate) {
-				l.returned(m.c.RSlot, m.fate)
-			}
-		case opAnswered:
-			l.answered(m.c, m.ticket, m.fate)
-		case opResume:
-			rc := l.conn(m.c.RSlot)
-			if rc != nil && rc.c == m.c && rc.state == stateOut && rc.feeding {
-				l.feed(m.c.RSlot)
-			}
-		}
+		l.act(m)
 	}
 	return n
+}
+
+// drainOwn acts on up to budget of the Returns the loop made to itself
+// (ReturnOwn), oldest first, and returns how many. Acting on one may add
+// another (the connection's next request, already buffered, served
+// inline in turn).
+func (l *Loop) drainOwn(budget int) int {
+	n := 0
+	for ; n < len(l.own) && n < budget; n++ {
+		m := l.own[n]
+		l.own[n] = msg{}
+		l.act(m)
+	}
+	rest := copy(l.own, l.own[n:])
+	clear(l.own[rest:])
+	l.own = l.own[:rest]
+	return n
+}
+
+// act carries out one message from the other stages (or from the loop
+// itself: ReturnOwn).
+func (l *Loop) act(m msg) {
+	switch m.op {
+	case opAdopt:
+		if !l.forward(m) {
+			l.adopt(m.c)
+		}
+	case opMove:
+		if !l.forward(m) {
+			l.arrive(m)
+		}
+	case opReturn:
+		if rc := l.conn(m.c.RSlot); rc != nil && rc.c == m.c && !l.giveBackOnReturn(m.c.RSlot, m.fate) {
+			l.returned(m.c.RSlot, m.fate)
+		}
+	case opAnswered:
+		l.answered(m.c, m.ticket, m.fate)
+	case opResume:
+		rc := l.conn(m.c.RSlot)
+		if rc != nil && rc.c == m.c && rc.state == stateOut && rc.feeding {
+			l.feed(m.c.RSlot)
+		}
+	}
 }
 
 func (l *Loop) adopt(c *stages.Conn) {
@@ -994,7 +1029,7 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 		}
 	}
 	for {
-		n, err := rawRead(rc.c.FD, rc.buf[rc.end:])
+		n, err := poll.Read(rc.c.FD, rc.buf[rc.end:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -1126,14 +1161,16 @@ func (l *Loop) parse(slot int32) bool {
 		l.close(slot) // a listener marked it with a protocol nobody serves: a wiring bug
 		return true
 	}
-	start := time.Now()
+	// The parse is timed on the monotonic clock alone: time.Now would
+	// read the wall clock too, a third clock read for every request.
+	start := time.Since(l.epoch)
 	rc.req.Conn = rc.c // the parser may keep connection state there
 	head, err := parser.Head(rc.buf[rc.start:rc.end], &rc.req)
 	if err == stages.ErrNeedMore {
 		return false
 	}
 	if l.counters != nil {
-		l.counters.Service.Record(time.Since(start))
+		l.counters.Service.Record(time.Since(l.epoch) - start)
 	}
 	if err != nil {
 		l.reject(slot, err)
@@ -1437,7 +1474,7 @@ func (l *Loop) linger(slot int32) {
 	rc := l.conns[slot]
 	var scratch [4096]byte
 	for {
-		n, err := unix.Read(rc.c.FD, scratch[:])
+		n, err := poll.Read(rc.c.FD, scratch[:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -1632,20 +1669,3 @@ func (l *Loop) expire(now time.Time) {
 type noBody struct{}
 
 func (noBody) Read([]byte) (int, error) { return 0, ioEOF }
-
-// rawRead is unix.Read as a raw syscall: the socket is non-blocking, so
-// the read never waits, and entered the ordinary way a read that runs
-// past sysmon's 20 µs tick (one that processes the socket's backlog, say)
-// gets its P retaken when no P is idle, which keeps sysmon waking every
-// 20 µs: see the writer's sys_linux.go for what that cost.
-func rawRead(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}

@@ -47,7 +47,7 @@ func (s *Server) answerRefusal(c *stages.Conn, req *stages.Request, why stages.R
 		_ = r.Append(stages.Bucket{Kind: stages.BucketEOS})
 	}
 	r.Done()
-	if direct != nil {
-		direct.Write(s.writers.at(c.Writer).Loop, r)
+	if direct != nil && direct.Write(s.writers.at(c.Writer).Loop, r) {
+		r.ResumeKicks() // to c's writer, bound by the caller
 	}
 }

@@ -1,7 +1,10 @@
 package runtime
 
 import (
+	"sync/atomic"
+
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
 )
 
@@ -13,6 +16,18 @@ import (
 type fusion struct {
 	inline *processor.InlineServer
 	direct writer.Direct
+	// serving is the connection whose request the loop is serving and
+	// writing (serveInline), while it does. Its response, if ended there
+	// (or dropped: the client had gone), is recycled on the loop, within
+	// that window: unbound from any writer loop, as it was never bound,
+	// and handed back with the loop's ReturnOwn instead of through its
+	// queue. Written by the loop; read by whoever recycles a response of
+	// the loop's connections, which for any other connection is some
+	// other goroutine, and for this one after the window.
+	serving atomic.Pointer[stages.Conn]
+	// returned counts the connections handed back with ReturnOwn: Stats
+	// adds them to the reader stage's queue counts, as if queued.
+	returned atomic.Uint64
 }
 
 // fusionFor makes reader loop id's fusion if it has none yet. Called
@@ -25,14 +40,66 @@ func (s *Server) fusionFor(id int) {
 	s.fused[id].Store(&fusion{inline: s.pool.NewInline()})
 }
 
-// fusedCounts sums the requests served inline and the responses written
-// directly by every reader loop that has had an id.
-func (s *Server) fusedCounts() (inline, direct uint64) {
+// serveInline serves r on its reader loop, whose fusion f is, and writes
+// its response from there. The connection is bound to a writer loop
+// (bindWriter) only if the socket does not take the whole response: one
+// ended here never concerns a writer loop, so it pays for no binding, an
+// atomic add and subtract on a line every loop writes. Apache's event MPM
+// runs a request on the thread that read it, and writes its response
+// there, leaving only what the socket does not take to write completion;
+// here only when nothing in it will wait, so the loop's other connections
+// wait for no more than its handler's compute and one writev.
+func (s *Server) serveInline(f *fusion, r *stages.Request) {
+	c := r.Conn
+	serve := f.inline.Serve
+	if !s.runsHandler[c.Protocol] {
+		serve = f.inline.ServeFramed
+	}
+	f.serving.Store(c)
+	resp := serve(r)
+	rest := resp != nil && f.direct.Write(s.directLoop(c), resp)
+	f.serving.Store(nil)
+	if rest {
+		s.bindWriter(c, false) // inline, r follows none of its connection's
+		resp.ResumeKicks()
+	}
+}
+
+// directLoop is the writer loop whose settings, counters and logger a
+// response written by a reader loop uses: the one its connection was
+// last bound to, unless that has gone. Only read: nothing is bound.
+func (s *Server) directLoop(c *stages.Conn) *writer.Loop {
+	if w := s.writers.at(c.Writer); w != nil {
+		return w.Loop
+	}
+	ws := s.writers.live()
+	return ws[c.ID%uint64(len(ws))].Loop
+}
+
+// servedInline returns the fusion of c's reader loop if c's response,
+// being recycled, is one the loop is serving inline right now
+// (fusion.serving): the caller is that loop's goroutine, and the response
+// was never bound to a writer. Otherwise nil.
+func (s *Server) servedInline(c *stages.Conn) *fusion {
+	if !s.fusing {
+		return nil
+	}
+	if f := s.fused[c.Reader].Load(); f != nil && f.serving.Load() == c {
+		return f
+	}
+	return nil
+}
+
+// fusedCounts sums the requests served inline, the responses written
+// directly and the connections handed back without the queue by every
+// reader loop that has had an id.
+func (s *Server) fusedCounts() (inline, direct, returned uint64) {
 	for i := range s.fused {
 		if f := s.fused[i].Load(); f != nil {
 			inline += f.inline.Served()
 			direct += f.direct.Ended()
+			returned += f.returned.Load()
 		}
 	}
-	return inline, direct
+	return inline, direct, returned
 }

@@ -2,7 +2,9 @@ package runtime
 
 import (
 	"bufio"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -263,5 +265,95 @@ func TestDirectWriteAndHandOver(t *testing.T) {
 	}
 	if !big {
 		t.Errorf("the handed-over response is not logged with all its bytes: %q", log.String())
+	}
+	// Only the handed-over response was bound to the writer loop, and it
+	// has been unbound: a retired writer would stop.
+	s.writers.each(func(w *wloop) {
+		if n := w.out.Load(); n != 0 {
+			t.Errorf("writer %d has %d responses bound, want 0", w.ID(), n)
+		}
+	})
+}
+
+// A response a reader loop writes whole is bound to no writer loop, so
+// the writer its connection last had may go meanwhile: the next one is
+// still served inline (with the settings of a writer still there), and
+// one the socket does not take whole is handed to a serving writer.
+func TestInlineAfterItsWriterWent(t *testing.T) {
+	s := startServer(t, Config{Readers: 1, Writers: 2, Handler: newDeclared()})
+	// Two connections, given the two writers in turn as they are
+	// accepted: one of them keeps the writer taken away below.
+	var conns []net.Conn
+	var brs []*bufio.Reader
+	for range 2 {
+		c := dial(t, s)
+		conns, brs = append(conns, c), append(brs, bufio.NewReader(c))
+		if resp, body := exchange(t, c, brs[len(brs)-1], "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "fast" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	s.loopsMu.Lock()
+	gone := s.writers.live()[0].ID()
+	s.removeWriter()
+	s.loopsMu.Unlock()
+	if !eventually(5*time.Second, func() bool { return s.writers.at(gone) == nil }) {
+		t.Fatalf("writer %d did not go", gone)
+	}
+	for i, c := range conns {
+		for _, path := range []string{"/fast", "/fastbig", "/fast"} {
+			resp, body := exchange(t, c, brs[i], "GET "+path+" HTTP/1.1\r\nHost: t\r\n\r\n", "GET")
+			if want := map[string]string{"/fast": "fast", "/fastbig": bigBody}[path]; resp.StatusCode != 200 || body != want {
+				t.Fatalf("connection %d, %s: %d, %d bytes", i, path, resp.StatusCode, len(body))
+			}
+		}
+	}
+}
+
+// A connection whose response its reader loop wrote itself comes back to
+// the loop without crossing its queue (reader.Loop.ReturnOwn): the loop's
+// queue sees only the connection's adoption, however many requests it
+// sends, pipelined or not, and each is answered in order. Stats counts
+// the hand-backs in the reader stage as if queued.
+func TestInlineReturnSkipsQueue(t *testing.T) {
+	s := startServer(t, Config{Readers: 1, Writers: 1, Processors: 1, Handler: newDeclared()})
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	const one, pipelined = 20, 10
+	for range one {
+		if resp, body := exchange(t, c, br, "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "fast" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+	// Pipelined: each next request is served from the buffer as the
+	// loop takes the previous one's Return, itself added by the loop.
+	if _, err := c.Write([]byte(strings.Repeat("GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", pipelined))); err != nil {
+		t.Fatal(err)
+	}
+	for i := range pipelined {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("pipelined response %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "fast" {
+			t.Fatalf("pipelined response %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	// The loop counts a response after the client can have read it.
+	var st Stats
+	if !eventually(5*time.Second, func() bool {
+		st = s.Stats()
+		return st.Direct == one+pipelined && st.Reader.Enqueued == 1+one+pipelined
+	}) {
+		t.Fatalf("Direct = %d, reader enqueued %d; want %d, %d: not every response written by the loop, or not every hand-back counted",
+			st.Direct, st.Reader.Enqueued, one+pipelined, 1+one+pipelined)
+	}
+	if q := s.counters.reader.Enqueued.Load(); q != 1 {
+		t.Fatalf("reader queue took %d messages, want 1 (the adoption): Returns went through it", q)
+	}
+	if st.Reader.Enqueued != 1+one+pipelined || st.Reader.Dequeued != st.Reader.Enqueued {
+		t.Fatalf("reader stage: enqueued %d, dequeued %d; want %d each (the adoption and every hand-back)",
+			st.Reader.Enqueued, st.Reader.Dequeued, 1+one+pipelined)
 	}
 }

@@ -30,8 +30,10 @@ import (
 //     writers freely between responses (one added takes its share of
 //     those open at their next response, unless a module pinned them to
 //     their loop: Conn.PinWriter): every response is bound to its
-//     writer when the reader hands its connection out (bindWriter) and
-//     unbound when it is recycled, and a retired writer is stopped when
+//     writer when the reader hands its connection out (bindWriter), or,
+//     for one a reader loop serves and writes itself, only if it leaves
+//     the rest to a writer loop (serveInline), and unbound when it is
+//     recycled, and a retired writer is stopped when
 //     the last one bound to it is (wloop.release), by whichever side sees
 //     the count reach zero, with the store-then-load pair that the loops'
 //     sleep protocol uses, so no response is kicked to a stopped loop.

@@ -289,23 +289,11 @@ func (s *Server) assign(c *stages.Conn) {
 func (s *Server) dispatch(r *stages.Request) bool {
 	c := s.classes.classify(r)
 	r.Class = uint8(c)
-	s.bindWriter(r.Conn, r.Follows)
 	if s.servesInline(r) {
-		// Apache's event MPM runs a request on the thread that read it,
-		// and writes its response there, leaving only what the socket
-		// does not take to write completion; here only when nothing in it
-		// will wait, so the loop's other connections wait for no more
-		// than its handler's compute and one writev.
-		f := s.fused[r.Conn.Reader].Load()
-		serve := f.inline.Serve
-		if !s.runsHandler[r.Conn.Protocol] {
-			serve = f.inline.ServeFramed
-		}
-		if resp := serve(r); resp != nil {
-			f.direct.Write(s.writers.at(r.Conn.Writer).Loop, resp)
-		}
+		s.serveInline(s.fused[r.Conn.Reader].Load(), r)
 		return true
 	}
+	s.bindWriter(r.Conn, r.Follows)
 	now := r.Dispatched // the reader's loop clock: no clock read per request here
 	if now.IsZero() {
 		now = time.Now()
@@ -360,9 +348,17 @@ func (s *Server) servesInline(r *stages.Request) bool {
 // response: a processor takes a response record to fill.
 func (s *Server) response() *stages.Response { return s.responses.Get().(*stages.Response) }
 
-// kick: processor → writer. The connection picked its writer at accept.
-// The connection's writer was bound when the reader handed it out.
-func (s *Server) kick(r *stages.Response) { s.writers.at(r.Conn.Writer).Kick(r) }
+// kick: processor → writer. The connection's writer was bound when the
+// reader handed it out (or, for a response a reader loop wrote itself,
+// when it handed over the rest: serveInline).
+func (s *Server) kick(r *stages.Response) {
+	if r.Queued() {
+		// Coalesces: already queued, or its kicks are held, as an inline
+		// response's are while its connection has no writer bound.
+		return
+	}
+	s.writers.at(r.Conn.Writer).Kick(r)
+}
 
 // recycle: writer and processor have both let go of r; the connection goes
 // back to its reader, which reuses the request and closes if it must (or,
@@ -370,11 +366,18 @@ func (s *Server) kick(r *stages.Response) { s.writers.at(r.Conn.Writer).Kick(r) 
 // record goes back, and the connection stays with its reader).
 func (s *Server) recycle(r *stages.Response) {
 	c, fate, ticket := r.Conn, r.Fate(), r.Req.Ticket
+	f := s.servedInline(c)
 	r.RunCleanups()
 	s.pool.Release(r)
 	r.Conn, r.Req = nil, nil
 	s.responses.Put(r)
-	s.releaseWriter(c)
+	if f == nil {
+		s.releaseWriter(c)
+	} else if ticket == 0 {
+		f.returned.Add(1) // only this loop writes it
+		s.readers.at(c.Reader).ReturnOwn(c, fate)
+		return
+	}
 	s.handBack(c, ticket, fate)
 }
 

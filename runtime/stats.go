@@ -137,7 +137,10 @@ func (s *Server) Snapshot() Stats {
 	st.Reader = StageStats{StageSnapshot: s.counters.reader.Snapshot("reader", rdepth, rcap), Loops: s.loopCount(StageReader)}
 	st.Sizes = s.StageSizes()
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
-	st.Inline, st.Direct = s.fusedCounts()
+	var returned uint64
+	st.Inline, st.Direct, returned = s.fusedCounts()
+	st.Reader.Enqueued += returned // handed back by the loop to itself, never queued
+	st.Reader.Dequeued += returned
 	st.MemoryReturns = s.memReturns.Load()
 	st.Processor.Enqueued += st.Inline
 	st.Processor.Dequeued += st.Inline

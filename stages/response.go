@@ -398,6 +398,15 @@ func (r *Response) Drop(f Fate) {
 // whether EOS has been appended. Writer goroutine only.
 func (r *Response) TakeOut(dst []Bucket) ([]Bucket, bool) {
 	r.queued.Store(false)
+	return r.TakeOutHeld(dst)
+}
+
+// TakeOutHeld is TakeOut for a writer that holds r's kicks (HoldKicks)
+// and keeps them held: a kick (a Hold's release, from any goroutine)
+// coalesces into nothing until the writer ends r or hands it to its
+// writer loop with ResumeKicks, so that no kick reaches a writer loop
+// before r is bound to one. Writer goroutine only.
+func (r *Response) TakeOutHeld(dst []Bucket) ([]Bucket, bool) {
 	r.mu.Lock()
 	dst = append(dst, r.out...)
 	clear(r.out)
@@ -411,7 +420,8 @@ func (r *Response) TakeOut(dst []Bucket) ([]Bucket, bool) {
 // until TakeOut or ResumeKicks: for a producer that will write the
 // response itself once it is complete, and hand it to its writer only if
 // the socket does not take it all (processor.InlineServer, then
-// writer.Direct). It marks r queued, so kicks coalesce into nothing.
+// writer.Direct, which takes with TakeOutHeld and leaves the hand-over to
+// ResumeKicks). It marks r queued, so kicks coalesce into nothing.
 // Producer only, right after Begin.
 func (r *Response) HoldKicks() { r.queued.Store(true) }
 
@@ -441,6 +451,12 @@ func (r *Response) Requeue(bs []Bucket, eos bool) {
 // MarkQueued reports whether the caller is the one that must queue r for its
 // writer: kicks that arrive while r is already queued coalesce into one.
 func (r *Response) MarkQueued() bool { return r.queued.CompareAndSwap(false, true) }
+
+// Queued reports whether a kick now would coalesce into nothing: r is in
+// its writer's queue, or its kicks are held (HoldKicks). A kick function
+// may look before it picks a writer (whose connection may have none bound
+// while kicks are held); MarkQueued still decides.
+func (r *Response) Queued() bool { return r.queued.Load() }
 
 // Sent records n bytes written to the socket and wakes a producer waiting in
 // WaitDrained. Writer goroutine only.

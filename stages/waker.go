@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/internal/poll"
 )
 
 // Why the hand-off wakes loops this way
@@ -207,7 +209,7 @@ func (w *LoopWaker) Wake() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1) // eventfd counters are host-endian
 	for {
-		_, err := unix.Write(w.fd, one[:])
+		_, err := poll.Write(w.fd, one[:])
 		if err != unix.EINTR {
 			// EAGAIN would mean the counter is saturated, which is awake
 			// enough. Any other error means the fd was closed under us,
@@ -261,7 +263,7 @@ func (w *LoopWaker) Awake() {
 func (w *LoopWaker) drain() {
 	for w.owed > 0 {
 		w.reads++
-		n, err := unix.Read(w.fd, w.buf[:])
+		n, err := poll.Read(w.fd, w.buf[:])
 		if err == unix.EINTR {
 			continue
 		}

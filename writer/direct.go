@@ -35,16 +35,26 @@ type Direct struct {
 func (d *Direct) Ended() uint64 { return d.ended.Load() }
 
 // Write writes r, complete (its producer has appended EOS and let go) and
-// with its kicks held (stages.Response.HoldKicks), to its socket. l is the
-// loop of r's connection: its settings, counters and logger apply, and it
-// takes over what Write cannot finish. The caller must not touch r after.
-func (d *Direct) Write(l *Loop, r *stages.Response) {
+// with its kicks held (stages.Response.HoldKicks), to its socket. l is a
+// writer loop whose settings, counters and logger apply. Write reports
+// whether it left anything for a writer loop: then r holds the rest, its
+// kicks still held, and the caller hands it to the writer loop of r's
+// connection with r.ResumeKicks, which finishes it. Otherwise r has ended
+// and been let go. Either way, the caller must not touch r after (but
+// for that ResumeKicks).
+//
+// The caller's hand-over, rather than Write's, lets the runtime bind r's
+// connection to a writer loop only when one is needed: a response the
+// socket takes whole never concerns one. Kicks stay held until then (a
+// Hold released meanwhile kicks nobody), so none reaches a writer loop
+// before the binding.
+func (d *Direct) Write(l *Loop, r *stages.Response) (rest bool) {
 	rec := &d.rec
-	bs, eos := r.TakeOut(rec.buckets[:0])
+	bs, eos := r.TakeOutHeld(rec.buckets[:0])
 	rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
 	if !eos || holds(bs) {
-		d.handOver(l) // a Hold waits for its release on the writer loop
-		return
+		d.leave() // a Hold waits for its release on the writer loop
+		return true
 	}
 	fd := r.Conn.FD
 	budget := l.writeBudget
@@ -62,7 +72,7 @@ func (d *Direct) Write(l *Loop, r *stages.Response) {
 		case stages.BucketEOS:
 			rec.pop()
 			d.end(l, nil)
-			return
+			return false
 		}
 		if n > 0 {
 			budget -= n
@@ -72,15 +82,16 @@ func (d *Direct) Write(l *Loop, r *stages.Response) {
 		// budget's size, written whole), the response ends here: handing
 		// it over would wake the writer loop only to conclude it.
 		if err == unix.EAGAIN || (err == nil && budget <= 0 && dataAhead(rec.buckets)) {
-			d.handOver(l)
-			return
+			d.leave()
+			return true
 		}
 		if err != nil {
 			d.end(l, err)
-			return
+			return false
 		}
 	}
-	d.handOver(l) // not reached: eos means the last bucket is EOS
+	d.leave() // not reached: eos means the last bucket is EOS
+	return true
 }
 
 // dataAhead reports whether bs has bytes still to write before its end:
@@ -108,21 +119,19 @@ func holds(bs []stages.Bucket) bool {
 }
 
 // end ends the response here, as the writer loop's finish does. No kick
-// can be in a writer's queue for it: its kicks were held until TakeOut,
-// its producer is done and it has no Hold, so marking it queued (which
-// makes any later kick coalesce) cannot fail.
+// can be in a writer's queue for it: its kicks are still held (TakeOutHeld),
+// so any later one coalesces into nothing.
 func (d *Direct) end(l *Loop, err error) {
 	r := d.rec.resp
 	l.conclude(r, err, r.Started)
 	d.reset()
 	d.ended.Add(1)
-	r.MarkQueued()
 	r.Finish() // r may be recycled, and its connection handed back, from here on
 }
 
-// handOver gives the rest of the response to its writer loop: the first
+// leave puts the rest of the response back for a writer loop: the first
 // bucket trimmed to what was not written, then everything after it.
-func (d *Direct) handOver(l *Loop) {
+func (d *Direct) leave() {
 	rec := &d.rec
 	r := rec.resp
 	rec.uncork(r.Conn.FD)
@@ -138,7 +147,6 @@ func (d *Direct) handOver(l *Loop) {
 	}
 	r.Requeue(rec.buckets, rec.eos)
 	d.reset()
-	l.Kick(r)
 }
 
 // reset forgets the response, keeping the bucket slice's capacity.

@@ -111,7 +111,9 @@ func (h *harness) writeDirect(fd int, bs ...stages.Bucket) (*stages.Response, *D
 	}
 	r.Done()
 	d := new(Direct)
-	d.Write(h.l, r)
+	if d.Write(h.l, r) {
+		r.ResumeKicks() // the rest goes to the writer loop, as the runtime hands it over
+	}
 	return r, d
 }
 

@@ -6,26 +6,24 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/internal/poll"
 )
 
-// Why raw syscalls: every write here is to a non-blocking socket, so it
-// never waits, but one that goes through loopback's receive path too, or
-// a sendfile of a megabyte, takes longer than sysmon's 20 µs tick. A
-// syscall entered the ordinary way (entersyscall) that spans a tick gets
-// its P retaken when no other P is idle (always, with GOMAXPROCS=1), and
-// every retake keeps sysmon waking every 20 µs instead of backing off to
-// 10 ms: runtime.sysmon was 7-11% of the server's samples for static
-// files pinned to one CPU, and under 1% with the loops' reads, polls and
-// writes raw (the reader's rawRead, internal/poll's poll). The price: the
-// P runs nothing else until the call returns, where a retake would have
-// let a runnable processor goroutine have it; with GOMAXPROCS=1 a
-// processor now waits for the loop to park, or for the scheduler's 10 ms
+// Why raw syscalls: every call here but sendfile is on a non-blocking
+// socket, so it never waits, and entered the ordinary way (entersyscall)
+// one that spans sysmon's 20 µs tick (a write that runs loopback's
+// receive path too) gets its P retaken when no other P is idle, and keeps
+// sysmon waking every 20 µs: poll.Read says what that cost. The price:
+// the P runs nothing else until the call returns, where a retake would
+// have let a runnable processor goroutine have it; with GOMAXPROCS=1 a
+// processor waits for the loop to park, or for the scheduler's 10 ms
 // preemption. Not sendfile, which may block on its file (below).
 
-// writev is unix.Writev without its per-call allocation. more says that
-// the bytes are a response's head and a file region follows at once
-// (sendfile): they go with MSG_MORE, which holds them in the socket until
-// the file's last chunk pushes both out in one segment, as nginx's
+// writev is unix.Writev without its per-call allocation, and raw. more
+// says that the bytes are a response's head and a file region follows at
+// once (sendfile): they go with MSG_MORE, which holds them in the socket
+// until the file's last chunk pushes both out in one segment, as nginx's
 // tcp_nopush (TCP_CORK around writev and sendfile) does with two
 // setsockopt calls more. Without it a 4 KiB file left as two segments,
 // and the head's own trip through loopback's transmit and receive path
@@ -34,22 +32,22 @@ func writev(fd int, iov []unix.Iovec, more bool) (int, error) {
 	if more {
 		return sendMore(fd, iov)
 	}
-	// One buffer (most small responses: header and body in one block)
-	// goes by write: writev first copies and checks the iovec array, which
-	// costs the kernel more than the 150 bytes of a /hello response.
-	nr, arg, arg2 := uintptr(unix.SYS_WRITEV), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov))
-	if len(iov) == 1 {
-		nr, arg, arg2 = unix.SYS_WRITE, uintptr(unsafe.Pointer(iov[0].Base)), uintptr(iov[0].Len)
-	}
 	for {
-		n, _, e := unix.RawSyscall(nr, uintptr(fd), arg, arg2)
-		if e == unix.EINTR {
+		var n int
+		var err error
+		if len(iov) == 1 {
+			// One buffer (most small responses: header and body in one
+			// block) goes by write: writev first copies and checks the
+			// iovec array, which costs the kernel more than the 150 bytes
+			// of a /hello response.
+			n, err = poll.Write(fd, unsafe.Slice(iov[0].Base, iov[0].Len))
+		} else {
+			n, err = poll.Writev(fd, iov)
+		}
+		if err == unix.EINTR {
 			continue
 		}
-		if e != 0 {
-			return -1, e
-		}
-		return int(n), nil
+		return n, err
 	}
 }
 

@@ -28,6 +28,9 @@
 //	errBadFD, errNotRegistered
 //		the errnos for a closed poller fd and an unregistered fd.
 //
+// io_linux.go adds Read, Write and Writev: the loops' reads and writes of
+// non-blocking fds, as raw syscalls (it says why).
+//
 // poll_linux.go is the epoll backend. Every other platform gets
 // poll_other.go, whose openPoller returns Unsupported("poll"): Quartet does
 // not run there, and says so at New instead of failing later.

@@ -79,21 +79,20 @@ func (b *backend) ctl(pfd int, op ctlOp, fd int, in Interest, t Token) error {
 	return os.NewSyscallError(ctlOps[op].name, unix.EpollCtl(pfd, ctlOps[op].op, fd, &ev))
 }
 
-// poll is epoll_wait with a zero timeout as a raw syscall: it never
-// waits, and a loop polls on every turn; entered the ordinary way, one
-// that ran past sysmon's 20 µs tick would get its P retaken when no P is
-// idle (see the writer's sys_linux.go).
 func (b *backend) poll(pfd int) (int, error) {
 	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(pfd),
+		// Raw, as Read is: with a zero timeout it never blocks.
+		// epoll_pwait with no signal mask is epoll_wait, and exists on
+		// every Linux architecture (arm64 has no epoll_wait).
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(pfd),
 			uintptr(unsafe.Pointer(&b.events[0])), uintptr(len(b.events)), 0, 0, 0)
-		switch e {
-		case 0:
-			return int(r), nil
-		case unix.EINTR:
+		if e == unix.EINTR {
 			continue
 		}
-		return 0, os.NewSyscallError("epoll_wait", e)
+		if e != 0 {
+			return 0, os.NewSyscallError("epoll_wait", e)
+		}
+		return int(n), nil
 	}
 }
 
