@@ -313,9 +313,11 @@ type worker struct {
 
 	spareSince time.Time // when it became a spare (under the pool's lock)
 
-	// runningSince is when the worker last yielded its CPU, by parking or
-	// by yieldCPU: see Pool.serve.
+	// runningSince is when the worker last gave its CPU up, by parking or
+	// by yielding, and lastEnd when its last handler returned: see
+	// Pool.work. Both from clock reads the worker makes anyway.
 	runningSince time.Time
+	lastEnd      time.Time
 }
 
 var _ stages.Parker = (*worker)(nil)

@@ -339,7 +339,7 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 			}
 			continue
 		}
-		if time.Since(wk.runningSince) >= yieldCPUAfter {
+		if wk.lastEnd.Sub(wk.runningSince) >= yieldCPUAfter {
 			// Go preempts a goroutine only after 10 ms on a CPU; workers
 			// that always find another request would hold the Ps for that
 			// long while the reader and writer loops, back from
@@ -351,6 +351,7 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 			// no request waits with the worker.
 			runtime.Gosched()
 			wk.runningSince = time.Now()
+			wk.lastEnd = wk.runningSince
 		}
 		if req, ok := p.in.Pop(); ok {
 			p.serve(wk, req)
@@ -358,6 +359,7 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 		}
 		if p.wake.Park(wk.ready, done) {
 			wk.runningSince = time.Now()
+			wk.lastEnd = wk.runningSince
 			continue
 		}
 		// Shutting down: serve what the readers queued before they
@@ -450,6 +452,7 @@ func (p *Pool) handle(w *ResponseWriter, req *stages.Request, now time.Time, wai
 			// while its Class is still this one. An inline request never
 			// entered the class queue, so it is not finished there.
 			p.in.Finished(req, waited, took-wk.parkedFor, now.Add(took))
+			wk.lastEnd = now.Add(took)
 		}
 		w.finish()
 		w.end()
