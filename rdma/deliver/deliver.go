@@ -104,18 +104,36 @@ func (e *Engine) Deliver(w int, t Target, body *Body, n Notify) (Receipt, error)
 		return Receipt{}, nil
 	}
 	// A per-operation MR exposure needs a channel in a PD of its own.
-	ch, err := lp.use(t.Endpoint, t.Mode == ModeClientReads && !e.byWindow(body))
-	if errors.Is(err, errLoopClosing) {
-		return Receipt{}, fallback(ReasonNoRDMA, "") // detached meanwhile: as if never attached
+	isolated := t.Mode == ModeClientReads && !e.byWindow(body)
+	for redialed := false; ; redialed = true {
+		ch, err := lp.use(t.Endpoint, isolated)
+		if errors.Is(err, errLoopClosing) {
+			return Receipt{}, fallback(ReasonNoRDMA, "") // detached meanwhile: as if never attached
+		}
+		if err != nil {
+			return Receipt{}, fallback(ReasonConnectFailed, err.Error())
+		}
+		var r Receipt
+		if t.Mode == ModeServerWrites {
+			r, err = lp.write(ch, &t, body, n)
+		} else {
+			r, err = lp.expose(ch, &t, body, n)
+		}
+		died := err != nil && lp.isDead(ch)
+		lp.release(ch)
+		// A cached channel whose QP failed before its loop heard of it (a
+		// Terminate or a reset still on its way to the CQ) refuses the
+		// post and is retired by it; nothing of this delivery has reached
+		// the client (Writes that left before the refusal carry the same
+		// bytes to the same place), so it is posted once more on a
+		// channel dialed now rather than sent the slow way because of an
+		// older failure. Once only: a new channel that fails at once is
+		// this client's doing.
+		if !died || redialed {
+			return r, err
+		}
+		e.st.redials.Add(1)
 	}
-	if err != nil {
-		return Receipt{}, fallback(ReasonConnectFailed, err.Error())
-	}
-	defer lp.release(ch)
-	if t.Mode == ModeServerWrites {
-		return lp.write(ch, &t, body, n)
-	}
-	return lp.expose(ch, &t, body, n)
 }
 
 // write is server-writes: Writes of every segment into the client's
@@ -165,7 +183,7 @@ func (lp *loop) write(ch *channel, t *Target, b *Body, n Notify) (Receipt, error
 	})
 	if err != nil {
 		b.Release() // the unit's: it was never queued
-		return Receipt{}, fallback(ReasonPostFailed, err.Error())
+		return Receipt{}, &Fallback{Reason: ReasonPostFailed, Detail: err.Error(), cause: err}
 	}
 	wait := u.wait
 	b.Release() // the caller's, taken
@@ -246,6 +264,10 @@ func (lp *loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 	}
 	e.st.liveMWs.Add(1)
 	x.mw = mw
+	// Done is withheld while the bind is posted: a channel that refuses
+	// the post is retired by it, revoking x, and the caller hears of
+	// that from this return alone.
+	x.done = nil
 	b.Retain() // the exposure's
 	if err := lp.addExposure(x); err != nil {
 		lp.discard(x)
@@ -260,9 +282,18 @@ func (lp *loop) expose(ch *channel, t *Target, b *Body, n Notify) (Receipt, erro
 		return err
 	})
 	if err != nil {
-		x.done = nil // the caller hears of it from this return, not from Done
 		lp.revoke(x, err, nil)
-		return Receipt{}, fallback(ReasonPostFailed, "ibv_bind_mw: "+err.Error())
+		return Receipt{}, &Fallback{Reason: ReasonPostFailed, Detail: "ibv_bind_mw: " + err.Error(), cause: err}
+	}
+	lp.mu.Lock()
+	live := ch.exps[x.op] == x
+	if live {
+		x.done = n.Done
+	}
+	ended := x.ended
+	lp.mu.Unlock()
+	if !live && n.Done != nil {
+		n.Done(ended) // revoked between the post and now (its bind failed, its channel died)
 	}
 	e.st.byWindow.Add(1)
 	b.Release() // the caller's, taken

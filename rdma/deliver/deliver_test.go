@@ -466,6 +466,42 @@ func TestLostWriteIsDetected(t *testing.T) {
 	}
 }
 
+// TestRedialsAChannelThatFailedUnheard: a cached channel whose QP failed
+// before its loop heard of it (a Terminate or a reset still on its way
+// to the CQ; seen on siw as the first post on a channel refused) refuses
+// the next post; the engine retires it and posts the delivery once more
+// on a channel dialed then, so the client gets the body by RDMA, not
+// inline because of an older failure. The refused channel's resources
+// are released (the harness checks at Close).
+func TestRedialsAChannelThatFailedUnheard(t *testing.T) {
+	for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, deliver.Config{}, waitLong)
+			if mode == deliver.ModeClientReads && !h.e.MemoryWindows() {
+				t.Skip("client-reads without memory windows posts nothing at exposure")
+			}
+			p := randomBytes(11, 70<<10)
+			r1, got, err := h.fetch(t, mode, p, newOutcome())
+			if err != nil || !bytes.Equal(got, p) {
+				t.Fatalf("first delivery: %v, %d bytes", err, len(got))
+			}
+			if n := h.e.BreakChannels(0); n != 1 {
+				t.Fatalf("broke %d channels, want the one", n)
+			}
+			r2, got, err := h.fetch(t, mode, p, newOutcome())
+			if err != nil || !bytes.Equal(got, p) {
+				t.Fatalf("after the channel failed: %v, %d bytes", err, len(got))
+			}
+			if r2.Channel == r1.Channel {
+				t.Fatalf("delivered on the failed channel %d", r1.Channel)
+			}
+			if st := h.e.Stats(); st.Redials != 1 || st.Dials != 2 || st.LiveQPs != 1 {
+				t.Fatalf("stats %+v, want 1 redial, 2 dials, 1 live QP", st)
+			}
+		})
+	}
+}
+
 // TestFileBodies: file regions go from the file cache's registration,
 // in both modes: a whole file, a part of one, and heap and file mixed.
 func TestFileBodies(t *testing.T) {

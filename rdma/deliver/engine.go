@@ -231,7 +231,7 @@ type stats struct {
 	cacheHits, cacheMisses, cacheCopies      atomic.Int64
 	written, writtenBytes, exposed           atomic.Int64
 	confirmed, timedOut, lost, fallbacks     atomic.Int64
-	dials                                    atomic.Int64
+	dials, redials                           atomic.Int64
 	collectNanos, rdmaNanos, exposureNanos   atomic.Int64
 	stuck                                    atomic.Int64
 	byWindow                                 atomic.Int64
@@ -256,6 +256,7 @@ type Stats struct {
 	Lost                                     int64 // RDMA operations that failed at the server
 	Fallbacks                                int64 // RDMA asked for, body sent over the protocol's connection
 	Dials                                    int64
+	Redials                                  int64 // deliveries posted again on a new channel: the first one's QP had failed unheard
 	Stuck                                    int64 // units with no completion in CompletionTimeout
 	Signaled                                 int64 // send-queue completions taken (signalled units and barriers)
 	Barriers                                 int64 // barriers posted to reclaim an idle channel's units
@@ -279,7 +280,7 @@ func (e *Engine) Stats() Stats {
 		CacheHits: s.cacheHits.Load(), CacheMisses: s.cacheMisses.Load(), CacheCopies: s.cacheCopies.Load(),
 		Written: s.written.Load(), WrittenBytes: s.writtenBytes.Load(),
 		Exposed: s.exposed.Load(), Confirmed: s.confirmed.Load(), TimedOut: s.timedOut.Load(),
-		Lost: s.lost.Load(), Fallbacks: s.fallbacks.Load(), Dials: s.dials.Load(), Stuck: s.stuck.Load(),
+		Lost: s.lost.Load(), Fallbacks: s.fallbacks.Load(), Dials: s.dials.Load(), Redials: s.redials.Load(), Stuck: s.stuck.Load(),
 		ExposedByWindow: s.byWindow.Load(), Signaled: s.signaled.Load(), Barriers: s.barriers.Load(),
 		CollectTime:  time.Duration(s.collectNanos.Load()),
 		RDMATime:     time.Duration(s.rdmaNanos.Load()),

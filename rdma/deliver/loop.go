@@ -197,6 +197,7 @@ type exposure struct {
 	timer   *time.Timer
 	granted time.Time
 	done    func(error)
+	ended   error // why it was revoked; under the loop's mu
 }
 
 // use returns the cached connection to ep, dialing it if there is none
@@ -232,6 +233,13 @@ func (lp *loop) use(ep netip.AddrPort, isolated bool) (*channel, error) {
 // errLoopClosing: the loop's writer loop is leaving (DetachLoop) or the
 // engine is closing.
 var errLoopClosing = errors.New("deliver: writer loop detached")
+
+// isDead reports whether ch has been retired (killed).
+func (lp *loop) isDead(ch *channel) bool {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	return ch.dead
+}
 
 // release ends a use; the last user of a dead channel destroys it.
 func (lp *loop) release(ch *channel) {
@@ -763,6 +771,7 @@ func (lp *loop) revoke(x *exposure, why error, outcome *atomic.Int64) bool {
 	live := x.ch.exps[x.op] == x
 	if live {
 		delete(x.ch.exps, x.op)
+		x.ended = why
 		lp.ending++
 	}
 	timer := x.timer

@@ -101,7 +101,12 @@ func (r Reason) String() string {
 type Fallback struct {
 	Reason Reason
 	Detail string
+	cause  error // the provider's error, where one caused it
 }
+
+// Unwrap is the provider's error behind the fallback, if any (a failed
+// post's rdma.ErrQPState, say).
+func (f *Fallback) Unwrap() error { return f.cause }
 
 // Error is the reason, then the detail: "connect-failed: dial ...", as
 // X-RDMA-Fallback carries it.
