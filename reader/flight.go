@@ -123,7 +123,7 @@ func (l *Loop) launch(slot int32, win window) {
 		l.startRequest(slot, now, rc.end == rc.start)
 	}
 	if !l.cfg.Dispatch(&w.req) {
-		l.heldBlocked = append(l.heldBlocked, ticket)
+		l.heldBlocked = append(l.heldBlocked, blockedReq{ticket, w.req.Class})
 	}
 	if l.draining || l.forced {
 		l.close(slot) // after its requests in flight
@@ -251,7 +251,8 @@ func (l *Loop) closeLater(slot int32) {
 	l.clearTimer(slot)
 	rc.state, rc.parked, rc.peerClosed, rc.feeding = stateClosing, false, true, false
 	kept := l.heldBlocked[:0]
-	for _, t := range l.heldBlocked {
+	for _, b := range l.heldBlocked {
+		t := b.id
 		if w := l.held[t-1]; w != nil && w.req.Conn == rc.c {
 			l.unhold(rc.c, t)
 			rc.out--
@@ -260,7 +261,7 @@ func (l *Loop) closeLater(slot int32) {
 			l.releaseHeld(w)
 			continue
 		}
-		kept = append(kept, t)
+		kept = append(kept, b)
 	}
 	l.heldBlocked = kept
 	if rc.out == 0 {
@@ -269,18 +270,27 @@ func (l *Loop) closeLater(slot int32) {
 }
 
 // retryHeld dispatches again the launched requests the processors had no
-// room for.
-func (l *Loop) retryHeld() {
+// room for, passing over the classes full finds full (and marking those
+// it finds so).
+func (l *Loop) retryHeld(full *fullClasses) {
 	kept := l.heldBlocked[:0]
 	now := l.core.Now()
-	for _, t := range l.heldBlocked {
-		w := l.held[t-1]
+	for _, b := range l.heldBlocked {
+		if !full.tried(b) {
+			kept = append(kept, b)
+			continue
+		}
+		w := l.held[b.id-1]
 		if w == nil {
 			continue
 		}
 		w.req.Dispatched = now
 		if !l.cfg.Dispatch(&w.req) {
-			kept = append(kept, t)
+			b.class = w.req.Class
+			kept = append(kept, b)
+			if int(b.class) < len(full) {
+				full[b.class] = true
+			}
 		}
 	}
 	l.heldBlocked = kept
