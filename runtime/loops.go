@@ -298,6 +298,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		Reject:        s.reject,
 		Closed:        s.closed,
 		Handover:      s.handover,
+		Gate:          s.gate,
 		PreConnection: s.mods.preConnection(),
 		Init: func() error {
 			err := s.mods.stageInit(StageInfo{Stage: StageReader, Index: id})
@@ -320,6 +321,7 @@ func (s *Server) newWriter(id int, added *initWait) (*wloop, error) {
 		MinRateGrace:  cfg.MinResponseRateGrace,
 		LowWater:      lowWater(cfg.HighWater),
 		Log:           s.writeLog,
+		Gate:          s.gate,
 		Init: func(src writer.Sources) error {
 			err := s.mods.stageInit(StageInfo{Stage: StageWriter, Index: id, Sources: src})
 			if added != nil {

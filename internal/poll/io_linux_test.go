@@ -37,3 +37,49 @@ func TestRawIO(t *testing.T) {
 		t.Fatalf("Read of fd -1: %v, want EBADF", err)
 	}
 }
+
+// Pending sees the events a Wait would return without taking them, and
+// allocates nothing (a worker asks it at every yield under load).
+func TestPendingTakesNothing(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := MakeToken(KindConn, 1, 0)
+	if err := p.Add(fds[0], Readable|EdgeTriggered, tok); err != nil {
+		t.Fatal(err)
+	}
+	if p.Pending() {
+		t.Fatal("pending before anything was written")
+	}
+	if _, err := Write(fds[1], []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if !p.Pending() {
+			t.Fatal("not pending after a write")
+		}
+	}
+	evs, err := p.Wait(nil, 0)
+	if err != nil || len(evs) != 1 || evs[0].Token != tok {
+		t.Fatalf("Wait after Pending: %v, %v", evs, err)
+	}
+	if p.Pending() {
+		t.Fatal("pending after Wait took the edge-triggered event")
+	}
+	if n := testing.AllocsPerRun(100, func() { p.Pending() }); n != 0 {
+		t.Errorf("Pending allocates %v times", n)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Pending() {
+		t.Error("a closed poller is pending")
+	}
+}
