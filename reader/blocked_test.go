@@ -1,7 +1,9 @@
 package reader
 
 import (
+	"context"
 	"net"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,5 +168,83 @@ func TestRetryPassesOverAFullClass(t *testing.T) {
 		if n := attempts.Load() - before; n != step.wantAttempts {
 			t.Errorf("room for %s: %d offers in the pass, want %d", step.path, n, step.wantAttempts)
 		}
+	}
+}
+
+// A new request of a class with requests waiting for room waits behind
+// them, instead of taking the place a pop made before the retry pass
+// comes: otherwise the waiting ones are passed again and again. Another
+// class's requests still go at once.
+func TestNewRequestsWaitBehindBlocked(t *testing.T) {
+	var room atomic.Int64
+	var offered []string // by the loop's goroutine only; read after it is done
+	dispatched := make(chan *stages.Request, 8)
+	classify := func(r *stages.Request) uint8 {
+		if string(r.Path) == "/other" {
+			return 2
+		}
+		return 1
+	}
+	loop, err := New(0, Config{
+		Dispatch: func(r *stages.Request) bool {
+			offered = append(offered, string(r.Path))
+			r.Class = classify(r)
+			if r.Class == 1 && room.Add(-1) < 0 {
+				room.Add(1)
+				return false
+			}
+			dispatched <- r
+			return true
+		},
+		Classify:  classify,
+		Protocols: httpOnly(),
+		Reject: func(c *stages.Conn, req *stages.Request, err error) {
+			t.Errorf("Reject(%v) on connection %d", err, c.ID)
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { loop.Run(ctx); close(done) }()
+	send := func(id uint64, path string) {
+		t.Helper()
+		client, fd := acceptedConn(t)
+		loop.Adopt(&stages.Conn{ID: id, FD: fd})
+		if _, err := client.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take := func(path string) {
+		t.Helper()
+		select {
+		case r := <-dispatched:
+			if string(r.Path) != path {
+				t.Errorf("dispatched %s, want %s", r.Path, path)
+			}
+			loop.Return(r.Conn, stages.FateClose)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not dispatched", path)
+		}
+	}
+	send(1, "/first") // refused: no room
+	if !waitFor(func() bool { return loop.Blocked() == 1 }) {
+		t.Fatal("the first request was not blocked")
+	}
+	room.Store(2) // a pop made room, its Unblock not yet seen
+	send(2, "/second")
+	send(3, "/other")
+	take("/other") // another class goes at once
+	if !waitFor(func() bool { return loop.Blocked() == 2 }) {
+		t.Fatal("the second request did not wait behind the first")
+	}
+	loop.Unblock()
+	take("/first")
+	take("/second")
+	cancel()
+	<-done
+	if want := []string{"/first", "/other", "/first", "/second"}; !slices.Equal(offered, want) {
+		t.Errorf("offered %v, want %v", offered, want)
 	}
 }

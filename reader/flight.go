@@ -122,8 +122,9 @@ func (l *Loop) launch(slot int32, win window) {
 	} else {
 		l.startRequest(slot, now, rc.end == rc.start)
 	}
-	if !l.cfg.Dispatch(&w.req) {
-		l.heldBlocked = append(l.heldBlocked, blockedReq{ticket, w.req.Class})
+	if l.queueBehind(&w.req) || !l.cfg.Dispatch(&w.req) {
+		l.heldBlocked.push(w.req.Class, ticket)
+		l.countBlocked()
 	}
 	if l.draining || l.forced {
 		l.close(slot) // after its requests in flight
@@ -250,50 +251,22 @@ func (l *Loop) closeLater(slot int32) {
 	rc := l.conns[slot]
 	l.clearTimer(slot)
 	rc.state, rc.parked, rc.peerClosed, rc.feeding = stateClosing, false, true, false
-	kept := l.heldBlocked[:0]
-	for _, b := range l.heldBlocked {
-		t := b.id
-		if w := l.held[t-1]; w != nil && w.req.Conn == rc.c {
-			l.unhold(rc.c, t)
-			rc.out--
-			rc.outBytes -= w.size
-			rc.unlink(w)
-			l.releaseHeld(w)
-			continue
+	l.heldBlocked.each(func(t int32) bool {
+		w := l.held[t-1]
+		if w == nil || w.req.Conn != rc.c {
+			return true
 		}
-		kept = append(kept, b)
-	}
-	l.heldBlocked = kept
+		l.unhold(rc.c, t)
+		rc.out--
+		rc.outBytes -= w.size
+		rc.unlink(w)
+		l.releaseHeld(w)
+		return false
+	})
+	l.countBlocked()
 	if rc.out == 0 {
 		l.close(slot)
 	}
-}
-
-// retryHeld dispatches again the launched requests the processors had no
-// room for, passing over the classes full finds full (and marking those
-// it finds so).
-func (l *Loop) retryHeld(full *fullClasses) {
-	kept := l.heldBlocked[:0]
-	now := l.core.Now()
-	for _, b := range l.heldBlocked {
-		if !full.tried(b) {
-			kept = append(kept, b)
-			continue
-		}
-		w := l.held[b.id-1]
-		if w == nil {
-			continue
-		}
-		w.req.Dispatched = now
-		if !l.cfg.Dispatch(&w.req) {
-			b.class = w.req.Class
-			kept = append(kept, b)
-			if int(b.class) < len(full) {
-				full[b.class] = true
-			}
-		}
-	}
-	l.heldBlocked = kept
 }
 
 // releaseHeld returns a launched request's record and its buffer to the

@@ -124,6 +124,11 @@ type Config struct {
 	// successful Init, once the loop holds no connections.
 	Exit func()
 
+	// Classify, if set, gives a request the class Dispatch would (a
+	// stages.ClassQueue class): a request of a class with requests the
+	// processors had no room for waits behind them.
+	Classify func(*stages.Request) uint8
+
 	// Handover picks the loop a connection moves to when this one gives
 	// it away (Retire, Rebalance): another loop of the stage that takes
 	// connections, or nil when there is none (the connection stays). It
@@ -332,14 +337,15 @@ type Loop struct {
 	epoch time.Time // timer deadlines count from here
 
 	ready   []int32      // connections with more to read than one turn allowed
-	blocked []blockedReq // parsed requests the processors had no room for, by slot
+	blocked blockedQueue // parsed requests the processors had no room for, by slot (blocked.go)
 	// Requests launched beside others of their connection (flight.go):
 	// their records by ticket-1, the free entries, and the tickets of
 	// those the processors had no room for.
 	windows     []window // by stages.ProtocolID
 	held        []*work
 	heldFree    []int32
-	heldBlocked []blockedReq // by ticket
+	heldBlocked blockedQueue // by ticket
+	nblocked    atomic.Int32 // both queues' requests, for Blocked
 	unblocked   atomic.Bool  // Unblock was called: the processors have room again
 	// spill holds what send found no room for in the queue (see send).
 	spillMu sync.Mutex
@@ -1002,9 +1008,8 @@ func (l *Loop) trim() {
 	if cap(l.ready) > 4*minTrimConns {
 		l.ready = append([]int32(nil), l.ready...)
 	}
-	if cap(l.blocked) > 4*minTrimConns {
-		l.blocked = append([]blockedReq(nil), l.blocked...)
-	}
+	l.blocked.trim(4 * minTrimConns)
+	l.heldBlocked.trim(4 * minTrimConns)
 }
 
 // readSome reads from the socket into rc.buf[rc.end:], growing the buffer
@@ -1282,62 +1287,10 @@ func (l *Loop) dispatch(slot int32) {
 		l.setTimer(slot, classBody, l.core.Now().Add(bodyRateCheck))
 	}
 	rc.req.Dispatched = l.core.Now()
-	if !l.cfg.Dispatch(&rc.req) {
-		l.blocked = append(l.blocked, blockedReq{slot, rc.req.Class})
+	if l.queueBehind(&rc.req) || !l.cfg.Dispatch(&rc.req) {
+		l.blocked.push(rc.req.Class, slot)
+		l.countBlocked()
 	}
-}
-
-// blockedReq is a request the processors had no room for (a connection's
-// slot, or a launched request's ticket) with the class its dispatch gave
-// it, so a retry passes over the requests of a class it found full again
-// without touching their records.
-type blockedReq struct {
-	id    int32
-	class uint8
-}
-
-// fullClasses are the classes a retry pass found full: their requests
-// wait for the next Unblock (the refused push marked the queue full, so
-// its next pop calls it).
-type fullClasses [stages.MaxClasses]bool
-
-// tried reports whether b is to be offered in this pass.
-func (f *fullClasses) tried(b blockedReq) bool { return int(b.class) >= len(f) || !f[b.class] }
-
-// retryBlocked dispatches again the requests the processors had no room
-// for, once Unblock says there is room: a full queue costs no retries
-// while it stays full (a request that finds it full again waits for the
-// next Unblock), and a pass stops offering a class at its first refusal,
-// so it costs a dispatch per request that leaves, not per request
-// waiting (12,000 connections behind a full queue spent a quarter of the
-// CPU offering each of them again on every pop).
-func (l *Loop) retryBlocked() {
-	if !l.unblocked.Swap(false) || len(l.blocked)+len(l.heldBlocked) == 0 {
-		return
-	}
-	var full fullClasses
-	l.retryHeld(&full)
-	kept := l.blocked[:0]
-	now := l.core.Now()
-	for _, b := range l.blocked {
-		if !full.tried(b) {
-			kept = append(kept, b)
-			continue
-		}
-		rc := l.conn(b.id)
-		if rc == nil || rc.state != stateOut {
-			continue
-		}
-		rc.req.Dispatched = now
-		if !l.cfg.Dispatch(&rc.req) {
-			b.class = rc.req.Class
-			kept = append(kept, b)
-			if int(b.class) < len(full) {
-				full[b.class] = true
-			}
-		}
-	}
-	l.blocked = kept
 }
 
 // reject answers the current request with its protocol's refusal
@@ -1582,12 +1535,13 @@ func (l *Loop) recycleConn(rc *rconn) {
 // so no write can land in a reused fd.
 func (l *Loop) force() {
 	l.forced = true
-	for _, b := range l.blocked {
-		if l.conn(b.id) != nil {
-			l.close(b.id)
+	l.blocked.each(func(slot int32) bool {
+		if l.conn(slot) != nil {
+			l.close(slot)
 		}
-	}
-	l.blocked = l.blocked[:0]
+		return false
+	})
+	l.countBlocked()
 	for i := range l.conns {
 		rc := l.conns[i]
 		switch {

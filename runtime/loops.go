@@ -298,6 +298,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		Reject:        s.reject,
 		Closed:        s.closed,
 		Handover:      s.handover,
+		Classify:      func(r *stages.Request) uint8 { return uint8(s.classes.classify(r)) },
 		Gate:          s.gate,
 		PreConnection: s.mods.preConnection(),
 		Init: func() error {
