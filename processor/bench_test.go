@@ -63,7 +63,7 @@ func BenchmarkAdaptHello(b *testing.B) { benchWorkerPath(b, Adapt(httpHello{})) 
 
 // newBenchPool is a pool of workers places serving h from in, handing
 // its responses to bw and recycling them, responses of them.
-func newBenchPool(in *stages.ClassQueue, bw *benchWriter, workers, responses int, h Handler, gate *stages.LoopGate) *Pool {
+func newBenchPool(in *stages.ClassQueue, bw *benchWriter, workers, responses int, h Handler) *Pool {
 	free := make(chan *stages.Response, responses)
 	var pool *Pool
 	recycle := func(r *stages.Response) {
@@ -74,7 +74,7 @@ func newBenchPool(in *stages.ClassQueue, bw *benchWriter, workers, responses int
 	for range cap(free) {
 		free <- stages.NewResponse(bw.kick, recycle)
 	}
-	pool = New(Config{Workers: workers, Gate: gate}, in, stages.NewWorkerWaker(workers), h, func() *stages.Response { return <-free }, &stages.StageCounters{})
+	pool = New(Config{Workers: workers}, in, stages.NewWorkerWaker(workers), h, func() *stages.Response { return <-free }, &stages.StageCounters{})
 	bw.low = pool.LowWater()
 	return pool
 }
@@ -82,7 +82,7 @@ func newBenchPool(in *stages.ClassQueue, bw *benchWriter, workers, responses int
 func benchWorkerPath(b *testing.B, h Handler) {
 	in := stages.NewClassQueue(16, nil)
 	bw := &benchWriter{kicks: make(chan *stages.Response, 16), done: make(chan struct{}, 1)}
-	pool := newBenchPool(in, bw, 1, 4, h, nil)
+	pool := newBenchPool(in, bw, 1, 4, h)
 	stop := make(chan struct{})
 	go bw.run(stop)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -108,11 +108,6 @@ type Config struct {
 	// (HTTP/1.1); one whose protocol has no entry is dropped and its
 	// connection closed. Empty: the Handler serves every request.
 	Protocols []stages.Protocol
-
-	// Gate, if set, is the stages.LoopGate of the server's event loops: a
-	// worker that has run for yieldCPUAfter waits there, instead of
-	// yielding, while a loop has events the scheduler has not run it for.
-	Gate *stages.LoopGate
 }
 
 func (c Config) withDefaults() Config {

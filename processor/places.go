@@ -318,7 +318,6 @@ type worker struct {
 	// Pool.work. Both from clock reads the worker makes anyway.
 	runningSince time.Time
 	lastEnd      time.Time
-	gate         stages.GateWaiter // its wait at Config.Gate
 }
 
 var _ stages.Parker = (*worker)(nil)

@@ -342,20 +342,14 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 		if wk.lastEnd.Sub(wk.runningSince) >= yieldCPUAfter {
 			// Go preempts a goroutine only after 10 ms on a CPU; workers
 			// that always find another request would hold the Ps for that
-			// long while goroutines the loops and handlers woke sit in the
-			// run queue behind them. Giving the CPU up now and then bounds
-			// that wait; when nothing else is runnable it costs a trip
-			// through the scheduler. A loop parked in the network poller
-			// is in no run queue, though: the scheduler runs it only once
-			// it finds nothing else to run, so while one has events
-			// waiting the worker waits at the gate instead (LoopGate
-			// says why). Before the pop, so that no request waits with
-			// the worker.
-			if g := p.cfg.Gate; g != nil && g.Starved(wk.lastEnd) {
-				g.Wait(&wk.gate)
-			} else {
-				runtime.Gosched()
-			}
+			// long while the reader and writer loops, back from
+			// epoll_wait, sit in the run queue behind them, and every
+			// client waits with them, the ones that admission control
+			// would refuse at once included. Giving the CPU up now and
+			// then bounds that wait; when nothing else is runnable it
+			// costs a trip through the scheduler. Before the pop, so that
+			// no request waits with the worker.
+			runtime.Gosched()
 			wk.runningSince = time.Now()
 			wk.lastEnd = wk.runningSince
 		}

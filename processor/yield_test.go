@@ -9,106 +9,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/stages"
 )
 
-// BenchmarkLoopBehindBusyWorkers is what an event loop waits for a CPU
-// while workers on the same one always find another request of ~100 µs.
-// The metrics are how late the loop ran, at the median and the 99th
-// percentile.
-//
-//   - blocking-syscall: each op is one 1 ms blocking syscall (a loop back
-//     from a blocking epoll_wait), late by what it took beyond 1 ms. Go
-//     preempts a goroutine after 10 ms, so without the workers' yielding
-//     (yieldCPUAfter) a loop waits that long.
-//   - parked-loop: a real stages.Loop parked in Go's network poller, as
-//     the server's loops are; each op writes a byte to a socket the loop
-//     polls and waits for the loop's event, late by the whole round. The
-//     scheduler polls the network only when it has nothing else to run,
-//     or every 10 ms, so yielding does not reach a parked loop: with
-//     "gate" the workers wait at the loop's stages.LoopGate while it has
-//     events, without it they only yield.
+// BenchmarkLoopBehindBusyWorkers is what an event loop back from
+// epoll_wait waits for a CPU while workers on the same one always find
+// another request of ~100 µs: each op is one 1 ms blocking syscall, and
+// the metrics are how much longer than 1 ms it took, at the median and
+// the 99th percentile. Go preempts a goroutine after 10 ms, so without
+// the workers' yielding (yieldCPUAfter) a loop waits that long, and every
+// refusal it should answer at once waits with it.
 func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
-	b.Run("blocking-syscall", func(b *testing.B) {
-		defer busyWorkers(b, nil)()
-		const nap = time.Millisecond
-		late := make([]time.Duration, 0, b.N)
-		b.ReportAllocs()
-		for b.Loop() {
-			start := time.Now()
-			unix.Poll(nil, int(nap/time.Millisecond))
-			late = append(late, time.Since(start)-nap)
-		}
-		reportLate(b, late)
-	})
-	for _, gated := range []bool{true, false} {
-		name := "parked-loop/no-gate"
-		if gated {
-			name = "parked-loop/gate"
-		}
-		b.Run(name, func(b *testing.B) {
-			var gate *stages.LoopGate
-			if gated {
-				gate = stages.NewLoopGate()
-				gate.SetOn(true)
-			}
-			fds, err := nonblockingPair()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer unix.Close(fds[0])
-			defer unix.Close(fds[1])
-			heard := make(chan struct{}, 1)
-			var buf [64]byte
-			loop, err := stages.NewLoop(stages.LoopHooks{
-				Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
-				Event: func(poll.Event) {
-					for {
-						if n, _ := poll.Read(fds[0], buf[:]); n <= 0 {
-							break
-						}
-					}
-					heard <- struct{}{}
-				},
-			}, stages.LoopOptions{Gate: gate})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := loop.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			ran := make(chan struct{})
-			go func() { loop.Run(ctx); close(ran) }()
-			defer func() { cancel(); <-ran; loop.Close() }()
-			defer busyWorkers(b, gate)()
-			late := make([]time.Duration, 0, b.N)
-			b.ReportAllocs()
-			for b.Loop() {
-				start := time.Now()
-				if _, err := poll.Write(fds[1], []byte{1}); err != nil {
-					b.Fatal(err)
-				}
-				<-heard
-				late = append(late, time.Since(start))
-			}
-			reportLate(b, late)
-		})
-	}
-}
-
-func reportLate(b *testing.B, late []time.Duration) {
-	slices.Sort(late)
-	b.ReportMetric(float64(late[len(late)/2].Microseconds()), "late-p50-µs")
-	b.ReportMetric(float64(late[len(late)*99/100].Microseconds()), "late-p99-µs")
-}
-
-// busyWorkers runs, on one P, two workers that always find another
-// ~100 µs request, yielding at gate (if not nil), until the returned
-// function stops them.
-func busyWorkers(b *testing.B, gate *stages.LoopGate) (stop func()) {
-	procs := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	const inFlight = 256
 	in := stages.NewClassQueue(2*inFlight, nil)
 	reqs := make([]*stages.Request, 4*inFlight)
@@ -131,9 +43,9 @@ func busyWorkers(b *testing.B, gate *stages.LoopGate) (stop func()) {
 		}
 		w.Write([]byte("done"))
 	})
-	pool := newBenchPool(in, bw, 2, inFlight+8, compute, gate)
-	writerStop := make(chan struct{})
-	go bw.run(writerStop)
+	pool := newBenchPool(in, bw, 2, inFlight+8, compute)
+	stop := make(chan struct{})
+	go bw.run(stop)
 	refilling := make(chan struct{})
 	go func() {
 		for {
@@ -149,37 +61,32 @@ func busyWorkers(b *testing.B, gate *stages.LoopGate) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { pool.Run(ctx); close(ran) }()
-	for range inFlight {
-		refill()
-	}
-	pool.Wake()
-	return func() {
+	defer func() {
 		close(refilling) // the workers serve what is queued as they stop: no more
 		cancel()
 		for {
 			select {
 			case <-ran:
-				close(writerStop)
-				runtime.GOMAXPROCS(procs)
+				close(stop)
 				return
 			case <-bw.done:
 			}
 		}
+	}()
+	for range inFlight {
+		refill()
 	}
-}
+	pool.Wake()
 
-// nonblockingPair is a connected pair of non-blocking Unix sockets.
-func nonblockingPair() ([2]int, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err != nil {
-		return fds, err
+	const nap = time.Millisecond
+	var late []time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		unix.Poll(nil, int(nap/time.Millisecond))
+		late = append(late, time.Since(start)-nap)
 	}
-	for _, fd := range fds {
-		if err := unix.SetNonblock(fd, true); err != nil {
-			unix.Close(fds[0])
-			unix.Close(fds[1])
-			return fds, err
-		}
-	}
-	return fds, nil
+	slices.Sort(late)
+	b.ReportMetric(float64(late[len(late)/2].Microseconds()), "late-p50-µs")
+	b.ReportMetric(float64(late[len(late)*99/100].Microseconds()), "late-p99-µs")
 }

@@ -69,14 +69,6 @@
 // (internal/poll's Read), out of sysmon's sight: entered the ordinary
 // way (as gnet and net do), they let sysmon take the loop's P at every
 // 20 µs tick, and sysmon used about a tenth of the server's CPU.
-// And it decides where a loop sleeps: parked in Go's network poller
-// (stages.Loop), so that its P serves the workers meanwhile. The price
-// is that the scheduler polls the network only when it has nothing else
-// to run, or every 10 ms: workers that always find another request kept
-// a loop with clients waiting parked that long, so they wait at the
-// loops' stages.LoopGate while a loop has events (a parked loop behind
-// two busy workers: 10 ms late without it, under 1 ms with it,
-// BenchmarkLoopBehindBusyWorkers in processor).
 // A connection is registered once, edge-triggered, under a poll.Token of
 // its slot and generation, so an event for a connection that has since
 // left its slot is dropped.

@@ -134,10 +134,6 @@ type Config struct {
 	// connections, or nil when there is none (the connection stays). It
 	// runs on this loop's goroutine.
 	Handover func(from *Loop) *Loop
-
-	// Gate, if set, is the stages.LoopGate the loop joins, so that
-	// CPU-bound workers give it the CPU when it has events waiting.
-	Gate *stages.LoopGate
 }
 
 func (c *Config) fill() {
@@ -490,7 +486,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity)}
 	core, err := stages.NewLoop(stages.LoopHooks{
 		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
-	}, stages.LoopOptions{Gate: cfg.Gate})
+	}, stages.LoopOptions{})
 	if err != nil {
 		return nil, err
 	}

@@ -299,7 +299,6 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		Closed:        s.closed,
 		Handover:      s.handover,
 		Classify:      func(r *stages.Request) uint8 { return uint8(s.classes.classify(r)) },
-		Gate:          s.gate,
 		PreConnection: s.mods.preConnection(),
 		Init: func() error {
 			err := s.mods.stageInit(StageInfo{Stage: StageReader, Index: id})
@@ -322,7 +321,6 @@ func (s *Server) newWriter(id int, added *initWait) (*wloop, error) {
 		MinRateGrace:  cfg.MinResponseRateGrace,
 		LowWater:      lowWater(cfg.HighWater),
 		Log:           s.writeLog,
-		Gate:          s.gate,
 		Init: func(src writer.Sources) error {
 			err := s.mods.stageInit(StageInfo{Stage: StageWriter, Index: id, Sources: src})
 			if added != nil {

@@ -40,10 +40,6 @@ import (
 type Server struct {
 	cfg Config
 
-	// gate is where CPU-bound workers give the reader and writer loops
-	// the CPU when the scheduler would not (stages.LoopGate).
-	gate *stages.LoopGate
-
 	ln    *listener.Listener
 	msgLn *listener.Listener // Config.MsgAddr's; nil without one
 	// protocols are the protocols the stages serve, by
@@ -133,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.Handler = mods.handler(cfg.Handler)
 	s := &Server{cfg: cfg, served: make(chan struct{}), force: make(chan struct{}), drained: make(chan struct{}),
-		mods: mods, writeLog: mods.logger(cfg.Log), gate: stages.NewLoopGate()}
+		mods: mods, writeLog: mods.logger(cfg.Log)}
 	s.readers.init()
 	s.fused = make([]atomic.Pointer[fusion], maxLoops)
 	s.writers.init()
@@ -202,7 +198,6 @@ func New(cfg Config) (*Server, error) {
 		ServerName:   cfg.ServerName,
 		Logger:       cfg.Logger,
 		Protocols:    s.protocols,
-		Gate:         s.gate,
 		WorkerInit: func(i int) error {
 			err := mods.stageInit(StageInfo{Stage: StageProcessor, Index: i})
 			if i < initial && (err != nil || i == initial-1) {

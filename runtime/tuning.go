@@ -378,7 +378,6 @@ func (s *Server) sample(now time.Time, decide bool) {
 	}
 	if ps.Queued > 0 {
 		t.cpuBound = !d.PlacesBound
-		s.gate.SetOn(t.cpuBound)
 	}
 	first, plan := t.admissionPlaces(z.size, z.max, z.auto, d.Ceiling)
 	z.mu.Unlock()

@@ -19,7 +19,6 @@ import (
 //
 // One turn:
 //
-//	gate.turned()                      release workers waiting at the gate
 //	now := time.Now()                  the turn's one clock read
 //	Drain(budget)                      take hand-offs from the queue
 //	wait, done := Turn(now, stopping)  serve ready work, expire timers,
@@ -75,7 +74,6 @@ import (
 type Loop struct {
 	poller *poll.Poller
 	waker  *LoopWaker // nil for a loop nobody hands work to
-	gate   *LoopGate  // nil unless LoopOptions.Gate
 	hooks  LoopHooks
 	events []poll.Event
 
@@ -133,9 +131,6 @@ type LoopOptions struct {
 	// parking its goroutine in Go's network poller (poll.NewBlocking): for
 	// a loop locked to its thread that measures the thread's CPU time.
 	Blocking bool
-	// Gate, if set, is the LoopGate the loop joins: workers that find it
-	// starved wait for its turns.
-	Gate *LoopGate
 }
 
 // eventsPerWait: a turn takes at most this many events, Go netpoll's batch.
@@ -177,10 +172,6 @@ func NewLoop(h LoopHooks, o LoopOptions) (*Loop, error) {
 		l.waker.Close()
 		p.Close()
 		return nil, err
-	}
-	if o.Gate != nil {
-		l.gate = o.Gate
-		l.gate.add(l)
 	}
 	return l, nil
 }
@@ -257,9 +248,6 @@ func (l *Loop) Run(ctx context.Context) error {
 	busy := time.Duration(l.busy.Load())
 	turns, taken, full := l.turns.Load(), l.taken.Load(), l.full.Load()
 	for {
-		if l.gate != nil {
-			l.gate.turned()
-		}
 		now := time.Now()
 		l.now = now
 		parked := l.poller.Parked()
@@ -333,9 +321,6 @@ func (l *Loop) Close() error {
 	l.mu.Unlock()
 	if was {
 		return nil
-	}
-	if l.gate != nil {
-		l.gate.remove(l)
 	}
 	var err error
 	if l.waker != nil {

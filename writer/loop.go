@@ -77,10 +77,6 @@ type Config struct {
 	// time and queues the others behind it, so they never interleave
 	// on the wire and never share the socket's EPOLLOUT registration.
 	Serialize [256]bool
-
-	// Gate, if set, is the stages.LoopGate the loop joins, so that
-	// CPU-bound workers give it the CPU when it has events waiting.
-	Gate *stages.LoopGate
 }
 
 // Sources is what a module sees of a writer loop: where it registers the
@@ -233,7 +229,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 		writeBudget: maxWriteBytesPerTurn}
 	core, err := stages.NewLoop(stages.LoopHooks{
 		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
-	}, stages.LoopOptions{Gate: cfg.Gate})
+	}, stages.LoopOptions{})
 	if err != nil {
 		return nil, err
 	}

@@ -25,9 +25,6 @@
 //	(*backend).collect(dst []Event, n int) []Event
 //		append the n events the last poll or block collected, decoded
 //		into Token and readiness.
-//	(*backend).pending(pfd int) bool
-//		whether the poller fd is readable (has events), taking none;
-//		safe from any goroutine.
 //	errBadFD, errNotRegistered
 //		the errnos for a closed poller fd and an unregistered fd.
 //
@@ -342,16 +339,6 @@ func (p *Poller) Parked() time.Duration { return p.parked }
 // pollerFD is the poller's fd, or -1 after Close (every syscall then fails
 // with EBADF).
 func (p *Poller) pollerFD() int { return int(p.fd.Load()) }
-
-// Pending reports whether the poller has events waiting, without taking
-// them (one ppoll of the poller fd; false on a closed poller and where
-// there is no backend). Any goroutine: it is how a worker tells that a
-// loop parked in Go's network poller has work the runtime has not yet
-// seen (stages.LoopGate).
-func (p *Poller) Pending() bool {
-	fd := p.pollerFD()
-	return fd >= 0 && p.backend.pending(fd)
-}
 
 // Close releases the poller. A Wait parked in Go's poller returns
 // ErrClosed; one blocked in the kernel (NewBlocking) is not interrupted,
