@@ -342,13 +342,16 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 		if wk.lastEnd.Sub(wk.runningSince) >= yieldCPUAfter {
 			// Go preempts a goroutine only after 10 ms on a CPU; workers
 			// that always find another request would hold the Ps for that
-			// long while the reader and writer loops, back from
-			// epoll_wait, sit in the run queue behind them, and every
-			// client waits with them, the ones that admission control
-			// would refuse at once included. Giving the CPU up now and
-			// then bounds that wait; when nothing else is runnable it
-			// costs a trip through the scheduler. Before the pop, so that
-			// no request waits with the worker.
+			// long while a loop the network poller made runnable sits in
+			// the run queue behind them, and every client waits with it,
+			// the ones that admission control would refuse at once
+			// included. Giving the CPU up now and then bounds that wait;
+			// when nothing else is runnable it costs a trip through the
+			// scheduler. (It does not make the scheduler poll the
+			// network sooner: a parked loop still waits for sysmon's
+			// poll, every 10 ms, or for the workers to run dry;
+			// BenchmarkLoopBehindBusyWorkers/loop/parked.) Before the
+			// pop, so that no request waits with the worker.
 			runtime.Gosched()
 			wk.runningSince = time.Now()
 			wk.lastEnd = wk.runningSince

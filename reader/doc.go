@@ -69,6 +69,16 @@
 // (internal/poll's Read), out of sysmon's sight: entered the ordinary
 // way (as gnet and net do), they let sysmon take the loop's P at every
 // 20 µs tick, and sysmon used about a tenth of the server's CPU.
+// It also decides where a loop sleeps: parked in Go's network poller, so
+// that its P serves the workers meanwhile (a thread blocked in
+// epoll_wait keeps its P until sysmon notices). The price: the scheduler
+// polls the network only when it finds nothing else to run, or every
+// 10 ms, so behind workers that always find another request a parked
+// loop waits up to that long (BenchmarkLoopBehindBusyWorkers/loop/parked
+// in processor); that is the floor of a refusal's latency under
+// CPU-bound overload. Blocking in the kernel while the CPU was short
+// cut that wait to under a millisecond but halved goodput (the thread
+// hand-offs left the core idle), so the loops still park.
 // A connection is registered once, edge-triggered, under a poll.Token of
 // its slot and generation, so an event for a connection that has since
 // left its slot is dropped.
