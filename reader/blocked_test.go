@@ -1,7 +1,6 @@
 package reader
 
 import (
-	"context"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -141,15 +140,7 @@ func TestRetryPassesOverAFullClass(t *testing.T) {
 	take := func(n int, path string) {
 		t.Helper()
 		for range n {
-			select {
-			case r := <-dispatched:
-				if string(r.Path) != path {
-					t.Errorf("dispatched %s, want %s", r.Path, path)
-				}
-				loop.Return(r.Conn, stages.FateClose)
-			case <-time.After(10 * time.Second):
-				t.Fatalf("no %s dispatched", path)
-			}
+			takeDispatched(t, loop, dispatched, path)
 		}
 	}
 	for _, step := range []struct {
@@ -177,7 +168,7 @@ func TestRetryPassesOverAFullClass(t *testing.T) {
 // class's requests still go at once.
 func TestNewRequestsWaitBehindBlocked(t *testing.T) {
 	var room atomic.Int64
-	var offered []string // by the loop's goroutine only; read after it is done
+	var offered []string // appended by the loop's goroutine
 	dispatched := make(chan *stages.Request, 8)
 	classify := func(r *stages.Request) uint8 {
 		if string(r.Path) == "/other" {
@@ -185,7 +176,7 @@ func TestNewRequestsWaitBehindBlocked(t *testing.T) {
 		}
 		return 1
 	}
-	loop, err := New(0, Config{
+	loop := startLoopWith(t, Config{
 		Dispatch: func(r *stages.Request) bool {
 			offered = append(offered, string(r.Path))
 			r.Class = classify(r)
@@ -196,18 +187,8 @@ func TestNewRequestsWaitBehindBlocked(t *testing.T) {
 			dispatched <- r
 			return true
 		},
-		Classify:  classify,
-		Protocols: httpOnly(),
-		Reject: func(c *stages.Conn, req *stages.Request, err error) {
-			t.Errorf("Reject(%v) on connection %d", err, c.ID)
-		},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { loop.Run(ctx); close(done) }()
+		Classify: classify,
+	})
 	send := func(id uint64, path string) {
 		t.Helper()
 		client, fd := acceptedConn(t)
@@ -218,15 +199,7 @@ func TestNewRequestsWaitBehindBlocked(t *testing.T) {
 	}
 	take := func(path string) {
 		t.Helper()
-		select {
-		case r := <-dispatched:
-			if string(r.Path) != path {
-				t.Errorf("dispatched %s, want %s", r.Path, path)
-			}
-			loop.Return(r.Conn, stages.FateClose)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s not dispatched", path)
-		}
+		takeDispatched(t, loop, dispatched, path)
 	}
 	send(1, "/first") // refused: no room
 	if !waitFor(func() bool { return loop.Blocked() == 1 }) {
@@ -242,9 +215,23 @@ func TestNewRequestsWaitBehindBlocked(t *testing.T) {
 	loop.Unblock()
 	take("/first")
 	take("/second")
-	cancel()
-	<-done
+	// offered is the loop's; each append came before a send received above.
 	if want := []string{"/first", "/other", "/first", "/second"}; !slices.Equal(offered, want) {
 		t.Errorf("offered %v, want %v", offered, want)
+	}
+}
+
+// takeDispatched takes the next request dispatch handed over, which must
+// be for path, and gives its connection back to be closed.
+func takeDispatched(t *testing.T, loop *Loop, dispatched <-chan *stages.Request, path string) {
+	t.Helper()
+	select {
+	case r := <-dispatched:
+		if string(r.Path) != path {
+			t.Errorf("dispatched %s, want %s", r.Path, path)
+		}
+		loop.Return(r.Conn, stages.FateClose)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s dispatched", path)
 	}
 }

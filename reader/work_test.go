@@ -18,13 +18,18 @@ import (
 // test ends.
 func startLoop(t *testing.T, dispatch func(*stages.Request) bool) *Loop {
 	t.Helper()
-	loop, err := New(0, Config{
-		Dispatch:  dispatch,
-		Protocols: httpOnly(),
-		Reject: func(c *stages.Conn, req *stages.Request, err error) {
-			t.Errorf("Reject(%v) on connection %d", err, c.ID)
-		},
-	}, nil)
+	return startLoopWith(t, Config{Dispatch: dispatch})
+}
+
+// startLoopWith is startLoop with more of the Config set (the protocols
+// and Reject are filled in).
+func startLoopWith(t *testing.T, cfg Config) *Loop {
+	t.Helper()
+	cfg.Protocols = httpOnly()
+	cfg.Reject = func(c *stages.Conn, req *stages.Request, err error) {
+		t.Errorf("Reject(%v) on connection %d", err, c.ID)
+	}
+	loop, err := New(0, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
