@@ -19,7 +19,9 @@
 //     runs: a probe every 100 ms, each with a generous bound (the trial's
 //     probeBound); p50, p99 and the maximum go to the test log.
 //   - The server's resources come back: open fds (/proc/PID/fd), goroutines
-//     (go_goroutines from /metrics) and connections (quartet_connections)
+//     (the goroutine profile's total, /debug/pprof/goroutine; not
+//     go_goroutines, which counts the scrape's own collectors) and
+//     connections (quartet_connections)
 //     return to their baseline, and resident memory (VmRSS) to within
 //     rssSlack of it, once the trial's clients are gone. Baseline and peak
 //     go to the log.
