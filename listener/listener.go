@@ -58,6 +58,9 @@ type Config struct {
 	// Protocol is set on every connection accepted here: one listener
 	// per protocol address (HTTP/1.1 by default).
 	Protocol stages.ProtocolID
+	// Nudge, if set, is the stages.LoopNudge the accept loops join, so
+	// that CPU-bound workers hand them the CPU when connections wait.
+	Nudge *stages.LoopNudge
 }
 
 // Counters are the listener's statistics.
@@ -132,7 +135,7 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 		ap = bound // later sockets join the port the first one got
 		al := &acceptLoop{l: l, fd: fd}
 		l.socks = append(l.socks, al)
-		al.loop, err = stages.NewLoop(stages.LoopHooks{Turn: al.turn, Pending: al.pending}, stages.LoopOptions{})
+		al.loop, err = stages.NewLoop(stages.LoopHooks{Turn: al.turn, Pending: al.pending}, stages.LoopOptions{Nudge: cfg.Nudge})
 		if err == nil {
 			err = al.loop.Poller().Add(fd, poll.Readable|poll.EdgeTriggered, tokenListen)
 		}

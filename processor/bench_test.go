@@ -64,6 +64,10 @@ func BenchmarkAdaptHello(b *testing.B) { benchWorkerPath(b, Adapt(httpHello{})) 
 // newBenchPool is a pool of workers places serving h from in, handing
 // its responses to bw and recycling them, responses of them.
 func newBenchPool(in *stages.ClassQueue, bw *benchWriter, workers, responses int, h Handler) *Pool {
+	return newBenchPoolWith(Config{Workers: workers}, in, bw, responses, h)
+}
+
+func newBenchPoolWith(cfg Config, in *stages.ClassQueue, bw *benchWriter, responses int, h Handler) *Pool {
 	free := make(chan *stages.Response, responses)
 	var pool *Pool
 	recycle := func(r *stages.Response) {
@@ -74,7 +78,7 @@ func newBenchPool(in *stages.ClassQueue, bw *benchWriter, workers, responses int
 	for range cap(free) {
 		free <- stages.NewResponse(bw.kick, recycle)
 	}
-	pool = New(Config{Workers: workers}, in, stages.NewWorkerWaker(workers), h, func() *stages.Response { return <-free }, &stages.StageCounters{})
+	pool = New(cfg, in, stages.NewWorkerWaker(cfg.Workers), h, func() *stages.Response { return <-free }, &stages.StageCounters{})
 	bw.low = pool.LowWater()
 	return pool
 }

@@ -108,6 +108,11 @@ type Config struct {
 	// (HTTP/1.1); one whose protocol has no entry is dropped and its
 	// connection closed. Empty: the Handler serves every request.
 	Protocols []stages.Protocol
+
+	// Nudge, if set, is the stages.LoopNudge of the server's event loops:
+	// a worker that has run for yieldCPUAfter nudges the loops that have
+	// events queued before it yields, so that its yield runs them.
+	Nudge *stages.LoopNudge
 }
 
 func (c Config) withDefaults() Config {

@@ -342,16 +342,19 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 		if wk.lastEnd.Sub(wk.runningSince) >= yieldCPUAfter {
 			// Go preempts a goroutine only after 10 ms on a CPU; workers
 			// that always find another request would hold the Ps for that
-			// long while a loop the network poller made runnable sits in
-			// the run queue behind them, and every client waits with it,
-			// the ones that admission control would refuse at once
-			// included. Giving the CPU up now and then bounds that wait;
-			// when nothing else is runnable it costs a trip through the
-			// scheduler. (It does not make the scheduler poll the
-			// network sooner: a parked loop still waits for sysmon's
-			// poll, every 10 ms, or for the workers to run dry;
-			// BenchmarkLoopBehindBusyWorkers/loop/parked.) Before the
-			// pop, so that no request waits with the worker.
+			// long while a loop sits in the run queue behind them, and
+			// every client waits with it, the ones that admission control
+			// would refuse at once included. Giving the CPU up now and
+			// then bounds that wait; when nothing else is runnable it
+			// costs a trip through the scheduler. A loop parked in the
+			// network poller is in no run queue, and the scheduler looks
+			// there only when it runs dry or every 10 ms, so the nudge
+			// first readies the loops that have events queued, next to
+			// run on this P (stages.LoopNudge). Before the pop, so that
+			// no request waits with the worker.
+			if p.cfg.Nudge != nil {
+				p.cfg.Nudge.Nudge(wk.lastEnd)
+			}
 			runtime.Gosched()
 			wk.runningSince = time.Now()
 			wk.lastEnd = wk.runningSince

@@ -27,17 +27,24 @@ import (
 //     polls and waits for the loop's event, late by the whole round. The
 //     scheduler polls the network only when it finds nothing else to
 //     run, or from sysmon every 10 ms, so yielding does not reach a
-//     parked loop: this is about 10 ms. Two fixes were measured and
-//     dropped (see the closing notes of issue 14): workers that wait for
-//     a loop's turn while it has events (0.9 ms here, but with 1 ms
-//     handlers the waiting workers kept their places and the loops ran
-//     only after all of them: refusals took a second), and loops that
-//     block in the kernel while the CPU is short (0.8 ms here, but the
-//     thread hand-offs left the core idle a fifth of the time and halved
+//     parked loop: this is about 10 ms.
+//   - loop/nudged: the same with the loop and the workers sharing a
+//     stages.LoopNudge, as the server's do: a worker at its yield point
+//     readies the loop, whose poller has the event queued, and its yield
+//     runs it. Each op's byte is written just after the nudge that ran
+//     the loop for the last one, so it waits a whole nudge interval
+//     (1 ms): about 1.2 ms. Arrivals at random wait half of one, and
+//     refusals under 2x overload left at 0.4 ms at the median. Two fixes were measured before and dropped (see
+//     the closing notes of issue 14): workers that wait for a loop's
+//     turn while it has events (0.9 ms here, but with 1 ms handlers the
+//     waiting workers kept their places and the loops ran only after all
+//     of them: refusals took a second), and loops that block in the
+//     kernel while the CPU is short (0.8 ms here, but the thread
+//     hand-offs left the core idle a fifth of the time and halved
 //     goodput at 2x overload).
 func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
 	b.Run("blocking-syscall", func(b *testing.B) {
-		defer busyWorkers(b)()
+		defer busyWorkers(b, nil)()
 		const nap = time.Millisecond
 		late := make([]time.Duration, 0, b.N)
 		b.ReportAllocs()
@@ -48,49 +55,58 @@ func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
 		}
 		reportLate(b, late)
 	})
-	b.Run("loop/parked", func(b *testing.B) {
-		fds, err := nonblockingPair()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer unix.Close(fds[0])
-		defer unix.Close(fds[1])
-		heard := make(chan struct{}, 1)
-		var buf [64]byte
-		loop, err := stages.NewLoop(stages.LoopHooks{
-			Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
-			Event: func(poll.Event) {
-				for {
-					if n, _ := poll.Read(fds[0], buf[:]); n <= 0 {
-						break
-					}
+	b.Run("loop/parked", func(b *testing.B) { benchParkedLoop(b, nil) })
+	b.Run("loop/nudged", func(b *testing.B) { benchParkedLoop(b, stages.NewLoopNudge()) })
+}
+
+// benchParkedLoop: a real stages.Loop parked in Go's network poller behind
+// busyWorkers, and how late it hears a byte written to a socket it polls;
+// with nudge, the loop and the workers share it.
+func benchParkedLoop(b *testing.B, nudge *stages.LoopNudge) {
+	fds, err := nonblockingPair()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	heard := make(chan struct{}, 1)
+	var buf [64]byte
+	loop, err := stages.NewLoop(stages.LoopHooks{
+		Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
+		Event: func(poll.Event) {
+			for {
+				if n, _ := poll.Read(fds[0], buf[:]); n <= 0 {
+					break
 				}
-				heard <- struct{}{}
-			},
-		}, stages.LoopOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := loop.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		ran := make(chan struct{})
-		go func() { loop.Run(ctx); close(ran) }()
-		defer func() { cancel(); <-ran; loop.Close() }()
-		defer busyWorkers(b)()
-		late := make([]time.Duration, 0, b.N)
-		b.ReportAllocs()
-		for b.Loop() {
-			start := time.Now()
-			if _, err := poll.Write(fds[1], []byte{1}); err != nil {
-				b.Fatal(err)
 			}
-			<-heard
-			late = append(late, time.Since(start))
+			heard <- struct{}{}
+		},
+	}, stages.LoopOptions{Nudge: nudge})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := loop.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { loop.Run(ctx); close(ran) }()
+	defer func() { cancel(); <-ran; loop.Close() }()
+	defer busyWorkers(b, nudge)()
+	late := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		if _, err := poll.Write(fds[1], []byte{1}); err != nil {
+			b.Fatal(err)
 		}
-		reportLate(b, late)
-	})
+		<-heard
+		late = append(late, time.Since(start))
+	}
+	reportLate(b, late)
+	if nudge != nil {
+		b.ReportMetric(float64(nudge.Nudged())/float64(b.N), "nudges/op")
+	}
 }
 
 func reportLate(b *testing.B, late []time.Duration) {
@@ -100,8 +116,9 @@ func reportLate(b *testing.B, late []time.Duration) {
 }
 
 // busyWorkers runs, on one P, two workers that always find another
-// ~100 µs request, until the returned function stops them.
-func busyWorkers(b *testing.B) (stop func()) {
+// ~100 µs request, until the returned function stops them; nudge, if set,
+// is the pool's Config.Nudge.
+func busyWorkers(b *testing.B, nudge *stages.LoopNudge) (stop func()) {
 	procs := runtime.GOMAXPROCS(1)
 	const inFlight = 256
 	in := stages.NewClassQueue(2*inFlight, nil)
@@ -125,7 +142,7 @@ func busyWorkers(b *testing.B) (stop func()) {
 		}
 		w.Write([]byte("done"))
 	})
-	pool := newBenchPool(in, bw, 2, inFlight+8, compute)
+	pool := newBenchPoolWith(Config{Workers: 2, Nudge: nudge}, in, bw, inFlight+8, compute)
 	writerStop := make(chan struct{})
 	go bw.run(writerStop)
 	refilling := make(chan struct{})

@@ -74,11 +74,18 @@
 // epoll_wait keeps its P until sysmon notices). The price: the scheduler
 // polls the network only when it finds nothing else to run, or every
 // 10 ms, so behind workers that always find another request a parked
-// loop waits up to that long (BenchmarkLoopBehindBusyWorkers/loop/parked
-// in processor); that is the floor of a refusal's latency under
-// CPU-bound overload. Blocking in the kernel while the CPU was short
-// cut that wait to under a millisecond but halved goodput (the thread
-// hand-offs left the core idle), so the loops still park.
+// loop waited up to that long, with the refusals it owed its clients
+// (BenchmarkLoopBehindBusyWorkers/loop/parked in processor: 10.1 ms at
+// the median). So the workers nudge the loops when they yield
+// (stages.LoopNudge): a loop whose poller has events queued has its wait
+// expired, which readies it next to run on the worker's P, and the
+// yield runs it, once a millisecond at most (stages.nudgeEvery says why
+// not more often): loop/nudged, whose events come just after a nudge,
+// waits 1.2 ms. Blocking in the kernel while
+// the CPU was short also cut the wait, to 0.8 ms, but halved goodput
+// (the thread hand-offs left the core idle); workers that waited at a
+// gate for a loop's turn kept their places while the queue grew behind
+// them.
 // A connection is registered once, edge-triggered, under a poll.Token of
 // its slot and generation, so an event for a connection that has since
 // left its slot is dropped.

@@ -134,6 +134,10 @@ type Config struct {
 	// connections, or nil when there is none (the connection stays). It
 	// runs on this loop's goroutine.
 	Handover func(from *Loop) *Loop
+
+	// Nudge, if set, is the stages.LoopNudge the loop joins, so that
+	// CPU-bound workers hand it the CPU when its clients have written.
+	Nudge *stages.LoopNudge
 }
 
 func (c *Config) fill() {
@@ -486,7 +490,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity)}
 	core, err := stages.NewLoop(stages.LoopHooks{
 		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
-	}, stages.LoopOptions{})
+	}, stages.LoopOptions{Nudge: cfg.Nudge})
 	if err != nil {
 		return nil, err
 	}

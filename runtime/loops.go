@@ -298,6 +298,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		Reject:        s.reject,
 		Closed:        s.closed,
 		Handover:      s.handover,
+		Nudge:         s.nudge,
 		Classify:      func(r *stages.Request) uint8 { return uint8(s.classes.classify(r)) },
 		PreConnection: s.mods.preConnection(),
 		Init: func() error {
@@ -321,6 +322,7 @@ func (s *Server) newWriter(id int, added *initWait) (*wloop, error) {
 		MinRateGrace:  cfg.MinResponseRateGrace,
 		LowWater:      lowWater(cfg.HighWater),
 		Log:           s.writeLog,
+		Nudge:         s.nudge,
 		Init: func(src writer.Sources) error {
 			err := s.mods.stageInit(StageInfo{Stage: StageWriter, Index: id, Sources: src})
 			if added != nil {

@@ -40,6 +40,11 @@ import (
 type Server struct {
 	cfg Config
 
+	// nudge lets CPU-bound workers hand the CPU to the listener, reader
+	// and writer loops, which Go's scheduler would leave parked in its
+	// network poller (stages.LoopNudge).
+	nudge *stages.LoopNudge
+
 	ln    *listener.Listener
 	msgLn *listener.Listener // Config.MsgAddr's; nil without one
 	// protocols are the protocols the stages serve, by
@@ -129,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.Handler = mods.handler(cfg.Handler)
 	s := &Server{cfg: cfg, served: make(chan struct{}), force: make(chan struct{}), drained: make(chan struct{}),
-		mods: mods, writeLog: mods.logger(cfg.Log)}
+		mods: mods, writeLog: mods.logger(cfg.Log), nudge: stages.NewLoopNudge()}
 	s.readers.init()
 	s.fused = make([]atomic.Pointer[fusion], maxLoops)
 	s.writers.init()
@@ -198,6 +203,7 @@ func New(cfg Config) (*Server, error) {
 		ServerName:   cfg.ServerName,
 		Logger:       cfg.Logger,
 		Protocols:    s.protocols,
+		Nudge:        s.nudge,
 		WorkerInit: func(i int) error {
 			err := mods.stageInit(StageInfo{Stage: StageProcessor, Index: i})
 			if i < initial && (err != nil || i == initial-1) {
@@ -233,6 +239,7 @@ func New(cfg Config) (*Server, error) {
 		ReusePort: cfg.ReusePort,
 		MaxConns:  cfg.MaxConns,
 		Assign:    s.assign,
+		Nudge:     s.nudge,
 	}, &s.ids)
 	if err != nil {
 		return nil, s.abandon(err)
@@ -248,6 +255,7 @@ func New(cfg Config) (*Server, error) {
 			MaxConns: cfg.MaxConns,
 			Assign:   s.assign,
 			Protocol: protocolMsg,
+			Nudge:    s.nudge,
 		}, &s.ids)
 		if err != nil {
 			return nil, s.abandon(fmt.Errorf("msg-addr: %w", err))

@@ -57,6 +57,10 @@ type Stats struct {
 	// ProcessorGoroutines is the pool's goroutines now: holding a place,
 	// parked on their client, or spare (waiting to be handed a place).
 	ProcessorGoroutines int
+	// LoopNudges is how many times a worker about to yield readied event
+	// loops that Go's scheduler had left parked with events queued
+	// (stages.LoopNudge): how often the workers kept the CPU from them.
+	LoopNudges uint64
 }
 
 // ListenerStats is the first stage.
@@ -146,6 +150,7 @@ func (s *Server) Snapshot() Stats {
 	st.Processor.Dequeued += st.Inline
 	st.Control = s.controlStats()
 	st.ProcessorGoroutines = s.pool.Goroutines()
+	st.LoopNudges = s.nudge.Nudged()
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: s.loopCount(StageWriter)}
 	st.Writer.Enqueued += st.Direct // ended by their reader loop, never queued
 	st.Writer.Dequeued += st.Direct

@@ -74,6 +74,7 @@ import (
 type Loop struct {
 	poller *poll.Poller
 	waker  *LoopWaker // nil for a loop nobody hands work to
+	nudge  *LoopNudge // nil unless LoopOptions.Nudge
 	hooks  LoopHooks
 	events []poll.Event
 
@@ -131,6 +132,9 @@ type LoopOptions struct {
 	// parking its goroutine in Go's network poller (poll.NewBlocking): for
 	// a loop locked to its thread that measures the thread's CPU time.
 	Blocking bool
+	// Nudge, if set, is the LoopNudge the loop joins, so that CPU-bound
+	// workers hand it the CPU when it has events queued.
+	Nudge *LoopNudge
 }
 
 // eventsPerWait: a turn takes at most this many events, Go netpoll's batch.
@@ -172,6 +176,10 @@ func NewLoop(h LoopHooks, o LoopOptions) (*Loop, error) {
 		l.waker.Close()
 		p.Close()
 		return nil, err
+	}
+	if o.Nudge != nil {
+		l.nudge = o.Nudge
+		l.nudge.add(l)
 	}
 	return l, nil
 }
@@ -321,6 +329,9 @@ func (l *Loop) Close() error {
 	l.mu.Unlock()
 	if was {
 		return nil
+	}
+	if l.nudge != nil {
+		l.nudge.remove(l) // before the poller closes: Nudge must not reach a reused fd
 	}
 	var err error
 	if l.waker != nil {

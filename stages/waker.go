@@ -241,6 +241,14 @@ func (w *LoopWaker) Sleep() bool {
 	}
 }
 
+// asleep reports whether the loop has announced sleep and not yet woken
+// (a producer's Wake may have written the eventfd meanwhile). Any
+// goroutine.
+func (w *LoopWaker) asleep() bool {
+	s := w.state.Load()
+	return s == wakerSleeping || s == wakerWoken
+}
+
 // Awake marks the loop running again: after epoll_wait returns, or instead
 // of it when the re-check found work. If a producer wrote the eventfd (or
 // committed to), Awake reads it, one syscall; otherwise it costs one atomic

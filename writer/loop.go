@@ -64,6 +64,9 @@ type Config struct {
 	// abort), with BytesSent exactly what reached the socket (less what a
 	// reset dropped from its queue).
 	Log func(*stages.Response)
+	// Nudge, if set, is the stages.LoopNudge the loop joins, so that
+	// CPU-bound workers hand it the CPU when responses or sockets wait.
+	Nudge *stages.LoopNudge
 	// Init runs once on the loop's goroutine when Run starts, with the
 	// loop as its completion sources; an error stops the loop.
 	Init func(Sources) error
@@ -229,7 +232,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 		writeBudget: maxWriteBytesPerTurn}
 	core, err := stages.NewLoop(stages.LoopHooks{
 		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
-	}, stages.LoopOptions{})
+	}, stages.LoopOptions{Nudge: cfg.Nudge})
 	if err != nil {
 		return nil, err
 	}

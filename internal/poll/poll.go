@@ -25,6 +25,9 @@
 //	(*backend).collect(dst []Event, n int) []Event
 //		append the n events the last poll or block collected, decoded
 //		into Token and readiness.
+//	(*backend).pending(pfd int) bool
+//		whether the poller fd is readable (has events), taking none;
+//		safe from any goroutine.
 //	errBadFD, errNotRegistered
 //		the errnos for a closed poller fd and an unregistered fd.
 //
@@ -180,6 +183,10 @@ type Poller struct {
 	n        int   // events collected by the last poll
 	err      error // ditto: its error
 	polls    int   // polls in this Wait: more than one means it parked
+	// expired is set by Expire: a Wait that ends on the deadline polls
+	// once more, for the events it was ended for, instead of returning
+	// none and costing its loop an empty turn.
+	expired atomic.Bool
 
 	// parked is the time Wait has spent parked (or blocked) since New:
 	// what a loop subtracts from wall time to know how busy it is.
@@ -303,10 +310,13 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 		p.parked += time.Since(start)
 	}
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return dst, ErrClosed
+		}
+		if !p.expired.Swap(false) {
 			return dst, nil
 		}
-		return dst, ErrClosed
+		p.waitOnce(uintptr(fd))
 	}
 	return p.result(dst)
 }
@@ -335,6 +345,37 @@ func (p *Poller) result(dst []Event) ([]Event, error) {
 // Parked is the time Wait has spent parked or blocked since New: wall time
 // less this is the time the loop was busy. Loop goroutine only.
 func (p *Poller) Parked() time.Duration { return p.parked }
+
+// Pending reports whether the poller has events waiting, without taking
+// them (one ppoll of the poller fd; false on a closed poller and where
+// there is no backend). Any goroutine: it is how a worker tells that a
+// loop parked in Go's network poller has work the runtime has not yet
+// seen (stages.LoopNudge).
+func (p *Poller) Pending() bool {
+	fd := p.pollerFD()
+	return fd >= 0 && p.backend.pending(fd)
+}
+
+// Expire ends a Wait parked in Go's network poller now, with what a poll
+// then finds (none, if nothing was queued), and makes the runtime ready
+// the waiting goroutine on the caller's P, next to run. It costs no
+// syscall. Any goroutine; a Wait that was not parked (or that starts
+// before the loop sets its next deadline) returns at once, which a loop
+// takes as an empty turn. Nothing on a blocking poller, whose Wait is in
+// the kernel.
+//
+// Why: the scheduler polls the network only when it finds nothing else
+// to run (or sysmon every 10 ms), so a loop parked there behind workers
+// that always find another request waits that long for events already
+// queued (BenchmarkLoopBehindBusyWorkers in processor).
+func (p *Poller) Expire() {
+	if p.file != nil {
+		p.expired.Store(true)
+		// Any deadline in the past; only a closed poller fails, and
+		// then there is no Wait to end.
+		p.file.SetReadDeadline(time.Unix(1, 0))
+	}
+}
 
 // pollerFD is the poller's fd, or -1 after Close (every syscall then fails
 // with EBADF).

@@ -166,3 +166,12 @@ func putToken(ev *unix.EpollEvent, t Token) {
 func getToken(ev *unix.EpollEvent) Token {
 	return Token(*(*uint64)(unsafe.Pointer(&ev.Fd)))
 }
+
+// pending polls pfd itself (ppoll, zero timeout) for readability: whether
+// the kernel poller has events queued, without taking any of them.
+func (b *backend) pending(pfd int) bool {
+	pf := unix.PollFd{Fd: int32(pfd), Events: unix.POLLIN}
+	var zero unix.Timespec
+	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pf)), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+	return e == 0 && n > 0 && pf.Revents&unix.POLLIN != 0
+}

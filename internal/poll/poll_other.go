@@ -28,3 +28,5 @@ func (*backend) poll(int) (int, error) { return 0, errBadFD }
 func (*backend) block(int, time.Duration) (int, error) { return 0, errBadFD }
 
 func (*backend) collect(dst []Event, _ int) []Event { return dst }
+
+func (*backend) pending(int) bool { return false }

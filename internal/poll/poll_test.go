@@ -345,3 +345,53 @@ func TestWaitPollsOnceWhenReady(t *testing.T) {
 		}
 	}
 }
+
+// Pending tells whether events are queued without taking them, and
+// Expire ends a parked Wait without events, as a timeout would; the next
+// Wait sets its own deadline and takes what came.
+func TestPendingAndExpire(t *testing.T) {
+	p := newPoller(t)
+	fd := eventfd(t)
+	tok := MakeToken(KindConn, 1, 0)
+	if err := p.Add(fd, Readable, tok); err != nil {
+		t.Fatal(err)
+	}
+	if p.Pending() {
+		t.Fatal("Pending with nothing queued")
+	}
+	done := make(chan []Event, 1)
+	go func() {
+		evs, err := p.Wait(nil, -1)
+		if err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+		done <- evs
+	}()
+	// Let the waiter park; expired before it does, it returns all the same.
+	time.Sleep(10 * time.Millisecond)
+	p.Expire()
+	select {
+	case evs := <-done:
+		if len(evs) != 0 {
+			t.Fatalf("an expired Wait returned %+v, want no events", evs)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Expire did not end a parked Wait")
+	}
+	signal(t, fd)
+	for look := range 2 { // the first look must take nothing
+		if !p.Pending() {
+			t.Fatalf("look %d: not Pending with an event queued", look+1)
+		}
+	}
+	waitFor(t, p, tok)
+	consume(t, fd)
+	if p.Pending() {
+		t.Fatal("Pending after the event was consumed")
+	}
+	p.Close()
+	if p.Pending() {
+		t.Fatal("Pending on a closed poller")
+	}
+	p.Expire() // nothing to end; must not panic
+}

@@ -1,0 +1,105 @@
+//go:build linux
+
+package stages
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/internal/poll"
+)
+
+// A loop parked in Go's network poller with events queued is run by the
+// nudger's next yield, though the nudger never stops being runnable (on
+// one P the scheduler would poll the network only from sysmon, 10 ms on);
+// a sleeping loop with nothing queued is left alone, a closed loop is no
+// longer looked at, and the loops are looked at once per nudgeEvery.
+func TestLoopNudge(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	tests := []struct {
+		name       string
+		write      bool // a byte for the loop before the nudge
+		closed     bool // the loop closed (and so gone from the nudge) first
+		since      time.Duration
+		wantNudged bool
+	}{
+		{name: "events queued", write: true, since: nudgeEvery, wantNudged: true},
+		{name: "nothing queued", since: nudgeEvery},
+		{name: "looked at too recently", write: true, since: nudgeEvery / 2},
+		{name: "loop closed", write: true, closed: true, since: nudgeEvery},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fds[0])
+			defer unix.Close(fds[1])
+			n := NewLoopNudge()
+			var heard atomic.Int32
+			l, err := NewLoop(LoopHooks{
+				Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
+				Event: func(poll.Event) {
+					var b [8]byte
+					unix.Read(fds[0], b[:])
+					heard.Add(1)
+				},
+			}, LoopOptions{Nudge: n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- l.Run(ctx) }()
+			defer func() {
+				cancel()
+				wait(t, done)
+				l.Close()
+			}()
+			for !l.waker.asleep() {
+				runtime.Gosched()
+			}
+			first := n.epoch.Add(time.Hour)
+			if n.Nudge(first) {
+				t.Fatal("a loop with nothing queued was nudged")
+			}
+			if tt.closed {
+				cancel()
+				wait(t, done)
+				l.Close()
+				done <- nil // for the deferred wait
+			}
+			if tt.write {
+				if _, err := unix.Write(fds[1], []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := n.Nudge(first.Add(tt.since)); got != tt.wantNudged {
+				t.Fatalf("Nudge = %v, want %v", got, tt.wantNudged)
+			}
+			if !tt.wantNudged {
+				return
+			}
+			// Readied next to run on this P: a yield or two runs its turn
+			// (the expired wait, then the poll that takes the event).
+			for range 3 {
+				runtime.Gosched()
+			}
+			if heard.Load() != 1 {
+				t.Fatalf("the nudged loop heard %d events after the nudger yielded, want 1", heard.Load())
+			}
+			if n.Nudged() != 1 {
+				t.Fatalf("Nudged = %d, want 1", n.Nudged())
+			}
+		})
+	}
+}
