@@ -18,6 +18,7 @@
 Q=${1:?usage: vm-e2e.sh QUARTET [RDMAHTTP_TEST]}
 T=$2
 fail=0
+. "$(dirname "$0")/../vm/lib.sh"
 t() { echo "=== [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
 # resources: the kernel's counts of PDs, CQs, QPs, cm_ids and MRs over
 # both devices (ctx excluded: rdma resource keeps none after exit).
@@ -32,7 +33,7 @@ if [ -n "$T" ]; then
     if (cd "$(dirname "$0")" && QUARTET_RDMA_TEST_PROVIDER=verbs QUARTET_RDMA_TEST_ADDR=$A "$T" -test.timeout 600s -test.v > /tmp/rdmahttp-$dev.log 2>&1); then
       echo "--- PASS ${dev}0 rdmahttp tests: $(grep -c '^--- PASS' /tmp/rdmahttp-$dev.log) passed, $(grep -c '^--- SKIP' /tmp/rdmahttp-$dev.log) skipped"
     else
-      echo "--- FAIL ${dev}0 rdmahttp tests:"; grep -E '^(---|    |panic|FAIL)' /tmp/rdmahttp-$dev.log | grep -v -- '--- PASS' | head -40
+      echo "--- FAIL ${dev}0 rdmahttp tests:"; failure_lines /tmp/rdmahttp-$dev.log
       fail=$((fail+1))
     fi
     grep -E 'device_test.go.*released' /tmp/rdmahttp-$dev.log | sed 's/^ */    /'

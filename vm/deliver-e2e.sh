@@ -15,6 +15,7 @@
 # Exit status: the number of failures.
 D=${1:?usage: deliver-e2e.sh BUILD_DIR}
 fail=0
+. "$(dirname "$0")/lib.sh"
 t() { echo "=== [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
 resources() { rdma resource show 2>/dev/null | grep -oE '(pd|cq|qp|cm_id|mr) [0-9]+' | tr '\n' ' '; }
 res_before=$(resources)
@@ -28,7 +29,7 @@ for dev in siw rxe; do
     if QUARTET_RDMA_TEST_PROVIDER=verbs QUARTET_RDMA_TEST_ADDR=$A "$D/$pkg.test" -test.timeout 900s -test.v > $log 2>&1; then
       echo "--- PASS ${dev}0 $pkg tests: $(grep -c -- '--- PASS' $log) passed, $(grep -c -- '--- SKIP' $log) skipped"
     else
-      echo "--- FAIL ${dev}0 $pkg tests:"; grep -E '^(---|    |panic|FAIL)' $log | grep -v -- '--- PASS' | head -40
+      echo "--- FAIL ${dev}0 $pkg tests:"; failure_lines $log
       fail=$((fail+1))
     fi
     grep -E 'exposures confirmed by|completions \(' $log | sed 's/^ */    /' | head -4
@@ -43,7 +44,7 @@ for dev in siw rxe; do
     if QUARTET_RDMA_TEST_PROVIDER=verbs QUARTET_RDMA_TEST_ADDR=$A "$D/runtime.test" -test.run '^TestMsgEchoByRDMA$' -test.timeout 900s -test.v > $log 2>&1; then
       echo "--- PASS ${dev}0 runtime TestMsgEchoByRDMA: $(grep -c -- '--- PASS' $log) passed"
     else
-      echo "--- FAIL ${dev}0 runtime TestMsgEchoByRDMA:"; grep -E '^(---|    |panic|FAIL)' $log | grep -v -- '--- PASS' | head -40
+      echo "--- FAIL ${dev}0 runtime TestMsgEchoByRDMA:"; failure_lines $log
       fail=$((fail+1))
     fi
   fi

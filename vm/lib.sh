@@ -29,3 +29,15 @@ run_pair() {
   sed 's/^/    client: /' "$PAIR_DIR/cli.out" | tail -5 >&2
   return 1
 }
+
+# failure_lines LOG: what a failed go test binary's -test.v LOG says
+# about the failure: its FAIL and log lines and any panic; and when no
+# test reported a FAIL (the binary died: a runtime fatal error, a signal,
+# a C library's abort), the log's last 40 lines, where the cause is.
+failure_lines() {
+  grep -E '^(---|    |panic|FAIL|fatal error)' "$1" | grep -v -- '--- PASS' | head -40
+  if ! grep -q -- '--- FAIL' "$1"; then
+    echo "    (no test reported a FAIL; the log ends:)"
+    tail -40 "$1" | sed 's/^/    | /'
+  fi
+}
