@@ -3,11 +3,13 @@
 package stages
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -163,6 +165,16 @@ func (c handoffCounts) report(b *testing.B) {
 //	loopwaker: LoopWaker: write the eventfd only when the loop sleeps
 //	loopwaker-spin: the same, but the loop polls its ring for a while
 //	           (handoffSpin yields) before it goes to sleep
+//	loop-blocking: a real Loop (Ring + LoopWaker), blocking its
+//	           thread in epoll_wait and woken by the eventfd
+//	loop-parked-eventfd: a real Loop parked in Go's network poller
+//	           and woken by the eventfd (the server's loops until
+//	           LoopWaker.wakeBy); syscalls/op as for loop-parked
+//	loop-parked: a real Loop as the server's are: parked in Go's
+//	           network poller and woken by expiring its wait's deadline
+//	           (LoopWaker.wakeBy), no syscall on the producer's side;
+//	           its syscalls/op counts only the eventfd's (none), not
+//	           the polls Go's poller makes
 //	chan:      a Go channel instead of ring + epoll; the consumer
 //	           blocks in the runtime scheduler, not in epoll_wait, so
 //	           it could not watch sockets too (and the runtime's
@@ -186,6 +198,9 @@ func BenchmarkHandoff(b *testing.B) {
 		{"loopwaker", benchLoopWaker(0)},
 		{"loopwaker-spin", benchLoopWaker(handoffSpin)},
 		{"chan", benchChan},
+		{"loop-blocking", benchLoop(true, false)},
+		{"loop-parked-eventfd", benchLoop(false, true)},
+		{"loop-parked", benchLoop(false, false)},
 	} {
 		for _, reg := range handoffRegimes {
 			b.Run(mech.name+"/"+reg.name, func(b *testing.B) {
@@ -410,6 +425,57 @@ func benchLoopWaker(spin int) func(b *testing.B, f *feeder) handoffCounts {
 		})
 		c.writes = w.Syscalls()
 		c.reads = w.reads
+		return c
+	}
+}
+
+// benchLoop hands the items to a real Loop, blocking or parked, woken
+// by its eventfd or (parked only) by expiring its wait.
+func benchLoop(blocking, eventfd bool) func(b *testing.B, f *feeder) handoffCounts {
+	return func(b *testing.B, f *feeder) handoffCounts {
+		r := NewRing[int](handoffRingCap)
+		var l *Loop
+		var done atomic.Bool
+		l, err := NewLoop(LoopHooks{
+			Drain: func(budget int) int {
+				n := 0
+				for ; n < budget; n++ {
+					v, ok := r.Pop()
+					if !ok {
+						break
+					}
+					if f.consume(v) {
+						done.Store(true)
+					}
+				}
+				return n
+			},
+			Turn:    func(time.Time, bool) (time.Duration, bool) { return -1, done.Load() },
+			Pending: func() bool { return r.Len() > 0 },
+		}, LoopOptions{Blocking: blocking})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		if eventfd {
+			l.waker.wakeBy(nil)
+		}
+		b.ResetTimer()
+		ran := make(chan error, 1)
+		go func() { ran <- l.Run(context.Background()) }()
+		f.produce(func(v int) {
+			f.push(r, v, l.Wake)
+			l.Wake()
+		})
+		if err := <-ran; err != nil {
+			b.Fatal(err)
+		}
+		var c handoffCounts
+		c.writes = l.waker.Syscalls()
+		c.reads = l.waker.reads
+		if blocking {
+			c.waits = uint64(l.Counts().Turns) // a turn per wait, near enough
+		}
 		return c
 	}
 }

@@ -177,6 +177,9 @@ func NewLoop(h LoopHooks, o LoopOptions) (*Loop, error) {
 		p.Close()
 		return nil, err
 	}
+	if !o.Blocking {
+		l.waker.wakeBy(p.Expire)
+	}
 	if o.Nudge != nil {
 		l.nudge = o.Nudge
 		l.nudge.add(l)
@@ -189,7 +192,9 @@ func (l *Loop) Poller() *poll.Poller { return l.poller }
 
 // Wake makes sure the loop looks at its queue soon: call it after every
 // push, from any goroutine, but never after Close (the stages' hand-off
-// rules see to that). It costs a syscall only when the loop is asleep.
+// rules see to that). It costs no syscall: while the loop runs, one load;
+// while it sleeps parked, a timer update that readies it
+// (LoopWaker.wakeBy); a blocking loop's eventfd write otherwise.
 func (l *Loop) Wake() { l.waker.Wake() }
 
 // Notify is Wake for rare signals that may come at any time, also while or
@@ -292,6 +297,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		sleeping := false
 		if wait != 0 && l.waker != nil {
+			l.poller.Prepare(wait) // before Sleep: see LoopWaker.wakeBy
 			if !l.waker.Sleep() {
 				return errLoopClosed
 			}

@@ -95,52 +95,56 @@ func TestLoopNoLostHandoff(t *testing.T) {
 		{"bursts/4-producers", 4, 6400, 64, 0},
 		{"bursts/budget-5", 4, 6400, 64, 5},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			total := tc.producers * tc.items
-			processed := make([]atomic.Bool, total)
-			q := newQueueLoop(t, 256, true, LoopOptions{})
-			q.SetDrainBudget(tc.budget)
-			q.handle = func(v int) {
-				if processed[v].Swap(true) {
-					t.Errorf("item %d delivered twice", v)
+		// Parked, a producer wakes the loop by expiring its wait's
+		// deadline; blocking, by writing the eventfd.
+		for _, mode := range []string{"parked", "blocking"} {
+			t.Run(mode+"/"+tc.name, func(t *testing.T) {
+				total := tc.producers * tc.items
+				processed := make([]atomic.Bool, total)
+				q := newQueueLoop(t, 256, true, LoopOptions{Blocking: mode == "blocking"})
+				q.SetDrainBudget(tc.budget)
+				q.handle = func(v int) {
+					if processed[v].Swap(true) {
+						t.Errorf("item %d delivered twice", v)
+					}
 				}
-			}
-			done := q.run(context.Background())
-			var wg sync.WaitGroup
-			for p := range tc.producers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					next := p * tc.items
-					for next < (p+1)*tc.items {
-						first := next
-						for range tc.burst {
-							if !waitFor(func() bool { q.Wake(); return q.ring.Push(next) }) {
-								t.Errorf("producer %d: ring full for %v: lost wake-up", p, lostWakeupTimeout)
+				done := q.run(context.Background())
+				var wg sync.WaitGroup
+				for p := range tc.producers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						next := p * tc.items
+						for next < (p+1)*tc.items {
+							first := next
+							for range tc.burst {
+								if !waitFor(func() bool { q.Wake(); return q.ring.Push(next) }) {
+									t.Errorf("producer %d: ring full for %v: lost wake-up", p, lostWakeupTimeout)
+									return
+								}
+								q.Wake()
+								next++
+							}
+							if !waitFor(func() bool { return processed[next-1].Load() }) {
+								t.Errorf("producer %d: items %d..%d not consumed after %v: lost wake-up", p, first, next-1, lostWakeupTimeout)
 								return
 							}
-							q.Wake()
-							next++
 						}
-						if !waitFor(func() bool { return processed[next-1].Load() }) {
-							t.Errorf("producer %d: items %d..%d not consumed after %v: lost wake-up", p, first, next-1, lostWakeupTimeout)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			q.Stop()
-			if err := wait(t, done); err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if n := q.drained.Load(); n != int64(total) {
-				t.Fatalf("drained %d items, want %d", n, total)
-			}
-			if tc.budget > 0 && q.maxTaken > tc.budget {
-				t.Fatalf("Drain took %d items in one turn, budget %d", q.maxTaken, tc.budget)
-			}
-		})
+					}()
+				}
+				wg.Wait()
+				q.Stop()
+				if err := wait(t, done); err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+				if n := q.drained.Load(); n != int64(total) {
+					t.Fatalf("drained %d items, want %d", n, total)
+				}
+				if tc.budget > 0 && q.maxTaken > tc.budget {
+					t.Fatalf("Drain took %d items in one turn, budget %d", q.maxTaken, tc.budget)
+				}
+			})
+		}
 	}
 }
 

@@ -187,6 +187,9 @@ type Poller struct {
 	// once more, for the events it was ended for, instead of returning
 	// none and costing its loop an empty turn.
 	expired atomic.Bool
+	// preparedAt is when Prepare set the deadline the next Wait parks
+	// with; zero: Wait sets its own.
+	preparedAt time.Time
 
 	// parked is the time Wait has spent parked (or blocked) since New:
 	// what a loop subtracts from wall time to know how busy it is.
@@ -286,6 +289,8 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	if p.blocking {
 		return p.waitBlocking(dst, fd, timeout)
 	}
+	start := p.preparedAt
+	p.preparedAt = time.Time{}
 	if timeout == 0 {
 		p.waitOnce(uintptr(fd))
 		return p.result(dst)
@@ -294,13 +299,11 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	// our own goes first: that would be a second epoll_wait, 1.7 us on a
 	// PVM guest, every time the loop goes to sleep. The deadline is set
 	// even when the poll finds events (a timer update, no syscall).
-	start := time.Now()
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = start.Add(timeout)
-	}
-	if err := p.file.SetReadDeadline(deadline); err != nil {
-		return dst, ErrClosed
+	if start.IsZero() {
+		var err error
+		if start, err = p.setDeadline(timeout); err != nil {
+			return dst, ErrClosed
+		}
 	}
 	p.n, p.err, p.polls = 0, nil, 0
 	err := p.rc.Read(p.wait)
@@ -319,6 +322,32 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 		p.waitOnce(uintptr(fd))
 	}
 	return p.result(dst)
+}
+
+// Prepare sets the deadline of the next Wait, timeout from now, ahead of
+// it: a loop prepares before it announces sleep to its producers, so that
+// an Expire from a producer who saw the announcement comes after the
+// deadline and is not overwritten (stages.LoopWaker). Nothing on a
+// blocking poller. Loop goroutine only.
+func (p *Poller) Prepare(timeout time.Duration) {
+	if p.blocking || timeout == 0 {
+		return
+	}
+	start, err := p.setDeadline(timeout)
+	if err == nil {
+		p.preparedAt = start
+	}
+}
+
+// setDeadline sets the poller file's read deadline timeout from now
+// (negative: none) and returns now.
+func (p *Poller) setDeadline(timeout time.Duration) (time.Time, error) {
+	start := time.Now()
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = start.Add(timeout)
+	}
+	return start, p.file.SetReadDeadline(deadline)
 }
 
 func (p *Poller) waitBlocking(dst []Event, fd int, timeout time.Duration) ([]Event, error) {
