@@ -214,7 +214,11 @@ func TestDeliverModes(t *testing.T) {
 // unit's staging memory is back in the pool afterwards.
 func TestSparseRetiresFromTheHighWaterMark(t *testing.T) {
 	const units, interval = 43, 8 // five full batches and a tail of three
-	h := newHarness(t, deliver.Config{Signal: deliver.SignalSparse, SignalInterval: interval, ReclaimDelay: 20 * time.Millisecond}, 10*time.Second)
+	// The barrier comes ReclaimDelay after the last unit posted: a pause
+	// that long between two units of the burst would post one in the
+	// middle too. At 20 ms, CI's guest (sharing two cores with the rest of
+	// CI) paused that long once in a few runs and the test saw 2 barriers.
+	h := newHarness(t, deliver.Config{Signal: deliver.SignalSparse, SignalInterval: interval, ReclaimDelay: 300 * time.Millisecond}, 10*time.Second)
 	// Warm the channel so the dial's completions are not counted.
 	if _, _, err := h.fetch(t, deliver.ModeServerWrites, []byte("warm"), newOutcome()); err != nil {
 		t.Fatal(err)
