@@ -458,7 +458,7 @@ func benchLoop(blocking, eventfd bool) func(b *testing.B, f *feeder) handoffCoun
 		}
 		defer l.Close()
 		if eventfd {
-			l.waker.wakeBy(nil)
+			l.waker.wakeBy(nil, nil)
 		}
 		b.ResetTimer()
 		ran := make(chan error, 1)

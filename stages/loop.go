@@ -178,7 +178,11 @@ func NewLoop(h LoopHooks, o LoopOptions) (*Loop, error) {
 		return nil, err
 	}
 	if !o.Blocking {
-		l.waker.wakeBy(p.Expire)
+		var lazy func() bool
+		if o.Nudge != nil {
+			lazy = o.Nudge.CPUBound
+		}
+		l.waker.wakeBy(p.Expire, lazy)
 	}
 	if o.Nudge != nil {
 		l.nudge = o.Nudge

@@ -34,8 +34,14 @@ type LoopNudge struct {
 
 	epoch   time.Time
 	checked atomic.Int64 // since epoch: the last look at the loops
+	asked   atomic.Int64 // since epoch: the last Nudge (see CPUBound)
 	nudged  atomic.Uint64
 }
+
+// cpuBoundFor is how long after a worker's last Nudge the workers count
+// as CPU-bound: twice the nudge interval, so that a steady stream of
+// yields keeps them so.
+const cpuBoundFor = 2 * nudgeEvery
 
 // nudgeEvery is how often Nudge looks at the loops, whatever the number
 // of workers asking, and so about how long a loop may sit parked behind
@@ -53,6 +59,7 @@ const nudgeEvery = time.Millisecond
 func NewLoopNudge() *LoopNudge {
 	n := &LoopNudge{epoch: time.Now()}
 	n.checked.Store(-int64(nudgeEvery))
+	n.asked.Store(-int64(cpuBoundFor))
 	n.loops.Store(&[]*Loop{})
 	return n
 }
@@ -85,6 +92,9 @@ func (n *LoopNudge) remove(l *Loop) {
 // sleeping loop, the others return false at the cost of two loads.
 func (n *LoopNudge) Nudge(now time.Time) bool {
 	t := int64(now.Sub(n.epoch))
+	if t-n.asked.Load() > int64(nudgeEvery)/8 {
+		n.asked.Store(t) // a store per 125 µs at most: the line stays quiet
+	}
 	last := n.checked.Load()
 	if t-last < int64(nudgeEvery) || !n.checked.CompareAndSwap(last, t) {
 		return false
@@ -100,6 +110,13 @@ func (n *LoopNudge) Nudge(now time.Time) bool {
 		n.nudged.Add(1)
 	}
 	return any
+}
+
+// CPUBound reports whether a worker has called Nudge lately: workers are
+// running requests back to back, and the loops are run by the nudges
+// (LoopWaker.wakeBy leaves a sleeping loop to them). Any goroutine.
+func (n *LoopNudge) CPUBound() bool {
+	return int64(time.Since(n.epoch))-n.asked.Load() < int64(cpuBoundFor)
 }
 
 // Nudged returns how many Nudge calls readied a loop.

@@ -482,3 +482,54 @@ func TestWorkerWakerPark(t *testing.T) {
 		}
 	})
 }
+
+// With wakeBy, a sleeping loop is woken by expiring its wait (no
+// syscall), once however many producers race, unless lazy says the
+// producers are CPU-bound: then by the eventfd, which Awake drains. Close
+// after either owes nothing.
+func TestLoopWakerWakeBy(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		lazy         bool
+		wantExpires  int32
+		wantSyscalls uint64
+	}{
+		{"at once", false, 1, 0},
+		{"left to the scheduler", true, 0, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := NewLoopWaker()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var expires atomic.Int32
+			w.wakeBy(func() { expires.Add(1) }, func() bool { return tt.lazy })
+			for round := range 2 {
+				if !w.Sleep() {
+					t.Fatal("Sleep on an open waker returned false")
+				}
+				if !w.asleep() {
+					t.Fatal("not asleep after Sleep")
+				}
+				for range 10 {
+					w.Wake()
+				}
+				if got := expires.Load(); got != tt.wantExpires*int32(round+1) {
+					t.Fatalf("round %d: %d expiries, want %d", round, got, tt.wantExpires*int32(round+1))
+				}
+				if got := w.Syscalls(); got != tt.wantSyscalls*uint64(round+1) {
+					t.Fatalf("round %d: %d eventfd writes, want %d", round, got, tt.wantSyscalls*uint64(round+1))
+				}
+				w.Awake()
+				if w.asleep() || w.owed != 0 {
+					t.Fatalf("round %d: after Awake asleep %v, %d writes owed", round, w.asleep(), w.owed)
+				}
+			}
+			w.Sleep()
+			w.Wake()
+			if err := w.Close(); err != nil { // must not wait for a write nobody owes
+				t.Fatal(err)
+			}
+		})
+	}
+}
