@@ -140,6 +140,15 @@ func procTreeSum[T time.Duration | uint64](pid int, read func(int) (T, error)) (
 	return total, nil
 }
 
+// procTree is pid and its descendants alive now, pid first.
+func procTree(pid int) []int {
+	out := []int{pid}
+	for _, child := range procChildren(pid) {
+		out = append(out, procTree(child)...)
+	}
+	return out
+}
+
 // procChildren lists pid's child processes from each of its threads'
 // /proc/PID/task/TID/children.
 func procChildren(pid int) []int {

@@ -103,7 +103,7 @@ func parsePerfCount(out []byte) (uint64, error) {
 		}
 		n, err := strconv.ParseUint(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("bench: perf counted nothing (%q): is perf_event_paranoid too strict?", f[0])
+			return 0, fmt.Errorf("bench: perf counted nothing (%q): none of the traced processes ran in the window, or perf_event_paranoid is too strict", f[0])
 		}
 		return n, nil
 	}

@@ -62,8 +62,11 @@ func SyscallMethodAvailable(ctx context.Context, method string) error {
 	return fmt.Errorf("bench: unknown syscall counting method %q (want perf or strace)", method)
 }
 
-// startTracer starts counting pid's syscalls with method; it returns once
-// counting has begun. work holds its files.
+// startTracer starts counting the syscalls of pid and of its descendants
+// with method; it returns once counting has begun. work holds its files.
+// The descendants count because a server may be several processes:
+// nginx's master sleeps while its workers serve, and perf stat on the
+// master alone counts nothing.
 func startTracer(ctx context.Context, method string, pid int, work string) (tracer, error) {
 	switch method {
 	case SyscallsPerf:
@@ -116,7 +119,11 @@ func startPerf(ctx context.Context, pid int, work string) (*perfTracer, error) {
 			t.acks <- sc.Text()
 		}
 	}()
-	t.cmd = exec.Command("perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", strconv.Itoa(pid),
+	pids := make([]string, 0, 4)
+	for _, p := range procTree(pid) {
+		pids = append(pids, strconv.Itoa(p))
+	}
+	t.cmd = exec.Command("perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", strings.Join(pids, ","),
 		"-D", "-1", "--control", "fifo:"+ctlPath+","+ackPath, "-o", t.out)
 	if err := t.cmd.Start(); err != nil {
 		t.cleanup()
@@ -181,14 +188,19 @@ func startStrace(ctx context.Context, pid int, work string) (*straceTracer, erro
 		return nil, err
 	}
 	t := &straceTracer{out: filepath.Join(dir, "out"), dir: dir}
-	t.cmd = exec.Command("strace", "-c", "-f", "-q", "-p", strconv.Itoa(pid), "-o", t.out)
+	pids := procTree(pid)
+	args := []string{"-c", "-f", "-q", "-o", t.out}
+	for _, p := range pids {
+		args = append(args, "-p", strconv.Itoa(p))
+	}
+	t.cmd = exec.Command("strace", args...)
 	if err := t.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("bench: strace: %w", err)
 	}
 	// Counting has begun once every thread has a tracer.
 	deadline := time.Now().Add(tracerTimeout)
-	for !allTraced(pid) {
+	for !allTraced(pids) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			_ = t.cmd.Process.Kill()
 			_ = t.cmd.Wait()
@@ -200,8 +212,17 @@ func startStrace(ctx context.Context, pid int, work string) (*straceTracer, erro
 	return t, nil
 }
 
-// allTraced reports whether every thread of pid has a tracer.
-func allTraced(pid int) bool {
+// allTraced reports whether every thread of pids has a tracer.
+func allTraced(pids []int) bool {
+	for _, pid := range pids {
+		if !threadsTraced(pid) {
+			return false
+		}
+	}
+	return true
+}
+
+func threadsTraced(pid int) bool {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil || len(tasks) == 0 {
 		return false
