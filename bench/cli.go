@@ -233,8 +233,8 @@ func progressPrinter(w io.Writer) func(Progress) {
 	}
 }
 
-// Main is `quartet bench`: one load run, or the subcommands `idle` and
-// `compare` (also spelled --compare).
+// Main is `quartet bench`: one load run, or the subcommands `idle`,
+// `compare` (also spelled --compare) and `overload`.
 func Main(ctx context.Context, args []string, env Env) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -242,6 +242,8 @@ func Main(ctx context.Context, args []string, env Env) error {
 			return idleMain(ctx, args[1:], env)
 		case "compare":
 			return compareMain(ctx, args[1:], env)
+		case "overload":
+			return overloadMain(ctx, args[1:], env)
 		}
 	}
 	for i, a := range args {
@@ -262,7 +264,7 @@ func Main(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&sp.Writers, "writers", 0, "in-process server: writer loops")
 	fs.IntVar(&sp.QueueCapacity, "queue", 0, "in-process server: queue capacity")
 	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL          (URL inproc:/hello runs an in-process Quartet; msg://HOST:PORT a messenger echo)\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]")
+		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL          (URL inproc:/hello runs an in-process Quartet; msg://HOST:PORT a messenger echo)\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]\n       quartet bench overload [flags] URL")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
