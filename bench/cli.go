@@ -98,6 +98,21 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parseOne parses args for a command of one positional argument and
+// returns it. "" means the caller returns err: nil after -h (usage
+// printed), errUsage or the parse error otherwise.
+func parseOne(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return "", helpIsNotAnError(err)
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return "", errUsage
+	}
+	return pos[0], nil
+}
+
 // loadFlags are the flags shared by bench, bench idle and compare.
 type loadFlags struct {
 	cfg     Config
@@ -267,15 +282,10 @@ func Main(ctx context.Context, args []string, env Env) error {
 		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL          (URL inproc:/hello runs an in-process Quartet; msg://HOST:PORT a messenger echo)\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]\n       quartet bench overload [flags] URL")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return helpIsNotAnError(err)
+	target, err := parseOne(fs, args)
+	if target == "" {
+		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	target := pos[0]
 	if f.cfg.MsgRDMA, err = deliver.ParseMode(*msgRDMA); err != nil {
 		return fmt.Errorf("bench: --msg-rdma: %w", err)
 	}

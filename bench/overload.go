@@ -300,8 +300,8 @@ func overloadMain(ctx context.Context, args []string, env Env) error {
 Finds the highest rate the server at URL sustains in open loop (at least
 --sustained of the responses 2xx, p99 within --max-p99, no errors, and
 the responses keeping up with the rate), doubling or halving from a closed
-loop's throughput and then bisecting to within --step, then offers --factor times that rate and
-reports the goodput (2xx per second) against the capacity, the latency of
+loop's throughput and then bisecting to within --step, then offers
+--factor times that rate and reports the goodput (2xx per second) against the capacity, the latency of
 admitted requests and of refusals (503), errors, and with --server-pid the
 server's CPU per response and its peak RSS during the overload. Each run
 takes -w then -d. Start the server yourself, pinned as you want it, e.g.
@@ -309,18 +309,14 @@ takes -w then -d. Start the server yourself, pinned as you want it, e.g.
   taskset -c 1 quartet bench overload -c 12000 -d 15s -w 3s -server-pid $! 'http://127.0.0.1:8080/compute?n=100'`)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return helpIsNotAnError(err)
+	target, err := parseOne(fs, args)
+	if target == "" {
+		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	if IsMsgTarget(pos[0]) {
+	if IsMsgTarget(target) {
 		return errors.New("bench: overload: the experiment reads HTTP statuses; a msg:// target has none")
 	}
-	if err := f.finish(pos[0]); err != nil {
+	if err := f.finish(target); err != nil {
 		return err
 	}
 	if f.cfg.Requests > 0 {

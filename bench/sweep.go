@@ -423,15 +423,11 @@ Writes results.json, SVG plots and a self-contained report.html.
 Examples: bench/examples/stages.yaml, phases.yaml.`)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return helpIsNotAnError(err)
+	path, err := parseOne(fs, args)
+	if path == "" {
+		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	spec, err := LoadSpec(pos[0])
+	spec, err := LoadSpec(path)
 	if err != nil {
 		return err
 	}
