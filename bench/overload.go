@@ -301,10 +301,10 @@ Finds the highest rate the server at URL sustains in open loop (at least
 --sustained of the responses 2xx, p99 within --max-p99, no errors, and
 the responses keeping up with the rate), doubling or halving from a closed
 loop's throughput and then bisecting to within --step, then offers
---factor times that rate and reports the goodput (2xx per second) against the capacity, the latency of
-admitted requests and of refusals (503), errors, and with --server-pid the
-server's CPU per response and its peak RSS during the overload. Each run
-takes -w then -d. Start the server yourself, pinned as you want it, e.g.
+--factor times that rate and reports the goodput (2xx per second)
+against the capacity, the latency of admitted requests and of refusals
+(503), errors, and with --server-pid the server's CPU per response and its
+peak RSS during the overload. Each run takes -w then -d. Start the server yourself, pinned as you want it, e.g.
   GOMAXPROCS=1 taskset -c 0 quartet serve &
   taskset -c 1 quartet bench overload -c 12000 -d 15s -w 3s -server-pid $! 'http://127.0.0.1:8080/compute?n=100'`)
 		fs.PrintDefaults()
@@ -319,8 +319,13 @@ takes -w then -d. Start the server yourself, pinned as you want it, e.g.
 	if err := f.finish(target); err != nil {
 		return err
 	}
-	if f.cfg.Requests > 0 {
+	switch {
+	case f.cfg.Requests > 0:
 		return errors.New("bench: overload: runs last -d, not -n responses")
+	case f.cfg.Rate > 0:
+		return errors.New("bench: overload: the rates are the search's; give --capacity to skip it")
+	case f.csvOut:
+		return errors.New("bench: overload: prints text or --json, not CSV")
 	}
 	if !f.jsonOut {
 		o.Log = env.Stderr

@@ -109,6 +109,8 @@ func TestOverloadCommand(t *testing.T) {
 		{name: "no URL", args: []string{"overload"}, wantErr: "wrong arguments"},
 		{name: "messenger", args: []string{"overload", "msg://127.0.0.1:1"}, wantErr: "statuses"},
 		{name: "counted", args: []string{"overload", "-n", "10", srv.URL}, wantErr: "not -n"},
+		{name: "a rate", args: []string{"overload", "-R", "10", srv.URL}, wantErr: "--capacity"},
+		{name: "CSV", args: []string{"overload", "--csv", srv.URL}, wantErr: "CSV"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
