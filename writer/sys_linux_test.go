@@ -2,6 +2,8 @@ package writer
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"unsafe"
 
@@ -48,5 +50,62 @@ func BenchmarkSmallWrite(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestPageCached: the look-up that lets sendfile go raw says yes only when
+// every page of the region is in the page cache.
+func TestPageCached(t *testing.T) {
+	// Not t.TempDir: /tmp may be tmpfs, whose pages cannot be dropped.
+	dir, err := os.MkdirTemp(".", "cachestat-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	f, err := os.Create(filepath.Join(dir, "region"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size = 256 << 10
+	if _, err := f.Write(pattern(9, size)); err != nil {
+		t.Fatal(err)
+	}
+	fd := int(f.Fd())
+	rng := unix.CachestatRange{Len: size}
+	var st unix.Cachestat_t
+	if err := unix.Cachestat(uint(fd), &rng, &st, 0); err != nil {
+		t.Skipf("no cachestat here (%v): sendfile is never raw, which the other tests cover", err)
+	}
+	tests := []struct {
+		name   string
+		off    int64
+		n      int
+		cached bool
+	}{
+		{"whole file, just written", 0, size, true},
+		{"a page-unaligned middle", 5000, 100 << 10, true},
+		{"past the end", size - 4096, 64 << 10, false},
+	}
+	for _, tt := range tests {
+		if got := pageCached(fd, tt.off, tt.n); got != tt.cached {
+			t.Errorf("%s: pageCached(%d, %d) = %v", tt.name, tt.off, tt.n, got)
+		}
+	}
+	if pageCached(-1, 0, size) {
+		t.Error("a bad fd reported cached")
+	}
+	// Written back and dropped, the pages are no longer there.
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Cachestat(uint(fd), &rng, &st, 0); err != nil || st.Cache == size/uint64(unix.Getpagesize()) {
+		t.Skipf("the file system kept the pages (%+v, %v)", st, err)
+	}
+	if pageCached(fd, 0, size) {
+		t.Error("the dropped file reported cached")
 	}
 }
