@@ -105,7 +105,10 @@ func cork(fd int, on bool) bool {
 // rawSendfileMin or more is first looked up in the page cache: one short
 // raw call, against a long send. A page evicted between the look-up and
 // the send blocks the P for its read, as a page fault in the program's
-// own memory would.
+// own memory would, and so may a network file system that revalidates a
+// file before reading its cached pages (NFS): the loop waits either way,
+// but a raw call also keeps the goroutines queued on its P waiting until
+// another P steals them.
 func sendfile(out, in int, off *int64, n int) (int, error) {
 	if n >= rawSendfileMin && pageCached(in, *off, n) {
 		for {
