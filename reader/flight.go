@@ -113,7 +113,7 @@ func (l *Loop) launch(slot int32, win window) {
 	w.drained, rc.drained = false, w.drained
 
 	ticket := l.hold(w)
-	now := l.core.Now()
+	now := l.clock() // the launch, to within one request (clock)
 	w.req.Ticket, w.req.Follows, w.req.Dispatched = ticket, rc.out > 1, now
 	rc.c.SetPhase(stages.PhaseQueued)
 	l.clearTimer(slot)

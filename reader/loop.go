@@ -334,7 +334,8 @@ type Loop struct {
 	open  atomic.Int64
 
 	fifo  [numClasses]struct{ head, tail int32 }
-	epoch time.Time // timer deadlines count from here
+	epoch time.Time     // timer deadlines count from here
+	mono  time.Duration // the latest clock reading since epoch (parse's), for clock
 
 	ready   []int32      // connections with more to read than one turn allowed
 	blocked blockedQueue // parsed requests the processors had no room for, by slot (blocked.go)
@@ -1178,8 +1179,10 @@ func (l *Loop) parse(slot int32) bool {
 	if err == stages.ErrNeedMore {
 		return false
 	}
+	end := time.Since(l.epoch)
+	l.mono = end
 	if l.counters != nil {
-		l.counters.Service.Record(time.Since(l.epoch) - start)
+		l.counters.Service.Record(end - start)
 	}
 	if err != nil {
 		l.reject(slot, err)
@@ -1286,7 +1289,7 @@ func (l *Loop) dispatch(slot int32) {
 	if rc.feeding && l.cfg.MinBodyRate > 0 {
 		l.setTimer(slot, classBody, l.core.Now().Add(bodyRateCheck))
 	}
-	rc.req.Dispatched = l.core.Now()
+	rc.req.Dispatched = l.clock()
 	if l.queueBehind(&rc.req) || !l.cfg.Dispatch(&rc.req) {
 		l.blocked.push(rc.req.Class, slot)
 		l.countBlocked()
@@ -1577,6 +1580,25 @@ func (l *Loop) serveReady() {
 }
 
 // Timer FIFOs.
+
+// clock is the time now as well as the loop knows it without reading the
+// clock: the turn's time, moved on by the latest reading taken since (the
+// parse's, which every request pays for anyway). A request's Dispatched
+// is its hand-off time to within the handling of one request, not the
+// turn's start, which at thousands of connections can be milliseconds
+// earlier: the processors measure its queue wait from there, and a
+// request served inline its service time. Its wall clock is the turn's,
+// advanced by the monotonic clock.
+func (l *Loop) clock() time.Time {
+	turn := l.core.Now()
+	if turn.IsZero() {
+		return turn // no turn yet: the caller reads the clock
+	}
+	if d := l.mono - turn.Sub(l.epoch); d > 0 {
+		return turn.Add(d)
+	}
+	return turn
+}
 
 func (l *Loop) setTimer(slot int32, class int, deadline time.Time) {
 	l.clearTimer(slot)

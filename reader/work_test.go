@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,5 +234,62 @@ func TestRequestRecordNeverSharedBetweenLiveConnections(t *testing.T) {
 	if !waitFor(func() bool { return loop.withWork.Load() == 0 && loop.Census().Idle == conns }) {
 		t.Errorf("after the last response: %d connections hold a request record, %d idle; want 0 and %d",
 			loop.withWork.Load(), loop.Census().Idle, conns)
+	}
+}
+
+// A request's Dispatched is when the loop handed it on, not when the turn
+// that read it began: a request read after a slow hand-off (an inline
+// handler's) in the same turn must not count that hand-off as its own
+// queue wait or service (clock).
+func TestDispatchedIsTheHandOffNotTheTurn(t *testing.T) {
+	const slow = 30 * time.Millisecond
+	type seen struct {
+		at   time.Time
+		turn int64
+	}
+	var loop *Loop
+	var n atomic.Int32
+	got := make(chan seen, 2)
+	gate, release := make(chan struct{}), make(chan struct{})
+	loop = startLoop(t, func(r *stages.Request) bool {
+		// Handed back when the test ends, so that the loop can stop.
+		t.Cleanup(func() { loop.Return(r.Conn, stages.FateClose) })
+		if r.Conn.ID == 3 {
+			// Holds the loop in its turn while both requests are
+			// written, so that its next wait returns them together.
+			close(gate)
+			<-release
+			return true
+		}
+		got <- seen{r.Dispatched, loop.core.Counts().Turns}
+		if n.Add(1) == 1 {
+			time.Sleep(slow) // the first, served inline
+		}
+		return true
+	})
+	var clients []net.Conn
+	for id := range uint64(3) {
+		c, fd := acceptedConn(t)
+		loop.Adopt(&stages.Conn{ID: id + 1, FD: fd})
+		clients = append(clients, c)
+	}
+	const req = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+	if _, err := io.WriteString(clients[2], req); err != nil {
+		t.Fatal(err)
+	}
+	<-gate
+	for _, c := range clients[:2] {
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(10 * time.Millisecond) // both on the wire before the loop waits again
+	close(release)
+	first, second := <-got, <-got
+	if first.turn != second.turn {
+		t.Fatalf("two requests ready before the loop's wait were read in turns %d and %d", first.turn, second.turn)
+	}
+	if gap := second.at.Sub(first.at); gap < slow {
+		t.Fatalf("the request read after a %v hand-off in the same turn was dispatched %v after the first", slow, gap)
 	}
 }

@@ -75,7 +75,9 @@ type Request struct {
 	// dispatches the request.
 	Class uint8
 	// Dispatched is when the reader handed the request on, by its loop's
-	// clock (Loop.Now, one read per turn): its queue wait runs from here.
+	// clock (the turn's, advanced by the parse's own reading: no clock
+	// read of its own): its queue wait runs from here, and the service of
+	// a request served inline.
 	Dispatched time.Time
 
 	// Ticket is nonzero for a request in flight beside others of its
