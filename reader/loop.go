@@ -1579,8 +1579,6 @@ func (l *Loop) serveReady() {
 	}
 }
 
-// Timer FIFOs.
-
 // clock is the time now as well as the loop knows it without reading the
 // clock: the turn's time, moved on by the latest reading taken since (the
 // parse's, which every request pays for anyway). A request's Dispatched
@@ -1599,6 +1597,8 @@ func (l *Loop) clock() time.Time {
 	}
 	return turn
 }
+
+// Timer FIFOs.
 
 func (l *Loop) setTimer(slot int32, class int, deadline time.Time) {
 	l.clearTimer(slot)
