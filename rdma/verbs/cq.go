@@ -38,8 +38,13 @@ type CQ struct {
 	dev *Device
 	ch  *C.struct_ibv_comp_channel
 	cq  *C.struct_ibv_cq
-	wc  *C.struct_ibv_wc // scratch for ibv_poll_cq, C memory
-	out *C.struct_q_wc   // flattened completions, C memory
+	// pollMu serialises polling: the scratch below, and the order of
+	// completions, which a poll from attach (takeStale) must not split.
+	pollMu sync.Mutex
+	wc     *C.struct_ibv_wc // scratch for ibv_poll_cq, C memory
+	out    *C.struct_q_wc   // flattened completions, C memory
+	// taken: completions that attach polled early, handed out first.
+	taken []rdma.Completion
 
 	mu     sync.Mutex
 	qps    map[uint32]*QP // attached QPs by number: error completions mark them
@@ -122,6 +127,17 @@ func (c *CQ) Consume() (int, error) {
 
 // Poll moves up to len(dst) completions into dst (ibv_poll_cq).
 func (c *CQ) Poll(dst []rdma.Completion) (int, error) {
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
+	got := copy(dst, c.taken)
+	if c.taken = c.taken[got:]; len(c.taken) == 0 {
+		c.taken = nil
+	}
+	n, err := c.pollLocked(dst[got:])
+	return got + n, err
+}
+
+func (c *CQ) pollLocked(dst []rdma.Completion) (int, error) {
 	got := 0
 	for got < len(dst) {
 		want := min(len(dst)-got, maxCompletionsPerPoll)
@@ -182,25 +198,53 @@ func (c *CQ) fail(wc *rdma.Completion) {
 		cause, wc.WRID, wc.Status, wc.VendorErr))
 }
 
+// attach links qp's number to it, for error completions to mark it.
+//
+// A destroyed QP's number is free for the next QP (siw gives out the
+// lowest), and destroying a QP leaves its flushed work requests in the
+// CQ: polled after a new QP took the number, they would mark the new QP
+// failed. Every completion of the old QP is in the CQ once its number is
+// given out again, so attach first polls what the CQ holds into c.taken,
+// which Poll hands out first and in order, to nobody's account.
 func (c *CQ) attach(qp *QP) error {
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
 		return rdma.ErrClosed
 	}
+	var buf [maxCompletionsPerPoll]rdma.Completion
+	for {
+		n, err := c.pollLocked(buf[:])
+		c.taken = append(c.taken, buf[:n]...)
+		if err != nil {
+			return err
+		}
+		if n < len(buf) {
+			break
+		}
+	}
+	c.mu.Lock()
 	c.qps[qp.num] = qp
+	c.mu.Unlock()
 	return nil
 }
 
 func (c *CQ) detach(qp *QP) {
 	c.mu.Lock()
-	delete(c.qps, qp.num)
+	if c.qps[qp.num] == qp {
+		delete(c.qps, qp.num)
+	}
 	c.mu.Unlock()
 }
 
 // Close destroys the CQ and its channel; ErrBusy while a QP uses it.
 // Events not yet consumed are acked first: ibv_destroy_cq waits for them.
 func (c *CQ) Close() error {
+	c.pollMu.Lock() // not while attach polls
+	defer c.pollMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {

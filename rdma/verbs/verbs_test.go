@@ -130,8 +130,30 @@ func connect(t testing.TB, td testDevice, recvs int) *pair {
 	p := &pair{dev: dev}
 	p.cli = newSide(t, dev)
 	p.srv = newSide(t, dev)
+	cli, srv, priv := p.dial(t, td,
+		func(qp rdma.QP) error { return postRecvs(qp, p.cli, recvs) },
+		func(qp rdma.QP) error { return postRecvs(qp, p.srv, recvs) })
+	p.cli.qp, p.srv.qp = cli, srv
+	t.Cleanup(func() { closeSide(t, "server", p.srv) })
+	t.Cleanup(func() { closeSide(t, "client", p.cli) })
+	if got := string(priv); !strings.HasPrefix(got, "hello from client") {
+		t.Errorf("server got private data %q", got)
+	}
+	if got := string(cli.PrivateData()); !strings.HasPrefix(got, "hello from server") {
+		t.Errorf("client got private data %q", got)
+	}
+	if s := cli.State(); s != rdma.QPStateRTS {
+		t.Errorf("client QP state %s, want RTS", s)
+	}
+	return p
+}
 
-	l, err := dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 4)
+// dial connects a client QP on p.cli to a server QP on p.srv through a
+// listener of its own; prepare posts each side's receives. It returns
+// the private data the server got.
+func (p *pair) dial(t testing.TB, td testDevice, cliPrep, srvPrep func(rdma.QP) error) (cli, srv rdma.QP, priv []byte) {
+	t.Helper()
+	l, err := p.dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 4)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
@@ -153,13 +175,13 @@ func connect(t testing.TB, td testDevice, recvs int) *pair {
 		}
 		priv := append([]byte(nil), req.PrivateData()...)
 		cfg := qpConfig(p.srv)
-		cfg.Prepare = func(qp rdma.QP) error { return postRecvs(qp, p.srv, recvs) }
+		cfg.Prepare = srvPrep
 		qp, err := req.Accept(cfg, []byte("hello from server"))
 		done <- accepted{qp, priv, err}
 	}()
 	cfg := qpConfig(p.cli)
-	cfg.Prepare = func(qp rdma.QP) error { return postRecvs(qp, p.cli, recvs) }
-	cli, err := dev.Dial(ctx, l.Addr().String(), cfg, []byte("hello from client"))
+	cfg.Prepare = cliPrep
+	cli, err = p.dev.Dial(ctx, l.Addr().String(), cfg, []byte("hello from client"))
 	a := <-done
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
@@ -167,19 +189,7 @@ func connect(t testing.TB, td testDevice, recvs int) *pair {
 	if a.err != nil {
 		t.Fatalf("Accept: %v", a.err)
 	}
-	p.cli.qp, p.srv.qp = cli, a.qp
-	t.Cleanup(func() { closeSide(t, "server", p.srv) })
-	t.Cleanup(func() { closeSide(t, "client", p.cli) })
-	if got := string(a.priv); !strings.HasPrefix(got, "hello from client") {
-		t.Errorf("server got private data %q", got)
-	}
-	if got := string(cli.PrivateData()); !strings.HasPrefix(got, "hello from server") {
-		t.Errorf("client got private data %q", got)
-	}
-	if s := cli.State(); s != rdma.QPStateRTS {
-		t.Errorf("client QP state %s, want RTS", s)
-	}
-	return p
+	return cli, a.qp, a.priv
 }
 
 // recvBufSize is the size of each receive buffer posted by postRecvs.
@@ -422,6 +432,64 @@ func TestSendRecv(t *testing.T) {
 		}
 		t.Logf("epoll wakeups: client %d, server %d", p.cli.w.wakeups, p.srv.w.wakeups)
 	})
+}
+
+// TestNewQPIsNotFailedByItsNumbersOldCompletions: a QP destroyed with
+// receives outstanding leaves their flushes in its CQ, and siw gives its
+// number to the next QP created. Polled after that, the flushes must not
+// mark the new QP failed: its sends are posted and complete.
+func TestNewQPIsNotFailedByItsNumbersOldCompletions(t *testing.T) {
+	run(t, func(t *testing.T, td testDevice) {
+		p := connect(t, td, 4)
+		oldNum := p.cli.qp.Num()
+		for _, s := range []*side{&p.cli, &p.srv} {
+			if err := s.qp.Close(); err != nil {
+				t.Fatalf("QP Close: %v", err)
+			}
+			s.qp = nil
+		}
+		// The receive areas stay registered; the new QPs post into them.
+		repost := func(s side, base uint64) func(rdma.QP) error {
+			return func(qp rdma.QP) error {
+				for i := range 4 {
+					if err := qp.PostRecv(base+uint64(i), []rdma.SGE{rdma.SGEOf(s.w.recvMR, i*recvBufSize, recvBufSize)}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+		p.cli.qp, p.srv.qp, _ = p.dial(t, td, repost(p.cli, 2000), repost(p.srv, 2000))
+		t.Logf("the closed client QP was %d, the new one is %d", oldNum, p.cli.qp.Num())
+		src := newRegion(t, p.cli.pd, 64, rdma.AccessLocalWrite)
+		copy(src.mem.Bytes(), "after the old QP")
+		for i := range 3 {
+			if err := p.cli.qp.PostSend(uint64(i), []rdma.SGE{rdma.SGEOf(src.mr, 0, 16)}, 0); err != nil {
+				t.Fatalf("send %d on the new QP: %v", i, err)
+			}
+			awaitSkippingFlushes(t, p.cli.w, uint64(i), rdma.OpSend)
+			c := awaitSkippingFlushes(t, p.srv.w, 2000+uint64(i), rdma.OpRecv)
+			if c.Bytes != 16 {
+				t.Fatalf("receive of %d bytes, want 16", c.Bytes)
+			}
+		}
+	})
+}
+
+// awaitSkippingFlushes waits for wr id's successful completion, passing
+// over the flushed work requests of QPs closed before.
+func awaitSkippingFlushes(t *testing.T, w *waiter, id uint64, op rdma.Opcode) rdma.Completion {
+	t.Helper()
+	for {
+		c := w.next(t, testTimeout)
+		if c.Status == rdma.StatusWRFlushErr && c.WRID != id {
+			continue
+		}
+		if c.Status != rdma.StatusSuccess || c.WRID != id || c.Op != op {
+			t.Fatalf("completion %+v (status %s), want wr %d op %s success", c, c.Status, id, op)
+		}
+		return c
+	}
 }
 
 // transferSizes runs 1 B to 16 MiB, with odd sizes that straddle pages
