@@ -12,7 +12,9 @@ import (
 
 // BenchmarkDirInline is a cached 4 KiB file served as a reader loop serves
 // it: Dir.Inline, then the handler through an InlineServer, which builds
-// the head and the file bucket, and the response taken and recycled as
+// the head and copies the body after it from memory (a file this small is
+// held there, Options.InMemory: 800 ns without the copy, with a file
+// bucket for sendfile), and the response taken and recycled as
 // writer.Direct would (without its syscalls). Steady state allocates
 // nothing.
 //

@@ -3,6 +3,7 @@ package static
 import (
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/quartet-server/quartet/processor"
 )
 
 // entry is an open file with what its responses need: nginx's
@@ -31,6 +34,7 @@ type entry struct {
 	lastMod  string
 	length   string // size, the whole file's Content-Length
 	dev, ino uint64
+	data     []byte // the whole file, for a small one (Options.InMemory); never written once set
 	refs     atomic.Int32
 	checked  atomic.Int64 // unix nanoseconds of the last check against the disk
 }
@@ -72,6 +76,26 @@ func newEntry(f *os.File, name string, st os.FileInfo) *entry {
 	e.refs.Store(1)
 	e.checked.Store(time.Now().UnixNano())
 	return e
+}
+
+// keepInMemory reads the whole file into e.data. A read that does not
+// give exactly the size the entry was made with (the file is being
+// rewritten) leaves the file to sendfile, which sends what it finds.
+func (e *entry) keepInMemory() {
+	b := make([]byte, e.size)
+	if n, err := e.f.ReadAt(b, 0); n == len(b) && (err == nil || err == io.EOF) {
+		e.data = b
+	}
+}
+
+// send queues n bytes of the file from off: copied from memory for a
+// small file, by sendfile otherwise.
+func (e *entry) send(w *processor.ResponseWriter, off, n int64) {
+	if e.data != nil {
+		w.Write(e.data[off : off+n])
+		return
+	}
+	w.SendFile(e.f, off, n)
 }
 
 // same reports whether st still describes the entry's file.

@@ -1,5 +1,7 @@
 // Package static serves files: from a directory with sendfile(2), so file
-// bytes never pass through user space, or from an fs.FS (the embedded
+// bytes never pass through user space (but for files of a few KiB, which
+// are kept in memory with their open file: one write for head and body
+// costs less than a head and a sendfile), or from an fs.FS (the embedded
 // sample site) from memory.
 //
 // Paths are decoded and checked before any file is opened: a request that
@@ -127,15 +129,25 @@ type Options struct {
 	// FollowSymlinks serves symbolic links that lead out of the root. Off,
 	// the root is a hard boundary (os.Root), symbolic links included.
 	FollowSymlinks bool
+	// InMemory is the largest file the open-file cache also keeps in
+	// memory, read once when it opens the file, and serves with one write
+	// of head and body together instead of a head and a sendfile: below
+	// about 8 KiB the second system call and the scheduler's hand-off
+	// around sendfile (which may block on its file) cost more than the
+	// copy. 0 means DefaultInMemory, negative means never. Memory is
+	// bounded by CacheEntries times it.
+	InMemory int64
 }
 
 // Defaults for Options.
 const (
 	DefaultCacheEntries = 1024
 	DefaultRevalidate   = time.Second
+	DefaultInMemory     = 8 << 10
 )
 
-// Dir serves the directory root with sendfile, from an open-file cache,
+// Dir serves the directory root with sendfile (small files from memory),
+// from an open-file cache,
 // with ETag and Last-Modified validators, conditional requests (304, 412)
 // and single byte ranges (206, 416).
 type Dir struct {
@@ -160,6 +172,9 @@ func NewDirOptions(root string, opts Options) (*Dir, error) {
 	}
 	if opts.CacheEntries == 0 {
 		opts.CacheEntries = DefaultCacheEntries
+	}
+	if opts.InMemory == 0 {
+		opts.InMemory = DefaultInMemory
 	}
 	d := &Dir{root: r, path: root, opts: opts}
 	if opts.CacheEntries > 0 {
@@ -224,7 +239,11 @@ func (d *Dir) openEntry(name string, dir bool) (*entry, error) {
 		f.Close()
 		return nil, fs.ErrNotExist
 	}
-	return newEntry(f, name, st), nil
+	e := newEntry(f, name, st)
+	if d.cache != nil && e.size > 0 && e.size <= d.opts.InMemory {
+		e.keepInMemory()
+	}
+	return e, nil
 }
 
 // Close releases the root directory and the cached files.
@@ -319,12 +338,12 @@ func serveEntry(w *processor.ResponseWriter, r *stages.Request, e *entry) {
 			h.Set("Content-Range", "bytes "+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10)+"/"+strconv.FormatInt(e.size, 10))
 			h.Set("Content-Length", strconv.FormatInt(n, 10))
 			w.WriteHeader(http.StatusPartialContent)
-			w.SendFile(e.f, off, n)
+			e.send(w, off, n)
 			return
 		}
 	}
 	h.Set("Content-Length", e.length)
-	w.SendFile(e.f, off, n)
+	e.send(w, off, n)
 }
 
 // getOrHead answers 405 to any other method.
@@ -420,6 +439,23 @@ func (s *FS) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	w.Header().Set("Content-Type", contentType(name))
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
+}
+
+// InMemoryFiles is what the open-file cache holds in memory now
+// (Options.InMemory): how many files, and their bytes.
+func (d *Dir) InMemoryFiles() (files int, bytes int64) {
+	if d.cache == nil {
+		return 0, 0
+	}
+	d.cache.mu.Lock()
+	defer d.cache.mu.Unlock()
+	for _, e := range d.cache.m {
+		if e.data != nil {
+			files++
+			bytes += int64(len(e.data))
+		}
+	}
+	return files, bytes
 }
 
 // Opens is the number of files the open-file cache has opened: a measure

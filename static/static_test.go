@@ -121,6 +121,7 @@ func do(t *testing.T, addr, method, target string) response {
 //	root/sp ace.txt
 //	root/data.qqq          unknown extension
 //	root/big.dat           several MiB, sent in many sendfile calls
+//	root/mid.dat           9000 bytes: by sendfile, not from memory
 //	root/link   -> ../secret      (out of the root)
 //	root/linkdir -> ..            (out of the root)
 //	root/inlink -> hello.txt      (inside: allowed)
@@ -141,6 +142,7 @@ func tree(t *testing.T) (root string, secret []byte, big []byte) {
 		"root/sp ace.txt":     []byte("space"),
 		"root/data.qqq":       []byte{0, 1, 2},
 		"root/big.dat":        big,
+		"root/mid.dat":        big[:9000], // just over DefaultInMemory
 	}
 	for name, b := range files {
 		p := filepath.Join(dir, name)
@@ -229,8 +231,21 @@ func maxInt(a, b int) int {
 }
 
 func TestDir(t *testing.T) {
+	for _, cfg := range []struct {
+		name string
+		opts static.Options
+	}{
+		{"small files from memory", static.Options{}},
+		{"every file by sendfile", static.Options{InMemory: -1}},
+		{"no open-file cache", static.Options{CacheEntries: -1}},
+	} {
+		t.Run(cfg.name, func(t *testing.T) { testDir(t, cfg.opts) })
+	}
+}
+
+func testDir(t *testing.T, opts static.Options) {
 	root, _, big := tree(t)
-	addr := serve(t, newDir(t, root))
+	addr := serve(t, newDir(t, root, opts))
 	tests := []struct {
 		method, target string
 		status         int
@@ -244,6 +259,7 @@ func TestDir(t *testing.T) {
 		{"GET", "/sp%20ace.txt", 200, "text/plain; charset=utf-8", []byte("space"), nil},
 		{"GET", "/data.qqq", 200, "application/octet-stream", []byte{0, 1, 2}, nil},
 		{"GET", "/big.dat", 200, "", big, nil},
+		{"GET", "/mid.dat", 200, "", big[:9000], nil},
 		{"GET", "/", 200, "text/html; charset=utf-8", []byte("<h1>root</h1>"), nil},
 		{"GET", "/sub/", 200, "text/html; charset=utf-8", []byte("<h1>sub</h1>"), nil},
 		{"GET", "/sub/index.html", 200, "text/html; charset=utf-8", []byte("<h1>sub</h1>"), nil},
@@ -539,5 +555,52 @@ func TestDirInline(t *testing.T) {
 	}
 	if nocache.Inline(req("GET", "/hello.txt")) {
 		t.Error("a Dir without a cache declared a file non-blocking")
+	}
+}
+
+// TestSmallFilesInMemory: files up to Options.InMemory are held in memory
+// with their open file, larger ones are not, and a ranged or conditional
+// request of a held file is answered from it as from the file.
+func TestSmallFilesInMemory(t *testing.T) {
+	root, _, big := tree(t)
+	for _, tc := range []struct {
+		name      string
+		opts      static.Options
+		wantFiles int
+		wantBytes int64
+	}{
+		{"default", static.Options{}, 2, 13 + 13},                      // hello.txt, index.html
+		{"larger", static.Options{InMemory: 10000}, 3, 13 + 13 + 9000}, // and mid.dat
+		{"never", static.Options{InMemory: -1}, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDir(t, root, tc.opts)
+			addr := serve(t, d)
+			for _, target := range []string{"/hello.txt", "/", "/mid.dat", "/big.dat"} {
+				if r := do(t, addr, "GET", target); r.status != 200 {
+					t.Fatalf("GET %s: %d", target, r.status)
+				}
+			}
+			if files, n := d.InMemoryFiles(); files != tc.wantFiles || n != tc.wantBytes {
+				t.Errorf("in memory: %d files, %d bytes; want %d, %d", files, n, tc.wantFiles, tc.wantBytes)
+			}
+			r := do(t, addr, "GET", "/mid.dat")
+			if !bytes.Equal(r.body, big[:9000]) {
+				t.Errorf("mid.dat: %d bytes differ", len(r.body))
+			}
+			resp, body := get(t, addr, "/hello.txt", "Range: bytes=7-11\r\n")
+			if resp.StatusCode != 206 || body != "world" {
+				t.Errorf("range of a held file: %d %q", resp.StatusCode, body)
+			}
+			etag := do(t, addr, "HEAD", "/hello.txt").header.Get("ETag")
+			resp, body = get(t, addr, "/hello.txt", "If-None-Match: "+etag+"\r\n")
+			if resp.StatusCode != 304 || body != "" {
+				t.Errorf("conditional GET of a held file: %d %q", resp.StatusCode, body)
+			}
+			d.Close()
+			if files, n := d.InMemoryFiles(); files != 0 || n != 0 {
+				t.Errorf("after Close: %d files, %d bytes still held", files, n)
+			}
+		})
 	}
 }
