@@ -78,13 +78,35 @@ func newEntry(f *os.File, name string, st os.FileInfo) *entry {
 	return e
 }
 
-// keepInMemory reads the whole file into e.data. A read that does not
-// give exactly the size the entry was made with (the file is being
-// rewritten) leaves the file to sendfile, which sends what it finds.
-func (e *entry) keepInMemory() {
+// keepInMemory reads e's whole file into e.data if the budget has room
+// for it. A read that does not give exactly the size the entry was made
+// with (the file is being rewritten) leaves the file to sendfile, which
+// sends what it finds. The bytes count against the budget from here until
+// the entry leaves the cache (dropped).
+func (c *cache) keepInMemory(e *entry) {
+	for {
+		held := c.held.Load()
+		if held+e.size > c.budget {
+			return
+		}
+		if c.held.CompareAndSwap(held, held+e.size) {
+			break
+		}
+	}
 	b := make([]byte, e.size)
 	if n, err := e.f.ReadAt(b, 0); n == len(b) && (err == nil || err == io.EOF) {
 		e.data = b
+		return
+	}
+	c.held.Add(-e.size)
+}
+
+// dropped accounts for e leaving the cache: its bytes leave the budget.
+// The bytes themselves go when the last response copying them is done
+// with the entry.
+func (c *cache) dropped(e *entry) {
+	if e.data != nil {
+		c.held.Add(-int64(len(e.data)))
 	}
 }
 
@@ -121,6 +143,8 @@ type cache struct {
 	m          map[string]*entry
 	max        int
 	revalidate time.Duration
+	budget     int64        // bytes of files held in memory, at most
+	held       atomic.Int64 // bytes of files held in memory now
 	sf         singleflight.Group
 	open       func(name string, dir bool) (*entry, error)
 	stat       func(name string) (os.FileInfo, error)
@@ -226,6 +250,7 @@ func (c *cache) put(key string, e, old *entry) {
 	c.m[key] = e
 	c.mu.Unlock()
 	for _, d := range drop {
+		c.dropped(d)
 		d.release()
 	}
 }
@@ -243,6 +268,7 @@ func (c *cache) forget(key string, old *entry) {
 	}
 	c.mu.Unlock()
 	if old != nil {
+		c.dropped(old)
 		old.release()
 	}
 }
@@ -255,6 +281,7 @@ func (c *cache) close() {
 	c.m = map[string]*entry{}
 	c.mu.Unlock()
 	for _, e := range m {
+		c.dropped(e)
 		e.release()
 	}
 }

@@ -121,7 +121,7 @@ func do(t *testing.T, addr, method, target string) response {
 //	root/sp ace.txt
 //	root/data.qqq          unknown extension
 //	root/big.dat           several MiB, sent in many sendfile calls
-//	root/mid.dat           9000 bytes: by sendfile, not from memory
+//	root/mid.dat           40,000 bytes: by sendfile, not from memory
 //	root/link   -> ../secret      (out of the root)
 //	root/linkdir -> ..            (out of the root)
 //	root/inlink -> hello.txt      (inside: allowed)
@@ -142,7 +142,7 @@ func tree(t *testing.T) (root string, secret []byte, big []byte) {
 		"root/sp ace.txt":     []byte("space"),
 		"root/data.qqq":       []byte{0, 1, 2},
 		"root/big.dat":        big,
-		"root/mid.dat":        big[:9000], // just over DefaultInMemory
+		"root/mid.dat":        big[:40000], // over DefaultInMemory
 	}
 	for name, b := range files {
 		p := filepath.Join(dir, name)
@@ -259,7 +259,7 @@ func testDir(t *testing.T, opts static.Options) {
 		{"GET", "/sp%20ace.txt", 200, "text/plain; charset=utf-8", []byte("space"), nil},
 		{"GET", "/data.qqq", 200, "application/octet-stream", []byte{0, 1, 2}, nil},
 		{"GET", "/big.dat", 200, "", big, nil},
-		{"GET", "/mid.dat", 200, "", big[:9000], nil},
+		{"GET", "/mid.dat", 200, "", big[:40000], nil},
 		{"GET", "/", 200, "text/html; charset=utf-8", []byte("<h1>root</h1>"), nil},
 		{"GET", "/sub/", 200, "text/html; charset=utf-8", []byte("<h1>sub</h1>"), nil},
 		{"GET", "/sub/index.html", 200, "text/html; charset=utf-8", []byte("<h1>sub</h1>"), nil},
@@ -569,8 +569,12 @@ func TestSmallFilesInMemory(t *testing.T) {
 		wantFiles int
 		wantBytes int64
 	}{
-		{"default", static.Options{}, 2, 13 + 13},                      // hello.txt, index.html
-		{"larger", static.Options{InMemory: 10000}, 3, 13 + 13 + 9000}, // and mid.dat
+		{"default", static.Options{}, 2, 13 + 13}, // hello.txt, index.html
+		{"larger", static.Options{InMemory: 50000}, 3, 13 + 13 + 40000},
+		// mid.dat, asked for third, would pass the budget: sendfile.
+		{"budget", static.Options{InMemory: 50000, InMemoryBudget: 40010}, 2, 13 + 13},
+		// Each file evicts the one before, and big.dat is not held.
+		{"evicted", static.Options{CacheEntries: 1}, 0, 0},
 		{"never", static.Options{InMemory: -1}, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -585,7 +589,7 @@ func TestSmallFilesInMemory(t *testing.T) {
 				t.Errorf("in memory: %d files, %d bytes; want %d, %d", files, n, tc.wantFiles, tc.wantBytes)
 			}
 			r := do(t, addr, "GET", "/mid.dat")
-			if !bytes.Equal(r.body, big[:9000]) {
+			if !bytes.Equal(r.body, big[:40000]) {
 				t.Errorf("mid.dat: %d bytes differ", len(r.body))
 			}
 			resp, body := get(t, addr, "/hello.txt", "Range: bytes=7-11\r\n")
