@@ -249,16 +249,24 @@ func TestMetricsSizesControlAndShedding(t *testing.T) {
 	}
 	close(done)
 	wg.Wait()
-	time.Sleep(100 * time.Millisecond) // the writer counts the last 503s
-	fams = scrapeFamilies(t, scrape.URL)
+	// The writer counts a 503 once it is sent, which may be after its
+	// client has read it and gone: scrape until the counts meet.
+	var shed, sent float64
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		fams = scrapeFamilies(t, scrape.URL)
+		shed = 0 // every class's: the first requests are class "other" until /sleep earns its own
+		for _, m := range fams["quartet_shed_total"].GetMetric() {
+			shed += m.GetCounter().GetValue()
+		}
+		sent = counter(fams, "quartet_responses_total", map[string]string{"code": "503"})
+		if sent == shed || time.Now().After(deadline) {
+			break
+		}
+	}
 	if s := counter(fams, "quartet_shed_total", map[string]string{"class": "sleep"}); s <= 0 {
 		t.Fatalf("no request of class sleep shed: %v", s)
 	}
-	var shed float64 // every class's: the first requests are class "other" until /sleep earns its own
-	for _, m := range fams["quartet_shed_total"].GetMetric() {
-		shed += m.GetCounter().GetValue()
-	}
-	if sent := counter(fams, "quartet_responses_total", map[string]string{"code": "503"}); sent != shed {
+	if sent != shed {
 		t.Errorf("%v shed, %v 503s sent", shed, sent)
 	}
 	for _, c := range []struct {
