@@ -292,6 +292,10 @@ type work struct {
 	// It lives in work because it matters only from a request's last read
 	// to its Return, while the request is in hand.
 	drained bool
+	// pipelined: the request in hand had begun arriving before the one
+	// ahead of it came back, so its client pipelined (hangUp). Set at
+	// every request's start from the buffer (nextRequest).
+	pipelined bool
 
 	// A streamed body's minimum rate: since rateFrom the loop has waited
 	// on the client, which has sent rateBytes; the clock stops while the
@@ -1376,6 +1380,7 @@ func (l *Loop) nextRequest(slot int32) {
 		rc.carry = rc.carry[:0]
 	}
 	idle := rc.end == rc.start
+	rc.pipelined = !idle
 	l.startRequest(slot, l.core.Now(), idle)
 	if idle && rc.drained {
 		// Nothing buffered, the socket was empty when last read, and no
@@ -1402,8 +1407,12 @@ func (l *Loop) endBody(rc *rconn) {
 
 // hangUp records that the client hung up while its request was out (a
 // FIN or a reset seen while another stage holds the connection), unless
-// it left further requests unread: a client that pipelines and then
-// half-closes wants its answers. Other stages see it through Conn.Gone.
+// it pipelined: a client that sends requests ahead and then half-closes
+// wants its answers, those of the requests still unread and that of the
+// request out, if it came pipelined too (its FIN may be seen only once
+// that request is out, waiting in the queue). Other stages see it
+// through Conn.Gone. A request that came on its own and was followed by
+// a FIN is taken for abandoned: a FIN and a close look the same here.
 func (l *Loop) hangUp(slot int32) {
 	rc := l.conns[slot]
 	if rc.c.Gone() {
@@ -1416,6 +1425,9 @@ func (l *Loop) hangUp(slot int32) {
 		return // pipelined request bytes still in the socket
 	}
 	rc.peerClosed = true
+	if rc.pipelined {
+		return // served, and then no further request
+	}
 	if rc.c.Phase() == stages.PhaseWriting {
 		return // the handler is done: the writer finds out for itself
 	}

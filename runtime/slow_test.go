@@ -282,6 +282,65 @@ func TestClientGone(t *testing.T) {
 	})
 }
 
+// TestPipelinedRequestQueuedWhenItsClientHalfCloses: a client pipelines
+// two requests and half-closes while the second waits in the queue (the
+// one place is taken by another connection's request). Its FIN says it
+// has nothing more to send, not that it has gone: the second request is
+// served. A request that came on its own and is followed by a FIN is
+// taken for abandoned (TestClientGone's "queued request dropped").
+func TestPipelinedRequestQueuedWhenItsClientHalfCloses(t *testing.T) {
+	first, second := make(chan struct{}), make(chan struct{})
+	started := make(chan string, 2)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/first", func(w http.ResponseWriter, r *http.Request) { started <- "first"; <-first })
+	mux.HandleFunc("/second", func(w http.ResponseWriter, r *http.Request) { started <- "second"; <-second })
+	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {})
+	s := startServer(t, Config{Processors: 1, Handler: processor.Adapt(mux)})
+	var freed [2]bool // a failing test must not leave a handler waiting
+	free := func(i int) {
+		if !freed[i] {
+			freed[i] = true
+			close([]chan struct{}{first, second}[i])
+		}
+	}
+	defer free(0)
+	defer free(1)
+
+	c := dial(t, s)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if got := <-started; got != "first" {
+		t.Fatalf("%s started", got)
+	}
+	before := s.Stats()
+	other := dial(t, s)
+	io.WriteString(other, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !eventually(10*time.Second, func() bool { return s.Stats().Processor.Enqueued > before.Processor.Enqueued }) {
+		t.Fatal("the other connection's request was not queued")
+	}
+	// /first ends; the place goes to /second, which was waiting, and the
+	// pipelined /count is dispatched into the queue behind it.
+	enq := s.Stats().Processor.Enqueued
+	free(0)
+	if got := <-started; got != "second" {
+		t.Fatalf("%s started", got)
+	}
+	if !eventually(10*time.Second, func() bool { return s.Stats().Processor.Enqueued > enq }) {
+		t.Fatal("the pipelined request was not queued")
+	}
+	c.(*net.TCPConn).CloseWrite()
+	time.Sleep(100 * time.Millisecond) // for the FIN to reach the reader, which takes it at once
+	free(1)
+	br := bufio.NewReader(c)
+	for _, path := range []string{"/first", "/count"} {
+		if resp, _ := exchange(t, c, br, "", "GET"); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	if n := s.Stats().Slow.HangUps; n != before.Slow.HangUps {
+		t.Errorf("%d hang-ups counted, want none", n-before.Slow.HangUps)
+	}
+}
+
 // Connections are counted where their requests stand: waiting for a
 // processor, running, parked on their client; none of them is "writing".
 func TestConnectionStatesAreNamedAsTheyAre(t *testing.T) {
