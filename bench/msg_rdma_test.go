@@ -136,12 +136,7 @@ func TestMsgRDMAFallbacksCounted(t *testing.T) {
 func TestMainMsgRDMA(t *testing.T) {
 	target, _ := startMsgRDMAServer(t, msg.Echo{})
 	plain := startMsgServer(t, msg.Echo{})
-	tests := []struct {
-		name    string
-		args    []string
-		wantErr string
-		check   func(t *testing.T, out string)
-	}{
+	runCLICases(t, []cliCase{
 		{name: "text", args: []string{"--msg-rdma", "server-writes", "--msg-provider", "soft", "-n", "100", "-c", "2", target},
 			check: func(t *testing.T, out string) {
 				if !strings.Contains(out, "rdma: 100 by RDMA, 0 fell back to TCP") || strings.Contains(out, "warning") {
@@ -199,23 +194,7 @@ func TestMainMsgRDMA(t *testing.T) {
 		{name: "provider alone", args: []string{"--msg-provider", "soft", "-n", "1", target}, wantErr: "--msg-provider needs --msg-rdma"},
 		{name: "http target", args: []string{"--msg-rdma", "server-writes", "http://127.0.0.1:1/hello"}, wantErr: "not a msg:// target"},
 		{name: "open loop", args: []string{"--msg-rdma", "server-writes", "-R", "100", "-n", "1", target}, wantErr: "closed loop"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := Main(t.Context(), tt.args, Env{Stdout: &out, Stderr: &errb})
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one with %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("%v\n%s", err, errb.String())
-			}
-			tt.check(t, out.String())
-		})
-	}
+	})
 }
 
 // A server too slow for -timeout: each request is counted as timed

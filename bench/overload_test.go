@@ -90,12 +90,7 @@ func TestOverloadCommand(t *testing.T) {
 		t.Skip("runs load")
 	}
 	srv := shedServer(t)
-	tests := []struct {
-		name    string
-		args    []string
-		wantErr string
-		check   func(t *testing.T, stdout string)
-	}{
+	runCLICases(t, []cliCase{
 		{name: "given capacity, JSON", args: []string{"overload", "--capacity", "200", "--factor", "3", "-c", "8", "-d", "300ms", "--json", srv.URL + "/"},
 			check: func(t *testing.T, stdout string) {
 				var r OverloadResult
@@ -111,21 +106,5 @@ func TestOverloadCommand(t *testing.T) {
 		{name: "counted", args: []string{"overload", "-n", "10", srv.URL}, wantErr: "not -n"},
 		{name: "a rate", args: []string{"overload", "-R", "10", srv.URL}, wantErr: "--capacity"},
 		{name: "CSV", args: []string{"overload", "--csv", srv.URL}, wantErr: "CSV"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := Main(t.Context(), tt.args, Env{Stdout: &out, Stderr: &errb})
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one saying %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("%v\n%s", err, errb.String())
-			}
-			tt.check(t, out.String())
-		})
-	}
+	})
 }
