@@ -153,9 +153,8 @@ const (
 )
 
 // Dir serves the directory root with sendfile (small files from memory),
-// from an open-file cache,
-// with ETag and Last-Modified validators, conditional requests (304, 412)
-// and single byte ranges (206, 416).
+// from an open-file cache, with ETag and Last-Modified validators,
+// conditional requests (304, 412) and single byte ranges (206, 416).
 type Dir struct {
 	root  *os.Root
 	path  string

@@ -39,7 +39,7 @@ type CQ struct {
 	ch  *C.struct_ibv_comp_channel
 	cq  *C.struct_ibv_cq
 	// pollMu serialises polling: the scratch below, and the order of
-	// completions, which a poll from attach (takeStale) must not split.
+	// completions, which attach's poll for a new QP must not split.
 	pollMu sync.Mutex
 	wc     *C.struct_ibv_wc // scratch for ibv_poll_cq, C memory
 	out    *C.struct_q_wc   // flattened completions, C memory
