@@ -96,6 +96,7 @@ func (c *cache) keepInMemory(e *entry) {
 	b := make([]byte, e.size)
 	if n, err := e.f.ReadAt(b, 0); n == len(b) && (err == nil || err == io.EOF) {
 		e.data = b
+		c.heldFiles.Add(1)
 		return
 	}
 	c.held.Add(-e.size)
@@ -107,6 +108,7 @@ func (c *cache) keepInMemory(e *entry) {
 func (c *cache) dropped(e *entry) {
 	if e.data != nil {
 		c.held.Add(-int64(len(e.data)))
+		c.heldFiles.Add(-1)
 	}
 }
 
@@ -139,16 +141,26 @@ var errRedirect = errors.New("quartet: static: directory without trailing slash"
 // checked against the disk (one stat) before use, and replaced if the file
 // changed.
 type cache struct {
-	mu         sync.Mutex
+	mu sync.Mutex
+	// hits is next to mu, which every lookup writes anyway: counting a
+	// hit adds no second contended cache line.
+	hits       atomic.Int64
 	m          map[string]*entry
 	max        int
 	revalidate time.Duration
 	budget     int64        // bytes of files held in memory, at most
 	held       atomic.Int64 // bytes of files held in memory now
+	heldFiles  atomic.Int64 // files whose bytes held counts
 	sf         singleflight.Group
 	open       func(name string, dir bool) (*entry, error)
 	stat       func(name string) (os.FileInfo, error)
-	opens      atomic.Int64 // files opened, for tests and stats
+
+	// What CacheStats reports; each is counted where it happens, off the
+	// hit path.
+	opens         atomic.Int64
+	revalidations atomic.Int64
+	invalidations atomic.Int64
+	evictions     atomic.Int64
 }
 
 // fresh reports whether get would find name's entry without touching the
@@ -187,6 +199,7 @@ func (c *cache) lookup(key []byte) *entry {
 // cached and fresh; nil sends the caller to get.
 func (c *cache) hit(key []byte) *entry {
 	if e := c.lookup(key); c.isFresh(e) && e.acquire() {
+		c.hits.Add(1)
 		return e
 	}
 	return nil
@@ -202,16 +215,20 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 		if e != nil {
 			fresh := c.isFresh(e)
 			if !fresh {
+				c.revalidations.Add(1)
 				if st, err := c.stat(e.name); err == nil && st.Mode().IsRegular() && e.same(st) {
 					e.checked.Store(time.Now().UnixNano())
 					fresh = true
 				}
 			}
 			if fresh && e.acquire() {
+				c.hits.Add(1)
 				return e, nil
 			}
 		}
+		opened := false // by this request, not by one it waited for
 		v, err, _ := c.sf.Do(key, func() (any, error) {
+			opened = true
 			ne, err := c.open(name, dir)
 			if err != nil {
 				c.forget(key, e)
@@ -225,6 +242,12 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 			return nil, err
 		}
 		if ne := v.(*entry); ne.acquire() {
+			if !opened {
+				// Served by the open of a request it arrived beside:
+				// the file was opened once for both, and this one is
+				// not in Opens.
+				c.hits.Add(1)
+			}
 			return ne, nil
 		}
 		// Evicted and closed between its opening and our reference: again.
@@ -233,17 +256,23 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 }
 
 // put installs e under key in place of old (if old is still there), and
-// evicts an entry when the cache is full.
+// evicts an entry when the cache is full. old is the entry get found and
+// did not use, which while it is still in place means its revalidation
+// found the file changed.
 func (c *cache) put(key string, e, old *entry) {
 	c.mu.Lock()
 	var drop []*entry
 	if cur := c.m[key]; cur != nil {
 		drop = append(drop, cur)
+		if cur == old {
+			c.invalidations.Add(1)
+		}
 	}
 	if c.max > 0 && len(c.m) >= c.max && c.m[key] == nil {
 		for k, v := range c.m { // any victim: map order is random enough
 			drop = append(drop, v)
 			delete(c.m, k)
+			c.evictions.Add(1)
 			break
 		}
 	}
@@ -263,6 +292,7 @@ func (c *cache) forget(key string, old *entry) {
 	c.mu.Lock()
 	if c.m[key] == old {
 		delete(c.m, key)
+		c.invalidations.Add(1)
 	} else {
 		old = nil
 	}

@@ -2,6 +2,7 @@ package static_test
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -144,6 +145,11 @@ func TestOpenFileCacheSharesAndRevalidates(t *testing.T) {
 	if n := d.Opens(); n != 1 {
 		t.Errorf("32 concurrent requests opened the file %d times, want 1", n)
 	}
+	// Those that waited for the one open are hits: every request is one or
+	// the other.
+	if st := d.CacheStats(); st.Hits+st.Opens != 32 {
+		t.Errorf("32 requests: %d hits and %d opens", st.Hits, st.Opens)
+	}
 	if open := openUnder(t, root); len(open) != 1 {
 		t.Errorf("cached: %d fds open under the root, want 1", len(open))
 	}
@@ -193,5 +199,118 @@ func TestSymlinksOutOfRootOnlyWhenAllowed(t *testing.T) {
 	// Dot-dot stays refused even when symlinks may lead out.
 	if resp, _ := get(t, serve(t, loose), "/../"+filepath.Base(outside)+"/secret"); resp.StatusCode != 404 {
 		t.Fatalf("dot-dot with FollowSymlinks: %d", resp.StatusCode)
+	}
+}
+
+// TestCacheStats: each counter of Dir.CacheStats counts its event once,
+// in the place it happens, and what the cache holds is given back on
+// Close.
+func TestCacheStats(t *testing.T) {
+	const revalidate = 50 * time.Millisecond
+	pastRevalidate := func() { time.Sleep(revalidate + 30*time.Millisecond) }
+	type step struct {
+		target string            // GET this; "" for none
+		status int               // and expect this
+		then   func(root string) // after the request
+	}
+	tests := []struct {
+		name  string
+		opts  static.Options
+		steps []step
+		want  static.CacheStats
+	}{
+		{"an open, then a hit",
+			static.Options{},
+			[]step{{"/a.txt", 200, nil}, {"/a.txt", 200, nil}},
+			static.CacheStats{Opens: 1, Hits: 1, Entries: 1, InMemoryFiles: 1, InMemoryBytes: 5}},
+		{"a directory's index is one entry",
+			static.Options{},
+			[]step{{"/", 200, nil}, {"/", 200, nil}, {"/index.html", 200, nil}},
+			static.CacheStats{Opens: 2, Hits: 1, Entries: 2, InMemoryFiles: 2, InMemoryBytes: 2 * 13}},
+		{"a missing file is neither hit nor open",
+			static.Options{},
+			[]step{{"/missing", 404, nil}, {"/missing", 404, nil}},
+			static.CacheStats{}},
+		{"a revalidation finds the file unchanged",
+			static.Options{Revalidate: revalidate},
+			[]step{{"/a.txt", 200, func(string) { pastRevalidate() }}, {"/a.txt", 200, nil}},
+			static.CacheStats{Opens: 1, Hits: 1, Revalidations: 1, Entries: 1, InMemoryFiles: 1, InMemoryBytes: 5}},
+		{"a revalidation finds the file changed",
+			static.Options{Revalidate: revalidate},
+			[]step{{"/a.txt", 200, func(root string) {
+				writeFile(t, filepath.Join(root, "a.txt"), "alpha, longer", time.Now())
+				pastRevalidate()
+			}}, {"/a.txt", 200, nil}},
+			static.CacheStats{Opens: 2, Revalidations: 1, Invalidations: 1, Entries: 1, InMemoryFiles: 1, InMemoryBytes: 13}},
+		{"a revalidation finds the file gone",
+			static.Options{Revalidate: revalidate},
+			[]step{{"/a.txt", 200, func(root string) {
+				os.Remove(filepath.Join(root, "a.txt"))
+				pastRevalidate()
+			}}, {"/a.txt", 404, nil}},
+			static.CacheStats{Opens: 1, Revalidations: 1, Invalidations: 1}},
+		{"a full cache evicts",
+			static.Options{CacheEntries: 1},
+			[]step{{"/a.txt", 200, nil}, {"/b.txt", 200, nil}, {"/a.txt", 200, nil}},
+			static.CacheStats{Opens: 3, Evictions: 2, Entries: 1, InMemoryFiles: 1, InMemoryBytes: 5}},
+		{"over the budget: cached, not in memory",
+			static.Options{InMemoryBudget: 10},
+			[]step{{"/a.txt", 200, nil}, {"/b.txt", 200, nil}},
+			static.CacheStats{Opens: 2, Entries: 2, InMemoryFiles: 1, InMemoryBytes: 5}},
+		{"nothing in memory",
+			static.Options{InMemory: -1},
+			[]step{{"/a.txt", 200, nil}, {"/a.txt", 200, nil}},
+			static.CacheStats{Opens: 1, Hits: 1, Entries: 1}},
+		{"no cache: nothing counted",
+			static.Options{CacheEntries: -1},
+			[]step{{"/a.txt", 200, nil}, {"/a.txt", 200, nil}},
+			static.CacheStats{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			old := time.Now().Add(-time.Hour)
+			writeFile(t, filepath.Join(root, "a.txt"), "alpha", old)
+			writeFile(t, filepath.Join(root, "b.txt"), "bravo, bravo", old)
+			writeFile(t, filepath.Join(root, "index.html"), "<h1>root</h1>", old)
+			opts := tt.opts
+			if opts.Revalidate == 0 {
+				opts.Revalidate = time.Hour // no revalidation however slow the test runs
+			}
+			d := newDir(t, root, opts)
+			addr := serve(t, d)
+			for _, s := range tt.steps {
+				if r := do(t, addr, "GET", s.target); r.status != s.status {
+					t.Fatalf("GET %s: %d, want %d", s.target, r.status, s.status)
+				}
+				if s.then != nil {
+					s.then(root)
+				}
+			}
+			// The settings in force are the options with defaults applied.
+			want := tt.want
+			if tt.opts.CacheEntries >= 0 {
+				want.EntriesMax = cmp.Or(tt.opts.CacheEntries, static.DefaultCacheEntries)
+				want.InMemoryBudget = cmp.Or(tt.opts.InMemoryBudget, static.DefaultInMemoryBudget)
+				want.InMemoryFileMax = max(cmp.Or(tt.opts.InMemory, static.DefaultInMemory), 0)
+			}
+			if got := d.CacheStats(); got != want {
+				t.Errorf("stats\n got %+v\nwant %+v", got, want)
+			}
+			if files, bytes := d.InMemoryFiles(); files != want.InMemoryFiles || bytes != want.InMemoryBytes {
+				t.Errorf("InMemoryFiles() = %d, %d; CacheStats says %d, %d", files, bytes, want.InMemoryFiles, want.InMemoryBytes)
+			}
+			if n := d.Opens(); n != want.Opens {
+				t.Errorf("Opens() = %d; CacheStats says %d", n, want.Opens)
+			}
+			d.Close()
+			got := d.CacheStats()
+			if got.Entries != 0 || got.InMemoryFiles != 0 || got.InMemoryBytes != 0 {
+				t.Errorf("after Close: %d entries, %d files, %d bytes still held", got.Entries, got.InMemoryFiles, got.InMemoryBytes)
+			}
+			if got.Opens != want.Opens || got.Hits != want.Hits {
+				t.Errorf("after Close the counters went back: %+v", got)
+			}
+		})
 	}
 }

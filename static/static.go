@@ -449,27 +449,79 @@ func (s *FS) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	w.Write(b)
 }
 
+// CacheStats is a Dir's open-file cache at one moment: counters that only
+// grow over the Dir's life, and what the cache holds now. A Dir without
+// a cache (Options.CacheEntries negative) reports zeros.
+type CacheStats struct {
+	// Hits are requests given a file the cache already had open: fresh,
+	// found unchanged by a revalidation, or being opened for another
+	// request that arrived at the same time. Hits / (Hits + Opens) is the
+	// hit ratio; a request for a file that does not exist is in neither.
+	Hits int64
+	// Opens are files the cache opened: a name's first request, and the
+	// first after its entry was evicted or invalidated.
+	Opens int64
+	// Revalidations are checks of a cached file against the disk (one
+	// stat each), made when its entry was last checked more than
+	// Options.Revalidate ago.
+	Revalidations int64
+	// Invalidations are entries dropped because a revalidation could not
+	// confirm their file unchanged: it had been rewritten, replaced or
+	// removed. The next request opens it again (an Open).
+	Invalidations int64
+	// Evictions are entries dropped to make room for another in a full
+	// cache (Options.CacheEntries): if they keep pace with Opens, the
+	// files being asked for do not fit in it.
+	Evictions int64
+
+	// Entries are the names cached now (a directory's index.html under
+	// the directory's name), at most EntriesMax (Options.CacheEntries).
+	Entries, EntriesMax int
+	// InMemoryFiles and InMemoryBytes are the cached files whose bytes
+	// are held in memory now (Options.InMemory), and those bytes.
+	InMemoryFiles int
+	InMemoryBytes int64
+	// InMemoryFileMax is the largest file held in memory (0: none is),
+	// and InMemoryBudget bounds InMemoryBytes: a file that would pass it
+	// is sent from disk.
+	InMemoryFileMax, InMemoryBudget int64
+}
+
+// CacheStats reads the open-file cache's counters and state, holding its
+// lock only to read its size: for an exporter to call at scrape time.
+func (d *Dir) CacheStats() CacheStats {
+	c := d.cache
+	if c == nil {
+		return CacheStats{}
+	}
+	c.mu.Lock()
+	entries := len(c.m)
+	c.mu.Unlock()
+	s := CacheStats{
+		Hits:           c.hits.Load(),
+		Opens:          c.opens.Load(),
+		Revalidations:  c.revalidations.Load(),
+		Invalidations:  c.invalidations.Load(),
+		Evictions:      c.evictions.Load(),
+		Entries:        entries,
+		EntriesMax:     c.max,
+		InMemoryFiles:  int(c.heldFiles.Load()),
+		InMemoryBytes:  c.held.Load(),
+		InMemoryBudget: c.budget,
+	}
+	if d.opts.InMemory > 0 {
+		s.InMemoryFileMax = d.opts.InMemory
+	}
+	return s
+}
+
 // InMemoryFiles is what the open-file cache holds in memory now
 // (Options.InMemory): how many files, and their bytes.
 func (d *Dir) InMemoryFiles() (files int, bytes int64) {
-	if d.cache == nil {
-		return 0, 0
-	}
-	d.cache.mu.Lock()
-	defer d.cache.mu.Unlock()
-	for _, e := range d.cache.m {
-		if e.data != nil {
-			files++
-		}
-	}
-	return files, d.cache.held.Load()
+	s := d.CacheStats()
+	return s.InMemoryFiles, s.InMemoryBytes
 }
 
 // Opens is the number of files the open-file cache has opened: a measure
 // of how well it works, and what tests check concurrent misses against.
-func (d *Dir) Opens() int64 {
-	if d.cache == nil {
-		return 0
-	}
-	return d.cache.opens.Load()
-}
+func (d *Dir) Opens() int64 { return d.CacheStats().Opens }
