@@ -266,6 +266,61 @@ func TestSignals(t *testing.T) {
 			t.Errorf("exit %d:\n%s", code, p.log)
 		}
 	})
+	t.Run("SIGHUP rebuilds the static cache with its new settings, and /metrics follows it", func(t *testing.T) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "page"), []byte("a page"), 0o644)
+		cfg := filepath.Join(dir, "q.yaml")
+		// First the embedded site: no cache, no series.
+		os.WriteFile(cfg, []byte("static-in-memory-budget: 1MiB\n"), 0o644)
+		p := startQuartet(t, serveCmd(t, "--config", cfg))
+		if got := staticSeries(t, p.admin+"/metrics"); len(got) != 0 {
+			t.Errorf("static series for the embedded site: %v", got)
+		}
+		reloaded := regexp.MustCompile(`SIGHUP: configuration reloaded`)
+		reload := func(yaml string) {
+			t.Helper()
+			before := len(reloaded.FindAllString(p.log.String(), -1))
+			os.WriteFile(cfg, []byte(yaml), 0o644)
+			p.signal(syscall.SIGHUP)
+			for deadline := time.Now().Add(20 * time.Second); len(reloaded.FindAllString(p.log.String(), -1)) == before; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("reload not logged:\n%s", p.log)
+				}
+			}
+		}
+		for _, step := range []struct {
+			yaml string
+			want map[string]float64
+		}{
+			{"root: " + dir + "\nstatic-in-memory-budget: 1MiB\nstatic-in-memory: 64\n", map[string]float64{
+				"quartet_static_files_opened_total": 1, "quartet_static_cache_hits_total": 1, "quartet_static_in_memory_files": 1,
+				"quartet_static_in_memory_budget_bytes": 1 << 20, "quartet_static_in_memory_file_max_bytes": 64,
+			}},
+			// A new Dir: its counters start again, its settings are the new ones.
+			{"root: " + dir + "\nstatic-in-memory-budget: 2MiB\nstatic-in-memory: 0\nstatic-cache-entries: 4\n", map[string]float64{
+				"quartet_static_files_opened_total": 1, "quartet_static_cache_hits_total": 1, "quartet_static_in_memory_files": 0,
+				"quartet_static_in_memory_budget_bytes": 2 << 20, "quartet_static_in_memory_file_max_bytes": 0,
+				"quartet_static_cache_entries_max": 4,
+			}},
+		} {
+			reload(step.yaml)
+			for range 2 {
+				if got := fetch(t, "GET", p.url+"/page"); got != "200 a page" {
+					t.Fatalf("after reload: %q", got)
+				}
+			}
+			got := staticSeries(t, p.admin+"/metrics")
+			for name, want := range step.want {
+				if got[name] != want {
+					t.Errorf("%s = %v, want %v (config %q)", name, got[name], want, step.yaml)
+				}
+			}
+		}
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+	})
 	t.Run("--log-level filters, and SIGHUP changes it", func(t *testing.T) {
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "q.yaml")
@@ -491,6 +546,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"bench", "-h"}, 0, "usage: quartet bench", "", 0},
 		{[]string{"serve", "--bogus"}, 2, "", "quartet serve: flag provided but not defined: -bogus", 2},
 		{[]string{"serve", "--readers", "-1"}, 2, "", "quartet serve: --readers = -1: must be 0..1024", 2},
+		{[]string{"serve", "--static-in-memory", "abc"}, 2, "", `quartet serve: invalid value "abc" for flag -static-in-memory: "abc" is not a size (like 65536, 64KiB, 64MiB, 1GiB)`, 2},
 		{[]string{"serve", "extra"}, 2, "", `quartet serve: unexpected argument "extra"`, 2},
 		{[]string{"serve", "--addr", busy.Addr().String()}, 1, "", "quartet serve: listener: " + busy.Addr().String() + ": bind: address already in use", 1},
 	}

@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/quartet-server/quartet/runtime"
+	"github.com/quartet-server/quartet/static"
 )
 
 func TestConfigFileErrorsNameTheKey(t *testing.T) {
@@ -37,6 +40,9 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"a queue-wait target that is not a duration", "queue-wait-target: soon\n", []string{`key "queue-wait-target"`, `"soon" is not a duration`}},
 		{"unknown choice", "log-format: xml\n", []string{`key "log-format"`, `"xml" is not one of text, json`}},
 		{"two documents", "readers: 1\n---\nreaders: 2\n", []string{"more than one YAML document"}},
+		{"static-in-memory not a size", "static-in-memory: abc\n", []string{`key "static-in-memory"`, `"abc" is not a size`}},
+		{"static-in-memory-budget of nothing", "static-in-memory-budget: 0\n", []string{": static-in-memory-budget = 0: must be positive", "--static-in-memory 0"}},
+		{"static-cache-entries not a number", "static-cache-entries: many\n", []string{`key "static-cache-entries"`, `"many" is not a whole number`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,4 +287,145 @@ func TestQueueWaitTargetZeroIsOff(t *testing.T) {
 	if o.cfg.QueueWaitTarget >= 0 {
 		t.Errorf("--queue-wait-target 0 gives %v, want negative (off)", o.cfg.QueueWaitTarget)
 	}
+}
+
+// The --static-* settings reach static.Options: 0 and negative values
+// turn the cache or the in-memory files off (-1 in Options), sizes take
+// units, and the defaults are static's own.
+func TestStaticOptions(t *testing.T) {
+	tests := []struct {
+		args []string
+		want static.Options
+	}{
+		{nil, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: static.DefaultInMemory, InMemoryBudget: static.DefaultInMemoryBudget}},
+		{[]string{"--static-in-memory", "64KiB", "--static-in-memory-budget", "1GiB", "--static-cache-entries", "100000"},
+			static.Options{CacheEntries: 100000, InMemory: 64 << 10, InMemoryBudget: 1 << 30}},
+		{[]string{"--static-in-memory", "0"}, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: -1, InMemoryBudget: static.DefaultInMemoryBudget}},
+		{[]string{"--static-in-memory", "-1"}, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: -1, InMemoryBudget: static.DefaultInMemoryBudget}},
+		{[]string{"--static-cache-entries", "0"}, static.Options{CacheEntries: -1, InMemory: static.DefaultInMemory, InMemoryBudget: static.DefaultInMemoryBudget}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			o, given, err := loadOptions(tt.args, "")
+			if err == nil {
+				err = o.validate(given, "")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := o.staticOptions(); got != tt.want {
+				t.Errorf("static.Options %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// With --root, /metrics has the directory's cache with the settings the
+// flags gave and counts that agree with the requests made; the embedded
+// sample site has no cache and no such series. A bad value is refused
+// before anything starts, naming the flag and what was wrong.
+func TestServeStaticMetrics(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "small.txt"), []byte("ten bytes!"), 0o644)
+	os.WriteFile(filepath.Join(root, "large.txt"), bytes.Repeat([]byte("x"), 100), 0o644)
+	t.Run("root", func(t *testing.T) {
+		admin := freeAddr(t)
+		base, _ := startServe(t, "--root", root, "--metrics-addr", admin,
+			"--static-in-memory", "64", "--static-in-memory-budget", "1MiB", "--static-cache-entries", "8")
+		for _, path := range []string{"/small.txt", "/small.txt", "/small.txt", "/large.txt", "/missing"} {
+			if got := fetch(t, "GET", base+path); strings.HasPrefix(got, "error") {
+				t.Fatalf("GET %s: %s", path, got)
+			}
+		}
+		got := staticSeries(t, "http://"+admin+"/metrics")
+		for name, want := range map[string]float64{
+			"quartet_static_files_opened_total":        2,
+			"quartet_static_cache_hits_total":          2,
+			"quartet_static_cache_evictions_total":     0,
+			"quartet_static_cache_invalidations_total": 0,
+			"quartet_static_cache_entries":             2,
+			"quartet_static_cache_entries_max":         8,
+			"quartet_static_in_memory_files":           1, // large.txt is over 64 bytes
+			"quartet_static_in_memory_bytes":           10,
+			"quartet_static_in_memory_budget_bytes":    1 << 20,
+			"quartet_static_in_memory_file_max_bytes":  64,
+		} {
+			if v, ok := got[name]; !ok || v != want {
+				t.Errorf("%s = %v (exported: %v), want %v", name, v, ok, want)
+			}
+		}
+		if _, ok := got["quartet_static_revalidations_total"]; !ok {
+			t.Error("quartet_static_revalidations_total missing")
+		}
+	})
+	t.Run("embedded site", func(t *testing.T) {
+		admin := freeAddr(t)
+		base, _ := startServe(t, "--metrics-addr", admin)
+		fetch(t, "GET", base+"/")
+		if got := staticSeries(t, "http://"+admin+"/metrics"); len(got) != 0 {
+			t.Errorf("static cache series without a directory: %v", got)
+		}
+	})
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--static-in-memory", "abc"}, []string{"-static-in-memory", `"abc" is not a size`}},
+		{[]string{"--static-in-memory", "32K"}, []string{"-static-in-memory", "say 32KiB"}},
+		{[]string{"--static-in-memory-budget", "0"}, []string{"--static-in-memory-budget = 0: must be positive"}},
+		{[]string{"--static-in-memory-budget", "-1"}, []string{"--static-in-memory-budget = -1: must be positive"}},
+		{[]string{"--static-cache-entries", "lots"}, []string{"-static-cache-entries", `"lots" is not a whole number`}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			err := runServe(context.Background(), append([]string{"--root", root, "--addr", "127.0.0.1:0"}, tt.args...), io.Discard, io.Discard)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// staticSeries scrapes url and returns the value of every
+// quartet_static_* series, waiting for the admin listener, which opens a
+// moment after the server's.
+func staticSeries(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	var resp *http.Response
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if resp, err = http.Get(url); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scraping %s: %v", url, err)
+		}
+	}
+	defer resp.Body.Close()
+	var p expfmt.TextParser
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("the scrape does not parse: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		if !strings.HasPrefix(name, "quartet_static_") {
+			continue
+		}
+		if len(f.GetMetric()) != 1 {
+			t.Errorf("%s: %d series, want 1", name, len(f.GetMetric()))
+			continue
+		}
+		m := f.GetMetric()[0]
+		if m.GetCounter() != nil {
+			out[name] = m.GetCounter().GetValue()
+		} else {
+			out[name] = m.GetGauge().GetValue()
+		}
+	}
+	return out
 }

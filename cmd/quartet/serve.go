@@ -116,6 +116,7 @@ type serveRun struct {
 	srv     *runtime.Server
 	closers []io.Closer // every static root opened, closed after the server stops
 	desc    contentDesc
+	dir     atomic.Pointer[static.Dir] // the directory served now, for /metrics; nil for the embedded site
 }
 
 // contentDesc says what the handler serves, for the logs.
@@ -167,6 +168,9 @@ func (r *serveRun) run(ctx context.Context) error {
 	if o.metricsAddr != "" {
 		mx = metrics.New()
 		mx.RegisterBuildInfo(buildInfo())
+		// Registered once, whatever is served now: a reload that swaps
+		// the directory is followed at the next scrape.
+		mx.Registry().MustRegister(metrics.Static(r.staticStats))
 		cfg.Modules = append(cfg.Modules, mx.Module())
 	}
 	rmod, err := rdmaModule(o, r.logger)
@@ -347,14 +351,15 @@ func (r *serveRun) notifyState(state ...string) {
 // setHandler builds the handler o asks for and puts it in place.
 func (r *serveRun) setHandler(o *serveOptions) error {
 	var files processor.Handler
+	var dir *static.Dir
 	desc := contentDesc{root: o.root, demo: o.root == "" && r.configPath == ""}
 	if o.root != "" {
-		d, err := static.NewDir(o.root)
+		d, err := static.NewDirOptions(o.root, o.staticOptions())
 		if err != nil {
 			return fmt.Errorf("--root: %w", err)
 		}
 		r.closers = append(r.closers, d)
-		files = d
+		files, dir = d, d
 	} else {
 		site, _ := fs.Sub(sampleSite, "site")
 		fsys, err := static.NewFS(site)
@@ -373,8 +378,20 @@ func (r *serveRun) setHandler(o *serveOptions) error {
 		h = runtime.Builtin(files)
 	}
 	r.handler.set(h)
+	r.dir.Store(dir)
 	r.desc = desc
 	return nil
+}
+
+// staticStats is the open-file cache of the directory served now; none
+// for the embedded sample site, which has no cache (static.FS reads every
+// file into memory when it starts).
+func (r *serveRun) staticStats() (static.CacheStats, bool) {
+	d := r.dir.Load()
+	if d == nil {
+		return static.CacheStats{}, false
+	}
+	return d.CacheStats(), true
 }
 
 // reload is SIGHUP: read the configuration again and apply what can
@@ -418,10 +435,14 @@ func (r *serveRun) reload() {
 	}
 	live := *r.o // the running values, with the live ones from next
 	live.root, live.bench = next.root, next.bench
+	// A new directory handler is built below whenever anything live
+	// changed: the static settings take effect with it.
+	live.staticCacheEntries, live.staticInMemory, live.staticInMemoryBudget = next.staticCacheEntries, next.staticInMemory, next.staticInMemoryBudget
 	live.accessLog, live.accessLogFormat, live.logLevel = next.accessLog, next.accessLogFormat, next.logLevel
 	if err := r.setHandler(&live); err != nil {
 		r.logger.Error("SIGHUP: new content root; keeping the old one", "err", err)
 		live.root, live.bench = r.o.root, r.o.bench
+		live.staticCacheEntries, live.staticInMemory, live.staticInMemoryBudget = r.o.staticCacheEntries, r.o.staticInMemory, r.o.staticInMemoryBudget
 	}
 	if err := r.alog.open(live.accessLog, runtime.AccessLogFormat(live.accessLogFormat), r.stdout); err != nil {
 		r.logger.Error("SIGHUP: new access log; keeping the old one", "err", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/quartet-server/quartet/internal/strictyaml"
 	"github.com/quartet-server/quartet/rdmahttp"
 	"github.com/quartet-server/quartet/runtime"
+	"github.com/quartet-server/quartet/static"
 )
 
 // serveOptions is every setting of `quartet serve`. The server's own
@@ -34,6 +35,12 @@ type serveOptions struct {
 	rdma            string
 	rdmaAddr        string
 	rdmaDial        time.Duration
+
+	// --root's static.Options, with the defaults written out and -1 for
+	// off, so that -h shows the values in force.
+	staticCacheEntries   int
+	staticInMemory       int64
+	staticInMemoryBudget int64
 }
 
 func defaultOptions() *serveOptions {
@@ -44,6 +51,10 @@ func defaultOptions() *serveOptions {
 		logLevel:        "info",
 		rdma:            "off",
 		rdmaDial:        rdmahttp.DefaultDialTimeout,
+
+		staticCacheEntries:   static.DefaultCacheEntries,
+		staticInMemory:       static.DefaultInMemory,
+		staticInMemoryBudget: static.DefaultInMemoryBudget,
 	}
 }
 
@@ -64,6 +75,9 @@ func (o *serveOptions) settings() []setting {
 	return []setting{
 		{"addr", (*text)(&c.Addr), false, "listen address host:port (port 0 picks one; the startup log says which)"},
 		{"root", (*text)(&o.root), true, "serve static files from this directory (default: the embedded sample site, with the load-test endpoints)"},
+		{"static-cache-entries", (*countOrOff)(&o.staticCacheEntries), true, "files of --root kept open between requests, a stat checking each for changes at most once a second (0: none, every request opens its file)"},
+		{"static-in-memory", (*sizeOrOff)(&o.staticInMemory), true, "files of --root up to this size are also held in memory while cached, and sent with one write instead of sendfile (0 or -1: none)"},
+		{"static-in-memory-budget", (*sizeInt64)(&o.staticInMemoryBudget), true, "bytes of --root's files held in memory at most; a file that would pass it is sent from disk"},
 		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /bytes, /echo (default: only without --root and --config)"},
 		{"msg-addr", (*text)(&c.MsgAddr), false, "also serve the messenger (docs/messenger.md) on this address, with the built-in echo dispatcher, on the same stages as HTTP (default: off)"},
 		{"msg-max-payload", (*sizeInt)(&c.MsgMaxPayload), false, "messenger request payload limit (an error frame and a close beyond); each payload is read whole before dispatch"},
@@ -180,7 +194,17 @@ func (o *serveOptions) validate(given flagsGiven, configPath string) error {
 	if o.rdmaDial <= 0 {
 		return fmt.Errorf("%s = %v: must be positive", where("rdma-dial-timeout"), o.rdmaDial)
 	}
+	if o.staticInMemoryBudget <= 0 {
+		// 0 could be read as "no limit" as well as "nothing": refused,
+		// and the way to hold nothing named.
+		return fmt.Errorf("%s = %v: must be positive (--static-in-memory 0 holds no file in memory)", where("static-in-memory-budget"), o.staticInMemoryBudget)
+	}
 	return nil
+}
+
+// staticOptions are the options --root's directory is opened with.
+func (o *serveOptions) staticOptions() static.Options {
+	return static.Options{CacheEntries: o.staticCacheEntries, InMemory: o.staticInMemory, InMemoryBudget: o.staticInMemoryBudget}
 }
 
 // keyOf finds the key bound to the runtime.Config field named field.
@@ -433,6 +457,14 @@ func (v *countOrOff) Set(s string) error {
 	}
 	return nil
 }
+
+// sizeOrOff is a byte count for a static.Options field in which a
+// negative value turns the feature off: 0 turns it off too, as it does
+// for rateOrOff, whose syntax it shares.
+type sizeOrOff int64
+
+func (v *sizeOrOff) String() string     { return (*rateOrOff)(v).String() }
+func (v *sizeOrOff) Set(s string) error { return (*rateOrOff)(v).Set(s) }
 
 func parseSize(s string) (int64, error) {
 	num, mult := strings.TrimSpace(s), int64(1)
