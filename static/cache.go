@@ -146,6 +146,7 @@ type cache struct {
 	// hit adds no second contended cache line.
 	hits       atomic.Int64
 	m          map[string]*entry
+	closed     bool // under mu: close has run, and nothing more is cached
 	max        int
 	revalidate time.Duration
 	budget     int64        // bytes of files held in memory, at most
@@ -227,6 +228,7 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 			}
 		}
 		opened := false // by this request, not by one it waited for
+		kept := true    // the cache took the new entry's first reference
 		v, err, _ := c.sf.Do(key, func() (any, error) {
 			opened = true
 			ne, err := c.open(name, dir)
@@ -235,13 +237,19 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 				return nil, err
 			}
 			c.opens.Add(1)
-			c.put(key, ne, e)
+			kept = c.put(key, ne, e)
 			return ne, nil
 		})
 		if err != nil {
 			return nil, err
 		}
-		if ne := v.(*entry); ne.acquire() {
+		ne := v.(*entry)
+		if opened && !kept {
+			// The cache is closed: the first reference, which it
+			// would have held, is this request's.
+			return ne, nil
+		}
+		if ne.acquire() {
 			if !opened {
 				// Served by the open of a request it arrived beside:
 				// the file was opened once for both, and this one is
@@ -258,9 +266,15 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 // put installs e under key in place of old (if old is still there), and
 // evicts an entry when the cache is full. old is the entry get found and
 // did not use, which while it is still in place means its revalidation
-// found the file changed.
-func (c *cache) put(key string, e, old *entry) {
+// found the file changed. It reports false, and installs nothing, once
+// the cache is closed: e's first reference is then its opener's.
+func (c *cache) put(key string, e, old *entry) bool {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.dropped(e) // its bytes, if any, go with the response
+		return false
+	}
 	var drop []*entry
 	if cur := c.m[key]; cur != nil {
 		drop = append(drop, cur)
@@ -282,6 +296,7 @@ func (c *cache) put(key string, e, old *entry) {
 		c.dropped(d)
 		d.release()
 	}
+	return true
 }
 
 // forget drops old from key if it is still there (the file went away).
@@ -304,11 +319,13 @@ func (c *cache) forget(key string, old *entry) {
 }
 
 // close releases every entry; files still being sent close after their
-// responses.
+// responses. A request still inside (a Dir is closed while it serves)
+// opens its file uncached.
 func (c *cache) close() {
 	c.mu.Lock()
 	m := c.m
 	c.m = map[string]*entry{}
+	c.closed = true
 	c.mu.Unlock()
 	for _, e := range m {
 		c.dropped(e)

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -160,6 +161,14 @@ type Dir struct {
 	path  string
 	opts  Options
 	cache *cache
+
+	// users counts the requests inside the root (an open, a stat: a cache
+	// miss or revalidation). Close closes the root when the last of them
+	// is out, so a Dir retired while it serves (a reload that replaces
+	// it) answers every request that reached it; a hit needs no root.
+	rootMu sync.Mutex
+	users  int
+	closed bool
 }
 
 // NewDir opens root with default options. Close releases it.
@@ -254,12 +263,49 @@ func (d *Dir) openEntry(name string, dir bool) (*entry, error) {
 	return e, nil
 }
 
-// Close releases the root directory and the cached files.
+// Close releases the cached files (those still being sent close after
+// their responses) and the root directory, once no request is using it.
+// Requests that reach the Dir afterwards are answered 503 with
+// Retry-After. Close may be called more than once.
 func (d *Dir) Close() error {
+	d.rootMu.Lock()
+	was := d.closed
+	d.closed = true
+	last := d.users == 0
+	d.rootMu.Unlock()
+	if was {
+		return nil
+	}
 	if d.cache != nil {
 		d.cache.close()
 	}
-	return d.root.Close()
+	if last {
+		return d.root.Close()
+	}
+	return nil
+}
+
+// enter admits a request into the root; false once the Dir is closed.
+func (d *Dir) enter() bool {
+	d.rootMu.Lock()
+	defer d.rootMu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.users++
+	return true
+}
+
+// leave lets the root go, closing it if the Dir was closed meanwhile and
+// this was its last user.
+func (d *Dir) leave() {
+	d.rootMu.Lock()
+	d.users--
+	last := d.closed && d.users == 0
+	d.rootMu.Unlock()
+	if last {
+		d.root.Close()
+	}
 }
 
 // Inline declares a request non-blocking (processor.Inliner) when its file
@@ -299,6 +345,14 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 		notFound(w)
 		return
 	}
+	if !d.enter() {
+		// Closed: a request that took this handler just before it was
+		// replaced, and stalled past the replacement's grace.
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(503)
+		return
+	}
+	defer d.leave()
 	var e *entry
 	if d.cache != nil {
 		e, err = d.cache.get(name, dir)

@@ -608,3 +608,23 @@ func TestSmallFilesInMemory(t *testing.T) {
 		})
 	}
 }
+
+// A request that reaches a closed Dir (it took the handler just before a
+// reload replaced it, and stalled) is told to come back, not that the file
+// is missing.
+func TestClosedDirAnswersRetry(t *testing.T) {
+	root, _, _ := tree(t)
+	d := newDir(t, root)
+	addr := serve(t, d)
+	if r := do(t, addr, "GET", "/hello.txt"); r.status != 200 {
+		t.Fatalf("before Close: %d", r.status)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := do(t, addr, "GET", "/hello.txt")
+	if r.status != 503 || r.header.Get("Retry-After") == "" {
+		t.Fatalf("after Close: %d, Retry-After %q; want 503 with Retry-After", r.status, r.header.Get("Retry-After"))
+	}
+	waitOpen(t, root, 0)
+}

@@ -302,6 +302,11 @@ func TestSignals(t *testing.T) {
 				"quartet_static_in_memory_budget_bytes": 2 << 20, "quartet_static_in_memory_file_max_bytes": 0,
 				"quartet_static_cache_entries_max": 4,
 			}},
+			// Nothing the handler serves changed: the same Dir, still
+			// warm, its counters going on.
+			{"root: " + dir + "\nstatic-in-memory-budget: 2MiB\nstatic-in-memory: 0\nstatic-cache-entries: 4\nlog-level: debug\n", map[string]float64{
+				"quartet_static_files_opened_total": 1, "quartet_static_cache_hits_total": 3,
+			}},
 		} {
 			reload(step.yaml)
 			for range 2 {
@@ -315,6 +320,25 @@ func TestSignals(t *testing.T) {
 					t.Errorf("%s = %v, want %v (config %q)", name, got[name], want, step.yaml)
 				}
 			}
+		}
+		// Another root: the replaced directory is closed (its root and
+		// its cached file) soon after, while the new one serves.
+		if n := fdsUnder(t, p.cmd.Process.Pid, dir); n == 0 {
+			t.Fatalf("no fd under %s while it is served", dir)
+		}
+		dir2 := t.TempDir()
+		os.WriteFile(filepath.Join(dir2, "page"), []byte("another page"), 0o644)
+		reload("root: " + dir2 + "\n")
+		if got := fetch(t, "GET", p.url+"/page"); got != "200 another page" {
+			t.Fatalf("after the new root: %q", got)
+		}
+		for deadline := time.Now().Add(20 * time.Second); fdsUnder(t, p.cmd.Process.Pid, dir) > 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d fds still under the replaced root %s", fdsUnder(t, p.cmd.Process.Pid, dir), dir)
+			}
+		}
+		if got := fetch(t, "GET", p.url+"/page"); got != "200 another page" {
+			t.Fatalf("after the old root was closed: %q", got)
 		}
 		p.signal(syscall.SIGTERM)
 		if code := p.wait(); code != 0 {
@@ -592,4 +616,21 @@ func TestLoadToolsFindTheBoundAddress(t *testing.T) {
 	if got := fetch(t, "GET", srv.URL()+"/hello"); got != "200 Hello, World!" {
 		t.Fatalf("%s/hello: %q", srv.URL(), got)
 	}
+}
+
+// fdsUnder counts the fds of process pid open on dir or on a file under it.
+func fdsUnder(t *testing.T, pid int, dir string) int {
+	t.Helper()
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		t.Fatalf("reading %s: %v", fdDir, err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join(fdDir, e.Name())); err == nil && (target == dir || strings.HasPrefix(target, dir+"/")) {
+			n++
+		}
+	}
+	return n
 }

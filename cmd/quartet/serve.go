@@ -114,10 +114,19 @@ type serveRun struct {
 	alog    accessLog
 	notify  *systemd.Notifier
 	srv     *runtime.Server
-	closers []io.Closer // every static root opened, closed after the server stops
 	desc    contentDesc
 	dir     atomic.Pointer[static.Dir] // the directory served now, for /metrics; nil for the embedded site
+	// retiring are directories a reload replaced, each closed retireGrace
+	// later by its timer, or when the server stops if that comes first.
+	retireMu sync.Mutex
+	retiring map[*static.Dir]*time.Timer
 }
+
+// retireGrace is how long a directory a reload replaced stays open before
+// it is closed. Requests that took it just before the swap enter it within
+// microseconds, and Dir.Close waits for those inside; one that stalled
+// longer is answered 503 with Retry-After.
+const retireGrace = 2 * time.Second
 
 // contentDesc says what the handler serves, for the logs.
 type contentDesc struct {
@@ -358,7 +367,6 @@ func (r *serveRun) setHandler(o *serveOptions) error {
 		if err != nil {
 			return fmt.Errorf("--root: %w", err)
 		}
-		r.closers = append(r.closers, d)
 		files, dir = d, d
 	} else {
 		site, _ := fs.Sub(sampleSite, "site")
@@ -378,9 +386,28 @@ func (r *serveRun) setHandler(o *serveOptions) error {
 		h = runtime.Builtin(files)
 	}
 	r.handler.set(h)
-	r.dir.Store(dir)
+	if old := r.dir.Swap(dir); old != nil {
+		r.retire(old)
+	}
 	r.desc = desc
 	return nil
+}
+
+// retire closes old, a directory no longer served, after retireGrace:
+// its open files and held bytes go, and its root once the last request
+// inside it is out.
+func (r *serveRun) retire(old *static.Dir) {
+	r.retireMu.Lock()
+	defer r.retireMu.Unlock()
+	if r.retiring == nil {
+		r.retiring = map[*static.Dir]*time.Timer{}
+	}
+	r.retiring[old] = time.AfterFunc(retireGrace, func() {
+		r.retireMu.Lock()
+		delete(r.retiring, old)
+		r.retireMu.Unlock()
+		old.Close()
+	})
 }
 
 // staticStats is the open-file cache of the directory served now; none
@@ -435,14 +462,16 @@ func (r *serveRun) reload() {
 	}
 	live := *r.o // the running values, with the live ones from next
 	live.root, live.bench = next.root, next.bench
-	// A new directory handler is built below whenever anything live
-	// changed: the static settings take effect with it.
 	live.staticCacheEntries, live.staticInMemory, live.staticInMemoryBudget = next.staticCacheEntries, next.staticInMemory, next.staticInMemoryBudget
 	live.accessLog, live.accessLogFormat, live.logLevel = next.accessLog, next.accessLogFormat, next.logLevel
-	if err := r.setHandler(&live); err != nil {
-		r.logger.Error("SIGHUP: new content root; keeping the old one", "err", err)
-		live.root, live.bench = r.o.root, r.o.bench
-		live.staticCacheEntries, live.staticInMemory, live.staticInMemoryBudget = r.o.staticCacheEntries, r.o.staticInMemory, r.o.staticInMemoryBudget
+	// The handler is rebuilt only when what it serves changed: otherwise
+	// the open-file cache stays warm and its counters keep counting.
+	if live.content() != r.o.content() {
+		if err := r.setHandler(&live); err != nil {
+			r.logger.Error("SIGHUP: new content root; keeping the old one", "err", err)
+			live.root, live.bench = r.o.root, r.o.bench
+			live.staticCacheEntries, live.staticInMemory, live.staticInMemoryBudget = r.o.staticCacheEntries, r.o.staticInMemory, r.o.staticInMemoryBudget
+		}
 	}
 	if err := r.alog.open(live.accessLog, runtime.AccessLogFormat(live.accessLogFormat), r.stdout); err != nil {
 		r.logger.Error("SIGHUP: new access log; keeping the old one", "err", err)
@@ -479,9 +508,18 @@ func (r *serveRun) reload() {
 	r.warnBench()
 }
 
+// close releases the directories, the one served and any retiring.
 func (r *serveRun) close() {
-	for _, c := range r.closers {
-		c.Close()
+	if d := r.dir.Swap(nil); d != nil {
+		d.Close()
+	}
+	r.retireMu.Lock()
+	retiring := r.retiring
+	r.retiring = nil
+	r.retireMu.Unlock()
+	for d, t := range retiring {
+		t.Stop()
+		d.Close() // idempotent, should its timer have fired meanwhile
 	}
 	r.alog.close()
 }

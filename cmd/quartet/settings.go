@@ -202,6 +202,18 @@ func (o *serveOptions) validate(given flagsGiven, configPath string) error {
 	return nil
 }
 
+// contentOptions are the settings that say what the handler serves: a
+// reload rebuilds it when one of them changes.
+type contentOptions struct {
+	root   string
+	bench  optionalBool
+	static static.Options
+}
+
+func (o *serveOptions) content() contentOptions {
+	return contentOptions{root: o.root, bench: o.bench, static: o.staticOptions()}
+}
+
 // staticOptions are the options --root's directory is opened with.
 func (o *serveOptions) staticOptions() static.Options {
 	return static.Options{CacheEntries: o.staticCacheEntries, InMemory: o.staticInMemory, InMemoryBudget: o.staticInMemoryBudget}
