@@ -87,7 +87,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func printServeUsage(w io.Writer) {
 	fmt.Fprint(w, serveAbout)
 	o := defaultOptions()
-	for _, s := range append([]setting{{key: "config", value: (*text)(new(string)), help: "read settings from this YAML file; flags given too win"}}, o.settings()...) {
+	all := append([]setting{{key: "config", value: (*text)(new(string)), help: "read settings from this YAML file; flags given too win"}}, o.settings()...)
+	width := 0
+	for _, s := range all {
+		width = max(width, len(s.key))
+	}
+	for _, s := range all {
 		def := s.value.String()
 		if def == "" || def == "0" && s.key == "max-conns" {
 			def = ""
@@ -95,7 +100,7 @@ func printServeUsage(w io.Writer) {
 		if def != "" {
 			def = " (default " + def + ")"
 		}
-		fmt.Fprintf(w, "  --%-18s %s%s\n", s.key, s.help, def)
+		fmt.Fprintf(w, "  --%-*s %s%s\n", width, s.key, s.help, def)
 	}
 }
 
