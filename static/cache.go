@@ -34,6 +34,7 @@ type entry struct {
 	lastMod  string
 	length   string // size, the whole file's Content-Length
 	dev, ino uint64
+	key      string // the cache's name for it (name, or the directory's with its slash); set before it is published
 	data     []byte // the whole file, for a small one (Options.InMemory); never written once set
 	refs     atomic.Int32
 	checked  atomic.Int64 // unix nanoseconds of the last check against the disk
@@ -141,10 +142,15 @@ var errRedirect = errors.New("quartet: static: directory without trailing slash"
 // checked against the disk (one stat) before use, and replaced if the file
 // changed.
 type cache struct {
-	mu sync.Mutex
-	// hits is next to mu, which every lookup writes anyway: counting a
-	// hit adds no second contended cache line.
-	hits       atomic.Int64
+	// idx is what lookups read, without a lock; m, under mu, is what
+	// writers decide with (its size, a victim to evict), idx their
+	// published copy.
+	idx *index
+	// hits are striped by connection, so that loops on different cores
+	// count theirs on cache lines of their own.
+	hits [hitStripes]hitStripe
+
+	mu         sync.Mutex
 	m          map[string]*entry
 	closed     bool // under mu: close has run, and nothing more is cached
 	max        int
@@ -180,30 +186,51 @@ func (c *cache) isFresh(e *entry) bool {
 	return e != nil && time.Now().UnixNano()-e.checked.Load() < int64(c.revalidate)
 }
 
+// hitStripes is how many cache lines the hit count is spread over.
+const hitStripes = 16
+
+type hitStripe struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+func (c *cache) countHit(stripe uint64) { c.hits[stripe%hitStripes].n.Add(1) }
+
+// hitCount sums the stripes.
+func (c *cache) hitCount() int64 {
+	var n int64
+	for i := range c.hits {
+		n += c.hits[i].n.Load()
+	}
+	return n
+}
+
 // load is the entry under key, or nil.
 func (c *cache) load(key string) *entry {
-	c.mu.Lock()
-	e := c.m[key]
-	c.mu.Unlock()
-	return e
+	return c.idx.find([]byte(key)) // no copy: the conversion does not escape
 }
 
-// lookup is load for a key in bytes (see cleanKey), without allocating.
-func (c *cache) lookup(key []byte) *entry {
-	c.mu.Lock()
-	e := c.m[string(key)]
-	c.mu.Unlock()
-	return e
-}
-
-// hit is get's fast path: key's entry with a reference taken, if it is
-// cached and fresh; nil sends the caller to get.
-func (c *cache) hit(key []byte) *entry {
-	if e := c.lookup(key); c.isFresh(e) && e.acquire() {
-		c.hits.Add(1)
-		return e
+// hit is get's fast path: key's entry (key in bytes: see cleanKey) if it
+// is cached and fresh; nil sends the caller to get. held says whether a
+// reference was taken for the response: none is for a file held in
+// memory, whose bytes outlive the entry (the garbage collector keeps
+// them while the response does) and whose descriptor the response does
+// not use, so that loops on several cores serving one small file do not
+// share its reference count. stripe (the connection's ID) picks where the
+// hit is counted.
+func (c *cache) hit(key []byte, stripe uint64) (e *entry, held bool) {
+	e = c.idx.find(key)
+	if !c.isFresh(e) {
+		return nil, false
 	}
-	return nil
+	if e.data == nil {
+		if !e.acquire() {
+			return nil, false
+		}
+		held = true
+	}
+	c.countHit(stripe)
+	return e, held
 }
 
 func (c *cache) get(name string, dir bool) (*entry, error) {
@@ -223,7 +250,7 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 				}
 			}
 			if fresh && e.acquire() {
-				c.hits.Add(1)
+				c.countHit(0)
 				return e, nil
 			}
 		}
@@ -254,7 +281,7 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 				// Served by the open of a request it arrived beside:
 				// the file was opened once for both, and this one is
 				// not in Opens.
-				c.hits.Add(1)
+				c.countHit(0)
 			}
 			return ne, nil
 		}
@@ -286,11 +313,14 @@ func (c *cache) put(key string, e, old *entry) bool {
 		for k, v := range c.m { // any victim: map order is random enough
 			drop = append(drop, v)
 			delete(c.m, k)
+			c.idx.remove(k)
 			c.evictions.Add(1)
 			break
 		}
 	}
+	e.key = key
 	c.m[key] = e
+	c.idx.set(e)
 	c.mu.Unlock()
 	for _, d := range drop {
 		c.dropped(d)
@@ -307,6 +337,7 @@ func (c *cache) forget(key string, old *entry) {
 	c.mu.Lock()
 	if c.m[key] == old {
 		delete(c.m, key)
+		c.idx.remove(key)
 		c.invalidations.Add(1)
 	} else {
 		old = nil
@@ -325,6 +356,7 @@ func (c *cache) close() {
 	c.mu.Lock()
 	m := c.m
 	c.m = map[string]*entry{}
+	c.idx.clear()
 	c.closed = true
 	c.mu.Unlock()
 	for _, e := range m {

@@ -195,7 +195,7 @@ func NewDirOptions(root string, opts Options) (*Dir, error) {
 	}
 	d := &Dir{root: r, path: root, opts: opts}
 	if opts.CacheEntries > 0 {
-		d.cache = &cache{m: map[string]*entry{}, max: opts.CacheEntries, revalidate: opts.Revalidate, budget: opts.InMemoryBudget,
+		d.cache = &cache{m: map[string]*entry{}, idx: newIndex(opts.CacheEntries), max: opts.CacheEntries, revalidate: opts.Revalidate, budget: opts.InMemoryBudget,
 			open: d.openEntry, stat: d.stat}
 	}
 	return d, nil
@@ -320,7 +320,7 @@ func (d *Dir) Inline(r *stages.Request) bool {
 		return false
 	}
 	if key, ok := cleanKey(r.Path); ok {
-		return d.cache.isFresh(d.cache.lookup(key))
+		return d.cache.isFresh(d.cache.idx.find(key))
 	}
 	name, dir, err := cleanPath(r.Path)
 	return err != nil || d.cache.fresh(name, dir) // a bad path is a 404
@@ -333,8 +333,10 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	}
 	if d.cache != nil {
 		if key, ok := cleanKey(r.Path); ok {
-			if e := d.cache.hit(key); e != nil {
-				w.OnRecycle(e)
+			if e, held := d.cache.hit(key, r.Conn.ID); e != nil {
+				if held {
+					w.OnRecycle(e)
+				}
 				serveEntry(w, r, e)
 				return
 			}
@@ -552,7 +554,7 @@ func (d *Dir) CacheStats() CacheStats {
 	entries := len(c.m)
 	c.mu.Unlock()
 	s := CacheStats{
-		Hits:           c.hits.Load(),
+		Hits:           c.hitCount(),
 		Opens:          c.opens.Load(),
 		Revalidations:  c.revalidations.Load(),
 		Invalidations:  c.invalidations.Load(),
