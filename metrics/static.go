@@ -28,6 +28,8 @@ var (
 	descStaticRevals = prometheus.NewDesc("quartet_static_revalidations_total", "Checks of a cached file against the disk (one stat each), made when its entry was last checked longer ago than the revalidation interval.", nil, nil)
 	descStaticInval  = prometheus.NewDesc("quartet_static_cache_invalidations_total", "Cache entries dropped because a revalidation found their file rewritten, replaced or removed.", nil, nil)
 	descStaticEvict  = prometheus.NewDesc("quartet_static_cache_evictions_total", "Cache entries dropped to make room for another in a full cache (see quartet_static_cache_entries_max).", nil, nil)
+	descStaticNF     = prometheus.NewDesc("quartet_static_not_found_hits_total", "Requests answered 404 from the cache's memory of a name found missing (checked within the revalidation interval), without touching the disk.", nil, nil)
+	descStaticMiss   = prometheus.NewDesc("quartet_static_cache_missing_entries", "Names the cache remembers as missing now, bounded apart from quartet_static_cache_entries (a quarter of its bound, at least 16).", nil, nil)
 	descStaticEnts   = prometheus.NewDesc("quartet_static_cache_entries", "Names in the open-file cache now, each with its file open.", nil, nil)
 	descStaticEntMax = prometheus.NewDesc("quartet_static_cache_entries_max", "The bound on quartet_static_cache_entries (static.Options.CacheEntries; quartet serve --static-cache-entries).", nil, nil)
 	descStaticMemN   = prometheus.NewDesc("quartet_static_in_memory_files", "Cached files whose bytes are held in memory now, served with one write instead of sendfile.", nil, nil)
@@ -38,7 +40,7 @@ var (
 
 func (c staticCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStaticHits, descStaticOpens, descStaticRevals, descStaticInval, descStaticEvict,
-		descStaticEnts, descStaticEntMax, descStaticMemN, descStaticMemB, descStaticBudget, descStaticMemMax} {
+		descStaticNF, descStaticMiss, descStaticEnts, descStaticEntMax, descStaticMemN, descStaticMemB, descStaticBudget, descStaticMemMax} {
 		ch <- d
 	}
 }
@@ -59,6 +61,8 @@ func (c staticCollector) Collect(ch chan<- prometheus.Metric) {
 	count(descStaticRevals, st.Revalidations)
 	count(descStaticInval, st.Invalidations)
 	count(descStaticEvict, st.Evictions)
+	count(descStaticNF, st.NotFoundHits)
+	gauge(descStaticMiss, int64(st.Missing))
 	gauge(descStaticEnts, int64(st.Entries))
 	gauge(descStaticEntMax, int64(st.EntriesMax))
 	gauge(descStaticMemN, int64(st.InMemoryFiles))

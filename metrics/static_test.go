@@ -22,7 +22,8 @@ import (
 // gauge, and a source with nothing to report leaves the series out.
 func TestStaticCollectorSeries(t *testing.T) {
 	st := static.CacheStats{Hits: 11, Opens: 12, Revalidations: 13, Invalidations: 14, Evictions: 15,
-		Entries: 16, EntriesMax: 17, InMemoryFiles: 18, InMemoryBytes: 19, InMemoryBudget: 20, InMemoryFileMax: 21}
+		Entries: 16, EntriesMax: 17, InMemoryFiles: 18, InMemoryBytes: 19, InMemoryBudget: 20, InMemoryFileMax: 21,
+		NotFoundHits: 22, Missing: 23}
 	series := []struct {
 		name    string
 		counter bool
@@ -39,6 +40,8 @@ func TestStaticCollectorSeries(t *testing.T) {
 		{"quartet_static_in_memory_bytes", false, 19},
 		{"quartet_static_in_memory_budget_bytes", false, 20},
 		{"quartet_static_in_memory_file_max_bytes", false, 21},
+		{"quartet_static_not_found_hits_total", true, 22},
+		{"quartet_static_cache_missing_entries", false, 23},
 	}
 	for _, tt := range []struct {
 		name string

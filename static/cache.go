@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime"
 	"net/http"
 	"os"
@@ -35,6 +36,7 @@ type entry struct {
 	length   string // size, the whole file's Content-Length
 	dev, ino uint64
 	key      string // the cache's name for it (name, or the directory's with its slash); set before it is published
+	missing  bool   // a name found not to exist: no file, answered 404 until it is due for a check
 	data     []byte // the whole file, for a small one (Options.InMemory); never written once set
 	refs     atomic.Int32
 	checked  atomic.Int64 // unix nanoseconds of the last check against the disk
@@ -150,8 +152,12 @@ type cache struct {
 	// count theirs on cache lines of their own.
 	hits [hitStripes]hitStripe
 
-	mu         sync.Mutex
-	m          map[string]*entry
+	mu sync.Mutex
+	m  map[string]*entry
+	// missing are names found not to exist (nginx's
+	// open_file_cache_errors), bounded apart from m, so that a scan for
+	// names that are not there evicts none that are.
+	missing    map[string]*entry
 	closed     bool // under mu: close has run, and nothing more is cached
 	max        int
 	revalidate time.Duration
@@ -190,20 +196,30 @@ func (c *cache) isFresh(e *entry) bool {
 const hitStripes = 16
 
 type hitStripe struct {
-	n atomic.Int64
-	_ [56]byte
+	n, notFound atomic.Int64
+	_           [48]byte
 }
 
-func (c *cache) countHit(stripe uint64) { c.hits[stripe%hitStripes].n.Add(1) }
-
-// hitCount sums the stripes.
-func (c *cache) hitCount() int64 {
-	var n int64
-	for i := range c.hits {
-		n += c.hits[i].n.Load()
+func (c *cache) countHit(e *entry, stripe uint64) {
+	if e.missing {
+		c.hits[stripe%hitStripes].notFound.Add(1)
+		return
 	}
-	return n
+	c.hits[stripe%hitStripes].n.Add(1)
 }
+
+// hitCount sums the stripes: hits on files, and on names known missing.
+func (c *cache) hitCount() (files, notFound int64) {
+	for i := range c.hits {
+		files += c.hits[i].n.Load()
+		notFound += c.hits[i].notFound.Load()
+	}
+	return files, notFound
+}
+
+// missingMax bounds the names remembered as missing: a quarter of the
+// files, at least 16.
+func (c *cache) missingMax() int { return max(c.max/4, 16) }
 
 // load is the entry under key, or nil.
 func (c *cache) load(key string) *entry {
@@ -211,25 +227,25 @@ func (c *cache) load(key string) *entry {
 }
 
 // hit is get's fast path: key's entry (key in bytes: see cleanKey) if it
-// is cached and fresh; nil sends the caller to get. held says whether a
-// reference was taken for the response: none is for a file held in
-// memory, whose bytes outlive the entry (the garbage collector keeps
-// them while the response does) and whose descriptor the response does
-// not use, so that loops on several cores serving one small file do not
-// share its reference count. stripe (the connection's ID) picks where the
-// hit is counted.
+// is cached and fresh, possibly a missing one; nil sends the caller to
+// get. held says whether a reference was taken for the response: none is
+// for a missing name, or for a file held in memory, whose bytes outlive
+// the entry (the garbage collector keeps them while the response does)
+// and whose descriptor the response does not use, so that loops on
+// several cores serving one small file do not share its reference count.
+// stripe (the connection's ID) picks where the hit is counted.
 func (c *cache) hit(key []byte, stripe uint64) (e *entry, held bool) {
 	e = c.idx.find(key)
 	if !c.isFresh(e) {
 		return nil, false
 	}
-	if e.data == nil {
+	if e.data == nil && !e.missing {
 		if !e.acquire() {
 			return nil, false
 		}
 		held = true
 	}
-	c.countHit(stripe)
+	c.countHit(e, stripe)
 	return e, held
 }
 
@@ -240,7 +256,13 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 	}
 	for attempt := 0; attempt < 3; attempt++ {
 		e := c.load(key)
-		if e != nil {
+		if e != nil && e.missing {
+			if c.isFresh(e) {
+				c.countHit(e, 0)
+				return nil, fs.ErrNotExist
+			}
+			c.revalidations.Add(1) // by opening it again, below
+		} else if e != nil {
 			fresh := c.isFresh(e)
 			if !fresh {
 				c.revalidations.Add(1)
@@ -250,7 +272,7 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 				}
 			}
 			if fresh && e.acquire() {
-				c.countHit(0)
+				c.countHit(e, 0)
 				return e, nil
 			}
 		}
@@ -261,6 +283,9 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 			ne, err := c.open(name, dir)
 			if err != nil {
 				c.forget(key, e)
+				if errors.Is(err, fs.ErrNotExist) {
+					c.putMissing(key)
+				}
 				return nil, err
 			}
 			c.opens.Add(1)
@@ -281,7 +306,7 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 				// Served by the open of a request it arrived beside:
 				// the file was opened once for both, and this one is
 				// not in Opens.
-				c.countHit(0)
+				c.countHit(ne, 0)
 			}
 			return ne, nil
 		}
@@ -301,6 +326,12 @@ func (c *cache) put(key string, e, old *entry) bool {
 		c.mu.Unlock()
 		c.dropped(e) // its bytes, if any, go with the response
 		return false
+	}
+	if cur := c.missing[key]; cur != nil {
+		delete(c.missing, key) // found after all; c.idx.set below replaces it
+		if cur == old {
+			c.invalidations.Add(1)
+		}
 	}
 	var drop []*entry
 	if cur := c.m[key]; cur != nil {
@@ -335,11 +366,16 @@ func (c *cache) forget(key string, old *entry) {
 		return
 	}
 	c.mu.Lock()
-	if c.m[key] == old {
+	switch {
+	case old.missing && c.missing[key] == old:
+		delete(c.missing, key)
+		c.idx.remove(key)
+		old = nil // holds no file
+	case c.m[key] == old:
 		delete(c.m, key)
 		c.idx.remove(key)
 		c.invalidations.Add(1)
-	} else {
+	default:
 		old = nil
 	}
 	c.mu.Unlock()
@@ -349,6 +385,28 @@ func (c *cache) forget(key string, old *entry) {
 	}
 }
 
+// putMissing remembers that key's name does not exist, until it is due
+// for a check like any entry. A file installed under key meanwhile (by a
+// request that found it after all) is left in place.
+func (c *cache) putMissing(key string) {
+	e := &entry{key: key, missing: true}
+	e.checked.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.m[key] != nil {
+		return
+	}
+	if c.missing[key] == nil && len(c.missing) >= c.missingMax() {
+		for k := range c.missing { // any victim, as put's
+			delete(c.missing, k)
+			c.idx.remove(k)
+			break
+		}
+	}
+	c.missing[key] = e
+	c.idx.set(e)
+}
+
 // close releases every entry; files still being sent close after their
 // responses. A request still inside (a Dir is closed while it serves)
 // opens its file uncached.
@@ -356,6 +414,7 @@ func (c *cache) close() {
 	c.mu.Lock()
 	m := c.m
 	c.m = map[string]*entry{}
+	c.missing = map[string]*entry{}
 	c.idx.clear()
 	c.closed = true
 	c.mu.Unlock()

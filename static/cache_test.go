@@ -202,17 +202,28 @@ func TestSymlinksOutOfRootOnlyWhenAllowed(t *testing.T) {
 	}
 }
 
+// step is one request of TestCacheStats.
+type step struct {
+	target string            // GET this; "" for none
+	status int               // and expect this
+	then   func(root string) // after the request
+}
+
+// missingSteps asks for n names that do not exist.
+func missingSteps(n int) []step {
+	steps := make([]step, n)
+	for i := range steps {
+		steps[i] = step{fmt.Sprintf("/missing-%d", i), 404, nil}
+	}
+	return steps
+}
+
 // TestCacheStats: each counter of Dir.CacheStats counts its event once,
 // in the place it happens, and what the cache holds is given back on
 // Close.
 func TestCacheStats(t *testing.T) {
 	const revalidate = 50 * time.Millisecond
 	pastRevalidate := func() { time.Sleep(revalidate + 30*time.Millisecond) }
-	type step struct {
-		target string            // GET this; "" for none
-		status int               // and expect this
-		then   func(root string) // after the request
-	}
 	tests := []struct {
 		name  string
 		opts  static.Options
@@ -227,10 +238,25 @@ func TestCacheStats(t *testing.T) {
 			static.Options{},
 			[]step{{"/", 200, nil}, {"/", 200, nil}, {"/index.html", 200, nil}},
 			static.CacheStats{Opens: 2, Hits: 1, Entries: 2, InMemoryFiles: 2, InMemoryBytes: 2 * 13}},
-		{"a missing file is neither hit nor open",
+		{"a missing file is remembered, neither hit nor open",
 			static.Options{},
 			[]step{{"/missing", 404, nil}, {"/missing", 404, nil}},
-			static.CacheStats{}},
+			static.CacheStats{NotFoundHits: 1, Missing: 1}},
+		{"a missing file still missing after its check",
+			static.Options{Revalidate: revalidate},
+			[]step{{"/missing", 404, func(string) { pastRevalidate() }}, {"/missing", 404, nil}},
+			static.CacheStats{Revalidations: 1, Missing: 1}},
+		{"a missing file that appears is served after its check",
+			static.Options{Revalidate: revalidate},
+			[]step{{"/new.txt", 404, func(root string) {
+				writeFile(t, filepath.Join(root, "new.txt"), "newer", time.Now())
+				pastRevalidate()
+			}}, {"/new.txt", 200, nil}},
+			static.CacheStats{Opens: 1, Revalidations: 1, Invalidations: 1, Entries: 1, InMemoryFiles: 1, InMemoryBytes: 5}},
+		{"missing names are bounded apart from files",
+			static.Options{CacheEntries: 1},
+			append(append([]step{{"/a.txt", 200, nil}}, missingSteps(20)...), step{"/a.txt", 200, nil}),
+			static.CacheStats{Opens: 1, Hits: 1, Missing: 16, Entries: 1, InMemoryFiles: 1, InMemoryBytes: 5}},
 		{"a revalidation finds the file unchanged",
 			static.Options{Revalidate: revalidate},
 			[]step{{"/a.txt", 200, func(string) { pastRevalidate() }}, {"/a.txt", 200, nil}},
@@ -248,7 +274,7 @@ func TestCacheStats(t *testing.T) {
 				os.Remove(filepath.Join(root, "a.txt"))
 				pastRevalidate()
 			}}, {"/a.txt", 404, nil}},
-			static.CacheStats{Opens: 1, Revalidations: 1, Invalidations: 1}},
+			static.CacheStats{Opens: 1, Revalidations: 1, Invalidations: 1, Missing: 1}},
 		{"a full cache evicts",
 			static.Options{CacheEntries: 1},
 			[]step{{"/a.txt", 200, nil}, {"/b.txt", 200, nil}, {"/a.txt", 200, nil}},

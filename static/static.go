@@ -195,8 +195,10 @@ func NewDirOptions(root string, opts Options) (*Dir, error) {
 	}
 	d := &Dir{root: r, path: root, opts: opts}
 	if opts.CacheEntries > 0 {
-		d.cache = &cache{m: map[string]*entry{}, idx: newIndex(opts.CacheEntries), max: opts.CacheEntries, revalidate: opts.Revalidate, budget: opts.InMemoryBudget,
+		c := &cache{m: map[string]*entry{}, missing: map[string]*entry{}, max: opts.CacheEntries, revalidate: opts.Revalidate, budget: opts.InMemoryBudget,
 			open: d.openEntry, stat: d.stat}
+		c.idx = newIndex(c.max + c.missingMax())
+		d.cache = c
 	}
 	return d, nil
 }
@@ -309,9 +311,9 @@ func (d *Dir) leave() {
 }
 
 // Inline declares a request non-blocking (processor.Inliner) when its file
-// is open in the cache and fresh, so serving it needs no open or stat:
-// a header and a SendFile bucket. A miss goes through the processors,
-// which may wait on the disk.
+// is open in the cache and fresh, or its name known missing, so serving it
+// needs no open or stat: a header and the bytes or a SendFile bucket, or a
+// 404. A miss goes through the processors, which may wait on the disk.
 func (d *Dir) Inline(r *stages.Request) bool {
 	if !r.IsMethod("GET") && !r.IsMethod("HEAD") {
 		return true // 405
@@ -334,6 +336,10 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	if d.cache != nil {
 		if key, ok := cleanKey(r.Path); ok {
 			if e, held := d.cache.hit(key, r.Conn.ID); e != nil {
+				if e.missing {
+					notFound(w)
+					return
+				}
 				if held {
 					w.OnRecycle(e)
 				}
@@ -512,7 +518,8 @@ type CacheStats struct {
 	// Hits are requests given a file the cache already had open: fresh,
 	// found unchanged by a revalidation, or being opened for another
 	// request that arrived at the same time. Hits / (Hits + Opens) is the
-	// hit ratio; a request for a file that does not exist is in neither.
+	// hit ratio; a request for a file that does not exist is in neither
+	// (NotFoundHits counts those the cache answered).
 	Hits int64
 	// Opens are files the cache opened: a name's first request, and the
 	// first after its entry was evicted or invalidated.
@@ -529,6 +536,13 @@ type CacheStats struct {
 	// cache (Options.CacheEntries): if they keep pace with Opens, the
 	// files being asked for do not fit in it.
 	Evictions int64
+	// NotFoundHits are requests answered 404 because the cache knew their
+	// name did not exist (checked within Options.Revalidate), without
+	// touching the disk.
+	NotFoundHits int64
+	// Missing are the names remembered as missing now, at most a quarter
+	// of EntriesMax (at least 16) and apart from Entries.
+	Missing int
 
 	// Entries are the names cached now (a directory's index.html under
 	// the directory's name), at most EntriesMax (Options.CacheEntries).
@@ -551,10 +565,13 @@ func (d *Dir) CacheStats() CacheStats {
 		return CacheStats{}
 	}
 	c.mu.Lock()
-	entries := len(c.m)
+	entries, missing := len(c.m), len(c.missing)
 	c.mu.Unlock()
+	hits, notFound := c.hitCount()
 	s := CacheStats{
-		Hits:           c.hitCount(),
+		Hits:           hits,
+		NotFoundHits:   notFound,
+		Missing:        missing,
 		Opens:          c.opens.Load(),
 		Revalidations:  c.revalidations.Load(),
 		Invalidations:  c.invalidations.Load(),

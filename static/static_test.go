@@ -549,9 +549,21 @@ func TestDirInline(t *testing.T) {
 	if d.Inline(req("GET", "/other.txt")) {
 		t.Error("an uncached name was declared non-blocking")
 	}
+	if r := do(t, addr, "GET", "/other.txt"); r.status != 404 {
+		t.Fatalf("GET /other.txt: %d", r.status)
+	}
+	if !d.Inline(req("GET", "/other.txt")) {
+		t.Error("a name known missing was not declared non-blocking")
+	}
+	if r := do(t, addr, "GET", "/other.txt"); r.status != 404 || string(r.body) != "404 page not found\n" {
+		t.Errorf("GET /other.txt, known missing: %d %q", r.status, r.body)
+	}
 	time.Sleep(300 * time.Millisecond) // past Revalidate: the next use stats the file
 	if d.Inline(req("GET", "/hello.txt")) {
 		t.Error("a cached file due for a stat was declared non-blocking")
+	}
+	if d.Inline(req("GET", "/other.txt")) {
+		t.Error("a missing name due for a check was declared non-blocking")
 	}
 	if nocache.Inline(req("GET", "/hello.txt")) {
 		t.Error("a Dir without a cache declared a file non-blocking")
