@@ -43,6 +43,7 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"static-in-memory not a size", "static-in-memory: abc\n", []string{`key "static-in-memory"`, `"abc" is not a size`}},
 		{"static-in-memory-budget of nothing", "static-in-memory-budget: 0\n", []string{": static-in-memory-budget = 0: must be positive", "--static-in-memory 0"}},
 		{"static-cache-entries not a number", "static-cache-entries: many\n", []string{`key "static-cache-entries"`, `"many" is not a whole number`}},
+		{"static-revalidate of nothing", "static-revalidate: 0s\n", []string{": static-revalidate = 0s: must be positive"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,12 +298,13 @@ func TestStaticOptions(t *testing.T) {
 		args []string
 		want static.Options
 	}{
-		{nil, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: static.DefaultInMemory, InMemoryBudget: static.DefaultInMemoryBudget}},
+		{nil, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: static.DefaultInMemory, InMemoryBudget: static.DefaultInMemoryBudget, Revalidate: static.DefaultRevalidate}},
 		{[]string{"--static-in-memory", "64KiB", "--static-in-memory-budget", "1GiB", "--static-cache-entries", "100000"},
-			static.Options{CacheEntries: 100000, InMemory: 64 << 10, InMemoryBudget: 1 << 30}},
-		{[]string{"--static-in-memory", "0"}, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: -1, InMemoryBudget: static.DefaultInMemoryBudget}},
-		{[]string{"--static-in-memory", "-1"}, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: -1, InMemoryBudget: static.DefaultInMemoryBudget}},
-		{[]string{"--static-cache-entries", "0"}, static.Options{CacheEntries: -1, InMemory: static.DefaultInMemory, InMemoryBudget: static.DefaultInMemoryBudget}},
+			static.Options{CacheEntries: 100000, InMemory: 64 << 10, InMemoryBudget: 1 << 30, Revalidate: static.DefaultRevalidate}},
+		{[]string{"--static-revalidate", "1m"}, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: static.DefaultInMemory, InMemoryBudget: static.DefaultInMemoryBudget, Revalidate: time.Minute}},
+		{[]string{"--static-in-memory", "0"}, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: -1, InMemoryBudget: static.DefaultInMemoryBudget, Revalidate: static.DefaultRevalidate}},
+		{[]string{"--static-in-memory", "-1"}, static.Options{CacheEntries: static.DefaultCacheEntries, InMemory: -1, InMemoryBudget: static.DefaultInMemoryBudget, Revalidate: static.DefaultRevalidate}},
+		{[]string{"--static-cache-entries", "0"}, static.Options{CacheEntries: -1, InMemory: static.DefaultInMemory, InMemoryBudget: static.DefaultInMemoryBudget, Revalidate: static.DefaultRevalidate}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -375,6 +377,8 @@ func TestServeStaticMetrics(t *testing.T) {
 		{[]string{"--static-in-memory-budget", "0"}, []string{"--static-in-memory-budget = 0: must be positive"}},
 		{[]string{"--static-in-memory-budget", "-1"}, []string{"--static-in-memory-budget = -1: must be positive"}},
 		{[]string{"--static-cache-entries", "lots"}, []string{"-static-cache-entries", `"lots" is not a whole number`}},
+		{[]string{"--static-revalidate", "0s"}, []string{"--static-revalidate = 0s: must be positive"}},
+		{[]string{"--static-revalidate", "often"}, []string{"-static-revalidate", `"often" is not a duration`}},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			err := runServe(context.Background(), append([]string{"--root", root, "--addr", "127.0.0.1:0"}, tt.args...), io.Discard, io.Discard)

@@ -41,6 +41,7 @@ type serveOptions struct {
 	staticCacheEntries   int
 	staticInMemory       int64
 	staticInMemoryBudget int64
+	staticRevalidate     time.Duration
 }
 
 func defaultOptions() *serveOptions {
@@ -55,6 +56,7 @@ func defaultOptions() *serveOptions {
 		staticCacheEntries:   static.DefaultCacheEntries,
 		staticInMemory:       static.DefaultInMemory,
 		staticInMemoryBudget: static.DefaultInMemoryBudget,
+		staticRevalidate:     static.DefaultRevalidate,
 	}
 }
 
@@ -78,6 +80,7 @@ func (o *serveOptions) settings() []setting {
 		{"static-cache-entries", (*countOrOff)(&o.staticCacheEntries), true, "files of --root kept open between requests, a stat checking each for changes at most once a second (0: none, every request opens its file)"},
 		{"static-in-memory", (*sizeOrOff)(&o.staticInMemory), true, "files of --root up to this size are also held in memory while cached, and sent with one write instead of sendfile (0 or -1: none)"},
 		{"static-in-memory-budget", (*sizeInt64)(&o.staticInMemoryBudget), true, "bytes of --root's files held in memory at most; a file that would pass it is sent from disk"},
+		{"static-revalidate", (*duration)(&o.staticRevalidate), true, "how long a cached file (or a name found missing) is served before a stat checks it against the disk: a file changed in place is served as it was for up to this long (nginx's open_file_cache_valid)"},
 		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /bytes, /echo (default: only without --root and --config)"},
 		{"msg-addr", (*text)(&c.MsgAddr), false, "also serve the messenger (docs/messenger.md) on this address, with the built-in echo dispatcher, on the same stages as HTTP (default: off)"},
 		{"msg-max-payload", (*sizeInt)(&c.MsgMaxPayload), false, "messenger request payload limit (an error frame and a close beyond); each payload is read whole before dispatch"},
@@ -199,6 +202,9 @@ func (o *serveOptions) validate(given flagsGiven, configPath string) error {
 		// and the way to hold nothing named.
 		return fmt.Errorf("%s = %v: must be positive (--static-in-memory 0 holds no file in memory)", where("static-in-memory-budget"), o.staticInMemoryBudget)
 	}
+	if o.staticRevalidate <= 0 {
+		return fmt.Errorf("%s = %v: must be positive (--static-cache-entries 0 checks every request against the disk)", where("static-revalidate"), o.staticRevalidate)
+	}
 	return nil
 }
 
@@ -216,7 +222,8 @@ func (o *serveOptions) content() contentOptions {
 
 // staticOptions are the options --root's directory is opened with.
 func (o *serveOptions) staticOptions() static.Options {
-	return static.Options{CacheEntries: o.staticCacheEntries, InMemory: o.staticInMemory, InMemoryBudget: o.staticInMemoryBudget}
+	return static.Options{CacheEntries: o.staticCacheEntries, InMemory: o.staticInMemory, InMemoryBudget: o.staticInMemoryBudget,
+		Revalidate: o.staticRevalidate}
 }
 
 // keyOf finds the key bound to the runtime.Config field named field.
