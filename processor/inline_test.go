@@ -21,7 +21,7 @@ func TestInlineNeverWaitsOnTheClient(t *testing.T) {
 		waitErr <- w.WaitSent()
 	})
 	hs := newHarness(t, Config{HighWater: high}, h, writerOpts{stall: true})
-	in := hs.pool.NewInline()
+	in := hs.pool.NewInline(0)
 	served := make(chan struct{})
 	go func() {
 		in.Serve(newRequest("GET", "/", 1, "")).ResumeKicks()

@@ -325,6 +325,7 @@ var _ stages.Parker = (*worker)(nil)
 func (p *Pool) newWorker() *worker {
 	wk := &worker{p: p, place: make(chan bool, 1)}
 	wk.w.p = p
+	wk.w.record = p.counters
 	wk.w.wk = wk
 	wk.ready = func() bool { return p.in.Len() > 0 || p.book.waiting.Load() > 0 || p.book.excess.Load() > 0 }
 	return wk

@@ -448,10 +448,10 @@ func (p *Pool) handle(w *ResponseWriter, req *stages.Request, now time.Time, wai
 			w.answerBodyError()
 		}
 		took := time.Since(now)
-		if p.counters != nil {
+		if w.record != nil {
 			// Before the response can reach its end: whoever sees the
 			// response's last byte sees its service time counted too.
-			p.counters.Service.Record(took)
+			w.record.Service.Record(took)
 		}
 		if wk != nil {
 			// And before the request can be reused (resp.Done below),
@@ -544,11 +544,15 @@ type InlineServer struct {
 	served atomic.Uint64 // written by its loop alone: no line shared across cores
 }
 
-// NewInline returns an InlineServer for one loop.
-func (p *Pool) NewInline() *InlineServer {
+// NewInline returns an InlineServer for loop id, which counts its service
+// times in shard id of the pool's counters.
+func (p *Pool) NewInline(id int) *InlineServer {
 	s := &InlineServer{p: p}
 	s.w.p = p
 	s.w.inline = true
+	if p.counters != nil {
+		s.w.record = p.counters.Shard(id)
+	}
 	return s
 }
 
@@ -606,8 +610,8 @@ func (s *InlineServer) ServeFramed(req *stages.Request) *stages.Response {
 	resp.Begin(c, req, now)
 	resp.HoldKicks() // the caller writes it whole, or hands it over, after
 	p.cfg.Protocols[c.Protocol].Serve(resp, req)
-	if p.counters != nil {
-		p.counters.Service.Record(time.Since(now))
+	if s.w.record != nil {
+		s.w.record.Service.Record(time.Since(now))
 	}
 	return resp
 }

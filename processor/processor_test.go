@@ -765,13 +765,13 @@ func TestManyRequests(t *testing.T) {
 				t.Errorf("Dequeued %d, want %d", got, n)
 			}
 			deadline := time.Now().Add(5 * time.Second)
-			for (hs.recycled.Load() != n || hs.counters.Service.Snapshot().Count != uint64(n)) && time.Now().Before(deadline) {
+			for (hs.recycled.Load() != n || hs.counters.ServiceSnapshot().Count != uint64(n)) && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
 			if got := hs.recycled.Load(); got != n {
 				t.Errorf("recycled %d, want %d", got, n)
 			}
-			if got := hs.counters.Service.Snapshot().Count; got != uint64(n) {
+			if got := hs.counters.ServiceSnapshot().Count; got != uint64(n) {
 				t.Errorf("service times recorded %d, want %d", got, n)
 			}
 			if b := hs.pool.Busy(); b != 0 {

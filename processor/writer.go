@@ -27,6 +27,10 @@ type ResponseWriter struct {
 	// inline: the handler runs on a reader loop (InlineServer), which
 	// must never wait on a client: writes skip the high-water wait.
 	inline bool
+	// record counts its handlers' service times: the pool's counters for
+	// a worker's, its loop's shard of them for an inline server's (so
+	// loops on different cores share no line); nil for none.
+	record *stages.StageCounters
 	resp   *stages.Response
 	req    *stages.Request
 	now    time.Time

@@ -37,7 +37,7 @@ func (s *Server) fusionFor(id int) {
 	if !s.fusing || s.fused[id].Load() != nil {
 		return
 	}
-	s.fused[id].Store(&fusion{inline: s.pool.NewInline()})
+	s.fused[id].Store(&fusion{inline: s.pool.NewInline(id)})
 }
 
 // serveInline serves r on its reader loop, whose fusion f is, and writes

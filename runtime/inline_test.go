@@ -349,7 +349,7 @@ func TestInlineReturnSkipsQueue(t *testing.T) {
 		t.Fatalf("Direct = %d, reader enqueued %d; want %d, %d: not every response written by the loop, or not every hand-back counted",
 			st.Direct, st.Reader.Enqueued, one+pipelined, 1+one+pipelined)
 	}
-	if q := s.counters.reader.Enqueued.Load(); q != 1 {
+	if q := s.counters.reader.Snapshot("reader", 0, 0).Enqueued; q != 1 {
 		t.Fatalf("reader queue took %d messages, want 1 (the adoption): Returns went through it", q)
 	}
 	if st.Reader.Enqueued != 1+one+pipelined || st.Reader.Dequeued != st.Reader.Enqueued {

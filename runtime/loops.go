@@ -309,7 +309,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 			return s.initDone(err)
 		},
 		Exit: func() { s.mods.stageExit(StageInfo{Stage: StageReader, Index: id}) },
-	}, &s.counters.reader)
+	}, s.counters.reader.Shard(id))
 }
 
 // newWriter builds writer loop id (added: as for newReader).
@@ -334,7 +334,7 @@ func (s *Server) newWriter(id int, added *initWait) (*wloop, error) {
 			s.mods.stageExit(StageInfo{Stage: StageWriter, Index: id, Sources: src})
 		},
 		Serialize: s.serialize,
-	}, &s.counters.writer)
+	}, s.counters.writer.Shard(id))
 	if err != nil {
 		return nil, err
 	}

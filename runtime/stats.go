@@ -222,7 +222,7 @@ func (s *Server) ServiceHistogram(stage Stage) (count uint64, sum float64, bucke
 	default:
 		return 0, 0, nil
 	}
-	h := c.Service.Snapshot()
+	h := c.ServiceSnapshot()
 	buckets = make(map[float64]uint64, len(promBounds))
 	for _, b := range h.Buckets() {
 		up := b.Upper.Seconds()

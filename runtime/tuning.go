@@ -344,7 +344,7 @@ func (s *Server) sample(now time.Time, decide bool) {
 	ps.Busy = s.pool.Busy()
 	// The loops first: admission needs to know how far behind the
 	// writers are.
-	served := s.counters.processor.Service.Count()
+	served := s.counters.processor.ServiceCount()
 	// The CPUs are full when the process used 90% of GOMAXPROCS (the
 	// scheduler's own work and the sampling moments keep a full process a
 	// little below all of it), or the machine's CPUs were 90% busy: a

@@ -90,15 +90,24 @@ func (h *Histogram) Count() uint64 {
 // some of the counters and not others; Count is the sum of the copied
 // buckets, so quantiles are always consistent with Count.
 func (h *Histogram) Snapshot() HistogramSnapshot {
-	s := HistogramSnapshot{counts: make([]uint64, histBuckets)}
+	var s HistogramSnapshot
+	h.addTo(&s)
+	return s
+}
+
+// addTo adds the histogram's counts into s (a merge: Count and Sum add up,
+// Max is the larger), for counters kept apart per loop and read as one.
+func (h *Histogram) addTo(s *HistogramSnapshot) {
+	if s.counts == nil {
+		s.counts = make([]uint64, histBuckets)
+	}
 	for i := range h.counts {
 		c := h.counts[i].Load()
-		s.counts[i] = c
+		s.counts[i] += c
 		s.Count += c
 	}
-	s.Sum = time.Duration(h.sum.Load())
-	s.Max = time.Duration(h.max.Load())
-	return s
+	s.Sum += time.Duration(h.sum.Load())
+	s.Max = max(s.Max, time.Duration(h.max.Load()))
 }
 
 // HistogramSnapshot is a point-in-time copy of a Histogram.

@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +15,10 @@ import (
 //
 // Enqueued and Dequeued are written by different stages, so each sits on its
 // own cache line: otherwise every hand-off would bounce one line between the
-// producer's and the consumer's cores twice.
+// producer's and the consumer's cores twice. For the same reason a stage's
+// loops each count in a shard of their own (Shard), which every read here
+// sums: loops on different cores that shared one set of counters would
+// trade its cache lines on every request.
 type StageCounters struct {
 	_        cpu.CacheLinePad
 	Enqueued atomic.Uint64 // items pushed to the stage's queue
@@ -24,6 +28,67 @@ type StageCounters struct {
 	Dropped  atomic.Uint64 // of those, items dropped unserved (their client had gone)
 	_        cpu.CacheLinePad
 	Service  Histogram // time the stage spent on each item
+
+	shardsMu sync.Mutex                       // for Shard's additions
+	shards   atomic.Pointer[[]*StageCounters] // by loop id; read by the sums
+}
+
+// Shard is the counters of the stage's loop (or other writer) i, which it
+// writes alone, summed into every read of c. It is made the first time it
+// is asked for and kept for c's life, so a loop removed and another added
+// under its id go on counting where it left off, and the sums never go
+// back.
+func (c *StageCounters) Shard(i int) *StageCounters {
+	if sh := c.shards.Load(); sh != nil && i < len(*sh) && (*sh)[i] != nil {
+		return (*sh)[i]
+	}
+	c.shardsMu.Lock()
+	defer c.shardsMu.Unlock()
+	var cur []*StageCounters
+	if sh := c.shards.Load(); sh != nil {
+		cur = *sh
+	}
+	if i < len(cur) && cur[i] != nil {
+		return cur[i]
+	}
+	next := make([]*StageCounters, max(len(cur), i+1))
+	copy(next, cur)
+	next[i] = &StageCounters{}
+	c.shards.Store(&next)
+	return next[i]
+}
+
+// each calls f for c and every shard.
+func (c *StageCounters) each(f func(*StageCounters)) {
+	f(c)
+	if sh := c.shards.Load(); sh != nil {
+		for _, s := range *sh {
+			if s != nil {
+				f(s)
+			}
+		}
+	}
+}
+
+// sum adds up one counter over c and its shards.
+func (c *StageCounters) sum(field func(*StageCounters) *atomic.Uint64) uint64 {
+	var n uint64
+	c.each(func(s *StageCounters) { n += field(s).Load() })
+	return n
+}
+
+// ServiceSnapshot is the service-time histogram of c and its shards as one.
+func (c *StageCounters) ServiceSnapshot() HistogramSnapshot {
+	var h HistogramSnapshot
+	c.each(func(s *StageCounters) { s.Service.addTo(&h) })
+	return h
+}
+
+// ServiceCount is how many service times c and its shards recorded.
+func (c *StageCounters) ServiceCount() uint64 {
+	var n uint64
+	c.each(func(s *StageCounters) { n += s.Service.Count() })
+	return n
 }
 
 // StageSnapshot is what Server.Stats reports for one stage.
@@ -46,16 +111,16 @@ type StageSnapshot struct {
 func (c *StageCounters) Snapshot(name string, depth, capacity int) StageSnapshot {
 	// Dequeued before Enqueued: both only grow, so reading the consumer's
 	// side first keeps Enqueued >= Dequeued in the snapshot.
-	deq := c.Dequeued.Load()
-	h := c.Service.Snapshot()
+	deq := c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Dequeued })
+	h := c.ServiceSnapshot()
 	return StageSnapshot{
 		Name:       name,
 		QueueDepth: depth,
 		QueueCap:   capacity,
 		Dequeued:   deq,
-		Enqueued:   c.Enqueued.Load(),
-		Rejected:   c.Rejected.Load(),
-		Dropped:    c.Dropped.Load(),
+		Enqueued:   c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Enqueued }),
+		Rejected:   c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Rejected }),
+		Dropped:    c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Dropped }),
 		P50:        h.Quantile(0.50),
 		P90:        h.Quantile(0.90),
 		P99:        h.Quantile(0.99),

@@ -82,7 +82,7 @@ func inlineServer(b *testing.B, d *static.Dir, req *stages.Request) func() {
 	})
 	pool = processor.New(processor.Config{Workers: 1}, stages.NewClassQueue(2, nil), stages.NewWorkerWaker(1), d,
 		func() *stages.Response { return resp }, &stages.StageCounters{})
-	in := pool.NewInline()
+	in := pool.NewInline(0)
 	var bufs []stages.Bucket
 	return func() {
 		r := in.Serve(req)
