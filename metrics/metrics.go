@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/cpu"
 
 	"github.com/quartet-server/quartet/runtime"
 	"github.com/quartet-server/quartet/stages"
@@ -31,10 +32,22 @@ type Metrics struct {
 	reg    *prometheus.Registry
 	server atomic.Pointer[runtime.Server]
 
-	// Per response, from the writer: status codes 100..599 by index.
+	// Per response, from the loop that finished it, on the stripe of its
+	// connection: loops on different cores count on lines of their own.
+	stripes [responseStripes]responseCounts
+}
+
+// responseStripes is how many sets of response counters there are.
+const responseStripes = 16
+
+// responseCounts are one stripe's: status codes 100..599 by index, then
+// the bytes and aborts. Each stripe spans many cache lines, so two never
+// share one except at their edges, kept apart by the pad.
+type responseCounts struct {
 	byStatus  [600]atomic.Uint64
 	bytesSent atomic.Uint64
 	aborted   atomic.Uint64
+	_         cpu.CacheLinePad
 }
 
 // New makes an exporter with its own registry (never the global one), with
@@ -52,12 +65,17 @@ func (m *Metrics) Module() runtime.Module {
 }
 
 func (m *Metrics) logged(r *stages.Response) {
-	if s := r.Status; s >= 100 && s < len(m.byStatus) {
-		m.byStatus[s].Add(1)
+	var id uint64
+	if r.Conn != nil {
+		id = r.Conn.ID
 	}
-	m.bytesSent.Add(uint64(r.BytesSent))
+	st := &m.stripes[id%responseStripes]
+	if s := r.Status; s >= 100 && s < len(st.byStatus) {
+		st.byStatus[s].Add(1)
+	}
+	st.bytesSent.Add(uint64(r.BytesSent))
 	if r.WriteErr != nil {
-		m.aborted.Add(1)
+		st.aborted.Add(1)
 	}
 }
 
@@ -149,13 +167,22 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	m := (*Metrics)(c)
-	for code := range m.byStatus {
-		if n := m.byStatus[code].Load(); n > 0 {
+	var bytes, aborted uint64
+	for i := range m.stripes {
+		bytes += m.stripes[i].bytesSent.Load()
+		aborted += m.stripes[i].aborted.Load()
+	}
+	for code := range m.stripes[0].byStatus {
+		var n uint64
+		for i := range m.stripes {
+			n += m.stripes[i].byStatus[code].Load()
+		}
+		if n > 0 {
 			ch <- prometheus.MustNewConstMetric(descResponses, prometheus.CounterValue, float64(n), strconv.Itoa(code))
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(m.bytesSent.Load()))
-	ch <- prometheus.MustNewConstMetric(descAborted, prometheus.CounterValue, float64(m.aborted.Load()))
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(descAborted, prometheus.CounterValue, float64(aborted))
 	s := m.server.Load()
 	if s == nil {
 		return
