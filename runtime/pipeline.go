@@ -315,11 +315,14 @@ func (s *Server) dispatch(r *stages.Request) bool {
 	// before this goroutine runs again, and Stats must not show a request
 	// running that was never enqueued (TestClientGone waited on exactly
 	// that count and could close its client before the request was read).
-	s.counters.processor.Enqueued.Add(1)
+	// On the reader loop's own shard: loops on other cores hand requests
+	// over too.
+	pc := s.counters.processor.Shard(int(r.Conn.Reader))
+	pc.Enqueued.Add(1)
 	if !s.requests.Push(r) {
-		s.counters.processor.Enqueued.Add(^uint64(0))
+		pc.Enqueued.Add(^uint64(0))
 		s.releaseWriter(r.Conn)
-		s.counters.processor.Rejected.Add(1)
+		pc.Rejected.Add(1)
 		return false
 	}
 	s.pool.Wake()
