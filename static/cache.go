@@ -223,7 +223,7 @@ func (c *cache) missingMax() int { return max(c.max/4, 16) }
 
 // load is the entry under key, or nil.
 func (c *cache) load(key string) *entry {
-	return c.idx.find([]byte(key)) // no copy: the conversion does not escape
+	return c.idx.findString(key)
 }
 
 // hit is get's fast path: key's entry (key in bytes: see cleanKey) if it

@@ -28,8 +28,16 @@ func newIndex(entries int) *index {
 func (x *index) bucket(h uint64) *atomic.Pointer[[]*entry] { return &x.buckets[h&x.mask] }
 
 // find is the entry under key, or nil; it does not allocate.
-func (x *index) find(key []byte) *entry {
-	if b := x.bucket(maphash.Bytes(x.seed, key)).Load(); b != nil {
+func (x *index) find(key []byte) *entry { return scan(x.bucket(maphash.Bytes(x.seed, key)), key) }
+
+// findString is find for a key held as a string.
+func (x *index) findString(key string) *entry {
+	return scan(x.bucket(maphash.String(x.seed, key)), key)
+}
+
+// scan looks for key in a bucket.
+func scan[K string | []byte](p *atomic.Pointer[[]*entry], key K) *entry {
+	if b := p.Load(); b != nil {
 		for _, e := range *b {
 			if e.key == string(key) {
 				return e

@@ -45,6 +45,9 @@ func TestIndex(t *testing.T) {
 				}
 				got = e.name
 			}
+			if e := x.findString(k); (e == nil) != (got == "") || e != nil && e.name != got {
+				t.Errorf("%s: findString(%s) disagrees with find", step.name, k)
+			}
 			if got != v {
 				t.Errorf("%s: find(%s) = version %q, want %q", step.name, k, got, v)
 			}
