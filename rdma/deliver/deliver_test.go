@@ -264,7 +264,11 @@ func TestSparseRetiresFromTheHighWaterMark(t *testing.T) {
 	st := h.e.Stats()
 	signaled, barriers := st.Signaled-before.Signaled, st.Barriers-before.Barriers
 	t.Logf("%d units: %d completions (%d barriers)", units, signaled, barriers)
-	if signaled > units/interval+1 || barriers != 1 {
+	// Every unit retired (above) by at most one completion per interval
+	// and one for the tail: a barrier as a rule. Once on siw0 in CI the
+	// tail fell on a signalled unit instead (6 completions, 0 barriers),
+	// which retires it as well; so the barrier is bounded, not required.
+	if signaled > units/interval+1 || barriers > 1 {
 		t.Errorf("%d completions and %d barriers for %d units at interval %d; want at most %d and 1",
 			signaled, barriers, units, interval, units/interval+1)
 	}
