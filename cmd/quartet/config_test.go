@@ -132,13 +132,18 @@ func startServe(t *testing.T, args ...string) (base string, log *lockedWriter) {
 	log = &lockedWriter{w: &bytes.Buffer{}}
 	go func() { done <- runServe(ctx, append(args, "--addr", addr), io.Discard, log) }()
 	base = "http://" + addr
+	// Ready means the startup line is out, as for systemd's READY=1:
+	// the listener takes connections a few milliseconds earlier, and a
+	// test that reads the startup warnings must not race it.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
+		if strings.Contains(log.String(), "quartet serving") {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("serve did not start")
+			t.Fatalf("serve did not start:\n%s", log)
 		}
 	}
 	t.Cleanup(func() {

@@ -339,12 +339,12 @@ func (r *serveRun) logStart(adminURL string) {
 	if a := r.srv.MsgAddr(); a != nil {
 		msgAddr = a.String()
 	}
+	r.warnBench() // before the startup line, which tools and tests take as "ready"
 	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "messenger", msgAddr, "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
 		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
 		"processors-max", c.ProcessorsMax, "writers", c.Writers,
 		"version", v.Version)
-	r.warnBench()
 }
 
 func (r *serveRun) warnBench() {
