@@ -109,7 +109,10 @@
 // at that size for 30 s. And a stage whose loops read as neither busy
 // nor quiet is probed: one loop is removed, and put back if the stage
 // then serves 3% less, each lost probe doubling the wait before the next
-// (3 s up to a minute), as a flap does. The case that asked for it: on
+// (3 s up to a minute), as a flap does. A change that serves clearly
+// less (9%, three times that 3%, over half a second) is undone at once
+// rather than after the full 2 s: a lost probe of /hello's second reader
+// costs about a third of the requests while it lasts. The case that asked for it: on
 // two cores, /sleep?ms=1 at 1,000 connections kept the two readers and
 // two writers /hello had needed, at busy fractions (0.2 and 0.4 per
 // loop) that can say neither way, and which count is better changed

@@ -297,11 +297,11 @@ func (c *Loops) judge(s LoopSample, d *LoopDecision, lo, hi int) {
 	}
 	t.sum += s.Elapsed
 	t.served += s.Served * s.Elapsed.Seconds()
-	if t.sum < c.cfg.Judge {
+	after := t.served / t.sum.Seconds()
+	if t.sum < c.cfg.Judge && !c.clearLoss(after) {
 		return
 	}
 	t.pending = false
-	after := t.served / t.sum.Seconds()
 	if t.before <= 0 {
 		return // nothing served before: nothing to judge by
 	}
@@ -322,6 +322,26 @@ func (c *Loops) judge(s LoopSample, d *LoopDecision, lo, hi int) {
 			c.shrank = true // judged like a quiet removal: held, the wait halves
 		}
 	}
+}
+
+// A change that serves far less than before is undone without waiting
+// out Judge: a lost probe on /hello costs about a third of the requests
+// for as long as it lasts (quartet sweep, two reader loops on two
+// cores), and a drop of clearLossGains times Gain over a quarter of
+// Judge is past the second-to-second scatter that Judge averages away.
+// Cutting it short can only keep a loop that was not needed, never
+// remove one that was.
+const (
+	clearLossGains   = 3
+	clearLossWindows = 4 // the shortest judgement: Judge / clearLossWindows
+)
+
+// clearLoss reports whether the pending change has served clearly less
+// than before it, over long enough to say so.
+func (c *Loops) clearLoss(after float64) bool {
+	t := &c.trial
+	return t.before > 0 && t.sum >= c.cfg.Judge/clearLossWindows &&
+		after < t.before*(1-clearLossGains*c.cfg.Gain)
 }
 
 func (c *Loops) changed() { c.since, c.quiet = 0, 0 }

@@ -190,6 +190,50 @@ func TestLoopsJudgedByServed(t *testing.T) {
 	}
 }
 
+// A probe or a growth that serves clearly less is undone after a
+// quarter of Judge; one that loses a little is judged over all of it.
+func TestLoopsUndoClearLossesSooner(t *testing.T) {
+	const dt = 100 * time.Millisecond
+	tests := []struct {
+		name   string
+		start  int
+		work   float64
+		served map[int]float64
+		want   Cause
+		after  time.Duration // from the change to its undoing
+	}{
+		{"a probe losing a third", 2, 1.2, map[int]float64{1: 44000, 2: 66000}, CauseLostOne, 1500 * time.Millisecond},
+		{"a probe losing 5%", 2, 1.2, map[int]float64{1: 62700, 2: 66000}, CauseLostOne, 3 * time.Second},
+		{"a growth losing a third", 1, 4, map[int]float64{1: 66000, 2: 44000}, CauseNoGain, 1500 * time.Millisecond},
+		{"a growth gaining 2%", 1, 4, map[int]float64{1: 66000, 2: 67300}, CauseNoGain, 3 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewLoops(LoopConfig{})
+			n := tt.start
+			var changedAt, now time.Duration
+			for range 200 {
+				now += dt
+				s := loopStage(n, tt.work, dt)
+				s.CPUFull, s.Served = true, tt.served[n]
+				d := c.Decide(s, 1, 2)
+				switch {
+				case d.Size == n:
+				case d.Cause == tt.want:
+					if got := now - changedAt; got != tt.after {
+						t.Errorf("undone %v after the change, want %v", got, tt.after)
+					}
+					return
+				default:
+					changedAt = now
+				}
+				n = d.Size
+			}
+			t.Fatalf("no %s in 20 s", tt.want)
+		})
+	}
+}
+
 // A probe that lost doubles the wait before the next one, as a flap
 // does, so a stage that needs its loops is probed less and less often.
 func TestLoopsProbeBacksOff(t *testing.T) {
