@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -338,5 +339,32 @@ func TestCacheStats(t *testing.T) {
 				t.Errorf("after Close the counters went back: %+v", got)
 			}
 		})
+	}
+}
+
+// AddCounters adds every counter and no gauge: a field added to
+// CacheStats must be sorted into one or the other here.
+func TestCacheStatsAddCounters(t *testing.T) {
+	counters := map[string]bool{"Hits": true, "Opens": true, "Revalidations": true, "Invalidations": true,
+		"Evictions": true, "NotFoundHits": true}
+	gauges := map[string]bool{"Missing": true, "Entries": true, "EntriesMax": true, "InMemoryFiles": true,
+		"InMemoryBytes": true, "InMemoryFileMax": true, "InMemoryBudget": true}
+	var s, o static.CacheStats
+	sv, ov := reflect.ValueOf(&s).Elem(), reflect.ValueOf(&o).Elem()
+	for i := range sv.NumField() {
+		sv.Field(i).SetInt(int64(i + 1))
+		ov.Field(i).SetInt(100)
+	}
+	s.AddCounters(o)
+	for i := range sv.NumField() {
+		name, got := sv.Type().Field(i).Name, sv.Field(i).Int()
+		switch {
+		case counters[name] && got != int64(i+101):
+			t.Errorf("counter %s = %d, want %d", name, got, i+101)
+		case gauges[name] && got != int64(i+1):
+			t.Errorf("gauge %s = %d, want %d (unchanged)", name, got, i+1)
+		case !counters[name] && !gauges[name]:
+			t.Errorf("field %s is neither a counter nor a gauge in this test", name)
+		}
 	}
 }

@@ -557,6 +557,19 @@ type CacheStats struct {
 	InMemoryFileMax, InMemoryBudget int64
 }
 
+// AddCounters adds o's counters (Hits, Opens, Revalidations,
+// Invalidations, Evictions, NotFoundHits) to s and leaves s's gauges: for
+// an exporter that serves one directory after another and whose counters
+// must never go back.
+func (s *CacheStats) AddCounters(o CacheStats) {
+	s.Hits += o.Hits
+	s.Opens += o.Opens
+	s.Revalidations += o.Revalidations
+	s.Invalidations += o.Invalidations
+	s.Evictions += o.Evictions
+	s.NotFoundHits += o.NotFoundHits
+}
+
 // CacheStats reads the open-file cache's counters and state, holding its
 // lock only to read its size: for an exporter to call at scrape time.
 func (d *Dir) CacheStats() CacheStats {

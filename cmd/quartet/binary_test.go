@@ -296,16 +296,17 @@ func TestSignals(t *testing.T) {
 				"quartet_static_files_opened_total": 1, "quartet_static_cache_hits_total": 1, "quartet_static_in_memory_files": 1,
 				"quartet_static_in_memory_budget_bytes": 1 << 20, "quartet_static_in_memory_file_max_bytes": 64,
 			}},
-			// A new Dir: its counters start again, its settings are the new ones.
+			// A new Dir with the new settings; the counters go on from
+			// the replaced one's (no reset for Prometheus to see).
 			{"root: " + dir + "\nstatic-in-memory-budget: 2MiB\nstatic-in-memory: 0\nstatic-cache-entries: 4\n", map[string]float64{
-				"quartet_static_files_opened_total": 1, "quartet_static_cache_hits_total": 1, "quartet_static_in_memory_files": 0,
+				"quartet_static_files_opened_total": 2, "quartet_static_cache_hits_total": 2, "quartet_static_in_memory_files": 0,
 				"quartet_static_in_memory_budget_bytes": 2 << 20, "quartet_static_in_memory_file_max_bytes": 0,
 				"quartet_static_cache_entries_max": 4,
 			}},
 			// Nothing the handler serves changed: the same Dir, still
 			// warm, its counters going on.
 			{"root: " + dir + "\nstatic-in-memory-budget: 2MiB\nstatic-in-memory: 0\nstatic-cache-entries: 4\nlog-level: debug\n", map[string]float64{
-				"quartet_static_files_opened_total": 1, "quartet_static_cache_hits_total": 3,
+				"quartet_static_files_opened_total": 2, "quartet_static_cache_hits_total": 4,
 			}},
 		} {
 			reload(step.yaml)
@@ -339,6 +340,13 @@ func TestSignals(t *testing.T) {
 		}
 		if got := fetch(t, "GET", p.url+"/page"); got != "200 another page" {
 			t.Fatalf("after the old root was closed: %q", got)
+		}
+		// The closed directories' counts stay in the totals.
+		got := staticSeries(t, p.admin+"/metrics")
+		for name, want := range map[string]float64{"quartet_static_files_opened_total": 3, "quartet_static_cache_hits_total": 5} {
+			if got[name] != want {
+				t.Errorf("%s = %v after the old roots closed, want %v", name, got[name], want)
+			}
 		}
 		p.signal(syscall.SIGTERM)
 		if code := p.wait(); code != 0 {

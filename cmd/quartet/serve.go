@@ -125,6 +125,10 @@ type serveRun struct {
 	// later by its timer, or when the server stops if that comes first.
 	retireMu sync.Mutex
 	retiring map[*static.Dir]*time.Timer
+	// retired holds the counters of the directories closed after a
+	// reload, so that /metrics counts on across reloads (a rebuilt
+	// directory's cache starts from zero) instead of showing a reset.
+	retired static.CacheStats
 }
 
 // retireGrace is how long a directory a reload replaced stays open before
@@ -408,22 +412,36 @@ func (r *serveRun) retire(old *static.Dir) {
 		r.retiring = map[*static.Dir]*time.Timer{}
 	}
 	r.retiring[old] = time.AfterFunc(retireGrace, func() {
-		r.retireMu.Lock()
-		delete(r.retiring, old)
-		r.retireMu.Unlock()
 		old.Close()
+		r.retireMu.Lock()
+		defer r.retireMu.Unlock()
+		if _, ok := r.retiring[old]; ok { // not already taken by close
+			delete(r.retiring, old)
+			r.retired.AddCounters(old.CacheStats())
+		}
 	})
 }
 
 // staticStats is the open-file cache of the directory served now; none
 // for the embedded sample site, which has no cache (static.FS reads every
 // file into memory when it starts).
+//
+// Its counters are those of every directory served since the start:
+// the one served now, those a reload replaced and still open, and those
+// closed since.
 func (r *serveRun) staticStats() (static.CacheStats, bool) {
 	d := r.dir.Load()
 	if d == nil {
 		return static.CacheStats{}, false
 	}
-	return d.CacheStats(), true
+	s := d.CacheStats()
+	r.retireMu.Lock()
+	defer r.retireMu.Unlock()
+	s.AddCounters(r.retired)
+	for old := range r.retiring {
+		s.AddCounters(old.CacheStats())
+	}
+	return s, true
 }
 
 // reload is SIGHUP: read the configuration again and apply what can
