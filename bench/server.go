@@ -49,7 +49,7 @@ func serverMetricsURL(s Server) string {
 // are pinned apart.
 func sharedCPUWarning(s Server) string {
 	if isInProcess(s) {
-		return fmt.Sprintf("client and server share the machine's CPUs (%s): the server runs inside the load generator's process, so the generator's work takes CPU from it and its CPU per request is an estimate", cpuList(cpuSet(0)))
+		return fmt.Sprintf("client and server share the machine's CPUs (%s): the server runs inside the load generator's process, so the generator's work takes CPU from it, its CPU per request is an estimate, and its loops share the generator's Go scheduler, which makes loop counts shares of its Ps (server: process in the spec runs quartet serve apart)", cpuList(cpuSet(0)))
 	}
 	pid := s.PID()
 	if pid <= 0 {
