@@ -48,8 +48,8 @@ var reportTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 <h2>Points</h2>
 <p>Stage sizes are those the server ran with{{if .UnknownSizes}}; "?" where the server did not say (an external URL) and the spec left the size to it{{end}}.</p>
 <table>
-<tr><th class="l">workload</th><th>conns</th><th>readers</th><th>processors</th><th>writers</th><th>queue</th><th>runs</th><th>req/s (mean)</th><th>± sd</th><th>p50</th><th>p99</th><th>server CPU/req</th><th>errors</th></tr>
-{{range .Rows}}<tr{{if .Best}} class="best"{{else if .Nearest}} class="nearest"{{end}}><td class="l">{{.P.Point.Workload}}{{if .Nearest}} (nearest){{end}}</td><td>{{.P.Point.Conns}}</td><td>{{.Size .P.Point.Readers .UsedReaders}}</td><td>{{.Size .P.Point.Processors .UsedProcessors}}</td><td>{{.Size .P.Point.Writers .UsedWriters}}</td><td>{{.Size .P.Point.QueueCapacity .UsedQueue}}</td><td>{{.P.Runs}}</td><td>{{printf "%.0f" .P.RequestsPerSec}}</td><td>{{printf "%.0f" .P.RPSStddev}}</td><td>{{.P.P50}}</td><td>{{.P.P99}}</td><td>{{.P.ServerCPUPerRq}}</td><td>{{.P.Errors}}</td></tr>
+<tr><th class="l">workload</th><th>conns</th><th>readers</th><th>processors</th><th>writers</th><th>queue</th><th>runs</th><th>req/s (mean)</th><th>± sd</th><th>p50</th><th>p99</th><th>server CPU/req</th><th>errors</th><th>5xx</th></tr>
+{{range .Rows}}<tr{{if .Best}} class="best"{{else if .Nearest}} class="nearest"{{end}}><td class="l">{{.P.Point.Workload}}{{if .Nearest}} (nearest){{end}}</td><td>{{.P.Point.Conns}}</td><td>{{.Size .P.Point.Readers .UsedReaders}}</td><td>{{.Size .P.Point.Processors .UsedProcessors}}</td><td>{{.Size .P.Point.Writers .UsedWriters}}</td><td>{{.Size .P.Point.QueueCapacity .UsedQueue}}</td><td>{{.P.Runs}}</td><td>{{printf "%.0f" .P.RequestsPerSec}}</td><td>{{printf "%.0f" .P.RPSStddev}}</td><td>{{.P.P50}}</td><td>{{.P.P99}}</td><td>{{.P.ServerCPUPerRq}}</td><td>{{.P.Errors}}</td><td>{{.P.Refused}}</td></tr>
 {{end}}</table>
 <h2>Spec</h2>
 <pre>{{.SpecYAML}}</pre>
@@ -105,7 +105,7 @@ func (r *SweepResult) WriteHTML(w io.Writer, plots []Plot) error {
 	case s.Server == "process":
 		data.Target = "quartet serve per point"
 	}
-	data.Objective = "maximum throughput, no errors"
+	data.Objective = "maximum throughput, no errors, at most 1% of the responses 5xx (refused)"
 	if s.Objective.P99Max > 0 {
 		data.Objective += ", p99 ≤ " + s.Objective.P99Max.String()
 	}

@@ -115,6 +115,7 @@ func TestSweepNearestCandidate(t *testing.T) {
 		p99s        map[string][2]time.Duration
 		wantBest    map[string]int // workload: processors of the best point
 		wantNearest map[string]int
+		refused     map[string][2]uint64 // 5xx of 1000 responses, by workload and point
 	}{
 		{name: "all qualify",
 			p99s:     map[string][2]time.Duration{"hello": {time.Millisecond, time.Millisecond}, "sleep50": {5 * time.Millisecond, 10 * time.Millisecond}},
@@ -122,10 +123,28 @@ func TestSweepNearestCandidate(t *testing.T) {
 		{name: "none qualifies for sleep50",
 			p99s:     map[string][2]time.Duration{"hello": {time.Millisecond, time.Millisecond}, "sleep50": {600 * time.Millisecond, 55 * time.Millisecond}},
 			wantBest: map[string]int{"hello": 8}, wantNearest: map[string]int{"sleep50": 8}},
+		// P=8's hello is faster, but it refused 2% of its requests: not
+		// serving the workload. 1% is still within the rule.
+		{name: "a point refusing more than 1% is not the best",
+			p99s:     map[string][2]time.Duration{"hello": {time.Millisecond, time.Millisecond}, "sleep50": {5 * time.Millisecond, 10 * time.Millisecond}},
+			refused:  map[string][2]uint64{"hello": {0, 20}, "sleep50": {0, 10}},
+			wantBest: map[string]int{"hello": 1, "sleep50": 8}, wantNearest: map[string]int{}},
+		{name: "nearest prefers a point that does not refuse",
+			p99s:     map[string][2]time.Duration{"hello": {time.Millisecond, time.Millisecond}, "sleep50": {600 * time.Millisecond, 55 * time.Millisecond}},
+			refused:  map[string][2]uint64{"sleep50": {0, 500}},
+			wantBest: map[string]int{"hello": 8}, wantNearest: map[string]int{"sleep50": 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := syntheticSweep(20*time.Millisecond, tt.p99s)
+			if tt.refused != nil {
+				for i := range r.Runs {
+					run := &r.Runs[i]
+					run.Result.Requests = 1000
+					run.Result.Status[5] = tt.refused[run.Point.Workload][min(run.Point.Processors/8, 1)]
+				}
+				r.summarise()
+			}
 			got := func(m map[string]PointSummary) map[string]int {
 				out := map[string]int{}
 				for k, v := range m {
@@ -143,7 +162,7 @@ func TestSweepNearestCandidate(t *testing.T) {
 			if err := r.WriteBest(&b); err != nil {
 				t.Fatal(err)
 			}
-			if (len(tt.wantNearest) > 0) != strings.Contains(b.String(), "nearest: sleep50 c=100 R=1 P=8 W=1 Q=1024") {
+			if want := fmt.Sprintf("nearest: sleep50 c=100 R=1 P=%d W=1 Q=1024", tt.wantNearest["sleep50"]); (len(tt.wantNearest) > 0) != strings.Contains(b.String(), want) {
 				t.Errorf("WriteBest:\n%s", b.String())
 			}
 		})

@@ -39,7 +39,20 @@ type PointSummary struct {
 	P50            time.Duration `json:"p50_ns"` // mean over repeats
 	P99            time.Duration `json:"p99_ns"` // mean over repeats
 	Errors         uint64        `json:"errors"` // total, failed runs included
+	// Responses and Refused are the measured responses over the runs, and
+	// those of them that were 5xx (mostly 503 from admission control).
+	Responses      uint64        `json:"responses"`
+	Refused        uint64        `json:"refused"`
 	ServerCPUPerRq time.Duration `json:"server_cpu_per_request_ns,omitempty"`
+}
+
+// refusing reports whether more than maxFailedShare of the point's
+// responses were 5xx: such a configuration answers the rest sooner (a
+// refusal is quick, and frees the client for its next request), but does
+// not serve the workload, so it cannot be the best one, whatever its
+// throughput and p99 (the phase run's rule, phases_compare.go).
+func (s PointSummary) refusing() bool {
+	return float64(s.Refused) > maxFailedShare*float64(s.Responses)
 }
 
 // SweepResult is the whole experiment.
@@ -119,8 +132,8 @@ func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) 
 			}
 			out.Runs = append(out.Runs, run)
 			if res != nil {
-				fmt.Fprintf(log, "[%d/%d] %v #%d: %.0f req/s, p99 %v, errors %d\n", i+1, len(pts), p, rep+1,
-					res.RequestsPerSec, res.Latency.P99, res.ErrorTotal())
+				fmt.Fprintf(log, "[%d/%d] %v #%d: %.0f req/s, p99 %v, errors %d, 5xx %d\n", i+1, len(pts), p, rep+1,
+					res.RequestsPerSec, res.Latency.P99, res.ErrorTotal(), res.Status[5])
 			} else {
 				fmt.Fprintf(log, "[%d/%d] %v #%d: %v\n", i+1, len(pts), p, rep+1, err)
 			}
@@ -156,6 +169,8 @@ func (r *SweepResult) summarise() {
 		}
 		s.Runs++
 		s.Errors += run.Result.ErrorTotal()
+		s.Responses += run.Result.Requests
+		s.Refused += run.Result.Status[5]
 		rps[run.Point] = append(rps[run.Point], run.Result.RequestsPerSec)
 		s.P50 += run.Result.Latency.P50
 		s.P99 += run.Result.Latency.P99
@@ -174,7 +189,7 @@ func (r *SweepResult) summarise() {
 	}
 	r.Best = map[string]PointSummary{}
 	for _, s := range r.Points {
-		if s.Runs == 0 || s.Errors > 0 {
+		if s.Runs == 0 || s.Errors > 0 || s.refusing() {
 			continue
 		}
 		if bound := r.Spec.Objective.P99Max; bound > 0 && s.P99 > bound {
@@ -202,6 +217,9 @@ func (r *SweepResult) summarise() {
 func nearer(a, b PointSummary) bool {
 	if a.Errors != b.Errors {
 		return a.Errors < b.Errors
+	}
+	if a.refusing() != b.refusing() {
+		return !a.refusing()
 	}
 	if a.P99 != b.P99 {
 		return a.P99 < b.P99
@@ -236,14 +254,14 @@ func (r *SweepResult) WriteBest(w io.Writer) error {
 	for _, wl := range r.Spec.Matrix.Workloads {
 		b, ok := r.Best[wl]
 		if !ok {
-			ew.printf("best for %s (max throughput, %s, no errors): none qualifies", wl, bound)
+			ew.printf("best for %s (max throughput, %s, no errors, 5xx ≤ 1%%): none qualifies", wl, bound)
 			if n, ok := r.Nearest[wl]; ok {
-				ew.printf("; nearest: %s: %.0f req/s, p99 %v, %d errors", n.Describe(), n.RequestsPerSec, n.P99, n.Errors)
+				ew.printf("; nearest: %s: %.0f req/s, p99 %v, %d errors, %d 5xx", n.Describe(), n.RequestsPerSec, n.P99, n.Errors, n.Refused)
 			}
 			ew.printf("\n")
 			continue
 		}
-		ew.printf("best for %s (max throughput, %s, no errors): %s: %.0f req/s, p99 %v\n",
+		ew.printf("best for %s (max throughput, %s, no errors, 5xx ≤ 1%%): %s: %.0f req/s, p99 %v\n",
 			wl, bound, b.Describe(), b.RequestsPerSec, b.P99)
 	}
 	return ew.err
