@@ -112,7 +112,12 @@
 // (3 s up to a minute), as a flap does. A change that serves clearly
 // less (9%, three times that 3%, over half a second) is undone at once
 // rather than after the full 2 s: a lost probe of /hello's second reader
-// costs about a third of the requests while it lasts. The case that asked for it: on
+// costs about a third of the requests while it lasts. A change is
+// judged only against a steady stretch (its two halves within 15%), and
+// a growth undone is checked once more back at the old size: if the
+// stage does not serve there what it did before either, the workload
+// changed under the trial (/hello turning to /sleep?ms=1 cuts the rate
+// by a third whatever the loops do), and the ceiling goes. The case that asked for it: on
 // two cores, /sleep?ms=1 at 1,000 connections kept the two readers and
 // two writers /hello had needed, at busy fractions (0.2 and 0.4 per
 // loop) that can say neither way, and which count is better changed

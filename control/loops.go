@@ -234,7 +234,7 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 			c.shrank, c.wait = false, min(2*c.wait, c.cfg.MaxShrinkAfter)
 		}
 		c.changed()
-		if s.CPUFull && !s.Hold {
+		if s.CPUFull && !s.Hold && c.steady() {
 			c.try(CauseBusy, s.Size)
 		}
 	case s.Size > lo && d.Work/float64(s.Size-1) < c.cfg.ShrinkBelow:
@@ -245,7 +245,7 @@ func (c *Loops) Decide(s LoopSample, lo, hi int) LoopDecision {
 		d.Size, d.Cause = s.Size-1, CauseQuiet // one at a time: each one's connections move
 		c.changed()
 		c.shrank = true
-	case s.CPUFull && !s.Hold && s.Size > lo && settled && c.since >= c.wait && len(c.served) > 0:
+	case s.CPUFull && !s.Hold && s.Size > lo && settled && c.since >= c.wait && len(c.served) > 0 && c.steady():
 		// The CPUs are full and the loops read as neither busy nor
 		// quiet: their busy fractions include waiting for a CPU, so
 		// only the requests served can say whether the stage needs all
@@ -268,6 +268,37 @@ func (c *Loops) remember(s LoopSample) {
 		c.served = append(c.served[:0], c.served[len(c.served)-keep:]...)
 	}
 }
+
+// steady reports whether the requests served were steady over the last
+// Judge: its two halves within unsteadyGains times Gain of each other. A
+// change is judged against that stretch, so one made while the workload
+// itself was changing would be judged by the workload: on /hello turning
+// to /sleep?ms=1, the served rate falls by a third whatever the loops
+// do, and a writer grown then from busy loops was undone as "no-gain"
+// and held at one, busy, for 30 s. Unsteady, a busy stage grows without
+// a trial, as when the CPUs are not full, and no probe is made.
+func (c *Loops) steady() bool {
+	n := len(c.served)
+	if n < 2 {
+		return true
+	}
+	var a, b float64
+	for i, v := range c.served {
+		if i < n/2 {
+			a += v
+		} else {
+			b += v
+		}
+	}
+	a, b = a/float64(n/2), b/float64(n-n/2)
+	return math.Abs(a-b) <= unsteadyGains*c.cfg.Gain*max(a, b)
+}
+
+// unsteadyGains: the halves of the stretch before a change may differ by
+// this many times Gain (15%) and still be one workload; the served rate
+// of one workload varies by a few percent from second to second on a
+// loaded machine (±5-10% on two cores shared with the generator).
+const unsteadyGains = 5
 
 // try starts judging a change from size from, against what was served
 // before it.
@@ -312,6 +343,20 @@ func (c *Loops) judge(s LoopSample, d *LoopDecision, lo, hi int) {
 			d.Size, d.Cause = back, CauseNoGain
 			c.ceiling, c.ceilingLeft = back, c.cfg.ProbeAfter
 			c.changed()
+			// Then check the verdict: back at the old size, the stage
+			// should serve what it did before the growth.
+			before := t.before
+			c.try(CauseNoGain, back)
+			t.before = before
+		}
+	case CauseNoGain:
+		// If it does not, the workload changed during the trial (on
+		// /hello turning to /sleep?ms=1 the rate falls by a third
+		// whatever the loops do), the verdict was the workload's, and
+		// the ceiling goes: the busy loops may grow again, judged
+		// against the new workload.
+		if math.Abs(after-t.before) > unsteadyGains*c.cfg.Gain*t.before {
+			c.ceiling = 0
 		}
 	case CauseProbe:
 		if after < t.before*(1-c.cfg.Gain) && back > s.Size {

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -230,6 +231,56 @@ func TestLoopsUndoClearLossesSooner(t *testing.T) {
 				n = d.Size
 			}
 			t.Fatalf("no %s in 20 s", tt.want)
+		})
+	}
+}
+
+// A change is judged only against a steady stretch. Here /hello
+// (70k/s served, one loop half busy) turns into a workload that keeps
+// one loop busy and serves 45k/s with it, 55k/s with two: the loop
+// added a second into the new workload must stay, not be judged against
+// the old one's rate and undone. And no probe is made while the rate is
+// still moving.
+func TestLoopsJudgeOnlyASteadyStretch(t *testing.T) {
+	const dt = 100 * time.Millisecond
+	tests := []struct {
+		name   string
+		busyAt int // periods after the switch at which the loop is busy
+		want   []Cause
+	}{
+		// The growth's stretch before was all /hello: judged against
+		// it, the growth lost, and was undone; but back at one loop the
+		// stage served less still, so the verdict was the workload's:
+		// the ceiling goes, and the next growth is judged fairly.
+		{"the loop busy at once", 0, []Cause{CauseBusy, CauseNoGain, CauseBusy}},
+		// The stretch before straddles the switch: unsteady, so the
+		// growth is not put on trial at all.
+		{"the loop busy a second later", 10, []Cause{CauseBusy}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewLoops(LoopConfig{})
+			n := 1
+			var causes []Cause
+			for i := range 150 {
+				work, served := 0.5, 70000.0
+				if i >= 30 {
+					served = map[int]float64{1: 45000, 2: 55000}[n]
+				}
+				if i >= 30+tt.busyAt {
+					work = 0.9 * float64(n) // every loop busy: nothing to probe
+				}
+				s := loopStage(n, work, dt)
+				s.CPUFull, s.Served = true, served
+				d := c.Decide(s, 1, 2)
+				if d.Size != n {
+					causes = append(causes, d.Cause)
+				}
+				n = d.Size
+			}
+			if n != 2 || fmt.Sprint(causes) != fmt.Sprint(tt.want) {
+				t.Errorf("ended at %d loops after %v, want 2 after %v", n, causes, tt.want)
+			}
 		})
 	}
 }
