@@ -156,7 +156,7 @@ type Loops struct {
 	// (after Settle).
 	trial struct {
 		pending     bool
-		cause       Cause // CauseBusy (a growth) or CauseProbe (a removal)
+		cause       Cause // CauseBusy (a growth), CauseProbe (a removal), or CauseNoGain (a growth undone, its verdict checked)
 		from        int
 		before      float64
 		sum, passed time.Duration
