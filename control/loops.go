@@ -67,10 +67,14 @@ type LoopConfig struct {
 // Why a stage is grown even when the CPUs are full: a loop is a serial
 // stage, and one that is always busy holds up every connection it owns
 // whatever the other goroutines do; a second loop lets the scheduler give
-// the stage two CPUs' worth of turns. Measured (quartet sweep, /hello at
-// 1000 connections, GOMAXPROCS 2, the generator in the process, the CPUs
-// full throughout): two reader loops served 1.2 to 2.3 times what one
-// did, point by point.
+// the stage two CPUs' worth of turns. Measured first in process (quartet
+// sweep, /hello at 1000 connections, GOMAXPROCS 2, the CPUs full
+// throughout): two reader loops served 1.2 to 2.3 times what one did,
+// point by point. In process the loops share the generator's scheduler,
+// which flatters a second loop; with quartet serve as a process of its
+// own (bench/examples/phases.yaml, /hello at 100 connections, two
+// cores shared with the generator), static R2 W2 still served 76k/s in
+// two runs of three against 45-59k/s for every R1 configuration.
 
 func (c LoopConfig) withDefaults() LoopConfig {
 	if c.GrowAbove <= 0 {
