@@ -78,7 +78,7 @@ type Estimates struct {
 	QueueWait   time.Duration // mean time a finished request waited for a place
 	Service     time.Duration // mean time a request held a place (smoothed)
 	Busy        float64       // mean places in use over the period: Throughput × Service (Little)
-	Demand      float64       // R: places in use, plus waiting, that the arrivals keep busy: λ(W + S), at least what is queued and running now; λS alone when the places were not what requests waited for
+	Demand      float64       // R: places in use, plus waiting, that the arrivals keep busy: λ(W + S), at least what is queued and running now; λS alone (or the Busy of a draining backlog, if more) when the places were not what requests waited for
 	// PlacesBound: the places were what queued requests waited for (every
 	// place busy at the sample, or the places held on average within the
 	// headroom of the size), so the wait counts as demand for places.
@@ -230,10 +230,19 @@ func (c *Pool) estimate(s PoolSample) Estimates {
 		held = s.RunSum.Seconds() / s.Elapsed.Seconds()
 	}
 	e.PlacesBound = s.Busy >= s.Size || held+c.cfg.Headroom*math.Sqrt(held) >= float64(s.Size)
+	//
+	// And the arrivals are those admitted: while admission control refuses
+	// every new request, a backlog admitted earlier still drains, and the
+	// places draining it (μS, what they hold) are not idle. Counting the
+	// arrivals alone made a 20x overload of 1 ms handlers on one core look
+	// idle: the pool retired to 1 place, the next period's lone busy place
+	// looked like a bound on places, admission planned for the pool's
+	// growth to its maximum and let 2,000 requests in at once, and they
+	// waited 2-3 s; every two seconds, over again.
 	if e.PlacesBound {
 		e.Demand = max(e.ArrivalRate*(e.QueueWait+e.Service).Seconds(), float64(min(present, c.present)))
 	} else {
-		e.Demand = e.ArrivalRate * e.Service.Seconds()
+		e.Demand = max(e.ArrivalRate*e.Service.Seconds(), e.Busy)
 	}
 	c.present = present
 	if e.Demand > 0 {

@@ -144,6 +144,26 @@ func (f *flicker) period(size int, dt time.Duration) PoolSample {
 		Queued: queued, Busy: min(size, 2), Size: size}
 }
 
+// shedding is a backlog that admission control lets grow no further: it
+// refuses every new request (nothing admitted) while the queue admitted
+// earlier drains at capacity a second on CPUs shared with the loops, each
+// request holding its place for hold. The sampler runs on the one CPU the
+// workers run on, between their requests, so it never sees one busy.
+type shedding struct {
+	queued, capacity float64
+	hold             time.Duration
+}
+
+func (w *shedding) period(size int, dt time.Duration) PoolSample {
+	done := min(w.queued, w.capacity*dt.Seconds())
+	w.queued -= done
+	n := uint64(done)
+	wait := time.Duration(w.queued / w.capacity * float64(time.Second))
+	return PoolSample{Elapsed: dt, Shed: uint64(20 * w.capacity * dt.Seconds()), Completed: n,
+		WaitSum: wait * time.Duration(n), RunSum: w.hold * time.Duration(n),
+		Queued: int(w.queued), Size: size}
+}
+
 // idle is no traffic at all.
 type idle struct{}
 
@@ -328,6 +348,18 @@ func TestPoolDecisions(t *testing.T) {
 			start: 2048, lo: 2, hi: 2048,
 			phases: []phase{{&cpuStarved{rate: 18000, capacity: 5000, hold: ms}, 60}},
 			settle: int(DefaultRetireAfter/DefaultPeriod) + 1, min: 27, max: 27,
+			causes: []Cause{CauseIdle},
+		},
+		{
+			// 1 ms handlers on one core offered 20x what it serves: every
+			// arrival is refused while 3,000 admitted earlier drain at
+			// 800/s, holding 0.7 places. Not idle: the pool keeps what the
+			// drain holds plus the headroom (0.7 + 2√0.7), where counting
+			// the admitted arrivals alone retired it to its minimum.
+			name:  "every arrival refused while a backlog drains: its places are not idle",
+			start: 16, lo: 1, hi: 1024,
+			phases: []phase{{&shedding{queued: 3000, capacity: 800, hold: 880 * time.Microsecond}, 36}},
+			settle: int(DefaultRetireAfter/DefaultPeriod) + 1, min: 3, max: 3,
 			causes: []Cause{CauseIdle},
 		},
 		{
