@@ -353,7 +353,7 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 			// run on this P (stages.LoopNudge). Before the pop, so that
 			// no request waits with the worker.
 			if p.cfg.Nudge != nil {
-				p.cfg.Nudge.Nudge(wk.lastEnd)
+				p.cfg.Nudge.Nudge(wk.lastEnd, wk.lastEnd.Sub(wk.runningSince))
 			}
 			runtime.Gosched()
 			wk.runningSince = time.Now()

@@ -26,11 +26,16 @@ func TestLoopNudge(t *testing.T) {
 		write      bool // a byte for the loop before the nudge
 		closed     bool // the loop closed (and so gone from the nudge) first
 		since      time.Duration
+		ran        time.Duration // the nudger's run of work before it
 		wantNudged bool
 	}{
 		{name: "events queued", write: true, since: nudgeEvery, wantNudged: true},
 		{name: "nothing queued", since: nudgeEvery},
-		{name: "looked at too recently", write: true, since: nudgeEvery / 2},
+		// Three 100 µs handlers back to back, then the yield.
+		{name: "looked at too recently", write: true, since: nudgeEvery / 2, ran: 300 * time.Microsecond},
+		// One handler of 1 ms of compute (0.88 ms on the CPU), then the
+		// yield: every such yield looks, or a loop waits two handlers.
+		{name: "looked at recently, but after a long handler", write: true, since: 880 * time.Microsecond, ran: 880 * time.Microsecond, wantNudged: true},
 		{name: "loop closed", write: true, closed: true, since: nudgeEvery},
 	}
 	for _, tt := range tests {
@@ -69,7 +74,7 @@ func TestLoopNudge(t *testing.T) {
 				runtime.Gosched()
 			}
 			first := n.epoch.Add(time.Hour)
-			if n.Nudge(first) {
+			if n.Nudge(first, 0) {
 				t.Fatal("a loop with nothing queued was nudged")
 			}
 			if tt.closed {
@@ -83,7 +88,7 @@ func TestLoopNudge(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if got := n.Nudge(first.Add(tt.since)); got != tt.wantNudged {
+			if got := n.Nudge(first.Add(tt.since), tt.ran); got != tt.wantNudged {
 				t.Fatalf("Nudge = %v, want %v", got, tt.wantNudged)
 			}
 			if !tt.wantNudged {
