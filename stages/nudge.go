@@ -86,27 +86,33 @@ func (n *LoopNudge) remove(l *Loop) {
 }
 
 // longRun is a run of work after which a worker's Nudge looks at the loops
-// however recently they were looked at: half of nudgeEvery. Handlers that
-// take about as long as nudgeEvery (1 ms of compute, 0.88 ms of it on a
-// CPU) yield once per request, a little less than nudgeEvery apart, so
-// the rate limit alone skipped every other yield and a loop waited two
-// handlers, not one. A nudge after each such run costs a turn per half
-// millisecond of handlers at most, a turn that finds that long's events.
+// if they were last looked at longRun ago, not nudgeEvery: half of it.
+// Handlers that take about as long as nudgeEvery (1 ms of compute, 0.88 ms
+// of it on a CPU) yield once per request, a little less than nudgeEvery
+// apart, so the rate limit alone skipped every other yield and a loop
+// waited two handlers, not one. The looks stay rate-limited, at twice the
+// rate: a run is wall time, and handlers that block (a 1 ms sleep) make
+// runs as long with no CPU taken from anyone, tens of thousands a second.
 const longRun = nudgeEvery / 2
 
 // Nudge readies every loop that sleeps with events queued in its poller,
 // next to run on the caller's P, and reports whether there was one; the
 // caller should then yield. now is the caller's recent clock reading, ran
 // how long it has run requests back to back. Any goroutine; the first
-// caller in each nudgeEvery, or after a run of longRun, pays one ppoll per
-// sleeping loop, the others return false at the cost of two loads.
+// caller in each nudgeEvery (in each longRun, after a run of longRun) pays
+// one ppoll per sleeping loop, the others return false at the cost of two
+// loads.
 func (n *LoopNudge) Nudge(now time.Time, ran time.Duration) bool {
 	t := int64(now.Sub(n.epoch))
 	if t-n.asked.Load() > int64(nudgeEvery)/8 {
 		n.asked.Store(t) // a store per 125 µs at most: the line stays quiet
 	}
+	every := int64(nudgeEvery)
+	if ran >= longRun {
+		every = int64(longRun)
+	}
 	last := n.checked.Load()
-	if (t-last < int64(nudgeEvery) && ran < longRun) || !n.checked.CompareAndSwap(last, t) {
+	if t-last < every || !n.checked.CompareAndSwap(last, t) {
 		return false
 	}
 	any := false

@@ -36,6 +36,9 @@ func TestLoopNudge(t *testing.T) {
 		// One handler of 1 ms of compute (0.88 ms on the CPU), then the
 		// yield: every such yield looks, or a loop waits two handlers.
 		{name: "looked at recently, but after a long handler", write: true, since: 880 * time.Microsecond, ran: 880 * time.Microsecond, wantNudged: true},
+		// Handlers that block make long runs too, thousands a second:
+		// looked at no more often than every longRun.
+		{name: "after a long run, looked at too recently", write: true, since: 300 * time.Microsecond, ran: 1200 * time.Microsecond},
 		{name: "loop closed", write: true, closed: true, since: nudgeEvery},
 	}
 	for _, tt := range tests {
