@@ -230,8 +230,7 @@ func (c *Pool) estimate(s PoolSample) Estimates {
 		held = s.RunSum.Seconds() / s.Elapsed.Seconds()
 	}
 	e.PlacesBound = s.Busy >= s.Size || held+c.cfg.Headroom*math.Sqrt(held) >= float64(s.Size)
-	//
-	// And the arrivals are those admitted: while admission control refuses
+	// The arrivals λ are those admitted: while admission control refuses
 	// every new request, a backlog admitted earlier still drains, and the
 	// places draining it (μS, what they hold) are not idle. Counting the
 	// arrivals alone made a 20x overload of 1 ms handlers on one core look
