@@ -24,7 +24,9 @@
 // requests waited, the wait was for the CPUs to run the workers
 // (handlers that compute, on CPUs shared with the loops), which more
 // places do not shorten, and R = λS, the places the arrivals keep
-// running. The β√R spare places are the square-root staffing rule
+// running; or μS, when more than that drains (admission control refusing
+// every arrival while a backlog admitted earlier runs down: those places
+// are not idle). The β√R spare places are the square-root staffing rule
 // (Halfin and Whitt, 1981): with Poisson arrivals, R + β√R servers keep
 // the chance that a request waits at all near [1 + βΦ(β)/φ(β)]⁻¹, 3% for
 // β = 2, whatever the load, so the headroom grows with the load but more
