@@ -339,7 +339,7 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 			}
 			continue
 		}
-		if wk.lastEnd.Sub(wk.runningSince) >= yieldCPUAfter {
+		if ran := wk.lastEnd.Sub(wk.runningSince); ran >= yieldCPUAfter {
 			// Go preempts a goroutine only after 10 ms on a CPU; workers
 			// that always find another request would hold the Ps for that
 			// long while a loop sits in the run queue behind them, and
@@ -353,7 +353,7 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 			// run on this P (stages.LoopNudge). Before the pop, so that
 			// no request waits with the worker.
 			if p.cfg.Nudge != nil {
-				p.cfg.Nudge.Nudge(wk.lastEnd, wk.lastEnd.Sub(wk.runningSince))
+				p.cfg.Nudge.Nudge(wk.lastEnd, ran)
 			}
 			runtime.Gosched()
 			wk.runningSince = time.Now()
