@@ -148,6 +148,7 @@ var (
 	descCutOff      = prometheus.NewDesc("quartet_clients_cut_off_total", "Clients cut off for being too slow: slow_body (request body below the minimum rate), slow_reader (response below the minimum rate), write_timeout (took nothing for the write timeout).", []string{"reason"}, nil)
 	descResets      = prometheus.NewDesc("quartet_connections_reset_total", "Connections closed with RST so that the kernel drops the data still queued for them.", nil, nil)
 	descNudges      = prometheus.NewDesc("quartet_loop_nudges_total", "Times a worker about to yield readied event loops that Go's scheduler had left parked with events queued (CPU-bound workers).", nil, nil)
+	descLoopAwaits  = prometheus.NewDesc("quartet_loop_awaits_total", "Times a worker back from its yield waited for an event loop with events queued to run first (a loop readied behind the workers in the run queue).", nil, nil)
 	descHangUps     = prometheus.NewDesc("quartet_connections_hung_up_total", "Clients that hung up while their request was queued or its handler was running.", nil, nil)
 )
 
@@ -156,7 +157,7 @@ type collector Metrics
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueCap, descEnqueued, descDequeued, descRejected,
 		descService, descLoops, descConns, descAccepted, descPaused, descResponses, descBytes, descAborted, descDropped,
-		descParked, descParkedMax, descParkRefused, descClientLimit, descCutOff, descResets, descHangUps, descNudges,
+		descParked, descParkedMax, descParkRefused, descClientLimit, descCutOff, descResets, descHangUps, descNudges, descLoopAwaits,
 		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
 		descArrival, descOffered, descXput, descWait, descRun, descBusy, descDemand, descTarget, descCeiling, descWaitGoal,
 		descLoopBusy, descBudget, descPerTurn, descTurnTime,
@@ -216,6 +217,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descParkedMax, prometheus.GaugeValue, float64(sl.MaxParked))
 	ch <- prometheus.MustNewConstMetric(descParkRefused, prometheus.CounterValue, float64(sl.ParkRefused))
 	ch <- prometheus.MustNewConstMetric(descNudges, prometheus.CounterValue, float64(st.LoopNudges))
+	ch <- prometheus.MustNewConstMetric(descLoopAwaits, prometheus.CounterValue, float64(st.LoopAwaits))
 	for _, l := range []struct {
 		setting string
 		v       float64

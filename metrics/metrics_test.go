@@ -133,7 +133,8 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"quartet_handlers_parked", "quartet_handlers_park_refused_total",
-		"quartet_connections_reset_total", "quartet_connections_hung_up_total", "quartet_loop_nudges_total"} {
+		"quartet_connections_reset_total", "quartet_connections_hung_up_total", "quartet_loop_nudges_total",
+		"quartet_loop_awaits_total"} {
 		if find(fams, name, nil) == nil {
 			t.Errorf("%s missing", name)
 		}

@@ -359,6 +359,15 @@ func (p *Pool) work(wk *worker, done <-chan struct{}) {
 			wk.runningSince = time.Now()
 			wk.lastEnd = wk.runningSince
 		}
+		if p.cfg.Nudge != nil {
+			// A loop that a nudge found with events queued and that has
+			// not run yet is in a run queue behind workers (sysmon's
+			// look at the network readied it there, or a second loop
+			// readied took the first's place next to run): no request
+			// starts ahead of it, whether this worker comes back from
+			// its yield or from waiting for work.
+			p.cfg.Nudge.AwaitLoops()
+		}
 		if req, ok := p.in.Pop(); ok {
 			p.serve(wk, req)
 			continue

@@ -61,6 +61,10 @@ type Stats struct {
 	// loops that Go's scheduler had left parked with events queued
 	// (stages.LoopNudge): how often the workers kept the CPU from them.
 	LoopNudges uint64
+	// LoopAwaits is how many times a worker about to take a request
+	// stepped aside for an event loop queued behind the workers with
+	// events waiting (stages.LoopNudge.AwaitLoops).
+	LoopAwaits uint64
 }
 
 // ListenerStats is the first stage.
@@ -151,6 +155,7 @@ func (s *Server) Snapshot() Stats {
 	st.Control = s.controlStats()
 	st.ProcessorGoroutines = s.pool.Goroutines()
 	st.LoopNudges = s.nudge.Nudged()
+	st.LoopAwaits = s.nudge.Waits()
 	st.Writer = StageStats{StageSnapshot: s.counters.writer.Snapshot("writer", wdepth, wcap), Loops: s.loopCount(StageWriter)}
 	st.Writer.Enqueued += st.Direct // ended by their reader loop, never queued
 	st.Writer.Dequeued += st.Direct

@@ -75,8 +75,11 @@ type Loop struct {
 	poller *poll.Poller
 	waker  *LoopWaker // nil for a loop nobody hands work to
 	nudge  *LoopNudge // nil unless LoopOptions.Nudge
-	hooks  LoopHooks
-	events []poll.Event
+	// owedTurn: a Nudge found the loop asleep with events queued, and it
+	// has not run since (LoopNudge.AwaitLoops).
+	owedTurn atomic.Bool
+	hooks    LoopHooks
+	events   []poll.Event
 
 	// now is the turn's clock read (nginx's cached time, ngx_time_update
 	// once per epoll_wait): see Now. Loop goroutine only.
@@ -313,6 +316,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		evs, err := l.poller.Wait(l.events, wait)
 		if sleeping {
 			l.waker.Awake()
+			if l.nudge != nil {
+				l.nudge.ran(l)
+			}
 		}
 		if err != nil {
 			return err
@@ -346,6 +352,9 @@ func (l *Loop) Close() error {
 	var err error
 	if l.waker != nil {
 		err = l.waker.Close()
+	}
+	if l.nudge != nil {
+		l.nudge.ran(l) // a closed loop owes no turn
 	}
 	return errors.Join(err, l.poller.Close())
 }

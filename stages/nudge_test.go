@@ -111,3 +111,126 @@ func TestLoopNudge(t *testing.T) {
 		})
 	}
 }
+
+// A Nudge that finds a loop asleep with events queued counts it owed a
+// turn, and a worker about to take a request waits in AwaitLoops until
+// the loop has run instead of starting one ahead of it: one yield when
+// the loop is next to run (its event handled by then), a park (one P)
+// when the yield was not enough, nothing when nothing is owed; and a loop
+// that closes while marked owed leaves nothing owed behind (or every
+// later worker would wait in vain).
+func TestLoopNudgeAwaitLoops(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	tests := []struct {
+		name       string
+		write      bool // a byte for the loop before the nudge
+		closeOwed  bool // close the loop while it is marked owed
+		lateWrite  bool // mark the loop owed, and write only while AwaitLoops yields
+		wantYields uint64
+		wantParks  uint64
+	}{
+		{name: "nothing owed: no yield"},
+		{name: "owed: one yield runs the loop", write: true, wantYields: 1},
+		{name: "closed while marked owed: nothing left owed", write: true, closeOwed: true},
+		// Owed but in no run queue yet (its events come while the worker
+		// yields), as a loop queued behind the worker would look to it:
+		// one yield is not enough, and on one P the worker parks, off
+		// every queue, until the loop has run.
+		{name: "owed, not run after the yield: parks until its turn", lateWrite: true, wantYields: 1, wantParks: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fds[0])
+			defer unix.Close(fds[1])
+			n := NewLoopNudge()
+			var heard atomic.Int32
+			l, err := NewLoop(LoopHooks{
+				Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
+				Event: func(poll.Event) {
+					var b [8]byte
+					unix.Read(fds[0], b[:])
+					heard.Add(1)
+				},
+			}, LoopOptions{Nudge: n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- l.Run(ctx) }()
+			stopped := false
+			stop := func() {
+				if !stopped {
+					stopped = true
+					cancel()
+					wait(t, done)
+					l.Close()
+				}
+			}
+			defer stop()
+			for !l.waker.asleep() {
+				runtime.Gosched()
+			}
+			if tt.write {
+				if _, err := unix.Write(fds[1], []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := n.Nudge(n.epoch.Add(time.Hour), 0); got != tt.write {
+				t.Fatalf("Nudge = %v, want %v", got, tt.write)
+			}
+			if tt.lateWrite {
+				l.owedTurn.Store(true)
+				n.owed.Add(1)
+				go unix.Write(fds[1], []byte("x")) // runs at AwaitLoops' yield
+			}
+			if tt.closeOwed {
+				// A Nudge that looked at the loop just before it last woke
+				// can mark it owed after its last word that it ran, and a
+				// loop retired then never wakes again: as that Nudge would
+				// leave it, once Run has returned.
+				cancel()
+				wait(t, done)
+				if l.owedTurn.CompareAndSwap(false, true) {
+					n.owed.Add(1)
+				}
+				stopped = true
+				l.Close()
+				if got := n.owed.Load(); got != 0 {
+					t.Fatalf("%d loops owed after the owed loop closed, want 0", got)
+				}
+				return
+			}
+			// No yield first: as a worker ahead of the loop in the run
+			// queue, AwaitLoops itself must give the loop its turn.
+			n.AwaitLoops()
+			if want := map[bool]int32{true: 1, false: 0}[tt.write || tt.lateWrite]; heard.Load() != want {
+				t.Fatalf("the loop heard %d events when AwaitLoops returned, want %d", heard.Load(), want)
+			}
+			if got := n.yields.Load(); got != tt.wantYields {
+				t.Fatalf("AwaitLoops yielded %d times, want %d", got, tt.wantYields)
+			}
+			if got := n.parks.Load(); got != tt.wantParks {
+				t.Fatalf("AwaitLoops parked %d times, want %d", got, tt.wantParks)
+			}
+			if got := n.backstops.Load(); got != 0 {
+				t.Fatalf("%d parks ended by the backstop, not by the loop's turn", got)
+			}
+			if got := n.owed.Load(); got != 0 {
+				t.Fatalf("%d loops owed after the loop ran, want 0", got)
+			}
+			// And the next worker back from a yield does not yield again.
+			n.AwaitLoops()
+			if got := n.yields.Load(); got != tt.wantYields {
+				t.Fatalf("AwaitLoops yielded %d times in all after the loop ran, want %d", got, tt.wantYields)
+			}
+		})
+	}
+}
