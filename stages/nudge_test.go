@@ -43,51 +43,17 @@ func TestLoopNudge(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(fds[0])
-			defer unix.Close(fds[1])
 			n := NewLoopNudge()
-			var heard atomic.Int32
-			l, err := NewLoop(LoopHooks{
-				Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
-				Event: func(poll.Event) {
-					var b [8]byte
-					unix.Read(fds[0], b[:])
-					heard.Add(1)
-				},
-			}, LoopOptions{Nudge: n})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := l.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- l.Run(ctx) }()
-			defer func() {
-				cancel()
-				wait(t, done)
-				l.Close()
-			}()
-			for !l.waker.asleep() {
-				runtime.Gosched()
-			}
+			nl := startNudgeLoop(t, n)
 			first := n.epoch.Add(time.Hour)
 			if n.Nudge(first, 0) {
 				t.Fatal("a loop with nothing queued was nudged")
 			}
 			if tt.closed {
-				cancel()
-				wait(t, done)
-				l.Close()
-				done <- nil // for the deferred wait
+				nl.close()
 			}
 			if tt.write {
-				if _, err := unix.Write(fds[1], []byte("x")); err != nil {
+				if _, err := unix.Write(nl.peer, []byte("x")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -102,8 +68,8 @@ func TestLoopNudge(t *testing.T) {
 			for range 3 {
 				runtime.Gosched()
 			}
-			if heard.Load() != 1 {
-				t.Fatalf("the nudged loop heard %d events after the nudger yielded, want 1", heard.Load())
+			if nl.heard.Load() != 1 {
+				t.Fatalf("the nudged loop heard %d events after the nudger yielded, want 1", nl.heard.Load())
 			}
 			if n.Nudged() != 1 {
 				t.Fatalf("Nudged = %d, want 1", n.Nudged())
@@ -140,46 +106,11 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(fds[0])
-			defer unix.Close(fds[1])
 			n := NewLoopNudge()
-			var heard atomic.Int32
-			l, err := NewLoop(LoopHooks{
-				Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
-				Event: func(poll.Event) {
-					var b [8]byte
-					unix.Read(fds[0], b[:])
-					heard.Add(1)
-				},
-			}, LoopOptions{Nudge: n})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := l.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- l.Run(ctx) }()
-			stopped := false
-			stop := func() {
-				if !stopped {
-					stopped = true
-					cancel()
-					wait(t, done)
-					l.Close()
-				}
-			}
-			defer stop()
-			for !l.waker.asleep() {
-				runtime.Gosched()
-			}
+			nl := startNudgeLoop(t, n)
+			l := nl.l
 			if tt.write {
-				if _, err := unix.Write(fds[1], []byte("x")); err != nil {
+				if _, err := unix.Write(nl.peer, []byte("x")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -189,20 +120,18 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 			if tt.lateWrite {
 				l.owedTurn.Store(true)
 				n.owed.Add(1)
-				go unix.Write(fds[1], []byte("x")) // runs at AwaitLoops' yield
+				go unix.Write(nl.peer, []byte("x")) // runs at AwaitLoops' yield
 			}
 			if tt.closeOwed {
 				// A Nudge that looked at the loop just before it last woke
 				// can mark it owed after its last word that it ran, and a
 				// loop retired then never wakes again: as that Nudge would
 				// leave it, once Run has returned.
-				cancel()
-				wait(t, done)
+				nl.halt()
 				if l.owedTurn.CompareAndSwap(false, true) {
 					n.owed.Add(1)
 				}
-				stopped = true
-				l.Close()
+				nl.close()
 				if got := n.owed.Load(); got != 0 {
 					t.Fatalf("%d loops owed after the owed loop closed, want 0", got)
 				}
@@ -211,8 +140,8 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 			// No yield first: as a worker ahead of the loop in the run
 			// queue, AwaitLoops itself must give the loop its turn.
 			n.AwaitLoops()
-			if want := map[bool]int32{true: 1, false: 0}[tt.write || tt.lateWrite]; heard.Load() != want {
-				t.Fatalf("the loop heard %d events when AwaitLoops returned, want %d", heard.Load(), want)
+			if want := map[bool]int32{true: 1, false: 0}[tt.write || tt.lateWrite]; nl.heard.Load() != want {
+				t.Fatalf("the loop heard %d events when AwaitLoops returned, want %d", nl.heard.Load(), want)
 			}
 			if got := n.yields.Load(); got != tt.wantYields {
 				t.Fatalf("AwaitLoops yielded %d times, want %d", got, tt.wantYields)
@@ -233,4 +162,73 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nudgeLoop is a running Loop joined to a LoopNudge, reading one end of
+// a socket pair: a write to peer is an event for it.
+type nudgeLoop struct {
+	l     *Loop
+	peer  int
+	heard atomic.Int32 // events the loop has handled
+	t     *testing.T
+	done  chan error
+	stop  context.CancelFunc
+	// halted and closed make halt and close idempotent (test goroutine).
+	halted, closed bool
+}
+
+// halt stops the loop and waits until Run has returned.
+func (nl *nudgeLoop) halt() {
+	if !nl.halted {
+		nl.halted = true
+		nl.stop()
+		wait(nl.t, nl.done)
+	}
+}
+
+// close halts the loop and closes it.
+func (nl *nudgeLoop) close() {
+	nl.halt()
+	if !nl.closed {
+		nl.closed = true
+		nl.l.Close()
+	}
+}
+
+// startNudgeLoop starts a loop joined to n and waits until it sleeps; the
+// test's cleanup closes it and the socket pair.
+func startNudgeLoop(t *testing.T, n *LoopNudge) *nudgeLoop {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+	})
+	nl := &nudgeLoop{peer: fds[1], t: t, done: make(chan error, 1)}
+	nl.l, err = NewLoop(LoopHooks{
+		Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
+		Event: func(poll.Event) {
+			var b [8]byte
+			unix.Read(fds[0], b[:])
+			nl.heard.Add(1)
+		},
+	}, LoopOptions{Nudge: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.l.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
+		nl.l.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	nl.stop = cancel
+	go func() { nl.done <- nl.l.Run(ctx) }()
+	t.Cleanup(func() { nl.close() })
+	for !nl.l.waker.asleep() {
+		runtime.Gosched()
+	}
+	return nl
 }
