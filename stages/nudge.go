@@ -63,7 +63,10 @@ type LoopNudge struct {
 
 	// owed counts the loops a Nudge found asleep with events queued that
 	// have not run since (Loop.owedTurn); see AwaitLoops.
-	owed   atomic.Int32
+	owed atomic.Int32
+	// oneP: GOMAXPROCS was 1 at the last look (Nudge), read by AwaitLoops
+	// instead of asking the runtime, which takes the scheduler's lock.
+	oneP   atomic.Bool
 	waits  atomic.Uint64 // AwaitLoops calls that found a loop owed
 	yields atomic.Uint64 // and the yields they made
 	// waiting counts the workers parked in AwaitLoops; a loop that pays
@@ -155,6 +158,7 @@ func (n *LoopNudge) Nudge(now time.Time, ran time.Duration) bool {
 	if t-last < every || !n.checked.CompareAndSwap(last, t) {
 		return false
 	}
+	n.oneP.Store(runtime.GOMAXPROCS(0) == 1)
 	any := false
 	for _, l := range *n.loops.Load() {
 		if l.waker != nil && l.waker.asleep() && l.poller.Pending() {
@@ -213,7 +217,7 @@ func (n *LoopNudge) AwaitLoops() {
 	n.waits.Add(1)
 	n.yields.Add(1)
 	runtime.Gosched()
-	if n.owed.Load() == 0 || runtime.GOMAXPROCS(0) > 1 {
+	if n.owed.Load() == 0 || !n.oneP.Load() {
 		return
 	}
 	n.parks.Add(1)
