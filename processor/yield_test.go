@@ -34,14 +34,25 @@ import (
 //     runs it. Each op's byte is written just after the nudge that ran
 //     the loop for the last one, so it waits a whole nudge interval
 //     (1 ms): about 1.2 ms. Arrivals at random wait half of one, and
-//     refusals under 2x overload left at 0.4 ms at the median. Two fixes were measured before and dropped (see
-//     the closing notes of issue 14): workers that wait for a loop's
-//     turn while it has events (0.9 ms here, but with 1 ms handlers the
-//     waiting workers kept their places and the loops ran only after all
-//     of them: refusals took a second), and loops that block in the
-//     kernel while the CPU is short (0.8 ms here, but the thread
-//     hand-offs left the core idle a fifth of the time and halved
-//     goodput at 2x overload).
+//     refusals under 2x overload left at 0.4 ms at the median.
+//   - loops-2/nudged: two loops, a byte for each, late by the later of
+//     the two. A nudge readies both; only one can be next to run, and
+//     the other goes to the tail of the P's queue, behind the workers.
+//     Unless the workers step aside for it (LoopNudge.AwaitLoops), it
+//     waits for each of them to run a request first: p99 1.56 ms before
+//     they did (6ec2f62), 1.28 ms since, the median 1.24 ms in both
+//     (-benchtime 2000x -count 3, 2026-12-05).
+//
+// Two fixes were measured before and dropped (see the closing notes of
+// issue 14): workers that waited for a loop's turn whenever it had
+// events queued (0.9 ms here, but with 1 ms handlers the waiting workers
+// kept their places and the loops ran only after all of them: refusals
+// took a second), and loops that block in the kernel while the CPU is
+// short (0.8 ms here, but the thread hand-offs left the core idle a fifth
+// of the time and halved goodput at 2x overload). AwaitLoops differs from
+// the first: a worker steps aside only for a loop already runnable and
+// queued behind it, which then runs at once, not for a loop with events
+// that nobody has readied.
 func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
 	b.Run("blocking-syscall", func(b *testing.B) {
 		defer busyWorkers(b, nil)()
@@ -55,57 +66,68 @@ func BenchmarkLoopBehindBusyWorkers(b *testing.B) {
 		}
 		reportLate(b, late)
 	})
-	b.Run("loop/parked", func(b *testing.B) { benchParkedLoop(b, nil) })
-	b.Run("loop/nudged", func(b *testing.B) { benchParkedLoop(b, stages.NewLoopNudge()) })
+	b.Run("loop/parked", func(b *testing.B) { benchParkedLoop(b, nil, 1) })
+	b.Run("loop/nudged", func(b *testing.B) { benchParkedLoop(b, stages.NewLoopNudge(), 1) })
+	b.Run("loops-2/nudged", func(b *testing.B) { benchParkedLoop(b, stages.NewLoopNudge(), 2) })
 }
 
-// benchParkedLoop: a real stages.Loop parked in Go's network poller behind
-// busyWorkers, and how late it hears a byte written to a socket it polls;
-// with nudge, the loop and the workers share it.
-func benchParkedLoop(b *testing.B, nudge *stages.LoopNudge) {
-	fds, err := nonblockingPair()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
-	heard := make(chan struct{}, 1)
-	var buf [64]byte
-	loop, err := stages.NewLoop(stages.LoopHooks{
-		Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
-		Event: func(poll.Event) {
-			for {
-				if n, _ := poll.Read(fds[0], buf[:]); n <= 0 {
-					break
+// benchParkedLoop: real stages.Loops (loops of them) parked in Go's
+// network poller behind busyWorkers, and how late the last of them hears
+// a byte written to a socket each polls; with nudge, the loops and the
+// workers share it.
+func benchParkedLoop(b *testing.B, nudge *stages.LoopNudge, loops int) {
+	heard := make(chan struct{}, loops)
+	peers := make([]int, loops)
+	for i := range loops {
+		fds, err := nonblockingPair()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+		peers[i] = fds[1]
+		var buf [64]byte
+		loop, err := stages.NewLoop(stages.LoopHooks{
+			Turn: func(_ time.Time, stopping bool) (time.Duration, bool) { return -1, stopping },
+			Event: func(poll.Event) {
+				for {
+					if n, _ := poll.Read(fds[0], buf[:]); n <= 0 {
+						break
+					}
 				}
-			}
-			heard <- struct{}{}
-		},
-	}, stages.LoopOptions{Nudge: nudge})
-	if err != nil {
-		b.Fatal(err)
+				heard <- struct{}{}
+			},
+		}, stages.LoopOptions{Nudge: nudge})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := loop.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan struct{})
+		go func() { loop.Run(ctx); close(ran) }()
+		defer func() { cancel(); <-ran; loop.Close() }()
 	}
-	if err := loop.Poller().Add(fds[0], poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, 1, 0)); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { loop.Run(ctx); close(ran) }()
-	defer func() { cancel(); <-ran; loop.Close() }()
 	defer busyWorkers(b, nudge)()
 	late := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
 	for b.Loop() {
 		start := time.Now()
-		if _, err := poll.Write(fds[1], []byte{1}); err != nil {
-			b.Fatal(err)
+		for _, fd := range peers {
+			if _, err := poll.Write(fd, []byte{1}); err != nil {
+				b.Fatal(err)
+			}
 		}
-		<-heard
+		for range loops {
+			<-heard
+		}
 		late = append(late, time.Since(start))
 	}
 	reportLate(b, late)
 	if nudge != nil {
 		b.ReportMetric(float64(nudge.Nudged())/float64(b.N), "nudges/op")
+		b.ReportMetric(float64(nudge.Waits())/float64(b.N), "awaits/op")
 	}
 }
 
