@@ -64,12 +64,17 @@ func TestLoopNudge(t *testing.T) {
 				return
 			}
 			// Readied next to run on this P: a yield or two runs its turn
-			// (the expired wait, then the poll that takes the event).
-			for range 3 {
+			// (the expired wait, then the poll that takes the event). A
+			// few more may go first (the scheduler takes the global queue
+			// every 61st turn; GC workers, under -race often: CI once saw
+			// three yields not do), but a loop left parked would wait
+			// for sysmon's poll, 10 ms, and 100 yields take microseconds.
+			yields := 0
+			for ; yields < 100 && nl.heard.Load() == 0; yields++ {
 				runtime.Gosched()
 			}
 			if nl.heard.Load() != 1 {
-				t.Fatalf("the nudged loop heard %d events after the nudger yielded, want 1", nl.heard.Load())
+				t.Fatalf("the nudged loop heard %d events after the nudger yielded %d times, want 1", nl.heard.Load(), yields)
 			}
 			if n.Nudged() != 1 {
 				t.Fatalf("Nudged = %d, want 1", n.Nudged())
@@ -93,7 +98,7 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 		closeOwed  bool // close the loop while it is marked owed
 		lateWrite  bool // mark the loop owed, and write only while AwaitLoops yields
 		wantYields uint64
-		wantParks  uint64
+		wantParks  uint64 // at least; never more than 1
 	}{
 		{name: "nothing owed: no yield"},
 		{name: "owed: one yield runs the loop", write: true, wantYields: 1},
@@ -146,8 +151,11 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 			if got := n.yields.Load(); got != tt.wantYields {
 				t.Fatalf("AwaitLoops yielded %d times, want %d", got, tt.wantYields)
 			}
-			if got := n.parks.Load(); got != tt.wantParks {
-				t.Fatalf("AwaitLoops parked %d times, want %d", got, tt.wantParks)
+			// One yield is all AwaitLoops needs when the loop is next to
+			// run, but the scheduler may put a turn of the global queue
+			// or a GC worker first, and then it parks: at most once.
+			if got := n.parks.Load(); got > 1 || got < tt.wantParks {
+				t.Fatalf("AwaitLoops parked %d times, want %d (at most 1)", got, tt.wantParks)
 			}
 			if got := n.backstops.Load(); got != 0 {
 				t.Fatalf("%d parks ended by the backstop, not by the loop's turn", got)
