@@ -148,7 +148,7 @@ var (
 	descCutOff      = prometheus.NewDesc("quartet_clients_cut_off_total", "Clients cut off for being too slow: slow_body (request body below the minimum rate), slow_reader (response below the minimum rate), write_timeout (took nothing for the write timeout).", []string{"reason"}, nil)
 	descResets      = prometheus.NewDesc("quartet_connections_reset_total", "Connections closed with RST so that the kernel drops the data still queued for them.", nil, nil)
 	descNudges      = prometheus.NewDesc("quartet_loop_nudges_total", "Times a worker about to yield readied event loops that Go's scheduler had left parked with events queued (CPU-bound workers).", nil, nil)
-	descLoopAwaits  = prometheus.NewDesc("quartet_loop_awaits_total", "Times a worker back from its yield waited for an event loop with events queued to run first (a loop readied behind the workers in the run queue).", nil, nil)
+	descLoopAwaits  = prometheus.NewDesc("quartet_loop_awaits_total", "Times a worker about to take a request stepped aside for an event loop readied behind the workers in the run queue, with events queued.", nil, nil)
 	descHangUps     = prometheus.NewDesc("quartet_connections_hung_up_total", "Clients that hung up while their request was queued or its handler was running.", nil, nil)
 )
 

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/cpu"
 )
 
 // LoopNudge lets CPU-bound workers hand the CPU to event loops that Go's
@@ -62,13 +64,16 @@ type LoopNudge struct {
 	nudged  atomic.Uint64
 
 	// owed counts the loops a Nudge found asleep with events queued that
-	// have not run since (Loop.owedTurn); see AwaitLoops.
+	// have not run since (Loop.owedTurn); see AwaitLoops. Every worker
+	// reads it before each request, so it has a line of its own: the
+	// lines beside it are written by every Nudge.
+	_    cpu.CacheLinePad
 	owed atomic.Int32
+	_    cpu.CacheLinePad
 	// oneP: GOMAXPROCS was 1 at the last look (Nudge), read by AwaitLoops
 	// instead of asking the runtime, which takes the scheduler's lock.
-	oneP   atomic.Bool
-	waits  atomic.Uint64 // AwaitLoops calls that found a loop owed
-	yields atomic.Uint64 // and the yields they made
+	oneP  atomic.Bool
+	waits atomic.Uint64 // AwaitLoops calls that found a loop owed, each of which yielded once
 	// waiting counts the workers parked in AwaitLoops; a loop that pays
 	// its turn while one waits closes turned and replaces it (under
 	// turnMu). The pair is Dekker's, as the wakers': a worker adds itself
@@ -215,7 +220,6 @@ func (n *LoopNudge) AwaitLoops() {
 		return
 	}
 	n.waits.Add(1)
-	n.yields.Add(1)
 	runtime.Gosched()
 	if n.owed.Load() == 0 || !n.oneP.Load() {
 		return

@@ -148,7 +148,7 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 			if want := map[bool]int32{true: 1, false: 0}[tt.write || tt.lateWrite]; nl.heard.Load() != want {
 				t.Fatalf("the loop heard %d events when AwaitLoops returned, want %d", nl.heard.Load(), want)
 			}
-			if got := n.yields.Load(); got != tt.wantYields {
+			if got := n.waits.Load(); got != tt.wantYields {
 				t.Fatalf("AwaitLoops yielded %d times, want %d", got, tt.wantYields)
 			}
 			// One yield is all AwaitLoops needs when the loop is next to
@@ -165,7 +165,7 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 			}
 			// And the next worker back from a yield does not yield again.
 			n.AwaitLoops()
-			if got := n.yields.Load(); got != tt.wantYields {
+			if got := n.waits.Load(); got != tt.wantYields {
 				t.Fatalf("AwaitLoops yielded %d times in all after the loop ran, want %d", got, tt.wantYields)
 			}
 		})
