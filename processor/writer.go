@@ -69,9 +69,9 @@ type ResponseWriter struct {
 	asked   bool  // the handler has read (or tried to read) the body
 	bodyErr error // the first request-body Read error other than EOF
 	rbody   bodyReader
-	holds   []*stages.Hold            // released if the handler fails, so the writer is not stalled
-	num     [24]byte                  // number formatting scratch, here so it never escapes
-	line    [http1.MaxStatusLine]byte // status line scratch, likewise
+	holds   []*stages.Hold // released if the handler fails, so the writer is not stalled
+	num     [24]byte       // number formatting scratch, here so it never escapes
+	hdrBuf  []byte         // header block scratch (headerBlock), kept for the next response
 
 	// Output filters (filter.go). chain[i] is the position that calls
 	// filters[i]; chain[nfilters] calls the framing code.
@@ -238,12 +238,13 @@ func (w *ResponseWriter) interim(code int) {
 		}
 		w.asked = true
 	}
-	w.statusLine(code)
+	b := http1.AppendStatusLine(w.hdrBuf[:0], w.req.Minor, code)
 	w.hdr.Visit(func(name, value string) bool {
-		w.field(name, value)
+		b = appendField(b, name, value)
 		return true
 	})
-	if w.emitString("\r\n") == nil {
+	w.emitHead(append(b, "\r\n"...))
+	if w.err == nil {
 		_ = w.sendOut(true, false, false)
 	}
 }

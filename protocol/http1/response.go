@@ -32,6 +32,13 @@ const MaxStatusLine = len("HTTP/1.1 511 Network Authentication Required\r\n") + 
 // some 1.0 clients take a 1.1 status line as licence for 1.1 framing. A
 // code without a reason phrase gets "status code N", as in net/http.
 func AppendStatusLine(dst []byte, minor, code int) []byte {
+	if code == http.StatusOK {
+		// Most responses: no number to format, no status text to look up.
+		if minor >= 1 {
+			return append(dst, "HTTP/1.1 200 OK\r\n"...)
+		}
+		return append(dst, "HTTP/1.0 200 OK\r\n"...)
+	}
 	if minor >= 1 {
 		dst = append(dst, "HTTP/1.1 "...)
 	} else {
