@@ -120,4 +120,18 @@ func TestFieldRules(t *testing.T) {
 			t.Errorf("UnsafeFieldValue(%q) = %v", tc.value, got)
 		}
 	}
+	// Every position of a word and of the tail, for each byte that ends a
+	// field, and the bytes next to them that do not.
+	for _, bad := range []byte{'\r', '\n', 0, '\t', 0x0b, 0x0c, 0x0e, 0xff, 0x8d} {
+		unsafe := bad == '\r' || bad == '\n' || bad == 0
+		for n := 1; n <= 19; n++ {
+			for at := 0; at < n; at++ {
+				v := []byte(strings.Repeat("a", n))
+				v[at] = bad
+				if got := UnsafeFieldValue(string(v)); got != unsafe {
+					t.Errorf("UnsafeFieldValue(%q) = %v, want %v", v, got, unsafe)
+				}
+			}
+		}
+	}
 }
