@@ -50,11 +50,11 @@ func (w *ResponseWriter) nextChunk() error {
 		if w.lent {
 			w.retire(w.cur)
 		} else {
-			w.p.putChunk(w.cur) // full and never lent: cannot happen, but be tidy
+			w.putChunk(w.cur) // full and never lent: cannot happen, but be tidy
 		}
 	}
 	w.reclaim()
-	w.cur, w.start, w.lent = w.p.getChunk(), 0, false
+	w.cur, w.start, w.lent = w.getChunk(), 0, false
 	return nil
 }
 
@@ -129,7 +129,7 @@ func (w *ResponseWriter) lendRest() {
 		if w.lent {
 			w.resp.Chunks = append(w.resp.Chunks, w.cur[:0:cap(w.cur)])
 		} else {
-			w.p.putChunk(w.cur)
+			w.putChunk(w.cur)
 		}
 	}
 	w.cur, w.start, w.lent = nil, 0, false

@@ -72,6 +72,7 @@ type ResponseWriter struct {
 	holds   []*stages.Hold // released if the handler fails, so the writer is not stalled
 	num     [24]byte       // number formatting scratch, here so it never escapes
 	hdrBuf  []byte         // header block scratch (headerBlock), kept for the next response
+	spare   []byte         // an inline server\'s chunk kept for its next response (putChunk)
 
 	// Output filters (filter.go). chain[i] is the position that calls
 	// filters[i]; chain[nfilters] calls the framing code.
@@ -424,7 +425,7 @@ func buffer[S string | []byte](w *ResponseWriter, p S) {
 	for len(p) > 0 {
 		n := len(w.body)
 		if n == 0 || w.body[n-1].Kind != stages.BucketHeap || len(w.body[n-1].Data) == cap(w.body[n-1].Data) {
-			w.body = append(w.body, stages.Bucket{Kind: stages.BucketHeap, Data: w.p.getChunk()})
+			w.body = append(w.body, stages.Bucket{Kind: stages.BucketHeap, Data: w.getChunk()})
 			n++
 		}
 		b := &w.body[n-1]
@@ -434,10 +435,33 @@ func buffer[S string | []byte](w *ResponseWriter, p S) {
 	}
 }
 
+// getChunk takes the writer's spare chunk, or one from the pool.
+func (w *ResponseWriter) getChunk() []byte {
+	if b := w.spare; b != nil {
+		w.spare = nil
+		return b
+	}
+	return w.p.getChunk()
+}
+
+// putChunk gives back a chunk that never left the writer's goroutine. An
+// inline server's writer keeps one for its next response: a small body is
+// buffered in a chunk of its own until the header block is known, and a
+// Get and a Put of the pool for it cost more than the rest of the body's
+// way. A worker's writer keeps none, as a thousand workers would hold
+// 16 MiB between them.
+func (w *ResponseWriter) putChunk(b []byte) {
+	if w.inline && w.spare == nil && cap(b) == chunkSize {
+		w.spare = b[:0]
+		return
+	}
+	w.p.putChunk(b)
+}
+
 func (w *ResponseWriter) dropBody() {
 	for i := range w.body {
 		if w.body[i].Kind == stages.BucketHeap {
-			w.p.putChunk(w.body[i].Data)
+			w.putChunk(w.body[i].Data)
 		}
 	}
 	clear(w.body)
