@@ -429,7 +429,7 @@ func (p *Pool) handle(w *ResponseWriter, req *stages.Request, now time.Time, wai
 	if c != nil {
 		c.SetPhase(stages.PhaseRunning)
 	}
-	resp = p.responses()
+	resp = w.response()
 	resp.Begin(c, req, now)
 	if w.inline {
 		resp.HoldKicks() // the caller writes it whole, or hands it over, after
@@ -586,6 +586,26 @@ func (s *InlineServer) Serve(req *stages.Request) *stages.Response {
 		return nil
 	}
 	return p.handle(&s.w, req, now, 0)
+}
+
+// Keep takes back a response Serve returned, once its loop has written
+// it and every stage has let go of it (the runtime's recycle, on the
+// loop's goroutine): its chunks become the writer's spares, and the
+// record is kept for the next request, instead of a round trip of each
+// through a sync.Pool. It reports false, and takes nothing, when it keeps
+// a record already; the caller then recycles r as any other. Loop
+// goroutine only.
+func (s *InlineServer) Keep(r *stages.Response) bool {
+	if s.w.kept != nil {
+		return false
+	}
+	for _, b := range r.Chunks {
+		s.w.putChunk(b)
+	}
+	clear(r.Chunks)
+	r.Chunks = r.Chunks[:0]
+	s.w.kept = r
+	return true
 }
 
 // dispatched is when the reader handed req on (its loop's clock, advanced

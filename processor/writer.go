@@ -72,7 +72,9 @@ type ResponseWriter struct {
 	holds   []*stages.Hold // released if the handler fails, so the writer is not stalled
 	num     [24]byte       // number formatting scratch, here so it never escapes
 	hdrBuf  []byte         // header block scratch (headerBlock), kept for the next response
-	spare   []byte         // an inline server\'s chunk kept for its next response (putChunk)
+	spares  [2][]byte      // an inline server's chunks kept for its next response (putChunk)
+	nspares int
+	kept    *stages.Response // an inline server's record kept for its next response (InlineServer.Keep)
 
 	// Output filters (filter.go). chain[i] is the position that calls
 	// filters[i]; chain[nfilters] calls the framing code.
@@ -435,27 +437,40 @@ func buffer[S string | []byte](w *ResponseWriter, p S) {
 	}
 }
 
-// getChunk takes the writer's spare chunk, or one from the pool.
+// getChunk takes one of the writer's spare chunks, or one from the pool.
 func (w *ResponseWriter) getChunk() []byte {
-	if b := w.spare; b != nil {
-		w.spare = nil
+	if w.nspares > 0 {
+		w.nspares--
+		b := w.spares[w.nspares]
+		w.spares[w.nspares] = nil
 		return b
 	}
 	return w.p.getChunk()
 }
 
-// putChunk gives back a chunk that never left the writer's goroutine. An
-// inline server's writer keeps one for its next response: a small body is
-// buffered in a chunk of its own until the header block is known, and a
-// Get and a Put of the pool for it cost more than the rest of the body's
-// way. A worker's writer keeps none, as a thousand workers would hold
-// 16 MiB between them.
+// putChunk gives back a chunk nothing else reads any more. An inline
+// server's writer keeps two for its next response (the body written
+// before the header block is known, and the block), as the pool's Get and
+// Put for them cost more than the rest of a small body's way; its chunks
+// come back on its own goroutine (InlineServer.Keep). A worker's writer
+// keeps none, as a thousand workers would hold 32 MiB between them.
 func (w *ResponseWriter) putChunk(b []byte) {
-	if w.inline && w.spare == nil && cap(b) == chunkSize {
-		w.spare = b[:0]
+	if w.inline && w.nspares < len(w.spares) && cap(b) == chunkSize {
+		w.spares[w.nspares] = b[:0]
+		w.nspares++
 		return
 	}
 	w.p.putChunk(b)
+}
+
+// response takes the record to fill: the one an inline server kept, or
+// one from the runtime.
+func (w *ResponseWriter) response() *stages.Response {
+	if r := w.kept; r != nil {
+		w.kept = nil
+		return r
+	}
+	return w.p.responses()
 }
 
 func (w *ResponseWriter) dropBody() {

@@ -379,9 +379,13 @@ func (s *Server) recycle(r *stages.Response) {
 	c, fate, ticket := r.Conn, r.Fate(), r.Req.Ticket
 	f := s.servedInline(c)
 	r.RunCleanups()
-	s.pool.Release(r)
-	r.Conn, r.Req = nil, nil
-	s.responses.Put(r)
+	if f != nil && f.inline.Keep(r) {
+		r.Conn, r.Req = nil, nil // kept for the loop's next inline request
+	} else {
+		s.pool.Release(r)
+		r.Conn, r.Req = nil, nil
+		s.responses.Put(r)
+	}
 	if f == nil {
 		s.releaseWriter(c)
 	} else if ticket == 0 {
