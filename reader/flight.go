@@ -120,7 +120,7 @@ func (l *Loop) launch(slot int32, win window) {
 	if rc.out >= win.requests || rc.outBytes >= win.bytes {
 		rc.state = stateFull // read on when an answer comes back
 	} else {
-		l.startRequest(slot, now, rc.end == rc.start)
+		l.startRequest(slot, rc.end == rc.start)
 	}
 	if l.queueBehind(&w.req) || !l.cfg.Dispatch(&w.req) {
 		l.heldBlocked.push(w.req.Class, ticket)
@@ -237,7 +237,7 @@ func (l *Loop) resume(slot int32) {
 	if rc.parked {
 		l.launch(slot, win)
 	} else if rc.out < win.requests && rc.outBytes < win.bytes {
-		l.startRequest(slot, l.core.Now(), rc.end == rc.start)
+		l.startRequest(slot, rc.end == rc.start)
 	}
 	if l.conns[slot] == rc && (rc.state == stateHeader || rc.state == stateIdle) {
 		l.readRequest(slot)

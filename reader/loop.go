@@ -340,6 +340,10 @@ type Loop struct {
 	fifo  [numClasses]struct{ head, tail int32 }
 	epoch time.Time     // timer deadlines count from here
 	mono  time.Duration // the latest clock reading since epoch (parse's), for clock
+	// The turn's time (the stage loop's Now) and its offset from epoch,
+	// for the timers most requests set in it (turnOffset).
+	offsetOf time.Time
+	offset   time.Duration
 
 	ready   []int32      // connections with more to read than one turn allowed
 	blocked blockedQueue // parsed requests the processors had no room for, by slot (blocked.go)
@@ -780,7 +784,7 @@ func (l *Loop) adopt(c *stages.Conn) {
 			return
 		}
 	}
-	l.startRequest(slot, l.core.Now(), false)
+	l.startRequest(slot, false)
 	l.readable(slot, false)
 }
 
@@ -819,9 +823,9 @@ func (l *Loop) conn(slot int32) *rconn {
 
 // startRequest readies the connection for its next request: idle waits
 // for the first byte under the keep-alive timeout; otherwise the header
-// timeout runs from now (for a new connection, from accept, as nginx's
-// client_header_timeout does).
-func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
+// timeout runs (for a new connection, from accept, as nginx's
+// client_header_timeout does). Both run from the turn's time.
+func (l *Loop) startRequest(slot int32, idle bool) {
 	rc := l.conns[slot]
 	if w := rc.work; w != nil {
 		w.req.Reset()
@@ -831,13 +835,13 @@ func (l *Loop) startRequest(slot int32, now time.Time, idle bool) {
 	if idle {
 		rc.state = stateIdle
 		if rc.inFlight() == 0 {
-			l.setTimer(slot, classIdle, now.Add(l.cfg.IdleTimeout))
+			l.setTimerIn(slot, classIdle, l.cfg.IdleTimeout)
 		} else {
 			l.clearTimer(slot) // not idle while it waits for answers; flightDone starts the wait
 		}
 	} else {
 		rc.state = stateHeader
-		l.setTimer(slot, classHeader, now.Add(l.cfg.HeaderTimeout))
+		l.setTimerIn(slot, classHeader, l.cfg.HeaderTimeout)
 	}
 }
 
@@ -1100,7 +1104,7 @@ func (l *Loop) readRequest(slot int32) {
 			if rc.state == stateIdle {
 				rc.state = stateHeader
 				rc.req.Received = l.core.Now()
-				l.setTimer(slot, classHeader, rc.req.Received.Add(l.cfg.HeaderTimeout))
+				l.setTimerIn(slot, classHeader, l.cfg.HeaderTimeout)
 			} else if rc.req.Received.IsZero() {
 				rc.req.Received = l.core.Now()
 			}
@@ -1166,9 +1170,8 @@ func (l *Loop) parse(slot int32) bool {
 	}
 	if rc.state == stateIdle {
 		rc.state = stateHeader
-		now := l.core.Now()
-		rc.req.Received = now
-		l.setTimer(slot, classHeader, now.Add(l.cfg.HeaderTimeout))
+		rc.req.Received = l.core.Now()
+		l.setTimerIn(slot, classHeader, l.cfg.HeaderTimeout)
 	}
 	parser := l.parser(rc)
 	if parser == nil {
@@ -1381,7 +1384,7 @@ func (l *Loop) nextRequest(slot int32) {
 	}
 	idle := rc.end == rc.start
 	rc.pipelined = !idle
-	l.startRequest(slot, l.core.Now(), idle)
+	l.startRequest(slot, idle)
 	if idle && rc.drained {
 		// Nothing buffered, the socket was empty when last read, and no
 		// event came while the request was out: the next byte will raise
@@ -1613,9 +1616,30 @@ func (l *Loop) clock() time.Time {
 // Timer FIFOs.
 
 func (l *Loop) setTimer(slot int32, class int, deadline time.Time) {
+	l.setTimerAt(slot, class, deadline.Sub(l.epoch))
+}
+
+// setTimerIn sets slot's timer to d from the turn's time: what a
+// request's idle and header timeouts run from, without the two
+// time.Time sums per timer that setTimer costs.
+func (l *Loop) setTimerIn(slot int32, class int, d time.Duration) {
+	l.setTimerAt(slot, class, l.turnOffset()+d)
+}
+
+// turnOffset is the turn's time (the stage loop's Now) as an offset from
+// epoch, worked out once per turn.
+func (l *Loop) turnOffset() time.Duration {
+	if now := l.core.Now(); now != l.offsetOf {
+		l.offsetOf, l.offset = now, now.Sub(l.epoch)
+	}
+	return l.offset
+}
+
+// setTimerAt sets slot's timer to deadline, an offset from epoch.
+func (l *Loop) setTimerAt(slot int32, class int, deadline time.Duration) {
 	l.clearTimer(slot)
 	rc := l.conns[slot]
-	rc.class, rc.deadline = uint8(class), int64(deadline.Sub(l.epoch))
+	rc.class, rc.deadline = uint8(class), int64(deadline)
 	q := &l.fifo[class]
 	rc.prev, rc.next = q.tail, -1
 	if q.tail >= 0 {
