@@ -928,19 +928,20 @@ func (l *Loop) dropWork(rc *rconn) {
 // stashWork clears a request record without a buffer and keeps it for
 // the next request.
 func (l *Loop) stashWork(w *work) {
-	w.req.Reset()
-	if cap(w.req.Headers) > maxKeptHeaders {
-		w.req.Headers = nil // grown by an unusual request: not worth keeping
+	hdrs := w.req.Headers[:0]
+	if cap(hdrs) > maxKeptHeaders {
+		hdrs = nil // grown by an unusual request: not worth keeping
 	}
-	hdrs, ready, timer, parsers := w.req.Headers, w.pipe.ready, w.pipe.timer, w.parsers
+	ready, timer, parsers := w.pipe.ready, w.pipe.timer, w.parsers
 	for _, p := range parsers {
 		if p != nil {
 			p.Reset() // the record may serve another connection next
 		}
 	}
+	// One clear of the whole record, its request included; then what
+	// Request.Reset sets beyond the zero value.
 	*w = work{pipe: pipe{ready: ready, timer: timer}, parsers: parsers}
-	w.req.Headers = hdrs
-	w.req.Reset()
+	w.req.Headers, w.req.ContentLength = hdrs, -1
 	l.works.put(w)
 }
 

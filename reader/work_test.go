@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,5 +292,47 @@ func TestDispatchedIsTheHandOffNotTheTurn(t *testing.T) {
 	}
 	if gap := second.at.Sub(first.at); gap < slow {
 		t.Fatalf("the request read after a %v hand-off in the same turn was dispatched %v after the first", slow, gap)
+	}
+}
+
+// A stashed request record comes back as a fresh one would be: its
+// request as Request.Reset leaves it (header array kept, emptied), the
+// rest of the record zero but for what it keeps on purpose (the pipe's
+// channel and timer, the parsers).
+func TestStashedRecordIsLikeNew(t *testing.T) {
+	l, err := New(0, Config{Protocols: httpOnly(), Dispatch: func(*stages.Request) bool { return true },
+		Reject: func(*stages.Conn, *stages.Request, error) {}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := new(work)
+	w.req.Reset()
+	w.req.Method, w.req.Target, w.req.Host = []byte("POST"), []byte("/x"), []byte("h")
+	w.req.Headers = append(w.req.Headers, stages.Header{Name: []byte("A"), Value: []byte("b")})
+	w.req.ContentLength, w.req.Chunked, w.req.Close, w.req.Seq = 5, true, true, 9
+	w.req.Received = time.Now()
+	w.buf, w.start, w.end, w.hdrLen, w.consumed = make([]byte, 8), 1, 2, 3, 4
+	w.feeding, w.remaining, w.bodyTotal, w.discarded, w.drained = true, 6, 7, 8, true
+	w.carry, w.out, w.key = []byte("c"), 2, 11
+	hdrs := cap(w.req.Headers)
+	l.stashWork(w)
+	got, ok := l.works.get()
+	if !ok || got != w {
+		t.Fatal("the stashed record did not come back")
+	}
+	if len(got.req.Headers) != 0 || cap(got.req.Headers) != hdrs {
+		t.Errorf("headers: len %d cap %d, want 0 and %d", len(got.req.Headers), cap(got.req.Headers), hdrs)
+	}
+	var fresh stages.Request
+	fresh.Reset()
+	gotReq := got.req
+	gotReq.Headers, fresh.Headers = nil, nil
+	if !reflect.DeepEqual(gotReq, fresh) {
+		t.Errorf("request after stash = %+v, want %+v", gotReq, fresh)
+	}
+	rest := *got
+	rest.req, rest.pipe.ready, rest.pipe.timer, rest.parsers = stages.Request{}, nil, nil, nil
+	if !reflect.DeepEqual(rest, work{}) {
+		t.Errorf("record after stash = %+v, want zero", rest)
 	}
 }
