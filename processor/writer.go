@@ -150,8 +150,13 @@ func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now t
 	w.rbody.pr, _ = req.Body.(stages.ParkingReader)
 	w.nfilters, w.framing, w.filterStarted, w.eosFramed, w.fstatus = 0, false, false, false, 0
 	w.kaPinned = false
-	for i := range w.chain {
-		w.chain[i] = FilterChain{w: w, pos: i}
+	if w.chain[0].w != w {
+		// Once per writer: the positions never change, and filters
+		// cannot change them (the fields are unexported). The check
+		// catches a writer made or copied without them.
+		for i := range w.chain {
+			w.chain[i] = FilterChain{w: w, pos: i}
+		}
 	}
 }
 
