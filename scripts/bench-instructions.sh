@@ -12,10 +12,10 @@
 # on C keep-alive connections, and prints the server's instructions per
 # request (everything the process ran meanwhile: the runtime, timers and
 # controllers included) and the functions that ran most of them. Periodic
-# work is counted over a run that valgrind slows some 30 times, so it
+# work is counted over a run that valgrind slows some 15 times, so it
 # weighs that much more per request than at full speed: the controllers'
-# sampling (runtime.(*Server).sample) shows as about 5% of /hello, which
-# at full speed is under 0.2%. With -g,
+# sampling (runtime.(*Server).sample, every 100 ms) shows as about 5% of
+# /hello, which at full speed is about 0.4%. With -g,
 # the gnet peer (bench/peers/gnet) the same way, and the ratio; the
 # peer's count moves more between runs (about 15%: how often its loop
 # spins on an empty poll depends on timing).
