@@ -272,16 +272,22 @@ func TestLostReadsFallBackToTCP(t *testing.T) {
 		t.Fatalf("want two lost attempts then TCP, or a retry the server answered inline: %d attempts, flags %v, reason %v", r.Attempts, r.Flags, r.RDMA.Reason)
 	}
 	// Each lost attempt was exposed; a retry answered inline may have been
-	// exposed before its channel was found dead. All are revoked.
+	// exposed before its channel was found dead. And a retry that reached
+	// the server before it heard that the first loss took the channel down
+	// is exposed there first: the dying channel refuses the bind, which
+	// revokes that exposure, and the engine posts the delivery once more on
+	// a channel dialed now (Stats.Redials). Under load (the package's tests
+	// beside others) that happened in about one run in five: three
+	// exposures, one redial. All are revoked.
 	minExposed, maxExposed := int64(2), int64(2)
 	if retryFellBack {
 		minExposed = 1
 	}
 	if !rdmatest.Eventually(waitLong, func() bool {
 		st := fx.e.Stats()
-		return st.LiveExposures == 0 && st.Exposed >= minExposed && st.Exposed <= maxExposed
+		return st.LiveExposures == 0 && st.Exposed >= minExposed && st.Exposed <= maxExposed+st.Redials
 	}) {
-		t.Errorf("engine (%d to %d exposures expected, none live): %+v", minExposed, maxExposed, fx.e.Stats())
+		t.Errorf("engine (%d to %d exposures expected, one more per redial, none live): %+v", minExposed, maxExposed, fx.e.Stats())
 	}
 }
 
