@@ -153,7 +153,7 @@ func TestMainMsgRDMA(t *testing.T) {
 					t.Errorf("rdma %+v, payload %d", res.RDMA, res.Payload)
 				}
 			}},
-		{name: "duration with warm-up", args: []string{"--msg-rdma", "server-writes", "-d", "300ms", "-w", "100ms", "-c", "2", "-p", "2", target},
+		{name: "duration with warm-up", args: []string{"--msg-rdma", "server-writes", "-d", "2s", "-w", "200ms", "-c", "2", "-p", "2", target},
 			check: func(t *testing.T, out string) {
 				var checked, byRDMA, fell int
 				for _, l := range strings.Split(out, "\n") {
