@@ -379,7 +379,11 @@ func (s *Server) recycle(r *stages.Response) {
 	c, fate, ticket := r.Conn, r.Fate(), r.Req.Ticket
 	f := s.servedInline(c)
 	r.RunCleanups()
-	if f != nil && f.inline.Keep(r) {
+	// Kept only under ReturnOwn's condition below, which makes the caller
+	// the loop's own goroutine: a response with a ticket is one of several
+	// of its connection in flight, and may be recycled by a writer loop
+	// while the reader serves another of the same connection inline.
+	if f != nil && ticket == 0 && f.inline.Keep(r) {
 		r.Conn, r.Req = nil, nil // kept for the loop's next inline request
 	} else {
 		s.pool.Release(r)
