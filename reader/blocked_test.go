@@ -14,7 +14,7 @@ import (
 
 // acceptedConn returns a client connection and the server side's fd,
 // ready for a loop to adopt (non-blocking, as the listener hands it over).
-func acceptedConn(t *testing.T) (net.Conn, int) {
+func acceptedConn(t testing.TB) (net.Conn, int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -25,7 +25,7 @@ func startLoop(t *testing.T, dispatch func(*stages.Request) bool) *Loop {
 
 // startLoopWith is startLoop with more of the Config set (the protocols
 // and Reject are filled in).
-func startLoopWith(t *testing.T, cfg Config) *Loop {
+func startLoopWith(t testing.TB, cfg Config) *Loop {
 	t.Helper()
 	cfg.Protocols = httpOnly()
 	cfg.Reject = func(c *stages.Conn, req *stages.Request, err error) {
@@ -43,7 +43,7 @@ func startLoopWith(t *testing.T, cfg Config) *Loop {
 func httpOnly() []stages.Protocol { return []stages.Protocol{http1.New(http1.Config{})} }
 
 // runUntilCleanup runs loop until the test ends.
-func runUntilCleanup(t *testing.T, loop *Loop) {
+func runUntilCleanup(t testing.TB, loop *Loop) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { loop.Run(ctx) })
