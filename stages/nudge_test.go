@@ -49,9 +49,8 @@ func TestLoopNudge(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			n := NewLoopNudge()
 			nl := startNudgeLoop(t, n)
-			first := n.epoch.Add(time.Hour)
-			heard := nl.heard.Load()
-			for attempt := 1; ; attempt++ {
+			heard := nl.retryNudge(tt.wantNudged, func(attempt int) bool {
+				first := n.epoch.Add(time.Duration(attempt+1) * time.Hour)
 				if n.Nudge(first, 0) {
 					t.Fatal("a loop with nothing queued was nudged")
 				}
@@ -59,25 +58,10 @@ func TestLoopNudge(t *testing.T) {
 					nl.close()
 				}
 				if tt.write {
-					if _, err := unix.Write(nl.peer, []byte("x")); err != nil {
-						t.Fatal(err)
-					}
+					nl.write()
 				}
-				got := n.Nudge(first.Add(tt.since), tt.ran)
-				if got == tt.wantNudged {
-					break
-				}
-				// The test's goroutine can lose its P in the write (sysmon
-				// hands a P on when a syscall is slow, as a loaded CI host
-				// makes it), and the loop then runs on its own before the
-				// Nudge looks: nothing is left for it to find. Only a loop
-				// that has heard the byte excuses the miss; try again.
-				if !tt.wantNudged || attempt == 5 || !nl.wokeOnItsOwn(heard) {
-					t.Fatalf("Nudge = %v, want %v (attempt %d)", got, tt.wantNudged, attempt)
-				}
-				heard = nl.heard.Load()
-				first = first.Add(time.Hour)
-			}
+				return n.Nudge(first.Add(tt.since), tt.ran)
+			})
 			if !tt.wantNudged {
 				return
 			}
@@ -142,26 +126,12 @@ func TestLoopNudgeAwaitLoops(t *testing.T) {
 			l := nl.l
 			// Read before the Nudge: its syscalls may hand the P on.
 			waitedBefore := runQueueWait(t)
-			heard := nl.heard.Load()
-			at := n.epoch.Add(time.Hour)
-			for attempt := 1; ; attempt++ {
+			heard := nl.retryNudge(tt.write, func(attempt int) bool {
 				if tt.write {
-					if _, err := unix.Write(nl.peer, []byte("x")); err != nil {
-						t.Fatal(err)
-					}
+					nl.write()
 				}
-				got := n.Nudge(at, 0)
-				if got == tt.write {
-					break
-				}
-				// As in TestLoopNudge: the loop may run on its own
-				// between the write and the Nudge.
-				if !tt.write || attempt == 5 || !nl.wokeOnItsOwn(heard) {
-					t.Fatalf("Nudge = %v, want %v (attempt %d)", got, tt.write, attempt)
-				}
-				heard = nl.heard.Load()
-				at = at.Add(time.Hour)
-			}
+				return n.Nudge(n.epoch.Add(time.Duration(attempt+1)*time.Hour), 0)
+			})
 			if tt.lateWrite {
 				l.owedTurn.Store(true)
 				n.owed.Add(1)
@@ -253,6 +223,36 @@ func (nl *nudgeLoop) close() {
 	if !nl.closed {
 		nl.closed = true
 		nl.l.Close()
+	}
+}
+
+// retryNudge calls try, which writes for the loop and nudges it, until
+// its Nudge reports want, and returns the events the loop had heard before
+// the attempt that did. The test's goroutine can lose its P in the write
+// (sysmon hands a P on when a syscall is slow, as a loaded CI host makes
+// it), and the loop then runs on its own before the Nudge looks: nothing
+// is left for it to find. Only a loop seen to have heard the byte excuses
+// the miss, and only five times.
+func (nl *nudgeLoop) retryNudge(want bool, try func(attempt int) bool) int32 {
+	nl.t.Helper()
+	heard := nl.heard.Load()
+	for attempt := 0; ; attempt++ {
+		got := try(attempt)
+		if got == want {
+			return heard
+		}
+		if !want || attempt == 4 || !nl.wokeOnItsOwn(heard) {
+			nl.t.Fatalf("Nudge = %v, want %v (attempt %d)", got, want, attempt+1)
+		}
+		heard = nl.heard.Load()
+	}
+}
+
+// write writes a byte for the loop: an event for it.
+func (nl *nudgeLoop) write() {
+	nl.t.Helper()
+	if _, err := unix.Write(nl.peer, []byte("x")); err != nil {
+		nl.t.Fatal(err)
 	}
 }
 
