@@ -278,13 +278,12 @@ func (nl *nudgeLoop) awaitHeard(want int32) {
 }
 
 // runQueueWait is how long the process's threads have waited, in all,
-// runnable for a CPU (/proc/PID/task/TID/schedstat, second field).
+// runnable for a CPU (/proc/PID/task/TID/schedstat, second field); zero
+// where the kernel does not keep it (no CONFIG_SCHED_INFO), which
+// excuses no backstop.
 func runQueueWait(t *testing.T) time.Duration {
 	t.Helper()
-	stats, err := filepath.Glob("/proc/self/task/*/schedstat")
-	if err != nil || len(stats) == 0 {
-		t.Fatalf("no schedstat: %v", err)
-	}
+	stats, _ := filepath.Glob("/proc/self/task/*/schedstat")
 	var wait time.Duration
 	for _, p := range stats {
 		b, err := os.ReadFile(p)
