@@ -379,10 +379,12 @@ func (s *Server) recycle(r *stages.Response) {
 	c, fate, ticket := r.Conn, r.Fate(), r.Req.Ticket
 	f := s.servedInline(c)
 	r.RunCleanups()
-	// Kept only under ReturnOwn's condition below, which makes the caller
-	// the loop's own goroutine: a response with a ticket is one of several
-	// of its connection in flight, and may be recycled by a writer loop
-	// while the reader serves another of the same connection inline.
+	// Kept only under ReturnOwn's condition below (f: the loop is serving
+	// c inline right now; no ticket), which makes the caller the loop's
+	// own goroutine. servesInline refuses a request that follows others
+	// in flight, so no other response of c can be recycled in that window
+	// today; the ticket test keeps Keep from resting on that argument
+	// alone.
 	if f != nil && ticket == 0 && f.inline.Keep(r) {
 		r.Conn, r.Req = nil, nil // kept for the loop's next inline request
 	} else {
