@@ -188,8 +188,17 @@ type Poller struct {
 	// none and costing its loop an empty turn.
 	expired atomic.Bool
 	// preparedAt is when Prepare set the deadline the next Wait parks
-	// with; zero: Wait sets its own.
-	preparedAt time.Time
+	// with, while prepared; otherwise Wait sets its own.
+	preparedAt time.Duration
+	prepared   bool
+	// armed is the read deadline the runtime holds for the poller file
+	// (0: none), while armedOK; it is kept from one park to the next
+	// while it still serves (setDeadline).
+	armed   time.Duration
+	armedOK bool
+	// epoch is what preparedAt and armed count from: readings of the
+	// monotonic clock alone, one vDSO call where time.Now makes two.
+	epoch time.Time
 
 	// parked is the time Wait has spent parked (or blocked) since New:
 	// what a loop subtracts from wall time to know how busy it is.
@@ -219,7 +228,7 @@ func New() (*Poller, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &Poller{file: f, rc: rc}
+	p := &Poller{file: f, rc: rc, epoch: time.Now()}
 	p.fd.Store(int32(fd))
 	p.wait = p.waitOnce
 	return p, nil
@@ -279,7 +288,10 @@ func (p *Poller) Delete(fd int) error {
 
 // Wait waits until at least one event or the timeout (negative: forever,
 // zero: poll) and appends the events to dst[:0]. Signals (EINTR) are not
-// errors.
+// errors. A timeout is kept within a sixty-fourth (at most a millisecond)
+// late, and may end up to a quarter sooner, with no events, when Wait
+// keeps the deadline an earlier Wait armed (setDeadline): a bound on the
+// wait, as a loop uses it, not a sleep.
 func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	dst = dst[:0]
 	fd := p.pollerFD()
@@ -289,8 +301,8 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	if p.blocking {
 		return p.waitBlocking(dst, fd, timeout)
 	}
-	start := p.preparedAt
-	p.preparedAt = time.Time{}
+	start, prepared := p.preparedAt, p.prepared
+	p.prepared = false
 	if timeout == 0 {
 		p.waitOnce(uintptr(fd))
 		return p.result(dst)
@@ -298,8 +310,9 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	// RawConn.Read polls once (waitOnce) before it parks, so no poll of
 	// our own goes first: that would be a second epoll_wait, 1.7 us on a
 	// PVM guest, every time the loop goes to sleep. The deadline is set
-	// even when the poll finds events (a timer update, no syscall).
-	if start.IsZero() {
+	// (or the armed one kept) even when the poll finds events: no
+	// syscall either way.
+	if !prepared {
 		var err error
 		if start, err = p.setDeadline(timeout); err != nil {
 			return dst, ErrClosed
@@ -310,12 +323,13 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	if p.polls > 1 || err != nil {
 		// Parked: woken for a second poll, or by the deadline. The clock
 		// is read again only then, where the park itself costs far more.
-		p.parked += time.Since(start)
+		p.parked += time.Since(p.epoch) - start
 	}
 	if err != nil {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return dst, ErrClosed
 		}
+		p.armedOK = false // it fired, or Expire moved it into the past
 		if !p.expired.Swap(false) {
 			return dst, nil
 		}
@@ -335,19 +349,58 @@ func (p *Poller) Prepare(timeout time.Duration) {
 	}
 	start, err := p.setDeadline(timeout)
 	if err == nil {
-		p.preparedAt = start
+		p.preparedAt, p.prepared = start, true
 	}
 }
 
 // setDeadline sets the poller file's read deadline timeout from now
-// (negative: none) and returns now.
-func (p *Poller) setDeadline(timeout time.Duration) (time.Time, error) {
-	start := time.Now()
-	var deadline time.Time
+// (negative: none) and returns now. A deadline armed by an earlier park
+// that has not fired is kept when it is due no more than a quarter of
+// timeout early, or lateTolerance late. Why: a loop that sleeps between
+// requests is woken by its fds' events, not by its deadline, and asks
+// for much the same one at each park (its next timer, or none), while
+// setting one costs three clock reads and a timer update under the
+// runtime's timer lock, about 500 instructions: 6% of a keep-alive
+// /hello that parks every time (scripts/bench-instructions.sh -c 1). A
+// deadline kept early costs a park that ends with nothing to do, after
+// which the loop asks again and gets its own. (A park that Expire ends
+// loses its deadline, so the next one sets it anew.)
+func (p *Poller) setDeadline(timeout time.Duration) (now time.Duration, err error) {
+	now = time.Since(p.epoch)
+	var want time.Duration // 0: none
 	if timeout > 0 {
-		deadline = start.Add(timeout)
+		want = now + timeout
+		if want < now {
+			want = 0 // beyond what the clock counts: none
+		}
 	}
-	return start, p.file.SetReadDeadline(deadline)
+	if p.armedOK && !p.expired.Load() && keepDeadline(p.armed, want, now, timeout) {
+		return now, nil
+	}
+	var at time.Time
+	if want != 0 {
+		at = p.epoch.Add(want)
+	}
+	err = p.file.SetReadDeadline(at)
+	p.armed, p.armedOK = want, err == nil
+	return now, err
+}
+
+// lateTolerance bounds how much later than asked a kept deadline may be:
+// what separates two parks' readings of the same timer (the turn's work
+// between the loop's clock read and its park), and never more than a
+// sixty-fourth of the wait.
+const lateTolerance = time.Millisecond
+
+// keepDeadline reports whether armed, a deadline that has not fired,
+// serves a park at now that wants one at want (0: none); all three count
+// from the same epoch.
+func keepDeadline(armed, want, now, timeout time.Duration) bool {
+	if want == 0 || armed == 0 {
+		return want == armed
+	}
+	early := want - armed
+	return armed > now && early <= timeout/4 && -early <= min(timeout/64, lateTolerance)
 }
 
 func (p *Poller) waitBlocking(dst []Event, fd int, timeout time.Duration) ([]Event, error) {

@@ -395,3 +395,101 @@ func TestPendingAndExpire(t *testing.T) {
 	}
 	p.Expire() // nothing to end; must not panic
 }
+
+func TestKeepDeadline(t *testing.T) {
+	const ms = time.Millisecond
+	tests := []struct {
+		name                      string
+		armed, want, now, timeout time.Duration
+		keep                      bool
+	}{
+		{"none armed, none wanted", 0, 0, 5 * ms, -1, true},
+		{"none armed, one wanted", 0, 105 * ms, 5 * ms, 100 * ms, false},
+		{"one armed, none wanted", 100 * ms, 0, 5 * ms, -1, false},
+		{"the same", 100 * ms, 100 * ms, 5 * ms, 95 * ms, true},
+		{"a quarter early", 100 * ms, 125 * ms, 25 * ms, 100 * ms, true},
+		{"more than a quarter early", 100 * ms, 126 * ms, 26 * ms, 100 * ms, false},
+		{"a sixty-fourth late", 100 * ms, 100*ms - 1562500, 0, 100*ms - 1562500, false}, // over the millisecond cap
+		{"late within the cap", 100 * ms, 100*ms - 900*time.Microsecond, 0, 99 * ms, true},
+		{"late beyond a short wait's sixty-fourth", 10 * ms, 10*ms - 200*time.Microsecond, 8 * ms, 1800 * time.Microsecond, false},
+		{"due already", 100 * ms, 110 * ms, 100 * ms, 10 * ms, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := keepDeadline(tt.armed, tt.want, tt.now, tt.timeout); got != tt.keep {
+				t.Errorf("keepDeadline(armed %v, want %v, now %v, timeout %v) = %v, want %v",
+					tt.armed, tt.want, tt.now, tt.timeout, got, tt.keep)
+			}
+		})
+	}
+}
+
+// A Wait woken by an event leaves its deadline armed, and the next park
+// that wants about the same keeps it instead of setting one (a timer
+// update under the runtime's lock): the park still ends by it, Expire
+// still ends it sooner, and a deadline that fired, or a park that wants
+// none, gets its own.
+func TestWaitKeepsArmedDeadline(t *testing.T) {
+	p := newPoller(t)
+	fd := eventfd(t)
+	tok := MakeToken(KindConn, 1, 0)
+	if err := p.Add(fd, Readable, tok); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 2 * time.Second
+	signal(t, fd)
+	waitFor2 := func(timeout time.Duration, want int) []Event {
+		t.Helper()
+		evs, err := p.Wait(nil, timeout)
+		if err != nil || len(evs) != want {
+			t.Fatalf("Wait(%v): events %+v, err %v; want %d", timeout, evs, err, want)
+		}
+		return evs
+	}
+	waitFor2(timeout, 1)
+	consume(t, fd)
+	armed := p.armed
+	if !p.armedOK || armed == 0 {
+		t.Fatalf("no deadline armed after Wait(%v)", timeout)
+	}
+
+	// Kept: Expire ends the park all the same.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		p.Expire()
+	}()
+	start := time.Now()
+	waitFor2(timeout, 0)
+	if took := time.Since(start); took > timeout/2 {
+		t.Fatalf("an expired Wait on a kept deadline took %v", took)
+	}
+	if p.armed != armed {
+		t.Errorf("the park after an event set a deadline (%v) instead of keeping %v", p.armed, armed)
+	}
+	if p.armedOK {
+		t.Error("a deadline Expire moved into the past is still taken as armed")
+	}
+
+	// A deadline that fired is not kept: the next park waits its own.
+	const short = 30 * time.Millisecond
+	waitFor2(short, 0) // set anew after the Expire, and fired
+	start = time.Now()
+	waitFor2(short, 0)
+	if took := time.Since(start); took < short-short/4 {
+		t.Errorf("Wait(%v) after a fired deadline returned after %v", short, took)
+	}
+
+	// A park that wants none does not keep a finite one.
+	signal(t, fd)
+	waitFor2(timeout, 1)
+	consume(t, fd)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		signal(t, fd)
+	}()
+	waitFor2(-1, 1)
+	if p.armed != 0 || !p.armedOK {
+		t.Errorf("after Wait(-1): armed %v (ok %v), want none", p.armed, p.armedOK)
+	}
+	consume(t, fd)
+}
