@@ -375,12 +375,12 @@ type Loop struct {
 	spares    stash[*rconn] // connection records
 	works     stash[*work]  // request records, with their header arrays
 	big       bigBufs       // read buffers for requests larger than DefaultReadBuffer (bigbuf.go)
-	lastDecay time.Time
+	nextDecay time.Duration // when giveBack next runs, from epoch
 
 	// census is the loop's connections by state, counted at most once per
 	// censusInterval by the loop itself (it alone may read its table).
 	census     [numCensus]atomic.Int64
-	lastCensus time.Time
+	nextCensus time.Duration // when takeCensus next counts, from epoch
 	// withWork is how many connections held a request record at the last
 	// census: those with a request in hand, never the idle ones.
 	withWork atomic.Int64
@@ -448,11 +448,11 @@ func (l *Loop) Resets() uint64     { return l.resets.Load() }
 func (l *Loop) SlowBodies() uint64 { return l.slowBodies.Load() }
 func (l *Loop) HangUps() uint64    { return l.hangups.Load() }
 
-func (l *Loop) takeCensus(now time.Time) {
-	if now.Sub(l.lastCensus) < censusInterval {
+func (l *Loop) takeCensus(at time.Duration) {
+	if at < l.nextCensus {
 		return
 	}
-	l.lastCensus = now
+	l.nextCensus = at + censusInterval
 	var n [numCensus]int64
 	var withWork int64
 	for _, rc := range l.conns {
@@ -634,9 +634,12 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	l.sweep()
 	l.serveReady()
 	l.retryBlocked()
-	l.expire(now)
-	l.takeCensus(now)
-	l.giveBack(now)
+	// The turn's clock as an offset from epoch, once: the timers, the
+	// census and giveBack all count from there.
+	at := l.turnOffset()
+	l.expire(now, at)
+	l.takeCensus(at)
+	l.giveBack(at)
 	if stopping {
 		if l.ctx.Err() != nil && !l.forced {
 			l.force()
@@ -651,7 +654,7 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 		}
 		return time.Millisecond, false // a connection arriving as it tried: try again soon
 	}
-	timeout := l.nextTimeout(now)
+	timeout := l.nextTimeout(at)
 	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
 		timeout = censusInterval // the census, and giving memory back
 	}
@@ -977,11 +980,11 @@ func (l *Loop) holdsSpares() bool {
 // giveBack returns memory a burst of connections left behind, once per
 // decayInterval: what the stashes did not use, and the free tail of the
 // connection table.
-func (l *Loop) giveBack(now time.Time) {
-	if now.Sub(l.lastDecay) < decayInterval {
+func (l *Loop) giveBack(at time.Duration) {
+	if at < l.nextDecay {
 		return
 	}
-	l.lastDecay = now
+	l.nextDecay = at + decayInterval
 	l.bufs.decay()
 	l.pipes.decay()
 	l.spares.decay()
@@ -1670,11 +1673,11 @@ func (l *Loop) clearTimer(slot int32) {
 	rc.class, rc.prev, rc.next = classNone, -1, -1
 }
 
-func (l *Loop) nextTimeout(now time.Time) time.Duration {
+func (l *Loop) nextTimeout(at time.Duration) time.Duration {
 	best := time.Duration(-1)
 	for c := classHeader; c < numClasses; c++ {
 		if h := l.fifo[c].head; h >= 0 {
-			d := time.Duration(l.conns[h].deadline) - now.Sub(l.epoch)
+			d := time.Duration(l.conns[h].deadline) - at
 			if d < 0 {
 				d = 0
 			}
@@ -1689,12 +1692,12 @@ func (l *Loop) nextTimeout(now time.Time) time.Duration {
 	return best
 }
 
-func (l *Loop) expire(now time.Time) {
-	at := int64(now.Sub(l.epoch))
+// expire acts on the timers due at the turn's time now, at from epoch.
+func (l *Loop) expire(now time.Time, at time.Duration) {
 	for c := classHeader; c < numClasses; c++ {
 		for {
 			h := l.fifo[c].head
-			if h < 0 || l.conns[h].deadline > at {
+			if h < 0 || l.conns[h].deadline > int64(at) {
 				break
 			}
 			rc := l.conns[h]
