@@ -40,6 +40,19 @@ func consume(t *testing.T, fd int) {
 	}
 }
 
+// pollerWithEventfd returns a poller and an eventfd registered readable
+// with it under the token it returns.
+func pollerWithEventfd(t *testing.T) (*Poller, int, Token) {
+	t.Helper()
+	p := newPoller(t)
+	fd := eventfd(t)
+	tok := MakeToken(KindConn, 1, 0)
+	if err := p.Add(fd, Readable, tok); err != nil {
+		t.Fatal(err)
+	}
+	return p, fd, tok
+}
+
 func newPoller(t *testing.T) *Poller {
 	t.Helper()
 	p, err := New()
@@ -350,12 +363,7 @@ func TestWaitPollsOnceWhenReady(t *testing.T) {
 // Expire ends a parked Wait without events, as a timeout would; the next
 // Wait sets its own deadline and takes what came.
 func TestPendingAndExpire(t *testing.T) {
-	p := newPoller(t)
-	fd := eventfd(t)
-	tok := MakeToken(KindConn, 1, 0)
-	if err := p.Add(fd, Readable, tok); err != nil {
-		t.Fatal(err)
-	}
+	p, fd, tok := pollerWithEventfd(t)
 	if p.Pending() {
 		t.Fatal("Pending with nothing queued")
 	}
@@ -430,23 +438,18 @@ func TestKeepDeadline(t *testing.T) {
 // still ends it sooner, and a deadline that fired, or a park that wants
 // none, gets its own.
 func TestWaitKeepsArmedDeadline(t *testing.T) {
-	p := newPoller(t)
-	fd := eventfd(t)
-	tok := MakeToken(KindConn, 1, 0)
-	if err := p.Add(fd, Readable, tok); err != nil {
-		t.Fatal(err)
-	}
+	p, fd, _ := pollerWithEventfd(t)
 	const timeout = 2 * time.Second
 	signal(t, fd)
-	waitFor2 := func(timeout time.Duration, want int) []Event {
+	// waitN waits and fails unless it got n events.
+	waitN := func(timeout time.Duration, n int) {
 		t.Helper()
 		evs, err := p.Wait(nil, timeout)
-		if err != nil || len(evs) != want {
-			t.Fatalf("Wait(%v): events %+v, err %v; want %d", timeout, evs, err, want)
+		if err != nil || len(evs) != n {
+			t.Fatalf("Wait(%v): events %+v, err %v; want %d", timeout, evs, err, n)
 		}
-		return evs
 	}
-	waitFor2(timeout, 1)
+	waitN(timeout, 1)
 	consume(t, fd)
 	armed := p.armed
 	if !p.armedOK || armed == 0 {
@@ -459,7 +462,7 @@ func TestWaitKeepsArmedDeadline(t *testing.T) {
 		p.Expire()
 	}()
 	start := time.Now()
-	waitFor2(timeout, 0)
+	waitN(timeout, 0)
 	if took := time.Since(start); took > timeout/2 {
 		t.Fatalf("an expired Wait on a kept deadline took %v", took)
 	}
@@ -472,22 +475,22 @@ func TestWaitKeepsArmedDeadline(t *testing.T) {
 
 	// A deadline that fired is not kept: the next park waits its own.
 	const short = 30 * time.Millisecond
-	waitFor2(short, 0) // set anew after the Expire, and fired
+	waitN(short, 0) // set anew after the Expire, and fired
 	start = time.Now()
-	waitFor2(short, 0)
+	waitN(short, 0)
 	if took := time.Since(start); took < short-short/4 {
 		t.Errorf("Wait(%v) after a fired deadline returned after %v", short, took)
 	}
 
 	// A park that wants none does not keep a finite one.
 	signal(t, fd)
-	waitFor2(timeout, 1)
+	waitN(timeout, 1)
 	consume(t, fd)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		signal(t, fd)
 	}()
-	waitFor2(-1, 1)
+	waitN(-1, 1)
 	if p.armed != 0 || !p.armedOK {
 		t.Errorf("after Wait(-1): armed %v (ok %v), want none", p.armed, p.armedOK)
 	}
