@@ -417,7 +417,7 @@ func TestKeepDeadline(t *testing.T) {
 		{"the same", 100 * ms, 100 * ms, 5 * ms, 95 * ms, true},
 		{"a quarter early", 100 * ms, 125 * ms, 25 * ms, 100 * ms, true},
 		{"more than a quarter early", 100 * ms, 126 * ms, 26 * ms, 100 * ms, false},
-		{"a sixty-fourth late", 100 * ms, 100*ms - 1562500, 0, 100*ms - 1562500, false}, // over the millisecond cap
+		{"late beyond the millisecond cap", 100 * ms, 100*ms - 1562500, 0, 100*ms - 1562500, false},
 		{"late within the cap", 100 * ms, 100*ms - 900*time.Microsecond, 0, 99 * ms, true},
 		{"late beyond a short wait's sixty-fourth", 10 * ms, 10*ms - 200*time.Microsecond, 8 * ms, 1800 * time.Microsecond, false},
 		{"due already", 100 * ms, 110 * ms, 100 * ms, 10 * ms, false},
