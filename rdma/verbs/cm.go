@@ -444,12 +444,25 @@ func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, priva
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 1; ; attempt++ { // a port collision: see Listen
+	for attempt := 1; ; attempt++ {
 		qp, err := d.dial(ctx, ip, port, cfg, privateData)
-		if err == nil || attempt == portAttempts || !errors.Is(err, syscall.EADDRINUSE) || ctx.Err() != nil {
+		if err == nil || attempt == portAttempts || !dialPortCollided(err) || ctx.Err() != nil {
 			return qp, err
 		}
 	}
+}
+
+// dialPortCollided reports whether a Dial failed on the local port
+// rdma_cm chose for it, so that another try with another port may
+// succeed. On iWARP the connection's kernel TCP socket is bound to that
+// port before it connects (see Listen): the bind fails with EADDRINUSE
+// when an ordinary socket holds the port, and the connect with
+// EADDRNOTAVAIL when a socket of the same port pair is still about (in
+// TIME_WAIT, say). An ordinary connect never sees the latter, because
+// the kernel picks its port and skips such pairs; rdma_cm's choice is
+// made without looking at them.
+func dialPortCollided(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)
 }
 
 func (d *Device) dial(ctx context.Context, ip netip.Addr, port int, cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {

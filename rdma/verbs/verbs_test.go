@@ -129,13 +129,17 @@ func connect(t testing.TB, td testDevice, recvs int) *pair {
 	})
 	p := &pair{dev: dev}
 	p.cli = newSide(t, dev)
+	t.Cleanup(func() { // before the device's, and whether or not dial succeeds
+		closeSide(t, "client", p.cli)
+		if p.srv.pd != nil {
+			closeSide(t, "server", p.srv)
+		}
+	})
 	p.srv = newSide(t, dev)
 	cli, srv, priv := p.dial(t, td,
 		func(qp rdma.QP) error { return postRecvs(qp, p.cli, recvs) },
 		func(qp rdma.QP) error { return postRecvs(qp, p.srv, recvs) })
 	p.cli.qp, p.srv.qp = cli, srv
-	t.Cleanup(func() { closeSide(t, "server", p.srv) })
-	t.Cleanup(func() { closeSide(t, "client", p.cli) })
 	if got := string(priv); !strings.HasPrefix(got, "hello from client") {
 		t.Errorf("server got private data %q", got)
 	}
@@ -182,8 +186,14 @@ func (p *pair) dial(t testing.TB, td testDevice, cliPrep, srvPrep func(rdma.QP) 
 	cfg := qpConfig(p.cli)
 	cfg.Prepare = cliPrep
 	cli, err = p.dev.Dial(ctx, l.Addr().String(), cfg, []byte("hello from client"))
+	if err != nil {
+		cancel() // no connection request is coming: end the Accept now
+	}
 	a := <-done
 	if err != nil {
+		if a.qp != nil {
+			a.qp.Close()
+		}
 		t.Fatalf("Dial: %v", err)
 	}
 	if a.err != nil {
@@ -695,6 +705,27 @@ func TestMemoryWindow(t *testing.T) {
 			t.Fatalf("write through a deallocated window: %s, want %s", c.Status, rdma.StatusRemAccessErr)
 		}
 	})
+}
+
+// TestDialPortCollided pins which Dial failures another port may cure:
+// those of the bind and connect of iWARP's kernel socket, and no others.
+func TestDialPortCollided(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&rdma.VerbError{Verb: "rdma_connect", Errno: syscall.EADDRINUSE}, true},
+		{&rdma.VerbError{Verb: "rdma_connect", Errno: syscall.EADDRNOTAVAIL}, true},
+		{fmt.Errorf("dial: %w", &rdma.VerbError{Verb: "rdma_connect", Errno: syscall.EADDRNOTAVAIL}), true},
+		{&rdma.VerbError{Verb: "rdma_connect", Errno: syscall.ECONNREFUSED}, false},
+		{&rdma.VerbError{Verb: "rdma_resolve_addr", Errno: syscall.ETIMEDOUT}, false},
+		{context.DeadlineExceeded, false},
+		{rdma.ErrInvalid, false},
+	} {
+		if got := dialPortCollided(tc.err); got != tc.want {
+			t.Errorf("dialPortCollided(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
 }
 
 func TestReject(t *testing.T) {
