@@ -1732,7 +1732,7 @@ func (l *Loop) clock() time.Time {
 	if turn.IsZero() {
 		return turn // no turn yet: the caller reads the clock
 	}
-	if d := l.mono - turn.Sub(l.epoch); d > 0 {
+	if d := l.mono - l.turnOffset(); d > 0 {
 		return turn.Add(d)
 	}
 	return turn
