@@ -31,6 +31,10 @@ type writerOpts struct {
 	// unstall is closed: clients that stop reading and come back.
 	stallTarget string
 	unstall     chan struct{}
+	// reuse: recycled response records are reused, as the runtime's pool
+	// reuses them, and the fake writer forgets a response once it has
+	// finished it (so a late kick would look like a new response).
+	reuse bool
 }
 
 // result is one response as the fake writer saw it.
@@ -196,6 +200,9 @@ func (fw *fakeWriter) run() {
 				st.res.status, st.res.keepAlive = r.Status, r.KeepAlive
 				fw.results <- st.res
 				st.done = true
+				if fw.opts.reuse {
+					delete(states, r) // before Finish can recycle it for another
+				}
 				r.Finish()
 				break buckets
 			}
@@ -242,6 +249,10 @@ type harness struct {
 	// maxChunks is the most chunks a response still held when recycled:
 	// the rest went back to the pool while it was being produced.
 	maxChunks atomic.Int64
+	// free holds the recycled records, which responses reuses as the
+	// runtime's pool of them does (writerOpts.reuse).
+	mu   sync.Mutex
+	free []*stages.Response
 }
 
 func newHarness(t testing.TB, cfg Config, h Handler, opts writerOpts) *harness {
@@ -265,15 +276,29 @@ func newHarness(t testing.TB, cfg Config, h Handler, opts writerOpts) *harness {
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
+	recycle := func(r *stages.Response) {
+		r.RunCleanups()
+		if n := int64(len(r.Chunks)); n > hs.maxChunks.Load() {
+			hs.maxChunks.Store(n) // recycles are serialized by the fake writer
+		}
+		hs.pool.Release(r)
+		if opts.reuse {
+			r.Conn, r.Req = nil, nil
+			hs.mu.Lock()
+			hs.free = append(hs.free, r)
+			hs.mu.Unlock()
+		}
+		hs.recycled.Add(1)
+	}
 	responses := func() *stages.Response {
-		return stages.NewResponse(hs.fw.kick, func(r *stages.Response) {
-			r.RunCleanups()
-			if n := int64(len(r.Chunks)); n > hs.maxChunks.Load() {
-				hs.maxChunks.Store(n) // recycles are serialized by the fake writer
-			}
-			hs.pool.Release(r)
-			hs.recycled.Add(1)
-		})
+		hs.mu.Lock()
+		defer hs.mu.Unlock()
+		if n := len(hs.free); n > 0 {
+			r := hs.free[n-1]
+			hs.free = hs.free[:n-1]
+			return r
+		}
+		return stages.NewResponse(hs.fw.kick, recycle)
 	}
 	hs.pool = New(cfg, hs.in, hs.wake, h, responses, &hs.counters)
 	hs.fw.low = hs.pool.LowWater()

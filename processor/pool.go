@@ -47,7 +47,11 @@ type Pool struct {
 	bufferLimit int64 // body held back before commit: min(maxBuffered, HighWater)
 
 	chunks sync.Pool // *chunk; per Pool, so servers do not share memory or contention
-	date   http1.DateCache
+	// chunkGets counts the chunks taken from chunks, for the tests: once
+	// a writer reuses its response's chunks (Release) a small response
+	// takes none, so the shared line is written rarely.
+	chunkGets atomic.Uint64
+	date      http1.DateCache
 
 	spawn func() // starts one more goroutine, holding a place; set by Run
 
@@ -269,16 +273,39 @@ func (p *Pool) Goroutines() int {
 // from any goroutine, more than once.
 func (p *Pool) Drain() { p.draining.Store(true) }
 
-// Release returns r's chunks to the pool. The runtime calls it from the
-// response's recycle function, when both the worker and the writer are done
-// with r.
+// Release returns r's chunks to the pool, but for up to sparesPerResponse
+// of them, which stay in r.Chunks for the worker that takes r from the
+// runtime's pool next (ResponseWriter.response). The runtime calls it from
+// the response's recycle function, when both the worker and the writer
+// are done with r.
+//
+// Why they ride with the record: a response through the stages took two
+// chunks from this pool's sync.Pool and gave them back, and its record
+// came from and went back to the runtime's, six Gets and Puts in all and
+// some 590 of the 12,000 instructions of a /hello served by a worker
+// (callgrind, quartet serve --no-inline). The record's round trip now
+// carries its chunks, so that a response takes two. A worker cannot keep
+// chunks between requests as an inline server does (a thousand workers
+// would hold 32 MiB), and the chunks come back on a writer's goroutine
+// with the record; the pool of records holds them as the pool of chunks
+// did, and lets them go at a collection as it does.
 func (p *Pool) Release(r *stages.Response) {
+	kept := 0
 	for _, b := range r.Chunks {
+		if kept < sparesPerResponse && cap(b) == chunkSize {
+			r.Chunks[kept] = b[:0]
+			kept++
+			continue
+		}
 		p.putChunk(b)
 	}
-	clear(r.Chunks)
-	r.Chunks = r.Chunks[:0]
+	clear(r.Chunks[kept:])
+	r.Chunks = r.Chunks[:kept]
 }
+
+// sparesPerResponse is how many chunks a recycled record keeps: what a
+// small response uses, its body and its header block.
+const sparesPerResponse = 2
 
 // Wake tells the pool that a request was pushed to its ring: an idle
 // goroutine takes it, or one is given a place that a parked handler left
@@ -309,7 +336,10 @@ func (p *Pool) Parked() int { return int(p.book.parked.Load()) }
 // holding its place, because MaxParked handlers were parked already.
 func (p *Pool) ParkRefused() uint64 { return p.book.refused.Load() }
 
-func (p *Pool) getChunk() []byte { return p.chunks.Get().(*chunk)[:0] }
+func (p *Pool) getChunk() []byte {
+	p.chunkGets.Add(1)
+	return p.chunks.Get().(*chunk)[:0]
+}
 
 func (p *Pool) putChunk(b []byte) {
 	if cap(b) != chunkSize {

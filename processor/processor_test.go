@@ -581,6 +581,49 @@ func TestDrain(t *testing.T) {
 
 // TestBackPressure writes 10 MiB against a slow client: the bytes queued
 // for the writer must never exceed HighWater by more than a chunk.
+// A small response through a worker takes its chunks from its record's
+// last use (Release keeps them there), not from the pool's sync.Pool:
+// once every record has served, the pool gives out no chunk.
+func TestRecycledRecordCarriesItsChunks(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    int
+		maxGets uint64 // chunk Gets over the last 40 of 50 responses
+	}{
+		{"small body", 13, 0},
+		// Beyond two chunks a response takes the rest from the pool,
+		// and gives back what its record does not keep.
+		{"three chunks of body", 3 * chunkSize, 40 * 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := strings.Repeat("x", tt.body)
+			h := HandlerFunc(func(w *ResponseWriter, r *stages.Request) { io.WriteString(w, body) })
+			hs := newHarness(t, Config{Workers: 1}, h, writerOpts{reuse: true})
+			var warm uint64
+			for i := range 50 {
+				if i == 10 {
+					warm = hs.pool.chunkGets.Load()
+				}
+				res := hs.do(newRequest("GET", "/", 1, ""))
+				if p := parse(t, res, "GET"); len(p.body) != tt.body {
+					t.Fatalf("response %d: body %d bytes, want %d", i, len(p.body), tt.body)
+				}
+				// The record is back before the next request takes one.
+				deadline := time.Now().Add(5 * time.Second)
+				for hs.recycled.Load() != int64(i+1) && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Microsecond)
+				}
+			}
+			gets := hs.pool.chunkGets.Load() - warm
+			t.Logf("%d chunks taken from the pool for 40 responses", gets)
+			if gets > tt.maxGets {
+				t.Errorf("%d chunks taken from the pool for 40 responses, want at most %d", gets, tt.maxGets)
+			}
+		})
+	}
+}
+
 func TestBackPressure(t *testing.T) {
 	const total = 10 << 20
 	tests := []struct {
@@ -632,12 +675,13 @@ func TestBackPressure(t *testing.T) {
 				t.Logf("unsent peaked at %d (limit %d)", m, limit)
 			}
 			// 10 MiB is 640 chunks; a response may keep only what can be
-			// unsent, plus the chunk being filled and one retired late.
+			// unsent, plus the chunk being filled, one retired late, and
+			// the spares its writer hands on to the next (Release).
 			deadline := time.Now().Add(5 * time.Second)
 			for hs.recycled.Load() != 1 && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
-			if n, most := hs.maxChunks.Load(), limit/chunkSize+3; n > most {
+			if n, most := hs.maxChunks.Load(), limit/chunkSize+3+sparesPerResponse; n > most {
 				t.Errorf("response held %d chunks at recycle, want at most %d", n, most)
 			} else {
 				t.Logf("response held %d chunks at recycle", n)

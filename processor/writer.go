@@ -166,6 +166,7 @@ func (w *ResponseWriter) begin(resp *stages.Response, req *stages.Request, now t
 func (w *ResponseWriter) end() {
 	w.lendRest()
 	w.dropBody()
+	w.lendSpares()
 	clear(w.out)
 	w.out = w.out[:0]
 	w.hdr.reset()
@@ -453,14 +454,16 @@ func (w *ResponseWriter) getChunk() []byte {
 	return w.p.getChunk()
 }
 
-// putChunk gives back a chunk nothing else reads any more. An inline
-// server's writer keeps two for its next response (the body written
-// before the header block is known, and the block), as the pool's Get and
-// Put for them cost more than the rest of a small body's way; its chunks
-// come back on its own goroutine (InlineServer.Keep). A worker's writer
-// keeps none, as a thousand workers would hold 32 MiB between them.
+// putChunk gives back a chunk nothing else reads any more. A writer
+// keeps two for its response (the body written before the header block
+// is known, and the block), as the pool's Get and Put for them cost more
+// than the rest of a small body's way. An inline server's writer keeps
+// them for its next response too; its chunks come back on its own
+// goroutine (InlineServer.Keep). A worker's writer hands what it kept to
+// the response record as it ends (end), as a thousand workers would hold
+// 32 MiB between them, and takes the record's when it begins (response).
 func (w *ResponseWriter) putChunk(b []byte) {
-	if w.inline && w.nspares < len(w.spares) && cap(b) == chunkSize {
+	if w.nspares < len(w.spares) && cap(b) == chunkSize {
 		w.spares[w.nspares] = b[:0]
 		w.nspares++
 		return
@@ -469,13 +472,33 @@ func (w *ResponseWriter) putChunk(b []byte) {
 }
 
 // response takes the record to fill: the one an inline server kept, or
-// one from the runtime.
+// one from the runtime, whose spare chunks (Pool.Release) become the
+// writer's.
 func (w *ResponseWriter) response() *stages.Response {
 	if r := w.kept; r != nil {
 		w.kept = nil
 		return r
 	}
-	return w.p.responses()
+	r := w.p.responses()
+	for i, b := range r.Chunks {
+		w.putChunk(b)
+		r.Chunks[i] = nil
+	}
+	r.Chunks = r.Chunks[:0]
+	return r
+}
+
+// lendSpares gives a worker's spare chunks to the response it ends, for
+// the next worker that takes the record (see putChunk).
+func (w *ResponseWriter) lendSpares() {
+	if w.inline {
+		return
+	}
+	for i := range w.nspares {
+		w.resp.Chunks = append(w.resp.Chunks, w.spares[i])
+		w.spares[i] = nil
+	}
+	w.nspares = 0
 }
 
 func (w *ResponseWriter) dropBody() {
