@@ -61,7 +61,9 @@
 //     lent to heap buckets. The worker takes a chunk back as soon as the
 //     writer reports it sent, so a long response holds about HighWater of
 //     chunks, not its whole length; the few still unsent when the handler
-//     returns go back through Pool.Release (resp.Chunks records them).
+//     returns go back through Pool.Release (resp.Chunks records them),
+//     which leaves two with the record for the next response that takes
+//     it, so that a small response costs no trip through the sync.Pool.
 //   - Until the handler flushes, returns or exceeds a buffer limit, the body
 //     is held back, because the header block that must precede it depends on
 //     it: a handler that returns without flushing gets a Content-Length, and a
