@@ -47,11 +47,7 @@
 // holds no record, the table's free tail is cut, and the read buffers,
 // body pipes and records kept for reuse are bounded and given back when a
 // whole interval passes without use, so a burst of slow clients leaves
-// nothing behind. An idle keep-alive connection holds no read buffer,
-// and no request record once it has been idle a tenth of a second or so;
-// before that, one that is making request after request keeps its record
-// from one to the next rather than clearing it into the loop's stash and
-// taking it back (keepWork).
+// nothing behind.
 //
 // Timeouts use one FIFO per class (idle keep-alive, header, linger), as
 // Apache's event MPM does: every entry of a class has the same duration,

@@ -246,7 +246,6 @@ func (l *Loop) handOver(slot int32, back bool, f stages.Fate) bool {
 	}
 	class := uint8(rc.class)
 	l.clearTimer(slot) // rc.deadline stays: the target's timer takes it
-	l.unkeep(rc)       // this loop's keeping list names it by slot
 	l.rebase(rc, to)
 	l.conns[slot] = nil
 	l.free = append(l.free, slot)

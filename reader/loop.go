@@ -317,11 +317,6 @@ type work struct {
 	// flight lists the connection's requests in flight (the current
 	// record holds the head), linked through nextOut, for their keys.
 	flight, nextOut *work
-
-	// An idle connection's kept record (keepWork): listed in the loop's
-	// keeping, and the sweep in which the connection last went idle.
-	listed   bool
-	idleMark uint32
 }
 
 // Loop is one reader event loop: the connection table, timers and queue
@@ -382,23 +377,12 @@ type Loop struct {
 	big       bigBufs       // read buffers for requests larger than DefaultReadBuffer (bigbuf.go)
 	nextDecay time.Duration // when giveBack next runs, from epoch
 
-	// Request records kept by connections gone idle (keepWork): which,
-	// how often they are swept (keepSweep; tests change it before Run),
-	// when next, and how many sweeps so far. stashes counts the records
-	// stashed, for the tests. Loop goroutine only.
-	keeping       []keptWork
-	keepFor       time.Duration
-	nextKeepSweep time.Duration
-	sweeps        uint32
-	stashes       uint64
-
 	// census is the loop's connections by state, counted at most once per
 	// censusInterval by the loop itself (it alone may read its table).
 	census     [numCensus]atomic.Int64
 	nextCensus time.Duration // when takeCensus next counts, from epoch
 	// withWork is how many connections held a request record at the last
-	// census: those with a request in hand, and idle ones for at most two
-	// sweeps (keepWork).
+	// census: those with a request in hand, never the idle ones.
 	withWork atomic.Int64
 
 	resets     atomic.Uint64 // connections closed with RST
@@ -521,7 +505,6 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	}
 	l.core, l.poller = core, core.Poller()
 	l.bufs.max, l.pipes.max, l.spares.max, l.works.max = maxStashedBufs, maxStashedPipes, maxStashedConns, maxStashedWorks
-	l.keepFor = keepSweep
 	l.big.init()
 	l.epoch = time.Now()
 	for i := range l.fifo {
@@ -657,7 +640,6 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	l.expire(now, at)
 	l.takeCensus(at)
 	l.giveBack(at)
-	l.sweepKept(at)
 	if stopping {
 		if l.ctx.Err() != nil && !l.forced {
 			l.force()
@@ -675,11 +657,6 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	timeout := l.nextTimeout(at)
 	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
 		timeout = censusInterval // the census, and giving memory back
-	}
-	if len(l.keeping) > 0 {
-		if d := max(l.nextKeepSweep-at, 0); timeout < 0 || timeout > d {
-			timeout = d
-		}
 	}
 	if len(l.ready) > 0 || len(l.own) > 0 {
 		timeout = 0
@@ -951,98 +928,9 @@ func (l *Loop) dropWork(rc *rconn) {
 	l.stashWork(w)
 }
 
-// keepSweep is how often the loop takes back the records that idle
-// connections kept (keepWork): a connection idle for a whole sweep
-// interval gives its record back at the next sweep, within twice this.
-// Long enough that a keep-alive connection in use loses its record at
-// most once per interval; short enough that idle connections hold none
-// by the time anyone measures them (quartet bench idle settles for half
-// a second).
-const keepSweep = 100 * time.Millisecond
-
-// keptWork names a connection that went idle holding its record.
-type keptWork struct {
-	slot int32
-	gen  uint32
-}
-
-// keepWork is dropWork for a keep-alive connection going idle between
-// requests: it gives back the read buffer but keeps the request record
-// (already reset for the next request by startRequest) until the next
-// request, unless a sweep finds the connection idle for a whole
-// interval (sweepKept). Stashing the record and taking it back cleared
-// all of its 780 bytes on every request, some 430 of the 8,500
-// instructions of a keep-alive /hello; a connection that stays idle
-// still costs its 48 bytes only, a sweep later.
-//
-// Only from a connection's second request on: one that made a single
-// request and went quiet (a health check, a browser's spare connection,
-// the idle benchmark's ten thousand) gives its record back at once, as
-// before, so that a burst of them shares a few records from the stash
-// rather than each holding one for a sweep, which grew the heap by a
-// record a connection (quartet bench idle -n 1000,9000: 774 B a
-// connection before, 1.75 KiB with every connection keeping its record).
-func (l *Loop) keepWork(slot int32) {
-	rc := l.conns[slot]
-	w := rc.work
-	if w == nil || w.out > 0 {
-		return
-	}
-	if rc.seq < 2 {
-		l.dropWork(rc)
-		return
-	}
-	w.start, w.end = 0, 0
-	l.putBuf(rc)
-	w.idleMark = l.sweeps
-	if !w.listed {
-		w.listed = true
-		l.keeping = append(l.keeping, keptWork{slot: slot, gen: rc.gen})
-	}
-}
-
-// sweepKept takes back the records of connections that have been idle
-// since the sweep before (dropWork), and forgets those that went since.
-// Those that went idle during the last interval stay listed for the next.
-func (l *Loop) sweepKept(at time.Duration) {
-	if len(l.keeping) == 0 || at < l.nextKeepSweep {
-		return
-	}
-	l.nextKeepSweep = at + l.keepFor
-	kept := l.keeping[:0]
-	for _, k := range l.keeping {
-		rc := l.conn(k.slot)
-		if rc == nil || rc.gen != k.gen || rc.work == nil || !rc.listed {
-			continue // closed, moved, or its record launched or dropped since
-		}
-		if rc.state == stateIdle && rc.end == rc.start && rc.out == 0 && rc.idleMark != l.sweeps {
-			l.dropWork(rc)
-			continue
-		}
-		kept = append(kept, k)
-	}
-	clear(l.keeping[len(kept):])
-	l.keeping = kept
-	l.sweeps++
-}
-
-// unkeep takes rc's record off the keeping list, as rc leaves the loop:
-// a record the connection kept while idle goes back to the stash, one
-// with a request in hand goes with it, to be listed by its new loop.
-func (l *Loop) unkeep(rc *rconn) {
-	if rc.work == nil || !rc.listed {
-		return
-	}
-	rc.listed = false
-	if rc.state == stateIdle && rc.end == rc.start && rc.out == 0 {
-		l.dropWork(rc)
-	}
-}
-
 // stashWork clears a request record without a buffer and keeps it for
 // the next request.
 func (l *Loop) stashWork(w *work) {
-	l.stashes++
 	hdrs := w.req.Headers[:0]
 	if cap(hdrs) > maxKeptHeaders {
 		hdrs = nil // grown by an unusual request: not worth keeping
@@ -1225,16 +1113,8 @@ func (l *Loop) readRequest(slot int32) {
 				rc.req.Received = l.core.Now()
 			}
 		case err == unix.EAGAIN:
-			if rc.end == rc.start {
-				// Waiting for a first byte costs no read buffer, and no
-				// request record unless the connection keeps its own
-				// between keep-alive requests.
-				switch rc.state {
-				case stateIdle:
-					l.keepWork(slot)
-				case stateHeader:
-					l.dropWork(rc)
-				}
+			if rc.end == rc.start && (rc.state == stateIdle || rc.state == stateHeader) {
+				l.dropWork(rc) // waiting for a first byte costs no request record
 			}
 			return
 		case err == errBufferFull:
@@ -1512,9 +1392,8 @@ func (l *Loop) nextRequest(slot int32) {
 	if idle && rc.drained {
 		// Nothing buffered, the socket was empty when last read, and no
 		// event came while the request was out: the next byte will raise
-		// one. The buffer goes back until then; the record, unless the
-		// connection stays idle, when the next request comes.
-		l.keepWork(slot)
+		// one. The request record and buffer go back until then.
+		l.dropWork(rc)
 		return
 	}
 	// Edge-triggered: bytes that arrived while the request was out raised

@@ -52,9 +52,8 @@ type Protocol interface {
 	// NewParser returns a parser for requests of this protocol. The
 	// reader calls it on its loop's goroutine when a request record
 	// first serves a connection of this protocol, and keeps the parser
-	// with that record (pooled per loop, held by a connection while it
-	// has a request in hand, and between requests while they come less
-	// than a tenth of a second or so apart), so idle connections hold none.
+	// with that record (pooled per loop, held by a connection only while
+	// it has a request in hand), so idle connections hold none.
 	NewParser() FrameParser
 
 	// Serve answers req through resp, on a processor. It takes over the
