@@ -111,6 +111,7 @@ func (l *Loop) launch(slot int32, win window) {
 	w.out, w.outBytes, w.parked = 0, 0, false
 	w.end, w.size = w.start+w.consumed, size
 	w.drained, rc.drained = false, w.drained
+	rc.finQueued = w.finQueued
 
 	ticket := l.hold(w)
 	now := l.clock() // the launch, to within one request (clock)

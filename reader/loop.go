@@ -292,6 +292,16 @@ type work struct {
 	// It lives in work because it matters only from a request's last read
 	// to its Return, while the request is in hand.
 	drained bool
+	// finQueued: an event reported the client's FIN (or a hangup) while
+	// this record was in hand, so the socket ends in an EOF that a short
+	// read does not return: the read after it does. Edge-triggered, the
+	// FIN raises no second event, so the loop must keep reading (drained
+	// stays false) until it finds the EOF. Without it, a client that sent
+	// a request and half-closed in one go, or whose FIN came while the
+	// request was out with the next one's bytes partly read, kept its
+	// connection open until the idle timeout. Set from the event, never
+	// cleared: the connection ends at that EOF.
+	finQueued bool
 	// pipelined: the request in hand had begun arriving before the one
 	// ahead of it came back, so its client pipelined (hangUp). Set at
 	// every request's start from the buffer (nextRequest).
@@ -851,8 +861,12 @@ func (l *Loop) startRequest(slot int32, idle bool) {
 // readable handles a readiness event or a retry for slot.
 func (l *Loop) readable(slot int32, hup bool) {
 	rc := l.conns[slot]
+	if hup && rc.work == nil && (rc.state == stateIdle || rc.state == stateHeader) {
+		l.takeWork(rc) // to hold finQueued while the bytes ahead of the FIN are read
+	}
 	if rc.work != nil {
 		rc.drained = false // an event, or work left over: bytes may wait
+		rc.finQueued = rc.finQueued || hup
 	}
 	switch rc.state {
 	case stateHeader, stateIdle, stateBody:
@@ -1064,7 +1078,7 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 		}
 		// A stream socket's read copies all it has queued, up to the
 		// room given: a read that leaves room left the socket empty.
-		rc.drained = rc.end+n < len(rc.buf)
+		rc.drained = rc.end+n < len(rc.buf) && !rc.finQueued
 		rc.end += n
 		return n, nil
 	}

@@ -1,6 +1,8 @@
 package reader
 
 import (
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +98,109 @@ func TestNextRequestIsNeverStranded(t *testing.T) {
 				t.Fatalf("dispatched %q, want /z", r.Path)
 			}
 			loop.Return(c, stages.FateClose)
+		})
+	}
+}
+
+// The client's FIN, like a request's bytes, must never be stranded: a
+// client that sends its requests and half-closes in one go gets its
+// answers and then its connection closed, at once, not at the idle
+// timeout. The bytes and the FIN must reach the loop in one event, as
+// they do when they arrive while it works: the read that takes the bytes
+// does not return the EOF behind them, and edge-triggered, no second
+// event comes for it. So another connection's request holds the loop in
+// Dispatch while they arrive.
+func TestClientFINIsNeverStranded(t *testing.T) {
+	small := "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, tc := range []struct {
+		name string
+		// sent while the loop is held, then the FIN unless finWhileOut;
+		// finWhileOut sends whileOut and half-closes while the first
+		// request is out instead.
+		sent        string
+		finWhileOut bool
+		whileOut    string
+		want        []string // paths dispatched, in order
+	}{
+		{"FIN alone", "", false, "", nil},
+		{"a request and its FIN", small, false, "", []string{"/a"}},
+		{"pipelined requests and a FIN", small + "GET /b HTTP/1.1\r\nHost: x\r\n\r\n", false, "", []string{"/a", "/b"}},
+		{"a preread body and a FIN", "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", false, "", []string{"/p"}},
+		{"half a request and a FIN", "GET /a HTT", false, "", nil},
+		{"a FIN while the request is out", small, true, "", []string{"/a"}},
+		// The FIN comes while /a is out, with /b partly read already: the
+		// loop must not take it for an abandoned request, and the read
+		// that completes /b does not return the EOF either.
+		{"the rest of the next request and a FIN while one is out", small + "GET /b HTT", true, "P/1.1\r\nHost: x\r\n\r\n", []string{"/a", "/b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dispatched := make(chan *stages.Request, 4)
+			holding, release := make(chan *stages.Request, 1), make(chan struct{})
+			loop := startLoopWith(t, Config{
+				Dispatch: func(r *stages.Request) bool {
+					if string(r.Path) == "/hold" {
+						holding <- r
+						<-release
+						return true
+					}
+					dispatched <- r
+					return true
+				},
+				IdleTimeout: time.Minute, HeaderTimeout: time.Minute,
+			})
+			client, fd := acceptedConn(t)
+			c := &stages.Conn{ID: 1, FD: fd}
+			loop.Adopt(c)
+			holder, hfd := acceptedConn(t)
+			loop.Adopt(&stages.Conn{ID: 2, FD: hfd})
+			if _, err := io.WriteString(holder, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			var held *stages.Request
+			select {
+			case held = <-holding:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the holding request was never dispatched")
+			}
+			if _, err := client.Write([]byte(tc.sent)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.finWhileOut {
+				client.(*net.TCPConn).CloseWrite()
+			}
+			time.Sleep(50 * time.Millisecond) // all of it queued in the socket
+			close(release)
+			t.Cleanup(func() { loop.Return(held.Conn, stages.FateClose) })
+			for i, want := range tc.want {
+				select {
+				case r := <-dispatched:
+					if string(r.Path) != want {
+						t.Fatalf("dispatched %q, want %q", r.Path, want)
+					}
+					if _, err := io.Copy(io.Discard, r.Body); err != nil {
+						t.Fatalf("body: %v", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s was never dispatched", want)
+				}
+				if i == 0 && tc.finWhileOut {
+					if _, err := io.WriteString(client, tc.whileOut); err != nil {
+						t.Fatal(err)
+					}
+					client.(*net.TCPConn).CloseWrite()
+					time.Sleep(100 * time.Millisecond) // the loop takes the FIN's event
+				}
+				loop.Return(c, stages.FateKeepAlive)
+			}
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := client.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("after the last answer: read %d bytes, %v; want the loop's close (EOF), well before the idle timeout", n, err)
+			}
+			select {
+			case r := <-dispatched:
+				t.Fatalf("dispatched %q as well", r.Path)
+			default:
+			}
 		})
 	}
 }
