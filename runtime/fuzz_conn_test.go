@@ -1,0 +1,218 @@
+package runtime
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/protocol/http1"
+	"github.com/quartet-server/quartet/stages"
+)
+
+// FuzzServeConn sends arbitrary bytes, cut into arbitrary segments, to a
+// real server on one connection, half-closes it, and reads what comes
+// back. Whatever the bytes, the server must not crash, must answer with
+// well-framed HTTP/1.1 responses, no more of them than the requests it
+// could have parsed, must end the connection soon after the client's EOF,
+// and must release it. The parser's own fuzz target (protocol/http1)
+// checks what a request means; this one checks the reader loop, the
+// hand-offs, body streaming and the writer around it, which hold the
+// connection's state across segments and requests.
+//
+//	go test -run '^$' -fuzz FuzzServeConn -fuzztime 10m ./runtime
+func FuzzServeConn(f *testing.F) {
+	for _, seed := range []string{
+		"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nHEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.0\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /drop HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\nxyz",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /bytes?n=100000 HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /stream HTTP/1.0\r\n\r\n",
+		"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /hello HTTP/1.1\r\nHost: x\r\n X: folded\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+		"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET http://x/hello HTTP/1.1\r\nHost: x\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+		"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+	} {
+		f.Add([]byte(seed), uint64(0)) // in one write, inline
+		f.Add([]byte(seed), uint64(3)) // cut, through the processors
+	}
+	// Two servers: one that serves /hello on its reader loops, and one
+	// that sends every request through the processors; the lowest bit of
+	// cuts picks.
+	var servers [2]*Server
+	for i := range servers {
+		servers[i] = startServer(f, Config{
+			Handler:        fuzzHandler{next: Builtin(nil)},
+			NoInline:       i == 1,
+			MaxHeaderBytes: 4 << 10,
+			MaxRequestLine: 1 << 10,
+			MaxHeaders:     20,
+			MaxBodyBytes:   128 << 10,
+			PrereadBody:    1 << 10,
+			LingerTimeout:  time.Second,
+		})
+	}
+	f.Fuzz(func(t *testing.T, data []byte, cuts uint64) {
+		if len(data) > 256<<10 {
+			return
+		}
+		s := servers[cuts&1]
+		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		c.SetDeadline(start.Add(connBound))
+		go sendCut(c, data, cuts)
+
+		br := bufio.NewReader(c)
+		methods, parsed := requestMethods(data)
+		final := 0
+		for {
+			if _, err := br.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) || isReset(err) {
+					break
+				}
+				t.Fatalf("after %d responses: %v (the server did not end the connection within %v of the client's EOF)", final, err, connBound)
+			}
+			req := &http.Request{Method: "GET"}
+			if final < len(methods) {
+				req.Method = methods[final]
+			}
+			resp, err := http.ReadResponse(br, req)
+			if err != nil {
+				t.Fatalf("response %d: %v", final, err)
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode < 100 || resp.StatusCode > 599 {
+				t.Fatalf("response %d: status %d", final, resp.StatusCode)
+			}
+			if resp.StatusCode >= 200 {
+				final++
+			}
+			if err != nil {
+				// A response cut short (its handler aborted when the
+				// body ran out at the client's EOF) must be the last.
+				if _, perr := br.Peek(1); perr == nil {
+					t.Fatalf("response %d cut short (%v), then more bytes followed", final-1, err)
+				}
+				break
+			}
+		}
+		if final > parsed+1 {
+			t.Fatalf("%d responses to %d requests the parser accepts (one more may report the error that ends the connection)", final, parsed)
+		}
+		c.Close()
+		if !eventually(3*time.Second, func() bool { return s.openConns() == 0 }) {
+			t.Fatalf("%d connections still open 3s after the client closed", s.openConns())
+		}
+	})
+}
+
+// connBound is how long a fuzz connection may take, from dial to the
+// server's close: every input is answered, rejected or timed out well
+// within it (the longest wait a request may cause is LingerTimeout).
+const connBound = 10 * time.Second
+
+// sendCut writes data in segments chosen by cuts, then half-closes.
+func sendCut(c net.Conn, data []byte, cuts uint64) {
+	rng := rand.New(rand.NewPCG(cuts, cuts>>7|1))
+	for len(data) > 0 {
+		n := len(data)
+		if cuts != 0 {
+			n = min(n, 1+rng.IntN(max(1, len(data)/3+8)))
+		}
+		if _, err := c.Write(data[:n]); err != nil {
+			return // the server closed: it answered and ended
+		}
+		data = data[n:]
+	}
+	c.(*net.TCPConn).CloseWrite()
+}
+
+// requestMethods parses data as the server's parser does and returns the
+// methods of the requests it accepts, in order, up to the first it does
+// not (or an incomplete one), and how many that is.
+func requestMethods(data []byte) (methods []string, n int) {
+	var p http1.Parser
+	lim := http1.Limits{MaxRequestLine: 1 << 10, MaxHeaderBytes: 4 << 10, MaxHeaders: 20}
+	for len(data) > 0 {
+		req := &stages.Request{}
+		req.Reset()
+		used, err := p.Parse(data, lim, req)
+		if err != nil || used == 0 {
+			break
+		}
+		methods = append(methods, string(req.Method))
+		n++
+		data = data[used:]
+		switch {
+		case req.Chunked:
+			var d http1.ChunkedDecoder
+			d.MaxTrailerBytes = 1 << 30 // no stricter than the server
+			consumed, _, done, err := d.Decode(make([]byte, len(data)), data)
+			if !done || err != nil {
+				return methods, n
+			}
+			data = data[consumed:]
+		case req.ContentLength > 0:
+			if int64(len(data)) < req.ContentLength {
+				return methods, n
+			}
+			data = data[req.ContentLength:]
+		}
+		if req.Close || req.Minor == 0 && !stages.ListHasToken(req.Header("Connection"), "keep-alive") {
+			break // the server closes after this one
+		}
+	}
+	return methods, n
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && !op.Timeout()
+}
+
+// fuzzHandler serves the fuzz target's routes: /hello on the reader loop,
+// /echo through the processors (both Builtin's), and three more shapes
+// of response that bounded inputs can reach.
+type fuzzHandler struct{ next processor.Handler }
+
+func (h fuzzHandler) Inline(r *stages.Request) bool { return processor.ServesInline(h.next, r) }
+
+func (h fuzzHandler) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
+	switch string(r.Path) {
+	case "/drop": // never reads the body: the server must discard or close
+		w.WriteString("dropped")
+	case "/stream": // flushed in parts: chunked on HTTP/1.1, close-delimited on 1.0
+		for i := range 3 {
+			w.WriteString("part " + strconv.Itoa(i) + "\n")
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+	case "/bytes": // Builtin's, bounded
+		if n, ok := r.QueryInt("n"); !ok || n > 1<<20 {
+			w.WriteHeader(400)
+			return
+		}
+		h.next.ServeQuartet(w, r)
+	case "/sleep", "/compute":
+		w.WriteHeader(404)
+	default:
+		h.next.ServeQuartet(w, r)
+	}
+}
