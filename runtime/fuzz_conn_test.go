@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/protocol/http1"
+	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -214,5 +217,103 @@ func (h fuzzHandler) ServeQuartet(w *processor.ResponseWriter, r *stages.Request
 		w.WriteHeader(404)
 	default:
 		h.next.ServeQuartet(w, r)
+	}
+}
+
+// FuzzMsgConn is FuzzServeConn for the messenger: arbitrary bytes, cut
+// at arbitrary points, to a real server's messenger address; every frame
+// back must parse as a reply, with no more replies than the requests a
+// server-side parser accepts (plus one connection error), and the server
+// must end and release the connection soon after the client's EOF.
+//
+//	go test -run '^$' -fuzz FuzzMsgConn -fuzztime 10m ./runtime
+func FuzzMsgConn(f *testing.F) {
+	// frame lays out a 16-byte head by hand (docs/messenger.md), so that
+	// seeds may break the rules PutHead enforces.
+	frame := func(typ msg.Type, flags msg.Flags, txid uint64, payload string) []byte {
+		b := []byte{1, byte(typ)}
+		b = binary.BigEndian.AppendUint16(b, uint16(flags))
+		b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+		b = binary.BigEndian.AppendUint64(b, txid)
+		return append(b, payload...)
+	}
+	join := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
+	for _, seed := range [][]byte{
+		frame(msg.TypeRequest, msg.FlagUnordered, 1, "Hello, world!"),
+		join(frame(msg.TypeRequest, 0, 1, "a"), frame(msg.TypeRequest, 0, 2, ""), frame(msg.TypeRequest, msg.FlagUnordered, 3, "ccc")),
+		join(frame(msg.TypeRequest, 0, 1, "a"), frame(msg.TypeRequest, 0, 1, "duplicate")),
+		join(frame(msg.TypeRequest, 0, 5, "x"), frame(msg.TypeCompletion, 0, 0, "")),
+		frame(msg.TypeReply, 0, 1, "a reply to a server"),
+		frame(msg.TypeRequest, msg.FlagRDMA, 1, "no descriptor"),
+		append(frame(msg.TypeRequest, 0, 1, "")[:8], 0xff, 0xff, 0xff, 0xff),
+		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+	} {
+		f.Add(seed, uint64(0))
+		f.Add(seed, uint64(3))
+	}
+	const maxPayload = 64 << 10
+	s := startMsgServer(f, Config{MsgMaxPayload: maxPayload, LingerTimeout: time.Second})
+	f.Fuzz(func(t *testing.T, data []byte, cuts uint64) {
+		if len(data) > 256<<10 {
+			return
+		}
+		c, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(connBound))
+		go sendCut(c, data, cuts)
+
+		requests := msgRequests(data, maxPayload)
+		br := bufio.NewReader(c)
+		p := msg.NewParser(msg.RoleClient, msg.Limits{MaxPayload: maxPayload})
+		replies := 0
+		for {
+			var h msg.Header
+			err := p.ReadHead(br, &h)
+			if errors.Is(err, io.EOF) || isReset(err) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d replies: %v", replies, err)
+			}
+			replies++
+			if err := p.SkipPayload(br); err != nil {
+				if _, perr := br.Peek(1); perr == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("reply %d: payload: %v", replies, err)
+				}
+				break
+			}
+		}
+		if replies > requests+1 {
+			t.Fatalf("%d replies to %d requests the parser accepts (one more may be the error that ends the connection)", replies, requests)
+		}
+		c.Close()
+		if !eventually(3*time.Second, func() bool { return s.openConns() == 0 }) {
+			t.Fatalf("%d connections still open 3s after the client closed", s.openConns())
+		}
+	})
+}
+
+// msgRequests counts the request frames a server-side parser accepts at
+// the start of data, up to its first error.
+func msgRequests(data []byte, maxPayload int) int {
+	p := msg.NewParser(msg.RoleServer, msg.Limits{MaxPayload: maxPayload})
+	n := 0
+	for {
+		var h msg.Header
+		used, err := p.Next(data, &h)
+		if err != nil {
+			return n
+		}
+		if h.Type == msg.TypeRequest {
+			n++
+		}
+		data = data[used:]
+		data = data[p.Skip(len(data)):]
+		if p.Remaining() > 0 {
+			return n
+		}
 	}
 }
