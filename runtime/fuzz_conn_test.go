@@ -29,7 +29,7 @@ import (
 // hand-offs, body streaming and the writer around it, which hold the
 // connection's state across segments and requests.
 //
-//	go test -run '^$' -fuzz FuzzServeConn -fuzztime 10m ./runtime
+//	go test -run '^$' -fuzz FuzzServeConn -fuzztime 1000000x ./runtime
 func FuzzServeConn(f *testing.F) {
 	for _, seed := range []string{
 		"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -226,7 +226,7 @@ func (h fuzzHandler) ServeQuartet(w *processor.ResponseWriter, r *stages.Request
 // server-side parser accepts (plus one connection error), and the server
 // must end and release the connection soon after the client's EOF.
 //
-//	go test -run '^$' -fuzz FuzzMsgConn -fuzztime 10m ./runtime
+//	go test -run '^$' -fuzz FuzzMsgConn -fuzztime 1000000x ./runtime
 func FuzzMsgConn(f *testing.F) {
 	// frame lays out a 16-byte head by hand (docs/messenger.md), so that
 	// seeds may break the rules PutHead enforces.
