@@ -47,8 +47,8 @@ func FuzzServeConn(f *testing.F) {
 		"GET http://x/hello HTTP/1.1\r\nHost: x\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
 		"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
 	} {
-		f.Add([]byte(seed), uint64(0)) // in one write, inline
-		f.Add([]byte(seed), uint64(3)) // cut, through the processors
+		f.Add([]byte(seed), uint64(0)) // in one write, inline, FIN at once
+		f.Add([]byte(seed), uint64(3)) // cut, through the processors, FIN once answered
 	}
 	// Two servers: one that serves /hello on its reader loops, and one
 	// that sends every request through the processors; the lowest bit of
@@ -71,22 +71,44 @@ func FuzzServeConn(f *testing.F) {
 			return
 		}
 		s := servers[cuts&1]
+		// answerFirst: the client half-closes only once every request it
+		// sent whole is answered, so that each must be (a FIN that comes
+		// while a lone request is out may be taken for the client gone,
+		// stages.Conn.Gone); otherwise right after its last byte.
+		answerFirst := cuts&2 != 0
+		methods, accepted, whole := requestMethods(data)
 		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		start := time.Now()
-		c.SetDeadline(start.Add(connBound))
-		go sendCut(c, data, cuts)
+		c.SetDeadline(time.Now().Add(connBound))
+		sent := make(chan struct{})
+		finNow := !answerFirst || whole == 0
+		go func() {
+			sendCut(c, data, cuts)
+			close(sent)
+			if finNow {
+				c.(*net.TCPConn).CloseWrite()
+			}
+		}()
 
 		br := bufio.NewReader(c)
-		methods, parsed := requestMethods(data)
 		final := 0
+		said := false // a response announced the close (Connection: close), or was cut short
+		finSent := finNow
 		for {
+			if !finSent && (final >= whole || said) {
+				<-sent
+				c.(*net.TCPConn).CloseWrite()
+				finSent = true
+			}
 			if _, err := br.Peek(1); err != nil {
 				if errors.Is(err, io.EOF) || isReset(err) {
 					break
+				}
+				if !finSent {
+					t.Fatalf("%d responses to %d whole requests, then nothing: %v", final, whole, err)
 				}
 				t.Fatalf("after %d responses: %v (the server did not end the connection within %v of the client's EOF)", final, err, connBound)
 			}
@@ -105,8 +127,10 @@ func FuzzServeConn(f *testing.F) {
 			}
 			if resp.StatusCode >= 200 {
 				final++
+				said = said || resp.Close
 			}
 			if err != nil {
+				said = true
 				// A response cut short (its handler aborted when the
 				// body ran out at the client's EOF) must be the last.
 				if _, perr := br.Peek(1); perr == nil {
@@ -115,8 +139,11 @@ func FuzzServeConn(f *testing.F) {
 				break
 			}
 		}
-		if final > parsed+1 {
-			t.Fatalf("%d responses to %d requests the parser accepts (one more may report the error that ends the connection)", final, parsed)
+		if final > accepted+1 {
+			t.Fatalf("%d responses to %d requests the parser accepts (one more may report the error that ends the connection)", final, accepted)
+		}
+		if answerFirst && final < whole && !said {
+			t.Fatalf("%d responses to %d whole requests, and the connection ended unannounced", final, whole)
 		}
 		c.Close()
 		if !eventually(3*time.Second, func() bool { return s.openConns() == 0 }) {
@@ -130,7 +157,7 @@ func FuzzServeConn(f *testing.F) {
 // within it (the longest wait a request may cause is LingerTimeout).
 const connBound = 10 * time.Second
 
-// sendCut writes data in segments chosen by cuts, then half-closes.
+// sendCut writes data in segments chosen by cuts.
 func sendCut(c net.Conn, data []byte, cuts uint64) {
 	rng := rand.New(rand.NewPCG(cuts, cuts>>7|1))
 	for len(data) > 0 {
@@ -143,13 +170,13 @@ func sendCut(c net.Conn, data []byte, cuts uint64) {
 		}
 		data = data[n:]
 	}
-	c.(*net.TCPConn).CloseWrite()
 }
 
 // requestMethods parses data as the server's parser does and returns the
 // methods of the requests it accepts, in order, up to the first it does
-// not (or an incomplete one), and how many that is.
-func requestMethods(data []byte) (methods []string, n int) {
+// not, or one after which the server closes; accepted is how many, and
+// whole how many of them came with all their body.
+func requestMethods(data []byte) (methods []string, accepted, whole int) {
 	var p http1.Parser
 	lim := http1.Limits{MaxRequestLine: 1 << 10, MaxHeaderBytes: 4 << 10, MaxHeaders: 20}
 	for len(data) > 0 {
@@ -160,7 +187,7 @@ func requestMethods(data []byte) (methods []string, n int) {
 			break
 		}
 		methods = append(methods, string(req.Method))
-		n++
+		accepted++
 		data = data[used:]
 		switch {
 		case req.Chunked:
@@ -168,20 +195,21 @@ func requestMethods(data []byte) (methods []string, n int) {
 			d.MaxTrailerBytes = 1 << 30 // no stricter than the server
 			consumed, _, done, err := d.Decode(make([]byte, len(data)), data)
 			if !done || err != nil {
-				return methods, n
+				return methods, accepted, whole
 			}
 			data = data[consumed:]
 		case req.ContentLength > 0:
 			if int64(len(data)) < req.ContentLength {
-				return methods, n
+				return methods, accepted, whole
 			}
 			data = data[req.ContentLength:]
 		}
+		whole++
 		if req.Close || req.Minor == 0 && !stages.ListHasToken(req.Header("Connection"), "keep-alive") {
 			break // the server closes after this one
 		}
 	}
-	return methods, n
+	return methods, accepted, whole
 }
 
 func isReset(err error) bool {
@@ -263,7 +291,10 @@ func FuzzMsgConn(f *testing.F) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(connBound))
-		go sendCut(c, data, cuts)
+		go func() {
+			sendCut(c, data, cuts)
+			c.(*net.TCPConn).CloseWrite()
+		}()
 
 		requests := msgRequests(data, maxPayload)
 		br := bufio.NewReader(c)
