@@ -251,8 +251,10 @@ func (h fuzzHandler) ServeQuartet(w *processor.ResponseWriter, r *stages.Request
 // FuzzMsgConn is FuzzServeConn for the messenger: arbitrary bytes, cut
 // at arbitrary points, to a real server's messenger address; every frame
 // back must parse as a reply, with no more replies than the requests a
-// server-side parser accepts (plus one connection error), and the server
-// must end and release the connection soon after the client's EOF.
+// server-side parser accepts (plus one connection error), as many as the
+// whole requests when the client waits for them before its FIN (unless a
+// connection error ends it), and the server must end and release the
+// connection soon after the client's EOF.
 //
 //	go test -run '^$' -fuzz FuzzMsgConn -fuzztime 1000000x ./runtime
 func FuzzMsgConn(f *testing.F) {
@@ -285,40 +287,61 @@ func FuzzMsgConn(f *testing.F) {
 		if len(data) > 256<<10 {
 			return
 		}
+		answerFirst := cuts&2 != 0 // as in FuzzServeConn
+		accepted, whole := msgRequests(data, maxPayload)
 		c, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(connBound))
+		sent := make(chan struct{})
+		finNow := !answerFirst || whole == 0
 		go func() {
 			sendCut(c, data, cuts)
-			c.(*net.TCPConn).CloseWrite()
+			close(sent)
+			if finNow {
+				c.(*net.TCPConn).CloseWrite()
+			}
 		}()
 
-		requests := msgRequests(data, maxPayload)
 		br := bufio.NewReader(c)
 		p := msg.NewParser(msg.RoleClient, msg.Limits{MaxPayload: maxPayload})
 		replies := 0
+		said := false // a connection error (an error reply with TxID 0), or a reply cut short
+		finSent := finNow
 		for {
+			if !finSent && (replies >= whole || said) {
+				<-sent
+				c.(*net.TCPConn).CloseWrite()
+				finSent = true
+			}
 			var h msg.Header
 			err := p.ReadHead(br, &h)
 			if errors.Is(err, io.EOF) || isReset(err) {
 				break
 			}
+			if err != nil && !finSent {
+				t.Fatalf("%d replies to %d whole requests, then: %v", replies, whole, err)
+			}
 			if err != nil {
 				t.Fatalf("after %d replies: %v", replies, err)
 			}
 			replies++
+			said = said || h.Flags&msg.FlagError != 0 && h.TxID == 0
 			if err := p.SkipPayload(br); err != nil {
 				if _, perr := br.Peek(1); perr == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
 					t.Fatalf("reply %d: payload: %v", replies, err)
 				}
+				said = true
 				break
 			}
 		}
-		if replies > requests+1 {
-			t.Fatalf("%d replies to %d requests the parser accepts (one more may be the error that ends the connection)", replies, requests)
+		if replies > accepted+1 {
+			t.Fatalf("%d replies to %d requests the parser accepts (one more may be the error that ends the connection)", replies, accepted)
+		}
+		if answerFirst && replies < whole && !said {
+			t.Fatalf("%d replies to %d whole requests, and the connection ended without a connection error", replies, whole)
 		}
 		c.Close()
 		if !eventually(3*time.Second, func() bool { return s.openConns() == 0 }) {
@@ -328,23 +351,26 @@ func FuzzMsgConn(f *testing.F) {
 }
 
 // msgRequests counts the request frames a server-side parser accepts at
-// the start of data, up to its first error.
-func msgRequests(data []byte, maxPayload int) int {
+// the start of data, up to its first error (accepted), and how many of
+// them came with all their payload (whole).
+func msgRequests(data []byte, maxPayload int) (accepted, whole int) {
 	p := msg.NewParser(msg.RoleServer, msg.Limits{MaxPayload: maxPayload})
-	n := 0
 	for {
 		var h msg.Header
 		used, err := p.Next(data, &h)
 		if err != nil {
-			return n
-		}
-		if h.Type == msg.TypeRequest {
-			n++
+			return accepted, whole
 		}
 		data = data[used:]
 		data = data[p.Skip(len(data)):]
+		if h.Type == msg.TypeRequest {
+			accepted++
+			if p.Remaining() == 0 {
+				whole++
+			}
+		}
 		if p.Remaining() > 0 {
-			return n
+			return accepted, whole
 		}
 	}
 }
