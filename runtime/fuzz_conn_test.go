@@ -77,37 +77,20 @@ func FuzzServeConn(f *testing.F) {
 		// stages.Conn.Gone); otherwise right after its last byte.
 		answerFirst := cuts&2 != 0
 		methods, accepted, whole := requestMethods(data)
-		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(connBound))
-		sent := make(chan struct{})
-		finNow := !answerFirst || whole == 0
-		go func() {
-			sendCut(c, data, cuts)
-			close(sent)
-			if finNow {
-				c.(*net.TCPConn).CloseWrite()
-			}
-		}()
+		fc := dialFuzz(t, s.Addr().String(), data, cuts, !answerFirst || whole == 0)
 
-		br := bufio.NewReader(c)
+		br := bufio.NewReader(fc)
 		final := 0
 		said := false // a response announced the close (Connection: close), or was cut short
-		finSent := finNow
 		for {
-			if !finSent && (final >= whole || said) {
-				<-sent
-				c.(*net.TCPConn).CloseWrite()
-				finSent = true
+			if final >= whole || said {
+				fc.halfClose()
 			}
 			if _, err := br.Peek(1); err != nil {
 				if errors.Is(err, io.EOF) || isReset(err) {
 					break
 				}
-				if !finSent {
+				if !fc.finSent {
 					t.Fatalf("%d responses to %d whole requests, then nothing: %v", final, whole, err)
 				}
 				t.Fatalf("after %d responses: %v (the server did not end the connection within %v of the client's EOF)", final, err, connBound)
@@ -139,16 +122,8 @@ func FuzzServeConn(f *testing.F) {
 				break
 			}
 		}
-		if final > accepted+1 {
-			t.Fatalf("%d responses to %d requests the parser accepts (one more may report the error that ends the connection)", final, accepted)
-		}
-		if answerFirst && final < whole && !said {
-			t.Fatalf("%d responses to %d whole requests, and the connection ended unannounced", final, whole)
-		}
-		c.Close()
-		if !eventually(3*time.Second, func() bool { return s.openConns() == 0 }) {
-			t.Fatalf("%d connections still open 3s after the client closed", s.openConns())
-		}
+		fc.Close()
+		checkAnswers(t, s, final, accepted, whole, answerFirst, said)
 	})
 }
 
@@ -156,6 +131,62 @@ func FuzzServeConn(f *testing.F) {
 // server's close: every input is answered, rejected or timed out well
 // within it (the longest wait a request may cause is LingerTimeout).
 const connBound = 10 * time.Second
+
+// fuzzClient is the client's end of one fuzz input's connection.
+type fuzzClient struct {
+	net.Conn
+	sent    chan struct{} // closed once sendCut is done
+	finSent bool
+}
+
+// dialFuzz connects to addr and sends data, cut by cuts, from a goroutine
+// of its own; with finNow it half-closes right after the last byte,
+// otherwise halfClose does.
+func dialFuzz(t *testing.T, addr string, data []byte, cuts uint64, finNow bool) *fuzzClient {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(connBound))
+	fc := &fuzzClient{Conn: c, sent: make(chan struct{}), finSent: finNow}
+	go func() {
+		sendCut(c, data, cuts)
+		close(fc.sent)
+		if finNow {
+			c.(*net.TCPConn).CloseWrite()
+		}
+	}()
+	return fc
+}
+
+// halfClose sends the client's FIN once all of data has gone. Reader's
+// goroutine only.
+func (fc *fuzzClient) halfClose() {
+	if !fc.finSent {
+		<-fc.sent
+		fc.Conn.(*net.TCPConn).CloseWrite()
+		fc.finSent = true
+	}
+}
+
+// checkAnswers fails t when the server gave more final answers than the
+// requests it could have parsed (plus one error that ends the
+// connection); or, when the client waited for them (answerFirst), fewer
+// than the requests it sent whole, without saying that the connection
+// ends (said); or when it does not release the connection soon after the
+// client closed.
+func checkAnswers(t *testing.T, s *Server, answers, accepted, whole int, answerFirst, said bool) {
+	if answers > accepted+1 {
+		t.Fatalf("%d answers to %d requests the parser accepts (one more may be the error that ends the connection)", answers, accepted)
+	}
+	if answerFirst && answers < whole && !said {
+		t.Fatalf("%d answers to %d whole requests, and the connection ended unannounced", answers, whole)
+	}
+	if !eventually(3*time.Second, func() bool { return s.openConns() == 0 }) {
+		t.Fatalf("%d connections still open 3s after the client closed", s.openConns())
+	}
+}
 
 // sendCut writes data in segments chosen by cuts.
 func sendCut(c net.Conn, data []byte, cuts uint64) {
@@ -289,39 +320,22 @@ func FuzzMsgConn(f *testing.F) {
 		}
 		answerFirst := cuts&2 != 0 // as in FuzzServeConn
 		accepted, whole := msgRequests(data, maxPayload)
-		c, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(connBound))
-		sent := make(chan struct{})
-		finNow := !answerFirst || whole == 0
-		go func() {
-			sendCut(c, data, cuts)
-			close(sent)
-			if finNow {
-				c.(*net.TCPConn).CloseWrite()
-			}
-		}()
+		fc := dialFuzz(t, s.MsgAddr().String(), data, cuts, !answerFirst || whole == 0)
 
-		br := bufio.NewReader(c)
+		br := bufio.NewReader(fc)
 		p := msg.NewParser(msg.RoleClient, msg.Limits{MaxPayload: maxPayload})
 		replies := 0
 		said := false // a connection error (an error reply with TxID 0), or a reply cut short
-		finSent := finNow
 		for {
-			if !finSent && (replies >= whole || said) {
-				<-sent
-				c.(*net.TCPConn).CloseWrite()
-				finSent = true
+			if replies >= whole || said {
+				fc.halfClose()
 			}
 			var h msg.Header
 			err := p.ReadHead(br, &h)
 			if errors.Is(err, io.EOF) || isReset(err) {
 				break
 			}
-			if err != nil && !finSent {
+			if err != nil && !fc.finSent {
 				t.Fatalf("%d replies to %d whole requests, then: %v", replies, whole, err)
 			}
 			if err != nil {
@@ -337,16 +351,8 @@ func FuzzMsgConn(f *testing.F) {
 				break
 			}
 		}
-		if replies > accepted+1 {
-			t.Fatalf("%d replies to %d requests the parser accepts (one more may be the error that ends the connection)", replies, accepted)
-		}
-		if answerFirst && replies < whole && !said {
-			t.Fatalf("%d replies to %d whole requests, and the connection ended without a connection error", replies, whole)
-		}
-		c.Close()
-		if !eventually(3*time.Second, func() bool { return s.openConns() == 0 }) {
-			t.Fatalf("%d connections still open 3s after the client closed", s.openConns())
-		}
+		fc.Close()
+		checkAnswers(t, s, replies, accepted, whole, answerFirst, said)
 	})
 }
 
