@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/stages"
+	"github.com/quartet-server/quartet/static"
 )
 
 // FuzzServeConn sends arbitrary bytes, cut into arbitrary segments, to a
@@ -46,17 +49,23 @@ func FuzzServeConn(f *testing.F) {
 		"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
 		"GET http://x/hello HTTP/1.1\r\nHost: x\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
 		"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+		// Static files (fuzzRoot): ranges, validators, HEAD, a directory,
+		// a file sent by sendfile in several writes, a way out of the root.
+		"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\n\r\nHEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\nGET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"x\"\r\nRange: bytes=-5\r\n\r\nGET /small.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=9999-\r\n\r\n",
+		"GET /sub HTTP/1.1\r\nHost: x\r\n\r\nGET /sub/ HTTP/1.1\r\nHost: x\r\n\r\nGET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
 	} {
 		f.Add([]byte(seed), uint64(0)) // in one write, inline, FIN at once
 		f.Add([]byte(seed), uint64(3)) // cut, through the processors, FIN once answered
 	}
-	// Two servers: one that serves /hello on its reader loops, and one
-	// that sends every request through the processors; the lowest bit of
-	// cuts picks.
+	// Two servers: one that serves /hello (and cached static files) on
+	// its reader loops, and one that sends every request through the
+	// processors; the lowest bit of cuts picks.
+	files := fuzzRoot(f)
 	var servers [2]*Server
 	for i := range servers {
 		servers[i] = startServer(f, Config{
-			Handler:        fuzzHandler{next: Builtin(nil)},
+			Handler:        fuzzHandler{next: Builtin(files)},
 			NoInline:       i == 1,
 			MaxHeaderBytes: 4 << 10,
 			MaxRequestLine: 1 << 10,
@@ -248,9 +257,32 @@ func isReset(err error) bool {
 	return errors.As(err, &op) && !op.Timeout()
 }
 
+// fuzzRoot is a directory of static files for the fuzz target's server,
+// closed when the fuzzing ends: a small file, one large enough to take
+// several sendfile writes, and a directory with an index.
+func fuzzRoot(f *testing.F) *static.Dir {
+	root := f.TempDir()
+	for name, size := range map[string]int{"small.txt": 13, "big.bin": 300 << 10, "sub/index.html": 40} {
+		path := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			f.Fatal(err)
+		}
+		if err := os.WriteFile(path, bytes.Repeat([]byte{'q'}, size), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	d, err := static.NewDir(root)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { d.Close() })
+	return d
+}
+
 // fuzzHandler serves the fuzz target's routes: /hello on the reader loop,
-// /echo through the processors (both Builtin's), and three more shapes
-// of response that bounded inputs can reach.
+// /echo through the processors (both Builtin's), static files for the
+// paths Builtin does not serve, and three more shapes of response that
+// bounded inputs can reach.
 type fuzzHandler struct{ next processor.Handler }
 
 func (h fuzzHandler) Inline(r *stages.Request) bool { return processor.ServesInline(h.next, r) }
