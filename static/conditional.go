@@ -2,8 +2,8 @@ package static
 
 import (
 	"bytes"
+	"math"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/quartet-server/quartet/stages"
@@ -40,32 +40,52 @@ func precondition(r *stages.Request, e *entry) int {
 
 // etagListMatch reports whether the If-Match / If-None-Match list matches
 // etag: "*" matches any; strong comparison (If-Match) never matches a weak
-// tag, weak comparison (If-None-Match) ignores the W/ prefix.
+// tag, weak comparison (If-None-Match) ignores the W/ prefix. A list that
+// is not "*" or 1#entity-tag (RFC 9110 §13.1.1, §8.8.3) matches nothing,
+// whatever tags it holds: a client that sent it cannot be taken to mean
+// any of them, and If-Match then fails safe with 412 (as in nginx).
 func etagListMatch(list []byte, etag string, strong bool) bool {
-	list = bytes.TrimSpace(list)
+	list = stages.TrimOWS(list)
 	if string(list) == "*" {
 		return true
 	}
+	matched := false
 	for len(list) > 0 {
-		list = bytes.TrimLeft(list, " \t,")
+		if list[0] == ',' { // §5.6.1: empty list elements are allowed
+			list = stages.TrimOWS(list[1:])
+			continue
+		}
 		weak := false
 		if bytes.HasPrefix(list, []byte("W/")) {
 			weak, list = true, list[2:]
 		}
 		if len(list) == 0 || list[0] != '"' {
-			return false // malformed: match nothing
-		}
-		end := bytes.IndexByte(list[1:], '"')
-		if end < 0 {
 			return false
 		}
-		tag := list[:end+2]
-		list = list[end+2:]
-		if string(tag) == etag && !(strong && weak) {
-			return true
+		end := bytes.IndexByte(list[1:], '"')
+		if end < 0 || !opaqueTag(list[1:end+1]) {
+			return false
+		}
+		if string(list[:end+2]) == etag && !(strong && weak) {
+			matched = true
+		}
+		list = stages.TrimOWS(list[end+2:])
+		if len(list) > 0 && list[0] != ',' {
+			return false
 		}
 	}
-	return false
+	return matched
+}
+
+// opaqueTag reports whether b is *etagc: visible bytes but DQUOTE, and
+// obs-text.
+func opaqueTag(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c == '"' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func parseHTTPDate(b []byte) (time.Time, bool) {
@@ -81,8 +101,8 @@ type byteRange struct{ off, n int64 }
 // unparsable, or several ranges: multipart is not offered), or
 // unsatisfiable=true for 416.
 func parseRange(h []byte, size int64) (br byteRange, ok, unsatisfiable bool) {
-	const unit = "bytes="
-	if !bytes.HasPrefix(h, []byte(unit)) {
+	const unit = "bytes=" // §14.1: units compare case-insensitively
+	if len(h) < len(unit) || !stages.EqualFoldASCII(h[:len(unit)], unit) {
 		return br, false, false
 	}
 	spec := bytes.TrimSpace(h[len(unit):])
@@ -97,35 +117,55 @@ func parseRange(h []byte, size int64) (br byteRange, ok, unsatisfiable bool) {
 	if !digits(first) || !digits(last) {
 		return br, false, false // RFC 9110 §14.1.1: 1*DIGIT only (ParseInt would take "+5")
 	}
+	// Numbers too long for an int64 are still valid (§14.1.2 sets no
+	// bound): they saturate, and then mean "past any file".
 	switch {
 	case len(first) == 0: // suffix: the last N bytes
-		n, err := strconv.ParseInt(string(last), 10, 64)
-		if err != nil || n < 0 {
-			return br, false, false
+		if len(last) == 0 {
+			return br, false, false // "bytes=-"
 		}
+		n := saturatingDigits(last)
 		if n == 0 || size == 0 {
 			return br, false, true
 		}
 		n = min(n, size)
 		return byteRange{size - n, n}, true, false
 	default:
-		off, err := strconv.ParseInt(string(first), 10, 64)
-		if err != nil || off < 0 {
-			return br, false, false
+		if len(last) > 0 && lessDigits(last, first) {
+			return br, false, false // §14.1.1: invalid, so ignored
 		}
-		end := size - 1
-		if len(last) > 0 {
-			e, err := strconv.ParseInt(string(last), 10, 64)
-			if err != nil || e < off {
-				return br, false, false
-			}
-			end = min(e, size-1)
-		}
+		off := saturatingDigits(first)
 		if off >= size {
 			return br, false, true
 		}
+		end := size - 1
+		if len(last) > 0 {
+			end = min(saturatingDigits(last), size-1)
+		}
 		return byteRange{off, end - off + 1}, true, false
 	}
+}
+
+// saturatingDigits reads 1*DIGIT, giving math.MaxInt64 for any number at
+// or above it.
+func saturatingDigits(b []byte) int64 {
+	var n int64
+	for _, c := range b {
+		if n > (math.MaxInt64-9)/10 {
+			return math.MaxInt64
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// lessDigits compares two 1*DIGIT numbers of any length.
+func lessDigits(a, b []byte) bool {
+	a, b = bytes.TrimLeft(a, "0"), bytes.TrimLeft(b, "0")
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return bytes.Compare(a, b) < 0
 }
 
 // ifRangeAllows: a Range applies only if If-Range is absent or still
