@@ -14,6 +14,9 @@ func (r *Request) QueryValue(key string) ([]byte, bool) {
 	for len(q) > 0 {
 		var pair []byte
 		pair, q = cut(q, '&')
+		if len(pair) == 0 {
+			continue // "a&&b": no pair between (WHATWG's urlencoded parser, net/url)
+		}
 		k, v := cut(pair, '=')
 		if queryKeyIs(k, key) {
 			return v, true

@@ -23,6 +23,8 @@ func TestQueryValue(t *testing.T) {
 		{"na%6De=x", "name", "x", "x", true},
 		{"my+key=v", "my key", "v", "v", true},
 		{"bad=%zz%4", "bad", "%zz%4", "%zz%4", true},
+		{"a&&=x&", "", "x", "x", true}, // an empty pair is no pair, not a key ""
+		{"a&&", "", "", "", false},
 	}
 	for _, tt := range tests {
 		r := &Request{Query: []byte(tt.query)}
@@ -99,4 +101,37 @@ func BenchmarkNetURLParseQuery(b *testing.B) {
 			b.Fatal("ms")
 		}
 	}
+}
+
+// FuzzQueryValue checks the query helpers against net/url: wherever
+// url.ParseQuery accepts a query, the first value it finds for key is the
+// one AppendQueryValue decodes, and a key it does not find is not found.
+// (ParseQuery refuses a malformed escape and a semicolon; the helpers keep
+// the escape as sent and take the semicolon as a byte of the pair.)
+func FuzzQueryValue(f *testing.F) {
+	for _, s := range [][2]string{
+		{"ms=250", "ms"}, {"a=1&ms=250&ms=9", "ms"}, {"a&b=", "a"}, {"q=hello+w%C3%B6rld%21", "q"},
+		{"na%6De=x", "name"}, {"my+key=v", "my key"}, {"a%3Db=c", "a=b"}, {"&&=x&", ""}, {"k=%zz", "k"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, query, key string) {
+		r := &Request{Query: []byte(query)}
+		raw, ok := r.QueryValue(key)
+		dec, decOK := r.AppendQueryValue(nil, key)
+		if ok != decOK {
+			t.Fatalf("%q: QueryValue found %q: %v, AppendQueryValue: %v", query, key, ok, decOK)
+		}
+		if ok && len(dec) > len(raw) {
+			t.Fatalf("%q: %q decoded to %q, longer than %q", query, key, dec, raw)
+		}
+		vs, err := url.ParseQuery(query)
+		if err != nil {
+			return
+		}
+		want, found := vs[key]
+		if ok != found || ok && string(dec) != want[0] {
+			t.Fatalf("%q, key %q: we say %q (found %v), net/url %q (found %v)", query, key, dec, ok, want, found)
+		}
+	})
 }
