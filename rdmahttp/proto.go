@@ -31,6 +31,10 @@ func formatRegion(r deliver.Region) string {
 	return fmt.Sprintf("addr=0x%x, rkey=0x%x, len=%d", r.Addr, r.RKey, r.Len)
 }
 
+// parseRegion reads what formatRegion writes (docs/rdma-http.md): addr
+// and rkey in hexadecimal after "0x", len in decimal, each once, in any
+// order. Nothing else is taken: a value the server reads differently from
+// what the client meant would send a body to the wrong memory.
 func parseRegion(s string) (deliver.Region, error) {
 	var r deliver.Region
 	var have [3]bool
@@ -39,33 +43,48 @@ func parseRegion(s string) (deliver.Region, error) {
 		if !ok {
 			return r, fmt.Errorf("region %q: want key=value", s)
 		}
+		var i int
 		var err error
 		switch k {
 		case "addr":
-			r.Addr, err = strconv.ParseUint(v, 0, 64)
-			have[0] = true
+			i = 0
+			r.Addr, err = parseHex(v, 64)
 		case "rkey":
+			i = 1
 			var k32 uint64
-			k32, err = strconv.ParseUint(v, 0, 32)
+			k32, err = parseHex(v, 32)
 			r.RKey = uint32(k32)
-			have[1] = true
 		case "len":
-			r.Len, err = strconv.ParseInt(v, 10, 64)
-			if err == nil && r.Len < 0 {
-				err = errors.New("negative")
+			i = 2
+			if v == "" || strings.Trim(v, "0123456789") != "" {
+				err = errors.New("want decimal digits")
+			} else {
+				r.Len, err = strconv.ParseInt(v, 10, 64)
 			}
-			have[2] = true
 		default:
 			return r, fmt.Errorf("region %q: unknown key %q", s, k)
 		}
 		if err != nil {
 			return r, fmt.Errorf("region %q: %s: %w", s, k, err)
 		}
+		if have[i] {
+			return r, fmt.Errorf("region %q: %s given twice", s, k)
+		}
+		have[i] = true
 	}
 	if !have[0] || !have[1] || !have[2] {
 		return r, fmt.Errorf("region %q: need addr, rkey and len", s)
 	}
 	return r, nil
+}
+
+// parseHex reads "0x" and hexadecimal digits into a number of bits bits.
+func parseHex(v string, bits int) (uint64, error) {
+	digits, ok := strings.CutPrefix(v, "0x")
+	if !ok || digits == "" || strings.Trim(digits, "0123456789abcdefABCDEF") != "" {
+		return 0, errors.New("want 0x and hexadecimal digits")
+	}
+	return strconv.ParseUint(digits, 16, bits)
 }
 
 // parseRequest reads what a GET asked for in its X-RDMA-* headers; get
