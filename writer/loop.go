@@ -722,11 +722,26 @@ func (rec *record) pop() {
 // writeHeap writes the run of heap buckets at the head with one writev and
 // advances past what was written. iov is the caller's scratch.
 func writeHeap(fd int, rec *record, iov *[iovMax]unix.Iovec) (int64, error) {
-	vs := iov[:0]
-	more := false // a file region follows the run: see writev
+	vs, more := heapIovecs(rec, iov[:0])
+	if len(vs) == 0 {
+		// Only empty heap buckets: drop them.
+		for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == int(rec.off) {
+			rec.pop()
+		}
+		return 0, nil
+	}
+	n, err := writev(fd, vs, more)
+	rec.advance(n)
+	return int64(max(n, 0)), syscallError("writev", err)
+}
+
+// heapIovecs appends to vs (up to its capacity) the unwritten bytes of the
+// run of heap buckets at rec's head, and reports whether a file region
+// follows the run (see writev).
+func heapIovecs(rec *record, vs []unix.Iovec) (_ []unix.Iovec, more bool) {
 	for i := range rec.buckets {
 		b := &rec.buckets[i]
-		if b.Kind != stages.BucketHeap || len(vs) == iovMax {
+		if b.Kind != stages.BucketHeap || len(vs) == cap(vs) {
 			more = b.Kind == stages.BucketFile && b.Len > 0
 			break
 		}
@@ -741,32 +756,29 @@ func writeHeap(fd int, rec *record, iov *[iovMax]unix.Iovec) (int64, error) {
 		v.SetLen(len(data))
 		vs = append(vs, v)
 	}
-	if len(vs) == 0 {
-		// Only empty heap buckets: drop them.
-		for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == int(rec.off) {
-			rec.pop()
-		}
-		return 0, nil
+	return vs, more
+}
+
+// advance moves rec past n bytes written from its heap buckets, and past
+// the empty ones right after.
+func (rec *record) advance(n int) {
+	if n <= 0 {
+		return
 	}
-	n, err := writev(fd, vs, more)
-	if n > 0 {
-		left := int64(n)
-		for left > 0 {
-			b := &rec.buckets[0]
-			rest := int64(len(b.Data)) - rec.off
-			if left < rest {
-				rec.off += left
-				break
-			}
-			left -= rest
-			rec.pop()
+	left := int64(n)
+	for left > 0 {
+		b := &rec.buckets[0]
+		rest := int64(len(b.Data)) - rec.off
+		if left < rest {
+			rec.off += left
+			break
 		}
-		// Empty buckets right after what was written go too.
-		for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == 0 {
-			rec.pop()
-		}
+		left -= rest
+		rec.pop()
 	}
-	return int64(max(n, 0)), syscallError("writev", err)
+	for len(rec.buckets) > 0 && rec.buckets[0].Kind == stages.BucketHeap && len(rec.buckets[0].Data) == 0 {
+		rec.pop()
+	}
 }
 
 func sendFile(fd int, rec *record) (int64, error) {
