@@ -102,6 +102,13 @@ type Config struct {
 	// can then be served inline too, where one read meanwhile would find
 	// the first still in flight and go to the processors. Nil: none is.
 	Inline func(*stages.Request) bool
+	// Flush sends what Dispatch queued to be written in one system call
+	// for several connections (writer.Direct.WriteBatched): the loop
+	// calls it before each wait and before it acts on what came back to
+	// it, so no queued reply waits for an event. Such a connection is out
+	// until its reply is sent, as one served inline always is. Nil: the
+	// runtime queues nothing.
+	Flush func()
 	// Protocols are the protocols the loop serves, by stages.ProtocolID:
 	// a connection is parsed with its entry's FrameParser. A connection
 	// whose protocol has no entry is closed (a wiring bug).
@@ -644,6 +651,7 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	l.sweep()
 	l.serveReady()
 	l.retryBlocked()
+	l.flush() // before the timers: a connection whose reply is queued is out, not idle
 	// The turn's clock as an offset from epoch, once: the timers, the
 	// census and giveBack all count from there.
 	at := l.turnOffset()
@@ -720,7 +728,17 @@ func (l *Loop) event(ev poll.Event) {
 // drainQueue acts on up to budget messages from the other stages and
 // returns how many it took.
 func (l *Loop) drainQueue(budget int) int {
-	n := l.drainOwn(budget)
+	// The replies of the last turn's events go first; their connections
+	// come back to drainOwn, whose next requests, already read, are
+	// served and their replies sent in turn, until none is left: a
+	// pipelining client is answered at the pace of its requests, a batch
+	// for every round, rather than one reply a turn.
+	l.flush()
+	n := 0
+	for len(l.own) > 0 && n < budget {
+		n += l.drainOwn(budget - n)
+		l.flush()
+	}
 	for ; n < budget; n++ {
 		m, ok := l.next()
 		if !ok {
@@ -731,7 +749,15 @@ func (l *Loop) drainQueue(budget int) int {
 		}
 		l.act(m)
 	}
+	l.flush()
 	return n
+}
+
+// flush sends the replies queued for one system call (Config.Flush).
+func (l *Loop) flush() {
+	if l.cfg.Flush != nil {
+		l.cfg.Flush()
+	}
 }
 
 // drainOwn acts on up to budget of the Returns the loop made to itself
@@ -1571,6 +1597,7 @@ func (l *Loop) recycleConn(rc *rconn) {
 // so no write can land in a reused fd.
 func (l *Loop) force() {
 	l.forced = true
+	l.flush()
 	l.blocked.each(func(slot int32) bool {
 		if l.conn(slot) != nil {
 			l.close(slot)

@@ -180,6 +180,13 @@ type Config struct {
 	// NoInline sends every request through the processors, even those
 	// whose handler declares it never blocks (to compare the two paths).
 	NoInline bool
+	// NoBatchedSends writes each response served inline with its own
+	// system call. By default a reader loop queues the small complete
+	// replies of a turn and sends them all with one io_uring_enter before
+	// it polls again (writer/batch.go); where the kernel refuses io_uring
+	// (a seccomp filter, kernel.io_uring_disabled) it writes each, and
+	// says so once in the log.
+	NoBatchedSends bool
 	// KeepFreedMemory leaves returning freed heap to the OS to Go's
 	// runtime (minutes on an idle server). By default, once a burst of
 	// connections has gone, the server collects and returns it

@@ -3,6 +3,7 @@ package runtime
 import (
 	"sync/atomic"
 
+	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
@@ -57,12 +58,45 @@ func (s *Server) serveInline(f *fusion, r *stages.Request) {
 	}
 	f.serving.Store(c)
 	resp := serve(r)
-	rest := resp != nil && f.direct.Write(s.directLoop(c), resp)
+	rest := false
+	if resp != nil {
+		// Queued, if small and whole, for the loop's next Flush: one
+		// system call for the turn's replies (batchSends).
+		rest, _ = f.direct.WriteBatched(s.directLoop(c), resp)
+	}
 	f.serving.Store(nil)
 	if rest {
 		s.bindWriter(c, false) // inline, r follows none of its connection's
 		resp.ResumeKicks()
 	}
+}
+
+// batchSends gives reader loop id's direct writer a send ring for the
+// loop's run (writer/batch.go: a turn's inline replies in one system call),
+// unless Config.NoBatchedSends, or the kernel refuses io_uring: then each
+// reply is written with its own call, as before, and the server says so
+// once. The returned func releases the ring; call it when the loop's Run
+// has returned (its turns flush everything they queue before that).
+func (s *Server) batchSends(id int) (release func()) {
+	f := s.fused[id].Load()
+	if f == nil || s.cfg.NoBatchedSends {
+		return func() {}
+	}
+	ring, err := poll.NewSendRing(writer.BatchEntries)
+	if err != nil {
+		s.noSendRing.Do(func() {
+			s.cfg.Logger.Info("quartet: io_uring refused; each response is written with its own system call", "err", err)
+		})
+		return func() {}
+	}
+	f.direct.EnableBatch(ring, writer.BatchHooks{
+		Serving: f.serving.Swap,
+		Left: func(r *stages.Response) {
+			s.bindWriter(r.Conn, false) // served inline: it follows none of its connection's
+			r.ResumeKicks()
+		},
+	})
+	return func() { f.direct.Close() }
 }
 
 // directLoop is the writer loop whose settings, counters and logger a
@@ -102,4 +136,16 @@ func (s *Server) fusedCounts() (inline, direct, returned uint64) {
 		}
 	}
 	return inline, direct, returned
+}
+
+// batchCounts sums what every reader loop's direct writer sent in batches,
+// and its submissions.
+func (s *Server) batchCounts() (sent, batches uint64) {
+	for i := range s.fused {
+		if f := s.fused[i].Load(); f != nil {
+			n, b := f.direct.BatchCounts()
+			sent, batches = sent+n, batches+b
+		}
+	}
+	return sent, batches
 }

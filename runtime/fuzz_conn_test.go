@@ -57,16 +57,21 @@ func FuzzServeConn(f *testing.F) {
 	} {
 		f.Add([]byte(seed), uint64(0)) // in one write, inline, FIN at once
 		f.Add([]byte(seed), uint64(3)) // cut, through the processors, FIN once answered
+		f.Add([]byte(seed), uint64(6)) // cut, inline with each reply written at once, FIN once answered
 	}
-	// Two servers: one that serves /hello (and cached static files) on
-	// its reader loops, and one that sends every request through the
-	// processors; the lowest bit of cuts picks.
+	// Three servers: one that serves /hello (and cached static files) on
+	// its reader loops, batching their replies' sends (writer/batch.go),
+	// one that sends every request through the processors, and one that
+	// serves inline but writes each reply with its own call. The lowest
+	// bit of cuts picks inline or not, and for inline the third bit
+	// batching or not.
 	files := fuzzRoot(f)
-	var servers [2]*Server
+	var servers [3]*Server
 	for i := range servers {
 		servers[i] = startServer(f, Config{
 			Handler:        fuzzHandler{next: Builtin(files)},
 			NoInline:       i == 1,
+			NoBatchedSends: i == 2,
 			MaxHeaderBytes: 4 << 10,
 			MaxRequestLine: 1 << 10,
 			MaxHeaders:     20,
@@ -80,6 +85,9 @@ func FuzzServeConn(f *testing.F) {
 			return
 		}
 		s := servers[cuts&1]
+		if cuts&5 == 4 {
+			s = servers[2]
+		}
 		// answerFirst: the client half-closes only once every request it
 		// sent whole is answered, so that each must be (a FIN that comes
 		// while a lone request is out may be taken for the client gone,

@@ -279,6 +279,10 @@ func (w *initWait) report(err error) error {
 func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 	cfg := s.cfg
 	s.fusionFor(id)
+	var flush func()
+	if f := s.fused[id].Load(); f != nil {
+		flush = f.direct.Flush
+	}
 	return reader.New(id, reader.Config{
 		MaxHeadBytes:  cfg.MaxHeaderBytes,
 		HeaderTimeout: cfg.HeaderTimeout,
@@ -293,6 +297,7 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 		MinBodyRateGrace: cfg.MinBodyRateGrace,
 
 		Dispatch:      s.dispatch,
+		Flush:         flush,
 		Inline:        s.servesInline,
 		Protocols:     s.protocols,
 		Reject:        s.reject,
@@ -380,7 +385,9 @@ func (s *Server) addReader() error {
 func (s *Server) runReader(r *reader.Loop, inited *initWait) func() error {
 	run := s.run
 	return func() error {
+		release := s.batchSends(r.ID())
 		err := r.Run(run)
+		release()
 		// Retired with nothing left (a loop stopped at shutdown may
 		// still be named by connections on their way back), or never
 		// started: the id is free.

@@ -110,6 +110,7 @@ type Server struct {
 	run         context.Context
 	stop        context.CancelFunc
 	shutOnce    sync.Once
+	noSendRing  sync.Once     // the log line that io_uring was refused
 	force       chan struct{} // closed to end the grace early
 	forceOnce   sync.Once
 	drained     chan struct{} // closed when drain has stopped the stages

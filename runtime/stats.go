@@ -40,6 +40,11 @@ type Stats struct {
 	// whole itself; the rest went to their writer loop to finish. The
 	// Writer stage's counts include them.
 	Direct uint64
+	// Batched is the number of those (of Direct) sent in a batch: a loop
+	// turn's replies in one io_uring_enter (Config.NoBatchedSends), in
+	// SendBatches submissions. Batched / SendBatches is the replies one
+	// system call sent.
+	Batched, SendBatches uint64
 	// MemoryReturns is how many times the server returned the memory a
 	// burst of connections left behind (Config.KeepFreedMemory).
 	MemoryReturns uint64
@@ -147,6 +152,7 @@ func (s *Server) Snapshot() Stats {
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
 	var returned uint64
 	st.Inline, st.Direct, returned = s.fusedCounts()
+	st.Batched, st.SendBatches = s.batchCounts()
 	st.Reader.Enqueued += returned // handed back by the loop to itself, never queued
 	st.Reader.Dequeued += returned
 	st.MemoryReturns = s.memReturns.Load()

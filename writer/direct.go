@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -24,10 +25,18 @@ import (
 type Direct struct {
 	rec record
 	iov [iovMax]unix.Iovec
+	// With a send ring (EnableBatch, batch.go): the responses queued for
+	// the next Flush, and the runtime's hooks for their hand-offs.
+	ring  *poll.SendRing
+	batch []batched
+	hooks BatchHooks
 	// ended counts responses ended here. Only its goroutine writes it, so
 	// it shares no line with other cores; Stats adds it to the writer's
 	// counts.
 	ended atomic.Uint64
+	// sentBatched and batches count what Flush sent whole (of ended) and
+	// its submissions (BatchCounts).
+	sentBatched, batches atomic.Uint64
 }
 
 // Ended is the number of responses Write ended without a writer loop. Any
@@ -49,10 +58,20 @@ func (d *Direct) Ended() uint64 { return d.ended.Load() }
 // Hold released meanwhile kicks nobody), so none reaches a writer loop
 // before the binding.
 func (d *Direct) Write(l *Loop, r *stages.Response) (rest bool) {
+	if d.holds(r.Conn) {
+		d.Flush() // the connection's queued response goes first
+	}
 	rec := &d.rec
 	bs, eos := r.TakeOutHeld(rec.buckets[:0])
 	rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
-	if !eos || holds(bs) {
+	return d.write(l)
+}
+
+// write is Write once the buckets are taken into d.rec.
+func (d *Direct) write(l *Loop) (rest bool) {
+	rec := &d.rec
+	r := rec.resp
+	if !rec.eos || holds(rec.buckets) {
 		d.leave() // a Hold waits for its release on the writer loop
 		return true
 	}

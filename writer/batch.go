@@ -1,0 +1,212 @@
+package writer
+
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/quartet-server/quartet/internal/poll"
+	"github.com/quartet-server/quartet/stages"
+)
+
+// Batching a reader loop's direct writes.
+//
+// A reader loop that serves a turn's requests inline writes each response
+// as its handler returns: one write(2) per response. With a send ring
+// (EnableBatch), a small complete response is queued instead (WriteBatched)
+// and the loop sends everything it queued in one io_uring_enter (Flush)
+// before it polls again, so a turn that answers k connections makes one
+// system call instead of k. What the socket does not take whole is left
+// for a writer loop exactly as Write leaves it, and an error ends the
+// response as Write ends it: batching changes when the bytes go, not what
+// happens to them.
+//
+// Only what Write would finish in one writev is batched: heap bytes and
+// EOS, within the write budget, in up to batchIovMax pieces. Anything
+// with a file, a Hold or a flush point is written at once, and so is a
+// response of a connection that has one queued already (two sends on one
+// socket in one submission could interleave if the first were cut short):
+// the batch is flushed first, so the connection's bytes keep their order.
+
+// batchIovMax bounds the pieces of a batched response: a /hello is one
+// (head and body in one block), a response written in a few Writes is a
+// few.
+const batchIovMax = 4
+
+// BatchEntries is the send ring's size a reader loop uses: a turn's
+// events are at most 128, but a loop at that rate gains nothing more from
+// a longer batch than from two, and WriteBatched looks through the batch
+// for the connection of each response it queues.
+const BatchEntries = 64
+
+// batched is a response queued on the ring and not yet sent: its record
+// (buckets taken, kicks held), the writer loop whose settings apply, and
+// the iovecs the kernel reads during Flush.
+type batched struct {
+	rec  record
+	loop *Loop
+	iov  [batchIovMax]unix.Iovec
+}
+
+// BatchHooks is what Flush tells the runtime, which owns the connection
+// hand-offs. Serving names the connection whose response is ending, and
+// returns the one named before, which Flush names again after, so that
+// ending it hands the connection back to the loop as the end of a
+// response written inline does (a Flush may run inside another's
+// serving). Left gets a response the socket did not take whole, to hand
+// to its connection's writer loop (bind it, then ResumeKicks).
+type BatchHooks struct {
+	Serving func(c *stages.Conn) (prev *stages.Conn)
+	Left    func(r *stages.Response)
+}
+
+// EnableBatch gives d a send ring, which d then owns (Close releases it).
+func (d *Direct) EnableBatch(ring *poll.SendRing, h BatchHooks) {
+	d.ring, d.hooks = ring, h
+	d.batch = make([]batched, 0, ring.Cap())
+}
+
+// Close releases the send ring, if any. Nothing may be queued.
+func (d *Direct) Close() error {
+	if d.ring == nil {
+		return nil
+	}
+	err := d.ring.Close()
+	d.ring, d.batch = nil, nil
+	return err
+}
+
+// BatchCounts is how many responses Flush sent whole, and in how many
+// submissions. Any goroutine.
+func (d *Direct) BatchCounts() (sent, batches uint64) {
+	return d.sentBatched.Load(), d.batches.Load()
+}
+
+// Batched reports whether responses wait for Flush.
+func (d *Direct) Batched() bool { return len(d.batch) > 0 }
+
+// WriteBatched is Write, but for a response Write would finish in one
+// writev, which it queues for Flush (batched true): its kicks stay held
+// and nothing else may touch it until Flush ends it or hands it on. The
+// loop must Flush before it polls again.
+func (d *Direct) WriteBatched(l *Loop, r *stages.Response) (rest, batched bool) {
+	if d.ring == nil {
+		return d.Write(l, r), false
+	}
+	if d.holds(r.Conn) || len(d.batch) == cap(d.batch) {
+		d.Flush() // a queued response's bytes before this one's
+	}
+	d.batch = d.batch[:len(d.batch)+1]
+	e := &d.batch[len(d.batch)-1]
+	rec := &e.rec
+	bs, eos := r.TakeOutHeld(rec.buckets[:0])
+	rec.resp, rec.buckets, rec.eos, rec.off = r, bs, eos, 0
+	vs, ok := batchable(rec, e.iov[:0], l.writeBudget)
+	if !ok {
+		// Write from what was taken, as Write would have. The records
+		// swap bucket slices, so neither allocates again.
+		d.batch = d.batch[:len(d.batch)-1]
+		d.rec, *rec = *rec, record{buckets: d.rec.buckets[:0]}
+		return d.write(l), false
+	}
+	e.loop = l
+	if !d.ring.Send(r.Conn.FD, vs, uint64(len(d.batch)-1)) {
+		panic("quartet: send ring full with room in the batch") // Cap bounds both
+	}
+	return false, true
+}
+
+// holds reports whether a response of c is queued.
+func (d *Direct) holds(c *stages.Conn) bool {
+	for i := range d.batch {
+		if d.batch[i].rec.resp.Conn == c {
+			return true
+		}
+	}
+	return false
+}
+
+// batchable reports whether rec is heap bytes and EOS only, no more than
+// budget bytes in at most cap(vs) pieces, and returns the pieces.
+func batchable(rec *record, vs []unix.Iovec, budget int64) ([]unix.Iovec, bool) {
+	if !rec.eos {
+		return nil, false
+	}
+	var n int64
+	for i := range rec.buckets {
+		switch b := &rec.buckets[i]; b.Kind {
+		case stages.BucketHeap:
+			if len(b.Data) == 0 {
+				continue
+			}
+			if len(vs) == cap(vs) {
+				return nil, false
+			}
+			v := unix.Iovec{Base: &b.Data[0]}
+			v.SetLen(len(b.Data))
+			vs = append(vs, v)
+			n += int64(len(b.Data))
+		case stages.BucketEOS:
+			return vs, len(vs) > 0 && n <= budget
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// Flush sends every queued response in one system call. A response the
+// socket took whole ends as Write ends it; one it took part of, or none
+// of (EAGAIN), is left for a writer loop as Write leaves it (BatchHooks);
+// one whose send failed ends with the error. Loop goroutine only.
+func (d *Direct) Flush() {
+	if len(d.batch) == 0 {
+		return
+	}
+	d.batches.Add(1)
+	err := d.ring.Submit(func(tag uint64, n int, err error) {
+		e := &d.batch[tag]
+		r := e.rec.resp
+		if n > 0 {
+			e.rec.advance(n)
+			r.Sent(int64(n), e.loop.cfg.LowWater)
+		}
+		d.settle(e, err)
+	})
+	d.batch = d.batch[:0]
+	if err != nil {
+		// The ring failed as a whole (not one send): whether the kernel
+		// took the sends not reported is unknown. End them with the
+		// error, which closes their connections, rather than send bytes
+		// twice, and write directly from now on.
+		for i := range d.batch[:cap(d.batch)] {
+			if e := &d.batch[:cap(d.batch)][i]; e.rec.resp != nil {
+				d.settle(e, err)
+			}
+		}
+		d.Close()
+	}
+}
+
+// settle ends e's response, or leaves its rest for a writer loop, and
+// forgets it.
+func (d *Direct) settle(e *batched, err error) {
+	r, l := e.rec.resp, e.loop
+	// The records swap bucket slices (d.rec's is idle), so neither
+	// allocates again; e keeps no pointer into the response.
+	d.rec, e.rec = e.rec, record{buckets: d.rec.buckets[:0]}
+	e.loop, e.iov = nil, [batchIovMax]unix.Iovec{}
+	switch {
+	case err == nil && len(d.rec.buckets) == 1: // only EOS left
+		d.rec.pop()
+		prev := d.hooks.Serving(r.Conn)
+		d.end(l, nil)
+		d.hooks.Serving(prev)
+		d.sentBatched.Add(1)
+	case err == nil || err == unix.EAGAIN:
+		d.leave()
+		d.hooks.Left(r)
+	default:
+		prev := d.hooks.Serving(r.Conn)
+		d.end(l, syscallError("sendmsg", err))
+		d.hooks.Serving(prev)
+	}
+}
