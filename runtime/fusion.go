@@ -62,7 +62,7 @@ func (s *Server) serveInline(f *fusion, r *stages.Request) {
 	if resp != nil {
 		// Queued, if small and whole, for the loop's next Flush: one
 		// system call for the turn's replies (batchSends).
-		rest, _ = f.direct.WriteBatched(s.directLoop(c), resp)
+		rest = f.direct.WriteBatched(s.directLoop(c), resp)
 	}
 	f.serving.Store(nil)
 	if rest {

@@ -80,16 +80,13 @@ func (d *Direct) BatchCounts() (sent, batches uint64) {
 	return d.sentBatched.Load(), d.batches.Load()
 }
 
-// Batched reports whether responses wait for Flush.
-func (d *Direct) Batched() bool { return len(d.batch) > 0 }
-
-// WriteBatched is Write, but for a response Write would finish in one
-// writev, which it queues for Flush (batched true): its kicks stay held
-// and nothing else may touch it until Flush ends it or hands it on. The
-// loop must Flush before it polls again.
-func (d *Direct) WriteBatched(l *Loop, r *stages.Response) (rest, batched bool) {
+// WriteBatched is Write, but a response Write would finish in one writev
+// it queues for Flush instead (rest false): its kicks stay held and
+// nothing else may touch it until Flush ends it or hands it on. The loop
+// must Flush before it polls again.
+func (d *Direct) WriteBatched(l *Loop, r *stages.Response) (rest bool) {
 	if d.ring == nil {
-		return d.Write(l, r), false
+		return d.Write(l, r)
 	}
 	if d.holds(r.Conn) || len(d.batch) == cap(d.batch) {
 		d.Flush() // a queued response's bytes before this one's
@@ -105,13 +102,13 @@ func (d *Direct) WriteBatched(l *Loop, r *stages.Response) (rest, batched bool) 
 		// swap bucket slices, so neither allocates again.
 		d.batch = d.batch[:len(d.batch)-1]
 		d.rec, *rec = *rec, record{buckets: d.rec.buckets[:0]}
-		return d.write(l), false
+		return d.write(l)
 	}
 	e.loop = l
 	if !d.ring.Send(r.Conn.FD, vs, uint64(len(d.batch)-1)) {
 		panic("quartet: send ring full with room in the batch") // Cap bounds both
 	}
-	return false, true
+	return false
 }
 
 // holds reports whether a response of c is queued.
