@@ -92,7 +92,8 @@
 // for what a minimal Go server measured at 3-6% of the CPU of a
 // keep-alive /hello. Batching only the sends keeps the loop as it is:
 // a reply served inline is queued, and the loop sends the turn's replies
-// with one io_uring_enter before it polls again (writer/batch.go; one
+// with one io_uring_enter before it polls again (writer/batch.go, where
+// the writer loops do the same with the responses they start; one
 // per connection, on non-blocking sockets, so a full socket answers
 // EAGAIN and the rest goes to the writer loop as before). On a two-core
 // guest where a null system call costs 1.0-1.2 µs, server pinned to one

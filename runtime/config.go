@@ -180,12 +180,13 @@ type Config struct {
 	// NoInline sends every request through the processors, even those
 	// whose handler declares it never blocks (to compare the two paths).
 	NoInline bool
-	// NoBatchedSends writes each response served inline with its own
-	// system call. By default a reader loop queues the small complete
-	// replies of a turn and sends them all with one io_uring_enter before
-	// it polls again (writer/batch.go); where the kernel refuses io_uring
-	// (a seccomp filter, kernel.io_uring_disabled) it writes each, and
-	// says so once in the log.
+	// NoBatchedSends writes each response with its own system call. By
+	// default a reader loop queues the small whole replies it serves in a
+	// turn, and a writer loop those it starts, and each sends its turn's
+	// with one io_uring_enter before it polls again (writer/batch.go);
+	// where the kernel refuses io_uring (a seccomp filter,
+	// kernel.io_uring_disabled) they write each, and the server says so
+	// once in the log.
 	NoBatchedSends bool
 	// KeepFreedMemory leaves returning freed heap to the OS to Go's
 	// runtime (minutes on an idle server). By default, once a burst of

@@ -138,8 +138,8 @@ func (s *Server) fusedCounts() (inline, direct, returned uint64) {
 	return inline, direct, returned
 }
 
-// batchCounts sums what every reader loop's direct writer sent in batches,
-// and its submissions.
+// batchCounts sums what every reader loop's direct writer and every
+// writer loop sent in batches, and their submissions.
 func (s *Server) batchCounts() (sent, batches uint64) {
 	for i := range s.fused {
 		if f := s.fused[i].Load(); f != nil {
@@ -147,5 +147,9 @@ func (s *Server) batchCounts() (sent, batches uint64) {
 			sent, batches = sent+n, batches+b
 		}
 	}
+	s.writers.each(func(w *wloop) {
+		n, b := w.BatchCounts()
+		sent, batches = sent+n, batches+b
+	})
 	return sent, batches
 }

@@ -321,13 +321,14 @@ func (s *Server) newReader(id int, added *initWait) (*reader.Loop, error) {
 func (s *Server) newWriter(id int, added *initWait) (*wloop, error) {
 	cfg := s.cfg
 	w, err := writer.New(id, writer.Config{
-		QueueCapacity: cfg.QueueCapacity,
-		WriteTimeout:  cfg.WriteTimeout,
-		MinRate:       cfg.MinResponseRate,
-		MinRateGrace:  cfg.MinResponseRateGrace,
-		LowWater:      lowWater(cfg.HighWater),
-		Log:           s.writeLog,
-		Nudge:         s.nudge,
+		QueueCapacity:  cfg.QueueCapacity,
+		WriteTimeout:   cfg.WriteTimeout,
+		MinRate:        cfg.MinResponseRate,
+		MinRateGrace:   cfg.MinResponseRateGrace,
+		LowWater:       lowWater(cfg.HighWater),
+		NoBatchedSends: cfg.NoBatchedSends,
+		Log:            s.writeLog,
+		Nudge:          s.nudge,
 		Init: func(src writer.Sources) error {
 			err := s.mods.stageInit(StageInfo{Stage: StageWriter, Index: id, Sources: src})
 			if added != nil {

@@ -40,10 +40,11 @@ type Stats struct {
 	// whole itself; the rest went to their writer loop to finish. The
 	// Writer stage's counts include them.
 	Direct uint64
-	// Batched is the number of those (of Direct) sent in a batch: a loop
-	// turn's replies in one io_uring_enter (Config.NoBatchedSends), in
-	// SendBatches submissions. Batched / SendBatches is the replies one
-	// system call sent.
+	// Batched is the number of responses sent whole in a batch, by a
+	// reader loop (of Direct) or a writer loop: a loop turn's in one
+	// io_uring_enter (Config.NoBatchedSends), in SendBatches submissions.
+	// Batched / SendBatches is the responses one system call sent. (A
+	// writer loop's counts go with it when it is retired.)
 	Batched, SendBatches uint64
 	// MemoryReturns is how many times the server returned the memory a
 	// burst of connections left behind (Config.KeepFreedMemory).

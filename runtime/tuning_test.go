@@ -219,11 +219,11 @@ func TestResizingUnderLoad(t *testing.T) {
 	if !eventually(10*time.Second, func() bool { return inTables() == 2 }) {
 		t.Errorf("%d loops in the tables after sizing both stages to 1, want 2", inTables())
 	}
-	// A loop's poller and waker, and a reader's send ring where the
-	// kernel grants one: a retired loop's go with it.
+	// A loop's poller and waker, and its send ring where the kernel
+	// grants one: a retired loop's go with it.
 	loopsFDs := 4
 	if sendRingWorks() {
-		loopsFDs++
+		loopsFDs += 2
 	}
 	if n := openFDs(t); n != fdsAt2-loopsFDs || s.openConns() != 48 {
 		t.Errorf("%d fds and %d connections with one loop per I/O stage, want %d and 48 (%d fds with two loops each)", n, s.openConns(), fdsAt2-loopsFDs, fdsAt2)

@@ -207,3 +207,96 @@ func (d *Direct) settle(e *batched, err error) {
 		d.hooks.Serving(prev)
 	}
 }
+
+// The writer loop batches too: a response it starts whole (its producer
+// done, heap bytes and EOS only, within the turn's budget) is queued, and
+// the loop sends the turn's queued responses with one io_uring_enter
+// (sendBatch) before it acts on more and before it polls again. What the
+// socket does not take whole waits for EPOLLOUT as a write's rest does.
+// A record in the batch is flagged (record.queued), so nothing else
+// writes it meanwhile.
+
+// BatchCounts is how many responses the loop sent whole in batches, and
+// in how many submissions. Any goroutine.
+func (l *Loop) BatchCounts() (sent, batches uint64) {
+	return l.sentBatched.Load(), l.batches.Load()
+}
+
+// queuedSend is a record queued in the writer loop's batch: its slot and
+// generation (records may move as the table grows; the slot stays), and
+// the iovecs the kernel reads.
+type queuedSend struct {
+	slot int32
+	gen  uint32
+	iov  [batchIovMax]unix.Iovec
+}
+
+// queueSend queues the record at slot, untouched so far, if it is a whole
+// response in few enough heap pieces and the batch has room; it reports
+// whether it did.
+func (l *Loop) queueSend(slot int32) bool {
+	rec := &l.records[slot]
+	if l.ring == nil || len(l.sends) == cap(l.sends) || rec.off != 0 || rec.corked {
+		return false
+	}
+	l.sends = l.sends[:len(l.sends)+1]
+	q := &l.sends[len(l.sends)-1]
+	vs, ok := batchable(rec, q.iov[:0], l.writeBudget)
+	if !ok || !l.ring.Send(rec.resp.Conn.FD, vs, uint64(len(l.sends)-1)) {
+		l.sends = l.sends[:len(l.sends)-1]
+		return false
+	}
+	q.slot, q.gen = slot, rec.gen
+	rec.queued = true
+	return true
+}
+
+// sendBatch sends the queued records in one system call and settles each:
+// sent whole, it finishes; sent in part or not at all (EAGAIN), it waits
+// for EPOLLOUT; failed, it finishes with the error.
+func (l *Loop) sendBatch() {
+	if len(l.sends) == 0 {
+		return
+	}
+	l.batches.Add(1)
+	err := l.ring.Submit(func(tag uint64, n int, err error) {
+		q := &l.sends[tag]
+		slot := q.slot
+		rec := &l.records[slot]
+		if rec.gen != q.gen || !rec.queued {
+			return // not reached: a queued record is settled only here
+		}
+		rec.queued = false
+		q.iov = [batchIovMax]unix.Iovec{}
+		r := rec.resp
+		if n > 0 {
+			rec.advance(n)
+			rec.progress = l.core.Now()
+			r.Sent(int64(n), l.cfg.LowWater)
+		}
+		switch {
+		case err == nil && len(rec.buckets) == 1: // only EOS left
+			rec.pop()
+			l.finish(slot, nil)
+			l.sentBatched.Add(1)
+		case err == nil || err == unix.EAGAIN:
+			l.awaitWritable(slot)
+		default:
+			l.finish(slot, syscallError("sendmsg", err))
+		}
+	})
+	sends := l.sends[:cap(l.sends)]
+	l.sends = l.sends[:0]
+	if err != nil {
+		// The ring failed as a whole: end what it did not report, as for
+		// Direct's, and write directly from now on.
+		for i := range sends {
+			if q := &sends[i]; int(q.slot) < len(l.records) && l.records[q.slot].gen == q.gen && l.records[q.slot].queued {
+				l.records[q.slot].queued = false
+				l.finish(q.slot, err)
+			}
+		}
+		l.ring.Close()
+		l.ring, l.sends = nil, nil
+	}
+}

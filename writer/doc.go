@@ -35,6 +35,8 @@
 // whole replies it queues instead, and sends a turn's worth with one
 // io_uring_enter before it polls again (batch.go): on a guest where a
 // system call costs a microsecond, that is a tenth of a /hello's CPU.
+// A writer loop does the same with the small whole responses it starts
+// in a turn; what a full socket refuses waits for EPOLLOUT as before.
 //
 // Ownership: the writer never closes a connection's fd. Only the reader
 // that owns the connection does, after the writer has handed it back, so a

@@ -80,6 +80,10 @@ type Config struct {
 	// time and queues the others behind it, so they never interleave
 	// on the wire and never share the socket's EPOLLOUT registration.
 	Serialize [256]bool
+	// NoBatchedSends writes each response the loop starts with its own
+	// system call, rather than the turn's small whole ones with one
+	// io_uring_enter (batch.go).
+	NoBatchedSends bool
 }
 
 // Sources is what a module sees of a writer loop: where it registers the
@@ -140,6 +144,7 @@ type record struct {
 	corked   bool  // sendFile set TCP_CORK for the file region at the head
 	waiting  bool  // EPOLLOUT armed
 	held     bool  // stopped at an unreleased Hold
+	queued   bool  // in the loop's send batch (sendBatch), which settles it
 	diverted bool  // passed a diverted Hold: buckets taken before EOS are dropped
 	since    time.Time
 	progress time.Time // when the client last took bytes: a write, or a probe that saw the send queue shrink
@@ -187,6 +192,10 @@ type Loop struct {
 	iov     [iovMax]unix.Iovec
 	scratch []stages.Bucket // TakeOut target for a response not yet started
 	ready   []int32         // records with budget left over, served next turn
+	// ring and sends: the turn's small whole responses, queued to be
+	// sent with one system call (sendBatch), while Run runs.
+	ring  *poll.SendRing
+	sends []queuedSend
 
 	// lines holds, for each connection of a Serialize protocol with a
 	// response being written, the response whose turn it is and those
@@ -205,6 +214,8 @@ type Loop struct {
 	lastTrim    time.Time
 
 	probeEvery time.Duration // see probeInterval
+
+	sentBatched, batches atomic.Uint64 // see BatchCounts
 
 	timedOut atomic.Uint64 // responses aborted by the write timeout
 	tooSlow  atomic.Uint64 // responses aborted below the minimum rate
@@ -347,6 +358,16 @@ func (l *Loop) Run(ctx context.Context) error {
 		// module can still remove its completion sources.
 		defer l.cfg.Exit(l)
 	}
+	if !l.cfg.NoBatchedSends {
+		if ring, err := poll.NewSendRing(BatchEntries); err == nil {
+			l.ring, l.sends = ring, make([]queuedSend, 0, ring.Cap())
+			defer func() {
+				l.sendBatch() // a poller failure can stop the loop with sends queued
+				ring.Close()
+				l.ring = nil
+			}()
+		} // else each response is written at once (the runtime's reader loops log why)
+	}
 	if err := l.core.Run(ctx); err != nil {
 		return fmt.Errorf("writer %d: %w", l.id, err)
 	}
@@ -359,6 +380,7 @@ func (l *Loop) Run(ctx context.Context) error {
 func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	l.serveTurns()
 	l.serveReady()
+	l.sendBatch()
 	if l.active > 0 && now.Sub(l.lastCheck) >= timeoutScanInterval {
 		l.expire(now)
 		l.lastCheck = now
@@ -400,6 +422,8 @@ func (l *Loop) event(ev poll.Event) {
 // it took. The overflow list (a full ring spilled into it, which is rare)
 // is taken whole once the ring is empty.
 func (l *Loop) drainQueue(budget int) int {
+	l.sendBatch() // what the last turn's events queued
+	defer l.sendBatch()
 	n := 0
 	for ; n < budget; n++ {
 		r, ok := l.in.Pop()
@@ -600,6 +624,9 @@ func (l *Loop) serveReady() {
 // the per-turn budget.
 func (l *Loop) flush(slot int32) {
 	rec := &l.records[slot]
+	if rec.queued || l.queueSend(slot) {
+		return // sendBatch settles it
+	}
 	r := rec.resp
 	fd := r.Conn.FD
 	budget := l.writeBudget
@@ -644,12 +671,7 @@ func (l *Loop) flush(slot int32) {
 			r.Sent(n, l.cfg.LowWater)
 		}
 		if err == unix.EAGAIN {
-			rec.waiting = true
-			l.baseline(rec)
-			tok := poll.MakeToken(poll.KindConn, rec.gen, int(slot))
-			if aerr := l.poller.Arm(fd, poll.Writable|poll.OneShot, tok); aerr != nil {
-				l.finish(slot, aerr)
-			}
+			l.awaitWritable(slot)
 			return
 		}
 		if err != nil {
@@ -664,6 +686,17 @@ func (l *Loop) flush(slot int32) {
 // producer has not appended yet (the processor appends EOS after its
 // filters return, and a completion can come first) is dropped as it is
 // taken, by dropDiverted, until EOS arrives.
+// awaitWritable arms EPOLLOUT for the record's socket, which took no more.
+func (l *Loop) awaitWritable(slot int32) {
+	rec := &l.records[slot]
+	rec.waiting = true
+	l.baseline(rec)
+	tok := poll.MakeToken(poll.KindConn, rec.gen, int(slot))
+	if err := l.poller.Arm(rec.resp.Conn.FD, poll.Writable|poll.OneShot, tok); err != nil {
+		l.finish(slot, err)
+	}
+}
+
 func (l *Loop) divert(rec *record, alt []stages.Bucket) {
 	rec.pop() // the hold itself
 	var dropped, added int64
