@@ -139,6 +139,13 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 			t.Errorf("%s missing", name)
 		}
 	}
+	for _, op := range []string{"read", "send"} {
+		for _, name := range []string{"quartet_io_batched_total", "quartet_io_batches_total"} {
+			if find(fams, name, map[string]string{"op": op}) == nil {
+				t.Errorf("%s{op=%q} missing", name, op)
+			}
+		}
+	}
 	for _, reason := range []string{"slow_body", "slow_reader", "write_timeout"} {
 		if find(fams, "quartet_clients_cut_off_total", map[string]string{"reason": reason}) == nil {
 			t.Errorf("cut-offs for %s missing", reason)
@@ -205,7 +212,9 @@ func scrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
 // Stage sizes and bounds, the controller's inputs and the request classes
 // are exported, and the shed counter agrees with the 503s sent.
 func TestMetricsSizesControlAndShedding(t *testing.T) {
-	srv, scrape := startExported(t, runtime.Config{Processors: 1, QueueWaitTarget: 20 * time.Millisecond})
+	// Readers pinned: on a loaded machine the reader controller may add a
+	// loop while the test runs, and the size below is the configured one.
+	srv, scrape := startExported(t, runtime.Config{Processors: 1, Readers: 1, QueueWaitTarget: 20 * time.Millisecond})
 	if err := srv.SetStageBounds(runtime.StageProcessor, 1, 16); err != nil {
 		t.Fatal(err)
 	}
