@@ -149,6 +149,8 @@ var (
 	descResets      = prometheus.NewDesc("quartet_connections_reset_total", "Connections closed with RST so that the kernel drops the data still queued for them.", nil, nil)
 	descNudges      = prometheus.NewDesc("quartet_loop_nudges_total", "Times a worker about to yield readied event loops that Go's scheduler had left parked with events queued (CPU-bound workers).", nil, nil)
 	descLoopAwaits  = prometheus.NewDesc("quartet_loop_awaits_total", "Times a worker about to take a request stepped aside for an event loop readied behind the workers in the run queue, with events queued.", nil, nil)
+	descBatched     = prometheus.NewDesc("quartet_io_batched_total", "Reads (op=read) and whole responses (op=send) a loop made with others of its turn in one io_uring_enter.", []string{"op"}, nil)
+	descBatches     = prometheus.NewDesc("quartet_io_batches_total", "The io_uring_enter calls that made them: batched / batches is the operations one system call made.", []string{"op"}, nil)
 	descHangUps     = prometheus.NewDesc("quartet_connections_hung_up_total", "Clients that hung up while their request was queued or its handler was running.", nil, nil)
 )
 
@@ -158,6 +160,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueCap, descEnqueued, descDequeued, descRejected,
 		descService, descLoops, descConns, descAccepted, descPaused, descResponses, descBytes, descAborted, descDropped,
 		descParked, descParkedMax, descParkRefused, descClientLimit, descCutOff, descResets, descHangUps, descNudges, descLoopAwaits,
+		descBatched, descBatches,
 		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
 		descArrival, descOffered, descXput, descWait, descRun, descBusy, descDemand, descTarget, descCeiling, descWaitGoal,
 		descLoopBusy, descBudget, descPerTurn, descTurnTime,
@@ -218,6 +221,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descParkRefused, prometheus.CounterValue, float64(sl.ParkRefused))
 	ch <- prometheus.MustNewConstMetric(descNudges, prometheus.CounterValue, float64(st.LoopNudges))
 	ch <- prometheus.MustNewConstMetric(descLoopAwaits, prometheus.CounterValue, float64(st.LoopAwaits))
+	ch <- prometheus.MustNewConstMetric(descBatched, prometheus.CounterValue, float64(st.BatchedReads), "read")
+	ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(st.ReadBatches), "read")
+	ch <- prometheus.MustNewConstMetric(descBatched, prometheus.CounterValue, float64(st.Batched), "send")
+	ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(st.SendBatches), "send")
 	for _, l := range []struct {
 		setting string
 		v       float64

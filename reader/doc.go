@@ -86,24 +86,29 @@
 // (the thread hand-offs left the core idle); workers that waited at a
 // gate for a loop's turn kept their places while the queue grew behind
 // them.
-// Why readiness (epoll) and a read per connection, but one system call
-// for a turn's replies: io_uring as the loop's I/O model (completions,
+// Why readiness (epoll), but one system call for a turn's reads and one
+// for its replies: io_uring as the loop's I/O model (completions,
 // multishot receives into provided buffers) would replace the loop core
 // for what a minimal Go server measured at 3-6% of the CPU of a
-// keep-alive /hello. Batching only the sends keeps the loop as it is:
-// a reply served inline is queued, and the loop sends the turn's replies
-// with one io_uring_enter before it polls again (writer/batch.go, where
-// the writer loops do the same with the responses they start; one
-// per connection, on non-blocking sockets, so a full socket answers
-// EAGAIN and the rest goes to the writer loop as before). On a two-core
-// guest where a null system call costs 1.0-1.2 µs, server pinned to one
-// CPU and wrk -t1 on the other, alternating rounds (December 2026): at
-// c=100, 11.5 against 12.6 µs of server CPU a /hello (0.86-0.91×); at
-// c=1000, where a turn answers more connections, 0.72-0.85×. Reads stay
-// one a connection: batching them too saved a bare responder little more
-// (the kernel's receive work is the cost), and the reader parses each
-// connection's bytes as they come. Config.NoBatchedSends, and a kernel
-// that refuses io_uring (a seccomp filter), write each reply at once.
+// keep-alive /hello. Batching only the calls keeps the loop as it is:
+// epoll still says which connections are ready; the loop reads all of a
+// turn's that start a request with one io_uring_enter before it handles
+// their events (gather.go), and sends the replies it served with another
+// before it polls again (writer/batch.go, where the writer loops do the
+// same with the responses they start). One operation per connection, on
+// non-blocking sockets with MSG_DONTWAIT, so an empty socket answers
+// EAGAIN and a full one takes what it can, the rest going to the writer
+// loop as before. On a two-core guest where a null system call costs
+// 1.0-1.2 µs, server pinned to one CPU and wrk -t1 on the other,
+// alternating rounds (December 2026): batched sends took c=100 from 12.6
+// to 11.5 µs of server CPU a /hello (0.86-0.91×), c=1000 0.72-0.85×;
+// batched reads then took a further 3-5% off, eight rounds each: c=100,
+// 10.5 against 10.9 µs (per-round ratios 0.82-1.01, median 0.95);
+// c=1000, 8.4 against 9.8 µs (0.75-1.00, median 0.97). The kernel's
+// receive work is the cost left; a read is a tenth of a system call a
+// request where a turn finds ten connections. Config.NoBatchedReads and
+// NoBatchedSends, and a kernel that refuses io_uring (a seccomp filter),
+// make a call for each.
 //
 // A connection is registered once, edge-triggered, under a poll.Token of
 // its slot and generation, so an event for a connection that has since

@@ -313,6 +313,11 @@ type work struct {
 	// ahead of it came back, so its client pipelined (hangUp). Set at
 	// every request's start from the buffer (nextRequest).
 	pipelined bool
+	// A read made for this record by gather, for readSome to take
+	// (gather.go).
+	pre    uint8
+	preN   int
+	preErr error
 
 	// A streamed body's minimum rate: since rateFrom the loop has waited
 	// on the client, which has sent rateBytes; the clock stops while the
@@ -345,6 +350,13 @@ type Loop struct {
 	poller *poll.Poller
 	in     *stages.Ring[msg]
 	ctx    context.Context // Run's: its end means close everything now
+
+	// Batched reads (gather.go): the ring, nil for a read each; the
+	// turn's connections; the reads connections took from gather, and
+	// the system calls that made them (ReadCounts).
+	ring                       *poll.Ring
+	gathered                   []int32
+	readsGathered, readBatches atomic.Uint64
 
 	// conns is the connection table: a slot's entry is nil while the
 	// slot is free, so a burst of connections leaves behind 8 bytes per
@@ -515,7 +527,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	}
 	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity)}
 	core, err := stages.NewLoop(stages.LoopHooks{
-		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Event: l.event,
+		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Gather: l.gather, Event: l.event,
 	}, stages.LoopOptions{Nudge: cfg.Nudge})
 	if err != nil {
 		return nil, err
@@ -622,6 +634,9 @@ func (l *Loop) Stop() { l.core.Stop() }
 // closed; the poller and waker are released on return.
 func (l *Loop) Run(ctx context.Context) error {
 	defer l.core.Close()
+	if l.ring != nil {
+		defer func() { l.ring.Close(); l.ring = nil }()
+	}
 	l.ctx = ctx
 	if l.cfg.Init != nil {
 		if err := l.cfg.Init(); err != nil {
@@ -1091,7 +1106,15 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 		}
 	}
 	for {
-		n, err := poll.Read(rc.c.FD, rc.buf[rc.end:])
+		var n int
+		var err error
+		if rc.pre == preDone {
+			n, err = rc.preN, rc.preErr
+			rc.pre, rc.preErr = preNone, nil
+			l.readsGathered.Add(1)
+		} else {
+			n, err = poll.Read(rc.c.FD, rc.buf[rc.end:])
+		}
 		if err == unix.EINTR {
 			continue
 		}

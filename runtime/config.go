@@ -188,6 +188,11 @@ type Config struct {
 	// kernel.io_uring_disabled) they write each, and the server says so
 	// once in the log.
 	NoBatchedSends bool
+	// NoBatchedReads reads each connection a reader loop's turn finds
+	// readable with its own system call. By default the loop reads all
+	// that start a request in one io_uring_enter (reader.Config.BatchReads),
+	// where the kernel grants an io_uring.
+	NoBatchedReads bool
 	// KeepFreedMemory leaves returning freed heap to the OS to Go's
 	// runtime (minutes on an idle server). By default, once a burst of
 	// connections has gone, the server collects and returns it

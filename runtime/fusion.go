@@ -5,6 +5,7 @@ import (
 
 	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/processor"
+	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
 )
@@ -61,7 +62,7 @@ func (s *Server) serveInline(f *fusion, r *stages.Request) {
 	rest := false
 	if resp != nil {
 		// Queued, if small and whole, for the loop's next Flush: one
-		// system call for the turn's replies (batchSends).
+		// system call for the turn's replies (batchIO).
 		rest = f.direct.WriteBatched(s.directLoop(c), resp)
 	}
 	f.serving.Store(nil)
@@ -71,22 +72,26 @@ func (s *Server) serveInline(f *fusion, r *stages.Request) {
 	}
 }
 
-// batchSends gives reader loop id's direct writer a send ring for the
-// loop's run (writer/batch.go: a turn's inline replies in one system call),
-// unless Config.NoBatchedSends, or the kernel refuses io_uring: then each
-// reply is written with its own call, as before, and the server says so
-// once. The returned func releases the ring; call it when the loop's Run
-// has returned (its turns flush everything they queue before that).
-func (s *Server) batchSends(id int) (release func()) {
-	f := s.fused[id].Load()
+// batchIO gives reader loop r, for its run, a ring to read a turn's
+// connections with (reader/gather.go), unless Config.NoBatchedReads, and
+// its direct writer one to send the turn's inline replies with
+// (writer/batch.go), unless Config.NoBatchedSends. Where the kernel
+// refuses io_uring, each read and each reply is its own system call, as
+// before, and the server says so once. The returned func releases the
+// send ring (the loop closes its own); call it when the loop's Run has
+// returned (its turns flush everything they queue before that).
+func (s *Server) batchIO(r *reader.Loop) (release func()) {
+	if !s.cfg.NoBatchedReads {
+		if ring, err := s.newRing(reader.RingEntries); err == nil {
+			r.BatchReads(ring)
+		}
+	}
+	f := s.fused[r.ID()].Load()
 	if f == nil || s.cfg.NoBatchedSends {
 		return func() {}
 	}
-	ring, err := poll.NewSendRing(writer.BatchEntries)
+	ring, err := s.newRing(writer.BatchEntries)
 	if err != nil {
-		s.noSendRing.Do(func() {
-			s.cfg.Logger.Info("quartet: io_uring refused; each response is written with its own system call", "err", err)
-		})
 		return func() {}
 	}
 	f.direct.EnableBatch(ring, writer.BatchHooks{
@@ -97,6 +102,18 @@ func (s *Server) batchSends(id int) (release func()) {
 		},
 	})
 	return func() { f.direct.Close() }
+}
+
+// newRing opens an io_uring for batched reads or sends, and logs once
+// if the kernel refuses it.
+func (s *Server) newRing(entries int) (*poll.Ring, error) {
+	ring, err := poll.NewRing(entries)
+	if err != nil {
+		s.noRing.Do(func() {
+			s.cfg.Logger.Info("quartet: io_uring refused; each read and each response is its own system call", "err", err)
+		})
+	}
+	return ring, err
 }
 
 // directLoop is the writer loop whose settings, counters and logger a
@@ -138,18 +155,46 @@ func (s *Server) fusedCounts() (inline, direct, returned uint64) {
 	return inline, direct, returned
 }
 
-// batchCounts sums what every reader loop's direct writer and every
-// writer loop sent in batches, and their submissions.
-func (s *Server) batchCounts() (sent, batches uint64) {
+// ioCounts are what loops did in batches: responses sent whole and the
+// submissions that sent them, reads and the submissions that made them.
+type ioCounts struct{ sent, sendBatches, reads, readBatches uint64 }
+
+func (c *ioCounts) add(o ioCounts) {
+	c.sent, c.sendBatches = c.sent+o.sent, c.sendBatches+o.sendBatches
+	c.reads, c.readBatches = c.reads+o.reads, c.readBatches+o.readBatches
+}
+
+// batchCounts sums what every reader loop's direct writer, every writer
+// loop and every reader loop did in batches, with what the loops that
+// have left the tables did (retireLoop): sums that never go back.
+func (s *Server) batchCounts() ioCounts {
+	s.batchMu.Lock()
+	defer s.batchMu.Unlock()
+	c := s.retiredIO
 	for i := range s.fused {
 		if f := s.fused[i].Load(); f != nil {
 			n, b := f.direct.BatchCounts()
-			sent, batches = sent+n, batches+b
+			c.add(ioCounts{sent: n, sendBatches: b})
 		}
 	}
 	s.writers.each(func(w *wloop) {
 		n, b := w.BatchCounts()
-		sent, batches = sent+n, batches+b
+		c.add(ioCounts{sent: n, sendBatches: b})
 	})
-	return sent, batches
+	s.readers.each(func(r *reader.Loop) {
+		n, b := r.ReadCounts()
+		c.add(ioCounts{reads: n, readBatches: b})
+	})
+	return c
+}
+
+// retireLoop takes a loop that has returned out of its table (remove
+// reports whether it did) and keeps its batch counts, in one step as
+// batchCounts sees it, so that they are counted once.
+func (s *Server) retireLoop(did ioCounts, remove func() bool) {
+	s.batchMu.Lock()
+	defer s.batchMu.Unlock()
+	if remove() {
+		s.retiredIO.add(did)
+	}
 }

@@ -386,14 +386,17 @@ func (s *Server) addReader() error {
 func (s *Server) runReader(r *reader.Loop, inited *initWait) func() error {
 	run := s.run
 	return func() error {
-		release := s.batchSends(r.ID())
+		release := s.batchIO(r)
 		err := r.Run(run)
 		release()
 		// Retired with nothing left (a loop stopped at shutdown may
 		// still be named by connections on their way back), or never
 		// started: the id is free.
 		if (r.Retiring() && r.Open() == 0) || (inited != nil && inited.failed.Load()) {
-			s.readers.byID[r.ID()].CompareAndSwap(r, nil)
+			reads, batches := r.ReadCounts()
+			s.retireLoop(ioCounts{reads: reads, readBatches: batches}, func() bool {
+				return s.readers.byID[r.ID()].CompareAndSwap(r, nil)
+			})
 			return nil // an added loop's init failure is the adder's to report
 		}
 		return err
@@ -405,7 +408,10 @@ func (s *Server) runWriter(w *wloop, inited *initWait) func() error {
 	return func() error {
 		err := w.Run(context.Background()) // writers outlive run (see Serve)
 		if (w.retired.Load() && w.out.Load() == 0) || (inited != nil && inited.failed.Load()) {
-			s.writers.byID[w.ID()].CompareAndSwap(w, nil)
+			sent, batches := w.BatchCounts()
+			s.retireLoop(ioCounts{sent: sent, sendBatches: batches}, func() bool {
+				return s.writers.byID[w.ID()].CompareAndSwap(w, nil)
+			})
 			return nil
 		}
 		return err

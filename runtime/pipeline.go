@@ -110,7 +110,9 @@ type Server struct {
 	run         context.Context
 	stop        context.CancelFunc
 	shutOnce    sync.Once
-	noSendRing  sync.Once     // the log line that io_uring was refused
+	noRing      sync.Once     // the log line that io_uring was refused
+	batchMu     sync.Mutex    // batchCounts against retireLoop
+	retiredIO   ioCounts      // what loops that have left the tables did in batches
 	force       chan struct{} // closed to end the grace early
 	forceOnce   sync.Once
 	drained     chan struct{} // closed when drain has stopped the stages

@@ -43,9 +43,12 @@ type Stats struct {
 	// Batched is the number of responses sent whole in a batch, by a
 	// reader loop (of Direct) or a writer loop: a loop turn's in one
 	// io_uring_enter (Config.NoBatchedSends), in SendBatches submissions.
-	// Batched / SendBatches is the responses one system call sent. (A
-	// writer loop's counts go with it when it is retired.)
+	// Batched / SendBatches is the responses one system call sent.
 	Batched, SendBatches uint64
+	// BatchedReads is the number of reads a reader loop made for a turn's
+	// connections together, in ReadBatches io_uring_enters
+	// (Config.NoBatchedReads).
+	BatchedReads, ReadBatches uint64
 	// MemoryReturns is how many times the server returned the memory a
 	// burst of connections left behind (Config.KeepFreedMemory).
 	MemoryReturns uint64
@@ -153,7 +156,8 @@ func (s *Server) Snapshot() Stats {
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
 	var returned uint64
 	st.Inline, st.Direct, returned = s.fusedCounts()
-	st.Batched, st.SendBatches = s.batchCounts()
+	io := s.batchCounts()
+	st.Batched, st.SendBatches, st.BatchedReads, st.ReadBatches = io.sent, io.sendBatches, io.reads, io.readBatches
 	st.Reader.Enqueued += returned // handed back by the loop to itself, never queued
 	st.Reader.Dequeued += returned
 	st.MemoryReturns = s.memReturns.Load()

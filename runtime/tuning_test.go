@@ -182,6 +182,19 @@ func TestResizingUnderLoad(t *testing.T) {
 	sizes := map[int]bool{}
 	readers := map[*reader.Loop]bool{}
 	loopChanges := 0
+	// What loops did in batches is kept when they leave: the sums in
+	// Stats never go back (they are Prometheus counters).
+	var lastIO [4]uint64
+	checkIO := func() {
+		st := s.Stats()
+		io := [4]uint64{st.Batched, st.SendBatches, st.BatchedReads, st.ReadBatches}
+		for k := range io {
+			if io[k] < lastIO[k] {
+				t.Errorf("batch counts went back from %v to %v as loops came and went", lastIO, io)
+			}
+		}
+		lastIO = io
+	}
 	deadline := time.Now().Add(*resizeDuration)
 	for time.Now().Before(deadline) {
 		n := 1 + rng.IntN(64)
@@ -200,7 +213,10 @@ func TestResizingUnderLoad(t *testing.T) {
 			}
 		}
 		s.readers.each(func(r *reader.Loop) { readers[r] = true })
-		time.Sleep(200 * time.Millisecond)
+		for range 4 {
+			checkIO()
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	// One loop each, with the clients still connected: the loops removed
 	// are gone from the tables once they have returned.
@@ -219,11 +235,12 @@ func TestResizingUnderLoad(t *testing.T) {
 	if !eventually(10*time.Second, func() bool { return inTables() == 2 }) {
 		t.Errorf("%d loops in the tables after sizing both stages to 1, want 2", inTables())
 	}
-	// A loop's poller and waker, and its send ring where the kernel
-	// grants one: a retired loop's go with it.
+	// A loop's poller and waker, and its rings where the kernel grants
+	// them (a reader loop's for reads and for sends, a writer loop's for
+	// sends): a retired loop's go with it.
 	loopsFDs := 4
-	if sendRingWorks() {
-		loopsFDs += 2
+	if ringWorks() {
+		loopsFDs += 3
 	}
 	if n := openFDs(t); n != fdsAt2-loopsFDs || s.openConns() != 48 {
 		t.Errorf("%d fds and %d connections with one loop per I/O stage, want %d and 48 (%d fds with two loops each)", n, s.openConns(), fdsAt2-loopsFDs, fdsAt2)

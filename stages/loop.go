@@ -119,6 +119,10 @@ type LoopHooks struct {
 	// signal with Wake has come since Drain and Turn looked, such as an
 	// item in the queue. nil: nothing but Stop wakes the loop.
 	Pending func() bool
+	// Gather sees a wait's events before Event handles each, so that the
+	// stage can start their I/O in one system call (the reader's batched
+	// reads). nil: nothing to gather.
+	Gather func([]poll.Event)
 	// Event handles one event for a registration of the stage's (every
 	// token but the waker's). nil: events only end the wait, and the next
 	// Turn finds what is ready (the listener's accept loops).
@@ -324,6 +328,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			return err
 		}
 		l.events = evs
+		if h.Gather != nil {
+			h.Gather(evs)
+		}
 		if l.poller.Parked() != parked {
 			l.now = time.Now() // slept: the events are from now, not from before
 		}

@@ -59,7 +59,7 @@ type BatchHooks struct {
 }
 
 // EnableBatch gives d a send ring, which d then owns (Close releases it).
-func (d *Direct) EnableBatch(ring *poll.SendRing, h BatchHooks) {
+func (d *Direct) EnableBatch(ring *poll.Ring, h BatchHooks) {
 	d.ring, d.hooks = ring, h
 	d.batch = make([]batched, 0, ring.Cap())
 }

@@ -15,8 +15,8 @@ import (
 // response goes out before the next response of the same connection.
 func TestWriteBatchedQueuesWhatOneWritevFinishes(t *testing.T) {
 	h := startLoopWith(t, Config{}, nil)
-	ring, err := poll.NewSendRing(4)
-	if errors.Is(err, poll.ErrNoSendRing) {
+	ring, err := poll.NewRing(4)
+	if errors.Is(err, poll.ErrNoRing) {
 		t.Skipf("no io_uring here: %v", err)
 	}
 	if err != nil {

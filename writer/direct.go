@@ -27,7 +27,7 @@ type Direct struct {
 	iov [iovMax]unix.Iovec
 	// With a send ring (EnableBatch, batch.go): the responses queued for
 	// the next Flush, and the runtime's hooks for their hand-offs.
-	ring  *poll.SendRing
+	ring  *poll.Ring
 	batch []batched
 	hooks BatchHooks
 	// ended counts responses ended here. Only its goroutine writes it, so

@@ -194,7 +194,7 @@ type Loop struct {
 	ready   []int32         // records with budget left over, served next turn
 	// ring and sends: the turn's small whole responses, queued to be
 	// sent with one system call (sendBatch), while Run runs.
-	ring  *poll.SendRing
+	ring  *poll.Ring
 	sends []queuedSend
 
 	// lines holds, for each connection of a Serialize protocol with a
@@ -359,7 +359,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		defer l.cfg.Exit(l)
 	}
 	if !l.cfg.NoBatchedSends {
-		if ring, err := poll.NewSendRing(BatchEntries); err == nil {
+		if ring, err := poll.NewRing(BatchEntries); err == nil {
 			l.ring, l.sends = ring, make([]queuedSend, 0, ring.Cap())
 			defer func() {
 				l.sendBatch() // a poller failure can stop the loop with sends queued

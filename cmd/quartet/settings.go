@@ -99,6 +99,7 @@ func (o *serveOptions) settings() []setting {
 		{"writers-min", (*integer)(&c.WritersMin), true, "the writer loop controller's lower bound (0: 1)"},
 		{"writers-max", (*integer)(&c.WritersMax), true, "the writer loop controller's upper bound (0: GOMAXPROCS)"},
 		{"no-inline", (*boolean)(&c.NoInline), false, "serve every request through the processors, even those whose handler declares it never blocks (/hello, cached static files); to compare the two paths"},
+		{"no-batched-reads", (*boolean)(&c.NoBatchedReads), false, "read each connection a reader loop finds readable with its own system call, instead of reading a turn's connections with one io_uring_enter; to compare the two"},
 		{"no-batched-sends", (*boolean)(&c.NoBatchedSends), false, "write each response served inline with its own system call, instead of sending a loop turn's replies with one io_uring_enter; to compare the two"},
 		{"keep-freed-memory", (*boolean)(&c.KeepFreedMemory), false, "leave returning freed memory to Go's runtime (minutes when idle) instead of returning it once a burst of connections has gone"},
 		{"queue", (*integer)(&c.QueueCapacity), false, "capacity of each hand-off queue"},

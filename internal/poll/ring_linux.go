@@ -11,27 +11,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SendRing sends on several non-blocking sockets in one system call: an
-// io_uring used for nothing but that. A loop that answers k connections
-// in a turn makes one io_uring_enter instead of k writes. Each system call
-// costs its entry and exit besides its work, and on this project's
-// machines (a KVM guest with page-table isolation) a null system call
-// takes about a microsecond, as long as loopback's whole transmit of a
-// small response. Measured with a bare epoll responder (server on one CPU,
-// wrk -t1 -c100 on the other, 4 alternating rounds): 10.4 µs of server
-// CPU a request with its writes batched, against 11.2 µs with a write
-// each.
+// Ring sends to and receives from several non-blocking sockets in one
+// system call: an io_uring used for nothing but that. A loop that answers
+// k connections in a turn makes one io_uring_enter instead of k writes,
+// and one instead of k reads. Each system call costs its entry and exit
+// besides its work, and on this project's machines (a KVM guest with
+// page-table isolation) a null system call takes about a microsecond, as
+// long as loopback's whole transmit of a small response. Measured with a
+// bare epoll responder (server on one CPU, wrk -t1 -c100 on the other, 4
+// alternating rounds): 10.4 µs of server CPU a request with its writes
+// batched, against 11.2 µs with a write each; in Quartet, batching the
+// reads as well took a further tenth off (reader/gather.go).
 //
-// Every send goes with MSG_DONTWAIT, so io_uring never parks one to wait
-// for the socket: a full socket completes at once with EAGAIN, as write
-// would return it, and Submit's wait for every completion cannot block.
-// The ring holds no memory of the caller's past a Submit: the kernel
-// reads the bytes and the iovecs during the call.
+// Every operation goes with MSG_DONTWAIT, so io_uring never parks one to
+// wait for the socket: a full socket completes a send at once with
+// EAGAIN, an empty one a receive, as write and read would return it, and
+// Submit's wait for every completion cannot block. The ring holds no
+// memory of the caller's past a Submit: the kernel reads the bytes and
+// the iovecs, and fills the receive buffers, during the call.
 //
 // One goroutine at a time; it need not stay on one thread (no
 // IORING_SETUP_SINGLE_ISSUER, which would bind the ring to a thread and
 // make a Go loop lock its own).
-type SendRing struct {
+type Ring struct {
 	fd      int
 	rings   []byte // the SQ and CQ rings (one mapping: IORING_FEAT_SINGLE_MMAP)
 	sqeMem  []byte
@@ -94,37 +96,38 @@ type ringParams struct {
 }
 
 const (
-	ringOpSendmsg       = 9 // IORING_OP_SENDMSG
+	ringOpSendmsg       = 9  // IORING_OP_SENDMSG
+	ringOpRecv          = 27 // IORING_OP_RECV (Linux 5.6)
 	ringFeatSingleMmap  = 1 << 0
 	ringOffSQEs         = 0x10000000 // IORING_OFF_SQES
 	ringEnterGetEvents  = 1 << 0
 	ringSendFlags       = unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL
 	sizeofRingSQE       = 64
 	sizeofRingCQE       = 16
-	maxSendRingEntries  = 4096
+	maxRingEntries      = 4096
 	errRingNotSupported = "io_uring without IORING_FEAT_SINGLE_MMAP"
 )
 
-// ErrNoSendRing: the kernel refused an io_uring (ENOSYS before Linux 5.1,
+// ErrNoRing: the kernel refused an io_uring (ENOSYS before Linux 5.1,
 // EPERM under a seccomp filter such as Docker's default profile, or
 // kernel.io_uring_disabled). Callers write as before.
-var ErrNoSendRing = errors.New("quartet: io_uring unavailable")
+var ErrNoRing = errors.New("quartet: io_uring unavailable")
 
-// NewSendRing sets up a ring for up to entries sends per Submit (a power
+// NewRing sets up a ring for up to entries operations per Submit (a power
 // of two, at most 4096). The caller owns it and releases it with Close.
-func NewSendRing(entries int) (*SendRing, error) {
-	if entries < 1 || entries > maxSendRingEntries || entries&(entries-1) != 0 {
-		return nil, fmt.Errorf("quartet: send ring of %d entries: want a power of two up to %d", entries, maxSendRingEntries)
+func NewRing(entries int) (*Ring, error) {
+	if entries < 1 || entries > maxRingEntries || entries&(entries-1) != 0 {
+		return nil, fmt.Errorf("quartet: io_uring of %d entries: want a power of two up to %d", entries, maxRingEntries)
 	}
 	var p ringParams
 	fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	if e != 0 {
-		return nil, fmt.Errorf("%w: io_uring_setup: %w", ErrNoSendRing, e)
+		return nil, fmt.Errorf("%w: io_uring_setup: %w", ErrNoRing, e)
 	}
-	r := &SendRing{fd: int(fd)}
+	r := &Ring{fd: int(fd)}
 	if p.features&ringFeatSingleMmap == 0 {
 		r.Close()
-		return nil, fmt.Errorf("%w: %s", ErrNoSendRing, errRingNotSupported)
+		return nil, fmt.Errorf("%w: %s", ErrNoRing, errRingNotSupported)
 	}
 	size := max(p.sq.array+p.sqEntries*4, p.cq.cqes+p.cqEntries*sizeofRingCQE)
 	var err error
@@ -147,17 +150,17 @@ func NewSendRing(entries int) (*SendRing, error) {
 	return r, nil
 }
 
-// Cap is how many sends one Submit takes.
-func (r *SendRing) Cap() int { return len(r.sqes) }
+// Cap is how many operations one Submit takes.
+func (r *Ring) Cap() int { return len(r.sqes) }
 
-// Queued is how many sends wait for Submit.
-func (r *SendRing) Queued() int { return int(r.queued) }
+// Queued is how many operations wait for Submit.
+func (r *Ring) Queued() int { return int(r.queued) }
 
 // Send queues a sendmsg of iov on the non-blocking socket fd, tagged tag
 // for Submit's report. The bytes and iov must stay as they are until
 // Submit returns. It reports false, queuing nothing, when the ring holds
 // Cap sends already.
-func (r *SendRing) Send(fd int, iov []unix.Iovec, tag uint64) bool {
+func (r *Ring) Send(fd int, iov []unix.Iovec, tag uint64) bool {
 	if int(r.queued) == len(r.sqes) || len(iov) == 0 {
 		return false
 	}
@@ -174,12 +177,32 @@ func (r *SendRing) Send(fd int, iov []unix.Iovec, tag uint64) bool {
 	return true
 }
 
-// Submit sends everything queued with one io_uring_enter and reports each
-// send, in the order the kernel finished them, as sendmsg would have
-// returned it: the bytes taken, or an error (unix.EAGAIN when the socket
-// was full). Sends on different sockets run in no particular order; queue
-// at most one per socket.
-func (r *SendRing) Submit(report func(tag uint64, n int, err error)) error {
+// Recv queues a recv into b from the non-blocking socket fd, tagged tag
+// for Submit's report. b must stay as it is until Submit returns, and be
+// left alone until then: the kernel writes it during the call. It reports
+// false, queuing nothing, when the ring holds Cap operations already or b
+// is empty.
+func (r *Ring) Recv(fd int, b []byte, tag uint64) bool {
+	if int(r.queued) == len(r.sqes) || len(b) == 0 {
+		return false
+	}
+	tail := *r.sqTail
+	i := tail & r.sqMask
+	r.sqes[i] = ringSQE{opcode: ringOpRecv, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(&b[0]))), len: uint32(len(b)),
+		msgFlags: unix.MSG_DONTWAIT, userData: tag}
+	r.sqArray[i] = i
+	atomic.StoreUint32(r.sqTail, tail+1)
+	r.queued++
+	return true
+}
+
+// Submit makes everything queued with one io_uring_enter and reports each
+// operation, in the order the kernel finished them, as sendmsg or recv
+// would have returned it: the bytes taken or read (0 for a receive at
+// EOF), or an error (unix.EAGAIN when the socket was full, or empty).
+// Operations on different sockets run in no particular order; queue at
+// most one per socket.
+func (r *Ring) Submit(report func(tag uint64, n int, err error)) error {
 	want := r.queued
 	if want == 0 {
 		return nil
@@ -217,7 +240,7 @@ func (r *SendRing) Submit(report func(tag uint64, n int, err error)) error {
 }
 
 // Close unmaps the rings and closes the ring's fd.
-func (r *SendRing) Close() error {
+func (r *Ring) Close() error {
 	var errs []error
 	if r.sqeMem != nil {
 		errs = append(errs, unix.Munmap(r.sqeMem))

@@ -3,18 +3,20 @@ package poll
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // newTestRing skips where the kernel refuses io_uring (a seccomp filter,
 // kernel.io_uring_disabled): the callers' fallback is what runs there.
-func newTestRing(t *testing.T, entries int) *SendRing {
+func newTestRing(t *testing.T, entries int) *Ring {
 	t.Helper()
-	r, err := NewSendRing(entries)
-	if errors.Is(err, ErrNoSendRing) {
+	r, err := NewRing(entries)
+	if errors.Is(err, ErrNoRing) {
 		t.Skipf("no io_uring here: %v", err)
 	}
 	if err != nil {
@@ -45,7 +47,7 @@ func socketPair(t *testing.T) [2]int {
 // One Submit sends on every socket queued, each report says what its
 // sendmsg would have, and a full socket answers EAGAIN at once: Submit
 // never waits for a client to read.
-func TestSendRing(t *testing.T) {
+func TestRingSend(t *testing.T) {
 	r := newTestRing(t, 8)
 	defer r.Close()
 	if r.Cap() != 8 {
@@ -114,7 +116,7 @@ func TestSendRing(t *testing.T) {
 
 // The ring takes Cap sends and refuses the next until a Submit; sent
 // again and again, it wraps around its slots.
-func TestSendRingWraps(t *testing.T) {
+func TestRingWraps(t *testing.T) {
 	r := newTestRing(t, 4)
 	defer r.Close()
 	p := socketPair(t)
@@ -144,7 +146,7 @@ func TestSendRingWraps(t *testing.T) {
 }
 
 // Close releases the ring's fd and mappings; a second Close is harmless.
-func TestSendRingCloseReleases(t *testing.T) {
+func TestRingCloseReleases(t *testing.T) {
 	before := openFDCount(t)
 	for range 10 {
 		r := newTestRing(t, 64)
@@ -158,7 +160,7 @@ func TestSendRingCloseReleases(t *testing.T) {
 	if after := openFDCount(t); after != before {
 		t.Fatalf("fds %d before, %d after", before, after)
 	}
-	if _, err := NewSendRing(3); err == nil {
+	if _, err := NewRing(3); err == nil {
 		t.Fatal("a ring of 3 entries")
 	}
 }
@@ -170,4 +172,90 @@ func openFDCount(t *testing.T) int {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
 	return len(ents)
+}
+
+// One Submit reads from every socket queued, each report says what its
+// read would have: the bytes there (up to the buffer), 0 at EOF, EAGAIN
+// at once from an empty socket (Submit never waits for a client to
+// write), ECONNRESET from a reset one. Sends and receives share a
+// submission.
+func TestRingRecv(t *testing.T) {
+	r := newTestRing(t, 8)
+	defer r.Close()
+	data, short, empty, eof, out := socketPair(t), socketPair(t), socketPair(t), socketPair(t), socketPair(t)
+	Write(data[1], []byte("GET / HTTP/1.1\r\n\r\n"))
+	Write(short[1], []byte("more than the buffer"))
+	unix.Close(eof[1])
+	bufs := [4][]byte{make([]byte, 64), make([]byte, 4), make([]byte, 64), make([]byte, 64)}
+	for i, fd := range []int{data[0], short[0], empty[0], eof[0]} {
+		if !r.Recv(fd, bufs[i], uint64(i)) {
+			t.Fatalf("recv %d refused", i)
+		}
+	}
+	if !r.Send(out[0], iovecs([]byte("reply")), 4) {
+		t.Fatal("send refused")
+	}
+	if r.Recv(data[0], nil, 5) {
+		t.Fatal("a recv into no buffer queued")
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	got := map[uint64]result{}
+	if err := r.Submit(func(tag uint64, n int, err error) { got[tag] = result{n, err} }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]result{0: {18, nil}, 1: {4, nil}, 2: {0, unix.EAGAIN}, 3: {0, nil}, 4: {5, nil}}
+	if len(got) != len(want) {
+		t.Errorf("%d reports, want %d", len(got), len(want))
+	}
+	for tag, w := range want {
+		if got[tag] != w {
+			t.Errorf("op %d: %+v, want %+v", tag, got[tag], w)
+		}
+	}
+	if string(bufs[0][:18]) != "GET / HTTP/1.1\r\n\r\n" || string(bufs[1]) != "more" {
+		t.Errorf("read %q and %q", bufs[0][:18], bufs[1])
+	}
+	// The rest of what did not fit is still there for the next read.
+	rest := make([]byte, 64)
+	if n, _ := Read(short[0], rest); string(rest[:max(n, 0)]) != " than the buffer" {
+		t.Errorf("left behind %q", rest[:max(n, 0)])
+	}
+
+	// A reset peer: ECONNRESET, as read returns it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli.(*net.TCPConn).SetLinger(0)
+	cli.Close()
+	f, err := srv.(*net.TCPConn).File() // a dup of its fd
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var resetErr error
+	for range 100 { // the RST may take a moment to land
+		r.Recv(int(f.Fd()), bufs[0], 0)
+		r.Submit(func(_ uint64, _ int, err error) { resetErr = err })
+		if resetErr != unix.EAGAIN {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if resetErr != unix.ECONNRESET {
+		t.Errorf("recv from a reset peer: %v, want ECONNRESET", resetErr)
+	}
 }

@@ -8,18 +8,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SendRing is io_uring's batched send, which only Linux has: elsewhere
-// NewSendRing fails and callers write as before.
-type SendRing struct{}
+// Ring is io_uring's batched send and receive, which only Linux has: elsewhere
+// NewRing fails and callers write as before.
+type Ring struct{}
 
-// ErrNoSendRing: no io_uring here.
-var ErrNoSendRing = errors.New("quartet: io_uring unavailable")
+// ErrNoRing: no io_uring here.
+var ErrNoRing = errors.New("quartet: io_uring unavailable")
 
-// NewSendRing fails: no io_uring here.
-func NewSendRing(int) (*SendRing, error) { return nil, ErrNoSendRing }
+// NewRing fails: no io_uring here.
+func NewRing(int) (*Ring, error) { return nil, ErrNoRing }
 
-func (*SendRing) Cap() int                                        { return 0 }
-func (*SendRing) Queued() int                                     { return 0 }
-func (*SendRing) Send(int, []unix.Iovec, uint64) bool             { return false }
-func (*SendRing) Submit(func(tag uint64, n int, err error)) error { return nil }
-func (*SendRing) Close() error                                    { return nil }
+func (*Ring) Cap() int                                        { return 0 }
+func (*Ring) Queued() int                                     { return 0 }
+func (*Ring) Send(int, []unix.Iovec, uint64) bool             { return false }
+func (*Ring) Recv(int, []byte, uint64) bool                   { return false }
+func (*Ring) Submit(func(tag uint64, n int, err error)) error { return nil }
+func (*Ring) Close() error                                    { return nil }

@@ -1,0 +1,103 @@
+package reader
+
+import (
+	"github.com/quartet-server/quartet/internal/poll"
+)
+
+// Batched reads.
+//
+// A turn's events name the connections with bytes to read. Read one by
+// one, k events cost k read(2)s; with a ring (BatchReads) the loop
+// queues a recv for each connection that will be read from its first
+// byte and makes one io_uring_enter for all of them (gather), before it
+// handles the events. Each connection's read then takes its result
+// instead of calling read (readSome): the same bytes, the same EOF or
+// error, in the same place in the same buffer. Only the system calls are
+// fewer.
+//
+// Only what would be read first is gathered: a connection idle, or with
+// a head begun and nothing buffered past what was parsed. One whose
+// buffer holds bytes parses them before it reads (and may not read at
+// all), and the other states read elsewhere or not at all. A turn with
+// one such connection reads it as before: one recv in a ring costs no
+// less than a read.
+
+// RingEntries is the size of the ring BatchReads takes: a turn's events
+// are at most 128 (stages.Loop), and a longer submission saves nothing
+// more than two.
+const RingEntries = 64
+
+// BatchReads gives the loop a ring to read with (poll.NewRing, of
+// RingEntries), which the loop owns from then: Run closes it as it
+// returns. Call it before Run.
+func (l *Loop) BatchReads(ring *poll.Ring) { l.ring = ring }
+
+// ReadCounts is how many reads the loop's connections took from gather,
+// and in how many system calls they were made. Any goroutine.
+func (l *Loop) ReadCounts() (reads, batches uint64) {
+	return l.readsGathered.Load(), l.readBatches.Load()
+}
+
+// gather reads, in one system call, for every connection among evs that
+// its event will read first.
+func (l *Loop) gather(evs []poll.Event) {
+	if l.ring == nil || len(evs) < 2 {
+		return
+	}
+	l.gathered = l.gathered[:0]
+	for _, ev := range evs {
+		slot := int32(ev.Token.Slot())
+		rc := l.conn(slot)
+		if ev.Token.Kind() != poll.KindConn || rc == nil || !ev.Token.Matches(rc.gen) {
+			continue
+		}
+		if rc.state != stateIdle && rc.state != stateHeader || rc.work != nil && rc.end > rc.start {
+			continue
+		}
+		l.gathered = append(l.gathered, slot)
+	}
+	if len(l.gathered) < 2 {
+		return
+	}
+	for _, slot := range l.gathered {
+		rc := l.conns[slot]
+		l.takeWork(rc)
+		if rc.end == len(rc.buf) {
+			continue // readSome makes room first
+		}
+		if l.ring.Queued() == l.ring.Cap() {
+			l.submitGathered()
+		}
+		l.ring.Recv(rc.c.FD, rc.buf[rc.end:], uint64(slot))
+		rc.pre = preQueued
+	}
+	l.submitGathered()
+}
+
+// submitGathered makes the queued recvs and gives each connection its
+// result. If the call fails, nothing was read for those it did not
+// report, and they read as before.
+func (l *Loop) submitGathered() {
+	if l.ring.Queued() == 0 {
+		return
+	}
+	l.readBatches.Add(1)
+	err := l.ring.Submit(func(tag uint64, n int, err error) {
+		rc := l.conns[tag]
+		rc.pre, rc.preN, rc.preErr = preDone, n, err
+	})
+	if err != nil {
+		for _, slot := range l.gathered {
+			if rc := l.conns[slot]; rc.work != nil && rc.pre == preQueued {
+				rc.pre = preNone
+			}
+		}
+	}
+}
+
+// A request record's gathered read (work.pre).
+const (
+	preNone   = iota
+	preQueued // on the ring, not yet submitted
+	preDone   // preN and preErr are what read would have returned
+)
