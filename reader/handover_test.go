@@ -81,6 +81,7 @@ func newLoopPair(t *testing.T, opts ...func(i int, c *Config)) *loopPair {
 	ctx, cancel := context.WithCancel(context.Background())
 	for i, l := range p.loops {
 		p.runErr[i] = make(chan error, 1)
+		gatherEvery(l)
 		p.wg.Go(func() { p.runErr[i] <- l.Run(ctx) })
 	}
 	t.Cleanup(func() { cancel(); p.wg.Wait() })

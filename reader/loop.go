@@ -355,6 +355,7 @@ type Loop struct {
 	// turn's connections; the reads connections took from gather, and
 	// the system calls that made them (ReadCounts).
 	ring                       *poll.Ring
+	gatherMin                  int // gatherMin, but 1 in tests
 	gathered                   []int32
 	readsGathered, readBatches atomic.Uint64
 
@@ -525,7 +526,7 @@ func New(id int, cfg Config, counters *stages.StageCounters) (*Loop, error) {
 	if cfg.Dispatch == nil || cfg.Reject == nil {
 		return nil, errors.New("quartet: reader: Config.Dispatch and Config.Reject are required")
 	}
-	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity)}
+	l := &Loop{id: id, cfg: cfg, counters: counters, in: stages.NewRing[msg](cfg.QueueCapacity), gatherMin: gatherMin}
 	core, err := stages.NewLoop(stages.LoopHooks{
 		Drain: l.drainQueue, Turn: l.turn, Pending: l.pending, Gather: l.gather, Event: l.event,
 	}, stages.LoopOptions{Nudge: cfg.Nudge})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -42,12 +43,24 @@ func startLoopWith(t testing.TB, cfg Config) *Loop {
 // httpOnly is the protocol table of a server that speaks HTTP/1.1 alone.
 func httpOnly() []stages.Protocol { return []stages.Protocol{http1.New(http1.Config{})} }
 
-// runUntilCleanup runs loop until the test ends.
+// runUntilCleanup runs loop until the test ends, its reads at a
+// request's start gathered (gather.go) even one connection at a time,
+// where the kernel grants an io_uring: every test that runs a loop so
+// checks that a gathered read is what read would have returned.
 func runUntilCleanup(t testing.TB, loop *Loop) {
+	gatherEvery(loop)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { loop.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// gatherEvery gives loop a ring and has it gather every read it can.
+func gatherEvery(loop *Loop) {
+	if ring, err := poll.NewRing(RingEntries); err == nil {
+		loop.BatchReads(ring)
+		loop.gatherMin = 1
+	}
 }
 
 // waitFor polls cond for up to 10 s (the census is taken once a second).
