@@ -34,6 +34,22 @@ func iovecs(bs ...[]byte) []unix.Iovec {
 	return iov
 }
 
+// ringResult is what Submit reported for one operation.
+type ringResult struct {
+	n   int
+	err error
+}
+
+// submitAll submits what r holds and returns each report by tag.
+func submitAll(t *testing.T, r *Ring) map[uint64]ringResult {
+	t.Helper()
+	got := map[uint64]ringResult{}
+	if err := r.Submit(func(tag uint64, n int, err error) { got[tag] = ringResult{n, err} }); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func socketPair(t *testing.T) [2]int {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -76,15 +92,8 @@ func TestRingSend(t *testing.T) {
 	if r.Queued() != 3 {
 		t.Fatalf("Queued %d, want 3", r.Queued())
 	}
-	type result struct {
-		n   int
-		err error
-	}
-	got := map[uint64]result{}
-	if err := r.Submit(func(tag uint64, n int, err error) { got[tag] = result{n, err} }); err != nil {
-		t.Fatal(err)
-	}
-	want := map[uint64]result{0: {13, nil}, 1: {3, nil}, 2: {0, unix.EAGAIN}}
+	got := submitAll(t, r)
+	want := map[uint64]ringResult{0: {13, nil}, 1: {3, nil}, 2: {0, unix.EAGAIN}}
 	for tag, w := range want {
 		if got[tag] != w {
 			t.Errorf("send %d: %+v, want %+v", tag, got[tag], w)
@@ -198,15 +207,8 @@ func TestRingRecv(t *testing.T) {
 	if r.Recv(data[0], nil, 5) {
 		t.Fatal("a recv into no buffer queued")
 	}
-	type result struct {
-		n   int
-		err error
-	}
-	got := map[uint64]result{}
-	if err := r.Submit(func(tag uint64, n int, err error) { got[tag] = result{n, err} }); err != nil {
-		t.Fatal(err)
-	}
-	want := map[uint64]result{0: {18, nil}, 1: {4, nil}, 2: {0, unix.EAGAIN}, 3: {0, nil}, 4: {5, nil}}
+	got := submitAll(t, r)
+	want := map[uint64]ringResult{0: {18, nil}, 1: {4, nil}, 2: {0, unix.EAGAIN}, 3: {0, nil}, 4: {5, nil}}
 	if len(got) != len(want) {
 		t.Errorf("%d reports, want %d", len(got), len(want))
 	}
