@@ -70,8 +70,8 @@ func (l *Loop) gather(evs []poll.Event) {
 		if rc.end == len(rc.buf) {
 			continue // readSome makes room first
 		}
-		if l.ring.Queued() == l.ring.Cap() {
-			l.submitGathered()
+		if l.ring.Queued() == l.ring.Cap() && !l.submitGathered() {
+			return // the rest read as before
 		}
 		l.ring.Recv(rc.c.FD, rc.buf[rc.end:], uint64(slot))
 		rc.pre = preQueued
@@ -80,24 +80,31 @@ func (l *Loop) gather(evs []poll.Event) {
 }
 
 // submitGathered makes the queued recvs and gives each connection its
-// result. If the call fails, nothing was read for those it did not
-// report, and they read as before.
-func (l *Loop) submitGathered() {
+// result. It reports false if the ring failed as a whole (not one recv):
+// whether the kernel made the recvs it did not report is unknown, so
+// their connections get the error, which closes them, rather than a
+// stream with a hole in it; and the loop reads each from then on, as
+// the send path does (writer/batch.go).
+func (l *Loop) submitGathered() bool {
 	if l.ring.Queued() == 0 {
-		return
+		return true
 	}
 	l.readBatches.Add(1)
 	err := l.ring.Submit(func(tag uint64, n int, err error) {
 		rc := l.conns[tag]
 		rc.pre, rc.preN, rc.preErr = preDone, n, err
 	})
-	if err != nil {
-		for _, slot := range l.gathered {
-			if rc := l.conns[slot]; rc.work != nil && rc.pre == preQueued {
-				rc.pre = preNone
-			}
+	if err == nil {
+		return true
+	}
+	for _, slot := range l.gathered {
+		if rc := l.conns[slot]; rc.work != nil && rc.pre == preQueued {
+			rc.pre, rc.preN, rc.preErr = preDone, 0, err
 		}
 	}
+	l.ring.Close()
+	l.ring = nil
+	return false
 }
 
 // A request record's gathered read (work.pre).

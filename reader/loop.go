@@ -635,9 +635,12 @@ func (l *Loop) Stop() { l.core.Stop() }
 // closed; the poller and waker are released on return.
 func (l *Loop) Run(ctx context.Context) error {
 	defer l.core.Close()
-	if l.ring != nil {
-		defer func() { l.ring.Close(); l.ring = nil }()
-	}
+	defer func() {
+		if l.ring != nil { // gather drops a ring that failed
+			l.ring.Close()
+			l.ring = nil
+		}
+	}()
 	l.ctx = ctx
 	if l.cfg.Init != nil {
 		if err := l.cfg.Init(); err != nil {

@@ -328,11 +328,11 @@ func (l *Loop) Run(ctx context.Context) error {
 			return err
 		}
 		l.events = evs
-		if h.Gather != nil {
-			h.Gather(evs)
-		}
 		if l.poller.Parked() != parked {
 			l.now = time.Now() // slept: the events are from now, not from before
+		}
+		if h.Gather != nil {
+			h.Gather(evs)
 		}
 		for _, ev := range evs {
 			if ev.Token == wakerToken {

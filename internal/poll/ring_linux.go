@@ -201,7 +201,10 @@ func (r *Ring) Recv(fd int, b []byte, tag uint64) bool {
 // would have returned it: the bytes taken or read (0 for a receive at
 // EOF), or an error (unix.EAGAIN when the socket was full, or empty).
 // Operations on different sockets run in no particular order; queue at
-// most one per socket.
+// most one per socket. An error is the ring failing as a whole: the
+// operations it did not report may or may not have been made, and they
+// stay queued in the kernel's view, so the caller must Close the ring and
+// not use it again.
 func (r *Ring) Submit(report func(tag uint64, n int, err error)) error {
 	want := r.queued
 	if want == 0 {
