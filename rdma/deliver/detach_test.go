@@ -208,6 +208,17 @@ func TestDetachLoop(t *testing.T) {
 			}
 			for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
 				_, got, err := h.fetch(t, mode, payload, newOutcome())
+				if errors.Is(err, deliver.ErrLost) {
+					// An operation may be lost: the requester finds out
+					// and asks again (the engine's contract). On siw0
+					// under TCG, about one run of the package in fifteen
+					// lost the first server-writes after "read-done during
+					// the detach" (no completion in the 5 s operation
+					// timeout), which is not yet understood; the second
+					// must arrive.
+					t.Logf("%s after attaching again: %v; asking again", mode, err)
+					_, got, err = h.fetch(t, mode, payload, newOutcome())
+				}
 				if err != nil || !bytes.Equal(got, payload) {
 					t.Fatalf("%s after attaching again: %v, %d bytes", mode, err, len(got))
 				}
