@@ -37,8 +37,8 @@ const gatherMin = 2
 // returns. Call it before Run.
 func (l *Loop) BatchReads(ring *poll.Ring) { l.ring = ring }
 
-// ReadCounts is how many reads the loop's connections took from gather,
-// and in how many system calls they were made. Any goroutine.
+// ReadCounts is how many reads gather made, and in how many system
+// calls. Any goroutine.
 func (l *Loop) ReadCounts() (reads, batches uint64) {
 	return l.readsGathered.Load(), l.readBatches.Load()
 }
@@ -89,11 +89,14 @@ func (l *Loop) submitGathered() bool {
 	if l.ring.Queued() == 0 {
 		return true
 	}
-	l.readBatches.Add(1)
+	made := uint64(0)
 	err := l.ring.Submit(func(tag uint64, n int, err error) {
 		rc := l.conns[tag]
 		rc.pre, rc.preN, rc.preErr = preDone, n, err
+		made++
 	})
+	l.readBatches.Add(1)
+	l.readsGathered.Add(made) // one atomic a batch, not one a read
 	if err == nil {
 		return true
 	}

@@ -352,8 +352,8 @@ type Loop struct {
 	ctx    context.Context // Run's: its end means close everything now
 
 	// Batched reads (gather.go): the ring, nil for a read each; the
-	// turn's connections; the reads connections took from gather, and
-	// the system calls that made them (ReadCounts).
+	// turn's connections; the reads gather made, and the system calls
+	// that made them (ReadCounts).
 	ring                       *poll.Ring
 	gatherMin                  int // gatherMin, but 1 in tests
 	gathered                   []int32
@@ -1115,7 +1115,6 @@ func (l *Loop) readSome(rc *rconn, limit int) (int, error) {
 		if rc.pre == preDone {
 			n, err = rc.preN, rc.preErr
 			rc.pre, rc.preErr = preNone, nil
-			l.readsGathered.Add(1)
 		} else {
 			n, err = poll.Read(rc.c.FD, rc.buf[rc.end:])
 		}
