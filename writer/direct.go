@@ -23,8 +23,9 @@ import (
 // loop's service time, logged, and let go. One Direct per goroutine; it
 // allocates nothing per response.
 type Direct struct {
-	rec record
-	iov [iovMax]unix.Iovec
+	rec      record
+	iov      [iovMax]unix.Iovec
+	resident residentMemo
 	// With a send ring (EnableBatch, batch.go): the responses queued for
 	// the next Flush, and the runtime's hooks for their hand-offs.
 	ring  *poll.Ring
@@ -84,7 +85,7 @@ func (d *Direct) write(l *Loop) (rest bool) {
 		case stages.BucketHeap:
 			n, err = writeHeap(fd, rec, &d.iov)
 		case stages.BucketFile:
-			n, err = sendFile(fd, rec)
+			n, err = sendFile(fd, rec, &d.resident)
 		case stages.BucketFlush:
 			rec.pop()
 			continue

@@ -181,6 +181,7 @@ func TestFileRegionCorkedFromItsFirstSend(t *testing.T) {
 			fd, client := tcpPair(t, tc.buf, tc.buf)
 			body := pattern(3, tc.size)
 			rec := &record{buckets: []stages.Bucket{{Kind: stages.BucketFile, File: tempFile(t, body), Len: int64(len(body))}}}
+			var memo residentMemo
 			got := make(chan []byte, 1)
 			go func() {
 				client.SetReadDeadline(time.Now().Add(waitLimit))
@@ -200,7 +201,7 @@ func TestFileRegionCorkedFromItsFirstSend(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatalf("%d of %d bytes sent", sent, len(body))
 				}
-				n, err := sendFile(fd, rec)
+				n, err := sendFile(fd, rec, &memo)
 				if err != nil && err != unix.EAGAIN {
 					t.Fatal(err)
 				}

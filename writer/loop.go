@@ -191,10 +191,11 @@ type Loop struct {
 	overflow   []*stages.Response
 	overflowN  atomic.Int32
 
-	records []record
-	free    []int32
-	active  int
-	gen     uint32 // last generation given to a record: loop-wide, so a trimmed and regrown slot never repeats one
+	records  []record
+	free     []int32
+	active   int
+	gen      uint32 // last generation given to a record: loop-wide, so a trimmed and regrown slot never repeats one
+	resident residentMemo
 
 	srcMu   sync.Mutex
 	sources atomic.Pointer[[]source]
@@ -655,7 +656,7 @@ func (l *Loop) flush(slot int32) {
 		case stages.BucketHeap:
 			n, err = writeHeap(fd, rec, &l.iov)
 		case stages.BucketFile:
-			n, err = sendFile(fd, rec)
+			n, err = sendFile(fd, rec, &l.resident)
 		case stages.BucketFlush:
 			rec.pop()
 			continue
@@ -825,7 +826,10 @@ func (rec *record) advance(n int) {
 	}
 }
 
-func sendFile(fd int, rec *record) (int64, error) {
+// sendFile sends what is left of the file region at the head of rec's
+// buckets, or its next maxSendfileChunk, raw when memo finds it in the
+// page cache (sendfile).
+func sendFile(fd int, rec *record, memo *residentMemo) (int64, error) {
 	b := &rec.buckets[0]
 	left := b.Len - rec.off
 	if left <= 0 {
@@ -836,7 +840,9 @@ func sendFile(fd int, rec *record) (int64, error) {
 		rec.corked = cork(fd, true)
 	}
 	off := b.Off + rec.off
-	n, err := sendfile(fd, int(b.File.Fd()), &off, int(min(left, maxSendfileChunk)))
+	chunk := int(min(left, maxSendfileChunk))
+	raw := chunk >= rawSendfileMin && memo.cached(b.File, off, chunk)
+	n, err := sendfile(fd, int(b.File.Fd()), &off, chunk, raw)
 	if err == unix.EINTR {
 		err = nil
 	}

@@ -93,24 +93,25 @@ func cork(fd int, on bool) bool {
 	return e == 0 && on
 }
 
-// sendfile is sendfile(2), raw when the region is in the page cache
-// (cachestat), entered the ordinary way otherwise. Its socket does not
-// block, but its file may, on a page not in the page cache (a disk read
-// of milliseconds), and a raw call would hold the P through it, every
-// goroutine queued on that P stalled with the loop. But a long send of a
-// cached region entered the ordinary way is what sysmon retakes Ps from:
-// a 1 MiB file on loopback spends 100 µs or more in the call, and on two
-// CPUs each retake hands the P to another thread and back (5-12% of the
-// samples for 1 MiB files on one CPU, the static bench). So a region of
-// rawSendfileMin or more is first looked up in the page cache: one short
-// raw call, against a long send. A page evicted between the look-up and
-// the send blocks the P for its read, as a page fault in the program's
-// own memory would, and so may a network file system that revalidates a
-// file before reading its cached pages (NFS): the loop waits either way,
-// but a raw call also keeps the goroutines queued on its P waiting until
-// another P steals them.
-func sendfile(out, in int, off *int64, n int) (int, error) {
-	if n >= rawSendfileMin && pageCached(in, *off, n) {
+// sendfile is sendfile(2), raw when the caller found the region in the
+// page cache (residentMemo, pageCached), entered the ordinary way
+// otherwise. Its socket does not block, but its file may, on a page not
+// in the page cache (a disk read of milliseconds), and a raw call would
+// hold the P through it, every goroutine queued on that P stalled with
+// the loop. But a long send of a cached region entered the ordinary way
+// is what sysmon retakes Ps from: a 1 MiB file on loopback spends 100 µs
+// or more in the call, and on two CPUs each retake hands the P to another
+// thread and back (5-12% of the samples for 1 MiB files on one CPU, the
+// static bench). So a region of rawSendfileMin or more is first looked up
+// in the page cache: one short raw call, against a long send, and one a
+// residentFor for a file sent again and again. A page evicted between the
+// look-up and the send blocks the P for its read, as a page fault in the
+// program's own memory would, and so may a network file system that
+// revalidates a file before reading its cached pages (NFS): the loop
+// waits either way, but a raw call also keeps the goroutines queued on
+// its P waiting until another P steals them.
+func sendfile(out, in int, off *int64, n int, raw bool) (int, error) {
+	if raw {
 		for {
 			r, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, uintptr(out), uintptr(in), uintptr(unsafe.Pointer(off)), uintptr(n), 0, 0)
 			switch e {
@@ -124,10 +125,6 @@ func sendfile(out, in int, off *int64, n int) (int, error) {
 	}
 	return unix.Sendfile(out, in, off, n)
 }
-
-// rawSendfileMin is the smallest region sent raw: shorter sends end well
-// within sysmon's 20 µs tick, and need no look-up.
-const rawSendfileMin = 64 << 10
 
 // pageCached reports whether every page of fd's bytes [off, off+n) is in
 // the page cache. Where cachestat(2) fails (ENOSYS before Linux 6.5, EPERM

@@ -16,4 +16,7 @@ func writev(int, []unix.Iovec, bool) (int, error) { return -1, poll.Unsupported(
 func cork(int, bool) bool { return false }
 
 // sendfile: Linux's; the writer does not run elsewhere.
-func sendfile(int, int, *int64, int) (int, error) { return -1, poll.Unsupported("sendfile") }
+func sendfile(int, int, *int64, int, bool) (int, error) { return -1, poll.Unsupported("sendfile") }
+
+// pageCached: cachestat(2) is Linux's; the writer does not run elsewhere.
+func pageCached(int, int64, int) bool { return false }
