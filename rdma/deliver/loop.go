@@ -477,13 +477,19 @@ func (lp *loop) postBarrier(ch *channel, onlyIdle bool) {
 	lp.mu.Unlock()
 	defer lp.release(ch)
 	u := &unit{kind: unitBarrier}
-	err := lp.postLocked(ch, u, 1, func(id uint64, _ bool) error {
+	_ = lp.postLocked(ch, u, 1, func(id uint64, _ bool) error {
 		ch.sgl[0] = lp.sendSlot(ch, msgBarrier, 0)
-		return ch.qp.PostSend(id, ch.sgl[:], rdma.SendSignaled|rdma.SendInline)
-	})
-	if err == nil {
+		// Counted before the post: its completion may retire the units
+		// behind it (Stats().Written) on the loop's goroutine before
+		// PostSend returns here, and a reader of Stats who saw them
+		// retired must see the barrier that did it.
 		lp.e.st.barriers.Add(1)
-	}
+		err := ch.qp.PostSend(id, ch.sgl[:], rdma.SendSignaled|rdma.SendInline)
+		if err != nil {
+			lp.e.st.barriers.Add(-1)
+		}
+		return err
+	})
 }
 
 // watchdog runs CompletionTimeout after the channel's oldest unit was
