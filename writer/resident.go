@@ -24,7 +24,8 @@ import (
 //
 // Regions are keyed by *os.File, which the memo keeps reachable, so a
 // file closed and collected cannot come back at the same address under a
-// remembered region. One memo per goroutine (a writer loop, a Direct); it
+// remembered region; its owner's Close closes its descriptor all the
+// same (a memo holds at most residentRegions closed files' structs). One memo per goroutine (a writer loop, a Direct); it
 // allocates nothing.
 type residentMemo struct {
 	base    time.Time // time since base orders the regions; monotonic
