@@ -60,8 +60,12 @@ type CompareSample struct {
 	RequestsPerSec float64       `json:"requests_per_sec"`
 	ServerCPU      time.Duration `json:"server_cpu_ns"`
 	CPUKnown       bool          `json:"server_cpu_known"`
-	P50            time.Duration `json:"p50_ns"`
-	P99            time.Duration `json:"p99_ns"`
+	// CoreBusy is how long the server's CPUs were not idle (CoreBusy):
+	// known in modes that pin the server, with wrk as the generator.
+	CoreBusy  time.Duration `json:"server_core_busy_ns,omitempty"`
+	CoreKnown bool          `json:"server_core_known,omitempty"`
+	P50       time.Duration `json:"p50_ns"`
+	P99       time.Duration `json:"p99_ns"`
 	// Errors are socket errors and timeouts; Non2xx answers outside 2xx
 	// and 3xx.
 	Errors uint64 `json:"errors"`
@@ -76,6 +80,15 @@ func (s CompareSample) CPUPerRequest() time.Duration {
 	return perReq(s.ServerCPU, s.Requests)
 }
 
+// CoreBusyPerRequest is the server's CPUs' busy time per request in this
+// run (CoreBusy).
+func (s CompareSample) CoreBusyPerRequest() time.Duration {
+	if !s.CoreKnown {
+		return 0
+	}
+	return perReq(s.CoreBusy, s.Requests)
+}
+
 // CompareRow is one server in one cell (mode, connections, path).
 type CompareRow struct {
 	Server  string          `json:"server"`
@@ -84,20 +97,22 @@ type CompareRow struct {
 	Path    string          `json:"path"`
 	Samples []CompareSample `json:"samples"`
 	// Medians over the rounds.
-	RequestsPerSec float64       `json:"requests_per_sec"`
-	CPUPerRequest  time.Duration `json:"server_cpu_per_request_ns"`
-	P50            time.Duration `json:"p50_ns"`
-	P99            time.Duration `json:"p99_ns"`
-	Errors         uint64        `json:"errors"` // total, all rounds
-	Non2xx         uint64        `json:"non_2xx"`
+	RequestsPerSec     float64       `json:"requests_per_sec"`
+	CPUPerRequest      time.Duration `json:"server_cpu_per_request_ns"`
+	CoreBusyPerRequest time.Duration `json:"server_core_busy_per_request_ns,omitempty"`
+	P50                time.Duration `json:"p50_ns"`
+	P99                time.Duration `json:"p99_ns"`
+	Errors             uint64        `json:"errors"` // total, all rounds
+	Non2xx             uint64        `json:"non_2xx"`
 	// CPURatio and RPSRatio are this row's server CPU per request and
 	// requests/s over each other server's in the same cell: the median
 	// of the per-round ratios (the servers of a round ran back to back,
 	// so noise from elsewhere on the machine cancels in pairs).
-	CPURatio map[string]float64 `json:"cpu_ratio,omitempty"`
-	RPSRatio map[string]float64 `json:"rps_ratio,omitempty"`
-	Syscalls *SyscallCount      `json:"syscalls,omitempty"`
-	Err      string             `json:"error,omitempty"`
+	CPURatio  map[string]float64 `json:"cpu_ratio,omitempty"`
+	CoreRatio map[string]float64 `json:"core_busy_ratio,omitempty"`
+	RPSRatio  map[string]float64 `json:"rps_ratio,omitempty"`
+	Syscalls  *SyscallCount      `json:"syscalls,omitempty"`
+	Err       string             `json:"error,omitempty"`
 }
 
 // cell is a column of the comparison tables.
@@ -328,15 +343,24 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 			}
 		}
 		w.Duration = spec.Duration
+		// Where the server has CPUs of its own, what they did besides
+		// its process counts too (CoreBusy).
+		var cores []int
+		if m.ServerCPUs != "" {
+			cores, _ = parseCPUList(m.ServerCPUs)
+		}
 		// The CPU read brackets wrk's whole run, its connects included: at
 		// 1000 connections those are well under 1% of the requests.
 		c0 := srv.CPU()
+		b0, coreErr := CoreBusy(cores)
 		r, err := RunWrk(ctx, w)
 		c1 := srv.CPU()
+		b1, coreErr1 := CoreBusy(cores)
 		if err != nil {
 			return CompareSample{}, err
 		}
 		return CompareSample{Requests: r.Requests, RequestsPerSec: r.RequestsPerSec, ServerCPU: c1 - c0, CPUKnown: cpuKnown,
+			CoreBusy: b1 - b0, CoreKnown: len(cores) > 0 && coreErr == nil && coreErr1 == nil,
 			P50: r.P50, P99: r.P99, Errors: r.SocketErrors, Non2xx: r.Non2xx}, nil
 	}
 	cfg := spec.Load
@@ -428,12 +452,15 @@ func (r *CompareResult) summarise() {
 	for i := range r.Rows {
 		row := &r.Rows[i]
 		byCell[row.cell()] = append(byCell[row.cell()], i)
-		var rps, cpu, p50, p99 []float64
+		var rps, cpu, core, p50, p99 []float64
 		row.Errors, row.Non2xx = 0, 0
 		for _, s := range row.Samples {
 			rps = append(rps, s.RequestsPerSec)
 			if s.CPUKnown {
 				cpu = append(cpu, float64(s.CPUPerRequest()))
+			}
+			if s.CoreKnown {
+				core = append(core, float64(s.CoreBusyPerRequest()))
 			}
 			p50 = append(p50, float64(s.P50))
 			p99 = append(p99, float64(s.P99))
@@ -442,12 +469,13 @@ func (r *CompareResult) summarise() {
 		}
 		row.RequestsPerSec = median(rps)
 		row.CPUPerRequest = time.Duration(median(cpu))
+		row.CoreBusyPerRequest = time.Duration(median(core))
 		row.P50, row.P99 = time.Duration(median(p50)), time.Duration(median(p99))
 	}
 	for _, members := range byCell {
 		for _, i := range members {
 			a := &r.Rows[i]
-			a.CPURatio, a.RPSRatio = map[string]float64{}, map[string]float64{}
+			a.CPURatio, a.CoreRatio, a.RPSRatio = map[string]float64{}, map[string]float64{}, map[string]float64{}
 			for _, j := range members {
 				if i == j {
 					continue
@@ -457,6 +485,11 @@ func (r *CompareResult) summarise() {
 					return float64(s.CPUPerRequest()), s.CPUKnown
 				}); ok {
 					a.CPURatio[b.Server] = v
+				}
+				if v, ok := pairedRatio(a.Samples, b.Samples, func(s CompareSample) (float64, bool) {
+					return float64(s.CoreBusyPerRequest()), s.CoreKnown
+				}); ok {
+					a.CoreRatio[b.Server] = v
 				}
 				if v, ok := pairedRatio(a.Samples, b.Samples, func(s CompareSample) (float64, bool) {
 					return s.RequestsPerSec, true

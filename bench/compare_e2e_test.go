@@ -125,6 +125,15 @@ func TestCompareEndToEnd(t *testing.T) {
 		t.Errorf("no CPU per request for %s", srv)
 	found:
 	}
+	// Pinned, each run also knows how busy the server's CPU was.
+	if !strings.Contains(out, "Server CPU busy per request, pinned modes") {
+		t.Error("no table of the server CPU's busy time")
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, " pinned c=8 /hello: ") && !strings.Contains(l, "| busy ") {
+			t.Errorf("a pinned run without its CPU's busy time: %s", l)
+		}
+	}
 	switch {
 	case SyscallMethodAvailable(t.Context(), SyscallsPerf) == nil:
 		if !strings.Contains(out, "Syscalls per request: perf stat") {

@@ -200,6 +200,15 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			}
 			return usString(row.CPUPerRequest)
 		}, func(row *CompareRow) map[string]float64 { return row.CPURatio })
+	if r.anyCoreBusy() {
+		metric("Server CPU busy per request, pinned modes (the server's CPUs not idle, from /proc/stat: its process and the kernel's work done there in its idle time, which /proc/PID/stat charges to no one; wrk runs)",
+			func(row *CompareRow) string {
+				if row.CoreBusyPerRequest == 0 {
+					return ""
+				}
+				return usString(row.CoreBusyPerRequest)
+			}, func(row *CompareRow) map[string]float64 { return row.CoreRatio })
+	}
 	metric("Requests/s", func(row *CompareRow) string { return strconv.FormatFloat(row.RequestsPerSec, 'f', 0, 64) },
 		func(row *CompareRow) map[string]float64 { return row.RPSRatio })
 	metric("p99 latency", func(row *CompareRow) string { return row.P99.Round(time.Microsecond).String() }, nil)
@@ -268,14 +277,21 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		t.write(ew)
 	}
 
-	ew.printf("\nRuns: requests/s and server CPU per request in each round; errors over all rounds\n")
+	ew.printf("\nRuns: requests/s and server CPU per request in each round (pinned: and its CPUs' busy time per request); errors over all rounds\n")
 	for _, row := range r.Rows {
-		var rps, cpu []string
+		var rps, cpu, core []string
 		for _, s := range row.Samples {
 			rps = append(rps, strconv.FormatFloat(s.RequestsPerSec, 'f', 0, 64))
 			if s.CPUKnown {
 				cpu = append(cpu, usString(s.CPUPerRequest()))
 			}
+			if s.CoreKnown {
+				core = append(core, usString(s.CoreBusyPerRequest()))
+			}
+		}
+		if len(core) > 0 {
+			cpu = append(cpu, "| busy")
+			cpu = append(cpu, core...)
 		}
 		what := row.Path
 		if slices.Contains(r.MsgServers, row.Server) {
@@ -298,6 +314,16 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 	return ew.err
 }
 
+// anyCoreBusy reports whether some run measured its server's CPUs.
+func (r *CompareResult) anyCoreBusy() bool {
+	for _, row := range r.Rows {
+		if row.CoreBusyPerRequest > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *CompareResult) anySyscalls() *SyscallCount {
 	for _, row := range r.Rows {
 		if row.Syscalls != nil {
@@ -318,7 +344,7 @@ func (r *CompareResult) WriteJSON(w io.Writer) error {
 func (r *CompareResult) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"server", "mode", "conns", "path", "round", "requests", "requests_per_sec",
-		"server_cpu_us_per_req", "p50_us", "p99_us", "errors", "non_2xx", "syscalls_per_req"})
+		"server_cpu_us_per_req", "p50_us", "p99_us", "errors", "non_2xx", "syscalls_per_req", "server_busy_us_per_req"})
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 2, 64) }
 	for _, row := range r.Rows {
 		sys := ""
@@ -326,13 +352,16 @@ func (r *CompareResult) WriteCSV(w io.Writer) error {
 			sys = strconv.FormatFloat(row.Syscalls.PerRequest, 'f', 3, 64)
 		}
 		for _, s := range row.Samples {
-			cpu := ""
+			cpu, busy := "", ""
 			if s.CPUKnown {
 				cpu = us(s.CPUPerRequest())
 			}
+			if s.CoreKnown {
+				busy = us(s.CoreBusyPerRequest())
+			}
 			_ = cw.Write([]string{row.Server, row.Mode, strconv.Itoa(row.Conns), row.Path, strconv.Itoa(s.Round),
 				strconv.FormatUint(s.Requests, 10), strconv.FormatFloat(s.RequestsPerSec, 'f', 1, 64), cpu,
-				us(s.P50), us(s.P99), strconv.FormatUint(s.Errors, 10), strconv.FormatUint(s.Non2xx, 10), sys})
+				us(s.P50), us(s.P99), strconv.FormatUint(s.Errors, 10), strconv.FormatUint(s.Non2xx, 10), sys, busy})
 		}
 	}
 	cw.Flush()

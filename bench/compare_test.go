@@ -179,9 +179,18 @@ func syntheticCompare() *CompareResult {
 		for mi, m := range r.Modes {
 			row := CompareRow{Server: srv, Mode: m.Name, Conns: 100, Path: "/hello"}
 			for round := range 2 {
-				// 100000 requests; CPU in tenths of µs per request.
-				row.Samples = append(row.Samples, CompareSample{Round: round, Requests: 100000, RequestsPerSec: 20000,
-					ServerCPU: time.Duration(cpus[srv][mi]) * 10 * time.Millisecond, CPUKnown: true, P99: time.Millisecond})
+				// 100000 requests; CPU in tenths of µs per request. Pinned,
+				// the server's CPU is busy 2 µs a request more than its
+				// process, in round 1 4 µs for quartet-b alone.
+				sm := CompareSample{Round: round, Requests: 100000, RequestsPerSec: 20000,
+					ServerCPU: time.Duration(cpus[srv][mi]) * 10 * time.Millisecond, CPUKnown: true, P99: time.Millisecond}
+				if m.pinned() {
+					sm.CoreBusy, sm.CoreKnown = sm.ServerCPU+200*time.Millisecond, true
+					if srv == "quartet-b" && round == 1 {
+						sm.CoreBusy += 200 * time.Millisecond
+					}
+				}
+				row.Samples = append(row.Samples, sm)
 			}
 			if srv == "quartet" {
 				row.Syscalls = &SyscallCount{Method: SyscallsPerf, Window: 2 * time.Second, PerRequest: 2.5, TracedRPS: 90, UntracedRPS: 100}
@@ -209,6 +218,13 @@ func TestCompareTextTable(t *testing.T) {
 		"quartet-b / quartet 0.87× 0.90×",
 		"quartet-b / gnet 1.00× 1.32×",
 		"quartet 2.50 (0.90×)",
+		// Busy time: pinned only; ratios of the paired rounds' medians.
+		"quartet 13.5µs",
+		"gnet 12.0µs",
+		"quartet / gnet 1.12×",
+		"quartet-b / quartet 0.96×", // rounds 12.0/13.5 and 14.0/13.5
+		"quartet pinned c=100 /hello: 20000 20000 | 11.5µs 11.5µs | busy 13.5µs 13.5µs | errors 0",
+		"quartet both-cores c=100 /hello: 20000 20000 | 16.7µs 16.7µs | errors 0",
 	} {
 		found := false
 		for _, l := range strings.Split(out, "\n") {
@@ -223,9 +239,23 @@ func TestCompareTextTable(t *testing.T) {
 	if strings.Contains(out, "gnet / quartet") || strings.Contains(out, "quartet / quartet-b") {
 		t.Errorf("ratios only for subjects against references and earlier subjects:\n%s", out)
 	}
+	if !strings.Contains(out, "Server CPU busy per request, pinned modes") {
+		t.Errorf("no busy-time table:\n%s", out)
+	}
 	var c bytes.Buffer
-	if err := r.WriteCSV(&c); err != nil || strings.Count(c.String(), "\n") != 1+4*2*2 {
+	if err := r.WriteCSV(&c); err != nil || strings.Count(c.String(), "\n") != 1+4*2*2 ||
+		!strings.Contains(c.String(), "quartet,pinned,100,/hello,0,100000,20000.0,11.50,0.00,1000.00,0,0,2.500,13.50\n") {
 		t.Errorf("CSV: %v\n%s", err, c.String())
+	}
+
+	// Without a pinned mode (or with the project's generator) no run knows
+	// its server's busy time, and there is no table of it.
+	for i := range r.Rows {
+		r.Rows[i].CoreBusyPerRequest = 0
+	}
+	b.Reset()
+	if err := r.WriteText(&b); err != nil || strings.Contains(b.String(), "CPU busy per request") {
+		t.Errorf("busy-time table with no busy time known (%v):\n%s", err, b.String())
 	}
 }
 

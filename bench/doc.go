@@ -110,9 +110,14 @@
 // turns under load within each cell (mode, connections, path), one at a
 // time, and each round starts the turn one server later. The load is wrk
 // with one thread by default, the method of issue 15's table. Server CPU
-// is utime+stime from /proc/PID/stat around each run; ratios between
-// servers are medians of per-round ratios, so that a noisy round on a
-// shared machine counts once, in both. Syscalls per request are counted
+// is utime+stime from /proc/PID/stat around each run; pinned, with wrk,
+// the server's CPU is also read whole from /proc/stat (its time not idle),
+// which adds what the kernel did there in the server's idle time and
+// charged to no process: on loopback, the softirq that frees the buffers
+// the client consumed on the other CPU, and the TCP timers (a third of the
+// server CPU's busy time for 1 MiB files, almost none for /hello). Ratios
+// between servers are medians of per-round ratios, so that a noisy round
+// on a shared machine counts once, in both. Syscalls per request are counted
 // apart, after the rounds, over a window of load by this package's
 // generator on connections opened beforehand: with perf stat on the
 // raw_syscalls:sys_enter tracepoint (in-kernel, little overhead) or with

@@ -43,6 +43,54 @@ func ProcCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
+// CoreBusy is the time cpus have spent not idle since boot, from
+// /proc/stat: user, nice, system, irq and softirq (not steal, the time
+// the hypervisor ran something else, nor iowait). On a CPU given to one
+// server (a pinned comparison) it is the server's process and the
+// kernel's work done there in its idle time too, such as the softirq
+// that frees the buffers its client consumed on another CPU, which
+// /proc/PID/stat does not charge to any process.
+func CoreBusy(cpus []int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return coreBusy(b, cpus)
+}
+
+// coreBusy is CoreBusy over stat, the text of /proc/stat.
+func coreBusy(stat []byte, cpus []int) (time.Duration, error) {
+	var ticks uint64
+	for _, cpu := range cpus {
+		prefix := []byte("cpu" + strconv.Itoa(cpu) + " ")
+		found := false
+		for line := range bytes.Lines(stat) {
+			rest, ok := bytes.CutPrefix(line, prefix)
+			if !ok {
+				continue
+			}
+			// user nice system idle iowait irq softirq steal ...
+			f := bytes.Fields(rest)
+			if len(f) < 7 {
+				return 0, fmt.Errorf("bench: /proc/stat cpu%d: %d fields", cpu, len(f))
+			}
+			for _, i := range []int{0, 1, 2, 5, 6} {
+				v, err := strconv.ParseUint(string(f[i]), 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("bench: /proc/stat cpu%d: %w", cpu, err)
+				}
+				ticks += v
+			}
+			found = true
+			break
+		}
+		if !found {
+			return 0, fmt.Errorf("bench: /proc/stat: no cpu%d", cpu)
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
 // ProcRSS returns the resident set size of process pid in bytes, from
 // VmRSS in /proc/PID/status.
 func ProcRSS(pid int) (uint64, error) {

@@ -32,6 +32,9 @@ func threadCPU() time.Duration { return 0 }
 // ProcCPU reads /proc, which this platform does not have.
 func ProcCPU(int) (time.Duration, error) { return 0, poll.Unsupported("bench: /proc/PID/stat") }
 
+// CoreBusy reads /proc, which this platform does not have.
+func CoreBusy([]int) (time.Duration, error) { return 0, poll.Unsupported("bench: /proc/stat") }
+
 // ProcRSS reads /proc, which this platform does not have.
 func ProcRSS(int) (uint64, error) { return 0, poll.Unsupported("bench: /proc/PID/status") }
 
