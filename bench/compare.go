@@ -61,7 +61,7 @@ type CompareSample struct {
 	ServerCPU      time.Duration `json:"server_cpu_ns"`
 	CPUKnown       bool          `json:"server_cpu_known"`
 	// CoreBusy is how long the server's CPUs were not idle (CoreBusy):
-	// known in modes that pin the server, with wrk as the generator.
+	// known in modes that pin the server.
 	CoreBusy  time.Duration `json:"server_core_busy_ns,omitempty"`
 	CoreKnown bool          `json:"server_core_known,omitempty"`
 	P50       time.Duration `json:"p50_ns"`
@@ -331,6 +331,12 @@ func modeNamed(ms []CompareMode, name string) CompareMode {
 func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, conns int, path string) (CompareSample, error) {
 	url := targetURL(srv, path)
 	cpuKnown := srv.PID() > 0 && !isInProcess(srv)
+	// Where the server has CPUs of its own, what they did besides its
+	// process counts too (CoreBusy).
+	var cores []int
+	if m.ServerCPUs != "" {
+		cores, _ = parseCPUList(m.ServerCPUs)
+	}
 	if spec.Generator == GenWrk {
 		if IsMsgTarget(url) {
 			return CompareSample{}, fmt.Errorf("%s: wrk speaks HTTP, not the messenger (--gen quartet)", url)
@@ -343,12 +349,6 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 			}
 		}
 		w.Duration = spec.Duration
-		// Where the server has CPUs of its own, what they did besides
-		// its process counts too (CoreBusy).
-		var cores []int
-		if m.ServerCPUs != "" {
-			cores, _ = parseCPUList(m.ServerCPUs)
-		}
 		// The CPU read brackets wrk's whole run, its connects included: at
 		// 1000 connections those are well under 1% of the requests.
 		c0 := srv.CPU()
@@ -372,6 +372,12 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 	if cpuKnown {
 		cfg.ServerCPU = srv.CPU
 	}
+	cfg.ServerBusy = nil
+	if len(cores) > 0 {
+		if _, err := CoreBusy(cores); err == nil {
+			cfg.ServerBusy = func() time.Duration { d, _ := CoreBusy(cores); return d }
+		}
+	}
 	if m.LoadCPUs != "" {
 		cpus, err := parseCPUList(m.LoadCPUs)
 		if err != nil {
@@ -392,7 +398,8 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 		non2xx = 0 // no status: error frames and mismatched replies are among the errors
 	}
 	return CompareSample{Requests: r.Requests, RequestsPerSec: r.RequestsPerSec, ServerCPU: r.ServerCPU,
-		CPUKnown: r.ServerCPUKnown, P50: r.Latency.P50, P99: r.Latency.P99, Errors: r.ErrorTotal(),
+		CPUKnown: r.ServerCPUKnown, CoreBusy: r.ServerBusy, CoreKnown: r.ServerBusyKnown,
+		P50: r.Latency.P50, P99: r.Latency.P99, Errors: r.ErrorTotal(),
 		Non2xx: non2xx}, nil
 }
 

@@ -201,7 +201,7 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			return usString(row.CPUPerRequest)
 		}, func(row *CompareRow) map[string]float64 { return row.CPURatio })
 	if r.anyCoreBusy() {
-		metric("Server CPU busy per request, pinned modes (the server's CPUs not idle, from /proc/stat: its process and the kernel's work done there in its idle time, which /proc/PID/stat charges to no one; wrk runs)",
+		metric("Server CPU busy per request, pinned modes (the server's CPUs not idle, from /proc/stat: its process and the kernel's work done there in its idle time, which /proc/PID/stat charges to no one)",
 			func(row *CompareRow) string {
 				if row.CoreBusyPerRequest == 0 {
 					return ""

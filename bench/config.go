@@ -100,6 +100,9 @@ type Config struct {
 	// ServerCPU, if set, reports the server's cumulative CPU time; it
 	// takes precedence over ServerPID.
 	ServerCPU func() time.Duration
+	// ServerBusy, if set, reports the cumulative busy time of the CPUs
+	// the server has to itself (CoreBusy), sampled as ServerCPU is.
+	ServerBusy func() time.Duration
 	// ServerInProcess: the server runs in this process, so its CPU time is
 	// the process's minus the generator's loop threads (an estimate: the
 	// Go runtime's own work, GC included, is charged to the server).

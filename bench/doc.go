@@ -110,8 +110,8 @@
 // turns under load within each cell (mode, connections, path), one at a
 // time, and each round starts the turn one server later. The load is wrk
 // with one thread by default, the method of issue 15's table. Server CPU
-// is utime+stime from /proc/PID/stat around each run; pinned, with wrk,
-// the server's CPU is also read whole from /proc/stat (its time not idle),
+// is utime+stime from /proc/PID/stat around each run; pinned, the
+// server's CPU is also read whole from /proc/stat (its time not idle),
 // which adds what the kernel did there in the server's idle time and
 // charged to no process: on loopback, the softirq that frees the buffers
 // the client consumed on the other CPU, and the TCP timers (a third of the

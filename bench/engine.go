@@ -138,11 +138,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		pid := cfg.ServerPID
 		serverCPU = func() time.Duration { d, _ := ProcCPU(pid); return d }
 	}
-	var srv0, proc0 time.Duration
+	var srv0, busy0, proc0 time.Duration
 	sample := func() {
 		proc0 = ProcessCPU()
 		if serverCPU != nil {
 			srv0 = serverCPU()
+		}
+		if cfg.ServerBusy != nil {
+			busy0 = cfg.ServerBusy()
 		}
 	}
 
@@ -217,6 +220,9 @@ wait:
 	}
 	res := newResult(cfg, loops)
 	res.ProcessCPU = ProcessCPU() - proc0
+	if cfg.ServerBusy != nil {
+		res.ServerBusy, res.ServerBusyKnown = cfg.ServerBusy()-busy0, true
+	}
 	switch {
 	case serverCPU != nil:
 		res.ServerCPU = serverCPU() - srv0

@@ -151,6 +151,11 @@ func TestWarmupExcludedFromEveryFigure(t *testing.T) {
 			before := served.Load()
 			cfg := tt.cfg
 			cfg.URL = url
+			// The server's busy time is sampled where its CPU is, at the
+			// end of the warm-up and of the run: both read here the
+			// requests the server has answered (a nanosecond each).
+			answered := func() time.Duration { return time.Duration(served.Load()) }
+			cfg.ServerCPU, cfg.ServerBusy = answered, answered
 			res, err := Run(t.Context(), cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -162,6 +167,12 @@ func TestWarmupExcludedFromEveryFigure(t *testing.T) {
 			}
 			if res.Status[2] != n {
 				t.Errorf("2xx %d, requests %d", res.Status[2], n)
+			}
+			inFlight := int64(cfg.Conns * max(cfg.Pipeline, 1)) // may be answered between the two reads
+			busy, cpu := int64(res.ServerBusy), int64(res.ServerCPU)
+			if !res.ServerBusyKnown || busy < cpu-inFlight || busy > cpu+inFlight || busy >= served.Load()-before {
+				t.Errorf("server busy %d, CPU %d, known %v; want them equal give or take %d, and the warm-up's %d answers left out",
+					busy, cpu, res.ServerBusyKnown, inFlight, served.Load()-before-busy)
 			}
 			if res.BytesRead != n*one.BytesRead {
 				t.Errorf("read %d bytes for %d responses of %d bytes", res.BytesRead, n, one.BytesRead)

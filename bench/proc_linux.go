@@ -49,7 +49,9 @@ func ProcCPU(pid int) (time.Duration, error) {
 // server (a pinned comparison) it is the server's process and the
 // kernel's work done there in its idle time too, such as the softirq
 // that frees the buffers its client consumed on another CPU, which
-// /proc/PID/stat does not charge to any process.
+// /proc/PID/stat does not charge to any process. Whatever else runs on
+// those CPUs counts as well: the figure is the server's on a quiet
+// machine only.
 func CoreBusy(cpus []int) (time.Duration, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {

@@ -202,6 +202,9 @@ type Result struct {
 	// known (Config.ServerPID or Config.ServerCPU).
 	ServerCPU      time.Duration `json:"server_cpu_ns"`
 	ServerCPUKnown bool          `json:"server_cpu_known"`
+	// ServerBusy is Config.ServerBusy over the measured run.
+	ServerBusy      time.Duration `json:"server_busy_ns,omitempty"`
+	ServerBusyKnown bool          `json:"server_busy_known,omitempty"`
 	// ServerInProcess: ProcessCPU includes the server's work.
 	ServerInProcess bool `json:"server_in_process,omitempty"`
 	// WarmupErrors counts the failures of the warm-up, which are in no
