@@ -207,8 +207,10 @@ func TestDetachLoop(t *testing.T) {
 				t.Errorf("after attaching again: %d sources, %+v", src.live.Load(), st)
 			}
 			for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
-				_, got, err := h.fetch(t, mode, payload, newOutcome())
+				r, got, err := h.fetch(t, mode, payload, newOutcome())
 				if errors.Is(err, deliver.ErrLost) {
+					// What the engine saw, for the next time it happens.
+					t.Logf("lost on channel %d; engine: %+v", r.Channel, h.e.Stats())
 					// An operation may be lost: the requester finds out
 					// and asks again (the engine's contract). On siw0
 					// under TCG, about one run of the package in fifteen
