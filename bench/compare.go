@@ -104,10 +104,11 @@ type CompareRow struct {
 	P99                time.Duration `json:"p99_ns"`
 	Errors             uint64        `json:"errors"` // total, all rounds
 	Non2xx             uint64        `json:"non_2xx"`
-	// CPURatio and RPSRatio are this row's server CPU per request and
-	// requests/s over each other server's in the same cell: the median
-	// of the per-round ratios (the servers of a round ran back to back,
-	// so noise from elsewhere on the machine cancels in pairs).
+	// CPURatio, CoreRatio and RPSRatio are this row's server CPU per
+	// request, its CPUs' busy time per request (pinned) and requests/s
+	// over each other server's in the same cell: the median of the
+	// per-round ratios (the servers of a round ran back to back, so noise
+	// from elsewhere on the machine cancels in pairs).
 	CPURatio  map[string]float64 `json:"cpu_ratio,omitempty"`
 	CoreRatio map[string]float64 `json:"core_busy_ratio,omitempty"`
 	RPSRatio  map[string]float64 `json:"rps_ratio,omitempty"`
