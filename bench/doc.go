@@ -114,8 +114,8 @@
 // server's CPU is also read whole from /proc/stat (its time not idle),
 // which adds what the kernel did there in the server's idle time and
 // charged to no process: on loopback, the softirq that frees the buffers
-// the client consumed on the other CPU, and the TCP timers (a third of the
-// server CPU's busy time for 1 MiB files, almost none for /hello). Ratios
+// the client consumed on the other CPU, and the TCP timers (a quarter of
+// the server CPU's busy time for 1 MiB files, almost none for /hello). Ratios
 // between servers are medians of per-round ratios, so that a noisy round
 // on a shared machine counts once, in both. Syscalls per request are counted
 // apart, after the rounds, over a window of load by this package's
