@@ -117,8 +117,9 @@ const (
 	// region (nine times in ten for a 1 MiB file at c=100): corking only
 	// the rest of a region whose first call was cut short took the two
 	// setsockopt calls a request (2.1 of 5.3) away, and cost 9% more
-	// server CPU a request (pinned, wrk -t1 -c100, six alternating
-	// rounds, December 2026: 151 against 136 µs). Corked, the kernel
+	// server CPU a request (pinned, wrk -t1 -c100, December 2026: 151
+	// against 136 µs over six alternating rounds; measured again over 16,
+	// a median of 1.09×, 13 rounds of 16 above 1.0). Corked, the kernel
 	// transmits the file's segments in one pass at the uncork; uncorked,
 	// each as it fills, interleaved with the copying (and on loopback
 	// with the client's receive processing, which runs on the sender's

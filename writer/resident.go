@@ -28,17 +28,17 @@ import (
 // same (a memo holds at most residentRegions closed files' structs). One memo per goroutine (a writer loop, a Direct); it
 // allocates nothing.
 type residentMemo struct {
-	base    time.Time // time since base orders the regions; monotonic
 	regions [residentRegions]residentRegion
 	next    int // the slot the next remembered region takes, round robin
 	lookups int // page-cache look-ups made (tests)
 }
 
-// residentRegion is one region found whole in the page cache at at.
+// residentRegion is one region found whole in the page cache at at; a
+// slot with no file is empty.
 type residentRegion struct {
 	f        *os.File
 	off, end int64
-	at       time.Duration // since the memo's base; 0: the slot is empty
+	at       time.Time
 }
 
 const (
@@ -57,14 +57,11 @@ const (
 // within residentFor, looking them up (pageCached) when no remembered
 // region covers them.
 func (m *residentMemo) cached(f *os.File, off int64, n int) bool {
-	if m.base.IsZero() {
-		m.base = time.Now()
-	}
-	now := max(time.Since(m.base), 1)
+	now := time.Now()
 	end := off + int64(n)
 	for i := range m.regions {
 		r := &m.regions[i]
-		if r.f == f && r.at != 0 && now-r.at < residentFor && r.off <= off && end <= r.end {
+		if r.f == f && now.Sub(r.at) < residentFor && r.off <= off && end <= r.end {
 			return true
 		}
 	}
@@ -76,18 +73,18 @@ func (m *residentMemo) cached(f *os.File, off int64, n int) bool {
 	return true
 }
 
-// remember records [off, end) of f as cached at now, replacing an older
-// answer for the same file, or else the slot whose turn it is.
-func (m *residentMemo) remember(f *os.File, off, end int64, now time.Duration) {
-	slot := &m.regions[m.next]
-	for i := range m.regions {
-		if m.regions[i].f == f {
-			slot = &m.regions[i]
+// remember records [off, end) of f as cached at now, in place of an older
+// answer for the same file, or else in the slot whose turn it is.
+func (m *residentMemo) remember(f *os.File, off, end int64, now time.Time) {
+	i := m.next
+	for j := range m.regions {
+		if m.regions[j].f == f {
+			i = j
 			break
 		}
 	}
-	if slot == &m.regions[m.next] {
+	if i == m.next {
 		m.next = (m.next + 1) % residentRegions
 	}
-	*slot = residentRegion{f: f, off: off, end: end, at: now}
+	m.regions[i] = residentRegion{f: f, off: off, end: end, at: now}
 }

@@ -161,7 +161,9 @@ func TestResidentMemo(t *testing.T) {
 
 	// Past residentFor the answer is not trusted: a file dropped from the
 	// page cache meanwhile is found out, and looked up at every send.
-	m.base = m.base.Add(-residentFor)
+	for i := range m.regions {
+		m.regions[i].at = m.regions[i].at.Add(-residentFor)
+	}
 	dropPages(t, f, size)
 	check("expired, and dropped", f, 0, size, false, 4+residentRegions)
 	check("dropped, sent again", f, 0, size, false, 5+residentRegions)
