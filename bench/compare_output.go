@@ -193,21 +193,22 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		}
 		t.write(ew)
 	}
-	metric("Server CPU per request (user+sys from /proc/PID/stat over each measured run; ratios are medians of per-round ratios)",
-		func(row *CompareRow) string {
-			if row.CPUPerRequest == 0 {
-				return "?"
+	// perRequest shows a time per request, unknown (0) as blank.
+	perRequest := func(blank string, get func(*CompareRow) time.Duration) func(*CompareRow) string {
+		return func(row *CompareRow) string {
+			if d := get(row); d != 0 {
+				return usString(d)
 			}
-			return usString(row.CPUPerRequest)
-		}, func(row *CompareRow) map[string]float64 { return row.CPURatio })
+			return blank
+		}
+	}
+	metric("Server CPU per request (user+sys from /proc/PID/stat over each measured run; ratios are medians of per-round ratios)",
+		perRequest("?", func(row *CompareRow) time.Duration { return row.CPUPerRequest }),
+		func(row *CompareRow) map[string]float64 { return row.CPURatio })
 	if r.anyCoreBusy() {
 		metric("Server CPU busy per request, pinned modes (the server's CPUs not idle, from /proc/stat: its process and the kernel's work done there in its idle time, which /proc/PID/stat charges to no one)",
-			func(row *CompareRow) string {
-				if row.CoreBusyPerRequest == 0 {
-					return ""
-				}
-				return usString(row.CoreBusyPerRequest)
-			}, func(row *CompareRow) map[string]float64 { return row.CoreRatio })
+			perRequest("", func(row *CompareRow) time.Duration { return row.CoreBusyPerRequest }),
+			func(row *CompareRow) map[string]float64 { return row.CoreRatio })
 	}
 	metric("Requests/s", func(row *CompareRow) string { return strconv.FormatFloat(row.RequestsPerSec, 'f', 0, 64) },
 		func(row *CompareRow) map[string]float64 { return row.RPSRatio })

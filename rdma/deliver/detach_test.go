@@ -209,16 +209,14 @@ func TestDetachLoop(t *testing.T) {
 			for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
 				r, got, err := h.fetch(t, mode, payload, newOutcome())
 				if errors.Is(err, deliver.ErrLost) {
-					// What the engine saw, for the next time it happens.
-					t.Logf("lost on channel %d; engine: %+v", r.Channel, h.e.Stats())
 					// An operation may be lost: the requester finds out
 					// and asks again (the engine's contract). On siw0
 					// under TCG, about one run of the package in fifteen
 					// lost the first server-writes after "read-done during
 					// the detach" (no completion in the 5 s operation
 					// timeout), which is not yet understood; the second
-					// must arrive.
-					t.Logf("%s after attaching again: %v; asking again", mode, err)
+					// must arrive. The log keeps what the engine saw.
+					t.Logf("%s after attaching again: %v on channel %d (engine: %+v); asking again", mode, err, r.Channel, h.e.Stats())
 					_, got, err = h.fetch(t, mode, payload, newOutcome())
 				}
 				if err != nil || !bytes.Equal(got, payload) {
