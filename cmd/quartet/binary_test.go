@@ -581,6 +581,18 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"serve", "--static-in-memory", "abc"}, 2, "", `quartet serve: invalid value "abc" for flag -static-in-memory: "abc" is not a size (like 65536, 64KiB, 64MiB, 1GiB)`, 2},
 		{[]string{"serve", "extra"}, 2, "", `quartet serve: unexpected argument "extra"`, 2},
 		{[]string{"serve", "--addr", busy.Addr().String()}, 1, "", "quartet serve: listener: " + busy.Addr().String() + ": bind: address already in use", 1},
+		// Every command's usage errors exit 2, not only serve's.
+		{[]string{"get"}, 2, "", "usage: quartet get URL*", 0},
+		{[]string{"get", "foo"}, 2, "", `quartet get: URL "foo": want http://host[:port]/path`, 2},
+		{[]string{"get", "http://127.0.0.1:1/x", "--rdma", "nope"}, 2, "", `quartet get: deliver: unknown mode "nope" (server-writes, client-reads, off)`, 2},
+		{[]string{"get", "http://127.0.0.1:1/x", "--provider", "nope"}, 2, "", `quartet get: --provider "nope": want verbs, soft or auto`, 2},
+		{[]string{"msg"}, 2, "", "usage: quartet msg HOST:PORT*", 0},
+		{[]string{"proxy"}, 2, "", `quartet proxy: --upstream "": want http://host:port`, 2},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "extra"}, 2, "", `quartet proxy: unexpected argument "extra"`, 2},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--clients", "0"}, 2, "", "quartet proxy: --clients must be at least 1", 2},
+		{[]string{"rdma"}, 2, "", "usage: quartet rdma*", 0},
+		{[]string{"rdma", "nope"}, 2, "", "usage: quartet rdma*", 0},
+		{[]string{"rdma", "--provider", "nope", "devices"}, 2, "", `quartet rdma: --provider "nope": want verbs, soft or auto`, 2},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -42,6 +42,17 @@ func (g *getOptions) bind(fl *flag.FlagSet) {
 	fl.IntVar(&g.repeat, "n", 1, "fetch the URL this many times with one client (a measurement: the file is rewritten each time)")
 }
 
+// check reports what in the flags cannot be run, as a usage error (exit
+// 2), before anything is opened: the delivery mode and the provider's
+// name. Whether the named provider works here is found out later.
+func (g *getOptions) check() (deliver.Mode, error) {
+	mode, err := deliver.ParseMode(g.mode)
+	if err != nil {
+		return 0, usageError{err}
+	}
+	return mode, checkProvider(g.provider)
+}
+
 // parseInterleaved parses flags that may come before or after the
 // positional arguments (quartet get URL -O file), which flag alone stops at.
 func parseInterleaved(fl *flag.FlagSet, args []string) ([]string, error) {
@@ -77,13 +88,13 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if len(pos) != 1 {
 		fl.Usage()
-		return errors.New("want exactly one URL")
+		return usageError{errors.New("want exactly one URL")}
 	}
 	u, err := url.Parse(pos[0])
 	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("URL %q: want http://host[:port]/path", pos[0])
+		return usageError{fmt.Errorf("URL %q: want http://host[:port]/path", pos[0])}
 	}
-	mode, err := deliver.ParseMode(g.mode)
+	mode, err := g.check()
 	if err != nil {
 		return err
 	}

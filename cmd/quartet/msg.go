@@ -77,10 +77,8 @@ func runMsg(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return usageError{err}
 	}
-	switch m.provider {
-	case "verbs", "soft", "auto":
-	default:
-		return usageError{fmt.Errorf("--provider %q: want verbs, soft or auto", m.provider)}
+	if err := checkProvider(m.provider); err != nil {
+		return err
 	}
 	payload, err := readPayload(m.send)
 	if err != nil {

@@ -39,19 +39,22 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return err
 	}
+	if fl.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fl.Arg(0))}
+	}
 	if g.mode == "server-writes" && !flagGiven(fl, "rdma") {
 		g.mode = "client-reads" // the proxy's default: the upstream's NIC does the work
 	}
 	up, err := url.Parse(*upstream)
 	if err != nil || up.Scheme != "http" || up.Host == "" {
-		return fmt.Errorf("--upstream %q: want http://host:port", *upstream)
+		return usageError{fmt.Errorf("--upstream %q: want http://host:port", *upstream)}
 	}
-	mode, err := deliver.ParseMode(g.mode)
+	mode, err := g.check()
 	if err != nil {
 		return err
 	}
 	if *clients < 1 {
-		return errors.New("--clients must be at least 1")
+		return usageError{errors.New("--clients must be at least 1")}
 	}
 	pool := make(chan *rdmahttp.Client, *clients)
 	defer func() {

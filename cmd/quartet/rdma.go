@@ -29,7 +29,7 @@ func runRDMA(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(rest) == 0 || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "help" {
 		fmt.Fprintln(stderr, rdmaUsage)
 		if len(rest) == 0 {
-			return errors.New("missing command")
+			return usageError{errors.New("missing command")}
 		}
 		return nil
 	}
@@ -40,7 +40,7 @@ func runRDMA(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}[rest[0]]
 	if run == nil {
 		fmt.Fprintln(stderr, rdmaUsage)
-		return fmt.Errorf("unknown command %q", rest[0])
+		return usageError{fmt.Errorf("unknown command %q", rest[0])}
 	}
 	return run(ctx, provider, rest[1:], stdout, stderr)
 }
@@ -59,12 +59,26 @@ func takeProvider(args []string) (string, []string, error) {
 		}
 		if !hasVal {
 			if i+1 >= len(args) {
-				return "", nil, errors.New("--provider needs a name (verbs, soft or auto)")
+				return "", nil, usageError{errors.New("--provider needs a name (verbs, soft or auto)")}
 			}
 			i++
 			val = args[i]
 		}
 		provider = val
 	}
+	if err := checkProvider(provider); err != nil {
+		return "", nil, err
+	}
 	return provider, rest, nil
+}
+
+// checkProvider refuses, as a usage error, a provider name no build
+// knows. Whether a known one works here (verbs needs -tags verbs and a
+// device) is found out when it is opened.
+func checkProvider(name string) error {
+	switch name {
+	case "verbs", "soft", "auto":
+		return nil
+	}
+	return usageError{fmt.Errorf("--provider %q: want verbs, soft or auto", name)}
 }
