@@ -63,8 +63,19 @@ type Env struct {
 // errUsage is returned after a usage message was printed.
 var errUsage = errors.New("bench: wrong arguments (usage above)")
 
-// ErrUsage is errUsage for the command, which exits 2 on it.
+// ErrUsage is errUsage for the command, which exits 2 on any error that
+// is it (errors.Is): the bare one after a usage message, or one that
+// names what in the command line is wrong (usagef).
 var ErrUsage = errUsage
+
+// usageErr is an error in the command line itself: a flag's value out of
+// range, a target of no kind the tool knows.
+type usageErr struct{ error }
+
+func (e usageErr) Is(target error) bool { return target == errUsage }
+func (e usageErr) Unwrap() error        { return e.error }
+
+func usagef(format string, args ...any) error { return usageErr{fmt.Errorf(format, args...)} }
 
 // helpIsNotAnError turns -h's flag.ErrHelp (usage already printed) into
 // success, as `quartet serve -h` does.
@@ -144,6 +155,35 @@ func (f *loadFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.cfg.ServerPID, "server-pid", 0, "server process id, for server CPU per request")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the result as JSON")
 	fs.BoolVar(&f.csvOut, "csv", false, "print the result as CSV")
+}
+
+// check refuses flag values the load cannot run with. Config reads a
+// zero as "the default", which suits a program filling it in, but from
+// the command line -c 0 or -d -1s is a mistake, not a request for the
+// default: the run would measure something else than was asked for.
+func (f *loadFlags) check() error {
+	c := &f.cfg
+	switch {
+	case c.Conns < 1:
+		return usagef("bench: -c %d: want at least 1 connection", c.Conns)
+	case c.Loops < 0:
+		return usagef("bench: -t %d: want 0 (the default) or more loops", c.Loops)
+	case c.Requests < 0:
+		return usagef("bench: -n %d: want 0 (run for -d) or more responses", c.Requests)
+	case c.Duration < 0, c.Duration == 0 && c.Requests == 0:
+		return usagef("bench: -d %v: want a duration above 0 (or -n)", c.Duration)
+	case c.Warmup < 0:
+		return usagef("bench: -w %v: want 0 or more", c.Warmup)
+	case c.Pipeline < 1:
+		return usagef("bench: -p %d: want at least 1 request in flight", c.Pipeline)
+	case c.Timeout <= 0:
+		return usagef("bench: -timeout %v: want a duration above 0", c.Timeout)
+	case c.Rate < 0:
+		return usagef("bench: -R %v: want 0 (closed loop) or a rate above 0", c.Rate)
+	case f.body < 0:
+		return usagef("bench: -b %d: want 0 or more bytes", f.body)
+	}
+	return nil
 }
 
 // finish turns the parsed flags into f.cfg for target url.
@@ -286,20 +326,26 @@ func Main(ctx context.Context, args []string, env Env) error {
 	if target == "" {
 		return err
 	}
+	if err := f.check(); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(target, "http://") && !strings.HasPrefix(target, "inproc:") && !IsMsgTarget(target) {
+		return usagef("bench: target %q: want http://HOST:PORT/PATH, inproc:/PATH or msg://HOST:PORT", target)
+	}
 	if f.cfg.MsgRDMA, err = deliver.ParseMode(*msgRDMA); err != nil {
-		return fmt.Errorf("bench: --msg-rdma: %w", err)
+		return usagef("bench: --msg-rdma: %w", err)
 	}
 	switch f.cfg.MsgProvider {
 	case "", "soft", "verbs", "auto":
 	default:
-		return fmt.Errorf("bench: --msg-provider %q: want soft, verbs or auto", f.cfg.MsgProvider)
+		return usagef("bench: --msg-provider %q: want soft, verbs or auto", f.cfg.MsgProvider)
 	}
 	if f.cfg.MsgRDMA != deliver.ModeOff && !IsMsgTarget(target) {
-		return fmt.Errorf("bench: --msg-rdma: replies by RDMA are the messenger's; %s is not a msg:// target", target)
+		return usagef("bench: --msg-rdma: replies by RDMA are the messenger's; %s is not a msg:// target", target)
 	}
 	if IsMsgTarget(target) {
 		if *vsWrk {
-			return errors.New("bench: --vs-wrk: wrk speaks HTTP, not the messenger")
+			return usagef("bench: --vs-wrk: wrk speaks HTTP, not the messenger")
 		}
 		if !flagGiven(fs, "b") {
 			f.body = DefaultMsgPayload

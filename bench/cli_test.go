@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -153,5 +154,52 @@ func TestPeersServeEndpoints(t *testing.T) {
 				t.Errorf("read %d bytes, want at least %d of bodies", res.BytesRead, min)
 			}
 		})
+	}
+}
+
+// A command line the tool cannot run as given is a usage error (the
+// command exits 2) that names what is wrong, before anything starts: a
+// zero or negative count is not taken for "the default". A target that
+// cannot be reached is not a usage error.
+func TestUsageErrors(t *testing.T) {
+	const url = "http://127.0.0.1:1/hello" // never reached: the checks come first
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-c", "0", url}, "-c 0: want at least 1 connection"},
+		{[]string{"-c", "-5", url}, "-c -5: want at least 1 connection"},
+		{[]string{"-t", "-1", url}, "-t -1: want 0 (the default) or more loops"},
+		{[]string{"-n", "-1", url}, "-n -1: want 0 (run for -d) or more responses"},
+		{[]string{"-d", "-1s", url}, "-d -1s: want a duration above 0 (or -n)"},
+		{[]string{"-d", "0", url}, "-d 0s: want a duration above 0 (or -n)"},
+		{[]string{"-w", "-1s", url}, "-w -1s: want 0 or more"},
+		{[]string{"-p", "0", url}, "-p 0: want at least 1 request in flight"},
+		{[]string{"-timeout", "0", url}, "-timeout 0s: want a duration above 0"},
+		{[]string{"-R", "-3", url}, "-R -3: want 0 (closed loop) or a rate above 0"},
+		{[]string{"-b", "-1", url}, "-b -1: want 0 or more bytes"},
+		{[]string{"foo"}, `target "foo": want http://HOST:PORT/PATH, inproc:/PATH or msg://HOST:PORT`},
+		{[]string{"--msg-rdma", "sideways", "msg://127.0.0.1:1"}, `--msg-rdma: deliver: unknown mode "sideways"`},
+		{[]string{"--msg-provider", "carrier-pigeon", "msg://127.0.0.1:1"}, `--msg-provider "carrier-pigeon": want soft, verbs or auto`},
+		{[]string{"idle", "-n", "abc"}, `count "abc": want a whole number above 0`},
+		{[]string{"idle", "-n", "100,0"}, `count "0": want a whole number above 0`},
+		{[]string{"compare", "--modes", "sideways"}, `compare: mode "sideways": want pinned or both-cores`},
+		{[]string{"compare", "--conns", "0"}, `count "0": want a whole number above 0`},
+		{[]string{"compare", "-d", "0"}, "-d 0s: want a duration above 0 (or -n)"},
+		{[]string{"overload", "-n", "5", url}, "overload: runs last -d, not -n responses"},
+		{[]string{"overload", "-c", "0", url}, "-c 0: want at least 1 connection"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := Main(t.Context(), tt.args, Env{Stdout: &out, Stderr: &errb})
+			if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v (usage: %t), want a usage error saying %q", err, errors.Is(err, ErrUsage), tt.want)
+			}
+		})
+	}
+	err := Main(t.Context(), []string{"-d", "100ms", url}, Env{Stdout: io.Discard, Stderr: io.Discard})
+	if err == nil || errors.Is(err, ErrUsage) {
+		t.Errorf("unreachable target: error %v, want one that is not a usage error", err)
 	}
 }

@@ -576,7 +576,7 @@ func parseInts(s string) ([]int, error) {
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("bench: bad count %q", f)
+			return nil, usagef("bench: count %q: want a whole number above 0", f)
 		}
 		out = append(out, n)
 	}
@@ -595,4 +595,4 @@ func RequireFDs(conns []int) error {
 }
 
 // errNoSubject is returned when a comparison has nothing to compare.
-var errNoSubject = errors.New("bench compare: no servers to compare")
+var errNoSubject = errors.New("bench: compare: no servers to compare")

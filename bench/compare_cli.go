@@ -62,6 +62,9 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 		fs.Usage()
 		return errUsage
 	}
+	if err := f.check(); err != nil {
+		return err
+	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if (*static || *msgCmp) && !set["conns"] {
@@ -70,9 +73,9 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	if *msgCmp {
 		switch {
 		case *static || *idle != "" || *quartetB != "" || len(pos) > 0:
-			return errors.New("bench compare: --msg starts its own servers and takes none of --static, --idle, --quartet-b or a URL")
+			return usagef("bench: compare: --msg starts its own servers and takes none of --static, --idle, --quartet-b or a URL")
 		case set["gen"] && *gen != GenQuartet:
-			return errors.New("bench compare: --msg: wrk speaks HTTP, not the messenger; the project's generator runs it")
+			return usagef("bench: compare: --msg: wrk speaks HTTP, not the messenger; the project's generator runs it")
 		}
 		*gen = GenQuartet
 		if !set["only"] {
@@ -97,7 +100,7 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 		case "both-cores":
 			ms = append(ms, BothCores)
 		default:
-			return fmt.Errorf("bench compare: mode %q: want pinned or both-cores", name)
+			return usagef("bench: compare: mode %q: want pinned or both-cores", name)
 		}
 	}
 	if *gen == GenWrk {
@@ -105,7 +108,7 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 			return fmt.Errorf("%w; or use --gen quartet", ErrNoWrk)
 		}
 		if len(f.mix) > 0 || f.mixFile != "" {
-			return errors.New("bench compare: wrk runs one path; use --gen quartet for a mix")
+			return usagef("bench: compare: wrk runs one path; use --gen quartet for a mix")
 		}
 	}
 	work, err := os.MkdirTemp("", "quartet-compare-")
@@ -147,7 +150,7 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	}
 	switch {
 	case *msgCmp && bin == "":
-		return errors.New("bench compare: --msg runs quartet serve: give --quartet BINARY")
+		return usagef("bench: compare: --msg runs quartet serve: give --quartet BINARY")
 	case *msgCmp:
 		// Both with the messenger's listener, so they differ only in the
 		// protocol they are measured on.
@@ -167,7 +170,7 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	case env.Quartet != nil:
 		cs = append(cs, InProcessContender("quartet", env.Quartet))
 	default:
-		return errors.New("bench compare: give Quartet's URL (no Quartet server is linked in)")
+		return errors.New("bench: compare: give Quartet's URL (no Quartet server is linked in)")
 	}
 	if *quartetB != "" {
 		cs = append(cs, QuartetProcess("quartet-b", *quartetB, extra))

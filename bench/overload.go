@@ -313,19 +313,22 @@ peak RSS during the overload. Each run takes -w then -d. Start the server yourse
 	if target == "" {
 		return err
 	}
+	if err := f.check(); err != nil {
+		return err
+	}
 	if IsMsgTarget(target) {
-		return errors.New("bench: overload: the experiment reads HTTP statuses; a msg:// target has none")
+		return usagef("bench: overload: the experiment reads HTTP statuses; a msg:// target has none")
 	}
 	if err := f.finish(target); err != nil {
 		return err
 	}
 	switch {
 	case f.cfg.Requests > 0:
-		return errors.New("bench: overload: runs last -d, not -n responses")
+		return usagef("bench: overload: runs last -d, not -n responses")
 	case f.cfg.Rate > 0:
-		return errors.New("bench: overload: the rates are the search's; give --capacity to skip it")
+		return usagef("bench: overload: the rates are the search's; give --capacity to skip it")
 	case f.csvOut:
-		return errors.New("bench: overload: prints text or --json, not CSV")
+		return usagef("bench: overload: prints text or --json, not CSV")
 	}
 	if !f.jsonOut {
 		o.Log = env.Stderr
