@@ -70,7 +70,33 @@ type CompareSample struct {
 	// and 3xx.
 	Errors uint64 `json:"errors"`
 	Non2xx uint64 `json:"non_2xx"`
+	// LoadCPU is the load generator's CPU time over the run (wrk's whole
+	// process, from wait4; the project's generator's loop threads over
+	// the measured window), LoadWall the run's length and LoadThreads the
+	// generator's threads that do the work: how busy the generator was
+	// (LoadShare). A generator at its cores' limit sets the run's
+	// requests/s, whatever the server could give.
+	LoadCPU     time.Duration `json:"load_cpu_ns,omitempty"`
+	LoadWall    time.Duration `json:"load_wall_ns,omitempty"`
+	LoadThreads int           `json:"load_threads,omitempty"`
 }
+
+// LoadCPUPerRequest is the load generator's CPU per request in this run,
+// 0 when unknown.
+func (s CompareSample) LoadCPUPerRequest() time.Duration { return perReq(s.LoadCPU, s.Requests) }
+
+// LoadShare is the share of its threads' cores the load generator used
+// over the run (1 is all of them), 0 when unknown.
+func (s CompareSample) LoadShare() float64 {
+	if s.LoadWall <= 0 || s.LoadThreads <= 0 {
+		return 0
+	}
+	return float64(s.LoadCPU) / float64(s.LoadWall) / float64(s.LoadThreads)
+}
+
+// loadBound is the generator's share of its cores from which a run's
+// requests/s are taken to be the generator's limit (loadBoundWarnings).
+const loadBound = 0.95
 
 // CPUPerRequest is the server's CPU per request in this run.
 func (s CompareSample) CPUPerRequest() time.Duration {
@@ -100,6 +126,8 @@ type CompareRow struct {
 	RequestsPerSec     float64       `json:"requests_per_sec"`
 	CPUPerRequest      time.Duration `json:"server_cpu_per_request_ns"`
 	CoreBusyPerRequest time.Duration `json:"server_core_busy_per_request_ns,omitempty"`
+	LoadCPUPerRequest  time.Duration `json:"load_cpu_per_request_ns,omitempty"`
+	LoadShare          float64       `json:"load_core_share,omitempty"`
 	P50                time.Duration `json:"p50_ns"`
 	P99                time.Duration `json:"p99_ns"`
 	Errors             uint64        `json:"errors"` // total, all rounds
@@ -275,6 +303,7 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 		}
 	}
 	res.summarise()
+	res.Warnings = append(res.Warnings, res.loadBoundWarnings()...)
 	for _, row := range res.Rows {
 		if row.Errors > 0 || row.Non2xx > 0 {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("%s %s c=%d %s: %d errors and %d responses outside 2xx/3xx: its figures are not those of serving the request",
@@ -354,7 +383,9 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 		// 1000 connections those are well under 1% of the requests.
 		c0 := srv.CPU()
 		b0, coreErr := CoreBusy(cores)
+		start := time.Now()
 		r, err := RunWrk(ctx, w)
+		wall := time.Since(start)
 		c1 := srv.CPU()
 		b1, coreErr1 := CoreBusy(cores)
 		if err != nil {
@@ -362,7 +393,8 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 		}
 		return CompareSample{Requests: r.Requests, RequestsPerSec: r.RequestsPerSec, ServerCPU: c1 - c0, CPUKnown: cpuKnown,
 			CoreBusy: b1 - b0, CoreKnown: len(cores) > 0 && coreErr == nil && coreErr1 == nil,
-			P50: r.P50, P99: r.P99, Errors: r.SocketErrors, Non2xx: r.Non2xx}, nil
+			P50: r.P50, P99: r.P99, Errors: r.SocketErrors, Non2xx: r.Non2xx,
+			LoadCPU: r.CPU, LoadWall: wall, LoadThreads: w.Threads}, nil
 	}
 	cfg := spec.Load
 	cfg.URL, cfg.Conns, cfg.Duration, cfg.Warmup = url, conns, spec.Duration, spec.Warmup
@@ -401,7 +433,7 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 	return CompareSample{Requests: r.Requests, RequestsPerSec: r.RequestsPerSec, ServerCPU: r.ServerCPU,
 		CPUKnown: r.ServerCPUKnown, CoreBusy: r.ServerBusy, CoreKnown: r.ServerBusyKnown,
 		P50: r.Latency.P50, P99: r.Latency.P99, Errors: r.ErrorTotal(),
-		Non2xx: non2xx}, nil
+		Non2xx: non2xx, LoadCPU: r.ClientCPU, LoadWall: r.Elapsed, LoadThreads: r.Loops}, nil
 }
 
 // msgEchoWhat names a messenger run's load: the echo of payload bytes.
@@ -460,7 +492,7 @@ func (r *CompareResult) summarise() {
 	for i := range r.Rows {
 		row := &r.Rows[i]
 		byCell[row.cell()] = append(byCell[row.cell()], i)
-		var rps, cpu, core, p50, p99 []float64
+		var rps, cpu, core, load, share, p50, p99 []float64
 		row.Errors, row.Non2xx = 0, 0
 		for _, s := range row.Samples {
 			rps = append(rps, s.RequestsPerSec)
@@ -470,6 +502,10 @@ func (r *CompareResult) summarise() {
 			if s.CoreKnown {
 				core = append(core, float64(s.CoreBusyPerRequest()))
 			}
+			if sh := s.LoadShare(); sh > 0 {
+				load = append(load, float64(s.LoadCPUPerRequest()))
+				share = append(share, sh)
+			}
 			p50 = append(p50, float64(s.P50))
 			p99 = append(p99, float64(s.P99))
 			row.Errors += s.Errors
@@ -478,6 +514,7 @@ func (r *CompareResult) summarise() {
 		row.RequestsPerSec = median(rps)
 		row.CPUPerRequest = time.Duration(median(cpu))
 		row.CoreBusyPerRequest = time.Duration(median(core))
+		row.LoadCPUPerRequest, row.LoadShare = time.Duration(median(load)), median(share)
 		row.P50, row.P99 = time.Duration(median(p50)), time.Duration(median(p99))
 	}
 	for _, members := range byCell {
@@ -507,6 +544,30 @@ func (r *CompareResult) summarise() {
 			}
 		}
 	}
+}
+
+// loadBoundWarnings names the cells where the load generator used
+// loadBound or more of its cores for every server: there the requests/s,
+// and their ratios, are the generator's limit, and the servers' CPU per
+// request is the figure that tells them apart.
+func (r *CompareResult) loadBoundWarnings() []string {
+	var out []string
+	for _, c := range r.cells() {
+		lo, hi, n := 2.0, 0.0, 0
+		for _, s := range r.Servers {
+			row := r.row(s, c)
+			if row == nil || len(row.Samples) == 0 {
+				continue
+			}
+			n++
+			lo, hi = min(lo, row.LoadShare), max(hi, row.LoadShare)
+		}
+		if n > 1 && lo >= loadBound {
+			out = append(out, fmt.Sprintf("%s c=%d %s: the load generator was %.0f-%.0f%% busy against every server: requests/s there are its limit, not the servers'",
+				c.mode, c.conns, c.path, 100*lo, 100*hi))
+		}
+	}
+	return out
 }
 
 // pairedRatio is the median over rounds of a's value over b's in the same

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -134,6 +135,15 @@ func TestCompareEndToEnd(t *testing.T) {
 			t.Errorf("a pinned run without its CPU's busy time: %s", l)
 		}
 	}
+	// And every run knows how busy wrk was: a share of its one thread's core.
+	if !strings.Contains(out, "Load generator CPU per request") {
+		t.Error("no table of the load generator's CPU")
+	}
+	for _, srv := range []string{"quartet", "quartet-b", "gnet"} {
+		if !regexp.MustCompile(`(?m)^` + srv + ` +[0-9.]+µs \(\d+%\) +[0-9.]+µs \(\d+%\)$`).MatchString(out) {
+			t.Errorf("no load generator CPU and share for %s in both modes", srv)
+		}
+	}
 	switch {
 	case SyscallMethodAvailable(t.Context(), SyscallsPerf) == nil:
 		if !strings.Contains(out, "Syscalls per request: perf stat") {
@@ -185,6 +195,9 @@ func TestCompareOwnGeneratorJSON(t *testing.T) {
 			t.Errorf("gnet %s c=%d: CPU %v, ratios %v", row.Mode, row.Conns, row.CPUPerRequest, row.RPSRatio)
 		case row.Server == "quartet" && row.CPUPerRequest != 0:
 			t.Errorf("a URL without --server-pid has no known CPU, got %v", row.CPUPerRequest)
+		case row.LoadCPUPerRequest <= 0 || row.LoadShare <= 0 || row.LoadShare > 1.5:
+			// One loop (as wrk -t1): its thread's CPU over the window.
+			t.Errorf("%s %s c=%d: load generator %v a request, %.2f of its core", row.Server, row.Mode, row.Conns, row.LoadCPUPerRequest, row.LoadShare)
 		}
 	}
 }

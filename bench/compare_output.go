@@ -210,6 +210,15 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			perRequest("", func(row *CompareRow) time.Duration { return row.CoreBusyPerRequest }),
 			func(row *CompareRow) map[string]float64 { return row.CoreRatio })
 	}
+	if r.anyLoadShare() {
+		metric("Load generator CPU per request, and in brackets its share of its core (at 95% or more the generator, not the server, set the requests/s)",
+			func(row *CompareRow) string {
+				if row.LoadShare == 0 {
+					return ""
+				}
+				return fmt.Sprintf("%s (%.0f%%)", usString(row.LoadCPUPerRequest), 100*row.LoadShare)
+			}, nil)
+	}
 	metric("Requests/s", func(row *CompareRow) string { return strconv.FormatFloat(row.RequestsPerSec, 'f', 0, 64) },
 		func(row *CompareRow) map[string]float64 { return row.RPSRatio })
 	metric("p99 latency", func(row *CompareRow) string { return row.P99.Round(time.Microsecond).String() }, nil)
@@ -315,6 +324,16 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 	return ew.err
 }
 
+// anyLoadShare reports whether some run measured its load generator.
+func (r *CompareResult) anyLoadShare() bool {
+	for _, row := range r.Rows {
+		if row.LoadShare > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // anyCoreBusy reports whether some run measured its server's CPUs.
 func (r *CompareResult) anyCoreBusy() bool {
 	for _, row := range r.Rows {
@@ -345,7 +364,8 @@ func (r *CompareResult) WriteJSON(w io.Writer) error {
 func (r *CompareResult) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"server", "mode", "conns", "path", "round", "requests", "requests_per_sec",
-		"server_cpu_us_per_req", "p50_us", "p99_us", "errors", "non_2xx", "syscalls_per_req", "server_busy_us_per_req"})
+		"server_cpu_us_per_req", "p50_us", "p99_us", "errors", "non_2xx", "syscalls_per_req", "server_busy_us_per_req",
+		"load_cpu_us_per_req", "load_core_share"})
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 2, 64) }
 	for _, row := range r.Rows {
 		sys := ""
@@ -353,16 +373,19 @@ func (r *CompareResult) WriteCSV(w io.Writer) error {
 			sys = strconv.FormatFloat(row.Syscalls.PerRequest, 'f', 3, 64)
 		}
 		for _, s := range row.Samples {
-			cpu, busy := "", ""
+			cpu, busy, load, share := "", "", "", ""
 			if s.CPUKnown {
 				cpu = us(s.CPUPerRequest())
 			}
 			if s.CoreKnown {
 				busy = us(s.CoreBusyPerRequest())
 			}
+			if sh := s.LoadShare(); sh > 0 {
+				load, share = us(s.LoadCPUPerRequest()), strconv.FormatFloat(sh, 'f', 3, 64)
+			}
 			_ = cw.Write([]string{row.Server, row.Mode, strconv.Itoa(row.Conns), row.Path, strconv.Itoa(s.Round),
 				strconv.FormatUint(s.Requests, 10), strconv.FormatFloat(s.RequestsPerSec, 'f', 1, 64), cpu,
-				us(s.P50), us(s.P99), strconv.FormatUint(s.Errors, 10), strconv.FormatUint(s.Non2xx, 10), sys, busy})
+				us(s.P50), us(s.P99), strconv.FormatUint(s.Errors, 10), strconv.FormatUint(s.Non2xx, 10), sys, busy, load, share})
 		}
 	}
 	cw.Flush()

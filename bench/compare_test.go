@@ -190,6 +190,12 @@ func syntheticCompare() *CompareResult {
 						sm.CoreBusy += 200 * time.Millisecond
 					}
 				}
+				// wrk busy 99% of its core over 5 s against every server
+				// pinned; on both cores 80% against quartet.
+				sm.LoadCPU, sm.LoadWall, sm.LoadThreads = 4950*time.Millisecond, 5*time.Second, 1
+				if !m.pinned() && srv == "quartet" {
+					sm.LoadCPU = 4 * time.Second
+				}
 				row.Samples = append(row.Samples, sm)
 			}
 			if srv == "quartet" {
@@ -224,6 +230,9 @@ func TestCompareTextTable(t *testing.T) {
 		"quartet / gnet 1.12×",
 		"quartet-b / quartet 0.96×", // rounds 12.0/13.5 and 14.0/13.5
 		"quartet pinned c=100 /hello: 20000 20000 | 11.5µs 11.5µs | busy 13.5µs 13.5µs | errors 0",
+		// The load generator: CPU per request and its share of its core.
+		"quartet 49.5µs (99%) 40.0µs (80%)",
+		"gnet 49.5µs (99%) 49.5µs (99%)",
 		"quartet both-cores c=100 /hello: 20000 20000 | 16.7µs 16.7µs | errors 0",
 	} {
 		found := false
@@ -244,8 +253,14 @@ func TestCompareTextTable(t *testing.T) {
 	}
 	var c bytes.Buffer
 	if err := r.WriteCSV(&c); err != nil || strings.Count(c.String(), "\n") != 1+4*2*2 ||
-		!strings.Contains(c.String(), "quartet,pinned,100,/hello,0,100000,20000.0,11.50,0.00,1000.00,0,0,2.500,13.50\n") {
+		!strings.Contains(c.String(), "quartet,pinned,100,/hello,0,100000,20000.0,11.50,0.00,1000.00,0,0,2.500,13.50,49.50,0.990\n") {
 		t.Errorf("CSV: %v\n%s", err, c.String())
+	}
+	// Pinned, wrk was at its core's limit against every server, so the
+	// requests/s there are its own; on both cores it had room against
+	// quartet.
+	if w := r.loadBoundWarnings(); len(w) != 1 || w[0] != "pinned c=100 /hello: the load generator was 99-99% busy against every server: requests/s there are its limit, not the servers'" {
+		t.Errorf("warnings %q, want one for the pinned cell", w)
 	}
 
 	// Without a pinned mode (or with the project's generator) no run knows

@@ -117,7 +117,11 @@
 // the client consumed on the other CPU, and the TCP timers (a quarter of
 // the server CPU's busy time for 1 MiB files, almost none for /hello). Ratios
 // between servers are medians of per-round ratios, so that a noisy round
-// on a shared machine counts once, in both. Syscalls per request are counted
+// on a shared machine counts once, in both. The load generator's own CPU
+// per request and its share of its core are reported too: where it runs
+// at its core's limit for every server (1 MiB files, where the client
+// copies each response), the requests/s are its limit, and a warning says
+// so. Syscalls per request are counted
 // apart, after the rounds, over a window of load by this package's
 // generator on connections opened beforehand: with perf stat on the
 // raw_syscalls:sys_enter tracepoint (in-kernel, little overhead) or with
