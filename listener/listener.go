@@ -61,6 +61,9 @@ type Config struct {
 	// Nudge, if set, is the stages.LoopNudge the accept loops join, so
 	// that CPU-bound workers hand them the CPU when connections wait.
 	Nudge *stages.LoopNudge
+	// Name is what New's errors call this listener ("listener" if
+	// empty), so that a server with one per protocol says which failed.
+	Name string
 }
 
 // Counters are the listener's statistics.
@@ -107,26 +110,33 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 	if cfg.Backlog <= 0 {
 		cfg.Backlog = DefaultBacklog
 	}
+	name := cfg.Name
+	if name == "" {
+		name = "listener"
+	}
+	fail := func(err error) (*Listener, error) { return nil, fmt.Errorf("quartet: %s: %w", name, err) }
 	if cfg.Assign == nil {
-		return nil, errors.New("quartet: listener: Config.Assign is required")
+		return fail(errors.New("Config.Assign is required"))
 	}
 	var err error
 	l := &Listener{cfg: cfg, nextID: ids}
 	var ap netip.AddrPort
 	if cfg.Listener != nil {
 		if cfg.Listeners > 1 {
-			return nil, errors.New("quartet: listener: a given Listener has one accept loop; Listeners > 1 needs Addr")
+			return fail(errors.New("a given Listener has one accept loop; Listeners > 1 needs Addr"))
 		}
 	} else if ap, err = resolve(cfg.Addr); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	for i := 0; i < cfg.Listeners; i++ {
 		var fd int
 		var bound netip.AddrPort
 		if cfg.Listener != nil {
-			fd, bound, err = adopt(cfg.Listener)
+			if fd, bound, err = adopt(cfg.Listener); err != nil {
+				err = fmt.Errorf("quartet: %s: %w", name, err)
+			}
 		} else if fd, bound, err = listen(ap, cfg.ReusePort, cfg.Backlog); err != nil {
-			err = fmt.Errorf("quartet: listener: %s: %w", cfg.Addr, err)
+			err = fmt.Errorf("quartet: %s: %s: %w", name, cfg.Addr, err)
 		}
 		if err != nil {
 			l.closeSockets()
@@ -151,14 +161,14 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 func resolve(addr string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("quartet: listener: address %q: %w", addr, err)
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", addr, err)
 	}
 	if host == "" {
 		host = "0.0.0.0"
 	}
 	ta, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(host, port))
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("quartet: listener: address %q: %w", addr, err)
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", addr, err)
 	}
 	// ResolveTCPAddr gives IPv4 addresses in their 16-byte form; unmapped,
 	// they print as the user wrote them.
@@ -206,7 +216,7 @@ func listen(ap netip.AddrPort, reusePort bool, backlog int) (int, netip.AddrPort
 // listening TCP socket, which the accept loop relies on.
 func adopt(ln net.Listener) (int, netip.AddrPort, error) {
 	fail := func(err error) (int, netip.AddrPort, error) {
-		return -1, netip.AddrPort{}, fmt.Errorf("quartet: listener: Config.Listener (%s %s): %w", ln.Addr().Network(), ln.Addr(), err)
+		return -1, netip.AddrPort{}, fmt.Errorf("Config.Listener (%s %s): %w", ln.Addr().Network(), ln.Addr(), err)
 	}
 	sc, ok := ln.(syscall.Conn)
 	if !ok {

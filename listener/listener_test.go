@@ -392,8 +392,17 @@ func TestBadAddress(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{Addr: "127.0.0.1:0"}, new(atomic.Uint64)); err == nil || !strings.Contains(err.Error(), "Assign") {
+	if _, err := New(Config{Addr: "127.0.0.1:0"}, new(atomic.Uint64)); err == nil || err.Error() != "quartet: listener: Config.Assign is required" {
 		t.Errorf("New without Assign: %v, want an error naming Assign", err)
+	}
+	// A named listener (the runtime's messenger listener) says which it is,
+	// once, whichever step failed.
+	for _, cfg := range []Config{{Addr: "nonsense", Assign: assign}, {Addr: busy.Addr().String(), Assign: assign}, {Addr: "127.0.0.1:0"}} {
+		cfg.Name = "messenger listener"
+		_, err := New(cfg, new(atomic.Uint64))
+		if err == nil || !strings.HasPrefix(err.Error(), "quartet: messenger listener: ") || strings.Count(err.Error(), "quartet:") != 1 {
+			t.Errorf("New(%q) named: %v, want one \"quartet: messenger listener: \" in front", cfg.Addr, err)
+		}
 	}
 }
 

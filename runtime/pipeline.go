@@ -259,9 +259,10 @@ func New(cfg Config) (*Server, error) {
 			Assign:   s.assign,
 			Protocol: protocolMsg,
 			Nudge:    s.nudge,
+			Name:     "messenger listener",
 		}, &s.ids)
 		if err != nil {
-			return nil, s.abandon(fmt.Errorf("msg-addr: %w", err))
+			return nil, s.abandon(err)
 		}
 		s.msgLn = mln
 		s.cfg.MsgAddr = mln.Addr().String()

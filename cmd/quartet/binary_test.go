@@ -581,6 +581,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"serve", "--static-in-memory", "abc"}, 2, "", `quartet serve: invalid value "abc" for flag -static-in-memory: "abc" is not a size (like 65536, 64KiB, 64MiB, 1GiB)`, 2},
 		{[]string{"serve", "extra"}, 2, "", `quartet serve: unexpected argument "extra"`, 2},
 		{[]string{"serve", "--addr", busy.Addr().String()}, 1, "", "quartet serve: listener: " + busy.Addr().String() + ": bind: address already in use", 1},
+		{[]string{"serve", "--addr", "127.0.0.1:0", "--msg-addr", "nonsense"}, 1, "", `quartet serve: messenger listener: address "nonsense": address nonsense: missing port in address`, 1},
 		// Every command's usage errors exit 2, not only serve's.
 		{[]string{"get"}, 2, "", "usage: quartet get URL*", 0},
 		{[]string{"get", "foo"}, 2, "", `quartet get: URL "foo": want http://host[:port]/path`, 2},
