@@ -145,7 +145,7 @@ func (f *loadFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.cfg.Warmup, "w", 0, "warm-up before measuring")
 	fs.Float64Var(&f.cfg.Rate, "R", 0, "open loop at this many requests/s in total, latency corrected for coordinated omission (0: closed loop)")
 	fs.IntVar(&f.cfg.Pipeline, "p", 1, "requests in flight per connection (pipelining depth)")
-	fs.DurationVar(&f.cfg.Timeout, "timeout", DefaultTimeout, "per-request timeout")
+	fs.DurationVar(&f.cfg.Timeout, "timeout", DefaultTimeout, "per-request timeout (negative: none)")
 	fs.Var(&f.mix, "m", `request mix entry "[METHOD] PATH [body=N] [weight=N] [Name:Value]" (repeatable)`)
 	fs.StringVar(&f.mixFile, "mix", "", "YAML file with a list of mix entries (method, path, body_size, headers, weight)")
 	fs.StringVar(&f.method, "X", "", "method for the URL's request (default GET, POST with -b)")
@@ -176,8 +176,8 @@ func (f *loadFlags) check() error {
 		return usagef("bench: -w %v: want 0 or more", c.Warmup)
 	case c.Pipeline < 1:
 		return usagef("bench: -p %d: want at least 1 request in flight", c.Pipeline)
-	case c.Timeout <= 0:
-		return usagef("bench: -timeout %v: want a duration above 0", c.Timeout)
+	case c.Timeout == 0:
+		return usagef("bench: -timeout 0: want a duration above 0, or a negative one for none")
 	case c.Rate < 0:
 		return usagef("bench: -R %v: want 0 (closed loop) or a rate above 0", c.Rate)
 	case f.body < 0:

@@ -175,7 +175,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-d", "0", url}, "-d 0s: want a duration above 0 (or -n)"},
 		{[]string{"-w", "-1s", url}, "-w -1s: want 0 or more"},
 		{[]string{"-p", "0", url}, "-p 0: want at least 1 request in flight"},
-		{[]string{"-timeout", "0", url}, "-timeout 0s: want a duration above 0"},
+		{[]string{"-timeout", "0", url}, "-timeout 0: want a duration above 0, or a negative one for none"},
 		{[]string{"-R", "-3", url}, "-R -3: want 0 (closed loop) or a rate above 0"},
 		{[]string{"-b", "-1", url}, "-b -1: want 0 or more bytes"},
 		{[]string{"foo"}, `target "foo": want http://HOST:PORT/PATH, inproc:/PATH or msg://HOST:PORT`},
@@ -198,8 +198,11 @@ func TestUsageErrors(t *testing.T) {
 			}
 		})
 	}
-	err := Main(t.Context(), []string{"-d", "100ms", url}, Env{Stdout: io.Discard, Stderr: io.Discard})
-	if err == nil || errors.Is(err, ErrUsage) {
-		t.Errorf("unreachable target: error %v, want one that is not a usage error", err)
+	// Nor is a negative -timeout, which Config reads as none.
+	for _, args := range [][]string{{"-d", "100ms", url}, {"-d", "100ms", "-timeout", "-1s", url}} {
+		err := Main(t.Context(), args, Env{Stdout: io.Discard, Stderr: io.Discard})
+		if err == nil || errors.Is(err, ErrUsage) {
+			t.Errorf("%v, unreachable target: error %v, want one that is not a usage error", args, err)
+		}
 	}
 }
