@@ -205,12 +205,12 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 	metric("Server CPU per request (user+sys from /proc/PID/stat over each measured run; ratios are medians of per-round ratios)",
 		perRequest("?", func(row *CompareRow) time.Duration { return row.CPUPerRequest }),
 		func(row *CompareRow) map[string]float64 { return row.CPURatio })
-	if r.anyCoreBusy() {
+	if r.anyRow(func(row *CompareRow) bool { return row.CoreBusyPerRequest > 0 }) {
 		metric("Server CPU busy per request, pinned modes (the server's CPUs not idle, from /proc/stat: its process and the kernel's work done there in its idle time, which /proc/PID/stat charges to no one)",
 			perRequest("", func(row *CompareRow) time.Duration { return row.CoreBusyPerRequest }),
 			func(row *CompareRow) map[string]float64 { return row.CoreRatio })
 	}
-	if r.anyLoadShare() {
+	if r.anyRow(func(row *CompareRow) bool { return row.LoadShare > 0 }) {
 		metric("Load generator CPU per request, and in brackets its share of its core (at 95% or more the generator, not the server, set the requests/s)",
 			func(row *CompareRow) string {
 				if row.LoadShare == 0 {
@@ -324,24 +324,11 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 	return ew.err
 }
 
-// anyLoadShare reports whether some run measured its load generator.
-func (r *CompareResult) anyLoadShare() bool {
-	for _, row := range r.Rows {
-		if row.LoadShare > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// anyCoreBusy reports whether some run measured its server's CPUs.
-func (r *CompareResult) anyCoreBusy() bool {
-	for _, row := range r.Rows {
-		if row.CoreBusyPerRequest > 0 {
-			return true
-		}
-	}
-	return false
+// anyRow reports whether some row has what known looks for: a figure
+// only some modes or generators measure, whose table is left out when
+// no row has it.
+func (r *CompareResult) anyRow(known func(*CompareRow) bool) bool {
+	return slices.ContainsFunc(r.Rows, func(row CompareRow) bool { return known(&row) })
 }
 
 func (r *CompareResult) anySyscalls() *SyscallCount {

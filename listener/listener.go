@@ -132,15 +132,13 @@ func New(cfg Config, ids *atomic.Uint64) (*Listener, error) {
 		var fd int
 		var bound netip.AddrPort
 		if cfg.Listener != nil {
-			if fd, bound, err = adopt(cfg.Listener); err != nil {
-				err = fmt.Errorf("quartet: %s: %w", name, err)
-			}
+			fd, bound, err = adopt(cfg.Listener)
 		} else if fd, bound, err = listen(ap, cfg.ReusePort, cfg.Backlog); err != nil {
-			err = fmt.Errorf("quartet: %s: %s: %w", name, cfg.Addr, err)
+			err = fmt.Errorf("%s: %w", cfg.Addr, err)
 		}
 		if err != nil {
 			l.closeSockets()
-			return nil, err
+			return fail(err)
 		}
 		ap = bound // later sockets join the port the first one got
 		al := &acceptLoop{l: l, fd: fd}
