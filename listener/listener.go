@@ -64,6 +64,13 @@ type Config struct {
 	// Name is what New's errors call this listener ("listener" if
 	// empty), so that a server with one per protocol says which failed.
 	Name string
+	// OnAcceptError, if set, is told each time accept fails, but for a
+	// connection that died in the backlog (ECONNABORTED, EPROTO): in
+	// practice for lack of resources (EMFILE and ENFILE, the fd table is
+	// full; ENOBUFS, ENOMEM). The accept loop backs off and tries again,
+	// clients wait in the backlog meanwhile, and the operator must hear
+	// of it. It runs on the accept loop and must not block.
+	OnAcceptError func(error)
 }
 
 // Counters are the listener's statistics.
@@ -392,10 +399,13 @@ func (al *acceptLoop) acceptAll() (starved bool) {
 			case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
 				continue
 			}
-			// EMFILE, ENFILE, ENOBUFS: out of resources. Count it and back
-			// off (in epoll_wait, so Close still wakes the loop) instead
-			// of spinning on a readable socket.
+			// EMFILE, ENFILE, ENOBUFS, ENOMEM: out of resources. Count
+			// and report it, and back off (in epoll_wait, so Close still
+			// wakes the loop) instead of spinning on a readable socket.
 			l.Errors.Add(1)
+			if l.cfg.OnAcceptError != nil {
+				l.cfg.OnAcceptError(os.NewSyscallError("accept4", err))
+			}
 			return true
 		}
 		// Responses go out in whole writevs; Nagle would only delay the

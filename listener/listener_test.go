@@ -410,7 +410,13 @@ func TestBadAddress(t *testing.T) {
 // it must accept the connection that waited, although no new connection
 // arrives to make the edge-triggered listening socket ready again.
 func TestAcceptRetriesAfterEMFILE(t *testing.T) {
-	s := start(t, Config{}, nil)
+	reported := make(chan error, 1000)
+	s := start(t, Config{OnAcceptError: func(err error) {
+		select {
+		case reported <- err:
+		default:
+		}
+	}}, nil)
 	sa := &unix.SockaddrInet4{Port: s.l.Addr().(*net.TCPAddr).Port, Addr: [4]byte{127, 0, 0, 1}}
 	client, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -461,6 +467,15 @@ func TestAcceptRetriesAfterEMFILE(t *testing.T) {
 	restore()
 	a := s.next()
 	s.release(a)
+	select {
+	case err := <-reported:
+		var se *os.SyscallError
+		if !errors.Is(err, unix.EMFILE) || !errors.As(err, &se) || se.Syscall != "accept4" {
+			t.Errorf("OnAcceptError got %v, want accept4's EMFILE", err)
+		}
+	default:
+		t.Error("accept failed with EMFILE and OnAcceptError was not told")
+	}
 }
 
 // An IPv6 address gets an AF_INET6 socket and IPv6 connection records.

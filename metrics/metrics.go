@@ -102,6 +102,7 @@ var (
 	descConns      = prometheus.NewDesc("quartet_connections", "Open connections by state.", []string{"state"}, nil)
 	descAccepted   = prometheus.NewDesc("quartet_connections_accepted_total", "Connections accepted.", nil, nil)
 	descPaused     = prometheus.NewDesc("quartet_listener_paused_total", "Times accepting stopped at the connection limit.", nil, nil)
+	descAcceptErrs = prometheus.NewDesc("quartet_listener_accept_errors_total", "Accepts that failed, most likely on a full fd table (the server logs them, and retries).", nil, nil)
 	descResponses  = prometheus.NewDesc("quartet_responses_total", "Responses by status code, counted when the writer finished them.", []string{"code"}, nil)
 	descBytes      = prometheus.NewDesc("quartet_sent_bytes_total", "Bytes that reached client sockets (headers and bodies).", nil, nil)
 	descAborted    = prometheus.NewDesc("quartet_responses_aborted_total", "Responses cut short by a write error or timeout.", nil, nil)
@@ -158,7 +159,7 @@ type collector Metrics
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueCap, descEnqueued, descDequeued, descRejected,
-		descService, descLoops, descConns, descAccepted, descPaused, descResponses, descBytes, descAborted, descDropped,
+		descService, descLoops, descConns, descAccepted, descPaused, descAcceptErrs, descResponses, descBytes, descAborted, descDropped,
 		descParked, descParkedMax, descParkRefused, descClientLimit, descCutOff, descResets, descHangUps, descNudges, descLoopAwaits,
 		descBatched, descBatches,
 		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
@@ -244,6 +245,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHangUps, prometheus.CounterValue, float64(sl.HangUps))
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Listener.Accepted))
 	ch <- prometheus.MustNewConstMetric(descPaused, prometheus.CounterValue, float64(st.Listener.Paused))
+	ch <- prometheus.MustNewConstMetric(descAcceptErrs, prometheus.CounterValue, float64(st.Listener.Errors))
 }
 
 // collectControl exports the stage sizes, the controller's inputs and the

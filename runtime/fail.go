@@ -3,6 +3,7 @@ package runtime
 import (
 	"time"
 
+	"github.com/quartet-server/quartet/internal/ratelog"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
 )
@@ -49,5 +50,20 @@ func (s *Server) answerRefusal(c *stages.Conn, req *stages.Request, why stages.R
 	r.Done()
 	if direct != nil && direct.Write(s.writers.at(c.Writer).Loop, r) {
 		r.ResumeKicks() // to c's writer, bound by the caller
+	}
+}
+
+// acceptFailed is a listener's OnAcceptError: it logs the failure (the
+// process or the system is out of fds, most likely), the first at once
+// and then one line every ratelog.DefaultEvery with the count, while the
+// accept loop retries every few milliseconds. addr is read when it fails:
+// the listener's address is known only once it is bound.
+func (s *Server) acceptFailed(listener string, addr *string) func(error) {
+	var limit ratelog.Limiter
+	return func(err error) {
+		if log, n := limit.Allow(time.Now()); log {
+			s.cfg.Logger.Error("quartet: accept failed; new clients wait in the backlog while it does",
+				"listener", listener, "addr", *addr, "err", err, "failures", n)
+		}
 	}
 }

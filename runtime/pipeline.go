@@ -243,6 +243,8 @@ func New(cfg Config) (*Server, error) {
 		MaxConns:  cfg.MaxConns,
 		Assign:    s.assign,
 		Nudge:     s.nudge,
+		// Out of fds, say so: clients wait in the backlog meanwhile.
+		OnAcceptError: s.acceptFailed("listener", &s.cfg.Addr),
 	}, &s.ids)
 	if err != nil {
 		return nil, s.abandon(err)
@@ -253,13 +255,14 @@ func New(cfg Config) (*Server, error) {
 		// The messenger's listener: the same hand-off to the same readers;
 		// only the mark on its connections differs.
 		mln, err := listener.New(listener.Config{
-			Addr:     cfg.MsgAddr,
-			Listener: cfg.MsgListener,
-			MaxConns: cfg.MaxConns,
-			Assign:   s.assign,
-			Protocol: protocolMsg,
-			Nudge:    s.nudge,
-			Name:     "messenger listener",
+			Addr:          cfg.MsgAddr,
+			Listener:      cfg.MsgListener,
+			MaxConns:      cfg.MaxConns,
+			Assign:        s.assign,
+			Protocol:      protocolMsg,
+			Nudge:         s.nudge,
+			Name:          "messenger listener",
+			OnAcceptError: s.acceptFailed("messenger listener", &s.cfg.MsgAddr),
 		}, &s.ids)
 		if err != nil {
 			return nil, s.abandon(err)

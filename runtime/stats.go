@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quartet-server/quartet/listener"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 	"github.com/quartet-server/quartet/writer"
@@ -76,11 +77,14 @@ type Stats struct {
 	LoopAwaits uint64
 }
 
-// ListenerStats is the first stage.
+// ListenerStats is the first stage: its listeners together (HTTP's and
+// the messenger's).
 type ListenerStats struct {
 	Accepted uint64
 	Paused   uint64 // times accepting stopped at MaxConns
-	Errors   uint64
+	// Errors are accepts that failed (the fd table full, most likely);
+	// the server logs them, and retries.
+	Errors uint64
 }
 
 // SlowClientStats is what the server did about clients slower than the
@@ -135,10 +139,12 @@ func (s *Server) Stats() Stats {
 func (s *Server) Snapshot() Stats {
 	now := time.Now()
 	st := Stats{Time: now, Accepted: s.counters.accepted.Load(), Open: s.openConns(), Busy: s.pool.Busy()}
-	st.Listener = ListenerStats{
-		Accepted: s.ln.Accepted.Load(),
-		Paused:   s.ln.Paused.Load(),
-		Errors:   s.ln.Errors.Load(),
+	for _, ln := range [...]*listener.Listener{s.ln, s.msgLn} {
+		if ln != nil {
+			st.Listener.Accepted += ln.Accepted.Load()
+			st.Listener.Paused += ln.Paused.Load()
+			st.Listener.Errors += ln.Errors.Load()
+		}
 	}
 	var rdepth, rcap, wdepth, wcap int
 	s.readers.each(func(r *reader.Loop) {
