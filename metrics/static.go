@@ -29,6 +29,7 @@ var (
 	descStaticInval  = prometheus.NewDesc("quartet_static_cache_invalidations_total", "Cache entries dropped because a revalidation found their file rewritten, replaced or removed.", nil, nil)
 	descStaticEvict  = prometheus.NewDesc("quartet_static_cache_evictions_total", "Cache entries dropped to make room for another in a full cache (see quartet_static_cache_entries_max).", nil, nil)
 	descStaticNF     = prometheus.NewDesc("quartet_static_not_found_hits_total", "Requests answered 404 from the cache's memory of a name found missing (checked within the revalidation interval), without touching the disk.", nil, nil)
+	descStaticErrs   = prometheus.NewDesc("quartet_static_errors_total", "Requests answered 503 or 500 because their file could not be opened for a reason other than its absence or permissions (a full fd table, a disk error); the server logs which.", nil, nil)
 	descStaticMiss   = prometheus.NewDesc("quartet_static_cache_missing_entries", "Names the cache remembers as missing now, bounded apart from quartet_static_cache_entries (a quarter of its bound, at least 16).", nil, nil)
 	descStaticEnts   = prometheus.NewDesc("quartet_static_cache_entries", "Names in the open-file cache now, each with its file open.", nil, nil)
 	descStaticEntMax = prometheus.NewDesc("quartet_static_cache_entries_max", "The bound on quartet_static_cache_entries (static.Options.CacheEntries; quartet serve --static-cache-entries).", nil, nil)
@@ -40,7 +41,7 @@ var (
 
 func (c staticCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStaticHits, descStaticOpens, descStaticRevals, descStaticInval, descStaticEvict,
-		descStaticNF, descStaticMiss, descStaticEnts, descStaticEntMax, descStaticMemN, descStaticMemB, descStaticBudget, descStaticMemMax} {
+		descStaticNF, descStaticErrs, descStaticMiss, descStaticEnts, descStaticEntMax, descStaticMemN, descStaticMemB, descStaticBudget, descStaticMemMax} {
 		ch <- d
 	}
 }
@@ -62,6 +63,7 @@ func (c staticCollector) Collect(ch chan<- prometheus.Metric) {
 	count(descStaticInval, st.Invalidations)
 	count(descStaticEvict, st.Evictions)
 	count(descStaticNF, st.NotFoundHits)
+	count(descStaticErrs, st.Errors)
 	gauge(descStaticMiss, int64(st.Missing))
 	gauge(descStaticEnts, int64(st.Entries))
 	gauge(descStaticEntMax, int64(st.EntriesMax))

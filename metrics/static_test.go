@@ -23,7 +23,7 @@ import (
 func TestStaticCollectorSeries(t *testing.T) {
 	st := static.CacheStats{Hits: 11, Opens: 12, Revalidations: 13, Invalidations: 14, Evictions: 15,
 		Entries: 16, EntriesMax: 17, InMemoryFiles: 18, InMemoryBytes: 19, InMemoryBudget: 20, InMemoryFileMax: 21,
-		NotFoundHits: 22, Missing: 23}
+		NotFoundHits: 22, Missing: 23, Errors: 24}
 	series := []struct {
 		name    string
 		counter bool
@@ -42,6 +42,7 @@ func TestStaticCollectorSeries(t *testing.T) {
 		{"quartet_static_in_memory_file_max_bytes", false, 21},
 		{"quartet_static_not_found_hits_total", true, 22},
 		{"quartet_static_cache_missing_entries", false, 23},
+		{"quartet_static_errors_total", true, 24},
 	}
 	for _, tt := range []struct {
 		name string

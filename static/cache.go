@@ -266,8 +266,17 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 			fresh := c.isFresh(e)
 			if !fresh {
 				c.revalidations.Add(1)
-				if st, err := c.stat(e.name); err == nil && st.Mode().IsRegular() && e.same(st) {
+				st, err := c.stat(e.name)
+				switch {
+				case err == nil && st.Mode().IsRegular() && e.same(st):
 					e.checked.Store(time.Now().UnixNano())
+					fresh = true
+				case err != nil && shortOfResources(err):
+					// The check could not be made (a nested name's
+					// stat opens its directories, and the fd table
+					// is full): the file as it was a moment ago beats
+					// a 503 (HTTP's stale-if-error), and the next
+					// request checks again.
 					fresh = true
 				}
 			}

@@ -346,7 +346,7 @@ func TestCacheStats(t *testing.T) {
 // CacheStats must be sorted into one or the other here.
 func TestCacheStatsAddCounters(t *testing.T) {
 	counters := map[string]bool{"Hits": true, "Opens": true, "Revalidations": true, "Invalidations": true,
-		"Evictions": true, "NotFoundHits": true}
+		"Evictions": true, "NotFoundHits": true, "Errors": true}
 	gauges := map[string]bool{"Missing": true, "Entries": true, "EntriesMax": true, "InMemoryFiles": true,
 		"InMemoryBytes": true, "InMemoryFileMax": true, "InMemoryBudget": true}
 	var s, o static.CacheStats

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path"
@@ -22,9 +23,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/ratelog"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -143,6 +146,11 @@ type Options struct {
 	// file that would pass it is sent by sendfile. 0 means
 	// DefaultInMemoryBudget.
 	InMemoryBudget int64
+	// Logger gets a line when a file cannot be opened for a reason other
+	// than its absence or its permissions (a full fd table, a disk
+	// error: answered 503 or 500): the first at once, then one every
+	// ratelog.DefaultEvery with the count. nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Defaults for Options.
@@ -169,6 +177,11 @@ type Dir struct {
 	rootMu sync.Mutex
 	users  int
 	closed bool
+
+	// errors counts the requests answered 5xx because their file could
+	// not be opened; errLog keeps their log lines few.
+	errors atomic.Int64
+	errLog ratelog.Limiter
 }
 
 // NewDir opens root with default options. Close releases it.
@@ -371,16 +384,83 @@ func (d *Dir) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	case errors.Is(err, errRedirect):
 		redirectSlash(w, r)
 		return
-	case errors.Is(err, fs.ErrPermission):
-		w.WriteHeader(403)
-		return
 	case err != nil:
-		notFound(w) // missing, or outside the root (os.Root says so)
+		d.openFailed(w, name, err)
 		return
 	}
 	// The response holds its reference until its last byte is sent.
 	w.OnRecycle(e)
 	serveEntry(w, r, e)
+}
+
+// openFailed answers a request whose file could not be opened, and tells
+// the operator when that is the server's trouble rather than the name's.
+func (d *Dir) openFailed(w *processor.ResponseWriter, name string, err error) {
+	status := openStatus(err)
+	switch status {
+	case http.StatusNotFound:
+		notFound(w)
+		return
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+	}
+	if status >= 500 {
+		d.errors.Add(1)
+		if log, n := d.errLog.Allow(time.Now()); log {
+			logger := d.opts.Logger
+			if logger == nil {
+				logger = slog.Default()
+			}
+			logger.Error("quartet: static: cannot open a file", "root", d.path, "name", name,
+				"status", status, "err", err, "failures", n)
+		}
+	}
+	w.WriteHeader(status)
+}
+
+// openStatus is the status of a request whose file could not be opened:
+// 404 when the name leads to no file the Dir serves (missing, not a
+// regular file, outside the root), 403 when the server may not read it,
+// 503 when the process or the system is short of something it will have
+// again (fds, memory, a lease held by another process: the client may
+// retry), 500 for anything else (a disk error). Only the last two are the
+// operator's business. A full fd table answered 404 would be cached as
+// "gone" by every client and proxy that saw it.
+func openStatus(err error) int {
+	if errors.Is(err, fs.ErrPermission) {
+		return http.StatusForbidden
+	}
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		// The Dir's own verdicts (fs.ErrNotExist for what is not a
+		// regular file) and os.Root's "path escapes from parent".
+		return http.StatusNotFound
+	}
+	if shortOfResources(errno) {
+		return http.StatusServiceUnavailable
+	}
+	switch errno {
+	case syscall.ENOENT, syscall.ENOTDIR, syscall.ENAMETOOLONG, syscall.ELOOP,
+		syscall.EISDIR, syscall.ENXIO, syscall.ENODEV, syscall.EINVAL:
+		return http.StatusNotFound
+	}
+	return http.StatusInternalServerError
+}
+
+// shortOfResources reports a failure that is the process's or the
+// system's, not the file's, and passes: out of fds (EMFILE, ENFILE),
+// memory (ENOMEM, ENOBUFS), or a lease another process holds (EAGAIN,
+// with O_NONBLOCK).
+func shortOfResources(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.ENOBUFS, syscall.EAGAIN:
+		return true
+	}
+	return false
 }
 
 // serveEntry answers with the file, a range of it, or a validator status.
@@ -532,7 +612,7 @@ func (s *FS) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 
 // CacheStats is a Dir's open-file cache at one moment: counters that only
 // grow over the Dir's life, and what the cache holds now. A Dir without
-// a cache (Options.CacheEntries negative) reports zeros.
+// a cache (Options.CacheEntries negative) reports zeros but for Errors.
 type CacheStats struct {
 	// Hits are requests given a file the cache already had open: fresh,
 	// found unchanged by a revalidation, or being opened for another
@@ -559,6 +639,11 @@ type CacheStats struct {
 	// name did not exist (checked within Options.Revalidate), without
 	// touching the disk.
 	NotFoundHits int64
+	// Errors are requests answered 503 or 500 because their file could
+	// not be opened for a reason other than its absence or permissions
+	// (a full fd table, a disk error; Options.Logger tells which). They
+	// are counted with or without a cache.
+	Errors int64
 	// Missing are the names remembered as missing now, at most a quarter
 	// of EntriesMax (at least 16) and apart from Entries.
 	Missing int
@@ -577,7 +662,7 @@ type CacheStats struct {
 }
 
 // AddCounters adds o's counters (Hits, Opens, Revalidations,
-// Invalidations, Evictions, NotFoundHits) to s and leaves s's gauges: for
+// Invalidations, Evictions, NotFoundHits, Errors) to s and leaves s's gauges: for
 // an exporter that serves one directory after another and whose counters
 // must never go back.
 func (s *CacheStats) AddCounters(o CacheStats) {
@@ -587,6 +672,7 @@ func (s *CacheStats) AddCounters(o CacheStats) {
 	s.Invalidations += o.Invalidations
 	s.Evictions += o.Evictions
 	s.NotFoundHits += o.NotFoundHits
+	s.Errors += o.Errors
 }
 
 // CacheStats reads the open-file cache's counters and state, holding its
@@ -594,7 +680,7 @@ func (s *CacheStats) AddCounters(o CacheStats) {
 func (d *Dir) CacheStats() CacheStats {
 	c := d.cache
 	if c == nil {
-		return CacheStats{}
+		return CacheStats{Errors: d.errors.Load()}
 	}
 	c.mu.Lock()
 	entries, missing := len(c.m), len(c.missing)
@@ -613,6 +699,7 @@ func (d *Dir) CacheStats() CacheStats {
 		InMemoryFiles:  int(c.heldFiles.Load()),
 		InMemoryBytes:  c.held.Load(),
 		InMemoryBudget: c.budget,
+		Errors:         d.errors.Load(),
 	}
 	if d.opts.InMemory > 0 {
 		s.InMemoryFileMax = d.opts.InMemory
