@@ -372,7 +372,9 @@ func (r *serveRun) setHandler(o *serveOptions) error {
 	var dir *static.Dir
 	desc := contentDesc{root: o.root, demo: o.root == "" && r.configPath == ""}
 	if o.root != "" {
-		d, err := static.NewDirOptions(o.root, o.staticOptions())
+		opts := o.staticOptions()
+		opts.Logger = r.logger
+		d, err := static.NewDirOptions(o.root, opts)
 		if err != nil {
 			return fmt.Errorf("--root: %w", err)
 		}
@@ -676,7 +678,10 @@ func serveAdmin(addr string, mx *metrics.Metrics, srv *runtime.Server, withPprof
 	if err != nil {
 		return nil, nil, err
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// net/http's own complaints (an accept failing on a full fd table,
+	// retried) go to the server's log in its format, not bare to stderr.
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(logger.Handler().WithAttrs([]slog.Attr{slog.String("endpoint", "admin")}), slog.LevelWarn)}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("admin endpoint stopped", "err", err)
