@@ -30,10 +30,13 @@ type server struct {
 	metrics string // admin listener (/metrics)
 	scrape  *http.Client
 
-	mu     sync.Mutex
-	log    []string // every line the server logged
-	exited chan struct{}
-	err    error // Wait's result, once exited is closed
+	mu  sync.Mutex
+	log []string // every line the server logged
+	// expected are ERROR lines a trial provokes on purpose (a substring
+	// of each): errorsLogged leaves them out.
+	expected []string
+	exited   chan struct{}
+	err      error // Wait's result, once exited is closed
 }
 
 // serverStartTimeout bounds the wait for the server's first log lines.
@@ -125,11 +128,41 @@ func (s *server) errorsLogged() []string {
 	defer s.mu.Unlock()
 	var bad []string
 	for _, l := range s.log {
-		if strings.Contains(l, "level=ERROR") || strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") {
+		if strings.Contains(l, "level=ERROR") && !s.isExpected(l) || strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") {
 			bad = append(bad, l)
 		}
 	}
 	return bad
+}
+
+// expectErrors declares ERROR lines the trial provokes: those containing
+// any of substrings are not the server's failures.
+func (s *server) expectErrors(substrings ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expected = append(s.expected, substrings...)
+}
+
+func (s *server) isExpected(line string) bool {
+	for _, e := range s.expected {
+		if strings.Contains(line, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// logged returns the lines the server has logged that contain substring.
+func (s *server) logged(substring string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.log {
+		if strings.Contains(l, substring) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // terminate sends SIGTERM and waits for the exit: graceful shutdown.
@@ -274,6 +307,30 @@ func (s *server) goroutines() (int, error) {
 		return 0, fmt.Errorf("goroutine profile begins %q, not with its total", first)
 	}
 	return n - 1, nil
+}
+
+// metric scrapes /metrics for one series, named with its labels as the
+// exposition writes them (quartet_stage_size{stage="processor"}).
+func (s *server) metric(series string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.metrics+"/metrics", nil)
+	resp, err := s.scrape.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, series+" ") {
+			return metricInt(l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("no %s in /metrics", series)
 }
 
 func metricInt(line string) (int, error) {
