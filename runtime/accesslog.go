@@ -4,10 +4,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/ratelog"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -37,18 +39,27 @@ const (
 
 // AccessLog returns a Config.Log that writes one line per response to w in
 // format f. Lines from several writer loops are serialised by a mutex; each
-// line is one Write. An unknown format is an error naming the known ones.
+// line is one Write. A Write that fails (a full disk) loses its line, and
+// slog.Default() is told: the first at once, then one line every 10 s
+// with the count, so that a log that stopped is not found out only when
+// it is needed. An unknown format is an error naming the known ones.
 func AccessLog(w io.Writer, f AccessLogFormat) (func(*stages.Response), error) {
 	if f != Combined && f != CombinedIO {
 		return nil, fmt.Errorf("quartet: access log format %q: want %q or %q", f, Combined, CombinedIO)
 	}
 	var mu sync.Mutex
 	var buf []byte
+	var lost ratelog.Limiter
 	return func(r *stages.Response) {
 		mu.Lock()
-		defer mu.Unlock()
 		buf = AppendAccessLog(buf[:0], f, r, time.Now())
-		w.Write(buf)
+		_, err := w.Write(buf)
+		mu.Unlock()
+		if err != nil {
+			if log, n := lost.Allow(time.Now()); log {
+				slog.Default().Error("quartet: access log: lines lost", "err", err, "lines", n)
+			}
+		}
 	}, nil
 }
 

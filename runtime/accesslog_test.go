@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -205,6 +206,37 @@ func TestAccessLogFormats(t *testing.T) {
 		}
 	}
 }
+
+// A Write that fails loses its line, and the log says so: once, then one
+// line an interval with the count, not one per response.
+func TestAccessLogSaysWhenLinesAreLost(t *testing.T) {
+	var logged syncBuffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	defer slog.SetDefault(prev)
+
+	log, err := AccessLog(failingWriter{syscall.ENOSPC}, Combined)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &stages.Response{Req: &stages.Request{Method: []byte("GET"), Target: []byte("/"), Minor: 1}, Status: 200}
+	for range 5 {
+		log(r)
+	}
+	var lost []string
+	for _, l := range logged.lines() {
+		if strings.Contains(l, "access log: lines lost") {
+			lost = append(lost, l)
+		}
+	}
+	if len(lost) != 1 || !strings.Contains(lost[0], "level=ERROR") || !strings.Contains(lost[0], "no space left on device") || !strings.Contains(lost[0], "lines=1") {
+		t.Errorf("for 5 lost lines, logged %q; want one ERROR line saying why", lost)
+	}
+}
+
+type failingWriter struct{ err error }
+
+func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
 
 func BenchmarkAccessLogLine(b *testing.B) {
 	req := &stages.Request{Method: []byte("GET"), Target: []byte("/index.html"), Minor: 1}

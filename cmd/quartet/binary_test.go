@@ -404,6 +404,24 @@ func TestSignals(t *testing.T) {
 		p.signal(syscall.SIGTERM)
 		p.wait()
 	})
+	t.Run("an access log that takes no lines says so", func(t *testing.T) {
+		if _, err := os.Stat("/dev/full"); err != nil {
+			t.Skipf("no /dev/full: %v", err)
+		}
+		p := startQuartet(t, serveCmd(t, "--access-log", "/dev/full")) // every write: ENOSPC
+		for range 5 {
+			fetch(t, "GET", p.url+"/hello") // served all the same
+		}
+		lost := regexp.MustCompile(`level=ERROR msg="quartet: access log: lines lost" path=/dev/full err=".*no space left on device" lines=1`)
+		p.waitLog(lost)
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+		if n := len(regexp.MustCompile("access log: lines lost").FindAllString(p.log.String(), -1)); n != 1 {
+			t.Errorf("%d lines about lost access log lines for 5 lost, want 1 (then one each 10 s):\n%s", n, p.log)
+		}
+	})
 }
 
 func readLines(t *testing.T, path string) []string {

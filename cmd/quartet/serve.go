@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quartet-server/quartet/admin"
+	"github.com/quartet-server/quartet/internal/ratelog"
 	"github.com/quartet-server/quartet/internal/systemd"
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
@@ -177,6 +178,7 @@ func (r *serveRun) run(ctx context.Context) error {
 		return err
 	}
 	cfg.Handler = &r.handler
+	r.alog.logger = r.logger
 	if err := r.alog.open(o.accessLog, runtime.AccessLogFormat(o.accessLogFormat), r.stdout); err != nil {
 		return fmt.Errorf("--access-log: %w", err)
 	}
@@ -593,6 +595,12 @@ type accessLog struct {
 	w      io.Writer
 	f      *os.File // nil for stdout
 	buf    []byte
+
+	// logger hears of lines the file would not take (a full disk), the
+	// first at once and then every ratelog.DefaultEvery with the count:
+	// an access log that stops silently is found out when it is needed.
+	logger *slog.Logger
+	lost   ratelog.Limiter
 }
 
 func (a *accessLog) log(r *stages.Response) {
@@ -600,11 +608,18 @@ func (a *accessLog) log(r *stages.Response) {
 		return
 	}
 	a.mu.Lock()
+	var err error
 	if a.w != nil {
 		a.buf = runtime.AppendAccessLog(a.buf[:0], a.format, r, time.Now())
-		a.w.Write(a.buf)
+		_, err = a.w.Write(a.buf)
 	}
+	path := a.path
 	a.mu.Unlock()
+	if err != nil && a.logger != nil {
+		if log, n := a.lost.Allow(time.Now()); log {
+			a.logger.Error("quartet: access log: lines lost", "path", path, "err", err, "lines", n)
+		}
+	}
 }
 
 // open points the log at path ("" for none, "-" for stdout): the new file
