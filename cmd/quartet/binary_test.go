@@ -597,6 +597,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"serve", "--bogus"}, 2, "", "quartet serve: flag provided but not defined: -bogus", 2},
 		{[]string{"serve", "--readers", "-1"}, 2, "", "quartet serve: --readers = -1: must be 0..1024", 2},
 		{[]string{"serve", "--static-in-memory", "abc"}, 2, "", `quartet serve: invalid value "abc" for flag -static-in-memory: "abc" is not a size (like 65536, 64KiB, 64MiB, 1GiB)`, 2},
+		{[]string{"serve", "--memory-limit", "0"}, 2, "", `quartet serve: invalid value "0" for flag -memory-limit: "0": want auto, off or a size above 0`, 2},
 		{[]string{"serve", "extra"}, 2, "", `quartet serve: unexpected argument "extra"`, 2},
 		{[]string{"serve", "--addr", busy.Addr().String()}, 1, "", "quartet serve: listener: " + busy.Addr().String() + ": bind: address already in use", 1},
 		{[]string{"serve", "--addr", "127.0.0.1:0", "--msg-addr", "nonsense"}, 1, "", `quartet serve: messenger listener: address "nonsense": address nonsense: missing port in address`, 1},

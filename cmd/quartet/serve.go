@@ -114,14 +114,15 @@ type serveRun struct {
 	stdout     io.Writer
 	stderr     io.Writer
 
-	logger  *slog.Logger
-	level   slog.LevelVar
-	handler swapHandler
-	alog    accessLog
-	notify  *systemd.Notifier
-	srv     *runtime.Server
-	desc    contentDesc
-	dir     atomic.Pointer[static.Dir] // the directory served now, for /metrics; nil for the embedded site
+	logger      *slog.Logger
+	level       slog.LevelVar
+	memoryLimit string // what --memory-limit put in force, for the startup line
+	handler     swapHandler
+	alog        accessLog
+	notify      *systemd.Notifier
+	srv         *runtime.Server
+	desc        contentDesc
+	dir         atomic.Pointer[static.Dir] // the directory served now, for /metrics; nil for the embedded site
 	// retiring are directories a reload replaced, each closed retireGrace
 	// later by its timer, or when the server stops if that comes first.
 	retireMu sync.Mutex
@@ -155,6 +156,11 @@ func (r *serveRun) run(ctx context.Context) error {
 		r.logger = slog.New(slog.NewTextHandler(r.stderr, hopts))
 	}
 	r.notify = systemd.NewNotifier(systemd.ProcessEnv{})
+	memCtx, stopMemoryLimit := context.WithCancel(ctx)
+	defer stopMemoryLimit()
+	var restoreMemoryLimit func()
+	r.memoryLimit, restoreMemoryLimit = setMemoryLimit(memCtx, o.memoryLimit, r.logger)
+	defer restoreMemoryLimit()
 	cfg := o.cfg
 	cfg.Logger = r.logger
 
@@ -349,7 +355,7 @@ func (r *serveRun) logStart(adminURL string) {
 	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "messenger", msgAddr, "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
 		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
-		"processors-max", c.ProcessorsMax, "writers", c.Writers,
+		"processors-max", c.ProcessorsMax, "writers", c.Writers, "memory-limit", r.memoryLimit,
 		"version", v.Version)
 }
 

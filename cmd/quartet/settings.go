@@ -42,6 +42,8 @@ type serveOptions struct {
 	staticInMemory       int64
 	staticInMemoryBudget int64
 	staticRevalidate     time.Duration
+
+	memoryLimit memoryLimit
 }
 
 func defaultOptions() *serveOptions {
@@ -124,6 +126,7 @@ func (o *serveOptions) settings() []setting {
 		{"server-name", (*text)(&c.ServerName), false, "the Server header"},
 		{"access-log", (*text)(&o.accessLog), true, "access log: a file (reopened on SIGUSR1), or - for stdout (default: none)"},
 		{"access-log-format", choice(&o.accessLogFormat, string(runtime.Combined), string(runtime.CombinedIO)), true, "combined (Apache's), or combinedio (with mod_logio's %I %O wire bytes)"},
+		{"memory-limit", &o.memoryLimit, false, "the Go heap's soft limit (GOMEMLIMIT, which wins if set): auto, 90% of the memory limit of the server's cgroup when it has one, followed as it changes; off; or a size"},
 		{"log-format", choice(&o.logFormat, "text", "json"), false, "server log format"},
 		{"log-level", choice(&o.logLevel, "debug", "info", "warn", "error"), true, "server log level"},
 		{"metrics-addr", (*text)(&o.metricsAddr), false, "admin listener: Prometheus /metrics, /healthz, /readyz (default: off)"},
@@ -486,6 +489,43 @@ type sizeOrOff int64
 
 func (v *sizeOrOff) String() string     { return (*rateOrOff)(v).String() }
 func (v *sizeOrOff) Set(s string) error { return (*rateOrOff)(v).Set(s) }
+
+// memoryLimit is --memory-limit: a size, or one of the two words.
+type memoryLimit int64
+
+const (
+	memoryLimitAuto memoryLimit = 0 // from the cgroup, when it has a limit
+	memoryLimitOff  memoryLimit = -1
+)
+
+func (v *memoryLimit) String() string {
+	switch *v {
+	case memoryLimitAuto:
+		return "auto"
+	case memoryLimitOff:
+		return "off"
+	}
+	return formatSize(int64(*v))
+}
+
+func (v *memoryLimit) Set(s string) error {
+	switch s {
+	case "auto":
+		*v = memoryLimitAuto
+		return nil
+	case "off":
+		*v = memoryLimitOff
+		return nil
+	}
+	n, err := parseSize(s)
+	if err == nil && n <= 0 {
+		err = fmt.Errorf("%q: want auto, off or a size above 0", s)
+	}
+	if err == nil {
+		*v = memoryLimit(n)
+	}
+	return err
+}
 
 func parseSize(s string) (int64, error) {
 	num, mult := strings.TrimSpace(s), int64(1)
