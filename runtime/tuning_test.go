@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"regexp"
 	goruntime "runtime"
 	"slices"
 	"strconv"
@@ -301,7 +302,8 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 		target = 800 * time.Millisecond
 		slow   = 200 * time.Millisecond
 	)
-	s := startServer(t, Config{Processors: 2, QueueWaitTarget: target})
+	var logged syncBuffer
+	s := startServer(t, Config{Processors: 2, QueueWaitTarget: target, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	// Teach the server both routes (each earns its class by a success).
 	warm, err := newClient(s.Addr().String())
 	if err != nil {
@@ -439,6 +441,25 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 	}
 	if counted != uint64(shed) {
 		t.Errorf("Stats counts %d shed, the clients got %d 503s", counted, shed)
+	}
+	// The log tells the operator: a line when the refusals begin, and
+	// one when they have stopped (overloadQuiet later) that counts them.
+	mu.Unlock()
+	overWithCount := regexp.MustCompile(`msg="quartet: overload over" lasted=\S+ refused=(\d+) admitted=\d+`)
+	deadline := time.Now().Add(overloadQuiet + 5*time.Second)
+	for len(overWithCount.FindAllString(logged.String(), -1)) < strings.Count(logged.String(), "quartet: overloaded:") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	began := strings.Count(logged.String(), "level=WARN msg=\"quartet: overloaded: refusing")
+	var ended, refused int
+	for _, m := range overWithCount.FindAllStringSubmatch(logged.String(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		ended++
+		refused += n
+	}
+	if began == 0 || ended != began || refused != shed {
+		t.Errorf("%d overload lines and %d end lines counting %d refused, for %d 503s; want as many ends as beginnings, counting them all:\n%s", began, ended, refused, shed, logged.String())
 	}
 	// The reader loops write the 503s they shed themselves, as they do
 	// the responses they serve inline (shed.go): written directly beyond
@@ -731,6 +752,51 @@ func TestAdmissionPlaces(t *testing.T) {
 			unknown, plan := tu.admissionPlaces(tc.size, tc.most, tc.auto, tc.ceiling)
 			if unknown != tc.wantUnknown || plan != tc.wantP {
 				t.Errorf("unknown %d, plan %d; want %d, %d", unknown, plan, tc.wantUnknown, tc.wantP)
+			}
+		})
+	}
+}
+
+// An overload episode is three kinds of line, whatever the number of
+// refusals: its start, a reminder a minute while it lasts, and its end
+// overloadQuiet after the last refusal, each with the counts so far.
+func TestOverloadEpisodeLines(t *testing.T) {
+	type period struct {
+		at             time.Duration
+		shed, admitted uint64
+	}
+	for _, tt := range []struct {
+		name    string
+		periods []period
+		want    []string // the lines' messages and counts, in order
+	}{
+		{"no refusal, no line", []period{{0, 0, 5}, {time.Second, 0, 5}}, nil},
+		{"a short episode", []period{{0, 0, 5}, {100 * time.Millisecond, 3, 2}, {200 * time.Millisecond, 4, 1},
+			{time.Second, 0, 9}, {200*time.Millisecond + overloadQuiet, 0, 9}},
+			[]string{`overloaded: refusing .* refused=3 admitted=2`, `overload over" lasted=100ms refused=7 admitted=21`}},
+		{"a refusal within the quiet time keeps the episode", []period{{0, 1, 0}, {overloadQuiet - time.Millisecond, 1, 0},
+			{2*overloadQuiet - 2*time.Millisecond, 0, 0}, {2*overloadQuiet - time.Millisecond, 0, 0}},
+			[]string{`overloaded: refusing .* refused=1 admitted=0`, `overload over" lasted=4.999s refused=2 admitted=0`}},
+		{"a long episode is reminded of", []period{{0, 10, 0}, {30 * time.Second, 10, 0}, {overloadReport, 10, 0},
+			{overloadReport + time.Second, 10, 0}, {2*overloadReport + time.Second, 5, 0}},
+			[]string{`overloaded: refusing .* refused=10`, `still overloaded" for=1m0s refused=30 refused_since_last_line=20 admitted=0`,
+				`still overloaded" for=2m1s refused=45 refused_since_last_line=15 admitted=0`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logged syncBuffer
+			s := &Server{cfg: Config{QueueWaitTarget: time.Second, Logger: slog.New(slog.NewTextHandler(&logged, nil))}}
+			start := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+			for _, p := range tt.periods {
+				s.noteOverload(start.Add(p.at), p.shed, p.admitted)
+			}
+			lines := logged.lines()
+			if len(lines) != len(tt.want) {
+				t.Fatalf("%d lines, want %d:\n%s", len(lines), len(tt.want), logged.String())
+			}
+			for i, re := range tt.want {
+				if !regexp.MustCompile(re).MatchString(lines[i]) {
+					t.Errorf("line %d %q, want %q", i, lines[i], re)
+				}
 			}
 		})
 	}
