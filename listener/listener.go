@@ -288,6 +288,10 @@ func (l *Listener) Addr() net.Addr { return net.TCPAddrFromAddrPort(l.addr) }
 // Open is the number of connections accepted and not yet released.
 func (l *Listener) Open() int { return int(l.open.Load()) }
 
+// AtLimit reports whether the open connections have reached MaxConns, so
+// that the accept loops wait for one to close. Any goroutine.
+func (l *Listener) AtLimit() bool { return l.atLimit() }
+
 // Released tells the listener a connection has closed: below the limit
 // again, a paused accept loop resumes. Any goroutine.
 func (l *Listener) Released() {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -195,8 +197,12 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	}
 }
 
+// At MaxConns a connection waits in the backlog until another closes, and
+// the log says the server is at its limit (once, not per connection), and
+// when that is over.
 func TestMaxConnsHoldsConnectionsInTheBacklog(t *testing.T) {
-	s := startServer(t, Config{MaxConns: 2})
+	var logged syncBuffer
+	s := startServer(t, Config{MaxConns: 2, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	a, b := dial(t, s), dial(t, s)
 	exchange(t, a, bufio.NewReader(a), "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "GET")
 	exchange(t, b, bufio.NewReader(b), "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "GET")
@@ -212,6 +218,20 @@ func TestMaxConnsHoldsConnectionsInTheBacklog(t *testing.T) {
 	resp, body := exchange(t, third, br, "", "GET")
 	if resp.StatusCode != 200 || body != "Hello, World!" {
 		t.Fatalf("after a slot freed: %d %q", resp.StatusCode, body)
+	}
+	atLimit := "level=WARN msg=\"quartet: at the connection limit: new clients wait in the backlog until connections close\" max_conns=2"
+	if !eventually(2*time.Second, func() bool { return strings.Contains(logged.String(), atLimit) }) {
+		t.Errorf("no line saying the server is at its connection limit:\n%s", logged.String())
+	}
+	// Still at the limit (b and third are open) when it stops.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	over := regexp.MustCompile(`level=INFO msg="quartet: below the connection limit again \(at shutdown\)" lasted=\S+ max_conns=2`)
+	if n, m := strings.Count(logged.String(), "at the connection limit:"), len(over.FindAllString(logged.String(), -1)); n != 1 || m != 1 {
+		t.Errorf("%d lines at the limit and %d at its end, want one each:\n%s", n, m, logged.String())
 	}
 }
 

@@ -278,71 +278,16 @@ type tuner struct {
 	io         [2]*ioTuner // the reader and writer stages' (tuning_loops.go)
 	prevCPU    time.Duration
 	prevServed uint64 // requests the processor stage had served (inline ones included)
+	prevPauses uint64 // the listeners' stops at MaxConns, ever
 	// cpuBound: the last period with requests queued found places free
 	// (control.Estimates.PlacesBound false), so what they waited for was
 	// CPU, and more places would not drain them faster.
 	cpuBound bool
 	machine  machineCPU
 	scratch  []ioLoop
-	overload overloadEpisode
-}
-
-// overloadEpisode follows admission control's refusals for the log: a
-// line when the server starts refusing, one a minute while it goes on,
-// and one when it has refused nothing for overloadQuiet, each with the
-// counts, instead of nothing (the 503s were only in the metrics and the
-// access log) or a line per refusal.
-type overloadEpisode struct {
-	since, lastShed, reported time.Time // zero since: no episode
-	shed, admitted            uint64    // since the episode began
-	shedReported              uint64    // shed at the last line
-}
-
-const (
-	// overloadQuiet ends an episode: long enough that a load hovering at
-	// the limit is one episode, not a line every few periods.
-	overloadQuiet = 5 * time.Second
-	// overloadReport is how often a long episode is reported.
-	overloadReport = time.Minute
-)
-
-// overloadOver logs the episode's summary and ends it.
-func (s *Server) overloadOver(why string) {
-	o := &s.tuner.overload
-	if o.since.IsZero() {
-		return
-	}
-	s.cfg.Logger.Info("quartet: overload over"+why, "lasted", o.lastShed.Sub(o.since).Round(time.Millisecond),
-		"refused", o.shed, "admitted", o.admitted)
-	*o = overloadEpisode{}
-}
-
-// noteOverload takes one period's refusals and admissions.
-func (s *Server) noteOverload(now time.Time, shed, admitted uint64) {
-	o := &s.tuner.overload
-	log := s.cfg.Logger
-	switch {
-	case o.since.IsZero() && shed == 0:
-		return
-	case o.since.IsZero():
-		*o = overloadEpisode{since: now, lastShed: now, reported: now, shed: shed, admitted: admitted, shedReported: shed}
-		log.Warn("quartet: overloaded: refusing with 503 the requests that would wait longer than the queue-wait target",
-			"queue_wait_target", s.cfg.QueueWaitTarget, "refused", shed, "admitted", admitted)
-		return
-	}
-	o.shed += shed
-	o.admitted += admitted
-	if shed > 0 {
-		o.lastShed = now
-	}
-	switch {
-	case now.Sub(o.lastShed) >= overloadQuiet:
-		s.overloadOver("")
-	case now.Sub(o.reported) >= overloadReport:
-		log.Warn("quartet: still overloaded", "for", now.Sub(o.since).Round(time.Second),
-			"refused", o.shed, "refused_since_last_line", o.shed-o.shedReported, "admitted", o.admitted)
-		o.reported, o.shedReported = now, o.shed
-	}
+	// overload and atLimit follow, for the log, admission control's
+	// refusals and the listeners' pauses at MaxConns (episodes.go).
+	overload, atLimit episode
 }
 
 // tune runs the control loop until ctx is done.
@@ -361,9 +306,7 @@ func (s *Server) tune(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			s.tuner.mu.Lock()
-			s.overloadOver(" (at shutdown)")
-			s.tuner.mu.Unlock()
+			s.endEpisodes()
 			return
 		case now := <-t.C:
 			s.sample(now, true)
@@ -404,6 +347,7 @@ func (s *Server) sample(now time.Time, decide bool) {
 		return
 	}
 	s.noteOverload(now, ps.Shed, ps.Admitted)
+	s.noteConnLimit(now)
 	ps.Busy = s.pool.Busy()
 	// The loops first: admission needs to know how far behind the
 	// writers are.

@@ -443,10 +443,10 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 		t.Errorf("Stats counts %d shed, the clients got %d 503s", counted, shed)
 	}
 	// The log tells the operator: a line when the refusals begin, and
-	// one when they have stopped (overloadQuiet later) that counts them.
+	// one when they have stopped (episodeQuiet later) that counts them.
 	mu.Unlock()
 	overWithCount := regexp.MustCompile(`msg="quartet: overload over" lasted=\S+ refused=(\d+) admitted=\d+`)
-	deadline := time.Now().Add(overloadQuiet + 5*time.Second)
+	deadline := time.Now().Add(episodeQuiet + 5*time.Second)
 	for len(overWithCount.FindAllString(logged.String(), -1)) < strings.Count(logged.String(), "quartet: overloaded:") && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -759,7 +759,7 @@ func TestAdmissionPlaces(t *testing.T) {
 
 // An overload episode is three kinds of line, whatever the number of
 // refusals: its start, a reminder a minute while it lasts, and its end
-// overloadQuiet after the last refusal, each with the counts so far.
+// episodeQuiet after the last refusal, each with the counts so far.
 func TestOverloadEpisodeLines(t *testing.T) {
 	type period struct {
 		at             time.Duration
@@ -772,13 +772,13 @@ func TestOverloadEpisodeLines(t *testing.T) {
 	}{
 		{"no refusal, no line", []period{{0, 0, 5}, {time.Second, 0, 5}}, nil},
 		{"a short episode", []period{{0, 0, 5}, {100 * time.Millisecond, 3, 2}, {200 * time.Millisecond, 4, 1},
-			{time.Second, 0, 9}, {200*time.Millisecond + overloadQuiet, 0, 9}},
+			{time.Second, 0, 9}, {200*time.Millisecond + episodeQuiet, 0, 9}},
 			[]string{`overloaded: refusing .* refused=3 admitted=2`, `overload over" lasted=100ms refused=7 admitted=21`}},
-		{"a refusal within the quiet time keeps the episode", []period{{0, 1, 0}, {overloadQuiet - time.Millisecond, 1, 0},
-			{2*overloadQuiet - 2*time.Millisecond, 0, 0}, {2*overloadQuiet - time.Millisecond, 0, 0}},
+		{"a refusal within the quiet time keeps the episode", []period{{0, 1, 0}, {episodeQuiet - time.Millisecond, 1, 0},
+			{2*episodeQuiet - 2*time.Millisecond, 0, 0}, {2*episodeQuiet - time.Millisecond, 0, 0}},
 			[]string{`overloaded: refusing .* refused=1 admitted=0`, `overload over" lasted=4.999s refused=2 admitted=0`}},
-		{"a long episode is reminded of", []period{{0, 10, 0}, {30 * time.Second, 10, 0}, {overloadReport, 10, 0},
-			{overloadReport + time.Second, 10, 0}, {2*overloadReport + time.Second, 5, 0}},
+		{"a long episode is reminded of", []period{{0, 10, 0}, {30 * time.Second, 10, 0}, {episodeReminder, 10, 0},
+			{episodeReminder + time.Second, 10, 0}, {2*episodeReminder + time.Second, 5, 0}},
 			[]string{`overloaded: refusing .* refused=10`, `still overloaded" for=1m0s refused=30 refused_since_last_line=20 admitted=0`,
 				`still overloaded" for=2m1s refused=45 refused_since_last_line=15 admitted=0`}},
 	} {

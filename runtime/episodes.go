@@ -1,0 +1,146 @@
+package runtime
+
+import (
+	"time"
+
+	"github.com/quartet-server/quartet/listener"
+)
+
+// episode follows, for the log, a condition that comes and goes while the
+// server serves: admission control refusing requests, the listeners
+// paused at the connection limit. Its lines are a WARN when it begins, a
+// reminder once a minute while it goes on, and an INFO when it has not
+// been seen for episodeQuiet, each with its counts: three lines for an
+// episode of any size, where before there was nothing in the log (the
+// metrics and the access log had it) and a line per event would flood it.
+type episode struct {
+	since, last, reported time.Time // zero since: none going on
+	events, other         uint64    // since it began: what it counts (refusals), and the count its lines carry beside (admissions)
+	eventsReported        uint64    // events at the last line
+}
+
+// An episode's turn: what its log should say after a period.
+type episodeTurn uint8
+
+const (
+	episodeQuietly episodeTurn = iota
+	episodeBegan
+	episodeGoesOn // a reminder is due
+	episodeEnded
+)
+
+const (
+	// episodeQuiet ends an episode: long enough that a load hovering at
+	// a limit is one episode, not a line every few periods.
+	episodeQuiet = 5 * time.Second
+	// episodeReminder is how often an episode that goes on is reported.
+	episodeReminder = time.Minute
+)
+
+// note takes one period's events and other count at now, and returns
+// what the log should say and the episode as that line reports it.
+func (e *episode) note(now time.Time, events, other uint64) (episodeTurn, episode) {
+	if e.since.IsZero() {
+		if events == 0 {
+			return episodeQuietly, *e
+		}
+		*e = episode{since: now, last: now, reported: now, events: events, other: other, eventsReported: events}
+		return episodeBegan, *e
+	}
+	e.events += events
+	e.other += other
+	if events > 0 {
+		e.last = now
+	}
+	was := *e
+	switch {
+	case now.Sub(e.last) >= episodeQuiet:
+		*e = episode{}
+		return episodeEnded, was
+	case now.Sub(e.reported) >= episodeReminder:
+		e.reported, e.eventsReported = now, e.events
+		return episodeGoesOn, was
+	}
+	return episodeQuietly, was
+}
+
+// end ends the episode going on, if one is: the server stops.
+func (e *episode) end() (episode, bool) {
+	was := *e
+	*e = episode{}
+	return was, !was.since.IsZero()
+}
+
+// lasted is from the episode's first event to its last.
+func (e episode) lasted() time.Duration { return e.last.Sub(e.since).Round(time.Millisecond) }
+
+// noteOverload logs admission control's refusals (shed) as episodes.
+func (s *Server) noteOverload(now time.Time, shed, admitted uint64) {
+	turn, e := s.tuner.overload.note(now, shed, admitted)
+	switch turn {
+	case episodeBegan:
+		s.cfg.Logger.Warn("quartet: overloaded: refusing with 503 the requests that would wait longer than the queue-wait target",
+			"queue_wait_target", s.cfg.QueueWaitTarget, "refused", e.events, "admitted", e.other)
+	case episodeGoesOn:
+		s.cfg.Logger.Warn("quartet: still overloaded", "for", now.Sub(e.since).Round(time.Second),
+			"refused", e.events, "refused_since_last_line", e.events-e.eventsReported, "admitted", e.other)
+	case episodeEnded:
+		s.overloadOver(e, "")
+	}
+}
+
+func (s *Server) overloadOver(e episode, why string) {
+	s.cfg.Logger.Info("quartet: overload over"+why, "lasted", e.lasted(), "refused", e.events, "admitted", e.other)
+}
+
+// noteConnLimit logs the listeners' stops at MaxConns as episodes: new
+// clients wait in the backlog meanwhile, which from outside looks like a
+// server that has stopped answering. A period counts if a listener
+// paused in it or is paused at its end: at the limit with no connection
+// closing, an accept loop pauses once and stays paused.
+func (s *Server) noteConnLimit(now time.Time) {
+	if s.cfg.MaxConns <= 0 {
+		return
+	}
+	var pauses uint64
+	atLimit := false
+	for _, ln := range [...]*listener.Listener{s.ln, s.msgLn} {
+		if ln != nil {
+			pauses += ln.Paused.Load()
+			atLimit = atLimit || ln.AtLimit()
+		}
+	}
+	t := &s.tuner
+	seen := pauses - t.prevPauses
+	t.prevPauses = pauses
+	if atLimit && seen == 0 {
+		seen = 1
+	}
+	turn, e := t.atLimit.note(now, seen, 0)
+	switch turn {
+	case episodeBegan:
+		s.cfg.Logger.Warn("quartet: at the connection limit: new clients wait in the backlog until connections close",
+			"max_conns", s.cfg.MaxConns)
+	case episodeGoesOn:
+		s.cfg.Logger.Warn("quartet: still at the connection limit", "for", now.Sub(e.since).Round(time.Second), "max_conns", s.cfg.MaxConns)
+	case episodeEnded:
+		s.connLimitOver(e, "")
+	}
+}
+
+func (s *Server) connLimitOver(e episode, why string) {
+	s.cfg.Logger.Info("quartet: below the connection limit again"+why, "lasted", e.lasted(), "max_conns", s.cfg.MaxConns)
+}
+
+// endEpisodes reports the episodes going on when the control loop stops.
+func (s *Server) endEpisodes() {
+	t := &s.tuner
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.overload.end(); ok {
+		s.overloadOver(e, " (at shutdown)")
+	}
+	if e, ok := t.atLimit.end(); ok {
+		s.connLimitOver(e, " (at shutdown)")
+	}
+}
