@@ -175,11 +175,21 @@ func TestSignals(t *testing.T) {
 		resp := p.inFlight("/sleep?ms=1500")
 		p.waitBusy()
 		p.signal(syscall.SIGTERM)
+		signalled := time.Now()
 		if got := <-resp; got != "200 OK\n" {
 			t.Errorf("in-flight request: %q", got)
 		}
+		answeredAfter := time.Since(signalled)
 		if code := p.wait(); code != 0 {
 			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+		// The last line says it stopped cleanly, and what it served.
+		lines := strings.Split(strings.TrimSpace(p.log.String()), "\n")
+		last := regexp.MustCompile(`level=INFO msg="quartet stopped" uptime=\S+ shutdown_took=(\S+) connections=\d+ responses=([1-9]\d*)$`).FindStringSubmatch(lines[len(lines)-1])
+		if last == nil {
+			t.Errorf("last line %q, want quartet stopped with its counts", lines[len(lines)-1])
+		} else if took, err := time.ParseDuration(last[1]); err != nil || took < answeredAfter-50*time.Millisecond {
+			t.Errorf("shutdown_took=%s, but the request in flight was answered %v after SIGTERM", last[1], answeredAfter)
 		}
 	})
 	t.Run("a second SIGINT stops at once", func(t *testing.T) {

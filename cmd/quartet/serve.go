@@ -116,7 +116,8 @@ type serveRun struct {
 
 	logger      *slog.Logger
 	level       slog.LevelVar
-	memoryLimit string // what --memory-limit put in force, for the startup line
+	memoryLimit string    // what --memory-limit put in force, for the startup line
+	started     time.Time // when the startup line was logged
 	handler     swapHandler
 	alog        accessLog
 	notify      *systemd.Notifier
@@ -269,10 +270,12 @@ func (r *serveRun) serve(ctx context.Context, adminURL string) error {
 
 	var shutdown chan error // the graceful shutdown's outcome, once begun
 	var forced <-chan time.Time
+	var shutdownAt time.Time
 	beginShutdown := func(why string) {
 		if shutdown != nil {
 			return
 		}
+		shutdownAt = time.Now()
 		r.logger.Info("shutting down: finishing requests in flight", "why", why, "grace", srv.Config().ShutdownTimeout)
 		r.notifyState("STOPPING=1")
 		stopServing()
@@ -293,9 +296,18 @@ func (r *serveRun) serve(ctx context.Context, adminURL string) error {
 			if err == nil && shutdown != nil {
 				err = <-shutdown // how the shutdown went: cut short by its grace, say
 			}
+			if err == nil && !r.started.IsZero() {
+				// The last line: that the server stopped cleanly, and
+				// what it did, for a journal read after the fact.
+				st := srv.Snapshot()
+				r.logger.Info("quartet stopped", "uptime", time.Since(r.started).Round(time.Millisecond),
+					"shutdown_took", time.Since(shutdownAt).Round(time.Millisecond),
+					"connections", st.Accepted, "responses", st.Writer.Dequeued)
+			}
 			return err
 		case <-ready:
 			ready = nil
+			r.started = time.Now()
 			r.logStart(adminURL)
 			r.notifyState("READY=1", "STATUS=serving "+r.url())
 		case <-ctxDone:
