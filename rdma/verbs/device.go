@@ -128,7 +128,7 @@ func (p *PD) Register(mem []byte, access rdma.Access) (rdma.MR, error) {
 	mr, err := C.q_reg_mr(p.pd, unsafe.Pointer(unsafe.SliceData(mem)), C.size_t(len(mem)), C.int(access))
 	if mr == nil {
 		p.unref()
-		return nil, verbErr("ibv_reg_mr", err)
+		return nil, rdma.MemlockExplains(verbErr("ibv_reg_mr", err), len(mem))
 	}
 	return &MR{pd: p, mr: mr, mem: mem}, nil
 }

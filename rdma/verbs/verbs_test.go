@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	goruntime "runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -915,6 +916,94 @@ func TestBatchPoll(t *testing.T) {
 			if c := got[i]; c.Status != rdma.StatusSuccess || c.WRID != uint64(i) || c.Op != rdma.OpRead {
 				t.Fatalf("completion %d: %+v", i, c)
 			}
+		}
+	})
+}
+
+// A registration the locked-memory limit refuses says so, with the
+// figures, instead of a bare "cannot allocate memory": on a thread
+// without CAP_IPC_LOCK (the guest runs the tests as root, which the limit
+// does not bind) and with RLIMIT_MEMLOCK at 1 MiB, registering 4 MiB is
+// rdma.ErrMemlock; registering 64 KiB still works.
+func TestRegisterOverMemlock(t *testing.T) {
+	run(t, func(t *testing.T, td testDevice) {
+		dev, err := New().Open(td.name)
+		if err != nil {
+			t.Fatalf("Open(%s): %v", td.name, err)
+		}
+		defer dev.Close()
+		pd, err := dev.AllocPD()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pd.Close()
+		big, err := rdma.Alloc(4 << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer big.Free()
+		small, err := rdma.Alloc(64 << 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer small.Free()
+
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+			t.Fatal(err)
+		}
+		low := lim
+		low.Cur = 1 << 20
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &low); err != nil {
+			t.Skipf("lowering RLIMIT_MEMLOCK: %v", err)
+		}
+		defer unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim)
+
+		type result struct {
+			bigErr, smallErr error
+			mrs              []rdma.MR
+		}
+		done := make(chan result)
+		go func() {
+			// Capabilities are per thread: this goroutine's thread drops
+			// CAP_IPC_LOCK and is never given back (it ends with the
+			// goroutine, locked), and the registrations run on it.
+			goruntime.LockOSThread()
+			var r result
+			defer func() { done <- r }()
+			hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+			var caps [2]unix.CapUserData
+			if err := unix.Capget(&hdr, &caps[0]); err != nil {
+				r.bigErr = fmt.Errorf("capget: %w", err)
+				return
+			}
+			caps[0].Effective &^= 1 << unix.CAP_IPC_LOCK
+			if err := unix.Capset(&hdr, &caps[0]); err != nil {
+				r.bigErr = fmt.Errorf("capset: %w", err)
+				return
+			}
+			for _, m := range []struct {
+				mem *rdma.Memory
+				err *error
+			}{{big, &r.bigErr}, {small, &r.smallErr}} {
+				mr, err := pd.Register(m.mem.Bytes(), rdma.AccessLocalWrite)
+				*m.err = err
+				if err == nil {
+					r.mrs = append(r.mrs, mr)
+				}
+			}
+		}()
+		r := <-done
+		for _, mr := range r.mrs {
+			mr.Close()
+		}
+		var me *rdma.MemlockError
+		if !errors.Is(r.bigErr, rdma.ErrMemlock) || !errors.As(r.bigErr, &me) || me.Limit != 1<<20 || me.Asked != 4<<20 ||
+			!errors.Is(r.bigErr, syscall.ENOMEM) || !strings.Contains(r.bigErr.Error(), "RLIMIT_MEMLOCK") {
+			t.Errorf("registering 4 MiB over a 1 MiB RLIMIT_MEMLOCK without CAP_IPC_LOCK: %v; want rdma.ErrMemlock saying so", r.bigErr)
+		}
+		if r.smallErr != nil {
+			t.Errorf("registering 64 KiB within the limit: %v", r.smallErr)
 		}
 	})
 }
