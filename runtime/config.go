@@ -201,8 +201,11 @@ type Config struct {
 	// Log runs in the writer after each response's last byte (or abort),
 	// with the exact bytes sent; AccessLog makes one. nil logs nothing.
 	Log func(*stages.Response)
-	// Logger receives server events: handler panics, loop failures, a
-	// shutdown that had to cut requests off (slog.Default()).
+	// Logger receives server events: handler panics, loop failures,
+	// accepts failing (the fd table full), admission control refusing
+	// requests and the listeners stopped at MaxConns (a line when each
+	// begins, one a minute while it lasts, one when it ends), a shutdown
+	// that had to cut requests off (slog.Default()).
 	Logger *slog.Logger
 
 	// Modules plug features in through hooks, in this order.
