@@ -252,19 +252,12 @@ func (s *server) resources() (resources, error) {
 	if r.goroutines, err = s.goroutines(); err != nil {
 		return r, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.metrics+"/metrics", nil)
-	resp, err := s.scrape.Do(req)
+	metrics, err := s.adminGet("/metrics")
 	if err != nil {
 		return r, err
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	sawPool := false
-	for sc.Scan() {
-		l := sc.Text()
+	for _, l := range strings.Split(metrics, "\n") {
 		switch {
 		case strings.HasPrefix(l, `quartet_stage_goroutines{stage="processor"} `):
 			r.poolGoroutines, err = metricInt(l)
@@ -283,24 +276,34 @@ func (s *server) resources() (resources, error) {
 	if !sawPool {
 		return r, errors.New(`no quartet_stage_goroutines{stage="processor"} in /metrics`)
 	}
-	return r, sc.Err()
+	return r, nil
+}
+
+// adminGet fetches one path of the admin listener, whole.
+func (s *server) adminGet(path string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.metrics+path, nil)
+	resp, err := s.scrape.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return string(b), err
 }
 
 // goroutines reads the total of the server's goroutine profile, less the
 // goroutine that writes it.
 func (s *server) goroutines() (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.metrics+"/debug/pprof/goroutine?debug=1", nil)
-	resp, err := s.scrape.Do(req)
+	profile, err := s.adminGet("/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	first, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil {
-		return 0, fmt.Errorf("goroutine profile: %v", err)
-	}
+	first, _, _ := strings.Cut(profile, "\n")
 	total, ok := strings.CutPrefix(strings.TrimSpace(first), "goroutine profile: total ")
 	n, err := strconv.Atoi(total)
 	if !ok || err != nil {
@@ -312,23 +315,14 @@ func (s *server) goroutines() (int, error) {
 // metric scrapes /metrics for one series, named with its labels as the
 // exposition writes them (quartet_stage_size{stage="processor"}).
 func (s *server) metric(series string) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.metrics+"/metrics", nil)
-	resp, err := s.scrape.Do(req)
+	metrics, err := s.adminGet("/metrics")
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if l := sc.Text(); strings.HasPrefix(l, series+" ") {
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, series+" ") {
 			return metricInt(l)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
 	}
 	return 0, fmt.Errorf("no %s in /metrics", series)
 }
