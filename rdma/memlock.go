@@ -14,10 +14,13 @@ import (
 )
 
 // ErrMemlock: registering memory would pin more than the process's
-// RLIMIT_MEMLOCK allows, and the process lacks CAP_IPC_LOCK, which lifts
-// the limit. The kernel says only ENOMEM; a *MemlockError says how much
-// was pinned, asked for and allowed. Raise the limit (ulimit -l, systemd's
-// LimitMEMLOCK=, a container's memlock ulimit) or grant the capability.
+// RLIMIT_MEMLOCK allows. CAP_IPC_LOCK lifts the limit for the drivers
+// that use the kernel's ib_umem_get (rxe, hardware), not for siw, which
+// counts its pages against the limit whatever the capability (Linux 6.1;
+// TestRegisterOverMemlock shows both). The kernel says only ENOMEM; a
+// *MemlockError says how much was pinned, asked for and allowed. Raise
+// the limit (ulimit -l, systemd's LimitMEMLOCK=, a container's memlock
+// ulimit), or grant the capability where the driver honours it.
 var ErrMemlock = errors.New("rdma: memory registration over RLIMIT_MEMLOCK")
 
 // MemlockError is a registration the locked-memory limit refused.
@@ -26,11 +29,18 @@ type MemlockError struct {
 	Asked  uint64 // bytes the registration would pin, whole pages
 	Pinned uint64 // bytes the process had pinned already (VmPin)
 	Limit  uint64 // RLIMIT_MEMLOCK
+	// CapIPCLock: the process has the capability, and the driver did not
+	// let it lift the limit.
+	CapIPCLock bool
 }
 
 func (e *MemlockError) Error() string {
-	return fmt.Sprintf("%v: %d bytes to pin with %d pinned already, over RLIMIT_MEMLOCK (%d): raise it (ulimit -l, systemd's LimitMEMLOCK=) or grant CAP_IPC_LOCK",
-		e.Err, e.Asked, e.Pinned, e.Limit)
+	remedy := "raise it (ulimit -l, systemd's LimitMEMLOCK=) or grant CAP_IPC_LOCK (which siw does not honour)"
+	if e.CapIPCLock {
+		remedy = "raise it (ulimit -l, systemd's LimitMEMLOCK=): this process has CAP_IPC_LOCK, which this device's driver does not honour"
+	}
+	return fmt.Sprintf("%v: %d bytes to pin with %d pinned already, over RLIMIT_MEMLOCK (%d): %s",
+		e.Err, e.Asked, e.Pinned, e.Limit, remedy)
 }
 
 func (e *MemlockError) Unwrap() error { return e.Err }
@@ -39,9 +49,12 @@ func (e *MemlockError) Is(target error) bool { return target == ErrMemlock }
 
 // MemlockExplains returns err, a failed registration of size bytes, as a
 // *MemlockError when the locked-memory limit is why: the error is ENOMEM,
-// the process lacks CAP_IPC_LOCK, and what it has pinned (VmPin in
-// /proc/thread-self/status) and the registration's pages pass RLIMIT_MEMLOCK, as
-// the kernel counts in ib_umem_get. Otherwise (a real shortage, a device
+// and what the process has pinned (VmPin in /proc/thread-self/status) and
+// the registration's pages pass RLIMIT_MEMLOCK, as the drivers count.
+// With CAP_IPC_LOCK that is still the likely cause (siw ignores the
+// capability; for the drivers that honour it, a real shortage exactly
+// where the limit would be is the unlikely other), and the error says
+// the capability did not help. Otherwise (a real shortage, a device
 // table full, a platform without /proc) err is returned as it was.
 // Providers that pin pages call it on their registration's failure.
 func MemlockExplains(err error, size int) error {
@@ -67,16 +80,16 @@ func MemlockExplains(err error, size int) error {
 	}
 	page := uint64(os.Getpagesize())
 	asked := (uint64(size) + page - 1) / page * page
-	if !overMemlock(asked, pinned, lim.Cur, capIPCLock) {
+	if !overMemlock(asked, pinned, lim.Cur) {
 		return err
 	}
-	return &MemlockError{Err: err, Asked: asked, Pinned: pinned, Limit: lim.Cur}
+	return &MemlockError{Err: err, Asked: asked, Pinned: pinned, Limit: lim.Cur, CapIPCLock: capIPCLock}
 }
 
-// overMemlock is the kernel's check: with CAP_IPC_LOCK there is no limit;
-// without, the pinned pages and the new ones must stay within it.
-func overMemlock(asked, pinned, limit uint64, capIPCLock bool) bool {
-	return !capIPCLock && limit != unix.RLIM_INFINITY && pinned+asked > limit
+// overMemlock is the drivers' check: the pinned pages and the new ones
+// must stay within the limit.
+func overMemlock(asked, pinned, limit uint64) bool {
+	return limit != unix.RLIM_INFINITY && pinned+asked > limit
 }
 
 // capIPCLock is CAP_IPC_LOCK's bit in /proc/self/status's CapEff.
