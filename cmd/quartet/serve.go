@@ -364,11 +364,41 @@ func (r *serveRun) logStart(adminURL string) {
 		msgAddr = a.String()
 	}
 	r.warnBench() // before the startup line, which tools and tests take as "ready"
+	openFiles := r.warnOpenFiles(c.MaxConns)
 	r.logger.Info("quartet serving", "url", r.url(), "addr", r.srv.Addr().String(), "messenger", msgAddr, "root", r.desc.root,
 		"bench-endpoints", r.desc.bench, "access-log", accessLog, "admin", adminURL,
 		"rdma", o.rdma, "readers", c.Readers, "processors", c.Processors, "processors-min", c.ProcessorsMin,
-		"processors-max", c.ProcessorsMax, "writers", c.Writers, "memory-limit", r.memoryLimit,
-		"version", v.Version)
+		"processors-max", c.ProcessorsMax, "writers", c.Writers, "max-conns", c.MaxConns, "open-files", openFiles,
+		"memory-limit", r.memoryLimit, "version", v.Version)
+}
+
+// fewOpenFiles is the open-file limit below which a server for many
+// connections is warned: every connection holds an fd.
+const fewOpenFiles = 4096
+
+// warnOpenFiles says when the open-file limit (RLIMIT_NOFILE, which Go
+// raises to its hard limit at start) is what will bound the connections:
+// out of fds, accepts fail and clients wait in the backlog, where
+// --max-conns would have stopped accepting cleanly and kept fds for the
+// files. It returns the limit for the startup line ("unknown" if it
+// cannot be read).
+func (r *serveRun) warnOpenFiles(maxConns int) string {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return "unknown"
+	}
+	switch {
+	case maxConns > 0 && uint64(maxConns) >= lim.Cur:
+		r.logger.Warn("--max-conns is at or above the open-file limit: accepts will fail on a full fd table before it is reached",
+			"max-conns", maxConns, "open-files", lim.Cur, "fix", "raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower --max-conns")
+	case maxConns == 0 && lim.Cur < fewOpenFiles:
+		r.logger.Warn("the open-file limit is low for a server of many connections: each connection holds an fd",
+			"open-files", lim.Cur, "fix", "raise it (ulimit -n, systemd's LimitNOFILE=)")
+	}
+	if lim.Cur == unix.RLIM_INFINITY {
+		return "unlimited"
+	}
+	return strconv.FormatUint(lim.Cur, 10)
 }
 
 func (r *serveRun) warnBench() {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // --memory-limit puts Go's soft memory limit in force (the runtime's own
@@ -105,4 +107,59 @@ func hasWord(path, word string) bool {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// The startup line gives the open-file limit, and a limit that will bound
+// the connections before --max-conns does (or, without it, one too low
+// for a server of many connections) is warned of before it.
+func TestOpenFilesLimit(t *testing.T) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	own := strconv.FormatUint(lim.Max, 10) // Go raises the soft limit to the hard one
+	if lim.Max == unix.RLIM_INFINITY {
+		own = "unlimited"
+	}
+	const (
+		aboveLimit = `level=WARN msg="--max-conns is at or above the open-file limit`
+		lowLimit   = `level=WARN msg="the open-file limit is low for a server of many connections`
+	)
+	for _, tt := range []struct {
+		name   string
+		ulimit uint64 // 0: this process's
+		args   []string
+		line   string
+		warn   string // "": no open-file warning
+	}{
+		{"this process's limit", 0, nil, "open-files=" + own, ""},
+		{"--max-conns above the limit", 2048, []string{"--max-conns", "5000"}, "max-conns=5000 open-files=2048", aboveLimit},
+		{"--max-conns below the limit", 2048, []string{"--max-conns", "1000"}, "max-conns=1000 open-files=2048", ""},
+		{"a low limit", 1024, nil, "max-conns=0 open-files=1024", lowLimit},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.ulimit > lim.Max {
+				t.Skipf("the hard open-file limit is %d", lim.Max)
+			}
+			cmd := serveCmd(t, tt.args...)
+			if tt.ulimit > 0 {
+				cmd = exec.Command("/bin/sh", append([]string{"-c", `ulimit -n "$ULIMIT_N" && exec "$@"`, "sh"}, cmd.Args...)...)
+				cmd.Env = append(os.Environ(), "ULIMIT_N="+strconv.FormatUint(tt.ulimit, 10))
+			}
+			p := startQuartet(t, cmd)
+			log := p.log.String()
+			if !strings.Contains(log, " "+tt.line+" ") {
+				t.Errorf("startup line without %s:\n%s", tt.line, log)
+			}
+			for _, w := range []string{aboveLimit, lowLimit} {
+				if strings.Contains(log, w) != (w == tt.warn) {
+					t.Errorf("warning %q: logged %v, want %v:\n%s", w, !(w == tt.warn), w == tt.warn, log)
+				}
+			}
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(); code != 0 {
+				t.Errorf("exit %d:\n%s", code, log)
+			}
+		})
+	}
 }
