@@ -414,6 +414,23 @@ func TestSignals(t *testing.T) {
 		p.signal(syscall.SIGTERM)
 		p.wait()
 	})
+	t.Run("the access log has every line once the server has stopped", func(t *testing.T) {
+		logPath := filepath.Join(t.TempDir(), "access.log")
+		p := startQuartet(t, serveCmd(t, "--access-log", logPath))
+		const requests = 50
+		for range requests {
+			fetch(t, "GET", p.url+"/hello")
+		}
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, p.log)
+		}
+		// No waiting: the lines gathered for the flusher are written out
+		// before the file is closed.
+		if lines := readLines(t, logPath); len(lines) != requests || !strings.Contains(lines[requests-1], `"GET /hello HTTP/1.1" 200 13 `) {
+			t.Errorf("%d lines after the stop, want %d; last %q", len(lines), requests, lines[len(lines)-1])
+		}
+	})
 	t.Run("an access log that takes no lines says so", func(t *testing.T) {
 		if _, err := os.Stat("/dev/full"); err != nil {
 			t.Skipf("no /dev/full: %v", err)
@@ -422,7 +439,7 @@ func TestSignals(t *testing.T) {
 		for range 5 {
 			fetch(t, "GET", p.url+"/hello") // served all the same
 		}
-		lost := regexp.MustCompile(`level=ERROR msg="quartet: access log: lines lost" path=/dev/full err=".*no space left on device" lines=1`)
+		lost := regexp.MustCompile(`level=ERROR msg="quartet: access log: lines lost" path=/dev/full err=".*no space left on device" lines=[1-5]`)
 		p.waitLog(lost)
 		p.signal(syscall.SIGTERM)
 		if code := p.wait(); code != 0 {

@@ -25,7 +25,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quartet-server/quartet/admin"
-	"github.com/quartet-server/quartet/internal/ratelog"
 	"github.com/quartet-server/quartet/internal/systemd"
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
@@ -631,91 +630,6 @@ func (s *swapHandler) Inline(r *stages.Request) bool {
 
 func (s *swapHandler) ServeQuartet(w *processor.ResponseWriter, r *stages.Request) {
 	(*s.h.Load()).ServeQuartet(w, r)
-}
-
-// accessLog is the server's Config.Log: a file that SIGUSR1 reopens and
-// SIGHUP may replace, in a format SIGHUP may change.
-type accessLog struct {
-	on     atomic.Bool // checked before the lock: no log, no lock per response
-	mu     sync.Mutex
-	path   string
-	format runtime.AccessLogFormat
-	w      io.Writer
-	f      *os.File // nil for stdout
-	buf    []byte
-
-	// logger hears of lines the file would not take (a full disk), the
-	// first at once and then every ratelog.DefaultEvery with the count:
-	// an access log that stops silently is found out when it is needed.
-	logger *slog.Logger
-	lost   ratelog.Limiter
-}
-
-func (a *accessLog) log(r *stages.Response) {
-	if !a.on.Load() {
-		return
-	}
-	a.mu.Lock()
-	var err error
-	if a.w != nil {
-		a.buf = runtime.AppendAccessLog(a.buf[:0], a.format, r, time.Now())
-		_, err = a.w.Write(a.buf)
-	}
-	path := a.path
-	a.mu.Unlock()
-	if err != nil && a.logger != nil {
-		if log, n := a.lost.Allow(time.Now()); log {
-			a.logger.Error("quartet: access log: lines lost", "path", path, "err", err, "lines", n)
-		}
-	}
-}
-
-// open points the log at path ("" for none, "-" for stdout): the new file
-// is opened before the old one is closed, so a failure changes nothing.
-func (a *accessLog) open(path string, format runtime.AccessLogFormat, stdout io.Writer) error {
-	var w io.Writer
-	var f *os.File
-	switch path {
-	case "":
-	case "-":
-		w = stdout
-	default:
-		var err error
-		if f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err != nil {
-			return err
-		}
-		w = f
-	}
-	a.mu.Lock()
-	old := a.f
-	a.path, a.format, a.w, a.f = path, format, w, f
-	a.on.Store(w != nil)
-	a.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	return nil
-}
-
-// reopen opens the same path again: after logrotate has moved the file.
-func (a *accessLog) reopen() error {
-	a.mu.Lock()
-	path, format, w := a.path, a.format, a.w
-	a.mu.Unlock()
-	if a.f == nil {
-		return nil // stdout or none: nothing to reopen
-	}
-	return a.open(path, format, w)
-}
-
-func (a *accessLog) close() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.f != nil {
-		a.f.Close()
-	}
-	a.w, a.f = nil, nil
-	a.on.Store(false)
 }
 
 // serveAdmin serves /metrics, /healthz, /readyz (and /debug/pprof and
