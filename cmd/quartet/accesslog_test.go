@@ -75,9 +75,8 @@ func TestAccessLogKeepsEveryLineAcrossReopens(t *testing.T) {
 // dropped, and the log says how many once the flusher gets a word in.
 func TestAccessLogStalledDiskDropsAndSays(t *testing.T) {
 	stall := &stalledWriter{release: make(chan struct{})}
-	var logged bytes.Buffer
-	var mu sync.Mutex
-	a := accessLog{logger: slog.New(slog.NewTextHandler(lockedBuffer{&mu, &logged}, nil))}
+	logged := &lockedWriter{w: &strings.Builder{}}
+	a := accessLog{logger: slog.New(slog.NewTextHandler(logged, nil))}
 	if err := a.open("-", runtime.Combined, stall); err != nil {
 		t.Fatal(err)
 	}
@@ -91,8 +90,6 @@ func TestAccessLogStalledDiskDropsAndSays(t *testing.T) {
 	}
 	close(stall.release)
 	a.close()
-	mu.Lock()
-	defer mu.Unlock()
 	if !strings.Contains(logged.String(), `msg="quartet: access log: lines lost" path=- err="the file took no lines while 4 MiB of them gathered (a stalled disk)" lines=`) {
 		t.Errorf("no line about the dropped lines:\n%s", logged.String())
 	}
@@ -110,15 +107,4 @@ type stalledWriter struct {
 func (w *stalledWriter) Write(p []byte) (int, error) {
 	<-w.release
 	return w.got.Write(p)
-}
-
-type lockedBuffer struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
 }
