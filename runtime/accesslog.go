@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"encoding/base64"
-	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -38,14 +37,18 @@ const (
 )
 
 // AccessLog returns a Config.Log that writes one line per response to w in
-// format f. Lines from several writer loops are serialised by a mutex; each
-// line is one Write. A Write that fails (a full disk) loses its line, and
-// slog.Default() is told: the first at once, then one line every 10 s
-// with the count, so that a log that stopped is not found out only when
-// it is needed. An unknown format is an error naming the known ones.
+// format f, each line one Write on the writer loop that sent the response,
+// serialised by a mutex. It suits an output that never waits (a test's
+// buffer, a writer that hands lines on to a goroutine of its own); for a
+// file, use an AccessLogger, which writes in batches from a goroutine of
+// its own and never holds a writer loop on the disk. A Write that fails (a
+// full disk) loses its line, and slog.Default() is told: the first at
+// once, then one line every 10 s with the count, so that a log that
+// stopped is not found out only when it is needed. An unknown format is
+// an error naming the known ones.
 func AccessLog(w io.Writer, f AccessLogFormat) (func(*stages.Response), error) {
-	if f != Combined && f != CombinedIO {
-		return nil, fmt.Errorf("quartet: access log format %q: want %q or %q", f, Combined, CombinedIO)
+	if err := checkAccessLogFormat(f); err != nil {
+		return nil, err
 	}
 	var mu sync.Mutex
 	var buf []byte

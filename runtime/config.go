@@ -199,7 +199,8 @@ type Config struct {
 	// (runtime/memreturn.go). Default false.
 	KeepFreedMemory bool
 	// Log runs in the writer after each response's last byte (or abort),
-	// with the exact bytes sent; AccessLog makes one. nil logs nothing.
+	// with the exact bytes sent, on the loop that sent it: it must not
+	// wait. An AccessLogger's Log is one. nil logs nothing.
 	Log func(*stages.Response)
 	// Logger receives server events: handler panics, loop failures,
 	// accepts failing (the fd table full), admission control refusing

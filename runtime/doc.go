@@ -36,9 +36,9 @@
 //
 // # Operating
 //
-// AccessLog writes Apache's combined format (or combinedio, with the wire
-// bytes in and out) from the writer, with the bytes that were actually
-// sent. Stats reports each stage's queue depth, throughput and service
+// An AccessLogger writes Apache's combined format (or combinedio, with the
+// wire bytes in and out) with the bytes that were actually sent, gathering
+// the lines off the writer loops and writing them in batches. Stats reports each stage's queue depth, throughput and service
 // times; package metrics exports them to Prometheus and serves /healthz
 // and /readyz. Modules plug features in through hooks (Module).
 //

@@ -439,7 +439,7 @@ func TestSignals(t *testing.T) {
 		for range 5 {
 			fetch(t, "GET", p.url+"/hello") // served all the same
 		}
-		lost := regexp.MustCompile(`level=ERROR msg="quartet: access log: lines lost" path=/dev/full err=".*no space left on device" lines=[1-5]`)
+		lost := regexp.MustCompile(`level=ERROR msg="quartet: access log: lines lost" output=/dev/full err=".*no space left on device" lines=[1-5]`)
 		p.waitLog(lost)
 		p.signal(syscall.SIGTERM)
 		if code := p.wait(); code != 0 {
