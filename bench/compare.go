@@ -38,9 +38,11 @@ type CompareSpec struct {
 	Load Config
 	// Syscalls is how to count the servers' syscalls per request
 	// (SyscallsPerf, SyscallsStrace), "" for not at all; each row is
-	// counted once after the rounds, over SyscallWindow.
-	Syscalls      string
-	SyscallWindow time.Duration
+	// counted after the rounds, over SyscallWindows windows of
+	// SyscallWindow each (at least one).
+	Syscalls       string
+	SyscallWindow  time.Duration
+	SyscallWindows int
 	// Idle lists idle-connection counts at which to read each server's
 	// memory per connection (fresh processes, after the rounds).
 	Idle []int
@@ -328,8 +330,8 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 				continue
 			}
 			row.Syscalls = sc
-			fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %.2f per request (%s, traced %.0f req/s, untraced %.0f)\n",
-				row.Server, row.Mode, row.Conns, what(row.Server, row.Path), sc.PerRequest, sc.Method, sc.TracedRPS, sc.UntracedRPS)
+			fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %.2f per request, windows %s (%s, traced %.0f req/s, untraced %.0f)\n",
+				row.Server, row.Mode, row.Conns, what(row.Server, row.Path), sc.PerRequest, figures(sc.Windows), sc.Method, sc.TracedRPS, sc.UntracedRPS)
 		}
 	}
 	// The idle experiment wants fresh processes with nothing else running.
@@ -439,6 +441,18 @@ func measure(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, c
 // msgEchoWhat names a messenger run's load: the echo of payload bytes.
 func msgEchoWhat(payload int) string { return fmt.Sprintf("echo of %d bytes", payload) }
 
+// figures prints vs to two places each, space-separated.
+func figures(vs []float64) string {
+	var b strings.Builder
+	for i, v := range vs {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.2f", v)
+	}
+	return b.String()
+}
+
 // targetURL is what a run against srv loads: path on an HTTP server; a
 // messenger server (msg://) has no paths, and its runs send the echo.
 func targetURL(srv Server, path string) string {
@@ -462,7 +476,7 @@ func measureSyscalls(ctx context.Context, spec CompareSpec, srv Server, m Compar
 			return nil, err
 		}
 	}
-	return countSyscalls(ctx, spec.Syscalls, srv, load, spec.SyscallWindow, cpus, spec.Work)
+	return countSyscalls(ctx, spec.Syscalls, srv, load, spec.SyscallWindow, spec.SyscallWindows, cpus, spec.Work)
 }
 
 // idleRow measures c's memory per idle connection in a fresh process.

@@ -30,6 +30,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	gen := fs.String("gen", GenWrk, "load generator: wrk (wrk -t1, as issue 15 measured) or quartet (the project's, one loop unless -t; takes -m mixes)")
 	syscalls := fs.String("syscalls", "auto", "count syscalls per request: perf, strace, auto (perf if it works, else strace), off")
 	window := fs.Duration("syscall-window", 2*time.Second, "length of each syscall count")
+	windows := fs.Int("syscall-windows", 3, "syscall counts, one after another on the same load: the table gives all of them together and their spread")
 	idle := fs.String("idle", "", "also measure idle memory per connection at these counts, e.g. 1000,10000 (fresh processes)")
 	only := fs.String("only", strings.Join(peerNames, ","), "peers to run (gnet, fasthttp, nethttp, nginx)")
 	peersDir := fs.String("peers", "", "directory of the bench/peers module (default: found from the working directory)")
@@ -64,6 +65,9 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	}
 	if err := f.check(); err != nil {
 		return err
+	}
+	if *windows < 1 || *window <= 0 {
+		return usagef("bench: compare: --syscall-windows %d, --syscall-window %v: want at least one window, of some length", *windows, *window)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -118,7 +122,7 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	defer os.RemoveAll(work)
 
 	spec := CompareSpec{Paths: []string{*path}, Conns: conns, Modes: ms, Rounds: *rounds,
-		Duration: f.cfg.Duration, Warmup: f.cfg.Warmup, Generator: *gen, SyscallWindow: *window,
+		Duration: f.cfg.Duration, Warmup: f.cfg.Warmup, Generator: *gen, SyscallWindow: *window, SyscallWindows: *windows,
 		Subjects: []string{"quartet", "quartet-b"}, Work: work, Log: env.Stderr}
 	if *idle != "" {
 		if spec.Idle, err = parseInts(*idle); err != nil {

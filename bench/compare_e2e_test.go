@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -106,7 +107,7 @@ func TestCompareEndToEnd(t *testing.T) {
 	}
 	bin, peers := buildQuartet(t), buildPeers(t)
 	out := runCompare(t, "--quartet", bin, "--quartet-b", bin, "--only", "gnet", "--peer-bin", peers,
-		"--conns", "8", "--rounds", "2", "-d", "1s", "-w", "0s", "--syscall-window", "500ms")
+		"--conns", "8", "--rounds", "2", "-d", "1s", "-w", "0s", "--syscall-window", "300ms", "--syscall-windows", "2")
 	t.Logf("stdout:\n%s", out)
 	for _, want := range []string{"server c=8 pinned c=8 both-cores", "quartet / gnet", "quartet-b / quartet", "quartet-b / gnet",
 		"Mode pinned: server on CPU 0 with GOMAXPROCS=1"} {
@@ -131,7 +132,10 @@ func TestCompareEndToEnd(t *testing.T) {
 		t.Error("no table of the server CPU's busy time")
 	}
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, " pinned c=8 /hello: ") && !strings.Contains(l, "| busy ") {
+		// A run's line, not a warning about the cell ("Warning: pinned
+		// c=8 /hello: the load generator was 98% busy ...").
+		isRun := strings.Contains(l, " pinned c=8 /hello: ") && strings.Contains(l, " | ")
+		if isRun && !strings.Contains(l, "| busy ") {
 			t.Errorf("a pinned run without its CPU's busy time: %s", l)
 		}
 	}
@@ -149,6 +153,20 @@ func TestCompareEndToEnd(t *testing.T) {
 		if !strings.Contains(out, "Syscalls per request: perf stat") {
 			t.Error("perf works here but syscalls were not counted with it")
 		}
+		// Each server's count, with the least and the most of its two
+		// windows.
+		for _, srv := range []string{"quartet", "quartet-b", "gnet"} {
+			re := regexp.MustCompile(`(?m)^` + srv + `( +([0-9.]+) \[([0-9.]+)-([0-9.]+)\] \([0-9.]+×\)){2}$`)
+			m := re.FindStringSubmatch(out)
+			if m == nil {
+				t.Errorf("no syscall count with its spread for %s in both modes", srv)
+				continue
+			}
+			all, lo, hi := atof(t, m[2]), atof(t, m[3]), atof(t, m[4])
+			if lo > all || all > hi {
+				t.Errorf("%s: %v syscalls a request in all, %v-%v in its windows", srv, all, lo, hi)
+			}
+		}
 	case SyscallMethodAvailable(t.Context(), SyscallsStrace) == nil:
 		if !strings.Contains(out, "Syscalls per request: strace") {
 			t.Error("strace works here but syscalls were not counted with it")
@@ -156,6 +174,15 @@ func TestCompareEndToEnd(t *testing.T) {
 	default:
 		t.Log("neither perf nor strace can count syscalls here")
 	}
+}
+
+func atof(t *testing.T, s string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // TestCompareOwnGeneratorJSON compares an in-process net/http server, as

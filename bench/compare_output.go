@@ -230,8 +230,8 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		if sc.Method == SyscallsStrace {
 			how = "strace -c -f (ptrace: the server runs much slower while counted)"
 		}
-		ew.printf("\nSyscalls per request: %s over %v of load by the project's generator (one loop, the same connections, opened before counting); in brackets the server's throughput while counted over just before\n",
-			how, sc.Window.Round(100*time.Millisecond))
+		ew.printf("\nSyscalls per request: %s over %d windows of %v of load by the project's generator (one loop, the same connections, opened before counting), one after another: all of them together, the least and the most of one window, and in brackets the server's throughput while counted over just before\n",
+			how, max(len(sc.Windows), 1), (sc.Window / time.Duration(max(len(sc.Windows), 1))).Round(100*time.Millisecond))
 		t := &table{}
 		t.add(r.header("server", cells)...)
 		for _, s := range r.Servers {
@@ -239,7 +239,8 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			for _, c := range cells {
 				v := ""
 				if row := r.row(s, c); row != nil && row.Syscalls != nil {
-					v = fmt.Sprintf("%.2f (%.2f×)", row.Syscalls.PerRequest, 1/row.Syscalls.Slowdown())
+					lo, hi := row.Syscalls.Spread()
+					v = fmt.Sprintf("%.2f [%.2f-%.2f] (%.2f×)", row.Syscalls.PerRequest, lo, hi, 1/row.Syscalls.Slowdown())
 				}
 				line = append(line, v)
 			}

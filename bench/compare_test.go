@@ -199,7 +199,7 @@ func syntheticCompare() *CompareResult {
 				row.Samples = append(row.Samples, sm)
 			}
 			if srv == "quartet" {
-				row.Syscalls = &SyscallCount{Method: SyscallsPerf, Window: 2 * time.Second, PerRequest: 2.5, TracedRPS: 90, UntracedRPS: 100}
+				row.Syscalls = &SyscallCount{Method: SyscallsPerf, Window: 6 * time.Second, PerRequest: 2.5, Windows: []float64{2.1, 2.5, 2.9}, TracedRPS: 90, UntracedRPS: 100}
 			}
 			r.Rows = append(r.Rows, row)
 		}
@@ -223,7 +223,7 @@ func TestCompareTextTable(t *testing.T) {
 		"quartet / fasthttp 0.97× 1.14×",
 		"quartet-b / quartet 0.87× 0.90×",
 		"quartet-b / gnet 1.00× 1.32×",
-		"quartet 2.50 (0.90×)",
+		"quartet 2.50 [2.10-2.90] (0.90×)",
 		// Busy time: pinned only; ratios of the paired rounds' medians.
 		"quartet 13.5µs",
 		"gnet 12.0µs",

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,14 +23,22 @@ const (
 	SyscallsStrace = "strace"
 )
 
-// SyscallCount is a server's system calls over a window of load.
+// SyscallCount is a server's system calls over windows of load, one
+// after another.
 type SyscallCount struct {
-	Method string        `json:"method"`
+	Method string `json:"method"`
+	// Window is the windows' length together.
 	Window time.Duration `json:"window_ns"`
-	// Requests are the responses the generator received in the window.
+	// Requests are the responses the generator received in the windows.
 	Requests   uint64  `json:"requests"`
 	Syscalls   uint64  `json:"syscalls"`
 	PerRequest float64 `json:"per_request"`
+	// Windows are each window's syscalls per request. They differ more
+	// than the noise of counting: how many requests a server finds at each
+	// wake-up, and so what one io_uring_enter or epoll_wait carries, moves
+	// with how the generator's turns and the server's fall against each
+	// other, which drifts as the load runs.
+	Windows []float64 `json:"windows,omitempty"`
 	// Top are the most frequent syscalls (strace only).
 	Top []SyscallStat `json:"top,omitempty"`
 	// TracedRPS and UntracedRPS are the throughput in the window and just
@@ -37,6 +46,14 @@ type SyscallCount struct {
 	// cost to the server.
 	TracedRPS   float64 `json:"traced_requests_per_sec"`
 	UntracedRPS float64 `json:"untraced_requests_per_sec"`
+}
+
+// Spread is the least and the most of the windows' syscalls per request.
+func (s *SyscallCount) Spread() (lo, hi float64) {
+	if len(s.Windows) == 0 {
+		return s.PerRequest, s.PerRequest
+	}
+	return slices.Min(s.Windows), slices.Max(s.Windows)
 }
 
 // Slowdown is the untraced throughput over the traced one.
