@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -159,4 +160,39 @@ func ExampleServer_Shutdown() {
 	}
 	fmt.Print(<-reply)
 	// Output: finished
+}
+
+// An access log for a busy server: the writer loops only gather the lines,
+// and the logger's goroutine writes them to the file in batches. Close it
+// once Serve has returned, so that the last lines reach the file.
+func ExampleAccessLogger() {
+	f, err := os.CreateTemp("", "access-*.log") // os.OpenFile(path, O_WRONLY|O_APPEND|O_CREATE) in a program
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	alog, err := runtime.NewAccessLogger(f, runtime.Combined, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv, err := runtime.New(runtime.Config{Addr: "127.0.0.1:0", Handler: runtime.Builtin(nil), Log: alog.Log})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	fmt.Println(get("http://" + srv.Addr().String() + "/hello"))
+
+	stop()
+	<-served
+	if err := alog.Close(); err != nil {
+		log.Fatal(err) // the disk refused the last lines
+	}
+	lines, _ := os.ReadFile(f.Name())
+	fmt.Println(strings.Contains(string(lines), `"GET /hello HTTP/1.1" 200 13`))
+	// Output:
+	// Hello, World!
+	// true
 }
