@@ -107,6 +107,7 @@ var (
 	descBytes      = prometheus.NewDesc("quartet_sent_bytes_total", "Bytes that reached client sockets (headers and bodies).", nil, nil)
 	descAborted    = prometheus.NewDesc("quartet_responses_aborted_total", "Responses cut short by a write error or timeout.", nil, nil)
 	descDropped    = prometheus.NewDesc("quartet_stage_dropped_total", "Items the stage took and dropped unserved because their client had hung up.", []string{"stage"}, nil)
+	descFailed     = prometheus.NewDesc("quartet_stage_failed_total", "Items whose service failed: in the processor, handlers that panicked (answered 500 or cut short; the log has the first of each place in the code, then one line every 10 s).", []string{"stage"}, nil)
 
 	descSize    = prometheus.NewDesc("quartet_stage_size", "Loops or processor places the stage has now (what it aims at).", []string{"stage"}, nil)
 	descSizeMin = prometheus.NewDesc("quartet_stage_size_min", "The lower bound the stage's controller keeps its size in.", []string{"stage"}, nil)
@@ -159,7 +160,7 @@ type collector Metrics
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueCap, descEnqueued, descDequeued, descRejected,
-		descService, descLoops, descConns, descAccepted, descPaused, descAcceptErrs, descResponses, descBytes, descAborted, descDropped,
+		descService, descLoops, descConns, descAccepted, descPaused, descAcceptErrs, descResponses, descBytes, descAborted, descDropped, descFailed,
 		descParked, descParkedMax, descParkRefused, descClientLimit, descCutOff, descResets, descHangUps, descNudges, descLoopAwaits,
 		descBatched, descBatches,
 		descSize, descSizeMin, descSizeMax, descAuto, descGoros,
@@ -201,6 +202,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDequeued, prometheus.CounterValue, float64(stage.Dequeued), name)
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(stage.Rejected), name)
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(stage.Dropped), name)
+		ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(stage.Failed), name)
 		ch <- prometheus.MustNewConstMetric(descLoops, prometheus.GaugeValue, float64(stage.Loops), name)
 		count, sum, buckets := s.ServiceHistogram(runtime.Stage(name))
 		ch <- prometheus.MustNewConstHistogram(descService, count, sum, buckets, name)

@@ -154,6 +154,9 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 	if find(fams, "quartet_stage_dropped_total", map[string]string{"stage": "processor"}) == nil {
 		t.Errorf("dropped requests missing")
 	}
+	if find(fams, "quartet_stage_failed_total", map[string]string{"stage": "processor"}) == nil {
+		t.Errorf("failed requests (handler panics) missing")
+	}
 	if counter(fams, "quartet_connections_accepted_total", nil) != 1 {
 		t.Errorf("accepted %v, want 1", counter(fams, "quartet_connections_accepted_total", nil))
 	}

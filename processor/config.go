@@ -98,7 +98,7 @@ type Config struct {
 	// parked handler, or a retired place's again, do not run it again.
 	WorkerInit func(worker int) error
 
-	// Logger receives handler panics. nil means a text logger on stderr,
+	// Logger receives handler panics (see the package's Failure). nil means a text logger on stderr,
 	// made for this pool (never slog's global default).
 	Logger *slog.Logger
 

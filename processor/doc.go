@@ -145,12 +145,15 @@
 //
 // # Failure
 //
-// A handler panic is recovered in the worker, logged through Config.Logger,
-// and answered with a 500 if the final header block was not yet handed to
-// the writer; otherwise the response is cut short (no chunked terminator, a
-// short Content-Length body) and the connection closed, which is the only
-// honest thing left to tell the client. The worker goes on to the next
-// request either way.
+// A handler panic is recovered in the worker, counted (the stage's Failed
+// counter), logged through Config.Logger (with its stack the first time a
+// place in the code panics, then at most once every 10 s with the count,
+// so that a handler failing on every request does not write a stack a
+// request), and answered with a 500 if the final header block was not yet
+// handed to the writer; otherwise the response is cut short (no chunked
+// terminator, a short Content-Length body) and the connection closed,
+// which is the only honest thing left to tell the client. The worker goes
+// on to the next request either way.
 //
 // # Allocation
 //

@@ -63,6 +63,8 @@ type Pool struct {
 	draining atomic.Bool
 	started  atomic.Bool
 	running  atomic.Int64 // handlers running with a place
+
+	panics panicSites // which handler panics are logged
 }
 
 // New returns a pool that serves requests from in with h. wake must be a
@@ -545,17 +547,23 @@ func (p *Pool) panicked(w *ResponseWriter, req *stages.Request, v any) {
 	// net/http's convention: ErrAbortHandler aborts quietly.
 	abort := v == http.ErrAbortHandler
 	if !abort {
-		var remote string
-		if req.Conn != nil {
-			remote = req.Conn.Remote.String()
+		if p.counters != nil {
+			p.counters.Failed.Add(1)
 		}
-		p.cfg.Logger.Error("quartet: handler panic",
-			"panic", v,
-			"method", string(req.Method),
-			"target", string(req.Target),
-			"remote", remote,
-			"headers_sent", w.committed,
-			"stack", string(debug.Stack()))
+		if log, n := p.panics.allow(panicSite(), time.Now()); log {
+			var remote string
+			if req.Conn != nil {
+				remote = req.Conn.Remote.String()
+			}
+			p.cfg.Logger.Error("quartet: handler panic",
+				"panic", v,
+				"method", string(req.Method),
+				"target", string(req.Target),
+				"remote", remote,
+				"headers_sent", w.committed,
+				"panics_here", n, // at this line of code, since its last report
+				"stack", string(debug.Stack()))
+		}
 	}
 	p.recover(w, abort)
 }

@@ -330,6 +330,9 @@ func TestHandlerPanicGives500AndTheWorkerSurvives(t *testing.T) {
 			t.Fatalf("after a panic the only worker answered %q", b)
 		}
 	}
+	if got := s.Stats().Processor.Failed; got != 3 {
+		t.Errorf("processor Failed = %d after 3 panics", got)
+	}
 }
 
 func TestNetHTTPHandlerRunsUnchanged(t *testing.T) {

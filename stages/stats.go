@@ -26,6 +26,7 @@ type StageCounters struct {
 	_        cpu.CacheLinePad
 	Dequeued atomic.Uint64 // items the stage took from its queue
 	Dropped  atomic.Uint64 // of those, items dropped unserved (their client had gone)
+	Failed   atomic.Uint64 // of those, items whose service failed (a handler that panicked)
 	_        cpu.CacheLinePad
 	Service  Histogram // time the stage spent on each item
 
@@ -99,6 +100,7 @@ type StageSnapshot struct {
 
 	Enqueued, Dequeued, Rejected uint64
 	Dropped                      uint64 // dequeued and not served: the client had gone
+	Failed                       uint64 // dequeued and failed: a handler that panicked
 
 	// Service-time percentiles and maximum, and how many items they cover.
 	P50, P90, P99, P999, Max time.Duration
@@ -121,6 +123,7 @@ func (c *StageCounters) Snapshot(name string, depth, capacity int) StageSnapshot
 		Enqueued:   c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Enqueued }),
 		Rejected:   c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Rejected }),
 		Dropped:    c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Dropped }),
+		Failed:     c.sum(func(s *StageCounters) *atomic.Uint64 { return &s.Failed }),
 		P50:        h.Quantile(0.50),
 		P90:        h.Quantile(0.90),
 		P99:        h.Quantile(0.99),
