@@ -44,6 +44,22 @@ head -c 16777217 /dev/urandom > $D/big.bin
 head -c 4097 /dev/urandom > $D/small.bin
 : > $D/empty.bin
 $Q rdma --provider verbs devices | grep -iE "name|caps|window" | head -8
+# /dev/infiniband out of the server's mount namespace, as in a container
+# started without --device or a systemd service with PrivateDevices=yes:
+# --rdma verbs fails saying so, and auto serves with the software provider
+# and a warning that says the same.
+t "devices hidden from the server"
+hidden=$(unshare -m bash -c "mount -t tmpfs none /dev/infiniband && $Q serve --addr 127.0.0.1:8090 --rdma verbs 2>&1")
+if echo "$hidden" | grep -q -- "--rdma verbs: .*no RDMA device: the kernel has rxe0, siw0, but /dev/infiniband/uverbs0: no such file or directory"; then
+  echo "--- PASS --rdma verbs, /dev/infiniband hidden: $hidden"
+else echo "--- FAIL --rdma verbs, /dev/infiniband hidden: $hidden"; fail=$((fail+1)); fi
+unshare -m bash -c "mount -t tmpfs none /dev/infiniband && exec $Q serve --addr 127.0.0.1:8091 --rdma auto" > /tmp/hidden-auto.log 2>&1 & hpid=$!
+for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8091/hello && break; sleep 0.2; done
+if curl -sf http://127.0.0.1:8091/hello >/dev/null && grep -q 'provider=soft' /tmp/hidden-auto.log &&
+  grep -q "level=WARN msg=\"rdma: the kernel's RDMA devices are out of reach; serving RDMA with the soft provider\" err=\"rdma: no RDMA device: the kernel has rxe0, siw0" /tmp/hidden-auto.log; then
+  echo "--- PASS --rdma auto, /dev/infiniband hidden: soft, with a warning"
+else echo "--- FAIL --rdma auto, /dev/infiniband hidden:"; cat /tmp/hidden-auto.log; fail=$((fail+1)); fi
+kill $hpid; wait $hpid 2>/dev/null
 check() { # name, expected "by ..." text, file, out, errfile
   if cmp -s "$4" "$D/$3" && grep -q "$2" "$5"; then echo "--- PASS $1: $(cat $5)"; else echo "--- FAIL $1: $(cat $5)"; fail=$((fail+1)); fi
 }

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/quartet-server/quartet/metrics"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/protocol/msg/msgrdma"
+	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/rdmatool"
 	"github.com/quartet-server/quartet/rdmahttp"
 	"github.com/quartet-server/quartet/runtime"
@@ -667,6 +669,19 @@ func serveAdmin(addr string, mx *metrics.Metrics, srv *runtime.Server, withPprof
 	return hs, ln, nil
 }
 
+// hiddenDevices warns when auto chose another provider over verbs while
+// the kernel has RDMA devices this process cannot open (a container
+// without /dev/infiniband): "auto" would otherwise pass over the
+// hardware in silence.
+func hiddenDevices(asked, chosen string, logger *slog.Logger) {
+	if asked != "auto" || chosen == "verbs" || !slices.Contains(rdmatool.NewRegistry().Names(), "verbs") {
+		return
+	}
+	if err := rdma.ExplainNoDevice(nil); err != nil {
+		logger.Warn("rdma: the kernel's RDMA devices are out of reach; serving RDMA with the "+chosen+" provider", "err", err)
+	}
+}
+
 // rdmaModule opens the RDMA provider --rdma names; nil with --rdma off.
 // auto that finds no usable device logs and serves without RDMA; an
 // explicit provider that fails is an error.
@@ -690,6 +705,7 @@ func rdmaModule(o *serveOptions, logger *slog.Logger) (*rdmahttp.Server, error) 
 			info := m.DeviceInfo()
 			logger.Info("rdma delivery", "provider", p.Name(), "device", info.Name,
 				"transport", info.Transport.String(), "memory-windows", m.MemoryWindows())
+			hiddenDevices(o.rdma, p.Name(), logger)
 			return m, nil
 		}
 	}

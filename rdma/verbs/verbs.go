@@ -62,6 +62,12 @@ func rcErr(verb string, rc C.int, err error) error {
 	return verbErr(verb, err)
 }
 
+// noDevice is Devices' finding none: no error, unless the kernel has
+// devices libibverbs skipped because this process cannot open them
+// (rdma.NoDeviceError), which "auto" would otherwise pass over in silence
+// for the software provider.
+func noDevice() error { return rdma.ExplainNoDevice(nil) }
+
 // Devices lists every device libibverbs sees, with its limits and the
 // local addresses rdma_cm maps to it.
 func (p *Provider) Devices() ([]rdma.DeviceInfo, error) {
@@ -69,11 +75,14 @@ func (p *Provider) Devices() ([]rdma.DeviceInfo, error) {
 	list, err := C.ibv_get_device_list(&n)
 	if list == nil {
 		if errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.ENOENT) {
-			return nil, nil // no uverbs at all: a provider with no device
+			return nil, noDevice() // no uverbs at all: a provider with no device
 		}
 		return nil, verbErr("ibv_get_device_list", err)
 	}
 	defer C.ibv_free_device_list(list)
+	if n == 0 {
+		return nil, noDevice()
+	}
 	infos := make([]rdma.DeviceInfo, 0, int(n))
 	for i := 0; i < int(n); i++ {
 		dev := C.q_dev_at(list, C.int(i))
@@ -227,7 +236,8 @@ func (p *Provider) Open(name string) (rdma.Device, error) {
 	var n C.int
 	list, err := C.rdma_get_devices(&n)
 	if list == nil {
-		return nil, verbErr("rdma_get_devices", err)
+		// ENODEV: librdmacm found no device it could open.
+		return nil, rdma.ExplainNoDevice(verbErr("rdma_get_devices", err))
 	}
 	for i := 0; i < int(n); i++ {
 		ctx := C.q_ctx_at(list, C.int(i))
@@ -241,7 +251,7 @@ func (p *Provider) Open(name string) (rdma.Device, error) {
 	}
 	C.rdma_free_devices(list)
 	if n == 0 {
-		return nil, rdma.ErrNoDevice
+		return nil, rdma.ExplainNoDevice(rdma.ErrNoDevice)
 	}
 	return nil, fmt.Errorf("%w %q", rdma.ErrUnknownDevice, name)
 }

@@ -30,6 +30,9 @@ import (
 // show) before and after, while the process still lives, since exiting
 // would release everything anyway.
 func TestMain(m *testing.M) {
+	if os.Getenv(hiddenDevEnv) == "1" {
+		os.Exit(hiddenDevChild())
+	}
 	warmUp()
 	before, haveTool := resources()
 	code := m.Run()
@@ -1014,4 +1017,56 @@ func registerOnThread(pd rdma.PD, withCap bool, mems ...*rdma.Memory) []error {
 		}
 	}()
 	return <-done
+}
+
+// hiddenDevEnv makes the test binary, run again by
+// TestNoDeviceWhenDevIsHidden in a mount namespace of its own, hide
+// /dev/infiniband under an empty tmpfs, as a container started without
+// --device does, and print what the provider says.
+const hiddenDevEnv = "QUARTET_VERBS_TEST_HIDDEN_DEV"
+
+func hiddenDevChild() int {
+	if err := unix.Mount("none", "/dev/infiniband", "tmpfs", 0, ""); err != nil {
+		fmt.Println("mount:", err)
+		return 2
+	}
+	p := New()
+	devs, derr := p.Devices()
+	d, oerr := p.Open("")
+	if d != nil {
+		d.Close()
+	}
+	var ne *rdma.NoDeviceError
+	fmt.Printf("devices: %d %v\nopen: %v\nexplained: %v\n", len(devs), derr, oerr,
+		errors.As(oerr, &ne) && errors.Is(oerr, rdma.ErrNoDevice) && errors.Is(derr, rdma.ErrNoDevice))
+	return 0
+}
+
+// With /dev/infiniband out of its mount namespace, libibverbs sees no
+// device and says no more; the provider says the kernel has them and
+// which node it could not open.
+func TestNoDeviceWhenDevIsHidden(t *testing.T) {
+	devs := testDevices(t)
+	if os.Geteuid() != 0 {
+		t.Skip("a mount namespace needs root")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), hiddenDevEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"devices: 0 rdma: no RDMA device: the kernel has ", "open: rdma: no RDMA device: the kernel has ",
+		"/dev/infiniband/uverbs", "no such file or directory", "PrivateDevices=no", "explained: true"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in:\n%s", want, text)
+		}
+	}
+	for _, d := range devs {
+		if !strings.Contains(text, d.name) {
+			t.Errorf("the error does not name %s:\n%s", d.name, text)
+		}
+	}
 }
