@@ -1046,7 +1046,14 @@ func hiddenDevChild() int {
 // device and says no more; the provider says the kernel has them and
 // which node it could not open.
 func TestNoDeviceWhenDevIsHidden(t *testing.T) {
-	devs := testDevices(t)
+	// The kernel's device names, not testDevices: this process's own
+	// librdmacm state is not this test's to change (TestMain compares the
+	// kernel's resource counts, librdmacm's cached PDs among them, before
+	// and after all the tests).
+	entries, _ := os.ReadDir("/sys/class/infiniband")
+	if len(entries) == 0 {
+		t.Skip("no RDMA device (run the tests in the VM: bash vm/ci.sh)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("a mount namespace needs root")
 	}
@@ -1064,9 +1071,9 @@ func TestNoDeviceWhenDevIsHidden(t *testing.T) {
 			t.Errorf("no %q in:\n%s", want, text)
 		}
 	}
-	for _, d := range devs {
-		if !strings.Contains(text, d.name) {
-			t.Errorf("the error does not name %s:\n%s", d.name, text)
+	for _, e := range entries {
+		if !strings.Contains(text, e.Name()) {
+			t.Errorf("the error does not name %s:\n%s", e.Name(), text)
 		}
 	}
 }
