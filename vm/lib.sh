@@ -33,11 +33,16 @@ run_pair() {
 # failure_lines LOG: what a failed go test binary's -test.v LOG says
 # about the failure: its FAIL and log lines and any panic; and when no
 # test reported a FAIL (the binary died: a runtime fatal error, a signal,
-# a C library's abort), the log's last 40 lines, where the cause is.
+# a C library's abort), the test that was running, the crash's first
+# lines (the signal, where it arrived, the goroutine it hit: the dump's
+# tail is the other goroutines and the registers) and the log's last 40.
 failure_lines() {
   grep -E '^(---|    |panic|FAIL|fatal error)' "$1" | grep -v -- '--- PASS' | head -40
   if ! grep -q -- '--- FAIL' "$1"; then
-    echo "    (no test reported a FAIL; the log ends:)"
+    echo "    (no test reported a FAIL; the last test started: $(grep -E '^=== (RUN|CONT)' "$1" | tail -1))"
+    echo "    (the crash begins:)"
+    grep -m1 -A30 -E '^(SIG[A-Z]+: |fatal error: |panic: |unexpected fault)' "$1" | sed 's/^/    | /'
+    echo "    (the log ends:)"
     tail -40 "$1" | sed 's/^/    | /'
   fi
 }
