@@ -30,7 +30,7 @@ type QP struct {
 	qp       *C.struct_ibv_qp
 	num      uint32
 	priv     []byte
-	local    net.Addr
+	local    net.Addr // taken at creation: id dies with the QP
 	remote   net.Addr
 
 	// Scatter lists are copied into C memory owned by the QP, one per
@@ -41,6 +41,15 @@ type QP struct {
 	recvMu  sync.Mutex
 	recvSGE *C.struct_ibv_sge
 	maxRecv int
+
+	// gone is set by destroy, holding sendMu, recvMu and life, before the
+	// QP and its cm_id are freed. A post, a query or a disconnect checks
+	// it under one of those locks and is refused: a caller that races
+	// Close (a channel retired by one goroutine while another reposts a
+	// receive) gets an error instead of a provider writing into rings
+	// that destroy has unmapped.
+	life sync.RWMutex
+	gone bool
 
 	// failed is set with err: posts check it first, because siw's user
 	// space rings accept a post on a QP in ERROR and never complete it.
@@ -107,6 +116,8 @@ func newQP(d *Device, ch *channel, id *C.struct_rdma_cm_id, cfg rdma.QPConfig) (
 		maxSend: maxSend,
 		recvSGE: (*C.struct_ibv_sge)(C.calloc(C.size_t(maxRecv), C.sizeof_struct_ibv_sge)),
 		maxRecv: maxRecv,
+		local:   goAddr(C.q_src_addr(id)),
+		remote:  goAddr(C.q_dst_addr(id)),
 	}
 	qp.num = uint32(qp.qp.qp_num)
 	if err := scq.attach(qp); err != nil {
@@ -127,6 +138,13 @@ func (q *QP) destroy() error {
 		q.stopWatch()
 		<-q.watchDone
 	}
+	q.sendMu.Lock()
+	q.recvMu.Lock()
+	q.life.Lock()
+	q.gone = true
+	q.life.Unlock()
+	q.recvMu.Unlock()
+	q.sendMu.Unlock()
 	q.scq.detach(q)
 	q.rcq.detach(q)
 	C.rdma_destroy_qp(q.id)
@@ -141,15 +159,20 @@ func (q *QP) destroy() error {
 
 func (q *QP) Num() uint32          { return q.num }
 func (q *QP) PrivateData() []byte  { return q.priv }
-func (q *QP) LocalAddr() net.Addr  { return goAddr(C.q_src_addr(q.id)) }
-func (q *QP) RemoteAddr() net.Addr { return goAddr(C.q_dst_addr(q.id)) }
+func (q *QP) LocalAddr() net.Addr  { return q.local }
+func (q *QP) RemoteAddr() net.Addr { return q.remote }
 
-// State queries the QP (ibv_query_qp), after taking any connection events
-// so a peer's disconnect shows as the reason in Err.
+// State queries the QP (ibv_query_qp); a closed QP is in ERROR.
 func (q *QP) State() rdma.QPState {
 	var attr C.struct_ibv_qp_attr
 	var init C.struct_ibv_qp_init_attr
-	if rc := C.ibv_query_qp(q.qp, &attr, C.IBV_QP_STATE, &init); rc != 0 {
+	q.life.RLock()
+	rc := C.int(-1)
+	if !q.gone {
+		rc = C.ibv_query_qp(q.qp, &attr, C.IBV_QP_STATE, &init)
+	}
+	q.life.RUnlock()
+	if rc != 0 {
 		return rdma.QPStateError
 	}
 	st := rdma.QPState(attr.qp_state)
@@ -233,6 +256,10 @@ func (q *QP) refuse() error {
 	return fmt.Errorf("%w: %w", rdma.ErrQPState, q.Err())
 }
 
+// errGone is the error for a post on a closed QP: ErrQPState, so a
+// caller retires what it posted on, and ErrClosed, which says why.
+var errGone = fmt.Errorf("%w: %w", rdma.ErrQPState, rdma.ErrClosed)
+
 // postErr turns a failed post into an error; a QP that left RTS reports
 // ErrQPState with the reason.
 func (q *QP) postErr(verb string, rc C.int) error {
@@ -269,6 +296,10 @@ func (q *QP) postSend(verb string, id uint64, op C.int, sgl []rdma.SGE, raddr ui
 		return q.refuse()
 	}
 	q.sendMu.Lock()
+	if q.gone {
+		q.sendMu.Unlock()
+		return errGone
+	}
 	if err := fillSGE(q.sendSGE, q.maxSend, sgl); err != nil {
 		q.sendMu.Unlock()
 		return err
@@ -311,6 +342,10 @@ func (q *QP) PostRecv(id uint64, sgl []rdma.SGE) error {
 		return q.refuse()
 	}
 	q.recvMu.Lock()
+	if q.gone {
+		q.recvMu.Unlock()
+		return errGone
+	}
 	if err := fillSGE(q.recvSGE, q.maxRecv, sgl); err != nil {
 		q.recvMu.Unlock()
 		return err
@@ -335,6 +370,10 @@ func (q *QP) BindMW(id uint64, mw rdma.MW, mr rdma.MR, sge rdma.SGE, access rdma
 	}
 	var rkey C.uint32_t
 	q.sendMu.Lock()
+	if q.gone {
+		q.sendMu.Unlock()
+		return 0, errGone
+	}
 	rc := C.q_post_bind_mw(q.qp, C.uint64_t(id), C.uint(flags), w.mw, m.mr,
 		C.uint64_t(sge.Addr), C.uint64_t(sge.Len), C.int(access), &rkey)
 	q.sendMu.Unlock()
@@ -354,6 +393,12 @@ func (q *QP) Disconnect() error {
 	}
 	q.disconnected = true
 	q.mu.Unlock()
+	// Under life: a Close racing this one must not free the id meanwhile.
+	q.life.RLock()
+	defer q.life.RUnlock()
+	if q.gone {
+		return nil
+	}
 	rc, cerr := C.rdma_disconnect(q.id)
 	if rc != 0 && !isGone(cerr) {
 		return verbErr("rdma_disconnect", cerr)

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	goruntime "runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -492,6 +493,80 @@ func TestNewQPIsNotFailedByItsNumbersOldCompletions(t *testing.T) {
 			if c.Bytes != 16 {
 				t.Fatalf("receive of %d bytes, want 16", c.Bytes)
 			}
+		}
+	})
+}
+
+// TestClosedQPRefuses: a QP used while and after it is closed (a channel
+// retired by one goroutine while another reposts a receive or queries
+// it) refuses with ErrClosed, and never hands the provider a destroyed
+// QP: siw and rxe post into rings that destroy has unmapped, and the
+// process dies of a signal in the provider's library.
+func TestClosedQPRefuses(t *testing.T) {
+	run(t, func(t *testing.T, td testDevice) {
+		p := connect(t, td, 0)
+		src := newRegion(t, p.cli.pd, 64, rdma.AccessLocalWrite)
+		dst := newRegion(t, p.srv.pd, 64, accAll)
+		sgl := []rdma.SGE{rdma.SGEOf(src.mr, 0, 64)}
+		qp := p.cli.qp
+		local, remote := qp.LocalAddr().String(), qp.RemoteAddr().String()
+
+		// Four goroutines post, query and disconnect while Close runs.
+		// Posts beyond the queues' depth fail (ENOMEM) before Close:
+		// only the absence of a crash and the errors after it count.
+		closed := make(chan struct{})
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-closed:
+						return
+					default:
+					}
+					switch (g + i) % 4 {
+					case 0:
+						_ = qp.PostRecv(uint64(i), sgl)
+					case 1:
+						_ = qp.PostWrite(uint64(i), sgl, dst.mr.Addr(), dst.mr.RKey(), 0)
+					case 2:
+						_ = qp.State()
+					case 3:
+						_ = qp.Disconnect()
+					}
+				}
+			}()
+		}
+		time.Sleep(10 * time.Millisecond)
+		if err := qp.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		close(closed)
+		wg.Wait()
+
+		for name, err := range map[string]error{
+			"PostRecv":  qp.PostRecv(1, sgl),
+			"PostSend":  qp.PostSend(2, sgl, 0),
+			"PostWrite": qp.PostWrite(3, sgl, dst.mr.Addr(), dst.mr.RKey(), 0),
+			"PostRead":  qp.PostRead(4, sgl, dst.mr.Addr(), dst.mr.RKey(), 0),
+		} {
+			if !errors.Is(err, rdma.ErrClosed) || !errors.Is(err, rdma.ErrQPState) {
+				t.Errorf("%s after Close: %v, want ErrClosed and ErrQPState", name, err)
+			}
+		}
+		if s := qp.State(); s != rdma.QPStateError {
+			t.Errorf("State after Close: %s, want ERROR", s)
+		}
+		if err := qp.Disconnect(); err != nil {
+			t.Errorf("Disconnect after Close: %v", err)
+		}
+		if err := qp.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+		if l, r := qp.LocalAddr().String(), qp.RemoteAddr().String(); l != local || r != remote {
+			t.Errorf("addresses after Close %s -> %s, want %s -> %s", l, r, local, remote)
 		}
 	})
 }
