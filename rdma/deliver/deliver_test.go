@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -647,5 +648,117 @@ func TestExpectIsBounded(t *testing.T) {
 	w.Cancel()
 	for _, w := range ws[1:] {
 		w.Cancel()
+	}
+}
+
+// TestEndpointCloseWhileInUse: Close ends the waits under way with
+// ErrEndpointClosed (not at their operation timeout, a minute here),
+// lets Reads racing it finish before it destroys their QP and buffers,
+// and leaves an endpoint that refuses further calls and closes again
+// without harm.
+func TestEndpointCloseWhileInUse(t *testing.T) {
+	h := newHarness(t, deliver.Config{}, time.Minute)
+	ep := h.ep
+	payload := randomBytes(7, 64<<10)
+
+	blocked := make(chan error, 3)
+	go func() { // a channel id no server dialed
+		blocked <- ep.Read(context.Background(), 999, ep.NextOp(), deliver.Region{Len: 1}, h.buf, false)
+	}()
+	go func() { // past the bound of awaited messages
+		var ws []*deliver.Wait
+		for range deliver.MaxWrittenInFlight {
+			w, err := ep.Expect(context.Background())
+			if err != nil {
+				blocked <- err
+				return
+			}
+			ws = append(ws, w)
+		}
+		_, err := ep.Expect(context.Background())
+		for _, w := range ws {
+			w.Cancel()
+		}
+		blocked <- err
+	}()
+
+	// Reads racing Close, each into a buffer of its own.
+	var reads atomic.Int64
+	readers := make(chan error, 4)
+	for range 4 {
+		go func() {
+			buf, err := ep.NewBuffer(len(payload))
+			if err != nil {
+				readers <- err
+				return
+			}
+			defer buf.Close()
+			for {
+				op := ep.NextOp()
+				b, o := body(h.e, payload), newOutcome()
+				r, err := h.e.Deliver(0, deliver.Target{Mode: deliver.ModeClientReads, Endpoint: ep.Addr(), Op: op}, b, o.notify())
+				if err != nil {
+					b.Release()
+					readers <- fmt.Errorf("Deliver: %w", err)
+					return
+				}
+				if r.Wait { // the window's bind must complete before the key works
+					if err := <-o.ready; err != nil {
+						readers <- fmt.Errorf("Deliver: %w", err)
+						return
+					}
+				}
+				if err := ep.Read(context.Background(), r.Channel, op, r.Exposure, buf, false); err != nil {
+					readers <- err
+					return
+				}
+				reads.Add(1)
+				h.e.Confirm(0, rdmatest.Addr(), 0, r.Channel, op, false)
+			}
+		}()
+	}
+	for reads.Load() < 20 {
+		select {
+		case err := <-readers:
+			t.Fatalf("a Read before Close: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if err := ep.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for i := range 2 {
+		select {
+		case err := <-blocked:
+			if !errors.Is(err, deliver.ErrEndpointClosed) {
+				t.Errorf("a wait cut short by Close: %v, want ErrEndpointClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of 2 waits still blocked 10 s after Close", 2-i)
+		}
+	}
+	for range 4 {
+		// A Read that Close caught waiting or entering says so; a
+		// Deliver that came after it falls back (no endpoint to dial).
+		if err := <-readers; !errors.Is(err, deliver.ErrEndpointClosed) && !errors.Is(err, deliver.ErrLost) && !strings.HasPrefix(err.Error(), "Deliver: ") {
+			t.Errorf("a Read racing Close: %v", err)
+		}
+	}
+	t.Logf("%d reads before Close", reads.Load())
+
+	if err := ep.Read(context.Background(), 1, ep.NextOp(), deliver.Region{Len: 1}, h.buf, false); !errors.Is(err, deliver.ErrEndpointClosed) {
+		t.Errorf("Read after Close: %v", err)
+	}
+	if _, err := ep.NewBuffer(4096); !errors.Is(err, deliver.ErrEndpointClosed) {
+		t.Errorf("NewBuffer after Close: %v", err)
+	}
+	if _, err := ep.Expect(context.Background()); !errors.Is(err, deliver.ErrEndpointClosed) {
+		t.Errorf("Expect after Close: %v", err)
+	}
+	if err := h.buf.Close(); err != nil {
+		t.Errorf("a Buffer's Close after the endpoint's: %v", err)
+	}
+	if err := ep.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }

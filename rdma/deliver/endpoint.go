@@ -43,7 +43,9 @@ type EndpointConfig struct {
 // device, PD and CQ, and the routing of what arrives: written messages
 // and Read completions to the operation waiting for them. It owns two
 // goroutines (accept and completions) and every Buffer it made; Close
-// releases all of it. Its methods are safe for concurrent use.
+// releases all of it. Its methods are safe for concurrent use, Close
+// included: what waits returns ErrClosed, and Close releases nothing
+// before the calls using the QPs, the PD or a buffer have left.
 //
 // Operation ids are the endpoint's (NextOp): one counter, however many
 // protocol connections share the endpoint, so a written message names
@@ -61,7 +63,12 @@ type Endpoint struct {
 	wg     sync.WaitGroup
 	nextOp atomic.Uint64
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// closed is set by Close; ops counts the calls on the endpoint's QPs,
+	// PD and buffers (Read, NewBuffer, Buffer.Close), which enter only
+	// while it is not: Close waits for them before it releases anything.
+	closed  bool
+	ops     sync.WaitGroup
 	chans   map[uint32]*clientChan
 	byIdx   []*clientChan
 	waits   map[uint64]*Wait
@@ -145,14 +152,37 @@ func (e *Endpoint) OpTimeout() time.Duration { return e.cfg.OpTimeout }
 // NextOp returns a new operation id, greater than every earlier one.
 func (e *Endpoint) NextOp() uint64 { return e.nextOp.Add(1) }
 
-// Close stops the goroutines and releases every RDMA object, the
-// buffers included.
-func (e *Endpoint) Close() error {
-	if e.cancel != nil {
-		e.cancel()
+// ErrEndpointClosed is what calls on a closed Endpoint return, and
+// what the waits it cut short return.
+var ErrEndpointClosed = fmt.Errorf("%w: deliver endpoint closed", rdma.ErrClosed)
+
+// enter starts a call that uses the endpoint's RDMA objects; end it with
+// e.ops.Done.
+func (e *Endpoint) enter() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrEndpointClosed
 	}
+	e.ops.Add(1)
+	return nil
+}
+
+// Close stops the goroutines, ends every wait with ErrEndpointClosed,
+// waits for the calls under way, and releases every RDMA object, the
+// buffers included. Later calls return nil.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.cancel()
 	err := e.ln.Close()
 	e.wg.Wait()
+	e.ops.Wait()
 	return errors.Join(err, e.release())
 }
 
@@ -163,7 +193,11 @@ func (e *Endpoint) release() error {
 		errs = append(errs, ch.qp.Close(), ch.mr.Close(), ch.mem.Free())
 	}
 	e.byIdx = nil
-	for b := range e.bufs {
+	e.mu.Lock()
+	bufs := e.bufs
+	e.bufs = nil
+	e.mu.Unlock()
+	for b := range bufs {
 		errs = append(errs, b.free())
 	}
 	if e.ln != nil {
@@ -192,6 +226,10 @@ type Buffer struct {
 
 // NewBuffer registers n bytes, locally and remotely writable.
 func (e *Endpoint) NewBuffer(n int) (*Buffer, error) {
+	if err := e.enter(); err != nil {
+		return nil, err
+	}
+	defer e.ops.Done()
 	mem, err := rdma.Alloc(n)
 	if err != nil {
 		return nil, err
@@ -220,7 +258,12 @@ func (b *Buffer) Region() Region {
 }
 
 // Close deregisters and frees the buffer. No operation may be using it.
+// After the endpoint's Close it does nothing: that released the buffer.
 func (b *Buffer) Close() error {
+	if err := b.e.enter(); err != nil {
+		return nil
+	}
+	defer b.e.ops.Done()
 	b.e.mu.Lock()
 	_, mine := b.e.bufs[b]
 	delete(b.e.bufs, b)
@@ -405,10 +448,15 @@ type Wait struct {
 // before the reply), and end the wait with Cancel once the message came
 // or can no longer come.
 func (e *Endpoint) Expect(ctx context.Context) (*Wait, error) {
+	if e.ctx.Err() != nil {
+		return nil, ErrEndpointClosed
+	}
 	select {
 	case e.written <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-e.ctx.Done():
+		return nil, ErrEndpointClosed
 	}
 	return &Wait{e: e, c: make(chan rdma.Status, 1), credit: true}, nil
 }
@@ -475,6 +523,8 @@ func (w *Wait) Await(ctx context.Context, chanID uint32) error {
 		return fmt.Errorf("%w: no completion in %v", ErrLost, w.e.cfg.OpTimeout)
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-w.e.ctx.Done():
+		return ErrEndpointClosed
 	}
 }
 
@@ -501,6 +551,8 @@ func (e *Endpoint) channel(ctx context.Context, id uint32, expired <-chan time.T
 			return nil, fmt.Errorf("%w: no RDMA connection with channel id %d", ErrLost, id)
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-e.ctx.Done():
+			return nil, ErrEndpointClosed
 		}
 	}
 }
@@ -512,6 +564,10 @@ func (e *Endpoint) channel(ctx context.Context, id uint32, expired <-chan time.T
 // instead). A failed Read moves the QP to ERROR (the server retires its
 // side). Errors match ErrLost.
 func (e *Endpoint) Read(ctx context.Context, chanID uint32, op uint64, rg Region, into *Buffer, readDone bool) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.ops.Done()
 	if rg.Len > int64(into.Len()) {
 		return fmt.Errorf("deliver: %d bytes to read into a %d-byte buffer", rg.Len, into.Len())
 	}

@@ -686,10 +686,17 @@ func (lp *loop) received(wc *rdma.Completion) {
 	lp.mu.Lock()
 	ch := lp.byID[chID]
 	dead := ch == nil || ch.dead
+	if !dead {
+		// A use, like a poster's: a processor's failed post or the
+		// watchdog may kill the channel meanwhile, and its QP and message
+		// area must outlive the repost below.
+		ch.users++
+	}
 	lp.mu.Unlock()
 	if dead {
 		return // a flushed receive of a channel torn down
 	}
+	defer lp.release(ch)
 	if wc.Status != rdma.StatusSuccess {
 		lp.kill(ch) // flushed: the client went away or broke the protocol
 		return
