@@ -48,7 +48,7 @@ type CQ struct {
 
 	mu     sync.Mutex
 	qps    map[uint32]*QP // attached QPs by number: error completions mark them
-	closed bool
+	closed bool           // set holding pollMu and mu: either guards a read
 }
 
 var _ rdma.CQ = (*CQ)(nil)
@@ -92,10 +92,17 @@ func (d *Device) CreateCQ(depth int) (_ rdma.CQ, err error) {
 func (c *CQ) Fd() int { return int(c.ch.fd) }
 
 // Arm requests a notification for the next completion (ibv_req_notify_cq).
+// After Close it returns ErrClosed (pollMu orders it against Close, as
+// for Poll: the provider must not be handed a destroyed CQ).
 func (c *CQ) Arm(solicitedOnly bool) error {
 	s := C.int(0)
 	if solicitedOnly {
 		s = 1
+	}
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
+	if c.closed {
+		return rdma.ErrClosed
 	}
 	rc, err := C.q_req_notify_cq(handle(c.cq), s)
 	return rcErr("ibv_req_notify_cq", rc, err)
@@ -125,10 +132,14 @@ func (c *CQ) Consume() (int, error) {
 	return n, ferr
 }
 
-// Poll moves up to len(dst) completions into dst (ibv_poll_cq).
+// Poll moves up to len(dst) completions into dst (ibv_poll_cq); after
+// Close it returns ErrClosed.
 func (c *CQ) Poll(dst []rdma.Completion) (int, error) {
 	c.pollMu.Lock()
 	defer c.pollMu.Unlock()
+	if c.closed { // written under pollMu too
+		return 0, rdma.ErrClosed
+	}
 	got := copy(dst, c.taken)
 	if c.taken = c.taken[got:]; len(c.taken) == 0 {
 		c.taken = nil

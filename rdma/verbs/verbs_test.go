@@ -571,6 +571,37 @@ func TestClosedQPRefuses(t *testing.T) {
 	})
 }
 
+// TestClosedCQRefuses: Poll and Arm after Close refuse with ErrClosed
+// rather than hand the provider a destroyed CQ; Close again is harmless.
+func TestClosedCQRefuses(t *testing.T) {
+	run(t, func(t *testing.T, td testDevice) {
+		dev, err := New().Open(td.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		cq, err := dev.CreateCQ(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cq.Arm(false); err != nil {
+			t.Fatalf("Arm: %v", err)
+		}
+		if err := cq.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if n, err := cq.Poll(make([]rdma.Completion, 4)); n != 0 || !errors.Is(err, rdma.ErrClosed) {
+			t.Errorf("Poll after Close: %d, %v", n, err)
+		}
+		if err := cq.Arm(false); !errors.Is(err, rdma.ErrClosed) {
+			t.Errorf("Arm after Close: %v", err)
+		}
+		if err := cq.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+}
+
 // awaitSkippingFlushes waits for wr id's successful completion, passing
 // over the flushed work requests of QPs closed before.
 func awaitSkippingFlushes(t *testing.T, w *waiter, id uint64, op rdma.Opcode) rdma.Completion {
