@@ -221,6 +221,13 @@ type Listener struct {
 	id     *C.struct_rdma_cm_id // valid until Close
 	addr   net.Addr
 	closed atomic.Bool
+	// reqs are the requests Accept handed out and nobody has accepted
+	// or rejected yet; guarded by ch.mu. Their ids live on the
+	// listener's channel, so Close rejects and destroys them before it
+	// destroys the channel, and a request used after that refuses with
+	// ErrClosed instead of handing librdmacm an id whose channel is
+	// gone.
+	reqs map[*ConnRequest]struct{}
 }
 
 var _ rdma.Listener = (*Listener)(nil)
@@ -289,7 +296,7 @@ func (d *Device) listen(addr string, ip netip.Addr, port int, backlog int) (_ rd
 	if rc, cerr := C.rdma_listen(id, C.int(backlog)); rc != 0 {
 		return nil, verbErr("rdma_listen", cerr)
 	}
-	return &Listener{dev: d, ch: ch, id: id, addr: goAddr(C.q_src_addr(id))}, nil
+	return &Listener{dev: d, ch: ch, id: id, addr: goAddr(C.q_src_addr(id)), reqs: map[*ConnRequest]struct{}{}}, nil
 }
 
 // Fd is the listener's event channel fd.
@@ -308,7 +315,19 @@ func (l *Listener) Accept(ctx context.Context) (rdma.ConnRequest, error) {
 		if ev.kind != C.RDMA_CM_EVENT_CONNECT_REQUEST {
 			continue // e.g. DEVICE_REMOVAL on the listener: nothing to hand out
 		}
-		return &ConnRequest{l: l, id: ev.id, priv: ev.priv, param: ev.param}, nil
+		r := &ConnRequest{l: l, id: ev.id, priv: ev.priv, param: ev.param,
+			local: goAddr(C.q_src_addr(ev.id)), remote: goAddr(C.q_dst_addr(ev.id))}
+		l.ch.mu.Lock()
+		if l.ch.closed {
+			// Close came between the event and here: the channel's end
+			// took the request's kernel id with it, and its user-space
+			// part cannot be destroyed without the channel.
+			l.ch.mu.Unlock()
+			return nil, rdma.ErrClosed
+		}
+		l.reqs[r] = struct{}{}
+		l.ch.mu.Unlock()
+		return r, nil
 	}
 }
 
@@ -330,6 +349,12 @@ func (l *Listener) Close() error {
 				C.rdma_destroy_id(ev.id)
 			}
 		}
+		for r := range l.reqs {
+			C.rdma_reject(r.id, nil, 0)
+			C.rdma_destroy_id(r.id)
+			r.id = nil
+		}
+		clear(l.reqs)
 		rc, cerr = C.rdma_destroy_id(l.id)
 	})
 	l.dev.unref()
@@ -337,31 +362,44 @@ func (l *Listener) Close() error {
 }
 
 // ConnRequest is a pending connect request: a child cm_id that is still
-// on the listener's channel.
+// on the listener's channel. id is guarded by the listener's ch.mu: nil
+// once accepted, rejected, or destroyed by the listener's Close.
 type ConnRequest struct {
-	l     *Listener
-	id    *C.struct_rdma_cm_id
-	priv  []byte
-	param rdma.ConnParam
+	l             *Listener
+	id            *C.struct_rdma_cm_id
+	priv          []byte
+	param         rdma.ConnParam
+	local, remote net.Addr
 }
 
 var _ rdma.ConnRequest = (*ConnRequest)(nil)
 
 func (r *ConnRequest) PrivateData() []byte   { return r.priv }
 func (r *ConnRequest) Param() rdma.ConnParam { return r.param }
-func (r *ConnRequest) LocalAddr() net.Addr   { return goAddr(C.q_src_addr(r.id)) }
-func (r *ConnRequest) RemoteAddr() net.Addr  { return goAddr(C.q_dst_addr(r.id)) }
+func (r *ConnRequest) LocalAddr() net.Addr   { return r.local }
+func (r *ConnRequest) RemoteAddr() net.Addr  { return r.remote }
+
+// takeLocked makes the request's id the caller's, off the listener's books;
+// nil if it was accepted, rejected or closed already. Under l.ch.mu.
+func (r *ConnRequest) takeLocked() *C.struct_rdma_cm_id {
+	id := r.id
+	r.id = nil
+	delete(r.l.reqs, r)
+	return id
+}
 
 // Reject refuses the request (rdma_reject) and destroys its id.
 func (r *ConnRequest) Reject(privateData []byte) error {
-	if r.id == nil {
+	r.l.ch.mu.Lock()
+	defer r.l.ch.mu.Unlock()
+	id := r.takeLocked()
+	if id == nil {
 		return rdma.ErrClosed
 	}
 	p, n := cBytes(privateData)
-	rc, cerr := C.rdma_reject(r.id, p, n)
+	rc, cerr := C.rdma_reject(id, p, n)
 	C.free(p)
-	C.rdma_destroy_id(r.id)
-	r.id = nil
+	C.rdma_destroy_id(id)
 	return rcErr("rdma_reject", rc, cerr)
 }
 
@@ -369,36 +407,28 @@ func (r *ConnRequest) Reject(privateData []byte) error {
 // before the peer can send: iWARP has no RNR retry, and a Send that finds
 // no receive kills the connection), and accepts the connection.
 func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {
-	if r.id == nil {
-		return nil, rdma.ErrClosed
-	}
-	id := r.id
-	r.id = nil
-	d := r.l.dev
-	idOwned := true // until newQP takes id (and ch) over
-	defer func() {
-		if err != nil && idOwned {
-			C.rdma_reject(id, nil, 0)
-			C.rdma_destroy_id(id)
-		}
-	}()
-	if v := C.q_id_verbs(id); v != d.ctx {
-		return nil, fmt.Errorf("%w: connect request arrived on another device", rdma.ErrInvalid)
-	}
 	// The connection gets its own event channel, so its DISCONNECTED and
 	// ESTABLISHED events do not mix with the listener's requests.
 	ch, err := newChannel()
 	if err != nil {
 		return nil, err
 	}
+	id, err := r.moveTo(ch)
+	if err != nil {
+		ch.close(nil)
+		return nil, err
+	}
+	d := r.l.dev
+	idOwned := true // until newQP takes id and ch over
 	defer func() {
 		if err != nil && idOwned {
-			C.rdma_migrate_id(id, r.l.ch.ch) // back, so destroying ch is safe
+			C.rdma_reject(id, nil, 0)
+			C.rdma_destroy_id(id) // on ch, which goes after it
 			ch.close(nil)
 		}
 	}()
-	if rc, cerr := C.rdma_migrate_id(id, ch.ch); rc != 0 {
-		return nil, verbErr("rdma_migrate_id", cerr)
+	if v := C.q_id_verbs(id); v != d.ctx {
+		return nil, fmt.Errorf("%w: connect request arrived on another device", rdma.ErrInvalid)
 	}
 	qp, err := newQP(d, ch, id, cfg)
 	if err != nil {
@@ -435,6 +465,26 @@ func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, 
 	qp.priv = r.priv
 	qp.watch()
 	return qp, nil
+}
+
+// moveTo takes the request's id off the listener's channel onto ch
+// (rdma_migrate_id), under the listener channel's lock, so that the
+// listener's Close cannot destroy that channel meanwhile. A request
+// already accepted, rejected or closed gives ErrClosed; a failed
+// migration rejects and destroys the id where it is.
+func (r *ConnRequest) moveTo(ch *channel) (*C.struct_rdma_cm_id, error) {
+	r.l.ch.mu.Lock()
+	defer r.l.ch.mu.Unlock()
+	id := r.takeLocked()
+	if id == nil {
+		return nil, rdma.ErrClosed
+	}
+	if rc, cerr := C.rdma_migrate_id(id, ch.ch); rc != 0 {
+		C.rdma_reject(id, nil, 0)
+		C.rdma_destroy_id(id)
+		return nil, verbErr("rdma_migrate_id", cerr)
+	}
+	return id, nil
 }
 
 // Dial connects (rdma_resolve_addr, rdma_resolve_route, rdma_create_qp,

@@ -905,6 +905,62 @@ func TestReject(t *testing.T) {
 	})
 }
 
+// TestRequestOutlivesItsListener: a connect request accepted from a
+// listener that is then closed (an endpoint closing while a server
+// dials it) is rejected and destroyed by the listener's Close; Accept
+// and Reject on it afterwards refuse with ErrClosed instead of handing
+// librdmacm an id whose event channel is gone, and the dialer hears the
+// rejection. TestMain's resource count shows the id released.
+func TestRequestOutlivesItsListener(t *testing.T) {
+	run(t, func(t *testing.T, td testDevice) {
+		dev, err := New().Open(td.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		cli, srv := newSide(t, dev), newSide(t, dev)
+		defer closeSide(t, "client", cli)
+		defer closeSide(t, "server", srv)
+		l, err := dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 1)
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		dialed := make(chan error, 1)
+		go func() {
+			qp, err := dev.Dial(ctx, l.Addr().String(), qpConfig(cli), nil)
+			if qp != nil {
+				qp.Close()
+			}
+			dialed <- err
+		}()
+		req, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatalf("Accept: %v", err)
+		}
+		local, remote := req.LocalAddr().String(), req.RemoteAddr().String()
+		if err := l.Close(); err != nil {
+			t.Errorf("listener Close: %v", err)
+		}
+		if qp, err := req.Accept(qpConfig(srv), nil); !errors.Is(err, rdma.ErrClosed) {
+			if qp != nil {
+				qp.Close()
+			}
+			t.Errorf("Accept of a request after its listener closed: %v, want ErrClosed", err)
+		}
+		if err := req.Reject(nil); !errors.Is(err, rdma.ErrClosed) {
+			t.Errorf("Reject after the listener closed: %v, want ErrClosed", err)
+		}
+		if l, r := req.LocalAddr().String(), req.RemoteAddr().String(); l != local || r != remote {
+			t.Errorf("addresses after Close %s <- %s, want %s <- %s", l, r, local, remote)
+		}
+		if err := <-dialed; !errors.Is(err, rdma.ErrRejected) {
+			t.Errorf("Dial to a listener closed with its request pending: %v, want ErrRejected", err)
+		}
+	})
+}
+
 // fill writes a reproducible pseudo-random pattern.
 func fill(b []byte, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
