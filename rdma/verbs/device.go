@@ -130,7 +130,7 @@ func (p *PD) Register(mem []byte, access rdma.Access) (rdma.MR, error) {
 		p.unref()
 		return nil, rdma.MemlockExplains(verbErr("ibv_reg_mr", err), len(mem))
 	}
-	return &MR{pd: p, mr: mr, mem: mem}, nil
+	return &MR{pd: p, mr: mr, mem: mem, addr: uint64(uintptr(mr.addr)), lkey: uint32(mr.lkey), rkey: uint32(mr.rkey)}, nil
 }
 
 // AllocMW allocates a type 2 memory window (ibv_alloc_mw).
@@ -169,24 +169,30 @@ func (p *PD) Close() error {
 	return nil
 }
 
-// MR is a registered memory region.
+// MR is a registered memory region. Its address and keys are copied at
+// registration: ibv_dereg_mr frees the struct they were read from.
 type MR struct {
-	pd     *PD
-	mr     *C.struct_ibv_mr
-	mem    []byte
-	closed bool
+	pd         *PD
+	mr         *C.struct_ibv_mr
+	mem        []byte
+	addr       uint64
+	lkey, rkey uint32
+	mu         sync.Mutex // orders Close against Close
+	closed     bool
 }
 
 var _ rdma.MR = (*MR)(nil)
 
-func (m *MR) Addr() uint64  { return uint64(uintptr(m.mr.addr)) }
+func (m *MR) Addr() uint64  { return m.addr }
 func (m *MR) Len() int      { return len(m.mem) }
-func (m *MR) LKey() uint32  { return uint32(m.mr.lkey) }
-func (m *MR) RKey() uint32  { return uint32(m.mr.rkey) }
+func (m *MR) LKey() uint32  { return m.lkey }
+func (m *MR) RKey() uint32  { return m.rkey }
 func (m *MR) Bytes() []byte { return m.mem }
 
-// Close deregisters the region (ibv_dereg_mr).
+// Close deregisters the region (ibv_dereg_mr); again, it does nothing.
 func (m *MR) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
 		return nil
 	}
@@ -203,6 +209,7 @@ type MW struct {
 	pd     *PD
 	mw     *C.struct_ibv_mw
 	rkey   atomic.Uint32 // key of the latest bind; posting a bind sets it
+	mu     sync.Mutex    // orders Close against Close
 	closed bool
 }
 
@@ -210,8 +217,11 @@ var _ rdma.MW = (*MW)(nil)
 
 func (w *MW) RKey() uint32 { return w.rkey.Load() }
 
-// Close deallocates the window (ibv_dealloc_mw), which also invalidates it.
+// Close deallocates the window (ibv_dealloc_mw), which also invalidates
+// it; again, it does nothing.
 func (w *MW) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.closed {
 		return nil
 	}

@@ -369,6 +369,16 @@ func (q *QP) BindMW(id uint64, mw rdma.MW, mr rdma.MR, sge rdma.SGE, access rdma
 		return 0, fmt.Errorf("%w: memory windows on %s", rdma.ErrNotSupported, q.dev.info.Name)
 	}
 	var rkey C.uint32_t
+	// The window and the region stay open while the bind is posted
+	// (their Close frees what the post reads); their locks, then the
+	// QP's, in this order only.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w.closed || m.closed {
+		return 0, fmt.Errorf("%w: BindMW with a closed window or region", rdma.ErrClosed)
+	}
 	q.sendMu.Lock()
 	if q.gone {
 		q.sendMu.Unlock()

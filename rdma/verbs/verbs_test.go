@@ -820,6 +820,23 @@ func TestMemoryWindow(t *testing.T) {
 		if c := p.cli.w.next(t, testTimeout); c.Status != rdma.StatusRemAccessErr {
 			t.Fatalf("write through a deallocated window: %s, want %s", c.Status, rdma.StatusRemAccessErr)
 		}
+		// A bind of the closed window, or onto a closed region, refuses:
+		// their Close freed what the post would read.
+		if _, err := p.srv.qp.BindMW(10, mw, dst.mr, rdma.SGEOf(dst.mr, 0, 1024), rdma.AccessRemoteRead, rdma.SendSignaled); !errors.Is(err, rdma.ErrClosed) {
+			t.Errorf("BindMW of a closed window: %v, want ErrClosed", err)
+		}
+		mw2, err := p.srv.pd.AllocMW()
+		if err != nil {
+			t.Fatalf("AllocMW: %v", err)
+		}
+		defer mw2.Close()
+		gone := newRegion(t, p.srv.pd, 4096, accAll|rdma.AccessMWBind)
+		if err := gone.mr.Close(); err != nil {
+			t.Fatalf("MR Close: %v", err)
+		}
+		if _, err := p.srv.qp.BindMW(11, mw2, gone.mr, rdma.SGEOf(gone.mr, 0, 1024), rdma.AccessRemoteRead, rdma.SendSignaled); !errors.Is(err, rdma.ErrClosed) {
+			t.Errorf("BindMW onto a closed region: %v, want ErrClosed", err)
+		}
 	})
 }
 
