@@ -199,7 +199,9 @@ type Listener interface {
 	// Addr is the bound address (the real port when 0 was asked for).
 	Addr() net.Addr
 
-	// Close stops listening; requests not yet accepted are rejected.
+	// Close stops listening and rejects the requests not yet answered,
+	// queued or already returned by Accept; Accept or Reject on one of
+	// those then returns ErrClosed.
 	Close() error
 }
 

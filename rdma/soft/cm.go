@@ -188,6 +188,7 @@ type listener struct {
 	mu      sync.Mutex
 	closed  bool
 	shaking map[net.Conn]struct{} // connections still in AWAIT_MPAREQ
+	out     map[*connReq]struct{} // handed out by Accept, not yet answered
 	one     [8]byte
 }
 
@@ -209,7 +210,7 @@ func (d *device) Listen(addr string, backlog int) (rdma.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
-	l := &listener{dev: d, ln: ln, efd: efd, reqs: make(chan *connReq, backlog), done: make(chan struct{}), shaking: map[net.Conn]struct{}{}}
+	l := &listener{dev: d, ln: ln, efd: efd, reqs: make(chan *connReq, backlog), done: make(chan struct{}), shaking: map[net.Conn]struct{}{}, out: map[*connReq]struct{}{}}
 	binary.NativeEndian.PutUint64(l.one[:], 1)
 	d.objs.Add(1)
 	l.wg.Add(1)
@@ -277,6 +278,16 @@ func (l *listener) Accept(ctx context.Context) (rdma.ConnRequest, error) {
 	case r := <-l.reqs:
 		var b [8]byte
 		_, _ = unix.Read(l.efd, b[:])
+		l.mu.Lock()
+		if l.closed {
+			// Close came between the channel and here, and did not see
+			// the request queued or handed out.
+			l.mu.Unlock()
+			_ = r.Reject(nil)
+			return nil, rdma.ErrClosed
+		}
+		l.out[r] = struct{}{}
+		l.mu.Unlock()
 		return r, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -310,6 +321,24 @@ func (l *listener) Close() error {
 		}
 		break
 	}
+	// The requests Accept handed out and nobody answered are refused
+	// too, as by the verbs provider (where their ids die with the
+	// listener's channel); Accept or Reject on them says ErrClosed.
+	l.mu.Lock()
+	out := l.out
+	l.out = nil
+	l.mu.Unlock()
+	for r := range out {
+		r.mu.Lock()
+		mine := !r.used // not one an Accept is answering already
+		if mine {
+			r.used, r.gone = true, true
+		}
+		r.mu.Unlock()
+		if mine {
+			_ = r.reject(nil)
+		}
+	}
 	unix.Close(l.efd)
 	l.dev.objs.Add(-1)
 	return err
@@ -322,6 +351,7 @@ type connReq struct {
 	rr   mpaRR
 	mu   sync.Mutex
 	used bool
+	gone bool // refused by the listener's Close
 }
 
 var _ rdma.ConnRequest = (*connReq)(nil)
@@ -337,8 +367,14 @@ func (r *connReq) Param() rdma.ConnParam {
 }
 
 func (r *connReq) take() error {
+	r.l.mu.Lock()
+	delete(r.l.out, r)
+	r.l.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.gone {
+		return fmt.Errorf("%w: the listener was closed", rdma.ErrClosed)
+	}
 	if r.used {
 		return fmt.Errorf("%w: connection request already accepted or rejected", rdma.ErrInvalid)
 	}
@@ -427,6 +463,10 @@ func (r *connReq) Reject(priv []byte) error {
 	if err := r.take(); err != nil {
 		return err
 	}
+	return r.reject(priv)
+}
+
+func (r *connReq) reject(priv []byte) error {
 	if len(priv) > mpaMaxPrivData-mpaV2Len {
 		priv = priv[:mpaMaxPrivData-mpaV2Len]
 	}

@@ -445,6 +445,55 @@ func TestRejectAndErrors(t *testing.T) {
 	}
 }
 
+// TestRequestOutlivesItsListener: a request Accept handed out and
+// nobody answered is refused by the listener's Close, as with the verbs
+// provider: the dialer hears the rejection, and Accept or Reject on it
+// afterwards return ErrClosed.
+func TestRequestOutlivesItsListener(t *testing.T) {
+	checkLeaks(t)
+	p := soft.New(soft.Config{})
+	o := pairOpts{}
+	o.defaults()
+	srv, cli := setup(t, p, &o), setup(t, p, &o)
+	defer cli.close(t)
+	defer srv.close(t)
+	ln, err := srv.dev.Listen("127.0.0.1:0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 4, MaxRecvWR: 4}
+	dialed := make(chan error, 1)
+	go func() {
+		qp, err := cli.dev.Dial(ctx, ln.Addr().String(), cfg, nil)
+		if qp != nil {
+			qp.Close()
+		}
+		dialed <- err
+	}()
+	req, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srvCfg := rdma.QPConfig{PD: srv.pd, SendCQ: srv.cq, RecvCQ: srv.cq, MaxSendWR: 4, MaxRecvWR: 4}
+	if qp, err := req.Accept(srvCfg, nil); !errors.Is(err, rdma.ErrClosed) {
+		if qp != nil {
+			qp.Close()
+		}
+		t.Errorf("Accept after the listener closed: %v, want ErrClosed", err)
+	}
+	if err := req.Reject(nil); !errors.Is(err, rdma.ErrClosed) {
+		t.Errorf("Reject after the listener closed: %v, want ErrClosed", err)
+	}
+	if err := <-dialed; !errors.Is(err, rdma.ErrRejected) {
+		t.Errorf("Dial to a listener closed with its request pending: %v, want ErrRejected", err)
+	}
+}
+
 // TestHostileHandshake: garbage instead of an MPA request or reply ends
 // the connection setup with an error, on both sides, and leaks nothing.
 func TestHostileHandshake(t *testing.T) {
