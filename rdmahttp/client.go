@@ -51,6 +51,10 @@ type ClientConfig struct {
 // (deliver.ErrLost).
 var ErrLost = deliver.ErrLost
 
+// ErrClientClosed is what a Get returns when the Client was closed
+// before or during it; it matches rdma.ErrClosed.
+var ErrClientClosed = fmt.Errorf("%w: rdmahttp client closed", rdma.ErrClosed)
+
 // ErrDigest is returned when a body does not match its Repr-Digest.
 var ErrDigest = errors.New("rdmahttp: body does not match Repr-Digest")
 
@@ -60,11 +64,17 @@ var ErrDigest = errors.New("rdmahttp: body does not match Repr-Digest")
 // and the buffer. Gets run one at a time (one buffer); use several
 // Clients for parallel fetches.
 type Client struct {
-	cfg   ClientConfig
-	http  *http.Client
-	ep    *deliver.Endpoint
-	buf   *deliver.Buffer
-	getMu sync.Mutex
+	cfg  ClientConfig
+	http *http.Client
+	ep   *deliver.Endpoint
+	buf  *deliver.Buffer
+	// getMu runs one Get or ReadRaw at a time (one buffer), and Close
+	// after the one under way: the buffer must outlive its reader. life
+	// ends when Close begins, cutting that Get short.
+	getMu  sync.Mutex
+	closed bool // under getMu
+	life   context.Context
+	end    context.CancelFunc
 
 	// badKey, set by tests before a Get, makes the next attempt announce a
 	// wrong rkey for its buffer: the server's Write is then refused and
@@ -113,6 +123,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, http: cfg.HTTP, ep: ep, buf: buf}
+	c.life, c.end = context.WithCancel(context.Background())
 	if c.http == nil {
 		c.http = &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 4}}
 	}
@@ -122,8 +133,45 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Endpoint is the RDMA endpoint the client announces.
 func (c *Client) Endpoint() netip.AddrPort { return c.ep.Addr() }
 
-// Close releases the endpoint and the buffer.
-func (c *Client) Close() error { return c.ep.Close() }
+// Close ends the Get under way (it returns ErrClientClosed), waits for
+// it to return, and releases the endpoint and the buffer. Later Gets
+// return ErrClientClosed; Close again does nothing.
+func (c *Client) Close() error {
+	c.end()
+	c.getMu.Lock()
+	defer c.getMu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	return c.ep.Close()
+}
+
+// begin starts a Get or ReadRaw: one at a time, on an open client, with
+// a context that also ends when Close begins. Call the returned func
+// when done.
+func (c *Client) begin(ctx context.Context) (context.Context, func(), error) {
+	c.getMu.Lock()
+	if c.closed {
+		c.getMu.Unlock()
+		return nil, nil, ErrClientClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.life, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		c.getMu.Unlock()
+	}, nil
+}
+
+// closedErr is err, or ErrClientClosed when Close cut the call short.
+func (c *Client) closedErr(err error) error {
+	if err != nil && c.life.Err() != nil {
+		return fmt.Errorf("%w (%w)", ErrClientClosed, err)
+	}
+	return err
+}
 
 // Get fetches url with mode and writes the body to the writer open
 // returns; open is called once, with the response's status and header,
@@ -131,20 +179,26 @@ func (c *Client) Close() error { return c.ep.Close() }
 // digest; over TCP, before it streams). A lost RDMA operation is asked
 // for again with a new operation id, up to Retries times.
 func (c *Client) Get(ctx context.Context, url string, mode deliver.Mode, open func(*Response) (io.Writer, error)) (*Response, error) {
-	c.getMu.Lock()
-	defer c.getMu.Unlock()
+	ctx, done, err := c.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	var lastErr error
-	for attempt := 1; attempt <= c.cfg.Retries+1; attempt++ {
+	for attempt := 1; attempt <= c.cfg.Retries+1 && c.life.Err() == nil; attempt++ {
 		r, err := c.try(ctx, url, mode, open)
 		if r != nil {
 			r.Attempts = attempt
 		}
 		if err == nil || !errors.Is(err, ErrLost) {
-			return r, err
+			return r, c.closedErr(err)
 		}
 		lastErr = err
 	}
-	return nil, lastErr
+	if lastErr == nil { // Close began before the first attempt
+		return nil, ErrClientClosed
+	}
+	return nil, c.closedErr(lastErr)
 }
 
 // try is one attempt with a fresh operation id.
@@ -261,6 +315,11 @@ func (c *Client) try(ctx context.Context, url string, mode deliver.Mode, open fu
 // For tests and diagnostics; a failed Read moves the QP to ERROR (the
 // server retires its side).
 func (c *Client) ReadRaw(ctx context.Context, chanID uint32, addr uint64, rkey uint32, n int) ([]byte, error) {
+	ctx, done, err := c.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	clear(c.buf.Bytes()[:n])
 	rg := deliver.Region{Addr: addr, RKey: rkey, Len: int64(n)}
 	if err := c.ep.Read(ctx, chanID, c.ep.NextOp(), rg, c.buf, false); err != nil {
