@@ -40,7 +40,14 @@
 // Teardown: rdma_destroy_id waits until every event of the id is acked
 // and ibv_destroy_cq until every completion event is acked; this package
 // acks each event as soon as it has copied what it needs, so Close never
-// hangs.
+// hangs. And Close may race the object's other methods: a post, a poll,
+// a query, a bind or a connect request's answer that comes while or
+// after its object is destroyed returns rdma.ErrClosed instead of
+// handing the provider freed memory (siw and rxe post into rings the
+// destroy unmapped, and the process dies of SIGSEGV in their library).
+// Each destroy takes the locks its object's calls already hold (a QP's
+// send and receive locks, a CQ's poll lock, a listener's channel lock),
+// so the check costs the hot path nothing.
 //
 // Kernel quirks handled here (Linux 6.1, see vm/README.md): siw answers
 // ibv_query_qp without the state, so QP.State derives it; librdmacm keeps
