@@ -403,17 +403,7 @@ func TestCQNotification(t *testing.T) {
 
 func TestRejectAndErrors(t *testing.T) {
 	checkLeaks(t)
-	p := soft.New(soft.Config{})
-	o := pairOpts{}
-	o.defaults()
-	srv, cli := setup(t, p, &o), setup(t, p, &o)
-	defer cli.close(t)
-	defer srv.close(t)
-	ln, err := srv.dev.Listen("127.0.0.1:0", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	_, cli, ln := listening(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	go func() {
@@ -427,7 +417,7 @@ func TestRejectAndErrors(t *testing.T) {
 		_ = req.Reject([]byte("go away"))
 	}()
 	cfg := rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 4, MaxRecvWR: 4}
-	_, err = cli.dev.Dial(ctx, ln.Addr().String(), cfg, []byte("hello"))
+	_, err := cli.dev.Dial(ctx, ln.Addr().String(), cfg, []byte("hello"))
 	var rej *rdma.RejectError
 	if !errors.Is(err, rdma.ErrRejected) || !errors.As(err, &rej) || string(rej.PrivateData) != "go away" {
 		t.Fatalf("dial: %v", err)
@@ -440,7 +430,7 @@ func TestRejectAndErrors(t *testing.T) {
 	if err := cli.pd.Close(); !errors.Is(err, rdma.ErrBusy) {
 		t.Fatalf("closing a PD with an MR: %v", err)
 	}
-	if _, err := p.Open("mlx5_0"); !errors.Is(err, rdma.ErrUnknownDevice) {
+	if _, err := soft.New(soft.Config{}).Open("mlx5_0"); !errors.Is(err, rdma.ErrUnknownDevice) {
 		t.Fatalf("open unknown: %v", err)
 	}
 }
@@ -451,16 +441,7 @@ func TestRejectAndErrors(t *testing.T) {
 // afterwards return ErrClosed.
 func TestRequestOutlivesItsListener(t *testing.T) {
 	checkLeaks(t)
-	p := soft.New(soft.Config{})
-	o := pairOpts{}
-	o.defaults()
-	srv, cli := setup(t, p, &o), setup(t, p, &o)
-	defer cli.close(t)
-	defer srv.close(t)
-	ln, err := srv.dev.Listen("127.0.0.1:0", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli, ln := listening(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cfg := rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 4, MaxRecvWR: 4}

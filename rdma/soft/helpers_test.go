@@ -225,3 +225,22 @@ func fill(b []byte, seed byte) {
 		b[i] = byte(i*7) ^ seed ^ byte(i>>11)
 	}
 }
+
+// listening sets up a server and a client side with default options on
+// one provider, and a listener on the server's device; all are closed
+// at the test's end (the listener first; closing it earlier is fine).
+func listening(t *testing.T) (srv, cli *endpoint, ln rdma.Listener) {
+	t.Helper()
+	p := soft.New(soft.Config{})
+	o := pairOpts{}
+	o.defaults()
+	srv, cli = setup(t, p, &o), setup(t, p, &o)
+	t.Cleanup(func() { cli.close(t) })
+	t.Cleanup(func() { srv.close(t) })
+	ln, err := srv.dev.Listen("127.0.0.1:0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return srv, cli, ln
+}

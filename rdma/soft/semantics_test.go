@@ -56,17 +56,7 @@ func TestOrdering(t *testing.T) {
 // queue and complete in order.
 func TestORDLimit(t *testing.T) {
 	checkLeaks(t)
-	p := soft.New(soft.Config{})
-	o := pairOpts{}
-	o.defaults()
-	cli, srv := setup(t, p, &o), setup(t, p, &o)
-	defer cli.close(t)
-	defer srv.close(t)
-	ln, err := srv.dev.Listen("127.0.0.1:0", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	srv, cli, ln := listening(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	accepted := make(chan rdma.QP, 1)
@@ -84,6 +74,7 @@ func TestORDLimit(t *testing.T) {
 			accepted <- qp
 		}
 	}()
+	var err error
 	cli.qp, err = cli.dev.Dial(ctx, ln.Addr().String(), rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 16, MaxRecvWR: 4, SignalAll: true, InitiatorDepth: 2}, nil)
 	if err != nil {
 		t.Fatal(err)
