@@ -44,8 +44,9 @@ type EndpointConfig struct {
 // and Read completions to the operation waiting for them. It owns two
 // goroutines (accept and completions) and every Buffer it made; Close
 // releases all of it. Its methods are safe for concurrent use, Close
-// included: what waits returns ErrClosed, and Close releases nothing
-// before the calls using the QPs, the PD or a buffer have left.
+// included: the waits it cuts short return ErrEndpointClosed, and it
+// releases nothing before the calls using the QPs, the PD or a buffer
+// have left.
 //
 // Operation ids are the endpoint's (NextOp): one counter, however many
 // protocol connections share the endpoint, so a written message names
@@ -170,7 +171,7 @@ func (e *Endpoint) enter() error {
 
 // Close stops the goroutines, ends every wait with ErrEndpointClosed,
 // waits for the calls under way, and releases every RDMA object, the
-// buffers included. Later calls return nil.
+// buffers included. A second Close returns nil.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	if e.closed {

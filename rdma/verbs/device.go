@@ -177,7 +177,7 @@ type MR struct {
 	mem        []byte
 	addr       uint64
 	lkey, rkey uint32
-	mu         sync.Mutex // orders Close against Close
+	mu         sync.RWMutex // Close writes; BindMW reads, many binds at once over a shared region
 	closed     bool
 }
 

@@ -374,8 +374,8 @@ func (q *QP) BindMW(id uint64, mw rdma.MW, mr rdma.MR, sge rdma.SGE, access rdma
 	// QP's, in this order only.
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if w.closed || m.closed {
 		return 0, fmt.Errorf("%w: BindMW with a closed window or region", rdma.ErrClosed)
 	}
