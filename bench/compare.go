@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"sort"
@@ -142,8 +143,13 @@ type CompareRow struct {
 	CPURatio  map[string]float64 `json:"cpu_ratio,omitempty"`
 	CoreRatio map[string]float64 `json:"core_busy_ratio,omitempty"`
 	RPSRatio  map[string]float64 `json:"rps_ratio,omitempty"`
-	Syscalls  *SyscallCount      `json:"syscalls,omitempty"`
-	Err       string             `json:"error,omitempty"`
+	// CPURange, CoreRange and RPSRange say how far the rounds resolve
+	// each of those ratios (RatioRange).
+	CPURange  map[string]RatioRange `json:"cpu_ratio_range,omitempty"`
+	CoreRange map[string]RatioRange `json:"core_busy_ratio_range,omitempty"`
+	RPSRange  map[string]RatioRange `json:"rps_ratio_range,omitempty"`
+	Syscalls  *SyscallCount         `json:"syscalls,omitempty"`
+	Err       string                `json:"error,omitempty"`
 }
 
 // cell is a column of the comparison tables.
@@ -535,26 +541,31 @@ func (r *CompareResult) summarise() {
 		for _, i := range members {
 			a := &r.Rows[i]
 			a.CPURatio, a.CoreRatio, a.RPSRatio = map[string]float64{}, map[string]float64{}, map[string]float64{}
+			a.CPURange, a.CoreRange, a.RPSRange = map[string]RatioRange{}, map[string]RatioRange{}, map[string]RatioRange{}
 			for _, j := range members {
 				if i == j {
 					continue
 				}
 				b := &r.Rows[j]
-				if v, ok := pairedRatio(a.Samples, b.Samples, func(s CompareSample) (float64, bool) {
+				pair := func(ratios map[string]float64, ranges map[string]RatioRange, val func(CompareSample) (float64, bool)) {
+					rs := pairedRatios(a.Samples, b.Samples, val)
+					if len(rs) == 0 {
+						return
+					}
+					ratios[b.Server] = median(rs)
+					if rr, ok := medianRange(rs, ratioRangeCoverage); ok {
+						ranges[b.Server] = rr
+					}
+				}
+				pair(a.CPURatio, a.CPURange, func(s CompareSample) (float64, bool) {
 					return float64(s.CPUPerRequest()), s.CPUKnown
-				}); ok {
-					a.CPURatio[b.Server] = v
-				}
-				if v, ok := pairedRatio(a.Samples, b.Samples, func(s CompareSample) (float64, bool) {
+				})
+				pair(a.CoreRatio, a.CoreRange, func(s CompareSample) (float64, bool) {
 					return float64(s.CoreBusyPerRequest()), s.CoreKnown
-				}); ok {
-					a.CoreRatio[b.Server] = v
-				}
-				if v, ok := pairedRatio(a.Samples, b.Samples, func(s CompareSample) (float64, bool) {
+				})
+				pair(a.RPSRatio, a.RPSRange, func(s CompareSample) (float64, bool) {
 					return s.RequestsPerSec, true
-				}); ok {
-					a.RPSRatio[b.Server] = v
-				}
+				})
 			}
 		}
 	}
@@ -584,9 +595,8 @@ func (r *CompareResult) loadBoundWarnings() []string {
 	return out
 }
 
-// pairedRatio is the median over rounds of a's value over b's in the same
-// round; ok is false when no round has both.
-func pairedRatio(a, b []CompareSample, val func(CompareSample) (float64, bool)) (float64, bool) {
+// pairedRatios are a's values over b's, one for each round both have.
+func pairedRatios(a, b []CompareSample, val func(CompareSample) (float64, bool)) []float64 {
 	var rs []float64
 	for _, sa := range a {
 		for _, sb := range b {
@@ -600,10 +610,63 @@ func pairedRatio(a, b []CompareSample, val func(CompareSample) (float64, bool)) 
 			}
 		}
 	}
-	if len(rs) == 0 {
-		return 0, false
+	return rs
+}
+
+// RatioRange is how far the rounds resolve a median of per-round ratios:
+// the two per-round ratios, counted in from each end, that hold the
+// median of the ratios' distribution between them with probability
+// Coverage, whatever that distribution (the sign test's interval: each
+// round's ratio falls below the true median with probability one half,
+// so how many do is binomial). Where Lo ≤ 1 ≤ Hi the rounds do not tell
+// the two servers apart; more rounds narrow it.
+type RatioRange struct {
+	Lo       float64 `json:"lo"`
+	Hi       float64 `json:"hi"`
+	Coverage float64 `json:"coverage"`
+	Rounds   int     `json:"rounds"` // the paired rounds it comes from
+}
+
+// ratioRangeCoverage is the least coverage medianRange aims for: 90%,
+// which eight rounds can give (93% between the second and seventh
+// ratios) where 95% would take all eight, the widest possible.
+const ratioRangeCoverage = 0.90
+
+// medianRange is the narrowest RatioRange of xs with at least the
+// coverage asked for, or, when there are too few values for that, the
+// widest (the least and the most) with the coverage it has; ok is false
+// for fewer than two values.
+func medianRange(xs []float64, coverage float64) (RatioRange, bool) {
+	n := len(xs)
+	if n < 2 {
+		return RatioRange{}, false
 	}
-	return median(rs), true
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	// The interval from the k-th least to the k-th most value misses the
+	// median when fewer than k values fall on one side of it:
+	// 1 - 2·P(B ≤ k-1) for B ~ Binomial(n, 1/2).
+	cover := func(k int) float64 { return 1 - 2*binomialHalfCDF(n, k-1) }
+	k := 1
+	for k+1 <= n/2 && cover(k+1) >= coverage {
+		k++
+	}
+	return RatioRange{Lo: s[k-1], Hi: s[n-k], Coverage: cover(k), Rounds: n}, true
+}
+
+// binomialHalfCDF is P(B ≤ j) for B ~ Binomial(n, 1/2).
+func binomialHalfCDF(n, j int) float64 {
+	if j < 0 {
+		return 0
+	}
+	sum := 0.0
+	for i := 0; i <= min(j, n); i++ {
+		lc, _ := math.Lgamma(float64(n + 1))
+		li, _ := math.Lgamma(float64(i + 1))
+		lr, _ := math.Lgamma(float64(n - i + 1))
+		sum += math.Exp(lc - li - lr - float64(n)*math.Ln2)
+	}
+	return min(sum, 1)
 }
 
 // median of xs (the mean of the middle two for an even count), 0 for none.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -155,7 +156,8 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		ew.printf("Warning: %s\n", warn)
 	}
 
-	metric := func(title string, get func(*CompareRow) string, ratio func(*CompareRow) map[string]float64) {
+	rangesNoted := false
+	metric := func(title string, get func(*CompareRow) string, ratio func(*CompareRow) (map[string]float64, map[string]RatioRange)) {
 		ew.printf("\n%s\n", title)
 		t := &table{}
 		t.add(r.header("server", cells)...)
@@ -178,13 +180,19 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			t.write(ew)
 			return
 		}
+		coverage := map[int]float64{} // by rounds
 		for _, p := range r.ratioPairs() {
 			line := []string{p[0] + " / " + p[1]}
 			for _, c := range cells {
 				v := ""
 				if row := r.row(p[0], c); row != nil {
-					if x, ok := ratio(row)[p[1]]; ok {
+					ratios, ranges := ratio(row)
+					if x, ok := ratios[p[1]]; ok {
 						v = fmt.Sprintf("%.2f×", x)
+					}
+					if rr, ok := ranges[p[1]]; ok && v != "" {
+						v += fmt.Sprintf(" [%.2f-%.2f]", rr.Lo, rr.Hi)
+						coverage[rr.Rounds] = rr.Coverage
 					}
 				}
 				line = append(line, v)
@@ -192,6 +200,15 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			t.add(line...)
 		}
 		t.write(ew)
+		if len(coverage) > 0 && !rangesNoted {
+			rangesNoted = true
+			var by []string
+			for _, n := range slices.Sorted(maps.Keys(coverage)) {
+				by = append(by, fmt.Sprintf("%.0f%% from %d rounds", 100*coverage[n], n))
+			}
+			ew.printf("In brackets, here and below: the per-round ratios that hold the median ratio between them (%s, whatever the rounds' spread); where they hold 1.00 the rounds do not tell the two apart.\n",
+				strings.Join(by, ", "))
+		}
 	}
 	// perRequest shows a time per request, unknown (0) as blank.
 	perRequest := func(blank string, get func(*CompareRow) time.Duration) func(*CompareRow) string {
@@ -204,11 +221,11 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 	}
 	metric("Server CPU per request (user+sys from /proc/PID/stat over each measured run; ratios are medians of per-round ratios)",
 		perRequest("?", func(row *CompareRow) time.Duration { return row.CPUPerRequest }),
-		func(row *CompareRow) map[string]float64 { return row.CPURatio })
+		func(row *CompareRow) (map[string]float64, map[string]RatioRange) { return row.CPURatio, row.CPURange })
 	if r.anyRow(func(row *CompareRow) bool { return row.CoreBusyPerRequest > 0 }) {
 		metric("Server CPU busy per request, pinned modes (the server's CPUs not idle, from /proc/stat: its process and the kernel's work done there in its idle time, which /proc/PID/stat charges to no one)",
 			perRequest("", func(row *CompareRow) time.Duration { return row.CoreBusyPerRequest }),
-			func(row *CompareRow) map[string]float64 { return row.CoreRatio })
+			func(row *CompareRow) (map[string]float64, map[string]RatioRange) { return row.CoreRatio, row.CoreRange })
 	}
 	if r.anyRow(func(row *CompareRow) bool { return row.LoadShare > 0 }) {
 		metric("Load generator CPU per request, and in brackets its share of its core (at 95% or more the generator, not the server, set the requests/s)",
@@ -220,7 +237,7 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			}, nil)
 	}
 	metric("Requests/s", func(row *CompareRow) string { return strconv.FormatFloat(row.RequestsPerSec, 'f', 0, 64) },
-		func(row *CompareRow) map[string]float64 { return row.RPSRatio })
+		func(row *CompareRow) (map[string]float64, map[string]RatioRange) { return row.RPSRatio, row.RPSRange })
 	metric("p99 latency", func(row *CompareRow) string { return row.P99.Round(time.Microsecond).String() }, nil)
 
 	if r.SyscallNote != "" {

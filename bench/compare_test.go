@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -161,10 +162,45 @@ func TestMedianAndPairedRatio(t *testing.T) {
 		{name: "cpu unknown", a: []CompareSample{{Round: 0, Requests: 10}}, b: []CompareSample{s(0, 10, 1)}},
 	}
 	for _, tt := range tests {
-		got, ok := pairedRatio(tt.a, tt.b, cpu)
+		rs := pairedRatios(tt.a, tt.b, cpu)
+		got, ok := median(rs), len(rs) > 0
 		if ok != tt.ok || (ok && (got < tt.want-1e-9 || got > tt.want+1e-9)) {
 			t.Errorf("%s: %v, %v; want %v, %v", tt.name, got, ok, tt.want, tt.ok)
 		}
+	}
+}
+
+// The interval between the k-th least and k-th most of n per-round
+// ratios holds their median with probability 1 - 2·P(Binomial(n, ½) < k);
+// medianRange takes the narrowest with 90% or more.
+func TestMedianRange(t *testing.T) {
+	seq := func(n int) []float64 {
+		xs := make([]float64, n)
+		for i := range xs {
+			xs[i] = float64(n - i) // descending: medianRange sorts
+		}
+		return xs
+	}
+	tests := []struct {
+		n        int
+		lo, hi   float64
+		coverage float64
+	}{
+		{2, 1, 2, 0.5},       // too few for 90%: the widest, with what it has
+		{3, 1, 3, 0.75},      //
+		{5, 1, 5, 0.9375},    // 1 - 2/32
+		{8, 2, 7, 0.9296875}, // 1 - 2·9/256; [1, 8] would be 99.2%
+		{9, 2, 8, 0.9609375}, // 1 - 2·10/512; [3, 7] would be 82%
+		{30, 11, 20, 0.9013}, // n=30: P(B ≤ 10) = 0.0494
+	}
+	for _, tt := range tests {
+		rr, ok := medianRange(seq(tt.n), ratioRangeCoverage)
+		if !ok || rr.Lo != tt.lo || rr.Hi != tt.hi || math.Abs(rr.Coverage-tt.coverage) > 1e-4 || rr.Rounds != tt.n {
+			t.Errorf("n=%d: %+v, %v; want [%v, %v] at %v", tt.n, rr, ok, tt.lo, tt.hi, tt.coverage)
+		}
+	}
+	if _, ok := medianRange([]float64{1.1}, ratioRangeCoverage); ok {
+		t.Error("a range from one round")
 	}
 }
 
@@ -219,16 +255,17 @@ func TestCompareTextTable(t *testing.T) {
 		"server c=100 pinned c=100 both-cores",
 		"quartet 11.5µs 16.7µs",
 		"gnet 10.0µs 11.4µs",
-		"quartet / gnet 1.15× 1.46×",
-		"quartet / fasthttp 0.97× 1.14×",
-		"quartet-b / quartet 0.87× 0.90×",
-		"quartet-b / gnet 1.00× 1.32×",
+		"quartet / gnet 1.15× [1.15-1.15] 1.46× [1.46-1.46]",
+		"quartet / fasthttp 0.97× [0.97-0.97] 1.14× [1.14-1.14]",
+		"quartet-b / quartet 0.87× [0.87-0.87] 0.90× [0.90-0.90]",
+		"quartet-b / gnet 1.00× [1.00-1.00] 1.32× [1.32-1.32]",
+		"In brackets, here and below: the per-round ratios that hold the median ratio between them (50% from 2 rounds,",
 		"quartet 2.50 [2.10-2.90] (0.90×)",
 		// Busy time: pinned only; ratios of the paired rounds' medians.
 		"quartet 13.5µs",
 		"gnet 12.0µs",
 		"quartet / gnet 1.12×",
-		"quartet-b / quartet 0.96×", // rounds 12.0/13.5 and 14.0/13.5
+		"quartet-b / quartet 0.96× [0.89-1.04]", // rounds 12.0/13.5 and 14.0/13.5
 		"quartet pinned c=100 /hello: 20000 20000 | 11.5µs 11.5µs | busy 13.5µs 13.5µs | errors 0",
 		// The load generator: CPU per request and its share of its core.
 		"quartet 49.5µs (99%) 40.0µs (80%)",
@@ -250,6 +287,12 @@ func TestCompareTextTable(t *testing.T) {
 	}
 	if !strings.Contains(out, "Server CPU busy per request, pinned modes") {
 		t.Errorf("no busy-time table:\n%s", out)
+	}
+	if n := strings.Count(out, "In brackets"); n != 1 {
+		t.Errorf("the brackets explained %d times, want once:\n%s", n, out)
+	}
+	if rr := r.row("quartet-b", cell{"pinned", 100, "/hello"}).CoreRange["quartet"]; rr.Rounds != 2 || rr.Coverage != 0.5 {
+		t.Errorf("quartet-b / quartet busy range %+v, want 2 rounds at 50%%", rr)
 	}
 	var c bytes.Buffer
 	if err := r.WriteCSV(&c); err != nil || strings.Count(c.String(), "\n") != 1+4*2*2 ||

@@ -117,7 +117,12 @@
 // the client consumed on the other CPU, and the TCP timers (a quarter of
 // the server CPU's busy time for 1 MiB files, almost none for /hello). Ratios
 // between servers are medians of per-round ratios, so that a noisy round
-// on a shared machine counts once, in both. The load generator's own CPU
+// on a shared machine counts once, in both; beside each, in brackets, the
+// two per-round ratios that hold the true median between them with 90%
+// or more (the sign test's interval, which assumes nothing of the
+// rounds' spread; with fewer than five rounds, the least and the most,
+// and less coverage). Where the brackets hold 1.00, the rounds did not
+// tell the two servers apart: run more. The load generator's own CPU
 // per request and its share of its core are reported too: where it runs
 // at its core's limit for every server (1 MiB files, where the client
 // copies each response), the requests/s are its limit, and a warning says
