@@ -216,8 +216,12 @@ type ConnRequest interface {
 
 	// Accept creates the QP from cfg and completes the connection,
 	// sending privateData in the reply (rdma_accept). The QP is in RTS
-	// when Accept returns.
-	Accept(cfg QPConfig, privateData []byte) (QP, error)
+	// when Accept returns. ctx bounds the wait for the connection to come
+	// up: when it ends first, Accept rejects the request (or, past the
+	// reply, tears the connection down), frees the QP and returns ctx's
+	// error. Providers bound the wait themselves too, so a peer that never
+	// completes the handshake does not hold Accept forever.
+	Accept(ctx context.Context, cfg QPConfig, privateData []byte) (QP, error)
 
 	// Reject refuses the request, sending privateData in the reply
 	// (rdma_reject; on iWARP an MPA reply with the Reject bit).

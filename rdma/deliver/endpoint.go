@@ -323,7 +323,7 @@ func (e *Endpoint) accept(req rdma.ConnRequest, ch *clientChan) (err error) {
 	e.byIdx = append(e.byIdx, ch) // owned from here: released by Close
 	e.mu.Unlock()
 	var sgl [1]rdma.SGE
-	qp, err := req.Accept(rdma.QPConfig{
+	qp, err := req.Accept(e.ctx, rdma.QPConfig{
 		PD: e.pd, SendCQ: e.cq, RecvCQ: e.cq,
 		MaxSendWR: clientSendSlots, MaxRecvWR: clientRecvSlots, MaxInline: msgLen,
 		InitiatorDepth: 16,

@@ -226,7 +226,7 @@ func connect(t *testing.T, name string, ip netip.Addr, crc, softActive bool) (ac
 			req.Reject(nil)
 			return
 		}
-		passive.qp, err = req.Accept(passive.cfg(), []byte("hello from "+passive.name))
+		passive.qp, err = req.Accept(t.Context(), passive.cfg(), []byte("hello from "+passive.name))
 		done <- err
 	}()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())

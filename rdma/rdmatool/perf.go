@@ -206,7 +206,7 @@ func perfServer(ctx context.Context, p rdma.Provider, f perfFlags, stderr io.Wri
 	binary.BigEndian.PutUint64(reply, e.mr.Addr())
 	binary.BigEndian.PutUint32(reply[8:], e.mr.RKey())
 	binary.BigEndian.PutUint32(reply[12:], uint32(size))
-	if e.qp, err = req.Accept(cfg, reply); err != nil {
+	if e.qp, err = req.Accept(ctx, cfg, reply); err != nil {
 		return err
 	}
 	l.Close()

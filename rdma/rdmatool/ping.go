@@ -217,7 +217,7 @@ func pingServer(ctx context.Context, e *endpoint, lay pingLayout, f pingFlags, s
 		l.Close()
 		return err
 	}
-	qp, err := req.Accept(pingQPConfig(e, lay), nil)
+	qp, err := req.Accept(ctx, pingQPConfig(e, lay), nil)
 	if cerr := l.Close(); err == nil {
 		err = cerr
 	}

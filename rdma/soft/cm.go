@@ -411,15 +411,19 @@ func (r *connReq) reply(priv []byte, reject bool, ird, ord int) (mpaRR, bool) {
 }
 
 // Accept creates the QP, sends the MPA reply and starts the QP.
-func (r *connReq) Accept(cfg rdma.QPConfig, priv []byte) (_ rdma.QP, err error) {
+func (r *connReq) Accept(ctx context.Context, cfg rdma.QPConfig, priv []byte) (_ rdma.QP, err error) {
 	if err := r.take(); err != nil {
 		return nil, err
 	}
 	fail := func(err error) (rdma.QP, error) {
 		rep, _ := r.reply(nil, true, 0, 0)
+		_ = r.conn.SetDeadline(time.Now().Add(time.Second))
 		_, _ = r.conn.Write(appendMPA(nil, rep))
 		r.conn.Close()
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(fmt.Errorf("soft: accept: %w", err))
 	}
 	limit := mpaMaxPrivData
 	if r.rr.enhanced {
@@ -438,6 +442,10 @@ func (r *connReq) Accept(cfg rdma.QPConfig, priv []byte) (_ rdma.QP, err error) 
 			return fail(err)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		q.Close()
+		return fail(fmt.Errorf("soft: accept: %w", err))
+	}
 	// RFC 6581 negotiation: our ORD may not exceed the initiator's IRD;
 	// our IRD should cover the initiator's ORD (siw refuses otherwise).
 	ird, ord := q.ird, q.ord
@@ -448,7 +456,16 @@ func (r *connReq) Accept(cfg rdma.QPConfig, priv []byte) (_ rdma.QP, err error) 
 	}
 	rep, crc := r.reply(priv, false, ird, ord)
 	_ = r.conn.SetDeadline(time.Now().Add(r.l.dev.prov.mpaTimeout()))
-	if _, err := r.conn.Write(appendMPA(nil, rep)); err != nil {
+	stop := context.AfterFunc(ctx, func() { _ = r.conn.SetDeadline(time.Unix(1, 0)) })
+	_, err = r.conn.Write(appendMPA(nil, rep))
+	if !stop() {
+		// ctx ended meanwhile: its past deadline may land on the
+		// connection at any moment, so the QP cannot have it.
+		q.Close()
+		r.conn.Close()
+		return nil, fmt.Errorf("soft: accept: %w", ctx.Err())
+	}
+	if err != nil {
 		q.Close()
 		r.conn.Close()
 		return nil, fmt.Errorf("soft: send MPA reply: %w", connErr(err))

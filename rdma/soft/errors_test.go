@@ -244,7 +244,7 @@ func TestManyQPs(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			qp, err := req.Accept(cfg(srv), nil)
+			qp, err := req.Accept(t.Context(), cfg(srv), nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -461,7 +461,7 @@ func TestRequestOutlivesItsListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	srvCfg := rdma.QPConfig{PD: srv.pd, SendCQ: srv.cq, RecvCQ: srv.cq, MaxSendWR: 4, MaxRecvWR: 4}
-	if qp, err := req.Accept(srvCfg, nil); !errors.Is(err, rdma.ErrClosed) {
+	if qp, err := req.Accept(t.Context(), srvCfg, nil); !errors.Is(err, rdma.ErrClosed) {
 		if qp != nil {
 			qp.Close()
 		}
@@ -472,6 +472,56 @@ func TestRequestOutlivesItsListener(t *testing.T) {
 	}
 	if err := <-dialed; !errors.Is(err, rdma.ErrRejected) {
 		t.Errorf("Dial to a listener closed with its request pending: %v, want ErrRejected", err)
+	}
+}
+
+// TestAcceptEndsWithItsContext: a request accepted with a context that
+// has ended, or that ends while Prepare runs, is refused: Accept returns
+// the context's error with the QP freed, and the dialer hears the
+// rejection. A live context accepts as before.
+func TestAcceptEndsWithItsContext(t *testing.T) {
+	checkLeaks(t)
+	srv, cli, ln := listening(t)
+	for _, tt := range []struct {
+		name   string
+		before bool // the context ends before Accept; else in Prepare
+	}{{"ended before", true}, {"ends in Prepare", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			dialed := make(chan error, 1)
+			go func() {
+				qp, err := cli.dev.Dial(ctx, ln.Addr().String(), rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 4, MaxRecvWR: 4}, nil)
+				if qp != nil {
+					qp.Close()
+				}
+				dialed <- err
+			}()
+			req, err := ln.Accept(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			actx, acancel := context.WithCancel(ctx)
+			if tt.before {
+				acancel()
+			}
+			prepared := false
+			cfg := rdma.QPConfig{PD: srv.pd, SendCQ: srv.cq, RecvCQ: srv.cq, MaxSendWR: 4, MaxRecvWR: 4,
+				Prepare: func(rdma.QP) error { prepared = true; acancel(); return nil }}
+			qp, err := req.Accept(actx, cfg, nil)
+			if qp != nil {
+				qp.Close()
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Accept: %v, want context.Canceled", err)
+			}
+			if prepared == tt.before {
+				t.Errorf("Prepare ran: %v", prepared)
+			}
+			if err := <-dialed; !errors.Is(err, rdma.ErrRejected) {
+				t.Errorf("Dial: %v, want ErrRejected", err)
+			}
+		})
 	}
 }
 

@@ -146,7 +146,7 @@ func pair(t testing.TB, o pairOpts) (cli, srv *endpoint) {
 			ch <- res{nil, err}
 			return
 		}
-		qp, err := req.Accept(srv.qpConfig(&o), []byte("srv"))
+		qp, err := req.Accept(t.Context(), srv.qpConfig(&o), []byte("srv"))
 		ch <- res{qp, err}
 	}()
 	cli.qp, err = cli.dev.Dial(ctx, ln.Addr().String(), cli.qpConfig(&o), []byte("cli"))

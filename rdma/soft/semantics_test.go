@@ -69,7 +69,7 @@ func TestORDLimit(t *testing.T) {
 		if got := req.Param().InitiatorDepth; got != 2 {
 			t.Errorf("peer ORD %d, want 2", got)
 		}
-		qp, err := req.Accept(rdma.QPConfig{PD: srv.pd, SendCQ: srv.cq, RecvCQ: srv.cq, MaxSendWR: 4, MaxRecvWR: 4, ResponderResources: 1}, nil)
+		qp, err := req.Accept(t.Context(), rdma.QPConfig{PD: srv.pd, SendCQ: srv.cq, RecvCQ: srv.cq, MaxSendWR: 4, MaxRecvWR: 4, ResponderResources: 1}, nil)
 		if err == nil {
 			accepted <- qp
 		}

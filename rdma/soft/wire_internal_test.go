@@ -116,7 +116,7 @@ func TestMPAResponder(t *testing.T) {
 			if string(req.PrivateData()) != "hi" {
 				t.Fatalf("private data %q", req.PrivateData())
 			}
-			qp, err := req.Accept(rdma.QPConfig{PD: p, SendCQ: cq, RecvCQ: cq, MaxSendWR: 4, MaxRecvWR: 4}, []byte("yo"))
+			qp, err := req.Accept(t.Context(), rdma.QPConfig{PD: p, SendCQ: cq, RecvCQ: cq, MaxSendWR: 4, MaxRecvWR: 4}, []byte("yo"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,7 +199,7 @@ func TestCloseUnderStalledPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	qp, err := req.Accept(rdma.QPConfig{PD: p, SendCQ: cq, RecvCQ: cq, MaxSendWR: 4, MaxRecvWR: 4}, nil)
+	qp, err := req.Accept(t.Context(), rdma.QPConfig{PD: p, SendCQ: cq, RecvCQ: cq, MaxSendWR: 4, MaxRecvWR: 4}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

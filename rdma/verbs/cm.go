@@ -26,7 +26,8 @@ import (
 
 // Timeouts rdma_cm needs in milliseconds. 2 s is what rping uses for
 // address and route resolution; acceptTimeout bounds Accept waiting for
-// ESTABLISHED, since ConnRequest.Accept takes no context.
+// ESTABLISHED when its context does not end sooner: a peer that never
+// completes the handshake must not hold the caller forever.
 const (
 	resolveTimeoutMS = 2000
 	acceptTimeout    = 30 * time.Second
@@ -406,7 +407,13 @@ func (r *ConnRequest) Reject(privateData []byte) error {
 // Accept creates the QP, runs cfg.Prepare on it (so receives are posted
 // before the peer can send: iWARP has no RNR retry, and a Send that finds
 // no receive kills the connection), and accepts the connection.
-func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {
+func (r *ConnRequest) Accept(ctx context.Context, cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, err error) {
+	if err := ctx.Err(); err != nil {
+		if rerr := r.Reject(nil); rerr != nil {
+			return nil, rerr
+		}
+		return nil, fmt.Errorf("rdma/verbs: accept: %w", err)
+	}
 	// The connection gets its own event channel, so its DISCONNECTED and
 	// ESTABLISHED events do not mix with the listener's requests.
 	ch, err := newChannel()
@@ -449,6 +456,9 @@ func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, 
 			return nil, fmt.Errorf("rdma/verbs: QPConfig.Prepare: %w", err)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("rdma/verbs: accept: %w", err)
+	}
 	param := connParam(d, cfg, r.param.InitiatorDepth, r.param.ResponderResources)
 	p, n := cBytes(privateData)
 	defer C.free(p)
@@ -457,7 +467,7 @@ func (r *ConnRequest) Accept(cfg rdma.QPConfig, privateData []byte) (_ rdma.QP, 
 		return nil, verbErr("rdma_accept", cerr)
 	}
 	accepted = true
-	ctx, cancel := context.WithTimeout(context.Background(), acceptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, acceptTimeout)
 	defer cancel()
 	if _, err := ch.expect(ctx, "rdma_accept", C.RDMA_CM_EVENT_ESTABLISHED); err != nil {
 		return nil, err
@@ -566,6 +576,9 @@ func (d *Device) dial(ctx context.Context, ip netip.Addr, port int, cfg rdma.QPC
 		if err := cfg.Prepare(qp); err != nil {
 			return nil, fmt.Errorf("rdma/verbs: QPConfig.Prepare: %w", err)
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("rdma/verbs: accept: %w", err)
 	}
 	param := connParam(d, cfg, 0, 0)
 	p, n := cBytes(privateData)

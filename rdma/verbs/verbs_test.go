@@ -191,7 +191,7 @@ func (p *pair) dial(t testing.TB, td testDevice, cliPrep, srvPrep func(rdma.QP) 
 		priv := append([]byte(nil), req.PrivateData()...)
 		cfg := qpConfig(p.srv)
 		cfg.Prepare = srvPrep
-		qp, err := req.Accept(cfg, []byte("hello from server"))
+		qp, err := req.Accept(ctx, cfg, []byte("hello from server"))
 		done <- accepted{qp, priv, err}
 	}()
 	cfg := qpConfig(p.cli)
@@ -960,7 +960,7 @@ func TestRequestOutlivesItsListener(t *testing.T) {
 		if err := l.Close(); err != nil {
 			t.Errorf("listener Close: %v", err)
 		}
-		if qp, err := req.Accept(qpConfig(srv), nil); !errors.Is(err, rdma.ErrClosed) {
+		if qp, err := req.Accept(t.Context(), qpConfig(srv), nil); !errors.Is(err, rdma.ErrClosed) {
 			if qp != nil {
 				qp.Close()
 			}
@@ -974,6 +974,66 @@ func TestRequestOutlivesItsListener(t *testing.T) {
 		}
 		if err := <-dialed; !errors.Is(err, rdma.ErrRejected) {
 			t.Errorf("Dial to a listener closed with its request pending: %v, want ErrRejected", err)
+		}
+	})
+}
+
+// TestAcceptEndsWithItsContext: a request accepted with a context that
+// has ended, or that ends while Prepare runs (after the QP exists, before
+// rdma_accept), is rejected: Accept returns the context's error, the
+// dialer hears the rejection, and TestMain's resource count shows the QP
+// and cm_id released.
+func TestAcceptEndsWithItsContext(t *testing.T) {
+	run(t, func(t *testing.T, td testDevice) {
+		dev, err := New().Open(td.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		cli, srv := newSide(t, dev), newSide(t, dev)
+		defer closeSide(t, "client", cli)
+		defer closeSide(t, "server", srv)
+		l, err := dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 1)
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
+		}
+		defer l.Close()
+		for _, before := range []bool{true, false} {
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			dialed := make(chan error, 1)
+			go func() {
+				qp, err := dev.Dial(ctx, l.Addr().String(), qpConfig(cli), nil)
+				if qp != nil {
+					qp.Close()
+				}
+				dialed <- err
+			}()
+			req, err := l.Accept(ctx)
+			if err != nil {
+				cancel()
+				t.Fatalf("Accept: %v", err)
+			}
+			actx, acancel := context.WithCancel(ctx)
+			if before {
+				acancel()
+			}
+			prepared := false
+			cfg := qpConfig(srv)
+			cfg.Prepare = func(rdma.QP) error { prepared = true; acancel(); return nil }
+			qp, err := req.Accept(actx, cfg, nil)
+			if qp != nil {
+				qp.Close()
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("context ended before Accept %v: Accept: %v, want context.Canceled", before, err)
+			}
+			if prepared == before {
+				t.Errorf("context ended before Accept %v: Prepare ran: %v", before, prepared)
+			}
+			if err := <-dialed; !errors.Is(err, rdma.ErrRejected) {
+				t.Errorf("context ended before Accept %v: Dial: %v, want ErrRejected", before, err)
+			}
+			cancel()
 		}
 	})
 }

@@ -469,8 +469,8 @@ type filterReq struct {
 	wrapQP func(rdma.QP) rdma.QP
 }
 
-func (r filterReq) Accept(cfg rdma.QPConfig, priv []byte) (rdma.QP, error) {
-	qp, err := r.ConnRequest.Accept(unwrapCQs(cfg), priv)
+func (r filterReq) Accept(ctx context.Context, cfg rdma.QPConfig, priv []byte) (rdma.QP, error) {
+	qp, err := r.ConnRequest.Accept(ctx, unwrapCQs(cfg), priv)
 	if err == nil && r.wrapQP != nil {
 		qp = r.wrapQP(qp)
 	}
