@@ -577,9 +577,6 @@ func (d *Device) dial(ctx context.Context, ip netip.Addr, port int, cfg rdma.QPC
 			return nil, fmt.Errorf("rdma/verbs: QPConfig.Prepare: %w", err)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("rdma/verbs: accept: %w", err)
-	}
 	param := connParam(d, cfg, 0, 0)
 	p, n := cBytes(privateData)
 	defer C.free(p)
