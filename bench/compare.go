@@ -660,8 +660,8 @@ func binomialHalfCDF(n, j int) float64 {
 		return 0
 	}
 	sum := 0.0
+	lc, _ := math.Lgamma(float64(n + 1))
 	for i := 0; i <= min(j, n); i++ {
-		lc, _ := math.Lgamma(float64(n + 1))
 		li, _ := math.Lgamma(float64(i + 1))
 		lr, _ := math.Lgamma(float64(n - i + 1))
 		sum += math.Exp(lc - li - lr - float64(n)*math.Ln2)
