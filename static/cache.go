@@ -285,26 +285,10 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 				return e, nil
 			}
 		}
-		opened := false // by this request, not by one it waited for
-		kept := true    // the cache took the new entry's first reference
-		v, err, _ := c.sf.Do(key, func() (any, error) {
-			opened = true
-			ne, err := c.open(name, dir)
-			if err != nil {
-				c.forget(key, e)
-				if errors.Is(err, fs.ErrNotExist) {
-					c.putMissing(key)
-				}
-				return nil, err
-			}
-			c.opens.Add(1)
-			kept = c.put(key, ne, e)
-			return ne, nil
-		})
+		ne, opened, kept, err := c.openOnce(key, name, dir, e)
 		if err != nil {
 			return nil, err
 		}
-		ne := v.(*entry)
 		if opened && !kept {
 			// The cache is closed: the first reference, which it
 			// would have held, is this request's.
@@ -322,6 +306,39 @@ func (c *cache) get(name string, dir bool) (*entry, error) {
 		// Evicted and closed between its opening and our reference: again.
 	}
 	return nil, errors.New("quartet: static: file cache churning")
+}
+
+// openOnce opens name for key, and installs it in place of old (what
+// get found there: nil, a name known missing, or a file that changed),
+// once for the requests that ask together. opened says whether this
+// request opened it, not one it waited for; kept, that the cache took
+// the new entry's first reference. A request whose look found old just
+// before another's open of the same name installed a fresh entry takes
+// that one: singleflight joins only the calls in flight at once, and
+// that open had returned.
+func (c *cache) openOnce(key, name string, dir bool, old *entry) (ne *entry, opened, kept bool, err error) {
+	kept = true
+	v, err, _ := c.sf.Do(key, func() (any, error) {
+		if cur := c.load(key); cur != nil && cur != old && !cur.missing && c.isFresh(cur) {
+			return cur, nil
+		}
+		opened = true
+		ne, err := c.open(name, dir)
+		if err != nil {
+			c.forget(key, old)
+			if errors.Is(err, fs.ErrNotExist) {
+				c.putMissing(key)
+			}
+			return nil, err
+		}
+		c.opens.Add(1)
+		kept = c.put(key, ne, old)
+		return ne, nil
+	})
+	if err != nil {
+		return nil, false, false, err
+	}
+	return v.(*entry), opened, kept, nil
 }
 
 // put installs e under key in place of old (if old is still there), and
