@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -155,6 +156,57 @@ func TestPeersServeEndpoints(t *testing.T) {
 			}
 		})
 	}
+	// sendfile serves -root's files and /hello, not the endpoint set:
+	// files whole and pipelined, HEAD, and 404 and 405 for the rest.
+	t.Run(sendfilePeer, func(t *testing.T) {
+		root := t.TempDir()
+		body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+		if err := os.WriteFile(filepath.Join(root, "f.bin"), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := StartProcess(t.Context(), sendfilePeer, []string{filepath.Join(bin, sendfilePeer), "-addr", "127.0.0.1:0", "-root", root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		res, err := Run(t.Context(), Config{URL: srv.URL() + "/", Conns: 3, Pipeline: 2, Requests: 60,
+			Mix: []RequestSpec{{Path: "/f.bin"}, {Path: "/hello"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status[2] != 60 || res.ErrorTotal() != 0 {
+			t.Fatalf("status %v, errors %+v", res.Status, res.Errors)
+		}
+		if min := uint64(30 * (len(body) + 13)); res.BytesRead < min {
+			t.Errorf("read %d bytes, want at least %d of bodies", res.BytesRead, min)
+		}
+		for _, tt := range []struct {
+			method, path string
+			status       int
+			body         []byte
+		}{
+			{"GET", "/f.bin", 200, body},
+			{"HEAD", "/f.bin", 200, nil},
+			{"GET", "/hello", 200, []byte("Hello, World!")},
+			{"GET", "/missing", 404, nil},
+			{"GET", "/", 404, nil},
+			{"POST", "/f.bin", 405, nil},
+		} {
+			req, _ := http.NewRequestWithContext(t.Context(), tt.method, srv.URL()+tt.path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", tt.method, tt.path, err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != tt.status || !bytes.Equal(got, tt.body) {
+				t.Errorf("%s %s: %d, %d bytes (%v); want %d, %d bytes", tt.method, tt.path, resp.StatusCode, len(got), err, tt.status, len(tt.body))
+			}
+			if tt.method == "HEAD" && resp.ContentLength != int64(len(body)) {
+				t.Errorf("HEAD %s: Content-Length %d, want %d", tt.path, resp.ContentLength, len(body))
+			}
+		}
+	})
 }
 
 // A command line the tool cannot run as given is a usage error (the

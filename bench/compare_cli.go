@@ -7,12 +7,17 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
 
 // Peer names, in report order.
 var peerNames = []string{"gnet", "fasthttp", "nethttp"}
+
+// sendfilePeer is the floor of a Go static-file server (bench/peers
+// /sendfile), which --static holds Quartet against when --only names it.
+const sendfilePeer = "sendfile"
 
 // compareMain is `quartet bench compare [flags] [QUARTET-URL]`.
 func compareMain(ctx context.Context, args []string, env Env) error {
@@ -32,7 +37,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	window := fs.Duration("syscall-window", 2*time.Second, "length of each syscall count")
 	windows := fs.Int("syscall-windows", 3, "syscall counts, one after another on the same load: the table gives all of them together and their spread")
 	idle := fs.String("idle", "", "also measure idle memory per connection at these counts, e.g. 1000,10000 (fresh processes)")
-	only := fs.String("only", strings.Join(peerNames, ","), "peers to run (gnet, fasthttp, nethttp, nginx)")
+	only := fs.String("only", strings.Join(peerNames, ","), "peers to run (gnet, fasthttp, nethttp, nginx, sendfile: the floor of a Go static-file server)")
 	peersDir := fs.String("peers", "", "directory of the bench/peers module (default: found from the working directory)")
 	peerBin := fs.String("peer-bin", "", "directory of already built peer binaries (skips building)")
 	quartetBin := fs.String("quartet", "", "quartet binary to compare (default: this executable)")
@@ -215,6 +220,10 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 			defer os.RemoveAll(dir)
 		}
 		for _, name := range goPeers {
+			if name == sendfilePeer {
+				cs = append(cs, GoProcess(name, []string{filepath.Join(dir, name), "-addr", "127.0.0.1:0", "-root", workRoot(work, *static)}, nil))
+				continue
+			}
 			cs = append(cs, PeerProcess(name, dir))
 		}
 	}

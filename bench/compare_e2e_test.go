@@ -229,8 +229,8 @@ func TestCompareOwnGeneratorJSON(t *testing.T) {
 	}
 }
 
-// TestCompareStatic is the static-file comparison against nginx, with the
-// idle-memory summary.
+// TestCompareStatic is the static-file comparison against nginx and the
+// floor of a Go static-file server, with the idle-memory summary.
 func TestCompareStatic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds quartet, runs load")
@@ -240,12 +240,12 @@ func TestCompareStatic(t *testing.T) {
 			t.Skipf("%s not installed: the static comparison needs wrk, nginx and taskset", tool)
 		}
 	}
-	bin := buildQuartet(t)
-	out := runCompare(t, "--static", "--quartet", bin, "--rounds", "1", "-d", "1s", "-w", "0s", "--conns", "4",
-		"--syscalls", "off", "--idle", "50")
+	bin, peers := buildQuartet(t), buildPeers(t)
+	out := runCompare(t, "--static", "--quartet", bin, "--only", "nginx,"+sendfilePeer, "--peer-bin", peers,
+		"--rounds", "1", "-d", "1s", "-w", "0s", "--conns", "4", "--syscalls", "off", "--idle", "50")
 	t.Logf("stdout:\n%s", out)
 	for _, want := range []string{"GET /4k.bin, /1m.bin keep-alive", "server c=4 pinned /4k.bin c=4 pinned /1m.bin c=4 both-cores /4k.bin c=4 both-cores /1m.bin",
-		"quartet / nginx", "Idle memory per keep-alive connection", "server 50 conns"} {
+		"quartet / nginx", "quartet / sendfile", "Idle memory per keep-alive connection", "server 50 conns"} {
 		if !hasLine(out, want) && !strings.Contains(out, want) {
 			t.Errorf("no %q", want)
 		}

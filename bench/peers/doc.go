@@ -1,10 +1,14 @@
 // Package peers holds the servers Quartet is compared against by
-// `quartet bench compare`: net/http, a bare gnet v2 server and fasthttp,
-// and gnetmsg, a bare gnet v2 messenger echo (`quartet bench compare
-// --msg`). It is a separate module so their dependencies stay out of
-// Quartet's go.mod; it takes Quartet's own packages (gnetmsg's codec) from
-// this checkout (a replace directive), so it builds only inside one. Each
-// HTTP command serves the same endpoints as Quartet's built-in handler:
+// `quartet bench compare`: net/http, a bare gnet v2 server and fasthttp;
+// gnetmsg, a bare gnet v2 messenger echo (`quartet bench compare
+// --msg`); and sendfile, the floor of a Go static-file server, which
+// serves -root's files (and /hello) with the calls nginx makes and
+// nothing else (`quartet bench compare --static --only nginx,sendfile`).
+// It is a separate module so their dependencies stay out of Quartet's
+// go.mod; it takes Quartet's own packages (gnetmsg's codec) from this
+// checkout (a replace directive), so it builds only inside one. The
+// other HTTP commands serve the same endpoints as Quartet's built-in
+// handler:
 //
 //	GET  /hello       13-byte "Hello, World!"
 //	GET  /sleep?ms=N  answers after N milliseconds
