@@ -444,15 +444,7 @@ func TestRequestOutlivesItsListener(t *testing.T) {
 	srv, cli, ln := listening(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cfg := rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 4, MaxRecvWR: 4}
-	dialed := make(chan error, 1)
-	go func() {
-		qp, err := cli.dev.Dial(ctx, ln.Addr().String(), cfg, nil)
-		if qp != nil {
-			qp.Close()
-		}
-		dialed <- err
-	}()
+	dialed := dialing(ctx, cli, ln)
 	req, err := ln.Accept(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -489,14 +481,7 @@ func TestAcceptEndsWithItsContext(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			dialed := make(chan error, 1)
-			go func() {
-				qp, err := cli.dev.Dial(ctx, ln.Addr().String(), rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 4, MaxRecvWR: 4}, nil)
-				if qp != nil {
-					qp.Close()
-				}
-				dialed <- err
-			}()
+			dialed := dialing(ctx, cli, ln)
 			req, err := ln.Accept(ctx)
 			if err != nil {
 				t.Fatal(err)

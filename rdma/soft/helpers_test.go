@@ -244,3 +244,17 @@ func listening(t *testing.T) (srv, cli *endpoint, ln rdma.Listener) {
 	t.Cleanup(func() { ln.Close() })
 	return srv, cli, ln
 }
+
+// dialing dials ln from cli in the background and sends Dial's error (a
+// connection that came up is closed).
+func dialing(ctx context.Context, cli *endpoint, ln rdma.Listener) <-chan error {
+	dialed := make(chan error, 1)
+	go func() {
+		qp, err := cli.dev.Dial(ctx, ln.Addr().String(), rdma.QPConfig{PD: cli.pd, SendCQ: cli.cq, RecvCQ: cli.cq, MaxSendWR: 4, MaxRecvWR: 4}, nil)
+		if qp != nil {
+			qp.Close()
+		}
+		dialed <- err
+	}()
+	return dialed
+}

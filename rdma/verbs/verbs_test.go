@@ -922,6 +922,39 @@ func TestReject(t *testing.T) {
 	})
 }
 
+// listening opens td's device with a client side, a server side and a
+// listener on the device, all closed when the test ends.
+func listening(t *testing.T, td testDevice) (dev rdma.Device, cli, srv side, l rdma.Listener) {
+	t.Helper()
+	dev, err := New().Open(td.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	cli, srv = newSide(t, dev), newSide(t, dev)
+	t.Cleanup(func() { closeSide(t, "client", cli) })
+	t.Cleanup(func() { closeSide(t, "server", srv) })
+	if l, err = dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 1); err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return dev, cli, srv, l
+}
+
+// dialing dials l from cli in the background and sends Dial's error (a
+// connection that came up is closed).
+func dialing(ctx context.Context, dev rdma.Device, l rdma.Listener, cli side) <-chan error {
+	dialed := make(chan error, 1)
+	go func() {
+		qp, err := dev.Dial(ctx, l.Addr().String(), qpConfig(cli), nil)
+		if qp != nil {
+			qp.Close()
+		}
+		dialed <- err
+	}()
+	return dialed
+}
+
 // TestRequestOutlivesItsListener: a connect request accepted from a
 // listener that is then closed (an endpoint closing while a server
 // dials it) is rejected and destroyed by the listener's Close; Accept
@@ -930,28 +963,10 @@ func TestReject(t *testing.T) {
 // rejection. TestMain's resource count shows the id released.
 func TestRequestOutlivesItsListener(t *testing.T) {
 	run(t, func(t *testing.T, td testDevice) {
-		dev, err := New().Open(td.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dev.Close()
-		cli, srv := newSide(t, dev), newSide(t, dev)
-		defer closeSide(t, "client", cli)
-		defer closeSide(t, "server", srv)
-		l, err := dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 1)
-		if err != nil {
-			t.Fatalf("Listen: %v", err)
-		}
+		dev, cli, srv, l := listening(t, td)
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		defer cancel()
-		dialed := make(chan error, 1)
-		go func() {
-			qp, err := dev.Dial(ctx, l.Addr().String(), qpConfig(cli), nil)
-			if qp != nil {
-				qp.Close()
-			}
-			dialed <- err
-		}()
+		dialed := dialing(ctx, dev, l, cli)
 		req, err := l.Accept(ctx)
 		if err != nil {
 			t.Fatalf("Accept: %v", err)
@@ -985,29 +1000,10 @@ func TestRequestOutlivesItsListener(t *testing.T) {
 // and cm_id released.
 func TestAcceptEndsWithItsContext(t *testing.T) {
 	run(t, func(t *testing.T, td testDevice) {
-		dev, err := New().Open(td.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dev.Close()
-		cli, srv := newSide(t, dev), newSide(t, dev)
-		defer closeSide(t, "client", cli)
-		defer closeSide(t, "server", srv)
-		l, err := dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 1)
-		if err != nil {
-			t.Fatalf("Listen: %v", err)
-		}
-		defer l.Close()
+		dev, cli, srv, l := listening(t, td)
 		for _, before := range []bool{true, false} {
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-			dialed := make(chan error, 1)
-			go func() {
-				qp, err := dev.Dial(ctx, l.Addr().String(), qpConfig(cli), nil)
-				if qp != nil {
-					qp.Close()
-				}
-				dialed <- err
-			}()
+			dialed := dialing(ctx, dev, l, cli)
 			req, err := l.Accept(ctx)
 			if err != nil {
 				cancel()
