@@ -113,6 +113,22 @@ func openFDs(t testing.TB) int {
 	return len(ents)
 }
 
+// procStatOpen counts this process's descriptors on /proc/stat.
+func procStatOpen(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, _ := os.Readlink("/proc/self/fd/" + e.Name()); target == "/proc/stat" {
+			n++
+		}
+	}
+	return n
+}
+
 // eventually polls cond until it holds or d passes.
 func eventually(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)

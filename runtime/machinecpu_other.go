@@ -7,3 +7,5 @@ package runtime
 type machineCPU struct{}
 
 func (m *machineCPU) busyFraction() (float64, bool) { return 0, false }
+
+func (m *machineCPU) close() {}

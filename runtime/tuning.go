@@ -302,6 +302,7 @@ func (s *Server) tune(ctx context.Context) {
 	s.startBudgets()
 	t := time.NewTicker(s.tuner.period)
 	defer t.Stop()
+	defer s.tuner.closeMachine()
 	s.sample(time.Now(), false)
 	for {
 		select {
@@ -313,6 +314,13 @@ func (s *Server) tune(ctx context.Context) {
 			s.returnMemory(now)
 		}
 	}
+}
+
+// closeMachine lets the machine's CPU reading go (its /proc/stat).
+func (t *tuner) closeMachine() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.machine.close()
 }
 
 // sample reads the stages' counters since the last sample; with decide,
@@ -343,6 +351,9 @@ func (s *Server) sample(now time.Time, decide bool) {
 		ps.RunSum += cs.RunSum
 		ps.Queued += cur.Queued
 	}
+	// Read before the first decision too, so that the first period has a
+	// machine reading (and /proc/stat is open from the loop's start).
+	machineBusy, machineKnown := t.machine.busyFraction()
 	if !decide {
 		return
 	}
@@ -359,7 +370,7 @@ func (s *Server) sample(now time.Time, decide bool) {
 	// wait for a CPU just as well.
 	ls := control.LoopSample{Elapsed: ps.Elapsed,
 		CPUFull: ps.Elapsed > 0 && cpuUsed.Seconds() >= 0.9*float64(goruntime.GOMAXPROCS(0))*ps.Elapsed.Seconds()}
-	if f, ok := t.machine.busyFraction(); ok && f >= 0.9 {
+	if machineKnown && machineBusy >= 0.9 {
 		ls.CPUFull = true
 	}
 	if ps.Elapsed > 0 {

@@ -178,6 +178,10 @@ func TestResizingUnderLoad(t *testing.T) {
 	if !eventually(10*time.Second, func() bool { return s.openConns() == 48 }) {
 		t.Fatalf("%d connections open, want 48", s.openConns())
 	}
+	// And the control loop's /proc/stat (Linux), open from its start.
+	if !eventually(10*time.Second, func() bool { return procStatOpen(t) == 1 || goruntime.GOOS != "linux" }) {
+		t.Fatalf("/proc/stat open %d times, want 1", procStatOpen(t))
+	}
 	fdsAt2 := openFDs(t)
 	rng := rand.New(rand.NewPCG(14, 64))
 	sizes := map[int]bool{}
