@@ -155,46 +155,61 @@ func (s *Server) fusedCounts() (inline, direct, returned uint64) {
 	return inline, direct, returned
 }
 
-// ioCounts are what loops did in batches: responses sent whole and the
-// submissions that sent them, reads and the submissions that made them.
-type ioCounts struct{ sent, sendBatches, reads, readBatches uint64 }
-
-func (c *ioCounts) add(o ioCounts) {
-	c.sent, c.sendBatches = c.sent+o.sent, c.sendBatches+o.sendBatches
-	c.reads, c.readBatches = c.reads+o.reads, c.readBatches+o.readBatches
+// loopCounts are what I/O loops count for Stats as sums that never go
+// back (they are Prometheus counters), so a loop that leaves its table
+// hands them on (retireLoop): what they did in batches (responses sent
+// whole and the submissions that sent them, reads and the submissions
+// that made them) and what they did about slow clients.
+type loopCounts struct {
+	sent, sendBatches, reads, readBatches uint64
+	slowBodies, resets, hangUps           uint64 // reader loops'
+	tooSlow, timedOut                     uint64 // writer loops'
 }
 
-// batchCounts sums what every reader loop's direct writer, every writer
-// loop and every reader loop did in batches, with what the loops that
-// have left the tables did (retireLoop): sums that never go back.
-func (s *Server) batchCounts() ioCounts {
-	s.batchMu.Lock()
-	defer s.batchMu.Unlock()
-	c := s.retiredIO
+func (c *loopCounts) add(o loopCounts) {
+	c.sent, c.sendBatches = c.sent+o.sent, c.sendBatches+o.sendBatches
+	c.reads, c.readBatches = c.reads+o.reads, c.readBatches+o.readBatches
+	c.slowBodies, c.resets, c.hangUps = c.slowBodies+o.slowBodies, c.resets+o.resets, c.hangUps+o.hangUps
+	c.tooSlow, c.timedOut = c.tooSlow+o.tooSlow, c.timedOut+o.timedOut
+}
+
+// readerCounts is what reader loop r has counted.
+func readerCounts(r *reader.Loop) loopCounts {
+	n, b := r.ReadCounts()
+	return loopCounts{reads: n, readBatches: b, slowBodies: r.SlowBodies(), resets: r.Resets(), hangUps: r.HangUps()}
+}
+
+// writerCounts is what writer loop w has counted.
+func writerCounts(w *wloop) loopCounts {
+	n, b := w.BatchCounts()
+	return loopCounts{sent: n, sendBatches: b, tooSlow: w.TooSlow(), timedOut: w.TimedOut()}
+}
+
+// loopSums sums what every reader loop's direct writer, every writer loop
+// and every reader loop counted, with what the loops that have left the
+// tables did (retireLoop).
+func (s *Server) loopSums() loopCounts {
+	s.retireMu.Lock()
+	defer s.retireMu.Unlock()
+	c := s.retired
 	for i := range s.fused {
 		if f := s.fused[i].Load(); f != nil {
 			n, b := f.direct.BatchCounts()
-			c.add(ioCounts{sent: n, sendBatches: b})
+			c.add(loopCounts{sent: n, sendBatches: b})
 		}
 	}
-	s.writers.each(func(w *wloop) {
-		n, b := w.BatchCounts()
-		c.add(ioCounts{sent: n, sendBatches: b})
-	})
-	s.readers.each(func(r *reader.Loop) {
-		n, b := r.ReadCounts()
-		c.add(ioCounts{reads: n, readBatches: b})
-	})
+	s.writers.each(func(w *wloop) { c.add(writerCounts(w)) })
+	s.readers.each(func(r *reader.Loop) { c.add(readerCounts(r)) })
 	return c
 }
 
 // retireLoop takes a loop that has returned out of its table (remove
-// reports whether it did) and keeps its batch counts, in one step as
-// batchCounts sees it, so that they are counted once.
-func (s *Server) retireLoop(did ioCounts, remove func() bool) {
-	s.batchMu.Lock()
-	defer s.batchMu.Unlock()
+// reports whether it did) and keeps its counts, in one step as loopSums
+// sees it, so that they are counted once.
+func (s *Server) retireLoop(did loopCounts, remove func() bool) {
+	s.retireMu.Lock()
+	defer s.retireMu.Unlock()
 	if remove() {
-		s.retiredIO.add(did)
+		s.retired.add(did)
 	}
 }

@@ -393,8 +393,7 @@ func (s *Server) runReader(r *reader.Loop, inited *initWait) func() error {
 		// still be named by connections on their way back), or never
 		// started: the id is free.
 		if (r.Retiring() && r.Open() == 0) || (inited != nil && inited.failed.Load()) {
-			reads, batches := r.ReadCounts()
-			s.retireLoop(ioCounts{reads: reads, readBatches: batches}, func() bool {
+			s.retireLoop(readerCounts(r), func() bool {
 				return s.readers.byID[r.ID()].CompareAndSwap(r, nil)
 			})
 			return nil // an added loop's init failure is the adder's to report
@@ -408,8 +407,7 @@ func (s *Server) runWriter(w *wloop, inited *initWait) func() error {
 	return func() error {
 		err := w.Run(context.Background()) // writers outlive run (see Serve)
 		if (w.retired.Load() && w.out.Load() == 0) || (inited != nil && inited.failed.Load()) {
-			sent, batches := w.BatchCounts()
-			s.retireLoop(ioCounts{sent: sent, sendBatches: batches}, func() bool {
+			s.retireLoop(writerCounts(w), func() bool {
 				return s.writers.byID[w.ID()].CompareAndSwap(w, nil)
 			})
 			return nil

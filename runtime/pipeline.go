@@ -111,8 +111,8 @@ type Server struct {
 	stop        context.CancelFunc
 	shutOnce    sync.Once
 	noRing      sync.Once     // the log line that io_uring was refused
-	batchMu     sync.Mutex    // batchCounts against retireLoop
-	retiredIO   ioCounts      // what loops that have left the tables did in batches
+	retireMu    sync.Mutex    // loopSums against retireLoop
+	retired     loopCounts    // what loops that have left the tables counted
 	force       chan struct{} // closed to end the grace early
 	forceOnce   sync.Once
 	drained     chan struct{} // closed when drain has stopped the stages

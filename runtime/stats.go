@@ -162,7 +162,7 @@ func (s *Server) Snapshot() Stats {
 	st.Processor = StageStats{StageSnapshot: s.counters.processor.Snapshot("processor", s.requests.Len(), s.requests.Cap()), Loops: st.Sizes[1].Size}
 	var returned uint64
 	st.Inline, st.Direct, returned = s.fusedCounts()
-	io := s.batchCounts()
+	io := s.loopSums()
 	st.Batched, st.SendBatches, st.BatchedReads, st.ReadBatches = io.sent, io.sendBatches, io.reads, io.readBatches
 	st.Reader.Enqueued += returned // handed back by the loop to itself, never queued
 	st.Reader.Dequeued += returned
@@ -180,6 +180,11 @@ func (s *Server) Snapshot() Stats {
 		Parked:      s.pool.Parked(),
 		MaxParked:   max(s.cfg.MaxParked, 0),
 		ParkRefused: s.pool.ParkRefused(),
+		SlowBodies:  io.slowBodies,
+		SlowReaders: io.tooSlow,
+		TimedOut:    io.timedOut,
+		Resets:      io.resets,
+		HangUps:     io.hangUps,
 	}
 	st.Slow.PrereadBody = orDefault(s.cfg.PrereadBody, reader.DefaultPrereadBody)
 	st.Slow.MinBodyRate, st.Slow.MinBodyRateGrace = rateInForce(s.cfg.MinBodyRate, s.cfg.MinBodyRateGrace,
@@ -195,13 +200,6 @@ func (s *Server) Snapshot() Stats {
 		st.Conns.Parked += cs.Parked
 		st.Conns.Writing += cs.Writing
 		st.Conns.Lingering += cs.Lingering
-		st.Slow.SlowBodies += r.SlowBodies()
-		st.Slow.Resets += r.Resets()
-		st.Slow.HangUps += r.HangUps()
-	})
-	s.writers.each(func(w *wloop) {
-		st.Slow.SlowReaders += w.TooSlow()
-		st.Slow.TimedOut += w.TimedOut()
 	})
 	return st
 }
