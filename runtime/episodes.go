@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/listener"
+	"github.com/quartet-server/quartet/reader"
+	"github.com/quartet-server/quartet/writer"
 )
 
 // episode follows, for the log, a condition that comes and goes while the
@@ -132,6 +134,54 @@ func (s *Server) connLimitOver(e episode, why string) {
 	s.cfg.Logger.Info("quartet: below the connection limit again"+why, "lasted", e.lasted(), "max_conns", s.cfg.MaxConns)
 }
 
+// noteSlowClients logs as episodes the cut-offs of clients slower than
+// the server's limits (MinBodyRate, MinResponseRate, WriteTimeout), from
+// the loops' counts now (loopSums): one such client is a client's
+// problem, a stream of them is a slow network, a misjudged limit, or an
+// attack holding connections open, and an operator should not have to
+// be watching /metrics to learn of it.
+func (s *Server) noteSlowClients(now time.Time, counts loopCounts) {
+	t := &s.tuner
+	prev := t.slowSeen
+	t.slowSeen = counts
+	seen := cutOff(counts) - cutOff(prev) // loopSums never go back
+	turn, e := t.slow.note(now, seen, 0)
+	switch turn {
+	case episodeBegan:
+		t.slowBase = prev
+		s.cfg.Logger.Warn("quartet: cutting off slow clients", s.slowAttrs(e, counts)...)
+	case episodeGoesOn:
+		s.cfg.Logger.Warn("quartet: still cutting off slow clients", append([]any{"for", now.Sub(e.since).Round(time.Second),
+			"cut_off_since_last_line", e.events - e.eventsReported}, s.slowAttrs(e, counts)...)...)
+	case episodeEnded:
+		s.slowClientsOver(e, counts, "")
+	}
+}
+
+// cutOff is how many clients the loops cut off for being slow.
+func cutOff(c loopCounts) uint64 { return c.slowBodies + c.tooSlow + c.timedOut }
+
+// slowAttrs are a slow-client line's counts since the episode began, by
+// cause, with the limit each was measured against.
+func (s *Server) slowAttrs(e episode, counts loopCounts) []any {
+	base := s.tuner.slowBase
+	bodyRate, _ := rateInForce(s.cfg.MinBodyRate, s.cfg.MinBodyRateGrace, reader.DefaultMinBodyRate, reader.DefaultMinBodyRateGrace)
+	respRate, _ := rateInForce(s.cfg.MinResponseRate, s.cfg.MinResponseRateGrace, writer.DefaultMinRate, writer.DefaultMinRateGrace)
+	timeout := s.cfg.WriteTimeout
+	if timeout <= 0 {
+		timeout = writer.DefaultWriteTimeout
+	}
+	return []any{"cut_off", e.events,
+		"slow_bodies", counts.slowBodies - base.slowBodies, "min_body_rate", bodyRate,
+		"slow_readers", counts.tooSlow - base.tooSlow, "min_response_rate", respRate,
+		"write_timeouts", counts.timedOut - base.timedOut, "write_timeout", timeout}
+}
+
+func (s *Server) slowClientsOver(e episode, counts loopCounts, why string) {
+	s.cfg.Logger.Info("quartet: no slow clients cut off for "+episodeQuiet.String()+why,
+		append([]any{"lasted", e.lasted()}, s.slowAttrs(e, counts)...)...)
+}
+
 // endEpisodes reports the episodes going on when the control loop stops.
 func (s *Server) endEpisodes() {
 	t := &s.tuner
@@ -142,5 +192,8 @@ func (s *Server) endEpisodes() {
 	}
 	if e, ok := t.atLimit.end(); ok {
 		s.connLimitOver(e, " (at shutdown)")
+	}
+	if e, ok := t.slow.end(); ok {
+		s.slowClientsOver(e, t.slowSeen, " (at shutdown)")
 	}
 }

@@ -3,6 +3,8 @@ package runtime
 import (
 	"fmt"
 	"io"
+	"log/slog"
+	"regexp"
 	"testing"
 	"time"
 
@@ -12,8 +14,11 @@ import (
 // What reader and writer loops counted of slow clients (cut off, reset,
 // hung up) is kept when the loops leave: Stats' sums are Prometheus
 // counters, and a counter that goes back reads as a restart.
+// And the control loop logs the cut-offs (TestSlowClientEpisodes).
 func TestSlowClientCountsOutliveTheirLoops(t *testing.T) {
-	s := startServer(t, Config{Readers: 2, Writers: 2, WriteTimeout: 300 * time.Millisecond, MinResponseRate: -1})
+	var logged syncBuffer
+	s := startServer(t, Config{Readers: 2, Writers: 2, WriteTimeout: 300 * time.Millisecond, MinResponseRate: -1,
+		Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	// Clients that stop reading a long response, until every loop of
 	// both stages has cut one off.
 	everyLoopCounted := func() bool {
@@ -46,6 +51,10 @@ func TestSlowClientCountsOutliveTheirLoops(t *testing.T) {
 		t.Errorf("with one loop left of each stage: %d resets and %d write timeouts, want %d and %d",
 			after.Resets, after.TimedOut, before.Resets, before.TimedOut)
 	}
+	warned := regexp.MustCompile(`level=WARN msg="quartet: cutting off slow clients" cut_off=\d+ .* write_timeouts=\d+ write_timeout=300ms`)
+	if !eventually(5*time.Second, func() bool { return warned.MatchString(logged.String()) }) {
+		t.Errorf("no line of slow clients cut off in the log:\n%s", logged.String())
+	}
 }
 
 // tableSize is how many loops each I/O stage's table holds.
@@ -61,4 +70,56 @@ func perLoopCounts(s *Server) string {
 	s.readers.each(func(r *reader.Loop) { out += fmt.Sprintf("reader %d: %d resets; ", r.ID(), r.Resets()) })
 	s.writers.each(func(w *wloop) { out += fmt.Sprintf("writer %d: %d timed out; ", w.ID(), w.TimedOut()) })
 	return out
+}
+
+// Cut-offs of slow clients are logged as episodes: a WARN when they
+// begin, a reminder a minute while they go on, an INFO once none has
+// come for episodeQuiet, each with the counts by cause since the start.
+func TestSlowClientEpisodes(t *testing.T) {
+	type period struct {
+		at     time.Duration
+		counts loopCounts // the loops' sums then
+	}
+	cut := func(bodies, readers, timeouts uint64) loopCounts {
+		return loopCounts{slowBodies: bodies, tooSlow: readers, timedOut: timeouts, resets: readers + timeouts}
+	}
+	for _, tt := range []struct {
+		name    string
+		periods []period
+		want    []string // the lines' messages and counts, in order
+	}{
+		{"none cut off, no line", []period{{0, loopCounts{reads: 10}}, {time.Second, loopCounts{reads: 20, hangUps: 3}}}, nil},
+		{"one client", []period{{0, cut(0, 0, 0)}, {100 * time.Millisecond, cut(0, 1, 0)},
+			{time.Second, cut(0, 1, 0)}, {100*time.Millisecond + episodeQuiet, cut(0, 1, 0)}},
+			[]string{`WARN msg="quartet: cutting off slow clients" cut_off=1 slow_bodies=0 min_body_rate=\d+ slow_readers=1 min_response_rate=\d+ write_timeouts=0 write_timeout=30s`,
+				`INFO msg="quartet: no slow clients cut off for 5s" lasted=0s cut_off=1 slow_bodies=0 .* slow_readers=1 .* write_timeouts=0`}},
+		{"counts before the episode are not its own", []period{{0, cut(2, 0, 1)}, {episodeQuiet, cut(2, 0, 1)},
+			{episodeQuiet + time.Second, cut(3, 0, 3)}, {2*episodeQuiet + time.Second, cut(3, 0, 3)}},
+			[]string{`cutting off slow clients" cut_off=3 slow_bodies=2 .* write_timeouts=1`, `no slow clients cut off for 5s" lasted=0s cut_off=3 slow_bodies=2`,
+				`cutting off slow clients" cut_off=3 slow_bodies=1 .* write_timeouts=2`,
+				`no slow clients cut off for 5s" lasted=0s cut_off=3 slow_bodies=1 .* write_timeouts=2`}},
+		{"a long episode is reminded of", []period{{0, cut(0, 0, 4)}, {30 * time.Second, cut(0, 0, 8)},
+			{episodeReminder, cut(0, 0, 9)}, {episodeReminder + 2*episodeQuiet, cut(0, 0, 9)}},
+			[]string{`cutting off slow clients" cut_off=4 .* write_timeouts=4`,
+				`WARN msg="quartet: still cutting off slow clients" for=1m0s cut_off_since_last_line=5 cut_off=9 .* write_timeouts=9`,
+				`no slow clients cut off for 5s" lasted=1m0s cut_off=9`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logged syncBuffer
+			s := &Server{cfg: Config{Logger: slog.New(slog.NewTextHandler(&logged, nil))}}
+			start := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+			for _, p := range tt.periods {
+				s.noteSlowClients(start.Add(p.at), p.counts)
+			}
+			lines := logged.lines()
+			if len(lines) != len(tt.want) {
+				t.Fatalf("%d lines, want %d:\n%s", len(lines), len(tt.want), logged.String())
+			}
+			for i, re := range tt.want {
+				if !regexp.MustCompile(re).MatchString(lines[i]) {
+					t.Errorf("line %d %q, want %q", i, lines[i], re)
+				}
+			}
+		})
+	}
 }

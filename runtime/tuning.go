@@ -288,6 +288,11 @@ type tuner struct {
 	// overload and atLimit follow, for the log, admission control's
 	// refusals and the listeners' pauses at MaxConns (episodes.go).
 	overload, atLimit episode
+	// slow follows the cut-offs of slow clients (episodes.go): slowSeen
+	// is the loops' counts at the last period, slowBase where the
+	// episode going on began.
+	slow               episode
+	slowSeen, slowBase loopCounts
 }
 
 // tune runs the control loop until ctx is done.
@@ -359,6 +364,7 @@ func (s *Server) sample(now time.Time, decide bool) {
 	}
 	s.noteOverload(now, ps.Shed, ps.Admitted)
 	s.noteConnLimit(now)
+	s.noteSlowClients(now, s.loopSums())
 	ps.Busy = s.pool.Busy()
 	// The loops first: admission needs to know how far behind the
 	// writers are.
