@@ -147,7 +147,7 @@ var (
 	descParkedMax   = prometheus.NewDesc("quartet_handlers_parked_max", "The bound on parked handlers (Config.MaxParked).", nil, nil)
 	descParkRefused = prometheus.NewDesc("quartet_handlers_park_refused_total", "Waits on a client that held a processor place because the parked handlers were at their bound.", nil, nil)
 	descClientLimit = prometheus.NewDesc("quartet_client_limit", "The slow-client limits in force, defaults applied (0: off): preread_body_bytes, min_body_rate_bytes_per_second, min_body_rate_grace_seconds, min_response_rate_bytes_per_second, min_response_rate_grace_seconds.", []string{"setting"}, nil)
-	descCutOff      = prometheus.NewDesc("quartet_clients_cut_off_total", "Clients cut off for being too slow: slow_body (request body below the minimum rate), slow_reader (response below the minimum rate), write_timeout (took nothing for the write timeout).", []string{"reason"}, nil)
+	descCutOff      = prometheus.NewDesc("quartet_clients_cut_off_total", "Clients cut off for being too slow: slow_header (a request partly received at the header timeout), slow_body (request body below the minimum rate), slow_reader (response below the minimum rate), write_timeout (took nothing for the write timeout).", []string{"reason"}, nil)
 	descResets      = prometheus.NewDesc("quartet_connections_reset_total", "Connections closed with RST so that the kernel drops the data still queued for them.", nil, nil)
 	descNudges      = prometheus.NewDesc("quartet_loop_nudges_total", "Times a worker about to yield readied event loops that Go's scheduler had left parked with events queued (CPU-bound workers).", nil, nil)
 	descLoopAwaits  = prometheus.NewDesc("quartet_loop_awaits_total", "Times a worker about to take a request stepped aside for an event loop readied behind the workers in the run queue, with events queued.", nil, nil)
@@ -240,6 +240,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(descClientLimit, prometheus.GaugeValue, l.v, l.setting)
 	}
+	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.SlowHeaders), "slow_header")
 	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.SlowBodies), "slow_body")
 	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.SlowReaders), "slow_reader")
 	ch <- prometheus.MustNewConstMetric(descCutOff, prometheus.CounterValue, float64(sl.TimedOut), "write_timeout")

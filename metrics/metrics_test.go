@@ -146,7 +146,7 @@ func TestMetricsScrapeParsesAndAddsUp(t *testing.T) {
 			}
 		}
 	}
-	for _, reason := range []string{"slow_body", "slow_reader", "write_timeout"} {
+	for _, reason := range []string{"slow_header", "slow_body", "slow_reader", "write_timeout"} {
 		if find(fams, "quartet_clients_cut_off_total", map[string]string{"reason": reason}) == nil {
 			t.Errorf("cut-offs for %s missing", reason)
 		}

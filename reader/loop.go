@@ -415,9 +415,10 @@ type Loop struct {
 	// census: those with a request in hand, never the idle ones.
 	withWork atomic.Int64
 
-	resets     atomic.Uint64 // connections closed with RST
-	slowBodies atomic.Uint64 // streamed bodies cut off below the minimum rate
-	hangups    atomic.Uint64 // clients that hung up while their request was out
+	resets      atomic.Uint64 // connections closed with RST
+	slowHeaders atomic.Uint64 // requests cut off at HeaderTimeout, partly received (a 408)
+	slowBodies  atomic.Uint64 // streamed bodies cut off below the minimum rate
+	hangups     atomic.Uint64 // clients that hung up while their request was out
 
 	drainReq atomic.Bool // Drain was called; the loop drains on its next turn
 
@@ -471,12 +472,16 @@ func (l *Loop) Census() Census {
 }
 
 // Resets is the number of connections the loop closed with RST (timed
-// out with data still queued, or given up by the writer), SlowBodies the
-// number of streamed bodies cut off below the minimum rate, and HangUps the
-// number of clients that hung up while their request was out. Any goroutine.
-func (l *Loop) Resets() uint64     { return l.resets.Load() }
-func (l *Loop) SlowBodies() uint64 { return l.slowBodies.Load() }
-func (l *Loop) HangUps() uint64    { return l.hangups.Load() }
+// out with data still queued, or given up by the writer), SlowHeaders the
+// number of requests cut off at HeaderTimeout with part of them received
+// (their head, or the body read with it before dispatch: slowloris's
+// clients), SlowBodies the number of streamed bodies cut off below the
+// minimum rate, and HangUps the number of clients that hung up while
+// their request was out. Any goroutine.
+func (l *Loop) Resets() uint64      { return l.resets.Load() }
+func (l *Loop) SlowHeaders() uint64 { return l.slowHeaders.Load() }
+func (l *Loop) SlowBodies() uint64  { return l.slowBodies.Load() }
+func (l *Loop) HangUps() uint64     { return l.hangups.Load() }
 
 func (l *Loop) takeCensus(at time.Duration) {
 	if at < l.nextCensus {
@@ -1773,6 +1778,7 @@ func (l *Loop) expire(now time.Time, at time.Duration) {
 				l.checkBodyRate(h, now)
 			case c == classHeader && rc.state == stateHeader && rc.work != nil && rc.end > rc.start,
 				c == classHeader && rc.state == stateBody:
+				l.slowHeaders.Add(1)               // before the 408 can reach the client
 				l.reject(h, stages.ErrHeadTimeout) // a partial request: say why we hang up
 			default:
 				l.closeTimedOut(h)

@@ -135,7 +135,8 @@ func (s *Server) connLimitOver(e episode, why string) {
 }
 
 // noteSlowClients logs as episodes the cut-offs of clients slower than
-// the server's limits (MinBodyRate, MinResponseRate, WriteTimeout), from
+// the server's limits (HeaderTimeout for a request partly received,
+// MinBodyRate, MinResponseRate, WriteTimeout), from
 // the loops' counts now (loopSums): one such client is a client's
 // problem, a stream of them is a slow network, a misjudged limit, or an
 // attack holding connections open, and an operator should not have to
@@ -159,7 +160,7 @@ func (s *Server) noteSlowClients(now time.Time, counts loopCounts) {
 }
 
 // cutOff is how many clients the loops cut off for being slow.
-func cutOff(c loopCounts) uint64 { return c.slowBodies + c.tooSlow + c.timedOut }
+func cutOff(c loopCounts) uint64 { return c.slowHeaders + c.slowBodies + c.tooSlow + c.timedOut }
 
 // slowAttrs are a slow-client line's counts since the episode began, by
 // cause, with the limit each was measured against.
@@ -167,14 +168,18 @@ func (s *Server) slowAttrs(e episode, counts loopCounts) []any {
 	base := s.tuner.slowBase
 	bodyRate, _ := rateInForce(s.cfg.MinBodyRate, s.cfg.MinBodyRateGrace, reader.DefaultMinBodyRate, reader.DefaultMinBodyRateGrace)
 	respRate, _ := rateInForce(s.cfg.MinResponseRate, s.cfg.MinResponseRateGrace, writer.DefaultMinRate, writer.DefaultMinRateGrace)
-	timeout := s.cfg.WriteTimeout
-	if timeout <= 0 {
-		timeout = writer.DefaultWriteTimeout
-	}
 	return []any{"cut_off", e.events,
+		"slow_headers", counts.slowHeaders - base.slowHeaders, "header_timeout", orDefaultDuration(s.cfg.HeaderTimeout, reader.DefaultHeaderTimeout),
 		"slow_bodies", counts.slowBodies - base.slowBodies, "min_body_rate", bodyRate,
 		"slow_readers", counts.tooSlow - base.tooSlow, "min_response_rate", respRate,
-		"write_timeouts", counts.timedOut - base.timedOut, "write_timeout", timeout}
+		"write_timeouts", counts.timedOut - base.timedOut, "write_timeout", orDefaultDuration(s.cfg.WriteTimeout, writer.DefaultWriteTimeout)}
+}
+
+func orDefaultDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 func (s *Server) slowClientsOver(e episode, counts loopCounts, why string) {

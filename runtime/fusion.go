@@ -161,22 +161,24 @@ func (s *Server) fusedCounts() (inline, direct, returned uint64) {
 // whole and the submissions that sent them, reads and the submissions
 // that made them) and what they did about slow clients.
 type loopCounts struct {
-	sent, sendBatches, reads, readBatches uint64
-	slowBodies, resets, hangUps           uint64 // reader loops'
-	tooSlow, timedOut                     uint64 // writer loops'
+	sent, sendBatches, reads, readBatches    uint64
+	slowHeaders, slowBodies, resets, hangUps uint64 // reader loops'
+	tooSlow, timedOut                        uint64 // writer loops'
 }
 
 func (c *loopCounts) add(o loopCounts) {
 	c.sent, c.sendBatches = c.sent+o.sent, c.sendBatches+o.sendBatches
 	c.reads, c.readBatches = c.reads+o.reads, c.readBatches+o.readBatches
-	c.slowBodies, c.resets, c.hangUps = c.slowBodies+o.slowBodies, c.resets+o.resets, c.hangUps+o.hangUps
+	c.slowHeaders, c.slowBodies = c.slowHeaders+o.slowHeaders, c.slowBodies+o.slowBodies
+	c.resets, c.hangUps = c.resets+o.resets, c.hangUps+o.hangUps
 	c.tooSlow, c.timedOut = c.tooSlow+o.tooSlow, c.timedOut+o.timedOut
 }
 
 // readerCounts is what reader loop r has counted.
 func readerCounts(r *reader.Loop) loopCounts {
 	n, b := r.ReadCounts()
-	return loopCounts{reads: n, readBatches: b, slowBodies: r.SlowBodies(), resets: r.Resets(), hangUps: r.HangUps()}
+	return loopCounts{reads: n, readBatches: b, slowHeaders: r.SlowHeaders(), slowBodies: r.SlowBodies(),
+		resets: r.Resets(), hangUps: r.HangUps()}
 }
 
 // writerCounts is what writer loop w has counted.

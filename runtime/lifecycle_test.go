@@ -34,6 +34,9 @@ func TestHeaderTimeoutAnswers408(t *testing.T) {
 		t.Fatalf("408 after %v, before the header timeout", d)
 	}
 	expectClosed(t, c, br)
+	if n := s.Stats().Slow.SlowHeaders; n != 1 {
+		t.Errorf("%d slow headers counted, want 1", n)
+	}
 }
 
 func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
@@ -49,6 +52,10 @@ func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
 	// A connection that never sends anything is closed by the header timeout.
 	c2 := dial(t, s)
 	expectClosed(t, c2, bufio.NewReader(c2))
+	// Neither was a slow client: nothing of a request had come.
+	if n := s.Stats().Slow.SlowHeaders; n != 0 {
+		t.Errorf("%d slow headers counted, want none", n)
+	}
 }
 
 // Slowloris: many clients trickling headers must not take the only worker.

@@ -80,8 +80,8 @@ func TestSlowClientEpisodes(t *testing.T) {
 		at     time.Duration
 		counts loopCounts // the loops' sums then
 	}
-	cut := func(bodies, readers, timeouts uint64) loopCounts {
-		return loopCounts{slowBodies: bodies, tooSlow: readers, timedOut: timeouts, resets: readers + timeouts}
+	cut := func(headers, bodies, readers, timeouts uint64) loopCounts {
+		return loopCounts{slowHeaders: headers, slowBodies: bodies, tooSlow: readers, timedOut: timeouts, resets: readers + timeouts}
 	}
 	for _, tt := range []struct {
 		name    string
@@ -89,17 +89,21 @@ func TestSlowClientEpisodes(t *testing.T) {
 		want    []string // the lines' messages and counts, in order
 	}{
 		{"none cut off, no line", []period{{0, loopCounts{reads: 10}}, {time.Second, loopCounts{reads: 20, hangUps: 3}}}, nil},
-		{"one client", []period{{0, cut(0, 0, 0)}, {100 * time.Millisecond, cut(0, 1, 0)},
-			{time.Second, cut(0, 1, 0)}, {100*time.Millisecond + episodeQuiet, cut(0, 1, 0)}},
-			[]string{`WARN msg="quartet: cutting off slow clients" cut_off=1 slow_bodies=0 min_body_rate=\d+ slow_readers=1 min_response_rate=\d+ write_timeouts=0 write_timeout=30s`,
-				`INFO msg="quartet: no slow clients cut off for 5s" lasted=0s cut_off=1 slow_bodies=0 .* slow_readers=1 .* write_timeouts=0`}},
-		{"counts before the episode are not its own", []period{{0, cut(2, 0, 1)}, {episodeQuiet, cut(2, 0, 1)},
-			{episodeQuiet + time.Second, cut(3, 0, 3)}, {2*episodeQuiet + time.Second, cut(3, 0, 3)}},
-			[]string{`cutting off slow clients" cut_off=3 slow_bodies=2 .* write_timeouts=1`, `no slow clients cut off for 5s" lasted=0s cut_off=3 slow_bodies=2`,
-				`cutting off slow clients" cut_off=3 slow_bodies=1 .* write_timeouts=2`,
-				`no slow clients cut off for 5s" lasted=0s cut_off=3 slow_bodies=1 .* write_timeouts=2`}},
-		{"a long episode is reminded of", []period{{0, cut(0, 0, 4)}, {30 * time.Second, cut(0, 0, 8)},
-			{episodeReminder, cut(0, 0, 9)}, {episodeReminder + 2*episodeQuiet, cut(0, 0, 9)}},
+		{"one client", []period{{0, cut(0, 0, 0, 0)}, {100 * time.Millisecond, cut(0, 0, 1, 0)},
+			{time.Second, cut(0, 0, 1, 0)}, {100*time.Millisecond + episodeQuiet, cut(0, 0, 1, 0)}},
+			[]string{`WARN msg="quartet: cutting off slow clients" cut_off=1 slow_headers=0 header_timeout=20s slow_bodies=0 min_body_rate=\d+ slow_readers=1 min_response_rate=\d+ write_timeouts=0 write_timeout=30s`,
+				`INFO msg="quartet: no slow clients cut off for 5s" lasted=0s cut_off=1 .* slow_bodies=0 .* slow_readers=1 .* write_timeouts=0`}},
+		{"counts before the episode are not its own", []period{{0, cut(0, 2, 0, 1)}, {episodeQuiet, cut(0, 2, 0, 1)},
+			{episodeQuiet + time.Second, cut(0, 3, 0, 3)}, {2*episodeQuiet + time.Second, cut(0, 3, 0, 3)}},
+			[]string{`cutting off slow clients" cut_off=3 slow_headers=0 .* slow_bodies=2 .* write_timeouts=1`, `no slow clients cut off for 5s" lasted=0s cut_off=3 .* slow_bodies=2`,
+				`cutting off slow clients" cut_off=3 slow_headers=0 .* slow_bodies=1 .* write_timeouts=2`,
+				`no slow clients cut off for 5s" lasted=0s cut_off=3 .* slow_bodies=1 .* write_timeouts=2`}},
+		{"slowloris", []period{{0, cut(0, 0, 0, 0)}, {time.Second, cut(40, 0, 0, 0)}, {2 * time.Second, cut(90, 0, 0, 0)},
+			{2*time.Second + episodeQuiet, cut(90, 0, 0, 0)}},
+			[]string{`cutting off slow clients" cut_off=40 slow_headers=40 header_timeout=20s slow_bodies=0`,
+				`no slow clients cut off for 5s" lasted=1s cut_off=90 slow_headers=90 header_timeout=20s slow_bodies=0 .* slow_readers=0 .* write_timeouts=0`}},
+		{"a long episode is reminded of", []period{{0, cut(0, 0, 0, 4)}, {30 * time.Second, cut(0, 0, 0, 8)},
+			{episodeReminder, cut(0, 0, 0, 9)}, {episodeReminder + 2*episodeQuiet, cut(0, 0, 0, 9)}},
 			[]string{`cutting off slow clients" cut_off=4 .* write_timeouts=4`,
 				`WARN msg="quartet: still cutting off slow clients" for=1m0s cut_off_since_last_line=5 cut_off=9 .* write_timeouts=9`,
 				`no slow clients cut off for 5s" lasted=1m0s cut_off=9`}},

@@ -93,6 +93,7 @@ type SlowClientStats struct {
 	Parked      int    // handlers waiting on their client without a processor place, now
 	MaxParked   int    // the bound on Parked (Config.MaxParked)
 	ParkRefused uint64 // waits that held a place because MaxParked were parked
+	SlowHeaders uint64 // requests cut off at Config.HeaderTimeout, partly received (408)
 	SlowBodies  uint64 // request bodies cut off below Config.MinBodyRate
 	SlowReaders uint64 // responses cut off below Config.MinResponseRate
 	TimedOut    uint64 // responses cut off by Config.WriteTimeout
@@ -180,6 +181,7 @@ func (s *Server) Snapshot() Stats {
 		Parked:      s.pool.Parked(),
 		MaxParked:   max(s.cfg.MaxParked, 0),
 		ParkRefused: s.pool.ParkRefused(),
+		SlowHeaders: io.slowHeaders,
 		SlowBodies:  io.slowBodies,
 		SlowReaders: io.tooSlow,
 		TimedOut:    io.timedOut,
