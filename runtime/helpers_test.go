@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,21 @@ func procStatOpen(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// expectLines checks that logged holds one line for each pattern of want,
+// in order.
+func expectLines(t *testing.T, logged *syncBuffer, want []string) {
+	t.Helper()
+	lines := logged.lines()
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), logged.String())
+	}
+	for i, re := range want {
+		if !regexp.MustCompile(re).MatchString(lines[i]) {
+			t.Errorf("line %d %q, want %q", i, lines[i], re)
+		}
+	}
 }
 
 // eventually polls cond until it holds or d passes.

@@ -115,15 +115,7 @@ func TestSlowClientEpisodes(t *testing.T) {
 			for _, p := range tt.periods {
 				s.noteSlowClients(start.Add(p.at), p.counts)
 			}
-			lines := logged.lines()
-			if len(lines) != len(tt.want) {
-				t.Fatalf("%d lines, want %d:\n%s", len(lines), len(tt.want), logged.String())
-			}
-			for i, re := range tt.want {
-				if !regexp.MustCompile(re).MatchString(lines[i]) {
-					t.Errorf("line %d %q, want %q", i, lines[i], re)
-				}
-			}
+			expectLines(t, &logged, tt.want)
 		})
 	}
 }

@@ -793,15 +793,7 @@ func TestOverloadEpisodeLines(t *testing.T) {
 			for _, p := range tt.periods {
 				s.noteOverload(start.Add(p.at), p.shed, p.admitted)
 			}
-			lines := logged.lines()
-			if len(lines) != len(tt.want) {
-				t.Fatalf("%d lines, want %d:\n%s", len(lines), len(tt.want), logged.String())
-			}
-			for i, re := range tt.want {
-				if !regexp.MustCompile(re).MatchString(lines[i]) {
-					t.Errorf("line %d %q, want %q", i, lines[i], re)
-				}
-			}
+			expectLines(t, &logged, tt.want)
 		})
 	}
 }
