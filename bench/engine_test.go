@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/quartet-server/quartet/internal/fdtest"
 )
 
 // countingServer answers /hello, /echo and /bytes and counts requests by
@@ -43,25 +44,15 @@ func countingServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	return s, &n
 }
 
-// openFDs counts this process's open file descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // checkReleased fails t if goroutines or fds leak past the test body. The
 // server's own connections close asynchronously, so it retries briefly.
 func checkReleased(t *testing.T, f func()) {
 	t.Helper()
-	fds, gs := openFDs(t), runtime.NumGoroutine()
+	fds, gs := fdtest.Count(t), runtime.NumGoroutine()
 	f()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		nf, ng := openFDs(t), runtime.NumGoroutine()
+		nf, ng := fdtest.Count(t), runtime.NumGoroutine()
 		if nf <= fds && ng <= gs {
 			return
 		}

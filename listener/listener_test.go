@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -116,15 +117,6 @@ func goid() uint64 {
 	b = bytes.TrimPrefix(b, []byte("goroutine "))
 	id, _ := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
 	return id
-}
-
-func fdCount(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	return len(ents) - 1
 }
 
 func TestAcceptAssignsUniqueIncreasingIDs(t *testing.T) {
@@ -283,7 +275,7 @@ func TestCloseStopsRunAndClosesFds(t *testing.T) {
 		{"Close before Run", 2, false, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			fds := fdCount(t)
+			fds := fdtest.Count(t)
 			goroutines := runtime.NumGoroutine()
 			conns := make(chan *stages.Conn, 4)
 			l, err := New(Config{Addr: "127.0.0.1:0", Listeners: tt.listeners,
@@ -291,7 +283,7 @@ func TestCloseStopsRunAndClosesFds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := fdCount(t) - fds; got != 3*tt.listeners {
+			if got := fdtest.Count(t) - fds; got != 3*tt.listeners {
 				t.Errorf("New opened %d fds, want 3 per accept loop (socket, epoll, eventfd)", got)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -335,7 +327,7 @@ func TestCloseStopsRunAndClosesFds(t *testing.T) {
 					t.Errorf("accepted connection broken by Close: %v", err)
 				}
 			}
-			if got := fdCount(t); got != want {
+			if got := fdtest.Count(t); got != want {
 				t.Errorf("%d fds open after Run returned, want %d", got, want)
 			}
 			if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
@@ -377,7 +369,7 @@ func TestBadAddress(t *testing.T) {
 		{"192.0.2.1:0", "cannot assign requested address"}, // TEST-NET-1: not ours
 	} {
 		t.Run(tt.addr, func(t *testing.T) {
-			fds := fdCount(t)
+			fds := fdtest.Count(t)
 			l, err := New(Config{Addr: tt.addr, Assign: assign}, new(atomic.Uint64))
 			if err == nil {
 				l.Close()
@@ -387,7 +379,7 @@ func TestBadAddress(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.addr) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("New(%q): %q; want the address and %q", tt.addr, err, tt.want)
 			}
-			if got := fdCount(t); got != fds {
+			if got := fdtest.Count(t); got != fds {
 				t.Errorf("failed New left %d fds open", got-fds)
 			}
 		})
@@ -429,7 +421,7 @@ func TestAcceptRetriesAfterEMFILE(t *testing.T) {
 		t.Fatal(err)
 	}
 	low := lim
-	low.Cur = uint64(fdCount(t) + 8)
+	low.Cur = uint64(fdtest.Count(t) + 8)
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
 		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
 	}

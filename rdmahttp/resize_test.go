@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	goruntime "runtime"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/internal/rdmatest"
 	"github.com/quartet-server/quartet/rdma/deliver"
 	"github.com/quartet-server/quartet/runtime"
@@ -38,7 +38,7 @@ func TestWritersResizedDuringRDMA(t *testing.T) {
 }
 
 func writersResizedDuringRDMA(t *testing.T, sig deliver.Signalling) {
-	baseFDs, baseG := countFDs(t), goruntime.NumGoroutine()
+	baseFDs, baseG := fdtest.Count(t), goruntime.NumGoroutine()
 	log := &syncBuffer{}
 	fx := start(t, Config{Signal: sig}, func(rc *runtime.Config) {
 		rc.Logger = slog.New(slog.NewTextHandler(log, nil))
@@ -172,19 +172,9 @@ func writersResizedDuringRDMA(t *testing.T, sig deliver.Signalling) {
 		buf := make([]byte, 1<<20)
 		t.Errorf("goroutines: %d before, %d after shutdown\n%s", baseG, goruntime.NumGoroutine(), buf[:goruntime.Stack(buf, true)])
 	}
-	if !rdmatest.Eventually(5*time.Second, func() bool { return countFDs(t) <= baseFDs }) {
-		t.Errorf("fds: %d before, %d after shutdown", baseFDs, countFDs(t))
+	if !rdmatest.Eventually(5*time.Second, func() bool { return fdtest.Count(t) <= baseFDs }) {
+		t.Errorf("fds: %d before, %d after shutdown", baseFDs, fdtest.Count(t))
 	}
-}
-
-// countFDs counts this process's open file descriptors.
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	return len(ents)
 }
 
 // syncBuffer is a log's destination that the server's goroutines write

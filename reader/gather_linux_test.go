@@ -4,13 +4,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -123,17 +123,9 @@ func TestGatherRingFailingAsAWhole(t *testing.T) {
 // ringFDs lists this process's io_uring descriptors.
 func ringFDs(t *testing.T) []int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
 	var fds []int
-	for _, e := range ents {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "anon_inode:[io_uring]" {
-			if fd, err := strconv.Atoi(e.Name()); err == nil {
-				fds = append(fds, fd)
-			}
-		}
+	for _, fd := range fdtest.Open(t, func(target string) bool { return target == "anon_inode:[io_uring]" }) {
+		fds = append(fds, fd.Num)
 	}
 	return fds
 }

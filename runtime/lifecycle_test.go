@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -150,7 +151,7 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fdsBefore := openFDs(t)
+	fdsBefore := fdtest.Count(t)
 	goroutinesBefore := runtime.NumGoroutine()
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(context.Background()) }()
@@ -196,8 +197,8 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 		t.Errorf("still accepting after Shutdown")
 	}
 	tr.CloseIdleConnections()
-	if !eventually(2*time.Second, func() bool { return openFDs(t) <= fdsBefore }) {
-		t.Errorf("fds: %d before, %d after shutdown", fdsBefore, openFDs(t))
+	if !eventually(2*time.Second, func() bool { return fdtest.Count(t) <= fdsBefore }) {
+		t.Errorf("fds: %d before, %d after shutdown", fdsBefore, fdtest.Count(t))
 	}
 	if !eventually(2*time.Second, func() bool { return runtime.NumGoroutine() <= goroutinesBefore }) {
 		t.Errorf("goroutines: %d before, %d after shutdown", goroutinesBefore, runtime.NumGoroutine())

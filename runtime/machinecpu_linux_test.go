@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/quartet-server/quartet/internal/fdtest"
 )
 
 func TestParseCPULine(t *testing.T) {
@@ -43,7 +45,7 @@ func TestParseCPULine(t *testing.T) {
 // file as it is then (not the first reading again), from one descriptor
 // that close lets go.
 func TestMachineCPU(t *testing.T) {
-	fds := openFDs(t)
+	fds := fdtest.Count(t)
 	var m machineCPU
 	if _, ok := m.busyFraction(); ok {
 		t.Fatal("a fraction from the first reading")
@@ -54,12 +56,12 @@ func TestMachineCPU(t *testing.T) {
 		if !ok || f <= 0 || f > 1 {
 			t.Errorf("reading %d: busy fraction %v, %v after 50 ms of spinning", i+2, f, ok)
 		}
-		if n := openFDs(t); n != fds+1 {
+		if n := fdtest.Count(t); n != fds+1 {
 			t.Errorf("reading %d: %d descriptors open, want %d (the one before, and /proc/stat)", i+2, n, fds+1)
 		}
 	}
 	m.close()
-	if n := openFDs(t); n != fds {
+	if n := fdtest.Count(t); n != fds {
 		t.Errorf("after close: %d descriptors open, want %d", n, fds)
 	}
 	m.close() // a second close does nothing
@@ -87,18 +89,18 @@ func TestControlLoopReleasesProcStat(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ctx) }()
-	if !eventually(5*time.Second, func() bool { return procStatOpen(t) == 1 }) {
-		t.Fatalf("/proc/stat open %d times while serving, want 1", procStatOpen(t))
+	if !eventually(5*time.Second, func() bool { return fdtest.On(t, "/proc/stat") == 1 }) {
+		t.Fatalf("/proc/stat open %d times while serving, want 1", fdtest.On(t, "/proc/stat"))
 	}
 	time.Sleep(50 * time.Millisecond) // ten periods more: still the one
-	if n := procStatOpen(t); n != 1 {
+	if n := fdtest.On(t, "/proc/stat"); n != 1 {
 		t.Errorf("/proc/stat open %d times after ten periods, want 1", n)
 	}
 	cancel()
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	if n := procStatOpen(t); n != 0 {
+	if n := fdtest.On(t, "/proc/stat"); n != 0 {
 		t.Errorf("/proc/stat still open %d times after Serve returned", n)
 	}
 }

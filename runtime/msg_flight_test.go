@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/protocol/msg/msgclient"
 )
@@ -283,7 +284,7 @@ func TestMsgOutOfOrderUnderLoad(t *testing.T) {
 // answered into the void, and only then is the connection's fd closed;
 // nothing of the server's is left behind.
 func TestMsgClientGoesWithRequestsInFlight(t *testing.T) {
-	fds, gs := openFDs(t), goruntime.NumGoroutine()
+	fds, gs := fdtest.Count(t), goruntime.NumGoroutine()
 	g := &gate{}
 	s, err := New(Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", Handler: Builtin(nil), MsgDispatcher: g, ShutdownTimeout: 2 * time.Second})
 	if err != nil {
@@ -333,8 +334,8 @@ func TestMsgClientGoesWithRequestsInFlight(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	if !eventually(5*time.Second, func() bool { return openFDs(t) <= fds }) {
-		t.Errorf("fds: %d before, %d after", fds, openFDs(t))
+	if !eventually(5*time.Second, func() bool { return fdtest.Count(t) <= fds }) {
+		t.Errorf("fds: %d before, %d after", fds, fdtest.Count(t))
 	}
 	if !goroutinesSettle(gs) {
 		t.Errorf("goroutines: %d before, %d after", gs, goruntime.NumGoroutine())

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/protocol/msg"
 	"github.com/quartet-server/quartet/protocol/msg/msgclient"
 	"github.com/quartet-server/quartet/rdma/deliver"
@@ -382,7 +383,7 @@ func TestMsgReleasesResources(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fds, gs := openFDs(t), goruntime.NumGoroutine()
+			fds, gs := fdtest.Count(t), goruntime.NumGoroutine()
 			cfg := tt.cfg(t)
 			cfg.Addr, cfg.Handler, cfg.ShutdownTimeout = "127.0.0.1:0", Builtin(nil), 2*time.Second
 			s, err := New(cfg)
@@ -416,8 +417,8 @@ func TestMsgReleasesResources(t *testing.T) {
 				}
 				c.Close()
 			}
-			if !eventually(5*time.Second, func() bool { return openFDs(t) <= fds }) {
-				t.Errorf("fds: %d before, %d after", fds, openFDs(t))
+			if !eventually(5*time.Second, func() bool { return fdtest.Count(t) <= fds }) {
+				t.Errorf("fds: %d before, %d after", fds, fdtest.Count(t))
 			}
 			if !goroutinesSettle(gs) {
 				t.Errorf("goroutines: %d before, %d after", gs, goruntime.NumGoroutine())
@@ -455,7 +456,7 @@ func TestMsgLateReplyAtShutdown(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fds, gs := openFDs(t), goruntime.NumGoroutine()
+			fds, gs := fdtest.Count(t), goruntime.NumGoroutine()
 			dispatched := make(chan struct{}, 1)
 			var late sync.WaitGroup
 			d := msg.DispatcherFunc(func(m *msg.Message) {
@@ -501,8 +502,8 @@ func TestMsgLateReplyAtShutdown(t *testing.T) {
 				t.Errorf("reply within the grace: %v", err)
 			}
 			c.Close()
-			if !eventually(5*time.Second, func() bool { return openFDs(t) <= fds }) {
-				t.Errorf("fds: %d before, %d after", fds, openFDs(t))
+			if !eventually(5*time.Second, func() bool { return fdtest.Count(t) <= fds }) {
+				t.Errorf("fds: %d before, %d after", fds, fdtest.Count(t))
 			}
 			if !goroutinesSettle(gs) {
 				t.Errorf("goroutines: %d before, %d after", gs, goruntime.NumGoroutine())

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/processor"
 )
 
@@ -171,7 +172,7 @@ func TestShutdownGraceEnds(t *testing.T) {
 }
 
 func TestShutdownAndCloseBeforeServe(t *testing.T) {
-	fds := openFDs(t)
+	fds := fdtest.Count(t)
 	for _, stop := range []func(*Server) error{
 		func(s *Server) error { return s.Shutdown(context.Background()) },
 		func(s *Server) error { return s.Close() },
@@ -190,8 +191,8 @@ func TestShutdownAndCloseBeforeServe(t *testing.T) {
 			t.Fatalf("Serve after shutdown: %v, want ErrServerClosed", err)
 		}
 	}
-	if !eventually(2*time.Second, func() bool { return openFDs(t) <= fds }) {
-		t.Errorf("fds: %d before, %d after", fds, openFDs(t))
+	if !eventually(2*time.Second, func() bool { return fdtest.Count(t) <= fds }) {
+		t.Errorf("fds: %d before, %d after", fds, fdtest.Count(t))
 	}
 }
 
@@ -229,7 +230,7 @@ func TestServesAGivenListener(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fds := openFDs(t)
+			fds := fdtest.Count(t)
 			ln := tt.ln(t)
 			want := ln.Addr().String()
 			s := newServer(t, Config{Listener: ln})
@@ -261,8 +262,8 @@ func TestServesAGivenListener(t *testing.T) {
 				c.Close()
 				t.Fatal("the given listener is still open after shutdown")
 			}
-			if !eventually(2*time.Second, func() bool { return openFDs(t) <= fds }) {
-				t.Errorf("fds: %d before, %d after", fds, openFDs(t))
+			if !eventually(2*time.Second, func() bool { return fdtest.Count(t) <= fds }) {
+				t.Errorf("fds: %d before, %d after", fds, fdtest.Count(t))
 			}
 		})
 	}

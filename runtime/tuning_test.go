@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/control"
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/reader"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -106,7 +107,7 @@ func goroutinesSettle(base int) bool {
 // shut down, no goroutine and no fd is left behind. (-resize-duration=30s
 // runs issue 14's half minute.)
 func TestResizingUnderLoad(t *testing.T) {
-	baseFDs, baseG := openFDs(t), goruntime.NumGoroutine()
+	baseFDs, baseG := fdtest.Count(t), goruntime.NumGoroutine()
 	logger, log := bufferLogger()
 	s, err := New(Config{Addr: "127.0.0.1:0", Readers: 2, ReadersMin: 1, ReadersMax: 4, Writers: 2, WritersMin: 1, WritersMax: 4,
 		Processors: 8, ProcessorsMin: 1, ProcessorsMax: 64, QueueWaitTarget: -1, Logger: logger, Handler: Builtin(nil)})
@@ -179,10 +180,10 @@ func TestResizingUnderLoad(t *testing.T) {
 		t.Fatalf("%d connections open, want 48", s.openConns())
 	}
 	// And the control loop's /proc/stat (Linux), open from its start.
-	if !eventually(10*time.Second, func() bool { return procStatOpen(t) == 1 || goruntime.GOOS != "linux" }) {
-		t.Fatalf("/proc/stat open %d times, want 1", procStatOpen(t))
+	if !eventually(10*time.Second, func() bool { return fdtest.On(t, "/proc/stat") == 1 || goruntime.GOOS != "linux" }) {
+		t.Fatalf("/proc/stat open %d times, want 1", fdtest.On(t, "/proc/stat"))
 	}
-	fdsAt2 := openFDs(t)
+	fdsAt2 := fdtest.Count(t)
 	rng := rand.New(rand.NewPCG(14, 64))
 	sizes := map[int]bool{}
 	readers := map[*reader.Loop]bool{}
@@ -247,7 +248,7 @@ func TestResizingUnderLoad(t *testing.T) {
 	if ringWorks() {
 		loopsFDs += 3
 	}
-	if n := openFDs(t); n != fdsAt2-loopsFDs || s.openConns() != 48 {
+	if n := fdtest.Count(t); n != fdsAt2-loopsFDs || s.openConns() != 48 {
 		t.Errorf("%d fds and %d connections with one loop per I/O stage, want %d and 48 (%d fds with two loops each)", n, s.openConns(), fdsAt2-loopsFDs, fdsAt2)
 	}
 	time.Sleep(300 * time.Millisecond) // requests on the last loops, after the moves
@@ -291,8 +292,8 @@ func TestResizingUnderLoad(t *testing.T) {
 	if !goroutinesSettle(baseG) {
 		t.Errorf("goroutines: %d before, %d after shutdown", baseG, goruntime.NumGoroutine())
 	}
-	if !eventually(5*time.Second, func() bool { return openFDs(t) <= baseFDs }) {
-		t.Errorf("fds: %d before, %d after shutdown", baseFDs, openFDs(t))
+	if !eventually(5*time.Second, func() bool { return fdtest.Count(t) <= baseFDs }) {
+		t.Errorf("fds: %d before, %d after shutdown", baseFDs, fdtest.Count(t))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/internal/poll"
 )
 
@@ -279,9 +280,9 @@ func TestLoopBusy(t *testing.T) {
 // Stop works before Run, during it, and after it; Close releases the fds
 // once however often it is called; a Solo loop has no waker to release.
 func TestLoopStopAndClose(t *testing.T) {
-	before := countFDs(t)
+	before := fdtest.Count(t)
 	q := newQueueLoop(t, 4, true, LoopOptions{})
-	if got := countFDs(t); got != before+2 {
+	if got := fdtest.Count(t); got != before+2 {
 		t.Fatalf("NewLoop opened %d fds, want 2 (poller, waker)", got-before)
 	}
 	q.Stop()
@@ -295,7 +296,7 @@ func TestLoopStopAndClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	q.Stop() // after Close: no write into a closed eventfd
-	if got := countFDs(t); got != before {
+	if got := fdtest.Count(t); got != before {
 		t.Fatalf("%d fds left open after Close", got-before)
 	}
 
@@ -318,7 +319,7 @@ func TestLoopStopAndClose(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := countFDs(t); got != before {
+	if got := fdtest.Count(t); got != before {
 		t.Fatalf("%d fds left open after closing a solo loop", got-before)
 	}
 }

@@ -3,7 +3,6 @@
 package stages
 
 import (
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/internal/poll"
 )
 
@@ -225,33 +225,24 @@ func TestLoopWakerNoSyscallWhileRunning(t *testing.T) {
 	}
 }
 
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count fds: %v", err)
-	}
-	return len(ents)
-}
-
 func TestLoopWakerCloseReleasesFD(t *testing.T) {
 	// Warm up whatever the runtime opens lazily, so the counts compare only
 	// the waker's fd.
 	if w, err := NewLoopWaker(); err == nil {
 		w.Close()
 	}
-	before := countFDs(t)
+	before := fdtest.Count(t)
 	w, err := NewLoopWaker()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := countFDs(t); got != before+1 {
+	if got := fdtest.Count(t); got != before+1 {
 		t.Fatalf("open fds after NewLoopWaker: %d, want %d", got, before+1)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := countFDs(t); got != before {
+	if got := fdtest.Count(t); got != before {
 		t.Fatalf("open fds after Close: %d, want %d", got, before)
 	}
 	// After Close, Wake must not write (the fd number may be reused) and
@@ -307,7 +298,7 @@ func TestLoopWakerCloseWaitsForCommittedWrite(t *testing.T) {
 func TestLoopWakerCloseRacingWakes(t *testing.T) {
 	// Producers keep waking while the loop sleeps and closes; every fd
 	// must be released and no write may fail.
-	before := countFDs(t)
+	before := fdtest.Count(t)
 	for i := 0; i < 200; i++ {
 		w, err := NewLoopWaker()
 		if err != nil {
@@ -342,7 +333,7 @@ func TestLoopWakerCloseRacingWakes(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}
-	if got := countFDs(t); got != before {
+	if got := fdtest.Count(t); got != before {
 		t.Fatalf("open fds: %d, want %d", got, before)
 	}
 }

@@ -5,23 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// fdsAt counts this process's fds open on path.
-func fdsAt(t *testing.T, path string) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == path {
-			n++
-		}
-	}
-	return n
-}
+	"github.com/quartet-server/quartet/internal/fdtest"
+)
 
 // A Dir closed while a request is inside its root (a reload replacing it
 // mid-request) keeps the root open for that request, serves its miss from
@@ -64,10 +50,10 @@ func TestDirClosedWhileARequestIsInside(t *testing.T) {
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if n := fdsAt(t, file); n != 0 {
+			if n := fdtest.On(t, file); n != 0 {
 				t.Fatalf("%d fds on the file after Close with no response holding it", n)
 			}
-			if n := fdsAt(t, root); n != 1 {
+			if n := fdtest.On(t, root); n != 1 {
 				t.Fatalf("%d fds on the root after Close with a request inside, want 1", n)
 			}
 			e, err := get()
@@ -77,15 +63,15 @@ func TestDirClosedWhileARequestIsInside(t *testing.T) {
 			if s := d.CacheStats(); s.Entries != 0 || s.InMemoryBytes != 0 || s.InMemoryFiles != 0 {
 				t.Fatalf("the closed cache took the entry: %+v", s)
 			}
-			if n := fdsAt(t, file); n != 1 {
+			if n := fdtest.On(t, file); n != 1 {
 				t.Fatalf("%d fds on the file while its response holds it, want 1", n)
 			}
 			e.release()
-			if n := fdsAt(t, file); n != 0 {
+			if n := fdtest.On(t, file); n != 0 {
 				t.Fatalf("%d fds on the file after its response let go", n)
 			}
 			d.leave()
-			if n := fdsAt(t, root); n != 0 {
+			if n := fdtest.On(t, root); n != 0 {
 				t.Fatalf("%d fds on the root after its last user left", n)
 			}
 			if d.enter() {

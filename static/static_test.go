@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/processor"
 	"github.com/quartet-server/quartet/runtime"
 	"github.com/quartet-server/quartet/stages"
@@ -181,19 +182,13 @@ func newDir(t *testing.T, root string, opts ...static.Options) *static.Dir {
 	return d
 }
 
-// openUnder lists this process's fds that point at files under dir.
+// openUnder lists the files under dir that this process has open, once
+// for each descriptor.
 func openUnder(t *testing.T, dir string) []string {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
 	var out []string
-	for _, e := range ents {
-		target, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err == nil && strings.HasPrefix(target, dir+"/") {
-			out = append(out, target)
-		}
+	for _, fd := range fdtest.Open(t, func(target string) bool { return strings.HasPrefix(target, dir+"/") }) {
+		out = append(out, fd.Target)
 	}
 	return out
 }

@@ -356,13 +356,3 @@ func tempFile(t testing.TB, b []byte) *os.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
-
-// fdCount is the number of open fds in this process.
-func fdCount(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	return len(ents) - 1 // the directory's own fd
-}

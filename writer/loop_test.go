@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/internal/poll"
 	"github.com/quartet-server/quartet/stages"
 )
@@ -706,13 +707,13 @@ func TestRunStopReleasesEverything(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			fd, client := tcpPair(t, 0, 0)
 			goroutines := runtime.NumGoroutine()
-			fds := fdCount(t)
+			fds := fdtest.Count(t)
 
 			l, err := New(1, Config{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := fdCount(t); got != fds+2 {
+			if got := fdtest.Count(t); got != fds+2 {
 				t.Errorf("New opened %d fds, want 2 (epoll, eventfd)", got-fds)
 			}
 			// Stop is tried with a context that never ends: Run must not
@@ -757,7 +758,7 @@ func TestRunStopReleasesEverything(t *testing.T) {
 				t.Fatal("Run did not return after its last response")
 			}
 			h.waitRecycled(r)
-			if got := fdCount(t); got != fds {
+			if got := fdtest.Count(t); got != fds {
 				t.Errorf("%d fds open after Run returned, %d before New", got, fds)
 			}
 			deadline := time.Now().Add(waitLimit)
@@ -1043,7 +1044,7 @@ func TestInit(t *testing.T) {
 		}
 	})
 	t.Run("error", func(t *testing.T) {
-		fds := fdCount(t)
+		fds := fdtest.Count(t)
 		boom := errors.New("boom")
 		l, err := New(3, Config{Init: func(Sources) error { return boom }}, nil)
 		if err != nil {
@@ -1053,7 +1054,7 @@ func TestInit(t *testing.T) {
 		if !errors.Is(err, boom) || !strings.Contains(err.Error(), "writer 3") {
 			t.Errorf("Run: %v, want the Init error naming writer 3", err)
 		}
-		if got := fdCount(t); got != fds {
+		if got := fdtest.Count(t); got != fds {
 			t.Errorf("%d fds after Run, %d before New", got, fds)
 		}
 		l.Stop() // after Run: a no-op

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quartet-server/quartet/bench"
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/runtime"
 )
 
@@ -63,7 +64,7 @@ matrix:
 func TestStartServesBuiltins(t *testing.T) {
 	for _, withMetrics := range []bool{false, true} {
 		t.Run(fmt.Sprintf("metrics=%v", withMetrics), func(t *testing.T) {
-			fds, gs := openFDs(t), goruntime.NumGoroutine()
+			fds, gs := fdtest.Count(t), goruntime.NumGoroutine()
 			srv, err := Start(t.Context(), bench.ServerParams{Readers: 1, Processors: 1, Writers: 1, Metrics: withMetrics})
 			if err != nil {
 				t.Fatal(err)
@@ -73,9 +74,9 @@ func TestStartServesBuiltins(t *testing.T) {
 					t.Error(err)
 				}
 				deadline := time.Now().Add(3 * time.Second)
-				for openFDs(t) > fds || goruntime.NumGoroutine() > gs {
+				for fdtest.Count(t) > fds || goruntime.NumGoroutine() > gs {
 					if time.Now().After(deadline) {
-						t.Errorf("leak after Close: fds %d -> %d, goroutines %d -> %d", fds, openFDs(t), gs, goruntime.NumGoroutine())
+						t.Errorf("leak after Close: fds %d -> %d, goroutines %d -> %d", fds, fdtest.Count(t), gs, goruntime.NumGoroutine())
 						return
 					}
 					time.Sleep(20 * time.Millisecond)
@@ -227,15 +228,6 @@ phases:
 	if !strings.Contains(string(js), `"comparison"`) || !strings.Contains(string(js), `"reached_in_s"`) {
 		t.Error("results.json lacks the comparison")
 	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 // TestBenchInProcessURL runs `quartet bench inproc:/hello` through

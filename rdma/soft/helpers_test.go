@@ -2,11 +2,11 @@ package soft_test
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/quartet-server/quartet/internal/fdtest"
 	"github.com/quartet-server/quartet/rdma"
 	"github.com/quartet-server/quartet/rdma/soft"
 )
@@ -193,18 +193,17 @@ type resources struct {
 	goroutines, fds int
 }
 
-func snapshot() resources {
-	fds, _ := os.ReadDir("/proc/self/fd")
-	return resources{runtime.NumGoroutine(), len(fds)}
+func snapshot(t *testing.T) resources {
+	return resources{runtime.NumGoroutine(), fdtest.Count(t)}
 }
 
 // checkLeaks fails the test if goroutines or fds outlive it.
 func checkLeaks(t *testing.T) {
-	before := snapshot()
+	before := snapshot(t)
 	t.Cleanup(func() {
 		var now resources
 		for i := 0; i < 100; i++ {
-			now = snapshot()
+			now = snapshot(t)
 			if now.goroutines <= before.goroutines && now.fds <= before.fds {
 				break
 			}
