@@ -24,8 +24,8 @@ type ioTuner struct {
 	batch  *control.Batch
 	budget atomic.Int64 // the budget in force, for loops added between periods
 
-	prev map[any]stages.LoopCounts // by loop, those serving at the last sample
-	seen map[any]bool
+	prev map[drainBudgeted]stages.LoopCounts // by loop, those serving at the last sample
+	seen map[drainBudgeted]bool
 	busy []time.Duration
 	last LoopControl
 	// queued is the hand-offs in the stage's queues at the last sample.
@@ -48,7 +48,7 @@ type LoopControl struct {
 
 func newIOTuner(st Stage) *ioTuner {
 	t := &ioTuner{stage: st, loops: control.NewLoops(control.LoopConfig{}), batch: control.NewBatch(control.BatchConfig{}),
-		prev: map[any]stages.LoopCounts{}, seen: map[any]bool{}}
+		prev: map[drainBudgeted]stages.LoopCounts{}, seen: map[drainBudgeted]bool{}}
 	t.budget.Store(int64(t.batch.Budget()))
 	t.last = LoopControl{Stage: st, Budget: t.batch.Budget()}
 	return t
@@ -64,23 +64,27 @@ func (t *tuner) budget(st Stage) int {
 
 // ioLoop is what the controllers need of one loop.
 type ioLoop struct {
-	key       any
-	counts    stages.LoopCounts
-	queued    int
-	setBudget func(int)
+	loop   drainBudgeted // and the key of what the tuner keeps of it
+	counts stages.LoopCounts
+	queued int
 }
+
+// drainBudgeted is a reader or a writer loop, as the batching controller
+// sets it. (An interface, not a method value: those are allocated, two a
+// period.)
+type drainBudgeted interface{ SetDrainBudget(int) }
 
 // ioLoops lists the serving loops of st into out.
 func (s *Server) ioLoops(st Stage, out []ioLoop) []ioLoop {
 	out = out[:0]
 	if st == StageReader {
 		for _, r := range s.readers.live() {
-			out = append(out, ioLoop{key: r, counts: r.Counts(), queued: r.QueueDepth(), setBudget: r.SetDrainBudget})
+			out = append(out, ioLoop{loop: r, counts: r.Counts(), queued: r.QueueDepth()})
 		}
 		return out
 	}
 	for _, w := range s.writers.live() {
-		out = append(out, ioLoop{key: w, counts: w.Counts(), queued: w.QueueDepth(), setBudget: w.SetDrainBudget})
+		out = append(out, ioLoop{loop: w, counts: w.Counts(), queued: w.QueueDepth()})
 	}
 	return out
 }
@@ -105,10 +109,10 @@ func (s *Server) sampleLoops(it *ioTuner, ls control.LoopSample, cpu time.Durati
 	bs.Elapsed = elapsed
 	clear(it.seen)
 	for _, l := range scratch {
-		it.seen[l.key] = true
+		it.seen[l.loop] = true
 		bs.Queued += int64(l.queued)
-		p, ok := it.prev[l.key]
-		it.prev[l.key] = l.counts
+		p, ok := it.prev[l.loop]
+		it.prev[l.loop] = l.counts
 		if !ok {
 			continue // not serving the whole period
 		}
@@ -129,7 +133,7 @@ func (s *Server) sampleLoops(it *ioTuner, ls control.LoopSample, cpu time.Durati
 	if bd.Cause != control.CauseNone {
 		it.budget.Store(int64(bd.Budget))
 		for _, l := range scratch {
-			l.setBudget(bd.Budget)
+			l.loop.SetDrainBudget(bd.Budget)
 		}
 		s.cfg.Logger.Debug("quartet: drain budget changed", "stage", it.stage, "budget", bd.Budget, "cause", "controller: "+string(bd.Cause),
 			slog.Float64("per_turn", round1(bd.PerTurn)), slog.Duration("turn_time", bd.TurnTime.Round(time.Microsecond)),
