@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -761,4 +762,60 @@ func TestEndpointCloseWhileInUse(t *testing.T) {
 	if err := ep.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// A Buffer closed, by its own Close or its endpoint's, has no memory to
+// give (nil Bytes, 0 Len, no Region) and cannot be read into, whoever
+// asks, and whenever: callers racing the endpoint's Close get nil, not
+// memory being unmapped (-race checks that too).
+func TestBufferClosed(t *testing.T) {
+	h := newHarness(t, deliver.Config{}, time.Second)
+	ep := h.ep
+	own, err := ep.NewBuffer(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(own.Bytes()) != 4096 || own.Len() != 4096 || own.Region().Len != 4096 {
+		t.Fatalf("an open buffer: %d bytes, Len %d, region %+v", len(own.Bytes()), own.Len(), own.Region())
+	}
+	if err := own.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := func(what string, b *deliver.Buffer) {
+		t.Helper()
+		if b.Bytes() != nil || b.Len() != 0 || b.Region() != (deliver.Region{}) {
+			t.Errorf("%s: %d bytes, Len %d, region %+v; want none", what, len(b.Bytes()), b.Len(), b.Region())
+		}
+	}
+	closed("after its Close", own)
+	if err := ep.Read(t.Context(), 1, ep.NextOp(), deliver.Region{Len: 1}, own, false); !errors.Is(err, deliver.ErrBufferClosed) {
+		t.Errorf("a Read into a closed buffer: %v, want ErrBufferClosed", err)
+	}
+
+	var readers sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				// Only the answers: the memory of a Bytes that came just
+				// before Close may be gone by the time it is touched
+				// ("it dies with Close").
+				_, _, _ = h.buf.Bytes(), h.buf.Len(), h.buf.Region()
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := ep.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	close(stop)
+	readers.Wait()
+	closed("after the endpoint's Close", h.buf)
 }

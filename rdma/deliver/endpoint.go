@@ -247,15 +247,42 @@ func (e *Endpoint) NewBuffer(n int) (*Buffer, error) {
 	return b, nil
 }
 
-// Bytes is the buffer's memory; it dies with Close.
-func (b *Buffer) Bytes() []byte { return b.mem.Bytes() }
+// ErrBufferClosed is what a use of a Buffer that is closed (its own
+// Close, or its endpoint's) reports.
+var ErrBufferClosed = fmt.Errorf("%w: deliver buffer closed", rdma.ErrClosed)
 
-// Len is the buffer's size.
-func (b *Buffer) Len() int { return b.mem.Len() }
+// Bytes is the buffer's memory; it dies with Close (the buffer's or the
+// endpoint's), and is nil once either has begun: a caller that races a
+// Close gets nil, not memory about to be unmapped, or being.
+func (b *Buffer) Bytes() []byte {
+	b.e.mu.Lock()
+	defer b.e.mu.Unlock()
+	if !b.openLocked() {
+		return nil
+	}
+	return b.mem.Bytes()
+}
 
-// Region is what a server-writes request names: the whole buffer.
+// Len is the buffer's size; 0 once it is closed.
+func (b *Buffer) Len() int { return len(b.Bytes()) }
+
+// Region is what a server-writes request names: the whole buffer; the
+// zero Region once it is closed.
 func (b *Buffer) Region() Region {
+	b.e.mu.Lock()
+	defer b.e.mu.Unlock()
+	if !b.openLocked() {
+		return Region{}
+	}
 	return Region{Addr: b.mr.Addr(), RKey: b.mr.RKey(), Len: int64(b.mem.Len())}
+}
+
+// openLocked says whether b is still its endpoint's: Close (the
+// buffer's, or the endpoint's release) takes it out of the endpoint's
+// set, under the endpoint's mutex (held here), before it frees anything.
+func (b *Buffer) openLocked() bool {
+	_, ok := b.e.bufs[b]
+	return ok
 }
 
 // Close deregisters and frees the buffer. No operation may be using it.
@@ -569,8 +596,12 @@ func (e *Endpoint) Read(ctx context.Context, chanID uint32, op uint64, rg Region
 		return err
 	}
 	defer e.ops.Done()
-	if rg.Len > int64(into.Len()) {
-		return fmt.Errorf("deliver: %d bytes to read into a %d-byte buffer", rg.Len, into.Len())
+	n := into.Len()
+	if n == 0 {
+		return ErrBufferClosed // a Buffer is never empty: closed
+	}
+	if rg.Len > int64(n) {
+		return fmt.Errorf("deliver: %d bytes to read into a %d-byte buffer", rg.Len, n)
 	}
 	t := time.NewTimer(e.cfg.OpTimeout)
 	defer t.Stop()

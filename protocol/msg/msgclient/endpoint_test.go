@@ -1,12 +1,14 @@
 package msgclient
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/quartet-server/quartet/internal/rdmatest"
+	"github.com/quartet-server/quartet/rdma/deliver"
 )
 
 // NewEndpoint listens where the server can dial it back: on the address
@@ -45,5 +47,31 @@ func TestNewEndpoint(t *testing.T) {
 				t.Errorf("endpoint on %v, op timeout %v", ep.Addr(), ep.OpTimeout())
 			}
 		})
+	}
+}
+
+// A Request.Into that its caller closed, before the request or while it
+// was out, is an error naming it, not a panic on memory that is gone.
+func TestIntoClosed(t *testing.T) {
+	ep, err := NewEndpoint(rdmatest.Provider(t), net.JoinHostPort(rdmatest.Host(), "7000"), netip.Addr{}, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	into, err := ep.NewBuffer(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := payloadIn(Reply{}, into, 100); err != nil {
+		t.Fatalf("an open buffer: %v", err)
+	}
+	into.Close()
+	r, err := payloadIn(Reply{}, into, 100)
+	if !errors.Is(err, deliver.ErrBufferClosed) || r.Payload != nil {
+		t.Errorf("a closed buffer: payload of %d bytes, %v; want none and ErrBufferClosed", len(r.Payload), err)
+	}
+	c := &Client{cfg: Config{Endpoint: ep}}
+	if _, err := c.doRDMA(t.Context(), &Request{Payload: []byte("x"), Deliver: deliver.ModeServerWrites, Into: into}); !errors.Is(err, deliver.ErrBufferClosed) {
+		t.Errorf("a request into a closed buffer: %v, want ErrBufferClosed", err)
 	}
 }

@@ -38,6 +38,9 @@ func (c *Client) doRDMA(ctx context.Context, req *Request) (Reply, error) {
 	if c.cfg.Endpoint == nil || req.Into == nil {
 		return Reply{}, ErrNoEndpoint
 	}
+	if req.Into.Len() == 0 {
+		return Reply{}, fmt.Errorf("%w: Request.Into", deliver.ErrBufferClosed)
+	}
 	if req.Deliver != deliver.ModeServerWrites && req.Deliver != deliver.ModeClientReads {
 		return Reply{}, fmt.Errorf("%w: mode %s", msg.ErrDescriptor, req.Deliver)
 	}
@@ -114,19 +117,33 @@ func (c *Client) tryRDMA(ctx context.Context, req *Request) (Reply, error) {
 		if err != nil {
 			return r, err
 		}
-		r.Payload = req.Into.Bytes()[:d.Len]
-		return r, nil
+		return payloadIn(r, req.Into, d.Len)
 	}
-	if d.Len > uint64(req.Into.Len()) {
+	n := d.Len
+	if into := req.Into.Len(); n > uint64(into) {
 		c.cleanup(cl, &r.RDMA)
-		return r, fmt.Errorf("%w: %d bytes, Into holds %d", ErrIntoTooSmall, d.Len, req.Into.Len())
+		if into == 0 {
+			return r, fmt.Errorf("%w: Request.Into closed before the payload was read", deliver.ErrBufferClosed)
+		}
+		return r, fmt.Errorf("%w: %d bytes, Into holds %d", ErrIntoTooSmall, n, into)
 	}
-	err = ep.Read(ctx, d.Channel, op, deliver.Region{Addr: d.Addr, RKey: d.RKey, Len: int64(d.Len)}, req.Into, false)
+	err = ep.Read(ctx, d.Channel, op, deliver.Region{Addr: d.Addr, RKey: d.RKey, Len: int64(n)}, req.Into, false)
 	c.cleanup(cl, &r.RDMA) // confirmed either way: read, or given up
 	if err != nil {
 		return r, err
 	}
-	r.Payload = req.Into.Bytes()[:d.Len]
+	return payloadIn(r, req.Into, n)
+}
+
+// payloadIn is r with its payload, the first n bytes delivered into into:
+// an error, not a panic, when into was closed (by its Close, or its
+// endpoint's) while the request was out, which leaves no memory to alias.
+func payloadIn(r Reply, into *deliver.Buffer, n uint64) (Reply, error) {
+	b := into.Bytes()
+	if uint64(len(b)) < n {
+		return r, fmt.Errorf("%w: Request.Into closed with the reply's payload in it", deliver.ErrBufferClosed)
+	}
+	r.Payload = b[:n]
 	return r, nil
 }
 
