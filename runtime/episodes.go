@@ -42,6 +42,11 @@ const (
 // note takes one period's events and other count at now, and returns
 // what the log should say and the episode as that line reports it.
 func (e *episode) note(now time.Time, events, other uint64) (episodeTurn, episode) {
+	return e.noteQuiet(now, events, other, episodeQuiet)
+}
+
+// noteQuiet is note for an episode that ends after quiet without events.
+func (e *episode) noteQuiet(now time.Time, events, other uint64, quiet time.Duration) (episodeTurn, episode) {
 	if e.since.IsZero() {
 		if events == 0 {
 			return episodeQuietly, *e
@@ -56,7 +61,7 @@ func (e *episode) note(now time.Time, events, other uint64) (episodeTurn, episod
 	}
 	was := *e
 	switch {
-	case now.Sub(e.last) >= episodeQuiet:
+	case now.Sub(e.last) >= quiet:
 		*e = episode{}
 		return episodeEnded, was
 	case now.Sub(e.reported) >= episodeReminder:
@@ -146,7 +151,7 @@ func (s *Server) noteSlowClients(now time.Time, counts loopCounts) {
 	prev := t.slowSeen
 	t.slowSeen = counts
 	seen := cutOff(counts) - cutOff(prev) // loopSums never go back
-	turn, e := t.slow.note(now, seen, 0)
+	turn, e := t.slow.noteQuiet(now, seen, 0, slowQuiet)
 	switch turn {
 	case episodeBegan:
 		t.slowBase = prev
@@ -158,6 +163,13 @@ func (s *Server) noteSlowClients(now time.Time, counts loopCounts) {
 		s.slowClientsOver(e, counts, "")
 	}
 }
+
+// slowQuiet ends an episode of slow clients. Longer than episodeQuiet:
+// a server on the open internet cuts off a slow client now and then
+// (a phone that lost its signal), and a trickle of one every half a
+// minute is one episode, reminded of once a minute, rather than a WARN
+// and an INFO for each: at most two lines a minute however they come.
+const slowQuiet = time.Minute
 
 // cutOff is how many clients the loops cut off for being slow.
 func cutOff(c loopCounts) uint64 { return c.slowHeaders + c.slowBodies + c.tooSlow + c.timedOut }
@@ -183,7 +195,7 @@ func orDefaultDuration(d, def time.Duration) time.Duration {
 }
 
 func (s *Server) slowClientsOver(e episode, counts loopCounts, why string) {
-	s.cfg.Logger.Info("quartet: no slow clients cut off for "+episodeQuiet.String()+why,
+	s.cfg.Logger.Info("quartet: no slow clients cut off for "+slowQuiet.String()+why,
 		append([]any{"lasted", e.lasted()}, s.slowAttrs(e, counts)...)...)
 }
 

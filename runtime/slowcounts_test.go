@@ -74,7 +74,7 @@ func perLoopCounts(s *Server) string {
 
 // Cut-offs of slow clients are logged as episodes: a WARN when they
 // begin, a reminder a minute while they go on, an INFO once none has
-// come for episodeQuiet, each with the counts by cause since the start.
+// come for slowQuiet, each with the counts by cause since the start.
 func TestSlowClientEpisodes(t *testing.T) {
 	type period struct {
 		at     time.Duration
@@ -90,23 +90,27 @@ func TestSlowClientEpisodes(t *testing.T) {
 	}{
 		{"none cut off, no line", []period{{0, loopCounts{reads: 10}}, {time.Second, loopCounts{reads: 20, hangUps: 3}}}, nil},
 		{"one client", []period{{0, cut(0, 0, 0, 0)}, {100 * time.Millisecond, cut(0, 0, 1, 0)},
-			{time.Second, cut(0, 0, 1, 0)}, {100*time.Millisecond + episodeQuiet, cut(0, 0, 1, 0)}},
+			{time.Second, cut(0, 0, 1, 0)}, {100*time.Millisecond + slowQuiet, cut(0, 0, 1, 0)}},
 			[]string{`WARN msg="quartet: cutting off slow clients" cut_off=1 slow_headers=0 header_timeout=20s slow_bodies=0 min_body_rate=\d+ slow_readers=1 min_response_rate=\d+ write_timeouts=0 write_timeout=30s`,
-				`INFO msg="quartet: no slow clients cut off for 5s" lasted=0s cut_off=1 .* slow_bodies=0 .* slow_readers=1 .* write_timeouts=0`}},
-		{"counts before the episode are not its own", []period{{0, cut(0, 2, 0, 1)}, {episodeQuiet, cut(0, 2, 0, 1)},
-			{episodeQuiet + time.Second, cut(0, 3, 0, 3)}, {2*episodeQuiet + time.Second, cut(0, 3, 0, 3)}},
-			[]string{`cutting off slow clients" cut_off=3 slow_headers=0 .* slow_bodies=2 .* write_timeouts=1`, `no slow clients cut off for 5s" lasted=0s cut_off=3 .* slow_bodies=2`,
+				`INFO msg="quartet: no slow clients cut off for 1m0s" lasted=0s cut_off=1 .* slow_bodies=0 .* slow_readers=1 .* write_timeouts=0`}},
+		{"counts before the episode are not its own", []period{{0, cut(0, 2, 0, 1)}, {slowQuiet, cut(0, 2, 0, 1)},
+			{slowQuiet + time.Second, cut(0, 3, 0, 3)}, {2*slowQuiet + time.Second, cut(0, 3, 0, 3)}},
+			[]string{`cutting off slow clients" cut_off=3 slow_headers=0 .* slow_bodies=2 .* write_timeouts=1`, `no slow clients cut off for 1m0s" lasted=0s cut_off=3 .* slow_bodies=2`,
 				`cutting off slow clients" cut_off=3 slow_headers=0 .* slow_bodies=1 .* write_timeouts=2`,
-				`no slow clients cut off for 5s" lasted=0s cut_off=3 .* slow_bodies=1 .* write_timeouts=2`}},
+				`no slow clients cut off for 1m0s" lasted=0s cut_off=3 .* slow_bodies=1 .* write_timeouts=2`}},
 		{"slowloris", []period{{0, cut(0, 0, 0, 0)}, {time.Second, cut(40, 0, 0, 0)}, {2 * time.Second, cut(90, 0, 0, 0)},
-			{2*time.Second + episodeQuiet, cut(90, 0, 0, 0)}},
+			{2*time.Second + slowQuiet, cut(90, 0, 0, 0)}},
 			[]string{`cutting off slow clients" cut_off=40 slow_headers=40 header_timeout=20s slow_bodies=0`,
-				`no slow clients cut off for 5s" lasted=1s cut_off=90 slow_headers=90 header_timeout=20s slow_bodies=0 .* slow_readers=0 .* write_timeouts=0`}},
+				`no slow clients cut off for 1m0s" lasted=1s cut_off=90 slow_headers=90 header_timeout=20s slow_bodies=0 .* slow_readers=0 .* write_timeouts=0`}},
+		{"a trickle is one episode", []period{{0, cut(0, 0, 0, 1)}, {30 * time.Second, cut(0, 0, 0, 2)}, {time.Minute, cut(0, 0, 0, 3)},
+			{90 * time.Second, cut(0, 0, 0, 4)}, {2 * time.Minute, cut(0, 0, 0, 5)}, {2*time.Minute + slowQuiet, cut(0, 0, 0, 5)}},
+			[]string{`cutting off slow clients" cut_off=1 `, `still cutting off slow clients" for=1m0s cut_off_since_last_line=2 cut_off=3 `,
+				`still cutting off slow clients" for=2m0s cut_off_since_last_line=2 cut_off=5 `, `no slow clients cut off for 1m0s" lasted=2m0s cut_off=5 `}},
 		{"a long episode is reminded of", []period{{0, cut(0, 0, 0, 4)}, {30 * time.Second, cut(0, 0, 0, 8)},
-			{episodeReminder, cut(0, 0, 0, 9)}, {episodeReminder + 2*episodeQuiet, cut(0, 0, 0, 9)}},
+			{episodeReminder, cut(0, 0, 0, 9)}, {episodeReminder + 2*slowQuiet, cut(0, 0, 0, 9)}},
 			[]string{`cutting off slow clients" cut_off=4 .* write_timeouts=4`,
 				`WARN msg="quartet: still cutting off slow clients" for=1m0s cut_off_since_last_line=5 cut_off=9 .* write_timeouts=9`,
-				`no slow clients cut off for 5s" lasted=1m0s cut_off=9`}},
+				`no slow clients cut off for 1m0s" lasted=1m0s cut_off=9`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var logged syncBuffer
