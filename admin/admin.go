@@ -190,6 +190,7 @@ func writeSizes(w http.ResponseWriter, r *http.Request, sizes []runtime.StageSiz
 // controlJSON is runtime.ControlStats as the JSON answer spells it.
 type controlJSON struct {
 	Time            time.Time   `json:"time"`
+	Period          float64     `json:"period_seconds"`
 	ArrivalRate     float64     `json:"arrival_rate"`
 	OfferedRate     float64     `json:"offered_rate"`
 	Throughput      float64     `json:"throughput"`
@@ -236,7 +237,7 @@ type classJSON struct {
 func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
 	c := st.Control
 	if wantsJSON(r) {
-		out := controlJSON{Time: c.Time, ArrivalRate: c.ArrivalRate, OfferedRate: c.Offered, Throughput: c.Throughput,
+		out := controlJSON{Time: c.Time, Period: c.Period.Seconds(), ArrivalRate: c.ArrivalRate, OfferedRate: c.Offered, Throughput: c.Throughput,
 			QueueWait: c.QueueWait.Seconds(), ServiceTime: c.Service.Seconds(), Busy: c.Busy, Demand: c.Demand,
 			Target: c.Target, Ceiling: c.Ceiling, Queued: c.Queued, Goroutines: st.ProcessorGoroutines,
 			QueueWaitTarget: c.WaitTarget.Seconds(), Classes: []classJSON{}}
@@ -252,7 +253,7 @@ func writeControl(w http.ResponseWriter, r *http.Request, st runtime.Stats) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "processor controller, period ending %s\n", c.Time.Format(time.RFC3339Nano))
+	fmt.Fprintf(w, "processor controller, period of %v ending %s\n", c.Period.Round(time.Millisecond), c.Time.Format(time.RFC3339Nano))
 	fmt.Fprintf(w, "  arrivals %.0f/s (offered %.0f/s), throughput %.0f/s\n", c.ArrivalRate, c.Offered, c.Throughput)
 	fmt.Fprintf(w, "  queue wait %v, service time %v, busy %.1f places, queued %d\n", c.QueueWait, c.Service, c.Busy, c.Queued)
 	fmt.Fprintf(w, "  demand %.1f places, target %d, ceiling %d, goroutines %d\n", c.Demand, c.Target, c.Ceiling, st.ProcessorGoroutines)

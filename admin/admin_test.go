@@ -66,8 +66,8 @@ func TestAdmin(t *testing.T) {
 		{"nothing to change", "POST", "/admin/stages/processor", url.Values{}, false, 400, []string{"nothing to change"}},
 		{"a bad auto", "POST", "/admin/stages/processor", url.Values{"auto": {"maybe"}}, false, 400, []string{"want on or off"}},
 		{"no such stage", "GET", "/admin/stages/listener", nil, false, 404, []string{`no stage "listener"`}},
-		{"the controller", "GET", "/admin/control", nil, false, 200, []string{"processor controller", "admission: queue-wait target 500ms", "class", "loop controllers", "drain budget"}},
-		{"the controller as JSON", "GET", "/admin/control", nil, true, 200, []string{`"queue_wait_target_seconds": 0.5`, `"classes": [`, `"stage": "reader"`, `"drain_budget":`}},
+		{"the controller", "GET", "/admin/control", nil, false, 200, []string{"processor controller, period of ", "admission: queue-wait target 500ms", "class", "loop controllers", "drain budget"}},
+		{"the controller as JSON", "GET", "/admin/control", nil, true, 200, []string{`"queue_wait_target_seconds": 0.5`, `"period_seconds": `, `"classes": [`, `"stage": "reader"`, `"drain_budget":`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var body io.Reader

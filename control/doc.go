@@ -7,10 +7,12 @@
 //
 // # The processor pool (Pool)
 //
-// Every period (DefaultPeriod, 100 ms) the pool controller gets the
-// requests admitted, finished and shed, their total queue wait and their
-// total time holding a place (time parked on a slow client excluded: it
-// needs no place), and the places busy and requests queued now. From them:
+// Every period (DefaultPeriod, 100 ms; the runtime stretches it up to a
+// second while no request comes for the processors) the pool controller
+// gets the requests admitted, finished and shed, their total queue wait
+// and their total time holding a place (time parked on a slow client
+// excluded: it needs no place), and the places busy and requests queued
+// now. From them:
 //
 //	λ = admitted / period        S = time holding a place / finished (smoothed)
 //	W = queue wait / finished    R = max(λ(W + S), queued + busy now)

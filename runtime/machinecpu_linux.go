@@ -67,7 +67,7 @@ func (m *machineCPU) close() {
 // parseCPULine reads "cpu  user nice system idle iowait irq softirq steal
 // ..." (clock ticks): busy is all but idle and iowait. Guest time is
 // already inside user and nice. It allocates nothing: the control loop
-// reads the line ten times a second.
+// reads the line up to ten times a second.
 func parseCPULine(b []byte) (busy, total uint64, ok bool) {
 	line, _, _ := bytes.Cut(b, []byte{'\n'})
 	name, rest, _ := bytes.Cut(line, []byte{' '})

@@ -186,7 +186,7 @@ func New(cfg Config) (*Server, error) {
 	s.rsizing = sizing{size: rz.Size, min: rz.Min, max: rz.Max, auto: rz.Auto}
 	s.wsizing = sizing{size: wz.Size, min: wz.Min, max: wz.Max, auto: wz.Auto}
 	s.tuner = tuner{pool: control.NewPool(control.PoolConfig{}), adm: control.NewAdmission(cfg.QueueWaitTarget), period: control.DefaultPeriod,
-		io: [2]*ioTuner{newIOTuner(StageReader), newIOTuner(StageWriter)}}
+		io: [2]*ioTuner{newIOTuner(StageReader), newIOTuner(StageWriter)}, kicked: make(chan struct{}, 1)}
 	if cfg.QueueWaitTarget > 0 {
 		// Until the controller knows a class's service time, its queue is
 		// limited by unknownLimit.
@@ -316,6 +316,7 @@ func (s *Server) dispatch(r *stages.Request) bool {
 	}
 	if ok, retryAfter := s.requests.Admit(c, now); !ok {
 		s.shed(r, retryAfter, now)
+		s.tuner.kick()
 		return true
 	}
 	// Counted before the push: a worker may pop and start the request
@@ -333,6 +334,9 @@ func (s *Server) dispatch(r *stages.Request) bool {
 		return false
 	}
 	s.pool.Wake()
+	// After the push, so that the period it ends counts the request: a
+	// stretched period ends at once, the pool may have to grow.
+	s.tuner.kick()
 	return true
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	goruntime "runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quartet-server/quartet/control"
@@ -22,8 +23,25 @@ import (
 // most ×4 a period) and that admission limits follow a change of service
 // time before a queue of the old size has drained, long enough that a
 // period of a few hundred requests a second holds tens of them, which is
-// what a mean needs. Its cost is one pass over the open classes' counters
-// (a few atomic loads each) ten times a second.
+// what a mean needs. Its own work is one pass over the open classes' and
+// loops' counters, about 11 µs (BenchmarkControlSample).
+//
+// What a period costs beyond that is the wake-up: the runtime's timer
+// wakes a thread out of the network poller, sysmon wakes with it and
+// often preempts the control goroutine as if it had run for the whole
+// period (a signal), and another thread is woken to spin. On this
+// project's machines (a PVM guest, where a null system call takes a
+// microsecond) that came to about 350 µs a period: an idle server used
+// 3.2-4.1 ms of CPU a second, against 0.06 with the period stretched to
+// 10 s, and peers that keep no timer (nginx, gnet, net/http) use none.
+// So the period stretches while there is nothing to decide (quiet, in
+// sample): doubled each quiet period up to maxQuietPeriod, and back to
+// DefaultPeriod at the first period that is not quiet. A request for the
+// processors ends a stretched period at once (kick), because that is
+// where a burst needs the controller within a period: a pool at its floor
+// facing blocking handlers. Loops lightly loaded that get busy are seen at
+// the end of the stretched period, within maxQuietPeriod, which is the
+// loop controller's own pace (a loop is added at most once a second).
 
 // ErrNotServing is returned (wrapped, naming the stage) by ChangeStage
 // for a change of a loop count while the server is not serving (before
@@ -236,6 +254,9 @@ func (s *Server) resizeLocked(n int, cause string, attrs ...any) {
 // ControlStats is what the control loop saw and did in its last period.
 type ControlStats struct {
 	Time time.Time
+	// Period is how long the period was: control.DefaultPeriod, or up to
+	// a second while the server is quiet (see tuning.go).
+	Period time.Duration
 	// The pool controller's inputs and estimates (rates per second).
 	control.Estimates
 	Queued     int           // requests waiting for a place at the sample
@@ -293,6 +314,41 @@ type tuner struct {
 	// episode going on began.
 	slow               episode
 	slowSeen, slowBase loopCounts
+
+	// cur is the period in force, period or longer (nextPeriod); control
+	// goroutine only. stretched is cur > period, for kick, which ends a
+	// stretched period early through kicked.
+	cur       time.Duration
+	stretched atomic.Bool
+	kicked    chan struct{}
+}
+
+// maxQuietPeriod is as far as the period stretches while nothing happens:
+// a tenth of the wake-ups, and a lightly loaded loop stage that gets busy
+// is seen within a second.
+const maxQuietPeriod = time.Second
+
+// nextPeriod returns the length of the next period after one that was
+// quiet or not (sample), and publishes whether it is stretched.
+func (t *tuner) nextPeriod(quiet bool) time.Duration {
+	if quiet {
+		t.cur = min(2*max(t.cur, t.period), max(t.period, maxQuietPeriod))
+	} else {
+		t.cur = t.period
+	}
+	t.stretched.Store(t.cur > t.period)
+	return t.cur
+}
+
+// kick ends a stretched period at once (see the top of this file); any
+// goroutine. Unstretched, it is one atomic load.
+func (t *tuner) kick() {
+	if t.stretched.Load() && t.stretched.CompareAndSwap(true, false) {
+		select {
+		case t.kicked <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // tune runs the control loop until ctx is done.
@@ -305,19 +361,24 @@ func (s *Server) tune(ctx context.Context) {
 		s.cfg.Logger.Info("quartet: stage sized", "stage", st, "size", size, "min", lo, "max", hi, "auto", auto, "cause", "config")
 	}
 	s.startBudgets()
-	t := time.NewTicker(s.tuner.period)
-	defer t.Stop()
-	defer s.tuner.closeMachine()
+	t := &s.tuner
+	timer := time.NewTimer(t.period)
+	defer timer.Stop()
+	defer t.closeMachine()
 	s.sample(time.Now(), false)
 	for {
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			s.endEpisodes()
 			return
-		case now := <-t.C:
-			s.sample(now, true)
-			s.returnMemory(now)
+		case now = <-timer.C:
+		case <-t.kicked:
+			now = time.Now()
 		}
+		quiet := s.sample(now, true)
+		s.returnMemory(now)
+		timer.Reset(t.nextPeriod(quiet))
 	}
 }
 
@@ -329,8 +390,14 @@ func (t *tuner) closeMachine() {
 }
 
 // sample reads the stages' counters since the last sample; with decide,
-// it also runs the controllers and applies their decisions.
-func (s *Server) sample(now time.Time, decide bool) {
+// it also runs the controllers and applies their decisions, and reports
+// whether the period was quiet: nothing for any controller to decide or
+// judge, and nothing going on that the log follows. Quiet means no
+// request for the processors (none admitted, refused, queued, running or
+// parked on its client), a pool at its floor with no ceiling aging (the pool
+// controller counts some of its time in periods), loop stages under half
+// busy that changed nothing and judge no change, and no episode going on.
+func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 	t := &s.tuner
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -341,6 +408,7 @@ func (s *Server) sample(now time.Time, decide bool) {
 	cpuUsed := cpu - t.prevCPU
 	t.prevCPU = cpu
 	n := s.requests.Classes()
+	held := 0 // requests holding a place, or parked on their client to take one back
 	t.samples = t.samples[:0]
 	for c := range n {
 		cur, prev := s.requests.Counts(c), t.prev[c]
@@ -355,12 +423,13 @@ func (s *Server) sample(now time.Time, decide bool) {
 		ps.WaitSum += cur.WaitSum - prev.WaitSum
 		ps.RunSum += cs.RunSum
 		ps.Queued += cur.Queued
+		held += cur.Held
 	}
 	// Read before the first decision too, so that the first period has a
 	// machine reading (and /proc/stat is open from the loop's start).
 	machineBusy, machineKnown := t.machine.busyFraction()
 	if !decide {
-		return
+		return false
 	}
 	s.noteOverload(now, ps.Shed, ps.Admitted)
 	s.noteConnLimit(now)
@@ -383,9 +452,12 @@ func (s *Server) sample(now time.Time, decide bool) {
 		ls.Served = float64(served-t.prevServed) / ps.Elapsed.Seconds()
 	}
 	t.prevServed = served
+	quiet = !ls.CPUFull && t.overload.since.IsZero() && t.atLimit.since.IsZero() && t.slow.since.IsZero()
 	for i := range t.io {
 		ls.Hold = t.io[1-i].loops.Trying()
-		t.scratch = s.sampleLoops(t.io[i], ls, cpuUsed, t.scratch)
+		var ioQuiet bool
+		t.scratch, ioQuiet = s.sampleLoops(t.io[i], ls, cpuUsed, t.scratch)
+		quiet = quiet && ioQuiet
 	}
 	clear(t.scratch) // holds loops: let removed ones go
 
@@ -404,6 +476,8 @@ func (s *Server) sample(now time.Time, decide bool) {
 		t.cpuBound = !d.PlacesBound
 	}
 	first, plan := t.admissionPlaces(z.size, z.max, z.auto, d.Ceiling)
+	quiet = quiet && ps.Admitted == 0 && ps.Shed == 0 && ps.Queued == 0 && ps.Busy == 0 && held == 0 &&
+		d.Cause == control.CauseNone && d.Ceiling == 0 && (!z.auto || z.size == z.min)
 	z.mu.Unlock()
 
 	unknown := unknownLimit(first, s.cfg.QueueWaitTarget, t.period)
@@ -419,8 +493,9 @@ func (s *Server) sample(now time.Time, decide bool) {
 	// client) idle this long are not worth keeping.
 	s.pool.RetireSpares(control.DefaultRetireAfter)
 
-	t.last = ControlStats{Time: now, Estimates: d.Estimates, Queued: ps.Queued, Running: ps.Busy,
+	t.last = ControlStats{Time: now, Period: ps.Elapsed, Estimates: d.Estimates, Queued: ps.Queued, Running: ps.Busy,
 		Ceiling: d.Ceiling, Cause: d.Cause}
+	return quiet
 }
 
 // admissionPlaces is the places admission judges queues by: for the

@@ -99,9 +99,10 @@ func processCPU() time.Duration {
 }
 
 // sampleLoops runs one I/O stage's controllers for the period of ls (its
-// Served, CPUFull and Hold filled in), in which the process used cpu.
-// t.mu held.
-func (s *Server) sampleLoops(it *ioTuner, ls control.LoopSample, cpu time.Duration, scratch []ioLoop) []ioLoop {
+// Served, CPUFull and Hold filled in), in which the process used cpu, and
+// reports whether the stage was quiet (see sample): under half busy, no
+// change made and none being judged. t.mu held.
+func (s *Server) sampleLoops(it *ioTuner, ls control.LoopSample, cpu time.Duration, scratch []ioLoop) ([]ioLoop, bool) {
 	elapsed := ls.Elapsed
 	scratch = s.ioLoops(it.stage, scratch)
 	it.busy = it.busy[:0]
@@ -164,7 +165,9 @@ func (s *Server) sampleLoops(it *ioTuner, ls control.LoopSample, cpu time.Durati
 	z.mu.Unlock()
 	it.last = LoopControl{Stage: it.stage, Load: d.Load, Work: d.Work, Cause: d.Cause, Budget: it.batch.Budget(), BudgetCause: bd.Cause,
 		PerTurn: bd.PerTurn, TurnTime: bd.TurnTime, HandoffsRate: bd.Rate}
-	return scratch
+	quiet := d.Cause == control.CauseNone && bd.Cause == control.CauseNone && !it.loops.Trying() &&
+		d.Load < it.loops.Config().Aim
+	return scratch, quiet
 }
 
 // startBudgets gives the loops that started with the server the
