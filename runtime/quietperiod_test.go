@@ -80,7 +80,7 @@ func TestControlPeriodStretchesWhileQuiet(t *testing.T) {
 	}
 	answered := make(chan error, 1)
 	go func() {
-		resp, err := http.Get("http://" + s.Addr().String() + "/sleep?ms=300")
+		resp, err := http.Get("http://" + s.Addr().String() + "/sleep?ms=500")
 		if err == nil {
 			resp.Body.Close()
 		}

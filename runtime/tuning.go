@@ -452,7 +452,7 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 		ls.Served = float64(served-t.prevServed) / ps.Elapsed.Seconds()
 	}
 	t.prevServed = served
-	quiet = !ls.CPUFull && t.overload.since.IsZero() && t.atLimit.since.IsZero() && t.slow.since.IsZero()
+	quiet = t.overload.since.IsZero() && t.atLimit.since.IsZero() && t.slow.since.IsZero()
 	for i := range t.io {
 		ls.Hold = t.io[1-i].loops.Trying()
 		var ioQuiet bool
