@@ -93,13 +93,14 @@ func (l *Loop) launch(slot int32, win window) {
 	}
 	if rc.out > 0 && (!rc.overtake || rc.out >= win.requests || rc.outBytes+size > win.bytes) {
 		rc.parked = true
-		rc.state = stateFull
+		l.setState(rc, stateFull)
 		l.clearTimer(slot)
 		return
 	}
 	w := rc.work
 	rest := w.buf[w.start+w.consumed : w.end]
-	rc.work = nil
+	rc.work = nil // it goes out with the request; takeWork gives rc another
+	l.worked--
 	l.takeWork(rc)
 	if len(rest) > len(rc.buf) {
 		l.recycleBuf(rc.buf)
@@ -119,7 +120,7 @@ func (l *Loop) launch(slot int32, win window) {
 	rc.c.SetPhase(stages.PhaseQueued)
 	l.clearTimer(slot)
 	if rc.out >= win.requests || rc.outBytes >= win.bytes {
-		rc.state = stateFull // read on when an answer comes back
+		l.setState(rc, stateFull) // read on when an answer comes back
 	} else {
 		l.startRequest(slot, rc.end == rc.start)
 	}
@@ -251,7 +252,8 @@ func (l *Loop) resume(slot int32) {
 func (l *Loop) closeLater(slot int32) {
 	rc := l.conns[slot]
 	l.clearTimer(slot)
-	rc.state, rc.parked, rc.peerClosed, rc.feeding = stateClosing, false, true, false
+	l.setState(rc, stateClosing)
+	rc.parked, rc.peerClosed, rc.feeding = false, true, false
 	l.heldBlocked.each(func(t int32) bool {
 		w := l.held[t-1]
 		if w == nil || w.req.Conn != rc.c {

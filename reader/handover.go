@@ -247,6 +247,7 @@ func (l *Loop) handOver(slot int32, back bool, f stages.Fate) bool {
 	class := uint8(rc.class)
 	l.clearTimer(slot) // rc.deadline stays: the target's timer takes it
 	l.rebase(rc, to)
+	l.untrack(rc)
 	l.conns[slot] = nil
 	l.free = append(l.free, slot)
 	l.open.Add(-1)
@@ -283,6 +284,7 @@ func (l *Loop) arrive(m msg) {
 	rc.gen = l.gen
 	rc.class, rc.prev, rc.next = classNone, -1, -1
 	l.conns[slot] = rc
+	l.track(rc)
 	c := rc.c
 	c.RSlot, c.Reader = slot, l.id
 	if err := l.poller.Add(c.FD, poll.Readable|poll.EdgeTriggered, poll.MakeToken(poll.KindConn, rc.gen, int(slot))); err != nil {

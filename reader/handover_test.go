@@ -82,9 +82,10 @@ func newLoopPair(t *testing.T, opts ...func(i int, c *Config)) *loopPair {
 	for i, l := range p.loops {
 		p.runErr[i] = make(chan error, 1)
 		gatherEvery(l)
+		l.checkCounts = true
 		p.wg.Go(func() { p.runErr[i] <- l.Run(ctx) })
 	}
-	t.Cleanup(func() { cancel(); p.wg.Wait() })
+	t.Cleanup(func() { cancel(); p.wg.Wait(); expectNoDrift(t, p.loops[:]...) })
 	return p
 }
 

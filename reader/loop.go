@@ -202,6 +202,59 @@ const (
 
 var stateNames = [...]string{"free", "header", "body", "out", "drain", "idle", "linger", "full", "closing"}
 
+const numStates = len(stateNames)
+
+// setState moves rc, a connection in the table, to state s. Every change
+// of a tracked connection's state goes through here, so that the census
+// can count by state without a pass over the table.
+func (l *Loop) setState(rc *rconn, s connState) {
+	l.states[rc.state]--
+	l.states[s]++
+	rc.state = s
+	l.stale = true
+}
+
+// track counts rc, just put in the table; untrack uncounts it, about to
+// leave the table (closed, or given to another loop).
+func (l *Loop) track(rc *rconn) {
+	l.states[rc.state]++
+	if rc.work != nil {
+		l.worked++
+	}
+	l.stale = true
+}
+
+func (l *Loop) untrack(rc *rconn) {
+	l.states[rc.state]--
+	if rc.work != nil {
+		l.worked--
+	}
+	l.stale = true
+}
+
+// out is how many connections have a request out with another stage.
+func (l *Loop) out() int64 { return l.states[stateOut] + l.states[stateFull] }
+
+// checkDrift counts the table by state with a pass over it and keeps, in
+// drift, the first time the kept counts differ (checkCounts).
+func (l *Loop) checkDrift() {
+	var states [numStates]int64
+	var worked int64
+	for _, rc := range l.conns {
+		if rc == nil {
+			continue
+		}
+		states[rc.state]++
+		if rc.work != nil {
+			worked++
+		}
+	}
+	if states != l.states || worked != l.worked {
+		d := fmt.Sprintf("reader %d: kept %v with %d records, counted %v with %d", l.id, l.states, l.worked, states, worked)
+		l.drift.CompareAndSwap(nil, &d)
+	}
+}
+
 func (s connState) String() string { return stateNames[s] }
 
 // timeout classes, one FIFO each; every entry of a class is appended with
@@ -407,13 +460,27 @@ type Loop struct {
 	big       bigBufs       // read buffers for requests larger than DefaultReadBuffer (bigbuf.go)
 	nextDecay time.Duration // when giveBack next runs, from epoch
 
-	// census is the loop's connections by state, counted at most once per
-	// censusInterval by the loop itself (it alone may read its table).
+	// census is the loop's connections by state, published at most once
+	// per censusInterval by the loop itself (it alone may read its table).
 	census     [numCensus]atomic.Int64
 	nextCensus time.Duration // when takeCensus next counts, from epoch
 	// withWork is how many connections held a request record at the last
 	// census: those with a request in hand, never the idle ones.
 	withWork atomic.Int64
+	// states counts the table's connections by state, and worked those
+	// holding a request record, kept as they change (setState, track,
+	// untrack, takeWork, dropWork) rather than counted by a pass over the
+	// table: at a million connections a pass a second touched every
+	// record. stale: they changed since the census last published them.
+	// Loop goroutine only.
+	states [numStates]int64
+	worked int64
+	stale  bool
+	// checkCounts makes every turn check states and worked against a
+	// pass over the table, and keep the first difference in drift
+	// (tests).
+	checkCounts bool
+	drift       atomic.Pointer[string]
 
 	resets      atomic.Uint64 // connections closed with RST
 	slowHeaders atomic.Uint64 // requests cut off at HeaderTimeout, partly received (a 408)
@@ -429,8 +496,14 @@ type Loop struct {
 	moved    atomic.Uint64
 }
 
-// censusInterval: state counts are for dashboards, a second old is fine,
-// and a scan of the table per second costs little even at 100k connections.
+// censusInterval: state counts are for dashboards, and a second old is
+// fine. The census publishes the counts kept as connections change state
+// (setState), once per censusInterval at most and only when they changed
+// or a request is out (whose phase only a pass over the table can read):
+// a loop holding idle connections is not woken for it. Counting the table
+// every second instead cost 23 ns a connection a second (15,000 idle
+// connections: 0.80 ms of CPU a second, against 0.45 without the pass),
+// 2% of a core at a million.
 const censusInterval = time.Second
 
 // Census counters, by what a connection waits for.
@@ -484,29 +557,24 @@ func (l *Loop) SlowBodies() uint64  { return l.slowBodies.Load() }
 func (l *Loop) HangUps() uint64     { return l.hangups.Load() }
 
 func (l *Loop) takeCensus(at time.Duration) {
-	if at < l.nextCensus {
+	if at < l.nextCensus || (!l.stale && l.out() == 0) {
 		return
 	}
 	l.nextCensus = at + censusInterval
+	st := &l.states
 	var n [numCensus]int64
-	var withWork int64
-	for _, rc := range l.conns {
-		if rc == nil {
-			continue
-		}
-		if rc.work != nil {
-			withWork++
-		}
-		switch rc.state {
-		case stateIdle:
-			n[censusIdle]++
-		case stateHeader, stateBody, stateDrain:
-			n[censusReading]++
-		case stateLinger:
-			n[censusLingering]++
-		case stateClosing:
-			n[censusWriting]++
-		case stateOut, stateFull:
+	n[censusIdle] = st[stateIdle]
+	n[censusReading] = st[stateHeader] + st[stateBody] + st[stateDrain]
+	n[censusLingering] = st[stateLinger]
+	n[censusWriting] = st[stateClosing]
+	if l.out() > 0 {
+		// Where another stage has the request, its phase says what the
+		// connection waits for: the one pass over the table left, made
+		// only while some request is out.
+		for _, rc := range l.conns {
+			if rc == nil || (rc.state != stateOut && rc.state != stateFull) {
+				continue
+			}
 			switch rc.c.Phase() {
 			case stages.PhaseQueued:
 				n[censusQueued]++
@@ -522,7 +590,8 @@ func (l *Loop) takeCensus(at time.Duration) {
 	for i := range n {
 		l.census[i].Store(n[i])
 	}
-	l.withWork.Store(withWork)
+	l.withWork.Store(l.worked)
+	l.stale = false
 }
 
 // New makes reader loop id. counters may be shared with a Stats reader.
@@ -680,6 +749,9 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 	// census and giveBack all count from there.
 	at := l.turnOffset()
 	l.expire(now, at)
+	if l.checkCounts {
+		l.checkDrift()
+	}
 	l.takeCensus(at)
 	l.giveBack(at)
 	if stopping {
@@ -697,8 +769,10 @@ func (l *Loop) turn(now time.Time, stopping bool) (time.Duration, bool) {
 		return time.Millisecond, false // a connection arriving as it tried: try again soon
 	}
 	timeout := l.nextTimeout(at)
-	if (len(l.conns) > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
-		timeout = censusInterval // the census, and giving memory back
+	if (l.stale || l.out() > 0 || l.holdsSpares()) && (timeout < 0 || timeout > censusInterval) {
+		// The census, and giving memory back. A loop whose connections
+		// stay as they are (a million idle ones) is not woken for it.
+		timeout = censusInterval
 	}
 	if len(l.ready) > 0 || len(l.own) > 0 {
 		timeout = 0
@@ -862,6 +936,7 @@ func (l *Loop) alloc() int32 {
 	l.gen++
 	rc.gen = l.gen
 	l.conns[slot] = rc
+	l.track(rc)
 	return slot
 }
 
@@ -896,14 +971,14 @@ func (l *Loop) startRequest(slot int32, idle bool) {
 		w.hdrLen, w.consumed = 0, 0
 	}
 	if idle {
-		rc.state = stateIdle
+		l.setState(rc, stateIdle)
 		if rc.inFlight() == 0 {
 			l.setTimerIn(slot, classIdle, l.cfg.IdleTimeout)
 		} else {
 			l.clearTimer(slot) // not idle while it waits for answers; flightDone starts the wait
 		}
 	} else {
-		rc.state = stateHeader
+		l.setState(rc, stateHeader)
 		l.setTimerIn(slot, classHeader, l.cfg.HeaderTimeout)
 	}
 }
@@ -967,6 +1042,8 @@ func (l *Loop) takeWork(rc *rconn) {
 			w.req.Reset()
 		}
 		rc.work = w
+		l.worked++
+		l.stale = true
 	}
 	l.getBuf(rc)
 }
@@ -989,6 +1066,8 @@ func (l *Loop) dropWork(rc *rconn) {
 	w.start, w.end = 0, 0
 	l.putBuf(rc)
 	rc.work = nil
+	l.worked--
+	l.stale = true
 	l.stashWork(w)
 }
 
@@ -1177,7 +1256,7 @@ func (l *Loop) readRequest(slot int32) {
 		switch {
 		case err == nil:
 			if rc.state == stateIdle {
-				rc.state = stateHeader
+				l.setState(rc, stateHeader)
 				rc.req.Received = l.core.Now()
 				l.setTimerIn(slot, classHeader, l.cfg.HeaderTimeout)
 			} else if rc.req.Received.IsZero() {
@@ -1244,7 +1323,7 @@ func (l *Loop) parse(slot int32) bool {
 		return true
 	}
 	if rc.state == stateIdle {
-		rc.state = stateHeader
+		l.setState(rc, stateHeader)
 		rc.req.Received = l.core.Now()
 		l.setTimerIn(slot, classHeader, l.cfg.HeaderTimeout)
 	}
@@ -1293,7 +1372,7 @@ func (l *Loop) parse(slot int32) bool {
 			if need := n + int(rc.remaining); len(rc.buf)-rc.start < need && !l.regrow(slot, parser, head, need) {
 				return true
 			}
-			rc.state = stateBody // parse dispatches once the body is in
+			l.setState(rc, stateBody) // parse dispatches once the body is in
 			return false
 		}
 		body := rc.buf[rc.start+n : rc.start+n+int(rc.remaining)]
@@ -1365,7 +1444,7 @@ func (l *Loop) dispatch(slot int32) {
 		}
 	}
 	rc.req.Follows = rc.inFlight() > 0
-	rc.state = stateOut
+	l.setState(rc, stateOut)
 	rc.c.SetPhase(stages.PhaseQueued)
 	l.clearTimer(slot)
 	if rc.feeding && l.cfg.MinBodyRate > 0 {
@@ -1383,7 +1462,7 @@ func (l *Loop) dispatch(slot int32) {
 // for a lingering close, as no further request of it will be read.
 func (l *Loop) reject(slot int32, err error) {
 	rc := l.conns[slot]
-	rc.state = stateOut
+	l.setState(rc, stateOut)
 	rc.feeding = false
 	rc.peerClosed = true // no further request will be read
 	rc.c.SetPhase(stages.PhaseWriting)
@@ -1403,7 +1482,7 @@ func (l *Loop) returned(slot int32, f stages.Fate) {
 	case stages.FateLinger:
 		l.endBody(rc)
 		rc.feeding = false
-		rc.state = stateLinger
+		l.setState(rc, stateLinger)
 		l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
 		rc.discarded = 0
 		l.linger(slot)
@@ -1419,7 +1498,7 @@ func (l *Loop) returned(slot int32, f stages.Fate) {
 		// The handler did not read its whole body: throw the rest away if
 		// that is cheap, so the connection can carry another request.
 		rc.pipe.finish()
-		rc.state = stateDrain
+		l.setState(rc, stateDrain)
 		l.setTimer(slot, classHeader, l.core.Now().Add(l.cfg.HeaderTimeout))
 		l.drainBody(slot)
 		return
@@ -1544,7 +1623,7 @@ func (l *Loop) lingerClose(slot int32) {
 		l.close(slot)
 		return
 	}
-	rc.state = stateLinger
+	l.setState(rc, stateLinger)
 	rc.discarded = 0
 	l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
 	l.linger(slot)
@@ -1604,6 +1683,7 @@ func (l *Loop) close(slot int32) {
 		l.endBody(rc)
 		l.dropWork(rc)
 	}
+	l.untrack(rc)
 	l.conns[slot] = nil
 	l.free = append(l.free, slot)
 	l.open.Add(-1)

@@ -46,13 +46,28 @@ func httpOnly() []stages.Protocol { return []stages.Protocol{http1.New(http1.Con
 // runUntilCleanup runs loop until the test ends, its reads at a
 // request's start gathered (gather.go) even one connection at a time,
 // where the kernel grants an io_uring: every test that runs a loop so
-// checks that a gathered read is what read would have returned.
+// checks that a gathered read is what read would have returned. Every
+// turn also checks the loop's counts by state against its table
+// (checkCounts), and the test fails if they ever differed.
 func runUntilCleanup(t testing.TB, loop *Loop) {
 	gatherEvery(loop)
+	loop.checkCounts = true
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { loop.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	t.Cleanup(func() { cancel(); wg.Wait(); expectNoDrift(t, loop) })
+}
+
+// expectNoDrift fails t if the counts by state of any of loops, which
+// have returned from Run (their tables are the test's now), differ from
+// their tables, or ever differed while they ran (checkCounts).
+func expectNoDrift(t testing.TB, loops ...*Loop) {
+	for _, l := range loops {
+		l.checkDrift()
+		if d := l.drift.Load(); d != nil {
+			t.Errorf("connection counts by state drifted from the table: %s", *d)
+		}
+	}
 }
 
 // gatherEvery gives loop a ring and has it gather every read it can.
