@@ -31,9 +31,10 @@ import (
 // often preempts the control goroutine as if it had run for the whole
 // period (a signal), and another thread is woken to spin. On this
 // project's machines (a PVM guest, where a null system call takes a
-// microsecond) that came to about 350 µs a period: an idle server used
-// 3.2-4.1 ms of CPU a second, against 0.06 with the period stretched to
-// 10 s, and peers that keep no timer (nginx, gnet, net/http) use none.
+// microsecond) that came to a few hundred µs a period: an idle server
+// used 1.6-4.1 ms of CPU a second (two sessions' measurements), against
+// 0.06 with the period stretched to 10 s and 0.2-0.4 as it stretches
+// now, and peers that keep no timer (nginx, gnet, net/http) use none.
 // So the period stretches while there is nothing to decide (quiet, in
 // sample): doubled each quiet period up to maxQuietPeriod, and back to
 // DefaultPeriod at the first period that is not quiet. A request for the
