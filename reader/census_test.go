@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/quartet-server/quartet/stages"
 )
@@ -28,16 +27,6 @@ func TestCensusFollowsAConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	next := func() *stages.Request {
-		t.Helper()
-		select {
-		case r := <-dispatched:
-			return r
-		case <-time.After(10 * time.Second):
-			t.Fatal("no request dispatched")
-			return nil
-		}
-	}
 	expect := func(step string, want Census) {
 		t.Helper()
 		if !waitFor(func() bool { return loop.Census() == want }) {
@@ -48,7 +37,7 @@ func TestCensusFollowsAConnection(t *testing.T) {
 	expect("new and silent", Census{Reading: 1})
 
 	send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-	r := next()
+	r := next(t, dispatched)
 	expect("request out", Census{Queued: 1})
 	loop.Return(r.Conn, stages.FateKeepAlive)
 	expect("keep-alive", Census{Idle: 1})
@@ -56,7 +45,7 @@ func TestCensusFollowsAConnection(t *testing.T) {
 	// A body past PrereadBody is streamed: dispatched before it is in.
 	const size = DefaultPrereadBody + 1000
 	send("POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n" + strings.Repeat("x", 100))
-	r = next()
+	r = next(t, dispatched)
 	expect("streamed request out", Census{Queued: 1})
 	loop.Return(r.Conn, stages.FateKeepAlive) // its body unread
 	expect("draining the unread body", Census{Reading: 1})
@@ -64,7 +53,7 @@ func TestCensusFollowsAConnection(t *testing.T) {
 	expect("drained", Census{Idle: 1})
 
 	send("GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
-	r = next()
+	r = next(t, dispatched)
 	loop.Return(r.Conn, stages.FateLinger)
 	expect("lingering", Census{Lingering: 1})
 
