@@ -14,6 +14,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // DefaultMetricsMatch selects the server metrics a phase run samples:
@@ -103,7 +104,7 @@ func (s *scraper) read(ctx context.Context) scrape {
 
 // parse reads the text format, keeping the families that match.
 func (s *scraper) parse(r io.Reader) (map[string]float64, error) {
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
 		return nil, fmt.Errorf("bench: parsing metrics: %w", err)

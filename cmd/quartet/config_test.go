@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/quartet-server/quartet/runtime"
 	"github.com/quartet-server/quartet/static"
@@ -415,7 +416,7 @@ func staticSeries(t *testing.T, url string) map[string]float64 {
 		}
 	}
 	defer resp.Body.Close()
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatalf("the scrape does not parse: %v", err)
