@@ -192,8 +192,9 @@ type CompareResult struct {
 }
 
 // Compare runs spec against the contenders. Each contender's server is
-// started once per mode and kept for all its runs; servers run one at a
-// time (never two under load at once), taking turns within each cell, and
+// started once per mode and kept for all its runs, and stopped during
+// the others' (pausable); servers run one at a time, taking turns within
+// each cell, and
 // each round starts the turn one contender later, so that neither noise
 // from elsewhere on the machine nor going first favours anyone.
 func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareResult, error) {
@@ -253,6 +254,21 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 		return s, nil
 	}
 
+	// only leaves active the one server running (see pausable). A server
+	// that will not pause adds noise, not an error: its own runs say
+	// whether it still serves.
+	only := func(active key) error {
+		for k, s := range servers {
+			if p, ok := s.(pausable); ok && k != active {
+				_ = p.Pause()
+			}
+		}
+		if p, ok := servers[active].(pausable); ok {
+			return p.Resume()
+		}
+		return nil
+	}
+
 	// what names what a row's runs send, in the progress lines: a
 	// messenger server's runs are echoes whatever the path. A server that
 	// never started is not known to speak the messenger, so its failure
@@ -292,7 +308,11 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 							fmt.Fprintf(log, "[%d/%d] %s %s c=%d %s: %v\n", done, total, c.Name, m.Name, n, what(c.Name, p), err)
 							continue
 						}
-						s, err := measure(ctx, spec, srv, m, n, p)
+						err = only(key{c.Name, m.Name})
+						var s CompareSample
+						if err == nil {
+							s, err = measure(ctx, spec, srv, m, n, p)
+						}
 						if err != nil {
 							if ctx.Err() != nil {
 								return res, ctx.Err()
@@ -327,7 +347,11 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 			if !ok {
 				continue
 			}
-			sc, err := measureSyscalls(ctx, spec, srv, m, row.Conns, row.Path)
+			err := only(key{row.Server, row.Mode})
+			var sc *SyscallCount
+			if err == nil {
+				sc, err = measureSyscalls(ctx, spec, srv, m, row.Conns, row.Path)
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return res, ctx.Err()
@@ -363,6 +387,18 @@ func modeNamed(ms []CompareMode, name string) CompareMode {
 		}
 	}
 	return CompareMode{Name: name}
+}
+
+// pausable is a server the comparison can stop while it measures another
+// (procServer: SIGSTOP to it and its children). Idle is not quiet: the
+// sendfile peer, whose loops block in raw system calls, took 6-10 ms of
+// CPU a second in sysmon's preemption signals (December 2026, a 2-core
+// guest), gnet 0.45, Quartet's control loop 0.4; pinned beside the
+// measured server, that landed on its CPU, in its core's busy time, and
+// between its system calls.
+type pausable interface {
+	Pause() error
+	Resume() error
 }
 
 // measure is one run of the spec's generator against srv.

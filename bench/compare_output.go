@@ -152,6 +152,7 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			ew.printf("Mode %s: nothing pinned, each server with its default parallelism.\n", m.Name)
 		}
 	}
+	ew.printf("Each run has its server to itself: the tool stops the other servers it started (SIGSTOP) until their own runs.\n")
 	for _, warn := range r.Warnings {
 		ew.printf("Warning: %s\n", warn)
 	}

@@ -199,6 +199,60 @@ func procTree(pid int) []int {
 	return out
 }
 
+// signalTree sends sig to pid and then to its descendants alive now (a
+// forked server's workers with their master). A descendant that exits
+// meanwhile is no error; pid's own error is returned. For SIGSTOP it
+// returns once every thread of the tree has stopped (or stopWait has
+// passed): the signal only marks them, and each stops when it is next
+// scheduled, which on a busy CPU can be after a run has begun.
+func signalTree(pid int, sig unix.Signal) error {
+	err := unix.Kill(pid, sig)
+	tree := procTree(pid)
+	for _, p := range tree[1:] {
+		_ = unix.Kill(p, sig)
+	}
+	if err != nil || sig != unix.SIGSTOP {
+		return err
+	}
+	for deadline := time.Now().Add(stopWait); !treeStopped(tree) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// stopWait bounds signalTree's wait for a tree to stop.
+const stopWait = time.Second
+
+// treeStopped reports whether every thread of pids that is still alive
+// is stopped.
+func treeStopped(pids []int) bool {
+	for _, pid := range pids {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			continue // gone
+		}
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+			if err != nil {
+				continue
+			}
+			if st := statState(b); st != 'T' && st != 't' && st != 'Z' && st != 'X' && st != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// statState is the state letter of a /proc stat line, 0 if it has none.
+func statState(stat []byte) byte {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) {
+		return 0
+	}
+	return stat[i+2]
+}
+
 // procChildren lists pid's child processes from each of its threads'
 // /proc/PID/task/TID/children.
 func procChildren(pid int) []int {

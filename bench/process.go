@@ -71,6 +71,7 @@ type procServer struct {
 	params  ServerParams  // stage sizes it logged, if any
 	done    chan struct{} // closed when the process has been waited for
 	err     error         // Wait's result, valid after done
+	paused  bool          // stopped by Pause, not yet resumed
 }
 
 var _ Server = (*procServer)(nil)
@@ -209,13 +210,40 @@ func (p *procServer) CPU() time.Duration {
 	return d
 }
 
-// Close stops the process: SIGTERM, then SIGKILL after stopGrace.
+// Pause stops the process and its children (SIGSTOP) until Resume: a
+// comparison leaves only the server it measures running (pausable).
+func (p *procServer) Pause() error {
+	if p.paused {
+		return nil
+	}
+	if err := signalTree(p.PID(), syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("bench: pausing %s: %w", p.name, err)
+	}
+	p.paused = true
+	return nil
+}
+
+// Resume continues what Pause stopped.
+func (p *procServer) Resume() error {
+	if !p.paused {
+		return nil
+	}
+	if err := signalTree(p.PID(), syscall.SIGCONT); err != nil {
+		return fmt.Errorf("bench: resuming %s: %w", p.name, err)
+	}
+	p.paused = false
+	return nil
+}
+
+// Close stops the process: SIGTERM, then SIGKILL after stopGrace. A paused
+// process is resumed first, or it would see the SIGTERM only when killed.
 func (p *procServer) Close() error {
 	select {
 	case <-p.done:
 		return nil
 	default:
 	}
+	_ = p.Resume()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	t := time.NewTimer(stopGrace)
 	defer t.Stop()

@@ -44,6 +44,9 @@ func isTerminal(io.Writer) bool { return false }
 // ProcTreeCPU reads /proc, which this platform does not have.
 func ProcTreeCPU(int) (time.Duration, error) { return 0, poll.Unsupported("bench: /proc/PID/stat") }
 
+// signalTree finds descendants in /proc, which this platform does not have.
+func signalTree(int, unix.Signal) error { return poll.Unsupported("bench: /proc/PID/task") }
+
 // ProcTreeRSS reads /proc, which this platform does not have.
 func ProcTreeRSS(int) (uint64, error) { return 0, poll.Unsupported("bench: /proc/PID/status") }
 
