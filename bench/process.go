@@ -212,26 +212,23 @@ func (p *procServer) CPU() time.Duration {
 
 // Pause stops the process and its children (SIGSTOP) until Resume: a
 // comparison leaves only the server it measures running (pausable).
-func (p *procServer) Pause() error {
-	if p.paused {
-		return nil
-	}
-	if err := signalTree(p.PID(), syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("bench: pausing %s: %w", p.name, err)
-	}
-	p.paused = true
-	return nil
-}
+func (p *procServer) Pause() error { return p.setPaused(true) }
 
-// Resume continues what Pause stopped.
-func (p *procServer) Resume() error {
-	if !p.paused {
+// Resume continues what Pause stopped (SIGCONT).
+func (p *procServer) Resume() error { return p.setPaused(false) }
+
+func (p *procServer) setPaused(pause bool) error {
+	if p.paused == pause {
 		return nil
 	}
-	if err := signalTree(p.PID(), syscall.SIGCONT); err != nil {
-		return fmt.Errorf("bench: resuming %s: %w", p.name, err)
+	sig, doing := syscall.SIGCONT, "resuming"
+	if pause {
+		sig, doing = syscall.SIGSTOP, "pausing"
 	}
-	p.paused = false
+	if err := signalTree(p.PID(), sig); err != nil {
+		return fmt.Errorf("bench: %s %s: %w", doing, p.name, err)
+	}
+	p.paused = pause
 	return nil
 }
 
