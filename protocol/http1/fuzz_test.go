@@ -264,9 +264,9 @@ func knownDifferenceRule(in []byte) string {
 		if !validAuthority([]byte(target), true) {
 			return "CONNECT target not host:port"
 		}
-		// RFC 9112 §3.2 requires Host in every HTTP/1.1 request;
-		// net/http exempts CONNECT.
-		if !hasHost && version == "HTTP/1.1" {
+		// RFC 9112 §3.2 requires Host in every HTTP/1.1 request (and
+		// so in HTTP/1.2-1.9, served as 1.1); net/http exempts CONNECT.
+		if !hasHost && strings.HasPrefix(version, "HTTP/1.") && version != "HTTP/1.0" {
 			return "CONNECT without Host"
 		}
 	}
