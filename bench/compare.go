@@ -192,11 +192,11 @@ type CompareResult struct {
 }
 
 // Compare runs spec against the contenders. Each contender's server is
-// started once per mode and kept for all its runs, and stopped during
-// the others' (pausable); servers run one at a time, taking turns within
-// each cell, and
-// each round starts the turn one contender later, so that neither noise
-// from elsewhere on the machine nor going first favours anyone.
+// started once per mode and kept for all its runs, and stopped during the
+// others' (pausable); servers run one at a time, taking turns within each
+// cell, and each round starts the turn one contender later, so that
+// neither noise from elsewhere on the machine nor going first favours
+// anyone.
 func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareResult, error) {
 	spec.Rounds = max(1, spec.Rounds)
 	log := spec.Log

@@ -218,6 +218,11 @@ func (p *procServer) Pause() error { return p.setPaused(true) }
 func (p *procServer) Resume() error { return p.setPaused(false) }
 
 func (p *procServer) setPaused(pause bool) error {
+	select {
+	case <-p.done:
+		return nil // reaped: its pid may be another process's by now
+	default:
+	}
 	if p.paused == pause {
 		return nil
 	}
