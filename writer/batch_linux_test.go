@@ -104,3 +104,70 @@ func TestWriteBatchedQueuesWhatOneWritevFinishes(t *testing.T) {
 		t.Fatalf("%d responses left for the writer loop, none expected", len(left))
 	}
 }
+
+// A Flush with one response queued writes it with writev, not the ring
+// (a batch of one costs more than the call it replaces), and does with
+// it what a ring's send would: a response the socket takes whole ends,
+// one it takes part of is left for the writer loop. Neither counts as a
+// batch.
+func TestFlushWritesABatchOfOneDirectly(t *testing.T) {
+	h := startLoopWith(t, Config{}, nil)
+	ring, err := poll.NewRing(4)
+	if errors.Is(err, poll.ErrNoRing) {
+		t.Skipf("no io_uring here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []*stages.Response
+	d := new(Direct)
+	d.EnableBatch(ring, BatchHooks{
+		Serving: func(*stages.Conn) *stages.Conn { return nil },
+		Left:    func(r *stages.Response) { left = append(left, r); r.ResumeKicks() },
+	})
+	defer d.Close()
+	complete := func(fd int, b []byte) *stages.Response {
+		r := h.response(fd)
+		r.HoldKicks()
+		if err := r.Append(heap(b), eos); err != nil {
+			t.Fatal(err)
+		}
+		r.Done()
+		return r
+	}
+
+	fd, client := tcpPair(t, 0, 0)
+	small := pattern(6, 500)
+	r := complete(fd, small)
+	if d.WriteBatched(h.l, r) {
+		t.Fatal("a small whole response left for the writer loop")
+	}
+	d.Flush()
+	if got := readN(t, client, len(small)); !bytes.Equal(got, small) {
+		t.Fatal("the client got other bytes than the response")
+	}
+	h.waitRecycled(r)
+	if sent, batches := d.BatchCounts(); sent != 0 || batches != 0 || d.Ended() != 1 {
+		t.Fatalf("sent %d in %d batches, ended %d; want 0, 0, 1", sent, batches, d.Ended())
+	}
+
+	// A socket that takes part: the rest is the writer loop's.
+	fdFull, clientFull := tcpPair(t, 4096, 4096)
+	big := pattern(7, 512<<10)
+	rBig := complete(fdFull, big)
+	if d.WriteBatched(h.l, rBig) {
+		t.Fatal("a whole response within the budget not queued")
+	}
+	d.Flush()
+	if len(left) != 1 || left[0] != rBig {
+		t.Fatalf("left %d responses for the writer loop, want the big one", len(left))
+	}
+	// Left resumed its kicks, so the harness's writer loop sends the rest.
+	if got := readN(t, clientFull, len(big)); !bytes.Equal(got, big) {
+		t.Fatal("the client got other bytes than the response")
+	}
+	h.waitRecycled(rBig)
+	if sent, batches := d.BatchCounts(); sent != 0 || batches != 0 || d.Ended() != 1 {
+		t.Fatalf("sent %d in %d batches, ended %d; want 0, 0, 1", sent, batches, d.Ended())
+	}
+}
