@@ -439,7 +439,7 @@ var phaseTemplate = template.Must(template.New("phases").Parse(`<!DOCTYPE html>
 <body>
 <h1>Quartet phase run: {{.Name}}</h1>
 <p>Started {{.Started}}; {{len .R.Phases}} phases, sampled every {{.Sample}}. Target: {{.R.Target}}{{if .Sizes}} ({{.Sizes}} at start){{end}}.{{if .R.MetricsURL}} Server metrics read from {{.R.MetricsURL}} at each sample's end ({{len .R.Series}} series, {{.R.ScrapeErrors}} failed reads).{{end}}</p>
-<p class="host">Host: {{.R.Host.CPU}}, {{.R.Host.Cores}} cores; kernel {{.R.Host.Kernel}}; {{.R.Host.Go}}; Quartet commit {{.R.Host.Commit}}.</p>
+<p class="host">Host: {{.R.Host.CPU}}, {{.R.Host.Cores}} cores; kernel {{.R.Host.Kernel}} (TCP {{.R.Host.Congestion}}); {{.R.Host.Go}}; Quartet commit {{.R.Host.Commit}}.</p>
 {{range .R.Warnings}}<p class="warning">Warning: {{.}}</p>
 {{end}}
 <h2>Phases</h2>

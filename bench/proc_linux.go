@@ -149,6 +149,15 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
+// congestionControl is the kernel's default TCP congestion control.
+func congestionControl() string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		return "unknown"
+	}
+	return string(bytes.TrimSpace(b))
+}
+
 // cpuSet lists the CPUs process (or thread) pid may run on; 0 means the
 // calling thread. It is nil when the affinity cannot be read (the process
 // has gone).

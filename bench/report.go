@@ -36,7 +36,7 @@ var reportTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 <body>
 <h1>Quartet sweep: {{.Name}}</h1>
 <p>Started {{.Started}}; {{.NRuns}} runs over {{.NPoints}} points, {{.Repeats}} repeat(s) each, {{.Duration}} per run after {{.Warmup}} warm-up. Target: {{.Target}}.</p>
-<p class="host">Host: {{.Host.CPU}}, {{.Host.Cores}} cores{{if and .Host.Usable (ne .Host.Usable .Host.Cores)}} ({{.Host.Usable}} usable){{end}}; kernel {{.Host.Kernel}}; {{.Host.Go}}; Quartet commit {{.Host.Commit}}.</p>
+<p class="host">Host: {{.Host.CPU}}, {{.Host.Cores}} cores{{if and .Host.Usable (ne .Host.Usable .Host.Cores)}} ({{.Host.Usable}} usable){{end}}; kernel {{.Host.Kernel}} (TCP {{.Host.Congestion}}); {{.Host.Go}}; Quartet commit {{.Host.Commit}}.</p>
 {{range .Warnings}}<p class="warning">Warning: {{.}}</p>
 {{end}}
 <h2>Best configuration</h2>

@@ -200,11 +200,11 @@ func TestSweepReportShowsHostSizesAndWarnings(t *testing.T) {
 
 func TestHostInfo(t *testing.T) {
 	h := HostInfo(context.Background())
-	if h.Cores != goruntime.NumCPU() || h.Go != goruntime.Version() || h.Kernel == "" || h.CPU == "" || h.Commit == "" {
+	if h.Cores != goruntime.NumCPU() || h.Go != goruntime.Version() || h.Kernel == "" || h.CPU == "" || h.Commit == "" || h.Congestion == "" {
 		t.Fatalf("host %+v", h)
 	}
-	if !strings.Contains(h.String(), h.Commit) {
-		t.Errorf("String() %q lacks the commit", h)
+	if !strings.Contains(h.String(), h.Commit) || !strings.Contains(h.String(), "TCP "+h.Congestion) {
+		t.Errorf("String() %q lacks the commit or the congestion control", h)
 	}
 }
 

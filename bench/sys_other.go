@@ -51,9 +51,10 @@ func signalTree(int, unix.Signal) error { return poll.Unsupported("bench: /proc/
 func ProcTreeRSS(int) (uint64, error) { return 0, poll.Unsupported("bench: /proc/PID/status") }
 
 // The host's description, for reports: unknown here.
-func cpuModel() string      { return "unknown" }
-func kernelRelease() string { return "unknown" }
-func cpuSet(int) []int      { return nil }
+func cpuModel() string          { return "unknown" }
+func kernelRelease() string     { return "unknown" }
+func congestionControl() string { return "unknown" }
+func cpuSet(int) []int          { return nil }
 
 func pinSelf([]int) (func(), error) { return nil, poll.Unsupported("bench: sched_setaffinity") }
 
