@@ -182,21 +182,13 @@ func (d *Direct) Flush() {
 			d.sentBatched.Add(1)
 		}
 	}
-	if len(d.batch) == 1 {
-		e := &d.batch[0]
-		n, err := poll.Writev(e.rec.resp.Conn.FD, e.iov[:e.niov])
-		report(0, n, err)
-		d.batch = d.batch[:0]
-		return
+	if ringed {
+		d.batches.Add(1)
 	}
-	d.batches.Add(1)
-	for i := range d.batch {
+	err := sendQueued(d.ring, len(d.batch), func(i int) (int, []unix.Iovec) {
 		e := &d.batch[i]
-		if !d.ring.Send(e.rec.resp.Conn.FD, e.iov[:e.niov], uint64(i)) {
-			panic("quartet: send ring full with room in the batch") // Cap bounds both
-		}
-	}
-	err := d.ring.Submit(report)
+		return e.rec.resp.Conn.FD, e.iov[:e.niov]
+	}, report)
 	d.batch = d.batch[:0]
 	if err != nil {
 		// The ring failed as a whole (not one send): whether the kernel
@@ -210,6 +202,26 @@ func (d *Direct) Flush() {
 		}
 		d.Close()
 	}
+}
+
+// sendQueued sends n queued responses, the i-th's bytes (at's iovecs)
+// on at's socket, and reports each as Ring.Submit does: one by writev
+// (the batch of one, above), two or more with one io_uring_enter on ring,
+// whose failure as a whole it returns.
+func sendQueued(ring *poll.Ring, n int, at func(i int) (fd int, iov []unix.Iovec), report func(tag uint64, n int, err error)) error {
+	if n == 1 {
+		fd, iov := at(0)
+		sent, err := poll.Writev(fd, iov)
+		report(0, sent, err)
+		return nil
+	}
+	for i := range n {
+		fd, iov := at(i)
+		if !ring.Send(fd, iov, uint64(i)) {
+			panic("quartet: send ring full with room in the batch") // Cap bounds both
+		}
+	}
+	return ring.Submit(report)
 }
 
 // settle ends e's response, or leaves its rest for a writer loop, and
@@ -322,21 +334,13 @@ func (l *Loop) sendBatch() {
 			l.finish(slot, syscallError(call, err))
 		}
 	}
-	if len(l.sends) == 1 { // writev: see the batch of one in Direct's
-		q := &l.sends[0]
-		n, err := poll.Writev(l.records[q.slot].resp.Conn.FD, q.iov[:q.niov])
-		report(0, n, err)
-		l.sends = l.sends[:0]
-		return
+	if ringed {
+		l.batches.Add(1)
 	}
-	l.batches.Add(1)
-	for i := range l.sends {
+	err := sendQueued(l.ring, len(l.sends), func(i int) (int, []unix.Iovec) {
 		q := &l.sends[i]
-		if !l.ring.Send(l.records[q.slot].resp.Conn.FD, q.iov[:q.niov], uint64(i)) {
-			panic("quartet: send ring full with room in the batch") // Cap bounds both
-		}
-	}
-	err := l.ring.Submit(report)
+		return l.records[q.slot].resp.Conn.FD, q.iov[:q.niov]
+	}, report)
 	sends := l.sends[:cap(l.sends)]
 	l.sends = l.sends[:0]
 	if err != nil {

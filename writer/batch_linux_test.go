@@ -15,13 +15,7 @@ import (
 // response goes out before the next response of the same connection.
 func TestWriteBatchedQueuesWhatOneWritevFinishes(t *testing.T) {
 	h := startLoopWith(t, Config{}, nil)
-	ring, err := poll.NewRing(4)
-	if errors.Is(err, poll.ErrNoRing) {
-		t.Skipf("no io_uring here: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := newSendRing(t)
 	var serving []*stages.Conn // what Serving was told, nil included
 	var left []*stages.Response
 	d := new(Direct)
@@ -112,13 +106,7 @@ func TestWriteBatchedQueuesWhatOneWritevFinishes(t *testing.T) {
 // batch.
 func TestFlushWritesABatchOfOneDirectly(t *testing.T) {
 	h := startLoopWith(t, Config{}, nil)
-	ring, err := poll.NewRing(4)
-	if errors.Is(err, poll.ErrNoRing) {
-		t.Skipf("no io_uring here: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := newSendRing(t)
 	var left []*stages.Response
 	d := new(Direct)
 	d.EnableBatch(ring, BatchHooks{
@@ -170,4 +158,18 @@ func TestFlushWritesABatchOfOneDirectly(t *testing.T) {
 	if sent, batches := d.BatchCounts(); sent != 0 || batches != 0 || d.Ended() != 1 {
 		t.Fatalf("sent %d in %d batches, ended %d; want 0, 0, 1", sent, batches, d.Ended())
 	}
+}
+
+// newSendRing is a ring for a Direct's batch, or skips the test where the
+// kernel refuses io_uring.
+func newSendRing(t *testing.T) *poll.Ring {
+	t.Helper()
+	ring, err := poll.NewRing(4)
+	if errors.Is(err, poll.ErrNoRing) {
+		t.Skipf("no io_uring here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ring
 }
