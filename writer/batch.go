@@ -167,10 +167,7 @@ func (d *Direct) Flush() {
 	if len(d.batch) == 0 {
 		return
 	}
-	ringed, call := len(d.batch) > 1, "sendmsg"
-	if !ringed {
-		call = "writev" // not a batch in BatchCounts either
-	}
+	ringed, call := sendWay(len(d.batch))
 	report := func(tag uint64, n int, err error) {
 		e := &d.batch[tag]
 		r := e.rec.resp
@@ -202,6 +199,15 @@ func (d *Direct) Flush() {
 		}
 		d.Close()
 	}
+}
+
+// sendWay is how sendQueued sends n responses: on the ring (a batch, in
+// BatchCounts) or not, and the system call an error then names.
+func sendWay(n int) (ringed bool, call string) {
+	if n > 1 {
+		return true, "sendmsg"
+	}
+	return false, "writev"
 }
 
 // sendQueued sends n queued responses, the i-th's bytes (at's iovecs)
@@ -302,10 +308,7 @@ func (l *Loop) sendBatch() {
 	if len(l.sends) == 0 {
 		return
 	}
-	ringed, call := len(l.sends) > 1, "sendmsg"
-	if !ringed {
-		call = "writev" // not a batch in BatchCounts either
-	}
+	ringed, call := sendWay(len(l.sends))
 	report := func(tag uint64, n int, err error) {
 		q := &l.sends[tag]
 		slot := q.slot
