@@ -287,7 +287,7 @@ func (w *LoopWaker) Sleep() bool {
 
 // wakeBy makes Wake call expire instead of writing the eventfd. The
 // loop must then set its wait's deadline before it calls Sleep
-// (poll.Poller.Prepare), so that the deadline a producer expires is not
+// (poll.Poller.Drive does), so that the deadline a producer expires is not
 // replaced after it: the Dekker pair above orders the producer's expire
 // after Sleep, and Sleep after the deadline. Call it before the loop
 // runs.

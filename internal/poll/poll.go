@@ -68,7 +68,8 @@
 // Wait parks the calling goroutine in Go's network poller, not its thread
 // in the kernel (see New); a Poller made with NewBlocking blocks its thread
 // instead, for loops locked to one (LockOSThread) that measure their own
-// CPU time.
+// CPU time. Drive (drive.go) runs a whole loop on the poller, and parks
+// it with one poll fewer than Wait would: it is what stages.Loop uses.
 //
 // A Poller is used by one loop goroutine, except Add, Modify, Arm and
 // Delete, which the kernel serialises and any goroutine may call, and
@@ -80,6 +81,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -183,20 +185,20 @@ type Poller struct {
 	n        int   // events collected by the last poll
 	err      error // ditto: its error
 	polls    int   // polls in this Wait: more than one means it parked
+	// drivePolls counts Drive's polls, for the tests that count them.
+	drivePolls int
+	// levels: see levelSet. Any goroutine.
+	levels levelSet
 	// expired is set by Expire: a Wait that ends on the deadline polls
 	// once more, for the events it was ended for, instead of returning
 	// none and costing its loop an empty turn.
 	expired atomic.Bool
-	// preparedAt is when Prepare set the deadline the next Wait parks
-	// with, while prepared; otherwise Wait sets its own.
-	preparedAt time.Duration
-	prepared   bool
 	// armed is the read deadline the runtime holds for the poller file
 	// (0: none), while armedOK; it is kept from one park to the next
 	// while it still serves (setDeadline).
 	armed   time.Duration
 	armedOK bool
-	// epoch is what preparedAt and armed count from: readings of the
+	// epoch is what armed and Drive's park times count from: readings of the
 	// monotonic clock alone, one vDSO call where time.Now makes two.
 	epoch time.Time
 
@@ -262,12 +264,20 @@ func (p *Poller) waitOnce(fd uintptr) bool {
 
 // Add registers fd with the given interest and token.
 func (p *Poller) Add(fd int, in Interest, t Token) error {
-	return p.ctl(p.pollerFD(), ctlAdd, fd, in, t)
+	err := p.ctl(p.pollerFD(), ctlAdd, fd, in, t)
+	if err == nil {
+		p.levels.note(fd, in, t)
+	}
+	return err
 }
 
 // Modify changes fd's interest and token (and re-arms a OneShot registration).
 func (p *Poller) Modify(fd int, in Interest, t Token) error {
-	return p.ctl(p.pollerFD(), ctlModify, fd, in, t)
+	err := p.ctl(p.pollerFD(), ctlModify, fd, in, t)
+	if err == nil {
+		p.levels.note(fd, in, t)
+	}
+	return err
 }
 
 // Arm re-arms a OneShot registration, adding it if fd is not registered
@@ -275,7 +285,10 @@ func (p *Poller) Modify(fd int, in Interest, t Token) error {
 func (p *Poller) Arm(fd int, in Interest, t Token) error {
 	err := p.ctl(p.pollerFD(), ctlModify, fd, in, t)
 	if errors.Is(err, errNotRegistered) {
-		return p.ctl(p.pollerFD(), ctlAdd, fd, in, t)
+		err = p.ctl(p.pollerFD(), ctlAdd, fd, in, t)
+	}
+	if err == nil {
+		p.levels.note(fd, in, t)
 	}
 	return err
 }
@@ -283,8 +296,52 @@ func (p *Poller) Arm(fd int, in Interest, t Token) error {
 // Delete removes fd. Closing an fd removes it too; Delete is for fds that
 // stay open but leave this loop.
 func (p *Poller) Delete(fd int) error {
+	p.levels.forget(fd)
 	return p.ctl(p.pollerFD(), ctlDelete, fd, 0, 0)
 }
+
+// levelSet is the fds a poller holds level-triggered, but the waker's. A
+// level-triggered fd that its owner leaves ready is reported at every
+// poll, and only then: the kernel does not signal the poller fd again
+// for it, so Drive must poll before it parks while there are any (see
+// Drive). The waker's is left out because its owner drains it at every
+// wake-up, and a write that comes later signals anew. A reader or
+// listener loop never has one, and pays one atomic load a park.
+type levelSet struct {
+	n  atomic.Int32
+	mu sync.Mutex
+	m  map[int]struct{}
+}
+
+// note records fd's registration: level-triggered or not.
+func (s *levelSet) note(fd int, in Interest, t Token) {
+	if in&(EdgeTriggered|OneShot) == 0 && t.Kind() != KindWaker {
+		s.mu.Lock()
+		if s.m == nil {
+			s.m = make(map[int]struct{})
+		}
+		s.m[fd] = struct{}{}
+		s.n.Store(int32(len(s.m)))
+		s.mu.Unlock()
+		return
+	}
+	s.forget(fd)
+}
+
+// forget drops fd (deleted, or registered again edge-triggered or one-shot;
+// an fd closed without Delete is forgotten when its number comes back).
+func (s *levelSet) forget(fd int) {
+	if s.n.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	delete(s.m, fd)
+	s.n.Store(int32(len(s.m)))
+	s.mu.Unlock()
+}
+
+// any reports whether the poller holds a level-triggered fd.
+func (s *levelSet) any() bool { return s.n.Load() > 0 }
 
 // Wait waits until at least one event or the timeout (negative: forever,
 // zero: poll) and appends the events to dst[:0]. Signals (EINTR) are not
@@ -301,8 +358,6 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	if p.blocking {
 		return p.waitBlocking(dst, fd, timeout)
 	}
-	start, prepared := p.preparedAt, p.prepared
-	p.prepared = false
 	if timeout == 0 {
 		p.waitOnce(uintptr(fd))
 		return p.result(dst)
@@ -312,14 +367,12 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 	// PVM guest, every time the loop goes to sleep. The deadline is set
 	// (or the armed one kept) even when the poll finds events: no
 	// syscall either way.
-	if !prepared {
-		var err error
-		if start, err = p.setDeadline(timeout); err != nil {
-			return dst, ErrClosed
-		}
+	start, err := p.setDeadline(timeout)
+	if err != nil {
+		return dst, ErrClosed
 	}
 	p.n, p.err, p.polls = 0, nil, 0
-	err := p.rc.Read(p.wait)
+	err = p.rc.Read(p.wait)
 	if p.polls > 1 || err != nil {
 		// Parked: woken for a second poll, or by the deadline. The clock
 		// is read again only then, where the park itself costs far more.
@@ -336,21 +389,6 @@ func (p *Poller) Wait(dst []Event, timeout time.Duration) ([]Event, error) {
 		p.waitOnce(uintptr(fd))
 	}
 	return p.result(dst)
-}
-
-// Prepare sets the deadline of the next Wait, timeout from now, ahead of
-// it: a loop prepares before it announces sleep to its producers, so that
-// an Expire from a producer who saw the announcement comes after the
-// deadline and is not overwritten (stages.LoopWaker). Nothing on a
-// blocking poller. Loop goroutine only.
-func (p *Poller) Prepare(timeout time.Duration) {
-	if p.blocking || timeout == 0 {
-		return
-	}
-	start, err := p.setDeadline(timeout)
-	if err == nil {
-		p.preparedAt, p.prepared = start, true
-	}
 }
 
 // setDeadline sets the poller file's read deadline timeout from now
