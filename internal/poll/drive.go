@@ -56,7 +56,8 @@ func (p *Poller) Drive(dst []Event, s Steps) error {
 	if p.blocking {
 		return p.driveBlocking(dst, s)
 	}
-	d := driver{p: p, s: s, evs: dst[:0]}
+	d := &driver{p: p, s: s, evs: dst[:0]}
+	d.runFn = d.run // once: a method value passed to Read is allocated
 	d.wait, d.done = s.Turn(d.evs)
 	for !d.done {
 		if d.wait != 0 {
@@ -103,6 +104,7 @@ type driver struct {
 	entered bool
 	// parkedAt is when the loop last set out to park, from p.epoch.
 	parkedAt time.Duration
+	runFn    func(uintptr) bool
 }
 
 // park runs the loop inside RawConn.Read (run) until it is done, fails,
@@ -111,7 +113,7 @@ type driver struct {
 func (d *driver) park() {
 	p := d.p
 	d.entered = true
-	err := p.rc.Read(d.run)
+	err := p.rc.Read(d.runFn)
 	if d.err != nil || d.done {
 		return
 	}
