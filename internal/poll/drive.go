@@ -90,6 +90,20 @@ func (p *Poller) Drive(dst []Event, s Steps) error {
 	return nil
 }
 
+// maxLookSkip bounds how many parks in a row go without a look first.
+//
+// The look before a park is not needed for correctness once inside the
+// Read, but it pays when events came during the turn: it finds them for
+// one poll, where a park costs a trip through the scheduler, its
+// netpoll, and the poll after the wake. Under load (c=100, c=1000) it
+// finds them nearly every time: without any look the server made 2.5
+// system calls a request instead of 0.5-0.9, and took up to 5% more CPU
+// a request. A lightly loaded loop finds nothing there. So a look that
+// finds nothing lets the next park skip it, then the next two, four, up
+// to maxLookSkip, and a look that finds events, or a wake whose poll
+// finds more than one, brings the looks back at every park.
+const maxLookSkip = 16
+
 // driver is one Drive's state.
 type driver struct {
 	p    *Poller
@@ -104,7 +118,10 @@ type driver struct {
 	entered bool
 	// parkedAt is when the loop last set out to park, from p.epoch.
 	parkedAt time.Duration
-	runFn    func(uintptr) bool
+	// skip is how many parks to come may go without a look first, and
+	// backoff what it was set to last (see maxLookSkip).
+	skip, backoff int
+	runFn         func(uintptr) bool
 }
 
 // park runs the loop inside RawConn.Read (run) until it is done, fails,
@@ -155,22 +172,34 @@ func (d *driver) run(fd uintptr) bool {
 			d.parkedAt = now
 			return false
 		}
+		if len(d.evs) > 1 {
+			d.backoff, d.skip = 0, 0 // busy: look before the next park
+		}
 	}
 	d.turn()
 	for !d.done {
 		if d.wait != 0 {
 			if d.sleep() {
-				if !d.p.levels.any() {
+				levels := d.p.levels.any()
+				if !levels && d.skip > 0 {
+					d.skip--
 					return false
 				}
-				// A level-triggered fd left ready brings no edge: look
-				// before parking, as Wait does.
+				// Look before parking: a level-triggered fd left ready
+				// brings no edge, and a loop under load finds events here
+				// that would otherwise cost it a trip through the
+				// scheduler (see skip).
 				if d.poll(int(fd)) {
 					return true
 				}
 				if len(d.evs) == 0 {
+					if !levels {
+						d.backoff = min(max(2*d.backoff, 1), maxLookSkip)
+						d.skip = d.backoff
+					}
 					return false
 				}
+				d.backoff, d.skip = 0, 0
 				d.turn()
 				continue
 			}
