@@ -35,8 +35,8 @@ import (
 //
 // The poller drives the turns (Drive) rather than the loop calling its
 // Wait: a loop that stays inside Go's network poller between parks keeps
-// the readiness it recorded there, and parks without polling first (one
-// epoll_wait a sleep less; Drive says why).
+// the readiness it recorded there, and a lightly loaded one parks
+// without polling first (one epoll_wait a sleep less; Drive says why).
 //
 // This is the split of Go's scheduler loop (findRunnable: local queue,
 // global queue, netpoll(0), then announce, re-check and block in
@@ -51,9 +51,10 @@ import (
 // pair on each side of Dekker's pattern, and Go's atomics are sequentially
 // consistent, so either the producer sees the loop asleep and writes the
 // waker's eventfd or expires the wait's deadline (which ends the park),
-// or the loop's re-check sees the item and only polls. LoopWaker's comment has the argument in
-// full and the measurements of what it saves. Three rules follow; the
-// Loop keeps what it can, and the hooks the rest:
+// or the loop's re-check sees the item and only polls. LoopWaker's
+// comment has the argument in full and the measurements of what it
+// saves. Three rules follow; the Loop keeps what it can, and the hooks
+// the rest:
 //
 //   - Whatever a producer signals with Wake must be looked at again after
 //     Sleep: a check made before it, in Turn, does not count. The Loop

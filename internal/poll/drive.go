@@ -41,13 +41,16 @@ type Steps struct {
 // loop's turns inside one RawConn.Read instead, from the callback, and
 // parks by returning false from it: nothing resets the recorded
 // readiness between two parks, and an edge that came while the loop
-// worked makes the next park return at once. Only the first park after
-// entering RawConn.Read polls first, and every park while the poller holds
-// a level-triggered fd (levelSet says why: a writer loop with completion
-// sources). The loop leaves the Read, and
-// enters it again, only when its deadline fires or Expire ends the wait.
-// One epoll_wait less a sleep: at one connection, one system call in six
-// of a keep-alive request.
+// worked makes the next park return at once. The loop leaves the Read,
+// and enters it again, only when its deadline fires or Expire ends the
+// wait. One epoll_wait less a sleep: at one connection, one system call
+// in six of a keep-alive request.
+//
+// A park must still look first (poll, and park only if it finds nothing)
+// where that is needed or pays: the first park in a Read; every park
+// while the poller holds a level-triggered fd (levelSet says why: a
+// writer loop with completion sources); and the parks of a loop whose
+// looks find events, because it is under load (maxLookSkip).
 //
 // The poller fd's read lock is held while Drive runs, so Close does not
 // return until Drive has returned (it ends a park at once); close the

@@ -69,7 +69,8 @@
 // in the kernel (see New); a Poller made with NewBlocking blocks its thread
 // instead, for loops locked to one (LockOSThread) that measure their own
 // CPU time. Drive (drive.go) runs a whole loop on the poller, and parks
-// it with one poll fewer than Wait would: it is what stages.Loop uses.
+// a lightly loaded one with a poll fewer than Wait would: it is what
+// stages.Loop uses.
 //
 // A Poller is used by one loop goroutine, except Add, Modify, Arm and
 // Delete, which the kernel serialises and any goroutine may call, and
@@ -198,8 +199,9 @@ type Poller struct {
 	// while it still serves (setDeadline).
 	armed   time.Duration
 	armedOK bool
-	// epoch is what armed and Drive's park times count from: readings of the
-	// monotonic clock alone, one vDSO call where time.Now makes two.
+	// epoch is what armed and Drive's park times count from: readings
+	// of the monotonic clock alone, one vDSO call where time.Now makes
+	// two.
 	epoch time.Time
 
 	// parked is the time Wait has spent parked (or blocked) since New:
