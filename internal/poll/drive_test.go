@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -242,23 +243,12 @@ func TestDriveSleepProtocol(t *testing.T) {
 		t.Fatalf("Drive = %v, want the Sleep error", err)
 	}
 	want := "turn turn sleep awake turn sleep awake turn sleep"
-	if got := join(log); got != want {
+	if got := strings.Join(log, " "); got != want {
 		t.Errorf("steps: %s\nwant:  %s", got, want)
 	}
 	if p.Parked() != 0 {
 		t.Errorf("parked %v without parking", p.Parked())
 	}
-}
-
-func join(s []string) string {
-	out := ""
-	for i, w := range s {
-		if i > 0 {
-			out += " "
-		}
-		out += w
-	}
-	return out
 }
 
 // A park ends on its deadline with a turn that has no events, and on
@@ -357,7 +347,7 @@ func TestDriveBlocking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := join(log), "turn sleep awake turn"; got != want {
+	if got, want := strings.Join(log, " "), "turn sleep awake turn"; got != want {
 		t.Errorf("steps: %s, want %s", got, want)
 	}
 	if p.Parked() < 4*time.Millisecond {
