@@ -40,7 +40,8 @@ type CompareSpec struct {
 	// Syscalls is how to count the servers' syscalls per request
 	// (SyscallsPerf, SyscallsStrace), "" for not at all; each row is
 	// counted after the rounds, over SyscallWindows windows of
-	// SyscallWindow each (at least one).
+	// SyscallWindow each (at least one), the rows' windows taken in turn
+	// (syscallsInTurn).
 	Syscalls       string
 	SyscallWindow  time.Duration
 	SyscallWindows int
@@ -340,25 +341,34 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 	}
 
 	if spec.Syscalls != "" {
-		for i := range res.Rows {
+		counts, err := syscallsInTurn(len(res.Rows), spec.SyscallWindows, func(i int) (*SyscallCount, error) {
 			row := &res.Rows[i]
-			m := modeNamed(spec.Modes, row.Mode)
 			srv, ok := servers[key{row.Server, row.Mode}]
 			if !ok {
-				continue
+				return nil, nil
 			}
 			err := only(key{row.Server, row.Mode})
 			var sc *SyscallCount
 			if err == nil {
-				sc, err = measureSyscalls(ctx, spec, srv, m, row.Conns, row.Path)
+				sc, err = measureSyscalls(ctx, spec, srv, modeNamed(spec.Modes, row.Mode), row.Conns, row.Path)
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					return res, ctx.Err()
+					return nil, ctx.Err()
 				}
 				fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %v\n", row.Server, row.Mode, row.Conns, what(row.Server, row.Path), err)
+				return nil, nil
+			}
+			return sc, nil
+		})
+		if err != nil {
+			return res, err
+		}
+		for i, sc := range counts {
+			if sc == nil {
 				continue
 			}
+			row := &res.Rows[i]
 			row.Syscalls = sc
 			fmt.Fprintf(log, "syscalls of %s %s c=%d %s: %.2f per request, windows %s (%s, traced %.0f req/s, untraced %.0f)\n",
 				row.Server, row.Mode, row.Conns, what(row.Server, row.Path), sc.PerRequest, figures(sc.Windows), sc.Method, sc.TracedRPS, sc.UntracedRPS)
@@ -504,7 +514,8 @@ func targetURL(srv Server, path string) string {
 	return strings.TrimRight(srv.URL(), "/") + path
 }
 
-// measureSyscalls counts srv's syscalls per request in the row's cell.
+// measureSyscalls counts srv's syscalls per request in the row's cell,
+// over one window.
 func measureSyscalls(ctx context.Context, spec CompareSpec, srv Server, m CompareMode, conns int, path string) (*SyscallCount, error) {
 	load := spec.Load
 	load.URL, load.Conns = targetURL(srv, path), conns
@@ -518,7 +529,7 @@ func measureSyscalls(ctx context.Context, spec CompareSpec, srv Server, m Compar
 			return nil, err
 		}
 	}
-	return countSyscalls(ctx, spec.Syscalls, srv, load, spec.SyscallWindow, spec.SyscallWindows, cpus, spec.Work)
+	return countSyscalls(ctx, spec.Syscalls, srv, load, spec.SyscallWindow, cpus, spec.Work)
 }
 
 // idleRow measures c's memory per idle connection in a fresh process.

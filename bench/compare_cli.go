@@ -35,7 +35,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	gen := fs.String("gen", GenWrk, "load generator: wrk (wrk -t1, as issue 15 measured) or quartet (the project's, one loop unless -t; takes -m mixes)")
 	syscalls := fs.String("syscalls", "auto", "count syscalls per request: perf, strace, auto (perf if it works, else strace), off")
 	window := fs.Duration("syscall-window", 2*time.Second, "length of each syscall count")
-	windows := fs.Int("syscall-windows", 3, "syscall counts, one after another on the same load: the table gives all of them together and their spread")
+	windows := fs.Int("syscall-windows", 3, "syscall counts of each server, taken in turn with the other servers' (each on a load of its own, opened and settled first): the table gives all of them together and their spread")
 	idle := fs.String("idle", "", "also measure idle memory per connection at these counts, e.g. 1000,10000 (fresh processes)")
 	only := fs.String("only", strings.Join(peerNames, ","), "peers to run (gnet, fasthttp, nethttp, nginx, sendfile: the floor of a Go static-file server)")
 	peersDir := fs.String("peers", "", "directory of the bench/peers module (default: found from the working directory)")

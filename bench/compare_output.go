@@ -248,7 +248,7 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		if sc.Method == SyscallsStrace {
 			how = "strace -c -f (ptrace: the server runs much slower while counted)"
 		}
-		ew.printf("\nSyscalls per request: %s over %d windows of %v of load by the project's generator (one loop, the same connections, opened before counting), one after another: all of them together, the least and the most of one window, and in brackets the server's throughput while counted over just before\n",
+		ew.printf("\nSyscalls per request: %s over %d windows of %v of load by the project's generator (one loop, its connections opened before counting), each server's first window, then each one's second, and so on, so that a noisy spell on the machine falls on every server: all of them together, the least and the most of one window, and in brackets the server's throughput while counted over just before\n",
 			how, max(len(sc.Windows), 1), (sc.Window / time.Duration(max(len(sc.Windows), 1))).Round(100*time.Millisecond))
 		t := &table{}
 		t.add(r.header("server", cells)...)

@@ -63,6 +63,6 @@ func SyscallMethodAvailable(context.Context, string) error {
 	return poll.Unsupported("bench: syscall counting")
 }
 
-func countSyscalls(context.Context, string, Server, Config, time.Duration, int, []int, string) (*SyscallCount, error) {
+func countSyscalls(context.Context, string, Server, Config, time.Duration, []int, string) (*SyscallCount, error) {
 	return nil, poll.Unsupported("bench: syscall counting")
 }

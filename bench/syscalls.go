@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -23,8 +24,9 @@ const (
 	SyscallsStrace = "strace"
 )
 
-// SyscallCount is a server's system calls over windows of load, one
-// after another.
+// SyscallCount is a server's system calls over windows of load, each
+// on a load of its own, with other servers' windows between them
+// (syscallsInTurn).
 type SyscallCount struct {
 	Method string `json:"method"`
 	// Window is the windows' length together.
@@ -37,7 +39,11 @@ type SyscallCount struct {
 	// than the noise of counting: how many requests a server finds at each
 	// wake-up, and so what one io_uring_enter or epoll_wait carries, moves
 	// with how the generator's turns and the server's fall against each
-	// other, which drifts as the load runs.
+	// other. On a shared machine that moves with the machine: a spell in
+	// which the generator's CPU is slowed by a neighbour has the server
+	// meet its requests one at a time, and every server counted in that
+	// spell counts more, Quartet 2.9 a request at c=1000 against 1.1 just
+	// before and after (December 2026, two processes alternating).
 	Windows []float64 `json:"windows,omitempty"`
 	// Top are the most frequent syscalls (strace only).
 	Top []SyscallStat `json:"top,omitempty"`
@@ -62,6 +68,84 @@ func (s *SyscallCount) Slowdown() float64 {
 		return 0
 	}
 	return s.UntracedRPS / s.TracedRPS
+}
+
+// syscallsInTurn counts each of rows windows times, window by window:
+// the first window of every row, then the second of every row, and so
+// on, so that a spell of noise on the machine lands on every row's
+// count alike instead of on the one row counted during it (one row's
+// windows one after another once put one server at 2.9 syscalls a
+// request and the next at 1.3 with the same code). count counts row i
+// over one window; a nil count without an error means the row has
+// none (no server, or a failure it has logged), and it is not asked
+// again. An error from count ends the counting: the context's.
+func syscallsInTurn(rows, windows int, count func(i int) (*SyscallCount, error)) ([]*SyscallCount, error) {
+	counts := make([]*SyscallCount, rows)
+	dropped := make([]bool, rows)
+	for range max(windows, 1) {
+		for i := range rows {
+			if dropped[i] {
+				continue
+			}
+			sc, err := count(i)
+			if err != nil {
+				return nil, err
+			}
+			if sc == nil {
+				counts[i], dropped[i] = nil, true
+				continue
+			}
+			counts[i] = counts[i].add(sc)
+		}
+	}
+	for _, c := range counts {
+		if c != nil && len(c.Top) > topSyscalls {
+			c.Top = c.Top[:topSyscalls]
+		}
+	}
+	return counts, nil
+}
+
+// add returns s and o together: their windows, requests and calls
+// summed, the throughputs of all the windows, the calls by name, most
+// frequent first (all of them: syscallsInTurn keeps the top ones once
+// every window is in). s may be nil.
+func (s *SyscallCount) add(o *SyscallCount) *SyscallCount {
+	if s == nil {
+		c := *o
+		c.Windows = slices.Clone(o.Windows)
+		c.Top = slices.Clone(o.Top)
+		return &c
+	}
+	untraced := s.UntracedRPS*float64(len(s.Windows)) + o.UntracedRPS*float64(len(o.Windows))
+	s.Window += o.Window
+	s.Requests += o.Requests
+	s.Syscalls += o.Syscalls
+	s.Windows = append(s.Windows, o.Windows...)
+	s.UntracedRPS = untraced / float64(max(len(s.Windows), 1))
+	if s.Window > 0 {
+		s.TracedRPS = float64(s.Requests) / s.Window.Seconds()
+	}
+	if s.Requests > 0 {
+		s.PerRequest = float64(s.Syscalls) / float64(s.Requests)
+	}
+	for _, st := range o.Top {
+		if j := slices.IndexFunc(s.Top, func(x SyscallStat) bool { return x.Name == st.Name }); j >= 0 {
+			s.Top[j].Calls += st.Calls
+		} else {
+			s.Top = append(s.Top, st)
+		}
+	}
+	for j := range s.Top {
+		s.Top[j].PerRequest = float64(s.Top[j].Calls) / float64(max(s.Requests, 1))
+	}
+	sortSyscallStats(s.Top)
+	return s
+}
+
+// sortSyscallStats puts the most frequent first.
+func sortSyscallStats(st []SyscallStat) {
+	slices.SortStableFunc(st, func(a, b SyscallStat) int { return cmp.Compare(b.Calls, a.Calls) })
 }
 
 // SyscallStat is one syscall's count.

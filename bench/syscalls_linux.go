@@ -4,14 +4,12 @@ package bench
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -256,11 +254,12 @@ func (t *straceTracer) off() (uint64, []SyscallStat, error) {
 
 // countSyscalls loads srv with the project's generator (load: connections,
 // path; one loop, as wrk -t1), lets it settle, and counts the server's
-// syscalls with method over windows windows of window each, one after
-// another on the same load. The responses in the window come from
-// the generator's live counter, so the connections are open before and
-// after: connection set-up is not charged to the requests.
-func countSyscalls(ctx context.Context, method string, srv Server, load Config, window time.Duration, windows int, loadCPUs []int, work string) (*SyscallCount, error) {
+// syscalls with method over one window of the given length. The
+// responses in the window come from the generator's live counter, so the
+// connections are open before and after: connection set-up is not
+// charged to the requests. Several windows are several calls
+// (syscallsInTurn), so that other servers' windows can come between.
+func countSyscalls(ctx context.Context, method string, srv Server, load Config, window time.Duration, loadCPUs []int, work string) (*SyscallCount, error) {
 	if srv.PID() <= 0 || isInProcess(srv) {
 		return nil, errors.New("bench: counting syscalls needs a server process of its own")
 	}
@@ -317,45 +316,34 @@ func countSyscalls(ctx context.Context, method string, srv Server, load Config, 
 	}
 	u1, ut1 := answered.Load(), time.Now()
 	sc := &SyscallCount{Method: method, UntracedRPS: float64(u1-u0) / ut1.Sub(ut0).Seconds()}
-	calls := map[string]uint64{}
-	for range max(windows, 1) {
-		tr, err := startTracer(ctx, method, srv.PID(), work)
-		if err != nil {
-			cancel()
-			return nil, errors.Join(err, finished())
-		}
-		n1, t1 := answered.Load(), time.Now()
-		serr := sleep(window)
-		n2, t2 := answered.Load(), time.Now()
-		total, stats, terr := tr.off()
-		if err := errors.Join(serr, terr); err != nil {
-			cancel()
-			return nil, errors.Join(err, finished())
-		}
-		if n2 == n1 {
-			cancel()
-			return sc, errors.Join(errors.New("bench: no responses while counting syscalls"), finished())
-		}
-		sc.Window += t2.Sub(t1)
-		sc.Requests += n2 - n1
-		sc.Syscalls += total
-		sc.Windows = append(sc.Windows, float64(total)/float64(n2-n1))
-		for _, s := range stats {
-			calls[s.Name] += s.Calls
-		}
+	tr, err := startTracer(ctx, method, srv.PID(), work)
+	if err != nil {
+		cancel()
+		return nil, errors.Join(err, finished())
+	}
+	n1, t1 := answered.Load(), time.Now()
+	serr := sleep(window)
+	n2, t2 := answered.Load(), time.Now()
+	total, stats, terr := tr.off()
+	if err := errors.Join(serr, terr); err != nil {
+		cancel()
+		return nil, errors.Join(err, finished())
+	}
+	if n2 == n1 {
+		cancel()
+		return sc, errors.Join(errors.New("bench: no responses while counting syscalls"), finished())
 	}
 	cancel()
 	if err := finished(); err != nil {
 		return nil, err
 	}
+	sc.Window, sc.Requests, sc.Syscalls = t2.Sub(t1), n2-n1, total
 	sc.TracedRPS = float64(sc.Requests) / sc.Window.Seconds()
 	sc.PerRequest = float64(sc.Syscalls) / float64(sc.Requests)
-	for name, n := range calls {
-		sc.Top = append(sc.Top, SyscallStat{Name: name, Calls: n, PerRequest: float64(n) / float64(sc.Requests)})
+	sc.Windows = []float64{sc.PerRequest}
+	for _, st := range stats {
+		sc.Top = append(sc.Top, SyscallStat{Name: st.Name, Calls: st.Calls, PerRequest: float64(st.Calls) / float64(sc.Requests)})
 	}
-	slices.SortFunc(sc.Top, func(a, b SyscallStat) int { return cmp.Compare(b.Calls, a.Calls) })
-	if len(sc.Top) > topSyscalls {
-		sc.Top = sc.Top[:topSyscalls]
-	}
+	sortSyscallStats(sc.Top)
 	return sc, nil
 }
