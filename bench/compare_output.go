@@ -306,11 +306,12 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		t.write(ew)
 	}
 
-	ew.printf("\nRuns: requests/s and server CPU per request in each round (pinned: and its CPUs' busy time per request); errors over all rounds\n")
+	ew.printf("\nRuns: requests/s and server CPU per request in each round (pinned: and its CPUs' busy time per request), then each round's p99 latency, whose median alone hides whether one round or most were slow; errors over all rounds\n")
 	for _, row := range r.Rows {
-		var rps, cpu, core []string
+		var rps, cpu, core, p99 []string
 		for _, s := range row.Samples {
 			rps = append(rps, strconv.FormatFloat(s.RequestsPerSec, 'f', 0, 64))
+			p99 = append(p99, s.P99.Round(time.Microsecond).String())
 			if s.CPUKnown {
 				cpu = append(cpu, usString(s.CPUPerRequest()))
 			}
@@ -326,8 +327,8 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		if slices.Contains(r.MsgServers, row.Server) {
 			what = msgEchoWhat(r.MsgPayload)
 		}
-		ew.printf("  %s %s c=%d %s: %s | %s | errors %d, non-2xx %d", row.Server, row.Mode, row.Conns, what,
-			strings.Join(rps, " "), strings.Join(cpu, " "), row.Errors, row.Non2xx)
+		ew.printf("  %s %s c=%d %s: %s | %s | p99 %s | errors %d, non-2xx %d", row.Server, row.Mode, row.Conns, what,
+			strings.Join(rps, " "), strings.Join(cpu, " "), strings.Join(p99, " "), row.Errors, row.Non2xx)
 		if sc := row.Syscalls; sc != nil && len(sc.Top) > 0 {
 			var top []string
 			for _, s := range sc.Top {
