@@ -327,8 +327,11 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 		if slices.Contains(r.MsgServers, row.Server) {
 			what = msgEchoWhat(r.MsgPayload)
 		}
-		ew.printf("  %s %s c=%d %s: %s | %s | p99 %s | errors %d, non-2xx %d", row.Server, row.Mode, row.Conns, what,
-			strings.Join(rps, " "), strings.Join(cpu, " "), strings.Join(p99, " "), row.Errors, row.Non2xx)
+		if len(p99) > 0 {
+			cpu = append(append(cpu, "| p99"), p99...)
+		}
+		ew.printf("  %s %s c=%d %s: %s | %s | errors %d, non-2xx %d", row.Server, row.Mode, row.Conns, what,
+			strings.Join(rps, " "), strings.Join(cpu, " "), row.Errors, row.Non2xx)
 		if sc := row.Syscalls; sc != nil && len(sc.Top) > 0 {
 			var top []string
 			for _, s := range sc.Top {

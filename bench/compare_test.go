@@ -344,3 +344,24 @@ func TestCompareMsgFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestCompareRunLineOfARowWithoutRuns: a row whose server never ran has
+// no figures on its run line, p99 included, only its error.
+func TestCompareRunLineOfARowWithoutRuns(t *testing.T) {
+	r := syntheticCompare()
+	r.Rows = append(r.Rows, CompareRow{Server: "gnet", Mode: "pinned", Conns: 1000, Path: "/hello", Err: "bench: gnet exited before listening"})
+	var b bytes.Buffer
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(b.String(), "\n") {
+		if !strings.HasPrefix(l, "  gnet pinned c=1000 /hello:") {
+			continue
+		}
+		if strings.Contains(l, "p99") || !strings.HasSuffix(l, "| error: bench: gnet exited before listening") {
+			t.Errorf("run line %q: want no figures, and the error", l)
+		}
+		return
+	}
+	t.Errorf("no run line for the row without runs in:\n%s", b.String())
+}
