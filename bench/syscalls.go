@@ -39,11 +39,12 @@ type SyscallCount struct {
 	// than the noise of counting: how many requests a server finds at each
 	// wake-up, and so what one io_uring_enter or epoll_wait carries, moves
 	// with how the generator's turns and the server's fall against each
-	// other. On a shared machine that moves with the machine: a spell in
-	// which the generator's CPU is slowed by a neighbour has the server
-	// meet its requests one at a time, and every server counted in that
-	// spell counts more, Quartet 2.9 a request at c=1000 against 1.1 just
-	// before and after (December 2026, two processes alternating).
+	// other. On a shared machine that moves with the machine: in a noisy
+	// spell the generator's requests come slower, a server meets them one
+	// at a time, and every server counted in that spell counts more:
+	// two Quartet processes of one build, alternating, went together
+	// from 1.1 to 2.9 a request at c=1000 and back (December 2026). What
+	// on the machine makes the spells is not known from inside the guest.
 	Windows []float64 `json:"windows,omitempty"`
 	// Top are the most frequent syscalls (strace only).
 	Top []SyscallStat `json:"top,omitempty"`
