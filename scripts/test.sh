@@ -7,8 +7,7 @@
 # gofmt/vet/staticcheck, a darwin build and vet, `go test -race ./...`,
 # the tests again under the newest Go release, then the RDMA tier in a
 # QEMU guest with soft-iWARP and Soft-RoCE (vm/ci.sh; QUARTET_SKIP_VM=1
-# skips it). Needs root for apt-get (CI runs
-# as root).
+# skips it). Needs root for apt-get (CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"

@@ -19,8 +19,8 @@ import (
 // systemd on this machine: the Dockerfile's build line is run as written
 // and must give a static binary, which must then serve as the image would
 // run it; the example configuration must load; the units must say what
-// the code relies on. (Socket activation and sd_notify
-// themselves are TestSocketActivationAndNotify.)
+// the code relies on. (Socket activation and sd_notify themselves are
+// TestSocketActivationAndNotify.)
 
 func TestDockerfileBuildsAStaticBinary(t *testing.T) {
 	bin, df := buildAsDockerfile(t)
@@ -113,7 +113,9 @@ func TestImageRunsInAnEmptyRoot(t *testing.T) {
 	server := childOf(t, cmd.Process.Pid)
 	uid, gid, _ := strings.Cut(user, ":")
 	status := readFile(t, fmt.Sprintf("/proc/%d/status", server))
-	for _, want := range []string{"Uid:\t" + uid + "\t" + uid + "\t" + uid + "\t" + uid + "\n", "Gid:\t" + gid + "\t" + gid + "\t" + gid + "\t" + gid + "\n", "NSpid:\t" + fmt.Sprint(server) + "\t1\n"} {
+	// Real, effective, saved and filesystem ids all the image's; and PID 1
+	// in the namespace.
+	for _, want := range []string{"Uid:" + strings.Repeat("\t"+uid, 4) + "\n", "Gid:" + strings.Repeat("\t"+gid, 4) + "\n", fmt.Sprintf("NSpid:\t%d\t1\n", server)} {
 		if !strings.Contains(status, want) {
 			t.Errorf("the server's /proc/%d/status lacks %q:\n%s", server, want, status)
 		}
