@@ -326,24 +326,30 @@ func RaiseFDLimit(want uint64) (uint64, error) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, os.NewSyscallError("getrlimit", err)
 	}
-	if lim.Cur >= want {
-		return lim.Cur, nil
+	cur, hard := uint64(lim.Cur), uint64(lim.Max) // int64 on the BSDs
+	if cur >= want {
+		return cur, nil
 	}
-	if want > lim.Max {
+	if want > hard {
 		// Root may raise the hard limit too, up to fs.nr_open.
 		up := lim
-		up.Cur, up.Max = want, want
+		setRlim(&up.Cur, want)
+		setRlim(&up.Max, want)
 		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &up); err == nil {
 			return want, nil
 		}
-		return lim.Cur, fmt.Errorf("%w: need %d open files, hard limit is %d (raise it with ulimit -Hn, or run in a VM such as vm/)", ErrFDLimit, want, lim.Max)
+		return cur, fmt.Errorf("%w: need %d open files, hard limit is %d (raise it with ulimit -Hn, or run in a VM such as vm/)", ErrFDLimit, want, hard)
 	}
-	lim.Cur = want
+	setRlim(&lim.Cur, want)
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, os.NewSyscallError("setrlimit", err)
 	}
 	return want, nil
 }
+
+// setRlim sets a field of unix.Rlimit, uint64 on Linux and macOS and
+// int64 on the BSDs.
+func setRlim[T int64 | uint64](field *T, v uint64) { *field = T(v) }
 
 // ErrFDLimit is returned (wrapped) when a run needs more file descriptors
 // than RLIMIT_NOFILE's hard limit allows and it cannot be raised.

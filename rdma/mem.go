@@ -24,7 +24,7 @@ func Alloc(n int) (*Memory, error) {
 		return nil, fmt.Errorf("%w: Alloc(%d)", ErrInvalid, n)
 	}
 	size := roundPage(n)
-	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
 	if err != nil {
 		return nil, os.NewSyscallError("mmap", err)
 	}

@@ -80,10 +80,11 @@ func MemlockExplains(err error, size int) error {
 	}
 	page := uint64(os.Getpagesize())
 	asked := (uint64(size) + page - 1) / page * page
-	if !overMemlock(asked, pinned, lim.Cur) {
+	limit := uint64(lim.Cur) // int64 on the BSDs
+	if !overMemlock(asked, pinned, limit) {
 		return err
 	}
-	return &MemlockError{Err: err, Asked: asked, Pinned: pinned, Limit: lim.Cur, CapIPCLock: capIPCLock}
+	return &MemlockError{Err: err, Asked: asked, Pinned: pinned, Limit: limit, CapIPCLock: capIPCLock}
 }
 
 // overMemlock is the drivers' check: the pinned pages and the new ones

@@ -388,18 +388,19 @@ func (r *serveRun) warnOpenFiles(maxConns int) string {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return "unknown"
 	}
+	cur := uint64(lim.Cur) // int64 on the BSDs
 	switch {
-	case maxConns > 0 && uint64(maxConns) >= lim.Cur:
+	case maxConns > 0 && uint64(maxConns) >= cur:
 		r.logger.Warn("--max-conns is at or above the open-file limit: accepts will fail on a full fd table before it is reached",
-			"max-conns", maxConns, "open-files", lim.Cur, "fix", "raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower --max-conns")
-	case maxConns == 0 && lim.Cur < fewOpenFiles:
+			"max-conns", maxConns, "open-files", cur, "fix", "raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower --max-conns")
+	case maxConns == 0 && cur < fewOpenFiles:
 		r.logger.Warn("the open-file limit is low for a server of many connections: each connection holds an fd",
-			"open-files", lim.Cur, "fix", "raise it (ulimit -n, systemd's LimitNOFILE=)")
+			"open-files", cur, "fix", "raise it (ulimit -n, systemd's LimitNOFILE=)")
 	}
 	if lim.Cur == unix.RLIM_INFINITY {
 		return "unlimited"
 	}
-	return strconv.FormatUint(lim.Cur, 10)
+	return strconv.FormatUint(cur, 10)
 }
 
 func (r *serveRun) warnBench() {

@@ -109,7 +109,7 @@ func (s *rxStream) init(r io.Reader) {
 }
 
 func (s *rxStream) doReadv(fd uintptr) bool {
-	n, err := unix.Readv(int(fd), s.iov[:s.niov])
+	n, err := readv(int(fd), s.iov[:s.niov])
 	if err == unix.EAGAIN {
 		return false // let the runtime poller wait for data
 	}
