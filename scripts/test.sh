@@ -4,10 +4,10 @@
 # On a fresh Debian machine with Go: installs the peers the tests talk to
 # (curl, wrk, nginx for the static comparison, strace for syscall counts,
 # chromium for the report test), fetches Go modules, runs
-# gofmt/vet/staticcheck, a darwin build and vet, `go test -race ./...`,
-# the tests again under the newest Go release, then the RDMA tier in a
-# QEMU guest with soft-iWARP and Soft-RoCE (vm/ci.sh; QUARTET_SKIP_VM=1
-# skips it). Needs root for apt-get (CI runs as root).
+# gofmt/vet/staticcheck, darwin and freebsd builds and vets,
+# `go test -race ./...`, the tests again under the newest Go release,
+# then the RDMA tier in a QEMU guest with soft-iWARP and Soft-RoCE
+# (vm/ci.sh; QUARTET_SKIP_VM=1 skips it). Needs root for apt-get (CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
@@ -36,9 +36,11 @@ if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
 go vet ./...
 staticcheck ./...
 
-step "darwin build and vet (internal/poll: other platforms build, and fail at New)"
-GOOS=darwin go build ./...
-GOOS=darwin go vet ./...
+step "darwin and freebsd builds and vets (internal/poll: other platforms build, and fail at New)"
+for goos in darwin freebsd; do
+  GOOS=$goos go build ./...
+  GOOS=$goos go vet ./...
+done
 
 step "go test -race ./..."
 go test -race -count=1 -timeout 20m ./...
