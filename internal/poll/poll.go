@@ -43,13 +43,13 @@
 // accept4, the writer Linux's sendfile, the load generator epoll_pwait2 and
 // /proc; each would need a second implementation, and nothing on the
 // machines this project is built and measured on can run one of them.
-// Untested code presented as working is worse than an honest error, so
-// the other platforms build (go build and go vet for GOOS=darwin and
+// Untested code presented as working is worse than an honest error, so the
+// other platforms build (go build and go vet for GOOS=darwin and
 // GOOS=freebsd are part of the checks) and fail at the first constructor
-// with an error that names the platform. A kqueue backend would implement the functions
-// above (EVFILT_READ with EV_CLEAR for EdgeTriggered, EV_DISPATCH for
-// OneShot, udata for the token) together with the other files that end in
-// _other.go, and be tested on the platform it is for.
+// with an error that names the platform. A kqueue backend would implement
+// the functions above (EVFILT_READ with EV_CLEAR for EdgeTriggered,
+// EV_DISPATCH for OneShot, udata for the token) together with the other
+// files that end in _other.go, and be tested on the platform it is for.
 //
 // Registrations and what they report:
 //
