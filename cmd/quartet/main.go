@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -48,6 +49,25 @@ func main() {
 type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
+
+// unexpectedArgument is the usage error for the first argument fl left
+// over after its flags. The flag package takes a switch's value only
+// after "=", so "--reuseport true" leaves "true" over, and that, not an
+// argument, is the likely mistake: the error says so.
+func unexpectedArgument(fl *flag.FlagSet, args []string) error {
+	err := fmt.Errorf("unexpected argument %q", fl.Arg(0))
+	i := len(args) - fl.NArg() - 1 // the argument before it
+	if i < 0 || !strings.HasPrefix(args[i], "-") || strings.Contains(args[i], "=") {
+		return usageError{err}
+	}
+	name := strings.TrimLeft(args[i], "-")
+	if f := fl.Lookup(name); f != nil {
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			err = fmt.Errorf("%w: %s is a switch: alone it means true, and a value goes after \"=\" (%s=false)", err, args[i], args[i])
+		}
+	}
+	return usageError{err}
+}
 
 // Exit codes.
 const (

@@ -40,7 +40,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if fl.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fl.Arg(0))}
+		return unexpectedArgument(fl, args)
 	}
 	if g.mode == "server-writes" && !flagGiven(fl, "rdma") {
 		g.mode = "client-reads" // the proxy's default: the upstream's NIC does the work

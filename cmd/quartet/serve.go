@@ -69,7 +69,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{err}
 	}
 	if fl.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fl.Arg(0))}
+		return unexpectedArgument(fl, args)
 	}
 	o, given, err := loadOptions(args, *configPath)
 	if err != nil {
