@@ -179,9 +179,12 @@ type CompareResult struct {
 	Warmup    time.Duration `json:"warmup_ns"`
 	Modes     []CompareMode `json:"modes"`
 	Servers   []string      `json:"servers"`
-	Subjects  []string      `json:"subjects"`
-	Rows      []CompareRow  `json:"rows"`
-	Idle      []IdleRow     `json:"idle,omitempty"`
+	// Commits holds the Quartet revision of each server run from a
+	// binary with a VCS stamp (Host.Commit is the tool's own).
+	Commits  map[string]string `json:"commits,omitempty"`
+	Subjects []string          `json:"subjects"`
+	Rows     []CompareRow      `json:"rows"`
+	Idle     []IdleRow         `json:"idle,omitempty"`
 	// MsgServers are the servers measured on the messenger (a msg://
 	// URL): their runs are echoes of MsgPayload bytes, one message per
 	// request, whatever the path; the others' are HTTP's.
@@ -214,10 +217,17 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 	}
 	res := &CompareResult{Started: time.Now().UTC(), Host: HostInfo(ctx), Generator: spec.Generator,
 		Rounds: spec.Rounds, Duration: spec.Duration, Warmup: spec.Warmup, Modes: spec.Modes, Subjects: spec.Subjects}
+	fmt.Fprintf(log, "host: %s\n", res.Host)
 	for _, c := range cs {
 		res.Servers = append(res.Servers, c.Name)
+		if c.Commit != "" {
+			if res.Commits == nil {
+				res.Commits = map[string]string{}
+			}
+			res.Commits[c.Name] = c.Commit
+			fmt.Fprintf(log, "%s: commit %s\n", c.Name, c.Commit)
+		}
 	}
-	fmt.Fprintf(log, "host: %s\n", res.Host)
 
 	type key struct {
 		server, mode string

@@ -144,6 +144,15 @@ func (r *CompareResult) WriteText(w io.Writer) error {
 			r.MsgPayload, strings.Join(r.MsgServers, ", "), strings.Join(paths, ", "), strings.Join(http, ", "), gen, r.Rounds, r.Duration, r.Warmup)
 	}
 	ew.printf("Host: %s.\n", r.Host)
+	if len(r.Commits) > 0 {
+		var built []string
+		for _, s := range r.Servers {
+			if c, ok := r.Commits[s]; ok {
+				built = append(built, s+" "+c)
+			}
+		}
+		ew.printf("Quartet binaries measured, by commit: %s.\n", strings.Join(built, ", "))
+	}
 	for _, m := range r.Modes {
 		switch {
 		case m.pinned():

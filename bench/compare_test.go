@@ -249,12 +249,14 @@ func syntheticCompare() *CompareResult {
 
 func TestCompareTextTable(t *testing.T) {
 	r := syntheticCompare()
+	r.Commits = map[string]string{"quartet-b": "0239108aaaaa+dirty", "quartet": "7bce1cf31686"}
 	var b bytes.Buffer
 	if err := r.WriteText(&b); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
 	for _, want := range []string{
+		"Quartet binaries measured, by commit: quartet 7bce1cf31686, quartet-b 0239108aaaaa+dirty.",
 		"server c=100 pinned c=100 both-cores",
 		"quartet 11.5µs 16.7µs",
 		"gnet 10.0µs 11.4µs",

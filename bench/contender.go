@@ -48,6 +48,9 @@ type Contender struct {
 	// StartIdle starts it for the idle-memory experiment, with keep-alive
 	// timeouts longer than the experiment.
 	StartIdle func(ctx context.Context) (Server, error)
+	// Commit is the Quartet revision of the binary it runs, where that
+	// binary carries a VCS stamp ("" otherwise, and for peers).
+	Commit string
 }
 
 // procEnv is the environment a Go server gets in mode m.
@@ -83,7 +86,9 @@ func QuartetProcess(name, bin string, extra []string) Contender {
 	argv := append(quartetArgs(bin, ServerParams{}), extra...)
 	// Quartet closes keep-alive connections idle for 60 s by default;
 	// opening 100k takes longer than that in a VM.
-	return GoProcess(name, argv, []string{"--idle-timeout", idleServerTimeout.String()})
+	c := GoProcess(name, argv, []string{"--idle-timeout", idleServerTimeout.String()})
+	c.Commit = binaryCommit(bin)
+	return c
 }
 
 // QuartetMsgProcess is `bin serve` with the messenger's echo on a
@@ -91,7 +96,9 @@ func QuartetProcess(name, bin string, extra []string) Contender {
 // is msg://IP:PORT.
 func QuartetMsgProcess(name, bin string, extra []string) Contender {
 	argv := append(append(quartetArgs(bin, ServerParams{}), "--msg-addr", "127.0.0.1:0"), extra...)
-	return goProcess(name, argv, []string{"--idle-timeout", idleServerTimeout.String()}, true)
+	c := goProcess(name, argv, []string{"--idle-timeout", idleServerTimeout.String()}, true)
+	c.Commit = binaryCommit(bin)
+	return c
 }
 
 // PeerProcess is one of the peers built from bench/peers into dir.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"debug/buildinfo"
 	"fmt"
 	"os/exec"
 	goruntime "runtime"
@@ -27,8 +28,10 @@ type Host struct {
 	// Quartet, nginx and the Go floor alike).
 	Congestion string `json:"tcp_congestion_control"`
 	Go         string `json:"go"`
-	// Commit is the Quartet revision measured ("+dirty" with local
-	// changes), from the build's VCS stamp or, failing that, git.
+	// Commit is this executable's Quartet revision ("+dirty" with local
+	// changes), from the build's VCS stamp or, failing that, git. The
+	// tool's, that is: a Quartet binary it measures (compare's --quartet,
+	// --quartet-b) has its own stamp (CompareResult.Commits).
 	Commit string `json:"commit"`
 }
 
@@ -61,6 +64,23 @@ func buildCommit() string {
 	if !ok {
 		return ""
 	}
+	return vcsCommit(bi)
+}
+
+// binaryCommit is the VCS stamp of the Go binary at path: "" when it has
+// none (built by go run, with -buildvcs=false, or outside a checkout) or
+// is not a Go binary.
+func binaryCommit(path string) string {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return vcsCommit(bi)
+}
+
+// vcsCommit is bi's revision, shortened to 12 digits, "+dirty" when the
+// checkout had local changes; "" without a stamp.
+func vcsCommit(bi *debug.BuildInfo) string {
 	var rev, dirty string
 	for _, s := range bi.Settings {
 		switch s.Key {
