@@ -175,6 +175,15 @@ type QPConfig struct {
 	// the moment the connection is established. Only PostRecv is allowed
 	// on an INIT QP. An error aborts the setup (Dial fails, Accept
 	// rejects) and is returned.
+	//
+	// Prepare may run more than once in one Dial, each time on a new QP:
+	// on iWARP, rdma_cm picks the local port without asking TCP, and a
+	// Dial whose port turns out taken tries again with another port and
+	// another QP. So Prepare must not assume it runs once (register its
+	// memory beforehand, not in it). A QP that Dial or Accept does not
+	// return is destroyed, and nothing of it reaches the caller: the
+	// completions of what Prepare posted on it are dropped, not flushed
+	// into the CQs.
 	Prepare func(QP) error
 }
 

@@ -103,7 +103,7 @@ func (d *device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, priv 
 	}
 	defer func() {
 		if err != nil {
-			q.Close()
+			q.discard()
 		}
 	}()
 	if cfg.Prepare != nil {
@@ -438,12 +438,12 @@ func (r *connReq) Accept(ctx context.Context, cfg rdma.QPConfig, priv []byte) (_
 	}
 	if cfg.Prepare != nil {
 		if err := cfg.Prepare(q); err != nil {
-			q.Close()
+			q.discard()
 			return fail(err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		q.Close()
+		q.discard()
 		return fail(fmt.Errorf("soft: accept: %w", err))
 	}
 	// RFC 6581 negotiation: our ORD may not exceed the initiator's IRD;
@@ -461,12 +461,12 @@ func (r *connReq) Accept(ctx context.Context, cfg rdma.QPConfig, priv []byte) (_
 	if !stop() {
 		// ctx ended meanwhile: its past deadline may land on the
 		// connection at any moment, so the QP cannot have it.
-		q.Close()
+		q.discard()
 		r.conn.Close()
 		return nil, fmt.Errorf("soft: accept: %w", ctx.Err())
 	}
 	if err != nil {
-		q.Close()
+		q.discard()
 		r.conn.Close()
 		return nil, fmt.Errorf("soft: send MPA reply: %w", connErr(err))
 	}

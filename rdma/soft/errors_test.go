@@ -563,3 +563,63 @@ func TestHostileHandshake(t *testing.T) {
 		t.Fatalf("dial to a bad responder: %v", err)
 	}
 }
+
+// TestFailedSetupLeavesNoCompletions: a QP that Dial or Accept does not
+// return leaves nothing in the caller's CQs, though Prepare posted
+// receives on it (rdma.QPConfig.Prepare). Flushed there, they would
+// reach whoever polls the CQ, a loop sharing it with live QPs, under
+// the ids Prepare gives every attempt's receives.
+func TestFailedSetupLeavesNoCompletions(t *testing.T) {
+	checkLeaks(t)
+	srv, cli, ln := listening(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o := pairOpts{recvs: 4}
+	o.defaults()
+	prepFail := errors.New("prepare failed after posting")
+	empty := func(what string, e *endpoint) {
+		t.Helper()
+		var buf [16]rdma.Completion
+		if n, err := e.cq.Poll(buf[:]); n != 0 || err != nil {
+			t.Errorf("%s: the CQ holds %d completions (%v), first %+v; want none", what, n, err, buf[0])
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		answer func(rdma.ConnRequest)
+		addr   string
+	}{
+		{"rejected", func(req rdma.ConnRequest) { _ = req.Reject(nil) }, ""},
+		{"accept's Prepare fails", func(req rdma.ConnRequest) {
+			cfg := srv.qpConfig(&o)
+			post := cfg.Prepare
+			cfg.Prepare = func(qp rdma.QP) error { return errors.Join(post(qp), prepFail) }
+			if qp, err := req.Accept(ctx, cfg, nil); !errors.Is(err, prepFail) {
+				if qp != nil {
+					qp.Close()
+				}
+				t.Errorf("Accept with a failing Prepare: %v", err)
+			}
+		}, ""},
+		{"closed port", nil, "127.0.0.1:1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tc.addr
+			if tc.answer != nil {
+				addr = ln.Addr().String()
+				go func() {
+					if req, err := ln.Accept(ctx); err == nil {
+						tc.answer(req)
+					}
+				}()
+			}
+			qp, err := cli.dev.Dial(ctx, addr, cli.qpConfig(&o), nil)
+			if err == nil {
+				qp.Close()
+				t.Fatal("Dial succeeded")
+			}
+			empty("the dialer", cli)
+			empty("the listener's side", srv)
+		})
+	}
+}

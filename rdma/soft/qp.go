@@ -112,21 +112,22 @@ type qp struct {
 	local    net.Addr
 	remote   net.Addr
 
-	mu      sync.Mutex
-	err     error
-	sq      []wqe
-	sqHead  uint64   // oldest not completed
-	sqTx    uint64   // next to transmit
-	sqTail  uint64   // next free
-	orq     []uint64 // sq positions of outstanding Reads, oldest first
-	rq      []rqe
-	rqHead  uint64
-	rqTail  uint64
-	irq     []irqe
-	irqHead uint64
-	irqTail uint64
-	term    *termInfo // Terminate for tx to send before closing
-	closing bool      // Close is done: posts fail
+	mu        sync.Mutex
+	err       error
+	sq        []wqe
+	sqHead    uint64   // oldest not completed
+	sqTx      uint64   // next to transmit
+	sqTail    uint64   // next free
+	orq       []uint64 // sq positions of outstanding Reads, oldest first
+	rq        []rqe
+	rqHead    uint64
+	rqTail    uint64
+	irq       []irqe
+	irqHead   uint64
+	irqTail   uint64
+	term      *termInfo // Terminate for tx to send before closing
+	closing   bool      // Close is done: posts fail
+	discarded bool      // never returned by Dial or Accept: flush completes nothing
 
 	closeOnce atomic.Bool
 
@@ -436,18 +437,32 @@ func (q *qp) flush() {
 	}
 	q.sqTx = q.sqTail
 	q.orq = q.orq[:0]
-	// Flushed requests always complete, signaled or not, as in verbs.
+	// Flushed requests always complete, signaled or not, as in verbs;
+	// a discarded QP's complete to nobody.
 	for q.sqHead < q.sqTail {
 		w := &q.sq[q.sqHead%uint64(len(q.sq))]
-		q.sendCQ.push(rdma.Completion{WRID: w.id, QPNum: q.num, Status: w.status, Op: sqOpcode[w.kind], VendorErr: w.vendor}, false)
+		if !q.discarded {
+			q.sendCQ.push(rdma.Completion{WRID: w.id, QPNum: q.num, Status: w.status, Op: sqOpcode[w.kind], VendorErr: w.vendor}, false)
+		}
 		w.mw, w.mr = nil, nil
 		q.sqHead++
 	}
-	for ; q.rqHead < q.rqTail; q.rqHead++ {
+	for ; q.rqHead < q.rqTail && !q.discarded; q.rqHead++ {
 		e := &q.rq[q.rqHead%uint64(len(q.rq))]
 		q.recvCQ.push(rdma.Completion{WRID: e.id, QPNum: q.num, Status: rdma.StatusWRFlushErr, Op: rdma.OpRecv}, false)
 	}
+	q.rqHead = q.rqTail
 	q.irqHead = q.irqTail
+}
+
+// discard closes a QP that Dial or Accept is not returning (it never
+// started): what Prepare posted on it is dropped, not flushed into the
+// CQs, which are the caller's (rdma.QPConfig.Prepare).
+func (q *qp) discard() {
+	q.mu.Lock()
+	q.discarded = true
+	q.mu.Unlock()
+	q.Close()
 }
 
 // Disconnect is the orderly close: no Terminate, the TCP connection is

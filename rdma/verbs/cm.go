@@ -448,7 +448,7 @@ func (r *ConnRequest) Accept(ctx context.Context, cfg rdma.QPConfig, privateData
 			if !accepted {
 				C.rdma_reject(id, nil, 0)
 			}
-			qp.destroy()
+			qp.discard()
 		}
 	}()
 	if cfg.Prepare != nil {
@@ -498,7 +498,9 @@ func (r *ConnRequest) moveTo(ch *channel) (*C.struct_rdma_cm_id, error) {
 }
 
 // Dial connects (rdma_resolve_addr, rdma_resolve_route, rdma_create_qp,
-// cfg.Prepare, rdma_connect).
+// cfg.Prepare, rdma_connect). A try whose port collided (see Listen) is
+// retried from the start, with a new QP and Prepare run again; the failed
+// try's QP is discarded, its completions dropped.
 func (d *Device) Dial(ctx context.Context, addr string, cfg rdma.QPConfig, privateData []byte) (rdma.QP, error) {
 	ip, port, err := resolve(ctx, addr)
 	if err != nil {
@@ -566,10 +568,10 @@ func (d *Device) dial(ctx context.Context, ip netip.Addr, port int, cfg rdma.QPC
 	if err != nil {
 		return nil, err
 	}
-	idOwned = false // qp.destroy releases id and channel from here on
+	idOwned = false // qp.discard releases id and channel from here on
 	defer func() {
 		if err != nil {
-			qp.destroy()
+			qp.discard()
 		}
 	}()
 	if cfg.Prepare != nil {

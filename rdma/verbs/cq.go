@@ -21,12 +21,21 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"unsafe"
 
 	"github.com/quartet-server/quartet/rdma"
 )
+
+// maxDropped bounds CQ.dropped. A discarded QP's completions are the
+// flushes of what Prepare posted on it, in the CQ once ibv_destroy_qp
+// returns (or, at the latest, once its number is given out again), so a
+// number needs its place only until the next poll; the bound keeps a
+// device that never reuses numbers (rxe counts up) from growing the list
+// with every failed Dial.
+const maxDropped = 64
 
 // maxCompletionsPerPoll bounds one ibv_poll_cq call: the C scratch arrays
 // are this long, and a longer dst is served in several calls. 64 is
@@ -45,6 +54,11 @@ type CQ struct {
 	out    *C.struct_q_wc   // flattened completions, C memory
 	// taken: completions that attach polled early, handed out first.
 	taken []rdma.Completion
+	// dropped are the numbers of QPs that Dial or Accept destroyed
+	// instead of returning (discard), newest last: their completions are
+	// nobody's and are polled away, until the number is given to a new
+	// QP (attach), or maxDropped later discards.
+	dropped []uint32
 
 	mu     sync.Mutex
 	qps    map[uint32]*QP // attached QPs by number: error completions mark them
@@ -159,6 +173,9 @@ func (c *CQ) pollLocked(dst []rdma.Completion) (int, error) {
 		out := unsafe.Slice(c.out, n)
 		for i := range out {
 			w := &out[i]
+			if len(c.dropped) > 0 && slices.Contains(c.dropped, uint32(w.qp_num)) {
+				continue
+			}
 			dst[got] = rdma.Completion{
 				WRID:      uint64(w.wr_id),
 				QPNum:     uint32(w.qp_num),
@@ -237,10 +254,27 @@ func (c *CQ) attach(qp *QP) error {
 			break
 		}
 	}
+	// What was left of a discarded QP of this number has just been
+	// polled away; what comes from now on is the new QP's.
+	c.dropped = slices.DeleteFunc(c.dropped, func(n uint32) bool { return n == qp.num })
 	c.mu.Lock()
 	c.qps[qp.num] = qp
 	c.mu.Unlock()
 	return nil
+}
+
+// drop makes the CQ poll away num's completions (see dropped); the QP of
+// that number is about to be destroyed, and was never the caller's.
+func (c *CQ) drop(num uint32) {
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
+	if slices.Contains(c.dropped, num) {
+		return
+	}
+	if len(c.dropped) == maxDropped {
+		c.dropped = slices.Delete(c.dropped, 0, 1)
+	}
+	c.dropped = append(c.dropped, num)
 }
 
 func (c *CQ) detach(qp *QP) {

@@ -131,6 +131,19 @@ func newQP(d *Device, ch *channel, id *C.struct_rdma_cm_id, cfg rdma.QPConfig) (
 	return qp, nil
 }
 
+// discard destroys a QP that Dial or Accept is not returning. Its CQs
+// drop its completions first: the flushes of the receives Prepare posted
+// on it would otherwise reach whoever polls them (a writer loop sharing
+// the CQ with other QPs) under work-request ids that Prepare gives the
+// next attempt's QP too, where they would read as that QP's failure.
+func (q *QP) discard() {
+	q.scq.drop(q.num)
+	if q.rcq != q.scq {
+		q.rcq.drop(q.num)
+	}
+	q.destroy()
+}
+
 // destroy releases in reverse: event goroutine, CQ links, QP, cm_id,
 // channel, scratch.
 func (q *QP) destroy() error {

@@ -246,23 +246,27 @@ func logRefused(t testing.TB, addr net.Addr, acceptErr error) {
 // recvBufSize is the size of each receive buffer posted by postRecvs.
 const recvBufSize = 4096
 
-// postRecvs registers a receive area and posts n receives into it.
+// postRecvs posts n receives into the side's receive area, which the
+// first call registers: a Dial runs its Prepare again for each attempt
+// (rdma.QPConfig.Prepare), and every attempt posts into the same area.
 func postRecvs(qp rdma.QP, s side, n int) error {
 	if n == 0 {
 		return nil
 	}
-	mem, err := rdma.Alloc(n * recvBufSize)
-	if err != nil {
-		return err
+	if s.w.recvMR == nil {
+		mem, err := rdma.Alloc(n * recvBufSize)
+		if err != nil {
+			return err
+		}
+		mr, err := s.pd.Register(mem.Bytes(), rdma.AccessLocalWrite)
+		if err != nil {
+			mem.Free()
+			return err
+		}
+		s.w.recvMR, s.w.recvMem = mr, mem
 	}
-	mr, err := s.pd.Register(mem.Bytes(), rdma.AccessLocalWrite)
-	if err != nil {
-		mem.Free()
-		return err
-	}
-	s.w.recvMR, s.w.recvMem = mr, mem
 	for i := 0; i < n; i++ {
-		if err := qp.PostRecv(uint64(1000+i), []rdma.SGE{rdma.SGEOf(mr, i*recvBufSize, recvBufSize)}); err != nil {
+		if err := qp.PostRecv(uint64(1000+i), []rdma.SGE{rdma.SGEOf(s.w.recvMR, i*recvBufSize, recvBufSize)}); err != nil {
 			return err
 		}
 	}
