@@ -583,7 +583,7 @@ func (d *Device) dial(ctx context.Context, ip netip.Addr, port int, cfg rdma.QPC
 	p, n := cBytes(privateData)
 	defer C.free(p)
 	param.private_data, param.private_data_len = p, C.uint8_t(n)
-	if rc, cerr := C.rdma_connect(id, &param); rc != 0 {
+	if rc, cerr := C.q_connect(id, &param); rc != 0 {
 		return nil, verbErr("rdma_connect", cerr)
 	}
 	ev, err := ch.expect(ctx, "rdma_connect", C.RDMA_CM_EVENT_ESTABLISHED)

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <infiniband/verbs.h>
@@ -181,3 +183,29 @@ static inline void q_ev_read(struct rdma_cm_event *e, struct q_ev *o) {
 
 static inline struct ibv_context *q_id_verbs(struct rdma_cm_id *id) { return id->verbs; }
 static inline struct ibv_qp *q_id_qp(struct rdma_cm_id *id) { return id->qp; }
+
+// q_connect is rdma_connect with the thread's asynchronous signals
+// blocked. siw connects its TCP socket inside the call, blocking and
+// interruptibly: a signal then (Go's preemption signal, SIGURG, lands on
+// any thread) makes siw drop a connection the peer has already accepted
+// at the TCP level, and the peer's siw, which has not yet taken it off
+// its listening socket, closes that listening socket instead (Linux 6.1
+// siw). The restarted call finds its port pair still taken, and the
+// Dial's next try finds the listener gone: refused. Blocked, the signals
+// wait until the call returns. Faults stay unblocked, so that a crash in
+// the library still reaches Go's handler.
+static inline int q_connect(struct rdma_cm_id *id, struct rdma_conn_param *param) {
+	sigset_t block, old;
+	sigfillset(&block);
+	sigdelset(&block, SIGSEGV);
+	sigdelset(&block, SIGBUS);
+	sigdelset(&block, SIGFPE);
+	sigdelset(&block, SIGILL);
+	sigdelset(&block, SIGTRAP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	int rc = rdma_connect(id, param);
+	int saved = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = saved;
+	return rc;
+}

@@ -220,13 +220,12 @@ func (p *pair) dial(t testing.TB, td testDevice, cliPrep, srvPrep func(rdma.QP) 
 // listener of the test's own was refused. On iWARP the refusal is a
 // reset answering the connection's SYN (siw connects its kernel socket
 // synchronously inside rdma_connect), which should not happen while the
-// listener stands: it was seen once in about twenty CI runs, right after
-// a siw connection the test had ended with a Terminate, and not again in
-// 60 rounds of that test alone. The sockets on the listener's port (is
-// it in LISTEN? a request or TIME_WAIT socket of the same port pair?),
-// the stack's counters of resets and listen drops, and whether the
-// listener saw a connect request at all are what tell a kernel race
-// from a fault of the provider's.
+// listener stands. It happened about once in twenty CI runs until these
+// logs showed why: no socket in LISTEN on the port, and the TIME_WAIT of
+// a connection to it that the dialing side had closed, the trace of a
+// signal interrupting siw's connect (see q_connect and
+// TestDialIsNotDisturbedBySignals).
+// Should it come back, the same logs tell the cause.
 func logRefused(t testing.TB, addr net.Addr, acceptErr error) {
 	t.Helper()
 	t.Logf("Dial to %s refused; the listener's Accept returned %v", addr, acceptErr)
