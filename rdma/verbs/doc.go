@@ -49,7 +49,17 @@
 // send and receive locks, a CQ's poll lock, a listener's channel lock),
 // so the check costs the hot path nothing.
 //
+// Setup that fails leaves no trace: a QP that Dial or Accept does not
+// return is discarded, its CQs dropping the flushes of what Prepare
+// posted on it, so a Dial that retries on a taken port (iWARP: rdma_cm
+// picks the port without asking TCP) hands over one connection and only
+// its completions.
+//
 // Kernel quirks handled here (Linux 6.1, see vm/README.md): siw answers
-// ibv_query_qp without the state, so QP.State derives it; librdmacm keeps
-// a context and a PD per device for the process's life once used.
+// ibv_query_qp without the state, so QP.State derives it; siw connects
+// its TCP socket inside rdma_connect, where a signal (Go's preemption
+// signal included) would make it drop a connection the peer had taken
+// and the peer's siw close its listening socket, so Dial blocks signals
+// for that call (q_connect); librdmacm keeps a context and a PD per
+// device for the process's life once used.
 package verbs
