@@ -39,6 +39,27 @@ func emptyCQ(t *testing.T, what string, s side) {
 	}
 }
 
+// openPair opens td's device with a client and a server side, released
+// (and checked) when the test ends.
+func openPair(t *testing.T, td testDevice) (rdma.Device, side, side) {
+	t.Helper()
+	dev, err := New().Open(td.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dev.Close(); err != nil {
+			t.Errorf("device Close: %v", err)
+		}
+	})
+	cli, srv := newSide(t, dev), newSide(t, dev)
+	t.Cleanup(func() {
+		closeSide(t, "client", cli)
+		closeSide(t, "server", srv)
+	})
+	return dev, cli, srv
+}
+
 // preparing is a QPConfig for s whose Prepare posts setupRecvs receives.
 func preparing(s side) rdma.QPConfig {
 	cfg := qpConfig(s)
@@ -53,14 +74,7 @@ func preparing(s side) rdma.QPConfig {
 // Prepare gives every attempt's receives.
 func TestFailedSetupLeavesNoCompletions(t *testing.T) {
 	run(t, func(t *testing.T, td testDevice) {
-		dev, err := New().Open(td.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dev.Close()
-		cli, srv := newSide(t, dev), newSide(t, dev)
-		defer closeSide(t, "client", cli)
-		defer closeSide(t, "server", srv)
+		dev, cli, srv := openPair(t, td)
 		l, err := dev.Listen(net.JoinHostPort(td.addr.String(), "0"), 4)
 		if err != nil {
 			t.Fatalf("Listen: %v", err)
@@ -160,19 +174,7 @@ func TestDialRetriesOnATakenPort(t *testing.T) {
 				})
 				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 				defer cancel()
-				accepted := make(chan rdma.QP, 1)
-				go func() {
-					req, err := l.Accept(ctx)
-					if err != nil {
-						accepted <- nil
-						return
-					}
-					qp, err := req.Accept(ctx, preparing(srv), nil)
-					if err != nil {
-						t.Errorf("Accept: %v", err)
-					}
-					accepted <- qp
-				}()
+				accepted := acceptOne(ctx, l, preparing(srv))
 				prepared := 0
 				cfg := preparing(cli)
 				post := cfg.Prepare
@@ -202,9 +204,9 @@ func TestDialRetriesOnATakenPort(t *testing.T) {
 					t.Fatalf("Dial: %v (Prepare ran %d times)", err, prepared)
 				}
 				cli.qp = qp
-				srv.qp = <-accepted
-				if srv.qp == nil {
-					t.Fatal("no connection accepted")
+				a := <-accepted
+				if srv.qp = a.qp; a.err != nil {
+					t.Fatalf("Accept: %v", a.err)
 				}
 				if prepared != tc.freeOn {
 					t.Errorf("Prepare ran %d times, want %d (one per attempt)", prepared, tc.freeOn)
@@ -307,14 +309,7 @@ func narrowPortRange(t *testing.T, low, high int) {
 func TestDialIsNotDisturbedBySignals(t *testing.T) {
 	const dials = 400
 	run(t, func(t *testing.T, td testDevice) {
-		dev, err := New().Open(td.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dev.Close()
-		cli, srv := newSide(t, dev), newSide(t, dev)
-		defer closeSide(t, "client", cli)
-		defer closeSide(t, "server", srv)
+		dev, cli, srv := openPair(t, td)
 		stop := make(chan struct{})
 		flooded := make(chan struct{})
 		go func() {
@@ -354,24 +349,36 @@ func dialOnce(dev rdma.Device, td testDevice, cli, srv side) error {
 	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	accepted := make(chan rdma.QP, 1)
-	go func() {
-		req, err := l.Accept(ctx)
-		if err != nil {
-			accepted <- nil
-			return
-		}
-		qp, _ := req.Accept(ctx, qpConfig(srv), nil)
-		accepted <- qp
-	}()
+	accepted := acceptOne(ctx, l, qpConfig(srv))
 	qp, err := dev.Dial(ctx, l.Addr().String(), qpConfig(cli), nil)
 	if err != nil {
 		cancel()
 	} else {
 		defer qp.Close()
 	}
-	if sq := <-accepted; sq != nil {
-		sq.Close()
+	if a := <-accepted; a.qp != nil {
+		a.qp.Close()
 	}
 	return err
+}
+
+type acceptResult struct {
+	qp  rdma.QP
+	err error
+}
+
+// acceptOne answers l's next connect request with cfg in the background;
+// the result comes once, with the QP or why there is none.
+func acceptOne(ctx context.Context, l rdma.Listener, cfg rdma.QPConfig) <-chan acceptResult {
+	res := make(chan acceptResult, 1)
+	go func() {
+		req, err := l.Accept(ctx)
+		if err != nil {
+			res <- acceptResult{err: err}
+			return
+		}
+		qp, err := req.Accept(ctx, cfg, nil)
+		res <- acceptResult{qp, err}
+	}()
+	return res
 }
