@@ -186,14 +186,14 @@ static inline struct ibv_qp *q_id_qp(struct rdma_cm_id *id) { return id->qp; }
 
 // q_connect is rdma_connect with the thread's asynchronous signals
 // blocked. siw connects its TCP socket inside the call, blocking and
-// interruptibly: a signal then (Go's preemption signal, SIGURG, lands on
-// any thread) makes siw drop a connection the peer has already accepted
-// at the TCP level, and the peer's siw, which has not yet taken it off
-// its listening socket, closes that listening socket instead (Linux 6.1
-// siw). The restarted call finds its port pair still taken, and the
-// Dial's next try finds the listener gone: refused. Blocked, the signals
-// wait until the call returns. Faults stay unblocked, so that a crash in
-// the library still reaches Go's handler.
+// interruptibly. A signal then (Go's preemption signal, SIGURG, sent to
+// the thread as its goroutine enters the call; any signal sent to the
+// process) makes siw drop a connection the peer has already accepted at
+// the TCP level, and the peer's siw, which has not yet taken it off its
+// listening socket, closes that listening socket instead (Linux 6.1
+// siw): the Dial, or the next, is refused. Blocked, the signals wait
+// until the call returns. Faults stay unblocked, so that a crash in the
+// library still reaches Go's handler.
 static inline int q_connect(struct rdma_cm_id *id, struct rdma_conn_param *param) {
 	sigset_t block, old;
 	sigfillset(&block);
