@@ -347,6 +347,18 @@ func TestOverloadShedsAndSparesTheFastClass(t *testing.T) {
 			for {
 				select {
 				case <-stop:
+					if refused {
+						// The connection that got a 503 still carries a
+						// request: /hello's class is not the one shed.
+						resp, body, err := cl.get("/hello")
+						mu.Lock()
+						if err == nil && resp.StatusCode == 200 {
+							sameConn++
+						} else {
+							bad = append(bad, fmt.Sprintf("/hello after a 503 on the same connection: %v %v %q", resp, err, body))
+						}
+						mu.Unlock()
+					}
 					return
 				default:
 				}
