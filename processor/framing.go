@@ -248,11 +248,30 @@ func (w *ResponseWriter) keepAlive() bool {
 		// body, or may send it anyway: the bytes after this response are
 		// unknowable, so the connection cannot carry another request.
 		return false
+	case w.uploadGoesOn():
+		return false
 	}
 	if v, ok := w.hdr.lookup("Connection"); ok && stages.ListHasToken(v, "close") {
 		return false
 	}
 	return true
+}
+
+// uploadGoesOn reports whether the request body may have more still to
+// come than the reader throws away after the response
+// (stages.IncomingBody): a counted body with more than DiscardLimit
+// left, or a chunked one whose end has not arrived. The connection closes
+// after this response, which says so. A chunked body's rest is unknown:
+// promised keep-alive and then closed when the rest turned out long, a
+// client that had finished sending (the socket buffers hold megabytes)
+// would send its next request on a connection we had closed.
+func (w *ResponseWriter) uploadGoesOn() bool {
+	b, ok := w.req.Body.(stages.IncomingBody)
+	if !ok {
+		return false
+	}
+	n, known := b.Incoming()
+	return !known || n > stages.DiscardLimit
 }
 
 // commit writes the final status line and header block into the stream.

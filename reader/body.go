@@ -37,17 +37,20 @@ var (
 // advances r. All of it under mu: the loop's non-blocking read into buf
 // is short, and the handler's copy-out shorter.
 type pipe struct {
-	mu      sync.Mutex
-	buf     []byte
-	r, w    int
-	raw     int
-	err     error // io.EOF at the end of the body, or why it failed
-	done    bool  // the response is finished: bytes are discarded
-	full    bool  // the loop stopped for lack of room; a Read that makes room resumes it
-	ready   chan struct{}
-	timer   *time.Timer // the handler's, for the body timeout; kept with ready across requests
-	timeout time.Duration
-	resume  func()
+	mu   sync.Mutex
+	buf  []byte
+	r, w int
+	raw  int
+	err  error // io.EOF at the end of the body, or why it failed
+	done bool  // the response is finished: bytes are discarded
+	full bool  // the loop stopped for lack of room; a Read that makes room resumes it
+	// incoming is how many bytes of a counted body are still to come
+	// from the socket; -1 for a chunked body that has not ended.
+	incoming int64
+	ready    chan struct{}
+	timer    *time.Timer // the handler's, for the body timeout; kept with ready across requests
+	timeout  time.Duration
+	resume   func()
 }
 
 // reset readies the pipe for a new body in buf (len(buf) bytes of room).
@@ -76,7 +79,18 @@ func (p *pipe) release() []byte {
 	return b
 }
 
-var _ stages.ParkingReader = (*pipe)(nil)
+var (
+	_ stages.ParkingReader = (*pipe)(nil)
+	_ stages.IncomingBody  = (*pipe)(nil)
+)
+
+// Incoming reports the bytes of the body still to come from the client
+// (stages.IncomingBody). Any goroutine.
+func (p *pipe) Incoming() (int64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return max(p.incoming, 0), p.incoming >= 0
+}
 
 // Read is the handler's side.
 func (p *pipe) Read(b []byte) (int, error) { return p.ReadParking(b, nil) }
@@ -219,9 +233,13 @@ func (l *Loop) startStream(slot int32, plan stages.BodyPlan) {
 	}
 	rc.remaining = plan.Length
 	rc.decoder = plan.Decoder
+	rc.pipe.mu.Lock()
+	rc.pipe.incoming = -1
 	if plan.Kind == stages.BodyLength {
 		rc.req.ContentLength = plan.Length
+		rc.pipe.incoming = plan.Length
 	}
+	rc.pipe.mu.Unlock()
 	rc.fpos = rc.start + rc.hdrLen
 	rc.consumed = rc.hdrLen
 	l.feedLocked(slot)
@@ -241,7 +259,12 @@ func (l *Loop) drainBody(slot int32) {
 	if !rc.feeding {
 		l.nextRequest(slot)
 	} else if rc.discarded > maxDiscardBytes {
-		l.close(slot)
+		// The response is out, framed for keep-alive (a chunked body's
+		// length is not known until its end), and the client is still
+		// sending: a FIN tells it, and lingering keeps the reset a close
+		// could cause from destroying the response (maxLingerBytes).
+		l.endBody(rc)
+		l.lingerClose(slot)
 	}
 }
 
@@ -344,6 +367,7 @@ func (l *Loop) decodeLocked(rc *rconn) {
 		produced = p.raw - p.w
 		read = produced
 		rc.remaining -= int64(produced)
+		p.incoming = rc.remaining
 		done = rc.remaining == 0
 	}
 	p.w += produced
@@ -364,6 +388,7 @@ func (l *Loop) decodeLocked(rc *rconn) {
 	}
 	if done {
 		rc.feeding = false
+		p.incoming = 0
 		if p.err == nil {
 			p.err = io.EOF
 		}

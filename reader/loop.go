@@ -33,9 +33,9 @@ const (
 	DefaultPipeBytes = 64 << 10
 	// maxDiscardBytes is how many bytes of unread request body (chunk
 	// framing included) the loop will read and throw away to keep a
-	// connection alive after its response (net/http reads 256 KiB of data
-	// for the same decision); beyond it closing is cheaper.
-	maxDiscardBytes = 256 << 10
+	// connection alive after its response (stages.DiscardLimit); beyond
+	// it a lingering close is cheaper.
+	maxDiscardBytes = stages.DiscardLimit
 
 	// DefaultMinBodyRate is the slowest a client may send a streamed
 	// request body once DefaultMinBodyRateGrace has passed, in bytes per
@@ -54,8 +54,13 @@ const (
 	// maxReadBytesPerTurn bounds what one connection may read before the
 	// loop serves the others (edge-triggered: the rest waits in the ready list).
 	maxReadBytesPerTurn = 256 << 10
-	// maxLingerBytes: a client that keeps sending after we said goodbye is
-	// not owed more than this before we close.
+	// maxLingerBytes: a client that keeps sending after we said goodbye
+	// is not read further than this. The loop stops reading it, and closes
+	// when the client does or at the linger timeout, not at once: a close
+	// with the client's bytes unread answers them with a reset, which can
+	// reach the client before it has read the response and destroy it
+	// there (net/http stops reading and closes 500 ms later, for the same
+	// reason).
 	maxLingerBytes = 64 << 10
 )
 
@@ -1013,7 +1018,7 @@ func (l *Loop) readable(slot int32, hup bool) {
 	case stateDrain:
 		l.drainBody(slot)
 	case stateLinger:
-		l.linger(slot)
+		l.linger(slot, hup)
 	}
 }
 
@@ -1485,7 +1490,7 @@ func (l *Loop) returned(slot int32, f stages.Fate) {
 		l.setState(rc, stateLinger)
 		l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
 		rc.discarded = 0
-		l.linger(slot)
+		l.linger(slot, false)
 		return
 	case stages.FateClose:
 		l.close(slot)
@@ -1626,13 +1631,24 @@ func (l *Loop) lingerClose(slot int32) {
 	l.setState(rc, stateLinger)
 	rc.discarded = 0
 	l.setTimer(slot, classLinger, l.core.Now().Add(l.cfg.LingerTimeout))
-	l.linger(slot)
+	l.linger(slot, false)
 }
 
-func (l *Loop) linger(slot int32) {
+// linger discards what a connection shut for writing still receives, up
+// to maxLingerBytes, and closes it at the client's FIN. hup: its event
+// reported a hang-up. Past maxLingerBytes the loop stops reading and
+// leaves the rest to the timer, unless the client has finished sending
+// (its FIN is queued): then what is left is what the socket holds, which
+// is read to the end, so that the close sends no reset to a client that
+// may still be reading the response.
+func (l *Loop) linger(slot int32, hup bool) {
 	rc := l.conns[slot]
+	fin := hup || (rc.work != nil && rc.finQueued)
+	if rc.discarded > maxLingerBytes && !fin {
+		return
+	}
 	var scratch [4096]byte
-	for {
+	for budget := maxReadBytesPerTurn; ; {
 		n, err := poll.Read(rc.c.FD, scratch[:])
 		if err == unix.EINTR {
 			continue
@@ -1645,8 +1661,13 @@ func (l *Loop) linger(slot int32) {
 			return
 		}
 		rc.discarded += int64(n)
-		if rc.discarded > maxLingerBytes {
-			l.close(slot)
+		if budget -= n; budget <= 0 && fin {
+			l.ready = append(l.ready, slot) // the rest next turn
+			return
+		}
+		if rc.discarded > maxLingerBytes && !fin {
+			// Stop reading: the client's window closes, and its bytes
+			// wait unread until it closes or the timer does.
 			return
 		}
 	}

@@ -98,7 +98,7 @@ func TestChunkExtensionFloodIsRefused(t *testing.T) {
 // 384 KiB of such chunks), closes the connection instead of answering the
 // pipelined request behind it.
 func TestUnreadChunkedBodyDrainIsBounded(t *testing.T) {
-	s := startServer(t, Config{Handler: overheadHandler()})
+	s := startServer(t, Config{Handler: overheadHandler(), LingerTimeout: 300 * time.Millisecond})
 	next := "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
 	tests := []struct {
 		name string

@@ -96,3 +96,24 @@ type Parker interface {
 type ParkingReader interface {
 	ReadParking(p []byte, pk Parker) (int, error)
 }
+
+// DiscardLimit is how many bytes of a request body its handler left
+// unread the reader reads and throws away after the response, so that
+// the connection can carry the next request (net/http reads 256 KiB for
+// the same decision). A longer rest costs more to read than a new
+// connection: the connection closes after the response instead.
+const DiscardLimit = 256 << 10
+
+// IncomingBody is implemented by request bodies that go on arriving
+// while their handler runs (the reader stage's streaming body): Incoming
+// reports how many of the body's bytes have still to come from the
+// client, and whether that is known: for a counted body it is; for a
+// chunked one only once its end has been read. The processor asks it when
+// it frames a response: one whose request may have more than
+// DiscardLimit to come says the connection closes after it (net/http's
+// rule), so that the client does not count on the connection, and a
+// client that goes on sending is not cut off before it has read the
+// response (FateLinger).
+type IncomingBody interface {
+	Incoming() (n int64, known bool)
+}
