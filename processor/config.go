@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/quartet-server/quartet/protocol/http1"
 	"github.com/quartet-server/quartet/stages"
 )
 
@@ -86,7 +87,8 @@ type Config struct {
 	MaxParked int
 
 	// ServerName is the value of the Server header added to responses that
-	// do not set one. "" means DefaultServerName.
+	// do not set one. "" means DefaultServerName; CR, LF and NUL are sent
+	// as spaces (runtime.Config.Validate refuses them).
 	ServerName string
 
 	// WorkerInit, if set, runs once for each place before it is first
@@ -135,6 +137,7 @@ func (c Config) withDefaults() Config {
 	if c.ServerName == "" {
 		c.ServerName = DefaultServerName
 	}
+	c.ServerName = http1.CleanFieldValue(c.ServerName) // it is written raw
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"reflect"
 	goruntime "runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/quartet-server/quartet/control"
@@ -108,8 +110,11 @@ type Config struct {
 	// for as long as the queue holds them. (500ms)
 	QueueWaitTarget time.Duration
 
-	// QueueCapacity sizes each hand-off queue: reader→processor, and the
-	// inbound queue of every reader and writer loop (4096).
+	// QueueCapacity sizes each hand-off queue: reader→processor (one ring
+	// per request class, up to eight, each made when its class opens),
+	// and the inbound queue of every reader and writer loop (4096; at most
+	// 1 Mi). A ring is made whole, 16 bytes an entry: a capacity of 1 Mi
+	// costs 16 MiB per queue before a request arrives.
 	QueueCapacity int
 
 	MaxConns       int   // open connections at most; 0: no limit (0)
@@ -281,8 +286,9 @@ func (e *ConfigError) Error() string {
 // Unwrap makes errors.Is(err, ErrBadConfig) hold.
 func (e *ConfigError) Unwrap() error { return ErrBadConfig }
 
-// Validate reports the first setting that cannot work, in the order of the
-// fields, as a *ConfigError. Zero values are valid: they take defaults.
+// Validate reports a setting that cannot work, as a *ConfigError (the
+// first it checks: one field at a time, then the bounds that fields set
+// for each other). Zero values are valid: they take defaults.
 func (c *Config) Validate() error {
 	checks := []struct {
 		field string
@@ -290,8 +296,10 @@ func (c *Config) Validate() error {
 		bad   bool
 		why   string
 	}{
-		{"Listeners", c.Listeners, c.Listeners < 0 || (c.Listener != nil && c.Listeners > 1),
-			"must be >= 0, and at most 1 with a Listener"},
+		{"Addr", c.Addr, c.Listener == nil && badListenAddr(c.Addr), "must be host:port, the port a number 0..65535 or a service name"},
+		{"MsgAddr", c.MsgAddr, c.MsgListener == nil && badListenAddr(c.MsgAddr), "must be host:port, the port a number 0..65535 or a service name"},
+		{"Listeners", c.Listeners, c.Listeners < 0 || c.Listeners > maxLoops || (c.Listener != nil && c.Listeners > 1),
+			"must be 0..1024, and at most 1 with a Listener"},
 		{"Readers", c.Readers, c.Readers < 0 || c.Readers > 1024, "must be 0..1024"},
 		{"Processors", c.Processors, c.Processors < 0 || c.Processors > maxProcessors, "must be 0..65536"},
 		{"ProcessorsMin", c.ProcessorsMin, c.ProcessorsMin < 0 || c.ProcessorsMin > maxProcessors, "must be 0..65536"},
@@ -309,16 +317,27 @@ func (c *Config) Validate() error {
 		{"WritersMax", c.WritersMax, c.WritersMax < 0 || c.WritersMax > maxLoops, "must be 0..1024"},
 		{"ReadersMin", c.ReadersMin, c.ReadersMin > 0 && c.ReadersMax > 0 && c.ReadersMin > c.ReadersMax,
 			fmt.Sprintf("must be at most ReadersMax (%d)", c.ReadersMax)},
+		{"Readers", c.Readers, c.Readers > 0 && c.ReadersMin > 0 && c.Readers < c.ReadersMin,
+			fmt.Sprintf("must be at least ReadersMin (%d)", c.ReadersMin)},
+		{"Readers", c.Readers, c.Readers > 0 && c.ReadersMax > 0 && c.Readers > c.ReadersMax,
+			fmt.Sprintf("must be at most ReadersMax (%d)", c.ReadersMax)},
 		{"WritersMin", c.WritersMin, c.WritersMin > 0 && c.WritersMax > 0 && c.WritersMin > c.WritersMax,
 			fmt.Sprintf("must be at most WritersMax (%d)", c.WritersMax)},
-		{"QueueCapacity", c.QueueCapacity, c.QueueCapacity < 0 || c.QueueCapacity > 1<<24, "must be 0..16777216"},
+		{"Writers", c.Writers, c.Writers > 0 && c.WritersMin > 0 && c.Writers < c.WritersMin,
+			fmt.Sprintf("must be at least WritersMin (%d)", c.WritersMin)},
+		{"Writers", c.Writers, c.Writers > 0 && c.WritersMax > 0 && c.Writers > c.WritersMax,
+			fmt.Sprintf("must be at most WritersMax (%d)", c.WritersMax)},
+		{"QueueCapacity", c.QueueCapacity, c.QueueCapacity < 0 || c.QueueCapacity > maxQueueCapacity,
+			"must be 0..1048576 (each request class has a queue of this capacity)"},
 		{"MaxConns", c.MaxConns, c.MaxConns < 0, "must be >= 0"},
 		{"MsgMaxPayload", c.MsgMaxPayload, c.MsgMaxPayload < 0 || c.MsgMaxPayload > math.MaxUint32,
 			"must be 0..4294967295 (the wire's length field)"},
 		{"MsgWindow", c.MsgWindow, c.MsgWindow < 0 || c.MsgWindow > 1<<15, "must be 0..32768"},
 		{"MsgWindowBytes", c.MsgWindowBytes, c.MsgWindowBytes < 0, "must be >= 0"},
-		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0, "must be >= 0"},
-		{"MaxRequestLine", c.MaxRequestLine, c.MaxRequestLine < 0, "must be >= 0"},
+		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0 || c.MaxHeaderBytes > maxHeadBytes,
+			"must be 0..67108864 (a request head is read into one buffer)"},
+		{"MaxRequestLine", c.MaxRequestLine, c.MaxRequestLine < 0 || c.MaxRequestLine > maxHeadBytes,
+			"must be 0..67108864 (a request head is read into one buffer)"},
 		{"MaxHeaders", c.MaxHeaders, c.MaxHeaders < 0, "must be >= 0"},
 		{"MaxBodyBytes", c.MaxBodyBytes, c.MaxBodyBytes < 0, "must be >= 0"},
 		{"HeaderTimeout", c.HeaderTimeout, c.HeaderTimeout < 0, "must be >= 0"},
@@ -333,6 +352,8 @@ func (c *Config) Validate() error {
 		{"MaxParked", c.MaxParked, c.MaxParked > 1<<20, "must be at most 1048576 (negative: never park)"},
 		{"MinBodyRateGrace", c.MinBodyRateGrace, c.MinBodyRateGrace < 0, "must be >= 0"},
 		{"MinResponseRateGrace", c.MinResponseRateGrace, c.MinResponseRateGrace < 0, "must be >= 0"},
+		{"ServerName", c.ServerName, http1.UnsafeFieldValue(c.ServerName),
+			"must not hold CR, LF or NUL (it is sent as the Server field's value)"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
@@ -341,6 +362,33 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// badListenAddr reports whether a listen address is malformed, by its
+// syntax alone: a host name is looked up only when the server starts.
+func badListenAddr(addr string) bool {
+	if addr == "" {
+		return false // the default
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return true
+	}
+	if n, err := strconv.ParseUint(port, 10, 64); err == nil {
+		return n > 65535
+	}
+	return strings.IndexFunc(port, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-')
+	}) >= 0
+}
+
+// maxQueueCapacity bounds QueueCapacity: the processor's queue and each
+// request class's (up to eight) are rings of this many entries, made
+// when the server starts and when a class opens.
+const maxQueueCapacity = 1 << 20
+
+// maxHeadBytes bounds MaxHeaderBytes and MaxRequestLine: a connection
+// reads its request head into one buffer, grown up to the limit.
+const maxHeadBytes = 64 << 20
 
 // maxPrereadBody bounds PrereadBody: the reader gives a preread body a
 // buffer of its own size.

@@ -357,3 +357,52 @@ func TestValidateNamesTheFirstBadFieldEveryTime(t *testing.T) {
 }
 
 var _ processor.Handler = notFound{}
+
+// Validate refuses what cannot work, naming the field, as a ConfigError
+// that wraps ErrBadConfig, and takes what can.
+func TestValidateRefuses(t *testing.T) {
+	tests := []struct {
+		name  string
+		cfg   Config
+		field string // "" : valid
+	}{
+		{"a server name that would split the response", Config{ServerName: "a\r\nX-Evil: 1"}, "ServerName"},
+		{"a server name with a NUL", Config{ServerName: "a\x00b"}, "ServerName"},
+		{"a server name with spaces and a tab", Config{ServerName: "my server\t1.0"}, ""},
+		{"an address without a port", Config{Addr: "bogus"}, "Addr"},
+		{"a port out of range", Config{Addr: "127.0.0.1:99999"}, "Addr"},
+		{"a port by service name", Config{Addr: "127.0.0.1:http"}, ""},
+		{"an IPv6 address", Config{Addr: "[::1]:0"}, ""},
+		{"a host without an address", Config{Addr: ":8080"}, ""},
+		{"a messenger address without a port", Config{MsgAddr: "127.0.0.1"}, "MsgAddr"},
+		{"readers above their bound", Config{Readers: 8, ReadersMax: 2}, "Readers"},
+		{"readers below their bound", Config{Readers: 4, ReadersMin: 8}, "Readers"},
+		{"readers pinned", Config{Readers: 8}, ""},
+		{"writers below their bound", Config{Writers: 3, WritersMin: 5}, "Writers"},
+		{"writers above their bound", Config{Writers: 3, WritersMax: 2}, "Writers"},
+		{"writers within their bounds", Config{Writers: 2, WritersMin: 1, WritersMax: 4}, ""},
+		{"listeners by the thousand", Config{Listeners: 5000}, "Listeners"},
+		{"a queue of 16 Mi entries", Config{QueueCapacity: 1 << 24}, "QueueCapacity"},
+		{"a queue of 1 Mi entries", Config{QueueCapacity: 1 << 20}, ""},
+		{"a header limit of a terabyte", Config{MaxHeaderBytes: 1 << 40}, "MaxHeaderBytes"},
+		{"a request line limit of a terabyte", Config{MaxRequestLine: 1 << 40}, "MaxRequestLine"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v, want nil", err)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Field != tt.field || !errors.Is(err, ErrBadConfig) {
+				t.Fatalf("Validate: %v, want a ConfigError naming %s", err, tt.field)
+			}
+			if _, err := New(tt.cfg); !errors.Is(err, ErrBadConfig) {
+				t.Fatalf("New: %v, want ErrBadConfig", err)
+			}
+		})
+	}
+}

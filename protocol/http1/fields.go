@@ -43,6 +43,22 @@ func UnsafeFieldValue(v string) bool {
 	return false
 }
 
+// CleanFieldValue returns v with its CR, LF and NUL bytes as spaces
+// (UnsafeFieldValue), for a value set once and sent often, such as a
+// server's name.
+func CleanFieldValue(v string) string {
+	if !UnsafeFieldValue(v) {
+		return v
+	}
+	b := []byte(v)
+	for i, c := range b {
+		if c == '\r' || c == '\n' || c == 0 {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
 // hasZeroByte reports whether one of w's bytes is zero (exact: a borrow
 // can only mark bytes above a zero one).
 func hasZeroByte(w uint64) bool {

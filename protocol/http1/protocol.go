@@ -32,9 +32,10 @@ type Config struct {
 // seconds; a larger suggestion is cut to it.
 const MaxRetryAfter = 60
 
-// New returns HTTP/1.1 for a server's protocol table.
+// New returns HTTP/1.1 for a server's protocol table. A ServerName
+// holding CR, LF or NUL is sent with spaces instead (CleanFieldValue).
 func New(cfg Config) *Protocol {
-	return &Protocol{limits: cfg.Limits, server: cfg.ServerName}
+	return &Protocol{limits: cfg.Limits, server: CleanFieldValue(cfg.ServerName)}
 }
 
 // MaxHeadBytes is the most the reader need buffer for one request head.

@@ -141,3 +141,18 @@ func TestReject(t *testing.T) {
 		t.Fatalf("shedding allocates %v times", a)
 	}
 }
+
+// A server name that would split a response is sent with spaces: the
+// stages' own answers carry it raw (runtime.Config.Validate refuses it;
+// this is for a protocol table built by hand).
+func TestServerNameCannotSplitTheAnswer(t *testing.T) {
+	p := New(Config{ServerName: "q\r\nX-Evil: 1\x00"})
+	rej := p.Reject(&stages.Request{Minor: 1}, stages.Refusal{Err: ErrBadTarget, Now: time.Now()})
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(rej.Frame)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Header.Get("Server"); got != "q  X-Evil: 1" || resp.Header.Get("X-Evil") != "" {
+		t.Fatalf("Server %q, X-Evil %q", got, resp.Header.Get("X-Evil"))
+	}
+}
