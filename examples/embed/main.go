@@ -35,9 +35,11 @@ func main() {
 	log.Printf("serving on http://%s", srv.Addr())
 
 	// Ctrl-C or SIGTERM ends ctx; Serve then lets the requests in flight
-	// finish (within Config.ShutdownTimeout, 30s) and returns.
+	// finish (within Config.ShutdownTimeout, 30s) and returns. A second
+	// Ctrl-C stops at once: stop gives the signals their default back.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	if err := srv.Serve(ctx); err != nil {
 		log.Fatal(err)
 	}
