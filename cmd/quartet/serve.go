@@ -538,16 +538,14 @@ func (r *serveRun) reload() {
 		return
 	}
 	live := *r.o // the running values, with the live ones from next
-	live.root, live.bench = next.root, next.bench
-	live.staticCacheEntries, live.staticInMemory, live.staticInMemoryBudget = next.staticCacheEntries, next.staticInMemory, next.staticInMemoryBudget
+	live.setContent(next.content())
 	live.accessLog, live.accessLogFormat, live.logLevel = next.accessLog, next.accessLogFormat, next.logLevel
 	// The handler is rebuilt only when what it serves changed: otherwise
 	// the open-file cache stays warm and its counters keep counting.
 	if live.content() != r.o.content() {
 		if err := r.setHandler(&live); err != nil {
 			r.logger.Error("SIGHUP: new content root; keeping the old one", "err", err)
-			live.root, live.bench = r.o.root, r.o.bench
-			live.staticCacheEntries, live.staticInMemory, live.staticInMemoryBudget = r.o.staticCacheEntries, r.o.staticInMemory, r.o.staticInMemoryBudget
+			live.setContent(r.o.content())
 		}
 	}
 	if err := r.alog.open(live.accessLog, runtime.AccessLogFormat(live.accessLogFormat), r.stdout); err != nil {
@@ -555,34 +553,38 @@ func (r *serveRun) reload() {
 		live.accessLog, live.accessLogFormat = r.o.accessLog, r.o.accessLogFormat
 	}
 	r.level.Set(parseLevel(live.logLevel))
-	if sizing := next.cfg.ProcessorSizing(); sizing != r.o.cfg.ProcessorSizing() {
-		// The processor pool's size and bounds, through the same door as
-		// the admin's, logged with this cause.
-		if _, err := r.srv.ChangeStage(runtime.StageProcessor, runtime.StageChange{Size: sizing.Size,
-			Min: sizing.Min, Max: sizing.Max, Auto: &sizing.Auto, Cause: "config (SIGHUP)"}); err != nil {
-			r.logger.Error("SIGHUP: new processor sizes; keeping the old ones", "err", err)
-		} else {
-			live.cfg.Processors, live.cfg.ProcessorsMin, live.cfg.ProcessorsMax = next.cfg.Processors, next.cfg.ProcessorsMin, next.cfg.ProcessorsMax
-		}
+	// A stage's settings are taken when the stage has them in force, which
+	// includes a change that leaves its sizing as it was (a bound written
+	// out equal to its default): otherwise each reload would find it
+	// changed again.
+	if r.resize(runtime.StageProcessor, next.cfg.ProcessorSizing(), r.o.cfg.ProcessorSizing(), "processor sizes") {
+		live.cfg.Processors, live.cfg.ProcessorsMin, live.cfg.ProcessorsMax = next.cfg.Processors, next.cfg.ProcessorsMin, next.cfg.ProcessorsMax
 	}
-	for _, st := range []runtime.Stage{runtime.StageReader, runtime.StageWriter} {
-		sizing := next.cfg.LoopSizing(st)
-		if sizing == r.o.cfg.LoopSizing(st) {
-			continue
-		}
-		if _, err := r.srv.ChangeStage(st, runtime.StageChange{Size: sizing.Size,
-			Min: sizing.Min, Max: sizing.Max, Auto: &sizing.Auto, Cause: "config (SIGHUP)"}); err != nil {
-			r.logger.Error("SIGHUP: new "+string(st)+" loop counts; keeping the old ones", "err", err)
-		} else if st == runtime.StageReader {
-			live.cfg.Readers, live.cfg.ReadersMin, live.cfg.ReadersMax = next.cfg.Readers, next.cfg.ReadersMin, next.cfg.ReadersMax
-		} else {
-			live.cfg.Writers, live.cfg.WritersMin, live.cfg.WritersMax = next.cfg.Writers, next.cfg.WritersMin, next.cfg.WritersMax
-		}
+	if r.resize(runtime.StageReader, next.cfg.LoopSizing(runtime.StageReader), r.o.cfg.LoopSizing(runtime.StageReader), "reader loop counts") {
+		live.cfg.Readers, live.cfg.ReadersMin, live.cfg.ReadersMax = next.cfg.Readers, next.cfg.ReadersMin, next.cfg.ReadersMax
+	}
+	if r.resize(runtime.StageWriter, next.cfg.LoopSizing(runtime.StageWriter), r.o.cfg.LoopSizing(runtime.StageWriter), "writer loop counts") {
+		live.cfg.Writers, live.cfg.WritersMin, live.cfg.WritersMax = next.cfg.Writers, next.cfg.WritersMin, next.cfg.WritersMax
 	}
 	*r.o = live
 	r.logger.Info("SIGHUP: configuration reloaded", "changed", strings.Join(changed, "; "),
 		"root", r.desc.root, "bench-endpoints", r.desc.bench)
 	r.warnBench()
+}
+
+// resize puts a stage's sizing from a reload in force, through the same
+// door as the admin's, logged with this cause. It reports whether the
+// stage now runs with next (true when it already did).
+func (r *serveRun) resize(st runtime.Stage, next, was runtime.StageSize, what string) bool {
+	if next == was {
+		return true
+	}
+	if _, err := r.srv.ChangeStage(st, runtime.StageChange{Size: next.Size,
+		Min: next.Min, Max: next.Max, Auto: &next.Auto, Cause: "config (SIGHUP)"}); err != nil {
+		r.logger.Error("SIGHUP: new "+what+"; keeping the old ones", "err", err)
+		return false
+	}
+	return true
 }
 
 // close releases the directories, the one served and any retiring.

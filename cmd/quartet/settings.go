@@ -225,6 +225,14 @@ func (o *serveOptions) content() contentOptions {
 	return contentOptions{root: o.root, bench: o.bench, static: o.staticOptions()}
 }
 
+// setContent is content's inverse: a reload takes what the handler serves
+// from c as one piece, or keeps the running one whole.
+func (o *serveOptions) setContent(c contentOptions) {
+	o.root, o.bench = c.root, c.bench
+	o.staticCacheEntries, o.staticInMemory, o.staticInMemoryBudget = c.static.CacheEntries, c.static.InMemory, c.static.InMemoryBudget
+	o.staticRevalidate = c.static.Revalidate
+}
+
 // staticOptions are the options --root's directory is opened with.
 func (o *serveOptions) staticOptions() static.Options {
 	return static.Options{CacheEntries: o.staticCacheEntries, InMemory: o.staticInMemory, InMemoryBudget: o.staticInMemoryBudget,
