@@ -27,7 +27,17 @@ import (
 // http.Flusher, io.StringWriter, io.ReaderFrom (regular files go out with
 // sendfile) and http.Hijacker, whose Hijack returns ErrHijackNotSupported.
 // As in net/http, a Content-Type is sniffed from the first Write when the
-// handler sets none.
+// handler sets none. A body past the server's limit fails Read with an
+// error that errors.As finds as *http.MaxBytesError, as
+// http.MaxBytesReader's does (and errors.Is as stages.ErrBodyTooLarge).
+//
+// What it leaves out: the context holds no http.ServerContextKey or
+// http.LocalAddrContextKey value; http.ResponseController's Flush works,
+// and its SetReadDeadline, SetWriteDeadline and EnableFullDuplex report
+// http.ErrNotSupported (the stages' own timeouts apply: Config's
+// BodyTimeout and WriteTimeout; a response never overlaps the reading of
+// its request's body beyond what the reader buffers); trailers are not
+// sent.
 //
 // The adapter allocates what net/http's own server does per request (the
 // Request, its URL, header map and strings, a context); the response side is
@@ -56,6 +66,7 @@ func (a *adapter) ServeQuartet(w *ResponseWriter, r *stages.Request) {
 	s := a.states.Get().(*adapterState)
 	defer a.put(s) // also on panic, which the pool recovers
 	hr, err := s.request(r)
+	s.body.limit = w.p.cfg.MaxBodyBytes
 	if err != nil {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Connection", "close")
@@ -204,13 +215,36 @@ func methodString(m []byte) string {
 type requestBody struct {
 	r      io.Reader
 	closed bool
+	limit  int64 // the reader's MaxBodyBytes, for bodyTooLarge
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	if b.closed || b.r == nil {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && errors.Is(err, stages.ErrBodyTooLarge) {
+		err = &bodyTooLarge{limit: b.limit}
+	}
+	return n, err
+}
+
+// bodyTooLarge is the body limit's error as net/http handlers look for it
+// (errors.As with *http.MaxBytesError, which http.MaxBytesReader returns
+// and net/http's server answers 413 for), and still the stages' error to
+// errors.Is.
+type bodyTooLarge struct{ limit int64 }
+
+func (e *bodyTooLarge) Error() string { return stages.ErrBodyTooLarge.Error() }
+func (e *bodyTooLarge) Unwrap() error { return stages.ErrBodyTooLarge }
+
+// As fills a **http.MaxBytesError.
+func (e *bodyTooLarge) As(target any) bool {
+	if p, ok := target.(**http.MaxBytesError); ok {
+		*p = &http.MaxBytesError{Limit: e.limit}
+		return true
+	}
+	return false
 }
 
 func (b *requestBody) Close() error {

@@ -86,6 +86,11 @@ type Config struct {
 	// places. 0 means DefaultMaxParked; negative means none park.
 	MaxParked int
 
+	// MaxBodyBytes is the reader's limit on a request body, which a body
+	// past it fails with (stages.ErrBodyTooLarge): Adapt's handlers see
+	// it as *http.MaxBytesError's Limit. 0: not told.
+	MaxBodyBytes int64
+
 	// ServerName is the value of the Server header added to responses that
 	// do not set one. "" means DefaultServerName; CR, LF and NUL are sent
 	// as spaces (runtime.Config.Validate refuses them).

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -409,5 +410,32 @@ func TestConcurrentClients(t *testing.T) {
 		return st.Processor.Dequeued >= 1600 && st.Writer.Count >= 1600 && st.Processor.P50 > 0
 	}) {
 		t.Fatalf("stats do not reflect 1600 requests: processor %+v, writer %+v", st.Processor, st.Writer)
+	}
+}
+
+// A net/http handler finds the server's body limit the way it finds
+// http.MaxBytesReader's: errors.As with *http.MaxBytesError, Limit set,
+// and the error is still stages.ErrBodyTooLarge (which the server answers
+// with 413 when the handler has written nothing).
+func TestNetHTTPHandlerSeesMaxBytesError(t *testing.T) {
+	const limit = 1000
+	s := startServer(t, Config{MaxBodyBytes: limit, Handler: processor.Adapt(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		var mbe *http.MaxBytesError
+		if !errors.As(err, &mbe) || !errors.Is(err, stages.ErrBodyTooLarge) {
+			http.Error(w, fmt.Sprintf("read: %v", err), http.StatusInternalServerError)
+			return
+		}
+		http.Error(w, fmt.Sprintf("over %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
+	}))})
+	// Chunked: a counted body over the limit is refused before dispatch.
+	resp, err := http.Post("http://"+s.Addr().String()+"/", "text/plain", io.MultiReader(strings.NewReader(strings.Repeat("x", 5000))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 413 || strings.TrimSpace(string(body)) != "over 1000 bytes" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }

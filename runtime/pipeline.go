@@ -204,6 +204,7 @@ func New(cfg Config) (*Server, error) {
 		WriteTimeout: cfg.WriteTimeout,
 		MaxParked:    cfg.MaxParked,
 		ServerName:   cfg.ServerName,
+		MaxBodyBytes: cfg.MaxBodyBytes,
 		Logger:       cfg.Logger,
 		Protocols:    s.protocols,
 		Nudge:        s.nudge,
