@@ -31,8 +31,8 @@
 // QueryValue, Header, Body) and writes through the worker's
 // processor.ResponseWriter without allocating; the examples show both.
 // Builtin is the handler of the load-test endpoints (/hello, /sleep,
-// /bytes, /echo), for experiments only: never mount it where clients you
-// do not control can reach it.
+// /compute, /bytes, /echo), for experiments only: never mount it where
+// clients you do not control can reach it.
 //
 // # Operating
 //

@@ -98,7 +98,7 @@ func Example_metrics() {
 	mx.RegisterBuildInfo(metrics.ReadBuildInfo(metrics.BuildInfo{}))
 	srv, err := runtime.New(runtime.Config{
 		Addr:    "127.0.0.1:0",
-		Handler: runtime.Builtin(nil), // the load-test endpoints: /hello, /sleep, /bytes, /echo
+		Handler: runtime.Builtin(nil), // the load-test endpoints: /hello, /sleep, /compute, /bytes, /echo
 		Modules: []runtime.Module{mx.Module()},
 	})
 	if err != nil {

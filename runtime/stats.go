@@ -53,8 +53,8 @@ type Stats struct {
 	// MemoryReturns is how many times the server returned the memory a
 	// burst of connections left behind (Config.KeepFreedMemory).
 	MemoryReturns uint64
-	Listener      ListenerStats
-	Slow          SlowClientStats
+	Listener      ListenerStats   // the accept loops: connections taken, pauses at MaxConns, failures
+	Slow          SlowClientStats // clients slower than the server: parked handlers, cut-offs
 	Reader        StageStats
 	Processor     StageStats
 	Writer        StageStats
@@ -110,6 +110,10 @@ type SlowClientStats struct {
 }
 
 // LoopStats describes one event loop.
+// LoopStats is one reader or writer event loop's load: the connections
+// a reader loop holds now (0 for a writer loop, which holds connections
+// only while it writes to them) and the hand-offs waiting in the loop's
+// inbound queue.
 type LoopStats struct {
 	Conns      int
 	QueueDepth int

@@ -98,11 +98,18 @@ type StageSnapshot struct {
 	QueueDepth int // approximate, from Ring.Len
 	QueueCap   int
 
+	// Enqueued and Dequeued count the items handed to the stage and taken
+	// up by it since the start (Enqueued - Dequeued is what waits, beside
+	// QueueDepth). Rejected counts hand-offs the stage refused because
+	// its queue was full (back-pressure: the sender answered or held the
+	// item itself); the reader's also counts closes the kernel refused,
+	// which would mean an ownership bug.
 	Enqueued, Dequeued, Rejected uint64
 	Dropped                      uint64 // dequeued and not served: the client had gone
 	Failed                       uint64 // dequeued and failed: a handler that panicked
 
-	// Service-time percentiles and maximum, and how many items they cover.
+	// Service-time percentiles and maximum, and Count, how many items
+	// they cover (those served since the start).
 	P50, P90, P99, P999, Max time.Duration
 	Count                    uint64
 }
