@@ -148,3 +148,55 @@ func TestReloadAppliesEveryLiveSetting(t *testing.T) {
 		t.Errorf("exit %d:\n%s", code, rl.p.log)
 	}
 }
+
+// A live change that cannot be applied is logged with its error and named
+// as not applied; the reload's report lists only the changes in force.
+func TestReloadReportsOnlyWhatItApplied(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "page"), []byte("a page"), 0o644)
+	tests := []struct {
+		key, bad, good string
+		err            string // the error line for the change refused
+	}{
+		{"root", "/nonexistent", dir, "SIGHUP: new content root; keeping the old one"},
+		{"access-log", filepath.Join(dir, "no-such-dir", "access.log"), `""`, "SIGHUP: new access log; keeping the old one"},
+	}
+	rl := &reloader{t: t, path: filepath.Join(dir, "q.yaml"), vals: map[string]string{}}
+	rl.set("root", dir)
+	rl.set("log-level", "info")
+	rl.p = startQuartet(t, serveCmd(t, "--config", rl.path))
+	level := map[string]string{"info": "debug", "debug": "info"}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			rl.t = t
+			errors := regexp.MustCompile(regexp.QuoteMeta(tt.err))
+			before := len(errors.FindAllString(rl.p.log.String(), -1))
+			rl.set(tt.key, tt.bad)
+			rl.set("log-level", level[rl.vals["log-level"]])
+			got := rl.hup()
+			if !strings.Contains(got, `changed="log-level: `) || strings.Contains(got, "; ") ||
+				!strings.Contains(got, `not-applied="`+tt.key+": ") {
+				t.Errorf("with %s refused: %s", tt.key, got)
+			}
+			if n := len(errors.FindAllString(rl.p.log.String(), -1)); n != before+1 {
+				t.Errorf("%d lines %q, want 1:\n%s", n-before, tt.err, rl.p.log)
+			}
+			// Alone, the refused change makes a reload that applies nothing.
+			if got := rl.hup(); !strings.Contains(got, "no change could be applied") || !strings.Contains(got, `not-applied="`+tt.key+": ") {
+				t.Errorf("with only %s, refused: %s", tt.key, got)
+			}
+			if got := fetch(t, "GET", rl.p.url+"/page"); got != "200 a page" {
+				t.Errorf("after the refused change: %q", got)
+			}
+			rl.set(tt.key, tt.good)
+			if got := rl.hup(); !strings.Contains(got, "nothing that can change live changed") {
+				t.Errorf("back to the running value: %s", got)
+			}
+		})
+	}
+	rl.t = t
+	rl.p.signal(syscall.SIGTERM)
+	if code := rl.p.wait(); code != 0 {
+		t.Errorf("exit %d:\n%s", code, rl.p.log)
+	}
+}

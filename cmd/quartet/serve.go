@@ -516,24 +516,11 @@ func (r *serveRun) reload() {
 		r.logger.Error("SIGHUP: reload failed; the running configuration stays", "err", err)
 		return
 	}
-	cur, nxt := r.o.settings(), next.settings()
-	var changed, restart []string
-	for i := range cur {
-		was, now := cur[i].value.String(), nxt[i].value.String()
-		if was == now {
-			continue
-		}
-		change := cur[i].key + ": " + was + " -> " + now
-		if cur[i].live {
-			changed = append(changed, change)
-		} else {
-			restart = append(restart, change)
-		}
-	}
+	wanted, restart := changes(r.o, next)
 	if len(restart) > 0 {
 		r.logger.Warn("SIGHUP: these settings change only on a restart; still running with the old values", "settings", strings.Join(restart, "; "))
 	}
-	if len(changed) == 0 {
+	if len(wanted) == 0 {
 		r.logger.Info("SIGHUP: configuration reloaded; nothing that can change live changed")
 		return
 	}
@@ -566,10 +553,46 @@ func (r *serveRun) reload() {
 	if r.resize(runtime.StageWriter, next.cfg.LoopSizing(runtime.StageWriter), r.o.cfg.LoopSizing(runtime.StageWriter), "writer loop counts") {
 		live.cfg.Writers, live.cfg.WritersMin, live.cfg.WritersMax = next.cfg.Writers, next.cfg.WritersMin, next.cfg.WritersMax
 	}
+	// What is reported is what the running options now hold: a change
+	// whose application failed was logged with its error above, and is
+	// named here only as not applied.
+	changed, _ := changes(r.o, &live)
+	var failed []string
+	for _, w := range wanted {
+		if !slices.Contains(changed, w) {
+			failed = append(failed, w)
+		}
+	}
 	*r.o = live
-	r.logger.Info("SIGHUP: configuration reloaded", "changed", strings.Join(changed, "; "),
-		"root", r.desc.root, "bench-endpoints", r.desc.bench)
+	if len(changed) == 0 {
+		r.logger.Warn("SIGHUP: no change could be applied; the running configuration stays", "not-applied", strings.Join(failed, "; "))
+		return
+	}
+	attrs := []any{"changed", strings.Join(changed, "; ")}
+	if len(failed) > 0 {
+		attrs = append(attrs, "not-applied", strings.Join(failed, "; "))
+	}
+	r.logger.Info("SIGHUP: configuration reloaded", append(attrs, "root", r.desc.root, "bench-endpoints", r.desc.bench)...)
 	r.warnBench()
+}
+
+// changes lists the settings that differ from was to now, as "key: old ->
+// new", the live ones apart from those that need a restart.
+func changes(was, now *serveOptions) (live, restart []string) {
+	a, b := was.settings(), now.settings()
+	for i := range a {
+		old, cur := a[i].value.String(), b[i].value.String()
+		if old == cur {
+			continue
+		}
+		change := a[i].key + ": " + old + " -> " + cur
+		if a[i].live {
+			live = append(live, change)
+		} else {
+			restart = append(restart, change)
+		}
+	}
+	return live, restart
 }
 
 // resize puts a stage's sizing from a reload in force, through the same
