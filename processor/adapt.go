@@ -31,6 +31,9 @@ import (
 // error that errors.As finds as *http.MaxBytesError, as
 // http.MaxBytesReader's does (and errors.Is as stages.ErrBodyTooLarge).
 //
+// As net/http's server does, it answers "OPTIONS *" itself (200, no body)
+// without calling the handler.
+//
 // What it leaves out: the context holds no http.ServerContextKey or
 // http.LocalAddrContextKey value; http.ResponseController's Flush works,
 // and its SetReadDeadline, SetWriteDeadline and EnableFullDuplex report
@@ -63,6 +66,14 @@ type adapterState struct {
 }
 
 func (a *adapter) ServeQuartet(w *ResponseWriter, r *stages.Request) {
+	if len(r.Target) == 1 && r.Target[0] == '*' && r.IsMethod(http.MethodOptions) {
+		// OPTIONS * asks about the server, not a resource: net/http's
+		// server answers it before the handler (whose ServeMux would say
+		// 400), and so does its adapter.
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	s := a.states.Get().(*adapterState)
 	defer a.put(s) // also on panic, which the pool recovers
 	hr, err := s.request(r)

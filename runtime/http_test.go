@@ -439,3 +439,17 @@ func TestNetHTTPHandlerSeesMaxBytesError(t *testing.T) {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }
+
+// "OPTIONS *" asks about the server: net/http's server answers 200 before
+// its handler, whose ServeMux would answer 400; Adapt does the same.
+func TestOptionsAsteriskThroughAdapt(t *testing.T) {
+	called := false
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { called = true })
+	s := startServer(t, Config{Handler: processor.Adapt(mux)})
+	c := dial(t, s)
+	resp, body := exchange(t, c, bufio.NewReader(c), "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "OPTIONS")
+	if resp.StatusCode != 200 || body != "" || resp.ContentLength != 0 || resp.Close || called {
+		t.Fatalf("%d %q length %d close %v handler called %v", resp.StatusCode, body, resp.ContentLength, resp.Close, called)
+	}
+}
