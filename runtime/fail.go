@@ -67,3 +67,21 @@ func (s *Server) acceptFailed(listener string, addr *string) func(error) {
 		}
 	}
 }
+
+// fileEnded is the writers' Trouble: a response cut short because its
+// file was cut short under it (writer.ErrFileEnded), which the client sees
+// as a connection closed mid-body. It is the operator's doing, a file
+// changed in place while the static file cache kept it open, and nginx
+// says so too ("was truncated"): the first at once, then a line every
+// ratelog.DefaultEvery with the count. The limiter is the server's, for
+// every writer loop and the reader loops that write directly.
+func (s *Server) fileEnded() func(*stages.Response, error) {
+	var limit ratelog.Limiter
+	return func(r *stages.Response, err error) {
+		if log, n := limit.Allow(time.Now()); log {
+			s.cfg.Logger.Error("quartet: a file changed while it was served; its response was cut short "+
+				"(replace served files by rename, as mv does, not in place, as cp and truncate do)",
+				"err", err, "responses", n)
+		}
+	}
+}

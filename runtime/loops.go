@@ -328,6 +328,7 @@ func (s *Server) newWriter(id int, added *initWait) (*wloop, error) {
 		LowWater:       lowWater(cfg.HighWater),
 		NoBatchedSends: cfg.NoBatchedSends,
 		Log:            s.writeLog,
+		Trouble:        s.fileTrouble,
 		Nudge:          s.nudge,
 		Init: func(src writer.Sources) error {
 			err := s.mods.stageInit(StageInfo{Stage: StageWriter, Index: id, Sources: src})

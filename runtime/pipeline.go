@@ -74,6 +74,8 @@ type Server struct {
 
 	mods     *modules
 	writeLog func(*stages.Response)
+	// fileTrouble is the writers' Trouble (fileEnded), one for them all.
+	fileTrouble func(*stages.Response, error)
 
 	// Loop counts change under loopsMu, only while Serve's group runs
 	// (loops.go).
@@ -138,6 +140,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.Handler = mods.handler(cfg.Handler)
 	s := &Server{cfg: cfg, served: make(chan struct{}), force: make(chan struct{}), drained: make(chan struct{}),
 		mods: mods, writeLog: mods.logger(cfg.Log), nudge: stages.NewLoopNudge()}
+	s.fileTrouble = s.fileEnded()
 	s.readers.init()
 	s.fused = make([]atomic.Pointer[fusion], maxLoops)
 	s.writers.init()

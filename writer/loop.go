@@ -42,6 +42,13 @@ const (
 // client took less than Config.MinRate over a grace window.
 var ErrTooSlow = errors.New("quartet: client reads slower than the minimum response rate")
 
+// ErrFileEnded is the abort reason of a response whose file region the
+// file no longer holds: the file was cut short after the response was
+// framed (changed in place, by cp or truncate, while a cache kept it
+// open). The response cannot be completed as framed; its connection
+// closes. Config.Trouble hears of it.
+var ErrFileEnded = errors.New("quartet: a file ended before its response did")
+
 // Config sets a writer loop's limits and hooks.
 type Config struct {
 	// QueueCapacity bounds the hand-off queue from the processors. A full
@@ -64,6 +71,10 @@ type Config struct {
 	// abort), with BytesSent exactly what reached the socket (less what a
 	// reset dropped from its queue).
 	Log func(*stages.Response)
+	// Trouble, if set, runs in the loop for a response cut short by the
+	// server's trouble rather than its client's (ErrFileEnded), before
+	// Log: the operator's business, where a client's hang-up is not.
+	Trouble func(r *stages.Response, err error)
 	// Nudge, if set, is the stages.LoopNudge the loop joins, so that
 	// CPU-bound workers hand it the CPU when responses or sockets wait.
 	Nudge *stages.LoopNudge
@@ -856,7 +867,7 @@ func sendFile(fd int, rec *record, memo *residentMemo) (int64, error) {
 	} else if n == 0 && err == nil {
 		// The file is shorter than the region: the response cannot be
 		// completed as framed.
-		return 0, fmt.Errorf("quartet: sendfile: %s ended %d bytes early", b.File.Name(), left)
+		return 0, fmt.Errorf("%w: %s, %d bytes short of the response's", ErrFileEnded, b.File.Name(), left)
 	}
 	return int64(max(n, 0)), syscallError("sendfile", err)
 }
@@ -930,6 +941,9 @@ func (l *Loop) conclude(r *stages.Response, err error, since time.Time) {
 	case err != nil:
 		r.Abort(err)
 		fate = stages.FateClose
+		if l.cfg.Trouble != nil && errors.Is(err, ErrFileEnded) {
+			l.cfg.Trouble(r, err)
+		}
 	case !r.KeepAlive:
 		fate = stages.FateLinger
 		// FIN after the last byte; the reader drains whatever the client
