@@ -31,8 +31,8 @@ type Config struct {
 	Addr string
 	// Listener, when set, is served instead of binding Addr: a listening
 	// TCP socket the caller opened (net.Listen on ":0" in a test, or
-	// net.FileListener on a systemd socket). New takes it over and closes
-	// it when the server stops.
+	// net.FileListener on a systemd socket). New takes it over: the
+	// server closes it when it stops, and New when it fails.
 	Listener  net.Listener
 	Listeners int  // accept loops; more than one uses SO_REUSEPORT (1)
 	ReusePort bool // SO_REUSEPORT even with one accept loop (false)

@@ -124,8 +124,20 @@ type Server struct {
 }
 
 // New builds every stage and binds the listening socket (so Addr is valid
-// before Serve), but starts nothing.
-func New(cfg Config) (*Server, error) {
+// before Serve), but starts nothing. It owns Config.Listener and
+// MsgListener from the call: when it fails, it has closed them.
+func New(cfg Config) (_ *Server, err error) {
+	defer func() {
+		if err != nil {
+			// Closing twice is harmless: the listener package closes a
+			// given listener once it holds a copy of its socket.
+			for _, ln := range [...]net.Listener{cfg.Listener, cfg.MsgListener} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
+		}
+	}()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -406,3 +406,20 @@ func TestValidateRefuses(t *testing.T) {
 		})
 	}
 }
+
+// New owns Config.Listener from the call: a New that fails, on a bad
+// setting before it has touched the listener, closes it too, so that the
+// caller has one rule to follow.
+func TestFailedNewClosesTheGivenListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, err := New(Config{Listener: ln, Readers: -1}); !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("New: %v, want ErrBadConfig", err)
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after the failed New: %v, want net.ErrClosed", err)
+	}
+}
