@@ -123,9 +123,9 @@ type Config struct {
 	MaxHeaders     int   // header field count limit, 431 beyond (100)
 	MaxBodyBytes   int64 // request body limit, 413 beyond (64 MiB)
 
-	HeaderTimeout time.Duration // first byte to end of header block, 408 beyond (20s)
+	HeaderTimeout time.Duration // first byte to end of header block, and of a preread body (PrereadBody), 408 beyond (20s)
 	IdleTimeout   time.Duration // keep-alive wait for the next request (60s)
-	BodyTimeout   time.Duration // a handler waiting this long for body bytes fails (30s)
+	BodyTimeout   time.Duration // a handler waiting this long for body bytes fails (30s); a streamed body's only
 	WriteTimeout  time.Duration // a client that reads nothing this long is dropped (30s)
 	LingerTimeout time.Duration // lingering close: wait for the client's FIN (2s)
 
@@ -138,6 +138,10 @@ type Config struct {
 	// the request is dispatched, so a slow small upload never reaches a
 	// processor (nginx's client_body_buffer_size); larger ones stream
 	// while the handler runs. Default reader.DefaultPrereadBody (64 KiB).
+	// A preread body is part of the request the reader waits for: it
+	// must arrive within HeaderTimeout of the request's first byte (a
+	// stalled one is answered 408 and counted with the slow headers);
+	// BodyTimeout and MinBodyRate apply to streamed bodies.
 	PrereadBody int
 
 	// MaxParked bounds the handlers waiting on their client (request body
