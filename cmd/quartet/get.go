@@ -32,14 +32,20 @@ type getOptions struct {
 
 func (g *getOptions) bind(fl *flag.FlagSet) {
 	fl.StringVar(&g.out, "O", "", "write the body to FILE (- for stdout; default: the URL's last path element)")
-	fl.StringVar(&g.mode, "rdma", "server-writes", "body delivery: server-writes, client-reads or off")
+	g.bindClient(fl, "server-writes")
+	fl.BoolVar(&g.quiet, "q", false, "no progress bar and no summary")
+	fl.IntVar(&g.repeat, "n", 1, "fetch the URL this many times with one client (a measurement: the file is rewritten each time)")
+}
+
+// bindClient binds the flags of the RDMA client alone, which quartet
+// proxy shares with get; mode is the command's own default delivery.
+func (g *getOptions) bindClient(fl *flag.FlagSet, mode string) {
+	fl.StringVar(&g.mode, "rdma", mode, "body delivery: server-writes, client-reads or off")
 	fl.StringVar(&g.provider, "provider", "auto", "RDMA provider: verbs, soft or auto")
 	fl.StringVar(&g.addr, "addr", "", "local IP of this client's RDMA endpoint (default: the address that routes to the server)")
 	fl.IntVar(&g.buffer, "buffer", rdmahttp.DefaultBufferSize, "registered buffer in bytes: the largest body taken by RDMA")
 	fl.DurationVar(&g.timeout, "op-timeout", rdmahttp.DefaultOpTimeout, "wait this long for an RDMA operation before counting it lost")
 	fl.IntVar(&g.retries, "retries", rdmahttp.DefaultRetries, "ask again this many times for a lost operation (-1: never)")
-	fl.BoolVar(&g.quiet, "q", false, "no progress bar and no summary")
-	fl.IntVar(&g.repeat, "n", 1, "fetch the URL this many times with one client (a measurement: the file is rewritten each time)")
 }
 
 // check reports what in the flags cannot be run, as a usage error (exit

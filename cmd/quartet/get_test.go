@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,30 @@ func TestServeGetProxy(t *testing.T) {
 	resp.Body.Close()
 	if !bytes.Equal(got, body) || resp.Header.Get("X-Quartet-Proxy-Via") != "client-reads" {
 		t.Fatalf("proxy: %d bytes, via %q", len(got), resp.Header.Get("X-Quartet-Proxy-Via"))
+	}
+}
+
+// quartet proxy's help is its own: its usage line, only the flags it
+// reads (none of get's output flags), and its own default delivery.
+func TestProxyUsage(t *testing.T) {
+	var stdout, stderr strings.Builder
+	if code := run(context.Background(), []string{"proxy", "-h"}, &stdout, &stderr); code != 0 || stderr.Len() > 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+	out := stdout.String()
+	if !strings.HasPrefix(out, "usage: quartet proxy --upstream http://HOST:PORT") {
+		t.Errorf("usage starts %q", strings.SplitN(out, "\n", 2)[0])
+	}
+	var flags []string
+	for _, m := range regexp.MustCompile(`(?m)^  -(\S+)`).FindAllStringSubmatch(out, -1) {
+		flags = append(flags, m[1])
+	}
+	if got, want := strings.Join(flags, " "), "addr buffer clients listen op-timeout provider rdma retries upstream"; got != want {
+		t.Errorf("flags %s, want %s", got, want)
+	}
+	for _, want := range []string{`(default "client-reads")`, `(default "127.0.0.1:8081")`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %s in:\n%s", want, out)
+		}
 	}
 }

@@ -21,6 +21,16 @@ import (
 // proxyHeaders are the upstream response headers a proxied response keeps.
 var proxyHeaders = []string{"Content-Type", "ETag", "Last-Modified", "Cache-Control", "Accept-Ranges", rdmahttp.HeaderDigest}
 
+const proxyAbout = `usage: quartet proxy --upstream http://HOST:PORT [--listen ADDR] [--rdma client-reads|server-writes|off] [flags]
+
+Accepts plain HTTP on --listen and answers each GET from an RDMA-capable
+Quartet upstream (quartet serve --rdma), the body fetched by RDMA; other
+methods are refused (405). The response says how its body came in
+X-Quartet-Proxy-Via.
+
+Flags:
+`
+
 // runProxy accepts plain HTTP from ordinary clients and fetches each GET
 // from an RDMA-capable Quartet upstream (the seed's proxy: TCP in front,
 // RDMA behind). Each upstream fetch needs a Client's buffer to itself, so
@@ -28,22 +38,26 @@ var proxyHeaders = []string{"Content-Type", "ETag", "Last-Modified", "Cache-Cont
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var g getOptions
 	fl := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl.SetOutput(io.Discard) // a bad flag is one line, from run
 	listen := fl.String("listen", "127.0.0.1:8081", "accept plain HTTP on this address")
 	upstream := fl.String("upstream", "", "RDMA-capable Quartet server, http://host:port (required)")
 	clients := fl.Int("clients", 4, "RDMA clients (buffers) in the pool: upstream fetches at once")
-	g.bind(fl)
+	// client-reads by default: the upstream's NIC does the work.
+	g.bindClient(fl, "client-reads")
+	fl.Usage = func() {
+		fmt.Fprint(fl.Output(), proxyAbout)
+		fl.PrintDefaults()
+	}
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fl.SetOutput(stderr)
+			fl.Usage()
 			return nil
 		}
-		return err
+		return usageError{err}
 	}
 	if fl.NArg() > 0 {
 		return unexpectedArgument(fl, args)
-	}
-	if g.mode == "server-writes" && !flagGiven(fl, "rdma") {
-		g.mode = "client-reads" // the proxy's default: the upstream's NIC does the work
 	}
 	up, err := url.Parse(*upstream)
 	if err != nil || up.Scheme != "http" || up.Host == "" {
@@ -95,12 +109,6 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	err = hs.Shutdown(sctx)
 	<-done
 	return err
-}
-
-func flagGiven(fl *flag.FlagSet, name string) bool {
-	given := false
-	fl.Visit(func(f *flag.Flag) { given = given || f.Name == name })
-	return given
 }
 
 type proxy struct {
