@@ -657,7 +657,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"serve", "--reuseport=true", "extra"}, 2, "", `quartet serve: unexpected argument "extra"`, 2},
 		{[]string{"serve", "--reuseport", "--", "extra"}, 2, "", `quartet serve: unexpected argument "extra"`, 2},
 		{[]string{"serve", "--addr", busy.Addr().String()}, 1, "", "quartet serve: listener: " + busy.Addr().String() + ": bind: address already in use", 1},
-		{[]string{"serve", "--addr", "127.0.0.1:0", "--msg-addr", "nonsense"}, 1, "", `quartet serve: messenger listener: address "nonsense": address nonsense: missing port in address`, 1},
+		{[]string{"serve", "--addr", "127.0.0.1:0", "--msg-addr", "nonsense"}, 2, "", `quartet serve: --msg-addr = nonsense: must be host:port, the port a number 0..65535 or a service name`, 2},
 		// Every command's usage errors exit 2, not only serve's.
 		{[]string{"get"}, 2, "", "usage: quartet get URL*", 0},
 		{[]string{"get", "foo"}, 2, "", `quartet get: URL "foo": want http://host[:port]/path`, 2},
