@@ -266,6 +266,9 @@ func (w *ResponseWriter) keepAlive() bool {
 // client that had finished sending (the socket buffers hold megabytes)
 // would send its next request on a connection we had closed.
 func (w *ResponseWriter) uploadGoesOn() bool {
+	if !w.req.HasBody() {
+		return false // most requests: no interface look-up per response
+	}
 	b, ok := w.req.Body.(stages.IncomingBody)
 	if !ok {
 		return false
