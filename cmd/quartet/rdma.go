@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -26,7 +27,7 @@ func runRDMA(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if len(rest) == 0 || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "help" {
+	if len(rest) == 0 || rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help" || rest[0] == "help" {
 		fmt.Fprintln(stderr, rdmaUsage)
 		if len(rest) == 0 {
 			return usageError{errors.New("missing command")}
@@ -42,7 +43,12 @@ func runRDMA(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, rdmaUsage)
 		return usageError{fmt.Errorf("unknown command %q", rest[0])}
 	}
-	return run(ctx, provider, rest[1:], stdout, stderr)
+	// rdmatool's commands print their usage for -h and return the flag
+	// package's ErrHelp: help asked for is a success.
+	if err := run(ctx, provider, rest[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return nil
 }
 
 // takeProvider removes --provider NAME (or --provider=NAME, -provider)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	goruntime "runtime"
@@ -22,10 +24,25 @@ func buildInfo() metrics.BuildInfo {
 	return metrics.ReadBuildInfo(metrics.BuildInfo{Version: version, Commit: commit})
 }
 
-// runVersion is `quartet version` (and `quartet --version`).
-func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", args[0])}
+const versionAbout = `usage: quartet version      (or quartet --version)
+
+Prints the version, commit and Go version the binary was built with, and
+its platform; /metrics exports them as quartet_build_info.`
+
+// runVersion is `quartet version` (and `quartet --version`). It has no
+// flags, but takes -h as every command does.
+func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("version", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, versionAbout)
+			return nil
+		}
+		return usageError{err}
+	}
+	if fl.NArg() > 0 {
+		return unexpectedArgument(fl, args)
 	}
 	b := buildInfo()
 	fmt.Fprintf(stdout, "quartet %s (commit %s, %s, %s/%s)\n", b.Version, b.Commit, b.GoVersion, goruntime.GOOS, goruntime.GOARCH)
