@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -438,4 +439,49 @@ func staticSeries(t *testing.T, url string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// A setting whose 0 (or "") runtime replaces with its default says so in
+// its help, as the ones whose 0 means off or none say that: otherwise
+// --idle-timeout 0 reads as "no idle timeout".
+func TestHelpSaysWhatZeroMeans(t *testing.T) {
+	def := reflect.ValueOf(runtime.DefaultConfig())
+	for _, s := range defaultOptions().settings() {
+		t.Run(s.key, func(t *testing.T) {
+			o := defaultOptions()
+			var field reflect.Value
+			cfg := reflect.ValueOf(&o.cfg).Elem()
+			var value flag.Value // s's, bound into o
+			for _, os2 := range o.settings() {
+				if os2.key == s.key {
+					value = os2.value
+				}
+			}
+			for i := range cfg.NumField() {
+				if v := reflect.ValueOf(value); v.Kind() == reflect.Pointer && v.Pointer() == cfg.Field(i).Addr().Pointer() {
+					field = cfg.Field(i)
+					if def.Field(i).IsZero() {
+						t.Skip("0 is the default itself")
+					}
+				}
+			}
+			if !field.IsValid() {
+				t.Skip("not a runtime.Config field")
+			}
+			zero := "0"
+			if field.Kind() == reflect.String {
+				zero = ""
+			}
+			if err := value.Set(zero); err != nil || !field.IsZero() {
+				t.Skip("0 is not runtime's zero here (it means off, or is refused)")
+			}
+			want := "(0: the default)"
+			if zero == "" {
+				want = `("": the default)`
+			}
+			if !strings.Contains(s.help, want) {
+				t.Errorf("help %q does not say %s", s.help, want)
+			}
+		})
+	}
 }

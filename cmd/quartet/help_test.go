@@ -45,3 +45,43 @@ func TestEveryCommandTakesHelp(t *testing.T) {
 		}
 	}
 }
+
+// quartet serve -h says what each flag does, and no more than it does.
+func TestServeHelpLines(t *testing.T) {
+	var out strings.Builder
+	printServeUsage(&out)
+	lines := map[string]string{}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[0], "--") {
+			lines[f[0]] = l
+		}
+	}
+	tests := []struct {
+		flag     string
+		want     []string
+		wantNone []string
+	}{
+		{"--static-cache-entries", []string{"at most once per --static-revalidate"}, []string{"once a second"}},
+		{"--bench-endpoints", []string{"/hello, /sleep, /compute, /bytes, /echo", "(default: only without --root and --config)"}, []string{"(default auto)"}},
+		{"--idle-timeout", []string{"(0: the default) (default 1m0s)"}, nil},
+		{"--server-name", []string{`("": the default) (default quartet)`}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.flag, func(t *testing.T) {
+			l, ok := lines[tt.flag]
+			if !ok {
+				t.Fatalf("no line for %s in:\n%s", tt.flag, out.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(l, w) {
+					t.Errorf("%q does not say %q", l, w)
+				}
+			}
+			for _, w := range tt.wantNone {
+				if strings.Contains(l, w) {
+					t.Errorf("%q says %q", l, w)
+				}
+			}
+		})
+	}
+}

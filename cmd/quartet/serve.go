@@ -97,7 +97,7 @@ func printServeUsage(w io.Writer) {
 	}
 	for _, s := range all {
 		def := s.value.String()
-		if def == "" || def == "0" && s.key == "max-conns" {
+		if def == "" || def == "0" && s.key == "max-conns" || strings.Contains(s.help, "(default:") {
 			def = ""
 		}
 		if def != "" {

@@ -77,18 +77,18 @@ type setting struct {
 func (o *serveOptions) settings() []setting {
 	c := &o.cfg
 	return []setting{
-		{"addr", (*text)(&c.Addr), false, "listen address host:port (port 0 picks one; the startup log says which)"},
+		{"addr", (*text)(&c.Addr), false, "listen address host:port (port 0 picks one; the startup log says which) (\"\": the default)"},
 		{"root", (*text)(&o.root), true, "serve static files from this directory (default: the embedded sample site, with the load-test endpoints)"},
-		{"static-cache-entries", (*countOrOff)(&o.staticCacheEntries), true, "files of --root kept open between requests, a stat checking each for changes at most once a second (0: none, every request opens its file)"},
+		{"static-cache-entries", (*countOrOff)(&o.staticCacheEntries), true, "files of --root kept open between requests, each checked against the disk at most once per --static-revalidate (0: none, every request opens its file)"},
 		{"static-in-memory", (*sizeOrOff)(&o.staticInMemory), true, "files of --root up to this size are also held in memory while cached, and sent with one write instead of sendfile (0 or -1: none)"},
 		{"static-in-memory-budget", (*sizeInt64)(&o.staticInMemoryBudget), true, "bytes of --root's files held in memory at most; a file that would pass it is sent from disk"},
 		{"static-revalidate", (*duration)(&o.staticRevalidate), true, "how long a cached file (or a name found missing) is served before a stat checks it against the disk: a file changed in place is served as it was for up to this long (nginx's open_file_cache_valid)"},
-		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /bytes, /echo (default: only without --root and --config)"},
+		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /compute, /bytes, /echo (default: only without --root and --config)"},
 		{"msg-addr", (*text)(&c.MsgAddr), false, "also serve the messenger (docs/messenger.md) on this address, with the built-in echo dispatcher, on the same stages as HTTP (default: off)"},
-		{"msg-max-payload", (*sizeInt)(&c.MsgMaxPayload), false, "messenger request payload limit (an error frame and a close beyond); each payload is read whole before dispatch"},
+		{"msg-max-payload", (*sizeInt)(&c.MsgMaxPayload), false, "messenger request payload limit (an error frame and a close beyond); each payload is read whole before dispatch (0: the default)"},
 		{"msg-window", (*integer)(&c.MsgWindow), false, "messenger requests in flight per connection: read on while earlier ones run, replies as ready unless a request asks for order (0: 32; 1: one at a time)"},
 		{"msg-window-bytes", (*sizeInt64)(&c.MsgWindowBytes), false, "bytes of messenger requests in flight per connection, beyond the one request always let through (0: 4MiB)"},
-		{"listeners", (*integer)(&c.Listeners), false, "accept loops (more than one uses SO_REUSEPORT)"},
+		{"listeners", (*integer)(&c.Listeners), false, "accept loops (more than one uses SO_REUSEPORT) (0: the default)"},
 		{"reuseport", (*boolean)(&c.ReusePort), false, "set SO_REUSEPORT on the listening socket"},
 		{"readers", (*integer)(&c.Readers), true, "reader event loops (R): alone, pins their count; with --readers-min/max, where their controller starts (0: the controller sizes them)"},
 		{"readers-min", (*integer)(&c.ReadersMin), true, "the reader loop controller's lower bound (0: 1)"},
@@ -104,26 +104,26 @@ func (o *serveOptions) settings() []setting {
 		{"no-batched-reads", (*boolean)(&c.NoBatchedReads), false, "read each connection a reader loop finds readable with its own system call, instead of reading a turn's connections with one io_uring_enter; to compare the two"},
 		{"no-batched-sends", (*boolean)(&c.NoBatchedSends), false, "write each response served inline with its own system call, instead of sending a loop turn's replies with one io_uring_enter; to compare the two"},
 		{"keep-freed-memory", (*boolean)(&c.KeepFreedMemory), false, "leave returning freed memory to Go's runtime (minutes when idle) instead of returning it once a burst of connections has gone"},
-		{"queue", (*integer)(&c.QueueCapacity), false, "capacity of each hand-off queue"},
+		{"queue", (*integer)(&c.QueueCapacity), false, "capacity of each hand-off queue (0: the default)"},
 		{"max-conns", (*integer)(&c.MaxConns), false, "open connections at most (0: no limit)"},
-		{"max-request-line", (*sizeInt)(&c.MaxRequestLine), false, "request line limit (414 beyond)"},
-		{"max-header-bytes", (*sizeInt)(&c.MaxHeaderBytes), false, "header block limit (431 beyond)"},
-		{"max-headers", (*integer)(&c.MaxHeaders), false, "header field count limit (431 beyond)"},
-		{"max-body", (*sizeInt64)(&c.MaxBodyBytes), false, "request body limit (413 beyond)"},
-		{"header-timeout", (*duration)(&c.HeaderTimeout), false, "time to receive a request's headers (408 beyond)"},
-		{"idle-timeout", (*duration)(&c.IdleTimeout), false, "keep-alive idle timeout"},
-		{"body-timeout", (*duration)(&c.BodyTimeout), false, "a handler waiting this long for request body bytes fails (408)"},
-		{"write-timeout", (*duration)(&c.WriteTimeout), false, "drop a client that reads nothing this long"},
-		{"linger-timeout", (*duration)(&c.LingerTimeout), false, "after the last response, wait this long for the client's FIN"},
-		{"shutdown-timeout", (*duration)(&c.ShutdownTimeout), false, "on SIGINT/SIGTERM, requests in flight get this long to finish"},
-		{"high-water", (*sizeInt64)(&c.HighWater), false, "unsent bytes per response before its handler waits for the client"},
-		{"preread-body", (*sizeInt)(&c.PrereadBody), false, "request bodies up to this size are read whole before a handler runs, so a slow upload holds no processor"},
+		{"max-request-line", (*sizeInt)(&c.MaxRequestLine), false, "request line limit (414 beyond) (0: the default)"},
+		{"max-header-bytes", (*sizeInt)(&c.MaxHeaderBytes), false, "header block limit (431 beyond) (0: the default)"},
+		{"max-headers", (*integer)(&c.MaxHeaders), false, "header field count limit (431 beyond) (0: the default)"},
+		{"max-body", (*sizeInt64)(&c.MaxBodyBytes), false, "request body limit (413 beyond) (0: the default)"},
+		{"header-timeout", (*duration)(&c.HeaderTimeout), false, "time to receive a request's headers (408 beyond) (0: the default)"},
+		{"idle-timeout", (*duration)(&c.IdleTimeout), false, "keep-alive idle timeout (0: the default)"},
+		{"body-timeout", (*duration)(&c.BodyTimeout), false, "a handler waiting this long for request body bytes fails (408) (0: the default)"},
+		{"write-timeout", (*duration)(&c.WriteTimeout), false, "drop a client that reads nothing this long (0: the default)"},
+		{"linger-timeout", (*duration)(&c.LingerTimeout), false, "after the last response, wait this long for the client's FIN (0: the default)"},
+		{"shutdown-timeout", (*duration)(&c.ShutdownTimeout), false, "on SIGINT/SIGTERM, requests in flight get this long to finish (0: the default)"},
+		{"high-water", (*sizeInt64)(&c.HighWater), false, "unsent bytes per response before its handler waits for the client (0: the default)"},
+		{"preread-body", (*sizeInt)(&c.PrereadBody), false, "request bodies up to this size are read whole before a handler runs, so a slow upload holds no processor (0: the default)"},
 		{"max-parked", (*countOrOff)(&c.MaxParked), false, "handlers waiting on their client without holding a processor (0: none; they wait holding it)"},
 		{"min-body-rate", (*rateOrOff)(&c.MinBodyRate), false, "bytes/s a client must send a request body at, after --min-body-rate-grace (0: no minimum)"},
-		{"min-body-rate-grace", (*duration)(&c.MinBodyRateGrace), false, "time a request body may take before --min-body-rate applies"},
+		{"min-body-rate-grace", (*duration)(&c.MinBodyRateGrace), false, "time a request body may take before --min-body-rate applies (0: the default)"},
 		{"min-response-rate", (*rateOrOff)(&c.MinResponseRate), false, "bytes/s a client must take a response at, over windows of --min-response-rate-grace, or be reset (0: no minimum)"},
-		{"min-response-rate-grace", (*duration)(&c.MinResponseRateGrace), false, "window over which --min-response-rate is measured"},
-		{"server-name", (*text)(&c.ServerName), false, "the Server header"},
+		{"min-response-rate-grace", (*duration)(&c.MinResponseRateGrace), false, "window over which --min-response-rate is measured (0: the default)"},
+		{"server-name", (*text)(&c.ServerName), false, "the Server header (\"\": the default)"},
 		{"access-log", (*text)(&o.accessLog), true, "access log: a file (reopened on SIGUSR1), or - for stdout (default: none)"},
 		{"access-log-format", choice(&o.accessLogFormat, string(runtime.Combined), string(runtime.CombinedIO)), true, "combined (Apache's), or combinedio (with mod_logio's %I %O wire bytes)"},
 		{"memory-limit", &o.memoryLimit, false, "the Go heap's soft limit (GOMEMLIMIT, which wins if set): auto, 90% of the memory limit of the server's cgroup when it has one, followed as it changes; off; or a size"},
@@ -164,7 +164,8 @@ func loadOptions(args []string, configPath string) (*serveOptions, flagsGiven, e
 // flagsGiven is the set of keys given on the command line.
 type flagsGiven map[string]bool
 
-// flagSet makes a flag of every setting, plus --config and --version.
+// flagSet makes a flag of every setting, plus --config. (--version is
+// quartet's, before any command.)
 func (o *serveOptions) flagSet() (*flag.FlagSet, *string) {
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	configPath := fl.String("config", "", "read settings from this YAML file (every flag is a key, with the same syntax); flags given too win; SIGHUP reloads it")
