@@ -46,6 +46,8 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"static-in-memory-budget of nothing", "static-in-memory-budget: 0\n", []string{": static-in-memory-budget = 0: must be positive", "--static-in-memory 0"}},
 		{"static-cache-entries not a number", "static-cache-entries: many\n", []string{`key "static-cache-entries"`, `"many" is not a whole number`}},
 		{"static-revalidate of nothing", "static-revalidate: 0s\n", []string{": static-revalidate = 0s: must be positive"}},
+		{"a bare dash", "log-level: info\naccess-log: -\n", []string{`line 2: key "access-log"`, `quote it: access-log: "-"`, "block sequence entries"}},
+		{"a bare dash and a comment", "access-log: -   # stdout\nlog-level: info\n", []string{`line 1: key "access-log"`, `quote it: access-log: "-"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -483,5 +485,19 @@ func TestHelpSaysWhatZeroMeans(t *testing.T) {
 				t.Errorf("help %q does not say %s", s.help, want)
 			}
 		})
+	}
+}
+
+// Quoted, - is stdout in the config file as on the command line.
+func TestQuotedDashIsStdout(t *testing.T) {
+	for _, yaml := range []string{`access-log: "-"`, `access-log: '-'`, `access-log: "-"   # stdout`} {
+		path := filepath.Join(t.TempDir(), "q.yaml")
+		os.WriteFile(path, []byte(yaml+"\n"), 0o644)
+		o, _, err := loadOptions(nil, path)
+		if err != nil {
+			t.Errorf("%s: %v", yaml, err)
+		} else if o.accessLog != "-" {
+			t.Errorf("%s: access log %q, want -", yaml, o.accessLog)
+		}
 	}
 }

@@ -55,7 +55,8 @@ at once, cutting off the connections still open), SIGHUP reloads --config
 (settings that cannot change live are named in the log), SIGUSR1 reopens
 --access-log (logrotate).
 
-Flags (each is also a key of the --config file, with the same syntax; sizes
+Flags (each is also a key of the --config file, with the same syntax, but
+a value YAML would read otherwise is quoted there: access-log: "-"; sizes
 take units: 64KiB, 64MiB, 1GiB):
 `
 

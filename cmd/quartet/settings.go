@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -124,7 +125,7 @@ func (o *serveOptions) settings() []setting {
 		{"min-response-rate", (*rateOrOff)(&c.MinResponseRate), false, "bytes/s a client must take a response at, over windows of --min-response-rate-grace, or be reset (0: no minimum)"},
 		{"min-response-rate-grace", (*duration)(&c.MinResponseRateGrace), false, "window over which --min-response-rate is measured (0: the default)"},
 		{"server-name", (*text)(&c.ServerName), false, "the Server header (\"\": the default)"},
-		{"access-log", (*text)(&o.accessLog), true, "access log: a file (reopened on SIGUSR1), or - for stdout (default: none)"},
+		{"access-log", (*text)(&o.accessLog), true, "access log: a file (reopened on SIGUSR1), or - for stdout, quoted in the config file: access-log: \"-\" (default: none)"},
 		{"access-log-format", choice(&o.accessLogFormat, string(runtime.Combined), string(runtime.CombinedIO)), true, "combined (Apache's), or combinedio (with mod_logio's %I %O wire bytes)"},
 		{"memory-limit", &o.memoryLimit, false, "the Go heap's soft limit (GOMEMLIMIT, which wins if set): auto, 90% of the memory limit of the server's cgroup when it has one, followed as it changes; off; or a size"},
 		{"log-format", choice(&o.logFormat, "text", "json"), false, "server log format"},
@@ -149,7 +150,7 @@ func loadOptions(args []string, configPath string) (*serveOptions, flagsGiven, e
 			return nil, nil, fmt.Errorf("--config: %w", err)
 		}
 		if err := strictyaml.Decode(data, &keyTable{o.settings()}); err != nil {
-			return nil, nil, fmt.Errorf("config %s: %w", configPath, err)
+			return nil, nil, fmt.Errorf("config %s: %w", configPath, loneDashHint(data, err))
 		}
 	}
 	fl, _ := o.flagSet()
@@ -159,6 +160,25 @@ func loadOptions(args []string, configPath string) (*serveOptions, flagsGiven, e
 	given := flagsGiven{}
 	fl.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	return o, given, nil
+}
+
+// loneDash is a key whose value is a bare -, as --access-log - is written
+// on the command line: YAML reads it as the start of a list, which cannot
+// follow a key on its line, and says only that.
+var loneDash = regexp.MustCompile(`^([A-Za-z0-9-]+):[ \t]+-(?:[ \t]+#.*)?[ \t]*$`)
+
+// loneDashHint adds to YAML's error for a bare - the line and the way to
+// write it, when the file has such a line, which YAML always refuses.
+func loneDashHint(data []byte, err error) error {
+	if !strings.Contains(err.Error(), "block sequence entries are not allowed in this context") {
+		return err
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		if m := loneDash.FindStringSubmatch(strings.TrimRight(line, "\r")); m != nil {
+			return fmt.Errorf("line %d: key %q: YAML reads a bare - as a list; quote it: %s: \"-\" (%w)", i+1, m[1], m[1], err)
+		}
+	}
+	return err
 }
 
 // flagsGiven is the set of keys given on the command line.
