@@ -79,14 +79,16 @@ func (a *accessLog) open(path string, format runtime.AccessLogFormat, stdout io.
 }
 
 // reopen opens the same path again: after logrotate has moved the file.
-func (a *accessLog) reopen() error {
+// It returns the log's path ("" for none, "-" for stdout) and whether
+// there was a file to reopen.
+func (a *accessLog) reopen() (path string, reopened bool, err error) {
 	a.mu.Lock()
 	path, format, f := a.path, a.format, a.f
 	a.mu.Unlock()
 	if f == nil {
-		return nil // stdout or none: nothing to reopen
+		return path, false, nil
 	}
-	return a.open(path, format, nil)
+	return path, true, a.open(path, format, nil)
 }
 
 // close writes out what has gathered and closes the file; the server has

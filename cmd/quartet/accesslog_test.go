@@ -39,7 +39,7 @@ func TestAccessLogKeepsEveryLineAcrossReopens(t *testing.T) {
 		if err := os.Rename(path, filepath.Join(dir, "access.log."+string(rune('1'+i)))); err != nil {
 			t.Fatal(err)
 		}
-		if err := a.reopen(); err != nil {
+		if _, _, err := a.reopen(); err != nil {
 			t.Fatal(err)
 		}
 	}

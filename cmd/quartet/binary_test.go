@@ -439,6 +439,26 @@ func TestSignals(t *testing.T) {
 		p.signal(syscall.SIGTERM)
 		p.wait()
 	})
+	t.Run("SIGUSR1 without an access log file says so", func(t *testing.T) {
+		for _, tt := range []struct {
+			args []string
+			want string
+		}{
+			{nil, "SIGUSR1: there is no access log to reopen (--access-log is not set)"},
+			{[]string{"--access-log", "-"}, "SIGUSR1: the access log goes to stdout; there is no file to reopen"},
+		} {
+			p := startQuartet(t, serveCmd(t, tt.args...))
+			p.signal(syscall.SIGUSR1)
+			p.waitLog(regexp.MustCompile(regexp.QuoteMeta(tt.want)))
+			if strings.Contains(p.log.String(), "access log reopened") {
+				t.Errorf("%v: a reopen is claimed:\n%s", tt.args, p.log)
+			}
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(); code != 0 {
+				t.Errorf("%v: exit %d:\n%s", tt.args, code, p.log)
+			}
+		}
+	})
 	t.Run("the access log has every line once the server has stopped", func(t *testing.T) {
 		logPath := filepath.Join(t.TempDir(), "access.log")
 		p := startQuartet(t, serveCmd(t, "--access-log", logPath))

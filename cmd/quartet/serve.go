@@ -322,10 +322,15 @@ func (r *serveRun) serve(ctx context.Context, adminURL string) error {
 			case syscall.SIGHUP:
 				r.reload()
 			case syscall.SIGUSR1:
-				if err := r.alog.reopen(); err != nil {
-					r.logger.Error("SIGUSR1: reopening the access log", "err", err)
-				} else {
-					r.logger.Info("SIGUSR1: access log reopened", "path", r.alog.path)
+				switch path, reopened, err := r.alog.reopen(); {
+				case err != nil:
+					r.logger.Error("SIGUSR1: reopening the access log", "path", path, "err", err)
+				case reopened:
+					r.logger.Info("SIGUSR1: access log reopened", "path", path)
+				case path == "":
+					r.logger.Info("SIGUSR1: there is no access log to reopen (--access-log is not set)")
+				default:
+					r.logger.Info("SIGUSR1: the access log goes to stdout; there is no file to reopen")
 				}
 			default:
 				// Counted here, not by ctx: main's signal context sees the
