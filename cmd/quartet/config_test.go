@@ -30,7 +30,8 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"unknown key", "readers: 2\nreaderz: 3\n", []string{`unknown key "readerz"`, "line 2", "known: "}},
 		{"wrong type", "processors: many\n", []string{`key "processors"`, `"many" is not a whole number`}},
 		{"bad duration", "idle-timeout: forever\n", []string{`key "idle-timeout"`, `"forever"`, "duration"}},
-		{"size without a clear unit", "max-body: 64M\n", []string{`key "max-body"`, "64MiB", "64MB"}},
+		{"size without a clear unit", "max-body: 64M\n", []string{`key "max-body"`, "64MiB (67108864 bytes)", "64000000"}},
+		{"size in a decimal unit", "max-body: 64MB\n", []string{`key "max-body"`, "64MiB (67108864 bytes)", "64000000"}},
 		{"out of range", "writers: -1\n", []string{"config ", ": writers = -1: must be 0..1024"}},
 		{"negative", "max-conns: -5\n", []string{"max-conns = -5"}},
 		{"twice", "readers: 1\nreaders: 2\n", []string{`"readers" given twice`}},
@@ -103,8 +104,13 @@ func TestSizes(t *testing.T) {
 		err  string
 	}{
 		{"65536", 65536, ""}, {"64KiB", 64 << 10, ""}, {"64MiB", 64 << 20, ""}, {"1GiB", 1 << 30, ""},
-		{"2 MiB", 2 << 20, ""}, {"10MB", 10e6, ""}, {"10kB", 10e3, ""}, {"512B", 512, ""},
-		{"64M", 0, "say 64MiB"}, {"1g", 0, "say 1GiB"}, {"lots", 0, "not a size"}, {"9999999TiB", 0, "too large"},
+		{"2 MiB", 2 << 20, ""}, {"64kib", 64 << 10, ""}, {"512B", 512, ""}, {"-1", -1, ""},
+		// A decimal unit is refused, with both readings: 64KB silently
+		// read as 64,000 was a limit 2.4% short of the 64 KiB meant.
+		{"64KB", 0, "say 64KiB (65536 bytes), or 64000: "}, {"64kB", 0, "say 64KiB"}, {"64kb", 0, "say 64KiB"},
+		{"10MB", 0, "say 10MiB (10485760 bytes), or 10000000"}, {"1GB", 0, "say 1GiB"}, {"1TB", 0, "say 1TiB"},
+		{"64M", 0, "say 64MiB"}, {"1g", 0, "say 1GiB"}, {"lots", 0, "not a size"}, {"1.5GiB", 0, "not a size"},
+		{"9999999TiB", 0, "too large"},
 	}
 	for _, tt := range tests {
 		var v sizeInt64

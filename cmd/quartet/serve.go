@@ -57,7 +57,8 @@ at once, cutting off the connections still open), SIGHUP reloads --config
 
 Flags (each is also a key of the --config file, with the same syntax, but
 a value YAML would read otherwise is quoted there: access-log: "-"; sizes
-take units: 64KiB, 64MiB, 1GiB):
+are bytes, or take a unit in powers of 1024: 64KiB, 64MiB, 1GiB, 1TiB; KB,
+MB and GB are refused, being 1000s to some and 1024s to others):
 `
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -405,19 +405,22 @@ func (c *oneOf) Set(s string) error {
 }
 
 // sizeInt and sizeInt64 are byte counts, written with a unit or without:
-// 65536, 64KiB, 64MiB, 1GiB (powers of 1024), or 64kB, 64MB (powers of
-// 1000).
+// 65536, 64KiB, 64MiB, 1GiB (powers of 1024; B, bytes, too). KB, MB, GB
+// and the bare K, M, G are refused, naming both readings: KB is 1000
+// bytes to SI and to disk makers, 1024 to JEDEC, Windows and most
+// servers' configuration files, and a limit silently read the other way
+// is off by 2.4% at K and 10% at T, where an error costs one edit.
 type (
 	sizeInt   int
 	sizeInt64 int64
 )
 
+// sizeUnits are the units a size takes, largest first.
 var sizeUnits = []struct {
 	name string
 	mult int64
 }{
 	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"kB", 1e3}, {"KB", 1e3}, {"B", 1},
 }
 
 func (v *sizeInt) String() string   { return formatSize(int64(*v)) }
@@ -557,19 +560,34 @@ func (v *memoryLimit) Set(s string) error {
 }
 
 func parseSize(s string) (int64, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(num, u.name) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.name)), u.mult
-			break
-		}
+	t := strings.TrimSpace(s)
+	i := len(t)
+	for i > 0 && (t[i-1] < '0' || t[i-1] > '9') {
+		i--
 	}
+	num, unit := strings.TrimSpace(t[:i]), strings.TrimSpace(t[i:])
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil {
-		if k := len(num); k > 0 && strings.ContainsRune("kKmMgGtT", rune(num[k-1])) {
-			n, u := num[:k-1], strings.ToUpper(num[k-1:])
-			return 0, fmt.Errorf("%q: say %s%siB (powers of 1024) or %s%sB (powers of 1000)", s, n, u, n, strings.Replace(u, "K", "k", 1))
+		return 0, fmt.Errorf("%q is not a size (like 65536, 64KiB, 64MiB, 1GiB)", s)
+	}
+	mult := int64(1)
+	switch u := strings.ToLower(unit); u {
+	case "", "b":
+	case "kib", "mib", "gib", "tib":
+		for _, su := range sizeUnits {
+			if strings.EqualFold(su.name, u) {
+				mult = su.mult
+			}
 		}
+	case "k", "kb", "m", "mb", "g", "gb", "t", "tb":
+		p := strings.ToUpper(u[:1])
+		exp := strings.Index("KMGT", p) + 1
+		bin, dec := n, n
+		for range exp {
+			bin, dec = bin*1024, dec*1000
+		}
+		return 0, fmt.Errorf("%q: say %d%siB (%d bytes), or %d: sizes are bytes or binary units (KiB, MiB, GiB, TiB); %sB means 1000s to some and 1024s to others", s, n, p, bin, dec, p)
+	default:
 		return 0, fmt.Errorf("%q is not a size (like 65536, 64KiB, 64MiB, 1GiB)", s)
 	}
 	if n > (1<<63-1)/mult || n < -(1<<63-1)/mult {
@@ -581,7 +599,7 @@ func parseSize(s string) (int64, error) {
 // formatSize writes n in the largest power-of-1024 unit that divides it.
 func formatSize(n int64) string {
 	if n != 0 {
-		for _, u := range sizeUnits[:4] {
+		for _, u := range sizeUnits {
 			if n%u.mult == 0 {
 				return strconv.FormatInt(n/u.mult, 10) + u.name
 			}
