@@ -39,7 +39,7 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"a list value", "readers: [1, 2]\n", []string{`key "readers": want a single value`}},
 		{"pprof alone", "pprof: true\n", []string{"pprof needs --metrics-addr"}},
 		{"admin alone", "admin: true\n", []string{"admin needs --metrics-addr"}},
-		{"processor bounds crossed", "processors-min: 8\nprocessors-max: 4\n", []string{"processors-min = 8", "at most ProcessorsMax (4)"}},
+		{"processor bounds crossed", "processors-min: 8\nprocessors-max: 4\n", []string{": processors-min = 8: must be at most processors-max (4)"}},
 		{"a queue-wait target that is not a duration", "queue-wait-target: soon\n", []string{`key "queue-wait-target"`, `"soon" is not a duration`}},
 		{"unknown choice", "log-format: xml\n", []string{`key "log-format"`, `"xml" is not one of text, json`}},
 		{"two documents", "readers: 1\n---\nreaders: 2\n", []string{"more than one YAML document"}},
@@ -505,5 +505,39 @@ func TestQuotedDashIsStdout(t *testing.T) {
 		} else if o.accessLog != "-" {
 			t.Errorf("%s: access log %q, want -", yaml, o.accessLog)
 		}
+	}
+}
+
+// An error about two settings names both as the user wrote them: flags on
+// the command line, keys from the file, never runtime.Config's fields.
+func TestConflictingSettingsNameTheirKeys(t *testing.T) {
+	tests := []struct {
+		args []string
+		yaml string
+		want string
+	}{
+		{[]string{"--readers-min", "8", "--readers-max", "2"}, "", "--readers-min = 8: must be at most --readers-max (2)"},
+		{[]string{"--writers-min", "3", "--writers-max", "1"}, "", "--writers-min = 3: must be at most --writers-max (1)"},
+		{[]string{"--processors", "10", "--processors-max", "4"}, "", "--processors = 10: must be at most --processors-max (4)"},
+		{[]string{"--processors", "1", "--processors-min", "4"}, "", "--processors = 1: must be at least --processors-min (4)"},
+		{nil, "readers-min: 8\nreaders-max: 2\n", ": readers-min = 8: must be at most readers-max (2)"},
+		{[]string{"--readers-min", "8"}, "readers-max: 2\n", "--readers-min = 8: must be at most readers-max (2)"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " ")+" "+tt.yaml, func(t *testing.T) {
+			args := tt.args
+			if tt.yaml != "" {
+				path := filepath.Join(t.TempDir(), "q.yaml")
+				os.WriteFile(path, []byte(tt.yaml), 0o644)
+				args = append([]string{"--config", path}, args...)
+			}
+			var stdout, stderr strings.Builder
+			if code := run(context.Background(), append([]string{"serve", "--addr", "127.0.0.1:0"}, args...), &stdout, &stderr); code == 0 {
+				t.Fatal("accepted")
+			}
+			if got := stderr.String(); !strings.Contains(got, tt.want) {
+				t.Errorf("error %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

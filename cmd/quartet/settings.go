@@ -209,7 +209,7 @@ func (o *serveOptions) validate(given flagsGiven, configPath string) error {
 		var ce *runtime.ConfigError
 		if errors.As(err, &ce) {
 			if key := o.keyOf(ce.Field); key != "" {
-				return fmt.Errorf("%s = %v: %s", where(key), ce.Value, ce.Reason)
+				return fmt.Errorf("%s = %v: %s", where(key), ce.Value, o.inKeys(ce.Reason, given, configPath))
 			}
 		}
 		return err
@@ -258,6 +258,26 @@ func (o *serveOptions) setContent(c contentOptions) {
 func (o *serveOptions) staticOptions() static.Options {
 	return static.Options{CacheEntries: o.staticCacheEntries, InMemory: o.staticInMemory, InMemoryBudget: o.staticInMemoryBudget,
 		Revalidate: o.staticRevalidate}
+}
+
+// goName is a word that may be a runtime.Config field's name.
+var goName = regexp.MustCompile(`\b[A-Z][A-Za-z]+\b`)
+
+// inKeys rewrites the Config fields a ConfigError's reason names (must be
+// at most ReadersMax) as the keys the user wrote: --readers-max where it
+// was given as a flag or there is no config file, readers-max where the
+// file set it.
+func (o *serveOptions) inKeys(reason string, given flagsGiven, configPath string) string {
+	return goName.ReplaceAllStringFunc(reason, func(w string) string {
+		key := o.keyOf(w)
+		switch {
+		case key == "":
+			return w
+		case given[key] || configPath == "":
+			return "--" + key
+		}
+		return key
+	})
 }
 
 // keyOf finds the key bound to the runtime.Config field named field.
@@ -407,8 +427,8 @@ func (c *oneOf) Set(s string) error {
 // sizeInt and sizeInt64 are byte counts, written with a unit or without:
 // 65536, 64KiB, 64MiB, 1GiB (powers of 1024; B, bytes, too). KB, MB, GB
 // and the bare K, M, G are refused, naming both readings: KB is 1000
-// bytes to SI and to disk makers, 1024 to JEDEC, Windows and most
-// servers' configuration files, and a limit silently read the other way
+// bytes to SI and to disk makers, 1024 to JEDEC, Windows and nginx's k
+// and m, and a limit silently read the other way
 // is off by 2.4% at K and 10% at T, where an error costs one edit.
 type (
 	sizeInt   int
