@@ -198,9 +198,11 @@ func firstDiff(a, b []byte) int {
 }
 
 // A file region the file cannot fill, or a file sendfile cannot read,
-// aborts the response; the error names the syscall that failed.
+// aborts the response; the error says the file ended (ErrFileEnded,
+// which Config.Trouble hears of) or names the syscall that failed.
 func TestFileBucketErrors(t *testing.T) {
-	h := startLoop(t, Config{})
+	troubles := make(chan error, 4)
+	h := startLoop(t, Config{Trouble: func(_ *stages.Response, err error) { troubles <- err }})
 	short := tempFile(t, []byte("short"))
 	wo, err := os.OpenFile(t.TempDir()+"/wo", os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -228,8 +230,20 @@ func TestFileBucketErrors(t *testing.T) {
 			if e.err == nil || e.sent != tt.sent {
 				t.Fatalf("logged %d bytes, err %v; want %d and an error", e.sent, e.err, tt.sent)
 			}
-			if !strings.Contains(e.err.Error(), "sendfile") {
-				t.Errorf("error %q does not name sendfile", e.err)
+			if tt.syscall == "" {
+				if !errors.Is(e.err, ErrFileEnded) || !strings.Contains(e.err.Error(), short.Name()) {
+					t.Errorf("error %q: want ErrFileEnded naming the file", e.err)
+				}
+				select {
+				case err := <-troubles:
+					if err != e.err {
+						t.Errorf("Trouble heard %v, want %v", err, e.err)
+					}
+				default:
+					t.Error("Trouble was not told")
+				}
+			} else if len(troubles) > 0 {
+				t.Errorf("Trouble told of %v, a failure that is not the file's", <-troubles)
 			}
 			var se *os.SyscallError
 			if tt.syscall != "" && (!errors.As(e.err, &se) || se.Syscall != tt.syscall || !errors.Is(e.err, tt.errno)) {
