@@ -68,6 +68,7 @@ func TestReloadAppliesEveryLiveSetting(t *testing.T) {
 		os.Mkdir(d, 0o755)
 		os.WriteFile(filepath.Join(d, "page"), []byte("from "+filepath.Base(d)), 0o644)
 	}
+	os.Symlink(filepath.Join(a, "page"), filepath.Join(b, "outside")) // out of root b
 	steps := []struct {
 		key, value string
 		check      func(t *testing.T, p *proc) // the change's effect, where a request shows it
@@ -75,6 +76,9 @@ func TestReloadAppliesEveryLiveSetting(t *testing.T) {
 		{"root", b, func(t *testing.T, p *proc) {
 			if got := fetch(t, "GET", p.url+"/page"); got != "200 from b" {
 				t.Errorf("after the new root: %q", got)
+			}
+			if got := fetch(t, "GET", p.url+"/outside"); !strings.HasPrefix(got, "404") {
+				t.Errorf("a link out of the root, by default: %q", got)
 			}
 		}},
 		{"static-revalidate", "30s", func(t *testing.T, p *proc) {
@@ -87,6 +91,11 @@ func TestReloadAppliesEveryLiveSetting(t *testing.T) {
 			time.Sleep(1500 * time.Millisecond)
 			if got := fetch(t, "GET", p.url+"/page"); got != "200 from b" {
 				t.Errorf("a file replaced 1.5 s ago with static-revalidate 30s: %q", got)
+			}
+		}},
+		{"static-follow-symlinks", "true", func(t *testing.T, p *proc) {
+			if got := fetch(t, "GET", p.url+"/outside"); got != "200 from a" {
+				t.Errorf("a link out of the root with static-follow-symlinks: %q", got)
 			}
 		}},
 		{"static-cache-entries", "16", nil},

@@ -43,6 +43,7 @@ type serveOptions struct {
 	staticInMemory       int64
 	staticInMemoryBudget int64
 	staticRevalidate     time.Duration
+	staticFollowSymlinks bool
 
 	memoryLimit memoryLimit
 }
@@ -83,7 +84,8 @@ func (o *serveOptions) settings() []setting {
 		{"static-cache-entries", (*countOrOff)(&o.staticCacheEntries), true, "files of --root kept open between requests, each checked against the disk at most once per --static-revalidate (0: none, every request opens its file)"},
 		{"static-in-memory", (*sizeOrOff)(&o.staticInMemory), true, "files of --root up to this size are also held in memory while cached, and sent with one write instead of sendfile (0 or -1: none)"},
 		{"static-in-memory-budget", (*sizeInt64)(&o.staticInMemoryBudget), true, "bytes of --root's files held in memory at most; a file that would pass it is sent from disk"},
-		{"static-revalidate", (*duration)(&o.staticRevalidate), true, "how long a cached file (or a name found missing) is served before a stat checks it against the disk: a file changed in place is served as it was for up to this long (nginx's open_file_cache_valid)"},
+		{"static-revalidate", (*duration)(&o.staticRevalidate), true, "how long a cached file (or a name found missing) is served before a stat checks it against the disk (nginx's open_file_cache_valid): meanwhile a file changed in place keeps its cached length and ETag, so replace files by rename (mv), not in place (cp)"},
+		{"static-follow-symlinks", (*boolean)(&o.staticFollowSymlinks), true, "serve symbolic links under --root that lead out of it (default: the root is a hard boundary, links included, and such a link is 404)"},
 		{"bench-endpoints", &o.bench, true, "mount the load-test endpoints /hello, /sleep, /compute, /bytes, /echo (default: only without --root and --config)"},
 		{"msg-addr", (*text)(&c.MsgAddr), false, "also serve the messenger (docs/messenger.md) on this address, with the built-in echo dispatcher, on the same stages as HTTP (default: off)"},
 		{"msg-max-payload", (*sizeInt)(&c.MsgMaxPayload), false, "messenger request payload limit (an error frame and a close beyond); each payload is read whole before dispatch (0: the default)"},
@@ -252,12 +254,13 @@ func (o *serveOptions) setContent(c contentOptions) {
 	o.root, o.bench = c.root, c.bench
 	o.staticCacheEntries, o.staticInMemory, o.staticInMemoryBudget = c.static.CacheEntries, c.static.InMemory, c.static.InMemoryBudget
 	o.staticRevalidate = c.static.Revalidate
+	o.staticFollowSymlinks = c.static.FollowSymlinks
 }
 
 // staticOptions are the options --root's directory is opened with.
 func (o *serveOptions) staticOptions() static.Options {
 	return static.Options{CacheEntries: o.staticCacheEntries, InMemory: o.staticInMemory, InMemoryBudget: o.staticInMemoryBudget,
-		Revalidate: o.staticRevalidate}
+		Revalidate: o.staticRevalidate, FollowSymlinks: o.staticFollowSymlinks}
 }
 
 // goName is a word that may be a runtime.Config field's name.
