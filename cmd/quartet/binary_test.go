@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -608,6 +610,9 @@ func TestStartupLogHealthAndBuildInfo(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			t.Fatalf("not JSON: %q", sc.Text())
 		}
+		if v, ok := m["queue_wait_target"]; ok && v != "500ms" {
+			t.Errorf("queue_wait_target logged as %v (%T), want \"500ms\"", v, v)
+		}
 		if m["msg"] == "quartet serving" {
 			start = m
 			break
@@ -751,4 +756,29 @@ func fdsUnder(t *testing.T, pid int, dir string) int {
 		}
 	}
 	return n
+}
+
+// A JSON log stays JSON to its last line: the error a server stops with is
+// logged in it, not printed plain after it. (TestStartupLogHealthAndBuildInfo
+// checks that durations are written as Go writes them, "500ms", not as
+// integers of nanoseconds.)
+func TestJSONLogToTheEnd(t *testing.T) {
+	cmd := serveCmd(t, "--log-format", "json", "--root", filepath.Join(t.TempDir(), "missing"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want 1\n%s", err, stderr.String())
+	}
+	var last map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		last = nil
+		if err := json.Unmarshal([]byte(l), &last); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+	}
+	if msg, _ := last["msg"].(string); last["level"] != "ERROR" || !strings.Contains(msg, "missing") {
+		t.Fatalf("last line %v: want the error that stopped it", last)
+	}
 }

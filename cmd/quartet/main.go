@@ -103,6 +103,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	var logged loggedError
+	if errors.As(err, &logged) {
+		return exitError // its line is in the command's own log format
+	}
 	fmt.Fprintf(stderr, "quartet %s: %s\n", name, unprefixed(err, name))
 	if isUsage(err) {
 		fmt.Fprintf(stderr, "run 'quartet %s -h' for usage\n", name)
@@ -110,6 +114,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return exitError
 }
+
+// loggedError is a command's failure that its logger has already
+// reported, as the last line of a log in a format the plain line that run
+// prints would break (serve --log-format json): run only exits 1.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
 
 // unprefixed is err's text without the "quartet: " or "NAME: " its package
 // put in front, which the command line already says.

@@ -86,7 +86,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	r := &serveRun{args: args, configPath: *configPath, o: o, stdout: stdout, stderr: stderr}
 	defer r.close()
-	return r.run(ctx)
+	err = r.run(ctx)
+	if err != nil && o.logFormat == "json" && r.logger != nil {
+		// A JSON log's reader parses every line of stderr: the last one
+		// too, which says why the server stopped.
+		r.logger.Error("quartet serve: "+unprefixed(err, "serve"), "exit", exitError)
+		return loggedError{err}
+	}
+	return err
 }
 
 func printServeUsage(w io.Writer) {
@@ -156,6 +163,7 @@ func (r *serveRun) run(ctx context.Context) error {
 	r.level.Set(parseLevel(o.logLevel))
 	hopts := &slog.HandlerOptions{Level: &r.level}
 	if o.logFormat == "json" {
+		hopts.ReplaceAttr = jsonDurations
 		r.logger = slog.New(slog.NewJSONHandler(r.stderr, hopts))
 	} else {
 		r.logger = slog.New(slog.NewTextHandler(r.stderr, hopts))
@@ -377,6 +385,16 @@ func (r *serveRun) serve(ctx context.Context, adminURL string) error {
 // reaction and a keystroke, 200 ms at the fastest. 100 ms leaves room
 // both ways.
 const sameSignal = 100 * time.Millisecond
+
+// jsonDurations writes durations as Go writes them ("30s", "1.5ms") in a
+// JSON log, where slog's default is an integer of nanoseconds that every
+// reader must know to divide.
+func jsonDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}
 
 func (r *serveRun) url() string { return "http://" + r.srv.Addr().String() }
 
