@@ -804,8 +804,11 @@ func (lp *loop) revoke(x *exposure, why error, outcome *atomic.Int64) bool {
 	if outcome != nil {
 		outcome.Add(1)
 	}
-	lp.e.st.liveExposures.Add(-1)
 	lp.discard(x)
+	// After its window and memory are released: a count of live exposures
+	// at zero then means their resources are gone too, which is what a
+	// reader of Stats (and a test taking a snapshot) counts on.
+	lp.e.st.liveExposures.Add(-1)
 	if x.done != nil {
 		x.done(why)
 	}
