@@ -1661,8 +1661,11 @@ func (l *Loop) linger(slot int32, hup bool) {
 			return
 		}
 		rc.discarded += int64(n)
-		if budget -= n; budget <= 0 && fin {
-			l.ready = append(l.ready, slot) // the rest next turn
+		if budget -= n; budget <= 0 && fin && rc.work != nil {
+			// The rest next turn; finQueued keeps the FIN in mind. Without
+			// a record to keep it in, read on: the socket holds no more
+			// than the window the client had when it finished.
+			l.ready = append(l.ready, slot)
 			return
 		}
 		if rc.discarded > maxLingerBytes && !fin {
