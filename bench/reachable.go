@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// reachableDialBound bounds the reachability check's connect when the
+// run has no request timeout.
+const reachableDialBound = 10 * time.Second
+
 // checkReachable connects to the target once before a run, so that a
 // server that is not there is one clear error instead of a report of
 // nothing but connect errors.
@@ -14,6 +18,13 @@ func checkReachable(ctx context.Context, rawURL string, timeout time.Duration) e
 	t, err := parseRunTarget(rawURL)
 	if err != nil {
 		return err
+	}
+	// A negative request timeout means "wait for the answers as long as
+	// it takes", not "give up connecting at once" (a negative Dialer
+	// timeout has already expired); the check still needs a bound of its
+	// own so that a black-holed address fails instead of hanging.
+	if timeout <= 0 {
+		timeout = reachableDialBound
 	}
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", t.addr.String())
