@@ -220,6 +220,28 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// checkSigns refuses negative counts and durations before withDefaults
+// could read them as "the default": a negative Warmup plus Duration left
+// measureEnd at or below zero, which means "no end", and the run went on
+// until ctx expired. It runs on the Config as the caller gave it.
+func (c Config) checkSigns() error {
+	switch {
+	case c.Duration < 0:
+		return fmt.Errorf("bench: Duration %v: want 0 (the default) or more", c.Duration)
+	case c.Warmup < 0:
+		return fmt.Errorf("bench: Warmup %v: want 0 (none) or more", c.Warmup)
+	case c.Requests < 0:
+		return fmt.Errorf("bench: Requests %d: want 0 (run for Duration) or more", c.Requests)
+	case c.Conns < 0:
+		return fmt.Errorf("bench: Conns %d: want 0 (the default) or more", c.Conns)
+	case c.Loops < 0:
+		return fmt.Errorf("bench: Loops %d: want 0 (the default) or more", c.Loops)
+	case c.Pipeline < 0:
+		return fmt.Errorf("bench: Pipeline %d: want 0 (the default) or more", c.Pipeline)
+	}
+	return nil
+}
+
 func (c Config) validate() error {
 	if c.Pipeline > maxPipeline {
 		return fmt.Errorf("bench: pipeline depth %d above %d", c.Pipeline, maxPipeline)

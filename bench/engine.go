@@ -34,6 +34,9 @@ type run struct {
 // Run executes one load run and returns its result. It returns early, with
 // the partial result, when ctx is cancelled.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.checkSigns(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err

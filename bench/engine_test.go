@@ -399,3 +399,31 @@ func TestShedLatencyApart(t *testing.T) {
 		t.Errorf("separate latencies without a 503")
 	}
 }
+
+// A negative duration, warm-up or count is refused by name: read as "the
+// default", or added to the end of the run, it made a run without an end.
+func TestRunRefusesNegatives(t *testing.T) {
+	url := silentServer(t) + "/hello"
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"warm-up", Config{Duration: 500 * time.Millisecond, Warmup: -time.Second}, "Warmup"},
+		{"duration", Config{Duration: -time.Second}, "Duration"},
+		{"requests", Config{Requests: -1}, "Requests"},
+		{"conns", Config{Conns: -1, Duration: 100 * time.Millisecond}, "Conns"},
+		{"pipeline", Config{Pipeline: -1, Duration: 100 * time.Millisecond}, "Pipeline"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			defer cancel()
+			tt.cfg.URL = url
+			_, err := Run(ctx, tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}

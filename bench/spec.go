@@ -171,6 +171,19 @@ func ParseSpec(b []byte) (*Spec, error) {
 	if s.Name == "" {
 		s.Name = "sweep"
 	}
+	// A negative time would be read as "the default" below or, for the
+	// warm-up, subtracted from each run's end: refuse it by its key.
+	switch {
+	case s.Duration < 0:
+		return nil, fmt.Errorf("%w: duration %v: want a duration above 0", ErrSpec, s.Duration)
+	case s.Warmup < 0:
+		return nil, fmt.Errorf("%w: warmup %v: want 0 (none) or more", ErrSpec, s.Warmup)
+	}
+	for i, p := range s.Phases {
+		if p.Duration < 0 {
+			return nil, fmt.Errorf("%w: phases[%d].duration %v: want a duration above 0", ErrSpec, i, p.Duration)
+		}
+	}
 	if s.Duration <= 0 {
 		s.Duration = 3 * time.Second
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -21,6 +22,7 @@ func TestParseSpec(t *testing.T) {
 		yaml    string
 		points  int
 		wantErr bool
+		key     string // the error names it
 	}{
 		{name: "defaults", yaml: "name: x", points: 1},
 		{name: "matrix", yaml: "matrix: {readers: [1, 2], processors: [1, 2, 4], connections: [10, 100], workloads: [hello, sleep1]}", points: 24},
@@ -30,6 +32,9 @@ func TestParseSpec(t *testing.T) {
 		{name: "bad server", yaml: "server: vm", wantErr: true},
 		{name: "negative", yaml: "matrix: {writers: [-1]}", wantErr: true},
 		{name: "not yaml", yaml: "matrix: [", wantErr: true},
+		{name: "negative warmup", yaml: "duration: 1s\nwarmup: -1s", wantErr: true, key: "warmup"},
+		{name: "negative duration", yaml: "duration: -1s", wantErr: true, key: "duration"},
+		{name: "negative phase duration", yaml: "phases: [{duration: -1s}]", wantErr: true, key: "phases[0].duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,6 +45,9 @@ func TestParseSpec(t *testing.T) {
 			if err != nil {
 				if !errors.Is(err, ErrSpec) {
 					t.Fatalf("err %v does not wrap ErrSpec", err)
+				}
+				if !strings.Contains(err.Error(), tt.key) {
+					t.Fatalf("err %v does not name %s", err, tt.key)
 				}
 				return
 			}
