@@ -42,7 +42,11 @@
 //
 // A run is warm-up (responses are not recorded), measurement (until
 // Config.Duration passes or Config.Requests responses arrive), then drain:
-// no new requests, in-flight ones are awaited for at most drainGrace. Loops
+// no new requests, in-flight ones are awaited for at most drainGrace; those
+// still unanswered then, and in open loop the requests the schedule called
+// for that never left, are counted (Counts.Unanswered, Counts.Unsent) and
+// the report warns of them first, since no latency figure holds them. The
+// rate is over Config.Duration, not up to the last response. Loops
 // derive the phase from the clock, so they never coordinate with each other.
 // Every figure covers the same requests: responses, their bytes and status
 // classes, and the bytes of requests, count only requests sent after the

@@ -221,7 +221,7 @@ wait:
 		}
 		r.iv.flush(math.MaxInt64)
 	}
-	res := newResult(cfg, loops)
+	res := newResult(cfg, loops, int64(time.Since(r.base)))
 	res.ProcessCPU = ProcessCPU() - proc0
 	if cfg.ServerBusy != nil {
 		res.ServerBusy, res.ServerBusyKnown = cfg.ServerBusy()-busy0, true
@@ -259,7 +259,9 @@ func msgPayload(n int) []byte {
 	return b
 }
 
-func newResult(cfg Config, loops []*loop) *Result {
+// newResult sums the loops' figures; end is when the loops finished, in
+// ns since the run's base.
+func newResult(cfg Config, loops []*loop, end int64) *Result {
 	res := &Result{URL: cfg.URL, Mode: "closed", Conns: cfg.Conns, Loops: len(loops),
 		Pipeline: cfg.Pipeline, Protocol: protoHTTP, hist: newHist()}
 	if IsMsgTarget(cfg.URL) {
@@ -293,7 +295,11 @@ func newResult(cfg Config, loops []*loop) *Result {
 		}
 		last = max(last, l.lastRec)
 	}
-	if first >= 0 && last > first {
+	if cfg.Requests <= 0 {
+		// The window asked for, whatever answered in it: cut at the last
+		// response, it let a server that stopped answering look faster.
+		res.Elapsed = time.Duration(max(0, min(end, int64(cfg.Warmup+cfg.Duration))-int64(cfg.Warmup)))
+	} else if first >= 0 && last > first {
 		res.Elapsed = time.Duration(last - first)
 	}
 	res.Latency = percentiles(res.hist)

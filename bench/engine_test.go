@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -423,6 +424,65 @@ func TestRunRefusesNegatives(t *testing.T) {
 			_, err := Run(ctx, tt.cfg)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// Requests a server never answers are counted, and the window is the
+// duration asked for: cut at the last response, it once reported a
+// server that stopped answering halfway as twice as fast, with the
+// requests it left open in no figure.
+func TestUnansweredRequestsCounted(t *testing.T) {
+	const ms = time.Millisecond
+	tests := []struct {
+		name      string
+		answerFor time.Duration // then the server goes silent
+		cfg       Config
+		// The requests of the measurement: answered, unanswered and
+		// unsent add up to about this many in open loop.
+		scheduled uint64
+	}{
+		{name: "closed, never answers", cfg: Config{Conns: 2, Duration: 300 * ms}},
+		{name: "closed, stops answering", answerFor: 150 * ms, cfg: Config{Conns: 2, Duration: 400 * ms}},
+		{name: "open, never answers", cfg: Config{Conns: 2, Rate: 100, Duration: 400 * ms}, scheduled: 40},
+		{name: "open, stops answering", answerFor: 200 * ms, cfg: Config{Conns: 4, Rate: 200, Duration: 400 * ms}, scheduled: 80},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each waits out a drain on an idle server
+			cfg := tt.cfg
+			cfg.URL = stallingServer(t, tt.answerFor) + "/hello"
+			cfg.Timeout = -1 // the drain, not a timeout, ends the wait
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Elapsed != cfg.Duration {
+				t.Errorf("elapsed %v, want the window asked for, %v", res.Elapsed, cfg.Duration)
+			}
+			if want := float64(res.Requests) / cfg.Duration.Seconds(); res.RequestsPerSec != want {
+				t.Errorf("requests/s %v, want %v", res.RequestsPerSec, want)
+			}
+			// Each connection holds one request the server never answers.
+			if res.Unanswered != uint64(cfg.Conns) {
+				t.Errorf("unanswered %d, want %d", res.Unanswered, cfg.Conns)
+			}
+			if tt.scheduled > 0 {
+				total := res.Requests + res.Unanswered + res.Unsent
+				if total+uint64(cfg.Conns) < tt.scheduled || total > tt.scheduled+uint64(cfg.Conns) {
+					t.Errorf("%d answered + %d unanswered + %d unsent = %d, want about %d scheduled",
+						res.Requests, res.Unanswered, res.Unsent, total, tt.scheduled)
+				}
+			} else if res.Unsent != 0 {
+				t.Errorf("closed loop: unsent %d", res.Unsent)
+			}
+			var text bytes.Buffer
+			if err := res.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(text.String(), "warning: "+strconv.FormatUint(res.Unfinished(), 10)+" requests unanswered") {
+				t.Errorf("report does not warn of the unanswered requests:\n%s", text.String())
 			}
 		})
 	}

@@ -165,6 +165,7 @@ func (l *loop) run() {
 	if err := l.core.Run(context.Background()); err != nil {
 		l.err = err
 	}
+	l.countUnfinished()
 	l.publish()
 	if l.measured {
 		l.cpu = threadCPU() - l.cpuWarm
@@ -278,6 +279,33 @@ func (l *loop) housekeep(now int64) bool {
 	return false
 }
 
+// countUnfinished counts, as the loop ends, the measured requests that
+// got no answer and no error, which no other figure holds: those still in
+// flight, and in open loop those the schedule called for before the end
+// of the measurement that were never sent.
+func (l *loop) countUnfinished() {
+	r := l.r
+	for _, c := range l.conns {
+		for i := range c.n {
+			if c.ring[(c.head+i)%len(c.ring)].measured {
+				l.stats.Unanswered++
+			}
+		}
+		if l.interval > 0 && r.measureEnd > 0 {
+			l.stats.Unsent += l.slots(max(c.due, r.warmEnd), r.measureEnd)
+		}
+	}
+}
+
+// slots is how many open-loop send times of one connection, every
+// l.interval from `from`, fall before `to`.
+func (l *loop) slots(from, to int64) uint64 {
+	if from >= to {
+		return 0
+	}
+	return uint64((to - from + l.interval - 1) / l.interval)
+}
+
 // sending reports whether new requests may be started at time now.
 func (l *loop) sending(now int64) bool {
 	if l.r.measureEnd > 0 {
@@ -358,7 +386,13 @@ func (l *loop) event(c *conn, ev poll.Event) {
 		if l.interval > 0 {
 			if c.due < now-int64(l.r.timeout) && l.r.timeout > 0 {
 				// After a reconnect, do not replay a backlog older than
-				// the timeout: those requests are already counted lost.
+				// the timeout; what the measurement scheduled of it is
+				// counted unsent rather than forgotten.
+				end := now
+				if l.r.measureEnd > 0 {
+					end = min(end, l.r.measureEnd)
+				}
+				l.stats.Unsent += l.slots(max(c.due, l.r.warmEnd), end)
 				c.due = now
 			}
 			l.schedule(c, now)

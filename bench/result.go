@@ -106,6 +106,15 @@ type Counts struct {
 	Errors     ErrorCounts `json:"errors"`
 	Reconnects uint64      `json:"reconnects"`
 	Lost       uint64      `json:"lost"` // requests in flight when their connection failed
+	// Unanswered counts measured requests still waiting for an answer
+	// (sent, or queued on an open connection) when the run ended, drain
+	// included: a server that stops answering leaves them here, and in
+	// no latency figure. Unsent counts, in open loop, the requests the
+	// schedule called for during the measurement that never left: the
+	// pipelines were full, or a reconnect skipped a backlog older than
+	// the timeout. Both are requests the figures above do not answer for.
+	Unanswered uint64 `json:"unanswered"`
+	Unsent     uint64 `json:"unsent"`
 }
 
 func (c *Counts) add(o Counts) {
@@ -119,6 +128,8 @@ func (c *Counts) add(o Counts) {
 	c.Errors.add(o.Errors)
 	c.Reconnects += o.Reconnects
 	c.Lost += o.Lost
+	c.Unanswered += o.Unanswered
+	c.Unsent += o.Unsent
 }
 
 // sub returns c - o, for the counts of an interval between two snapshots.
@@ -133,6 +144,8 @@ func (c Counts) sub(o Counts) Counts {
 	c.Errors.sub(o.Errors)
 	c.Reconnects -= o.Reconnects
 	c.Lost -= o.Lost
+	c.Unanswered -= o.Unanswered
+	c.Unsent -= o.Unsent
 	return c
 }
 
@@ -170,8 +183,11 @@ type Result struct {
 	// Payload is a messenger run's request payload size in bytes (each
 	// reply carries as many back); absent for HTTP runs and empty frames.
 	Payload int `json:"payload,omitempty"`
-	// Elapsed is the measurement window: from the first measured send to
-	// the last measured response.
+	// Elapsed is the measurement window: Config.Duration (shorter if the
+	// run was cancelled or failed before its end), or, in request-count
+	// mode, from the first measured send to the last measured response.
+	// It is not cut at the last response, which would let a server that
+	// stops answering raise requests/s by shortening the window.
 	Elapsed time.Duration `json:"elapsed_ns"`
 	Counts
 	RequestsPerSec float64 `json:"requests_per_sec"`
@@ -224,6 +240,10 @@ func (r *Result) finish() {
 	}
 }
 
+// Unfinished is the requests of the measurement that got no answer and
+// no error: still in flight at the end, or scheduled and never sent.
+func (r *Result) Unfinished() uint64 { return r.Unanswered + r.Unsent }
+
 // Errors is the total of all error kinds.
 func (r *Result) ErrorTotal() uint64 { return r.Errors.total() }
 
@@ -266,6 +286,11 @@ func (r *Result) WriteText(w io.Writer) error {
 		ew.printf("%s: %d connections, %d loops, pipeline %d, %s\n", r.URL, r.Conns, r.Loops, r.Pipeline, mode)
 	}
 	ew.printf("  %d requests in %v, %s read\n", r.Requests, r.Elapsed.Round(time.Millisecond), byteSize(float64(r.BytesRead)))
+	if r.Unfinished() > 0 {
+		// Up front, before any figure they are missing from.
+		ew.printf("  warning: %d requests unanswered at the end (%d in flight, %d scheduled but never sent): not in the latency figures\n",
+			r.Unfinished(), r.Unanswered, r.Unsent)
+	}
 	ew.printf("  requests/s: %.1f   transfer/s: %s\n", r.RequestsPerSec, byteSize(r.BytesPerSec))
 	lat := func(name string, p Percentiles) {
 		ew.printf("  %s p50 %v  p90 %v  p99 %v  p99.9 %v  p99.99 %v  max %v  mean %v\n", name,
@@ -337,6 +362,7 @@ func CSVHeader() []string {
 		"status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_503",
 		"err_connect", "err_reset", "err_write", "err_timeout", "err_parse", "lost",
 		"err_reply", "err_mismatch", "payload", "rdma_mode", "by_rdma", "rdma_fallbacks",
+		"unanswered", "unsent",
 		"client_cpu_us_per_req", "server_cpu_us_per_req"}
 }
 
@@ -364,6 +390,7 @@ func (r *Result) CSVRecord() []string {
 		u(r.Status[2]), u(r.Status[3]), u(r.Status[4]), u(r.Status[5]), u(r.Status503),
 		u(r.Errors.Connect), u(r.Errors.Reset), u(r.Errors.Write), u(r.Errors.Timeout), u(r.Errors.Parse), u(r.Lost),
 		u(r.Errors.Reply), u(r.Errors.Mismatch), payload, rdmaMode, byRDMA, fallbacks,
+		u(r.Unanswered), u(r.Unsent),
 		us(r.ClientCPUPerRequest()), srv}
 }
 
