@@ -487,3 +487,49 @@ func TestUnansweredRequestsCounted(t *testing.T) {
 		})
 	}
 }
+
+// An open loop the server cannot keep up with says so: past capacity,
+// half the schedule never left and the report said nothing, with
+// corrected percentiles over the half that did.
+func TestOpenLoopWarnsWhenRateMissed(t *testing.T) {
+	const ms = time.Millisecond
+	tests := []struct {
+		name  string
+		delay time.Duration // per response
+		cfg   Config
+		warn  bool
+	}{
+		{name: "within capacity", cfg: Config{Conns: 2, Rate: 100, Duration: 300 * ms}},
+		// 2 connections × 1 request per 50 ms is 40 req/s at most.
+		{name: "past capacity", delay: 50 * ms, cfg: Config{Conns: 2, Rate: 200, Duration: 400 * ms}, warn: true},
+		{name: "closed loop", delay: 50 * ms, cfg: Config{Conns: 2, Duration: 200 * ms}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(tt.delay)
+				io.WriteString(w, "ok")
+			}))
+			defer srv.Close()
+			cfg := tt.cfg
+			cfg.URL = srv.URL + "/"
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.RateMissed() != tt.warn {
+				t.Errorf("RateMissed %v, want %v (sent %.1f/s of %.0f, %d unsent)", res.RateMissed(), tt.warn, res.SentPerSec(), res.Rate, res.Unsent)
+			}
+			var text bytes.Buffer
+			if err := res.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(text.String(), "not reached"); got != tt.warn {
+				t.Errorf("warning printed %v, want %v:\n%s", got, tt.warn, text.String())
+			}
+			if tt.warn && res.Unsent < 40 {
+				t.Errorf("unsent %d: want the ~65 of 80 scheduled requests that never left", res.Unsent)
+			}
+		})
+	}
+}

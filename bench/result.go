@@ -244,6 +244,28 @@ func (r *Result) finish() {
 // no error: still in flight at the end, or scheduled and never sent.
 func (r *Result) Unfinished() uint64 { return r.Unanswered + r.Unsent }
 
+// SentPerSec is, in open loop, the rate the requests actually left at
+// over the window (answered, unanswered or lost with their connection),
+// to hold against the target Rate.
+func (r *Result) SentPerSec() float64 {
+	if s := r.Elapsed.Seconds(); s > 0 {
+		return float64(r.Requests+r.Unanswered+r.Lost) / s
+	}
+	return 0
+}
+
+// RateMissed reports whether an open-loop run fell short of its target
+// rate: sent more than 10% below it, or left more than 1% of its schedule
+// unsent. Its corrected latencies then describe only the requests that
+// made it out, not the ones the server's backlog kept back.
+func (r *Result) RateMissed() bool {
+	if r.Mode != "open" || r.Rate <= 0 {
+		return false
+	}
+	scheduled := r.Requests + r.Unanswered + r.Lost + r.Unsent
+	return r.SentPerSec() < 0.9*r.Rate || float64(r.Unsent) > 0.01*float64(scheduled)
+}
+
 // Errors is the total of all error kinds.
 func (r *Result) ErrorTotal() uint64 { return r.Errors.total() }
 
@@ -290,6 +312,10 @@ func (r *Result) WriteText(w io.Writer) error {
 		// Up front, before any figure they are missing from.
 		ew.printf("  warning: %d requests unanswered at the end (%d in flight, %d scheduled but never sent): not in the latency figures\n",
 			r.Unfinished(), r.Unanswered, r.Unsent)
+	}
+	if r.RateMissed() {
+		ew.printf("  warning: target rate %.0f req/s not reached: %.1f req/s sent, %d scheduled requests never sent; the corrected latencies leave them out (more connections, -c, or a lower -R)\n",
+			r.Rate, r.SentPerSec(), r.Unsent)
 	}
 	ew.printf("  requests/s: %.1f   transfer/s: %s\n", r.RequestsPerSec, byteSize(r.BytesPerSec))
 	lat := func(name string, p Percentiles) {
