@@ -225,8 +225,8 @@ func (f *loadFlags) finish(url string) error {
 		r := RequestSpec{Method: f.method, Path: t.path, BodySize: f.body}
 		for _, h := range f.headers {
 			k, v, ok := strings.Cut(h, ":")
-			if !ok {
-				return fmt.Errorf("bench: header %q: want Name: value", h)
+			if !ok || strings.TrimSpace(k) == "" {
+				return usagef("bench: -H %q: want Name: value", h)
 			}
 			if r.Headers == nil {
 				r.Headers = map[string]string{}
@@ -321,6 +321,7 @@ func Main(ctx context.Context, args []string, env Env) error {
 	fs.Usage = func() {
 		fmt.Fprintln(env.Stderr, "usage: quartet bench [flags] URL          (URL inproc:/hello runs an in-process Quartet; msg://HOST:PORT a messenger echo)\n       quartet bench idle [flags] URL\n       quartet bench compare [flags] [QUARTET-URL]\n       quartet bench overload [flags] URL")
 		fs.PrintDefaults()
+		fmt.Fprintln(env.Stderr, "\n"+benchExitStatus)
 	}
 	target, err := parseOne(fs, args)
 	if target == "" {
@@ -387,15 +388,38 @@ func Main(ctx context.Context, args []string, env Env) error {
 		if werr := writeResult(env.Stdout, res, f.jsonOut, f.csvOut); werr != nil {
 			return werr
 		}
+		if w := res.FailureWarning(); w != "" && (f.jsonOut || f.csvOut) {
+			// The text report has it; JSON and CSV must stay parseable.
+			fmt.Fprintf(env.Stderr, "bench: %s\n", w)
+		}
 	}
 	if err != nil {
 		return err
+	}
+	if res != nil && res.Good() == 0 {
+		// A script running the benchmark must not take a run of refusals,
+		// error pages or silence for a measurement.
+		return fmt.Errorf("bench: %s: %w in the measurement (%s)", f.cfg.URL, ErrNoSuccess, successMeaning(res))
 	}
 	if *vsWrk {
 		return vsWrkMain(ctx, f.cfg, res, env.Stdout)
 	}
 	return nil
 }
+
+// successMeaning says what counted as success for res, for the error.
+func successMeaning(res *Result) string {
+	if res.Protocol == protoMsg {
+		return "no reply passed its check"
+	}
+	return "no 2xx or 3xx response"
+}
+
+// benchExitStatus is the exit status part of the commands' help.
+const benchExitStatus = `Exit status: 0 when the run measured at least one successful response
+(HTTP 2xx or 3xx; for msg://, a reply that passed its check); 1 when the
+run failed or none succeeded (the result is still printed; a warning
+line says when most requests failed); 2 for a usage error.`
 
 // DefaultMsgPayload is a messenger run's payload size without -b: the
 // 13 bytes of /hello's "Hello, World!", so the two compare like for like.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -256,5 +257,61 @@ func TestUsageErrors(t *testing.T) {
 		if err == nil || errors.Is(err, ErrUsage) {
 			t.Errorf("%v, unreachable target: error %v, want one that is not a usage error", args, err)
 		}
+	}
+}
+
+// A run in which nothing succeeded fails the command (exit 1), with the
+// result still printed, and one in which most requests failed says so:
+// 100% 5xx, resets or 4xx once exited 0 without a word.
+func TestBenchFailedRunExitStatus(t *testing.T) {
+	status := func(code int) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(code)
+			io.WriteString(w, "ok")
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	tests := []struct {
+		name      string
+		url       func() string
+		args      []string
+		noSuccess bool // ErrNoSuccess
+		warning   bool // the "most failed" line
+		usage     bool
+	}{
+		{name: "2xx", url: func() string { return status(200) }},
+		{name: "5xx", url: func() string { return status(500) }, noSuccess: true, warning: true},
+		{name: "4xx", url: func() string { return status(404) }, noSuccess: true, warning: true},
+		{name: "resets", url: func() string { return resettingServer(t) }, noSuccess: true, warning: true},
+		{name: "never answers", url: func() string { return silentServer(t) }, args: []string{"-timeout", "-1s"}, noSuccess: true, warning: true},
+		{name: "5xx json", url: func() string { return status(500) }, args: []string{"-json"}, noSuccess: true, warning: true},
+		{name: "header without a name", url: func() string { return status(200) }, args: []string{"-H", ": v"}, usage: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"-c", "2", "-d", "200ms"}, tt.args...)
+			err := Main(t.Context(), append(args, tt.url()+"/"), Env{Stdout: &stdout, Stderr: &stderr})
+			if tt.usage {
+				if !errors.Is(err, ErrUsage) {
+					t.Fatalf("error %v, want a usage error", err)
+				}
+				return
+			}
+			if errors.Is(err, ErrNoSuccess) != tt.noSuccess || err != nil && !tt.noSuccess {
+				t.Fatalf("error %v, want ErrNoSuccess %v", err, tt.noSuccess)
+			}
+			if errors.Is(err, ErrUsage) {
+				t.Fatalf("error %v is a usage error: it would exit 2", err)
+			}
+			if stdout.Len() == 0 {
+				t.Fatal("no result printed")
+			}
+			out := stdout.String() + stderr.String()
+			if got := strings.Contains(out, "warning: "); got != tt.warning {
+				t.Fatalf("warning %v, want %v:\n%s", got, tt.warning, out)
+			}
+		})
 	}
 }

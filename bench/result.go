@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -244,6 +245,41 @@ func (r *Result) finish() {
 // no error: still in flight at the end, or scheduled and never sent.
 func (r *Result) Unfinished() uint64 { return r.Unanswered + r.Unsent }
 
+// Good is the measured responses that succeeded: 2xx and 3xx for HTTP
+// (a redirect is the server's answer, not a failure); for the messenger,
+// the replies that passed their check.
+func (r *Result) Good() uint64 {
+	if r.Protocol == protoMsg {
+		return r.Requests - min(r.Requests, r.Errors.Reply+r.Errors.Mismatch)
+	}
+	return r.Status[2] + r.Status[3]
+}
+
+// Attempted is the measured requests the run meant to get answered:
+// answered, lost with their connection, unanswered, or never sent.
+func (r *Result) Attempted() uint64 {
+	return r.Requests + r.Lost + r.Unanswered + r.Unsent
+}
+
+// FailureWarning is a line saying that most of the run's requests failed,
+// or "" when most succeeded: figures of 5xx pages, refusals and resets
+// are not the server's throughput, and read like it.
+func (r *Result) FailureWarning() string {
+	good, all := r.Good(), r.Attempted()
+	switch {
+	case good == 0 && all == 0:
+		return fmt.Sprintf("warning: no request of the measurement was answered (%d errors)", r.ErrorTotal())
+	case 2*good < all:
+		return fmt.Sprintf("warning: %d of %d requests failed (4xx, 5xx, errors, lost, unanswered): only %d succeeded", all-good, all, good)
+	}
+	return ""
+}
+
+// ErrNoSuccess is returned (wrapped) by the bench command when no
+// measured request got a successful response (see Result.Good): the
+// result is printed, and the command exits 1.
+var ErrNoSuccess = errors.New("no successful response")
+
 // SentPerSec is, in open loop, the rate the requests actually left at
 // over the window (answered, unanswered or lost with their connection),
 // to hold against the target Rate.
@@ -308,6 +344,9 @@ func (r *Result) WriteText(w io.Writer) error {
 		ew.printf("%s: %d connections, %d loops, pipeline %d, %s\n", r.URL, r.Conns, r.Loops, r.Pipeline, mode)
 	}
 	ew.printf("  %d requests in %v, %s read\n", r.Requests, r.Elapsed.Round(time.Millisecond), byteSize(float64(r.BytesRead)))
+	if w := r.FailureWarning(); w != "" {
+		ew.printf("  %s\n", w)
+	}
 	if r.Unfinished() > 0 {
 		// Up front, before any figure they are missing from.
 		ew.printf("  warning: %d requests unanswered at the end (%d in flight, %d scheduled but never sent): not in the latency figures\n",

@@ -79,3 +79,30 @@ func answerUntil(c net.Conn, deadline time.Time) {
 		}
 	}
 }
+
+// resettingServer accepts every connection, reads its first request and
+// resets it (SO_LINGER 0), never answering.
+func resettingServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				buf := make([]byte, 4096)
+				_, _ = c.Read(buf)
+				_ = c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return "http://" + ln.Addr().String()
+}

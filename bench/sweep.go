@@ -440,6 +440,10 @@ configuration (the spec's against list) with a per-phase comparison.
 Writes results.json, SVG plots and a self-contained report.html.
 Examples: bench/examples/stages.yaml, phases.yaml.`)
 		fs.PrintDefaults()
+		fmt.Fprintln(env.Stderr, `
+Exit status: 0 when at least one run got a successful response (HTTP 2xx
+or 3xx); 1 when the sweep failed or no run did (the files are still
+written); 2 for a usage error or a bad spec.`)
 	}
 	path, err := parseOne(fs, args)
 	if path == "" {
@@ -447,12 +451,12 @@ Examples: bench/examples/stages.yaml, phases.yaml.`)
 	}
 	spec, err := LoadSpec(path)
 	if err != nil {
-		return err
+		return specUsage(err)
 	}
 	if *url != "" {
 		spec.URL = *url
 		if err := spec.validate(); err != nil {
-			return err
+			return specUsage(err)
 		}
 	}
 	if *metricsURL != "" {
@@ -479,5 +483,28 @@ Examples: bench/examples/stages.yaml, phases.yaml.`)
 		return berr
 	}
 	fmt.Fprintf(env.Stdout, "report: %s\n", report)
+	if err == nil && !res.anySuccess() {
+		// A table of zeros is a failed experiment, not a result.
+		return fmt.Errorf("bench: sweep: %w in any run (every one failed: see the log above)", ErrNoSuccess)
+	}
 	return err
+}
+
+// specUsage makes an invalid spec a usage error (exit 2): like a bad flag,
+// it is the command's input that is wrong, and nothing ran.
+func specUsage(err error) error {
+	if errors.Is(err, ErrSpec) {
+		return usageErr{err}
+	}
+	return err
+}
+
+// anySuccess reports whether some run got a successful response.
+func (r *SweepResult) anySuccess() bool {
+	for _, run := range r.Runs {
+		if run.Result != nil && run.Result.Good() > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,5 +183,45 @@ func TestExampleFiles(t *testing.T) {
 	f.mixFile = "examples/mix.yaml"
 	if err := f.finish("http://127.0.0.1:1/"); err != nil || len(f.cfg.Mix) != 3 || f.cfg.Mix[2].BodySize != 1024 {
 		t.Fatalf("mix.yaml: %v %+v", err, f.cfg.Mix)
+	}
+}
+
+// A sweep in which no run got a successful response fails (exit 1), and
+// an invalid spec is a usage error (exit 2): against a dead port, a table
+// of zeros once came out with exit 0.
+func TestSweepMainExitStatus(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	srv, _ := countingServer(t)
+	tests := []struct {
+		name string
+		spec string
+		url  string
+		want error // nil: success
+	}{
+		{name: "answers", spec: "duration: 200ms", url: srv.URL},
+		{name: "dead port", spec: "duration: 200ms", url: dead, want: ErrNoSuccess},
+		{name: "bad spec", spec: "duration: -1s", url: srv.URL, want: ErrUsage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spec := filepath.Join(dir, "spec.yaml")
+			if err := os.WriteFile(spec, []byte(tt.spec+"\nmatrix: {connections: [1]}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			err := SweepMain(t.Context(), []string{"-o", filepath.Join(dir, "out"), "--url", tt.url, spec}, Env{Stdout: &stdout, Stderr: &stderr})
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("error %v, want %v\n%s", err, tt.want, stderr.String())
+			}
+			if tt.want == ErrNoSuccess && errors.Is(err, ErrUsage) {
+				t.Fatalf("error %v would exit 2", err)
+			}
+		})
 	}
 }
