@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -8,12 +9,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
 
 // Peer names, in report order.
 var peerNames = []string{"gnet", "fasthttp", "nethttp"}
+
+// knownPeers are the names --only takes: the peers, nginx, the static
+// floor and the messenger's gnet peer.
+var knownPeers = append(append([]string(nil), peerNames...), "nginx", sendfilePeer, "gnetmsg")
 
 // sendfilePeer is the floor of a Go static-file server (bench/peers
 // /sendfile), which --static holds Quartet against when --only names it.
@@ -57,6 +63,10 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
   quartet bench compare --static --idle 1000,10000     static files against nginx; idle memory
   quartet bench compare --msg --modes both-cores       the messenger's echo against gnet's and HTTP's /hello`)
 		fs.PrintDefaults()
+		fmt.Fprintln(env.Stderr, `
+Exit status: 0 when every contender was measured; 1 when one failed to
+start or to run (the table is still printed, with its error); 2 for a
+usage error, found before anything is built or started.`)
 	}
 	_ = fs.Set("d", "5s")
 	_ = fs.Set("w", "1s")
@@ -73,6 +83,50 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	}
 	if *windows < 1 || *window <= 0 {
 		return usagef("bench: compare: --syscall-windows %d, --syscall-window %v: want at least one window, of some length", *windows, *window)
+	}
+	// Everything the command line alone can get wrong is refused here,
+	// before peers are built and servers started: minutes of work once
+	// ended in a usage mistake, and a comparison of nobody exited 0.
+	if *rounds < 1 {
+		return usagef("bench: compare: --rounds %d: want at least 1", *rounds)
+	}
+	switch *gen {
+	case GenWrk, GenQuartet:
+	default:
+		return usagef("bench: compare: --gen %q: want %s or %s", *gen, GenWrk, GenQuartet)
+	}
+	switch *syscalls {
+	case SyscallsPerf, SyscallsStrace, "auto", "off":
+	default:
+		return usagef("bench: compare: --syscalls %q: want perf, strace, auto or off", *syscalls)
+	}
+	if strings.Contains(*modes, "pinned") {
+		for _, cpu := range []struct {
+			flag string
+			n    int
+		}{{"server-cpu", *serverCPU}, {"load-cpu", *loadCPU}} {
+			if !cpuAllowed(cpu.n) {
+				return usagef("bench: compare: --%s %d: not a CPU this process may run on", cpu.flag, cpu.n)
+			}
+		}
+	}
+	for _, name := range strings.Split(*only, ",") {
+		if name = strings.TrimSpace(name); name != "" && !slices.Contains(knownPeers, name) {
+			return usagef("bench: compare: --only %q: want some of %s", name, strings.Join(knownPeers, ", "))
+		}
+	}
+	for _, b := range []struct{ flag, path string }{{"quartet", *quartetBin}, {"quartet-b", *quartetB}} {
+		if b.path == "" {
+			continue
+		}
+		if st, err := os.Stat(b.path); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return usagef("bench: compare: --%s %s: not an executable file", b.flag, b.path)
+		}
+	}
+	if *peerBin != "" {
+		if st, err := os.Stat(*peerBin); err != nil || !st.IsDir() {
+			return usagef("bench: compare: --peer-bin %s: not a directory", *peerBin)
+		}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -279,7 +333,49 @@ Without QUARTET-URL, Quartet is started as "quartet serve", once per mode.
 	default:
 		werr = res.WriteText(env.Stdout)
 	}
+	if err == nil && werr == nil {
+		err = res.failed()
+	}
 	return errors.Join(err, werr)
+}
+
+// failed is an error naming the contenders whose rows (or idle
+// readings) failed, nil when every one measured: a comparison with a
+// server missing is not the comparison asked for, whatever it printed.
+// A URL's pinned rows are the exception: the table notes that a server
+// the tool did not start cannot be pinned, and its other rows stand,
+// but a contender with no row measured at all has failed.
+func (r *CompareResult) failed() error {
+	var names []string
+	first := ""
+	add := func(name, err string) {
+		if err == "" || slices.Contains(names, name) {
+			return
+		}
+		names = append(names, name)
+		if first == "" {
+			first = err
+		}
+	}
+	measured := map[string]bool{}
+	for _, row := range r.Rows {
+		if row.Err != errCannotPin.Error() {
+			add(row.Server, row.Err)
+		}
+		measured[row.Server] = measured[row.Server] || len(row.Samples) > 0
+	}
+	for _, row := range r.Rows {
+		if !measured[row.Server] {
+			add(row.Server, cmp.Or(row.Err, "nothing measured"))
+		}
+	}
+	for _, row := range r.Idle {
+		add(row.Server, row.Err)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("bench: compare: %s failed (first error: %s)", strings.Join(names, ", "), first)
 }
 
 // workRoot is the static files' directory, or work itself (nginx needs a

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -366,4 +367,79 @@ func TestCompareRunLineOfARowWithoutRuns(t *testing.T) {
 		return
 	}
 	t.Errorf("no run line for the row without runs in:\n%s", b.String())
+}
+
+// What the command line alone gets wrong is a usage error (exit 2) before
+// any peer is built or server started: --gen bogus once failed with exit
+// 1 after the peers were built, and --rounds 0 ran nothing, silently.
+func TestCompareUsageBeforeWork(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"rounds 0", []string{"--rounds", "0"}, "--rounds 0"},
+		{"rounds -1", []string{"--rounds", "-1"}, "--rounds -1"},
+		{"repeats 0", []string{"--repeats", "0"}, "--rounds 0"},
+		{"gen", []string{"--gen", "bogus"}, `--gen "bogus"`},
+		{"syscalls", []string{"--syscalls", "bogus"}, `--syscalls "bogus"`},
+		{"server cpu", []string{"--server-cpu", "100000"}, "--server-cpu 100000"},
+		{"load cpu", []string{"--load-cpu", "-1"}, "--load-cpu -1"},
+		{"only", []string{"--only", "gnet,bogus"}, `--only "bogus"`},
+		{"quartet", []string{"--quartet", "/nonexistent"}, "--quartet /nonexistent"},
+		{"quartet-b", []string{"--quartet-b", "/nonexistent"}, "--quartet-b /nonexistent"},
+		{"quartet is a directory", []string{"--quartet", "/"}, "--quartet /"},
+		{"peer-bin", []string{"--peer-bin", "/nonexistent"}, "--peer-bin /nonexistent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			// --peers names no module: work that got past the checks
+			// fails there, with an error that is not a usage error.
+			args := append([]string{"compare", "--gen", "quartet", "--peers", "/nonexistent"}, tt.args...)
+			err := Main(t.Context(), args, Env{Stdout: &out, Stderr: &errb})
+			if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want a usage error naming %q", err, tt.want)
+			}
+			if strings.Contains(errb.String(), "building") {
+				t.Fatalf("work started before the error:\n%s", errb.String())
+			}
+		})
+	}
+}
+
+// A comparison in which a contender failed is a failed command (exit 1),
+// naming it, whatever the table shows of the others.
+func TestCompareFailedContenders(t *testing.T) {
+	one := []CompareSample{{}}
+	tests := []struct {
+		name string
+		rows []CompareRow
+		idle []IdleRow
+		want string // "" for success
+	}{
+		{name: "all measured", rows: []CompareRow{{Server: "quartet", Samples: one}, {Server: "gnet", Samples: one}}},
+		{name: "a URL's pinned rows", rows: []CompareRow{{Server: "quartet", Mode: "pinned", Err: errCannotPin.Error()}, {Server: "quartet", Mode: "both-cores", Samples: one}, {Server: "gnet", Samples: one}}},
+		{name: "a URL only pinned", rows: []CompareRow{{Server: "quartet", Mode: "pinned", Err: errCannotPin.Error()}, {Server: "gnet", Samples: one}},
+			want: "quartet failed (first error: " + errCannotPin.Error()},
+		{name: "no samples", rows: []CompareRow{{Server: "quartet", Samples: one}, {Server: "gnet"}}, want: "gnet failed (first error: nothing measured)"},
+		{name: "one server", rows: []CompareRow{{Server: "quartet", Samples: one}, {Server: "gnet", Err: "bench: gnet exited before listening"}, {Server: "gnet", Err: "again"}},
+			want: "gnet failed (first error: bench: gnet exited before listening)"},
+		{name: "every server", rows: []CompareRow{{Server: "quartet", Err: "taskset: Invalid argument"}, {Server: "gnet", Err: "taskset: Invalid argument"}},
+			want: "quartet, gnet failed"},
+		{name: "idle", rows: []CompareRow{{Server: "quartet", Samples: one}}, idle: []IdleRow{{Server: "nginx", Err: "no idle start"}},
+			want: "nginx failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &CompareResult{Rows: tt.rows, Idle: tt.idle}
+			err := r.failed()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+			if errors.Is(err, ErrUsage) {
+				t.Fatalf("error %v would exit 2", err)
+			}
+		})
+	}
 }

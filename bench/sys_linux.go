@@ -74,3 +74,14 @@ func threadCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// cpuAllowed reports whether this process may run on CPU cpu, so that a
+// pinned comparison refuses a CPU taskset would refuse, before it builds
+// and starts anything.
+func cpuAllowed(cpu int) bool {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return true // taskset will say
+	}
+	return cpu >= 0 && set.IsSet(cpu)
+}

@@ -66,3 +66,7 @@ func SyscallMethodAvailable(context.Context, string) error {
 func countSyscalls(context.Context, string, Server, Config, time.Duration, []int, string) (*SyscallCount, error) {
 	return nil, poll.Unsupported("bench: syscall counting")
 }
+
+// cpuAllowed cannot read the affinity here; taskset, where it exists,
+// refuses a CPU of its own accord.
+func cpuAllowed(cpu int) bool { return cpu >= 0 }
