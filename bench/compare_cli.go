@@ -187,6 +187,9 @@ usage error, found before anything is built or started.`)
 		if spec.Idle, err = parseInts(*idle); err != nil {
 			return err
 		}
+		if err := checkAscending(spec.Idle); err != nil {
+			return usagef("bench: compare: --idle %s: %v", *idle, err)
+		}
 	}
 	var extra []string
 	if *quartetExtra != "" {

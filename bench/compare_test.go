@@ -390,6 +390,7 @@ func TestCompareUsageBeforeWork(t *testing.T) {
 		{"quartet-b", []string{"--quartet-b", "/nonexistent"}, "--quartet-b /nonexistent"},
 		{"quartet is a directory", []string{"--quartet", "/"}, "--quartet /"},
 		{"peer-bin", []string{"--peer-bin", "/nonexistent"}, "--peer-bin /nonexistent"},
+		{"idle descending", []string{"--idle", "100,10"}, "--idle 100,10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

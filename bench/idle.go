@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,12 @@ func Idle(ctx context.Context, cfg IdleConfig) ([]IdlePoint, error) {
 	}
 	if cfg.PID <= 0 {
 		return nil, errors.New("bench: idle experiment needs the server's PID")
+	}
+	if err := checkAscending(cfg.Counts); err != nil {
+		return nil, fmt.Errorf("bench: idle experiment: %w", err)
+	}
+	if cfg.Active < 0 || cfg.Settle < 0 || cfg.ActiveFor < 0 {
+		return nil, fmt.Errorf("bench: idle experiment: negative Active %d, Settle %v or ActiveFor %v", cfg.Active, cfg.Settle, cfg.ActiveFor)
 	}
 	rss := cfg.RSS
 	if rss == nil {
@@ -345,6 +352,10 @@ beyond the host's per-process cap, run it in the project's VM, e.g.
 with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...
 (vm/million.sh does this up to a million connections, with --active.)`)
 		fs.PrintDefaults()
+		fmt.Fprintln(env.Stderr, `
+Exit status: 0 when every server was measured at every count; 1 when one
+stopped short (unreachable, closed, or never answered: the table shows
+what was reached and why it stopped); 2 for a usage error.`)
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -353,6 +364,22 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...
 	ns, err := parseInts(*counts)
 	if err != nil {
 		return err
+	}
+	if err := checkAscending(ns); err != nil {
+		return usagef("bench idle: -n %s: %v", *counts, err)
+	}
+	switch {
+	case *settle < 0:
+		return usagef("bench idle: -settle %v: want 0 (the default pause) or more", *settle)
+	case *active < 0:
+		return usagef("bench idle: -active %d: want 0 (none) or more connections", *active)
+	case *activeFor <= 0:
+		return usagef("bench idle: -active-for %v: want a duration above 0", *activeFor)
+	}
+	for _, name := range strings.Split(*servers, ",") {
+		if name = strings.TrimSpace(name); !slices.Contains(idleServers, name) {
+			return usagef("bench idle: --servers %q: want some of %s", name, strings.Join(idleServers, ", "))
+		}
 	}
 	var src []netip.Addr
 	if *srcFlag != "" {
@@ -368,7 +395,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...
 	switch len(pos) {
 	case 1:
 		if *pid <= 0 {
-			return errors.New("bench idle: --server-pid is required with a URL")
+			return usagef("bench idle: --server-pid is required with a URL")
 		}
 		targets = append(targets, target{"server", urlServer{url: pos[0], pid: *pid}})
 	case 0:
@@ -416,6 +443,9 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...
 	if len(targets) == 0 {
 		names = strings.Split(*servers, ",")
 	}
+	// failed names the servers whose experiment stopped short: the table
+	// shows what was reached, and the command still fails.
+	var failed []string
 	ew := &errWriter{w: env.Stdout}
 	ew.printf("%-10s %8s %12s %12s %14s %10s", "server", "conns", "RSS", "base RSS", "RSS/conn", "open")
 	if *active > 0 {
@@ -442,6 +472,7 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...
 		}
 		if err != nil {
 			ew.printf("%-10s stopped: %v\n", name, err)
+			failed = append(failed, fmt.Sprintf("%s: %v", name, err))
 		}
 	}
 	for _, tg := range targets {
@@ -460,5 +491,26 @@ with DIR holding the peers built by: cd bench/peers && go build -o DIR/ ./...
 			return ctx.Err()
 		}
 	}
-	return ew.err
+	if ew.err != nil {
+		return ew.err
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("bench idle: stopped short: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// idleServers are the servers bench idle starts without a URL.
+var idleServers = []string{"quartet", "nethttp", "gnet", "fasthttp"}
+
+// checkAscending refuses counts that do not rise: connections are added
+// from one count to the next, so a falling one has nothing to add and
+// its row reported the previous step's connections under its own count.
+func checkAscending(counts []int) error {
+	for i := 1; i < len(counts); i++ {
+		if counts[i] <= counts[i-1] {
+			return fmt.Errorf("counts must rise: %d after %d", counts[i], counts[i-1])
+		}
+	}
+	return nil
 }

@@ -3,10 +3,14 @@
 package bench
 
 import (
+	"bytes"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,5 +80,54 @@ func TestIdleCountsServerCloses(t *testing.T) {
 	}
 	if len(pts) != 1 || pts[0].Closed != 20 || pts[0].Conns != 20 {
 		t.Fatalf("points %+v, want 20 connections all closed by the server", pts)
+	}
+}
+
+// bench idle refuses what it cannot measure as a usage error (exit 2),
+// and fails (exit 1) when a server stopped short: it once exited 0 with
+// rows saying "server stopped", and took -n 200,100 or -settle -1s.
+func TestIdleMainExitStatus(t *testing.T) {
+	srv, _ := countingServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/hello"
+	ln.Close()
+	pid := strconv.Itoa(os.Getpid())
+	tests := []struct {
+		name  string
+		args  []string
+		usage bool
+		fails bool // a failure that is not a usage error
+	}{
+		{name: "measured", args: []string{"-n", "5,10", "-settle", "1ms", "--server-pid", pid, srv.URL + "/hello"}},
+		{name: "descending", args: []string{"-n", "200,100", "--server-pid", pid, srv.URL}, usage: true},
+		{name: "repeated", args: []string{"-n", "100,100", "--server-pid", pid, srv.URL}, usage: true},
+		{name: "negative settle", args: []string{"-settle", "-1s", "--server-pid", pid, srv.URL}, usage: true},
+		{name: "negative active", args: []string{"-active", "-1", "--server-pid", pid, srv.URL}, usage: true},
+		{name: "negative active-for", args: []string{"-active-for", "-1s", "--server-pid", pid, srv.URL}, usage: true},
+		{name: "zero active-for", args: []string{"-active-for", "0s", "--server-pid", pid, srv.URL}, usage: true},
+		{name: "unknown server", args: []string{"--servers", "quartet,bogus"}, usage: true},
+		{name: "URL without pid", args: []string{srv.URL}, usage: true},
+		{name: "unreachable", args: []string{"-n", "5", "--server-pid", pid, dead}, fails: true},
+		{name: "resets", args: []string{"-n", "5", "--server-pid", pid, resettingServer(t) + "/hello"}, fails: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := Main(t.Context(), append([]string{"idle"}, tt.args...), Env{Stdout: &stdout, Stderr: &stderr})
+			switch {
+			case tt.usage && !errors.Is(err, ErrUsage):
+				t.Fatalf("error %v, want a usage error", err)
+			case tt.fails && (err == nil || errors.Is(err, ErrUsage)):
+				t.Fatalf("error %v, want a failure that is not a usage error\n%s", err, stdout.String())
+			case !tt.usage && !tt.fails && err != nil:
+				t.Fatalf("error %v\n%s", err, stdout.String())
+			}
+			if tt.fails && !strings.Contains(stdout.String(), "stopped") {
+				t.Errorf("the table does not say where it stopped:\n%s", stdout.String())
+			}
+		})
 	}
 }
