@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -373,6 +374,11 @@ func Main(ctx context.Context, args []string, env Env) error {
 	}
 	if !f.jsonOut && !f.csvOut && isTerminal(env.Stdout) {
 		f.cfg.Progress = progressPrinter(env.Stdout)
+	}
+	if pid := f.cfg.ServerPID; pid != 0 {
+		if _, err := ProcCPU(pid); err != nil || pid < 0 {
+			return usagef("bench: --server-pid %d: cannot read its CPU time (%v)", pid, cmp.Or(err, errors.New("not a process id")))
+		}
 	}
 	if !inproc {
 		if err := checkReachable(ctx, f.cfg.URL, f.cfg.withDefaults().Timeout); err != nil {

@@ -45,6 +45,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ServerCPU == nil && cfg.ServerPID > 0 {
+		// A pid that cannot be read at the start is a mistake in the
+		// command line: once its failure was read as 0 s of CPU, and the
+		// report said the server spent nothing per request.
+		if _, err := ProcCPU(cfg.ServerPID); err != nil {
+			return nil, fmt.Errorf("bench: server pid %d: cannot read its CPU time: %w", cfg.ServerPID, err)
+		}
+	}
 	if cfg.MsgRDMA != deliver.ModeOff {
 		return runMsgRDMA(ctx, cfg, t)
 	}
@@ -137,9 +145,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// Server and process CPU are sampled at the end of warm-up and at the
 	// end of the run.
 	serverCPU := cfg.ServerCPU
+	var serverCPUErr error // the last reading's failure, if any
 	if serverCPU == nil && cfg.ServerPID > 0 {
 		pid := cfg.ServerPID
-		serverCPU = func() time.Duration { d, _ := ProcCPU(pid); return d }
+		serverCPU = func() time.Duration {
+			d, err := ProcCPU(pid)
+			if err != nil {
+				serverCPUErr = fmt.Errorf("server pid %d: %w", pid, err)
+			}
+			return d
+		}
 	}
 	var srv0, busy0, proc0 time.Duration
 	sample := func() {
@@ -229,7 +244,11 @@ wait:
 	switch {
 	case serverCPU != nil:
 		res.ServerCPU = serverCPU() - srv0
-		res.ServerCPUKnown = true
+		res.ServerCPUKnown = serverCPUErr == nil
+		if serverCPUErr != nil {
+			// The server went away during the run, most likely.
+			res.ServerCPU, res.ServerCPUUnavailable = 0, serverCPUErr.Error()
+		}
 	case cfg.ServerInProcess:
 		res.ServerInProcess = true
 		res.ServerCPU = max(0, res.ProcessCPU-res.ClientCPU)

@@ -5,10 +5,13 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -529,6 +532,60 @@ func TestOpenLoopWarnsWhenRateMissed(t *testing.T) {
 			}
 			if tt.warn && res.Unsent < 40 {
 				t.Errorf("unsent %d: want the ~65 of 80 scheduled requests that never left", res.Unsent)
+			}
+		})
+	}
+}
+
+// Server CPU from a pid that cannot be read is an error at the start, or
+// "unavailable" when the process goes away during the run: a failed
+// reading was once taken for 0 s, "server CPU: 0s/request".
+func TestServerPIDReadable(t *testing.T) {
+	srv, _ := countingServer(t)
+	exited := func() int {
+		cmd := exec.Command("sleep", "0.1")
+		if err := cmd.Start(); err != nil {
+			t.Skip(err)
+		}
+		go cmd.Wait() // reaped, so /proc forgets it
+		return cmd.Process.Pid
+	}
+	tests := []struct {
+		name        string
+		pid         func() int
+		startErr    bool
+		known       bool
+		unavailable bool
+	}{
+		{name: "this process", pid: os.Getpid, known: true},
+		{name: "no such process", pid: func() int { return 1<<22 + 1 }, startErr: true}, // above any pid_max
+		{name: "exits during the run", pid: exited, unavailable: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pid := tt.pid()
+			res, err := Run(t.Context(), Config{URL: srv.URL + "/", Conns: 1, Duration: 400 * time.Millisecond, ServerPID: pid})
+			if tt.startErr {
+				if err == nil || res != nil || !strings.Contains(err.Error(), "pid "+strconv.Itoa(pid)) {
+					t.Fatalf("result %v, error %v: want an error naming pid %d and no run", res, err, pid)
+				}
+				var stdout, stderr bytes.Buffer
+				err := Main(t.Context(), []string{"-d", "1s", "--server-pid", strconv.Itoa(pid), srv.URL + "/"}, Env{Stdout: &stdout, Stderr: &stderr})
+				if !errors.Is(err, ErrUsage) || stdout.Len() > 0 {
+					t.Fatalf("bench --server-pid %d: error %v, output %q: want a usage error before any run", pid, err, stdout.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			if err := res.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			if res.ServerCPUKnown != tt.known || (res.ServerCPUUnavailable != "") != tt.unavailable ||
+				tt.unavailable && !strings.Contains(text.String(), "server CPU: unavailable (server pid "+strconv.Itoa(pid)) {
+				t.Fatalf("known %v, unavailable %q:\n%s", res.ServerCPUKnown, res.ServerCPUUnavailable, text.String())
 			}
 		})
 	}

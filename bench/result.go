@@ -219,6 +219,9 @@ type Result struct {
 	// known (Config.ServerPID or Config.ServerCPU).
 	ServerCPU      time.Duration `json:"server_cpu_ns"`
 	ServerCPUKnown bool          `json:"server_cpu_known"`
+	// ServerCPUUnavailable says why the server's CPU time, asked for,
+	// could not be read at the end (the process had exited).
+	ServerCPUUnavailable string `json:"server_cpu_unavailable,omitempty"`
 	// ServerBusy is Config.ServerBusy over the measured run.
 	ServerBusy      time.Duration `json:"server_busy_ns,omitempty"`
 	ServerBusyKnown bool          `json:"server_busy_known,omitempty"`
@@ -405,8 +408,11 @@ func (r *Result) WriteText(w io.Writer) error {
 		ew.printf("  client CPU: %v/request (process %v, loop threads %v)\n",
 			r.ClientCPUPerRequest(), r.ProcessCPU.Round(time.Millisecond), r.ClientCPU.Round(time.Millisecond))
 	}
-	if r.ServerCPUKnown {
+	switch {
+	case r.ServerCPUKnown:
 		ew.printf("  server CPU: %v/request (%v total)\n", r.ServerCPUPerRequest(), r.ServerCPU.Round(time.Millisecond))
+	case r.ServerCPUUnavailable != "":
+		ew.printf("  server CPU: unavailable (%s)\n", r.ServerCPUUnavailable)
 	}
 	return ew.err
 }
