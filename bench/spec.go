@@ -68,11 +68,14 @@ type Spec struct {
 	URL    string `yaml:"url" json:"url,omitempty"`
 	Server string `yaml:"server" json:"server,omitempty"`
 
+	// Duration of each run: 3 s if left out; given, it must be above 0.
 	Duration time.Duration `yaml:"duration" json:"duration_ns"`
 	// Warmup precedes each point's measurement; in a phase run, each
 	// run's first phase, with its load, unsampled.
 	Warmup  time.Duration `yaml:"warmup" json:"warmup_ns"`
-	Repeats int           `yaml:"repeats" json:"repeats"`
+	Repeats int           `yaml:"repeats" json:"repeats"` // 1 if left out
+	// Timeout per request: DefaultTimeout if left out (not 0),
+	// negative for none.
 	// Load shape shared by every point.
 	Rate     float64       `yaml:"rate" json:"rate,omitempty"`
 	Pipeline int           `yaml:"pipeline" json:"pipeline,omitempty"`
@@ -116,8 +119,9 @@ type Phase struct {
 	Requests []RequestSpec `yaml:"requests" json:"requests,omitempty"`
 }
 
-// Matrix lists the values of each swept dimension; an empty list means the
-// server's default (or, for connections, DefaultConns).
+// Matrix lists the values of each swept dimension, each at least 1; a
+// dimension left out takes the server's default (or, for connections,
+// DefaultConns).
 type Matrix struct {
 	Readers       []int    `yaml:"readers" json:"readers,omitempty"`
 	Processors    []int    `yaml:"processors" json:"processors,omitempty"`
@@ -168,21 +172,20 @@ func ParseSpec(b []byte) (*Spec, error) {
 	if err := strictyaml.Decode(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSpec, err)
 	}
+	// The keys as written: a value given as 0 or [] is not the same
+	// mistake-proof thing as a key left out for its default.
+	var raw map[string]any
+	if err := strictyaml.Decode(b, &raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSpec, err)
+	}
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%w: the spec is empty (give at least a name, a matrix or phases)", ErrSpec)
+	}
+	if err := s.checkGiven(raw); err != nil {
+		return nil, err
+	}
 	if s.Name == "" {
 		s.Name = "sweep"
-	}
-	// A negative time would be read as "the default" below or, for the
-	// warm-up, subtracted from each run's end: refuse it by its key.
-	switch {
-	case s.Duration < 0:
-		return nil, fmt.Errorf("%w: duration %v: want a duration above 0", ErrSpec, s.Duration)
-	case s.Warmup < 0:
-		return nil, fmt.Errorf("%w: warmup %v: want 0 (none) or more", ErrSpec, s.Warmup)
-	}
-	for i, p := range s.Phases {
-		if p.Duration < 0 {
-			return nil, fmt.Errorf("%w: phases[%d].duration %v: want a duration above 0", ErrSpec, i, p.Duration)
-		}
 	}
 	if s.Duration <= 0 {
 		s.Duration = 3 * time.Second
@@ -231,8 +234,52 @@ func (s *Spec) validate() error {
 	}
 	for _, d := range s.dims() {
 		for _, v := range d.values {
-			if v < 0 {
-				return fmt.Errorf("%w: %s: negative value %d", ErrSpec, d.name, v)
+			// 0 is no size: the point would be labelled 0 and run the
+			// default, which the key left out already asks for.
+			if v < 1 {
+				return fmt.Errorf("%w: matrix.%s: value %d: want at least 1 (leave the key out for the default)", ErrSpec, d.name, v)
+			}
+		}
+	}
+	return nil
+}
+
+// checkGiven refuses values that would be read as a default nobody
+// chose, or as nothing: before, 'duration: 0s' silently became 3 s,
+// 'connections: [0]' ran 10 connections labelled c=0, 'processors: [0]'
+// the server's default, and 'repeats: -1', 'timeout: 0s' and
+// 'p99_max: -5ms' passed. raw is the spec's keys as written.
+func (s *Spec) checkGiven(raw map[string]any) error {
+	given := func(key string) bool { _, ok := raw[key]; return ok }
+	switch {
+	case s.Duration < 0 || given("duration") && s.Duration == 0:
+		return fmt.Errorf("%w: duration %v: want a duration above 0 (leave it out for 3s)", ErrSpec, s.Duration)
+	case s.Warmup < 0:
+		return fmt.Errorf("%w: warmup %v: want 0 (none) or more", ErrSpec, s.Warmup)
+	case s.Repeats < 0 || given("repeats") && s.Repeats == 0:
+		return fmt.Errorf("%w: repeats %d: want at least 1", ErrSpec, s.Repeats)
+	case given("timeout") && s.Timeout == 0:
+		return fmt.Errorf("%w: timeout 0s: want a duration above 0, or a negative one for none", ErrSpec)
+	case s.Rate < 0:
+		return fmt.Errorf("%w: rate %v: want 0 (closed loop) or more", ErrSpec, s.Rate)
+	case s.Pipeline < 0:
+		return fmt.Errorf("%w: pipeline %d: want 0 (one request in flight) or more", ErrSpec, s.Pipeline)
+	case s.Loops < 0:
+		return fmt.Errorf("%w: loops %d: want 0 (the default) or more", ErrSpec, s.Loops)
+	case s.Objective.P99Max < 0:
+		return fmt.Errorf("%w: objective.p99_max %v: want 0 (no bound) or more", ErrSpec, s.Objective.P99Max)
+	case s.Sample < 0:
+		return fmt.Errorf("%w: sample %v: want 0 (1s) or more", ErrSpec, s.Sample)
+	}
+	for i, p := range s.Phases {
+		if p.Duration < 0 {
+			return fmt.Errorf("%w: phases[%d].duration %v: want a duration above 0", ErrSpec, i, p.Duration)
+		}
+	}
+	if m, ok := raw["matrix"].(map[string]any); ok {
+		for key, v := range m {
+			if list, ok := v.([]any); ok && len(list) == 0 {
+				return fmt.Errorf("%w: matrix.%s: an empty list (leave the key out for the default)", ErrSpec, key)
 			}
 		}
 	}

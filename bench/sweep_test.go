@@ -36,6 +36,19 @@ func TestParseSpec(t *testing.T) {
 		{name: "negative warmup", yaml: "duration: 1s\nwarmup: -1s", wantErr: true, key: "warmup"},
 		{name: "negative duration", yaml: "duration: -1s", wantErr: true, key: "duration"},
 		{name: "negative phase duration", yaml: "phases: [{duration: -1s}]", wantErr: true, key: "phases[0].duration"},
+		{name: "zero duration", yaml: "duration: 0s", wantErr: true, key: "duration"},
+		{name: "zero connections", yaml: "matrix: {connections: [0]}", wantErr: true, key: "matrix.connections"},
+		{name: "zero processors", yaml: "matrix: {processors: [0]}", wantErr: true, key: "matrix.processors"},
+		{name: "empty readers", yaml: "matrix: {readers: []}", wantErr: true, key: "matrix.readers"},
+		{name: "negative repeats", yaml: "repeats: -1", wantErr: true, key: "repeats"},
+		{name: "zero repeats", yaml: "repeats: 0", wantErr: true, key: "repeats"},
+		{name: "zero timeout", yaml: "timeout: 0s", wantErr: true, key: "timeout"},
+		{name: "no timeout", yaml: "timeout: -1s", points: 1},
+		{name: "negative p99 bound", yaml: "objective: {p99_max: -5ms}", wantErr: true, key: "objective.p99_max"},
+		{name: "negative rate", yaml: "rate: -1", wantErr: true, key: "rate"},
+		{name: "negative sample", yaml: "sample: -1s\nphases: [{duration: 1s}]", wantErr: true, key: "sample"},
+		{name: "empty file", yaml: "", wantErr: true, key: "empty"},
+		{name: "only a comment", yaml: "# nothing\n", wantErr: true, key: "empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
