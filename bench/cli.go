@@ -149,13 +149,13 @@ func (f *loadFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.cfg.Timeout, "timeout", DefaultTimeout, "per-request timeout (negative: none)")
 	fs.Var(&f.mix, "m", `request mix entry "[METHOD] PATH [body=N] [weight=N] [Name:Value]" (repeatable)`)
 	fs.StringVar(&f.mixFile, "mix", "", "YAML file with a list of mix entries (method, path, body_size, headers, weight)")
-	fs.StringVar(&f.method, "X", "", "method for the URL's request (default GET, POST with -b)")
-	fs.IntVar(&f.body, "b", 0, "request body size in bytes for the URL's request; for msg:// the payload size (default 13)")
-	fs.Var(&f.headers, "H", `header "Name: value" for the URL's request (repeatable)`)
+	fs.StringVar(&f.method, "X", "", "method for the URL's request (default GET, POST with -b); not with -m/-mix")
+	fs.IntVar(&f.body, "b", 0, "request body size in bytes for the URL's request (not with -m/-mix); for msg:// the payload size (default 13)")
+	fs.Var(&f.headers, "H", `header "Name: value" for the URL's request (repeatable; not with -m/-mix)`)
 	fs.StringVar(&f.src, "src", "", "source addresses, comma list or range 127.0.0.1-127.0.0.8 (more than ~28k connections)")
 	fs.IntVar(&f.cfg.ServerPID, "server-pid", 0, "server process id, for server CPU per request")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the result as JSON")
-	fs.BoolVar(&f.csvOut, "csv", false, "print the result as CSV")
+	fs.BoolVar(&f.csvOut, "csv", false, "print the result as CSV: a header and one row, columns as in README.md (\"CSV columns\"); not with -json")
 }
 
 // check refuses flag values the load cannot run with. Config reads a
@@ -183,6 +183,13 @@ func (f *loadFlags) check() error {
 		return usagef("bench: -R %v: want 0 (closed loop) or a rate above 0", c.Rate)
 	case f.body < 0:
 		return usagef("bench: -b %d: want 0 or more bytes", f.body)
+	case f.jsonOut && f.csvOut:
+		// One output, one format: JSON silently won before.
+		return usagef("bench: -json and -csv: give one")
+	case (len(f.mix) > 0 || f.mixFile != "") && (f.method != "" || f.body > 0 || len(f.headers) > 0):
+		// They shape the URL's request, which a mix replaces: they were
+		// ignored without a word.
+		return usagef("bench: -X, -b and -H shape the URL's request, which -m and -mix replace: give the method, body=N and headers in each mix entry")
 	}
 	return nil
 }

@@ -315,3 +315,62 @@ func TestBenchFailedRunExitStatus(t *testing.T) {
 		})
 	}
 }
+
+// Flags that would be ignored, or outvoted, are refused: -csv with -json
+// printed JSON, and -H, -X and -b did nothing beside -m.
+func TestBenchConflictingFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"json and csv", []string{"-json", "-csv"}, "-json and -csv"},
+		{"-H with -m", []string{"-m", "/a", "-H", "X-A: b"}, "-X, -b and -H"},
+		{"-X with -m", []string{"-m", "/a", "-X", "POST"}, "-X, -b and -H"},
+		{"-b with -mix", []string{"-mix", "examples/mix.yaml", "-b", "10"}, "-X, -b and -H"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			// Port 1: a run that got past the flags would fail to connect.
+			err := Main(t.Context(), append(tt.args, "http://127.0.0.1:1/"), Env{Stdout: &stdout, Stderr: &stderr})
+			if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want a usage error naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// Each command's help names only the flags it has: sweep's warnings sent
+// users to a --server-pid it does not take, and compare's --conns showed
+// two defaults.
+func TestHelpAndHintsNameRealFlags(t *testing.T) {
+	local := urlServer{url: "http://127.0.0.1:1"}
+	tests := []struct {
+		name, text, want, not string
+	}{
+		{"sweep's shared-CPU hint", sharedCPUWarning(local, sweepPIDHint), "taskset", "--server-pid"},
+		{"compare's shared-CPU hint", sharedCPUWarning(local, "give --server-pid"), "--server-pid", ""},
+		{"phase run without metrics", noMetricsWarning, "--metrics", ""},
+		{"compare -h", helpOf(t, "compare"), "connection counts, a comma list", `(default 100 with --static) (default`},
+		{"bench -h", helpOf(t), "Exit status:", ""},
+		{"idle -h", helpOf(t, "idle"), "Exit status:", ""},
+		{"compare exit status", helpOf(t, "compare"), "Exit status:", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(tt.text, tt.want) || tt.not != "" && strings.Contains(tt.text, tt.not) {
+				t.Fatalf("want %q and not %q in:\n%s", tt.want, tt.not, tt.text)
+			}
+		})
+	}
+}
+
+// helpOf is `quartet bench SUB... -h`'s output.
+func helpOf(t *testing.T, sub ...string) string {
+	var stdout, stderr bytes.Buffer
+	if err := Main(t.Context(), append(sub, "-h"), Env{Stdout: &stdout, Stderr: &stderr}); err != nil {
+		t.Fatal(err)
+	}
+	return stderr.String()
+}

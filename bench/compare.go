@@ -258,7 +258,7 @@ func Compare(ctx context.Context, spec CompareSpec, cs []Contender) (*CompareRes
 			res.MsgServers, res.MsgPayload = append(res.MsgServers, c.Name), spec.Load.Payload
 		}
 		if !m.pinned() {
-			if w := sharedCPUWarning(s); w != "" && !slices.Contains(res.Warnings, m.Name+": "+w) {
+			if w := sharedCPUWarning(s, "give --server-pid"); w != "" && !slices.Contains(res.Warnings, m.Name+": "+w) {
 				res.Warnings = append(res.Warnings, m.Name+": "+w)
 			}
 		}

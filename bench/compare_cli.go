@@ -31,7 +31,7 @@ func compareMain(ctx context.Context, args []string, env Env) error {
 	fs.SetOutput(env.Stderr)
 	var f loadFlags
 	f.register(fs)
-	connList := fs.String("conns", "100,1000", "connection counts (default 100 with --static)")
+	connList := fs.String("conns", "100,1000", "connection counts, a comma list; without the flag, 100 alone with --static or --msg")
 	path := fs.String("path", "/hello", "request path")
 	modes := fs.String("modes", "pinned,both-cores", "modes to run: pinned (server on --server-cpu with GOMAXPROCS=1, load on --load-cpu), both-cores (nothing pinned)")
 	serverCPU := fs.Int("server-cpu", 0, "pinned mode: the server's CPU")

@@ -167,7 +167,7 @@ func runPhases(ctx context.Context, spec *Spec, env SweepEnv, params ServerParam
 	}
 	defer srv.Close()
 	res := &PhaseTrace{Stages: asked, Target: target}
-	if w := sharedCPUWarning(srv); w != "" {
+	if w := sharedCPUWarning(srv, sweepPIDHint); w != "" {
 		warn(w)
 	}
 	if p, ok := serverParams(srv); ok {
@@ -179,7 +179,7 @@ func runPhases(ctx context.Context, spec *Spec, env SweepEnv, params ServerParam
 	}
 	var sc *scraper
 	if res.MetricsURL == "" {
-		warn("no metrics URL (set metrics_url for a url server): the server side is not sampled")
+		warn(noMetricsWarning)
 	} else if sc, err = newScraper(res.MetricsURL, spec.MetricsMatch, max(spec.Sample, scrapeTimeout)); err != nil {
 		return nil, err
 	}

@@ -222,14 +222,14 @@ func TestSharedCPUs(t *testing.T) {
 			t.Errorf("shared(%v, %v) = %s, want %s", tt.client, tt.server, got, tt.want)
 		}
 	}
-	if w := sharedCPUWarning(urlServer{url: "http://127.0.0.1:1"}); !strings.Contains(w, "may share") {
+	if w := sharedCPUWarning(urlServer{url: "http://127.0.0.1:1"}, "give --server-pid"); !strings.Contains(w, "may share") {
 		t.Errorf("loopback server of unknown pid: %q", w)
 	}
-	if w := sharedCPUWarning(urlServer{url: "http://10.1.2.3:80"}); w != "" {
+	if w := sharedCPUWarning(urlServer{url: "http://10.1.2.3:80"}, ""); w != "" {
 		t.Errorf("remote server: %q", w)
 	}
 	if cpuSet(0) != nil {
-		if w := sharedCPUWarning(urlServer{url: "http://127.0.0.1:1", pid: pidSelf()}); !strings.Contains(w, "share CPUs") {
+		if w := sharedCPUWarning(urlServer{url: "http://127.0.0.1:1", pid: pidSelf()}, ""); !strings.Contains(w, "share CPUs") {
 			t.Errorf("same process: %q", w)
 		}
 	}

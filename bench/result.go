@@ -424,8 +424,10 @@ func (r *Result) WriteJSON(w io.Writer) error {
 	return e.Encode(r)
 }
 
-// CSVHeader names the columns of CSVRecord. The CPU figures stay last;
-// columns are added before them.
+// CSVHeader names the columns of CSVRecord, described in README.md ("CSV
+// columns"): units are in the names (_s, _us, per_sec), counts are of the
+// measurement only, and a figure not known is an empty field. The CPU
+// figures stay last; columns are added before them.
 func CSVHeader() []string {
 	return []string{"url", "mode", "conns", "loops", "pipeline", "target_rate",
 		"elapsed_s", "requests", "requests_per_sec", "bytes_per_sec",

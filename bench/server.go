@@ -46,15 +46,18 @@ func serverMetricsURL(s Server) string {
 // sharedCPUWarning says when the generator and server s compete for the
 // same CPUs, which makes the server's throughput depend on the client's
 // cost (and, in-process, its CPU per request an estimate); "" when they
-// are pinned apart.
-func sharedCPUWarning(s Server) string {
+// are pinned apart. pidHint says how the calling command is told the
+// server's process, for a server it did not start: each command has its
+// own way (a flag, or none), and naming another's sent users looking for
+// a flag that is not there.
+func sharedCPUWarning(s Server, pidHint string) string {
 	if isInProcess(s) {
 		return fmt.Sprintf("client and server share the machine's CPUs (%s): the server runs inside the load generator's process, so the generator's work takes CPU from it, its CPU per request is an estimate, and its loops share the generator's Go scheduler, which makes loop counts shares of its Ps (server: process in the spec runs quartet serve apart)", cpuList(cpuSet(0)))
 	}
 	pid := s.PID()
 	if pid <= 0 {
 		if strings.Contains(s.URL(), "//127.") || strings.Contains(s.URL(), "//[::1]") {
-			return "client and server may share CPUs: the server is on this machine and its process is unknown (give --server-pid)"
+			return "client and server may share CPUs: the server is on this machine and its process is unknown (" + pidHint + ")"
 		}
 		return ""
 	}

@@ -107,7 +107,7 @@ func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) 
 		if err != nil {
 			return out, fmt.Errorf("bench: sweep point %v: %w", p, err)
 		}
-		if w := sharedCPUWarning(srv); w != "" && !slices.Contains(out.Warnings, w) {
+		if w := sharedCPUWarning(srv, sweepPIDHint); w != "" && !slices.Contains(out.Warnings, w) {
 			out.Warnings = append(out.Warnings, w)
 			fmt.Fprintf(log, "warning: %s\n", w)
 		}
@@ -498,6 +498,14 @@ func specUsage(err error) error {
 	}
 	return err
 }
+
+// sweepPIDHint is sharedCPUWarning's hint for a sweep, which has no
+// --server-pid: it reads a url server's process nowhere.
+const sweepPIDHint = "a sweep cannot know a url server's process: pin it apart with taskset, or leave url out to let the sweep start the server"
+
+// noMetricsWarning is a phase run's note when it has no /metrics to
+// sample: both ways of giving one, the flag and the spec key.
+const noMetricsWarning = "no metrics URL (give --metrics, or metrics_url in the spec, for a url server): the server side is not sampled"
 
 // anySuccess reports whether some run got a successful response.
 func (r *SweepResult) anySuccess() bool {
