@@ -530,6 +530,11 @@ func TestOpenLoopWarnsWhenRateMissed(t *testing.T) {
 			if got := strings.Contains(text.String(), "not reached"); got != tt.warn {
 				t.Errorf("warning printed %v, want %v:\n%s", got, tt.warn, text.String())
 			}
+			if w := res.FailureWarning(); w != "" {
+				// Every request sent was answered 200: those never sent
+				// are the rate's shortfall, not the server's failures.
+				t.Errorf("%s", w)
+			}
 			if tt.warn && res.Unsent < 40 {
 				t.Errorf("unsent %d: want the ~65 of 80 scheduled requests that never left", res.Unsent)
 			}

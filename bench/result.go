@@ -258,20 +258,21 @@ func (r *Result) Good() uint64 {
 	return r.Status[2] + r.Status[3]
 }
 
-// Attempted is the measured requests the run meant to get answered:
-// answered, lost with their connection, unanswered, or never sent.
-func (r *Result) Attempted() uint64 {
-	return r.Requests + r.Lost + r.Unanswered + r.Unsent
+// Sent is the measured requests that left: answered, lost with their
+// connection, or unanswered. An open loop's unsent ones are the rate
+// warning's (RateMissed), not failures of the server.
+func (r *Result) Sent() uint64 {
+	return r.Requests + r.Lost + r.Unanswered
 }
 
 // FailureWarning is a line saying that most of the run's requests failed,
 // or "" when most succeeded: figures of 5xx pages, refusals and resets
 // are not the server's throughput, and read like it.
 func (r *Result) FailureWarning() string {
-	good, all := r.Good(), r.Attempted()
+	good, all := r.Good(), r.Sent()
 	switch {
 	case good == 0 && all == 0:
-		return fmt.Sprintf("warning: no request of the measurement was answered (%d errors)", r.ErrorTotal())
+		return fmt.Sprintf("warning: no request of the measurement was sent and answered (%d errors)", r.ErrorTotal())
 	case 2*good < all:
 		return fmt.Sprintf("warning: %d of %d requests failed (4xx, 5xx, errors, lost, unanswered): only %d succeeded", all-good, all, good)
 	}
@@ -288,7 +289,7 @@ var ErrNoSuccess = errors.New("no successful response")
 // to hold against the target Rate.
 func (r *Result) SentPerSec() float64 {
 	if s := r.Elapsed.Seconds(); s > 0 {
-		return float64(r.Requests+r.Unanswered+r.Lost) / s
+		return float64(r.Sent()) / s
 	}
 	return 0
 }
@@ -301,7 +302,7 @@ func (r *Result) RateMissed() bool {
 	if r.Mode != "open" || r.Rate <= 0 {
 		return false
 	}
-	scheduled := r.Requests + r.Unanswered + r.Lost + r.Unsent
+	scheduled := r.Sent() + r.Unsent
 	return r.SentPerSec() < 0.9*r.Rate || float64(r.Unsent) > 0.01*float64(scheduled)
 }
 
@@ -356,8 +357,8 @@ func (r *Result) WriteText(w io.Writer) error {
 			r.Unfinished(), r.Unanswered, r.Unsent)
 	}
 	if r.RateMissed() {
-		ew.printf("  warning: target rate %.0f req/s not reached: %.1f req/s sent, %d scheduled requests never sent; the corrected latencies leave them out (more connections, -c, or a lower -R)\n",
-			r.Rate, r.SentPerSec(), r.Unsent)
+		ew.printf("  warning: target rate %.0f req/s not reached: %.1f req/s sent; the corrected latencies leave out the requests never sent (more connections, -c, or a lower -R)\n",
+			r.Rate, r.SentPerSec())
 	}
 	ew.printf("  requests/s: %.1f   transfer/s: %s\n", r.RequestsPerSec, byteSize(r.BytesPerSec))
 	lat := func(name string, p Percentiles) {
