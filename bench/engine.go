@@ -318,6 +318,9 @@ func newResult(cfg Config, loops []*loop, end int64) *Result {
 		// The window asked for, whatever answered in it: cut at the last
 		// response, it let a server that stopped answering look faster.
 		res.Elapsed = time.Duration(max(0, min(end, int64(cfg.Warmup+cfg.Duration))-int64(cfg.Warmup)))
+		// In closed loop a server that stops answering leaves only one
+		// request per connection open: the silence itself is the sign.
+		res.SilentAtEnd = time.Duration(max(0, int64(cfg.Warmup)+int64(res.Elapsed)-max(last, int64(cfg.Warmup))))
 	} else if first >= 0 && last > first {
 		res.Elapsed = time.Duration(last - first)
 	}

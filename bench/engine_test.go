@@ -467,6 +467,9 @@ func TestUnansweredRequestsCounted(t *testing.T) {
 			if want := float64(res.Requests) / cfg.Duration.Seconds(); res.RequestsPerSec != want {
 				t.Errorf("requests/s %v, want %v", res.RequestsPerSec, want)
 			}
+			if !res.Stalled() || !strings.Contains(textOf(t, res), "the server stopped answering") {
+				t.Errorf("silent for %v at the end of %v, not reported as a stall", res.SilentAtEnd, res.Elapsed)
+			}
 			// Each connection holds one request the server never answers.
 			if res.Unanswered != uint64(cfg.Conns) {
 				t.Errorf("unanswered %d, want %d", res.Unanswered, cfg.Conns)
@@ -529,6 +532,9 @@ func TestOpenLoopWarnsWhenRateMissed(t *testing.T) {
 			}
 			if got := strings.Contains(text.String(), "not reached"); got != tt.warn {
 				t.Errorf("warning printed %v, want %v:\n%s", got, tt.warn, text.String())
+			}
+			if res.Stalled() {
+				t.Errorf("a server that answered throughout reported stalled (silent %v of %v)", res.SilentAtEnd, res.Elapsed)
 			}
 			if w := res.FailureWarning(); w != "" {
 				// Every request sent was answered 200: those never sent
@@ -594,4 +600,14 @@ func TestServerPIDReadable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// textOf is res's text report.
+func textOf(t *testing.T, res *Result) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := res.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

@@ -118,6 +118,10 @@ type Counts struct {
 	Unsent     uint64 `json:"unsent"`
 }
 
+// stallMin is the least silence at the end of the window that the report
+// calls a stall: shorter gaps are a slow response's.
+const stallMin = 100 * time.Millisecond
+
 func (c *Counts) add(o Counts) {
 	c.Requests += o.Requests
 	c.BytesRead += o.BytesRead
@@ -191,8 +195,12 @@ type Result struct {
 	// stops answering raise requests/s by shortening the window.
 	Elapsed time.Duration `json:"elapsed_ns"`
 	Counts
-	RequestsPerSec float64 `json:"requests_per_sec"`
-	BytesPerSec    float64 `json:"bytes_per_sec"` // read from the server
+	// SilentAtEnd is how long before the end of the window the last
+	// measured response came (duration mode): near 0 unless the server
+	// stopped answering.
+	SilentAtEnd    time.Duration `json:"silent_at_end_ns,omitempty"`
+	RequestsPerSec float64       `json:"requests_per_sec"`
+	BytesPerSec    float64       `json:"bytes_per_sec"` // read from the server
 	// Latency is measured from the intended send time in open loop
 	// (coordinated-omission corrected) and from the send in closed loop.
 	Latency Percentiles `json:"latency"`
@@ -256,6 +264,17 @@ func (r *Result) Good() uint64 {
 		return r.Requests - min(r.Requests, r.Errors.Reply+r.Errors.Mismatch)
 	}
 	return r.Status[2] + r.Status[3]
+}
+
+// Stalled reports whether the server went silent before the end of the
+// window: for longer than stallMin, a tenth of the window, and (in open
+// loop) two of a connection's send intervals.
+func (r *Result) Stalled() bool {
+	limit := max(stallMin, r.Elapsed/10)
+	if r.Mode == "open" && r.Rate > 0 {
+		limit = max(limit, time.Duration(2*float64(r.Conns)/r.Rate*float64(time.Second)))
+	}
+	return r.Elapsed > 0 && r.SilentAtEnd > limit
 }
 
 // Sent is the measured requests that left: answered, lost with their
@@ -350,6 +369,10 @@ func (r *Result) WriteText(w io.Writer) error {
 	ew.printf("  %d requests in %v, %s read\n", r.Requests, r.Elapsed.Round(time.Millisecond), byteSize(float64(r.BytesRead)))
 	if w := r.FailureWarning(); w != "" {
 		ew.printf("  %s\n", w)
+	}
+	if r.Stalled() {
+		ew.printf("  warning: no response in the last %v of the %v window: the server stopped answering\n",
+			r.SilentAtEnd.Round(time.Millisecond), r.Elapsed.Round(time.Millisecond))
 	}
 	if r.Unfinished() > 0 {
 		// Up front, before any figure they are missing from.
