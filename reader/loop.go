@@ -1276,8 +1276,14 @@ func (l *Loop) readRequest(slot int32) {
 			l.reject(slot, stages.ErrHeadTooLarge)
 			return
 		case err == errEOF && rc.end == rc.start:
-			l.goneWithFlight(rc)
-			l.close(slot) // clean close between requests
+			// A clean FIN between requests: the requests in flight are
+			// answered (close waits for them) when the client said it
+			// still reads (a pipelined protocol's half-close); otherwise
+			// those not yet started are not started.
+			if !l.halfCloseReads(rc) {
+				l.goneWithFlight(rc)
+			}
+			l.close(slot)
 			return
 		default:
 			// EOF mid-request, or a socket error: nobody to answer.
@@ -1587,7 +1593,7 @@ func (l *Loop) hangUp(slot int32) {
 		return // pipelined request bytes still in the socket
 	}
 	rc.peerClosed = true
-	if rc.pipelined {
+	if rc.pipelined || l.halfCloseReads(rc) {
 		return // served, and then no further request
 	}
 	if rc.c.Phase() == stages.PhaseWriting {
@@ -1595,6 +1601,21 @@ func (l *Loop) hangUp(slot int32) {
 	}
 	l.hangups.Add(1)
 	rc.c.HangUp()
+}
+
+// halfCloseReads reports whether rc's protocol takes a client's FIN for
+// a half-close, after which the client still reads the answers to the
+// requests it sent: a pipelined protocol's (the messenger's, whose
+// clients shut their sending side once they have sent their requests).
+// HTTP/1.1 takes a FIN after a lone request for a client gone, whose
+// request need not be run (hangUp).
+func (l *Loop) halfCloseReads(rc *rconn) bool {
+	id := int(rc.c.Protocol)
+	if id >= len(l.cfg.Protocols) {
+		return false
+	}
+	_, ok := l.cfg.Protocols[id].(stages.Pipelined)
+	return ok
 }
 
 // reset closes the connection with RST instead of FIN: with SO_LINGER set

@@ -380,3 +380,46 @@ func TestMsgImmediateServedInline(t *testing.T) {
 		})
 	}
 }
+
+// slowEcho echoes each request after a short sleep, on the processors
+// (it does not promise msg.Immediate), so that a request can still be
+// waiting for a processor when the client's FIN is read.
+type slowEcho struct{}
+
+func (slowEcho) Dispatch(m *msg.Message) {
+	time.Sleep(20 * time.Millisecond)
+	m.SendReply(msg.Reply{Payload: m.Payload})
+}
+
+// messenger.md: "A client that has sent its requests may shut down its
+// sending side; the server answers every request it read, then closes."
+// The reader took the FIN that followed them for a client gone, and the
+// requests not yet started were never answered (2 of 4 with the window,
+// none for a lone request), unless the dispatcher ran them on the reader
+// loop before the FIN was read.
+func TestMsgHalfCloseIsAnswered(t *testing.T) {
+	for _, window := range []int{0, 1} {
+		t.Run(fmt.Sprintf("window %d", window), func(t *testing.T) {
+			s := startServer(t, Config{MsgAddr: "127.0.0.1:0", MsgDispatcher: slowEcho{}, MsgWindow: window, Processors: 1})
+			for _, n := range []int{1, 4} {
+				conn, err := net.Dial("tcp", s.MsgAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := msgclient.New(conn, msgclient.Config{})
+				var results []<-chan callResult
+				for k := range n {
+					results = append(results, doAsync(t, c, &msgclient.Request{Payload: []byte(fmt.Sprintf("r%d", k))}))
+				}
+				time.Sleep(10 * time.Millisecond) // the requests are on the wire
+				conn.(*net.TCPConn).CloseWrite()
+				for k, ch := range results {
+					if r := <-ch; r.err != nil || string(r.payload) != fmt.Sprintf("r%d", k) {
+						t.Errorf("%d requests, then a FIN: request %d got %q, %v", n, k, r.payload, r.err)
+					}
+				}
+				c.Close()
+			}
+		})
+	}
+}
