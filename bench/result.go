@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -275,6 +276,25 @@ func (r *Result) Stalled() bool {
 		limit = max(limit, time.Duration(2*float64(r.Conns)/r.Rate*float64(time.Second)))
 	}
 	return r.Elapsed > 0 && r.SilentAtEnd > limit
+}
+
+// problems is one warning line for what a sweep's log line leaves out
+// (unanswered or unsent requests, a stall, a missed rate), "" if none.
+func (r *Result) problems() string {
+	var p []string
+	if r.Stalled() {
+		p = append(p, fmt.Sprintf("no response in the last %v", r.SilentAtEnd.Round(time.Millisecond)))
+	}
+	if r.Unfinished() > 0 {
+		p = append(p, fmt.Sprintf("%d unanswered, %d never sent", r.Unanswered, r.Unsent))
+	}
+	if r.RateMissed() {
+		p = append(p, fmt.Sprintf("target rate %.0f req/s not reached (%.1f sent)", r.Rate, r.SentPerSec()))
+	}
+	if len(p) == 0 {
+		return ""
+	}
+	return "warning: " + strings.Join(p, "; ")
 }
 
 // Sent is the measured requests that left: answered, lost with their

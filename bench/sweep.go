@@ -134,6 +134,13 @@ func Sweep(ctx context.Context, spec *Spec, env SweepEnv) (*SweepResult, error) 
 			if res != nil {
 				fmt.Fprintf(log, "[%d/%d] %v #%d: %.0f req/s, p99 %v, errors %d, 5xx %d\n", i+1, len(pts), p, rep+1,
 					res.RequestsPerSec, res.Latency.P99, res.ErrorTotal(), res.Status[5])
+				// The table's figures would read as the server's; say
+				// under the run's own line when they are mostly failures.
+				for _, w := range []string{res.FailureWarning(), res.problems()} {
+					if w != "" {
+						fmt.Fprintf(log, "    %s\n", w)
+					}
+				}
 			} else {
 				fmt.Fprintf(log, "[%d/%d] %v #%d: %v\n", i+1, len(pts), p, rep+1, err)
 			}

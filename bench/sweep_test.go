@@ -8,6 +8,8 @@ import (
 	"encoding/csv"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,14 +212,21 @@ func TestSweepMainExitStatus(t *testing.T) {
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
 	srv, _ := countingServer(t)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer failing.Close()
 	tests := []struct {
-		name string
-		spec string
-		url  string
-		want error // nil: success
+		name    string
+		spec    string
+		url     string
+		want    error // nil: success
+		warning bool  // in the log, under the run's line
 	}{
 		{name: "answers", spec: "duration: 200ms", url: srv.URL},
-		{name: "dead port", spec: "duration: 200ms", url: dead, want: ErrNoSuccess},
+		{name: "dead port", spec: "duration: 200ms", url: dead, want: ErrNoSuccess, warning: true},
+		{name: "5xx", spec: "duration: 200ms", url: failing.URL, want: ErrNoSuccess, warning: true},
+		{name: "silent", spec: "duration: 200ms\ntimeout: -1s", url: silentServer(t), want: ErrNoSuccess, warning: true},
 		{name: "bad spec", spec: "duration: -1s", url: srv.URL, want: ErrUsage},
 	}
 	for _, tt := range tests {
@@ -234,6 +243,9 @@ func TestSweepMainExitStatus(t *testing.T) {
 			}
 			if tt.want == ErrNoSuccess && errors.Is(err, ErrUsage) {
 				t.Fatalf("error %v would exit 2", err)
+			}
+			if got := strings.Contains(stderr.String(), "    warning: "); got != tt.warning {
+				t.Fatalf("warning in the log %v, want %v:\n%s", got, tt.warning, stderr.String())
 			}
 		})
 	}
