@@ -47,6 +47,14 @@ type ClientConfig struct {
 	HTTP *http.Client
 }
 
+// errOverBuffer: a client-reads exposure is larger than the client's
+// buffer; Get fetches the body by TCP instead.
+var errOverBuffer = errors.New("rdmahttp: the exposed body is larger than the client buffer")
+
+// overBufferFallback is Response.Fallback for a body Get fetched by TCP
+// because it was larger than the client's buffer.
+const overBufferFallback = "buffer-too-small (client-reads: the body is larger than the client buffer)"
+
 // ErrLost is returned when an RDMA operation was lost on every attempt
 // (deliver.ErrLost).
 var ErrLost = deliver.ErrLost
@@ -187,6 +195,15 @@ func (c *Client) Get(ctx context.Context, url string, mode deliver.Mode, open fu
 	var lastErr error
 	for attempt := 1; attempt <= c.cfg.Retries+1 && c.life.Err() == nil; attempt++ {
 		r, err := c.try(ctx, url, mode, open)
+		if errors.Is(err, errOverBuffer) {
+			// client-reads exposed more than the buffer holds (the server
+			// cannot know the buffer's size in that mode): fetch it by TCP,
+			// as server-writes' server would have sent it. The exposure
+			// goes at the server's ExposureTimeout.
+			if r, err = c.try(ctx, url, deliver.ModeOff, open); r != nil {
+				r.Fallback = overBufferFallback
+			}
+		}
 		if r != nil {
 			r.Attempts = attempt
 		}
@@ -285,7 +302,7 @@ func (c *Client) try(ctx context.Context, url string, mode deliver.Mode, open fu
 			return r, err
 		}
 		if rg.Len > int64(c.cfg.BufferSize) {
-			return r, fmt.Errorf("rdmahttp: body of %d bytes exceeds the client buffer (%d)", rg.Len, c.cfg.BufferSize)
+			return r, fmt.Errorf("%w: body of %d bytes, client buffer %d", errOverBuffer, rg.Len, c.cfg.BufferSize)
 		}
 		if rg.Len > 0 {
 			// The Read, then the read-done message so the server revokes

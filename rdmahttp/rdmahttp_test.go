@@ -913,3 +913,22 @@ func TestPartOfAFileWithoutRangeCheckedWindows(t *testing.T) {
 		t.Fatalf("left: %+v", mod.Stats())
 	}
 }
+
+// A body larger than the client's buffer: server-writes' server knows the
+// buffer and sends the body by TCP (buffer-too-small); client-reads'
+// server does not, and exposes it. The client then fetches it by TCP too,
+// instead of failing the request (quartet proxy answered 502).
+func TestBodyOverTheClientBufferComesByTCP(t *testing.T) {
+	fx := start(t, Config{})
+	name := fmt.Sprintf("f%d.bin", 1<<20+3)
+	c := newClient(t, ClientConfig{BufferSize: 64 << 10})
+	for _, mode := range []deliver.Mode{deliver.ModeServerWrites, deliver.ModeClientReads} {
+		r, body, err := get(context.Background(), c, fx.url+"/"+name, mode)
+		if err != nil || !bytes.Equal(body, fx.files[name]) {
+			t.Fatalf("%v: %d bytes, %v", mode, len(body), err)
+		}
+		if r.Mode != deliver.ModeOff || !strings.HasPrefix(r.Fallback, "buffer-too-small") {
+			t.Errorf("%v: mode %v, fallback %q; want TCP, buffer-too-small", mode, r.Mode, r.Fallback)
+		}
+	}
+}
