@@ -545,3 +545,21 @@ func TestMsgShedIsBusyAndKeepsTheConnection(t *testing.T) {
 		t.Errorf("Stats count %d shed requests, want 3", shed)
 	}
 }
+
+// A payload far over the limit: the client is still writing it when the
+// too-large frame goes out. The reader reads 64 KiB more, then stops and
+// closes at the linger timeout (or the client's FIN), so the frame reaches
+// the client instead of a reset that could destroy it (messenger.md said
+// it could be lost).
+func TestMsgFarOverTheLimitIsTold(t *testing.T) {
+	s := startMsgServer(t, Config{MsgMaxPayload: 1 << 10, LingerTimeout: time.Second})
+	for range 5 {
+		c := dialMsg(t, s)
+		_, err := c.Call(callCtx(t), make([]byte, 32<<20))
+		var e *msg.Error
+		if !errors.As(err, &e) || e.Code != msg.CodeTooLarge {
+			t.Fatalf("32 MiB over a 1 KiB limit: %v, want CodeTooLarge", err)
+		}
+		c.Close()
+	}
+}
