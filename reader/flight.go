@@ -211,6 +211,14 @@ func (l *Loop) flightDone(slot int32) {
 	rc := l.conns[slot]
 	switch rc.state {
 	case stateFull:
+		if rc.work != nil && rc.refusal != nil {
+			if rc.out == 0 {
+				err := rc.refusal
+				rc.refusal = nil
+				l.reject(slot, err)
+			}
+			return
+		}
 		l.resume(slot)
 		return
 	case stateClosing:

@@ -165,11 +165,15 @@ func TestPipelinedCloseWaitsForAnswers(t *testing.T) {
 					t.Fatal("a pipelined connection's FIN was taken for a client gone")
 				}
 			} else {
+				// The refusal waits for the answers in flight (reject):
+				// refused now, its shutdown of the sending side would cut
+				// them off.
 				client.Write(tt.after)
+				time.Sleep(30 * time.Millisecond)
 				select {
-				case <-rejected: // framedLoop's Reject hands the connection back to linger
-				case <-time.After(10 * time.Second):
-					t.Fatal("never rejected")
+				case <-rejected:
+					t.Fatal("refused before the answers in flight")
+				default:
 				}
 				client.Close()
 			}
@@ -183,6 +187,13 @@ func TestPipelinedCloseWaitsForAnswers(t *testing.T) {
 				t.Fatal("fd closed with a request in flight")
 			}
 			loop.Answered(c, r2.Ticket, stages.FateKeepAlive)
+			if tt.refused {
+				select {
+				case <-rejected: // framedLoop's Reject hands the connection back to linger
+				case <-time.After(10 * time.Second):
+					t.Fatal("never refused after the last answer")
+				}
+			}
 			select {
 			case got := <-closed:
 				if got != c {

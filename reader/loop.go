@@ -367,6 +367,9 @@ type work struct {
 	// connection open until the idle timeout. Set from the event, never
 	// cleared: the connection ends at that EOF.
 	finQueued bool
+	// refusal is a pipelined connection's refusal (reject) waiting for
+	// the answers to its requests in flight, which go first.
+	refusal error
 	// pipelined: the request in hand had begun arriving before the one
 	// ahead of it came back, so its client pipelined (hangUp). Set at
 	// every request's start from the buffer (nextRequest).
@@ -1473,6 +1476,18 @@ func (l *Loop) dispatch(slot int32) {
 // for a lingering close, as no further request of it will be read.
 func (l *Loop) reject(slot int32, err error) {
 	rc := l.conns[slot]
+	if rc.inFlight() > 0 {
+		// A pipelined connection's answers in flight go first (a
+		// duplicate key is refused "once they are answered"): refused
+		// now, the refusal and the writer's shutdown of the sending side
+		// after it would cut them off. The connection is read no more;
+		// flightDone refuses once the last answer is back.
+		rc.refusal = err
+		rc.feeding = false
+		l.setState(rc, stateFull)
+		l.clearTimer(slot)
+		return
+	}
 	l.setState(rc, stateOut)
 	rc.feeding = false
 	rc.peerClosed = true // no further request will be read

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	goruntime "runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -561,5 +562,75 @@ func TestMsgFarOverTheLimitIsTold(t *testing.T) {
 			t.Fatalf("32 MiB over a 1 KiB limit: %v, want CodeTooLarge", err)
 		}
 		c.Close()
+	}
+}
+
+// A frame refused while requests of its connection are in flight (a
+// duplicate txid, a bad version after a good request) is answered after
+// them: their replies first, then the error frame, then the close.
+// Refused at once, the error frame and the shutdown of the sending side
+// behind it cut off the replies still to come (messenger.md: a duplicate
+// is refused "once they are answered").
+func TestMsgRefusalWaitsForTheAnswersInFlight(t *testing.T) {
+	head := func(h msg.Header) []byte {
+		b := make([]byte, msg.MaxHeadSize)
+		n, err := msg.PutHead(b, &h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b[:n]
+	}
+	req := func(txid uint64, payload string) []byte {
+		return append(head(msg.Header{Type: msg.TypeRequest, Flags: msg.FlagUnordered, TxID: txid, Length: uint32(len(payload))}), payload...)
+	}
+	tests := []struct {
+		name    string
+		send    []byte
+		replies []string
+		code    msg.Code
+	}{
+		{"duplicate txid", append(req(9, "a"), req(9, "b")...), []string{"a"}, msg.CodeMalformed},
+		{"bad version after two", append(append(req(1, "x"), req(2, "y")...), 2, 1, 0, 0), []string{"x", "y"}, msg.CodeVersion},
+	}
+	s := startMsgServer(t, Config{MsgDispatcher: slowEcho{}})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nc, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := nc.Write(tt.send); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(nc)
+			p := msg.NewParser(msg.RoleClient, msg.Limits{})
+			var got []string
+			var h msg.Header
+			for {
+				if err := p.ReadHead(br, &h); err != nil {
+					t.Fatalf("after replies %q: no error frame: %v", got, err)
+				}
+				body, err := p.ReadPayload(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if h.Flags.Has(msg.FlagError) {
+					if e, err := msg.ParseError(body); err != nil || e.Code != tt.code {
+						t.Fatalf("error frame %v (%v), want %v", e, err, tt.code)
+					}
+					break
+				}
+				got = append(got, string(body))
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.replies) {
+				t.Fatalf("replies before the error frame %q, want %q", got, tt.replies)
+			}
+			if _, err := br.ReadByte(); err == nil {
+				t.Fatal("bytes after the error frame")
+			}
+		})
 	}
 }
