@@ -155,14 +155,7 @@ func TestMsgConcurrentPipelined(t *testing.T) {
 // their code and then the close; a frame left incomplete gets one when
 // the header timeout ends. No case may hang: every read has a deadline.
 func TestMsgMalformedFrames(t *testing.T) {
-	head := func(h msg.Header) []byte {
-		b := make([]byte, msg.MaxHeadSize)
-		n, err := msg.PutHead(b, &h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b[:n]
-	}
+	head := func(h msg.Header) []byte { return msgHead(t, h) }
 	raw := func(version, typ byte, flags uint16, length uint32, txid uint64) []byte {
 		b := make([]byte, msg.HeaderSize)
 		b[0], b[1] = version, typ
@@ -198,16 +191,7 @@ func TestMsgMalformedFrames(t *testing.T) {
 	s := startMsgServer(t, Config{MsgMaxPayload: 4096, HeaderTimeout: 300 * time.Millisecond, NoInline: true})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			nc, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := nc.Write(tt.send); err != nil {
-				t.Fatal(err)
-			}
-			br := bufio.NewReader(nc)
+			br := sendRaw(t, s, tt.send)
 			p := msg.NewParser(msg.RoleClient, msg.Limits{})
 			var h msg.Header
 			for {
@@ -572,14 +556,7 @@ func TestMsgFarOverTheLimitIsTold(t *testing.T) {
 // behind it cut off the replies still to come (messenger.md: a duplicate
 // is refused "once they are answered").
 func TestMsgRefusalWaitsForTheAnswersInFlight(t *testing.T) {
-	head := func(h msg.Header) []byte {
-		b := make([]byte, msg.MaxHeadSize)
-		n, err := msg.PutHead(b, &h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b[:n]
-	}
+	head := func(h msg.Header) []byte { return msgHead(t, h) }
 	req := func(txid uint64, payload string) []byte {
 		return append(head(msg.Header{Type: msg.TypeRequest, Flags: msg.FlagUnordered, TxID: txid, Length: uint32(len(payload))}), payload...)
 	}
@@ -595,16 +572,7 @@ func TestMsgRefusalWaitsForTheAnswersInFlight(t *testing.T) {
 	s := startMsgServer(t, Config{MsgDispatcher: slowEcho{}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			nc, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := nc.Write(tt.send); err != nil {
-				t.Fatal(err)
-			}
-			br := bufio.NewReader(nc)
+			br := sendRaw(t, s, tt.send)
 			p := msg.NewParser(msg.RoleClient, msg.Limits{})
 			var got []string
 			var h msg.Header
@@ -633,4 +601,30 @@ func TestMsgRefusalWaitsForTheAnswersInFlight(t *testing.T) {
 			}
 		})
 	}
+}
+
+// msgHead encodes a messenger frame head.
+func msgHead(t testing.TB, h msg.Header) []byte {
+	b := make([]byte, msg.MaxHeadSize)
+	n, err := msg.PutHead(b, &h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b[:n]
+}
+
+// sendRaw writes b on a new connection to s's messenger, with a deadline
+// for the whole test step, and returns the reader of the answers.
+func sendRaw(t *testing.T, s *Server, b []byte) *bufio.Reader {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", s.MsgAddr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	return bufio.NewReader(nc)
 }
