@@ -428,9 +428,10 @@ func TestMsgConfig(t *testing.T) {
 }
 
 // A reply that comes after Dispatch returned, and after shutdown began,
-// still reaches its client, whether the grace outlasts it or not: the
-// writers stay until every reply the processors started is with them
-// (Protocol.Wait), and then everything is released.
+// still reaches its client within the grace: the writers stay until every
+// reply the processors started is with them (Protocol.Wait). One that
+// comes after the grace is abandoned (its connection is closed by then),
+// and its SendReply says so. Either way everything is released.
 func TestMsgLateReplyAtShutdown(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -444,11 +445,12 @@ func TestMsgLateReplyAtShutdown(t *testing.T) {
 			fds, gs := fdtest.Count(t), goruntime.NumGoroutine()
 			dispatched := make(chan struct{}, 1)
 			var late sync.WaitGroup
+			var lateErr error
 			d := msg.DispatcherFunc(func(m *msg.Message) {
 				dispatched <- struct{}{}
 				late.Go(func() {
 					time.Sleep(300 * time.Millisecond)
-					m.SendReply(msg.Reply{Payload: m.Payload})
+					lateErr = m.SendReply(msg.Reply{Payload: m.Payload})
 				})
 			})
 			s, err := New(Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", MsgDispatcher: d, ShutdownTimeout: tt.grace, Handler: Builtin(nil)})
@@ -483,8 +485,81 @@ func TestMsgLateReplyAtShutdown(t *testing.T) {
 			<-shut
 			late.Wait()
 			err = <-reply
-			if tt.grace > time.Second && err != nil {
-				t.Errorf("reply within the grace: %v", err)
+			if tt.grace > time.Second && (err != nil || lateErr != nil) {
+				t.Errorf("reply within the grace: %v (SendReply: %v)", err, lateErr)
+			}
+			if tt.grace < time.Second && !errors.Is(lateErr, msg.ErrAbandoned) {
+				t.Errorf("reply after the grace: SendReply %v, want ErrAbandoned", lateErr)
+			}
+			c.Close()
+			if !eventually(5*time.Second, func() bool { return fdtest.Count(t) <= fds }) {
+				t.Errorf("fds: %d before, %d after", fds, fdtest.Count(t))
+			}
+			if !goroutinesSettle(gs) {
+				t.Errorf("goroutines: %d before, %d after", gs, goruntime.NumGoroutine())
+			}
+		})
+	}
+}
+
+// A reply that never comes (a dispatcher that lost it) holds a shutdown
+// only until its grace is over, whichever way the grace ends: the
+// request is abandoned, its client told, and the dispatcher's SendReply,
+// if it ever comes, returns ErrAbandoned. Everything is released.
+// Before, Shutdown and Serve waited for the reply forever.
+func TestMsgLostReplyDoesNotHoldShutdown(t *testing.T) {
+	tests := []struct {
+		name  string
+		grace time.Duration
+		stop  func(s *Server) error
+	}{
+		{"grace over", 200 * time.Millisecond, func(s *Server) error { return s.Shutdown(context.Background()) }},
+		{"deadline", 30 * time.Second, func(s *Server) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			return s.Shutdown(ctx)
+		}},
+		{"close", 30 * time.Second, func(s *Server) error { return s.Close() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fds, gs := fdtest.Count(t), goruntime.NumGoroutine()
+			lost := make(chan *msg.Message, 1)
+			d := msg.DispatcherFunc(func(m *msg.Message) { lost <- m })
+			s, err := New(Config{Addr: "127.0.0.1:0", MsgAddr: "127.0.0.1:0", MsgDispatcher: d, ShutdownTimeout: tt.grace, Handler: Builtin(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(context.Background()) }()
+			c, err := msgclient.Dial(callCtx(t), s.MsgAddr().String(), msgclient.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			called := make(chan error, 1)
+			go func() {
+				_, err := c.Call(callCtx(t), []byte("never answered"))
+				called <- err
+			}()
+			m := <-lost
+			stopped := make(chan error, 1)
+			go func() { stopped <- tt.stop(s) }()
+			for name, ch := range map[string]chan error{"Shutdown or Close": stopped, "Serve": served} {
+				select {
+				case <-ch:
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s still waits for the lost reply", name)
+				}
+			}
+			var me *msg.Error
+			if err := <-called; err == nil {
+				t.Error("Call answered, though no reply was sent")
+			} else if errors.As(err, &me) && me.Code != msg.CodeShutdown {
+				t.Errorf("Call: %v, want CodeShutdown or a closed connection", err)
+			}
+			if err := m.SendReply(msg.Reply{Payload: []byte("too late")}); !errors.Is(err, msg.ErrAbandoned) {
+				t.Errorf("late SendReply: %v, want ErrAbandoned", err)
 			}
 			c.Close()
 			if !eventually(5*time.Second, func() bool { return fdtest.Count(t) <= fds }) {

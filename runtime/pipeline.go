@@ -561,7 +561,8 @@ var ErrServerClosed = errors.New("quartet: server closed")
 // The grace is Config.ShutdownTimeout, shortened by ctx's deadline if ctx
 // has an earlier one; when it is over, the connections still open are
 // shut down (the client sees them close; a handler still running is not
-// interrupted, but its writes fail, and Shutdown waits for it to return),
+// interrupted, but its writes fail, and Shutdown waits for it to return;
+// a messenger reply still to come is abandoned, see stages.Abandoner),
 // and Shutdown returns an error wrapping context.DeadlineExceeded.
 // Only a deadline shortens the grace: a ctx that is merely cancelled (the
 // signal context that also stopped Serve, say) does not cut requests off,
@@ -625,6 +626,7 @@ func (s *Server) beginShutdown() {
 // drain waits for the connections to finish or for the grace to end, then
 // stops the stages. It owns the shutdown's outcome.
 func (s *Server) drain() {
+	began := time.Now()
 	grace := time.NewTimer(s.cfg.ShutdownTimeout)
 	defer grace.Stop()
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -644,7 +646,19 @@ wait:
 	}
 	if n := s.openConns(); n > 0 {
 		s.shutdownErr = fmt.Errorf("quartet: shutdown %s, closing %d connections: %w", why, n, context.DeadlineExceeded)
-		s.cfg.Logger.Warn("shutdown "+why+": closing connections", "open", n, "grace", s.cfg.ShutdownTimeout)
+		// waited, not the configured grace: a Shutdown's deadline or a
+		// Close may have cut it short.
+		s.cfg.Logger.Warn("shutdown "+why+": closing connections", "open", n, "waited", time.Since(began).Round(time.Millisecond))
+	}
+	if why != "" {
+		// Replies still to come will find their connections closed: the
+		// writers need not stay for them (Serve waits for the protocols
+		// before it stops the writers).
+		for _, p := range s.protocols {
+			if a, ok := p.(stages.Abandoner); ok {
+				a.Abandon()
+			}
+		}
 	}
 	s.readers.each((*reader.Loop).Stop)
 	// The writers are stopped by Serve once the pool has stopped: a

@@ -74,7 +74,7 @@ type Protocol interface {
 	// waits for handlers still running: a reply that arrived after the
 	// writers had gone would never be written, and its connection never
 	// handed back. Like a handler that never returns, a reply that never
-	// comes holds the shutdown.
+	// comes holds the shutdown, unless the protocol is an Abandoner.
 	Wait()
 
 	// Reject frames the answer to a request the stages will not serve,
@@ -118,6 +118,17 @@ type Rejection struct {
 	// request whose framing is intact, such as a shed one) or closes
 	// after the frame (the stream is lost).
 	KeepAlive bool
+}
+
+// Abandoner is a Protocol whose replies may come after Serve returned
+// and that can give up on those still to come: the runtime calls Abandon
+// when a shutdown's grace is over, and from then on the protocol's Wait
+// no longer waits for a reply its dispatcher may never send. (A handler
+// still running is another matter: Go cannot stop it, and Wait waits for
+// it to return.)
+type Abandoner interface {
+	Protocol
+	Abandon()
 }
 
 // InlineProtocol is a Protocol some of whose requests may be served on

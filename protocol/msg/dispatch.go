@@ -41,16 +41,24 @@ type Message struct {
 	// dispatcher must neither read nor change it.
 	Payload []byte
 
-	hook    ReplyHook
-	replied atomic.Bool
+	hook  ReplyHook
+	state atomic.Int32 // messageOpen, then messageReplied or messageAbandoned
 }
+
+// A Message's state: replied once, or abandoned by its transport (a
+// shutdown whose grace ended before the reply came), never both.
+const (
+	messageOpen int32 = iota
+	messageReplied
+	messageAbandoned
+)
 
 // Reset prepares m for dispatch: the request's head and payload, and the
 // hook that will send its reply. Transports call it (on a fresh or a
 // recycled Message); dispatchers never do.
 func (m *Message) Reset(h *Header, payload []byte, hook ReplyHook) {
 	m.Header, m.Payload, m.hook = *h, payload, hook
-	m.replied.Store(false)
+	m.state.Store(messageOpen)
 }
 
 // Errors of SendReply. In each case the transport did not take the
@@ -68,6 +76,13 @@ var (
 	// connection error (below 256): those tell the client that the
 	// connection is closing, and only the transport closes it.
 	ErrReplyCode = errors.New("quartet: msg: reply code reserved for the transport")
+
+	// ErrAbandoned is returned by SendReply on a message whose transport
+	// gave up waiting for its reply: the server shut down, and its
+	// grace ended before the reply came. The client was told
+	// (CodeShutdown) and its connection closed; m.Payload is no longer
+	// valid.
+	ErrAbandoned = errors.New("quartet: msg: reply abandoned: the server shut down before it came")
 )
 
 // SendReply sends r as the reply to m, through the hook the transport
@@ -79,7 +94,7 @@ var (
 // a nil Done it must never change again (static bytes, or m.Payload
 // itself, which the transport keeps until the reply is sent anyway).
 // An error means the reply was not taken (ErrReplied, ErrNoHook,
-// ErrReplyCode) or the connection is gone, as the hook reports it; Done
+// ErrReplyCode, ErrAbandoned) or the connection is gone, as the hook reports it; Done
 // is then not called and the payload is the dispatcher's again.
 func (m *Message) SendReply(r Reply) error {
 	if r.Code != 0 && r.Code.Fatal() {
@@ -88,11 +103,21 @@ func (m *Message) SendReply(r Reply) error {
 	if m.hook == nil {
 		return ErrNoHook
 	}
-	if !m.replied.CompareAndSwap(false, true) {
+	if !m.state.CompareAndSwap(messageOpen, messageReplied) {
+		if m.state.Load() == messageAbandoned {
+			return ErrAbandoned
+		}
 		return ErrReplied
 	}
 	return m.hook.SendReply(m, r)
 }
+
+// answered reports whether m has had its reply, or been abandoned.
+func (m *Message) answered() bool { return m.state.Load() != messageOpen }
+
+// abandon marks m abandoned unless its reply came first, and reports
+// whether it did: a SendReply after it returns ErrAbandoned.
+func (m *Message) abandon() bool { return m.state.CompareAndSwap(messageOpen, messageAbandoned) }
 
 // Reply is what a dispatcher answers a Message with.
 type Reply struct {

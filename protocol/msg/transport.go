@@ -55,6 +55,13 @@ type Transport struct {
 	// unanswered counts the requests Serve took whose reply has not been
 	// handed to the writer yet (Wait).
 	unanswered sync.WaitGroup
+	// pending lists the calls whose dispatcher returned without a reply,
+	// so that Abandon can find them; calls answered within Dispatch (the
+	// usual case) never take pendingMu. abandoning: Abandon has run, and
+	// a call that would be listed is abandoned instead.
+	pendingMu  sync.Mutex
+	pending    *call
+	abandoning bool
 
 	window      int
 	windowBytes int64
@@ -63,6 +70,7 @@ type Transport struct {
 
 var (
 	_ stages.Pipelined      = (*Transport)(nil)
+	_ stages.Abandoner      = (*Transport)(nil)
 	_ stages.InlineProtocol = (*Transport)(nil)
 )
 
@@ -225,13 +233,90 @@ func (t *Transport) Serve(resp *stages.Response, req *stages.Request) {
 	c.refs.Store(2) // this Serve, and the reply
 	c.m.Reset(h, req.BodyBytes, c)
 	t.dispatch(c)
+	if !c.m.answered() {
+		t.hold(c)
+	}
 	c.release()
 }
 
 // Wait returns once every request Serve took has its reply with the
-// writer (stages.Protocol). Only once the processors have stopped: no
-// Serve may start meanwhile.
+// writer, or has been abandoned (stages.Protocol). Only once the
+// processors have stopped: no Serve may start meanwhile.
 func (t *Transport) Wait() { t.unanswered.Wait() }
+
+// Abandon gives up on every reply still to come (stages.Abandoner): the
+// runtime calls it when a shutdown's grace is over. Each such request's
+// connection gets CodeShutdown and is closed, and its dispatcher's
+// SendReply, when it comes, returns ErrAbandoned. Without it, a
+// dispatcher that lost a reply held the shutdown forever, past any
+// deadline. A reply already sent is not abandoned: an RDMA delivery in
+// progress ends as the engine's timeouts end it. A request dispatched
+// after Abandon (a processor still running) is abandoned as soon as its
+// Dispatch returns without replying.
+func (t *Transport) Abandon() {
+	t.pendingMu.Lock()
+	t.abandoning = true
+	var gone []*call
+	for c := t.pending; c != nil; {
+		next := c.next
+		if c.m.abandon() {
+			t.unlist(c)
+			gone = append(gone, c)
+		} // else its SendReply has begun, and unlists it
+		c = next
+	}
+	t.pendingMu.Unlock()
+	for _, c := range gone {
+		c.sendAbandoned()
+	}
+}
+
+// hold lists c, whose dispatcher returned without replying, for Abandon.
+// Its reply may be arriving meanwhile on another goroutine: c.watched is
+// set before c.m's state is read here, and the reply reads it after
+// setting that state (SendReply), so either c is not listed or the reply
+// takes it off the list.
+func (t *Transport) hold(c *call) {
+	c.watched.Store(true)
+	t.pendingMu.Lock()
+	if !t.abandoning {
+		if !c.m.answered() {
+			c.next = t.pending
+			if t.pending != nil {
+				t.pending.prev = c
+			}
+			t.pending, c.listed = c, true
+		}
+		t.pendingMu.Unlock()
+		return
+	}
+	t.pendingMu.Unlock()
+	if c.m.abandon() {
+		c.sendAbandoned()
+	}
+}
+
+// unhold takes c off the list once its reply has come.
+func (t *Transport) unhold(c *call) {
+	t.pendingMu.Lock()
+	if c.listed {
+		t.unlist(c)
+	}
+	t.pendingMu.Unlock()
+}
+
+// unlist removes c from t.pending; pendingMu held.
+func (t *Transport) unlist(c *call) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		t.pending = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next, c.listed = nil, nil, false
+}
 
 // dispatch runs the dispatcher; a panic fails the request (CodeInternal,
 // unless it had replied already) rather than the processor.
@@ -286,12 +371,21 @@ type call struct {
 	refs atomic.Int32
 	done func(error) // the reply's Done, run when the response is recycled
 	head [MaxHeadSize]byte
+	// watched: the dispatcher returned without replying (Transport.hold).
+	// prev, next and listed place the call on Transport.pending, under
+	// its pendingMu.
+	watched    atomic.Bool
+	prev, next *call
+	listed     bool
 }
 
 // SendReply frames r after m's head and hands both to the writer
 // (ReplyHook), through the RDMA path first when the request asked for
 // it. Any goroutine, once per message (Message.SendReply).
 func (c *call) SendReply(m *Message, r Reply) error {
+	if c.watched.Load() {
+		c.t.unhold(c)
+	}
 	if r.Code == 0 && m.Header.Flags.Has(FlagRDMA) && c.t.rdma != nil {
 		c.t.rdma.SendReply(c.resp.Conn, m, r, c.sendRDMA)
 		return nil // a failure is the reply's Done's to report
@@ -334,7 +428,7 @@ func (c *call) send(h *Header, r Reply) error {
 		n, _ := PutErrorFrame(buf, h.TxID, code, text)
 		head = buf[:n]
 	}
-	resp.KeepAlive = true
+	resp.KeepAlive = r.Code == 0 || !r.Code.Fatal()
 	resp.HeaderBytes = int64(len(head))
 	resp.Cleanups = append(resp.Cleanups, c)
 	c.done = r.Done
@@ -354,6 +448,12 @@ func (c *call) send(h *Header, r Reply) error {
 	return err
 }
 
+// sendAbandoned answers an abandoned call's request in place of its
+// dispatcher: CodeShutdown, which closes the connection.
+func (c *call) sendAbandoned() {
+	_ = c.send(&Header{Type: TypeReply}, Reply{Code: CodeShutdown, Payload: []byte("server shut down before the reply")})
+}
+
 // release lets go of the call for Serve or for the reply; the last one
 // lets go of the response's producer side.
 func (c *call) release() {
@@ -371,6 +471,11 @@ func (c *call) release() {
 func (c *call) Cleanup() {
 	if c.done != nil {
 		c.done(c.resp.WriteErr)
+	}
+	if c.m.state.Load() == messageAbandoned {
+		// Its dispatcher still holds c.m and may call SendReply at any
+		// time: the call is left to the garbage collector, untouched.
+		return
 	}
 	t := c.t
 	c.t, c.resp, c.done = nil, nil, nil
