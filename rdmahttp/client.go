@@ -198,8 +198,8 @@ func (c *Client) Get(ctx context.Context, url string, mode deliver.Mode, open fu
 		if errors.Is(err, errOverBuffer) {
 			// client-reads exposed more than the buffer holds (the server
 			// cannot know the buffer's size in that mode): fetch it by TCP,
-			// as server-writes' server would have sent it. The exposure
-			// goes at the server's ExposureTimeout.
+			// as server-writes' server would have sent it. try declined
+			// the exposure, so the server revokes it now.
 			if r, err = c.try(ctx, url, deliver.ModeOff, open); r != nil {
 				r.Fallback = overBufferFallback
 			}
@@ -302,6 +302,10 @@ func (c *Client) try(ctx context.Context, url string, mode deliver.Mode, open fu
 			return r, err
 		}
 		if rg.Len > int64(c.cfg.BufferSize) {
+			// Tell the server at once that the exposure will not be read,
+			// rather than leave it to its ExposureTimeout; if that fails,
+			// the timeout still ends it.
+			_ = c.ep.Decline(ctx, chanID, op)
 			return r, fmt.Errorf("%w: body of %d bytes, client buffer %d", errOverBuffer, rg.Len, c.cfg.BufferSize)
 		}
 		if rg.Len > 0 {

@@ -930,5 +930,10 @@ func TestBodyOverTheClientBufferComesByTCP(t *testing.T) {
 		if r.Mode != deliver.ModeOff || !strings.HasPrefix(r.Fallback, "buffer-too-small") {
 			t.Errorf("%v: mode %v, fallback %q; want TCP, buffer-too-small", mode, r.Mode, r.Fallback)
 		}
+		// The client declined the client-reads exposure: it goes now,
+		// not at the ExposureTimeout (10 s by default).
+		if !rdmatest.Eventually(2*time.Second, func() bool { return fx.mod.Stats().LiveExposures == 0 }) {
+			t.Errorf("%v: %d exposures still live, the client having declined them", mode, fx.mod.Stats().LiveExposures)
+		}
 	}
 }

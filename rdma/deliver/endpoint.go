@@ -618,18 +618,44 @@ func (e *Endpoint) Read(ctx context.Context, chanID uint32, op uint64, rg Region
 	if err := w.Await(ctx, chanID); err != nil {
 		return err
 	}
-	if !readDone {
-		return nil
+	if readDone {
+		// A failed post leaves the exposure to the server's timer; the
+		// bytes are here either way.
+		_ = e.sendReadDone(ch, op)
 	}
+	return nil
+}
+
+// Decline tells the server, on the QP it named (chanID), that op's
+// client-reads exposure will not be read (HTTP's read-done message
+// without a Read): a client whose buffer cannot hold the body, say. The
+// server revokes the exposure at once instead of at its ExposureTimeout.
+// Errors match ErrLost; the exposure then waits for the server's timer.
+func (e *Endpoint) Decline(ctx context.Context, chanID uint32, op uint64) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.ops.Done()
+	t := time.NewTimer(e.cfg.OpTimeout)
+	defer t.Stop()
+	ch, err := e.channel(ctx, chanID, t.C)
+	if err != nil {
+		return err
+	}
+	return e.sendReadDone(ch, op)
+}
+
+// sendReadDone posts op's read-done message on ch.
+func (e *Endpoint) sendReadDone(ch *clientChan, op uint64) error {
 	e.mu.Lock()
 	slot := clientRecvSlots + ch.next
 	ch.next = (ch.next + 1) % clientSendSlots
 	e.mu.Unlock()
 	putMsg(ch.mem.Bytes()[slot*msgLen:], msgReadDone, op)
-	sgl[0] = rdma.SGEOf(ch.mr, slot*msgLen, msgLen)
-	// A failed post leaves the exposure to the server's timer; the bytes
-	// are here either way.
-	_ = ch.qp.PostSend(tagDone|op, sgl[:], rdma.SendInline)
+	sgl := [1]rdma.SGE{rdma.SGEOf(ch.mr, slot*msgLen, msgLen)}
+	if err := ch.qp.PostSend(tagDone|op, sgl[:], rdma.SendInline); err != nil {
+		return fmt.Errorf("%w: ibv_post_send (read-done): %w", ErrLost, err)
+	}
 	return nil
 }
 
