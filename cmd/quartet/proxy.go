@@ -19,7 +19,9 @@ import (
 )
 
 // proxyHeaders are the upstream response headers a proxied response keeps.
-var proxyHeaders = []string{"Content-Type", "ETag", "Last-Modified", "Cache-Control", "Accept-Ranges", rdmahttp.HeaderDigest}
+// Not Accept-Ranges: the proxy fetches whole bodies and ignores Range, so
+// it says "none" (RFC 9110, 14.3) whatever the upstream offers.
+var proxyHeaders = []string{"Content-Type", "ETag", "Last-Modified", "Cache-Control", rdmahttp.HeaderDigest}
 
 const proxyAbout = `usage: quartet proxy --upstream http://HOST:PORT [--listen ADDR] [--rdma client-reads|server-writes|off] [flags]
 
@@ -147,6 +149,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			via = "tcp"
 		}
 		w.Header().Set("X-Quartet-Proxy-Via", via)
+		w.Header().Set("Accept-Ranges", "none")
 		w.WriteHeader(res.Status)
 		return w, nil
 	})
