@@ -40,7 +40,8 @@ import (
 // http.ErrNotSupported (the stages' own timeouts apply: Config's
 // BodyTimeout and WriteTimeout; a response never overlaps the reading of
 // its request's body beyond what the reader buffers); trailers are not
-// sent.
+// sent, nor announced (a Trailer header, and keys with http.TrailerPrefix,
+// are dropped).
 //
 // The adapter allocates what net/http's own server does per request (the
 // Request, its URL, header map and strings, a context); the response side is
@@ -292,6 +293,11 @@ func (hw *httpResponseWriter) WriteHeader(code int) {
 	nh := hw.w.Header()
 	nh.reset() // an earlier 1xx copied the map; copy it afresh
 	for name, values := range hw.h {
+		if name == "Trailer" || strings.HasPrefix(name, http.TrailerPrefix) {
+			// Trailers are not sent, so none is announced; and a
+			// TrailerPrefix key ("Trailer:X-Sum") is no field name.
+			continue
+		}
 		if values == nil && (name == "Date" || name == "Server") {
 			// net/http's way to suppress an automatic header: the
 			// native API's is an empty value.

@@ -95,6 +95,26 @@ func TestAdapt(t *testing.T) {
 			},
 		},
 		{
+			name:   "trailers are neither sent nor announced",
+			method: "GET", target: "/", minor: 1,
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Trailer", "X-Sum")
+				w.Header().Set(http.TrailerPrefix+"X-Late", "1")
+				io.WriteString(w, "body")
+				w.Header().Set("X-Sum", "42")
+			},
+			check: func(t *testing.T, p parsed, res result) {
+				if p.resp.StatusCode != 200 || string(p.body) != "body" || len(p.resp.Trailer) > 0 {
+					t.Errorf("%d %q trailer %v", p.resp.StatusCode, p.body, p.resp.Trailer)
+				}
+				for name := range p.resp.Header {
+					if name == "Trailer" || strings.Contains(name, ":") {
+						t.Errorf("header %q sent", name)
+					}
+				}
+			},
+		},
+		{
 			name:   "a nil Date suppresses it",
 			method: "GET", target: "/", minor: 1,
 			handler: func(w http.ResponseWriter, r *http.Request) {
