@@ -39,9 +39,10 @@ import (
 // and its SetReadDeadline, SetWriteDeadline and EnableFullDuplex report
 // http.ErrNotSupported (the stages' own timeouts apply: Config's
 // BodyTimeout and WriteTimeout; a response never overlaps the reading of
-// its request's body beyond what the reader buffers); trailers are not
-// sent, nor announced (a Trailer header, and keys with http.TrailerPrefix,
-// are dropped).
+// its request's body beyond what the reader buffers). Trailers are sent
+// as net/http sends them (the fields a Trailer header declares, and keys
+// with http.TrailerPrefix), after a chunked body: see
+// ResponseWriter.Trailer for when there is one.
 //
 // The adapter allocates what net/http's own server does per request (the
 // Request, its URL, header map and strings, a context); the response side is
@@ -104,6 +105,43 @@ func (a *adapter) ServeQuartet(w *ResponseWriter, r *stages.Request) {
 		// A handler that set headers and wrote nothing still answers 200
 		// with those headers.
 		s.rw.WriteHeader(http.StatusOK)
+	}
+	s.rw.trailers()
+}
+
+// allowedTrailers is a Trailer header's list without the fields that
+// must not be trailers.
+func allowedTrailers(list string) string {
+	var b strings.Builder
+	for name := range strings.SplitSeq(list, ",") {
+		if name = strings.TrimSpace(name); name != "" && !forbiddenTrailer(name) {
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(name)
+		}
+	}
+	return b.String()
+}
+
+// trailers hands the handler's trailer values to w, as net/http's server
+// finds them once the handler has returned: the fields the Trailer header
+// declared, and the keys with http.TrailerPrefix.
+func (hw *httpResponseWriter) trailers() {
+	declared := hw.h["Trailer"]
+	for name, values := range hw.h {
+		if strings.HasPrefix(name, http.TrailerPrefix) {
+			for _, v := range values {
+				hw.w.Trailer().Add(name[len(http.TrailerPrefix):], v)
+			}
+		}
+	}
+	for _, list := range declared {
+		for name := range strings.SplitSeq(list, ",") {
+			for _, v := range hw.h[http.CanonicalHeaderKey(strings.TrimSpace(name))] {
+				hw.w.Trailer().Add(strings.TrimSpace(name), v)
+			}
+		}
 	}
 }
 
@@ -293,9 +331,20 @@ func (hw *httpResponseWriter) WriteHeader(code int) {
 	nh := hw.w.Header()
 	nh.reset() // an earlier 1xx copied the map; copy it afresh
 	for name, values := range hw.h {
-		if name == "Trailer" || strings.HasPrefix(name, http.TrailerPrefix) {
-			// Trailers are not sent, so none is announced; and a
-			// TrailerPrefix key ("Trailer:X-Sum") is no field name.
+		if name == "Trailer" {
+			hw.w.Trailer() // the body is chunked, so the trailer has a place
+			// Announce only what may be sent: Go's client refuses a
+			// response that declares Content-Length a trailer.
+			for _, list := range values {
+				if v := allowedTrailers(list); v != "" {
+					nh.Add(name, v)
+				}
+			}
+			continue
+		} else if strings.HasPrefix(name, http.TrailerPrefix) {
+			// net/http's undeclared trailer, sent after the body
+			// (trailers); "Trailer:X-Sum" is no field name anyway.
+			hw.w.Trailer()
 			continue
 		}
 		if values == nil && (name == "Date" || name == "Server") {

@@ -95,22 +95,44 @@ func TestAdapt(t *testing.T) {
 			},
 		},
 		{
-			name:   "trailers are neither sent nor announced",
+			name:   "trailers follow a chunked body",
 			method: "GET", target: "/", minor: 1,
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Trailer", "X-Sum")
+				w.Header().Set("Trailer", "X-Sum, Content-Length")
+				io.WriteString(w, "body")
+				w.Header().Set("X-Sum", "42")
+				w.Header().Set("Content-Length", "99") // not a trailer: dropped
 				w.Header().Set(http.TrailerPrefix+"X-Late", "1")
+			},
+			check: func(t *testing.T, p parsed, res result) {
+				if p.resp.StatusCode != 200 || string(p.body) != "body" || p.bodyErr != nil || len(p.rest) > 0 {
+					t.Fatalf("%d %q %v, %d bytes after", p.resp.StatusCode, p.body, p.bodyErr, len(p.rest))
+				}
+				if got := p.resp.TransferEncoding; len(got) != 1 || got[0] != "chunked" {
+					t.Errorf("transfer encoding %v: a declared trailer needs a chunked body", got)
+				}
+				want := http.Header{"X-Sum": {"42"}, "X-Late": {"1"}}
+				if fmt.Sprint(p.resp.Trailer) != fmt.Sprint(want) {
+					t.Errorf("trailer %v, want %v", p.resp.Trailer, want)
+				}
+				for name := range p.resp.Header {
+					if strings.Contains(name, ":") {
+						t.Errorf("header %q sent", name)
+					}
+				}
+			},
+		},
+		{
+			name:   "no trailer for HTTP/1.0",
+			method: "GET", target: "/", minor: 0,
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Trailer", "X-Sum")
 				io.WriteString(w, "body")
 				w.Header().Set("X-Sum", "42")
 			},
 			check: func(t *testing.T, p parsed, res result) {
-				if p.resp.StatusCode != 200 || string(p.body) != "body" || len(p.resp.Trailer) > 0 {
-					t.Errorf("%d %q trailer %v", p.resp.StatusCode, p.body, p.resp.Trailer)
-				}
-				for name := range p.resp.Header {
-					if name == "Trailer" || strings.Contains(name, ":") {
-						t.Errorf("header %q sent", name)
-					}
+				if p.resp.StatusCode != 200 || string(p.body) != "body" || len(p.resp.TransferEncoding) > 0 || len(p.resp.Trailer) > 0 {
+					t.Errorf("%d %q te %v trailer %v", p.resp.StatusCode, p.body, p.resp.TransferEncoding, p.resp.Trailer)
 				}
 			},
 		},

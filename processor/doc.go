@@ -162,6 +162,8 @@
 // Adapt runs unchanged net/http handlers; it allocates what net/http's own
 // server would (the *http.Request, its URL, its header map, a context). What
 // it cannot offer: Hijack (the writer stage owns the socket; it returns
-// ErrHijackNotSupported), response trailers, and per-request write
-// deadlines through http.ResponseController (WriteTimeout applies instead).
+// ErrHijackNotSupported) and per-request write deadlines through
+// http.ResponseController (WriteTimeout applies instead). Response
+// trailers are sent as net/http sends them, after a chunked body
+// (ResponseWriter.Trailer in the native API).
 package processor

@@ -228,8 +228,35 @@ func (w *ResponseWriter) chunkEnd() {
 }
 
 func (w *ResponseWriter) lastChunk() {
-	w.framed += int64(len(http1.LastChunk))
-	w.emitString(http1.LastChunk)
+	if !w.trailers || len(w.trailer.fields) == 0 {
+		w.framed += int64(len(http1.LastChunk))
+		w.emitString(http1.LastChunk)
+		return
+	}
+	b := append(w.hdrBuf[:0], "0\r\n"...)
+	for i := range w.trailer.fields {
+		if f := &w.trailer.fields[i]; !f.dead && !forbiddenTrailer(f.name) {
+			b = appendField(b, f.name, f.value)
+		}
+	}
+	b = append(b, "\r\n"...)
+	w.framed += int64(len(b))
+	w.emitHead(b)
+}
+
+// forbiddenTrailer reports whether a field must not be sent as a trailer:
+// framing, routing, authentication and the like, which a recipient would
+// act on too late (net/http's list, RFC 9110, 6.5.1).
+func forbiddenTrailer(name string) bool {
+	for _, f := range [...]string{"Authorization", "Cache-Control", "Connection", "Content-Encoding",
+		"Content-Length", "Content-Range", "Content-Type", "Expect", "Host", "Keep-Alive",
+		"Max-Forwards", "Pragma", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+		"Range", "Realm", "Te", "Trailer", "Transfer-Encoding", "Www-Authenticate"} {
+		if stages.EqualFoldASCII(name, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // keepAlive decides whether the connection may carry another request.
@@ -299,6 +326,8 @@ func (w *ResponseWriter) commit(final bool) {
 		}
 	case w.declared >= 0:
 		length = w.declared
+	case w.trailers && !w.head && w.req.Minor >= 1:
+		w.chunked = true // the trailer goes after the last chunk
 	case final && (!w.head || w.written > 0):
 		// A HEAD handler that wrote nothing probably skipped the body on
 		// purpose: "Content-Length: 0" would be a lie, so send none.
@@ -470,7 +499,8 @@ func (w *ResponseWriter) finish() {
 	if !w.committed {
 		w.commit(true)
 		w.moveBody(true)
-	} else if w.chunked {
+	}
+	if w.chunked {
 		w.lastChunk()
 	}
 	// The handler promised more than it wrote: the client would wait for
@@ -533,6 +563,7 @@ func (w *ResponseWriter) answerBodyError() bool {
 	w.releaseHolds()
 	w.dropBody()
 	w.hdr.reset()
+	w.dropTrailer()
 	w.status, w.declared, w.written = 0, -1, 0
 	w.close = true
 	w.hdr.Add("Content-Type", "text/plain; charset=utf-8")
@@ -561,6 +592,7 @@ func (w *ResponseWriter) recoverPanic(abort bool) {
 	}
 	w.dropBody()
 	w.hdr.reset()
+	w.dropTrailer()
 	w.status, w.declared, w.written = 0, -1, 0
 	w.close = true // the handler may have left the request body half read
 	w.hdr.Add("Content-Type", "text/plain; charset=utf-8")

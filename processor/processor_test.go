@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -300,6 +301,73 @@ func TestResponses(t *testing.T) {
 			method := string(tt.req.Method)
 			p := parse(t, res, method)
 			checkResponse(t, res, p, method, tt.want)
+		})
+	}
+}
+
+// Trailers (ResponseWriter.Trailer) follow a chunked body; asking for them
+// before the header block makes a small body chunked, so that they have
+// a place. Where there is no chunked body they are dropped, as are fields
+// that must not be trailers, and a trailer never outlives a response the
+// pool replaced.
+func TestTrailers(t *testing.T) {
+	bigBody := strings.Repeat("x", 100<<10) // more than the buffer: committed early, chunked
+	tests := []struct {
+		name    string
+		req     *stages.Request
+		handler HandlerFunc
+		chunked bool
+		trailer http.Header
+		status  int
+	}{
+		{"asked before the body", newRequest("GET", "/", 1, ""), func(w *ResponseWriter, r *stages.Request) {
+			tr := w.Trailer()
+			w.WriteString("small")
+			tr.Set("X-Sum", "7")
+			tr.Set("Content-Length", "5") // not a trailer
+			tr.Set("X-Bad", "a\r\nInjected: yes")
+		}, true, http.Header{"X-Sum": {"7"}, "X-Bad": {"a  Injected: yes"}}, 200},
+		{"asked after a chunked body began", newRequest("GET", "/", 1, ""), func(w *ResponseWriter, r *stages.Request) {
+			w.WriteString(bigBody)
+			w.Trailer().Set("X-Sum", "big")
+		}, true, http.Header{"X-Sum": {"big"}}, 200},
+		{"a declared length has no place for them", newRequest("GET", "/", 1, ""), func(w *ResponseWriter, r *stages.Request) {
+			w.Header().Set("Content-Length", "5")
+			w.Trailer().Set("X-Sum", "7")
+			w.WriteString("small")
+		}, false, nil, 200},
+		{"asked after a small body was framed", newRequest("GET", "/", 1, ""), func(w *ResponseWriter, r *stages.Request) {
+			w.WriteString("small")
+			w.Flush()
+			w.Trailer().Set("X-Sum", "7") // the Flush chunked it: sent
+		}, true, http.Header{"X-Sum": {"7"}}, 200},
+		{"HTTP/1.0", newRequest("GET", "/", 0, ""), func(w *ResponseWriter, r *stages.Request) {
+			w.Trailer().Set("X-Sum", "7")
+			w.WriteString("small")
+		}, false, nil, 200},
+		{"HEAD", newRequest("HEAD", "/", 1, ""), func(w *ResponseWriter, r *stages.Request) {
+			w.Trailer().Set("X-Sum", "7")
+			w.WriteString("small")
+		}, false, nil, 200},
+		{"a panic replaces the response", newRequest("GET", "/", 1, ""), func(w *ResponseWriter, r *stages.Request) {
+			w.Trailer().Set("X-Sum", "7")
+			w.WriteString("small")
+			panic("handler fails")
+		}, false, nil, 500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hs := newHarness(t, Config{}, tt.handler, writerOpts{})
+			p := parse(t, hs.do(tt.req), string(tt.req.Method))
+			if p.resp.StatusCode != tt.status || p.bodyErr != nil || len(p.rest) > 0 {
+				t.Fatalf("%d, %v, %d bytes after the response", p.resp.StatusCode, p.bodyErr, len(p.rest))
+			}
+			if chunked := len(p.resp.TransferEncoding) > 0; chunked != tt.chunked {
+				t.Errorf("chunked %v, want %v", chunked, tt.chunked)
+			}
+			if fmt.Sprint(p.resp.Trailer) != fmt.Sprint(tt.trailer) {
+				t.Errorf("trailer %v, want %v", p.resp.Trailer, tt.trailer)
+			}
 		})
 	}
 }

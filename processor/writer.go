@@ -35,6 +35,10 @@ type ResponseWriter struct {
 	req    *stages.Request
 	now    time.Time
 	hdr    Header
+	// trailer holds the fields sent after a chunked body; trailers: the
+	// handler asked for it (Trailer), which makes the body chunked.
+	trailer  Header
+	trailers bool
 
 	status    int   // 0 until WriteHeader (or the first Write)
 	head      bool  // HEAD: count body bytes, send none
@@ -170,6 +174,7 @@ func (w *ResponseWriter) end() {
 	clear(w.out)
 	w.out = w.out[:0]
 	w.hdr.reset()
+	w.dropTrailer()
 	clear(w.holds)
 	w.holds = w.holds[:0]
 	clear(w.filters[:w.nfilters])
@@ -180,6 +185,28 @@ func (w *ResponseWriter) end() {
 // Header returns the response header set. See Header for its lifetime.
 // Date and Server are added unless set; setting either to "" suppresses it.
 func (w *ResponseWriter) Header() *Header { return &w.hdr }
+
+// Trailer returns the trailer fields: set them before the handler
+// returns, and they follow the body (RFC 9110, 6.5). A handler that calls
+// Trailer before WriteHeader (or its first Write) gets a chunked body
+// whatever its size, so that there is somewhere to send them, unless it
+// set a Content-Length; after that, they are sent only if the body is
+// chunked already. They are dropped for HEAD, for HTTP/1.0 clients, for
+// statuses without a body, and when a panic or a failed request body
+// replaces the response. Fields that must not be trailers (Content-Length,
+// Host, Authorization and the rest of net/http's list) are dropped.
+// Announce them with a Trailer header if the client needs to know in
+// advance. See Header for the lifetime of what is set.
+func (w *ResponseWriter) Trailer() *Header {
+	w.trailers = true
+	return &w.trailer
+}
+
+// dropTrailer forgets the trailer: the response is recycled, or replaced.
+func (w *ResponseWriter) dropTrailer() {
+	w.trailer.reset()
+	w.trailers = false
+}
 
 // Status returns the status code set so far (0 before WriteHeader or Write).
 func (w *ResponseWriter) Status() int { return w.status }
