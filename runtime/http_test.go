@@ -453,3 +453,26 @@ func TestOptionsAsteriskThroughAdapt(t *testing.T) {
 		t.Fatalf("%d %q length %d close %v handler called %v", resp.StatusCode, body, resp.ContentLength, resp.Close, called)
 	}
 }
+
+// A net/http handler's trailers reach Go's client over a real socket, on
+// a connection that carries the next request.
+func TestTrailersThroughAdapt(t *testing.T) {
+	s := startServer(t, Config{Handler: processor.Adapt(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(w, "payload")
+		w.Header().Set("X-Checksum", "c0ffee")
+	}))})
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	for i := range 2 {
+		resp, err := client.Get("http://" + s.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "payload" || resp.Trailer.Get("X-Checksum") != "c0ffee" {
+			t.Fatalf("request %d: %q %v, trailer %v", i, body, err, resp.Trailer)
+		}
+	}
+}
