@@ -338,10 +338,12 @@ func (c *Config) Validate() error {
 			"must be 0..4294967295 (the wire's length field)"},
 		{"MsgWindow", c.MsgWindow, c.MsgWindow < 0 || c.MsgWindow > 1<<15, "must be 0..32768"},
 		{"MsgWindowBytes", c.MsgWindowBytes, c.MsgWindowBytes < 0, "must be >= 0"},
-		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0 || c.MaxHeaderBytes > maxHeadBytes,
-			"must be 0..67108864 (a request head is read into one buffer)"},
-		{"MaxRequestLine", c.MaxRequestLine, c.MaxRequestLine < 0 || c.MaxRequestLine > maxHeadBytes,
-			"must be 0..67108864 (a request head is read into one buffer)"},
+		{"MaxHeaderBytes", c.MaxHeaderBytes, c.MaxHeaderBytes < 0 || c.MaxHeaderBytes > maxHeadBytes ||
+			c.MaxHeaderBytes > 0 && c.MaxHeaderBytes < minHeadLimit,
+			"must be 0 (the default) or 64..67108864 (a request head is read into one buffer; less refuses ordinary requests)"},
+		{"MaxRequestLine", c.MaxRequestLine, c.MaxRequestLine < 0 || c.MaxRequestLine > maxHeadBytes ||
+			c.MaxRequestLine > 0 && c.MaxRequestLine < minHeadLimit,
+			"must be 0 (the default) or 64..67108864 (a request head is read into one buffer; less refuses ordinary requests)"},
 		{"MaxHeaders", c.MaxHeaders, c.MaxHeaders < 0, "must be >= 0"},
 		{"MaxBodyBytes", c.MaxBodyBytes, c.MaxBodyBytes < 0, "must be >= 0"},
 		{"HeaderTimeout", c.HeaderTimeout, c.HeaderTimeout < 0, "must be >= 0"},
@@ -393,6 +395,11 @@ const maxQueueCapacity = 1 << 20
 // maxHeadBytes bounds MaxHeaderBytes and MaxRequestLine: a connection
 // reads its request head into one buffer, grown up to the limit.
 const maxHeadBytes = 64 << 20
+
+// minHeadLimit is the least MaxHeaderBytes and MaxRequestLine take: below
+// it a GET with a short path is refused (414, 431), which is a unit
+// mistake (8 for 8 KiB), not a policy.
+const minHeadLimit = 64
 
 // maxPrereadBody bounds PrereadBody: the reader gives a preread body a
 // buffer of its own size.

@@ -386,6 +386,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"a queue of 1 Mi entries", Config{QueueCapacity: 1 << 20}, ""},
 		{"a header limit of a terabyte", Config{MaxHeaderBytes: 1 << 40}, "MaxHeaderBytes"},
 		{"a request line limit of a terabyte", Config{MaxRequestLine: 1 << 40}, "MaxRequestLine"},
+		{"a request line limit of 10 bytes", Config{MaxRequestLine: 10}, "MaxRequestLine"},
+		{"a header limit of 8 bytes", Config{MaxHeaderBytes: 8}, "MaxHeaderBytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
