@@ -84,6 +84,8 @@ type placeBook struct {
 	places    int // places in existence: held or free
 	want      int // places the pool should have (SetPlaces)
 	maxParked int
+	// wanted is want, for readers without the lock (Pool.Unused).
+	wanted atomic.Int32
 
 	free     atomic.Int32 // places no goroutine holds
 	waiting  atomic.Int32 // len(resumers)
@@ -94,6 +96,12 @@ type placeBook struct {
 	spares   []*worker // LIFO: the oldest spare is spares[0]
 	started  int       // goroutines started for places (tests count them)
 	retired  uint64    // places retired, and spares that exited idle (Stats)
+}
+
+// setWant sets the places the pool should have.
+func (b *placeBook) setWant(n int) {
+	b.want = n
+	b.wanted.Store(int32(n))
 }
 
 // handoff is what becomes of a place given back: to is the goroutine that
@@ -225,7 +233,7 @@ func (b *placeBook) unspare(wk *worker) bool {
 // free ones at once and leave the rest as excess, and spares beyond the
 // new number are returned in dismissed, oldest first, to be told to exit.
 func (b *placeBook) resize(want int) (resumed, dismissed []*worker) {
-	b.want = want
+	b.setWant(want)
 	for b.places < want {
 		b.places++
 		if b.excess.Load() > 0 {

@@ -89,7 +89,8 @@ func New(cfg Config, in *stages.ClassQueue, wake *stages.WorkerWaker, h Handler,
 	p.routes = routes(p.cfg.Protocols)
 	p.bufferLimit = min(maxBuffered, p.cfg.HighWater)
 	p.chunks.New = func() any { return new(chunk) }
-	p.book = placeBook{places: p.cfg.Workers, want: p.cfg.Workers, maxParked: p.cfg.MaxParked}
+	p.book = placeBook{places: p.cfg.Workers, maxParked: p.cfg.MaxParked}
+	p.book.setWant(p.cfg.Workers)
 	return p
 }
 
@@ -198,7 +199,7 @@ func (p *Pool) SetPlaces(n int) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.serves {
-		p.book.want = n
+		p.book.setWant(n)
 		if !p.started.Load() {
 			p.book.places = n // Run starts them
 		}
@@ -329,6 +330,14 @@ func (p *Pool) Wake() {
 
 // Busy returns the number of handlers running with a place now.
 func (p *Pool) Busy() int { return int(p.running.Load()) }
+
+// Unused returns how many of the places the pool aims at run no handler
+// now: requests pushed now start at once, without a wait, up to that
+// many. Any goroutine; two atomic loads (admission control reads it only
+// for a request its limit would refuse).
+func (p *Pool) Unused() int64 {
+	return max(0, int64(p.book.wanted.Load())-p.running.Load())
+}
 
 // Parked returns the number of handlers waiting on their client without a
 // place (including those whose wait is over and that wait for a place).

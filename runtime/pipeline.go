@@ -231,6 +231,7 @@ func New(cfg Config) (_ *Server, err error) {
 			return err
 		},
 	}, s.requests, s.wake, s.classes.wrap(cfg.Handler), s.response, &s.counters.processor)
+	s.requests.SetUnused(s.pool.Unused)
 
 	if !cfg.NoInline {
 		s.inline = mods.inline(cfg.Handler)

@@ -474,7 +474,12 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 		s.resizeLocked(d.Size, "controller: "+string(d.Cause), estimateAttrs(d, ps)...)
 	}
 	if ps.Queued > 0 {
-		t.cpuBound = !d.PlacesBound
+		// Requests queued with places free wait for CPU only if the CPUs
+		// are full: a burst's first sample (kick) finds its requests
+		// queued before any worker took them, after a period of idle
+		// CPUs, and judging the burst by the places the pool had refused
+		// 82% of one it would have grown to serve.
+		t.cpuBound = !d.PlacesBound && ls.CPUFull
 	}
 	first, plan := t.admissionPlaces(z.size, z.max, z.auto, d.Ceiling)
 	quiet = quiet && ps.Admitted == 0 && ps.Shed == 0 && ps.Queued == 0 && ps.Busy == 0 && held == 0 &&

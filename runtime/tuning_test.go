@@ -810,3 +810,81 @@ func TestOverloadEpisodeLines(t *testing.T) {
 		})
 	}
 }
+
+// A burst that the pool grows to serve within the wait target is not
+// refused, whatever the pool's size when it arrives: here 300 requests of
+// 50 ms at once on a pool that idled back to its 2 places, which reaches
+// 300 places in two periods. The sample that a burst's first request
+// starts (kick) sees requests queued while places are free, because no
+// worker has taken them yet; that was taken for a backlog that waits for
+// CPU, and the burst was judged by the 2 places the pool had: 82% of 500
+// such requests were refused while the admitted ones took 272 ms at
+// most. And with places pinned and free, requests that free places will
+// start at once are not refused, however long they take.
+func TestBurstIsAdmittedWhileThePoolCanServeIt(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    Config
+		warm   string
+		burst  string
+		n      int
+		refuse int // at most
+	}{
+		{"self-sizing pool at its floor", Config{}, "/sleep?ms=50", "/sleep?ms=50", 300, 15},
+		{"pinned, free places, long handlers", Config{Processors: 20}, "/sleep?ms=1000", "/sleep?ms=1000", 10, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, tt.cfg)
+			warm, err := newClient(s.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 3 { // the class's service time, measured
+				if resp, _, err := warm.get(tt.warm); err != nil || resp.StatusCode != 200 {
+					t.Fatalf("warm-up: %v %v", resp, err)
+				}
+			}
+			warm.c.Close()
+			// Let the pool idle back to its floor and the period stretch.
+			if !eventually(10*time.Second, func() bool { st, _ := s.StageSize(StageProcessor); return st.Size == 2 || !st.Auto }) {
+				st, _ := s.StageSize(StageProcessor)
+				t.Fatalf("pool still at %d places", st.Size)
+			}
+			time.Sleep(1500 * time.Millisecond)
+			conns := make([]*client, tt.n)
+			for i := range conns {
+				if conns[i], err = newClient(s.Addr().String()); err != nil {
+					t.Fatal(err)
+				}
+				defer conns[i].c.Close()
+			}
+			codes := make([]int, tt.n)
+			var wg sync.WaitGroup
+			for i, c := range conns {
+				wg.Go(func() {
+					resp, _, err := c.get(tt.burst)
+					if err != nil {
+						codes[i] = -1
+						return
+					}
+					codes[i] = resp.StatusCode
+				})
+			}
+			wg.Wait()
+			refused := 0
+			for _, code := range codes {
+				switch code {
+				case 200:
+				case 503:
+					refused++
+				default:
+					t.Fatalf("status %d", code)
+				}
+			}
+			if refused > tt.refuse {
+				t.Errorf("%d of %d refused, want at most %d", refused, tt.n, tt.refuse)
+			}
+		})
+	}
+}

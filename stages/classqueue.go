@@ -39,6 +39,7 @@ import (
 type ClassQueue struct {
 	capacity int
 	room     func()       // a Push found a full ring and a Pop has since made room
+	unused   func() int64 // processor places running nothing now (SetUnused); nil: unknown
 	base     time.Time    // monotonic origin of the lanes' times
 	target   atomic.Int64 // queue-wait target, ns, for Admit's look at the queue's progress; 0: none
 	lateAt   atomic.Int64 // a finished request that waited longer than this, ns, counts as late; 0: none
@@ -233,6 +234,12 @@ func (q *ClassQueue) SetLimit(c int, limit, retryAfter int64) {
 	l.retryAfter.Store(retryAfter)
 }
 
+// SetUnused tells Admit how many processor places run no handler now
+// (processor.Pool.Unused): as many requests as that start at once, and a
+// limit on the requests that wait does not count them. Set it before the
+// queue is used.
+func (q *ClassQueue) SetUnused(f func() int64) { q.unused = f }
+
 // SetWaitTarget sets the queue-wait target Admit holds the class's recent
 // progress to (0: none), and counts as late (ClassCounts.Late) a request
 // that waited longer than LateShare of it: admission control aims the
@@ -273,6 +280,14 @@ func (q *ClassQueue) Admit(c int, now time.Time) (ok bool, retryAfter int64) {
 	ring := l.ring.Load()
 	n, room := int64(ring.Len()), int64(ring.Cap())
 	if n < min(limit, room) {
+		return true, 0
+	}
+	// Requests that places free now will start do not wait: a burst
+	// pushed faster than workers take it is in the queue for a moment.
+	// A limit counts only what would wait (pinned at 20 places and idle,
+	// 10 requests of 3 s at once met a limit of 3, and half were
+	// refused). Not with a limit of 0: the writers are behind.
+	if limit > 0 && q.unused != nil && n < min(limit+q.unused(), room) {
 		return true, 0
 	}
 	// A queue seen emptying lets a burst in, unless the limit is 0: the

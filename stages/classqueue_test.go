@@ -133,6 +133,39 @@ func TestClassQueueAdmit(t *testing.T) {
 	}
 }
 
+// Requests that unused processor places will start at once do not count
+// against the limit on those that wait; with a limit of 0 (the writers are
+// behind) or a full ring they are refused all the same.
+func TestClassQueueAdmitCountsUnusedPlaces(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		limit, unused int64
+		admitted      int
+	}{
+		{"no place unused", 2, 0, 2},
+		{"five unused", 2, 5, 7},
+		{"limit 0", 0, 5, 0},
+		{"more unused than the ring holds", 2, 100, 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := NewClassQueue(16, nil)
+			q.SetUnused(func() int64 { return tc.unused })
+			q.SetLimit(0, tc.limit, 1)
+			admitted := 0
+			for i := range 20 {
+				if ok, _ := q.Admit(0, time.Now()); !ok {
+					break
+				}
+				admitted++
+				q.Push(classReq(0, uint64(i)))
+			}
+			if admitted != tc.admitted {
+				t.Errorf("admitted %d, want %d", admitted, tc.admitted)
+			}
+		})
+	}
+}
+
 // With admission on, a full ring refuses whatever the limit says, even a
 // ring seen emptying: the request would otherwise wait in its reader, and
 // its connection's later ones in the socket, where no limit counts them.
