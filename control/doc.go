@@ -37,7 +37,11 @@
 // places once every target of the last DefaultRetireAfter (2 s) was below
 // its size, down to the largest of them. When every place is taken by a
 // request that has not finished and others queue, the law has no service
-// time to go by and the pool doubles (CauseStalled).
+// time to go by and the pool doubles (CauseStalled). Not while the
+// process's CPUs are full with as many handlers running as there are
+// CPUs and too few finishing to judge a step (PoolSample.CPUFull): the
+// handlers may be what fills the CPUs, and more of them at once would
+// only share them (and the loops' share with them).
 //
 // Changes smaller than an eighth of the size are not made: the targets of
 // consecutive periods wander by about that much, and following them would

@@ -68,6 +68,10 @@ type PoolSample struct {
 	Queued    int           // requests waiting now
 	Busy      int           // handlers running with a place now
 	Size      int           // places now
+	// CPUFull: the process used (nearly) all of its CPUs over the
+	// period, CPUs of them (GOMAXPROCS). Zero CPUs: not known.
+	CPUFull bool
+	CPUs    int
 }
 
 // Estimates are what the controller derived from a sample.
@@ -260,6 +264,16 @@ func (c *Pool) grow(s PoolSample, d *Decision, hi int) bool {
 	limit := min(hi, s.Size*c.cfg.GrowthFactor)
 	if c.ceiling > 0 {
 		limit = min(limit, c.ceiling)
+	}
+	if s.CPUFull && s.CPUs > 0 && s.Busy >= s.CPUs && s.Completed < minSamples {
+		// The process's CPUs are full, and as many handlers run as there
+		// are CPUs: they may be what fills them, and then more places
+		// only share the CPUs. Too few requests finish to tell (the
+		// saturation check needs minSamples): 300 handlers of a second
+		// of CPU each looked stalled, doubled the pool to 256 places
+		// that all ran at once, and kept the loops from the CPUs for
+		// two minutes.
+		return false
 	}
 	want := d.Target
 	cause := CauseDemand

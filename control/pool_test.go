@@ -522,3 +522,35 @@ func TestDemandCountsTheWaitForPlaces(t *testing.T) {
 		})
 	}
 }
+
+// Handlers that hold their places for seconds without finishing: blocked
+// handlers while the CPUs idle, so the pool doubles (stalled); handlers
+// that compute while the process's CPUs are full, so more places would
+// only share the CPUs, and the pool holds. Before, 300 handlers of one
+// second of CPU each doubled a pool of 2 to 256 places.
+func TestStalledOrComputing(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cpuFull   bool
+		completed uint64
+		want      int
+	}{
+		{"CPUs idle: blocked handlers, doubled each period", false, 0, 64},
+		{"CPUs full, none finishes: computing", true, 0, 2},
+		{"CPUs full, a few finish: still too few to judge", true, minSamples - 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewPool(PoolConfig{})
+			s := PoolSample{Elapsed: 100 * time.Millisecond, Admitted: 300, Completed: tc.completed,
+				RunSum: time.Duration(tc.completed) * time.Second, Queued: 298, Busy: 2, Size: 2, CPUFull: tc.cpuFull, CPUs: 2}
+			for range 5 {
+				d := c.Decide(s, 2, 2048)
+				s.Size = d.Size
+				s.Busy = d.Size
+			}
+			if s.Size != tc.want {
+				t.Errorf("size %d after 5 periods, want %d", s.Size, tc.want)
+			}
+		})
+	}
+}

@@ -436,6 +436,8 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 	s.noteConnLimit(now)
 	s.noteSlowClients(now, s.loopSums())
 	ps.Busy = s.pool.Busy()
+	ps.CPUs = goruntime.GOMAXPROCS(0)
+	ps.CPUFull = ps.Elapsed > 0 && cpuUsed.Seconds() >= 0.9*float64(ps.CPUs)*ps.Elapsed.Seconds()
 	// The loops first: admission needs to know how far behind the
 	// writers are.
 	served := s.counters.processor.ServiceCount()
@@ -444,8 +446,7 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 	// little below all of it), or the machine's CPUs were 90% busy: a
 	// load generator or a neighbour on the same cores makes the loops
 	// wait for a CPU just as well.
-	ls := control.LoopSample{Elapsed: ps.Elapsed,
-		CPUFull: ps.Elapsed > 0 && cpuUsed.Seconds() >= 0.9*float64(goruntime.GOMAXPROCS(0))*ps.Elapsed.Seconds()}
+	ls := control.LoopSample{Elapsed: ps.Elapsed, CPUFull: ps.CPUFull}
 	if machineKnown && machineBusy >= 0.9 {
 		ls.CPUFull = true
 	}
