@@ -152,11 +152,15 @@ func (d *ChunkedDecoder) step(c byte) error {
 	switch d.state {
 	case csSize:
 		if v, ok := stages.Unhex(c); ok {
-			// net/http refuses a 17th digit even when the value is
-			// small; so do we, which also keeps size in range.
-			if d.digits++; d.digits > 16 {
+			// Leading zeros are chunk-size's grammar (1*HEXDIG, and
+			// last-chunk is 1*"0"), bounded by the line's own limit:
+			// only a 17th significant digit overflows. (net/http
+			// refuses any 17th digit; "00000000000000005" is 5 bytes,
+			// and 413 said it was too large. nginx takes it.)
+			if d.size>>60 != 0 {
 				return ErrChunkSizeOverflow
 			}
+			d.digits++
 			d.size = d.size<<4 | uint64(v)
 			return nil
 		}

@@ -49,7 +49,8 @@ func TestChunkedDecode(t *testing.T) {
 		{"final bare LF", "0\r\n\n", "", "", 400, ErrMalformedChunk},
 		{"long extension", "1;" + strings.Repeat("x", maxChunkLine) + "\r\na\r\n0\r\n\r\n", "", "", 400, ErrMalformedChunk},
 
-		{"17 hex digits", "00000000000000001\r\na\r\n", "", "", 413, ErrChunkSizeOverflow},
+		{"17 hex digits, leading zeros", "00000000000000001\r\na\r\n000000000000000000000\r\n\r\n", "a", "", 0, nil},
+		{"17 significant hex digits", "10000000000000000\r\n", "", "", 413, ErrChunkSizeOverflow},
 		{"over int64", "8000000000000000\r\n", "", "", 413, ErrChunkSizeOverflow},
 
 		// Overhead (RFC 9112 §7.1.1, net/http's CVE-2023-39326 rule): the

@@ -383,7 +383,13 @@ func chunkedKnownDifference(body []byte) string {
 				}
 			}
 		}
-		n, ok := parseHexForTest(bytes.TrimRight(size, " \t"))
+		digits := bytes.TrimRight(size, " \t")
+		if len(digits) > 16 && len(bytes.TrimLeft(digits, "0")) <= 16 {
+			// Leading zeros past 16 digits: net/http refuses a 17th
+			// digit, Quartet (and nginx) only a 17th significant one.
+			return "leading zeros past 16 chunk-size digits"
+		}
+		n, ok := parseHexForTest(digits)
 		if !ok {
 			return ""
 		}
@@ -630,8 +636,10 @@ func FuzzParse(f *testing.F) {
 			mismatch("host", ours.host, theirs.host)
 		}
 		if ours.method != "CONNECT" && ours.target != "*" {
-			// Quartet's Path is still percent-encoded.
-			if p, err := pathUnescape(ours.path); err != nil || p != theirs.path {
+			// Quartet's Path is still percent-encoded, and an
+			// absolute-form target's empty path is "/" (RFC 9110
+			// §4.2.3), where net/url leaves it empty.
+			if p, err := pathUnescape(ours.path); err != nil || p != theirs.path && !(p == "/" && theirs.path == "") {
 				mismatch("path", ours.path, theirs.path)
 			}
 			if ours.query != theirs.query {

@@ -260,9 +260,16 @@ func parseTarget(req *stages.Request) error {
 		return ErrBadTarget
 	}
 	req.Host = rest[:end]
-	// An empty path stays empty (it means "/", RFC 9110 §4.2.3); pointing
-	// Path at a "/" would cost an allocation.
-	return setPathQuery(req, rest[end:])
+	if err := setPathQuery(req, rest[end:]); err != nil {
+		return err
+	}
+	if len(req.Path) == 0 {
+		// An empty path means "/" (RFC 9110 §4.2.3): handlers that route
+		// by Path answered "http://x" 404. The second slash of "://" is
+		// one, in the target itself, so it costs no allocation.
+		req.Path = t[i+2 : i+3]
+	}
+	return nil
 }
 
 // setPathQuery splits path ["?" query] and checks the path's percent-escapes,

@@ -179,6 +179,14 @@ func TestParseFields(t *testing.T) {
 	check("X-Empty name", req.Headers[4].Name, "X-Empty")
 	check("X-Empty value", req.Headers[4].Value, "")
 
+	// An absolute-form target's empty path is "/" (RFC 9110 §4.2.3).
+	for _, target := range []string{"http://x", "http://x?a=1"} {
+		req, _, err = parseAll(t, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n", Limits{})
+		if err != nil || string(req.Path) != "/" || string(req.Host) != "x" {
+			t.Errorf("%s: Path %q Host %q, %v; want /, x", target, req.Path, req.Host, err)
+		}
+	}
+
 	// Query absent vs empty.
 	req, _, _ = parseAll(t, "GET /a HTTP/1.0\r\n\r\n", Limits{})
 	if req.Query != nil || req.ContentLength != -1 || req.Host != nil {
