@@ -521,6 +521,14 @@ func getOrHead(w *processor.ResponseWriter, r *stages.Request) bool {
 		return true
 	}
 	w.Header().Set("Allow", "GET, HEAD")
+	if len(r.Target) == 1 && r.Target[0] == '*' && r.IsMethod("OPTIONS") {
+		// "OPTIONS *" asks about the server, not a resource (RFC 9110
+		// §9.3.7), and this one allows GET and HEAD; net/http's server
+		// answers it 200 too, where 405 said the question was wrong.
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(200)
+		return false
+	}
 	w.WriteHeader(405)
 	return false
 }
