@@ -174,16 +174,24 @@ func (s *Server) ChangeStage(st Stage, ch StageChange) (StageSize, error) {
 	} else if ch.Size > 0 {
 		auto = false // a size set by hand stays where it is put
 	}
-	if lo != z.min || hi != z.max || auto != z.auto {
-		s.cfg.Logger.Info("quartet: stage bounds changed", "stage", st, "min", lo, "max", hi, "auto", auto,
-			"was_min", z.min, "was_max", z.max, "was_auto", z.auto, "cause", cause)
-	}
+	wasMin, wasMax, wasAuto := z.min, z.max, z.auto
 	z.min, z.max, z.auto = lo, hi, auto
 	var err error
 	if st == StageProcessor {
 		s.resizeLocked(size, cause)
 	} else if size != z.size {
 		err = s.resizeLoopsLocked(st, z, size, cause)
+		if errors.Is(err, ErrNotServing) {
+			// Nothing was changed, so nothing is: a refused call that
+			// left the controller off pinned the stage for the server's
+			// whole run.
+			z.min, z.max, z.auto = wasMin, wasMax, wasAuto
+			return StageSize{Stage: st, Size: z.size, Min: z.min, Max: z.max, Auto: z.auto, Resizable: true}, err
+		}
+	}
+	if lo != wasMin || hi != wasMax || auto != wasAuto {
+		s.cfg.Logger.Info("quartet: stage bounds changed", "stage", st, "min", lo, "max", hi, "auto", auto,
+			"was_min", wasMin, "was_max", wasMax, "was_auto", wasAuto, "cause", cause)
 	}
 	return StageSize{Stage: st, Size: z.size, Min: lo, Max: hi, Auto: auto, Resizable: true}, err
 }

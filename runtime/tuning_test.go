@@ -888,3 +888,25 @@ func TestBurstIsAdmittedWhileThePoolCanServeIt(t *testing.T) {
 		})
 	}
 }
+
+// A loop count cannot change while the server does not serve, and the
+// refused change changes nothing: before, it left the controller off, and
+// the stage ran pinned at one loop for the server's whole run.
+func TestChangeStageRefusedChangesNothing(t *testing.T) {
+	s, err := New(Config{Addr: "127.0.0.1:0", Handler: Builtin(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, st := range []Stage{StageReader, StageWriter} {
+		before, _ := s.StageSize(st)
+		got, err := s.ChangeStage(st, StageChange{Size: 2})
+		if !errors.Is(err, ErrNotServing) {
+			t.Fatalf("%s: %v, want ErrNotServing", st, err)
+		}
+		after, _ := s.StageSize(st)
+		if got != before || after != before {
+			t.Errorf("%s: returned %+v, now %+v; was %+v", st, got, after, before)
+		}
+	}
+}
