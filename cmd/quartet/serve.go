@@ -734,9 +734,10 @@ func serveAdmin(addr string, mx *metrics.Metrics, srv *runtime.Server, withPprof
 		return nil, nil, err
 	}
 	// net/http's own complaints (an accept failing on a full fd table,
-	// retried) go to the server's log in its format, not bare to stderr.
+	// retried) go to the server's log in its format, not bare to stderr,
+	// and the accept failures at most once per acceptErrorEvery.
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(logger.Handler().WithAttrs([]slog.Attr{slog.String("endpoint", "admin")}), slog.LevelWarn)}
+		ErrorLog: slog.NewLogLogger(newAcceptErrorThrottle(logger.Handler().WithAttrs([]slog.Attr{slog.String("endpoint", "admin")})), slog.LevelWarn)}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("admin endpoint stopped", "err", err)
