@@ -245,6 +245,24 @@ func TestSignals(t *testing.T) {
 			t.Errorf("exit %d, want 1 and the grace's end logged:\n%s", code, p.log)
 		}
 	})
+	t.Run("--shutdown-timeout bounds the exit while a handler blocks", func(t *testing.T) {
+		// A handler blocked on its own work (20 s) outlives its closed
+		// connection; the process exits 2 s after the grace without it,
+		// where it exited only when the handler returned.
+		p := startQuartet(t, serveCmd(t, "--shutdown-timeout", "300ms"))
+		resp := p.inFlight("/sleep?ms=20000")
+		p.waitBusy()
+		start := time.Now()
+		p.signal(syscall.SIGTERM)
+		code := p.wait()
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("exit after %v, with the grace 300ms", took)
+		}
+		if code != 1 || !strings.Contains(p.log.String(), "abandoning the handlers still running") {
+			t.Errorf("exit %d, want 1 and the abandoned handler logged:\n%s", code, p.log)
+		}
+		<-resp
+	})
 	t.Run("SIGHUP without --config is not fatal", func(t *testing.T) {
 		p := startQuartet(t, serveCmd(t))
 		// Longer than the reader's census interval (1 s), so waitBusy sees it.

@@ -282,12 +282,14 @@ func (r *serveRun) serve(ctx context.Context, adminURL string) error {
 
 	var shutdown chan error // the graceful shutdown's outcome, once begun
 	var forced <-chan time.Time
+	var overdue <-chan time.Time // the grace, and a little for handlers to see their connections closed
 	var shutdownAt time.Time
 	beginShutdown := func(why string) {
 		if shutdown != nil {
 			return
 		}
 		shutdownAt = time.Now()
+		overdue = time.After(srv.Config().ShutdownTimeout + handlersAfterGrace)
 		r.logger.Info("shutting down: finishing requests in flight", "why", why, "grace", srv.Config().ShutdownTimeout)
 		r.notifyState("STOPPING=1")
 		stopServing()
@@ -371,9 +373,28 @@ func (r *serveRun) serve(ctx context.Context, adminURL string) error {
 			}
 		case <-forced:
 			return fmt.Errorf("%w; handlers still running were abandoned", cutOff)
+		case <-overdue:
+			// The grace is over and its connections closed, yet handlers
+			// blocked on their own work (a sleep, a backend) still run,
+			// and Shutdown waits for them: a service manager restarting
+			// the server would wait as long, or kill it. Exit without
+			// them, as --shutdown-timeout promises.
+			if forced != nil {
+				continue
+			}
+			st := srv.Snapshot()
+			handlers := st.Busy + st.Slow.Parked
+			r.logger.Warn("shutdown grace over: exiting, abandoning the handlers still running", "handlers-running", handlers,
+				"grace", srv.Config().ShutdownTimeout)
+			return fmt.Errorf("shutdown grace (%s) over: abandoned %d handler(s) still running", srv.Config().ShutdownTimeout, handlers)
 		}
 	}
 }
+
+// handlersAfterGrace is how long after the shutdown's grace the process
+// waits for handlers still running, once their connections are closed
+// and their writes fail, before it exits without them.
+const handlersAfterGrace = 2 * time.Second
 
 // sameSignal is how soon after the first a second SIGINT or SIGTERM is
 // taken as the same request to stop, not as "stop now". Signals sent
