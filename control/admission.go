@@ -30,7 +30,7 @@ type ClassSample struct {
 // Limit is what admission control enforces for one class until the next
 // period.
 type Limit struct {
-	Queue      int64         // admit while fewer than this many wait; -1: no limit; 0: none (the writers are behind)
+	Queue      int64         // admit while fewer than this many wait; -1: no limit; 0: none (the writers are behind, or no place comes free within the target)
 	RetryAfter int64         // seconds, for the Retry-After of refused requests
 	Places     float64       // places the class can count on (its fair share, or what the others leave)
 	Service    time.Duration // its mean time holding a place (smoothed)
@@ -74,6 +74,9 @@ type Admission struct {
 	// held to: cut when too many of its requests were late, raised back
 	// toward 1 while none are (see adjustGain).
 	gain []float64
+	// quiet is per class how long it has held places without any of its
+	// requests finishing (0 once one does, or while it holds none).
+	quiet []time.Duration
 }
 
 // NewAdmission returns admission control with the given wait target; a
@@ -119,6 +122,7 @@ func (a *Admission) Limits(classes []ClassSample, size, places int, unknown int6
 		a.service = append(a.service, ewma{decay: 0.5})
 		a.use = append(a.use, 1)
 		a.gain = append(a.gain, 1)
+		a.quiet = append(a.quiet, 0)
 	}
 	var held, active int
 	for i, c := range classes {
@@ -135,6 +139,31 @@ func (a *Admission) Limits(classes []ClassSample, size, places int, unknown int6
 		}
 		return max(p/float64(max(n, 1)), p-float64(held-c.Held), 1)
 	}
+	// Every place the pool may have is held by a backlog, and none has
+	// come free for the whole target: a request that waits now would wait
+	// longer than that, whatever its class's share says (the share is
+	// what a class gets as places free). 2,048 places taken at once by
+	// 30 s handlers freed none for 30 s, and the requests of other routes,
+	// admitted on their share, waited all that time unanswered. Counted
+	// per class, since a class's smoothed service time is no guide then:
+	// a route not measured yet shares the other routes' class and their
+	// service time of microseconds.
+	left := a.target - downstream
+	stuck := a.target > 0 && held >= max(places, 1)
+	backlogged := false
+	for i, c := range classes {
+		switch {
+		case c.Completed > 0 || c.Held == 0:
+			a.quiet[i] = 0
+		case c.Backlogged: // its places taken the whole period (a burst's first sample may follow an idle one)
+			a.quiet[i] += c.Elapsed
+		}
+		backlogged = backlogged || c.Backlogged
+		if c.Held > 0 && a.quiet[i] < left {
+			stuck = false
+		}
+	}
+	stuck = stuck && backlogged
 	p := float64(max(places, 1))
 	for i, c := range classes {
 		a.measureUse(i, c, share(float64(max(size, 1)), c))
@@ -148,13 +177,15 @@ func (a *Admission) Limits(classes []ClassSample, size, places int, unknown int6
 			l.Queue, l.RetryAfter = unknown, 1
 		}
 		if a.target > 0 && l.Capacity > 0 {
-			left := a.target - downstream
 			l.Queue = max(1, int64(left.Seconds()*l.Capacity*a.gain[i]))
 			if left <= 0 {
 				l.Queue = 1
 			}
 			drain := time.Duration(float64(c.Queued)/l.Capacity*float64(time.Second)) + downstream
 			l.RetryAfter = int64(math.Ceil(min(max(drain, a.target), MaxRetryAfter).Seconds()))
+		}
+		if stuck {
+			l.Queue = 0 // refuse: even the first to wait would wait past the target
 		}
 		out = append(out, l)
 	}

@@ -51,6 +51,44 @@ func TestAdmissionLimits(t *testing.T) {
 			want: []want{{queue: 200, retry: 1}, {queue: 200, retry: 1}},
 		},
 		{
+			// Every place held by a backlog whose requests have not
+			// finished for the whole target (5 periods): nothing frees a
+			// place in time, so no request of any class may wait,
+			// whatever its share says.
+			name: "every place held, none coming free", target: 500 * ms, places: 4,
+			history: [][]ClassSample{
+				{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Completed: 100, RunSum: 100 * ms, Elapsed: 100 * ms}},
+				{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Elapsed: 100 * ms}},
+				{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Elapsed: 100 * ms}},
+				{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Elapsed: 100 * ms}},
+			},
+			now:  []ClassSample{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Elapsed: 100 * ms}},
+			want: []want{{queue: 0, retry: 1}, {queue: 0, retry: 1}},
+		},
+		{
+			// Four periods are 400 ms: a place may still come free
+			// within the target.
+			name: "every place held, none free for less than the target", target: 500 * ms, places: 4,
+			history: [][]ClassSample{
+				{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Completed: 100, RunSum: 100 * ms, Elapsed: 100 * ms}},
+				{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Elapsed: 100 * ms}},
+				{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Elapsed: 100 * ms}},
+			},
+			now:  []ClassSample{{Queued: 100, Held: 4, Backlogged: true, Elapsed: 100 * ms}, {Elapsed: 100 * ms}},
+			want: []want{{queue: 64, retry: 1}, {queue: 1000, retry: 1}},
+		},
+		{
+			// The same places held, but by requests that finish: one
+			// frees every 12.5 ms, and the fast class gets it.
+			name: "every place held, places coming free", target: 500 * ms, places: 4,
+			now: []ClassSample{
+				{Queued: 100, Held: 4, Completed: 8, RunSum: 8 * 50 * ms, Backlogged: true, Elapsed: 100 * ms},
+				{Queued: 0, Held: 0, Completed: 0, Elapsed: 100 * ms},
+			},
+			history: [][]ClassSample{{{}, {Completed: 100, RunSum: 100 * ms, Elapsed: 100 * ms}}},
+			want:    []want{{queue: 40, retry: 2}, {queue: 1000, retry: 1}},
+		},
+		{
 			// Not another class's: classes differ, that is why they exist.
 			name: "a class with no history of its own gets the unknown limit", target: 500 * ms, places: 2,
 			now: []ClassSample{
