@@ -93,7 +93,7 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 var (
 	descQueueDepth = prometheus.NewDesc("quartet_stage_queue_depth", "Items waiting in the stage's hand-off queue.", []string{"stage"}, nil)
-	descQueueCap   = prometheus.NewDesc("quartet_stage_queue_capacity", "Capacity of the stage's hand-off queue.", []string{"stage"}, nil)
+	descQueueCap   = prometheus.NewDesc("quartet_stage_queue_capacity", "Capacity of the stage's hand-off queue; for the reader and writer stages, their loops' queues together.", []string{"stage"}, nil)
 	descEnqueued   = prometheus.NewDesc("quartet_stage_enqueued_total", "Items handed to the stage.", []string{"stage"}, nil)
 	descDequeued   = prometheus.NewDesc("quartet_stage_dequeued_total", "Items the stage took from its queue (its throughput).", []string{"stage"}, nil)
 	descRejected   = prometheus.NewDesc("quartet_stage_rejected_total", "Hand-offs refused because the queue was full (back-pressure).", []string{"stage"}, nil)
@@ -116,12 +116,12 @@ var (
 	descGoros   = prometheus.NewDesc("quartet_stage_goroutines", "The processor pool's goroutines: holding a place, parked on their client, or spare.", []string{"stage"}, nil)
 
 	// The processor controller's inputs, over its last period.
-	descArrival  = prometheus.NewDesc("quartet_stage_arrival_rate", "Requests per second admitted to the stage's queue, over the controller's last period.", []string{"stage"}, nil)
-	descOffered  = prometheus.NewDesc("quartet_stage_offered_rate", "Requests per second offered to the stage, refused ones included, over the controller's last period.", []string{"stage"}, nil)
-	descXput     = prometheus.NewDesc("quartet_stage_throughput_rate", "Requests per second the stage finished, over the controller's last period.", []string{"stage"}, nil)
+	descArrival  = prometheus.NewDesc("quartet_stage_arrival_rate", "Requests per second admitted to the stage's queue, over the controller's last period (requests served inline on a reader loop never queue: quartet_stage_dequeued_total counts them too).", []string{"stage"}, nil)
+	descOffered  = prometheus.NewDesc("quartet_stage_offered_rate", "Requests per second offered to the stage's queue, refused ones included, over the controller's last period (inline requests not counted).", []string{"stage"}, nil)
+	descXput     = prometheus.NewDesc("quartet_stage_throughput_rate", "Requests per second the stage finished from its queue, over the controller's last period (inline requests not counted; rate(quartet_stage_dequeued_total) counts all).", []string{"stage"}, nil)
 	descWait     = prometheus.NewDesc("quartet_stage_queue_wait_seconds", "Mean time a request finished in the controller's last period waited in the stage's queue.", []string{"stage"}, nil)
 	descRun      = prometheus.NewDesc("quartet_stage_service_time_seconds", "Mean time a request holds a processor place (parked time excluded), smoothed: the controller's service time.", []string{"stage"}, nil)
-	descBusy     = prometheus.NewDesc("quartet_stage_busy_places", "Mean places in use over the controller's last period (throughput x service time).", []string{"stage"}, nil)
+	descBusy     = prometheus.NewDesc("quartet_stage_busy_places", "The controller's estimate of the places in use: the last period's throughput x the smoothed service time (Little); above the size while the service time is changing.", []string{"stage"}, nil)
 	descDemand   = prometheus.NewDesc("quartet_stage_demand_places", "Places the arrivals keep busy or waiting: arrival rate x (queue wait + service time), Little's law.", []string{"stage"}, nil)
 	descTarget   = prometheus.NewDesc("quartet_stage_target_places", "The controller's target: demand + 2 sqrt(demand).", []string{"stage"}, nil)
 	descCeiling  = prometheus.NewDesc("quartet_stage_ceiling_places", "A growth ceiling the controller found (more places added no throughput); 0: none.", []string{"stage"}, nil)
