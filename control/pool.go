@@ -387,7 +387,7 @@ func (c *Pool) retire(s PoolSample, d *Decision, lo int) bool {
 // eighth: the targets of consecutive periods wander by about that much
 // (the √R headroom is of that order for pools of tens to thousands), and
 // following them would start and stop goroutines, and log, for nothing.
-func step(size int) int { return max(1, size/8) }
+func step(size int) int { return max(1, (size+7)/8) } // rounded up: a change of 1 in 10 is less than an eighth
 
 func (c *Pool) window() int {
 	return max(1, int(c.cfg.RetireAfter/c.cfg.Period))

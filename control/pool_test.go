@@ -554,3 +554,13 @@ func TestStalledOrComputing(t *testing.T) {
 		})
 	}
 }
+
+// The smallest change made is an eighth of the size, rounded up: the
+// doc's rule, which 10 → 9 broke when an eighth of 10 was rounded down.
+func TestStepIsAnEighthRoundedUp(t *testing.T) {
+	for size, want := range map[int]int{1: 1, 2: 1, 8: 1, 9: 2, 10: 2, 16: 2, 17: 3, 2048: 256} {
+		if got := step(size); got != want {
+			t.Errorf("step(%d) = %d, want %d", size, got, want)
+		}
+	}
+}
