@@ -42,7 +42,10 @@ import (
 // its request's body beyond what the reader buffers). Trailers are sent
 // as net/http sends them (the fields a Trailer header declares, and keys
 // with http.TrailerPrefix), after a chunked body: see
-// ResponseWriter.Trailer for when there is one.
+// ResponseWriter.Trailer for when there is one. A request's trailers are
+// not passed on: the reader checks a chunked body's trailer section and
+// drops it, so r.Trailer stays empty (RFC 9112 7.1.2 lets a recipient
+// discard them).
 //
 // The adapter allocates what net/http's own server does per request (the
 // Request, its URL, header map and strings, a context); the response side is
