@@ -402,15 +402,26 @@ func liveLine(w io.Writer, every time.Duration, base time.Time, scrapes *scrapeL
 	}
 }
 
-// stageSizes summarises a scrape's stage sizes for the live line.
+// stageSizes summarises a scrape's stage sizes for the live line: each
+// stage's size (quartet_stage_size), and after a slash its loops or
+// workers (quartet_stage_loops) when they differ, as while loops are
+// being added or places retire.
 func stageSizes(sc scrape) string {
-	var parts []string
+	size, loops := map[string]float64{}, map[string]float64{}
 	for k, v := range sc.values {
-		for _, fam := range []string{"quartet_stage_size{", "quartet_stage_loops{"} {
+		for fam, into := range map[string]map[string]float64{"quartet_stage_size{": size, "quartet_stage_loops{": loops} {
 			if strings.HasPrefix(k, fam) {
-				parts = append(parts, fmt.Sprintf("%s=%.0f", strings.Trim(strings.TrimPrefix(strings.TrimPrefix(k, fam), "stage="), `"}`), v))
+				into[strings.Trim(strings.TrimPrefix(strings.TrimPrefix(k, fam), "stage="), `"}`)] = v
 			}
 		}
+	}
+	var parts []string
+	for stage, n := range size {
+		part := fmt.Sprintf("%s=%.0f", stage, n)
+		if l, ok := loops[stage]; ok && l != n {
+			part += fmt.Sprintf("/%.0f", l)
+		}
+		parts = append(parts, part)
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " ")

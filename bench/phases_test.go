@@ -285,3 +285,17 @@ func TestPhaseRunCancel(t *testing.T) {
 		t.Errorf("warnings %q", res.Warnings)
 	}
 }
+
+// The live line names each stage once: its size, and its loops after a
+// slash only when they differ (before, size and loops were printed alike,
+// "processor=2 processor=2 reader=2 reader=2").
+func TestStageSizesLine(t *testing.T) {
+	sc := scrape{values: map[string]float64{
+		`quartet_stage_size{stage="processor"}`: 8, `quartet_stage_loops{stage="processor"}`: 8,
+		`quartet_stage_size{stage="reader"}`: 2, `quartet_stage_loops{stage="reader"}`: 1,
+		`quartet_stage_size{stage="writer"}`: 1,
+	}}
+	if got, want := stageSizes(sc), "processor=8 reader=2/1 writer=1"; got != want {
+		t.Errorf("%q, want %q", got, want)
+	}
+}
