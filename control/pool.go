@@ -108,6 +108,10 @@ type Decision struct {
 	Size    int   // places the pool should have
 	Cause   Cause // why Size differs from the sample's, CauseNone if it does not
 	Ceiling int   // a growth limit found by a saturation check (0: none)
+	// HeldForCPU: the pool did not grow because its handlers may be what
+	// fills the CPUs (PoolSample.CPUFull): it will not have more places
+	// while that lasts, and admission should not count on them.
+	HeldForCPU bool
 	Estimates
 }
 
@@ -273,6 +277,7 @@ func (c *Pool) grow(s PoolSample, d *Decision, hi int) bool {
 		// of CPU each looked stalled, doubled the pool to 256 places
 		// that all ran at once, and kept the loops from the CPUs for
 		// two minutes.
+		d.HeldForCPU = true
 		return false
 	}
 	want := d.Target
@@ -375,7 +380,12 @@ func (c *Pool) retire(s PoolSample, d *Decision, lo int) bool {
 	for _, t := range c.targets[len(c.targets)-(n-1):] {
 		most = max(most, t)
 	}
-	want := max(lo, most)
+	// Never below the places in use: handlers that have run for periods
+	// without finishing give no service time, so no target, and a pool of
+	// 128 busy places went to 2 and back to 120 every two seconds while
+	// they computed. (A place retired under a running handler is only
+	// retired once it returns; the requests queued meanwhile wait.)
+	want := max(lo, most, min(s.Busy, s.Size))
 	if want >= s.Size || (want > s.Size-step(s.Size) && want > lo) {
 		return false
 	}

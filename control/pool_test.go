@@ -545,6 +545,9 @@ func TestStalledOrComputing(t *testing.T) {
 				RunSum: time.Duration(tc.completed) * time.Second, Queued: 298, Busy: 2, Size: 2, CPUFull: tc.cpuFull, CPUs: 2}
 			for range 5 {
 				d := c.Decide(s, 2, 2048)
+				if d.HeldForCPU != (tc.cpuFull && d.Size == s.Size) {
+					t.Errorf("size %d -> %d, HeldForCPU %v", s.Size, d.Size, d.HeldForCPU)
+				}
 				s.Size = d.Size
 				s.Busy = d.Size
 			}
@@ -562,5 +565,21 @@ func TestStepIsAnEighthRoundedUp(t *testing.T) {
 		if got := step(size); got != want {
 			t.Errorf("step(%d) = %d, want %d", size, got, want)
 		}
+	}
+}
+
+// Places in use are never retired, even when no request has finished for
+// longer than RetireAfter and there is no target to keep: 100 handlers
+// computing for seconds on 128 places went to 2 and back to 120 every two
+// seconds.
+func TestRetireKeepsThePlacesInUse(t *testing.T) {
+	c := NewPool(PoolConfig{})
+	s := PoolSample{Elapsed: 100 * time.Millisecond, Busy: 100, Size: 128, CPUFull: true, CPUs: 2}
+	for i := range 50 { // 5 s, more than DefaultRetireAfter
+		d := c.Decide(s, 2, 2048)
+		if d.Size < s.Busy {
+			t.Fatalf("period %d: retired to %d places with %d in use (%s)", i, d.Size, s.Busy, d.Cause)
+		}
+		s.Size = d.Size
 	}
 }

@@ -445,7 +445,15 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 	s.noteSlowClients(now, s.loopSums())
 	ps.Busy = s.pool.Busy()
 	ps.CPUs = goruntime.GOMAXPROCS(0)
-	ps.CPUFull = ps.Elapsed > 0 && cpuUsed.Seconds() >= 0.9*float64(ps.CPUs)*ps.Elapsed.Seconds()
+	// The process's CPUs are full when it used 90% of them, or when the
+	// machine's are and the process had half: a load generator on the
+	// same cores leaves handlers that compute less than 90%, and they
+	// are still what fills the CPUs. Handlers that block use little.
+	used := 0.0
+	if ps.Elapsed > 0 {
+		used = cpuUsed.Seconds() / (float64(ps.CPUs) * ps.Elapsed.Seconds())
+	}
+	ps.CPUFull = used >= 0.9 || machineKnown && machineBusy >= 0.9 && used >= 0.5
 	// The loops first: admission needs to know how far behind the
 	// writers are.
 	served := s.counters.processor.ServiceCount()
@@ -488,7 +496,11 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 		// queued before any worker took them, after a period of idle
 		// CPUs, and judging the burst by the places the pool had refused
 		// 82% of one it would have grown to serve.
-		t.cpuBound = !d.PlacesBound && ls.CPUFull
+		// So do requests queued behind handlers that fill the CPUs, for
+		// which the pool holds its size (HeldForCPU): judged by the
+		// places it could grow to, 100 requests of a second of CPU were
+		// all admitted to wait behind 4 places, seconds past the target.
+		t.cpuBound = ls.CPUFull && (!d.PlacesBound || d.HeldForCPU)
 	}
 	first, plan := t.admissionPlaces(z.size, z.max, z.auto, d.Ceiling)
 	quiet = quiet && ps.Admitted == 0 && ps.Shed == 0 && ps.Queued == 0 && ps.Busy == 0 && held == 0 &&
