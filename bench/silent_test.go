@@ -18,11 +18,20 @@ func silentServer(t *testing.T) string { return stallingServer(t, 0) }
 // answering in the middle of a run. Requests must have no body.
 func stallingServer(t *testing.T, answerFor time.Duration) string {
 	t.Helper()
+	start := time.Now()
+	return serveEach(t, func(c net.Conn) { answerUntil(c, start.Add(answerFor)) })
+}
+
+// serveEach listens on 127.0.0.1 and runs handle on each connection it
+// accepts, on a goroutine of its own. It returns the base URL; at the end
+// of the test it stops accepting, closes every connection, and waits for
+// the handlers.
+func serveEach(t *testing.T, handle func(c net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	var mu sync.Mutex
 	var conns []net.Conn
 	var wg sync.WaitGroup
@@ -35,7 +44,7 @@ func stallingServer(t *testing.T, answerFor time.Duration) string {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			wg.Go(func() { answerUntil(c, start.Add(answerFor)) })
+			wg.Go(func() { handle(c) })
 		}
 	})
 	t.Cleanup(func() {
@@ -84,25 +93,10 @@ func answerUntil(c net.Conn, deadline time.Time) {
 // resets it (SO_LINGER 0), never answering.
 func resettingServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				buf := make([]byte, 4096)
-				_, _ = c.Read(buf)
-				_ = c.(*net.TCPConn).SetLinger(0)
-				c.Close()
-			})
-		}
+	return serveEach(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
+		_, _ = c.Read(buf)
+		_ = c.(*net.TCPConn).SetLinger(0)
+		c.Close()
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return "http://" + ln.Addr().String()
 }
