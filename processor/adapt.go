@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -112,26 +114,22 @@ func (a *adapter) ServeQuartet(w *ResponseWriter, r *stages.Request) {
 	s.rw.trailers()
 }
 
-// allowedTrailers is a Trailer header's list without the fields that
-// must not be trailers.
-func allowedTrailers(list string) string {
-	var b strings.Builder
-	for name := range strings.SplitSeq(list, ",") {
-		if name = strings.TrimSpace(name); name != "" && !forbiddenTrailer(name) {
-			if b.Len() > 0 {
-				b.WriteString(", ")
+// trailerNames yields the names a Trailer header's list declares, but
+// those that must not be trailers.
+func trailerNames(list string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for name := range strings.SplitSeq(list, ",") {
+			if name = strings.TrimSpace(name); name != "" && !forbiddenTrailer(name) && !yield(name) {
+				return
 			}
-			b.WriteString(name)
 		}
 	}
-	return b.String()
 }
 
 // trailers hands the handler's trailer values to w, as net/http's server
 // finds them once the handler has returned: the fields the Trailer header
 // declared, and the keys with http.TrailerPrefix.
 func (hw *httpResponseWriter) trailers() {
-	declared := hw.h["Trailer"]
 	for name, values := range hw.h {
 		if strings.HasPrefix(name, http.TrailerPrefix) {
 			for _, v := range values {
@@ -139,10 +137,10 @@ func (hw *httpResponseWriter) trailers() {
 			}
 		}
 	}
-	for _, list := range declared {
-		for name := range strings.SplitSeq(list, ",") {
-			for _, v := range hw.h[http.CanonicalHeaderKey(strings.TrimSpace(name))] {
-				hw.w.Trailer().Add(strings.TrimSpace(name), v)
+	for _, list := range hw.h["Trailer"] {
+		for name := range trailerNames(list) {
+			for _, v := range hw.h[http.CanonicalHeaderKey(name)] {
+				hw.w.Trailer().Add(name, v)
 			}
 		}
 	}
@@ -339,7 +337,7 @@ func (hw *httpResponseWriter) WriteHeader(code int) {
 			// Announce only what may be sent: Go's client refuses a
 			// response that declares Content-Length a trailer.
 			for _, list := range values {
-				if v := allowedTrailers(list); v != "" {
+				if v := strings.Join(slices.Collect(trailerNames(list)), ", "); v != "" {
 					nh.Add(name, v)
 				}
 			}
