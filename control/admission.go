@@ -149,7 +149,10 @@ func (a *Admission) Limits(classes []ClassSample, size, places int, unknown int6
 	// a route not measured yet shares the other routes' class and their
 	// service time of microseconds.
 	left := a.target - downstream
-	stuck := a.target > 0 && held >= max(places, 1)
+	// With the writers behind by the whole target (left <= 0) every
+	// limit is 1 already, and "none free for the target" would hold of
+	// classes that finish constantly.
+	stuck := a.target > 0 && left > 0 && held >= max(places, 1)
 	backlogged := false
 	for i, c := range classes {
 		switch {

@@ -78,6 +78,13 @@ func TestAdmissionLimits(t *testing.T) {
 			want: []want{{queue: 64, retry: 1}, {queue: 1000, retry: 1}},
 		},
 		{
+			// The writers are behind by the whole target: every limit is
+			// 1, and a full pool whose requests finish is not stuck.
+			name: "every place held, requests finishing, writers behind", target: 500 * ms, places: 4, downstream: 600 * ms,
+			now:  []ClassSample{{Queued: 100, Held: 4, Completed: 8, RunSum: 8 * 50 * ms, Backlogged: true, Elapsed: 100 * ms}},
+			want: []want{{queue: 1, retry: 2}},
+		},
+		{
 			// The same places held, but by requests that finish: one
 			// frees every 12.5 ms, and the fast class gets it.
 			name: "every place held, places coming free", target: 500 * ms, places: 4,
