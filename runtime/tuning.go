@@ -445,27 +445,24 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 	s.noteSlowClients(now, s.loopSums())
 	ps.Busy = s.pool.Busy()
 	ps.CPUs = goruntime.GOMAXPROCS(0)
-	// The process's CPUs are full when it used 90% of them, or when the
-	// machine's are and the process had half: a load generator on the
-	// same cores leaves handlers that compute less than 90%, and they
-	// are still what fills the CPUs. Handlers that block use little.
-	used := 0.0
-	if ps.Elapsed > 0 {
-		used = cpuUsed.Seconds() / (float64(ps.CPUs) * ps.Elapsed.Seconds())
-	}
-	ps.CPUFull = used >= 0.9 || machineKnown && machineBusy >= 0.9 && used >= 0.5
-	// The loops first: admission needs to know how far behind the
-	// writers are.
-	served := s.counters.processor.ServiceCount()
 	// The CPUs are full when the process used 90% of GOMAXPROCS (the
 	// scheduler's own work and the sampling moments keep a full process a
 	// little below all of it), or the machine's CPUs were 90% busy: a
 	// load generator or a neighbour on the same cores makes the loops
-	// wait for a CPU just as well.
-	ls := control.LoopSample{Elapsed: ps.Elapsed, CPUFull: ps.CPUFull}
-	if machineKnown && machineBusy >= 0.9 {
-		ls.CPUFull = true
+	// wait for a CPU just as well (ls). For the pool the process must
+	// have had half of them too: handlers that compute beside a load
+	// generator stay under 90% and still fill the CPUs, handlers that
+	// block use little.
+	used := 0.0
+	if ps.Elapsed > 0 {
+		used = cpuUsed.Seconds() / (float64(ps.CPUs) * ps.Elapsed.Seconds())
 	}
+	machineFull := machineKnown && machineBusy >= 0.9
+	ps.CPUFull = used >= 0.9 || machineFull && used >= 0.5
+	ls := control.LoopSample{Elapsed: ps.Elapsed, CPUFull: used >= 0.9 || machineFull}
+	// The loops first: admission needs to know how far behind the
+	// writers are.
+	served := s.counters.processor.ServiceCount()
 	if ps.Elapsed > 0 {
 		ls.Served = float64(served-t.prevServed) / ps.Elapsed.Seconds()
 	}
@@ -491,15 +488,14 @@ func (s *Server) sample(now time.Time, decide bool) (quiet bool) {
 		s.resizeLocked(d.Size, "controller: "+string(d.Cause), estimateAttrs(d, ps)...)
 	}
 	if ps.Queued > 0 {
-		// Requests queued with places free wait for CPU only if the CPUs
-		// are full: a burst's first sample (kick) finds its requests
-		// queued before any worker took them, after a period of idle
-		// CPUs, and judging the burst by the places the pool had refused
-		// 82% of one it would have grown to serve.
-		// So do requests queued behind handlers that fill the CPUs, for
-		// which the pool holds its size (HeldForCPU): judged by the
+		// A backlog waits for CPU, and is judged by the places the pool
+		// has, only while the CPUs are full: when places were free (a
+		// burst's first sample, kick, finds its requests queued before
+		// any worker took them; judged by the places the pool had, 82%
+		// of a burst it would have grown to serve was refused), or when
+		// the pool held its size for the CPUs (HeldForCPU; judged by the
 		// places it could grow to, 100 requests of a second of CPU were
-		// all admitted to wait behind 4 places, seconds past the target.
+		// all admitted to wait behind 4 places, seconds past the target).
 		t.cpuBound = ls.CPUFull && (!d.PlacesBound || d.HeldForCPU)
 	}
 	first, plan := t.admissionPlaces(z.size, z.max, z.auto, d.Ceiling)
